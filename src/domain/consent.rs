@@ -1,0 +1,387 @@
+//! Informed consent, modelled on the FHIR Consent provision tree: grants
+//! (scopes) and refusals by purpose, data category and recipient, each grant
+//! limited in time. Refusals override grants; a withdrawal ends everything.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::case::GuardianRole;
+use super::recipient::Recipient;
+use super::text::ShortText;
+use super::{CountryCode, DataCategory, LanguageCode, OrgId, ParseError, Purpose, RecipientKind};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    pub given_by: ConsentGiver,
+    pub method: ConsentMethod,
+    pub given_at: DateTime<Utc>,
+    /// The language in which the person was informed, when it was not the form's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub informed_in_language: Option<LanguageCode>,
+    pub scopes: Vec<Scope>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<Refusal>,
+    /// Once set, nothing may leave under this consent any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn_at: Option<DateTime<Utc>>,
+}
+
+/// Who consented. A child's consent is valid only when given with a guardian.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConsentGiver {
+    Subject,
+    Guardian {
+        role: GuardianRole,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        given_names: Option<ShortText>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        family_name: Option<ShortText>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        organisation: Option<ShortText>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentMethod {
+    Written,
+    Verbal,
+}
+
+/// Which categories a scope covers. `all` never includes `case_notes`: notes
+/// leave only when a scope names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CategorySelection {
+    All(AllCategories),
+    Listed(#[schemars(length(min = 1))] BTreeSet<DataCategory>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AllCategories {
+    All,
+}
+
+impl CategorySelection {
+    fn covers(&self, category: DataCategory) -> bool {
+        match self {
+            Self::All(_) => category != DataCategory::CaseNotes,
+            Self::Listed(listed) => listed.contains(&category),
+        }
+    }
+
+    fn names(&self, category: DataCategory) -> bool {
+        matches!(self, Self::Listed(listed) if listed.contains(&category))
+    }
+}
+
+/// A recipient named by organisation, kind or country; every field given must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "RecipientSelectorFields", deny_unknown_fields)]
+pub struct RecipientSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    organisation: Option<OrgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<RecipientKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    country: Option<CountryCode>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RecipientSelector", extend("minProperties" = 1))]
+struct RecipientSelectorFields {
+    organisation: Option<OrgId>,
+    kind: Option<RecipientKind>,
+    country: Option<CountryCode>,
+}
+
+impl TryFrom<RecipientSelectorFields> for RecipientSelector {
+    type Error = ParseError;
+    fn try_from(fields: RecipientSelectorFields) -> Result<Self, Self::Error> {
+        RecipientSelector::new(fields.organisation, fields.kind, fields.country)
+    }
+}
+
+impl RecipientSelector {
+    pub fn new(
+        organisation: Option<OrgId>,
+        kind: Option<RecipientKind>,
+        country: Option<CountryCode>,
+    ) -> Result<Self, ParseError> {
+        if organisation.is_none() && kind.is_none() && country.is_none() {
+            return Err(ParseError::new("recipient", "name at least one of organisation, kind or country"));
+        }
+        Ok(Self { organisation, kind, country })
+    }
+
+    pub fn matches(&self, recipient: &Recipient) -> bool {
+        self.organisation.as_ref().is_none_or(|id| *id == recipient.id)
+            && self.kind.is_none_or(|kind| kind == recipient.kind)
+            && self.country.is_none_or(|country| country == recipient.country)
+    }
+}
+
+/// A grant: these purposes, these categories, these recipients, for this period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "ScopeFields", deny_unknown_fields)]
+pub struct Scope {
+    purposes: BTreeSet<Purpose>,
+    categories: CategorySelection,
+    recipients: Vec<RecipientSelector>,
+    /// Defaults to the time consent was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: DateTime<Utc>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Scope")]
+struct ScopeFields {
+    #[schemars(length(min = 1))]
+    purposes: BTreeSet<Purpose>,
+    categories: CategorySelection,
+    #[schemars(length(min = 1))]
+    recipients: Vec<RecipientSelector>,
+    /// Defaults to the time consent was given.
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: DateTime<Utc>,
+}
+
+impl TryFrom<ScopeFields> for Scope {
+    type Error = ParseError;
+    fn try_from(f: ScopeFields) -> Result<Self, Self::Error> {
+        Scope::new(f.purposes, f.categories, f.recipients, f.valid_from, f.valid_until)
+    }
+}
+
+impl Scope {
+    pub fn new(
+        purposes: BTreeSet<Purpose>,
+        categories: CategorySelection,
+        recipients: Vec<RecipientSelector>,
+        valid_from: Option<DateTime<Utc>>,
+        valid_until: DateTime<Utc>,
+    ) -> Result<Self, ParseError> {
+        if purposes.is_empty() {
+            return Err(ParseError::new("consent scope", "purposes must name at least one purpose"));
+        }
+        if matches!(&categories, CategorySelection::Listed(listed) if listed.is_empty()) {
+            return Err(ParseError::new("consent scope", "categories must name at least one category, or be \"all\""));
+        }
+        if recipients.is_empty() {
+            return Err(ParseError::new("consent scope", "recipients must name at least one recipient"));
+        }
+        if valid_from.is_some_and(|from| from >= valid_until) {
+            return Err(ParseError::new("consent scope", "valid_until must be later than valid_from"));
+        }
+        Ok(Self { purposes, categories, recipients, valid_from, valid_until })
+    }
+
+    pub fn valid_until(&self) -> DateTime<Utc> {
+        self.valid_until
+    }
+
+    fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
+        self.purposes.contains(&purpose)
+            && self.categories.covers(category)
+            && self.recipients.iter().any(|r| r.matches(recipient))
+    }
+}
+
+/// An explicit "no". Every field left out means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub purposes: BTreeSet<Purpose>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub categories: BTreeSet<DataCategory>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<RecipientSelector>,
+}
+
+impl Refusal {
+    fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
+        (self.purposes.is_empty() || self.purposes.contains(&purpose))
+            && (self.categories.is_empty() || self.categories.contains(&category))
+            && (self.recipients.is_empty() || self.recipients.iter().any(|r| r.matches(recipient)))
+    }
+}
+
+/// What the consent says about sharing one category with one recipient for one purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Covered by a scope valid now; `named` when that scope lists the category
+    /// explicitly, and `until` the latest end among the covering scopes.
+    Granted { named: bool, until: DateTime<Utc> },
+    Withdrawn,
+    Refused,
+    /// Scopes would cover it, but all have ended.
+    Expired,
+    /// Scopes would cover it, but none has started yet.
+    NotYetValid,
+    NotGiven,
+}
+
+impl Consent {
+    pub fn is_by_guardian(&self) -> bool {
+        matches!(self.given_by, ConsentGiver::Guardian { .. })
+    }
+
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    pub fn coverage(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient, now: DateTime<Utc>) -> Coverage {
+        if self.withdrawn_at.is_some() {
+            return Coverage::Withdrawn;
+        }
+        if self.refusals.iter().any(|r| r.applies_to(purpose, category, recipient)) {
+            return Coverage::Refused;
+        }
+        let mut expired = false;
+        let mut not_yet_valid = false;
+        let mut granted: Option<(bool, DateTime<Utc>)> = None;
+        for scope in self.scopes.iter().filter(|s| s.applies_to(purpose, category, recipient)) {
+            let from = scope.valid_from.unwrap_or(self.given_at);
+            if now < from {
+                not_yet_valid = true;
+            } else if now >= scope.valid_until {
+                expired = true;
+            } else {
+                let named = scope.categories.names(category);
+                granted = Some(match granted {
+                    Some((was_named, until)) => (was_named || named, until.max(scope.valid_until)),
+                    None => (named, scope.valid_until),
+                });
+            }
+        }
+        match granted {
+            Some((named, until)) => Coverage::Granted { named, until },
+            None if expired => Coverage::Expired,
+            None if not_yet_valid => Coverage::NotYetValid,
+            None => Coverage::NotGiven,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap()
+    }
+
+    fn recipient(id: &str, kind: RecipientKind, country: &str) -> Recipient {
+        Recipient::new(OrgId::parse(id).unwrap(), CountryCode::parse(country).unwrap(), kind, false, BTreeSet::new())
+    }
+
+    fn by_org(id: &str) -> RecipientSelector {
+        RecipientSelector::new(Some(OrgId::parse(id).unwrap()), None, None).unwrap()
+    }
+
+    fn consent(scopes: Vec<Scope>, refusals: Vec<Refusal>) -> Consent {
+        Consent {
+            given_by: ConsentGiver::Subject,
+            method: ConsentMethod::Written,
+            given_at: at(1),
+            informed_in_language: None,
+            scopes,
+            refusals,
+            withdrawn_at: None,
+        }
+    }
+
+    fn scope(categories: CategorySelection, recipients: Vec<RecipientSelector>, from: Option<u32>, until: u32) -> Scope {
+        Scope::new([Purpose::Return].into(), categories, recipients, from.map(at), at(until)).unwrap()
+    }
+
+    fn listed(categories: &[DataCategory]) -> CategorySelection {
+        CategorySelection::Listed(categories.iter().copied().collect())
+    }
+
+    const ALL: CategorySelection = CategorySelection::All(AllCategories::All);
+
+    #[test]
+    fn granted_within_period_for_matching_recipient_only() {
+        let iom = recipient("nga-iom-lagos", RecipientKind::Iom, "NGA");
+        let other = recipient("nga-ngo-one", RecipientKind::Ngo, "NGA");
+        let c = consent(vec![scope(listed(&[DataCategory::Identity]), vec![by_org("nga-iom-lagos")], None, 20)], vec![]);
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(10)), Coverage::Granted { named: true, until: at(20) });
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &other, at(10)), Coverage::NotGiven);
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Health, &iom, at(10)), Coverage::NotGiven);
+        assert_eq!(c.coverage(Purpose::Reintegration, DataCategory::Identity, &iom, at(10)), Coverage::NotGiven);
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(20)), Coverage::Expired);
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(25)), Coverage::Expired);
+    }
+
+    #[test]
+    fn not_yet_valid_before_valid_from() {
+        let iom = recipient("nga-iom-lagos", RecipientKind::Iom, "NGA");
+        let c = consent(vec![scope(ALL, vec![by_org("nga-iom-lagos")], Some(5), 20)], vec![]);
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(3)), Coverage::NotYetValid);
+        assert!(matches!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(5)), Coverage::Granted { named: false, .. }));
+    }
+
+    #[test]
+    fn all_categories_never_covers_case_notes() {
+        let iom = recipient("nga-iom-lagos", RecipientKind::Iom, "NGA");
+        let c = consent(vec![scope(ALL, vec![by_org("nga-iom-lagos")], None, 20)], vec![]);
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::CaseNotes, &iom, at(10)), Coverage::NotGiven);
+        let named = consent(vec![scope(listed(&[DataCategory::CaseNotes]), vec![by_org("nga-iom-lagos")], None, 20)], vec![]);
+        assert!(matches!(named.coverage(Purpose::Return, DataCategory::CaseNotes, &iom, at(10)), Coverage::Granted { named: true, .. }));
+    }
+
+    #[test]
+    fn refusal_overrides_grant_and_withdrawal_overrides_everything() {
+        let ministry = recipient("eri-immigration", RecipientKind::Immigration, "ERI");
+        let by_country = RecipientSelector::new(None, None, Some(CountryCode::parse("ERI").unwrap())).unwrap();
+        let mut c = consent(
+            vec![scope(ALL, vec![by_country.clone()], None, 20)],
+            vec![Refusal { recipients: vec![RecipientSelector::new(None, Some(RecipientKind::Immigration), None).unwrap()], ..Refusal::default() }],
+        );
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &ministry, at(10)), Coverage::Refused);
+        c.refusals.clear();
+        assert!(matches!(c.coverage(Purpose::Return, DataCategory::Identity, &ministry, at(10)), Coverage::Granted { .. }));
+        c.withdrawn_at = Some(at(9));
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &ministry, at(10)), Coverage::Withdrawn);
+    }
+
+    #[test]
+    fn selectors_need_a_field_and_all_given_fields_must_match() {
+        assert!(RecipientSelector::new(None, None, None).is_err());
+        let iom_in_nga = RecipientSelector::new(None, Some(RecipientKind::Iom), Some(CountryCode::parse("NGA").unwrap())).unwrap();
+        assert!(iom_in_nga.matches(&recipient("nga-iom-lagos", RecipientKind::Iom, "NGA")));
+        assert!(!iom_in_nga.matches(&recipient("gha-iom-accra", RecipientKind::Iom, "GHA")));
+        assert!(!iom_in_nga.matches(&recipient("nga-ngo-one", RecipientKind::Ngo, "NGA")));
+    }
+
+    #[test]
+    fn malformed_scopes_are_refused_when_parsed() {
+        let base = r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z"}"#;
+        assert!(serde_json::from_str::<Scope>(base).is_ok());
+        for bad in [
+            r#"{"purposes": [], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z"}"#,
+            r#"{"purposes": ["return"], "categories": [], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z"}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [], "valid_until": "2027-01-01T00:00:00Z"}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{}], "valid_until": "2027-01-01T00:00:00Z"}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}]}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_from": "2027-02-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"}"#,
+            r#"{"purposes": ["return"], "categories": ["identity", "biometrics"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z"}"#,
+            r#"{"purposes": ["return"], "categories": "everything", "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z"}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z", "extra": 1}"#,
+        ] {
+            assert!(serde_json::from_str::<Scope>(bad).is_err(), "{bad}");
+        }
+    }
+}

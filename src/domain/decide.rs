@@ -1,0 +1,158 @@
+//! The sharing decision: consent, the built-in rules and the DPO policy,
+//! category by category, then the purpose's required categories.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::baseline::{needed_fields, required_categories};
+use super::case::{BestInterests, Case, DurableSolution};
+use super::consent::{Consent, Coverage};
+use super::decision::{Decision, ReasonCode, Sent, Withholding};
+use super::minimise::project;
+use super::policy::{CaseFacts, SharingPolicy};
+use super::recipient::Recipient;
+use super::{CountryCode, DataCategory, Profile, Purpose};
+
+/// The facts policies see, derived from the case and consent at `now`.
+pub fn case_facts(case: &Case, consent: &Consent, now: DateTime<Utc>) -> CaseFacts {
+    let determination = case.best_interests_determination();
+    let protection = case.protection.iter().flat_map(|p| p.profiles.iter().map(|x| Profile::Protection(*x)));
+    let asylum = case.asylum.iter().flat_map(|a| a.status.iter().map(|x| Profile::Asylum(*x)));
+    CaseFacts {
+        asylum_linked: case.is_asylum_linked(),
+        child: case.is_child(now.date_naive()),
+        profiles: protection.chain(asylum).collect(),
+        origin_states: case.origin_states().into_iter().collect(),
+        consent_by_guardian: consent.is_by_guardian(),
+        best_interests_determined: determination.is_some(),
+        best_interests_recommend_return: matches!(
+            determination,
+            Some(BestInterests::Completed { recommendation: Some(DurableSolution::ReturnToCountryOfOrigin), .. })
+        ),
+    }
+}
+
+fn consent_reason(coverage: Coverage) -> ReasonCode {
+    match coverage {
+        Coverage::Withdrawn => ReasonCode::ConsentWithdrawn,
+        Coverage::Refused => ReasonCode::ConsentRefused,
+        Coverage::Expired => ReasonCode::ConsentExpired,
+        Coverage::NotYetValid => ReasonCode::ConsentNotYetValid,
+        Coverage::NotGiven | Coverage::Granted { .. } => ReasonCode::ConsentNotGiven,
+    }
+}
+
+/// Rules (a) and (b) checked once more in plain Rust after the policy engine:
+/// the one guarantee nobody can switch off must not rest on one mechanism.
+fn non_negotiable(
+    coverage: Coverage,
+    category: DataCategory,
+    recipient: &Recipient,
+    facts: &CaseFacts,
+) -> Option<ReasonCode> {
+    let sits_in_origin_state = facts.origin_states.contains(&recipient.country);
+    let acts_for_origin_state = recipient.is_state_actor() && facts.origin_states.contains(&recipient.state());
+    if facts.asylum_linked && recipient.is_state_actor() && (sits_in_origin_state || acts_for_origin_state) {
+        return Some(ReasonCode::AsylumFirewall);
+    }
+    if category == DataCategory::Asylum && (sits_in_origin_state || acts_for_origin_state) {
+        return Some(ReasonCode::AsylumCategoryToOriginState);
+    }
+    match coverage {
+        Coverage::Granted { named, .. } if category != DataCategory::CaseNotes || named => None,
+        Coverage::Granted { .. } => Some(ReasonCode::CaseNotesNotNamedByConsent),
+        other => Some(consent_reason(other)),
+    }
+}
+
+/// Decides what of `case` may go to `recipient` for `purpose`.
+///
+/// `recipient` is `None` when the directory does not know the destination;
+/// like every decision that cannot be made, that is a deny.
+pub fn decide(
+    case: &Case,
+    consent: &Consent,
+    sender_country: CountryCode,
+    recipient: Option<&Recipient>,
+    purpose: Purpose,
+    policy: &SharingPolicy,
+    now: DateTime<Utc>,
+) -> Decision {
+    let version = policy.version().to_owned();
+    let Some(recipient) = recipient else {
+        return Decision::deny(purpose, version, [ReasonCode::RecipientUnknown].into(), BTreeMap::new());
+    };
+    let facts = case_facts(case, consent, now);
+    let request_facts = policy.facts(recipient, sender_country, &facts);
+
+    let mut sent = BTreeMap::new();
+    let mut withheld: BTreeMap<DataCategory, BTreeSet<Withholding>> = BTreeMap::new();
+    for &category in DataCategory::ALL.iter().filter(|c| case.has(**c)) {
+        let Some(fields) = needed_fields(purpose, category).filter(|_| project(case, purpose, category).is_some())
+        else {
+            withheld.insert(category, [Withholding::because(ReasonCode::NotNeededForPurpose)].into());
+            continue;
+        };
+        let coverage = consent.coverage(purpose, category, recipient, now);
+        let (covers, named) = match coverage {
+            Coverage::Granted { named, .. } => (true, named),
+            _ => (false, false),
+        };
+        let mut reasons = BTreeSet::new();
+        let verdict = match &request_facts {
+            Ok(request_facts) => policy.evaluate(request_facts, purpose, category, covers, named),
+            Err(_) => {
+                reasons.insert(Withholding::because(ReasonCode::PolicyEvaluationError));
+                withheld.insert(category, reasons);
+                continue;
+            }
+        };
+        for (policy_id, reason) in &verdict.forbidden_by {
+            let withholding = match reason {
+                // The policy engine only knows "not covered"; consent knows why.
+                ReasonCode::ConsentNotGiven => Withholding::because(consent_reason(coverage)),
+                ReasonCode::PolicyForbid => Withholding { reason: *reason, policy: Some(policy_id.clone()) },
+                other => Withholding::because(*other),
+            };
+            reasons.insert(withholding);
+        }
+        for policy_id in &verdict.failed {
+            reasons.insert(Withholding { reason: ReasonCode::PolicyEvaluationError, policy: Some(policy_id.clone()) });
+        }
+        if !verdict.allowed && verdict.forbidden_by.is_empty() && verdict.failed.is_empty() {
+            reasons.insert(Withholding::because(ReasonCode::PolicyNoPermit));
+        }
+        if let Some(reason) = non_negotiable(coverage, category, recipient, &facts) {
+            reasons.insert(Withholding::because(reason));
+        }
+        if verdict.allowed && reasons.is_empty() {
+            sent.insert(category, Sent { fields, permitted_by: verdict.permitted_by });
+        } else {
+            withheld.insert(category, reasons);
+        }
+    }
+
+    let mut deny_reasons = BTreeSet::new();
+    for required in required_categories(purpose) {
+        if sent.contains_key(required) {
+            continue;
+        }
+        match withheld.get(required) {
+            Some(reasons) => deny_reasons.extend(
+                reasons.iter().map(|w| w.reason).map(|r| match r {
+                    ReasonCode::NotNeededForPurpose => ReasonCode::RequiredCategoryMissing,
+                    other => other,
+                }),
+            ),
+            None => {
+                deny_reasons.insert(ReasonCode::RequiredCategoryMissing);
+            }
+        }
+    }
+    if deny_reasons.is_empty() {
+        Decision::allow(purpose, version, sent, withheld)
+    } else {
+        Decision::deny(purpose, version, deny_reasons, withheld)
+    }
+}

@@ -1,0 +1,224 @@
+//! The outcome of a sharing decision, with the reason for every category.
+//!
+//! A decision never holds a value from the case: only category names, stable
+//! reason codes and policy ids. It can therefore be logged, audited and shown
+//! to the sender as it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::baseline::Fields;
+use super::{DataCategory, Purpose};
+
+/// Why a category is withheld or a packet denied. The text of each code is a
+/// stable public contract (problem types, audit entries, metrics labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The recipient is not in the federation directory.
+    RecipientUnknown,
+    /// The purpose baseline does not include this category or any field of it that the case holds.
+    NotNeededForPurpose,
+    /// A category the purpose cannot do without is absent from the case.
+    RequiredCategoryMissing,
+    ConsentWithdrawn,
+    ConsentRefused,
+    ConsentExpired,
+    ConsentNotYetValid,
+    ConsentNotGiven,
+    /// Case notes leave only if a consent scope names `case_notes`.
+    CaseNotesNotNamedByConsent,
+    /// Asylum-linked case and a state actor of one of the person's origin states.
+    AsylumFirewall,
+    /// The `asylum` category never goes to a recipient in an origin state.
+    AsylumCategoryToOriginState,
+    ChildGuardianConsentMissing,
+    ChildBestInterestsMissing,
+    ChildBestInterestsAgainstReturn,
+    /// No DPO permit covers this category (default deny).
+    PolicyNoPermit,
+    /// A DPO forbid applies; the policy id is in the explanation.
+    PolicyForbid,
+    /// A policy could not be evaluated; undecidable means deny.
+    PolicyEvaluationError,
+}
+
+impl ReasonCode {
+    pub const ALL: &'static [ReasonCode] = &[
+        Self::RecipientUnknown,
+        Self::NotNeededForPurpose,
+        Self::RequiredCategoryMissing,
+        Self::ConsentWithdrawn,
+        Self::ConsentRefused,
+        Self::ConsentExpired,
+        Self::ConsentNotYetValid,
+        Self::ConsentNotGiven,
+        Self::CaseNotesNotNamedByConsent,
+        Self::AsylumFirewall,
+        Self::AsylumCategoryToOriginState,
+        Self::ChildGuardianConsentMissing,
+        Self::ChildBestInterestsMissing,
+        Self::ChildBestInterestsAgainstReturn,
+        Self::PolicyNoPermit,
+        Self::PolicyForbid,
+        Self::PolicyEvaluationError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RecipientUnknown => "recipient_unknown",
+            Self::NotNeededForPurpose => "not_needed_for_purpose",
+            Self::RequiredCategoryMissing => "required_category_missing",
+            Self::ConsentWithdrawn => "consent_withdrawn",
+            Self::ConsentRefused => "consent_refused",
+            Self::ConsentExpired => "consent_expired",
+            Self::ConsentNotYetValid => "consent_not_yet_valid",
+            Self::ConsentNotGiven => "consent_not_given",
+            Self::CaseNotesNotNamedByConsent => "case_notes_not_named_by_consent",
+            Self::AsylumFirewall => "asylum_firewall",
+            Self::AsylumCategoryToOriginState => "asylum_category_to_origin_state",
+            Self::ChildGuardianConsentMissing => "child_guardian_consent_missing",
+            Self::ChildBestInterestsMissing => "child_best_interests_missing",
+            Self::ChildBestInterestsAgainstReturn => "child_best_interests_against_return",
+            Self::PolicyNoPermit => "policy_no_permit",
+            Self::PolicyForbid => "policy_forbid",
+            Self::PolicyEvaluationError => "policy_evaluation_error",
+        }
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ReasonCode {
+    type Err = super::ParseError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str() == text)
+            .ok_or(super::ParseError::new("reason code", "not a known value"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_match_serde() {
+        for code in ReasonCode::ALL {
+            assert_eq!(code.as_str().parse::<ReasonCode>().ok(), Some(*code));
+            assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(code.as_str()));
+        }
+    }
+}
+
+/// One reason for withholding a category, with the policy that gave it, if any.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Withholding {
+    pub reason: ReasonCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+impl Withholding {
+    pub fn because(reason: ReasonCode) -> Self {
+        Self { reason, policy: None }
+    }
+}
+
+/// A category that goes, with the fields and the policies that allowed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sent {
+    #[serde(serialize_with = "serialize_fields")]
+    pub fields: Fields,
+    pub permitted_by: Vec<String>,
+}
+
+fn serialize_fields<S: serde::Serializer>(fields: &Fields, serializer: S) -> Result<S::Ok, S::Error> {
+    match fields {
+        Fields::All => serializer.serialize_str("all"),
+        Fields::Only(names) => serializer.collect_seq(names.iter()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allow,
+    Deny,
+}
+
+/// The decision. Built only by [`crate::domain::decide::decide`], which keeps
+/// its invariants: an allow sends at least one category and has no deny
+/// reasons; a deny sends nothing and has at least one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    outcome: Outcome,
+    purpose: Purpose,
+    policy_version: String,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    deny_reasons: BTreeSet<ReasonCode>,
+    sent: BTreeMap<DataCategory, Sent>,
+    withheld: BTreeMap<DataCategory, BTreeSet<Withholding>>,
+}
+
+impl Decision {
+    pub(super) fn allow(
+        purpose: Purpose,
+        policy_version: String,
+        sent: BTreeMap<DataCategory, Sent>,
+        withheld: BTreeMap<DataCategory, BTreeSet<Withholding>>,
+    ) -> Self {
+        debug_assert!(!sent.is_empty());
+        Self { outcome: Outcome::Allow, purpose, policy_version, deny_reasons: BTreeSet::new(), sent, withheld }
+    }
+
+    /// A deny keeps the per-category explanation for the sender, but sends nothing.
+    pub(super) fn deny(
+        purpose: Purpose,
+        policy_version: String,
+        deny_reasons: BTreeSet<ReasonCode>,
+        withheld: BTreeMap<DataCategory, BTreeSet<Withholding>>,
+    ) -> Self {
+        debug_assert!(!deny_reasons.is_empty());
+        Self { outcome: Outcome::Deny, purpose, policy_version, deny_reasons, sent: BTreeMap::new(), withheld }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    pub fn is_allow(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
+    }
+
+    pub fn deny_reasons(&self) -> &BTreeSet<ReasonCode> {
+        &self.deny_reasons
+    }
+
+    pub fn sent(&self) -> &BTreeMap<DataCategory, Sent> {
+        &self.sent
+    }
+
+    pub fn withheld(&self) -> &BTreeMap<DataCategory, BTreeSet<Withholding>> {
+        &self.withheld
+    }
+
+    pub fn sent_categories(&self) -> BTreeSet<DataCategory> {
+        self.sent.keys().copied().collect()
+    }
+}

@@ -1,0 +1,39 @@
+//! The pure domain core: no IO, no async, no clock reads (time is a parameter).
+//!
+//! Everything a packet is decided on lives here: the case model, consent,
+//! the DPO sharing policy with the built-in rules, the decision and the
+//! minimisation of the payload.
+
+pub mod baseline;
+pub mod case;
+pub mod consent;
+pub mod country;
+pub mod decide;
+pub mod decision;
+pub mod ids;
+pub mod minimise;
+pub mod policy;
+pub mod recipient;
+pub mod submission;
+pub mod text;
+pub mod vocab;
+
+pub use country::CountryCode;
+pub use ids::{IdempotencyKey, LanguageCode, OrgId, SubjectRef};
+pub use vocab::{AsylumStatus, DataCategory, Profile, ProtectionProfile, Purpose, RecipientKind};
+
+/// A value that is not of its type's form. Deliberately carries no copy of the
+/// offending input: the input may be personal data, and this text reaches logs
+/// and error bodies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind}: {problem}")]
+pub struct ParseError {
+    pub kind: &'static str,
+    pub problem: &'static str,
+}
+
+impl ParseError {
+    pub const fn new(kind: &'static str, problem: &'static str) -> Self {
+        Self { kind, problem }
+    }
+}

@@ -1,0 +1,39 @@
+//! Reads a DPO's policy directory: every `*.cedar` file in it, not recursing.
+
+use std::path::{Path, PathBuf};
+
+use crate::domain::policy::{PolicyError, PolicySource, SharingPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFilesError {
+    #[error("cannot read policy directory {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no *.cedar files in {0}: without permits, nothing could ever be shared")]
+    Empty(PathBuf),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+pub fn read_sources(dir: &Path) -> Result<Vec<PolicySource>, PolicyFilesError> {
+    let read_error = |source| PolicyFilesError::Read { path: dir.to_path_buf(), source };
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| PolicyFilesError::Read { path: path.clone(), source })?;
+            let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            sources.push(PolicySource { name, text });
+        }
+    }
+    if sources.is_empty() {
+        return Err(PolicyFilesError::Empty(dir.to_path_buf()));
+    }
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(sources)
+}
+
+/// Reads and compiles a policy directory; any invalid file refuses the whole set.
+pub fn load(dir: &Path) -> Result<SharingPolicy, PolicyFilesError> {
+    Ok(SharingPolicy::compile(&read_sources(dir)?)?)
+}
