@@ -14,7 +14,7 @@ use crate::domain::minimise::minimise;
 use crate::domain::policy::{schema_text, SharingPolicy};
 use crate::domain::submission::ReferralSubmission;
 use crate::domain::{CountryCode, OrgId};
-use crate::policy_files;
+use crate::{policy_files, schemas};
 
 #[derive(Debug, Parser)]
 #[command(name = "referral-gateway", version, about = "Per-country gateway of a transnational referral federation")]
@@ -28,6 +28,14 @@ enum Command {
     /// DPO sharing policies: check, explain, schema.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Print a JSON Schema (2020-12): the referral submission or the directory.
+    Schema { which: SchemaName },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchemaName {
+    Referral,
+    Directory,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +87,13 @@ pub fn run() -> ExitCode {
             policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(Utc::now))
         }
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
+        Command::Schema { which } => {
+            let schema = match which {
+                SchemaName::Referral => schemas::referral_schema(),
+                SchemaName::Directory => schemas::directory_schema(),
+            };
+            serde_json::to_string_pretty(&schema).map_err(CliError::from).and_then(|text| print(&text)).map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");

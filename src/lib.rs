@@ -5,3 +5,4 @@ pub mod cli;
 pub mod directory;
 pub mod domain;
 pub mod policy_files;
+pub mod schemas;

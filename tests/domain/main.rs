@@ -1,0 +1,9 @@
+//! Integration tests of the domain core, in one test binary to save link time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod bad_input;
+mod cli;
+mod properties;
+mod scenarios;
+mod schemas;
+mod support;
