@@ -80,7 +80,7 @@ pub struct Identity {
     pub date_of_birth_estimated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub place_of_birth: Option<Place>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub nationalities: BTreeSet<CountryCode>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub languages: Vec<LanguageCode>,
@@ -192,7 +192,7 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<ShortText>,
     /// Weeks of pregnancy, when pregnant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::unique::pregnancy_weeks")]
     #[schemars(range(min = 1, max = 45))]
     pub pregnancy_weeks: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,11 +229,11 @@ pub enum ExploitationType {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Protection {
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub profiles: BTreeSet<ProtectionProfile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk_level: Option<RiskLevel>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub exploitation_types: BTreeSet<ExploitationType>,
 }
 
@@ -261,12 +261,12 @@ pub struct AsylumApplication {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Asylum {
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub status: BTreeSet<AsylumStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applications: Vec<AsylumApplication>,
     /// Countries the person fears return to. Each is an origin state for the firewall.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub feared_return: BTreeSet<CountryCode>,
 }
 
@@ -308,8 +308,10 @@ pub enum DurableSolution {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BestInterests {
-    NotStarted,
-    InProgress,
+    // Empty struct variants, not unit variants: serde ignores unknown keys
+    // next to the tag of a unit variant, and unknown keys must be refused.
+    NotStarted {},
+    InProgress {},
     Completed {
         completed_on: NaiveDate,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,7 +362,7 @@ pub struct ReturnLogistics {
     pub transport: Option<TransportMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escort: Option<EscortNeed>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub arrival_assistance: BTreeSet<ArrivalAssistance>,
 }
 
@@ -381,7 +383,7 @@ pub enum ReintegrationNeed {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReintegrationNeeds {
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub needs: BTreeSet<ReintegrationNeed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_location: Option<Place>,
@@ -598,7 +600,7 @@ mod tests {
         let mut case = Case::default();
         assert_eq!(case.best_interests_determination(), None);
         case.child_safeguards = Some(ChildSafeguards {
-            best_interests_determination: Some(BestInterests::InProgress),
+            best_interests_determination: Some(BestInterests::InProgress {}),
             ..ChildSafeguards::default()
         });
         assert_eq!(case.best_interests_determination(), None);

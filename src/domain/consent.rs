@@ -34,7 +34,8 @@ pub struct Consent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConsentGiver {
-    Subject,
+    // An empty struct variant so that unknown keys next to the tag are refused.
+    Subject {},
     Guardian {
         role: GuardianRole,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +60,7 @@ pub enum ConsentMethod {
 #[serde(untagged)]
 pub enum CategorySelection {
     All(AllCategories),
-    Listed(#[schemars(length(min = 1))] BTreeSet<DataCategory>),
+    Listed(#[schemars(length(min = 1))] #[serde(deserialize_with = "super::unique::set")] BTreeSet<DataCategory>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -146,6 +147,7 @@ pub struct Scope {
 #[schemars(rename = "Scope")]
 struct ScopeFields {
     #[schemars(length(min = 1))]
+    #[serde(deserialize_with = "super::unique::set")]
     purposes: BTreeSet<Purpose>,
     categories: CategorySelection,
     #[schemars(length(min = 1))]
@@ -200,9 +202,9 @@ impl Scope {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Refusal {
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub purposes: BTreeSet<Purpose>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub categories: BTreeSet<DataCategory>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<RecipientSelector>,
@@ -292,7 +294,7 @@ mod tests {
 
     fn consent(scopes: Vec<Scope>, refusals: Vec<Refusal>) -> Consent {
         Consent {
-            given_by: ConsentGiver::Subject,
+            given_by: ConsentGiver::Subject {},
             method: ConsentMethod::Written,
             given_at: at(1),
             informed_in_language: None,

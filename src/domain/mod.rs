@@ -16,6 +16,7 @@ pub mod policy;
 pub mod recipient;
 pub mod submission;
 pub mod text;
+pub mod unique;
 pub mod vocab;
 
 pub use country::CountryCode;

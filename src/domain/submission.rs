@@ -3,9 +3,15 @@
 //! Errors name the field (a JSON path) and the rule broken, and never repeat
 //! the submitted value: it may be a name, a date of birth or a note.
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::ValidationError;
+use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::case::Case;
 use super::consent::Consent;
@@ -40,6 +46,106 @@ pub enum SubmissionError {
     Syntax { line: usize, column: usize },
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldProblem>),
+    /// The compiled-in schema did not compile: a defect of the build.
+    #[error("the referral schema is unavailable")]
+    SchemaUnavailable,
+}
+
+/// At most this many problems are reported for one submission.
+const MAX_PROBLEMS: usize = 20;
+
+/// JSON Schema (2020-12) of a submission, generated from the types.
+pub fn json_schema() -> Value {
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    let mut schema = generator.into_root_schema_for::<ReferralSubmission>();
+    schema.insert("$id".to_owned(), Value::String("https://referral-gateway.example/schemas/referral.schema.json".to_owned()));
+    schema.to_value()
+}
+
+fn validator() -> Result<&'static jsonschema::Validator, SubmissionError> {
+    static VALIDATOR: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
+    VALIDATOR
+        .get_or_init(|| jsonschema::draft202012::new(&json_schema()).ok())
+        .as_ref()
+        .ok_or(SubmissionError::SchemaUnavailable)
+}
+
+/// `/case/identity/nationalities/0` -> `case.identity.nationalities[0]`.
+fn dotted(pointer: &str) -> String {
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        }
+    }
+    if out.is_empty() { "(body)".to_owned() } else { out }
+}
+
+fn child(path: &str, name: &str) -> String {
+    match (path, looks_like_field_name(name)) {
+        (_, false) => path.to_owned(),
+        ("(body)", true) => name.to_owned(),
+        (_, true) => format!("{path}.{name}"),
+    }
+}
+
+/// Problems for one schema error, worded from the rule broken, never from the value.
+fn schema_problems(error: &ValidationError<'_>, out: &mut Vec<FieldProblem>) {
+    let path = dotted(&error.instance_path().to_string());
+    let here = |text: String| problem(path.clone(), text);
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            out.extend(unexpected.iter().map(|name| problem(child(&path, name), "unknown field")));
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or("");
+            out.push(problem(child(&path, name), "is required"));
+        }
+        ValidationErrorKind::Type { kind: TypeKind::Single(expected) } => out.push(here(format!("must be of type {expected}"))),
+        ValidationErrorKind::Enum { options } => {
+            let listed = options.as_array().filter(|o| o.len() <= 20).map(|o| {
+                o.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
+            });
+            out.push(here(match listed {
+                Some(list) => format!("is not one of the allowed values: {list}"),
+                None => "is not one of the allowed values".to_owned(),
+            }));
+        }
+        ValidationErrorKind::Constant { expected_value } => out.push(here(format!("must be {expected_value}"))),
+        ValidationErrorKind::Pattern { .. } => out.push(here("does not have the required form".to_owned())),
+        ValidationErrorKind::MinLength { limit } => out.push(here(format!("must be at least {limit} characters"))),
+        ValidationErrorKind::MaxLength { limit } => out.push(here(format!("must be at most {limit} characters"))),
+        ValidationErrorKind::MinItems { limit } => out.push(here(format!("must have at least {limit} entries"))),
+        ValidationErrorKind::MaxItems { limit } => out.push(here(format!("must have at most {limit} entries"))),
+        ValidationErrorKind::Minimum { limit } => out.push(here(format!("must be at least {limit}"))),
+        ValidationErrorKind::Maximum { limit } => out.push(here(format!("must be at most {limit}"))),
+        ValidationErrorKind::MinProperties { limit } => out.push(here(format!("must give at least {limit} of its fields"))),
+        ValidationErrorKind::UniqueItems => out.push(here("must not contain duplicates".to_owned())),
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            // Report the branch the value was evidently meant for: the ones that
+            // fail only on type at this very path (e.g. "null") are not it.
+            let meant: Vec<&Vec<ValidationError<'static>>> = context
+                .iter()
+                .filter(|branch| {
+                    !branch.iter().all(|e| {
+                        matches!(e.kind(), ValidationErrorKind::Type { .. } | ValidationErrorKind::Constant { .. } | ValidationErrorKind::Enum { .. })
+                            && e.instance_path().to_string() == error.instance_path().to_string()
+                    })
+                })
+                .collect();
+            match meant.as_slice() {
+                [branch] => branch.iter().for_each(|e| schema_problems(e, out)),
+                _ => out.push(here("does not match any of the allowed forms".to_owned())),
+            }
+        }
+        _ => out.push(here(format!("breaks the schema rule `{}`", error.kind().keyword()))),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +159,7 @@ pub struct FieldProblem {
 impl SubmissionError {
     pub fn problems(&self) -> &[FieldProblem] {
         match self {
-            SubmissionError::Syntax { .. } => &[],
+            SubmissionError::Syntax { .. } | SubmissionError::SchemaUnavailable => &[],
             SubmissionError::Invalid(problems) => problems,
         }
     }
@@ -91,17 +197,28 @@ fn problem(field: impl Into<String>, problem: impl Into<String>) -> FieldProblem
 }
 
 impl ReferralSubmission {
-    /// Parses and checks a submission received at `now`.
+    /// Parses and checks a submission received at `now`: JSON syntax, then the
+    /// published schema (so that whatever the schema refuses is refused here,
+    /// whatever serde's own leniency), then the types, then the clock.
     pub fn parse(json: &str, now: DateTime<Utc>) -> Result<Self, SubmissionError> {
-        let deserializer = &mut serde_json::Deserializer::from_str(json);
-        let submission: Self = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-            let inner = error.inner();
-            if inner.is_syntax() || inner.is_eof() {
-                return SubmissionError::Syntax { line: inner.line(), column: inner.column() };
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| SubmissionError::Syntax { line: e.line(), column: e.column() })?;
+        let mut problems = Vec::new();
+        for error in validator()?.iter_errors(&value) {
+            schema_problems(&error, &mut problems);
+            if problems.len() >= MAX_PROBLEMS {
+                break;
             }
+        }
+        if !problems.is_empty() {
+            problems.dedup();
+            problems.truncate(MAX_PROBLEMS);
+            return Err(SubmissionError::Invalid(problems));
+        }
+        let submission: Self = serde_path_to_error::deserialize(value).map_err(|error| {
             let path = error.path().to_string();
             let field = if path == "." { "(body)".to_owned() } else { path };
-            SubmissionError::Invalid(vec![problem(field, sanitised(&inner.to_string()))])
+            SubmissionError::Invalid(vec![problem(field, sanitised(&error.inner().to_string()))])
         })?;
         let problems = submission.clock_problems(now);
         if problems.is_empty() { Ok(submission) } else { Err(SubmissionError::Invalid(problems)) }
@@ -140,6 +257,16 @@ impl ReferralSubmission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pointers_become_dotted_paths() {
+        assert_eq!(dotted(""), "(body)");
+        assert_eq!(dotted("/case/identity/nationalities/0"), "case.identity.nationalities[0]");
+        assert_eq!(dotted("/consent/scopes/1/valid_until"), "consent.scopes[1].valid_until");
+        assert_eq!(child("case.identity", "nickname"), "case.identity.nickname");
+        assert_eq!(child("case.identity", "Amina Diallo"), "case.identity");
+        assert_eq!(child("(body)", "extra"), "extra");
+    }
 
     #[test]
     fn sanitising_drops_quoted_values() {

@@ -39,3 +39,162 @@ fn every_fixture_validates_against_the_schema() {
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }
 }
+
+mod schema_rejects_implies_types_reject {
+    //! Random mutations of the fixtures: whatever the published schema rejects,
+    //! the parser rejects too. (The parser may be stricter, e.g. dates in the
+    //! future, which need the clock.)
+
+    use proptest::prelude::*;
+    use referral_gateway::domain::submission::ReferralSubmission;
+    use serde_json::{json, Value};
+
+    use crate::support::{fixture_names, fixture_text, now, repo_path};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    fn paths(value: &Value, prefix: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        out.push(prefix.clone());
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    prefix.push(Step::Key(key.clone()));
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (index, child) in items.iter().enumerate() {
+                    prefix.push(Step::Index(index));
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn at<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+        path.iter().try_fold(value, |node, step| match step {
+            Step::Key(key) => node.get_mut(key.as_str()),
+            Step::Index(index) => node.get_mut(*index),
+        })
+    }
+
+    /// Values a buggy or hostile client might send: wrong types, near-miss
+    /// codes, empty and oversized strings, duplicates of real values.
+    fn replacement() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            Just(json!(true)),
+            Just(json!(0)),
+            Just(json!(-1)),
+            Just(json!(19)),
+            Just(json!(300)),
+            Just(json!(2.5)),
+            Just(json!("")),
+            Just(json!(" ")),
+            Just(json!("XYZ")),
+            Just(json!("ita")),
+            Just(json!("ERI")),
+            Just(json!("NGA")),
+            Just(json!("return")),
+            Just(json!("identity")),
+            Just(json!("iom")),
+            Just(json!("all")),
+            Just(json!("2010-03-14")),
+            Just(json!("2026-11-02T10:00:00Z")),
+            Just(json!("Zyxwvut Quintana")),
+            Just(json!("line\nbreak")),
+            Just(json!("x".repeat(201))),
+            Just(json!([])),
+            Just(json!(["ERI", "ERI"])),
+            Just(json!(["identity", "identity"])),
+            Just(json!({})),
+            Just(json!({"status": "completed"})),
+            Just(json!({"type": "guardian"})),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Replace(Value),
+        Remove,
+        AddUnknownKey,
+        DuplicateFirstItem,
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            4 => replacement().prop_map(Mutation::Replace),
+            2 => Just(Mutation::Remove),
+            1 => Just(Mutation::AddUnknownKey),
+            1 => Just(Mutation::DuplicateFirstItem),
+        ]
+    }
+
+    fn apply(document: &mut Value, path: &[Step], mutation: &Mutation) {
+        match mutation {
+            Mutation::Replace(value) => {
+                if let Some(node) = at(document, path) {
+                    *node = value.clone();
+                }
+            }
+            Mutation::Remove => {
+                if let Some((last, parent)) = path.split_last() {
+                    match (at(document, parent), last) {
+                        (Some(Value::Object(map)), Step::Key(key)) => {
+                            map.remove(key);
+                        }
+                        (Some(Value::Array(items)), Step::Index(index)) if *index < items.len() => {
+                            items.remove(*index);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Mutation::AddUnknownKey => {
+                if let Some(Value::Object(map)) = at(document, path) {
+                    map.insert("nickname".to_owned(), json!("Zyxwvut"));
+                }
+            }
+            Mutation::DuplicateFirstItem => {
+                if let Some(Value::Array(items)) = at(document, path) {
+                    if let Some(first) = items.first().cloned() {
+                        items.push(first);
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(768))]
+
+        #[test]
+        fn whatever_the_schema_rejects_the_parser_rejects(
+            fixture_index in any::<prop::sample::Index>(),
+            path_index in any::<prop::sample::Index>(),
+            mutation in mutation(),
+        ) {
+            let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo_path("schemas/referral.schema.json")).unwrap()).unwrap();
+            let validator = jsonschema::draft202012::new(&schema).unwrap();
+            let names = fixture_names();
+            let name = fixture_index.get(&names);
+            let original: Value = serde_json::from_str(&fixture_text(name)).unwrap();
+            let mut all_paths = Vec::new();
+            paths(&original, &mut Vec::new(), &mut all_paths);
+            let path = path_index.get(&all_paths);
+            let mut mutated = original.clone();
+            apply(&mut mutated, path, &mutation);
+            if !validator.is_valid(&mutated) {
+                let parsed = ReferralSubmission::parse(&mutated.to_string(), now());
+                prop_assert!(parsed.is_err(), "{name}: schema rejects {path:?} <- {mutation:?}, parser accepts");
+            }
+        }
+    }
+}
