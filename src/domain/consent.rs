@@ -54,8 +54,9 @@ pub enum ConsentMethod {
     Verbal,
 }
 
-/// Which categories a scope covers. `all` never includes `case_notes`: notes
-/// leave only when a scope names them.
+/// Which categories a scope covers. `all` never includes `case_notes` or
+/// `asylum`: free-text notes and the asylum history leave only when a scope
+/// names them, so that a broad "share my file" consent cannot carry them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum CategorySelection {
@@ -72,7 +73,7 @@ pub enum AllCategories {
 impl CategorySelection {
     fn covers(&self, category: DataCategory) -> bool {
         match self {
-            Self::All(_) => category != DataCategory::CaseNotes,
+            Self::All(_) => !matches!(category, DataCategory::CaseNotes | DataCategory::Asylum),
             Self::Listed(listed) => listed.contains(&category),
         }
     }
@@ -333,6 +334,15 @@ mod tests {
         let c = consent(vec![scope(ALL, vec![by_org("nga-iom-lagos")], Some(5), 20)], vec![]);
         assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(3)), Coverage::NotYetValid);
         assert!(matches!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(5)), Coverage::Granted { named: false, .. }));
+    }
+
+    #[test]
+    fn all_categories_never_covers_asylum() {
+        let iom = recipient("ita-iom-rome", RecipientKind::Iom, "ITA");
+        let c = consent(vec![scope(ALL, vec![by_org("ita-iom-rome")], None, 20)], vec![]);
+        assert_eq!(c.coverage(Purpose::Return, DataCategory::Asylum, &iom, at(10)), Coverage::NotGiven);
+        let named = consent(vec![scope(listed(&[DataCategory::Asylum]), vec![by_org("ita-iom-rome")], None, 20)], vec![]);
+        assert!(matches!(named.coverage(Purpose::Return, DataCategory::Asylum, &iom, at(10)), Coverage::Granted { named: true, .. }));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod consent;
 pub mod country;
 pub mod decide;
 pub mod decision;
+pub mod duplicate_keys;
 pub mod ids;
 pub mod minimise;
 pub mod policy;

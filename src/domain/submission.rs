@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::case::Case;
+use super::duplicate_keys::first_repeated_key;
 use super::consent::Consent;
 use super::{IdempotencyKey, OrgId, Purpose, SubjectRef};
 
@@ -128,15 +129,20 @@ fn schema_problems(error: &ValidationError<'_>, out: &mut Vec<FieldProblem>) {
         ValidationErrorKind::MinProperties { limit } => out.push(here(format!("must give at least {limit} of its fields"))),
         ValidationErrorKind::UniqueItems => out.push(here("must not contain duplicates".to_owned())),
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
-            // Report the branch the value was evidently meant for: the ones that
-            // fail only on type at this very path (e.g. "null") are not it.
+            // Report the branch the value was evidently meant for. Not meant: a
+            // branch whose tag (`type`, `status`: the schema's only consts)
+            // did not match, or one that fails only on type at this very path
+            // (e.g. the `null` of an optional field).
+            let this_path = error.instance_path().to_string();
             let meant: Vec<&Vec<ValidationError<'static>>> = context
                 .iter()
                 .filter(|branch| {
-                    !branch.iter().all(|e| {
-                        matches!(e.kind(), ValidationErrorKind::Type { .. } | ValidationErrorKind::Constant { .. } | ValidationErrorKind::Enum { .. })
-                            && e.instance_path().to_string() == error.instance_path().to_string()
-                    })
+                    let tag_mismatch = branch.iter().any(|e| matches!(e.kind(), ValidationErrorKind::Constant { .. }));
+                    let wrong_type_here = branch.iter().all(|e| {
+                        matches!(e.kind(), ValidationErrorKind::Type { .. } | ValidationErrorKind::Enum { .. })
+                            && e.instance_path().to_string() == this_path
+                    });
+                    !tag_mismatch && !wrong_type_here
                 })
                 .collect();
             match meant.as_slice() {
@@ -203,6 +209,9 @@ impl ReferralSubmission {
     pub fn parse(json: &str, now: DateTime<Utc>) -> Result<Self, SubmissionError> {
         let value: Value = serde_json::from_str(json)
             .map_err(|e| SubmissionError::Syntax { line: e.line(), column: e.column() })?;
+        if let Some(field) = first_repeated_key(json) {
+            return Err(SubmissionError::Invalid(vec![problem(field, "is given more than once")]));
+        }
         let mut problems = Vec::new();
         for error in validator()?.iter_errors(&value) {
             schema_problems(&error, &mut problems);

@@ -1,1 +1,200 @@
-//! (to be written)
+//! The offline command line, run as a built binary from the crate root.
+//!
+//! Assertion messages never include the command's output: it may hold the
+//! (fictional) personal data of a scenario.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::repo_path;
+
+const AT: &str = "2026-11-23T12:00:00Z";
+const AVR: &str = "tests/fixtures/referrals/rejected_asylum_avr.json";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(args)
+        .current_dir(repo_path(""))
+        .env_remove("RGW_COUNTRY")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("referral-gateway-cli-{}-{name}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path).unwrap();
+        }
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn write(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.0.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `policy explain` and parses its JSON report.
+fn explain(extra: &[&str]) -> Value {
+    let mut args = vec!["policy", "explain", "--from", "ITA", "--at", AT];
+    args.extend_from_slice(extra);
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(0), "policy explain failed");
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// The keys of a JSON object, sorted (the order of the output is not a contract).
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    keys.sort_unstable();
+    keys
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+#[test]
+fn policy_check_accepts_the_shipped_policies() {
+    let output = run(&["policy", "check", "config/policies"]);
+    assert_eq!(output.status.code(), Some(0), "stdout: {}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("ok: ") && text.contains(" policies in config/policies are valid (version sha256:"), "{text}");
+    for line in ["  permit return.return_assistance", "  forbid health.never_to_state_actors"] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in {text}");
+    }
+}
+
+#[test]
+fn policy_check_refuses_an_invalid_file_naming_file_and_line() {
+    let dir = TempDir::new("check-invalid");
+    dir.write("10-good.cedar", "@id(\"good\")\npermit (principal, action, resource);\n");
+    dir.write("20-bad.cedar", "// Tracing.\n@id(\"bad\")\npermit (principal, action, resource)\nwhen { principal.nationality == \"NGA\" };\n");
+    let output = run(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("20-bad.cedar:4:"), "{text}");
+    assert!(text.contains("nationality"), "{text}");
+    assert!(!text.contains("10-good.cedar"), "{text}");
+    assert!(!text.starts_with("ok"), "{text}");
+}
+
+#[test]
+fn policy_check_refuses_a_directory_without_policies() {
+    let dir = TempDir::new("check-empty");
+    dir.write("notes.txt", "not a policy");
+    let output = run(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("no *.cedar files"), "{}", stdout(&output));
+}
+
+#[test]
+fn policy_explain_denies_the_origin_ministry_and_sends_nothing() {
+    for policies in ["config/policies", "tests/fixtures/policies/permit-all"] {
+        let report = explain(&["--referral", AVR, "--to", "gmb-immigration", "--policies", policies]);
+        assert_eq!(report["recipient"]["id"], "gmb-immigration");
+        assert_eq!(report["recipient"]["state_actor"], true);
+        assert_eq!(report["decided_at"], AT);
+        let decision = &report["decision"];
+        assert_eq!(decision["outcome"], "deny", "{policies}");
+        assert_eq!(strings(&decision["deny_reasons"]), ["asylum_firewall"], "{policies}");
+        assert!(keys(&decision["sent"]).is_empty(), "{policies}: a deny sends nothing");
+        assert_eq!(report["payload"], serde_json::json!({}), "{policies}: a deny has an empty payload");
+        let identity_reasons: Vec<&str> =
+            decision["withheld"]["identity"].as_array().unwrap().iter().filter_map(|w| w["reason"].as_str()).collect();
+        assert_eq!(identity_reasons, ["asylum_firewall"]);
+        // A deny carries no value from the case.
+        let text = report.to_string();
+        for personal in ["Lamin", "Jallow", "PC0012345", "Serekunda", "1996-11-30"] {
+            assert!(!text.contains(personal), "the deny report holds a value from the case");
+        }
+    }
+}
+
+#[test]
+fn policy_explain_to_iom_prints_sent_categories_with_permits_and_the_payload() {
+    let report = explain(&["--referral", AVR, "--to", "gmb-iom-banjul"]);
+    let decision = &report["decision"];
+    assert_eq!(decision["outcome"], "allow");
+    assert_eq!(decision["purpose"], "return");
+    assert!(decision["policy_version"].as_str().unwrap().starts_with("sha256:"));
+    let sent = keys(&decision["sent"]);
+    assert_eq!(sent, ["contact", "documents", "health", "identity", "protection", "return_logistics"]);
+    for category in &sent {
+        let permits = strings(&decision["sent"][category]["permitted_by"]);
+        assert_eq!(permits, ["return.return_assistance"], "{category}");
+    }
+    assert_eq!(decision["sent"]["identity"]["fields"], "all");
+    assert_eq!(strings(&decision["sent"]["health"]["fields"]), ["fitness_to_travel", "escort_needs", "medication_needs"]);
+    assert_eq!(decision["withheld"]["asylum"], serde_json::json!([{ "reason": "not_needed_for_purpose" }]));
+    assert!(decision.get("deny_reasons").is_none(), "an allow has no deny reasons");
+
+    let payload = &report["payload"];
+    assert_eq!(keys(payload), sent, "the payload holds exactly the sent categories");
+    assert!(payload.get("asylum").is_none());
+    assert_eq!(keys(&payload["health"]), ["fitness_to_travel"]);
+    assert_eq!(payload["return_logistics"]["destination"]["country"], "GMB");
+}
+
+#[test]
+fn policy_explain_defaults_to_the_referral_destination() {
+    let report = explain(&["--referral", AVR]);
+    assert_eq!(report["recipient"]["id"], "gmb-iom-banjul");
+    assert_eq!(report["decision"]["outcome"], "allow");
+}
+
+#[test]
+fn policy_explain_to_an_unknown_recipient_denies() {
+    let report = explain(&["--referral", AVR, "--to", "xyz-not-in-directory"]);
+    assert!(report["recipient"].is_null());
+    assert_eq!(strings(&report["decision"]["deny_reasons"]), ["recipient_unknown"]);
+    assert_eq!(report["payload"], serde_json::json!({}));
+}
+
+#[test]
+fn policy_explain_refuses_an_invalid_referral_without_repeating_it() {
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(repo_path(AVR)).unwrap()).unwrap();
+    value["subject_ref"] = Value::String("Zyxwvut Quintana".to_owned());
+    let dir = TempDir::new("explain-invalid");
+    let referral = dir.write("referral.json", &value.to_string());
+    let output = run(&["policy", "explain", "--from", "ITA", "--at", AT, "--referral", referral.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).is_empty());
+    let text = stderr(&output);
+    assert!(text.contains("subject_ref"), "the error does not name the field");
+    assert!(!text.contains("Zyxwvut") && !text.contains("Quintana"), "the error repeats the submitted value");
+}
+
+#[test]
+fn schema_referral_prints_the_committed_schema() {
+    let output = run(&["schema", "referral"]);
+    assert_eq!(output.status.code(), Some(0));
+    let committed = std::fs::read_to_string(repo_path("schemas/referral.schema.json")).unwrap();
+    assert!(stdout(&output) == committed, "`schema referral` differs from schemas/referral.schema.json");
+}

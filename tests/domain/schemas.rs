@@ -163,10 +163,10 @@ mod schema_rejects_implies_types_reject {
                 }
             }
             Mutation::DuplicateFirstItem => {
-                if let Some(Value::Array(items)) = at(document, path) {
-                    if let Some(first) = items.first().cloned() {
-                        items.push(first);
-                    }
+                if let Some(Value::Array(items)) = at(document, path)
+                    && let Some(first) = items.first().cloned()
+                {
+                    items.push(first);
                 }
             }
         }

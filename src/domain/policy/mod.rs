@@ -201,23 +201,25 @@ impl SharingPolicy {
                     continue;
                 }
             };
-            if parsed.templates().next().is_some() {
+            let starts = statement_offsets(&source.text);
+            // `from_str` names statements policy0, policy1, ... in source order.
+            let locate_statement = |id: &PolicyId| {
+                let index: usize = id.to_string().strip_prefix("policy").and_then(|n| n.parse().ok()).unwrap_or(0);
+                line_and_column(&source.text, starts.get(index).copied().unwrap_or(0))
+            };
+            for template in parsed.templates() {
+                let (line, column) = locate_statement(template.id());
                 problems.push(PolicyProblem {
                     file: source.name.clone(),
-                    line: 1,
-                    column: 1,
+                    line,
+                    column,
                     problem: "templates (?principal, ?resource) are not supported; write plain permit or forbid policies".into(),
                 });
             }
-            let starts = statement_offsets(&source.text);
-            let mut in_order: Vec<(usize, &Policy)> = parsed
-                .policies()
-                .map(|p| (p.id().to_string().strip_prefix("policy").and_then(|n| n.parse().ok()).unwrap_or(0), p))
-                .collect();
-            in_order.sort_by_key(|(index, _)| *index);
-            for (index, policy) in in_order {
-                let offset = starts.get(index).copied().unwrap_or(0);
-                let (line, column) = line_and_column(&source.text, offset);
+            let mut in_order: Vec<&Policy> = parsed.policies().collect();
+            in_order.sort_by_key(|p| locate_statement(p.id()));
+            for policy in in_order {
+                let (line, column) = locate_statement(policy.id());
                 let locate = |problem: String| PolicyProblem { file: source.name.clone(), line, column, problem };
                 let Some(id) = policy.annotation("id") else {
                     problems.push(locate("every policy needs an @id(\"...\") annotation naming it".into()));
@@ -336,29 +338,31 @@ impl SharingPolicy {
         };
         let response = self.authorizer.is_authorized(&request, &self.policies, &facts.entities);
         let diagnostics = response.diagnostics();
-        let failed: Vec<String> = diagnostics
+        let failed = diagnostics
             .errors()
             .map(|e| match e {
                 AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
             })
-            .collect();
+            .collect::<Vec<String>>();
         let determining: Vec<&PolicyId> = diagnostics.reason().collect();
         match response.decision() {
             CedarDecision::Allow => Verdict {
                 // A forbid that failed to evaluate might have applied: withhold.
                 allowed: failed.is_empty(),
-                permitted_by: determining.iter().map(|id| id.to_string()).collect(),
+                // Sorted: Cedar reports a set, and a decision must be reproducible.
+                permitted_by: sorted(determining.iter().map(|id| id.to_string())),
                 forbidden_by: Vec::new(),
                 failed,
             },
             CedarDecision::Deny => Verdict {
                 allowed: false,
                 permitted_by: Vec::new(),
-                forbidden_by: determining
-                    .iter()
-                    .map(|id| (id.to_string(), self.builtin_reasons.get(*id).copied().unwrap_or(ReasonCode::PolicyForbid)))
-                    .collect(),
-                failed,
+                forbidden_by: sorted(
+                    determining
+                        .iter()
+                        .map(|id| (id.to_string(), self.builtin_reasons.get(*id).copied().unwrap_or(ReasonCode::PolicyForbid))),
+                ),
+                failed: sorted(failed),
             },
         }
     }
@@ -391,6 +395,12 @@ impl SharingPolicy {
         )
         .map_err(|e| PolicyError::Builtin(e.to_string()))
     }
+}
+
+fn sorted<T: Ord>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut items: Vec<T> = items.into_iter().collect();
+    items.sort();
+    items
 }
 
 fn version_of(sources: &[&PolicySource]) -> String {
