@@ -9,7 +9,7 @@ use super::baseline::{needed_fields, required_categories};
 use super::case::{BestInterests, Case, DurableSolution};
 use super::consent::{Consent, Coverage};
 use super::decision::{Decision, ReasonCode, Sent, Withholding};
-use super::minimise::project;
+use super::minimise::{project, Payload};
 use super::policy::{CaseFacts, SharingPolicy};
 use super::recipient::Recipient;
 use super::{CountryCode, DataCategory, Profile, Purpose};
@@ -43,27 +43,31 @@ fn consent_reason(coverage: Coverage) -> ReasonCode {
     }
 }
 
-/// Rules (a) and (b) checked once more in plain Rust after the policy engine:
-/// the one guarantee nobody can switch off must not rest on one mechanism.
+/// Rules (a), (b) and (c) checked once more in plain Rust after the policy
+/// engine: the guarantees nobody can switch off must not rest on one
+/// mechanism. Every rule that applies is named, for the explanation.
 fn non_negotiable(
     coverage: Coverage,
     category: DataCategory,
     recipient: &Recipient,
     facts: &CaseFacts,
-) -> Option<ReasonCode> {
+) -> Vec<ReasonCode> {
+    let mut reasons = Vec::new();
     let sits_in_origin_state = facts.origin_states.contains(&recipient.country);
     let acts_for_origin_state = recipient.is_state_actor() && facts.origin_states.contains(&recipient.state());
     if facts.asylum_linked && recipient.is_state_actor() && (sits_in_origin_state || acts_for_origin_state) {
-        return Some(ReasonCode::AsylumFirewall);
+        reasons.push(ReasonCode::AsylumFirewall);
     }
     if category == DataCategory::Asylum && (sits_in_origin_state || acts_for_origin_state) {
-        return Some(ReasonCode::AsylumCategoryToOriginState);
+        reasons.push(ReasonCode::AsylumCategoryToOriginState);
     }
-    match coverage {
-        Coverage::Granted { named, .. } if category != DataCategory::CaseNotes || named => None,
-        Coverage::Granted { .. } => Some(ReasonCode::CaseNotesNotNamedByConsent),
-        other => Some(consent_reason(other)),
+    if category == DataCategory::CaseNotes && !matches!(coverage, Coverage::Granted { named: true, .. }) {
+        reasons.push(ReasonCode::CaseNotesNotNamedByConsent);
     }
+    if !matches!(coverage, Coverage::Granted { .. }) {
+        reasons.push(consent_reason(coverage));
+    }
+    reasons
 }
 
 /// Decides what of `case` may go to `recipient` for `purpose`.
@@ -79,17 +83,33 @@ pub fn decide(
     policy: &SharingPolicy,
     now: DateTime<Utc>,
 ) -> Decision {
+    decide_and_minimise(case, consent, sender_country, recipient, purpose, policy, now).0
+}
+
+/// [`decide`] and [`crate::domain::minimise::minimise`] in one pass, cutting
+/// each category to the purpose baseline once: what a gateway does on submit.
+pub fn decide_and_minimise(
+    case: &Case,
+    consent: &Consent,
+    sender_country: CountryCode,
+    recipient: Option<&Recipient>,
+    purpose: Purpose,
+    policy: &SharingPolicy,
+    now: DateTime<Utc>,
+) -> (Decision, Payload) {
     let version = policy.version().to_owned();
     let Some(recipient) = recipient else {
-        return Decision::deny(purpose, version, [ReasonCode::RecipientUnknown].into(), BTreeMap::new());
+        let decision = Decision::deny(purpose, version, [ReasonCode::RecipientUnknown].into(), BTreeMap::new());
+        return (decision, Payload::default());
     };
     let facts = case_facts(case, consent, now);
     let request_facts = policy.facts(recipient, sender_country, &facts);
 
     let mut sent = BTreeMap::new();
+    let mut projections = BTreeMap::new();
     let mut withheld: BTreeMap<DataCategory, BTreeSet<Withholding>> = BTreeMap::new();
     for &category in DataCategory::ALL.iter().filter(|c| case.has(**c)) {
-        let Some(fields) = needed_fields(purpose, category).filter(|_| project(case, purpose, category).is_some())
+        let (Some(fields), Some(projection)) = (needed_fields(purpose, category), project(case, purpose, category))
         else {
             withheld.insert(category, [Withholding::because(ReasonCode::NotNeededForPurpose)].into());
             continue;
@@ -123,11 +143,10 @@ pub fn decide(
         if !verdict.allowed && verdict.forbidden_by.is_empty() && verdict.failed.is_empty() {
             reasons.insert(Withholding::because(ReasonCode::PolicyNoPermit));
         }
-        if let Some(reason) = non_negotiable(coverage, category, recipient, &facts) {
-            reasons.insert(Withholding::because(reason));
-        }
+        reasons.extend(non_negotiable(coverage, category, recipient, &facts).into_iter().map(Withholding::because));
         if verdict.allowed && reasons.is_empty() {
             sent.insert(category, Sent { fields, permitted_by: verdict.permitted_by });
+            projections.insert(category, projection);
         } else {
             withheld.insert(category, reasons);
         }
@@ -151,8 +170,8 @@ pub fn decide(
         }
     }
     if deny_reasons.is_empty() {
-        Decision::allow(purpose, version, sent, withheld)
+        (Decision::allow(purpose, version, sent, withheld), Payload::from_categories(projections))
     } else {
-        Decision::deny(purpose, version, deny_reasons, withheld)
+        (Decision::deny(purpose, version, deny_reasons, withheld), Payload::default())
     }
 }

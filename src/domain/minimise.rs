@@ -12,11 +12,15 @@ use super::decision::Decision;
 use super::{DataCategory, Purpose};
 
 /// The minimal body of a referral packet: category name to its fields.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Payload(BTreeMap<DataCategory, Value>);
 
 impl Payload {
+    pub(super) fn from_categories(categories: BTreeMap<DataCategory, Value>) -> Self {
+        Self(categories)
+    }
+
     pub fn categories(&self) -> impl Iterator<Item = DataCategory> + '_ {
         self.0.keys().copied()
     }

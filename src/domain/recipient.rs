@@ -81,7 +81,7 @@ impl FromStr for Service {
 /// `country` is where it sits (behind which gateway); `state` is the state it
 /// acts for. They differ for consulates and embassies: a Nigerian consulate in
 /// Rome sits in ITA but is a state actor of NGA.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Recipient {
     pub id: OrgId,
     pub country: CountryCode,

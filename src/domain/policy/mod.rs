@@ -5,11 +5,13 @@
 
 mod schema;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::str::FromStr;
 
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    ActionConstraint, AuthorizationError, Authorizer, ResourceConstraint, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
@@ -23,6 +25,8 @@ use super::{CountryCode, DataCategory, Profile, Purpose};
 const BUILTIN_SOURCE: &str = include_str!("builtin.cedar");
 const BUILTIN_FILE: &str = "<built-in rules>";
 const BUILTIN_PREFIX: &str = "builtin.";
+/// The built-in rule that withholds whatever consent does not cover.
+const CONSENT_RULE: &str = "builtin.consent_required";
 
 /// One policy file as the DPO wrote it.
 #[derive(Debug, Clone)]
@@ -51,10 +55,23 @@ pub enum PolicyError {
 }
 
 /// A compiled, validated policy set: built-in rules plus the DPO's policies.
+///
+/// The set is validated as a whole, then sliced per (purpose, category) by
+/// each policy's action and resource scope, so that evaluating one category
+/// only runs the policies that can apply to it. Slicing never drops a policy
+/// whose scope might match: only `==` and `in [...]` scopes narrow a slice.
 #[derive(Debug, Clone)]
 pub struct SharingPolicy {
     policies: PolicySet,
-    schema: Schema,
+    /// Built-in rules marked `@scope("case")`, per purpose: run once per decision.
+    case_rules: HashMap<Purpose, PolicySet>,
+    /// The other built-in rules and the DPO's, per purpose and category: run
+    /// for categories the consent covers.
+    slices: HashMap<(Purpose, DataCategory), PolicySet>,
+    /// Recipient entities, built once per distinct recipient.
+    entities: Arc<RwLock<HashMap<Recipient, (EntityUid, Entities)>>>,
+    action_uids: HashMap<Purpose, EntityUid>,
+    category_uids: HashMap<DataCategory, EntityUid>,
     version: String,
     builtin_reasons: HashMap<PolicyId, ReasonCode>,
     authorizer: Authorizer,
@@ -78,7 +95,14 @@ pub struct RequestFacts {
     entities: Entities,
     sender_country: String,
     case: RestrictedExpression,
+    /// One context per consent-facts combination actually used; there are three.
+    contexts: [OnceCell<Option<Context>>; 3],
+    /// The case-scoped rules' verdict, per purpose.
+    case_verdicts: [OnceCell<Verdict>; 3],
 }
+
+/// Recipient entities kept at most; a directory is far smaller.
+const MAX_CACHED_RECIPIENTS: usize = 10_000;
 
 /// Facts about the case that policies may use; no personal data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +195,7 @@ impl SharingPolicy {
     /// Compiles the built-in rules with the DPO's policy files. Every problem is
     /// reported with file, line and column; none is silently skipped.
     pub fn compile(sources: &[PolicySource]) -> Result<Self, PolicyError> {
-        let (schema, _warnings) =
+        let (schema, _warnings): (Schema, _) =
             Schema::from_cedarschema_str(&schema_text()).map_err(|e| PolicyError::Builtin(e.to_string()))?;
         let mut policies = PolicySet::new();
         let mut builtin_reasons = HashMap::new();
@@ -180,6 +204,9 @@ impl SharingPolicy {
         let mut origin: HashMap<PolicyId, (String, &str)> = HashMap::new();
 
         let builtin = PolicySet::from_str(BUILTIN_SOURCE).map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        if !builtin.policies().any(|p| p.annotation("id") == Some(CONSENT_RULE)) {
+            return Err(PolicyError::Builtin(format!("{CONSENT_RULE} is missing")));
+        }
         for policy in builtin.policies() {
             let (Some(id), Some(reason)) = (policy.annotation("id"), policy.annotation("reason")) else {
                 return Err(PolicyError::Builtin("a built-in rule lacks @id or @reason".into()));
@@ -256,7 +283,46 @@ impl SharingPolicy {
             return Err(PolicyError::Invalid(problems));
         }
         let version = version_of(&sorted);
-        Ok(Self { policies, schema, version, builtin_reasons, authorizer: Authorizer::new() })
+        let case_scoped = |p: &Policy| p.annotation("scope") == Some("case") && builtin_reasons.contains_key(p.id());
+        let subset = |keep: &dyn Fn(&Policy) -> bool| -> Result<PolicySet, PolicyError> {
+            let mut subset = PolicySet::new();
+            for policy in policies.policies().filter(|p| keep(p)) {
+                subset.add(policy.clone()).map_err(|e| PolicyError::Builtin(e.to_string()))?;
+            }
+            Ok(subset)
+        };
+        let mut case_rules = HashMap::new();
+        let mut slices = HashMap::new();
+        for &purpose in Purpose::ALL {
+            case_rules.insert(purpose, subset(&|p| case_scoped(p) && may_apply(p, purpose, DataCategory::Identity))?);
+            for &category in DataCategory::ALL {
+                // Slices run only when consent covers the category, where the
+                // consent rule cannot fire.
+                let applies = |p: &Policy| {
+                    !case_scoped(p) && p.id().to_string() != CONSENT_RULE && may_apply(p, purpose, category)
+                };
+                slices.insert((purpose, category), subset(&applies)?);
+            }
+        }
+        let action_uids = Purpose::ALL
+            .iter()
+            .map(|p| entity_uid("Action", p.as_str()).map(|uid| (*p, uid)))
+            .collect::<Result<_, _>>()?;
+        let category_uids = DataCategory::ALL
+            .iter()
+            .map(|c| entity_uid("Category", c.as_str()).map(|uid| (*c, uid)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            policies,
+            case_rules,
+            slices,
+            entities: Arc::default(),
+            action_uids,
+            category_uids,
+            version,
+            builtin_reasons,
+            authorizer: Authorizer::new(),
+        })
     }
 
     /// A content hash of the built-in rules and every DPO file, names included.
@@ -281,23 +347,7 @@ impl SharingPolicy {
 
     /// Prepares the recipient entity and case facts once per decision.
     pub fn facts(&self, recipient: &Recipient, sender: CountryCode, case: &CaseFacts) -> Result<RequestFacts, PolicyError> {
-        let principal = entity_uid("Organisation", recipient.id.as_str())?;
-        let services = recipient
-            .services
-            .iter()
-            .map(|s| entity_value("Service", s.as_str()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let attributes = HashMap::from([
-            ("kind".to_owned(), entity_value("Kind", recipient.kind.as_str())?),
-            ("country".to_owned(), RestrictedExpression::new_string(recipient.country.to_string())),
-            ("state".to_owned(), RestrictedExpression::new_string(recipient.state().to_string())),
-            ("state_actor".to_owned(), RestrictedExpression::new_bool(recipient.is_state_actor())),
-            ("services".to_owned(), RestrictedExpression::new_set(services)),
-        ]);
-        let organisation =
-            Entity::new(principal.clone(), attributes, HashSet::new()).map_err(|e| PolicyError::Builtin(e.to_string()))?;
-        let entities = Entities::from_entities([organisation], Some(&self.schema))
-            .map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        let (principal, entities) = self.recipient_entity(recipient)?;
         let profiles =
             case.profiles.iter().map(|p| entity_value("Profile", p.as_str())).collect::<Result<Vec<_>, _>>()?;
         let origin_states = case.origin_states.iter().map(|c| RestrictedExpression::new_string(c.to_string()));
@@ -314,11 +364,54 @@ impl SharingPolicy {
             ),
         ])
         .map_err(|e| PolicyError::Builtin(e.to_string()))?;
-        Ok(RequestFacts { principal, entities, sender_country: sender.to_string(), case })
+        Ok(RequestFacts {
+            principal,
+            entities,
+            sender_country: sender.to_string(),
+            case,
+            contexts: Default::default(),
+            case_verdicts: Default::default(),
+        })
+    }
+
+    /// The recipient as a Cedar entity, built once per distinct recipient.
+    fn recipient_entity(&self, recipient: &Recipient) -> Result<(EntityUid, Entities), PolicyError> {
+        if let Some(found) = self.entities.read().ok().and_then(|cache| cache.get(recipient).cloned()) {
+            return Ok(found);
+        }
+        let principal = entity_uid("Organisation", recipient.id.as_str())?;
+        let services = recipient
+            .services
+            .iter()
+            .map(|s| entity_value("Service", s.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let attributes = HashMap::from([
+            ("kind".to_owned(), entity_value("Kind", recipient.kind.as_str())?),
+            ("country".to_owned(), RestrictedExpression::new_string(recipient.country.to_string())),
+            ("state".to_owned(), RestrictedExpression::new_string(recipient.state().to_string())),
+            ("state_actor".to_owned(), RestrictedExpression::new_bool(recipient.is_state_actor())),
+            ("services".to_owned(), RestrictedExpression::new_set(services)),
+        ]);
+        let organisation =
+            Entity::new(principal.clone(), attributes, HashSet::new()).map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        // Built here from typed values; tests check this entity against the schema.
+        let entities = Entities::from_entities([organisation], None).map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        if let Ok(mut cache) = self.entities.write() {
+            if cache.len() >= MAX_CACHED_RECIPIENTS {
+                cache.clear();
+            }
+            cache.insert(recipient.clone(), (principal.clone(), entities.clone()));
+        }
+        Ok((principal, entities))
     }
 
     /// Evaluates one category. Any failure to build or evaluate the request is
     /// a withheld category, never an allow.
+    ///
+    /// Cedar allows when no forbid is satisfied and some permit is; so running
+    /// the case-scoped rules once and the rest per category is the same
+    /// decision as running all together. The DPO's policies run only when the
+    /// consent covers the category: otherwise it is withheld whatever they say.
     pub fn evaluate(
         &self,
         facts: &RequestFacts,
@@ -327,16 +420,53 @@ impl SharingPolicy {
         consent_covers: bool,
         consent_names_category: bool,
     ) -> Verdict {
-        let failed = |why: &str| Verdict {
-            allowed: false,
-            permitted_by: Vec::new(),
-            forbidden_by: Vec::new(),
-            failed: vec![why.to_owned()],
+        let case_verdict = facts
+            .case_verdicts
+            .get(purpose_index(purpose))
+            .map(|cell| cell.get_or_init(|| self.run(facts, self.case_rules.get(&purpose), purpose, DataCategory::Identity, true, true)));
+        let category_verdict = if consent_covers {
+            self.run(facts, self.slices.get(&(purpose, category)), purpose, category, true, consent_names_category)
+        } else {
+            // Withheld whatever the policies say. `builtin.consent_required` is
+            // the rule that applies; the category-scoped rules it would meet
+            // besides (asylum category, case notes) are re-checked by `decide`.
+            Verdict {
+                allowed: false,
+                permitted_by: Vec::new(),
+                forbidden_by: vec![(CONSENT_RULE.to_owned(), ReasonCode::ConsentNotGiven)],
+                failed: Vec::new(),
+            }
         };
-        let Ok(request) = self.request(facts, purpose, category, consent_covers, consent_names_category) else {
-            return failed("request");
+        let Some(case_verdict) = case_verdict else {
+            return Verdict::failed("case rules");
         };
-        let response = self.authorizer.is_authorized(&request, &self.policies, &facts.entities);
+        let failed = sorted(case_verdict.failed.iter().chain(&category_verdict.failed).cloned());
+        let forbidden_by = sorted(case_verdict.forbidden_by.iter().chain(&category_verdict.forbidden_by).cloned());
+        let allowed = category_verdict.allowed && forbidden_by.is_empty() && failed.is_empty();
+        Verdict {
+            allowed,
+            permitted_by: if allowed { category_verdict.permitted_by } else { Vec::new() },
+            forbidden_by,
+            failed,
+        }
+    }
+
+    /// One Cedar call over `rules`.
+    fn run(
+        &self,
+        facts: &RequestFacts,
+        rules: Option<&PolicySet>,
+        purpose: Purpose,
+        category: DataCategory,
+        consent_covers: bool,
+        consent_names_category: bool,
+    ) -> Verdict {
+        let (Some(request), Some(rules)) =
+            (self.request(facts, purpose, category, consent_covers, consent_names_category), rules)
+        else {
+            return Verdict::failed("request");
+        };
+        let response = self.authorizer.is_authorized(&request, rules, &facts.entities);
         let diagnostics = response.diagnostics();
         let failed = diagnostics
             .errors()
@@ -352,7 +482,7 @@ impl SharingPolicy {
                 // Sorted: Cedar reports a set, and a decision must be reproducible.
                 permitted_by: sorted(determining.iter().map(|id| id.to_string())),
                 forbidden_by: Vec::new(),
-                failed,
+                failed: sorted(failed),
             },
             CedarDecision::Deny => Verdict {
                 allowed: false,
@@ -374,27 +504,71 @@ impl SharingPolicy {
         category: DataCategory,
         consent_covers: bool,
         consent_names_category: bool,
-    ) -> Result<Request, PolicyError> {
-        let consent = RestrictedExpression::new_record([
-            ("covers".to_owned(), RestrictedExpression::new_bool(consent_covers)),
-            ("names_category".to_owned(), RestrictedExpression::new_bool(consent_names_category)),
-        ])
-        .map_err(|e| PolicyError::Builtin(e.to_string()))?;
-        let context = Context::from_pairs([
-            ("sender_country".to_owned(), RestrictedExpression::new_string(facts.sender_country.clone())),
-            ("case".to_owned(), facts.case.clone()),
-            ("consent".to_owned(), consent),
-        ])
-        .map_err(|e| PolicyError::Builtin(e.to_string()))?;
+    ) -> Option<Request> {
+        let slot = match (consent_covers, consent_names_category) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        let context = facts
+            .contexts
+            .get(slot)?
+            .get_or_init(|| context(facts, consent_covers, consent_covers && consent_names_category).ok())
+            .clone()?;
         Request::new(
             facts.principal.clone(),
-            entity_uid("Action", purpose.as_str())?,
-            entity_uid("Category", category.as_str())?,
+            self.action_uids.get(&purpose)?.clone(),
+            self.category_uids.get(&category)?.clone(),
             context,
-            Some(&self.schema),
+            None,
         )
-        .map_err(|e| PolicyError::Builtin(e.to_string()))
+        .ok()
     }
+}
+
+fn context(facts: &RequestFacts, covers: bool, names_category: bool) -> Result<Context, PolicyError> {
+    let consent = RestrictedExpression::new_record([
+        ("covers".to_owned(), RestrictedExpression::new_bool(covers)),
+        ("names_category".to_owned(), RestrictedExpression::new_bool(names_category)),
+    ])
+    .map_err(|e| PolicyError::Builtin(e.to_string()))?;
+    Context::from_pairs([
+        ("sender_country".to_owned(), RestrictedExpression::new_string(facts.sender_country.clone())),
+        ("case".to_owned(), facts.case.clone()),
+        ("consent".to_owned(), consent),
+    ])
+    .map_err(|e| PolicyError::Builtin(e.to_string()))
+}
+
+fn purpose_index(purpose: Purpose) -> usize {
+    match purpose {
+        Purpose::Return => 0,
+        Purpose::Reintegration => 1,
+        Purpose::FamilyTracing => 2,
+    }
+}
+
+impl Verdict {
+    fn failed(why: &str) -> Self {
+        Self { allowed: false, permitted_by: Vec::new(), forbidden_by: Vec::new(), failed: vec![why.to_owned()] }
+    }
+}
+
+/// Whether `policy`'s scope can match a request for `purpose` and `category`.
+fn may_apply(policy: &Policy, purpose: Purpose, category: DataCategory) -> bool {
+    let is = |uid: &EntityUid, type_name: &str, id: &str| {
+        uid.type_name().to_string() == type_name && uid.id().unescaped() == id
+    };
+    let action = match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(uid) => is(&uid, "Action", purpose.as_str()),
+        ActionConstraint::In(uids) => uids.iter().any(|uid| is(uid, "Action", purpose.as_str())),
+    };
+    let resource = match policy.resource_constraint() {
+        ResourceConstraint::Eq(uid) => is(&uid, "Category", category.as_str()),
+        ResourceConstraint::Any | ResourceConstraint::In(_) | ResourceConstraint::Is(_) | ResourceConstraint::IsIn(..) => true,
+    };
+    action && resource
 }
 
 fn sorted<T: Ord>(items: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -413,4 +587,141 @@ fn version_of(sources: &[&PolicySource]) -> String {
     let digest = context.finish();
     let hex: String = digest.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::domain::recipient::Service;
+    use crate::domain::{AsylumStatus, OrgId, ProtectionProfile, RecipientKind};
+
+    fn shipped_policy() -> SharingPolicy {
+        let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
+        SharingPolicy::compile(&[
+            source("10-permits.cedar", include_str!("../../../config/policies/10-permits.cedar")),
+            source("20-restrictions.cedar", include_str!("../../../config/policies/20-restrictions.cedar")),
+        ])
+        .unwrap()
+    }
+
+    /// The reference: every policy in one Cedar call, as Cedar defines it.
+    fn whole_set(policy: &SharingPolicy, facts: &RequestFacts, purpose: Purpose, category: DataCategory, covers: bool, named: bool) -> (bool, BTreeSet<String>, BTreeSet<String>) {
+        let request = policy.request(facts, purpose, category, covers, named).unwrap();
+        let response = policy.authorizer.is_authorized(&request, &policy.policies, &facts.entities);
+        assert_eq!(response.diagnostics().errors().count(), 0);
+        let ids: BTreeSet<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        match response.decision() {
+            CedarDecision::Allow => (true, ids, BTreeSet::new()),
+            CedarDecision::Deny => (false, BTreeSet::new(), ids),
+        }
+    }
+
+    fn recipients() -> Vec<Recipient> {
+        let country = |c: &str| CountryCode::parse(c).unwrap();
+        let make = |id: &str, c: &str, kind: RecipientKind, services: &[Service]| {
+            Recipient::new(OrgId::parse(id).unwrap(), country(c), kind, false, services.iter().copied().collect())
+        };
+        vec![
+            make("nga-iom-lagos", "NGA", RecipientKind::Iom, &[Service::ReturnAssistance, Service::ReintegrationAssistance]),
+            make("nga-immigration", "NGA", RecipientKind::Immigration, &[]),
+            make("nga-health", "NGA", RecipientKind::HealthProvider, &[Service::HealthCare]),
+            make("nga-employment", "NGA", RecipientKind::EmploymentService, &[Service::Livelihood]),
+            make("gin-red-cross", "GIN", RecipientKind::RedCrossRedCrescent, &[Service::FamilyTracing]),
+            make("eth-unhcr", "ETH", RecipientKind::Unhcr, &[Service::ReintegrationAssistance]),
+            make("nga-consulate", "ITA", RecipientKind::Consular, &[]).representing(country("NGA")),
+        ]
+    }
+
+    fn case_variants() -> Vec<CaseFacts> {
+        let mut variants = Vec::new();
+        for asylum_linked in [false, true] {
+            for child in [false, true] {
+                for (determined, recommends) in [(false, false), (true, false), (true, true)] {
+                    for origin in [&["NGA"][..], &["ETH", "ERI"][..]] {
+                        variants.push(CaseFacts {
+                            asylum_linked,
+                            child,
+                            profiles: if asylum_linked {
+                                vec![Profile::Asylum(AsylumStatus::Refugee)]
+                            } else {
+                                vec![Profile::Protection(ProtectionProfile::StrandedMigrant)]
+                            },
+                            origin_states: origin.iter().map(|c| CountryCode::parse(c).unwrap()).collect(),
+                            consent_by_guardian: !child || determined,
+                            best_interests_determined: determined,
+                            best_interests_recommend_return: recommends,
+                        });
+                    }
+                }
+            }
+        }
+        variants
+    }
+
+    #[test]
+    fn sliced_evaluation_decides_as_the_whole_policy_set() {
+        let policy = shipped_policy();
+        let italy = CountryCode::parse("ITA").unwrap();
+        let mut allows = 0;
+        for recipient in recipients() {
+            for case in case_variants() {
+                let facts = policy.facts(&recipient, italy, &case).unwrap();
+                for &purpose in Purpose::ALL {
+                    for &category in DataCategory::ALL {
+                        for (covers, named) in [(false, false), (true, false), (true, true)] {
+                            let sliced = policy.evaluate(&facts, purpose, category, covers, named);
+                            let (allowed, permits, forbids) = whole_set(&policy, &facts, purpose, category, covers, named);
+                            let context = format!("{} {purpose} {category} covers={covers} named={named} {case:?}", recipient.id);
+                            assert_eq!(sliced.allowed, allowed, "{context}");
+                            assert!(sliced.failed.is_empty(), "{context}");
+                            let sliced_forbids: BTreeSet<String> = sliced.forbidden_by.iter().map(|(id, _)| id.clone()).collect();
+                            if covers {
+                                assert_eq!(sliced.permitted_by.iter().cloned().collect::<BTreeSet<_>>(), permits, "{context}");
+                                assert_eq!(sliced_forbids, forbids, "{context}");
+                            } else {
+                                // Not consulted beyond the consent rule and the case-scoped rules.
+                                assert!(sliced_forbids.is_subset(&forbids), "{context}");
+                                assert!(sliced_forbids.contains(CONSENT_RULE), "{context}");
+                            }
+                            allows += usize::from(allowed);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(allows > 100, "the comparison must cover allows too, not only denies ({allows})");
+    }
+
+    #[test]
+    fn case_scoped_rules_read_neither_category_nor_consent() {
+        for policy in PolicySet::from_str(BUILTIN_SOURCE).unwrap().policies() {
+            if policy.annotation("scope") == Some("case") {
+                let text = policy.to_string();
+                let condition = text.split_once("when").map_or("", |(_, c)| c);
+                assert!(!condition.contains("resource"), "{}", policy.id());
+                assert!(!condition.contains("context.consent"), "{}", policy.id());
+                assert!(matches!(policy.resource_constraint(), ResourceConstraint::Any), "{}", policy.id());
+            }
+        }
+    }
+
+    #[test]
+    fn decisions_are_reproducible() {
+        let policy = shipped_policy();
+        let facts = policy.facts(&recipients()[0], CountryCode::parse("ITA").unwrap(), &case_variants()[0]).unwrap();
+        let first = policy.evaluate(&facts, Purpose::Reintegration, DataCategory::Identity, true, true);
+        for _ in 0..20 {
+            let again = policy.facts(&recipients()[0], CountryCode::parse("ITA").unwrap(), &case_variants()[0]).unwrap();
+            assert_eq!(policy.evaluate(&again, Purpose::Reintegration, DataCategory::Identity, true, true), first);
+        }
+    }
+
+    #[test]
+    fn line_and_column_count_from_one() {
+        assert_eq!(line_and_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(statement_offsets("// c;\npermit(a); \"x;\" ;\n forbid(b);"), vec![6, 17, 25]);
+    }
 }
