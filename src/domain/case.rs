@@ -437,19 +437,24 @@ impl Case {
             .filter(|b| matches!(b, BestInterests::Completed { .. }))
     }
 
-    /// Whether the case holds any data of `category`.
+    /// Whether the case holds any data of `category`. A category left at its
+    /// default (`"identity": {}`) holds none: every field the JSON form would
+    /// show is one that differs from its default.
     pub fn has(&self, category: DataCategory) -> bool {
+        fn filled<T: Default + PartialEq>(value: &Option<T>) -> bool {
+            value.as_ref().is_some_and(|v| *v != T::default())
+        }
         match category {
-            DataCategory::Identity => self.identity.is_some(),
-            DataCategory::Contact => self.contact.is_some(),
+            DataCategory::Identity => filled(&self.identity),
+            DataCategory::Contact => filled(&self.contact),
             DataCategory::Documents => !self.documents.is_empty(),
-            DataCategory::Family => self.family.is_some(),
-            DataCategory::Health => self.health.is_some(),
-            DataCategory::Protection => self.protection.is_some(),
-            DataCategory::Asylum => self.asylum.is_some(),
-            DataCategory::ChildSafeguards => self.child_safeguards.is_some(),
-            DataCategory::ReturnLogistics => self.return_logistics.is_some(),
-            DataCategory::ReintegrationNeeds => self.reintegration_needs.is_some(),
+            DataCategory::Family => filled(&self.family),
+            DataCategory::Health => filled(&self.health),
+            DataCategory::Protection => filled(&self.protection),
+            DataCategory::Asylum => filled(&self.asylum),
+            DataCategory::ChildSafeguards => filled(&self.child_safeguards),
+            DataCategory::ReturnLogistics => filled(&self.return_logistics),
+            DataCategory::ReintegrationNeeds => filled(&self.reintegration_needs),
             DataCategory::CaseNotes => !self.case_notes.is_empty(),
         }
     }
@@ -610,6 +615,15 @@ mod tests {
             ..ChildSafeguards::default()
         });
         assert_eq!(case.best_interests_determination(), Some(completed));
+    }
+
+    #[test]
+    fn an_empty_category_holds_no_data() {
+        let mut case: Case = serde_json::from_str(r#"{"identity": {}, "health": {"conditions": []}}"#).unwrap();
+        assert!(!case.has(DataCategory::Identity));
+        assert!(!case.has(DataCategory::Health));
+        case.identity = Some(Identity { date_of_birth_estimated: true, ..Identity::default() });
+        assert!(case.has(DataCategory::Identity));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::baseline::{needed_fields, required_categories};
+use super::baseline::{needed_fields, required_categories, Fields};
 use super::case::{BestInterests, Case, DurableSolution};
 use super::consent::{Consent, Coverage};
 use super::decision::{Decision, ReasonCode, Sent, Withholding};
@@ -109,8 +109,14 @@ pub fn decide_and_minimise(
     let mut projections = BTreeMap::new();
     let mut withheld: BTreeMap<DataCategory, BTreeSet<Withholding>> = BTreeMap::new();
     for &category in DataCategory::ALL.iter().filter(|c| case.has(**c)) {
-        let (Some(fields), Some(projection)) = (needed_fields(purpose, category), project(case, purpose, category))
-        else {
+        // A whole category with data is never empty once projected; a partial
+        // one may be, and must be projected now to tell.
+        let needed = needed_fields(purpose, category);
+        let early_projection = match needed {
+            Some(Fields::Only(_)) => project(case, purpose, category),
+            _ => None,
+        };
+        let Some(fields) = needed.filter(|f| *f == Fields::All || early_projection.is_some()) else {
             withheld.insert(category, [Withholding::because(ReasonCode::NotNeededForPurpose)].into());
             continue;
         };
@@ -144,10 +150,18 @@ pub fn decide_and_minimise(
             reasons.insert(Withholding::because(ReasonCode::PolicyNoPermit));
         }
         reasons.extend(non_negotiable(coverage, category, recipient, &facts).into_iter().map(Withholding::because));
-        if verdict.allowed && reasons.is_empty() {
+        let projection = match early_projection {
+            Some(projection) => Some(projection),
+            None if verdict.allowed && reasons.is_empty() => project(case, purpose, category),
+            None => None,
+        };
+        if let (true, Some(projection)) = (verdict.allowed && reasons.is_empty(), projection) {
             sent.insert(category, Sent { fields, permitted_by: verdict.permitted_by });
             projections.insert(category, projection);
         } else {
+            if reasons.is_empty() {
+                reasons.insert(Withholding::because(ReasonCode::NotNeededForPurpose));
+            }
             withheld.insert(category, reasons);
         }
     }

@@ -5,8 +5,8 @@
 
 mod schema;
 
-use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::str::FromStr;
 
@@ -63,15 +63,19 @@ pub enum PolicyError {
 #[derive(Debug, Clone)]
 pub struct SharingPolicy {
     policies: PolicySet,
-    /// Built-in rules marked `@scope("case")`, per purpose: run once per decision.
-    case_rules: HashMap<Purpose, PolicySet>,
-    /// The other built-in rules and the DPO's, per purpose and category: run
-    /// for categories the consent covers.
-    slices: HashMap<(Purpose, DataCategory), PolicySet>,
+    /// Built-in rules marked `@scope("case")`, by purpose index: run once per decision.
+    case_rules: Vec<PolicySet>,
+    /// The other built-in rules and the DPO's, by (purpose, category) index:
+    /// run for categories the consent covers.
+    slices: Vec<PolicySet>,
+    /// For each slice whose policies read `resource` only in their scope: a
+    /// group shared by every slice of the same policies. Such slices give the
+    /// same verdict for any category, so one evaluation per decision serves all.
+    slice_groups: Vec<Option<usize>>,
     /// Recipient entities, built once per distinct recipient.
     entities: Arc<RwLock<HashMap<Recipient, (EntityUid, Entities)>>>,
-    action_uids: HashMap<Purpose, EntityUid>,
-    category_uids: HashMap<DataCategory, EntityUid>,
+    action_uids: Vec<EntityUid>,
+    category_uids: Vec<EntityUid>,
     version: String,
     builtin_reasons: HashMap<PolicyId, ReasonCode>,
     authorizer: Authorizer,
@@ -99,6 +103,8 @@ pub struct RequestFacts {
     contexts: [OnceCell<Option<Context>>; 3],
     /// The case-scoped rules' verdict, per purpose.
     case_verdicts: [OnceCell<Verdict>; 3],
+    /// Verdicts of resource-blind slice groups, by (group, context slot).
+    group_verdicts: RefCell<Vec<((usize, usize), Verdict)>>,
 }
 
 /// Recipient entities kept at most; a directory is far smaller.
@@ -291,31 +297,39 @@ impl SharingPolicy {
             }
             Ok(subset)
         };
-        let mut case_rules = HashMap::new();
-        let mut slices = HashMap::new();
+        let mut case_rules = Vec::new();
+        let mut slices = Vec::new();
         for &purpose in Purpose::ALL {
-            case_rules.insert(purpose, subset(&|p| case_scoped(p) && may_apply(p, purpose, DataCategory::Identity))?);
+            case_rules.push(subset(&|p| case_scoped(p) && may_apply(p, purpose, DataCategory::Identity))?);
             for &category in DataCategory::ALL {
                 // Slices run only when consent covers the category, where the
                 // consent rule cannot fire.
                 let applies = |p: &Policy| {
                     !case_scoped(p) && p.id().to_string() != CONSENT_RULE && may_apply(p, purpose, category)
                 };
-                slices.insert((purpose, category), subset(&applies)?);
+                slices.push(subset(&applies)?);
             }
         }
-        let action_uids = Purpose::ALL
+        let mut groups: HashMap<BTreeSet<String>, usize> = HashMap::new();
+        let slice_groups = slices
             .iter()
-            .map(|p| entity_uid("Action", p.as_str()).map(|uid| (*p, uid)))
-            .collect::<Result<_, _>>()?;
-        let category_uids = DataCategory::ALL
-            .iter()
-            .map(|c| entity_uid("Category", c.as_str()).map(|uid| (*c, uid)))
-            .collect::<Result<_, _>>()?;
+            .map(|slice| {
+                if slice.policies().any(reads_resource) {
+                    return None;
+                }
+                let members: BTreeSet<String> = slice.policies().map(|p| id_text(p.id())).collect();
+                let next = groups.len();
+                Some(*groups.entry(members).or_insert(next))
+            })
+            .collect();
+        let action_uids = Purpose::ALL.iter().map(|p| entity_uid("Action", p.as_str())).collect::<Result<_, _>>()?;
+        let category_uids =
+            DataCategory::ALL.iter().map(|c| entity_uid("Category", c.as_str())).collect::<Result<_, _>>()?;
         Ok(Self {
             policies,
             case_rules,
             slices,
+            slice_groups,
             entities: Arc::default(),
             action_uids,
             category_uids,
@@ -371,6 +385,7 @@ impl SharingPolicy {
             case,
             contexts: Default::default(),
             case_verdicts: Default::default(),
+            group_verdicts: RefCell::default(),
         })
     }
 
@@ -420,12 +435,28 @@ impl SharingPolicy {
         consent_covers: bool,
         consent_names_category: bool,
     ) -> Verdict {
+        // Case-scoped rules read neither category nor consent, so they can share
+        // whichever context this call needs anyway.
+        let (covers, named) = if consent_covers { (true, consent_names_category) } else { (true, false) };
         let case_verdict = facts
             .case_verdicts
             .get(purpose_index(purpose))
-            .map(|cell| cell.get_or_init(|| self.run(facts, self.case_rules.get(&purpose), purpose, DataCategory::Identity, true, true)));
+            .map(|cell| cell.get_or_init(|| self.run(facts, self.case_rules.get(purpose_index(purpose)), purpose, category, covers, named)));
         let category_verdict = if consent_covers {
-            self.run(facts, self.slices.get(&(purpose, category)), purpose, category, true, consent_names_category)
+            let index = slice_index(purpose, category);
+            let run = || self.run(facts, self.slices.get(index), purpose, category, true, consent_names_category);
+            match self.slice_groups.get(index).copied().flatten() {
+                Some(group) => {
+                    let key = (group, usize::from(consent_names_category));
+                    let known = facts.group_verdicts.borrow().iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+                    known.unwrap_or_else(|| {
+                        let verdict = run();
+                        facts.group_verdicts.borrow_mut().push((key, verdict.clone()));
+                        verdict
+                    })
+                }
+                None => run(),
+            }
         } else {
             // Withheld whatever the policies say. `builtin.consent_required` is
             // the rule that applies; the category-scoped rules it would meet
@@ -471,7 +502,7 @@ impl SharingPolicy {
         let failed = diagnostics
             .errors()
             .map(|e| match e {
-                AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
+                AuthorizationError::PolicyEvaluationError(e) => id_text(e.policy_id()),
             })
             .collect::<Vec<String>>();
         let determining: Vec<&PolicyId> = diagnostics.reason().collect();
@@ -480,7 +511,7 @@ impl SharingPolicy {
                 // A forbid that failed to evaluate might have applied: withhold.
                 allowed: failed.is_empty(),
                 // Sorted: Cedar reports a set, and a decision must be reproducible.
-                permitted_by: sorted(determining.iter().map(|id| id.to_string())),
+                permitted_by: sorted(determining.iter().map(|id| id_text(id))),
                 forbidden_by: Vec::new(),
                 failed: sorted(failed),
             },
@@ -490,7 +521,7 @@ impl SharingPolicy {
                 forbidden_by: sorted(
                     determining
                         .iter()
-                        .map(|id| (id.to_string(), self.builtin_reasons.get(*id).copied().unwrap_or(ReasonCode::PolicyForbid))),
+                        .map(|id| (id_text(id), self.builtin_reasons.get(*id).copied().unwrap_or(ReasonCode::PolicyForbid))),
                 ),
                 failed: sorted(failed),
             },
@@ -517,8 +548,8 @@ impl SharingPolicy {
             .clone()?;
         Request::new(
             facts.principal.clone(),
-            self.action_uids.get(&purpose)?.clone(),
-            self.category_uids.get(&category)?.clone(),
+            self.action_uids.get(purpose_index(purpose))?.clone(),
+            self.category_uids.get(category_index(category))?.clone(),
             context,
             None,
         )
@@ -540,18 +571,37 @@ fn context(facts: &RequestFacts, covers: bool, names_category: bool) -> Result<C
     .map_err(|e| PolicyError::Builtin(e.to_string()))
 }
 
+// Positions in `Purpose::ALL` and `DataCategory::ALL`, the order the tables are built in.
 fn purpose_index(purpose: Purpose) -> usize {
-    match purpose {
-        Purpose::Return => 0,
-        Purpose::Reintegration => 1,
-        Purpose::FamilyTracing => 2,
-    }
+    Purpose::ALL.iter().position(|p| *p == purpose).unwrap_or(usize::MAX)
+}
+
+fn category_index(category: DataCategory) -> usize {
+    DataCategory::ALL.iter().position(|c| *c == category).unwrap_or(usize::MAX)
+}
+
+fn slice_index(purpose: Purpose, category: DataCategory) -> usize {
+    purpose_index(purpose).saturating_mul(DataCategory::ALL.len()).saturating_add(category_index(category))
 }
 
 impl Verdict {
     fn failed(why: &str) -> Self {
         Self { allowed: false, permitted_by: Vec::new(), forbidden_by: Vec::new(), failed: vec![why.to_owned()] }
     }
+}
+
+/// Whether `policy`'s conditions read the `resource` variable. Unknown means yes.
+fn reads_resource(policy: &Policy) -> bool {
+    fn mentions(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.get("Var").and_then(serde_json::Value::as_str) == Some("resource") || map.values().any(mentions)
+            }
+            serde_json::Value::Array(items) => items.iter().any(mentions),
+            _ => false,
+        }
+    }
+    policy.to_json().map_or(true, |json| json.get("conditions").is_none_or(mentions))
 }
 
 /// Whether `policy`'s scope can match a request for `purpose` and `category`.
@@ -569,6 +619,11 @@ fn may_apply(policy: &Policy, purpose: Purpose, category: DataCategory) -> bool 
         ResourceConstraint::Any | ResourceConstraint::In(_) | ResourceConstraint::Is(_) | ResourceConstraint::IsIn(..) => true,
     };
     action && resource
+}
+
+/// A policy id's text; `Display` would escape it, at a cost on the hot path.
+fn id_text(id: &PolicyId) -> String {
+    <PolicyId as AsRef<str>>::as_ref(id).to_owned()
 }
 
 fn sorted<T: Ord>(items: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -692,6 +747,15 @@ mod tests {
             }
         }
         assert!(allows > 100, "the comparison must cover allows too, not only denies ({allows})");
+    }
+
+    #[test]
+    fn resource_reads_are_found_in_conditions_only() {
+        let parse = |text: &str| Policy::parse(None, text).unwrap();
+        assert!(!reads_resource(&parse(r#"permit(principal, action, resource == Category::"health") when { principal.state_actor };"#)));
+        assert!(reads_resource(&parse(r#"permit(principal, action, resource) when { [Category::"identity"].contains(resource) };"#)));
+        assert!(reads_resource(&parse(r#"forbid(principal, action, resource) unless { resource == Category::"identity" };"#)));
+        assert!(!reads_resource(&parse("permit(principal, action, resource);")));
     }
 
     #[test]
