@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod invariants;
 mod properties;
 mod scenarios;
 mod schemas;
