@@ -169,6 +169,7 @@ fn policy_explain(
         "recipient": recipient.as_ref().map(|r| json!({
             "id": r.id,
             "country": r.country,
+            "acts_for_state": r.state(),
             "kind": r.kind,
             "state_actor": r.is_state_actor(),
         })),

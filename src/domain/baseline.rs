@@ -32,8 +32,9 @@ const RETURN: &[(DataCategory, Fields)] = &[
     (C::Documents, All),
     // Who will meet the person on arrival, not the whole family.
     (C::Family, Only(&["next_of_kin"])),
-    // Only what travel arrangements need; never diagnoses.
-    (C::Health, Only(&["fitness_to_travel", "escort_needs", "medication_needs"])),
+    // Only what travel arrangements need; never diagnoses, and not medication
+    // either: a drug's name reveals the diagnosis (antiretrovirals, HIV).
+    (C::Health, Only(&["fitness_to_travel", "escort_needs"])),
     (C::Protection, Only(&["profiles", "risk_level"])),
     (C::ChildSafeguards, All),
     (C::ReturnLogistics, All),

@@ -123,10 +123,23 @@ impl RecipientSelector {
         Ok(Self { organisation, kind, country })
     }
 
-    pub fn matches(&self, recipient: &Recipient) -> bool {
+    /// For a grant: a country names organisations that both sit in it and act
+    /// for it, so consent to "organisations in Italy" never reaches a foreign
+    /// consulate in Rome.
+    pub fn grants_to(&self, recipient: &Recipient) -> bool {
+        self.matches(recipient, |country| country == recipient.country && country == recipient.state())
+    }
+
+    /// For a refusal: a country names organisations that sit in it or act for
+    /// it, so refusing Nigeria also refuses Nigeria's consulate in Rome.
+    pub fn refuses(&self, recipient: &Recipient) -> bool {
+        self.matches(recipient, |country| country == recipient.country || country == recipient.state())
+    }
+
+    fn matches(&self, recipient: &Recipient, country_matches: impl Fn(CountryCode) -> bool) -> bool {
         self.organisation.as_ref().is_none_or(|id| *id == recipient.id)
             && self.kind.is_none_or(|kind| kind == recipient.kind)
-            && self.country.is_none_or(|country| country == recipient.country)
+            && self.country.is_none_or(country_matches)
     }
 }
 
@@ -195,7 +208,7 @@ impl Scope {
     fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
         self.purposes.contains(&purpose)
             && self.categories.covers(category)
-            && self.recipients.iter().any(|r| r.matches(recipient))
+            && self.recipients.iter().any(|r| r.grants_to(recipient))
     }
 }
 
@@ -215,7 +228,7 @@ impl Refusal {
     fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
         (self.purposes.is_empty() || self.purposes.contains(&purpose))
             && (self.categories.is_empty() || self.categories.contains(&category))
-            && (self.recipients.is_empty() || self.recipients.iter().any(|r| r.matches(recipient)))
+            && (self.recipients.is_empty() || self.recipients.iter().any(|r| r.refuses(recipient)))
     }
 }
 
@@ -373,9 +386,24 @@ mod tests {
     fn selectors_need_a_field_and_all_given_fields_must_match() {
         assert!(RecipientSelector::new(None, None, None).is_err());
         let iom_in_nga = RecipientSelector::new(None, Some(RecipientKind::Iom), Some(CountryCode::parse("NGA").unwrap())).unwrap();
-        assert!(iom_in_nga.matches(&recipient("nga-iom-lagos", RecipientKind::Iom, "NGA")));
-        assert!(!iom_in_nga.matches(&recipient("gha-iom-accra", RecipientKind::Iom, "GHA")));
-        assert!(!iom_in_nga.matches(&recipient("nga-ngo-one", RecipientKind::Ngo, "NGA")));
+        assert!(iom_in_nga.grants_to(&recipient("nga-iom-lagos", RecipientKind::Iom, "NGA")));
+        assert!(!iom_in_nga.grants_to(&recipient("gha-iom-accra", RecipientKind::Iom, "GHA")));
+        assert!(!iom_in_nga.grants_to(&recipient("nga-ngo-one", RecipientKind::Ngo, "NGA")));
+    }
+
+    #[test]
+    fn a_consulate_is_refused_with_its_state_and_never_granted_with_its_host() {
+        let consulate = recipient("nga-consulate-rome", RecipientKind::Consular, "ITA").representing(CountryCode::parse("NGA").unwrap());
+        let nigeria = RecipientSelector::new(None, None, Some(CountryCode::parse("NGA").unwrap())).unwrap();
+        let italy = RecipientSelector::new(None, None, Some(CountryCode::parse("ITA").unwrap())).unwrap();
+        assert!(nigeria.refuses(&consulate));
+        assert!(italy.refuses(&consulate));
+        assert!(!nigeria.grants_to(&consulate));
+        assert!(!italy.grants_to(&consulate));
+        let refusing_nigeria = consent(vec![scope(ALL, vec![italy], None, 20)], vec![Refusal { recipients: vec![nigeria], ..Refusal::default() }]);
+        assert_eq!(refusing_nigeria.coverage(Purpose::Return, DataCategory::Identity, &consulate, at(10)), Coverage::Refused);
+        let by_name = RecipientSelector::new(Some(OrgId::parse("nga-consulate-rome").unwrap()), None, None).unwrap();
+        assert!(by_name.grants_to(&consulate));
     }
 
     #[test]

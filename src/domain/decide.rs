@@ -10,7 +10,7 @@ use super::case::{BestInterests, Case, DurableSolution};
 use super::consent::{Consent, Coverage};
 use super::decision::{Decision, ReasonCode, Sent, Withholding};
 use super::minimise::{project, Payload};
-use super::policy::{CaseFacts, SharingPolicy};
+use super::policy::{builtin_rule, CaseFacts, SharingPolicy};
 use super::recipient::Recipient;
 use super::{CountryCode, DataCategory, Profile, Purpose};
 
@@ -135,13 +135,9 @@ pub fn decide_and_minimise(
             }
         };
         for (policy_id, reason) in &verdict.forbidden_by {
-            let withholding = match reason {
-                // The policy engine only knows "not covered"; consent knows why.
-                ReasonCode::ConsentNotGiven => Withholding::because(consent_reason(coverage)),
-                ReasonCode::PolicyForbid => Withholding { reason: *reason, policy: Some(policy_id.clone()) },
-                other => Withholding::because(*other),
-            };
-            reasons.insert(withholding);
+            // The policy engine only knows "not covered"; consent knows why.
+            let reason = if *reason == ReasonCode::ConsentNotGiven { consent_reason(coverage) } else { *reason };
+            reasons.insert(Withholding { reason, policy: Some(policy_id.clone()) });
         }
         for policy_id in &verdict.failed {
             reasons.insert(Withholding { reason: ReasonCode::PolicyEvaluationError, policy: Some(policy_id.clone()) });
@@ -149,7 +145,11 @@ pub fn decide_and_minimise(
         if !verdict.allowed && verdict.forbidden_by.is_empty() && verdict.failed.is_empty() {
             reasons.insert(Withholding::because(ReasonCode::PolicyNoPermit));
         }
-        reasons.extend(non_negotiable(coverage, category, recipient, &facts).into_iter().map(Withholding::because));
+        reasons.extend(
+            non_negotiable(coverage, category, recipient, &facts)
+                .into_iter()
+                .map(|reason| Withholding { reason, policy: builtin_rule(reason).map(str::to_owned) }),
+        );
         let projection = match early_projection {
             Some(projection) => Some(projection),
             None if verdict.allowed && reasons.is_empty() => project(case, purpose, category),

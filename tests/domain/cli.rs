@@ -151,7 +151,7 @@ fn policy_explain_to_iom_prints_sent_categories_with_permits_and_the_payload() {
         assert_eq!(permits, ["return.return_assistance"], "{category}");
     }
     assert_eq!(decision["sent"]["identity"]["fields"], "all");
-    assert_eq!(strings(&decision["sent"]["health"]["fields"]), ["fitness_to_travel", "escort_needs", "medication_needs"]);
+    assert_eq!(strings(&decision["sent"]["health"]["fields"]), ["fitness_to_travel", "escort_needs"]);
     assert_eq!(decision["withheld"]["asylum"], serde_json::json!([{ "reason": "not_needed_for_purpose" }]));
     assert!(decision.get("deny_reasons").is_none(), "an allow has no deny reasons");
 

@@ -344,12 +344,14 @@ fn returnee_return_with_iom_carries_travel_health_only() {
     assert_eq!(sent(&decision), set(&["identity", "contact", "documents", "health", "return_logistics"]));
     assert_eq!(
         sent_fields(&decision, DataCategory::Health),
-        Some(Fields::Only(&["fitness_to_travel", "escort_needs", "medication_needs"]))
+        Some(Fields::Only(&["fitness_to_travel", "escort_needs"]))
     );
-    // The case has no escort need recorded, so only the other two appear.
-    assert_eq!(payload_keys(&payload, DataCategory::Health), set(&["fitness_to_travel", "medication_needs"]));
+    // The case has no escort need recorded, so only fitness appears.
+    assert_eq!(payload_keys(&payload, DataCategory::Health), set(&["fitness_to_travel"]));
     let text = payload_text(&payload);
     assert!(!text.contains("conditions"), "diagnoses travel with a return");
+    // A drug's name reveals the diagnosis: no medication in a return packet.
+    assert!(!text.contains("medication") && !text.contains("dolutegravir"), "medication travels with a return");
     assert!(!text.contains("HIV") && !text.contains("depression"), "diagnoses travel with a return");
     // Reintegration needs are not a return's business.
     assert_eq!(withheld(&decision, DataCategory::ReintegrationNeeds), set(&["not_needed_for_purpose"]));

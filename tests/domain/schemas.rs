@@ -198,3 +198,21 @@ mod schema_rejects_implies_types_reject {
         }
     }
 }
+
+#[test]
+fn committed_directory_schema_is_the_generated_one() {
+    let generated = serde_json::to_string_pretty(&referral_gateway::schemas::directory_schema()).unwrap() + "\n";
+    assert!(
+        committed("schemas/directory.schema.json") == generated,
+        "schemas/directory.schema.json is stale: run `cargo run -- schema directory > schemas/directory.schema.json`"
+    );
+}
+
+#[test]
+fn the_example_directory_validates_against_its_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&committed("schemas/directory.schema.json")).unwrap();
+    let instance: serde_json::Value = serde_json::from_str(&committed("config/directory.example.json")).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&instance).map(|e| e.instance_path().to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -590,6 +590,29 @@ impl Verdict {
     }
 }
 
+/// The built-in rule that gives `reason`, for reasons only built-in rules give.
+pub const fn builtin_rule(reason: ReasonCode) -> Option<&'static str> {
+    match reason {
+        ReasonCode::ConsentWithdrawn
+        | ReasonCode::ConsentRefused
+        | ReasonCode::ConsentExpired
+        | ReasonCode::ConsentNotYetValid
+        | ReasonCode::ConsentNotGiven => Some(CONSENT_RULE),
+        ReasonCode::AsylumFirewall => Some("builtin.asylum_firewall"),
+        ReasonCode::AsylumCategoryToOriginState => Some("builtin.asylum_category_to_origin_state"),
+        ReasonCode::CaseNotesNotNamedByConsent => Some("builtin.case_notes_named_by_consent"),
+        ReasonCode::ChildGuardianConsentMissing => Some("builtin.child_guardian_consent"),
+        ReasonCode::ChildBestInterestsMissing => Some("builtin.child_return_best_interests"),
+        ReasonCode::ChildBestInterestsAgainstReturn => Some("builtin.child_return_against_best_interests"),
+        ReasonCode::RecipientUnknown
+        | ReasonCode::NotNeededForPurpose
+        | ReasonCode::RequiredCategoryMissing
+        | ReasonCode::PolicyNoPermit
+        | ReasonCode::PolicyForbid
+        | ReasonCode::PolicyEvaluationError => None,
+    }
+}
+
 /// Whether `policy`'s conditions read the `resource` variable. Unknown means yes.
 fn reads_resource(policy: &Policy) -> bool {
     fn mentions(value: &serde_json::Value) -> bool {
@@ -747,6 +770,20 @@ mod tests {
             }
         }
         assert!(allows > 100, "the comparison must cover allows too, not only denies ({allows})");
+    }
+
+    #[test]
+    fn every_builtin_rule_is_named_for_its_reason() {
+        let builtin = PolicySet::from_str(BUILTIN_SOURCE).unwrap();
+        for policy in builtin.policies() {
+            let reason: ReasonCode = policy.annotation("reason").unwrap().parse().unwrap();
+            assert_eq!(builtin_rule(reason), policy.annotation("id"), "{reason}");
+        }
+        for reason in ReasonCode::ALL {
+            if let Some(id) = builtin_rule(*reason) {
+                assert!(builtin.policies().any(|p| p.annotation("id") == Some(id)), "{id}");
+            }
+        }
     }
 
     #[test]
