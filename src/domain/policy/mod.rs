@@ -274,6 +274,11 @@ impl SharingPolicy {
                     continue;
                 }
                 origin.insert(id.clone(), (source.name.clone(), source.text.as_str()));
+                for code in unassigned_country_codes(policy) {
+                    problems.push(locate(format!(
+                        "\"{code}\" looks like a country code but is not an assigned ISO 3166-1 alpha-3 code; a misspelt country never matches, and a forbid using it would never apply"
+                    )));
+                }
                 if let Err(error) = policies.add(policy.new_id(id)) {
                     problems.push(locate(error.to_string()));
                 }
@@ -613,6 +618,32 @@ pub const fn builtin_rule(reason: ReasonCode) -> Option<&'static str> {
     }
 }
 
+/// String literals of three capital letters that are not assigned country
+/// codes. Countries are plain strings to Cedar, so its validator cannot catch
+/// `principal.country == "NIG"`.
+fn unassigned_country_codes(policy: &Policy) -> Vec<String> {
+    fn collect(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(text)) = map.get("Value") {
+                    let looks_like_code = text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase());
+                    if looks_like_code && CountryCode::parse(text).is_err() && !out.contains(text) {
+                        out.push(text.clone());
+                    }
+                }
+                map.values().for_each(|v| collect(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    if let Ok(json) = policy.to_json() {
+        collect(&json, &mut found);
+    }
+    found
+}
+
 /// Whether `policy`'s conditions read the `resource` variable. Unknown means yes.
 fn reads_resource(policy: &Policy) -> bool {
     fn mentions(value: &serde_json::Value) -> bool {
@@ -784,6 +815,21 @@ mod tests {
                 assert!(builtin.policies().any(|p| p.annotation("id") == Some(id)), "{id}");
             }
         }
+    }
+
+    #[test]
+    fn misspelt_country_codes_are_refused_where_they_stand() {
+        let source = PolicySource {
+            name: "corridors.cedar".to_owned(),
+            text: "@id(\"ok\")\npermit (principal, action, resource) when { principal.country == \"NGA\" };\n\n@id(\"typo\")\nforbid (principal, action, resource)\nwhen { principal.country == \"ERT\" || context.sender_country == \"ita\" };\n".to_owned(),
+        };
+        let Err(PolicyError::Invalid(problems)) = SharingPolicy::compile(&[source]) else {
+            panic!("a misspelt country code must be refused");
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problem = problems.first().unwrap();
+        assert_eq!((problem.file.as_str(), problem.line), ("corridors.cedar", 4));
+        assert!(problem.problem.contains("\"ERT\""));
     }
 
     #[test]
