@@ -668,9 +668,14 @@ fn may_apply(policy: &Policy, purpose: Purpose, category: DataCategory) -> bool 
         ActionConstraint::Eq(uid) => is(&uid, "Action", purpose.as_str()),
         ActionConstraint::In(uids) => uids.iter().any(|uid| is(uid, "Action", purpose.as_str())),
     };
+    // Categories have no parents, so `resource in C` holds exactly when
+    // `resource == C`: such a policy belongs to C's slice alone. Putting it in
+    // every slice would let it be memoised as if it ignored the category.
     let resource = match policy.resource_constraint() {
-        ResourceConstraint::Eq(uid) => is(&uid, "Category", category.as_str()),
-        ResourceConstraint::Any | ResourceConstraint::In(_) | ResourceConstraint::Is(_) | ResourceConstraint::IsIn(..) => true,
+        ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) | ResourceConstraint::IsIn(_, uid) => {
+            is(&uid, "Category", category.as_str())
+        }
+        ResourceConstraint::Any | ResourceConstraint::Is(_) => true,
     };
     action && resource
 }
