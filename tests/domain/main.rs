@@ -3,7 +3,6 @@
 
 mod bad_input;
 mod cli;
-mod invariants;
 mod properties;
 mod scenarios;
 mod schemas;
