@@ -9,8 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::directory::Directory;
-use crate::domain::decide::decide;
-use crate::domain::minimise::minimise;
+use crate::domain::decide::decide_and_minimise;
 use crate::domain::policy::{schema_text, SharingPolicy};
 use crate::domain::submission::ReferralSubmission;
 use crate::domain::{CountryCode, OrgId};
@@ -155,7 +154,7 @@ fn policy_explain(
         None => submission.destination.clone(),
     };
     let recipient = directory.recipient(&destination);
-    let decision = decide(
+    let (decision, payload) = decide_and_minimise(
         &submission.case,
         &submission.consent,
         sender,
@@ -164,7 +163,6 @@ fn policy_explain(
         &policy,
         now,
     );
-    let payload = minimise(&submission.case, &decision);
     let report = json!({
         "recipient": recipient.as_ref().map(|r| json!({
             "id": r.id,

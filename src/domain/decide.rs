@@ -150,19 +150,19 @@ pub fn decide_and_minimise(
                 .into_iter()
                 .map(|reason| Withholding { reason, policy: builtin_rule(reason).map(str::to_owned) }),
         );
-        let projection = match early_projection {
-            Some(projection) => Some(projection),
-            None if verdict.allowed && reasons.is_empty() => project(case, purpose, category),
-            None => None,
-        };
-        if let (true, Some(projection)) = (verdict.allowed && reasons.is_empty(), projection) {
-            sent.insert(category, Sent { fields, permitted_by: verdict.permitted_by });
-            projections.insert(category, projection);
-        } else {
-            if reasons.is_empty() {
-                reasons.insert(Withholding::because(ReasonCode::NotNeededForPurpose));
+        let may_send = verdict.allowed && reasons.is_empty();
+        let projection = if may_send { early_projection.or_else(|| project(case, purpose, category)) } else { None };
+        match projection {
+            Some(projection) => {
+                sent.insert(category, Sent { fields, permitted_by: verdict.permitted_by });
+                projections.insert(category, projection);
             }
-            withheld.insert(category, reasons);
+            None => {
+                if reasons.is_empty() {
+                    reasons.insert(Withholding::because(ReasonCode::NotNeededForPurpose));
+                }
+                withheld.insert(category, reasons);
+            }
         }
     }
 

@@ -442,11 +442,11 @@ impl SharingPolicy {
     ) -> Verdict {
         // Case-scoped rules read neither category nor consent, so they can share
         // whichever context this call needs anyway.
-        let (covers, named) = if consent_covers { (true, consent_names_category) } else { (true, false) };
+        let named = consent_covers && consent_names_category;
         let case_verdict = facts
             .case_verdicts
             .get(purpose_index(purpose))
-            .map(|cell| cell.get_or_init(|| self.run(facts, self.case_rules.get(purpose_index(purpose)), purpose, category, covers, named)));
+            .map(|cell| cell.get_or_init(|| self.run(facts, self.case_rules.get(purpose_index(purpose)), purpose, category, true, named)));
         let category_verdict = if consent_covers {
             let index = slice_index(purpose, category);
             let run = || self.run(facts, self.slices.get(index), purpose, category, true, consent_names_category);
