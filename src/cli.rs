@@ -13,7 +13,11 @@ use crate::domain::decide::decide_and_minimise;
 use crate::domain::policy::{schema_text, SharingPolicy};
 use crate::domain::submission::ReferralSubmission;
 use crate::domain::{CountryCode, OrgId};
+use crate::app::SystemClock;
+use crate::config::GatewayConfig;
+use crate::startup::Application;
 use crate::{policy_files, schemas};
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(name = "referral-gateway", version, about = "Per-country gateway of a transnational referral federation")]
@@ -29,6 +33,36 @@ enum Command {
     Policy(PolicyCommand),
     /// Print a JSON Schema (2020-12): the referral submission or the directory.
     Schema { which: SchemaName },
+    /// Run the gateway.
+    Serve {
+        /// The gateway configuration (TOML); `RGW_...` variables override its keys.
+        #[arg(long, env = "RGW_CONFIG_FILE")]
+        config: PathBuf,
+    },
+    /// The gateway's at-rest keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key directory with fresh random keys (never overwrites).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exit 1 and name the first broken entry if any.
+    Verify {
+        #[arg(long, env = "RGW_CONFIG_FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -85,6 +119,12 @@ pub fn run() -> ExitCode {
         Command::Policy(PolicyCommand::Explain { referral, to, from, directory, policies, at }) => {
             policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(Utc::now))
         }
+        Command::Serve { config } => serve(&config),
+        Command::Keys(KeysCommand::Init { dir }) => crate::crypto::at_rest::init(&dir)
+            .map_err(|e| CliError::Usage(e.to_string()))
+            .and_then(|()| print(&format!("ok: keys created in {}", dir.display())))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config),
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
             let schema = match which {
@@ -97,6 +137,43 @@ pub fn run() -> ExitCode {
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");
         ExitCode::from(2)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn load_config(path: &Path) -> Result<GatewayConfig, CliError> {
+    GatewayConfig::load(path).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+fn serve(config_path: &Path) -> Result<ExitCode, CliError> {
+    let config = load_config(config_path)?;
+    crate::telemetry::init(&config.log);
+    runtime()?.block_on(async {
+        let application = Application::build(&config, Arc::new(SystemClock))
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot start: {e}")))?;
+        application.run_until_stopped().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn audit_verify(config_path: &Path) -> Result<ExitCode, CliError> {
+    let config = load_config(config_path)?;
+    runtime()?.block_on(async {
+        let store = crate::store::open(&config.database).await.map_err(|e| CliError::Usage(e.to_string()))?;
+        match crate::store::verify_audit_chain(store.as_ref()).await.map_err(|e| CliError::Usage(e.to_string()))? {
+            Ok(verified) => {
+                print(&format!("ok: {} audit entries verified; head {}", verified.entries, verified.head))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(broken) => {
+                print(&format!("audit chain broken: {broken}"))?;
+                Ok(ExitCode::FAILURE)
+            }
+        }
     })
 }
 

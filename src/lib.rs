@@ -1,8 +1,18 @@
 //! referral-gateway: the per-country gateway of a transnational referral federation.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod crypto;
 pub mod directory;
 pub mod domain;
+pub mod hex;
+pub mod http;
 pub mod policy_files;
 pub mod schemas;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -107,6 +107,10 @@ impl Directory {
         })
     }
 
+    pub fn organisation(&self, id: &OrgId) -> Option<&OrganisationEntry> {
+        self.organisations.get(id)
+    }
+
     pub fn organisations(&self) -> impl Iterator<Item = &OrganisationEntry> {
         self.organisations.values()
     }

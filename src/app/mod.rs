@@ -1,0 +1,174 @@
+//! Use cases of the gateway over its ports: submit and follow referrals,
+//! manage sharing policies, read the audit log and disclosures.
+//!
+//! Role checks live here, not in the HTTP layer, so that every entry point
+//! gets them. Errors are [`AppError`]; the HTTP edge renders them.
+
+pub mod policies;
+pub mod queries;
+pub mod referrals;
+
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::{AuthError, Principal, Role};
+use crate::crypto::at_rest::KeyRing;
+use crate::directory::Directory;
+use crate::domain::policy::SharingPolicy;
+use crate::domain::submission::FieldProblem;
+use crate::domain::decision::ReasonCode;
+use crate::domain::CountryCode;
+use crate::store::writer::Writer;
+use crate::store::{Store, StoreError, Write};
+
+/// The clock port: the core never reads the time itself.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The sharing policy in force and its stored version number.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    pub number: i64,
+    pub policy: SharingPolicy,
+}
+
+/// Everything a use case needs; one per running gateway.
+pub struct Gateway {
+    pub country: CountryCode,
+    pub directory: Directory,
+    pub keys: KeyRing,
+    pub store: Arc<dyn Store>,
+    pub writer: Writer,
+    pub clock: Arc<dyn Clock>,
+    policy: RwLock<Arc<ActivePolicy>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("country", &self.country).finish_non_exhaustive()
+    }
+}
+
+/// Why a use case did not complete. Messages never contain submitted values.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    #[error("the caller lacks the role this needs")]
+    Forbidden { code: &'static str },
+    #[error("not found")]
+    NotFound,
+    #[error("malformed JSON at line {line}, column {column}")]
+    MalformedJson { line: usize, column: usize },
+    #[error("the request is invalid")]
+    Invalid(Vec<FieldProblem>),
+    #[error("the idempotency key was already used with another request body")]
+    IdempotencyConflict { referral_id: String },
+    #[error("the policy set is invalid")]
+    PolicyInvalid(Vec<crate::domain::policy::PolicyProblem>),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<crate::crypto::at_rest::KeyError> for AppError {
+    fn from(error: crate::crypto::at_rest::KeyError) -> Self {
+        AppError::Internal(error.to_string())
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        country: CountryCode,
+        directory: Directory,
+        keys: KeyRing,
+        store: Arc<dyn Store>,
+        writer: Writer,
+        clock: Arc<dyn Clock>,
+        policy: ActivePolicy,
+    ) -> Self {
+        Self { country, directory, keys, store, writer, clock, policy: RwLock::new(Arc::new(policy)) }
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<ActivePolicy> {
+        match self.policy.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn activate(&self, policy: ActivePolicy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut guard) => *guard = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Keyed hash of a subject reference: how the store and the audit log name a person.
+    pub fn subject_key(&self, subject_ref: &str) -> String {
+        self.keys.index("subject", subject_ref.as_bytes())
+    }
+
+    /// Records a refused request (unauthenticated or forbidden).
+    pub async fn audit_refusal(&self, actor: Actor, outcome: &'static str, code: &str) -> Result<(), AppError> {
+        let event = AuditEvent::new(self.now(), actor, Action::AccessRefused, outcome).reasons([code]);
+        self.writer.write(Write::Audit(event)).await?;
+        Ok(())
+    }
+
+    /// Passes when the caller has one of `roles`; audits and refuses otherwise.
+    pub async fn require(&self, principal: &Principal, roles: &[Role]) -> Result<(), AppError> {
+        if roles.iter().any(|role| principal.has(*role)) {
+            return Ok(());
+        }
+        self.audit_refusal(principal.actor(), "forbidden", "missing_role").await?;
+        Err(AppError::Forbidden { code: "missing_role" })
+    }
+
+    /// Appends one audit event.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), AppError> {
+        self.writer.write(Write::Audit(event)).await?;
+        Ok(())
+    }
+}
+
+/// The reason codes of a decision, as the audit log stores them.
+pub fn reason_strings<'a>(reasons: impl IntoIterator<Item = &'a ReasonCode>) -> Vec<String> {
+    reasons.into_iter().map(|r| r.as_str().to_owned()).collect()
+}
+
+/// Base of the RFC 9457 problem `type` URIs: one stable URI per cause.
+pub const PROBLEM_TYPE_BASE: &str = "https://referral-gateway.example/problems/";
+
+/// The problem `type` URI of a cause. The deny body is stored with the
+/// referral (so a replay answers byte for byte the same), hence it lives here.
+pub fn problem_type(code: &str) -> String {
+    format!("{PROBLEM_TYPE_BASE}{code}")
+}
+
+/// A fresh random id (UUID v4 form) from the system's secure generator.
+pub fn new_id() -> Result<String, AppError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| AppError::Internal("random generator failed".to_owned()))?;
+    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid().to_string())
+}

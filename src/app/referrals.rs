@@ -1,0 +1,231 @@
+//! Submitting and following referrals.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::{new_id, reason_strings, AppError, Gateway};
+use crate::audit::{Action, AuditEvent};
+use crate::auth::{Principal, Role};
+use crate::domain::consent::{Consent, ConsentGiver};
+use crate::domain::decide::decide_and_minimise;
+use crate::domain::decision::Decision;
+use crate::domain::submission::{ReferralSubmission, SubmissionError};
+use crate::store::{NewReferral, SealedPayload, StoredReferral, Write, Written};
+
+/// What a submission came to; the HTTP layer picks the status from it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// Allowed and queued for delivery (`202`).
+    Queued { referral_id: String, body: Value, replayed: bool },
+    /// Denied; the decision is recorded (`422`).
+    Denied { referral_id: String, body: Value, reasons: Vec<String>, replayed: bool },
+}
+
+/// The consent facts kept with a decision: how and when it was given and
+/// until when it covers; never the guardian's name.
+#[derive(Debug, Serialize)]
+struct ConsentSummary {
+    given_by: &'static str,
+    method: crate::domain::consent::ConsentMethod,
+    given_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    withdrawn_at: Option<DateTime<Utc>>,
+    scopes: usize,
+    refusals: usize,
+    valid_until: Option<DateTime<Utc>>,
+    /// Keyed hash of the whole consent record, to tell consents apart.
+    fingerprint: String,
+}
+
+impl Gateway {
+    /// Validates, decides, records and (on allow) queues a referral from the
+    /// caller's organisation. `body` is the raw JSON as received.
+    pub async fn submit(&self, principal: &Principal, body: &str) -> Result<Submitted, AppError> {
+        self.require(principal, &[Role::Submitter]).await?;
+        let sender_here = self.directory.organisation(&principal.org).is_some_and(|o| o.country == self.country);
+        if !sender_here {
+            self.audit_refusal(principal.actor(), "forbidden", "sender_not_served_here").await?;
+            return Err(AppError::Forbidden { code: "sender_not_served_here" });
+        }
+        let now = self.now();
+        let submission = ReferralSubmission::parse(body, now).map_err(|error| match error {
+            SubmissionError::Syntax { line, column } => AppError::MalformedJson { line, column },
+            SubmissionError::Invalid(problems) => AppError::Invalid(problems),
+            SubmissionError::SchemaUnavailable => AppError::Internal("referral schema unavailable".to_owned()),
+        })?;
+        let canonical = serde_json::to_vec(&submission).map_err(|e| AppError::Internal(e.to_string()))?;
+        let fingerprint = self.keys.index("request", &canonical);
+        let subject_key = self.subject_key(submission.subject_ref.as_str());
+
+        if let Some(existing) = self.store.referral_by_key(principal.org.as_str(), submission.idempotency_key.as_str()).await? {
+            return self.answer_again(principal, existing, &fingerprint).await;
+        }
+
+        let policy = self.policy();
+        let recipient = self.directory.recipient(&submission.destination);
+        let (decision, payload) = decide_and_minimise(
+            &submission.case,
+            &submission.consent,
+            self.country,
+            recipient.as_ref(),
+            submission.purpose,
+            &policy.policy,
+            now,
+        );
+        let referral_id = new_id()?;
+        let decision_json = serde_json::to_value(&decision).map_err(|e| AppError::Internal(e.to_string()))?;
+        let recipient_json = recipient.as_ref().map(|r| json!({ "org": r.id.as_str(), "country": r.country.as_str() }));
+        let reasons = reason_strings(decision.deny_reasons());
+        let (status, response) = if decision.is_allow() {
+            let body = json!({
+                "referral_id": referral_id,
+                "status": "queued",
+                "recipient": recipient_json,
+                "decision": decision_json,
+                "policy_number": policy.number,
+            });
+            ("queued", body)
+        } else {
+            let body = json!({
+                "type": super::problem_type("referral-denied"),
+                "title": "The referral may not be sent",
+                "status": 422,
+                "detail": "The decision denied the referral; reason_codes says why. Nothing will be sent.",
+                "referral_id": referral_id,
+                "reason_codes": reasons,
+                "decision": decision_json,
+                "policy_number": policy.number,
+            });
+            ("denied", body)
+        };
+        let sealed = if decision.is_allow() {
+            let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
+            Some(SealedPayload { sealed: self.keys.seal(&plaintext, referral_id.as_bytes())?, key_id: self.keys.data_key_id() })
+        } else {
+            None
+        };
+        let referral = NewReferral {
+            id: referral_id.clone(),
+            sender_org: principal.org.to_string(),
+            idempotency_key: submission.idempotency_key.as_str().to_owned(),
+            request_fingerprint: fingerprint.clone(),
+            subject_key: subject_key.clone(),
+            destination_org: submission.destination.to_string(),
+            destination_country: recipient.as_ref().map(|r| r.country.as_str().to_owned()),
+            purpose: submission.purpose.as_str().to_owned(),
+            outcome: if decision.is_allow() { "allow" } else { "deny" }.to_owned(),
+            policy_version: decision.policy_version().to_owned(),
+            decision: decision_json.to_string(),
+            consent: self.consent_summary(&submission.consent)?,
+            response: response.to_string(),
+            status: status.to_owned(),
+            created_ms: now.timestamp_millis(),
+            payload: sealed,
+        };
+        let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
+        match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
+            Written::DuplicateKey => {
+                // Another request with this key won the race; answer as it did.
+                let existing = self
+                    .store
+                    .referral_by_key(principal.org.as_str(), submission.idempotency_key.as_str())
+                    .await?
+                    .ok_or_else(|| AppError::Internal("idempotency key taken but not found".to_owned()))?;
+                self.answer_again(principal, existing, &fingerprint).await
+            }
+            _ if decision.is_allow() => Ok(Submitted::Queued { referral_id, body: response, replayed: false }),
+            _ => Ok(Submitted::Denied { referral_id, body: response, reasons, replayed: false }),
+        }
+    }
+
+    fn decision_event(&self, principal: &Principal, id: &str, subject_key: String, decision: &Decision, now: DateTime<Utc>) -> AuditEvent {
+        let outcome = if decision.is_allow() { "allow" } else { "deny" };
+        let mut reasons = reason_strings(decision.deny_reasons());
+        if decision.is_allow() {
+            // What went: the categories, so the chain alone answers "who got what".
+            reasons = decision.sent().keys().map(|c| format!("sent:{}", c.as_str())).collect();
+        }
+        AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, outcome)
+            .referral(id)
+            .subject_key(subject_key)
+            .policy_version(decision.policy_version())
+            .reasons(reasons)
+    }
+
+    /// The stored answer for a repeated idempotency key, or a conflict.
+    async fn answer_again(&self, principal: &Principal, existing: StoredReferral, fingerprint: &str) -> Result<Submitted, AppError> {
+        let now = self.now();
+        if existing.request_fingerprint != fingerprint {
+            let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "conflict")
+                .referral(&existing.id)
+                .reasons(["idempotency_key_reused"]);
+            self.audit(event).await?;
+            return Err(AppError::IdempotencyConflict { referral_id: existing.id });
+        }
+        let body: Value = serde_json::from_str(&existing.response)
+            .map_err(|_| AppError::Store(crate::store::StoreError::Corrupt("stored response is not JSON".to_owned())))?;
+        let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "replayed").referral(&existing.id);
+        self.audit(event).await?;
+        if existing.outcome == "allow" {
+            Ok(Submitted::Queued { referral_id: existing.id, body, replayed: true })
+        } else {
+            let reasons = body
+                .get("reason_codes")
+                .and_then(Value::as_array)
+                .map(|codes| codes.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default();
+            Ok(Submitted::Denied { referral_id: existing.id, body, reasons, replayed: true })
+        }
+    }
+
+    fn consent_summary(&self, consent: &Consent) -> Result<String, AppError> {
+        let canonical = serde_json::to_vec(consent).map_err(|e| AppError::Internal(e.to_string()))?;
+        let summary = ConsentSummary {
+            given_by: match consent.given_by {
+                ConsentGiver::Subject {} => "subject",
+                ConsentGiver::Guardian { .. } => "guardian",
+            },
+            method: consent.method,
+            given_at: consent.given_at,
+            withdrawn_at: consent.withdrawn_at,
+            scopes: consent.scopes().len(),
+            refusals: consent.refusals.len(),
+            valid_until: consent.scopes().iter().map(|s| s.valid_until()).max(),
+            fingerprint: self.keys.index("consent", &canonical),
+        };
+        serde_json::to_string(&summary).map_err(|e| AppError::Internal(e.to_string()))
+    }
+
+    /// A referral of the caller's own organisation, with its timeline.
+    pub async fn referral(&self, principal: &Principal, id: &str) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Submitter]).await?;
+        let now = self.now();
+        let found = self.store.referral(id).await?.filter(|r| r.sender_org == principal.org.as_str());
+        let Some(referral) = found else {
+            // Someone else's referral is as absent as one that does not exist.
+            self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "not_found")).await?;
+            return Err(AppError::NotFound);
+        };
+        let timeline = self.store.timeline(&referral.id).await?;
+        self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "ok").referral(&referral.id)).await?;
+        let decision: Value = serde_json::from_str(&referral.decision).unwrap_or(Value::Null);
+        Ok(json!({
+            "referral_id": referral.id,
+            "status": referral.status,
+            "purpose": referral.purpose,
+            "recipient": { "org": referral.destination_org, "country": referral.destination_country },
+            "submitted_at": millis_to_rfc3339(referral.created_ms),
+            "outcome": referral.outcome,
+            "policy_version": referral.policy_version,
+            "decision": decision,
+            "timeline": timeline.iter().map(|t| json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+pub fn millis_to_rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,350 @@
+//! Typed gateway configuration: a TOML file, then `RGW_...` environment
+//! variables on top (`RGW_DATABASE__URL` overrides `[database] url`).
+//!
+//! Everything is checked at start; an error names the key at fault.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::auth::Role;
+use crate::domain::{CountryCode, OrgId};
+
+/// Prefix of the environment variables that override file keys; nested keys
+/// are joined with `__`.
+pub const ENV_PREFIX: &str = "RGW_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The country this gateway serves (ISO 3166-1 alpha-3). Referrals are
+    /// submitted by organisations of this country.
+    pub country: CountryCode,
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    pub keys: KeysConfig,
+    pub directory: DirectoryConfig,
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Serve HTTPS (and accept client certificates) instead of plain HTTP.
+    /// Without it the gateway must sit behind a TLS-terminating proxy, and
+    /// only bearer tokens can authenticate callers.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_body_limit() -> usize {
+    256 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file: the server certificate, then its chain.
+    pub certificate: PathBuf,
+    /// PEM file: the server's private key (PKCS#8, SEC1 or PKCS#1).
+    pub private_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (or a plain path) for the embedded store,
+    /// `postgres://user@host:port/db` for PostgreSQL.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    /// PostgreSQL only: the schema to use, created if missing.
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_database_url(), schema: None, max_connections: default_max_connections() }
+    }
+}
+
+fn default_database_url() -> String {
+    "sqlite://var/gateway.db".to_owned()
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Directory holding the at-rest data key and the index key
+    /// (`referral-gateway keys init --dir <dir>` creates them).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// The federation directory (JSON, see `schemas/directory.schema.json`).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `*.cedar` files stored as policy version 1 on the first start. Later
+    /// versions are uploaded by a DPO through `PUT /v1/policies`.
+    pub initial_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Client certificates by a name of the operator's choosing.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientCertificateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its `/.well-known/openid-configuration` is discovered at start.
+    pub issuer: String,
+    /// The `aud` value access tokens must carry for this gateway.
+    pub audience: String,
+    /// The claim naming the caller's organisation id.
+    #[serde(default = "default_org_claim")]
+    pub org_claim: String,
+    /// The claim listing the caller's roles (an array, or a space-separated string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Tolerated clock difference with the issuer for `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Unknown key ids trigger a JWKS refresh at most this often.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_min_refresh_seconds: u64,
+}
+
+fn default_org_claim() -> String {
+    "org_id".to_owned()
+}
+
+fn default_roles_claim() -> String {
+    "roles".to_owned()
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_jwks_refresh() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateConfig {
+    /// SHA-256 of the certificate (DER), as `sha256:` and 64 hex digits.
+    pub fingerprint: CertificateFingerprint,
+    pub org: OrgId,
+    pub roles: Vec<Role>,
+}
+
+/// A certificate's SHA-256 fingerprint, normalised to lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CertificateFingerprint(String);
+
+impl CertificateFingerprint {
+    pub fn of_der(der: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        Self(crate::hex::encode(digest.as_ref()))
+    }
+
+    /// `sha256:` then the hex digest: the form shown to operators.
+    pub fn display(&self) -> String {
+        format!("sha256:{}", self.0)
+    }
+}
+
+impl TryFrom<String> for CertificateFingerprint {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let hex: String = text.strip_prefix("sha256:").unwrap_or(&text).chars().filter(|c| *c != ':').collect();
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(hex.to_ascii_lowercase()))
+        } else {
+            Err("must be `sha256:` followed by 64 hex digits".to_owned())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `referral_gateway=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: default_log_level(), format: LogFormat::default() }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl GatewayConfig {
+    /// Reads `path`, applies `RGW_...` overrides, and checks the result.
+    /// Relative paths in the file are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut config: Self = figment.extract().map_err(|error| ConfigError::Load(describe(error)))?;
+        if let Some(base) = path.parent() {
+            config.resolve_relative_to(base);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn resolve_relative_to(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        resolve(&mut self.keys.dir);
+        resolve(&mut self.directory.file);
+        resolve(&mut self.policy.initial_dir);
+        if let Some(tls) = &mut self.server.tls {
+            resolve(&mut tls.certificate);
+            resolve(&mut tls.private_key);
+        }
+        if let Some(path) = sqlite_path(&self.database.url)
+            && Path::new(path).is_relative()
+            && !path.is_empty()
+            && path != ":memory:"
+        {
+            self.database.url = format!("sqlite://{}", base.join(path).display());
+        }
+    }
+
+    /// Checks what the types cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| Err(ConfigError::Invalid { key: key.to_owned(), problem: problem.to_owned() });
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
+            return invalid("server.body_limit_bytes", "must be between 1024 and 16777216");
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some()) {
+            return invalid("database.url", "must be sqlite://<path> or postgres://...");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if let Some(schema) = &self.database.schema {
+            let ok = (1..=63).contains(&schema.len())
+                && schema.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return invalid("database.schema", "must be 1 to 63 lower-case letters, digits or _, not starting with a digit");
+            }
+            if sqlite_path(url).is_some() {
+                return invalid("database.schema", "applies to PostgreSQL only");
+            }
+        }
+        if let Some(oidc) = &self.auth.oidc {
+            if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://127.0.0.1") || oidc.issuer.starts_with("http://localhost")) {
+                return invalid("auth.oidc.issuer", "must be an https:// URL (plain http only on loopback, for tests)");
+            }
+            if oidc.audience.is_empty() {
+                return invalid("auth.oidc.audience", "must not be empty");
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for (name, client) in &self.auth.clients {
+            if let Some(other) = seen.insert(client.fingerprint.clone(), name) {
+                return invalid(&format!("auth.clients.{name}.fingerprint"), &format!("is also the fingerprint of auth.clients.{other}"));
+            }
+            if client.roles.is_empty() {
+                return invalid(&format!("auth.clients.{name}.roles"), "must name at least one role");
+            }
+        }
+        if !self.auth.clients.is_empty() && self.server.tls.is_none() {
+            return invalid("auth.clients", "client certificates need server.tls");
+        }
+        if self.auth.clients.is_empty() && self.auth.oidc.is_none() {
+            return invalid("auth", "configure auth.oidc, auth.clients, or both: otherwise nobody can call the gateway");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "is not a valid tracing filter");
+        }
+        Ok(())
+    }
+}
+
+/// The file path of an SQLite URL, or `None` for another scheme.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+}
+
+/// figment's message, which names the key (`for key "database.url"`) and the
+/// source (file or environment variable), without the offending value.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
+            let kind = match &e.kind {
+                figment::error::Kind::InvalidType(actual, expected) => format!("invalid type {actual}, expected {expected}"),
+                figment::error::Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+                other => other.to_string(),
+            };
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            format!("{key}{kind}{source}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

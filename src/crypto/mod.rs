@@ -1,0 +1,3 @@
+//! Cryptography, all from `ring` (and, for JOSE, `josekit`): nothing hand-rolled.
+
+pub mod at_rest;

@@ -1,0 +1,96 @@
+//! Request extraction: the authenticated caller, and JSON bodies checked
+//! for media type and size before anything reads them.
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde::de::DeserializeOwned;
+
+use super::problem::Problem;
+use super::AppState;
+use crate::app::AppError;
+use crate::audit::Actor;
+use crate::auth::Principal;
+use crate::config::CertificateFingerprint;
+use crate::domain::submission::FieldProblem;
+
+/// What the connection tells about the caller: the client certificate's
+/// fingerprint, when one was presented.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    pub certificate: Option<CertificateFingerprint>,
+}
+
+/// The authenticated caller. A failure is answered `401` and audited.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let certificate = parts.extensions.get::<ConnectionInfo>().and_then(|c| c.certificate.clone());
+        let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+        match state.auth.authenticate(authorization.as_deref(), certificate.as_ref()).await {
+            Ok(principal) => Ok(Caller(principal)),
+            Err(error) => {
+                tracing::info!(code = error.code(), "request refused: not authenticated");
+                let subject = certificate.map_or_else(|| "anonymous".to_owned(), |c| c.display());
+                let actor = Actor { org: None, subject };
+                if let Err(audit_error) = state.gateway.audit_refusal(actor, "unauthenticated", error.code()).await {
+                    return Err(audit_error.into());
+                }
+                Err(AppError::Unauthenticated(error).into())
+            }
+        }
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json")
+}
+
+/// The body as UTF-8 text: `415` unless it is declared JSON, `413` beyond `limit`.
+pub async fn json_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<String, Problem> {
+    if !is_json(headers) {
+        return Err(Problem::unsupported_media_type());
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(Problem::payload_too_large(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Problem::payload_too_large(limit))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        Problem::invalid(&[FieldProblem { field: "(body)".to_owned(), problem: "must be UTF-8".to_owned() }])
+    })
+}
+
+/// A JSON body into `T`, whose unknown fields are refused; errors name the
+/// field, never the value.
+pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize) -> Result<T, Problem> {
+    let text = json_text(headers, body, limit).await?;
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let inner = error.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return AppError::MalformedJson { line: inner.line(), column: inner.column() }.into();
+        }
+        let path = error.path().to_string();
+        let field = if path == "." { "(body)".to_owned() } else { path };
+        let message = inner.to_string();
+        let problem = if message.starts_with("unknown field") {
+            "unknown field".to_owned()
+        } else if message.starts_with("missing field") {
+            message.split(" at line").next().unwrap_or("missing field").to_owned()
+        } else {
+            "invalid value".to_owned()
+        };
+        Problem::invalid(&[FieldProblem { field, problem }])
+    })
+}

@@ -1,0 +1,88 @@
+//! The HTTP edge: axum router, problem+json errors, authentication of
+//! callers, metrics, and the (m)TLS server.
+
+pub mod auth;
+pub mod extract;
+pub mod metrics;
+pub mod problem;
+pub mod routes;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::Method;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use serde_json::Value;
+
+use crate::app::Gateway;
+use auth::Authenticator;
+use metrics::Metrics;
+
+/// The OpenAPI description, kept by hand and served as JSON.
+pub const OPENAPI_YAML: &str = include_str!("../../schemas/openapi.yaml");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: Arc<Metrics>,
+    pub openapi: Arc<Value>,
+    pub body_limit: usize,
+}
+
+/// The OpenAPI file as JSON.
+pub fn openapi_json() -> Result<Value, String> {
+    serde_norway::from_str(OPENAPI_YAML).map_err(|e| format!("schemas/openapi.yaml: {e}"))
+}
+
+/// Every (method, path) the API serves. The router is built from this list
+/// and a test compares it with `schemas/openapi.yaml`.
+pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    fn route<H, T>(method: Method, path: &'static str, handler: H) -> (Method, &'static str, MethodRouter<AppState>)
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        (method, path, on(filter, handler))
+    }
+    vec![
+        route(Method::POST, "/v1/referrals", routes::submit_referral),
+        route(Method::GET, "/v1/referrals/{id}", routes::get_referral),
+        route(Method::GET, "/v1/policies", routes::get_policies),
+        route(Method::PUT, "/v1/policies", routes::put_policies),
+        route(Method::POST, "/v1/policies/simulate", routes::simulate),
+        route(Method::GET, "/v1/audit", routes::get_audit),
+        route(Method::GET, "/v1/disclosures", routes::get_disclosures),
+        route(Method::GET, "/v1/openapi.json", routes::openapi),
+        route(Method::GET, "/healthz", routes::healthz),
+        route(Method::GET, "/readyz", routes::readyz),
+        route(Method::GET, "/metrics", routes::metrics),
+    ]
+}
+
+/// The (method, path) pairs of [`route_table`].
+pub fn served_routes() -> Vec<(Method, &'static str)> {
+    route_table().into_iter().map(|(method, path, _)| (method, path)).collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for (_, path, method_router) in route_table() {
+        let merged = match by_path.remove(path) {
+            Some(existing) => existing.merge(method_router),
+            None => method_router,
+        };
+        by_path.insert(path, merged);
+    }
+    let mut router = Router::new();
+    for (path, method_router) in by_path {
+        router = router.route(path, method_router.fallback(routes::method_not_allowed));
+    }
+    router
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}

@@ -1,0 +1,157 @@
+//! RFC 9457 problem details: the one place where causes become status codes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::app::{problem_type, AppError};
+use crate::domain::policy::PolicyProblem;
+use crate::domain::submission::FieldProblem;
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// An error response of the API.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
+        let body = json!({
+            "type": problem_type(code),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail.into(),
+        });
+        Self { status, body }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        if let Some(object) = self.body.as_object_mut() {
+            object.insert(key.to_owned(), value);
+        }
+        self
+    }
+
+    /// A body the application built in full (a stored deny).
+    pub fn raw(status: StatusCode, body: Value) -> Self {
+        Self { status, body }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn not_found() -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource for this caller.")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "This resource does not support the method.")
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large", format!("The body must not exceed {limit} bytes."))
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "Send the body as application/json.",
+        )
+    }
+
+    pub fn invalid(problems: &[FieldProblem]) -> Self {
+        let listed: Vec<Value> = problems.iter().map(|p| json!({ "field": p.field, "problem": p.problem })).collect();
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "The request is invalid", "See `problems`: each names a field and the rule it breaks.")
+            .with("problems", Value::Array(listed))
+    }
+
+    pub fn invalid_query(problem: &str) -> Self {
+        Self::invalid(&[FieldProblem { field: "(query)".to_owned(), problem: problem.to_owned() }])
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        response
+    }
+}
+
+fn policy_problems(problems: &[PolicyProblem]) -> Value {
+    Value::Array(
+        problems
+            .iter()
+            .map(|p| json!({ "file": p.file, "line": p.line, "column": p.column, "problem": p.problem }))
+            .collect(),
+    )
+}
+
+impl From<AppError> for Problem {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Unauthenticated(cause) => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", cause.to_string())
+                    .with("code", json!(cause.code()))
+            }
+            AppError::Forbidden { code } => {
+                let detail = match code {
+                    "sender_not_served_here" => "The caller's organisation is not one this gateway serves.",
+                    _ => "The caller's roles do not allow this.",
+                };
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail).with("code", json!(code))
+            }
+            AppError::NotFound => Problem::not_found(),
+            AppError::MalformedJson { line, column } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                format!("The body is not valid JSON (line {line}, column {column})."),
+            ),
+            AppError::Invalid(problems) => Problem::invalid(&problems),
+            AppError::IdempotencyConflict { referral_id } => Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency-conflict",
+                "Idempotency key already used",
+                "This idempotency key was used for a different request body; use a new key for a new referral.",
+            )
+            .with("referral_id", json!(referral_id)),
+            AppError::PolicyInvalid(problems) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "policy-invalid",
+                "The policy set is invalid",
+                "Nothing was stored; the active policy is unchanged. See `problems`.",
+            )
+            .with("problems", policy_problems(&problems)),
+            AppError::Store(crate::store::StoreError::Unavailable(cause)) => {
+                tracing::error!(error = %cause, "database unavailable");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "Try again later; nothing was stored.")
+            }
+            AppError::Store(cause) => {
+                tracing::error!(error = %cause, "storage failure");
+                internal()
+            }
+            AppError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal failure");
+                internal()
+            }
+        }
+    }
+}
+
+fn internal() -> Problem {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "The request failed. A submission may be retried with the same idempotency key.")
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}

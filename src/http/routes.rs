@@ -1,0 +1,145 @@
+//! The handlers: each reads its input, calls one use case and renders the result.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::DateTime;
+use serde_json::{json, Value};
+
+use super::extract::{json_body, json_text, Caller};
+use super::problem::Problem;
+use super::AppState;
+use crate::app::policies::{PolicyUpload, Simulation};
+use crate::app::queries::AuditQuery;
+use crate::app::referrals::Submitted;
+use crate::audit::Action;
+
+type Result<T, E = Problem> = std::result::Result<T, E>;
+
+pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Response> {
+    let text = json_text(&headers, body, state.body_limit).await?;
+    match state.gateway.submit(&caller, &text).await? {
+        Submitted::Queued { referral_id, body, replayed } => {
+            if !replayed {
+                state.metrics.decision(true, &[]);
+            }
+            let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/referrals/{referral_id}")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
+        Submitted::Denied { body, reasons, replayed, .. } => {
+            if !replayed {
+                state.metrics.decision(false, &reasons);
+            }
+            Ok(Problem::raw(StatusCode::UNPROCESSABLE_ENTITY, body).into_response())
+        }
+    }
+}
+
+pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> Result<Json<Value>> {
+    Ok(Json(state.gateway.referral(&caller, &id).await?))
+}
+
+pub async fn get_policies(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Value>> {
+    Ok(Json(state.gateway.policies(&caller).await?))
+}
+
+pub async fn put_policies(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Response> {
+    let upload: PolicyUpload = json_body(&headers, body, state.body_limit).await?;
+    let stored = state.gateway.upload_policy(&caller, upload).await?;
+    Ok((StatusCode::CREATED, Json(stored)).into_response())
+}
+
+pub async fn simulate(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
+    let simulation: Simulation = json_body(&headers, body, state.body_limit).await?;
+    Ok(Json(state.gateway.simulate(&caller, simulation).await?))
+}
+
+fn time_ms(value: &str, name: &str) -> Result<i64> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| Problem::invalid_query(&format!("{name} must be an RFC 3339 time")))
+}
+
+pub async fn get_audit(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
+    let mut audit = AuditQuery::default();
+    for (key, value) in &params {
+        match key.as_str() {
+            "from" => audit.from_ms = Some(time_ms(value, "from")?),
+            "to" => audit.to_ms = Some(time_ms(value, "to")?),
+            "action" => audit.action = Some(Action::parse(value).ok_or_else(|| Problem::invalid_query("action is not a known action"))?),
+            "org" => audit.org = Some(value.clone()),
+            "referral_id" => audit.referral_id = Some(value.clone()),
+            "subject_ref" => audit.subject_ref = Some(value.clone()),
+            "cursor" => audit.cursor = Some(value.parse().map_err(|_| Problem::invalid_query("cursor is malformed"))?),
+            "limit" => audit.limit = Some(value.parse().map_err(|_| Problem::invalid_query("limit must be an integer"))?),
+            _ => return Err(Problem::invalid_query("unknown query parameter")),
+        }
+    }
+    Ok(Json(state.gateway.audit_log(&caller, audit).await?))
+}
+
+pub async fn get_disclosures(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
+    if params.keys().any(|k| k != "subject_ref") {
+        return Err(Problem::invalid_query("unknown query parameter"));
+    }
+    let subject_ref = params.get("subject_ref").filter(|s| !s.is_empty()).ok_or_else(|| Problem::invalid_query("subject_ref is required"))?;
+    Ok(Json(state.gateway.disclosures(&caller, subject_ref).await?))
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers, the keys work and a valid policy is active.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = state.gateway.store.ping().await.is_ok();
+    let keys = state.gateway.keys.seal(b"ready", b"readyz").and_then(|s| state.gateway.keys.open(&s, b"readyz")).is_ok();
+    let policy = state.gateway.policy();
+    let status = if database && keys { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let word = |ok: bool| if ok { "ok" } else { "failing" };
+    let body = json!({
+        "status": word(database && keys),
+        "database": word(database),
+        "keys": word(keys),
+        "policy": { "status": "ok", "number": policy.number, "version": policy.policy.version() },
+    });
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let depth = state.gateway.store.outbox_depth().await.unwrap_or(-1);
+    let mut response = state.metrics.render(depth).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    response
+}
+
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json((*state.openapi).clone())
+}
+
+pub async fn not_found() -> Problem {
+    Problem::not_found()
+}
+
+pub async fn method_not_allowed() -> Problem {
+    Problem::method_not_allowed()
+}

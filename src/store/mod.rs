@@ -1,0 +1,241 @@
+//! Durable storage: one [`Store`] port in the gateway's terms, implemented for
+//! SQLite (embedded default) and PostgreSQL (production, several replicas).
+//!
+//! Every write goes through the [`writer::Writer`], which commits waiting
+//! writes together (group commit) and places their audit entries in the hash
+//! chain in the same transaction: a referral is never stored unaudited.
+
+mod sql;
+pub mod writer;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditRecord, ChainBreak, ChainVerifier};
+use crate::config::{sqlite_path, DatabaseConfig};
+
+pub use sql::{PostgresStore, SqliteStore};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+/// The sealed minimised payload waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPayload {
+    pub sealed: Vec<u8>,
+    pub key_id: String,
+}
+
+/// A decided referral, as stored. Free of personal data: the subject
+/// reference and the request are keyed hashes, the decision and consent are
+/// summaries of categories, codes and times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReferral {
+    pub id: String,
+    pub sender_org: String,
+    pub idempotency_key: String,
+    pub request_fingerprint: String,
+    pub subject_key: String,
+    pub destination_org: String,
+    pub destination_country: Option<String>,
+    pub purpose: String,
+    pub outcome: String,
+    pub policy_version: String,
+    pub decision: String,
+    pub consent: String,
+    pub response: String,
+    pub status: String,
+    pub created_ms: i64,
+    /// Present on allow: goes to the outbox.
+    pub payload: Option<SealedPayload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReferral {
+    pub id: String,
+    pub sender_org: String,
+    pub idempotency_key: String,
+    pub request_fingerprint: String,
+    pub subject_key: String,
+    pub destination_org: String,
+    pub destination_country: Option<String>,
+    pub purpose: String,
+    pub outcome: String,
+    pub policy_version: String,
+    pub decision: String,
+    pub consent: String,
+    pub response: String,
+    pub status: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub status: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPolicyVersion {
+    pub version: String,
+    pub author_org: Option<String>,
+    pub author_subject: String,
+    pub note: Option<String>,
+    pub created_ms: i64,
+    /// JSON object: file name -> Cedar text.
+    pub files: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersionRecord {
+    pub number: i64,
+    pub version: String,
+    pub author_org: Option<String>,
+    pub author_subject: String,
+    pub note: Option<String>,
+    pub created_ms: i64,
+    pub files: String,
+}
+
+/// One unit of a group commit.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A decided referral and its audit event; nothing is written (and
+    /// [`Written::DuplicateKey`] returned) when the sender already used the key.
+    Referral { referral: Box<NewReferral>, audit: AuditEvent },
+    /// A new policy version, which becomes the active one, and its audit event.
+    Policy { policy: NewPolicyVersion, audit: AuditEvent },
+    /// An audit event alone.
+    Audit(AuditEvent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Audited { seq: i64 },
+    PolicyStored { number: i64, seq: i64 },
+    DuplicateKey,
+}
+
+/// Filters of the audit log; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub action: Option<String>,
+    pub org: Option<String>,
+    pub referral_id: Option<String>,
+    pub subject_key: Option<String>,
+    /// Cursor: entries after this sequence number.
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// A referral whose decision allowed disclosure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisclosureRow {
+    pub referral_id: String,
+    pub sender_org: String,
+    pub destination_org: String,
+    pub destination_country: Option<String>,
+    pub purpose: String,
+    pub decision: String,
+    pub consent: String,
+    pub policy_version: String,
+    pub status: String,
+    pub created_ms: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes a batch in one transaction; results in the batch's order.
+    async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError>;
+    async fn referral(&self, id: &str) -> Result<Option<StoredReferral>, StoreError>;
+    async fn referral_by_key(&self, sender_org: &str, key: &str) -> Result<Option<StoredReferral>, StoreError>;
+    async fn timeline(&self, referral_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
+    async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
+    /// Every policy version, oldest first; the last is the active one.
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
+    /// Audit entries matching `filter`, in chain order.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn disclosures(&self, subject_key: &str) -> Result<Vec<DisclosureRow>, StoreError>;
+    /// The chain head as last written: sequence number and hash.
+    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
+    async fn outbox_depth(&self) -> Result<i64, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens (creating and migrating if needed) the store the configuration names.
+pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
+    if sqlite_path(&config.url).is_some() {
+        Ok(Arc::new(SqliteStore::open(&config.url, config.max_connections).await?))
+    } else {
+        Ok(Arc::new(PostgresStore::open(&config.url, config.schema.as_deref(), config.max_connections).await?))
+    }
+}
+
+/// An intact audit chain: how many entries, and the last hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedChain {
+    pub entries: i64,
+    pub head: String,
+}
+
+/// Where the stored chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokenChain {
+    #[error("{0}")]
+    Entry(#[from] ChainBreak),
+    #[error("the chain ends at entry {entries} but the recorded head is entry {head_seq} (entries at the end removed)")]
+    Truncated { entries: i64, head_seq: i64 },
+    #[error("the last entry ({entries}) does not match the recorded head hash")]
+    HeadMismatch { entries: i64 },
+}
+
+/// Recomputes the whole audit chain, page by page, and checks it against the recorded head.
+pub async fn verify_audit_chain(store: &dyn Store) -> Result<Result<VerifiedChain, BrokenChain>, StoreError> {
+    const PAGE: i64 = 1000;
+    let mut verifier = ChainVerifier::default();
+    let mut cursor = None;
+    loop {
+        let page = store.audit(&AuditFilter { after_seq: cursor, limit: PAGE, ..AuditFilter::default() }).await?;
+        for record in &page {
+            if let Err(broken) = verifier.check(record) {
+                return Ok(Err(broken.into()));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == PAGE => cursor = Some(last.seq),
+            _ => break,
+        }
+    }
+    let (head_seq, head_hash) = store.audit_head().await?;
+    let entries = verifier.verified();
+    if head_seq != entries {
+        return Ok(Err(BrokenChain::Truncated { entries, head_seq }));
+    }
+    if head_hash != verifier.head() {
+        return Ok(Err(BrokenChain::HeadMismatch { entries }));
+    }
+    Ok(Ok(VerifiedChain { entries, head: verifier.head().to_owned() }))
+}

@@ -1,0 +1,60 @@
+//! Group commit: writes queue here and are committed together, one
+//! transaction per batch. Throughput then scales with concurrency instead of
+//! being bound by one disk flush per referral, and the audit chain, which
+//! needs its entries one after another, is extended by one task only.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Store, StoreError, Write, Written};
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+const QUEUE_DEPTH: usize = 4096;
+
+type Request = (Write, oneshot::Sender<Result<Written, StoreError>>);
+
+/// Handle to the writing task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Request>,
+}
+
+impl Writer {
+    /// Starts the writing task on the current tokio runtime.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(store, requests));
+        Self { queue }
+    }
+
+    /// Queues `write` and waits until it is committed (or failed).
+    pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((write, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut requests: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (writes, replies): (Vec<Write>, Vec<_>) = batch.drain(..).unzip();
+        match store.write_batch(&writes).await {
+            Ok(results) if results.len() == replies.len() => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Ok(_) => {
+                let error = StoreError::Corrupt("batch results do not match the batch".to_owned());
+                replies.into_iter().for_each(|reply| drop(reply.send(Err(error.clone()))));
+            }
+            Err(error) => {
+                tracing::error!(error = %error, writes = writes.len(), "batch write failed; nothing of it was stored");
+                replies.into_iter().for_each(|reply| drop(reply.send(Err(error.clone()))));
+            }
+        }
+    }
+}

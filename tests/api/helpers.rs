@@ -1,0 +1,464 @@
+//! The test harness: `spawn_app(backend)` starts a gateway with fresh keys,
+#![allow(dead_code)] // helpers for tests still being written use the rest
+//! a fresh database (an SQLite file, or a PostgreSQL schema of its own), TLS,
+//! and one registered client certificate per test identity.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, TimeZone, Utc};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use referral_gateway::app::Clock;
+use referral_gateway::config::{CertificateFingerprint, GatewayConfig};
+use referral_gateway::startup::Application;
+use serde_json::Value;
+
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Who calls: each has its own client certificate, registered (or not) in the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Who {
+    /// IOM Rome, submitter.
+    IomRome,
+    /// The Italian NRM, submitter.
+    ItaNrm,
+    /// The gateway's DPO.
+    Dpo,
+    /// An auditor.
+    Auditor,
+    /// UNHCR Rome, recipient role only.
+    Recipient,
+    /// A Nigerian organisation with a submitter role: not served by this gateway.
+    Foreign,
+    /// A certificate the gateway does not know.
+    Stranger,
+    /// No certificate at all.
+    Nobody,
+}
+
+impl Who {
+    pub const REGISTERED: [Who; 6] = [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign];
+
+    fn registration(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Who::IomRome => Some(("iom_rome", "ita-iom-rome", "submitter")),
+            Who::ItaNrm => Some(("ita_nrm", "ita-nrm", "submitter")),
+            Who::Dpo => Some(("dpo", "ita-nrm", "dpo")),
+            Who::Auditor => Some(("auditor", "ita-nrm", "auditor")),
+            Who::Recipient => Some(("unhcr", "ita-unhcr-rome", "recipient")),
+            Who::Foreign => Some(("naptip", "nga-naptip", "submitter")),
+            Who::Stranger | Who::Nobody => None,
+        }
+    }
+}
+
+/// The time the scenario fixtures are valid at.
+pub fn fixture_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+#[derive(Debug)]
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+pub fn fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(repo_path(&format!("tests/fixtures/referrals/{name}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub const FIXTURES: [&str; 6] = [
+    "dual_national_fear",
+    "rejected_asylum_avr",
+    "returnee_hiv_reintegration",
+    "separated_child_tracing",
+    "trafficking_victim_reintegration",
+    "unaccompanied_girl_tracing",
+];
+
+/// A certificate authority for the test server, and PEM material.
+pub struct Pki {
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+    pub clients: BTreeMap<Who, (String, CertificateFingerprint)>,
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "referral-gateway test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+
+        let mut clients = BTreeMap::new();
+        for who in Who::REGISTERED.into_iter().chain([Who::Stranger]) {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, format!("{who:?}"));
+            let cert = params.self_signed(&key).unwrap();
+            let fingerprint = CertificateFingerprint::of_der(cert.der());
+            clients.insert(who, (format!("{}{}", cert.pem(), key.serialize_pem()), fingerprint));
+        }
+        Pki { ca_pem: ca_cert.pem(), server_cert_pem: server_cert.pem(), server_key_pem: server_key.serialize_pem(), clients }
+    })
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name() -> String {
+    format!("rgwtest_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Drops the schemas earlier test runs left behind (once per process).
+async fn drop_stale_schemas() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let pool = sqlx::PgPool::connect(POSTGRES_URL).await.expect("PostgreSQL at 127.0.0.1:5432 (see .ci/run)");
+        let mine = format!("rgwtest_{}_%", std::process::id());
+        let stale: Vec<(String,)> = sqlx::query_as(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'rgwtest\\_%' AND nspname NOT LIKE $1",
+        )
+        .bind(&mine)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for (schema,) in stale {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await;
+        }
+    })
+    .await;
+}
+
+/// Writes the gateway files into `dir` and returns the configuration text.
+pub fn write_config(dir: &Path, backend: Backend, extra: &str) -> (PathBuf, Option<String>) {
+    let pki = pki();
+    referral_gateway::crypto::at_rest::init(&dir.join("keys")).unwrap();
+    std::fs::write(dir.join("server.pem"), &pki.server_cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), &pki.server_key_pem).unwrap();
+    let (database, schema) = match backend {
+        Backend::Sqlite => (format!("url = \"sqlite://{}\"", dir.join("gateway.db").display()), None),
+        Backend::Postgres => {
+            let schema = unique_name();
+            (format!("url = \"{POSTGRES_URL}\"\nschema = \"{schema}\"\nmax_connections = 4"), Some(schema))
+        }
+    };
+    let mut clients = String::new();
+    for who in Who::REGISTERED {
+        let (name, org, role) = who.registration().unwrap();
+        let fingerprint = &pki.clients[&who].1;
+        clients.push_str(&format!(
+            "[auth.clients.{name}]\nfingerprint = \"{}\"\norg = \"{org}\"\nroles = [\"{role}\"]\n\n",
+            fingerprint.display()
+        ));
+    }
+    let text = format!(
+        r#"country = "ITA"
+
+[server]
+listen = "127.0.0.1:0"
+body_limit_bytes = 65536
+
+[server.tls]
+certificate = "server.pem"
+private_key = "server.key"
+
+[database]
+{database}
+
+[keys]
+dir = "keys"
+
+[directory]
+file = "{directory}"
+
+[policy]
+initial_dir = "{policies}"
+
+{clients}
+{extra}
+"#,
+        directory = repo_path("config/directory.example.json").display(),
+        policies = repo_path("config/policies").display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, schema)
+}
+
+pub struct TestApp {
+    pub app: Application,
+    pub config: GatewayConfig,
+    pub config_path: PathBuf,
+    pub backend: Backend,
+    pub schema: Option<String>,
+    pub dir: tempfile::TempDir,
+    clients: BTreeMap<Who, reqwest::Client>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_at(backend, fixture_time()).await
+}
+
+pub async fn spawn_app_at(backend: Backend, now: DateTime<Utc>) -> TestApp {
+    if backend == Backend::Postgres {
+        drop_stale_schemas().await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, schema) = write_config(dir.path(), backend, "");
+    let config = GatewayConfig::load(&config_path).unwrap();
+    let app = Application::build(&config, Arc::new(FixedClock(now))).await.unwrap();
+    let pki = pki();
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let mut clients = BTreeMap::new();
+    for who in Who::REGISTERED.into_iter().chain([Who::Stranger, Who::Nobody]) {
+        let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca.clone()).tls_built_in_root_certs(false);
+        if let Some((pem, _)) = pki.clients.get(&who) {
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        clients.insert(who, builder.build().unwrap());
+    }
+    TestApp { app, config, config_path, backend, schema, dir, clients }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// The problem `type` code: the last segment of the URI.
+    pub fn problem(&self) -> &str {
+        assert_eq!(self.content_type, "application/problem+json", "not a problem: {} {}", self.status, self.text);
+        self.body["type"].as_str().and_then(|t| t.rsplit('/').next()).unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.app.local_addr().port())
+    }
+
+    pub fn client(&self, who: Who) -> &reqwest::Client {
+        &self.clients[&who]
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, content_type, body, text }
+    }
+
+    pub async fn get(&self, who: Who, path: &str) -> Reply {
+        self.send(self.client(who).get(self.url(path))).await
+    }
+
+    pub async fn post_json(&self, who: Who, path: &str, body: &Value) -> Reply {
+        self.send(self.client(who).post(self.url(path)).json(body)).await
+    }
+
+    pub async fn put_json(&self, who: Who, path: &str, body: &Value) -> Reply {
+        self.send(self.client(who).put(self.url(path)).json(body)).await
+    }
+
+    pub async fn post_raw(&self, who: Who, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        self.send(self.client(who).post(self.url(path)).header("content-type", content_type).body(body)).await
+    }
+
+    pub async fn submit(&self, who: Who, referral: &Value) -> Reply {
+        self.post_json(who, "/v1/referrals", referral).await
+    }
+
+    /// Rows in a table, read directly from the database.
+    pub async fn count(&self, table: &str) -> i64 {
+        self.sql_scalar(&format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    pub async fn sql_scalar(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.config.database.url).await.unwrap();
+                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+            Backend::Postgres => {
+                let pool = self.pg_pool().await;
+                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+
+    /// Runs one statement directly against the database; the database's refusal as an error.
+    pub async fn sql_try(&self, statement: &str) -> Result<u64, String> {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.config.database.url).await.unwrap();
+                let result = sqlx::query(statement).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string());
+                pool.close().await;
+                result
+            }
+            Backend::Postgres => {
+                let pool = self.pg_pool().await;
+                let result = sqlx::query(statement).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string());
+                pool.close().await;
+                result
+            }
+        }
+    }
+
+    /// Runs statements directly against the database, below the gateway.
+    pub async fn sql_execute(&self, statements: &[&str]) {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.config.database.url).await.unwrap();
+                for statement in statements {
+                    sqlx::query(statement).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = self.pg_pool().await;
+                for statement in statements {
+                    sqlx::query(statement).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+        }
+    }
+
+    /// Every text and binary value stored in the gateway's tables, concatenated.
+    pub async fn database_dump(&self) -> Vec<u8> {
+        let tables = ["referrals", "referral_events", "outbox", "policy_versions", "audit_log", "audit_head"];
+        let mut dump = Vec::new();
+        for table in tables {
+            match self.backend {
+                Backend::Sqlite => {
+                    use sqlx::{Column, Row, TypeInfo};
+                    let pool = sqlx::SqlitePool::connect(&self.config.database.url).await.unwrap();
+                    for row in sqlx::query(&format!("SELECT * FROM {table}")).fetch_all(&pool).await.unwrap() {
+                        for (i, column) in row.columns().iter().enumerate() {
+                            match column.type_info().name() {
+                                "TEXT" => dump.extend(row.try_get::<Option<String>, _>(i).unwrap().unwrap_or_default().into_bytes()),
+                                "BLOB" => dump.extend(row.try_get::<Option<Vec<u8>>, _>(i).unwrap().unwrap_or_default()),
+                                _ => {}
+                            }
+                            dump.push(b'\n');
+                        }
+                    }
+                    pool.close().await;
+                }
+                Backend::Postgres => {
+                    use sqlx::{Column, Row, TypeInfo};
+                    let pool = self.pg_pool().await;
+                    for row in sqlx::query(&format!("SELECT * FROM {table}")).fetch_all(&pool).await.unwrap() {
+                        for (i, column) in row.columns().iter().enumerate() {
+                            match column.type_info().name() {
+                                "TEXT" => dump.extend(row.try_get::<Option<String>, _>(i).unwrap().unwrap_or_default().into_bytes()),
+                                "BYTEA" => dump.extend(row.try_get::<Option<Vec<u8>>, _>(i).unwrap().unwrap_or_default()),
+                                _ => {}
+                            }
+                            dump.push(b'\n');
+                        }
+                    }
+                    pool.close().await;
+                }
+            }
+        }
+        dump
+    }
+
+    async fn pg_pool(&self) -> sqlx::PgPool {
+        use std::str::FromStr;
+        let schema = self.schema.clone().unwrap();
+        let options = sqlx::postgres::PgConnectOptions::from_str(POSTGRES_URL).unwrap().options([("search_path", schema)]);
+        sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+    }
+}
+
+/// A referral fixture with another idempotency key (and optionally destination).
+pub fn variant(name: &str, key: &str, destination: Option<&str>) -> Value {
+    let mut referral = fixture(name);
+    referral["idempotency_key"] = Value::String(key.to_owned());
+    if let Some(destination) = destination {
+        referral["destination"] = Value::String(destination.to_owned());
+    }
+    referral
+}
+
+/// Runs an async test body once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Personal values of the fixtures that must never appear in logs or in the
+/// database: names, dates of birth, document numbers, notes.
+pub fn personal_values() -> Vec<String> {
+    let mut values = std::collections::BTreeSet::new();
+    for name in FIXTURES {
+        collect_personal(&fixture(name), "", &mut values);
+    }
+    values.into_iter().collect()
+}
+
+fn collect_personal(value: &Value, key: &str, out: &mut std::collections::BTreeSet<String>) {
+    const PERSONAL_KEYS: [&str; 8] =
+        ["given_names", "family_name", "date_of_birth", "number", "phone", "address", "email", "case_notes"];
+    match value {
+        Value::Object(map) => map.iter().for_each(|(k, v)| collect_personal(v, k, out)),
+        Value::Array(items) => items.iter().for_each(|v| collect_personal(v, key, out)),
+        Value::String(text) if PERSONAL_KEYS.contains(&key) && text.len() >= 4 => {
+            out.insert(text.clone());
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,8 @@
+//! Black-box tests of the gateway service: a real server on a loopback port,
+//! real TLS with client certificates, on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod helpers;
+
+mod audit_chain;
+mod referrals;

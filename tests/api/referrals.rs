@@ -1,0 +1,110 @@
+//! Submitting and following referrals: the happy path, denials, idempotency.
+
+use serde_json::json;
+
+use crate::helpers::{personal_values, spawn_app, variant, Backend, Who};
+use crate::on_both_backends;
+
+on_both_backends!(an_allowed_referral_is_queued_and_followed, a_denied_referral_is_recorded_and_explained, idempotency);
+
+async fn an_allowed_referral_is_queued_and_followed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let referral = variant("rejected_asylum_avr", "avr-0001", None);
+    let reply = app.submit(Who::IomRome, &referral).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.body["status"], "queued");
+    assert_eq!(reply.body["recipient"], json!({ "org": "gmb-iom-banjul", "country": "GMB" }));
+    let decision = &reply.body["decision"];
+    assert_eq!(decision["outcome"], "allow");
+    assert!(decision["sent"]["identity"].is_object(), "{decision}");
+    assert!(decision["withheld"]["asylum"].is_array(), "the asylum category stays home: {decision}");
+    assert!(decision["policy_version"].as_str().unwrap().starts_with("sha256:"));
+    let id = reply.body["referral_id"].as_str().unwrap().to_owned();
+
+    let followed = app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await;
+    assert_eq!(followed.status, 200, "{}", followed.text);
+    assert_eq!(followed.body["status"], "queued");
+    assert_eq!(followed.body["timeline"][0]["status"], "queued");
+    assert_eq!(followed.body["decision"], *decision);
+
+    // Another organisation, even of the same country, does not see it.
+    let other = app.get(Who::ItaNrm, &format!("/v1/referrals/{id}")).await;
+    assert_eq!(other.status, 404);
+    assert_eq!(other.problem(), "not-found");
+
+    assert_eq!(app.count("referrals").await, 1);
+    assert_eq!(app.count("outbox").await, 1);
+
+    // Nothing personal is readable in the database.
+    let dump = app.database_dump().await;
+    for value in personal_values() {
+        assert!(!dump.windows(value.len()).any(|w| w == value.as_bytes()), "{value:?} is stored readable");
+    }
+    let subject_ref = referral["subject_ref"].as_str().unwrap();
+    assert!(!dump.windows(subject_ref.len()).any(|w| w == subject_ref.as_bytes()), "the subject reference is stored readable");
+
+    // The sealed payload opens with the gateway's key and holds only what was sent.
+    let sealed = app.app.gateway().store.sealed_payload(&id).await.unwrap().unwrap();
+    let payload: serde_json::Value =
+        serde_json::from_slice(&app.app.gateway().keys.open(&sealed.sealed, id.as_bytes()).unwrap()).unwrap();
+    let sent: Vec<&String> = decision["sent"].as_object().unwrap().keys().collect();
+    let carried: Vec<&String> = payload.as_object().unwrap().keys().collect();
+    assert_eq!(carried, sent);
+}
+
+async fn a_denied_referral_is_recorded_and_explained(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // The same rejected asylum seeker, referred to the Gambian immigration department.
+    let referral = variant("rejected_asylum_avr", "avr-0002", Some("gmb-immigration"));
+    let reply = app.submit(Who::IomRome, &referral).await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(reply.problem(), "referral-denied");
+    assert!(reply.body["reason_codes"].as_array().unwrap().contains(&json!("asylum_firewall")), "{}", reply.text);
+    let id = reply.body["referral_id"].as_str().unwrap();
+
+    let followed = app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await;
+    assert_eq!(followed.status, 200);
+    assert_eq!(followed.body["status"], "denied");
+    assert_eq!(followed.body["outcome"], "deny");
+    assert_eq!(app.count("referrals").await, 1);
+    assert_eq!(app.count("outbox").await, 0, "a denied referral is never queued");
+
+    let unknown = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "avr-0003", Some("xyz-nobody"))).await;
+    assert_eq!(unknown.status, 422);
+    assert_eq!(unknown.body["reason_codes"], json!(["recipient_unknown"]));
+}
+
+async fn idempotency(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let referral = variant("trafficking_victim_reintegration", "nrm-0001", None);
+    let first = app.submit(Who::IomRome, &referral).await;
+    let again = app.submit(Who::IomRome, &referral).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    assert_eq!((again.status, &again.body), (first.status, &first.body));
+
+    // Key order and whitespace do not make another body.
+    let reordered = serde_json::to_string_pretty(&referral).unwrap();
+    let same = app.post_raw(Who::IomRome, "/v1/referrals", "application/json", reordered.into_bytes()).await;
+    assert_eq!(same.body, first.body);
+
+    let mut changed = referral.clone();
+    changed["purpose"] = json!("return");
+    let conflict = app.submit(Who::IomRome, &changed).await;
+    assert_eq!(conflict.status, 409);
+    assert_eq!(conflict.problem(), "idempotency-conflict");
+    assert_eq!(conflict.body["referral_id"], first.body["referral_id"]);
+
+    // Keys are per organisation: another sender may use the same key.
+    let other = app.submit(Who::ItaNrm, &referral).await;
+    assert_eq!(other.status, 202);
+    assert_ne!(other.body["referral_id"], first.body["referral_id"]);
+    assert_eq!(app.count("referrals").await, 2);
+
+    // A denied referral replays as the same denial.
+    let denied = variant("rejected_asylum_avr", "avr-00009", Some("gmb-immigration"));
+    let first_deny = app.submit(Who::IomRome, &denied).await;
+    let second_deny = app.submit(Who::IomRome, &denied).await;
+    assert_eq!(first_deny.status, 422);
+    assert_eq!((second_deny.status, &second_deny.body), (422, &first_deny.body));
+    assert_eq!(app.count("referrals").await, 3);
+}
