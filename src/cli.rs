@@ -39,6 +39,15 @@ enum Command {
         #[arg(long, env = "RGW_CONFIG_FILE")]
         config: PathBuf,
     },
+    /// Run a local gateway for Italy with generated development keys and
+    /// certificates, and print ready-to-run curl commands.
+    Demo {
+        /// Where the demo keeps its keys, certificates, configuration and database.
+        #[arg(long, default_value = "var/demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+    },
     /// The gateway's at-rest keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -120,6 +129,7 @@ pub fn run() -> ExitCode {
             policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(Utc::now))
         }
         Command::Serve { config } => serve(&config),
+        Command::Demo { dir, listen } => demo(&dir, listen),
         Command::Keys(KeysCommand::Init { dir }) => crate::crypto::at_rest::init(&dir)
             .map_err(|e| CliError::Usage(e.to_string()))
             .and_then(|()| print(&format!("ok: keys created in {}", dir.display())))
@@ -151,6 +161,68 @@ fn load_config(path: &Path) -> Result<GatewayConfig, CliError> {
 fn serve(config_path: &Path) -> Result<ExitCode, CliError> {
     let config = load_config(config_path)?;
     crate::telemetry::init(&config.log);
+    runtime()?.block_on(async {
+        let application = Application::build(&config, Arc::new(SystemClock))
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot start: {e}")))?;
+        application.run_until_stopped().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Demo callers: certificate name, organisation, role.
+const DEMO_CLIENTS: [(&str, &str, &str); 4] = [
+    ("iom-rome", "ita-iom-rome", "submitter"),
+    ("nrm", "ita-nrm", "submitter"),
+    ("dpo", "ita-nrm", "dpo"),
+    ("auditor", "ita-nrm", "auditor"),
+];
+
+fn demo(dir: &Path, listen: std::net::SocketAddr) -> Result<ExitCode, CliError> {
+    let config_path = dir.join("ita").join("gateway.toml");
+    if !config_path.exists() {
+        let fail = |e: &dyn std::fmt::Display| CliError::Usage(format!("demo setup in {}: {e}", dir.display()));
+        crate::crypto::at_rest::init(&dir.join("ita").join("keys")).map_err(|e| fail(&e))?;
+        let names: Vec<&str> = DEMO_CLIENTS.iter().map(|(name, _, _)| *name).collect();
+        let pki = crate::dev_pki::create(&dir.join("pki"), &names).map_err(|e| fail(&e))?;
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+        let mut text = format!(
+            "# Written by `referral-gateway demo`: a local gateway for Italy.\ncountry = \"ITA\"\n\n[server]\nlisten = \"{listen}\"\n\n\
+             [server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n[database]\nurl = \"sqlite://{}\"\n\n\
+             [keys]\ndir = \"{}\"\n\n[directory]\nfile = \"{}\"\n\n[policy]\ninitial_dir = \"{}\"\n\n",
+            absolute(&pki.server_certificate),
+            absolute(&pki.server_key),
+            absolute(&dir.join("ita").join("gateway.db")),
+            absolute(&dir.join("ita").join("keys")),
+            absolute(Path::new("config/directory.example.json")),
+            absolute(Path::new("config/policies")),
+        );
+        for (client, (name, org, role)) in pki.clients.iter().zip(DEMO_CLIENTS) {
+            let key = name.replace('-', "_");
+            text.push_str(&format!(
+                "[auth.clients.{key}]\nfingerprint = \"{}\"\norg = \"{org}\"\nroles = [\"{role}\"]\n\n",
+                client.fingerprint.display()
+            ));
+        }
+        std::fs::write(&config_path, text).map_err(|e| fail(&e))?;
+    }
+    let config = load_config(&config_path)?;
+    crate::telemetry::init(&config.log);
+    let pki = dir.join("pki");
+    let base = format!("https://localhost:{}", config.server.listen.port());
+    let curl = |who: &str| format!("curl --cacert {} --cert {}", pki.join("ca.pem").display(), pki.join(format!("{who}.pem")).display());
+    print(&format!(
+        "referral-gateway demo: Italy's gateway on {base} (configuration {}).\n\n\
+         Submit a referral as IOM Rome:\n  {} -H 'content-type: application/json' \\\n    --data @tests/fixtures/referrals/rejected_asylum_avr.json {base}/v1/referrals\n\
+         Follow it (use the referral_id from the answer):\n  {} {base}/v1/referrals/<referral_id>\n\
+         Who received what about this person (as the DPO):\n  {} '{base}/v1/disclosures?subject_ref=ITA-2026-000303'\n\
+         The audit log:\n  {} '{base}/v1/audit?limit=5'\n\nStop with Ctrl-C.\n",
+        config_path.display(),
+        curl("iom-rome"),
+        curl("iom-rome"),
+        curl("dpo"),
+        curl("auditor"),
+    ))?;
     runtime()?.block_on(async {
         let application = Application::build(&config, Arc::new(SystemClock))
             .await

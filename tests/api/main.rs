@@ -6,3 +6,4 @@ mod helpers;
 
 mod audit_chain;
 mod referrals;
+mod config;

@@ -1,0 +1,218 @@
+//! Load benchmark: `POST /v1/referrals` against a real server (HTTPS with a
+//! client certificate), accepted and durably stored, on SQLite and on
+//! PostgreSQL.
+//!
+//!   cargo bench --bench load            # full run (about a minute per backend)
+//!   cargo bench --bench load -- sqlite  # one backend
+//!
+//! Closed loop at 2 to 64 concurrent clients (throughput), then an open loop
+//! at 200 requests/s (latency percentiles). Client and server share the
+//! machine's cores. Under `cargo test` it runs a few requests per backend
+//! only, so that it cannot rot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use referral_gateway::app::Clock;
+use referral_gateway::config::GatewayConfig;
+use referral_gateway::startup::Application;
+
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+struct FixedClock(DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Gateway {
+    app: Application,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn repo(relative: &str) -> String {
+    format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    referral_gateway::crypto::at_rest::init(&dir.path().join("keys"))?;
+    let pki = referral_gateway::dev_pki::create(&dir.path().join("pki"), &["bench-client"])?;
+    let client_files = pki.clients.first().ok_or("no client certificate")?;
+    let database = match backend {
+        Backend::Sqlite => format!("url = \"sqlite://{}\"", dir.path().join("gateway.db").display()),
+        Backend::Postgres => {
+            let schema = format!("rgwbench_{}", std::process::id());
+            let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await?;
+            format!("url = \"{POSTGRES_URL}\"\nschema = \"{schema}\"\nmax_connections = 8")
+        }
+    };
+    let config = format!(
+        "country = \"ITA\"\n[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+         [database]\n{database}\n[keys]\ndir = \"keys\"\n[directory]\nfile = \"{}\"\n[policy]\ninitial_dir = \"{}\"\n\
+         [auth.clients.bench]\nfingerprint = \"{}\"\norg = \"ita-iom-rome\"\nroles = [\"submitter\"]\n[log]\nlevel = \"warn\"\n",
+        pki.server_certificate.display(),
+        pki.server_key.display(),
+        repo("config/directory.example.json"),
+        repo("config/policies"),
+        client_files.fingerprint.display(),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config)?;
+    let config = GatewayConfig::load(&path)?;
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).single().ok_or("time")?;
+    let app = Application::build(&config, Arc::new(FixedClock(now))).await?;
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca)?)?)
+        .identity(reqwest::Identity::from_pem(&std::fs::read(&client_files.pem)?)?)
+        .pool_max_idle_per_host(128)
+        .build()?;
+    Ok(Gateway { app, client, _dir: dir })
+}
+
+/// The AVR fixture with placeholders for a unique key and subject per request.
+fn template() -> Result<String, Box<dyn std::error::Error>> {
+    let mut referral: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo("tests/fixtures/referrals/rejected_asylum_avr.json"))?)?;
+    referral["idempotency_key"] = serde_json::json!("__KEY__");
+    referral["subject_ref"] = serde_json::json!("__SUBJECT__");
+    Ok(referral.to_string())
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+async fn submit_one(gateway: &Gateway, url: &str, template: &str) -> Result<Duration, String> {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let body = template.replace("__KEY__", &format!("bench-{}-{n:010}", std::process::id())).replace("__SUBJECT__", &format!("BENCH-{n:08}"));
+    let started = Instant::now();
+    let response = gateway
+        .client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    if status != 202 {
+        return Err(format!("status {status}"));
+    }
+    Ok(started.elapsed())
+}
+
+/// `concurrency` clients submitting back to back for `length`: accepted per second.
+async fn closed_loop(gateway: Arc<Gateway>, template: Arc<String>, concurrency: usize, length: Duration) -> (f64, Vec<Duration>) {
+    let url = format!("{}/v1/referrals", gateway.app.base_url().replace("127.0.0.1", "localhost"));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (gateway, template, url) = (Arc::clone(&gateway), Arc::clone(&template), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < length {
+                match submit_one(&gateway, &url, &template).await {
+                    Ok(latency) => latencies.push(latency),
+                    Err(error) => {
+                        FAILURES.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("request failed: {error}");
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    (latencies.len() as f64 / elapsed, latencies)
+}
+
+/// Requests started at a fixed rate, whatever the answers: latency under a steady load.
+async fn open_loop(gateway: Arc<Gateway>, template: Arc<String>, rate: u64, length: Duration) -> Vec<Duration> {
+    let url = format!("{}/v1/referrals", gateway.app.base_url().replace("127.0.0.1", "localhost"));
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    while started.elapsed() < length {
+        ticker.tick().await;
+        let (gateway, template, url) = (Arc::clone(&gateway), Arc::clone(&template), url.clone());
+        tasks.push(tokio::spawn(async move { submit_one(&gateway, &url, &template).await }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        if let Ok(Ok(latency)) = task.await {
+            latencies.push(latency);
+        }
+    }
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
+fn summary(mut latencies: Vec<Duration>) -> String {
+    latencies.sort();
+    format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 1.0))
+}
+
+async fn run(backend: Backend, full: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let gateway = Arc::new(start(backend).await?);
+    let template = Arc::new(template()?);
+    if !full {
+        let (rate, latencies) = closed_loop(Arc::clone(&gateway), Arc::clone(&template), 2, Duration::from_millis(300)).await;
+        let failures = FAILURES.load(Ordering::Relaxed);
+        if latencies.is_empty() || failures > 0 {
+            return Err(format!("{backend:?}: {} accepted, {failures} failed", latencies.len()).into());
+        }
+        println!("{backend:?}: smoke run, {} accepted ({rate:.0}/s, debug build)", latencies.len());
+        return Ok(());
+    }
+    // Warm-up: connections, caches, the first policy slices.
+    let _ = closed_loop(Arc::clone(&gateway), Arc::clone(&template), 8, Duration::from_secs(2)).await;
+    for concurrency in [2, 8, 16, 32, 64] {
+        let (rate, latencies) = closed_loop(Arc::clone(&gateway), Arc::clone(&template), concurrency, Duration::from_secs(8)).await;
+        println!("{backend:?} closed loop, {concurrency:>2} clients: {rate:>6.0} accepted/s; {}", summary(latencies));
+    }
+    let latencies = open_loop(Arc::clone(&gateway), Arc::clone(&template), 200, Duration::from_secs(15)).await;
+    println!("{backend:?} open loop, 200/s for 15 s: {} accepted; {}", latencies.len(), summary(latencies));
+    let stored = gateway.app.gateway().store.outbox_depth().await?;
+    println!("{backend:?}: {stored} referrals in the outbox at the end");
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let name = format!("{backend:?}").to_lowercase();
+        if only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) {
+            runtime.block_on(run(backend, full))?;
+        }
+    }
+    Ok(())
+}

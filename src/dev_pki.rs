@@ -1,0 +1,71 @@
+//! A throw-away PKI for local runs and the demo: a CA, a server certificate
+//! for `localhost`, and self-signed client certificates whose fingerprints
+//! go into the gateway configuration. Not for production: real deployments
+//! use certificates from the federation's and the national PKIs.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+use crate::config::CertificateFingerprint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevPkiError {
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// A client certificate written to disk.
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    pub name: String,
+    /// Certificate then key, PEM: what `curl --cert` takes.
+    pub pem: PathBuf,
+    pub fingerprint: CertificateFingerprint,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevPki {
+    pub ca: PathBuf,
+    pub server_certificate: PathBuf,
+    pub server_key: PathBuf,
+    pub clients: Vec<ClientFiles>,
+}
+
+fn write(path: PathBuf, contents: &str) -> Result<PathBuf, DevPkiError> {
+    std::fs::write(&path, contents).map_err(|source| DevPkiError::Write { path: path.clone(), source })?;
+    Ok(path)
+}
+
+/// Writes `ca.pem`, `server.pem`, `server.key` and `<name>.pem` per client into `dir`.
+pub fn create(dir: &Path, clients: &[&str]) -> Result<DevPki, DevPkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevPkiError::Write { path: dir.to_path_buf(), source })?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "referral-gateway development CA");
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate()?;
+    let server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let server_cert = server_params.signed_by(&server_key, &issuer)?;
+
+    let mut written = Vec::new();
+    for name in clients {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, *name);
+        let cert = params.self_signed(&key)?;
+        let pem = write(dir.join(format!("{name}.pem")), &format!("{}{}", cert.pem(), key.serialize_pem()))?;
+        written.push(ClientFiles { name: (*name).to_owned(), pem, fingerprint: CertificateFingerprint::of_der(cert.der()) });
+    }
+    Ok(DevPki {
+        ca: write(dir.join("ca.pem"), &ca_cert.pem())?,
+        server_certificate: write(dir.join("server.pem"), &server_cert.pem())?,
+        server_key: write(dir.join("server.key"), &server_key.serialize_pem())?,
+        clients: written,
+    })
+}

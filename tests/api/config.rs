@@ -1,0 +1,56 @@
+//! Configuration: the example file loads, and mistakes are named by key.
+
+use referral_gateway::config::GatewayConfig;
+
+use crate::helpers::repo_path;
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let config = GatewayConfig::load(&repo_path("config/gateway.example.toml")).unwrap();
+    assert_eq!(config.country.as_str(), "ITA");
+    assert_eq!(config.server.body_limit_bytes, 262144);
+    assert!(config.directory.file.ends_with("config/directory.example.json"));
+    assert_eq!(config.auth.clients.len(), 1);
+}
+
+fn load_with(replace: &str, by: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_path("config/gateway.example.toml")).unwrap();
+    assert!(text.contains(replace), "{replace}");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text.replacen(replace, by, 1)).unwrap();
+    GatewayConfig::load(&path).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("country = \"ITA\"", "country = \"XXX\"", "country"),
+        ("listen = \"127.0.0.1:8443\"", "listen = \"not an address\"", "server.listen"),
+        ("body_limit_bytes = 262144", "body_limit_bytes = 10", "server.body_limit_bytes"),
+        ("max_connections = 8", "max_connections = 0", "database.max_connections"),
+        ("url = \"sqlite://../var/demo/ita/gateway.db\"", "url = \"mysql://x\"", "database.url"),
+        ("roles = [\"submitter\"]", "roles = [\"admin\"]", "auth.clients.iom_rome.roles"),
+        ("fingerprint = \"sha256:0000", "fingerprint = \"md5:0000", "auth.clients.iom_rome.fingerprint"),
+        ("format = \"text\"", "format = \"xml\"", "log.format"),
+        ("level = \"info\"", "level = \"info\"\nverbosity = 3", "verbosity"),
+    ];
+    for (replace, by, key) in cases {
+        let error = load_with(replace, by);
+        assert!(error.contains(key), "{by:?}: {error}");
+    }
+}
+
+#[test]
+fn environment_variables_override_file_keys() {
+    // Run in a child process: the environment is shared by every test here.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["audit", "verify", "--config"])
+        .arg(repo_path("config/gateway.example.toml"))
+        .env("RGW_DATABASE__URL", "mysql://elsewhere")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("database.url"), "{stderr}");
+}
