@@ -16,7 +16,7 @@ use super::{AsylumStatus, CountryCode, DataCategory, LanguageCode, ProtectionPro
 /// Age of majority used for child protection (CRC art. 1).
 pub const AGE_OF_MAJORITY: i32 = 18;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -387,6 +387,15 @@ pub struct ReintegrationNeeds {
     pub needs: BTreeSet<ReintegrationNeed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_location: Option<Place>,
+}
+
+/// Shows which categories hold data, never the data: dates of birth and
+/// document numbers must not reach a log line or a panic message.
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<&str> = DataCategory::ALL.iter().filter(|c| self.has(**c)).map(|c| c.as_str()).collect();
+        f.debug_struct("Case").field("categories_with_data", &held).finish_non_exhaustive()
+    }
 }
 
 impl Case {

@@ -10,9 +10,17 @@ use super::ParseError;
 macro_rules! bounded_text {
     ($(#[$meta:meta])* $name:ident, $max:literal, $kind:literal, $allow_newlines:literal) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        /// Free text may hold a name or a story: `{:?}` never shows it, so a
+        /// stray debug log or panic message cannot leak it.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "(<{} characters>)"), self.0.chars().count())
+            }
+        }
 
         impl JsonSchema for $name {
             fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -83,5 +91,18 @@ mod tests {
         assert!(ShortText::parse("two\nlines").is_err());
         assert!(NoteText::parse("two\nlines").is_ok());
         assert!(NoteText::parse("bell\u{7}").is_err());
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_text() {
+        let name = ShortText::parse("Amina Diallo").unwrap();
+        let note = NoteText::parse("Fled forced marriage in Conakry").unwrap();
+        assert_eq!(format!("{name:?}"), "ShortText(<12 characters>)");
+        assert!(!format!("{note:?}").contains("Conakry"));
     }
 }

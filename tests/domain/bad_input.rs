@@ -9,7 +9,7 @@ use referral_gateway::domain::policy::{PolicyError, PolicyProblem, PolicySource,
 use referral_gateway::domain::submission::{ReferralSubmission, SubmissionError};
 use serde_json::{json, Value};
 
-use crate::support::{fixture_names, fixture_text, now};
+use crate::support::{fixture, fixture_names, fixture_text, now};
 
 // ---------------------------------------------------------------------------
 // Referral submissions
@@ -378,4 +378,27 @@ fn cedar_problems_in_several_files_are_all_reported() {
     assert_eq!(located, [("1.cedar", 2), ("3.cedar", 3)].into(), "{problems:?}");
     let shown = PolicyError::Invalid(problems).to_string();
     assert!(shown.contains("1.cedar:2:") && shown.contains("3.cedar:3:"), "{shown}");
+}
+
+/// A referral formatted with `{:?}` (a stray debug log, a panic message)
+/// shows no name, date of birth, document number or note.
+#[test]
+fn debug_formatting_of_a_referral_hides_personal_data() {
+    for name in fixture_names() {
+        let submission = fixture(&name);
+        let shown = format!("{submission:?}");
+        let value: serde_json::Value = serde_json::from_str(&fixture_text(&name)).unwrap();
+        let identity = &value["case"]["identity"];
+        for key in ["given_names", "family_name", "date_of_birth"] {
+            if let Some(text) = identity[key].as_str() {
+                assert!(!shown.contains(text), "{name}: {key} visible in {shown}");
+            }
+        }
+        for note in value["case"]["case_notes"].as_array().into_iter().flatten() {
+            assert!(!shown.contains(note.as_str().unwrap()), "{name}: a note is visible");
+        }
+        if let Some(guardian) = value["consent"]["given_by"]["family_name"].as_str() {
+            assert!(!shown.contains(guardian), "{name}: the guardian's name is visible");
+        }
+    }
 }
