@@ -161,8 +161,13 @@ fn load_config(path: &Path) -> Result<GatewayConfig, CliError> {
 fn serve(config_path: &Path) -> Result<ExitCode, CliError> {
     let config = load_config(config_path)?;
     crate::telemetry::init(&config.log);
+    run_gateway(&config)
+}
+
+/// Runs a gateway until Ctrl-C or SIGTERM.
+fn run_gateway(config: &GatewayConfig) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async {
-        let application = Application::build(&config, Arc::new(SystemClock))
+        let application = Application::build(config, Arc::new(SystemClock))
             .await
             .map_err(|e| CliError::Usage(format!("cannot start: {e}")))?;
         application.run_until_stopped().await;
@@ -223,13 +228,7 @@ fn demo(dir: &Path, listen: std::net::SocketAddr) -> Result<ExitCode, CliError> 
         curl("dpo"),
         curl("auditor"),
     ))?;
-    runtime()?.block_on(async {
-        let application = Application::build(&config, Arc::new(SystemClock))
-            .await
-            .map_err(|e| CliError::Usage(format!("cannot start: {e}")))?;
-        application.run_until_stopped().await;
-        Ok(ExitCode::SUCCESS)
-    })
+    run_gateway(&config)
 }
 
 fn audit_verify(config_path: &Path) -> Result<ExitCode, CliError> {

@@ -42,12 +42,7 @@ impl Gateway {
     /// Validates, decides, records and (on allow) queues a referral from the
     /// caller's organisation. `body` is the raw JSON as received.
     pub async fn submit(&self, principal: &Principal, body: &str) -> Result<Submitted, AppError> {
-        self.require(principal, &[Role::Submitter]).await?;
-        let sender_here = self.directory.organisation(&principal.org).is_some_and(|o| o.country == self.country);
-        if !sender_here {
-            self.audit_refusal(principal.actor(), "forbidden", "sender_not_served_here").await?;
-            return Err(AppError::Forbidden { code: "sender_not_served_here" });
-        }
+        self.may_submit(principal).await?;
         let now = self.now();
         let submission = ReferralSubmission::parse(body, now).map_err(|error| match error {
             SubmissionError::Syntax { line, column } => AppError::MalformedJson { line, column },
@@ -105,7 +100,7 @@ impl Gateway {
         } else {
             None
         };
-        let referral = NewReferral {
+        let record = StoredReferral {
             id: referral_id.clone(),
             sender_org: principal.org.to_string(),
             idempotency_key: submission.idempotency_key.as_str().to_owned(),
@@ -121,8 +116,8 @@ impl Gateway {
             response: response.to_string(),
             status: status.to_owned(),
             created_ms: now.timestamp_millis(),
-            payload: sealed,
         };
+        let referral = NewReferral { record, payload: sealed };
         let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
@@ -137,6 +132,18 @@ impl Gateway {
             _ if decision.is_allow() => Ok(Submitted::Queued { referral_id, body: response, replayed: false }),
             _ => Ok(Submitted::Denied { referral_id, body: response, reasons, replayed: false }),
         }
+    }
+
+    /// Passes a submitter of an organisation this gateway serves; audits and
+    /// refuses anyone else. The HTTP edge calls it before reading the body.
+    pub async fn may_submit(&self, principal: &Principal) -> Result<(), AppError> {
+        self.require(principal, &[Role::Submitter]).await?;
+        let sender_here = self.directory.organisation(&principal.org).is_some_and(|o| o.country == self.country);
+        if !sender_here {
+            self.audit_refusal(principal.actor(), "forbidden", "sender_not_served_here").await?;
+            return Err(AppError::Forbidden { code: "sender_not_served_here" });
+        }
+        Ok(())
     }
 
     fn decision_event(&self, principal: &Principal, id: &str, subject_key: String, decision: &Decision, now: DateTime<Utc>) -> AuditEvent {

@@ -51,27 +51,6 @@ pub struct SealedPayload {
 /// reference and the request are keyed hashes, the decision and consent are
 /// summaries of categories, codes and times.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewReferral {
-    pub id: String,
-    pub sender_org: String,
-    pub idempotency_key: String,
-    pub request_fingerprint: String,
-    pub subject_key: String,
-    pub destination_org: String,
-    pub destination_country: Option<String>,
-    pub purpose: String,
-    pub outcome: String,
-    pub policy_version: String,
-    pub decision: String,
-    pub consent: String,
-    pub response: String,
-    pub status: String,
-    pub created_ms: i64,
-    /// Present on allow: goes to the outbox.
-    pub payload: Option<SealedPayload>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReferral {
     pub id: String,
     pub sender_org: String,
@@ -88,6 +67,13 @@ pub struct StoredReferral {
     pub response: String,
     pub status: String,
     pub created_ms: i64,
+}
+
+/// A referral to store, with its sealed payload on allow (for the outbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReferral {
+    pub record: StoredReferral,
+    pub payload: Option<SealedPayload>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -136,8 +136,9 @@ macro_rules! sql_store {
             /// Inserts a referral unless its idempotency key is taken; `false` if taken.
             async fn insert_referral(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
-                referral: &NewReferral,
+                new: &NewReferral,
             ) -> Result<bool, sqlx::Error> {
+                let referral = &new.record;
                 let inserted = sqlx::query(
                     "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, \
                      destination_org, destination_country, purpose, outcome, policy_version, decision, consent, \
@@ -173,7 +174,7 @@ macro_rules! sql_store {
                     .bind(referral.created_ms)
                     .execute(&mut *connection)
                     .await?;
-                if let (Some(payload), Some(country)) = (&referral.payload, &referral.destination_country) {
+                if let (Some(payload), Some(country)) = (&new.payload, &referral.destination_country) {
                     sqlx::query(
                         "INSERT INTO outbox (referral_id, destination_country, sealed, key_id, next_attempt_ms, created_ms) \
                          VALUES ($1, $2, $3, $4, $5, $6)",
