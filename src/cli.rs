@@ -233,6 +233,12 @@ fn demo(dir: &Path, listen: std::net::SocketAddr) -> Result<ExitCode, CliError> 
 
 fn audit_verify(config_path: &Path) -> Result<ExitCode, CliError> {
     let config = load_config(config_path)?;
+    // Verifying must not create (and then bless) an empty database at a wrong path.
+    if let Some(path) = crate::config::sqlite_path(&config.database.url)
+        && !Path::new(path).is_file()
+    {
+        return Err(CliError::Usage(format!("database.url: no database file at {path}")));
+    }
     runtime()?.block_on(async {
         let store = crate::store::open(&config.database).await.map_err(|e| CliError::Usage(e.to_string()))?;
         match crate::store::verify_audit_chain(store.as_ref()).await.map_err(|e| CliError::Usage(e.to_string()))? {

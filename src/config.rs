@@ -67,7 +67,7 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://path/to/file.db` (or a plain path) for the embedded store,
+    /// `sqlite://path/to/file.db` for the embedded store,
     /// `postgres://user@host:port/db` for PostgreSQL.
     #[serde(default = "default_database_url")]
     pub url: String,
@@ -240,7 +240,9 @@ impl GatewayConfig {
     /// Reads `path`, applies `RGW_...` overrides, and checks the result.
     /// Relative paths in the file are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let figment = Figment::new().merge(Toml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__"));
+        // RGW_CONFIG_FILE names this file (see the CLI); it is not a key in it.
+        let environment = Env::prefixed(ENV_PREFIX).split("__").ignore(&["config_file"]);
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(environment);
         let mut config: Self = figment.extract().map_err(|error| ConfigError::Load(describe(error)))?;
         if let Some(base) = path.parent() {
             config.resolve_relative_to(base);
@@ -265,7 +267,6 @@ impl GatewayConfig {
         if let Some(path) = sqlite_path(&self.database.url)
             && Path::new(path).is_relative()
             && !path.is_empty()
-            && path != ":memory:"
         {
             self.database.url = format!("sqlite://{}", base.join(path).display());
         }
@@ -278,8 +279,8 @@ impl GatewayConfig {
             return invalid("server.body_limit_bytes", "must be between 1024 and 16777216");
         }
         let url = &self.database.url;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some()) {
-            return invalid("database.url", "must be sqlite://<path> or postgres://...");
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
+            return invalid("database.url", "must be sqlite://<file path> or postgres://...");
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
@@ -338,7 +339,8 @@ fn describe(error: figment::Error) -> String {
         .map(|e| {
             let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
             let kind = match &e.kind {
-                figment::error::Kind::InvalidType(actual, expected) => format!("invalid type {actual}, expected {expected}"),
+                // `actual` would quote the value: say only what was expected.
+                figment::error::Kind::InvalidType(_, expected) => format!("invalid type, expected {expected}"),
                 figment::error::Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
                 other => other.to_string(),
             };

@@ -34,8 +34,19 @@ pub struct DevPki {
     pub clients: Vec<ClientFiles>,
 }
 
+/// Writes a file readable by its owner only: most of these hold private keys.
 fn write(path: PathBuf, contents: &str) -> Result<PathBuf, DevPkiError> {
-    std::fs::write(&path, contents).map_err(|source| DevPkiError::Write { path: path.clone(), source })?;
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let fail = |source| DevPkiError::Write { path: path.clone(), source };
+    let mut file = options.open(&path).map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)?;
     Ok(path)
 }
 

@@ -4,6 +4,7 @@
 //! and in how a transaction takes the audit chain head: PostgreSQL locks the
 //! head row, so that replicas sharing one database append in turn.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -87,6 +88,17 @@ impl PostgresStore {
     }
 }
 
+/// Rows per multi-row INSERT: far below both backends' bind-parameter limits.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Places `event` after `head` in the chain, queues its record, and returns its sequence number.
+fn chain(head: &mut (i64, String), event: &AuditEvent, records: &mut Vec<AuditRecord>) -> i64 {
+    let record = event.clone().into_record(head.0 + 1, head.1.clone());
+    *head = (record.seq, record.hash.clone());
+    records.push(record);
+    head.0
+}
+
 fn audit_reasons(record: &AuditRecord) -> String {
     serde_json::to_string(&record.reasons).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -133,91 +145,91 @@ macro_rules! sql_store {
                 })
             }
 
-            /// Inserts a referral unless its idempotency key is taken; `false` if taken.
-            async fn insert_referral(
+            /// Inserts referrals whose idempotency key is free, with their first
+            /// timeline event and (on allow) their outbox entry, in one statement
+            /// per table. Returns the ids inserted; the others found their key taken.
+            async fn insert_referrals(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
-                new: &NewReferral,
-            ) -> Result<bool, sqlx::Error> {
-                let referral = &new.record;
-                let inserted = sqlx::query(
-                    "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, \
-                     destination_org, destination_country, purpose, outcome, policy_version, decision, consent, \
-                     response, status, created_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                     ON CONFLICT (sender_org, idempotency_key) DO NOTHING",
-                )
-                .bind(&referral.id)
-                .bind(&referral.sender_org)
-                .bind(&referral.idempotency_key)
-                .bind(&referral.request_fingerprint)
-                .bind(&referral.subject_key)
-                .bind(&referral.destination_org)
-                .bind(&referral.destination_country)
-                .bind(&referral.purpose)
-                .bind(&referral.outcome)
-                .bind(&referral.policy_version)
-                .bind(&referral.decision)
-                .bind(&referral.consent)
-                .bind(&referral.response)
-                .bind(&referral.status)
-                .bind(referral.created_ms)
-                .execute(&mut *connection)
-                .await?
-                .rows_affected()
-                    == 1;
-                if !inserted {
-                    return Ok(false);
+                referrals: &[&NewReferral],
+            ) -> Result<HashSet<String>, sqlx::Error> {
+                let mut inserted = HashSet::new();
+                for chunk in referrals.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new(format!("INSERT INTO referrals ({REFERRAL_COLUMNS}) "));
+                    query.push_values(chunk, |mut row, new| {
+                        let r = &new.record;
+                        row.push_bind(r.id.clone())
+                            .push_bind(r.sender_org.clone())
+                            .push_bind(r.idempotency_key.clone())
+                            .push_bind(r.request_fingerprint.clone())
+                            .push_bind(r.subject_key.clone())
+                            .push_bind(r.destination_org.clone())
+                            .push_bind(r.destination_country.clone())
+                            .push_bind(r.purpose.clone())
+                            .push_bind(r.outcome.clone())
+                            .push_bind(r.policy_version.clone())
+                            .push_bind(r.decision.clone())
+                            .push_bind(r.consent.clone())
+                            .push_bind(r.response.clone())
+                            .push_bind(r.status.clone())
+                            .push_bind(r.created_ms);
+                    });
+                    query.push(" ON CONFLICT (sender_org, idempotency_key) DO NOTHING RETURNING id");
+                    for row in query.build().fetch_all(&mut *connection).await? {
+                        inserted.insert(row.try_get::<String, _>("id")?);
+                    }
                 }
-                sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms) VALUES ($1, $2, $3)")
-                    .bind(&referral.id)
-                    .bind(&referral.status)
-                    .bind(referral.created_ms)
-                    .execute(&mut *connection)
-                    .await?;
-                if let (Some(payload), Some(country)) = (&new.payload, &referral.destination_country) {
-                    sqlx::query(
-                        "INSERT INTO outbox (referral_id, destination_country, sealed, key_id, next_attempt_ms, created_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(&referral.id)
-                    .bind(country)
-                    .bind(&payload.sealed)
-                    .bind(&payload.key_id)
-                    .bind(referral.created_ms)
-                    .bind(referral.created_ms)
-                    .execute(&mut *connection)
-                    .await?;
+                let stored: Vec<&NewReferral> = referrals.iter().copied().filter(|r| inserted.contains(&r.record.id)).collect();
+                for chunk in stored.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new("INSERT INTO referral_events (referral_id, status, at_ms) ");
+                    query.push_values(chunk, |mut row, new| {
+                        row.push_bind(new.record.id.clone()).push_bind(new.record.status.clone()).push_bind(new.record.created_ms);
+                    });
+                    query.build().execute(&mut *connection).await?;
                 }
-                Ok(true)
+                let queued: Vec<(&NewReferral, &SealedPayload, &String)> = stored
+                    .iter()
+                    .filter_map(|new| Some((*new, new.payload.as_ref()?, new.record.destination_country.as_ref()?)))
+                    .collect();
+                for chunk in queued.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new(
+                        "INSERT INTO outbox (referral_id, destination_country, sealed, key_id, next_attempt_ms, created_ms) ",
+                    );
+                    query.push_values(chunk, |mut row, (new, payload, country)| {
+                        row.push_bind(new.record.id.clone())
+                            .push_bind((*country).clone())
+                            .push_bind(payload.sealed.clone())
+                            .push_bind(payload.key_id.clone())
+                            .push_bind(new.record.created_ms)
+                            .push_bind(new.record.created_ms);
+                    });
+                    query.build().execute(&mut *connection).await?;
+                }
+                Ok(inserted)
             }
 
-            async fn append_audit(
+            async fn insert_audit(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
-                head: &mut (i64, String),
-                event: &AuditEvent,
-            ) -> Result<i64, sqlx::Error> {
-                let record = event.clone().into_record(head.0 + 1, head.1.clone());
-                sqlx::query(
-                    "INSERT INTO audit_log (seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, \
-                     policy_version, outcome, reasons, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(record.seq)
-                .bind(record.at_ms)
-                .bind(&record.actor_org)
-                .bind(&record.actor_subject)
-                .bind(&record.action)
-                .bind(&record.referral_id)
-                .bind(&record.subject_key)
-                .bind(&record.policy_version)
-                .bind(&record.outcome)
-                .bind(audit_reasons(&record))
-                .bind(&record.prev_hash)
-                .bind(&record.hash)
-                .execute(&mut *connection)
-                .await?;
-                *head = (record.seq, record.hash);
-                Ok(head.0)
+                records: &[AuditRecord],
+            ) -> Result<(), sqlx::Error> {
+                for chunk in records.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
+                    query.push_values(chunk, |mut row, record| {
+                        row.push_bind(record.seq)
+                            .push_bind(record.at_ms)
+                            .push_bind(record.actor_org.clone())
+                            .push_bind(record.actor_subject.clone())
+                            .push_bind(record.action.clone())
+                            .push_bind(record.referral_id.clone())
+                            .push_bind(record.subject_key.clone())
+                            .push_bind(record.policy_version.clone())
+                            .push_bind(record.outcome.clone())
+                            .push_bind(audit_reasons(record))
+                            .push_bind(record.prev_hash.clone())
+                            .push_bind(record.hash.clone());
+                    });
+                    query.build().execute(&mut *connection).await?;
+                }
+                Ok(())
             }
         }
 
@@ -227,16 +239,22 @@ macro_rules! sql_store {
                 let mut tx = self.pool.begin().await?;
                 let row = sqlx::query($head_query).fetch_one(&mut *tx).await?;
                 let mut head: (i64, String) = (row.try_get("seq")?, row.try_get("hash")?);
+                let referrals: Vec<&NewReferral> = batch
+                    .iter()
+                    .filter_map(|write| match write {
+                        Write::Referral { referral, .. } => Some(referral.as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                let inserted = Self::insert_referrals(&mut tx, &referrals).await?;
+                let mut records = Vec::with_capacity(batch.len());
                 let mut results = Vec::with_capacity(batch.len());
                 for write in batch {
                     let result = match write {
-                        Write::Referral { referral, audit } => {
-                            if Self::insert_referral(&mut tx, referral).await? {
-                                Written::Audited { seq: Self::append_audit(&mut tx, &mut head, audit).await? }
-                            } else {
-                                Written::DuplicateKey
-                            }
+                        Write::Referral { referral, audit } if inserted.contains(&referral.record.id) => {
+                            Written::Audited { seq: chain(&mut head, audit, &mut records) }
                         }
+                        Write::Referral { .. } => Written::DuplicateKey,
                         Write::Policy { policy, audit } => {
                             let number: i64 = sqlx::query(
                                 "INSERT INTO policy_versions (number, version, author_org, author_subject, note, created_ms, files) \
@@ -252,13 +270,13 @@ macro_rules! sql_store {
                             .fetch_one(&mut *tx)
                             .await?
                             .try_get("number")?;
-                            let seq = Self::append_audit(&mut tx, &mut head, audit).await?;
-                            Written::PolicyStored { number, seq }
+                            Written::PolicyStored { number, seq: chain(&mut head, audit, &mut records) }
                         }
-                        Write::Audit(event) => Written::Audited { seq: Self::append_audit(&mut tx, &mut head, event).await? },
+                        Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },
                     };
                     results.push(result);
                 }
+                Self::insert_audit(&mut tx, &records).await?;
                 sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                     .bind(head.0)
                     .bind(&head.1)

@@ -54,3 +54,28 @@ fn environment_variables_override_file_keys() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("database.url"), "{stderr}");
 }
+
+#[test]
+fn errors_do_not_repeat_the_value() {
+    let error = load_with("country = \"ITA\"", "country = 12345678");
+    assert!(error.contains("country") && !error.contains("12345678"), "{error}");
+    let error = load_with("body_limit_bytes = 262144", "body_limit_bytes = \"secret-looking-value\"");
+    assert!(error.contains("server.body_limit_bytes") && !error.contains("secret-looking-value"), "{error}");
+}
+
+#[test]
+fn the_config_file_variable_is_not_taken_for_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["audit", "verify"])
+        .env("RGW_CONFIG_FILE", repo_path("config/gateway.example.toml"))
+        .env("RGW_DATABASE__URL", format!("sqlite://{}", dir.path().join("absent.db").display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("config_file"), "{stderr}");
+    // ...and verifying a database that is not there is an error, not an empty "ok".
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no database file"), "{stderr}");
+    assert!(!dir.path().join("absent.db").exists(), "verify must not create the database");
+}

@@ -1,0 +1,220 @@
+//! The store port, directly: the same conformance suite on SQLite and PostgreSQL.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use referral_gateway::audit::{Action, Actor, AuditEvent};
+use referral_gateway::config::DatabaseConfig;
+use referral_gateway::store::writer::Writer;
+use referral_gateway::store::{
+    verify_audit_chain, AuditFilter, NewPolicyVersion, NewReferral, SealedPayload, Store, StoredReferral, Write, Written,
+};
+
+use crate::helpers::{Backend, POSTGRES_URL};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_batch_is_numbered_in_order_and_chained,
+    a_taken_idempotency_key_writes_nothing,
+    policy_versions_are_numbered,
+    audit_filters_combine,
+    a_failed_batch_leaves_no_trace,
+    concurrent_writers_keep_one_chain,
+);
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+struct Opened {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn open(backend: Backend) -> Opened {
+    let dir = tempfile::tempdir().unwrap();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let config = match backend {
+        Backend::Sqlite => DatabaseConfig {
+            url: format!("sqlite://{}", dir.path().join("store.db").display()),
+            schema: None,
+            max_connections: 4,
+        },
+        Backend::Postgres => DatabaseConfig {
+            url: POSTGRES_URL.to_owned(),
+            schema: Some(format!("rgwtest_{}_store_{n}", std::process::id())),
+            max_connections: 4,
+        },
+    };
+    let store = referral_gateway::store::open(&config).await.unwrap();
+    Opened { store, _dir: dir }
+}
+
+fn at(minutes: i64) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn event(minutes: i64, org: &str, action: Action) -> AuditEvent {
+    AuditEvent::new(at(minutes), Actor { org: Some(org.to_owned()), subject: "client".to_owned() }, action, "ok")
+}
+
+fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool) -> NewReferral {
+    NewReferral {
+        record: StoredReferral {
+            id: id.to_owned(),
+            sender_org: sender.to_owned(),
+            idempotency_key: key.to_owned(),
+            request_fingerprint: format!("fp-{id}"),
+            subject_key: subject_key.to_owned(),
+            destination_org: "gmb-iom-banjul".to_owned(),
+            destination_country: Some("GMB".to_owned()),
+            purpose: "return".to_owned(),
+            outcome: if allowed { "allow" } else { "deny" }.to_owned(),
+            policy_version: "sha256:0".to_owned(),
+            decision: r#"{"sent":{"identity":{}}}"#.to_owned(),
+            consent: "{}".to_owned(),
+            response: "{}".to_owned(),
+            status: if allowed { "queued" } else { "denied" }.to_owned(),
+            created_ms: at(0).timestamp_millis(),
+        },
+        payload: allowed.then(|| SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() }),
+    }
+}
+
+fn submit(referral: NewReferral) -> Write {
+    let audit = event(0, &referral.record.sender_org.clone(), Action::ReferralSubmit).referral(&referral.record.id);
+    Write::Referral { referral: Box::new(referral), audit }
+}
+
+async fn a_batch_is_numbered_in_order_and_chained(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    let results = store
+        .write_batch(&[
+            Write::Audit(event(0, "a-org", Action::AuditRead)),
+            submit(referral("r1", "ita-nrm", "key-00001", "s1", true)),
+            Write::Audit(event(1, "b-org", Action::PolicyRead)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Written::Audited { seq: 1 }, Written::Audited { seq: 2 }, Written::Audited { seq: 3 }]);
+    let more = store.write_batch(&[Write::Audit(event(2, "a-org", Action::AuditRead))]).await.unwrap();
+    assert_eq!(more, vec![Written::Audited { seq: 4 }]);
+    let verified = verify_audit_chain(store).await.unwrap().unwrap();
+    assert_eq!(verified.entries, 4);
+    assert_eq!(store.audit_head().await.unwrap(), (4, verified.head));
+
+    let stored = store.referral("r1").await.unwrap().unwrap();
+    assert_eq!(stored, referral("r1", "ita-nrm", "key-00001", "s1", true).record);
+    assert_eq!(store.timeline("r1").await.unwrap().len(), 1);
+    assert_eq!(store.sealed_payload("r1").await.unwrap().unwrap().sealed, vec![1, 2, 3]);
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+    assert!(store.referral("r2").await.unwrap().is_none());
+}
+
+async fn a_taken_idempotency_key_writes_nothing(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true))]).await.unwrap();
+    let results = store
+        .write_batch(&[
+            submit(referral("r2", "ita-nrm", "key-00001", "s2", true)),
+            // The same key from another organisation is another referral.
+            submit(referral("r3", "ita-iom-rome", "key-00001", "s3", false)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Written::DuplicateKey, Written::Audited { seq: 2 }]);
+    assert!(store.referral("r2").await.unwrap().is_none());
+    assert_eq!(store.referral_by_key("ita-nrm", "key-00001").await.unwrap().unwrap().id, "r1");
+    assert_eq!(store.referral_by_key("ita-iom-rome", "key-00001").await.unwrap().unwrap().id, "r3");
+    assert_eq!(store.outbox_depth().await.unwrap(), 1, "a denied referral has no payload to queue");
+    assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 2);
+}
+
+async fn policy_versions_are_numbered(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    let policy = |version: &str| Write::Policy {
+        policy: NewPolicyVersion {
+            version: version.to_owned(),
+            author_org: Some("ita-nrm".to_owned()),
+            author_subject: "dpo".to_owned(),
+            note: None,
+            created_ms: at(0).timestamp_millis(),
+            files: "{}".to_owned(),
+        },
+        audit: event(0, "ita-nrm", Action::PolicyUpdate),
+    };
+    let results = store.write_batch(&[policy("sha256:a"), policy("sha256:b")]).await.unwrap();
+    assert_eq!(results, vec![Written::PolicyStored { number: 1, seq: 1 }, Written::PolicyStored { number: 2, seq: 2 }]);
+    let versions = store.policy_versions().await.unwrap();
+    assert_eq!(versions.iter().map(|v| (v.number, v.version.as_str())).collect::<Vec<_>>(), vec![(1, "sha256:a"), (2, "sha256:b")]);
+}
+
+async fn audit_filters_combine(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store
+        .write_batch(&[
+            Write::Audit(event(0, "a-org", Action::AuditRead)),
+            Write::Audit(event(10, "b-org", Action::AuditRead)),
+            Write::Audit(event(20, "a-org", Action::PolicyRead).subject_key("k1".to_owned())),
+            Write::Audit(event(30, "a-org", Action::AuditRead).referral("r9")),
+        ])
+        .await
+        .unwrap();
+    let seqs = |filter: AuditFilter| async move {
+        store.audit(&AuditFilter { limit: 100, ..filter }).await.unwrap().iter().map(|r| r.seq).collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(AuditFilter::default()).await, vec![1, 2, 3, 4]);
+    assert_eq!(seqs(AuditFilter { org: Some("a-org".into()), ..Default::default() }).await, vec![1, 3, 4]);
+    assert_eq!(seqs(AuditFilter { action: Some("audit.read".into()), org: Some("a-org".into()), ..Default::default() }).await, vec![1, 4]);
+    let window = AuditFilter { from_ms: Some(at(10).timestamp_millis()), to_ms: Some(at(30).timestamp_millis()), ..Default::default() };
+    assert_eq!(seqs(window).await, vec![2, 3], "from is inclusive, to exclusive");
+    assert_eq!(seqs(AuditFilter { subject_key: Some("k1".into()), ..Default::default() }).await, vec![3]);
+    assert_eq!(seqs(AuditFilter { referral_id: Some("r9".into()), ..Default::default() }).await, vec![4]);
+    assert_eq!(seqs(AuditFilter { after_seq: Some(2), ..Default::default() }).await, vec![3, 4]);
+    let page = store.audit(&AuditFilter { limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(page.len(), 2);
+}
+
+async fn a_failed_batch_leaves_no_trace(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    // The second write breaks the primary key of referrals: the whole batch,
+    // audit entries included, must roll back.
+    let result = store
+        .write_batch(&[
+            submit(referral("r1", "ita-nrm", "key-00001", "s1", true)),
+            submit(referral("r1", "ita-nrm", "key-00002", "s1", true)),
+        ])
+        .await;
+    assert!(result.is_err());
+    assert!(store.referral("r1").await.unwrap().is_none());
+    assert_eq!(store.audit_head().await.unwrap().0, 0);
+    assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 0);
+}
+
+async fn concurrent_writers_keep_one_chain(backend: Backend) {
+    let opened = open(backend).await;
+    let writer = Writer::start(Arc::clone(&opened.store));
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("r{n}");
+            writer.write(submit(referral(&id, "ita-nrm", &format!("key-{n:06}"), "s", n % 2 == 0))).await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Written::Audited { seq } => seqs.push(seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    assert_eq!(verify_audit_chain(opened.store.as_ref()).await.unwrap().unwrap().entries, 200);
+    assert_eq!(opened.store.outbox_depth().await.unwrap(), 100);
+}
