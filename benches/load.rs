@@ -87,8 +87,9 @@ async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> 
 /// The AVR fixture with placeholders for a unique key and subject per request.
 fn template() -> Result<String, Box<dyn std::error::Error>> {
     let mut referral: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo("tests/fixtures/referrals/rejected_asylum_avr.json"))?)?;
-    referral["idempotency_key"] = serde_json::json!("__KEY__");
-    referral["subject_ref"] = serde_json::json!("__SUBJECT__");
+    let fields = referral.as_object_mut().ok_or("the fixture is not an object")?;
+    fields.insert("idempotency_key".to_owned(), serde_json::json!("__KEY__"));
+    fields.insert("subject_ref".to_owned(), serde_json::json!("__SUBJECT__"));
     Ok(referral.to_string())
 }
 

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::submission::looks_like_field_name;
+
 enum Step {
     Key(String),
     Index(usize),
@@ -18,16 +20,25 @@ struct State {
 }
 
 impl State {
+    /// The path to `key`. A key that does not look like a field name may be
+    /// a submitted value (a person's name): the path then stops at its parent.
     fn dotted(&self, key: &str) -> String {
         let mut out = String::new();
         for step in self.path.iter().map(Some).chain(std::iter::once(None)) {
-            match step {
-                Some(Step::Index(index)) => out.push_str(&format!("[{index}]")),
-                Some(Step::Key(name)) => push_name(&mut out, name),
-                None => push_name(&mut out, key),
+            let name = match step {
+                Some(Step::Index(index)) => {
+                    out.push_str(&format!("[{index}]"));
+                    continue;
+                }
+                Some(Step::Key(name)) => name.as_str(),
+                None => key,
+            };
+            if !looks_like_field_name(name) {
+                break;
             }
+            push_name(&mut out, name);
         }
-        out
+        if out.is_empty() { "(body)".to_owned() } else { out }
     }
 }
 

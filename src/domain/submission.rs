@@ -171,7 +171,7 @@ impl SubmissionError {
     }
 }
 
-fn looks_like_field_name(text: &str) -> bool {
+pub(crate) fn looks_like_field_name(text: &str) -> bool {
     (1..=40).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 

@@ -13,7 +13,7 @@ use crate::app::AppError;
 use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::config::CertificateFingerprint;
-use crate::domain::submission::FieldProblem;
+use crate::domain::submission::{looks_like_field_name, FieldProblem};
 
 /// What the connection tells about the caller: the client certificate's
 /// fingerprint, when one was presented.
@@ -56,13 +56,34 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence == "application/json")
 }
 
+/// How far beyond the limit a refused body is still read (and dropped).
+const DRAIN_AT_MOST: usize = 1024 * 1024;
+
+/// Reads and drops up to `at_most` bytes of `body`.
+async fn discard(mut body: Body, at_most: usize) {
+    use axum::body::HttpBody;
+    let mut seen = 0usize;
+    while seen < at_most {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+            Some(Ok(frame)) => seen = seen.saturating_add(frame.data_ref().map_or(0, |data| data.len())),
+            _ => break,
+        }
+    }
+}
+
 /// The body as UTF-8 text: `415` unless it is declared JSON, `413` beyond `limit`.
 pub async fn json_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<String, Problem> {
     if !is_json(headers) {
         return Err(Problem::unsupported_media_type());
     }
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
+    if let Some(length) = declared.filter(|length| *length > limit) {
+        // hyper closes a connection whose request body was left unread, and
+        // a client still sending then sees a reset instead of this answer:
+        // read and drop a body that is too large, within reason.
+        if length <= limit.saturating_add(DRAIN_AT_MOST) {
+            discard(body, length).await;
+        }
         return Err(Problem::payload_too_large(limit));
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Problem::payload_too_large(limit))?;
@@ -81,8 +102,7 @@ pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, lim
         if inner.is_syntax() || inner.is_eof() {
             return AppError::MalformedJson { line: inner.line(), column: inner.column() }.into();
         }
-        let path = error.path().to_string();
-        let field = if path == "." { "(body)".to_owned() } else { path };
+        let field = visible_path(error.path());
         let message = inner.to_string();
         let problem = if message.starts_with("unknown field") {
             "unknown field".to_owned()
@@ -93,4 +113,24 @@ pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, lim
         };
         Problem::invalid(&[FieldProblem { field, problem }])
     })
+}
+
+/// The path of the field at fault. It stops before a key that does not look
+/// like a field name: such a key may be a submitted value, e.g. a name.
+fn visible_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } if looks_like_field_name(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            _ => break,
+        }
+    }
+    if out.is_empty() { "(body)".to_owned() } else { out }
 }

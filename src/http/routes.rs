@@ -17,10 +17,14 @@ use crate::app::policies::{PolicyUpload, Simulation};
 use crate::app::queries::AuditQuery;
 use crate::app::referrals::Submitted;
 use crate::audit::Action;
+use crate::auth::Role;
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
 pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Response> {
+    // Who may call is settled before the body is read: an unauthorised
+    // caller is refused (and audited) whatever it sends.
+    state.gateway.may_submit(&caller).await?;
     let text = json_text(&headers, body, state.body_limit).await?;
     match state.gateway.submit(&caller, &text).await? {
         Submitted::Queued { referral_id, body, replayed } => {
@@ -51,12 +55,14 @@ pub async fn get_policies(State(state): State<AppState>, Caller(caller): Caller)
 }
 
 pub async fn put_policies(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Response> {
+    state.gateway.require(&caller, &[Role::Dpo]).await?;
     let upload: PolicyUpload = json_body(&headers, body, state.body_limit).await?;
     let stored = state.gateway.upload_policy(&caller, upload).await?;
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
 pub async fn simulate(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
+    state.gateway.require(&caller, &[Role::Dpo]).await?;
     let simulation: Simulation = json_body(&headers, body, state.body_limit).await?;
     Ok(Json(state.gateway.simulate(&caller, simulation).await?))
 }

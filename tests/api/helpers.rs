@@ -46,6 +46,18 @@ pub enum Who {
 
 impl Who {
     pub const REGISTERED: [Who; 6] = [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign];
+    pub const ALL: [Who; 8] =
+        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::Stranger, Who::Nobody];
+
+    /// The organisation the gateway registers this caller for.
+    pub fn org(self) -> Option<&'static str> {
+        self.registration().map(|(_, org, _)| org)
+    }
+
+    /// The certificate fingerprint (`sha256:...`) the gateway sees, if any.
+    pub fn fingerprint(self) -> Option<String> {
+        pki().clients.get(&self).map(|(_, fingerprint)| fingerprint.display())
+    }
 
     fn registration(self) -> Option<(&'static str, &'static str, &'static str)> {
         match self {
@@ -231,17 +243,36 @@ pub async fn spawn_app_at(backend: Backend, now: DateTime<Utc>) -> TestApp {
     let (config_path, schema) = write_config(dir.path(), backend, "");
     let config = GatewayConfig::load(&config_path).unwrap();
     let app = Application::build(&config, Arc::new(FixedClock(now))).await.unwrap();
+    let clients = Who::ALL.into_iter().map(|who| (who, client_for(who))).collect();
+    TestApp { app, config, config_path, backend, schema, dir, clients }
+}
+
+/// An HTTPS client that trusts the test CA and presents `who`'s client
+/// certificate (none for [`Who::Nobody`]): for a gateway of this harness,
+/// in process or a child process.
+pub fn client_for(who: Who) -> reqwest::Client {
     let pki = pki();
     let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
-    let mut clients = BTreeMap::new();
-    for who in Who::REGISTERED.into_iter().chain([Who::Stranger, Who::Nobody]) {
-        let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca.clone()).tls_built_in_root_certs(false);
-        if let Some((pem, _)) = pki.clients.get(&who) {
-            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        clients.insert(who, builder.build().unwrap());
+    let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).tls_built_in_root_certs(false);
+    if let Some((pem, _)) = pki.clients.get(&who) {
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
     }
-    TestApp { app, config, config_path, backend, schema, dir, clients }
+    builder.build().unwrap()
+}
+
+/// Sends a request and reads the whole reply.
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, content_type, body, text }
 }
 
 pub struct Reply {
@@ -269,21 +300,21 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, content_type, body, text }
+        send(request).await
+    }
+
+    /// A request as `who`, to be completed and passed to [`TestApp::send`].
+    pub fn request(&self, who: Who, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client(who).request(method, self.url(path))
     }
 
     pub async fn get(&self, who: Who, path: &str) -> Reply {
         self.send(self.client(who).get(self.url(path))).await
+    }
+
+    /// `GET path` with `query` encoded as the query string.
+    pub async fn get_query(&self, who: Who, path: &str, query: &[(&str, &str)]) -> Reply {
+        self.send(self.client(who).get(self.url(path)).query(query)).await
     }
 
     pub async fn post_json(&self, who: Who, path: &str, body: &Value) -> Reply {
@@ -461,4 +492,24 @@ fn collect_personal(value: &Value, key: &str, out: &mut std::collections::BTreeS
         }
         _ => {}
     }
+}
+
+/// The shipped policy files (`config/policies/*.cedar`): name -> text, as
+/// `PUT /v1/policies` takes them.
+pub fn policy_files() -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(repo_path("config/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            files.insert(name, std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    assert!(!files.is_empty());
+    files
+}
+
+/// Every subject reference of the fixtures.
+pub fn subject_refs() -> Vec<String> {
+    FIXTURES.iter().map(|name| fixture(name)["subject_ref"].as_str().unwrap().to_owned()).collect()
 }

@@ -5,5 +5,12 @@
 mod helpers;
 
 mod audit_chain;
-mod referrals;
+mod audit_queries;
+mod bad_input;
 mod config;
+mod logs;
+mod operations;
+mod policies;
+mod referrals;
+mod roles;
+mod store;
