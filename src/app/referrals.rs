@@ -53,10 +53,9 @@ impl Gateway {
         let fingerprint = self.keys.index("request", &canonical);
         let subject_key = self.subject_key(submission.subject_ref.as_str());
 
-        if let Some(existing) = self.store.referral_by_key(principal.org.as_str(), submission.idempotency_key.as_str()).await? {
-            return self.answer_again(principal, existing, &fingerprint).await;
-        }
-
+        // A repeated idempotency key is found by the insert itself (below):
+        // retries are rare, and a lookup before every decision would cost a
+        // database round trip per referral.
         let policy = self.policy();
         let recipient = self.directory.recipient(&submission.destination);
         let (decision, payload) = decide_and_minimise(
@@ -121,7 +120,7 @@ impl Gateway {
         let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
-                // Another request with this key won the race; answer as it did.
+                // The key was used before (a retry, or a race): answer as the first time, or 409.
                 let existing = self
                     .store
                     .referral_by_key(principal.org.as_str(), submission.idempotency_key.as_str())
