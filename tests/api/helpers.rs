@@ -236,11 +236,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_at(backend: Backend, now: DateTime<Utc>) -> TestApp {
+    spawn_app_with(backend, now, "").await
+}
+
+/// A gateway whose configuration ends with `extra` (more TOML tables).
+pub async fn spawn_app_with(backend: Backend, now: DateTime<Utc>, extra: &str) -> TestApp {
     if backend == Backend::Postgres {
         drop_stale_schemas().await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (config_path, schema) = write_config(dir.path(), backend, "");
+    let (config_path, schema) = write_config(dir.path(), backend, extra);
     let config = GatewayConfig::load(&config_path).unwrap();
     let app = Application::build(&config, Arc::new(FixedClock(now))).await.unwrap();
     let clients = Who::ALL.into_iter().map(|who| (who, client_for(who))).collect();

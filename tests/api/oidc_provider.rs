@@ -1,0 +1,580 @@
+//! Bearer tokens against a real OpenID Provider: panva's certified
+//! `oidc-provider` (`tests/oidc/provider.mjs`), run by Node.js as a child
+//! process, issuing RFC 9068 JWT access tokens by the client-credentials grant.
+//!
+//! Needs `node` and `npm` on the PATH; `npm ci` runs once if
+//! `tests/oidc/node_modules` is missing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use josekit::jwk::Jwk;
+use josekit::jwk::alg::ec::EcCurve;
+use josekit::jwk::alg::ed::EdCurve;
+use josekit::jws::{self, JwsHeader, JwsSigner};
+use josekit::jwt::{self, JwtPayload};
+use referral_gateway::auth::oidc::{OidcSetupError, OidcVerifier, TokenError};
+use referral_gateway::auth::{AuthMethod, Principal, Role};
+use referral_gateway::config::OidcConfig;
+use referral_gateway::domain::OrgId;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+/// The audience the provider puts in tokens unless another resource is asked for.
+pub const AUDIENCE: &str = "urn:referral-gateway:test";
+const OTHER_AUDIENCE: &str = "urn:referral-gateway:other";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn provider_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+}
+
+/// `npm ci`, once per test binary, if the provider's packages are not installed.
+fn ensure_node_modules() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = provider_dir();
+        if dir.join("node_modules").is_dir() {
+            return;
+        }
+        let status = std::process::Command::new("npm")
+            .arg("ci")
+            .arg("--prefix")
+            .arg(&dir)
+            .args(["--no-audit", "--no-fund"])
+            .status()
+            .expect("cannot run npm: Node.js and npm are needed for the OpenID Connect tests");
+        assert!(status.success(), "npm ci --prefix tests/oidc failed: {status}");
+    });
+}
+
+/// How to start a provider; the defaults give a fresh issuer with fresh keys.
+#[derive(Debug, Default, Clone)]
+pub struct ProviderOptions {
+    /// The port to listen on (to restart an issuer at the same URL); any free one if `None`.
+    pub port: Option<u16>,
+    /// A JWKS file of private keys (`OIDC_JWKS_FILE`); generated at start if `None`.
+    pub jwks_file: Option<PathBuf>,
+    /// The access tokens' JWS algorithm (`OIDC_ACCESS_TOKEN_ALG`); RS256 if `None`.
+    pub alg: Option<&'static str>,
+}
+
+/// A running `oidc-provider`, killed on drop.
+pub struct OidcProvider {
+    child: Child,
+    /// The provider exits when this closes, even if we die without killing it.
+    _stdin: ChildStdin,
+    issuer: String,
+    port: u16,
+    token_endpoint: String,
+    jwks_served: Arc<AtomicUsize>,
+    http: reqwest::Client,
+}
+
+impl OidcProvider {
+    pub async fn start() -> Self {
+        Self::start_with(ProviderOptions::default()).await
+    }
+
+    pub async fn start_with(options: ProviderOptions) -> Self {
+        ensure_node_modules();
+        let mut command = Command::new("node");
+        command
+            .arg(provider_dir().join("provider.mjs"))
+            .arg(options.port.unwrap_or(0).to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(file) = &options.jwks_file {
+            command.env("OIDC_JWKS_FILE", file);
+        }
+        if let Some(alg) = options.alg {
+            command.env("OIDC_ACCESS_TOKEN_ALG", alg);
+        }
+        let mut child = command.spawn().expect("cannot run node: Node.js is needed for the OpenID Connect tests");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        tokio::spawn(forward_stderr(child.stderr.take().expect("piped stderr"), Arc::clone(&stderr_text)));
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+
+        let issuer = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(line) = stdout.next_line().await.expect("provider stdout") {
+                if let Some(issuer) = line.strip_prefix("ISSUER ") {
+                    return Some(issuer.to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(issuer) = issuer else {
+            let _ = child.kill().await;
+            panic!("the OpenID Provider did not start; its stderr:\n{}", stderr_text.lock().unwrap());
+        };
+        let port = issuer.rsplit(':').next().and_then(|port| port.parse().ok()).expect("issuer has a port");
+
+        let jwks_served = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&jwks_served);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if line == "JWKS_SERVED" {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+
+        let http = reqwest::Client::new();
+        let metadata: Value = http
+            .get(format!("{issuer}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("discovery document")
+            .json()
+            .await
+            .expect("discovery JSON");
+        let token_endpoint = metadata["token_endpoint"].as_str().expect("token_endpoint").to_owned();
+        Self { child, _stdin: stdin, issuer, port, token_endpoint, jwks_served, http }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// How many times the JWKS was served, after a moment for the provider's
+    /// report of the latest fetch to reach us.
+    pub async fn jwks_served(&self) -> usize {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.jwks_served.load(Ordering::SeqCst)
+    }
+
+    /// An access token for `client_id` (client-credentials grant) with `audience`.
+    pub async fn token(&self, client_id: &str, audience: &str) -> String {
+        let response = self
+            .http
+            .post(&self.token_endpoint)
+            .basic_auth(client_id, Some(format!("{client_id}-secret")))
+            .form(&[("grant_type", "client_credentials"), ("resource", audience)])
+            .send()
+            .await
+            .expect("token endpoint reachable");
+        let status = response.status();
+        let body: Value = response.json().await.expect("token response JSON");
+        assert!(status.is_success(), "token request of {client_id} for {audience}: {status} {body}");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    /// Stops the provider and waits until it is gone, so that its port is free.
+    pub async fn stop(mut self) {
+        self.child.kill().await.expect("kill the OpenID Provider");
+    }
+}
+
+async fn forward_stderr(stderr: impl AsyncRead + Unpin, text: Arc<Mutex<String>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("oidc-provider: {line}");
+        let mut text = text.lock().unwrap();
+        text.push_str(&line);
+        text.push('\n');
+    }
+}
+
+/// Private signing keys of each family, for a provider (`OIDC_JWKS_FILE`) and
+/// for tests that sign tokens themselves.
+pub struct TestKeys {
+    pub rsa: Jwk,
+    pub ec: Jwk,
+    pub ed: Jwk,
+    file: tempfile::NamedTempFile,
+}
+
+impl TestKeys {
+    pub fn generate(name: &str) -> Self {
+        let mut rsa = Jwk::generate_rsa_key(2048).unwrap();
+        let mut ec = Jwk::generate_ec_key(EcCurve::P256).unwrap();
+        let mut ed = Jwk::generate_ed_key(EdCurve::Ed25519).unwrap();
+        for (jwk, family) in [(&mut rsa, "rsa"), (&mut ec, "ec"), (&mut ed, "ed")] {
+            jwk.set_key_id(format!("{name}-{family}"));
+            jwk.set_key_use("sig");
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let document = json!({ "keys": [rsa.as_ref(), ec.as_ref(), ed.as_ref()] });
+        std::fs::write(file.path(), document.to_string()).unwrap();
+        Self { rsa, ec, ed, file }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.file.path().to_owned()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The claims the provider gives `ita-nrm-system`'s access tokens.
+fn access_token_claims(issuer: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": issuer, "sub": "ita-nrm-system", "client_id": "ita-nrm-system", "aud": AUDIENCE,
+        "iat": now, "exp": now + 300, "jti": "forged-by-the-test",
+        "org_id": "ita-nrm", "roles": ["submitter"],
+    })
+}
+
+/// A compact JWS of `claims` with JOSE header `typ` (none if `None`); the
+/// signer sets `alg`, and `kid` if it has one.
+fn sign(signer: &dyn JwsSigner, typ: Option<&str>, claims: &Value) -> String {
+    let mut header = JwsHeader::new();
+    if let Some(typ) = typ {
+        header.set_token_type(typ);
+    }
+    let payload = JwtPayload::from_map(claims.as_object().unwrap().clone()).unwrap();
+    jwt::encode_with_signer(&payload, &header, signer).unwrap()
+}
+
+fn config(issuer: &str) -> OidcConfig {
+    OidcConfig {
+        issuer: issuer.to_owned(),
+        audience: AUDIENCE.to_owned(),
+        org_claim: "org_id".to_owned(),
+        roles_claim: "roles".to_owned(),
+        leeway_seconds: 30,
+        jwks_min_refresh_seconds: 60,
+    }
+}
+
+async fn verifier(config: OidcConfig) -> OidcVerifier {
+    OidcVerifier::discover(&config).await.expect("discovery of the test OpenID Provider")
+}
+
+fn principal(org: &str, subject: &str, roles: &[Role]) -> Principal {
+    Principal {
+        org: OrgId::parse(org).unwrap(),
+        subject: subject.to_owned(),
+        roles: roles.iter().copied().collect::<BTreeSet<_>>(),
+        method: AuthMethod::BearerToken,
+    }
+}
+
+#[tokio::test]
+async fn tokens_of_the_issuer_are_accepted_with_their_organisation_and_roles() {
+    let provider = OidcProvider::start().await;
+    let verifier = verifier(config(provider.issuer())).await;
+    let cases = [
+        ("ita-nrm-system", "ita-nrm", &[Role::Submitter][..]),
+        ("ita-dpo-console", "ita-nrm", &[Role::Dpo][..]),
+        ("nga-naptip-system", "nga-naptip", &[Role::Submitter][..]),
+        // Roles as a space-separated string; the unknown "janitor" is ignored.
+        ("ita-audit-tool", "ita-nrm", &[Role::Auditor, Role::Recipient][..]),
+    ];
+    for (client, org, roles) in cases {
+        let token = provider.token(client, AUDIENCE).await;
+        assert_eq!(verifier.verify(&token).await, Ok(principal(org, client, roles)), "{client}");
+    }
+    let debug = format!("{verifier:?}");
+    assert!(debug.contains(provider.issuer()) && debug.contains(AUDIENCE), "{debug}");
+}
+
+#[tokio::test]
+async fn the_configured_claims_name_the_organisation_and_roles() {
+    let provider = OidcProvider::start().await;
+    let token = provider.token("ita-nrm-system", AUDIENCE).await;
+    // Any claim may name the organisation: here the client id, a valid OrgId.
+    let by_client = verifier(OidcConfig { org_claim: "client_id".to_owned(), ..config(provider.issuer()) }).await;
+    assert_eq!(by_client.verify(&token).await, Ok(principal("ita-nrm-system", "ita-nrm-system", &[Role::Submitter])));
+    // A claim the token does not have.
+    let by_tenant = verifier(OidcConfig { org_claim: "tenant".to_owned(), ..config(provider.issuer()) }).await;
+    assert_eq!(by_tenant.verify(&token).await, Err(TokenError::MissingClaims));
+    let by_groups = verifier(OidcConfig { roles_claim: "groups".to_owned(), ..config(provider.issuer()) }).await;
+    assert_eq!(by_groups.verify(&token).await, Err(TokenError::MissingClaims));
+}
+
+#[tokio::test]
+async fn tokens_without_organisation_or_known_role_are_refused() {
+    let provider = OidcProvider::start().await;
+    let verifier = verifier(config(provider.issuer())).await;
+    for client in ["no-org-client", "no-known-role-client"] {
+        let token = provider.token(client, AUDIENCE).await;
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::MissingClaims), "{client}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused() {
+    let provider = OidcProvider::start().await;
+    let token = provider.token("ita-nrm-system", OTHER_AUDIENCE).await;
+    let ours = verifier(config(provider.issuer())).await;
+    assert_eq!(ours.verify(&token).await, Err(TokenError::WrongAudience));
+    // The same token is fine for the gateway it was meant for.
+    let theirs = verifier(OidcConfig { audience: OTHER_AUDIENCE.to_owned(), ..config(provider.issuer()) }).await;
+    assert!(theirs.verify(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let provider = OidcProvider::start().await;
+    let strict = verifier(OidcConfig { leeway_seconds: 0, ..config(provider.issuer()) }).await;
+    let lenient = verifier(OidcConfig { leeway_seconds: 30, ..config(provider.issuer()) }).await;
+    // The short-lived client's tokens live 1 s.
+    let token = provider.token("short-lived", AUDIENCE).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(strict.verify(&token).await, Err(TokenError::Expired));
+    // Within the tolerated clock difference.
+    assert_eq!(lenient.verify(&token).await, Ok(principal("ita-nrm", "short-lived", &[Role::Submitter])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_with_an_unknown_key_is_refused_after_one_jwks_refresh() {
+    let provider = OidcProvider::start().await;
+    let verifier = verifier(config(provider.issuer())).await;
+    // Discovery: the openidconnect crate's fetch and ours.
+    let at_start = provider.jwks_served().await;
+    assert_eq!(at_start, 2);
+
+    // Many requests at once with an unknown kid: one refresh for them all.
+    let stranger = TestKeys::generate("stranger");
+    let forged = sign(
+        &jws::RS256.signer_from_jwk(&stranger.rsa).unwrap(),
+        Some("at+jwt"),
+        &access_token_claims(provider.issuer()),
+    );
+    let verifier = Arc::new(verifier);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (verifier, forged) = (Arc::clone(&verifier), forged.clone());
+        requests.spawn(async move { verifier.verify(&forged).await });
+    }
+    while let Some(result) = requests.join_next().await {
+        assert_eq!(result.unwrap(), Err(TokenError::UnknownKey));
+    }
+    assert_eq!(provider.jwks_served().await, at_start + 1, "an unknown kid refreshes the JWKS once");
+
+    // Within jwks_min_refresh_seconds no further refresh, whatever the kid.
+    let forged_ec = sign(
+        &jws::ES256.signer_from_jwk(&stranger.ec).unwrap(),
+        Some("at+jwt"),
+        &access_token_claims(provider.issuer()),
+    );
+    for token in [&forged, &forged_ec, &forged] {
+        assert_eq!(verifier.verify(token).await, Err(TokenError::UnknownKey));
+    }
+    assert_eq!(provider.jwks_served().await, at_start + 1, "refreshes are rate-limited");
+
+    // The issuer's own keys still work.
+    let token = provider.token("ita-nrm-system", AUDIENCE).await;
+    assert!(verifier.verify(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn altered_and_malformed_tokens_are_refused() {
+    let provider = OidcProvider::start().await;
+    let verifier = verifier(config(provider.issuer())).await;
+    let token = provider.token("ita-nrm-system", AUDIENCE).await;
+    let other = provider.token("nga-naptip-system", AUDIENCE).await;
+    assert!(verifier.verify(&token).await.is_ok());
+
+    // One character of the signature changed (the middle one: still base64url).
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let middle = signature.len() / 2;
+    let replacement = if &signature[middle..=middle] == "A" { "B" } else { "A" };
+    let altered = format!("{signed}.{}{replacement}{}", &signature[..middle], &signature[middle + 1..]);
+    assert_eq!(verifier.verify(&altered).await, Err(TokenError::BadSignature));
+
+    // Another organisation's claims under this token's header and signature.
+    let parts: Vec<&str> = token.split('.').collect();
+    let other_parts: Vec<&str> = other.split('.').collect();
+    let spliced = format!("{}.{}.{}", parts[0], other_parts[1], parts[2]);
+    assert_eq!(verifier.verify(&spliced).await, Err(TokenError::BadSignature));
+
+    let too_long = format!("{token}{}", "A".repeat(20 * 1024));
+    for malformed in ["", "not a token", "a.b.c", "a.b.c.d.e", &format!("{}.{}", parts[0], parts[1]), &too_long] {
+        assert_eq!(verifier.verify(malformed).await, Err(TokenError::Malformed), "{malformed:.40}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_another_issuer_is_refused() {
+    // Another issuer with its own keys: its kid is not among ours, so the
+    // token is refused before its claims are even read.
+    let ours = OidcProvider::start().await;
+    let theirs = OidcProvider::start().await;
+    let verifier = verifier(config(ours.issuer())).await;
+    let token = theirs.token("ita-nrm-system", AUDIENCE).await;
+    assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKey));
+
+    // Two issuers sharing keys: the signature verifies, the issuer does not match.
+    let keys = TestKeys::generate("shared");
+    let shared = || ProviderOptions { jwks_file: Some(keys.path()), ..ProviderOptions::default() };
+    let ours = OidcProvider::start_with(shared()).await;
+    let theirs = OidcProvider::start_with(shared()).await;
+    let verifier = self::verifier(config(ours.issuer())).await;
+    let token = theirs.token("ita-nrm-system", AUDIENCE).await;
+    assert_eq!(verifier.verify(&token).await, Err(TokenError::WrongIssuer));
+    let ours_token = ours.token("ita-nrm-system", AUDIENCE).await;
+    assert!(verifier.verify(&ours_token).await.is_ok());
+}
+
+#[tokio::test]
+async fn only_access_tokens_are_accepted() {
+    // The test holds the provider's keys, so it can sign what the issuer could.
+    let keys = TestKeys::generate("issuer");
+    let provider =
+        OidcProvider::start_with(ProviderOptions { jwks_file: Some(keys.path()), ..ProviderOptions::default() }).await;
+    let verifier = verifier(config(provider.issuer())).await;
+    let signer = jws::RS256.signer_from_jwk(&keys.rsa).unwrap();
+    let claims = access_token_claims(provider.issuer());
+    for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
+        assert!(verifier.verify(&sign(&signer, Some(typ), &claims)).await.is_ok(), "{typ}");
+    }
+
+    // An ID token: typ JWT, with ID token claims and our audience.
+    let now = now();
+    let id_token = json!({
+        "iss": provider.issuer(), "sub": "ita-nrm-system", "aud": AUDIENCE, "azp": AUDIENCE,
+        "iat": now, "exp": now + 300, "auth_time": now, "nonce": "n-0S6_WzA2Mj", "at_hash": "77QmUPtjPfzWtF2AnpK9RQ",
+        "org_id": "ita-nrm", "roles": ["submitter"],
+    });
+    assert_eq!(verifier.verify(&sign(&signer, Some("JWT"), &id_token)).await, Err(TokenError::WrongTokenType));
+    // The access token's claims without typ, or with another typ.
+    assert_eq!(verifier.verify(&sign(&signer, None, &claims)).await, Err(TokenError::WrongTokenType));
+    assert_eq!(verifier.verify(&sign(&signer, Some("JWT"), &claims)).await, Err(TokenError::WrongTokenType));
+    assert_eq!(verifier.verify(&sign(&signer, Some("logout+jwt"), &claims)).await, Err(TokenError::WrongTokenType));
+}
+
+#[tokio::test]
+async fn unsafe_or_mismatched_algorithms_are_refused() {
+    let keys = TestKeys::generate("issuer");
+    let provider =
+        OidcProvider::start_with(ProviderOptions { jwks_file: Some(keys.path()), ..ProviderOptions::default() }).await;
+    let verifier = verifier(config(provider.issuer())).await;
+    let claims = access_token_claims(provider.issuer());
+    let rsa_kid = keys.rsa.key_id().unwrap();
+
+    // Control: each of the issuer's keys with its own algorithm.
+    let signers: [Box<dyn JwsSigner>; 3] = [
+        Box::new(jws::PS256.signer_from_jwk(&keys.rsa).unwrap()),
+        Box::new(jws::ES256.signer_from_jwk(&keys.ec).unwrap()),
+        Box::new(jws::EdDSA.signer_from_jwk(&keys.ed).unwrap()),
+    ];
+    for signer in &signers {
+        let alg = signer.algorithm().name();
+        assert!(verifier.verify(&sign(signer.as_ref(), Some("at+jwt"), &claims)).await.is_ok(), "{alg}");
+    }
+
+    // alg "none", naming the issuer's key.
+    let mut header = JwsHeader::new();
+    header.set_token_type("at+jwt");
+    header.set_key_id(rsa_kid);
+    let payload = JwtPayload::from_map(claims.as_object().unwrap().clone()).unwrap();
+    let unsecured = jwt::encode_unsecured(&payload, &header).unwrap();
+    assert_eq!(verifier.verify(&unsecured).await, Err(TokenError::BadSignature));
+
+    // HS256 keyed with the issuer's public key, as in the classic key-confusion attack.
+    let public = keys.rsa.to_public_key().unwrap();
+    for secret in
+        [public.to_string().into_bytes(), public.parameter("n").unwrap().as_str().unwrap().as_bytes().to_vec()]
+    {
+        let mut hmac = jws::HS256.signer_from_bytes(&secret).unwrap();
+        hmac.set_key_id(rsa_kid);
+        assert_eq!(verifier.verify(&sign(&hmac, Some("at+jwt"), &claims)).await, Err(TokenError::BadSignature));
+    }
+
+    // A valid ES256 signature by the issuer's EC key, but naming its RSA key.
+    let mut ec = jws::ES256.signer_from_jwk(&keys.ec).unwrap();
+    ec.set_key_id(rsa_kid);
+    assert_eq!(verifier.verify(&sign(&ec, Some("at+jwt"), &claims)).await, Err(TokenError::BadSignature));
+    // An RS256 signature by the issuer's RSA key, naming its EC key.
+    let mut rsa = jws::RS256.signer_from_jwk(&keys.rsa).unwrap();
+    rsa.set_key_id(keys.ec.key_id().unwrap());
+    assert_eq!(verifier.verify(&sign(&rsa, Some("at+jwt"), &claims)).await, Err(TokenError::BadSignature));
+    // No kid at all.
+    let mut rsa = jws::RS256.signer_from_jwk(&keys.rsa).unwrap();
+    rsa.remove_key_id();
+    assert_eq!(verifier.verify(&sign(&rsa, Some("at+jwt"), &claims)).await, Err(TokenError::UnknownKey));
+}
+
+#[tokio::test]
+async fn tokens_signed_with_each_algorithm_of_the_provider_are_accepted() {
+    for alg in ["PS256", "ES256", "EdDSA"] {
+        let provider = OidcProvider::start_with(ProviderOptions { alg: Some(alg), ..ProviderOptions::default() }).await;
+        let verifier = verifier(config(provider.issuer())).await;
+        let token = provider.token("ita-nrm-system", AUDIENCE).await;
+        let header = jwt::decode_header(&token).unwrap();
+        assert_eq!(header.claim("alg"), Some(&json!(alg)), "the provider signs with {alg}");
+        assert_eq!(
+            verifier.verify(&token).await,
+            Ok(principal("ita-nrm", "ita-nrm-system", &[Role::Submitter])),
+            "{alg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotated_keys_are_fetched_once_per_refresh_interval() {
+    let old_keys = TestKeys::generate("old");
+    let new_keys = TestKeys::generate("new");
+    let before =
+        OidcProvider::start_with(ProviderOptions { jwks_file: Some(old_keys.path()), ..ProviderOptions::default() })
+            .await;
+    let verifier = verifier(OidcConfig { jwks_min_refresh_seconds: 2, ..config(before.issuer()) }).await;
+    let old_token = before.token("ita-nrm-system", AUDIENCE).await;
+    assert!(verifier.verify(&old_token).await.is_ok());
+
+    // The issuer restarts at the same URL with new keys only.
+    let port = before.port();
+    before.stop().await;
+    let after = OidcProvider::start_with(ProviderOptions {
+        port: Some(port),
+        jwks_file: Some(new_keys.path()),
+        ..ProviderOptions::default()
+    })
+    .await;
+    let new_token = after.token("ita-nrm-system", AUDIENCE).await;
+    assert_eq!(verifier.verify(&new_token).await, Ok(principal("ita-nrm", "ita-nrm-system", &[Role::Submitter])));
+    assert_eq!(after.jwks_served().await, 1, "the new key was fetched once");
+    assert!(verifier.verify(&new_token).await.is_ok());
+
+    // The old key is gone from the cache too; neither it nor a stranger's key
+    // triggers a fetch within the interval.
+    let stranger = TestKeys::generate("stranger");
+    let forged =
+        sign(&jws::RS256.signer_from_jwk(&stranger.rsa).unwrap(), Some("at+jwt"), &access_token_claims(after.issuer()));
+    assert_eq!(verifier.verify(&old_token).await, Err(TokenError::UnknownKey));
+    assert_eq!(verifier.verify(&forged).await, Err(TokenError::UnknownKey));
+    assert_eq!(after.jwks_served().await, 1, "no refresh within jwks_min_refresh_seconds");
+
+    // Once the interval has passed, an unknown kid may refresh again (once).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(verifier.verify(&forged).await, Err(TokenError::UnknownKey));
+    assert_eq!(verifier.verify(&forged).await, Err(TokenError::UnknownKey));
+    assert_eq!(after.jwks_served().await, 2);
+}
+
+#[tokio::test]
+async fn discovery_requires_the_configured_issuer() {
+    let provider = OidcProvider::start().await;
+    // Reachable, but the provider calls itself without the trailing slash.
+    let misnamed = OidcVerifier::discover(&config(&format!("{}/", provider.issuer()))).await;
+    match misnamed {
+        Err(error @ OidcSetupError::Discovery { .. }) => {
+            assert!(error.to_string().contains("unexpected issuer"), "{error}")
+        }
+        other => panic!("expected an issuer mismatch, got {other:?}"),
+    }
+    let issuer = provider.issuer().to_owned();
+    provider.stop().await;
+    assert!(matches!(OidcVerifier::discover(&config(&issuer)).await, Err(OidcSetupError::Discovery { .. })));
+}

@@ -1,0 +1,135 @@
+// A real OpenID Provider (panva's certified oidc-provider) for the gateway's
+// bearer-token tests. Test-only: in-memory storage, plain http on loopback,
+// well-known client secrets.
+//
+//   node tests/oidc/provider.mjs [PORT]      (or OIDC_PORT; 0 or none: any free port)
+//
+// Environment:
+//   OIDC_JWKS_FILE         a JSON file {"keys": [private JWKs]} to sign with, so a test
+//                          can hold the provider's keys or restart it with rotated ones;
+//                          without it, fresh keys are generated at each start.
+//   OIDC_ACCESS_TOKEN_ALG  the JWS alg of access tokens (default RS256), so a test can
+//                          check the gateway with each algorithm a real issuer uses.
+//
+// Standard output, one line each, for the test harness to read:
+//   ISSUER http://127.0.0.1:PORT   first, once listening
+//   JWKS_SERVED                    each time the JWKS is fetched, so a test can
+//                                  count the gateway's key refreshes
+// (oidc-provider may print notices on standard output too; the harness skips them.)
+
+import * as crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+
+import Provider, { errors } from 'oidc-provider';
+
+// Every token the tests ask for has one of these audiences unless the request
+// names another resource, which is how a test gets a wrong-audience token.
+const DEFAULT_AUDIENCE = 'urn:referral-gateway:test';
+
+// The organisation and roles each client's access tokens carry (claims
+// `org_id` and `roles`), as an identity provider's client mapping would.
+const CLIENTS = {
+  'ita-nrm-system': { org_id: 'ita-nrm', roles: ['submitter'] },
+  'ita-dpo-console': { org_id: 'ita-nrm', roles: ['dpo'] },
+  'nga-naptip-system': { org_id: 'nga-naptip', roles: ['submitter'] },
+  // Short enough for a test to see it expire.
+  'short-lived': { org_id: 'ita-nrm', roles: ['submitter'], ttl: 1 },
+  // Roles as one space-separated string, some unknown to the gateway.
+  'ita-audit-tool': { org_id: 'ita-nrm', roles: 'auditor recipient janitor' },
+  // Misconfigured clients the gateway must refuse.
+  'no-org-client': { roles: ['submitter'] },
+  'no-known-role-client': { org_id: 'ita-nrm', roles: ['janitor'] },
+};
+
+const secretOf = (clientId) => `${clientId}-secret`;
+
+function signingKeys() {
+  const file = process.env.OIDC_JWKS_FILE;
+  if (file) {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  }
+  // One key per algorithm family, so OIDC_ACCESS_TOKEN_ALG can pick any of them.
+  const generated = [
+    crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }),
+    crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+    crypto.generateKeyPairSync('ed25519'),
+  ];
+  return {
+    keys: generated.map(({ privateKey }) => ({
+      ...privateKey.export({ format: 'jwk' }),
+      kid: crypto.randomUUID(),
+      use: 'sig',
+    })),
+  };
+}
+
+function configuration() {
+  const alg = process.env.OIDC_ACCESS_TOKEN_ALG || 'RS256';
+  return {
+    clients: Object.keys(CLIENTS).map((clientId) => ({
+      client_id: clientId,
+      client_secret: secretOf(clientId),
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    })),
+    jwks: signingKeys(),
+    // Only signed cookies are ever set, and none in these tests; a key silences the warning.
+    cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => DEFAULT_AUDIENCE,
+        useGrantedResource: async () => true,
+        // Any absolute URI the test names is a resource server, so that the
+        // audience is under the test's control; its tokens are JWTs (RFC 9068).
+        getResourceServerInfo: async (_ctx, resource) => {
+          if (!resource.startsWith('urn:') && !resource.startsWith('https://')) {
+            throw new errors.InvalidTarget();
+          }
+          return {
+            scope: 'referrals',
+            audience: resource,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg } },
+          };
+        },
+      },
+    },
+    extraTokenClaims: async (_ctx, token) => {
+      const mapping = CLIENTS[token.clientId];
+      if (!mapping) return undefined;
+      const { ttl: _ttl, ...claims } = mapping;
+      return claims;
+    },
+    ttl: {
+      ClientCredentials: (_ctx, _token, client) => CLIENTS[client.clientId]?.ttl ?? 300,
+    },
+  };
+}
+
+const port = Number(process.argv[2] ?? process.env.OIDC_PORT ?? 0);
+const server = createServer();
+server.listen(port, '127.0.0.1', () => {
+  // The issuer names the actual port, known only once listening (port 0).
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const provider = new Provider(issuer, configuration());
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.path === '/jwks' && ctx.status === 200) {
+      console.log('JWKS_SERVED');
+    }
+  });
+  server.on('request', provider.callback());
+  console.log(`ISSUER ${issuer}`);
+});
+
+// The test harness holds our stdin open: when it goes away, even without a
+// chance to kill us (a crashed test binary), so do we.
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('error', () => process.exit(0));
+process.stdin.resume();
