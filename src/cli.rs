@@ -242,6 +242,11 @@ fn audit_verify(config_path: &Path) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async {
         let store = crate::store::open(&config.database).await.map_err(|e| CliError::Usage(e.to_string()))?;
         match crate::store::verify_audit_chain(store.as_ref()).await.map_err(|e| CliError::Usage(e.to_string()))? {
+            // A gateway writes its first entry when it first starts (the
+            // initial policy): an empty log means a wrong database or schema.
+            Ok(verified) if verified.entries == 0 => {
+                Err(CliError::Usage("the audit log is empty: is database.url (and database.schema) the gateway's?".to_owned()))
+            }
             Ok(verified) => {
                 print(&format!("ok: {} audit entries verified; head {}", verified.entries, verified.head))?;
                 Ok(ExitCode::SUCCESS)

@@ -18,6 +18,10 @@ use crate::domain::{CountryCode, OrgId};
 /// are joined with `__`.
 pub const ENV_PREFIX: &str = "RGW_";
 
+/// Tolerated clock difference with an identity provider, at most: beyond
+/// it, an expired token would stay valid for too long.
+const MAX_LEEWAY_SECONDS: u64 = 300;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
@@ -297,8 +301,24 @@ impl GatewayConfig {
             }
         }
         if let Some(oidc) = &self.auth.oidc {
-            if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://127.0.0.1") || oidc.issuer.starts_with("http://localhost")) {
+            let issuer = reqwest::Url::parse(&oidc.issuer).ok();
+            let acceptable = issuer.as_ref().is_some_and(|url| match url.scheme() {
+                "https" => url.host().is_some(),
+                // Plain http only on loopback, for tests.
+                "http" => matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+                _ => false,
+            });
+            if !acceptable {
                 return invalid("auth.oidc.issuer", "must be an https:// URL (plain http only on loopback, for tests)");
+            }
+            if oidc.leeway_seconds > MAX_LEEWAY_SECONDS {
+                return invalid("auth.oidc.leeway_seconds", "must be at most 300");
+            }
+            if oidc.jwks_min_refresh_seconds == 0 {
+                return invalid("auth.oidc.jwks_min_refresh_seconds", "must be at least 1: each unknown key id would otherwise fetch the issuer's keys");
+            }
+            if oidc.org_claim.is_empty() || oidc.roles_claim.is_empty() || oidc.org_claim == oidc.roles_claim {
+                return invalid("auth.oidc.org_claim", "org_claim and roles_claim must be two different, non-empty claim names");
             }
             if oidc.audience.is_empty() {
                 return invalid("auth.oidc.audience", "must not be empty");
@@ -342,6 +362,7 @@ fn describe(error: figment::Error) -> String {
                 // `actual` would quote the value: say only what was expected.
                 figment::error::Kind::InvalidType(_, expected) => format!("invalid type, expected {expected}"),
                 figment::error::Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+                figment::error::Kind::UnknownVariant(_, expected) => format!("unknown value, expected one of {}", expected.join(", ")),
                 other => other.to_string(),
             };
             let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();

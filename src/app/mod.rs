@@ -111,11 +111,15 @@ impl Gateway {
         }
     }
 
+    /// Makes `policy` the one in force, unless a newer version already is:
+    /// two uploads, or an upload and a refresh, may finish in either order.
     fn activate(&self, policy: ActivePolicy) {
-        let policy = Arc::new(policy);
-        match self.policy.write() {
-            Ok(mut guard) => *guard = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
+        let mut guard = match self.policy.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if policy.number > guard.number {
+            *guard = Arc::new(policy);
         }
     }
 
@@ -135,8 +139,16 @@ impl Gateway {
         Ok(())
     }
 
-    /// Passes when the caller has one of `roles`; audits and refuses otherwise.
+    /// Passes when the caller belongs to an organisation this gateway serves
+    /// (listed in the directory in this country) and has one of `roles`;
+    /// audits and refuses otherwise. A token or certificate of another
+    /// country's organisation gets nothing here, whatever roles it claims.
     pub async fn require(&self, principal: &Principal, roles: &[Role]) -> Result<(), AppError> {
+        let served_here = self.directory.organisation(&principal.org).is_some_and(|o| o.country == self.country);
+        if !served_here {
+            self.audit_refusal(principal.actor(), "forbidden", "org_not_served_here").await?;
+            return Err(AppError::Forbidden { code: "org_not_served_here" });
+        }
         if roles.iter().any(|role| principal.has(*role)) {
             return Ok(());
         }

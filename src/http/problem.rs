@@ -108,7 +108,7 @@ impl From<AppError> for Problem {
             }
             AppError::Forbidden { code } => {
                 let detail = match code {
-                    "sender_not_served_here" => "The caller's organisation is not one this gateway serves.",
+                    "org_not_served_here" => "The caller's organisation is not one this gateway serves.",
                     _ => "The caller's roles do not allow this.",
                 };
                 Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail).with("code", json!(code))

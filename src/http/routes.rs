@@ -17,6 +17,7 @@ use crate::app::policies::{PolicyUpload, Simulation};
 use crate::app::queries::AuditQuery;
 use crate::app::referrals::Submitted;
 use crate::audit::Action;
+use crate::domain::SubjectRef;
 use crate::auth::Role;
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
@@ -87,7 +88,7 @@ pub async fn get_audit(
             "action" => audit.action = Some(Action::parse(value).ok_or_else(|| Problem::invalid_query("action is not a known action"))?),
             "org" => audit.org = Some(value.clone()),
             "referral_id" => audit.referral_id = Some(value.clone()),
-            "subject_ref" => audit.subject_ref = Some(value.clone()),
+            "subject_ref" => audit.subject_ref = Some(subject_ref(value)?),
             "cursor" => audit.cursor = Some(value.parse().map_err(|_| Problem::invalid_query("cursor is malformed"))?),
             "limit" => audit.limit = Some(value.parse().map_err(|_| Problem::invalid_query("limit must be an integer"))?),
             _ => return Err(Problem::invalid_query("unknown query parameter")),
@@ -105,8 +106,16 @@ pub async fn get_disclosures(
     if params.keys().any(|k| k != "subject_ref") {
         return Err(Problem::invalid_query("unknown query parameter"));
     }
-    let subject_ref = params.get("subject_ref").filter(|s| !s.is_empty()).ok_or_else(|| Problem::invalid_query("subject_ref is required"))?;
-    Ok(Json(state.gateway.disclosures(&caller, subject_ref).await?))
+    let subject_ref = subject_ref(params.get("subject_ref").ok_or_else(|| Problem::invalid_query("subject_ref is required"))?)?;
+    Ok(Json(state.gateway.disclosures(&caller, &subject_ref).await?))
+}
+
+/// A subject reference as the sender gives it; anything else (a name typed
+/// by mistake) is refused without being repeated.
+fn subject_ref(value: &str) -> Result<String> {
+    SubjectRef::parse(value)
+        .map(String::from)
+        .map_err(|_| Problem::invalid_query("subject_ref must be an opaque reference (8 to 64 characters, with a digit)"))
 }
 
 pub async fn healthz() -> Json<Value> {

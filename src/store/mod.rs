@@ -198,14 +198,19 @@ pub enum BrokenChain {
     HeadMismatch { entries: i64 },
 }
 
-/// Recomputes the whole audit chain, page by page, and checks it against the recorded head.
+/// Recomputes the whole audit chain, page by page, up to the head recorded
+/// when verification began: a gateway may go on appending meanwhile.
 pub async fn verify_audit_chain(store: &dyn Store) -> Result<Result<VerifiedChain, BrokenChain>, StoreError> {
     const PAGE: i64 = 1000;
+    let (head_seq, head_hash) = store.audit_head().await?;
     let mut verifier = ChainVerifier::default();
     let mut cursor = None;
-    loop {
+    'pages: loop {
         let page = store.audit(&AuditFilter { after_seq: cursor, limit: PAGE, ..AuditFilter::default() }).await?;
         for record in &page {
+            if record.seq > head_seq {
+                break 'pages;
+            }
             if let Err(broken) = verifier.check(record) {
                 return Ok(Err(broken.into()));
             }
@@ -215,9 +220,8 @@ pub async fn verify_audit_chain(store: &dyn Store) -> Result<Result<VerifiedChai
             _ => break,
         }
     }
-    let (head_seq, head_hash) = store.audit_head().await?;
     let entries = verifier.verified();
-    if head_seq != entries {
+    if entries != head_seq {
         return Ok(Err(BrokenChain::Truncated { entries, head_seq }));
     }
     if head_hash != verifier.head() {

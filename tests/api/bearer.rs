@@ -47,10 +47,10 @@ async fn bearer_tokens_authenticate_and_authorise() {
     let foreign = provider.token("nga-naptip-system", AUDIENCE).await;
     let other = variant("trafficking_victim_reintegration", "bearer-0002", None);
     let (status, body) = with_token(&app, anonymous.post(&referrals).json(&other), &foreign).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("sender_not_served_here")), "{body}");
-    // ...nor see an Italian referral: for it, the referral does not exist.
+    assert_eq!((status, body["code"].as_str()), (403, Some("org_not_served_here")), "{body}");
+    // ...nor read anything here.
     let (status, _) = with_token(&app, anonymous.get(app.url(&format!("/v1/referrals/{id}"))), &foreign).await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 403);
 
     // Wrong audience.
     let elsewhere = provider.token("ita-nrm-system", "urn:referral-gateway:other").await;
@@ -58,9 +58,12 @@ async fn bearer_tokens_authenticate_and_authorise() {
     assert_eq!((status, body["code"].as_str()), (401, Some("token_wrong_audience")), "{body}");
 
     // A tampered token.
+    // One character inside the signature (not its last, whose spare bits
+    // would make the base64 malformed rather than the signature wrong).
+    let at = token.rfind('.').unwrap() + 10;
     let mut tampered = token.clone();
-    let last = tampered.pop().unwrap();
-    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+    tampered.replace_range(at..=at, flipped);
     let (status, body) = with_token(&app, anonymous.get(app.url(&format!("/v1/referrals/{id}"))), &tampered).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("token_bad_signature")), "{body}");
 
@@ -72,7 +75,7 @@ async fn bearer_tokens_authenticate_and_authorise() {
         .iter()
         .filter_map(|e| e["reasons"][0].as_str())
         .collect();
-    assert_eq!(codes, ["missing_role", "sender_not_served_here", "token_wrong_audience", "token_bad_signature"]);
+    assert_eq!(codes, ["missing_role", "org_not_served_here", "org_not_served_here", "token_wrong_audience", "token_bad_signature"]);
     provider.stop().await;
 }
 

@@ -79,3 +79,36 @@ fn the_config_file_variable_is_not_taken_for_a_key() {
     assert!(stderr.contains("no database file"), "{stderr}");
     assert!(!dir.path().join("absent.db").exists(), "verify must not create the database");
 }
+
+#[test]
+fn identity_provider_settings_are_bounded() {
+    let oidc = |lines: &str| format!("[auth.oidc]\naudience = \"urn:gateway\"\n{lines}\n\n[auth.clients.iom_rome]");
+    let cases = [
+        ("issuer = \"http://localhost.evil.example\"", "auth.oidc.issuer"),
+        ("issuer = \"http://127.0.0.1.nip.io\"", "auth.oidc.issuer"),
+        ("issuer = \"ftp://idp.example\"", "auth.oidc.issuer"),
+        ("issuer = \"https://idp.example\"\nleeway_seconds = 301", "auth.oidc.leeway_seconds"),
+        ("issuer = \"https://idp.example\"\njwks_min_refresh_seconds = 0", "auth.oidc.jwks_min_refresh_seconds"),
+        ("issuer = \"https://idp.example\"\norg_claim = \"roles\"", "auth.oidc.org_claim"),
+    ];
+    for (lines, key) in cases {
+        let error = load_with("[auth.clients.iom_rome]", &oidc(lines));
+        assert!(error.contains(key), "{lines}: {error}");
+    }
+}
+
+#[test]
+fn verifying_an_empty_audit_log_is_an_error() {
+    // A schema no gateway ever used: verify must not call it intact.
+    let schema = format!("rgwtest_{}_empty", std::process::id());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["audit", "verify", "--config"])
+        .arg(repo_path("config/gateway.example.toml"))
+        .env("RGW_DATABASE__URL", crate::helpers::POSTGRES_URL)
+        .env("RGW_DATABASE__SCHEMA", &schema)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("audit log is empty"), "{stderr}");
+}

@@ -120,3 +120,23 @@ async fn the_openapi_description_is_what_is_served() {
         assert!(responses.get(reply.status.to_string()).is_some(), "{method} {path}: {} is not a documented response", reply.status);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_methods_and_names_in_queries_leave_no_trace() {
+    let app = spawn_app(Backend::Sqlite).await;
+    // Any token is a valid HTTP method; it must not become a metric label.
+    let custom = reqwest::Method::from_bytes(b"FOO123").unwrap();
+    let reply = app.send(app.client(Who::Nobody).request(custom, app.url("/metrics"))).await;
+    assert_eq!(reply.status, 405);
+    let metrics = app.get(Who::Nobody, "/metrics").await.text;
+    assert!(!metrics.contains("FOO123"), "{metrics}");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+
+    // A name typed where a subject reference belongs is refused, not repeated.
+    for path in ["/v1/disclosures?subject_ref=Amina%20Diallo", "/v1/audit?subject_ref=Amina%20Diallo"] {
+        let reply = app.get(Who::Dpo, path).await;
+        assert_eq!(reply.status, 400, "{path}");
+        assert_eq!(reply.problem(), "invalid-request");
+        assert!(!reply.text.contains("Amina"), "{}", reply.text);
+    }
+}

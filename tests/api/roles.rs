@@ -64,7 +64,8 @@ fn table(own_referral: &str) -> Vec<Call> {
         (Who::Dpo, None, [MISSING, MISSING, Ok(200), Ok(201), Ok(200), Ok(200), Ok(200)]),
         (Who::Auditor, None, [MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), Ok(200)]),
         (Who::Recipient, None, [MISSING; 7]),
-        (Who::Foreign, None, [F("sender_not_served_here"), NotFound, MISSING, MISSING, MISSING, MISSING, MISSING]),
+        // A Nigerian organisation gets nothing from Italy's gateway, whatever its roles.
+        (Who::Foreign, None, [F("org_not_served_here"); 7]),
         (Who::Stranger, None, [U("unknown_certificate"); 7]),
         (Who::Nobody, None, [U("missing_credentials"); 7]),
         (Who::Nobody, Some("Basic xyz"), [U("malformed_authorization"); 7]),
@@ -104,7 +105,7 @@ fn table(own_referral: &str) -> Vec<Call> {
             path: "/v1/referrals".to_owned(),
             body: Some(json!({})),
             plain_text,
-            expect: F("sender_not_served_here"),
+            expect: F("org_not_served_here"),
         });
     }
     calls

@@ -218,3 +218,25 @@ async fn concurrent_writers_keep_one_chain(backend: Backend) {
     assert_eq!(verify_audit_chain(opened.store.as_ref()).await.unwrap().unwrap().entries, 200);
     assert_eq!(opened.store.outbox_depth().await.unwrap(), 100);
 }
+
+/// `audit verify` may run while a gateway appends: what comes after the head
+/// it read first is not a break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_while_appending_sees_no_break() {
+    let opened = open(Backend::Postgres).await;
+    let writer = Writer::start(Arc::clone(&opened.store));
+    let appending = tokio::spawn(async move {
+        for n in 0..400 {
+            writer.write(Write::Audit(event(n, "a-org", Action::AuditRead))).await.unwrap();
+        }
+    });
+    let mut checks = 0;
+    while !appending.is_finished() {
+        let verified = verify_audit_chain(opened.store.as_ref()).await.unwrap();
+        assert!(verified.is_ok(), "{verified:?}");
+        checks += 1;
+    }
+    appending.await.unwrap();
+    assert!(checks > 1);
+    assert_eq!(verify_audit_chain(opened.store.as_ref()).await.unwrap().unwrap().entries, 400);
+}
