@@ -50,9 +50,19 @@ fn write(path: PathBuf, contents: &str) -> Result<PathBuf, DevPkiError> {
     Ok(path)
 }
 
-/// Writes `ca.pem`, `server.pem`, `server.key` and `<name>.pem` per client into `dir`.
-pub fn create(dir: &Path, clients: &[&str]) -> Result<DevPki, DevPkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| DevPkiError::Write { path: dir.to_path_buf(), source })?;
+/// A development PKI in memory, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub ca_pem: String,
+    pub server_certificate_pem: String,
+    pub server_key_pem: String,
+    /// Per client name: certificate then key (PEM), and the fingerprint.
+    pub clients: Vec<(String, String, CertificateFingerprint)>,
+}
+
+/// A CA, a server certificate for `localhost` and `127.0.0.1` signed by it,
+/// and a self-signed certificate per client name.
+pub fn generate(clients: &[&str]) -> Result<Generated, DevPkiError> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -64,19 +74,36 @@ pub fn create(dir: &Path, clients: &[&str]) -> Result<DevPki, DevPkiError> {
     let server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
     let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
-    let mut written = Vec::new();
+    let mut generated = Vec::new();
     for name in clients {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, *name);
         let cert = params.self_signed(&key)?;
-        let pem = write(dir.join(format!("{name}.pem")), &format!("{}{}", cert.pem(), key.serialize_pem()))?;
-        written.push(ClientFiles { name: (*name).to_owned(), pem, fingerprint: CertificateFingerprint::of_der(cert.der()) });
+        let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+        generated.push(((*name).to_owned(), pem, CertificateFingerprint::of_der(cert.der())));
+    }
+    Ok(Generated {
+        ca_pem: ca_cert.pem(),
+        server_certificate_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+        clients: generated,
+    })
+}
+
+/// Writes `ca.pem`, `server.pem`, `server.key` and `<name>.pem` per client into `dir`.
+pub fn create(dir: &Path, clients: &[&str]) -> Result<DevPki, DevPkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevPkiError::Write { path: dir.to_path_buf(), source })?;
+    let generated = generate(clients)?;
+    let mut written = Vec::new();
+    for (name, pem, fingerprint) in generated.clients {
+        let pem = write(dir.join(format!("{name}.pem")), &pem)?;
+        written.push(ClientFiles { name, pem, fingerprint });
     }
     Ok(DevPki {
-        ca: write(dir.join("ca.pem"), &ca_cert.pem())?,
-        server_certificate: write(dir.join("server.pem"), &server_cert.pem())?,
-        server_key: write(dir.join("server.key"), &server_key.serialize_pem())?,
+        ca: write(dir.join("ca.pem"), &generated.ca_pem)?,
+        server_certificate: write(dir.join("server.pem"), &generated.server_certificate_pem)?,
+        server_key: write(dir.join("server.key"), &generated.server_key_pem)?,
         clients: written,
     })
 }

@@ -218,11 +218,13 @@ impl Gateway {
     }
 
     /// Picks up a policy version another replica stored.
+    /// Checks the newest version number every few seconds; loads the files
+    /// only when it changed.
     pub async fn refresh_policy(&self) -> Result<(), AppError> {
-        let Some(latest) = self.store.policy_versions().await?.pop() else { return Ok(()) };
-        if latest.number <= self.policy().number {
+        if self.store.latest_policy_number().await? <= self.policy().number {
             return Ok(());
         }
+        let Some(latest) = self.store.policy_versions().await?.pop() else { return Ok(()) };
         let files = files_of(&latest)?;
         let policy = compile(&files)?;
         self.activate(ActivePolicy { number: latest.number, policy });

@@ -162,6 +162,8 @@ pub trait Store: Send + Sync + 'static {
     async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
     /// Every policy version, oldest first; the last is the active one.
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
+    /// The number of the newest policy version (0 when there is none).
+    async fn latest_policy_number(&self) -> Result<i64, StoreError>;
     /// Audit entries matching `filter`, in chain order.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     async fn disclosures(&self, subject_key: &str) -> Result<Vec<DisclosureRow>, StoreError>;

@@ -404,6 +404,11 @@ macro_rules! sql_store {
                     .collect::<Result<_, sqlx::Error>>()?)
             }
 
+            async fn latest_policy_number(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COALESCE(MAX(number), 0) AS latest FROM policy_versions").fetch_one(&self.pool).await?;
+                Ok(row.try_get("latest")?)
+            }
+
             async fn audit_head(&self) -> Result<(i64, String), StoreError> {
                 let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
                 Ok((row.try_get("seq")?, row.try_get("hash")?))

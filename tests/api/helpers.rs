@@ -1,5 +1,4 @@
 //! The test harness: `spawn_app(backend)` starts a gateway with fresh keys,
-#![allow(dead_code)] // helpers for tests still being written use the rest
 //! a fresh database (an SQLite file, or a PostgreSQL schema of its own), TLS,
 //! and one registered client certificate per test identity.
 
@@ -9,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, TimeZone, Utc};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use referral_gateway::app::Clock;
 use referral_gateway::config::{CertificateFingerprint, GatewayConfig};
 use referral_gateway::startup::Application;
@@ -115,27 +113,16 @@ pub struct Pki {
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "referral-gateway test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-        let server_key = KeyPair::generate().unwrap();
-        let server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-
-        let mut clients = BTreeMap::new();
-        for who in Who::REGISTERED.into_iter().chain([Who::Stranger]) {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.distinguished_name.push(DnType::CommonName, format!("{who:?}"));
-            let cert = params.self_signed(&key).unwrap();
-            let fingerprint = CertificateFingerprint::of_der(cert.der());
-            clients.insert(who, (format!("{}{}", cert.pem(), key.serialize_pem()), fingerprint));
+        let callers: Vec<Who> = Who::REGISTERED.into_iter().chain([Who::Stranger]).collect();
+        let names: Vec<String> = callers.iter().map(|who| format!("{who:?}")).collect();
+        let generated = referral_gateway::dev_pki::generate(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let clients = callers.into_iter().zip(generated.clients).map(|(who, (_, pem, fingerprint))| (who, (pem, fingerprint))).collect();
+        Pki {
+            ca_pem: generated.ca_pem,
+            server_cert_pem: generated.server_certificate_pem,
+            server_key_pem: generated.server_key_pem,
+            clients,
         }
-        Pki { ca_pem: ca_cert.pem(), server_cert_pem: server_cert.pem(), server_key_pem: server_key.serialize_pem(), clients }
     })
 }
 
@@ -227,7 +214,8 @@ pub struct TestApp {
     pub config_path: PathBuf,
     pub backend: Backend,
     pub schema: Option<String>,
-    pub dir: tempfile::TempDir,
+    /// Keeps the keys, certificates and SQLite file alive as long as the app.
+    _dir: tempfile::TempDir,
     clients: BTreeMap<Who, reqwest::Client>,
 }
 
@@ -249,7 +237,7 @@ pub async fn spawn_app_with(backend: Backend, now: DateTime<Utc>, extra: &str) -
     let config = GatewayConfig::load(&config_path).unwrap();
     let app = Application::build(&config, Arc::new(FixedClock(now))).await.unwrap();
     let clients = Who::ALL.into_iter().map(|who| (who, client_for(who))).collect();
-    TestApp { app, config, config_path, backend, schema, dir, clients }
+    TestApp { app, config, config_path, backend, schema, _dir: dir, clients }
 }
 
 /// An HTTPS client that trusts the test CA and presents `who`'s client
@@ -502,16 +490,11 @@ fn collect_personal(value: &Value, key: &str, out: &mut std::collections::BTreeS
 /// The shipped policy files (`config/policies/*.cedar`): name -> text, as
 /// `PUT /v1/policies` takes them.
 pub fn policy_files() -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(repo_path("config/policies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "cedar") {
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            files.insert(name, std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    assert!(!files.is_empty());
-    files
+    referral_gateway::policy_files::read_sources(&repo_path("config/policies"))
+        .unwrap()
+        .into_iter()
+        .map(|source| (source.name, source.text))
+        .collect()
 }
 
 /// Every subject reference of the fixtures.

@@ -241,3 +241,39 @@ async fn bad_policy_requests(backend: Backend) {
     assert_eq!(policies(&app).await["history"].as_array().unwrap().len(), 1);
     assert_eq!(app.count("referrals").await, 0);
 }
+
+/// Two replicas on one PostgreSQL database: a policy uploaded through one is
+/// in force in the other within seconds, and both extend one audit chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_picks_up_a_new_policy_version() {
+    use std::sync::Arc;
+
+    use referral_gateway::startup::Application;
+
+    use crate::helpers::{client_for, fixture_time, send, FixedClock};
+
+    let app = spawn_app(Backend::Postgres).await;
+    let replica = Application::build(&app.config, Arc::new(FixedClock(fixture_time()))).await.unwrap();
+    assert_eq!(replica.gateway().policy().number, 1, "the replica finds version 1 and does not seed another");
+
+    let mut files = policy_files();
+    files.insert("30-no-health.cedar".to_owned(), NO_HEALTH.to_owned());
+    let stored = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": files })).await;
+    assert_eq!(stored.status, 201, "{}", stored.text);
+
+    let started = std::time::Instant::now();
+    while replica.gateway().policy().number != 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(12), "the replica kept version 1");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let url = format!("https://localhost:{}/v1/referrals", replica.local_addr().port());
+    let referral = variant("returnee_hiv_reintegration", "replica-00001", None);
+    let reply = send(client_for(Who::IomRome).post(url).json(&referral)).await;
+    assert_eq!(reply.body["policy_number"], 2, "{}", reply.text);
+    assert_eq!(reply.body["decision"]["policy_version"], stored.body["version"]);
+
+    let chain = referral_gateway::store::verify_audit_chain(app.app.gateway().store.as_ref()).await.unwrap();
+    assert!(chain.is_ok(), "{chain:?}");
+    replica.stop();
+}

@@ -145,7 +145,9 @@ async fn policy_versions_are_numbered(backend: Backend) {
         },
         audit: event(0, "ita-nrm", Action::PolicyUpdate),
     };
+    assert_eq!(store.latest_policy_number().await.unwrap(), 0);
     let results = store.write_batch(&[policy("sha256:a"), policy("sha256:b")]).await.unwrap();
+    assert_eq!(store.latest_policy_number().await.unwrap(), 2);
     assert_eq!(results, vec![Written::PolicyStored { number: 1, seq: 1 }, Written::PolicyStored { number: 2, seq: 2 }]);
     let versions = store.policy_versions().await.unwrap();
     assert_eq!(versions.iter().map(|v| (v.number, v.version.as_str())).collect::<Vec<_>>(), vec![(1, "sha256:a"), (2, "sha256:b")]);
