@@ -83,6 +83,15 @@ fn files_of(record: &PolicyVersionRecord) -> Result<BTreeMap<String, String>, St
     serde_json::from_str(&record.files).map_err(|_| StoreError::Corrupt(format!("policy version {} files", record.number)))
 }
 
+/// A stored version compiled again, as at start and when another replica
+/// stored it; its files passed the upload checks when they were stored.
+fn compile_stored(record: &PolicyVersionRecord) -> Result<ActivePolicy, String> {
+    let sources: Vec<PolicySource> =
+        files_of(record).map_err(|e| e.to_string())?.into_iter().map(|(name, text)| PolicySource { name, text }).collect();
+    let policy = SharingPolicy::compile(&sources).map_err(|e| e.to_string())?;
+    Ok(ActivePolicy { number: record.number, policy })
+}
+
 fn summary(record: &PolicyVersionRecord) -> Value {
     json!({
         "number": record.number,
@@ -113,11 +122,7 @@ pub async fn load_active(
     now: DateTime<chrono::Utc>,
 ) -> Result<ActivePolicy, PolicyStartError> {
     if let Some(latest) = store.policy_versions().await?.pop() {
-        let files = files_of(&latest)?;
-        let sources: Vec<PolicySource> = files.into_iter().map(|(name, text)| PolicySource { name, text }).collect();
-        let policy = SharingPolicy::compile(&sources)
-            .map_err(|e| PolicyStartError::StoredInvalid { number: latest.number, reason: e.to_string() })?;
-        return Ok(ActivePolicy { number: latest.number, policy });
+        return compile_stored(&latest).map_err(|reason| PolicyStartError::StoredInvalid { number: latest.number, reason });
     }
     let sources = initial().map_err(PolicyStartError::Initial)?;
     let policy = SharingPolicy::compile(&sources).map_err(|e| PolicyStartError::Initial(e.to_string()))?;
@@ -217,17 +222,14 @@ impl Gateway {
         }))
     }
 
-    /// Picks up a policy version another replica stored.
-    /// Checks the newest version number every few seconds; loads the files
-    /// only when it changed.
+    /// Picks up a policy version another replica stored: compares the newest
+    /// version number, and loads the files only when it changed.
     pub async fn refresh_policy(&self) -> Result<(), AppError> {
         if self.store.latest_policy_number().await? <= self.policy().number {
             return Ok(());
         }
         let Some(latest) = self.store.policy_versions().await?.pop() else { return Ok(()) };
-        let files = files_of(&latest)?;
-        let policy = compile(&files)?;
-        self.activate(ActivePolicy { number: latest.number, policy });
+        self.activate(compile_stored(&latest).map_err(AppError::Internal)?);
         Ok(())
     }
 }
