@@ -1,3 +1,6 @@
 //! Cryptography, all from `ring` (and, for JOSE, `josekit`): nothing hand-rolled.
 
 pub mod at_rest;
+pub mod jose_keys;
+pub mod packet;
+pub mod receipt;

@@ -1,0 +1,266 @@
+//! Packets between gateways: claims signed by the sending gateway (JWS,
+//! ES256) inside encryption to the receiving gateway (JWE, ECDH-ES with
+//! AES-256-GCM).
+//!
+//! The outer JWE header carries only what decryption needs (algorithms and
+//! the receiving key's id): whoever sees the sealed packet in transit or in a
+//! queue learns nothing about the case, its purpose or its recipient.
+//!
+//! Opening runs its checks in a fixed order and stops at the first failure,
+//! each with its own code, so that a rejection says exactly why and an
+//! attacker learns nothing further from a later check.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use josekit::jwe::{JweDecrypter, JweHeader};
+use josekit::jws::{JwsHeader, JwsVerifier};
+use serde::{Deserialize, Serialize};
+
+use super::jose_keys::{CONTENT_ENC, DecryptionKey, EncryptionKey, KEY_AGREEMENT_ALG, SIGNING_ALG, SigningKey, VerifyingKey, unverified_kid};
+use crate::domain::{CountryCode, OrgId, Purpose};
+
+/// `typ` of the outer JWE.
+pub const PACKET_JWE_TYPE: &str = "rgw-packet+jwe";
+/// `typ` of the inner JWS: a receipt or a directory can never pass as a packet.
+pub const PACKET_JWS_TYPE: &str = "rgw-packet+jws";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PacketType {
+    Referral,
+    Status,
+    Withdrawal,
+    ErasureConfirmation,
+}
+
+/// Everything the sending gateway signs. `body` is the minimised payload
+/// (for a referral) or the status, withdrawal or confirmation it carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacketClaims {
+    pub packet_id: String,
+    #[serde(rename = "type")]
+    pub packet_type: PacketType,
+    /// Country of the sending gateway.
+    pub issuer: CountryCode,
+    /// Country of the receiving gateway.
+    pub audience: CountryCode,
+    /// The organisation behind the receiving gateway that the packet is for.
+    pub recipient: OrgId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_until: Option<DateTime<Utc>>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub body: serde_json::Value,
+}
+
+/// Why a packet was not sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("packet claims cannot be serialised: {0}")]
+    Serialise(String),
+    #[error("signing or encryption failed: {0}")]
+    Jose(String),
+}
+
+/// Why a packet was rejected, in the order the checks run. `code()` is the
+/// stable problem type; the messages name no content of the packet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("the packet is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the packet does not decrypt with any valid key of this gateway")]
+    Undecryptable,
+    #[error("the packet is signed by a key that no member gateway publishes as valid")]
+    UnknownSigner,
+    #[error("the packet's signature does not verify")]
+    BadSignature,
+    #[error("the packet's issuer is not the gateway whose key signed it")]
+    IssuerMismatch,
+    #[error("the packet came over a connection from another gateway than its issuer")]
+    SenderMismatch,
+    #[error("the issuing gateway is suspended from the federation")]
+    IssuerSuspended,
+    #[error("the packet is addressed to another gateway")]
+    WrongAudience,
+    #[error("the packet has expired")]
+    Expired,
+    #[error("the packet is issued too far in the future")]
+    IssuedInFuture,
+    #[error("a packet with this id was received before with other content")]
+    Replayed,
+}
+
+impl OpenError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "packet-too-large",
+            Self::Undecryptable => "packet-undecryptable",
+            Self::UnknownSigner => "packet-unknown-signer",
+            Self::BadSignature => "packet-bad-signature",
+            Self::IssuerMismatch => "packet-issuer-mismatch",
+            Self::SenderMismatch => "packet-sender-mismatch",
+            Self::IssuerSuspended => "packet-issuer-suspended",
+            Self::WrongAudience => "packet-wrong-audience",
+            Self::Expired => "packet-expired",
+            Self::IssuedInFuture => "packet-issued-in-future",
+            Self::Replayed => "packet-replayed",
+        }
+    }
+}
+
+/// A member gateway's signing key as the trust list publishes it.
+#[derive(Debug, Clone)]
+pub struct PublishedSigner {
+    pub country: CountryCode,
+    pub active: bool,
+    pub key: VerifyingKey,
+}
+
+/// Lookup of signing keys in the trust list (the federation directory).
+pub trait SignerDirectory {
+    /// The key with id `kid` and its gateway, if that key is valid at `at`.
+    fn signer(&self, kid: &str, at: DateTime<Utc>) -> Option<PublishedSigner>;
+}
+
+/// The sealed form: a JWE in compact serialisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPacket(String);
+
+impl SealedPacket {
+    pub fn from_wire(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// SHA-256 of the sealed bytes, base64url: what a receipt confirms.
+    pub fn digest(&self) -> String {
+        digest_of(self.0.as_bytes())
+    }
+}
+
+/// SHA-256 of `bytes`, base64url without padding.
+pub fn digest_of(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// Signs `claims` with `signer` and encrypts the result to `to`.
+pub fn seal(claims: &PacketClaims, signer: &SigningKey, to: &EncryptionKey) -> Result<SealedPacket, SealError> {
+    let payload = serde_json::to_vec(claims).map_err(|e| SealError::Serialise(e.to_string()))?;
+    let mut jws_header = JwsHeader::new();
+    jws_header.set_token_type(PACKET_JWS_TYPE);
+    jws_header.set_key_id(signer.kid());
+    let signed = josekit::jws::serialize_compact(&payload, &jws_header, signer.signer()).map_err(|e| SealError::Jose(e.to_string()))?;
+    let mut jwe_header = JweHeader::new();
+    jwe_header.set_token_type(PACKET_JWE_TYPE);
+    jwe_header.set_content_encryption(CONTENT_ENC);
+    jwe_header.set_key_id(to.kid());
+    let sealed = josekit::jwe::serialize_compact(signed.as_bytes(), &jwe_header, to.encrypter()).map_err(|e| SealError::Jose(e.to_string()))?;
+    Ok(SealedPacket(sealed))
+}
+
+/// What opening needs to know about the receiving gateway and the moment.
+#[derive(Debug)]
+pub struct Receiver<'a> {
+    pub country: CountryCode,
+    /// This gateway's decryption keys that the directory lists as valid now.
+    pub keys: &'a [DecryptionKey],
+    pub now: DateTime<Utc>,
+    pub max_skew: Duration,
+    pub max_bytes: usize,
+}
+
+/// Decrypts, verifies and checks a sealed packet. `peer` is the member
+/// gateway the transport authenticated, when it came over a connection.
+pub fn open(
+    sealed: &[u8],
+    receiver: &Receiver<'_>,
+    directory: &dyn SignerDirectory,
+    peer: Option<CountryCode>,
+) -> Result<PacketClaims, OpenError> {
+    if sealed.len() > receiver.max_bytes {
+        return Err(OpenError::TooLarge { limit: receiver.max_bytes });
+    }
+    let text = std::str::from_utf8(sealed).map_err(|_| OpenError::Undecryptable)?;
+    let (signed, jwe_header) = josekit::jwe::deserialize_compact_with_selector(text, |header| {
+        Ok(decrypter_for(header, receiver.keys).map(|key| key.decrypter() as &dyn JweDecrypter))
+    })
+    .map_err(|_| OpenError::Undecryptable)?;
+    if jwe_header.content_encryption() != Some(CONTENT_ENC) || jwe_header.claim("zip").is_some() {
+        return Err(OpenError::Undecryptable);
+    }
+
+    let signer_kid = unverified_kid(&signed).ok_or(OpenError::UnknownSigner)?;
+    let signer = directory.signer(&signer_kid, receiver.now).ok_or(OpenError::UnknownSigner)?;
+    let (payload, jws_header) = josekit::jws::deserialize_compact_with_selector(&signed, |header| {
+        Ok((header.algorithm() == Some(SIGNING_ALG) && header.token_type() == Some(PACKET_JWS_TYPE))
+            .then_some(signer.key.verifier() as &dyn JwsVerifier))
+    })
+    .map_err(|_| OpenError::BadSignature)?;
+    if jws_header.key_id() != Some(signer_kid.as_str()) {
+        return Err(OpenError::BadSignature);
+    }
+    let claims: PacketClaims = serde_json::from_slice(&payload).map_err(|_| OpenError::BadSignature)?;
+
+    if claims.issuer != signer.country {
+        return Err(OpenError::IssuerMismatch);
+    }
+    if peer.is_some_and(|peer| peer != claims.issuer) {
+        return Err(OpenError::SenderMismatch);
+    }
+    if !signer.active {
+        return Err(OpenError::IssuerSuspended);
+    }
+    if claims.audience != receiver.country {
+        return Err(OpenError::WrongAudience);
+    }
+    if claims.expires_at <= receiver.now {
+        return Err(OpenError::Expired);
+    }
+    if claims.issued_at > receiver.now + receiver.max_skew {
+        return Err(OpenError::IssuedInFuture);
+    }
+    Ok(claims)
+}
+
+fn decrypter_for<'k>(header: &JweHeader, keys: &'k [DecryptionKey]) -> Option<&'k DecryptionKey> {
+    if header.algorithm() != Some(KEY_AGREEMENT_ALG) || header.token_type() != Some(PACKET_JWE_TYPE) {
+        return None;
+    }
+    let kid = header.key_id()?;
+    keys.iter().find(|key| key.kid() == kid)
+}
+
+/// What an arriving packet is, given the digest stored for its id, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Never seen: store it and receipt it.
+    New,
+    /// The same sealed bytes again (the sender retrying): answer the same receipt.
+    Redelivery,
+    /// Known id, other bytes: refused as a replay.
+    Replay,
+}
+
+pub fn classify_arrival(stored_digest: Option<&str>, digest: &str) -> Arrival {
+    match stored_digest {
+        None => Arrival::New,
+        Some(stored) if stored == digest => Arrival::Redelivery,
+        Some(_) => Arrival::Replay,
+    }
+}
+
+#[cfg(test)]
+mod tests;

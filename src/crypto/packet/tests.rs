@@ -1,0 +1,291 @@
+use std::collections::HashMap;
+
+use chrono::TimeZone;
+use josekit::jwk::Jwk;
+
+use super::*;
+use crate::crypto::jose_keys::{KeyUse, generate, public_of};
+use crate::crypto::receipt::{self, Expected, ReceiptClaims, ReceiptError};
+
+/// One gateway's keys: private halves, and the public halves a directory lists.
+struct Member {
+    country: CountryCode,
+    signing: SigningKey,
+    signing_public: Jwk,
+    decryption: DecryptionKey,
+    encryption: EncryptionKey,
+}
+
+fn member(country: &str) -> Member {
+    let signing = generate(KeyUse::Sig).unwrap();
+    let encryption = generate(KeyUse::Enc).unwrap();
+    Member {
+        country: CountryCode::parse(country).unwrap(),
+        signing: SigningKey::from_jwk(&signing).unwrap(),
+        signing_public: public_of(&signing).unwrap(),
+        decryption: DecryptionKey::from_jwk(&encryption).unwrap(),
+        encryption: EncryptionKey::from_jwk(&public_of(&encryption).unwrap()).unwrap(),
+    }
+}
+
+#[derive(Default)]
+struct Trust(HashMap<String, PublishedSigner>);
+
+impl Trust {
+    fn with(mut self, member: &Member, active: bool) -> Self {
+        let key = VerifyingKey::from_jwk(&member.signing_public).unwrap();
+        self.0.insert(key.kid().to_owned(), PublishedSigner { country: member.country, active, key });
+        self
+    }
+}
+
+impl SignerDirectory for Trust {
+    fn signer(&self, kid: &str, _at: DateTime<Utc>) -> Option<PublishedSigner> {
+        self.0.get(kid).cloned()
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+fn claims(from: &Member, to: &Member) -> PacketClaims {
+    PacketClaims {
+        packet_id: "0196f3a0-0000-7000-8000-000000000001".to_owned(),
+        packet_type: PacketType::Referral,
+        issuer: from.country,
+        audience: to.country,
+        recipient: OrgId::parse("nga-iom-lagos").unwrap(),
+        purpose: Some(Purpose::Reintegration),
+        policy_version: Some("ita-2026-11".to_owned()),
+        decision_id: Some("d-1".to_owned()),
+        consent_expires_at: Some(now() + Duration::days(90)),
+        retention_until: Some(now() + Duration::days(365)),
+        issued_at: now(),
+        expires_at: now() + Duration::days(7),
+        body: serde_json::json!({ "identity": { "given_name": "Blessing" } }),
+    }
+}
+
+fn receiver<'a>(member: &Member, keys: &'a [DecryptionKey], at: DateTime<Utc>) -> Receiver<'a> {
+    Receiver { country: member.country, keys, now: at, max_skew: Duration::minutes(5), max_bytes: 64 * 1024 }
+}
+
+struct Pair {
+    ita: Member,
+    nga: Member,
+    trust: Trust,
+}
+
+fn pair() -> Pair {
+    let (ita, nga) = (member("ITA"), member("NGA"));
+    let trust = Trust::default().with(&ita, true).with(&nga, true);
+    Pair { ita, nga, trust }
+}
+
+fn open_at_nga(pair: &Pair, sealed: &SealedPacket, at: DateTime<Utc>) -> Result<PacketClaims, OpenError> {
+    let keys = [pair.nga.decryption.clone()];
+    open(sealed.as_str().as_bytes(), &receiver(&pair.nga, &keys, at), &pair.trust, Some(pair.ita.country))
+}
+
+#[test]
+fn a_sealed_packet_opens_at_its_audience_with_the_claims_signed() {
+    let pair = pair();
+    let sent = claims(&pair.ita, &pair.nga);
+    let sealed = seal(&sent, &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert_eq!(open_at_nga(&pair, &sealed, now()).unwrap(), sent);
+}
+
+#[test]
+fn the_outer_header_reveals_nothing_but_what_decryption_needs() {
+    let pair = pair();
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    let header = sealed.as_str().split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    let mut names: Vec<&str> = header.as_object().unwrap().keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["alg", "enc", "epk", "kid", "typ"]);
+    for hidden in ["ITA", "nga-iom-lagos", "reintegration", "Blessing"] {
+        assert!(!sealed.as_str().contains(hidden));
+    }
+}
+
+#[test]
+fn an_oversized_packet_is_refused_before_anything_else() {
+    let pair = pair();
+    let keys = [pair.nga.decryption.clone()];
+    let junk = vec![b'x'; 64 * 1024 + 1];
+    assert_eq!(
+        open(&junk, &receiver(&pair.nga, &keys, now()), &pair.trust, None),
+        Err(OpenError::TooLarge { limit: 64 * 1024 })
+    );
+}
+
+#[test]
+fn a_packet_for_another_key_or_altered_in_transit_does_not_decrypt() {
+    let pair = pair();
+    let other = member("NGA");
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &other.encryption).unwrap();
+    assert_eq!(open_at_nga(&pair, &sealed, now()), Err(OpenError::Undecryptable));
+
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    let mut parts: Vec<String> = sealed.as_str().split('.').map(str::to_owned).collect();
+    let mut ciphertext = URL_SAFE_NO_PAD.decode(&parts[3]).unwrap();
+    ciphertext[10] ^= 1;
+    parts[3] = URL_SAFE_NO_PAD.encode(ciphertext);
+    let tampered = SealedPacket::from_wire(parts.join("."));
+    assert_eq!(open_at_nga(&pair, &tampered, now()), Err(OpenError::Undecryptable));
+    assert_eq!(open_at_nga(&pair, &SealedPacket::from_wire("not a packet".to_owned()), now()), Err(OpenError::Undecryptable));
+}
+
+#[test]
+fn a_packet_signed_by_a_key_outside_the_directory_is_refused() {
+    let pair = pair();
+    let stranger = member("ITA");
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &stranger.signing, &pair.nga.encryption).unwrap();
+    assert_eq!(open_at_nga(&pair, &sealed, now()), Err(OpenError::UnknownSigner));
+}
+
+/// Encrypts an arbitrary inner JWS to NGA, as a gateway holding NGA's public key could.
+fn encrypt_to(to: &Member, inner: &str) -> SealedPacket {
+    let mut header = JweHeader::new();
+    header.set_token_type(PACKET_JWE_TYPE);
+    header.set_content_encryption(CONTENT_ENC);
+    header.set_key_id(to.encryption.kid());
+    SealedPacket::from_wire(josekit::jwe::serialize_compact(inner.as_bytes(), &header, to.encryption.encrypter()).unwrap())
+}
+
+fn sign_inner(claims: &serde_json::Value, signer: &SigningKey, typ: &str) -> String {
+    let mut header = JwsHeader::new();
+    header.set_token_type(typ);
+    header.set_key_id(signer.kid());
+    josekit::jws::serialize_compact(&serde_json::to_vec(claims).unwrap(), &header, signer.signer()).unwrap()
+}
+
+#[test]
+fn altered_claims_under_a_valid_encryption_fail_the_signature() {
+    let pair = pair();
+    let signed = sign_inner(&serde_json::to_value(claims(&pair.ita, &pair.nga)).unwrap(), &pair.ita.signing, PACKET_JWS_TYPE);
+    let parts: Vec<&str> = signed.split('.').collect();
+    let mut altered = claims(&pair.ita, &pair.nga);
+    altered.recipient = OrgId::parse("nga-immigration").unwrap();
+    let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(serde_json::to_vec(&altered).unwrap()), parts[2]);
+    assert_eq!(open_at_nga(&pair, &encrypt_to(&pair.nga, &forged), now()), Err(OpenError::BadSignature));
+}
+
+#[test]
+fn a_receipt_or_other_signed_document_never_passes_as_a_packet() {
+    let pair = pair();
+    let body = serde_json::to_value(claims(&pair.ita, &pair.nga)).unwrap();
+    let signed = sign_inner(&body, &pair.ita.signing, crate::crypto::receipt::RECEIPT_JWS_TYPE);
+    assert_eq!(open_at_nga(&pair, &encrypt_to(&pair.nga, &signed), now()), Err(OpenError::BadSignature));
+}
+
+#[test]
+fn the_issuer_must_be_the_gateway_whose_key_signed_and_the_connection_it_came_over() {
+    let pair = pair();
+    let eri = member("ERI");
+    let trust = Trust::default().with(&pair.ita, true).with(&pair.nga, true).with(&eri, true);
+    let keys = [pair.nga.decryption.clone()];
+    let mut claimed = claims(&pair.ita, &pair.nga);
+    claimed.issuer = CountryCode::parse("ERI").unwrap();
+    let sealed = seal(&claimed, &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert_eq!(
+        open(sealed.as_str().as_bytes(), &receiver(&pair.nga, &keys, now()), &trust, None),
+        Err(OpenError::IssuerMismatch)
+    );
+
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert_eq!(
+        open(sealed.as_str().as_bytes(), &receiver(&pair.nga, &keys, now()), &trust, Some(eri.country)),
+        Err(OpenError::SenderMismatch)
+    );
+}
+
+#[test]
+fn a_suspended_issuer_is_refused() {
+    let pair = pair();
+    let trust = Trust::default().with(&pair.ita, false).with(&pair.nga, true);
+    let keys = [pair.nga.decryption.clone()];
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert_eq!(
+        open(sealed.as_str().as_bytes(), &receiver(&pair.nga, &keys, now()), &trust, None),
+        Err(OpenError::IssuerSuspended)
+    );
+}
+
+#[test]
+fn a_packet_addressed_to_another_gateway_is_refused_even_when_it_decrypts() {
+    let pair = pair();
+    let mut misaddressed = claims(&pair.ita, &pair.nga);
+    misaddressed.audience = CountryCode::parse("GMB").unwrap();
+    let sealed = seal(&misaddressed, &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert_eq!(open_at_nga(&pair, &sealed, now()), Err(OpenError::WrongAudience));
+}
+
+#[test]
+fn expiry_and_clock_skew_bound_when_a_packet_opens() {
+    let pair = pair();
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert!(open_at_nga(&pair, &sealed, now() + Duration::days(7) - Duration::seconds(1)).is_ok());
+    assert_eq!(open_at_nga(&pair, &sealed, now() + Duration::days(7)), Err(OpenError::Expired));
+    assert!(open_at_nga(&pair, &sealed, now() - Duration::minutes(5)).is_ok());
+    assert_eq!(open_at_nga(&pair, &sealed, now() - Duration::minutes(6)), Err(OpenError::IssuedInFuture));
+}
+
+#[test]
+fn an_arrival_is_new_a_redelivery_of_the_same_bytes_or_a_replay() {
+    assert_eq!(classify_arrival(None, "abc"), Arrival::New);
+    assert_eq!(classify_arrival(Some("abc"), "abc"), Arrival::Redelivery);
+    assert_eq!(classify_arrival(Some("abd"), "abc"), Arrival::Replay);
+}
+
+#[test]
+fn every_rejection_has_its_own_code() {
+    let all = [
+        OpenError::TooLarge { limit: 1 },
+        OpenError::Undecryptable,
+        OpenError::UnknownSigner,
+        OpenError::BadSignature,
+        OpenError::IssuerMismatch,
+        OpenError::SenderMismatch,
+        OpenError::IssuerSuspended,
+        OpenError::WrongAudience,
+        OpenError::Expired,
+        OpenError::IssuedInFuture,
+        OpenError::Replayed,
+    ];
+    let codes: std::collections::HashSet<&str> = all.iter().map(OpenError::code).collect();
+    assert_eq!(codes.len(), all.len());
+}
+
+#[test]
+fn a_receipt_confirms_exactly_the_packet_sent_by_the_gateway_it_was_sent_to() {
+    let pair = pair();
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    let issued = ReceiptClaims {
+        packet_id: "0196f3a0-0000-7000-8000-000000000001".to_owned(),
+        packet_sha256: sealed.digest(),
+        received_at: now(),
+        issuer: pair.nga.country,
+        audience: pair.ita.country,
+    };
+    let signed = receipt::sign(&issued, &pair.nga.signing).unwrap();
+    let digest = sealed.digest();
+    let expected = Expected { packet_id: &issued.packet_id, packet_sha256: &digest, from: pair.nga.country, to: pair.ita.country };
+    assert_eq!(receipt::verify(&signed, &pair.trust, now(), &expected).unwrap(), issued);
+
+    let other_bytes = Expected { packet_sha256: "AAAA", ..expected.clone() };
+    assert_eq!(receipt::verify(&signed, &pair.trust, now(), &other_bytes), Err(ReceiptError::Mismatch));
+    let other_gateway = Expected { from: CountryCode::parse("GMB").unwrap(), ..expected.clone() };
+    assert_eq!(receipt::verify(&signed, &pair.trust, now(), &other_gateway), Err(ReceiptError::WrongIssuer));
+    // A receipt NGA signs on ITA's behalf is still NGA's: the key decides.
+    let forged = receipt::sign(&issued, &pair.ita.signing).unwrap();
+    assert_eq!(receipt::verify(&forged, &pair.trust, now(), &expected), Err(ReceiptError::WrongIssuer));
+    let mut tampered = signed.clone();
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    assert_eq!(receipt::verify(&tampered, &pair.trust, now(), &expected), Err(ReceiptError::BadSignature));
+    let stranger = member("NGA");
+    let unknown = receipt::sign(&issued, &stranger.signing).unwrap();
+    assert_eq!(receipt::verify(&unknown, &pair.trust, now(), &expected), Err(ReceiptError::UnknownSigner));
+}
