@@ -48,9 +48,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
     },
-    /// The gateway's at-rest keys.
+    /// The gateway's keys: at rest, federation signing and encryption, TLS.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The federation directory (trust list): sign and verify.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -58,10 +61,56 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Create a key directory with fresh random keys (never overwrites).
+    /// Create a key directory with fresh keys (never overwrites): at-rest
+    /// keys, a federation signing key and encryption key, and a TLS key with
+    /// a self-signed certificate for the federation endpoint.
     Init {
         #[arg(long)]
         dir: PathBuf,
+        /// Host names or IP addresses of the federation endpoint's certificate.
+        #[arg(long = "tls-name", default_value = "localhost")]
+        tls_names: Vec<String>,
+    },
+    /// Add a new federation signing and encryption key beside the current ones.
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print this gateway's public keys and TLS pin as directory entry fields,
+    /// for the federation coordinator.
+    Public {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Start of the keys' validity (RFC 3339); now if not given.
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        #[arg(long, default_value_t = 365)]
+        valid_days: i64,
+    },
+    /// Create the federation coordinator's signing key: `coordinator.jwk`
+    /// (private, mode 0600) and `coordinator.pub.jwk`, which gateways trust.
+    Coordinator {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Check a directory (JSON) and sign it with the coordinator's key (JWS).
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a signed directory against the coordinator's public key; exit 1 if it fails.
+    Verify {
+        #[arg(long)]
+        coordinator: PathBuf,
+        signed: PathBuf,
     },
 }
 
@@ -130,10 +179,12 @@ pub fn run() -> ExitCode {
         }
         Command::Serve { config } => serve(&config),
         Command::Demo { dir, listen } => demo(&dir, listen),
-        Command::Keys(KeysCommand::Init { dir }) => crate::crypto::at_rest::init(&dir)
-            .map_err(|e| CliError::Usage(e.to_string()))
-            .and_then(|()| print(&format!("ok: keys created in {}", dir.display())))
-            .map(|()| ExitCode::SUCCESS),
+        Command::Keys(KeysCommand::Init { dir, tls_names }) => keys_init(&dir, &tls_names),
+        Command::Keys(KeysCommand::Rotate { dir }) => keys_rotate(&dir),
+        Command::Keys(KeysCommand::Public { dir, from, valid_days }) => keys_public(&dir, from.unwrap_or_else(Utc::now), valid_days),
+        Command::Keys(KeysCommand::Coordinator { dir }) => keys_coordinator(&dir),
+        Command::Directory(DirectoryCommand::Sign { key, input, out }) => directory_sign(&key, &input, &out),
+        Command::Directory(DirectoryCommand::Verify { coordinator, signed }) => directory_verify(&coordinator, &signed),
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config),
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
@@ -266,6 +317,79 @@ fn print(text: &str) -> Result<(), CliError> {
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+fn usage(error: impl std::fmt::Display) -> CliError {
+    CliError::Usage(error.to_string())
+}
+
+fn keys_init(dir: &Path, tls_names: &[String]) -> Result<ExitCode, CliError> {
+    crate::crypto::at_rest::init(dir).map_err(usage)?;
+    crate::crypto::federation_keys::init(dir, tls_names).map_err(usage)?;
+    print(&format!("ok: keys created in {}", dir.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys_rotate(dir: &Path) -> Result<ExitCode, CliError> {
+    let (sig, enc) = crate::crypto::federation_keys::rotate(dir).map_err(usage)?;
+    print(&format!(
+        "ok: added signing key {sig} and encryption key {enc}; publish them (`keys public`) with windows that overlap the current keys'"
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys_public(dir: &Path, from: DateTime<Utc>, valid_days: i64) -> Result<ExitCode, CliError> {
+    let keys = crate::crypto::federation_keys::load(dir).map_err(usage)?;
+    let until = from + chrono::Duration::days(valid_days.clamp(1, 3650));
+    let entry = json!({
+        "tls_spki_sha256": [keys.tls_spki_pin().map_err(usage)?],
+        "keys": keys.published(from, until).map_err(usage)?,
+    });
+    print(&serde_json::to_string_pretty(&entry)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys_coordinator(dir: &Path) -> Result<ExitCode, CliError> {
+    use crate::crypto::jose_keys::{self, KeyUse};
+    std::fs::create_dir_all(dir)?;
+    let key = jose_keys::generate(KeyUse::Sig).map_err(usage)?;
+    let public = jose_keys::public_of(&key).map_err(usage)?;
+    crate::crypto::at_rest::write_private(&dir.join("coordinator.jwk"), key.to_string().as_bytes()).map_err(usage)?;
+    std::fs::write(dir.join("coordinator.pub.jwk"), public.to_string())?;
+    print(&format!("ok: coordinator key {} in {}", public.key_id().unwrap_or_default(), dir.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_jwk(path: &Path) -> Result<josekit::jwk::Jwk, CliError> {
+    josekit::jwk::Jwk::from_bytes(read(path)?.as_bytes()).map_err(|e| CliError::Usage(format!("{}: not a JWK: {e}", path.display())))
+}
+
+fn directory_sign(key: &Path, input: &Path, out: &Path) -> Result<ExitCode, CliError> {
+    let signer = crate::crypto::jose_keys::SigningKey::from_jwk(&read_jwk(key)?).map_err(|e| CliError::Usage(format!("{}: {e}", key.display())))?;
+    let signed = crate::directory::signed::sign(&read(input)?, &signer).map_err(|e| CliError::Usage(format!("{}: {e}", input.display())))?;
+    std::fs::write(out, signed)?;
+    print(&format!("ok: {} signed into {}", input.display(), out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn directory_verify(coordinator: &Path, signed: &Path) -> Result<ExitCode, CliError> {
+    let key = crate::crypto::jose_keys::VerifyingKey::from_jwk(&read_jwk(coordinator)?)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", coordinator.display())))?;
+    match crate::directory::signed::verify(&read(signed)?, &key) {
+        Ok(directory) => {
+            print(&format!(
+                "ok: edition {}, {} organisations, signed by coordinator key {}",
+                directory.serial(),
+                directory.organisations().count(),
+                key.kid()
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", signed.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<String, CliError> {

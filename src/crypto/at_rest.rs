@@ -75,7 +75,7 @@ pub fn init(dir: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
     let write_error = |source| KeyError::Write { path: path.to_path_buf(), source };
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -4,3 +4,4 @@ pub mod at_rest;
 pub mod jose_keys;
 pub mod packet;
 pub mod receipt;
+pub mod federation_keys;

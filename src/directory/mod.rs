@@ -1,19 +1,32 @@
-//! The federation directory: member gateways and recipient organisations.
+//! The federation directory (trust list): member gateways with their keys,
+//! and recipient organisations.
 //!
-//! This is the document's content model and lookups. Its signature (JWS by the
-//! federation coordinator) is verified by the federation layer before parsing.
+//! This is the document's content model, its checks and its lookups. The
+//! coordinator's signature over it is in `signed`.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod signed;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use josekit::jwk::Jwk;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::jose_keys::{self, DecryptionKey, EncryptionKey, KeyUse, SigningKey, VerifyingKey};
+use crate::crypto::packet::{PublishedSigner, SignerDirectory};
 use crate::domain::recipient::{Recipient, Service};
 use crate::domain::{CountryCode, OrgId, RecipientKind};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryDocument {
+    /// Grows with every edition the coordinator signs: a gateway never
+    /// replaces its directory with an older edition.
+    #[serde(default)]
+    pub serial: u64,
     pub gateways: Vec<GatewayEntry>,
     pub organisations: Vec<OrganisationEntry>,
 }
@@ -22,7 +35,47 @@ pub struct DirectoryDocument {
 #[serde(deny_unknown_fields)]
 pub struct GatewayEntry {
     pub country: CountryCode,
+    /// Base URL of the gateway's federation endpoint (`https://`).
     pub endpoint: String,
+    #[serde(default)]
+    pub status: MemberStatus,
+    /// SHA-256 of the DER SubjectPublicKeyInfo of each TLS certificate the
+    /// gateway may present, standard base64. Two during a certificate change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_spki_sha256: Vec<String>,
+    /// Public signing and encryption keys, each with its validity window.
+    /// Windows overlap during a rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<PublishedKey>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    #[default]
+    Active,
+    /// Nothing is sent to it and nothing from it is accepted.
+    Suspended,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedKey {
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    /// A public P-256 JWK with `use` (`sig` or `enc`) and `kid` (its RFC 7638 thumbprint).
+    pub jwk: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How a recipient organisation receives what its gateway forwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Delivery {
+    /// It fetches from `GET /v1/inbox` with the `recipient` role.
+    #[default]
+    Pull,
+    /// Its gateway posts each packet, signed, to this `https://` URL.
+    Webhook { url: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -44,6 +97,8 @@ pub struct OrganisationEntry {
     pub state_actor: bool,
     #[serde(default)]
     pub services: BTreeSet<Service>,
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,13 +113,41 @@ pub enum DirectoryError {
     NoGateway(OrgId, CountryCode),
     #[error("organisation {0} is consular: it must name the state it represents")]
     ConsularWithoutState(OrgId),
+    #[error("gateway {country}: key {index}: {reason}")]
+    BadKey { country: CountryCode, index: usize, reason: String },
+    #[error("key id {0} is published more than once")]
+    DuplicateKey(String),
+    #[error("gateway {0}: a TLS pin is not the base64 of a SHA-256 digest")]
+    BadPin(CountryCode),
+    #[error("TLS pin of gateway {0} is also another gateway's")]
+    DuplicatePin(CountryCode),
+    #[error("{0}: the URL must start with https://")]
+    NotHttps(String),
 }
 
-/// A checked directory with lookups by organisation id.
+/// A key as checked when the directory was read.
+#[derive(Debug, Clone)]
+struct Window {
+    country: CountryCode,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+}
+
+impl Window {
+    fn valid_at(&self, at: DateTime<Utc>) -> bool {
+        self.not_before <= at && at < self.not_after
+    }
+}
+
+/// A checked directory with lookups by organisation id, key id and TLS pin.
 #[derive(Debug, Clone)]
 pub struct Directory {
+    serial: u64,
     gateways: BTreeMap<CountryCode, GatewayEntry>,
     organisations: BTreeMap<OrgId, OrganisationEntry>,
+    signers: HashMap<String, (Window, VerifyingKey)>,
+    encryption: HashMap<String, (Window, EncryptionKey)>,
+    pins: HashMap<String, CountryCode>,
 }
 
 impl Directory {
@@ -78,8 +161,44 @@ impl Directory {
 
     pub fn from_document(document: DirectoryDocument) -> Result<Self, DirectoryError> {
         let mut gateways = BTreeMap::new();
+        let (mut signers, mut encryption, mut pins) = (HashMap::new(), HashMap::new(), HashMap::new());
         for gateway in document.gateways {
             let country = gateway.country;
+            if !gateway.endpoint.starts_with("https://") {
+                return Err(DirectoryError::NotHttps(format!("gateway {country} endpoint")));
+            }
+            for (index, published) in gateway.keys.iter().enumerate() {
+                let bad = |reason: String| DirectoryError::BadKey { country, index, reason };
+                if published.not_before >= published.not_after {
+                    return Err(bad("not_before is not before not_after".to_owned()));
+                }
+                let jwk = Jwk::from_map(published.jwk.clone()).map_err(|e| bad(e.to_string()))?;
+                let window = Window { country, not_before: published.not_before, not_after: published.not_after };
+                let kid = match jwk.key_use() {
+                    Some("sig") => {
+                        let key = VerifyingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
+                        let kid = key.kid().to_owned();
+                        signers.insert(kid.clone(), (window, key)).map(|_| kid)
+                    }
+                    Some("enc") => {
+                        let key = EncryptionKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
+                        let kid = key.kid().to_owned();
+                        encryption.insert(kid.clone(), (window, key)).map(|_| kid)
+                    }
+                    _ => return Err(bad("`use` must be sig or enc".to_owned())),
+                };
+                if let Some(kid) = kid {
+                    return Err(DirectoryError::DuplicateKey(kid));
+                }
+            }
+            for pin in &gateway.tls_spki_sha256 {
+                if STANDARD.decode(pin).map(|digest| digest.len()) != Ok(32) {
+                    return Err(DirectoryError::BadPin(country));
+                }
+                if pins.insert(pin.clone(), country).is_some() {
+                    return Err(DirectoryError::DuplicatePin(country));
+                }
+            }
             if gateways.insert(country, gateway).is_some() {
                 return Err(DirectoryError::DuplicateGateway(country));
             }
@@ -92,12 +211,21 @@ impl Directory {
             if organisation.kind == RecipientKind::Consular && organisation.represents.is_none() {
                 return Err(DirectoryError::ConsularWithoutState(organisation.id));
             }
+            if let Delivery::Webhook { url } = &organisation.delivery
+                && !url.starts_with("https://")
+            {
+                return Err(DirectoryError::NotHttps(format!("organisation {} webhook", organisation.id)));
+            }
             let id = organisation.id.clone();
             if organisations.insert(id.clone(), organisation).is_some() {
                 return Err(DirectoryError::DuplicateOrganisation(id));
             }
         }
-        Ok(Self { gateways, organisations })
+        Ok(Self { serial: document.serial, gateways, organisations, signers, encryption, pins })
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     pub fn recipient(&self, id: &OrgId) -> Option<Recipient> {
@@ -118,4 +246,61 @@ impl Directory {
     pub fn gateway(&self, country: CountryCode) -> Option<&GatewayEntry> {
         self.gateways.get(&country)
     }
+
+    /// The member gateway presenting a TLS certificate with this SPKI pin.
+    pub fn gateway_by_pin(&self, spki_sha256: &str) -> Option<&GatewayEntry> {
+        self.pins.get(spki_sha256).and_then(|country| self.gateways.get(country))
+    }
+
+    /// The key to encrypt to `country` with at `at`: among its valid
+    /// encryption keys, the newest (latest `not_before`), so that senders
+    /// move to a new key as soon as its window opens.
+    pub fn encryption_key(&self, country: CountryCode, at: DateTime<Utc>) -> Option<&EncryptionKey> {
+        self.encryption
+            .values()
+            .filter(|(window, _)| window.country == country && window.valid_at(at))
+            .max_by_key(|(window, _)| window.not_before)
+            .map(|(_, key)| key)
+    }
+
+    /// Of this gateway's private keys, those the directory lists as valid
+    /// for `country` at `at`: the ones a packet to us may be encrypted to.
+    pub fn valid_decryption_keys(&self, country: CountryCode, at: DateTime<Utc>, keys: &[DecryptionKey]) -> Vec<DecryptionKey> {
+        keys.iter()
+            .filter(|key| self.encryption.get(key.kid()).is_some_and(|(window, _)| window.country == country && window.valid_at(at)))
+            .cloned()
+            .collect()
+    }
+
+    /// Of this gateway's signing keys, the one to sign with at `at`: published
+    /// for `country`, valid, and the newest.
+    pub fn current_signing_key<'k>(&self, country: CountryCode, at: DateTime<Utc>, keys: &'k [SigningKey]) -> Option<&'k SigningKey> {
+        keys.iter()
+            .filter_map(|key| {
+                let (window, _) = self.signers.get(key.kid())?;
+                (window.country == country && window.valid_at(at)).then_some((window.not_before, key))
+            })
+            .max_by_key(|(not_before, _)| *not_before)
+            .map(|(_, key)| key)
+    }
 }
+
+impl SignerDirectory for Directory {
+    fn signer(&self, kid: &str, at: DateTime<Utc>) -> Option<PublishedSigner> {
+        let (window, key) = self.signers.get(kid)?;
+        if !window.valid_at(at) {
+            return None;
+        }
+        let active = self.gateways.get(&window.country).is_some_and(|gateway| gateway.status == MemberStatus::Active);
+        Some(PublishedSigner { country: window.country, active, key: key.clone() })
+    }
+}
+
+/// A gateway's public entry for its keys, as `keys public` prints it for
+/// the coordinator: `keys` valid from `from` for `days`.
+pub fn published_key(jwk: &Jwk, from: DateTime<Utc>, until: DateTime<Utc>, use_: KeyUse) -> Result<PublishedKey, jose_keys::JwkError> {
+    let public = jose_keys::public_of(jwk)?;
+    jose_keys::check_public(&public, use_)?;
+    Ok(PublishedKey { not_before: from, not_after: until, jwk: public.as_ref().clone() })
+}
+

@@ -16,3 +16,4 @@ mod policies;
 mod referrals;
 mod roles;
 mod store;
+mod trust_list;

@@ -1,0 +1,151 @@
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use josekit::jwk::Jwk;
+
+use super::*;
+use crate::crypto::jose_keys::{DecryptionKey, KeyUse, generate, public_of};
+use crate::crypto::packet::SignerDirectory;
+use crate::directory::{DirectoryDocument, MemberStatus, published_key};
+use crate::domain::CountryCode;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+fn example() -> DirectoryDocument {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/directory.example.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ita() -> CountryCode {
+    CountryCode::parse("ITA").unwrap()
+}
+
+fn coordinator() -> (SigningKey, VerifyingKey) {
+    let key = generate(KeyUse::Sig).unwrap();
+    (SigningKey::from_jwk(&key).unwrap(), VerifyingKey::from_jwk(&public_of(&key).unwrap()).unwrap())
+}
+
+/// The example directory with ITA publishing `keys`, each valid over its window.
+fn with_ita_keys(keys: &[(&Jwk, DateTime<Utc>, DateTime<Utc>, KeyUse)]) -> DirectoryDocument {
+    let mut document = example();
+    let gateway = document.gateways.iter_mut().find(|g| g.country == ita()).unwrap();
+    gateway.keys = keys.iter().map(|(jwk, from, until, use_)| published_key(jwk, *from, *until, *use_).unwrap()).collect();
+    document
+}
+
+#[test]
+fn a_signed_directory_verifies_only_against_its_coordinator_and_unaltered() {
+    let (signing, verifying) = coordinator();
+    let json = serde_json::to_string(&example()).unwrap();
+    let signed = sign(&json, &signing).unwrap();
+    let directory = verify(&signed, &verifying).unwrap();
+    assert!(directory.gateway(ita()).is_some());
+
+    let (_, stranger) = coordinator();
+    assert!(matches!(verify(&signed, &stranger), Err(SignedDirectoryError::BadSignature)));
+
+    let parts: Vec<&str> = signed.split('.').collect();
+    let mut altered = example();
+    altered.organisations.retain(|o| o.id.as_str() != "nga-immigration");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, serde_json::to_vec(&altered).unwrap()),
+        parts[2]
+    );
+    assert!(matches!(verify(&forged, &verifying), Err(SignedDirectoryError::BadSignature)));
+}
+
+#[test]
+fn an_invalid_directory_is_neither_signed_nor_accepted() {
+    let (signing, _) = coordinator();
+    let mut document = example();
+    document.gateways[0].endpoint = "http://gateway.ita.example".to_owned();
+    let json = serde_json::to_string(&document).unwrap();
+    assert!(matches!(sign(&json, &signing), Err(SignedDirectoryError::Invalid(DirectoryError::NotHttps(_)))));
+}
+
+#[test]
+fn a_published_private_key_or_a_repeated_key_is_refused() {
+    let key = generate(KeyUse::Sig).unwrap();
+    let mut document = with_ita_keys(&[(&key, now(), now() + Duration::days(30), KeyUse::Sig)]);
+    let gateway = document.gateways.iter_mut().find(|g| g.country == ita()).unwrap();
+    gateway.keys[0].jwk = key.as_ref().clone();
+    assert!(matches!(Directory::from_document(document), Err(DirectoryError::BadKey { .. })));
+
+    let document = with_ita_keys(&[
+        (&key, now(), now() + Duration::days(30), KeyUse::Sig),
+        (&key, now() + Duration::days(20), now() + Duration::days(60), KeyUse::Sig),
+    ]);
+    assert!(matches!(Directory::from_document(document), Err(DirectoryError::DuplicateKey(_))));
+
+    let document = with_ita_keys(&[(&key, now(), now(), KeyUse::Sig)]);
+    assert!(matches!(Directory::from_document(document), Err(DirectoryError::BadKey { .. })));
+}
+
+#[test]
+fn tls_pins_must_be_sha256_digests_and_belong_to_one_gateway() {
+    let pin = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+    let mut document = example();
+    document.gateways[0].tls_spki_sha256 = vec![pin.clone()];
+    let directory = Directory::from_document(document.clone()).unwrap();
+    assert_eq!(directory.gateway_by_pin(&pin).map(|g| g.country), Some(document.gateways[0].country));
+    assert!(directory.gateway_by_pin("AAAA").is_none());
+
+    document.gateways[1].tls_spki_sha256 = vec![pin];
+    assert!(matches!(Directory::from_document(document.clone()), Err(DirectoryError::DuplicatePin(_))));
+    document.gateways[1].tls_spki_sha256 = vec!["not a digest".to_owned()];
+    assert!(matches!(Directory::from_document(document), Err(DirectoryError::BadPin(_))));
+}
+
+#[test]
+fn during_a_rotation_senders_take_the_newest_key_and_the_old_one_still_opens() {
+    let (old, new) = (generate(KeyUse::Enc).unwrap(), generate(KeyUse::Enc).unwrap());
+    let (old_sig, new_sig) = (generate(KeyUse::Sig).unwrap(), generate(KeyUse::Sig).unwrap());
+    let directory = Directory::from_document(with_ita_keys(&[
+        (&old, now() - Duration::days(365), now() + Duration::days(7), KeyUse::Enc),
+        (&new, now() - Duration::days(1), now() + Duration::days(365), KeyUse::Enc),
+        (&old_sig, now() - Duration::days(365), now() + Duration::days(7), KeyUse::Sig),
+        (&new_sig, now() - Duration::days(1), now() + Duration::days(365), KeyUse::Sig),
+    ]))
+    .unwrap();
+    let ours = [DecryptionKey::from_jwk(&old).unwrap(), DecryptionKey::from_jwk(&new).unwrap()];
+    let signing = [SigningKey::from_jwk(&old_sig).unwrap(), SigningKey::from_jwk(&new_sig).unwrap()];
+
+    assert_eq!(directory.encryption_key(ita(), now()).unwrap().kid(), new.key_id().unwrap());
+    assert_eq!(directory.valid_decryption_keys(ita(), now(), &ours).len(), 2);
+    assert_eq!(directory.current_signing_key(ita(), now(), &signing).unwrap().kid(), new_sig.key_id().unwrap());
+    assert!(directory.signer(old_sig.key_id().unwrap(), now()).is_some());
+
+    let later = now() + Duration::days(8);
+    let still_open = directory.valid_decryption_keys(ita(), later, &ours);
+    assert_eq!(still_open.iter().map(|k| k.kid()).collect::<Vec<_>>(), [new.key_id().unwrap()]);
+    assert!(directory.signer(old_sig.key_id().unwrap(), later).is_none());
+
+    let before = now() - Duration::days(2);
+    assert_eq!(directory.encryption_key(ita(), before).unwrap().kid(), old.key_id().unwrap());
+    assert!(directory.encryption_key(CountryCode::parse("NGA").unwrap(), now()).is_none());
+}
+
+#[test]
+fn a_suspended_gateway_keeps_its_keys_listed_but_is_not_active() {
+    let sig = generate(KeyUse::Sig).unwrap();
+    let mut document = with_ita_keys(&[(&sig, now() - Duration::days(1), now() + Duration::days(30), KeyUse::Sig)]);
+    document.gateways.iter_mut().find(|g| g.country == ita()).unwrap().status = MemberStatus::Suspended;
+    let directory = Directory::from_document(document).unwrap();
+    let signer = directory.signer(sig.key_id().unwrap(), now()).unwrap();
+    assert_eq!(signer.country, ita());
+    assert!(!signer.active);
+}
+
+#[test]
+fn an_older_edition_never_replaces_the_one_in_use() {
+    let mut document = example();
+    document.serial = 7;
+    let current = Directory::from_document(document.clone()).unwrap();
+    document.serial = 6;
+    let older = Directory::from_document(document.clone()).unwrap();
+    assert!(matches!(newer_or_same(&current, older), Err(SignedDirectoryError::Rollback { offered: 6, current: 7 })));
+    document.serial = 8;
+    assert_eq!(newer_or_same(&current, Directory::from_document(document).unwrap()).unwrap().serial(), 8);
+}
