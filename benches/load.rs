@@ -49,6 +49,10 @@ async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> 
     let dir = tempfile::tempdir()?;
     referral_gateway::crypto::at_rest::init(&dir.path().join("keys"))?;
     let pki = referral_gateway::dev_pki::create(&dir.path().join("pki"), &["bench-client"])?;
+    let signed = referral_gateway::dev_pki::sign_directory(
+        &dir.path().join("federation"),
+        &std::fs::read_to_string(repo("config/directory.example.json"))?,
+    )?;
     let client_files = pki.clients.first().ok_or("no client certificate")?;
     let database = match backend {
         Backend::Sqlite => format!("url = \"sqlite://{}\"", dir.path().join("gateway.db").display()),
@@ -61,11 +65,12 @@ async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> 
     };
     let config = format!(
         "country = \"ITA\"\n[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
-         [database]\n{database}\n[keys]\ndir = \"keys\"\n[directory]\nfile = \"{}\"\n[policy]\ninitial_dir = \"{}\"\n\
+         [database]\n{database}\n[keys]\ndir = \"keys\"\n[directory]\nfile = \"{}\"\ncoordinator_key = \"{}\"\n[policy]\ninitial_dir = \"{}\"\n\
          [auth.clients.bench]\nfingerprint = \"{}\"\norg = \"ita-iom-rome\"\nroles = [\"submitter\"]\n[log]\nlevel = \"warn\"\n",
         pki.server_certificate.display(),
         pki.server_key.display(),
-        repo("config/directory.example.json"),
+        signed.directory.display(),
+        signed.coordinator_key.display(),
         repo("config/policies"),
         client_files.fingerprint.display(),
     );

@@ -241,16 +241,19 @@ fn demo(dir: &Path, listen: std::net::SocketAddr) -> Result<ExitCode, CliError> 
         crate::crypto::at_rest::init(&dir.join("ita").join("keys")).map_err(|e| fail(&e))?;
         let names: Vec<&str> = DEMO_CLIENTS.iter().map(|(name, _, _)| *name).collect();
         let pki = crate::dev_pki::create(&dir.join("pki"), &names).map_err(|e| fail(&e))?;
+        let signed = crate::dev_pki::sign_directory(&dir.join("federation"), &read(Path::new("config/directory.example.json"))?)
+            .map_err(|e| fail(&e))?;
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
         let mut text = format!(
             "# Written by `referral-gateway demo`: a local gateway for Italy.\ncountry = \"ITA\"\n\n[server]\nlisten = \"{listen}\"\n\n\
              [server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n[database]\nurl = \"sqlite://{}\"\n\n\
-             [keys]\ndir = \"{}\"\n\n[directory]\nfile = \"{}\"\n\n[policy]\ninitial_dir = \"{}\"\n\n",
+             [keys]\ndir = \"{}\"\n\n[directory]\nfile = \"{}\"\ncoordinator_key = \"{}\"\n\n[policy]\ninitial_dir = \"{}\"\n\n",
             absolute(&pki.server_certificate),
             absolute(&pki.server_key),
             absolute(&dir.join("ita").join("gateway.db")),
             absolute(&dir.join("ita").join("keys")),
-            absolute(Path::new("config/directory.example.json")),
+            absolute(&signed.directory),
+            absolute(&signed.coordinator_key),
             absolute(Path::new("config/policies")),
         );
         for (client, (name, org, role)) in pki.clients.iter().zip(DEMO_CLIENTS) {
@@ -262,7 +265,9 @@ fn demo(dir: &Path, listen: std::net::SocketAddr) -> Result<ExitCode, CliError> 
         }
         std::fs::write(&config_path, text).map_err(|e| fail(&e))?;
     }
-    let config = load_config(&config_path)?;
+    let config = load_config(&config_path).map_err(|e| {
+        CliError::Usage(format!("{e}\n(a demo directory from an older version? remove {} and run the demo again)", dir.display()))
+    })?;
     crate::telemetry::init(&config.log);
     let pki = dir.join("pki");
     let base = format!("https://localhost:{}", config.server.listen.port());

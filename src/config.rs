@@ -107,8 +107,18 @@ pub struct KeysConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
-    /// The federation directory (JSON, see `schemas/directory.schema.json`).
+    /// The federation directory as the coordinator signed it (compact JWS
+    /// over JSON of `schemas/directory.schema.json`).
     pub file: PathBuf,
+    /// The federation coordinator's public key (JWK) that must have signed it.
+    pub coordinator_key: PathBuf,
+    /// How often the file is checked for a new edition, in seconds.
+    #[serde(default = "default_directory_refresh")]
+    pub refresh_seconds: u64,
+}
+
+fn default_directory_refresh() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +273,7 @@ impl GatewayConfig {
         };
         resolve(&mut self.keys.dir);
         resolve(&mut self.directory.file);
+        resolve(&mut self.directory.coordinator_key);
         resolve(&mut self.policy.initial_dir);
         if let Some(tls) = &mut self.server.tls {
             resolve(&mut tls.certificate);
@@ -285,6 +296,9 @@ impl GatewayConfig {
         let url = &self.database.url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
             return invalid("database.url", "must be sqlite://<file path> or postgres://...");
+        }
+        if !(1..=86_400).contains(&self.directory.refresh_seconds) {
+            return invalid("directory.refresh_seconds", "must be between 1 and 86400");
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");

@@ -15,6 +15,36 @@ pub enum DevPkiError {
     Generate(#[from] rcgen::Error),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot sign the directory: {0}")]
+    Directory(String),
+}
+
+/// A directory signed by a throw-away coordinator key.
+#[derive(Debug, Clone)]
+pub struct SignedDirectoryFiles {
+    /// The signed directory (compact JWS): `directory.file`.
+    pub directory: PathBuf,
+    /// The coordinator's public key: `directory.coordinator_key`.
+    pub coordinator_key: PathBuf,
+    /// Its private key (mode 0600), to sign later editions.
+    pub coordinator_private_key: PathBuf,
+}
+
+/// Signs `directory_json` with a fresh coordinator key and writes
+/// `directory.jws`, `coordinator.pub.jwk` and `coordinator.jwk` into `dir`.
+pub fn sign_directory(dir: &Path, directory_json: &str) -> Result<SignedDirectoryFiles, DevPkiError> {
+    use crate::crypto::jose_keys::{self, KeyUse, SigningKey};
+    let failed = |e: &dyn std::fmt::Display| DevPkiError::Directory(e.to_string());
+    std::fs::create_dir_all(dir).map_err(|source| DevPkiError::Write { path: dir.to_path_buf(), source })?;
+    let key = jose_keys::generate(KeyUse::Sig).map_err(|e| failed(&e))?;
+    let signer = SigningKey::from_jwk(&key).map_err(|e| failed(&e))?;
+    let signed = crate::directory::signed::sign(directory_json, &signer).map_err(|e| failed(&e))?;
+    let public = jose_keys::public_of(&key).map_err(|e| failed(&e))?;
+    Ok(SignedDirectoryFiles {
+        directory: write(dir.join("directory.jws"), &signed)?,
+        coordinator_key: write(dir.join("coordinator.pub.jwk"), &public.to_string())?,
+        coordinator_private_key: write(dir.join("coordinator.jwk"), &key.to_string())?,
+    })
 }
 
 /// A client certificate written to disk.

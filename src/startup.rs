@@ -3,6 +3,7 @@
 //! through [`Application::build`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use crate::auth::client_cert::ClientCertificates;
 use crate::auth::oidc::{OidcSetupError, OidcVerifier};
 use crate::config::GatewayConfig;
 use crate::crypto::at_rest::{KeyError, KeyRing};
-use crate::directory::{Directory, DirectoryError};
+use crate::crypto::jose_keys::VerifyingKey;
+use crate::directory::signed;
 use crate::http::auth::Authenticator;
 use crate::http::metrics::Metrics;
 use crate::http::server::{serve, tls_acceptor, TlsSetupError};
@@ -68,10 +70,10 @@ impl Application {
     pub async fn build(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let keys = KeyRing::load(&config.keys.dir)?;
         let directory_path = config.directory.file.display().to_string();
-        let directory_text = std::fs::read_to_string(&config.directory.file)
+        let coordinator = signed::read_coordinator_key(&config.directory.coordinator_key)
             .map_err(|e| StartError::Directory { path: directory_path.clone(), reason: e.to_string() })?;
-        let directory = Directory::parse(&directory_text)
-            .map_err(|e: DirectoryError| StartError::Directory { path: directory_path, reason: e.to_string() })?;
+        let (directory_text, directory) = signed::read_signed(&config.directory.file, &coordinator)
+            .map_err(|e| StartError::Directory { path: directory_path, reason: e.to_string() })?;
         if directory.gateway(config.country).is_none() {
             return Err(StartError::NotAMember(config.country.to_string()));
         }
@@ -108,7 +110,14 @@ impl Application {
         let (shutdown, stopped) = watch::channel(());
         let is_tls = tls.is_some();
         let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
-        tokio::spawn(refresh_policy(Arc::clone(&gateway), stopped));
+        tokio::spawn(refresh_policy(Arc::clone(&gateway), stopped.clone()));
+        let watch = DirectoryWatch {
+            path: config.directory.file.clone(),
+            coordinator,
+            every: Duration::from_secs(config.directory.refresh_seconds),
+            last_text: directory_text,
+        };
+        tokio::spawn(refresh_directory(Arc::clone(&gateway), watch, stopped));
         tracing::info!(%local_addr, tls = is_tls, country = %config.country, "gateway listening");
         Ok(Self { local_addr, tls: is_tls, gateway, shutdown, server })
     }
@@ -150,6 +159,39 @@ impl Application {
         tracing::info!("stopping");
         self.stop();
         let _ = self.server.await;
+    }
+}
+
+struct DirectoryWatch {
+    path: PathBuf,
+    coordinator: VerifyingKey,
+    every: Duration,
+    /// The text last read, good or bad: a file is checked again only once it changes.
+    last_text: String,
+}
+
+/// Re-reads the signed directory when its file changes. A new edition that
+/// fails its signature or checks, is older, or drops this gateway is logged
+/// and ignored: the last good edition stays in force.
+async fn refresh_directory(gateway: Arc<Gateway>, mut watch: DirectoryWatch, mut stopped: watch::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(watch.every) => {},
+            _ = stopped.changed() => return,
+        }
+        let Ok(text) = tokio::fs::read_to_string(&watch.path).await else {
+            tracing::warn!(path = %watch.path.display(), "directory file unreadable; the previous edition stays in force");
+            continue;
+        };
+        if text == watch.last_text {
+            continue;
+        }
+        let outcome = signed::verify(&text, &watch.coordinator).and_then(|offered| gateway.replace_directory(offered));
+        watch.last_text = text;
+        match outcome {
+            Ok(serial) => tracing::info!(serial, "directory edition in force"),
+            Err(error) => tracing::error!(%error, "new directory refused; the previous edition stays in force"),
+        }
     }
 }
 

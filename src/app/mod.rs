@@ -16,6 +16,7 @@ use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{AuthError, Principal, Role};
 use crate::crypto::at_rest::KeyRing;
 use crate::directory::Directory;
+use crate::directory::signed::{self, SignedDirectoryError};
 use crate::domain::policy::SharingPolicy;
 use crate::domain::submission::FieldProblem;
 use crate::domain::decision::ReasonCode;
@@ -47,7 +48,7 @@ pub struct ActivePolicy {
 /// Everything a use case needs; one per running gateway.
 pub struct Gateway {
     pub country: CountryCode,
-    pub directory: Directory,
+    directory: RwLock<Arc<Directory>>,
     pub keys: KeyRing,
     pub store: Arc<dyn Store>,
     pub writer: Writer,
@@ -100,7 +101,31 @@ impl Gateway {
         clock: Arc<dyn Clock>,
         policy: ActivePolicy,
     ) -> Self {
-        Self { country, directory, keys, store, writer, clock, policy: RwLock::new(Arc::new(policy)) }
+        Self { country, directory: RwLock::new(Arc::new(directory)), keys, store, writer, clock, policy: RwLock::new(Arc::new(policy)) }
+    }
+
+    /// The directory edition in force now.
+    pub fn directory(&self) -> Arc<Directory> {
+        match self.directory.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts a newly verified directory edition in force, unless it is older
+    /// than the one in use or no longer lists this gateway.
+    pub fn replace_directory(&self, offered: Directory) -> Result<u64, SignedDirectoryError> {
+        let mut guard = match self.directory.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if offered.gateway(self.country).is_none() {
+            return Err(SignedDirectoryError::NotListed);
+        }
+        let accepted = signed::newer_or_same(&guard, offered)?;
+        let serial = accepted.serial();
+        *guard = Arc::new(accepted);
+        Ok(serial)
     }
 
     /// The policy in force now.
@@ -144,7 +169,7 @@ impl Gateway {
     /// audits and refuses otherwise. A token or certificate of another
     /// country's organisation gets nothing here, whatever roles it claims.
     pub async fn require(&self, principal: &Principal, roles: &[Role]) -> Result<(), AppError> {
-        let served_here = self.directory.organisation(&principal.org).is_some_and(|o| o.country == self.country);
+        let served_here = self.directory().organisation(&principal.org).is_some_and(|o| o.country == self.country);
         if !served_here {
             self.audit_refusal(principal.actor(), "forbidden", "org_not_served_here").await?;
             return Err(AppError::Forbidden { code: "org_not_served_here" });

@@ -57,7 +57,7 @@ impl Gateway {
         // retries are rare, and a lookup before every decision would cost a
         // database round trip per referral.
         let policy = self.policy();
-        let recipient = self.directory.recipient(&submission.destination);
+        let recipient = self.directory().recipient(&submission.destination);
         let (decision, payload) = decide_and_minimise(
             &submission.case,
             &submission.consent,

@@ -3,6 +3,8 @@
 //! nothing in it before the signature checks against the coordinator key it
 //! was configured with.
 
+use std::path::Path;
+
 use josekit::jws::{JwsHeader, JwsVerifier};
 
 use super::{Directory, DirectoryError};
@@ -20,6 +22,27 @@ pub enum SignedDirectoryError {
     Sign(String),
     #[error("directory edition {offered} is older than edition {current} already in use")]
     Rollback { offered: u64, current: u64 },
+    #[error("the directory does not list this gateway")]
+    NotListed,
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+}
+
+/// The coordinator's public key, from a JWK file.
+pub fn read_coordinator_key(path: &Path) -> Result<VerifyingKey, SignedDirectoryError> {
+    let unreadable = |reason: String| SignedDirectoryError::Read { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    let jwk = josekit::jwk::Jwk::from_bytes(text.as_bytes()).map_err(|e| unreadable(e.to_string()))?;
+    VerifyingKey::from_jwk(&jwk).map_err(|e| unreadable(e.to_string()))
+}
+
+/// Reads and verifies the signed directory at `path`; returns its text too,
+/// so that a watcher can tell when the file has changed.
+pub fn read_signed(path: &Path, coordinator: &VerifyingKey) -> Result<(String, Directory), SignedDirectoryError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SignedDirectoryError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    let directory = verify(&text, coordinator)?;
+    Ok((text, directory))
 }
 
 /// Checks `json` as a directory, then signs exactly those bytes.

@@ -9,7 +9,7 @@ fn the_example_configuration_is_valid() {
     let config = GatewayConfig::load(&repo_path("config/gateway.example.toml")).unwrap();
     assert_eq!(config.country.as_str(), "ITA");
     assert_eq!(config.server.body_limit_bytes, 262144);
-    assert!(config.directory.file.ends_with("config/directory.example.json"));
+    assert!(config.directory.file.ends_with("config/directory.example.jws"));
     assert_eq!(config.auth.clients.len(), 1);
 }
 
@@ -111,4 +111,20 @@ fn verifying_an_empty_audit_log_is_an_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("audit log is empty"), "{stderr}");
+}
+
+#[test]
+fn the_example_signed_directory_is_the_example_directory_signed_by_the_example_coordinator() {
+    use referral_gateway::directory::signed;
+    let key = signed::read_coordinator_key(&repo_path("config/coordinator.example.pub.jwk")).unwrap();
+    let (text, directory) = signed::read_signed(&repo_path("config/directory.example.jws"), &key).unwrap();
+    let payload = text.split('.').nth(1).unwrap();
+    let payload = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap();
+    assert_eq!(
+        String::from_utf8(payload).unwrap(),
+        std::fs::read_to_string(repo_path("config/directory.example.json")).unwrap(),
+        "config/directory.example.jws is stale: sign config/directory.example.json again with a new coordinator key \
+         (`keys coordinator`, `directory sign`) and replace config/coordinator.example.pub.jwk"
+    );
+    assert!(directory.organisations().count() > 20);
 }

@@ -158,6 +158,8 @@ pub fn write_config(dir: &Path, backend: Backend, extra: &str) -> (PathBuf, Opti
     referral_gateway::crypto::at_rest::init(&dir.join("keys")).unwrap();
     std::fs::write(dir.join("server.pem"), &pki.server_cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), &pki.server_key_pem).unwrap();
+    let example = std::fs::read_to_string(repo_path("config/directory.example.json")).unwrap();
+    let signed = referral_gateway::dev_pki::sign_directory(&dir.join("federation"), &example).unwrap();
     let (database, schema) = match backend {
         Backend::Sqlite => (format!("url = \"sqlite://{}\"", dir.join("gateway.db").display()), None),
         Backend::Postgres => {
@@ -193,6 +195,8 @@ dir = "keys"
 
 [directory]
 file = "{directory}"
+coordinator_key = "{coordinator}"
+refresh_seconds = 1
 
 [policy]
 initial_dir = "{policies}"
@@ -200,7 +204,8 @@ initial_dir = "{policies}"
 {clients}
 {extra}
 "#,
-        directory = repo_path("config/directory.example.json").display(),
+        directory = signed.directory.display(),
+        coordinator = signed.coordinator_key.display(),
         policies = repo_path("config/policies").display(),
     );
     let path = dir.join("gateway.toml");

@@ -84,3 +84,83 @@ fn an_invalid_directory_is_not_signed() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("https://"));
     assert!(!dir.path().join("out.jws").exists());
 }
+
+mod in_a_running_gateway {
+    use std::time::Duration;
+
+    use referral_gateway::crypto::jose_keys::SigningKey;
+    use referral_gateway::directory::signed;
+    use serde_json::Value;
+
+    use crate::helpers::{Backend, FixedClock, Who, fixture_time, repo_path, spawn_app, write_config};
+
+    fn example_with(serial: u64, without: Option<&str>) -> String {
+        let mut directory: Value = serde_json::from_str(&std::fs::read_to_string(repo_path("config/directory.example.json")).unwrap()).unwrap();
+        directory["serial"] = serial.into();
+        if let Some(id) = without {
+            directory["organisations"].as_array_mut().unwrap().retain(|o| o["id"] != id);
+        }
+        directory.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_gateway_refuses_to_start_on_a_directory_its_coordinator_did_not_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_config(dir.path(), Backend::Sqlite, "");
+        let config = referral_gateway::config::GatewayConfig::load(&path).unwrap();
+        // Signed by another coordinator: well-formed, but not by the configured key.
+        let other = referral_gateway::dev_pki::sign_directory(&dir.path().join("other"), &example_with(1, None)).unwrap();
+        std::fs::copy(&other.directory, &config.directory.file).unwrap();
+        let error = referral_gateway::startup::Application::build(&config, std::sync::Arc::new(FixedClock(fixture_time())))
+            .await
+            .expect_err("the gateway started on a directory signed by someone else");
+        assert!(error.to_string().contains("signature does not verify"), "{error}");
+    }
+
+    /// Polls until IOM Rome's read of an unknown referral answers `status`.
+    async fn wait_for(app: &crate::helpers::TestApp, status: u16) -> bool {
+        for _ in 0..50 {
+            let reply = app.send(app.client(Who::IomRome).get(app.url("/v1/referrals/0196f3a0-0000-7000-8000-000000000000"))).await;
+            if reply.status == status {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_new_edition_is_taken_up_and_a_forged_or_older_one_is_not() {
+        let app = spawn_app(Backend::Sqlite).await;
+        let file = app.config.directory.file.clone();
+        let coordinator = file.parent().unwrap().join("coordinator.jwk");
+        let key = SigningKey::from_jwk(&josekit::jwk::Jwk::from_bytes(std::fs::read(&coordinator).unwrap()).unwrap()).unwrap();
+        let publish = |json: String| std::fs::write(&file, signed::sign(&json, &key).unwrap()).unwrap();
+        assert!(wait_for(&app, 404).await);
+
+        // Edition 2 drops IOM Rome: from then on it is not served here.
+        publish(example_with(2, Some("ita-iom-rome")));
+        assert!(wait_for(&app, 403).await, "edition 2 was not taken up");
+
+        // An older edition that lists it again is refused.
+        publish(example_with(1, None));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(wait_for(&app, 403).await);
+        assert_eq!(app.app.gateway().directory().serial(), 2);
+
+        // A forged edition 3 (payload changed after signing) is refused.
+        let genuine = signed::sign(&example_with(3, Some("ita-iom-rome")), &key).unwrap();
+        let parts: Vec<&str> = genuine.split('.').collect();
+        let forged_payload =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, example_with(3, None).as_bytes());
+        std::fs::write(&file, format!("{}.{forged_payload}.{}", parts[0], parts[2])).unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(app.app.gateway().directory().serial(), 2);
+        assert!(wait_for(&app, 403).await);
+
+        // A genuine edition 3 that lists it again is taken up.
+        publish(example_with(3, None));
+        assert!(wait_for(&app, 404).await, "edition 3 was not taken up");
+        assert_eq!(app.app.gateway().directory().serial(), 3);
+    }
+}
