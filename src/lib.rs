@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod dev_pki;
 pub mod directory;
 pub mod domain;
+pub mod federation;
 pub mod hex;
 pub mod http;
 pub mod policy_files;
