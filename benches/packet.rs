@@ -68,7 +68,7 @@ fn bench_packet(c: &mut Criterion) {
     let to = EncryptionKey::from_jwk(&public_of(&encryption).unwrap()).unwrap();
     let keys = [DecryptionKey::from_jwk(&encryption).unwrap()];
     let trust = OneSigner(PublishedSigner { country: ita, active: true, key: VerifyingKey::from_jwk(&public_of(&signing).unwrap()).unwrap() });
-    let receiver = Receiver { country: gmb, keys: &keys, now, max_skew: Duration::minutes(5), max_bytes: 1024 * 1024 };
+    let receiver = Receiver { country: gmb, keys: &keys, now, max_skew: Duration::minutes(5), max_bytes: 1024 * 1024, max_lifetime: Duration::days(30) };
 
     let sealed = seal(&claims, &signer, &to).unwrap();
     println!("packet: {} bytes sealed, {} bytes of claims", sealed.as_str().len(), serde_json::to_vec(&claims).unwrap().len());

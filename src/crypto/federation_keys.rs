@@ -59,12 +59,14 @@ pub fn init(keys_dir: &Path, tls_names: &[String]) -> Result<(), FederationKeyEr
     if dir.join(TLS_KEY_FILE).exists() || list(&dir).is_ok_and(|files| !files.is_empty()) {
         return Err(FederationKeyError::Exists(dir));
     }
-    fs::create_dir_all(&dir).map_err(|source| KeyError::Write { path: dir.clone(), source })?;
-    add_pair(&dir)?;
+    // Everything that can fail for a reason other than the disk comes first,
+    // so that a refused name leaves no half-made key directory behind.
     let key = KeyPair::generate().map_err(|e| FederationKeyError::Certificate(e.to_string()))?;
     let mut params = CertificateParams::new(tls_names.to_vec()).map_err(|e| FederationKeyError::Certificate(e.to_string()))?;
     params.distinguished_name.push(DnType::CommonName, "referral-gateway federation endpoint");
     let certificate = params.self_signed(&key).map_err(|e| FederationKeyError::Certificate(e.to_string()))?;
+    fs::create_dir_all(&dir).map_err(|source| KeyError::Write { path: dir.clone(), source })?;
+    add_pair(&dir)?;
     write_private(&dir.join(TLS_KEY_FILE), key.serialize_pem().as_bytes())?;
     write_private(&dir.join(TLS_CERTIFICATE_FILE), certificate.pem().as_bytes())?;
     Ok(())

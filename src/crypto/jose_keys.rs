@@ -273,6 +273,17 @@ mod tests {
     }
 
     #[test]
+    fn the_thumbprint_of_a_known_key_is_the_known_value() {
+        // The P-256 key of RFC 7517 appendix A.1; the value was computed
+        // independently (Python: sorted compact JSON of crv, kty, x, y; SHA-256; base64url).
+        let jwk = Jwk::from_bytes(
+            br#"{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM","use":"enc","kid":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(thumbprint(&jwk).unwrap(), "cn-I_WNMClehiVp51i_0VpOENW1upEerA8sEam5hn-s");
+    }
+
+    #[test]
     fn the_thumbprint_matches_rfc_7638_canonical_form() {
         // Same key, members in another order and extra members: same thumbprint.
         let key = public_of(&generate(KeyUse::Sig).unwrap()).unwrap();

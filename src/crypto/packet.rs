@@ -94,6 +94,8 @@ pub enum OpenError {
     WrongAudience,
     #[error("the packet has expired")]
     Expired,
+    #[error("the packet's lifetime (issued to expiry) is empty or longer than allowed")]
+    LifetimeTooLong,
     #[error("the packet is issued too far in the future")]
     IssuedInFuture,
     #[error("a packet with this id was received before with other content")]
@@ -112,6 +114,7 @@ impl OpenError {
             Self::IssuerSuspended => "packet-issuer-suspended",
             Self::WrongAudience => "packet-wrong-audience",
             Self::Expired => "packet-expired",
+            Self::LifetimeTooLong => "packet-lifetime-too-long",
             Self::IssuedInFuture => "packet-issued-in-future",
             Self::Replayed => "packet-replayed",
         }
@@ -180,6 +183,9 @@ pub struct Receiver<'a> {
     pub now: DateTime<Utc>,
     pub max_skew: Duration,
     pub max_bytes: usize,
+    /// Longest `expires_at - issued_at` accepted: ids of received packets
+    /// are kept until their packet expires, so expiry must be bounded.
+    pub max_lifetime: Duration,
 }
 
 /// Decrypts, verifies and checks a sealed packet. `peer` is the member
@@ -194,6 +200,9 @@ pub fn open(
         return Err(OpenError::TooLarge { limit: receiver.max_bytes });
     }
     let text = std::str::from_utf8(sealed).map_err(|_| OpenError::Undecryptable)?;
+    if !has_full_iv_and_tag(text) {
+        return Err(OpenError::Undecryptable);
+    }
     let (signed, jwe_header) = josekit::jwe::deserialize_compact_with_selector(text, |header| {
         Ok(decrypter_for(header, receiver.keys).map(|key| key.decrypter() as &dyn JweDecrypter))
     })
@@ -229,14 +238,34 @@ pub fn open(
     if claims.expires_at <= receiver.now {
         return Err(OpenError::Expired);
     }
+    if claims.expires_at <= claims.issued_at || claims.expires_at - claims.issued_at > receiver.max_lifetime {
+        return Err(OpenError::LifetimeTooLong);
+    }
     if claims.issued_at > receiver.now + receiver.max_skew {
         return Err(OpenError::IssuedInFuture);
     }
     Ok(claims)
 }
 
+/// GCM with its full 96-bit IV and 128-bit tag only. josekit would accept a
+/// shortened tag, and then one packet would have several valid byte forms,
+/// which breaks telling a redelivery from a replay by digest.
+fn has_full_iv_and_tag(compact: &str) -> bool {
+    let parts: Vec<&str> = compact.split('.').collect();
+    let decoded_len = |part: Option<&&str>| part.and_then(|p| URL_SAFE_NO_PAD.decode(p).ok()).map(|bytes| bytes.len());
+    parts.len() == 5 && decoded_len(parts.get(2)) == Some(12) && decoded_len(parts.get(4)) == Some(16)
+}
+
+/// Chooses our key for the packet, or none. Runs before decryption, so it
+/// also refuses any content encryption but A256GCM and any compression:
+/// josekit would otherwise inflate `zip` content, unbounded, before any
+/// check of ours.
 fn decrypter_for<'k>(header: &JweHeader, keys: &'k [DecryptionKey]) -> Option<&'k DecryptionKey> {
-    if header.algorithm() != Some(KEY_AGREEMENT_ALG) || header.token_type() != Some(PACKET_JWE_TYPE) {
+    if header.algorithm() != Some(KEY_AGREEMENT_ALG)
+        || header.token_type() != Some(PACKET_JWE_TYPE)
+        || header.content_encryption() != Some(CONTENT_ENC)
+        || header.claim("zip").is_some()
+    {
         return None;
     }
     let kid = header.key_id()?;

@@ -33,6 +33,8 @@ pub enum ReceiptError {
     UnknownSigner,
     #[error("the receipt's signature does not verify")]
     BadSignature,
+    #[error("the receipt is signed by a suspended gateway")]
+    SignerSuspended,
     #[error("the receipt is not from the gateway the packet was sent to")]
     WrongIssuer,
     #[error("the receipt confirms another packet, or other bytes than were sent")]
@@ -45,6 +47,7 @@ impl ReceiptError {
             Self::Sign(_) => "receipt-not-signed",
             Self::UnknownSigner => "receipt-unknown-signer",
             Self::BadSignature => "receipt-bad-signature",
+            Self::SignerSuspended => "receipt-signer-suspended",
             Self::WrongIssuer => "receipt-wrong-issuer",
             Self::Mismatch => "receipt-mismatch",
         }
@@ -85,6 +88,9 @@ pub fn verify(
     })
     .map_err(|_| ReceiptError::BadSignature)?;
     let claims: ReceiptClaims = serde_json::from_slice(&payload).map_err(|_| ReceiptError::BadSignature)?;
+    if !signer.active {
+        return Err(ReceiptError::SignerSuspended);
+    }
     if signer.country != expected.from || claims.issuer != expected.from || claims.audience != expected.to {
         return Err(ReceiptError::WrongIssuer);
     }

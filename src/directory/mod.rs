@@ -23,9 +23,9 @@ use crate::domain::{CountryCode, OrgId, RecipientKind};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryDocument {
-    /// Grows with every edition the coordinator signs: a gateway never
-    /// replaces its directory with an older edition.
-    #[serde(default)]
+    /// Edition number, at least 1, raised with every edition the
+    /// coordinator signs: a gateway never replaces its directory with an
+    /// older edition, nor with another one under the same number.
     pub serial: u64,
     pub gateways: Vec<GatewayEntry>,
     pub organisations: Vec<OrganisationEntry>,
@@ -123,6 +123,8 @@ pub enum DirectoryError {
     DuplicatePin(CountryCode),
     #[error("{0}: the URL must start with https://")]
     NotHttps(String),
+    #[error("serial must be at least 1")]
+    NoSerial,
 }
 
 /// A key as checked when the directory was read.
@@ -143,6 +145,8 @@ impl Window {
 #[derive(Debug, Clone)]
 pub struct Directory {
     serial: u64,
+    /// SHA-256 of the document as parsed, to tell two editions apart.
+    digest: [u8; 32],
     gateways: BTreeMap<CountryCode, GatewayEntry>,
     organisations: BTreeMap<OrgId, OrganisationEntry>,
     signers: HashMap<String, (Window, VerifyingKey)>,
@@ -160,6 +164,13 @@ impl Directory {
     }
 
     pub fn from_document(document: DirectoryDocument) -> Result<Self, DirectoryError> {
+        if document.serial == 0 {
+            return Err(DirectoryError::NoSerial);
+        }
+        let canonical = serde_json::to_vec(&document).map_err(|e| DirectoryError::Malformed(e.to_string()))?;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref());
+        let mut kids = std::collections::HashSet::new();
         let mut gateways = BTreeMap::new();
         let (mut signers, mut encryption, mut pins) = (HashMap::new(), HashMap::new(), HashMap::new());
         for gateway in document.gateways {
@@ -174,21 +185,22 @@ impl Directory {
                 }
                 let jwk = Jwk::from_map(published.jwk.clone()).map_err(|e| bad(e.to_string()))?;
                 let window = Window { country, not_before: published.not_before, not_after: published.not_after };
-                let kid = match jwk.key_use() {
+                // One set of ids across both uses: a key is published once, for one use.
+                let claim = |kid: &str, kids: &mut std::collections::HashSet<String>| {
+                    if kids.insert(kid.to_owned()) { Ok(()) } else { Err(DirectoryError::DuplicateKey(kid.to_owned())) }
+                };
+                match jwk.key_use() {
                     Some("sig") => {
                         let key = VerifyingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
-                        let kid = key.kid().to_owned();
-                        signers.insert(kid.clone(), (window, key)).map(|_| kid)
+                        claim(key.kid(), &mut kids)?;
+                        signers.insert(key.kid().to_owned(), (window, key));
                     }
                     Some("enc") => {
                         let key = EncryptionKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
-                        let kid = key.kid().to_owned();
-                        encryption.insert(kid.clone(), (window, key)).map(|_| kid)
+                        claim(key.kid(), &mut kids)?;
+                        encryption.insert(key.kid().to_owned(), (window, key));
                     }
                     _ => return Err(bad("`use` must be sig or enc".to_owned())),
-                };
-                if let Some(kid) = kid {
-                    return Err(DirectoryError::DuplicateKey(kid));
                 }
             }
             for pin in &gateway.tls_spki_sha256 {
@@ -221,11 +233,16 @@ impl Directory {
                 return Err(DirectoryError::DuplicateOrganisation(id));
             }
         }
-        Ok(Self { serial: document.serial, gateways, organisations, signers, encryption, pins })
+        Ok(Self { serial: document.serial, digest, gateways, organisations, signers, encryption, pins })
     }
 
     pub fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// Whether `other` is the same edition, content and all.
+    pub fn same_content(&self, other: &Directory) -> bool {
+        self.digest == other.digest
     }
 
     pub fn recipient(&self, id: &OrgId) -> Option<Recipient> {

@@ -22,6 +22,8 @@ pub enum SignedDirectoryError {
     Sign(String),
     #[error("directory edition {offered} is older than edition {current} already in use")]
     Rollback { offered: u64, current: u64 },
+    #[error("directory edition {0} differs from the edition {0} in use: a changed directory needs a higher serial")]
+    SameSerialOtherContent(u64),
     #[error("the directory does not list this gateway")]
     NotListed,
     #[error("cannot read {path}: {reason}")]
@@ -67,10 +69,14 @@ pub fn verify(signed: &str, coordinator: &VerifyingKey) -> Result<Directory, Sig
     Ok(Directory::parse(json)?)
 }
 
-/// A newly read edition replaces the one in use only if it is not older.
+/// A newly read edition replaces the one in use only if its serial is
+/// higher, or equal with the same content.
 pub fn newer_or_same(current: &Directory, offered: Directory) -> Result<Directory, SignedDirectoryError> {
     if offered.serial() < current.serial() {
         return Err(SignedDirectoryError::Rollback { offered: offered.serial(), current: current.serial() });
+    }
+    if offered.serial() == current.serial() && !offered.same_content(current) {
+        return Err(SignedDirectoryError::SameSerialOtherContent(offered.serial()));
     }
     Ok(offered)
 }

@@ -69,7 +69,7 @@ fn an_invalid_directory_is_not_signed() {
     let dir = tempfile::tempdir().unwrap();
     ok(&["keys", "coordinator", "--dir", path(dir.path())]);
     let unsigned = dir.path().join("directory.json");
-    std::fs::write(&unsigned, r#"{"gateways":[{"country":"ITA","endpoint":"http://plain.example"}],"organisations":[]}"#).unwrap();
+    std::fs::write(&unsigned, r#"{"serial":1,"gateways":[{"country":"ITA","endpoint":"http://plain.example"}],"organisations":[]}"#).unwrap();
     let output = cli(&[
         "directory",
         "sign",
@@ -145,8 +145,13 @@ mod in_a_running_gateway {
         // An older edition that lists it again is refused.
         publish(example_with(1, None));
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(wait_for(&app, 403).await);
         assert_eq!(app.app.gateway().directory().serial(), 2);
+        assert!(wait_for(&app, 403).await);
+
+        // So is another edition 2.
+        publish(example_with(2, None));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(wait_for(&app, 403).await);
 
         // A forged edition 3 (payload changed after signing) is refused.
         let genuine = signed::sign(&example_with(3, Some("ita-iom-rome")), &key).unwrap();

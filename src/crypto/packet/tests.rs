@@ -68,7 +68,7 @@ fn claims(from: &Member, to: &Member) -> PacketClaims {
 }
 
 fn receiver<'a>(member: &Member, keys: &'a [DecryptionKey], at: DateTime<Utc>) -> Receiver<'a> {
-    Receiver { country: member.country, keys, now: at, max_skew: Duration::minutes(5), max_bytes: 64 * 1024 }
+    Receiver { country: member.country, keys, now: at, max_skew: Duration::minutes(5), max_bytes: 64 * 1024, max_lifetime: Duration::days(30) }
 }
 
 struct Pair {
@@ -105,9 +105,56 @@ fn the_outer_header_reveals_nothing_but_what_decryption_needs() {
     let mut names: Vec<&str> = header.as_object().unwrap().keys().map(String::as_str).collect();
     names.sort_unstable();
     assert_eq!(names, ["alg", "enc", "epk", "kid", "typ"]);
-    for hidden in ["ITA", "nga-iom-lagos", "reintegration", "Blessing"] {
-        assert!(!sealed.as_str().contains(hidden));
+    assert_eq!(header["alg"], "ECDH-ES");
+    assert_eq!(header["enc"], "A256GCM");
+    assert_eq!(header["typ"], PACKET_JWE_TYPE);
+    assert_eq!(header["kid"], pair.nga.encryption.kid());
+    // The ephemeral key carries only its curve point.
+    let mut epk: Vec<&str> = header["epk"].as_object().unwrap().keys().map(String::as_str).collect();
+    epk.sort_unstable();
+    assert_eq!(epk, ["crv", "kty", "x", "y"]);
+}
+
+/// Encrypts the genuine inner JWS to NGA with a chosen outer header.
+fn encrypt_with(pair: &Pair, content_encryption: &str, zip: bool) -> SealedPacket {
+    let inner = sign_inner(&serde_json::to_value(claims(&pair.ita, &pair.nga)).unwrap(), &pair.ita.signing, PACKET_JWS_TYPE);
+    let mut header = JweHeader::new();
+    header.set_token_type(PACKET_JWE_TYPE);
+    header.set_content_encryption(content_encryption);
+    header.set_key_id(pair.nga.encryption.kid());
+    if zip {
+        header.set_compression("DEF");
     }
+    SealedPacket::from_wire(josekit::jwe::serialize_compact(inner.as_bytes(), &header, pair.nga.encryption.encrypter()).unwrap())
+}
+
+#[test]
+fn only_a256gcm_without_compression_and_with_a_full_tag_is_decrypted() {
+    let pair = pair();
+    assert!(open_at_nga(&pair, &encrypt_with(&pair, "A256GCM", false), now()).is_ok());
+    // Compression would be inflated, unbounded, before any other check.
+    assert_eq!(open_at_nga(&pair, &encrypt_with(&pair, "A256GCM", true), now()), Err(OpenError::Undecryptable));
+    assert_eq!(open_at_nga(&pair, &encrypt_with(&pair, "A128GCM", false), now()), Err(OpenError::Undecryptable));
+    assert_eq!(open_at_nga(&pair, &encrypt_with(&pair, "A256CBC-HS512", false), now()), Err(OpenError::Undecryptable));
+
+    // A shortened tag would give one packet several valid byte forms.
+    let sealed = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    let mut parts: Vec<String> = sealed.as_str().split('.').map(str::to_owned).collect();
+    let tag = URL_SAFE_NO_PAD.decode(&parts[4]).unwrap();
+    parts[4] = URL_SAFE_NO_PAD.encode(&tag[..12]);
+    assert_eq!(open_at_nga(&pair, &SealedPacket::from_wire(parts.join(".")), now()), Err(OpenError::Undecryptable));
+}
+
+#[test]
+fn a_packet_whose_lifetime_exceeds_the_bound_is_refused() {
+    let pair = pair();
+    let mut long = claims(&pair.ita, &pair.nga);
+    long.expires_at = now() + Duration::days(31);
+    let sealed = seal(&long, &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert_eq!(open_at_nga(&pair, &sealed, now()), Err(OpenError::LifetimeTooLong));
+    long.expires_at = now() + Duration::days(30);
+    let sealed = seal(&long, &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert!(open_at_nga(&pair, &sealed, now()).is_ok());
 }
 
 #[test]
@@ -252,6 +299,7 @@ fn every_rejection_has_its_own_code() {
         OpenError::IssuerSuspended,
         OpenError::WrongAudience,
         OpenError::Expired,
+        OpenError::LifetimeTooLong,
         OpenError::IssuedInFuture,
         OpenError::Replayed,
     ];
@@ -288,4 +336,12 @@ fn a_receipt_confirms_exactly_the_packet_sent_by_the_gateway_it_was_sent_to() {
     let stranger = member("NGA");
     let unknown = receipt::sign(&issued, &stranger.signing).unwrap();
     assert_eq!(receipt::verify(&unknown, &pair.trust, now(), &expected), Err(ReceiptError::UnknownSigner));
+
+    // NGA suspended: nothing it signs is taken, receipts included.
+    let suspended = Trust::default().with(&pair.ita, true).with(&pair.nga, false);
+    assert_eq!(receipt::verify(&signed, &suspended, now(), &expected), Err(ReceiptError::SignerSuspended));
+
+    // A packet's inner JWS, signed by NGA, does not pass as a receipt.
+    let packet_jws = sign_inner(&serde_json::to_value(&issued).unwrap(), &pair.nga.signing, PACKET_JWS_TYPE);
+    assert_eq!(receipt::verify(&packet_jws, &pair.trust, now(), &expected), Err(ReceiptError::BadSignature));
 }

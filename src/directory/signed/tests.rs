@@ -71,7 +71,8 @@ fn a_published_private_key_or_a_repeated_key_is_refused() {
     let mut document = with_ita_keys(&[(&key, now(), now() + Duration::days(30), KeyUse::Sig)]);
     let gateway = document.gateways.iter_mut().find(|g| g.country == ita()).unwrap();
     gateway.keys[0].jwk = key.as_ref().clone();
-    assert!(matches!(Directory::from_document(document), Err(DirectoryError::BadKey { .. })));
+    let error = Directory::from_document(document).unwrap_err().to_string();
+    assert!(error.contains("private part"), "{error}");
 
     let document = with_ita_keys(&[
         (&key, now(), now() + Duration::days(30), KeyUse::Sig),
@@ -80,7 +81,31 @@ fn a_published_private_key_or_a_repeated_key_is_refused() {
     assert!(matches!(Directory::from_document(document), Err(DirectoryError::DuplicateKey(_))));
 
     let document = with_ita_keys(&[(&key, now(), now(), KeyUse::Sig)]);
-    assert!(matches!(Directory::from_document(document), Err(DirectoryError::BadKey { .. })));
+    let error = Directory::from_document(document).unwrap_err().to_string();
+    assert!(error.contains("not_before is not before not_after"), "{error}");
+}
+
+#[test]
+fn one_key_cannot_be_published_for_signing_and_for_encryption() {
+    let key = generate(KeyUse::Sig).unwrap();
+    let mut as_enc = public_of(&key).unwrap();
+    as_enc.set_key_use("enc");
+    as_enc.set_algorithm("ECDH-ES");
+    let mut document = with_ita_keys(&[(&key, now(), now() + Duration::days(30), KeyUse::Sig)]);
+    let nga = document.gateways.iter_mut().find(|g| g.country.as_str() == "NGA").unwrap();
+    nga.keys = vec![crate::directory::PublishedKey {
+        not_before: now(),
+        not_after: now() + Duration::days(30),
+        jwk: as_enc.as_ref().clone(),
+    }];
+    assert!(matches!(Directory::from_document(document), Err(DirectoryError::DuplicateKey(_))));
+}
+
+#[test]
+fn a_directory_needs_a_serial() {
+    let mut document = example();
+    document.serial = 0;
+    assert!(matches!(Directory::from_document(document), Err(DirectoryError::NoSerial)));
 }
 
 #[test]
@@ -146,6 +171,40 @@ fn an_older_edition_never_replaces_the_one_in_use() {
     document.serial = 6;
     let older = Directory::from_document(document.clone()).unwrap();
     assert!(matches!(newer_or_same(&current, older), Err(SignedDirectoryError::Rollback { offered: 6, current: 7 })));
+    document.serial = 7;
+    let same = Directory::from_document(document.clone()).unwrap();
+    assert_eq!(newer_or_same(&current, same).unwrap().serial(), 7);
+    document.organisations.pop();
+    let changed = Directory::from_document(document.clone()).unwrap();
+    assert!(matches!(newer_or_same(&current, changed), Err(SignedDirectoryError::SameSerialOtherContent(7))));
     document.serial = 8;
     assert_eq!(newer_or_same(&current, Directory::from_document(document).unwrap()).unwrap().serial(), 8);
+}
+
+#[test]
+fn a_signature_with_another_type_or_key_id_is_refused() {
+    let (signing, verifying) = coordinator();
+    let json = serde_json::to_string(&example()).unwrap();
+    let mut header = josekit::jws::JwsHeader::new();
+    header.set_token_type("rgw-receipt+jws");
+    header.set_key_id(signing.kid());
+    let wrong_type = josekit::jws::serialize_compact(json.as_bytes(), &header, signing.signer()).unwrap();
+    assert!(matches!(verify(&wrong_type, &verifying), Err(SignedDirectoryError::BadSignature)));
+    // The right key, but the header names another: josekit's signer would
+    // write its own kid, so sign with a copy of the key that has none.
+    let key = generate(KeyUse::Sig).unwrap();
+    let mut unnamed = key.clone();
+    unnamed.set_parameter("kid", None).unwrap();
+    let signer = josekit::jws::ES256.signer_from_jwk(&unnamed).unwrap();
+    let mut header = josekit::jws::JwsHeader::new();
+    header.set_token_type(DIRECTORY_JWS_TYPE);
+    header.set_key_id("another");
+    let wrong_kid = josekit::jws::serialize_compact(json.as_bytes(), &header, &signer).unwrap();
+    assert!(wrong_kid.split('.').next().is_some_and(|h| {
+        let header = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).unwrap();
+        String::from_utf8(header).unwrap().contains("another")
+    }));
+    let owner = VerifyingKey::from_jwk(&public_of(&key).unwrap()).unwrap();
+    assert!(matches!(verify(&wrong_kid, &owner), Err(SignedDirectoryError::BadSignature)));
+    let _ = verifying;
 }
