@@ -112,8 +112,34 @@ pub enum Write {
     Referral { referral: Box<NewReferral>, audit: AuditEvent },
     /// A new policy version, which becomes the active one, and its audit event.
     Policy { policy: NewPolicyVersion, audit: AuditEvent },
+    /// A packet received from a peer gateway and its audit event; nothing is
+    /// written (and [`Written::KnownPacket`] returned) when its id is known.
+    Inbox { entry: Box<NewInboxEntry>, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
+}
+
+/// A packet as the inbox keeps it: routing facts in clear, claims sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInboxEntry {
+    pub packet_id: String,
+    pub issuer: String,
+    /// SHA-256 of the sealed packet as received, base64url.
+    pub packet_sha256: String,
+    pub packet_type: String,
+    pub recipient_org: String,
+    pub claims: SealedPayload,
+    /// The signed receipt answered for it, and again for any redelivery.
+    pub receipt: String,
+    pub received_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// What the inbox holds for a known packet id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxReceipt {
+    pub packet_sha256: String,
+    pub receipt: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +147,8 @@ pub enum Written {
     Audited { seq: i64 },
     PolicyStored { number: i64, seq: i64 },
     DuplicateKey,
+    /// The inbox already holds a packet with this id; see [`Store::inbox_receipt`].
+    KnownPacket,
 }
 
 /// Filters of the audit log; all optional, combined with AND.
@@ -170,6 +198,8 @@ pub trait Store: Send + Sync + 'static {
     /// The chain head as last written: sequence number and hash.
     async fn audit_head(&self) -> Result<(i64, String), StoreError>;
     async fn outbox_depth(&self) -> Result<i64, StoreError>;
+    /// The digest and receipt stored for a received packet id, if any.
+    async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

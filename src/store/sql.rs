@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
-    AuditFilter, DisclosureRow, NewReferral, PolicyVersionRecord, SealedPayload, Store, StoreError, StoredReferral,
+    AuditFilter, DisclosureRow, InboxReceipt, NewInboxEntry, NewReferral, PolicyVersionRecord, SealedPayload, Store, StoreError, StoredReferral,
     TimelineEntry, Write, Written,
 };
 use crate::audit::{AuditEvent, AuditRecord};
@@ -207,6 +207,37 @@ macro_rules! sql_store {
                 Ok(inserted)
             }
 
+            /// Inserts packets whose id is new, one statement per chunk.
+            /// Returns the ids inserted; the others were known already.
+            async fn insert_inbox(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                entries: &[&NewInboxEntry],
+            ) -> Result<HashSet<String>, sqlx::Error> {
+                let mut inserted = HashSet::new();
+                for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new(
+                        "INSERT INTO inbox (packet_id, issuer, packet_sha256, packet_type, recipient_org, sealed, key_id, receipt, received_ms, expires_ms) ",
+                    );
+                    query.push_values(chunk, |mut row, entry| {
+                        row.push_bind(entry.packet_id.clone())
+                            .push_bind(entry.issuer.clone())
+                            .push_bind(entry.packet_sha256.clone())
+                            .push_bind(entry.packet_type.clone())
+                            .push_bind(entry.recipient_org.clone())
+                            .push_bind(entry.claims.sealed.clone())
+                            .push_bind(entry.claims.key_id.clone())
+                            .push_bind(entry.receipt.clone())
+                            .push_bind(entry.received_ms)
+                            .push_bind(entry.expires_ms);
+                    });
+                    query.push(" ON CONFLICT (packet_id) DO NOTHING RETURNING packet_id");
+                    for row in query.build().fetch_all(&mut *connection).await? {
+                        inserted.insert(row.try_get::<String, _>("packet_id")?);
+                    }
+                }
+                Ok(inserted)
+            }
+
             async fn insert_audit(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 records: &[AuditRecord],
@@ -247,6 +278,15 @@ macro_rules! sql_store {
                     })
                     .collect();
                 let inserted = Self::insert_referrals(&mut tx, &referrals).await?;
+                let entries: Vec<&NewInboxEntry> = batch
+                    .iter()
+                    .filter_map(|write| match write {
+                        Write::Inbox { entry, .. } => Some(entry.as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                // A packet id may come twice in one batch: only its first write is new.
+                let mut received = Self::insert_inbox(&mut tx, &entries).await?;
                 let mut records = Vec::with_capacity(batch.len());
                 let mut results = Vec::with_capacity(batch.len());
                 for write in batch {
@@ -255,6 +295,10 @@ macro_rules! sql_store {
                             Written::Audited { seq: chain(&mut head, audit, &mut records) }
                         }
                         Write::Referral { .. } => Written::DuplicateKey,
+                        Write::Inbox { entry, audit } if received.remove(&entry.packet_id) => {
+                            Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                        }
+                        Write::Inbox { .. } => Written::KnownPacket,
                         Write::Policy { policy, audit } => {
                             let number: i64 = sqlx::query(
                                 "INSERT INTO policy_versions (number, version, author_org, author_subject, note, created_ms, files) \
@@ -417,6 +461,17 @@ macro_rules! sql_store {
             async fn outbox_depth(&self) -> Result<i64, StoreError> {
                 let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = 'pending'").fetch_one(&self.pool).await?;
                 Ok(row.try_get("depth")?)
+            }
+
+            async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError> {
+                let row = sqlx::query("SELECT packet_sha256, receipt FROM inbox WHERE packet_id = $1")
+                    .bind(packet_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(InboxReceipt { packet_sha256: row.try_get("packet_sha256")?, receipt: row.try_get("receipt")? }),
+                    None => None,
+                })
             }
 
             async fn ping(&self) -> Result<(), StoreError> {

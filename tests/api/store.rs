@@ -8,7 +8,7 @@ use referral_gateway::audit::{Action, Actor, AuditEvent};
 use referral_gateway::config::DatabaseConfig;
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, NewPolicyVersion, NewReferral, SealedPayload, Store, StoredReferral, Write, Written,
+    verify_audit_chain, AuditFilter, InboxReceipt, NewInboxEntry, NewPolicyVersion, NewReferral, SealedPayload, Store, StoredReferral, Write, Written,
 };
 
 use crate::helpers::{Backend, POSTGRES_URL};
@@ -21,6 +21,7 @@ on_both_backends!(
     audit_filters_combine,
     a_failed_batch_leaves_no_trace,
     concurrent_writers_keep_one_chain,
+    a_known_packet_id_is_stored_once_and_keeps_its_first_receipt,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -241,4 +242,37 @@ async fn verification_while_appending_sees_no_break() {
     appending.await.unwrap();
     assert!(checks > 1);
     assert_eq!(verify_audit_chain(opened.store.as_ref()).await.unwrap().unwrap().entries, 400);
+}
+
+fn packet(id: &str, digest: &str) -> Write {
+    Write::Inbox {
+        entry: Box::new(NewInboxEntry {
+            packet_id: id.to_owned(),
+            issuer: "ITA".to_owned(),
+            packet_sha256: digest.to_owned(),
+            packet_type: "referral".to_owned(),
+            recipient_org: "nga-iom-lagos".to_owned(),
+            claims: SealedPayload { sealed: vec![9, 9, 9], key_id: "k".to_owned() },
+            receipt: format!("receipt-for-{digest}"),
+            received_ms: at(0).timestamp_millis(),
+            expires_ms: at(60 * 24 * 7).timestamp_millis(),
+        }),
+        audit: event(0, "ITA", Action::ReferralRead),
+    }
+}
+
+async fn a_known_packet_id_is_stored_once_and_keeps_its_first_receipt(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    assert_eq!(store.inbox_receipt("p1").await.unwrap(), None);
+    // The same id twice in one batch, and again in a later one: only the first is new.
+    let results = store.write_batch(&[packet("p1", "digest-a"), packet("p1", "digest-b"), packet("p2", "digest-c")]).await.unwrap();
+    assert_eq!(results, vec![Written::Audited { seq: 1 }, Written::KnownPacket, Written::Audited { seq: 2 }]);
+    let later = store.write_batch(&[packet("p1", "digest-a")]).await.unwrap();
+    assert_eq!(later, vec![Written::KnownPacket]);
+    assert_eq!(
+        store.inbox_receipt("p1").await.unwrap(),
+        Some(InboxReceipt { packet_sha256: "digest-a".to_owned(), receipt: "receipt-for-digest-a".to_owned() })
+    );
+    assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 2, "a known packet adds no audit entry of its own");
 }
