@@ -313,8 +313,8 @@ impl SignerDirectory for Directory {
     }
 }
 
-/// A gateway's public entry for its keys, as `keys public` prints it for
-/// the coordinator: `keys` valid from `from` for `days`.
+/// The directory entry for the public half of `jwk`, valid from `from`
+/// until `until`: what `keys public` prints for the coordinator.
 pub fn published_key(jwk: &Jwk, from: DateTime<Utc>, until: DateTime<Utc>, use_: KeyUse) -> Result<PublishedKey, jose_keys::JwkError> {
     let public = jose_keys::public_of(jwk)?;
     jose_keys::check_public(&public, use_)?;
