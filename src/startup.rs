@@ -47,6 +47,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, reason: String },
     #[error("{0}")]
     OpenApi(String),
+    #[error("federation keys: {0}")]
+    FederationKeys(#[from] crate::crypto::federation_keys::FederationKeyError),
     #[error("directory: the gateway's own country {0} has no gateway entry")]
     NotAMember(String),
 }
@@ -94,7 +96,12 @@ impl Application {
             clock.now(),
         )
         .await?;
-        let gateway = Arc::new(Gateway::new(config.country, directory, keys, store, writer, clock, policy));
+        let mut gateway = Gateway::new(config.country, directory, keys, store, writer, clock, policy);
+        // Federation keys are optional until the peer transport is configured.
+        if config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
+            gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);
+        }
+        let gateway = Arc::new(gateway);
 
         let state = AppState {
             gateway: Arc::clone(&gateway),

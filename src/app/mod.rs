@@ -4,6 +4,7 @@
 //! Role checks live here, not in the HTTP layer, so that every entry point
 //! gets them. Errors are [`AppError`]; the HTTP edge renders them.
 
+pub mod inbox;
 pub mod policies;
 pub mod queries;
 pub mod referrals;
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,
     policy: RwLock<Arc<ActivePolicy>>,
+    /// Signing and decryption keys between gateways; none until federation is set up.
+    federation: Option<crate::crypto::federation_keys::FederationKeys>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -79,6 +82,10 @@ pub enum AppError {
     IdempotencyConflict { referral_id: String },
     #[error("the policy set is invalid")]
     PolicyInvalid(Vec<crate::domain::policy::PolicyProblem>),
+    #[error("packet refused: {0}")]
+    PacketRefused(crate::crypto::packet::OpenError),
+    #[error("this gateway has no federation keys")]
+    NotFederated,
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("internal: {0}")]
@@ -101,7 +108,22 @@ impl Gateway {
         clock: Arc<dyn Clock>,
         policy: ActivePolicy,
     ) -> Self {
-        Self { country, directory: RwLock::new(Arc::new(directory)), keys, store, writer, clock, policy: RwLock::new(Arc::new(policy)) }
+        Self {
+            country,
+            directory: RwLock::new(Arc::new(directory)),
+            keys,
+            store,
+            writer,
+            clock,
+            policy: RwLock::new(Arc::new(policy)),
+            federation: None,
+        }
+    }
+
+    /// Gives the gateway its federation keys (`keys/federation/`).
+    pub fn with_federation_keys(mut self, keys: crate::crypto::federation_keys::FederationKeys) -> Self {
+        self.federation = Some(keys);
+        self
     }
 
     /// The directory edition in force now.

@@ -29,6 +29,9 @@ pub enum Action {
     DisclosuresRead,
     #[serde(rename = "access.refused")]
     AccessRefused,
+    /// A packet from a peer gateway, taken into the inbox or refused.
+    #[serde(rename = "packet.receive")]
+    PacketReceive,
 }
 
 impl Action {
@@ -41,6 +44,7 @@ impl Action {
         Action::AuditRead,
         Action::DisclosuresRead,
         Action::AccessRefused,
+        Action::PacketReceive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Action {
             Action::AuditRead => "audit.read",
             Action::DisclosuresRead => "disclosures.read",
             Action::AccessRefused => "access.refused",
+            Action::PacketReceive => "packet.receive",
         }
     }
 

@@ -135,6 +135,17 @@ impl From<AppError> for Problem {
                 "Nothing was stored; the active policy is unchanged. See `problems`.",
             )
             .with("problems", policy_problems(&problems)),
+            AppError::PacketRefused(cause) => {
+                let status = match cause {
+                    crate::crypto::packet::OpenError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    crate::crypto::packet::OpenError::Replayed => StatusCode::CONFLICT,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                Problem::new(status, cause.code(), "Packet refused", cause.to_string())
+            }
+            AppError::NotFederated => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-federated", "Not federated", "This gateway takes no packets.")
+            }
             AppError::Store(crate::store::StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %cause, "database unavailable");
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "Try again later; nothing was stored.")

@@ -16,4 +16,5 @@ mod policies;
 mod referrals;
 mod roles;
 mod store;
+mod inbox;
 mod trust_list;

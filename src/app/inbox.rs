@@ -1,0 +1,105 @@
+//! Receiving a packet from a peer gateway: open it (every check of
+//! `crypto::packet`), tell a redelivery from a replay, keep the claims sealed
+//! in the inbox, and answer a signed receipt. What the transport knows (the
+//! member that connected) comes in as `peer`.
+
+use chrono::Duration;
+
+use super::{AppError, Gateway};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::crypto::packet::{self, Arrival, OpenError, Receiver};
+use crate::crypto::receipt::{self, ReceiptClaims};
+use crate::domain::CountryCode;
+use crate::store::{NewInboxEntry, SealedPayload, Write, Written};
+
+/// Largest sealed packet taken, in bytes.
+pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
+/// How far a peer's clock may run ahead of ours.
+pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
+/// Longest packet lifetime accepted; ids are kept at least this long.
+pub const MAX_PACKET_LIFETIME: Duration = Duration::days(30);
+
+impl Gateway {
+    /// Takes a sealed packet that `peer` sent and returns the signed receipt
+    /// (the same one again for a redelivery of the same bytes).
+    pub async fn receive_packet(&self, sealed: &[u8], peer: CountryCode) -> Result<String, AppError> {
+        let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
+        let directory = self.directory();
+        let now = self.clock.now();
+        let decryption = directory.valid_decryption_keys(self.country, now, &keys.decryption);
+        let receiver = Receiver {
+            country: self.country,
+            keys: &decryption,
+            now,
+            max_skew: MAX_CLOCK_SKEW,
+            max_bytes: MAX_PACKET_BYTES,
+            max_lifetime: MAX_PACKET_LIFETIME,
+        };
+        let actor = Actor { org: None, subject: format!("gateway:{peer}") };
+        let claims = match packet::open(sealed, &receiver, directory.as_ref(), Some(peer)) {
+            Ok(claims) => claims,
+            Err(refusal) => return Err(self.refuse(actor, refusal).await),
+        };
+        let digest = packet::digest_of(sealed);
+        if let Some(known) = self.answer_known(&claims.packet_id, &digest, &actor).await? {
+            return Ok(known);
+        }
+
+        let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
+        let receipt = receipt::sign(
+            &ReceiptClaims {
+                packet_id: claims.packet_id.clone(),
+                packet_sha256: digest.clone(),
+                received_at: now,
+                issuer: self.country,
+                audience: claims.issuer,
+            },
+            signer,
+        )
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        let plaintext = serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
+        let entry = NewInboxEntry {
+            packet_id: claims.packet_id.clone(),
+            issuer: claims.issuer.to_string(),
+            packet_sha256: digest.clone(),
+            packet_type: serde_json::to_value(claims.packet_type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            recipient_org: claims.recipient.to_string(),
+            claims: SealedPayload { sealed: self.keys.seal(&plaintext, claims.packet_id.as_bytes())?, key_id: self.keys.data_key_id() },
+            receipt: receipt.clone(),
+            received_ms: now.timestamp_millis(),
+            expires_ms: claims.expires_at.timestamp_millis(),
+        };
+        let audit = AuditEvent::new(now, actor.clone(), Action::PacketReceive, "accepted");
+        match self.writer.write(Write::Inbox { entry: Box::new(entry), audit }).await? {
+            Written::KnownPacket => {
+                // Another connection brought the same id first.
+                self.answer_known(&claims.packet_id, &digest, &actor).await?.ok_or(AppError::Internal("inbox lost a packet".to_owned()))
+            }
+            _ => Ok(receipt),
+        }
+    }
+
+    /// For a packet id already in the inbox: its receipt if these are the
+    /// same bytes, a replay refusal otherwise; `None` for a new id.
+    async fn answer_known(&self, packet_id: &str, digest: &str, actor: &Actor) -> Result<Option<String>, AppError> {
+        let Some(known) = self.store.inbox_receipt(packet_id).await? else {
+            return Ok(None);
+        };
+        match packet::classify_arrival(Some(&known.packet_sha256), digest) {
+            Arrival::Redelivery | Arrival::New => Ok(Some(known.receipt)),
+            Arrival::Replay => Err(self.refuse(actor.clone(), OpenError::Replayed).await),
+        }
+    }
+
+    /// Audits a refused packet with its code and returns the error to answer.
+    async fn refuse(&self, actor: Actor, refusal: OpenError) -> AppError {
+        let event = AuditEvent::new(self.clock.now(), actor, Action::PacketReceive, "refused").reasons([refusal.code()]);
+        if let Err(error) = self.writer.write(Write::Audit(event)).await {
+            return AppError::Store(error);
+        }
+        AppError::PacketRefused(refusal)
+    }
+}
