@@ -62,10 +62,7 @@ impl Gateway {
             packet_id: claims.packet_id.clone(),
             issuer: claims.issuer.to_string(),
             packet_sha256: digest.clone(),
-            packet_type: serde_json::to_value(claims.packet_type)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            packet_type: claims.packet_type.as_str().to_owned(),
             recipient_org: claims.recipient.to_string(),
             claims: SealedPayload { sealed: self.keys.seal(&plaintext, claims.packet_id.as_bytes())?, key_id: self.keys.data_key_id() },
             receipt: receipt.clone(),

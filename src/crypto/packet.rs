@@ -34,6 +34,18 @@ pub enum PacketType {
     ErasureConfirmation,
 }
 
+impl PacketType {
+    /// The wire name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Referral => "referral",
+            Self::Status => "status",
+            Self::Withdrawal => "withdrawal",
+            Self::ErasureConfirmation => "erasure_confirmation",
+        }
+    }
+}
+
 /// Everything the sending gateway signs. `body` is the minimised payload
 /// (for a referral) or the status, withdrawal or confirmation it carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

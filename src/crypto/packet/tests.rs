@@ -345,3 +345,10 @@ fn a_receipt_confirms_exactly_the_packet_sent_by_the_gateway_it_was_sent_to() {
     let packet_jws = sign_inner(&serde_json::to_value(&issued).unwrap(), &pair.nga.signing, PACKET_JWS_TYPE);
     assert_eq!(receipt::verify(&packet_jws, &pair.trust, now(), &expected), Err(ReceiptError::BadSignature));
 }
+
+#[test]
+fn packet_type_names_are_their_wire_names() {
+    for kind in [PacketType::Referral, PacketType::Status, PacketType::Withdrawal, PacketType::ErasureConfirmation] {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+    }
+}
