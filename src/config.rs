@@ -36,8 +36,57 @@ pub struct GatewayConfig {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The peer side: listener for member gateways and delivery to them.
+    /// Without it the gateway queues referrals but neither sends nor receives.
+    #[serde(default)]
+    pub federation: Option<FederationConfig>,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Address of the listener for member gateways (mutual TLS 1.3, pinned
+    /// through the directory). The directory lists it as this gateway's endpoint.
+    pub listen: SocketAddr,
+    /// How long after acceptance a referral may still be delivered, in
+    /// hours; the consent's end cuts it short. At most 720 (30 days, the
+    /// longest packet lifetime a gateway accepts).
+    #[serde(default = "default_delivery_hours")]
+    pub delivery_window_hours: u64,
+    /// Delay before the first retry, in seconds; it doubles per failure.
+    #[serde(default = "default_retry_first")]
+    pub retry_first_seconds: u64,
+    /// Longest delay between retries, in seconds.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_seconds: u64,
+    /// How often the outbox is looked at when nothing wakes it, in milliseconds.
+    #[serde(default = "default_poll_millis")]
+    pub poll_millis: u64,
+    /// Time allowed for one send, connection included, in seconds.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout_seconds: u64,
+}
+
+fn default_delivery_hours() -> u64 {
+    168
+}
+
+fn default_retry_first() -> u64 {
+    2
+}
+
+fn default_retry_max() -> u64 {
+    600
+}
+
+fn default_poll_millis() -> u64 {
+    1000
+}
+
+fn default_send_timeout() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +348,23 @@ impl GatewayConfig {
         }
         if !(1..=86_400).contains(&self.directory.refresh_seconds) {
             return invalid("directory.refresh_seconds", "must be between 1 and 86400");
+        }
+        if let Some(federation) = &self.federation {
+            if !(1..=720).contains(&federation.delivery_window_hours) {
+                return invalid("federation.delivery_window_hours", "must be between 1 and 720");
+            }
+            if federation.retry_first_seconds == 0 || federation.retry_first_seconds > federation.retry_max_seconds {
+                return invalid("federation.retry_first_seconds", "must be at least 1 and at most federation.retry_max_seconds");
+            }
+            if !(10..=60_000).contains(&federation.poll_millis) {
+                return invalid("federation.poll_millis", "must be between 10 and 60000");
+            }
+            if !(1..=600).contains(&federation.send_timeout_seconds) {
+                return invalid("federation.send_timeout_seconds", "must be between 1 and 600");
+            }
+            if federation.listen == self.server.listen && federation.listen.port() != 0 {
+                return invalid("federation.listen", "must differ from server.listen");
+            }
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");

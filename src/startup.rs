@@ -12,10 +12,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::policies::{load_active, PolicyStartError};
+use crate::app::backoff::Backoff;
+use crate::app::delivery::{DeliverySettings, PeerTransport};
 use crate::app::{Clock, Gateway};
 use crate::auth::client_cert::ClientCertificates;
 use crate::auth::oidc::{OidcSetupError, OidcVerifier};
-use crate::config::GatewayConfig;
+use crate::config::{FederationConfig, GatewayConfig};
+use crate::federation::client::PeerClient;
+use crate::federation::outbox;
+use crate::federation::tls::{server_config, Members};
 use crate::crypto::at_rest::{KeyError, KeyRing};
 use crate::crypto::jose_keys::VerifyingKey;
 use crate::directory::signed;
@@ -51,15 +56,21 @@ pub enum StartError {
     FederationKeys(#[from] crate::crypto::federation_keys::FederationKeyError),
     #[error("directory: the gateway's own country {0} has no gateway entry")]
     NotAMember(String),
+    #[error("federation: {0}")]
+    Federation(String),
+    #[error("federation.listen {addr}: {reason}")]
+    FederationBind { addr: SocketAddr, reason: String },
 }
 
 /// A started gateway.
 pub struct Application {
     local_addr: SocketAddr,
+    federation_addr: Option<SocketAddr>,
     tls: bool,
     gateway: Arc<Gateway>,
     shutdown: watch::Sender<()>,
     server: JoinHandle<()>,
+    federation_server: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -97,9 +108,12 @@ impl Application {
         )
         .await?;
         let mut gateway = Gateway::new(config.country, directory, keys, store, writer, clock, policy);
-        // Federation keys are optional until the peer transport is configured.
-        if config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
+        // Federation keys are needed only once the peer side is configured.
+        if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);
+        }
+        if let Some(federation) = &config.federation {
+            gateway = gateway.with_delivery(delivery_settings(federation));
         }
         let gateway = Arc::new(gateway);
 
@@ -115,6 +129,13 @@ impl Application {
             .map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
         let (shutdown, stopped) = watch::channel(());
+        let (federation_addr, federation_server) = match &config.federation {
+            Some(federation) => {
+                let (addr, server) = start_federation(&gateway, federation, stopped.clone()).await?;
+                (Some(addr), Some(server))
+            }
+            None => (None, None),
+        };
         let is_tls = tls.is_some();
         let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
         tokio::spawn(refresh_policy(Arc::clone(&gateway), stopped.clone()));
@@ -126,11 +147,16 @@ impl Application {
         };
         tokio::spawn(refresh_directory(Arc::clone(&gateway), watch, stopped));
         tracing::info!(%local_addr, tls = is_tls, country = %config.country, "gateway listening");
-        Ok(Self { local_addr, tls: is_tls, gateway, shutdown, server })
+        Ok(Self { local_addr, federation_addr, tls: is_tls, gateway, shutdown, server, federation_server })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where member gateways connect, when the peer side is configured.
+    pub fn federation_addr(&self) -> Option<SocketAddr> {
+        self.federation_addr
     }
 
     /// `https://127.0.0.1:PORT` or `http://...`.
@@ -146,6 +172,15 @@ impl Application {
     /// Stops accepting connections.
     pub fn stop(&self) {
         let _ = self.shutdown.send(());
+    }
+
+    /// Stops and waits until both listeners are closed and their connections dropped.
+    pub async fn shut_down(self) {
+        self.stop();
+        let _ = self.server.await;
+        if let Some(federation) = self.federation_server {
+            let _ = federation.await;
+        }
     }
 
     /// Serves until the process is asked to stop (Ctrl-C or SIGTERM).
@@ -164,9 +199,40 @@ impl Application {
         };
         stop_signal.await;
         tracing::info!("stopping");
-        self.stop();
-        let _ = self.server.await;
+        self.shut_down().await;
     }
+}
+
+fn delivery_settings(federation: &FederationConfig) -> DeliverySettings {
+    DeliverySettings {
+        window: Duration::from_secs(federation.delivery_window_hours * 3600),
+        backoff: Backoff { first: Duration::from_secs(federation.retry_first_seconds), max: Duration::from_secs(federation.retry_max_seconds) },
+        ..DeliverySettings::default()
+    }
+}
+
+/// Opens the listener for member gateways and starts the outbox worker;
+/// returns the listener's address and task.
+async fn start_federation(
+    gateway: &Arc<Gateway>,
+    federation: &FederationConfig,
+    stopped: watch::Receiver<()>,
+) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
+    let keys = gateway.federation_keys().ok_or_else(|| StartError::Federation("no federation keys (keys init creates them)".to_owned()))?;
+    let (chain, key) = keys.tls_identity()?;
+    let members: Arc<dyn Members> = Arc::clone(gateway) as Arc<dyn Members>;
+    let server = server_config(Arc::clone(&members), chain.clone(), key.clone_key()).map_err(|e| StartError::Federation(e.to_string()))?;
+    let listener = TcpListener::bind(federation.listen)
+        .await
+        .map_err(|e| StartError::FederationBind { addr: federation.listen, reason: e.to_string() })?;
+    let addr = listener.local_addr().map_err(|e| StartError::FederationBind { addr: federation.listen, reason: e.to_string() })?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let server = tokio::spawn(serve(listener, Some(acceptor), crate::http::federation::router(Arc::clone(gateway)), stopped.clone()));
+    let client = PeerClient::new(members, chain, key, Duration::from_secs(federation.send_timeout_seconds));
+    let transport: Arc<dyn PeerTransport> = Arc::new(client);
+    tokio::spawn(outbox::run(Arc::clone(gateway), transport, Duration::from_millis(federation.poll_millis), stopped));
+    tracing::info!(%addr, "federation listener up");
+    Ok((addr, server))
 }
 
 struct DirectoryWatch {

@@ -91,6 +91,13 @@ impl Gateway {
         }
     }
 
+    /// Refuses (and audits) a packet that `peer` sent but that could not be
+    /// read whole: a body over the size limit.
+    pub async fn refuse_oversized_packet(&self, peer: CountryCode) -> AppError {
+        let actor = Actor { org: None, subject: format!("gateway:{peer}") };
+        self.refuse(actor, OpenError::TooLarge { limit: MAX_PACKET_BYTES }).await
+    }
+
     /// Audits a refused packet with its code and returns the error to answer.
     async fn refuse(&self, actor: Actor, refusal: OpenError) -> AppError {
         let event = AuditEvent::new(self.clock.now(), actor, Action::PacketReceive, "refused").reasons([refusal.code()]);

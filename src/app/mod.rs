@@ -4,6 +4,8 @@
 //! Role checks live here, not in the HTTP layer, so that every entry point
 //! gets them. Errors are [`AppError`]; the HTTP edge renders them.
 
+pub mod backoff;
+pub mod delivery;
 pub mod inbox;
 pub mod policies;
 pub mod queries;
@@ -57,6 +59,9 @@ pub struct Gateway {
     policy: RwLock<Arc<ActivePolicy>>,
     /// Signing and decryption keys between gateways; none until federation is set up.
     federation: Option<crate::crypto::federation_keys::FederationKeys>,
+    delivery: delivery::DeliverySettings,
+    /// Woken when a referral is queued, so the outbox worker need not wait for its next poll.
+    queued: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -117,7 +122,30 @@ impl Gateway {
             clock,
             policy: RwLock::new(Arc::new(policy)),
             federation: None,
+            delivery: delivery::DeliverySettings::default(),
+            queued: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Sets how referrals are delivered to peer gateways.
+    pub fn with_delivery(mut self, settings: delivery::DeliverySettings) -> Self {
+        self.delivery = settings;
+        self
+    }
+
+    /// Resolves when a referral has been queued since the last call.
+    pub async fn delivery_wanted(&self) {
+        self.queued.notified().await;
+    }
+
+    /// Most outbox entries claimed per delivery round.
+    pub fn delivery_batch(&self) -> i64 {
+        self.delivery.batch
+    }
+
+    /// This gateway's federation keys, when it has them.
+    pub fn federation_keys(&self) -> Option<&crate::crypto::federation_keys::FederationKeys> {
+        self.federation.as_ref()
     }
 
     /// Gives the gateway its federation keys (`keys/federation/`).

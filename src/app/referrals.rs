@@ -11,7 +11,7 @@ use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
-use crate::store::{NewReferral, SealedPayload, StoredReferral, Write, Written};
+use crate::store::{NewOutboxEntry, NewReferral, SealedPayload, StoredReferral, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,11 +93,17 @@ impl Gateway {
             });
             ("denied", body)
         };
-        let sealed = if decision.is_allow() {
-            let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
-            Some(SealedPayload { sealed: self.keys.seal(&plaintext, referral_id.as_bytes())?, key_id: self.keys.data_key_id() })
-        } else {
-            None
+        let outbox = match &recipient {
+            Some(recipient) if decision.is_allow() => {
+                let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
+                let consent_expires = submission.consent.covers_all_until(submission.purpose, decision.sent_categories(), recipient, now);
+                Some(NewOutboxEntry {
+                    payload: SealedPayload { sealed: self.keys.seal(&plaintext, referral_id.as_bytes())?, key_id: self.keys.data_key_id() },
+                    consent_expires_ms: consent_expires.map(|t| t.timestamp_millis()),
+                    deadline_ms: self.delivery_deadline(now, consent_expires).timestamp_millis(),
+                })
+            }
+            _ => None,
         };
         let record = StoredReferral {
             id: referral_id.clone(),
@@ -116,7 +122,7 @@ impl Gateway {
             status: status.to_owned(),
             created_ms: now.timestamp_millis(),
         };
-        let referral = NewReferral { record, payload: sealed };
+        let referral = NewReferral { record, outbox };
         let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
@@ -128,7 +134,10 @@ impl Gateway {
                     .ok_or_else(|| AppError::Internal("idempotency key taken but not found".to_owned()))?;
                 self.answer_again(principal, existing, &fingerprint).await
             }
-            _ if decision.is_allow() => Ok(Submitted::Queued { referral_id, body: response, replayed: false }),
+            _ if decision.is_allow() => {
+                self.queued.notify_one();
+                Ok(Submitted::Queued { referral_id, body: response, replayed: false })
+            }
             _ => Ok(Submitted::Denied { referral_id, body: response, reasons, replayed: false }),
         }
     }
@@ -208,6 +217,16 @@ impl Gateway {
             return Err(AppError::NotFound);
         };
         let timeline = self.store.timeline(&referral.id).await?;
+        let delivery = self.store.delivery(&referral.id).await?.map(|d| {
+            json!({
+                "state": d.state,
+                "attempts": d.attempts,
+                "packet_id": d.packet_id,
+                // The peer's signed receipt (compact JWS): proof of delivery.
+                "receipt": d.receipt,
+                "last_error": d.last_error,
+            })
+        });
         self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "ok").referral(&referral.id)).await?;
         let decision: Value = serde_json::from_str(&referral.decision).unwrap_or(Value::Null);
         Ok(json!({
@@ -220,6 +239,7 @@ impl Gateway {
             "policy_version": referral.policy_version,
             "decision": decision,
             "timeline": timeline.iter().map(|t| json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })).collect::<Vec<_>>(),
+            "delivery": delivery,
         }))
     }
 }

@@ -32,6 +32,9 @@ pub enum Action {
     /// A packet from a peer gateway, taken into the inbox or refused.
     #[serde(rename = "packet.receive")]
     PacketReceive,
+    /// A referral's packet delivered to the peer gateway (receipt kept), or expired undelivered.
+    #[serde(rename = "packet.send")]
+    PacketSend,
 }
 
 impl Action {
@@ -45,6 +48,7 @@ impl Action {
         Action::DisclosuresRead,
         Action::AccessRefused,
         Action::PacketReceive,
+        Action::PacketSend,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Action {
             Action::DisclosuresRead => "disclosures.read",
             Action::AccessRefused => "access.refused",
             Action::PacketReceive => "packet.receive",
+            Action::PacketSend => "packet.send",
         }
     }
 

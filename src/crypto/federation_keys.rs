@@ -39,13 +39,22 @@ pub enum FederationKeyError {
 }
 
 /// This gateway's private federation keys, as found on disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FederationKeys {
     pub signing: Vec<SigningKey>,
     pub decryption: Vec<DecryptionKey>,
     /// The public halves, for `keys public`.
     public: Vec<(KeyUse, Jwk)>,
     tls_key_pem: String,
+    tls_certificate_pem: String,
+}
+
+/// Names the keys, never their private parts.
+impl std::fmt::Debug for FederationKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self.public.iter().filter_map(|(_, jwk)| jwk.key_id()).collect();
+        f.debug_struct("FederationKeys").field("key_ids", &kids).finish_non_exhaustive()
+    }
 }
 
 fn federation_dir(keys_dir: &Path) -> PathBuf {
@@ -112,7 +121,7 @@ fn list(dir: &Path) -> Result<Vec<(KeyUse, PathBuf)>, KeyError> {
 /// Reads every key under `<keys dir>/federation/`.
 pub fn load(keys_dir: &Path) -> Result<FederationKeys, FederationKeyError> {
     let dir = federation_dir(keys_dir);
-    let mut keys = FederationKeys { signing: Vec::new(), decryption: Vec::new(), public: Vec::new(), tls_key_pem: String::new() };
+    let mut keys = FederationKeys { signing: Vec::new(), decryption: Vec::new(), public: Vec::new(), tls_key_pem: String::new(), tls_certificate_pem: String::new() };
     for (use_, path) in list(&dir)? {
         let malformed = |reason: String| FederationKeyError::Malformed { path: path.clone(), reason };
         let text = fs::read_to_string(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
@@ -128,6 +137,8 @@ pub fn load(keys_dir: &Path) -> Result<FederationKeys, FederationKeyError> {
     }
     let tls_key = dir.join(TLS_KEY_FILE);
     keys.tls_key_pem = fs::read_to_string(&tls_key).map_err(|source| KeyError::Read { path: tls_key, source })?;
+    let certificate = dir.join(TLS_CERTIFICATE_FILE);
+    keys.tls_certificate_pem = fs::read_to_string(&certificate).map_err(|source| KeyError::Read { path: certificate, source })?;
     Ok(keys)
 }
 
@@ -137,6 +148,22 @@ impl FederationKeys {
     pub fn tls_spki_pin(&self) -> Result<String, FederationKeyError> {
         let key = KeyPair::from_pem(&self.tls_key_pem).map_err(|e| FederationKeyError::Certificate(e.to_string()))?;
         Ok(spki_pin(&key.subject_public_key_info()))
+    }
+
+    /// The TLS certificate chain and private key, for both ends of peer connections.
+    pub fn tls_identity(
+        &self,
+    ) -> Result<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>), FederationKeyError> {
+        use rustls_pki_types::pem::PemObject;
+        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(self.tls_certificate_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| FederationKeyError::Certificate(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(FederationKeyError::Certificate("tls.crt holds no certificate".to_owned()));
+        }
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(self.tls_key_pem.as_bytes())
+            .map_err(|e| FederationKeyError::Certificate(e.to_string()))?;
+        Ok((chain, key))
     }
 
     /// Directory entries for the public keys, each valid from `from` to `until`.

@@ -287,6 +287,26 @@ impl Consent {
             None => Coverage::NotGiven,
         }
     }
+
+    /// Until when the consent covers every one of `categories` for this
+    /// purpose and recipient: the earliest of their ends. `None` when one
+    /// of them is not covered now (or there are none).
+    pub fn covers_all_until(
+        &self,
+        purpose: Purpose,
+        categories: impl IntoIterator<Item = DataCategory>,
+        recipient: &Recipient,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for category in categories {
+            let Coverage::Granted { until, .. } = self.coverage(purpose, category, recipient, now) else {
+                return None;
+            };
+            earliest = Some(earliest.map_or(until, |e| e.min(until)));
+        }
+        earliest
+    }
 }
 
 #[cfg(test)]
@@ -339,6 +359,25 @@ mod tests {
         assert_eq!(c.coverage(Purpose::Reintegration, DataCategory::Identity, &iom, at(10)), Coverage::NotGiven);
         assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(20)), Coverage::Expired);
         assert_eq!(c.coverage(Purpose::Return, DataCategory::Identity, &iom, at(25)), Coverage::Expired);
+    }
+
+    #[test]
+    fn covers_all_until_is_the_earliest_end_among_the_categories() {
+        let iom = recipient("nga-iom-lagos", RecipientKind::Iom, "NGA");
+        let c = consent(
+            vec![
+                scope(listed(&[DataCategory::Identity]), vec![by_org("nga-iom-lagos")], None, 20),
+                scope(listed(&[DataCategory::Health]), vec![by_org("nga-iom-lagos")], None, 15),
+            ],
+            vec![],
+        );
+        let both = [DataCategory::Identity, DataCategory::Health];
+        assert_eq!(c.covers_all_until(Purpose::Return, both, &iom, at(10)), Some(at(15)));
+        assert_eq!(c.covers_all_until(Purpose::Return, [DataCategory::Identity], &iom, at(10)), Some(at(20)));
+        // One category no longer covered: no answer rather than a wrong one.
+        assert_eq!(c.covers_all_until(Purpose::Return, both, &iom, at(16)), None);
+        assert_eq!(c.covers_all_until(Purpose::Return, [DataCategory::Family], &iom, at(10)), None);
+        assert_eq!(c.covers_all_until(Purpose::Return, [], &iom, at(10)), None);
     }
 
     #[test]

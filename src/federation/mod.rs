@@ -1,4 +1,7 @@
-//! Between member gateways: mutual TLS pinned through the directory (and,
-//! to come, the peer client, the outbox worker and the inbox).
+//! Between member gateways: mutual TLS pinned through the directory, the
+//! peer client, and the outbox worker. (Packets are taken in by the HTTP
+//! edge, `http::federation`.)
 
+pub mod client;
+pub mod outbox;
 pub mod tls;

@@ -20,6 +20,9 @@ use crate::domain::submission::{looks_like_field_name, FieldProblem};
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionInfo {
     pub certificate: Option<CertificateFingerprint>,
+    /// SHA-256 of the client certificate's SubjectPublicKeyInfo: how member
+    /// gateways are known on the federation listener.
+    pub spki_pin: Option<String>,
 }
 
 /// The authenticated caller. A failure is answered `401` and audited.

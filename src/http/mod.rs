@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod federation;
 pub mod metrics;
 pub mod problem;
 pub mod routes;

@@ -57,11 +57,15 @@ pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// Accepts connections until `shutdown` changes.
+/// Accepts connections until `shutdown` changes; then closes the open ones
+/// too (dropping the set of connection tasks aborts them), so that a stopped
+/// gateway answers nothing more, even on kept-alive connections.
 pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, router: Router, mut shutdown: watch::Receiver<()>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             _ = shutdown.changed() => break,
         };
         let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
@@ -76,11 +80,11 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, router: Rout
         let router = router.clone();
         match &tls {
             None => {
-                tokio::spawn(serve_connection(stream, ConnectionInfo::default(), router));
+                connections.spawn(serve_connection(stream, ConnectionInfo::default(), router));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
@@ -89,13 +93,10 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, router: Rout
                         }
                         Err(_) => return,
                     };
-                    let certificate = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .map(|leaf| CertificateFingerprint::of_der(leaf.as_ref()));
-                    serve_connection(stream, ConnectionInfo { certificate }, router).await;
+                    let leaf = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    let certificate = leaf.map(|leaf| CertificateFingerprint::of_der(leaf.as_ref()));
+                    let spki_pin = leaf.and_then(crate::federation::tls::pin_of);
+                    serve_connection(stream, ConnectionInfo { certificate, spki_pin }, router).await;
                 });
             }
         }

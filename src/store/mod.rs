@@ -69,11 +69,76 @@ pub struct StoredReferral {
     pub created_ms: i64,
 }
 
-/// A referral to store, with its sealed payload on allow (for the outbox).
+/// A referral to store, with its outbox entry on allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewReferral {
     pub record: StoredReferral,
-    pub payload: Option<SealedPayload>,
+    pub outbox: Option<NewOutboxEntry>,
+}
+
+/// What the outbox keeps of an allowed referral until it is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxEntry {
+    pub payload: SealedPayload,
+    /// The earliest end of the consent covering what is sent.
+    pub consent_expires_ms: Option<i64>,
+    /// Past this, nothing more is sent and the referral is `expired`.
+    pub deadline_ms: i64,
+}
+
+/// An outbox entry claimed for one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub referral_id: String,
+    pub destination_org: String,
+    pub destination_country: String,
+    pub purpose: String,
+    pub policy_version: String,
+    pub payload: SealedPayload,
+    pub consent_expires_ms: Option<i64>,
+    pub deadline_ms: i64,
+    /// Attempts started, this one included.
+    pub attempts: i64,
+    /// The packet made on an earlier attempt, sent again as it is.
+    pub packet: Option<StoredPacket>,
+    pub created_ms: i64,
+}
+
+/// A sealed packet as first made for an outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPacket {
+    pub packet_id: String,
+    /// Compact JWE, readable only by the peer gateway.
+    pub packet: String,
+}
+
+/// How an outbox entry ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// The peer took the packet; its signed receipt.
+    Delivered { receipt: String },
+    /// The deadline passed first.
+    Expired,
+}
+
+impl Settlement {
+    /// The referral status and timeline entry it leads to.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Settlement::Delivered { .. } => "delivered",
+            Settlement::Expired => "expired",
+        }
+    }
+}
+
+/// The delivery state of a referral's outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub state: String,
+    pub attempts: i64,
+    pub packet_id: Option<String>,
+    pub receipt: Option<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +180,10 @@ pub enum Write {
     /// A packet received from a peer gateway and its audit event; nothing is
     /// written (and [`Written::KnownPacket`] returned) when its id is known.
     Inbox { entry: Box<NewInboxEntry>, audit: AuditEvent },
+    /// The end of a pending outbox entry (referral status and timeline
+    /// follow) and its audit event; nothing is written (and
+    /// [`Written::AlreadySettled`] returned) when it is no longer pending.
+    Settle { referral_id: String, settlement: Settlement, at_ms: i64, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
 }
@@ -149,6 +218,8 @@ pub enum Written {
     DuplicateKey,
     /// The inbox already holds a packet with this id; see [`Store::inbox_receipt`].
     KnownPacket,
+    /// The outbox entry was settled already (by another worker).
+    AlreadySettled,
 }
 
 /// Filters of the audit log; all optional, combined with AND.
@@ -188,6 +259,18 @@ pub trait Store: Send + Sync + 'static {
     async fn referral_by_key(&self, sender_org: &str, key: &str) -> Result<Option<StoredReferral>, StoreError>;
     async fn timeline(&self, referral_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
     async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
+    /// Claims up to `limit` pending outbox entries due at `now_ms` and moves
+    /// them `lease_ms` ahead, so that no other worker takes them meanwhile
+    /// and a crashed worker's entries fall due again. On PostgreSQL rows
+    /// locked by another replica's claim are skipped.
+    async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Keeps `packet` as the entry's packet unless one is kept already;
+    /// returns the one kept.
+    async fn keep_packet(&self, referral_id: &str, packet: &StoredPacket) -> Result<StoredPacket, StoreError>;
+    /// Schedules the next attempt of a pending entry after a failed one;
+    /// `forget_packet` drops the kept packet, to seal a new one next time.
+    async fn retry_later(&self, referral_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError>;
+    async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
     /// Every policy version, oldest first; the last is the active one.
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
     /// The number of the newest policy version (0 when there is none).

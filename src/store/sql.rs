@@ -15,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
-    AuditFilter, DisclosureRow, InboxReceipt, NewInboxEntry, NewReferral, PolicyVersionRecord, SealedPayload, Store, StoreError, StoredReferral,
-    TimelineEntry, Write, Written,
+    AuditFilter, ClaimedDelivery, DeliveryRecord, DisclosureRow, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral, PolicyVersionRecord,
+    SealedPayload, Settlement, Store, StoreError, StoredPacket, StoredReferral, TimelineEntry, Write, Written,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
@@ -104,7 +104,7 @@ fn audit_reasons(record: &AuditRecord) -> String {
 }
 
 macro_rules! sql_store {
-    ($store:ident, $row:ty, $head_query:literal) => {
+    ($store:ident, $row:ty, $begin:literal, $head_query:literal, $claim_query:literal) => {
         impl $store {
             fn referral_from_row(row: &$row) -> Result<StoredReferral, sqlx::Error> {
                 Ok(StoredReferral {
@@ -186,21 +186,24 @@ macro_rules! sql_store {
                     });
                     query.build().execute(&mut *connection).await?;
                 }
-                let queued: Vec<(&NewReferral, &SealedPayload, &String)> = stored
+                let queued: Vec<(&NewReferral, &NewOutboxEntry, &String)> = stored
                     .iter()
-                    .filter_map(|new| Some((*new, new.payload.as_ref()?, new.record.destination_country.as_ref()?)))
+                    .filter_map(|new| Some((*new, new.outbox.as_ref()?, new.record.destination_country.as_ref()?)))
                     .collect();
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
-                        "INSERT INTO outbox (referral_id, destination_country, sealed, key_id, next_attempt_ms, created_ms) ",
+                        "INSERT INTO outbox (referral_id, destination_country, sealed, key_id, next_attempt_ms, created_ms, \
+                         consent_expires_ms, deadline_ms) ",
                     );
-                    query.push_values(chunk, |mut row, (new, payload, country)| {
+                    query.push_values(chunk, |mut row, (new, entry, country)| {
                         row.push_bind(new.record.id.clone())
                             .push_bind((*country).clone())
-                            .push_bind(payload.sealed.clone())
-                            .push_bind(payload.key_id.clone())
+                            .push_bind(entry.payload.sealed.clone())
+                            .push_bind(entry.payload.key_id.clone())
                             .push_bind(new.record.created_ms)
-                            .push_bind(new.record.created_ms);
+                            .push_bind(new.record.created_ms)
+                            .push_bind(entry.consent_expires_ms)
+                            .push_bind(entry.deadline_ms);
                     });
                     query.build().execute(&mut *connection).await?;
                 }
@@ -238,6 +241,60 @@ macro_rules! sql_store {
                 Ok(inserted)
             }
 
+            /// Ends a pending outbox entry and moves its referral on; false
+            /// when the entry was not pending any more.
+            async fn settle(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                settlement: &Settlement,
+                at_ms: i64,
+            ) -> Result<bool, sqlx::Error> {
+                let receipt = match settlement {
+                    Settlement::Delivered { receipt } => Some(receipt.clone()),
+                    Settlement::Expired => None,
+                };
+                let status = settlement.status();
+                let updated = sqlx::query(
+                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3 WHERE referral_id = $4 AND state = 'pending'",
+                )
+                .bind(status)
+                .bind(receipt)
+                .bind(at_ms)
+                .bind(referral_id)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE referrals SET status = $1 WHERE id = $2").bind(status).bind(referral_id).execute(&mut *connection).await?;
+                sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms) VALUES ($1, $2, $3)")
+                    .bind(referral_id)
+                    .bind(status)
+                    .bind(at_ms)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(true)
+            }
+
+            fn delivery_from_row(row: &$row) -> Result<ClaimedDelivery, sqlx::Error> {
+                let packet_id: Option<String> = row.try_get("packet_id")?;
+                let packet: Option<String> = row.try_get("packet")?;
+                Ok(ClaimedDelivery {
+                    referral_id: row.try_get("referral_id")?,
+                    destination_org: row.try_get("destination_org")?,
+                    destination_country: row.try_get("destination_country")?,
+                    purpose: row.try_get("purpose")?,
+                    policy_version: row.try_get("policy_version")?,
+                    payload: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
+                    consent_expires_ms: row.try_get("consent_expires_ms")?,
+                    deadline_ms: row.try_get("deadline_ms")?,
+                    attempts: row.try_get("attempts")?,
+                    packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
+                    created_ms: row.try_get("created_ms")?,
+                })
+            }
+
             async fn insert_audit(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 records: &[AuditRecord],
@@ -267,7 +324,7 @@ macro_rules! sql_store {
         #[async_trait]
         impl Store for $store {
             async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let row = sqlx::query($head_query).fetch_one(&mut *tx).await?;
                 let mut head: (i64, String) = (row.try_get("seq")?, row.try_get("hash")?);
                 let referrals: Vec<&NewReferral> = batch
@@ -315,6 +372,13 @@ macro_rules! sql_store {
                             .await?
                             .try_get("number")?;
                             Written::PolicyStored { number, seq: chain(&mut head, audit, &mut records) }
+                        }
+                        Write::Settle { referral_id, settlement, at_ms, audit } => {
+                            if Self::settle(&mut tx, referral_id, settlement, *at_ms).await? {
+                                Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                            } else {
+                                Written::AlreadySettled
+                            }
                         }
                         Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },
                     };
@@ -368,6 +432,78 @@ macro_rules! sql_store {
                 Ok(row
                     .map(|row| Ok::<_, sqlx::Error>(SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? }))
                     .transpose()?)
+            }
+
+            async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
+                let claimed: Vec<String> = sqlx::query($claim_query)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get("referral_id"))
+                    .collect::<Result<_, _>>()?;
+                if claimed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = QueryBuilder::new(
+                    "SELECT o.referral_id, o.destination_country, o.sealed, o.key_id, o.attempts, o.packet_id, o.packet, \
+                     o.consent_expires_ms, o.deadline_ms, o.created_ms, r.destination_org, r.purpose, r.policy_version \
+                     FROM outbox o JOIN referrals r ON r.id = o.referral_id WHERE o.referral_id IN (",
+                );
+                let mut ids = query.separated(", ");
+                for id in &claimed {
+                    ids.push_bind(id.clone());
+                }
+                query.push(") ORDER BY o.referral_id");
+                let rows = query.build().fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn keep_packet(&self, referral_id: &str, packet: &StoredPacket) -> Result<StoredPacket, StoreError> {
+                sqlx::query("UPDATE outbox SET packet_id = $1, packet = $2 WHERE referral_id = $3 AND packet IS NULL")
+                    .bind(&packet.packet_id)
+                    .bind(&packet.packet)
+                    .bind(referral_id)
+                    .execute(&self.pool)
+                    .await?;
+                let row = sqlx::query("SELECT packet_id, packet FROM outbox WHERE referral_id = $1").bind(referral_id).fetch_one(&self.pool).await?;
+                let kept: (Option<String>, Option<String>) = (row.try_get("packet_id")?, row.try_get("packet")?);
+                match kept {
+                    (Some(packet_id), Some(packet)) => Ok(StoredPacket { packet_id, packet }),
+                    _ => Err(StoreError::Corrupt("outbox entry lost its packet".to_owned())),
+                }
+            }
+
+            async fn retry_later(&self, referral_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {
+                let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
+                sqlx::query(&format!(
+                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget} WHERE referral_id = $3 AND state = 'pending'"
+                ))
+                .bind(next_attempt_ms)
+                .bind(error_code)
+                .bind(referral_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+                let row = sqlx::query("SELECT state, attempts, packet_id, receipt, last_error FROM outbox WHERE referral_id = $1")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(DeliveryRecord {
+                        state: row.try_get("state")?,
+                        attempts: row.try_get("attempts")?,
+                        packet_id: row.try_get("packet_id")?,
+                        receipt: row.try_get("receipt")?,
+                        last_error: row.try_get("last_error")?,
+                    }),
+                    None => None,
+                })
             }
 
             async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
@@ -482,5 +618,26 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, "SELECT seq, hash FROM audit_head WHERE id = 1");
-sql_store!(PostgresStore, sqlx::postgres::PgRow, "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+sql_store!(
+    SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    // Takes the write lock at once: a deferred transaction that read first
+    // fails outright (not after the busy timeout) when another connection
+    // wrote meanwhile, and the outbox worker writes beside the batch writer.
+    "BEGIN IMMEDIATE",
+    "SELECT seq, hash FROM audit_head WHERE id = 1",
+    // One statement, hence one write transaction: two workers cannot both claim a row.
+    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE referral_id IN \
+     (SELECT referral_id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
+     RETURNING referral_id"
+);
+sql_store!(
+    PostgresStore,
+    sqlx::postgres::PgRow,
+    "BEGIN",
+    "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+    // Replicas sharing the database skip each other's locked rows instead of waiting.
+    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE referral_id IN \
+     (SELECT referral_id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
+     FOR UPDATE SKIP LOCKED) RETURNING referral_id"
+);

@@ -154,6 +154,11 @@ async fn drop_stale_schemas() {
 
 /// Writes the gateway files into `dir` and returns the configuration text.
 pub fn write_config(dir: &Path, backend: Backend, extra: &str) -> (PathBuf, Option<String>) {
+    write_config_for(dir, backend, "ITA", extra)
+}
+
+/// As [`write_config`], for the gateway of `country`.
+pub fn write_config_for(dir: &Path, backend: Backend, country: &str, extra: &str) -> (PathBuf, Option<String>) {
     let pki = pki();
     referral_gateway::crypto::at_rest::init(&dir.join("keys")).unwrap();
     std::fs::write(dir.join("server.pem"), &pki.server_cert_pem).unwrap();
@@ -177,7 +182,7 @@ pub fn write_config(dir: &Path, backend: Backend, extra: &str) -> (PathBuf, Opti
         ));
     }
     let text = format!(
-        r#"country = "ITA"
+        r#"country = "{country}"
 
 [server]
 listen = "127.0.0.1:0"
@@ -337,20 +342,7 @@ impl TestApp {
     }
 
     pub async fn sql_scalar(&self, sql: &str) -> i64 {
-        match self.backend {
-            Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.config.database.url).await.unwrap();
-                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
-                pool.close().await;
-                n
-            }
-            Backend::Postgres => {
-                let pool = self.pg_pool().await;
-                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
-                pool.close().await;
-                n
-            }
-        }
+        sql_scalar_at(self.backend, &self.config.database.url, self.schema.as_deref(), sql).await
     }
 
     /// Runs one statement directly against the database; the database's refusal as an error.
@@ -433,10 +425,50 @@ impl TestApp {
     }
 
     async fn pg_pool(&self) -> sqlx::PgPool {
-        use std::str::FromStr;
-        let schema = self.schema.clone().unwrap();
-        let options = sqlx::postgres::PgConnectOptions::from_str(POSTGRES_URL).unwrap().options([("search_path", schema)]);
-        sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+        pg_pool_in(self.schema.as_deref().unwrap()).await
+    }
+}
+
+/// A PostgreSQL pool on the test database, in `schema`.
+pub async fn pg_pool_in(schema: &str) -> sqlx::PgPool {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(POSTGRES_URL).unwrap().options([("search_path", schema)]);
+    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+}
+
+/// One integer a query returns, read directly from a gateway's database.
+pub async fn sql_scalar_at(backend: Backend, url: &str, schema: Option<&str>, sql: &str) -> i64 {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Backend::Postgres => {
+            let pool = pg_pool_in(schema.unwrap()).await;
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+}
+
+/// One text value (or NULL, or no row) a query returns, read directly.
+pub async fn sql_text_at(backend: Backend, url: &str, schema: Option<&str>, sql: &str) -> Option<String> {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let row: Option<(Option<String>,)> = sqlx::query_as(sql).fetch_optional(&pool).await.unwrap();
+            pool.close().await;
+            row.and_then(|(text,)| text)
+        }
+        Backend::Postgres => {
+            let pool = pg_pool_in(schema.unwrap()).await;
+            let row: Option<(Option<String>,)> = sqlx::query_as(sql).fetch_optional(&pool).await.unwrap();
+            pool.close().await;
+            row.and_then(|(text,)| text)
+        }
     }
 }
 

@@ -16,5 +16,7 @@ mod policies;
 mod referrals;
 mod roles;
 mod store;
+mod delivery;
 mod inbox;
+mod peers;
 mod trust_list;

@@ -8,7 +8,8 @@ use referral_gateway::audit::{Action, Actor, AuditEvent};
 use referral_gateway::config::DatabaseConfig;
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, InboxReceipt, NewInboxEntry, NewPolicyVersion, NewReferral, SealedPayload, Store, StoredReferral, Write, Written,
+    verify_audit_chain, AuditFilter, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, SealedPayload, Settlement, Store,
+    StoredPacket, StoredReferral, Write, Written,
 };
 
 use crate::helpers::{Backend, POSTGRES_URL};
@@ -22,6 +23,7 @@ on_both_backends!(
     a_failed_batch_leaves_no_trace,
     concurrent_writers_keep_one_chain,
     a_known_packet_id_is_stored_once_and_keeps_its_first_receipt,
+    outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_settle_once,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -77,7 +79,11 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             status: if allowed { "queued" } else { "denied" }.to_owned(),
             created_ms: at(0).timestamp_millis(),
         },
-        payload: allowed.then(|| SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() }),
+        outbox: allowed.then(|| NewOutboxEntry {
+            payload: SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() },
+            consent_expires_ms: Some(at(60).timestamp_millis()),
+            deadline_ms: at(60).timestamp_millis(),
+        }),
     }
 }
 
@@ -275,4 +281,57 @@ async fn a_known_packet_id_is_stored_once_and_keeps_its_first_receipt(backend: B
         Some(InboxReceipt { packet_sha256: "digest-a".to_owned(), receipt: "receipt-for-digest-a".to_owned() })
     );
     assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 2, "a known packet adds no audit entry of its own");
+}
+
+async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_settle_once(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s1", false))]).await.unwrap();
+    let now = at(0).timestamp_millis();
+    let lease = 60_000;
+
+    let claimed = store.claim_deliveries(now, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "only the allowed referral is queued");
+    let entry = &claimed[0];
+    assert_eq!((entry.referral_id.as_str(), entry.destination_org.as_str(), entry.destination_country.as_str()), ("r1", "gmb-iom-banjul", "GMB"));
+    assert_eq!((entry.purpose.as_str(), entry.attempts, entry.packet.clone()), ("return", 1, None));
+    assert_eq!(entry.payload.sealed, vec![1, 2, 3]);
+    assert_eq!(entry.deadline_ms, at(60).timestamp_millis());
+    // Claimed: nobody else gets it during the lease; after it, it is due again.
+    assert!(store.claim_deliveries(now + 1, lease, 10).await.unwrap().is_empty());
+    let again = store.claim_deliveries(now + lease, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+
+    // The first packet kept is the one every later attempt sends.
+    let first = StoredPacket { packet_id: "p-1".to_owned(), packet: "sealed-1".to_owned() };
+    let second = StoredPacket { packet_id: "p-2".to_owned(), packet: "sealed-2".to_owned() };
+    assert_eq!(store.keep_packet("r1", &first).await.unwrap(), first);
+    assert_eq!(store.keep_packet("r1", &second).await.unwrap(), first);
+
+    // A failed attempt schedules the next one and records its code.
+    store.retry_later("r1", now + 5 * lease, "peer-unreachable", false).await.unwrap();
+    assert!(store.claim_deliveries(now + 4 * lease, lease, 10).await.unwrap().is_empty());
+    let delivery = store.delivery("r1").await.unwrap().unwrap();
+    assert_eq!((delivery.state.as_str(), delivery.last_error.as_deref(), delivery.packet_id.as_deref()), ("pending", Some("peer-unreachable"), Some("p-1")));
+    // Forgetting the packet lets a new one be kept.
+    store.retry_later("r1", now + 5 * lease, "packet-undecryptable", true).await.unwrap();
+    assert_eq!(store.keep_packet("r1", &second).await.unwrap(), second);
+
+    let settle = |settlement: Settlement| Write::Settle {
+        referral_id: "r1".to_owned(),
+        settlement,
+        at_ms: at(5).timestamp_millis(),
+        audit: event(5, "ITA", Action::PacketSend).referral("r1"),
+    };
+    let results = store.write_batch(&[settle(Settlement::Delivered { receipt: "receipt-1".to_owned() }), settle(Settlement::Expired)]).await.unwrap();
+    assert_eq!(results, vec![Written::Audited { seq: 3 }, Written::AlreadySettled]);
+    let delivery = store.delivery("r1").await.unwrap().unwrap();
+    assert_eq!((delivery.state.as_str(), delivery.receipt.as_deref()), ("delivered", Some("receipt-1")));
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "delivered");
+    let timeline: Vec<String> = store.timeline("r1").await.unwrap().into_iter().map(|t| t.status).collect();
+    assert_eq!(timeline, ["queued", "delivered"]);
+    assert!(store.claim_deliveries(now + 100 * lease, lease, 10).await.unwrap().is_empty(), "a settled entry is never claimed");
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+    assert!(store.delivery("r2").await.unwrap().is_none());
 }

@@ -1,0 +1,219 @@
+//! Delivering queued referrals to peer gateways: claim due outbox entries,
+//! seal each once into a packet that is kept and sent unchanged on every
+//! retry, send it through the [`PeerTransport`] port, verify the peer's
+//! signed receipt and keep it; retry with backoff on failure, and expire an
+//! entry at its deadline. Delivery is at least once; the peer's inbox makes
+//! the effect exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::backoff::Backoff;
+use super::{new_id, AppError, Gateway};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::crypto::packet::{self, PacketClaims, PacketType};
+use crate::crypto::receipt::{self, Expected};
+use crate::directory::MemberStatus;
+use crate::domain::{CountryCode, OrgId, Purpose};
+use crate::store::{ClaimedDelivery, Settlement, StoredPacket, Write};
+
+/// How delivery is paced and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// How long after acceptance a referral may still be delivered.
+    pub window: Duration,
+    pub backoff: Backoff,
+    /// How long a claimed entry is kept from other workers.
+    pub lease: Duration,
+    /// Most entries one worker claims at a time.
+    pub batch: i64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(7 * 24 * 3600),
+            backoff: Backoff { first: Duration::from_secs(2), max: Duration::from_secs(600) },
+            lease: Duration::from_secs(120),
+            batch: 64,
+        }
+    }
+}
+
+/// Why a send did not bring back a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    /// The peer answered with a problem: its stable code (`packet-*`).
+    #[error("refused by the peer: {code}")]
+    Refused { code: String },
+    /// No usable answer: connection, TLS handshake, timeout, server error.
+    #[error("peer unreachable: {code}")]
+    Unreachable { code: &'static str },
+}
+
+impl SendFailure {
+    pub fn code(&self) -> &str {
+        match self {
+            SendFailure::Refused { code } => code,
+            SendFailure::Unreachable { code } => code,
+        }
+    }
+}
+
+/// The port to peer gateways: posts a sealed packet, returns the receipt.
+#[async_trait]
+pub trait PeerTransport: Send + Sync + 'static {
+    async fn send(&self, peer: CountryCode, endpoint: &str, packet: &str) -> Result<String, SendFailure>;
+}
+
+/// What one round of delivery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryRound {
+    pub claimed: usize,
+    pub delivered: usize,
+    pub expired: usize,
+    pub retrying: usize,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Delivered,
+    Expired,
+    Retrying,
+}
+
+impl Gateway {
+    /// Claims the entries due now and attempts each, concurrently.
+    pub async fn deliver_due(self: &Arc<Self>, transport: &Arc<dyn PeerTransport>) -> Result<DeliveryRound, AppError> {
+        let now = self.now();
+        let settings = self.delivery;
+        let lease = i64::try_from(settings.lease.as_millis()).unwrap_or(i64::MAX);
+        let claimed = self.store.claim_deliveries(now.timestamp_millis(), lease, settings.batch).await?;
+        let mut round = DeliveryRound { claimed: claimed.len(), ..DeliveryRound::default() };
+        let mut attempts = tokio::task::JoinSet::new();
+        for item in claimed {
+            let gateway = Arc::clone(self);
+            let transport = Arc::clone(transport);
+            attempts.spawn(async move { gateway.attempt(transport.as_ref(), item).await });
+        }
+        while let Some(joined) = attempts.join_next().await {
+            match joined.map_err(|e| AppError::Internal(e.to_string()))? {
+                Ok(Attempt::Delivered) => round.delivered += 1,
+                Ok(Attempt::Expired) => round.expired += 1,
+                Ok(Attempt::Retrying) => round.retrying += 1,
+                // The lease runs out and the entry falls due again.
+                Err(error) => tracing::error!(%error, "delivery attempt failed inside the gateway"),
+            }
+        }
+        Ok(round)
+    }
+
+    async fn attempt(&self, transport: &dyn PeerTransport, item: ClaimedDelivery) -> Result<Attempt, AppError> {
+        let now = self.now();
+        if now.timestamp_millis() >= item.deadline_ms {
+            self.settle(&item.referral_id, Settlement::Expired, now).await?;
+            return Ok(Attempt::Expired);
+        }
+        let peer = CountryCode::parse(&item.destination_country).map_err(|_| corrupt("destination country"))?;
+        let directory = self.directory();
+        let endpoint = match directory.gateway(peer) {
+            Some(gateway) if gateway.status == MemberStatus::Active => gateway.endpoint.clone(),
+            Some(_) => return self.retry(&item, "peer-suspended", false).await,
+            None => return self.retry(&item, "peer-not-listed", false).await,
+        };
+        let packet = match &item.packet {
+            Some(kept) => kept.clone(),
+            None => match self.seal_packet(&item, peer, now)? {
+                Some(made) => self.store.keep_packet(&item.referral_id, &made).await?,
+                None => return self.retry(&item, "peer-key-missing", false).await,
+            },
+        };
+        let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
+            Ok(receipt) => receipt,
+            Err(failure) => {
+                // A packet sealed to a key the peer no longer holds is sealed
+                // again next time; any other refusal may pass later (a
+                // directory edition the peer has not read yet, a suspension).
+                let reseal = failure.code() == "packet-undecryptable";
+                return self.retry(&item, failure.code(), reseal).await;
+            }
+        };
+        let digest = packet::digest_of(packet.packet.as_bytes());
+        let expected = Expected { packet_id: &packet.packet_id, packet_sha256: &digest, from: peer, to: self.country };
+        if let Err(refusal) = receipt::verify(&receipt, directory.as_ref(), self.now(), &expected) {
+            return self.retry(&item, refusal.code(), false).await;
+        }
+        self.settle(&item.referral_id, Settlement::Delivered { receipt }, self.now()).await?;
+        Ok(Attempt::Delivered)
+    }
+
+    /// The packet for an entry, signed with our current key and encrypted
+    /// to the peer's; `None` when the directory has no key for the peer now.
+    fn seal_packet(&self, item: &ClaimedDelivery, peer: CountryCode, now: DateTime<Utc>) -> Result<Option<StoredPacket>, AppError> {
+        let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
+        let directory = self.directory();
+        let Some(to) = directory.encryption_key(peer, now) else {
+            return Ok(None);
+        };
+        let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
+        let plaintext = self.keys.open(&item.payload.sealed, item.referral_id.as_bytes())?;
+        let body: serde_json::Value = serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?;
+        let claims = PacketClaims {
+            packet_id: new_id()?,
+            packet_type: PacketType::Referral,
+            issuer: self.country,
+            audience: peer,
+            recipient: OrgId::parse(&item.destination_org).map_err(|_| corrupt("destination"))?,
+            purpose: Some(item.purpose.parse::<Purpose>().map_err(|_| corrupt("purpose"))?),
+            policy_version: Some(item.policy_version.clone()),
+            // Opaque to the peer, recomputable here: ties a status that comes
+            // back to the decision without revealing the referral id.
+            decision_id: Some(self.keys.index("decision", item.referral_id.as_bytes())),
+            consent_expires_at: item.consent_expires_ms.and_then(DateTime::from_timestamp_millis),
+            retention_until: None,
+            issued_at: now,
+            expires_at: DateTime::from_timestamp_millis(item.deadline_ms).ok_or_else(|| corrupt("deadline"))?,
+            body,
+        };
+        let sealed = packet::seal(&claims, signer, to).map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Some(StoredPacket { packet_id: claims.packet_id, packet: sealed.as_str().to_owned() }))
+    }
+
+    async fn retry(&self, item: &ClaimedDelivery, code: &str, forget_packet: bool) -> Result<Attempt, AppError> {
+        use ring::rand::SecureRandom;
+        let mut random = [0u8; 4];
+        // Without randomness the retry is merely not spread out.
+        let _ = ring::rand::SystemRandom::new().fill(&mut random);
+        let failed = u32::try_from(item.attempts).unwrap_or(u32::MAX).max(1);
+        let delay = self.delivery.backoff.delay(failed, u32::from_le_bytes(random));
+        let next = self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        tracing::info!(code, attempts = item.attempts, retry_in_ms = delay.as_millis() as u64, "delivery attempt failed; will retry");
+        self.store.retry_later(&item.referral_id, next, code, forget_packet).await?;
+        Ok(Attempt::Retrying)
+    }
+
+    async fn settle(&self, referral_id: &str, settlement: Settlement, at: DateTime<Utc>) -> Result<(), AppError> {
+        let outcome = settlement.status();
+        let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        let audit = AuditEvent::new(at, actor, Action::PacketSend, outcome).referral(referral_id);
+        let write = Write::Settle { referral_id: referral_id.to_owned(), settlement, at_ms: at.timestamp_millis(), audit };
+        self.writer.write(write).await?;
+        Ok(())
+    }
+
+    /// When an allowed referral must be delivered by: the delivery window,
+    /// cut short by the end of the consent covering what is sent.
+    pub fn delivery_deadline(&self, accepted: DateTime<Utc>, consent_expires: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        let window = chrono::Duration::from_std(self.delivery.window).unwrap_or(chrono::Duration::MAX);
+        let by_window = accepted.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        consent_expires.map_or(by_window, |end| end.min(by_window))
+    }
+}
+
+fn corrupt(what: &str) -> AppError {
+    AppError::Store(crate::store::StoreError::Corrupt(format!("outbox entry: unreadable {what}")))
+}

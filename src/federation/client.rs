@@ -1,0 +1,141 @@
+//! The peer client: posts sealed packets to member gateways over mutual
+//! TLS 1.3, the server pinned through the directory in force at each
+//! handshake, our federation certificate presented as the client's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::tls::{self, Members, PeerTlsError};
+use crate::app::delivery::{PeerTransport, SendFailure};
+use crate::app::PROBLEM_TYPE_BASE;
+use crate::domain::CountryCode;
+
+/// Where packets are posted, below a gateway's endpoint.
+pub const PACKETS_PATH: &str = "/federation/v1/packets";
+/// Media type of a compact JWE or JWS body.
+pub const JOSE_MEDIA_TYPE: &str = "application/jose";
+/// Largest receipt read from a peer.
+const MAX_RECEIPT_BYTES: usize = 16 * 1024;
+
+/// One HTTP client per peer (each pins that peer), made on first use.
+pub struct PeerClient {
+    members: Arc<dyn Members>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    timeout: Duration,
+    clients: Mutex<HashMap<CountryCode, reqwest::Client>>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerClientError {
+    #[error("{0}")]
+    Tls(#[from] PeerTlsError),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+impl PeerClient {
+    pub fn new(members: Arc<dyn Members>, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, timeout: Duration) -> Self {
+        Self { members, chain, key, timeout, clients: Mutex::new(HashMap::new()) }
+    }
+
+    fn client_for(&self, peer: CountryCode) -> Result<reqwest::Client, PeerClientError> {
+        let mut clients = match self.clients.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(client) = clients.get(&peer) {
+            return Ok(client.clone());
+        }
+        let config = tls::client_config(Arc::clone(&self.members), peer, self.chain.clone(), self.key.clone_key())?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            // Peers are reached at the endpoint the directory lists, never elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| PeerClientError::Http(e.to_string()))?;
+        clients.insert(peer, client.clone());
+        Ok(client)
+    }
+}
+
+#[async_trait]
+impl PeerTransport for PeerClient {
+    async fn send(&self, peer: CountryCode, endpoint: &str, packet: &str) -> Result<String, SendFailure> {
+        let client = self.client_for(peer).map_err(|_| SendFailure::Unreachable { code: "peer-tls-setup" })?;
+        let url = format!("{}{PACKETS_PATH}", endpoint.trim_end_matches('/'));
+        let response = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, JOSE_MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, JOSE_MEDIA_TYPE)
+            .body(packet.to_owned())
+            .send()
+            .await
+            .map_err(|error| SendFailure::Unreachable { code: transport_code(&error) })?;
+        let status = response.status();
+        let body = read_limited(response).await?;
+        if status == reqwest::StatusCode::OK {
+            return String::from_utf8(body).map_err(|_| SendFailure::Refused { code: "receipt-malformed".to_owned() });
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(SendFailure::Unreachable { code: "peer-unavailable" });
+        }
+        Err(SendFailure::Refused { code: problem_code(&body).unwrap_or_else(|| format!("http-{}", status.as_u16())) })
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, SendFailure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| SendFailure::Unreachable { code: transport_code(&error) })? {
+        if body.len() + chunk.len() > MAX_RECEIPT_BYTES {
+            return Err(SendFailure::Refused { code: "receipt-too-large".to_owned() });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The stable code of a problem+json answer: the last part of its `type`,
+/// if it is one of ours and looks like a code (so nothing else is echoed).
+fn problem_code(body: &[u8]) -> Option<String> {
+    let problem: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = problem.get("type")?.as_str()?.strip_prefix(PROBLEM_TYPE_BASE)?;
+    let looks_like_code = (1..=64).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    looks_like_code.then(|| code.to_owned())
+}
+
+fn transport_code(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "peer-timeout"
+    } else if error.is_connect() {
+        "peer-unreachable"
+    } else {
+        "peer-transport"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::problem_code;
+
+    #[test]
+    fn problem_codes_are_taken_only_from_our_problem_types() {
+        let ours = br#"{"type": "https://referral-gateway.example/problems/packet-replayed", "status": 409}"#;
+        assert_eq!(problem_code(ours).as_deref(), Some("packet-replayed"));
+        assert_eq!(problem_code(br#"{"type": "https://elsewhere.example/x"}"#), None);
+        assert_eq!(problem_code(br#"{"type": "https://referral-gateway.example/problems/Some Name"}"#), None);
+        assert_eq!(problem_code(b"not json"), None);
+    }
+}

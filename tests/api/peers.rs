@@ -1,0 +1,254 @@
+//! Several gateways federated over real mutual TLS on loopback: each with
+//! its own database (SQLite file or PostgreSQL schema), federation keys and
+//! listener, all trusting one coordinator's signed directory. Gateways can
+//! be stopped and started again on the same ports and database; the
+//! directory can be republished (new keys, endpoints, status).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use referral_gateway::app::Clock;
+use referral_gateway::config::GatewayConfig;
+use referral_gateway::crypto::federation_keys;
+use referral_gateway::crypto::jose_keys::{self, KeyUse, SigningKey};
+use referral_gateway::directory::{Directory, DirectoryDocument, MemberStatus, PublishedKey, signed};
+use referral_gateway::startup::Application;
+use serde_json::Value;
+
+use crate::helpers::{client_for, fixture_time, repo_path, send, sql_scalar_at, sql_text_at, write_config_for, Backend, Reply, Who};
+
+/// Fast retries, so that outages in tests last seconds.
+pub const FEDERATION_TABLE: &str = r#"[federation]
+listen = "127.0.0.1:0"
+retry_first_seconds = 1
+retry_max_seconds = 2
+poll_millis = 50
+send_timeout_seconds = 5
+"#;
+
+/// The fixture time, running on with the real clock, plus any jump a test makes.
+#[derive(Debug)]
+pub struct RunningClock {
+    started: Instant,
+    jumped: Mutex<chrono::Duration>,
+}
+
+impl RunningClock {
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.jumped.lock().unwrap() += by;
+    }
+}
+
+impl Clock for RunningClock {
+    fn now(&self) -> DateTime<Utc> {
+        fixture_time() + chrono::Duration::from_std(self.started.elapsed()).unwrap() + *self.jumped.lock().unwrap()
+    }
+}
+
+pub struct Peer {
+    pub country: &'static str,
+    pub config: GatewayConfig,
+    pub app: Option<Application>,
+    pub backend: Backend,
+    pub schema: Option<String>,
+    /// Key windows as published, by key id (default: the federation's
+    /// window); an empty window leaves the key out of the directory.
+    pub windows: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    pub status: MemberStatus,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    pub fn app(&self) -> &Application {
+        self.app.as_ref().expect("gateway running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.app().local_addr().port())
+    }
+
+    pub async fn submit(&self, who: Who, referral: &Value) -> Reply {
+        send(client_for(who).post(self.url("/v1/referrals")).json(referral)).await
+    }
+
+    pub async fn get(&self, who: Who, path: &str) -> Reply {
+        send(client_for(who).get(self.url(path))).await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sql_scalar_at(self.backend, &self.config.database.url, self.schema.as_deref(), sql).await
+    }
+
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        sql_text_at(self.backend, &self.config.database.url, self.schema.as_deref(), sql).await
+    }
+
+    pub fn keys_dir(&self) -> &Path {
+        &self.config.keys.dir
+    }
+}
+
+pub struct Federation {
+    pub peers: Vec<Peer>,
+    pub clock: Arc<RunningClock>,
+    coordinator: SigningKey,
+    serial: u64,
+}
+
+impl Federation {
+    /// Gateways for `countries`, every one federated, started and listed
+    /// with its real endpoint.
+    pub async fn start(backend: Backend, countries: &[&'static str]) -> Self {
+        Self::start_with(backend, countries, countries).await
+    }
+
+    /// As [`Federation::start`], but only the gateways of `federated` send
+    /// and receive; the others queue referrals until restarted federated.
+    pub async fn start_with(backend: Backend, countries: &[&'static str], federated: &[&'static str]) -> Self {
+        let coordinator_jwk = jose_keys::generate(KeyUse::Sig).unwrap();
+        let mut federation = Federation {
+            peers: Vec::new(),
+            clock: Arc::new(RunningClock { started: Instant::now(), jumped: Mutex::new(chrono::Duration::zero()) }),
+            coordinator: SigningKey::from_jwk(&coordinator_jwk).unwrap(),
+            serial: 0,
+        };
+        let coordinator_public = jose_keys::public_of(&coordinator_jwk).unwrap().to_string();
+        for country in countries {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, schema) = write_config_for(dir.path(), backend, country, FEDERATION_TABLE);
+            let config = GatewayConfig::load(&path).unwrap();
+            federation_keys::init(&config.keys.dir, &["localhost".to_owned()]).unwrap();
+            std::fs::write(&config.directory.coordinator_key, &coordinator_public).unwrap();
+            federation.peers.push(Peer {
+                country,
+                config,
+                app: None,
+                backend,
+                schema,
+                windows: BTreeMap::new(),
+                status: MemberStatus::Active,
+                _dir: dir,
+            });
+        }
+        federation.publish().await;
+        for country in countries {
+            federation.start_peer(country, federated.contains(country)).await;
+        }
+        federation.publish().await;
+        federation
+    }
+
+    /// The federation's time now.
+    pub fn clock_now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn peer(&self, country: &str) -> &Peer {
+        self.peers.iter().find(|p| p.country == country).unwrap()
+    }
+
+    pub fn peer_mut(&mut self, country: &str) -> &mut Peer {
+        self.peers.iter_mut().find(|p| p.country == country).unwrap()
+    }
+
+    /// Starts (or starts again) a gateway on its database, keys and, once
+    /// it has had one, its federation port.
+    pub async fn start_peer(&mut self, country: &str, federated: bool) {
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let peer = self.peer_mut(country);
+        assert!(peer.app.is_none(), "{country} is running");
+        let mut config = peer.config.clone();
+        if !federated {
+            config.federation = None;
+        }
+        let app = Application::build(&config, clock).await.unwrap();
+        if let (Some(addr), Some(federation)) = (app.federation_addr(), peer.config.federation.as_mut()) {
+            federation.listen = addr;
+        }
+        peer.app = Some(app);
+    }
+
+    /// Stops a gateway: listeners closed, open connections dropped, worker ended.
+    pub async fn stop_peer(&mut self, country: &str) {
+        let app = self.peer_mut(country).app.take().unwrap();
+        app.shut_down().await;
+    }
+
+    /// Signs a new directory edition from the peers' keys, windows, status
+    /// and endpoints, writes it where each gateway reads it, and puts it in
+    /// force in the running ones.
+    pub async fn publish(&mut self) {
+        self.serial += 1;
+        let mut document: DirectoryDocument =
+            serde_json::from_str(&std::fs::read_to_string(repo_path("config/directory.example.json")).unwrap()).unwrap();
+        document.serial = self.serial;
+        let (from, until) = default_window();
+        for peer in &self.peers {
+            let keys = federation_keys::load(peer.keys_dir()).unwrap();
+            let entry = document.gateways.iter_mut().find(|g| g.country.as_str() == peer.country).unwrap();
+            entry.keys = keys
+                .published(from, until)
+                .unwrap()
+                .into_iter()
+                .filter_map(|key| apply_window(key, &peer.windows))
+                .collect();
+            entry.tls_spki_sha256 = vec![keys.tls_spki_pin().unwrap()];
+            entry.status = peer.status;
+            if let Some(federation) = &peer.config.federation
+                && federation.listen.port() != 0
+            {
+                entry.endpoint = format!("https://127.0.0.1:{}", federation.listen.port());
+            }
+        }
+        let json = serde_json::to_string(&document).unwrap();
+        let jws = signed::sign(&json, &self.coordinator).unwrap();
+        for peer in &self.peers {
+            std::fs::write(&peer.config.directory.file, &jws).unwrap();
+            if let Some(app) = &peer.app {
+                app.gateway().replace_directory(Directory::parse(&json).unwrap()).unwrap();
+            }
+        }
+    }
+}
+
+/// The window every key gets unless a test sets its own.
+pub fn default_window() -> (DateTime<Utc>, DateTime<Utc>) {
+    (fixture_time() - chrono::Duration::days(1), fixture_time() + chrono::Duration::days(365))
+}
+
+/// The key with the window the test set for it; `None` drops it from the directory.
+fn apply_window(mut key: PublishedKey, windows: &BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>) -> Option<PublishedKey> {
+    let kid = key.jwk.get("kid").and_then(Value::as_str).unwrap_or_default();
+    match windows.get(kid) {
+        Some((from, until)) if from < until => {
+            key.not_before = *from;
+            key.not_after = *until;
+            Some(key)
+        }
+        Some(_) => None,
+        None => Some(key),
+    }
+}
+
+/// Waits until `check` holds, up to `limit`; panics with `what` otherwise.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The referral's status as its sender sees it.
+pub async fn status_of(peer: &Peer, who: Who, referral_id: &str) -> String {
+    let reply = peer.get(who, &format!("/v1/referrals/{referral_id}")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.body["status"].as_str().unwrap().to_owned()
+}
