@@ -16,6 +16,12 @@ use super::{CountryCode, DataCategory, Profile, Purpose};
 
 /// The facts policies see, derived from the case and consent at `now`.
 pub fn case_facts(case: &Case, consent: &Consent, now: DateTime<Utc>) -> CaseFacts {
+    facts_with_consent_giver(case, consent.is_by_guardian(), now)
+}
+
+/// The facts policies see, when who gave the consent is known otherwise
+/// (the receiving gateway sees no consent, only its expiry).
+pub fn facts_with_consent_giver(case: &Case, consent_by_guardian: bool, now: DateTime<Utc>) -> CaseFacts {
     let determination = case.best_interests_determination();
     let protection = case.protection.iter().flat_map(|p| p.profiles.iter().map(|x| Profile::Protection(*x)));
     let asylum = case.asylum.iter().flat_map(|a| a.status.iter().map(|x| Profile::Asylum(*x)));
@@ -24,7 +30,7 @@ pub fn case_facts(case: &Case, consent: &Consent, now: DateTime<Utc>) -> CaseFac
         child: case.is_child(now.date_naive()),
         profiles: protection.chain(asylum).collect(),
         origin_states: case.origin_states().into_iter().collect(),
-        consent_by_guardian: consent.is_by_guardian(),
+        consent_by_guardian,
         best_interests_determined: determination.is_some(),
         best_interests_recommend_return: matches!(
             determination,
@@ -46,7 +52,7 @@ fn consent_reason(coverage: Coverage) -> ReasonCode {
 /// Rules (a), (b) and (c) checked once more in plain Rust after the policy
 /// engine: the guarantees nobody can switch off must not rest on one
 /// mechanism. Every rule that applies is named, for the explanation.
-fn non_negotiable(
+pub(super) fn non_negotiable(
     coverage: Coverage,
     category: DataCategory,
     recipient: &Recipient,

@@ -42,6 +42,12 @@ pub enum ReasonCode {
     PolicyForbid,
     /// A policy could not be evaluated; undecidable means deny.
     PolicyEvaluationError,
+    /// Receiving side: the recipient is listed, but behind another gateway.
+    RecipientNotServedHere,
+    /// Receiving side: the retention deadline the sender set has passed.
+    RetentionPassed,
+    /// Receiving side: the packet body is not a case this gateway can read.
+    PayloadUnreadable,
 }
 
 impl ReasonCode {
@@ -63,6 +69,9 @@ impl ReasonCode {
         Self::PolicyNoPermit,
         Self::PolicyForbid,
         Self::PolicyEvaluationError,
+        Self::RecipientNotServedHere,
+        Self::RetentionPassed,
+        Self::PayloadUnreadable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +93,9 @@ impl ReasonCode {
             Self::PolicyNoPermit => "policy_no_permit",
             Self::PolicyForbid => "policy_forbid",
             Self::PolicyEvaluationError => "policy_evaluation_error",
+            Self::RecipientNotServedHere => "recipient_not_served_here",
+            Self::RetentionPassed => "retention_passed",
+            Self::PayloadUnreadable => "payload_unreadable",
         }
     }
 }

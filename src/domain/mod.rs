@@ -12,6 +12,7 @@ pub mod decide;
 pub mod decision;
 pub mod duplicate_keys;
 pub mod ids;
+pub mod inbound;
 pub mod minimise;
 pub mod policy;
 pub mod recipient;

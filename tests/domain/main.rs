@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod inbound;
 mod properties;
 mod scenarios;
 mod schemas;

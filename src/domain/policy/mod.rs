@@ -614,7 +614,10 @@ pub const fn builtin_rule(reason: ReasonCode) -> Option<&'static str> {
         | ReasonCode::RequiredCategoryMissing
         | ReasonCode::PolicyNoPermit
         | ReasonCode::PolicyForbid
-        | ReasonCode::PolicyEvaluationError => None,
+        | ReasonCode::PolicyEvaluationError
+        | ReasonCode::RecipientNotServedHere
+        | ReasonCode::RetentionPassed
+        | ReasonCode::PayloadUnreadable => None,
     }
 }
 
