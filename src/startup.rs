@@ -230,7 +230,9 @@ async fn start_federation(
     let server = tokio::spawn(serve(listener, Some(acceptor), crate::http::federation::router(Arc::clone(gateway)), stopped.clone()));
     let client = PeerClient::new(members, chain, key, Duration::from_secs(federation.send_timeout_seconds));
     let transport: Arc<dyn PeerTransport> = Arc::new(client);
-    tokio::spawn(outbox::run(Arc::clone(gateway), transport, Duration::from_millis(federation.poll_millis), stopped));
+    let poll = Duration::from_millis(federation.poll_millis);
+    tokio::spawn(outbox::run(Arc::clone(gateway), transport, poll, stopped.clone()));
+    tokio::spawn(crate::federation::inbox::run(Arc::clone(gateway), poll, stopped));
     tracing::info!(%addr, "federation listener up");
     Ok((addr, server))
 }

@@ -115,7 +115,7 @@ impl Gateway {
     async fn attempt(&self, transport: &dyn PeerTransport, item: ClaimedDelivery) -> Result<Attempt, AppError> {
         let now = self.now();
         if now.timestamp_millis() >= item.deadline_ms {
-            self.settle(&item.referral_id, Settlement::Expired, now).await?;
+            self.settle(&item, Settlement::Expired, now).await?;
             return Ok(Attempt::Expired);
         }
         let peer = CountryCode::parse(&item.destination_country).map_err(|_| corrupt("destination country"))?;
@@ -128,7 +128,7 @@ impl Gateway {
         let packet = match &item.packet {
             Some(kept) => kept.clone(),
             None => match self.seal_packet(&item, peer, now)? {
-                Some(made) => self.store.keep_packet(&item.referral_id, &made).await?,
+                Some(made) => self.store.keep_packet(&item.id, &made).await?,
                 None => return self.retry(&item, "peer-key-missing", false).await,
             },
         };
@@ -147,7 +147,7 @@ impl Gateway {
         if let Err(refusal) = receipt::verify(&receipt, directory.as_ref(), self.now(), &expected) {
             return self.retry(&item, refusal.code(), false).await;
         }
-        self.settle(&item.referral_id, Settlement::Delivered { receipt }, self.now()).await?;
+        self.settle(&item, Settlement::Delivered { receipt }, self.now()).await?;
         Ok(Attempt::Delivered)
     }
 
@@ -160,19 +160,20 @@ impl Gateway {
             return Ok(None);
         };
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
-        let plaintext = self.keys.open(&item.payload.sealed, item.referral_id.as_bytes())?;
+        let plaintext = self.keys.open(&item.payload.sealed, item.id.as_bytes())?;
         let body: serde_json::Value = serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?;
         let claims = PacketClaims {
-            packet_id: new_id()?,
-            packet_type: PacketType::Referral,
+            // A referral's packet gets its own id; any other entry is known by its packet id from the start.
+            packet_id: if item.referral_id.is_some() { new_id()? } else { item.id.clone() },
+            packet_type: PacketType::parse(&item.packet_type).ok_or_else(|| corrupt("packet type"))?,
             issuer: self.country,
             audience: peer,
-            recipient: OrgId::parse(&item.destination_org).map_err(|_| corrupt("destination"))?,
-            purpose: Some(item.purpose.parse::<Purpose>().map_err(|_| corrupt("purpose"))?),
-            policy_version: Some(item.policy_version.clone()),
+            recipient: OrgId::parse(&item.recipient_org).map_err(|_| corrupt("recipient"))?,
+            purpose: item.purpose.as_deref().map(str::parse::<Purpose>).transpose().map_err(|_| corrupt("purpose"))?,
+            policy_version: item.policy_version.clone(),
             // Opaque to the peer, recomputable here: ties a status that comes
             // back to the decision without revealing the referral id.
-            decision_id: Some(self.keys.index("decision", item.referral_id.as_bytes())),
+            decision_id: item.referral_id.as_ref().map(|id| self.keys.index("decision", id.as_bytes())),
             consent_expires_at: item.consent_expires_ms.and_then(DateTime::from_timestamp_millis),
             retention_until: None,
             issued_at: now,
@@ -192,15 +193,18 @@ impl Gateway {
         let delay = self.delivery.backoff.delay(failed, u32::from_le_bytes(random));
         let next = self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         tracing::info!(code, attempts = item.attempts, retry_in_ms = delay.as_millis() as u64, "delivery attempt failed; will retry");
-        self.store.retry_later(&item.referral_id, next, code, forget_packet).await?;
+        self.store.retry_later(&item.id, next, code, forget_packet).await?;
         Ok(Attempt::Retrying)
     }
 
-    async fn settle(&self, referral_id: &str, settlement: Settlement, at: DateTime<Utc>) -> Result<(), AppError> {
+    async fn settle(&self, item: &ClaimedDelivery, settlement: Settlement, at: DateTime<Utc>) -> Result<(), AppError> {
         let outcome = settlement.status();
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
-        let audit = AuditEvent::new(at, actor, Action::PacketSend, outcome).referral(referral_id);
-        let write = Write::Settle { referral_id: referral_id.to_owned(), settlement, at_ms: at.timestamp_millis(), audit };
+        let mut audit = AuditEvent::new(at, actor, Action::PacketSend, outcome).reasons([format!("type:{}", item.packet_type)]);
+        if let Some(referral_id) = &item.referral_id {
+            audit = audit.referral(referral_id);
+        }
+        let write = Write::Settle { entry_id: item.id.clone(), settlement, at_ms: at.timestamp_millis(), audit };
         self.writer.write(write).await?;
         Ok(())
     }

@@ -75,7 +75,10 @@ impl Gateway {
                 // Another connection brought the same id first.
                 self.answer_known(&claims.packet_id, &digest, &actor).await?.ok_or(AppError::Internal("inbox lost a packet".to_owned()))
             }
-            _ => Ok(receipt),
+            _ => {
+                self.wake_processing();
+                Ok(receipt)
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod delivery;
+pub mod forwarding;
 pub mod inbox;
 pub mod policies;
 pub mod queries;
@@ -62,6 +63,8 @@ pub struct Gateway {
     delivery: delivery::DeliverySettings,
     /// Woken when a referral is queued, so the outbox worker need not wait for its next poll.
     queued: tokio::sync::Notify,
+    /// Woken when a packet is taken into the inbox.
+    received: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -124,6 +127,7 @@ impl Gateway {
             federation: None,
             delivery: delivery::DeliverySettings::default(),
             queued: tokio::sync::Notify::new(),
+            received: tokio::sync::Notify::new(),
         }
     }
 
@@ -136,6 +140,21 @@ impl Gateway {
     /// Resolves when a referral has been queued since the last call.
     pub async fn delivery_wanted(&self) {
         self.queued.notified().await;
+    }
+
+    /// Wakes the delivery worker: something was queued.
+    pub fn wake_delivery(&self) {
+        self.queued.notify_one();
+    }
+
+    /// Resolves when a packet has been received since the last call.
+    pub async fn processing_wanted(&self) {
+        self.received.notified().await;
+    }
+
+    /// Wakes the inbox worker: a packet was received.
+    pub fn wake_processing(&self) {
+        self.received.notify_one();
     }
 
     /// Most outbox entries claimed per delivery round.

@@ -135,7 +135,7 @@ impl Gateway {
                 self.answer_again(principal, existing, &fingerprint).await
             }
             _ if decision.is_allow() => {
-                self.queued.notify_one();
+                self.wake_delivery();
                 Ok(Submitted::Queued { referral_id, body: response, replayed: false })
             }
             _ => Ok(Submitted::Denied { referral_id, body: response, reasons, replayed: false }),
@@ -238,7 +238,16 @@ impl Gateway {
             "outcome": referral.outcome,
             "policy_version": referral.policy_version,
             "decision": decision,
-            "timeline": timeline.iter().map(|t| json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })).collect::<Vec<_>>(),
+            "timeline": timeline
+                .iter()
+                .map(|t| {
+                    if t.reasons.is_empty() {
+                        json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })
+                    } else {
+                        json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms), "reason_codes": t.reasons })
+                    }
+                })
+                .collect::<Vec<_>>(),
             "delivery": delivery,
         }))
     }

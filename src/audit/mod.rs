@@ -35,6 +35,15 @@ pub enum Action {
     /// A referral's packet delivered to the peer gateway (receipt kept), or expired undelivered.
     #[serde(rename = "packet.send")]
     PacketSend,
+    /// A received packet screened (forwarded or refused), or a status applied to its referral.
+    #[serde(rename = "packet.screen")]
+    PacketScreen,
+    /// A recipient listed or read its inbox.
+    #[serde(rename = "inbox.read")]
+    InboxRead,
+    /// A recipient acknowledged a case or reported its progress.
+    #[serde(rename = "inbox.update")]
+    InboxUpdate,
 }
 
 impl Action {
@@ -49,6 +58,9 @@ impl Action {
         Action::AccessRefused,
         Action::PacketReceive,
         Action::PacketSend,
+        Action::PacketScreen,
+        Action::InboxRead,
+        Action::InboxUpdate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +75,9 @@ impl Action {
             Action::AccessRefused => "access.refused",
             Action::PacketReceive => "packet.receive",
             Action::PacketSend => "packet.send",
+            Action::PacketScreen => "packet.screen",
+            Action::InboxRead => "inbox.read",
+            Action::InboxUpdate => "inbox.update",
         }
     }
 

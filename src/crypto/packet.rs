@@ -44,6 +44,11 @@ impl PacketType {
             Self::ErasureConfirmation => "erasure_confirmation",
         }
     }
+
+    /// The type a wire name names.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Referral, Self::Status, Self::Withdrawal, Self::ErasureConfirmation].into_iter().find(|t| t.as_str() == name)
+    }
 }
 
 /// Everything the sending gateway signs. `body` is the minimised payload

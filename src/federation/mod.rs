@@ -3,5 +3,6 @@
 //! edge, `http::federation`.)
 
 pub mod client;
+pub mod inbox;
 pub mod outbox;
 pub mod tls;

@@ -118,6 +118,44 @@ fn subject_ref(value: &str) -> Result<String> {
         .map_err(|_| Problem::invalid_query("subject_ref must be an opaque reference (8 to 64 characters, with a digit)"))
 }
 
+pub async fn get_inbox(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
+    let mut limit = crate::app::forwarding::MAX_INBOX_PAGE;
+    for (key, value) in &params {
+        match key.as_str() {
+            "cursor" => {}
+            "limit" => limit = value.parse().map_err(|_| Problem::invalid_query("limit must be an integer"))?,
+            _ => return Err(Problem::invalid_query("unknown query parameter")),
+        }
+    }
+    Ok(Json(state.gateway.inbox(&caller, params.get("cursor").map(String::as_str), limit).await?))
+}
+
+pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Caller, Path(packet_id): Path<String>) -> Result<Json<Value>> {
+    Ok(Json(state.gateway.inbox_case(&caller, &packet_id).await?))
+}
+
+pub async fn acknowledge(State(state): State<AppState>, Caller(caller): Caller, Path(packet_id): Path<String>) -> Result<Json<Value>> {
+    Ok(Json(state.gateway.acknowledge(&caller, &packet_id).await?))
+}
+
+pub async fn report_status(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(packet_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    state.gateway.require(&caller, &[Role::Recipient]).await?;
+    let report: Value = json_body(&headers, body, state.body_limit).await?;
+    let answer = state.gateway.report_status(&caller, &packet_id, &report).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

@@ -86,14 +86,31 @@ pub struct NewOutboxEntry {
     pub deadline_ms: i64,
 }
 
+/// A packet to send that is not a referral (a status, say): its body at
+/// rest, bound to its packet id, which is also its outbox id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReply {
+    pub packet_id: String,
+    pub packet_type: String,
+    pub destination_country: String,
+    pub recipient_org: String,
+    pub payload: SealedPayload,
+    pub deadline_ms: i64,
+    pub created_ms: i64,
+}
+
 /// An outbox entry claimed for one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedDelivery {
-    pub referral_id: String,
-    pub destination_org: String,
+    /// The referral id for a referral, the packet id otherwise; the body at
+    /// rest is bound to it.
+    pub id: String,
+    pub referral_id: Option<String>,
+    pub packet_type: String,
+    pub recipient_org: String,
     pub destination_country: String,
-    pub purpose: String,
-    pub policy_version: String,
+    pub purpose: Option<String>,
+    pub policy_version: Option<String>,
     pub payload: SealedPayload,
     pub consent_expires_ms: Option<i64>,
     pub deadline_ms: i64,
@@ -145,6 +162,8 @@ pub struct DeliveryRecord {
 pub struct TimelineEntry {
     pub status: String,
     pub at_ms: i64,
+    /// Reason codes the status came with (a refusal's), if any.
+    pub reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,10 +199,16 @@ pub enum Write {
     /// A packet received from a peer gateway and its audit event; nothing is
     /// written (and [`Written::KnownPacket`] returned) when its id is known.
     Inbox { entry: Box<NewInboxEntry>, audit: AuditEvent },
-    /// The end of a pending outbox entry (referral status and timeline
+    /// The end of a pending outbox entry (a referral's status and timeline
     /// follow) and its audit event; nothing is written (and
     /// [`Written::AlreadySettled`] returned) when it is no longer pending.
-    Settle { referral_id: String, settlement: Settlement, at_ms: i64, audit: AuditEvent },
+    Settle { entry_id: String, settlement: Settlement, at_ms: i64, audit: AuditEvent },
+    /// A received packet moved on from `from_state`, with what that brings;
+    /// nothing is written (and [`Written::AlreadySettled`] returned) when it
+    /// is no longer in `from_state`.
+    InboxMove { change: Box<InboxChange>, audit: AuditEvent },
+    /// A packet to send that is not a referral, and its audit event.
+    Reply { reply: Box<NewReply>, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
 }
@@ -202,6 +227,43 @@ pub struct NewInboxEntry {
     pub receipt: String,
     pub received_ms: i64,
     pub expires_ms: i64,
+}
+
+/// A packet this gateway sent, as its outbox entry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentPacket {
+    pub entry_id: String,
+    pub referral_id: Option<String>,
+    pub destination_country: String,
+}
+
+/// A received packet's move to its next state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxChange {
+    pub packet_id: String,
+    pub from_state: String,
+    /// `refused`, `available`, `acknowledged` or `applied`.
+    pub to_state: String,
+    pub reasons: Vec<String>,
+    /// A status packet to send back.
+    pub reply: Option<NewReply>,
+    /// For a status packet: the referral sent from here it is about, and
+    /// the status it reports (timeline entry and current status).
+    pub referral_status: Option<(String, String)>,
+    pub at_ms: i64,
+}
+
+/// A received packet as the inbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    pub packet_id: String,
+    pub issuer: String,
+    pub packet_type: String,
+    pub recipient_org: String,
+    pub claims: SealedPayload,
+    pub state: String,
+    pub reasons: Vec<String>,
+    pub received_ms: i64,
 }
 
 /// What the inbox holds for a known packet id.
@@ -271,6 +333,14 @@ pub trait Store: Send + Sync + 'static {
     /// `forget_packet` drops the kept packet, to seal a new one next time.
     async fn retry_later(&self, referral_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError>;
     async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+    /// The outbox entry that sent `packet_id`.
+    async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError>;
+    /// Received packets still to be processed, oldest first.
+    async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+    async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError>;
+    /// Packets for `recipient_org` in one of `states`, oldest first, after
+    /// the cursor (received time, packet id).
+    async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<(i64, String)>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     /// Every policy version, oldest first; the last is the active one.
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
     /// The number of the newest policy version (0 when there is none).

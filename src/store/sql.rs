@@ -15,14 +15,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
-    AuditFilter, ClaimedDelivery, DeliveryRecord, DisclosureRow, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral, PolicyVersionRecord,
-    SealedPayload, Settlement, Store, StoreError, StoredPacket, StoredReferral, TimelineEntry, Write, Written,
+    AuditFilter, ClaimedDelivery, DeliveryRecord, DisclosureRow, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
+    NewReply, PolicyVersionRecord, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, TimelineEntry, Write,
+    Written,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
 
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
      destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms";
+
+const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms";
 
 const AUDIT_COLUMNS: &str =
     "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, prev_hash, hash";
@@ -192,12 +195,17 @@ macro_rules! sql_store {
                     .collect();
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
-                        "INSERT INTO outbox (referral_id, destination_country, sealed, key_id, next_attempt_ms, created_ms, \
-                         consent_expires_ms, deadline_ms) ",
+                        "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
+                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms) ",
                     );
                     query.push_values(chunk, |mut row, (new, entry, country)| {
                         row.push_bind(new.record.id.clone())
+                            .push_bind(new.record.id.clone())
+                            .push_bind("referral")
                             .push_bind((*country).clone())
+                            .push_bind(new.record.destination_org.clone())
+                            .push_bind(new.record.purpose.clone())
+                            .push_bind(new.record.policy_version.clone())
                             .push_bind(entry.payload.sealed.clone())
                             .push_bind(entry.payload.key_id.clone())
                             .push_bind(new.record.created_ms)
@@ -245,7 +253,7 @@ macro_rules! sql_store {
             /// when the entry was not pending any more.
             async fn settle(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
-                referral_id: &str,
+                entry_id: &str,
                 settlement: &Settlement,
                 at_ms: i64,
             ) -> Result<bool, sqlx::Error> {
@@ -255,34 +263,120 @@ macro_rules! sql_store {
                 };
                 let status = settlement.status();
                 let updated = sqlx::query(
-                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3 WHERE referral_id = $4 AND state = 'pending'",
+                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3 WHERE id = $4 AND state = 'pending' RETURNING referral_id",
                 )
                 .bind(status)
                 .bind(receipt)
                 .bind(at_ms)
-                .bind(referral_id)
-                .execute(&mut *connection)
-                .await?
-                .rows_affected();
-                if updated == 0 {
+                .bind(entry_id)
+                .fetch_optional(&mut *connection)
+                .await?;
+                let Some(row) = updated else {
                     return Ok(false);
+                };
+                if let Some(referral_id) = row.try_get::<Option<String>, _>("referral_id")? {
+                    Self::referral_moves(connection, &referral_id, status, &[], at_ms).await?;
                 }
+                Ok(true)
+            }
+
+            /// A referral's new status, and its entry in the timeline.
+            async fn referral_moves(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                status: &str,
+                reasons: &[String],
+                at_ms: i64,
+            ) -> Result<(), sqlx::Error> {
                 sqlx::query("UPDATE referrals SET status = $1 WHERE id = $2").bind(status).bind(referral_id).execute(&mut *connection).await?;
-                sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms) VALUES ($1, $2, $3)")
+                let reasons = (!reasons.is_empty()).then(|| serde_json::to_string(reasons).unwrap_or_else(|_| "[]".to_owned()));
+                sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ($1, $2, $3, $4)")
                     .bind(referral_id)
                     .bind(status)
                     .bind(at_ms)
+                    .bind(reasons)
                     .execute(&mut *connection)
                     .await?;
+                Ok(())
+            }
+
+            /// Moves a received packet on; false when it was not in the expected state.
+            async fn inbox_moves(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                change: &InboxChange,
+            ) -> Result<bool, sqlx::Error> {
+                let reasons = serde_json::to_string(&change.reasons).unwrap_or_else(|_| "[]".to_owned());
+                // What is refused, or applied to a referral, is not kept to be read later.
+                let forget = if matches!(change.to_state.as_str(), "refused" | "applied") { ", sealed = $6" } else { "" };
+                let statement = format!("UPDATE inbox SET state = $1, reasons = $2, settled_ms = $3{forget} WHERE packet_id = $4 AND state = $5");
+                let mut update = sqlx::query(&statement)
+                .bind(&change.to_state)
+                .bind(reasons)
+                .bind(change.at_ms)
+                .bind(&change.packet_id)
+                .bind(&change.from_state);
+                if !forget.is_empty() {
+                    update = update.bind(Vec::<u8>::new());
+                }
+                if update.execute(&mut *connection).await?.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if let Some(reply) = &change.reply {
+                    Self::queue_reply(connection, reply).await?;
+                }
+                if let Some((referral_id, status)) = &change.referral_status {
+                    Self::referral_moves(connection, referral_id, status, &change.reasons, change.at_ms).await?;
+                }
                 Ok(true)
+            }
+
+            async fn queue_reply(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                reply: &NewReply,
+            ) -> Result<(), sqlx::Error> {
+                    sqlx::query(
+                        "INSERT INTO outbox (id, packet_type, destination_country, recipient_org, sealed, key_id, next_attempt_ms, created_ms, deadline_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(&reply.packet_id)
+                    .bind(&reply.packet_type)
+                    .bind(&reply.destination_country)
+                    .bind(&reply.recipient_org)
+                    .bind(&reply.payload.sealed)
+                    .bind(&reply.payload.key_id)
+                    .bind(reply.created_ms)
+                    .bind(reply.created_ms)
+                    .bind(reply.deadline_ms)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            }
+
+            fn inbox_from_row(row: &$row) -> Result<InboxItem, StoreError> {
+                let reasons: Option<String> = row.try_get("reasons")?;
+                Ok(InboxItem {
+                    packet_id: row.try_get("packet_id")?,
+                    issuer: row.try_get("issuer")?,
+                    packet_type: row.try_get("packet_type")?,
+                    recipient_org: row.try_get("recipient_org")?,
+                    claims: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
+                    state: row.try_get("state")?,
+                    reasons: match reasons {
+                        Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("inbox reasons are not a JSON array".to_owned()))?,
+                        None => Vec::new(),
+                    },
+                    received_ms: row.try_get("received_ms")?,
+                })
             }
 
             fn delivery_from_row(row: &$row) -> Result<ClaimedDelivery, sqlx::Error> {
                 let packet_id: Option<String> = row.try_get("packet_id")?;
                 let packet: Option<String> = row.try_get("packet")?;
                 Ok(ClaimedDelivery {
+                    id: row.try_get("id")?,
                     referral_id: row.try_get("referral_id")?,
-                    destination_org: row.try_get("destination_org")?,
+                    packet_type: row.try_get("packet_type")?,
+                    recipient_org: row.try_get("recipient_org")?,
                     destination_country: row.try_get("destination_country")?,
                     purpose: row.try_get("purpose")?,
                     policy_version: row.try_get("policy_version")?,
@@ -373,8 +467,19 @@ macro_rules! sql_store {
                             .try_get("number")?;
                             Written::PolicyStored { number, seq: chain(&mut head, audit, &mut records) }
                         }
-                        Write::Settle { referral_id, settlement, at_ms, audit } => {
-                            if Self::settle(&mut tx, referral_id, settlement, *at_ms).await? {
+                        Write::Reply { reply, audit } => {
+                            Self::queue_reply(&mut tx, reply).await?;
+                            Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                        }
+                        Write::InboxMove { change, audit } => {
+                            if Self::inbox_moves(&mut tx, change).await? {
+                                Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                            } else {
+                                Written::AlreadySettled
+                            }
+                        }
+                        Write::Settle { entry_id, settlement, at_ms, audit } => {
+                            if Self::settle(&mut tx, entry_id, settlement, *at_ms).await? {
                                 Written::Audited { seq: chain(&mut head, audit, &mut records) }
                             } else {
                                 Written::AlreadySettled
@@ -414,14 +519,23 @@ macro_rules! sql_store {
             }
 
             async fn timeline(&self, referral_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
-                let rows = sqlx::query("SELECT status, at_ms FROM referral_events WHERE referral_id = $1 ORDER BY id")
+                let rows = sqlx::query("SELECT status, at_ms, reasons FROM referral_events WHERE referral_id = $1 ORDER BY id")
                     .bind(referral_id)
                     .fetch_all(&self.pool)
                     .await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| Ok(TimelineEntry { status: row.try_get("status")?, at_ms: row.try_get("at_ms")? }))
-                    .collect::<Result<_, sqlx::Error>>()?)
+                rows.iter()
+                    .map(|row| {
+                        let reasons: Option<String> = row.try_get("reasons")?;
+                        Ok(TimelineEntry {
+                            status: row.try_get("status")?,
+                            at_ms: row.try_get("at_ms")?,
+                            reasons: match reasons {
+                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
+                                None => Vec::new(),
+                            },
+                        })
+                    })
+                    .collect()
             }
 
             async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError> {
@@ -442,33 +556,32 @@ macro_rules! sql_store {
                     .fetch_all(&self.pool)
                     .await?
                     .iter()
-                    .map(|row| row.try_get("referral_id"))
+                    .map(|row| row.try_get("id"))
                     .collect::<Result<_, _>>()?;
                 if claimed.is_empty() {
                     return Ok(Vec::new());
                 }
                 let mut query = QueryBuilder::new(
-                    "SELECT o.referral_id, o.destination_country, o.sealed, o.key_id, o.attempts, o.packet_id, o.packet, \
-                     o.consent_expires_ms, o.deadline_ms, o.created_ms, r.destination_org, r.purpose, r.policy_version \
-                     FROM outbox o JOIN referrals r ON r.id = o.referral_id WHERE o.referral_id IN (",
+                    "SELECT id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
+                     attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms FROM outbox WHERE id IN (",
                 );
                 let mut ids = query.separated(", ");
                 for id in &claimed {
                     ids.push_bind(id.clone());
                 }
-                query.push(") ORDER BY o.referral_id");
+                query.push(") ORDER BY id");
                 let rows = query.build().fetch_all(&self.pool).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
             }
 
-            async fn keep_packet(&self, referral_id: &str, packet: &StoredPacket) -> Result<StoredPacket, StoreError> {
-                sqlx::query("UPDATE outbox SET packet_id = $1, packet = $2 WHERE referral_id = $3 AND packet IS NULL")
+            async fn keep_packet(&self, entry_id: &str, packet: &StoredPacket) -> Result<StoredPacket, StoreError> {
+                sqlx::query("UPDATE outbox SET packet_id = $1, packet = $2 WHERE id = $3 AND packet IS NULL")
                     .bind(&packet.packet_id)
                     .bind(&packet.packet)
-                    .bind(referral_id)
+                    .bind(entry_id)
                     .execute(&self.pool)
                     .await?;
-                let row = sqlx::query("SELECT packet_id, packet FROM outbox WHERE referral_id = $1").bind(referral_id).fetch_one(&self.pool).await?;
+                let row = sqlx::query("SELECT packet_id, packet FROM outbox WHERE id = $1").bind(entry_id).fetch_one(&self.pool).await?;
                 let kept: (Option<String>, Option<String>) = (row.try_get("packet_id")?, row.try_get("packet")?);
                 match kept {
                     (Some(packet_id), Some(packet)) => Ok(StoredPacket { packet_id, packet }),
@@ -476,14 +589,14 @@ macro_rules! sql_store {
                 }
             }
 
-            async fn retry_later(&self, referral_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {
+            async fn retry_later(&self, entry_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {
                 let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
                 sqlx::query(&format!(
-                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget} WHERE referral_id = $3 AND state = 'pending'"
+                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget} WHERE id = $3 AND state = 'pending'"
                 ))
                 .bind(next_attempt_ms)
                 .bind(error_code)
-                .bind(referral_id)
+                .bind(entry_id)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -504,6 +617,51 @@ macro_rules! sql_store {
                     }),
                     None => None,
                 })
+            }
+
+            async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError> {
+                let row = sqlx::query("SELECT id, referral_id, destination_country FROM outbox WHERE packet_id = $1")
+                    .bind(packet_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(SentPacket {
+                        entry_id: row.try_get("id")?,
+                        referral_id: row.try_get("referral_id")?,
+                        destination_country: row.try_get("destination_country")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let rows = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'received' ORDER BY received_ms, packet_id LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::inbox_from_row).collect()
+            }
+
+            async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {
+                let row = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE packet_id = $1")).bind(packet_id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::inbox_from_row).transpose()
+            }
+
+            async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<(i64, String)>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
+                query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
+                let mut listed = query.separated(", ");
+                for state in states {
+                    listed.push_bind((*state).to_owned());
+                }
+                query.push(")");
+                if let Some((received_ms, packet_id)) = after {
+                    query.push(" AND (received_ms > ").push_bind(received_ms);
+                    query.push(" OR (received_ms = ").push_bind(received_ms).push(" AND packet_id > ").push_bind(packet_id).push("))");
+                }
+                query.push(" ORDER BY received_ms, packet_id LIMIT ").push_bind(limit);
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter().map(Self::inbox_from_row).collect()
             }
 
             async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
@@ -627,9 +785,9 @@ sql_store!(
     "BEGIN IMMEDIATE",
     "SELECT seq, hash FROM audit_head WHERE id = 1",
     // One statement, hence one write transaction: two workers cannot both claim a row.
-    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE referral_id IN \
-     (SELECT referral_id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
-     RETURNING referral_id"
+    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
+     (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
+     RETURNING id"
 );
 sql_store!(
     PostgresStore,
@@ -637,7 +795,7 @@ sql_store!(
     "BEGIN",
     "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
     // Replicas sharing the database skip each other's locked rows instead of waiting.
-    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE referral_id IN \
-     (SELECT referral_id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
-     FOR UPDATE SKIP LOCKED) RETURNING referral_id"
+    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
+     (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
+     FOR UPDATE SKIP LOCKED) RETURNING id"
 );

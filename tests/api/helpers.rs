@@ -36,6 +36,8 @@ pub enum Who {
     Recipient,
     /// A Nigerian organisation with a submitter role: not served by this gateway.
     Foreign,
+    /// The health provider in Lagos, recipient role: served by Nigeria's gateway.
+    NgaHealth,
     /// A certificate the gateway does not know.
     Stranger,
     /// No certificate at all.
@@ -43,9 +45,9 @@ pub enum Who {
 }
 
 impl Who {
-    pub const REGISTERED: [Who; 6] = [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign];
-    pub const ALL: [Who; 8] =
-        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::Stranger, Who::Nobody];
+    pub const REGISTERED: [Who; 7] = [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::NgaHealth];
+    pub const ALL: [Who; 9] =
+        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::NgaHealth, Who::Stranger, Who::Nobody];
 
     /// The organisation the gateway registers this caller for.
     pub fn org(self) -> Option<&'static str> {
@@ -65,6 +67,7 @@ impl Who {
             Who::Auditor => Some(("auditor", "ita-nrm", "auditor")),
             Who::Recipient => Some(("unhcr", "ita-unhcr-rome", "recipient")),
             Who::Foreign => Some(("naptip", "nga-naptip", "submitter")),
+            Who::NgaHealth => Some(("nga_health", "nga-health-lagos", "recipient")),
             Who::Stranger | Who::Nobody => None,
         }
     }

@@ -17,6 +17,7 @@ mod referrals;
 mod roles;
 mod store;
 mod delivery;
+mod forwarding;
 mod inbox;
 mod peers;
 mod trust_list;

@@ -108,6 +108,24 @@ impl Federation {
     /// As [`Federation::start`], but only the gateways of `federated` send
     /// and receive; the others queue referrals until restarted federated.
     pub async fn start_with(backend: Backend, countries: &[&'static str], federated: &[&'static str]) -> Self {
+        let mut federation = Self::prepare(backend, countries);
+        federation.launch(federated).await;
+        federation
+    }
+
+    /// Starts every prepared gateway (federated or not) and lists their endpoints.
+    pub async fn launch(&mut self, federated: &[&'static str]) {
+        self.publish().await;
+        let countries: Vec<&'static str> = self.peers.iter().map(|p| p.country).collect();
+        for country in countries {
+            self.start_peer(country, federated.contains(&country)).await;
+        }
+        self.publish().await;
+    }
+
+    /// The gateways' files, keys and configuration, none started: a test may
+    /// change a configuration before [`Federation::launch`].
+    pub fn prepare(backend: Backend, countries: &[&'static str]) -> Self {
         let coordinator_jwk = jose_keys::generate(KeyUse::Sig).unwrap();
         let mut federation = Federation {
             peers: Vec::new(),
@@ -133,11 +151,6 @@ impl Federation {
                 _dir: dir,
             });
         }
-        federation.publish().await;
-        for country in countries {
-            federation.start_peer(country, federated.contains(country)).await;
-        }
-        federation.publish().await;
         federation
     }
 

@@ -293,8 +293,10 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     let claimed = store.claim_deliveries(now, lease, 10).await.unwrap();
     assert_eq!(claimed.len(), 1, "only the allowed referral is queued");
     let entry = &claimed[0];
-    assert_eq!((entry.referral_id.as_str(), entry.destination_org.as_str(), entry.destination_country.as_str()), ("r1", "gmb-iom-banjul", "GMB"));
-    assert_eq!((entry.purpose.as_str(), entry.attempts, entry.packet.clone()), ("return", 1, None));
+    assert_eq!((entry.id.as_str(), entry.referral_id.as_deref(), entry.packet_type.as_str()), ("r1", Some("r1"), "referral"));
+    assert_eq!((entry.recipient_org.as_str(), entry.destination_country.as_str()), ("gmb-iom-banjul", "GMB"));
+    assert_eq!((entry.purpose.as_deref(), entry.policy_version.as_deref()), (Some("return"), Some("sha256:0")));
+    assert_eq!((entry.attempts, entry.packet.clone()), (1, None));
     assert_eq!(entry.payload.sealed, vec![1, 2, 3]);
     assert_eq!(entry.deadline_ms, at(60).timestamp_millis());
     // Claimed: nobody else gets it during the lease; after it, it is due again.
@@ -319,7 +321,7 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     assert_eq!(store.keep_packet("r1", &second).await.unwrap(), second);
 
     let settle = |settlement: Settlement| Write::Settle {
-        referral_id: "r1".to_owned(),
+        entry_id: "r1".to_owned(),
         settlement,
         at_ms: at(5).timestamp_millis(),
         audit: event(5, "ITA", Action::PacketSend).referral("r1"),

@@ -1,21 +1,58 @@
--- Delivery of outbox entries to the peer gateway.
--- `packet` is the sealed packet (compact JWE, readable only by the peer) as
--- first sent: every retry sends the same bytes under the same id, so the
--- peer can answer a redelivery with its first receipt. It is made on the
--- first attempt and kept until delivered or expired.
--- A claim by a worker moves `next_attempt_ms` forward by a lease: a worker
--- that dies mid-delivery leaves an entry that falls due again by itself.
-ALTER TABLE outbox ADD COLUMN packet_id TEXT;
-ALTER TABLE outbox ADD COLUMN packet TEXT;
--- The peer's signed receipt: proof that it took this packet.
-ALTER TABLE outbox ADD COLUMN receipt TEXT;
--- Code of the last failed attempt (a `packet-*` problem code or a transport
--- code); never a message from the peer.
-ALTER TABLE outbox ADD COLUMN last_error TEXT;
--- The earliest end of the consent that covers what the packet carries.
-ALTER TABLE outbox ADD COLUMN consent_expires_ms BIGINT;
--- After this the entry is `expired` and nothing more is sent.
-ALTER TABLE outbox ADD COLUMN deadline_ms BIGINT;
-ALTER TABLE outbox ADD COLUMN settled_ms BIGINT;
-UPDATE outbox SET deadline_ms = created_ms + 604800000 WHERE deadline_ms IS NULL;
-CREATE UNIQUE INDEX outbox_by_packet ON outbox (packet_id);
+-- The outbox becomes the queue of every packet this gateway sends: a
+-- referral's (id = the referral id), and the status packets it answers with
+-- (id = the packet id). Rebuilt rather than altered, since SQLite cannot
+-- change a primary key.
+--
+-- `sealed` is the packet body at rest (AES-256-GCM under data.key, bound to
+-- `id`). `packet` is the sealed packet (compact JWE, readable only by the
+-- peer) as first sent: every retry sends the same bytes under the same id,
+-- so the peer answers a redelivery with its first receipt. It is made on the
+-- first attempt and kept. A claim by a worker moves `next_attempt_ms` ahead
+-- by a lease: a worker that dies mid-delivery leaves an entry that falls due
+-- again by itself.
+CREATE TABLE outbox_entries (
+    id TEXT PRIMARY KEY,
+    referral_id TEXT REFERENCES referrals (id),
+    packet_type TEXT NOT NULL,
+    destination_country TEXT NOT NULL,
+    recipient_org TEXT NOT NULL,
+    purpose TEXT,
+    policy_version TEXT,
+    sealed BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_ms BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    -- The earliest end of the consent that covers what a referral carries.
+    consent_expires_ms BIGINT,
+    -- After this the entry is `expired` and nothing more is sent.
+    deadline_ms BIGINT NOT NULL,
+    packet_id TEXT UNIQUE,
+    packet TEXT,
+    -- The peer's signed receipt: proof that it took this packet.
+    receipt TEXT,
+    -- Code of the last failed attempt (a `packet-*` problem code or a
+    -- transport code); never a message from the peer.
+    last_error TEXT,
+    settled_ms BIGINT
+);
+INSERT INTO outbox_entries (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version,
+                            sealed, key_id, state, attempts, next_attempt_ms, created_ms, deadline_ms)
+SELECT o.referral_id, o.referral_id, 'referral', o.destination_country, r.destination_org, r.purpose, r.policy_version,
+       o.sealed, o.key_id, o.state, o.attempts, o.next_attempt_ms, o.created_ms, o.created_ms + 604800000
+FROM outbox o JOIN referrals r ON r.id = o.referral_id;
+DROP TABLE outbox;
+ALTER TABLE outbox_entries RENAME TO outbox;
+CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);
+CREATE INDEX outbox_by_referral ON outbox (referral_id);
+
+-- What became of a received packet: `received`, then `refused` (with the
+-- reason codes), `available` to its recipient, `acknowledged` by it, or
+-- `applied` (a status packet, to its referral).
+ALTER TABLE inbox ADD COLUMN reasons TEXT;
+ALTER TABLE inbox ADD COLUMN settled_ms BIGINT;
+CREATE INDEX inbox_by_state ON inbox (state, received_ms);
+
+-- Reason codes a status brought (a refusal's, say), shown in the timeline.
+ALTER TABLE referral_events ADD COLUMN reasons TEXT;

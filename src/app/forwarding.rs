@@ -1,0 +1,266 @@
+//! What happens to a received packet: a referral is screened by this
+//! gateway's own rules and either made available to its recipient or
+//! refused (a `refused` status goes back; the recipient learns nothing); a
+//! status is applied to the referral this gateway sent. Recipients then
+//! list, read and acknowledge their cases and report progress, each report
+//! sealed as a status packet back to the sending gateway.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::referrals::millis_to_rfc3339;
+use super::{new_id, AppError, Gateway};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::auth::{Principal, Role};
+use crate::crypto::packet::{PacketClaims, PacketType};
+use crate::domain::inbound::{screen, Received, Screening};
+use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
+use crate::domain::submission::FieldProblem;
+use crate::domain::{CountryCode, OrgId};
+use crate::store::{InboxChange, InboxItem, NewReply, SealedPayload, Write, Written};
+
+/// States in which a recipient sees a case.
+const VISIBLE: [&str; 2] = ["available", "acknowledged"];
+/// Most inbox entries listed per page.
+pub const MAX_INBOX_PAGE: i64 = 100;
+
+impl Gateway {
+    /// Processes received packets still waiting; returns how many moved on.
+    pub async fn process_inbox(&self, limit: i64) -> Result<usize, AppError> {
+        let mut moved = 0;
+        for item in self.store.unprocessed_inbox(limit).await? {
+            let packet_id = item.packet_id.clone();
+            match self.process_received(item).await {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                // Left `received`: tried again on the next round.
+                Err(error) => tracing::error!(%error, packet_id, "processing a received packet failed"),
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn process_received(&self, item: InboxItem) -> Result<bool, AppError> {
+        let now = self.now();
+        let claims = self.received_claims(&item)?;
+        let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        let (change, audit) = match claims.packet_type {
+            PacketType::Referral => {
+                let recipient = self.directory().recipient(&claims.recipient);
+                let screening = match claims.purpose {
+                    Some(purpose) => {
+                        let received = Received {
+                            sender: claims.issuer,
+                            purpose,
+                            body: &claims.body,
+                            consent_expires_at: claims.consent_expires_at,
+                            retention_until: claims.retention_until,
+                        };
+                        screen(&received, recipient.as_ref(), self.country, &self.policy().policy, now)
+                    }
+                    None => Screening::Refuse([crate::domain::decision::ReasonCode::PayloadUnreadable].into()),
+                };
+                match screening {
+                    Screening::Forward => (self.inbox_change(&item, "received", "available", Vec::new(), None, None, now), "available"),
+                    Screening::Refuse(reasons) => {
+                        let reasons: Vec<String> = reasons.iter().map(|r| r.as_str().to_owned()).collect();
+                        let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Refused, reason_codes: reasons.clone() };
+                        let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+                        (self.inbox_change(&item, "received", "refused", reasons, Some(reply), None, now), "refused")
+                    }
+                }
+            }
+            PacketType::Status => {
+                let report: Option<StatusReport> = serde_json::from_value(claims.body.clone()).ok();
+                let sent = match &report {
+                    Some(report) => self.store.sent_packet(&report.in_reply_to).await?,
+                    None => None,
+                };
+                // Only the gateway the referral went to may report on it.
+                let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
+                match (report, about) {
+                    (Some(report), Some(referral_id)) => {
+                        let status = report.status.as_str().to_owned();
+                        let change = self.inbox_change(&item, "received", "applied", report.reason_codes, None, Some((referral_id, status)), now);
+                        (change, "applied")
+                    }
+                    _ => (self.inbox_change(&item, "received", "refused", vec!["status_about_unknown_referral".to_owned()], None, None, now), "refused"),
+                }
+            }
+            // Withdrawal and erasure confirmation come with the consent lifecycle.
+            PacketType::Withdrawal | PacketType::ErasureConfirmation => {
+                (self.inbox_change(&item, "received", "refused", vec!["packet_type_not_supported".to_owned()], None, None, now), "refused")
+            }
+        };
+        let mut event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, audit).referral(&item.packet_id).reasons(change.reasons.clone());
+        if let Some((referral_id, _)) = &change.referral_status {
+            event = event.referral(referral_id);
+        }
+        let written = self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+        if written != Written::AlreadySettled {
+            self.wake_delivery();
+        }
+        Ok(written != Written::AlreadySettled)
+    }
+
+    fn received_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
+        let plaintext = self.keys.open(&item.claims.sealed, item.packet_id.as_bytes())?;
+        serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn inbox_change(
+        &self,
+        item: &InboxItem,
+        from: &str,
+        to: &str,
+        reasons: Vec<String>,
+        reply: Option<NewReply>,
+        referral_status: Option<(String, String)>,
+        now: DateTime<Utc>,
+    ) -> InboxChange {
+        InboxChange {
+            packet_id: item.packet_id.clone(),
+            from_state: from.to_owned(),
+            to_state: to.to_owned(),
+            reasons,
+            reply,
+            referral_status,
+            at_ms: now.timestamp_millis(),
+        }
+    }
+
+    /// A status packet to `to`'s gateway, its body sealed at rest under its packet id.
+    fn status_reply(&self, to: CountryCode, about: &OrgId, report: &StatusReport, now: DateTime<Utc>) -> Result<NewReply, AppError> {
+        let packet_id = new_id()?;
+        let body = serde_json::to_vec(report).map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(NewReply {
+            packet_id: packet_id.clone(),
+            packet_type: PacketType::Status.as_str().to_owned(),
+            destination_country: to.to_string(),
+            recipient_org: about.to_string(),
+            payload: SealedPayload { sealed: self.keys.seal(&body, packet_id.as_bytes())?, key_id: self.keys.data_key_id() },
+            deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
+            created_ms: now.timestamp_millis(),
+        })
+    }
+
+    /// The caller's organisation's cases, oldest first, after `cursor`.
+    pub async fn inbox(&self, principal: &Principal, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Recipient]).await?;
+        let after = match cursor {
+            Some(text) => Some(parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
+            None => None,
+        };
+        let limit = limit.clamp(1, MAX_INBOX_PAGE);
+        let items = self.store.inbox_for(principal.org.as_str(), &VISIBLE, after, limit).await?;
+        let now = self.now();
+        self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
+        let next = (items.len() as i64 == limit).then(|| items.last().map(|last| format!("{}.{}", last.received_ms, last.packet_id))).flatten();
+        let mut listed = Vec::with_capacity(items.len());
+        for item in &items {
+            let claims = self.received_claims(item)?;
+            listed.push(json!({
+                "packet_id": item.packet_id,
+                "from_country": item.issuer,
+                "purpose": claims.purpose,
+                "received_at": millis_to_rfc3339(item.received_ms),
+                "state": item.state,
+            }));
+        }
+        Ok(json!({ "items": listed, "next_cursor": next }))
+    }
+
+    /// One case of the caller's organisation, whole: a disclosure, audited.
+    pub async fn inbox_case(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Recipient]).await?;
+        let item = self.visible_item(principal, packet_id).await?;
+        let claims = self.received_claims(&item)?;
+        let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
+        self.audit(event).await?;
+        Ok(json!({
+            "packet_id": item.packet_id,
+            "from_country": item.issuer,
+            "purpose": claims.purpose,
+            "policy_version": claims.policy_version,
+            "consent_expires_at": claims.consent_expires_at,
+            "retention_until": claims.retention_until,
+            "received_at": millis_to_rfc3339(item.received_ms),
+            "state": item.state,
+            "case": claims.body,
+        }))
+    }
+
+    /// The recipient has taken the case: `forwarded` goes back to the sender.
+    pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Recipient]).await?;
+        let item = self.visible_item(principal, packet_id).await?;
+        if item.state == "acknowledged" {
+            return Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }));
+        }
+        let now = self.now();
+        let claims = self.received_claims(&item)?;
+        let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Forwarded, reason_codes: Vec::new() };
+        let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+        let change = self.inbox_change(&item, "available", "acknowledged", Vec::new(), Some(reply), None, now);
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "acknowledged").referral(&item.packet_id);
+        self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+        self.wake_delivery();
+        Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }))
+    }
+
+    /// The recipient reports progress; sealed back to the sender's gateway.
+    pub async fn report_status(&self, principal: &Principal, packet_id: &str, body: &Value) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Recipient]).await?;
+        let status: ReferralProgress = body
+            .get("status")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .filter(|s| ReferralProgress::REPORTED_BY_RECIPIENTS.contains(s))
+            .ok_or_else(|| invalid("status", "must be one of accepted, declined, in_progress, arrived, services_delivered, closed"))?;
+        let reason_codes = match body.get("reason_code") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(code)) if is_reason_code(code) => vec![code.clone()],
+            Some(_) => return Err(invalid("reason_code", "must be a code: 1 to 64 of a-z, 0-9 and _")),
+        };
+        if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| !["status", "reason_code"].contains(&k.as_str()))) {
+            let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };
+            return Err(AppError::Invalid(vec![FieldProblem { field, problem: "is not a field of a status report".to_owned() }]));
+        }
+        let item = self.visible_item(principal, packet_id).await?;
+        let now = self.now();
+        let claims = self.received_claims(&item)?;
+        let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
+        let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(report.reason_codes.clone());
+        self.writer.write(Write::Reply { reply: Box::new(reply), audit: event }).await?;
+        self.wake_delivery();
+        Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
+    }
+
+    /// A case the caller's organisation may see; anything else is absent.
+    async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<InboxItem, AppError> {
+        let found = self
+            .store
+            .inbox_item(packet_id)
+            .await?
+            .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral");
+        match found {
+            Some(item) => Ok(item),
+            None => {
+                self.audit(AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "not_found")).await?;
+                Err(AppError::NotFound)
+            }
+        }
+    }
+}
+
+fn parse_cursor(text: &str) -> Option<(i64, String)> {
+    let (millis, packet_id) = text.split_once('.')?;
+    let millis: i64 = millis.parse().ok()?;
+    (!packet_id.is_empty() && packet_id.len() <= 128).then(|| (millis, packet_id.to_owned()))
+}
+
+fn invalid(field: &str, problem: &str) -> AppError {
+    AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
+}

@@ -1,0 +1,151 @@
+//! The receiving side over real TLS: Nigeria's gateway screens what Italy
+//! sent, hands it to the recipient organisation (pull inbox), and the
+//! recipient's acknowledgement and progress flow back into the sender's
+//! timeline; a refusal reaches the sender with its reasons and nobody else.
+
+use std::time::Duration;
+
+use referral_gateway::app::delivery::PeerTransport;
+use referral_gateway::crypto::packet::{seal, PacketClaims, PacketType};
+use referral_gateway::domain::{CountryCode, OrgId, Purpose};
+use serde_json::{json, Value};
+
+use crate::helpers::{client_for, fixture, repo_path, send, variant, Backend, Who};
+use crate::on_both_backends;
+use crate::peers::{status_of, wait_for, Federation};
+
+on_both_backends!(
+    a_case_is_screened_handed_over_and_its_progress_flows_back,
+    a_case_refused_by_the_receiving_gateway_reaches_nobody_and_the_sender_learns_why,
+    an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_receiving_gateway,
+);
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+async fn submitted(federation: &Federation, key: &str) -> String {
+    let reply = federation.peer("ITA").submit(Who::IomRome, &variant("returnee_hiv_reintegration", key, None)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.body["referral_id"].as_str().unwrap().to_owned()
+}
+
+fn timeline(referral: &Value) -> Vec<String> {
+    referral["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn a_case_is_screened_handed_over_and_its_progress_flows_back(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let id = submitted(&federation, "forward-test-0001").await;
+    let nga = federation.peer("NGA");
+    wait_for("the case in the recipient's inbox", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
+    })
+    .await;
+    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let item = &listed["items"][0];
+    assert_eq!((item["from_country"].as_str(), item["purpose"].as_str(), item["state"].as_str()), (Some("ITA"), Some("reintegration"), Some("available")));
+    let packet_id = item["packet_id"].as_str().unwrap().to_owned();
+
+    // The recipient reads the minimised case: what Italy's decision sent, no more.
+    let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
+    assert_eq!(case.status, 200, "{}", case.text);
+    let submission = fixture("returnee_hiv_reintegration");
+    let mut sent_categories: Vec<&str> = case.body["case"].as_object().unwrap().keys().map(String::as_str).collect();
+    sent_categories.sort();
+    assert_eq!(sent_categories, ["contact", "health", "identity"]);
+    assert_eq!(case.body["case"]["identity"]["family_name"], submission["case"]["identity"]["family_name"]);
+    assert_eq!(nga.count(&format!("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.read' AND outcome = 'read' AND referral_id = '{packet_id}' AND actor_org = 'nga-health-lagos'")).await, 1);
+
+    // Nobody else at Nigeria's gateway sees it.
+    assert_eq!(nga.get(Who::Foreign, "/v1/inbox").await.status, 403, "a submitter is not a recipient");
+    assert_eq!(nga.get(Who::Recipient, &format!("/v1/inbox/{packet_id}")).await.status, 403, "Italy's UNHCR is not served here");
+
+    let ack = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/ack")))).await;
+    assert_eq!(ack.status, 200, "{}", ack.text);
+    let ita = federation.peer("ITA");
+    wait_for("forwarded at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "forwarded" }).await;
+
+    for (status, reason) in [("accepted", None), ("closed", Some("services_completed"))] {
+        let mut report = json!({ "status": status });
+        if let Some(reason) = reason {
+            report["reason_code"] = json!(reason);
+        }
+        let reply = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/status"))).json(&report)).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        wait_for(status, LIMIT, || async { status_of(ita, Who::IomRome, &id).await == status }).await;
+    }
+    let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    assert_eq!(timeline(&referral), ["queued", "delivered", "forwarded", "accepted", "closed"]);
+    assert_eq!(referral["timeline"][4]["reason_codes"], json!(["services_completed"]));
+
+    // A report with free text, or an unknown status, is refused and sends nothing.
+    for bad in [json!({ "status": "accepted", "reason_code": "Mr Okafor moved" }), json!({ "status": "lost" }), json!({ "status": "closed", "note": "x" })] {
+        let reply = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/status"))).json(&bad)).await;
+        assert_eq!((reply.status, reply.problem()), (400, "invalid-request"), "{bad}");
+        assert!(!reply.text.contains("Okafor"));
+    }
+    // Statuses were sealed packets too: every one receipted at Italy.
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'status' AND state = 'delivered' AND receipt IS NOT NULL").await, 3);
+}
+
+async fn a_case_refused_by_the_receiving_gateway_reaches_nobody_and_the_sender_learns_why(backend: Backend) {
+    let mut federation = Federation::prepare(backend, &["ITA", "NGA"]);
+    federation.peer_mut("NGA").config.policy.initial_dir = repo_path("tests/fixtures/policies/returns-only");
+    federation.launch(&["ITA", "NGA"]).await;
+    let id = submitted(&federation, "refuse-test-0001").await;
+    let ita = federation.peer("ITA");
+    wait_for("the refusal at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "refused" }).await;
+    let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    assert_eq!(timeline(&referral), ["queued", "delivered", "refused"]);
+    assert_eq!(referral["timeline"][2]["reason_codes"], json!(["policy_no_permit"]));
+
+    let nga = federation.peer("NGA");
+    assert_eq!(nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"], json!([]));
+    // The refused case is not kept to be read later.
+    assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'refused' AND length(sealed) = 0").await, 1);
+    assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'refused' AND reasons LIKE '%policy_no_permit%'").await, 1);
+}
+
+async fn an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_receiving_gateway(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA", "GMB"]).await;
+    let (ita, gmb) = (federation.peer("ITA"), federation.peer("GMB"));
+    // A broken sending gateway: the whole case of a rejected Gambian asylum
+    // seeker, to Gambia's immigration service, signed with Italy's key.
+    let directory = ita.app().gateway().directory();
+    let now = federation.clock_now();
+    let keys = ita.app().gateway().federation_keys().unwrap();
+    let signer = directory.current_signing_key(CountryCode::parse("ITA").unwrap(), now, &keys.signing).unwrap();
+    let to = directory.encryption_key(CountryCode::parse("GMB").unwrap(), now).unwrap();
+    let claims = PacketClaims {
+        packet_id: "forced-asylum-case-1".to_owned(),
+        packet_type: PacketType::Referral,
+        issuer: CountryCode::parse("ITA").unwrap(),
+        audience: CountryCode::parse("GMB").unwrap(),
+        recipient: OrgId::parse("gmb-immigration").unwrap(),
+        purpose: Some(Purpose::Return),
+        policy_version: None,
+        decision_id: None,
+        consent_expires_at: None,
+        retention_until: None,
+        issued_at: now,
+        expires_at: now + chrono::Duration::days(1),
+        body: fixture("rejected_asylum_avr")["case"].clone(),
+    };
+    let packet = seal(&claims, signer, to).unwrap();
+    let endpoint = format!("https://127.0.0.1:{}", gmb.app().federation_addr().unwrap().port());
+    let client = crate::delivery::italy_client(&federation);
+    client.send(CountryCode::parse("GMB").unwrap(), &endpoint, packet.as_str()).await.unwrap();
+
+    wait_for("the screening", LIMIT, || async { gmb.count("SELECT COUNT(*) FROM inbox WHERE state = 'refused'").await == 1 }).await;
+    let reasons = gmb.text("SELECT reasons FROM inbox").await.unwrap();
+    assert!(reasons.contains("asylum_firewall"), "{reasons}");
+    assert_eq!(gmb.count("SELECT COUNT(*) FROM inbox WHERE length(sealed) = 0").await, 1, "nothing of the case is kept");
+    // The refusal goes back to Italy, which sent no such referral and applies nothing.
+    wait_for("the refusal delivered to Italy", LIMIT, || async {
+        gmb.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'status' AND state = 'delivered'").await == 1
+    })
+    .await;
+    wait_for("Italy's screening of it", LIMIT, || async {
+        ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'status' AND state = 'refused' AND reasons LIKE '%status_about_unknown_referral%'").await == 1
+    })
+    .await;
+}
