@@ -67,6 +67,10 @@ pub struct FederationConfig {
     /// Time allowed for one send, connection included, in seconds.
     #[serde(default = "default_send_timeout")]
     pub send_timeout_seconds: u64,
+    /// PEM file of certificate authorities trusted for recipients' webhooks,
+    /// besides the usual public ones (a national PKI, say).
+    #[serde(default)]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 fn default_delivery_hours() -> u64 {
@@ -324,6 +328,9 @@ impl GatewayConfig {
         resolve(&mut self.directory.file);
         resolve(&mut self.directory.coordinator_key);
         resolve(&mut self.policy.initial_dir);
+        if let Some(ca) = self.federation.as_mut().and_then(|f| f.webhook_ca_file.as_mut()) {
+            resolve(ca);
+        }
         if let Some(tls) = &mut self.server.tls {
             resolve(&mut tls.certificate);
             resolve(&mut tls.private_key);

@@ -18,7 +18,9 @@ use crate::app::{Clock, Gateway};
 use crate::auth::client_cert::ClientCertificates;
 use crate::auth::oidc::{OidcSetupError, OidcVerifier};
 use crate::config::{FederationConfig, GatewayConfig};
+use crate::app::pushing::RecipientPush;
 use crate::federation::client::PeerClient;
+use crate::federation::webhook::WebhookClient;
 use crate::federation::outbox;
 use crate::federation::tls::{server_config, Members};
 use crate::crypto::at_rest::{KeyError, KeyRing};
@@ -228,9 +230,14 @@ async fn start_federation(
     let addr = listener.local_addr().map_err(|e| StartError::FederationBind { addr: federation.listen, reason: e.to_string() })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
     let server = tokio::spawn(serve(listener, Some(acceptor), crate::http::federation::router(Arc::clone(gateway)), stopped.clone()));
-    let client = PeerClient::new(members, chain, key, Duration::from_secs(federation.send_timeout_seconds));
+    let timeout = Duration::from_secs(federation.send_timeout_seconds);
+    let client = PeerClient::new(members, chain, key, timeout);
     let transport: Arc<dyn PeerTransport> = Arc::new(client);
+    let webhooks = WebhookClient::new(&keys.tls_identity_pem(), federation.webhook_ca_file.as_deref(), timeout)
+        .map_err(|e| StartError::Federation(e.to_string()))?;
+    let webhooks: Arc<dyn RecipientPush> = Arc::new(webhooks);
     let poll = Duration::from_millis(federation.poll_millis);
+    tokio::spawn(crate::federation::push::run(Arc::clone(gateway), webhooks, poll, stopped.clone()));
     tokio::spawn(outbox::run(Arc::clone(gateway), transport, poll, stopped.clone()));
     tokio::spawn(crate::federation::inbox::run(Arc::clone(gateway), poll, stopped));
     tracing::info!(%addr, "federation listener up");

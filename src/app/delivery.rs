@@ -185,12 +185,8 @@ impl Gateway {
     }
 
     async fn retry(&self, item: &ClaimedDelivery, code: &str, forget_packet: bool) -> Result<Attempt, AppError> {
-        use ring::rand::SecureRandom;
-        let mut random = [0u8; 4];
-        // Without randomness the retry is merely not spread out.
-        let _ = ring::rand::SystemRandom::new().fill(&mut random);
         let failed = u32::try_from(item.attempts).unwrap_or(u32::MAX).max(1);
-        let delay = self.delivery.backoff.delay(failed, u32::from_le_bytes(random));
+        let delay = self.delivery.backoff.delay(failed, random_u32());
         let next = self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         tracing::info!(code, attempts = item.attempts, retry_in_ms = delay.as_millis() as u64, "delivery attempt failed; will retry");
         self.store.retry_later(&item.id, next, code, forget_packet).await?;
@@ -216,6 +212,14 @@ impl Gateway {
         let by_window = accepted.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
         consent_expires.map_or(by_window, |end| end.min(by_window))
     }
+}
+
+/// Jitter for a retry. Without randomness the retries are merely not spread out.
+pub(super) fn random_u32() -> u32 {
+    use ring::rand::SecureRandom;
+    let mut random = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut random);
+    u32::from_le_bytes(random)
 }
 
 fn corrupt(what: &str) -> AppError {

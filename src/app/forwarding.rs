@@ -16,6 +16,7 @@ use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::inbound::{screen, Received, Screening};
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
+use crate::directory::Delivery;
 use crate::domain::{CountryCode, OrgId};
 use crate::store::{InboxChange, InboxItem, NewReply, SealedPayload, Write, Written};
 
@@ -42,7 +43,7 @@ impl Gateway {
 
     async fn process_received(&self, item: InboxItem) -> Result<bool, AppError> {
         let now = self.now();
-        let claims = self.received_claims(&item)?;
+        let claims = self.opened_claims(&item)?;
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let (change, audit) = match claims.packet_type {
             PacketType::Referral => {
@@ -61,7 +62,11 @@ impl Gateway {
                     None => Screening::Refuse([crate::domain::decision::ReasonCode::PayloadUnreadable].into()),
                 };
                 match screening {
-                    Screening::Forward => (self.inbox_change(&item, "received", "available", Vec::new(), None, None, now), "available"),
+                    Screening::Forward => {
+                        let pushed = self.directory().organisation(&claims.recipient).is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }));
+                        let state = if pushed { "pushing" } else { "available" };
+                        (self.inbox_change(&item, "received", state, Vec::new(), None, None, now), state)
+                    }
                     Screening::Refuse(reasons) => {
                         let reasons: Vec<String> = reasons.iter().map(|r| r.as_str().to_owned()).collect();
                         let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Refused, reason_codes: reasons.clone() };
@@ -99,17 +104,18 @@ impl Gateway {
         let written = self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
         if written != Written::AlreadySettled {
             self.wake_delivery();
+            self.wake_pushing();
         }
         Ok(written != Written::AlreadySettled)
     }
 
-    fn received_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
+    pub(super) fn opened_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
         let plaintext = self.keys.open(&item.claims.sealed, item.packet_id.as_bytes())?;
         serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned()))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn inbox_change(
+    pub(super) fn inbox_change(
         &self,
         item: &InboxItem,
         from: &str,
@@ -131,7 +137,7 @@ impl Gateway {
     }
 
     /// A status packet to `to`'s gateway, its body sealed at rest under its packet id.
-    fn status_reply(&self, to: CountryCode, about: &OrgId, report: &StatusReport, now: DateTime<Utc>) -> Result<NewReply, AppError> {
+    pub(super) fn status_reply(&self, to: CountryCode, about: &OrgId, report: &StatusReport, now: DateTime<Utc>) -> Result<NewReply, AppError> {
         let packet_id = new_id()?;
         let body = serde_json::to_vec(report).map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(NewReply {
@@ -159,7 +165,7 @@ impl Gateway {
         let next = (items.len() as i64 == limit).then(|| items.last().map(|last| format!("{}.{}", last.received_ms, last.packet_id))).flatten();
         let mut listed = Vec::with_capacity(items.len());
         for item in &items {
-            let claims = self.received_claims(item)?;
+            let claims = self.opened_claims(item)?;
             listed.push(json!({
                 "packet_id": item.packet_id,
                 "from_country": item.issuer,
@@ -175,20 +181,14 @@ impl Gateway {
     pub async fn inbox_case(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let item = self.visible_item(principal, packet_id).await?;
-        let claims = self.received_claims(&item)?;
+        let claims = self.opened_claims(&item)?;
         let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
         self.audit(event).await?;
-        Ok(json!({
-            "packet_id": item.packet_id,
-            "from_country": item.issuer,
-            "purpose": claims.purpose,
-            "policy_version": claims.policy_version,
-            "consent_expires_at": claims.consent_expires_at,
-            "retention_until": claims.retention_until,
-            "received_at": millis_to_rfc3339(item.received_ms),
-            "state": item.state,
-            "case": claims.body,
-        }))
+        let mut document = super::pushing::case_document(&item, &claims);
+        if let Some(fields) = document.as_object_mut() {
+            fields.insert("state".to_owned(), json!(item.state));
+        }
+        Ok(document)
     }
 
     /// The recipient has taken the case: `forwarded` goes back to the sender.
@@ -199,7 +199,7 @@ impl Gateway {
             return Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }));
         }
         let now = self.now();
-        let claims = self.received_claims(&item)?;
+        let claims = self.opened_claims(&item)?;
         let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Forwarded, reason_codes: Vec::new() };
         let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
         let change = self.inbox_change(&item, "available", "acknowledged", Vec::new(), Some(reply), None, now);
@@ -229,7 +229,7 @@ impl Gateway {
         }
         let item = self.visible_item(principal, packet_id).await?;
         let now = self.now();
-        let claims = self.received_claims(&item)?;
+        let claims = self.opened_claims(&item)?;
         let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
         let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(report.reason_codes.clone());

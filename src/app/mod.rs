@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod forwarding;
 pub mod inbox;
 pub mod policies;
+pub mod pushing;
 pub mod queries;
 pub mod referrals;
 
@@ -65,6 +66,8 @@ pub struct Gateway {
     queued: tokio::sync::Notify,
     /// Woken when a packet is taken into the inbox.
     received: tokio::sync::Notify,
+    /// Woken when a case waits for a push to its recipient's webhook.
+    to_push: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -128,6 +131,7 @@ impl Gateway {
             delivery: delivery::DeliverySettings::default(),
             queued: tokio::sync::Notify::new(),
             received: tokio::sync::Notify::new(),
+            to_push: tokio::sync::Notify::new(),
         }
     }
 
@@ -155,6 +159,16 @@ impl Gateway {
     /// Wakes the inbox worker: a packet was received.
     pub fn wake_processing(&self) {
         self.received.notify_one();
+    }
+
+    /// Wakes the push worker: a case waits for a webhook.
+    pub fn wake_pushing(&self) {
+        self.to_push.notify_one();
+    }
+
+    /// Resolves when a case has been queued for a push since the last call.
+    pub async fn pushing_wanted(&self) {
+        self.to_push.notified().await;
     }
 
     /// Most outbox entries claimed per delivery round.

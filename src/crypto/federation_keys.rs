@@ -166,6 +166,12 @@ impl FederationKeys {
         Ok((chain, key))
     }
 
+    /// Certificate then private key, PEM: the client identity this gateway
+    /// presents when it pushes cases to recipients' webhooks.
+    pub fn tls_identity_pem(&self) -> String {
+        format!("{}\n{}", self.tls_certificate_pem.trim_end(), self.tls_key_pem)
+    }
+
     /// Directory entries for the public keys, each valid from `from` to `until`.
     pub fn published(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<PublishedKey>, FederationKeyError> {
         self.public

@@ -5,4 +5,6 @@
 pub mod client;
 pub mod inbox;
 pub mod outbox;
+pub mod push;
 pub mod tls;
+pub mod webhook;

@@ -242,7 +242,7 @@ pub struct SentPacket {
 pub struct InboxChange {
     pub packet_id: String,
     pub from_state: String,
-    /// `refused`, `available`, `acknowledged` or `applied`.
+    /// `refused`, `available`, `pushing`, `acknowledged`, `undeliverable` or `applied`.
     pub to_state: String,
     pub reasons: Vec<String>,
     /// A status packet to send back.
@@ -264,6 +264,10 @@ pub struct InboxItem {
     pub state: String,
     pub reasons: Vec<String>,
     pub received_ms: i64,
+    /// The packet's expiry: a push is given up after it.
+    pub expires_ms: i64,
+    /// Pushes to the recipient's webhook started, this one included.
+    pub push_attempts: i64,
 }
 
 /// What the inbox holds for a known packet id.
@@ -338,6 +342,10 @@ pub trait Store: Send + Sync + 'static {
     /// Received packets still to be processed, oldest first.
     async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError>;
+    /// Claims up to `limit` cases due for a push to their recipient's
+    /// webhook, moving them `lease_ms` ahead (as [`Store::claim_deliveries`]).
+    async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+    async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError>;
     /// Packets for `recipient_org` in one of `states`, oldest first, after
     /// the cursor (received time, packet id).
     async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<(i64, String)>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;

@@ -25,7 +25,8 @@ use crate::config::sqlite_path;
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
      destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms";
 
-const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms";
+const INBOX_COLUMNS: &str =
+    "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts";
 
 const AUDIT_COLUMNS: &str =
     "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, prev_hash, hash";
@@ -107,7 +108,7 @@ fn audit_reasons(record: &AuditRecord) -> String {
 }
 
 macro_rules! sql_store {
-    ($store:ident, $row:ty, $begin:literal, $head_query:literal, $claim_query:literal) => {
+    ($store:ident, $row:ty, $begin:literal, $head_query:literal, $claim_query:literal, $push_query:literal) => {
         impl $store {
             fn referral_from_row(row: &$row) -> Result<StoredReferral, sqlx::Error> {
                 Ok(StoredReferral {
@@ -307,7 +308,12 @@ macro_rules! sql_store {
             ) -> Result<bool, sqlx::Error> {
                 let reasons = serde_json::to_string(&change.reasons).unwrap_or_else(|_| "[]".to_owned());
                 // What is refused, or applied to a referral, is not kept to be read later.
-                let forget = if matches!(change.to_state.as_str(), "refused" | "applied") { ", sealed = $6" } else { "" };
+                let forget = match change.to_state.as_str() {
+                    "refused" | "applied" | "undeliverable" => ", sealed = $6",
+                    // The first push is due at once.
+                    "pushing" => ", next_push_ms = $3",
+                    _ => "",
+                };
                 let statement = format!("UPDATE inbox SET state = $1, reasons = $2, settled_ms = $3{forget} WHERE packet_id = $4 AND state = $5");
                 let mut update = sqlx::query(&statement)
                 .bind(&change.to_state)
@@ -315,7 +321,7 @@ macro_rules! sql_store {
                 .bind(change.at_ms)
                 .bind(&change.packet_id)
                 .bind(&change.from_state);
-                if !forget.is_empty() {
+                if forget.contains("$6") {
                     update = update.bind(Vec::<u8>::new());
                 }
                 if update.execute(&mut *connection).await?.rows_affected() == 0 {
@@ -366,6 +372,8 @@ macro_rules! sql_store {
                         None => Vec::new(),
                     },
                     received_ms: row.try_get("received_ms")?,
+                    expires_ms: row.try_get("expires_ms")?,
+                    push_attempts: row.try_get("push_attempts")?,
                 })
             }
 
@@ -647,6 +655,39 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::inbox_from_row).transpose()
             }
 
+            async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let claimed: Vec<String> = sqlx::query($push_query)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get("packet_id"))
+                    .collect::<Result<_, _>>()?;
+                if claimed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE packet_id IN ("));
+                let mut ids = query.separated(", ");
+                for id in &claimed {
+                    ids.push_bind(id.clone());
+                }
+                query.push(") ORDER BY packet_id");
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter().map(Self::inbox_from_row).collect()
+            }
+
+            async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2 WHERE packet_id = $3 AND state = 'pushing'")
+                    .bind(next_push_ms)
+                    .bind(error_code)
+                    .bind(packet_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<(i64, String)>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
                 let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
                 query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
@@ -787,7 +828,10 @@ sql_store!(
     // One statement, hence one write transaction: two workers cannot both claim a row.
     "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
-     RETURNING id"
+     RETURNING id",
+    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
+     (SELECT packet_id FROM inbox WHERE state = 'pushing' AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
+     RETURNING packet_id"
 );
 sql_store!(
     PostgresStore,
@@ -797,5 +841,8 @@ sql_store!(
     // Replicas sharing the database skip each other's locked rows instead of waiting.
     "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
-     FOR UPDATE SKIP LOCKED) RETURNING id"
+     FOR UPDATE SKIP LOCKED) RETURNING id",
+    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
+     (SELECT packet_id FROM inbox WHERE state = 'pushing' AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
+     FOR UPDATE SKIP LOCKED) RETURNING packet_id"
 );

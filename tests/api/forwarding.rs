@@ -12,12 +12,13 @@ use serde_json::{json, Value};
 
 use crate::helpers::{client_for, fixture, repo_path, send, variant, Backend, Who};
 use crate::on_both_backends;
-use crate::peers::{status_of, wait_for, Federation};
+use crate::peers::{status_of, wait_for, Federation, Webhook};
 
 on_both_backends!(
     a_case_is_screened_handed_over_and_its_progress_flows_back,
     a_case_refused_by_the_receiving_gateway_reaches_nobody_and_the_sender_learns_why,
     an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_receiving_gateway,
+    a_webhook_recipient_down_then_up_gets_the_signed_case_once,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -148,4 +149,37 @@ async fn an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_rece
         ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'status' AND state = 'refused' AND reasons LIKE '%status_about_unknown_referral%'").await == 1
     })
     .await;
+}
+
+async fn a_webhook_recipient_down_then_up_gets_the_signed_case_once(backend: Backend) {
+    let mut webhook = Webhook::reserve();
+    let mut federation = Federation::prepare(backend, &["ITA", "NGA"]);
+    federation.webhooks.insert("nga-health-lagos".to_owned(), webhook.url());
+    federation.launch(&["ITA", "NGA"]).await;
+    let id = submitted(&federation, "webhook-test-0001").await;
+    let nga = federation.peer("NGA");
+    wait_for("pushes failing while the webhook is down", LIMIT, || async {
+        nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'pushing' AND push_attempts >= 2 AND push_error = 'recipient-unreachable'").await == 1
+    })
+    .await;
+    assert!(webhook.received.lock().unwrap().is_empty());
+
+    webhook.start().await;
+    let ita = federation.peer("ITA");
+    wait_for("forwarded at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "forwarded" }).await;
+    let received = webhook.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "pushed once");
+    // Signed by Nigeria's gateway, checkable against the directory.
+    let nga = federation.peer("NGA");
+    let directory = nga.app().gateway().directory();
+    let document = referral_gateway::crypto::case_push::verify(&received[0], directory.as_ref(), federation.clock_now(), CountryCode::parse("NGA").unwrap()).unwrap();
+    assert_eq!(document["recipient"], "nga-health-lagos");
+    assert_eq!(document["from_country"], "ITA");
+    assert!(document["case"]["health"].is_object());
+    assert!(
+        referral_gateway::crypto::case_push::verify(&received[0], directory.as_ref(), federation.clock_now(), CountryCode::parse("ITA").unwrap()).is_err(),
+        "not Italy's signature"
+    );
+    assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'acknowledged'").await, 1);
+    assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'pushed'").await, 1);
 }

@@ -113,6 +113,16 @@ pub struct Pki {
     pub clients: BTreeMap<Who, (String, CertificateFingerprint)>,
 }
 
+/// The test certificate authority, and a server certificate and key it
+/// signed for `localhost` and `127.0.0.1` (PEM).
+pub fn test_ca_pem() -> &'static str {
+    &pki().ca_pem
+}
+
+pub fn test_server_identity() -> (&'static str, &'static str) {
+    (&pki().server_cert_pem, &pki().server_key_pem)
+}
+
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {

@@ -14,11 +14,13 @@ use referral_gateway::app::Clock;
 use referral_gateway::config::GatewayConfig;
 use referral_gateway::crypto::federation_keys;
 use referral_gateway::crypto::jose_keys::{self, KeyUse, SigningKey};
-use referral_gateway::directory::{Directory, DirectoryDocument, MemberStatus, PublishedKey, signed};
+use referral_gateway::directory::{Delivery, Directory, DirectoryDocument, MemberStatus, PublishedKey, signed};
 use referral_gateway::startup::Application;
 use serde_json::Value;
 
-use crate::helpers::{client_for, fixture_time, repo_path, send, sql_scalar_at, sql_text_at, write_config_for, Backend, Reply, Who};
+use crate::helpers::{
+    client_for, fixture_time, repo_path, send, sql_scalar_at, sql_text_at, test_ca_pem, test_server_identity, write_config_for, Backend, Reply, Who,
+};
 
 /// Fast retries, so that outages in tests last seconds.
 pub const FEDERATION_TABLE: &str = r#"[federation]
@@ -93,6 +95,8 @@ impl Peer {
 
 pub struct Federation {
     pub peers: Vec<Peer>,
+    /// Organisations that take cases by webhook: id to URL.
+    pub webhooks: BTreeMap<String, String>,
     pub clock: Arc<RunningClock>,
     coordinator: SigningKey,
     serial: u64,
@@ -129,6 +133,7 @@ impl Federation {
         let coordinator_jwk = jose_keys::generate(KeyUse::Sig).unwrap();
         let mut federation = Federation {
             peers: Vec::new(),
+            webhooks: BTreeMap::new(),
             clock: Arc::new(RunningClock { started: Instant::now(), jumped: Mutex::new(chrono::Duration::zero()) }),
             coordinator: SigningKey::from_jwk(&coordinator_jwk).unwrap(),
             serial: 0,
@@ -137,8 +142,12 @@ impl Federation {
         for country in countries {
             let dir = tempfile::tempdir().unwrap();
             let (path, schema) = write_config_for(dir.path(), backend, country, FEDERATION_TABLE);
-            let config = GatewayConfig::load(&path).unwrap();
+            let mut config = GatewayConfig::load(&path).unwrap();
             federation_keys::init(&config.keys.dir, &["localhost".to_owned()]).unwrap();
+            // Test webhooks present certificates of the test authority.
+            let authority = dir.path().join("webhook-ca.pem");
+            std::fs::write(&authority, test_ca_pem()).unwrap();
+            config.federation.as_mut().unwrap().webhook_ca_file = Some(authority);
             std::fs::write(&config.directory.coordinator_key, &coordinator_public).unwrap();
             federation.peers.push(Peer {
                 country,
@@ -216,6 +225,11 @@ impl Federation {
                 entry.endpoint = format!("https://127.0.0.1:{}", federation.listen.port());
             }
         }
+        for organisation in &mut document.organisations {
+            if let Some(url) = self.webhooks.get(organisation.id.as_str()) {
+                organisation.delivery = Delivery::Webhook { url: url.clone() };
+            }
+        }
         let json = serde_json::to_string(&document).unwrap();
         let jws = signed::sign(&json, &self.coordinator).unwrap();
         for peer in &self.peers {
@@ -264,4 +278,71 @@ pub async fn status_of(peer: &Peer, who: Who, referral_id: &str) -> String {
     let reply = peer.get(who, &format!("/v1/referrals/{referral_id}")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     reply.body["status"].as_str().unwrap().to_owned()
+}
+
+/// A recipient organisation's webhook: HTTPS on loopback with a certificate
+/// of the test authority, keeping every body it is sent.
+pub struct Webhook {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<String>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Webhook {
+    /// A port for a webhook not started yet (nothing listens there).
+    pub fn reserve() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Webhook { port, received: Arc::new(Mutex::new(Vec::new())), stop: None }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/cases", self.port)
+    }
+
+    /// Starts answering `204` to every POST, on the reserved port.
+    pub async fn start(&mut self) {
+        use rustls::pki_types::pem::PemObject;
+        let (certificate, key) = test_server_identity();
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(certificate.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let received = Arc::clone(&self.received);
+        let router = axum::Router::new().route(
+            "/cases",
+            axum::routing::post(move |body: String| {
+                let received = Arc::clone(&received);
+                async move {
+                    received.lock().unwrap().push(body);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(stop);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => accepted.unwrap(),
+                    _ = &mut stopped => return,
+                };
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        use tower::ServiceExt;
+                        router.clone().oneshot(request.map(axum::body::Body::new))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+        });
+    }
 }

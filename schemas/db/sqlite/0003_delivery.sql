@@ -56,3 +56,9 @@ CREATE INDEX inbox_by_state ON inbox (state, received_ms);
 
 -- Reason codes a status brought (a refusal's, say), shown in the timeline.
 ALTER TABLE referral_events ADD COLUMN reasons TEXT;
+
+-- Pushing a case to a recipient's webhook (`pushing` state): attempts, when
+-- the next is due (moved ahead by a lease when claimed), the last failure's code.
+ALTER TABLE inbox ADD COLUMN push_attempts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE inbox ADD COLUMN next_push_ms BIGINT;
+ALTER TABLE inbox ADD COLUMN push_error TEXT;

@@ -1,0 +1,112 @@
+//! Pushing cases to recipients that take them by webhook: the case, signed
+//! by this gateway, posted to the organisation's `https://` URL from the
+//! directory; a 2xx answer is the acknowledgement (`forwarded` goes back to
+//! the sender). Failures are retried with backoff until the packet expires;
+//! then the case is dropped and the sender told `refused`
+//! (`recipient_unreachable`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::delivery::SendFailure;
+use super::referrals::millis_to_rfc3339;
+use super::{AppError, Gateway};
+use crate::audit::{Action, Actor, AuditEvent};
+use crate::crypto::case_push;
+use crate::crypto::packet::PacketClaims;
+use crate::directory::Delivery;
+use crate::domain::status::{ReferralProgress, StatusReport};
+use crate::store::{InboxItem, Write};
+
+/// The port to recipients' webhooks: posts a signed case, `Ok` on 2xx.
+#[async_trait]
+pub trait RecipientPush: Send + Sync + 'static {
+    async fn push(&self, url: &str, signed_case: &str) -> Result<(), SendFailure>;
+}
+
+/// Media type of a pushed case.
+pub const CASE_MEDIA_TYPE: &str = "application/jose";
+
+impl Gateway {
+    /// Pushes the cases due now; returns how many were claimed.
+    pub async fn push_due(self: &Arc<Self>, webhooks: &Arc<dyn RecipientPush>) -> Result<usize, AppError> {
+        let now = self.now();
+        let lease = i64::try_from(self.delivery.lease.as_millis()).unwrap_or(i64::MAX);
+        let claimed = self.store.claim_pushes(now.timestamp_millis(), lease, self.delivery.batch).await?;
+        let count = claimed.len();
+        let mut pushes = tokio::task::JoinSet::new();
+        for item in claimed {
+            let gateway = Arc::clone(self);
+            let webhooks = Arc::clone(webhooks);
+            pushes.spawn(async move { gateway.push_one(webhooks.as_ref(), item).await });
+        }
+        while let Some(joined) = pushes.join_next().await {
+            if let Err(error) = joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|r| r) {
+                tracing::error!(%error, "push attempt failed inside the gateway");
+            }
+        }
+        Ok(count)
+    }
+
+    async fn push_one(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
+        let now = self.now();
+        let claims = self.opened_claims(&item)?;
+        let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        if now.timestamp_millis() >= item.expires_ms {
+            let reasons = vec!["recipient_unreachable".to_owned()];
+            let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Refused, reason_codes: reasons.clone() };
+            let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+            let change = self.inbox_change(&item, "pushing", "undeliverable", reasons.clone(), Some(reply), None, now);
+            let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
+            self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+            self.wake_delivery();
+            return Ok(());
+        }
+        let url = match self.directory().organisation(&claims.recipient).map(|o| o.delivery.clone()) {
+            Some(Delivery::Webhook { url }) => url,
+            // The directory changed meanwhile: the organisation now pulls.
+            Some(Delivery::Pull) | None => return self.retry_push(&item, "recipient-webhook-gone").await,
+        };
+        let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
+        let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;
+        let signed = case_push::sign(&case_document(&item, &claims), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
+        match webhooks.push(&url, &signed).await {
+            Ok(()) => {
+                let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Forwarded, reason_codes: Vec::new() };
+                let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+                let change = self.inbox_change(&item, "pushing", "acknowledged", Vec::new(), Some(reply), None, now);
+                let event = AuditEvent::new(now, actor, Action::InboxUpdate, "pushed").referral(&item.packet_id);
+                self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+                self.wake_delivery();
+                Ok(())
+            }
+            Err(failure) => self.retry_push(&item, failure.code()).await,
+        }
+    }
+
+    async fn retry_push(&self, item: &InboxItem, code: &str) -> Result<(), AppError> {
+        let failed = u32::try_from(item.push_attempts).unwrap_or(u32::MAX).max(1);
+        let delay = self.delivery.backoff.delay(failed, super::delivery::random_u32());
+        let next = self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        tracing::info!(code, attempts = item.push_attempts, "push to a recipient failed; will retry");
+        self.store.retry_push(&item.packet_id, next, code).await?;
+        Ok(())
+    }
+}
+
+/// What the recipient receives: the same document `GET /v1/inbox/{id}` gives.
+pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims) -> Value {
+    json!({
+        "packet_id": item.packet_id,
+        "recipient": claims.recipient,
+        "from_country": item.issuer,
+        "purpose": claims.purpose,
+        "policy_version": claims.policy_version,
+        "consent_expires_at": claims.consent_expires_at,
+        "retention_until": claims.retention_until,
+        "received_at": millis_to_rfc3339(item.received_ms),
+        "case": claims.body,
+    })
+}
