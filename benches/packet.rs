@@ -59,6 +59,7 @@ fn bench_packet(c: &mut Criterion) {
         retention_until: Some(now + Duration::days(365)),
         issued_at: now,
         expires_at: now + Duration::days(7),
+        handover: false,
         body: payload.to_json(),
     };
 

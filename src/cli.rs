@@ -39,14 +39,18 @@ enum Command {
         #[arg(long, env = "RGW_CONFIG_FILE")]
         config: PathBuf,
     },
-    /// Run a local gateway for Italy with generated development keys and
-    /// certificates, and print ready-to-run curl commands.
+    /// Run a local federation of three gateways (Italy, the Gambia, Guinea)
+    /// with fresh keys and databases, and narrate referrals across it: a
+    /// return with reintegration, the asylum firewall, family tracing, a
+    /// tampered packet, the audit chains. Run it from the repository root.
     Demo {
-        /// Where the demo keeps its keys, certificates, configuration and database.
+        /// Where the demo keeps its keys, certificates, configurations and
+        /// databases; cleared at each run.
         #[arg(long, default_value = "var/demo")]
         dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: std::net::SocketAddr,
+        /// Stay up afterwards (until Ctrl-C), printing URLs and curl commands.
+        #[arg(long)]
+        keep_running: bool,
     },
     /// The gateway's keys: at rest, federation signing and encryption, TLS.
     #[command(subcommand)]
@@ -178,7 +182,7 @@ pub fn run() -> ExitCode {
             policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(Utc::now))
         }
         Command::Serve { config } => serve(&config),
-        Command::Demo { dir, listen } => demo(&dir, listen),
+        Command::Demo { dir, keep_running } => demo(&dir, keep_running),
         Command::Keys(KeysCommand::Init { dir, tls_names }) => keys_init(&dir, &tls_names),
         Command::Keys(KeysCommand::Rotate { dir }) => keys_rotate(&dir),
         Command::Keys(KeysCommand::Public { dir, from, valid_days }) => keys_public(&dir, from.unwrap_or_else(Utc::now), valid_days),
@@ -226,65 +230,18 @@ fn run_gateway(config: &GatewayConfig) -> Result<ExitCode, CliError> {
     })
 }
 
-/// Demo callers: certificate name, organisation, role.
-const DEMO_CLIENTS: [(&str, &str, &str); 4] = [
-    ("iom-rome", "ita-iom-rome", "submitter"),
-    ("nrm", "ita-nrm", "submitter"),
-    ("dpo", "ita-nrm", "dpo"),
-    ("auditor", "ita-nrm", "auditor"),
-];
-
-fn demo(dir: &Path, listen: std::net::SocketAddr) -> Result<ExitCode, CliError> {
-    let config_path = dir.join("ita").join("gateway.toml");
-    if !config_path.exists() {
-        let fail = |e: &dyn std::fmt::Display| CliError::Usage(format!("demo setup in {}: {e}", dir.display()));
-        crate::crypto::at_rest::init(&dir.join("ita").join("keys")).map_err(|e| fail(&e))?;
-        let names: Vec<&str> = DEMO_CLIENTS.iter().map(|(name, _, _)| *name).collect();
-        let pki = crate::dev_pki::create(&dir.join("pki"), &names).map_err(|e| fail(&e))?;
-        let signed = crate::dev_pki::sign_directory(&dir.join("federation"), &read(Path::new("config/directory.example.json"))?)
-            .map_err(|e| fail(&e))?;
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
-        let mut text = format!(
-            "# Written by `referral-gateway demo`: a local gateway for Italy.\ncountry = \"ITA\"\n\n[server]\nlisten = \"{listen}\"\n\n\
-             [server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n[database]\nurl = \"sqlite://{}\"\n\n\
-             [keys]\ndir = \"{}\"\n\n[directory]\nfile = \"{}\"\ncoordinator_key = \"{}\"\n\n[policy]\ninitial_dir = \"{}\"\n\n",
-            absolute(&pki.server_certificate),
-            absolute(&pki.server_key),
-            absolute(&dir.join("ita").join("gateway.db")),
-            absolute(&dir.join("ita").join("keys")),
-            absolute(&signed.directory),
-            absolute(&signed.coordinator_key),
-            absolute(Path::new("config/policies")),
-        );
-        for (client, (name, org, role)) in pki.clients.iter().zip(DEMO_CLIENTS) {
-            let key = name.replace('-', "_");
-            text.push_str(&format!(
-                "[auth.clients.{key}]\nfingerprint = \"{}\"\norg = \"{org}\"\nroles = [\"{role}\"]\n\n",
-                client.fingerprint.display()
-            ));
+/// Runs the three-gateway demo; exit 1 when a step does not behave.
+fn demo(dir: &Path, keep_running: bool) -> Result<ExitCode, CliError> {
+    crate::telemetry::init(&crate::config::LogConfig { level: "warn".to_owned(), ..crate::config::LogConfig::default() });
+    runtime()?.block_on(async {
+        match crate::demo::run(dir, keep_running).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) => {
+                eprintln!("demo: {error}");
+                Ok(ExitCode::FAILURE)
+            }
         }
-        std::fs::write(&config_path, text).map_err(|e| fail(&e))?;
-    }
-    let config = load_config(&config_path).map_err(|e| {
-        CliError::Usage(format!("{e}\n(a demo directory from an older version? remove {} and run the demo again)", dir.display()))
-    })?;
-    crate::telemetry::init(&config.log);
-    let pki = dir.join("pki");
-    let base = format!("https://localhost:{}", config.server.listen.port());
-    let curl = |who: &str| format!("curl --cacert {} --cert {}", pki.join("ca.pem").display(), pki.join(format!("{who}.pem")).display());
-    print(&format!(
-        "referral-gateway demo: Italy's gateway on {base} (configuration {}).\n\n\
-         Submit a referral as IOM Rome:\n  {} -H 'content-type: application/json' \\\n    --data @tests/fixtures/referrals/rejected_asylum_avr.json {base}/v1/referrals\n\
-         Follow it (use the referral_id from the answer):\n  {} {base}/v1/referrals/<referral_id>\n\
-         Who received what about this person (as the DPO):\n  {} '{base}/v1/disclosures?subject_ref=ITA-2026-000303'\n\
-         The audit log:\n  {} '{base}/v1/audit?limit=5'\n\nStop with Ctrl-C.\n",
-        config_path.display(),
-        curl("iom-rome"),
-        curl("iom-rome"),
-        curl("dpo"),
-        curl("auditor"),
-    ))?;
-    run_gateway(&config)
+    })
 }
 
 fn audit_verify(config_path: &Path) -> Result<ExitCode, CliError> {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod dev_pki;
 pub mod directory;
 pub mod domain;

@@ -178,6 +178,7 @@ impl Gateway {
             retention_until: None,
             issued_at: now,
             expires_at: DateTime::from_timestamp_millis(item.deadline_ms).ok_or_else(|| corrupt("deadline"))?,
+            handover: item.handover,
             body,
         };
         let sealed = packet::seal(&claims, signer, to).map_err(|e| AppError::Internal(e.to_string()))?;

@@ -85,8 +85,12 @@ impl Gateway {
                 let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
                 match (report, about) {
                     (Some(report), Some(referral_id)) => {
-                        let status = report.status.as_str().to_owned();
-                        let change = self.inbox_change(&item, "received", "applied", report.reason_codes, None, Some((referral_id, status)), now);
+                        let mut statuses = vec![report.status.as_str().to_owned()];
+                        // The recipient accepted a handover: case management is now theirs.
+                        if report.status == ReferralProgress::Accepted && self.store.referral(&referral_id).await?.is_some_and(|r| r.handover) {
+                            statuses.push("handover".to_owned());
+                        }
+                        let change = self.inbox_change(&item, "received", "applied", report.reason_codes, None, Some((referral_id, statuses)), now);
                         (change, "applied")
                     }
                     _ => (self.inbox_change(&item, "received", "refused", vec!["status_about_unknown_referral".to_owned()], None, None, now), "refused"),
@@ -122,7 +126,7 @@ impl Gateway {
         to: &str,
         reasons: Vec<String>,
         reply: Option<NewReply>,
-        referral_status: Option<(String, String)>,
+        referral_status: Option<(String, Vec<String>)>,
         now: DateTime<Utc>,
     ) -> InboxChange {
         InboxChange {

@@ -107,6 +107,7 @@ pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims) -> Value {
         "consent_expires_at": claims.consent_expires_at,
         "retention_until": claims.retention_until,
         "received_at": millis_to_rfc3339(item.received_ms),
+        "handover": claims.handover,
         "case": claims.body,
     })
 }

@@ -121,6 +121,7 @@ impl Gateway {
             response: response.to_string(),
             status: status.to_owned(),
             created_ms: now.timestamp_millis(),
+            handover: submission.handover,
         };
         let referral = NewReferral { record, outbox };
         let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
@@ -236,6 +237,7 @@ impl Gateway {
             "recipient": { "org": referral.destination_org, "country": referral.destination_country },
             "submitted_at": millis_to_rfc3339(referral.created_ms),
             "outcome": referral.outcome,
+            "handover": referral.handover,
             "policy_version": referral.policy_version,
             "decision": decision,
             "timeline": timeline

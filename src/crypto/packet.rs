@@ -77,6 +77,9 @@ pub struct PacketClaims {
     pub retention_until: Option<DateTime<Utc>>,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// A referral whose case management passes to the recipient once it accepts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handover: bool,
     pub body: serde_json::Value,
 }
 

@@ -38,6 +38,10 @@ pub struct ReferralSubmission {
     pub subject_ref: SubjectRef,
     pub case: Case,
     pub consent: Consent,
+    /// A returnee's case whose management passes to the recipient once it
+    /// accepts: the sender's timeline then marks the `handover`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handover: bool,
 }
 
 /// Why a submission was refused: where, and which rule.

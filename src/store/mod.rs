@@ -67,6 +67,8 @@ pub struct StoredReferral {
     pub response: String,
     pub status: String,
     pub created_ms: i64,
+    /// Case management passes to the recipient when it accepts.
+    pub handover: bool,
 }
 
 /// A referral to store, with its outbox entry on allow.
@@ -116,6 +118,7 @@ pub struct ClaimedDelivery {
     pub deadline_ms: i64,
     /// Attempts started, this one included.
     pub attempts: i64,
+    pub handover: bool,
     /// The packet made on an earlier attempt, sent again as it is.
     pub packet: Option<StoredPacket>,
     pub created_ms: i64,
@@ -154,6 +157,8 @@ pub struct DeliveryRecord {
     pub state: String,
     pub attempts: i64,
     pub packet_id: Option<String>,
+    /// The sealed packet as sent (compact JWE).
+    pub packet: Option<String>,
     pub receipt: Option<String>,
     pub last_error: Option<String>,
 }
@@ -248,8 +253,9 @@ pub struct InboxChange {
     /// A status packet to send back.
     pub reply: Option<NewReply>,
     /// For a status packet: the referral sent from here it is about, and
-    /// the status it reports (timeline entry and current status).
-    pub referral_status: Option<(String, String)>,
+    /// the statuses it brings, in order (timeline entries; the last is the
+    /// referral's status).
+    pub referral_status: Option<(String, Vec<String>)>,
     pub at_ms: i64,
 }
 

@@ -23,7 +23,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
 
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
-     destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms";
+     destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms, handover";
 
 const INBOX_COLUMNS: &str =
     "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts";
@@ -127,6 +127,7 @@ macro_rules! sql_store {
                     response: row.try_get("response")?,
                     status: row.try_get("status")?,
                     created_ms: row.try_get("created_ms")?,
+                    handover: row.try_get("handover")?,
                 })
             }
 
@@ -175,7 +176,8 @@ macro_rules! sql_store {
                             .push_bind(r.consent.clone())
                             .push_bind(r.response.clone())
                             .push_bind(r.status.clone())
-                            .push_bind(r.created_ms);
+                            .push_bind(r.created_ms)
+                            .push_bind(r.handover);
                     });
                     query.push(" ON CONFLICT (sender_org, idempotency_key) DO NOTHING RETURNING id");
                     for row in query.build().fetch_all(&mut *connection).await? {
@@ -197,7 +199,7 @@ macro_rules! sql_store {
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
                         "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
-                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms) ",
+                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover) ",
                     );
                     query.push_values(chunk, |mut row, (new, entry, country)| {
                         row.push_bind(new.record.id.clone())
@@ -212,7 +214,8 @@ macro_rules! sql_store {
                             .push_bind(new.record.created_ms)
                             .push_bind(new.record.created_ms)
                             .push_bind(entry.consent_expires_ms)
-                            .push_bind(entry.deadline_ms);
+                            .push_bind(entry.deadline_ms)
+                            .push_bind(new.record.handover);
                     });
                     query.build().execute(&mut *connection).await?;
                 }
@@ -330,8 +333,10 @@ macro_rules! sql_store {
                 if let Some(reply) = &change.reply {
                     Self::queue_reply(connection, reply).await?;
                 }
-                if let Some((referral_id, status)) = &change.referral_status {
-                    Self::referral_moves(connection, referral_id, status, &change.reasons, change.at_ms).await?;
+                if let Some((referral_id, statuses)) = &change.referral_status {
+                    for status in statuses {
+                        Self::referral_moves(connection, referral_id, status, &change.reasons, change.at_ms).await?;
+                    }
                 }
                 Ok(true)
             }
@@ -392,6 +397,7 @@ macro_rules! sql_store {
                     consent_expires_ms: row.try_get("consent_expires_ms")?,
                     deadline_ms: row.try_get("deadline_ms")?,
                     attempts: row.try_get("attempts")?,
+                    handover: row.try_get("handover")?,
                     packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
                     created_ms: row.try_get("created_ms")?,
                 })
@@ -571,7 +577,7 @@ macro_rules! sql_store {
                 }
                 let mut query = QueryBuilder::new(
                     "SELECT id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
-                     attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms FROM outbox WHERE id IN (",
+                     attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover FROM outbox WHERE id IN (",
                 );
                 let mut ids = query.separated(", ");
                 for id in &claimed {
@@ -611,7 +617,7 @@ macro_rules! sql_store {
             }
 
             async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-                let row = sqlx::query("SELECT state, attempts, packet_id, receipt, last_error FROM outbox WHERE referral_id = $1")
+                let row = sqlx::query("SELECT state, attempts, packet_id, packet, receipt, last_error FROM outbox WHERE referral_id = $1")
                     .bind(referral_id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -620,6 +626,7 @@ macro_rules! sql_store {
                         state: row.try_get("state")?,
                         attempts: row.try_get("attempts")?,
                         packet_id: row.try_get("packet_id")?,
+                        packet: row.try_get("packet")?,
                         receipt: row.try_get("receipt")?,
                         last_error: row.try_get("last_error")?,
                     }),

@@ -24,7 +24,15 @@ on_both_backends!(
 const LIMIT: Duration = Duration::from_secs(40);
 
 async fn submitted(federation: &Federation, key: &str) -> String {
-    let reply = federation.peer("ITA").submit(Who::IomRome, &variant("returnee_hiv_reintegration", key, None)).await;
+    submitted_with(federation, key, false).await
+}
+
+async fn submitted_with(federation: &Federation, key: &str, handover: bool) -> String {
+    let mut referral = variant("returnee_hiv_reintegration", key, None);
+    if handover {
+        referral["handover"] = json!(true);
+    }
+    let reply = federation.peer("ITA").submit(Who::IomRome, &referral).await;
     assert_eq!(reply.status, 202, "{}", reply.text);
     reply.body["referral_id"].as_str().unwrap().to_owned()
 }
@@ -35,7 +43,7 @@ fn timeline(referral: &Value) -> Vec<String> {
 
 async fn a_case_is_screened_handed_over_and_its_progress_flows_back(backend: Backend) {
     let federation = Federation::start(backend, &["ITA", "NGA"]).await;
-    let id = submitted(&federation, "forward-test-0001").await;
+    let id = submitted_with(&federation, "forward-test-0001", true).await;
     let nga = federation.peer("NGA");
     wait_for("the case in the recipient's inbox", LIMIT, || async {
         nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
@@ -65,18 +73,21 @@ async fn a_case_is_screened_handed_over_and_its_progress_flows_back(backend: Bac
     let ita = federation.peer("ITA");
     wait_for("forwarded at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "forwarded" }).await;
 
-    for (status, reason) in [("accepted", None), ("closed", Some("services_completed"))] {
+    // A handover: accepting it moves case management, and the timeline says so.
+    assert_eq!(case.body["handover"], true);
+    for (status, reason, shown) in [("accepted", None, "handover"), ("closed", Some("services_completed"), "closed")] {
         let mut report = json!({ "status": status });
         if let Some(reason) = reason {
             report["reason_code"] = json!(reason);
         }
         let reply = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/status"))).json(&report)).await;
         assert_eq!(reply.status, 202, "{}", reply.text);
-        wait_for(status, LIMIT, || async { status_of(ita, Who::IomRome, &id).await == status }).await;
+        wait_for(status, LIMIT, || async { status_of(ita, Who::IomRome, &id).await == shown }).await;
     }
     let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
-    assert_eq!(timeline(&referral), ["queued", "delivered", "forwarded", "accepted", "closed"]);
-    assert_eq!(referral["timeline"][4]["reason_codes"], json!(["services_completed"]));
+    assert_eq!(timeline(&referral), ["queued", "delivered", "forwarded", "accepted", "handover", "closed"]);
+    assert_eq!(referral["timeline"][5]["reason_codes"], json!(["services_completed"]));
+    assert_eq!(referral["handover"], true);
 
     // A report with free text, or an unknown status, is refused and sends nothing.
     for bad in [json!({ "status": "accepted", "reason_code": "Mr Okafor moved" }), json!({ "status": "lost" }), json!({ "status": "closed", "note": "x" })] {
@@ -129,6 +140,7 @@ async fn an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_rece
         retention_until: None,
         issued_at: now,
         expires_at: now + chrono::Duration::days(1),
+        handover: false,
         body: fixture("rejected_asylum_avr")["case"].clone(),
     };
     let packet = seal(&claims, signer, to).unwrap();

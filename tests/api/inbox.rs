@@ -83,6 +83,7 @@ fn claims(packet_id: &str) -> PacketClaims {
         retention_until: None,
         issued_at: fixture_time(),
         expires_at: fixture_time() + Duration::days(7),
+        handover: false,
         body: serde_json::json!({ "status": "arrived" }),
     }
 }

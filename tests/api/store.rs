@@ -78,6 +78,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             response: "{}".to_owned(),
             status: if allowed { "queued" } else { "denied" }.to_owned(),
             created_ms: at(0).timestamp_millis(),
+            handover: false,
         },
         outbox: allowed.then(|| NewOutboxEntry {
             payload: SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() },

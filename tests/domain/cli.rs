@@ -198,3 +198,40 @@ fn schema_referral_prints_the_committed_schema() {
     let committed = std::fs::read_to_string(repo_path("schemas/referral.schema.json")).unwrap();
     assert!(stdout(&output) == committed, "`schema referral` differs from schemas/referral.schema.json");
 }
+
+#[test]
+fn the_demo_runs_the_three_country_federation_and_exits_0() {
+    let dir = TempDir::new("demo");
+    let output = run(&["demo", "--dir", dir.0.to_str().unwrap()]);
+    assert!(output.status.success(), "demo failed: {}", stderr(&output));
+    let out = stdout(&output);
+    for line in [
+        "Three gateways are up",
+        "queued -> delivered -> forwarded -> accepted -> handover -> arrived -> services_delivered -> closed",
+        "Refused in Italy before anything left: HTTP 422, reasons asylum_firewall",
+        "The immigration department's inbox at the Gambian gateway: empty",
+        "The Red Cross answered: \"closed\" with reason [\"family_traced\"]",
+        "Refused by the Gambian gateway: packet-undecryptable",
+        "All steps behaved as the federation promises",
+    ] {
+        assert!(out.contains(line), "the narration lacks: {line}");
+    }
+    assert_eq!(out.matches(" entries, intact ").count(), 3, "three audit chains verified");
+    // The narration names categories and codes, never a person.
+    let case: Value = serde_json::from_str(&std::fs::read_to_string(repo_path(AVR)).unwrap()).unwrap();
+    for value in [&case["case"]["identity"]["family_name"], &case["case"]["identity"]["given_names"]] {
+        assert!(!out.contains(value.as_str().unwrap()), "a name in the narration");
+    }
+    // A second run starts afresh in the same directory.
+    assert!(run(&["demo", "--dir", dir.0.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn the_demo_refuses_to_clear_a_directory_it_did_not_make() {
+    let dir = TempDir::new("not-a-demo");
+    std::fs::write(dir.0.join("precious.txt"), "keep me").unwrap();
+    let output = run(&["demo", "--dir", dir.0.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("is not a demo directory"));
+    assert!(dir.0.join("precious.txt").exists());
+}

@@ -62,3 +62,7 @@ ALTER TABLE referral_events ADD COLUMN reasons TEXT;
 ALTER TABLE inbox ADD COLUMN push_attempts BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE inbox ADD COLUMN next_push_ms BIGINT;
 ALTER TABLE inbox ADD COLUMN push_error TEXT;
+
+-- A handover: case management passes to the recipient when it accepts.
+ALTER TABLE referrals ADD COLUMN handover BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE outbox ADD COLUMN handover BOOLEAN NOT NULL DEFAULT FALSE;

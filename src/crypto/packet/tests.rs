@@ -63,6 +63,7 @@ fn claims(from: &Member, to: &Member) -> PacketClaims {
         retention_until: Some(now() + Duration::days(365)),
         issued_at: now(),
         expires_at: now() + Duration::days(7),
+        handover: false,
         body: serde_json::json!({ "identity": { "given_name": "Blessing" } }),
     }
 }

@@ -1,0 +1,351 @@
+//! `referral-gateway demo`: a local federation of three gateways (Italy as
+//! host country, the Gambia and Guinea as countries of origin), each with
+//! its own SQLite file, fresh keys and one signed directory, and small
+//! built-in national systems calling their REST APIs. It narrates the
+//! corridors step by step and checks each outcome; it exits non-zero at the
+//! first that is not what the federation promises.
+
+mod setup;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::app::SystemClock;
+use crate::app::delivery::{PeerTransport, SendFailure};
+use crate::domain::CountryCode;
+use crate::federation::client::PeerClient;
+use crate::federation::tls::Members;
+use crate::startup::Application;
+use setup::DemoFiles;
+
+/// Longest wait for one step (delivery, screening, a status coming back).
+const STEP_LIMIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Setup(#[from] setup::SetupError),
+    #[error("gateway {country} did not start: {reason}")]
+    Start { country: String, reason: String },
+    #[error("step failed: {0}")]
+    Step(String),
+}
+
+fn step_failed(what: impl std::fmt::Display) -> DemoError {
+    DemoError::Step(what.to_string())
+}
+
+struct Gateway {
+    country: CountryCode,
+    app: Application,
+}
+
+struct Demo {
+    files: DemoFiles,
+    gateways: Vec<Gateway>,
+    started: Instant,
+}
+
+/// Runs the demo in `dir`; with `keep_running`, leaves the federation up
+/// afterwards until Ctrl-C.
+pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
+    let started = Instant::now();
+    let files = setup::create(dir)?;
+    let mut gateways = Vec::new();
+    for (country, config) in &files.configs {
+        let app = Application::build(config, Arc::new(SystemClock))
+            .await
+            .map_err(|e| DemoError::Start { country: country.to_string(), reason: e.to_string() })?;
+        gateways.push(Gateway { country: *country, app });
+    }
+    let demo = Demo { files, gateways, started };
+    demo.list_endpoints()?;
+    demo.say(&format!(
+        "Three gateways are up, each with its own database and keys, trusting one signed directory:\n{}",
+        demo.gateways.iter().map(|g| format!("  {}  API {}  federation port {}", g.country, g.app.base_url(), g.federation_port())).collect::<Vec<_>>().join("\n")
+    ));
+    demo.assisted_voluntary_return().await?;
+    demo.asylum_firewall().await?;
+    demo.family_tracing().await?;
+    demo.tampered_packet().await?;
+    demo.audit_chains().await?;
+    demo.say(&format!("All steps behaved as the federation promises ({:.1} s).", demo.started.elapsed().as_secs_f64()));
+    if keep_running {
+        demo.explore_hints();
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    for gateway in demo.gateways {
+        gateway.app.shut_down().await;
+    }
+    Ok(())
+}
+
+impl Gateway {
+    fn federation_port(&self) -> u16 {
+        self.app.federation_addr().map(|a| a.port()).unwrap_or_default()
+    }
+}
+
+impl Demo {
+    fn say(&self, text: &str) {
+        println!("\n[{:>5.1} s] {text}", self.started.elapsed().as_secs_f64());
+    }
+
+    fn gateway(&self, country: &str) -> Result<&Gateway, DemoError> {
+        self.gateways.iter().find(|g| g.country.as_str() == country).ok_or_else(|| step_failed(format!("no gateway for {country}")))
+    }
+
+    /// Publishes edition 2 of the directory, with the endpoints now known.
+    fn list_endpoints(&self) -> Result<(), DemoError> {
+        let endpoints: Vec<(CountryCode, String)> =
+            self.gateways.iter().map(|g| (g.country, format!("https://127.0.0.1:{}", g.federation_port()))).collect();
+        let directory = self.files.publish(2, &endpoints, chrono::Utc::now())?;
+        for gateway in &self.gateways {
+            gateway.app.gateway().replace_directory(directory.clone()).map_err(step_failed)?;
+        }
+        Ok(())
+    }
+
+    /// A national system: an HTTPS client with its certificate.
+    fn system(&self, name: &str) -> Result<reqwest::Client, DemoError> {
+        let pem = std::fs::read(self.files.client_pem(name).ok_or_else(|| step_failed(format!("no certificate for {name}")))?).map_err(step_failed)?;
+        let ca = std::fs::read(&self.files.pki.ca).map_err(step_failed)?;
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).map_err(step_failed)?)
+            .identity(reqwest::Identity::from_pem(&pem).map_err(step_failed)?)
+            .build()
+            .map_err(step_failed)
+    }
+
+    async fn call(&self, system: &str, country: &str, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<(u16, Value), DemoError> {
+        let port = self.gateway(country)?.app.local_addr().port();
+        let mut request = self.system(system)?.request(method, format!("https://localhost:{port}{path}"));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(step_failed)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(step_failed)?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    async fn submit(&self, fixture: &str, destination: &str, key: &str, handover: bool) -> Result<(u16, Value), DemoError> {
+        let text = std::fs::read_to_string(format!("tests/fixtures/referrals/{fixture}.json")).map_err(step_failed)?;
+        let mut referral: Value = serde_json::from_str(&text).map_err(step_failed)?;
+        let fields = referral.as_object_mut().ok_or_else(|| step_failed(format!("{fixture} is not a JSON object")))?;
+        fields.insert("destination".to_owned(), json!(destination));
+        fields.insert("idempotency_key".to_owned(), json!(key));
+        if handover {
+            fields.insert("handover".to_owned(), json!(true));
+        }
+        self.call("iom-rome", "ITA", reqwest::Method::POST, "/v1/referrals", Some(&referral)).await
+    }
+
+    async fn referral(&self, id: &str) -> Result<Value, DemoError> {
+        Ok(self.call("iom-rome", "ITA", reqwest::Method::GET, &format!("/v1/referrals/{id}"), None).await?.1)
+    }
+
+    async fn wait_for_status(&self, id: &str, wanted: &str) -> Result<Value, DemoError> {
+        let until = Instant::now() + STEP_LIMIT;
+        loop {
+            let referral = self.referral(id).await?;
+            if at(&referral, "/status") == wanted {
+                return Ok(referral);
+            }
+            if Instant::now() > until {
+                return Err(step_failed(format!("referral {id} did not reach `{wanted}` (it is `{}`)", at(&referral, "/status"))));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The recipient's inbox, once it holds `count` cases.
+    async fn inbox(&self, system: &str, country: &str, count: usize) -> Result<Vec<Value>, DemoError> {
+        let until = Instant::now() + STEP_LIMIT;
+        loop {
+            let (status, page) = self.call(system, country, reqwest::Method::GET, "/v1/inbox", None).await?;
+            let items = at(&page, "/items").as_array().cloned().unwrap_or_default();
+            if status == 200 && items.len() >= count {
+                return Ok(items);
+            }
+            if Instant::now() > until {
+                return Err(step_failed(format!("{system}'s inbox holds {} cases, not {count}", items.len())));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn report(&self, system: &str, country: &str, packet_id: &str, status: &str, reason: Option<&str>) -> Result<(), DemoError> {
+        let body = match reason {
+            Some(reason) => json!({ "status": status, "reason_code": reason }),
+            None => json!({ "status": status }),
+        };
+        let (code, answer) = self.call(system, country, reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/status"), Some(&body)).await?;
+        if code != 202 {
+            return Err(step_failed(format!("reporting {status}: HTTP {code} {answer}")));
+        }
+        Ok(())
+    }
+
+    async fn assisted_voluntary_return(&self) -> Result<(), DemoError> {
+        self.say(
+            "1. Assisted voluntary return, Italy -> the Gambia. IOM Rome hands a returnee (a rejected asylum seeker) over to IOM Banjul, \
+             which takes over case management on acceptance.",
+        );
+        let (status, answer) = self.submit("rejected_asylum_avr", "gmb-iom-banjul", "demo-avr-000001", true).await?;
+        if status != 202 {
+            return Err(step_failed(format!("the return referral was not accepted: HTTP {status} {answer}")));
+        }
+        let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
+        let sent: Vec<String> = at(&answer, "/decision/sent").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let withheld: Vec<String> = at(&answer, "/decision/withheld").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        println!("   Italy decided: send {} ; withhold {} (consent, purpose baseline, DPO policy).", sent.join(", "), withheld.join(", "));
+        let referral = self.wait_for_status(&id, "delivered").await?;
+        println!("   Sealed (JWS in JWE), sent over mutual TLS; the Gambian gateway's signed receipt is kept ({} bytes).", at(&referral, "/delivery/receipt").as_str().map_or(0, str::len));
+        let items = self.inbox("iom-banjul", "GMB", 1).await?;
+        let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
+        let (_, case) = self.call("iom-banjul", "GMB", reqwest::Method::GET, &format!("/v1/inbox/{packet_id}"), None).await?;
+        let categories: Vec<String> = at(&case, "/case").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        println!("   The Gambian gateway screened it again and IOM Banjul pulled it: categories {}.", categories.join(", "));
+        let (code, _) = self.call("iom-banjul", "GMB", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
+        if code != 200 {
+            return Err(step_failed(format!("acknowledging: HTTP {code}")));
+        }
+        self.wait_for_status(&id, "forwarded").await?;
+        // Accepting a handover moves case management: the timeline says so.
+        for (progress, reason, shown) in [
+            ("accepted", None, "handover"),
+            ("arrived", None, "arrived"),
+            ("services_delivered", None, "services_delivered"),
+            ("closed", Some("reintegration_completed"), "closed"),
+        ] {
+            self.report("iom-banjul", "GMB", &packet_id, progress, reason).await?;
+            self.wait_for_status(&id, shown).await?;
+        }
+        let referral = self.referral(&id).await?;
+        let timeline: Vec<String> = at(&referral, "/timeline").as_array().map(|t| t.iter().filter_map(|e| at(e, "/status").as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        println!("   IOM Rome follows it in Italy's API: {}.", timeline.join(" -> "));
+        Ok(())
+    }
+
+    async fn asylum_firewall(&self) -> Result<(), DemoError> {
+        self.say("2. The asylum firewall. The same person's case, addressed to the Gambian immigration department (an official of the state of origin).");
+        let (status, answer) = self.submit("rejected_asylum_avr", "gmb-immigration", "demo-firewall-01", false).await?;
+        let reasons: Vec<String> = at(&answer, "/reason_codes").as_array().map(|r| r.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        if status != 422 || !reasons.iter().any(|r| r == "asylum_firewall") {
+            return Err(step_failed(format!("expected a 422 with asylum_firewall, got HTTP {status} {reasons:?}")));
+        }
+        println!("   Refused in Italy before anything left: HTTP 422, reasons {}.", reasons.join(", "));
+        let items = self.inbox("gmb-immigration", "GMB", 0).await?;
+        if !items.is_empty() {
+            return Err(step_failed("the immigration department's inbox is not empty"));
+        }
+        println!("   The immigration department's inbox at the Gambian gateway: empty. IOM Banjul (step 1) got only what consent and policy allow.");
+        Ok(())
+    }
+
+    async fn family_tracing(&self) -> Result<(), DemoError> {
+        self.say("3. Family tracing, Italy -> Guinea. An unaccompanied girl's tracing request goes to the Guinean Red Cross.");
+        let (status, answer) = self.submit("unaccompanied_girl_tracing", "gin-red-cross", "demo-tracing-001", false).await?;
+        if status != 202 {
+            return Err(step_failed(format!("the tracing request was not accepted: HTTP {status} {answer}")));
+        }
+        let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
+        self.wait_for_status(&id, "delivered").await?;
+        let items = self.inbox("gin-red-cross", "GIN", 1).await?;
+        let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
+        let (code, _) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
+        if code != 200 {
+            return Err(step_failed(format!("acknowledging: HTTP {code}")));
+        }
+        self.report("gin-red-cross", "GIN", &packet_id, "in_progress", None).await?;
+        self.wait_for_status(&id, "in_progress").await?;
+        self.report("gin-red-cross", "GIN", &packet_id, "closed", Some("family_traced")).await?;
+        let referral = self.wait_for_status(&id, "closed").await?;
+        let last = at(&referral, "/timeline").as_array().and_then(|t| t.last()).cloned().unwrap_or(Value::Null);
+        println!("   The Red Cross answered: {} with reason {} (codes only: no free text crosses the border).", at(&last, "/status"), at(&last, "/reason_codes"));
+        Ok(())
+    }
+
+    async fn tampered_packet(&self) -> Result<(), DemoError> {
+        self.say("4. A tampered packet. One character of a packet Italy sent is changed and the packet posted to the Gambian gateway again.");
+        let ita = self.gateway("ITA")?;
+        let gmb = self.gateway("GMB")?;
+        let gateway = ita.app.gateway();
+        let keys = gateway.federation_keys().ok_or_else(|| step_failed("Italy has no federation keys"))?;
+        let (chain, key) = keys.tls_identity().map_err(step_failed)?;
+        let members: Arc<dyn Members> = Arc::clone(gateway) as Arc<dyn Members>;
+        let client = PeerClient::new(members, chain, key, Duration::from_secs(5));
+        let packet = sent_packet(gateway.store.as_ref()).await?;
+        let mut parts: Vec<String> = packet.split('.').map(str::to_owned).collect();
+        let Some(ciphertext) = parts.get_mut(3) else { return Err(step_failed("the kept packet is not a compact JWE")) };
+        let flipped = if ciphertext.starts_with('A') { 'B' } else { 'A' };
+        ciphertext.replace_range(0..1, &flipped.to_string());
+        let endpoint = format!("https://127.0.0.1:{}", gmb.federation_port());
+        match client.send(gmb.country, &endpoint, &parts.join(".")).await {
+            Err(SendFailure::Refused { code }) if code == "packet-undecryptable" => {
+                println!("   Refused by the Gambian gateway: {code} (the AES-GCM tag fails); the refusal is in its audit log.");
+                Ok(())
+            }
+            other => Err(step_failed(format!("the tampered packet was not refused as undecryptable: {other:?}"))),
+        }
+    }
+
+    async fn audit_chains(&self) -> Result<(), DemoError> {
+        self.say("5. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
+        for gateway in &self.gateways {
+            match crate::store::verify_audit_chain(gateway.app.gateway().store.as_ref()).await.map_err(step_failed)? {
+                Ok(chain) => println!("   {}: {} entries, intact (head {}).", gateway.country, chain.entries, chain.head.get(..16).unwrap_or_default()),
+                Err(broken) => return Err(step_failed(format!("{}: {broken}", gateway.country))),
+            }
+        }
+        Ok(())
+    }
+
+    fn explore_hints(&self) {
+        let curl = |name: &str| {
+            format!("curl --cacert {} --cert {}", self.files.pki.ca.display(), self.files.client_pem(name).map(|p| p.display().to_string()).unwrap_or_default())
+        };
+        let url = |country: &str| self.gateway(country).map(|g| format!("https://localhost:{}", g.app.local_addr().port())).unwrap_or_default();
+        println!(
+            "\nThe federation stays up (files in {}). Explore, then stop with Ctrl-C:\n\
+             Submit a referral as IOM Rome:\n  {} -H 'content-type: application/json' \\\n    \
+             --data @tests/fixtures/referrals/returnee_hiv_reintegration.json {}/v1/referrals\n\
+             Follow it (referral_id from the answer):\n  {} {}/v1/referrals/<referral_id>\n\
+             Italy's audit log (as the auditor):\n  {} '{}/v1/audit?limit=5'\n\
+             Who received what about a person (as Italy's DPO):\n  {} '{}/v1/disclosures?subject_ref=ITA-2026-000303'\n\
+             IOM Banjul's inbox in the Gambia:\n  {} {}/v1/inbox\n\
+             The Guinean Red Cross's inbox:\n  {} {}/v1/inbox",
+            self.files.root.display(),
+            curl("iom-rome"),
+            url("ITA"),
+            curl("iom-rome"),
+            url("ITA"),
+            curl("ita-auditor"),
+            url("ITA"),
+            curl("ita-dpo"),
+            url("ITA"),
+            curl("iom-banjul"),
+            url("GMB"),
+            curl("gin-red-cross"),
+            url("GIN"),
+        );
+    }
+}
+
+/// The value at a JSON pointer, `null` when absent.
+fn at<'v>(value: &'v Value, pointer: &str) -> &'v Value {
+    value.pointer(pointer).unwrap_or(&Value::Null)
+}
+
+/// A packet Italy sent and kept (its first delivered referral's).
+async fn sent_packet(store: &dyn crate::store::Store) -> Result<String, DemoError> {
+    let claimed = store.audit(&crate::store::AuditFilter { action: Some("packet.send".to_owned()), limit: 1, ..Default::default() }).await.map_err(step_failed)?;
+    let referral_id = claimed.first().and_then(|r| r.referral_id.clone()).ok_or_else(|| step_failed("Italy has sent nothing"))?;
+    store.delivery(&referral_id).await.map_err(step_failed)?.and_then(|d| d.packet).ok_or_else(|| step_failed("no packet kept for the referral"))
+}

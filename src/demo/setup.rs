@@ -1,0 +1,148 @@
+//! The demo federation's files: one development PKI for the national
+//! systems' client certificates and the gateways' public API, a coordinator
+//! key, and per country its keys, configuration and SQLite file.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::config::GatewayConfig;
+use crate::crypto::jose_keys::{self, KeyUse, SigningKey};
+use crate::crypto::{at_rest, federation_keys};
+use crate::dev_pki::{self, DevPki};
+use crate::directory::{Delivery, Directory, DirectoryDocument};
+use crate::domain::CountryCode;
+
+/// Marks a directory as the demo's own, so that a new run may clear it.
+const MARKER: &str = ".referral-gateway-demo";
+
+/// A national system's client certificate: name, organisation, gateway country, role.
+pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 6] = [
+    ("iom-rome", "ita-iom-rome", "ITA", "submitter"),
+    ("ita-dpo", "ita-nrm", "ITA", "dpo"),
+    ("ita-auditor", "ita-nrm", "ITA", "auditor"),
+    ("iom-banjul", "gmb-iom-banjul", "GMB", "recipient"),
+    ("gmb-immigration", "gmb-immigration", "GMB", "recipient"),
+    ("gin-red-cross", "gin-red-cross", "GIN", "recipient"),
+];
+
+pub const COUNTRIES: [&str; 3] = ["ITA", "GMB", "GIN"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("demo setup: {0}")]
+pub struct SetupError(pub String);
+
+fn fail(error: impl std::fmt::Display) -> SetupError {
+    SetupError(error.to_string())
+}
+
+pub struct DemoFiles {
+    pub root: PathBuf,
+    pub pki: DevPki,
+    pub configs: Vec<(CountryCode, GatewayConfig)>,
+    coordinator: SigningKey,
+    directory_file: PathBuf,
+}
+
+/// Writes a fresh demo federation under `root` (cleared first if an earlier
+/// demo left it; refused if it holds anything else).
+pub fn create(root: &Path) -> Result<DemoFiles, SetupError> {
+    if root.exists() {
+        let ours = root.join(MARKER).exists();
+        let empty = std::fs::read_dir(root).map_err(fail)?.next().is_none();
+        if !ours && !empty {
+            return Err(SetupError(format!("{} exists and is not a demo directory; choose another --dir", root.display())));
+        }
+        std::fs::remove_dir_all(root).map_err(fail)?;
+    }
+    std::fs::create_dir_all(root).map_err(fail)?;
+    std::fs::write(root.join(MARKER), "made by `referral-gateway demo`; cleared by the next run\n").map_err(fail)?;
+    let root = std::path::absolute(root).map_err(fail)?;
+
+    let names: Vec<&str> = NATIONAL_SYSTEMS.iter().map(|(name, ..)| *name).collect();
+    let pki = dev_pki::create(&root.join("pki"), &names).map_err(fail)?;
+    let coordinator_jwk = jose_keys::generate(KeyUse::Sig).map_err(fail)?;
+    let coordinator = SigningKey::from_jwk(&coordinator_jwk).map_err(fail)?;
+    let federation_dir = root.join("federation");
+    std::fs::create_dir_all(&federation_dir).map_err(fail)?;
+    let coordinator_public = federation_dir.join("coordinator.pub.jwk");
+    std::fs::write(&coordinator_public, jose_keys::public_of(&coordinator_jwk).map_err(fail)?.to_string()).map_err(fail)?;
+    let directory_file = federation_dir.join("directory.jws");
+    let policies = std::path::absolute("config/policies").map_err(fail)?;
+
+    let mut configs = Vec::new();
+    for country in COUNTRIES {
+        let dir = root.join(country.to_ascii_lowercase());
+        at_rest::init(&dir.join("keys")).map_err(fail)?;
+        federation_keys::init(&dir.join("keys"), &["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(fail)?;
+        let mut text = format!(
+            "# Written by `referral-gateway demo`: the gateway of {country}.\ncountry = \"{country}\"\n\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n\n[server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n\
+             [database]\nurl = \"sqlite://{}\"\n\n[keys]\ndir = \"{}\"\n\n\
+             [directory]\nfile = \"{}\"\ncoordinator_key = \"{}\"\nrefresh_seconds = 1\n\n[policy]\ninitial_dir = \"{}\"\n\n\
+             [federation]\nlisten = \"127.0.0.1:0\"\nretry_first_seconds = 1\nretry_max_seconds = 5\npoll_millis = 100\n\n\
+             [log]\nlevel = \"warn\"\n\n",
+            pki.server_certificate.display(),
+            pki.server_key.display(),
+            dir.join("gateway.db").display(),
+            dir.join("keys").display(),
+            directory_file.display(),
+            coordinator_public.display(),
+            policies.display(),
+        );
+        for (client, (name, org, served_by, role)) in pki.clients.iter().zip(NATIONAL_SYSTEMS) {
+            if served_by == country {
+                text.push_str(&format!(
+                    "[auth.clients.{}]\nfingerprint = \"{}\"\norg = \"{org}\"\nroles = [\"{role}\"]\n\n",
+                    name.replace('-', "_"),
+                    client.fingerprint.display()
+                ));
+            }
+        }
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, text).map_err(fail)?;
+        let config = GatewayConfig::load(&path).map_err(fail)?;
+        configs.push((CountryCode::parse(country).map_err(fail)?, config));
+    }
+    let files = DemoFiles { root, pki, configs, coordinator, directory_file };
+    files.publish(1, &[], Utc::now())?;
+    Ok(files)
+}
+
+impl DemoFiles {
+    /// Signs directory edition `serial`: the example directory with the demo
+    /// gateways' keys, pins and (once known) endpoints; writes it and
+    /// returns it.
+    pub fn publish(&self, serial: u64, endpoints: &[(CountryCode, String)], now: DateTime<Utc>) -> Result<Directory, SetupError> {
+        let example = std::fs::read_to_string("config/directory.example.json").map_err(fail)?;
+        let mut document: DirectoryDocument = serde_json::from_str(&example).map_err(fail)?;
+        document.serial = serial;
+        for (country, config) in &self.configs {
+            let keys = federation_keys::load(&config.keys.dir).map_err(fail)?;
+            let entry = document
+                .gateways
+                .iter_mut()
+                .find(|g| g.country == *country)
+                .ok_or_else(|| SetupError(format!("the example directory lists no gateway for {country}")))?;
+            entry.keys = keys.published(now - Duration::hours(1), now + Duration::days(365)).map_err(fail)?;
+            entry.tls_spki_sha256 = vec![keys.tls_spki_pin().map_err(fail)?];
+            if let Some((_, endpoint)) = endpoints.iter().find(|(c, _)| c == country) {
+                entry.endpoint = endpoint.clone();
+            }
+        }
+        // The Guinean Red Cross takes cases by pull, like everyone here: the
+        // demo's national systems fetch from the inbox.
+        for organisation in &mut document.organisations {
+            organisation.delivery = Delivery::Pull;
+        }
+        let json = serde_json::to_string(&document).map_err(fail)?;
+        let signed = crate::directory::signed::sign(&json, &self.coordinator).map_err(fail)?;
+        std::fs::write(&self.directory_file, signed).map_err(fail)?;
+        Directory::parse(&json).map_err(fail)
+    }
+
+    /// The PEM file (certificate and key) of a national system.
+    pub fn client_pem(&self, name: &str) -> Option<&Path> {
+        self.pki.clients.iter().find(|c| c.name == name).map(|c| c.pem.as_path())
+    }
+}
