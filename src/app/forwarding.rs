@@ -166,7 +166,8 @@ impl Gateway {
         let items = self.store.inbox_for(principal.org.as_str(), &VISIBLE, after, limit).await?;
         let now = self.now();
         self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
-        let next = (items.len() as i64 == limit).then(|| items.last().map(|last| format!("{}.{}", last.received_ms, last.packet_id))).flatten();
+        // After the last item, even on a short page: a recipient tails its inbox with it.
+        let next = items.last().map(|last| format!("{}.{}", last.received_ms, last.packet_id));
         let mut listed = Vec::with_capacity(items.len());
         for item in &items {
             let claims = self.opened_claims(item)?;

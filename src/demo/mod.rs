@@ -5,7 +5,7 @@
 //! corridors step by step and checks each outcome; it exits non-zero at the
 //! first that is not what the federation promises.
 
-mod setup;
+pub mod setup;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ struct Demo {
 /// afterwards until Ctrl-C.
 pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     let started = Instant::now();
-    let files = setup::create(dir)?;
+    let files = setup::create(dir, &setup::Options::default())?;
     let mut gateways = Vec::new();
     for (country, config) in &files.configs {
         let app = Application::build(config, Arc::new(SystemClock))

@@ -28,6 +28,20 @@ pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 6] = [
 
 pub const COUNTRIES: [&str; 3] = ["ITA", "GMB", "GIN"];
 
+/// What to make: which of the demo's countries, on which database.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    pub countries: &'a [&'a str],
+    /// PostgreSQL URL and a schema prefix (one schema per gateway); SQLite files when `None`.
+    pub postgres: Option<(&'a str, &'a str)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self { countries: &COUNTRIES, postgres: None }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("demo setup: {0}")]
 pub struct SetupError(pub String);
@@ -46,7 +60,7 @@ pub struct DemoFiles {
 
 /// Writes a fresh demo federation under `root` (cleared first if an earlier
 /// demo left it; refused if it holds anything else).
-pub fn create(root: &Path) -> Result<DemoFiles, SetupError> {
+pub fn create(root: &Path, options: &Options<'_>) -> Result<DemoFiles, SetupError> {
     if root.exists() {
         let ours = root.join(MARKER).exists();
         let empty = std::fs::read_dir(root).map_err(fail)?.next().is_none();
@@ -71,20 +85,23 @@ pub fn create(root: &Path) -> Result<DemoFiles, SetupError> {
     let policies = std::path::absolute("config/policies").map_err(fail)?;
 
     let mut configs = Vec::new();
-    for country in COUNTRIES {
+    for country in options.countries.iter().copied() {
         let dir = root.join(country.to_ascii_lowercase());
+        let database = match options.postgres {
+            Some((url, prefix)) => format!("url = \"{url}\"\nschema = \"{prefix}_{}\"\nmax_connections = 8", country.to_ascii_lowercase()),
+            None => format!("url = \"sqlite://{}\"", dir.join("gateway.db").display()),
+        };
         at_rest::init(&dir.join("keys")).map_err(fail)?;
         federation_keys::init(&dir.join("keys"), &["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(fail)?;
         let mut text = format!(
             "# Written by `referral-gateway demo`: the gateway of {country}.\ncountry = \"{country}\"\n\n\
              [server]\nlisten = \"127.0.0.1:0\"\n\n[server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n\
-             [database]\nurl = \"sqlite://{}\"\n\n[keys]\ndir = \"{}\"\n\n\
+             [database]\n{database}\n\n[keys]\ndir = \"{}\"\n\n\
              [directory]\nfile = \"{}\"\ncoordinator_key = \"{}\"\nrefresh_seconds = 1\n\n[policy]\ninitial_dir = \"{}\"\n\n\
              [federation]\nlisten = \"127.0.0.1:0\"\nretry_first_seconds = 1\nretry_max_seconds = 5\npoll_millis = 100\n\n\
              [log]\nlevel = \"warn\"\n\n",
             pki.server_certificate.display(),
             pki.server_key.display(),
-            dir.join("gateway.db").display(),
             dir.join("keys").display(),
             directory_file.display(),
             coordinator_public.display(),

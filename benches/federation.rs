@@ -1,0 +1,285 @@
+//! End to end through two gateways on this machine: referrals submitted at
+//! Italy's gateway, decided, sealed, sent over mutual TLS, receipted, opened
+//! and screened at the Gambian gateway, pulled and acknowledged there by the
+//! recipient (whose acknowledgement travels back as a status packet). In
+//! the same run, the crypto-only ceiling: seal + open of the same packet on
+//! one core. End to end is reported as a fraction of that ceiling, and every
+//! referral is checked to arrive exactly once.
+//!
+//!   cargo bench --bench federation            # both backends
+//!   cargo bench --bench federation -- sqlite  # one backend
+//!
+//! Under `cargo test` it sends a few referrals per backend only.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use referral_gateway::app::SystemClock;
+use referral_gateway::crypto::jose_keys::{generate, public_of, DecryptionKey, EncryptionKey, KeyUse, SigningKey, VerifyingKey};
+use referral_gateway::crypto::packet::{open, seal, PacketClaims, PacketType, PublishedSigner, Receiver, SignerDirectory};
+use referral_gateway::demo::setup::{self, DemoFiles, Options};
+use referral_gateway::domain::{CountryCode, OrgId, Purpose};
+use referral_gateway::startup::Application;
+use serde_json::Value;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Referrals in flight at once on the submitting side.
+const SUBMITTERS: usize = 32;
+/// Acknowledgements in flight at once on the receiving side.
+const ACKNOWLEDGERS: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Federation {
+    files: DemoFiles,
+    ita: Application,
+    gmb: Application,
+    _dir: tempfile::TempDir,
+}
+
+fn client(files: &DemoFiles, name: &str) -> Result<reqwest::Client, BoxError> {
+    let pem = std::fs::read(files.client_pem(name).ok_or("no such national system")?)?;
+    Ok(reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&files.pki.ca)?)?)
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .pool_max_idle_per_host(64)
+        .build()?)
+}
+
+async fn start(backend: Backend) -> Result<Federation, BoxError> {
+    let dir = tempfile::tempdir()?;
+    let prefix = format!("rgwbench_fed_{}", std::process::id());
+    if backend == Backend::Postgres {
+        let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
+        for country in ["ita", "gmb"] {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{prefix}_{country}\" CASCADE")).execute(&pool).await?;
+        }
+    }
+    let options = Options { countries: &["ITA", "GMB"], postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())) };
+    let files = setup::create(&dir.path().join("federation"), &options)?;
+    let mut apps = Vec::new();
+    for (_, config) in &files.configs {
+        apps.push(Application::build(config, Arc::new(SystemClock)).await?);
+    }
+    let endpoints: Vec<(CountryCode, String)> = files
+        .configs
+        .iter()
+        .zip(&apps)
+        .map(|((country, _), app)| (*country, format!("https://127.0.0.1:{}", app.federation_addr().map(|a| a.port()).unwrap_or_default())))
+        .collect();
+    let directory = files.publish(2, &endpoints, Utc::now())?;
+    for app in &apps {
+        app.gateway().replace_directory(directory.clone())?;
+    }
+    let gmb = apps.pop().ok_or("no Gambian gateway")?;
+    let ita = apps.pop().ok_or("no Italian gateway")?;
+    Ok(Federation { files, ita, gmb, _dir: dir })
+}
+
+fn referral_template() -> Result<String, BoxError> {
+    let mut referral: Value = serde_json::from_str(&std::fs::read_to_string("tests/fixtures/referrals/rejected_asylum_avr.json")?)?;
+    let fields = referral.as_object_mut().ok_or("the fixture is not an object")?;
+    fields.insert("idempotency_key".to_owned(), serde_json::json!("__KEY__"));
+    Ok(referral.to_string())
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// Submits `count` referrals with `SUBMITTERS` clients; returns how many were accepted.
+async fn submit_all(federation: &Federation, count: u64) -> Result<u64, BoxError> {
+    let url = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
+    let template = Arc::new(referral_template()?);
+    let client = client(&federation.files, "iom-rome")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..SUBMITTERS {
+        let (client, url, template) = (client.clone(), url.clone(), Arc::clone(&template));
+        tasks.spawn(async move {
+            let mut accepted = 0u64;
+            loop {
+                let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return accepted;
+                }
+                let body = template.replace("__KEY__", &format!("bench-fed-{}-{n:010}", std::process::id()));
+                match client.post(&url).header("content-type", "application/json").body(body).send().await {
+                    Ok(response) if response.status().as_u16() == 202 => accepted += 1,
+                    Ok(response) => eprintln!("submit: HTTP {}", response.status()),
+                    Err(error) => eprintln!("submit: {error}"),
+                }
+            }
+        });
+    }
+    let mut accepted = 0;
+    while let Some(done) = tasks.join_next().await {
+        accepted += done?;
+    }
+    Ok(accepted)
+}
+
+/// The recipient: tails its inbox and acknowledges every case, until
+/// `count` are acknowledged or `limit` passes; returns how many it acknowledged.
+async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -> Result<u64, BoxError> {
+    let base = format!("https://localhost:{}", federation.gmb.local_addr().port());
+    let client = client(&federation.files, "iom-banjul")?;
+    let started = Instant::now();
+    let mut cursor: Option<String> = None;
+    let mut acknowledged = 0u64;
+    while acknowledged < count && started.elapsed() < limit {
+        let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor.as_str())]);
+        }
+        let page: Value = request.send().await?.json().await?;
+        let items: Vec<String> = page
+            .get("items")
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter(|i| i.get("state") == Some(&Value::from("available"))).filter_map(|i| i.get("packet_id")?.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if let Some(next) = page.get("next_cursor").and_then(Value::as_str) {
+            cursor = Some(next.to_owned());
+        }
+        if items.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let mut acks = tokio::task::JoinSet::new();
+        for chunk in items.chunks(items.len().div_ceil(ACKNOWLEDGERS)) {
+            let (client, base, chunk) = (client.clone(), base.clone(), chunk.to_vec());
+            acks.spawn(async move {
+                let mut done = 0u64;
+                for packet_id in chunk {
+                    if let Ok(response) = client.post(format!("{base}/v1/inbox/{packet_id}/ack")).send().await
+                        && response.status().is_success()
+                    {
+                        done += 1;
+                    }
+                }
+                done
+            });
+        }
+        while let Some(done) = acks.join_next().await {
+            acknowledged += done?;
+        }
+    }
+    Ok(acknowledged)
+}
+
+struct OneSigner(PublishedSigner);
+
+impl SignerDirectory for OneSigner {
+    fn signer(&self, kid: &str, _at: chrono::DateTime<Utc>) -> Option<PublishedSigner> {
+        (kid == self.0.key.kid()).then(|| self.0.clone())
+    }
+}
+
+/// Seal + open of a referral packet carrying the same minimised payload, on
+/// one core, for `length`: packets per second.
+fn crypto_ceiling(length: Duration) -> Result<f64, BoxError> {
+    let now = Utc::now();
+    let (ita, gmb) = (CountryCode::parse("ITA")?, CountryCode::parse("GMB")?);
+    let signing = generate(KeyUse::Sig)?;
+    let encryption = generate(KeyUse::Enc)?;
+    let signer = SigningKey::from_jwk(&signing)?;
+    let to = EncryptionKey::from_jwk(&public_of(&encryption)?)?;
+    let keys = vec![DecryptionKey::from_jwk(&encryption)?];
+    let directory = OneSigner(PublishedSigner { country: ita, active: true, key: VerifyingKey::from_jwk(&public_of(&signing)?)? });
+    let referral: Value = serde_json::from_str(&std::fs::read_to_string("tests/fixtures/referrals/rejected_asylum_avr.json")?)?;
+    let claims = PacketClaims {
+        packet_id: "ceiling".to_owned(),
+        packet_type: PacketType::Referral,
+        issuer: ita,
+        audience: gmb,
+        recipient: OrgId::parse("gmb-iom-banjul")?,
+        purpose: Some(Purpose::Return),
+        policy_version: Some("sha256:bench".to_owned()),
+        decision_id: Some("decision".to_owned()),
+        consent_expires_at: None,
+        retention_until: None,
+        issued_at: now,
+        expires_at: now + chrono::Duration::days(7),
+        handover: false,
+        body: referral.get("case").cloned().unwrap_or(Value::Null),
+    };
+    let receiver = Receiver {
+        country: gmb,
+        keys: &keys,
+        now,
+        max_skew: chrono::Duration::minutes(5),
+        max_bytes: 1024 * 1024,
+        max_lifetime: chrono::Duration::days(30),
+    };
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < length {
+        let sealed = seal(&claims, &signer, &to)?;
+        open(sealed.as_str().as_bytes(), &receiver, &directory, Some(ita))?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Audit entries of `action` with `outcome` in a gateway's log.
+async fn audited(app: &Application, action: &str, outcome: &str) -> Result<u64, BoxError> {
+    let filter = referral_gateway::store::AuditFilter { action: Some(action.to_owned()), limit: 1_000_000, ..Default::default() };
+    Ok(app.gateway().store.audit(&filter).await?.iter().filter(|r| r.outcome == outcome).count() as u64)
+}
+
+async fn run(backend: Backend, full: bool) -> Result<(), BoxError> {
+    let federation = start(backend).await?;
+    let referrals: u64 = if full { 3000 } else { 10 };
+    SEQUENCE.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let recipient = acknowledge_all(&federation, referrals, Duration::from_secs(if full { 600 } else { 60 }));
+    let (acknowledged, accepted) = tokio::join!(recipient, submit_all(&federation, referrals));
+    let (acknowledged, accepted) = (acknowledged?, accepted?);
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = acknowledged as f64 / elapsed;
+
+    // No packet lost, none twice: every accepted referral delivered with a
+    // receipt, and taken into the recipient gateway's inbox exactly once.
+    let delivered = audited(&federation.ita, "packet.send", "delivered").await?;
+    let received = audited(&federation.gmb, "packet.receive", "accepted").await?;
+    if accepted != referrals || delivered != referrals || received != referrals || acknowledged != referrals {
+        return Err(format!(
+            "{backend:?}: {referrals} submitted, {accepted} accepted, {delivered} packets delivered, {received} received, {acknowledged} acknowledged"
+        )
+        .into());
+    }
+    if !full {
+        println!("{backend:?}: smoke run, {referrals} referrals end to end ({rate:.0}/s, debug build)");
+    } else {
+        let ceiling = crypto_ceiling(Duration::from_secs(5))?;
+        println!(
+            "{backend:?}: {referrals} referrals end to end in {elapsed:.1} s: {rate:.0}/s (submitted at ITA, receipted, screened and acknowledged at GMB); \
+             crypto-only ceiling (seal + open, one core) {ceiling:.0}/s; end to end = {:.0} % of it; lost 0, duplicated 0",
+            100.0 * rate / ceiling
+        );
+    }
+    federation.ita.shut_down().await;
+    federation.gmb.shut_down().await;
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let name = format!("{backend:?}").to_lowercase();
+        if only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) {
+            runtime.block_on(run(backend, full))?;
+        }
+    }
+    Ok(())
+}
