@@ -360,6 +360,9 @@ impl GatewayConfig {
             if !(1..=720).contains(&federation.delivery_window_hours) {
                 return invalid("federation.delivery_window_hours", "must be between 1 and 720");
             }
+            if !(1..=86_400).contains(&federation.retry_max_seconds) {
+                return invalid("federation.retry_max_seconds", "must be between 1 and 86400");
+            }
             if federation.retry_first_seconds == 0 || federation.retry_first_seconds > federation.retry_max_seconds {
                 return invalid("federation.retry_first_seconds", "must be at least 1 and at most federation.retry_max_seconds");
             }

@@ -209,6 +209,8 @@ fn delivery_settings(federation: &FederationConfig) -> DeliverySettings {
     DeliverySettings {
         window: Duration::from_secs(federation.delivery_window_hours * 3600),
         backoff: Backoff { first: Duration::from_secs(federation.retry_first_seconds), max: Duration::from_secs(federation.retry_max_seconds) },
+        // A claim must outlast the slowest send, or another replica takes the entry meanwhile.
+        lease: Duration::from_secs(2 * federation.send_timeout_seconds + 30).max(DeliverySettings::default().lease),
         ..DeliverySettings::default()
     }
 }

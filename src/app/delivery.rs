@@ -101,11 +101,11 @@ impl Gateway {
             attempts.spawn(async move { gateway.attempt(transport.as_ref(), item).await });
         }
         while let Some(joined) = attempts.join_next().await {
-            match joined.map_err(|e| AppError::Internal(e.to_string()))? {
+            match joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|attempt| attempt) {
                 Ok(Attempt::Delivered) => round.delivered += 1,
                 Ok(Attempt::Expired) => round.expired += 1,
                 Ok(Attempt::Retrying) => round.retrying += 1,
-                // The lease runs out and the entry falls due again.
+                // The lease runs out and the entry falls due again; the other attempts go on.
                 Err(error) => tracing::error!(%error, "delivery attempt failed inside the gateway"),
             }
         }
@@ -135,10 +135,11 @@ impl Gateway {
         let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
             Ok(receipt) => receipt,
             Err(failure) => {
-                // A packet sealed to a key the peer no longer holds is sealed
+                // A packet sealed to a key the peer no longer holds, or signed
+                // with one of ours the directory no longer lists, is sealed
                 // again next time; any other refusal may pass later (a
                 // directory edition the peer has not read yet, a suspension).
-                let reseal = failure.code() == "packet-undecryptable";
+                let reseal = matches!(failure.code(), "packet-undecryptable" | "packet-unknown-signer");
                 return self.retry(&item, failure.code(), reseal).await;
             }
         };

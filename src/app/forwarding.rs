@@ -13,12 +13,31 @@ use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::crypto::packet::{PacketClaims, PacketType};
+use crate::domain::decision::ReasonCode;
 use crate::domain::inbound::{screen, Received, Screening};
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
 use crate::directory::Delivery;
 use crate::domain::{CountryCode, OrgId};
 use crate::store::{InboxChange, InboxItem, NewReply, SealedPayload, Write, Written};
+
+/// Most reason codes a status report may carry.
+const MAX_REASON_CODES: usize = 16;
+
+/// The reasons of a refusal as this gateway records and returns them. The
+/// asylum rules are named only as a rule nobody can switch off: a refusal
+/// naming the asylum firewall, kept at a gateway of the person's country of
+/// origin, would itself tell that gateway's operators the person sought asylum.
+fn recorded_reasons(reasons: &std::collections::BTreeSet<ReasonCode>) -> Vec<String> {
+    let recorded: std::collections::BTreeSet<&str> = reasons
+        .iter()
+        .map(|r| match r {
+            ReasonCode::AsylumFirewall | ReasonCode::AsylumCategoryToOriginState => "non_negotiable_rule",
+            other => other.as_str(),
+        })
+        .collect();
+    recorded.into_iter().map(str::to_owned).collect()
+}
 
 /// States in which a recipient sees a case.
 const VISIBLE: [&str; 2] = ["available", "acknowledged"];
@@ -43,7 +62,13 @@ impl Gateway {
 
     async fn process_received(&self, item: InboxItem) -> Result<bool, AppError> {
         let now = self.now();
-        let claims = self.opened_claims(&item)?;
+        let Ok(claims) = self.opened_claims(&item) else {
+            // Never readable again (a data key gone, say): set aside, so that it holds up nothing behind it.
+            let change = self.inbox_change(&item, "received", "refused", vec!["claims_unreadable".to_owned()], None, None, now);
+            let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+            let event = AuditEvent::new(now, actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(["claims_unreadable"]);
+            return Ok(self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await? != Written::AlreadySettled);
+        };
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let (change, audit) = match claims.packet_type {
             PacketType::Referral => {
@@ -68,7 +93,7 @@ impl Gateway {
                         (self.inbox_change(&item, "received", state, Vec::new(), None, None, now), state)
                     }
                     Screening::Refuse(reasons) => {
-                        let reasons: Vec<String> = reasons.iter().map(|r| r.as_str().to_owned()).collect();
+                        let reasons = recorded_reasons(&reasons);
                         let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Refused, reason_codes: reasons.clone() };
                         let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
                         (self.inbox_change(&item, "received", "refused", reasons, Some(reply), None, now), "refused")
@@ -76,7 +101,10 @@ impl Gateway {
                 }
             }
             PacketType::Status => {
-                let report: Option<StatusReport> = serde_json::from_value(claims.body.clone()).ok();
+                // Codes only cross a border: a report carrying anything else is not applied.
+                let report: Option<StatusReport> = serde_json::from_value(claims.body.clone())
+                    .ok()
+                    .filter(|r: &StatusReport| r.reason_codes.len() <= MAX_REASON_CODES && r.reason_codes.iter().all(|c| is_reason_code(c)));
                 let sent = match &report {
                     Some(report) => self.store.sent_packet(&report.in_reply_to).await?,
                     None => None,
@@ -93,7 +121,10 @@ impl Gateway {
                         let change = self.inbox_change(&item, "received", "applied", report.reason_codes, None, Some((referral_id, statuses)), now);
                         (change, "applied")
                     }
-                    _ => (self.inbox_change(&item, "received", "refused", vec!["status_about_unknown_referral".to_owned()], None, None, now), "refused"),
+                    (None, _) => (self.inbox_change(&item, "received", "refused", vec!["status_unreadable".to_owned()], None, None, now), "refused"),
+                    (Some(_), None) => {
+                        (self.inbox_change(&item, "received", "refused", vec!["status_about_unknown_referral".to_owned()], None, None, now), "refused")
+                    }
                 }
             }
             // Withdrawal and erasure confirmation come with the consent lifecycle.
@@ -171,6 +202,9 @@ impl Gateway {
         let mut listed = Vec::with_capacity(items.len());
         for item in &items {
             let claims = self.opened_claims(item)?;
+            if lapsed(&claims, now) {
+                continue;
+            }
             listed.push(json!({
                 "packet_id": item.packet_id,
                 "from_country": item.issuer,
@@ -243,13 +277,16 @@ impl Gateway {
         Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
     }
 
-    /// A case the caller's organisation may see; anything else is absent.
+    /// A case the caller's organisation may see; anything else (another's,
+    /// refused, or past its consent or retention) is absent.
     async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<InboxItem, AppError> {
+        let now = self.now();
         let found = self
             .store
             .inbox_item(packet_id)
             .await?
-            .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral");
+            .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral")
+            .filter(|item| self.opened_claims(item).is_ok_and(|claims| !lapsed(&claims, now)));
         match found {
             Some(item) => Ok(item),
             None => {
@@ -258,6 +295,11 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Past the end of the consent it was sent under, or of its retention: no longer to be read.
+fn lapsed(claims: &PacketClaims, now: DateTime<Utc>) -> bool {
+    claims.consent_expires_at.is_some_and(|end| end <= now) || claims.retention_until.is_some_and(|end| end <= now)
 }
 
 fn parse_cursor(text: &str) -> Option<(i64, String)> {

@@ -36,6 +36,13 @@ impl Gateway {
             max_lifetime: MAX_PACKET_LIFETIME,
         };
         let actor = Actor { org: None, subject: format!("gateway:{peer}") };
+        // The same bytes again from the same member: its first receipt, even
+        // if a key it was sealed or signed with has retired since.
+        if sealed.len() <= MAX_PACKET_BYTES
+            && let Some(receipt) = self.store.receipt_for_bytes(&packet::digest_of(sealed), peer.as_str()).await?
+        {
+            return Ok(receipt);
+        }
         let claims = match packet::open(sealed, &receiver, directory.as_ref(), Some(peer)) {
             Ok(claims) => claims,
             Err(refusal) => return Err(self.refuse(actor, refusal).await),

@@ -67,7 +67,14 @@ impl Gateway {
         let url = match self.directory().organisation(&claims.recipient).map(|o| o.delivery.clone()) {
             Some(Delivery::Webhook { url }) => url,
             // The directory changed meanwhile: the organisation now pulls.
-            Some(Delivery::Pull) | None => return self.retry_push(&item, "recipient-webhook-gone").await,
+            Some(Delivery::Pull) => {
+                let change = self.inbox_change(&item, "pushing", "available", Vec::new(), None, None, now);
+                let event = AuditEvent::new(now, actor, Action::PacketScreen, "available").referral(&item.packet_id).reasons(["recipient_now_pulls"]);
+                self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+                return Ok(());
+            }
+            // No longer listed: kept until the packet expires, in case it comes back.
+            None => return self.retry_push(&item, "recipient-not-listed").await,
         };
         let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
         let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;

@@ -120,6 +120,8 @@ pub enum OpenError {
     IssuedInFuture,
     #[error("a packet with this id was received before with other content")]
     Replayed,
+    #[error("the packet's id is not 1 to 64 letters, digits or hyphens")]
+    MalformedId,
 }
 
 impl OpenError {
@@ -137,8 +139,14 @@ impl OpenError {
             Self::LifetimeTooLong => "packet-lifetime-too-long",
             Self::IssuedInFuture => "packet-issued-in-future",
             Self::Replayed => "packet-replayed",
+            Self::MalformedId => "packet-malformed-id",
         }
     }
+}
+
+/// Whether `id` has the form of a packet id: 1 to 64 ASCII letters, digits or `-` (a UUID, say).
+pub fn is_packet_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A member gateway's signing key as the trust list publishes it.
@@ -239,6 +247,10 @@ pub fn open(
         return Err(OpenError::BadSignature);
     }
     let claims: PacketClaims = serde_json::from_slice(&payload).map_err(|_| OpenError::BadSignature)?;
+    // The id keys the inbox, the audit log and the recipients' cursor: a plain, bounded form only.
+    if !is_packet_id(&claims.packet_id) {
+        return Err(OpenError::MalformedId);
+    }
 
     if claims.issuer != signer.country {
         return Err(OpenError::IssuerMismatch);

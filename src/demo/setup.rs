@@ -17,8 +17,9 @@ use crate::domain::CountryCode;
 const MARKER: &str = ".referral-gateway-demo";
 
 /// A national system's client certificate: name, organisation, gateway country, role.
-pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 6] = [
+pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 7] = [
     ("iom-rome", "ita-iom-rome", "ITA", "submitter"),
+    ("nrm", "ita-nrm", "ITA", "submitter"),
     ("ita-dpo", "ita-nrm", "ITA", "dpo"),
     ("ita-auditor", "ita-nrm", "ITA", "auditor"),
     ("iom-banjul", "gmb-iom-banjul", "GMB", "recipient"),

@@ -67,7 +67,7 @@ impl Metrics {
         registry.register("http_request_duration_seconds", "HTTP request latency by route template", latency.clone());
         registry.register("decisions", "Referral decisions by outcome", decisions.clone());
         registry.register("deny_reasons", "Reason codes of denied referrals", deny_reasons.clone());
-        registry.register("outbox_depth", "Referrals queued for delivery", outbox_depth.clone());
+        registry.register("outbox_depth", "Packets (referrals and statuses) waiting for delivery to a peer gateway", outbox_depth.clone());
         Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth }
     }
 

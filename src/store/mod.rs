@@ -367,6 +367,8 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_depth(&self) -> Result<i64, StoreError>;
     /// The digest and receipt stored for a received packet id, if any.
     async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError>;
+    /// The receipt given for exactly these bytes (by their digest) from `issuer`, if any.
+    async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

@@ -266,20 +266,35 @@ macro_rules! sql_store {
                     Settlement::Expired => None,
                 };
                 let status = settlement.status();
+                // Delivered or expired, the body at rest has served: only the
+                // packet (readable by the peer alone) and the receipt stay, as proof.
                 let updated = sqlx::query(
-                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3 WHERE id = $4 AND state = 'pending' RETURNING referral_id",
+                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3, sealed = $5 WHERE id = $4 AND state = 'pending' RETURNING referral_id",
                 )
                 .bind(status)
                 .bind(receipt)
                 .bind(at_ms)
                 .bind(entry_id)
+                .bind(Vec::<u8>::new())
                 .fetch_optional(&mut *connection)
                 .await?;
                 let Some(row) = updated else {
                     return Ok(false);
                 };
                 if let Some(referral_id) = row.try_get::<Option<String>, _>("referral_id")? {
-                    Self::referral_moves(connection, &referral_id, status, &[], at_ms).await?;
+                    // A status from the peer may have come first: it stays the
+                    // referral's status; the timeline still records this.
+                    sqlx::query("UPDATE referrals SET status = $1 WHERE id = $2 AND status = 'queued'")
+                        .bind(status)
+                        .bind(&referral_id)
+                        .execute(&mut *connection)
+                        .await?;
+                    sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms) VALUES ($1, $2, $3)")
+                        .bind(&referral_id)
+                        .bind(status)
+                        .bind(at_ms)
+                        .execute(&mut *connection)
+                        .await?;
                 }
                 Ok(true)
             }
@@ -812,6 +827,18 @@ macro_rules! sql_store {
                     .await?;
                 Ok(match row {
                     Some(row) => Some(InboxReceipt { packet_sha256: row.try_get("packet_sha256")?, receipt: row.try_get("receipt")? }),
+                    None => None,
+                })
+            }
+
+            async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query("SELECT receipt FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
+                    .bind(packet_sha256)
+                    .bind(issuer)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(row.try_get("receipt")?),
                     None => None,
                 })
             }

@@ -11,6 +11,8 @@ fn the_example_configuration_is_valid() {
     assert_eq!(config.server.body_limit_bytes, 262144);
     assert!(config.directory.file.ends_with("config/directory.example.jws"));
     assert_eq!(config.auth.clients.len(), 1);
+    let federation = config.federation.unwrap();
+    assert_eq!((federation.listen.port(), federation.delivery_window_hours, federation.retry_max_seconds), (9443, 168, 600));
 }
 
 fn load_with(replace: &str, by: &str) -> String {
@@ -33,6 +35,9 @@ fn errors_name_the_key() {
         ("roles = [\"submitter\"]", "roles = [\"admin\"]", "auth.clients.iom_rome.roles"),
         ("fingerprint = \"sha256:0000", "fingerprint = \"md5:0000", "auth.clients.iom_rome.fingerprint"),
         ("format = \"text\"", "format = \"xml\"", "log.format"),
+        ("delivery_window_hours = 168", "delivery_window_hours = 721", "federation.delivery_window_hours"),
+        ("retry_first_seconds = 2", "retry_first_seconds = 601", "federation.retry_first_seconds"),
+        ("listen = \"127.0.0.1:9443\"", "listen = \"127.0.0.1:8443\"", "federation.listen"),
         ("level = \"info\"", "level = \"info\"\nverbosity = 3", "verbosity"),
     ];
     for (replace, by, key) in cases {

@@ -19,6 +19,7 @@ on_both_backends!(
     a_case_refused_by_the_receiving_gateway_reaches_nobody_and_the_sender_learns_why,
     an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_receiving_gateway,
     a_webhook_recipient_down_then_up_gets_the_signed_case_once,
+    a_status_with_free_text_or_from_another_gateway_changes_nothing,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -97,6 +98,14 @@ async fn a_case_is_screened_handed_over_and_its_progress_flows_back(backend: Bac
     }
     // Statuses were sealed packets too: every one receipted at Italy.
     assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'status' AND state = 'delivered' AND receipt IS NOT NULL").await, 3);
+    // Delivered, Italy keeps no readable copy: the receipt and the packet only Nigeria can open.
+    assert_eq!(ita.count(&format!("SELECT COUNT(*) FROM outbox WHERE referral_id = '{id}' AND length(sealed) = 0 AND packet IS NOT NULL")).await, 1);
+
+    // Once the consent it was sent under has ended, the case is no longer there to read.
+    let consent_end = chrono::DateTime::parse_from_rfc3339(case.body["consent_expires_at"].as_str().unwrap()).unwrap();
+    federation.clock.advance(consent_end.with_timezone(&chrono::Utc) - federation.clock_now() + chrono::Duration::seconds(1));
+    assert_eq!(nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"], json!([]));
+    assert_eq!(nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.status, 404);
 }
 
 async fn a_case_refused_by_the_receiving_gateway_reaches_nobody_and_the_sender_learns_why(backend: Backend) {
@@ -149,8 +158,11 @@ async fn an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_rece
     client.send(CountryCode::parse("GMB").unwrap(), &endpoint, packet.as_str()).await.unwrap();
 
     wait_for("the screening", LIMIT, || async { gmb.count("SELECT COUNT(*) FROM inbox WHERE state = 'refused'").await == 1 }).await;
+    // Refused by the rule nobody can switch off, recorded without naming
+    // asylum: this is a gateway of the person's country of origin.
     let reasons = gmb.text("SELECT reasons FROM inbox").await.unwrap();
-    assert!(reasons.contains("asylum_firewall"), "{reasons}");
+    assert!(reasons.contains(r#""non_negotiable_rule""#) && !reasons.contains("asylum"), "{reasons}");
+    assert_eq!(gmb.count("SELECT COUNT(*) FROM audit_log WHERE reasons LIKE '%asylum%'").await, 0);
     assert_eq!(gmb.count("SELECT COUNT(*) FROM inbox WHERE length(sealed) = 0").await, 1, "nothing of the case is kept");
     // The refusal goes back to Italy, which sent no such referral and applies nothing.
     wait_for("the refusal delivered to Italy", LIMIT, || async {
@@ -194,4 +206,63 @@ async fn a_webhook_recipient_down_then_up_gets_the_signed_case_once(backend: Bac
     );
     assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'acknowledged'").await, 1);
     assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'pushed'").await, 1);
+}
+
+/// A status packet sealed by `from`'s gateway to Italy's, with `body`.
+async fn status_packet(federation: &Federation, from: &str, body: Value) -> String {
+    let sender = federation.peer(from).app().gateway();
+    let now = federation.clock_now();
+    let directory = sender.directory();
+    let keys = sender.federation_keys().unwrap();
+    let signer = directory.current_signing_key(CountryCode::parse(from).unwrap(), now, &keys.signing).unwrap();
+    let to = directory.encryption_key(CountryCode::parse("ITA").unwrap(), now).unwrap();
+    let claims = PacketClaims {
+        packet_id: format!("forged-status-{from}-{}", body["status"].as_str().unwrap()),
+        packet_type: PacketType::Status,
+        issuer: CountryCode::parse(from).unwrap(),
+        audience: CountryCode::parse("ITA").unwrap(),
+        recipient: OrgId::parse("nga-health-lagos").unwrap(),
+        purpose: None,
+        policy_version: None,
+        decision_id: None,
+        consent_expires_at: None,
+        retention_until: None,
+        issued_at: now,
+        expires_at: now + chrono::Duration::days(1),
+        handover: false,
+        body,
+    };
+    seal(&claims, signer, to).unwrap().as_str().to_owned()
+}
+
+/// Posts `packet` to Italy's federation listener as `from`'s gateway.
+async fn post_to_italy(federation: &Federation, from: &str, packet: &str) {
+    let sender = federation.peer(from).app().gateway();
+    let (chain, key) = sender.federation_keys().unwrap().tls_identity().unwrap();
+    let members: std::sync::Arc<dyn referral_gateway::federation::tls::Members> = sender.clone();
+    let client = referral_gateway::federation::client::PeerClient::new(members, chain, key, Duration::from_secs(5));
+    let endpoint = format!("https://127.0.0.1:{}", federation.peer("ITA").app().federation_addr().unwrap().port());
+    client.send(CountryCode::parse("ITA").unwrap(), &endpoint, packet).await.unwrap();
+}
+
+async fn a_status_with_free_text_or_from_another_gateway_changes_nothing(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA", "GMB"]).await;
+    let id = submitted(&federation, "forged-status-0001").await;
+    let ita = federation.peer("ITA");
+    wait_for("delivery", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
+    let packet_id = ita.text(&format!("SELECT packet_id FROM outbox WHERE referral_id = '{id}'")).await.unwrap();
+
+    // Nigeria's gateway tries to put free text into Italy's timeline...
+    let free_text = status_packet(&federation, "NGA", json!({ "in_reply_to": packet_id, "status": "declined", "reason_codes": ["Mr Okafor left"] })).await;
+    post_to_italy(&federation, "NGA", &free_text).await;
+    // ...and the Gambian gateway reports on a referral that never went there.
+    let elsewhere = status_packet(&federation, "GMB", json!({ "in_reply_to": packet_id, "status": "closed" })).await;
+    post_to_italy(&federation, "GMB", &elsewhere).await;
+
+    wait_for("both screened", LIMIT, || async { ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'status' AND state = 'refused'").await == 2 }).await;
+    assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE reasons LIKE '%status_unreadable%'").await, 1);
+    assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE reasons LIKE '%status_about_unknown_referral%'").await, 1);
+    let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await;
+    assert!(!referral.text.contains("Okafor"));
+    assert_eq!(timeline(&referral.body), ["queued", "delivered"]);
 }

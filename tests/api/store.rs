@@ -8,7 +8,7 @@ use referral_gateway::audit::{Action, Actor, AuditEvent};
 use referral_gateway::config::DatabaseConfig;
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, SealedPayload, Settlement, Store,
+    verify_audit_chain, AuditFilter, InboxChange, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, SealedPayload, Settlement, Store,
     StoredPacket, StoredReferral, Write, Written,
 };
 
@@ -24,6 +24,7 @@ on_both_backends!(
     concurrent_writers_keep_one_chain,
     a_known_packet_id_is_stored_once_and_keeps_its_first_receipt,
     outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_settle_once,
+    a_status_that_came_first_is_not_overwritten_by_the_delivery,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -337,4 +338,38 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     assert!(store.claim_deliveries(now + 100 * lease, lease, 10).await.unwrap().is_empty(), "a settled entry is never claimed");
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
     assert!(store.delivery("r2").await.unwrap().is_none());
+}
+
+async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), packet("p1", "digest-a")]).await.unwrap();
+    // The peer's refusal is applied before this gateway settles the delivery.
+    let change = InboxChange {
+        packet_id: "p1".to_owned(),
+        from_state: "received".to_owned(),
+        to_state: "applied".to_owned(),
+        reasons: vec!["policy_no_permit".to_owned()],
+        reply: None,
+        referral_status: Some(("r1".to_owned(), vec!["refused".to_owned()])),
+        at_ms: at(1).timestamp_millis(),
+    };
+    let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
+    assert!(matches!(moved[..], [Written::Audited { .. }]));
+    let again = store.write_batch(&[Write::InboxMove { change: Box::new(change), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
+    assert_eq!(again, vec![Written::AlreadySettled], "a packet moves on once");
+    let settle = Write::Settle {
+        entry_id: "r1".to_owned(),
+        settlement: Settlement::Delivered { receipt: "receipt-1".to_owned() },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::PacketSend).referral("r1"),
+    };
+    store.write_batch(&[settle]).await.unwrap();
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "refused");
+    let timeline: Vec<(String, Vec<String>)> = store.timeline("r1").await.unwrap().into_iter().map(|t| (t.status, t.reasons)).collect();
+    assert_eq!(
+        timeline,
+        [("queued".to_owned(), vec![]), ("refused".to_owned(), vec!["policy_no_permit".to_owned()]), ("delivered".to_owned(), vec![])]
+    );
+    assert_eq!(store.inbox_item("p1").await.unwrap().unwrap().claims.sealed, Vec::<u8>::new(), "an applied status is not kept");
 }

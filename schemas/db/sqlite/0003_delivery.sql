@@ -48,8 +48,9 @@ CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);
 CREATE INDEX outbox_by_referral ON outbox (referral_id);
 
 -- What became of a received packet: `received`, then `refused` (with the
--- reason codes), `available` to its recipient, `acknowledged` by it, or
--- `applied` (a status packet, to its referral).
+-- reason codes), `available` to its recipient (pull) or `pushing` (webhook),
+-- `acknowledged` by it, `undeliverable` (the push never succeeded before
+-- the packet expired), or `applied` (a status packet, to its referral).
 ALTER TABLE inbox ADD COLUMN reasons TEXT;
 ALTER TABLE inbox ADD COLUMN settled_ms BIGINT;
 CREATE INDEX inbox_by_state ON inbox (state, received_ms);
@@ -66,3 +67,7 @@ ALTER TABLE inbox ADD COLUMN push_error TEXT;
 -- A handover: case management passes to the recipient when it accepts.
 ALTER TABLE referrals ADD COLUMN handover BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE outbox ADD COLUMN handover BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- A redelivery is recognised by its bytes before it is opened: it gets its
+-- first receipt even once the key it was sealed to has retired.
+CREATE INDEX inbox_by_digest ON inbox (packet_sha256);

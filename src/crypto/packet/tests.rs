@@ -147,6 +147,21 @@ fn only_a256gcm_without_compression_and_with_a_full_tag_is_decrypted() {
 }
 
 #[test]
+fn a_packet_id_must_be_short_and_plain() {
+    let pair = pair();
+    for id in ["", "a b", "x/../y", "名前", &"a".repeat(65), "id\nwith newline"] {
+        let mut odd = claims(&pair.ita, &pair.nga);
+        odd.packet_id = id.to_owned();
+        let sealed = seal(&odd, &pair.ita.signing, &pair.nga.encryption).unwrap();
+        assert_eq!(open_at_nga(&pair, &sealed, now()), Err(OpenError::MalformedId), "{id:?}");
+    }
+    let mut plain = claims(&pair.ita, &pair.nga);
+    plain.packet_id = "0192f0c4-7b1e-7c3a-9d2e-4f5a6b7c8d9e".to_owned();
+    let sealed = seal(&plain, &pair.ita.signing, &pair.nga.encryption).unwrap();
+    assert!(open_at_nga(&pair, &sealed, now()).is_ok());
+}
+
+#[test]
 fn a_packet_whose_lifetime_exceeds_the_bound_is_refused() {
     let pair = pair();
     let mut long = claims(&pair.ita, &pair.nga);
