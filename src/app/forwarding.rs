@@ -186,7 +186,7 @@ impl Gateway {
         })
     }
 
-    /// The caller's organisation's cases, oldest first, after `cursor`.
+    /// The caller's organisation's cases in the order they became visible, after `cursor`.
     pub async fn inbox(&self, principal: &Principal, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let after = match cursor {
@@ -198,7 +198,7 @@ impl Gateway {
         let now = self.now();
         self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
         // After the last item, even on a short page: a recipient tails its inbox with it.
-        let next = items.last().map(|last| format!("{}.{}", last.received_ms, last.packet_id));
+        let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
         let mut listed = Vec::with_capacity(items.len());
         for item in &items {
             let claims = self.opened_claims(item)?;
@@ -302,10 +302,8 @@ fn lapsed(claims: &PacketClaims, now: DateTime<Utc>) -> bool {
     claims.consent_expires_at.is_some_and(|end| end <= now) || claims.retention_until.is_some_and(|end| end <= now)
 }
 
-fn parse_cursor(text: &str) -> Option<(i64, String)> {
-    let (millis, packet_id) = text.split_once('.')?;
-    let millis: i64 = millis.parse().ok()?;
-    (!packet_id.is_empty() && packet_id.len() <= 128).then(|| (millis, packet_id.to_owned()))
+fn parse_cursor(text: &str) -> Option<i64> {
+    text.parse().ok().filter(|seq| *seq >= 0)
 }
 
 fn invalid(field: &str, problem: &str) -> AppError {

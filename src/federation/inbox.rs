@@ -12,22 +12,7 @@ use crate::app::Gateway;
 /// Packets processed per round.
 const BATCH: i64 = 64;
 
-pub async fn run(gateway: Arc<Gateway>, poll: Duration, mut stopped: watch::Receiver<()>) {
-    loop {
-        let full = match gateway.process_inbox(BATCH).await {
-            Ok(moved) => moved as i64 >= BATCH,
-            Err(error) => {
-                tracing::error!(%error, "inbox round failed; received packets stay queued");
-                false
-            }
-        };
-        if full {
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {},
-            _ = gateway.processing_wanted() => {},
-            _ = stopped.changed() => return,
-        }
-    }
+pub async fn run(gateway: Arc<Gateway>, poll: Duration, stopped: watch::Receiver<()>) {
+    let round = || async { Ok(gateway.process_inbox(BATCH).await? as i64 >= BATCH) };
+    super::rounds::run("inbox", round, || gateway.processing_wanted(), poll, stopped).await;
 }

@@ -6,5 +6,6 @@ pub mod client;
 pub mod inbox;
 pub mod outbox;
 pub mod push;
+pub mod rounds;
 pub mod tls;
 pub mod webhook;

@@ -9,22 +9,7 @@ use tokio::sync::watch;
 use crate::app::pushing::RecipientPush;
 use crate::app::Gateway;
 
-pub async fn run(gateway: Arc<Gateway>, webhooks: Arc<dyn RecipientPush>, poll: Duration, mut stopped: watch::Receiver<()>) {
-    loop {
-        let full = match gateway.push_due(&webhooks).await {
-            Ok(claimed) => claimed as i64 >= gateway.delivery_batch(),
-            Err(error) => {
-                tracing::error!(%error, "push round failed; the cases stay queued");
-                false
-            }
-        };
-        if full {
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {},
-            _ = gateway.pushing_wanted() => {},
-            _ = stopped.changed() => return,
-        }
-    }
+pub async fn run(gateway: Arc<Gateway>, webhooks: Arc<dyn RecipientPush>, poll: Duration, stopped: watch::Receiver<()>) {
+    let round = || async { Ok(gateway.push_due(&webhooks).await? as i64 >= gateway.delivery_batch()) };
+    super::rounds::run("push", round, || gateway.pushing_wanted(), poll, stopped).await;
 }

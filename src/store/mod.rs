@@ -274,6 +274,8 @@ pub struct InboxItem {
     pub expires_ms: i64,
     /// Pushes to the recipient's webhook started, this one included.
     pub push_attempts: i64,
+    /// Its place in the order cases became visible to recipients (once they do).
+    pub visible_seq: Option<i64>,
 }
 
 /// What the inbox holds for a known packet id.
@@ -352,9 +354,9 @@ pub trait Store: Send + Sync + 'static {
     /// webhook, moving them `lease_ms` ahead (as [`Store::claim_deliveries`]).
     async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError>;
-    /// Packets for `recipient_org` in one of `states`, oldest first, after
-    /// the cursor (received time, packet id).
-    async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<(i64, String)>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+    /// Packets for `recipient_org` in one of `states`, in the order they
+    /// became visible, after the cursor (a `visible_seq`).
+    async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     /// Every policy version, oldest first; the last is the active one.
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
     /// The number of the newest policy version (0 when there is none).

@@ -26,7 +26,7 @@ const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerp
      destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms, handover";
 
 const INBOX_COLUMNS: &str =
-    "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts";
+    "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, visible_seq";
 
 const AUDIT_COLUMNS: &str =
     "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, prev_hash, hash";
@@ -326,11 +326,14 @@ macro_rules! sql_store {
             ) -> Result<bool, sqlx::Error> {
                 let reasons = serde_json::to_string(&change.reasons).unwrap_or_else(|_| "[]".to_owned());
                 // What is refused, or applied to a referral, is not kept to be read later.
+                // Numbered when it first becomes visible: see `visible_seq` in migration 0003.
+                const NUMBERED: &str = ", visible_seq = COALESCE(visible_seq, (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox))";
                 let forget = match change.to_state.as_str() {
-                    "refused" | "applied" | "undeliverable" => ", sealed = $6",
+                    "refused" | "applied" | "undeliverable" => ", sealed = $6".to_owned(),
                     // The first push is due at once.
-                    "pushing" => ", next_push_ms = $3",
-                    _ => "",
+                    "pushing" => format!(", next_push_ms = $3{NUMBERED}"),
+                    "available" => NUMBERED.to_owned(),
+                    _ => String::new(),
                 };
                 let statement = format!("UPDATE inbox SET state = $1, reasons = $2, settled_ms = $3{forget} WHERE packet_id = $4 AND state = $5");
                 let mut update = sqlx::query(&statement)
@@ -394,7 +397,42 @@ macro_rules! sql_store {
                     received_ms: row.try_get("received_ms")?,
                     expires_ms: row.try_get("expires_ms")?,
                     push_attempts: row.try_get("push_attempts")?,
+                    visible_seq: row.try_get("visible_seq")?,
                 })
+            }
+
+            /// Runs a claim statement (`$1` lease end, `$2` now, `$3` limit,
+            /// returning the claimed `key`s), then reads the claimed rows.
+            #[allow(clippy::too_many_arguments)]
+            async fn claim(
+                &self,
+                claim_sql: &str,
+                table: &str,
+                key: &str,
+                columns: &str,
+                now_ms: i64,
+                lease_ms: i64,
+                limit: i64,
+            ) -> Result<Vec<$row>, StoreError> {
+                let claimed: Vec<String> = sqlx::query(claim_sql)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get(key))
+                    .collect::<Result<_, _>>()?;
+                if claimed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = QueryBuilder::new(format!("SELECT {columns} FROM {table} WHERE {key} IN ("));
+                let mut ids = query.separated(", ");
+                for id in &claimed {
+                    ids.push_bind(id.clone());
+                }
+                query.push(format!(") ORDER BY {key}"));
+                Ok(query.build().fetch_all(&self.pool).await?)
             }
 
             fn delivery_from_row(row: &$row) -> Result<ClaimedDelivery, sqlx::Error> {
@@ -578,28 +616,9 @@ macro_rules! sql_store {
             }
 
             async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
-                let claimed: Vec<String> = sqlx::query($claim_query)
-                    .bind(now_ms + lease_ms)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(|row| row.try_get("id"))
-                    .collect::<Result<_, _>>()?;
-                if claimed.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut query = QueryBuilder::new(
-                    "SELECT id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
-                     attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover FROM outbox WHERE id IN (",
-                );
-                let mut ids = query.separated(", ");
-                for id in &claimed {
-                    ids.push_bind(id.clone());
-                }
-                query.push(") ORDER BY id");
-                let rows = query.build().fetch_all(&self.pool).await?;
+                let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
+                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover";
+                let rows = self.claim($claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
             }
 
@@ -678,25 +697,7 @@ macro_rules! sql_store {
             }
 
             async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let claimed: Vec<String> = sqlx::query($push_query)
-                    .bind(now_ms + lease_ms)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(|row| row.try_get("packet_id"))
-                    .collect::<Result<_, _>>()?;
-                if claimed.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE packet_id IN ("));
-                let mut ids = query.separated(", ");
-                for id in &claimed {
-                    ids.push_bind(id.clone());
-                }
-                query.push(") ORDER BY packet_id");
-                let rows = query.build().fetch_all(&self.pool).await?;
+                let rows = self.claim($push_query, "inbox", "packet_id", INBOX_COLUMNS, now_ms, lease_ms, limit).await?;
                 rows.iter().map(Self::inbox_from_row).collect()
             }
 
@@ -710,7 +711,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<(i64, String)>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+            async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
                 let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
                 query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
                 let mut listed = query.separated(", ");
@@ -718,11 +719,10 @@ macro_rules! sql_store {
                     listed.push_bind((*state).to_owned());
                 }
                 query.push(")");
-                if let Some((received_ms, packet_id)) = after {
-                    query.push(" AND (received_ms > ").push_bind(received_ms);
-                    query.push(" OR (received_ms = ").push_bind(received_ms).push(" AND packet_id > ").push_bind(packet_id).push("))");
+                if let Some(after) = after {
+                    query.push(" AND visible_seq > ").push_bind(after);
                 }
-                query.push(" ORDER BY received_ms, packet_id LIMIT ").push_bind(limit);
+                query.push(" ORDER BY visible_seq LIMIT ").push_bind(limit);
                 let rows = query.build().fetch_all(&self.pool).await?;
                 rows.iter().map(Self::inbox_from_row).collect()
             }

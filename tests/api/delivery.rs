@@ -126,7 +126,7 @@ async fn a_sender_restarted_before_delivering_delivers_what_it_accepted(backend:
 }
 
 /// Italy's peer client, to post packets to Nigeria by hand.
-pub fn italy_client(federation: &Federation) -> PeerClient {
+fn italy_client(federation: &Federation) -> PeerClient {
     let ita = federation.peer("ITA").app();
     let (chain, key) = ita.gateway().federation_keys().unwrap().tls_identity().unwrap();
     let members: std::sync::Arc<dyn Members> = ita.gateway().clone();

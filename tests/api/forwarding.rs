@@ -131,31 +131,9 @@ async fn an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_rece
     let (ita, gmb) = (federation.peer("ITA"), federation.peer("GMB"));
     // A broken sending gateway: the whole case of a rejected Gambian asylum
     // seeker, to Gambia's immigration service, signed with Italy's key.
-    let directory = ita.app().gateway().directory();
-    let now = federation.clock_now();
-    let keys = ita.app().gateway().federation_keys().unwrap();
-    let signer = directory.current_signing_key(CountryCode::parse("ITA").unwrap(), now, &keys.signing).unwrap();
-    let to = directory.encryption_key(CountryCode::parse("GMB").unwrap(), now).unwrap();
-    let claims = PacketClaims {
-        packet_id: "forced-asylum-case-1".to_owned(),
-        packet_type: PacketType::Referral,
-        issuer: CountryCode::parse("ITA").unwrap(),
-        audience: CountryCode::parse("GMB").unwrap(),
-        recipient: OrgId::parse("gmb-immigration").unwrap(),
-        purpose: Some(Purpose::Return),
-        policy_version: None,
-        decision_id: None,
-        consent_expires_at: None,
-        retention_until: None,
-        issued_at: now,
-        expires_at: now + chrono::Duration::days(1),
-        handover: false,
-        body: fixture("rejected_asylum_avr")["case"].clone(),
-    };
-    let packet = seal(&claims, signer, to).unwrap();
-    let endpoint = format!("https://127.0.0.1:{}", gmb.app().federation_addr().unwrap().port());
-    let client = crate::delivery::italy_client(&federation);
-    client.send(CountryCode::parse("GMB").unwrap(), &endpoint, packet.as_str()).await.unwrap();
+    let case = fixture("rejected_asylum_avr")["case"].clone();
+    let packet = forged_packet(&federation, ("ITA", "GMB"), "forced-asylum-case-1", PacketType::Referral, "gmb-immigration", Some(Purpose::Return), case);
+    post_as(&federation, ("ITA", "GMB"), &packet).await;
 
     wait_for("the screening", LIMIT, || async { gmb.count("SELECT COUNT(*) FROM inbox WHERE state = 'refused'").await == 1 }).await;
     // Refused by the rule nobody can switch off, recorded without naming
@@ -208,21 +186,30 @@ async fn a_webhook_recipient_down_then_up_gets_the_signed_case_once(backend: Bac
     assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'pushed'").await, 1);
 }
 
-/// A status packet sealed by `from`'s gateway to Italy's, with `body`.
-async fn status_packet(federation: &Federation, from: &str, body: Value) -> String {
+/// A packet as a broken or malicious gateway `from` could make it for `to`:
+/// signed with `from`'s key, sealed to `to`'s, whatever it carries.
+fn forged_packet(
+    federation: &Federation,
+    (from, to): (&str, &str),
+    packet_id: &str,
+    packet_type: PacketType,
+    recipient: &str,
+    purpose: Option<Purpose>,
+    body: Value,
+) -> String {
     let sender = federation.peer(from).app().gateway();
     let now = federation.clock_now();
     let directory = sender.directory();
     let keys = sender.federation_keys().unwrap();
     let signer = directory.current_signing_key(CountryCode::parse(from).unwrap(), now, &keys.signing).unwrap();
-    let to = directory.encryption_key(CountryCode::parse("ITA").unwrap(), now).unwrap();
+    let sealed_to = directory.encryption_key(CountryCode::parse(to).unwrap(), now).unwrap();
     let claims = PacketClaims {
-        packet_id: format!("forged-status-{from}-{}", body["status"].as_str().unwrap()),
-        packet_type: PacketType::Status,
+        packet_id: packet_id.to_owned(),
+        packet_type,
         issuer: CountryCode::parse(from).unwrap(),
-        audience: CountryCode::parse("ITA").unwrap(),
-        recipient: OrgId::parse("nga-health-lagos").unwrap(),
-        purpose: None,
+        audience: CountryCode::parse(to).unwrap(),
+        recipient: OrgId::parse(recipient).unwrap(),
+        purpose,
         policy_version: None,
         decision_id: None,
         consent_expires_at: None,
@@ -232,17 +219,17 @@ async fn status_packet(federation: &Federation, from: &str, body: Value) -> Stri
         handover: false,
         body,
     };
-    seal(&claims, signer, to).unwrap().as_str().to_owned()
+    seal(&claims, signer, sealed_to).unwrap().as_str().to_owned()
 }
 
-/// Posts `packet` to Italy's federation listener as `from`'s gateway.
-async fn post_to_italy(federation: &Federation, from: &str, packet: &str) {
+/// Posts `packet` to `to`'s federation listener as `from`'s gateway; it must be receipted.
+async fn post_as(federation: &Federation, (from, to): (&str, &str), packet: &str) {
     let sender = federation.peer(from).app().gateway();
     let (chain, key) = sender.federation_keys().unwrap().tls_identity().unwrap();
     let members: std::sync::Arc<dyn referral_gateway::federation::tls::Members> = sender.clone();
     let client = referral_gateway::federation::client::PeerClient::new(members, chain, key, Duration::from_secs(5));
-    let endpoint = format!("https://127.0.0.1:{}", federation.peer("ITA").app().federation_addr().unwrap().port());
-    client.send(CountryCode::parse("ITA").unwrap(), &endpoint, packet).await.unwrap();
+    let endpoint = format!("https://127.0.0.1:{}", federation.peer(to).app().federation_addr().unwrap().port());
+    client.send(CountryCode::parse(to).unwrap(), &endpoint, packet).await.unwrap();
 }
 
 async fn a_status_with_free_text_or_from_another_gateway_changes_nothing(backend: Backend) {
@@ -253,11 +240,13 @@ async fn a_status_with_free_text_or_from_another_gateway_changes_nothing(backend
     let packet_id = ita.text(&format!("SELECT packet_id FROM outbox WHERE referral_id = '{id}'")).await.unwrap();
 
     // Nigeria's gateway tries to put free text into Italy's timeline...
-    let free_text = status_packet(&federation, "NGA", json!({ "in_reply_to": packet_id, "status": "declined", "reason_codes": ["Mr Okafor left"] })).await;
-    post_to_italy(&federation, "NGA", &free_text).await;
+    let report = json!({ "in_reply_to": packet_id, "status": "declined", "reason_codes": ["Mr Okafor left"] });
+    let free_text = forged_packet(&federation, ("NGA", "ITA"), "forged-status-1", PacketType::Status, "nga-health-lagos", None, report);
+    post_as(&federation, ("NGA", "ITA"), &free_text).await;
     // ...and the Gambian gateway reports on a referral that never went there.
-    let elsewhere = status_packet(&federation, "GMB", json!({ "in_reply_to": packet_id, "status": "closed" })).await;
-    post_to_italy(&federation, "GMB", &elsewhere).await;
+    let report = json!({ "in_reply_to": packet_id, "status": "closed" });
+    let elsewhere = forged_packet(&federation, ("GMB", "ITA"), "forged-status-2", PacketType::Status, "gmb-iom-banjul", None, report);
+    post_as(&federation, ("GMB", "ITA"), &elsewhere).await;
 
     wait_for("both screened", LIMIT, || async { ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'status' AND state = 'refused'").await == 2 }).await;
     assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE reasons LIKE '%status_unreadable%'").await, 1);

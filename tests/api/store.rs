@@ -25,6 +25,7 @@ on_both_backends!(
     a_known_packet_id_is_stored_once_and_keeps_its_first_receipt,
     outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_settle_once,
     a_status_that_came_first_is_not_overwritten_by_the_delivery,
+    the_recipients_cursor_follows_the_order_cases_became_visible,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -372,4 +373,34 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         [("queued".to_owned(), vec![]), ("refused".to_owned(), vec!["policy_no_permit".to_owned()]), ("delivered".to_owned(), vec![])]
     );
     assert_eq!(store.inbox_item("p1").await.unwrap().unwrap().claims.sealed, Vec::<u8>::new(), "an applied status is not kept");
+}
+
+fn make_visible(packet_id: &str, minutes: i64) -> Write {
+    let change = InboxChange {
+        packet_id: packet_id.to_owned(),
+        from_state: "received".to_owned(),
+        to_state: "available".to_owned(),
+        reasons: Vec::new(),
+        reply: None,
+        referral_status: None,
+        at_ms: at(minutes).timestamp_millis(),
+    };
+    Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }
+}
+
+async fn the_recipients_cursor_follows_the_order_cases_became_visible(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    // p1 arrived first but is screened after p2: a cursor taken after p2 must still see p1.
+    store.write_batch(&[packet("p1", "digest-1"), packet("p2", "digest-2")]).await.unwrap();
+    store.write_batch(&[make_visible("p2", 1)]).await.unwrap();
+    let first = store.inbox_for("nga-iom-lagos", &["available"], None, 10).await.unwrap();
+    assert_eq!(first.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["p2"]);
+    let cursor = first[0].visible_seq;
+    store.write_batch(&[make_visible("p1", 2)]).await.unwrap();
+    let next = store.inbox_for("nga-iom-lagos", &["available"], cursor, 10).await.unwrap();
+    assert_eq!(next.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["p1"]);
+    assert!(store.inbox_for("nga-iom-lagos", &["available"], next[0].visible_seq, 10).await.unwrap().is_empty());
+    assert_eq!(store.receipt_for_bytes("digest-1", "ITA").await.unwrap().as_deref(), Some("receipt-for-digest-1"));
+    assert_eq!(store.receipt_for_bytes("digest-1", "GMB").await.unwrap(), None, "only from the member that sent it");
 }

@@ -71,3 +71,11 @@ ALTER TABLE outbox ADD COLUMN handover BOOLEAN NOT NULL DEFAULT FALSE;
 -- A redelivery is recognised by its bytes before it is opened: it gets its
 -- first receipt even once the key it was sealed to has retired.
 CREATE INDEX inbox_by_digest ON inbox (packet_sha256);
+
+-- The order in which cases became visible to their recipients, numbered in
+-- commit order (write batches take the audit head first, so they commit one
+-- after another, across replicas too): the recipients' cursor. Arrival time
+-- would not do: a case that arrived earlier may be screened later, behind a
+-- cursor already past it.
+ALTER TABLE inbox ADD COLUMN visible_seq BIGINT;
+CREATE UNIQUE INDEX inbox_by_visible_seq ON inbox (visible_seq);
