@@ -158,6 +158,16 @@ async fn redelivery_over_tls_gets_the_first_receipt_and_tampering_is_refused(bac
         nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.receive' AND outcome = 'refused' AND reasons LIKE '%packet-undecryptable%'").await,
         1
     );
+    // A client certificate no member lists: the federation listener ends the handshake.
+    let stranger_keys = tempfile::tempdir().unwrap();
+    referral_gateway::crypto::federation_keys::init(stranger_keys.path(), &["localhost".to_owned()]).unwrap();
+    let (chain, key) = referral_gateway::crypto::federation_keys::load(stranger_keys.path()).unwrap().tls_identity().unwrap();
+    let members: std::sync::Arc<dyn Members> = ita.app().gateway().clone();
+    let stranger = PeerClient::new(members, chain, key, Duration::from_secs(5));
+    let refused = stranger.send(country("NGA"), &endpoint, &packet).await.unwrap_err();
+    assert!(matches!(refused, SendFailure::Unreachable { .. }), "{refused:?}");
+    assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.receive'").await, 2, "nothing reached the gateway");
+
     // Sent to a gateway that is not its audience: the TLS pin of the peer is checked first.
     let gambia = client.send(country("GMB"), &endpoint, &packet).await.unwrap_err();
     assert!(matches!(gambia, SendFailure::Unreachable { .. }), "{gambia:?}");
