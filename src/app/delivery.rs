@@ -90,9 +90,7 @@ impl Gateway {
     /// Claims the entries due now and attempts each, concurrently.
     pub async fn deliver_due(self: &Arc<Self>, transport: &Arc<dyn PeerTransport>) -> Result<DeliveryRound, AppError> {
         let now = self.now();
-        let settings = self.delivery;
-        let lease = i64::try_from(settings.lease.as_millis()).unwrap_or(i64::MAX);
-        let claimed = self.store.claim_deliveries(now.timestamp_millis(), lease, settings.batch).await?;
+        let claimed = self.store.claim_deliveries(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
         let mut round = DeliveryRound { claimed: claimed.len(), ..DeliveryRound::default() };
         let mut attempts = tokio::task::JoinSet::new();
         for item in claimed {
@@ -187,12 +185,22 @@ impl Gateway {
     }
 
     async fn retry(&self, item: &ClaimedDelivery, code: &str, forget_packet: bool) -> Result<Attempt, AppError> {
-        let failed = u32::try_from(item.attempts).unwrap_or(u32::MAX).max(1);
-        let delay = self.delivery.backoff.delay(failed, random_u32());
-        let next = self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-        tracing::info!(code, attempts = item.attempts, retry_in_ms = delay.as_millis() as u64, "delivery attempt failed; will retry");
+        let next = self.next_attempt_ms(item.attempts);
+        tracing::info!(code, attempts = item.attempts, "delivery attempt failed; will retry");
         self.store.retry_later(&item.id, next, code, forget_packet).await?;
         Ok(Attempt::Retrying)
+    }
+
+    /// The lease of a claim, in milliseconds.
+    pub(super) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.delivery.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// When to try again after `attempts` failed ones: backoff with jitter from now.
+    pub(super) fn next_attempt_ms(&self, attempts: i64) -> i64 {
+        let failed = u32::try_from(attempts).unwrap_or(u32::MAX).max(1);
+        let delay = self.delivery.backoff.delay(failed, random_u32());
+        self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
     }
 
     async fn settle(&self, item: &ClaimedDelivery, settlement: Settlement, at: DateTime<Utc>) -> Result<(), AppError> {
@@ -217,7 +225,7 @@ impl Gateway {
 }
 
 /// Jitter for a retry. Without randomness the retries are merely not spread out.
-pub(super) fn random_u32() -> u32 {
+fn random_u32() -> u32 {
     use ring::rand::SecureRandom;
     let mut random = [0u8; 4];
     let _ = ring::rand::SystemRandom::new().fill(&mut random);

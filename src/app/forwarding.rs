@@ -18,7 +18,6 @@ use crate::domain::inbound::{screen, Received, Screening};
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
 use crate::directory::Delivery;
-use crate::domain::{CountryCode, OrgId};
 use crate::store::{InboxChange, InboxItem, NewReply, SealedPayload, Write, Written};
 
 /// Most reason codes a status report may carry.
@@ -94,8 +93,7 @@ impl Gateway {
                     }
                     Screening::Refuse(reasons) => {
                         let reasons = recorded_reasons(&reasons);
-                        let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Refused, reason_codes: reasons.clone() };
-                        let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+                        let reply = self.status_reply(&item, &claims, ReferralProgress::Refused, reasons.clone(), now)?;
                         (self.inbox_change(&item, "received", "refused", reasons, Some(reply), None, now), "refused")
                     }
                 }
@@ -171,15 +169,24 @@ impl Gateway {
         }
     }
 
-    /// A status packet to `to`'s gateway, its body sealed at rest under its packet id.
-    pub(super) fn status_reply(&self, to: CountryCode, about: &OrgId, report: &StatusReport, now: DateTime<Utc>) -> Result<NewReply, AppError> {
+    /// A status about a received referral, back to the gateway that sent
+    /// it; its body sealed at rest under its packet id.
+    pub(super) fn status_reply(
+        &self,
+        item: &InboxItem,
+        claims: &PacketClaims,
+        status: ReferralProgress,
+        reason_codes: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<NewReply, AppError> {
         let packet_id = new_id()?;
-        let body = serde_json::to_vec(report).map_err(|e| AppError::Internal(e.to_string()))?;
+        let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
+        let body = serde_json::to_vec(&report).map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(NewReply {
             packet_id: packet_id.clone(),
             packet_type: PacketType::Status.as_str().to_owned(),
-            destination_country: to.to_string(),
-            recipient_org: about.to_string(),
+            destination_country: claims.issuer.to_string(),
+            recipient_org: claims.recipient.to_string(),
             payload: SealedPayload { sealed: self.keys.seal(&body, packet_id.as_bytes())?, key_id: self.keys.data_key_id() },
             deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
             created_ms: now.timestamp_millis(),
@@ -219,8 +226,7 @@ impl Gateway {
     /// One case of the caller's organisation, whole: a disclosure, audited.
     pub async fn inbox_case(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
-        let item = self.visible_item(principal, packet_id).await?;
-        let claims = self.opened_claims(&item)?;
+        let (item, claims) = self.visible_item(principal, packet_id).await?;
         let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
         self.audit(event).await?;
         let mut document = super::pushing::case_document(&item, &claims);
@@ -233,14 +239,12 @@ impl Gateway {
     /// The recipient has taken the case: `forwarded` goes back to the sender.
     pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
-        let item = self.visible_item(principal, packet_id).await?;
+        let (item, claims) = self.visible_item(principal, packet_id).await?;
         if item.state == "acknowledged" {
             return Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }));
         }
         let now = self.now();
-        let claims = self.opened_claims(&item)?;
-        let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Forwarded, reason_codes: Vec::new() };
-        let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+        let reply = self.status_reply(&item, &claims, ReferralProgress::Forwarded, Vec::new(), now)?;
         let change = self.inbox_change(&item, "available", "acknowledged", Vec::new(), Some(reply), None, now);
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "acknowledged").referral(&item.packet_id);
         self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -266,29 +270,29 @@ impl Gateway {
             let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };
             return Err(AppError::Invalid(vec![FieldProblem { field, problem: "is not a field of a status report".to_owned() }]));
         }
-        let item = self.visible_item(principal, packet_id).await?;
+        let (item, claims) = self.visible_item(principal, packet_id).await?;
         let now = self.now();
-        let claims = self.opened_claims(&item)?;
-        let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
-        let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
-        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(report.reason_codes.clone());
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(reason_codes.clone());
+        let reply = self.status_reply(&item, &claims, status, reason_codes, now)?;
         self.writer.write(Write::Reply { reply: Box::new(reply), audit: event }).await?;
         self.wake_delivery();
         Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
     }
 
-    /// A case the caller's organisation may see; anything else (another's,
-    /// refused, or past its consent or retention) is absent.
-    async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<InboxItem, AppError> {
+    /// A case the caller's organisation may see, with its claims opened;
+    /// anything else (another's, refused, or past its consent or retention)
+    /// is absent.
+    async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<(InboxItem, PacketClaims), AppError> {
         let now = self.now();
         let found = self
             .store
             .inbox_item(packet_id)
             .await?
             .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral")
-            .filter(|item| self.opened_claims(item).is_ok_and(|claims| !lapsed(&claims, now)));
+            .and_then(|item| self.opened_claims(&item).ok().map(|claims| (item, claims)))
+            .filter(|(_, claims)| !lapsed(claims, now));
         match found {
-            Some(item) => Ok(item),
+            Some(visible) => Ok(visible),
             None => {
                 self.audit(AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "not_found")).await?;
                 Err(AppError::NotFound)

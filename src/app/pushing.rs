@@ -17,7 +17,7 @@ use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::case_push;
 use crate::crypto::packet::PacketClaims;
 use crate::directory::Delivery;
-use crate::domain::status::{ReferralProgress, StatusReport};
+use crate::domain::status::ReferralProgress;
 use crate::store::{InboxItem, Write};
 
 /// The port to recipients' webhooks: posts a signed case, `Ok` on 2xx.
@@ -33,8 +33,7 @@ impl Gateway {
     /// Pushes the cases due now; returns how many were claimed.
     pub async fn push_due(self: &Arc<Self>, webhooks: &Arc<dyn RecipientPush>) -> Result<usize, AppError> {
         let now = self.now();
-        let lease = i64::try_from(self.delivery.lease.as_millis()).unwrap_or(i64::MAX);
-        let claimed = self.store.claim_pushes(now.timestamp_millis(), lease, self.delivery.batch).await?;
+        let claimed = self.store.claim_pushes(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
         let count = claimed.len();
         let mut pushes = tokio::task::JoinSet::new();
         for item in claimed {
@@ -56,8 +55,7 @@ impl Gateway {
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         if now.timestamp_millis() >= item.expires_ms {
             let reasons = vec!["recipient_unreachable".to_owned()];
-            let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Refused, reason_codes: reasons.clone() };
-            let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+            let reply = self.status_reply(&item, &claims, ReferralProgress::Refused, reasons.clone(), now)?;
             let change = self.inbox_change(&item, "pushing", "undeliverable", reasons.clone(), Some(reply), None, now);
             let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
             self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -81,8 +79,7 @@ impl Gateway {
         let signed = case_push::sign(&case_document(&item, &claims), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
-                let report = StatusReport { in_reply_to: item.packet_id.clone(), status: ReferralProgress::Forwarded, reason_codes: Vec::new() };
-                let reply = self.status_reply(claims.issuer, &claims.recipient, &report, now)?;
+                let reply = self.status_reply(&item, &claims, ReferralProgress::Forwarded, Vec::new(), now)?;
                 let change = self.inbox_change(&item, "pushing", "acknowledged", Vec::new(), Some(reply), None, now);
                 let event = AuditEvent::new(now, actor, Action::InboxUpdate, "pushed").referral(&item.packet_id);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -94,9 +91,7 @@ impl Gateway {
     }
 
     async fn retry_push(&self, item: &InboxItem, code: &str) -> Result<(), AppError> {
-        let failed = u32::try_from(item.push_attempts).unwrap_or(u32::MAX).max(1);
-        let delay = self.delivery.backoff.delay(failed, super::delivery::random_u32());
-        let next = self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        let next = self.next_attempt_ms(item.push_attempts);
         tracing::info!(code, attempts = item.push_attempts, "push to a recipient failed; will retry");
         self.store.retry_push(&item.packet_id, next, code).await?;
         Ok(())
