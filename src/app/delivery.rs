@@ -18,7 +18,7 @@ use crate::crypto::packet::{self, PacketClaims, PacketType};
 use crate::crypto::receipt::{self, Expected};
 use crate::directory::MemberStatus;
 use crate::domain::{CountryCode, OrgId, Purpose};
-use crate::store::{ClaimedDelivery, Settlement, StoredPacket, Write};
+use crate::store::{ClaimedDelivery, Settlement, StoredPacket, Write, Written};
 
 /// How delivery is paced and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,8 @@ enum Attempt {
     Delivered,
     Expired,
     Retrying,
+    /// The entry left the outbox while claimed: nothing to send.
+    Gone,
 }
 
 impl Gateway {
@@ -103,6 +105,7 @@ impl Gateway {
                 Ok(Attempt::Delivered) => round.delivered += 1,
                 Ok(Attempt::Expired) => round.expired += 1,
                 Ok(Attempt::Retrying) => round.retrying += 1,
+                Ok(Attempt::Gone) => {}
                 // The lease runs out and the entry falls due again; the other attempts go on.
                 Err(error) => tracing::error!(%error, "delivery attempt failed inside the gateway"),
             }
@@ -126,7 +129,11 @@ impl Gateway {
         let packet = match &item.packet {
             Some(kept) => kept.clone(),
             None => match self.seal_packet(&item, peer, now)? {
-                Some(made) => self.store.keep_packet(&item.id, &made).await?,
+                // Concurrent attempts' packets are kept in one commit.
+                Some(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made }).await? {
+                    Written::PacketKept(kept) => kept,
+                    _ => return Ok(Attempt::Gone),
+                },
                 None => return self.retry(&item, "peer-key-missing", false).await,
             },
         };

@@ -45,28 +45,40 @@ pub const MAX_INBOX_PAGE: i64 = 100;
 
 impl Gateway {
     /// Processes received packets still waiting; returns how many moved on.
+    /// Their moves are committed together, in the order they arrived.
     pub async fn process_inbox(&self, limit: i64) -> Result<usize, AppError> {
-        let mut moved = 0;
+        let mut moves = Vec::new();
         for item in self.store.unprocessed_inbox(limit).await? {
-            let packet_id = item.packet_id.clone();
-            match self.process_received(item).await {
-                Ok(true) => moved += 1,
-                Ok(false) => {}
+            match self.next_move(&item).await {
+                Ok(write) => moves.push(write),
                 // Left `received`: tried again on the next round.
-                Err(error) => tracing::error!(%error, packet_id, "processing a received packet failed"),
+                Err(error) => tracing::error!(%error, packet_id = item.packet_id, "processing a received packet failed"),
             }
+        }
+        let mut moved = 0;
+        for written in self.writer.write_all(moves).await {
+            match written {
+                Ok(Written::AlreadySettled) => {}
+                Ok(_) => moved += 1,
+                Err(error) => tracing::error!(%error, "recording a received packet's next state failed; it stays received"),
+            }
+        }
+        if moved > 0 {
+            self.wake_delivery();
+            self.wake_pushing();
         }
         Ok(moved)
     }
 
-    async fn process_received(&self, item: InboxItem) -> Result<bool, AppError> {
+    /// Where a received packet goes next, and the audit of that move.
+    async fn next_move(&self, item: &InboxItem) -> Result<Write, AppError> {
         let now = self.now();
-        let Ok(claims) = self.opened_claims(&item) else {
+        let Ok(claims) = self.opened_claims(item) else {
             // Never readable again (a data key gone, say): set aside, so that it holds up nothing behind it.
-            let change = self.inbox_change(&item, "received", "refused", vec!["claims_unreadable".to_owned()], None, None, now);
+            let change = self.inbox_change(item, "received", "refused", vec!["claims_unreadable".to_owned()], None, None, now);
             let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
             let event = AuditEvent::new(now, actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(["claims_unreadable"]);
-            return Ok(self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await? != Written::AlreadySettled);
+            return Ok(Write::InboxMove { change: Box::new(change), audit: event });
         };
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let (change, audit) = match claims.packet_type {
@@ -89,12 +101,12 @@ impl Gateway {
                     Screening::Forward => {
                         let pushed = self.directory().organisation(&claims.recipient).is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }));
                         let state = if pushed { "pushing" } else { "available" };
-                        (self.inbox_change(&item, "received", state, Vec::new(), None, None, now), state)
+                        (self.inbox_change(item, "received", state, Vec::new(), None, None, now), state)
                     }
                     Screening::Refuse(reasons) => {
                         let reasons = recorded_reasons(&reasons);
-                        let reply = self.status_reply(&item, &claims, ReferralProgress::Refused, reasons.clone(), now)?;
-                        (self.inbox_change(&item, "received", "refused", reasons, Some(reply), None, now), "refused")
+                        let reply = self.status_reply(item, &claims, ReferralProgress::Refused, reasons.clone(), now)?;
+                        (self.inbox_change(item, "received", "refused", reasons, Some(reply), None, now), "refused")
                     }
                 }
             }
@@ -116,30 +128,25 @@ impl Gateway {
                         if report.status == ReferralProgress::Accepted && self.store.referral(&referral_id).await?.is_some_and(|r| r.handover) {
                             statuses.push("handover".to_owned());
                         }
-                        let change = self.inbox_change(&item, "received", "applied", report.reason_codes, None, Some((referral_id, statuses)), now);
+                        let change = self.inbox_change(item, "received", "applied", report.reason_codes, None, Some((referral_id, statuses)), now);
                         (change, "applied")
                     }
-                    (None, _) => (self.inbox_change(&item, "received", "refused", vec!["status_unreadable".to_owned()], None, None, now), "refused"),
+                    (None, _) => (self.inbox_change(item, "received", "refused", vec!["status_unreadable".to_owned()], None, None, now), "refused"),
                     (Some(_), None) => {
-                        (self.inbox_change(&item, "received", "refused", vec!["status_about_unknown_referral".to_owned()], None, None, now), "refused")
+                        (self.inbox_change(item, "received", "refused", vec!["status_about_unknown_referral".to_owned()], None, None, now), "refused")
                     }
                 }
             }
             // Withdrawal and erasure confirmation come with the consent lifecycle.
             PacketType::Withdrawal | PacketType::ErasureConfirmation => {
-                (self.inbox_change(&item, "received", "refused", vec!["packet_type_not_supported".to_owned()], None, None, now), "refused")
+                (self.inbox_change(item, "received", "refused", vec!["packet_type_not_supported".to_owned()], None, None, now), "refused")
             }
         };
         let mut event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, audit).referral(&item.packet_id).reasons(change.reasons.clone());
         if let Some((referral_id, _)) = &change.referral_status {
             event = event.referral(referral_id);
         }
-        let written = self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
-        if written != Written::AlreadySettled {
-            self.wake_delivery();
-            self.wake_pushing();
-        }
-        Ok(written != Written::AlreadySettled)
+        Ok(Write::InboxMove { change: Box::new(change), audit: event })
     }
 
     pub(super) fn opened_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {

@@ -214,6 +214,12 @@ pub enum Write {
     InboxMove { change: Box<InboxChange>, audit: AuditEvent },
     /// A packet to send that is not a referral, and its audit event.
     Reply { reply: Box<NewReply>, audit: AuditEvent },
+    /// The sealed packet of an outbox entry, kept before its first send so
+    /// that every retry sends the same bytes. An entry keeps the first
+    /// packet it was given until a retry forgets it: the packet it holds
+    /// comes back as [`Written::PacketKept`] ([`Written::AlreadySettled`]
+    /// if the entry is gone).
+    KeepPacket { entry_id: String, packet: StoredPacket },
     /// An audit event alone.
     Audit(AuditEvent),
 }
@@ -285,7 +291,7 @@ pub struct InboxReceipt {
     pub receipt: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     Audited { seq: i64 },
     PolicyStored { number: i64, seq: i64 },
@@ -294,6 +300,8 @@ pub enum Written {
     KnownPacket,
     /// The outbox entry was settled already (by another worker).
     AlreadySettled,
+    /// The packet the outbox entry holds now (see [`Write::KeepPacket`]).
+    PacketKept(StoredPacket),
 }
 
 /// Filters of the audit log; all optional, combined with AND.
@@ -338,9 +346,6 @@ pub trait Store: Send + Sync + 'static {
     /// and a crashed worker's entries fall due again. On PostgreSQL rows
     /// locked by another replica's claim are skipped.
     async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError>;
-    /// Keeps `packet` as the entry's packet unless one is kept already;
-    /// returns the one kept.
-    async fn keep_packet(&self, referral_id: &str, packet: &StoredPacket) -> Result<StoredPacket, StoreError>;
     /// Schedules the next attempt of a pending entry after a failed one;
     /// `forget_packet` drops the kept packet, to seal a new one next time.
     async fn retry_later(&self, referral_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError>;

@@ -255,6 +255,26 @@ macro_rules! sql_store {
 
             /// Ends a pending outbox entry and moves its referral on; false
             /// when the entry was not pending any more.
+            async fn keep_packet(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                entry_id: &str,
+                packet: &StoredPacket,
+            ) -> Result<Written, sqlx::Error> {
+                sqlx::query("UPDATE outbox SET packet_id = $1, packet = $2 WHERE id = $3 AND packet IS NULL")
+                    .bind(&packet.packet_id)
+                    .bind(&packet.packet)
+                    .bind(entry_id)
+                    .execute(&mut *connection)
+                    .await?;
+                let row = sqlx::query("SELECT packet_id, packet FROM outbox WHERE id = $1").bind(entry_id).fetch_optional(&mut *connection).await?;
+                let kept: Option<(Option<String>, Option<String>)> = row.map(|row| Ok::<_, sqlx::Error>((row.try_get("packet_id")?, row.try_get("packet")?))).transpose()?;
+                Ok(match kept {
+                    Some((Some(packet_id), Some(packet))) => Written::PacketKept(StoredPacket { packet_id, packet }),
+                    // Gone (erased, say): there is nothing left to send.
+                    _ => Written::AlreadySettled,
+                })
+            }
+
             async fn settle(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 entry_id: &str,
@@ -552,6 +572,7 @@ macro_rules! sql_store {
                                 Written::AlreadySettled
                             }
                         }
+                        Write::KeepPacket { entry_id, packet } => Self::keep_packet(&mut tx, entry_id, packet).await?,
                         Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },
                     };
                     results.push(result);
@@ -620,21 +641,6 @@ macro_rules! sql_store {
                                attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover";
                 let rows = self.claim($claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
-            }
-
-            async fn keep_packet(&self, entry_id: &str, packet: &StoredPacket) -> Result<StoredPacket, StoreError> {
-                sqlx::query("UPDATE outbox SET packet_id = $1, packet = $2 WHERE id = $3 AND packet IS NULL")
-                    .bind(&packet.packet_id)
-                    .bind(&packet.packet)
-                    .bind(entry_id)
-                    .execute(&self.pool)
-                    .await?;
-                let row = sqlx::query("SELECT packet_id, packet FROM outbox WHERE id = $1").bind(entry_id).fetch_one(&self.pool).await?;
-                let kept: (Option<String>, Option<String>) = (row.try_get("packet_id")?, row.try_get("packet")?);
-                match kept {
-                    (Some(packet_id), Some(packet)) => Ok(StoredPacket { packet_id, packet }),
-                    _ => Err(StoreError::Corrupt("outbox entry lost its packet".to_owned())),
-                }
             }
 
             async fn retry_later(&self, entry_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {

@@ -35,6 +35,27 @@ impl Writer {
         self.queue.send((write, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?;
         answer.await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?
     }
+
+    /// Queues `writes` in their order, usually into one commit, and waits
+    /// for each; a later write never lands before an earlier one.
+    pub async fn write_all(&self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+        let mut answers = Vec::with_capacity(writes.len());
+        for write in writes {
+            let (reply, answer) = oneshot::channel();
+            answers.push(match self.queue.send((write, reply)).await {
+                Ok(()) => Some(answer),
+                Err(_) => None,
+            });
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Some(answer) => answer.await.unwrap_or_else(|_| Err(StoreError::Unavailable("writer stopped".to_owned()))),
+                None => Err(StoreError::Unavailable("writer stopped".to_owned())),
+            });
+        }
+        results
+    }
 }
 
 async fn run(store: Arc<dyn Store>, mut requests: mpsc::Receiver<Request>) {

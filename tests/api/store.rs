@@ -311,8 +311,11 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     // The first packet kept is the one every later attempt sends.
     let first = StoredPacket { packet_id: "p-1".to_owned(), packet: "sealed-1".to_owned() };
     let second = StoredPacket { packet_id: "p-2".to_owned(), packet: "sealed-2".to_owned() };
-    assert_eq!(store.keep_packet("r1", &first).await.unwrap(), first);
-    assert_eq!(store.keep_packet("r1", &second).await.unwrap(), first);
+    let keep = |packet: &StoredPacket| vec![Write::KeepPacket { entry_id: "r1".to_owned(), packet: packet.clone() }];
+    assert_eq!(store.write_batch(&keep(&first)).await.unwrap(), vec![Written::PacketKept(first.clone())]);
+    assert_eq!(store.write_batch(&keep(&second)).await.unwrap(), vec![Written::PacketKept(first.clone())]);
+    let gone = vec![Write::KeepPacket { entry_id: "no-such-entry".to_owned(), packet: first.clone() }];
+    assert_eq!(store.write_batch(&gone).await.unwrap(), vec![Written::AlreadySettled]);
 
     // A failed attempt schedules the next one and records its code.
     store.retry_later("r1", now + 5 * lease, "peer-unreachable", false).await.unwrap();
@@ -321,7 +324,7 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     assert_eq!((delivery.state.as_str(), delivery.last_error.as_deref(), delivery.packet_id.as_deref()), ("pending", Some("peer-unreachable"), Some("p-1")));
     // Forgetting the packet lets a new one be kept.
     store.retry_later("r1", now + 5 * lease, "packet-undecryptable", true).await.unwrap();
-    assert_eq!(store.keep_packet("r1", &second).await.unwrap(), second);
+    assert_eq!(store.write_batch(&keep(&second)).await.unwrap(), vec![Written::PacketKept(second.clone())]);
 
     let settle = |settlement: Settlement| Write::Settle {
         entry_id: "r1".to_owned(),
