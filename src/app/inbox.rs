@@ -48,9 +48,8 @@ impl Gateway {
             Err(refusal) => return Err(self.refuse(actor, refusal).await),
         };
         let digest = packet::digest_of(sealed);
-        if let Some(known) = self.answer_known(&claims.packet_id, &digest, &actor).await? {
-            return Ok(known);
-        }
+        // A known id (a replay, or the same bytes on two connections at
+        // once) is told apart when the insert finds it, below.
 
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
         let receipt = receipt::sign(
@@ -79,7 +78,7 @@ impl Gateway {
         let audit = AuditEvent::new(now, actor.clone(), Action::PacketReceive, "accepted");
         match self.writer.write(Write::Inbox { entry: Box::new(entry), audit }).await? {
             Written::KnownPacket => {
-                // Another connection brought the same id first.
+                // Known already: a replay, or the same bytes first brought by another connection.
                 self.answer_known(&claims.packet_id, &digest, &actor).await?.ok_or(AppError::Internal("inbox lost a packet".to_owned()))
             }
             _ => {

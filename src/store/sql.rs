@@ -260,13 +260,16 @@ macro_rules! sql_store {
                 entry_id: &str,
                 packet: &StoredPacket,
             ) -> Result<Written, sqlx::Error> {
-                sqlx::query("UPDATE outbox SET packet_id = $1, packet = $2 WHERE id = $3 AND packet IS NULL")
-                    .bind(&packet.packet_id)
-                    .bind(&packet.packet)
-                    .bind(entry_id)
-                    .execute(&mut *connection)
-                    .await?;
-                let row = sqlx::query("SELECT packet_id, packet FROM outbox WHERE id = $1").bind(entry_id).fetch_optional(&mut *connection).await?;
+                // One statement: the values on the right are the row's before the update.
+                let row = sqlx::query(
+                    "UPDATE outbox SET packet_id = CASE WHEN packet IS NULL THEN $1 ELSE packet_id END, packet = COALESCE(packet, $2) \
+                     WHERE id = $3 RETURNING packet_id, packet",
+                )
+                .bind(&packet.packet_id)
+                .bind(&packet.packet)
+                .bind(entry_id)
+                .fetch_optional(&mut *connection)
+                .await?;
                 let kept: Option<(Option<String>, Option<String>)> = row.map(|row| Ok::<_, sqlx::Error>((row.try_get("packet_id")?, row.try_get("packet")?))).transpose()?;
                 Ok(match kept {
                     Some((Some(packet_id), Some(packet))) => Written::PacketKept(StoredPacket { packet_id, packet }),
