@@ -324,7 +324,9 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     assert_eq!((delivery.state.as_str(), delivery.last_error.as_deref(), delivery.packet_id.as_deref()), ("pending", Some("peer-unreachable"), Some("p-1")));
     // Forgetting the packet lets a new one be kept.
     store.retry_later("r1", now + 5 * lease, "packet-undecryptable", true).await.unwrap();
-    assert_eq!(store.write_batch(&keep(&second)).await.unwrap(), vec![Written::PacketKept(second.clone())]);
+    // Two packets for one entry in one batch: the first write's is kept, and both hear of it.
+    let both = [keep(&second), keep(&first)].concat();
+    assert_eq!(store.write_batch(&both).await.unwrap(), vec![Written::PacketKept(second.clone()), Written::PacketKept(second.clone())]);
 
     let settle = |settlement: Settlement| Write::Settle {
         entry_id: "r1".to_owned(),
