@@ -133,11 +133,16 @@ pub struct DatabaseConfig {
     pub schema: Option<String>,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Where the case-key store lives, when not in its default place (a file
+    /// beside the SQLite database; a schema `<schema>_case_keys` beside the
+    /// PostgreSQL one): `sqlite://path` or `postgres://...`.
+    #[serde(default)]
+    pub case_keys_url: Option<String>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: default_database_url(), schema: None, max_connections: default_max_connections() }
+        Self { url: default_database_url(), schema: None, max_connections: default_max_connections(), case_keys_url: None }
     }
 }
 
@@ -341,6 +346,13 @@ impl GatewayConfig {
         {
             self.database.url = format!("sqlite://{}", base.join(path).display());
         }
+        if let Some(url) = &mut self.database.case_keys_url
+            && let Some(path) = sqlite_path(url)
+            && Path::new(path).is_relative()
+            && !path.is_empty()
+        {
+            *url = format!("sqlite://{}", base.join(path).display());
+        }
     }
 
     /// Checks what the types cannot.
@@ -352,6 +364,15 @@ impl GatewayConfig {
         let url = &self.database.url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
             return invalid("database.url", "must be sqlite://<file path> or postgres://...");
+        }
+        if let Some(keys) = &self.database.case_keys_url {
+            let is_postgres = keys.starts_with("postgres://") || keys.starts_with("postgresql://");
+            if !(is_postgres || sqlite_path(keys).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
+                return invalid("database.case_keys_url", "must be sqlite://<file path> or postgres://...");
+            }
+            if sqlite_path(keys).is_some() && sqlite_path(keys) == sqlite_path(url) {
+                return invalid("database.case_keys_url", "must name another file or database than database.url: the case keys are kept apart from the data");
+            }
         }
         if !(1..=86_400).contains(&self.directory.refresh_seconds) {
             return invalid("directory.refresh_seconds", "must be between 1 and 86400");
@@ -380,11 +401,12 @@ impl GatewayConfig {
             return invalid("database.max_connections", "must be at least 1");
         }
         if let Some(schema) = &self.database.schema {
-            let ok = (1..=63).contains(&schema.len())
+            // 53: the case-key store's schema adds `_case_keys`, within PostgreSQL's 63.
+            let ok = (1..=53).contains(&schema.len())
                 && schema.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
                 && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !ok {
-                return invalid("database.schema", "must be 1 to 63 lower-case letters, digits or _, not starting with a digit");
+                return invalid("database.schema", "must be 1 to 53 lower-case letters, digits or _, not starting with a digit");
             }
             if sqlite_path(url).is_some() {
                 return invalid("database.schema", "applies to PostgreSQL only");

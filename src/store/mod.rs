@@ -5,6 +5,7 @@
 //! writes together (group commit) and places their audit entries in the hash
 //! chain in the same transaction: a referral is never stored unaudited.
 
+pub mod case_keys;
 mod sql;
 pub mod writer;
 

@@ -39,6 +39,12 @@ fn errors_name_the_key() {
         ("retry_first_seconds = 2", "retry_first_seconds = 601", "federation.retry_first_seconds"),
         ("listen = \"127.0.0.1:9443\"", "listen = \"127.0.0.1:8443\"", "federation.listen"),
         ("level = \"info\"", "level = \"info\"\nverbosity = 3", "verbosity"),
+        (
+            "url = \"sqlite://../var/demo/ita/gateway.db\"",
+            "url = \"sqlite://../var/demo/ita/gateway.db\"\ncase_keys_url = \"sqlite://../var/demo/ita/gateway.db\"",
+            "database.case_keys_url",
+        ),
+        ("url = \"sqlite://../var/demo/ita/gateway.db\"", "url = \"sqlite://../var/demo/ita/gateway.db\"\ncase_keys_url = \"ftp://x\"", "database.case_keys_url"),
     ];
     for (replace, by, key) in cases {
         let error = load_with(replace, by);

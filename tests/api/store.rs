@@ -26,12 +26,14 @@ on_both_backends!(
     outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_settle_once,
     a_status_that_came_first_is_not_overwritten_by_the_delivery,
     the_recipients_cursor_follows_the_order_cases_became_visible,
+    a_destroyed_case_key_is_gone_from_the_key_store_and_its_files,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 struct Opened {
     store: Arc<dyn Store>,
+    config: DatabaseConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -43,15 +45,17 @@ async fn open(backend: Backend) -> Opened {
             url: format!("sqlite://{}", dir.path().join("store.db").display()),
             schema: None,
             max_connections: 4,
+            case_keys_url: None,
         },
         Backend::Postgres => DatabaseConfig {
             url: POSTGRES_URL.to_owned(),
             schema: Some(format!("rgwtest_{}_store_{n}", std::process::id())),
             max_connections: 4,
+            case_keys_url: None,
         },
     };
     let store = referral_gateway::store::open(&config).await.unwrap();
-    Opened { store, _dir: dir }
+    Opened { store, config, _dir: dir }
 }
 
 fn at(minutes: i64) -> chrono::DateTime<Utc> {
@@ -408,4 +412,55 @@ async fn the_recipients_cursor_follows_the_order_cases_became_visible(backend: B
     assert!(store.inbox_for("nga-iom-lagos", &["available"], next[0].visible_seq, 10).await.unwrap().is_empty());
     assert_eq!(store.receipt_for_bytes("digest-1", "ITA").await.unwrap().as_deref(), Some("receipt-for-digest-1"));
     assert_eq!(store.receipt_for_bytes("digest-1", "GMB").await.unwrap(), None, "only from the member that sent it");
+}
+
+/// Every file of a SQLite database (the file and its WAL), concatenated.
+fn sqlite_bytes(path: &str) -> Vec<u8> {
+    [path.to_owned(), format!("{path}-wal")].iter().filter_map(|p| std::fs::read(p).ok()).flatten().collect()
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn a_destroyed_case_key_is_gone_from_the_key_store_and_its_files(backend: Backend) {
+    use referral_gateway::crypto::at_rest::{init, KeyRing};
+    use referral_gateway::crypto::case_keys::{new_case_key, unwrap_case_key};
+
+    let opened = open(backend).await;
+    let keys = referral_gateway::store::case_keys::open(&opened.config).await.unwrap();
+    let kek_dir = tempfile::tempdir().unwrap();
+    init(kek_dir.path()).unwrap();
+    let kek = KeyRing::load(kek_dir.path()).unwrap();
+    let made: Vec<_> = (0..3).map(|_| new_case_key(&kek).unwrap()).collect();
+    let wrapped: Vec<_> = made.iter().map(|(_, w)| w.clone()).collect();
+    keys.put(&wrapped, at(0).timestamp_millis()).await.unwrap();
+    let ids: Vec<String> = wrapped.iter().map(|w| w.id.clone()).collect();
+    let mut found = keys.get(&ids).await.unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected = wrapped.clone();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(found, expected);
+
+    let sqlite_file = referral_gateway::config::sqlite_path(&opened.config.url).map(referral_gateway::store::case_keys::beside);
+    if let Some(file) = &sqlite_file {
+        // Kept apart: the data's file never holds a key; the key store's does, until destroyed.
+        let data_file = referral_gateway::config::sqlite_path(&opened.config.url).unwrap();
+        assert!(!holds(&sqlite_bytes(data_file), &wrapped[0].wrapped));
+        assert!(holds(&sqlite_bytes(file), &wrapped[0].wrapped));
+    }
+
+    let destroyed = keys.destroy(&[ids[0].clone(), "00000000000000000000000000000000".to_owned()]).await.unwrap();
+    assert_eq!(destroyed, 1);
+    assert!(keys.get(&ids[..1]).await.unwrap().is_empty());
+    assert_eq!(keys.get(&ids).await.unwrap().len(), 2);
+    // The remaining keys still unwrap and open what they sealed.
+    let second = unwrap_case_key(&kek, &keys.get(&ids[1..2]).await.unwrap()[0]).unwrap();
+    assert_eq!(second.open(&made[1].0.seal(b"x", b"c").unwrap(), b"c").unwrap(), b"x");
+    if let Some(file) = &sqlite_file {
+        // Neither the key file nor its WAL holds the destroyed key's bytes any more; the others are still there.
+        let bytes = sqlite_bytes(file);
+        assert!(!holds(&bytes, &wrapped[0].wrapped), "a destroyed key's bytes remain on disk");
+        assert!(holds(&bytes, &wrapped[1].wrapped));
+    }
 }

@@ -1,0 +1,198 @@
+//! The case-key store: every case's data key, wrapped, kept apart from the
+//! data it opens, so that destroying a key here erases the case in every
+//! copy of the database (see `crypto::case_keys`).
+//!
+//! SQLite: a file of its own beside the gateway's database, with
+//! `secure_delete` on and its WAL truncated after each destruction, so that
+//! no page of either file still holds a destroyed key. PostgreSQL: a schema
+//! of its own (or a database: `[database] case_keys_url`); PostgreSQL leaves
+//! a deleted row's bytes in the table's free space until they are
+//! overwritten, which `docs/data-protection.md` weighs.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder, Row};
+
+use super::StoreError;
+use crate::config::{sqlite_path, DatabaseConfig};
+use crate::crypto::case_keys::WrappedCaseKey;
+
+/// Keys read, stored or destroyed per statement: far below both backends' bind limits.
+const KEYS_PER_STATEMENT: usize = 500;
+
+#[async_trait]
+pub trait CaseKeyStore: Send + Sync + std::fmt::Debug {
+    /// Stores wrapped keys, durably, before it returns: nothing may be
+    /// sealed under a key that a crash could lose.
+    async fn put(&self, keys: &[WrappedCaseKey], at_ms: i64) -> Result<(), StoreError>;
+    /// The wrapped keys held for `ids`; destroyed or unknown ids are absent.
+    async fn get(&self, ids: &[String]) -> Result<Vec<WrappedCaseKey>, StoreError>;
+    /// Destroys the keys of `ids`; answers how many were held.
+    async fn destroy(&self, ids: &[String]) -> Result<u64, StoreError>;
+}
+
+/// Opens (creating and migrating if needed) the case-key store for the
+/// gateway's database configuration.
+pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn CaseKeyStore>, StoreError> {
+    let url = config.case_keys_url.clone().unwrap_or_else(|| config.url.clone());
+    match sqlite_path(&url) {
+        Some(path) => {
+            let path = if config.case_keys_url.is_some() { path.to_owned() } else { beside(path) };
+            Ok(Arc::new(SqliteCaseKeys::open(&path).await?))
+        }
+        None => {
+            let schema = match &config.schema {
+                Some(schema) => format!("{schema}_case_keys"),
+                None => "case_keys".to_owned(),
+            };
+            Ok(Arc::new(PostgresCaseKeys::open(&url, &schema).await?))
+        }
+    }
+}
+
+/// The case-key file for a database file: `var/gateway.db` → `var/gateway.case-keys.db`.
+pub fn beside(database_path: &str) -> String {
+    let path = Path::new(database_path);
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "gateway".to_owned());
+    path.with_file_name(format!("{stem}.case-keys.db")).to_string_lossy().into_owned()
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteCaseKeys {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresCaseKeys {
+    pool: PgPool,
+}
+
+impl SqliteCaseKeys {
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            // A deleted key's bytes are overwritten with zeros, not left in a free page.
+            .pragma("secure_delete", "ON");
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("schemas/db/sqlite-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl PostgresCaseKeys {
+    pub async fn open(url: &str, schema: &str) -> Result<Self, StoreError> {
+        // The data schema's name is checked by the configuration; this adds a fixed suffix.
+        if schema.len() > 63 {
+            return Err(StoreError::Unavailable("the case-key schema name is longer than PostgreSQL allows".to_owned()));
+        }
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut connection = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).execute(&mut connection).await?;
+        connection.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.options([("search_path", schema)]))
+            .await?;
+        sqlx::migrate!("schemas/db/postgres-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+macro_rules! case_key_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait]
+        impl CaseKeyStore for $store {
+            async fn put(&self, keys: &[WrappedCaseKey], at_ms: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::<$db>::new("INSERT INTO case_keys (id, wrapped, created_ms) ");
+                    query.push_values(chunk, |mut row, key| {
+                        row.push_bind(key.id.clone()).push_bind(key.wrapped.clone()).push_bind(at_ms);
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get(&self, ids: &[String]) -> Result<Vec<WrappedCaseKey>, StoreError> {
+                let mut found = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::<$db>::new("SELECT id, wrapped FROM case_keys WHERE id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    query.push(")");
+                    for row in query.build().fetch_all(&self.pool).await? {
+                        found.push(WrappedCaseKey { id: row.try_get("id")?, wrapped: row.try_get("wrapped")? });
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn destroy(&self, ids: &[String]) -> Result<u64, StoreError> {
+                let mut destroyed = 0;
+                let mut tx = self.pool.begin().await?;
+                for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::<$db>::new("DELETE FROM case_keys WHERE id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    query.push(")");
+                    destroyed += query.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                self.after_destroy().await?;
+                Ok(destroyed)
+            }
+        }
+    };
+}
+
+case_key_store!(SqliteCaseKeys, sqlx::Sqlite);
+case_key_store!(PostgresCaseKeys, sqlx::Postgres);
+
+impl SqliteCaseKeys {
+    /// Copies the WAL into the database file and empties it: the page images
+    /// in the WAL that still held the destroyed keys are gone with it.
+    async fn after_destroy(&self) -> Result<(), StoreError> {
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.pool).await?;
+        let busy: i64 = row.try_get(0)?;
+        if busy != 0 {
+            // A reader held the WAL: the next destruction (or SQLite's own
+            // checkpoint) finishes the job; the key is gone from the table already.
+            tracing::warn!("case-key store: WAL not truncated after a destruction (a reader held it)");
+        }
+        Ok(())
+    }
+}
+
+impl PostgresCaseKeys {
+    async fn after_destroy(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
