@@ -109,7 +109,9 @@ impl Application {
             clock.now(),
         )
         .await?;
-        let mut gateway = Gateway::new(config.country, directory, keys, store, writer, clock, policy);
+        let case_keys = crate::store::case_keys::open(&config.database).await?;
+        let vault = crate::app::vault::Vault::new(keys, case_keys);
+        let mut gateway = Gateway::new(config.country, directory, vault, store, writer, clock, policy);
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);

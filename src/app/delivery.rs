@@ -128,7 +128,7 @@ impl Gateway {
         };
         let packet = match &item.packet {
             Some(kept) => kept.clone(),
-            None => match self.seal_packet(&item, peer, now)? {
+            None => match self.seal_packet(&item, peer, now).await? {
                 // Concurrent attempts' packets are kept in one commit.
                 Some(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made }).await? {
                     Written::PacketKept(kept) => kept,
@@ -159,14 +159,14 @@ impl Gateway {
 
     /// The packet for an entry, signed with our current key and encrypted
     /// to the peer's; `None` when the directory has no key for the peer now.
-    fn seal_packet(&self, item: &ClaimedDelivery, peer: CountryCode, now: DateTime<Utc>) -> Result<Option<StoredPacket>, AppError> {
+    async fn seal_packet(&self, item: &ClaimedDelivery, peer: CountryCode, now: DateTime<Utc>) -> Result<Option<StoredPacket>, AppError> {
         let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
         let directory = self.directory();
         let Some(to) = directory.encryption_key(peer, now) else {
             return Ok(None);
         };
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
-        let plaintext = self.keys.open(&item.payload.sealed, item.id.as_bytes())?;
+        let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
         let body: serde_json::Value = serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?;
         let claims = PacketClaims {
             // A referral's packet gets its own id; any other entry is known by its packet id from the start.
@@ -179,7 +179,7 @@ impl Gateway {
             policy_version: item.policy_version.clone(),
             // Opaque to the peer, recomputable here: ties a status that comes
             // back to the decision without revealing the referral id.
-            decision_id: item.referral_id.as_ref().map(|id| self.keys.index("decision", id.as_bytes())),
+            decision_id: item.referral_id.as_ref().map(|id| self.keys().index("decision", id.as_bytes())),
             consent_expires_at: item.consent_expires_ms.and_then(DateTime::from_timestamp_millis),
             retention_until: None,
             issued_at: now,

@@ -73,7 +73,7 @@ impl Gateway {
     /// Where a received packet goes next, and the audit of that move.
     async fn next_move(&self, item: &InboxItem) -> Result<Write, AppError> {
         let now = self.now();
-        let Ok(claims) = self.opened_claims(item) else {
+        let Ok(claims) = self.opened_claims(item).await else {
             // Never readable again (a data key gone, say): set aside, so that it holds up nothing behind it.
             let change = self.inbox_change(item, "received", "refused", vec!["claims_unreadable".to_owned()], None, None, now);
             let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
@@ -149,8 +149,8 @@ impl Gateway {
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
     }
 
-    pub(super) fn opened_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
-        let plaintext = self.keys.open(&item.claims.sealed, item.packet_id.as_bytes())?;
+    pub(super) async fn opened_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
+        let plaintext = self.vault.open(&item.claims.sealed, item.packet_id.as_bytes()).await?;
         serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned()))
     }
 
@@ -194,7 +194,7 @@ impl Gateway {
             packet_type: PacketType::Status.as_str().to_owned(),
             destination_country: claims.issuer.to_string(),
             recipient_org: claims.recipient.to_string(),
-            payload: SealedPayload { sealed: self.keys.seal(&body, packet_id.as_bytes())?, key_id: self.keys.data_key_id() },
+            payload: SealedPayload { sealed: self.keys().seal(&body, packet_id.as_bytes())?, key_id: self.keys().data_key_id() },
             deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
             created_ms: now.timestamp_millis(),
         })
@@ -215,10 +215,12 @@ impl Gateway {
         let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
         let mut listed = Vec::with_capacity(items.len());
         for item in &items {
-            let claims = self.opened_claims(item)?;
-            if lapsed(&claims, now) {
-                continue;
-            }
+            let claims = match self.opened_claims(item).await {
+                Ok(claims) if !lapsed(&claims, now) => claims,
+                // Erased, or past its end: no longer the recipient's to see.
+                Ok(_) | Err(AppError::Erased) => continue,
+                Err(error) => return Err(error),
+            };
             listed.push(json!({
                 "packet_id": item.packet_id,
                 "from_country": item.issuer,
@@ -291,13 +293,15 @@ impl Gateway {
     /// is absent.
     async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<(InboxItem, PacketClaims), AppError> {
         let now = self.now();
-        let found = self
+        let candidate = self
             .store
             .inbox_item(packet_id)
             .await?
-            .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral")
-            .and_then(|item| self.opened_claims(&item).ok().map(|claims| (item, claims)))
-            .filter(|(_, claims)| !lapsed(claims, now));
+            .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral");
+        let found = match candidate {
+            Some(item) => self.opened_claims(&item).await.ok().filter(|claims| !lapsed(claims, now)).map(|claims| (item, claims)),
+            None => None,
+        };
         match found {
             Some(visible) => Ok(visible),
             None => {

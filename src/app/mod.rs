@@ -12,6 +12,7 @@ pub mod policies;
 pub mod pushing;
 pub mod queries;
 pub mod referrals;
+pub mod vault;
 
 use std::sync::{Arc, RwLock};
 
@@ -54,7 +55,7 @@ pub struct ActivePolicy {
 pub struct Gateway {
     pub country: CountryCode,
     directory: RwLock<Arc<Directory>>,
-    pub keys: KeyRing,
+    vault: vault::Vault,
     pub store: Arc<dyn Store>,
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,
@@ -99,6 +100,9 @@ pub enum AppError {
     NotFederated,
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    /// The case's key was destroyed: what was sealed under it is gone.
+    #[error("the case was erased")]
+    Erased,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -113,7 +117,7 @@ impl Gateway {
     pub fn new(
         country: CountryCode,
         directory: Directory,
-        keys: KeyRing,
+        vault: vault::Vault,
         store: Arc<dyn Store>,
         writer: Writer,
         clock: Arc<dyn Clock>,
@@ -122,7 +126,7 @@ impl Gateway {
         Self {
             country,
             directory: RwLock::new(Arc::new(directory)),
-            keys,
+            vault,
             store,
             writer,
             clock,
@@ -133,6 +137,16 @@ impl Gateway {
             received: tokio::sync::Notify::new(),
             to_push: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The gateway-wide keys: keyed hashes, and values that are no case's.
+    pub fn keys(&self) -> &KeyRing {
+        &self.vault.keys
+    }
+
+    /// Case keys: sealing and opening each case's personal data at rest.
+    pub fn vault(&self) -> &vault::Vault {
+        &self.vault
     }
 
     /// Sets how referrals are delivered to peer gateways.
@@ -237,7 +251,7 @@ impl Gateway {
 
     /// Keyed hash of a subject reference: how the store and the audit log name a person.
     pub fn subject_key(&self, subject_ref: &str) -> String {
-        self.keys.index("subject", subject_ref.as_bytes())
+        self.keys().index("subject", subject_ref.as_bytes())
     }
 
     /// Records a refused request (unauthenticated or forbidden).

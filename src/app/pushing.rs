@@ -51,7 +51,7 @@ impl Gateway {
 
     async fn push_one(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
         let now = self.now();
-        let claims = self.opened_claims(&item)?;
+        let claims = self.opened_claims(&item).await?;
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         if now.timestamp_millis() >= item.expires_ms {
             let reasons = vec!["recipient_unreachable".to_owned()];

@@ -11,7 +11,7 @@ use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
-use crate::store::{NewOutboxEntry, NewReferral, SealedPayload, StoredReferral, Write, Written};
+use crate::store::{NewOutboxEntry, NewReferral, StoredReferral, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ impl Gateway {
             SubmissionError::SchemaUnavailable => AppError::Internal("referral schema unavailable".to_owned()),
         })?;
         let canonical = serde_json::to_vec(&submission).map_err(|e| AppError::Internal(e.to_string()))?;
-        let fingerprint = self.keys.index("request", &canonical);
+        let fingerprint = self.keys().index("request", &canonical);
         let subject_key = self.subject_key(submission.subject_ref.as_str());
 
         // A repeated idempotency key is found by the insert itself (below):
@@ -97,8 +97,10 @@ impl Gateway {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
                 let consent_expires = submission.consent.covers_all_until(submission.purpose, decision.sent_categories(), recipient, now);
+                // The case's own key: destroying it erases the payload in every copy of the database.
+                let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
                 Some(NewOutboxEntry {
-                    payload: SealedPayload { sealed: self.keys.seal(&plaintext, referral_id.as_bytes())?, key_id: self.keys.data_key_id() },
+                    payload: self.vault.seal(&case_key, &plaintext, referral_id.as_bytes())?,
                     consent_expires_ms: consent_expires.map(|t| t.timestamp_millis()),
                     deadline_ms: self.delivery_deadline(now, consent_expires).timestamp_millis(),
                 })
@@ -202,7 +204,7 @@ impl Gateway {
             scopes: consent.scopes().len(),
             refusals: consent.refusals.len(),
             valid_until: consent.scopes().iter().map(|s| s.valid_until()).max(),
-            fingerprint: self.keys.index("consent", &canonical),
+            fingerprint: self.keys().index("consent", &canonical),
         };
         serde_json::to_string(&summary).map_err(|e| AppError::Internal(e.to_string()))
     }

@@ -143,6 +143,7 @@ impl From<AppError> for Problem {
                 };
                 Problem::new(status, cause.code(), "Packet refused", cause.to_string())
             }
+            AppError::Erased => Problem::new(StatusCode::GONE, "erased", "Erased", "This case was erased; nothing of it can be read any more."),
             AppError::NotFederated => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-federated", "Not federated", "This gateway takes no packets.")
             }

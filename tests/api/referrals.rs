@@ -43,10 +43,13 @@ async fn an_allowed_referral_is_queued_and_followed(backend: Backend) {
     let subject_ref = referral["subject_ref"].as_str().unwrap();
     assert!(!dump.windows(subject_ref.len()).any(|w| w == subject_ref.as_bytes()), "the subject reference is stored readable");
 
-    // The sealed payload opens with the gateway's key and holds only what was sent.
+    // The sealed payload opens with the case's own key, and holds only what was sent.
     let sealed = app.app.gateway().store.sealed_payload(&id).await.unwrap().unwrap();
+    assert!(referral_gateway::crypto::case_keys::is_case_key_id(&sealed.key_id), "{}", sealed.key_id);
+    assert_eq!(referral_gateway::crypto::case_keys::case_key_id_of(&sealed.sealed).as_deref(), Some(sealed.key_id.as_str()));
+    assert!(app.app.gateway().keys().open(&sealed.sealed, id.as_bytes()).is_err(), "not under the gateway-wide key");
     let payload: serde_json::Value =
-        serde_json::from_slice(&app.app.gateway().keys.open(&sealed.sealed, id.as_bytes()).unwrap()).unwrap();
+        serde_json::from_slice(&app.app.gateway().vault().open(&sealed.sealed, id.as_bytes()).await.unwrap()).unwrap();
     let sent: Vec<&String> = decision["sent"].as_object().unwrap().keys().collect();
     let carried: Vec<&String> = payload.as_object().unwrap().keys().collect();
     assert_eq!(carried, sent);
