@@ -5,7 +5,12 @@ use serde_json::json;
 use crate::helpers::{personal_values, spawn_app, variant, Backend, Who};
 use crate::on_both_backends;
 
-on_both_backends!(an_allowed_referral_is_queued_and_followed, a_denied_referral_is_recorded_and_explained, idempotency);
+on_both_backends!(
+    an_allowed_referral_is_queued_and_followed,
+    a_denied_referral_is_recorded_and_explained,
+    idempotency,
+    a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed,
+);
 
 async fn an_allowed_referral_is_queued_and_followed(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -110,4 +115,65 @@ async fn idempotency(backend: Backend) {
     assert_eq!(first_deny.status, 422);
     assert_eq!((second_deny.status, &second_deny.body), (422, &first_deny.body));
     assert_eq!(app.count("referrals").await, 3);
+}
+
+/// The sealed payload of `referral_id` as a copy of the database holds it.
+async fn payload_in_copy(backend: Backend, copy: &str, referral_id: &str) -> Vec<u8> {
+    use sqlx::Row;
+    let sql = "SELECT sealed FROM outbox WHERE referral_id = $1";
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{copy}")).await.unwrap();
+            let sealed = sqlx::query(sql).bind(referral_id).fetch_one(&pool).await.unwrap().get("sealed");
+            pool.close().await;
+            sealed
+        }
+        Backend::Postgres => {
+            let pool = crate::helpers::pg_pool_in(copy).await;
+            let sealed = sqlx::query(sql).bind(referral_id).fetch_one(&pool).await.unwrap().get("sealed");
+            pool.close().await;
+            sealed
+        }
+    }
+}
+
+async fn a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "avr-shred", None)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let id = reply.body["referral_id"].as_str().unwrap().to_owned();
+
+    // A backup, taken while the case is live: everything of the database, nothing of the case-key store.
+    let backup_dir = tempfile::tempdir().unwrap();
+    let copy = match backend {
+        Backend::Sqlite => {
+            let path = backup_dir.path().join("backup.db").display().to_string();
+            app.sql_execute(&[&format!("VACUUM INTO '{path}'")]).await;
+            path
+        }
+        Backend::Postgres => {
+            let schema = format!("{}_backup", app.schema.as_deref().unwrap());
+            app.sql_execute(&[&format!("CREATE SCHEMA \"{schema}\""), &format!("CREATE TABLE \"{schema}\".outbox AS SELECT * FROM outbox")]).await;
+            schema
+        }
+    };
+    let vault = app.app.gateway().vault();
+    let in_copy = payload_in_copy(backend, &copy, &id).await;
+    let before = vault.open(&in_copy, id.as_bytes()).await.unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&before).unwrap().get("identity").is_some());
+
+    let key_id = referral_gateway::crypto::case_keys::case_key_id_of(&in_copy).unwrap();
+    assert_eq!(vault.destroy(std::slice::from_ref(&key_id)).await.unwrap(), 1);
+
+    // The copy still holds the ciphertext, and nothing opens it any more:
+    // not the gateway's vault, not the gateway-wide key.
+    let in_copy = payload_in_copy(backend, &copy, &id).await;
+    assert!(matches!(vault.open(&in_copy, id.as_bytes()).await, Err(referral_gateway::app::AppError::Erased)));
+    assert!(app.app.gateway().keys().open(&in_copy, id.as_bytes()).is_err());
+    assert!(vault.case_key(&key_id).await.unwrap().is_none());
+    // Other cases are untouched.
+    let other = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "avr-kept", None)).await;
+    let other_id = other.body["referral_id"].as_str().unwrap().to_owned();
+    let sealed = app.app.gateway().store.sealed_payload(&other_id).await.unwrap().unwrap();
+    assert!(vault.open(&sealed.sealed, other_id.as_bytes()).await.is_ok());
 }
