@@ -48,8 +48,10 @@ impl Gateway {
     /// Their moves are committed together, in the order they arrived.
     pub async fn process_inbox(&self, limit: i64) -> Result<usize, AppError> {
         let mut moves = Vec::new();
-        for item in self.store.unprocessed_inbox(limit).await? {
-            match self.next_move(&item).await {
+        let items = self.store.unprocessed_inbox(limit).await?;
+        let opened = self.opened_claims_all(&items).await?;
+        for (item, claims) in items.iter().zip(opened) {
+            match self.next_move(item, claims).await {
                 Ok(write) => moves.push(write),
                 // Left `received`: tried again on the next round.
                 Err(error) => tracing::error!(%error, packet_id = item.packet_id, "processing a received packet failed"),
@@ -71,9 +73,9 @@ impl Gateway {
     }
 
     /// Where a received packet goes next, and the audit of that move.
-    async fn next_move(&self, item: &InboxItem) -> Result<Write, AppError> {
+    async fn next_move(&self, item: &InboxItem, claims: Result<PacketClaims, AppError>) -> Result<Write, AppError> {
         let now = self.now();
-        let Ok(claims) = self.opened_claims(item).await else {
+        let Ok(claims) = claims else {
             // Never readable again (a data key gone, say): set aside, so that it holds up nothing behind it.
             let change = self.inbox_change(item, "received", "refused", vec!["claims_unreadable".to_owned()], None, None, now);
             let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
@@ -149,6 +151,18 @@ impl Gateway {
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
     }
 
+    /// The claims of each item, opened with one read of the case-key store.
+    async fn opened_claims_all(&self, items: &[InboxItem]) -> Result<Vec<Result<PacketClaims, AppError>>, AppError> {
+        let sealed: Vec<(&[u8], &[u8])> = items.iter().map(|item| (item.claims.sealed.as_slice(), item.packet_id.as_bytes())).collect();
+        Ok(self
+            .vault
+            .open_all(&sealed)
+            .await?
+            .into_iter()
+            .map(|plaintext| serde_json::from_slice(&plaintext?).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned())))
+            .collect())
+    }
+
     pub(super) async fn opened_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
         let plaintext = self.vault.open(&item.claims.sealed, item.packet_id.as_bytes()).await?;
         serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned()))
@@ -214,8 +228,8 @@ impl Gateway {
         // After the last item, even on a short page: a recipient tails its inbox with it.
         let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
         let mut listed = Vec::with_capacity(items.len());
-        for item in &items {
-            let claims = match self.opened_claims(item).await {
+        for (item, claims) in items.iter().zip(self.opened_claims_all(&items).await?) {
+            let claims = match claims {
                 Ok(claims) if !lapsed(&claims, now) => claims,
                 // Erased, or past its end: no longer the recipient's to see.
                 Ok(_) | Err(AppError::Erased) => continue,

@@ -2,6 +2,7 @@
 //! (see `crypto::case_keys`), and opening whatever was sealed, under a case
 //! key or, for records older than case keys, under the gateway-wide key.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -62,6 +63,27 @@ impl Vault {
         Ok(key.open(sealed, context)?)
     }
 
+    /// Opens many sealed values with one read of the case-key store; each
+    /// answer as [`Vault::open`] would give it.
+    pub async fn open_all(&self, sealed: &[(&[u8], &[u8])]) -> Result<Vec<Result<Vec<u8>, AppError>>, AppError> {
+        let mut ids: Vec<String> = sealed.iter().filter_map(|(value, _)| case_key_id_of(value)).collect();
+        ids.sort();
+        ids.dedup();
+        let keys: HashMap<String, CaseKey> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            let wrapped = self.case_keys.get(&ids).await?;
+            wrapped.iter().map(|w| Ok((w.id.clone(), unwrap_case_key(&self.keys, w)?))).collect::<Result<_, AppError>>()?
+        };
+        Ok(sealed
+            .iter()
+            .map(|(value, context)| match case_key_id_of(value) {
+                None => Ok(self.keys.open(value, context)?),
+                Some(id) => Ok(keys.get(&id).ok_or(AppError::Erased)?.open(value, context)?),
+            })
+            .collect())
+    }
+
     /// The case key of `id`, unless it was destroyed.
     pub async fn case_key(&self, id: &str) -> Result<Option<CaseKey>, AppError> {
         let wrapped = self.case_keys.get(&[id.to_owned()]).await?;
@@ -71,5 +93,57 @@ impl Vault {
     /// Destroys case keys: what was sealed under them is erased, in every copy.
     pub async fn destroy(&self, ids: &[String]) -> Result<u64, AppError> {
         Ok(self.case_keys.destroy(ids).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::at_rest;
+    use crate::store::case_keys::SqliteCaseKeys;
+
+    async fn vault(dir: &std::path::Path) -> Vault {
+        at_rest::init(&dir.join("keys")).unwrap();
+        let store = SqliteCaseKeys::open(&dir.join("case-keys.db").display().to_string(), 2).await.unwrap();
+        Vault::new(KeyRing::load(&dir.join("keys")).unwrap(), Arc::new(store))
+    }
+
+    #[tokio::test]
+    async fn opens_old_and_case_sealed_values_alike_until_a_key_is_destroyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = vault(dir.path()).await;
+        let (first, second) = (vault.new_case_key(0).await.unwrap(), vault.new_case_key(0).await.unwrap());
+        assert_ne!(first.id(), second.id());
+        let old = vault.keys.seal(b"old", b"r0").unwrap();
+        let one = vault.seal(&first, b"one", b"r1").unwrap();
+        let two = vault.seal(&second, b"two", b"r2").unwrap();
+        assert_eq!(one.key_id, first.id());
+
+        let all = [(old.as_slice(), b"r0".as_slice()), (one.sealed.as_slice(), b"r1".as_slice()), (two.sealed.as_slice(), b"r2".as_slice())];
+        let opened: Vec<_> = vault.open_all(&all).await.unwrap().into_iter().map(Result::unwrap).collect();
+        assert_eq!(opened, [b"old".to_vec(), b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(vault.open(&one.sealed, b"r1").await.unwrap(), b"one");
+
+        assert_eq!(vault.destroy(&[first.id().to_owned()]).await.unwrap(), 1);
+        let after = vault.open_all(&all).await.unwrap();
+        assert!(matches!(after[1], Err(AppError::Erased)));
+        assert_eq!(after[0].as_ref().unwrap(), b"old");
+        assert_eq!(after[2].as_ref().unwrap(), b"two");
+        assert!(matches!(vault.open(&one.sealed, b"r1").await, Err(AppError::Erased)));
+        // Bound to its record: the ciphertext moved to another record does not open.
+        assert!(vault.open(&two.sealed, b"r1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn fresh_keys_are_stored_before_they_are_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = vault(dir.path()).await;
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..(FRESH_KEYS_PER_WRITE + 3) {
+            let key = vault.new_case_key(0).await.unwrap();
+            assert!(vault.case_key(key.id()).await.unwrap().is_some(), "handed out before it was stored");
+            ids.insert(key.id().to_owned());
+        }
+        assert_eq!(ids.len(), FRESH_KEYS_PER_WRITE + 3, "every case gets a key of its own");
     }
 }

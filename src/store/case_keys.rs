@@ -44,14 +44,14 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn CaseKeyStore>, Stor
     match sqlite_path(&url) {
         Some(path) => {
             let path = if config.case_keys_url.is_some() { path.to_owned() } else { beside(path) };
-            Ok(Arc::new(SqliteCaseKeys::open(&path).await?))
+            Ok(Arc::new(SqliteCaseKeys::open(&path, config.max_connections).await?))
         }
         None => {
             let schema = match &config.schema {
                 Some(schema) => format!("{schema}_case_keys"),
                 None => "case_keys".to_owned(),
             };
-            Ok(Arc::new(PostgresCaseKeys::open(&url, &schema).await?))
+            Ok(Arc::new(PostgresCaseKeys::open(&url, &schema, config.max_connections).await?))
         }
     }
 }
@@ -74,7 +74,7 @@ pub struct PostgresCaseKeys {
 }
 
 impl SqliteCaseKeys {
-    pub async fn open(path: &str) -> Result<Self, StoreError> {
+    pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
         if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
         }
@@ -86,7 +86,7 @@ impl SqliteCaseKeys {
             .busy_timeout(Duration::from_secs(10))
             // A deleted key's bytes are overwritten with zeros, not left in a free page.
             .pragma("secure_delete", "ON");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         sqlx::migrate!("schemas/db/sqlite-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self { pool })
     }
@@ -97,7 +97,7 @@ impl SqliteCaseKeys {
 }
 
 impl PostgresCaseKeys {
-    pub async fn open(url: &str, schema: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, schema: &str, max_connections: u32) -> Result<Self, StoreError> {
         // The data schema's name is checked by the configuration; this adds a fixed suffix.
         if schema.len() > 63 {
             return Err(StoreError::Unavailable("the case-key schema name is longer than PostgreSQL allows".to_owned()));
@@ -107,7 +107,7 @@ impl PostgresCaseKeys {
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).execute(&mut connection).await?;
         connection.close().await?;
         let pool = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.options([("search_path", schema)]))
             .await?;
