@@ -95,6 +95,38 @@ fn read_key(path: &Path) -> Result<[u8; 32], KeyError> {
     bytes.try_into().map_err(|_| KeyError::Malformed(path.to_path_buf()))
 }
 
+/// AES-256-GCM under `key`, framed as `version`, `key_id`, nonce,
+/// ciphertext and tag; bound to `context` as associated data.
+pub(crate) fn seal_framed(key: &LessSafeKey, rng: &SystemRandom, version: u8, key_id: &[u8], plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    rng.fill(&mut nonce).map_err(|_| KeyError::Random)?;
+    let mut in_out = plaintext.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut in_out).map_err(|_| KeyError::Random)?;
+    let mut sealed = Vec::with_capacity(1 + key_id.len() + nonce.len() + in_out.len());
+    sealed.push(version);
+    sealed.extend_from_slice(key_id);
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&in_out);
+    Ok(sealed)
+}
+
+/// Opens what [`seal_framed`] made with the same `version` and `key_id`.
+pub(crate) fn open_framed(key: &LessSafeKey, version: u8, key_id: &[u8], sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let (&found_version, rest) = sealed.split_first().ok_or(KeyError::SealedMalformed)?;
+    if found_version != version {
+        return Err(KeyError::SealedMalformed);
+    }
+    let (found_id, rest) = rest.split_at_checked(key_id.len()).ok_or(KeyError::SealedMalformed)?;
+    if found_id != key_id {
+        return Err(KeyError::UnknownKey(crate::hex::encode(found_id)));
+    }
+    let (nonce, ciphertext) = rest.split_at_checked(aead::NONCE_LEN).ok_or(KeyError::SealedMalformed)?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::SealedMalformed)?;
+    let mut in_out = ciphertext.to_vec();
+    let plaintext = key.open_in_place(nonce, Aad::from(context), &mut in_out).map_err(|_| KeyError::Tampered)?;
+    Ok(plaintext.to_vec())
+}
+
 impl KeyRing {
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
         let data_path = dir.join(DATA_KEY_FILE);
@@ -123,34 +155,11 @@ impl KeyRing {
     /// Encrypts `plaintext`, bound to `context` (e.g. the record's id), so a
     /// ciphertext copied to another record does not open.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let mut nonce = [0u8; aead::NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| KeyError::Random)?;
-        let mut in_out = plaintext.to_vec();
-        self.data
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut in_out)
-            .map_err(|_| KeyError::Random)?;
-        let mut sealed = Vec::with_capacity(1 + KEY_ID_LEN + nonce.len() + in_out.len());
-        sealed.push(SEALED_V1);
-        sealed.extend_from_slice(&self.data_key_id);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&in_out);
-        Ok(sealed)
+        seal_framed(&self.data, &self.rng, SEALED_V1, &self.data_key_id, plaintext, context)
     }
 
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let (&version, rest) = sealed.split_first().ok_or(KeyError::SealedMalformed)?;
-        if version != SEALED_V1 {
-            return Err(KeyError::SealedMalformed);
-        }
-        let (key_id, rest) = rest.split_at_checked(KEY_ID_LEN).ok_or(KeyError::SealedMalformed)?;
-        if key_id != self.data_key_id {
-            return Err(KeyError::UnknownKey(crate::hex::encode(key_id)));
-        }
-        let (nonce, ciphertext) = rest.split_at_checked(aead::NONCE_LEN).ok_or(KeyError::SealedMalformed)?;
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::SealedMalformed)?;
-        let mut in_out = ciphertext.to_vec();
-        let plaintext = self.data.open_in_place(nonce, Aad::from(context), &mut in_out).map_err(|_| KeyError::Tampered)?;
-        Ok(plaintext.to_vec())
+        open_framed(&self.data, SEALED_V1, &self.data_key_id, sealed, context)
     }
 
     /// A keyed hash of `value` in a named domain, as hex: equal inputs give

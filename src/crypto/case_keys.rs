@@ -6,10 +6,10 @@
 //! makes every copy of the case's data (a backup, a WAL file, a stolen
 //! database file) unreadable at once, wherever the copy went.
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{self, LessSafeKey, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::at_rest::{KeyError, KeyRing};
+use super::at_rest::{open_framed, seal_framed, KeyError, KeyRing};
 
 /// Format version of a value sealed under a case key; its first byte. The
 /// gateway-wide format (`at_rest`) uses 1.
@@ -101,34 +101,11 @@ impl CaseKey {
     /// Encrypts `plaintext` bound to `context` (the record's id), so that a
     /// ciphertext copied to another record does not open.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let mut nonce = [0u8; aead::NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| KeyError::Random)?;
-        let mut in_out = plaintext.to_vec();
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut in_out)
-            .map_err(|_| KeyError::Random)?;
-        let mut sealed = Vec::with_capacity(1 + CASE_KEY_ID_LEN + nonce.len() + in_out.len());
-        sealed.push(SEALED_CASE_V1);
-        sealed.extend_from_slice(&self.id_bytes);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&in_out);
-        Ok(sealed)
+        seal_framed(&self.key, &self.rng, SEALED_CASE_V1, &self.id_bytes, plaintext, context)
     }
 
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let (&version, rest) = sealed.split_first().ok_or(KeyError::SealedMalformed)?;
-        if version != SEALED_CASE_V1 {
-            return Err(KeyError::SealedMalformed);
-        }
-        let (key_id, rest) = rest.split_at_checked(CASE_KEY_ID_LEN).ok_or(KeyError::SealedMalformed)?;
-        if key_id != self.id_bytes {
-            return Err(KeyError::UnknownKey(crate::hex::encode(key_id)));
-        }
-        let (nonce, ciphertext) = rest.split_at_checked(aead::NONCE_LEN).ok_or(KeyError::SealedMalformed)?;
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::SealedMalformed)?;
-        let mut in_out = ciphertext.to_vec();
-        let plaintext = self.key.open_in_place(nonce, Aad::from(context), &mut in_out).map_err(|_| KeyError::Tampered)?;
-        Ok(plaintext.to_vec())
+        open_framed(&self.key, SEALED_CASE_V1, &self.id_bytes, sealed, context)
     }
 }
 

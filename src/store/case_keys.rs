@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::StoreError;
@@ -75,17 +75,8 @@ pub struct PostgresCaseKeys {
 
 impl SqliteCaseKeys {
     pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            // A deleted key's bytes are overwritten with zeros, not left in a free page.
-            .pragma("secure_delete", "ON");
+        // A deleted key's bytes are overwritten with zeros, not left in a free page.
+        let options = super::sql::sqlite_file(path)?.pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         sqlx::migrate!("schemas/db/sqlite-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self { pool })

@@ -46,17 +46,7 @@ pub struct PostgresStore {
 impl SqliteStore {
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let path = sqlite_path(url).ok_or_else(|| StoreError::Unavailable("not an sqlite URL".to_owned()))?;
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: an accepted referral survives a power cut, not only a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+        let options = sqlite_file(path)?.foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         sqlx::migrate!("schemas/db/sqlite").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self { pool })
@@ -66,6 +56,21 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// A SQLite file in WAL mode, created (with its folder) if missing, every
+/// commit flushed: FULL, so that what was answered as stored survives a
+/// power cut, not only a crash.
+pub(super) fn sqlite_file(path: &str) -> Result<SqliteConnectOptions, StoreError> {
+    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
+    }
+    Ok(SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10)))
 }
 
 impl PostgresStore {
