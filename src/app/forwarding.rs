@@ -107,7 +107,7 @@ impl Gateway {
                     }
                     Screening::Refuse(reasons) => {
                         let reasons = recorded_reasons(&reasons);
-                        let reply = self.status_reply(item, &claims, ReferralProgress::Refused, reasons.clone(), now)?;
+                        let reply = self.status_reply(item, ReferralProgress::Refused, reasons.clone(), now)?;
                         (self.inbox_change(item, "received", "refused", reasons, Some(reply), None, now), "refused")
                     }
                 }
@@ -195,7 +195,6 @@ impl Gateway {
     pub(super) fn status_reply(
         &self,
         item: &InboxItem,
-        claims: &PacketClaims,
         status: ReferralProgress,
         reason_codes: Vec<String>,
         now: DateTime<Utc>,
@@ -206,8 +205,8 @@ impl Gateway {
         Ok(NewReply {
             packet_id: packet_id.clone(),
             packet_type: PacketType::Status.as_str().to_owned(),
-            destination_country: claims.issuer.to_string(),
-            recipient_org: claims.recipient.to_string(),
+            destination_country: item.issuer.clone(),
+            recipient_org: item.recipient_org.clone(),
             payload: SealedPayload { sealed: self.keys().seal(&body, packet_id.as_bytes())?, key_id: self.keys().data_key_id() },
             deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
             created_ms: now.timestamp_millis(),
@@ -262,12 +261,12 @@ impl Gateway {
     /// The recipient has taken the case: `forwarded` goes back to the sender.
     pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
-        let (item, claims) = self.visible_item(principal, packet_id).await?;
+        let (item, _) = self.visible_item(principal, packet_id).await?;
         if item.state == "acknowledged" {
             return Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }));
         }
         let now = self.now();
-        let reply = self.status_reply(&item, &claims, ReferralProgress::Forwarded, Vec::new(), now)?;
+        let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
         let change = self.inbox_change(&item, "available", "acknowledged", Vec::new(), Some(reply), None, now);
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "acknowledged").referral(&item.packet_id);
         self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -293,10 +292,10 @@ impl Gateway {
             let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };
             return Err(AppError::Invalid(vec![FieldProblem { field, problem: "is not a field of a status report".to_owned() }]));
         }
-        let (item, claims) = self.visible_item(principal, packet_id).await?;
+        let (item, _) = self.visible_item(principal, packet_id).await?;
         let now = self.now();
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(reason_codes.clone());
-        let reply = self.status_reply(&item, &claims, status, reason_codes, now)?;
+        let reply = self.status_reply(&item, status, reason_codes, now)?;
         self.writer.write(Write::Reply { reply: Box::new(reply), audit: event }).await?;
         self.wake_delivery();
         Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
@@ -313,7 +312,13 @@ impl Gateway {
             .await?
             .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral");
         let found = match candidate {
-            Some(item) => self.opened_claims(&item).await.ok().filter(|claims| !lapsed(claims, now)).map(|claims| (item, claims)),
+            Some(item) => match self.opened_claims(&item).await {
+                Ok(claims) => Some((item, claims)).filter(|(_, claims)| !lapsed(claims, now)),
+                // Erased: 410, so the recipient knows to erase its own copy.
+                Err(AppError::Erased) => return Err(AppError::Erased),
+                Err(AppError::Store(error)) => return Err(AppError::Store(error)),
+                Err(_) => None,
+            },
             None => None,
         };
         match found {

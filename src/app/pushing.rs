@@ -51,11 +51,22 @@ impl Gateway {
 
     async fn push_one(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
         let now = self.now();
-        let claims = self.opened_claims(&item).await?;
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        let claims = match self.opened_claims(&item).await {
+            Ok(claims) => claims,
+            // Nothing left to push: set aside at once rather than retried until it expires.
+            Err(AppError::Erased) => {
+                let reasons = vec!["case_erased".to_owned()];
+                let change = self.inbox_change(&item, "pushing", "undeliverable", reasons.clone(), None, None, now);
+                let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
+                self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         if now.timestamp_millis() >= item.expires_ms {
             let reasons = vec!["recipient_unreachable".to_owned()];
-            let reply = self.status_reply(&item, &claims, ReferralProgress::Refused, reasons.clone(), now)?;
+            let reply = self.status_reply(&item, ReferralProgress::Refused, reasons.clone(), now)?;
             let change = self.inbox_change(&item, "pushing", "undeliverable", reasons.clone(), Some(reply), None, now);
             let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
             self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -79,7 +90,7 @@ impl Gateway {
         let signed = case_push::sign(&case_document(&item, &claims), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
-                let reply = self.status_reply(&item, &claims, ReferralProgress::Forwarded, Vec::new(), now)?;
+                let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
                 let change = self.inbox_change(&item, "pushing", "acknowledged", Vec::new(), Some(reply), None, now);
                 let event = AuditEvent::new(now, actor, Action::InboxUpdate, "pushed").referral(&item.packet_id);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;

