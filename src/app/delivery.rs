@@ -17,6 +17,7 @@ use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::packet::{self, PacketClaims, PacketType};
 use crate::crypto::receipt::{self, Expected};
 use crate::directory::MemberStatus;
+use crate::domain::withdrawal::WithdrawalNotice;
 use crate::domain::{CountryCode, OrgId, Purpose};
 use crate::store::{ClaimedDelivery, Settlement, StoredPacket, Write, Written};
 
@@ -166,12 +167,18 @@ impl Gateway {
             return Ok(None);
         };
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
-        let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
-        let body: serde_json::Value = serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?;
+        let packet_type = PacketType::parse(&item.packet_type).ok_or_else(|| corrupt("packet type"))?;
+        let body = if packet_type == PacketType::Withdrawal {
+            let in_reply_to = item.in_reply_to.clone().ok_or_else(|| corrupt("withdrawn packet id"))?;
+            serde_json::to_value(WithdrawalNotice { in_reply_to }).map_err(|e| AppError::Internal(e.to_string()))?
+        } else {
+            let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
+            serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?
+        };
         let claims = PacketClaims {
             // A referral's packet gets its own id; any other entry is known by its packet id from the start.
-            packet_id: if item.referral_id.is_some() { new_id()? } else { item.id.clone() },
-            packet_type: PacketType::parse(&item.packet_type).ok_or_else(|| corrupt("packet type"))?,
+            packet_id: if packet_type == PacketType::Referral { new_id()? } else { item.id.clone() },
+            packet_type,
             issuer: self.country,
             audience: peer,
             recipient: OrgId::parse(&item.recipient_org).map_err(|_| corrupt("recipient"))?,

@@ -17,6 +17,8 @@ use crate::domain::decision::ReasonCode;
 use crate::domain::inbound::{screen, Received, Screening};
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
+use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice};
+use crate::crypto::case_keys::is_case_key_id;
 use crate::directory::Delivery;
 use crate::store::{InboxChange, InboxItem, NewReply, SealedPayload, Write, Written};
 
@@ -38,8 +40,9 @@ fn recorded_reasons(reasons: &std::collections::BTreeSet<ReasonCode>) -> Vec<Str
     recorded.into_iter().map(str::to_owned).collect()
 }
 
-/// States in which a recipient sees a case.
-const VISIBLE: [&str; 2] = ["available", "acknowledged"];
+/// States in which a case is listed: also once erased, so that the
+/// recipient learns it must erase its own copy.
+const LISTED: [&str; 3] = ["available", "acknowledged", "erased"];
 /// Most inbox entries listed per page.
 pub const MAX_INBOX_PAGE: i64 = 100;
 
@@ -139,9 +142,50 @@ impl Gateway {
                     }
                 }
             }
-            // Withdrawal and erasure confirmation come with the consent lifecycle.
-            PacketType::Withdrawal | PacketType::ErasureConfirmation => {
-                (self.inbox_change(item, "received", "refused", vec!["packet_type_not_supported".to_owned()], None, None, now), "refused")
+            PacketType::Withdrawal => {
+                let notice: Option<WithdrawalNotice> = serde_json::from_value(claims.body.clone()).ok();
+                let target = match &notice {
+                    Some(notice) => self.store.inbox_item(&notice.in_reply_to).await?,
+                    None => None,
+                };
+                // Only the gateway that sent a case may withdraw it.
+                match target.filter(|t| t.issuer == claims.issuer.as_str() && t.packet_type == PacketType::Referral.as_str()) {
+                    Some(target) => {
+                        // Keys first: the case is erased the moment its key is gone.
+                        if is_case_key_id(&target.claims.key_id) {
+                            self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
+                        }
+                        let erased = ErasureNotice { in_reply_to: target.packet_id.clone(), erased_by: ErasedBy::Gateway };
+                        let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
+                        let mut change = self.inbox_change(item, "received", "applied", Vec::new(), Some(reply), None, now);
+                        change.erases = Some(target.packet_id);
+                        (change, "applied")
+                    }
+                    None => {
+                        let code = if notice.is_some() { "withdrawal_about_unknown_packet" } else { "withdrawal_unreadable" };
+                        (self.inbox_change(item, "received", "refused", vec![code.to_owned()], None, None, now), "refused")
+                    }
+                }
+            }
+            PacketType::ErasureConfirmation => {
+                let notice: Option<ErasureNotice> = serde_json::from_value(claims.body.clone()).ok();
+                let sent = match &notice {
+                    Some(notice) => self.store.sent_packet(&notice.in_reply_to).await?,
+                    None => None,
+                };
+                // Only the gateway the referral went to may confirm its erasure.
+                let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
+                match (notice, about) {
+                    (Some(notice), Some(referral_id)) => {
+                        let statuses = vec![notice.erased_by.timeline_status().to_owned()];
+                        (self.inbox_change(item, "received", "applied", Vec::new(), None, Some((referral_id, statuses)), now), "applied")
+                    }
+                    (None, _) => (self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_unreadable".to_owned()], None, None, now), "refused"),
+                    (Some(_), None) => (
+                        self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_about_unknown_referral".to_owned()], None, None, now),
+                        "refused",
+                    ),
+                }
             }
         };
         let mut event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, audit).referral(&item.packet_id).reasons(change.reasons.clone());
@@ -186,6 +230,7 @@ impl Gateway {
             reasons,
             reply,
             referral_status,
+            erases: None,
             at_ms: now.timestamp_millis(),
         }
     }
@@ -199,12 +244,18 @@ impl Gateway {
         reason_codes: Vec<String>,
         now: DateTime<Utc>,
     ) -> Result<NewReply, AppError> {
-        let packet_id = new_id()?;
         let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
-        let body = serde_json::to_vec(&report).map_err(|e| AppError::Internal(e.to_string()))?;
+        self.reply(item, PacketType::Status, &report, now)
+    }
+
+    /// A packet of `packet_type` carrying `body` back to the gateway that
+    /// sent `item`; the body sealed at rest under its packet id.
+    fn reply(&self, item: &InboxItem, packet_type: PacketType, body: &impl serde::Serialize, now: DateTime<Utc>) -> Result<NewReply, AppError> {
+        let packet_id = new_id()?;
+        let body = serde_json::to_vec(body).map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(NewReply {
             packet_id: packet_id.clone(),
-            packet_type: PacketType::Status.as_str().to_owned(),
+            packet_type: packet_type.as_str().to_owned(),
             destination_country: item.issuer.clone(),
             recipient_org: item.recipient_org.clone(),
             payload: SealedPayload { sealed: self.keys().seal(&body, packet_id.as_bytes())?, key_id: self.keys().data_key_id() },
@@ -221,13 +272,23 @@ impl Gateway {
             None => None,
         };
         let limit = limit.clamp(1, MAX_INBOX_PAGE);
-        let items = self.store.inbox_for(principal.org.as_str(), &VISIBLE, after, limit).await?;
+        let items = self.store.inbox_for(principal.org.as_str(), &LISTED, after, limit).await?;
         let now = self.now();
         self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
         // After the last item, even on a short page: a recipient tails its inbox with it.
         let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
         let mut listed = Vec::with_capacity(items.len());
         for (item, claims) in items.iter().zip(self.opened_claims_all(&items).await?) {
+            if item.state == "erased" {
+                // The sender withdrew the person's consent: only the fact is left.
+                listed.push(json!({
+                    "packet_id": item.packet_id,
+                    "from_country": item.issuer,
+                    "received_at": millis_to_rfc3339(item.received_ms),
+                    "state": item.state,
+                }));
+                continue;
+            }
             let claims = match claims {
                 Ok(claims) if !lapsed(&claims, now) => claims,
                 // Erased, or past its end: no longer the recipient's to see.
@@ -310,7 +371,10 @@ impl Gateway {
             .store
             .inbox_item(packet_id)
             .await?
-            .filter(|item| item.recipient_org == principal.org.as_str() && VISIBLE.contains(&item.state.as_str()) && item.packet_type == "referral");
+            .filter(|item| item.recipient_org == principal.org.as_str() && LISTED.contains(&item.state.as_str()) && item.packet_type == "referral");
+        if candidate.as_ref().is_some_and(|item| item.state == "erased") {
+            return Err(AppError::Erased);
+        }
         let found = match candidate {
             Some(item) => match self.opened_claims(&item).await {
                 Ok(claims) => Some((item, claims)).filter(|(_, claims)| !lapsed(claims, now)),

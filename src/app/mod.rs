@@ -13,6 +13,7 @@ pub mod pushing;
 pub mod queries;
 pub mod referrals;
 pub mod vault;
+pub mod withdrawal;
 
 use std::sync::{Arc, RwLock};
 

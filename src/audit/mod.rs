@@ -44,6 +44,9 @@ pub enum Action {
     /// A recipient acknowledged a case or reported its progress.
     #[serde(rename = "inbox.update")]
     InboxUpdate,
+    /// The sender withdrew the person's consent for a referral.
+    #[serde(rename = "consent.withdraw")]
+    ConsentWithdraw,
 }
 
 impl Action {
@@ -61,6 +64,7 @@ impl Action {
         Action::PacketScreen,
         Action::InboxRead,
         Action::InboxUpdate,
+        Action::ConsentWithdraw,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Action {
             Action::PacketScreen => "packet.screen",
             Action::InboxRead => "inbox.read",
             Action::InboxUpdate => "inbox.update",
+            Action::ConsentWithdraw => "consent.withdraw",
         }
     }
 

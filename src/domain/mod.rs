@@ -21,6 +21,7 @@ pub mod submission;
 pub mod text;
 pub mod unique;
 pub mod vocab;
+pub mod withdrawal;
 
 pub use country::CountryCode;
 pub use ids::{IdempotencyKey, LanguageCode, OrgId, SubjectRef};

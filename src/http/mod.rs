@@ -52,6 +52,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     vec![
         route(Method::POST, "/v1/referrals", routes::submit_referral),
         route(Method::GET, "/v1/referrals/{id}", routes::get_referral),
+        route(Method::POST, "/v1/referrals/{id}/consent-withdrawal", routes::withdraw_consent),
         route(Method::GET, "/v1/policies", routes::get_policies),
         route(Method::PUT, "/v1/policies", routes::put_policies),
         route(Method::POST, "/v1/policies/simulate", routes::simulate),

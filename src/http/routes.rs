@@ -156,6 +156,18 @@ pub async fn report_status(
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
+pub async fn withdraw_consent(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>> {
+    state.gateway.require(&caller, &[Role::Submitter]).await?;
+    let scope: Value = json_body(&headers, body, state.body_limit).await?;
+    Ok(Json(state.gateway.withdraw_consent(&caller, &id, &scope).await?))
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

@@ -123,6 +123,8 @@ pub struct ClaimedDelivery {
     /// The packet made on an earlier attempt, sent again as it is.
     pub packet: Option<StoredPacket>,
     pub created_ms: i64,
+    /// For a withdrawal: the id of the referral packet it withdraws.
+    pub in_reply_to: Option<String>,
 }
 
 /// A sealed packet as first made for an outbox entry.
@@ -221,8 +223,24 @@ pub enum Write {
     /// comes back as [`Written::PacketKept`] ([`Written::AlreadySettled`]
     /// if the entry is gone).
     KeepPacket { entry_id: String, packet: StoredPacket },
+    /// Consent withdrawn for a referral sent from here: its delivery stops
+    /// (`pending` becomes `withdrawn`), its payload and kept packet are
+    /// blanked, and `withdrawal` is queued for the peer if a packet was ever
+    /// made for it (it may have arrived); the referral's status becomes
+    /// `withdrawn`. [`Written::AlreadySettled`] if it was withdrawn before.
+    Withdraw { referral_id: String, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
+}
+
+/// The withdrawal packet to queue if the referral's packet may have reached the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWithdrawal {
+    pub packet_id: String,
+    /// The body at rest holds nothing: the packet's body is made from
+    /// `in_reply_to` when it is sealed.
+    pub payload: SealedPayload,
+    pub deadline_ms: i64,
 }
 
 /// A packet as the inbox keeps it: routing facts in clear, claims sealed.
@@ -263,6 +281,9 @@ pub struct InboxChange {
     /// the statuses it brings, in order (timeline entries; the last is the
     /// referral's status).
     pub referral_status: Option<(String, Vec<String>)>,
+    /// For a withdrawal packet: the received referral packet whose data it
+    /// erases (moved to `erased`, its sealed claims blanked).
+    pub erases: Option<String>,
     pub at_ms: i64,
 }
 
@@ -303,6 +324,8 @@ pub enum Written {
     AlreadySettled,
     /// The packet the outbox entry holds now (see [`Write::KeepPacket`]).
     PacketKept(StoredPacket),
+    /// Consent withdrawn; whether a withdrawal packet was queued for the peer.
+    Withdrawn { seq: i64, peer_notified: bool },
 }
 
 /// Filters of the audit log; all optional, combined with AND.

@@ -16,7 +16,7 @@ use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, DisclosureRow, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
-    NewReply, PolicyVersionRecord, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, TimelineEntry, Write,
+    NewReply, NewWithdrawal, PolicyVersionRecord, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, TimelineEntry, Write,
     Written,
 };
 use crate::audit::{AuditEvent, AuditRecord};
@@ -268,7 +268,7 @@ macro_rules! sql_store {
                 // One statement: the values on the right are the row's before the update.
                 let row = sqlx::query(
                     "UPDATE outbox SET packet_id = CASE WHEN packet IS NULL THEN $1 ELSE packet_id END, packet = COALESCE(packet, $2) \
-                     WHERE id = $3 RETURNING packet_id, packet",
+                     WHERE id = $3 AND state = 'pending' RETURNING packet_id, packet",
                 )
                 .bind(&packet.packet_id)
                 .bind(&packet.packet)
@@ -278,7 +278,7 @@ macro_rules! sql_store {
                 let kept: Option<(Option<String>, Option<String>)> = row.map(|row| Ok::<_, sqlx::Error>((row.try_get("packet_id")?, row.try_get("packet")?))).transpose()?;
                 Ok(match kept {
                     Some((Some(packet_id), Some(packet))) => Written::PacketKept(StoredPacket { packet_id, packet }),
-                    // Gone (erased, say): there is nothing left to send.
+                    // Settled, withdrawn or gone: there is nothing left to send.
                     _ => Written::AlreadySettled,
                 })
             }
@@ -297,7 +297,7 @@ macro_rules! sql_store {
                 // Delivered or expired, the body at rest has served: only the
                 // packet (readable by the peer alone) and the receipt stay, as proof.
                 let updated = sqlx::query(
-                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3, sealed = $5 WHERE id = $4 AND state = 'pending' RETURNING referral_id",
+                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3, sealed = $5 WHERE id = $4 AND state = 'pending' RETURNING referral_id, packet_type",
                 )
                 .bind(status)
                 .bind(receipt)
@@ -309,22 +309,70 @@ macro_rules! sql_store {
                 let Some(row) = updated else {
                     return Ok(false);
                 };
+                let packet_type: String = row.try_get("packet_type")?;
                 if let Some(referral_id) = row.try_get::<Option<String>, _>("referral_id")? {
                     // A status from the peer may have come first: it stays the
                     // referral's status; the timeline still records this.
-                    sqlx::query("UPDATE referrals SET status = $1 WHERE id = $2 AND status = 'queued'")
+                    sqlx::query("UPDATE referrals SET status = $1 WHERE id = $2 AND status = 'queued' AND $3 = 'referral'")
                         .bind(status)
                         .bind(&referral_id)
+                        .bind(&packet_type)
                         .execute(&mut *connection)
                         .await?;
+                    // Another packet about the referral (its withdrawal) is named in the timeline.
+                    let event = if packet_type == "referral" { status.to_owned() } else { format!("{packet_type}_{status}") };
                     sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms) VALUES ($1, $2, $3)")
                         .bind(&referral_id)
-                        .bind(status)
+                        .bind(event)
                         .bind(at_ms)
                         .execute(&mut *connection)
                         .await?;
                 }
                 Ok(true)
+            }
+
+            /// See [`Write::Withdraw`]: whether the peer is to be told, or
+            /// `None` if the referral is unknown or was withdrawn before.
+            async fn withdraw(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                withdrawal: &NewWithdrawal,
+                at_ms: i64,
+            ) -> Result<Option<bool>, sqlx::Error> {
+                let status: Option<String> =
+                    sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
+                match status.as_deref() {
+                    None | Some("withdrawn") | Some("erased_at_gateway") => return Ok(None),
+                    Some(_) => {}
+                }
+                // Read and stopped in the same transaction: no attempt can make a
+                // packet for it after this reads that there was none.
+                let notified = sqlx::query(
+                    "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, sealed, key_id, \
+                                         next_attempt_ms, created_ms, deadline_ms, in_reply_to) \
+                     SELECT $1, id, 'withdrawal', destination_country, recipient_org, $2, $3, $4, $4, $5, packet_id \
+                     FROM outbox WHERE id = $6 AND packet_type = 'referral' AND packet_id IS NOT NULL",
+                )
+                .bind(&withdrawal.packet_id)
+                .bind(&withdrawal.payload.sealed)
+                .bind(&withdrawal.payload.key_id)
+                .bind(at_ms)
+                .bind(withdrawal.deadline_ms)
+                .bind(referral_id)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected()
+                    > 0;
+                sqlx::query(
+                    "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN 'withdrawn' ELSE state END, sealed = $1, packet = NULL \
+                     WHERE id = $2 AND packet_type = 'referral'",
+                )
+                .bind(Vec::<u8>::new())
+                .bind(referral_id)
+                .execute(&mut *connection)
+                .await?;
+                Self::referral_moves(connection, referral_id, "withdrawn", &[], at_ms).await?;
+                Ok(Some(notified))
             }
 
             /// A referral's new status, and its entry in the timeline.
@@ -335,7 +383,15 @@ macro_rules! sql_store {
                 reasons: &[String],
                 at_ms: i64,
             ) -> Result<(), sqlx::Error> {
-                sqlx::query("UPDATE referrals SET status = $1 WHERE id = $2").bind(status).bind(referral_id).execute(&mut *connection).await?;
+                // After a withdrawal only the erasure's own steps move the status; anything else is recorded in the timeline.
+                sqlx::query(
+                    "UPDATE referrals SET status = $1 WHERE id = $2 \
+                     AND (status NOT IN ('withdrawn', 'erased_at_gateway') OR $1 IN ('erased_at_gateway'))",
+                )
+                .bind(status)
+                .bind(referral_id)
+                .execute(&mut *connection)
+                .await?;
                 let reasons = (!reasons.is_empty()).then(|| serde_json::to_string(reasons).unwrap_or_else(|_| "[]".to_owned()));
                 sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ($1, $2, $3, $4)")
                     .bind(referral_id)
@@ -375,6 +431,20 @@ macro_rules! sql_store {
                 }
                 if update.execute(&mut *connection).await?.rows_affected() == 0 {
                     return Ok(false);
+                }
+                if let Some(erased) = &change.erases {
+                    // A case its recipient could see is listed again, last, now `erased`: a
+                    // recipient tailing its inbox learns it must erase its own copy.
+                    sqlx::query(
+                        "UPDATE inbox SET state = 'erased', sealed = $1, settled_ms = $2, \
+                         visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
+                         WHERE packet_id = $3 AND state <> 'erased'",
+                    )
+                        .bind(Vec::<u8>::new())
+                        .bind(change.at_ms)
+                        .bind(erased)
+                        .execute(&mut *connection)
+                        .await?;
                 }
                 if let Some(reply) = &change.reply {
                     Self::queue_reply(connection, reply).await?;
@@ -481,6 +551,7 @@ macro_rules! sql_store {
                     handover: row.try_get("handover")?,
                     packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
                     created_ms: row.try_get("created_ms")?,
+                    in_reply_to: row.try_get("in_reply_to")?,
                 })
             }
 
@@ -581,6 +652,10 @@ macro_rules! sql_store {
                             }
                         }
                         Write::KeepPacket { entry_id, packet } => Self::keep_packet(&mut tx, entry_id, packet).await?,
+                        Write::Withdraw { referral_id, withdrawal, at_ms, audit } => match Self::withdraw(&mut tx, referral_id, withdrawal, *at_ms).await? {
+                            Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
+                            None => Written::AlreadySettled,
+                        },
                         Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },
                     };
                     results.push(result);
@@ -635,7 +710,7 @@ macro_rules! sql_store {
             }
 
             async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError> {
-                let row = sqlx::query("SELECT sealed, key_id FROM outbox WHERE referral_id = $1")
+                let row = sqlx::query("SELECT sealed, key_id FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
                     .bind(referral_id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -646,7 +721,7 @@ macro_rules! sql_store {
 
             async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
                 let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
-                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover";
+                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, in_reply_to";
                 let rows = self.claim($claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
             }
@@ -665,7 +740,7 @@ macro_rules! sql_store {
             }
 
             async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-                let row = sqlx::query("SELECT state, attempts, packet_id, packet, receipt, last_error FROM outbox WHERE referral_id = $1")
+                let row = sqlx::query("SELECT state, attempts, packet_id, packet, receipt, last_error FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
                     .bind(referral_id)
                     .fetch_optional(&self.pool)
                     .await?;

@@ -10,6 +10,7 @@ on_both_backends!(
     a_denied_referral_is_recorded_and_explained,
     idempotency,
     a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed,
+    a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves,
 );
 
 async fn an_allowed_referral_is_queued_and_followed(backend: Backend) {
@@ -176,4 +177,44 @@ async fn a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed(bac
     let other_id = other.body["referral_id"].as_str().unwrap().to_owned();
     let sealed = app.app.gateway().store.sealed_payload(&other_id).await.unwrap().unwrap();
     assert!(vault.open(&sealed.sealed, other_id.as_bytes()).await.is_ok());
+}
+
+async fn a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "avr-withdrawn", None)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let id = reply.body["referral_id"].as_str().unwrap().to_owned();
+    let sealed = app.app.gateway().store.sealed_payload(&id).await.unwrap().unwrap();
+    let vault = app.app.gateway().vault();
+    assert!(vault.case_key(&sealed.key_id).await.unwrap().is_some());
+    let path = format!("/v1/referrals/{id}/consent-withdrawal");
+
+    // Only the organisation that sent it may withdraw it; the whole referral only, for now.
+    assert_eq!(app.post_json(Who::ItaNrm, &path, &json!({})).await.status, 404);
+    assert_eq!(app.post_json(Who::Dpo, &path, &json!({})).await.status, 403);
+    let partial = app.post_json(Who::IomRome, &path, &json!({ "categories": ["health"] })).await;
+    assert_eq!(partial.status, 400, "{}", partial.text);
+    assert!(vault.case_key(&sealed.key_id).await.unwrap().is_some(), "a refused request erases nothing");
+
+    let withdrawn = app.post_json(Who::IomRome, &path, &json!({})).await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+    assert_eq!(withdrawn.body, json!({ "referral_id": id, "status": "withdrawn", "peer_notified": false }));
+    // The key is gone, the payload blanked, the entry stopped, and no packet is queued.
+    assert!(vault.case_key(&sealed.key_id).await.unwrap().is_none());
+    assert!(matches!(vault.open(&sealed.sealed, id.as_bytes()).await, Err(referral_gateway::app::AppError::Erased)));
+    let entry = app.app.gateway().store.delivery(&id).await.unwrap().unwrap();
+    assert_eq!((entry.state.as_str(), entry.packet_id), ("withdrawn", None));
+    assert_eq!(app.app.gateway().store.sealed_payload(&id).await.unwrap().unwrap().sealed, Vec::<u8>::new());
+    assert_eq!(app.count("outbox").await, 1, "no withdrawal packet: nothing had left");
+    let followed = app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await;
+    assert_eq!(followed.body["status"], "withdrawn");
+    let timeline: Vec<&str> = followed.body["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
+    assert_eq!(timeline, ["queued", "withdrawn"]);
+
+    // Again: the same answer, nothing done twice.
+    let again = app.post_json(Who::IomRome, &path, &json!({})).await;
+    assert_eq!((again.status, &again.body), (200, &json!({ "referral_id": id, "status": "withdrawn" })));
+    let audit = app.get(Who::Auditor, "/v1/audit?action=consent.withdraw").await;
+    let outcomes: Vec<&str> = audit.body["entries"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "withdrawn").count(), 1, "{}", audit.text);
 }

@@ -383,6 +383,7 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         reasons: vec!["policy_no_permit".to_owned()],
         reply: None,
         referral_status: Some(("r1".to_owned(), vec!["refused".to_owned()])),
+        erases: None,
         at_ms: at(1).timestamp_millis(),
     };
     let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
@@ -413,6 +414,7 @@ fn make_visible(packet_id: &str, minutes: i64) -> Write {
         reasons: Vec::new(),
         reply: None,
         referral_status: None,
+        erases: None,
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }
