@@ -20,6 +20,7 @@ on_both_backends!(
     an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_receiving_gateway,
     a_webhook_recipient_down_then_up_gets_the_signed_case_once,
     a_status_with_free_text_or_from_another_gateway_changes_nothing,
+    a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_confirmed,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -254,4 +255,51 @@ async fn a_status_with_free_text_or_from_another_gateway_changes_nothing(backend
     let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await;
     assert!(!referral.text.contains("Okafor"));
     assert_eq!(timeline(&referral.body), ["queued", "delivered"]);
+}
+
+async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_confirmed(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let id = submitted(&federation, "withdraw-test-0001").await;
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    wait_for("the case in the recipient's inbox", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
+    })
+    .await;
+    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let packet_id = listed["items"][0]["packet_id"].as_str().unwrap().to_owned();
+    let cursor = listed["next_cursor"].as_str().unwrap().to_owned();
+    let key_id = nga.text(&format!("SELECT key_id FROM inbox WHERE packet_id = '{packet_id}'")).await.unwrap();
+    let nga_vault = nga.app().gateway().vault();
+    assert!(nga_vault.case_key(&key_id).await.unwrap().is_some());
+
+    let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{id}/consent-withdrawal"))).json(&json!({}))).await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+    assert_eq!(withdrawn.body["peer_notified"], true);
+
+    wait_for("the peer's erasure confirmed in the sender's timeline", LIMIT, || async {
+        timeline(&ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body).contains(&"erased_at_gateway".to_owned())
+    })
+    .await;
+    let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    let steps = timeline(&referral);
+    for step in ["delivered", "withdrawn", "withdrawal_delivered", "erased_at_gateway"] {
+        assert!(steps.contains(&step.to_owned()), "{step} missing from {steps:?}");
+    }
+    assert_eq!(referral["status"], "erased_at_gateway");
+
+    // At the peer: the key is gone and the claims blanked; the recipient,
+    // tailing its inbox, sees the case again, erased, and can read nothing of it.
+    assert!(nga_vault.case_key(&key_id).await.unwrap().is_none());
+    assert_eq!(nga.count(&format!("SELECT COUNT(*) FROM inbox WHERE packet_id = '{packet_id}' AND state = 'erased' AND length(sealed) = 0")).await, 1);
+    let tail = nga.get(Who::NgaHealth, &format!("/v1/inbox?cursor={cursor}")).await.body;
+    assert_eq!(tail["items"].as_array().unwrap().len(), 1, "{tail}");
+    assert_eq!(tail["items"][0]["state"], "erased");
+    assert_eq!(tail["items"][0]["packet_id"], packet_id.as_str());
+    assert!(tail["items"][0].get("purpose").is_none());
+    let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
+    assert_eq!((case.status, case.body["type"].as_str().unwrap_or_default().ends_with("/erased")), (410, true), "{}", case.text);
+    let ack = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/ack")))).await;
+    assert_eq!(ack.status, 410, "{}", ack.text);
+    let report = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/status"))).json(&json!({ "status": "accepted" }))).await;
+    assert_eq!(report.status, 410, "no progress to report on an erased case: {}", report.text);
 }
