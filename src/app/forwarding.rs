@@ -87,6 +87,13 @@ impl Gateway {
         };
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let (change, audit) = match claims.packet_type {
+            // Withdrawn before it arrived: erased on arrival, its recipient never sees it.
+            PacketType::Referral if self.store.is_withdrawn(&item.packet_id, &item.issuer).await? => {
+                if is_case_key_id(&item.claims.key_id) {
+                    self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
+                }
+                (self.inbox_change(item, "received", "refused", vec!["consent_withdrawn".to_owned()], None, None, now), "refused")
+            }
             PacketType::Referral => {
                 let recipient = self.directory().recipient(&claims.recipient);
                 let screening = match claims.purpose {
@@ -149,22 +156,25 @@ impl Gateway {
                     None => None,
                 };
                 // Only the gateway that sent a case may withdraw it.
-                match target.filter(|t| t.issuer == claims.issuer.as_str() && t.packet_type == PacketType::Referral.as_str()) {
-                    Some(target) => {
-                        // Keys first: the case is erased the moment its key is gone.
-                        if is_case_key_id(&target.claims.key_id) {
-                            self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
+                let target = target.filter(|t| t.issuer == claims.issuer.as_str() && t.packet_type == PacketType::Referral.as_str());
+                match notice {
+                    Some(notice) => {
+                        if let Some(target) = &target {
+                            // Keys first: the case is erased the moment its key is gone.
+                            if is_case_key_id(&target.claims.key_id) {
+                                self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
+                            }
                         }
-                        let erased = ErasureNotice { in_reply_to: target.packet_id.clone(), erased_by: ErasedBy::Gateway };
+                        // Held or not (the withdrawal may have overtaken its packet),
+                        // nothing of it is readable here now: that is what is confirmed.
+                        let erased = ErasureNotice { in_reply_to: notice.in_reply_to.clone(), erased_by: ErasedBy::Gateway };
                         let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
                         let mut change = self.inbox_change(item, "received", "applied", Vec::new(), Some(reply), None, now);
-                        change.erases = Some(target.packet_id);
+                        change.erases = target.map(|t| t.packet_id);
+                        change.withdraws = Some((notice.in_reply_to, claims.issuer.to_string()));
                         (change, "applied")
                     }
-                    None => {
-                        let code = if notice.is_some() { "withdrawal_about_unknown_packet" } else { "withdrawal_unreadable" };
-                        (self.inbox_change(item, "received", "refused", vec![code.to_owned()], None, None, now), "refused")
-                    }
+                    None => (self.inbox_change(item, "received", "refused", vec!["withdrawal_unreadable".to_owned()], None, None, now), "refused"),
                 }
             }
             PacketType::ErasureConfirmation => {
@@ -175,11 +185,20 @@ impl Gateway {
                 };
                 // Only the gateway the referral went to may confirm its erasure.
                 let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
+                // Only a referral whose consent was withdrawn can have been erased on request.
+                let withdrawn = match &about {
+                    Some(referral_id) => self.store.referral(referral_id).await?.is_some_and(|r| ["withdrawn", "erased_at_gateway"].contains(&r.status.as_str())),
+                    None => false,
+                };
                 match (notice, about) {
-                    (Some(notice), Some(referral_id)) => {
+                    (Some(notice), Some(referral_id)) if withdrawn => {
                         let statuses = vec![notice.erased_by.timeline_status().to_owned()];
                         (self.inbox_change(item, "received", "applied", Vec::new(), None, Some((referral_id, statuses)), now), "applied")
                     }
+                    (Some(_), Some(_)) => (
+                        self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_without_withdrawal".to_owned()], None, None, now),
+                        "refused",
+                    ),
                     (None, _) => (self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_unreadable".to_owned()], None, None, now), "refused"),
                     (Some(_), None) => (
                         self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_about_unknown_referral".to_owned()], None, None, now),
@@ -231,6 +250,7 @@ impl Gateway {
             reply,
             referral_status,
             erases: None,
+            withdraws: None,
             at_ms: now.timestamp_millis(),
         }
     }
@@ -372,8 +392,15 @@ impl Gateway {
             .inbox_item(packet_id)
             .await?
             .filter(|item| item.recipient_org == principal.org.as_str() && LISTED.contains(&item.state.as_str()) && item.packet_type == "referral");
-        if candidate.as_ref().is_some_and(|item| item.state == "erased") {
-            return Err(AppError::Erased);
+        if let Some(item) = &candidate
+            && item.state == "erased"
+        {
+            // 410 only for a case its recipient could see; any other is absent.
+            if item.visible_seq.is_some() {
+                return Err(AppError::Erased);
+            }
+            self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
+            return Err(AppError::NotFound);
         }
         let found = match candidate {
             Some(item) => match self.opened_claims(&item).await {

@@ -51,7 +51,10 @@ impl Gateway {
                 Ok(json!({ "referral_id": referral_id, "status": "withdrawn", "peer_notified": peer_notified }))
             }
             // Withdrawn before: the same answer, without repeating what was done.
-            _ => Ok(json!({ "referral_id": referral_id, "status": "withdrawn" })),
+            _ => {
+                self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(referral_id)).await?;
+                Ok(json!({ "referral_id": referral_id, "status": "withdrawn" }))
+            }
         }
     }
 }

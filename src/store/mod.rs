@@ -284,6 +284,9 @@ pub struct InboxChange {
     /// For a withdrawal packet: the received referral packet whose data it
     /// erases (moved to `erased`, its sealed claims blanked).
     pub erases: Option<String>,
+    /// For a withdrawal packet: the referral packet id it withdraws and its
+    /// issuer, kept so that the packet is erased on arrival if it comes later.
+    pub withdraws: Option<(String, String)>,
     pub at_ms: i64,
 }
 
@@ -378,6 +381,8 @@ pub trait Store: Send + Sync + 'static {
     async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError>;
     /// Received packets still to be processed, oldest first.
     async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+    /// Whether `issuer` withdrew the referral packet `packet_id` (see [`InboxChange::withdraws`]).
+    async fn is_withdrawn(&self, packet_id: &str, issuer: &str) -> Result<bool, StoreError>;
     async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError>;
     /// Claims up to `limit` cases due for a push to their recipient's
     /// webhook, moving them `lease_ms` ahead (as [`Store::claim_deliveries`]).

@@ -297,7 +297,11 @@ macro_rules! sql_store {
                 // Delivered or expired, the body at rest has served: only the
                 // packet (readable by the peer alone) and the receipt stay, as proof.
                 let updated = sqlx::query(
-                    "UPDATE outbox SET state = $1, receipt = $2, settled_ms = $3, sealed = $5 WHERE id = $4 AND state = 'pending' RETURNING referral_id, packet_type",
+                    // A delivery that was under way when consent was withdrawn still
+                    // leaves its receipt (proof of what reached the peer); the entry stays withdrawn.
+                    "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN $1 ELSE state END, receipt = $2, settled_ms = $3, sealed = $5 \
+                     WHERE id = $4 AND (state = 'pending' OR (state = 'withdrawn' AND $1 = 'delivered' AND receipt IS NULL)) \
+                     RETURNING referral_id, packet_type",
                 )
                 .bind(status)
                 .bind(receipt)
@@ -431,6 +435,14 @@ macro_rules! sql_store {
                 }
                 if update.execute(&mut *connection).await?.rows_affected() == 0 {
                     return Ok(false);
+                }
+                if let Some((withdrawn, issuer)) = &change.withdraws {
+                    sqlx::query("INSERT INTO withdrawn_packets (packet_id, issuer, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                        .bind(withdrawn)
+                        .bind(issuer)
+                        .bind(change.at_ms)
+                        .execute(&mut *connection)
+                        .await?;
                 }
                 if let Some(erased) = &change.erases {
                     // A case its recipient could see is listed again, last, now `erased`: a
@@ -780,6 +792,15 @@ macro_rules! sql_store {
                 rows.iter().map(Self::inbox_from_row).collect()
             }
 
+            async fn is_withdrawn(&self, packet_id: &str, issuer: &str) -> Result<bool, StoreError> {
+                let row = sqlx::query("SELECT 1 AS found FROM withdrawn_packets WHERE packet_id = $1 AND issuer = $2")
+                    .bind(packet_id)
+                    .bind(issuer)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
             async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {
                 let row = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE packet_id = $1")).bind(packet_id).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::inbox_from_row).transpose()
@@ -807,7 +828,9 @@ macro_rules! sql_store {
                 for state in states {
                     listed.push_bind((*state).to_owned());
                 }
-                query.push(")");
+                // Only what the recipient could see: a case refused before it was ever
+                // visible is not listed, not even once erased.
+                query.push(") AND visible_seq IS NOT NULL");
                 if let Some(after) = after {
                     query.push(" AND visible_seq > ").push_bind(after);
                 }

@@ -21,6 +21,7 @@ on_both_backends!(
     a_webhook_recipient_down_then_up_gets_the_signed_case_once,
     a_status_with_free_text_or_from_another_gateway_changes_nothing,
     a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_confirmed,
+    a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -302,4 +303,29 @@ async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_
     assert_eq!(ack.status, 410, "{}", ack.text);
     let report = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/status"))).json(&json!({ "status": "accepted" }))).await;
     assert_eq!(report.status, 410, "no progress to report on an erased case: {}", report.text);
+}
+
+async fn a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let nga = federation.peer("NGA");
+    // The withdrawal overtakes its referral packet (which was still being sent).
+    let withdrawal = forged_packet(&federation, ("ITA", "NGA"), "overtaking-withdrawal", PacketType::Withdrawal, "nga-health-lagos", None, json!({ "in_reply_to": "late-referral-1" }));
+    post_as(&federation, ("ITA", "NGA"), &withdrawal).await;
+    wait_for("the withdrawal kept", LIMIT, || async { nga.count("SELECT COUNT(*) FROM withdrawn_packets WHERE packet_id = 'late-referral-1' AND issuer = 'ITA'").await == 1 }).await;
+    assert_eq!(nga.text("SELECT state FROM inbox WHERE packet_id = 'overtaking-withdrawal'").await.as_deref(), Some("applied"));
+
+    let case = fixture("returnee_hiv_reintegration")["case"].clone();
+    let referral = forged_packet(&federation, ("ITA", "NGA"), "late-referral-1", PacketType::Referral, "nga-health-lagos", Some(Purpose::Reintegration), case);
+    post_as(&federation, ("ITA", "NGA"), &referral).await;
+    wait_for("the late packet processed", LIMIT, || async {
+        nga.text("SELECT state FROM inbox WHERE packet_id = 'late-referral-1'").await.as_deref() == Some("refused")
+    })
+    .await;
+    assert_eq!(nga.text("SELECT reasons FROM inbox WHERE packet_id = 'late-referral-1'").await.as_deref(), Some(r#"["consent_withdrawn"]"#));
+    assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE packet_id = 'late-referral-1' AND length(sealed) = 0").await, 1);
+    let key_id = nga.text("SELECT key_id FROM inbox WHERE packet_id = 'late-referral-1'").await.unwrap();
+    assert!(nga.app().gateway().vault().case_key(&key_id).await.unwrap().is_none(), "its key is destroyed on arrival");
+    // The recipient never sees it, not even as erased.
+    assert_eq!(nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"], json!([]));
+    assert_eq!(nga.get(Who::NgaHealth, "/v1/inbox/late-referral-1").await.status, 404);
 }

@@ -8,7 +8,7 @@ use referral_gateway::audit::{Action, Actor, AuditEvent};
 use referral_gateway::config::DatabaseConfig;
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, InboxChange, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, SealedPayload, Settlement, Store,
+    verify_audit_chain, AuditFilter, InboxChange, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedPayload, Settlement, Store,
     StoredPacket, StoredReferral, Write, Written,
 };
 
@@ -28,6 +28,7 @@ on_both_backends!(
     the_recipients_cursor_follows_the_order_cases_became_visible,
     a_destroyed_case_key_is_gone_from_the_key_store_and_its_files,
     one_bad_write_fails_alone_in_the_group_commit,
+    a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -384,6 +385,7 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         reply: None,
         referral_status: Some(("r1".to_owned(), vec!["refused".to_owned()])),
         erases: None,
+        withdraws: None,
         at_ms: at(1).timestamp_millis(),
     };
     let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
@@ -415,6 +417,7 @@ fn make_visible(packet_id: &str, minutes: i64) -> Write {
         reply: None,
         referral_status: None,
         erases: None,
+        withdraws: None,
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }
@@ -486,4 +489,55 @@ async fn a_destroyed_case_key_is_gone_from_the_key_store_and_its_files(backend: 
         assert!(!holds(&bytes, &wrapped[0].wrapped), "a destroyed key's bytes remain on disk");
         assert!(holds(&bytes, &wrapped[1].wrapped));
     }
+}
+
+async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store
+        .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
+        .await
+        .unwrap();
+    let keep = |entry: &str, id: &str| Write::KeepPacket { entry_id: entry.to_owned(), packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") } };
+    let withdraw = |entry: &str, notice: &str| Write::Withdraw {
+        referral_id: entry.to_owned(),
+        withdrawal: NewWithdrawal {
+            packet_id: notice.to_owned(),
+            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
+            deadline_ms: at(60).timestamp_millis(),
+        },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral(entry),
+    };
+    let delivered = |entry: &str| Write::Settle {
+        entry_id: entry.to_owned(),
+        settlement: Settlement::Delivered { receipt: format!("receipt-{entry}") },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::PacketSend).referral(entry),
+    };
+
+    // r1's packet was made (and may be on its way): the withdrawal names it.
+    store.write_batch(&[keep("r1", "p-1")]).await.unwrap();
+    let results = store.write_batch(&[withdraw("r1", "w-1"), keep("r1", "p-other"), withdraw("r1", "w-again")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: true, .. }), "{results:?}");
+    assert_eq!(results[1..], [Written::AlreadySettled, Written::AlreadySettled], "no packet is kept into a withdrawn entry, and it is withdrawn once");
+    let due = store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap();
+    let notices: Vec<_> = due.iter().filter(|d| d.packet_type == "withdrawal").collect();
+    assert_eq!(notices.len(), 1, "{due:?}");
+    assert_eq!((notices[0].id.as_str(), notices[0].in_reply_to.as_deref(), notices[0].referral_id.as_deref()), ("w-1", Some("p-1"), Some("r1")));
+    assert!(due.iter().all(|d| d.id != "r1"), "a withdrawn referral is not delivered");
+    // A send that was under way still leaves its receipt; the entry stays withdrawn.
+    assert!(matches!(store.write_batch(&[delivered("r1")]).await.unwrap()[..], [Written::Audited { .. }]));
+    assert_eq!(store.write_batch(&[delivered("r1")]).await.unwrap(), vec![Written::AlreadySettled]);
+    let r1 = store.delivery("r1").await.unwrap().unwrap();
+    assert_eq!((r1.state.as_str(), r1.receipt.as_deref(), r1.packet.as_deref()), ("withdrawn", Some("receipt-r1"), None));
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "withdrawn");
+
+    // r2 never had a packet: nothing to tell the peer, and none is made after.
+    let results = store.write_batch(&[withdraw("r2", "w-2"), keep("r2", "p-2")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
+    assert_eq!(results[1], Written::AlreadySettled);
+    assert_eq!(store.delivery("r2").await.unwrap().unwrap().state, "withdrawn");
+    assert!(store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap().iter().all(|d| d.id != "w-2"));
+    assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 5, "two submissions, two withdrawals, one receipt");
 }
