@@ -187,7 +187,11 @@ impl Gateway {
                 let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
                 // Only a referral whose consent was withdrawn can have been erased on request.
                 let withdrawn = match &about {
-                    Some(referral_id) => self.store.referral(referral_id).await?.is_some_and(|r| ["withdrawn", "erased_at_gateway"].contains(&r.status.as_str())),
+                    Some(referral_id) => self
+                        .store
+                        .referral(referral_id)
+                        .await?
+                        .is_some_and(|r| ["withdrawn", "erased_at_gateway", "erasure_confirmed"].contains(&r.status.as_str())),
                     None => false,
                 };
                 match (notice, about) {
@@ -339,6 +343,36 @@ impl Gateway {
         Ok(document)
     }
 
+    /// The recipient organisation says it erased its own copy of an erased
+    /// case: `erasure_confirmed` goes back to the sender. Idempotent.
+    pub async fn confirm_erasure(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Recipient]).await?;
+        let now = self.now();
+        let item = self.store.inbox_item(packet_id).await?.filter(|item| {
+            item.recipient_org == principal.org.as_str() && item.packet_type == PacketType::Referral.as_str() && item.visible_seq.is_some()
+        });
+        let answer = json!({ "packet_id": packet_id, "state": "erasure_confirmed" });
+        match item.as_ref().map(|item| item.state.as_str()) {
+            Some("erasure_confirmed") => Ok(answer),
+            Some("erased") => {
+                let Some(item) = item else { return Err(AppError::NotFound) };
+                let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation };
+                let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
+                let change = self.inbox_change(&item, "erased", "erasure_confirmed", Vec::new(), Some(reply), None, now);
+                let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "erasure_confirmed").referral(&item.packet_id);
+                self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+                self.wake_delivery();
+                Ok(answer)
+            }
+            // A case still live: there is nothing to confirm yet.
+            Some("available" | "acknowledged") => Err(AppError::NotErased),
+            _ => {
+                self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
+                Err(AppError::NotFound)
+            }
+        }
+    }
+
     /// The recipient has taken the case: `forwarded` goes back to the sender.
     pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
@@ -391,9 +425,13 @@ impl Gateway {
             .store
             .inbox_item(packet_id)
             .await?
-            .filter(|item| item.recipient_org == principal.org.as_str() && LISTED.contains(&item.state.as_str()) && item.packet_type == "referral");
+            .filter(|item| {
+                item.recipient_org == principal.org.as_str()
+                    && (LISTED.contains(&item.state.as_str()) || item.state == "erasure_confirmed")
+                    && item.packet_type == "referral"
+            });
         if let Some(item) = &candidate
-            && item.state == "erased"
+            && (item.state == "erased" || item.state == "erasure_confirmed")
         {
             // 410 only for a case its recipient could see; any other is absent.
             if item.visible_seq.is_some() {

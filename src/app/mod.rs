@@ -104,6 +104,9 @@ pub enum AppError {
     /// The case's key was destroyed: what was sealed under it is gone.
     #[error("the case was erased")]
     Erased,
+    /// An erasure was confirmed for a case that was not erased.
+    #[error("the case was not erased")]
+    NotErased,
     #[error("internal: {0}")]
     Internal(String),
 }

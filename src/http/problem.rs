@@ -144,6 +144,12 @@ impl From<AppError> for Problem {
                 Problem::new(status, cause.code(), "Packet refused", cause.to_string())
             }
             AppError::Erased => Problem::new(StatusCode::GONE, "erased", "Erased", "This case was erased; nothing of it can be read any more."),
+            AppError::NotErased => Problem::new(
+                StatusCode::CONFLICT,
+                "not-erased",
+                "Not erased",
+                "The sender has not withdrawn this case; there is no erasure to confirm.",
+            ),
             AppError::NotFederated => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-federated", "Not federated", "This gateway takes no packets.")
             }

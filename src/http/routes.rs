@@ -139,6 +139,10 @@ pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Calle
     Ok(Json(state.gateway.inbox_case(&caller, &packet_id).await?))
 }
 
+pub async fn confirm_erasure(State(state): State<AppState>, Caller(caller): Caller, Path(packet_id): Path<String>) -> Result<Json<Value>> {
+    Ok(Json(state.gateway.confirm_erasure(&caller, &packet_id).await?))
+}
+
 pub async fn acknowledge(State(state): State<AppState>, Caller(caller): Caller, Path(packet_id): Path<String>) -> Result<Json<Value>> {
     Ok(Json(state.gateway.acknowledge(&caller, &packet_id).await?))
 }

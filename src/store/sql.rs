@@ -346,7 +346,7 @@ macro_rules! sql_store {
                 let status: Option<String> =
                     sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
                 match status.as_deref() {
-                    None | Some("withdrawn") | Some("erased_at_gateway") => return Ok(None),
+                    None | Some("withdrawn") | Some("erased_at_gateway") | Some("erasure_confirmed") => return Ok(None),
                     Some(_) => {}
                 }
                 // Read and stopped in the same transaction: no attempt can make a
@@ -387,10 +387,15 @@ macro_rules! sql_store {
                 reasons: &[String],
                 at_ms: i64,
             ) -> Result<(), sqlx::Error> {
-                // After a withdrawal only the erasure's own steps move the status; anything else is recorded in the timeline.
+                // After a withdrawal only the erasure's own steps move the status, and only
+                // forward (the two confirmations may arrive in either order); anything else
+                // is recorded in the timeline alone.
                 sqlx::query(
-                    "UPDATE referrals SET status = $1 WHERE id = $2 \
-                     AND (status NOT IN ('withdrawn', 'erased_at_gateway') OR $1 IN ('erased_at_gateway'))",
+                    "UPDATE referrals SET status = $1 WHERE id = $2 AND CASE status \
+                       WHEN 'withdrawn' THEN $1 IN ('erased_at_gateway', 'erasure_confirmed') \
+                       WHEN 'erased_at_gateway' THEN $1 = 'erasure_confirmed' \
+                       WHEN 'erasure_confirmed' THEN FALSE \
+                       ELSE TRUE END",
                 )
                 .bind(status)
                 .bind(referral_id)
@@ -450,7 +455,7 @@ macro_rules! sql_store {
                     sqlx::query(
                         "UPDATE inbox SET state = 'erased', sealed = $1, settled_ms = $2, \
                          visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
-                         WHERE packet_id = $3 AND state <> 'erased'",
+                         WHERE packet_id = $3 AND state NOT IN ('erased', 'erasure_confirmed')",
                     )
                         .bind(Vec::<u8>::new())
                         .bind(change.at_ms)

@@ -303,6 +303,31 @@ async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_
     assert_eq!(ack.status, 410, "{}", ack.text);
     let report = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/status"))).json(&json!({ "status": "accepted" }))).await;
     assert_eq!(report.status, 410, "no progress to report on an erased case: {}", report.text);
+
+    // The organisation erased its own copy and says so; the sender sees it.
+    let confirm = |who: Who| send(client_for(who).post(nga.url(&format!("/v1/inbox/{packet_id}/erasure-confirmed"))));
+    assert_eq!(confirm(Who::Foreign).await.status, 403, "only a recipient confirms");
+    let confirmed = confirm(Who::NgaHealth).await;
+    assert_eq!((confirmed.status, &confirmed.body["state"]), (200, &json!("erasure_confirmed")), "{}", confirmed.text);
+    assert_eq!(confirm(Who::NgaHealth).await.status, 200, "idempotent");
+    wait_for("the organisation's confirmation at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "erasure_confirmed" }).await;
+    let steps = timeline(&ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body);
+    assert_eq!(steps.iter().filter(|s| *s == "erasure_confirmed").count(), 1, "{steps:?}");
+    assert_eq!(nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.status, 410);
+    assert_eq!(nga.get(Who::NgaHealth, &format!("/v1/inbox?cursor={cursor}")).await.body["items"].as_array().unwrap().len(), 0, "no longer listed");
+
+    // A live case has nothing to confirm.
+    let live = submitted(&federation, "withdraw-test-0002").await;
+    wait_for("the second case in the inbox", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.iter().any(|i| i["state"] == "available"))
+    })
+    .await;
+    let items = nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].clone();
+    let live_packet = items.as_array().unwrap().iter().find(|i| i["state"] == "available").unwrap()["packet_id"].as_str().unwrap().to_owned();
+    let early = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{live_packet}/erasure-confirmed")))).await;
+    assert_eq!(early.status, 409, "{}", early.text);
+    assert!(early.body["type"].as_str().unwrap().ends_with("/not-erased"));
+    assert_ne!(status_of(ita, Who::IomRome, &live).await, "erasure_confirmed");
 }
 
 async fn a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival(backend: Backend) {
