@@ -67,10 +67,18 @@ pub struct FederationConfig {
     /// Time allowed for one send, connection included, in seconds.
     #[serde(default = "default_send_timeout")]
     pub send_timeout_seconds: u64,
+    /// How long a receiving gateway has to confirm an erasure before the
+    /// sender shows it as overdue.
+    #[serde(default = "default_erasure_deadline")]
+    pub erasure_deadline_hours: u64,
     /// PEM file of certificate authorities trusted for recipients' webhooks,
     /// besides the usual public ones (a national PKI, say).
     #[serde(default)]
     pub webhook_ca_file: Option<PathBuf>,
+}
+
+fn default_erasure_deadline() -> u64 {
+    72
 }
 
 fn default_delivery_hours() -> u64 {
@@ -389,6 +397,9 @@ impl GatewayConfig {
             }
             if !(10..=60_000).contains(&federation.poll_millis) {
                 return invalid("federation.poll_millis", "must be between 10 and 60000");
+            }
+            if !(1..=720).contains(&federation.erasure_deadline_hours) {
+                return invalid("federation.erasure_deadline_hours", "must be between 1 and 720");
             }
             if !(1..=600).contains(&federation.send_timeout_seconds) {
                 return invalid("federation.send_timeout_seconds", "must be between 1 and 600");

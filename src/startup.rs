@@ -213,6 +213,7 @@ fn delivery_settings(federation: &FederationConfig) -> DeliverySettings {
         backoff: Backoff { first: Duration::from_secs(federation.retry_first_seconds), max: Duration::from_secs(federation.retry_max_seconds) },
         // A claim must outlast the slowest send, or another replica takes the entry meanwhile.
         lease: Duration::from_secs(2 * federation.send_timeout_seconds + 30).max(DeliverySettings::default().lease),
+        erasure_deadline: Duration::from_secs(federation.erasure_deadline_hours * 3600),
         ..DeliverySettings::default()
     }
 }

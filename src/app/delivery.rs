@@ -31,6 +31,9 @@ pub struct DeliverySettings {
     pub lease: Duration,
     /// Most entries one worker claims at a time.
     pub batch: i64,
+    /// How long after a withdrawal the receiving gateway has to confirm its
+    /// erasure before the sender shows it as overdue.
+    pub erasure_deadline: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -40,6 +43,7 @@ impl Default for DeliverySettings {
             backoff: Backoff { first: Duration::from_secs(2), max: Duration::from_secs(600) },
             lease: Duration::from_secs(120),
             batch: 64,
+            erasure_deadline: Duration::from_secs(72 * 3600),
         }
     }
 }

@@ -11,7 +11,8 @@ use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
-use crate::store::{NewOutboxEntry, NewReferral, StoredReferral, Write, Written};
+use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
+use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +221,9 @@ impl Gateway {
             return Err(AppError::NotFound);
         };
         let timeline = self.store.timeline(&referral.id).await?;
-        let delivery = self.store.delivery(&referral.id).await?.map(|d| {
+        let record = self.store.delivery(&referral.id).await?;
+        let erasure = self.erasure_view(&timeline, record.as_ref(), now);
+        let delivery = record.map(|d| {
             json!({
                 "state": d.state,
                 "attempts": d.attempts,
@@ -232,6 +235,23 @@ impl Gateway {
         });
         self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "ok").referral(&referral.id)).await?;
         let decision: Value = serde_json::from_str(&referral.decision).unwrap_or(Value::Null);
+        let mut shown: Vec<Value> = timeline
+            .iter()
+            .map(|t| {
+                if t.reasons.is_empty() {
+                    json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })
+                } else {
+                    json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms), "reason_codes": t.reasons })
+                }
+            })
+            .collect();
+        if let Some(progress) = &erasure
+            && progress.state == ErasureState::Overdue
+            && let Some(due_by) = progress.due_by
+        {
+            // Shown, not stored: it ends when the confirmation comes.
+            shown.push(json!({ "status": "erasure_overdue", "at": millis_to_rfc3339(due_by.timestamp_millis()) }));
+        }
         Ok(json!({
             "referral_id": referral.id,
             "status": referral.status,
@@ -242,18 +262,23 @@ impl Gateway {
             "handover": referral.handover,
             "policy_version": referral.policy_version,
             "decision": decision,
-            "timeline": timeline
-                .iter()
-                .map(|t| {
-                    if t.reasons.is_empty() {
-                        json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })
-                    } else {
-                        json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms), "reason_codes": t.reasons })
-                    }
-                })
-                .collect::<Vec<_>>(),
+            "timeline": shown,
             "delivery": delivery,
+            "erasure": erasure.map(|p| json!({
+                "state": p.state,
+                "due_by": p.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())),
+            })),
         }))
+    }
+
+    /// After a withdrawal: where the erasure it asked for stands.
+    fn erasure_view(&self, timeline: &[TimelineEntry], delivery: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Option<ErasureProgress> {
+        let withdrawn = timeline.iter().find(|t| t.status == "withdrawn")?;
+        let withdrawn_at = DateTime::<Utc>::from_timestamp_millis(withdrawn.at_ms)?;
+        let steps: Vec<&str> = timeline.iter().map(|t| t.status.as_str()).collect();
+        let packet_left = delivery.is_some_and(|d| d.packet_id.is_some());
+        let deadline = chrono::Duration::from_std(self.delivery.erasure_deadline).unwrap_or(chrono::Duration::MAX);
+        Some(erasure_progress(withdrawn_at, packet_left, &steps, deadline, now))
     }
 }
 

@@ -22,6 +22,7 @@ on_both_backends!(
     a_status_with_free_text_or_from_another_gateway_changes_nothing,
     a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_confirmed,
     a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival,
+    a_withdrawal_while_the_peer_is_down_is_overdue_until_the_peer_erases,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -311,8 +312,10 @@ async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_
     assert_eq!((confirmed.status, &confirmed.body["state"]), (200, &json!("erasure_confirmed")), "{}", confirmed.text);
     assert_eq!(confirm(Who::NgaHealth).await.status, 200, "idempotent");
     wait_for("the organisation's confirmation at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "erasure_confirmed" }).await;
-    let steps = timeline(&ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body);
+    let confirmed_view = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    let steps = timeline(&confirmed_view);
     assert_eq!(steps.iter().filter(|s| *s == "erasure_confirmed").count(), 1, "{steps:?}");
+    assert_eq!(confirmed_view["erasure"]["state"], "confirmed");
     assert_eq!(nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.status, 410);
     assert_eq!(nga.get(Who::NgaHealth, &format!("/v1/inbox?cursor={cursor}")).await.body["items"].as_array().unwrap().len(), 0, "no longer listed");
 
@@ -353,4 +356,38 @@ async fn a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival(ba
     // The recipient never sees it, not even as erased.
     assert_eq!(nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"], json!([]));
     assert_eq!(nga.get(Who::NgaHealth, "/v1/inbox/late-referral-1").await.status, 404);
+}
+
+async fn a_withdrawal_while_the_peer_is_down_is_overdue_until_the_peer_erases(backend: Backend) {
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let id = submitted(&federation, "withdraw-down-0001").await;
+    wait_for("the case in the recipient's inbox", LIMIT, || async {
+        federation.peer("NGA").get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
+    })
+    .await;
+    federation.stop_peer("NGA").await;
+    let ita = federation.peer("ITA");
+    let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{id}/consent-withdrawal"))).json(&json!({}))).await;
+    assert_eq!(withdrawn.body["peer_notified"], true, "{}", withdrawn.text);
+    let view = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    assert_eq!(view["erasure"]["state"], "requested", "{view}");
+    let due_by = view["erasure"]["due_by"].as_str().unwrap().to_owned();
+
+    // Past the deadline (72 hours by default) with the peer still down: overdue.
+    federation.clock.advance(chrono::Duration::hours(73));
+    let view = federation.peer("ITA").get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    assert_eq!(view["erasure"]["state"], "overdue", "{view}");
+    let last = view["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last, json!({ "status": "erasure_overdue", "at": due_by }));
+
+    // The peer comes back: the withdrawal is delivered, the case erased, and it is overdue no longer.
+    federation.start_peer("NGA", true).await;
+    let ita = federation.peer("ITA");
+    wait_for("the erasure at the peer", LIMIT, || async {
+        ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body["erasure"]["state"] == "erased_at_gateway"
+    })
+    .await;
+    let steps = timeline(&ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body);
+    assert!(!steps.contains(&"erasure_overdue".to_owned()), "{steps:?}");
+    assert!(steps.contains(&"withdrawal_delivered".to_owned()), "{steps:?}");
 }

@@ -210,6 +210,7 @@ async fn a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves(back
     assert_eq!(followed.body["status"], "withdrawn");
     let timeline: Vec<&str> = followed.body["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
     assert_eq!(timeline, ["queued", "withdrawn"]);
+    assert_eq!(followed.body["erasure"], json!({ "state": "nothing_sent", "due_by": null }));
 
     // Again: the same answer, nothing done twice.
     let again = app.post_json(Who::IomRome, &path, &json!({})).await;
