@@ -69,8 +69,9 @@ pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     ));
     demo.assisted_voluntary_return().await?;
     demo.asylum_firewall().await?;
-    demo.family_tracing().await?;
+    let tracing = demo.family_tracing().await?;
     demo.tampered_packet().await?;
+    demo.consent_withdrawn(&tracing).await?;
     demo.audit_chains().await?;
     demo.say(&format!("All steps behaved as the federation promises ({:.1} s).", demo.started.elapsed().as_secs_f64()));
     if keep_running {
@@ -249,7 +250,8 @@ impl Demo {
         Ok(())
     }
 
-    async fn family_tracing(&self) -> Result<(), DemoError> {
+    /// Returns the tracing referral's id and its packet id at the Guinean gateway.
+    async fn family_tracing(&self) -> Result<(String, String), DemoError> {
         self.say("3. Family tracing, Italy -> Guinea. An unaccompanied girl's tracing request goes to the Guinean Red Cross.");
         let (status, answer) = self.submit("unaccompanied_girl_tracing", "gin-red-cross", "demo-tracing-001", false).await?;
         if status != 202 {
@@ -269,6 +271,32 @@ impl Demo {
         let referral = self.wait_for_status(&id, "closed").await?;
         let last = at(&referral, "/timeline").as_array().and_then(|t| t.last()).cloned().unwrap_or(Value::Null);
         println!("   The Red Cross answered: {} with reason {} (codes only: no free text crosses the border).", at(&last, "/status"), at(&last, "/reason_codes"));
+        Ok((id, packet_id))
+    }
+
+    async fn consent_withdrawn(&self, (id, packet_id): &(String, String)) -> Result<(), DemoError> {
+        self.say("5. Consent withdrawn. The girl's guardian withdraws consent for the tracing request; Italy erases its copy and asks Guinea to erase theirs.");
+        let (code, answer) = self.call("iom-rome", "ITA", reqwest::Method::POST, &format!("/v1/referrals/{id}/consent-withdrawal"), Some(&json!({}))).await?;
+        if code != 200 || at(&answer, "/peer_notified") != &json!(true) {
+            return Err(step_failed(format!("withdrawing: HTTP {code} {answer}")));
+        }
+        println!("   Italy destroyed the case's own key (its payload is unreadable in every copy of its database) and sent a signed withdrawal.");
+        self.wait_for_status(id, "erased_at_gateway").await?;
+        println!("   The Guinean gateway destroyed its key for the case and confirmed, signed: erased_at_gateway.");
+        let items = self.inbox("gin-red-cross", "GIN", 1).await?;
+        let listed = items.iter().find(|i| at(i, "/packet_id").as_str() == Some(packet_id.as_str())).map(|i| at(i, "/state").clone());
+        let (read, _) = self.call("gin-red-cross", "GIN", reqwest::Method::GET, &format!("/v1/inbox/{packet_id}"), None).await?;
+        if listed != Some(json!("erased")) || read != 410 {
+            return Err(step_failed(format!("the Red Cross sees the case as {listed:?}, reading it gives HTTP {read}")));
+        }
+        println!("   The Red Cross's inbox lists the case as erased; reading it now answers HTTP 410.");
+        let (code, _) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/erasure-confirmed"), None).await?;
+        if code != 200 {
+            return Err(step_failed(format!("confirming the erasure: HTTP {code}")));
+        }
+        let referral = self.wait_for_status(id, "erasure_confirmed").await?;
+        let timeline: Vec<String> = at(&referral, "/timeline").as_array().map(|t| t.iter().filter_map(|e| at(e, "/status").as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        println!("   The Red Cross erased its own copy and said so. Italy's timeline: {}; erasure {}.", timeline.join(" -> "), at(&referral, "/erasure/state"));
         Ok(())
     }
 
@@ -297,7 +325,7 @@ impl Demo {
     }
 
     async fn audit_chains(&self) -> Result<(), DemoError> {
-        self.say("5. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
+        self.say("6. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
         for gateway in &self.gateways {
             match crate::store::verify_audit_chain(gateway.app.gateway().store.as_ref()).await.map_err(step_failed)? {
                 Ok(chain) => println!("   {}: {} entries, intact (head {}).", gateway.country, chain.entries, chain.head.get(..16).unwrap_or_default()),

@@ -212,6 +212,10 @@ fn the_demo_runs_the_three_country_federation_and_exits_0() {
         "The immigration department's inbox at the Gambian gateway: empty",
         "The Red Cross answered: \"closed\" with reason [\"family_traced\"]",
         "Refused by the Gambian gateway: packet-undecryptable",
+        "The Guinean gateway destroyed its key for the case and confirmed, signed: erased_at_gateway",
+        "The Red Cross's inbox lists the case as erased; reading it now answers HTTP 410",
+        "-> closed -> withdrawn -> ",
+        "erasure_confirmed; erasure \"confirmed\"",
         "All steps behaved as the federation promises",
     ] {
         assert!(out.contains(line), "the narration lacks: {line}");
