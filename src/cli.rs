@@ -61,6 +61,23 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Reports for the data-protection officer.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Who holds what about a person: every referral about the subject this
+    /// gateway sent or refused, what went where, under which consent and
+    /// policy, what is still held where and what was erased when (JSON, as
+    /// `GET /v1/subjects/{subject_ref}/report`). Audited.
+    Subject {
+        /// The subject reference, as the sending organisation gave it.
+        subject_ref: String,
+        #[arg(long, env = "RGW_CONFIG_FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +207,7 @@ pub fn run() -> ExitCode {
         Command::Directory(DirectoryCommand::Sign { key, input, out }) => directory_sign(&key, &input, &out),
         Command::Directory(DirectoryCommand::Verify { coordinator, signed }) => directory_verify(&coordinator, &signed),
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config),
+        Command::Report(ReportCommand::Subject { subject_ref, config }) => report_subject(&subject_ref, &config),
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
             let schema = match which {
@@ -269,6 +287,33 @@ fn audit_verify(config_path: &Path) -> Result<ExitCode, CliError> {
                 Ok(ExitCode::FAILURE)
             }
         }
+    })
+}
+
+fn report_subject(subject_ref: &str, config_path: &Path) -> Result<ExitCode, CliError> {
+    // Checked as the API checks it, and never repeated: it may be a name typed by mistake.
+    let subject_ref = crate::domain::SubjectRef::parse(subject_ref)
+        .map(String::from)
+        .map_err(|_| usage("subject_ref must be an opaque reference (8 to 64 characters, with a digit)"))?;
+    let config = load_config(config_path)?;
+    if let Some(path) = crate::config::sqlite_path(&config.database.url)
+        && !Path::new(path).is_file()
+    {
+        return Err(CliError::Usage(format!("database.url: no database file at {path}")));
+    }
+    let keys = crate::crypto::at_rest::KeyRing::load(&config.keys.dir).map_err(usage)?;
+    let deadline_hours = config.federation.as_ref().map_or(72, |f| f.erasure_deadline_hours);
+    runtime()?.block_on(async {
+        let store = crate::store::open(&config.database).await.map_err(usage)?;
+        let subject_key = keys.index("subject", subject_ref.as_bytes());
+        let records = crate::app::subject_report::subject_records(store.as_ref(), &subject_key).await.map_err(usage)?;
+        let now = chrono::Utc::now();
+        let actor = crate::audit::Actor { org: None, subject: "cli:report".to_owned() };
+        let event = crate::audit::AuditEvent::new(now, actor, crate::audit::Action::SubjectReport, "ok").subject_key(subject_key);
+        store.write_batch(&[crate::store::Write::Audit(event)]).await.map_err(usage)?;
+        let report = crate::app::subject_report::subject_report(&subject_ref, &records, chrono::Duration::hours(i64::try_from(deadline_hours).unwrap_or(72)), now);
+        print(&serde_json::to_string_pretty(&report)?)?;
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -12,6 +12,7 @@ pub mod policies;
 pub mod pushing;
 pub mod queries;
 pub mod referrals;
+pub mod subject_report;
 pub mod vault;
 pub mod withdrawal;
 

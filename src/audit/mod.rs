@@ -47,6 +47,9 @@ pub enum Action {
     /// The sender withdrew the person's consent for a referral.
     #[serde(rename = "consent.withdraw")]
     ConsentWithdraw,
+    /// A DPO or auditor read a subject report (through the API or the command line).
+    #[serde(rename = "subject.report")]
+    SubjectReport,
 }
 
 impl Action {
@@ -65,6 +68,7 @@ impl Action {
         Action::InboxRead,
         Action::InboxUpdate,
         Action::ConsentWithdraw,
+        Action::SubjectReport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,7 @@ impl Action {
             Action::InboxRead => "inbox.read",
             Action::InboxUpdate => "inbox.update",
             Action::ConsentWithdraw => "consent.withdraw",
+            Action::SubjectReport => "subject.report",
         }
     }
 

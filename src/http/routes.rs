@@ -110,6 +110,12 @@ pub async fn get_disclosures(
     Ok(Json(state.gateway.disclosures(&caller, &subject_ref).await?))
 }
 
+pub async fn get_subject_report(State(state): State<AppState>, Caller(caller): Caller, Path(subject): Path<String>) -> Result<Json<Value>> {
+    state.gateway.require(&caller, &[Role::Dpo, Role::Auditor]).await?;
+    let subject_ref = subject_ref(&subject)?;
+    Ok(Json(state.gateway.subject_report(&caller, &subject_ref).await?))
+}
+
 /// A subject reference as the sender gives it; anything else (a name typed
 /// by mistake) is refused without being repeated.
 fn subject_ref(value: &str) -> Result<String> {

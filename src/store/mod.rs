@@ -360,6 +360,25 @@ pub struct DisclosureRow {
     pub created_ms: i64,
 }
 
+/// A referral about one subject, with where its delivery stands: what a
+/// subject report is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectReferral {
+    pub referral_id: String,
+    pub sender_org: String,
+    pub destination_org: String,
+    pub destination_country: Option<String>,
+    pub purpose: String,
+    pub outcome: String,
+    pub decision: String,
+    pub consent: String,
+    pub policy_version: String,
+    pub status: String,
+    pub created_ms: i64,
+    /// The referral's outbox entry, if it was allowed.
+    pub delivery: Option<DeliveryRecord>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Writes a batch in one transaction; results in the batch's order.
@@ -383,6 +402,9 @@ pub trait Store: Send + Sync + 'static {
     async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     /// Whether `issuer` withdrew the referral packet `packet_id` (see [`InboxChange::withdraws`]).
     async fn is_withdrawn(&self, packet_id: &str, issuer: &str) -> Result<bool, StoreError>;
+    /// Every referral about the subject whose keyed reference is
+    /// `subject_key`, allowed or denied, oldest first; nothing of any other subject.
+    async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError>;
     async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError>;
     /// Claims up to `limit` cases due for a push to their recipient's
     /// webhook, moving them `lease_ms` ahead (as [`Store::claim_deliveries`]).

@@ -16,7 +16,7 @@ use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, DisclosureRow, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
-    NewReply, NewWithdrawal, PolicyVersionRecord, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, TimelineEntry, Write,
+    NewReply, NewWithdrawal, PolicyVersionRecord, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written,
 };
 use crate::audit::{AuditEvent, AuditRecord};
@@ -892,6 +892,50 @@ macro_rules! sql_store {
                 query.push(" ORDER BY seq LIMIT ").push_bind(filter.limit);
                 let rows = query.build().fetch_all(&self.pool).await?;
                 rows.iter().map(Self::audit_from_row).collect()
+            }
+
+            async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT r.id, r.sender_org, r.destination_org, r.destination_country, r.purpose, r.outcome, r.decision, r.consent, \
+                            r.policy_version, r.status, r.created_ms, \
+                            o.state, o.attempts, o.packet_id, o.packet, o.receipt, o.last_error \
+                     FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
+                     WHERE r.subject_key = $1 ORDER BY r.created_ms, r.id",
+                )
+                .bind(subject_key)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        let state: Option<String> = row.try_get("state")?;
+                        let delivery = match state {
+                            Some(state) => Some(DeliveryRecord {
+                                state,
+                                attempts: row.try_get("attempts")?,
+                                packet_id: row.try_get("packet_id")?,
+                                packet: row.try_get("packet")?,
+                                receipt: row.try_get("receipt")?,
+                                last_error: row.try_get("last_error")?,
+                            }),
+                            None => None,
+                        };
+                        Ok(SubjectReferral {
+                            referral_id: row.try_get("id")?,
+                            sender_org: row.try_get("sender_org")?,
+                            destination_org: row.try_get("destination_org")?,
+                            destination_country: row.try_get("destination_country")?,
+                            purpose: row.try_get("purpose")?,
+                            outcome: row.try_get("outcome")?,
+                            decision: row.try_get("decision")?,
+                            consent: row.try_get("consent")?,
+                            policy_version: row.try_get("policy_version")?,
+                            status: row.try_get("status")?,
+                            created_ms: row.try_get("created_ms")?,
+                            delivery,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?)
             }
 
             async fn disclosures(&self, subject_key: &str) -> Result<Vec<DisclosureRow>, StoreError> {

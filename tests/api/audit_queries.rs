@@ -7,7 +7,12 @@ use serde_json::{json, Value};
 use crate::helpers::{fixture, personal_values, spawn_app, subject_refs, variant, Backend, TestApp, Who};
 use crate::on_both_backends;
 
-on_both_backends!(audit_filters, audit_paging_walks_every_entry_once, disclosures_list_what_went_where);
+on_both_backends!(
+    audit_filters,
+    audit_paging_walks_every_entry_once,
+    disclosures_list_what_went_where,
+    a_subject_report_tells_who_holds_what_and_nothing_of_anyone_else,
+);
 
 const RETURNEE: &str = "returnee_hiv_reintegration";
 
@@ -265,4 +270,79 @@ async fn disclosures_list_what_went_where(backend: Backend) {
     let (about, _) = audit(&app, &[("subject_ref", &subject_ref)]).await;
     let actions: Vec<&str> = about.iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["referral.submit", "referral.submit", "referral.submit", "disclosures.read", "disclosures.read"]);
+}
+
+async fn a_subject_report_tells_who_holds_what_and_nothing_of_anyone_else(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let subject_ref = fixture(RETURNEE)["subject_ref"].as_str().unwrap().to_owned();
+    let kept = app.submit(Who::IomRome, &variant(RETURNEE, "report-health", Some("nga-health-lagos"))).await;
+    let withdrawn = app.submit(Who::IomRome, &variant(RETURNEE, "report-employment", Some("nga-employment-service"))).await;
+    let denied = app.submit(Who::IomRome, &variant(RETURNEE, "report-immigration", Some("gmb-immigration"))).await;
+    assert_eq!((kept.status, withdrawn.status, denied.status), (202, 202, 422));
+    let withdrawn_id = withdrawn.body["referral_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.post_json(Who::IomRome, &format!("/v1/referrals/{withdrawn_id}/consent-withdrawal"), &json!({})).await.status, 200);
+    // Another person's referral.
+    let other = app.submit(Who::ItaNrm, &fixture("trafficking_victim_reintegration")).await;
+    assert_eq!(other.status, 202);
+    let other_ref = fixture("trafficking_victim_reintegration")["subject_ref"].as_str().unwrap().to_owned();
+
+    let path = format!("/v1/subjects/{subject_ref}/report");
+    assert_eq!(app.get(Who::IomRome, &path).await.status, 403, "a submitter does not read reports");
+    for who in [Who::Dpo, Who::Auditor] {
+        let reply = app.get(who, &path).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.body["subject_ref"], subject_ref.as_str());
+        let referrals = reply.body["referrals"].as_array().unwrap();
+        assert_eq!(referrals.len(), 3, "allowed, withdrawn and denied: {}", reply.text);
+        let by_id = |id: &Value| referrals.iter().find(|r| r["referral_id"] == *id).unwrap().clone();
+        let held = |r: &Value| (r["held"]["this_gateway"].as_str().unwrap().to_owned(), r["held"]["recipient_gateway"].as_str().unwrap().to_owned());
+
+        let kept_report = by_id(&kept.body["referral_id"]);
+        assert_eq!(held(&kept_report), ("payload_sealed".to_owned(), "nothing".to_owned()));
+        let sent: Vec<&str> = kept.body["decision"]["sent"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(kept_report["categories"]["sent"], json!(sent));
+        assert_eq!(kept_report["policy_version"], kept.body["decision"]["policy_version"]);
+        assert_eq!(kept_report["consent"]["given_by"], "subject");
+
+        let withdrawn_report = by_id(&withdrawn.body["referral_id"]);
+        assert_eq!(held(&withdrawn_report), ("erased".to_owned(), "nothing".to_owned()));
+        assert_eq!(withdrawn_report["erased"][0]["where"], "this_gateway");
+        assert_eq!(withdrawn_report["erasure"]["state"], "nothing_sent");
+
+        let denied_report = by_id(&denied.body["referral_id"]);
+        assert_eq!(denied_report["outcome"], "deny");
+        assert_eq!(held(&denied_report).0, "decision_only");
+        assert_eq!(denied_report["reason_codes"], denied.body["reason_codes"], "{denied_report}");
+        assert!(!denied_report["reason_codes"].as_array().unwrap().is_empty());
+
+        // Nothing of anyone else, and nothing personal.
+        assert!(!reply.text.contains(other.body["referral_id"].as_str().unwrap()));
+        assert!(!reply.text.contains(&other_ref));
+        for value in personal_values() {
+            assert!(!reply.text.contains(&value), "a personal value is in the report");
+        }
+    }
+    assert_eq!(app.get(Who::Dpo, "/v1/subjects/Lamin%20Jallow/report").await.status, 400, "a name is not a reference");
+    let audited = app.count("audit_log WHERE action = 'subject.report' AND outcome = 'ok'").await;
+    assert_eq!(audited, 2);
+    assert_eq!(app.count(&format!("audit_log WHERE subject_key LIKE '%{subject_ref}%'")).await, 0, "audited under the keyed hash only");
+
+    // The same report at a terminal.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["report", "subject", &subject_ref, "--config"])
+        .arg(&app.config_path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["referrals"].as_array().unwrap().len(), 3);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(&other_ref));
+    assert_eq!(app.count("audit_log WHERE action = 'subject.report'").await, 3, "the terminal's report is audited too");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["report", "subject", "Lamin Jallow", "--config"])
+        .arg(&app.config_path)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&refused.stderr).contains("Lamin"), "the mistaken value is not repeated");
 }

@@ -1,0 +1,202 @@
+//! "Who holds what about this person": everything this gateway sent, or
+//! refused to send, about one subject, built from its own records and the
+//! signed receipts and confirmations it holds from peers. For the DPO and
+//! the auditor, through the API or at a terminal (`report subject`).
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::referrals::millis_to_rfc3339;
+use super::{AppError, Gateway};
+use crate::audit::{Action, AuditEvent};
+use crate::auth::{Principal, Role};
+use crate::domain::status::ReferralProgress;
+use crate::domain::withdrawal::{erasure_progress, ErasedBy};
+use crate::store::{Store, SubjectReferral, TimelineEntry};
+
+/// A subject's referrals with their timelines, as the store holds them.
+pub async fn subject_records(store: &dyn Store, subject_key: &str) -> Result<Vec<(SubjectReferral, Vec<TimelineEntry>)>, AppError> {
+    let mut records = Vec::new();
+    for referral in store.subject_referrals(subject_key).await? {
+        let timeline = store.timeline(&referral.referral_id).await?;
+        records.push((referral, timeline));
+    }
+    Ok(records)
+}
+
+/// The report itself, from the records alone: no IO, no clock read.
+pub fn subject_report(subject_ref: &str, records: &[(SubjectReferral, Vec<TimelineEntry>)], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> Value {
+    json!({
+        "subject_ref": subject_ref,
+        "generated_at": millis_to_rfc3339(now.timestamp_millis()),
+        "referrals": records.iter().map(|(referral, timeline)| referral_report(referral, timeline, erasure_deadline, now)).collect::<Vec<_>>(),
+    })
+}
+
+fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> Value {
+    let decision: Value = serde_json::from_str(&referral.decision).unwrap_or(Value::Null);
+    let keys = |member: &str| -> Vec<String> { decision.get(member).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default() };
+    let steps: Vec<&str> = timeline.iter().map(|t| t.status.as_str()).collect();
+    let first = |status: &str| timeline.iter().find(|t| t.status == status).map(|t| millis_to_rfc3339(t.at_ms));
+    let allowed = referral.outcome == "allow";
+    let packet_made = referral.delivery.as_ref().is_some_and(|d| d.packet_id.is_some());
+    let receipted = referral.delivery.as_ref().is_some_and(|d| d.receipt.is_some());
+    let withdrawn = steps.contains(&"withdrawn");
+
+    let here = if !allowed {
+        "decision_only"
+    } else if withdrawn {
+        "erased"
+    } else if referral.delivery.as_ref().is_some_and(|d| d.state == "pending") {
+        "payload_sealed"
+    } else {
+        "receipt_only"
+    };
+    let at_gateway = if !packet_made {
+        "nothing"
+    } else if steps.contains(&ErasedBy::Gateway.timeline_status()) {
+        "erased"
+    } else if steps.contains(&ReferralProgress::Refused.as_str()) {
+        "refused_at_screening"
+    } else if receipted {
+        "held"
+    } else {
+        // Made and perhaps sent, never receipted: it may have arrived.
+        "unknown"
+    };
+    let taken = steps.iter().any(|s| {
+        *s == ReferralProgress::Forwarded.as_str() || ReferralProgress::REPORTED_BY_RECIPIENTS.iter().any(|p| p.as_str() == *s)
+    });
+    let at_organisation = if steps.contains(&ErasedBy::Organisation.timeline_status()) {
+        "erasure_confirmed"
+    } else if taken {
+        "taken"
+    } else {
+        "not_taken"
+    };
+    let erased: Vec<Value> = [("withdrawn", "this_gateway"), ("erased_at_gateway", "recipient_gateway"), ("erasure_confirmed", "recipient_organisation")]
+        .iter()
+        .filter_map(|(status, place)| first(status).map(|at| json!({ "where": place, "at": at })))
+        .collect();
+    let erasure = timeline.iter().find(|t| t.status == "withdrawn").and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.at_ms)).map(|at| {
+        let progress = erasure_progress(at, packet_made, &steps, erasure_deadline, now);
+        json!({ "state": progress.state, "due_by": progress.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())) })
+    });
+
+    json!({
+        "referral_id": referral.referral_id,
+        "sender_org": referral.sender_org,
+        "recipient": { "org": referral.destination_org, "country": referral.destination_country },
+        "purpose": referral.purpose,
+        "submitted_at": millis_to_rfc3339(referral.created_ms),
+        "outcome": referral.outcome,
+        "reason_codes": decision.get("deny_reasons").cloned().unwrap_or(json!([])),
+        "policy_version": referral.policy_version,
+        "consent": serde_json::from_str::<Value>(&referral.consent).unwrap_or(Value::Null),
+        "categories": { "sent": keys("sent"), "withheld": keys("withheld") },
+        "delivery": referral.delivery.as_ref().map(|d| json!({
+            "state": d.state,
+            "packet_id": d.packet_id,
+            "delivered_at": first("delivered"),
+            // The receiving gateway's signed receipt: proof of what it took.
+            "receipt": d.receipt,
+        })),
+        "held": { "this_gateway": here, "recipient_gateway": at_gateway, "recipient_organisation": at_organisation },
+        "erased": erased,
+        "erasure": erasure,
+        "status": referral.status,
+        "timeline": timeline.iter().map(|t| json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })).collect::<Vec<_>>(),
+    })
+}
+
+impl Gateway {
+    /// The subject report (role dpo or auditor); audited with the keyed subject reference.
+    pub async fn subject_report(&self, principal: &Principal, subject_ref: &str) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Dpo, Role::Auditor]).await?;
+        let subject_key = self.subject_key(subject_ref);
+        let records = subject_records(self.store.as_ref(), &subject_key).await?;
+        let now = self.now();
+        self.audit(AuditEvent::new(now, principal.actor(), Action::SubjectReport, "ok").subject_key(subject_key)).await?;
+        let deadline = chrono::Duration::from_std(self.delivery.erasure_deadline).unwrap_or(chrono::Duration::MAX);
+        Ok(subject_report(subject_ref, &records, deadline, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DeliveryRecord;
+    use chrono::TimeZone;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+    }
+
+    fn referral(outcome: &str, delivery: Option<(&str, bool, bool)>) -> SubjectReferral {
+        SubjectReferral {
+            referral_id: "r1".to_owned(),
+            sender_org: "ita-iom-rome".to_owned(),
+            destination_org: "gmb-iom-banjul".to_owned(),
+            destination_country: Some("GMB".to_owned()),
+            purpose: "return".to_owned(),
+            outcome: outcome.to_owned(),
+            decision: r#"{"outcome":"allow","sent":{"identity":{},"contact":{}},"withheld":{"asylum":["purpose_baseline"]}}"#.to_owned(),
+            consent: "{}".to_owned(),
+            policy_version: "sha256:0".to_owned(),
+            status: "queued".to_owned(),
+            created_ms: at(0).timestamp_millis(),
+            delivery: delivery.map(|(state, packet, receipt)| DeliveryRecord {
+                state: state.to_owned(),
+                attempts: 1,
+                packet_id: packet.then(|| "p-1".to_owned()),
+                packet: None,
+                receipt: receipt.then(|| "receipt".to_owned()),
+                last_error: None,
+            }),
+        }
+    }
+
+    fn steps(list: &[(&str, i64)]) -> Vec<TimelineEntry> {
+        list.iter().map(|(status, minute)| TimelineEntry { status: (*status).to_owned(), at_ms: at(*minute).timestamp_millis(), reasons: Vec::new() }).collect()
+    }
+
+    fn held(report: &Value) -> (String, String, String) {
+        let held = &report["referrals"][0]["held"];
+        let text = |k: &str| held[k].as_str().unwrap().to_owned();
+        (text("this_gateway"), text("recipient_gateway"), text("recipient_organisation"))
+    }
+
+    fn report_of(referral: SubjectReferral, timeline: Vec<TimelineEntry>) -> Value {
+        subject_report("ITA-2026-000303", &[(referral, timeline)], chrono::Duration::hours(72), at(60))
+    }
+
+    #[test]
+    fn who_holds_what_follows_the_referral_through_delivery_and_erasure() {
+        let pending = report_of(referral("allow", Some(("pending", false, false))), steps(&[("queued", 0)]));
+        assert_eq!(held(&pending), ("payload_sealed".into(), "nothing".into(), "not_taken".into()));
+        assert_eq!(pending["referrals"][0]["categories"], json!({ "sent": ["identity", "contact"], "withheld": ["asylum"] }), "in the order the decision lists them");
+
+        let taken = report_of(referral("allow", Some(("delivered", true, true))), steps(&[("queued", 0), ("delivered", 1), ("forwarded", 2), ("accepted", 3)]));
+        assert_eq!(held(&taken), ("receipt_only".into(), "held".into(), "taken".into()));
+        assert_eq!(taken["referrals"][0]["delivery"]["delivered_at"], json!(millis_to_rfc3339(at(1).timestamp_millis())));
+
+        let in_doubt = report_of(referral("allow", Some(("pending", true, false))), steps(&[("queued", 0)]));
+        assert_eq!(held(&in_doubt).1, "unknown", "a packet made and not receipted may have arrived");
+
+        let refused = report_of(referral("allow", Some(("delivered", true, true))), steps(&[("queued", 0), ("delivered", 1), ("refused", 2)]));
+        assert_eq!(held(&refused).1, "refused_at_screening");
+
+        let erased = report_of(
+            referral("allow", Some(("withdrawn", true, true))),
+            steps(&[("queued", 0), ("delivered", 1), ("forwarded", 2), ("withdrawn", 10), ("withdrawal_delivered", 11), ("erased_at_gateway", 12), ("erasure_confirmed", 20)]),
+        );
+        assert_eq!(held(&erased), ("erased".into(), "erased".into(), "erasure_confirmed".into()));
+        let places: Vec<&str> = erased["referrals"][0]["erased"].as_array().unwrap().iter().map(|e| e["where"].as_str().unwrap()).collect();
+        assert_eq!(places, ["this_gateway", "recipient_gateway", "recipient_organisation"]);
+        assert_eq!(erased["referrals"][0]["erasure"]["state"], "confirmed");
+
+        let denied = report_of(referral("deny", None), steps(&[("denied", 0)]));
+        assert_eq!(held(&denied), ("decision_only".into(), "nothing".into(), "not_taken".into()));
+        assert_eq!(denied["referrals"][0]["erasure"], Value::Null);
+    }
+}
