@@ -16,18 +16,36 @@ impl Gateway {
     /// Withdraws the person's consent for a whole referral the caller's organisation sent.
     pub async fn withdraw_consent(&self, principal: &Principal, referral_id: &str, body: &Value) -> Result<Value, AppError> {
         self.require(principal, &[Role::Submitter]).await?;
-        if body.as_object().is_none_or(|fields| !fields.is_empty()) {
-            // Narrowing a consent (some categories, purposes or recipients) comes later.
-            return Err(AppError::Invalid(vec![FieldProblem {
-                field: "(body)".to_owned(),
-                problem: "must be {}: consent is withdrawn for the whole referral".to_owned(),
-            }]));
-        }
+        whole_withdrawal_only(body)?;
         let now = self.now();
         let Some(referral) = self.store.referral(referral_id).await?.filter(|r| r.sender_org == principal.org.as_str()) else {
             self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "not_found")).await?;
             return Err(AppError::NotFound);
         };
+        self.withdraw_one(principal, referral_id, referral.subject_key).await
+    }
+
+    /// Withdraws the person's consent for every referral about them that the
+    /// caller's organisation sent; one answer per referral, oldest first.
+    pub async fn withdraw_subject_consent(&self, principal: &Principal, subject_ref: &str, body: &Value) -> Result<Value, AppError> {
+        self.require(principal, &[Role::Submitter]).await?;
+        whole_withdrawal_only(body)?;
+        let subject_key = self.subject_key(subject_ref);
+        let mut answers = Vec::new();
+        for referral in self.store.subject_referrals(&subject_key).await? {
+            if referral.sender_org == principal.org.as_str() {
+                answers.push(self.withdraw_one(principal, &referral.referral_id, subject_key.clone()).await?);
+            }
+        }
+        if answers.is_empty() {
+            // Nothing this organisation sent about that person; audited, as a referral not found is.
+            self.audit(AuditEvent::new(self.now(), principal.actor(), Action::ConsentWithdraw, "not_found").subject_key(subject_key)).await?;
+        }
+        Ok(json!({ "subject_ref": subject_ref, "referrals": answers }))
+    }
+
+    async fn withdraw_one(&self, principal: &Principal, referral_id: &str, subject_key: String) -> Result<Value, AppError> {
+        let now = self.now();
         // Keys first: should anything below fail, the payload is already
         // unreadable, and a retry of this request finishes the rest.
         if let Some(payload) = self.store.sealed_payload(referral_id).await?
@@ -41,7 +59,7 @@ impl Gateway {
             deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
             packet_id,
         };
-        let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "withdrawn").referral(referral_id).subject_key(referral.subject_key);
+        let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "withdrawn").referral(referral_id).subject_key(subject_key);
         let write = Write::Withdraw { referral_id: referral_id.to_owned(), withdrawal, at_ms: now.timestamp_millis(), audit };
         match self.writer.write(write).await? {
             Written::Withdrawn { peer_notified, .. } => {
@@ -57,4 +75,15 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Narrowing a consent (some categories, purposes or recipients) comes later: the body must be `{}`.
+fn whole_withdrawal_only(body: &Value) -> Result<(), AppError> {
+    if body.as_object().is_some_and(serde_json::Map::is_empty) {
+        return Ok(());
+    }
+    Err(AppError::Invalid(vec![FieldProblem {
+        field: "(body)".to_owned(),
+        problem: "must be {}: consent is withdrawn for the whole referral".to_owned(),
+    }]))
 }

@@ -178,6 +178,19 @@ pub async fn withdraw_consent(
     Ok(Json(state.gateway.withdraw_consent(&caller, &id, &scope).await?))
 }
 
+pub async fn withdraw_subject_consent(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>> {
+    state.gateway.require(&caller, &[Role::Submitter]).await?;
+    let subject_ref = subject_ref(&subject)?;
+    let scope: Value = json_body(&headers, body, state.body_limit).await?;
+    Ok(Json(state.gateway.withdraw_subject_consent(&caller, &subject_ref, &scope).await?))
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

@@ -11,6 +11,7 @@ on_both_backends!(
     idempotency,
     a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed,
     a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves,
+    a_subjects_withdrawal_reaches_every_referral_the_organisation_sent_about_them,
 );
 
 async fn an_allowed_referral_is_queued_and_followed(backend: Backend) {
@@ -218,4 +219,44 @@ async fn a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves(back
     let audit = app.get(Who::Auditor, "/v1/audit?action=consent.withdraw").await;
     let outcomes: Vec<&str> = audit.body["entries"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == "withdrawn").count(), 1, "{}", audit.text);
+}
+
+async fn a_subjects_withdrawal_reaches_every_referral_the_organisation_sent_about_them(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let returnee = "returnee_hiv_reintegration";
+    let subject_ref = crate::helpers::fixture(returnee)["subject_ref"].as_str().unwrap().to_owned();
+    let mut ours = Vec::new();
+    for (key, to) in [("subject-w-health", "nga-health-lagos"), ("subject-w-employment", "nga-employment-service")] {
+        let reply = app.submit(Who::IomRome, &variant(returnee, key, Some(to))).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        ours.push(reply.body["referral_id"].as_str().unwrap().to_owned());
+    }
+    // The same person referred by another organisation, and another person: theirs to withdraw, not ours.
+    let by_other_org = app.submit(Who::ItaNrm, &variant(returnee, "subject-w-nrm", Some("nga-health-lagos"))).await;
+    let other_person = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "subject-w-other", None)).await;
+    assert_eq!((by_other_org.status, other_person.status), (202, 202));
+
+    let path = format!("/v1/subjects/{subject_ref}/consent-withdrawal");
+    assert_eq!(app.post_json(Who::Dpo, &path, &json!({})).await.status, 403);
+    assert_eq!(app.post_json(Who::IomRome, &path, &json!({ "purposes": ["return"] })).await.status, 400);
+    let reply = app.post_json(Who::IomRome, &path, &json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let answered: Vec<&str> = reply.body["referrals"].as_array().unwrap().iter().map(|r| r["referral_id"].as_str().unwrap()).collect();
+    assert_eq!(answered, ours.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(reply.body["referrals"].as_array().unwrap().iter().all(|r| r["status"] == "withdrawn" && r["peer_notified"] == false));
+    for id in &ours {
+        assert_eq!(app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body["status"], "withdrawn");
+    }
+    let untouched = [(Who::ItaNrm, &by_other_org), (Who::IomRome, &other_person)];
+    for (who, submitted) in untouched {
+        let id = submitted.body["referral_id"].as_str().unwrap();
+        assert_eq!(app.get(who, &format!("/v1/referrals/{id}")).await.body["status"], "queued");
+    }
+    // Again: the same referrals, nothing done twice; someone we sent nothing about: nothing.
+    let again = app.post_json(Who::IomRome, &path, &json!({})).await;
+    assert_eq!(again.body["referrals"].as_array().unwrap().len(), 2);
+    assert!(again.body["referrals"].as_array().unwrap().iter().all(|r| r.get("peer_notified").is_none()));
+    let nobody = app.post_json(Who::IomRome, "/v1/subjects/ITA-2026-999999/consent-withdrawal", &json!({})).await;
+    assert_eq!((nobody.status, &nobody.body["referrals"]), (200, &json!([])));
+    assert_eq!(app.post_json(Who::IomRome, "/v1/subjects/Lamin%20Jallow/consent-withdrawal", &json!({})).await.status, 400);
 }
