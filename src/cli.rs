@@ -73,8 +73,11 @@ enum ReportCommand {
     /// policy, what is still held where and what was erased when (JSON, as
     /// `GET /v1/subjects/{subject_ref}/report`). Audited.
     Subject {
-        /// The subject reference, as the sending organisation gave it.
-        subject_ref: String,
+        /// The subject reference, as the sending organisation gave it. Taken
+        /// as every word given, so that a name typed by mistake is refused
+        /// whole and never echoed.
+        #[arg(num_args = 1.., required = true)]
+        subject_ref: Vec<String>,
         #[arg(long, env = "RGW_CONFIG_FILE")]
         config: PathBuf,
     },
@@ -192,7 +195,17 @@ enum CliError {
 }
 
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(),
+        // clap's message would quote the offending word: for a subject
+        // report, that word may be part of a person's name.
+        Err(_) if names_report_subject(std::env::args().skip(1)) => {
+            eprintln!("error: usage: referral-gateway report subject <subject_ref> --config <file> (one opaque reference; nothing given is repeated)");
+            return ExitCode::from(2);
+        }
+        Err(error) => error.exit(),
+    };
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&dir),
         Command::Policy(PolicyCommand::Explain { referral, to, from, directory, policies, at }) => {
@@ -290,8 +303,17 @@ fn audit_verify(config_path: &Path) -> Result<ExitCode, CliError> {
     })
 }
 
-fn report_subject(subject_ref: &str, config_path: &Path) -> Result<ExitCode, CliError> {
+/// Whether the command line asks for `report subject`.
+fn names_report_subject(args: impl Iterator<Item = String>) -> bool {
+    let words: Vec<String> = args.collect();
+    words.windows(2).any(|pair| matches!(pair, [first, second] if first == "report" && second == "subject"))
+}
+
+fn report_subject(words: &[String], config_path: &Path) -> Result<ExitCode, CliError> {
     // Checked as the API checks it, and never repeated: it may be a name typed by mistake.
+    let [subject_ref] = words else {
+        return Err(usage("subject_ref must be an opaque reference (8 to 64 characters, with a digit)"));
+    };
     let subject_ref = crate::domain::SubjectRef::parse(subject_ref)
         .map(String::from)
         .map_err(|_| usage("subject_ref must be an opaque reference (8 to 64 characters, with a digit)"))?;

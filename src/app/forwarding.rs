@@ -365,7 +365,7 @@ impl Gateway {
                 Ok(answer)
             }
             // A case still live: there is nothing to confirm yet.
-            Some("available" | "acknowledged") => Err(AppError::NotErased),
+            Some("available" | "acknowledged" | "pushing") => Err(AppError::NotErased),
             _ => {
                 self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
                 Err(AppError::NotFound)

@@ -49,8 +49,11 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "erased"
     } else if referral.delivery.as_ref().is_some_and(|d| d.state == "pending") {
         "payload_sealed"
-    } else {
+    } else if receipted {
         "receipt_only"
+    } else {
+        // Expired undelivered: the payload was blanked when it expired.
+        "nothing"
     };
     let at_gateway = if !packet_made {
         "nothing"
@@ -67,15 +70,21 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     let taken = steps.iter().any(|s| {
         *s == ReferralProgress::Forwarded.as_str() || ReferralProgress::REPORTED_BY_RECIPIENTS.iter().any(|p| p.as_str() == *s)
     });
+    // The sender hears of an acknowledgement or a report, not of a read or a
+    // webhook push: without one, the organisation may still hold the case.
     let at_organisation = if steps.contains(&ErasedBy::Organisation.timeline_status()) {
         "erasure_confirmed"
     } else if taken {
-        "taken"
+        "acknowledged"
+    } else if at_gateway == "held" || at_gateway == "unknown" {
+        "unknown"
     } else {
-        "not_taken"
+        "nothing"
     };
+    // A denied referral had nothing to erase: its withdrawal only records the consent's end.
     let erased: Vec<Value> = [("withdrawn", "this_gateway"), ("erased_at_gateway", "recipient_gateway"), ("erasure_confirmed", "recipient_organisation")]
         .iter()
+        .filter(|_| allowed)
         .filter_map(|(status, place)| first(status).map(|at| json!({ "where": place, "at": at })))
         .collect();
     let erasure = timeline.iter().find(|t| t.status == "withdrawn").and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.at_ms)).map(|at| {
@@ -173,11 +182,15 @@ mod tests {
     #[test]
     fn who_holds_what_follows_the_referral_through_delivery_and_erasure() {
         let pending = report_of(referral("allow", Some(("pending", false, false))), steps(&[("queued", 0)]));
-        assert_eq!(held(&pending), ("payload_sealed".into(), "nothing".into(), "not_taken".into()));
+        assert_eq!(held(&pending), ("payload_sealed".into(), "nothing".into(), "nothing".into()));
         assert_eq!(pending["referrals"][0]["categories"], json!({ "sent": ["identity", "contact"], "withheld": ["asylum"] }), "in the order the decision lists them");
 
         let taken = report_of(referral("allow", Some(("delivered", true, true))), steps(&[("queued", 0), ("delivered", 1), ("forwarded", 2), ("accepted", 3)]));
-        assert_eq!(held(&taken), ("receipt_only".into(), "held".into(), "taken".into()));
+        assert_eq!(held(&taken), ("receipt_only".into(), "held".into(), "acknowledged".into()));
+        let unread = report_of(referral("allow", Some(("delivered", true, true))), steps(&[("queued", 0), ("delivered", 1)]));
+        assert_eq!(held(&unread).2, "unknown", "pushed or read without acknowledging: the sender cannot know");
+        let expired = report_of(referral("allow", Some(("expired", true, false))), steps(&[("queued", 0), ("expired", 1)]));
+        assert_eq!(held(&expired).0, "nothing", "no receipt, no payload");
         assert_eq!(taken["referrals"][0]["delivery"]["delivered_at"], json!(millis_to_rfc3339(at(1).timestamp_millis())));
 
         let in_doubt = report_of(referral("allow", Some(("pending", true, false))), steps(&[("queued", 0)]));
@@ -196,7 +209,9 @@ mod tests {
         assert_eq!(erased["referrals"][0]["erasure"]["state"], "confirmed");
 
         let denied = report_of(referral("deny", None), steps(&[("denied", 0)]));
-        assert_eq!(held(&denied), ("decision_only".into(), "nothing".into(), "not_taken".into()));
+        assert_eq!(held(&denied), ("decision_only".into(), "nothing".into(), "nothing".into()));
+        let denied_withdrawn = report_of(referral("deny", None), steps(&[("denied", 0), ("withdrawn", 5)]));
+        assert_eq!(denied_withdrawn["referrals"][0]["erased"], json!([]), "nothing was held to erase");
         assert_eq!(denied["referrals"][0]["erasure"], Value::Null);
     }
 }

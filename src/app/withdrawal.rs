@@ -33,7 +33,8 @@ impl Gateway {
         let subject_key = self.subject_key(subject_ref);
         let mut answers = Vec::new();
         for referral in self.store.subject_referrals(&subject_key).await? {
-            if referral.sender_org == principal.org.as_str() {
+            // A denied referral sent nothing and holds no payload: nothing to withdraw.
+            if referral.sender_org == principal.org.as_str() && referral.outcome == "allow" {
                 answers.push(self.withdraw_one(principal, &referral.referral_id, subject_key.clone()).await?);
             }
         }

@@ -311,6 +311,11 @@ async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_
     let confirmed = confirm(Who::NgaHealth).await;
     assert_eq!((confirmed.status, &confirmed.body["state"]), (200, &json!("erasure_confirmed")), "{}", confirmed.text);
     assert_eq!(confirm(Who::NgaHealth).await.status, 200, "idempotent");
+    assert_eq!(
+        nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'erasure_confirmation'").await,
+        2,
+        "one confirmation from the gateway, one from the organisation, whatever the repeats"
+    );
     wait_for("the organisation's confirmation at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "erasure_confirmed" }).await;
     let confirmed_view = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
     let steps = timeline(&confirmed_view);
@@ -330,7 +335,8 @@ async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_
     let early = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{live_packet}/erasure-confirmed")))).await;
     assert_eq!(early.status, 409, "{}", early.text);
     assert!(early.body["type"].as_str().unwrap().ends_with("/not-erased"));
-    assert_ne!(status_of(ita, Who::IomRome, &live).await, "erasure_confirmed");
+    assert_eq!(nga.count(&format!("SELECT COUNT(*) FROM inbox WHERE packet_id = '{live_packet}' AND state = 'available'")).await, 1, "the live case is untouched");
+    assert!(!live.is_empty());
 }
 
 async fn a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival(backend: Backend) {

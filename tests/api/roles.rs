@@ -50,6 +50,9 @@ fn operations(own_referral: &str, key: &str) -> Vec<(Method, String, Option<Valu
         ),
         (Method::GET, "/v1/audit".to_owned(), None),
         (Method::GET, format!("/v1/disclosures?subject_ref={SUBJECT}"), None),
+        (Method::GET, format!("/v1/subjects/{SUBJECT}/report"), None),
+        (Method::POST, format!("/v1/subjects/{SUBJECT}/consent-withdrawal"), Some(json!({}))),
+        (Method::POST, format!("/v1/referrals/{own_referral}/consent-withdrawal"), Some(json!({}))),
     ]
 }
 
@@ -57,23 +60,23 @@ fn table(own_referral: &str) -> Vec<Call> {
     use Expect::{Forbidden as F, NotFound, Ok, Unauthenticated as U};
     const MISSING: Expect = F("missing_role");
     // One row per caller: the expectation for each of `operations`, in order.
-    let by_caller: Vec<(Who, Option<&'static str>, [Expect; 7])> = vec![
-        (Who::IomRome, None, [Ok(202), Ok(200), MISSING, MISSING, MISSING, MISSING, MISSING]),
+    let by_caller: Vec<(Who, Option<&'static str>, [Expect; 10])> = vec![
+        (Who::IomRome, None, [Ok(202), Ok(200), MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), Ok(200)]),
         // Another submitter of the same country: its own referrals only.
-        (Who::ItaNrm, None, [Ok(202), NotFound, MISSING, MISSING, MISSING, MISSING, MISSING]),
-        (Who::Dpo, None, [MISSING, MISSING, Ok(200), Ok(201), Ok(200), Ok(200), Ok(200)]),
-        (Who::Auditor, None, [MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), Ok(200)]),
-        (Who::Recipient, None, [MISSING; 7]),
+        (Who::ItaNrm, None, [Ok(202), NotFound, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), NotFound]),
+        (Who::Dpo, None, [MISSING, MISSING, Ok(200), Ok(201), Ok(200), Ok(200), Ok(200), Ok(200), MISSING, MISSING]),
+        (Who::Auditor, None, [MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), Ok(200), Ok(200), MISSING, MISSING]),
+        (Who::Recipient, None, [MISSING; 10]),
         // A Nigerian organisation gets nothing from Italy's gateway, whatever its roles.
-        (Who::Foreign, None, [F("org_not_served_here"); 7]),
-        (Who::Stranger, None, [U("unknown_certificate"); 7]),
-        (Who::Nobody, None, [U("missing_credentials"); 7]),
-        (Who::Nobody, Some("Basic xyz"), [U("malformed_authorization"); 7]),
+        (Who::Foreign, None, [F("org_not_served_here"); 10]),
+        (Who::Stranger, None, [U("unknown_certificate"); 10]),
+        (Who::Nobody, None, [U("missing_credentials"); 10]),
+        (Who::Nobody, Some("Basic xyz"), [U("malformed_authorization"); 10]),
         // A bad Authorization header is not rescued by a good certificate.
-        (Who::IomRome, Some("Basic xyz"), [U("malformed_authorization"); 7]),
-        (Who::Dpo, Some("Bearer "), [U("malformed_authorization"); 7]),
-        (Who::Nobody, Some("Bearer eyJhbGciOiJub25lIn0.e30."), [U("bearer_not_configured"); 7]),
-        (Who::Dpo, Some("Bearer eyJhbGciOiJub25lIn0.e30."), [U("bearer_not_configured"); 7]),
+        (Who::IomRome, Some("Basic xyz"), [U("malformed_authorization"); 10]),
+        (Who::Dpo, Some("Bearer "), [U("malformed_authorization"); 10]),
+        (Who::Nobody, Some("Bearer eyJhbGciOiJub25lIn0.e30."), [U("bearer_not_configured"); 10]),
+        (Who::Dpo, Some("Bearer eyJhbGciOiJub25lIn0.e30."), [U("bearer_not_configured"); 10]),
     ];
     let mut calls = Vec::new();
     for (row, (who, authorization, expects)) in by_caller.into_iter().enumerate() {
