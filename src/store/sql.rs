@@ -550,6 +550,21 @@ macro_rules! sql_store {
                 Ok(query.build().fetch_all(&self.pool).await?)
             }
 
+            /// The outbox columns of a delivery record; `None` when `state` is null (no entry joined).
+            fn delivery_record_from_row(row: &$row) -> Result<Option<DeliveryRecord>, sqlx::Error> {
+                let Some(state) = row.try_get::<Option<String>, _>("state")? else {
+                    return Ok(None);
+                };
+                Ok(Some(DeliveryRecord {
+                    state,
+                    attempts: row.try_get("attempts")?,
+                    packet_id: row.try_get("packet_id")?,
+                    packet: row.try_get("packet")?,
+                    receipt: row.try_get("receipt")?,
+                    last_error: row.try_get("last_error")?,
+                }))
+            }
+
             fn delivery_from_row(row: &$row) -> Result<ClaimedDelivery, sqlx::Error> {
                 let packet_id: Option<String> = row.try_get("packet_id")?;
                 let packet: Option<String> = row.try_get("packet")?;
@@ -762,17 +777,11 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(match row {
-                    Some(row) => Some(DeliveryRecord {
-                        state: row.try_get("state")?,
-                        attempts: row.try_get("attempts")?,
-                        packet_id: row.try_get("packet_id")?,
-                        packet: row.try_get("packet")?,
-                        receipt: row.try_get("receipt")?,
-                        last_error: row.try_get("last_error")?,
-                    }),
+                    Some(row) => Self::delivery_record_from_row(&row)?,
                     None => None,
                 })
             }
+
 
             async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError> {
                 let row = sqlx::query("SELECT id, referral_id, destination_country FROM outbox WHERE packet_id = $1")
@@ -908,18 +917,7 @@ macro_rules! sql_store {
                 Ok(rows
                     .iter()
                     .map(|row| {
-                        let state: Option<String> = row.try_get("state")?;
-                        let delivery = match state {
-                            Some(state) => Some(DeliveryRecord {
-                                state,
-                                attempts: row.try_get("attempts")?,
-                                packet_id: row.try_get("packet_id")?,
-                                packet: row.try_get("packet")?,
-                                receipt: row.try_get("receipt")?,
-                                last_error: row.try_get("last_error")?,
-                            }),
-                            None => None,
-                        };
+                        let delivery = Self::delivery_record_from_row(row)?;
                         Ok(SubjectReferral {
                             referral_id: row.try_get("id")?,
                             sender_org: row.try_get("sender_org")?,
