@@ -68,7 +68,8 @@ impl Gateway {
     pub async fn disclosures(&self, principal: &Principal, subject_ref: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Dpo, Role::Auditor]).await?;
         let subject_key = self.subject_key(subject_ref);
-        let rows = self.store.disclosures(&subject_key).await?;
+        // What went somewhere: the allowed referrals about the subject.
+        let rows: Vec<_> = self.store.subject_referrals(&subject_key).await?.into_iter().filter(|r| r.outcome == "allow").collect();
         let event = AuditEvent::new(self.now(), principal.actor(), Action::DisclosuresRead, "ok").subject_key(subject_key);
         self.audit(event).await?;
         let disclosures: Vec<Value> = rows

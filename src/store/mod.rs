@@ -345,21 +345,6 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// A referral whose decision allowed disclosure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DisclosureRow {
-    pub referral_id: String,
-    pub sender_org: String,
-    pub destination_org: String,
-    pub destination_country: Option<String>,
-    pub purpose: String,
-    pub decision: String,
-    pub consent: String,
-    pub policy_version: String,
-    pub status: String,
-    pub created_ms: i64,
-}
-
 /// A referral about one subject, with where its delivery stands: what a
 /// subject report is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,7 +404,6 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_policy_number(&self) -> Result<i64, StoreError>;
     /// Audit entries matching `filter`, in chain order.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
-    async fn disclosures(&self, subject_key: &str) -> Result<Vec<DisclosureRow>, StoreError>;
     /// The chain head as last written: sequence number and hash.
     async fn audit_head(&self) -> Result<(i64, String), StoreError>;
     async fn outbox_depth(&self) -> Result<i64, StoreError>;

@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
-    AuditFilter, ClaimedDelivery, DeliveryRecord, DisclosureRow, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
+    AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyVersionRecord, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written,
 };
@@ -931,34 +931,6 @@ macro_rules! sql_store {
                             status: row.try_get("status")?,
                             created_ms: row.try_get("created_ms")?,
                             delivery,
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?)
-            }
-
-            async fn disclosures(&self, subject_key: &str) -> Result<Vec<DisclosureRow>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT id, sender_org, destination_org, destination_country, purpose, decision, consent, \
-                     policy_version, status, created_ms FROM referrals \
-                     WHERE subject_key = $1 AND outcome = 'allow' ORDER BY created_ms, id",
-                )
-                .bind(subject_key)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| {
-                        Ok(DisclosureRow {
-                            referral_id: row.try_get("id")?,
-                            sender_org: row.try_get("sender_org")?,
-                            destination_org: row.try_get("destination_org")?,
-                            destination_country: row.try_get("destination_country")?,
-                            purpose: row.try_get("purpose")?,
-                            decision: row.try_get("decision")?,
-                            consent: row.try_get("consent")?,
-                            policy_version: row.try_get("policy_version")?,
-                            status: row.try_get("status")?,
-                            created_ms: row.try_get("created_ms")?,
                         })
                     })
                     .collect::<Result<_, sqlx::Error>>()?)
