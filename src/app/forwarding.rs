@@ -14,6 +14,7 @@ use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::decision::ReasonCode;
+use crate::domain::OrgId;
 use crate::domain::inbound::{screen, Received, Screening};
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
@@ -43,6 +44,8 @@ fn recorded_reasons(reasons: &std::collections::BTreeSet<ReasonCode>) -> Vec<Str
 /// States in which a case is listed: also once erased, so that the
 /// recipient learns it must erase its own copy.
 const LISTED: [&str; 3] = ["available", "acknowledged", "erased"];
+/// States of a case erased at this gateway.
+const ERASED: [&str; 3] = ["erased", "erasure_pushing", "erasure_confirmed"];
 /// Most inbox entries listed per page.
 pub const MAX_INBOX_PAGE: i64 = 100;
 
@@ -170,6 +173,13 @@ impl Gateway {
                         let erased = ErasureNotice { in_reply_to: notice.in_reply_to.clone(), erased_by: ErasedBy::Gateway };
                         let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
                         let mut change = self.inbox_change(item, "received", "applied", Vec::new(), Some(reply), None, now);
+                        let directory = self.directory();
+                        change.erasure_pushed = target.as_ref().is_some_and(|t| {
+                            OrgId::parse(&t.recipient_org)
+                                .ok()
+                                .and_then(|org| directory.organisation(&org))
+                                .is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }))
+                        });
                         change.erases = target.map(|t| t.packet_id);
                         change.withdraws = Some((notice.in_reply_to, claims.issuer.to_string()));
                         (change, "applied")
@@ -254,6 +264,7 @@ impl Gateway {
             reply,
             referral_status,
             erases: None,
+            erasure_pushed: false,
             withdraws: None,
             at_ms: now.timestamp_millis(),
         }
@@ -354,11 +365,11 @@ impl Gateway {
         let answer = json!({ "packet_id": packet_id, "state": "erasure_confirmed" });
         match item.as_ref().map(|item| item.state.as_str()) {
             Some("erasure_confirmed") => Ok(answer),
-            Some("erased") => {
+            Some("erased" | "erasure_pushing") => {
                 let Some(item) = item else { return Err(AppError::NotFound) };
                 let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation };
                 let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
-                let change = self.inbox_change(&item, "erased", "erasure_confirmed", Vec::new(), Some(reply), None, now);
+                let change = self.inbox_change(&item, &item.state, "erasure_confirmed", Vec::new(), Some(reply), None, now);
                 let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "erasure_confirmed").referral(&item.packet_id);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
                 self.wake_delivery();
@@ -427,11 +438,11 @@ impl Gateway {
             .await?
             .filter(|item| {
                 item.recipient_org == principal.org.as_str()
-                    && (LISTED.contains(&item.state.as_str()) || item.state == "erasure_confirmed")
+                    && (LISTED.contains(&item.state.as_str()) || ERASED.contains(&item.state.as_str()))
                     && item.packet_type == "referral"
             });
         if let Some(item) = &candidate
-            && (item.state == "erased" || item.state == "erasure_confirmed")
+            && ERASED.contains(&item.state.as_str())
         {
             // 410 only for a case its recipient could see; any other is absent.
             if item.visible_seq.is_some() {

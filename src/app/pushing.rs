@@ -18,6 +18,7 @@ use crate::crypto::case_push;
 use crate::crypto::packet::PacketClaims;
 use crate::directory::Delivery;
 use crate::domain::status::ReferralProgress;
+use crate::domain::OrgId;
 use crate::store::{InboxItem, Write};
 
 /// The port to recipients' webhooks: posts a signed case, `Ok` on 2xx.
@@ -50,6 +51,9 @@ impl Gateway {
     }
 
     async fn push_one(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
+        if item.state == "erasure_pushing" {
+            return self.push_erasure(webhooks, item).await;
+        }
         let now = self.now();
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let claims = match self.opened_claims(&item).await {
@@ -95,6 +99,45 @@ impl Gateway {
                 let event = AuditEvent::new(now, actor, Action::InboxUpdate, "pushed").referral(&item.packet_id);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
                 self.wake_delivery();
+                Ok(())
+            }
+            Err(failure) => self.retry_push(&item, failure.code()).await,
+        }
+    }
+
+    /// Tells a webhook recipient that a case it was pushed is erased and
+    /// must be erased on its side too: a signed notice, retried like a case
+    /// until the packet's own expiry, after which the case is only listed.
+    async fn push_erasure(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
+        let now = self.now();
+        let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        let settle = |outcome: &'static str, reasons: Vec<String>| {
+            let change = self.inbox_change(&item, "erasure_pushing", "erased", reasons.clone(), None, None, now);
+            let event = AuditEvent::new(now, actor.clone(), Action::InboxUpdate, outcome).referral(&item.packet_id).reasons(reasons);
+            Write::InboxMove { change: Box::new(change), audit: event }
+        };
+        if now.timestamp_millis() >= item.expires_ms {
+            self.writer.write(settle("erasure_not_pushed", vec!["recipient_unreachable".to_owned()])).await?;
+            return Ok(());
+        }
+        let recipient = OrgId::parse(&item.recipient_org).map_err(|_| AppError::Internal("inbox entry: unreadable recipient".to_owned()))?;
+        let url = match self.directory().organisation(&recipient).map(|o| o.delivery.clone()) {
+            Some(Delivery::Webhook { url }) => url,
+            // It pulls now: the inbox lists the case as erased.
+            Some(Delivery::Pull) => {
+                self.writer.write(settle("erasure_listed", vec!["recipient_now_pulls".to_owned()])).await?;
+                return Ok(());
+            }
+            None => return self.retry_push(&item, "recipient-not-listed").await,
+        };
+        let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
+        let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;
+        // No case in it: only the fact, so the organisation erases its copy.
+        let notice = json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "erased" });
+        let signed = case_push::sign(&notice, &signer).map_err(|e| AppError::Internal(e.to_string()))?;
+        match webhooks.push(&url, &signed).await {
+            Ok(()) => {
+                self.writer.write(settle("erasure_pushed", Vec::new())).await?;
                 Ok(())
             }
             Err(failure) => self.retry_push(&item, failure.code()).await,

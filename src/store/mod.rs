@@ -284,6 +284,9 @@ pub struct InboxChange {
     /// For a withdrawal packet: the received referral packet whose data it
     /// erases (moved to `erased`, its sealed claims blanked).
     pub erases: Option<String>,
+    /// With `erases`: the recipient takes cases by webhook, so a case it was
+    /// pushed goes to `erasure_pushing` and it is pushed a notice of the erasure.
+    pub erasure_pushed: bool,
     /// For a withdrawal packet: the referral packet id it withdraws and its
     /// issuer, kept so that the packet is erased on arrival if it comes later.
     pub withdraws: Option<(String, String)>,

@@ -451,15 +451,19 @@ macro_rules! sql_store {
                 }
                 if let Some(erased) = &change.erases {
                     // A case its recipient could see is listed again, last, now `erased`: a
-                    // recipient tailing its inbox learns it must erase its own copy.
+                    // recipient tailing its inbox learns it must erase its own copy. A case
+                    // already pushed to a webhook is told of by a push of its own first.
                     sqlx::query(
-                        "UPDATE inbox SET state = 'erased', sealed = $1, settled_ms = $2, \
+                        "UPDATE inbox SET \
+                         state = CASE WHEN $4 AND state = 'acknowledged' AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
+                         next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
                          visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
-                         WHERE packet_id = $3 AND state NOT IN ('erased', 'erasure_confirmed')",
+                         WHERE packet_id = $3 AND state NOT IN ('erased', 'erasure_pushing', 'erasure_confirmed')",
                     )
                         .bind(Vec::<u8>::new())
                         .bind(change.at_ms)
                         .bind(erased)
+                        .bind(change.erasure_pushed)
                         .execute(&mut *connection)
                         .await?;
                 }
@@ -826,7 +830,7 @@ macro_rules! sql_store {
             }
 
             async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError> {
-                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2 WHERE packet_id = $3 AND state = 'pushing'")
+                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2 WHERE packet_id = $3 AND state IN ('pushing', 'erasure_pushing')")
                     .bind(next_push_ms)
                     .bind(error_code)
                     .bind(packet_id)
@@ -995,7 +999,7 @@ sql_store!(
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
      RETURNING id",
     "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
-     (SELECT packet_id FROM inbox WHERE state = 'pushing' AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
+     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
      RETURNING packet_id"
 );
 sql_store!(
@@ -1008,6 +1012,6 @@ sql_store!(
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING id",
     "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
-     (SELECT packet_id FROM inbox WHERE state = 'pushing' AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
+     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING packet_id"
 );

@@ -187,6 +187,21 @@ async fn a_webhook_recipient_down_then_up_gets_the_signed_case_once(backend: Bac
     );
     assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'acknowledged'").await, 1);
     assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'pushed'").await, 1);
+
+    // Consent withdrawn: the organisation is told through its webhook too, signed, with nothing of the case.
+    let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{id}/consent-withdrawal"))).json(&json!({}))).await;
+    assert_eq!(withdrawn.body["peer_notified"], true, "{}", withdrawn.text);
+    wait_for("the erasure notice pushed", LIMIT, || async { webhook.received.lock().unwrap().len() == 2 }).await;
+    let notice_jws = webhook.received.lock().unwrap()[1].clone();
+    let notice = referral_gateway::crypto::case_push::verify(&notice_jws, directory.as_ref(), federation.clock_now(), CountryCode::parse("NGA").unwrap()).unwrap();
+    assert_eq!((notice["state"].as_str(), notice["packet_id"].as_str()), (Some("erased"), document["packet_id"].as_str()));
+    assert!(notice.get("case").is_none(), "{notice}");
+    wait_for("the erasure settled at the peer", LIMIT, || async {
+        nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'erased' AND length(sealed) = 0").await == 1
+    })
+    .await;
+    assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'erasure_pushed'").await, 1);
+    wait_for("erased at the gateway, at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "erased_at_gateway" }).await;
 }
 
 /// A packet as a broken or malicious gateway `from` could make it for `to`:

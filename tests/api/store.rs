@@ -385,6 +385,7 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         reply: None,
         referral_status: Some(("r1".to_owned(), vec!["refused".to_owned()])),
         erases: None,
+        erasure_pushed: false,
         withdraws: None,
         at_ms: at(1).timestamp_millis(),
     };
@@ -417,6 +418,7 @@ fn make_visible(packet_id: &str, minutes: i64) -> Write {
         reply: None,
         referral_status: None,
         erases: None,
+        erasure_pushed: false,
         withdraws: None,
         at_ms: at(minutes).timestamp_millis(),
     };
