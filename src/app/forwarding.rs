@@ -63,6 +63,20 @@ impl Gateway {
                 Err(error) => tracing::error!(%error, packet_id = item.packet_id, "processing a received packet failed"),
             }
         }
+        // A refused case is blanked by its move; its key goes first, so that
+        // nothing of it stays readable in any copy of the database.
+        let refused_keys: Vec<String> = moves
+            .iter()
+            .filter_map(|write| match write {
+                Write::InboxMove { change, .. } if change.to_state == "refused" => items.iter().find(|i| i.packet_id == change.packet_id),
+                _ => None,
+            })
+            .map(|item| item.claims.key_id.clone())
+            .filter(|key_id| is_case_key_id(key_id))
+            .collect();
+        if !refused_keys.is_empty() {
+            self.vault.destroy(&refused_keys).await?;
+        }
         let mut moved = 0;
         for written in self.writer.write_all(moves).await {
             match written {

@@ -7,10 +7,10 @@ use chrono::Duration;
 
 use super::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::crypto::packet::{self, Arrival, OpenError, Receiver};
+use crate::crypto::packet::{self, Arrival, OpenError, PacketType, Receiver};
 use crate::crypto::receipt::{self, ReceiptClaims};
 use crate::domain::CountryCode;
-use crate::store::{NewInboxEntry, Write, Written};
+use crate::store::{NewInboxEntry, SealedPayload, Write, Written};
 
 /// Largest sealed packet taken, in bytes.
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
@@ -64,15 +64,21 @@ impl Gateway {
         )
         .map_err(|e| AppError::Internal(e.to_string()))?;
         let plaintext = serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
-        // Each received case under a key of its own, as at the sending gateway.
-        let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
+        // Each received case under a key of its own, as at the sending gateway;
+        // statuses, withdrawals and confirmations carry ids and codes only.
+        let sealed_claims = if claims.packet_type == PacketType::Referral {
+            let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
+            self.vault.seal(&case_key, &plaintext, claims.packet_id.as_bytes())?
+        } else {
+            SealedPayload { sealed: self.keys().seal(&plaintext, claims.packet_id.as_bytes())?, key_id: self.keys().data_key_id() }
+        };
         let entry = NewInboxEntry {
             packet_id: claims.packet_id.clone(),
             issuer: claims.issuer.to_string(),
             packet_sha256: digest.clone(),
             packet_type: claims.packet_type.as_str().to_owned(),
             recipient_org: claims.recipient.to_string(),
-            claims: self.vault.seal(&case_key, &plaintext, claims.packet_id.as_bytes())?,
+            claims: sealed_claims,
             receipt: receipt.clone(),
             received_ms: now.timestamp_millis(),
             expires_ms: claims.expires_at.timestamp_millis(),

@@ -145,6 +145,9 @@ async fn an_asylum_linked_case_forced_through_by_a_sender_is_stopped_at_the_rece
     assert!(reasons.contains(r#""non_negotiable_rule""#) && !reasons.contains("asylum"), "{reasons}");
     assert_eq!(gmb.count("SELECT COUNT(*) FROM audit_log WHERE reasons LIKE '%asylum%'").await, 0);
     assert_eq!(gmb.count("SELECT COUNT(*) FROM inbox WHERE length(sealed) = 0").await, 1, "nothing of the case is kept");
+    let key_id = gmb.text("SELECT key_id FROM inbox").await.unwrap();
+    assert!(referral_gateway::crypto::case_keys::is_case_key_id(&key_id));
+    assert!(gmb.app().gateway().vault().case_key(&key_id).await.unwrap().is_none(), "nor its key");
     // The refusal goes back to Italy, which sent no such referral and applies nothing.
     wait_for("the refusal delivered to Italy", LIMIT, || async {
         gmb.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'status' AND state = 'delivered'").await == 1
@@ -303,6 +306,10 @@ async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_
         assert!(steps.contains(&step.to_owned()), "{step} missing from {steps:?}");
     }
     assert_eq!(referral["status"], "erased_at_gateway");
+    // What came back (statuses, the confirmation) carries no personal data and needs no case key.
+    let back = ita.text("SELECT MIN(key_id) FROM inbox").await.unwrap();
+    assert!(!referral_gateway::crypto::case_keys::is_case_key_id(&back), "{back}");
+    assert_eq!(ita.count("SELECT COUNT(DISTINCT key_id) FROM inbox").await, 1);
 
     // At the peer: the key is gone and the claims blanked; the recipient,
     // tailing its inbox, sees the case again, erased, and can read nothing of it.
