@@ -92,6 +92,11 @@ impl Gateway {
         Ok(moved)
     }
 
+    /// Whether the directory has `org` take its cases by webhook push.
+    fn takes_webhook_pushes(&self, org: &OrgId) -> bool {
+        self.directory().organisation(org).is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }))
+    }
+
     /// Where a received packet goes next, and the audit of that move.
     async fn next_move(&self, item: &InboxItem, claims: Result<PacketClaims, AppError>) -> Result<Write, AppError> {
         let now = self.now();
@@ -128,7 +133,7 @@ impl Gateway {
                 };
                 match screening {
                     Screening::Forward => {
-                        let pushed = self.directory().organisation(&claims.recipient).is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }));
+                        let pushed = self.takes_webhook_pushes(&claims.recipient);
                         let state = if pushed { "pushing" } else { "available" };
                         (self.inbox_change(item, "received", state, Vec::new(), None, None, now), state)
                     }
@@ -187,13 +192,8 @@ impl Gateway {
                         let erased = ErasureNotice { in_reply_to: notice.in_reply_to.clone(), erased_by: ErasedBy::Gateway };
                         let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
                         let mut change = self.inbox_change(item, "received", "applied", Vec::new(), Some(reply), None, now);
-                        let directory = self.directory();
-                        change.erasure_pushed = target.as_ref().is_some_and(|t| {
-                            OrgId::parse(&t.recipient_org)
-                                .ok()
-                                .and_then(|org| directory.organisation(&org))
-                                .is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }))
-                        });
+                        change.erasure_pushed =
+                            target.as_ref().and_then(|t| OrgId::parse(&t.recipient_org).ok()).is_some_and(|org| self.takes_webhook_pushes(&org));
                         change.erases = target.map(|t| t.packet_id);
                         change.withdraws = Some((notice.in_reply_to, claims.issuer.to_string()));
                         (change, "applied")

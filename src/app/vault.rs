@@ -56,15 +56,11 @@ impl Vault {
     /// Opens a sealed value: under its case key, which must still exist, or
     /// (older records) under the gateway-wide key.
     pub async fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, AppError> {
-        let Some(id) = case_key_id_of(sealed) else {
-            return Ok(self.keys.open(sealed, context)?);
-        };
-        let key = self.case_key(&id).await?.ok_or(AppError::Erased)?;
-        Ok(key.open(sealed, context)?)
+        self.open_all(&[(sealed, context)]).await?.pop().unwrap_or_else(|| Err(AppError::Internal("no value opened".to_owned())))
     }
 
-    /// Opens many sealed values with one read of the case-key store; each
-    /// answer as [`Vault::open`] would give it.
+    /// Opens many sealed values with one read of the case-key store, each
+    /// answered on its own.
     pub async fn open_all(&self, sealed: &[(&[u8], &[u8])]) -> Result<Vec<Result<Vec<u8>, AppError>>, AppError> {
         let mut ids: Vec<String> = sealed.iter().filter_map(|(value, _)| case_key_id_of(value)).collect();
         ids.sort();
