@@ -135,7 +135,7 @@ impl Gateway {
             Some(kept) => kept.clone(),
             None => match self.seal_packet(&item, peer, now).await? {
                 // Concurrent attempts' packets are kept in one commit.
-                Some(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made }).await? {
+                Some(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made, sealed_from: item.payload.key_id.clone() }).await? {
                     Written::PacketKept(kept) => kept,
                     _ => return Ok(Attempt::Gone),
                 },
@@ -172,11 +172,13 @@ impl Gateway {
         };
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
         let packet_type = PacketType::parse(&item.packet_type).ok_or_else(|| corrupt("packet type"))?;
+        let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
         let body = if packet_type == PacketType::Withdrawal {
+            // At rest: the categories of a partial withdrawal, or nothing.
+            let scope: WithdrawalAtRest = serde_json::from_slice(&plaintext).map_err(|_| corrupt("withdrawal"))?;
             let in_reply_to = item.in_reply_to.clone().ok_or_else(|| corrupt("withdrawn packet id"))?;
-            serde_json::to_value(WithdrawalNotice { in_reply_to }).map_err(|e| AppError::Internal(e.to_string()))?
+            serde_json::to_value(WithdrawalNotice { in_reply_to, categories: scope.categories }).map_err(|e| AppError::Internal(e.to_string()))?
         } else {
-            let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
             serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?
         };
         let claims = PacketClaims {
@@ -240,6 +242,15 @@ impl Gateway {
         let by_window = accepted.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
         consent_expires.map_or(by_window, |end| end.min(by_window))
     }
+}
+
+/// A withdrawal entry's body at rest: `{}` for a whole withdrawal, or the
+/// categories withdrawn.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WithdrawalAtRest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<std::collections::BTreeSet<crate::domain::DataCategory>>,
 }
 
 /// Jitter for a retry. Without randomness the retries are merely not spread out.

@@ -21,7 +21,7 @@ use crate::domain::submission::FieldProblem;
 use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice};
 use crate::crypto::case_keys::is_case_key_id;
 use crate::directory::Delivery;
-use crate::store::{InboxChange, InboxItem, NewReply, SealedPayload, Write, Written};
+use crate::store::{InboxChange, InboxItem, NewReply, ReceivedNarrowing, SealedPayload, Tombstone, WithdrawnPart, Write, Written};
 
 /// Most reason codes a status report may carry.
 const MAX_REASON_CODES: usize = 16;
@@ -43,7 +43,9 @@ fn recorded_reasons(reasons: &std::collections::BTreeSet<ReasonCode>) -> Vec<Str
 
 /// States in which a case is listed: also once erased, so that the
 /// recipient learns it must erase its own copy.
-const LISTED: [&str; 3] = ["available", "acknowledged", "erased"];
+const LISTED: [&str; 4] = ["available", "acknowledged", "narrowing_pushing", "erased"];
+/// States of a case its recipient holds and may read.
+const LIVE: [&str; 4] = ["available", "acknowledged", "pushing", "narrowing_pushing"];
 /// States of a case erased at this gateway.
 const ERASED: [&str; 3] = ["erased", "erasure_pushing", "erasure_confirmed"];
 /// Most inbox entries listed per page.
@@ -109,14 +111,26 @@ impl Gateway {
         };
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let (change, audit) = match claims.packet_type {
-            // Withdrawn before it arrived: erased on arrival, its recipient never sees it.
-            PacketType::Referral if self.store.is_withdrawn(&item.packet_id, &item.issuer).await? => {
-                if is_case_key_id(&item.claims.key_id) {
-                    self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
-                }
-                (self.inbox_change(item, "received", "refused", vec!["consent_withdrawn".to_owned()], None, None, now), "refused")
-            }
             PacketType::Referral => {
+                let mut claims = claims;
+                // Withdrawn before it arrived, whole or in part: erased or cut down on
+                // arrival, so that its recipient never sees what was withdrawn.
+                let (cut, whole) = match self.store.withdrawn_part(&item.packet_id, &item.issuer).await? {
+                    None => (false, false),
+                    Some(WithdrawnPart::Whole) => (true, true),
+                    Some(WithdrawnPart::Categories(names)) => {
+                        remove_categories(&mut claims.body, &names);
+                        (true, body_is_empty(&claims.body))
+                    }
+                };
+                if whole {
+                    if is_case_key_id(&item.claims.key_id) {
+                        self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
+                    }
+                    let change = self.inbox_change(item, "received", "refused", vec!["consent_withdrawn".to_owned()], None, None, now);
+                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(change.reasons.clone());
+                    return Ok(Write::InboxMove { change: Box::new(change), audit: event });
+                }
                 let recipient = self.directory().recipient(&claims.recipient);
                 let screening = match claims.purpose {
                     Some(purpose) => {
@@ -135,7 +149,11 @@ impl Gateway {
                     Screening::Forward => {
                         let pushed = self.takes_webhook_pushes(&claims.recipient);
                         let state = if pushed { "pushing" } else { "available" };
-                        (self.inbox_change(item, "received", state, Vec::new(), None, None, now), state)
+                        let mut change = self.inbox_change(item, "received", state, Vec::new(), None, None, now);
+                        if cut {
+                            change.reseal = Some(self.recut(item, &claims, now).await?);
+                        }
+                        (change, state)
                     }
                     Screening::Refuse(reasons) => {
                         let reasons = recorded_reasons(&reasons);
@@ -172,30 +190,34 @@ impl Gateway {
                 }
             }
             PacketType::Withdrawal => {
-                let notice: Option<WithdrawalNotice> = serde_json::from_value(claims.body.clone()).ok();
+                let notice = serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok().filter(WithdrawalNotice::is_well_formed);
                 let target = match &notice {
                     Some(notice) => self.store.inbox_item(&notice.in_reply_to).await?,
                     None => None,
                 };
-                // Only the gateway that sent a case may withdraw it.
-                let target = target.filter(|t| t.issuer == claims.issuer.as_str() && t.packet_type == PacketType::Referral.as_str());
+                // Only the gateway that sent a case may withdraw it. (A packet id not
+                // held here may be on its way: its tombstone is kept under this issuer.)
+                let foreign = target.as_ref().is_some_and(|t| t.issuer != claims.issuer.as_str() || t.packet_type != PacketType::Referral.as_str());
                 match notice {
+                    Some(_) if foreign => {
+                        (self.inbox_change(item, "received", "refused", vec!["withdrawal_not_from_sender".to_owned()], None, None, now), "refused")
+                    }
                     Some(notice) => {
-                        if let Some(target) = &target {
-                            // Keys first: the case is erased the moment its key is gone.
-                            if is_case_key_id(&target.claims.key_id) {
-                                self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
-                            }
-                        }
+                        let names = notice.categories.as_ref().map(|c| c.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>());
                         // Held or not (the withdrawal may have overtaken its packet),
-                        // nothing of it is readable here now: that is what is confirmed.
-                        let erased = ErasureNotice { in_reply_to: notice.in_reply_to.clone(), erased_by: ErasedBy::Gateway };
+                        // nothing withdrawn is readable here now: that is what is confirmed.
+                        let erased = ErasureNotice { in_reply_to: notice.in_reply_to.clone(), erased_by: ErasedBy::Gateway, categories: notice.categories.clone() };
                         let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
-                        let mut change = self.inbox_change(item, "received", "applied", Vec::new(), Some(reply), None, now);
-                        change.erasure_pushed =
-                            target.as_ref().and_then(|t| OrgId::parse(&t.recipient_org).ok()).is_some_and(|org| self.takes_webhook_pushes(&org));
-                        change.erases = target.map(|t| t.packet_id);
-                        change.withdraws = Some((notice.in_reply_to, claims.issuer.to_string()));
+                        let mut change = self.inbox_change(item, "received", "applied", names.clone().unwrap_or_default(), Some(reply), None, now);
+                        if let Some(target) = target {
+                            self.erase_withdrawn(&target, names.as_deref(), &mut change, now).await?;
+                        }
+                        change.withdraws = Some(Tombstone {
+                            withdrawal_id: item.packet_id.clone(),
+                            packet_id: notice.in_reply_to,
+                            issuer: claims.issuer.to_string(),
+                            categories: names,
+                        });
                         (change, "applied")
                     }
                     None => (self.inbox_change(item, "received", "refused", vec!["withdrawal_unreadable".to_owned()], None, None, now), "refused"),
@@ -209,8 +231,12 @@ impl Gateway {
                 };
                 // Only the gateway the referral went to may confirm its erasure.
                 let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
-                // Only a referral whose consent was withdrawn can have been erased on request.
+                let partial = notice.as_ref().and_then(|n| n.categories.as_ref());
+                // Only a referral whose consent was withdrawn (whole, or the part confirmed) can have been erased on request.
                 let withdrawn = match &about {
+                    Some(referral_id) if partial.is_some() => {
+                        self.store.timeline(referral_id).await?.iter().any(|entry| entry.status == "consent_narrowed")
+                    }
                     Some(referral_id) => self
                         .store
                         .referral(referral_id)
@@ -220,8 +246,9 @@ impl Gateway {
                 };
                 match (notice, about) {
                     (Some(notice), Some(referral_id)) if withdrawn => {
-                        let statuses = vec![notice.erased_by.timeline_status().to_owned()];
-                        (self.inbox_change(item, "received", "applied", Vec::new(), None, Some((referral_id, statuses)), now), "applied")
+                        let statuses = vec![notice.erased_by.timeline_status(notice.categories.is_some()).to_owned()];
+                        let categories = notice.categories.iter().flatten().map(|c| c.as_str().to_owned()).collect();
+                        (self.inbox_change(item, "received", "applied", categories, None, Some((referral_id, statuses)), now), "applied")
                     }
                     (Some(_), Some(_)) => (
                         self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_without_withdrawal".to_owned()], None, None, now),
@@ -259,6 +286,56 @@ impl Gateway {
         serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned()))
     }
 
+    /// Erases from `target` what a withdrawal withdraws: all of it (`names`
+    /// `None`), or those categories; the key that held them is destroyed first.
+    async fn erase_withdrawn(&self, target: &InboxItem, names: Option<&[String]>, change: &mut InboxChange, now: DateTime<Utc>) -> Result<(), AppError> {
+        let pushed = OrgId::parse(&target.recipient_org).ok().is_some_and(|org| self.takes_webhook_pushes(&org));
+        if let Some(names) = names {
+            // Erased, refused or gone already: there is nothing of it to cut.
+            if !(LIVE.contains(&target.state.as_str()) || target.state == "received") {
+                return Ok(());
+            }
+            let mut claims = match self.opened_claims(target).await {
+                Ok(claims) => claims,
+                Err(AppError::Erased) => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            remove_categories(&mut claims.body, names);
+            if !body_is_empty(&claims.body) {
+                let mut categories: std::collections::BTreeSet<String> = target.narrowed.iter().cloned().collect();
+                categories.extend(names.iter().cloned());
+                change.narrows = Some(ReceivedNarrowing {
+                    packet_id: target.packet_id.clone(),
+                    claims: self.recut(target, &claims, now).await?,
+                    categories: categories.into_iter().collect(),
+                    pushed,
+                });
+                return Ok(());
+            }
+            // Nothing left once they are gone: the case is erased whole.
+        }
+        // Keys first: the case is erased the moment its key is gone.
+        if is_case_key_id(&target.claims.key_id) {
+            self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
+        }
+        change.erasure_pushed = pushed;
+        change.erases = Some(target.packet_id.clone());
+        Ok(())
+    }
+
+    /// A received case's claims, cut down, sealed under a new key; the key
+    /// that held them whole is destroyed first, so that the cut part is
+    /// unreadable in every copy of the database from here on.
+    async fn recut(&self, item: &InboxItem, claims: &PacketClaims, now: DateTime<Utc>) -> Result<SealedPayload, AppError> {
+        let plaintext = serde_json::to_vec(claims).map_err(|e| AppError::Internal(e.to_string()))?;
+        let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
+        let sealed = self.vault.seal(&case_key, &plaintext, item.packet_id.as_bytes())?;
+        if is_case_key_id(&item.claims.key_id) {
+            self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
+        }
+        Ok(sealed)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn inbox_change(
         &self,
@@ -280,6 +357,9 @@ impl Gateway {
             erases: None,
             erasure_pushed: false,
             withdraws: None,
+            narrows: None,
+            reseal: None,
+            confirms_narrowing: false,
             at_ms: now.timestamp_millis(),
         }
     }
@@ -344,13 +424,18 @@ impl Gateway {
                 Ok(_) | Err(AppError::Erased) => continue,
                 Err(error) => return Err(error),
             };
-            listed.push(json!({
+            let mut entry = json!({
                 "packet_id": item.packet_id,
                 "from_country": item.issuer,
                 "purpose": claims.purpose,
                 "received_at": millis_to_rfc3339(item.received_ms),
-                "state": item.state,
-            }));
+                "state": shown_state(&item.state),
+            });
+            if !item.narrowed.is_empty() {
+                // Listed again because its sender withdrew these: the recipient erases them too.
+                entry["erased_categories"] = json!(item.narrowed);
+            }
+            listed.push(entry);
         }
         Ok(json!({ "items": listed, "next_cursor": next }))
     }
@@ -363,46 +448,56 @@ impl Gateway {
         self.audit(event).await?;
         let mut document = super::pushing::case_document(&item, &claims);
         if let Some(fields) = document.as_object_mut() {
-            fields.insert("state".to_owned(), json!(item.state));
+            fields.insert("state".to_owned(), json!(shown_state(&item.state)));
         }
         Ok(document)
     }
 
     /// The recipient organisation says it erased its own copy of an erased
-    /// case: `erasure_confirmed` goes back to the sender. Idempotent.
+    /// case, or of the categories withdrawn from a case it still holds:
+    /// `erasure_confirmation` goes back to the sender. Idempotent.
     pub async fn confirm_erasure(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let now = self.now();
         let item = self.store.inbox_item(packet_id).await?.filter(|item| {
             item.recipient_org == principal.org.as_str() && item.packet_type == PacketType::Referral.as_str() && item.visible_seq.is_some()
         });
-        let answer = json!({ "packet_id": packet_id, "state": "erasure_confirmed" });
-        match item.as_ref().map(|item| item.state.as_str()) {
-            Some("erasure_confirmed") => Ok(answer),
-            Some("erased" | "erasure_pushing") => {
-                let Some(item) = item else { return Err(AppError::NotFound) };
-                let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation };
-                let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
-                let change = self.inbox_change(&item, &item.state, "erasure_confirmed", Vec::new(), Some(reply), None, now);
-                let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "erasure_confirmed").referral(&item.packet_id);
-                self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
-                self.wake_delivery();
-                Ok(answer)
-            }
-            // A case still live: there is nothing to confirm yet.
-            Some("available" | "acknowledged" | "pushing") => Err(AppError::NotErased),
-            _ => {
-                self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
-                Err(AppError::NotFound)
-            }
+        let Some(item) = item else {
+            self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
+            return Err(AppError::NotFound);
+        };
+        let state = item.state.as_str();
+        let narrowed = LIVE.contains(&state) && !item.narrowed.is_empty();
+        let answer = if narrowed {
+            json!({ "packet_id": packet_id, "state": item.state, "erased_categories": item.narrowed, "erasure": "confirmed" })
+        } else {
+            json!({ "packet_id": packet_id, "state": "erasure_confirmed" })
+        };
+        if state == "erasure_confirmed" || (narrowed && item.narrowing_confirmed) {
+            return Ok(answer);
         }
+        if !(narrowed || ["erased", "erasure_pushing"].contains(&state)) {
+            // A case still live and whole: there is nothing to confirm yet.
+            return Err(AppError::NotErased);
+        }
+        let categories = narrowed.then(|| item.narrowed.iter().filter_map(|c| c.parse().ok()).collect());
+        let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation, categories };
+        let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
+        let to_state = if narrowed { state } else { "erasure_confirmed" };
+        let mut change = self.inbox_change(&item, state, to_state, Vec::new(), Some(reply), None, now);
+        change.confirms_narrowing = narrowed;
+        let outcome = if narrowed { "narrowing_confirmed" } else { "erasure_confirmed" };
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, outcome).referral(&item.packet_id);
+        self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+        self.wake_delivery();
+        Ok(answer)
     }
 
     /// The recipient has taken the case: `forwarded` goes back to the sender.
     pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let (item, _) = self.visible_item(principal, packet_id).await?;
-        if item.state == "acknowledged" {
+        if ["acknowledged", "narrowing_pushing"].contains(&item.state.as_str()) {
             return Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }));
         }
         let now = self.now();
@@ -483,6 +578,25 @@ impl Gateway {
             }
         }
     }
+}
+
+/// A case's state as its recipient sees it: a notice being pushed about it changes nothing for them.
+fn shown_state(state: &str) -> &str {
+    if state == "narrowing_pushing" { "acknowledged" } else { state }
+}
+
+/// Removes the named categories from a referral packet's body (category name to its data).
+fn remove_categories(body: &mut Value, names: &[String]) {
+    if let Some(categories) = body.as_object_mut() {
+        for name in names {
+            categories.remove(name);
+        }
+    }
+}
+
+/// Whether a referral packet's body holds no category any more.
+fn body_is_empty(body: &Value) -> bool {
+    body.as_object().is_none_or(serde_json::Map::is_empty)
 }
 
 /// Past the end of the consent it was sent under, or of its retention: no longer to be read.

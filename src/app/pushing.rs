@@ -51,7 +51,7 @@ impl Gateway {
     }
 
     async fn push_one(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
-        if item.state == "erasure_pushing" {
+        if ["erasure_pushing", "narrowing_pushing"].contains(&item.state.as_str()) {
             return self.push_erasure(webhooks, item).await;
         }
         let now = self.now();
@@ -105,14 +105,23 @@ impl Gateway {
         }
     }
 
-    /// Tells a webhook recipient that a case it was pushed is erased and
-    /// must be erased on its side too: a signed notice, retried like a case
-    /// until the packet's own expiry, after which the case is only listed.
+    /// Tells a webhook recipient that a case it was pushed is erased, or
+    /// that some of its categories are (`narrowing_pushing`), and must be
+    /// erased on its side too: a signed notice, retried like a case until the
+    /// packet's own expiry, after which the case is only listed.
     async fn push_erasure(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
         let now = self.now();
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        let narrowing = item.state == "narrowing_pushing";
+        let settled_state = if narrowing { "acknowledged" } else { "erased" };
         let settle = |outcome: &'static str, reasons: Vec<String>| {
-            let change = self.inbox_change(&item, "erasure_pushing", "erased", reasons.clone(), None, None, now);
+            let change = self.inbox_change(&item, &item.state, settled_state, reasons.clone(), None, None, now);
+            let outcome = match (narrowing, outcome) {
+                (true, "erasure_pushed") => "narrowing_pushed",
+                (true, "erasure_not_pushed") => "narrowing_not_pushed",
+                (true, "erasure_listed") => "narrowing_listed",
+                (_, outcome) => outcome,
+            };
             let event = AuditEvent::new(now, actor.clone(), Action::InboxUpdate, outcome).referral(&item.packet_id).reasons(reasons);
             Write::InboxMove { change: Box::new(change), audit: event }
         };
@@ -123,7 +132,7 @@ impl Gateway {
         let recipient = OrgId::parse(&item.recipient_org).map_err(|_| AppError::Internal("inbox entry: unreadable recipient".to_owned()))?;
         let url = match self.directory().organisation(&recipient).map(|o| o.delivery.clone()) {
             Some(Delivery::Webhook { url }) => url,
-            // It pulls now: the inbox lists the case as erased.
+            // It pulls now: the inbox lists the case as erased, or with what was erased.
             Some(Delivery::Pull) => {
                 self.writer.write(settle("erasure_listed", vec!["recipient_now_pulls".to_owned()])).await?;
                 return Ok(());
@@ -132,8 +141,12 @@ impl Gateway {
         };
         let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
         let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;
-        // No case in it: only the fact, so the organisation erases its copy.
-        let notice = json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "erased" });
+        // No case in it: only the fact, so the organisation erases its copy or those categories of it.
+        let mut notice = json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "erased" });
+        if narrowing {
+            notice["state"] = json!("narrowed");
+            notice["erased_categories"] = json!(item.narrowed);
+        }
         let signed = case_push::sign(&notice, &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
@@ -165,5 +178,7 @@ pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims) -> Value {
         "received_at": millis_to_rfc3339(item.received_ms),
         "handover": claims.handover,
         "case": claims.body,
+        // Withdrawn by the person after the case was first seen: erased here, to be erased by the recipient too.
+        "erased_categories": (!item.narrowed.is_empty()).then_some(&item.narrowed),
     })
 }

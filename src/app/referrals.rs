@@ -245,7 +245,7 @@ impl Gateway {
                 }
             })
             .collect();
-        if let Some(progress) = &erasure
+        if let Some((progress, _)) = &erasure
             && progress.state == ErasureState::Overdue
             && let Some(due_by) = progress.due_by
         {
@@ -264,21 +264,37 @@ impl Gateway {
             "decision": decision,
             "timeline": shown,
             "delivery": delivery,
-            "erasure": erasure.map(|p| json!({
-                "state": p.state,
-                "due_by": p.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())),
-            })),
+            "erasure": erasure.map(|(p, categories)| {
+                let mut view = json!({
+                    "state": p.state,
+                    "due_by": p.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())),
+                    "scope": if categories.is_some() { "categories" } else { "whole" },
+                });
+                if let Some(categories) = categories {
+                    view["categories"] = json!(categories);
+                }
+                view
+            }),
         }))
     }
 
-    /// After a withdrawal: where the erasure it asked for stands.
-    fn erasure_view(&self, timeline: &[TimelineEntry], delivery: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Option<ErasureProgress> {
-        let withdrawn = timeline.iter().find(|t| t.status == "withdrawn")?;
+    /// After a withdrawal: where the erasure it asked for stands. A whole
+    /// withdrawal is the one shown; otherwise the latest partial one, with
+    /// its categories, told by the steps that came after it.
+    #[allow(clippy::type_complexity)]
+    fn erasure_view(&self, timeline: &[TimelineEntry], delivery: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Option<(ErasureProgress, Option<Vec<String>>)> {
+        let (at, partial) = match timeline.iter().position(|t| t.status == "withdrawn") {
+            Some(at) => (at, false),
+            None => (timeline.iter().rposition(|t| t.status == "consent_narrowed")?, true),
+        };
+        let withdrawn = &timeline[at];
         let withdrawn_at = DateTime::<Utc>::from_timestamp_millis(withdrawn.at_ms)?;
-        let steps: Vec<&str> = timeline.iter().map(|t| t.status.as_str()).collect();
+        let since = if partial { &timeline[at..] } else { timeline };
+        let steps: Vec<&str> = since.iter().map(|t| t.status.as_str()).collect();
         let packet_left = delivery.is_some_and(|d| d.packet_id.is_some());
         let deadline = chrono::Duration::from_std(self.delivery.erasure_deadline).unwrap_or(chrono::Duration::MAX);
-        Some(erasure_progress(withdrawn_at, packet_left, &steps, deadline, now))
+        let progress = erasure_progress(withdrawn_at, partial, packet_left, &steps, deadline, now);
+        Some((progress, partial.then(|| withdrawn.reasons.clone())))
     }
 }
 

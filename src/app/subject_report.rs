@@ -57,7 +57,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     };
     let at_gateway = if !packet_made {
         "nothing"
-    } else if steps.contains(&ErasedBy::Gateway.timeline_status()) {
+    } else if steps.contains(&ErasedBy::Gateway.timeline_status(false)) {
         "erased"
     } else if steps.contains(&ReferralProgress::Refused.as_str()) {
         "refused_at_screening"
@@ -72,7 +72,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     });
     // The sender hears of an acknowledgement or a report, not of a read or a
     // webhook push: without one, the organisation may still hold the case.
-    let at_organisation = if steps.contains(&ErasedBy::Organisation.timeline_status()) {
+    let at_organisation = if steps.contains(&ErasedBy::Organisation.timeline_status(false)) {
         "erasure_confirmed"
     } else if taken {
         "acknowledged"
@@ -82,13 +82,21 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "nothing"
     };
     // A denied referral had nothing to erase: its withdrawal only records the consent's end.
-    let erased: Vec<Value> = [("withdrawn", "this_gateway"), ("erased_at_gateway", "recipient_gateway"), ("erasure_confirmed", "recipient_organisation")]
+    let mut erased: Vec<Value> = [("withdrawn", "this_gateway"), ("erased_at_gateway", "recipient_gateway"), ("erasure_confirmed", "recipient_organisation")]
         .iter()
         .filter(|_| allowed)
         .filter_map(|(status, place)| first(status).map(|at| json!({ "where": place, "at": at })))
         .collect();
+    // Each partial withdrawal's erasures, with the categories they took.
+    let partial_places = [("consent_narrowed", "this_gateway"), ("narrowed_at_gateway", "recipient_gateway"), ("narrowing_confirmed", "recipient_organisation")];
+    erased.extend(timeline.iter().filter_map(|t| {
+        let place = partial_places.iter().find(|(status, _)| *status == t.status)?.1;
+        Some(json!({ "where": place, "at": millis_to_rfc3339(t.at_ms), "categories": t.reasons }))
+    }));
+    let withdrawn_categories: std::collections::BTreeSet<&str> =
+        timeline.iter().filter(|t| t.status == "consent_narrowed").flat_map(|t| t.reasons.iter().map(String::as_str)).collect();
     let erasure = timeline.iter().find(|t| t.status == "withdrawn").and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.at_ms)).map(|at| {
-        let progress = erasure_progress(at, packet_made, &steps, erasure_deadline, now);
+        let progress = erasure_progress(at, false, packet_made, &steps, erasure_deadline, now);
         json!({ "state": progress.state, "due_by": progress.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())) })
     });
 
@@ -102,7 +110,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "reason_codes": decision.get("deny_reasons").cloned().unwrap_or(json!([])),
         "policy_version": referral.policy_version,
         "consent": serde_json::from_str::<Value>(&referral.consent).unwrap_or(Value::Null),
-        "categories": { "sent": keys("sent"), "withheld": keys("withheld") },
+        "categories": { "sent": keys("sent"), "withheld": keys("withheld"), "withdrawn": withdrawn_categories },
         "delivery": referral.delivery.as_ref().map(|d| json!({
             "state": d.state,
             "packet_id": d.packet_id,
@@ -114,7 +122,13 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "erased": erased,
         "erasure": erasure,
         "status": referral.status,
-        "timeline": timeline.iter().map(|t| json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })).collect::<Vec<_>>(),
+        "timeline": timeline.iter().map(|t| {
+            let mut entry = json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) });
+            if !t.reasons.is_empty() {
+                entry["reasons"] = json!(t.reasons);
+            }
+            entry
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -1,51 +1,103 @@
-//! Consent withdrawn at the sending gateway: the case key is destroyed
-//! first (the payload, in every copy of the database, is erased at that
-//! moment), then delivery stops and, if a packet may have reached the peer, a
-//! `withdrawal` packet is queued so that the peer erases its copy too.
+//! Consent withdrawn at the sending gateway, whole or in part. The case key
+//! is destroyed first (the payload, in every copy of the database, is erased
+//! at that moment), then delivery stops and, if a packet may have reached the
+//! peer, a `withdrawal` packet is queued so that the peer erases its copy too.
+//! A partial withdrawal (some categories) cuts the payload still held down
+//! under a new key and asks the peer to erase those categories only.
 
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::delivery::WithdrawalAtRest;
 use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::crypto::case_keys::is_case_key_id;
 use crate::domain::submission::FieldProblem;
-use crate::store::{NewWithdrawal, SealedPayload, Write, Written};
+use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope};
+use crate::domain::{DataCategory, OrgId, Purpose};
+use crate::store::{NewWithdrawal, SealedPayload, SentNarrowing, StoredReferral, Write, Written};
 
 impl Gateway {
-    /// Withdraws the person's consent for a whole referral the caller's organisation sent.
+    /// Withdraws the person's consent for a referral the caller's
+    /// organisation sent: whole, or the part `body` names.
     pub async fn withdraw_consent(&self, principal: &Principal, referral_id: &str, body: &Value) -> Result<Value, AppError> {
         self.require(principal, &[Role::Submitter]).await?;
-        whole_withdrawal_only(body)?;
+        let scope = parse_scope(body)?;
         let now = self.now();
         let Some(referral) = self.store.referral(referral_id).await?.filter(|r| r.sender_org == principal.org.as_str()) else {
             self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "not_found")).await?;
             return Err(AppError::NotFound);
         };
-        self.withdraw_one(principal, referral_id, referral.subject_key).await
+        match self.withdraw_from(principal, &referral, &scope).await? {
+            Some(answer) => Ok(answer),
+            None => {
+                let event = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "untouched").referral(referral_id);
+                self.audit(event).await?;
+                Ok(json!({ "referral_id": referral_id, "status": referral.status, "withdrawn": "nothing" }))
+            }
+        }
     }
 
-    /// Withdraws the person's consent for every referral about them that the
-    /// caller's organisation sent; one answer per referral, oldest first.
+    /// Withdraws the person's consent, whole or the part `body` names, from
+    /// every referral about them that the caller's organisation sent; one
+    /// answer per referral it reaches, oldest first.
     pub async fn withdraw_subject_consent(&self, principal: &Principal, subject_ref: &str, body: &Value) -> Result<Value, AppError> {
         self.require(principal, &[Role::Submitter]).await?;
-        whole_withdrawal_only(body)?;
+        let scope = parse_scope(body)?;
         let subject_key = self.subject_key(subject_ref);
         let mut answers = Vec::new();
-        for referral in self.store.subject_referrals(&subject_key).await? {
+        for summary in self.store.subject_referrals(&subject_key).await? {
             // A denied referral sent nothing and holds no payload: nothing to withdraw.
-            if referral.sender_org == principal.org.as_str() && referral.outcome == "allow" {
-                answers.push(self.withdraw_one(principal, &referral.referral_id, subject_key.clone()).await?);
+            if summary.sender_org != principal.org.as_str() || summary.outcome != "allow" {
+                continue;
+            }
+            let Some(referral) = self.store.referral(&summary.referral_id).await? else { continue };
+            if let Some(answer) = self.withdraw_from(principal, &referral, &scope).await? {
+                answers.push(answer);
             }
         }
         if answers.is_empty() {
-            // Nothing this organisation sent about that person; audited, as a referral not found is.
+            // Nothing this organisation sent about that person in that scope; audited, as a referral not found is.
             self.audit(AuditEvent::new(self.now(), principal.actor(), Action::ConsentWithdraw, "not_found").subject_key(subject_key)).await?;
         }
         Ok(json!({ "subject_ref": subject_ref, "referrals": answers }))
     }
 
-    async fn withdraw_one(&self, principal: &Principal, referral_id: &str, subject_key: String) -> Result<Value, AppError> {
+    /// Withdraws what `scope` reaches of `referral`; `None` if it reaches nothing.
+    async fn withdraw_from(&self, principal: &Principal, referral: &StoredReferral, scope: &WithdrawalScope) -> Result<Option<Value>, AppError> {
+        let (Ok(purpose), Ok(recipient)) = (referral.purpose.parse::<Purpose>(), OrgId::parse(&referral.destination_org)) else {
+            return Err(AppError::Internal("referral record: unreadable purpose or recipient".to_owned()));
+        };
+        let held = self.categories_held(referral).await?;
+        match reach(scope, SentReferral { purpose, recipient: &recipient, held: &held }) {
+            Reach::Untouched => Ok(None),
+            Reach::Whole => self.withdraw_whole(principal, &referral.id, referral.subject_key.clone()).await.map(Some),
+            Reach::Categories(categories) => self.withdraw_categories(principal, referral, &categories).await.map(Some),
+        }
+    }
+
+    /// The categories a referral sent and that were not withdrawn since:
+    /// none once it is withdrawn whole, or for a denied referral.
+    async fn categories_held(&self, referral: &StoredReferral) -> Result<BTreeSet<DataCategory>, AppError> {
+        if referral.outcome != "allow" || ["withdrawn", "erased_at_gateway", "erasure_confirmed"].contains(&referral.status.as_str()) {
+            // Withdrawn whole already: a whole withdrawal again only repeats the answer.
+            return Ok(if referral.outcome == "allow" { sent_categories(referral)? } else { BTreeSet::new() });
+        }
+        let mut held = sent_categories(referral)?;
+        for entry in self.store.timeline(&referral.id).await? {
+            if entry.status == "consent_narrowed" {
+                for category in entry.reasons.iter().filter_map(|c| c.parse::<DataCategory>().ok()) {
+                    held.remove(&category);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    async fn withdraw_whole(&self, principal: &Principal, referral_id: &str, subject_key: String) -> Result<Value, AppError> {
         let now = self.now();
         // Keys first: should anything below fail, the payload is already
         // unreadable, and a retry of this request finishes the rest.
@@ -54,12 +106,7 @@ impl Gateway {
         {
             self.vault.destroy(&[payload.key_id]).await?;
         }
-        let packet_id = new_id()?;
-        let withdrawal = NewWithdrawal {
-            payload: SealedPayload { sealed: self.keys().seal(b"{}", packet_id.as_bytes())?, key_id: self.keys().data_key_id() },
-            deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
-            packet_id,
-        };
+        let withdrawal = self.new_withdrawal(&WithdrawalAtRest::default(), now)?;
         let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "withdrawn").referral(referral_id).subject_key(subject_key);
         let write = Write::Withdraw { referral_id: referral_id.to_owned(), withdrawal, at_ms: now.timestamp_millis(), audit };
         match self.writer.write(write).await? {
@@ -67,24 +114,146 @@ impl Gateway {
                 if peer_notified {
                     self.wake_delivery();
                 }
-                Ok(json!({ "referral_id": referral_id, "status": "withdrawn", "peer_notified": peer_notified }))
+                Ok(json!({ "referral_id": referral_id, "status": "withdrawn", "withdrawn": "whole", "peer_notified": peer_notified }))
             }
             // Withdrawn before: the same answer, without repeating what was done.
             _ => {
                 self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(referral_id)).await?;
-                Ok(json!({ "referral_id": referral_id, "status": "withdrawn" }))
+                Ok(json!({ "referral_id": referral_id, "status": "withdrawn", "withdrawn": "whole" }))
             }
         }
     }
+
+    /// Withdraws some categories of a referral: the payload still held is cut
+    /// down under a new key (the old one destroyed first), and the peer is
+    /// asked to erase them if a packet may have reached it.
+    async fn withdraw_categories(&self, principal: &Principal, referral: &StoredReferral, categories: &BTreeSet<DataCategory>) -> Result<Value, AppError> {
+        let now = self.now();
+        let payload = match self.store.sealed_payload(&referral.id).await? {
+            Some(held) if !held.sealed.is_empty() && is_case_key_id(&held.key_id) => {
+                let plaintext = self.vault.open(&held.sealed, referral.id.as_bytes()).await?;
+                let mut body: serde_json::Map<String, Value> =
+                    serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("referral payload is not an object".to_owned()))?;
+                for category in categories {
+                    body.remove(category.as_str());
+                }
+                let cut = serde_json::to_vec(&body).map_err(|e| AppError::Internal(e.to_string()))?;
+                let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
+                let sealed = self.vault.seal(&case_key, &cut, referral.id.as_bytes())?;
+                // Keys first: the withdrawn categories are unreadable from here on, in every copy.
+                self.vault.destroy(std::slice::from_ref(&held.key_id)).await?;
+                Some((sealed, held.key_id))
+            }
+            // Delivered (the payload at rest has served and is blank) or never held.
+            _ => None,
+        };
+        let names: Vec<String> = categories.iter().map(|c| c.as_str().to_owned()).collect();
+        let withdrawal = self.new_withdrawal(&WithdrawalAtRest { categories: Some(categories.clone()) }, now)?;
+        let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "narrowed")
+            .referral(&referral.id)
+            .subject_key(referral.subject_key.clone())
+            .reasons(names.clone());
+        let narrowing = Box::new(SentNarrowing { categories: names.clone(), payload });
+        let write = Write::Narrow { referral_id: referral.id.clone(), narrowing, withdrawal, at_ms: now.timestamp_millis(), audit };
+        match self.writer.write(write).await? {
+            Written::Withdrawn { peer_notified, .. } => {
+                if peer_notified {
+                    self.wake_delivery();
+                }
+                let status = self.store.referral(&referral.id).await?.map_or_else(|| referral.status.clone(), |r| r.status);
+                Ok(json!({
+                    "referral_id": referral.id,
+                    "status": status,
+                    "withdrawn": "categories",
+                    "categories": names,
+                    "peer_notified": peer_notified,
+                }))
+            }
+            // Withdrawn whole meanwhile.
+            _ => Ok(json!({ "referral_id": referral.id, "status": "withdrawn", "withdrawn": "whole" })),
+        }
+    }
+
+    fn new_withdrawal(&self, at_rest: &WithdrawalAtRest, now: chrono::DateTime<chrono::Utc>) -> Result<NewWithdrawal, AppError> {
+        let packet_id = new_id()?;
+        let body = serde_json::to_vec(at_rest).map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(NewWithdrawal {
+            payload: SealedPayload { sealed: self.keys().seal(&body, packet_id.as_bytes())?, key_id: self.keys().data_key_id() },
+            deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
+            packet_id,
+        })
+    }
 }
 
-/// Narrowing a consent (some categories, purposes or recipients) comes later: the body must be `{}`.
-fn whole_withdrawal_only(body: &Value) -> Result<(), AppError> {
-    if body.as_object().is_some_and(serde_json::Map::is_empty) {
-        return Ok(());
+/// The categories an allowed referral's decision sent.
+fn sent_categories(referral: &StoredReferral) -> Result<BTreeSet<DataCategory>, AppError> {
+    let decision: Value = serde_json::from_str(&referral.decision).map_err(|_| AppError::Internal("referral record: unreadable decision".to_owned()))?;
+    Ok(decision
+        .get("sent")
+        .and_then(Value::as_object)
+        .map(|sent| sent.keys().filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_default())
+}
+
+/// The body of a withdrawal as sent: every filter optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeBody {
+    #[serde(default)]
+    purposes: Option<Vec<String>>,
+    #[serde(default)]
+    recipients: Option<Vec<String>>,
+    #[serde(default)]
+    categories: Option<Vec<String>>,
+}
+
+/// The scope a withdrawal's body names: `{}` is the whole consent; each of
+/// `purposes`, `recipients` and `categories` narrows it. Problems name the
+/// field, never its value.
+fn parse_scope(body: &Value) -> Result<WithdrawalScope, AppError> {
+    let parsed: ScopeBody = serde_json::from_value(body.clone()).map_err(|_| {
+        let unknown = body.as_object().and_then(|o| o.keys().find(|k| !["purposes", "recipients", "categories"].contains(&k.as_str())));
+        let field = match unknown {
+            Some(name) if crate::domain::submission::looks_like_field_name(name) => name.clone(),
+            Some(_) => "(field)".to_owned(),
+            None => "(body)".to_owned(),
+        };
+        AppError::Invalid(vec![FieldProblem {
+            field,
+            problem: "a consent withdrawal is {} (all of it) or names purposes, recipients and/or categories, each a list".to_owned(),
+        }])
+    })?;
+    let mut problems = Vec::new();
+    let purposes = parse_list(parsed.purposes, "purposes", |t| t.parse::<Purpose>().ok(), "is not a purpose", &mut problems);
+    let recipients = parse_list(parsed.recipients, "recipients", |t| OrgId::parse(t).ok(), "is not an organisation id", &mut problems);
+    let categories = parse_list(parsed.categories, "categories", |t| t.parse::<DataCategory>().ok(), "is not a data category", &mut problems);
+    if !problems.is_empty() {
+        return Err(AppError::Invalid(problems));
     }
-    Err(AppError::Invalid(vec![FieldProblem {
-        field: "(body)".to_owned(),
-        problem: "must be {}: consent is withdrawn for the whole referral".to_owned(),
-    }]))
+    WithdrawalScope::new(purposes, recipients, categories).map_err(|_| {
+        AppError::Invalid(vec![FieldProblem {
+            field: "(body)".to_owned(),
+            problem: "a list must name at least one value; leave it out to withdraw for all".to_owned(),
+        }])
+    })
+}
+
+fn parse_list<T: Ord>(
+    values: Option<Vec<String>>,
+    field: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    problem: &str,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<BTreeSet<T>> {
+    let values = values?;
+    let mut parsed = BTreeSet::new();
+    for (index, text) in values.iter().enumerate() {
+        match parse(text) {
+            Some(value) => {
+                parsed.insert(value);
+            }
+            None => problems.push(FieldProblem { field: format!("{field}[{index}]"), problem: problem.to_owned() }),
+        }
+    }
+    Some(parsed)
 }

@@ -1,14 +1,111 @@
-//! What crosses a border when a person withdraws consent: the sender's
-//! `withdrawal` notice naming the referral packet to erase, and the receiver's
-//! `erasure_confirmation`. Packet ids only: nothing personal.
+//! A person's consent withdrawn, whole or in part: which referrals it
+//! reaches and how far ([`reach`]), and what crosses a border because of it:
+//! the sender's `withdrawal` notice naming the referral packet to erase (all
+//! of it, or some categories), and the receiver's `erasure_confirmation`.
+//! Packet ids and category names only: nothing personal.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-/// The body of a `withdrawal` packet: erase all that came in this referral packet.
+use super::{DataCategory, OrgId, Purpose};
+
+/// What a person withdraws consent for: the referrals of these purposes, to
+/// these recipients, and within them these categories. A filter left out
+/// reaches everything; with none, the consent is withdrawn whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WithdrawalScope {
+    purposes: Option<BTreeSet<Purpose>>,
+    recipients: Option<BTreeSet<OrgId>>,
+    categories: Option<BTreeSet<DataCategory>>,
+}
+
+/// Why a scope was not built: a filter given but naming nothing would
+/// withdraw nothing, which is never what a person asking to withdraw means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a filter of a consent withdrawal names nothing")]
+pub struct EmptyFilter;
+
+impl WithdrawalScope {
+    /// Everything: the consent withdrawn whole.
+    pub fn whole() -> Self {
+        Self::default()
+    }
+
+    pub fn new(
+        purposes: Option<BTreeSet<Purpose>>,
+        recipients: Option<BTreeSet<OrgId>>,
+        categories: Option<BTreeSet<DataCategory>>,
+    ) -> Result<Self, EmptyFilter> {
+        let empty = purposes.as_ref().is_some_and(BTreeSet::is_empty)
+            || recipients.as_ref().is_some_and(BTreeSet::is_empty)
+            || categories.as_ref().is_some_and(BTreeSet::is_empty);
+        if empty {
+            return Err(EmptyFilter);
+        }
+        Ok(Self { purposes, recipients, categories })
+    }
+}
+
+/// A referral as sent: what a withdrawal is measured against.
+#[derive(Debug, Clone, Copy)]
+pub struct SentReferral<'a> {
+    pub purpose: Purpose,
+    pub recipient: &'a OrgId,
+    /// The categories sent and not withdrawn before.
+    pub held: &'a BTreeSet<DataCategory>,
+}
+
+/// How far a withdrawal reaches into one referral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Outside the scope, or nothing of it left to withdraw.
+    Untouched,
+    /// All that is still held: the referral is withdrawn whole.
+    Whole,
+    /// Some of the categories still held (never empty, never all of them):
+    /// only these are erased; the rest stays shared.
+    Categories(BTreeSet<DataCategory>),
+}
+
+/// How far `scope` reaches into `referral`: narrowing a consent withdraws
+/// the removed part only, and removing every category still held is a whole
+/// withdrawal.
+pub fn reach(scope: &WithdrawalScope, referral: SentReferral<'_>) -> Reach {
+    let purpose_in = scope.purposes.as_ref().is_none_or(|p| p.contains(&referral.purpose));
+    let recipient_in = scope.recipients.as_ref().is_none_or(|r| r.contains(referral.recipient));
+    if !purpose_in || !recipient_in {
+        return Reach::Untouched;
+    }
+    let Some(categories) = &scope.categories else {
+        return Reach::Whole;
+    };
+    let withdrawn: BTreeSet<DataCategory> = referral.held.intersection(categories).copied().collect();
+    if withdrawn.is_empty() {
+        Reach::Untouched
+    } else if withdrawn.len() == referral.held.len() {
+        Reach::Whole
+    } else {
+        Reach::Categories(withdrawn)
+    }
+}
+
+/// The body of a `withdrawal` packet: erase what came in this referral
+/// packet; all of it, or only `categories` when they are named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalNotice {
     pub in_reply_to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<BTreeSet<DataCategory>>,
+}
+
+impl WithdrawalNotice {
+    /// A notice naming an empty set of categories is malformed: it would ask
+    /// to erase nothing, or (read as "all") more than was meant.
+    pub fn is_well_formed(&self) -> bool {
+        self.categories.as_ref().is_none_or(|c| !c.is_empty())
+    }
 }
 
 /// Who has erased the data of a referral packet.
@@ -22,11 +119,14 @@ pub enum ErasedBy {
 }
 
 impl ErasedBy {
-    /// The entry it makes in the sending gateway's timeline.
-    pub fn timeline_status(self) -> &'static str {
-        match self {
-            Self::Gateway => "erased_at_gateway",
-            Self::Organisation => "erasure_confirmed",
+    /// The entry it makes in the sending gateway's timeline, for an erasure
+    /// of the whole referral or (`partial`) of some of its categories.
+    pub fn timeline_status(self, partial: bool) -> &'static str {
+        match (self, partial) {
+            (Self::Gateway, false) => "erased_at_gateway",
+            (Self::Organisation, false) => "erasure_confirmed",
+            (Self::Gateway, true) => "narrowed_at_gateway",
+            (Self::Organisation, true) => "narrowing_confirmed",
         }
     }
 }
@@ -38,7 +138,14 @@ pub struct ErasureNotice {
     /// The referral packet whose data was erased.
     pub in_reply_to: String,
     pub erased_by: ErasedBy,
+    /// Only these categories were erased; the rest of the case stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<BTreeSet<DataCategory>>,
 }
+
+/// Timeline entries that record a partial withdrawal and its erasure: they
+/// never become the referral's status, which stays with the part still shared.
+pub const PARTIAL_STEPS: [&str; 3] = ["consent_narrowed", "narrowed_at_gateway", "narrowing_confirmed"];
 
 /// Where the erasure a withdrawal asked for stands, as the sender sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,13 +169,15 @@ pub struct ErasureProgress {
     pub due_by: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The erasure after a withdrawal at `withdrawn_at`: `packet_left` when a
-/// packet had been made for the referral (so the peer may hold it), `steps`
-/// the referral's timeline statuses. Overdue once `deadline` has passed
-/// without the receiving gateway's confirmation; the organisation's comes on
-/// top and does not decide it.
+/// The erasure after a withdrawal at `withdrawn_at` (of some categories
+/// only when `partial`): `packet_left` when a packet had been made for the
+/// referral (so the peer may hold it), `steps` the referral's timeline
+/// statuses since the withdrawal. Overdue once `deadline` has passed without
+/// the receiving gateway's confirmation; the organisation's comes on top and
+/// does not decide it.
 pub fn erasure_progress(
     withdrawn_at: chrono::DateTime<chrono::Utc>,
+    partial: bool,
     packet_left: bool,
     steps: &[&str],
     deadline: chrono::Duration,
@@ -78,9 +187,9 @@ pub fn erasure_progress(
         return ErasureProgress { state: ErasureState::NothingSent, due_by: None };
     }
     let due_by = withdrawn_at.checked_add_signed(deadline).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-    let state = if steps.contains(&ErasedBy::Organisation.timeline_status()) {
+    let state = if steps.contains(&ErasedBy::Organisation.timeline_status(partial)) {
         ErasureState::Confirmed
-    } else if steps.contains(&ErasedBy::Gateway.timeline_status()) {
+    } else if steps.contains(&ErasedBy::Gateway.timeline_status(partial)) {
         ErasureState::ErasedAtGateway
     } else if now >= due_by {
         ErasureState::Overdue
@@ -102,39 +211,113 @@ mod tests {
         let withdrawn = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
         let deadline = Duration::hours(72);
         let at = |hours| withdrawn + Duration::hours(hours);
-        let progress = |left, steps: &[&str], hours| erasure_progress(withdrawn, left, steps, deadline, at(hours)).state;
+        let progress = |left, steps: &[&str], hours| erasure_progress(withdrawn, false, left, steps, deadline, at(hours)).state;
         assert_eq!(progress(false, &["withdrawn"], 1000), ErasureState::NothingSent);
-        assert_eq!(erasure_progress(withdrawn, false, &[], deadline, at(0)).due_by, None);
+        assert_eq!(erasure_progress(withdrawn, false, false, &[], deadline, at(0)).due_by, None);
         assert_eq!(progress(true, &["withdrawn"], 71), ErasureState::Requested);
         assert_eq!(progress(true, &["withdrawn", "withdrawal_delivered"], 72), ErasureState::Overdue);
         assert_eq!(progress(true, &["withdrawn", "erased_at_gateway"], 1000), ErasureState::ErasedAtGateway);
         assert_eq!(progress(true, &["withdrawn", "erasure_confirmed", "erased_at_gateway"], 1000), ErasureState::Confirmed);
-        assert_eq!(erasure_progress(withdrawn, true, &[], deadline, at(0)).due_by, Some(at(72)));
+        assert_eq!(erasure_progress(withdrawn, false, true, &[], deadline, at(0)).due_by, Some(at(72)));
+        // A partial erasure is told by its own steps: the whole referral's do not count for it.
+        let partial = |steps: &[&str], hours| erasure_progress(withdrawn, true, true, steps, deadline, at(hours)).state;
+        assert_eq!(partial(&["consent_narrowed", "erased_at_gateway"], 80), ErasureState::Overdue);
+        assert_eq!(partial(&["consent_narrowed", "narrowed_at_gateway"], 80), ErasureState::ErasedAtGateway);
+        assert_eq!(partial(&["narrowing_confirmed"], 1), ErasureState::Confirmed);
     }
 
     proptest! {
         #[test]
         fn a_confirmed_erasure_is_never_overdue(hours in 0i64..10_000, deadline in 1i64..1_000, organisation in any::<bool>()) {
             let withdrawn = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-            let step = if organisation { "erasure_confirmed" } else { "erased_at_gateway" };
-            let progress = erasure_progress(withdrawn, true, &["withdrawn", step], Duration::hours(deadline), withdrawn + Duration::hours(hours));
-            prop_assert!(progress.state != ErasureState::Overdue && progress.state != ErasureState::Requested);
+            let step = if organisation { ErasedBy::Organisation } else { ErasedBy::Gateway };
+            for partial in [false, true] {
+                let steps = ["withdrawn", step.timeline_status(partial)];
+                let progress = erasure_progress(withdrawn, partial, true, &steps, Duration::hours(deadline), withdrawn + Duration::hours(hours));
+                prop_assert!(progress.state != ErasureState::Overdue && progress.state != ErasureState::Requested);
+            }
         }
     }
 
     #[test]
     fn notices_have_one_wire_form_and_refuse_anything_more() {
-        let notice = WithdrawalNotice { in_reply_to: "p-1".to_owned() };
+        let notice = WithdrawalNotice { in_reply_to: "p-1".to_owned(), categories: None };
         assert_eq!(serde_json::to_value(&notice).unwrap(), json!({ "in_reply_to": "p-1" }));
         assert!(serde_json::from_value::<WithdrawalNotice>(json!({ "in_reply_to": "p-1", "name": "Amina" })).is_err());
-        let erased = ErasureNotice { in_reply_to: "p-1".to_owned(), erased_by: ErasedBy::Organisation };
+        let partial = WithdrawalNotice { in_reply_to: "p-1".to_owned(), categories: Some([DataCategory::Health].into()) };
+        assert_eq!(serde_json::to_value(&partial).unwrap(), json!({ "in_reply_to": "p-1", "categories": ["health"] }));
+        assert!(partial.is_well_formed() && notice.is_well_formed());
+        let empty: WithdrawalNotice = serde_json::from_value(json!({ "in_reply_to": "p-1", "categories": [] })).unwrap();
+        assert!(!empty.is_well_formed());
+        assert!(serde_json::from_value::<WithdrawalNotice>(json!({ "in_reply_to": "p-1", "categories": ["amina"] })).is_err());
+        let erased = ErasureNotice { in_reply_to: "p-1".to_owned(), erased_by: ErasedBy::Organisation, categories: None };
         assert_eq!(serde_json::to_value(&erased).unwrap(), json!({ "in_reply_to": "p-1", "erased_by": "organisation" }));
         assert!(serde_json::from_value::<ErasureNotice>(json!({ "in_reply_to": "p-1", "erased_by": "someone" })).is_err());
     }
 
     #[test]
     fn each_eraser_has_its_own_timeline_entry() {
-        assert_eq!(ErasedBy::Gateway.timeline_status(), "erased_at_gateway");
-        assert_eq!(ErasedBy::Organisation.timeline_status(), "erasure_confirmed");
+        assert_eq!(ErasedBy::Gateway.timeline_status(false), "erased_at_gateway");
+        assert_eq!(ErasedBy::Organisation.timeline_status(false), "erasure_confirmed");
+        for by in [ErasedBy::Gateway, ErasedBy::Organisation] {
+            assert!(PARTIAL_STEPS.contains(&by.timeline_status(true)));
+            assert!(!PARTIAL_STEPS.contains(&by.timeline_status(false)));
+        }
+    }
+
+    fn org(id: &str) -> OrgId {
+        OrgId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_withdrawal_reaches_only_what_it_names() {
+        use DataCategory::*;
+        let lagos = org("nga-health-lagos");
+        let held: BTreeSet<DataCategory> = [Identity, Contact, Health].into();
+        let sent = SentReferral { purpose: Purpose::Reintegration, recipient: &lagos, held: &held };
+        let scope = |p: Option<&[Purpose]>, r: Option<&[&str]>, c: Option<&[DataCategory]>| {
+            WithdrawalScope::new(p.map(|p| p.iter().copied().collect()), r.map(|r| r.iter().map(|o| org(o)).collect()), c.map(|c| c.iter().copied().collect()))
+                .unwrap()
+        };
+        assert_eq!(reach(&WithdrawalScope::whole(), sent), Reach::Whole);
+        assert_eq!(reach(&scope(None, None, Some(&[Health])), sent), Reach::Categories([Health].into()));
+        assert_eq!(reach(&scope(None, None, Some(&[Health, Asylum])), sent), Reach::Categories([Health].into()));
+        assert_eq!(reach(&scope(None, None, Some(&[Asylum])), sent), Reach::Untouched);
+        assert_eq!(reach(&scope(None, None, Some(&[Identity, Contact, Health, Family])), sent), Reach::Whole);
+        assert_eq!(reach(&scope(Some(&[Purpose::FamilyTracing]), None, None), sent), Reach::Untouched);
+        assert_eq!(reach(&scope(Some(&[Purpose::Reintegration]), None, Some(&[Contact])), sent), Reach::Categories([Contact].into()));
+        assert_eq!(reach(&scope(None, Some(&["gmb-iom-banjul"]), None), sent), Reach::Untouched);
+        assert_eq!(reach(&scope(None, Some(&["nga-health-lagos", "gmb-iom-banjul"]), None), sent), Reach::Whole);
+        assert_eq!(WithdrawalScope::new(None, None, Some(BTreeSet::new())), Err(EmptyFilter));
+        assert_eq!(WithdrawalScope::new(Some(BTreeSet::new()), None, None), Err(EmptyFilter));
+        assert_eq!(WithdrawalScope::new(None, Some(BTreeSet::new()), None), Err(EmptyFilter));
+    }
+
+    fn categories() -> impl Strategy<Value = BTreeSet<DataCategory>> {
+        proptest::sample::subsequence(DataCategory::ALL.to_vec(), 0..=DataCategory::ALL.len()).prop_map(|c| c.into_iter().collect())
+    }
+
+    proptest! {
+        /// A partial reach is never empty and never all that is held; a
+        /// category-only scope never reaches outside what was held.
+        #[test]
+        fn a_partial_withdrawal_erases_part_of_what_is_held(held in categories(), named in categories(), same_purpose in any::<bool>()) {
+            let lagos = org("nga-health-lagos");
+            let sent = SentReferral { purpose: Purpose::Return, recipient: &lagos, held: &held };
+            let purposes = Some([if same_purpose { Purpose::Return } else { Purpose::FamilyTracing }].into());
+            let Ok(scope) = WithdrawalScope::new(purposes, None, Some(named.clone())) else {
+                prop_assert!(named.is_empty());
+                return Ok(());
+            };
+            match reach(&scope, sent) {
+                Reach::Categories(withdrawn) => {
+                    prop_assert!(same_purpose);
+                    prop_assert!(!withdrawn.is_empty() && withdrawn.len() < held.len());
+                    prop_assert!(withdrawn.is_subset(&held) && withdrawn.is_subset(&named));
+                }
+                Reach::Whole => prop_assert!(same_purpose && !held.is_empty() && held.is_subset(&named)),
+                Reach::Untouched => prop_assert!(!same_purpose || held.is_disjoint(&named)),
+            }
+        }
     }
 }

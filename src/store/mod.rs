@@ -222,15 +222,37 @@ pub enum Write {
     /// packet it was given until a retry forgets it: the packet it holds
     /// comes back as [`Written::PacketKept`] ([`Written::AlreadySettled`]
     /// if the entry is gone).
-    KeepPacket { entry_id: String, packet: StoredPacket },
+    ///
+    /// `sealed_from` names the key of the payload the packet was made from:
+    /// a packet made from a payload replaced meanwhile (some categories
+    /// withdrawn) is not kept, and the entry is tried again from the new one.
+    KeepPacket { entry_id: String, packet: StoredPacket, sealed_from: String },
     /// Consent withdrawn for a referral sent from here: its delivery stops
     /// (`pending` becomes `withdrawn`), its payload and kept packet are
     /// blanked, and `withdrawal` is queued for the peer if a packet was ever
     /// made for it (it may have arrived); the referral's status becomes
     /// `withdrawn`. [`Written::AlreadySettled`] if it was withdrawn before.
     Withdraw { referral_id: String, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
+    /// Consent withdrawn for some categories of a referral sent from here:
+    /// the rest stays shared. The payload still held (if it is still under
+    /// the key `narrowing.sealed_from`) is replaced by `narrowing.payload`,
+    /// cut down and under a new key; `withdrawal` (its body naming the
+    /// categories) is queued for the peer if a packet was ever made; the
+    /// timeline records `consent_narrowed` with the categories, and the
+    /// referral's status stays. [`Written::AlreadySettled`] if the referral
+    /// was withdrawn whole before.
+    Narrow { referral_id: String, narrowing: Box<SentNarrowing>, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
+}
+
+/// See [`Write::Narrow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentNarrowing {
+    /// The categories this withdrawal takes back.
+    pub categories: Vec<String>,
+    /// The payload without them, replacing the one sealed under `sealed_from`.
+    pub payload: Option<(SealedPayload, String)>,
 }
 
 /// The withdrawal packet to queue if the referral's packet may have reached the peer.
@@ -287,10 +309,52 @@ pub struct InboxChange {
     /// With `erases`: the recipient takes cases by webhook, so a case it was
     /// pushed goes to `erasure_pushing` and it is pushed a notice of the erasure.
     pub erasure_pushed: bool,
-    /// For a withdrawal packet: the referral packet id it withdraws and its
-    /// issuer, kept so that the packet is erased on arrival if it comes later.
-    pub withdraws: Option<(String, String)>,
+    /// For a withdrawal packet: what it withdraws, kept so that a referral
+    /// packet arriving later is erased or cut down on arrival.
+    pub withdraws: Option<Tombstone>,
+    /// For a partial withdrawal: the received referral it cuts down.
+    pub narrows: Option<ReceivedNarrowing>,
+    /// The moved packet's own claims replaced (a referral cut down on
+    /// arrival by a partial withdrawal that came first).
+    pub reseal: Option<SealedPayload>,
+    /// The recipient organisation confirmed it erased the categories
+    /// withdrawn from a case it still holds.
+    pub confirms_narrowing: bool,
     pub at_ms: i64,
+}
+
+/// A withdrawal as the receiving gateway keeps it, whether or not it holds
+/// the referral packet yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The withdrawal packet's own id.
+    pub withdrawal_id: String,
+    /// The referral packet withdrawn, and the gateway that sent it.
+    pub packet_id: String,
+    pub issuer: String,
+    /// Only these categories; `None`: all of it.
+    pub categories: Option<Vec<String>>,
+}
+
+/// How much of a referral packet its sender withdrew before it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithdrawnPart {
+    Whole,
+    Categories(Vec<String>),
+}
+
+/// A received case cut down by a partial withdrawal: its claims replaced,
+/// listed again so that its recipient learns what to erase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedNarrowing {
+    pub packet_id: String,
+    /// The claims without the withdrawn categories, under a new key.
+    pub claims: SealedPayload,
+    /// Every category withdrawn from it so far.
+    pub categories: Vec<String>,
+    /// The recipient takes cases by webhook: a case it was pushed goes to
+    /// `narrowing_pushing` and it is pushed a notice.
+    pub pushed: bool,
 }
 
 /// A received packet as the inbox keeps it.
@@ -310,6 +374,10 @@ pub struct InboxItem {
     pub push_attempts: i64,
     /// Its place in the order cases became visible to recipients (once they do).
     pub visible_seq: Option<i64>,
+    /// Categories its sender withdrew after it became visible, erased here.
+    pub narrowed: Vec<String>,
+    /// The recipient confirmed it erased them too.
+    pub narrowing_confirmed: bool,
 }
 
 /// What the inbox holds for a known packet id.
@@ -388,8 +456,10 @@ pub trait Store: Send + Sync + 'static {
     async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError>;
     /// Received packets still to be processed, oldest first.
     async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
-    /// Whether `issuer` withdrew the referral packet `packet_id` (see [`InboxChange::withdraws`]).
-    async fn is_withdrawn(&self, packet_id: &str, issuer: &str) -> Result<bool, StoreError>;
+    /// How much of the referral packet `packet_id` `issuer` withdrew (see
+    /// [`InboxChange::withdraws`]): whole, some categories (all those named by
+    /// its partial withdrawals), or nothing.
+    async fn withdrawn_part(&self, packet_id: &str, issuer: &str) -> Result<Option<WithdrawnPart>, StoreError>;
     /// Every referral about the subject whose keyed reference is
     /// `subject_key`, allowed or denied, oldest first; nothing of any other subject.
     async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError>;

@@ -16,7 +16,7 @@ use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
-    NewReply, NewWithdrawal, PolicyVersionRecord, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
+    NewReply, NewWithdrawal, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written,
 };
 use crate::audit::{AuditEvent, AuditRecord};
@@ -25,8 +25,8 @@ use crate::config::sqlite_path;
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
      destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms, handover";
 
-const INBOX_COLUMNS: &str =
-    "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, visible_seq";
+const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, \
+     push_attempts, visible_seq, narrowed, narrowing_confirmed_ms";
 
 const AUDIT_COLUMNS: &str =
     "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, prev_hash, hash";
@@ -264,15 +264,17 @@ macro_rules! sql_store {
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 entry_id: &str,
                 packet: &StoredPacket,
+                sealed_from: &str,
             ) -> Result<Written, sqlx::Error> {
                 // One statement: the values on the right are the row's before the update.
                 let row = sqlx::query(
                     "UPDATE outbox SET packet_id = CASE WHEN packet IS NULL THEN $1 ELSE packet_id END, packet = COALESCE(packet, $2) \
-                     WHERE id = $3 AND state = 'pending' RETURNING packet_id, packet",
+                     WHERE id = $3 AND state = 'pending' AND (packet IS NOT NULL OR key_id = $4) RETURNING packet_id, packet",
                 )
                 .bind(&packet.packet_id)
                 .bind(&packet.packet)
                 .bind(entry_id)
+                .bind(sealed_from)
                 .fetch_optional(&mut *connection)
                 .await?;
                 let kept: Option<(Option<String>, Option<String>)> = row.map(|row| Ok::<_, sqlx::Error>((row.try_get("packet_id")?, row.try_get("packet")?))).transpose()?;
@@ -349,9 +351,62 @@ macro_rules! sql_store {
                     None | Some("withdrawn") | Some("erased_at_gateway") | Some("erasure_confirmed") => return Ok(None),
                     Some(_) => {}
                 }
-                // Read and stopped in the same transaction: no attempt can make a
-                // packet for it after this reads that there was none.
-                let notified = sqlx::query(
+                // Queued and stopped in the same transaction.
+                let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
+                sqlx::query(
+                    "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN 'withdrawn' ELSE state END, sealed = $1, packet = NULL \
+                     WHERE id = $2 AND packet_type = 'referral'",
+                )
+                .bind(Vec::<u8>::new())
+                .bind(referral_id)
+                .execute(&mut *connection)
+                .await?;
+                Self::referral_moves(connection, referral_id, "withdrawn", &[], at_ms).await?;
+                Ok(Some(notified))
+            }
+
+            /// See [`Write::Narrow`]: whether the peer is to be told, or
+            /// `None` when the referral was withdrawn whole before.
+            async fn narrow(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                narrowing: &SentNarrowing,
+                withdrawal: &NewWithdrawal,
+                at_ms: i64,
+            ) -> Result<Option<bool>, sqlx::Error> {
+                let status: Option<String> =
+                    sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
+                match status.as_deref() {
+                    None | Some("withdrawn") | Some("erased_at_gateway") | Some("erasure_confirmed") => return Ok(None),
+                    Some(_) => {}
+                }
+                if let Some((payload, sealed_from)) = &narrowing.payload {
+                    // Only over the payload it was cut from: one delivered (blanked) or cut by
+                    // another withdrawal meanwhile stays as it is.
+                    sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2 WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
+                        .bind(&payload.sealed)
+                        .bind(&payload.key_id)
+                        .bind(referral_id)
+                        .bind(sealed_from)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
+                Self::referral_moves(connection, referral_id, "consent_narrowed", &narrowing.categories, at_ms).await?;
+                Ok(Some(notified))
+            }
+
+            /// Queues `withdrawal` for the peer if a packet was ever made for
+            /// the referral (it may have arrived); whether it was queued. Read
+            /// and queued in one statement: no attempt can make a packet for
+            /// it after this reads that there was none.
+            async fn queue_withdrawal(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                withdrawal: &NewWithdrawal,
+                at_ms: i64,
+            ) -> Result<bool, sqlx::Error> {
+                Ok(sqlx::query(
                     "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, sealed, key_id, \
                                          next_attempt_ms, created_ms, deadline_ms, in_reply_to) \
                      SELECT $1, id, 'withdrawal', destination_country, recipient_org, $2, $3, $4, $4, $5, packet_id \
@@ -366,17 +421,7 @@ macro_rules! sql_store {
                 .execute(&mut *connection)
                 .await?
                 .rows_affected()
-                    > 0;
-                sqlx::query(
-                    "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN 'withdrawn' ELSE state END, sealed = $1, packet = NULL \
-                     WHERE id = $2 AND packet_type = 'referral'",
-                )
-                .bind(Vec::<u8>::new())
-                .bind(referral_id)
-                .execute(&mut *connection)
-                .await?;
-                Self::referral_moves(connection, referral_id, "withdrawn", &[], at_ms).await?;
-                Ok(Some(notified))
+                    > 0)
             }
 
             /// A referral's new status, and its entry in the timeline.
@@ -389,9 +434,10 @@ macro_rules! sql_store {
             ) -> Result<(), sqlx::Error> {
                 // After a withdrawal only the erasure's own steps move the status, and only
                 // forward (the two confirmations may arrive in either order); anything else
-                // is recorded in the timeline alone.
+                // is recorded in the timeline alone, as are the steps of a partial withdrawal
+                // (the status stays with the part still shared).
                 sqlx::query(
-                    "UPDATE referrals SET status = $1 WHERE id = $2 AND CASE status \
+                    "UPDATE referrals SET status = $1 WHERE id = $2 AND $1 NOT IN ('consent_narrowed', 'narrowed_at_gateway', 'narrowing_confirmed') AND CASE status \
                        WHEN 'withdrawn' THEN $1 IN ('erased_at_gateway', 'erasure_confirmed') \
                        WHEN 'erased_at_gateway' THEN $1 = 'erasure_confirmed' \
                        WHEN 'erasure_confirmed' THEN FALSE \
@@ -428,7 +474,8 @@ macro_rules! sql_store {
                     "available" => NUMBERED.to_owned(),
                     _ => String::new(),
                 };
-                let statement = format!("UPDATE inbox SET state = $1, reasons = $2, settled_ms = $3{forget} WHERE packet_id = $4 AND state = $5");
+                let confirmed = if change.confirms_narrowing { ", narrowing_confirmed_ms = $3" } else { "" };
+                let statement = format!("UPDATE inbox SET state = $1, reasons = $2, settled_ms = $3{forget}{confirmed} WHERE packet_id = $4 AND state = $5");
                 let mut update = sqlx::query(&statement)
                 .bind(&change.to_state)
                 .bind(reasons)
@@ -441,13 +488,57 @@ macro_rules! sql_store {
                 if update.execute(&mut *connection).await?.rows_affected() == 0 {
                     return Ok(false);
                 }
-                if let Some((withdrawn, issuer)) = &change.withdraws {
-                    sqlx::query("INSERT INTO withdrawn_packets (packet_id, issuer, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                        .bind(withdrawn)
+                if let Some(reseal) = &change.reseal {
+                    sqlx::query("UPDATE inbox SET sealed = $1, key_id = $2 WHERE packet_id = $3")
+                        .bind(&reseal.sealed)
+                        .bind(&reseal.key_id)
+                        .bind(&change.packet_id)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                match &change.withdraws {
+                    Some(Tombstone { packet_id, issuer, categories: None, .. }) => {
+                        sqlx::query("INSERT INTO withdrawn_packets (packet_id, issuer, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                            .bind(packet_id)
+                            .bind(issuer)
+                            .bind(change.at_ms)
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    Some(Tombstone { withdrawal_id, packet_id, issuer, categories: Some(categories) }) => {
+                        sqlx::query(
+                            "INSERT INTO narrowed_packets (withdrawal_id, packet_id, issuer, categories, at_ms) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(withdrawal_id)
+                        .bind(packet_id)
                         .bind(issuer)
+                        .bind(serde_json::to_string(categories).unwrap_or_else(|_| "[]".to_owned()))
                         .bind(change.at_ms)
                         .execute(&mut *connection)
                         .await?;
+                    }
+                    None => {}
+                }
+                if let Some(narrowing) = &change.narrows {
+                    // Listed again, last, so that a recipient tailing its inbox learns what
+                    // to erase; a case already pushed to a webhook is told of by a push.
+                    sqlx::query(
+                        "UPDATE inbox SET sealed = $1, key_id = $2, narrowed = $3, narrowing_confirmed_ms = NULL, \
+                         state = CASE WHEN $4 AND state = 'acknowledged' AND visible_seq IS NOT NULL THEN 'narrowing_pushing' ELSE state END, \
+                         next_push_ms = CASE WHEN $4 AND state = 'acknowledged' THEN $5 ELSE next_push_ms END, \
+                         push_attempts = CASE WHEN $4 AND state = 'acknowledged' THEN 0 ELSE push_attempts END, \
+                         visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
+                         WHERE packet_id = $6 AND state IN ('available', 'acknowledged', 'pushing', 'narrowing_pushing')",
+                    )
+                    .bind(&narrowing.claims.sealed)
+                    .bind(&narrowing.claims.key_id)
+                    .bind(serde_json::to_string(&narrowing.categories).unwrap_or_else(|_| "[]".to_owned()))
+                    .bind(narrowing.pushed)
+                    .bind(change.at_ms)
+                    .bind(&narrowing.packet_id)
+                    .execute(&mut *connection)
+                    .await?;
                 }
                 if let Some(erased) = &change.erases {
                     // A case its recipient could see is listed again, last, now `erased`: a
@@ -455,7 +546,7 @@ macro_rules! sql_store {
                     // already pushed to a webhook is told of by a push of its own first.
                     sqlx::query(
                         "UPDATE inbox SET \
-                         state = CASE WHEN $4 AND state = 'acknowledged' AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
+                         state = CASE WHEN $4 AND state IN ('acknowledged', 'narrowing_pushing') AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
                          next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
                          visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
                          WHERE packet_id = $3 AND state NOT IN ('erased', 'erasure_pushing', 'erasure_confirmed')",
@@ -517,6 +608,11 @@ macro_rules! sql_store {
                     expires_ms: row.try_get("expires_ms")?,
                     push_attempts: row.try_get("push_attempts")?,
                     visible_seq: row.try_get("visible_seq")?,
+                    narrowed: match row.try_get::<Option<String>, _>("narrowed")? {
+                        Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("inbox narrowing is not a JSON array".to_owned()))?,
+                        None => Vec::new(),
+                    },
+                    narrowing_confirmed: row.try_get::<Option<i64>, _>("narrowing_confirmed_ms")?.is_some(),
                 })
             }
 
@@ -687,7 +783,13 @@ macro_rules! sql_store {
                                 Written::AlreadySettled
                             }
                         }
-                        Write::KeepPacket { entry_id, packet } => Self::keep_packet(&mut tx, entry_id, packet).await?,
+                        Write::KeepPacket { entry_id, packet, sealed_from } => Self::keep_packet(&mut tx, entry_id, packet, sealed_from).await?,
+                        Write::Narrow { referral_id, narrowing, withdrawal, at_ms, audit } => {
+                            match Self::narrow(&mut tx, referral_id, narrowing, withdrawal, *at_ms).await? {
+                                Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
+                                None => Written::AlreadySettled,
+                            }
+                        }
                         Write::Withdraw { referral_id, withdrawal, at_ms, audit } => match Self::withdraw(&mut tx, referral_id, withdrawal, *at_ms).await? {
                             Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
                             None => Written::AlreadySettled,
@@ -810,13 +912,26 @@ macro_rules! sql_store {
                 rows.iter().map(Self::inbox_from_row).collect()
             }
 
-            async fn is_withdrawn(&self, packet_id: &str, issuer: &str) -> Result<bool, StoreError> {
-                let row = sqlx::query("SELECT 1 AS found FROM withdrawn_packets WHERE packet_id = $1 AND issuer = $2")
-                    .bind(packet_id)
-                    .bind(issuer)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.is_some())
+            async fn withdrawn_part(&self, packet_id: &str, issuer: &str) -> Result<Option<WithdrawnPart>, StoreError> {
+                // One read for both kinds: it is made for every received referral.
+                let rows = sqlx::query(
+                    "SELECT NULL AS categories FROM withdrawn_packets WHERE packet_id = $1 AND issuer = $2 \
+                     UNION ALL SELECT categories FROM narrowed_packets WHERE packet_id = $1 AND issuer = $2",
+                )
+                .bind(packet_id)
+                .bind(issuer)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut categories = std::collections::BTreeSet::new();
+                for row in &rows {
+                    match row.try_get::<Option<String>, _>("categories")? {
+                        None => return Ok(Some(WithdrawnPart::Whole)),
+                        Some(text) => categories.extend(
+                            serde_json::from_str::<Vec<String>>(&text).map_err(|_| StoreError::Corrupt("narrowed categories are not a JSON array".to_owned()))?,
+                        ),
+                    }
+                }
+                Ok((!categories.is_empty()).then(|| WithdrawnPart::Categories(categories.into_iter().collect())))
             }
 
             async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {
@@ -830,7 +945,7 @@ macro_rules! sql_store {
             }
 
             async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError> {
-                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2 WHERE packet_id = $3 AND state IN ('pushing', 'erasure_pushing')")
+                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2 WHERE packet_id = $3 AND state IN ('pushing', 'erasure_pushing', 'narrowing_pushing')")
                     .bind(next_push_ms)
                     .bind(error_code)
                     .bind(packet_id)
@@ -999,7 +1114,7 @@ sql_store!(
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
      RETURNING id",
     "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
-     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
+     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
      RETURNING packet_id"
 );
 sql_store!(
@@ -1012,6 +1127,6 @@ sql_store!(
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING id",
     "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
-     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
+     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING packet_id"
 );

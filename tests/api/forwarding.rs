@@ -23,6 +23,9 @@ on_both_backends!(
     a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_confirmed,
     a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival,
     a_withdrawal_while_the_peer_is_down_is_overdue_until_the_peer_erases,
+    a_partial_withdrawal_erases_one_category_at_the_peer_and_the_rest_stays_shared,
+    a_partial_withdrawal_that_overtakes_its_referral_cuts_it_down_on_arrival,
+    a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_erases_nothing,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -418,4 +421,203 @@ async fn a_withdrawal_while_the_peer_is_down_is_overdue_until_the_peer_erases(ba
     let steps = timeline(&ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body);
     assert!(!steps.contains(&"erasure_overdue".to_owned()), "{steps:?}");
     assert!(steps.contains(&"withdrawal_delivered".to_owned()), "{steps:?}");
+}
+
+async fn a_partial_withdrawal_erases_one_category_at_the_peer_and_the_rest_stays_shared(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let id = submitted(&federation, "narrow-test-0001").await;
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    wait_for("the case in the recipient's inbox", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
+    })
+    .await;
+    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let packet_id = listed["items"][0]["packet_id"].as_str().unwrap().to_owned();
+    let cursor = listed["next_cursor"].as_str().unwrap().to_owned();
+    let before = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.body;
+    let mut held: Vec<String> = before["case"].as_object().unwrap().keys().cloned().collect();
+    assert!(held.contains(&"health".to_owned()) && held.len() > 1, "{held:?}");
+    let old_key = nga.text(&format!("SELECT key_id FROM inbox WHERE packet_id = '{packet_id}'")).await.unwrap();
+    let nga_vault = nga.app().gateway().vault();
+    wait_for("delivered, at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
+
+    let path = format!("/v1/referrals/{id}/consent-withdrawal");
+    let narrowed = send(client_for(Who::IomRome).post(ita.url(&path)).json(&json!({ "categories": ["health", "asylum"] }))).await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text);
+    assert_eq!(
+        narrowed.body,
+        json!({ "referral_id": id, "status": "delivered", "withdrawn": "categories", "categories": ["health"], "peer_notified": true }),
+        "only what was sent is withdrawn, and the referral goes on"
+    );
+
+    wait_for("the peer's partial erasure at the sender", LIMIT, || async {
+        timeline(&ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body).contains(&"narrowed_at_gateway".to_owned())
+    })
+    .await;
+    let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    assert_eq!(referral["status"], "delivered", "the status stays with the part still shared");
+    assert_eq!(referral["erasure"]["scope"], "categories");
+    assert_eq!(referral["erasure"]["categories"], json!(["health"]));
+    assert_eq!(referral["erasure"]["state"], "erased_at_gateway");
+    let steps = timeline(&referral);
+    for step in ["delivered", "consent_narrowed", "withdrawal_delivered", "narrowed_at_gateway"] {
+        assert!(steps.contains(&step.to_owned()), "{step} missing from {steps:?}");
+    }
+
+    // At the peer: the key that held the whole case is gone; the case lives on, cut down, under a new one.
+    assert!(nga_vault.case_key(&old_key).await.unwrap().is_none(), "the old key is destroyed");
+    let new_key = nga.text(&format!("SELECT key_id FROM inbox WHERE packet_id = '{packet_id}'")).await.unwrap();
+    assert_ne!(new_key, old_key);
+    let after = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
+    assert_eq!(after.status, 200, "{}", after.text);
+    held.retain(|c| c != "health");
+    let now_held: Vec<String> = after.body["case"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(now_held, held, "health erased, the rest as it was");
+    assert_eq!(after.body["erased_categories"], json!(["health"]));
+    for category in &held {
+        assert_eq!(after.body["case"][category], before["case"][category]);
+    }
+    // Listed again, last, so that a recipient tailing its inbox learns what to erase.
+    let tail = nga.get(Who::NgaHealth, &format!("/v1/inbox?cursor={cursor}")).await.body;
+    assert_eq!(tail["items"].as_array().unwrap().len(), 1, "{tail}");
+    assert_eq!((tail["items"][0]["packet_id"].as_str(), &tail["items"][0]["erased_categories"]), (Some(packet_id.as_str()), &json!(["health"])));
+    assert_eq!(tail["items"][0]["state"], "available");
+
+    // The organisation erased health too and says so, once.
+    let confirm = || send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/erasure-confirmed"))));
+    let confirmed = confirm().await;
+    assert_eq!((confirmed.status, &confirmed.body["erasure"]), (200, &json!("confirmed")), "{}", confirmed.text);
+    assert_eq!(confirm().await.status, 200, "idempotent");
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'erasure_confirmation'").await, 2, "the gateway's and the organisation's");
+    wait_for("the organisation's confirmation at the sender", LIMIT, || async {
+        ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body["erasure"]["state"] == "confirmed"
+    })
+    .await;
+    assert_eq!(status_of(ita, Who::IomRome, &id).await, "delivered");
+    // The case is still the recipient's to work on.
+    let ack = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/ack")))).await;
+    assert_eq!(ack.status, 200, "{}", ack.text);
+
+    // The DPO's report shows what was withdrawn and erased where.
+    let subject_ref = fixture("returnee_hiv_reintegration")["subject_ref"].as_str().unwrap().to_owned();
+    let report = ita.get(Who::Dpo, &format!("/v1/subjects/{subject_ref}/report")).await.body;
+    let ours = report["referrals"].as_array().unwrap().iter().find(|r| r["referral_id"] == id.as_str()).unwrap().clone();
+    assert_eq!(ours["categories"]["withdrawn"], json!(["health"]));
+    let places: Vec<&str> = ours["erased"].as_array().unwrap().iter().filter(|e| e["categories"] == json!(["health"])).map(|e| e["where"].as_str().unwrap()).collect();
+    assert_eq!(places, ["this_gateway", "recipient_gateway", "recipient_organisation"], "{ours}");
+
+    // Withdrawing the rest later is a whole withdrawal: the case is erased at the peer.
+    let rest = send(client_for(Who::IomRome).post(ita.url(&path)).json(&json!({ "categories": held }))).await;
+    assert_eq!((rest.status, &rest.body["withdrawn"]), (200, &json!("whole")), "{}", rest.text);
+    wait_for("erased whole at the peer", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "erased_at_gateway" }).await;
+    assert!(nga_vault.case_key(&new_key).await.unwrap().is_none());
+    assert_eq!(nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.status, 410);
+}
+
+async fn a_partial_withdrawal_that_overtakes_its_referral_cuts_it_down_on_arrival(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let nga = federation.peer("NGA");
+    let body = json!({ "in_reply_to": "late-referral-2", "categories": ["health"] });
+    let withdrawal = forged_packet(&federation, ("ITA", "NGA"), "overtaking-narrowing", PacketType::Withdrawal, "nga-health-lagos", None, body);
+    post_as(&federation, ("ITA", "NGA"), &withdrawal).await;
+    wait_for("the partial withdrawal kept", LIMIT, || async { nga.count("SELECT COUNT(*) FROM narrowed_packets WHERE packet_id = 'late-referral-2'").await == 1 }).await;
+
+    let mut case = json!({});
+    for (category, value) in fixture("returnee_hiv_reintegration")["case"].as_object().unwrap() {
+        if ["identity", "contact", "health"].contains(&category.as_str()) {
+            case[category] = value.clone();
+        }
+    }
+    let referral = forged_packet(&federation, ("ITA", "NGA"), "late-referral-2", PacketType::Referral, "nga-health-lagos", Some(Purpose::Reintegration), case);
+    post_as(&federation, ("ITA", "NGA"), &referral).await;
+    wait_for("the late packet available", LIMIT, || async {
+        nga.text("SELECT state FROM inbox WHERE packet_id = 'late-referral-2'").await.as_deref() == Some("available")
+    })
+    .await;
+    let read = nga.get(Who::NgaHealth, "/v1/inbox/late-referral-2").await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let mut categories: Vec<&String> = read.body["case"].as_object().unwrap().keys().collect();
+    categories.sort();
+    assert_eq!(categories, ["contact", "identity"], "cut down before anyone saw it");
+    assert!(read.body.get("erased_categories").is_none_or(Value::is_null), "nothing to erase for a recipient that never had it: {}", read.body);
+    assert!(!read.text.contains("HIV") && !read.text.to_lowercase().contains("antiretroviral"), "{}", read.text);
+}
+
+async fn a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_erases_nothing(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA", "GMB"]).await;
+    let id = submitted(&federation, "forged-withdrawal-0001").await;
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    wait_for("the case in the recipient's inbox", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
+    })
+    .await;
+    let packet_id = nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"][0]["packet_id"].as_str().unwrap().to_owned();
+    let key_id = nga.text(&format!("SELECT key_id FROM inbox WHERE packet_id = '{packet_id}'")).await.unwrap();
+
+    // The Gambian gateway, a member, withdraws a case Italy sent: refused.
+    let forged = forged_packet(&federation, ("GMB", "NGA"), "forged-withdrawal-1", PacketType::Withdrawal, "nga-health-lagos", None, json!({ "in_reply_to": packet_id }));
+    post_as(&federation, ("GMB", "NGA"), &forged).await;
+    wait_for("the forged withdrawal screened", LIMIT, || async {
+        nga.text("SELECT state FROM inbox WHERE packet_id = 'forged-withdrawal-1'").await.as_deref() == Some("refused")
+    })
+    .await;
+    assert_eq!(nga.text("SELECT reasons FROM inbox WHERE packet_id = 'forged-withdrawal-1'").await.as_deref(), Some(r#"["withdrawal_not_from_sender"]"#));
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'erasure_confirmation'").await, 0, "nothing confirmed to anyone");
+
+    // A packet signed with a key the directory does not list is refused before it is kept.
+    let claims = {
+        let now = federation.clock_now();
+        PacketClaims {
+            packet_id: "stranger-withdrawal-1".to_owned(),
+            packet_type: PacketType::Withdrawal,
+            issuer: CountryCode::parse("ITA").unwrap(),
+            audience: CountryCode::parse("NGA").unwrap(),
+            recipient: OrgId::parse("nga-health-lagos").unwrap(),
+            purpose: None,
+            policy_version: None,
+            decision_id: None,
+            consent_expires_at: None,
+            retention_until: None,
+            issued_at: now,
+            expires_at: now + chrono::Duration::days(1),
+            handover: false,
+            body: json!({ "in_reply_to": packet_id }),
+        }
+    };
+    let stranger = referral_gateway::crypto::jose_keys::generate(referral_gateway::crypto::jose_keys::KeyUse::Sig).unwrap();
+    let directory = ita.app().gateway().directory();
+    let sealed_to = directory.encryption_key(CountryCode::parse("NGA").unwrap(), federation.clock_now()).unwrap();
+    let stranger = referral_gateway::crypto::jose_keys::SigningKey::from_jwk(&stranger).unwrap();
+    let unlisted = seal(&claims, &stranger, sealed_to).unwrap().as_str().to_owned();
+    let refused = try_post_as(&federation, ("ITA", "NGA"), &unlisted).await;
+    assert!(refused.is_err(), "a non-member's signature is refused");
+    assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE packet_id = 'stranger-withdrawal-1'").await, 0);
+
+    // Italy's own withdrawal, sent twice alike, is processed once; another packet under its id is a replay.
+    let genuine = forged_packet(&federation, ("ITA", "NGA"), "genuine-withdrawal-1", PacketType::Withdrawal, "nga-health-lagos", None, json!({ "in_reply_to": "no-such-packet" }));
+    post_as(&federation, ("ITA", "NGA"), &genuine).await;
+    post_as(&federation, ("ITA", "NGA"), &genuine).await;
+    let replay = forged_packet(&federation, ("ITA", "NGA"), "genuine-withdrawal-1", PacketType::Withdrawal, "nga-health-lagos", None, json!({ "in_reply_to": packet_id }));
+    assert!(try_post_as(&federation, ("ITA", "NGA"), &replay).await.is_err(), "same id, other bytes: a replay");
+    wait_for("the genuine withdrawal applied", LIMIT, || async {
+        nga.text("SELECT state FROM inbox WHERE packet_id = 'genuine-withdrawal-1'").await.as_deref() == Some("applied")
+    })
+    .await;
+    assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE packet_id = 'genuine-withdrawal-1'").await, 1);
+
+    // The case is untouched throughout: its key, its state, its content.
+    assert!(nga.app().gateway().vault().case_key(&key_id).await.unwrap().is_some());
+    let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
+    assert_eq!((case.status, &case.body["state"]), (200, &json!("available")), "{}", case.text);
+    assert_eq!(status_of(ita, Who::IomRome, &id).await, "delivered");
+}
+
+/// Like [`post_as`], but the refusal is the caller's to check.
+async fn try_post_as(federation: &Federation, (from, to): (&str, &str), packet: &str) -> Result<String, String> {
+    let sender = federation.peer(from).app().gateway();
+    let (chain, key) = sender.federation_keys().unwrap().tls_identity().unwrap();
+    let members: std::sync::Arc<dyn referral_gateway::federation::tls::Members> = sender.clone();
+    let client = referral_gateway::federation::client::PeerClient::new(members, chain, key, Duration::from_secs(5));
+    let endpoint = format!("https://127.0.0.1:{}", federation.peer(to).app().federation_addr().unwrap().port());
+    client.send(CountryCode::parse(to).unwrap(), &endpoint, packet).await.map_err(|failure| format!("{failure:?}"))
 }

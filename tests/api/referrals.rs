@@ -190,16 +190,22 @@ async fn a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves(back
     assert!(vault.case_key(&sealed.key_id).await.unwrap().is_some());
     let path = format!("/v1/referrals/{id}/consent-withdrawal");
 
-    // Only the organisation that sent it may withdraw it; the whole referral only, for now.
+    // Only the organisation that sent it may withdraw it, and only a scope it can read.
     assert_eq!(app.post_json(Who::ItaNrm, &path, &json!({})).await.status, 404);
     assert_eq!(app.post_json(Who::Dpo, &path, &json!({})).await.status, 403);
-    let partial = app.post_json(Who::IomRome, &path, &json!({ "categories": ["health"] })).await;
-    assert_eq!(partial.status, 400, "{}", partial.text);
-    assert!(vault.case_key(&sealed.key_id).await.unwrap().is_some(), "a refused request erases nothing");
+    for bad in [json!({ "categories": [] }), json!({ "categories": ["amina"] }), json!({ "reason": "moved" }), json!({ "purposes": "return" })] {
+        let refused = app.post_json(Who::IomRome, &path, &bad).await;
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.text);
+        assert!(!refused.text.contains("amina") && !refused.text.contains("moved"), "the problem names no value: {}", refused.text);
+    }
+    // A scope this referral is outside of: nothing withdrawn.
+    let elsewhere = app.post_json(Who::IomRome, &path, &json!({ "purposes": ["family_tracing"] })).await;
+    assert_eq!((elsewhere.status, &elsewhere.body["withdrawn"]), (200, &json!("nothing")), "{}", elsewhere.text);
+    assert!(vault.case_key(&sealed.key_id).await.unwrap().is_some(), "a refused or untouching request erases nothing");
 
     let withdrawn = app.post_json(Who::IomRome, &path, &json!({})).await;
     assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
-    assert_eq!(withdrawn.body, json!({ "referral_id": id, "status": "withdrawn", "peer_notified": false }));
+    assert_eq!(withdrawn.body, json!({ "referral_id": id, "status": "withdrawn", "withdrawn": "whole", "peer_notified": false }));
     // The key is gone, the payload blanked, the entry stopped, and no packet is queued.
     assert!(vault.case_key(&sealed.key_id).await.unwrap().is_none());
     assert!(matches!(vault.open(&sealed.sealed, id.as_bytes()).await, Err(referral_gateway::app::AppError::Erased)));
@@ -211,11 +217,11 @@ async fn a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves(back
     assert_eq!(followed.body["status"], "withdrawn");
     let timeline: Vec<&str> = followed.body["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
     assert_eq!(timeline, ["queued", "withdrawn"]);
-    assert_eq!(followed.body["erasure"], json!({ "state": "nothing_sent", "due_by": null }));
+    assert_eq!(followed.body["erasure"], json!({ "state": "nothing_sent", "due_by": null, "scope": "whole" }));
 
     // Again: the same answer, nothing done twice.
     let again = app.post_json(Who::IomRome, &path, &json!({})).await;
-    assert_eq!((again.status, &again.body), (200, &json!({ "referral_id": id, "status": "withdrawn" })));
+    assert_eq!((again.status, &again.body), (200, &json!({ "referral_id": id, "status": "withdrawn", "withdrawn": "whole" })));
     let audit = app.get(Who::Auditor, "/v1/audit?action=consent.withdraw").await;
     let outcomes: Vec<&str> = audit.body["entries"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == "withdrawn").count(), 1, "{}", audit.text);
@@ -238,7 +244,10 @@ async fn a_subjects_withdrawal_reaches_every_referral_the_organisation_sent_abou
 
     let path = format!("/v1/subjects/{subject_ref}/consent-withdrawal");
     assert_eq!(app.post_json(Who::Dpo, &path, &json!({})).await.status, 403);
-    assert_eq!(app.post_json(Who::IomRome, &path, &json!({ "purposes": ["return"] })).await.status, 400);
+    assert_eq!(app.post_json(Who::IomRome, &path, &json!({ "purposes": [] })).await.status, 400);
+    // A scope that reaches none of them: nothing withdrawn.
+    let other_purpose = app.post_json(Who::IomRome, &path, &json!({ "purposes": ["family_tracing"] })).await;
+    assert_eq!((other_purpose.status, &other_purpose.body["referrals"]), (200, &json!([])), "{}", other_purpose.text);
     let reply = app.post_json(Who::IomRome, &path, &json!({})).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     let answered: Vec<&str> = reply.body["referrals"].as_array().unwrap().iter().map(|r| r["referral_id"].as_str().unwrap()).collect();

@@ -8,7 +8,7 @@ use referral_gateway::audit::{Action, Actor, AuditEvent};
 use referral_gateway::config::DatabaseConfig;
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, InboxChange, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedPayload, Settlement, Store,
+    verify_audit_chain, AuditFilter, InboxChange, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedPayload, SentNarrowing, Settlement, Store,
     StoredPacket, StoredReferral, Write, Written,
 };
 
@@ -29,6 +29,7 @@ on_both_backends!(
     a_destroyed_case_key_is_gone_from_the_key_store_and_its_files,
     one_bad_write_fails_alone_in_the_group_commit,
     a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws,
+    a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -337,10 +338,10 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     // The first packet kept is the one every later attempt sends.
     let first = StoredPacket { packet_id: "p-1".to_owned(), packet: "sealed-1".to_owned() };
     let second = StoredPacket { packet_id: "p-2".to_owned(), packet: "sealed-2".to_owned() };
-    let keep = |packet: &StoredPacket| vec![Write::KeepPacket { entry_id: "r1".to_owned(), packet: packet.clone() }];
+    let keep = |packet: &StoredPacket| vec![Write::KeepPacket { entry_id: "r1".to_owned(), packet: packet.clone(), sealed_from: "k".to_owned() }];
     assert_eq!(store.write_batch(&keep(&first)).await.unwrap(), vec![Written::PacketKept(first.clone())]);
     assert_eq!(store.write_batch(&keep(&second)).await.unwrap(), vec![Written::PacketKept(first.clone())]);
-    let gone = vec![Write::KeepPacket { entry_id: "no-such-entry".to_owned(), packet: first.clone() }];
+    let gone = vec![Write::KeepPacket { entry_id: "no-such-entry".to_owned(), packet: first.clone(), sealed_from: "k".to_owned() }];
     assert_eq!(store.write_batch(&gone).await.unwrap(), vec![Written::AlreadySettled]);
 
     // A failed attempt schedules the next one and records its code.
@@ -387,6 +388,9 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         erases: None,
         erasure_pushed: false,
         withdraws: None,
+        narrows: None,
+        reseal: None,
+        confirms_narrowing: false,
         at_ms: at(1).timestamp_millis(),
     };
     let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
@@ -420,6 +424,9 @@ fn make_visible(packet_id: &str, minutes: i64) -> Write {
         erases: None,
         erasure_pushed: false,
         withdraws: None,
+        narrows: None,
+        reseal: None,
+        confirms_narrowing: false,
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }
@@ -500,7 +507,7 @@ async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: 
         .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
         .await
         .unwrap();
-    let keep = |entry: &str, id: &str| Write::KeepPacket { entry_id: entry.to_owned(), packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") } };
+    let keep = |entry: &str, id: &str| Write::KeepPacket { entry_id: entry.to_owned(), packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") }, sealed_from: "k".to_owned() };
     let withdraw = |entry: &str, notice: &str| Write::Withdraw {
         referral_id: entry.to_owned(),
         withdrawal: NewWithdrawal {
@@ -542,4 +549,66 @@ async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: 
     assert_eq!(store.delivery("r2").await.unwrap().unwrap().state, "withdrawn");
     assert!(store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap().iter().all(|d| d.id != "w-2"));
     assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 5, "two submissions, two withdrawals, one receipt");
+}
+
+async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store
+        .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
+        .await
+        .unwrap();
+    let narrow = |entry: &str, notice: &str, from: &str, to: &str| Write::Narrow {
+        referral_id: entry.to_owned(),
+        narrowing: Box::new(SentNarrowing {
+            categories: vec!["health".to_owned()],
+            payload: Some((SealedPayload { sealed: vec![7, 7], key_id: to.to_owned() }, from.to_owned())),
+        }),
+        withdrawal: NewWithdrawal {
+            packet_id: notice.to_owned(),
+            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
+            deadline_ms: at(60).timestamp_millis(),
+        },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral(entry),
+    };
+    let keep = |entry: &str, id: &str, from: &str| Write::KeepPacket {
+        entry_id: entry.to_owned(),
+        packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") },
+        sealed_from: from.to_owned(),
+    };
+
+    // r1 had no packet yet: its payload is replaced, and a packet made from the old one is not kept.
+    let results = store.write_batch(&[narrow("r1", "w-1", "k", "k-cut"), keep("r1", "p-stale", "k")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
+    assert_eq!(results[1], Written::AlreadySettled, "a packet made from the payload before the cut is not kept");
+    let payload = store.sealed_payload("r1").await.unwrap().unwrap();
+    assert_eq!((payload.sealed, payload.key_id.as_str()), (vec![7, 7], "k-cut"));
+    assert!(matches!(store.write_batch(&[keep("r1", "p-1", "k-cut")]).await.unwrap()[..], [Written::PacketKept(_)]));
+    let r1 = store.referral("r1").await.unwrap().unwrap();
+    assert_eq!(r1.status, "queued", "the rest of the referral goes on");
+    let timeline = store.timeline("r1").await.unwrap();
+    let narrowed = timeline.iter().find(|t| t.status == "consent_narrowed").expect("recorded in the timeline");
+    assert_eq!(narrowed.reasons, vec!["health".to_owned()]);
+
+    // Now a packet was made: a second cut tells the peer, and only over the payload it was cut from.
+    let results = store.write_batch(&[narrow("r1", "w-2", "k-stale", "k-other")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: true, .. }), "{results:?}");
+    assert_eq!(store.sealed_payload("r1").await.unwrap().unwrap().key_id, "k-cut", "cut from another payload: left as it is");
+    let due = store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap();
+    let notice = due.iter().find(|d| d.id == "w-2").expect("the withdrawal is queued");
+    assert_eq!((notice.packet_type.as_str(), notice.in_reply_to.as_deref()), ("withdrawal", Some("p-1")));
+    assert!(due.iter().any(|d| d.id == "r1"), "the referral itself is still delivered");
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "queued");
+
+    // Withdrawn whole first: a partial withdrawal after it changes nothing.
+    let whole = Write::Withdraw {
+        referral_id: "r2".to_owned(),
+        withdrawal: NewWithdrawal { packet_id: "w-3".to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral("r2"),
+    };
+    let results = store.write_batch(&[whole, narrow("r2", "w-4", "k", "k-cut")]).await.unwrap();
+    assert_eq!(results[1], Written::AlreadySettled);
+    assert!(store.timeline("r2").await.unwrap().iter().all(|t| t.status != "consent_narrowed"));
 }
