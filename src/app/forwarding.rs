@@ -431,9 +431,9 @@ impl Gateway {
                 "received_at": millis_to_rfc3339(item.received_ms),
                 "state": shown_state(&item.state),
             });
-            if !item.narrowed.is_empty() {
+            if let (false, Some(fields)) = (item.narrowed.is_empty(), entry.as_object_mut()) {
                 // Listed again because its sender withdrew these: the recipient erases them too.
-                entry["erased_categories"] = json!(item.narrowed);
+                fields.insert("erased_categories".to_owned(), json!(item.narrowed));
             }
             listed.push(entry);
         }

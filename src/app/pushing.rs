@@ -142,11 +142,11 @@ impl Gateway {
         let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
         let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;
         // No case in it: only the fact, so the organisation erases its copy or those categories of it.
-        let mut notice = json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "erased" });
-        if narrowing {
-            notice["state"] = json!("narrowed");
-            notice["erased_categories"] = json!(item.narrowed);
-        }
+        let notice = if narrowing {
+            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "narrowed", "erased_categories": item.narrowed })
+        } else {
+            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "erased" })
+        };
         let signed = case_push::sign(&notice, &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
             Ok(()) => {

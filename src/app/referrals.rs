@@ -270,8 +270,8 @@ impl Gateway {
                     "due_by": p.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())),
                     "scope": if categories.is_some() { "categories" } else { "whole" },
                 });
-                if let Some(categories) = categories {
-                    view["categories"] = json!(categories);
+                if let (Some(categories), Some(fields)) = (categories, view.as_object_mut()) {
+                    fields.insert("categories".to_owned(), json!(categories));
                 }
                 view
             }),
@@ -287,9 +287,9 @@ impl Gateway {
             Some(at) => (at, false),
             None => (timeline.iter().rposition(|t| t.status == "consent_narrowed")?, true),
         };
-        let withdrawn = &timeline[at];
+        let withdrawn = timeline.get(at)?;
         let withdrawn_at = DateTime::<Utc>::from_timestamp_millis(withdrawn.at_ms)?;
-        let since = if partial { &timeline[at..] } else { timeline };
+        let since = if partial { timeline.get(at..)? } else { timeline };
         let steps: Vec<&str> = since.iter().map(|t| t.status.as_str()).collect();
         let packet_left = delivery.is_some_and(|d| d.packet_id.is_some());
         let deadline = chrono::Duration::from_std(self.delivery.erasure_deadline).unwrap_or(chrono::Duration::MAX);

@@ -123,11 +123,11 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "erasure": erasure,
         "status": referral.status,
         "timeline": timeline.iter().map(|t| {
-            let mut entry = json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) });
-            if !t.reasons.is_empty() {
-                entry["reasons"] = json!(t.reasons);
+            if t.reasons.is_empty() {
+                json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })
+            } else {
+                json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms), "reasons": t.reasons })
             }
-            entry
         }).collect::<Vec<_>>(),
     })
 }

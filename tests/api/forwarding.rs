@@ -194,11 +194,24 @@ async fn a_webhook_recipient_down_then_up_gets_the_signed_case_once(backend: Bac
     assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'acknowledged'").await, 1);
     assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'pushed'").await, 1);
 
-    // Consent withdrawn: the organisation is told through its webhook too, signed, with nothing of the case.
+    // Consent withdrawn for health only: the organisation is pushed a signed notice naming it, nothing of the case.
+    let narrowed = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{id}/consent-withdrawal"))).json(&json!({ "categories": ["health"] }))).await;
+    assert_eq!((narrowed.status, &narrowed.body["peer_notified"]), (200, &json!(true)), "{}", narrowed.text);
+    wait_for("the narrowing notice pushed", LIMIT, || async { webhook.received.lock().unwrap().len() == 2 }).await;
+    let notice_jws = webhook.received.lock().unwrap()[1].clone();
+    let notice = referral_gateway::crypto::case_push::verify(&notice_jws, directory.as_ref(), federation.clock_now(), CountryCode::parse("NGA").unwrap()).unwrap();
+    assert_eq!(notice, json!({ "packet_id": document["packet_id"], "recipient": "nga-health-lagos", "from_country": "ITA", "state": "narrowed", "erased_categories": ["health"] }));
+    wait_for("the narrowing settled at the peer", LIMIT, || async {
+        nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'narrowing_pushed'").await == 1
+    })
+    .await;
+    assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE state = 'acknowledged' AND narrowed IS NOT NULL").await, 1, "still the recipient's case");
+
+    // Consent withdrawn whole: the organisation is told through its webhook too, signed, with nothing of the case.
     let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{id}/consent-withdrawal"))).json(&json!({}))).await;
     assert_eq!(withdrawn.body["peer_notified"], true, "{}", withdrawn.text);
-    wait_for("the erasure notice pushed", LIMIT, || async { webhook.received.lock().unwrap().len() == 2 }).await;
-    let notice_jws = webhook.received.lock().unwrap()[1].clone();
+    wait_for("the erasure notice pushed", LIMIT, || async { webhook.received.lock().unwrap().len() == 3 }).await;
+    let notice_jws = webhook.received.lock().unwrap()[2].clone();
     let notice = referral_gateway::crypto::case_push::verify(&notice_jws, directory.as_ref(), federation.clock_now(), CountryCode::parse("NGA").unwrap()).unwrap();
     assert_eq!((notice["state"].as_str(), notice["packet_id"].as_str()), (Some("erased"), document["packet_id"].as_str()));
     assert!(notice.get("case").is_none(), "{notice}");

@@ -1,6 +1,6 @@
 //! Submitting and following referrals: the happy path, denials, idempotency.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{personal_values, spawn_app, variant, Backend, Who};
 use crate::on_both_backends;
@@ -12,6 +12,7 @@ on_both_backends!(
     a_copy_of_the_database_is_unreadable_once_the_case_key_is_destroyed,
     a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves,
     a_subjects_withdrawal_reaches_every_referral_the_organisation_sent_about_them,
+    a_partial_withdrawal_before_delivery_cuts_the_payload_under_a_new_key,
 );
 
 async fn an_allowed_referral_is_queued_and_followed(backend: Backend) {
@@ -268,4 +269,44 @@ async fn a_subjects_withdrawal_reaches_every_referral_the_organisation_sent_abou
     let nobody = app.post_json(Who::IomRome, "/v1/subjects/ITA-2026-999999/consent-withdrawal", &json!({})).await;
     assert_eq!((nobody.status, &nobody.body["referrals"]), (200, &json!([])));
     assert_eq!(app.post_json(Who::IomRome, "/v1/subjects/Lamin%20Jallow/consent-withdrawal", &json!({})).await.status, 400);
+}
+
+async fn a_partial_withdrawal_before_delivery_cuts_the_payload_under_a_new_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.submit(Who::IomRome, &variant("returnee_hiv_reintegration", "narrow-before-1", None)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let id = reply.body["referral_id"].as_str().unwrap().to_owned();
+    let store = &app.app.gateway().store;
+    let vault = app.app.gateway().vault();
+    let before = store.sealed_payload(&id).await.unwrap().unwrap();
+    let whole: Value = serde_json::from_slice(&vault.open(&before.sealed, id.as_bytes()).await.unwrap()).unwrap();
+    assert!(whole.get("health").is_some(), "{whole}");
+
+    let path = format!("/v1/referrals/{id}/consent-withdrawal");
+    let narrowed = app.post_json(Who::IomRome, &path, &json!({ "categories": ["health"] })).await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text);
+    assert_eq!(narrowed.body, json!({ "referral_id": id, "status": "queued", "withdrawn": "categories", "categories": ["health"], "peer_notified": false }));
+    // The old key is gone (health unreadable in any copy); the rest, under a new key, goes on.
+    assert!(vault.case_key(&before.key_id).await.unwrap().is_none());
+    assert!(matches!(vault.open(&before.sealed, id.as_bytes()).await, Err(referral_gateway::app::AppError::Erased)));
+    let after = store.sealed_payload(&id).await.unwrap().unwrap();
+    assert_ne!(after.key_id, before.key_id);
+    let cut: Value = serde_json::from_slice(&vault.open(&after.sealed, id.as_bytes()).await.unwrap()).unwrap();
+    let mut expected = whole.clone();
+    expected.as_object_mut().unwrap().remove("health");
+    assert_eq!(cut, expected);
+    assert_eq!(app.count("outbox").await, 1, "nothing had left: no withdrawal packet");
+    let followed = app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    assert_eq!(followed["status"], "queued");
+    assert_eq!(followed["erasure"], json!({ "state": "nothing_sent", "due_by": null, "scope": "categories", "categories": ["health"] }));
+
+    // Health again, or something never sent: nothing more to withdraw.
+    for again in [json!({ "categories": ["health"] }), json!({ "categories": ["asylum"] })] {
+        let answer = app.post_json(Who::IomRome, &path, &again).await;
+        assert_eq!((answer.status, &answer.body["withdrawn"]), (200, &json!("nothing")), "{}", answer.text);
+    }
+    let audit = app.get(Who::Auditor, "/v1/audit?action=consent.withdraw").await;
+    let outcomes: Vec<&str> = audit.body["entries"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "narrowed").count(), 1, "{}", audit.text);
+    assert_eq!(outcomes.iter().filter(|o| **o == "untouched").count(), 2, "{}", audit.text);
 }
