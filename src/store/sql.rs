@@ -345,11 +345,8 @@ macro_rules! sql_store {
                 withdrawal: &NewWithdrawal,
                 at_ms: i64,
             ) -> Result<Option<bool>, sqlx::Error> {
-                let status: Option<String> =
-                    sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
-                match status.as_deref() {
-                    None | Some("withdrawn") | Some("erased_at_gateway") | Some("erasure_confirmed") => return Ok(None),
-                    Some(_) => {}
+                if !Self::still_consented(connection, referral_id).await? {
+                    return Ok(None);
                 }
                 // Queued and stopped in the same transaction.
                 let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
@@ -365,6 +362,16 @@ macro_rules! sql_store {
                 Ok(Some(notified))
             }
 
+            /// Whether the referral exists and was not withdrawn whole.
+            async fn still_consented(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+            ) -> Result<bool, sqlx::Error> {
+                let status: Option<String> =
+                    sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
+                Ok(!matches!(status.as_deref(), None | Some("withdrawn" | "erased_at_gateway" | "erasure_confirmed")))
+            }
+
             /// See [`Write::Narrow`]: whether the peer is to be told, or
             /// `None` when the referral was withdrawn whole before.
             async fn narrow(
@@ -374,11 +381,8 @@ macro_rules! sql_store {
                 withdrawal: &NewWithdrawal,
                 at_ms: i64,
             ) -> Result<Option<bool>, sqlx::Error> {
-                let status: Option<String> =
-                    sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
-                match status.as_deref() {
-                    None | Some("withdrawn") | Some("erased_at_gateway") | Some("erasure_confirmed") => return Ok(None),
-                    Some(_) => {}
+                if !Self::still_consented(connection, referral_id).await? {
+                    return Ok(None);
                 }
                 if let Some((payload, sealed_from)) = &narrowing.payload {
                     // Only over the payload it was cut from: one delivered (blanked) or cut by
