@@ -42,10 +42,13 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     let packet_made = referral.delivery.as_ref().is_some_and(|d| d.packet_id.is_some());
     let receipted = referral.delivery.as_ref().is_some_and(|d| d.receipt.is_some());
     let withdrawn = steps.contains(&"withdrawn");
+    // Erased here by the retention sweep. The receiving gateway erases at the
+    // same deadline, but confirms nothing: that side stays as last known.
+    let retention_expired = steps.contains(&"retention_expired");
 
     let here = if !allowed {
         "decision_only"
-    } else if withdrawn {
+    } else if withdrawn || retention_expired {
         "erased"
     } else if referral.delivery.as_ref().is_some_and(|d| d.state == "pending") {
         "payload_sealed"
@@ -82,7 +85,12 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "nothing"
     };
     // A denied referral had nothing to erase: its withdrawal only records the consent's end.
-    let erased: Vec<Value> = [("withdrawn", "this_gateway"), ("erased_at_gateway", "recipient_gateway"), ("erasure_confirmed", "recipient_organisation")]
+    let erased: Vec<Value> = [
+        ("withdrawn", "this_gateway"),
+        ("retention_expired", "this_gateway"),
+        ("erased_at_gateway", "recipient_gateway"),
+        ("erasure_confirmed", "recipient_organisation"),
+    ]
         .iter()
         .filter(|_| allowed)
         .filter_map(|(status, place)| first(status).map(|at| json!({ "where": place, "at": at })))

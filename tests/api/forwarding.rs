@@ -235,6 +235,7 @@ fn forged_packet(
         decision_id: None,
         consent_expires_at: None,
         retention_until: None,
+        retention_days_after_closure: None,
         issued_at: now,
         expires_at: now + chrono::Duration::days(1),
         handover: false,

@@ -92,6 +92,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             payload: SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() },
             consent_expires_ms: Some(at(60).timestamp_millis()),
             deadline_ms: at(60).timestamp_millis(),
+            retention: None,
         }),
     }
 }
@@ -387,6 +388,8 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         erases: None,
         erasure_pushed: false,
         withdraws: None,
+        retention: None,
+        referral_retention_until_ms: None,
         at_ms: at(1).timestamp_millis(),
     };
     let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
@@ -420,6 +423,8 @@ fn make_visible(packet_id: &str, minutes: i64) -> Write {
         erases: None,
         erasure_pushed: false,
         withdraws: None,
+        retention: None,
+        referral_retention_until_ms: None,
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }
