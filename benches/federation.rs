@@ -224,6 +224,7 @@ fn crypto_ceilings(length: Duration) -> Result<Ceilings, BoxError> {
         decision_id: Some("decision".to_owned()),
         consent_expires_at: None,
         retention_until: None,
+        retention_days_after_closure: None,
         issued_at: now,
         expires_at: now + chrono::Duration::days(7),
         handover: false,

@@ -57,6 +57,7 @@ fn bench_packet(c: &mut Criterion) {
         decision_id: Some("0196f3a0-0000-7000-8000-000000000002".to_owned()),
         consent_expires_at: None,
         retention_until: Some(now + Duration::days(365)),
+        retention_days_after_closure: None,
         issued_at: now,
         expires_at: now + Duration::days(7),
         handover: false,

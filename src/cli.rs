@@ -433,6 +433,8 @@ fn policy_check(dir: &Path) -> Result<ExitCode, CliError> {
             for (id, effect) in policies {
                 print(&format!("  {effect} {id}"))?;
             }
+            let fallback = crate::domain::retention::RetentionPeriod::FALLBACK.max_days;
+            print(&format!("  retention: {} rules; otherwise {fallback} days", policy.retention().rules().len()))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {

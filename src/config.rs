@@ -40,8 +40,30 @@ pub struct GatewayConfig {
     /// Without it the gateway queues referrals but neither sends nor receives.
     #[serde(default)]
     pub federation: Option<FederationConfig>,
+    /// The retention sweep, which runs on every gateway, federated or not.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Seconds between two sweeps for cases past their retention deadline
+    /// (the deadlines themselves come from the DPO's `retention.toml`).
+    #[serde(default = "default_sweep_seconds")]
+    pub sweep_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { sweep_seconds: default_sweep_seconds() }
+    }
+}
+
+fn default_sweep_seconds() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -384,6 +406,9 @@ impl GatewayConfig {
         }
         if !(1..=86_400).contains(&self.directory.refresh_seconds) {
             return invalid("directory.refresh_seconds", "must be between 1 and 86400");
+        }
+        if !(1..=86_400).contains(&self.retention.sweep_seconds) {
+            return invalid("retention.sweep_seconds", "must be between 1 and 86400");
         }
         if let Some(federation) = &self.federation {
             if !(1..=720).contains(&federation.delivery_window_hours) {

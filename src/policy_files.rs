@@ -1,8 +1,10 @@
-//! Reads a DPO's policy directory: every `*.cedar` file in it, not recursing.
+//! Reads a DPO's policy directory: every `*.cedar` file in it, not recursing,
+//! and `retention.toml` if it is there.
 
 use std::path::{Path, PathBuf};
 
 use crate::domain::policy::{PolicyError, PolicySource, SharingPolicy};
+use crate::domain::retention::RETENTION_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyFilesError {
@@ -19,14 +21,15 @@ pub fn read_sources(dir: &Path) -> Result<Vec<PolicySource>, PolicyFilesError> {
     let mut sources = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_error)? {
         let path = entry.map_err(read_error)?.path();
-        if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
+        let is_retention = path.file_name().is_some_and(|n| n == RETENTION_FILE);
+        if (is_retention || path.extension().is_some_and(|e| e == "cedar")) && path.is_file() {
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| PolicyFilesError::Read { path: path.clone(), source })?;
             let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
             sources.push(PolicySource { name, text });
         }
     }
-    if sources.is_empty() {
+    if !sources.iter().any(|s| s.name.ends_with(".cedar")) {
         return Err(PolicyFilesError::Empty(dir.to_path_buf()));
     }
     sources.sort_by(|a, b| a.name.cmp(&b.name));

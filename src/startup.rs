@@ -143,6 +143,7 @@ impl Application {
         let is_tls = tls.is_some();
         let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
         tokio::spawn(refresh_policy(Arc::clone(&gateway), stopped.clone()));
+        tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone()));
         let watch = DirectoryWatch {
             path: config.directory.file.clone(),
             coordinator,
@@ -280,6 +281,19 @@ async fn refresh_directory(gateway: Arc<Gateway>, mut watch: DirectoryWatch, mut
             Err(error) => tracing::error!(%error, "new directory refused; the previous edition stays in force"),
         }
     }
+}
+
+/// Cases erased per sweep round at most, on each side; a full round runs again at once.
+const RETENTION_BATCH: i64 = 256;
+
+/// Erases what passed its retention deadline, every `every`, on every
+/// gateway: a gateway that stopped federating still holds cases to erase.
+async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch::Receiver<()>) {
+    let round = || async {
+        let erased = gateway.erase_expired(RETENTION_BATCH).await?;
+        Ok(i64::try_from(erased.sent.max(erased.received)).unwrap_or(i64::MAX) >= RETENTION_BATCH)
+    };
+    crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;
 }
 
 async fn refresh_policy(gateway: Arc<Gateway>, mut stopped: watch::Receiver<()>) {

@@ -194,7 +194,8 @@ impl Gateway {
             // back to the decision without revealing the referral id.
             decision_id: item.referral_id.as_ref().map(|id| self.keys().index("decision", id.as_bytes())),
             consent_expires_at: item.consent_expires_ms.and_then(DateTime::from_timestamp_millis),
-            retention_until: None,
+            retention_until: item.retention.and_then(|r| DateTime::from_timestamp_millis(r.until_ms)),
+            retention_days_after_closure: item.retention.and_then(|r| r.days_after_closure).and_then(|days| u32::try_from(days).ok()),
             issued_at: now,
             expires_at: DateTime::from_timestamp_millis(item.deadline_ms).ok_or_else(|| corrupt("deadline"))?,
             handover: item.handover,

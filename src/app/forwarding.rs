@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::referrals::millis_to_rfc3339;
+use super::referrals::{millis_to_rfc3339, retention_deadline, stored_retention};
 use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{Principal, Role};
@@ -16,12 +16,13 @@ use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::decision::ReasonCode;
 use crate::domain::OrgId;
 use crate::domain::inbound::{screen, Received, Screening};
+use crate::domain::retention::RetentionDeadline;
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
 use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice};
 use crate::crypto::case_keys::is_case_key_id;
 use crate::directory::Delivery;
-use crate::store::{InboxChange, InboxItem, NewReply, ReceivedNarrowing, SealedPayload, Tombstone, WithdrawnPart, Write, Written};
+use crate::store::{InboxChange, InboxItem, NewReply, ReceivedNarrowing, SealedPayload, StoredRetention, Tombstone, WithdrawnPart, Write, Written};
 
 /// Most reason codes a status report may carry.
 const MAX_REASON_CODES: usize = 16;
@@ -95,7 +96,7 @@ impl Gateway {
     }
 
     /// Whether the directory has `org` take its cases by webhook push.
-    fn takes_webhook_pushes(&self, org: &OrgId) -> bool {
+    pub(super) fn takes_webhook_pushes(&self, org: &OrgId) -> bool {
         self.directory().organisation(org).is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }))
     }
 
@@ -153,6 +154,7 @@ impl Gateway {
                         if cut {
                             change.reseal = Some(self.recut(item, &claims, now).await?);
                         }
+                        change.retention = Some(stored_retention(self.received_retention(&claims, recipient.as_ref(), item)));
                         (change, state)
                     }
                     Screening::Refuse(reasons) => {
@@ -180,7 +182,13 @@ impl Gateway {
                         if report.status == ReferralProgress::Accepted && self.store.referral(&referral_id).await?.is_some_and(|r| r.handover) {
                             statuses.push("handover".to_owned());
                         }
-                        let change = self.inbox_change(item, "received", "applied", report.reason_codes, None, Some((referral_id, statuses)), now);
+                        // Closed: the closure rule the referral was accepted under brings its deadline forward.
+                        let brought_forward = match report.status {
+                            ReferralProgress::Closed => self.store.referral_retention(&referral_id).await?.and_then(|kept| closed_deadline(kept, now)),
+                            _ => None,
+                        };
+                        let mut change = self.inbox_change(item, "received", "applied", report.reason_codes, None, Some((referral_id, statuses)), now);
+                        change.referral_retention_until_ms = brought_forward;
                         (change, "applied")
                     }
                     (None, _) => (self.inbox_change(item, "received", "refused", vec!["status_unreadable".to_owned()], None, None, now), "refused"),
@@ -356,11 +364,32 @@ impl Gateway {
             referral_status,
             erases: None,
             erasure_pushed: false,
+            notice_until_ms: self.delivery_deadline(now, None).timestamp_millis(),
             withdraws: None,
             narrows: None,
             reseal: None,
             confirms_narrowing: false,
+            retention: None,
+            referral_retention_until_ms: None,
             at_ms: now.timestamp_millis(),
+        }
+    }
+
+    /// How long this gateway keeps a received referral: the deadline the
+    /// sender put in its packet, or this gateway's own rules (counted from
+    /// receipt, never past the consent) where they are stricter; the
+    /// sender's rules are not this gateway's DPO's, and an older sender may
+    /// send no deadline at all.
+    fn received_retention(&self, claims: &PacketClaims, recipient: Option<&crate::domain::recipient::Recipient>, item: &InboxItem) -> RetentionDeadline {
+        let received = DateTime::<Utc>::from_timestamp_millis(item.received_ms).unwrap_or(claims.issued_at);
+        let own = match claims.purpose {
+            Some(purpose) => self.policy().policy.retention().period_for(purpose, recipient.map(|r| r.kind)),
+            None => crate::domain::retention::RetentionPeriod::FALLBACK,
+        }
+        .deadline(received, claims.consent_expires_at);
+        match claims.retention_until {
+            Some(until) => RetentionDeadline { until, days_after_closure: claims.retention_days_after_closure }.stricter(own),
+            None => own,
         }
     }
 
@@ -531,7 +560,12 @@ impl Gateway {
         let now = self.now();
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(reason_codes.clone());
         let reply = self.status_reply(&item, status, reason_codes, now)?;
-        self.writer.write(Write::Reply { reply: Box::new(reply), audit: event }).await?;
+        // Closed: the case's deadline here comes forward by its closure rule, as at the sender.
+        let brings_forward = match (status, item.retention) {
+            (ReferralProgress::Closed, Some(kept)) => closed_deadline(kept, now).map(|until_ms| (item.packet_id.clone(), until_ms)),
+            _ => None,
+        };
+        self.writer.write(Write::Reply { reply: Box::new(reply), audit: event, brings_forward }).await?;
         self.wake_delivery();
         Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
     }
@@ -597,6 +631,12 @@ fn remove_categories(body: &mut Value, names: &[String]) {
 /// Whether a referral packet's body holds no category any more.
 fn body_is_empty(body: &Value) -> bool {
     body.as_object().is_none_or(serde_json::Map::is_empty)
+}
+
+/// A kept deadline after a closure at `closed_at`, if that brings it forward.
+fn closed_deadline(kept: StoredRetention, closed_at: DateTime<Utc>) -> Option<i64> {
+    let closed = retention_deadline(kept)?.closed_at(closed_at).until.timestamp_millis();
+    (closed < kept.until_ms).then_some(closed)
 }
 
 /// Past the end of the consent it was sent under, or of its retention: no longer to be read.

@@ -12,6 +12,7 @@ pub mod policies;
 pub mod pushing;
 pub mod queries;
 pub mod referrals;
+pub mod retention;
 pub mod subject_report;
 pub mod vault;
 pub mod withdrawal;
@@ -71,6 +72,8 @@ pub struct Gateway {
     received: tokio::sync::Notify,
     /// Woken when a case waits for a push to its recipient's webhook.
     to_push: tokio::sync::Notify,
+    /// Cases erased by the retention sweep, for the metrics.
+    erasures: retention::ErasureCounters,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -141,6 +144,7 @@ impl Gateway {
             queued: tokio::sync::Notify::new(),
             received: tokio::sync::Notify::new(),
             to_push: tokio::sync::Notify::new(),
+            erasures: retention::ErasureCounters::default(),
         }
     }
 

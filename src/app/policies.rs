@@ -12,6 +12,7 @@ use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::domain::decide::decide;
 use crate::domain::policy::{PolicySource, SharingPolicy};
+use crate::domain::retention::RETENTION_FILE;
 use crate::domain::submission::{FieldProblem, ReferralSubmission, SubmissionError};
 use crate::domain::OrgId;
 use crate::store::{NewPolicyVersion, PolicyVersionRecord, Store, StoreError, Write, Written};
@@ -23,7 +24,8 @@ const MAX_POLICY_FILES: usize = 64;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpload {
-    /// File name (`*.cedar`) -> Cedar text.
+    /// File name (`*.cedar`) -> Cedar text; and optionally `retention.toml`
+    /// -> the retention rules (`domain::retention`).
     pub files: BTreeMap<String, String>,
     /// Why this version: shown in the history.
     #[serde(default)]
@@ -49,19 +51,19 @@ pub struct Simulation {
 
 fn sources(files: &BTreeMap<String, String>) -> Result<Vec<PolicySource>, AppError> {
     let mut problems = Vec::new();
-    if files.is_empty() {
+    if !files.keys().any(|name| name.ends_with(".cedar")) {
         problems.push(FieldProblem { field: "files".to_owned(), problem: "must hold at least one *.cedar file".to_owned() });
     }
     if files.len() > MAX_POLICY_FILES {
         problems.push(FieldProblem { field: "files".to_owned(), problem: format!("must hold at most {MAX_POLICY_FILES} files") });
     }
-    for name in files.keys() {
+    for name in files.keys().filter(|name| *name != RETENTION_FILE) {
         let stem = name.strip_suffix(".cedar").unwrap_or("");
         let ok = !stem.is_empty() && stem.len() <= 100 && stem.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !ok {
             problems.push(FieldProblem {
                 field: "files".to_owned(),
-                problem: "file names must be letters, digits, '-', '_' or '.', ending in .cedar".to_owned(),
+                problem: "file names must be letters, digits, '-', '_' or '.', ending in .cedar (or be retention.toml)".to_owned(),
             });
             break;
         }

@@ -175,6 +175,7 @@ pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims) -> Value {
         "policy_version": claims.policy_version,
         "consent_expires_at": claims.consent_expires_at,
         "retention_until": claims.retention_until,
+        "retention_days_after_closure": claims.retention_days_after_closure,
         "received_at": millis_to_rfc3339(item.received_ms),
         "handover": claims.handover,
         "case": claims.body,

@@ -10,9 +10,10 @@ use crate::auth::{Principal, Role};
 use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
+use crate::domain::retention::RetentionDeadline;
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
-use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, TimelineEntry, Write, Written};
+use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, StoredRetention, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,12 +99,16 @@ impl Gateway {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
                 let consent_expires = submission.consent.covers_all_until(submission.purpose, decision.sent_categories(), recipient, now);
+                // Kept no longer than the DPO's rule for this purpose and kind of recipient, nor past the consent.
+                let retention = policy.policy.retention().period_for(submission.purpose, Some(recipient.kind)).deadline(now, consent_expires);
                 // The case's own key: destroying it erases the payload in every copy of the database.
                 let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
                 Some(NewOutboxEntry {
                     payload: self.vault.seal(&case_key, &plaintext, referral_id.as_bytes())?,
                     consent_expires_ms: consent_expires.map(|t| t.timestamp_millis()),
-                    deadline_ms: self.delivery_deadline(now, consent_expires).timestamp_millis(),
+                    // A packet delivered after its retention passed would only be erased on arrival.
+                    deadline_ms: self.delivery_deadline(now, consent_expires).min(retention.until).timestamp_millis(),
+                    retention: Some(stored_retention(retention)),
                 })
             }
             _ => None,
@@ -296,6 +301,19 @@ impl Gateway {
         let progress = erasure_progress(withdrawn_at, partial, packet_left, &steps, deadline, now);
         Some((progress, partial.then(|| withdrawn.reasons.clone())))
     }
+}
+
+/// A retention deadline in the store's terms.
+pub(super) fn stored_retention(deadline: RetentionDeadline) -> StoredRetention {
+    StoredRetention { until_ms: deadline.until.timestamp_millis(), days_after_closure: deadline.days_after_closure.map(i64::from) }
+}
+
+/// A stored retention deadline in the domain's terms; `None` if its date is out of range.
+pub(super) fn retention_deadline(stored: StoredRetention) -> Option<RetentionDeadline> {
+    Some(RetentionDeadline {
+        until: DateTime::<Utc>::from_timestamp_millis(stored.until_ms)?,
+        days_after_closure: stored.days_after_closure.and_then(|days| u32::try_from(days).ok()),
+    })
 }
 
 pub fn millis_to_rfc3339(ms: i64) -> String {

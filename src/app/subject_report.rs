@@ -42,10 +42,13 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     let packet_made = referral.delivery.as_ref().is_some_and(|d| d.packet_id.is_some());
     let receipted = referral.delivery.as_ref().is_some_and(|d| d.receipt.is_some());
     let withdrawn = steps.contains(&"withdrawn");
+    // Erased here by the retention sweep. The receiving gateway erases at the
+    // same deadline, but confirms nothing: that side stays as last known.
+    let retention_expired = steps.contains(&"retention_expired");
 
     let here = if !allowed {
         "decision_only"
-    } else if withdrawn {
+    } else if withdrawn || retention_expired {
         "erased"
     } else if referral.delivery.as_ref().is_some_and(|d| d.state == "pending") {
         "payload_sealed"
@@ -82,7 +85,12 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "nothing"
     };
     // A denied referral had nothing to erase: its withdrawal only records the consent's end.
-    let mut erased: Vec<Value> = [("withdrawn", "this_gateway"), ("erased_at_gateway", "recipient_gateway"), ("erasure_confirmed", "recipient_organisation")]
+    let mut erased: Vec<Value> = [
+        ("withdrawn", "this_gateway"),
+        ("retention_expired", "this_gateway"),
+        ("erased_at_gateway", "recipient_gateway"),
+        ("erasure_confirmed", "recipient_organisation"),
+    ]
         .iter()
         .filter(|_| allowed)
         .filter_map(|(status, place)| first(status).map(|at| json!({ "where": place, "at": at })))
@@ -197,7 +205,27 @@ mod tests {
     fn who_holds_what_follows_the_referral_through_delivery_and_erasure() {
         let pending = report_of(referral("allow", Some(("pending", false, false))), steps(&[("queued", 0)]));
         assert_eq!(held(&pending), ("payload_sealed".into(), "nothing".into(), "nothing".into()));
-        assert_eq!(pending["referrals"][0]["categories"], json!({ "sent": ["identity", "contact"], "withheld": ["asylum"] }), "in the order the decision lists them");
+        assert_eq!(
+            pending["referrals"][0]["categories"],
+            json!({ "sent": ["identity", "contact"], "withheld": ["asylum"], "withdrawn": [] }),
+            "in the order the decision lists them"
+        );
+
+        // Some categories withdrawn: each erasure of them, where and when, with the categories.
+        let mut narrowed_steps = steps(&[("queued", 0), ("delivered", 1), ("consent_narrowed", 5), ("narrowed_at_gateway", 6)]);
+        for step in narrowed_steps.iter_mut().filter(|s| s.status != "queued" && s.status != "delivered") {
+            step.reasons = vec!["contact".to_owned()];
+        }
+        let narrowed = report_of(referral("allow", Some(("delivered", true, true))), narrowed_steps);
+        assert_eq!(narrowed["referrals"][0]["categories"]["withdrawn"], json!(["contact"]));
+        assert_eq!(
+            narrowed["referrals"][0]["erased"],
+            json!([
+                { "where": "this_gateway", "at": millis_to_rfc3339(at(5).timestamp_millis()), "categories": ["contact"] },
+                { "where": "recipient_gateway", "at": millis_to_rfc3339(at(6).timestamp_millis()), "categories": ["contact"] },
+            ])
+        );
+        assert_eq!(held(&narrowed).1, "held", "the rest is still held at the peer");
 
         let taken = report_of(referral("allow", Some(("delivered", true, true))), steps(&[("queued", 0), ("delivered", 1), ("forwarded", 2), ("accepted", 3)]));
         assert_eq!(held(&taken), ("receipt_only".into(), "held".into(), "acknowledged".into()));

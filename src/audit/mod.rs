@@ -50,6 +50,10 @@ pub enum Action {
     /// A DPO or auditor read a subject report (through the API or the command line).
     #[serde(rename = "subject.report")]
     SubjectReport,
+    /// A case erased by the retention sweep: its deadline passed (a referral
+    /// sent from here, or a case received here).
+    #[serde(rename = "retention.erase")]
+    RetentionErase,
 }
 
 impl Action {
@@ -69,6 +73,7 @@ impl Action {
         Action::InboxUpdate,
         Action::ConsentWithdraw,
         Action::SubjectReport,
+        Action::RetentionErase,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +93,7 @@ impl Action {
             Action::InboxUpdate => "inbox.update",
             Action::ConsentWithdraw => "consent.withdraw",
             Action::SubjectReport => "subject.report",
+            Action::RetentionErase => "retention.erase",
         }
     }
 

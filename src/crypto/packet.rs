@@ -73,8 +73,14 @@ pub struct PacketClaims {
     pub decision_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_expires_at: Option<DateTime<Utc>>,
+    /// When the case must be erased at the latest, at both gateways (the
+    /// DPO's retention rules and the consent's end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_until: Option<DateTime<Utc>>,
+    /// Days after the recipient reports the case closed that it may still be
+    /// kept, if the sender's retention rule says (the deadline then comes forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days_after_closure: Option<u32>,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// A referral whose case management passes to the recipient once it accepts.

@@ -16,6 +16,7 @@ pub mod inbound;
 pub mod minimise;
 pub mod policy;
 pub mod recipient;
+pub mod retention;
 pub mod status;
 pub mod submission;
 pub mod text;

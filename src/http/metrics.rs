@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::AppState;
+use crate::app::retention::ErasedCounts;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -38,6 +39,11 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabels {
+    side: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -46,6 +52,7 @@ pub struct Metrics {
     decisions: Family<OutcomeLabels, Counter>,
     deny_reasons: Family<ReasonLabels, Counter>,
     outbox_depth: Gauge,
+    retention_erasures: Family<SideLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,12 +70,18 @@ impl Metrics {
         let decisions = Family::<OutcomeLabels, Counter>::default();
         let deny_reasons = Family::<ReasonLabels, Counter>::default();
         let outbox_depth = Gauge::default();
+        let retention_erasures = Family::<SideLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by method, route template and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route template", latency.clone());
         registry.register("decisions", "Referral decisions by outcome", decisions.clone());
         registry.register("deny_reasons", "Reason codes of denied referrals", deny_reasons.clone());
         registry.register("outbox_depth", "Packets (referrals and statuses) waiting for delivery to a peer gateway", outbox_depth.clone());
-        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth }
+        registry.register(
+            "retention_erasures",
+            "Cases erased because their retention deadline passed, by side: sent (referrals sent from here) or received",
+            retention_erasures.clone(),
+        );
+        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures }
     }
 
     pub fn decision(&self, allowed: bool, reasons: &[String]) {
@@ -79,14 +92,21 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, with the outbox depth as of now.
-    pub fn render(&self, outbox_depth: i64) -> String {
+    /// The OpenMetrics text exposition, with the outbox depth as of now and
+    /// the retention erasures the gateway counted since it started.
+    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts) -> String {
         self.outbox_depth.set(outbox_depth);
         let mut text = String::new();
         let registry = match self.registry.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // The gateway counts (the sweep runs without a request); the counters
+        // catch up here, under the lock, so two renders never add twice.
+        for (side, total) in [("sent", erased.sent), ("received", erased.received)] {
+            let counter = self.retention_erasures.get_or_create(&SideLabels { side });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             text.clear();
         }

@@ -87,6 +87,38 @@ pub struct NewOutboxEntry {
     pub consent_expires_ms: Option<i64>,
     /// Past this, nothing more is sent and the referral is `expired`.
     pub deadline_ms: i64,
+    /// How long the referral may be kept, kept on the referral's row.
+    pub retention: Option<StoredRetention>,
+}
+
+/// A retention deadline as the store keeps it (see `domain::retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRetention {
+    pub until_ms: i64,
+    pub days_after_closure: Option<i64>,
+}
+
+/// A referral sent from here whose retention deadline has passed and that
+/// the sweep has not erased yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredReferral {
+    pub referral_id: String,
+    /// The case key of its payload, if it was allowed (and so has one).
+    pub key_id: Option<String>,
+}
+
+/// What the retention sweep erases, each in one transaction with its audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetentionErasure {
+    /// A referral sent from here: its payload and kept packet blanked, a
+    /// still-pending delivery stopped (`erased`), `retention_expired` in its
+    /// timeline, and marked erased.
+    Sent { referral_id: String },
+    /// A live received case (`available`, `acknowledged`, `pushing`) moved
+    /// to `erased`, claims blanked, listed again to its recipient; a case
+    /// already pushed to a webhook goes to `erasure_pushing` instead, to be
+    /// pushed a notice until `push_until_ms`.
+    Received { packet_id: String, erasure_pushed: bool, push_until_ms: i64 },
 }
 
 /// A packet to send that is not a referral (a status, say): its body at
@@ -125,6 +157,8 @@ pub struct ClaimedDelivery {
     pub created_ms: i64,
     /// For a withdrawal: the id of the referral packet it withdraws.
     pub in_reply_to: Option<String>,
+    /// For a referral: its retention deadline, carried in its packet.
+    pub retention: Option<StoredRetention>,
 }
 
 /// A sealed packet as first made for an outbox entry.
@@ -215,8 +249,11 @@ pub enum Write {
     /// nothing is written (and [`Written::AlreadySettled`] returned) when it
     /// is no longer in `from_state`.
     InboxMove { change: Box<InboxChange>, audit: AuditEvent },
-    /// A packet to send that is not a referral, and its audit event.
-    Reply { reply: Box<NewReply>, audit: AuditEvent },
+    /// A packet to send that is not a referral, and its audit event; with
+    /// `brings_forward` (a received packet id and a date), that received
+    /// case's retention deadline comes forward to the date (a later one is
+    /// ignored: a deadline never moves back).
+    Reply { reply: Box<NewReply>, audit: AuditEvent, brings_forward: Option<(String, i64)> },
     /// The sealed packet of an outbox entry, kept before its first send so
     /// that every retry sends the same bytes. An entry keeps the first
     /// packet it was given until a retry forgets it: the packet it holds
@@ -242,6 +279,10 @@ pub enum Write {
     /// referral's status stays. [`Written::AlreadySettled`] if the referral
     /// was withdrawn whole before.
     Narrow { referral_id: String, narrowing: Box<SentNarrowing>, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
+    /// A case past its retention deadline, erased here (its case key is
+    /// destroyed before), and its audit event. [`Written::AlreadySettled`]
+    /// if it was erased, or is no longer live, already.
+    RetentionErase { erasure: RetentionErasure, at_ms: i64, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
 }
@@ -309,6 +350,9 @@ pub struct InboxChange {
     /// With `erases`: the recipient takes cases by webhook, so a case it was
     /// pushed goes to `erasure_pushing` and it is pushed a notice of the erasure.
     pub erasure_pushed: bool,
+    /// With `erases` or `narrows`: a notice to a webhook is tried until then
+    /// at least (a withdrawal may come long after the packet's own expiry).
+    pub notice_until_ms: i64,
     /// For a withdrawal packet: what it withdraws, kept so that a referral
     /// packet arriving later is erased or cut down on arrival.
     pub withdraws: Option<Tombstone>,
@@ -320,6 +364,11 @@ pub struct InboxChange {
     /// The recipient organisation confirmed it erased the categories
     /// withdrawn from a case it still holds.
     pub confirms_narrowing: bool,
+    /// For a referral made available (or pushed): its retention deadline.
+    pub retention: Option<StoredRetention>,
+    /// For a `closed` status: the referral's retention deadline brought
+    /// forward to this (a later one is ignored: a deadline never moves back).
+    pub referral_retention_until_ms: Option<i64>,
     pub at_ms: i64,
 }
 
@@ -378,6 +427,8 @@ pub struct InboxItem {
     pub narrowed: Vec<String>,
     /// The recipient confirmed it erased them too.
     pub narrowing_confirmed: bool,
+    /// Its retention deadline, once it was made available.
+    pub retention: Option<StoredRetention>,
 }
 
 /// What the inbox holds for a known packet id.
@@ -482,6 +533,15 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_depth(&self) -> Result<i64, StoreError>;
     /// The digest and receipt stored for a received packet id, if any.
     async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError>;
+    /// The retention deadline of a referral sent from here, if it has one.
+    async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError>;
+    /// Up to `limit` referrals sent from here past their retention deadline
+    /// at `now_ms` and not erased yet (by the sweep, or by a consent
+    /// withdrawal), earliest deadline first.
+    async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError>;
+    /// Up to `limit` live received cases (`available`, `acknowledged`,
+    /// `pushing`) past their retention deadline at `now_ms`, earliest first.
+    async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     /// The receipt given for exactly these bytes (by their digest) from `issuer`, if any.
     async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;

@@ -17,7 +17,7 @@ use sqlx::{Connection, QueryBuilder, Row};
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
-    Written,
+    Written, ExpiredReferral, RetentionErasure, StoredRetention,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
@@ -25,8 +25,16 @@ use crate::config::sqlite_path;
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
      destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms, handover";
 
-const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, \
-     push_attempts, visible_seq, narrowed, narrowing_confirmed_ms";
+const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
+     visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure";
+
+/// Received cases the retention sweep erases: the ones still live.
+const LIVE_RECEIVED: &str = "('available', 'acknowledged', 'pushing', 'narrowing_pushing')";
+
+/// A retention deadline from its two columns (`None` without a date).
+fn retention_of(until_ms: Option<i64>, days_after_closure: Option<i64>) -> Option<StoredRetention> {
+    until_ms.map(|until_ms| StoredRetention { until_ms, days_after_closure })
+}
 
 const AUDIT_COLUMNS: &str =
     "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, prev_hash, hash";
@@ -164,9 +172,11 @@ macro_rules! sql_store {
             ) -> Result<HashSet<String>, sqlx::Error> {
                 let mut inserted = HashSet::new();
                 for chunk in referrals.chunks(ROWS_PER_STATEMENT) {
-                    let mut query = QueryBuilder::new(format!("INSERT INTO referrals ({REFERRAL_COLUMNS}) "));
+                    let mut query =
+                        QueryBuilder::new(format!("INSERT INTO referrals ({REFERRAL_COLUMNS}, retention_until_ms, retention_days_after_closure) "));
                     query.push_values(chunk, |mut row, new| {
                         let r = &new.record;
+                        let retention = new.outbox.as_ref().and_then(|o| o.retention);
                         row.push_bind(r.id.clone())
                             .push_bind(r.sender_org.clone())
                             .push_bind(r.idempotency_key.clone())
@@ -182,7 +192,9 @@ macro_rules! sql_store {
                             .push_bind(r.response.clone())
                             .push_bind(r.status.clone())
                             .push_bind(r.created_ms)
-                            .push_bind(r.handover);
+                            .push_bind(r.handover)
+                            .push_bind(retention.map(|k| k.until_ms))
+                            .push_bind(retention.and_then(|k| k.days_after_closure));
                     });
                     query.push(" ON CONFLICT (sender_org, idempotency_key) DO NOTHING RETURNING id");
                     for row in query.build().fetch_all(&mut *connection).await? {
@@ -299,10 +311,11 @@ macro_rules! sql_store {
                 // Delivered or expired, the body at rest has served: only the
                 // packet (readable by the peer alone) and the receipt stay, as proof.
                 let updated = sqlx::query(
-                    // A delivery that was under way when consent was withdrawn still
-                    // leaves its receipt (proof of what reached the peer); the entry stays withdrawn.
+                    // A delivery that was under way when consent was withdrawn, or the
+                    // retention sweep erased the referral, still leaves its receipt (proof
+                    // of what reached the peer); the entry stays withdrawn or erased.
                     "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN $1 ELSE state END, receipt = $2, settled_ms = $3, sealed = $5 \
-                     WHERE id = $4 AND (state = 'pending' OR (state = 'withdrawn' AND $1 = 'delivered' AND receipt IS NULL)) \
+                     WHERE id = $4 AND (state = 'pending' OR (state IN ('withdrawn', 'erased') AND $1 = 'delivered' AND receipt IS NULL)) \
                      RETURNING referral_id, packet_type",
                 )
                 .bind(status)
@@ -500,6 +513,17 @@ macro_rules! sql_store {
                         .execute(&mut *connection)
                         .await?;
                 }
+                if let Some(retention) = &change.retention {
+                    sqlx::query("UPDATE inbox SET retention_until_ms = $1, retention_days_after_closure = $2 WHERE packet_id = $3")
+                        .bind(retention.until_ms)
+                        .bind(retention.days_after_closure)
+                        .bind(&change.packet_id)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                if let (Some(until_ms), Some((referral_id, _))) = (change.referral_retention_until_ms, &change.referral_status) {
+                    Self::bring_forward(connection, "referrals", "id", referral_id, until_ms).await?;
+                }
                 match &change.withdraws {
                     Some(Tombstone { packet_id, issuer, categories: None, .. }) => {
                         sqlx::query("INSERT INTO withdrawn_packets (packet_id, issuer, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
@@ -532,6 +556,7 @@ macro_rules! sql_store {
                          state = CASE WHEN $4 AND state = 'acknowledged' AND visible_seq IS NOT NULL THEN 'narrowing_pushing' ELSE state END, \
                          next_push_ms = CASE WHEN $4 AND state = 'acknowledged' THEN $5 ELSE next_push_ms END, \
                          push_attempts = CASE WHEN $4 AND state = 'acknowledged' THEN 0 ELSE push_attempts END, \
+                         expires_ms = CASE WHEN $4 AND expires_ms < $7 THEN $7 ELSE expires_ms END, \
                          visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
                          WHERE packet_id = $6 AND state IN ('available', 'acknowledged', 'pushing', 'narrowing_pushing')",
                     )
@@ -541,6 +566,7 @@ macro_rules! sql_store {
                     .bind(narrowing.pushed)
                     .bind(change.at_ms)
                     .bind(&narrowing.packet_id)
+                    .bind(change.notice_until_ms)
                     .execute(&mut *connection)
                     .await?;
                 }
@@ -552,6 +578,7 @@ macro_rules! sql_store {
                         "UPDATE inbox SET \
                          state = CASE WHEN $4 AND state IN ('acknowledged', 'narrowing_pushing') AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
                          next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
+                         expires_ms = CASE WHEN $4 AND expires_ms < $5 THEN $5 ELSE expires_ms END, \
                          visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
                          WHERE packet_id = $3 AND state NOT IN ('erased', 'erasure_pushing', 'erasure_confirmed')",
                     )
@@ -559,6 +586,7 @@ macro_rules! sql_store {
                         .bind(change.at_ms)
                         .bind(erased)
                         .bind(change.erasure_pushed)
+                        .bind(change.notice_until_ms)
                         .execute(&mut *connection)
                         .await?;
                 }
@@ -571,6 +599,79 @@ macro_rules! sql_store {
                     }
                 }
                 Ok(true)
+            }
+
+            /// Brings a row's retention deadline forward to `until_ms`; a
+            /// later date changes nothing, so racing closures keep the earliest.
+            async fn bring_forward(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                table: &str,
+                key: &str,
+                id: &str,
+                until_ms: i64,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(&format!("UPDATE {table} SET retention_until_ms = $1 WHERE {key} = $2 AND retention_until_ms > $1"))
+                    .bind(until_ms)
+                    .bind(id)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            }
+
+            /// See [`RetentionErasure`]; false when there was nothing left to erase.
+            async fn erase_retained(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                erasure: &RetentionErasure,
+                at_ms: i64,
+            ) -> Result<bool, sqlx::Error> {
+                match erasure {
+                    RetentionErasure::Sent { referral_id } => {
+                        let marked = sqlx::query("UPDATE referrals SET erased_ms = $1 WHERE id = $2 AND erased_ms IS NULL")
+                            .bind(at_ms)
+                            .bind(referral_id)
+                            .execute(&mut *connection)
+                            .await?
+                            .rows_affected();
+                        if marked == 0 {
+                            return Ok(false);
+                        }
+                        // The packet id stays: statuses about the referral are still recognised.
+                        sqlx::query(
+                            "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN 'erased' ELSE state END, sealed = $1, packet = NULL \
+                             WHERE id = $2 AND packet_type = 'referral'",
+                        )
+                        .bind(Vec::<u8>::new())
+                        .bind(referral_id)
+                        .execute(&mut *connection)
+                        .await?;
+                        Self::referral_moves(connection, referral_id, "retention_expired", &[], at_ms).await?;
+                        Ok(true)
+                    }
+                    RetentionErasure::Received { packet_id, erasure_pushed, push_until_ms } => {
+                        // As a withdrawal erases (see `inbox_moves`): listed again, last, so that
+                        // a recipient tailing its inbox learns it must erase its own copy; a
+                        // case already pushed to a webhook is told of by a push first, which
+                        // is given up at `expires_ms`, long past for a packet received months ago.
+                        let erased = sqlx::query(&format!(
+                            "UPDATE inbox SET \
+                             state = CASE WHEN $4 AND state IN ('acknowledged', 'narrowing_pushing') AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
+                             reasons = $5, next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
+                             expires_ms = CASE WHEN expires_ms < $6 THEN $6 ELSE expires_ms END, \
+                             visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
+                             WHERE packet_id = $3 AND state IN {LIVE_RECEIVED}"
+                        ))
+                        .bind(Vec::<u8>::new())
+                        .bind(at_ms)
+                        .bind(packet_id)
+                        .bind(*erasure_pushed)
+                        .bind(r#"["retention_passed"]"#)
+                        .bind(*push_until_ms)
+                        .execute(&mut *connection)
+                        .await?
+                        .rows_affected();
+                        Ok(erased > 0)
+                    }
+                }
             }
 
             async fn queue_reply(
@@ -617,6 +718,7 @@ macro_rules! sql_store {
                         None => Vec::new(),
                     },
                     narrowing_confirmed: row.try_get::<Option<i64>, _>("narrowing_confirmed_ms")?.is_some(),
+                    retention: retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
                 })
             }
 
@@ -688,6 +790,7 @@ macro_rules! sql_store {
                     packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
                     created_ms: row.try_get("created_ms")?,
                     in_reply_to: row.try_get("in_reply_to")?,
+                    retention: retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
                 })
             }
 
@@ -769,8 +872,11 @@ macro_rules! sql_store {
                             .try_get("number")?;
                             Written::PolicyStored { number, seq: chain(&mut head, audit, &mut records) }
                         }
-                        Write::Reply { reply, audit } => {
+                        Write::Reply { reply, audit, brings_forward } => {
                             Self::queue_reply(&mut tx, reply).await?;
+                            if let Some((packet_id, until_ms)) = brings_forward {
+                                Self::bring_forward(&mut tx, "inbox", "packet_id", packet_id, *until_ms).await?;
+                            }
                             Written::Audited { seq: chain(&mut head, audit, &mut records) }
                         }
                         Write::InboxMove { change, audit } => {
@@ -798,6 +904,13 @@ macro_rules! sql_store {
                             Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
                             None => Written::AlreadySettled,
                         },
+                        Write::RetentionErase { erasure, at_ms, audit } => {
+                            if Self::erase_retained(&mut tx, erasure, *at_ms).await? {
+                                Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                            } else {
+                                Written::AlreadySettled
+                            }
+                        }
                         Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },
                     };
                     results.push(result);
@@ -862,8 +975,12 @@ macro_rules! sql_store {
             }
 
             async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
+                // A referral's retention deadline lives on its row; it goes into its packet.
                 let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
-                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, in_reply_to";
+                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, in_reply_to, \
+                               (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
+                               (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
+                               AS retention_days_after_closure";
                 let rows = self.claim($claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
             }
@@ -1083,6 +1200,47 @@ macro_rules! sql_store {
                     Some(row) => Some(InboxReceipt { packet_sha256: row.try_get("packet_sha256")?, receipt: row.try_get("receipt")? }),
                     None => None,
                 })
+            }
+
+            async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError> {
+                let row = sqlx::query("SELECT retention_until_ms, retention_days_after_closure FROM referrals WHERE id = $1")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
+                    None => None,
+                })
+            }
+
+            async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
+                let rows = sqlx::query(
+                    // A referral whose consent was withdrawn was erased then: nothing is left for the deadline.
+                    "SELECT r.id, o.key_id FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
+                     WHERE r.retention_until_ms <= $1 AND r.erased_ms IS NULL \
+                     AND r.status NOT IN ('withdrawn', 'erased_at_gateway', 'erasure_confirmed') \
+                     ORDER BY r.retention_until_ms, r.id LIMIT $2",
+                )
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| Ok(ExpiredReferral { referral_id: row.try_get("id")?, key_id: row.try_get("key_id")? }))
+                    .collect::<Result<_, sqlx::Error>>()?)
+            }
+
+            async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {INBOX_COLUMNS} FROM inbox WHERE state IN {LIVE_RECEIVED} AND retention_until_ms <= $1 \
+                     ORDER BY retention_until_ms, packet_id LIMIT $2"
+                ))
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::inbox_from_row).collect()
             }
 
             async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {

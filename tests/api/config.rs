@@ -13,6 +13,7 @@ fn the_example_configuration_is_valid() {
     assert_eq!(config.auth.clients.len(), 1);
     let federation = config.federation.unwrap();
     assert_eq!((federation.listen.port(), federation.delivery_window_hours, federation.retry_max_seconds), (9443, 168, 600));
+    assert_eq!(config.retention.sweep_seconds, 60);
 }
 
 fn load_with(replace: &str, by: &str) -> String {
@@ -39,6 +40,8 @@ fn errors_name_the_key() {
         ("retry_first_seconds = 2", "retry_first_seconds = 601", "federation.retry_first_seconds"),
         ("listen = \"127.0.0.1:9443\"", "listen = \"127.0.0.1:8443\"", "federation.listen"),
         ("level = \"info\"", "level = \"info\"\nverbosity = 3", "verbosity"),
+        ("sweep_seconds = 60", "sweep_seconds = 0", "retention.sweep_seconds"),
+        ("sweep_seconds = 60", "sweep_seconds = 86401", "retention.sweep_seconds"),
         (
             "url = \"sqlite://../var/demo/ita/gateway.db\"",
             "url = \"sqlite://../var/demo/ita/gateway.db\"\ncase_keys_url = \"sqlite://../var/demo/ita/gateway.db\"",

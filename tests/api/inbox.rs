@@ -81,6 +81,7 @@ fn claims(packet_id: &str) -> PacketClaims {
         decision_id: None,
         consent_expires_at: None,
         retention_until: None,
+        retention_days_after_closure: None,
         issued_at: fixture_time(),
         expires_at: fixture_time() + Duration::days(7),
         handover: false,

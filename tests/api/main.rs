@@ -20,4 +20,5 @@ mod delivery;
 mod forwarding;
 mod inbox;
 mod peers;
+mod retention;
 mod trust_list;

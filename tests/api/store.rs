@@ -93,6 +93,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             payload: SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() },
             consent_expires_ms: Some(at(60).timestamp_millis()),
             deadline_ms: at(60).timestamp_millis(),
+            retention: None,
         }),
     }
 }
@@ -387,10 +388,13 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         referral_status: Some(("r1".to_owned(), vec!["refused".to_owned()])),
         erases: None,
         erasure_pushed: false,
+        notice_until_ms: at(60).timestamp_millis(),
         withdraws: None,
         narrows: None,
         reseal: None,
         confirms_narrowing: false,
+        retention: None,
+        referral_retention_until_ms: None,
         at_ms: at(1).timestamp_millis(),
     };
     let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
@@ -423,10 +427,13 @@ fn make_visible(packet_id: &str, minutes: i64) -> Write {
         referral_status: None,
         erases: None,
         erasure_pushed: false,
+        notice_until_ms: at(60).timestamp_millis(),
         withdraws: None,
         narrows: None,
         reseal: None,
         confirms_narrowing: false,
+        retention: None,
+        referral_retention_until_ms: None,
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }

@@ -61,6 +61,7 @@ fn claims(from: &Member, to: &Member) -> PacketClaims {
         decision_id: Some("d-1".to_owned()),
         consent_expires_at: Some(now() + Duration::days(90)),
         retention_until: Some(now() + Duration::days(365)),
+        retention_days_after_closure: None,
         issued_at: now(),
         expires_at: now() + Duration::days(7),
         handover: false,

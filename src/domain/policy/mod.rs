@@ -20,6 +20,7 @@ pub use schema::schema_text;
 
 use super::decision::ReasonCode;
 use super::recipient::Recipient;
+use super::retention::{RetentionRules, RETENTION_FILE};
 use super::{CountryCode, DataCategory, Profile, Purpose};
 
 const BUILTIN_SOURCE: &str = include_str!("builtin.cedar");
@@ -54,7 +55,8 @@ pub enum PolicyError {
     Builtin(String),
 }
 
-/// A compiled, validated policy set: built-in rules plus the DPO's policies.
+/// A compiled, validated policy set: built-in rules plus the DPO's policies,
+/// and the DPO's retention rules that come with them.
 ///
 /// The set is validated as a whole, then sliced per (purpose, category) by
 /// each policy's action and resource scope, so that evaluating one category
@@ -79,6 +81,7 @@ pub struct SharingPolicy {
     version: String,
     builtin_reasons: HashMap<PolicyId, ReasonCode>,
     authorizer: Authorizer,
+    retention: RetentionRules,
 }
 
 /// What the policy set says about one category.
@@ -226,7 +229,16 @@ impl SharingPolicy {
 
         let mut sorted: Vec<&PolicySource> = sources.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        for source in &sorted {
+        // The DPO's retention rules travel with the set (and count in its
+        // version) but are not Cedar.
+        let mut retention = RetentionRules::default();
+        for source in sorted.iter().filter(|s| s.name == RETENTION_FILE) {
+            match RetentionRules::parse(&source.name, &source.text) {
+                Ok(rules) => retention = rules,
+                Err(found) => problems.extend(found),
+            }
+        }
+        for source in sorted.iter().filter(|s| s.name != RETENTION_FILE) {
             let parsed = match PolicySet::from_str(&source.text) {
                 Ok(parsed) => parsed,
                 Err(errors) => {
@@ -341,7 +353,13 @@ impl SharingPolicy {
             version,
             builtin_reasons,
             authorizer: Authorizer::new(),
+            retention,
         })
+    }
+
+    /// The DPO's retention rules (`retention.toml`), or none: the fallback for every case.
+    pub fn retention(&self) -> &RetentionRules {
+        &self.retention
     }
 
     /// A content hash of the built-in rules and every DPO file, names included.
