@@ -59,7 +59,21 @@ impl Gateway {
         let mut moves = Vec::new();
         let items = self.store.unprocessed_inbox(limit).await?;
         let opened = self.opened_claims_all(&items).await?;
+        // A referral withdrawn by a packet of this same round waits for the
+        // next one: decisions here are made before any of the round's writes,
+        // so it is screened once the withdrawal's tombstone is committed.
+        let withdrawn_now: std::collections::HashSet<String> = items
+            .iter()
+            .zip(&opened)
+            .filter(|(item, _)| item.packet_type == PacketType::Withdrawal.as_str())
+            .filter_map(|(_, claims)| claims.as_ref().ok())
+            .filter_map(|claims| serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok())
+            .map(|notice| notice.in_reply_to)
+            .collect();
         for (item, claims) in items.iter().zip(opened) {
+            if item.packet_type == PacketType::Referral.as_str() && withdrawn_now.contains(&item.packet_id) {
+                continue;
+            }
             match self.next_move(item, claims).await {
                 Ok(write) => moves.push(write),
                 // Left `received`: tried again on the next round.
@@ -239,6 +253,8 @@ impl Gateway {
                 };
                 // Only the gateway the referral went to may confirm its erasure.
                 let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
+                // A partial confirmation names at least one category.
+                let notice = notice.filter(|n| n.categories.as_ref().is_none_or(|c| !c.is_empty()));
                 let partial = notice.as_ref().and_then(|n| n.categories.as_ref());
                 // Only a referral whose consent was withdrawn (whole, or the part confirmed) can have been erased on request.
                 let withdrawn = match &about {
@@ -299,8 +315,16 @@ impl Gateway {
     async fn erase_withdrawn(&self, target: &InboxItem, names: Option<&[String]>, change: &mut InboxChange, now: DateTime<Utc>) -> Result<(), AppError> {
         let pushed = OrgId::parse(&target.recipient_org).ok().is_some_and(|org| self.takes_webhook_pushes(&org));
         if let Some(names) = names {
-            // Erased, refused or gone already: there is nothing of it to cut.
-            if !(LIVE.contains(&target.state.as_str()) || target.state == "received") {
+            // Not screened yet (it waits for this round's tombstone, which cuts it
+            // on arrival); or refused, erased, undeliverable: nothing of it is
+            // shown, and its key, if still there, goes.
+            if target.state == "received" {
+                return Ok(());
+            }
+            if !LIVE.contains(&target.state.as_str()) {
+                if is_case_key_id(&target.claims.key_id) {
+                    self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
+                }
                 return Ok(());
             }
             let mut claims = match self.opened_claims(target).await {

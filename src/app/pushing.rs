@@ -58,6 +58,10 @@ impl Gateway {
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let claims = match self.opened_claims(&item).await {
             Ok(claims) => claims,
+            // Cut down by a partial withdrawal since it was claimed: pushed, cut, next time.
+            Err(AppError::Erased) if self.store.inbox_item(&item.packet_id).await?.is_some_and(|now| now.claims.key_id != item.claims.key_id) => {
+                return self.retry_push(&item, "case-cut-meanwhile").await;
+            }
             // Nothing left to push: set aside at once rather than retried until it expires.
             Err(AppError::Erased) => {
                 let reasons = vec!["case_erased".to_owned()];
@@ -99,7 +103,7 @@ impl Gateway {
                 let event = AuditEvent::new(now, actor, Action::InboxUpdate, "pushed").referral(&item.packet_id);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
                 self.wake_delivery();
-                Ok(())
+                self.notify_cuts_made_meanwhile(&item).await
             }
             Err(failure) => self.retry_push(&item, failure.code()).await,
         }
@@ -151,10 +155,29 @@ impl Gateway {
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
                 self.writer.write(settle("erasure_pushed", Vec::new())).await?;
+                if narrowing {
+                    return self.notify_cuts_made_meanwhile(&item).await;
+                }
                 Ok(())
             }
             Err(failure) => self.retry_push(&item, failure.code()).await,
         }
+    }
+
+    /// A partial withdrawal that cut the case while it (or a notice about it)
+    /// was being pushed is not in what was pushed: a notice of it goes next.
+    async fn notify_cuts_made_meanwhile(&self, pushed: &InboxItem) -> Result<(), AppError> {
+        let Some(current) = self.store.inbox_item(&pushed.packet_id).await? else { return Ok(()) };
+        if current.state != "acknowledged" || current.narrowed == pushed.narrowed {
+            return Ok(());
+        }
+        let now = self.now();
+        let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        let change = self.inbox_change(&current, "acknowledged", "narrowing_pushing", Vec::new(), None, None, now);
+        let event = AuditEvent::new(now, actor, Action::InboxUpdate, "narrowing_due").referral(&current.packet_id);
+        self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+        self.wake_pushing();
+        Ok(())
     }
 
     async fn retry_push(&self, item: &InboxItem, code: &str) -> Result<(), AppError> {

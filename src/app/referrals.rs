@@ -12,7 +12,7 @@ use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
 use crate::domain::retention::RetentionDeadline;
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
-use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
+use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState, NARROWED};
 use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, StoredRetention, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
@@ -290,13 +290,23 @@ impl Gateway {
     fn erasure_view(&self, timeline: &[TimelineEntry], delivery: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Option<(ErasureProgress, Option<Vec<String>>)> {
         let (at, partial) = match timeline.iter().position(|t| t.status == "withdrawn") {
             Some(at) => (at, false),
-            None => (timeline.iter().rposition(|t| t.status == "consent_narrowed")?, true),
+            None => (timeline.iter().rposition(|t| NARROWED.contains(&t.status.as_str()))?, true),
         };
         let withdrawn = timeline.get(at)?;
         let withdrawn_at = DateTime::<Utc>::from_timestamp_millis(withdrawn.at_ms)?;
-        let since = if partial { timeline.get(at..)? } else { timeline };
-        let steps: Vec<&str> = since.iter().map(|t| t.status.as_str()).collect();
-        let packet_left = delivery.is_some_and(|d| d.packet_id.is_some());
+        // A partial withdrawal is told by the confirmations of its own categories
+        // (an earlier one's late confirmation does not count for it).
+        let steps: Vec<&str> = if partial {
+            timeline
+                .get(at..)?
+                .iter()
+                .filter(|t| t.reasons.iter().filter(|c| withdrawn.reasons.contains(c)).count() == withdrawn.reasons.len())
+                .map(|t| t.status.as_str())
+                .collect()
+        } else {
+            timeline.iter().map(|t| t.status.as_str()).collect()
+        };
+        let packet_left = if partial { withdrawn.status == "consent_narrowed" } else { delivery.is_some_and(|d| d.packet_id.is_some()) };
         let deadline = chrono::Duration::from_std(self.delivery.erasure_deadline).unwrap_or(chrono::Duration::MAX);
         let progress = erasure_progress(withdrawn_at, partial, packet_left, &steps, deadline, now);
         Some((progress, partial.then(|| withdrawn.reasons.clone())))

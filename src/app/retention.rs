@@ -97,6 +97,16 @@ impl Gateway {
                 }
             }
         }
+        // A partial withdrawal may have put a payload under a new key between the
+        // destruction above and the write: that key goes too.
+        for referral in &sent {
+            if let Some(payload) = self.store.sealed_payload(&referral.referral_id).await?
+                && is_case_key_id(&payload.key_id)
+                && referral.key_id.as_deref() != Some(payload.key_id.as_str())
+            {
+                self.vault.destroy(&[payload.key_id]).await?;
+            }
+        }
         self.erasures.add(counts);
         if counts.sent > 0 || counts.received > 0 {
             tracing::info!(sent = counts.sent, received = counts.received, "retention deadlines passed: cases erased");

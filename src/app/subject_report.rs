@@ -11,7 +11,7 @@ use super::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::domain::status::ReferralProgress;
-use crate::domain::withdrawal::{erasure_progress, ErasedBy};
+use crate::domain::withdrawal::{erasure_progress, ErasedBy, NARROWED};
 use crate::store::{Store, SubjectReferral, TimelineEntry};
 
 /// A subject's referrals with their timelines, as the store holds them.
@@ -96,13 +96,18 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         .filter_map(|(status, place)| first(status).map(|at| json!({ "where": place, "at": at })))
         .collect();
     // Each partial withdrawal's erasures, with the categories they took.
-    let partial_places = [("consent_narrowed", "this_gateway"), ("narrowed_at_gateway", "recipient_gateway"), ("narrowing_confirmed", "recipient_organisation")];
+    let partial_places = [
+        ("consent_narrowed", "this_gateway"),
+        ("consent_narrowed_before_sending", "this_gateway"),
+        ("narrowed_at_gateway", "recipient_gateway"),
+        ("narrowing_confirmed", "recipient_organisation"),
+    ];
     erased.extend(timeline.iter().filter_map(|t| {
         let place = partial_places.iter().find(|(status, _)| *status == t.status)?.1;
         Some(json!({ "where": place, "at": millis_to_rfc3339(t.at_ms), "categories": t.reasons }))
     }));
     let withdrawn_categories: std::collections::BTreeSet<&str> =
-        timeline.iter().filter(|t| t.status == "consent_narrowed").flat_map(|t| t.reasons.iter().map(String::as_str)).collect();
+        timeline.iter().filter(|t| NARROWED.contains(&t.status.as_str())).flat_map(|t| t.reasons.iter().map(String::as_str)).collect();
     let erasure = timeline.iter().find(|t| t.status == "withdrawn").and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.at_ms)).map(|at| {
         let progress = erasure_progress(at, false, packet_made, &steps, erasure_deadline, now);
         json!({ "state": progress.state, "due_by": progress.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())) })

@@ -16,7 +16,7 @@ use crate::audit::{Action, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::crypto::case_keys::is_case_key_id;
 use crate::domain::submission::FieldProblem;
-use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope};
+use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope, NARROWED};
 use crate::domain::{DataCategory, OrgId, Purpose};
 use crate::store::{NewWithdrawal, SealedPayload, SentNarrowing, StoredReferral, Write, Written};
 
@@ -88,7 +88,7 @@ impl Gateway {
         }
         let mut held = sent_categories(referral)?;
         for entry in self.store.timeline(&referral.id).await? {
-            if entry.status == "consent_narrowed" {
+            if NARROWED.contains(&entry.status.as_str()) {
                 for category in entry.reasons.iter().filter_map(|c| c.parse::<DataCategory>().ok()) {
                     held.remove(&category);
                 }
@@ -109,7 +109,15 @@ impl Gateway {
         let withdrawal = self.new_withdrawal(&WithdrawalAtRest::default(), now)?;
         let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "withdrawn").referral(referral_id).subject_key(subject_key);
         let write = Write::Withdraw { referral_id: referral_id.to_owned(), withdrawal, at_ms: now.timestamp_millis(), audit };
-        match self.writer.write(write).await? {
+        let written = self.writer.write(write).await?;
+        // A partial withdrawal may have put the payload under a new key between
+        // the destruction above and this write: that key goes too.
+        if let Some(payload) = self.store.sealed_payload(referral_id).await?
+            && is_case_key_id(&payload.key_id)
+        {
+            self.vault.destroy(&[payload.key_id]).await?;
+        }
+        match written {
             Written::Withdrawn { peer_notified, .. } => {
                 if peer_notified {
                     self.wake_delivery();
@@ -128,50 +136,88 @@ impl Gateway {
     /// down under a new key (the old one destroyed first), and the peer is
     /// asked to erase them if a packet may have reached it.
     async fn withdraw_categories(&self, principal: &Principal, referral: &StoredReferral, categories: &BTreeSet<DataCategory>) -> Result<Value, AppError> {
-        let now = self.now();
-        let payload = match self.store.sealed_payload(&referral.id).await? {
-            Some(held) if !held.sealed.is_empty() && is_case_key_id(&held.key_id) => {
-                let plaintext = self.vault.open(&held.sealed, referral.id.as_bytes()).await?;
-                let mut body: serde_json::Map<String, Value> =
-                    serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("referral payload is not an object".to_owned()))?;
-                for category in categories {
-                    body.remove(category.as_str());
-                }
-                let cut = serde_json::to_vec(&body).map_err(|e| AppError::Internal(e.to_string()))?;
-                let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
-                let sealed = self.vault.seal(&case_key, &cut, referral.id.as_bytes())?;
-                // Keys first: the withdrawn categories are unreadable from here on, in every copy.
-                self.vault.destroy(std::slice::from_ref(&held.key_id)).await?;
-                Some((sealed, held.key_id))
-            }
-            // Delivered (the payload at rest has served and is blank) or never held.
-            _ => None,
-        };
         let names: Vec<String> = categories.iter().map(|c| c.as_str().to_owned()).collect();
-        let withdrawal = self.new_withdrawal(&WithdrawalAtRest { categories: Some(categories.clone()) }, now)?;
-        let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "narrowed")
-            .referral(&referral.id)
-            .subject_key(referral.subject_key.clone())
-            .reasons(names.clone());
-        let narrowing = Box::new(SentNarrowing { categories: names.clone(), payload });
-        let write = Write::Narrow { referral_id: referral.id.clone(), narrowing, withdrawal, at_ms: now.timestamp_millis(), audit };
-        match self.writer.write(write).await? {
-            Written::Withdrawn { peer_notified, .. } => {
-                if peer_notified {
-                    self.wake_delivery();
-                }
-                let status = self.store.referral(&referral.id).await?.map_or_else(|| referral.status.clone(), |r| r.status);
-                Ok(json!({
-                    "referral_id": referral.id,
-                    "status": status,
-                    "withdrawn": "categories",
-                    "categories": names,
-                    "peer_notified": peer_notified,
-                }))
+        // Cut again if another withdrawal replaced the payload meanwhile; a few
+        // tries are plenty for requests a person makes by hand.
+        for _ in 0..3 {
+            let now = self.now();
+            let cut = self.cut_payload(referral, categories, now).await?;
+            let new_key = cut.as_ref().map(|(sealed, _)| sealed.key_id.clone());
+            let withdrawal = self.new_withdrawal(&WithdrawalAtRest { categories: Some(categories.clone()) }, now)?;
+            let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "narrowed")
+                .referral(&referral.id)
+                .subject_key(referral.subject_key.clone())
+                .reasons(names.clone());
+            let narrowing = Box::new(SentNarrowing { categories: names.clone(), payload: cut });
+            let write = Write::Narrow { referral_id: referral.id.clone(), narrowing, withdrawal, at_ms: now.timestamp_millis(), audit };
+            let written = self.writer.write(write).await?;
+            if !matches!(written, Written::Withdrawn { .. })
+                && let Some(new_key) = new_key
+            {
+                // Not stored: the key of a cut nobody will read goes at once.
+                self.vault.destroy(&[new_key]).await?;
             }
-            // Withdrawn whole meanwhile.
-            _ => Ok(json!({ "referral_id": referral.id, "status": "withdrawn", "withdrawn": "whole" })),
+            match written {
+                Written::Withdrawn { peer_notified, .. } => {
+                    if peer_notified {
+                        self.wake_delivery();
+                    }
+                    let status = self.store.referral(&referral.id).await?.map_or_else(|| referral.status.clone(), |r| r.status);
+                    return Ok(json!({
+                        "referral_id": referral.id,
+                        "status": status,
+                        "withdrawn": "categories",
+                        "categories": names,
+                        "peer_notified": peer_notified,
+                    }));
+                }
+                Written::PayloadMoved => continue,
+                // Withdrawn whole (or erased) meanwhile: all of it is gone already.
+                _ => {
+                    let event = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(&referral.id);
+                    self.audit(event).await?;
+                    return Ok(json!({ "referral_id": referral.id, "status": "withdrawn", "withdrawn": "whole" }));
+                }
+            }
         }
+        Err(AppError::Internal("a partial withdrawal kept finding the payload replaced".to_owned()))
+    }
+
+    /// The payload still held, cut down and sealed under a new case key,
+    /// with the key it was sealed under (destroyed here, first, if it is a
+    /// case key); `None` when nothing is held (delivered or expired: the
+    /// payload at rest is blank, and the key that sealed it goes too).
+    async fn cut_payload(
+        &self,
+        referral: &StoredReferral,
+        categories: &BTreeSet<DataCategory>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<(SealedPayload, String)>, AppError> {
+        let Some(held) = self.store.sealed_payload(&referral.id).await? else {
+            return Ok(None);
+        };
+        if held.sealed.is_empty() {
+            // Copies taken before delivery still hold the payload under it.
+            if is_case_key_id(&held.key_id) {
+                self.vault.destroy(&[held.key_id]).await?;
+            }
+            return Ok(None);
+        }
+        let plaintext = self.vault.open(&held.sealed, referral.id.as_bytes()).await?;
+        let mut body: serde_json::Map<String, Value> =
+            serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("referral payload is not an object".to_owned()))?;
+        for category in categories {
+            body.remove(category.as_str());
+        }
+        let cut = serde_json::to_vec(&body).map_err(|e| AppError::Internal(e.to_string()))?;
+        let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
+        let sealed = self.vault.seal(&case_key, &cut, referral.id.as_bytes())?;
+        // Keys first: the withdrawn categories are unreadable from here on, in every copy.
+        // (A payload from before case keys, under data.key, is re-sealed all the same.)
+        if is_case_key_id(&held.key_id) {
+            self.vault.destroy(std::slice::from_ref(&held.key_id)).await?;
+        }
+        Ok(Some((sealed, held.key_id)))
     }
 
     fn new_withdrawal(&self, at_rest: &WithdrawalAtRest, now: chrono::DateTime<chrono::Utc>) -> Result<NewWithdrawal, AppError> {

@@ -145,7 +145,11 @@ pub struct ErasureNotice {
 
 /// Timeline entries that record a partial withdrawal and its erasure: they
 /// never become the referral's status, which stays with the part still shared.
-pub const PARTIAL_STEPS: [&str; 3] = ["consent_narrowed", "narrowed_at_gateway", "narrowing_confirmed"];
+pub const PARTIAL_STEPS: [&str; 4] = ["consent_narrowed", "consent_narrowed_before_sending", "narrowed_at_gateway", "narrowing_confirmed"];
+
+/// The timeline entries that record a partial withdrawal: told to the peer,
+/// or made before any packet was (nothing to erase elsewhere).
+pub const NARROWED: [&str; 2] = ["consent_narrowed", "consent_narrowed_before_sending"];
 
 /// Where the erasure a withdrawal asked for stands, as the sender sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

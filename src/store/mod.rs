@@ -277,7 +277,8 @@ pub enum Write {
     /// categories) is queued for the peer if a packet was ever made; the
     /// timeline records `consent_narrowed` with the categories, and the
     /// referral's status stays. [`Written::AlreadySettled`] if the referral
-    /// was withdrawn whole before.
+    /// was withdrawn whole or erased before; [`Written::PayloadMoved`] if the
+    /// payload is no longer under `sealed_from`.
     Narrow { referral_id: String, narrowing: Box<SentNarrowing>, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
     /// A case past its retention deadline, erased here (its case key is
     /// destroyed before), and its audit event. [`Written::AlreadySettled`]
@@ -451,6 +452,10 @@ pub enum Written {
     PacketKept(StoredPacket),
     /// Consent withdrawn; whether a withdrawal packet was queued for the peer.
     Withdrawn { seq: i64, peer_notified: bool },
+    /// A partial withdrawal found the payload under another key than the one
+    /// it was cut from (cut by another withdrawal meanwhile): nothing written;
+    /// cut again from the payload as it is now.
+    PayloadMoved,
 }
 
 /// Filters of the audit log; all optional, combined with AND.

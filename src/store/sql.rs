@@ -382,7 +382,7 @@ macro_rules! sql_store {
             ) -> Result<bool, sqlx::Error> {
                 let status: Option<String> =
                     sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
-                Ok(!matches!(status.as_deref(), None | Some("withdrawn" | "erased_at_gateway" | "erasure_confirmed")))
+                Ok(!matches!(status.as_deref(), None | Some("withdrawn" | "erased_at_gateway" | "erasure_confirmed" | "retention_expired")))
             }
 
             /// See [`Write::Narrow`]: whether the peer is to be told, or
@@ -393,24 +393,30 @@ macro_rules! sql_store {
                 narrowing: &SentNarrowing,
                 withdrawal: &NewWithdrawal,
                 at_ms: i64,
-            ) -> Result<Option<bool>, sqlx::Error> {
+            ) -> Result<Written, sqlx::Error> {
                 if !Self::still_consented(connection, referral_id).await? {
-                    return Ok(None);
+                    return Ok(Written::AlreadySettled);
                 }
                 if let Some((payload, sealed_from)) = &narrowing.payload {
-                    // Only over the payload it was cut from: one delivered (blanked) or cut by
-                    // another withdrawal meanwhile stays as it is.
-                    sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2 WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
+                    // Only over the payload it was cut from: one cut by another withdrawal
+                    // meanwhile holds what that one left, and is cut again by the caller.
+                    let replaced = sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2 WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
                         .bind(&payload.sealed)
                         .bind(&payload.key_id)
                         .bind(referral_id)
                         .bind(sealed_from)
                         .execute(&mut *connection)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    if replaced == 0 {
+                        return Ok(Written::PayloadMoved);
+                    }
                 }
                 let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
-                Self::referral_moves(connection, referral_id, "consent_narrowed", &narrowing.categories, at_ms).await?;
-                Ok(Some(notified))
+                // Withdrawn before any packet was made: nothing is to be erased elsewhere.
+                let step = if notified { "consent_narrowed" } else { "consent_narrowed_before_sending" };
+                Self::referral_moves(connection, referral_id, step, &narrowing.categories, at_ms).await?;
+                Ok(Written::Withdrawn { seq: 0, peer_notified: notified })
             }
 
             /// Queues `withdrawal` for the peer if a packet was ever made for
@@ -454,7 +460,7 @@ macro_rules! sql_store {
                 // is recorded in the timeline alone, as are the steps of a partial withdrawal
                 // (the status stays with the part still shared).
                 sqlx::query(
-                    "UPDATE referrals SET status = $1 WHERE id = $2 AND $1 NOT IN ('consent_narrowed', 'narrowed_at_gateway', 'narrowing_confirmed') AND CASE status \
+                    "UPDATE referrals SET status = $1 WHERE id = $2 AND $1 NOT IN ('consent_narrowed', 'consent_narrowed_before_sending', 'narrowed_at_gateway', 'narrowing_confirmed') AND CASE status \
                        WHEN 'withdrawn' THEN $1 IN ('erased_at_gateway', 'erasure_confirmed') \
                        WHEN 'erased_at_gateway' THEN $1 = 'erasure_confirmed' \
                        WHEN 'erasure_confirmed' THEN FALSE \
@@ -488,6 +494,7 @@ macro_rules! sql_store {
                     "refused" | "applied" | "undeliverable" => ", sealed = $6".to_owned(),
                     // The first push is due at once.
                     "pushing" => format!(", next_push_ms = $3{NUMBERED}"),
+                    "narrowing_pushing" => ", next_push_ms = $3, push_attempts = 0".to_owned(),
                     "available" => NUMBERED.to_owned(),
                     _ => String::new(),
                 };
@@ -896,8 +903,8 @@ macro_rules! sql_store {
                         Write::KeepPacket { entry_id, packet, sealed_from } => Self::keep_packet(&mut tx, entry_id, packet, sealed_from).await?,
                         Write::Narrow { referral_id, narrowing, withdrawal, at_ms, audit } => {
                             match Self::narrow(&mut tx, referral_id, narrowing, withdrawal, *at_ms).await? {
-                                Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
-                                None => Written::AlreadySettled,
+                                Written::Withdrawn { peer_notified, .. } => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
+                                other => other,
                             }
                         }
                         Write::Withdraw { referral_id, withdrawal, at_ms, audit } => match Self::withdraw(&mut tx, referral_id, withdrawal, *at_ms).await? {

@@ -555,6 +555,30 @@ async fn a_partial_withdrawal_that_overtakes_its_referral_cuts_it_down_on_arriva
     assert_eq!(categories, ["contact", "identity"], "cut down before anyone saw it");
     assert!(read.body.get("erased_categories").is_none_or(Value::is_null), "nothing to erase for a recipient that never had it: {}", read.body);
     assert!(!read.text.contains("HIV") && !read.text.to_lowercase().contains("antiretroviral"), "{}", read.text);
+
+    // A referral and its partial withdrawal arriving together, in whichever round: the
+    // recipient gets the case cut down, and it is never lost or refused for it.
+    let mut case = json!({});
+    for (category, value) in fixture("returnee_hiv_reintegration")["case"].as_object().unwrap() {
+        if ["identity", "contact", "health"].contains(&category.as_str()) {
+            case[category] = value.clone();
+        }
+    }
+    let together = forged_packet(&federation, ("ITA", "NGA"), "together-referral", PacketType::Referral, "nga-health-lagos", Some(Purpose::Reintegration), case);
+    let body = json!({ "in_reply_to": "together-referral", "categories": ["health"] });
+    let its_withdrawal = forged_packet(&federation, ("ITA", "NGA"), "together-narrowing", PacketType::Withdrawal, "nga-health-lagos", None, body);
+    post_as(&federation, ("ITA", "NGA"), &together).await;
+    post_as(&federation, ("ITA", "NGA"), &its_withdrawal).await;
+    wait_for("both processed", LIMIT, || async {
+        nga.count("SELECT COUNT(*) FROM inbox WHERE packet_id IN ('together-referral', 'together-narrowing') AND state <> 'received'").await == 2
+    })
+    .await;
+    let read = nga.get(Who::NgaHealth, "/v1/inbox/together-referral").await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let mut categories: Vec<&String> = read.body["case"].as_object().unwrap().keys().collect();
+    categories.sort();
+    assert_eq!(categories, ["contact", "identity"]);
+    assert_eq!(nga.text("SELECT state FROM inbox WHERE packet_id = 'together-narrowing'").await.as_deref(), Some("applied"));
 }
 
 async fn a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_erases_nothing(backend: Backend) {

@@ -299,6 +299,8 @@ async fn a_partial_withdrawal_before_delivery_cuts_the_payload_under_a_new_key(b
     let followed = app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
     assert_eq!(followed["status"], "queued");
     assert_eq!(followed["erasure"], json!({ "state": "nothing_sent", "due_by": null, "scope": "categories", "categories": ["health"] }));
+    let steps: Vec<&str> = followed["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["queued", "consent_narrowed_before_sending"], "nothing had left: nothing to erase elsewhere, ever");
 
     // Health again, or something never sent: nothing more to withdraw.
     for again in [json!({ "categories": ["health"] }), json!({ "categories": ["asylum"] })] {
