@@ -536,12 +536,7 @@ async fn a_partial_withdrawal_that_overtakes_its_referral_cuts_it_down_on_arriva
     post_as(&federation, ("ITA", "NGA"), &withdrawal).await;
     wait_for("the partial withdrawal kept", LIMIT, || async { nga.count("SELECT COUNT(*) FROM narrowed_packets WHERE packet_id = 'late-referral-2'").await == 1 }).await;
 
-    let mut case = json!({});
-    for (category, value) in fixture("returnee_hiv_reintegration")["case"].as_object().unwrap() {
-        if ["identity", "contact", "health"].contains(&category.as_str()) {
-            case[category] = value.clone();
-        }
-    }
+    let case = identity_contact_health();
     let referral = forged_packet(&federation, ("ITA", "NGA"), "late-referral-2", PacketType::Referral, "nga-health-lagos", Some(Purpose::Reintegration), case);
     post_as(&federation, ("ITA", "NGA"), &referral).await;
     wait_for("the late packet available", LIMIT, || async {
@@ -558,12 +553,7 @@ async fn a_partial_withdrawal_that_overtakes_its_referral_cuts_it_down_on_arriva
 
     // A referral and its partial withdrawal arriving together, in whichever round: the
     // recipient gets the case cut down, and it is never lost or refused for it.
-    let mut case = json!({});
-    for (category, value) in fixture("returnee_hiv_reintegration")["case"].as_object().unwrap() {
-        if ["identity", "contact", "health"].contains(&category.as_str()) {
-            case[category] = value.clone();
-        }
-    }
+    let case = identity_contact_health();
     let together = forged_packet(&federation, ("ITA", "NGA"), "together-referral", PacketType::Referral, "nga-health-lagos", Some(Purpose::Reintegration), case);
     let body = json!({ "in_reply_to": "together-referral", "categories": ["health"] });
     let its_withdrawal = forged_packet(&federation, ("ITA", "NGA"), "together-narrowing", PacketType::Withdrawal, "nga-health-lagos", None, body);
@@ -649,6 +639,17 @@ async fn a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_er
     let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
     assert_eq!((case.status, &case.body["state"]), (200, &json!("available")), "{}", case.text);
     assert_eq!(status_of(ita, Who::IomRome, &id).await, "delivered");
+}
+
+/// A returnee's case cut to identity, contact and health, as a sender would minimise it for reintegration.
+fn identity_contact_health() -> Value {
+    let mut case = json!({});
+    for (category, value) in fixture("returnee_hiv_reintegration")["case"].as_object().unwrap() {
+        if ["identity", "contact", "health"].contains(&category.as_str()) {
+            case[category] = value.clone();
+        }
+    }
+    case
 }
 
 /// Like [`post_as`], but the refusal is the caller's to check.
