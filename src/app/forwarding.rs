@@ -19,8 +19,7 @@ use crate::domain::inbound::{screen, Received, Screening};
 use crate::domain::retention::RetentionDeadline;
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
-use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice};
-use crate::crypto::case_keys::is_case_key_id;
+use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice, WITHDRAWN_WHOLE};
 use crate::directory::Delivery;
 use crate::store::{InboxChange, InboxItem, NewReply, ReceivedNarrowing, SealedPayload, StoredRetention, Tombstone, WithdrawnPart, Write, Written};
 
@@ -89,11 +88,8 @@ impl Gateway {
                 _ => None,
             })
             .map(|item| item.claims.key_id.clone())
-            .filter(|key_id| is_case_key_id(key_id))
             .collect();
-        if !refused_keys.is_empty() {
-            self.vault.destroy(&refused_keys).await?;
-        }
+        self.vault.destroy(&refused_keys).await?;
         let mut moved = 0;
         for written in self.writer.write_all(moves).await {
             match written {
@@ -139,9 +135,7 @@ impl Gateway {
                     }
                 };
                 if whole {
-                    if is_case_key_id(&item.claims.key_id) {
-                        self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
-                    }
+                    self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
                     let change = self.inbox_change(item, "received", "refused", vec!["consent_withdrawn".to_owned()], None, None, now);
                     let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(change.reasons.clone());
                     return Ok(Write::InboxMove { change: Box::new(change), audit: event });
@@ -265,7 +259,7 @@ impl Gateway {
                         .store
                         .referral(referral_id)
                         .await?
-                        .is_some_and(|r| ["withdrawn", "erased_at_gateway", "erasure_confirmed"].contains(&r.status.as_str())),
+                        .is_some_and(|r| WITHDRAWN_WHOLE.contains(&r.status.as_str())),
                     None => false,
                 };
                 match (notice, about) {
@@ -322,9 +316,7 @@ impl Gateway {
                 return Ok(());
             }
             if !LIVE.contains(&target.state.as_str()) {
-                if is_case_key_id(&target.claims.key_id) {
-                    self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
-                }
+                self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
                 return Ok(());
             }
             let mut claims = match self.opened_claims(target).await {
@@ -347,9 +339,7 @@ impl Gateway {
             // Nothing left once they are gone: the case is erased whole.
         }
         // Keys first: the case is erased the moment its key is gone.
-        if is_case_key_id(&target.claims.key_id) {
-            self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
-        }
+        self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
         change.erasure_pushed = pushed;
         change.erases = Some(target.packet_id.clone());
         Ok(())
@@ -362,9 +352,7 @@ impl Gateway {
         let plaintext = serde_json::to_vec(claims).map_err(|e| AppError::Internal(e.to_string()))?;
         let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
         let sealed = self.vault.seal(&case_key, &plaintext, item.packet_id.as_bytes())?;
-        if is_case_key_id(&item.claims.key_id) {
-            self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
-        }
+        self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
         Ok(sealed)
     }
 

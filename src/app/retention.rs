@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::crypto::case_keys::is_case_key_id;
 use crate::domain::OrgId;
 use crate::store::{RetentionErasure, Write, Written};
 
@@ -61,11 +60,8 @@ impl Gateway {
             .iter()
             .filter_map(|referral| referral.key_id.clone())
             .chain(received.iter().map(|item| item.claims.key_id.clone()))
-            .filter(|key_id| is_case_key_id(key_id))
             .collect();
-        if !keys.is_empty() {
-            self.vault.destroy(&keys).await?;
-        }
+        self.vault.destroy(&keys).await?;
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let audit = |id: &str, side: &str| {
             AuditEvent::new(now, actor.clone(), Action::RetentionErase, "erased").referral(id).reasons(["retention_passed".to_owned(), format!("side:{side}")])
@@ -101,7 +97,6 @@ impl Gateway {
         // destruction above and the write: that key goes too.
         for referral in &sent {
             if let Some(payload) = self.store.sealed_payload(&referral.referral_id).await?
-                && is_case_key_id(&payload.key_id)
                 && referral.key_id.as_deref() != Some(payload.key_id.as_str())
             {
                 self.vault.destroy(&[payload.key_id]).await?;

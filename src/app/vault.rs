@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use super::AppError;
 use crate::crypto::at_rest::{KeyError, KeyRing};
-use crate::crypto::case_keys::{case_key_id_of, new_case_key, unwrap_case_key, CaseKey};
+use crate::crypto::case_keys::{case_key_id_of, is_case_key_id, new_case_key, unwrap_case_key, CaseKey};
 use crate::store::case_keys::CaseKeyStore;
 use crate::store::SealedPayload;
 
@@ -90,9 +90,16 @@ impl Vault {
         wrapped.first().map(|w| unwrap_case_key(&self.keys, w)).transpose().map_err(AppError::from)
     }
 
-    /// Destroys case keys: what was sealed under them is erased, in every copy.
+    /// Destroys the case keys among `ids`: what was sealed under them is
+    /// erased, in every copy. Any other id (data.key's, which sealed records
+    /// from before case keys) is not a case key and is passed over, so that
+    /// callers can hand over whatever key a record names.
     pub async fn destroy(&self, ids: &[String]) -> Result<u64, AppError> {
-        Ok(self.case_keys.destroy(ids).await?)
+        let case_keys: Vec<String> = ids.iter().filter(|id| is_case_key_id(id)).cloned().collect();
+        if case_keys.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.case_keys.destroy(&case_keys).await?)
     }
 }
 
@@ -124,7 +131,8 @@ mod tests {
         assert_eq!(opened, [b"old".to_vec(), b"one".to_vec(), b"two".to_vec()]);
         assert_eq!(vault.open(&one.sealed, b"r1").await.unwrap(), b"one");
 
-        assert_eq!(vault.destroy(&[first.id().to_owned()]).await.unwrap(), 1);
+        assert_eq!(vault.destroy(&[vault.keys.data_key_id()]).await.unwrap(), 0, "data.key is not a case key");
+        assert_eq!(vault.destroy(&[first.id().to_owned(), vault.keys.data_key_id()]).await.unwrap(), 1);
         let after = vault.open_all(&all).await.unwrap();
         assert!(matches!(after[1], Err(AppError::Erased)));
         assert_eq!(after[0].as_ref().unwrap(), b"old");

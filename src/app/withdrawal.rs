@@ -14,9 +14,8 @@ use super::delivery::WithdrawalAtRest;
 use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::{Principal, Role};
-use crate::crypto::case_keys::is_case_key_id;
 use crate::domain::submission::FieldProblem;
-use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope, NARROWED};
+use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope, NARROWED, WITHDRAWN_WHOLE};
 use crate::domain::{DataCategory, OrgId, Purpose};
 use crate::store::{NewWithdrawal, SealedPayload, SentNarrowing, StoredReferral, Write, Written};
 
@@ -79,14 +78,17 @@ impl Gateway {
         }
     }
 
-    /// The categories a referral sent and that were not withdrawn since:
-    /// none once it is withdrawn whole, or for a denied referral.
+    /// The categories a referral sent and that were not withdrawn since
+    /// (none for a denied referral). Once it is withdrawn whole, all it sent:
+    /// a withdrawal reaching it again repeats the whole withdrawal's answer.
     async fn categories_held(&self, referral: &StoredReferral) -> Result<BTreeSet<DataCategory>, AppError> {
-        if referral.outcome != "allow" || ["withdrawn", "erased_at_gateway", "erasure_confirmed"].contains(&referral.status.as_str()) {
-            // Withdrawn whole already: a whole withdrawal again only repeats the answer.
-            return Ok(if referral.outcome == "allow" { sent_categories(referral)? } else { BTreeSet::new() });
+        if referral.outcome != "allow" {
+            return Ok(BTreeSet::new());
         }
         let mut held = sent_categories(referral)?;
+        if WITHDRAWN_WHOLE.contains(&referral.status.as_str()) {
+            return Ok(held);
+        }
         for entry in self.store.timeline(&referral.id).await? {
             if NARROWED.contains(&entry.status.as_str()) {
                 for category in entry.reasons.iter().filter_map(|c| c.parse::<DataCategory>().ok()) {
@@ -101,9 +103,7 @@ impl Gateway {
         let now = self.now();
         // Keys first: should anything below fail, the payload is already
         // unreadable, and a retry of this request finishes the rest.
-        if let Some(payload) = self.store.sealed_payload(referral_id).await?
-            && is_case_key_id(&payload.key_id)
-        {
+        if let Some(payload) = self.store.sealed_payload(referral_id).await? {
             self.vault.destroy(&[payload.key_id]).await?;
         }
         let withdrawal = self.new_withdrawal(&WithdrawalAtRest::default(), now)?;
@@ -112,9 +112,7 @@ impl Gateway {
         let written = self.writer.write(write).await?;
         // A partial withdrawal may have put the payload under a new key between
         // the destruction above and this write: that key goes too.
-        if let Some(payload) = self.store.sealed_payload(referral_id).await?
-            && is_case_key_id(&payload.key_id)
-        {
+        if let Some(payload) = self.store.sealed_payload(referral_id).await? {
             self.vault.destroy(&[payload.key_id]).await?;
         }
         match written {
@@ -198,9 +196,7 @@ impl Gateway {
         };
         if held.sealed.is_empty() {
             // Copies taken before delivery still hold the payload under it.
-            if is_case_key_id(&held.key_id) {
-                self.vault.destroy(&[held.key_id]).await?;
-            }
+            self.vault.destroy(&[held.key_id]).await?;
             return Ok(None);
         }
         let plaintext = self.vault.open(&held.sealed, referral.id.as_bytes()).await?;
@@ -214,9 +210,7 @@ impl Gateway {
         let sealed = self.vault.seal(&case_key, &cut, referral.id.as_bytes())?;
         // Keys first: the withdrawn categories are unreadable from here on, in every copy.
         // (A payload from before case keys, under data.key, is re-sealed all the same.)
-        if is_case_key_id(&held.key_id) {
-            self.vault.destroy(std::slice::from_ref(&held.key_id)).await?;
-        }
+        self.vault.destroy(std::slice::from_ref(&held.key_id)).await?;
         Ok(Some((sealed, held.key_id)))
     }
 

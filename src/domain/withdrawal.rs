@@ -143,6 +143,10 @@ pub struct ErasureNotice {
     pub categories: Option<BTreeSet<DataCategory>>,
 }
 
+/// A referral's statuses once its consent was withdrawn whole, in the order
+/// they may come; after the first, nothing else moves its status.
+pub const WITHDRAWN_WHOLE: [&str; 3] = ["withdrawn", "erased_at_gateway", "erasure_confirmed"];
+
 /// Timeline entries that record a partial withdrawal and its erasure: they
 /// never become the referral's status, which stays with the part still shared.
 pub const PARTIAL_STEPS: [&str; 4] = ["consent_narrowed", "consent_narrowed_before_sending", "narrowed_at_gateway", "narrowing_confirmed"];

@@ -28,6 +28,15 @@ const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerp
 const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
      visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure";
 
+/// How a received case is erased (see `erase_received`).
+struct ReceivedErasure<'a> {
+    /// Its recipient takes cases by webhook: a case it was pushed is pushed a notice.
+    pushed: bool,
+    notice_until_ms: i64,
+    /// Reasons recorded for the erasure; `None` keeps the ones it has.
+    reasons: Option<&'a str>,
+}
+
 /// Received cases the retention sweep erases: the ones still live.
 const LIVE_RECEIVED: &str = "('available', 'acknowledged', 'pushing', 'narrowing_pushing')";
 
@@ -578,24 +587,8 @@ macro_rules! sql_store {
                     .await?;
                 }
                 if let Some(erased) = &change.erases {
-                    // A case its recipient could see is listed again, last, now `erased`: a
-                    // recipient tailing its inbox learns it must erase its own copy. A case
-                    // already pushed to a webhook is told of by a push of its own first.
-                    sqlx::query(
-                        "UPDATE inbox SET \
-                         state = CASE WHEN $4 AND state IN ('acknowledged', 'narrowing_pushing') AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
-                         next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
-                         expires_ms = CASE WHEN $4 AND expires_ms < $5 THEN $5 ELSE expires_ms END, \
-                         visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
-                         WHERE packet_id = $3 AND state NOT IN ('erased', 'erasure_pushing', 'erasure_confirmed')",
-                    )
-                        .bind(Vec::<u8>::new())
-                        .bind(change.at_ms)
-                        .bind(erased)
-                        .bind(change.erasure_pushed)
-                        .bind(change.notice_until_ms)
-                        .execute(&mut *connection)
-                        .await?;
+                    let erasure = ReceivedErasure { pushed: change.erasure_pushed, notice_until_ms: change.notice_until_ms, reasons: None };
+                    Self::erase_received(connection, erased, change.at_ms, &erasure, "NOT IN ('erased', 'erasure_pushing', 'erasure_confirmed')").await?;
                 }
                 if let Some(reply) = &change.reply {
                     Self::queue_reply(connection, reply).await?;
@@ -655,30 +648,44 @@ macro_rules! sql_store {
                         Ok(true)
                     }
                     RetentionErasure::Received { packet_id, erasure_pushed, push_until_ms } => {
-                        // As a withdrawal erases (see `inbox_moves`): listed again, last, so that
-                        // a recipient tailing its inbox learns it must erase its own copy; a
-                        // case already pushed to a webhook is told of by a push first, which
-                        // is given up at `expires_ms`, long past for a packet received months ago.
-                        let erased = sqlx::query(&format!(
-                            "UPDATE inbox SET \
-                             state = CASE WHEN $4 AND state IN ('acknowledged', 'narrowing_pushing') AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
-                             reasons = $5, next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
-                             expires_ms = CASE WHEN expires_ms < $6 THEN $6 ELSE expires_ms END, \
-                             visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
-                             WHERE packet_id = $3 AND state IN {LIVE_RECEIVED}"
-                        ))
-                        .bind(Vec::<u8>::new())
-                        .bind(at_ms)
-                        .bind(packet_id)
-                        .bind(*erasure_pushed)
-                        .bind(r#"["retention_passed"]"#)
-                        .bind(*push_until_ms)
-                        .execute(&mut *connection)
-                        .await?
-                        .rows_affected();
-                        Ok(erased > 0)
+                        // As a withdrawal erases, and only a live case.
+                        let erasure = ReceivedErasure { pushed: *erasure_pushed, notice_until_ms: *push_until_ms, reasons: Some(r#"["retention_passed"]"#) };
+                        Self::erase_received(connection, packet_id, at_ms, &erasure, &format!("IN {LIVE_RECEIVED}")).await
                     }
                 }
+            }
+
+            /// Erases a received case whose state is `states` (an SQL `IN` or
+            /// `NOT IN` list): claims blanked; listed again, last, if its recipient
+            /// could see it, so that a recipient tailing its inbox learns it must
+            /// erase its own copy; a case already pushed to a webhook is told of
+            /// by a push first, tried until `notice_until_ms` at least (the
+            /// packet's own expiry may be long past). Whether it was erased.
+            async fn erase_received(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                packet_id: &str,
+                at_ms: i64,
+                erasure: &ReceivedErasure<'_>,
+                states: &str,
+            ) -> Result<bool, sqlx::Error> {
+                let erased = sqlx::query(&format!(
+                    "UPDATE inbox SET \
+                     state = CASE WHEN $4 AND state IN ('acknowledged', 'narrowing_pushing') AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
+                     reasons = COALESCE($5, reasons), next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
+                     expires_ms = CASE WHEN $4 AND expires_ms < $6 THEN $6 ELSE expires_ms END, \
+                     visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
+                     WHERE packet_id = $3 AND state {states}"
+                ))
+                .bind(Vec::<u8>::new())
+                .bind(at_ms)
+                .bind(packet_id)
+                .bind(erasure.pushed)
+                .bind(erasure.reasons)
+                .bind(erasure.notice_until_ms)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected();
+                Ok(erased > 0)
             }
 
             async fn queue_reply(
