@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{client_for, fixture, repo_path, send, variant, Backend, Who};
 use crate::on_both_backends;
-use crate::peers::{status_of, wait_for, Federation, Webhook};
+use crate::peers::{status_of, wait_for, Federation, Peer, Webhook};
 
 on_both_backends!(
     a_case_is_screened_handed_over_and_its_progress_flows_back,
@@ -44,6 +44,15 @@ async fn submitted_with(federation: &Federation, key: &str, handover: bool) -> S
     reply.body["referral_id"].as_str().unwrap().to_owned()
 }
 
+/// Nigeria's health organisation's inbox, once it lists exactly one case.
+async fn the_one_case_listed(nga: &Peer) -> Value {
+    wait_for("the case in the recipient's inbox", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
+    })
+    .await;
+    nga.get(Who::NgaHealth, "/v1/inbox").await.body
+}
+
 fn timeline(referral: &Value) -> Vec<String> {
     referral["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()
 }
@@ -52,11 +61,7 @@ async fn a_case_is_screened_handed_over_and_its_progress_flows_back(backend: Bac
     let federation = Federation::start(backend, &["ITA", "NGA"]).await;
     let id = submitted_with(&federation, "forward-test-0001", true).await;
     let nga = federation.peer("NGA");
-    wait_for("the case in the recipient's inbox", LIMIT, || async {
-        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
-    })
-    .await;
-    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let listed = the_one_case_listed(nga).await;
     let item = &listed["items"][0];
     assert_eq!((item["from_country"].as_str(), item["purpose"].as_str(), item["state"].as_str()), (Some("ITA"), Some("reintegration"), Some("available")));
     let packet_id = item["packet_id"].as_str().unwrap().to_owned();
@@ -298,11 +303,7 @@ async fn a_withdrawal_after_delivery_erases_the_case_at_the_peer_and_comes_back_
     let federation = Federation::start(backend, &["ITA", "NGA"]).await;
     let id = submitted(&federation, "withdraw-test-0001").await;
     let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
-    wait_for("the case in the recipient's inbox", LIMIT, || async {
-        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
-    })
-    .await;
-    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let listed = the_one_case_listed(nga).await;
     let packet_id = listed["items"][0]["packet_id"].as_str().unwrap().to_owned();
     let cursor = listed["next_cursor"].as_str().unwrap().to_owned();
     let key_id = nga.text(&format!("SELECT key_id FROM inbox WHERE packet_id = '{packet_id}'")).await.unwrap();
@@ -406,10 +407,7 @@ async fn a_referral_packet_arriving_after_its_withdrawal_is_erased_on_arrival(ba
 async fn a_withdrawal_while_the_peer_is_down_is_overdue_until_the_peer_erases(backend: Backend) {
     let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
     let id = submitted(&federation, "withdraw-down-0001").await;
-    wait_for("the case in the recipient's inbox", LIMIT, || async {
-        federation.peer("NGA").get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
-    })
-    .await;
+    the_one_case_listed(federation.peer("NGA")).await;
     federation.stop_peer("NGA").await;
     let ita = federation.peer("ITA");
     let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{id}/consent-withdrawal"))).json(&json!({}))).await;
@@ -441,11 +439,7 @@ async fn a_partial_withdrawal_erases_one_category_at_the_peer_and_the_rest_stays
     let federation = Federation::start(backend, &["ITA", "NGA"]).await;
     let id = submitted(&federation, "narrow-test-0001").await;
     let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
-    wait_for("the case in the recipient's inbox", LIMIT, || async {
-        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
-    })
-    .await;
-    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let listed = the_one_case_listed(nga).await;
     let packet_id = listed["items"][0]["packet_id"].as_str().unwrap().to_owned();
     let cursor = listed["next_cursor"].as_str().unwrap().to_owned();
     let before = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.body;
@@ -575,11 +569,7 @@ async fn a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_er
     let federation = Federation::start(backend, &["ITA", "NGA", "GMB"]).await;
     let id = submitted(&federation, "forged-withdrawal-0001").await;
     let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
-    wait_for("the case in the recipient's inbox", LIMIT, || async {
-        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
-    })
-    .await;
-    let packet_id = nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"][0]["packet_id"].as_str().unwrap().to_owned();
+    let packet_id = the_one_case_listed(nga).await["items"][0]["packet_id"].as_str().unwrap().to_owned();
     let key_id = nga.text(&format!("SELECT key_id FROM inbox WHERE packet_id = '{packet_id}'")).await.unwrap();
 
     // The Gambian gateway, a member, withdraws a case Italy sent: refused.
