@@ -300,7 +300,7 @@ impl Gateway {
             timeline
                 .get(at..)?
                 .iter()
-                .filter(|t| t.reasons.iter().filter(|c| withdrawn.reasons.contains(c)).count() == withdrawn.reasons.len())
+                .filter(|t| withdrawn.reasons.iter().all(|c| t.reasons.contains(c)))
                 .map(|t| t.status.as_str())
                 .collect()
         } else {
