@@ -229,6 +229,9 @@ fn crypto_ceilings(length: Duration) -> Result<Ceilings, BoxError> {
         expires_at: now + chrono::Duration::days(7),
         handover: false,
         body: referral.get("case").cloned().unwrap_or(Value::Null),
+        end_to_end: None,
+        in_reply_to: None,
+        erase: false,
     };
     let receiver = Receiver {
         country: gmb,

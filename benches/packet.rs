@@ -62,6 +62,9 @@ fn bench_packet(c: &mut Criterion) {
         expires_at: now + Duration::days(7),
         handover: false,
         body: payload.to_json(),
+        end_to_end: None,
+        in_reply_to: None,
+        erase: false,
     };
 
     let signing = generate(KeyUse::Sig).unwrap();

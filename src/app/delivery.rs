@@ -200,6 +200,9 @@ impl Gateway {
             expires_at: DateTime::from_timestamp_millis(item.deadline_ms).ok_or_else(|| corrupt("deadline"))?,
             handover: item.handover,
             body,
+            end_to_end: None,
+            in_reply_to: None,
+            erase: false,
         };
         let sealed = packet::seal(&claims, signer, to).map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(Some(StoredPacket { packet_id: claims.packet_id, packet: sealed.as_str().to_owned() }))

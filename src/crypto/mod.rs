@@ -3,6 +3,7 @@
 pub mod at_rest;
 pub mod case_keys;
 pub mod case_push;
+pub mod end_to_end;
 pub mod jose_keys;
 pub mod packet;
 pub mod receipt;

@@ -86,7 +86,28 @@ pub struct PacketClaims {
     /// A referral whose case management passes to the recipient once it accepts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handover: bool,
+    /// Null in an end-to-end sealed packet, whose body is in `end_to_end`.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub body: serde_json::Value,
+    /// The inner envelope of a packet sealed end to end to its recipient
+    /// organisation ([`super::end_to_end`]): compact JWE, which this
+    /// gateway routes but cannot open. Every content field above is then absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_to_end: Option<String>,
+    /// An end-to-end sealed withdrawal: the packet it withdraws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+    /// An end-to-end sealed withdrawal of the whole consent: the routing
+    /// gateway erases what it holds of the case.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erase: bool,
+}
+
+impl PacketClaims {
+    /// Whether the content is sealed end to end, out of this gateway's reach.
+    pub fn is_end_to_end(&self) -> bool {
+        self.end_to_end.is_some()
+    }
 }
 
 /// Why a packet was not sealed.
@@ -238,7 +259,7 @@ pub fn open(
         return Err(OpenError::Undecryptable);
     }
     let (signed, _) = josekit::jwe::deserialize_compact_with_selector(text, |header| {
-        Ok(decrypter_for(header, receiver.keys).map(|key| key.decrypter() as &dyn JweDecrypter))
+        Ok(decrypter_for(header, receiver.keys, PACKET_JWE_TYPE).map(|key| key.decrypter() as &dyn JweDecrypter))
     })
     .map_err(|_| OpenError::Undecryptable)?;
 
@@ -254,7 +275,7 @@ pub fn open(
     }
     let claims: PacketClaims = serde_json::from_slice(&payload).map_err(|_| OpenError::BadSignature)?;
     // The id keys the inbox, the audit log and the recipients' cursor: a plain, bounded form only.
-    if !is_packet_id(&claims.packet_id) {
+    if !is_packet_id(&claims.packet_id) || claims.in_reply_to.as_deref().is_some_and(|id| !is_packet_id(id)) {
         return Err(OpenError::MalformedId);
     }
 
@@ -285,19 +306,19 @@ pub fn open(
 /// GCM with its full 96-bit IV and 128-bit tag only. josekit would accept a
 /// shortened tag, and then one packet would have several valid byte forms,
 /// which breaks telling a redelivery from a replay by digest.
-fn has_full_iv_and_tag(compact: &str) -> bool {
+pub(super) fn has_full_iv_and_tag(compact: &str) -> bool {
     let parts: Vec<&str> = compact.split('.').collect();
     let decoded_len = |part: Option<&&str>| part.and_then(|p| URL_SAFE_NO_PAD.decode(p).ok()).map(|bytes| bytes.len());
     parts.len() == 5 && decoded_len(parts.get(2)) == Some(12) && decoded_len(parts.get(4)) == Some(16)
 }
 
-/// Chooses our key for the packet, or none. Runs before decryption, so it
+/// Chooses our key for the envelope of `token_type`, or none. Runs before decryption, so it
 /// also refuses any content encryption but A256GCM and any compression:
 /// josekit would otherwise inflate `zip` content, unbounded, before any
 /// check of ours.
-fn decrypter_for<'k>(header: &JweHeader, keys: &'k [DecryptionKey]) -> Option<&'k DecryptionKey> {
+pub(super) fn decrypter_for<'k>(header: &JweHeader, keys: &'k [DecryptionKey], token_type: &str) -> Option<&'k DecryptionKey> {
     if header.algorithm() != Some(KEY_AGREEMENT_ALG)
-        || header.token_type() != Some(PACKET_JWE_TYPE)
+        || header.token_type() != Some(token_type)
         || header.content_encryption() != Some(CONTENT_ENC)
         || header.claim("zip").is_some()
     {

@@ -99,6 +99,12 @@ pub struct OrganisationEntry {
     pub services: BTreeSet<Service>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// The organisation's own encryption keys (`use` `enc`), each with its
+    /// validity window. While one is valid, every packet to the organisation
+    /// is sealed end to end to it, so that its gateway routes what it
+    /// cannot read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<PublishedKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +121,8 @@ pub enum DirectoryError {
     ConsularWithoutState(OrgId),
     #[error("gateway {country}: key {index}: {reason}")]
     BadKey { country: CountryCode, index: usize, reason: String },
+    #[error("organisation {org}: key {index}: {reason}")]
+    BadOrganisationKey { org: OrgId, index: usize, reason: String },
     #[error("key id {0} is published more than once")]
     DuplicateKey(String),
     #[error("gateway {0}: a TLS pin is not the base64 of a SHA-256 digest")]
@@ -151,6 +159,8 @@ pub struct Directory {
     organisations: BTreeMap<OrgId, OrganisationEntry>,
     signers: HashMap<String, (Window, VerifyingKey)>,
     encryption: HashMap<String, (Window, EncryptionKey)>,
+    /// Recipient organisations' end-to-end keys, by organisation.
+    organisation_keys: HashMap<OrgId, Vec<(Window, EncryptionKey)>>,
     pins: HashMap<String, CountryCode>,
 }
 
@@ -216,6 +226,7 @@ impl Directory {
             }
         }
         let mut organisations = BTreeMap::new();
+        let mut organisation_keys: HashMap<OrgId, Vec<(Window, EncryptionKey)>> = HashMap::new();
         for organisation in document.organisations {
             if !gateways.contains_key(&organisation.country) {
                 return Err(DirectoryError::NoGateway(organisation.id, organisation.country));
@@ -228,12 +239,28 @@ impl Directory {
             {
                 return Err(DirectoryError::NotHttps(format!("organisation {} webhook", organisation.id)));
             }
+            for (index, published) in organisation.keys.iter().enumerate() {
+                let bad = |reason: String| DirectoryError::BadOrganisationKey { org: organisation.id.clone(), index, reason };
+                if published.not_before >= published.not_after {
+                    return Err(bad("not_before is not before not_after".to_owned()));
+                }
+                let jwk = Jwk::from_map(published.jwk.clone()).map_err(|e| bad(e.to_string()))?;
+                if jwk.key_use() != Some("enc") {
+                    return Err(bad("`use` must be enc".to_owned()));
+                }
+                let key = EncryptionKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
+                if !kids.insert(key.kid().to_owned()) {
+                    return Err(DirectoryError::DuplicateKey(key.kid().to_owned()));
+                }
+                let window = Window { country: organisation.country, not_before: published.not_before, not_after: published.not_after };
+                organisation_keys.entry(organisation.id.clone()).or_default().push((window, key));
+            }
             let id = organisation.id.clone();
             if organisations.insert(id.clone(), organisation).is_some() {
                 return Err(DirectoryError::DuplicateOrganisation(id));
             }
         }
-        Ok(Self { serial: document.serial, digest, gateways, organisations, signers, encryption, pins })
+        Ok(Self { serial: document.serial, digest, gateways, organisations, signers, encryption, organisation_keys, pins })
     }
 
     pub fn serial(&self) -> u64 {
@@ -250,6 +277,17 @@ impl Directory {
             let recipient = Recipient::new(o.id.clone(), o.country, o.kind, o.state_actor, o.services.clone());
             recipient.representing(o.represents.unwrap_or(o.country))
         })
+    }
+
+    /// The key to seal end to end to organisation `id` with at `at`: the
+    /// newest of its valid keys, as for gateways.
+    pub fn organisation_key(&self, id: &OrgId, at: DateTime<Utc>) -> Option<&EncryptionKey> {
+        self.organisation_keys
+            .get(id)?
+            .iter()
+            .filter(|(window, _)| window.valid_at(at))
+            .max_by_key(|(window, _)| window.not_before)
+            .map(|(_, key)| key)
     }
 
     pub fn organisation(&self, id: &OrgId) -> Option<&OrganisationEntry> {

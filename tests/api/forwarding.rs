@@ -261,6 +261,9 @@ fn forged_packet(
         expires_at: now + chrono::Duration::days(1),
         handover: false,
         body,
+        end_to_end: None,
+        in_reply_to: None,
+        erase: false,
     };
     seal(&claims, signer, sealed_to).unwrap().as_str().to_owned()
 }
@@ -601,6 +604,9 @@ async fn a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_er
             expires_at: now + chrono::Duration::days(1),
             handover: false,
             body: json!({ "in_reply_to": packet_id }),
+            end_to_end: None,
+            in_reply_to: None,
+            erase: false,
         }
     };
     let stranger = referral_gateway::crypto::jose_keys::generate(referral_gateway::crypto::jose_keys::KeyUse::Sig).unwrap();

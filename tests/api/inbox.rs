@@ -86,6 +86,9 @@ fn claims(packet_id: &str) -> PacketClaims {
         expires_at: fixture_time() + Duration::days(7),
         handover: false,
         body: serde_json::json!({ "status": "arrived" }),
+        end_to_end: None,
+        in_reply_to: None,
+        erase: false,
     }
 }
 

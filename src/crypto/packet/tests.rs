@@ -66,6 +66,9 @@ fn claims(from: &Member, to: &Member) -> PacketClaims {
         expires_at: now() + Duration::days(7),
         handover: false,
         body: serde_json::json!({ "identity": { "given_name": "Blessing" } }),
+        end_to_end: None,
+        in_reply_to: None,
+        erase: false,
     }
 }
 
