@@ -467,7 +467,7 @@ fn policy_explain(
         Some(id) => OrgId::parse(id).map_err(|e| CliError::Usage(format!("--to: {e}")))?,
         None => submission.destination.clone(),
     };
-    let recipient = directory.recipient(&destination);
+    let recipient = directory.recipient_at(&destination, now);
     let (decision, payload) = decide_and_minimise(
         &submission.case,
         &submission.consent,

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::backoff::Backoff;
 use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
+use crate::crypto::end_to_end::{self, WithdrawalRouting};
 use crate::crypto::packet::{self, PacketClaims, PacketType};
 use crate::crypto::receipt::{self, Expected};
 use crate::directory::MemberStatus;
@@ -135,11 +136,11 @@ impl Gateway {
             Some(kept) => kept.clone(),
             None => match self.seal_packet(&item, peer, now).await? {
                 // Concurrent attempts' packets are kept in one commit.
-                Some(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made, sealed_from: item.payload.key_id.clone() }).await? {
+                Ok(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made, sealed_from: item.payload.key_id.clone() }).await? {
                     Written::PacketKept(kept) => kept,
                     _ => return Ok(Attempt::Gone),
                 },
-                None => return self.retry(&item, "peer-key-missing", false).await,
+                Err(missing) => return self.retry(&item, missing, false).await,
             },
         };
         let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
@@ -163,20 +164,32 @@ impl Gateway {
     }
 
     /// The packet for an entry, signed with our current key and encrypted
-    /// to the peer's; `None` when the directory has no key for the peer now.
-    async fn seal_packet(&self, item: &ClaimedDelivery, peer: CountryCode, now: DateTime<Utc>) -> Result<Option<StoredPacket>, AppError> {
+    /// to the peer's, and first to the recipient organisation's own key
+    /// whenever it publishes one; or the code of the key the directory
+    /// lacks now (the peer's, or the organisation's for an entry that must
+    /// be sealed end to end).
+    async fn seal_packet(&self, item: &ClaimedDelivery, peer: CountryCode, now: DateTime<Utc>) -> Result<Result<StoredPacket, &'static str>, AppError> {
         let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
         let directory = self.directory();
         let Some(to) = directory.encryption_key(peer, now) else {
-            return Ok(None);
+            return Ok(Err("peer-key-missing"));
         };
+        let recipient = OrgId::parse(&item.recipient_org).map_err(|_| corrupt("recipient"))?;
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
         let packet_type = PacketType::parse(&item.packet_type).ok_or_else(|| corrupt("packet type"))?;
         let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
+        // Packets to the organisation, not the replies about its cases that leave from its side.
+        let addressed_to_organisation = matches!(packet_type, PacketType::Referral | PacketType::Withdrawal);
+        let organisation_key = if addressed_to_organisation { directory.organisation_key(&recipient, now) } else { None };
+        if item.end_to_end && organisation_key.is_none() {
+            return Ok(Err("recipient-key-missing"));
+        }
+        let mut withdrawal = None;
         let body = if packet_type == PacketType::Withdrawal {
             // At rest: the categories of a partial withdrawal, or nothing.
             let scope: WithdrawalAtRest = serde_json::from_slice(&plaintext).map_err(|_| corrupt("withdrawal"))?;
             let in_reply_to = item.in_reply_to.clone().ok_or_else(|| corrupt("withdrawn packet id"))?;
+            withdrawal = Some(WithdrawalRouting { in_reply_to: in_reply_to.clone(), whole: scope.categories.is_none() });
             serde_json::to_value(WithdrawalNotice { in_reply_to, categories: scope.categories }).map_err(|e| AppError::Internal(e.to_string()))?
         } else {
             serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?
@@ -187,7 +200,7 @@ impl Gateway {
             packet_type,
             issuer: self.country,
             audience: peer,
-            recipient: OrgId::parse(&item.recipient_org).map_err(|_| corrupt("recipient"))?,
+            recipient,
             purpose: item.purpose.as_deref().map(str::parse::<Purpose>).transpose().map_err(|_| corrupt("purpose"))?,
             policy_version: item.policy_version.clone(),
             // Opaque to the peer, recomputable here: ties a status that comes
@@ -204,8 +217,12 @@ impl Gateway {
             in_reply_to: None,
             erase: false,
         };
-        let sealed = packet::seal(&claims, signer, to).map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Some(StoredPacket { packet_id: claims.packet_id, packet: sealed.as_str().to_owned() }))
+        let outer = match organisation_key {
+            Some(organisation) => end_to_end::seal_for_organisation(&claims, signer, organisation, withdrawal).map_err(|e| AppError::Internal(e.to_string()))?,
+            None => claims,
+        };
+        let sealed = packet::seal(&outer, signer, to).map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Ok(StoredPacket { packet_id: outer.packet_id, packet: sealed.as_str().to_owned() }))
     }
 
     async fn retry(&self, item: &ClaimedDelivery, code: &str, forget_packet: bool) -> Result<Attempt, AppError> {

@@ -15,7 +15,7 @@ use crate::auth::{Principal, Role};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::decision::ReasonCode;
 use crate::domain::OrgId;
-use crate::domain::inbound::{screen, Received, Screening};
+use crate::domain::inbound::{screen, screen_routing, Received, Screening};
 use crate::domain::retention::RetentionDeadline;
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
@@ -66,8 +66,10 @@ impl Gateway {
             .zip(&opened)
             .filter(|(item, _)| item.packet_type == PacketType::Withdrawal.as_str())
             .filter_map(|(_, claims)| claims.as_ref().ok())
-            .filter_map(|claims| serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok())
-            .map(|notice| notice.in_reply_to)
+            .filter_map(|claims| {
+                let sealed = claims.in_reply_to.clone().filter(|_| claims.is_end_to_end());
+                sealed.or_else(|| serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok().map(|notice| notice.in_reply_to))
+            })
             .collect();
         for (item, claims) in items.iter().zip(opened) {
             if item.packet_type == PacketType::Referral.as_str() && withdrawn_now.contains(&item.packet_id) {
@@ -126,9 +128,12 @@ impl Gateway {
                 let mut claims = claims;
                 // Withdrawn before it arrived, whole or in part: erased or cut down on
                 // arrival, so that its recipient never sees what was withdrawn.
+                let sealed = claims.is_end_to_end();
                 let (cut, whole) = match self.store.withdrawn_part(&item.packet_id, &item.issuer).await? {
                     None => (false, false),
                     Some(WithdrawnPart::Whole) => (true, true),
+                    // Out of this gateway's reach: its organisation applies the withdrawal.
+                    Some(WithdrawnPart::Categories(_)) if sealed => (false, false),
                     Some(WithdrawnPart::Categories(names)) => {
                         remove_categories(&mut claims.body, &names);
                         (true, body_is_empty(&claims.body))
@@ -142,6 +147,8 @@ impl Gateway {
                 }
                 let recipient = self.directory().recipient(&claims.recipient);
                 let screening = match claims.purpose {
+                    // The sending gateway's decision is final: nothing here can read the case.
+                    _ if sealed => screen_routing(recipient.as_ref(), self.country),
                     Some(purpose) => {
                         let received = Received {
                             sender: claims.issuer,
@@ -206,7 +213,13 @@ impl Gateway {
                 }
             }
             PacketType::Withdrawal => {
-                let notice = serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok().filter(WithdrawalNotice::is_well_formed);
+                let notice = match &claims.in_reply_to {
+                    // Sealed end to end: which case, and whether whole, is all this gateway knows.
+                    Some(in_reply_to) if claims.is_end_to_end() => {
+                        Some(WithdrawalNotice { in_reply_to: in_reply_to.clone(), categories: (!claims.erase).then(std::collections::BTreeSet::new) })
+                    }
+                    _ => serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok().filter(WithdrawalNotice::is_well_formed),
+                };
                 let target = match &notice {
                     Some(notice) => self.store.inbox_item(&notice.in_reply_to).await?,
                     None => None,
@@ -222,10 +235,13 @@ impl Gateway {
                         let names = notice.categories.as_ref().map(|c| c.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>());
                         // Held or not (the withdrawal may have overtaken its packet),
                         // nothing withdrawn is readable here now: that is what is confirmed.
+                        // A partial withdrawal sealed end to end names categories this gateway
+                        // cannot read, in a case it cannot read: nothing to cut or confirm here.
+                        let opaque = names.as_ref().is_some_and(Vec::is_empty);
                         let erased = ErasureNotice { in_reply_to: notice.in_reply_to.clone(), erased_by: ErasedBy::Gateway, categories: notice.categories.clone() };
-                        let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
-                        let mut change = self.inbox_change(item, "received", "applied", names.clone().unwrap_or_default(), Some(reply), None, now);
-                        if let Some(target) = target {
+                        let reply = if opaque { None } else { Some(self.reply(item, PacketType::ErasureConfirmation, &erased, now)?) };
+                        let mut change = self.inbox_change(item, "received", "applied", names.clone().unwrap_or_default(), reply, None, now);
+                        if let (Some(target), false) = (target, opaque) {
                             self.erase_withdrawn(&target, names.as_deref(), &mut change, now).await?;
                         }
                         change.withdraws = Some(Tombstone {
@@ -468,10 +484,14 @@ impl Gateway {
             let mut entry = json!({
                 "packet_id": item.packet_id,
                 "from_country": item.issuer,
-                "purpose": claims.purpose,
                 "received_at": millis_to_rfc3339(item.received_ms),
                 "state": shown_state(&item.state),
             });
+            if let Some(fields) = entry.as_object_mut() {
+                // Sealed to the organisation: its purpose is inside, for it alone.
+                let (name, value) = if claims.is_end_to_end() { ("end_to_end", json!(true)) } else { ("purpose", json!(claims.purpose)) };
+                fields.insert(name.to_owned(), value);
+            }
             if let (false, Some(fields)) = (item.narrowed.is_empty(), entry.as_object_mut()) {
                 // Listed again because its sender withdrew these: the recipient erases them too.
                 fields.insert("erased_categories".to_owned(), json!(item.narrowed));

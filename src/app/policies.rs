@@ -209,7 +209,7 @@ impl Gateway {
         let active = self.policy();
         let policy = candidate.as_ref().unwrap_or(&active.policy);
         let to = simulation.to.unwrap_or_else(|| submission.destination.clone());
-        let recipient = self.directory().recipient(&to);
+        let recipient = self.directory().recipient_at(&to, at);
         let decision = decide(&submission.case, &submission.consent, self.country, recipient.as_ref(), submission.purpose, policy, at);
         let outcome = if decision.is_allow() { "allow" } else { "deny" };
         let event = AuditEvent::new(now, principal.actor(), Action::PolicySimulate, outcome)

@@ -190,6 +190,17 @@ impl Gateway {
 
 /// What the recipient receives: the same document `GET /v1/inbox/{id}` gives.
 pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims) -> Value {
+    if let Some(sealed) = &claims.end_to_end {
+        // Sealed to the organisation's own key: this gateway hands over what
+        // it could not open, with the routing facts it knows.
+        return json!({
+            "packet_id": item.packet_id,
+            "recipient": claims.recipient,
+            "from_country": item.issuer,
+            "received_at": millis_to_rfc3339(item.received_ms),
+            "end_to_end": sealed,
+        });
+    }
     json!({
         "packet_id": item.packet_id,
         "recipient": claims.recipient,

@@ -59,7 +59,7 @@ impl Gateway {
         // retries are rare, and a lookup before every decision would cost a
         // database round trip per referral.
         let policy = self.policy();
-        let recipient = self.directory().recipient(&submission.destination);
+        let recipient = self.directory().recipient_at(&submission.destination, now);
         let (decision, payload) = decide_and_minimise(
             &submission.case,
             &submission.consent,
@@ -109,6 +109,8 @@ impl Gateway {
                     // A packet delivered after its retention passed would only be erased on arrival.
                     deadline_ms: self.delivery_deadline(now, consent_expires).min(retention.until).timestamp_millis(),
                     retention: Some(stored_retention(retention)),
+                    // Required, or uniform: once an organisation publishes a key, all its packets go sealed to it.
+                    end_to_end: decision.end_to_end_required_by().is_some() || recipient.has_end_to_end_key(),
                 })
             }
             _ => None,

@@ -279,6 +279,12 @@ impl Directory {
         })
     }
 
+    /// The recipient as a sharing decision at `at` sees it: with whether it
+    /// publishes an end-to-end key valid then.
+    pub fn recipient_at(&self, id: &OrgId, at: DateTime<Utc>) -> Option<Recipient> {
+        self.recipient(id).map(|recipient| recipient.with_end_to_end_key(self.organisation_key(id, at).is_some()))
+    }
+
     /// The key to seal end to end to organisation `id` with at `at`: the
     /// newest of its valid keys, as for gateways.
     pub fn organisation_key(&self, id: &OrgId, at: DateTime<Utc>) -> Option<&EncryptionKey> {

@@ -37,6 +37,18 @@ pub enum Screening {
     Refuse(BTreeSet<ReasonCode>),
 }
 
+/// Screens a packet sealed end to end, which this gateway can only route:
+/// whether `recipient` (`None`: not in the directory) is one it serves. The
+/// sending gateway's decision on the content is final; nothing here can
+/// depend on the content, so a refusal tells nothing about the case.
+pub fn screen_routing(recipient: Option<&Recipient>, here: CountryCode) -> Screening {
+    match recipient {
+        None => Screening::Refuse([ReasonCode::RecipientUnknown].into()),
+        Some(recipient) if recipient.country != here => Screening::Refuse([ReasonCode::RecipientNotServedHere].into()),
+        Some(_) => Screening::Forward,
+    }
+}
+
 /// Screens `received` for `recipient` (`None`: not in the directory) at the
 /// gateway of `here`, under this gateway's sharing policy.
 pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: CountryCode, policy: &SharingPolicy, now: DateTime<Utc>) -> Screening {

@@ -89,6 +89,9 @@ pub struct NewOutboxEntry {
     pub deadline_ms: i64,
     /// How long the referral may be kept, kept on the referral's row.
     pub retention: Option<StoredRetention>,
+    /// Its packets must be sealed end to end to the recipient organisation
+    /// (and wait for a key of its to be valid).
+    pub end_to_end: bool,
 }
 
 /// A retention deadline as the store keeps it (see `domain::retention`).
@@ -152,6 +155,8 @@ pub struct ClaimedDelivery {
     /// Attempts started, this one included.
     pub attempts: i64,
     pub handover: bool,
+    /// Sealed end to end to the recipient organisation, or not sent.
+    pub end_to_end: bool,
     /// The packet made on an earlier attempt, sent again as it is.
     pub packet: Option<StoredPacket>,
     pub created_ms: i64,

@@ -225,7 +225,7 @@ macro_rules! sql_store {
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
                         "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
-                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover) ",
+                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end) ",
                     );
                     query.push_values(chunk, |mut row, (new, entry, country)| {
                         row.push_bind(new.record.id.clone())
@@ -241,7 +241,8 @@ macro_rules! sql_store {
                             .push_bind(new.record.created_ms)
                             .push_bind(entry.consent_expires_ms)
                             .push_bind(entry.deadline_ms)
-                            .push_bind(new.record.handover);
+                            .push_bind(new.record.handover)
+                            .push_bind(entry.end_to_end);
                     });
                     query.build().execute(&mut *connection).await?;
                 }
@@ -440,8 +441,8 @@ macro_rules! sql_store {
             ) -> Result<bool, sqlx::Error> {
                 Ok(sqlx::query(
                     "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, sealed, key_id, \
-                                         next_attempt_ms, created_ms, deadline_ms, in_reply_to) \
-                     SELECT $1, id, 'withdrawal', destination_country, recipient_org, $2, $3, $4, $4, $5, packet_id \
+                                         next_attempt_ms, created_ms, deadline_ms, in_reply_to, end_to_end) \
+                     SELECT $1, id, 'withdrawal', destination_country, recipient_org, $2, $3, $4, $4, $5, packet_id, end_to_end \
                      FROM outbox WHERE id = $6 AND packet_type = 'referral' AND packet_id IS NOT NULL",
                 )
                 .bind(&withdrawal.packet_id)
@@ -801,6 +802,7 @@ macro_rules! sql_store {
                     deadline_ms: row.try_get("deadline_ms")?,
                     attempts: row.try_get("attempts")?,
                     handover: row.try_get("handover")?,
+                    end_to_end: row.try_get("end_to_end")?,
                     packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
                     created_ms: row.try_get("created_ms")?,
                     in_reply_to: row.try_get("in_reply_to")?,
@@ -991,7 +993,7 @@ macro_rules! sql_store {
             async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
                 // A referral's retention deadline lives on its row; it goes into its packet.
                 let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
-                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, in_reply_to, \
+                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, end_to_end, in_reply_to, \
                                (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
                                (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
                                AS retention_days_after_closure";

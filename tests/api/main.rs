@@ -17,6 +17,7 @@ mod referrals;
 mod roles;
 mod store;
 mod delivery;
+mod end_to_end;
 mod forwarding;
 mod inbox;
 mod peers;

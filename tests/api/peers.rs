@@ -97,6 +97,8 @@ pub struct Federation {
     pub peers: Vec<Peer>,
     /// Organisations that take cases by webhook: id to URL.
     pub webhooks: BTreeMap<String, String>,
+    /// Organisations' own end-to-end keys as published: id to entries.
+    pub organisation_keys: BTreeMap<String, Vec<PublishedKey>>,
     pub clock: Arc<RunningClock>,
     coordinator: SigningKey,
     serial: u64,
@@ -134,6 +136,7 @@ impl Federation {
         let mut federation = Federation {
             peers: Vec::new(),
             webhooks: BTreeMap::new(),
+            organisation_keys: BTreeMap::new(),
             clock: Arc::new(RunningClock { started: Instant::now(), jumped: Mutex::new(chrono::Duration::zero()) }),
             coordinator: SigningKey::from_jwk(&coordinator_jwk).unwrap(),
             serial: 0,
@@ -229,6 +232,7 @@ impl Federation {
             if let Some(url) = self.webhooks.get(organisation.id.as_str()) {
                 organisation.delivery = Delivery::Webhook { url: url.clone() };
             }
+            organisation.keys = self.organisation_keys.get(organisation.id.as_str()).cloned().unwrap_or_default();
         }
         let json = serde_json::to_string(&document).unwrap();
         let jws = signed::sign(&json, &self.coordinator).unwrap();

@@ -94,6 +94,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             consent_expires_ms: Some(at(60).timestamp_millis()),
             deadline_ms: at(60).timestamp_millis(),
             retention: None,
+            end_to_end: false,
         }),
     }
 }

@@ -135,3 +135,12 @@ proptest! {
         prop_assert!(matches!(&screening, Screening::Refuse(reasons) if reasons.contains(&ReasonCode::AsylumFirewall)), "{screening:?}");
     }
 }
+
+#[test]
+fn a_packet_sealed_end_to_end_is_routed_on_its_recipient_alone() {
+    use referral_gateway::domain::inbound::screen_routing;
+    let red_cross = directory().recipient(&OrgId::parse("gin-red-cross").unwrap()).unwrap();
+    assert_eq!(screen_routing(Some(&red_cross), country("GIN")), Screening::Forward);
+    assert_eq!(refused(screen_routing(Some(&red_cross), country("NGA"))), [ReasonCode::RecipientNotServedHere]);
+    assert_eq!(refused(screen_routing(None, country("GIN"))), [ReasonCode::RecipientUnknown]);
+}
