@@ -490,6 +490,7 @@ fn policy_explain(
             "acts_for_state": r.state(),
             "kind": r.kind,
             "state_actor": r.is_state_actor(),
+            "end_to_end_key": r.has_end_to_end_key(),
         })),
         "decided_at": now,
         "decision": decision,

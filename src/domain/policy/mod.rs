@@ -661,7 +661,9 @@ pub const fn builtin_rule(reason: ReasonCode) -> Option<&'static str> {
         | ReasonCode::PolicyEvaluationError
         | ReasonCode::RecipientNotServedHere
         | ReasonCode::RetentionPassed
-        | ReasonCode::PayloadUnreadable => None,
+        | ReasonCode::PayloadUnreadable
+        // Given by `builtin.asylum_end_to_end` or by a DPO rule of `end_to_end.toml`.
+        | ReasonCode::RecipientKeyRequired => None,
     }
 }
 
