@@ -155,8 +155,9 @@ enum SchemaName {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Validate every *.cedar file in a directory against the schema; exit 1 and
-    /// print each problem (file:line:column) if any is invalid.
+    /// Validate every *.cedar file in a directory against the schema, and its
+    /// retention.toml and end_to_end.toml if there; exit 1 and print each
+    /// problem (file:line:column) if any is invalid.
     Check { dir: PathBuf },
     /// Decide a referral offline and print the decision and minimised payload as JSON.
     Explain {
@@ -435,6 +436,11 @@ fn policy_check(dir: &Path) -> Result<ExitCode, CliError> {
             }
             let fallback = crate::domain::retention::RetentionPeriod::FALLBACK.max_days;
             print(&format!("  retention: {} rules; otherwise {fallback} days", policy.retention().rules().len()))?;
+            print(&format!(
+                "  end-to-end sealing: {} rules; and always for asylum-linked cases to an origin state ({})",
+                policy.end_to_end().rules().len(),
+                crate::domain::sealing::BUILTIN_END_TO_END_RULE
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
@@ -484,6 +490,7 @@ fn policy_explain(
             "acts_for_state": r.state(),
             "kind": r.kind,
             "state_actor": r.is_state_actor(),
+            "end_to_end_key": r.has_end_to_end_key(),
         })),
         "decided_at": now,
         "decision": decision,

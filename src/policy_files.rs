@@ -1,10 +1,9 @@
 //! Reads a DPO's policy directory: every `*.cedar` file in it, not recursing,
-//! and `retention.toml` if it is there.
+//! and `retention.toml` and `end_to_end.toml` if they are there.
 
 use std::path::{Path, PathBuf};
 
-use crate::domain::policy::{PolicyError, PolicySource, SharingPolicy};
-use crate::domain::retention::RETENTION_FILE;
+use crate::domain::policy::{is_toml_rule_file, PolicyError, PolicySource, SharingPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyFilesError {
@@ -21,8 +20,8 @@ pub fn read_sources(dir: &Path) -> Result<Vec<PolicySource>, PolicyFilesError> {
     let mut sources = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_error)? {
         let path = entry.map_err(read_error)?.path();
-        let is_retention = path.file_name().is_some_and(|n| n == RETENTION_FILE);
-        if (is_retention || path.extension().is_some_and(|e| e == "cedar")) && path.is_file() {
+        let is_rules = path.file_name().and_then(|n| n.to_str()).is_some_and(is_toml_rule_file);
+        if (is_rules || path.extension().is_some_and(|e| e == "cedar")) && path.is_file() {
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| PolicyFilesError::Read { path: path.clone(), source })?;
             let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());

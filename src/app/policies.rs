@@ -11,8 +11,7 @@ use super::{reason_strings, ActivePolicy, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::domain::decide::decide;
-use crate::domain::policy::{PolicySource, SharingPolicy};
-use crate::domain::retention::RETENTION_FILE;
+use crate::domain::policy::{is_toml_rule_file, PolicySource, SharingPolicy};
 use crate::domain::submission::{FieldProblem, ReferralSubmission, SubmissionError};
 use crate::domain::OrgId;
 use crate::store::{NewPolicyVersion, PolicyVersionRecord, Store, StoreError, Write, Written};
@@ -25,7 +24,8 @@ const MAX_POLICY_FILES: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpload {
     /// File name (`*.cedar`) -> Cedar text; and optionally `retention.toml`
-    /// -> the retention rules (`domain::retention`).
+    /// -> the retention rules (`domain::retention`) and `end_to_end.toml` ->
+    /// the end-to-end sealing rules (`domain::sealing`).
     pub files: BTreeMap<String, String>,
     /// Why this version: shown in the history.
     #[serde(default)]
@@ -57,13 +57,13 @@ fn sources(files: &BTreeMap<String, String>) -> Result<Vec<PolicySource>, AppErr
     if files.len() > MAX_POLICY_FILES {
         problems.push(FieldProblem { field: "files".to_owned(), problem: format!("must hold at most {MAX_POLICY_FILES} files") });
     }
-    for name in files.keys().filter(|name| *name != RETENTION_FILE) {
+    for name in files.keys().filter(|name| !is_toml_rule_file(name)) {
         let stem = name.strip_suffix(".cedar").unwrap_or("");
         let ok = !stem.is_empty() && stem.len() <= 100 && stem.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !ok {
             problems.push(FieldProblem {
                 field: "files".to_owned(),
-                problem: "file names must be letters, digits, '-', '_' or '.', ending in .cedar (or be retention.toml)".to_owned(),
+                problem: "file names must be letters, digits, '-', '_' or '.', ending in .cedar (or be retention.toml or end_to_end.toml)".to_owned(),
             });
             break;
         }

@@ -1,5 +1,7 @@
 //! The sharing decision: consent, the built-in rules and the DPO policy,
-//! category by category, then the purpose's required categories.
+//! category by category, then the purpose's required categories, then
+//! whether the recipient can be reached sealed end to end where a rule
+//! requires it (`sealing`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +14,7 @@ use super::decision::{Decision, ReasonCode, Sent, Withholding};
 use super::minimise::{project, Payload};
 use super::policy::{builtin_rule, CaseFacts, SharingPolicy};
 use super::recipient::Recipient;
+use super::sealing::end_to_end_requirement;
 use super::{CountryCode, DataCategory, Profile, Purpose};
 
 /// The facts policies see, derived from the case and consent at `now`.
@@ -105,11 +108,12 @@ pub fn decide_and_minimise(
 ) -> (Decision, Payload) {
     let version = policy.version().to_owned();
     let Some(recipient) = recipient else {
-        let decision = Decision::deny(purpose, version, [ReasonCode::RecipientUnknown].into(), BTreeMap::new());
+        let decision = Decision::deny(purpose, version, [ReasonCode::RecipientUnknown].into(), BTreeMap::new(), None);
         return (decision, Payload::default());
     };
     let facts = case_facts(case, consent, now);
     let request_facts = policy.facts(recipient, sender_country, &facts);
+    let end_to_end = end_to_end_requirement(&facts, recipient, policy.end_to_end());
 
     let mut sent = BTreeMap::new();
     let mut projections = BTreeMap::new();
@@ -189,9 +193,15 @@ pub fn decide_and_minimise(
             }
         }
     }
+    // A packet that must be sealed end to end cannot go to a recipient
+    // without a key of its own: the gateway routing it could read it.
+    if end_to_end.is_some() && !recipient.has_end_to_end_key() {
+        deny_reasons.insert(ReasonCode::RecipientKeyRequired);
+    }
+    let end_to_end = end_to_end.map(|requirement| requirement.rule_id());
     if deny_reasons.is_empty() {
-        (Decision::allow(purpose, version, sent, withheld), Payload::from_categories(projections))
+        (Decision::allow(purpose, version, sent, withheld, end_to_end), Payload::from_categories(projections))
     } else {
-        (Decision::deny(purpose, version, deny_reasons, withheld), Payload::default())
+        (Decision::deny(purpose, version, deny_reasons, withheld, end_to_end), Payload::default())
     }
 }

@@ -42,6 +42,10 @@ pub enum ReasonCode {
     PolicyForbid,
     /// A policy could not be evaluated; undecidable means deny.
     PolicyEvaluationError,
+    /// Packets to this recipient must be sealed end to end (the built-in
+    /// `builtin.asylum_end_to_end` or a DPO rule of `end_to_end.toml`), and
+    /// the recipient publishes no end-to-end key in the directory.
+    RecipientKeyRequired,
     /// Receiving side: the recipient is listed, but behind another gateway.
     RecipientNotServedHere,
     /// Receiving side: the retention deadline the sender set has passed.
@@ -69,6 +73,7 @@ impl ReasonCode {
         Self::PolicyNoPermit,
         Self::PolicyForbid,
         Self::PolicyEvaluationError,
+        Self::RecipientKeyRequired,
         Self::RecipientNotServedHere,
         Self::RetentionPassed,
         Self::PayloadUnreadable,
@@ -93,6 +98,7 @@ impl ReasonCode {
             Self::PolicyNoPermit => "policy_no_permit",
             Self::PolicyForbid => "policy_forbid",
             Self::PolicyEvaluationError => "policy_evaluation_error",
+            Self::RecipientKeyRequired => "recipient_key_required",
             Self::RecipientNotServedHere => "recipient_not_served_here",
             Self::RetentionPassed => "retention_passed",
             Self::PayloadUnreadable => "payload_unreadable",
@@ -169,6 +175,10 @@ pub enum Outcome {
 /// The decision. Built only by [`crate::domain::decide::decide`], which keeps
 /// its invariants: an allow sends at least one category and has no deny
 /// reasons; a deny sends nothing and has at least one reason.
+///
+/// `end_to_end` names the rule that requires this referral's packets to be
+/// sealed end to end (`builtin.asylum_end_to_end` or `end_to_end.toml#<n>`),
+/// on allows and denies alike; absent when no rule does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
     outcome: Outcome,
@@ -178,6 +188,8 @@ pub struct Decision {
     deny_reasons: BTreeSet<ReasonCode>,
     sent: BTreeMap<DataCategory, Sent>,
     withheld: BTreeMap<DataCategory, BTreeSet<Withholding>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_to_end: Option<String>,
 }
 
 impl Decision {
@@ -186,9 +198,10 @@ impl Decision {
         policy_version: String,
         sent: BTreeMap<DataCategory, Sent>,
         withheld: BTreeMap<DataCategory, BTreeSet<Withholding>>,
+        end_to_end: Option<String>,
     ) -> Self {
         debug_assert!(!sent.is_empty());
-        Self { outcome: Outcome::Allow, purpose, policy_version, deny_reasons: BTreeSet::new(), sent, withheld }
+        Self { outcome: Outcome::Allow, purpose, policy_version, deny_reasons: BTreeSet::new(), sent, withheld, end_to_end }
     }
 
     /// A deny keeps the per-category explanation for the sender, but sends nothing.
@@ -197,9 +210,10 @@ impl Decision {
         policy_version: String,
         deny_reasons: BTreeSet<ReasonCode>,
         withheld: BTreeMap<DataCategory, BTreeSet<Withholding>>,
+        end_to_end: Option<String>,
     ) -> Self {
         debug_assert!(!deny_reasons.is_empty());
-        Self { outcome: Outcome::Deny, purpose, policy_version, deny_reasons, sent: BTreeMap::new(), withheld }
+        Self { outcome: Outcome::Deny, purpose, policy_version, deny_reasons, sent: BTreeMap::new(), withheld, end_to_end }
     }
 
     pub fn outcome(&self) -> Outcome {
@@ -232,5 +246,12 @@ impl Decision {
 
     pub fn sent_categories(&self) -> BTreeSet<DataCategory> {
         self.sent.keys().copied().collect()
+    }
+
+    /// The rule that requires this referral's packets to be sealed end to end
+    /// to the recipient's own key, if any: `builtin.asylum_end_to_end` or
+    /// `end_to_end.toml#<n>`. On an allow, the packet must not leave otherwise.
+    pub fn end_to_end_required_by(&self) -> Option<&str> {
+        self.end_to_end.as_deref()
     }
 }

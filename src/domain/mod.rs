@@ -17,6 +17,7 @@ pub mod minimise;
 pub mod policy;
 pub mod recipient;
 pub mod retention;
+pub mod sealing;
 pub mod status;
 pub mod submission;
 pub mod text;

@@ -81,6 +81,10 @@ impl FromStr for Service {
 /// `country` is where it sits (behind which gateway); `state` is the state it
 /// acts for. They differ for consulates and embassies: a Nigerian consulate in
 /// Rome sits in ITA but is a state actor of NGA.
+///
+/// `end_to_end_key` says whether the organisation publishes, in the
+/// directory, an encryption key of its own that is valid now: packets to it
+/// can then be sealed end to end, past the gateway that routes them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Recipient {
     pub id: OrgId,
@@ -89,6 +93,7 @@ pub struct Recipient {
     pub kind: RecipientKind,
     state_actor: bool,
     pub services: BTreeSet<Service>,
+    end_to_end_key: bool,
 }
 
 impl Recipient {
@@ -99,7 +104,26 @@ impl Recipient {
         listed_as_state_actor: bool,
         services: BTreeSet<Service>,
     ) -> Self {
-        Self { id, country, state: country, kind, state_actor: listed_as_state_actor || kind.is_state_actor(), services }
+        Self {
+            id,
+            country,
+            state: country,
+            kind,
+            state_actor: listed_as_state_actor || kind.is_state_actor(),
+            services,
+            end_to_end_key: false,
+        }
+    }
+
+    /// The same organisation, publishing (or not) an end-to-end encryption
+    /// key valid now. Without this call, a recipient has none.
+    pub fn with_end_to_end_key(self, has_key: bool) -> Self {
+        Self { end_to_end_key: has_key, ..self }
+    }
+
+    /// Whether the organisation publishes an end-to-end encryption key valid now.
+    pub fn has_end_to_end_key(&self) -> bool {
+        self.end_to_end_key
     }
 
     /// The same organisation, acting for another state than the one it sits in.
@@ -136,6 +160,18 @@ mod tests {
         let consulate = make(RecipientKind::Consular, false).representing(CountryCode::parse("NGA").unwrap());
         assert_eq!(consulate.country.as_str(), "ERI");
         assert_eq!(consulate.state().as_str(), "NGA");
+    }
+
+    #[test]
+    fn a_recipient_has_no_end_to_end_key_unless_told() {
+        let plain = make(RecipientKind::Ngo, false);
+        assert!(!plain.has_end_to_end_key());
+        let keyed = plain.clone().with_end_to_end_key(true);
+        assert!(keyed.has_end_to_end_key());
+        assert_ne!(keyed, plain, "recipients differing in their key are different recipients");
+        assert!(!keyed.with_end_to_end_key(false).has_end_to_end_key());
+        let consulate = make(RecipientKind::Consular, false).with_end_to_end_key(true).representing(CountryCode::parse("NGA").unwrap());
+        assert!(consulate.has_end_to_end_key(), "representing keeps the key flag");
     }
 
     #[test]

@@ -216,11 +216,12 @@ impl RetentionRules {
     }
 }
 
-fn names<T: std::fmt::Display>(values: &[T]) -> String {
+/// `"a", "b", ...`: the values a field may take, for problems (also used by `sealing`).
+pub(super) fn names<T: std::fmt::Display>(values: &[T]) -> String {
     values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
 }
 
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -229,7 +230,7 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// The TOML reader's message without any value from the text: a quoted or
 /// backticked part is kept only when it reads as a key name (`max_days`).
-fn sanitised(message: &str) -> String {
+pub(super) fn sanitised(message: &str) -> String {
     let mut out = String::new();
     let mut rest = message.trim();
     while let Some(start) = rest.find(['"', '`']) {

@@ -123,7 +123,15 @@ fn policy_explain_denies_the_origin_ministry_and_sends_nothing() {
         assert_eq!(report["decided_at"], AT);
         let decision = &report["decision"];
         assert_eq!(decision["outcome"], "deny", "{policies}");
-        assert_eq!(strings(&decision["deny_reasons"]), ["asylum_firewall"], "{policies}");
+        // Asylum-linked, towards the origin state: end-to-end sealing is
+        // required too, and without a key of its own that also denies.
+        assert_eq!(decision["end_to_end"], "builtin.asylum_end_to_end", "{policies}");
+        let mut reasons = strings(&decision["deny_reasons"]);
+        if report["recipient"]["end_to_end_key"] == false {
+            assert!(reasons.contains(&"recipient_key_required"), "{policies}");
+            reasons.retain(|r| *r != "recipient_key_required");
+        }
+        assert_eq!(reasons, ["asylum_firewall"], "{policies}");
         assert!(keys(&decision["sent"]).is_empty(), "{policies}: a deny sends nothing");
         assert_eq!(report["payload"], serde_json::json!({}), "{policies}: a deny has an empty payload");
         let identity_reasons: Vec<&str> =
@@ -139,9 +147,16 @@ fn policy_explain_denies_the_origin_ministry_and_sends_nothing() {
 
 #[test]
 fn policy_explain_to_iom_prints_sent_categories_with_permits_and_the_payload() {
-    let report = explain(&["--referral", AVR, "--to", "gmb-iom-banjul"]);
+    // Without its asylum history the case is not asylum-linked, so whether
+    // IOM Banjul publishes an end-to-end key does not matter here.
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(repo_path(AVR)).unwrap()).unwrap();
+    value["case"].as_object_mut().unwrap().remove("asylum");
+    let dir = TempDir::new("explain-iom");
+    let referral = dir.write("referral.json", &value.to_string());
+    let report = explain(&["--referral", referral.to_str().unwrap(), "--to", "gmb-iom-banjul"]);
     let decision = &report["decision"];
     assert_eq!(decision["outcome"], "allow");
+    assert!(decision.get("end_to_end").is_none(), "no rule requires end-to-end sealing");
     assert_eq!(decision["purpose"], "return");
     assert!(decision["policy_version"].as_str().unwrap().starts_with("sha256:"));
     let sent = keys(&decision["sent"]);
@@ -152,7 +167,7 @@ fn policy_explain_to_iom_prints_sent_categories_with_permits_and_the_payload() {
     }
     assert_eq!(decision["sent"]["identity"]["fields"], "all");
     assert_eq!(strings(&decision["sent"]["health"]["fields"]), ["fitness_to_travel", "escort_needs"]);
-    assert_eq!(decision["withheld"]["asylum"], serde_json::json!([{ "reason": "not_needed_for_purpose" }]));
+    assert!(decision["withheld"].get("asylum").is_none());
     assert!(decision.get("deny_reasons").is_none(), "an allow has no deny reasons");
 
     let payload = &report["payload"];
@@ -166,7 +181,28 @@ fn policy_explain_to_iom_prints_sent_categories_with_permits_and_the_payload() {
 fn policy_explain_defaults_to_the_referral_destination() {
     let report = explain(&["--referral", AVR]);
     assert_eq!(report["recipient"]["id"], "gmb-iom-banjul");
-    assert_eq!(report["decision"]["outcome"], "allow");
+    assert_eq!(report, explain(&["--referral", AVR, "--to", "gmb-iom-banjul"]));
+}
+
+/// The rejected asylum seeker's return through IOM in The Gambia, the state
+/// he left: the packet must be sealed end to end to IOM Banjul's own key, and
+/// goes only if the directory lists one.
+#[test]
+fn policy_explain_names_the_end_to_end_rule_and_a_missing_key() {
+    let report = explain(&["--referral", AVR, "--to", "gmb-iom-banjul"]);
+    let decision = &report["decision"];
+    assert_eq!(decision["end_to_end"], "builtin.asylum_end_to_end");
+    let has_key = report["recipient"]["end_to_end_key"].as_bool().unwrap();
+    if has_key {
+        assert_eq!(decision["outcome"], "allow");
+        assert_eq!(keys(&decision["sent"]), ["contact", "documents", "health", "identity", "protection", "return_logistics"]);
+    } else {
+        assert_eq!(decision["outcome"], "deny");
+        assert_eq!(strings(&decision["deny_reasons"]), ["recipient_key_required"]);
+        assert_eq!(report["payload"], serde_json::json!({}));
+    }
+    // The per-category explanation is there either way.
+    assert_eq!(decision["withheld"]["asylum"], serde_json::json!([{ "reason": "not_needed_for_purpose" }]));
 }
 
 #[test]

@@ -73,6 +73,8 @@ fn config() -> ProptestConfig {
 /// from this pool, so that the firewall is exercised often. ITA is the sender.
 const COUNTRIES: &[&str] = &["ITA", "NGA", "GMB", "ERI", "ETH", "SOM", "AFG"];
 const ORGS: &[&str] = &["qj-org-one", "qj-org-two", "qj-org-three"];
+/// The one organisation of `ORGS` that publishes no end-to-end key.
+const ORG_WITHOUT_KEY: &str = "qj-org-three";
 const SEXES: &[Sex] = &[Sex::Female, Sex::Male, Sex::Other, Sex::Unknown];
 const DOCUMENT_TYPES: &[DocumentType] = &[
     DocumentType::Passport,
@@ -479,7 +481,10 @@ fn org_id() -> impl Strategy<Value = OrgId> {
     prop::sample::select(ORGS).prop_map(|id| OrgId::parse(id).unwrap())
 }
 
-/// A recipient of one of `kinds` and whether the directory lists it as a state actor.
+/// A recipient of one of `kinds` and whether the directory lists it as a state
+/// actor. Every organisation but [`ORG_WITHOUT_KEY`] publishes an end-to-end
+/// key (decided by the id rather than drawn, so that adding keys left the
+/// other generators' draws as they were).
 fn recipient(kinds: &'static [RecipientKind]) -> BoxedStrategy<(Recipient, bool)> {
     let main_service = prop::option::of(prop::sample::select(
         &[Service::ReturnAssistance, Service::ReintegrationAssistance, Service::FamilyTracing, Service::Livelihood][..],
@@ -495,7 +500,8 @@ fn recipient(kinds: &'static [RecipientKind]) -> BoxedStrategy<(Recipient, bool)
     )
         .prop_map(|(id, kind, country, listed, represents, mut services, main)| {
             services.extend(main);
-            let recipient = Recipient::new(id, country, kind, listed, services);
+            let has_key = id.as_str() != ORG_WITHOUT_KEY;
+            let recipient = Recipient::new(id, country, kind, listed, services).with_end_to_end_key(has_key);
             let recipient = match represents {
                 Some(state) => recipient.representing(state),
                 None => recipient,
@@ -737,6 +743,14 @@ impl Input {
     /// Government kind or listed: the model's reading, not `is_state_actor()`.
     fn state_actor(&self) -> bool {
         self.listed || STATE_KINDS.contains(&self.recipient.kind)
+    }
+
+    /// Whether `builtin.asylum_end_to_end` applies: an asylum-linked case, and
+    /// a recipient (state actor or not) sitting in an origin state or acting for one.
+    fn end_to_end_by_builtin(&self) -> bool {
+        let facts = model_facts(self);
+        facts.asylum_linked
+            && (facts.origin.contains(&self.recipient.country) || facts.origin.contains(&self.recipient.state()))
     }
 
     /// Whether the recipient sits in an origin state, and whether it is a state
@@ -1314,6 +1328,8 @@ fn model_projection(case_json: &Value, category: DataCategory, fields: Fields) -
 struct Expected {
     allow: bool,
     sendable: BTreeMap<DataCategory, (Value, BTreeSet<String>)>,
+    /// The rule requiring end-to-end sealing; no policy set here has DPO sealing rules.
+    end_to_end: Option<&'static str>,
 }
 
 fn model_decision(input: &Input, rules: &[Rule]) -> Expected {
@@ -1342,8 +1358,10 @@ fn model_decision(input: &Input, rules: &[Rule]) -> Expected {
             sendable.insert(category, (projection, permits));
         }
     }
-    let allow = required_categories(input.purpose).iter().all(|c| sendable.contains_key(c));
-    Expected { allow, sendable }
+    let end_to_end = input.end_to_end_by_builtin().then_some("builtin.asylum_end_to_end");
+    let reachable = end_to_end.is_none() || input.recipient.has_end_to_end_key();
+    let allow = reachable && required_categories(input.purpose).iter().all(|c| sendable.contains_key(c));
+    Expected { allow, sendable, end_to_end }
 }
 
 // ---------------------------------------------------------------------------
@@ -1410,6 +1428,7 @@ fn assert_matches_model(input: &Input, p: &PolicyUnderTest) -> Result<(), TestCa
         expected.sendable.keys().collect::<Vec<_>>(),
         serde_json::to_string(&decision).unwrap()
     );
+    prop_assert_eq!(decision.end_to_end_required_by(), expected.end_to_end, "{}: end to end", p.name);
     if expected.allow {
         let categories: BTreeSet<DataCategory> = expected.sendable.keys().copied().collect();
         prop_assert_eq!(decision.sent_categories(), categories, "{}: sent", p.name);
@@ -1654,6 +1673,35 @@ proptest! {
         }
     }
 
+    /// 10. An asylum-linked case reaches a recipient sitting in, or acting
+    /// for, one of the person's origin states (state actor or not) only sealed
+    /// end to end: never an allow unless the recipient publishes a key, and
+    /// every decision, allow or deny, names the built-in rule, under any policy.
+    #[test]
+    fn asylum_linked_cases_reach_an_origin_state_only_sealed_end_to_end(
+        input in prop_oneof![origin_input(NON_STATE_KINDS, true), origin_input(RecipientKind::ALL, true)]
+    ) {
+        prop_assume!(input.end_to_end_by_builtin());
+        let has_key = input.recipient.has_end_to_end_key();
+        for p in policies() {
+            let (decision, payload) = input.decide(&p.policy);
+            prop_assert_eq!(decision.end_to_end_required_by(), Some("builtin.asylum_end_to_end"), "{}", p.name);
+            prop_assert!(!decision.is_allow() || has_key, "{}: allowed without an end-to-end key", p.name);
+            if !has_key {
+                prop_assert!(decision.deny_reasons().contains(&ReasonCode::RecipientKeyRequired), "{}: {:?}", p.name, decision.deny_reasons());
+                prop_assert!(decision.sent().is_empty() && payload.is_empty(), "{}: sent without a key", p.name);
+            }
+            // The key decides whether it can go, nothing else: the same
+            // recipient with a key is decided the same, the key reason aside.
+            let keyed = Input { recipient: input.recipient.clone().with_end_to_end_key(true), ..input.clone() };
+            let (with_key, _) = keyed.decide(&p.policy);
+            let mut reasons = decision.deny_reasons().clone();
+            reasons.remove(&ReasonCode::RecipientKeyRequired);
+            prop_assert_eq!(with_key.deny_reasons(), &reasons, "{}", p.name);
+            prop_assert_eq!(with_key.withheld(), decision.withheld(), "{}", p.name);
+        }
+    }
+
     /// Consent coverage agrees with the model read from the consent's JSON.
     #[test]
     fn consent_coverage_matches_the_model(input in input()) {
@@ -1691,6 +1739,7 @@ fn the_generators_reach_the_interesting_regions() {
     let mut allows: BTreeMap<&str, usize> = BTreeMap::new();
     let (mut firewalled, mut origin_contact, mut children, mut child_allows) = (0, 0, 0, 0);
     let (mut withdrawn, mut expired, mut notes_sent, mut asylum_sent) = (0, 0, 0, 0);
+    let (mut sealed, mut sealed_allows, mut key_denies) = (0, 0, 0);
     for _ in 0..300 {
         let input = strategy.new_tree(&mut runner).unwrap().current();
         let facts = model_facts(&input);
@@ -1700,8 +1749,11 @@ fn the_generators_reach_the_interesting_regions() {
         children += usize::from(facts.child);
         withdrawn += usize::from(input.consent.withdrawn_at.is_some());
         expired += usize::from(input.consent.scopes().iter().all(|s| now() >= s.valid_until()));
+        sealed += usize::from(input.end_to_end_by_builtin());
         for p in policies() {
             let (decision, _) = input.decide(&p.policy);
+            key_denies += usize::from(decision.deny_reasons() == &BTreeSet::from([ReasonCode::RecipientKeyRequired]));
+            sealed_allows += usize::from(decision.is_allow() && input.end_to_end_by_builtin());
             if decision.is_allow() {
                 *allows.entry(p.name.as_str()).or_default() += 1;
                 child_allows += usize::from(facts.child);
@@ -1712,7 +1764,8 @@ fn the_generators_reach_the_interesting_regions() {
     }
     println!(
         "allows {allows:?}; firewalled {firewalled}, origin contact {origin_contact}, children {children} \
-         (allowed {child_allows}), withdrawn {withdrawn}, expired {expired}, notes sent {notes_sent}, asylum sent {asylum_sent}"
+         (allowed {child_allows}), withdrawn {withdrawn}, expired {expired}, notes sent {notes_sent}, asylum sent {asylum_sent}, \
+         sealed end to end {sealed} (allowed {sealed_allows}, denied for the key alone {key_denies})"
     );
     for p in policies() {
         let count = allows.get(p.name.as_str()).copied().unwrap_or(0);
@@ -1724,6 +1777,7 @@ fn the_generators_reach_the_interesting_regions() {
     assert!(children >= 60 && child_allows >= 5, "children {children}, allowed {child_allows}");
     assert!(withdrawn >= 20 && expired >= 20, "withdrawn {withdrawn}, expired {expired}");
     assert!(notes_sent >= 3 && asylum_sent >= 3, "notes sent {notes_sent}, asylum sent {asylum_sent}");
+    assert!(sealed >= 40 && sealed_allows >= 5 && key_denies >= 5, "sealed {sealed}, allowed {sealed_allows}, key denies {key_denies}");
 }
 
 // ---------------------------------------------------------------------------

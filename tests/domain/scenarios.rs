@@ -12,12 +12,14 @@ use referral_gateway::domain::baseline::Fields;
 use referral_gateway::domain::decide::decide;
 use referral_gateway::domain::decision::{Decision, Outcome, Withholding};
 use referral_gateway::domain::minimise::{minimise, Payload};
-use referral_gateway::domain::policy::SharingPolicy;
+use referral_gateway::domain::policy::{PolicySource, SharingPolicy};
 use referral_gateway::domain::submission::ReferralSubmission;
 use referral_gateway::domain::{DataCategory, OrgId, Purpose};
 use serde_json::{json, Value};
 
-use crate::support::{decide_for, default_policy, directory, fixture, fixture_names, fixture_text, italy, now, permit_all_policy};
+use crate::support::{
+    decide_for, default_policy, directory, fixture, fixture_names, fixture_text, italy, now, permit_all_policy, repo_path,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -52,6 +54,25 @@ fn decide_at(submission: &ReferralSubmission, to: &str, policy: &SharingPolicy, 
     let payload = minimise(&submission.case, &decision);
     (decision, payload)
 }
+
+/// Decides for `to` as the directory lists it, but publishing an end-to-end
+/// key or not, whatever the example directory says.
+fn decide_with_key(submission: &ReferralSubmission, to: &str, policy: &SharingPolicy, has_key: bool) -> (Decision, Payload) {
+    let recipient = directory().recipient(&OrgId::parse(to).unwrap()).map(|r| r.with_end_to_end_key(has_key));
+    let decision =
+        decide(&submission.case, &submission.consent, italy(), recipient.as_ref(), submission.purpose, policy, now());
+    let payload = minimise(&submission.case, &decision);
+    (decision, payload)
+}
+
+/// Asserts a deny for the missing end-to-end key alone, under `rule`.
+fn assert_denied_for_the_key_alone(decision: &Decision, payload: &Payload, rule: &str, context: &str) {
+    assert_denied_with_nothing_sent(decision, payload, context);
+    assert_eq!(deny_reasons(decision), set(&["recipient_key_required"]), "{context}");
+    assert_eq!(decision.end_to_end_required_by(), Some(rule), "{context}");
+}
+
+const ASYLUM_END_TO_END: &str = "builtin.asylum_end_to_end";
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -121,11 +142,14 @@ fn assert_denied_with_nothing_sent(decision: &Decision, payload: &Payload, conte
 
 /// Asserts that the asylum firewall, and nothing else, stops the packet: every
 /// category the purpose could use is withheld by it, and the only other deny
-/// reason allowed is a required category the case does not hold at all.
+/// reasons allowed are a required category the case does not hold at all and
+/// a missing end-to-end key (the firewall's cases need end-to-end sealing too).
 fn assert_stopped_by_the_firewall_alone(decision: &Decision, payload: &Payload, context: &str) {
     assert_denied_with_nothing_sent(decision, payload, context);
+    assert_eq!(decision.end_to_end_required_by(), Some(ASYLUM_END_TO_END), "{context}");
     let mut reasons = deny_reasons(decision);
     reasons.remove("required_category_missing");
+    reasons.remove("recipient_key_required");
     assert_eq!(reasons, set(&["asylum_firewall"]), "{context}");
     for (category, withholdings) in decision.withheld() {
         let reasons: BTreeSet<&str> = withholdings.iter().map(|w| w.reason.as_str()).collect();
@@ -311,6 +335,51 @@ fn returnee_health_goes_to_the_health_provider_with_conditions() {
     assert_eq!(withheld(&decision, DataCategory::CaseNotes), set(&["consent_not_given", "case_notes_not_named_by_consent"]));
 }
 
+/// The shipped policy with `end_to_end.toml` replaced by `rules`.
+fn with_end_to_end_rules(rules: &str) -> SharingPolicy {
+    let mut sources = referral_gateway::policy_files::read_sources(&repo_path("config/policies")).unwrap();
+    sources.retain(|s| s.name != "end_to_end.toml");
+    sources.push(PolicySource { name: "end_to_end.toml".to_owned(), text: rules.to_owned() });
+    SharingPolicy::compile(&sources).unwrap()
+}
+
+/// Health data is special-category: a DPO may require health providers to be
+/// reached only end to end. The case is not asylum-linked, so only the DPO's
+/// rule requires it.
+#[test]
+fn a_dpo_rule_requires_end_to_end_sealing_towards_health_providers() {
+    let shipped = default_policy();
+    assert!(shipped.end_to_end().rules().is_empty(), "the shipped rule is an example only");
+    let (decision, _) = decide_with_key(&fixture(RETURNEE), "nga-health-lagos", shipped, false);
+    assert_eq!(decision.outcome(), Outcome::Allow);
+    assert_eq!(decision.end_to_end_required_by(), None);
+
+    let policy = with_end_to_end_rules("[[require]]\ncountries = [\"ERI\"]\n\n[[require]]\nrecipient_kinds = [\"health_provider\"]\n");
+    assert_ne!(policy.version(), shipped.version(), "the rules count in the version");
+    let (decision, payload) = decide_with_key(&fixture(RETURNEE), "nga-health-lagos", &policy, false);
+    assert_denied_for_the_key_alone(&decision, &payload, "end_to_end.toml#2", "nga-health-lagos without a key");
+    let (decision, payload) = decide_with_key(&fixture(RETURNEE), "nga-health-lagos", &policy, true);
+    assert_eq!(decision.outcome(), Outcome::Allow);
+    assert_eq!(decision.end_to_end_required_by(), Some("end_to_end.toml#2"));
+    assert_eq!(payload_categories(&payload), set(&["identity", "contact", "health"]));
+    let json = serde_json::to_value(&decision).unwrap();
+    assert_eq!(json["end_to_end"], "end_to_end.toml#2");
+    // Other kinds are not concerned.
+    let (decision, _) = decide_with_key(&fixture(RETURNEE), "nga-employment-service", &policy, false);
+    assert_eq!((decision.outcome(), decision.end_to_end_required_by()), (Outcome::Allow, None));
+}
+
+/// A DPO rule cannot name itself over the built-in rule, nor switch it off.
+#[test]
+fn the_builtin_end_to_end_rule_wins_over_a_dpo_rule() {
+    let policy = with_end_to_end_rules("[[require]]\nrecipient_kinds = [\"iom\"]\n");
+    let (decision, _) = decide_with_key(&fixture(AVR), "gmb-iom-banjul", &policy, true);
+    assert_eq!((decision.outcome(), decision.end_to_end_required_by()), (Outcome::Allow, Some(ASYLUM_END_TO_END)));
+    let returnee = with_purpose(RETURNEE, Purpose::Return);
+    let (decision, payload) = decide_with_key(&returnee, "nga-iom-lagos", &policy, false);
+    assert_denied_for_the_key_alone(&decision, &payload, "end_to_end.toml#1", "nga-iom-lagos");
+}
+
 #[test]
 fn returnee_health_never_goes_to_the_employment_service() {
     let (decision, payload) = decide_for(&fixture(RETURNEE), "nga-employment-service", default_policy());
@@ -365,8 +434,10 @@ const AVR: &str = "rejected_asylum_avr";
 
 #[test]
 fn avr_to_iom_in_the_origin_country_sends_identity_and_travel_without_asylum() {
-    let (decision, payload) = decide_for(&fixture(AVR), "gmb-iom-banjul", default_policy());
+    let (decision, payload) = decide_with_key(&fixture(AVR), "gmb-iom-banjul", default_policy(), true);
     assert_eq!(decision.outcome(), Outcome::Allow);
+    // Asylum-linked, and IOM sits in his country of origin: sealed end to end.
+    assert_eq!(decision.end_to_end_required_by(), Some(ASYLUM_END_TO_END));
     assert_eq!(sent(&decision), set(&["identity", "contact", "documents", "health", "protection", "return_logistics"]));
     assert_eq!(payload_categories(&payload), sent(&decision));
     assert_eq!(withheld(&decision, DataCategory::Asylum), set(&["not_needed_for_purpose"]));
@@ -379,14 +450,50 @@ fn avr_to_iom_in_the_origin_country_sends_identity_and_travel_without_asylum() {
     }
 }
 
+/// The gateway of The Gambia, run by the state he left, routes the packet:
+/// without a key of IOM Banjul's own to seal it to, nothing goes.
+#[test]
+fn avr_to_iom_in_the_origin_country_without_an_end_to_end_key_is_denied() {
+    for policy in [default_policy(), permit_all_policy()] {
+        let (decision, payload) = decide_with_key(&fixture(AVR), "gmb-iom-banjul", policy, false);
+        assert_denied_for_the_key_alone(&decision, &payload, ASYLUM_END_TO_END, "gmb-iom-banjul");
+        // The per-category explanation is that of the allow it would have been.
+        let (with_key, _) = decide_with_key(&fixture(AVR), "gmb-iom-banjul", policy, true);
+        assert!(with_key.is_allow());
+        assert_eq!(decision.withheld(), with_key.withheld());
+    }
+}
+
+/// The same IOM office, for a case that is not asylum-linked: no rule
+/// requires end-to-end sealing, and a key or none changes nothing.
+#[test]
+fn without_an_asylum_link_no_end_to_end_key_is_needed() {
+    let not_linked = variant(AVR, |v| {
+        v["case"].as_object_mut().unwrap().remove("asylum");
+    });
+    let (without_key, payload) = decide_with_key(&not_linked, "gmb-iom-banjul", default_policy(), false);
+    assert_eq!(without_key.outcome(), Outcome::Allow, "deny reasons: {:?}", deny_reasons(&without_key));
+    assert_eq!(without_key.end_to_end_required_by(), None);
+    assert!(!payload.is_empty());
+    let (with_key, _) = decide_with_key(&not_linked, "gmb-iom-banjul", default_policy(), true);
+    assert_eq!(with_key, without_key);
+    let json = serde_json::to_value(&without_key).unwrap();
+    assert!(json.get("end_to_end").is_none(), "{json}");
+}
+
 #[test]
 fn avr_nothing_to_the_origin_ministry_even_with_its_consent_and_a_permit_all_policy() {
     let submission = fixture(AVR);
     // The consent names gmb-immigration for identity, documents and travel.
     for policy in [default_policy(), permit_all_policy()] {
-        let (decision, payload) = decide_for(&submission, "gmb-immigration", policy);
+        // Without an end-to-end key, that alone would deny too.
+        let (decision, _) = decide_with_key(&submission, "gmb-immigration", policy, false);
+        assert_eq!(deny_reasons(&decision), set(&["asylum_firewall", "recipient_key_required"]));
+        // A key of its own changes nothing: the firewall stands.
+        let (decision, payload) = decide_with_key(&submission, "gmb-immigration", policy, true);
         assert_denied_with_nothing_sent(&decision, &payload, "gmb-immigration");
         assert_eq!(deny_reasons(&decision), set(&["asylum_firewall"]));
+        assert_eq!(decision.end_to_end_required_by(), Some(ASYLUM_END_TO_END));
         for category in [DataCategory::Identity, DataCategory::Documents, DataCategory::ReturnLogistics] {
             assert_eq!(withheld(&decision, category), set(&["asylum_firewall"]), "{category}");
         }
@@ -446,8 +553,10 @@ const DUAL: &str = "dual_national_fear";
 
 #[test]
 fn dual_national_unhcr_in_ethiopia_gets_what_is_allowed_but_never_asylum() {
-    let (decision, payload) = decide_for(&fixture(DUAL), "eth-unhcr", default_policy());
+    let (decision, payload) = decide_with_key(&fixture(DUAL), "eth-unhcr", default_policy(), true);
     assert_eq!(decision.outcome(), Outcome::Allow);
+    // Ethiopia is an origin state and the case is asylum-linked: sealed end to end.
+    assert_eq!(decision.end_to_end_required_by(), Some(ASYLUM_END_TO_END));
     assert_eq!(sent(&decision), set(&["identity", "contact", "documents", "family", "protection", "reintegration_needs"]));
     assert_eq!(payload_categories(&payload), sent(&decision));
     // Ethiopia is an origin state (a nationality), though not the feared one;
@@ -458,10 +567,15 @@ fn dual_national_unhcr_in_ethiopia_gets_what_is_allowed_but_never_asylum() {
         assert!(!text.contains(asylum_trace), "the payload reveals the asylum link ({asylum_trace})");
     }
     // Even a reckless DPO cannot send the asylum category to Ethiopia.
-    let (decision, payload) = decide_for(&fixture(DUAL), "eth-unhcr", permit_all_policy());
+    let (decision, payload) = decide_with_key(&fixture(DUAL), "eth-unhcr", permit_all_policy(), true);
     assert_eq!(decision.outcome(), Outcome::Allow);
     assert!(withheld(&decision, DataCategory::Asylum).contains("asylum_category_to_origin_state"));
     assert!(payload.get(DataCategory::Asylum).is_none());
+    // Nor can it reach UNHCR in Ethiopia without a key of UNHCR's own.
+    for policy in [default_policy(), permit_all_policy()] {
+        let (decision, payload) = decide_with_key(&fixture(DUAL), "eth-unhcr", policy, false);
+        assert_denied_for_the_key_alone(&decision, &payload, ASYLUM_END_TO_END, "eth-unhcr");
+    }
 }
 
 #[test]
@@ -481,11 +595,14 @@ fn dual_national_no_state_actor_of_either_nationality_gets_anything() {
             assert_stopped_by_the_firewall_alone(&decision, &payload, to);
         }
     }
-    // Her consent covers Ethiopia: towards its immigration service, only the firewall denies.
-    let (decision, _) = decide_for(&as_given, "eth-immigration", permit_all_policy());
+    // Her consent covers Ethiopia: towards its immigration service, only the
+    // firewall denies (given a key; without one, the key is missing too).
+    let (decision, _) = decide_with_key(&as_given, "eth-immigration", permit_all_policy(), true);
     assert_eq!(deny_reasons(&decision), set(&["asylum_firewall"]));
+    let (decision, _) = decide_with_key(&as_given, "eth-immigration", permit_all_policy(), false);
+    assert_eq!(deny_reasons(&decision), set(&["asylum_firewall", "recipient_key_required"]));
     // Her refusal of Eritrea holds as well.
-    let (decision, _) = decide_for(&as_given, "eri-immigration", permit_all_policy());
+    let (decision, _) = decide_with_key(&as_given, "eri-immigration", permit_all_policy(), true);
     assert_eq!(deny_reasons(&decision), set(&["consent_refused", "asylum_firewall"]));
 }
 

@@ -21,6 +21,7 @@ pub use schema::schema_text;
 use super::decision::ReasonCode;
 use super::recipient::Recipient;
 use super::retention::{RetentionRules, RETENTION_FILE};
+use super::sealing::{EndToEndRules, END_TO_END_FILE};
 use super::{CountryCode, DataCategory, Profile, Purpose};
 
 const BUILTIN_SOURCE: &str = include_str!("builtin.cedar");
@@ -28,6 +29,15 @@ const BUILTIN_FILE: &str = "<built-in rules>";
 const BUILTIN_PREFIX: &str = "builtin.";
 /// The built-in rule that withholds whatever consent does not cover.
 const CONSENT_RULE: &str = "builtin.consent_required";
+
+/// The files of a policy set that hold TOML rules rather than Cedar: the
+/// DPO's retention rules and end-to-end sealing rules.
+pub const TOML_RULE_FILES: [&str; 2] = [RETENTION_FILE, END_TO_END_FILE];
+
+/// Whether `name` is one of [`TOML_RULE_FILES`] (and so not a Cedar file).
+pub fn is_toml_rule_file(name: &str) -> bool {
+    TOML_RULE_FILES.contains(&name)
+}
 
 /// One policy file as the DPO wrote it.
 #[derive(Debug, Clone)]
@@ -56,7 +66,7 @@ pub enum PolicyError {
 }
 
 /// A compiled, validated policy set: built-in rules plus the DPO's policies,
-/// and the DPO's retention rules that come with them.
+/// and the DPO's retention and end-to-end sealing rules that come with them.
 ///
 /// The set is validated as a whole, then sliced per (purpose, category) by
 /// each policy's action and resource scope, so that evaluating one category
@@ -82,6 +92,7 @@ pub struct SharingPolicy {
     builtin_reasons: HashMap<PolicyId, ReasonCode>,
     authorizer: Authorizer,
     retention: RetentionRules,
+    end_to_end: EndToEndRules,
 }
 
 /// What the policy set says about one category.
@@ -229,8 +240,8 @@ impl SharingPolicy {
 
         let mut sorted: Vec<&PolicySource> = sources.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        // The DPO's retention rules travel with the set (and count in its
-        // version) but are not Cedar.
+        // The DPO's retention and end-to-end sealing rules travel with the
+        // set (and count in its version) but are not Cedar.
         let mut retention = RetentionRules::default();
         for source in sorted.iter().filter(|s| s.name == RETENTION_FILE) {
             match RetentionRules::parse(&source.name, &source.text) {
@@ -238,7 +249,14 @@ impl SharingPolicy {
                 Err(found) => problems.extend(found),
             }
         }
-        for source in sorted.iter().filter(|s| s.name != RETENTION_FILE) {
+        let mut end_to_end = EndToEndRules::default();
+        for source in sorted.iter().filter(|s| s.name == END_TO_END_FILE) {
+            match EndToEndRules::parse(&source.name, &source.text) {
+                Ok(rules) => end_to_end = rules,
+                Err(found) => problems.extend(found),
+            }
+        }
+        for source in sorted.iter().filter(|s| !is_toml_rule_file(&s.name)) {
             let parsed = match PolicySet::from_str(&source.text) {
                 Ok(parsed) => parsed,
                 Err(errors) => {
@@ -354,12 +372,20 @@ impl SharingPolicy {
             builtin_reasons,
             authorizer: Authorizer::new(),
             retention,
+            end_to_end,
         })
     }
 
     /// The DPO's retention rules (`retention.toml`), or none: the fallback for every case.
     pub fn retention(&self) -> &RetentionRules {
         &self.retention
+    }
+
+    /// The DPO's end-to-end sealing rules (`end_to_end.toml`), or none. The
+    /// built-in rule applies whatever they say
+    /// ([`crate::domain::sealing::end_to_end_requirement`]).
+    pub fn end_to_end(&self) -> &EndToEndRules {
+        &self.end_to_end
     }
 
     /// A content hash of the built-in rules and every DPO file, names included.
@@ -635,7 +661,9 @@ pub const fn builtin_rule(reason: ReasonCode) -> Option<&'static str> {
         | ReasonCode::PolicyEvaluationError
         | ReasonCode::RecipientNotServedHere
         | ReasonCode::RetentionPassed
-        | ReasonCode::PayloadUnreadable => None,
+        | ReasonCode::PayloadUnreadable
+        // Given by `builtin.asylum_end_to_end` or by a DPO rule of `end_to_end.toml`.
+        | ReasonCode::RecipientKeyRequired => None,
     }
 }
 
