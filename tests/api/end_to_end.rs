@@ -196,7 +196,7 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
 
     // The recipient takes both; the same codes flow back for each.
     for packet_id in [&asylum_packet, &ordinary_packet] {
-        let acknowledged = crate::helpers::send(crate::helpers::client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/acknowledge")))).await;
+        let acknowledged = crate::helpers::send(crate::helpers::client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/ack")))).await;
         assert_eq!(acknowledged.status, 200, "{}", acknowledged.text);
     }
     for id in [&asylum_id, &ordinary_id] {
@@ -244,6 +244,25 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
     for word in telling_words().iter().map(|w| w.to_string()).chain(secrets.iter().cloned()) {
         assert!(!metrics.contains(&word), "the routing gateway's metrics tell: {word}");
     }
+
+    // A whole withdrawal reaches the sealed case: the routing gateway erases
+    // what it holds (it knew which case, and that it was whole: nothing more).
+    let withdrawn = crate::helpers::send(
+        crate::helpers::client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{asylum_id}/consent-withdrawal"))).json(&json!({})),
+    )
+    .await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+    wait_for("erased at the routing gateway, confirmed to the sender", LIMIT, || async {
+        status_of(ita, Who::IomRome, &asylum_id).await == "erased_at_gateway"
+    })
+    .await;
+    assert_eq!(nga.text(&format!("SELECT state FROM inbox WHERE packet_id = '{asylum_packet}'")).await.as_deref(), Some("erased"));
+    let gone = nga.get(Who::NgaHealth, &format!("/v1/inbox/{asylum_packet}")).await;
+    assert_eq!(gone.status, 410, "{}", gone.text);
+    let withdrawal = ita.text("SELECT packet FROM outbox WHERE packet_type = 'withdrawal'").await.unwrap();
+    let outer = as_the_routing_gateway_reads_it(&federation, &withdrawal);
+    assert_eq!((outer.in_reply_to.as_deref(), outer.erase), (Some(asylum_packet.as_str()), true));
+    assert!(outer.end_to_end.is_some() && outer.body.is_null());
 
     // Nothing of the case in what either gateway logged.
     let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
