@@ -303,6 +303,25 @@ impl Gateway {
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
     }
 
+    /// What this gateway holds of a received packet, as its own operators
+    /// could read it with every key it has: its row's routing facts and its
+    /// stored claims, an end-to-end envelope shown only by its size. `None`
+    /// for an unknown packet. For operators and the demo; not an API route.
+    pub async fn routing_view(&self, packet_id: &str) -> Result<Option<Value>, AppError> {
+        let Some(item) = self.store.inbox_item(packet_id).await? else {
+            return Ok(None);
+        };
+        let mut claims = serde_json::to_value(self.opened_claims(&item).await?).map_err(|e| AppError::Internal(e.to_string()))?;
+        if let Some(sealed) = claims.get_mut("end_to_end") {
+            let size = sealed.as_str().map_or(0, str::len);
+            *sealed = json!(format!("<{size} bytes sealed to the organisation>"));
+        }
+        Ok(Some(json!({
+            "row": { "packet_id": item.packet_id, "issuer": item.issuer, "type": item.packet_type, "recipient": item.recipient_org, "state": item.state },
+            "claims": claims,
+        })))
+    }
+
     /// The claims of each item, opened with one read of the case-key store.
     async fn opened_claims_all(&self, items: &[InboxItem]) -> Result<Vec<Result<PacketClaims, AppError>>, AppError> {
         let sealed: Vec<(&[u8], &[u8])> = items.iter().map(|item| (item.claims.sealed.as_slice(), item.packet_id.as_bytes())).collect();

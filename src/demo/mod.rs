@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::app::SystemClock;
 use crate::app::delivery::{PeerTransport, SendFailure};
+use crate::crypto::jose_keys::DecryptionKey;
 use crate::domain::CountryCode;
 use crate::federation::client::PeerClient;
 use crate::federation::tls::Members;
@@ -211,8 +212,20 @@ impl Demo {
         let items = self.inbox("iom-banjul", "GMB", 1).await?;
         let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
         let (_, case) = self.call("iom-banjul", "GMB", reqwest::Method::GET, &format!("/v1/inbox/{packet_id}"), None).await?;
-        let categories: Vec<String> = at(&case, "/case").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        println!("   The Gambian gateway screened it again and IOM Banjul pulled it: categories {}.", categories.join(", "));
+        let gambia = self.gateway("GMB")?.app.gateway();
+        let held = gambia.routing_view(&packet_id).await.map_err(step_failed)?.ok_or_else(|| step_failed("the Gambian gateway holds no such packet"))?;
+        println!("   IOM Banjul publishes its own key, so the case was sealed to it inside the gateways' envelope (an asylum-linked case to its origin state must be).");
+        println!("   What the Gambian gateway holds for it, opened with all of its own keys: {held}");
+        let key = DecryptionKey::from_jwk(&self.files.recipient_key).map_err(step_failed)?;
+        let organisation = crate::domain::OrgId::parse(setup::SEALED_RECIPIENT).map_err(step_failed)?;
+        let sealed = at(&case, "/end_to_end").as_str().ok_or_else(|| step_failed("the case was not sealed end to end"))?;
+        let opened = crate::crypto::end_to_end::open_as_organisation(sealed, std::slice::from_ref(&key), gambia.directory().as_ref(), &organisation)
+            .map_err(step_failed)?;
+        if !crate::crypto::end_to_end::belongs_to(&opened, &packet_id, CountryCode::parse("ITA").map_err(step_failed)?) {
+            return Err(step_failed("the envelope handed over belongs to another packet"));
+        }
+        let categories: Vec<String> = opened.body.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        println!("   IOM Banjul pulled it and opened it with its key (the sending gateway's signature checked): categories {}.", categories.join(", "));
         let (code, _) = self.call("iom-banjul", "GMB", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
         if code != 200 {
             return Err(step_failed(format!("acknowledging: HTTP {code}")));

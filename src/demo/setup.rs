@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::config::GatewayConfig;
+use josekit::jwk::Jwk;
+
 use crate::crypto::jose_keys::{self, KeyUse, SigningKey};
 use crate::crypto::{at_rest, federation_keys};
 use crate::dev_pki::{self, DevPki};
@@ -57,7 +59,13 @@ pub struct DemoFiles {
     pub configs: Vec<(CountryCode, GatewayConfig)>,
     coordinator: SigningKey,
     directory_file: PathBuf,
+    /// IOM Banjul's own end-to-end key (private): cases to it are sealed to
+    /// it, out of the Gambian gateway's reach.
+    pub recipient_key: Jwk,
 }
+
+/// The organisation whose own key the demo publishes.
+pub const SEALED_RECIPIENT: &str = "gmb-iom-banjul";
 
 /// Writes a fresh demo federation under `root` (cleared first if an earlier
 /// demo left it; refused if it holds anything else).
@@ -122,7 +130,8 @@ pub fn create(root: &Path, options: &Options<'_>) -> Result<DemoFiles, SetupErro
         let config = GatewayConfig::load(&path).map_err(fail)?;
         configs.push((CountryCode::parse(country).map_err(fail)?, config));
     }
-    let files = DemoFiles { root, pki, configs, coordinator, directory_file };
+    let recipient_key = jose_keys::generate(KeyUse::Enc).map_err(fail)?;
+    let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key };
     files.publish(1, &[], Utc::now())?;
     Ok(files)
 }
@@ -152,6 +161,10 @@ impl DemoFiles {
         // demo's national systems fetch from the inbox.
         for organisation in &mut document.organisations {
             organisation.delivery = Delivery::Pull;
+            if organisation.id.as_str() == SEALED_RECIPIENT {
+                let window = (now - Duration::hours(1), now + Duration::days(365));
+                organisation.keys = vec![crate::directory::published_key(&self.recipient_key, window.0, window.1, KeyUse::Enc).map_err(fail)?];
+            }
         }
         let json = serde_json::to_string(&document).map_err(fail)?;
         let signed = crate::directory::signed::sign(&json, &self.coordinator).map_err(fail)?;
