@@ -887,6 +887,26 @@ mod tests {
     }
 
     #[test]
+    fn end_to_end_rules_travel_with_the_set_and_count_in_its_version() {
+        let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
+        let cedar = source("10-permits.cedar", "@id(\"all\")\npermit (principal, action, resource);\n");
+        let without = SharingPolicy::compile(std::slice::from_ref(&cedar)).unwrap();
+        assert!(without.end_to_end().rules().is_empty());
+        let rules = source(END_TO_END_FILE, "[[require]]\nrecipient_kinds = [\"ngo\"]\n");
+        let with = SharingPolicy::compile(&[cedar.clone(), rules]).unwrap();
+        assert_eq!(with.end_to_end().rules().len(), 1);
+        assert_ne!(with.version(), without.version());
+        assert_eq!(with.dpo_policies().len(), 1, "the TOML file is not read as Cedar");
+
+        let bad = source(END_TO_END_FILE, "[[require]]\ncountries = []\n");
+        let Err(PolicyError::Invalid(problems)) = SharingPolicy::compile(&[cedar, bad]) else {
+            panic!("an invalid end_to_end.toml must refuse the set");
+        };
+        let located: Vec<(&str, usize, usize)> = problems.iter().map(|p| (p.file.as_str(), p.line, p.column)).collect();
+        assert_eq!(located, [(END_TO_END_FILE, 2, 13)], "{problems:?}");
+    }
+
+    #[test]
     fn resource_reads_are_found_in_conditions_only() {
         let parse = |text: &str| Policy::parse(None, text).unwrap();
         assert!(!reads_resource(&parse(r#"permit(principal, action, resource == Category::"health") when { principal.state_actor };"#)));
