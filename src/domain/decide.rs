@@ -195,7 +195,9 @@ pub fn decide_and_minimise(
     }
     // A packet that must be sealed end to end cannot go to a recipient
     // without a key of its own: the gateway routing it could read it.
-    if end_to_end.is_some() && !recipient.has_end_to_end_key() {
+    // Only when nothing else stops it: a key would not help a recipient the
+    // firewall or the consent already refuses, and must not seem to.
+    if end_to_end.is_some() && !recipient.has_end_to_end_key() && deny_reasons.is_empty() {
         deny_reasons.insert(ReasonCode::RecipientKeyRequired);
     }
     let end_to_end = end_to_end.map(|requirement| requirement.rule_id());

@@ -171,12 +171,25 @@ pub fn write_config(dir: &Path, backend: Backend, extra: &str) -> (PathBuf, Opti
 }
 
 /// As [`write_config`], for the gateway of `country`.
+/// The directory `json` with an end-to-end key published for `org` (its
+/// private half thrown away): the return case of the fixtures is
+/// asylum-linked and goes to IOM in the person's origin state, which only
+/// an organisation with its own key may receive.
+pub fn with_recipient_key(json: &str, org: &str) -> String {
+    use referral_gateway::crypto::jose_keys::{generate, KeyUse};
+    let mut document: referral_gateway::directory::DirectoryDocument = serde_json::from_str(json).unwrap();
+    let (from, until) = (fixture_time() - chrono::Duration::days(1), fixture_time() + chrono::Duration::days(365));
+    let entry = referral_gateway::directory::published_key(&generate(KeyUse::Enc).unwrap(), from, until, KeyUse::Enc).unwrap();
+    document.organisations.iter_mut().find(|o| o.id.as_str() == org).unwrap().keys = vec![entry];
+    serde_json::to_string(&document).unwrap()
+}
+
 pub fn write_config_for(dir: &Path, backend: Backend, country: &str, extra: &str) -> (PathBuf, Option<String>) {
     let pki = pki();
     referral_gateway::crypto::at_rest::init(&dir.join("keys")).unwrap();
     std::fs::write(dir.join("server.pem"), &pki.server_cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), &pki.server_key_pem).unwrap();
-    let example = std::fs::read_to_string(repo_path("config/directory.example.json")).unwrap();
+    let example = with_recipient_key(&std::fs::read_to_string(repo_path("config/directory.example.json")).unwrap(), "gmb-iom-banjul");
     let signed = referral_gateway::dev_pki::sign_directory(&dir.join("federation"), &example).unwrap();
     let (database, schema) = match backend {
         Backend::Sqlite => (format!("url = \"sqlite://{}\"", dir.join("gateway.db").display()), None),

@@ -486,9 +486,9 @@ fn avr_nothing_to_the_origin_ministry_even_with_its_consent_and_a_permit_all_pol
     let submission = fixture(AVR);
     // The consent names gmb-immigration for identity, documents and travel.
     for policy in [default_policy(), permit_all_policy()] {
-        // Without an end-to-end key, that alone would deny too.
+        // Without an end-to-end key: the firewall alone is named (a key would not help).
         let (decision, _) = decide_with_key(&submission, "gmb-immigration", policy, false);
-        assert_eq!(deny_reasons(&decision), set(&["asylum_firewall", "recipient_key_required"]));
+        assert_eq!(deny_reasons(&decision), set(&["asylum_firewall"]));
         // A key of its own changes nothing: the firewall stands.
         let (decision, payload) = decide_with_key(&submission, "gmb-immigration", policy, true);
         assert_denied_with_nothing_sent(&decision, &payload, "gmb-immigration");
@@ -596,11 +596,11 @@ fn dual_national_no_state_actor_of_either_nationality_gets_anything() {
         }
     }
     // Her consent covers Ethiopia: towards its immigration service, only the
-    // firewall denies (given a key; without one, the key is missing too).
+    // firewall denies, key or no key (a key would not help, so it is not asked for).
     let (decision, _) = decide_with_key(&as_given, "eth-immigration", permit_all_policy(), true);
     assert_eq!(deny_reasons(&decision), set(&["asylum_firewall"]));
     let (decision, _) = decide_with_key(&as_given, "eth-immigration", permit_all_policy(), false);
-    assert_eq!(deny_reasons(&decision), set(&["asylum_firewall", "recipient_key_required"]));
+    assert_eq!(deny_reasons(&decision), set(&["asylum_firewall"]));
     // Her refusal of Eritrea holds as well.
     let (decision, _) = decide_with_key(&as_given, "eri-immigration", permit_all_policy(), true);
     assert_eq!(deny_reasons(&decision), set(&["consent_refused", "asylum_firewall"]));
