@@ -138,7 +138,7 @@ fn the_organisation_opens_what_the_sending_gateway_sealed_for_it() {
     let federation = federation();
     let sent = referral(&federation, tracing_body());
     let outer = routed(&federation, &sealed(&federation, &sent, None));
-    let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), &[federation.red_cross.0.clone()], &federation.trust, &red_cross()).unwrap();
+    let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), std::slice::from_ref(&federation.red_cross.0), &federation.trust, &red_cross()).unwrap();
     assert!(belongs_to(&inner, &outer.packet_id, outer.issuer));
     assert_eq!(inner.body, sent.body);
     assert_eq!(inner.purpose, Some(Purpose::FamilyTracing));
@@ -181,7 +181,7 @@ fn a_withdrawal_tells_the_routing_gateway_which_case_and_whether_whole_and_nothi
     assert_eq!(outer.in_reply_to.as_deref(), Some("0196f3a0-0000-7000-8000-000000000001"));
     assert!(!outer.erase);
     assert!(!serde_json::to_string(&outer).unwrap().contains("health"));
-    let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), &[federation.red_cross.0.clone()], &federation.trust, &red_cross()).unwrap();
+    let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), std::slice::from_ref(&federation.red_cross.0), &federation.trust, &red_cross()).unwrap();
     assert_eq!(inner.body["categories"], json!(["health"]));
 }
 
@@ -307,7 +307,7 @@ proptest! {
         prop_assert_eq!(header_members(packet.as_str()), ["alg", "enc", "epk", "kid", "typ"]);
         prop_assert_eq!(header_members(outer.end_to_end.as_deref().unwrap()), ["alg", "enc", "epk", "kid", "typ"]);
         // And the organisation gets it all back.
-        let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), &[federation.red_cross.0.clone()], &federation.trust, &red_cross()).unwrap();
+        let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), std::slice::from_ref(&federation.red_cross.0), &federation.trust, &red_cross()).unwrap();
         prop_assert_eq!(inner.body, body);
         prop_assert_eq!(inner.purpose, Some(purpose));
     }
