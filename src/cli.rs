@@ -64,6 +64,35 @@ enum Command {
     /// Reports for the data-protection officer.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// For recipient organisations: open cases sealed end to end to them.
+    #[command(subcommand)]
+    Recipient(RecipientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RecipientCommand {
+    /// Open a case sealed end to end to this organisation: decrypt it with
+    /// the organisation's key, verify the sending gateway's signature
+    /// against the signed directory, and print the content as JSON. Takes
+    /// the bare envelope, the case document of `GET /v1/inbox/{id}` or a
+    /// webhook push. Exit 1 if it does not open or verify.
+    Open {
+        /// The organisation's private key: a JWK or a JWK set file. Repeat
+        /// for each key kept during a rotation.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// The organisation's id in the directory.
+        #[arg(long)]
+        organisation: String,
+        /// The signed federation directory (compact JWS), as gateways read it.
+        #[arg(long)]
+        directory: PathBuf,
+        /// The federation coordinator's public key (JWK) the directory is verified against.
+        #[arg(long = "coordinator-key", alias = "coordinator")]
+        coordinator_key: PathBuf,
+        /// What the gateway delivered, from a file, or `-` for stdin.
+        packet: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,12 +117,31 @@ enum KeysCommand {
     /// Create a key directory with fresh keys (never overwrites): at-rest
     /// keys, a federation signing key and encryption key, and a TLS key with
     /// a self-signed certificate for the federation endpoint.
+    ///
+    /// With `--recipient`: a recipient organisation's end-to-end key
+    /// instead. Writes `<organisation>-enc-<kid>.jwk` (private, mode 0600)
+    /// in the directory and prints the entry to add to the organisation's
+    /// `keys` in the federation directory. Run it again to rotate.
     Init {
-        #[arg(long)]
+        /// The key directory; with `--recipient`, where the organisation's
+        /// key file is written (`--out` is the same).
+        #[arg(long, alias = "out")]
         dir: PathBuf,
         /// Host names or IP addresses of the federation endpoint's certificate.
-        #[arg(long = "tls-name", default_value = "localhost")]
+        #[arg(long = "tls-name", default_value = "localhost", conflicts_with = "recipient")]
         tls_names: Vec<String>,
+        /// Make a recipient organisation's encryption key, not a gateway's keys.
+        #[arg(long, requires = "organisation")]
+        recipient: bool,
+        /// The organisation's id in the directory (with `--recipient`).
+        #[arg(long, requires = "recipient")]
+        organisation: Option<String>,
+        /// Start of the key's validity (RFC 3339); now if not given (with `--recipient`).
+        #[arg(long, requires = "recipient")]
+        from: Option<DateTime<Utc>>,
+        /// Days the key is valid (with `--recipient`; 365 if not given).
+        #[arg(long, requires = "recipient")]
+        valid_days: Option<i64>,
     },
     /// Add a new federation signing and encryption key beside the current ones.
     Rotate {
@@ -214,7 +262,13 @@ pub fn run() -> ExitCode {
         }
         Command::Serve { config } => serve(&config),
         Command::Demo { dir, keep_running } => demo(&dir, keep_running),
-        Command::Keys(KeysCommand::Init { dir, tls_names }) => keys_init(&dir, &tls_names),
+        Command::Keys(KeysCommand::Init { dir, organisation: Some(organisation), from, valid_days, .. }) => {
+            // Whole seconds: the directory entry reads better, and nothing is lost.
+            let now = Utc::now();
+            let from = from.unwrap_or_else(|| DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now));
+            keys_init_recipient(&dir, &organisation, from, valid_days.unwrap_or(365))
+        }
+        Command::Keys(KeysCommand::Init { dir, tls_names, .. }) => keys_init(&dir, &tls_names),
         Command::Keys(KeysCommand::Rotate { dir }) => keys_rotate(&dir),
         Command::Keys(KeysCommand::Public { dir, from, valid_days }) => keys_public(&dir, from.unwrap_or_else(Utc::now), valid_days),
         Command::Keys(KeysCommand::Coordinator { dir }) => keys_coordinator(&dir),
@@ -222,6 +276,9 @@ pub fn run() -> ExitCode {
         Command::Directory(DirectoryCommand::Verify { coordinator, signed }) => directory_verify(&coordinator, &signed),
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config),
         Command::Report(ReportCommand::Subject { subject_ref, config }) => report_subject(&subject_ref, &config),
+        Command::Recipient(RecipientCommand::Open { keys, organisation, directory, coordinator_key, packet }) => {
+            recipient_open(&keys, &organisation, &directory, &coordinator_key, &packet)
+        }
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
             let schema = match which {
@@ -358,6 +415,54 @@ fn keys_init(dir: &Path, tls_names: &[String]) -> Result<ExitCode, CliError> {
     crate::crypto::federation_keys::init(dir, tls_names).map_err(usage)?;
     print(&format!("ok: keys created in {}", dir.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A recipient organisation's end-to-end key: the private JWK in `dir`,
+/// its directory entry on stdout (and only that, so that it can be piped).
+fn keys_init_recipient(dir: &Path, organisation: &str, from: DateTime<Utc>, valid_days: i64) -> Result<ExitCode, CliError> {
+    let organisation = OrgId::parse(organisation).map_err(|e| CliError::Usage(format!("--organisation: {e}")))?;
+    let until = from + chrono::Duration::days(valid_days.clamp(1, 3650));
+    let (path, entry) = crate::recipient::make_key(dir, &organisation, from, until).map_err(usage)?;
+    print(&serde_json::to_string_pretty(&entry)?)?;
+    eprintln!(
+        "ok: private key written to {} (mode 0600); add the entry printed above to the `keys` of organisation {organisation} in the directory",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a delivered case with the organisation's keys: exit 1, with a
+/// one-line reason naming no content, if it does not open or verify.
+fn recipient_open(key_files: &[PathBuf], organisation: &str, directory: &Path, coordinator_key: &Path, packet: &Path) -> Result<ExitCode, CliError> {
+    use std::io::Read;
+    let organisation = OrgId::parse(organisation).map_err(|e| CliError::Usage(format!("--organisation: {e}")))?;
+    let mut keys = Vec::new();
+    for path in key_files {
+        keys.extend(crate::recipient::read_keys(path).map_err(usage)?);
+    }
+    let directory = crate::recipient::read_directory(directory, coordinator_key).map_err(usage)?;
+    let delivered = if packet == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().lock().read_to_string(&mut text).map_err(|source| CliError::Read { path: packet.to_path_buf(), source })?;
+        text
+    } else {
+        read(packet)?
+    };
+    match crate::recipient::open_delivered(&delivered, &keys, &directory, &organisation, Utc::now()) {
+        Ok(opened) => {
+            let mut value = serde_json::to_value(&opened)?;
+            // Spaces that only give the envelope its bucket's size.
+            if let Some(content) = value.get_mut("content").and_then(serde_json::Value::as_object_mut) {
+                content.remove("pad");
+            }
+            print(&serde_json::to_string_pretty(&value)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn keys_rotate(dir: &Path) -> Result<ExitCode, CliError> {

@@ -15,6 +15,7 @@ pub mod federation;
 pub mod hex;
 pub mod http;
 pub mod policy_files;
+pub mod recipient;
 pub mod schemas;
 pub mod startup;
 pub mod store;

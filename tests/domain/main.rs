@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod inbound;
 mod properties;
+mod recipient_cli;
 mod scenarios;
 mod schemas;
 mod support;
