@@ -49,10 +49,16 @@ async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> 
     let dir = tempfile::tempdir()?;
     referral_gateway::crypto::at_rest::init(&dir.path().join("keys"))?;
     let pki = referral_gateway::dev_pki::create(&dir.path().join("pki"), &["bench-client"])?;
-    let signed = referral_gateway::dev_pki::sign_directory(
-        &dir.path().join("federation"),
-        &std::fs::read_to_string(repo("config/directory.example.json"))?,
-    )?;
+    // IOM Banjul publishes its own key: the AVR case is asylum-linked and
+    // goes to the person's origin state, which needs end-to-end sealing.
+    let mut document: referral_gateway::directory::DirectoryDocument =
+        serde_json::from_str(&std::fs::read_to_string(repo("config/directory.example.json"))?)?;
+    let key = referral_gateway::crypto::jose_keys::generate(referral_gateway::crypto::jose_keys::KeyUse::Enc)?;
+    let now = chrono::Utc::now();
+    let entry = referral_gateway::directory::published_key(&key, now - chrono::Duration::days(1), now + chrono::Duration::days(365), referral_gateway::crypto::jose_keys::KeyUse::Enc)?;
+    let banjul = document.organisations.iter_mut().find(|o| o.id.as_str() == "gmb-iom-banjul").ok_or("no IOM Banjul in the example directory")?;
+    banjul.keys = vec![entry];
+    let signed = referral_gateway::dev_pki::sign_directory(&dir.path().join("federation"), &serde_json::to_string(&document)?)?;
     let client_files = pki.clients.first().ok_or("no client certificate")?;
     let database = match backend {
         Backend::Sqlite => format!("url = \"sqlite://{}\"", dir.path().join("gateway.db").display()),

@@ -6,7 +6,6 @@
 //! own keys, its database, its audit log, its logs) holds nothing of the
 //! case and nothing that tells it from an ordinary case.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use referral_gateway::crypto::end_to_end::{self, ROUTING_FIELDS};
@@ -17,7 +16,7 @@ use referral_gateway::directory::published_key;
 use referral_gateway::domain::{CountryCode, OrgId};
 use serde_json::{json, Value};
 
-use crate::helpers::{personal_values, subject_refs, variant, Backend, Who};
+use crate::helpers::{Captured, personal_values, subject_refs, variant, Backend, Who};
 use crate::peers::{default_window, status_of, wait_for, Federation, Peer};
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -88,26 +87,6 @@ fn telling_words() -> Vec<&'static str> {
         "reintegration", "family_tracing", "asylum", "rejected_asylum_seeker", "refugee", "identity", "contact", "documents",
         "case_notes", "stranded_migrant", "medical_needs", "non_negotiable", "firewall", "protection", "antiretroviral", "Onitsha",
     ]
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 /// One thread, so that both gateways log to the subscriber the test sets.

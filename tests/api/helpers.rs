@@ -564,3 +564,25 @@ pub fn policy_files() -> BTreeMap<String, String> {
 pub fn subject_refs() -> Vec<String> {
     FIXTURES.iter().map(|name| fixture(name)["subject_ref"].as_str().unwrap().to_owned()).collect()
 }
+
+/// Everything the gateways log while a test runs on this thread (set it as
+/// the thread's default subscriber's writer).
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -7,14 +7,13 @@
 //! Also: the DPO's retention file is stored and checked with the policy set.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use referral_gateway::app::retention::ErasedCounts;
 use serde_json::{json, Value};
 
-use crate::helpers::{client_for, personal_values, policy_files, send, spawn_app, subject_refs, variant, Backend, Who};
+use crate::helpers::{Captured, client_for, personal_values, policy_files, send, spawn_app, subject_refs, variant, Backend, Who};
 use crate::on_both_backends;
 use crate::peers::{status_of, wait_for, Federation, Peer};
 
@@ -87,27 +86,6 @@ async fn metric(peer: &Peer, side: &str) -> String {
     let text = send(client_for(Who::Nobody).get(peer.url("/metrics"))).await.text;
     let prefix = format!("rgw_retention_erasures_total{{side=\"{side}\"}} ");
     text.lines().find_map(|line| line.strip_prefix(&prefix)).unwrap_or("absent").to_owned()
-}
-
-/// Everything the gateways log while the test runs on this thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 /// The deadline test runs on one thread, so that every task of both
