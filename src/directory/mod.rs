@@ -149,6 +149,28 @@ impl Window {
     }
 }
 
+/// Of encryption keys, the newest (latest `not_before`) valid at `at`, so
+/// that senders move to a new key as soon as its window opens.
+fn newest_valid<'k>(keys: impl Iterator<Item = &'k (Window, EncryptionKey)>, at: DateTime<Utc>) -> Option<&'k EncryptionKey> {
+    keys.filter(|(window, _)| window.valid_at(at)).max_by_key(|(window, _)| window.not_before).map(|(_, key)| key)
+}
+
+/// Takes `kid` in the one set of ids across gateways, organisations and
+/// both uses: a key is published once, for one use.
+fn claim_kid(kid: &str, kids: &mut std::collections::HashSet<String>) -> Result<(), DirectoryError> {
+    if kids.insert(kid.to_owned()) { Ok(()) } else { Err(DirectoryError::DuplicateKey(kid.to_owned())) }
+}
+
+impl PublishedKey {
+    /// Its JWK, once its window is checked; why not otherwise.
+    fn checked_jwk(&self) -> Result<Jwk, String> {
+        if self.not_before >= self.not_after {
+            return Err("not_before is not before not_after".to_owned());
+        }
+        Jwk::from_map(self.jwk.clone()).map_err(|e| e.to_string())
+    }
+}
+
 /// A checked directory with lookups by organisation id, key id and TLS pin.
 #[derive(Debug, Clone)]
 pub struct Directory {
@@ -190,24 +212,17 @@ impl Directory {
             }
             for (index, published) in gateway.keys.iter().enumerate() {
                 let bad = |reason: String| DirectoryError::BadKey { country, index, reason };
-                if published.not_before >= published.not_after {
-                    return Err(bad("not_before is not before not_after".to_owned()));
-                }
-                let jwk = Jwk::from_map(published.jwk.clone()).map_err(|e| bad(e.to_string()))?;
+                let jwk = published.checked_jwk().map_err(bad)?;
                 let window = Window { country, not_before: published.not_before, not_after: published.not_after };
-                // One set of ids across both uses: a key is published once, for one use.
-                let claim = |kid: &str, kids: &mut std::collections::HashSet<String>| {
-                    if kids.insert(kid.to_owned()) { Ok(()) } else { Err(DirectoryError::DuplicateKey(kid.to_owned())) }
-                };
                 match jwk.key_use() {
                     Some("sig") => {
                         let key = VerifyingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
-                        claim(key.kid(), &mut kids)?;
+                        claim_kid(key.kid(), &mut kids)?;
                         signers.insert(key.kid().to_owned(), (window, key));
                     }
                     Some("enc") => {
                         let key = EncryptionKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
-                        claim(key.kid(), &mut kids)?;
+                        claim_kid(key.kid(), &mut kids)?;
                         encryption.insert(key.kid().to_owned(), (window, key));
                     }
                     _ => return Err(bad("`use` must be sig or enc".to_owned())),
@@ -241,17 +256,12 @@ impl Directory {
             }
             for (index, published) in organisation.keys.iter().enumerate() {
                 let bad = |reason: String| DirectoryError::BadOrganisationKey { org: organisation.id.clone(), index, reason };
-                if published.not_before >= published.not_after {
-                    return Err(bad("not_before is not before not_after".to_owned()));
-                }
-                let jwk = Jwk::from_map(published.jwk.clone()).map_err(|e| bad(e.to_string()))?;
+                let jwk = published.checked_jwk().map_err(bad)?;
                 if jwk.key_use() != Some("enc") {
                     return Err(bad("`use` must be enc".to_owned()));
                 }
                 let key = EncryptionKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
-                if !kids.insert(key.kid().to_owned()) {
-                    return Err(DirectoryError::DuplicateKey(key.kid().to_owned()));
-                }
+                claim_kid(key.kid(), &mut kids)?;
                 let window = Window { country: organisation.country, not_before: published.not_before, not_after: published.not_after };
                 organisation_keys.entry(organisation.id.clone()).or_default().push((window, key));
             }
@@ -288,12 +298,7 @@ impl Directory {
     /// The key to seal end to end to organisation `id` with at `at`: the
     /// newest of its valid keys, as for gateways.
     pub fn organisation_key(&self, id: &OrgId, at: DateTime<Utc>) -> Option<&EncryptionKey> {
-        self.organisation_keys
-            .get(id)?
-            .iter()
-            .filter(|(window, _)| window.valid_at(at))
-            .max_by_key(|(window, _)| window.not_before)
-            .map(|(_, key)| key)
+        newest_valid(self.organisation_keys.get(id)?.iter(), at)
     }
 
     pub fn organisation(&self, id: &OrgId) -> Option<&OrganisationEntry> {
@@ -317,11 +322,7 @@ impl Directory {
     /// encryption keys, the newest (latest `not_before`), so that senders
     /// move to a new key as soon as its window opens.
     pub fn encryption_key(&self, country: CountryCode, at: DateTime<Utc>) -> Option<&EncryptionKey> {
-        self.encryption
-            .values()
-            .filter(|(window, _)| window.country == country && window.valid_at(at))
-            .max_by_key(|(window, _)| window.not_before)
-            .map(|(_, key)| key)
+        newest_valid(self.encryption.values().filter(|(window, _)| window.country == country), at)
     }
 
     /// Of this gateway's private keys, those the directory lists as valid
