@@ -177,13 +177,13 @@ impl Gateway {
         let recipient = OrgId::parse(&item.recipient_org).map_err(|_| corrupt("recipient"))?;
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
         let packet_type = PacketType::parse(&item.packet_type).ok_or_else(|| corrupt("packet type"))?;
-        let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
         // Packets to the organisation, not the replies about its cases that leave from its side.
         let addressed_to_organisation = matches!(packet_type, PacketType::Referral | PacketType::Withdrawal);
         let organisation_key = if addressed_to_organisation { directory.organisation_key(&recipient, now) } else { None };
         if item.end_to_end && organisation_key.is_none() {
             return Ok(Err("recipient-key-missing"));
         }
+        let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
         let mut withdrawal = None;
         let body = if packet_type == PacketType::Withdrawal {
             // At rest: the categories of a partial withdrawal, or nothing.
