@@ -225,9 +225,9 @@ pub fn open_as_organisation(
     Ok(claims)
 }
 
-/// Whether `inner` is the inner envelope of the outer `packet`: the same
-/// packet id, type, issuer and recipient. Run by the organisation on what
-/// its gateway hands over with the routing facts.
+/// Whether `inner` is the inner envelope of the packet its gateway names:
+/// the same packet id and issuer (the recipient was checked on opening).
+/// Run by the organisation on what its gateway hands over with the routing facts.
 pub fn belongs_to(inner: &InnerClaims, packet_id: &str, issuer: CountryCode) -> bool {
     inner.packet_id == packet_id && inner.issuer == issuer
 }

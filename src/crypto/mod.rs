@@ -7,4 +7,6 @@ pub mod end_to_end;
 pub mod jose_keys;
 pub mod packet;
 pub mod receipt;
+#[cfg(test)]
+mod test_keys;
 pub mod federation_keys;

@@ -1,57 +1,18 @@
-use std::collections::HashMap;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{Duration, TimeZone};
-use josekit::jwk::Jwk;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::crypto::jose_keys::{generate, public_of, KeyUse, VerifyingKey};
-use crate::crypto::packet::{open, seal, OpenError, PublishedSigner, Receiver, SealedPacket};
-
-struct Member {
-    country: CountryCode,
-    signing: SigningKey,
-    signing_public: Jwk,
-    decryption: DecryptionKey,
-    encryption: EncryptionKey,
-}
-
-fn member(country: &str) -> Member {
-    let signing = generate(KeyUse::Sig).unwrap();
-    let encryption = generate(KeyUse::Enc).unwrap();
-    Member {
-        country: CountryCode::parse(country).unwrap(),
-        signing: SigningKey::from_jwk(&signing).unwrap(),
-        signing_public: public_of(&signing).unwrap(),
-        decryption: DecryptionKey::from_jwk(&encryption).unwrap(),
-        encryption: EncryptionKey::from_jwk(&public_of(&encryption).unwrap()).unwrap(),
-    }
-}
+use crate::crypto::test_keys::{member, Member, Trust};
+use crate::crypto::jose_keys::{generate, public_of, KeyUse};
+use crate::crypto::packet::{open, seal, OpenError, Receiver, SealedPacket};
 
 /// An organisation's key pair.
 fn organisation_keys() -> (DecryptionKey, EncryptionKey) {
     let jwk = generate(KeyUse::Enc).unwrap();
     (DecryptionKey::from_jwk(&jwk).unwrap(), EncryptionKey::from_jwk(&public_of(&jwk).unwrap()).unwrap())
-}
-
-#[derive(Default)]
-struct Trust(HashMap<String, PublishedSigner>);
-
-impl Trust {
-    fn with(mut self, member: &Member) -> Self {
-        let key = VerifyingKey::from_jwk(&member.signing_public).unwrap();
-        self.0.insert(key.kid().to_owned(), PublishedSigner { country: member.country, active: true, key });
-        self
-    }
-}
-
-impl SignerDirectory for Trust {
-    fn signer(&self, kid: &str, _at: DateTime<Utc>) -> Option<PublishedSigner> {
-        self.0.get(kid).cloned()
-    }
 }
 
 struct Federation {
@@ -63,7 +24,7 @@ struct Federation {
 
 fn federation() -> Federation {
     let (ita, gin) = (member("ITA"), member("GIN"));
-    let trust = Trust::default().with(&ita).with(&gin);
+    let trust = Trust::default().with(&ita, true).with(&gin, true);
     Federation { ita, gin, trust, red_cross: organisation_keys() }
 }
 
@@ -104,8 +65,8 @@ fn sealed(federation: &Federation, claims: &PacketClaims, withdrawal: Option<Wit
     seal(&outer, &federation.ita.signing, &federation.gin.encryption).unwrap()
 }
 
-/// What the routing gateway reads of a packet.
-fn routed(federation: &Federation, packet: &SealedPacket) -> PacketClaims {
+/// Opens a packet as the routing gateway does.
+fn open_at_gin(federation: &Federation, packet: &SealedPacket) -> Result<PacketClaims, OpenError> {
     let keys = [federation.gin.decryption.clone()];
     let receiver = Receiver {
         country: federation.gin.country,
@@ -115,7 +76,12 @@ fn routed(federation: &Federation, packet: &SealedPacket) -> PacketClaims {
         max_bytes: 1024 * 1024,
         max_lifetime: Duration::days(30),
     };
-    open(packet.as_str().as_bytes(), &receiver, &federation.trust, Some(federation.ita.country)).unwrap()
+    open(packet.as_str().as_bytes(), &receiver, &federation.trust, Some(federation.ita.country))
+}
+
+/// What the routing gateway reads of a packet.
+fn routed(federation: &Federation, packet: &SealedPacket) -> PacketClaims {
+    open_at_gin(federation, packet).unwrap()
 }
 
 fn tracing_body() -> Value {
@@ -243,16 +209,7 @@ fn an_outer_packet_with_a_malformed_withdrawn_id_is_refused() {
     withdrawal.packet_type = PacketType::Withdrawal;
     let routing = WithdrawalRouting { in_reply_to: "not an id!".to_owned(), whole: true };
     let packet = sealed(&federation, &withdrawal, Some(routing));
-    let keys = [federation.gin.decryption.clone()];
-    let receiver = Receiver {
-        country: federation.gin.country,
-        keys: &keys,
-        now: now(),
-        max_skew: Duration::minutes(5),
-        max_bytes: 1024 * 1024,
-        max_lifetime: Duration::days(30),
-    };
-    assert_eq!(open(packet.as_str().as_bytes(), &receiver, &federation.trust, Some(federation.ita.country)), Err(OpenError::MalformedId));
+    assert_eq!(open_at_gin(&federation, &packet), Err(OpenError::MalformedId));
 }
 
 /// Every string value in `value`, at any depth.

@@ -1,49 +1,8 @@
-use std::collections::HashMap;
-
 use chrono::TimeZone;
-use josekit::jwk::Jwk;
 
 use super::*;
-use crate::crypto::jose_keys::{KeyUse, generate, public_of};
+use crate::crypto::test_keys::{member, Member, Trust};
 use crate::crypto::receipt::{self, Expected, ReceiptClaims, ReceiptError};
-
-/// One gateway's keys: private halves, and the public halves a directory lists.
-struct Member {
-    country: CountryCode,
-    signing: SigningKey,
-    signing_public: Jwk,
-    decryption: DecryptionKey,
-    encryption: EncryptionKey,
-}
-
-fn member(country: &str) -> Member {
-    let signing = generate(KeyUse::Sig).unwrap();
-    let encryption = generate(KeyUse::Enc).unwrap();
-    Member {
-        country: CountryCode::parse(country).unwrap(),
-        signing: SigningKey::from_jwk(&signing).unwrap(),
-        signing_public: public_of(&signing).unwrap(),
-        decryption: DecryptionKey::from_jwk(&encryption).unwrap(),
-        encryption: EncryptionKey::from_jwk(&public_of(&encryption).unwrap()).unwrap(),
-    }
-}
-
-#[derive(Default)]
-struct Trust(HashMap<String, PublishedSigner>);
-
-impl Trust {
-    fn with(mut self, member: &Member, active: bool) -> Self {
-        let key = VerifyingKey::from_jwk(&member.signing_public).unwrap();
-        self.0.insert(key.kid().to_owned(), PublishedSigner { country: member.country, active, key });
-        self
-    }
-}
-
-impl SignerDirectory for Trust {
-    fn signer(&self, kid: &str, _at: DateTime<Utc>) -> Option<PublishedSigner> {
-        self.0.get(kid).cloned()
-    }
-}
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
