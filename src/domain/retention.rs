@@ -144,10 +144,7 @@ impl RetentionRules {
     /// The rules of one file (`file` names it in problems). Every problem is
     /// located by line and column; messages never repeat a value from the text.
     pub fn parse(file: &str, text: &str) -> Result<Self, Vec<PolicyProblem>> {
-        let locate = |span: Option<Range<usize>>, problem: String| {
-            let (line, column) = line_and_column(text, span.map_or(0, |s| s.start));
-            PolicyProblem { file: file.to_owned(), line, column, problem }
-        };
+        let locate = |span: Option<Range<usize>>, problem: String| PolicyProblem::at(file, text, span.map(|s| s.start), problem);
         let raw: RawFile = toml::from_str(text).map_err(|error| vec![locate(error.span(), sanitised(error.message()))])?;
         let mut problems = Vec::new();
         let mut rules: Vec<RetentionRule> = Vec::new();
@@ -219,13 +216,6 @@ impl RetentionRules {
 /// `"a", "b", ...`: the values a field may take, for problems (also used by `sealing`).
 pub(super) fn names<T: std::fmt::Display>(values: &[T]) -> String {
     values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
-}
-
-pub(super) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// The TOML reader's message without any value from the text: a quoted or

@@ -31,7 +31,7 @@ use toml::Spanned;
 
 use super::policy::{CaseFacts, PolicyProblem};
 use super::recipient::Recipient;
-use super::retention::{line_and_column, names, sanitised};
+use super::retention::{names, sanitised};
 use super::{CountryCode, RecipientKind};
 
 /// The one policy-set file that holds the DPO's end-to-end sealing rules.
@@ -127,10 +127,7 @@ impl EndToEndRules {
     /// The rules of one file (`file` names it in problems). Every problem is
     /// located by line and column; messages never repeat a value from the text.
     pub fn parse(file: &str, text: &str) -> Result<Self, Vec<PolicyProblem>> {
-        let locate = |span: Option<Range<usize>>, problem: String| {
-            let (line, column) = line_and_column(text, span.map_or(0, |s| s.start));
-            PolicyProblem { file: file.to_owned(), line, column, problem }
-        };
+        let locate = |span: Option<Range<usize>>, problem: String| PolicyProblem::at(file, text, span.map(|s| s.start), problem);
         let raw: RawFile = toml::from_str(text).map_err(|error| vec![locate(error.span(), sanitised(error.message()))])?;
         let mut problems = Vec::new();
         let mut rules = Vec::new();

@@ -56,6 +56,14 @@ pub struct PolicyProblem {
     pub problem: String,
 }
 
+impl PolicyProblem {
+    /// A problem in `file` at byte `offset` of its `text` (its start when the reader gave none).
+    pub(super) fn at(file: &str, text: &str, offset: Option<usize>, problem: String) -> Self {
+        let (line, column) = line_and_column(text, offset.unwrap_or(0));
+        Self { file: file.to_owned(), line, column, problem }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy set is invalid:\n{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
