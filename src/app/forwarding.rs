@@ -66,10 +66,8 @@ impl Gateway {
             .zip(&opened)
             .filter(|(item, _)| item.packet_type == PacketType::Withdrawal.as_str())
             .filter_map(|(_, claims)| claims.as_ref().ok())
-            .filter_map(|claims| {
-                let sealed = claims.in_reply_to.clone().filter(|_| claims.is_end_to_end());
-                sealed.or_else(|| serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok().map(|notice| notice.in_reply_to))
-            })
+            .filter_map(withdrawal_notice)
+            .map(|notice| notice.in_reply_to)
             .collect();
         for (item, claims) in items.iter().zip(opened) {
             if item.packet_type == PacketType::Referral.as_str() && withdrawn_now.contains(&item.packet_id) {
@@ -213,13 +211,8 @@ impl Gateway {
                 }
             }
             PacketType::Withdrawal => {
-                let notice = match &claims.in_reply_to {
-                    // Sealed end to end: which case, and whether whole, is all this gateway knows.
-                    Some(in_reply_to) if claims.is_end_to_end() => {
-                        Some(WithdrawalNotice { in_reply_to: in_reply_to.clone(), categories: (!claims.erase).then(std::collections::BTreeSet::new) })
-                    }
-                    _ => serde_json::from_value::<WithdrawalNotice>(claims.body.clone()).ok().filter(WithdrawalNotice::is_well_formed),
-                };
+                // A sealed one names no categories here, by design; a readable one names at least one, or none for a whole withdrawal.
+                let notice = withdrawal_notice(&claims).filter(|notice| claims.is_end_to_end() || notice.is_well_formed());
                 let target = match &notice {
                     Some(notice) => self.store.inbox_item(&notice.in_reply_to).await?,
                     None => None,
@@ -662,6 +655,18 @@ impl Gateway {
                 Err(AppError::NotFound)
             }
         }
+    }
+}
+
+/// What a withdrawal packet withdraws, as far as this gateway can read it:
+/// for one sealed end to end, which case and whether whole (its categories,
+/// if any, are sealed: an empty set stands for them); otherwise its body.
+fn withdrawal_notice(claims: &PacketClaims) -> Option<WithdrawalNotice> {
+    match &claims.in_reply_to {
+        Some(in_reply_to) if claims.is_end_to_end() => {
+            Some(WithdrawalNotice { in_reply_to: in_reply_to.clone(), categories: (!claims.erase).then(std::collections::BTreeSet::new) })
+        }
+        _ => serde_json::from_value(claims.body.clone()).ok(),
     }
 }
 
