@@ -245,7 +245,22 @@ fn forged_packet(
     let keys = sender.federation_keys().unwrap();
     let signer = directory.current_signing_key(CountryCode::parse(from).unwrap(), now, &keys.signing).unwrap();
     let sealed_to = directory.encryption_key(CountryCode::parse(to).unwrap(), now).unwrap();
-    let claims = PacketClaims {
+    let claims = packet_claims(federation, (from, to), packet_id, packet_type, recipient, purpose, body);
+    seal(&claims, signer, sealed_to).unwrap().as_str().to_owned()
+}
+
+/// Claims of a packet from `from` to `to`, valid for a day from now.
+fn packet_claims(
+    federation: &Federation,
+    (from, to): (&str, &str),
+    packet_id: &str,
+    packet_type: PacketType,
+    recipient: &str,
+    purpose: Option<Purpose>,
+    body: Value,
+) -> PacketClaims {
+    let now = federation.clock_now();
+    PacketClaims {
         packet_id: packet_id.to_owned(),
         packet_type,
         issuer: CountryCode::parse(from).unwrap(),
@@ -264,8 +279,7 @@ fn forged_packet(
         end_to_end: None,
         in_reply_to: None,
         erase: false,
-    };
-    seal(&claims, signer, sealed_to).unwrap().as_str().to_owned()
+    }
 }
 
 /// Posts `packet` to `to`'s federation listener as `from`'s gateway; it must be receipted.
@@ -586,29 +600,15 @@ async fn a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_er
     assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'erasure_confirmation'").await, 0, "nothing confirmed to anyone");
 
     // A packet signed with a key the directory does not list is refused before it is kept.
-    let claims = {
-        let now = federation.clock_now();
-        PacketClaims {
-            packet_id: "stranger-withdrawal-1".to_owned(),
-            packet_type: PacketType::Withdrawal,
-            issuer: CountryCode::parse("ITA").unwrap(),
-            audience: CountryCode::parse("NGA").unwrap(),
-            recipient: OrgId::parse("nga-health-lagos").unwrap(),
-            purpose: None,
-            policy_version: None,
-            decision_id: None,
-            consent_expires_at: None,
-            retention_until: None,
-            retention_days_after_closure: None,
-            issued_at: now,
-            expires_at: now + chrono::Duration::days(1),
-            handover: false,
-            body: json!({ "in_reply_to": packet_id }),
-            end_to_end: None,
-            in_reply_to: None,
-            erase: false,
-        }
-    };
+    let claims = packet_claims(
+        &federation,
+        ("ITA", "NGA"),
+        "stranger-withdrawal-1",
+        PacketType::Withdrawal,
+        "nga-health-lagos",
+        None,
+        json!({ "in_reply_to": packet_id }),
+    );
     let stranger = referral_gateway::crypto::jose_keys::generate(referral_gateway::crypto::jose_keys::KeyUse::Sig).unwrap();
     let directory = ita.app().gateway().directory();
     let sealed_to = directory.encryption_key(CountryCode::parse("NGA").unwrap(), federation.clock_now()).unwrap();
