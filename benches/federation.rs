@@ -6,10 +6,15 @@
 //! one core. End to end is reported as a fraction of that ceiling, and every
 //! referral is checked to arrive exactly once.
 //!
-//!   cargo bench --bench federation            # both backends
-//!   cargo bench --bench federation -- sqlite  # one backend
+//! Each backend runs two workloads on the same case, alternately: IOM
+//! Banjul with no key of its own (sealed between gateways only) and with
+//! one published (every packet to it also sealed end to end, padded). The
+//! difference is what end-to-end sealing costs.
 //!
-//! Under `cargo test` it sends a few referrals per backend only.
+//!   cargo bench --bench federation                     # both backends, one round
+//!   cargo bench --bench federation -- sqlite rounds=3  # one backend, three rounds
+//!
+//! Under `cargo test` it sends a few referrals per backend and workload only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +44,13 @@ enum Backend {
     Postgres,
 }
 
+/// Whether the recipient organisation publishes its own key.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Sealing {
+    GatewayOnly,
+    EndToEnd,
+}
+
 struct Federation {
     files: DemoFiles,
     ita: Application,
@@ -57,7 +69,7 @@ fn client(files: &DemoFiles, name: &str) -> Result<reqwest::Client, BoxError> {
         .build()?)
 }
 
-async fn start(backend: Backend) -> Result<Federation, BoxError> {
+async fn start(backend: Backend, sealing: Sealing) -> Result<Federation, BoxError> {
     let dir = tempfile::tempdir()?;
     let prefix = format!("rgwbench_fed_{}", std::process::id());
     if backend == Backend::Postgres {
@@ -66,7 +78,11 @@ async fn start(backend: Backend) -> Result<Federation, BoxError> {
             sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{prefix}_{country}\" CASCADE")).execute(&pool).await?;
         }
     }
-    let options = Options { countries: &["ITA", "GMB"], postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())) };
+    let options = Options {
+        countries: &["ITA", "GMB"],
+        postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())),
+        sealed_recipient: sealing == Sealing::EndToEnd,
+    };
     let files = setup::create(&dir.path().join("federation"), &options)?;
     let mut apps = Vec::new();
     for (_, config) in &files.configs {
@@ -87,10 +103,13 @@ async fn start(backend: Backend) -> Result<Federation, BoxError> {
     Ok(Federation { files, ita, gmb, _dir: dir })
 }
 
+/// The AVR fixture without its asylum record: an asylum-linked case to the
+/// Gambia may only go sealed end to end, and both workloads send one case.
 fn referral_template() -> Result<String, BoxError> {
     let mut referral: Value = serde_json::from_str(&std::fs::read_to_string("tests/fixtures/referrals/rejected_asylum_avr.json")?)?;
     let fields = referral.as_object_mut().ok_or("the fixture is not an object")?;
     fields.insert("idempotency_key".to_owned(), serde_json::json!("__KEY__"));
+    fields.get_mut("case").and_then(Value::as_object_mut).ok_or("the fixture has no case")?.remove("asylum");
     Ok(referral.to_string())
 }
 
@@ -127,25 +146,35 @@ async fn submit_all(federation: &Federation, count: u64) -> Result<u64, BoxError
     Ok(accepted)
 }
 
+/// What the recipient saw.
+struct Acknowledged {
+    cases: u64,
+    /// Of them, listed as sealed end to end.
+    sealed: u64,
+}
+
 /// The recipient: tails its inbox and acknowledges every case, until
-/// `count` are acknowledged or `limit` passes; returns how many it acknowledged.
-async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -> Result<u64, BoxError> {
+/// `count` are acknowledged or `limit` passes.
+async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -> Result<Acknowledged, BoxError> {
     let base = format!("https://localhost:{}", federation.gmb.local_addr().port());
     let client = client(&federation.files, "iom-banjul")?;
     let started = Instant::now();
     let mut cursor: Option<String> = None;
     let mut acknowledged = 0u64;
+    let mut sealed = 0u64;
     while acknowledged < count && started.elapsed() < limit {
         let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100")]);
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor.as_str())]);
         }
         let page: Value = request.send().await?.json().await?;
-        let items: Vec<String> = page
+        let available: Vec<&Value> = page
             .get("items")
             .and_then(Value::as_array)
-            .map(|items| items.iter().filter(|i| i.get("state") == Some(&Value::from("available"))).filter_map(|i| i.get("packet_id")?.as_str().map(str::to_owned)).collect())
+            .map(|items| items.iter().filter(|i| i.get("state") == Some(&Value::from("available"))).collect())
             .unwrap_or_default();
+        sealed += available.iter().filter(|i| i.get("end_to_end") == Some(&Value::Bool(true))).count() as u64;
+        let items: Vec<String> = available.iter().filter_map(|i| i.get("packet_id")?.as_str().map(str::to_owned)).collect();
         if let Some(next) = page.get("next_cursor").and_then(Value::as_str) {
             cursor = Some(next.to_owned());
         }
@@ -172,7 +201,7 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
             acknowledged += done?;
         }
     }
-    Ok(acknowledged)
+    Ok(Acknowledged { cases: acknowledged, sealed })
 }
 
 struct Signers(Vec<PublishedSigner>);
@@ -288,56 +317,98 @@ async fn audited(app: &Application, action: &str, outcome: &str) -> Result<u64, 
     Ok(app.gateway().store.audit(&filter).await?.iter().filter(|r| r.outcome == outcome).count() as u64)
 }
 
-async fn run(backend: Backend, full: bool) -> Result<(), BoxError> {
-    let federation = start(backend).await?;
-    let referrals: u64 = if full { 3000 } else { 10 };
+/// One run of `referrals` end to end on a fresh federation; returns referrals per second.
+async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
+    let federation = start(backend, sealing).await?;
     SEQUENCE.store(0, Ordering::Relaxed);
     let started = Instant::now();
-    let recipient = acknowledge_all(&federation, referrals, Duration::from_secs(if full { 600 } else { 60 }));
+    let recipient = acknowledge_all(&federation, referrals, limit);
     let (acknowledged, accepted) = tokio::join!(recipient, submit_all(&federation, referrals));
     let (acknowledged, accepted) = (acknowledged?, accepted?);
     let elapsed = started.elapsed().as_secs_f64();
-    let rate = acknowledged as f64 / elapsed;
+    let rate = acknowledged.cases as f64 / elapsed;
 
     // No packet lost, none twice: every accepted referral delivered with a
     // receipt, and taken into the recipient gateway's inbox exactly once.
     let delivered = audited(&federation.ita, "packet.send", "delivered").await?;
     let received = audited(&federation.gmb, "packet.receive", "accepted").await?;
-    if accepted != referrals || delivered != referrals || received != referrals || acknowledged != referrals {
+    if accepted != referrals || delivered != referrals || received != referrals || acknowledged.cases != referrals {
         return Err(format!(
-            "{backend:?}: {referrals} submitted, {accepted} accepted, {delivered} packets delivered, {received} received, {acknowledged} acknowledged"
+            "{backend:?}, {sealing:?}: {referrals} submitted, {accepted} accepted, {delivered} packets delivered, {received} received, {} acknowledged",
+            acknowledged.cases
         )
         .into());
     }
-    if !full {
-        println!("{backend:?}: smoke run, {referrals} referrals end to end ({rate:.0}/s, debug build)");
-    } else {
-        let ceiling = crypto_ceilings(Duration::from_secs(5))?;
-        println!(
-            "{backend:?}: {referrals} referrals end to end in {elapsed:.1} s: {rate:.0}/s (submitted at ITA, receipted, screened and acknowledged at GMB); \
-             crypto-only ceiling (seal + open, one core) {:.0}/s; end to end = {:.0} % of it; \
-             all the JOSE of one referral (2 packets sealed, opened, receipted, verified; one core) {:.0}/s; end to end = {:.0} % of that; \
-             lost 0, duplicated 0",
-            ceiling.packet,
-            100.0 * rate / ceiling.packet,
-            ceiling.referral,
-            100.0 * rate / ceiling.referral,
-        );
+    // The workload is the one named: every case sealed end to end, or none.
+    let expected_sealed = if sealing == Sealing::EndToEnd { referrals } else { 0 };
+    if acknowledged.sealed != expected_sealed {
+        return Err(format!("{backend:?}, {sealing:?}: {} of {referrals} cases listed as sealed end to end", acknowledged.sealed).into());
     }
     federation.ita.shut_down().await;
     federation.gmb.shut_down().await;
+    Ok(rate)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    let at = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
+    if values.len() % 2 == 1 { at(middle) } else { (at(middle.wrapping_sub(1)) + at(middle)) / 2.0 }
+}
+
+fn rates(values: &[f64]) -> String {
+    values.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `rounds` rounds of both workloads on one backend, alternating which goes first.
+async fn compare(backend: Backend, full: bool, rounds: usize) -> Result<(), BoxError> {
+    let (referrals, limit) = if full { (3000, Duration::from_secs(600)) } else { (10, Duration::from_secs(60)) };
+    let (mut gateway_only, mut end_to_end) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [Sealing::GatewayOnly, Sealing::EndToEnd] } else { [Sealing::EndToEnd, Sealing::GatewayOnly] };
+        for sealing in order {
+            let rate = run(backend, sealing, referrals, limit).await?;
+            match sealing {
+                Sealing::GatewayOnly => gateway_only.push(rate),
+                Sealing::EndToEnd => end_to_end.push(rate),
+            }
+        }
+    }
+    let runs = format!("gateway to gateway only {}/s; also end to end to IOM Banjul {}/s", rates(&gateway_only), rates(&end_to_end));
+    let (plain, sealed) = (median(&mut gateway_only), median(&mut end_to_end));
+    // Extra time per referral, from the medians.
+    let extra = 100.0 * (plain / sealed - 1.0);
+    if !full {
+        println!("{backend:?}: smoke run, {referrals} referrals end to end per workload ({runs}; debug build)");
+        return Ok(());
+    }
+    let ceiling = crypto_ceilings(Duration::from_secs(5))?;
+    println!(
+        "{backend:?}: {referrals} referrals end to end per run (submitted at ITA, receipted, screened and acknowledged at GMB), lost 0, duplicated 0. \
+         Runs: {runs}. Medians {plain:.0}/s and {sealed:.0}/s: end-to-end sealing costs {extra:.0} % extra time per referral. \
+         Crypto-only ceiling (seal + open, one core) {:.0}/s; gateway-only end to end = {:.0} % of it; \
+         all the JOSE of one referral (2 packets sealed, opened, receipted, verified; one core) {:.0}/s; gateway-only end to end = {:.0} % of that",
+        ceiling.packet,
+        100.0 * plain / ceiling.packet,
+        ceiling.referral,
+        100.0 * plain / ceiling.referral,
+    );
     Ok(())
 }
 
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let full = args.iter().any(|a| a == "--bench");
-    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let rounds = match args.iter().find_map(|a| a.strip_prefix("rounds=")) {
+        Some(n) => n.parse::<usize>()?.max(1),
+        None => 1,
+    };
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--") && !a.starts_with("rounds=")).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let name = format!("{backend:?}").to_lowercase();
         if only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) {
-            runtime.block_on(run(backend, full))?;
+            runtime.block_on(compare(backend, full, rounds))?;
         }
     }
     Ok(())

@@ -37,11 +37,14 @@ pub struct Options<'a> {
     pub countries: &'a [&'a str],
     /// PostgreSQL URL and a schema prefix (one schema per gateway); SQLite files when `None`.
     pub postgres: Option<(&'a str, &'a str)>,
+    /// Whether IOM Banjul publishes its own key, so that cases to it are
+    /// sealed end to end (the demo's does; the federation bench compares).
+    pub sealed_recipient: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { countries: &COUNTRIES, postgres: None }
+        Self { countries: &COUNTRIES, postgres: None, sealed_recipient: true }
     }
 }
 
@@ -62,6 +65,8 @@ pub struct DemoFiles {
     /// IOM Banjul's own end-to-end key (private): cases to it are sealed to
     /// it, out of the Gambian gateway's reach.
     pub recipient_key: Jwk,
+    /// Whether the directory publishes `recipient_key`'s public half.
+    pub sealed_recipient: bool,
 }
 
 /// The organisation whose own key the demo publishes.
@@ -131,7 +136,7 @@ pub fn create(root: &Path, options: &Options<'_>) -> Result<DemoFiles, SetupErro
         configs.push((CountryCode::parse(country).map_err(fail)?, config));
     }
     let recipient_key = jose_keys::generate(KeyUse::Enc).map_err(fail)?;
-    let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key };
+    let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key, sealed_recipient: options.sealed_recipient };
     files.publish(1, &[], Utc::now())?;
     Ok(files)
 }
@@ -161,7 +166,7 @@ impl DemoFiles {
         // demo's national systems fetch from the inbox.
         for organisation in &mut document.organisations {
             organisation.delivery = Delivery::Pull;
-            if organisation.id.as_str() == SEALED_RECIPIENT {
+            if self.sealed_recipient && organisation.id.as_str() == SEALED_RECIPIENT {
                 let window = (now - Duration::hours(1), now + Duration::days(365));
                 organisation.keys = vec![crate::directory::published_key(&self.recipient_key, window.0, window.1, KeyUse::Enc).map_err(fail)?];
             }
