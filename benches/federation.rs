@@ -55,7 +55,21 @@ struct Federation {
     files: DemoFiles,
     ita: Application,
     gmb: Application,
+    /// The PostgreSQL schemas' prefix (one per run: an earlier run's workers
+    /// may still be stopping in theirs).
+    prefix: String,
     _dir: tempfile::TempDir,
+}
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Drops a run's PostgreSQL schemas.
+async fn drop_schemas(prefix: &str) -> Result<(), BoxError> {
+    let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
+    for country in ["ita", "gmb"] {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{prefix}_{country}\" CASCADE")).execute(&pool).await?;
+    }
+    Ok(())
 }
 
 fn client(files: &DemoFiles, name: &str) -> Result<reqwest::Client, BoxError> {
@@ -71,12 +85,9 @@ fn client(files: &DemoFiles, name: &str) -> Result<reqwest::Client, BoxError> {
 
 async fn start(backend: Backend, sealing: Sealing) -> Result<Federation, BoxError> {
     let dir = tempfile::tempdir()?;
-    let prefix = format!("rgwbench_fed_{}", std::process::id());
+    let prefix = format!("rgwbench_fed_{}_{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
     if backend == Backend::Postgres {
-        let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
-        for country in ["ita", "gmb"] {
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{prefix}_{country}\" CASCADE")).execute(&pool).await?;
-        }
+        drop_schemas(&prefix).await?;
     }
     let options = Options {
         countries: &["ITA", "GMB"],
@@ -100,7 +111,7 @@ async fn start(backend: Backend, sealing: Sealing) -> Result<Federation, BoxErro
     }
     let gmb = apps.pop().ok_or("no Gambian gateway")?;
     let ita = apps.pop().ok_or("no Italian gateway")?;
-    Ok(Federation { files, ita, gmb, _dir: dir })
+    Ok(Federation { files, ita, gmb, prefix, _dir: dir })
 }
 
 /// The AVR fixture without its asylum record: an asylum-linked case to the
@@ -346,6 +357,13 @@ async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration
     }
     federation.ita.shut_down().await;
     federation.gmb.shut_down().await;
+    if backend == Backend::Postgres {
+        // The gateways' workers stop at their next poll (100 ms) after the listeners.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(error) = drop_schemas(&federation.prefix).await {
+            eprintln!("left schemas {}_*: {error}", federation.prefix);
+        }
+    }
     Ok(rate)
 }
 

@@ -458,6 +458,19 @@ fn recipient_open(key_files: &[PathBuf], organisation: &str, directory: &Path, c
             print(&serde_json::to_string_pretty(&value)?)?;
             Ok(ExitCode::SUCCESS)
         }
+        // A pushed notice that the person withdrew part of a case sealed end to end: what to erase.
+        Err(crate::recipient::RecipientError::Notice) => {
+            match crate::recipient::open_withdrawals(&delivered, &keys, &directory, &organisation, Utc::now()) {
+                Ok(withdrawn) if !withdrawn.categories.is_empty() => {
+                    print(&serde_json::to_string_pretty(&serde_json::json!({ "withdrawn": withdrawn }))?)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => {
+                    eprintln!("error: {}", crate::recipient::RecipientError::Notice);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Err(error) => {
             eprintln!("error: {error}");
             Ok(ExitCode::FAILURE)

@@ -10,6 +10,13 @@
 //!   gateway's routing facts (`packet_id`, `from_country`, ...);
 //! - a webhook push: the same document in a JWS signed by the gateway.
 //!
+//! A case the person has since withdrawn in part comes with `withdrawals`:
+//! the sender's withdrawal packets, sealed to the organisation too, since
+//! its gateway cannot read which categories they name. [`open_delivered`]
+//! opens them, checks they withdraw from this case, and cuts what they name
+//! from the content it returns; [`open_withdrawals`] reads them from a
+//! pushed notice, which carries no case.
+//!
 //! It decrypts with the organisation's private keys, verifies the sending
 //! gateway's signature against the coordinator-signed directory, and checks
 //! that the envelope belongs to the packet the gateway says it is. Nothing
@@ -28,7 +35,10 @@ use crate::crypto::at_rest::{write_private, KeyError};
 use crate::crypto::jose_keys::{self, DecryptionKey, KeyUse};
 use crate::directory::{published_key, Directory, PublishedKey};
 use crate::directory::signed::{self, SignedDirectoryError};
-use crate::domain::{CountryCode, OrgId};
+use crate::crypto::packet::PacketType;
+use crate::domain::withdrawal::WithdrawalNotice;
+use crate::domain::{CountryCode, DataCategory, OrgId};
+use std::collections::BTreeSet;
 
 /// Largest input accepted: an inner envelope at its limit (1 MiB), with the
 /// case document around it, base64 again in a push.
@@ -52,6 +62,8 @@ pub enum RecipientError {
     WrongRecipient,
     #[error("the envelope belongs to another packet than the case document names")]
     WrongPacket,
+    #[error("a withdrawal handed over with the case does not withdraw part of it")]
+    ForeignWithdrawal,
     #[error("organisation {0} is not in the directory")]
     UnknownOrganisation(OrgId),
     #[error("the pushed case: {0}")]
@@ -105,8 +117,21 @@ pub struct Opened {
     pub routing: Option<RoutingFacts>,
     /// What the sending gateway (`content.issuer`, its signature verified)
     /// sealed for this organisation alone. `pad` is emptied: it is only
-    /// there to give every envelope of a bucket one size.
+    /// there to give every envelope of a bucket one size. Categories the
+    /// person withdrew since are not in its body.
     pub content: InnerClaims,
+    /// Those categories: erase them from any copy kept.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub withdrawn: BTreeSet<DataCategory>,
+}
+
+/// What the withdrawals handed over with a case, or pushed in a notice,
+/// withdraw from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Withdrawn {
+    pub packet_id: String,
+    pub from_country: CountryCode,
+    pub categories: BTreeSet<DataCategory>,
 }
 
 /// Opens what the organisation's gateway delivered: a bare envelope, a case
@@ -136,7 +161,7 @@ pub fn open_delivered(
         5 => {
             let mut content = open_as_organisation(delivered, keys, directory, organisation)?;
             content.pad.clear();
-            Ok(Opened { delivered_as: DeliveredAs::Envelope, routing: None, content })
+            Ok(Opened { delivered_as: DeliveredAs::Envelope, routing: None, content, withdrawn: BTreeSet::new() })
         }
         3 => {
             let gateway = directory
@@ -198,8 +223,84 @@ fn open_document(
         return Err(RecipientError::WrongPacket);
     }
     content.pad.clear();
+    let withdrawn = withdrawn_categories(document, keys, directory, organisation, packet_id, from_country)?;
+    if let Some(body) = content.body.as_object_mut() {
+        for category in &withdrawn {
+            body.remove(category.as_str());
+        }
+    }
     let routing = RoutingFacts { packet_id: packet_id.to_owned(), from_country, received_at, state, pushed_by };
-    Ok(Opened { delivered_as, routing: Some(routing), content })
+    Ok(Opened { delivered_as, routing: Some(routing), content, withdrawn })
+}
+
+/// Reads what a case document or a pushed notice (see [`open_delivered`])
+/// says the person withdrew from the case: the categories its `withdrawals`
+/// name, each opened, verified and checked to withdraw from this case. A
+/// pushed notice that some of a case is withdrawn carries these alone.
+pub fn open_withdrawals(delivered: &str, keys: &[DecryptionKey], directory: &Directory, organisation: &OrgId, now: DateTime<Utc>) -> Result<Withdrawn, RecipientError> {
+    if delivered.len() > MAX_DELIVERED_BYTES {
+        return Err(RecipientError::TooLarge);
+    }
+    let delivered = delivered.trim();
+    let document: Value = if delivered.starts_with('{') {
+        serde_json::from_str(delivered).map_err(|_| RecipientError::BadDocument("not JSON"))?
+    } else if delivered.split('.').count() == 3 {
+        let gateway = directory
+            .organisation(organisation)
+            .map(|entry| entry.country)
+            .ok_or_else(|| RecipientError::UnknownOrganisation(organisation.clone()))?;
+        case_push::verify(delivered, directory, now, gateway)?
+    } else {
+        return Err(RecipientError::Unrecognised);
+    };
+    let packet_id = document.get("packet_id").and_then(Value::as_str).ok_or(RecipientError::BadDocument("`packet_id` is missing or not a string"))?;
+    let from_country = document
+        .get("from_country")
+        .and_then(Value::as_str)
+        .and_then(|code| CountryCode::parse(code).ok())
+        .ok_or(RecipientError::BadDocument("`from_country` is missing or not a country code"))?;
+    if let Some(recipient) = document.get("recipient").and_then(Value::as_str)
+        && recipient != organisation.as_str()
+    {
+        return Err(RecipientError::WrongRecipient);
+    }
+    let categories = withdrawn_categories(&document, keys, directory, organisation, packet_id, from_country)?;
+    Ok(Withdrawn { packet_id: packet_id.to_owned(), from_country, categories })
+}
+
+/// The categories a document's `withdrawals` name (none without them).
+/// Each must be a partial withdrawal the sending gateway signed, of this
+/// case: a withdrawal of another case cannot be passed off as this one's.
+fn withdrawn_categories(
+    document: &Value,
+    keys: &[DecryptionKey],
+    directory: &Directory,
+    organisation: &OrgId,
+    packet_id: &str,
+    from_country: CountryCode,
+) -> Result<BTreeSet<DataCategory>, RecipientError> {
+    let withdrawals = match document.get("withdrawals") {
+        None | Some(Value::Null) => return Ok(BTreeSet::new()),
+        Some(Value::Array(withdrawals)) => withdrawals,
+        Some(_) => return Err(RecipientError::BadDocument("`withdrawals` is not an array")),
+    };
+    let mut categories = BTreeSet::new();
+    for withdrawal in withdrawals {
+        let text = |name: &str| withdrawal.get(name).and_then(Value::as_str);
+        let (Some(withdrawal_id), Some(sealed)) = (text("packet_id"), text("end_to_end")) else {
+            return Err(RecipientError::BadDocument("a withdrawal lacks its `packet_id` or `end_to_end` envelope"));
+        };
+        let opened = open_as_organisation(sealed, keys, directory, organisation)?;
+        if !belongs_to(&opened, withdrawal_id, from_country) || opened.packet_type != PacketType::Withdrawal {
+            return Err(RecipientError::WrongPacket);
+        }
+        let notice: WithdrawalNotice = serde_json::from_value(opened.body).map_err(|_| RecipientError::ForeignWithdrawal)?;
+        match notice.categories {
+            Some(named) if notice.in_reply_to == packet_id && !named.is_empty() => categories.extend(named),
+            _ => return Err(RecipientError::ForeignWithdrawal),
+        }
+    }
+    Ok(categories)
 }
 
 /// The organisation's private keys from a file holding one private P-256

@@ -21,7 +21,7 @@ use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
 use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice, WITHDRAWN_WHOLE};
 use crate::directory::Delivery;
-use crate::store::{InboxChange, InboxItem, NewReply, ReceivedNarrowing, SealedPayload, StoredRetention, Tombstone, WithdrawnPart, Write, Written};
+use crate::store::{InboxChange, InboxItem, NewReply, ReceivedNarrowing, SealedPayload, SealedWithdrawal, StoredRetention, Tombstone, WithdrawnPart, Write, Written};
 
 /// Most reason codes a status report may carry.
 const MAX_REASON_CODES: usize = 16;
@@ -226,22 +226,31 @@ impl Gateway {
                     }
                     Some(notice) => {
                         let names = notice.categories.as_ref().map(|c| c.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>());
+                        // A partial withdrawal sealed end to end names categories this gateway
+                        // cannot read, of a case it cannot read: it hands the withdrawal to the
+                        // organisation with the case, and names it, not them, when confirming.
+                        let opaque = names.as_ref().is_some_and(Vec::is_empty);
                         // Held or not (the withdrawal may have overtaken its packet),
                         // nothing withdrawn is readable here now: that is what is confirmed.
-                        // A partial withdrawal sealed end to end names categories this gateway
-                        // cannot read, in a case it cannot read: nothing to cut or confirm here.
-                        let opaque = names.as_ref().is_some_and(Vec::is_empty);
-                        let erased = ErasureNotice { in_reply_to: notice.in_reply_to.clone(), erased_by: ErasedBy::Gateway, categories: notice.categories.clone() };
-                        let reply = if opaque { None } else { Some(self.reply(item, PacketType::ErasureConfirmation, &erased, now)?) };
-                        let mut change = self.inbox_change(item, "received", "applied", names.clone().unwrap_or_default(), reply, None, now);
-                        if let (Some(target), false) = (target, opaque) {
-                            self.erase_withdrawn(&target, names.as_deref(), &mut change, now).await?;
+                        let erased = ErasureNotice {
+                            in_reply_to: notice.in_reply_to.clone(),
+                            erased_by: ErasedBy::Gateway,
+                            categories: notice.categories.clone().filter(|_| !opaque),
+                            withdrawals: opaque.then(|| [item.packet_id.clone()].into()),
+                        };
+                        let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
+                        let mut change = self.inbox_change(item, "received", "applied", names.clone().unwrap_or_default(), Some(reply), None, now);
+                        match target {
+                            Some(target) if opaque => self.hand_over_withdrawal(&target, &item.packet_id, &mut change),
+                            Some(target) => self.erase_withdrawn(&target, names.as_deref(), &mut change, now).await?,
+                            None => {}
                         }
                         change.withdraws = Some(Tombstone {
                             withdrawal_id: item.packet_id.clone(),
                             packet_id: notice.in_reply_to,
                             issuer: claims.issuer.to_string(),
                             categories: names,
+                            end_to_end: claims.end_to_end.clone().filter(|_| opaque),
                         });
                         (change, "applied")
                     }
@@ -249,40 +258,49 @@ impl Gateway {
                 }
             }
             PacketType::ErasureConfirmation => {
-                let notice: Option<ErasureNotice> = serde_json::from_value(claims.body.clone()).ok();
+                // A partial confirmation names its part one way, and not emptily.
+                let notice = serde_json::from_value::<ErasureNotice>(claims.body.clone()).ok().filter(ErasureNotice::is_well_formed);
                 let sent = match &notice {
                     Some(notice) => self.store.sent_packet(&notice.in_reply_to).await?,
                     None => None,
                 };
                 // Only the gateway the referral went to may confirm its erasure.
                 let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
-                // A partial confirmation names at least one category.
-                let notice = notice.filter(|n| n.categories.as_ref().is_none_or(|c| !c.is_empty()));
-                let partial = notice.as_ref().and_then(|n| n.categories.as_ref());
                 // Only a referral whose consent was withdrawn (whole, or the part confirmed) can have been erased on request.
-                let withdrawn = match &about {
-                    Some(referral_id) if partial.is_some() => {
+                let withdrawn = match (&about, &notice) {
+                    (Some(referral_id), Some(notice)) if notice.is_partial() => {
                         self.store.timeline(referral_id).await?.iter().any(|entry| entry.status == "consent_narrowed")
                     }
-                    Some(referral_id) => self
+                    (Some(referral_id), Some(_)) => self
                         .store
                         .referral(referral_id)
                         .await?
                         .is_some_and(|r| WITHDRAWN_WHOLE.contains(&r.status.as_str())),
-                    None => false,
+                    _ => false,
                 };
-                match (notice, about) {
-                    (Some(notice), Some(referral_id)) if withdrawn => {
-                        let statuses = vec![notice.erased_by.timeline_status(notice.categories.is_some()).to_owned()];
-                        let categories = notice.categories.iter().flatten().map(|c| c.as_str().to_owned()).collect();
+                // The categories confirmed: named, or (for a case sealed end to end) those of the withdrawals named.
+                let confirmed = match (&notice, &about) {
+                    (Some(ErasureNotice { withdrawals: Some(ids), in_reply_to, .. }), Some(referral_id)) if withdrawn => {
+                        self.categories_withdrawn_by(referral_id, in_reply_to, ids, claims.issuer.as_str()).await?
+                    }
+                    (Some(notice), _) => Some(notice.categories.iter().flatten().map(|c| c.as_str().to_owned()).collect()),
+                    (None, _) => None,
+                };
+                match (notice, about, confirmed) {
+                    (Some(notice), Some(referral_id), Some(categories)) if withdrawn => {
+                        let statuses = vec![notice.erased_by.timeline_status(notice.is_partial()).to_owned()];
                         (self.inbox_change(item, "received", "applied", categories, None, Some((referral_id, statuses)), now), "applied")
                     }
-                    (Some(_), Some(_)) => (
+                    (Some(_), Some(_), _) if !withdrawn => (
                         self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_without_withdrawal".to_owned()], None, None, now),
                         "refused",
                     ),
-                    (None, _) => (self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_unreadable".to_owned()], None, None, now), "refused"),
-                    (Some(_), None) => (
+                    (Some(_), Some(_), _) => (
+                        self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_about_unknown_withdrawal".to_owned()], None, None, now),
+                        "refused",
+                    ),
+                    (None, _, _) => (self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_unreadable".to_owned()], None, None, now), "refused"),
+                    (Some(_), None, _) => (
                         self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_about_unknown_referral".to_owned()], None, None, now),
                         "refused",
                     ),
@@ -371,6 +389,26 @@ impl Gateway {
         change.erasure_pushed = pushed;
         change.erases = Some(target.packet_id.clone());
         Ok(())
+    }
+
+    /// A partial withdrawal sealed end to end, of a case sealed end to end:
+    /// the case is listed again (or its webhook recipient pushed a notice)
+    /// with the withdrawal, whose envelope is kept beside it (its tombstone)
+    /// and handed over with it; the organisation cuts what it names. A case
+    /// not yet screened gets it when it is; one no longer live needs none.
+    fn hand_over_withdrawal(&self, target: &InboxItem, withdrawal_id: &str, change: &mut InboxChange) {
+        if !LIVE.contains(&target.state.as_str()) {
+            return;
+        }
+        let pushed = OrgId::parse(&target.recipient_org).ok().is_some_and(|org| self.takes_webhook_pushes(&org));
+        let mut withdrawals: std::collections::BTreeSet<String> = target.narrowed.iter().cloned().collect();
+        withdrawals.insert(withdrawal_id.to_owned());
+        change.narrows = Some(ReceivedNarrowing {
+            packet_id: target.packet_id.clone(),
+            claims: target.claims.clone(),
+            categories: withdrawals.into_iter().collect(),
+            pushed,
+        });
     }
 
     /// A received case's claims, cut down, sealed under a new key; the key
@@ -505,8 +543,10 @@ impl Gateway {
                 fields.insert(name.to_owned(), value);
             }
             if let (false, Some(fields)) = (item.narrowed.is_empty(), entry.as_object_mut()) {
-                // Listed again because its sender withdrew these: the recipient erases them too.
-                fields.insert("erased_categories".to_owned(), json!(item.narrowed));
+                // Listed again because its sender withdrew these: the recipient erases them too
+                // (for a sealed case, what the withdrawals handed over with it name).
+                let name = if claims.is_end_to_end() { "withdrawals" } else { "erased_categories" };
+                fields.insert(name.to_owned(), json!(item.narrowed));
             }
             listed.push(entry);
         }
@@ -519,11 +559,51 @@ impl Gateway {
         let (item, claims) = self.visible_item(principal, packet_id).await?;
         let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
         self.audit(event).await?;
-        let mut document = super::pushing::case_document(&item, &claims);
+        let withdrawals = self.handed_over_withdrawals(&item, &claims).await?;
+        let mut document = super::pushing::case_document(&item, &claims, &withdrawals);
         if let Some(fields) = document.as_object_mut() {
             fields.insert("state".to_owned(), json!(shown_state(&item.state)));
         }
         Ok(document)
+    }
+
+    /// The categories withdrawn by `withdrawals`, the withdrawal packets
+    /// this gateway sent to `peer` for `referral_id`'s packet `packet_id`;
+    /// `None` if any is not one of them.
+    async fn categories_withdrawn_by(
+        &self,
+        referral_id: &str,
+        packet_id: &str,
+        withdrawals: &std::collections::BTreeSet<String>,
+        peer: &str,
+    ) -> Result<Option<Vec<String>>, AppError> {
+        let timeline = self.store.timeline(referral_id).await?;
+        let mut categories = std::collections::BTreeSet::new();
+        for withdrawal_id in withdrawals {
+            let Some(sent) = self.store.sent_packet(withdrawal_id).await? else {
+                return Ok(None);
+            };
+            let ours = sent.packet_type == PacketType::Withdrawal.as_str()
+                && sent.referral_id.as_deref() == Some(referral_id)
+                && sent.in_reply_to.as_deref() == Some(packet_id)
+                && sent.destination_country == peer;
+            // Queued in the same write as the withdrawal's timeline entry, at the same moment.
+            let entry = timeline.iter().find(|entry| entry.status == "consent_narrowed" && entry.at_ms == sent.created_ms);
+            match entry {
+                Some(entry) if ours => categories.extend(entry.reasons.iter().cloned()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(categories.into_iter().collect()))
+    }
+
+    /// The partial withdrawals sealed end to end to hand over with a case
+    /// sealed end to end (none for any other).
+    pub(super) async fn handed_over_withdrawals(&self, item: &InboxItem, claims: &PacketClaims) -> Result<Vec<SealedWithdrawal>, AppError> {
+        if !claims.is_end_to_end() {
+            return Ok(Vec::new());
+        }
+        Ok(self.store.sealed_withdrawals(&item.packet_id, &item.issuer).await?)
     }
 
     /// The recipient organisation says it erased its own copy of an erased
@@ -541,8 +621,12 @@ impl Gateway {
         };
         let state = item.state.as_str();
         let narrowed = LIVE.contains(&state) && !item.narrowed.is_empty();
+        // A case sealed end to end was cut by the organisation itself, as its
+        // withdrawals said: they are named, since this gateway cannot name the categories.
+        let sealed = narrowed && self.opened_claims(&item).await.is_ok_and(|claims| claims.is_end_to_end());
         let answer = if narrowed {
-            json!({ "packet_id": packet_id, "state": item.state, "erased_categories": item.narrowed, "erasure": "confirmed" })
+            let name = if sealed { "withdrawals" } else { "erased_categories" };
+            json!({ "packet_id": packet_id, "state": item.state, name: item.narrowed, "erasure": "confirmed" })
         } else {
             json!({ "packet_id": packet_id, "state": "erasure_confirmed" })
         };
@@ -553,8 +637,12 @@ impl Gateway {
             // A case still live and whole: there is nothing to confirm yet.
             return Err(AppError::NotErased);
         }
-        let categories = narrowed.then(|| item.narrowed.iter().filter_map(|c| c.parse().ok()).collect());
-        let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation, categories };
+        let (categories, withdrawals) = match (narrowed, sealed) {
+            (false, _) => (None, None),
+            (true, false) => (Some(item.narrowed.iter().filter_map(|c| c.parse().ok()).collect()), None),
+            (true, true) => (None, Some(item.narrowed.iter().cloned().collect())),
+        };
+        let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation, categories, withdrawals };
         let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
         let to_state = if narrowed { state } else { "erasure_confirmed" };
         let mut change = self.inbox_change(&item, state, to_state, Vec::new(), Some(reply), None, now);

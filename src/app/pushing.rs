@@ -19,7 +19,7 @@ use crate::crypto::packet::PacketClaims;
 use crate::directory::Delivery;
 use crate::domain::status::ReferralProgress;
 use crate::domain::OrgId;
-use crate::store::{InboxItem, Write};
+use crate::store::{InboxItem, SealedWithdrawal, Write};
 
 /// The port to recipients' webhooks: posts a signed case, `Ok` on 2xx.
 #[async_trait]
@@ -95,7 +95,8 @@ impl Gateway {
         };
         let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
         let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;
-        let signed = case_push::sign(&case_document(&item, &claims), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
+        let withdrawals = self.handed_over_withdrawals(&item, &claims).await?;
+        let signed = case_push::sign(&case_document(&item, &claims, &withdrawals), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
                 let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
@@ -146,7 +147,11 @@ impl Gateway {
         let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
         let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;
         // No case in it: only the fact, so the organisation erases its copy or those categories of it.
-        let notice = if narrowing {
+        // For a case sealed end to end, the withdrawals themselves: only the organisation can read what they name.
+        let sealed = if narrowing { self.store.sealed_withdrawals(&item.packet_id, &item.issuer).await? } else { Vec::new() };
+        let notice = if narrowing && !sealed.is_empty() {
+            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "narrowed", "withdrawals": withdrawal_documents(&sealed) })
+        } else if narrowing {
             json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "narrowed", "erased_categories": item.narrowed })
         } else {
             json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "erased" })
@@ -189,17 +194,24 @@ impl Gateway {
 }
 
 /// What the recipient receives: the same document `GET /v1/inbox/{id}` gives.
-pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims) -> Value {
+/// `withdrawals`: for a case sealed end to end, its partial withdrawals,
+/// sealed end to end too.
+pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims, withdrawals: &[SealedWithdrawal]) -> Value {
     if let Some(sealed) = &claims.end_to_end {
         // Sealed to the organisation's own key: this gateway hands over what
         // it could not open, with the routing facts it knows.
-        return json!({
+        let mut document = json!({
             "packet_id": item.packet_id,
             "recipient": claims.recipient,
             "from_country": item.issuer,
             "received_at": millis_to_rfc3339(item.received_ms),
             "end_to_end": sealed,
         });
+        if let (false, Some(fields)) = (withdrawals.is_empty(), document.as_object_mut()) {
+            // Withdrawn in part by the person: the organisation opens these and cuts what they name.
+            fields.insert("withdrawals".to_owned(), withdrawal_documents(withdrawals));
+        }
+        return document;
     }
     json!({
         "packet_id": item.packet_id,
@@ -216,4 +228,9 @@ pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims) -> Value {
         // Withdrawn by the person after the case was first seen: erased here, to be erased by the recipient too.
         "erased_categories": (!item.narrowed.is_empty()).then_some(&item.narrowed),
     })
+}
+
+/// Sealed withdrawals as handed over: each its packet id and envelope.
+fn withdrawal_documents(withdrawals: &[SealedWithdrawal]) -> Value {
+    withdrawals.iter().map(|w| json!({ "packet_id": w.withdrawal_id, "end_to_end": w.end_to_end })).collect()
 }

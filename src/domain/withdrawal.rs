@@ -141,6 +141,32 @@ pub struct ErasureNotice {
     /// Only these categories were erased; the rest of the case stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<BTreeSet<DataCategory>>,
+    /// For a case sealed end to end, whose gateway cannot read which
+    /// categories a withdrawal names: the withdrawal packets whose part was
+    /// erased. The sender knows the categories of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawals: Option<BTreeSet<String>>,
+}
+
+/// Most withdrawal packets one erasure confirmation may name.
+pub const MAX_CONFIRMED_WITHDRAWALS: usize = 64;
+
+impl ErasureNotice {
+    /// Whole, or a part named one way: by at least one category, or by
+    /// 1 to [`MAX_CONFIRMED_WITHDRAWALS`] withdrawal packets.
+    pub fn is_well_formed(&self) -> bool {
+        match (&self.categories, &self.withdrawals) {
+            (None, None) => true,
+            (Some(categories), None) => !categories.is_empty(),
+            (None, Some(withdrawals)) => !withdrawals.is_empty() && withdrawals.len() <= MAX_CONFIRMED_WITHDRAWALS,
+            (Some(_), Some(_)) => false,
+        }
+    }
+
+    /// Whether only part of the case was erased.
+    pub fn is_partial(&self) -> bool {
+        self.categories.is_some() || self.withdrawals.is_some()
+    }
 }
 
 /// A referral's statuses once its consent was withdrawn whole, in the order
@@ -258,9 +284,30 @@ mod tests {
         let empty: WithdrawalNotice = serde_json::from_value(json!({ "in_reply_to": "p-1", "categories": [] })).unwrap();
         assert!(!empty.is_well_formed());
         assert!(serde_json::from_value::<WithdrawalNotice>(json!({ "in_reply_to": "p-1", "categories": ["amina"] })).is_err());
-        let erased = ErasureNotice { in_reply_to: "p-1".to_owned(), erased_by: ErasedBy::Organisation, categories: None };
+        let erased = ErasureNotice { in_reply_to: "p-1".to_owned(), erased_by: ErasedBy::Organisation, categories: None, withdrawals: None };
         assert_eq!(serde_json::to_value(&erased).unwrap(), json!({ "in_reply_to": "p-1", "erased_by": "organisation" }));
+        assert!(erased.is_well_formed() && !erased.is_partial());
         assert!(serde_json::from_value::<ErasureNotice>(json!({ "in_reply_to": "p-1", "erased_by": "someone" })).is_err());
+    }
+
+    #[test]
+    fn a_partial_confirmation_names_its_part_one_way_and_not_emptily() {
+        let notice = |value| serde_json::from_value::<ErasureNotice>(value).unwrap();
+        let by_category = notice(json!({ "in_reply_to": "p-1", "erased_by": "gateway", "categories": ["health"] }));
+        assert!(by_category.is_well_formed() && by_category.is_partial());
+        let by_withdrawal = notice(json!({ "in_reply_to": "p-1", "erased_by": "gateway", "withdrawals": ["w-1"] }));
+        assert!(by_withdrawal.is_well_formed() && by_withdrawal.is_partial());
+        assert_eq!(serde_json::to_value(&by_withdrawal).unwrap(), json!({ "in_reply_to": "p-1", "erased_by": "gateway", "withdrawals": ["w-1"] }));
+        for malformed in [
+            json!({ "in_reply_to": "p-1", "erased_by": "gateway", "categories": [] }),
+            json!({ "in_reply_to": "p-1", "erased_by": "gateway", "withdrawals": [] }),
+            json!({ "in_reply_to": "p-1", "erased_by": "gateway", "categories": ["health"], "withdrawals": ["w-1"] }),
+        ] {
+            assert!(!notice(malformed).is_well_formed());
+        }
+        let many: Vec<String> = (0..=MAX_CONFIRMED_WITHDRAWALS).map(|n| format!("w-{n}")).collect();
+        assert!(!notice(json!({ "in_reply_to": "p-1", "erased_by": "organisation", "withdrawals": many })).is_well_formed());
+        assert!(notice(json!({ "in_reply_to": "p-1", "erased_by": "organisation", "withdrawals": many[1..] })).is_well_formed());
     }
 
     #[test]

@@ -181,6 +181,76 @@ fn a_case_document_without_an_envelope_or_with_a_bad_member_is_refused_without_q
     assert!(matches!(federation.open("Mariama Diallo"), Err(RecipientError::Unrecognised)));
 }
 
+const WITHDRAWAL_ID: &str = "0196f3a0-0000-7000-8000-0000000000w1";
+
+impl Federation {
+    /// Italy's partial withdrawal of `of`, naming `categories`, sealed end to end.
+    fn withdrawal(&self, of: &str, categories: &[&str]) -> PacketClaims {
+        let to = EncryptionKey::from_jwk(&public_of(&self.organisation).unwrap()).unwrap();
+        let claims = PacketClaims {
+            packet_id: WITHDRAWAL_ID.to_owned(),
+            packet_type: PacketType::Withdrawal,
+            purpose: None,
+            policy_version: None,
+            decision_id: None,
+            body: json!({ "in_reply_to": of, "categories": categories }),
+            ..referral()
+        };
+        let routing = crate::crypto::end_to_end::WithdrawalRouting { in_reply_to: of.to_owned(), whole: false };
+        seal_for_organisation(&claims, &self.italy, &to, Some(routing)).unwrap()
+    }
+}
+
+fn handed_over(withdrawal: &PacketClaims) -> Value {
+    json!([{ "packet_id": withdrawal.packet_id, "end_to_end": withdrawal.end_to_end }])
+}
+
+#[test]
+fn the_withdrawals_handed_over_with_a_case_are_cut_from_it() {
+    let federation = federation();
+    let outer = federation.sealed(&federation.italy);
+    let mut withdrawn = document(&outer);
+    withdrawn["withdrawals"] = handed_over(&federation.withdrawal(PACKET_ID, &["family"]));
+    // A category the case never held, withdrawn all the same, is only named.
+    let opened = federation.open(&withdrawn.to_string()).unwrap();
+    assert_eq!(opened.withdrawn, [DataCategory::Family].into());
+    assert_eq!(opened.content.body, body());
+    let mut withdrawn = document(&outer);
+    withdrawn["withdrawals"] = handed_over(&federation.withdrawal(PACKET_ID, &["identity"]));
+    let opened = federation.open(&withdrawn.to_string()).unwrap();
+    assert_eq!(opened.withdrawn, [DataCategory::Identity].into());
+    assert_eq!(opened.content.body, json!({ "family_links": body()["family_links"] }));
+    assert_eq!(serde_json::to_value(&opened).unwrap()["withdrawn"], json!(["identity"]));
+
+    // A pushed notice carries the withdrawals alone.
+    let notice = json!({ "packet_id": PACKET_ID, "recipient": "gin-red-cross", "from_country": "ITA", "state": "narrowed", "withdrawals": withdrawn["withdrawals"] });
+    let pushed = case_push::sign(&notice, &federation.guinea).unwrap();
+    assert!(matches!(federation.open(&pushed), Err(RecipientError::Notice)));
+    let read = open_withdrawals(&pushed, &federation.keys(), &federation.directory, &red_cross(), now()).unwrap();
+    assert_eq!((read.packet_id.as_str(), read.from_country, read.categories), (PACKET_ID, country("ITA"), [DataCategory::Identity].into()));
+}
+
+#[test]
+fn a_withdrawal_of_another_case_or_passed_off_as_another_packet_is_refused() {
+    let federation = federation();
+    let outer = federation.sealed(&federation.italy);
+    let of_another = federation.withdrawal("0196f3a0-0000-7000-8000-000000000002", &["identity"]);
+    let document_with = |withdrawals: Value| {
+        let mut with = document(&outer);
+        with["withdrawals"] = withdrawals;
+        federation.open(&with.to_string())
+    };
+    assert!(matches!(document_with(handed_over(&of_another)), Err(RecipientError::ForeignWithdrawal)));
+    let mut renamed = handed_over(&federation.withdrawal(PACKET_ID, &["identity"]));
+    renamed[0]["packet_id"] = json!("0196f3a0-0000-7000-8000-0000000000w2");
+    assert!(matches!(document_with(renamed), Err(RecipientError::WrongPacket)));
+    // The case's own envelope is not a withdrawal.
+    let itself = json!([{ "packet_id": PACKET_ID, "end_to_end": outer.end_to_end }]);
+    assert!(matches!(document_with(itself), Err(RecipientError::WrongPacket)));
+    assert!(matches!(document_with(json!({ "packet_id": WITHDRAWAL_ID })), Err(RecipientError::BadDocument(_))));
+    assert!(matches!(document_with(json!([{ "packet_id": WITHDRAWAL_ID }])), Err(RecipientError::BadDocument(_))));
+}
+
 #[test]
 fn another_organisation_s_key_does_not_open_it() {
     let federation = federation();

@@ -334,6 +334,12 @@ pub struct SentPacket {
     pub entry_id: String,
     pub referral_id: Option<String>,
     pub destination_country: String,
+    pub packet_type: String,
+    /// For a withdrawal: the referral packet it withdraws from.
+    pub in_reply_to: Option<String>,
+    /// When it was queued: for a withdrawal, the moment of the withdrawal
+    /// itself (its timeline entry has the same time).
+    pub created_ms: i64,
 }
 
 /// A received packet's move to its next state.
@@ -389,6 +395,18 @@ pub struct Tombstone {
     pub issuer: String,
     /// Only these categories; `None`: all of it.
     pub categories: Option<Vec<String>>,
+    /// For a partial withdrawal sealed end to end (its categories then
+    /// empty: unreadable here): its envelope, sealed to the organisation.
+    pub end_to_end: Option<String>,
+}
+
+/// A partial withdrawal sealed end to end, as its gateway hands it to the
+/// organisation beside the case it withdraws from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedWithdrawal {
+    pub withdrawal_id: String,
+    /// The envelope, sealed to the recipient organisation's own key.
+    pub end_to_end: String,
 }
 
 /// How much of a referral packet its sender withdrew before it arrived.
@@ -403,9 +421,11 @@ pub enum WithdrawnPart {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedNarrowing {
     pub packet_id: String,
-    /// The claims without the withdrawn categories, under a new key.
+    /// The claims without the withdrawn categories, under a new key (for a
+    /// case sealed end to end: its claims as they were).
     pub claims: SealedPayload,
-    /// Every category withdrawn from it so far.
+    /// Every category withdrawn from it so far (for a case sealed end to
+    /// end: every withdrawal packet, see [`InboxItem::narrowed`]).
     pub categories: Vec<String>,
     /// The recipient takes cases by webhook: a case it was pushed goes to
     /// `narrowing_pushing` and it is pushed a notice.
@@ -429,7 +449,9 @@ pub struct InboxItem {
     pub push_attempts: i64,
     /// Its place in the order cases became visible to recipients (once they do).
     pub visible_seq: Option<i64>,
-    /// Categories its sender withdrew after it became visible, erased here.
+    /// Categories its sender withdrew after it became visible, erased here;
+    /// for a case sealed end to end, whose categories this gateway cannot
+    /// read, the ids of those withdrawals (handed to its organisation).
     pub narrowed: Vec<String>,
     /// The recipient confirmed it erased them too.
     pub narrowing_confirmed: bool,
@@ -521,6 +543,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`InboxChange::withdraws`]): whole, some categories (all those named by
     /// its partial withdrawals), or nothing.
     async fn withdrawn_part(&self, packet_id: &str, issuer: &str) -> Result<Option<WithdrawnPart>, StoreError>;
+    /// The partial withdrawals sealed end to end that `issuer` sent for its
+    /// referral packet `packet_id`, oldest first; none once it is erased.
+    async fn sealed_withdrawals(&self, packet_id: &str, issuer: &str) -> Result<Vec<SealedWithdrawal>, StoreError>;
     /// Every referral about the subject whose keyed reference is
     /// `subject_key`, allowed or denied, oldest first; nothing of any other subject.
     async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError>;

@@ -17,7 +17,7 @@ use sqlx::{Connection, QueryBuilder, Row};
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
-    Written, ExpiredReferral, RetentionErasure, StoredRetention,
+    Written, ExpiredReferral, RetentionErasure, StoredRetention, SealedWithdrawal,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
@@ -550,9 +550,9 @@ macro_rules! sql_store {
                             .execute(&mut *connection)
                             .await?;
                     }
-                    Some(Tombstone { withdrawal_id, packet_id, issuer, categories: Some(categories) }) => {
+                    Some(Tombstone { withdrawal_id, packet_id, issuer, categories: Some(categories), end_to_end }) => {
                         sqlx::query(
-                            "INSERT INTO narrowed_packets (withdrawal_id, packet_id, issuer, categories, at_ms) VALUES ($1, $2, $3, $4, $5) \
+                            "INSERT INTO narrowed_packets (withdrawal_id, packet_id, issuer, categories, at_ms, end_to_end) VALUES ($1, $2, $3, $4, $5, $6) \
                              ON CONFLICT DO NOTHING",
                         )
                         .bind(withdrawal_id)
@@ -560,6 +560,7 @@ macro_rules! sql_store {
                         .bind(issuer)
                         .bind(serde_json::to_string(categories).unwrap_or_else(|_| "[]".to_owned()))
                         .bind(change.at_ms)
+                        .bind(end_to_end)
                         .execute(&mut *connection)
                         .await?;
                     }
@@ -686,6 +687,13 @@ macro_rules! sql_store {
                 .execute(&mut *connection)
                 .await?
                 .rows_affected();
+                if erased > 0 {
+                    // Its sealed withdrawals name categories of it: they go with it.
+                    sqlx::query("UPDATE narrowed_packets SET end_to_end = '' WHERE packet_id = $1 AND end_to_end IS NOT NULL")
+                        .bind(packet_id)
+                        .execute(&mut *connection)
+                        .await?;
+                }
                 Ok(erased > 0)
             }
 
@@ -1027,7 +1035,7 @@ macro_rules! sql_store {
 
 
             async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError> {
-                let row = sqlx::query("SELECT id, referral_id, destination_country FROM outbox WHERE packet_id = $1")
+                let row = sqlx::query("SELECT id, referral_id, destination_country, packet_type, in_reply_to, created_ms FROM outbox WHERE packet_id = $1")
                     .bind(packet_id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -1036,6 +1044,9 @@ macro_rules! sql_store {
                         entry_id: row.try_get("id")?,
                         referral_id: row.try_get("referral_id")?,
                         destination_country: row.try_get("destination_country")?,
+                        packet_type: row.try_get("packet_type")?,
+                        in_reply_to: row.try_get("in_reply_to")?,
+                        created_ms: row.try_get("created_ms")?,
                     }),
                     None => None,
                 })
@@ -1069,6 +1080,20 @@ macro_rules! sql_store {
                     }
                 }
                 Ok((!categories.is_empty()).then(|| WithdrawnPart::Categories(categories.into_iter().collect())))
+            }
+
+            async fn sealed_withdrawals(&self, packet_id: &str, issuer: &str) -> Result<Vec<SealedWithdrawal>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT withdrawal_id, end_to_end FROM narrowed_packets WHERE packet_id = $1 AND issuer = $2 AND end_to_end <> '' \
+                     ORDER BY at_ms, withdrawal_id",
+                )
+                .bind(packet_id)
+                .bind(issuer)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok(SealedWithdrawal { withdrawal_id: row.try_get("withdrawal_id")?, end_to_end: row.try_get("end_to_end")? }))
+                    .collect()
             }
 
             async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {

@@ -13,11 +13,12 @@ use referral_gateway::crypto::jose_keys::{self, DecryptionKey, KeyUse};
 use referral_gateway::crypto::packet::{self, PacketClaims, Receiver};
 use referral_gateway::crypto::federation_keys;
 use referral_gateway::directory::published_key;
-use referral_gateway::domain::{CountryCode, OrgId};
+use referral_gateway::domain::{CountryCode, DataCategory, OrgId};
+use referral_gateway::recipient;
 use serde_json::{json, Value};
 
 use crate::helpers::{Captured, personal_values, subject_refs, variant, Backend, Who};
-use crate::peers::{default_window, status_of, wait_for, Federation, Peer};
+use crate::peers::{default_window, status_of, wait_for, Federation, Peer, Webhook};
 
 const LIMIT: Duration = Duration::from_secs(40);
 const RECIPIENT: &str = "nga-health-lagos";
@@ -248,4 +249,147 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
     for value in &secrets {
         assert!(!logged.contains(value.as_str()), "logged a personal value");
     }
+}
+
+crate::on_both_backends!(
+    a_partial_withdrawal_of_a_sealed_case_reaches_its_organisation_through_a_gateway_that_cannot_read_it,
+    a_webhook_organisation_is_pushed_its_sealed_case_and_then_the_sealed_withdrawal,
+);
+
+async fn a_partial_withdrawal_of_a_sealed_case_reaches_its_organisation_through_a_gateway_that_cannot_read_it(backend: Backend) {
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let recipient_key = publish_recipient_key(&mut federation).await;
+    let (id, packet_id) = delivered(&federation, &returnee("e2e-0101", true)).await;
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    wait_for("the case listed", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 1)
+    })
+    .await;
+    let cursor = nga.get(Who::NgaHealth, "/v1/inbox").await.body["next_cursor"].as_str().unwrap().to_owned();
+    let organisation = OrgId::parse(RECIPIENT).unwrap();
+    let directory = nga.app().gateway().directory();
+    let open = |document: &Value| {
+        recipient::open_delivered(&document.to_string(), std::slice::from_ref(&recipient_key), directory.as_ref(), &organisation, federation.clock_now())
+    };
+    let before = open(&nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.body).unwrap();
+    assert!(before.content.body.get("health").is_some() && before.withdrawn.is_empty());
+
+    // The person withdraws their health data.
+    let path = format!("/v1/referrals/{id}/consent-withdrawal");
+    let narrowed = crate::helpers::send(crate::helpers::client_for(Who::IomRome).post(ita.url(&path)).json(&json!({ "categories": ["health"] }))).await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text);
+    assert_eq!(narrowed.body["peer_notified"], true, "{}", narrowed.text);
+
+    // It confirms by naming the withdrawal; the sender knows its categories.
+    wait_for("the routing gateway's confirmation at the sender", LIMIT, || async {
+        ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body["erasure"]["state"] == "erased_at_gateway"
+    })
+    .await;
+
+    // The routing gateway cannot read what is withdrawn: the withdrawal says which case, and not whole.
+    let withdrawal = ita.text("SELECT packet FROM outbox WHERE packet_type = 'withdrawal'").await.unwrap();
+    let withdrawal_id = ita.text("SELECT id FROM outbox WHERE packet_type = 'withdrawal'").await.unwrap();
+    let outer = as_the_routing_gateway_reads_it(&federation, &withdrawal);
+    assert_eq!((outer.in_reply_to.as_deref(), outer.erase), (Some(packet_id.as_str()), false));
+    let readable = serde_json::to_value(&outer).unwrap();
+    assert!(readable.as_object().unwrap().keys().all(|name| ROUTING_FIELDS.contains(&name.as_str())), "{readable}");
+    assert!(!readable.to_string().replace(RECIPIENT, "").contains("health"), "the withdrawal's outer claims name the category");
+    let referral = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    assert_eq!((&referral["erasure"]["scope"], &referral["erasure"]["categories"]), (&json!("categories"), &json!(["health"])), "{referral}");
+    assert_eq!(referral["status"], "delivered", "the rest stays shared");
+
+    // The case is listed again, with the withdrawal; its organisation opens
+    // both and gets the case without what was withdrawn.
+    let tail = nga.get(Who::NgaHealth, &format!("/v1/inbox?cursor={cursor}")).await.body;
+    assert_eq!(tail["items"].as_array().map(Vec::len), Some(1), "{tail}");
+    assert_eq!((tail["items"][0]["packet_id"].as_str(), &tail["items"][0]["withdrawals"]), (Some(packet_id.as_str()), &json!([withdrawal_id])), "{tail}");
+    assert!(tail["items"][0].get("erased_categories").is_none(), "{tail}");
+    let document = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await.body;
+    assert_eq!(document["withdrawals"][0]["packet_id"], json!(withdrawal_id), "{document}");
+    let after = open(&document).unwrap();
+    assert!(after.content.body.get("health").is_none(), "the organisation's tool cuts the withdrawn category");
+    assert_eq!(after.content.body["identity"], before.content.body["identity"], "the rest as it was");
+    assert_eq!(after.withdrawn, [DataCategory::Health].into());
+    // A withdrawal handed over with another case is refused, not applied to it.
+    let mut foreign = document.clone();
+    foreign["withdrawals"][0]["packet_id"] = json!("another-withdrawal");
+    assert!(open(&foreign).is_err());
+
+    // Nothing the routing gateway holds names the category.
+    let mut held = Vec::new();
+    for (table, columns) in [
+        ("inbox", "packet_id || '|' || packet_type || '|' || state || '|' || COALESCE(reasons, '') || '|' || COALESCE(narrowed, '')"),
+        ("audit_log", "action || '|' || outcome || '|' || COALESCE(reasons, '')"),
+        ("narrowed_packets", "categories"),
+        ("outbox", "packet_type || '|' || state"),
+    ] {
+        held.extend(rows(nga, table, columns).await);
+    }
+    let held = held.join("\n").replace(RECIPIENT, "");
+    assert!(held.contains(&withdrawal_id), "the dump must see the withdrawal's rows");
+    assert!(!held.contains("health"), "the routing gateway's database names the withdrawn category:\n{held}");
+
+    // The organisation erased it from its copy, and says so.
+    let confirmed =
+        crate::helpers::send(crate::helpers::client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/erasure-confirmed")))).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    assert_eq!((&confirmed.body["erasure"], &confirmed.body["withdrawals"]), (&json!("confirmed"), &json!([withdrawal_id])), "{}", confirmed.text);
+    wait_for("the organisation's confirmation at the sender", LIMIT, || async {
+        ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body["erasure"]["state"] == "confirmed"
+    })
+    .await;
+    assert_eq!(status_of(ita, Who::IomRome, &id).await, "delivered");
+
+    // Withdrawn whole later: the case is erased, and the withdrawal's envelope with it.
+    let whole = crate::helpers::send(crate::helpers::client_for(Who::IomRome).post(ita.url(&path)).json(&json!({}))).await;
+    assert_eq!(whole.status, 200, "{}", whole.text);
+    wait_for("erased at the routing gateway", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "erased_at_gateway" }).await;
+    assert_eq!(nga.text(&format!("SELECT end_to_end FROM narrowed_packets WHERE withdrawal_id = '{withdrawal_id}'")).await.as_deref(), Some(""));
+}
+
+async fn a_webhook_organisation_is_pushed_its_sealed_case_and_then_the_sealed_withdrawal(backend: Backend) {
+    let mut webhook = Webhook::reserve();
+    webhook.start().await;
+    let mut federation = Federation::prepare(backend, &["ITA", "NGA"]);
+    federation.webhooks.insert(RECIPIENT.to_owned(), webhook.url());
+    let jwk = jose_keys::generate(KeyUse::Enc).unwrap();
+    let (from, until) = default_window();
+    federation.organisation_keys.insert(RECIPIENT.to_owned(), vec![published_key(&jwk, from, until, KeyUse::Enc).unwrap()]);
+    federation.launch(&["ITA", "NGA"]).await;
+    let keys = vec![DecryptionKey::from_jwk(&jwk).unwrap()];
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    let submitted = ita.submit(Who::IomRome, &returnee("e2e-0201", true)).await;
+    assert_eq!(submitted.status, 202, "{}", submitted.text);
+    let id = submitted.body["referral_id"].as_str().unwrap().to_owned();
+    wait_for("pushed, forwarded at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "forwarded" }).await;
+
+    let organisation = OrgId::parse(RECIPIENT).unwrap();
+    let directory = nga.app().gateway().directory();
+    let pushed = webhook.received.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 1);
+    let opened = recipient::open_delivered(&pushed[0], &keys, directory.as_ref(), &organisation, federation.clock_now()).unwrap();
+    assert_eq!(opened.routing.as_ref().and_then(|r| r.pushed_by), CountryCode::parse("NGA").ok());
+    assert!(opened.content.body.get("health").is_some());
+    let packet_id = opened.routing.unwrap().packet_id;
+
+    // Health withdrawn: the notice pushed carries the sealed withdrawal alone, which the organisation opens.
+    let path = format!("/v1/referrals/{id}/consent-withdrawal");
+    let narrowed = crate::helpers::send(crate::helpers::client_for(Who::IomRome).post(ita.url(&path)).json(&json!({ "categories": ["health"] }))).await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text);
+    wait_for("the narrowing notice pushed", LIMIT, || async { webhook.received.lock().unwrap().len() == 2 }).await;
+    let notice_jws = webhook.received.lock().unwrap()[1].clone();
+    let notice = referral_gateway::crypto::case_push::verify(&notice_jws, directory.as_ref(), federation.clock_now(), CountryCode::parse("NGA").unwrap()).unwrap();
+    assert_eq!((notice["state"].as_str(), notice["packet_id"].as_str()), (Some("narrowed"), Some(packet_id.as_str())), "{notice}");
+    assert!(notice.get("erased_categories").is_none() && !notice.to_string().replace(RECIPIENT, "").contains("health"), "{notice}");
+    let withdrawn = recipient::open_withdrawals(&notice_jws, &keys, directory.as_ref(), &organisation, federation.clock_now()).unwrap();
+    assert_eq!((withdrawn.packet_id.as_str(), withdrawn.categories), (packet_id.as_str(), [DataCategory::Health].into()));
+    wait_for("the narrowing settled at the peer", LIMIT, || async {
+        nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'inbox.update' AND outcome = 'narrowing_pushed'").await == 1
+    })
+    .await;
+    // Read again, the case comes with its withdrawal and opens without health.
+    let again = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    let reopened = recipient::open_delivered(&again.text, &keys, directory.as_ref(), &organisation, federation.clock_now()).unwrap();
+    assert!(reopened.content.body.get("health").is_none() && reopened.withdrawn == [DataCategory::Health].into());
 }
