@@ -168,6 +168,34 @@ fn a_recipient_key_made_and_published_opens_what_a_gateway_sealed_to_it_and_anot
     assert_eq!(opened["routing"]["packet_id"], outer.packet_id.as_str());
     assert_eq!(opened["delivered_as"], "case_document");
 
+    // Identity withdrawn since: the document hands the sealed withdrawal over
+    // with the case, and the tool prints the case without it.
+    let withdrawal = PacketClaims {
+        packet_id: "0196f3a0-0000-7000-8000-0000000000w1".to_owned(),
+        packet_type: PacketType::Withdrawal,
+        purpose: None,
+        policy_version: None,
+        decision_id: None,
+        body: json!({ "in_reply_to": outer.packet_id, "categories": ["identity"] }),
+        ..referral()
+    };
+    let routing = referral_gateway::crypto::end_to_end::WithdrawalRouting { in_reply_to: outer.packet_id.clone(), whole: false };
+    let sealed_withdrawal = seal_for_organisation(&withdrawal, &italy, to, Some(routing)).unwrap();
+    let withdrawals = json!([{ "packet_id": sealed_withdrawal.packet_id, "end_to_end": sealed_withdrawal.end_to_end }]);
+    let mut narrowed = document.clone();
+    narrowed["withdrawals"] = withdrawals.clone();
+    let output = open(&key_file, "-", Some(&narrowed.to_string()));
+    assert_eq!(output.status.code(), Some(0), "recipient open - (withdrawn in part): {}", String::from_utf8_lossy(&output.stderr));
+    let opened: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(opened["content"]["body"] == json!({ "family_links": body()["family_links"] }), "the withdrawn category was not cut");
+    assert_eq!(opened["withdrawn"], json!(["identity"]));
+    // The notice alone, as a webhook is pushed it: what to erase.
+    let notice = json!({ "packet_id": outer.packet_id, "recipient": "gin-red-cross", "from_country": "ITA", "state": "narrowed", "withdrawals": withdrawals });
+    let output = open(&key_file, "-", Some(&notice.to_string()));
+    assert_eq!(output.status.code(), Some(0), "recipient open - (notice): {}", String::from_utf8_lossy(&output.stderr));
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed, json!({ "withdrawn": { "packet_id": outer.packet_id, "from_country": "ITA", "categories": ["identity"] } }));
+
     // Another key of the same organisation, not the one sealed to: refused in one line, naming nothing of the case.
     let (other_key, _) = make_key(&dir.path().join("other-keys"));
     let output = open(&other_key, path(&packet), None);
