@@ -240,17 +240,20 @@ impl Gateway {
                         };
                         let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
                         let mut change = self.inbox_change(item, "received", "applied", names.clone().unwrap_or_default(), Some(reply), None, now);
-                        match target {
-                            Some(target) if opaque => self.hand_over_withdrawal(&target, &item.packet_id, &mut change),
-                            Some(target) => self.erase_withdrawn(&target, names.as_deref(), &mut change, now).await?,
-                            None => {}
-                        }
+                        let handed_over = match target {
+                            _ if opaque => self.hand_over_withdrawal(target.as_ref(), &item.packet_id, &mut change).await?,
+                            Some(target) => {
+                                self.erase_withdrawn(&target, names.as_deref(), &mut change, now).await?;
+                                false
+                            }
+                            None => false,
+                        };
                         change.withdraws = Some(Tombstone {
                             withdrawal_id: item.packet_id.clone(),
                             packet_id: notice.in_reply_to,
                             issuer: claims.issuer.to_string(),
                             categories: names,
-                            end_to_end: claims.end_to_end.clone().filter(|_| opaque),
+                            end_to_end: claims.end_to_end.clone().filter(|_| handed_over),
                         });
                         (change, "applied")
                     }
@@ -394,11 +397,25 @@ impl Gateway {
     /// A partial withdrawal sealed end to end, of a case sealed end to end:
     /// the case is listed again (or its webhook recipient pushed a notice)
     /// with the withdrawal, whose envelope is kept beside it (its tombstone)
-    /// and handed over with it; the organisation cuts what it names. A case
-    /// not yet screened gets it when it is; one no longer live needs none.
-    fn hand_over_withdrawal(&self, target: &InboxItem, withdrawal_id: &str, change: &mut InboxChange) {
-        if !LIVE.contains(&target.state.as_str()) {
-            return;
+    /// and handed over with it; the organisation cuts what it names. Whether
+    /// the envelope is to be kept: for a live sealed case, and for one not
+    /// held or not screened yet (it gets it when it is); not for one no
+    /// longer live, nor for a case this gateway can read (no organisation
+    /// is waiting for a sealed withdrawal of it).
+    async fn hand_over_withdrawal(&self, target: Option<&InboxItem>, withdrawal_id: &str, change: &mut InboxChange) -> Result<bool, AppError> {
+        let target = match target {
+            None => return Ok(true),
+            Some(target) if target.state == "received" => return Ok(true),
+            Some(target) if !LIVE.contains(&target.state.as_str()) => return Ok(false),
+            Some(target) => target,
+        };
+        let sealed = match self.opened_claims(target).await {
+            Ok(claims) => claims.is_end_to_end(),
+            Err(AppError::Erased) => false,
+            Err(error) => return Err(error),
+        };
+        if !sealed {
+            return Ok(false);
         }
         let pushed = OrgId::parse(&target.recipient_org).ok().is_some_and(|org| self.takes_webhook_pushes(&org));
         let mut withdrawals: std::collections::BTreeSet<String> = target.narrowed.iter().cloned().collect();
@@ -409,6 +426,7 @@ impl Gateway {
             categories: withdrawals.into_iter().collect(),
             pushed,
         });
+        Ok(true)
     }
 
     /// A received case's claims, cut down, sealed under a new key; the key

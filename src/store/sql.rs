@@ -522,6 +522,13 @@ macro_rules! sql_store {
                 if update.execute(&mut *connection).await?.rows_affected() == 0 {
                     return Ok(false);
                 }
+                if ["refused", "undeliverable"].contains(&change.to_state.as_str()) {
+                    // A case nobody will be handed over: nor are its sealed withdrawals.
+                    sqlx::query("UPDATE narrowed_packets SET end_to_end = '' WHERE packet_id = $1 AND end_to_end IS NOT NULL")
+                        .bind(&change.packet_id)
+                        .execute(&mut *connection)
+                        .await?;
+                }
                 if let Some(reseal) = &change.reseal {
                     sqlx::query("UPDATE inbox SET sealed = $1, key_id = $2 WHERE packet_id = $3")
                         .bind(&reseal.sealed)

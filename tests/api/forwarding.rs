@@ -26,6 +26,7 @@ on_both_backends!(
     a_partial_withdrawal_erases_one_category_at_the_peer_and_the_rest_stays_shared,
     a_partial_withdrawal_that_overtakes_its_referral_cuts_it_down_on_arrival,
     a_withdrawal_forged_by_another_gateway_replayed_or_from_a_non_member_erases_nothing,
+    a_sealed_partial_withdrawal_is_kept_only_for_a_sealed_case_that_may_still_take_it,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -239,14 +240,19 @@ fn forged_packet(
     purpose: Option<Purpose>,
     body: Value,
 ) -> String {
+    let claims = packet_claims(federation, (from, to), packet_id, packet_type, recipient, purpose, body);
+    sealed_as(federation, (from, to), &claims)
+}
+
+/// `claims` signed with `from`'s key and sealed to `to`'s.
+fn sealed_as(federation: &Federation, (from, to): (&str, &str), claims: &PacketClaims) -> String {
     let sender = federation.peer(from).app().gateway();
     let now = federation.clock_now();
     let directory = sender.directory();
     let keys = sender.federation_keys().unwrap();
     let signer = directory.current_signing_key(CountryCode::parse(from).unwrap(), now, &keys.signing).unwrap();
     let sealed_to = directory.encryption_key(CountryCode::parse(to).unwrap(), now).unwrap();
-    let claims = packet_claims(federation, (from, to), packet_id, packet_type, recipient, purpose, body);
-    seal(&claims, signer, sealed_to).unwrap().as_str().to_owned()
+    seal(claims, signer, sealed_to).unwrap().as_str().to_owned()
 }
 
 /// Claims of a packet from `from` to `to`, valid for a day from now.
@@ -656,4 +662,43 @@ async fn try_post_as(federation: &Federation, (from, to): (&str, &str), packet: 
     let client = referral_gateway::federation::client::PeerClient::new(members, chain, key, Duration::from_secs(5));
     let endpoint = format!("https://127.0.0.1:{}", federation.peer(to).app().federation_addr().unwrap().port());
     client.send(CountryCode::parse(to).unwrap(), &endpoint, packet).await.map_err(|failure| format!("{failure:?}"))
+}
+
+/// A partial withdrawal sealed end to end names categories the receiving
+/// gateway cannot read: it keeps the withdrawal's envelope to hand over with
+/// a sealed case, live or still to come, and for nothing else.
+async fn a_sealed_partial_withdrawal_is_kept_only_for_a_sealed_case_that_may_still_take_it(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let nga = federation.peer("NGA");
+    submitted(&federation, "sealed-narrowing-0001").await;
+    let readable = the_one_case_listed(nga).await["items"][0]["packet_id"].as_str().unwrap().to_owned();
+    let listed_at = nga.text(&format!("SELECT CAST(visible_seq AS TEXT) FROM inbox WHERE packet_id = '{readable}'")).await;
+    assert!(listed_at.is_some());
+    let sealed_withdrawal = |packet_id: &str, of: &str| {
+        let mut claims = packet_claims(&federation, ("ITA", "NGA"), packet_id, PacketType::Withdrawal, "nga-health-lagos", None, Value::Null);
+        claims.end_to_end = Some("sealed.to.the.organisation.alone".to_owned());
+        claims.in_reply_to = Some(of.to_owned());
+        sealed_as(&federation, ("ITA", "NGA"), &claims)
+    };
+    for (withdrawal, of) in [("narrowing-of-readable", readable.as_str()), ("narrowing-of-unknown", "referral-still-to-come")] {
+        post_as(&federation, ("ITA", "NGA"), &sealed_withdrawal(withdrawal, of)).await;
+        wait_for("the withdrawal applied", LIMIT, || async {
+            nga.text(&format!("SELECT state FROM inbox WHERE packet_id = '{withdrawal}'")).await.as_deref() == Some("applied")
+        })
+        .await;
+    }
+    let kept = |withdrawal: &'static str| async move {
+        nga.text(&format!("SELECT COALESCE(end_to_end, 'none') FROM narrowed_packets WHERE withdrawal_id = '{withdrawal}'")).await
+    };
+    // A case this gateway reads has no organisation waiting for a sealed withdrawal: not kept, not listed again.
+    assert_eq!(kept("narrowing-of-readable").await.as_deref(), Some("none"));
+    assert_eq!(nga.text(&format!("SELECT CAST(visible_seq AS TEXT) FROM inbox WHERE packet_id = '{readable}'")).await, listed_at);
+    assert_eq!(nga.count(&format!("SELECT COUNT(*) FROM inbox WHERE packet_id = '{readable}' AND narrowed IS NOT NULL")).await, 0);
+    // One that may still arrive gets it when it does.
+    assert_eq!(kept("narrowing-of-unknown").await.as_deref(), Some("sealed.to.the.organisation.alone"));
+    // Both are confirmed to the sender by naming the withdrawal, never a category.
+    wait_for("both confirmations queued", LIMIT, || async {
+        nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'erasure_confirmation'").await == 2
+    })
+    .await;
 }
