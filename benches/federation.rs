@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use referral_gateway::app::SystemClock;
+use referral_gateway::app::{Clock, SteadyClock};
+use referral_gateway::demo::fixtures;
 use referral_gateway::crypto::jose_keys::{generate, public_of, DecryptionKey, EncryptionKey, KeyUse, SigningKey, VerifyingKey};
 use referral_gateway::crypto::packet::{open, seal, PacketClaims, PacketType, PublishedSigner, Receiver, SignerDirectory};
 use referral_gateway::crypto::receipt::{self, Expected, ReceiptClaims};
@@ -94,10 +95,12 @@ async fn start(backend: Backend, sealing: Sealing) -> Result<Federation, BoxErro
         postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())),
         sealed_recipient: sealing == Sealing::EndToEnd,
     };
-    let files = setup::create(&dir.path().join("federation"), &options)?;
+    // The fixtures' date, running: retries need time to pass; the calendar must not matter.
+    let clock = Arc::new(SteadyClock::starting_at(fixtures::written_at()));
+    let files = setup::create(&dir.path().join("federation"), &options, clock.now())?;
     let mut apps = Vec::new();
     for (_, config) in &files.configs {
-        apps.push(Application::build(config, Arc::new(SystemClock)).await?);
+        apps.push(Application::build(config, clock.clone()).await?);
     }
     let endpoints: Vec<(CountryCode, String)> = files
         .configs
@@ -105,7 +108,7 @@ async fn start(backend: Backend, sealing: Sealing) -> Result<Federation, BoxErro
         .zip(&apps)
         .map(|((country, _), app)| (*country, format!("https://127.0.0.1:{}", app.federation_addr().map(|a| a.port()).unwrap_or_default())))
         .collect();
-    let directory = files.publish(2, &endpoints, Utc::now())?;
+    let directory = files.publish(2, &endpoints, clock.now())?;
     for app in &apps {
         app.gateway().replace_directory(directory.clone())?;
     }
@@ -237,7 +240,7 @@ struct Ceilings {
 /// for `length` each: packets per second, and referrals per second counting
 /// all the JOSE a referral needs.
 fn crypto_ceilings(length: Duration) -> Result<Ceilings, BoxError> {
-    let now = Utc::now();
+    let now = fixtures::written_at();
     let (ita, gmb) = (CountryCode::parse("ITA")?, CountryCode::parse("GMB")?);
     let signing = generate(KeyUse::Sig)?;
     let encryption = generate(KeyUse::Enc)?;

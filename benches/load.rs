@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use referral_gateway::app::Clock;
 use referral_gateway::config::GatewayConfig;
 use referral_gateway::startup::Application;
@@ -54,7 +54,8 @@ async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> 
     let mut document: referral_gateway::directory::DirectoryDocument =
         serde_json::from_str(&std::fs::read_to_string(repo("config/directory.example.json"))?)?;
     let key = referral_gateway::crypto::jose_keys::generate(referral_gateway::crypto::jose_keys::KeyUse::Enc)?;
-    let now = chrono::Utc::now();
+    // Key windows, consent and the gateway's clock: one instant, the fixtures' own.
+    let now = referral_gateway::demo::fixtures::written_at();
     let entry = referral_gateway::directory::published_key(&key, now - chrono::Duration::days(1), now + chrono::Duration::days(365), referral_gateway::crypto::jose_keys::KeyUse::Enc)?;
     let banjul = document.organisations.iter_mut().find(|o| o.id.as_str() == "gmb-iom-banjul").ok_or("no IOM Banjul in the example directory")?;
     banjul.keys = vec![entry];
@@ -83,7 +84,6 @@ async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> 
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config)?;
     let config = GatewayConfig::load(&path)?;
-    let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).single().ok_or("time")?;
     let app = Application::build(&config, Arc::new(FixedClock(now))).await?;
     let client = reqwest::Client::builder()
         .use_rustls_tls()

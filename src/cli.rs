@@ -90,6 +90,10 @@ enum RecipientCommand {
         /// The federation coordinator's public key (JWK) the directory is verified against.
         #[arg(long = "coordinator-key", alias = "coordinator")]
         coordinator_key: PathBuf,
+        /// Check the directory's key windows as of this time (RFC 3339)
+        /// instead of now: for opening an old delivery again, and for tests.
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
         /// What the gateway delivered, from a file, or `-` for stdin.
         packet: PathBuf,
     },
@@ -258,26 +262,26 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&dir),
         Command::Policy(PolicyCommand::Explain { referral, to, from, directory, policies, at }) => {
-            policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(Utc::now))
+            policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(now))
         }
         Command::Serve { config } => serve(&config),
         Command::Demo { dir, keep_running } => demo(&dir, keep_running),
         Command::Keys(KeysCommand::Init { dir, organisation: Some(organisation), from, valid_days, .. }) => {
             // Whole seconds: the directory entry reads better, and nothing is lost.
-            let now = Utc::now();
+            let now = now();
             let from = from.unwrap_or_else(|| DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now));
             keys_init_recipient(&dir, &organisation, from, valid_days.unwrap_or(365))
         }
         Command::Keys(KeysCommand::Init { dir, tls_names, .. }) => keys_init(&dir, &tls_names),
         Command::Keys(KeysCommand::Rotate { dir }) => keys_rotate(&dir),
-        Command::Keys(KeysCommand::Public { dir, from, valid_days }) => keys_public(&dir, from.unwrap_or_else(Utc::now), valid_days),
+        Command::Keys(KeysCommand::Public { dir, from, valid_days }) => keys_public(&dir, from.unwrap_or_else(now), valid_days),
         Command::Keys(KeysCommand::Coordinator { dir }) => keys_coordinator(&dir),
         Command::Directory(DirectoryCommand::Sign { key, input, out }) => directory_sign(&key, &input, &out),
         Command::Directory(DirectoryCommand::Verify { coordinator, signed }) => directory_verify(&coordinator, &signed),
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config),
         Command::Report(ReportCommand::Subject { subject_ref, config }) => report_subject(&subject_ref, &config),
-        Command::Recipient(RecipientCommand::Open { keys, organisation, directory, coordinator_key, packet }) => {
-            recipient_open(&keys, &organisation, &directory, &coordinator_key, &packet)
+        Command::Recipient(RecipientCommand::Open { keys, organisation, directory, coordinator_key, at, packet }) => {
+            recipient_open(&keys, &organisation, &directory, &coordinator_key, &packet, at.unwrap_or_else(now))
         }
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
@@ -387,7 +391,7 @@ fn report_subject(words: &[String], config_path: &Path) -> Result<ExitCode, CliE
         let store = crate::store::open(&config.database).await.map_err(usage)?;
         let subject_key = keys.index("subject", subject_ref.as_bytes());
         let records = crate::app::subject_report::subject_records(store.as_ref(), &subject_key).await.map_err(usage)?;
-        let now = chrono::Utc::now();
+        let now = now();
         let actor = crate::audit::Actor { org: None, subject: "cli:report".to_owned() };
         let event = crate::audit::AuditEvent::new(now, actor, crate::audit::Action::SubjectReport, "ok").subject_key(subject_key);
         store.write_batch(&[crate::store::Write::Audit(event)]).await.map_err(usage)?;
@@ -395,6 +399,13 @@ fn report_subject(words: &[String], config_path: &Path) -> Result<ExitCode, CliE
         print(&serde_json::to_string_pretty(&report)?)?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The time a command acts at when not told: the machine's, read through
+/// the clock port like everything else.
+fn now() -> DateTime<Utc> {
+    use crate::app::Clock;
+    crate::app::SystemClock.now()
 }
 
 fn print(text: &str) -> Result<(), CliError> {
@@ -433,7 +444,7 @@ fn keys_init_recipient(dir: &Path, organisation: &str, from: DateTime<Utc>, vali
 
 /// Opens a delivered case with the organisation's keys: exit 1, with a
 /// one-line reason naming no content, if it does not open or verify.
-fn recipient_open(key_files: &[PathBuf], organisation: &str, directory: &Path, coordinator_key: &Path, packet: &Path) -> Result<ExitCode, CliError> {
+fn recipient_open(key_files: &[PathBuf], organisation: &str, directory: &Path, coordinator_key: &Path, packet: &Path, now: DateTime<Utc>) -> Result<ExitCode, CliError> {
     use std::io::Read;
     let organisation = OrgId::parse(organisation).map_err(|e| CliError::Usage(format!("--organisation: {e}")))?;
     let mut keys = Vec::new();
@@ -448,7 +459,7 @@ fn recipient_open(key_files: &[PathBuf], organisation: &str, directory: &Path, c
     } else {
         read(packet)?
     };
-    match crate::recipient::open_delivered(&delivered, &keys, &directory, &organisation, Utc::now()) {
+    match crate::recipient::open_delivered(&delivered, &keys, &directory, &organisation, now) {
         Ok(opened) => {
             let mut value = serde_json::to_value(&opened)?;
             // Spaces that only give the envelope its bucket's size.
@@ -460,7 +471,7 @@ fn recipient_open(key_files: &[PathBuf], organisation: &str, directory: &Path, c
         }
         // A pushed notice that the person withdrew part of a case sealed end to end: what to erase.
         Err(crate::recipient::RecipientError::Notice) => {
-            match crate::recipient::open_withdrawals(&delivered, &keys, &directory, &organisation, Utc::now()) {
+            match crate::recipient::open_withdrawals(&delivered, &keys, &directory, &organisation, now) {
                 Ok(withdrawn) if !withdrawn.categories.is_empty() => {
                     print(&serde_json::to_string_pretty(&serde_json::json!({ "withdrawn": withdrawn }))?)?;
                     Ok(ExitCode::SUCCESS)

@@ -47,6 +47,29 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that starts at a chosen instant and runs at the pace of the
+/// machine's monotonic timer. For federations run on the fixtures' date
+/// (benchmarks, tests): retries and deadlines need time to pass, and
+/// nothing may depend on the calendar day the run happens on.
+#[derive(Debug, Clone, Copy)]
+pub struct SteadyClock {
+    start: DateTime<Utc>,
+    started: std::time::Instant,
+}
+
+impl SteadyClock {
+    pub fn starting_at(start: DateTime<Utc>) -> Self {
+        Self { start, started: std::time::Instant::now() }
+    }
+}
+
+impl Clock for SteadyClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(self.started.elapsed()).unwrap_or(chrono::Duration::MAX);
+        self.start.checked_add_signed(elapsed).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
 /// The sharing policy in force and its stored version number.
 #[derive(Debug)]
 pub struct ActivePolicy {

@@ -218,7 +218,7 @@ mod tests {
     fn the_published_entry_holds_only_public_keys() {
         let dir = tempfile::tempdir().unwrap();
         init(dir.path(), &["localhost".to_owned()]).unwrap();
-        let now = Utc::now();
+        let now = crate::demo::fixtures::written_at();
         let published = load(dir.path()).unwrap().published(now, now + chrono::Duration::days(365)).unwrap();
         assert_eq!(published.len(), 2);
         assert!(published.iter().all(|key| !key.jwk.contains_key("d")));

@@ -5,6 +5,7 @@
 //! corridors step by step and checks each outcome; it exits non-zero at the
 //! first that is not what the federation promises.
 
+pub mod fixtures;
 pub mod setup;
 
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::app::SystemClock;
+use crate::app::{Clock, SystemClock};
 use crate::app::delivery::{PeerTransport, SendFailure};
 use crate::crypto::jose_keys::DecryptionKey;
 use crate::domain::CountryCode;
@@ -48,21 +49,25 @@ struct Demo {
     files: DemoFiles,
     gateways: Vec<Gateway>,
     started: Instant,
+    /// The gateways' clock and the demo's: key windows, consents and the
+    /// fixtures' dates all derive from it.
+    clock: Arc<dyn Clock>,
 }
 
 /// Runs the demo in `dir`; with `keep_running`, leaves the federation up
 /// afterwards until Ctrl-C.
 pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     let started = Instant::now();
-    let files = setup::create(dir, &setup::Options::default())?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let files = setup::create(dir, &setup::Options::default(), clock.now())?;
     let mut gateways = Vec::new();
     for (country, config) in &files.configs {
-        let app = Application::build(config, Arc::new(SystemClock))
+        let app = Application::build(config, Arc::clone(&clock))
             .await
             .map_err(|e| DemoError::Start { country: country.to_string(), reason: e.to_string() })?;
         gateways.push(Gateway { country: *country, app });
     }
-    let demo = Demo { files, gateways, started };
+    let demo = Demo { files, gateways, started, clock };
     demo.list_endpoints()?;
     demo.say(&format!(
         "Three gateways are up, each with its own database and keys, trusting one signed directory:\n{}",
@@ -76,7 +81,7 @@ pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     demo.audit_chains().await?;
     demo.say(&format!("All steps behaved as the federation promises ({:.1} s).", demo.started.elapsed().as_secs_f64()));
     if keep_running {
-        demo.explore_hints();
+        demo.explore_hints()?;
         let _ = tokio::signal::ctrl_c().await;
     }
     for gateway in demo.gateways {
@@ -104,7 +109,7 @@ impl Demo {
     fn list_endpoints(&self) -> Result<(), DemoError> {
         let endpoints: Vec<(CountryCode, String)> =
             self.gateways.iter().map(|g| (g.country, format!("https://127.0.0.1:{}", g.federation_port()))).collect();
-        let directory = self.files.publish(2, &endpoints, chrono::Utc::now())?;
+        let directory = self.files.publish(2, &endpoints, self.clock.now())?;
         for gateway in &self.gateways {
             gateway.app.gateway().replace_directory(directory.clone()).map_err(step_failed)?;
         }
@@ -137,8 +142,8 @@ impl Demo {
     }
 
     async fn submit(&self, fixture: &str, destination: &str, key: &str, handover: bool) -> Result<(u16, Value), DemoError> {
-        let text = std::fs::read_to_string(format!("tests/fixtures/referrals/{fixture}.json")).map_err(step_failed)?;
-        let mut referral: Value = serde_json::from_str(&text).map_err(step_failed)?;
+        // The fixture's consent and dates, moved to today: the demo works on any date.
+        let mut referral = fixtures::referral_as_of(fixture, self.clock.now()).map_err(step_failed)?;
         let fields = referral.as_object_mut().ok_or_else(|| step_failed(format!("{fixture} is not a JSON object")))?;
         fields.insert("destination".to_owned(), json!(destination));
         fields.insert("idempotency_key".to_owned(), json!(key));
@@ -219,7 +224,7 @@ impl Demo {
         let key = DecryptionKey::from_jwk(&self.files.recipient_key).map_err(step_failed)?;
         let organisation = crate::domain::OrgId::parse(setup::SEALED_RECIPIENT).map_err(step_failed)?;
         // As a national system does: the library checks the gateway's signature and that the envelope is this packet's.
-        let opened = crate::recipient::open_delivered(&case.to_string(), std::slice::from_ref(&key), gambia.directory().as_ref(), &organisation, chrono::Utc::now())
+        let opened = crate::recipient::open_delivered(&case.to_string(), std::slice::from_ref(&key), gambia.directory().as_ref(), &organisation, self.clock.now())
             .map_err(step_failed)?;
         let categories: Vec<String> = opened.content.body.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
         println!("   IOM Banjul pulled it and opened it with its key (the sending gateway's signature checked): categories {}.", categories.join(", "));
@@ -345,7 +350,11 @@ impl Demo {
         Ok(())
     }
 
-    fn explore_hints(&self) {
+    fn explore_hints(&self) -> Result<(), DemoError> {
+        // The fixture moved to today, as the demo submits it: as written it may be past its consent.
+        let referral = fixtures::referral_as_of("returnee_hiv_reintegration", self.clock.now()).map_err(step_failed)?;
+        let referral_file = self.files.root.join("returnee_hiv_reintegration.json");
+        std::fs::write(&referral_file, serde_json::to_string_pretty(&referral).map_err(step_failed)?).map_err(step_failed)?;
         let curl = |name: &str| {
             format!("curl --cacert {} --cert {}", self.files.pki.ca.display(), self.files.client_pem(name).map(|p| p.display().to_string()).unwrap_or_default())
         };
@@ -353,7 +362,7 @@ impl Demo {
         println!(
             "\nThe federation stays up (files in {}). Explore, then stop with Ctrl-C:\n\
              Submit a referral as IOM Rome:\n  {} -H 'content-type: application/json' \\\n    \
-             --data @tests/fixtures/referrals/returnee_hiv_reintegration.json {}/v1/referrals\n\
+             --data @{} {}/v1/referrals\n\
              Follow it (referral_id from the answer):\n  {} {}/v1/referrals/<referral_id>\n\
              Italy's audit log (as the auditor):\n  {} '{}/v1/audit?limit=5'\n\
              Who received what about a person (as Italy's DPO):\n  {} '{}/v1/disclosures?subject_ref=ITA-2026-000303'\n\
@@ -361,6 +370,7 @@ impl Demo {
              The Guinean Red Cross's inbox:\n  {} {}/v1/inbox",
             self.files.root.display(),
             curl("iom-rome"),
+            referral_file.display(),
             url("ITA"),
             curl("iom-rome"),
             url("ITA"),
@@ -373,6 +383,7 @@ impl Demo {
             curl("gin-red-cross"),
             url("GIN"),
         );
+        Ok(())
     }
 }
 

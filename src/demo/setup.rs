@@ -74,7 +74,7 @@ pub const SEALED_RECIPIENT: &str = "gmb-iom-banjul";
 
 /// Writes a fresh demo federation under `root` (cleared first if an earlier
 /// demo left it; refused if it holds anything else).
-pub fn create(root: &Path, options: &Options<'_>) -> Result<DemoFiles, SetupError> {
+pub fn create(root: &Path, options: &Options<'_>, now: DateTime<Utc>) -> Result<DemoFiles, SetupError> {
     if root.exists() {
         let ours = root.join(MARKER).exists();
         let empty = std::fs::read_dir(root).map_err(fail)?.next().is_none();
@@ -137,7 +137,7 @@ pub fn create(root: &Path, options: &Options<'_>) -> Result<DemoFiles, SetupErro
     }
     let recipient_key = jose_keys::generate(KeyUse::Enc).map_err(fail)?;
     let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key, sealed_recipient: options.sealed_recipient };
-    files.publish(1, &[], Utc::now())?;
+    files.publish(1, &[], now)?;
     Ok(files)
 }
 

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use referral_gateway::crypto::end_to_end::seal_for_organisation;
 use referral_gateway::crypto::jose_keys::{generate, public_of, KeyUse, SigningKey};
 use referral_gateway::crypto::packet::{PacketClaims, PacketType};
@@ -17,7 +17,7 @@ use referral_gateway::directory::{published_key, signed, Directory, DirectoryDoc
 use referral_gateway::domain::{CountryCode, OrgId, Purpose};
 use serde_json::{json, Value};
 
-use crate::support::repo_path;
+use crate::support::{now, repo_path};
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
@@ -51,7 +51,9 @@ const CASE_VALUES: &[&str] = &["Mariama", "Diallo", "2009-03-14", "mother", "Kan
 
 /// `keys init --recipient` in `dir`: the key file it wrote and the entry it printed.
 fn make_key(dir: &Path) -> (PathBuf, PublishedKey) {
-    let output = run(&["keys", "init", "--recipient", "--organisation", "gin-red-cross", "--dir", path(dir)], None);
+    // Valid from a day before the test's clock, as a key published in advance is.
+    let from = (now() - Duration::days(1)).to_rfc3339();
+    let output = run(&["keys", "init", "--recipient", "--organisation", "gin-red-cross", "--from", &from, "--dir", path(dir)], None);
     assert_eq!(output.status.code(), Some(0), "keys init --recipient: {}", String::from_utf8_lossy(&output.stderr));
     let entry: PublishedKey = serde_json::from_slice(&output.stdout).unwrap();
     let kid = entry.jwk["kid"].as_str().unwrap();
@@ -83,7 +85,7 @@ fn signed_directory(dir: &Path, italy: &SigningKey, italy_public: &PublishedKey,
 }
 
 fn referral() -> PacketClaims {
-    let now = Utc::now();
+    let now = now();
     PacketClaims {
         packet_id: "0196f3a0-0000-7000-8000-0000000000e2".to_owned(),
         packet_type: PacketType::Referral,
@@ -120,16 +122,17 @@ fn a_recipient_key_made_and_published_opens_what_a_gateway_sealed_to_it_and_anot
 
     let italy_jwk = generate(KeyUse::Sig).unwrap();
     let italy = SigningKey::from_jwk(&italy_jwk).unwrap();
-    let now = Utc::now();
+    let now = now();
     let italy_public = published_key(&italy_jwk, now - Duration::days(1), now + Duration::days(365), KeyUse::Sig).unwrap();
     let (signed_file, coordinator_file, directory) = signed_directory(dir.path(), &italy, &italy_public, &entry);
 
     // Italy's gateway seals to the key the directory publishes for the Red Cross.
-    let to = directory.organisation_key(&red_cross(), Utc::now()).unwrap();
+    let to = directory.organisation_key(&red_cross(), now).unwrap();
     let outer = seal_for_organisation(&referral(), &italy, to, None).unwrap();
     let envelope = outer.end_to_end.clone().unwrap();
     let packet = dir.path().join("packet.jwe");
     std::fs::write(&packet, &envelope).unwrap();
+    let at = now.to_rfc3339();
     let open = |key: &Path, packet: &str, stdin: Option<&str>| {
         run(
             &[
@@ -143,6 +146,8 @@ fn a_recipient_key_made_and_published_opens_what_a_gateway_sealed_to_it_and_anot
                 path(&signed_file),
                 "--coordinator-key",
                 path(&coordinator_file),
+                "--at",
+                &at,
                 packet,
             ],
             stdin,
@@ -227,7 +232,7 @@ fn keys_init_recipient_adds_beside_and_needs_an_organisation() {
     let (second, _) = make_key(dir.path());
     assert_ne!(first, second);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
-    // A year from now by default.
+    // A year by default.
     let days = (entry.not_after - entry.not_before).num_days();
     assert_eq!(days, 365);
 
