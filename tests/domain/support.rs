@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use referral_gateway::directory::Directory;
 use referral_gateway::domain::decide::decide;
 use referral_gateway::domain::decision::Decision;
@@ -18,9 +18,10 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// The time every scenario is decided at.
+/// The time every scenario is decided at: the instant the fixtures are
+/// written for, the one time source of every test.
 pub fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+    referral_gateway::demo::fixtures::written_at()
 }
 
 pub fn italy() -> CountryCode {
