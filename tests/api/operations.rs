@@ -140,3 +140,72 @@ async fn unknown_methods_and_names_in_queries_leave_no_trace() {
         assert!(!reply.text.contains("Amina"), "{}", reply.text);
     }
 }
+
+/// Every reference in `value` (a `$ref` keyword holding a string), with the
+/// JSON pointer of where it stands.
+fn references(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(object) => {
+            for (key, member) in object {
+                match (key.as_str(), member) {
+                    ("$ref", Value::String(reference)) => out.push((at.to_owned(), reference.clone())),
+                    _ => references(member, &format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")), out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                references(item, &format!("{at}/{index}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What code generators and API fuzzers need: the served document stands
+/// alone (every reference is internal and resolves), it is OpenAPI 3.1 by
+/// the OpenAPI Initiative's own schema (tests/fixtures/openapi), and the
+/// bundled referral schema still validates as the parser does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_stands_alone_and_is_openapi_3_1() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let document = app.get(Who::Nobody, "/v1/openapi.json").await.body;
+
+    let mut found = Vec::new();
+    references(&document, "", &mut found);
+    assert!(found.len() > 100, "the generated schemas are bundled: {} references", found.len());
+    for (at, reference) in &found {
+        let pointer = reference.strip_prefix('#').filter(|p| p.starts_with('/'));
+        assert!(pointer.is_some(), "{at}: {reference} is not a reference inside the document");
+        assert!(document.pointer(pointer.unwrap()).is_some(), "{at}: {reference} resolves to nothing");
+    }
+    let text = document.to_string();
+    for external in ["referral.schema.json", "directory.schema.json", "\"$id\"", "\"$defs\""] {
+        assert!(!text.contains(external), "{external} is left in the served document");
+    }
+
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(crate::helpers::repo_path("tests/fixtures/openapi/oas-3.1-schema-2022-10-07.json")).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::new(&meta).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&document).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "not an OpenAPI 3.1 document: {errors:#?}");
+    for (name, schema) in document["components"]["schemas"].as_object().unwrap() {
+        assert!(jsonschema::meta::validate(schema).is_ok(), "components.schemas.{name} is not a JSON Schema");
+    }
+
+    // The bundled submission schema, its references now into the document,
+    // takes the fixtures and refuses what the parser refuses.
+    let submission = json!({ "$ref": "#/components/schemas/ReferralSubmission", "components": document["components"] });
+    let bundled = jsonschema::draft202012::new(&submission).unwrap();
+    for name in crate::helpers::FIXTURES {
+        let referral = fixture(name);
+        assert!(bundled.is_valid(&referral), "{name}: {:?}", bundled.iter_errors(&referral).map(|e| e.to_string()).collect::<Vec<_>>());
+    }
+    let mut bad_key = fixture("returnee_hiv_reintegration");
+    bad_key["idempotency_key"] = json!("short");
+    let mut bad_category = fixture("returnee_hiv_reintegration");
+    bad_category["consent"]["scopes"][0]["categories"] = json!(["no_such_category"]);
+    for bad in [bad_key, bad_category] {
+        assert!(!bundled.is_valid(&bad));
+        assert!(referral_gateway::domain::submission::ReferralSubmission::parse(&bad.to_string(), crate::helpers::fixture_time()).is_err());
+    }
+}
