@@ -2,7 +2,8 @@
 //! for media type and size before anything reads them.
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
@@ -46,6 +47,26 @@ impl FromRequestParts<AppState> for Caller {
                 }
                 Err(AppError::Unauthenticated(error).into())
             }
+        }
+    }
+}
+
+/// The route's one path parameter, percent-decoded. One that does not
+/// decode to UTF-8 is a `400` problem (axum would answer in plain text),
+/// and, like every problem, it does not repeat the value.
+#[derive(Debug, Clone)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(Problem::invalid(&[FieldProblem { field: "(path)".to_owned(), problem: "must be UTF-8 once percent-decoded".to_owned() }]))
+            }
+            Err(rejection) => Err(AppError::Internal(format!("path parameters: {}", rejection.status())).into()),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::helpers::{fixture, personal_values, spawn_app, subject_refs, variant,
 use crate::on_both_backends;
 
 on_both_backends!(health_readiness_and_metrics);
+on_both_backends!(the_statuses_sent_are_documented);
 
 /// The value of the sample `name` (with its labels, as exposed), if present.
 fn sample(metrics: &str, name: &str) -> Option<f64> {
@@ -207,5 +208,51 @@ async fn the_served_openapi_document_stands_alone_and_is_openapi_3_1() {
     for bad in [bad_key, bad_category] {
         assert!(!bundled.is_valid(&bad));
         assert!(referral_gateway::domain::submission::ReferralSubmission::parse(&bad.to_string(), crate::helpers::fixture_time()).is_err());
+    }
+}
+
+/// A handful of answers other than success, each checked against the served
+/// document: the status is listed for the operation, and the body is a
+/// problem+json that conforms to the one Problem schema.
+async fn the_statuses_sent_are_documented(backend: Backend) {
+    use reqwest::Method;
+    let app = spawn_app(backend).await;
+    let document = app.get(Who::Nobody, "/v1/openapi.json").await.body;
+    let problem = json!({ "$ref": "#/components/schemas/Problem", "components": document["components"] });
+    let problem = jsonschema::draft202012::new(&problem).unwrap();
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let too_large = json!({ "files": { "a.cedar": "x".repeat(70_000) } });
+    let cases: Vec<(Who, Method, String, &str, Option<(&str, Vec<u8>)>, u16, &str)> = vec![
+        // No body, or one not declared JSON: 415 (issue 16).
+        (Who::Dpo, Method::PUT, "/v1/policies".into(), "/v1/policies", None, 415, "unsupported-media-type"),
+        (Who::Dpo, Method::POST, "/v1/policies/simulate".into(), "/v1/policies/simulate", None, 415, "unsupported-media-type"),
+        (Who::Dpo, Method::POST, "/v1/policies/simulate".into(), "/v1/policies/simulate", Some(("text/plain", b"{}".to_vec())), 415, "unsupported-media-type"),
+        (Who::Recipient, Method::POST, format!("/v1/inbox/{unknown}/status"), "/v1/inbox/{packet_id}/status", None, 415, "unsupported-media-type"),
+        (Who::Dpo, Method::PUT, "/v1/policies".into(), "/v1/policies", Some(("application/json", too_large.to_string().into_bytes())), 413, "payload-too-large"),
+        // A path parameter that is not UTF-8 once decoded: a problem, not axum's plain text.
+        (Who::IomRome, Method::GET, "/v1/referrals/%FF".into(), "/v1/referrals/{id}", None, 400, "invalid-request"),
+        (Who::Recipient, Method::POST, "/v1/inbox/%C3%28/ack".into(), "/v1/inbox/{packet_id}/ack", None, 400, "invalid-request"),
+        // A cursor is digits, as the API returns it: no sign.
+        (Who::Auditor, Method::GET, "/v1/audit?cursor=-1".into(), "/v1/audit", None, 400, "invalid-request"),
+        (Who::Auditor, Method::GET, "/v1/audit?cursor=%2B1".into(), "/v1/audit", None, 400, "invalid-request"),
+        (Who::Recipient, Method::GET, "/v1/inbox?cursor=%2B1".into(), "/v1/inbox", None, 400, "invalid-request"),
+        (Who::Recipient, Method::POST, format!("/v1/inbox/{unknown}/ack"), "/v1/inbox/{packet_id}/ack", None, 404, "not-found"),
+        (Who::IomRome, Method::GET, format!("/v1/referrals/{unknown}"), "/v1/referrals/{id}", None, 404, "not-found"),
+        (Who::Nobody, Method::GET, "/v1/policies".into(), "/v1/policies", None, 401, "unauthenticated"),
+        (Who::IomRome, Method::GET, "/v1/policies".into(), "/v1/policies", None, 403, "forbidden"),
+    ];
+    for (who, method, url, path, body, status, code) in cases {
+        let mut request = app.request(who, method.clone(), &url);
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        let reply = app.send(request).await;
+        assert_eq!(reply.status, status, "{method} {url}: {}", reply.text);
+        assert_eq!(reply.problem(), code, "{method} {url}: {}", reply.text);
+        let operation = &document["paths"][path][method.as_str().to_lowercase()];
+        assert!(operation.is_object(), "{method} {path} is not an operation");
+        assert!(operation["responses"].get(status.to_string()).is_some(), "{method} {path}: {status} is not documented");
+        assert_eq!(reply.content_type, "application/problem+json", "{method} {url}");
+        assert!(problem.is_valid(&reply.body), "{method} {url}: {}", reply.text);
     }
 }
