@@ -5,6 +5,7 @@
 //! corridors step by step and checks each outcome; it exits non-zero at the
 //! first that is not what the federation promises.
 
+pub mod sandbox;
 pub mod setup;
 
 use std::path::Path;
