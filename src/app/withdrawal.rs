@@ -251,6 +251,10 @@ struct ScopeBody {
 /// `purposes`, `recipients` and `categories` narrows it. Problems name the
 /// field, never its value.
 fn parse_scope(body: &Value) -> Result<WithdrawalScope, AppError> {
+    // serde would read a struct from an array, by position: `[]` as `{}`.
+    if !body.is_object() {
+        return Err(AppError::Invalid(vec![FieldProblem { field: "(body)".to_owned(), problem: "must be a JSON object".to_owned() }]));
+    }
     let parsed: ScopeBody = serde_json::from_value(body.clone()).map_err(|_| {
         let unknown = body.as_object().and_then(|o| o.keys().find(|k| !["purposes", "recipients", "categories"].contains(&k.as_str())));
         let field = match unknown {

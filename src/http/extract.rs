@@ -117,26 +117,40 @@ pub async fn json_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 }
 
 /// A JSON body into `T`, whose unknown fields are refused; errors name the
-/// field, never the value.
+/// field, never the value. Every body of this API is one JSON object: serde
+/// would otherwise fill a struct from an array, by position (`[null]` as
+/// `{}`, a whole consent withdrawal), and stop reading after the first value.
 pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize) -> Result<T, Problem> {
     let text = json_text(headers, body, limit).await?;
+    let is_object = text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{');
+    let not_an_object = || Problem::invalid(&[FieldProblem { field: "(body)".to_owned(), problem: "must be a JSON object".to_owned() }]);
+    let malformed = |inner: &serde_json::Error| Problem::from(AppError::MalformedJson { line: inner.line(), column: inner.column() });
     let mut deserializer = serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let inner = error.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return AppError::MalformedJson { line: inner.line(), column: inner.column() }.into();
+    match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => {
+            deserializer.end().map_err(|inner| malformed(&inner))?;
+            if is_object { Ok(value) } else { Err(not_an_object()) }
         }
-        let field = visible_path(error.path());
-        let message = inner.to_string();
-        let problem = if message.starts_with("unknown field") {
-            "unknown field".to_owned()
-        } else if message.starts_with("missing field") {
-            message.split(" at line").next().unwrap_or("missing field").to_owned()
-        } else {
-            "invalid value".to_owned()
-        };
-        Problem::invalid(&[FieldProblem { field, problem }])
-    })
+        Err(error) => {
+            let inner = error.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(malformed(inner));
+            }
+            if !is_object {
+                return Err(not_an_object());
+            }
+            let field = visible_path(error.path());
+            let message = inner.to_string();
+            let problem = if message.starts_with("unknown field") {
+                "unknown field".to_owned()
+            } else if message.starts_with("missing field") {
+                message.split(" at line").next().unwrap_or("missing field").to_owned()
+            } else {
+                "invalid value".to_owned()
+            };
+            Err(Problem::invalid(&[FieldProblem { field, problem }]))
+        }
+    }
 }
 
 /// The path of the field at fault. It stops before a key that does not look
