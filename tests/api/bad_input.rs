@@ -10,7 +10,7 @@ on_both_backends!(
     bad_submissions_are_refused_and_leave_nothing,
     unknown_routes_and_methods_are_problems,
     bad_submissions_do_not_lose_what_was_accepted,
-    bodies_that_are_not_one_json_object_change_nothing,
+    malformed_bodies_change_nothing,
 );
 
 const FIXTURE: &str = "returnee_hiv_reintegration";
@@ -247,8 +247,10 @@ async fn bad_submissions_do_not_lose_what_was_accepted(backend: Backend) {
 /// Found by the OpenAPI fuzzer (.ci/openapi-fuzz): serde fills a struct from
 /// an array, by position, so `[null, null]` was read as `{}`, a withdrawal
 /// of the whole consent; and it stopped reading after the first value, so
-/// `{} x` was `{}` too. Every body of this API is one JSON object.
-async fn bodies_that_are_not_one_json_object_change_nothing(backend: Backend) {
+/// `{} x` was `{}` too. Every body of this API is one JSON object. And a
+/// null list in a withdrawal read as absent: `{"categories": null}` took
+/// back the whole consent.
+async fn malformed_bodies_change_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
     let referral = fixture(FIXTURE);
     let submitted = app.submit(Who::IomRome, &referral).await;
@@ -261,6 +263,8 @@ async fn bodies_that_are_not_one_json_object_change_nothing(backend: Backend) {
         (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), "[null, null]".into(), "invalid-request"),
         (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), "[]".into(), "invalid-request"),
         (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), "{} x".into(), "malformed-json"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), r#"{"categories": null}"#.into(), "invalid-request"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/subjects/{subject}/consent-withdrawal"), r#"{"purposes": ["return"], "recipients": null}"#.into(), "invalid-request"),
         (Who::IomRome, reqwest::Method::POST, format!("/v1/subjects/{subject}/consent-withdrawal"), "[null]".into(), "invalid-request"),
         (Who::IomRome, reqwest::Method::POST, format!("/v1/subjects/{subject}/consent-withdrawal"), "{}{}".into(), "malformed-json"),
         (Who::Dpo, reqwest::Method::PUT, "/v1/policies".into(), json!([files, "array form"]).to_string(), "invalid-request"),
