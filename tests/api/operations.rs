@@ -222,7 +222,9 @@ async fn the_statuses_sent_are_documented(backend: Backend) {
     let problem = jsonschema::draft202012::new(&problem).unwrap();
     let unknown = "00000000-0000-4000-8000-000000000000";
     let too_large = json!({ "files": { "a.cedar": "x".repeat(70_000) } });
-    let cases: Vec<(Who, Method, String, &str, Option<(&str, Vec<u8>)>, u16, &str)> = vec![
+    // A body: its content type and bytes.
+    type Sent = Option<(&'static str, Vec<u8>)>;
+    let cases: Vec<(Who, Method, String, &str, Sent, u16, &str)> = vec![
         // No body, or one not declared JSON: 415 (issue 16).
         (Who::Dpo, Method::PUT, "/v1/policies".into(), "/v1/policies", None, 415, "unsupported-media-type"),
         (Who::Dpo, Method::POST, "/v1/policies/simulate".into(), "/v1/policies/simulate", None, 415, "unsupported-media-type"),
