@@ -52,6 +52,17 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Run one gateway (Italy) on fresh demo files, with a client
+    /// certificate holding every role (submitter, dpo, auditor, recipient)
+    /// for the organisation ita-nrm: to try the API or fuzz it
+    /// (.ci/openapi-fuzz). Prints one JSON line (the URL, the CA, the client
+    /// certificate and key file), then serves until Ctrl-C or SIGTERM. Run
+    /// it from the repository root.
+    Sandbox {
+        /// Where the sandbox keeps its files; cleared at each run.
+        #[arg(long, default_value = "var/sandbox")]
+        dir: PathBuf,
+    },
     /// The gateway's keys: at rest, federation signing and encryption, TLS.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -266,6 +277,7 @@ pub fn run() -> ExitCode {
         }
         Command::Serve { config } => serve(&config),
         Command::Demo { dir, keep_running } => demo(&dir, keep_running),
+        Command::Sandbox { dir } => sandbox(&dir),
         Command::Keys(KeysCommand::Init { dir, organisation: Some(organisation), from, valid_days, .. }) => {
             // Whole seconds: the directory entry reads better, and nothing is lost.
             let now = now();
@@ -331,6 +343,20 @@ fn demo(dir: &Path, keep_running: bool) -> Result<ExitCode, CliError> {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(error) => {
                 eprintln!("demo: {error}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+/// Runs the sandbox gateway until Ctrl-C or SIGTERM.
+fn sandbox(dir: &Path) -> Result<ExitCode, CliError> {
+    crate::telemetry::init(&crate::config::LogConfig { level: "warn".to_owned(), ..crate::config::LogConfig::default() });
+    runtime()?.block_on(async {
+        match crate::demo::sandbox::run(dir).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) => {
+                eprintln!("sandbox: {error}");
                 Ok(ExitCode::FAILURE)
             }
         }

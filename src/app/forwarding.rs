@@ -806,8 +806,9 @@ fn lapsed(claims: &PacketClaims, now: DateTime<Utc>) -> bool {
     claims.consent_expires_at.is_some_and(|end| end <= now) || claims.retention_until.is_some_and(|end| end <= now)
 }
 
-fn parse_cursor(text: &str) -> Option<i64> {
-    text.parse().ok().filter(|seq| *seq >= 0)
+/// A cursor as this API returns one: decimal digits only (no sign).
+pub fn parse_cursor(text: &str) -> Option<i64> {
+    Some(text).filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).and_then(|t| t.parse().ok())
 }
 
 fn invalid(field: &str, problem: &str) -> AppError {

@@ -251,6 +251,19 @@ struct ScopeBody {
 /// `purposes`, `recipients` and `categories` narrows it. Problems name the
 /// field, never its value.
 fn parse_scope(body: &Value) -> Result<WithdrawalScope, AppError> {
+    // serde would read a struct from an array, by position: `[]` as `{}`.
+    if !body.is_object() {
+        return Err(AppError::Invalid(vec![FieldProblem { field: "(body)".to_owned(), problem: "must be a JSON object".to_owned() }]));
+    }
+    // A null list would read as absent, which widens the withdrawal (to the
+    // whole consent when all three are): an irreversible step is not taken
+    // on a value that may only be a client's unset field.
+    if let Some(name) = ["purposes", "recipients", "categories"].into_iter().find(|name| body.get(name).is_some_and(Value::is_null)) {
+        return Err(AppError::Invalid(vec![FieldProblem {
+            field: name.to_owned(),
+            problem: "must be a list; leave it out to withdraw for all".to_owned(),
+        }]));
+    }
     let parsed: ScopeBody = serde_json::from_value(body.clone()).map_err(|_| {
         let unknown = body.as_object().and_then(|o| o.keys().find(|k| !["purposes", "recipients", "categories"].contains(&k.as_str())));
         let field = match unknown {

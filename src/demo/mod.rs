@@ -6,6 +6,7 @@
 //! first that is not what the federation promises.
 
 pub mod fixtures;
+pub mod sandbox;
 pub mod setup;
 
 use std::path::Path;

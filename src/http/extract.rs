@@ -2,7 +2,8 @@
 //! for media type and size before anything reads them.
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
@@ -46,6 +47,26 @@ impl FromRequestParts<AppState> for Caller {
                 }
                 Err(AppError::Unauthenticated(error).into())
             }
+        }
+    }
+}
+
+/// The route's one path parameter, percent-decoded. One that does not
+/// decode to UTF-8 is a `400` problem (axum would answer in plain text),
+/// and, like every problem, it does not repeat the value.
+#[derive(Debug, Clone)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(Problem::invalid(&[FieldProblem { field: "(path)".to_owned(), problem: "must be UTF-8 once percent-decoded".to_owned() }]))
+            }
+            Err(rejection) => Err(AppError::Internal(format!("path parameters: {}", rejection.status())).into()),
         }
     }
 }
@@ -96,26 +117,40 @@ pub async fn json_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 }
 
 /// A JSON body into `T`, whose unknown fields are refused; errors name the
-/// field, never the value.
+/// field, never the value. Every body of this API is one JSON object: serde
+/// would otherwise fill a struct from an array, by position (`[null]` as
+/// `{}`, a whole consent withdrawal), and stop reading after the first value.
 pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize) -> Result<T, Problem> {
     let text = json_text(headers, body, limit).await?;
+    let is_object = text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{');
+    let not_an_object = || Problem::invalid(&[FieldProblem { field: "(body)".to_owned(), problem: "must be a JSON object".to_owned() }]);
+    let malformed = |inner: &serde_json::Error| Problem::from(AppError::MalformedJson { line: inner.line(), column: inner.column() });
     let mut deserializer = serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let inner = error.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return AppError::MalformedJson { line: inner.line(), column: inner.column() }.into();
+    match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => {
+            deserializer.end().map_err(|inner| malformed(&inner))?;
+            if is_object { Ok(value) } else { Err(not_an_object()) }
         }
-        let field = visible_path(error.path());
-        let message = inner.to_string();
-        let problem = if message.starts_with("unknown field") {
-            "unknown field".to_owned()
-        } else if message.starts_with("missing field") {
-            message.split(" at line").next().unwrap_or("missing field").to_owned()
-        } else {
-            "invalid value".to_owned()
-        };
-        Problem::invalid(&[FieldProblem { field, problem }])
-    })
+        Err(error) => {
+            let inner = error.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(malformed(inner));
+            }
+            if !is_object {
+                return Err(not_an_object());
+            }
+            let field = visible_path(error.path());
+            let message = inner.to_string();
+            let problem = if message.starts_with("unknown field") {
+                "unknown field".to_owned()
+            } else if message.starts_with("missing field") {
+                message.split(" at line").next().unwrap_or("missing field").to_owned()
+            } else {
+                "invalid value".to_owned()
+            };
+            Err(Problem::invalid(&[FieldProblem { field, problem }]))
+        }
+    }
 }
 
 /// The path of the field at fault. It stops before a key that does not look

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod extract;
 pub mod federation;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod server;
@@ -21,8 +22,7 @@ use crate::app::Gateway;
 use auth::Authenticator;
 use metrics::Metrics;
 
-/// The OpenAPI description, kept by hand and served as JSON.
-pub const OPENAPI_YAML: &str = include_str!("../../schemas/openapi.yaml");
+pub use openapi::{openapi_json, OPENAPI_YAML};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,11 +31,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub openapi: Arc<Value>,
     pub body_limit: usize,
-}
-
-/// The OpenAPI file as JSON.
-pub fn openapi_json() -> Result<Value, String> {
-    serde_norway::from_str(OPENAPI_YAML).map_err(|e| format!("schemas/openapi.yaml: {e}"))
 }
 
 /// Every (method, path) the API serves. The router is built from this list

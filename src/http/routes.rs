@@ -3,16 +3,17 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::DateTime;
 use serde_json::{json, Value};
 
-use super::extract::{json_body, json_text, Caller};
+use super::extract::{json_body, json_text, Caller, PathParam};
 use super::problem::Problem;
 use super::AppState;
+use crate::app::forwarding::parse_cursor;
 use crate::app::policies::{PolicyUpload, Simulation};
 use crate::app::queries::AuditQuery;
 use crate::app::referrals::Submitted;
@@ -47,7 +48,7 @@ pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Call
     }
 }
 
-pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> Result<Json<Value>> {
+pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, PathParam(id): PathParam) -> Result<Json<Value>> {
     Ok(Json(state.gateway.referral(&caller, &id).await?))
 }
 
@@ -89,7 +90,7 @@ pub async fn get_audit(
             "org" => audit.org = Some(value.clone()),
             "referral_id" => audit.referral_id = Some(value.clone()),
             "subject_ref" => audit.subject_ref = Some(subject_ref(value)?),
-            "cursor" => audit.cursor = Some(value.parse().map_err(|_| Problem::invalid_query("cursor is malformed"))?),
+            "cursor" => audit.cursor = Some(parse_cursor(value).ok_or_else(|| Problem::invalid_query("cursor is malformed"))?),
             "limit" => audit.limit = Some(value.parse().map_err(|_| Problem::invalid_query("limit must be an integer"))?),
             _ => return Err(Problem::invalid_query("unknown query parameter")),
         }
@@ -110,7 +111,7 @@ pub async fn get_disclosures(
     Ok(Json(state.gateway.disclosures(&caller, &subject_ref).await?))
 }
 
-pub async fn get_subject_report(State(state): State<AppState>, Caller(caller): Caller, Path(subject): Path<String>) -> Result<Json<Value>> {
+pub async fn get_subject_report(State(state): State<AppState>, Caller(caller): Caller, PathParam(subject): PathParam) -> Result<Json<Value>> {
     state.gateway.require(&caller, &[Role::Dpo, Role::Auditor]).await?;
     let subject_ref = subject_ref(&subject)?;
     Ok(Json(state.gateway.subject_report(&caller, &subject_ref).await?))
@@ -141,22 +142,22 @@ pub async fn get_inbox(
     Ok(Json(state.gateway.inbox(&caller, params.get("cursor").map(String::as_str), limit).await?))
 }
 
-pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Caller, Path(packet_id): Path<String>) -> Result<Json<Value>> {
+pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
     Ok(Json(state.gateway.inbox_case(&caller, &packet_id).await?))
 }
 
-pub async fn confirm_erasure(State(state): State<AppState>, Caller(caller): Caller, Path(packet_id): Path<String>) -> Result<Json<Value>> {
+pub async fn confirm_erasure(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
     Ok(Json(state.gateway.confirm_erasure(&caller, &packet_id).await?))
 }
 
-pub async fn acknowledge(State(state): State<AppState>, Caller(caller): Caller, Path(packet_id): Path<String>) -> Result<Json<Value>> {
+pub async fn acknowledge(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
     Ok(Json(state.gateway.acknowledge(&caller, &packet_id).await?))
 }
 
 pub async fn report_status(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(packet_id): Path<String>,
+    PathParam(packet_id): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
@@ -169,7 +170,7 @@ pub async fn report_status(
 pub async fn withdraw_consent(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
@@ -181,7 +182,7 @@ pub async fn withdraw_consent(
 pub async fn withdraw_subject_consent(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(subject): Path<String>,
+    PathParam(subject): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {

@@ -10,6 +10,7 @@ on_both_backends!(
     bad_submissions_are_refused_and_leave_nothing,
     unknown_routes_and_methods_are_problems,
     bad_submissions_do_not_lose_what_was_accepted,
+    malformed_bodies_change_nothing,
 );
 
 const FIXTURE: &str = "returnee_hiv_reintegration";
@@ -241,4 +242,43 @@ async fn bad_submissions_do_not_lose_what_was_accepted(backend: Backend) {
     // Resubmitting the valid body still replays the first answer.
     let again = app.submit(Who::IomRome, &fixture(FIXTURE)).await;
     assert_eq!((again.status, &again.body), (202, &accepted.body));
+}
+
+/// Found by the OpenAPI fuzzer (.ci/openapi-fuzz): serde fills a struct from
+/// an array, by position, so `[null, null]` was read as `{}`, a withdrawal
+/// of the whole consent; and it stopped reading after the first value, so
+/// `{} x` was `{}` too. Every body of this API is one JSON object. And a
+/// null list in a withdrawal read as absent: `{"categories": null}` took
+/// back the whole consent.
+async fn malformed_bodies_change_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let referral = fixture(FIXTURE);
+    let submitted = app.submit(Who::IomRome, &referral).await;
+    assert_eq!(submitted.status, 202, "{}", submitted.text);
+    let id = submitted.body["referral_id"].as_str().unwrap().to_owned();
+    let subject = referral["subject_ref"].as_str().unwrap();
+    let files = crate::helpers::policy_files();
+
+    let cases: Vec<(Who, reqwest::Method, String, String, &str)> = vec![
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), "[null, null]".into(), "invalid-request"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), "[]".into(), "invalid-request"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), "{} x".into(), "malformed-json"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/referrals/{id}/consent-withdrawal"), r#"{"categories": null}"#.into(), "invalid-request"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/subjects/{subject}/consent-withdrawal"), r#"{"purposes": ["return"], "recipients": null}"#.into(), "invalid-request"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/subjects/{subject}/consent-withdrawal"), "[null]".into(), "invalid-request"),
+        (Who::IomRome, reqwest::Method::POST, format!("/v1/subjects/{subject}/consent-withdrawal"), "{}{}".into(), "malformed-json"),
+        (Who::Dpo, reqwest::Method::PUT, "/v1/policies".into(), json!([files, "array form"]).to_string(), "invalid-request"),
+        (Who::Dpo, reqwest::Method::POST, "/v1/policies/simulate".into(), json!([referral]).to_string(), "invalid-request"),
+    ];
+    for (who, method, path, body, problem) in cases {
+        let request = app.request(who, method.clone(), &path).header("content-type", "application/json").body(body.clone());
+        let reply = app.send(request).await;
+        assert_eq!((reply.status, reply.problem()), (400, problem), "{method} {path} {body}: {}", reply.text);
+    }
+
+    let after = app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await;
+    assert_eq!(after.body["status"], "queued", "{}", after.text);
+    assert!(after.body["erasure"].is_null(), "{}", after.text);
+    let policies = app.get(Who::Dpo, "/v1/policies").await;
+    assert_eq!(policies.body["active"]["number"], 1, "{}", policies.text);
 }
