@@ -33,9 +33,6 @@ use crate::http::{openapi_json, router, AppState};
 use crate::store::writer::Writer;
 use crate::store::StoreError;
 
-/// How often a replica looks for a policy version stored by another.
-const POLICY_REFRESH: Duration = Duration::from_secs(5);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("keys: {0}")]
@@ -142,7 +139,7 @@ impl Application {
         };
         let is_tls = tls.is_some();
         let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
-        tokio::spawn(refresh_policy(Arc::clone(&gateway), stopped.clone()));
+        tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone()));
         tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone()));
         let watch = DirectoryWatch {
             path: config.directory.file.clone(),
@@ -296,10 +293,12 @@ async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch:
     crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;
 }
 
-async fn refresh_policy(gateway: Arc<Gateway>, mut stopped: watch::Receiver<()>) {
+/// Looks for a policy version another replica stored, every `every`
+/// (`policy.refresh_seconds`).
+async fn refresh_policy(gateway: Arc<Gateway>, every: Duration, mut stopped: watch::Receiver<()>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(POLICY_REFRESH) => {},
+            _ = tokio::time::sleep(every) => {},
             _ = stopped.changed() => return,
         }
         if let Err(error) = gateway.refresh_policy().await {

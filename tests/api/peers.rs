@@ -18,6 +18,7 @@ use referral_gateway::directory::{Delivery, Directory, DirectoryDocument, Member
 use referral_gateway::startup::Application;
 use serde_json::Value;
 
+pub use crate::helpers::wait_for;
 use crate::helpers::{
     client_for, fixture_time, repo_path, send, sql_scalar_at, sql_text_at, test_ca_pem, test_server_identity, write_config_for, Backend, Reply, Who,
 };
@@ -261,19 +262,6 @@ fn apply_window(mut key: PublishedKey, windows: &BTreeMap<String, (DateTime<Utc>
         }
         Some(_) => None,
         None => Some(key),
-    }
-}
-
-/// Waits until `check` holds, up to `limit`; panics with `what` otherwise.
-pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
