@@ -67,6 +67,7 @@ pub struct Application {
     federation_addr: Option<SocketAddr>,
     tls: bool,
     gateway: Arc<Gateway>,
+    directory_watch: Arc<tokio::sync::Mutex<DirectoryWatch>>,
     shutdown: watch::Sender<()>,
     server: JoinHandle<()>,
     federation_server: Option<JoinHandle<()>>,
@@ -141,15 +142,12 @@ impl Application {
         let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
         tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone()));
         tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone()));
-        let watch = DirectoryWatch {
-            path: config.directory.file.clone(),
-            coordinator,
-            every: Duration::from_secs(config.directory.refresh_seconds),
-            last_text: directory_text,
-        };
-        tokio::spawn(refresh_directory(Arc::clone(&gateway), watch, stopped));
+        let directory_watch =
+            Arc::new(tokio::sync::Mutex::new(DirectoryWatch { path: config.directory.file.clone(), coordinator, last_text: directory_text }));
+        let every = Duration::from_secs(config.directory.refresh_seconds);
+        tokio::spawn(refresh_directory(Arc::clone(&gateway), Arc::clone(&directory_watch), every, stopped));
         tracing::info!(%local_addr, tls = is_tls, country = %config.country, "gateway listening");
-        Ok(Self { local_addr, federation_addr, tls: is_tls, gateway, shutdown, server, federation_server })
+        Ok(Self { local_addr, federation_addr, tls: is_tls, gateway, directory_watch, shutdown, server, federation_server })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -169,6 +167,13 @@ impl Application {
 
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Runs one round of the directory refresh now, as the refresh task does
+    /// every `directory.refresh_seconds`: reads the file and, if it changed,
+    /// puts the new edition in force or refuses it.
+    pub async fn refresh_directory(&self) -> DirectoryRefresh {
+        directory_round(&self.gateway, &mut *self.directory_watch.lock().await).await
     }
 
     /// Stops accepting connections.
@@ -250,32 +255,59 @@ async fn start_federation(
 struct DirectoryWatch {
     path: PathBuf,
     coordinator: VerifyingKey,
-    every: Duration,
     /// The text last read, good or bad: a file is checked again only once it changes.
     last_text: String,
 }
 
-/// Re-reads the signed directory when its file changes. A new edition that
-/// fails its signature or checks, is older, or drops this gateway is logged
-/// and ignored: the last good edition stays in force.
-async fn refresh_directory(gateway: Arc<Gateway>, mut watch: DirectoryWatch, mut stopped: watch::Receiver<()>) {
+/// What one round of the directory refresh did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryRefresh {
+    /// The file is as last read (or unreadable): nothing changed.
+    Unchanged,
+    /// A new edition, with this serial, is in force.
+    InForce(u64),
+    /// The new text was refused (signature, checks, older, or without this
+    /// gateway); the previous edition stays in force.
+    Refused(String),
+}
+
+/// Re-reads the signed directory every `every`, and puts a new edition in force.
+async fn refresh_directory(
+    gateway: Arc<Gateway>,
+    watch: Arc<tokio::sync::Mutex<DirectoryWatch>>,
+    every: Duration,
+    mut stopped: watch::Receiver<()>,
+) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(watch.every) => {},
+            _ = tokio::time::sleep(every) => {},
             _ = stopped.changed() => return,
         }
-        let Ok(text) = tokio::fs::read_to_string(&watch.path).await else {
-            tracing::warn!(path = %watch.path.display(), "directory file unreadable; the previous edition stays in force");
-            continue;
-        };
-        if text == watch.last_text {
-            continue;
+        directory_round(&gateway, &mut *watch.lock().await).await;
+    }
+}
+
+/// Re-reads the signed directory if its file changed. A new edition that
+/// fails its signature or checks, is older, or drops this gateway is logged
+/// and ignored: the last good edition stays in force.
+async fn directory_round(gateway: &Gateway, watch: &mut DirectoryWatch) -> DirectoryRefresh {
+    let Ok(text) = tokio::fs::read_to_string(&watch.path).await else {
+        tracing::warn!(path = %watch.path.display(), "directory file unreadable; the previous edition stays in force");
+        return DirectoryRefresh::Unchanged;
+    };
+    if text == watch.last_text {
+        return DirectoryRefresh::Unchanged;
+    }
+    let outcome = signed::verify(&text, &watch.coordinator).and_then(|offered| gateway.replace_directory(offered));
+    watch.last_text = text;
+    match outcome {
+        Ok(serial) => {
+            tracing::info!(serial, "directory edition in force");
+            DirectoryRefresh::InForce(serial)
         }
-        let outcome = signed::verify(&text, &watch.coordinator).and_then(|offered| gateway.replace_directory(offered));
-        watch.last_text = text;
-        match outcome {
-            Ok(serial) => tracing::info!(serial, "directory edition in force"),
-            Err(error) => tracing::error!(%error, "new directory refused; the previous edition stays in force"),
+        Err(error) => {
+            tracing::error!(%error, "new directory refused; the previous edition stays in force");
+            DirectoryRefresh::Refused(error.to_string())
         }
     }
 }

@@ -307,12 +307,18 @@ pub async fn spawn_app_at(backend: Backend, now: DateTime<Utc>) -> TestApp {
 
 /// A gateway whose configuration ends with `extra` (more TOML tables).
 pub async fn spawn_app_with(backend: Backend, now: DateTime<Utc>, extra: &str) -> TestApp {
+    spawn_app_configured(backend, now, extra, |_| {}).await
+}
+
+/// As [`spawn_app_with`], with the loaded configuration changed by `change` before the start.
+pub async fn spawn_app_configured(backend: Backend, now: DateTime<Utc>, extra: &str, change: impl FnOnce(&mut GatewayConfig)) -> TestApp {
     if backend == Backend::Postgres {
         drop_stale_schemas().await;
     }
     let dir = tempfile::tempdir().unwrap();
     let (config_path, schema) = write_config(dir.path(), backend, extra);
-    let config = GatewayConfig::load(&config_path).unwrap();
+    let mut config = GatewayConfig::load(&config_path).unwrap();
+    change(&mut config);
     let clock = ManualClock::new(now);
     let app = Application::build(&config, clock.clone()).await.unwrap();
     let clients = Who::ALL.into_iter().map(|who| (who, client_for(who))).collect();
