@@ -189,11 +189,12 @@ async fn an_undeliverable_referral_expires_at_its_deadline(backend: Backend) {
     assert!(referral["delivery"]["receipt"].is_null());
     assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.send' AND outcome = 'expired'").await, 1);
 
-    // Nothing more is sent once expired, even with the peer back: a
-    // delivery round, run by hand over a transport that reaches Nigeria,
-    // finds nothing to claim.
+    // Nothing more is sent once expired, even with the peer back: past any
+    // claim's lease, a delivery round run by hand over a transport that
+    // reaches Nigeria finds nothing to claim, and the worker claimed nothing.
     federation.start_peer("NGA", true).await;
     let attempts = federation.peer("ITA").count("SELECT attempts FROM outbox").await;
+    federation.clock.advance(chrono::Duration::hours(1));
     let transport: std::sync::Arc<dyn PeerTransport> = std::sync::Arc::new(italy_client(&federation));
     let round = federation.peer("ITA").app().gateway().deliver_due(&transport).await.unwrap();
     assert_eq!(round, DeliveryRound::default(), "an expired entry was claimed again");
