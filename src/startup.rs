@@ -71,6 +71,8 @@ pub struct Application {
     shutdown: watch::Sender<()>,
     server: JoinHandle<()>,
     federation_server: Option<JoinHandle<()>>,
+    /// The workers and refresh tasks: each ends at the stop, once its round is done.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -131,23 +133,25 @@ impl Application {
             .map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
         let (shutdown, stopped) = watch::channel(());
+        let mut tasks = Vec::new();
         let (federation_addr, federation_server) = match &config.federation {
             Some(federation) => {
-                let (addr, server) = start_federation(&gateway, federation, stopped.clone()).await?;
+                let (addr, server, workers) = start_federation(&gateway, federation, stopped.clone()).await?;
+                tasks.extend(workers);
                 (Some(addr), Some(server))
             }
             None => (None, None),
         };
         let is_tls = tls.is_some();
         let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
-        tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone()));
-        tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone()));
+        tasks.push(tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone())));
+        tasks.push(tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone())));
         let directory_watch =
             Arc::new(tokio::sync::Mutex::new(DirectoryWatch { path: config.directory.file.clone(), coordinator, last_text: directory_text }));
         let every = Duration::from_secs(config.directory.refresh_seconds);
-        tokio::spawn(refresh_directory(Arc::clone(&gateway), Arc::clone(&directory_watch), every, stopped));
+        tasks.push(tokio::spawn(refresh_directory(Arc::clone(&gateway), Arc::clone(&directory_watch), every, stopped)));
         tracing::info!(%local_addr, tls = is_tls, country = %config.country, "gateway listening");
-        Ok(Self { local_addr, federation_addr, tls: is_tls, gateway, directory_watch, shutdown, server, federation_server })
+        Ok(Self { local_addr, federation_addr, tls: is_tls, gateway, directory_watch, shutdown, server, federation_server, tasks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -181,12 +185,18 @@ impl Application {
         let _ = self.shutdown.send(());
     }
 
-    /// Stops and waits until both listeners are closed and their connections dropped.
+    /// Stops and waits until both listeners are closed and their connections
+    /// dropped, and every worker and refresh task has ended (a round under
+    /// way is finished first): nothing of this gateway touches its database
+    /// any more.
     pub async fn shut_down(self) {
         self.stop();
         let _ = self.server.await;
         if let Some(federation) = self.federation_server {
             let _ = federation.await;
+        }
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 
@@ -221,13 +231,13 @@ fn delivery_settings(federation: &FederationConfig) -> DeliverySettings {
     }
 }
 
-/// Opens the listener for member gateways and starts the outbox worker;
-/// returns the listener's address and task.
+/// Opens the listener for member gateways and starts the outbox, push and
+/// inbox workers; returns the listener's address and task, and the workers.
 async fn start_federation(
     gateway: &Arc<Gateway>,
     federation: &FederationConfig,
     stopped: watch::Receiver<()>,
-) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
+) -> Result<(SocketAddr, JoinHandle<()>, [JoinHandle<()>; 3]), StartError> {
     let keys = gateway.federation_keys().ok_or_else(|| StartError::Federation("no federation keys (keys init creates them)".to_owned()))?;
     let (chain, key) = keys.tls_identity()?;
     let members: Arc<dyn Members> = Arc::clone(gateway) as Arc<dyn Members>;
@@ -245,11 +255,13 @@ async fn start_federation(
         .map_err(|e| StartError::Federation(e.to_string()))?;
     let webhooks: Arc<dyn RecipientPush> = Arc::new(webhooks);
     let poll = Duration::from_millis(federation.poll_millis);
-    tokio::spawn(crate::federation::push::run(Arc::clone(gateway), webhooks, poll, stopped.clone()));
-    tokio::spawn(outbox::run(Arc::clone(gateway), transport, poll, stopped.clone()));
-    tokio::spawn(crate::federation::inbox::run(Arc::clone(gateway), poll, stopped));
+    let workers = [
+        tokio::spawn(crate::federation::push::run(Arc::clone(gateway), webhooks, poll, stopped.clone())),
+        tokio::spawn(outbox::run(Arc::clone(gateway), transport, poll, stopped.clone())),
+        tokio::spawn(crate::federation::inbox::run(Arc::clone(gateway), poll, stopped)),
+    ];
     tracing::info!(%addr, "federation listener up");
-    Ok((addr, server))
+    Ok((addr, server, workers))
 }
 
 struct DirectoryWatch {

@@ -204,7 +204,7 @@ impl Federation {
         }
     }
 
-    /// Stops a gateway: listeners closed, open connections dropped, worker ended.
+    /// Stops a gateway: listeners closed, open connections dropped, workers ended.
     pub async fn stop_peer(&mut self, country: &str) {
         let app = self.peer_mut(country).app.take().unwrap();
         app.shut_down().await;
