@@ -215,6 +215,14 @@ pub struct PolicyConfig {
     /// `*.cedar` files stored as policy version 1 on the first start. Later
     /// versions are uploaded by a DPO through `PUT /v1/policies`.
     pub initial_dir: PathBuf,
+    /// How often, in seconds, the gateway looks for a policy version another
+    /// replica stored.
+    #[serde(default = "default_policy_refresh")]
+    pub refresh_seconds: u64,
+}
+
+fn default_policy_refresh() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -406,6 +414,9 @@ impl GatewayConfig {
         }
         if !(1..=86_400).contains(&self.directory.refresh_seconds) {
             return invalid("directory.refresh_seconds", "must be between 1 and 86400");
+        }
+        if !(1..=86_400).contains(&self.policy.refresh_seconds) {
+            return invalid("policy.refresh_seconds", "must be between 1 and 86400");
         }
         if !(1..=86_400).contains(&self.retention.sweep_seconds) {
             return invalid("retention.sweep_seconds", "must be between 1 and 86400");

@@ -33,9 +33,6 @@ use crate::http::{openapi_json, router, AppState};
 use crate::store::writer::Writer;
 use crate::store::StoreError;
 
-/// How often a replica looks for a policy version stored by another.
-const POLICY_REFRESH: Duration = Duration::from_secs(5);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("keys: {0}")]
@@ -70,9 +67,12 @@ pub struct Application {
     federation_addr: Option<SocketAddr>,
     tls: bool,
     gateway: Arc<Gateway>,
+    directory_watch: Arc<tokio::sync::Mutex<DirectoryWatch>>,
     shutdown: watch::Sender<()>,
     server: JoinHandle<()>,
     federation_server: Option<JoinHandle<()>>,
+    /// The workers and refresh tasks: each ends at the stop, once its round is done.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -133,26 +133,25 @@ impl Application {
             .map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
         let (shutdown, stopped) = watch::channel(());
+        let mut tasks = Vec::new();
         let (federation_addr, federation_server) = match &config.federation {
             Some(federation) => {
-                let (addr, server) = start_federation(&gateway, federation, stopped.clone()).await?;
+                let (addr, server, workers) = start_federation(&gateway, federation, stopped.clone()).await?;
+                tasks.extend(workers);
                 (Some(addr), Some(server))
             }
             None => (None, None),
         };
         let is_tls = tls.is_some();
         let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
-        tokio::spawn(refresh_policy(Arc::clone(&gateway), stopped.clone()));
-        tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone()));
-        let watch = DirectoryWatch {
-            path: config.directory.file.clone(),
-            coordinator,
-            every: Duration::from_secs(config.directory.refresh_seconds),
-            last_text: directory_text,
-        };
-        tokio::spawn(refresh_directory(Arc::clone(&gateway), watch, stopped));
+        tasks.push(tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone())));
+        tasks.push(tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone())));
+        let directory_watch =
+            Arc::new(tokio::sync::Mutex::new(DirectoryWatch { path: config.directory.file.clone(), coordinator, last_text: directory_text }));
+        let every = Duration::from_secs(config.directory.refresh_seconds);
+        tasks.push(tokio::spawn(refresh_directory(Arc::clone(&gateway), Arc::clone(&directory_watch), every, stopped)));
         tracing::info!(%local_addr, tls = is_tls, country = %config.country, "gateway listening");
-        Ok(Self { local_addr, federation_addr, tls: is_tls, gateway, shutdown, server, federation_server })
+        Ok(Self { local_addr, federation_addr, tls: is_tls, gateway, directory_watch, shutdown, server, federation_server, tasks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -174,17 +173,30 @@ impl Application {
         &self.gateway
     }
 
+    /// Runs one round of the directory refresh now, as the refresh task does
+    /// every `directory.refresh_seconds`: reads the file and, if it changed,
+    /// puts the new edition in force or refuses it.
+    pub async fn refresh_directory(&self) -> DirectoryRefresh {
+        directory_round(&self.gateway, &mut *self.directory_watch.lock().await).await
+    }
+
     /// Stops accepting connections.
     pub fn stop(&self) {
         let _ = self.shutdown.send(());
     }
 
-    /// Stops and waits until both listeners are closed and their connections dropped.
+    /// Stops and waits until both listeners are closed and their connections
+    /// dropped, and every worker and refresh task has ended (a round under
+    /// way is finished first): nothing of this gateway touches its database
+    /// any more.
     pub async fn shut_down(self) {
         self.stop();
         let _ = self.server.await;
         if let Some(federation) = self.federation_server {
             let _ = federation.await;
+        }
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 
@@ -219,13 +231,13 @@ fn delivery_settings(federation: &FederationConfig) -> DeliverySettings {
     }
 }
 
-/// Opens the listener for member gateways and starts the outbox worker;
-/// returns the listener's address and task.
+/// Opens the listener for member gateways and starts the outbox, push and
+/// inbox workers; returns the listener's address and task, and the workers.
 async fn start_federation(
     gateway: &Arc<Gateway>,
     federation: &FederationConfig,
     stopped: watch::Receiver<()>,
-) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
+) -> Result<(SocketAddr, JoinHandle<()>, [JoinHandle<()>; 3]), StartError> {
     let keys = gateway.federation_keys().ok_or_else(|| StartError::Federation("no federation keys (keys init creates them)".to_owned()))?;
     let (chain, key) = keys.tls_identity()?;
     let members: Arc<dyn Members> = Arc::clone(gateway) as Arc<dyn Members>;
@@ -243,42 +255,71 @@ async fn start_federation(
         .map_err(|e| StartError::Federation(e.to_string()))?;
     let webhooks: Arc<dyn RecipientPush> = Arc::new(webhooks);
     let poll = Duration::from_millis(federation.poll_millis);
-    tokio::spawn(crate::federation::push::run(Arc::clone(gateway), webhooks, poll, stopped.clone()));
-    tokio::spawn(outbox::run(Arc::clone(gateway), transport, poll, stopped.clone()));
-    tokio::spawn(crate::federation::inbox::run(Arc::clone(gateway), poll, stopped));
+    let workers = [
+        tokio::spawn(crate::federation::push::run(Arc::clone(gateway), webhooks, poll, stopped.clone())),
+        tokio::spawn(outbox::run(Arc::clone(gateway), transport, poll, stopped.clone())),
+        tokio::spawn(crate::federation::inbox::run(Arc::clone(gateway), poll, stopped)),
+    ];
     tracing::info!(%addr, "federation listener up");
-    Ok((addr, server))
+    Ok((addr, server, workers))
 }
 
 struct DirectoryWatch {
     path: PathBuf,
     coordinator: VerifyingKey,
-    every: Duration,
     /// The text last read, good or bad: a file is checked again only once it changes.
     last_text: String,
 }
 
-/// Re-reads the signed directory when its file changes. A new edition that
-/// fails its signature or checks, is older, or drops this gateway is logged
-/// and ignored: the last good edition stays in force.
-async fn refresh_directory(gateway: Arc<Gateway>, mut watch: DirectoryWatch, mut stopped: watch::Receiver<()>) {
+/// What one round of the directory refresh did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryRefresh {
+    /// The file is as last read (or unreadable): nothing changed.
+    Unchanged,
+    /// A new edition, with this serial, is in force.
+    InForce(u64),
+    /// The new text was refused (signature, checks, older, or without this
+    /// gateway); the previous edition stays in force.
+    Refused(String),
+}
+
+/// Re-reads the signed directory every `every`, and puts a new edition in force.
+async fn refresh_directory(
+    gateway: Arc<Gateway>,
+    watch: Arc<tokio::sync::Mutex<DirectoryWatch>>,
+    every: Duration,
+    mut stopped: watch::Receiver<()>,
+) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(watch.every) => {},
+            _ = tokio::time::sleep(every) => {},
             _ = stopped.changed() => return,
         }
-        let Ok(text) = tokio::fs::read_to_string(&watch.path).await else {
-            tracing::warn!(path = %watch.path.display(), "directory file unreadable; the previous edition stays in force");
-            continue;
-        };
-        if text == watch.last_text {
-            continue;
+        directory_round(&gateway, &mut *watch.lock().await).await;
+    }
+}
+
+/// Re-reads the signed directory if its file changed. A new edition that
+/// fails its signature or checks, is older, or drops this gateway is logged
+/// and ignored: the last good edition stays in force.
+async fn directory_round(gateway: &Gateway, watch: &mut DirectoryWatch) -> DirectoryRefresh {
+    let Ok(text) = tokio::fs::read_to_string(&watch.path).await else {
+        tracing::warn!(path = %watch.path.display(), "directory file unreadable; the previous edition stays in force");
+        return DirectoryRefresh::Unchanged;
+    };
+    if text == watch.last_text {
+        return DirectoryRefresh::Unchanged;
+    }
+    let outcome = signed::verify(&text, &watch.coordinator).and_then(|offered| gateway.replace_directory(offered));
+    watch.last_text = text;
+    match outcome {
+        Ok(serial) => {
+            tracing::info!(serial, "directory edition in force");
+            DirectoryRefresh::InForce(serial)
         }
-        let outcome = signed::verify(&text, &watch.coordinator).and_then(|offered| gateway.replace_directory(offered));
-        watch.last_text = text;
-        match outcome {
-            Ok(serial) => tracing::info!(serial, "directory edition in force"),
-            Err(error) => tracing::error!(%error, "new directory refused; the previous edition stays in force"),
+        Err(error) => {
+            tracing::error!(%error, "new directory refused; the previous edition stays in force");
+            DirectoryRefresh::Refused(error.to_string())
         }
     }
 }
@@ -296,10 +337,12 @@ async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch:
     crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;
 }
 
-async fn refresh_policy(gateway: Arc<Gateway>, mut stopped: watch::Receiver<()>) {
+/// Looks for a policy version another replica stored, every `every`
+/// (`policy.refresh_seconds`).
+async fn refresh_policy(gateway: Arc<Gateway>, every: Duration, mut stopped: watch::Receiver<()>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(POLICY_REFRESH) => {},
+            _ = tokio::time::sleep(every) => {},
             _ = stopped.changed() => return,
         }
         if let Err(error) = gateway.refresh_policy().await {

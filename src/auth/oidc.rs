@@ -20,12 +20,17 @@
 //! its `kid` is not among our issuer's keys. It ends at step 5
 //! (`WrongIssuer`) only if it is signed with a key our issuer publishes.
 //!
+//! The time is the caller's: [`OidcVerifier::verify`] takes `now`, which the
+//! gateway reads from its `Clock` port, as the domain's decisions do.
+//!
 //! Errors and logs never carry the token, its claims or the crates' error
 //! messages (which quote header values).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use josekit::jwk::Jwk;
 use josekit::jws::{self, JwsHeader, JwsVerifier};
@@ -121,7 +126,13 @@ pub struct OidcVerifier {
     keys: RwLock<KeySet>,
     /// When an unknown `kid` last made us fetch the JWKS; held during that
     /// fetch, so that concurrent requests with unknown keys fetch once.
-    last_refresh: Mutex<Option<Instant>>,
+    ///
+    /// On the gateway's clock (the `now` of [`OidcVerifier::verify`]), not a
+    /// monotonic timer: the throttle decides no token's fate, only how often
+    /// we ask the issuer, and a clock the caller controls lets a test move
+    /// past the interval instead of waiting it out. A clock stepped back
+    /// counts as the interval having passed, so it cannot lock refreshes out.
+    last_refresh: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl fmt::Debug for OidcVerifier {
@@ -180,15 +191,16 @@ impl OidcVerifier {
         })
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
-        let result = self.verify_inner(token).await;
+    /// Checks `token` at the time `now` (`exp`, `nbf`, and the JWKS refresh throttle).
+    pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Principal, TokenError> {
+        let result = self.verify_inner(token, now).await;
         if let Err(error) = &result {
             tracing::debug!(code = error.code(), "bearer token refused");
         }
         result
     }
 
-    async fn verify_inner(&self, token: &str) -> Result<Principal, TokenError> {
+    async fn verify_inner(&self, token: &str, now: DateTime<Utc>) -> Result<Principal, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
@@ -203,13 +215,13 @@ impl OidcVerifier {
             return Err(TokenError::BadSignature);
         }
         let kid = header.key_id().ok_or(TokenError::UnknownKey)?;
-        let verifier = self.verifier_for(kid, alg).await?;
+        let verifier = self.verifier_for(kid, alg, now).await?;
         let (payload, _) = jwt::decode_with_verifier(token, verifier.as_ref()).map_err(signature_error)?;
-        self.principal(&payload)
+        self.principal(&payload, now)
     }
 
     /// The verifier for `kid` and `alg`, refreshing the JWKS once if `kid` is unknown.
-    async fn verifier_for(&self, kid: &str, alg: &str) -> Result<Box<dyn JwsVerifier>, TokenError> {
+    async fn verifier_for(&self, kid: &str, alg: &str, now: DateTime<Utc>) -> Result<Box<dyn JwsVerifier>, TokenError> {
         if let Some(verifier) = self.cached_verifier(kid, alg).await? {
             return Ok(verifier);
         }
@@ -218,11 +230,11 @@ impl OidcVerifier {
         if let Some(verifier) = self.cached_verifier(kid, alg).await? {
             return Ok(verifier);
         }
-        if last_refresh.is_some_and(|at| at.elapsed() < self.min_refresh) {
+        if last_refresh.is_some_and(|at| throttled(at, now, self.min_refresh)) {
             return Err(TokenError::UnknownKey);
         }
         // Counted even if the fetch fails: an unreachable issuer is not hammered either.
-        *last_refresh = Some(Instant::now());
+        *last_refresh = Some(now);
         match fetch_jwks(&self.http, &self.jwks_uri).await {
             Ok(keys) => *self.keys.write().await = keys,
             Err(reason) => {
@@ -245,14 +257,14 @@ impl OidcVerifier {
     }
 
     /// Checks the claims of a token whose signature has been verified.
-    fn principal(&self, payload: &JwtPayload) -> Result<Principal, TokenError> {
+    fn principal(&self, payload: &JwtPayload, now: DateTime<Utc>) -> Result<Principal, TokenError> {
         if payload.issuer() != Some(self.issuer.as_str()) {
             return Err(TokenError::WrongIssuer);
         }
         if !audience_contains(payload.claim("aud"), &self.audience) {
             return Err(TokenError::WrongAudience);
         }
-        check_validity_period(payload.claim("exp"), payload.claim("nbf"), unix_now(), self.leeway_seconds)?;
+        check_validity_period(payload.claim("exp"), payload.claim("nbf"), unix_seconds(now), self.leeway_seconds)?;
         let subject = subject_of(payload).ok_or(TokenError::MissingClaims)?;
         let org = match payload.claim(&self.org_claim) {
             Some(Value::String(org)) => OrgId::parse(org).map_err(|_| TokenError::MissingClaims)?,
@@ -379,8 +391,18 @@ fn check_validity_period(
     }
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs_f64()).unwrap_or(0.0)
+/// `at` as a NumericDate, with its milliseconds.
+fn unix_seconds(at: DateTime<Utc>) -> f64 {
+    at.timestamp_millis() as f64 / 1000.0
+}
+
+/// Whether a JWKS fetch made at `last` is too recent at `now` for another.
+/// A `now` before `last` (the clock was stepped back) is not.
+fn throttled(last: DateTime<Utc>, now: DateTime<Utc>, min_refresh: Duration) -> bool {
+    match (now - last).to_std() {
+        Ok(elapsed) => elapsed < min_refresh,
+        Err(_) => false,
+    }
 }
 
 /// `sub`, or `client_id` for a client acting on its own behalf without `sub`.
@@ -414,7 +436,7 @@ const _: () = {
 fn verify_future_is_send(
     verifier: &OidcVerifier,
 ) -> impl std::future::Future<Output = Result<Principal, TokenError>> + Send + '_ {
-    verifier.verify("")
+    verifier.verify("", DateTime::<Utc>::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -494,6 +516,17 @@ mod tests {
             check_validity_period(Some(&json!(u64::MAX)), Some(&json!(1e300)), now, 0),
             Err(TokenError::NotYetValid)
         );
+    }
+
+    #[test]
+    fn the_jwks_refresh_throttle_follows_the_clock_and_survives_a_step_back() {
+        let last = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+        let ten = Duration::from_secs(10);
+        assert!(throttled(last, last, ten));
+        assert!(throttled(last, last + chrono::Duration::milliseconds(9_999), ten));
+        assert!(!throttled(last, last + chrono::Duration::seconds(10), ten));
+        assert!(!throttled(last, last - chrono::Duration::seconds(1), ten), "a clock stepped back must not lock refreshes out");
+        assert_eq!(unix_seconds(last + chrono::Duration::milliseconds(1_500)), 20_000.0 * 86_400.0 + 1.5);
     }
 
     #[test]

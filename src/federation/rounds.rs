@@ -9,8 +9,9 @@ use tokio::sync::watch;
 
 use crate::app::AppError;
 
-/// Runs `round` until `stopped` changes. A round answers whether it was full
-/// (more work is waiting); a failed round is logged, its work stays queued.
+/// Runs `round` until `stopped` changes; a round under way is finished
+/// first. A round answers whether it was full (more work is waiting); a
+/// failed round is logged, its work stays queued.
 pub async fn run<R, RF, W, WF>(what: &'static str, mut round: R, mut wanted: W, poll: Duration, mut stopped: watch::Receiver<()>)
 where
     R: FnMut() -> RF,
@@ -27,6 +28,10 @@ where
             }
         };
         if full {
+            // More work waits, but a stop comes first: the work stays queued.
+            if stopped.has_changed().unwrap_or(true) {
+                return;
+            }
             continue;
         }
         tokio::select! {

@@ -36,7 +36,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let certificate = parts.extensions.get::<ConnectionInfo>().and_then(|c| c.certificate.clone());
         let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-        match state.auth.authenticate(authorization.as_deref(), certificate.as_ref()).await {
+        match state.auth.authenticate(authorization.as_deref(), certificate.as_ref(), state.gateway.now()).await {
             Ok(principal) => Ok(Caller(principal)),
             Err(error) => {
                 tracing::info!(code = error.code(), "request refused: not authenticated");

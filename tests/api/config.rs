@@ -14,6 +14,7 @@ fn the_example_configuration_is_valid() {
     let federation = config.federation.unwrap();
     assert_eq!((federation.listen.port(), federation.delivery_window_hours, federation.retry_max_seconds), (9443, 168, 600));
     assert_eq!(config.retention.sweep_seconds, 60);
+    assert_eq!(config.policy.refresh_seconds, 5);
 }
 
 fn load_with(replace: &str, by: &str) -> String {
@@ -42,6 +43,8 @@ fn errors_name_the_key() {
         ("level = \"info\"", "level = \"info\"\nverbosity = 3", "verbosity"),
         ("sweep_seconds = 60", "sweep_seconds = 0", "retention.sweep_seconds"),
         ("sweep_seconds = 60", "sweep_seconds = 86401", "retention.sweep_seconds"),
+        ("refresh_seconds = 5", "refresh_seconds = 0", "policy.refresh_seconds"),
+        ("refresh_seconds = 5", "refresh_seconds = 86401", "policy.refresh_seconds"),
         (
             "url = \"sqlite://../var/demo/ita/gateway.db\"",
             "url = \"sqlite://../var/demo/ita/gateway.db\"\ncase_keys_url = \"sqlite://../var/demo/ita/gateway.db\"",

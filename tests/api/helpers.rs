@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use referral_gateway::app::Clock;
@@ -84,6 +85,45 @@ pub struct FixedClock(pub DateTime<Utc>);
 impl Clock for FixedClock {
     fn now(&self) -> DateTime<Utc> {
         self.0
+    }
+}
+
+/// A clock that stands still until the test moves it.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(at)))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().unwrap() = at;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Waits until `check` holds, up to `limit`; panics with `what` otherwise.
+/// The one way a test waits for something: it polls a condition, with a
+/// deadline, and never sleeps a fixed time hoping it happened.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -250,6 +290,8 @@ pub struct TestApp {
     pub config_path: PathBuf,
     pub backend: Backend,
     pub schema: Option<String>,
+    /// The gateway's clock: it stands still until the test moves it.
+    pub clock: Arc<ManualClock>,
     /// Keeps the keys, certificates and SQLite file alive as long as the app.
     _dir: tempfile::TempDir,
     clients: BTreeMap<Who, reqwest::Client>,
@@ -265,15 +307,22 @@ pub async fn spawn_app_at(backend: Backend, now: DateTime<Utc>) -> TestApp {
 
 /// A gateway whose configuration ends with `extra` (more TOML tables).
 pub async fn spawn_app_with(backend: Backend, now: DateTime<Utc>, extra: &str) -> TestApp {
+    spawn_app_configured(backend, now, extra, |_| {}).await
+}
+
+/// As [`spawn_app_with`], with the loaded configuration changed by `change` before the start.
+pub async fn spawn_app_configured(backend: Backend, now: DateTime<Utc>, extra: &str, change: impl FnOnce(&mut GatewayConfig)) -> TestApp {
     if backend == Backend::Postgres {
         drop_stale_schemas().await;
     }
     let dir = tempfile::tempdir().unwrap();
     let (config_path, schema) = write_config(dir.path(), backend, extra);
-    let config = GatewayConfig::load(&config_path).unwrap();
-    let app = Application::build(&config, Arc::new(FixedClock(now))).await.unwrap();
+    let mut config = GatewayConfig::load(&config_path).unwrap();
+    change(&mut config);
+    let clock = ManualClock::new(now);
+    let app = Application::build(&config, clock.clone()).await.unwrap();
     let clients = Who::ALL.into_iter().map(|who| (who, client_for(who))).collect();
-    TestApp { app, config, config_path, backend, schema, _dir: dir, clients }
+    TestApp { app, config, config_path, backend, schema, clock, _dir: dir, clients }
 }
 
 /// An HTTPS client that trusts the test CA and presents `who`'s client

@@ -4,13 +4,22 @@
 //!
 //! Needs `node` and `npm` on the PATH; `npm ci` runs once if
 //! `tests/oidc/node_modules` is missing.
+//!
+//! Time is the tests': the provider's clock starts at the test clock's
+//! instant (the fixture time unless a test asks otherwise), so the tokens it
+//! issues agree with the `now` the verifier is given, and a test makes a
+//! token expire by moving that `now` past the token's `exp`, not by waiting.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 
 use josekit::jwk::Jwk;
 use josekit::jwk::alg::ec::EcCurve;
@@ -22,8 +31,13 @@ use referral_gateway::auth::{AuthMethod, Principal, Role};
 use referral_gateway::config::OidcConfig;
 use referral_gateway::domain::OrgId;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+
+use referral_gateway::app::Clock;
+
+use crate::helpers::{fixture_time, ManualClock};
 
 /// The audience the provider puts in tokens unless another resource is asked for.
 pub const AUDIENCE: &str = "urn:referral-gateway:test";
@@ -53,11 +67,13 @@ fn ensure_node_modules() {
     });
 }
 
-/// How to start a provider; the defaults give a fresh issuer with fresh keys.
+/// How to start a provider; the defaults give a fresh issuer with fresh keys,
+/// on a port of its own, whose clock starts at the fixture time.
 #[derive(Debug, Default, Clone)]
 pub struct ProviderOptions {
-    /// The port to listen on (to restart an issuer at the same URL); any free one if `None`.
-    pub port: Option<u16>,
+    /// The test clock's instant when the provider starts (`OIDC_CLOCK_START`);
+    /// the fixture time if `None`.
+    pub clock_start: Option<DateTime<Utc>>,
     /// A JWKS file of private keys (`OIDC_JWKS_FILE`); generated at start if `None`.
     pub jwks_file: Option<PathBuf>,
     /// The access tokens' JWS algorithm (`OIDC_ACCESS_TOKEN_ALG`); RS256 if `None`.
@@ -67,10 +83,13 @@ pub struct ProviderOptions {
 /// A running `oidc-provider`, killed on drop.
 pub struct OidcProvider {
     child: Child,
-    /// The provider exits when this closes, even if we die without killing it.
-    _stdin: ChildStdin,
+    /// Commands to the provider; it exits when this closes, even if we die without killing it.
+    stdin: tokio::sync::Mutex<ChildStdin>,
+    /// The number of the last command sent.
+    commands: AtomicUsize,
+    /// The number of the last command the provider answered.
+    synced: watch::Receiver<usize>,
     issuer: String,
-    port: u16,
     token_endpoint: String,
     jwks_served: Arc<AtomicUsize>,
     http: reqwest::Client,
@@ -86,7 +105,8 @@ impl OidcProvider {
         let mut command = Command::new("node");
         command
             .arg(provider_dir().join("provider.mjs"))
-            .arg(options.port.unwrap_or(0).to_string())
+            .arg("0")
+            .env("OIDC_CLOCK_START", options.clock_start.unwrap_or_else(fixture_time).timestamp_millis().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -118,14 +138,16 @@ impl OidcProvider {
             let _ = child.kill().await;
             panic!("the OpenID Provider did not start; its stderr:\n{}", stderr_text.lock().unwrap());
         };
-        let port = issuer.rsplit(':').next().and_then(|port| port.parse().ok()).expect("issuer has a port");
 
         let jwks_served = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&jwks_served);
+        let (answered, synced) = watch::channel(0);
         tokio::spawn(async move {
             while let Ok(Some(line)) = stdout.next_line().await {
                 if line == "JWKS_SERVED" {
                     counter.fetch_add(1, Ordering::SeqCst);
+                } else if let Some(n) = line.strip_prefix("SYNCED ").and_then(|n| n.parse().ok()) {
+                    answered.send_replace(n);
                 }
             }
         });
@@ -141,21 +163,51 @@ impl OidcProvider {
             .await
             .expect("discovery JSON");
         let token_endpoint = metadata["token_endpoint"].as_str().expect("token_endpoint").to_owned();
-        Self { child, _stdin: stdin, issuer, port, token_endpoint, jwks_served, http }
+        Self {
+            child,
+            stdin: tokio::sync::Mutex::new(stdin),
+            commands: AtomicUsize::new(0),
+            synced,
+            issuer,
+            token_endpoint,
+            jwks_served,
+            http,
+        }
+    }
+
+    /// Sends `command` (with its number) and waits for the provider's answer,
+    /// which comes after every line it printed before.
+    async fn command(&self, command: &str, argument: Option<&str>) {
+        let mut stdin = self.stdin.lock().await;
+        let n = self.commands.fetch_add(1, Ordering::SeqCst) + 1;
+        let line = match argument {
+            Some(argument) => format!("{command} {n} {argument}\n"),
+            None => format!("{command} {n}\n"),
+        };
+        stdin.write_all(line.as_bytes()).await.expect("provider stdin");
+        stdin.flush().await.expect("provider stdin");
+        drop(stdin);
+        let mut synced = self.synced.clone();
+        tokio::time::timeout(START_TIMEOUT, synced.wait_for(|answered| *answered >= n))
+            .await
+            .expect("the OpenID Provider answers its commands")
+            .expect("the OpenID Provider's output");
+    }
+
+    /// The issuer restarts at the same URL, on the same listener, signing
+    /// with the keys of `jwks_file` only (and with none of its former state).
+    pub async fn restart_with_keys(&self, jwks_file: &Path) {
+        self.command("KEYS", Some(jwks_file.to_str().expect("a UTF-8 path"))).await;
     }
 
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// How many times the JWKS was served, after a moment for the provider's
-    /// report of the latest fetch to reach us.
+    /// How many times the JWKS was served so far: the provider reports each
+    /// fetch before answering it, and a command's answer comes after those reports.
     pub async fn jwks_served(&self) -> usize {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.command("SYNC", None).await;
         self.jwks_served.load(Ordering::SeqCst)
     }
 
@@ -175,7 +227,7 @@ impl OidcProvider {
         body["access_token"].as_str().expect("access_token").to_owned()
     }
 
-    /// Stops the provider and waits until it is gone, so that its port is free.
+    /// Stops the provider and waits until it is gone.
     pub async fn stop(mut self) {
         self.child.kill().await.expect("kill the OpenID Provider");
     }
@@ -220,13 +272,20 @@ impl TestKeys {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+/// The tests' time: the fixture time, at which every provider's clock starts.
+fn now() -> DateTime<Utc> {
+    fixture_time()
+}
+
+/// A token's `exp`, read from its (unverified) payload.
+pub fn expiry_of(token: &str) -> DateTime<Utc> {
+    let payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    DateTime::from_timestamp(payload["exp"].as_i64().unwrap(), 0).unwrap()
 }
 
 /// The claims the provider gives `ita-nrm-system`'s access tokens.
 fn access_token_claims(issuer: &str) -> Value {
-    let now = now();
+    let now = now().timestamp();
     json!({
         "iss": issuer, "sub": "ita-nrm-system", "client_id": "ita-nrm-system", "aud": AUDIENCE,
         "iat": now, "exp": now + 300, "jti": "forged-by-the-test",
@@ -282,7 +341,7 @@ async fn tokens_of_the_issuer_are_accepted_with_their_organisation_and_roles() {
     ];
     for (client, org, roles) in cases {
         let token = provider.token(client, AUDIENCE).await;
-        assert_eq!(verifier.verify(&token).await, Ok(principal(org, client, roles)), "{client}");
+        assert_eq!(verifier.verify(&token, now()).await, Ok(principal(org, client, roles)), "{client}");
     }
     let debug = format!("{verifier:?}");
     assert!(debug.contains(provider.issuer()) && debug.contains(AUDIENCE), "{debug}");
@@ -294,12 +353,12 @@ async fn the_configured_claims_name_the_organisation_and_roles() {
     let token = provider.token("ita-nrm-system", AUDIENCE).await;
     // Any claim may name the organisation: here the client id, a valid OrgId.
     let by_client = verifier(OidcConfig { org_claim: "client_id".to_owned(), ..config(provider.issuer()) }).await;
-    assert_eq!(by_client.verify(&token).await, Ok(principal("ita-nrm-system", "ita-nrm-system", &[Role::Submitter])));
+    assert_eq!(by_client.verify(&token, now()).await, Ok(principal("ita-nrm-system", "ita-nrm-system", &[Role::Submitter])));
     // A claim the token does not have.
     let by_tenant = verifier(OidcConfig { org_claim: "tenant".to_owned(), ..config(provider.issuer()) }).await;
-    assert_eq!(by_tenant.verify(&token).await, Err(TokenError::MissingClaims));
+    assert_eq!(by_tenant.verify(&token, now()).await, Err(TokenError::MissingClaims));
     let by_groups = verifier(OidcConfig { roles_claim: "groups".to_owned(), ..config(provider.issuer()) }).await;
-    assert_eq!(by_groups.verify(&token).await, Err(TokenError::MissingClaims));
+    assert_eq!(by_groups.verify(&token, now()).await, Err(TokenError::MissingClaims));
 }
 
 #[tokio::test]
@@ -308,7 +367,7 @@ async fn tokens_without_organisation_or_known_role_are_refused() {
     let verifier = verifier(config(provider.issuer())).await;
     for client in ["no-org-client", "no-known-role-client"] {
         let token = provider.token(client, AUDIENCE).await;
-        assert_eq!(verifier.verify(&token).await, Err(TokenError::MissingClaims), "{client}");
+        assert_eq!(verifier.verify(&token, now()).await, Err(TokenError::MissingClaims), "{client}");
     }
 }
 
@@ -317,10 +376,10 @@ async fn a_token_for_another_audience_is_refused() {
     let provider = OidcProvider::start().await;
     let token = provider.token("ita-nrm-system", OTHER_AUDIENCE).await;
     let ours = verifier(config(provider.issuer())).await;
-    assert_eq!(ours.verify(&token).await, Err(TokenError::WrongAudience));
+    assert_eq!(ours.verify(&token, now()).await, Err(TokenError::WrongAudience));
     // The same token is fine for the gateway it was meant for.
     let theirs = verifier(OidcConfig { audience: OTHER_AUDIENCE.to_owned(), ..config(provider.issuer()) }).await;
-    assert!(theirs.verify(&token).await.is_ok());
+    assert!(theirs.verify(&token, now()).await.is_ok());
 }
 
 #[tokio::test]
@@ -328,12 +387,18 @@ async fn an_expired_token_is_refused() {
     let provider = OidcProvider::start().await;
     let strict = verifier(OidcConfig { leeway_seconds: 0, ..config(provider.issuer()) }).await;
     let lenient = verifier(OidcConfig { leeway_seconds: 30, ..config(provider.issuer()) }).await;
-    // The short-lived client's tokens live 1 s.
+    // The short-lived client's tokens live 1 s, on the provider's clock, which is the test's.
     let token = provider.token("short-lived", AUDIENCE).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(strict.verify(&token).await, Err(TokenError::Expired));
-    // Within the tolerated clock difference.
-    assert_eq!(lenient.verify(&token).await, Ok(principal("ita-nrm", "short-lived", &[Role::Submitter])));
+    let exp = expiry_of(&token);
+    assert!(exp > now() && exp <= now() + chrono::Duration::seconds(60), "the provider's clock is not the test's: exp {exp}");
+    let second = chrono::Duration::seconds(1);
+    let short_lived = Ok(principal("ita-nrm", "short-lived", &[Role::Submitter]));
+    // Valid only before exp.
+    assert_eq!(strict.verify(&token, exp - second).await, short_lived);
+    assert_eq!(strict.verify(&token, exp).await, Err(TokenError::Expired));
+    // Within the tolerated clock difference, and no further.
+    assert_eq!(lenient.verify(&token, exp + chrono::Duration::seconds(29)).await, short_lived);
+    assert_eq!(lenient.verify(&token, exp + chrono::Duration::seconds(30)).await, Err(TokenError::Expired));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +420,7 @@ async fn a_token_signed_with_an_unknown_key_is_refused_after_one_jwks_refresh() 
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let (verifier, forged) = (Arc::clone(&verifier), forged.clone());
-        requests.spawn(async move { verifier.verify(&forged).await });
+        requests.spawn(async move { verifier.verify(&forged, now()).await });
     }
     while let Some(result) = requests.join_next().await {
         assert_eq!(result.unwrap(), Err(TokenError::UnknownKey));
@@ -369,13 +434,13 @@ async fn a_token_signed_with_an_unknown_key_is_refused_after_one_jwks_refresh() 
         &access_token_claims(provider.issuer()),
     );
     for token in [&forged, &forged_ec, &forged] {
-        assert_eq!(verifier.verify(token).await, Err(TokenError::UnknownKey));
+        assert_eq!(verifier.verify(token, now()).await, Err(TokenError::UnknownKey));
     }
     assert_eq!(provider.jwks_served().await, at_start + 1, "refreshes are rate-limited");
 
     // The issuer's own keys still work.
     let token = provider.token("ita-nrm-system", AUDIENCE).await;
-    assert!(verifier.verify(&token).await.is_ok());
+    assert!(verifier.verify(&token, now()).await.is_ok());
 }
 
 #[tokio::test]
@@ -384,24 +449,24 @@ async fn altered_and_malformed_tokens_are_refused() {
     let verifier = verifier(config(provider.issuer())).await;
     let token = provider.token("ita-nrm-system", AUDIENCE).await;
     let other = provider.token("nga-naptip-system", AUDIENCE).await;
-    assert!(verifier.verify(&token).await.is_ok());
+    assert!(verifier.verify(&token, now()).await.is_ok());
 
     // One character of the signature changed (the middle one: still base64url).
     let (signed, signature) = token.rsplit_once('.').unwrap();
     let middle = signature.len() / 2;
     let replacement = if &signature[middle..=middle] == "A" { "B" } else { "A" };
     let altered = format!("{signed}.{}{replacement}{}", &signature[..middle], &signature[middle + 1..]);
-    assert_eq!(verifier.verify(&altered).await, Err(TokenError::BadSignature));
+    assert_eq!(verifier.verify(&altered, now()).await, Err(TokenError::BadSignature));
 
     // Another organisation's claims under this token's header and signature.
     let parts: Vec<&str> = token.split('.').collect();
     let other_parts: Vec<&str> = other.split('.').collect();
     let spliced = format!("{}.{}.{}", parts[0], other_parts[1], parts[2]);
-    assert_eq!(verifier.verify(&spliced).await, Err(TokenError::BadSignature));
+    assert_eq!(verifier.verify(&spliced, now()).await, Err(TokenError::BadSignature));
 
     let too_long = format!("{token}{}", "A".repeat(20 * 1024));
     for malformed in ["", "not a token", "a.b.c", "a.b.c.d.e", &format!("{}.{}", parts[0], parts[1]), &too_long] {
-        assert_eq!(verifier.verify(malformed).await, Err(TokenError::Malformed), "{malformed:.40}");
+        assert_eq!(verifier.verify(malformed, now()).await, Err(TokenError::Malformed), "{malformed:.40}");
     }
 }
 
@@ -413,7 +478,7 @@ async fn a_token_of_another_issuer_is_refused() {
     let theirs = OidcProvider::start().await;
     let verifier = verifier(config(ours.issuer())).await;
     let token = theirs.token("ita-nrm-system", AUDIENCE).await;
-    assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKey));
+    assert_eq!(verifier.verify(&token, now()).await, Err(TokenError::UnknownKey));
 
     // Two issuers sharing keys: the signature verifies, the issuer does not match.
     let keys = TestKeys::generate("shared");
@@ -422,9 +487,9 @@ async fn a_token_of_another_issuer_is_refused() {
     let theirs = OidcProvider::start_with(shared()).await;
     let verifier = self::verifier(config(ours.issuer())).await;
     let token = theirs.token("ita-nrm-system", AUDIENCE).await;
-    assert_eq!(verifier.verify(&token).await, Err(TokenError::WrongIssuer));
+    assert_eq!(verifier.verify(&token, now()).await, Err(TokenError::WrongIssuer));
     let ours_token = ours.token("ita-nrm-system", AUDIENCE).await;
-    assert!(verifier.verify(&ours_token).await.is_ok());
+    assert!(verifier.verify(&ours_token, now()).await.is_ok());
 }
 
 #[tokio::test]
@@ -437,21 +502,21 @@ async fn only_access_tokens_are_accepted() {
     let signer = jws::RS256.signer_from_jwk(&keys.rsa).unwrap();
     let claims = access_token_claims(provider.issuer());
     for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
-        assert!(verifier.verify(&sign(&signer, Some(typ), &claims)).await.is_ok(), "{typ}");
+        assert!(verifier.verify(&sign(&signer, Some(typ), &claims), now()).await.is_ok(), "{typ}");
     }
 
     // An ID token: typ JWT, with ID token claims and our audience.
-    let now = now();
+    let at = now().timestamp();
     let id_token = json!({
         "iss": provider.issuer(), "sub": "ita-nrm-system", "aud": AUDIENCE, "azp": AUDIENCE,
-        "iat": now, "exp": now + 300, "auth_time": now, "nonce": "n-0S6_WzA2Mj", "at_hash": "77QmUPtjPfzWtF2AnpK9RQ",
+        "iat": at, "exp": at + 300, "auth_time": at, "nonce": "n-0S6_WzA2Mj", "at_hash": "77QmUPtjPfzWtF2AnpK9RQ",
         "org_id": "ita-nrm", "roles": ["submitter"],
     });
-    assert_eq!(verifier.verify(&sign(&signer, Some("JWT"), &id_token)).await, Err(TokenError::WrongTokenType));
+    assert_eq!(verifier.verify(&sign(&signer, Some("JWT"), &id_token), now()).await, Err(TokenError::WrongTokenType));
     // The access token's claims without typ, or with another typ.
-    assert_eq!(verifier.verify(&sign(&signer, None, &claims)).await, Err(TokenError::WrongTokenType));
-    assert_eq!(verifier.verify(&sign(&signer, Some("JWT"), &claims)).await, Err(TokenError::WrongTokenType));
-    assert_eq!(verifier.verify(&sign(&signer, Some("logout+jwt"), &claims)).await, Err(TokenError::WrongTokenType));
+    assert_eq!(verifier.verify(&sign(&signer, None, &claims), now()).await, Err(TokenError::WrongTokenType));
+    assert_eq!(verifier.verify(&sign(&signer, Some("JWT"), &claims), now()).await, Err(TokenError::WrongTokenType));
+    assert_eq!(verifier.verify(&sign(&signer, Some("logout+jwt"), &claims), now()).await, Err(TokenError::WrongTokenType));
 }
 
 #[tokio::test]
@@ -471,7 +536,7 @@ async fn unsafe_or_mismatched_algorithms_are_refused() {
     ];
     for signer in &signers {
         let alg = signer.algorithm().name();
-        assert!(verifier.verify(&sign(signer.as_ref(), Some("at+jwt"), &claims)).await.is_ok(), "{alg}");
+        assert!(verifier.verify(&sign(signer.as_ref(), Some("at+jwt"), &claims), now()).await.is_ok(), "{alg}");
     }
 
     // alg "none", naming the issuer's key.
@@ -480,7 +545,7 @@ async fn unsafe_or_mismatched_algorithms_are_refused() {
     header.set_key_id(rsa_kid);
     let payload = JwtPayload::from_map(claims.as_object().unwrap().clone()).unwrap();
     let unsecured = jwt::encode_unsecured(&payload, &header).unwrap();
-    assert_eq!(verifier.verify(&unsecured).await, Err(TokenError::BadSignature));
+    assert_eq!(verifier.verify(&unsecured, now()).await, Err(TokenError::BadSignature));
 
     // HS256 keyed with the issuer's public key, as in the classic key-confusion attack.
     let public = keys.rsa.to_public_key().unwrap();
@@ -489,21 +554,21 @@ async fn unsafe_or_mismatched_algorithms_are_refused() {
     {
         let mut hmac = jws::HS256.signer_from_bytes(&secret).unwrap();
         hmac.set_key_id(rsa_kid);
-        assert_eq!(verifier.verify(&sign(&hmac, Some("at+jwt"), &claims)).await, Err(TokenError::BadSignature));
+        assert_eq!(verifier.verify(&sign(&hmac, Some("at+jwt"), &claims), now()).await, Err(TokenError::BadSignature));
     }
 
     // A valid ES256 signature by the issuer's EC key, but naming its RSA key.
     let mut ec = jws::ES256.signer_from_jwk(&keys.ec).unwrap();
     ec.set_key_id(rsa_kid);
-    assert_eq!(verifier.verify(&sign(&ec, Some("at+jwt"), &claims)).await, Err(TokenError::BadSignature));
+    assert_eq!(verifier.verify(&sign(&ec, Some("at+jwt"), &claims), now()).await, Err(TokenError::BadSignature));
     // An RS256 signature by the issuer's RSA key, naming its EC key.
     let mut rsa = jws::RS256.signer_from_jwk(&keys.rsa).unwrap();
     rsa.set_key_id(keys.ec.key_id().unwrap());
-    assert_eq!(verifier.verify(&sign(&rsa, Some("at+jwt"), &claims)).await, Err(TokenError::BadSignature));
+    assert_eq!(verifier.verify(&sign(&rsa, Some("at+jwt"), &claims), now()).await, Err(TokenError::BadSignature));
     // No kid at all.
     let mut rsa = jws::RS256.signer_from_jwk(&keys.rsa).unwrap();
     rsa.remove_key_id();
-    assert_eq!(verifier.verify(&sign(&rsa, Some("at+jwt"), &claims)).await, Err(TokenError::UnknownKey));
+    assert_eq!(verifier.verify(&sign(&rsa, Some("at+jwt"), &claims), now()).await, Err(TokenError::UnknownKey));
 }
 
 #[tokio::test]
@@ -515,7 +580,7 @@ async fn tokens_signed_with_each_algorithm_of_the_provider_are_accepted() {
         let header = jwt::decode_header(&token).unwrap();
         assert_eq!(header.claim("alg"), Some(&json!(alg)), "the provider signs with {alg}");
         assert_eq!(
-            verifier.verify(&token).await,
+            verifier.verify(&token, now()).await,
             Ok(principal("ita-nrm", "ita-nrm-system", &[Role::Submitter])),
             "{alg}"
         );
@@ -526,41 +591,42 @@ async fn tokens_signed_with_each_algorithm_of_the_provider_are_accepted() {
 async fn rotated_keys_are_fetched_once_per_refresh_interval() {
     let old_keys = TestKeys::generate("old");
     let new_keys = TestKeys::generate("new");
-    let before =
+    let provider =
         OidcProvider::start_with(ProviderOptions { jwks_file: Some(old_keys.path()), ..ProviderOptions::default() })
             .await;
-    let verifier = verifier(OidcConfig { jwks_min_refresh_seconds: 2, ..config(before.issuer()) }).await;
-    let old_token = before.token("ita-nrm-system", AUDIENCE).await;
-    assert!(verifier.verify(&old_token).await.is_ok());
+    // The verifier is given the time of this clock, which only the test moves.
+    let clock = ManualClock::new(now());
+    let verifier = verifier(OidcConfig { jwks_min_refresh_seconds: 10, ..config(provider.issuer()) }).await;
+    let old_token = provider.token("ita-nrm-system", AUDIENCE).await;
+    assert!(verifier.verify(&old_token, clock.now()).await.is_ok());
 
     // The issuer restarts at the same URL with new keys only.
-    let port = before.port();
-    before.stop().await;
-    let after = OidcProvider::start_with(ProviderOptions {
-        port: Some(port),
-        jwks_file: Some(new_keys.path()),
-        ..ProviderOptions::default()
-    })
-    .await;
-    let new_token = after.token("ita-nrm-system", AUDIENCE).await;
-    assert_eq!(verifier.verify(&new_token).await, Ok(principal("ita-nrm", "ita-nrm-system", &[Role::Submitter])));
-    assert_eq!(after.jwks_served().await, 1, "the new key was fetched once");
-    assert!(verifier.verify(&new_token).await.is_ok());
+    let before = provider.jwks_served().await;
+    provider.restart_with_keys(&new_keys.path()).await;
+    let new_token = provider.token("ita-nrm-system", AUDIENCE).await;
+    assert_eq!(
+        verifier.verify(&new_token, clock.now()).await,
+        Ok(principal("ita-nrm", "ita-nrm-system", &[Role::Submitter]))
+    );
+    assert_eq!(provider.jwks_served().await, before + 1, "the new key was fetched once");
+    assert!(verifier.verify(&new_token, clock.now()).await.is_ok());
 
     // The old key is gone from the cache too; neither it nor a stranger's key
-    // triggers a fetch within the interval.
+    // triggers a fetch within the interval, up to its last moment.
     let stranger = TestKeys::generate("stranger");
     let forged =
-        sign(&jws::RS256.signer_from_jwk(&stranger.rsa).unwrap(), Some("at+jwt"), &access_token_claims(after.issuer()));
-    assert_eq!(verifier.verify(&old_token).await, Err(TokenError::UnknownKey));
-    assert_eq!(verifier.verify(&forged).await, Err(TokenError::UnknownKey));
-    assert_eq!(after.jwks_served().await, 1, "no refresh within jwks_min_refresh_seconds");
+        sign(&jws::RS256.signer_from_jwk(&stranger.rsa).unwrap(), Some("at+jwt"), &access_token_claims(provider.issuer()));
+    assert_eq!(verifier.verify(&old_token, clock.now()).await, Err(TokenError::UnknownKey));
+    assert_eq!(verifier.verify(&forged, clock.now()).await, Err(TokenError::UnknownKey));
+    clock.advance(chrono::Duration::milliseconds(9_999));
+    assert_eq!(verifier.verify(&forged, clock.now()).await, Err(TokenError::UnknownKey));
+    assert_eq!(provider.jwks_served().await, before + 1, "no refresh within jwks_min_refresh_seconds");
 
     // Once the interval has passed, an unknown kid may refresh again (once).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(verifier.verify(&forged).await, Err(TokenError::UnknownKey));
-    assert_eq!(verifier.verify(&forged).await, Err(TokenError::UnknownKey));
-    assert_eq!(after.jwks_served().await, 2);
+    clock.advance(chrono::Duration::milliseconds(1));
+    assert_eq!(verifier.verify(&forged, clock.now()).await, Err(TokenError::UnknownKey));
+    assert_eq!(verifier.verify(&forged, clock.now()).await, Err(TokenError::UnknownKey));
+    assert_eq!(provider.jwks_served().await, before + 2);
 }
 
 #[tokio::test]

@@ -1,13 +1,15 @@
 //! Several gateways federated over real mutual TLS on loopback: each with
 //! its own database (SQLite file or PostgreSQL schema), federation keys and
 //! listener, all trusting one coordinator's signed directory. Gateways can
-//! be stopped and started again on the same ports and database; the
-//! directory can be republished (new keys, endpoints, status).
+//! be stopped and started again on the same database; each start binds a
+//! fresh federation port (port 0, never one reserved and released), and the
+//! directory, republished, tells the others where it now listens. The
+//! directory can also be republished with new keys or status.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use referral_gateway::app::Clock;
@@ -18,6 +20,7 @@ use referral_gateway::directory::{Delivery, Directory, DirectoryDocument, Member
 use referral_gateway::startup::Application;
 use serde_json::Value;
 
+pub use crate::helpers::wait_for;
 use crate::helpers::{
     client_for, fixture_time, repo_path, send, sql_scalar_at, sql_text_at, test_ca_pem, test_server_identity, write_config_for, Backend, Reply, Who,
 };
@@ -56,6 +59,8 @@ pub struct Peer {
     pub app: Option<Application>,
     pub backend: Backend,
     pub schema: Option<String>,
+    /// Where its federation listener last listened, which the directory lists.
+    pub endpoint: Option<std::net::SocketAddr>,
     /// Key windows as published, by key id (default: the federation's
     /// window); an empty window leaves the key out of the directory.
     pub windows: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
@@ -158,6 +163,7 @@ impl Federation {
                 app: None,
                 backend,
                 schema,
+                endpoint: None,
                 windows: BTreeMap::new(),
                 status: MemberStatus::Active,
                 _dir: dir,
@@ -179,8 +185,9 @@ impl Federation {
         self.peers.iter_mut().find(|p| p.country == country).unwrap()
     }
 
-    /// Starts (or starts again) a gateway on its database, keys and, once
-    /// it has had one, its federation port.
+    /// Starts (or starts again) a gateway on its database and keys. Its
+    /// federation listener binds a port of its own (port 0); once it has
+    /// listened, the directory is republished with its new endpoint.
     pub async fn start_peer(&mut self, country: &str, federated: bool) {
         let clock: Arc<dyn Clock> = self.clock.clone();
         let peer = self.peer_mut(country);
@@ -190,13 +197,14 @@ impl Federation {
             config.federation = None;
         }
         let app = Application::build(&config, clock).await.unwrap();
-        if let (Some(addr), Some(federation)) = (app.federation_addr(), peer.config.federation.as_mut()) {
-            federation.listen = addr;
-        }
+        let moved = app.federation_addr().is_some_and(|addr| peer.endpoint.replace(addr) != Some(addr));
         peer.app = Some(app);
+        if moved {
+            self.publish().await;
+        }
     }
 
-    /// Stops a gateway: listeners closed, open connections dropped, worker ended.
+    /// Stops a gateway: listeners closed, open connections dropped, workers ended.
     pub async fn stop_peer(&mut self, country: &str) {
         let app = self.peer_mut(country).app.take().unwrap();
         app.shut_down().await;
@@ -222,10 +230,8 @@ impl Federation {
                 .collect();
             entry.tls_spki_sha256 = vec![keys.tls_spki_pin().unwrap()];
             entry.status = peer.status;
-            if let Some(federation) = &peer.config.federation
-                && federation.listen.port() != 0
-            {
-                entry.endpoint = format!("https://127.0.0.1:{}", federation.listen.port());
+            if let Some(endpoint) = peer.endpoint {
+                entry.endpoint = format!("https://127.0.0.1:{}", endpoint.port());
             }
         }
         for organisation in &mut document.organisations {
@@ -264,19 +270,6 @@ fn apply_window(mut key: PublishedKey, windows: &BTreeMap<String, (DateTime<Utc>
     }
 }
 
-/// Waits until `check` holds, up to `limit`; panics with `what` otherwise.
-pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The referral's status as its sender sees it.
 pub async fn status_of(peer: &Peer, who: Who, referral_id: &str) -> String {
     let reply = peer.get(who, &format!("/v1/referrals/{referral_id}")).await;
@@ -289,21 +282,28 @@ pub async fn status_of(peer: &Peer, who: Who, referral_id: &str) -> String {
 pub struct Webhook {
     pub port: u16,
     pub received: Arc<Mutex<Vec<String>>>,
+    /// Bound to `port` and kept, not listening yet: the port stays ours,
+    /// and a connection to it is refused until [`Webhook::start`].
+    socket: Option<tokio::net::TcpSocket>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Webhook {
-    /// A port for a webhook not started yet (nothing listens there).
+    /// A webhook not started yet: its port is bound (so no one else takes
+    /// it), but nothing listens there.
     pub fn reserve() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Webhook { port, received: Arc::new(Mutex::new(Vec::new())), stop: None }
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        Webhook { port, received: Arc::new(Mutex::new(Vec::new())), socket: Some(socket), stop: None }
     }
 
     pub fn url(&self) -> String {
         format!("https://localhost:{}/cases", self.port)
     }
 
-    /// Starts answering `204` to every POST, on the reserved port.
+    /// Starts answering `204` to every POST, on its port: the socket bound at
+    /// [`Webhook::reserve`] begins to listen.
     pub async fn start(&mut self) {
         use rustls::pki_types::pem::PemObject;
         let (certificate, key) = test_server_identity();
@@ -316,7 +316,7 @@ impl Webhook {
             .with_single_cert(chain, key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let listener = self.socket.take().expect("a webhook starts once").listen(1024).unwrap();
         let received = Arc::clone(&self.received);
         let router = axum::Router::new().route(
             "/cases",

@@ -92,7 +92,9 @@ mod in_a_running_gateway {
     use referral_gateway::directory::signed;
     use serde_json::Value;
 
-    use crate::helpers::{Backend, FixedClock, Who, fixture_time, repo_path, spawn_app, write_config};
+    use referral_gateway::startup::DirectoryRefresh;
+
+    use crate::helpers::{Backend, FixedClock, Who, fixture_time, repo_path, spawn_app, spawn_app_configured, wait_for, write_config};
 
     fn example_with(serial: u64, without: Option<&str>) -> String {
         let mut directory: Value = serde_json::from_str(&std::fs::read_to_string(repo_path("config/directory.example.json")).unwrap()).unwrap();
@@ -117,41 +119,43 @@ mod in_a_running_gateway {
         assert!(error.to_string().contains("signature does not verify"), "{error}");
     }
 
-    /// Polls until IOM Rome's read of an unknown referral answers `status`.
-    async fn wait_for(app: &crate::helpers::TestApp, status: u16) -> bool {
-        for _ in 0..50 {
-            let reply = app.send(app.client(Who::IomRome).get(app.url("/v1/referrals/0196f3a0-0000-7000-8000-000000000000"))).await;
-            if reply.status == status {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+    /// What IOM Rome's read of an unknown referral answers: `404` while it
+    /// is served here, `403` once the directory no longer lists it.
+    async fn iom_reads(app: &crate::helpers::TestApp) -> u16 {
+        app.send(app.client(Who::IomRome).get(app.url("/v1/referrals/0196f3a0-0000-7000-8000-000000000000"))).await.status
+    }
+
+    fn coordinator_of(app: &crate::helpers::TestApp) -> SigningKey {
+        let coordinator = app.config.directory.file.parent().unwrap().join("coordinator.jwk");
+        SigningKey::from_jwk(&josekit::jwk::Jwk::from_bytes(std::fs::read(&coordinator).unwrap()).unwrap()).unwrap()
     }
 
     #[tokio::test]
     async fn a_new_edition_is_taken_up_and_a_forged_or_older_one_is_not() {
-        let app = spawn_app(Backend::Sqlite).await;
+        // The refresh task would wait a day: each round below is run by hand.
+        let app = spawn_app_configured(Backend::Sqlite, fixture_time(), "", |config| config.directory.refresh_seconds = 86_400).await;
         let file = app.config.directory.file.clone();
-        let coordinator = file.parent().unwrap().join("coordinator.jwk");
-        let key = SigningKey::from_jwk(&josekit::jwk::Jwk::from_bytes(std::fs::read(&coordinator).unwrap()).unwrap()).unwrap();
+        let key = coordinator_of(&app);
         let publish = |json: String| std::fs::write(&file, signed::sign(&json, &key).unwrap()).unwrap();
-        assert!(wait_for(&app, 404).await);
+        assert_eq!(iom_reads(&app).await, 404);
+        assert_eq!(app.app.refresh_directory().await, DirectoryRefresh::Unchanged);
 
         // Edition 2 drops IOM Rome: from then on it is not served here.
         publish(example_with(2, Some("ita-iom-rome")));
-        assert!(wait_for(&app, 403).await, "edition 2 was not taken up");
+        assert_eq!(app.app.refresh_directory().await, DirectoryRefresh::InForce(2));
+        assert_eq!(iom_reads(&app).await, 403, "edition 2 was not taken up");
+        assert_eq!(app.app.refresh_directory().await, DirectoryRefresh::Unchanged, "a file read once is not read again");
 
         // An older edition that lists it again is refused.
         publish(example_with(1, None));
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(matches!(app.app.refresh_directory().await, DirectoryRefresh::Refused(_)));
         assert_eq!(app.app.gateway().directory().serial(), 2);
-        assert!(wait_for(&app, 403).await);
+        assert_eq!(iom_reads(&app).await, 403);
 
         // So is another edition 2.
         publish(example_with(2, None));
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(wait_for(&app, 403).await);
+        assert!(matches!(app.app.refresh_directory().await, DirectoryRefresh::Refused(_)));
+        assert_eq!(iom_reads(&app).await, 403);
 
         // A forged edition 3 (payload changed after signing) is refused.
         let genuine = signed::sign(&example_with(3, Some("ita-iom-rome")), &key).unwrap();
@@ -159,13 +163,29 @@ mod in_a_running_gateway {
         let forged_payload =
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, example_with(3, None).as_bytes());
         std::fs::write(&file, format!("{}.{forged_payload}.{}", parts[0], parts[2])).unwrap();
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let refused = app.app.refresh_directory().await;
+        assert!(matches!(&refused, DirectoryRefresh::Refused(why) if why.contains("signature")), "{refused:?}");
         assert_eq!(app.app.gateway().directory().serial(), 2);
-        assert!(wait_for(&app, 403).await);
+        assert_eq!(iom_reads(&app).await, 403);
 
         // A genuine edition 3 that lists it again is taken up.
         publish(example_with(3, None));
-        assert!(wait_for(&app, 404).await, "edition 3 was not taken up");
+        assert_eq!(app.app.refresh_directory().await, DirectoryRefresh::InForce(3));
+        assert_eq!(iom_reads(&app).await, 404, "edition 3 was not taken up");
         assert_eq!(app.app.gateway().directory().serial(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_refresh_task_takes_a_new_edition_up_by_itself() {
+        // The test configuration checks the file every second.
+        let app = spawn_app(Backend::Sqlite).await;
+        assert_eq!(app.config.directory.refresh_seconds, 1);
+        let key = coordinator_of(&app);
+        std::fs::write(&app.config.directory.file, signed::sign(&example_with(2, Some("ita-iom-rome")), &key).unwrap()).unwrap();
+        wait_for("the refresh task to put edition 2 in force", Duration::from_secs(4), || async {
+            app.app.gateway().directory().serial() == 2
+        })
+        .await;
+        assert_eq!(iom_reads(&app).await, 403);
     }
 }

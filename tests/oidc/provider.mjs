@@ -10,16 +10,29 @@
 //                          without it, fresh keys are generated at each start.
 //   OIDC_ACCESS_TOKEN_ALG  the JWS alg of access tokens (default RS256), so a test can
 //                          check the gateway with each algorithm a real issuer uses.
+//   OIDC_CLOCK_START       the test clock's instant (milliseconds since 1970) when the
+//                          provider starts: its time runs on from there, so tokens'
+//                          iat and exp agree with the time of the gateway under test,
+//                          not with the machine's. Without it, the machine's time.
+//
+// Standard input, one command a line, from the test harness:
+//   SYNC N                         answered SYNCED N: every line printed before
+//                                  (each JWKS_SERVED) has reached the harness
+//   KEYS N FILE                    the issuer restarts at the same URL, on the same
+//                                  listener, signing with the keys in FILE (as
+//                                  OIDC_JWKS_FILE); answered SYNCED N once in force
 //
 // Standard output, one line each, for the test harness to read:
 //   ISSUER http://127.0.0.1:PORT   first, once listening
 //   JWKS_SERVED                    each time the JWKS is fetched, so a test can
 //                                  count the gateway's key refreshes
+//   SYNCED N                       the answer to a command
 // (oidc-provider may print notices on standard output too; the harness skips them.)
 
 import * as crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createInterface } from 'node:readline';
 
 import Provider, { errors } from 'oidc-provider';
 
@@ -44,8 +57,17 @@ const CLIENTS = {
 
 const secretOf = (clientId) => `${clientId}-secret`;
 
-function signingKeys() {
-  const file = process.env.OIDC_JWKS_FILE;
+// The test's clock: oidc-provider reads the time through Date.now (iat, exp).
+if (process.env.OIDC_CLOCK_START) {
+  const offset = Number(process.env.OIDC_CLOCK_START) - Date.now();
+  if (!Number.isFinite(offset)) {
+    throw new Error('OIDC_CLOCK_START must be milliseconds since 1970');
+  }
+  const machineNow = Date.now.bind(Date);
+  Date.now = () => machineNow() + offset;
+}
+
+function signingKeys(file = process.env.OIDC_JWKS_FILE) {
   if (file) {
     return JSON.parse(readFileSync(file, 'utf8'));
   }
@@ -64,7 +86,7 @@ function signingKeys() {
   };
 }
 
-function configuration() {
+function configuration(jwksFile) {
   const alg = process.env.OIDC_ACCESS_TOKEN_ALG || 'RS256';
   return {
     clients: Object.keys(CLIENTS).map((clientId) => ({
@@ -75,7 +97,7 @@ function configuration() {
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
     })),
-    jwks: signingKeys(),
+    jwks: signingKeys(jwksFile),
     // Only signed cookies are ever set, and none in these tests; a key silences the warning.
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
     features: {
@@ -112,24 +134,48 @@ function configuration() {
   };
 }
 
-const port = Number(process.argv[2] ?? process.env.OIDC_PORT ?? 0);
-const server = createServer();
-server.listen(port, '127.0.0.1', () => {
-  // The issuer names the actual port, known only once listening (port 0).
-  const issuer = `http://127.0.0.1:${server.address().port}`;
-  const provider = new Provider(issuer, configuration());
-  provider.use(async (ctx, next) => {
+// A provider for `issuer`; its JWKS fetches are reported on standard output.
+function provider(issuer, jwksFile) {
+  const created = new Provider(issuer, configuration(jwksFile));
+  created.use(async (ctx, next) => {
     await next();
     if (ctx.path === '/jwks' && ctx.status === 200) {
+      // Printed before the response goes out (and pipes are synchronous on
+      // Linux): the harness has this line before the fetch has its keys.
       console.log('JWKS_SERVED');
     }
   });
-  server.on('request', provider.callback());
+  return created.callback();
+}
+
+const port = Number(process.argv[2] ?? process.env.OIDC_PORT ?? 0);
+const server = createServer();
+let handle = null;
+let issuer = null;
+server.on('request', (req, res) => handle(req, res));
+server.listen(port, '127.0.0.1', () => {
+  // The issuer names the actual port, known only once listening (port 0).
+  issuer = `http://127.0.0.1:${server.address().port}`;
+  handle = provider(issuer);
   console.log(`ISSUER ${issuer}`);
 });
 
-// The test harness holds our stdin open: when it goes away, even without a
-// chance to kill us (a crashed test binary), so do we.
-process.stdin.on('end', () => process.exit(0));
+// Commands from the harness (which sends them only once it read ISSUER). It holds
+// our stdin open: when it goes away, even without a chance to kill us (a
+// crashed test binary), so do we.
+function commands() {
+  const lines = createInterface({ input: process.stdin });
+  lines.on('line', (line) => {
+    const [command, n, ...rest] = line.split(' ');
+    if (command === 'KEYS') {
+      handle = provider(issuer, rest.join(' '));
+    } else if (command !== 'SYNC') {
+      console.error(`unknown command ${command}`);
+      return;
+    }
+    console.log(`SYNCED ${n}`);
+  });
+  lines.on('close', () => process.exit(0));
+}
 process.stdin.on('error', () => process.exit(0));
-process.stdin.resume();
+commands();
