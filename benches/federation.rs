@@ -360,9 +360,8 @@ async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration
     }
     federation.ita.shut_down().await;
     federation.gmb.shut_down().await;
+    // shut_down waits for the gateways' workers too: nothing holds the schemas now.
     if backend == Backend::Postgres {
-        // The gateways' workers stop at their next poll (100 ms) after the listeners.
-        tokio::time::sleep(Duration::from_secs(1)).await;
         if let Err(error) = drop_schemas(&federation.prefix).await {
             eprintln!("left schemas {}_*: {error}", federation.prefix);
         }

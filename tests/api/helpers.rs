@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use referral_gateway::app::Clock;
 use referral_gateway::config::{CertificateFingerprint, GatewayConfig};
 use referral_gateway::startup::Application;
@@ -74,9 +74,10 @@ impl Who {
     }
 }
 
-/// The time the scenario fixtures are valid at.
+/// The time the scenario fixtures are valid at: the one time source every
+/// test clock, key window and token starts from.
 pub fn fixture_time() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+    referral_gateway::demo::fixtures::written_at()
 }
 
 #[derive(Debug)]
