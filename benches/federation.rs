@@ -361,10 +361,10 @@ async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration
     federation.ita.shut_down().await;
     federation.gmb.shut_down().await;
     // shut_down waits for the gateways' workers too: nothing holds the schemas now.
-    if backend == Backend::Postgres {
-        if let Err(error) = drop_schemas(&federation.prefix).await {
-            eprintln!("left schemas {}_*: {error}", federation.prefix);
-        }
+    if backend == Backend::Postgres
+        && let Err(error) = drop_schemas(&federation.prefix).await
+    {
+        eprintln!("left schemas {}_*: {error}", federation.prefix);
     }
     Ok(rate)
 }
