@@ -31,7 +31,8 @@ enum Command {
     /// DPO sharing policies: check, explain, schema.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Print a JSON Schema (2020-12): the referral submission or the directory.
+    /// Print a JSON Schema (2020-12): the referral submission or the
+    /// directory; or the self-contained OpenAPI document of the API.
     Schema { which: SchemaName },
     /// Run the gateway.
     Serve {
@@ -214,6 +215,10 @@ enum AuditCommand {
 enum SchemaName {
     Referral,
     Directory,
+    /// The OpenAPI 3.1 document as served at `/v1/openapi.json`: the
+    /// hand-kept `schemas/openapi.yaml` with the referral and directory
+    /// schemas bundled in, self-contained.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,10 +303,14 @@ pub fn run() -> ExitCode {
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
             let schema = match which {
-                SchemaName::Referral => schemas::referral_schema(),
-                SchemaName::Directory => schemas::directory_schema(),
+                SchemaName::Referral => Ok(schemas::referral_schema()),
+                SchemaName::Directory => Ok(schemas::directory_schema()),
+                SchemaName::Openapi => crate::http::openapi_json().map_err(CliError::Usage),
             };
-            serde_json::to_string_pretty(&schema).map_err(CliError::from).and_then(|text| print(&text)).map(|()| ExitCode::SUCCESS)
+            schema
+                .and_then(|schema| serde_json::to_string_pretty(&schema).map_err(CliError::from))
+                .and_then(|text| print(&text))
+                .map(|()| ExitCode::SUCCESS)
         }
     };
     result.unwrap_or_else(|error| {

@@ -396,13 +396,14 @@ fn unix_seconds(at: DateTime<Utc>) -> f64 {
     at.timestamp_millis() as f64 / 1000.0
 }
 
-/// Whether a JWKS fetch made at `last` is too recent at `now` for another.
-/// A `now` before `last` (the clock was stepped back) is not.
+/// Whether a JWKS fetch made at `last` is too close to `now` for another.
+/// Close on either side: `now` is read when the request arrives, before the
+/// lock, so a request that waited behind the fetch may bring an earlier
+/// `now` than `last`; it must not fetch again. Only a clock stepped back
+/// by more than the interval lets a fetch through, so that a step back
+/// cannot lock refreshes out.
 fn throttled(last: DateTime<Utc>, now: DateTime<Utc>, min_refresh: Duration) -> bool {
-    match (now - last).to_std() {
-        Ok(elapsed) => elapsed < min_refresh,
-        Err(_) => false,
-    }
+    (now - last).abs().to_std().is_ok_and(|gap| gap < min_refresh)
 }
 
 /// `sub`, or `client_id` for a client acting on its own behalf without `sub`.
@@ -525,7 +526,9 @@ mod tests {
         assert!(throttled(last, last, ten));
         assert!(throttled(last, last + chrono::Duration::milliseconds(9_999), ten));
         assert!(!throttled(last, last + chrono::Duration::seconds(10), ten));
-        assert!(!throttled(last, last - chrono::Duration::seconds(1), ten), "a clock stepped back must not lock refreshes out");
+        // A request that read the clock before another fetched and took the lock after it.
+        assert!(throttled(last, last - chrono::Duration::seconds(1), ten), "a request that waited behind a fetch fetched again");
+        assert!(!throttled(last, last - chrono::Duration::seconds(10), ten), "a clock stepped back must not lock refreshes out");
         assert_eq!(unix_seconds(last + chrono::Duration::milliseconds(1_500)), 20_000.0 * 86_400.0 + 1.5);
     }
 

@@ -580,9 +580,14 @@ macro_rules! on_both_backends {
 /// Personal values of the fixtures that must never appear in logs or in the
 /// database: names, dates of birth, document numbers, notes.
 pub fn personal_values() -> Vec<String> {
+    personal_values_of(FIXTURES.iter().map(|name| fixture(name)))
+}
+
+/// Personal values of `referrals` (fixtures moved to another date, say).
+pub fn personal_values_of(referrals: impl IntoIterator<Item = Value>) -> Vec<String> {
     let mut values = std::collections::BTreeSet::new();
-    for name in FIXTURES {
-        collect_personal(&fixture(name), "", &mut values);
+    for referral in referrals {
+        collect_personal(&referral, "", &mut values);
     }
     values.into_iter().collect()
 }

@@ -280,7 +280,7 @@ async fn a_replica_picks_up_a_new_policy_version() {
     files.remove("30-no-health.cedar");
     let third = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": files })).await;
     assert_eq!(third.status, 201, "{}", third.text);
-    wait_for("the replica's refresh task to load version 3", Duration::from_secs(4), || async {
+    wait_for("the replica's refresh task to load version 3", Duration::from_secs(30), || async {
         replica.gateway().policy().number == 3
     })
     .await;

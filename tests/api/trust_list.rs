@@ -182,7 +182,7 @@ mod in_a_running_gateway {
         assert_eq!(app.config.directory.refresh_seconds, 1);
         let key = coordinator_of(&app);
         std::fs::write(&app.config.directory.file, signed::sign(&example_with(2, Some("ita-iom-rome")), &key).unwrap()).unwrap();
-        wait_for("the refresh task to put edition 2 in force", Duration::from_secs(4), || async {
+        wait_for("the refresh task to put edition 2 in force", Duration::from_secs(30), || async {
             app.app.gateway().directory().serial() == 2
         })
         .await;

@@ -231,6 +231,16 @@ fn schema_referral_prints_the_committed_schema() {
 }
 
 #[test]
+fn schema_openapi_prints_the_served_self_contained_document() {
+    let output = run(&["schema", "openapi"]);
+    assert_eq!(output.status.code(), Some(0));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(printed == referral_gateway::http::openapi_json().unwrap(), "`schema openapi` differs from the served document");
+    assert!(printed["components"]["schemas"]["ReferralSubmission"].is_object(), "the referral schema is not bundled");
+    assert!(!stdout(&output).contains("referral.schema.json"), "an external reference is left");
+}
+
+#[test]
 fn the_demo_runs_the_three_country_federation_and_exits_0() {
     let dir = TempDir::new("demo");
     let output = run(&["demo", "--dir", dir.0.to_str().unwrap()]);
