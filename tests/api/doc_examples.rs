@@ -9,7 +9,7 @@
 use std::path::Path;
 
 #[path = "../common/doc_examples.rs"]
-mod doc_examples;
+mod markdown_examples;
 
 use crate::helpers::{client_pem, repo_path, spawn_app, test_ca_pem, Backend, Who};
 use crate::on_both_backends;
@@ -46,9 +46,9 @@ fn write_pki(markdown: &str, dir: &Path) {
 
 async fn api_md_examples_answer_as_the_doc_shows(backend: Backend) {
     let markdown = std::fs::read_to_string(repo_path("docs/api.md")).unwrap();
-    let examples = doc_examples::examples("docs/api.md", &markdown);
+    let examples = markdown_examples::examples("docs/api.md", &markdown);
     for setup in &examples.setup {
-        let assigned = doc_examples::assigned_variables(&setup.text);
+        let assigned = markdown_examples::assigned_variables(&setup.text);
         assert_eq!(assigned, ["PKI", "GW"], "docs/api.md:{}: a setup block sets PKI and GW, which the test sets itself", setup.line);
     }
     assert!(examples.run.len() >= 18, "docs/api.md has {} examples", examples.run.len());
@@ -62,7 +62,7 @@ async fn api_md_examples_answer_as_the_doc_shows(backend: Backend) {
 
     let mut failures = Vec::new();
     for example in &examples.run {
-        let script = doc_examples::bash_script(example, "", &state, &tmp);
+        let script = markdown_examples::bash_script(example, "", &state, &tmp);
         let output = tokio::process::Command::new("bash")
             .arg("-c")
             .arg(&script)
@@ -73,7 +73,7 @@ async fn api_md_examples_answer_as_the_doc_shows(backend: Backend) {
             .await
             .expect("bash, curl and jq run the doc's examples");
         let printed = String::from_utf8_lossy(&output.stdout);
-        if let Err(why) = doc_examples::check(example, &printed, &tmp) {
+        if let Err(why) = markdown_examples::check(example, &printed, &tmp) {
             failures.push(format!("docs/api.md:{} ({backend:?}): {why}", example.script.line));
         }
     }

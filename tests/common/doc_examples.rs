@@ -91,7 +91,7 @@ pub fn examples(doc: &str, markdown: &str) -> Examples {
     for (index, block) in all.iter().enumerate() {
         let words = block.words();
         let Some(&language) = words.first() else { continue };
-        if words.get(1) == Some(&"output") && !all.get(index.wrapping_sub(1)).is_some_and(|b| b.words().get(1) == Some(&"example")) {
+        if words.get(1) == Some(&"output") && all.get(index.wrapping_sub(1)).is_none_or(|b| b.words().get(1) != Some(&"example")) {
             unmarked.push(format!("{doc}:{}: an `output` block that does not follow a `sh example` block", block.line));
         }
         if language != "sh" {
@@ -300,10 +300,8 @@ pub fn json_matches(expected: &Value, actual: &Value, at: &str) -> Result<(), St
                     None => return Err(format!("{at}: the doc shows `{key}`, the answer has none")),
                 }
             }
-            if !abridged {
-                if let Some(extra) = a.keys().find(|k| !e.contains_key(*k)) {
-                    return Err(format!("{at}: the answer holds `{extra}`, which the doc does not show (nor `\"...\"`)"));
-                }
+            if !abridged && let Some(extra) = a.keys().find(|k| !e.contains_key(*k)) {
+                return Err(format!("{at}: the answer holds `{extra}`, which the doc does not show (nor `\"...\"`)"));
             }
             Ok(())
         }

@@ -8,7 +8,7 @@
 use std::process::Command;
 
 #[path = "../common/doc_examples.rs"]
-mod doc_examples;
+mod markdown_examples;
 
 use crate::support::repo_path;
 
@@ -19,14 +19,14 @@ referral-gateway() { "$RGW" "$@"; }"#;
 /// Runs every example of `doc` in order; answers how many ran.
 fn run_examples(doc: &str) -> usize {
     let markdown = std::fs::read_to_string(repo_path(doc)).unwrap();
-    let examples = doc_examples::examples(doc, &markdown);
+    let examples = markdown_examples::examples(doc, &markdown);
     assert!(examples.setup.is_empty(), "{doc}: setup blocks are for the API examples");
     let dir = tempfile::tempdir().unwrap();
     let (tmp, state) = (dir.path().join("tmp"), dir.path().join("state.sh"));
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
     for example in &examples.run {
-        let script = doc_examples::bash_script(example, PRELUDE, &state, &tmp);
+        let script = markdown_examples::bash_script(example, PRELUDE, &state, &tmp);
         let output = Command::new("bash")
             .arg("-c")
             .arg(&script)
@@ -36,7 +36,7 @@ fn run_examples(doc: &str) -> usize {
             .output()
             .expect("bash runs the doc's examples");
         let printed = String::from_utf8_lossy(&output.stdout);
-        if let Err(why) = doc_examples::check(example, &printed, &tmp) {
+        if let Err(why) = markdown_examples::check(example, &printed, &tmp) {
             failures.push(format!("{doc}:{}: {why}", example.script.line));
         }
     }
@@ -57,12 +57,12 @@ fn the_operators_quick_start_prints_what_operations_md_shows() {
 #[test]
 fn an_example_whose_output_the_doc_misstates_fails() {
     let markdown = "```sh example\necho '{\"a\": 1, \"id\": \"01a240a3-a3ec-7c08-8149-b2963575446b\"}'\n```\n\n```json output\n{\"a\": 2, \"id\": \"456c51e8-7a22-4938-a4b2-bc04a8c1b96a\"}\n```\n";
-    let examples = doc_examples::examples("inline", markdown);
+    let examples = markdown_examples::examples("inline", markdown);
     let example = examples.run.first().unwrap();
     let tmp = std::path::Path::new("/nonexistent");
     let printed = "{\"a\": 1, \"id\": \"01a240a3-a3ec-7c08-8149-b2963575446b\"}\n";
-    let why = doc_examples::check(example, printed, tmp).unwrap_err();
+    let why = markdown_examples::check(example, printed, tmp).unwrap_err();
     assert!(why.contains("value 1.a: the doc shows 2, the answer holds 1"), "{why}");
     // The ids differ, and are set aside: with the right value the output matches.
-    assert!(doc_examples::check(example, &printed.replace("1,", "2,"), tmp).is_ok());
+    assert!(markdown_examples::check(example, &printed.replace("1,", "2,"), tmp).is_ok());
 }
