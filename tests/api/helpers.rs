@@ -60,6 +60,11 @@ impl Who {
         pki().clients.get(&self).map(|(_, fingerprint)| fingerprint.display())
     }
 
+    /// The role the gateway registers this caller with.
+    pub fn role(self) -> Option<&'static str> {
+        self.registration().map(|(_, _, role)| role)
+    }
+
     fn registration(self) -> Option<(&'static str, &'static str, &'static str)> {
         match self {
             Who::IomRome => Some(("iom_rome", "ita-iom-rome", "submitter")),
@@ -158,6 +163,12 @@ pub struct Pki {
 /// signed for `localhost` and `127.0.0.1` (PEM).
 pub fn test_ca_pem() -> &'static str {
     &pki().ca_pem
+}
+
+/// This caller's client certificate and private key (PEM, one file as
+/// curl's `--cert` takes it); `None` for [`Who::Nobody`].
+pub fn client_pem(who: Who) -> Option<&'static str> {
+    pki().clients.get(&who).map(|(pem, _)| pem.as_str())
 }
 
 pub fn test_server_identity() -> (&'static str, &'static str) {

@@ -9,6 +9,7 @@ mod audit_queries;
 mod bad_input;
 mod bearer;
 mod config;
+mod doc_examples;
 mod logs;
 mod oidc_provider;
 mod operations;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod doc_examples;
 mod inbound;
 mod properties;
 mod recipient_cli;

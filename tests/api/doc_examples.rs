@@ -1,0 +1,83 @@
+//! Every worked example of `docs/api.md`, run as the doc shows it (bash,
+//! curl, jq, from the repository root) against a gateway of the harness, and
+//! its answer compared with the one the doc shows. The examples and answers
+//! are read from the Markdown (`sh example` blocks and the `output` block
+//! after each; see `tests/common/doc_examples.rs`). `$PKI` holds the client
+//! certificates of the doc's table of demo certificates, issued by the
+//! harness for the same organisation and role; `$GW` is the gateway's API.
+
+use std::path::Path;
+
+#[path = "../common/doc_examples.rs"]
+mod markdown_examples;
+
+use crate::helpers::{client_pem, repo_path, spawn_app, test_ca_pem, Backend, Who};
+use crate::on_both_backends;
+
+/// The rows of the doc's certificate table for this gateway: file name, organisation, role.
+fn demo_certificates(markdown: &str) -> Vec<(String, String, String)> {
+    let cell = |text: &str| text.split('`').nth(1).unwrap_or("").to_owned();
+    markdown
+        .lines()
+        .filter(|line| line.starts_with("| `var/demo/pki/"))
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells.get(2) == Some(&"ITA")).then(|| {
+                let file = cell(cells[1]).rsplit('/').next().unwrap_or("").to_owned();
+                (file, cell(cells[3]), cell(cells[4]))
+            })
+        })
+        .collect()
+}
+
+fn write_pki(markdown: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), test_ca_pem()).unwrap();
+    let rows = demo_certificates(markdown);
+    assert!(rows.len() >= 4, "the doc's certificate table: {rows:?}");
+    for (file, org, role) in rows {
+        let who = Who::REGISTERED
+            .into_iter()
+            .find(|who| who.org() == Some(org.as_str()) && who.role() == Some(role.as_str()))
+            .unwrap_or_else(|| panic!("the harness registers no {org} {role} for {file}"));
+        std::fs::write(dir.join(&file), client_pem(who).unwrap()).unwrap();
+    }
+}
+
+async fn api_md_examples_answer_as_the_doc_shows(backend: Backend) {
+    let markdown = std::fs::read_to_string(repo_path("docs/api.md")).unwrap();
+    let examples = markdown_examples::examples("docs/api.md", &markdown);
+    for setup in &examples.setup {
+        let assigned = markdown_examples::assigned_variables(&setup.text);
+        assert_eq!(assigned, ["PKI", "GW"], "docs/api.md:{}: a setup block sets PKI and GW, which the test sets itself", setup.line);
+    }
+    assert!(examples.run.len() >= 18, "docs/api.md has {} examples", examples.run.len());
+
+    let app = spawn_app(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, tmp, state) = (dir.path().join("pki"), dir.path().join("tmp"), dir.path().join("state.sh"));
+    write_pki(&markdown, &pki);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let gateway = app.url("");
+
+    let mut failures = Vec::new();
+    for example in &examples.run {
+        let script = markdown_examples::bash_script(example, "", &state, &tmp);
+        let output = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(repo_path(""))
+            .env("PKI", &pki)
+            .env("GW", &gateway)
+            .output()
+            .await
+            .expect("bash, curl and jq run the doc's examples");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        if let Err(why) = markdown_examples::check(example, &printed, &tmp) {
+            failures.push(format!("docs/api.md:{} ({backend:?}): {why}", example.script.line));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} examples differ from the doc:\n\n{}", failures.len(), examples.run.len(), failures.join("\n\n"));
+}
+
+on_both_backends!(api_md_examples_answer_as_the_doc_shows);
