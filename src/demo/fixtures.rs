@@ -55,6 +55,24 @@ pub fn referral_as_of(name: &str, now: DateTime<Utc>) -> Result<Value, String> {
     Ok(referral)
 }
 
+/// Writes every fixture, its dates moved to `now`, into `dir`: what a person
+/// trying the demo's gateways with curl submits on any date.
+pub fn write_moved(dir: &std::path::Path, now: DateTime<Utc>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let listed = std::fs::read_dir("tests/fixtures/referrals").map_err(|e| format!("tests/fixtures/referrals: {e}"))?;
+    for entry in listed {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let (Some(name), Some("json")) = (path.file_stem().and_then(|n| n.to_str()), path.extension().and_then(|e| e.to_str())) else {
+            continue;
+        };
+        let referral = referral_as_of(name, now)?;
+        let text = serde_json::to_string_pretty(&referral).map_err(|e| e.to_string())?;
+        let target = dir.join(format!("{name}.json"));
+        std::fs::write(&target, text + "\n").map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

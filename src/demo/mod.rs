@@ -352,10 +352,10 @@ impl Demo {
     }
 
     fn explore_hints(&self) -> Result<(), DemoError> {
-        // The fixture moved to today, as the demo submits it: as written it may be past its consent.
-        let referral = fixtures::referral_as_of("returnee_hiv_reintegration", self.clock.now()).map_err(step_failed)?;
-        let referral_file = self.files.root.join("returnee_hiv_reintegration.json");
-        std::fs::write(&referral_file, serde_json::to_string_pretty(&referral).map_err(step_failed)?).map_err(step_failed)?;
+        // The fixtures moved to today, as the demo submits them: as written they may be past their consents.
+        let moved = self.files.root.join("referrals");
+        fixtures::write_moved(&moved, self.clock.now()).map_err(step_failed)?;
+        let referral_file = moved.join("returnee_hiv_reintegration.json");
         let curl = |name: &str| {
             format!("curl --cacert {} --cert {}", self.files.pki.ca.display(), self.files.client_pem(name).map(|p| p.display().to_string()).unwrap_or_default())
         };
