@@ -181,11 +181,17 @@ mod schema_rejects_implies_types_reject {
             path_index in any::<prop::sample::Index>(),
             mutation in mutation(),
         ) {
-            let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo_path("schemas/referral.schema.json")).unwrap()).unwrap();
-            let validator = jsonschema::draft202012::new(&schema).unwrap();
-            let names = fixture_names();
-            let name = fixture_index.get(&names);
-            let original: Value = serde_json::from_str(&fixture_text(name)).unwrap();
+            // Compiled and read once for all 768 cases: compiling the schema was most of the test's time.
+            static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+            static FIXTURES: std::sync::OnceLock<Vec<(String, Value)>> = std::sync::OnceLock::new();
+            let validator = VALIDATOR.get_or_init(|| {
+                let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo_path("schemas/referral.schema.json")).unwrap()).unwrap();
+                jsonschema::draft202012::new(&schema).unwrap()
+            });
+            let fixtures = FIXTURES.get_or_init(|| {
+                fixture_names().into_iter().map(|name| { let text = fixture_text(&name); (name, serde_json::from_str(&text).unwrap()) }).collect()
+            });
+            let (name, original) = fixture_index.get(fixtures);
             let mut all_paths = Vec::new();
             paths(&original, &mut Vec::new(), &mut all_paths);
             let path = path_index.get(&all_paths);
