@@ -193,7 +193,7 @@ mod schema_rejects_implies_types_reject {
             });
             let (name, original) = fixture_index.get(fixtures);
             let mut all_paths = Vec::new();
-            paths(&original, &mut Vec::new(), &mut all_paths);
+            paths(original, &mut Vec::new(), &mut all_paths);
             let path = path_index.get(&all_paths);
             let mut mutated = original.clone();
             apply(&mut mutated, path, &mutation);
