@@ -197,15 +197,18 @@ impl Federation {
             config.federation = None;
         }
         let app = Application::build(&config, clock).await.unwrap();
+        let restarted = peer.endpoint.is_some();
         let moved = app.federation_addr().is_some_and(|addr| peer.endpoint.replace(addr) != Some(addr));
         peer.app = Some(app);
         if moved {
             self.publish().await;
         }
-        // The peer was down a while: whatever waits for its next attempt
-        // (retry_max_seconds away at most) falls due now, instead of the
-        // test waiting out the backoff in real time.
-        self.clock.advance(chrono::Duration::seconds(3));
+        if restarted {
+            // Whatever waits for its next attempt (retry_max_seconds = 2
+            // away at most) falls due now, instead of the test waiting out
+            // the backoff in real time.
+            self.clock.advance(chrono::Duration::seconds(3));
+        }
     }
 
     /// Stops a gateway: listeners closed, open connections dropped, workers ended.
