@@ -127,11 +127,12 @@ macro_rules! case_key_store {
             async fn put(&self, keys: &[WrappedCaseKey], at_ms: i64) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+                    // `persistent(false)`: the text depends on the batch's size (see store::sql).
                     let mut query = QueryBuilder::<$db>::new("INSERT INTO case_keys (id, wrapped, created_ms) ");
                     query.push_values(chunk, |mut row, key| {
                         row.push_bind(key.id.clone()).push_bind(key.wrapped.clone()).push_bind(at_ms);
                     });
-                    query.build().execute(&mut *tx).await?;
+                    query.build().persistent(false).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -146,7 +147,7 @@ macro_rules! case_key_store {
                         list.push_bind(id.clone());
                     }
                     query.push(")");
-                    for row in query.build().fetch_all(&self.pool).await? {
+                    for row in query.build().persistent(false).fetch_all(&self.pool).await? {
                         found.push(WrappedCaseKey { id: row.try_get("id")?, wrapped: row.try_get("wrapped")? });
                     }
                 }
@@ -163,7 +164,7 @@ macro_rules! case_key_store {
                         list.push_bind(id.clone());
                     }
                     query.push(")");
-                    destroyed += query.build().execute(&mut *tx).await?.rows_affected();
+                    destroyed += query.build().persistent(false).execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
                 self.after_destroy().await?;

@@ -129,6 +129,13 @@ fn audit_reasons(record: &AuditRecord) -> String {
     serde_json::to_string(&record.reasons).unwrap_or_else(|_| "[]".to_owned())
 }
 
+// Statements whose text depends on a batch's size (multi-row `VALUES`, `IN`
+// lists) are built with `persistent(false)`: cached, every batch size seen
+// would keep a compiled statement of its own on every connection (sqlx
+// keeps up to 100 per connection; on SQLite a large multi-row insert
+// compiles to megabytes), and the gateway's memory would grow with the
+// variety of batch sizes. The soak benchmark showed it (`docs/performance.md`).
+// Statements of a fixed text stay cached.
 macro_rules! sql_store {
     ($store:ident, $row:ty, $begin:literal, $head_query:literal, $claim_query:literal, $push_query:literal) => {
         impl $store {
@@ -206,7 +213,7 @@ macro_rules! sql_store {
                             .push_bind(retention.and_then(|k| k.days_after_closure));
                     });
                     query.push(" ON CONFLICT (sender_org, idempotency_key) DO NOTHING RETURNING id");
-                    for row in query.build().fetch_all(&mut *connection).await? {
+                    for row in query.build().persistent(false).fetch_all(&mut *connection).await? {
                         inserted.insert(row.try_get::<String, _>("id")?);
                     }
                 }
@@ -216,7 +223,7 @@ macro_rules! sql_store {
                     query.push_values(chunk, |mut row, new| {
                         row.push_bind(new.record.id.clone()).push_bind(new.record.status.clone()).push_bind(new.record.created_ms);
                     });
-                    query.build().execute(&mut *connection).await?;
+                    query.build().persistent(false).execute(&mut *connection).await?;
                 }
                 let queued: Vec<(&NewReferral, &NewOutboxEntry, &String)> = stored
                     .iter()
@@ -244,7 +251,7 @@ macro_rules! sql_store {
                             .push_bind(new.record.handover)
                             .push_bind(entry.end_to_end);
                     });
-                    query.build().execute(&mut *connection).await?;
+                    query.build().persistent(false).execute(&mut *connection).await?;
                 }
                 Ok(inserted)
             }
@@ -273,7 +280,7 @@ macro_rules! sql_store {
                             .push_bind(entry.expires_ms);
                     });
                     query.push(" ON CONFLICT (packet_id) DO NOTHING RETURNING packet_id");
-                    for row in query.build().fetch_all(&mut *connection).await? {
+                    for row in query.build().persistent(false).fetch_all(&mut *connection).await? {
                         inserted.insert(row.try_get::<String, _>("packet_id")?);
                     }
                 }
@@ -783,7 +790,7 @@ macro_rules! sql_store {
                     ids.push_bind(id.clone());
                 }
                 query.push(format!(") ORDER BY {key}"));
-                Ok(query.build().fetch_all(&self.pool).await?)
+                Ok(query.build().persistent(false).fetch_all(&self.pool).await?)
             }
 
             /// The outbox columns of a delivery record; `None` when `state` is null (no entry joined).
@@ -845,7 +852,7 @@ macro_rules! sql_store {
                             .push_bind(record.prev_hash.clone())
                             .push_bind(record.hash.clone());
                     });
-                    query.build().execute(&mut *connection).await?;
+                    query.build().persistent(false).execute(&mut *connection).await?;
                 }
                 Ok(())
             }
