@@ -122,17 +122,7 @@ impl Drop for Process {
 impl Process {
     fn spawn(files: &DemoFiles, country: CountryCode) -> Result<Self, BoxError> {
         let config = files.root.join(country.as_str().to_ascii_lowercase()).join("gateway.toml");
-        let binary = env!("CARGO_BIN_EXE_referral-gateway");
-        // SOAK_HEAPTRACK=<dir>: each child under heaptrack, its profile in <dir>/<country>.*
-        let mut command = match std::env::var_os("SOAK_HEAPTRACK") {
-            Some(dir) => {
-                let mut command = Command::new("heaptrack");
-                command.arg("-o").arg(std::path::Path::new(&dir).join(country.as_str())).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
-        let mut child = command
+        let mut child = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
             .arg("serve")
             .arg("--config")
             .arg(&config)
