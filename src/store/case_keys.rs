@@ -81,11 +81,21 @@ pub struct PostgresCaseKeys {
     pool: PgPool,
 }
 
+/// SQLite's `cache_size` for the case-key store: negative, in KiB per connection.
+const CASE_KEY_CACHE_SIZE: &str = "-256";
+
 impl SqliteCaseKeys {
     pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
         // A deleted key's bytes are overwritten with zeros, not left in a free page.
         // journal_size_limit 0: every checkpoint that empties the WAL also truncates it.
-        let options = super::sql::sqlite_file(path)?.pragma("secure_delete", "ON").pragma("journal_size_limit", "0");
+        // cache_size: a case key is one small row read by its id, so a page
+        // cache of 256 KiB per connection holds the index's upper levels;
+        // SQLite's default (2 MiB per connection, filled as the table grows)
+        // only added to the gateway's memory (`performance.md`, soak).
+        let options = super::sql::sqlite_file(path)?
+            .pragma("secure_delete", "ON")
+            .pragma("journal_size_limit", "0")
+            .pragma("cache_size", CASE_KEY_CACHE_SIZE);
         let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         sqlx::migrate!("schemas/db/sqlite-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self { pool })
@@ -199,5 +209,23 @@ impl SqliteCaseKeys {
 impl PostgresCaseKeys {
     async fn after_destroy(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection of the pool, not only the first, keeps its page
+    /// cache within the bound: the pragma is part of the connect options.
+    #[tokio::test]
+    async fn every_sqlite_connection_has_the_small_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteCaseKeys::open(&dir.path().join("case-keys.db").display().to_string(), 2).await.unwrap();
+        let (mut first, mut second) = (store.pool().acquire().await.unwrap(), store.pool().acquire().await.unwrap());
+        for connection in [&mut first, &mut second] {
+            let size: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut **connection).await.unwrap();
+            assert_eq!(size.to_string(), CASE_KEY_CACHE_SIZE);
+        }
     }
 }
