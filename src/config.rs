@@ -168,12 +168,92 @@ pub struct DatabaseConfig {
     /// PostgreSQL one): `sqlite://path` or `postgres://...`.
     #[serde(default)]
     pub case_keys_url: Option<String>,
+    /// How long opening a connection at start may take (the first connect
+    /// and the schema set-up), in milliseconds.
+    #[serde(default = "default_connect_timeout_millis")]
+    pub connect_timeout_millis: u64,
+    /// How long a request waits for a pooled connection (opening a new one
+    /// included), in milliseconds.
+    #[serde(default = "default_acquire_timeout_millis")]
+    pub acquire_timeout_millis: u64,
+    /// How long one store call may take, waiting for a connection included,
+    /// measured by the gateway itself: a server-side timeout cannot help when
+    /// the network drops packets. Past it the call fails as `unavailable`.
+    #[serde(default = "default_statement_timeout_millis")]
+    pub statement_timeout_millis: u64,
+    /// How long `/readyz` waits for the database before answering 503.
+    #[serde(default = "default_readiness_timeout_millis")]
+    pub readiness_timeout_millis: u64,
+    /// The name of this gateway process's host or slot among replicas; its
+    /// delivery and push claims carry it, so that a restart on the same
+    /// node takes back its predecessor's claims at once. Default: the host name.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: default_database_url(), schema: None, max_connections: default_max_connections(), case_keys_url: None }
+        Self {
+            url: default_database_url(),
+            schema: None,
+            max_connections: default_max_connections(),
+            case_keys_url: None,
+            connect_timeout_millis: default_connect_timeout_millis(),
+            acquire_timeout_millis: default_acquire_timeout_millis(),
+            statement_timeout_millis: default_statement_timeout_millis(),
+            readiness_timeout_millis: default_readiness_timeout_millis(),
+            node: None,
+        }
     }
+}
+
+impl DatabaseConfig {
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.connect_timeout_millis)
+    }
+
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_millis)
+    }
+
+    pub fn statement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.statement_timeout_millis)
+    }
+
+    pub fn readiness_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.readiness_timeout_millis)
+    }
+
+    /// The node name claims carry: the configured one, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(host_name)
+    }
+}
+
+/// The host name as the kernel has it (`gateway` where it cannot be read).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned())
+}
+
+fn default_connect_timeout_millis() -> u64 {
+    2000
+}
+
+fn default_acquire_timeout_millis() -> u64 {
+    2000
+}
+
+fn default_statement_timeout_millis() -> u64 {
+    3000
+}
+
+fn default_readiness_timeout_millis() -> u64 {
+    1000
 }
 
 fn default_database_url() -> String {
@@ -446,6 +526,25 @@ impl GatewayConfig {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
+        }
+        for (key, millis) in [
+            ("database.connect_timeout_millis", self.database.connect_timeout_millis),
+            ("database.acquire_timeout_millis", self.database.acquire_timeout_millis),
+            ("database.statement_timeout_millis", self.database.statement_timeout_millis),
+            ("database.readiness_timeout_millis", self.database.readiness_timeout_millis),
+        ] {
+            if !(100..=600_000).contains(&millis) {
+                return invalid(key, "must be between 100 and 600000");
+            }
+        }
+        if self.database.acquire_timeout_millis > self.database.statement_timeout_millis {
+            return invalid("database.acquire_timeout_millis", "must not exceed database.statement_timeout_millis, which includes it");
+        }
+        if let Some(node) = &self.database.node {
+            let ok = (1..=64).contains(&node.len()) && node.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                return invalid("database.node", "must be 1 to 64 letters, digits, '-', '_' or '.'");
+            }
         }
         if let Some(schema) = &self.database.schema {
             // 53: the case-key store's schema adds `_case_keys`, within PostgreSQL's 63.

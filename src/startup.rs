@@ -100,7 +100,13 @@ impl Application {
         };
 
         let store = crate::store::open(&config.database).await?;
-        let writer = Writer::start(Arc::clone(&store));
+        let writer = Writer::start(Arc::clone(&store)).with_deadline(config.database.statement_timeout());
+        // A process killed before it settled its claims left them leased; this
+        // node runs no other, so they are taken back now rather than after the lease.
+        let released = store.release_earlier_claims(clock.now().timestamp_millis()).await?;
+        if released > 0 {
+            tracing::info!(claims = released, "claims of this node's earlier process taken back");
+        }
         let initial_dir = config.policy.initial_dir.clone();
         let policy = load_active(
             store.as_ref(),
@@ -111,7 +117,8 @@ impl Application {
         .await?;
         let case_keys = crate::store::case_keys::open(&config.database).await?;
         let vault = crate::app::vault::Vault::new(keys, case_keys);
-        let mut gateway = Gateway::new(config.country, directory, vault, store, writer, clock, policy);
+        let mut gateway = Gateway::new(config.country, directory, vault, store, writer, clock, policy)
+            .with_readiness_timeout(config.database.readiness_timeout());
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);

@@ -97,6 +97,8 @@ pub struct Gateway {
     to_push: tokio::sync::Notify,
     /// Cases erased by the retention sweep, for the metrics.
     erasures: retention::ErasureCounters,
+    /// How long readiness waits for the database (real time: an IO deadline, not the domain clock).
+    readiness_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -168,7 +170,20 @@ impl Gateway {
             received: tokio::sync::Notify::new(),
             to_push: tokio::sync::Notify::new(),
             erasures: retention::ErasureCounters::default(),
+            readiness_timeout: std::time::Duration::from_secs(1),
         }
+    }
+
+    /// Sets how long readiness waits for the database.
+    pub fn with_readiness_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.readiness_timeout = timeout;
+        self
+    }
+
+    /// Whether the database answers within the readiness deadline, which is
+    /// shorter than a statement's: a probe must not hang with a black-holed network.
+    pub async fn database_ready(&self) -> bool {
+        matches!(tokio::time::timeout(self.readiness_timeout, self.store.ping()).await, Ok(Ok(())))
     }
 
     /// The gateway-wide keys: keyed hashes, and values that are no case's.

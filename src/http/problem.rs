@@ -15,6 +15,8 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 pub struct Problem {
     status: StatusCode,
     body: Value,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -25,7 +27,13 @@ impl Problem {
             "status": status.as_u16(),
             "detail": detail.into(),
         });
-        Self { status, body }
+        Self { status, body, retry_after: None }
+    }
+
+    /// Says when to try again (`Retry-After`, in seconds).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Adds an extension member.
@@ -38,7 +46,7 @@ impl Problem {
 
     /// A body the application built in full (a stored deny).
     pub fn raw(status: StatusCode, body: Value) -> Self {
-        Self { status, body }
+        Self { status, body, retry_after: None }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -86,9 +94,15 @@ impl IntoResponse for Problem {
             // have no scheme; they are negotiated in the TLS handshake.
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"referral-gateway\""));
         }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
+
+/// Seconds a client waits before it retries what failed on an unreachable database.
+const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 5;
 
 fn policy_problems(problems: &[PolicyProblem]) -> Value {
     Value::Array(
@@ -155,7 +169,13 @@ impl From<AppError> for Problem {
             }
             AppError::Store(crate::store::StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %cause, "database unavailable");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "Try again later; nothing was stored.")
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "The database cannot be reached. Try again later; a submission may be retried with the same idempotency key.",
+                )
+                .retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS)
             }
             AppError::Store(cause) => {
                 tracing::error!(error = %cause, "storage failure");

@@ -198,7 +198,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// Ready when the database answers, the keys work and a valid policy is active.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database = state.gateway.store.ping().await.is_ok();
+    let database = state.gateway.database_ready().await;
     let keys = state.gateway.keys().seal(b"ready", b"readyz").and_then(|s| state.gateway.keys().open(&s, b"readyz")).is_ok();
     let policy = state.gateway.policy();
     let status = if database && keys { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

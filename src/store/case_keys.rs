@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
-use sqlx::{Connection, QueryBuilder, Row};
+use sqlx::{QueryBuilder, Row};
 
 use super::StoreError;
 use crate::config::{sqlite_path, DatabaseConfig};
@@ -44,7 +44,9 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn CaseKeyStore>, Stor
     match sqlite_path(&url) {
         Some(path) => {
             let path = if config.case_keys_url.is_some() { path.to_owned() } else { beside(path) };
-            Ok(Arc::new(SqliteCaseKeys::open(&path, config.max_connections).await?))
+            let keys = SqliteCaseKeys::open_with(&path, config.max_connections, config.acquire_timeout()).await?;
+            let keys: Arc<dyn CaseKeyStore> = Arc::new(keys);
+            Ok(Arc::new(super::deadline::Deadlined::new(keys, config.statement_timeout())))
         }
         None => {
             if config.case_keys_url.is_none() {
@@ -59,7 +61,9 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn CaseKeyStore>, Stor
                 Some(schema) => format!("{schema}_case_keys"),
                 None => "case_keys".to_owned(),
             };
-            Ok(Arc::new(PostgresCaseKeys::open(&url, &schema, config.max_connections).await?))
+            let keys = PostgresCaseKeys::open(&url, &schema, config).await?;
+            let keys: Arc<dyn CaseKeyStore> = Arc::new(keys);
+            Ok(Arc::new(super::deadline::Deadlined::new(keys, config.statement_timeout())))
         }
     }
 }
@@ -86,6 +90,10 @@ const CASE_KEY_CACHE_SIZE: &str = "-256";
 
 impl SqliteCaseKeys {
     pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::open_with(path, max_connections, Duration::from_secs(10)).await
+    }
+
+    pub async fn open_with(path: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self, StoreError> {
         // A deleted key's bytes are overwritten with zeros, not left in a free page.
         // journal_size_limit 0: every checkpoint that empties the WAL also truncates it.
         // cache_size: a case key is one small row read by its id, so a page
@@ -96,7 +104,7 @@ impl SqliteCaseKeys {
             .pragma("secure_delete", "ON")
             .pragma("journal_size_limit", "0")
             .pragma("cache_size", CASE_KEY_CACHE_SIZE);
-        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).connect_with(options).await?;
         sqlx::migrate!("schemas/db/sqlite-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self { pool })
     }
@@ -107,18 +115,16 @@ impl SqliteCaseKeys {
 }
 
 impl PostgresCaseKeys {
-    pub async fn open(url: &str, schema: &str, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, schema: &str, config: &DatabaseConfig) -> Result<Self, StoreError> {
         // The data schema's name is checked by the configuration; this adds a fixed suffix.
         if schema.len() > 63 {
             return Err(StoreError::Unavailable("the case-key schema name is longer than PostgreSQL allows".to_owned()));
         }
         let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut connection = sqlx::PgConnection::connect_with(&options).await?;
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).execute(&mut connection).await?;
-        connection.close().await?;
+        super::sql::create_schema(&options, schema, config.connect_timeout()).await?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout())
             .connect_with(options.options([("search_path", schema)]))
             .await?;
         sqlx::migrate!("schemas/db/postgres-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;

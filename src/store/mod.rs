@@ -6,6 +6,7 @@
 //! chain in the same transaction: a referral is never stored unaudited.
 
 pub mod case_keys;
+mod deadline;
 mod sql;
 pub mod writer;
 
@@ -32,13 +33,33 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
                 StoreError::Unavailable(error.to_string())
             }
-            other => StoreError::Database(other.to_string()),
+            // A connection cut mid-answer surfaces as a protocol error ("unexpected end of file").
+            sqlx::Error::Protocol(_) => StoreError::Unavailable(error.to_string()),
+            sqlx::Error::Database(database) if database.code().is_some_and(|code| unreachable_code(&code)) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Database(error.to_string()),
         }
     }
+}
+
+/// Whether a database error code says the database cannot be reached or
+/// cannot serve now (rather than that the statement is wrong): a client
+/// may try again later. PostgreSQL SQLSTATEs, and SQLite result codes
+/// (sqlx gives the extended code; its low byte is the primary one).
+fn unreachable_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<i32>() {
+        // BUSY (5) and LOCKED (6) past the busy timeout, IOERR (10), FULL (13), CANTOPEN (14), READONLY (8).
+        return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14);
+    }
+    // 08: connection exception; 53: insufficient resources (too many
+    // connections, disk full, out of memory); 57P01-57P05: the server is
+    // shutting down, starting up or dropped the session; 58: system error.
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code.starts_with("58")
 }
 
 /// The sealed minimised payload waiting for delivery.
@@ -580,15 +601,66 @@ pub trait Store: Send + Sync + 'static {
     /// The receipt given for exactly these bytes (by their digest) from `issuer`, if any.
     async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Makes the deliveries and pushes still claimed by an earlier process
+    /// of this store's node (another instance than its own) due at
+    /// `now_ms`: that process is gone, or the node would not have started
+    /// another. Claims of other nodes keep their lease. Answers how many.
+    async fn release_earlier_claims(&self, now_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// Who claims deliveries and pushes through a store: the node it runs on,
+/// and this process among those the node has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimant {
+    pub node: String,
+    pub instance: String,
+}
+
+impl Claimant {
+    /// This process on `node`, under an instance id drawn at random.
+    pub fn on_node(node: &str) -> Self {
+        use ring::rand::SecureRandom;
+        let mut random = [0u8; 12];
+        // The id only tells processes apart; should the generator fail, the
+        // process id still does on one node.
+        let instance = match ring::rand::SystemRandom::new().fill(&mut random) {
+            Ok(()) => crate::hex::encode(&random),
+            Err(_) => format!("pid-{}", std::process::id()),
+        };
+        Self { node: node.to_owned(), instance }
+    }
+}
+
+/// How a store connects: its pool and the claims it makes.
+#[derive(Debug, Clone)]
+pub struct Connecting {
+    pub max_connections: u32,
+    pub connect_timeout: std::time::Duration,
+    pub acquire_timeout: std::time::Duration,
+    pub claimant: Claimant,
+}
+
+impl Connecting {
+    pub fn from_config(config: &DatabaseConfig) -> Self {
+        Self {
+            max_connections: config.max_connections,
+            connect_timeout: config.connect_timeout(),
+            acquire_timeout: config.acquire_timeout(),
+            claimant: Claimant::on_node(&config.node_name()),
+        }
+    }
 }
 
 /// Opens (creating and migrating if needed) the store the configuration names.
+/// Every call on it is bounded by `statement_timeout` (see [`deadline`]).
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
-    if sqlite_path(&config.url).is_some() {
-        Ok(Arc::new(SqliteStore::open(&config.url, config.max_connections).await?))
+    let connecting = Connecting::from_config(config);
+    let store: Arc<dyn Store> = if sqlite_path(&config.url).is_some() {
+        Arc::new(SqliteStore::open(&config.url, &connecting).await?)
     } else {
-        Ok(Arc::new(PostgresStore::open(&config.url, config.schema.as_deref(), config.max_connections).await?))
-    }
+        Arc::new(PostgresStore::open(&config.url, config.schema.as_deref(), &connecting).await?)
+    };
+    Ok(Arc::new(deadline::Deadlined::new(store, config.statement_timeout())))
 }
 
 /// An intact audit chain: how many entries, and the last hash.

@@ -17,7 +17,7 @@ use sqlx::{Connection, QueryBuilder, Row};
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
-    Written, ExpiredReferral, RetentionErasure, StoredRetention, SealedWithdrawal,
+    Written, ExpiredReferral, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting,
 };
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
@@ -52,21 +52,27 @@ const AUDIT_COLUMNS: &str =
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    claimant: Claimant,
 }
 
 /// The production store: PostgreSQL, optionally in its own schema.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    claimant: Claimant,
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, connecting: &Connecting) -> Result<Self, StoreError> {
         let path = sqlite_path(url).ok_or_else(|| StoreError::Unavailable("not an sqlite URL".to_owned()))?;
         let options = sqlite_file(path)?.foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(connecting.max_connections)
+            .acquire_timeout(connecting.acquire_timeout)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("schemas/db/sqlite").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, claimant: connecting.claimant.clone() })
     }
 
     /// The pool, for tests and maintenance commands that must reach below the port.
@@ -91,26 +97,38 @@ pub(super) fn sqlite_file(path: &str) -> Result<SqliteConnectOptions, StoreError
 }
 
 impl PostgresStore {
-    pub async fn open(url: &str, schema: Option<&str>, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, schema: Option<&str>, connecting: &Connecting) -> Result<Self, StoreError> {
         let mut options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         if let Some(schema) = schema {
             // `schema` is checked by the configuration: lower-case letters, digits, `_`.
-            let mut connection = sqlx::PgConnection::connect_with(&options).await?;
-            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).execute(&mut connection).await?;
-            connection.close().await?;
+            create_schema(&options, schema, connecting.connect_timeout).await?;
             options = options.options([("search_path", schema)]);
         }
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(connecting.max_connections)
+            .acquire_timeout(connecting.acquire_timeout)
             .connect_with(options)
             .await?;
         sqlx::migrate!("schemas/db/postgres").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, claimant: connecting.claimant.clone() })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// Creates `schema` if missing, over a connection of its own that must be
+/// made within `connect_timeout` (a black-holed network would hold it forever).
+pub(super) async fn create_schema(options: &PgConnectOptions, schema: &str, connect_timeout: Duration) -> Result<(), StoreError> {
+    let create = async {
+        let mut connection = sqlx::PgConnection::connect_with(options).await?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).execute(&mut connection).await?;
+        connection.close().await
+    };
+    match tokio::time::timeout(connect_timeout, create).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(StoreError::Unavailable(format!("no connection to the database within {} ms", connect_timeout.as_millis()))),
     }
 }
 
@@ -776,6 +794,8 @@ macro_rules! sql_store {
                     .bind(now_ms + lease_ms)
                     .bind(now_ms)
                     .bind(limit)
+                    .bind(&self.claimant.node)
+                    .bind(&self.claimant.instance)
                     .fetch_all(&self.pool)
                     .await?
                     .iter()
@@ -1026,7 +1046,8 @@ macro_rules! sql_store {
             async fn retry_later(&self, entry_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {
                 let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
                 sqlx::query(&format!(
-                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget} WHERE id = $3 AND state = 'pending'"
+                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget}, claim_node = NULL, claim_instance = NULL \
+                     WHERE id = $3 AND state = 'pending'"
                 ))
                 .bind(next_attempt_ms)
                 .bind(error_code)
@@ -1121,7 +1142,8 @@ macro_rules! sql_store {
             }
 
             async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError> {
-                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2 WHERE packet_id = $3 AND state IN ('pushing', 'erasure_pushing', 'narrowing_pushing')")
+                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2, claim_node = NULL, claim_instance = NULL \
+                     WHERE packet_id = $3 AND state IN ('pushing', 'erasure_pushing', 'narrowing_pushing')")
                     .bind(next_push_ms)
                     .bind(error_code)
                     .bind(packet_id)
@@ -1314,6 +1336,33 @@ macro_rules! sql_store {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
+
+            async fn release_earlier_claims(&self, now_ms: i64) -> Result<u64, StoreError> {
+                // Only claims still leased: one whose attempt ended has its
+                // claimant cleared and keeps the time its backoff chose.
+                let deliveries = sqlx::query(
+                    "UPDATE outbox SET next_attempt_ms = $1, claim_node = NULL, claim_instance = NULL \
+                     WHERE state = 'pending' AND claim_node = $2 AND claim_instance <> $3 AND next_attempt_ms > $1",
+                )
+                .bind(now_ms)
+                .bind(&self.claimant.node)
+                .bind(&self.claimant.instance)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                let pushes = sqlx::query(
+                    "UPDATE inbox SET next_push_ms = $1, claim_node = NULL, claim_instance = NULL \
+                     WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND claim_node = $2 AND claim_instance <> $3 \
+                     AND next_push_ms > $1",
+                )
+                .bind(now_ms)
+                .bind(&self.claimant.node)
+                .bind(&self.claimant.instance)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(deliveries + pushes)
+            }
         }
     };
 }
@@ -1327,10 +1376,10 @@ sql_store!(
     "BEGIN IMMEDIATE",
     "SELECT seq, hash FROM audit_head WHERE id = 1",
     // One statement, hence one write transaction: two workers cannot both claim a row.
-    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
+    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
      RETURNING id",
-    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
+    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1, claim_node = $4, claim_instance = $5 WHERE packet_id IN \
      (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
      RETURNING packet_id"
 );
@@ -1340,10 +1389,10 @@ sql_store!(
     "BEGIN",
     "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
     // Replicas sharing the database skip each other's locked rows instead of waiting.
-    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1 WHERE id IN \
+    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
      (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING id",
-    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1 WHERE packet_id IN \
+    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1, claim_node = $4, claim_instance = $5 WHERE packet_id IN \
      (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING packet_id"
 );

@@ -5,6 +5,7 @@
 //! needs its entries one after another, is extended by one task only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,6 +21,8 @@ type Request = (Write, oneshot::Sender<Result<Written, StoreError>>);
 #[derive(Debug, Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Request>,
+    /// How long a caller waits for its write, queueing included (none: as long as it takes).
+    deadline: Option<Duration>,
 }
 
 impl Writer {
@@ -27,14 +30,32 @@ impl Writer {
     pub fn start(store: Arc<dyn Store>) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(run(store, requests));
-        Self { queue }
+        Self { queue, deadline: None }
+    }
+
+    /// A caller waits at most `deadline` for its write, queueing included:
+    /// behind a batch that hangs on an unreachable database, it would
+    /// otherwise wait for that batch's deadline and then its own. A write
+    /// given up may still be committed later (a submission retried with
+    /// its idempotency key then finds it).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Queues `write` and waits until it is committed (or failed).
     pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send((write, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?
+        let written = async {
+            self.queue.send((write, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?;
+            answer.await.map_err(|_| StoreError::Unavailable("writer stopped".to_owned()))?
+        };
+        match self.deadline {
+            None => written.await,
+            Some(deadline) => tokio::time::timeout(deadline, written)
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("the write was not committed within {} ms", deadline.as_millis())))),
+        }
     }
 
     /// Queues `writes` in their order, usually into one commit, and waits
@@ -74,7 +95,8 @@ async fn run(store: Arc<dyn Store>, mut requests: mpsc::Receiver<Request>) {
                 let error = StoreError::Corrupt("batch results do not match the batch".to_owned());
                 replies.into_iter().for_each(|reply| drop(reply.send(Err(error.clone()))));
             }
-            Err(error) if writes.len() > 1 => {
+            // Unreachable, each write alone would fail the same way, one deadline after another.
+            Err(error) if writes.len() > 1 && !matches!(error, StoreError::Unavailable(_)) => {
                 // One bad write must not take the others down with it: commit them one by one.
                 tracing::warn!(error = %error, writes = writes.len(), "batch write failed; committing its writes one by one");
                 for (write, reply) in writes.iter().zip(replies) {

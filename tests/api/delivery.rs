@@ -24,6 +24,7 @@ on_both_backends!(
     redelivery_over_tls_gets_the_first_receipt_and_tampering_is_refused,
     an_undeliverable_referral_expires_at_its_deadline,
     keys_rotated_while_packets_are_in_flight_lose_nothing,
+    a_sender_killed_holding_a_claim_resumes_it_at_once_on_restart,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -123,6 +124,38 @@ async fn a_sender_restarted_before_delivering_delivers_what_it_accepted(backend:
     federation.publish().await;
     wait_delivered(&federation, &ids).await;
     assert_eq!(federation.peer("NGA").count("SELECT COUNT(*) FROM inbox").await, 2);
+}
+
+/// `kill -9` during an attempt leaves the entry claimed for the whole lease
+/// (120 s). The next process on the same node takes the claim back at start
+/// and delivers at once: the clock here moves 3 s on the restart, far short
+/// of the lease.
+async fn a_sender_killed_holding_a_claim_resumes_it_at_once_on_restart(backend: Backend) {
+    let mut federation = Federation::start_with(backend, &["ITA", "NGA"], &["NGA"]).await;
+    let ids = vec![submit_to_nigeria(&federation, "killed-1").await];
+    federation.stop_peer("ITA").await;
+    // The claim as the killed process left it: leased, under an earlier instance of this node.
+    let ita = federation.peer("ITA");
+    let leased_until = federation.clock_now().timestamp_millis() + 120_000;
+    let node = ita.config.database.node_name();
+    let claim = format!("UPDATE outbox SET attempts = 1, next_attempt_ms = {leased_until}, claim_node = '{node}', claim_instance = 'killed'");
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&ita.config.database.url).await.unwrap();
+            sqlx::query(&claim).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = crate::helpers::pg_pool_in(ita.schema.as_deref().unwrap()).await;
+            sqlx::query(&claim).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
+    federation.start_peer("ITA", true).await;
+    federation.publish().await;
+    wait_delivered(&federation, &ids).await;
+    assert_eq!(federation.peer("NGA").count("SELECT COUNT(*) FROM inbox").await, 1);
 }
 
 /// Italy's peer client, to post packets to Nigeria by hand.

@@ -19,6 +19,7 @@ mod roles;
 mod store;
 mod delivery;
 mod end_to_end;
+mod faults;
 mod forwarding;
 mod inbox;
 mod peers;

@@ -30,6 +30,7 @@ on_both_backends!(
     one_bad_write_fails_alone_in_the_group_commit,
     a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws,
     a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
+    a_restarted_node_takes_back_its_predecessors_claims_and_leaves_other_nodes_leases,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -49,12 +50,14 @@ async fn open(backend: Backend) -> Opened {
             schema: None,
             max_connections: 4,
             case_keys_url: None,
+            ..DatabaseConfig::default()
         },
         Backend::Postgres => DatabaseConfig {
             url: POSTGRES_URL.to_owned(),
             schema: Some(format!("rgwtest_{}_store_{n}", std::process::id())),
             max_connections: 4,
             case_keys_url: None,
+            ..DatabaseConfig::default()
         },
     };
     let store = referral_gateway::store::open(&config).await.unwrap();
@@ -626,4 +629,46 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
     let results = store.write_batch(&[whole, narrow("r2", "w-4", "k", "k-cut")]).await.unwrap();
     assert_eq!(results[1], Written::AlreadySettled);
     assert!(store.timeline("r2").await.unwrap().iter().all(|t| !t.status.starts_with("consent_narrowed")));
+}
+
+/// A process killed (`kill -9`) while it held claims leaves them leased; the
+/// next process of the same node takes them back at start, while a claim of
+/// another node (a live replica) keeps its lease, and an entry whose attempt
+/// ended keeps the time its backoff chose.
+async fn a_restarted_node_takes_back_its_predecessors_claims_and_leaves_other_nodes_leases(backend: Backend) {
+    let opened = open(backend).await;
+    let on_node = |node: &str| DatabaseConfig { node: Some(node.to_owned()), ..opened.config.clone() };
+    let killed = referral_gateway::store::open(&on_node("node-a")).await.unwrap();
+    let replica = referral_gateway::store::open(&on_node("node-b")).await.unwrap();
+    killed
+        .write_batch(&[
+            submit(referral("r1", "ita-nrm", "key-00001", "s1", true)),
+            submit(referral("r2", "ita-nrm", "key-00002", "s1", true)),
+            submit(referral("r3", "ita-nrm", "key-00003", "s1", true)),
+        ])
+        .await
+        .unwrap();
+    let now = at(0).timestamp_millis();
+    let lease = 120_000;
+    let claimed_by_killed = killed.claim_deliveries(now, lease, 2).await.unwrap();
+    assert_eq!(claimed_by_killed.len(), 2);
+    let claimed_by_replica = replica.claim_deliveries(now, lease, 10).await.unwrap();
+    assert_eq!(claimed_by_replica.len(), 1, "the live replica holds the third");
+    // One of the killed process's attempts had ended (a retry scheduled) before it died.
+    let retried = &claimed_by_killed[1].id;
+    killed.retry_later(retried, now + 600_000, "peer-unreachable", false).await.unwrap();
+    drop(killed);
+
+    let restarted = referral_gateway::store::open(&on_node("node-a")).await.unwrap();
+    assert!(restarted.claim_deliveries(now + 1, lease, 10).await.unwrap().is_empty(), "leased until taken back");
+    assert_eq!(restarted.release_earlier_claims(now + 1).await.unwrap(), 1, "only the claim still leased by the killed process");
+    let resumed = restarted.claim_deliveries(now + 1, lease, 10).await.unwrap();
+    assert_eq!(resumed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec![claimed_by_killed[0].id.as_str()]);
+
+    // Another node's start leaves both live claims alone.
+    let other = referral_gateway::store::open(&on_node("node-c")).await.unwrap();
+    assert_eq!(other.release_earlier_claims(now + 2).await.unwrap(), 0);
+    assert!(other.claim_deliveries(now + 2, lease, 10).await.unwrap().is_empty());
+    // A process never takes back its own live claims.
+    assert_eq!(replica.release_earlier_claims(now + 3).await.unwrap(), 0, "node-b's own process holds its claim");
 }
