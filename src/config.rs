@@ -14,6 +14,11 @@ use serde::Deserialize;
 use crate::auth::Role;
 use crate::domain::{CountryCode, OrgId};
 
+mod environment;
+
+pub use environment::KEY_PATHS;
+use environment::Variable;
+
 /// Prefix of the environment variables that override file keys; nested keys
 /// are joined with `__`.
 pub const ENV_PREFIX: &str = "RGW_";
@@ -430,8 +435,12 @@ impl GatewayConfig {
     /// Reads `path`, applies `RGW_...` overrides, and checks the result.
     /// Relative paths in the file are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        // RGW_CONFIG_FILE names this file (see the CLI); it is not a key in it.
-        let environment = Env::prefixed(ENV_PREFIX).split("__").ignore(&["config_file"]);
+        check_environment()?;
+        // Only the gateway's own keys: the prefix is shared with wrapper
+        // scripts, and RGW_CONFIG_FILE names this file (see the CLI).
+        let environment = Env::prefixed(ENV_PREFIX)
+            .filter(|name| environment::classify(name.as_str()) == Variable::Key)
+            .split("__");
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(environment);
         let mut config: Self = figment.extract().map_err(|error| ConfigError::Load(describe(error)))?;
         if let Some(base) = path.parent() {
@@ -602,6 +611,30 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses a variable that is a typo of a key; warns about (and ignores) a
+/// variable with the prefix that names no key. Names only, never values.
+fn check_environment() -> Result<(), ConfigError> {
+    let prefix_length = ENV_PREFIX.len();
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.get(prefix_length..).filter(|_| name.get(..prefix_length).is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))) else {
+            continue;
+        };
+        match environment::classify(rest) {
+            Variable::Key | Variable::NotAKey => {}
+            // The log is not set up yet (its level is configuration): stderr.
+            Variable::Unknown => eprintln!("warning: environment variable {name} is not a configuration key; ignored"),
+            Variable::NearMiss(key) => {
+                return Err(ConfigError::Load(format!(
+                    "environment variable {name} is not a configuration key; did you mean {ENV_PREFIX}{}?",
+                    key.to_ascii_uppercase().replace('.', "__")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The file path of an SQLite URL, or `None` for another scheme.

@@ -98,6 +98,71 @@ fn the_config_file_variable_is_not_taken_for_a_key() {
 }
 
 #[test]
+fn an_unknown_prefixed_variable_is_ignored_with_a_warning_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["audit", "verify", "--config"])
+        .arg(repo_path("config/gateway.example.toml"))
+        // As a wrapper script would set it.
+        .env("RGW_BIN", "/opt/secret-looking-path/referral-gateway")
+        .env("RGW_DATABASE__URL", format!("sqlite://{}", dir.path().join("absent.db").display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RGW_BIN") && stderr.contains("not a configuration key"), "{stderr}");
+    assert!(!stderr.contains("secret-looking-path"), "{stderr}");
+    assert!(!stderr.contains("unknown field"), "{stderr}");
+    // The configuration loaded: verify went on to look for the database.
+    assert!(stderr.contains("no database file"), "{stderr}");
+}
+
+#[test]
+fn a_near_miss_of_a_key_stops_the_gateway_naming_the_key_meant() {
+    for variable in ["RGW_DATABASE__URLL", "RGW_DATABSE__URL"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+            .args(["serve", "--config"])
+            .arg(repo_path("config/gateway.example.toml"))
+            .env(variable, "postgres://secret-looking-host/db")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(variable) && stderr.contains("did you mean RGW_DATABASE__URL"), "{stderr}");
+        assert!(!stderr.contains("secret-looking-host"), "{stderr}");
+    }
+}
+
+/// The keys the environment may set are the keys the example file shows,
+/// set or commented out: a key added to the types and the example but not to
+/// `KEY_PATHS` could not be overridden, and one missing from the example
+/// would be undocumented.
+#[test]
+fn the_environments_key_list_is_the_example_files_key_list() {
+    use referral_gateway::config::KEY_PATHS;
+    let text = std::fs::read_to_string(repo_path("config/gateway.example.toml")).unwrap();
+    let mut shown = std::collections::BTreeSet::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            // One operator-named client stands for all of them.
+            table = if header.starts_with("auth.clients.") { "auth.clients.*".to_owned() } else { header.to_owned() };
+            continue;
+        }
+        let Some((key, _)) = line.split_once(" = ") else { continue };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            continue;
+        }
+        shown.insert(if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") });
+    }
+    let listed: std::collections::BTreeSet<String> = KEY_PATHS.iter().map(|k| (*k).to_owned()).collect();
+    let clients: std::collections::BTreeSet<String> = shown.iter().filter(|k| k.starts_with("auth.clients.*.")).cloned().collect();
+    let shown: std::collections::BTreeSet<String> = shown.difference(&clients).cloned().collect();
+    assert_eq!(shown, listed, "config/gateway.example.toml and config::KEY_PATHS disagree");
+}
+
+#[test]
 fn identity_provider_settings_are_bounded() {
     let oidc = |lines: &str| format!("[auth.oidc]\naudience = \"urn:gateway\"\n{lines}\n\n[auth.clients.iom_rome]");
     let cases = [

@@ -1,0 +1,136 @@
+//! Which `RGW_...` environment variables are configuration keys.
+//!
+//! The prefix is shared with wrapper scripts (`RGW_BIN`, say), so a variable
+//! that names no key is not an error: it is ignored with a warning. A
+//! variable a typo away from a real key is an error, since the operator
+//! meant to set that key and would otherwise run with its old value.
+
+/// Every key path of the configuration, nested keys joined with `.`.
+/// `config::tests` checks it against `config/gateway.example.toml`, which
+/// must show every key: a key added to the types but not here is caught there.
+pub const KEY_PATHS: &[&str] = &[
+    "country",
+    "server.listen",
+    "server.body_limit_bytes",
+    "server.tls.certificate",
+    "server.tls.private_key",
+    "database.url",
+    "database.schema",
+    "database.max_connections",
+    "database.case_keys_url",
+    "keys.dir",
+    "directory.file",
+    "directory.coordinator_key",
+    "directory.refresh_seconds",
+    "policy.initial_dir",
+    "policy.refresh_seconds",
+    "auth.oidc.issuer",
+    "auth.oidc.audience",
+    "auth.oidc.org_claim",
+    "auth.oidc.roles_claim",
+    "auth.oidc.leeway_seconds",
+    "auth.oidc.jwks_min_refresh_seconds",
+    "federation.listen",
+    "federation.delivery_window_hours",
+    "federation.retry_first_seconds",
+    "federation.retry_max_seconds",
+    "federation.poll_millis",
+    "federation.send_timeout_seconds",
+    "federation.erasure_deadline_hours",
+    "federation.webhook_ca_file",
+    "retention.sweep_seconds",
+    "log.level",
+    "log.format",
+];
+
+/// Tables whose keys are names chosen by the operator (one client each).
+const NAMED_TABLES: &[&str] = &["auth.clients"];
+
+/// Variables with the prefix that name something else than a key: the CLI
+/// reads them (see `cli.rs`).
+const NOT_KEYS: &[&str] = &["config_file"];
+
+/// At most this many single-character edits away from a key path, a
+/// variable is taken for a misspelt key.
+const NEAR_MISS_EDITS: usize = 2;
+
+/// What to do with one variable, given its name without the prefix.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Variable {
+    /// A configuration key (or a whole table of them): read it.
+    Key,
+    /// Read by the CLI, not a key: skip it silently.
+    NotAKey,
+    /// Names no key: skip it, with a warning.
+    Unknown,
+    /// A typo of this key path: refuse to start.
+    NearMiss(&'static str),
+}
+
+/// The key path an environment variable name (without the prefix) stands for.
+pub fn key_path(name: &str) -> String {
+    name.to_ascii_lowercase().replace("__", ".")
+}
+
+pub fn classify(name: &str) -> Variable {
+    let path = key_path(name);
+    if NOT_KEYS.contains(&path.as_str()) {
+        return Variable::NotAKey;
+    }
+    let is_key_or_table = KEY_PATHS.iter().any(|key| *key == path || key.starts_with(&format!("{path}.")));
+    let in_named_table = NAMED_TABLES.iter().any(|table| *table == path || path.starts_with(&format!("{table}.")));
+    if is_key_or_table || in_named_table {
+        return Variable::Key;
+    }
+    match KEY_PATHS.iter().map(|key| (edit_distance(key, &path), *key)).min() {
+        Some((edits, key)) if edits <= NEAR_MISS_EDITS => Variable::NearMiss(key),
+        _ => Variable::Unknown,
+    }
+}
+
+/// Levenshtein distance, on bytes (key paths are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        for (j, cb) in b.bytes().enumerate() {
+            let substitute = previous.get(j).copied().unwrap_or(usize::MAX).saturating_add(usize::from(ca != cb));
+            let delete = previous.get(j + 1).copied().unwrap_or(usize::MAX).saturating_add(1);
+            let insert = current.last().copied().unwrap_or(usize::MAX).saturating_add(1);
+            current.push(substitute.min(delete).min(insert));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_tables_and_named_clients_are_read() {
+        assert_eq!(classify("DATABASE__URL"), Variable::Key);
+        assert_eq!(classify("country"), Variable::Key);
+        assert_eq!(classify("SERVER__TLS"), Variable::Key);
+        assert_eq!(classify("AUTH__CLIENTS__IOM_ROME__ORG"), Variable::Key);
+        assert_eq!(classify("CONFIG_FILE"), Variable::NotAKey);
+    }
+
+    #[test]
+    fn a_wrapper_scripts_variable_is_unknown_but_a_typo_of_a_key_is_a_near_miss() {
+        assert_eq!(classify("BIN"), Variable::Unknown);
+        assert_eq!(classify("HOME_DIR"), Variable::Unknown);
+        assert_eq!(classify("DATABASE__URLL"), Variable::NearMiss("database.url"));
+        assert_eq!(classify("DATABSE__URL"), Variable::NearMiss("database.url"));
+        assert_eq!(classify("LOG__LEVLE"), Variable::NearMiss("log.level"));
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+}
