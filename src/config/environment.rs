@@ -18,6 +18,11 @@ pub const KEY_PATHS: &[&str] = &[
     "database.schema",
     "database.max_connections",
     "database.case_keys_url",
+    "database.node",
+    "database.connect_timeout_millis",
+    "database.acquire_timeout_millis",
+    "database.statement_timeout_millis",
+    "database.readiness_timeout_millis",
     "keys.dir",
     "directory.file",
     "directory.coordinator_key",
@@ -82,27 +87,10 @@ pub fn classify(name: &str) -> Variable {
     if is_key_or_table || in_named_table {
         return Variable::Key;
     }
-    match KEY_PATHS.iter().map(|key| (edit_distance(key, &path), *key)).min() {
+    match KEY_PATHS.iter().map(|key| (strsim::levenshtein(key, &path), *key)).min() {
         Some((edits, key)) if edits <= NEAR_MISS_EDITS => Variable::NearMiss(key),
         _ => Variable::Unknown,
     }
-}
-
-/// Levenshtein distance, on bytes (key paths are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.bytes().enumerate() {
-        let mut current = Vec::with_capacity(b.len() + 1);
-        current.push(i + 1);
-        for (j, cb) in b.bytes().enumerate() {
-            let substitute = previous.get(j).copied().unwrap_or(usize::MAX).saturating_add(usize::from(ca != cb));
-            let delete = previous.get(j + 1).copied().unwrap_or(usize::MAX).saturating_add(1);
-            let insert = current.last().copied().unwrap_or(usize::MAX).saturating_add(1);
-            current.push(substitute.min(delete).min(insert));
-        }
-        previous = current;
-    }
-    previous.last().copied().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -125,12 +113,5 @@ mod tests {
         assert_eq!(classify("DATABASE__URLL"), Variable::NearMiss("database.url"));
         assert_eq!(classify("DATABSE__URL"), Variable::NearMiss("database.url"));
         assert_eq!(classify("LOG__LEVLE"), Variable::NearMiss("log.level"));
-    }
-
-    #[test]
-    fn edit_distance_counts_single_character_edits() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
     }
 }
