@@ -24,3 +24,4 @@ mod inbox;
 mod peers;
 mod retention;
 mod trust_list;
+mod rejections;
