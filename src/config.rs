@@ -141,10 +141,26 @@ pub struct ServerConfig {
     /// only bearer tokens can authenticate callers.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// How long a request body may take to arrive, counted from its head;
+    /// past it the request is answered `408`.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_seconds: u64,
+    /// How many request bodies each listener reads at once; one more is
+    /// answered `503` with `Retry-After`.
+    #[serde(default = "default_max_concurrent_bodies")]
+    pub max_concurrent_bodies: usize,
 }
 
 fn default_body_limit() -> usize {
     256 * 1024
+}
+
+fn default_body_read_timeout() -> u64 {
+    30
+}
+
+fn default_max_concurrent_bodies() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,6 +503,12 @@ impl GatewayConfig {
         let invalid = |key: &str, problem: &str| Err(ConfigError::Invalid { key: key.to_owned(), problem: problem.to_owned() });
         if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
             return invalid("server.body_limit_bytes", "must be between 1024 and 16777216");
+        }
+        if !(1..=600).contains(&self.server.body_read_timeout_seconds) {
+            return invalid("server.body_read_timeout_seconds", "must be between 1 and 600");
+        }
+        if !(1..=10_000).contains(&self.server.max_concurrent_bodies) {
+            return invalid("server.max_concurrent_bodies", "must be between 1 and 10000");
         }
         let url = &self.database.url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {

@@ -143,14 +143,16 @@ impl Application {
         let mut tasks = Vec::new();
         let (federation_addr, federation_server) = match &config.federation {
             Some(federation) => {
-                let (addr, server, workers) = start_federation(&gateway, federation, stopped.clone()).await?;
+                let (addr, server, workers) = start_federation(&gateway, federation, body_guard_of(&config.server), stopped.clone()).await?;
                 tasks.extend(workers);
                 (Some(addr), Some(server))
             }
             None => (None, None),
         };
         let is_tls = tls.is_some();
-        let server = tokio::spawn(serve(listener, tls, router(state), stopped.clone()));
+        let body_guard = body_guard_of(&config.server);
+        let router = router(state).layer(axum::middleware::from_fn(move |request, next| body_guard.clone().guard(request, next)));
+        let server = tokio::spawn(serve(listener, tls, router, stopped.clone()));
         tasks.push(tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone())));
         tasks.push(tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone())));
         let directory_watch =
@@ -240,9 +242,16 @@ fn delivery_settings(federation: &FederationConfig) -> DeliverySettings {
 
 /// Opens the listener for member gateways and starts the outbox, push and
 /// inbox workers; returns the listener's address and task, and the workers.
+/// Each listener gets its own guard, so that bodies trickled to one do not
+/// take the other's slots.
+fn body_guard_of(server: &crate::config::ServerConfig) -> crate::http::body_guard::BodyGuard {
+    crate::http::body_guard::BodyGuard::new(Duration::from_secs(server.body_read_timeout_seconds), server.max_concurrent_bodies)
+}
+
 async fn start_federation(
     gateway: &Arc<Gateway>,
     federation: &FederationConfig,
+    body_guard: crate::http::body_guard::BodyGuard,
     stopped: watch::Receiver<()>,
 ) -> Result<(SocketAddr, JoinHandle<()>, [JoinHandle<()>; 3]), StartError> {
     let keys = gateway.federation_keys().ok_or_else(|| StartError::Federation("no federation keys (keys init creates them)".to_owned()))?;
@@ -254,7 +263,9 @@ async fn start_federation(
         .map_err(|e| StartError::FederationBind { addr: federation.listen, reason: e.to_string() })?;
     let addr = listener.local_addr().map_err(|e| StartError::FederationBind { addr: federation.listen, reason: e.to_string() })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let server = tokio::spawn(serve(listener, Some(acceptor), crate::http::federation::router(Arc::clone(gateway)), stopped.clone()));
+    let router = crate::http::federation::router(Arc::clone(gateway))
+        .layer(axum::middleware::from_fn(move |request, next| body_guard.clone().guard(request, next)));
+    let server = tokio::spawn(serve(listener, Some(acceptor), router, stopped.clone()));
     let timeout = Duration::from_secs(federation.send_timeout_seconds);
     let client = PeerClient::new(members, chain, key, timeout);
     let transport: Arc<dyn PeerTransport> = Arc::new(client);

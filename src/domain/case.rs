@@ -23,7 +23,8 @@ pub struct Case {
     pub identity: Option<Identity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<Contact>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 20>")]
+    #[schemars(length(max = 20))]
     pub documents: Vec<Document>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<Family>,
@@ -40,7 +41,8 @@ pub struct Case {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reintegration_needs: Option<ReintegrationNeeds>,
     /// Free-text notes. They leave only if a consent scope names `case_notes`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
+    #[schemars(length(max = 50))]
     pub case_notes: Vec<NoteText>,
 }
 
@@ -69,7 +71,8 @@ pub struct Identity {
     pub given_names: Option<ShortText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family_name: Option<ShortText>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 20>")]
+    #[schemars(length(max = 20))]
     pub other_names: Vec<ShortText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sex: Option<Sex>,
@@ -80,9 +83,11 @@ pub struct Identity {
     pub date_of_birth_estimated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub place_of_birth: Option<Place>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set_of_at_most::<_, _, 10>")]
+    #[schemars(length(max = 10))]
     pub nationalities: BTreeSet<CountryCode>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::unique_list_of_at_most::<_, _, 20>")]
+    #[schemars(length(max = 20), extend("uniqueItems" = true))]
     pub languages: Vec<LanguageCode>,
     /// Where the person usually lived before leaving: one of their origin states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,7 +167,8 @@ pub struct FamilyMember {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Family {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
+    #[schemars(length(max = 50))]
     pub members: Vec<FamilyMember>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_of_kin: Option<FamilyMember>,
@@ -189,7 +195,8 @@ pub enum EscortNeed {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
+    #[schemars(length(max = 50))]
     pub conditions: Vec<ShortText>,
     /// Weeks of pregnancy, when pregnant.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::unique::pregnancy_weeks")]
@@ -197,7 +204,8 @@ pub struct Health {
     pub pregnancy_weeks: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disability: Option<ShortText>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
+    #[schemars(length(max = 50))]
     pub medication_needs: Vec<ShortText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fitness_to_travel: Option<FitnessToTravel>,
@@ -263,10 +271,12 @@ pub struct AsylumApplication {
 pub struct Asylum {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub status: BTreeSet<AsylumStatus>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 20>")]
+    #[schemars(length(max = 20))]
     pub applications: Vec<AsylumApplication>,
     /// Countries the person fears return to. Each is an origin state for the firewall.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set_of_at_most::<_, _, 20>")]
+    #[schemars(length(max = 20))]
     pub feared_return: BTreeSet<CountryCode>,
 }
 
@@ -356,7 +366,8 @@ pub struct ReturnLogistics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<Place>,
     /// Transit countries, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 30>")]
+    #[schemars(length(max = 30))]
     pub route: Vec<CountryCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportMode>,

@@ -22,8 +22,11 @@ pub struct Consent {
     /// The language in which the person was informed, when it was not the form's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub informed_in_language: Option<LanguageCode>,
+    #[schemars(length(max = 50))]
+    #[serde(deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
     pub scopes: Vec<Scope>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
+    #[schemars(length(max = 50))]
     pub refusals: Vec<Refusal>,
     /// Once set, nothing may leave under this consent any more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,7 +167,8 @@ struct ScopeFields {
     #[serde(deserialize_with = "super::unique::set")]
     purposes: BTreeSet<Purpose>,
     categories: CategorySelection,
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 50))]
+    #[serde(deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
     recipients: Vec<RecipientSelector>,
     /// Defaults to the time consent was given.
     valid_from: Option<DateTime<Utc>>,

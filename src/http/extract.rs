@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
+use super::body_guard::BodyReadError;
 use super::problem::Problem;
 use super::AppState;
 use crate::app::AppError;
@@ -110,10 +111,26 @@ pub async fn json_text(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         }
         return Err(Problem::payload_too_large(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Problem::payload_too_large(limit))?;
+    let bytes = read_limited(body, limit).await?;
     String::from_utf8(bytes.to_vec()).map_err(|_| {
         Problem::invalid(&[FieldProblem { field: "(body)".to_owned(), problem: "must be UTF-8".to_owned() }])
     })
+}
+
+/// Reads the whole body, up to `limit` bytes. Only a body over the limit is
+/// `413`; one whose framing is broken (a bad chunk, a connection closed
+/// before the declared length) is `400 malformed-body`, and one the body
+/// guard stopped is `408` or `503`.
+pub async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, Problem> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(Problem::payload_too_large(limit)),
+        Err(error) => match BodyReadError::find(error.as_ref()) {
+            Some(stopped) => Err(Problem::body_read(stopped)),
+            None => Err(Problem::malformed_body()),
+        },
+    }
 }
 
 /// A JSON body into `T`, whose unknown fields are refused; errors name the

@@ -52,7 +52,10 @@ async fn receive_packet(
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(gateway.refuse_oversized_packet(peer).await.into());
         }
-        Err(_) => {
+        Err(error) => {
+            if let Some(stopped) = super::body_guard::BodyReadError::find(error.as_ref()) {
+                return Err(Problem::body_read(stopped));
+            }
             return Err(Problem::new(StatusCode::BAD_REQUEST, "body-unreadable", "Body unreadable", "The request body could not be read."));
         }
     };

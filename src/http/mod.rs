@@ -2,6 +2,7 @@
 //! callers, metrics, and the (m)TLS server.
 
 pub mod auth;
+pub mod body_guard;
 pub mod extract;
 pub mod federation;
 pub mod metrics;

@@ -19,6 +19,9 @@ pub struct Problem {
     retry_after: Option<u32>,
 }
 
+/// When a client refused for lack of a body-reading slot may try again.
+const BUSY_RETRY_AFTER_SECONDS: u32 = 5;
+
 impl Problem {
     pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
         let body = json!({
@@ -65,6 +68,32 @@ impl Problem {
         Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large", format!("The body must not exceed {limit} bytes."))
     }
 
+    /// A body that ended before its declared length, or whose chunked
+    /// framing is broken: not a size problem, so not `413`.
+    pub fn malformed_body() -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed body", "The request body could not be read: its framing is broken or it ended early.")
+    }
+
+    /// A problem for why a guarded body could not be read (`408` or `503`).
+    pub fn body_read(error: &super::body_guard::BodyReadError) -> Self {
+        use super::body_guard::BodyReadError;
+        match error {
+            BodyReadError::TimedOut(limit) => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+                format!("The request body must arrive within {} seconds of the request head.", limit.as_secs()),
+            ),
+            BodyReadError::Busy => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Too many bodies in progress",
+                "The gateway is reading as many request bodies as it allows; try again shortly.",
+            )
+            .retry_after(BUSY_RETRY_AFTER_SECONDS),
+        }
+    }
+
     pub fn unsupported_media_type() -> Self {
         Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -89,13 +118,13 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 9110: a 401 names the scheme it wants. Client certificates
             // have no scheme; they are negotiated in the TLS handshake.
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"referral-gateway\""));
-        }
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

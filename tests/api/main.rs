@@ -25,3 +25,4 @@ mod inbox;
 mod peers;
 mod retention;
 mod trust_list;
+mod rejections;

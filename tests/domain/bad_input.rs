@@ -402,3 +402,49 @@ fn debug_formatting_of_a_referral_hides_personal_data() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Bounded arrays
+// ---------------------------------------------------------------------------
+
+/// Every array of a referral has a bound; one entry over it is refused with a
+/// field problem, by the schema and by the parser alone.
+#[test]
+fn arrays_beyond_their_bound_are_refused() {
+    let over: [(&str, &[&str], Value, usize); 4] = [
+        ("case.identity.languages", &["case", "identity", "languages"], json!("en"), 20),
+        ("case.documents", &["case", "documents"], json!({"type": "passport"}), 20),
+        ("case.case_notes", &["case", "case_notes"], json!("a note"), 50),
+        ("case.identity.other_names", &["case", "identity", "other_names"], json!("Other"), 20),
+    ];
+    for (field, path, item, bound) in over {
+        let mut value = girl();
+        let mut at = &mut value;
+        for key in path {
+            if at.get(*key).is_none() {
+                at[*key] = json!({});
+            }
+            at = &mut at[*key];
+        }
+        // Distinct entries where a set is meant, so only the count is at fault.
+        let items: Vec<Value> = if field.ends_with("languages") {
+            (0..=bound).map(|i| json!(format!("x{}{}", (b'a' + (i / 26) as u8) as char, (b'a' + (i % 26) as u8) as char))).collect()
+        } else {
+            vec![item; bound + 1]
+        };
+        *at = Value::Array(items);
+        let error = refused(&value.to_string());
+        assert_names_field(&error, field, &format!("at most {bound}"), &[]);
+        let parsed: Result<ReferralSubmission, _> = serde_json::from_value(value);
+        assert!(parsed.is_err(), "{field}: the parser alone accepted {} entries", bound + 1);
+    }
+}
+
+#[test]
+fn repeated_languages_are_refused() {
+    let error = refused_variant(|r| r["case"]["identity"]["languages"] = json!(["en", "ti", "en"]));
+    assert_names_field(&error, "case.identity.languages", "duplicates", &[]);
+    let mut value = girl();
+    value["case"]["identity"]["languages"] = json!(["en", "en"]);
+    assert!(serde_json::from_value::<ReferralSubmission>(value).is_err(), "the parser alone accepted a repeated language");
+}

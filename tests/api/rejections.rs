@@ -1,0 +1,119 @@
+//! What a raw client can do to the HTTP edge: broken chunked framing, a body
+//! that stalls after its headers, more bodies in flight than allowed. Each is
+//! answered with a problem, never held open or mislabelled. Nothing here is
+//! stored, so SQLite is enough.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::helpers::{client_pem, spawn_app_configured, test_ca_pem, fixture_time, wait_for, Backend, TestApp, Who};
+
+/// A TLS connection to the national API presenting `who`'s certificate.
+async fn connect(app: &TestApp, who: Who) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(test_ca_pem().as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let pem = client_pem(who).unwrap().as_bytes();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem).map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_slice(pem).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tcp = TcpStream::connect(app.app.local_addr()).await.unwrap();
+    TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+/// Status and JSON body of the one response on `stream` (the request asked
+/// to close the connection, so the response ends at end of stream).
+async fn read_response(stream: &mut TlsStream<TcpStream>) -> (u16, String, Value) {
+    let mut raw = Vec::new();
+    // A TLS peer may close without close_notify once it has answered.
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    (status, content_type, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn problem_code(body: &Value) -> &str {
+    body["type"].as_str().and_then(|t| t.rsplit('/').next()).unwrap_or("")
+}
+
+fn head(extra: &str) -> String {
+    format!("POST /v1/referrals HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\n{extra}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_chunked_framing_is_a_malformed_body_not_too_large() {
+    let app = spawn_app_configured(Backend::Sqlite, fixture_time(), "", |_| {}).await;
+    let mut stream = connect(&app, Who::IomRome).await;
+    stream.write_all(format!("{}5\r\n{{\"a\":\r\nzz\r\n", head("Transfer-Encoding: chunked\r\n")).as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let (status, content_type, body) = read_response(&mut stream).await;
+    assert_eq!((status, content_type.as_str()), (400, "application/problem+json"), "{body}");
+    assert_eq!(problem_code(&body), "malformed-body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_408_after_the_configured_deadline() {
+    let app = spawn_app_configured(Backend::Sqlite, fixture_time(), "", |c| c.server.body_read_timeout_seconds = 1).await;
+    let mut stream = connect(&app, Who::IomRome).await;
+    // Headers promise 100 bytes; 10 come, then nothing.
+    stream.write_all(format!("{}{{\"purpose\"", head("Content-Length: 100\r\n")).as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(30), read_response(&mut stream)).await;
+    let (status, content_type, body) = answered.expect("a stalled body must be answered, not held open");
+    assert_eq!((status, content_type.as_str()), (408, "application/problem+json"), "{body}");
+    assert_eq!(problem_code(&body), "request-timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_beyond_the_cap_are_refused_503_with_retry_after() {
+    let app = spawn_app_configured(Backend::Sqlite, fixture_time(), "", |c| c.server.max_concurrent_bodies = 1).await;
+    // One client holds the only slot with a body that never completes.
+    let mut holder = connect(&app, Who::IomRome).await;
+    holder.write_all(format!("{}{{", head("Content-Length: 100\r\n")).as_bytes()).await.unwrap();
+    holder.flush().await.unwrap();
+    // Once its body is being read, another body is refused at once.
+    let refused: Arc<std::sync::Mutex<Option<(Option<String>, Value)>>> = Arc::default();
+    wait_for("a second body to be refused", Duration::from_secs(20), || {
+        let request = app.request(Who::ItaNrm, reqwest::Method::POST, "/v1/referrals").header("content-type", "application/json").body("{}");
+        let refused = Arc::clone(&refused);
+        async move {
+            let response = request.send().await.unwrap();
+            if response.status().as_u16() != 503 {
+                return false;
+            }
+            let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            *refused.lock().unwrap() = Some((retry_after, response.json().await.unwrap()));
+            true
+        }
+    })
+    .await;
+    let (retry_after, body) = refused.lock().unwrap().take().unwrap();
+    assert_eq!(problem_code(&body), "busy", "{body}");
+    assert!(retry_after.is_some_and(|s| s.parse::<u32>().is_ok()), "a 503 busy says when to retry");
+    drop(holder);
+    // The slot comes back when the holder goes away.
+    wait_for("the slot to come back", Duration::from_secs(20), || async {
+        app.post_raw(Who::ItaNrm, "/v1/referrals", "application/json", b"{}".to_vec()).await.status == 400
+    })
+    .await;
+}
