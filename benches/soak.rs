@@ -148,14 +148,15 @@ impl Process {
                     count(line);
                     continue;
                 };
-                if let Some(level @ ("WARN" | "ERROR")) = event["level"].as_str() {
-                    count(format!("{level} {}", event["fields"]["message"].as_str().unwrap_or_default()));
+                let field = |name: &str| event.get("fields").and_then(|fields| fields.get(name));
+                let message = field("message").and_then(Value::as_str);
+                if let Some(level @ ("WARN" | "ERROR")) = event.get("level").and_then(Value::as_str) {
+                    count(format!("{level} {}", message.unwrap_or_default()));
                 }
-                let fields = &event["fields"];
-                let found = match fields["message"].as_str() {
-                    Some("gateway listening") => fields["local_addr"].as_str().map(|a| Event::Listening(a.to_owned())),
-                    Some("federation listener up") => fields["addr"].as_str().map(|a| Event::Federation(a.to_owned())),
-                    Some("directory edition in force") => fields["serial"].as_u64().map(Event::Edition),
+                let found = match message {
+                    Some("gateway listening") => field("local_addr").and_then(Value::as_str).map(|a| Event::Listening(a.to_owned())),
+                    Some("federation listener up") => field("addr").and_then(Value::as_str).map(|a| Event::Federation(a.to_owned())),
+                    Some("directory edition in force") => field("serial").and_then(Value::as_u64).map(Event::Edition),
                     _ => None,
                 };
                 if let Some(found) = found {

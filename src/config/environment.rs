@@ -12,6 +12,8 @@ pub const KEY_PATHS: &[&str] = &[
     "country",
     "server.listen",
     "server.body_limit_bytes",
+    "server.body_read_timeout_seconds",
+    "server.max_concurrent_bodies",
     "server.tls.certificate",
     "server.tls.private_key",
     "database.url",

@@ -92,7 +92,9 @@ async fn bodies_beyond_the_cap_are_refused_503_with_retry_after() {
     holder.write_all(format!("{}{{", head("Content-Length: 100\r\n")).as_bytes()).await.unwrap();
     holder.flush().await.unwrap();
     // Once its body is being read, another body is refused at once.
-    let refused: Arc<std::sync::Mutex<Option<(Option<String>, Value)>>> = Arc::default();
+    // The refusal's Retry-After header and body, once seen.
+    type Refusal = (Option<String>, Value);
+    let refused: Arc<std::sync::Mutex<Option<Refusal>>> = Arc::default();
     wait_for("a second body to be refused", Duration::from_secs(20), || {
         let request = app.request(Who::ItaNrm, reqwest::Method::POST, "/v1/referrals").header("content-type", "application/json").body("{}");
         let refused = Arc::clone(&refused);
