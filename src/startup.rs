@@ -103,9 +103,12 @@ impl Application {
         let writer = Writer::start(Arc::clone(&store)).with_deadline(config.database.statement_timeout());
         // A process killed before it settled its claims left them leased; this
         // node runs no other, so they are taken back now rather than after the lease.
-        let released = store.release_earlier_claims(clock.now().timestamp_millis()).await?;
-        if released > 0 {
-            tracing::info!(claims = released, "claims of this node's earlier process taken back");
+        // Only an optimisation (the leases run out anyway): a failure, a slow
+        // scan of a large backlog say, must not stop the start.
+        match store.release_earlier_claims(clock.now().timestamp_millis()).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(claims = released, "claims of this node's earlier process taken back"),
+            Err(error) => tracing::warn!(%error, "claims of this node's earlier process not taken back; they are retried when their lease ends"),
         }
         let initial_dir = config.policy.initial_dir.clone();
         let policy = load_active(

@@ -39,27 +39,63 @@ impl From<sqlx::Error> for StoreError {
             }
             // A connection cut mid-answer surfaces as a protocol error ("unexpected end of file").
             sqlx::Error::Protocol(_) => StoreError::Unavailable(error.to_string()),
-            sqlx::Error::Database(database) if database.code().is_some_and(|code| unreachable_code(&code)) => {
-                StoreError::Unavailable(error.to_string())
-            }
+            sqlx::Error::Database(database) if unreachable(database.as_ref()) => StoreError::Unavailable(error.to_string()),
             _ => StoreError::Database(error.to_string()),
         }
     }
 }
 
-/// Whether a database error code says the database cannot be reached or
-/// cannot serve now (rather than that the statement is wrong): a client
-/// may try again later. PostgreSQL SQLSTATEs, and SQLite result codes
-/// (sqlx gives the extended code; its low byte is the primary one).
-fn unreachable_code(code: &str) -> bool {
-    if let Ok(sqlite) = code.parse::<i32>() {
-        // BUSY (5) and LOCKED (6) past the busy timeout, IOERR (10), FULL (13), CANTOPEN (14), READONLY (8).
-        return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14);
+/// Whether a database error says the database cannot be reached or cannot
+/// serve now (rather than that the statement is wrong): a client may try
+/// again later. The backend is told by the error's type, not by the code's
+/// shape: many PostgreSQL SQLSTATEs are digits only (`08006`, `53100`).
+fn unreachable(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = error.code() else { return false };
+    if error.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        sqlite_code_unreachable(&code)
+    } else {
+        postgres_code_unreachable(&code)
     }
-    // 08: connection exception; 53: insufficient resources (too many
-    // connections, disk full, out of memory); 57P01-57P05: the server is
-    // shutting down, starting up or dropped the session; 58: system error.
+}
+
+/// SQLite result codes (sqlx gives the extended code; its low byte is the
+/// primary one): BUSY (5) and LOCKED (6) past the busy timeout, READONLY
+/// (8), IOERR (10), FULL (13), CANTOPEN (14).
+fn sqlite_code_unreachable(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+}
+
+/// PostgreSQL SQLSTATEs: 08 connection exception; 53 insufficient
+/// resources (too many connections, disk full, out of memory); 57P01-57P05
+/// the server is shutting down, starting up or dropped the session; 58
+/// system error.
+fn postgres_code_unreachable(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code.starts_with("58")
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use super::*;
+
+    #[test]
+    fn postgres_codes_made_of_digits_are_read_as_sqlstates() {
+        for code in ["08000", "08006", "53100", "53200", "53300", "57P01", "57P03", "58030"] {
+            assert!(postgres_code_unreachable(code), "{code}");
+        }
+        for code in ["21000", "23505", "42P01", "57014", "40001"] {
+            assert!(!postgres_code_unreachable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_primary_codes_are_read_from_extended_ones() {
+        for code in ["5", "6", "8", "10", "13", "14", "261", "517", "3850"] {
+            assert!(sqlite_code_unreachable(code), "{code}");
+        }
+        for code in ["1", "19", "2067", "787"] {
+            assert!(!sqlite_code_unreachable(code), "{code}");
+        }
+    }
 }
 
 /// The sealed minimised payload waiting for delivery.
