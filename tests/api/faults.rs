@@ -144,6 +144,17 @@ async fn submit(app: &TestApp, referral: &Value) -> (u16, Value, Option<String>)
     (status, body, retry_after)
 }
 
+/// A session of its own holding the audit chain's head (`FOR UPDATE`): the
+/// gateway's next write waits for it, mid-transaction. Returns the pool
+/// (kept alive by the caller), the open transaction and the session's pid.
+async fn hold_audit_head(app: &TestApp) -> (sqlx::PgPool, sqlx::Transaction<'static, sqlx::Postgres>, i32) {
+    let holder = crate::helpers::pg_pool_in(app.schema.as_deref().expect("a PostgreSQL app")).await;
+    let mut held = holder.begin().await.unwrap();
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()").fetch_one(&mut *held).await.unwrap();
+    sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE").execute(&mut *held).await.unwrap();
+    (holder, held, pid)
+}
+
 fn problem_code(body: &Value) -> &str {
     body["type"].as_str().and_then(|t| t.rsplit('/').next()).unwrap_or("")
 }
@@ -182,7 +193,6 @@ async fn a_database_that_refuses_connections_answers_503_unavailable_and_loses_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_database_fails_readiness_and_submissions_within_their_deadlines() {
-    use crate::helpers::pg_pool_in;
     let relay = Relay::start().await;
     let url = relay.url();
     // The defaults' proportions, shortened: readiness well inside the time
@@ -200,11 +210,7 @@ async fn a_black_holed_database_fails_readiness_and_submissions_within_their_dea
 
     // A statement under way when the path goes dark: its answer never comes.
     // (Held on the audit head by a direct session until the relay drops packets.)
-    let schema = app.schema.clone().unwrap();
-    let holder = pg_pool_in(&schema).await;
-    let mut held = holder.begin().await.unwrap();
-    let (holder_pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()").fetch_one(&mut *held).await.unwrap();
-    sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE").execute(&mut *held).await.unwrap();
+    let (_holder, held, holder_pid) = hold_audit_head(&app).await;
     let in_flight = variant("rejected_asylum_avr", "hole-0002", None);
     let client = app.client(Who::IomRome).clone();
     let (url, body) = (app.url("/v1/referrals"), in_flight.clone());
@@ -213,7 +219,7 @@ async fn a_black_holed_database_fails_readiness_and_submissions_within_their_dea
         let response = client.post(url).json(&body).send().await.unwrap();
         (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
     });
-    let admin = pg_pool_in(&schema).await;
+    let admin = crate::helpers::pg_pool_in(app.schema.as_deref().unwrap()).await;
     wait_for("the submission's write to wait for the head", Duration::from_secs(20), || async {
         sqlx::query("SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))")
             .bind(holder_pid)
@@ -285,7 +291,6 @@ async fn a_locked_sqlite_database_answers_503_unavailable_and_loses_nothing() {
 /// a submission whose statement was under way is answered 503 too, not 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_terminated_under_a_submission_answers_503_unavailable_and_loses_nothing() {
-    use crate::helpers::pg_pool_in;
     let app = spawn_app_configured(Backend::Postgres, fixture_time(), "", |config| {
         config.database.statement_timeout_millis = 30_000;
     })
@@ -295,11 +300,7 @@ async fn a_session_terminated_under_a_submission_answers_503_unavailable_and_los
     let accepted_id = accepted["referral_id"].as_str().unwrap().to_owned();
 
     // Hold the audit chain's head: the gateway's next write waits for it, mid-transaction.
-    let schema = app.schema.clone().unwrap();
-    let holder = pg_pool_in(&schema).await;
-    let mut held = holder.begin().await.unwrap();
-    let (holder_pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()").fetch_one(&mut *held).await.unwrap();
-    sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE").execute(&mut *held).await.unwrap();
+    let (_holder, held, holder_pid) = hold_audit_head(&app).await;
     let refused = variant("rejected_asylum_avr", "term-0002", None);
     let client = app.client(Who::IomRome).clone();
     let (url, body) = (app.url("/v1/referrals"), refused.clone());
@@ -308,7 +309,7 @@ async fn a_session_terminated_under_a_submission_answers_503_unavailable_and_los
         let retry_after = response.headers().get("retry-after").is_some();
         (response.status().as_u16(), retry_after, response.json::<Value>().await.unwrap_or(Value::Null))
     });
-    let admin = pg_pool_in(&schema).await;
+    let admin = crate::helpers::pg_pool_in(app.schema.as_deref().unwrap()).await;
     let waiting = || async {
         sqlx::query_as::<_, (i32,)>("SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))")
             .bind(holder_pid)
