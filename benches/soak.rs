@@ -247,6 +247,8 @@ struct Counters {
     skipped: AtomicU64,
     in_flight: AtomicU64,
     acknowledged: AtomicU64,
+    /// Woken at every acknowledgement (the drain waits on it).
+    acknowledgement: tokio::sync::Notify,
 }
 
 /// Submissions at `plan.rate` per second for `plan.length`, whatever the answers.
@@ -315,6 +317,7 @@ async fn acknowledge(client: reqwest::Client, base: String, counters: Arc<Counte
                 return Err(format!("ack answered {}", response.status()).into());
             }
             counters.acknowledged.fetch_add(1, Ordering::Relaxed);
+            counters.acknowledgement.notify_waiters();
         }
     }
     Ok(())
@@ -439,10 +442,17 @@ async fn run(backend: Backend, plan: Plan) -> Result<(), BoxError> {
     }
     loader.await?;
     let accepted = counters.accepted.load(Ordering::Relaxed);
-    let drained = Instant::now();
-    while counters.acknowledged.load(Ordering::Relaxed) < accepted && drained.elapsed() < DRAIN_LIMIT && !acknowledger.is_finished() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let all_acknowledged = async {
+        loop {
+            // Registered before the count is read, so that no acknowledgement is missed.
+            let next = counters.acknowledgement.notified();
+            if counters.acknowledged.load(Ordering::Relaxed) >= accepted || acknowledger.is_finished() {
+                return;
+            }
+            next.await;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, all_acknowledged).await;
     stop.store(true, Ordering::Relaxed);
     acknowledger.await??;
     report(backend, &processes, &samples, plan);
