@@ -223,14 +223,7 @@ impl Process {
 }
 
 fn client(files: &DemoFiles, name: &str) -> Result<reqwest::Client, BoxError> {
-    let pem = std::fs::read(files.client_pem(name).ok_or("no such national system")?)?;
-    Ok(reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&files.pki.ca)?)?)
-        .identity(reqwest::Identity::from_pem(&pem)?)
-        .pool_max_idle_per_host(64)
-        .build()?)
+    Ok(files.client_builder(name)?.pool_max_idle_per_host(64).build()?)
 }
 
 /// The child's time, from the `Date` header of its answer.

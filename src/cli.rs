@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use crate::directory::membership::Removal;
 use crate::directory::Directory;
 use crate::domain::decide::decide_and_minimise;
 use crate::domain::policy::{schema_text, SharingPolicy};
@@ -34,6 +35,43 @@ enum Command {
     /// Print a JSON Schema (2020-12): the referral submission or the
     /// directory; or the self-contained OpenAPI document of the API.
     Schema { which: SchemaName },
+    /// Set up a new gateway in one directory (never overwriting a file):
+    /// its keys, a configuration with every key written out with its
+    /// default (`gateway.toml`), a self-signed certificate for the national
+    /// API, the shipped DPO policy, and `directory-entry.json` (its
+    /// endpoint, TLS pin and public keys) to send to the federation
+    /// coordinator.
+    Init {
+        /// The gateway's country (ISO 3166-1 alpha-3).
+        #[arg(long)]
+        country: String,
+        /// Where to write; created if missing.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The federation endpoint peers reach this gateway at (`https://`);
+        /// by default the listen address (or, on every address, the first
+        /// `--tls-name`) and the federation port.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The address both listeners bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        listen_address: std::net::IpAddr,
+        /// The national API's port.
+        #[arg(long, default_value_t = 8443)]
+        national_port: u16,
+        /// The federation listener's port.
+        #[arg(long, default_value_t = 9443)]
+        federation_port: u16,
+        /// Host names or IP addresses of the TLS certificates.
+        #[arg(long = "tls-name", default_value = "localhost")]
+        tls_names: Vec<String>,
+        /// Start of the published keys' validity (RFC 3339); now if not given.
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        /// Days the published keys are valid.
+        #[arg(long, default_value_t = 365)]
+        valid_days: i64,
+    },
     /// Run the gateway.
     Serve {
         /// The gateway configuration (TOML); `RGW_...` variables override its keys.
@@ -73,6 +111,9 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The gateway configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Reports for the data-protection officer.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -194,12 +235,47 @@ enum DirectoryCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Add a member's entry (as `init` wrote it) to the directory, or
+    /// replace the entry of the same country, and raise the serial: the next
+    /// edition, checked as a gateway checks it. With `--sign`, sign it too.
+    AddMember {
+        /// The directory (JSON) to add to; without it, a new directory.
+        #[arg(long)]
+        directory: Option<PathBuf>,
+        /// The member's `directory-entry.json`.
+        #[arg(long)]
+        entry: PathBuf,
+        /// Where the new edition (JSON) goes; it may be `--directory`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Sign the new edition with the coordinator's key.
+        #[arg(long, requires = "coordinator_key")]
+        sign: bool,
+        /// The coordinator's private key (`keys coordinator`), with `--sign`.
+        #[arg(long = "coordinator-key", requires = "sign")]
+        coordinator_key: Option<PathBuf>,
+        /// Where the signed edition goes; by default `--out` with the extension `.jws`.
+        #[arg(long, requires = "sign")]
+        signed_out: Option<PathBuf>,
+        /// Let the entry take organisations of its country out of the
+        /// directory (those it does not list); refused otherwise.
+        #[arg(long)]
+        remove_organisations: bool,
+    },
     /// Verify a signed directory against the coordinator's public key; exit 1 if it fails.
     Verify {
         #[arg(long)]
         coordinator: PathBuf,
         signed: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print an example configuration: every key with its default and a
+    /// comment (`config/gateway.example.toml` is this text; `init` writes
+    /// the same one for a new gateway).
+    Example,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +356,24 @@ pub fn run() -> ExitCode {
         Command::Policy(PolicyCommand::Explain { referral, to, from, directory, policies, at }) => {
             policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(now))
         }
+        Command::Init { country, dir, endpoint, listen_address, national_port, federation_port, tls_names, from, valid_days } => {
+            let country = CountryCode::parse(&country).map_err(|e| CliError::Usage(format!("--country: {e}")));
+            let now = now();
+            let from = from.unwrap_or_else(|| DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now));
+            country.and_then(|country| {
+                init(&crate::setup::InitOptions {
+                    country,
+                    dir,
+                    listen_address,
+                    national_port,
+                    federation_port,
+                    endpoint,
+                    tls_names,
+                    keys_from: from,
+                    keys_until: from + chrono::Duration::days(valid_days.clamp(1, 3650)),
+                })
+            })
+        }
         Command::Serve { config } => serve(&config),
         Command::Demo { dir, keep_running } => demo(&dir, keep_running),
         Command::Sandbox { dir } => sandbox(&dir),
@@ -294,8 +388,15 @@ pub fn run() -> ExitCode {
         Command::Keys(KeysCommand::Public { dir, from, valid_days }) => keys_public(&dir, from.unwrap_or_else(now), valid_days),
         Command::Keys(KeysCommand::Coordinator { dir }) => keys_coordinator(&dir),
         Command::Directory(DirectoryCommand::Sign { key, input, out }) => directory_sign(&key, &input, &out),
+        Command::Directory(DirectoryCommand::AddMember { directory, entry, out, sign: _, coordinator_key, signed_out, remove_organisations }) => {
+            let removal = if remove_organisations { Removal::Allowed } else { Removal::Refused };
+            directory_add_member(directory.as_deref(), &entry, &out, coordinator_key.as_deref(), signed_out, removal)
+        }
         Command::Directory(DirectoryCommand::Verify { coordinator, signed }) => directory_verify(&coordinator, &signed),
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(&config),
+        Command::Config(ConfigCommand::Example) => {
+            print(&crate::config::template::render(&crate::config::template::Template::example())).map(|()| ExitCode::SUCCESS)
+        }
         Command::Report(ReportCommand::Subject { subject_ref, config }) => report_subject(&subject_ref, &config),
         Command::Recipient(RecipientCommand::Open { keys, organisation, directory, coordinator_key, at, packet }) => {
             recipient_open(&keys, &organisation, &directory, &coordinator_key, &packet, at.unwrap_or_else(now))
@@ -456,6 +557,22 @@ fn usage(error: impl std::fmt::Display) -> CliError {
     CliError::Usage(error.to_string())
 }
 
+fn init(options: &crate::setup::InitOptions) -> Result<ExitCode, CliError> {
+    let written = crate::setup::init(options).map_err(usage)?;
+    let dir = options.dir.display();
+    print(&format!(
+        "ok: gateway of {country} set up in {dir} (federation endpoint {endpoint})\n\
+         next: list the organisations it serves in {entry} and send that file to the federation coordinator;\n\
+         \x20     register a client certificate or an identity provider under [auth] in {config};\n\
+         \x20     put the coordinator's directory.jws and coordinator.pub.jwk in {dir}, then: referral-gateway serve --config {config}",
+        country = options.country,
+        endpoint = written.endpoint,
+        entry = written.entry.display(),
+        config = written.config.display(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn keys_init(dir: &Path, tls_names: &[String]) -> Result<ExitCode, CliError> {
     crate::crypto::at_rest::init(dir).map_err(usage)?;
     crate::crypto::federation_keys::init(dir, tls_names).map_err(usage)?;
@@ -564,6 +681,84 @@ fn directory_sign(key: &Path, input: &Path, out: &Path) -> Result<ExitCode, CliE
     std::fs::write(out, signed)?;
     print(&format!("ok: {} signed into {}", input.display(), out.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn directory_add_member(
+    directory: Option<&Path>,
+    entry: &Path,
+    out: &Path,
+    coordinator_key: Option<&Path>,
+    signed_out: Option<PathBuf>,
+    removal: Removal,
+) -> Result<ExitCode, CliError> {
+    use crate::directory::membership::{add_member, MemberEntry};
+    use crate::directory::DirectoryDocument;
+    // Starting a new directory over an existing one would lose every member.
+    if directory.is_none() && out.exists() {
+        return Err(CliError::Usage(format!("{} exists: pass it as --directory to add to it", out.display())));
+    }
+    // Both outputs are written only once both are made, and never one over the other.
+    let signed_out = coordinator_key.map(|_| signed_out.unwrap_or_else(|| out.with_extension("jws")));
+    if signed_out.as_deref() == Some(out) {
+        return Err(CliError::Usage(format!("{}: the signed edition would overwrite the JSON; give --signed-out another path", out.display())));
+    }
+    let signer = match coordinator_key {
+        Some(key) => Some(
+            crate::crypto::jose_keys::SigningKey::from_jwk(&read_jwk(key)?).map_err(|e| CliError::Usage(format!("{}: {e}", key.display())))?,
+        ),
+        None => None,
+    };
+    let current = match directory {
+        Some(path) => {
+            let text = read(path)?;
+            Some(serde_json::from_str::<DirectoryDocument>(&text).map_err(|e| CliError::Usage(format!("{}: not a directory: {e}", path.display())))?)
+        }
+        None => None,
+    };
+    let member: MemberEntry =
+        serde_json::from_str(&read(entry)?).map_err(|e| CliError::Usage(format!("{}: not a directory entry: {e}", entry.display())))?;
+    let (document, added) = add_member(current, member, removal).map_err(|e| CliError::Usage(format!("{}: {e}", entry.display())))?;
+    let json = serde_json::to_string_pretty(&document)? + "\n";
+    let signed = signer.map(|signer| crate::directory::signed::sign(&json, &signer)).transpose().map_err(usage)?;
+    replace_file(out, &json)?;
+    let organisations = match added.organisations {
+        1 => "1 organisation".to_owned(),
+        n => format!("{n} organisations"),
+    };
+    print(&format!(
+        "ok: {} {} in edition {} ({organisations} of {}), written to {}",
+        added.country,
+        if added.replaced { "replaced" } else { "added" },
+        added.serial,
+        added.country,
+        out.display()
+    ))?;
+    if let Some(status) = added.kept_status {
+        print(&format!("note: {} stays {} in the directory (the entry's status is not taken: the coordinator sets it)", added.country, status.as_str()))?;
+    }
+    if !added.removed.is_empty() {
+        let removed: Vec<String> = added.removed.iter().map(ToString::to_string).collect();
+        print(&format!("note: organisations of {} taken out: {}", added.country, removed.join(", ")))?;
+    }
+    if let (Some(signed), Some(signed_out)) = (signed, signed_out) {
+        replace_file(&signed_out, &signed)?;
+        print(&format!("ok: edition {} signed into {}", added.serial, signed_out.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `path` whole or not at all (a new file renamed over it): a gateway
+/// watching a directory file never reads half an edition.
+fn replace_file(path: &Path, contents: &str) -> Result<(), CliError> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.new", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(contents.as_bytes())?;
+    // On disk before it takes the old edition's name.
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
 }
 
 fn directory_verify(coordinator: &Path, signed: &Path) -> Result<ExitCode, CliError> {

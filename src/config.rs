@@ -15,6 +15,7 @@ use crate::auth::Role;
 use crate::domain::{CountryCode, OrgId};
 
 mod environment;
+pub mod template;
 
 pub use environment::KEY_PATHS;
 use environment::Variable;
@@ -639,7 +640,7 @@ impl GatewayConfig {
 /// variable with the prefix that names no key. Names only, never values.
 fn check_environment() -> Result<(), ConfigError> {
     let prefix_length = ENV_PREFIX.len();
-    for (name, _) in std::env::vars_os() {
+    for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         let Some(rest) = name.get(prefix_length..).filter(|_| name.get(..prefix_length).is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))) else {
             continue;
@@ -648,10 +649,22 @@ fn check_environment() -> Result<(), ConfigError> {
             Variable::Key | Variable::NotAKey => {}
             // The log is not set up yet (its level is configuration): stderr.
             Variable::Unknown => eprintln!("warning: environment variable {name} is not a configuration key; ignored"),
+            // A whole table written inline (`{certificate = "..."}`) was meant: ignoring it could start the
+            // gateway without, say, its TLS settings.
+            Variable::Table(key) if value.to_str().is_some_and(|v| v.trim_start().starts_with('{')) => {
+                return Err(ConfigError::Load(format!(
+                    "environment variable {name} sets a whole table, which is not read; set its keys one by one, such as {ENV_PREFIX}{}",
+                    environment::variable_for(key)
+                )));
+            }
+            Variable::Table(key) => eprintln!(
+                "warning: environment variable {name} names a table, not a key; ignored (set its keys one by one, such as {ENV_PREFIX}{})",
+                environment::variable_for(key)
+            ),
             Variable::NearMiss(key) => {
                 return Err(ConfigError::Load(format!(
                     "environment variable {name} is not a configuration key; did you mean {ENV_PREFIX}{}?",
-                    key.to_ascii_uppercase().replace('.', "__")
+                    environment::variable_for(key)
                 )));
             }
         }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod policy_files;
 pub mod recipient;
 pub mod schemas;
+pub mod setup;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -5,6 +5,16 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::policy::{is_toml_rule_file, PolicyError, PolicySource, SharingPolicy};
 
+/// The policy shipped in `config/policies`, built in so that `init` can give
+/// a new gateway its first policy wherever the binary runs (a test keeps the
+/// two the same).
+pub const SHIPPED: &[(&str, &str)] = &[
+    ("10-permits.cedar", include_str!("../config/policies/10-permits.cedar")),
+    ("20-restrictions.cedar", include_str!("../config/policies/20-restrictions.cedar")),
+    ("end_to_end.toml", include_str!("../config/policies/end_to_end.toml")),
+    ("retention.toml", include_str!("../config/policies/retention.toml")),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyFilesError {
     #[error("cannot read policy directory {path}: {source}")]
@@ -38,4 +48,17 @@ pub fn read_sources(dir: &Path) -> Result<Vec<PolicySource>, PolicyFilesError> {
 /// Reads and compiles a policy directory; any invalid file refuses the whole set.
 pub fn load(dir: &Path) -> Result<SharingPolicy, PolicyFilesError> {
     Ok(SharingPolicy::compile(&read_sources(dir)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_policy_is_the_shipped_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies");
+        let on_disk: Vec<(String, String)> = read_sources(&dir).unwrap().into_iter().map(|s| (s.name, s.text)).collect();
+        let built_in: Vec<(String, String)> = SHIPPED.iter().map(|(name, text)| ((*name).to_owned(), (*text).to_owned())).collect();
+        assert_eq!(built_in, on_disk, "add the file to policy_files::SHIPPED");
+    }
 }

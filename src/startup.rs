@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::app::policies::{load_active, PolicyStartError};
 use crate::app::backoff::Backoff;
 use crate::app::delivery::{DeliverySettings, PeerTransport};
+use crate::app::delivery_observer::DeliveryObserver;
 use crate::app::{Clock, Gateway};
 use crate::auth::client_cert::ClientCertificates;
 use crate::auth::oidc::{OidcSetupError, OidcVerifier};
@@ -57,6 +58,10 @@ pub enum StartError {
     NotAMember(String),
     #[error("federation: {0}")]
     Federation(String),
+    #[error(
+        "server.body_limit_bytes {body_limit}: a case that large could never be delivered: sealed, it would exceed the largest packet any peer gateway takes ({packet_limit} bytes, from the directory); set it to at most {deliverable}"
+    )]
+    UndeliverableBodyLimit { body_limit: usize, packet_limit: usize, deliverable: usize },
     #[error("federation.listen {addr}: {reason}")]
     FederationBind { addr: SocketAddr, reason: String },
 }
@@ -91,6 +96,12 @@ impl Application {
             .map_err(|e| StartError::Directory { path: directory_path, reason: e.to_string() })?;
         if directory.gateway(config.country).is_none() {
             return Err(StartError::NotAMember(config.country.to_string()));
+        }
+        // The two limits coherent: a body the gateway takes must fit, sealed, the packets some peer takes.
+        let packet_limit = directory.largest_peer_packet_limit(config.country);
+        let deliverable = crate::crypto::packet::largest_body_within(packet_limit, false);
+        if config.server.body_limit_bytes > deliverable {
+            return Err(StartError::UndeliverableBodyLimit { body_limit: config.server.body_limit_bytes, packet_limit, deliverable });
         }
         let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
         let openapi = openapi_json().map_err(StartError::OpenApi)?;
@@ -129,12 +140,13 @@ impl Application {
         if let Some(federation) = &config.federation {
             gateway = gateway.with_delivery(delivery_settings(federation));
         }
-        let gateway = Arc::new(gateway);
+        let metrics = Arc::new(Metrics::new());
+        let gateway = Arc::new(gateway.with_delivery_observer(Arc::clone(&metrics) as Arc<dyn DeliveryObserver>));
 
         let state = AppState {
             gateway: Arc::clone(&gateway),
             auth: Arc::new(Authenticator { clients: ClientCertificates::new(config.auth.clients.values()), oidc }),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::clone(&metrics),
             openapi: Arc::new(openapi),
             body_limit: config.server.body_limit_bytes,
         };
@@ -146,7 +158,8 @@ impl Application {
         let mut tasks = Vec::new();
         let (federation_addr, federation_server) = match &config.federation {
             Some(federation) => {
-                let (addr, server, workers) = start_federation(&gateway, federation, body_guard_of(&config.server), stopped.clone()).await?;
+                let (addr, server, workers) =
+                    start_federation(&gateway, &metrics, federation, body_guard_of(&config.server), stopped.clone()).await?;
                 tasks.extend(workers);
                 (Some(addr), Some(server))
             }
@@ -253,6 +266,7 @@ fn body_guard_of(server: &crate::config::ServerConfig) -> crate::http::body_guar
 
 async fn start_federation(
     gateway: &Arc<Gateway>,
+    metrics: &Arc<Metrics>,
     federation: &FederationConfig,
     body_guard: crate::http::body_guard::BodyGuard,
     stopped: watch::Receiver<()>,
@@ -266,7 +280,7 @@ async fn start_federation(
         .map_err(|e| StartError::FederationBind { addr: federation.listen, reason: e.to_string() })?;
     let addr = listener.local_addr().map_err(|e| StartError::FederationBind { addr: federation.listen, reason: e.to_string() })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let router = crate::http::federation::router(Arc::clone(gateway))
+    let router = crate::http::federation::router(Arc::clone(gateway), Arc::clone(metrics))
         .layer(axum::middleware::from_fn(move |request, next| body_guard.clone().guard(request, next)));
     let server = tokio::spawn(serve(listener, Some(acceptor), router, stopped.clone()));
     let timeout = Duration::from_secs(federation.send_timeout_seconds);

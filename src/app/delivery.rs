@@ -123,6 +123,7 @@ impl Gateway {
         let now = self.now();
         if now.timestamp_millis() >= item.deadline_ms {
             self.settle(&item, Settlement::Expired, now).await?;
+            self.observe_expiry(&item);
             return Ok(Attempt::Expired);
         }
         let peer = CountryCode::parse(&item.destination_country).map_err(|_| corrupt("destination country"))?;
@@ -143,6 +144,12 @@ impl Gateway {
                 Err(missing) => return self.retry(&item, missing, false).await,
             },
         };
+        // The peer would refuse it on arrival (a limit lowered since the case
+        // was accepted): said exactly, and tried again only in case the
+        // directory raises the limit before the deadline.
+        if packet.packet.len() > directory.packet_limit(peer) {
+            return self.retry(&item, "packet-too-large", false).await;
+        }
         let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
             Ok(receipt) => receipt,
             Err(failure) => {
@@ -160,6 +167,7 @@ impl Gateway {
             return self.retry(&item, refusal.code(), false).await;
         }
         self.settle(&item, Settlement::Delivered { receipt }, self.now()).await?;
+        self.observe_delivery(&item, self.now());
         Ok(Attempt::Delivered)
     }
 
@@ -229,6 +237,7 @@ impl Gateway {
         let next = self.next_attempt_ms(item.attempts);
         tracing::info!(code, attempts = item.attempts, "delivery attempt failed; will retry");
         self.store.retry_later(&item.id, next, code, forget_packet).await?;
+        self.observe_failure(item, code);
         Ok(Attempt::Retrying)
     }
 

@@ -12,8 +12,6 @@ use crate::crypto::receipt::{self, ReceiptClaims};
 use crate::domain::CountryCode;
 use crate::store::{NewInboxEntry, SealedPayload, Write, Written};
 
-/// Largest sealed packet taken, in bytes.
-pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 /// How far a peer's clock may run ahead of ours.
 pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
 /// Longest packet lifetime accepted; ids are kept at least this long.
@@ -27,21 +25,23 @@ impl Gateway {
         let directory = self.directory();
         let now = self.clock.now();
         let decryption = directory.valid_decryption_keys(self.country, now, &keys.decryption);
+        // The limit this gateway publishes in the directory, which its peers check before they send.
+        let max_bytes = directory.packet_limit(self.country);
         let receiver = Receiver {
             country: self.country,
             keys: &decryption,
             now,
             max_skew: MAX_CLOCK_SKEW,
-            max_bytes: MAX_PACKET_BYTES,
+            max_bytes,
             max_lifetime: MAX_PACKET_LIFETIME,
         };
         let actor = Actor { org: None, subject: format!("gateway:{peer}") };
         // The same bytes again from the same member: its first receipt, even
         // if a key it was sealed or signed with has retired since.
-        if sealed.len() <= MAX_PACKET_BYTES
+        if sealed.len() <= max_bytes
             && let Some(receipt) = self.store.receipt_for_bytes(&packet::digest_of(sealed), peer.as_str()).await?
         {
-            return Ok(receipt);
+            return self.answer_duplicate(receipt, actor).await;
         }
         let claims = match packet::open(sealed, &receiver, directory.as_ref(), Some(peer)) {
             Ok(claims) => claims,
@@ -103,16 +103,31 @@ impl Gateway {
             return Ok(None);
         };
         match packet::classify_arrival(Some(&known.packet_sha256), digest) {
-            Arrival::Redelivery | Arrival::New => Ok(Some(known.receipt)),
+            Arrival::Redelivery => self.answer_duplicate(known.receipt, actor.clone()).await.map(Some),
+            Arrival::New => Ok(Some(known.receipt)),
             Arrival::Replay => Err(self.refuse(actor.clone(), OpenError::Replayed).await),
         }
+    }
+
+    /// Audits a redelivery of bytes taken before (`duplicate`), so that a
+    /// sender's retries can be told from replays and from first arrivals,
+    /// and answers the first receipt again.
+    async fn answer_duplicate(&self, receipt: String, actor: Actor) -> Result<String, AppError> {
+        let event = AuditEvent::new(self.clock.now(), actor, Action::PacketReceive, "duplicate");
+        self.writer.write(Write::Audit(event)).await?;
+        Ok(receipt)
+    }
+
+    /// The largest sealed packet this gateway takes, as its directory entry publishes it.
+    pub fn packet_limit(&self) -> usize {
+        self.directory().packet_limit(self.country)
     }
 
     /// Refuses (and audits) a packet that `peer` sent but that could not be
     /// read whole: a body over the size limit.
     pub async fn refuse_oversized_packet(&self, peer: CountryCode) -> AppError {
         let actor = Actor { org: None, subject: format!("gateway:{peer}") };
-        self.refuse(actor, OpenError::TooLarge { limit: MAX_PACKET_BYTES }).await
+        self.refuse(actor, OpenError::TooLarge { limit: self.packet_limit() }).await
     }
 
     /// Audits a refused packet with its code and returns the error to answer.

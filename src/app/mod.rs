@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod delivery;
+pub mod delivery_observer;
 pub mod forwarding;
 pub mod inbox;
 pub mod policies;
@@ -99,6 +100,8 @@ pub struct Gateway {
     erasures: retention::ErasureCounters,
     /// How long readiness waits for the database (real time: an IO deadline, not the domain clock).
     readiness_timeout: std::time::Duration,
+    /// Told how each delivery attempt ends (the metrics).
+    delivery_observer: Arc<dyn delivery_observer::DeliveryObserver>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -126,6 +129,10 @@ pub enum AppError {
     PolicyInvalid(Vec<crate::domain::policy::PolicyProblem>),
     #[error("packet refused: {0}")]
     PacketRefused(crate::crypto::packet::OpenError),
+    /// The case, sealed for its destination, could exceed the largest
+    /// packet the destination's gateway takes: it could never be delivered.
+    #[error("the sealed packet could take {bound} bytes; the destination gateway takes at most {limit}")]
+    Undeliverable { bound: usize, limit: usize },
     #[error("this gateway has no federation keys")]
     NotFederated,
     #[error("storage: {0}")]
@@ -171,6 +178,7 @@ impl Gateway {
             to_push: tokio::sync::Notify::new(),
             erasures: retention::ErasureCounters::default(),
             readiness_timeout: std::time::Duration::from_secs(1),
+            delivery_observer: Arc::new(delivery_observer::Unobserved),
         }
     }
 

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::{new_id, reason_strings, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::{Principal, Role};
+use crate::crypto::packet::sealed_size_bound;
 use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
@@ -59,7 +60,8 @@ impl Gateway {
         // retries are rare, and a lookup before every decision would cost a
         // database round trip per referral.
         let policy = self.policy();
-        let recipient = self.directory().recipient_at(&submission.destination, now);
+        let directory = self.directory();
+        let recipient = directory.recipient_at(&submission.destination, now);
         let (decision, payload) = decide_and_minimise(
             &submission.case,
             &submission.consent,
@@ -98,6 +100,21 @@ impl Gateway {
         let outbox = match &recipient {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
+                // Required, or uniform: once an organisation publishes a key, all its packets go sealed to it.
+                let end_to_end = decision.end_to_end_required_by().is_some() || recipient.has_end_to_end_key();
+                // Accept only what can be delivered: a packet over the destination's limit would be refused on every attempt.
+                // Bounded as sealed end to end whatever the organisation publishes now: it may publish a key before the
+                // delivery, and its packets are then all sealed so (falling back to a readable packet for a large
+                // case would tell its gateway that the case did not require sealing).
+                let bound = sealed_size_bound(plaintext.len(), true);
+                let limit = directory.packet_limit(recipient.country);
+                if bound > limit {
+                    // A retry of a referral accepted before the limit changed is answered as the first time.
+                    if let Some(existing) = self.store.referral_by_key(principal.org.as_str(), submission.idempotency_key.as_str()).await? {
+                        return self.answer_again(principal, existing, &fingerprint).await;
+                    }
+                    return Err(AppError::Undeliverable { bound, limit });
+                }
                 let consent_expires = submission.consent.covers_all_until(submission.purpose, decision.sent_categories(), recipient, now);
                 // Kept no longer than the DPO's rule for this purpose and kind of recipient, nor past the consent.
                 let retention = policy.policy.retention().period_for(submission.purpose, Some(recipient.kind)).deadline(now, consent_expires);
@@ -109,8 +126,7 @@ impl Gateway {
                     // A packet delivered after its retention passed would only be erased on arrival.
                     deadline_ms: self.delivery_deadline(now, consent_expires).min(retention.until).timestamp_millis(),
                     retention: Some(stored_retention(retention)),
-                    // Required, or uniform: once an organisation publishes a key, all its packets go sealed to it.
-                    end_to_end: decision.end_to_end_required_by().is_some() || recipient.has_end_to_end_key(),
+                    end_to_end,
                 })
             }
             _ => None,

@@ -3,16 +3,20 @@
 //! The TLS layer accepts any client certificate whose holder proves
 //! possession of its private key; the HTTP layer then looks its SHA-256
 //! fingerprint up in the configuration. An unregistered certificate thus gets
-//! a `401` problem and an audit entry rather than a bare TLS alert.
+//! a `401` problem and an audit entry rather than a bare TLS alert, as an
+//! X.509 v3 or v1 certificate: webpki reads only v3 end-entity
+//! certificates, so the key of a v1 certificate (as `openssl x509 -req` made
+//! them for years) is read with webpki's trust-anchor parser, which takes v1
+//! too. A v2 certificate, which nobody makes, still fails the handshake.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, verify_tls13_signature_with_raw_key, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, PeerMisbehaved, SignatureScheme};
 
 use super::{AuthError, AuthMethod, Principal, Role};
 use crate::config::{CertificateFingerprint, ClientCertificateConfig};
@@ -86,7 +90,10 @@ impl ClientCertVerifier for PinnedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
+        match v1_public_key(cert) {
+            Some(key) => verify_tls12_signature_with_key(message, &key, dss, &self.algorithms),
+            None => verify_tls12_signature(message, cert, dss, &self.algorithms),
+        }
     }
 
     fn verify_tls13_signature(
@@ -95,10 +102,58 @@ impl ClientCertVerifier for PinnedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        match v1_public_key(cert) {
+            Some(key) => verify_tls13_signature_with_raw_key(message, &key, dss, &self.algorithms),
+            None => verify_tls13_signature(message, cert, dss, &self.algorithms),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// The SubjectPublicKeyInfo of an X.509 v1 certificate; `None` for any other
+/// (rustls reads those itself). webpki refuses v1 end-entity certificates,
+/// but reads them as trust anchors: that parser is used here only to get at
+/// the key, whose proof of possession is then checked as for any other
+/// certificate. Nothing is trusted on account of it being an "anchor".
+fn v1_public_key(certificate: &CertificateDer<'_>) -> Option<SubjectPublicKeyInfoDer<'static>> {
+    match webpki::EndEntityCert::try_from(certificate) {
+        Err(webpki::Error::UnsupportedCertVersion) => {
+            webpki::anchor_from_trusted_cert(certificate).ok().map(|anchor| webpki::spki_for_anchor(&anchor))
+        }
+        _ => None,
+    }
+}
+
+/// What rustls's `verify_tls12_signature` does, with the key given directly:
+/// each algorithm that may stand behind the TLS 1.2 scheme is tried in turn.
+fn verify_tls12_signature_with_key(
+    message: &[u8],
+    key: &SubjectPublicKeyInfoDer<'_>,
+    dss: &DigitallySignedStruct,
+    algorithms: &WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let candidates = algorithms
+        .mapping
+        .iter()
+        .find(|(scheme, _)| *scheme == dss.scheme)
+        .map(|(_, candidates)| *candidates)
+        .ok_or(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme)?;
+    let key = webpki::RawPublicKeyEntity::try_from(key).map_err(unusable_key)?;
+    let mut last_error = rustls::Error::General("no signature algorithm for this scheme".to_owned());
+    for algorithm in candidates {
+        match key.verify_signature(*algorithm, message, dss.signature()) {
+            Ok(()) => return Ok(HandshakeSignatureValid::assertion()),
+            Err(error @ webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)) => last_error = unusable_key(error),
+            Err(webpki::Error::InvalidSignatureForPublicKey) => return Err(CertificateError::BadSignature.into()),
+            Err(other) => return Err(unusable_key(other)),
+        }
+    }
+    Err(last_error)
+}
+
+fn unusable_key(error: webpki::Error) -> rustls::Error {
+    CertificateError::Other(rustls::OtherError(Arc::new(error))).into()
 }

@@ -6,8 +6,10 @@
 //! meant to set that key and would otherwise run with its old value.
 
 /// Every key path of the configuration, nested keys joined with `.`.
-/// `config::tests` checks it against `config/gateway.example.toml`, which
-/// must show every key: a key added to the types but not here is caught there.
+/// `tests/api/config.rs` checks it against `config/gateway.example.toml` and
+/// against the `gateway.toml` that `init` writes, both rendered from
+/// `config::template`, which must show every key: a key added to the types
+/// but not here (or not there) is caught there.
 pub const KEY_PATHS: &[&str] = &[
     "country",
     "server.listen",
@@ -64,7 +66,7 @@ const NEAR_MISS_EDITS: usize = 2;
 /// What to do with one variable, given its name without the prefix.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Variable {
-    /// A configuration key (or a whole table of them): read it.
+    /// A configuration key: read it.
     Key,
     /// Read by the CLI, not a key: skip it silently.
     NotAKey,
@@ -72,6 +74,10 @@ pub enum Variable {
     Unknown,
     /// A typo of this key path: refuse to start.
     NearMiss(&'static str),
+    /// Names a table of keys (`RGW_LOG`), which a variable cannot set: a
+    /// wrapper's own variable, or meant for one of its keys. Skip it, with a
+    /// warning naming a key of the table.
+    Table(&'static str),
 }
 
 /// The key path an environment variable name (without the prefix) stands for.
@@ -79,15 +85,29 @@ pub fn key_path(name: &str) -> String {
     name.to_ascii_lowercase().replace("__", ".")
 }
 
+/// The variable name (without the prefix) that sets a key path: the inverse of [`key_path`].
+pub fn variable_for(path: &str) -> String {
+    path.to_ascii_uppercase().replace('.', "__")
+}
+
 pub fn classify(name: &str) -> Variable {
     let path = key_path(name);
     if NOT_KEYS.contains(&path.as_str()) {
         return Variable::NotAKey;
     }
-    let is_key_or_table = KEY_PATHS.iter().any(|key| *key == path || key.starts_with(&format!("{path}.")));
-    let in_named_table = NAMED_TABLES.iter().any(|table| *table == path || path.starts_with(&format!("{table}.")));
-    if is_key_or_table || in_named_table {
+    // A key of a client, `auth.clients.<name>.<key>`: the name is the operator's.
+    let in_named_table = NAMED_TABLES.iter().any(|table| {
+        path.strip_prefix(&format!("{table}.")).is_some_and(|rest| rest.split('.').filter(|part| !part.is_empty()).count() >= 2)
+    });
+    if KEY_PATHS.contains(&path.as_str()) || in_named_table {
         return Variable::Key;
+    }
+    let table_prefix = format!("{path}.");
+    if let Some(key) = KEY_PATHS.iter().find(|key| key.starts_with(&table_prefix)) {
+        return Variable::Table(key);
+    }
+    if NAMED_TABLES.iter().any(|table| *table == path || table.starts_with(&table_prefix) || path.starts_with(&format!("{table}."))) {
+        return Variable::Table("auth.clients.<name>.roles");
     }
     match KEY_PATHS.iter().map(|key| (strsim::levenshtein(key, &path), *key)).min() {
         Some((edits, key)) if edits <= NEAR_MISS_EDITS => Variable::NearMiss(key),
@@ -100,10 +120,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_key_has_a_variable_that_names_it() {
+        for path in KEY_PATHS {
+            assert_eq!(key_path(&variable_for(path)), *path);
+            assert_eq!(classify(&variable_for(path)), Variable::Key, "{path}");
+        }
+    }
+
+    #[test]
     fn keys_tables_and_named_clients_are_read() {
         assert_eq!(classify("DATABASE__URL"), Variable::Key);
         assert_eq!(classify("country"), Variable::Key);
-        assert_eq!(classify("SERVER__TLS"), Variable::Key);
+        assert_eq!(classify("SERVER__TLS__CERTIFICATE"), Variable::Key);
         assert_eq!(classify("AUTH__CLIENTS__IOM_ROME__ORG"), Variable::Key);
         assert_eq!(classify("CONFIG_FILE"), Variable::NotAKey);
     }
@@ -115,5 +143,16 @@ mod tests {
         assert_eq!(classify("DATABASE__URLL"), Variable::NearMiss("database.url"));
         assert_eq!(classify("DATABSE__URL"), Variable::NearMiss("database.url"));
         assert_eq!(classify("LOG__LEVLE"), Variable::NearMiss("log.level"));
+    }
+
+    /// `RGW_LOG=debug` (in the style of `RUST_LOG`) once stopped the start
+    /// with a type error: it was read as the whole `[log]` table.
+    #[test]
+    fn a_variable_naming_a_table_is_not_read_and_points_at_a_key_of_it() {
+        assert_eq!(classify("LOG"), Variable::Table("log.level"));
+        assert_eq!(classify("SERVER__TLS"), Variable::Table("server.tls.certificate"));
+        assert_eq!(classify("AUTH"), Variable::Table("auth.oidc.issuer"));
+        assert_eq!(classify("AUTH__CLIENTS"), Variable::Table("auth.clients.<name>.roles"));
+        assert_eq!(classify("AUTH__CLIENTS__IOM_ROME"), Variable::Table("auth.clients.<name>.roles"));
     }
 }

@@ -152,6 +152,45 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// Every refusal, once each: for tests that must cover them all. The
+    /// match makes adding a refusal without listing it here a compile error.
+    #[cfg(test)]
+    pub(crate) fn every() -> Vec<OpenError> {
+        let all = vec![
+            Self::TooLarge { limit: 1 },
+            Self::Undecryptable,
+            Self::UnknownSigner,
+            Self::BadSignature,
+            Self::IssuerMismatch,
+            Self::SenderMismatch,
+            Self::IssuerSuspended,
+            Self::WrongAudience,
+            Self::Expired,
+            Self::LifetimeTooLong,
+            Self::IssuedInFuture,
+            Self::Replayed,
+            Self::MalformedId,
+        ];
+        for error in &all {
+            match error {
+                Self::TooLarge { .. }
+                | Self::Undecryptable
+                | Self::UnknownSigner
+                | Self::BadSignature
+                | Self::IssuerMismatch
+                | Self::SenderMismatch
+                | Self::IssuerSuspended
+                | Self::WrongAudience
+                | Self::Expired
+                | Self::LifetimeTooLong
+                | Self::IssuedInFuture
+                | Self::Replayed
+                | Self::MalformedId => {}
+            }
+        }
+        all
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::TooLarge { .. } => "packet-too-large",
@@ -212,6 +251,68 @@ impl SealedPacket {
 /// SHA-256 of `bytes`, base64url without padding.
 pub fn digest_of(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// Room for one JOSE protected header (type, algorithms, key id, and the
+/// ephemeral public key of ECDH-ES), in JSON bytes; the real ones take 80
+/// (signature) and 200 (encryption).
+const HEADER_ALLOWANCE: usize = 256;
+/// Room for every claim but the body: ids, countries, the organisation,
+/// purpose, policy version, decision id, five instants, flags and member
+/// names. All are bounded (ids at 64 characters); the real ones stay under 700.
+const CLAIMS_ALLOWANCE: usize = 1024;
+/// ES256 signature and AES-GCM nonce and tag, in bytes.
+const SIGNATURE_BYTES: usize = 64;
+const NONCE_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
+
+/// Length of unpadded base64url of `n` bytes.
+fn base64_len(n: usize) -> usize {
+    (n * 4).div_ceil(3)
+}
+
+/// Length of a compact JWS over `payload` bytes: header, payload and signature.
+fn compact_jws_len(payload: usize) -> usize {
+    base64_len(HEADER_ALLOWANCE) + 1 + base64_len(payload) + 1 + base64_len(SIGNATURE_BYTES)
+}
+
+/// Length of a compact JWE (direct key agreement: empty encrypted key) of `plaintext` bytes.
+fn compact_jwe_len(plaintext: usize) -> usize {
+    base64_len(HEADER_ALLOWANCE) + 2 + base64_len(NONCE_BYTES) + 1 + base64_len(plaintext) + 1 + base64_len(TAG_BYTES)
+}
+
+/// The most bytes a packet whose `body` serialises to `body_len` bytes can
+/// take once sealed by [`seal`], and first end to end
+/// ([`super::end_to_end::seal_for_organisation`]) when `end_to_end`:
+/// what a sending gateway compares with the receiving gateway's limit
+/// before it accepts a case it could never deliver. An upper bound, a few
+/// hundred bytes above the real size: the sealing itself is not run.
+pub fn sealed_size_bound(body_len: usize, end_to_end: bool) -> usize {
+    let claims = body_len.saturating_add(CLAIMS_ALLOWANCE);
+    let outer_claims = if end_to_end {
+        // The inner claims are padded to their bucket, signed and encrypted,
+        // and ride as a string member of routing claims.
+        let inner = compact_jwe_len(compact_jws_len(super::end_to_end::bucket_for(claims)));
+        inner.saturating_add(CLAIMS_ALLOWANCE)
+    } else {
+        claims
+    };
+    compact_jwe_len(compact_jws_len(outer_claims))
+}
+
+/// The longest body whose packet, sealed gateway to gateway (and first end
+/// to end, if `end_to_end`), surely fits `limit` bytes: the inverse of
+/// [`sealed_size_bound`], which never decreases as the body grows.
+pub fn largest_body_within(limit: usize, end_to_end: bool) -> usize {
+    if sealed_size_bound(0, end_to_end) > limit {
+        return 0;
+    }
+    let (mut fits, mut too_large) = (0usize, limit.saturating_add(1));
+    while too_large - fits > 1 {
+        let middle = fits + (too_large - fits) / 2;
+        if sealed_size_bound(middle, end_to_end) <= limit { fits = middle } else { too_large = middle }
+    }
+    fits
 }
 
 /// Signs `claims` with `signer` and encrypts the result to `to`.

@@ -119,15 +119,7 @@ impl Demo {
 
     /// A national system: an HTTPS client with its certificate.
     fn system(&self, name: &str) -> Result<reqwest::Client, DemoError> {
-        let pem = std::fs::read(self.files.client_pem(name).ok_or_else(|| step_failed(format!("no certificate for {name}")))?).map_err(step_failed)?;
-        let ca = std::fs::read(&self.files.pki.ca).map_err(step_failed)?;
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).map_err(step_failed)?)
-            .identity(reqwest::Identity::from_pem(&pem).map_err(step_failed)?)
-            .build()
-            .map_err(step_failed)
+        self.files.client_builder(name).map_err(step_failed)?.build().map_err(step_failed)
     }
 
     async fn call(&self, system: &str, country: &str, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<(u16, Value), DemoError> {

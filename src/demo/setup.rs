@@ -181,4 +181,16 @@ impl DemoFiles {
     pub fn client_pem(&self, name: &str) -> Option<&Path> {
         self.pki.clients.iter().find(|c| c.name == name).map(|c| c.pem.as_path())
     }
+
+    /// An HTTPS client for national system `name`: its certificate as the
+    /// identity, the demo's CA as the only root.
+    pub fn client_builder(&self, name: &str) -> Result<reqwest::ClientBuilder, SetupError> {
+        let pem = std::fs::read(self.client_pem(name).ok_or_else(|| fail(format!("no certificate for {name}")))?).map_err(fail)?;
+        let ca = std::fs::read(&self.pki.ca).map_err(fail)?;
+        Ok(reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).map_err(fail)?)
+            .identity(reqwest::Identity::from_pem(&pem).map_err(fail)?))
+    }
 }

@@ -4,6 +4,7 @@
 //! This is the document's content model, its checks and its lookups. The
 //! coordinator's signature over it is in `signed`.
 
+pub mod membership;
 pub mod signed;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -47,7 +48,19 @@ pub struct GatewayEntry {
     /// Windows overlap during a rotation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<PublishedKey>,
+    /// Largest sealed packet the gateway takes, in bytes (default 1048576,
+    /// the federation's). Senders refuse at submission a case whose packet
+    /// could exceed it, rather than queue what would be refused on arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 65536, max = 16777216))]
+    pub max_packet_bytes: Option<u32>,
 }
+
+/// Largest sealed packet a gateway takes unless its directory entry says otherwise.
+pub const DEFAULT_MAX_PACKET_BYTES: usize = 1024 * 1024;
+/// The range a gateway's published packet limit must fall in: room for an
+/// ordinary case sealed end to end, and no more than a body may hold.
+pub const PACKET_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 64 * 1024..=16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +69,16 @@ pub enum MemberStatus {
     Active,
     /// Nothing is sent to it and nothing from it is accepted.
     Suspended,
+}
+
+impl MemberStatus {
+    /// The wire name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -131,6 +154,8 @@ pub enum DirectoryError {
     DuplicatePin(CountryCode),
     #[error("{0}: the URL must start with https://")]
     NotHttps(String),
+    #[error("gateway {0}: max_packet_bytes must be between 65536 and 16777216")]
+    BadPacketLimit(CountryCode),
     #[error("serial must be at least 1")]
     NoSerial,
 }
@@ -228,6 +253,9 @@ impl Directory {
                     _ => return Err(bad("`use` must be sig or enc".to_owned())),
                 }
             }
+            if gateway.max_packet_bytes.is_some_and(|limit| !PACKET_LIMIT_RANGE.contains(&limit)) {
+                return Err(DirectoryError::BadPacketLimit(country));
+            }
             for pin in &gateway.tls_spki_sha256 {
                 if STANDARD.decode(pin).map(|digest| digest.len()) != Ok(32) {
                     return Err(DirectoryError::BadPin(country));
@@ -311,6 +339,21 @@ impl Directory {
 
     pub fn gateway(&self, country: CountryCode) -> Option<&GatewayEntry> {
         self.gateways.get(&country)
+    }
+
+    /// The largest sealed packet `country`'s gateway takes: what its entry
+    /// publishes, or the federation's default.
+    pub fn packet_limit(&self, country: CountryCode) -> usize {
+        self.gateways
+            .get(&country)
+            .and_then(|gateway| gateway.max_packet_bytes)
+            .map_or(DEFAULT_MAX_PACKET_BYTES, |limit| usize::try_from(limit).unwrap_or(usize::MAX))
+    }
+
+    /// The largest packet limit any other member publishes: no submission
+    /// whose packet exceeds it can be delivered anywhere.
+    pub fn largest_peer_packet_limit(&self, own: CountryCode) -> usize {
+        self.gateways.keys().filter(|country| **country != own).map(|country| self.packet_limit(*country)).max().unwrap_or(DEFAULT_MAX_PACKET_BYTES)
     }
 
     /// The member gateway presenting a TLS certificate with this SPKI pin.

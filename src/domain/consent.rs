@@ -224,7 +224,8 @@ pub struct Refusal {
     pub purposes: BTreeSet<Purpose>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
     pub categories: BTreeSet<DataCategory>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
+    #[schemars(length(max = 50))]
     pub recipients: Vec<RecipientSelector>,
 }
 

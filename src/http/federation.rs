@@ -11,19 +11,23 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 use super::extract::ConnectionInfo;
+use super::metrics::{track_federation, FederationTracking, Metrics};
 use super::problem::Problem;
-use crate::app::inbox::MAX_PACKET_BYTES;
 use crate::app::Gateway;
 use crate::federation::client::{JOSE_MEDIA_TYPE, PACKETS_PATH};
 use crate::federation::tls::Members;
 
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// The listener's routes, each request logged and counted into `metrics`
+/// as the national API's are.
+pub fn router(gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Router {
+    let tracking = FederationTracking { metrics, gateway: Arc::clone(&gateway) };
     Router::new()
         .route(PACKETS_PATH, post(receive_packet).fallback(|| async { Problem::method_not_allowed() }))
         .fallback(|| async { Problem::not_found() })
+        .layer(axum::middleware::from_fn_with_state(tracking, track_federation))
         .with_state(gateway)
 }
 
@@ -47,12 +51,10 @@ async fn receive_packet(
             "Send the packet as application/jose.",
         ));
     }
-    let sealed = match Limited::new(body, MAX_PACKET_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(gateway.refuse_oversized_packet(peer).await.into());
-        }
-        Err(error) => {
+    let sealed = match read_packet(body, gateway.packet_limit()).await {
+        Ok(sealed) => sealed,
+        Err(PacketRead::TooLarge) => return Err(gateway.refuse_oversized_packet(peer).await.into()),
+        Err(PacketRead::Failed(error)) => {
             if let Some(stopped) = super::body_guard::BodyReadError::find(error.as_ref()) {
                 return Err(Problem::body_read(stopped));
             }
@@ -63,4 +65,36 @@ async fn receive_packet(
     let mut response = (StatusCode::OK, receipt).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JOSE_MEDIA_TYPE));
     Ok(response)
+}
+
+/// How much of an oversized packet is read and dropped before the refusal
+/// is answered: a sender still writing when the answer comes would see its
+/// connection reset and record a transport failure, not the
+/// `packet-too-large` that says why. Beyond this the connection is dropped.
+const OVERSIZED_DRAIN_BYTES: usize = 32 * 1024 * 1024;
+
+enum PacketRead {
+    TooLarge,
+    Failed(axum::BoxError),
+}
+
+/// The whole body if it holds at most `limit` bytes; otherwise reads on, up
+/// to [`OVERSIZED_DRAIN_BYTES`], and says it was too large.
+async fn read_packet(mut body: Body, limit: usize) -> Result<Vec<u8>, PacketRead> {
+    let mut sealed = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| PacketRead::Failed(error.into_inner()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            sealed.extend_from_slice(&data);
+        } else if seen > OVERSIZED_DRAIN_BYTES {
+            break;
+        } else {
+            // Nothing over the limit is kept.
+            sealed = Vec::new();
+        }
+    }
+    if seen > limit { Err(PacketRead::TooLarge) } else { Ok(sealed) }
 }

@@ -1,7 +1,8 @@
 //! Prometheus metrics. Labels are route templates, methods, status codes,
-//! outcomes and reason codes: never an id, a reference or a value.
+//! outcomes, reason codes, peer gateways' country codes and failure causes
+//! from a closed list: never an id, a reference or a value.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
@@ -14,8 +15,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::extract::ConnectionInfo;
 use super::AppState;
+use crate::app::delivery_observer::{DeliveryObserver, ObservedPeer};
 use crate::app::retention::ErasedCounts;
+use crate::app::Gateway;
+use crate::domain::CountryCode;
+use crate::federation::tls::Members;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -44,6 +50,29 @@ struct SideLabels {
     side: &'static str,
 }
 
+/// A peer gateway: its country code, from the directory (a closed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    peer: String,
+    /// One of `app::delivery_observer::FAILURE_CAUSES`, or `other`.
+    cause: &'static str,
+}
+
+/// Delivery to peer gateways, per peer.
+#[derive(Debug)]
+struct DeliveryMetrics {
+    attempts: Family<PeerLabels, Counter>,
+    retries: Family<PeerLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    time_to_deliver: Family<PeerLabels, Histogram>,
+    expiries: Family<PeerLabels, Counter>,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -53,6 +82,7 @@ pub struct Metrics {
     deny_reasons: Family<ReasonLabels, Counter>,
     outbox_depth: Gauge,
     retention_erasures: Family<SideLabels, Counter>,
+    delivery: DeliveryMetrics,
 }
 
 impl Default for Metrics {
@@ -81,7 +111,38 @@ impl Metrics {
             "Cases erased because their retention deadline passed, by side: sent (referrals sent from here) or received",
             retention_erasures.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures }
+        // From a tenth of a second, by fourfold steps, to about five days:
+        // delivery takes well under a second to a live peer, and up to the
+        // delivery window (seven days by default) to one that was down.
+        let delivery = DeliveryMetrics {
+            attempts: Family::default(),
+            retries: Family::default(),
+            failures: Family::default(),
+            time_to_deliver: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.1, 4.0, 12))),
+            expiries: Family::default(),
+        };
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts to a peer gateway (first attempts and retries), by peer",
+            delivery.attempts.clone(),
+        );
+        registry.register("delivery_retries", "Delivery attempts that were not an entry's first, by peer", delivery.retries.clone());
+        registry.register(
+            "delivery_failures",
+            "Failed delivery attempts by peer and cause (the failure code; `other` for a code the gateway does not know)",
+            delivery.failures.clone(),
+        );
+        registry.register(
+            "delivery_time_to_deliver_seconds",
+            "From an outbox entry's creation to the peer's verified receipt, by peer",
+            delivery.time_to_deliver.clone(),
+        );
+        registry.register(
+            "delivery_expiries",
+            "Outbox entries whose deadline passed before they were delivered, by peer",
+            delivery.expiries.clone(),
+        );
+        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures, delivery }
     }
 
     pub fn decision(&self, allowed: bool, reasons: &[String]) {
@@ -114,8 +175,51 @@ impl Metrics {
     }
 }
 
-/// Counts every request by its route template (`/v1/referrals/{id}`, never the id).
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The national API (`server.listen`).
+    Api,
+    /// Member gateways (`federation.listen`).
+    Federation,
+}
+
+impl Listener {
+    fn as_str(self) -> &'static str {
+        match self {
+            Listener::Api => "api",
+            Listener::Federation => "federation",
+        }
+    }
+}
+
+/// Counts every request of the national API by its route template (`/v1/referrals/{id}`, never the id).
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    tracked(&state.metrics, Listener::Api, None, request, next).await
+}
+
+/// What the federation listener's requests are counted with: the metrics,
+/// and the gateway, which tells a connection's member from its certificate.
+#[derive(Clone)]
+pub struct FederationTracking {
+    pub metrics: Arc<Metrics>,
+    pub gateway: Arc<Gateway>,
+}
+
+/// Counts and logs every request on the federation listener as [`track`]
+/// does the national API's, with the member gateway that sent it.
+pub async fn track_federation(State(tracking): State<FederationTracking>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .and_then(|connection| connection.spki_pin.as_deref())
+        .and_then(|pin| tracking.gateway.active_member_by_pin(pin));
+    tracked(&tracking.metrics, Listener::Federation, peer, request, next).await
+}
+
+/// One `request` line and the request series, for either listener: ids
+/// (the route template, the peer's country) and outcomes only.
+async fn tracked(metrics: &Metrics, listener: Listener, peer: Option<CountryCode>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     // Only the methods HTTP defines: a client may send any token as a method,
     // and each distinct label value would live in memory for good.
@@ -128,8 +232,43 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    tracing::info!(%method, %route, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
-    state.metrics.requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
-    state.metrics.latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let listener = listener.as_str();
+    match peer {
+        Some(peer) => tracing::info!(listener, %method, %route, status, elapsed_ms, %peer, "request"),
+        None => tracing::info!(listener, %method, %route, status, elapsed_ms, "request"),
+    }
+    metrics.requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
+    metrics.latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
     response
+}
+
+impl DeliveryObserver for Metrics {
+    fn attempted(&self, peer: ObservedPeer, retry: bool) {
+        let labels = PeerLabels { peer: peer_label(peer) };
+        self.delivery.attempts.get_or_create(&labels).inc();
+        if retry {
+            self.delivery.retries.get_or_create(&labels).inc();
+        }
+    }
+
+    fn failed(&self, peer: ObservedPeer, cause: &'static str) {
+        self.delivery.failures.get_or_create(&FailureLabels { peer: peer_label(peer), cause }).inc();
+    }
+
+    fn delivered(&self, peer: ObservedPeer, after: std::time::Duration) {
+        self.delivery.time_to_deliver.get_or_create(&PeerLabels { peer: peer_label(peer) }).observe(after.as_secs_f64());
+    }
+
+    fn expired(&self, peer: ObservedPeer) {
+        self.delivery.expiries.get_or_create(&PeerLabels { peer: peer_label(peer) }).inc();
+    }
+}
+
+/// The `peer` label: the country code, or `withheld`.
+fn peer_label(peer: ObservedPeer) -> String {
+    match peer {
+        ObservedPeer::Gateway(country) => country.to_string(),
+        ObservedPeer::Withheld => "withheld".to_owned(),
+    }
 }

@@ -193,6 +193,16 @@ impl From<AppError> for Problem {
                 "Not erased",
                 "The sender has not withdrawn this case; there is no erasure to confirm.",
             ),
+            AppError::Undeliverable { bound, limit } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "referral-too-large-to-deliver",
+                "Referral too large to deliver",
+                format!(
+                    "Sealed for its destination, this case could take {bound} bytes; the destination's gateway takes packets of at most {limit} bytes. Nothing was recorded: send less (fewer documents or shorter notes)."
+                ),
+            )
+            .with("packet_bound_bytes", json!(bound))
+            .with("destination_limit_bytes", json!(limit)),
             AppError::NotFederated => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-federated", "Not federated", "This gateway takes no packets.")
             }

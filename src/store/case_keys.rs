@@ -10,12 +10,11 @@
 //! overwritten, which `docs/data-protection.md` weighs.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row};
 
@@ -33,8 +32,14 @@ pub trait CaseKeyStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, keys: &[WrappedCaseKey], at_ms: i64) -> Result<(), StoreError>;
     /// The wrapped keys held for `ids`; destroyed or unknown ids are absent.
     async fn get(&self, ids: &[String]) -> Result<Vec<WrappedCaseKey>, StoreError>;
-    /// Destroys the keys of `ids`; answers how many were held.
+    /// Destroys the keys of `ids`; answers how many were held, once the
+    /// deletion is committed.
     async fn destroy(&self, ids: &[String]) -> Result<u64, StoreError>;
+    /// After a destruction: wipes what of the destroyed keys the storage
+    /// still holds outside its table (SQLite's write-ahead log). Apart from
+    /// [`CaseKeyStore::destroy`], so that a slow wipe never turns a committed
+    /// destruction into a failure.
+    async fn scrub_destroyed(&self) -> Result<(), StoreError>;
 }
 
 /// Opens (creating and migrating if needed) the case-key store for the
@@ -120,14 +125,14 @@ impl PostgresCaseKeys {
         if schema.len() > 63 {
             return Err(StoreError::Unavailable("the case-key schema name is longer than PostgreSQL allows".to_owned()));
         }
-        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let options = super::sql::postgres_options(url, config.statement_timeout())?;
         super::sql::create_schema(&options, schema, config.connect_timeout()).await?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout())
             .connect_with(options.options([("search_path", schema)]))
             .await?;
-        sqlx::migrate!("schemas/db/postgres-case-keys").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        super::sql::migrate_postgres(&pool, &sqlx::migrate!("schemas/db/postgres-case-keys")).await?;
         Ok(Self { pool })
     }
 
@@ -183,8 +188,11 @@ macro_rules! case_key_store {
                     destroyed += query.build().persistent(false).execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
-                self.after_destroy().await?;
                 Ok(destroyed)
+            }
+
+            async fn scrub_destroyed(&self) -> Result<(), StoreError> {
+                self.after_destroy().await
             }
         }
     };

@@ -6,10 +6,18 @@
 //!
 //! A write cut off by its deadline may still commit on the server: a
 //! submission is then answered as stored when retried with its idempotency key.
+//!
+//! A call that takes longer than [`SLOW_OPERATION`] is logged as a `slow
+//! database operation`, by the operation's name (never its SQL, which sqlx
+//! no longer logs), at most once a minute per name. Both measures are of
+//! real time (`std::time::Instant`), like the deadline itself: they are
+//! about the database's IO, not the domain's clock, and the store has no
+//! clock port.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -17,22 +25,84 @@ use super::case_keys::CaseKeyStore;
 use super::*;
 use crate::crypto::case_keys::WrappedCaseKey;
 
+/// A store call that takes longer than this is logged by its name.
+pub(super) const SLOW_OPERATION: Duration = Duration::from_secs(1);
+/// At most one slow-operation line per operation name in this time.
+const SLOW_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// A store (or case-key store) whose every call ends within `limit`.
 #[derive(Debug)]
 pub(super) struct Deadlined<S: ?Sized> {
     inner: Arc<S>,
     limit: Duration,
+    slow: SlowOperations,
 }
 
 impl<S: ?Sized> Deadlined<S> {
     pub(super) fn new(inner: impl Into<Arc<S>>, limit: Duration) -> Self {
-        Self { inner: inner.into(), limit }
+        Self { inner: inner.into(), limit, slow: SlowOperations::new(SLOW_OPERATION, SLOW_LOG_INTERVAL) }
     }
 
     async fn bounded<T>(&self, call: &'static str, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.limit, work).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.limit, work).await;
+        let elapsed = started.elapsed();
+        if let Some(not_logged) = self.slow.note(call, elapsed, Instant::now()) {
+            tracing::warn!(
+                operation = call,
+                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                slow_calls_not_logged = not_logged,
+                "slow database operation"
+            );
+        }
+        match result {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!("the database did not answer {call} within {} ms", self.limit.as_millis()))),
+        }
+    }
+}
+
+/// Which slow calls get a log line: the first of each operation name, then
+/// one per name per interval, which says how many were not logged since.
+#[derive(Debug)]
+struct SlowOperations {
+    threshold: Duration,
+    interval: Duration,
+    /// Per operation name (a fixed set: the store's methods): when its last
+    /// line was written, and the slow calls since then.
+    logged: Mutex<HashMap<&'static str, (Instant, u64)>>,
+}
+
+impl SlowOperations {
+    fn new(threshold: Duration, interval: Duration) -> Self {
+        Self { threshold, interval, logged: Mutex::new(HashMap::new()) }
+    }
+
+    /// For a call of `operation` that took `elapsed` and ended `at`: `None`
+    /// if no line is due, else how many slow calls of it went unlogged
+    /// since its last line.
+    fn note(&self, operation: &'static str, elapsed: Duration, at: Instant) -> Option<u64> {
+        if elapsed < self.threshold {
+            return None;
+        }
+        let mut logged = match self.logged.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match logged.get_mut(operation) {
+            Some((last, not_logged)) if at.saturating_duration_since(*last) < self.interval => {
+                *not_logged += 1;
+                None
+            }
+            Some((last, not_logged)) => {
+                let since = *not_logged;
+                (*last, *not_logged) = (at, 0);
+                Some(since)
+            }
+            None => {
+                logged.insert(operation, (at, 0));
+                Some(0)
+            }
         }
     }
 }
@@ -40,15 +110,22 @@ impl<S: ?Sized> Deadlined<S> {
 #[async_trait]
 impl CaseKeyStore for Deadlined<dyn CaseKeyStore> {
     async fn put(&self, keys: &[WrappedCaseKey], at_ms: i64) -> Result<(), StoreError> {
-        self.bounded("put", self.inner.put(keys, at_ms)).await
+        self.bounded("case_keys.put", self.inner.put(keys, at_ms)).await
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<WrappedCaseKey>, StoreError> {
-        self.bounded("get", self.inner.get(ids)).await
+        self.bounded("case_keys.get", self.inner.get(ids)).await
     }
 
     async fn destroy(&self, ids: &[String]) -> Result<u64, StoreError> {
-        self.bounded("destroy", self.inner.destroy(ids)).await
+        self.bounded("case_keys.destroy", self.inner.destroy(ids)).await
+    }
+
+    /// Bounded on its own: the keys are destroyed already, and the caller
+    /// reports a wipe that waits too long for readers of the log without
+    /// failing the destruction.
+    async fn scrub_destroyed(&self) -> Result<(), StoreError> {
+        self.bounded("case_keys.scrub_destroyed", self.inner.scrub_destroyed()).await
     }
 }
 
@@ -168,5 +245,121 @@ impl Store for Deadlined<dyn Store> {
 
     async fn release_earlier_claims(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.bounded("release_earlier_claims", self.inner.release_earlier_claims(now_ms)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_operation_is_logged_once_a_minute_per_name_with_the_calls_not_logged() {
+        let slow = SlowOperations::new(Duration::from_secs(1), Duration::from_secs(60));
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let long = Duration::from_secs(2);
+        assert_eq!(slow.note("audit", Duration::from_millis(999), at(0)), None, "not slow");
+        assert_eq!(slow.note("audit", long, at(0)), Some(0));
+        assert_eq!(slow.note("audit", long, at(10)), None);
+        assert_eq!(slow.note("audit", long, at(59)), None);
+        assert_eq!(slow.note("claim_deliveries", long, at(30)), Some(0), "each name has its own minute");
+        assert_eq!(slow.note("audit", Duration::ZERO, at(61)), None, "a fast call is not counted");
+        assert_eq!(slow.note("audit", long, at(61)), Some(2));
+        assert_eq!(slow.note("audit", long, at(62)), None);
+    }
+
+    /// A case-key store that answers at once.
+    #[derive(Debug)]
+    struct Prompt;
+
+    #[async_trait]
+    impl CaseKeyStore for Prompt {
+        async fn put(&self, _keys: &[WrappedCaseKey], _at_ms: i64) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn get(&self, _ids: &[String]) -> Result<Vec<WrappedCaseKey>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn destroy(&self, _ids: &[String]) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn scrub_destroyed(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn slow_calls_are_logged_by_the_operations_name() {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt().json().with_writer(logs.clone()).finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let inner: Arc<dyn CaseKeyStore> = Arc::new(Prompt);
+        // Every call is slow past a threshold of zero.
+        let store = Deadlined { inner, limit: Duration::from_secs(5), slow: SlowOperations::new(Duration::ZERO, SLOW_LOG_INTERVAL) };
+        for _ in 0..3 {
+            store.get(&[]).await.unwrap();
+        }
+        store.put(&[], 0).await.unwrap();
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let operations: Vec<String> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|event| event["fields"]["message"] == "slow database operation" && event["level"] == "WARN")
+            .map(|event| event["fields"]["operation"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(operations, ["case_keys.get", "case_keys.put"], "{text}");
+    }
+
+    use crate::store::case_keys::SqliteCaseKeys;
+
+    /// A destruction is answered once its deletion commits. The wipe of the
+    /// write-ahead log that follows waits for readers, under a deadline of
+    /// its own: inside the destruction's, it once turned a committed
+    /// destruction into a 503.
+    #[tokio::test]
+    async fn a_committed_destruction_is_not_failed_by_a_slow_wipe_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("case-keys.db").display().to_string();
+        let sqlite = Arc::new(SqliteCaseKeys::open(&path, 2).await.unwrap());
+        let store = Deadlined::<dyn CaseKeyStore>::new(Arc::clone(&sqlite) as Arc<dyn CaseKeyStore>, Duration::from_millis(800));
+        let key = WrappedCaseKey { id: "ck-1".to_owned(), wrapped: vec![7; 60] };
+        store.put(std::slice::from_ref(&key), 0).await.unwrap();
+
+        // A reader in the middle of a transaction holds the log.
+        let mut reader = sqlite.pool().acquire().await.unwrap();
+        sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM case_keys").fetch_one(&mut *reader).await.unwrap();
+        assert_eq!(held, 1);
+
+        assert_eq!(store.destroy(&["ck-1".to_owned()]).await.unwrap(), 1);
+        assert!(store.get(&["ck-1".to_owned()]).await.unwrap().is_empty());
+        // The wipe waits for the reader past its deadline; released, the next one empties the log.
+        assert!(matches!(store.scrub_destroyed().await, Err(StoreError::Unavailable(_))));
+        sqlx::query("ROLLBACK").execute(&mut *reader).await.unwrap();
+        drop(reader);
+        store.scrub_destroyed().await.unwrap();
+        let wal = std::fs::metadata(format!("{path}-wal")).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(wal, 0, "the log still holds pages");
     }
 }

@@ -673,6 +673,9 @@ pub struct Connecting {
     pub max_connections: u32,
     pub connect_timeout: std::time::Duration,
     pub acquire_timeout: std::time::Duration,
+    /// The gateway's deadline on a store call; PostgreSQL's own statement
+    /// timeout is set a little above it.
+    pub statement_timeout: std::time::Duration,
     pub claimant: Claimant,
 }
 
@@ -682,6 +685,7 @@ impl Connecting {
             max_connections: config.max_connections,
             connect_timeout: config.connect_timeout(),
             acquire_timeout: config.acquire_timeout(),
+            statement_timeout: config.statement_timeout(),
             claimant: Claimant::on_node(&config.node_name()),
         }
     }

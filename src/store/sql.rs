@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
@@ -88,17 +88,20 @@ pub(super) fn sqlite_file(path: &str) -> Result<SqliteConnectOptions, StoreError
     if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
     }
+    // sqlx's statement logging off: its slow-statement warning printed the
+    // whole SQL text; the deadline wrapper names slow operations instead.
     Ok(SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10)))
+        .busy_timeout(Duration::from_secs(10))
+        .disable_statement_logging())
 }
 
 impl PostgresStore {
     pub async fn open(url: &str, schema: Option<&str>, connecting: &Connecting) -> Result<Self, StoreError> {
-        let mut options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut options = postgres_options(url, connecting.statement_timeout)?;
         if let Some(schema) = schema {
             // `schema` is checked by the configuration: lower-case letters, digits, `_`.
             create_schema(&options, schema, connecting.connect_timeout).await?;
@@ -109,13 +112,57 @@ impl PostgresStore {
             .acquire_timeout(connecting.acquire_timeout)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("schemas/db/postgres").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        migrate_postgres(&pool, &sqlx::migrate!("schemas/db/postgres")).await?;
         Ok(Self { pool, claimant: connecting.claimant.clone() })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Longest a session may sit inside a transaction without a statement
+/// before PostgreSQL ends it. The gateway's transactions run statement
+/// after statement; only a client gone quiet (a call cut off by its
+/// deadline, a black-holed network) leaves one idle, and its locks (the
+/// audit chain's head row, claimed outbox rows) must not outlive it.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much longer than the gateway's own deadline on a store call
+/// (`database.statement_timeout_millis`) PostgreSQL lets a statement run:
+/// the gateway gives up first and answers; the server then stops the
+/// statement the gateway no longer waits for, and its locks go with it.
+const SERVER_STATEMENT_MARGIN: Duration = Duration::from_secs(1);
+
+/// Connect options for every PostgreSQL pool and connection of the gateway
+/// (the store and the case-key store): sqlx's statement logging off (at
+/// `warn` it printed every slow statement's whole text; the deadline
+/// wrapper names slow operations instead, see `deadline`); only warnings
+/// and errors from the server, not the NOTICEs `CREATE ... IF NOT EXISTS`
+/// raises at every start; and the server-side timeouts above.
+pub(super) fn postgres_options(url: &str, statement_deadline: Duration) -> Result<PgConnectOptions, StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let statement_timeout = statement_deadline.saturating_add(SERVER_STATEMENT_MARGIN);
+    Ok(options
+        .options([
+            ("client_min_messages", "warning".to_owned()),
+            ("idle_in_transaction_session_timeout", format!("{}ms", IDLE_IN_TRANSACTION_TIMEOUT.as_millis())),
+            ("statement_timeout", format!("{}ms", statement_timeout.as_millis())),
+        ])
+        .disable_statement_logging())
+}
+
+/// Runs `migrator` on one connection of `pool` without the server-side
+/// statement timeout: a migration (an index built on a large table, say)
+/// may take longer than any statement of the running gateway, and waits
+/// while another replica holds the migration lock.
+pub(super) async fn migrate_postgres(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
+    let mut connection = pool.acquire().await?;
+    sqlx::query("SET statement_timeout = 0").execute(&mut *connection).await?;
+    migrator.run(&mut *connection).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+    // Back to the value the connection was opened with.
+    sqlx::query("RESET statement_timeout").execute(&mut *connection).await?;
+    Ok(())
 }
 
 /// Creates `schema` if missing, over a connection of its own that must be

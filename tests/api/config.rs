@@ -9,7 +9,8 @@ fn the_example_configuration_is_valid() {
     let config = GatewayConfig::load(&repo_path("config/gateway.example.toml")).unwrap();
     assert_eq!(config.country.as_str(), "ITA");
     assert_eq!(config.server.body_limit_bytes, 262144);
-    assert!(config.directory.file.ends_with("config/directory.example.jws"));
+    assert!(config.directory.file.ends_with("config/directory.jws"));
+    assert!(config.policy.initial_dir.ends_with("config/policies"));
     assert_eq!(config.auth.clients.len(), 1);
     let federation = config.federation.unwrap();
     assert_eq!((federation.listen.port(), federation.delivery_window_hours, federation.retry_max_seconds), (9443, 168, 600));
@@ -30,27 +31,27 @@ fn load_with(replace: &str, by: &str) -> String {
 fn errors_name_the_key() {
     let cases = [
         ("country = \"ITA\"", "country = \"XXX\"", "country"),
-        ("listen = \"127.0.0.1:8443\"", "listen = \"not an address\"", "server.listen"),
+        ("listen = \"0.0.0.0:8443\"", "listen = \"not an address\"", "server.listen"),
         ("body_limit_bytes = 262144", "body_limit_bytes = 10", "server.body_limit_bytes"),
         ("max_connections = 8", "max_connections = 0", "database.max_connections"),
-        ("url = \"sqlite://../var/demo/ita/gateway.db\"", "url = \"mysql://x\"", "database.url"),
+        ("url = \"sqlite://var/gateway.db\"", "url = \"mysql://x\"", "database.url"),
         ("roles = [\"submitter\"]", "roles = [\"admin\"]", "auth.clients.iom_rome.roles"),
         ("fingerprint = \"sha256:0000", "fingerprint = \"md5:0000", "auth.clients.iom_rome.fingerprint"),
         ("format = \"text\"", "format = \"xml\"", "log.format"),
         ("delivery_window_hours = 168", "delivery_window_hours = 721", "federation.delivery_window_hours"),
         ("retry_first_seconds = 2", "retry_first_seconds = 601", "federation.retry_first_seconds"),
-        ("listen = \"127.0.0.1:9443\"", "listen = \"127.0.0.1:8443\"", "federation.listen"),
+        ("listen = \"0.0.0.0:9443\"", "listen = \"0.0.0.0:8443\"", "federation.listen"),
         ("level = \"info\"", "level = \"info\"\nverbosity = 3", "verbosity"),
         ("sweep_seconds = 60", "sweep_seconds = 0", "retention.sweep_seconds"),
         ("sweep_seconds = 60", "sweep_seconds = 86401", "retention.sweep_seconds"),
         ("refresh_seconds = 5", "refresh_seconds = 0", "policy.refresh_seconds"),
         ("refresh_seconds = 5", "refresh_seconds = 86401", "policy.refresh_seconds"),
         (
-            "url = \"sqlite://../var/demo/ita/gateway.db\"",
-            "url = \"sqlite://../var/demo/ita/gateway.db\"\ncase_keys_url = \"sqlite://../var/demo/ita/gateway.db\"",
+            "url = \"sqlite://var/gateway.db\"",
+            "url = \"sqlite://var/gateway.db\"\ncase_keys_url = \"sqlite://var/gateway.db\"",
             "database.case_keys_url",
         ),
-        ("url = \"sqlite://../var/demo/ita/gateway.db\"", "url = \"sqlite://../var/demo/ita/gateway.db\"\ncase_keys_url = \"ftp://x\"", "database.case_keys_url"),
+        ("url = \"sqlite://var/gateway.db\"", "url = \"sqlite://var/gateway.db\"\ncase_keys_url = \"ftp://x\"", "database.case_keys_url"),
     ];
     for (replace, by, key) in cases {
         let error = load_with(replace, by);
@@ -105,15 +106,37 @@ fn an_unknown_prefixed_variable_is_ignored_with_a_warning_naming_it() {
         .arg(repo_path("config/gateway.example.toml"))
         // As a wrapper script would set it.
         .env("RGW_BIN", "/opt/secret-looking-path/referral-gateway")
+        // In the style of RUST_LOG: names the [log] table, which it cannot set.
+        .env("RGW_LOG", "debug")
         .env("RGW_DATABASE__URL", format!("sqlite://{}", dir.path().join("absent.db").display()))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("RGW_BIN") && stderr.contains("not a configuration key"), "{stderr}");
+    assert!(stderr.contains("RGW_LOG names a table, not a key; ignored (set its keys one by one, such as RGW_LOG__LEVEL)"), "{stderr}");
     assert!(!stderr.contains("secret-looking-path"), "{stderr}");
     assert!(!stderr.contains("unknown field"), "{stderr}");
     // The configuration loaded: verify went on to look for the database.
     assert!(stderr.contains("no database file"), "{stderr}");
+}
+
+/// A table written inline in one variable is not read; rather than start
+/// without it (a gateway without its TLS settings), the start stops.
+#[test]
+fn a_whole_table_in_a_variable_stops_the_gateway() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["serve", "--config"])
+        .arg(repo_path("config/gateway.example.toml"))
+        .env("RGW_SERVER__TLS", "{certificate = \"secret-looking.pem\", private_key = \"secret-looking.key\"}")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RGW_SERVER__TLS sets a whole table, which is not read; set its keys one by one, such as RGW_SERVER__TLS__CERTIFICATE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret-looking"), "{stderr}");
 }
 
 #[test]
@@ -132,34 +155,57 @@ fn a_near_miss_of_a_key_stops_the_gateway_naming_the_key_meant() {
     }
 }
 
+/// The key paths a configuration file shows, set or commented out; one
+/// operator-named client (`auth.clients.<name>`) stands for all of them and is
+/// left out.
+fn shown_keys(text: &str) -> std::collections::BTreeSet<String> {
+    let mut shown = std::collections::BTreeSet::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = if header.starts_with("auth.clients.") { "auth.clients.*".to_owned() } else { header.to_owned() };
+            continue;
+        }
+        let Some((key, _)) = line.split_once(" = ") else { continue };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') || table == "auth.clients.*" {
+            continue;
+        }
+        shown.insert(if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") });
+    }
+    shown
+}
+
+fn listed_keys() -> std::collections::BTreeSet<String> {
+    referral_gateway::config::KEY_PATHS.iter().map(|k| (*k).to_owned()).collect()
+}
+
 /// The keys the environment may set are the keys the example file shows,
 /// set or commented out: a key added to the types and the example but not to
 /// `KEY_PATHS` could not be overridden, and one missing from the example
 /// would be undocumented.
 #[test]
 fn the_environments_key_list_is_the_example_files_key_list() {
-    use referral_gateway::config::KEY_PATHS;
     let text = std::fs::read_to_string(repo_path("config/gateway.example.toml")).unwrap();
-    let mut shown = std::collections::BTreeSet::new();
-    let mut table = String::new();
-    for line in text.lines() {
-        let line = line.trim_start_matches('#').trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            // One operator-named client stands for all of them.
-            table = if header.starts_with("auth.clients.") { "auth.clients.*".to_owned() } else { header.to_owned() };
-            continue;
-        }
-        let Some((key, _)) = line.split_once(" = ") else { continue };
-        let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-            continue;
-        }
-        shown.insert(if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") });
-    }
-    let listed: std::collections::BTreeSet<String> = KEY_PATHS.iter().map(|k| (*k).to_owned()).collect();
-    let clients: std::collections::BTreeSet<String> = shown.iter().filter(|k| k.starts_with("auth.clients.*.")).cloned().collect();
-    let shown: std::collections::BTreeSet<String> = shown.difference(&clients).cloned().collect();
-    assert_eq!(shown, listed, "config/gateway.example.toml and config::KEY_PATHS disagree");
+    assert_eq!(shown_keys(&text), listed_keys(), "config/gateway.example.toml and config::KEY_PATHS disagree");
+}
+
+/// `init` writes every key too, and the file it writes starts a gateway once
+/// a client is registered in it.
+#[test]
+fn the_configuration_init_writes_shows_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["init", "--country", "GMB", "--endpoint", "https://gateway.gmb.example:9443", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    assert_eq!(shown_keys(&text), listed_keys(), "the configuration init writes and config::KEY_PATHS disagree");
+    assert!(text.contains("country = \"GMB\"") && text.contains("listen = \"0.0.0.0:9443\""), "{text}");
+    assert!(text.contains("# [auth.clients.national_system]"), "no client is registered, one is shown: {text}");
 }
 
 #[test]

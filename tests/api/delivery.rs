@@ -158,14 +158,6 @@ async fn a_sender_killed_holding_a_claim_resumes_it_at_once_on_restart(backend: 
     assert_eq!(federation.peer("NGA").count("SELECT COUNT(*) FROM inbox").await, 1);
 }
 
-/// Italy's peer client, to post packets to Nigeria by hand.
-fn italy_client(federation: &Federation) -> PeerClient {
-    let ita = federation.peer("ITA").app();
-    let (chain, key) = ita.gateway().federation_keys().unwrap().tls_identity().unwrap();
-    let members: std::sync::Arc<dyn Members> = ita.gateway().clone();
-    PeerClient::new(members, chain, key, Duration::from_secs(5))
-}
-
 async fn redelivery_over_tls_gets_the_first_receipt_and_tampering_is_refused(backend: Backend) {
     let federation = Federation::start(backend, &["ITA", "NGA"]).await;
     let id = submit_to_nigeria(&federation, "again-1").await;
@@ -174,7 +166,7 @@ async fn redelivery_over_tls_gets_the_first_receipt_and_tampering_is_refused(bac
     let packet = ita.text(&format!("SELECT packet FROM outbox WHERE referral_id = '{id}'")).await.unwrap();
     let first_receipt = ita.text(&format!("SELECT receipt FROM outbox WHERE referral_id = '{id}'")).await.unwrap();
     let endpoint = format!("https://127.0.0.1:{}", nga.app().federation_addr().unwrap().port());
-    let client = italy_client(&federation);
+    let client = federation.peer_client("ITA", Duration::from_secs(5));
 
     let again = client.send(country("NGA"), &endpoint, &packet).await.unwrap();
     assert_eq!(again, first_receipt);
@@ -199,7 +191,7 @@ async fn redelivery_over_tls_gets_the_first_receipt_and_tampering_is_refused(bac
     let stranger = PeerClient::new(members, chain, key, Duration::from_secs(5));
     let refused = stranger.send(country("NGA"), &endpoint, &packet).await.unwrap_err();
     assert!(matches!(refused, SendFailure::Unreachable { .. }), "{refused:?}");
-    assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.receive'").await, 2, "nothing reached the gateway");
+    assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.receive'").await, 3, "accepted, duplicate, refused: nothing more reached the gateway");
 
     // Sent to a gateway that is not its audience: the TLS pin of the peer is checked first.
     let gambia = client.send(country("GMB"), &endpoint, &packet).await.unwrap_err();
@@ -228,7 +220,7 @@ async fn an_undeliverable_referral_expires_at_its_deadline(backend: Backend) {
     federation.start_peer("NGA", true).await;
     let attempts = federation.peer("ITA").count("SELECT attempts FROM outbox").await;
     federation.clock.advance(chrono::Duration::hours(1));
-    let transport: std::sync::Arc<dyn PeerTransport> = std::sync::Arc::new(italy_client(&federation));
+    let transport: std::sync::Arc<dyn PeerTransport> = std::sync::Arc::new(federation.peer_client("ITA", Duration::from_secs(5)));
     let round = federation.peer("ITA").app().gateway().deliver_due(&transport).await.unwrap();
     assert_eq!(round, DeliveryRound::default(), "an expired entry was claimed again");
     assert_eq!(federation.peer("ITA").count("SELECT attempts FROM outbox").await, attempts);

@@ -290,10 +290,7 @@ fn packet_claims(
 
 /// Posts `packet` to `to`'s federation listener as `from`'s gateway; it must be receipted.
 async fn post_as(federation: &Federation, (from, to): (&str, &str), packet: &str) {
-    let sender = federation.peer(from).app().gateway();
-    let (chain, key) = sender.federation_keys().unwrap().tls_identity().unwrap();
-    let members: std::sync::Arc<dyn referral_gateway::federation::tls::Members> = sender.clone();
-    let client = referral_gateway::federation::client::PeerClient::new(members, chain, key, Duration::from_secs(5));
+    let client = federation.peer_client(from, Duration::from_secs(5));
     let endpoint = format!("https://127.0.0.1:{}", federation.peer(to).app().federation_addr().unwrap().port());
     client.send(CountryCode::parse(to).unwrap(), &endpoint, packet).await.unwrap();
 }
@@ -656,10 +653,7 @@ fn identity_contact_health() -> Value {
 
 /// Like [`post_as`], but the refusal is the caller's to check.
 async fn try_post_as(federation: &Federation, (from, to): (&str, &str), packet: &str) -> Result<String, String> {
-    let sender = federation.peer(from).app().gateway();
-    let (chain, key) = sender.federation_keys().unwrap().tls_identity().unwrap();
-    let members: std::sync::Arc<dyn referral_gateway::federation::tls::Members> = sender.clone();
-    let client = referral_gateway::federation::client::PeerClient::new(members, chain, key, Duration::from_secs(5));
+    let client = federation.peer_client(from, Duration::from_secs(5));
     let endpoint = format!("https://127.0.0.1:{}", federation.peer(to).app().federation_addr().unwrap().port());
     client.send(CountryCode::parse(to).unwrap(), &endpoint, packet).await.map_err(|failure| format!("{failure:?}"))
 }

@@ -136,6 +136,8 @@ async fn a_packet_is_receipted_once_redelivered_alike_and_refused_when_replayed_
         outcomes,
         vec![
             ("accepted".to_owned(), vec![]),
+            // The retry with the same bytes: audited apart from a first arrival and from a replay.
+            ("duplicate".to_owned(), vec![]),
             ("refused".to_owned(), vec!["packet-replayed".to_owned()]),
             ("refused".to_owned(), vec!["packet-sender-mismatch".to_owned()]),
         ]

@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use referral_gateway::demo::fixtures::{days_since_written, move_dates};
 
@@ -37,7 +38,7 @@ fn collect(pipe: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>, add
 }
 
 /// Asks the child to stop (SIGTERM), and kills it if it does not.
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -53,7 +54,7 @@ fn stop(child: &mut Child) {
 /// The `serve` child, killed if the test panics before stopping it: a child
 /// left running holds the test's pipes, and whatever waits on them (cargo,
 /// faketime) would wait for ever.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -226,6 +227,12 @@ async fn the_binary_logs_requests_and_nothing_personal() {
     let mut gateway = Gateway { base: format!("https://localhost:{port}"), requests: 0, moved_by: chrono::Duration::zero() };
 
     full_run(&mut gateway).await;
+    // Plain HTTP on the TLS port: the failed handshake is logged at debug
+    // (sqlx, which logged every statement at debug, no longer logs any).
+    // The connection closes once the gateway has given it up, and logged it.
+    let mut plain = tokio::net::TcpStream::connect(&address).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let _ = plain.read_to_end(&mut Vec::new()).await;
 
     stop(&mut child.0);
     for reader in readers {

@@ -65,6 +65,8 @@ pub struct Peer {
     /// window); an empty window leaves the key out of the directory.
     pub windows: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
     pub status: MemberStatus,
+    /// The packet limit its directory entry publishes (none: the federation's default).
+    pub max_packet_bytes: Option<u32>,
     _dir: tempfile::TempDir,
 }
 
@@ -166,6 +168,7 @@ impl Federation {
                 endpoint: None,
                 windows: BTreeMap::new(),
                 status: MemberStatus::Active,
+                max_packet_bytes: None,
                 _dir: dir,
             });
         }
@@ -175,6 +178,15 @@ impl Federation {
     /// The federation's time now.
     pub fn clock_now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// `from`'s gateway as a client of the others: its federation TLS
+    /// identity, peers pinned through the directory it holds.
+    pub fn peer_client(&self, from: &str, timeout: std::time::Duration) -> referral_gateway::federation::client::PeerClient {
+        let gateway = self.peer(from).app().gateway();
+        let (chain, key) = gateway.federation_keys().unwrap().tls_identity().unwrap();
+        let members: Arc<dyn referral_gateway::federation::tls::Members> = gateway.clone();
+        referral_gateway::federation::client::PeerClient::new(members, chain, key, timeout)
     }
 
     pub fn peer(&self, country: &str) -> &Peer {
@@ -237,6 +249,7 @@ impl Federation {
                 .collect();
             entry.tls_spki_sha256 = vec![keys.tls_spki_pin().unwrap()];
             entry.status = peer.status;
+            entry.max_packet_bytes = peer.max_packet_bytes;
             if let Some(endpoint) = peer.endpoint {
                 entry.endpoint = format!("https://127.0.0.1:{}", endpoint.port());
             }

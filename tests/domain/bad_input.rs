@@ -411,8 +411,9 @@ fn debug_formatting_of_a_referral_hides_personal_data() {
 /// field problem, by the schema and by the parser alone.
 #[test]
 fn arrays_beyond_their_bound_are_refused() {
-    let over: [(&str, &[&str], Value, usize); 4] = [
+    let over: [(&str, &[&str], Value, usize); 5] = [
         ("case.identity.languages", &["case", "identity", "languages"], json!("en"), 20),
+        ("consent.refusals[0].recipients", &["consent", "refusals", "0", "recipients"], json!({"kind": "police"}), 50),
         ("case.documents", &["case", "documents"], json!({"type": "passport"}), 20),
         ("case.case_notes", &["case", "case_notes"], json!("a note"), 50),
         ("case.identity.other_names", &["case", "identity", "other_names"], json!("Other"), 20),
@@ -421,6 +422,10 @@ fn arrays_beyond_their_bound_are_refused() {
         let mut value = girl();
         let mut at = &mut value;
         for key in path {
+            if let Ok(index) = key.parse::<usize>() {
+                at = &mut at[index];
+                continue;
+            }
             if at.get(*key).is_none() {
                 at[*key] = json!({});
             }

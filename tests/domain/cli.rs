@@ -280,3 +280,45 @@ fn the_demo_refuses_to_clear_a_directory_it_did_not_make() {
     assert!(stderr(&output).contains("is not a demo directory"));
     assert!(dir.0.join("precious.txt").exists());
 }
+
+/// The coordinator's side: a member's entry from `init` goes into a new
+/// directory, which is signed and verifies; an existing directory is never
+/// replaced by a new one, and a member sent again replaces its own entry.
+#[test]
+fn add_member_builds_signs_and_never_starts_over_an_existing_directory() {
+    let dir = TempDir::new("add-member");
+    let path = |name: &str| dir.0.join(name).to_str().unwrap().to_owned();
+    assert!(run(&["keys", "coordinator", "--dir", &path("coordinator")]).status.success());
+    let init = run(&["init", "--country", "GMB", "--dir", &path("gmb"), "--endpoint", "https://gateway.gmb.example:9443"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    // Init never overwrites: a second run into the same directory is refused and changes nothing.
+    let entry = std::fs::read_to_string(dir.0.join("gmb/directory-entry.json")).unwrap();
+    let again = run(&["init", "--country", "GMB", "--dir", &path("gmb"), "--endpoint", "https://gateway.gmb.example:9443"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(dir.0.join("gmb/directory-entry.json")).unwrap(), entry);
+
+    let (json, entry) = (path("directory.json"), path("gmb/directory-entry.json"));
+    let added = run(&["directory", "add-member", "--entry", &entry, "--out", &json, "--sign", "--coordinator-key", &path("coordinator/coordinator.jwk")]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(
+        stdout(&added),
+        format!("ok: GMB added in edition 1 (0 organisations of GMB), written to {json}\nok: edition 1 signed into {}\n", path("directory.jws"))
+    );
+    let verified = run(&["directory", "verify", "--coordinator", &path("coordinator/coordinator.pub.jwk"), &path("directory.jws")]);
+    assert!(stdout(&verified).starts_with("ok: edition 1, 0 organisations"), "{}", stdout(&verified));
+
+    // Without --directory, an existing --out would be lost: refused.
+    let written = std::fs::read_to_string(&json).unwrap();
+    let refused = run(&["directory", "add-member", "--entry", &entry, "--out", &json]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("pass it as --directory"), "{}", stderr(&refused));
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), written);
+
+    // The same member again: replaced, not added twice, in the next edition.
+    let replaced = run(&["directory", "add-member", "--directory", &json, "--entry", &entry, "--out", &json]);
+    assert!(stdout(&replaced).starts_with("ok: GMB replaced in edition 2"), "{}", stdout(&replaced));
+    let directory: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(directory["gateways"].as_array().unwrap().len(), 1);
+    assert_eq!(directory["gateways"][0]["endpoint"], "https://gateway.gmb.example:9443");
+}

@@ -222,3 +222,52 @@ fn the_example_directory_validates_against_its_schema() {
     let errors: Vec<String> = validator.iter_errors(&instance).map(|e| e.instance_path().to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// Every array a referral may hold is bounded: a `maxItems`, or a set
+/// (`uniqueItems`) of a closed vocabulary. Nothing lets a client queue
+/// thousands of entries (issue 17 §2).
+#[test]
+fn every_array_of_a_referral_is_bounded() {
+    let schema = referral_schema();
+    let definitions = schema["$defs"].as_object().unwrap().clone();
+    fn resolve(definitions: &serde_json::Map<String, serde_json::Value>, node: &serde_json::Value) -> serde_json::Value {
+        match node.get("$ref").and_then(|r| r.as_str()) {
+            Some(reference) => resolve(definitions, &definitions[reference.rsplit('/').next().unwrap()]),
+            None => node.clone(),
+        }
+    }
+    let closed_vocabulary = |items: &serde_json::Value| {
+        let items = resolve(&definitions, items);
+        items.get("enum").is_some()
+            || items.get("oneOf").and_then(|o| o.as_array()).is_some_and(|variants| {
+                variants.iter().all(|v| {
+                    let v = resolve(&definitions, v);
+                    v.get("const").is_some() || v.get("enum").is_some()
+                })
+            })
+    };
+    let mut unbounded = Vec::new();
+    let mut stack = vec![("".to_owned(), schema.clone())];
+    while let Some((path, node)) = stack.pop() {
+        match &node {
+            serde_json::Value::Object(members) => {
+                let is_array = match members.get("type") {
+                    Some(serde_json::Value::String(t)) => t == "array",
+                    Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == "array"),
+                    _ => false,
+                };
+                let bounded = members.contains_key("maxItems")
+                    || (members.get("uniqueItems") == Some(&serde_json::Value::Bool(true)) && members.get("items").is_some_and(closed_vocabulary));
+                if is_array && !bounded {
+                    unbounded.push(path.clone());
+                }
+                stack.extend(members.iter().map(|(key, value)| (format!("{path}/{key}"), value.clone())));
+            }
+            serde_json::Value::Array(items) => {
+                stack.extend(items.iter().enumerate().map(|(index, value)| (format!("{path}/{index}"), value.clone())));
+            }
+            _ => {}
+        }
+    }
+    assert!(unbounded.is_empty(), "arrays without a bound: {unbounded:?}");
+}

@@ -286,3 +286,48 @@ proptest! {
         prop_assert_eq!(first.0 == second.0, first.1 == second.1);
     }
 }
+
+/// Claims with every bounded field at its longest, so that the size bound's
+/// allowance for them is put to the test.
+fn longest_claims(federation: &Federation, body: Value) -> PacketClaims {
+    let mut claims = referral(federation, body);
+    claims.packet_id = "p".repeat(64);
+    claims.recipient = OrgId::parse(&"r".repeat(64)).unwrap();
+    claims.policy_version = Some(format!("sha256:{}", "f".repeat(16)));
+    claims.decision_id = Some("d".repeat(64));
+    claims.retention_days_after_closure = Some(u32::MAX);
+    claims
+}
+
+/// A body of about `len` bytes, with characters JSON escapes and multi-byte ones.
+fn body_of(len: usize) -> Value {
+    let unit = "a\"b\\é\n漢";
+    json!({ "notes": unit.repeat(len / unit.len() + 1) })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// What a sending gateway compares with a peer's limit before it accepts
+    /// a case is never below the packet it later seals, and not far above it.
+    #[test]
+    fn the_size_bound_holds_for_every_sealed_packet(len in 0usize..400_000, routing in any::<bool>()) {
+        let federation = federation();
+        let body = body_of(len);
+        let body_len = serde_json::to_vec(&body).unwrap().len();
+        let claims = longest_claims(&federation, body);
+        let packet = if routing {
+            sealed(&federation, &claims, Some(WithdrawalRouting { in_reply_to: "w".repeat(64), whole: true }))
+        } else {
+            seal(&claims, &federation.ita.signing, &federation.gin.encryption).unwrap()
+        };
+        let actual = packet.as_str().len();
+        let bound = crate::crypto::packet::sealed_size_bound(body_len, routing);
+        prop_assert!(actual <= bound, "sealed {actual} bytes, bound {bound}");
+        // Gateway to gateway the bound is tight. End to end the inner claims
+        // go through base64 four times, and their padding bucket may be the
+        // next one up, never more.
+        let slack = if routing { (bucket_for(body_len + 2048) - bucket_for(body_len)) * 256 / 81 + 4096 } else { 2048 };
+        prop_assert!(bound - actual <= slack, "bound {bound} is {} above the sealed {actual} bytes", bound - actual);
+    }
+}

@@ -268,20 +268,7 @@ fn an_arrival_is_new_a_redelivery_of_the_same_bytes_or_a_replay() {
 
 #[test]
 fn every_rejection_has_its_own_code() {
-    let all = [
-        OpenError::TooLarge { limit: 1 },
-        OpenError::Undecryptable,
-        OpenError::UnknownSigner,
-        OpenError::BadSignature,
-        OpenError::IssuerMismatch,
-        OpenError::SenderMismatch,
-        OpenError::IssuerSuspended,
-        OpenError::WrongAudience,
-        OpenError::Expired,
-        OpenError::LifetimeTooLong,
-        OpenError::IssuedInFuture,
-        OpenError::Replayed,
-    ];
+    let all = OpenError::every();
     let codes: std::collections::HashSet<&str> = all.iter().map(OpenError::code).collect();
     assert_eq!(codes.len(), all.len());
 }
@@ -330,4 +317,22 @@ fn packet_type_names_are_their_wire_names() {
     for kind in [PacketType::Referral, PacketType::Status, PacketType::Withdrawal, PacketType::ErasureConfirmation] {
         assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
     }
+}
+
+#[test]
+fn the_largest_body_within_a_limit_is_the_inverse_of_the_size_bound() {
+    for end_to_end in [false, true] {
+        for limit in [0, 4096, 65_536, 1024 * 1024, 16 * 1024 * 1024] {
+            let largest = largest_body_within(limit, end_to_end);
+            if largest > 0 {
+                assert!(sealed_size_bound(largest, end_to_end) <= limit, "{limit}");
+            }
+            assert!(sealed_size_bound(largest + 1, end_to_end) > limit, "{limit}");
+        }
+    }
+    // Base64 twice: a body fills a little over half its packet; sealed end
+    // to end, four times and padded to a bucket: a quarter.
+    let megabyte = largest_body_within(1024 * 1024, false);
+    assert!((580_000..590_000).contains(&megabyte), "{megabyte}");
+    assert_eq!(largest_body_within(1024 * 1024, true), 256 * 1024 - 1024, "the 256 KiB bucket, less the claims' allowance");
 }

@@ -4,7 +4,7 @@ use josekit::jwk::Jwk;
 use super::*;
 use crate::crypto::jose_keys::{DecryptionKey, KeyUse, generate, public_of};
 use crate::crypto::packet::SignerDirectory;
-use crate::directory::{DirectoryDocument, MemberStatus, published_key};
+use crate::directory::{DEFAULT_MAX_PACKET_BYTES, DirectoryDocument, MemberStatus, published_key};
 use crate::domain::CountryCode;
 
 fn now() -> DateTime<Utc> {
@@ -207,4 +207,25 @@ fn a_signature_with_another_type_or_key_id_is_refused() {
     let owner = VerifyingKey::from_jwk(&public_of(&key).unwrap()).unwrap();
     assert!(matches!(verify(&wrong_kid, &owner), Err(SignedDirectoryError::BadSignature)));
     let _ = verifying;
+}
+
+#[test]
+fn a_gateway_publishes_its_packet_limit_within_the_federation_range() {
+    let mut document = example();
+    let (first, second) = (document.gateways[0].country, document.gateways[1].country);
+    let directory = Directory::from_document(document.clone()).unwrap();
+    assert_eq!(directory.packet_limit(first), DEFAULT_MAX_PACKET_BYTES);
+    assert_eq!(directory.largest_peer_packet_limit(first), DEFAULT_MAX_PACKET_BYTES);
+
+    document.gateways[1].max_packet_bytes = Some(4 * 1024 * 1024);
+    let directory = Directory::from_document(document.clone()).unwrap();
+    assert_eq!(directory.packet_limit(second), 4 * 1024 * 1024);
+    assert_eq!(directory.largest_peer_packet_limit(first), 4 * 1024 * 1024);
+    // Its own limit is not a peer's.
+    assert_eq!(directory.largest_peer_packet_limit(second), DEFAULT_MAX_PACKET_BYTES);
+
+    for outside in [64 * 1024 - 1, 16 * 1024 * 1024 + 1, 0] {
+        document.gateways[1].max_packet_bytes = Some(outside);
+        assert!(matches!(Directory::from_document(document.clone()), Err(DirectoryError::BadPacketLimit(_))), "{outside}");
+    }
 }

@@ -1,0 +1,270 @@
+//! The configuration file as an operator first sees it: every key, with its
+//! default where it has one and a comment saying what it does.
+//!
+//! One text serves both `referral-gateway init` (a new gateway's
+//! `gateway.toml`) and `config/gateway.example.toml` (a test checks that the
+//! file is this text, rendered for [`Template::example`]), so that the two
+//! cannot drift apart, nor from `KEY_PATHS` (checked against the example).
+//! Defaults are taken from the functions serde uses.
+
+use std::net::SocketAddr;
+
+use super::{
+    default_acquire_timeout_millis, default_body_limit, default_body_read_timeout, default_connect_timeout_millis, default_database_url,
+    default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_jwks_refresh, default_leeway, default_log_level,
+    default_max_concurrent_bodies, default_max_connections, default_org_claim, default_policy_refresh, default_poll_millis,
+    default_readiness_timeout_millis, default_retry_first, default_retry_max, default_roles_claim, default_send_timeout,
+    default_statement_timeout_millis, default_sweep_seconds,
+};
+
+/// Files a configuration of [`render`] names, relative to its own directory.
+pub const TLS_CERTIFICATE: &str = "tls/api.crt";
+pub const TLS_PRIVATE_KEY: &str = "tls/api.key";
+pub const KEYS_DIR: &str = "keys";
+pub const DIRECTORY_FILE: &str = "directory.jws";
+pub const COORDINATOR_KEY: &str = "coordinator.pub.jwk";
+pub const POLICY_DIR: &str = "policies";
+
+/// What differs between one gateway's configuration and another's.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// The country's code, as [`crate::domain::CountryCode`] shows it.
+    pub country: String,
+    /// The national API's listener.
+    pub listen: SocketAddr,
+    /// The federation listener (the port the directory entry's endpoint names).
+    pub federation_listen: SocketAddr,
+    /// A client certificate registered as an example (the example file), or
+    /// only a commented-out one to fill in (a new gateway's file).
+    pub example_client: bool,
+}
+
+impl Template {
+    /// What `config/gateway.example.toml` is rendered from.
+    pub fn example() -> Self {
+        Self {
+            country: "ITA".to_owned(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            federation_listen: SocketAddr::from(([0, 0, 0, 0], 9443)),
+            example_client: true,
+        }
+    }
+}
+
+/// The configuration file's text.
+pub fn render(template: &Template) -> String {
+    let clients = if template.example_client {
+        "[auth.clients.iom_rome]
+fingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"
+org = \"ita-iom-rome\"
+roles = [\"submitter\"]"
+    } else {
+        "# [auth.clients.national_system]
+# fingerprint = \"sha256:<64 hex digits>\"
+# org = \"<the organisation's id in the directory>\"
+# roles = [\"submitter\"]"
+    };
+    format!(
+        r#"# referral-gateway configuration: every key, with its default where it has
+# one. A key left out takes the default shown; a commented-out key has none.
+#
+# Every key can be overridden by an environment variable: RGW_ then the key
+# path in capitals, with __ between levels, e.g.
+#   RGW_DATABASE__URL=postgres://gateway@db.internal:5432/gateway
+#   RGW_SERVER__LISTEN=0.0.0.0:8443
+# Relative paths are taken relative to this file's directory.
+
+# The country this gateway serves (ISO 3166-1 alpha-3). Only organisations of
+# this country (per the directory) may submit referrals here.
+country = "{country}"
+
+[server]
+# The national API: address and port to listen on; port 0 picks a free one.
+listen = "{listen}"
+# Largest accepted request body, in bytes (1024 to 16777216). A body limit
+# whose cases could never be delivered (over the federation's packet limit
+# once sealed) stops the start.
+body_limit_bytes = {body_limit}
+# A request body must arrive within this many seconds of its head (1 to 600);
+# past it the answer is 408.
+body_read_timeout_seconds = {body_read_timeout}
+# Request bodies each listener reads at once (1 to 10000); one more is
+# answered 503 with Retry-After.
+max_concurrent_bodies = {max_concurrent_bodies}
+
+# HTTPS, with client certificates requested (not required). Without this
+# table the gateway speaks plain HTTP and must sit behind a TLS-terminating
+# proxy; then only bearer tokens can authenticate callers. `init` writes a
+# self-signed certificate here: replace it with one your national systems
+# trust.
+[server.tls]
+# PEM: the certificate, then its chain.
+certificate = "{tls_certificate}"
+# PEM: its private key, readable by the gateway only.
+private_key = "{tls_private_key}"
+
+[database]
+# sqlite://<path> (embedded; created and migrated on first start, WAL mode)
+# or postgres://user@host:port/database (production; several replicas may share it).
+url = "{database_url}"
+# PostgreSQL only: a schema of its own, created if missing.
+# schema = "referral_gateway"
+max_connections = {max_connections}
+# Each case's data key, wrapped, is kept apart from the data, so that erasing
+# a case (destroying its key) reaches every copy of the database. By default
+# a file beside the database (gateway.case-keys.db), or on PostgreSQL the
+# schema <schema>_case_keys. Back it up apart from the data, if at all.
+# case_keys_url = "sqlite://case-keys/gateway.case-keys.db"
+# Deadlines, in milliseconds (100 to 600000; docs/operations.md §2). A store
+# call that passes statement_timeout_millis answers 503 `unavailable`.
+connect_timeout_millis = {connect_timeout}
+acquire_timeout_millis = {acquire_timeout}
+statement_timeout_millis = {statement_timeout}
+readiness_timeout_millis = {readiness_timeout}
+# This process's node among replicas (default: the host name); a restart on
+# the same node takes back the delivery claims its predecessor left.
+# node = "gateway-1"
+
+[keys]
+# Holds data.key (AES-256-GCM, personal data at rest), index.key (HMAC-SHA-256
+# for subject references) and federation/ (signing, encryption and TLS keys
+# for the peer side). `referral-gateway init` (or `keys init`) creates them.
+dir = "{keys_dir}"
+
+[directory]
+# The federation directory (trust list): member gateways with their keys and
+# TLS pins, and recipient organisations, as the federation coordinator signed
+# it (compact JWS; `referral-gateway directory add-member --sign`). The
+# gateway refuses to start if the signature does not verify.
+file = "{directory_file}"
+# The coordinator's public key (JWK) the directory must be signed with.
+coordinator_key = "{coordinator_key}"
+# Seconds between checks of the file for a new edition (1 to 86400). A new
+# edition replaces the one in force only if its signature verifies, it is
+# valid, it is not older (`serial`), and it still lists this gateway;
+# otherwise the last good edition stays.
+refresh_seconds = {directory_refresh}
+
+[policy]
+# *.cedar files (and retention.toml, the retention rules, and end_to_end.toml,
+# the end-to-end sealing rules) stored as policy version 1 on the first
+# start. Later versions are uploaded by the DPO (PUT /v1/policies); the newest
+# stored version is active.
+initial_dir = "{policy_dir}"
+# Seconds between looks for a policy version another replica (sharing the
+# database) stored (1 to 86400).
+refresh_seconds = {policy_refresh}
+
+# OpenID Connect bearer tokens (JWT access tokens, RFC 9068). Optional.
+# [auth.oidc]
+# The issuer, discovered at start (https://; plain http on loopback only).
+# issuer = "https://login.example.org/realms/nrm"
+# The `aud` value access tokens must carry for this gateway.
+# audience = "https://gateway.example.org"
+# The claim naming the caller's organisation, and the one listing its roles
+# (an array, or a space-separated string).
+# org_claim = "{org_claim}"
+# roles_claim = "{roles_claim}"
+# Clock tolerance for exp and nbf, in seconds (at most 300).
+# leeway_seconds = {leeway}
+# An unknown key id fetches the issuer's keys again at most this often, in seconds.
+# jwks_min_refresh_seconds = {jwks_refresh}
+
+# Client certificates, pinned by SHA-256 fingerprint of the certificate (DER),
+# one table per client under a name of your choosing. Roles: submitter,
+# recipient, dpo, auditor. The gateway starts only with a client here or
+# [auth.oidc] set. A fingerprint is
+#   openssl x509 -in client.pem -outform der | sha256sum
+{clients}
+
+# The peer side: a listener for member gateways (mutual TLS 1.3, pinned
+# through the directory) and delivery to them. Without this table the
+# gateway queues accepted referrals but neither sends nor receives.
+[federation]
+# Address and port of that listener: the port of the endpoint the directory
+# lists for this gateway.
+listen = "{federation_listen}"
+# How long after acceptance a referral may still be delivered, in hours
+# (1 to 720); the consent's end cuts it short.
+delivery_window_hours = {delivery_hours}
+# The first retry after a failed send, in seconds; it doubles per failure, up
+# to retry_max_seconds (1 to 86400), with jitter.
+retry_first_seconds = {retry_first}
+retry_max_seconds = {retry_max}
+# How often the outbox and inbox are looked at when nothing wakes them, in
+# milliseconds (10 to 60000).
+poll_millis = {poll_millis}
+# Time allowed for one send, connection included, in seconds (1 to 600).
+send_timeout_seconds = {send_timeout}
+# Hours a peer has to confirm an erasure before it shows as overdue (1 to 720).
+erasure_deadline_hours = {erasure_deadline}
+# PEM file of certificate authorities trusted for recipients' webhooks,
+# besides the usual public ones (a national PKI, say).
+# webhook_ca_file = "national-ca.pem"
+
+# The retention sweep, on every gateway (federated or not): erases each case
+# whose retention deadline has passed (the DPO's policies/retention.toml and
+# the consent's end set it): its case key destroyed, its data blanked,
+# audited as retention.erase.
+[retention]
+# Seconds between two sweeps (1 to 86400).
+sweep_seconds = {sweep_seconds}
+
+[log]
+# A tracing filter, e.g. "info" or "referral_gateway=debug,info".
+level = "{log_level}"
+# "text" or "json".
+format = "text"
+"#,
+        country = template.country,
+        listen = template.listen,
+        body_limit = default_body_limit(),
+        body_read_timeout = default_body_read_timeout(),
+        max_concurrent_bodies = default_max_concurrent_bodies(),
+        tls_certificate = TLS_CERTIFICATE,
+        tls_private_key = TLS_PRIVATE_KEY,
+        database_url = default_database_url(),
+        max_connections = default_max_connections(),
+        connect_timeout = default_connect_timeout_millis(),
+        acquire_timeout = default_acquire_timeout_millis(),
+        statement_timeout = default_statement_timeout_millis(),
+        readiness_timeout = default_readiness_timeout_millis(),
+        keys_dir = KEYS_DIR,
+        directory_file = DIRECTORY_FILE,
+        coordinator_key = COORDINATOR_KEY,
+        directory_refresh = default_directory_refresh(),
+        policy_dir = POLICY_DIR,
+        policy_refresh = default_policy_refresh(),
+        org_claim = default_org_claim(),
+        roles_claim = default_roles_claim(),
+        leeway = default_leeway(),
+        jwks_refresh = default_jwks_refresh(),
+        clients = clients,
+        federation_listen = template.federation_listen,
+        delivery_hours = default_delivery_hours(),
+        retry_first = default_retry_first(),
+        retry_max = default_retry_max(),
+        poll_millis = default_poll_millis(),
+        send_timeout = default_send_timeout(),
+        erasure_deadline = default_erasure_deadline(),
+        sweep_seconds = default_sweep_seconds(),
+        log_level = default_log_level(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file in the repository is the template's example; regenerate it
+    /// with `referral-gateway config example > config/gateway.example.toml`.
+    #[test]
+    fn the_example_file_is_the_rendered_example() {
+        let shipped = include_str!("../../config/gateway.example.toml");
+        assert!(
+            shipped == render(&Template::example()),
+            "config/gateway.example.toml differs from config::template: regenerate it with \
+             `cargo run -- config example > config/gateway.example.toml`"
+        );
+    }
+}
