@@ -27,6 +27,7 @@ pub fn router(gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(PACKETS_PATH, post(receive_packet).fallback(|| async { Problem::method_not_allowed() }))
         .fallback(|| async { Problem::not_found() })
+        .layer(axum::middleware::from_fn(super::head_limits::enforce))
         .layer(axum::middleware::from_fn_with_state(tracking, track_federation))
         .with_state(gateway)
 }

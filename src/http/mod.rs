@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body_guard;
 pub mod extract;
 pub mod federation;
+pub mod head_limits;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(head_limits::enforce))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }

@@ -94,6 +94,17 @@ impl Problem {
         }
     }
 
+    /// A request over the gateway's bounds on header fields
+    /// (`head_limits`): `431`, not the bare answer hyper would give.
+    pub fn headers_too_large(max_fields: usize, max_bytes: usize) -> Self {
+        Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request header fields too large",
+            format!("A request may carry at most {max_fields} header fields, of at most {max_bytes} bytes in all."),
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

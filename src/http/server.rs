@@ -114,6 +114,7 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(super::head_limits::HYPER_MAX_HEADER_FIELDS)
         .serve_connection(TokioIo::new(io), service);
     if let Err(error) = connection.await {
         tracing::debug!(%error, "connection ended with an error");

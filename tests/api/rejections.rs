@@ -119,3 +119,56 @@ async fn bodies_beyond_the_cap_are_refused_503_with_retry_after() {
     })
     .await;
 }
+
+/// The answer to a bare `GET path` with `extra` header lines, as `who`.
+async fn get_raw(app: &TestApp, who: Who, path: &str, extra: &str) -> (u16, String, Value) {
+    let mut stream = connect(app, who).await;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n").as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    read_response(&mut stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_or_too_large_header_fields_are_a_431_problem() {
+    let app = spawn_app_configured(Backend::Sqlite, fixture_time(), "", |_| {}).await;
+    // 500 fields (hyper alone answered a bare 431), one field of 100 KB,
+    // and fields that are each small but 70 KB in all.
+    let many: String = (0..500).map(|i| format!("x-field-{i}: 1\r\n")).collect();
+    let one_large = format!("x-large: {}\r\n", "a".repeat(100 * 1024));
+    let large_in_all: String = (0..70).map(|i| format!("x-part-{i}: {}\r\n", "b".repeat(1000))).collect();
+    for (what, extra) in [("500 fields", many), ("one 100 KB field", one_large), ("70 KB in all", large_in_all)] {
+        let (status, content_type, body) = get_raw(&app, Who::IomRome, "/v1/policies", &extra).await;
+        assert_eq!((status, content_type.as_str()), (431, "application/problem+json"), "{what}: {body}");
+        assert_eq!(problem_code(&body), "headers-too-large", "{what}");
+    }
+    // Just within both bounds, the request is served (the DPO's policies;
+    // IOM Rome lacks the role, which is the answer that shows it got through).
+    let within: String = (0..90).map(|i| format!("x-field-{i}: 1\r\n")).collect();
+    let (status, _, body) = get_raw(&app, Who::IomRome, "/v1/policies", &within).await;
+    assert_eq!(status, 403, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_does_not_percent_decode_to_utf8_is_a_problem_on_every_route() {
+    let app = spawn_app_configured(Backend::Sqlite, fixture_time(), "", |_| {}).await;
+    let bad = "%FF%FEid";
+    for (who, method, path) in [
+        (Who::IomRome, "GET", format!("/v1/referrals/{bad}")),
+        (Who::IomRome, "POST", format!("/v1/referrals/{bad}/consent-withdrawal")),
+        (Who::Dpo, "GET", format!("/v1/subjects/{bad}/report")),
+        (Who::Dpo, "POST", format!("/v1/subjects/{bad}/consent-withdrawal")),
+        (Who::Recipient, "GET", format!("/v1/inbox/{bad}")),
+        (Who::Recipient, "POST", format!("/v1/inbox/{bad}/ack")),
+        (Who::Recipient, "POST", format!("/v1/inbox/{bad}/status")),
+        (Who::Recipient, "POST", format!("/v1/inbox/{bad}/erasure-confirmed")),
+    ] {
+        let mut stream = connect(&app, who).await;
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        let (status, content_type, body) = read_response(&mut stream).await;
+        assert_eq!((status, content_type.as_str()), (400, "application/problem+json"), "{method} {path}: {body}");
+        assert_eq!(problem_code(&body), "invalid-request", "{method} {path}");
+        assert_eq!(body["problems"][0]["field"], "(path)", "{method} {path}: {body}");
+    }
+}
