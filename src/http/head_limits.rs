@@ -18,15 +18,16 @@ use super::problem::Problem;
 
 /// The most header fields a request may carry.
 pub const MAX_HEADER_FIELDS: usize = 100;
-/// The most bytes a request's header fields may take in all, counted as on
-/// the wire (`name: value\r\n`).
+/// The most bytes a request's header fields may take in all, each counted
+/// as its name, its value and 4 bytes (`name: value\r\n`; hyper has
+/// trimmed the spaces around the value).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// What hyper itself is told to accept, so that requests between the
 /// gateway's bound and this one reach [`enforce`] and get a problem.
 pub const HYPER_MAX_HEADER_FIELDS: usize = 1000;
 
 /// Middleware: refuses a request over either bound with `431
-/// headers-too-large`, before authentication or routing.
+/// headers-too-large`, before authentication and before any handler.
 pub async fn enforce(request: Request, next: Next) -> Response {
     if within_bounds(request.headers()) {
         next.run(request).await

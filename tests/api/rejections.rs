@@ -141,11 +141,21 @@ async fn too_many_or_too_large_header_fields_are_a_431_problem() {
         assert_eq!((status, content_type.as_str()), (431, "application/problem+json"), "{what}: {body}");
         assert_eq!(problem_code(&body), "headers-too-large", "{what}");
     }
-    // Just within both bounds, the request is served (the DPO's policies;
-    // IOM Rome lacks the role, which is the answer that shows it got through).
-    let within: String = (0..90).map(|i| format!("x-field-{i}: 1\r\n")).collect();
-    let (status, _, body) = get_raw(&app, Who::IomRome, "/v1/policies", &within).await;
-    assert_eq!(status, 403, "{body}");
+    // At each bound exactly, the request is served (the DPO's policies; IOM
+    // Rome lacks the role, which is the answer that shows it got through);
+    // one field or one byte more is refused. `get_raw` sends `Host:
+    // localhost` and `Connection: close`: 2 fields, 17 + 19 bytes.
+    let fields = |count: usize| -> String { (0..count).map(|i| format!("x-field-{i}: 1\r\n")).collect() };
+    let bytes = |total: usize| -> String { format!("x-large: {}\r\n", "a".repeat(total - 17 - 19 - "x-large".len() - 4)) };
+    for (what, extra, expected) in [
+        ("100 fields", fields(98), 403),
+        ("101 fields", fields(99), 431),
+        ("65,536 bytes", bytes(65_536), 403),
+        ("65,537 bytes", bytes(65_537), 431),
+    ] {
+        let (status, _, body) = get_raw(&app, Who::IomRome, "/v1/policies", &extra).await;
+        assert_eq!(status, expected, "{what}: {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,4 +181,36 @@ async fn a_path_that_does_not_percent_decode_to_utf8_is_a_problem_on_every_route
         assert_eq!(problem_code(&body), "invalid-request", "{method} {path}");
         assert_eq!(body["problems"][0]["field"], "(path)", "{method} {path}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_federation_listener_bounds_header_fields_alike() {
+    use referral_gateway::federation::client::PACKETS_PATH;
+    let federation = crate::peers::Federation::start(Backend::Sqlite, &["ITA", "GMB"]).await;
+    // Italy's gateway as a member would connect (its federation identity);
+    // the Gambian certificate is pinned by the real client, not checked here.
+    let identity = federation.peer("ITA").app().gateway().federation_keys().unwrap().tls_identity_pem();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let address = federation.peer("GMB").app().federation_addr().unwrap();
+    let url = format!("https://localhost:{}{PACKETS_PATH}", address.port());
+    let post = |fields: usize| {
+        let mut request = client.post(&url).header("content-type", "application/jose").body("x.y.z");
+        for i in 0..fields {
+            request = request.header(format!("x-field-{i}"), "1");
+        }
+        request.send()
+    };
+    let refused = post(200).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 431);
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(problem_code(&body), "headers-too-large", "{body}");
+    // Within the bound, the packet itself is read (and refused as a packet).
+    let read = post(10).await.unwrap();
+    assert_ne!(read.status().as_u16(), 431);
 }
