@@ -173,7 +173,9 @@ pub struct TlsConfig {
     pub private_key: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the URLs with their passwords replaced (`redacted_url`):
+/// a configuration printed in a log or a panic must not carry them.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` for the embedded store,
@@ -211,6 +213,71 @@ pub struct DatabaseConfig {
     /// node takes back its predecessor's claims at once. Default: the host name.
     #[serde(default)]
     pub node: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a field added later cannot be left out unseen.
+        let Self {
+            url,
+            schema,
+            max_connections,
+            case_keys_url,
+            connect_timeout_millis,
+            acquire_timeout_millis,
+            statement_timeout_millis,
+            readiness_timeout_millis,
+            node,
+        } = self;
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redacted_url(url))
+            .field("schema", schema)
+            .field("max_connections", max_connections)
+            .field("case_keys_url", &case_keys_url.as_deref().map(redacted_url))
+            .field("connect_timeout_millis", connect_timeout_millis)
+            .field("acquire_timeout_millis", acquire_timeout_millis)
+            .field("statement_timeout_millis", statement_timeout_millis)
+            .field("readiness_timeout_millis", readiness_timeout_millis)
+            .field("node", node)
+            .finish()
+    }
+}
+
+/// What a printed database URL may show: its password, in the user part
+/// (`user:password@`) or as a `password` or `sslpassword` parameter, becomes
+/// `***`; the rest (scheme, user, host, database, other parameters) stays,
+/// since that is what an operator needs to recognise the database.
+pub fn redacted_url(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // The user part ends at the last `@`: a password written without
+    // percent-encoding may hold `@`, `/` or `?`, and hiding too much is the
+    // safe way to be wrong.
+    let (user_info, after) = match rest.rsplit_once('@') {
+        Some((user_info, after)) => (Some(user_info), after),
+        None => (None, rest),
+    };
+    let user_info = match user_info {
+        Some(user_info) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{user}:{HIDDEN}@"),
+            None => format!("{user_info}@"),
+        },
+        None => String::new(),
+    };
+    let host_and_path = match after.split_once('?') {
+        Some((path, query)) => {
+            let parameters: Vec<String> = query
+                .split('&')
+                .map(|parameter| match parameter.split_once('=') {
+                    Some((name, _)) if ["password", "sslpassword"].contains(&name.to_ascii_lowercase().as_str()) => format!("{name}={HIDDEN}"),
+                    _ => parameter.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", parameters.join("&"))
+        }
+        None => after.to_owned(),
+    };
+    if url.contains("://") { format!("{scheme}://{user_info}{host_and_path}") } else { format!("{user_info}{host_and_path}") }
 }
 
 impl Default for DatabaseConfig {
@@ -696,4 +763,35 @@ fn describe(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_printed_database_urls() {
+        for (url, shown) in [
+            ("postgres://rgw:s3cret@db.example:5432/gateway", "postgres://rgw:***@db.example:5432/gateway"),
+            ("postgresql://rgw:p@ss/w?rd@db/gateway?sslmode=require", "postgresql://rgw:***@db/gateway?sslmode=require"),
+            ("postgres://rgw@db/gateway?sslmode=require&password=s3cret", "postgres://rgw@db/gateway?sslmode=require&password=***"),
+            ("postgres://db/gateway?PASSWORD=s3cret&sslpassword=s3cret", "postgres://db/gateway?PASSWORD=***&sslpassword=***"),
+            ("postgres://postgres@127.0.0.1:5432/test", "postgres://postgres@127.0.0.1:5432/test"),
+            ("sqlite://var/gateway.db", "sqlite://var/gateway.db"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_printed_database_configuration_holds_no_password() {
+        let config = DatabaseConfig {
+            url: "postgres://rgw:s3cret-data@db/gateway".to_owned(),
+            case_keys_url: Some("postgres://keys@db/keys?password=s3cret-keys".to_owned()),
+            ..DatabaseConfig::default()
+        };
+        let printed = format!("{config:?} {config:#?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("postgres://rgw:***@db/gateway") && printed.contains("password=***"), "{printed}");
+    }
 }
