@@ -10,14 +10,11 @@ use async_trait::async_trait;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::tls::{self, Members, PeerTlsError};
+use super::wire::{JOSE_MEDIA_TYPE, PACKETS_PATH};
 use crate::app::delivery::{PeerTransport, SendFailure};
 use crate::app::PROBLEM_TYPE_BASE;
 use crate::domain::CountryCode;
 
-/// Where packets are posted, below a gateway's endpoint.
-pub const PACKETS_PATH: &str = "/federation/v1/packets";
-/// Media type of a compact JWE or JWS body.
-pub const JOSE_MEDIA_TYPE: &str = "application/jose";
 /// Largest receipt read from a peer.
 const MAX_RECEIPT_BYTES: usize = 16 * 1024;
 

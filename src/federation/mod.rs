@@ -1,5 +1,6 @@
 //! Between member gateways: mutual TLS pinned through the directory, the
-//! peer client, and the outbox worker. (Packets are taken in by the HTTP
+//! peer client, the outbox worker, and what both ends of the federation
+//! endpoint agree on (`wire`). (Packets are taken in by the HTTP
 //! edge, `http::federation`.)
 
 pub mod client;
@@ -9,3 +10,4 @@ pub mod push;
 pub mod rounds;
 pub mod tls;
 pub mod webhook;
+pub mod wire;

@@ -17,7 +17,7 @@ use super::extract::ConnectionInfo;
 use super::metrics::{track_federation, FederationTracking, Metrics};
 use super::problem::Problem;
 use crate::app::Gateway;
-use crate::federation::client::{JOSE_MEDIA_TYPE, PACKETS_PATH};
+use crate::federation::wire::{JOSE_MEDIA_TYPE, PACKETS_PATH};
 use crate::federation::tls::Members;
 
 /// The listener's routes, each request logged and counted into `metrics`
