@@ -243,41 +243,104 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-/// What a printed database URL may show: its password, in the user part
-/// (`user:password@`) or as a `password` or `sslpassword` parameter, becomes
-/// `***`; the rest (scheme, user, host, database, other parameters) stays,
-/// since that is what an operator needs to recognise the database.
+/// The connection parameters sqlx's PostgreSQL driver reads from a URL's
+/// query (sqlx-postgres, `options/parse.rs`, matched as written). It logs
+/// any other one at warn with its value, so [`GatewayConfig::check`]
+/// refuses them: a password put in a parameter it does not know
+/// (`sslpassword`, `PASSWORD`) would reach the log.
+const POSTGRES_URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+fn is_postgres_url_parameter(name: &str) -> bool {
+    POSTGRES_URL_PARAMETERS.contains(&name) || name.starts_with("options[")
+}
+
+/// The parameters whose values a printed URL shows: none of them is a secret.
+const SHOWN_URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+];
+
+/// Why a PostgreSQL URL cannot be used, without quoting any of it: a
+/// parameter's name may be the tail of a password cut at an unencoded `&`.
+fn postgres_url_problem(url: &str) -> Option<&'static str> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Some("is not a valid URL (percent-encode special characters of the password)");
+    };
+    if parsed.query_pairs().any(|(name, _)| !is_postgres_url_parameter(&name)) {
+        return Some(
+            "has a connection parameter the PostgreSQL driver does not know, and would log with its value: \
+             use only sslmode, sslrootcert, sslcert, sslkey, statement-cache-capacity, host, hostaddr, port, dbname, \
+             user, password, application_name, options (percent-encode `&`, `=` and `#` in values)",
+        );
+    }
+    None
+}
+
+/// What a printed database URL may show. SQLite URLs are paths and stay as
+/// they are. A PostgreSQL URL is read as the driver reads it (the `url`
+/// crate): its password becomes `***`, as does every query parameter's
+/// value except those of [`SHOWN_URL_PARAMETERS`], and its fragment goes;
+/// one that does not parse shows only its scheme.
 pub fn redacted_url(url: &str) -> String {
     const HIDDEN: &str = "***";
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    // The user part ends at the last `@`: a password written without
-    // percent-encoding may hold `@`, `/` or `?`, and hiding too much is the
-    // safe way to be wrong.
-    let (user_info, after) = match rest.rsplit_once('@') {
-        Some((user_info, after)) => (Some(user_info), after),
-        None => (None, rest),
+    if sqlite_path(url).is_some() {
+        return url.to_owned();
+    }
+    let scheme_only = || format!("{}://{HIDDEN}", url.split_once("://").map_or("", |(scheme, _)| scheme));
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return scheme_only();
     };
-    let user_info = match user_info {
-        Some(user_info) => match user_info.split_once(':') {
-            Some((user, _password)) => format!("{user}:{HIDDEN}@"),
-            None => format!("{user_info}@"),
-        },
-        None => String::new(),
-    };
-    let host_and_path = match after.split_once('?') {
-        Some((path, query)) => {
-            let parameters: Vec<String> = query
-                .split('&')
-                .map(|parameter| match parameter.split_once('=') {
-                    Some((name, _)) if ["password", "sslpassword"].contains(&name.to_ascii_lowercase().as_str()) => format!("{name}={HIDDEN}"),
-                    _ => parameter.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", parameters.join("&"))
-        }
-        None => after.to_owned(),
-    };
-    if url.contains("://") { format!("{scheme}://{user_info}{host_and_path}") } else { format!("{user_info}{host_and_path}") }
+    if parsed.password().is_some() && parsed.set_password(Some(HIDDEN)).is_err() {
+        return scheme_only();
+    }
+    if parsed.query().is_some() {
+        let shown: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if SHOWN_URL_PARAMETERS.contains(&name.as_ref()) { value.into_owned() } else { HIDDEN.to_owned() };
+                // A name the driver does not know may be the tail of a
+                // password cut at an unencoded `&`.
+                let name = if is_postgres_url_parameter(&name) { name.into_owned() } else { HIDDEN.to_owned() };
+                (name, value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(shown);
+    }
+    parsed.set_fragment(None);
+    parsed.to_string()
 }
 
 impl Default for DatabaseConfig {
@@ -582,8 +645,14 @@ impl GatewayConfig {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
             return invalid("database.url", "must be sqlite://<file path> or postgres://...");
         }
+        if let Some(problem) = url.starts_with("postgres").then(|| postgres_url_problem(url)).flatten() {
+            return invalid("database.url", problem);
+        }
         if let Some(keys) = &self.database.case_keys_url {
             let is_postgres = keys.starts_with("postgres://") || keys.starts_with("postgresql://");
+            if let Some(problem) = is_postgres.then(|| postgres_url_problem(keys)).flatten() {
+                return invalid("database.case_keys_url", problem);
+            }
             if !(is_postgres || sqlite_path(keys).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
                 return invalid("database.case_keys_url", "must be sqlite://<file path> or postgres://...");
             }
@@ -773,13 +842,38 @@ mod tests {
     fn passwords_are_hidden_in_printed_database_urls() {
         for (url, shown) in [
             ("postgres://rgw:s3cret@db.example:5432/gateway", "postgres://rgw:***@db.example:5432/gateway"),
-            ("postgresql://rgw:p@ss/w?rd@db/gateway?sslmode=require", "postgresql://rgw:***@db/gateway?sslmode=require"),
             ("postgres://rgw@db/gateway?sslmode=require&password=s3cret", "postgres://rgw@db/gateway?sslmode=require&password=***"),
-            ("postgres://db/gateway?PASSWORD=s3cret&sslpassword=s3cret", "postgres://db/gateway?PASSWORD=***&sslpassword=***"),
+            // An `@` after the host, in a parameter or the fragment.
+            ("postgres://rgw@db/gateway?password=s3cret@x", "postgres://rgw@db/gateway?password=***"),
+            ("postgres://db/gateway?password=s3cret&application_name=ops@site", "postgres://db/gateway?password=***&application_name=ops%40site"),
+            ("postgres://rgw@db.internal/gateway?password=s3cret#x@y", "postgres://rgw@db.internal/gateway?password=***"),
+            // Unknown or percent-encoded names, and an unencoded `&` in a value.
+            ("postgres://db/gateway?%70assword=s3cret&PASSWORD=s3cret&sslpassword=s3cret", "postgres://db/gateway?password=***&***=***&***=***"),
+            ("postgres://db/gateway?password=ab&s3cret", "postgres://db/gateway?password=***&***=***"),
+            ("postgres://rgw:s3cret@[::1]:5432/gateway", "postgres://rgw:***@[::1]:5432/gateway"),
+            ("postgres://:s3cret@db/gateway", "postgres://:***@db/gateway"),
             ("postgres://postgres@127.0.0.1:5432/test", "postgres://postgres@127.0.0.1:5432/test"),
+            ("postgres://rgw:s3cret@db:99999/gateway", "postgres://***"),
             ("sqlite://var/gateway.db", "sqlite://var/gateway.db"),
         ] {
             assert_eq!(redacted_url(url), shown, "{url}");
+            assert!(!redacted_url(url).contains("s3cret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn only_parameters_the_postgres_driver_reads_are_accepted() {
+        for url in ["postgres://rgw:s3cret@db/gateway", "postgres://db/gateway?sslmode=require&password=s3cret&options[statement_timeout]=5s"] {
+            assert_eq!(postgres_url_problem(url), None, "{url}");
+        }
+        for url in [
+            "postgres://db/gateway?sslpassword=s3cret",
+            "postgres://db/gateway?PASSWORD=s3cret",
+            "postgres://db/gateway?password=ab&s3cret",
+            "postgres://rgw:s3cret@db:99999/gateway",
+        ] {
+            let problem = postgres_url_problem(url);
+            assert!(problem.is_some_and(|p| !p.contains("s3cret")), "{url}: {problem:?}");
         }
     }
 
