@@ -273,25 +273,22 @@ fn is_postgres_url_parameter(name: &str) -> bool {
     POSTGRES_URL_PARAMETERS.contains(&name) || name.starts_with("options[")
 }
 
-/// The parameters whose values a printed URL shows: none of them is a secret.
-const SHOWN_URL_PARAMETERS: &[&str] = &[
-    "sslmode",
-    "ssl-mode",
-    "sslrootcert",
-    "ssl-root-cert",
-    "ssl-ca",
-    "sslcert",
-    "ssl-cert",
-    "sslkey",
-    "ssl-key",
-    "statement-cache-capacity",
-    "host",
-    "hostaddr",
-    "port",
-    "dbname",
-    "user",
-    "application_name",
-];
+/// Whether a printed URL shows a parameter's value: one the driver reads,
+/// other than the password and the server options (which may hold anything).
+fn is_shown_url_parameter(name: &str) -> bool {
+    POSTGRES_URL_PARAMETERS.contains(&name) && !["password", "options"].contains(&name)
+}
+
+/// Why a database URL (of the data or of the case keys) cannot be used.
+fn database_url_problem(url: &str) -> Option<&'static str> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres_url_problem(url)
+    } else if sqlite_path(url).is_some_and(|path| !path.is_empty() && !path.starts_with(':')) {
+        None
+    } else {
+        Some("must be sqlite://<file path> or postgres://...")
+    }
+}
 
 /// Why a PostgreSQL URL cannot be used, without quoting any of it: a
 /// parameter's name may be the tail of a password cut at an unencoded `&`.
@@ -312,7 +309,7 @@ fn postgres_url_problem(url: &str) -> Option<&'static str> {
 /// What a printed database URL may show. SQLite URLs are paths and stay as
 /// they are. A PostgreSQL URL is read as the driver reads it (the `url`
 /// crate): its password becomes `***`, as does every query parameter's
-/// value except those of [`SHOWN_URL_PARAMETERS`], and its fragment goes;
+/// value except those [`is_shown_url_parameter`] allows, and its fragment goes;
 /// one that does not parse shows only its scheme.
 pub fn redacted_url(url: &str) -> String {
     const HIDDEN: &str = "***";
@@ -330,7 +327,7 @@ pub fn redacted_url(url: &str) -> String {
         let shown: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(name, value)| {
-                let value = if SHOWN_URL_PARAMETERS.contains(&name.as_ref()) { value.into_owned() } else { HIDDEN.to_owned() };
+                let value = if is_shown_url_parameter(&name) { value.into_owned() } else { HIDDEN.to_owned() };
                 // A name the driver does not know may be the tail of a
                 // password cut at an unencoded `&`.
                 let name = if is_postgres_url_parameter(&name) { name.into_owned() } else { HIDDEN.to_owned() };
@@ -642,19 +639,12 @@ impl GatewayConfig {
             return invalid("server.max_concurrent_bodies", "must be between 1 and 10000");
         }
         let url = &self.database.url;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || sqlite_path(url).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
-            return invalid("database.url", "must be sqlite://<file path> or postgres://...");
-        }
-        if let Some(problem) = url.starts_with("postgres").then(|| postgres_url_problem(url)).flatten() {
+        if let Some(problem) = database_url_problem(url) {
             return invalid("database.url", problem);
         }
         if let Some(keys) = &self.database.case_keys_url {
-            let is_postgres = keys.starts_with("postgres://") || keys.starts_with("postgresql://");
-            if let Some(problem) = is_postgres.then(|| postgres_url_problem(keys)).flatten() {
+            if let Some(problem) = database_url_problem(keys) {
                 return invalid("database.case_keys_url", problem);
-            }
-            if !(is_postgres || sqlite_path(keys).is_some_and(|p| !p.is_empty() && !p.starts_with(':'))) {
-                return invalid("database.case_keys_url", "must be sqlite://<file path> or postgres://...");
             }
             if sqlite_path(keys).is_some() && sqlite_path(keys) == sqlite_path(url) {
                 return invalid("database.case_keys_url", "must name another file or database than database.url: the case keys are kept apart from the data");
