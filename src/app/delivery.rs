@@ -254,7 +254,7 @@ impl Gateway {
     }
 
     async fn settle(&self, item: &ClaimedDelivery, settlement: Settlement, at: DateTime<Utc>) -> Result<(), AppError> {
-        let outcome = settlement.status();
+        let outcome = settlement.state().as_str();
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
         let mut audit = AuditEvent::new(at, actor, Action::PacketSend, outcome).reasons([format!("type:{}", item.packet_type)]);
         if let Some(referral_id) = &item.referral_id {

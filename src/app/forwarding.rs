@@ -19,9 +19,13 @@ use crate::domain::inbound::{screen, screen_routing, Received, Screening};
 use crate::domain::retention::RetentionDeadline;
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
 use crate::domain::submission::FieldProblem;
-use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice, WITHDRAWN_WHOLE};
+use crate::domain::lifecycle::{InboxEvent, InboxState, ReferralEvent};
+use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice};
 use crate::directory::Delivery;
-use crate::store::{InboxChange, InboxItem, NewReply, ReceivedNarrowing, SealedPayload, SealedWithdrawal, StoredRetention, Tombstone, WithdrawnPart, Write, Written};
+use crate::store::{
+    InboxChange, InboxItem, InboxMove, NewReply, ReceivedNarrowing, SealedPayload, SealedWithdrawal, StoredRetention, Tombstone, WithdrawalEffect,
+    WithdrawnPart, Write, Written,
+};
 
 /// Most reason codes a status report may carry.
 const MAX_REASON_CODES: usize = 16;
@@ -41,13 +45,6 @@ fn recorded_reasons(reasons: &std::collections::BTreeSet<ReasonCode>) -> Vec<Str
     recorded.into_iter().map(str::to_owned).collect()
 }
 
-/// States in which a case is listed: also once erased, so that the
-/// recipient learns it must erase its own copy.
-const LISTED: [&str; 4] = ["available", "acknowledged", "narrowing_pushing", "erased"];
-/// States of a case its recipient holds and may read.
-const LIVE: [&str; 4] = ["available", "acknowledged", "pushing", "narrowing_pushing"];
-/// States of a case erased at this gateway.
-const ERASED: [&str; 3] = ["erased", "erasure_pushing", "erasure_confirmed"];
 /// Most inbox entries listed per page.
 pub const MAX_INBOX_PAGE: i64 = 100;
 
@@ -84,7 +81,7 @@ impl Gateway {
         let refused_keys: Vec<String> = moves
             .iter()
             .filter_map(|write| match write {
-                Write::InboxMove { change, .. } if change.to_state == "refused" => items.iter().find(|i| i.packet_id == change.packet_id),
+                Write::InboxMove { change, .. } if matches!(change.step, InboxMove::Refuse { .. }) => items.iter().find(|i| i.packet_id == change.packet_id),
                 _ => None,
             })
             .map(|item| item.claims.key_id.clone())
@@ -115,13 +112,13 @@ impl Gateway {
         let now = self.now();
         let Ok(claims) = claims else {
             // Never readable again (a data key gone, say): set aside, so that it holds up nothing behind it.
-            let change = self.inbox_change(item, "received", "refused", vec!["claims_unreadable".to_owned()], None, None, now);
+            let change = self.inbox_move(item, refusal(&["claims_unreadable"]), now);
             let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
             let event = AuditEvent::new(now, actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(["claims_unreadable"]);
             return Ok(Write::InboxMove { change: Box::new(change), audit: event });
         };
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
-        let (change, audit) = match claims.packet_type {
+        let change = match claims.packet_type {
             PacketType::Referral => {
                 let mut claims = claims;
                 // Withdrawn before it arrived, whole or in part: erased or cut down on
@@ -139,8 +136,8 @@ impl Gateway {
                 };
                 if whole {
                     self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
-                    let change = self.inbox_change(item, "received", "refused", vec!["consent_withdrawn".to_owned()], None, None, now);
-                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(change.reasons.clone());
+                    let change = self.inbox_move(item, refusal(&["consent_withdrawn"]), now);
+                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(change.step.reasons().to_vec());
                     return Ok(Write::InboxMove { change: Box::new(change), audit: event });
                 }
                 let recipient = self.directory().recipient(&claims.recipient);
@@ -162,18 +159,14 @@ impl Gateway {
                 match screening {
                     Screening::Forward => {
                         let pushed = self.takes_webhook_pushes(&claims.recipient);
-                        let state = if pushed { "pushing" } else { "available" };
-                        let mut change = self.inbox_change(item, "received", state, Vec::new(), None, None, now);
-                        if cut {
-                            change.reseal = Some(self.recut(item, &claims, now).await?);
-                        }
-                        change.retention = Some(stored_retention(self.received_retention(&claims, recipient.as_ref(), item)));
-                        (change, state)
+                        let reseal = if cut { Some(self.recut(item, &claims, now).await?) } else { None };
+                        let retention = stored_retention(self.received_retention(&claims, recipient.as_ref(), item));
+                        self.inbox_move(item, InboxMove::Forward { pushed, retention, reseal }, now)
                     }
                     Screening::Refuse(reasons) => {
                         let reasons = recorded_reasons(&reasons);
                         let reply = self.status_reply(item, ReferralProgress::Refused, reasons.clone(), now)?;
-                        (self.inbox_change(item, "received", "refused", reasons, Some(reply), None, now), "refused")
+                        self.inbox_move(item, InboxMove::Refuse { reasons, reply: Some(reply) }, now)
                     }
                 }
             }
@@ -190,24 +183,21 @@ impl Gateway {
                 let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
                 match (report, about) {
                     (Some(report), Some(referral_id)) => {
-                        let mut statuses = vec![report.status.as_str().to_owned()];
+                        let mut events = vec![ReferralEvent::from(report.status)];
                         // The recipient accepted a handover: case management is now theirs.
                         if report.status == ReferralProgress::Accepted && self.store.referral(&referral_id).await?.is_some_and(|r| r.handover) {
-                            statuses.push("handover".to_owned());
+                            events.push(ReferralEvent::Handover);
                         }
                         // Closed: the closure rule the referral was accepted under brings its deadline forward.
-                        let brought_forward = match report.status {
+                        let retention_until_ms = match report.status {
                             ReferralProgress::Closed => self.store.referral_retention(&referral_id).await?.and_then(|kept| closed_deadline(kept, now)),
                             _ => None,
                         };
-                        let mut change = self.inbox_change(item, "received", "applied", report.reason_codes, None, Some((referral_id, statuses)), now);
-                        change.referral_retention_until_ms = brought_forward;
-                        (change, "applied")
+                        let applied = InboxMove::ApplyToReferral { referral_id, events, reasons: report.reason_codes, retention_until_ms };
+                        self.inbox_move(item, applied, now)
                     }
-                    (None, _) => (self.inbox_change(item, "received", "refused", vec!["status_unreadable".to_owned()], None, None, now), "refused"),
-                    (Some(_), None) => {
-                        (self.inbox_change(item, "received", "refused", vec!["status_about_unknown_referral".to_owned()], None, None, now), "refused")
-                    }
+                    (None, _) => self.inbox_move(item, refusal(&["status_unreadable"]), now),
+                    (Some(_), None) => self.inbox_move(item, refusal(&["status_about_unknown_referral"]), now),
                 }
             }
             PacketType::Withdrawal => {
@@ -221,9 +211,7 @@ impl Gateway {
                 // held here may be on its way: its tombstone is kept under this issuer.)
                 let foreign = target.as_ref().is_some_and(|t| t.issuer != claims.issuer.as_str() || t.packet_type != PacketType::Referral.as_str());
                 match notice {
-                    Some(_) if foreign => {
-                        (self.inbox_change(item, "received", "refused", vec!["withdrawal_not_from_sender".to_owned()], None, None, now), "refused")
-                    }
+                    Some(_) if foreign => self.inbox_move(item, refusal(&["withdrawal_not_from_sender"]), now),
                     Some(notice) => {
                         let names = notice.categories.as_ref().map(|c| c.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>());
                         // A partial withdrawal sealed end to end names categories this gateway
@@ -239,25 +227,22 @@ impl Gateway {
                             withdrawals: opaque.then(|| [item.packet_id.clone()].into()),
                         };
                         let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
-                        let mut change = self.inbox_change(item, "received", "applied", names.clone().unwrap_or_default(), Some(reply), None, now);
-                        let handed_over = match target {
-                            _ if opaque => self.hand_over_withdrawal(target.as_ref(), &item.packet_id, &mut change).await?,
-                            Some(target) => {
-                                self.erase_withdrawn(&target, names.as_deref(), &mut change, now).await?;
-                                false
-                            }
-                            None => false,
+                        let (effect, handed_over) = match target {
+                            _ if opaque => self.hand_over_withdrawal(target.as_ref(), &item.packet_id, now).await?,
+                            Some(target) => (self.erase_withdrawn(&target, names.as_deref(), now).await?, false),
+                            None => (None, false),
                         };
-                        change.withdraws = Some(Tombstone {
+                        let tombstone = Tombstone {
                             withdrawal_id: item.packet_id.clone(),
                             packet_id: notice.in_reply_to,
                             issuer: claims.issuer.to_string(),
-                            categories: names,
+                            categories: names.clone(),
                             end_to_end: claims.end_to_end.clone().filter(|_| handed_over),
-                        });
-                        (change, "applied")
+                        };
+                        let applied = InboxMove::ApplyWithdrawal { categories: names.unwrap_or_default(), reply, tombstone, effect };
+                        self.inbox_move(item, applied, now)
                     }
-                    None => (self.inbox_change(item, "received", "refused", vec!["withdrawal_unreadable".to_owned()], None, None, now), "refused"),
+                    None => self.inbox_move(item, refusal(&["withdrawal_unreadable"]), now),
                 }
             }
             PacketType::ErasureConfirmation => {
@@ -272,13 +257,13 @@ impl Gateway {
                 // Only a referral whose consent was withdrawn (whole, or the part confirmed) can have been erased on request.
                 let withdrawn = match (&about, &notice) {
                     (Some(referral_id), Some(notice)) if notice.is_partial() => {
-                        self.store.timeline(referral_id).await?.iter().any(|entry| entry.status == "consent_narrowed")
+                        self.store.timeline(referral_id).await?.iter().any(|entry| entry.status == ReferralEvent::ConsentNarrowed)
                     }
                     (Some(referral_id), Some(_)) => self
                         .store
                         .referral(referral_id)
                         .await?
-                        .is_some_and(|r| WITHDRAWN_WHOLE.contains(&r.status.as_str())),
+                        .is_some_and(|r| r.status.is_withdrawn_whole()),
                     _ => false,
                 };
                 // The categories confirmed: named, or (for a case sealed end to end) those of the withdrawals named.
@@ -291,27 +276,20 @@ impl Gateway {
                 };
                 match (notice, about, confirmed) {
                     (Some(notice), Some(referral_id), Some(categories)) if withdrawn => {
-                        let statuses = vec![notice.erased_by.timeline_status(notice.is_partial()).to_owned()];
-                        (self.inbox_change(item, "received", "applied", categories, None, Some((referral_id, statuses)), now), "applied")
+                        let events = vec![notice.erased_by.timeline_status(notice.is_partial())];
+                        self.inbox_move(item, InboxMove::ApplyToReferral { referral_id, events, reasons: categories, retention_until_ms: None }, now)
                     }
-                    (Some(_), Some(_), _) if !withdrawn => (
-                        self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_without_withdrawal".to_owned()], None, None, now),
-                        "refused",
-                    ),
-                    (Some(_), Some(_), _) => (
-                        self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_about_unknown_withdrawal".to_owned()], None, None, now),
-                        "refused",
-                    ),
-                    (None, _, _) => (self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_unreadable".to_owned()], None, None, now), "refused"),
-                    (Some(_), None, _) => (
-                        self.inbox_change(item, "received", "refused", vec!["erasure_confirmation_about_unknown_referral".to_owned()], None, None, now),
-                        "refused",
-                    ),
+                    (Some(_), Some(_), _) if !withdrawn => self.inbox_move(item, refusal(&["erasure_confirmation_without_withdrawal"]), now),
+                    (Some(_), Some(_), _) => self.inbox_move(item, refusal(&["erasure_confirmation_about_unknown_withdrawal"]), now),
+                    (None, _, _) => self.inbox_move(item, refusal(&["erasure_confirmation_unreadable"]), now),
+                    (Some(_), None, _) => self.inbox_move(item, refusal(&["erasure_confirmation_about_unknown_referral"]), now),
                 }
             }
         };
-        let mut event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, audit).referral(&item.packet_id).reasons(change.reasons.clone());
-        if let Some((referral_id, _)) = &change.referral_status {
+        // Named by the state it leads to: `refused`, `available`, `pushing` or `applied`.
+        let outcome = change.to().map_or("unchanged", InboxState::as_str);
+        let mut event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, outcome).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
+        if let InboxMove::ApplyToReferral { referral_id, .. } = &change.step {
             event = event.referral(referral_id);
         }
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
@@ -354,59 +332,64 @@ impl Gateway {
     }
 
     /// Erases from `target` what a withdrawal withdraws: all of it (`names`
-    /// `None`), or those categories; the key that held them is destroyed first.
-    async fn erase_withdrawn(&self, target: &InboxItem, names: Option<&[String]>, change: &mut InboxChange, now: DateTime<Utc>) -> Result<(), AppError> {
+    /// `None`), or those categories; the key that held them is destroyed
+    /// first. What is left to do to the case in the store, if anything.
+    async fn erase_withdrawn(&self, target: &InboxItem, names: Option<&[String]>, now: DateTime<Utc>) -> Result<Option<WithdrawalEffect>, AppError> {
         let pushed = OrgId::parse(&target.recipient_org).ok().is_some_and(|org| self.takes_webhook_pushes(&org));
+        let notice_until_ms = self.delivery_deadline(now, None).timestamp_millis();
         if let Some(names) = names {
             // Not screened yet (it waits for this round's tombstone, which cuts it
             // on arrival); or refused, erased, undeliverable: nothing of it is
             // shown, and its key, if still there, goes.
-            if target.state == "received" {
-                return Ok(());
+            if target.state == InboxState::Received {
+                return Ok(None);
             }
-            if !LIVE.contains(&target.state.as_str()) {
+            if !target.state.is_live() {
                 self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
-                return Ok(());
+                return Ok(None);
             }
             let mut claims = match self.opened_claims(target).await {
                 Ok(claims) => claims,
-                Err(AppError::Erased) => return Ok(()),
+                Err(AppError::Erased) => return Ok(None),
                 Err(error) => return Err(error),
             };
             remove_categories(&mut claims.body, names);
             if !body_is_empty(&claims.body) {
                 let mut categories: std::collections::BTreeSet<String> = target.narrowed.iter().cloned().collect();
                 categories.extend(names.iter().cloned());
-                change.narrows = Some(ReceivedNarrowing {
+                let narrowing = ReceivedNarrowing {
                     packet_id: target.packet_id.clone(),
                     claims: self.recut(target, &claims, now).await?,
                     categories: categories.into_iter().collect(),
                     pushed,
-                });
-                return Ok(());
+                };
+                return Ok(Some(WithdrawalEffect::Narrow { narrowing, notice_until_ms }));
             }
             // Nothing left once they are gone: the case is erased whole.
         }
         // Keys first: the case is erased the moment its key is gone.
         self.vault.destroy(std::slice::from_ref(&target.claims.key_id)).await?;
-        change.erasure_pushed = pushed;
-        change.erases = Some(target.packet_id.clone());
-        Ok(())
+        Ok(Some(WithdrawalEffect::Erase { packet_id: target.packet_id.clone(), pushed, notice_until_ms }))
     }
 
     /// A partial withdrawal sealed end to end, of a case sealed end to end:
     /// the case is listed again (or its webhook recipient pushed a notice)
     /// with the withdrawal, whose envelope is kept beside it (its tombstone)
-    /// and handed over with it; the organisation cuts what it names. Whether
-    /// the envelope is to be kept: for a live sealed case, and for one not
-    /// held or not screened yet (it gets it when it is); not for one no
-    /// longer live, nor for a case this gateway can read (no organisation
-    /// is waiting for a sealed withdrawal of it).
-    async fn hand_over_withdrawal(&self, target: Option<&InboxItem>, withdrawal_id: &str, change: &mut InboxChange) -> Result<bool, AppError> {
+    /// and handed over with it; the organisation cuts what it names. What is
+    /// to be done to the case, and whether the envelope is to be kept: for a
+    /// live sealed case, and for one not held or not screened yet (it gets
+    /// it when it is); not for one no longer live, nor for a case this
+    /// gateway can read (no organisation is waiting for a sealed withdrawal of it).
+    async fn hand_over_withdrawal(
+        &self,
+        target: Option<&InboxItem>,
+        withdrawal_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<WithdrawalEffect>, bool), AppError> {
         let target = match target {
-            None => return Ok(true),
-            Some(target) if target.state == "received" => return Ok(true),
-            Some(target) if !LIVE.contains(&target.state.as_str()) => return Ok(false),
+            None => return Ok((None, true)),
+            Some(target) if target.state == InboxState::Received => return Ok((None, true)),
+            Some(target) if !target.state.is_live() => return Ok((None, false)),
             Some(target) => target,
         };
         let sealed = match self.opened_claims(target).await {
@@ -415,18 +398,19 @@ impl Gateway {
             Err(error) => return Err(error),
         };
         if !sealed {
-            return Ok(false);
+            return Ok((None, false));
         }
         let pushed = OrgId::parse(&target.recipient_org).ok().is_some_and(|org| self.takes_webhook_pushes(&org));
         let mut withdrawals: std::collections::BTreeSet<String> = target.narrowed.iter().cloned().collect();
         withdrawals.insert(withdrawal_id.to_owned());
-        change.narrows = Some(ReceivedNarrowing {
+        let narrowing = ReceivedNarrowing {
             packet_id: target.packet_id.clone(),
             claims: target.claims.clone(),
             categories: withdrawals.into_iter().collect(),
             pushed,
-        });
-        Ok(true)
+        };
+        let notice_until_ms = self.delivery_deadline(now, None).timestamp_millis();
+        Ok((Some(WithdrawalEffect::Narrow { narrowing, notice_until_ms }), true))
     }
 
     /// A received case's claims, cut down, sealed under a new key; the key
@@ -440,35 +424,9 @@ impl Gateway {
         Ok(sealed)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn inbox_change(
-        &self,
-        item: &InboxItem,
-        from: &str,
-        to: &str,
-        reasons: Vec<String>,
-        reply: Option<NewReply>,
-        referral_status: Option<(String, Vec<String>)>,
-        now: DateTime<Utc>,
-    ) -> InboxChange {
-        InboxChange {
-            packet_id: item.packet_id.clone(),
-            from_state: from.to_owned(),
-            to_state: to.to_owned(),
-            reasons,
-            reply,
-            referral_status,
-            erases: None,
-            erasure_pushed: false,
-            notice_until_ms: self.delivery_deadline(now, None).timestamp_millis(),
-            withdraws: None,
-            narrows: None,
-            reseal: None,
-            confirms_narrowing: false,
-            retention: None,
-            referral_retention_until_ms: None,
-            at_ms: now.timestamp_millis(),
-        }
+    /// `step`, from the state `item` was read in.
+    pub(super) fn inbox_move(&self, item: &InboxItem, step: InboxMove, now: DateTime<Utc>) -> InboxChange {
+        InboxChange { packet_id: item.packet_id.clone(), from: item.state, step, at_ms: now.timestamp_millis() }
     }
 
     /// How long this gateway keeps a received referral: the deadline the
@@ -526,14 +484,14 @@ impl Gateway {
             None => None,
         };
         let limit = limit.clamp(1, MAX_INBOX_PAGE);
-        let items = self.store.inbox_for(principal.org.as_str(), &LISTED, after, limit).await?;
+        let items = self.store.inbox_for(principal.org.as_str(), &InboxState::LISTED, after, limit).await?;
         let now = self.now();
         self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
         // After the last item, even on a short page: a recipient tails its inbox with it.
         let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
         let mut listed = Vec::with_capacity(items.len());
         for (item, claims) in items.iter().zip(self.opened_claims_all(&items).await?) {
-            if item.state == "erased" {
+            if item.state == InboxState::Erased {
                 // The sender withdrew the person's consent: only the fact is left.
                 listed.push(json!({
                     "packet_id": item.packet_id,
@@ -553,7 +511,7 @@ impl Gateway {
                 "packet_id": item.packet_id,
                 "from_country": item.issuer,
                 "received_at": millis_to_rfc3339(item.received_ms),
-                "state": shown_state(&item.state),
+                "state": item.state.shown(),
             });
             if let Some(fields) = entry.as_object_mut() {
                 // Sealed to the organisation: its purpose is inside, for it alone.
@@ -580,7 +538,7 @@ impl Gateway {
         let withdrawals = self.handed_over_withdrawals(&item, &claims).await?;
         let mut document = super::pushing::case_document(&item, &claims, &withdrawals);
         if let Some(fields) = document.as_object_mut() {
-            fields.insert("state".to_owned(), json!(shown_state(&item.state)));
+            fields.insert("state".to_owned(), json!(item.state.shown()));
         }
         Ok(document)
     }
@@ -606,7 +564,7 @@ impl Gateway {
                 && sent.in_reply_to.as_deref() == Some(packet_id)
                 && sent.destination_country == peer;
             // Queued in the same write as the withdrawal's timeline entry, at the same moment.
-            let entry = timeline.iter().find(|entry| entry.status == "consent_narrowed" && entry.at_ms == sent.created_ms);
+            let entry = timeline.iter().find(|entry| entry.status == ReferralEvent::ConsentNarrowed && entry.at_ms == sent.created_ms);
             match entry {
                 Some(entry) if ours => categories.extend(entry.reasons.iter().cloned()),
                 _ => return Ok(None),
@@ -637,8 +595,8 @@ impl Gateway {
             self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
             return Err(AppError::NotFound);
         };
-        let state = item.state.as_str();
-        let narrowed = LIVE.contains(&state) && !item.narrowed.is_empty();
+        let state = item.state;
+        let narrowed = state.is_live() && !item.narrowed.is_empty();
         // A case sealed end to end was cut by the organisation itself, as its
         // withdrawals said: they are named, since this gateway cannot name the categories.
         let sealed = narrowed && self.opened_claims(&item).await.is_ok_and(|claims| claims.is_end_to_end());
@@ -646,12 +604,13 @@ impl Gateway {
             let name = if sealed { "withdrawals" } else { "erased_categories" };
             json!({ "packet_id": packet_id, "state": item.state, name: item.narrowed, "erasure": "confirmed" })
         } else {
-            json!({ "packet_id": packet_id, "state": "erasure_confirmed" })
+            json!({ "packet_id": packet_id, "state": InboxState::ErasureConfirmed })
         };
-        if state == "erasure_confirmed" || (narrowed && item.narrowing_confirmed) {
+        if state == InboxState::ErasureConfirmed || (narrowed && item.narrowing_confirmed) {
             return Ok(answer);
         }
-        if !(narrowed || ["erased", "erasure_pushing"].contains(&state)) {
+        let confirming = if narrowed { InboxEvent::NarrowingConfirmed } else { InboxEvent::ErasureConfirmed };
+        if state.after(confirming).is_none() {
             // A case still live and whole: there is nothing to confirm yet.
             return Err(AppError::NotErased);
         }
@@ -662,9 +621,8 @@ impl Gateway {
         };
         let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation, categories, withdrawals };
         let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
-        let to_state = if narrowed { state } else { "erasure_confirmed" };
-        let mut change = self.inbox_change(&item, state, to_state, Vec::new(), Some(reply), None, now);
-        change.confirms_narrowing = narrowed;
+        let step = if narrowed { InboxMove::ConfirmNarrowing { reply } } else { InboxMove::ConfirmErasure { reply } };
+        let change = self.inbox_move(&item, step, now);
         let outcome = if narrowed { "narrowing_confirmed" } else { "erasure_confirmed" };
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, outcome).referral(&item.packet_id);
         self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -676,16 +634,16 @@ impl Gateway {
     pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let (item, _) = self.visible_item(principal, packet_id).await?;
-        if ["acknowledged", "narrowing_pushing"].contains(&item.state.as_str()) {
-            return Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }));
+        if item.state.shown() == InboxState::Acknowledged {
+            return Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }));
         }
         let now = self.now();
         let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
-        let change = self.inbox_change(&item, "available", "acknowledged", Vec::new(), Some(reply), None, now);
-        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "acknowledged").referral(&item.packet_id);
+        let change = self.inbox_move(&item, InboxMove::Acknowledge { reply }, now);
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, InboxState::Acknowledged.as_str()).referral(&item.packet_id);
         self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
         self.wake_delivery();
-        Ok(json!({ "packet_id": item.packet_id, "state": "acknowledged" }))
+        Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }))
     }
 
     /// The recipient reports progress; sealed back to the sender's gateway.
@@ -731,11 +689,11 @@ impl Gateway {
             .await?
             .filter(|item| {
                 item.recipient_org == principal.org.as_str()
-                    && (LISTED.contains(&item.state.as_str()) || ERASED.contains(&item.state.as_str()))
-                    && item.packet_type == "referral"
+                    && (InboxState::LISTED.contains(&item.state) || item.state.is_erased())
+                    && item.packet_type == PacketType::Referral.as_str()
             });
         if let Some(item) = &candidate
-            && ERASED.contains(&item.state.as_str())
+            && item.state.is_erased()
         {
             // 410 only for a case its recipient could see; any other is absent.
             if item.visible_seq.is_some() {
@@ -776,9 +734,9 @@ fn withdrawal_notice(claims: &PacketClaims) -> Option<WithdrawalNotice> {
     }
 }
 
-/// A case's state as its recipient sees it: a notice being pushed about it changes nothing for them.
-fn shown_state(state: &str) -> &str {
-    if state == "narrowing_pushing" { "acknowledged" } else { state }
+/// A refusal for `reasons`, with nothing sent back.
+fn refusal(reasons: &[&str]) -> InboxMove {
+    InboxMove::Refuse { reasons: reasons.iter().map(|r| (*r).to_owned()).collect(), reply: None }
 }
 
 /// Removes the named categories from a referral packet's body (category name to its data).

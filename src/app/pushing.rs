@@ -19,7 +19,8 @@ use crate::crypto::packet::PacketClaims;
 use crate::directory::Delivery;
 use crate::domain::status::ReferralProgress;
 use crate::domain::OrgId;
-use crate::store::{InboxItem, SealedWithdrawal, Write};
+use crate::domain::lifecycle::InboxState;
+use crate::store::{InboxItem, InboxMove, SealedWithdrawal, Write};
 
 /// The port to recipients' webhooks: posts a signed case, `Ok` on 2xx.
 #[async_trait]
@@ -51,7 +52,7 @@ impl Gateway {
     }
 
     async fn push_one(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
-        if ["erasure_pushing", "narrowing_pushing"].contains(&item.state.as_str()) {
+        if item.state != InboxState::Pushing {
             return self.push_erasure(webhooks, item).await;
         }
         let now = self.now();
@@ -65,7 +66,7 @@ impl Gateway {
             // Nothing left to push: set aside at once rather than retried until it expires.
             Err(AppError::Erased) => {
                 let reasons = vec!["case_erased".to_owned()];
-                let change = self.inbox_change(&item, "pushing", "undeliverable", reasons.clone(), None, None, now);
+                let change = self.inbox_move(&item, InboxMove::GiveUpPush { reasons: reasons.clone(), reply: None }, now);
                 let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
                 return Ok(());
@@ -75,7 +76,7 @@ impl Gateway {
         if now.timestamp_millis() >= item.expires_ms {
             let reasons = vec!["recipient_unreachable".to_owned()];
             let reply = self.status_reply(&item, ReferralProgress::Refused, reasons.clone(), now)?;
-            let change = self.inbox_change(&item, "pushing", "undeliverable", reasons.clone(), Some(reply), None, now);
+            let change = self.inbox_move(&item, InboxMove::GiveUpPush { reasons: reasons.clone(), reply: Some(reply) }, now);
             let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
             self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
             self.wake_delivery();
@@ -85,8 +86,8 @@ impl Gateway {
             Some(Delivery::Webhook { url }) => url,
             // The directory changed meanwhile: the organisation now pulls.
             Some(Delivery::Pull) => {
-                let change = self.inbox_change(&item, "pushing", "available", Vec::new(), None, None, now);
-                let event = AuditEvent::new(now, actor, Action::PacketScreen, "available").referral(&item.packet_id).reasons(["recipient_now_pulls"]);
+                let change = self.inbox_move(&item, InboxMove::RecipientNowPulls { reasons: Vec::new() }, now);
+                let event = AuditEvent::new(now, actor, Action::PacketScreen, InboxState::Available.as_str()).referral(&item.packet_id).reasons(["recipient_now_pulls"]);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
                 return Ok(());
             }
@@ -100,7 +101,7 @@ impl Gateway {
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
                 let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
-                let change = self.inbox_change(&item, "pushing", "acknowledged", Vec::new(), Some(reply), None, now);
+                let change = self.inbox_move(&item, InboxMove::Acknowledge { reply }, now);
                 let event = AuditEvent::new(now, actor, Action::InboxUpdate, "pushed").referral(&item.packet_id);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
                 self.wake_delivery();
@@ -117,10 +118,9 @@ impl Gateway {
     async fn push_erasure(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
         let now = self.now();
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
-        let narrowing = item.state == "narrowing_pushing";
-        let settled_state = if narrowing { "acknowledged" } else { "erased" };
+        let narrowing = item.state == InboxState::NarrowingPushing;
         let settle = |outcome: &'static str, reasons: Vec<String>| {
-            let change = self.inbox_change(&item, &item.state, settled_state, reasons.clone(), None, None, now);
+            let change = self.inbox_move(&item, InboxMove::SettleNotice { reasons: reasons.clone() }, now);
             let outcome = match (narrowing, outcome) {
                 (true, "erasure_pushed") => "narrowing_pushed",
                 (true, "erasure_not_pushed") => "narrowing_not_pushed",
@@ -154,7 +154,7 @@ impl Gateway {
         } else if narrowing {
             json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "narrowed", "erased_categories": item.narrowed })
         } else {
-            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "erased" })
+            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": InboxState::Erased })
         };
         let signed = case_push::sign(&notice, &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
@@ -173,12 +173,12 @@ impl Gateway {
     /// was being pushed is not in what was pushed: a notice of it goes next.
     async fn notify_cuts_made_meanwhile(&self, pushed: &InboxItem) -> Result<(), AppError> {
         let Some(current) = self.store.inbox_item(&pushed.packet_id).await? else { return Ok(()) };
-        if current.state != "acknowledged" || current.narrowed == pushed.narrowed {
+        if current.state != InboxState::Acknowledged || current.narrowed == pushed.narrowed {
             return Ok(());
         }
         let now = self.now();
         let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
-        let change = self.inbox_change(&current, "acknowledged", "narrowing_pushing", Vec::new(), None, None, now);
+        let change = self.inbox_move(&current, InboxMove::NarrowingDue, now);
         let event = AuditEvent::new(now, actor, Action::InboxUpdate, "narrowing_due").referral(&current.packet_id);
         self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
         self.wake_pushing();

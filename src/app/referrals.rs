@@ -13,7 +13,8 @@ use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
 use crate::domain::retention::RetentionDeadline;
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
-use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState, NARROWED};
+use crate::domain::lifecycle::{ReferralEvent, ReferralStatus};
+use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
 use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, StoredRetention, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
@@ -78,12 +79,12 @@ impl Gateway {
         let (status, response) = if decision.is_allow() {
             let body = json!({
                 "referral_id": referral_id,
-                "status": "queued",
+                "status": ReferralStatus::Queued,
                 "recipient": recipient_json,
                 "decision": decision_json,
                 "policy_number": policy.number,
             });
-            ("queued", body)
+            (ReferralStatus::Queued, body)
         } else {
             let body = json!({
                 "type": super::problem_type("referral-denied"),
@@ -95,7 +96,7 @@ impl Gateway {
                 "decision": decision_json,
                 "policy_number": policy.number,
             });
-            ("denied", body)
+            (ReferralStatus::Denied, body)
         };
         let outbox = match &recipient {
             Some(recipient) if decision.is_allow() => {
@@ -306,25 +307,25 @@ impl Gateway {
     /// its categories, told by the steps that came after it.
     #[allow(clippy::type_complexity)]
     fn erasure_view(&self, timeline: &[TimelineEntry], delivery: Option<&DeliveryRecord>, now: DateTime<Utc>) -> Option<(ErasureProgress, Option<Vec<String>>)> {
-        let (at, partial) = match timeline.iter().position(|t| t.status == "withdrawn") {
+        let (at, partial) = match timeline.iter().position(|t| t.status == ReferralEvent::Withdrawn) {
             Some(at) => (at, false),
-            None => (timeline.iter().rposition(|t| NARROWED.contains(&t.status.as_str()))?, true),
+            None => (timeline.iter().rposition(|t| t.status.records_narrowing())?, true),
         };
         let withdrawn = timeline.get(at)?;
         let withdrawn_at = DateTime::<Utc>::from_timestamp_millis(withdrawn.at_ms)?;
         // A partial withdrawal is told by the confirmations of its own categories
         // (an earlier one's late confirmation does not count for it).
-        let steps: Vec<&str> = if partial {
+        let steps: Vec<ReferralEvent> = if partial {
             timeline
                 .get(at..)?
                 .iter()
                 .filter(|t| withdrawn.reasons.iter().all(|c| t.reasons.contains(c)))
-                .map(|t| t.status.as_str())
+                .map(|t| t.status)
                 .collect()
         } else {
-            timeline.iter().map(|t| t.status.as_str()).collect()
+            timeline.iter().map(|t| t.status).collect()
         };
-        let packet_left = if partial { withdrawn.status == "consent_narrowed" } else { delivery.is_some_and(|d| d.packet_id.is_some()) };
+        let packet_left = if partial { withdrawn.status == ReferralEvent::ConsentNarrowed } else { delivery.is_some_and(|d| d.packet_id.is_some()) };
         let deadline = chrono::Duration::from_std(self.delivery.erasure_deadline).unwrap_or(chrono::Duration::MAX);
         let progress = erasure_progress(withdrawn_at, partial, packet_left, &steps, deadline, now);
         Some((progress, partial.then(|| withdrawn.reasons.clone())))

@@ -11,7 +11,8 @@ use super::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::domain::status::ReferralProgress;
-use crate::domain::withdrawal::{erasure_progress, ErasedBy, NARROWED};
+use crate::domain::lifecycle::{OutboxState, ReferralEvent};
+use crate::domain::withdrawal::{erasure_progress, ErasedBy};
 use crate::store::{Store, SubjectReferral, TimelineEntry};
 
 /// A subject's referrals with their timelines, as the store holds them.
@@ -36,21 +37,21 @@ pub fn subject_report(subject_ref: &str, records: &[(SubjectReferral, Vec<Timeli
 fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> Value {
     let decision: Value = serde_json::from_str(&referral.decision).unwrap_or(Value::Null);
     let keys = |member: &str| -> Vec<String> { decision.get(member).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default() };
-    let steps: Vec<&str> = timeline.iter().map(|t| t.status.as_str()).collect();
-    let first = |status: &str| timeline.iter().find(|t| t.status == status).map(|t| millis_to_rfc3339(t.at_ms));
+    let steps: Vec<ReferralEvent> = timeline.iter().map(|t| t.status).collect();
+    let first = |status: ReferralEvent| timeline.iter().find(|t| t.status == status).map(|t| millis_to_rfc3339(t.at_ms));
     let allowed = referral.outcome == "allow";
     let packet_made = referral.delivery.as_ref().is_some_and(|d| d.packet_id.is_some());
     let receipted = referral.delivery.as_ref().is_some_and(|d| d.receipt.is_some());
-    let withdrawn = steps.contains(&"withdrawn");
+    let withdrawn = steps.contains(&ReferralEvent::Withdrawn);
     // Erased here by the retention sweep. The receiving gateway erases at the
     // same deadline, but confirms nothing: that side stays as last known.
-    let retention_expired = steps.contains(&"retention_expired");
+    let retention_expired = steps.contains(&ReferralEvent::RetentionExpired);
 
     let here = if !allowed {
         "decision_only"
     } else if withdrawn || retention_expired {
         "erased"
-    } else if referral.delivery.as_ref().is_some_and(|d| d.state == "pending") {
+    } else if referral.delivery.as_ref().is_some_and(|d| d.state == OutboxState::Pending) {
         "payload_sealed"
     } else if receipted {
         "receipt_only"
@@ -62,7 +63,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "nothing"
     } else if steps.contains(&ErasedBy::Gateway.timeline_status(false)) {
         "erased"
-    } else if steps.contains(&ReferralProgress::Refused.as_str()) {
+    } else if steps.contains(&ReferralEvent::Refused) {
         "refused_at_screening"
     } else if receipted {
         "held"
@@ -71,7 +72,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "unknown"
     };
     let taken = steps.iter().any(|s| {
-        *s == ReferralProgress::Forwarded.as_str() || ReferralProgress::REPORTED_BY_RECIPIENTS.iter().any(|p| p.as_str() == *s)
+        *s == ReferralEvent::Forwarded || ReferralProgress::REPORTED_BY_RECIPIENTS.iter().any(|p| ReferralEvent::from(*p) == *s)
     });
     // The sender hears of an acknowledgement or a report, not of a read or a
     // webhook push: without one, the organisation may still hold the case.
@@ -86,29 +87,29 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     };
     // A denied referral had nothing to erase: its withdrawal only records the consent's end.
     let mut erased: Vec<Value> = [
-        ("withdrawn", "this_gateway"),
-        ("retention_expired", "this_gateway"),
-        ("erased_at_gateway", "recipient_gateway"),
-        ("erasure_confirmed", "recipient_organisation"),
+        (ReferralEvent::Withdrawn, "this_gateway"),
+        (ReferralEvent::RetentionExpired, "this_gateway"),
+        (ReferralEvent::ErasedAtGateway, "recipient_gateway"),
+        (ReferralEvent::ErasureConfirmed, "recipient_organisation"),
     ]
         .iter()
         .filter(|_| allowed)
-        .filter_map(|(status, place)| first(status).map(|at| json!({ "where": place, "at": at })))
+        .filter_map(|(status, place)| first(*status).map(|at| json!({ "where": place, "at": at })))
         .collect();
     // Each partial withdrawal's erasures, with the categories they took.
     let partial_places = [
-        ("consent_narrowed", "this_gateway"),
-        ("consent_narrowed_before_sending", "this_gateway"),
-        ("narrowed_at_gateway", "recipient_gateway"),
-        ("narrowing_confirmed", "recipient_organisation"),
+        (ReferralEvent::ConsentNarrowed, "this_gateway"),
+        (ReferralEvent::ConsentNarrowedBeforeSending, "this_gateway"),
+        (ReferralEvent::NarrowedAtGateway, "recipient_gateway"),
+        (ReferralEvent::NarrowingConfirmed, "recipient_organisation"),
     ];
     erased.extend(timeline.iter().filter_map(|t| {
         let place = partial_places.iter().find(|(status, _)| *status == t.status)?.1;
         Some(json!({ "where": place, "at": millis_to_rfc3339(t.at_ms), "categories": t.reasons }))
     }));
     let withdrawn_categories: std::collections::BTreeSet<&str> =
-        timeline.iter().filter(|t| NARROWED.contains(&t.status.as_str())).flat_map(|t| t.reasons.iter().map(String::as_str)).collect();
-    let erasure = timeline.iter().find(|t| t.status == "withdrawn").and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.at_ms)).map(|at| {
+        timeline.iter().filter(|t| t.status.records_narrowing()).flat_map(|t| t.reasons.iter().map(String::as_str)).collect();
+    let erasure = timeline.iter().find(|t| t.status == ReferralEvent::Withdrawn).and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.at_ms)).map(|at| {
         let progress = erasure_progress(at, false, packet_made, &steps, erasure_deadline, now);
         json!({ "state": progress.state, "due_by": progress.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())) })
     });
@@ -127,7 +128,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         "delivery": referral.delivery.as_ref().map(|d| json!({
             "state": d.state,
             "packet_id": d.packet_id,
-            "delivered_at": first("delivered"),
+            "delivered_at": first(ReferralEvent::Delivered),
             // The receiving gateway's signed receipt: proof of what it took.
             "receipt": d.receipt,
         })),
@@ -179,10 +180,10 @@ mod tests {
             decision: r#"{"outcome":"allow","sent":{"identity":{},"contact":{}},"withheld":{"asylum":["purpose_baseline"]}}"#.to_owned(),
             consent: "{}".to_owned(),
             policy_version: "sha256:0".to_owned(),
-            status: "queued".to_owned(),
+            status: crate::domain::lifecycle::ReferralStatus::Queued,
             created_ms: at(0).timestamp_millis(),
             delivery: delivery.map(|(state, packet, receipt)| DeliveryRecord {
-                state: state.to_owned(),
+                state: state.parse().unwrap(),
                 attempts: 1,
                 packet_id: packet.then(|| "p-1".to_owned()),
                 packet: None,
@@ -193,7 +194,7 @@ mod tests {
     }
 
     fn steps(list: &[(&str, i64)]) -> Vec<TimelineEntry> {
-        list.iter().map(|(status, minute)| TimelineEntry { status: (*status).to_owned(), at_ms: at(*minute).timestamp_millis(), reasons: Vec::new() }).collect()
+        list.iter().map(|(status, minute)| TimelineEntry { status: status.parse().unwrap(), at_ms: at(*minute).timestamp_millis(), reasons: Vec::new() }).collect()
     }
 
     fn held(report: &Value) -> (String, String, String) {
@@ -218,7 +219,7 @@ mod tests {
 
         // Some categories withdrawn: each erasure of them, where and when, with the categories.
         let mut narrowed_steps = steps(&[("queued", 0), ("delivered", 1), ("consent_narrowed", 5), ("narrowed_at_gateway", 6)]);
-        for step in narrowed_steps.iter_mut().filter(|s| s.status != "queued" && s.status != "delivered") {
+        for step in narrowed_steps.iter_mut().filter(|s| !matches!(s.status, ReferralEvent::Queued | ReferralEvent::Delivered)) {
             step.reasons = vec!["contact".to_owned()];
         }
         let narrowed = report_of(referral("allow", Some(("delivered", true, true))), narrowed_steps);

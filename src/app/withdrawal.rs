@@ -15,7 +15,8 @@ use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::domain::submission::FieldProblem;
-use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope, NARROWED, WITHDRAWN_WHOLE};
+use crate::domain::lifecycle::ReferralStatus;
+use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope};
 use crate::domain::{DataCategory, OrgId, Purpose};
 use crate::store::{NewWithdrawal, SealedPayload, SentNarrowing, StoredReferral, Write, Written};
 
@@ -86,11 +87,11 @@ impl Gateway {
             return Ok(BTreeSet::new());
         }
         let mut held = sent_categories(referral)?;
-        if WITHDRAWN_WHOLE.contains(&referral.status.as_str()) {
+        if referral.status.is_withdrawn_whole() {
             return Ok(held);
         }
         for entry in self.store.timeline(&referral.id).await? {
-            if NARROWED.contains(&entry.status.as_str()) {
+            if entry.status.records_narrowing() {
                 for category in entry.reasons.iter().filter_map(|c| c.parse::<DataCategory>().ok()) {
                     held.remove(&category);
                 }
@@ -120,12 +121,12 @@ impl Gateway {
                 if peer_notified {
                     self.wake_delivery();
                 }
-                Ok(json!({ "referral_id": referral_id, "status": "withdrawn", "withdrawn": "whole", "peer_notified": peer_notified }))
+                Ok(json!({ "referral_id": referral_id, "status": ReferralStatus::Withdrawn, "withdrawn": "whole", "peer_notified": peer_notified }))
             }
             // Withdrawn before: the same answer, without repeating what was done.
             _ => {
                 self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(referral_id)).await?;
-                Ok(json!({ "referral_id": referral_id, "status": "withdrawn", "withdrawn": "whole" }))
+                Ok(json!({ "referral_id": referral_id, "status": ReferralStatus::Withdrawn, "withdrawn": "whole" }))
             }
         }
     }
@@ -160,7 +161,7 @@ impl Gateway {
                     if peer_notified {
                         self.wake_delivery();
                     }
-                    let status = self.store.referral(&referral.id).await?.map_or_else(|| referral.status.clone(), |r| r.status);
+                    let status = self.store.referral(&referral.id).await?.map_or(referral.status, |r| r.status);
                     return Ok(json!({
                         "referral_id": referral.id,
                         "status": status,
@@ -174,7 +175,7 @@ impl Gateway {
                 _ => {
                     let event = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(&referral.id);
                     self.audit(event).await?;
-                    return Ok(json!({ "referral_id": referral.id, "status": "withdrawn", "withdrawn": "whole" }));
+                    return Ok(json!({ "referral_id": referral.id, "status": ReferralStatus::Withdrawn, "withdrawn": "whole" }));
                 }
             }
         }

@@ -4,6 +4,9 @@
 //! the DPO sharing policy with the built-in rules, the decision and the
 //! minimisation of the payload.
 
+#[macro_use]
+mod macros;
+
 pub mod baseline;
 pub mod case;
 pub mod consent;
@@ -13,6 +16,7 @@ pub mod decision;
 pub mod duplicate_keys;
 pub mod ids;
 pub mod inbound;
+pub mod lifecycle;
 pub mod minimise;
 pub mod policy;
 pub mod recipient;

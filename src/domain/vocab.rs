@@ -2,49 +2,11 @@
 //! profiles and recipient kinds. Each is an enum, so an unknown value is a
 //! parse error, never a silently ignored string.
 
-use std::fmt;
+
+
 use std::str::FromStr;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use super::ParseError;
-
-/// Declares a closed, snake_case string vocabulary with `ALL`, `as_str`,
-/// `Display` and `FromStr`, and serde/schemars in step with them.
-macro_rules! vocabulary {
-    ($(#[$meta:meta])* $name:ident, $kind:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
-        pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub const fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ParseError;
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                match text {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(ParseError::new($kind, "not a known value")),
-                }
-            }
-        }
-    };
-}
 
 vocabulary! {
     /// What a packet is for. Every packet has exactly one purpose.

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{DataCategory, OrgId, Purpose};
+use super::lifecycle::ReferralEvent;
 
 /// What a person withdraws consent for: the referrals of these purposes, to
 /// these recipients, and within them these categories. A filter left out
@@ -121,12 +122,12 @@ pub enum ErasedBy {
 impl ErasedBy {
     /// The entry it makes in the sending gateway's timeline, for an erasure
     /// of the whole referral or (`partial`) of some of its categories.
-    pub fn timeline_status(self, partial: bool) -> &'static str {
+    pub const fn timeline_status(self, partial: bool) -> ReferralEvent {
         match (self, partial) {
-            (Self::Gateway, false) => "erased_at_gateway",
-            (Self::Organisation, false) => "erasure_confirmed",
-            (Self::Gateway, true) => "narrowed_at_gateway",
-            (Self::Organisation, true) => "narrowing_confirmed",
+            (Self::Gateway, false) => ReferralEvent::ErasedAtGateway,
+            (Self::Organisation, false) => ReferralEvent::ErasureConfirmed,
+            (Self::Gateway, true) => ReferralEvent::NarrowedAtGateway,
+            (Self::Organisation, true) => ReferralEvent::NarrowingConfirmed,
         }
     }
 }
@@ -169,18 +170,6 @@ impl ErasureNotice {
     }
 }
 
-/// A referral's statuses once its consent was withdrawn whole, in the order
-/// they may come; after the first, nothing else moves its status.
-pub const WITHDRAWN_WHOLE: [&str; 3] = ["withdrawn", "erased_at_gateway", "erasure_confirmed"];
-
-/// Timeline entries that record a partial withdrawal and its erasure: they
-/// never become the referral's status, which stays with the part still shared.
-pub const PARTIAL_STEPS: [&str; 4] = ["consent_narrowed", "consent_narrowed_before_sending", "narrowed_at_gateway", "narrowing_confirmed"];
-
-/// The timeline entries that record a partial withdrawal: told to the peer,
-/// or made before any packet was (nothing to erase elsewhere).
-pub const NARROWED: [&str; 2] = ["consent_narrowed", "consent_narrowed_before_sending"];
-
 /// Where the erasure a withdrawal asked for stands, as the sender sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -213,7 +202,7 @@ pub fn erasure_progress(
     withdrawn_at: chrono::DateTime<chrono::Utc>,
     partial: bool,
     packet_left: bool,
-    steps: &[&str],
+    steps: &[ReferralEvent],
     deadline: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ErasureProgress {
@@ -245,19 +234,20 @@ mod tests {
         let withdrawn = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
         let deadline = Duration::hours(72);
         let at = |hours| withdrawn + Duration::hours(hours);
-        let progress = |left, steps: &[&str], hours| erasure_progress(withdrawn, false, left, steps, deadline, at(hours)).state;
-        assert_eq!(progress(false, &["withdrawn"], 1000), ErasureState::NothingSent);
+        use ReferralEvent::*;
+        let progress = |left, steps: &[ReferralEvent], hours| erasure_progress(withdrawn, false, left, steps, deadline, at(hours)).state;
+        assert_eq!(progress(false, &[Withdrawn], 1000), ErasureState::NothingSent);
         assert_eq!(erasure_progress(withdrawn, false, false, &[], deadline, at(0)).due_by, None);
-        assert_eq!(progress(true, &["withdrawn"], 71), ErasureState::Requested);
-        assert_eq!(progress(true, &["withdrawn", "withdrawal_delivered"], 72), ErasureState::Overdue);
-        assert_eq!(progress(true, &["withdrawn", "erased_at_gateway"], 1000), ErasureState::ErasedAtGateway);
-        assert_eq!(progress(true, &["withdrawn", "erasure_confirmed", "erased_at_gateway"], 1000), ErasureState::Confirmed);
+        assert_eq!(progress(true, &[Withdrawn], 71), ErasureState::Requested);
+        assert_eq!(progress(true, &[Withdrawn, WithdrawalDelivered], 72), ErasureState::Overdue);
+        assert_eq!(progress(true, &[Withdrawn, ErasedAtGateway], 1000), ErasureState::ErasedAtGateway);
+        assert_eq!(progress(true, &[Withdrawn, ErasureConfirmed, ErasedAtGateway], 1000), ErasureState::Confirmed);
         assert_eq!(erasure_progress(withdrawn, false, true, &[], deadline, at(0)).due_by, Some(at(72)));
         // A partial erasure is told by its own steps: the whole referral's do not count for it.
-        let partial = |steps: &[&str], hours| erasure_progress(withdrawn, true, true, steps, deadline, at(hours)).state;
-        assert_eq!(partial(&["consent_narrowed", "erased_at_gateway"], 80), ErasureState::Overdue);
-        assert_eq!(partial(&["consent_narrowed", "narrowed_at_gateway"], 80), ErasureState::ErasedAtGateway);
-        assert_eq!(partial(&["narrowing_confirmed"], 1), ErasureState::Confirmed);
+        let partial = |steps: &[ReferralEvent], hours| erasure_progress(withdrawn, true, true, steps, deadline, at(hours)).state;
+        assert_eq!(partial(&[ConsentNarrowed, ErasedAtGateway], 80), ErasureState::Overdue);
+        assert_eq!(partial(&[ConsentNarrowed, NarrowedAtGateway], 80), ErasureState::ErasedAtGateway);
+        assert_eq!(partial(&[NarrowingConfirmed], 1), ErasureState::Confirmed);
     }
 
     proptest! {
@@ -266,7 +256,7 @@ mod tests {
             let withdrawn = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
             let step = if organisation { ErasedBy::Organisation } else { ErasedBy::Gateway };
             for partial in [false, true] {
-                let steps = ["withdrawn", step.timeline_status(partial)];
+                let steps = [ReferralEvent::Withdrawn, step.timeline_status(partial)];
                 let progress = erasure_progress(withdrawn, partial, true, &steps, Duration::hours(deadline), withdrawn + Duration::hours(hours));
                 prop_assert!(progress.state != ErasureState::Overdue && progress.state != ErasureState::Requested);
             }
@@ -312,11 +302,12 @@ mod tests {
 
     #[test]
     fn each_eraser_has_its_own_timeline_entry() {
-        assert_eq!(ErasedBy::Gateway.timeline_status(false), "erased_at_gateway");
-        assert_eq!(ErasedBy::Organisation.timeline_status(false), "erasure_confirmed");
+        assert_eq!(ErasedBy::Gateway.timeline_status(false).as_str(), "erased_at_gateway");
+        assert_eq!(ErasedBy::Organisation.timeline_status(false).as_str(), "erasure_confirmed");
         for by in [ErasedBy::Gateway, ErasedBy::Organisation] {
-            assert!(PARTIAL_STEPS.contains(&by.timeline_status(true)));
-            assert!(!PARTIAL_STEPS.contains(&by.timeline_status(false)));
+            // A partial erasure's entry never becomes the referral's status; a whole one's does.
+            assert_eq!(by.timeline_status(true).status(), None);
+            assert!(by.timeline_status(false).status().is_some());
         }
     }
 

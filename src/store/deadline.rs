@@ -195,7 +195,7 @@ impl Store for Deadlined<dyn Store> {
         self.bounded("retry_push", self.inner.retry_push(packet_id, next_push_ms, error_code)).await
     }
 
-    async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+    async fn inbox_for(&self, recipient_org: &str, states: &[crate::domain::lifecycle::InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         self.bounded("inbox_for", self.inner.inbox_for(recipient_org, states, after, limit)).await
     }
 

@@ -8,6 +8,7 @@
 pub mod case_keys;
 mod deadline;
 mod sql;
+mod transitions;
 pub mod writer;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 
 use crate::audit::{AuditEvent, AuditRecord, ChainBreak, ChainVerifier};
 use crate::config::{sqlite_path, DatabaseConfig};
+use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
 
 pub use sql::{PostgresStore, SqliteStore};
 
@@ -123,7 +125,7 @@ pub struct StoredReferral {
     pub decision: String,
     pub consent: String,
     pub response: String,
-    pub status: String,
+    pub status: ReferralStatus,
     pub created_ms: i64,
     /// Case management passes to the recipient when it accepts.
     pub handover: bool,
@@ -241,11 +243,19 @@ pub enum Settlement {
 }
 
 impl Settlement {
-    /// The referral status and timeline entry it leads to.
-    pub fn status(&self) -> &'static str {
+    /// What it does to the outbox entry.
+    pub fn event(&self) -> OutboxEvent {
         match self {
-            Settlement::Delivered { .. } => "delivered",
-            Settlement::Expired => "expired",
+            Settlement::Delivered { .. } => OutboxEvent::Delivered,
+            Settlement::Expired => OutboxEvent::Expired,
+        }
+    }
+
+    /// The state it ends a pending entry in.
+    pub fn state(&self) -> OutboxState {
+        match self {
+            Settlement::Delivered { .. } => OutboxState::Delivered,
+            Settlement::Expired => OutboxState::Expired,
         }
     }
 }
@@ -253,7 +263,7 @@ impl Settlement {
 /// The delivery state of a referral's outbox entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRecord {
-    pub state: String,
+    pub state: OutboxState,
     pub attempts: i64,
     pub packet_id: Option<String>,
     /// The sealed packet as sent (compact JWE).
@@ -264,7 +274,7 @@ pub struct DeliveryRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineEntry {
-    pub status: String,
+    pub status: ReferralEvent,
     pub at_ms: i64,
     /// Reason codes the status came with (a refusal's), if any.
     pub reasons: Vec<String>,
@@ -307,9 +317,9 @@ pub enum Write {
     /// follow) and its audit event; nothing is written (and
     /// [`Written::AlreadySettled`] returned) when it is no longer pending.
     Settle { entry_id: String, settlement: Settlement, at_ms: i64, audit: AuditEvent },
-    /// A received packet moved on from `from_state`, with what that brings;
-    /// nothing is written (and [`Written::AlreadySettled`] returned) when it
-    /// is no longer in `from_state`.
+    /// A received packet moved on from the state it was read in, with what
+    /// that brings; nothing is written (and [`Written::AlreadySettled`]
+    /// returned) when it is no longer in that state.
     InboxMove { change: Box<InboxChange>, audit: AuditEvent },
     /// A packet to send that is not a referral, and its audit event; with
     /// `brings_forward` (a received packet id and a date), that received
@@ -403,42 +413,111 @@ pub struct SentPacket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxChange {
     pub packet_id: String,
-    pub from_state: String,
-    /// `refused`, `available`, `pushing`, `acknowledged`, `undeliverable` or `applied`.
-    pub to_state: String,
-    pub reasons: Vec<String>,
-    /// A status packet to send back.
-    pub reply: Option<NewReply>,
-    /// For a status packet: the referral sent from here it is about, and
-    /// the statuses it brings, in order (timeline entries; the last is the
-    /// referral's status).
-    pub referral_status: Option<(String, Vec<String>)>,
-    /// For a withdrawal packet: the received referral packet whose data it
-    /// erases (moved to `erased`, its sealed claims blanked).
-    pub erases: Option<String>,
-    /// With `erases`: the recipient takes cases by webhook, so a case it was
-    /// pushed goes to `erasure_pushing` and it is pushed a notice of the erasure.
-    pub erasure_pushed: bool,
-    /// With `erases` or `narrows`: a notice to a webhook is tried until then
-    /// at least (a withdrawal may come long after the packet's own expiry).
-    pub notice_until_ms: i64,
-    /// For a withdrawal packet: what it withdraws, kept so that a referral
-    /// packet arriving later is erased or cut down on arrival.
-    pub withdraws: Option<Tombstone>,
-    /// For a partial withdrawal: the received referral it cuts down.
-    pub narrows: Option<ReceivedNarrowing>,
-    /// The moved packet's own claims replaced (a referral cut down on
-    /// arrival by a partial withdrawal that came first).
-    pub reseal: Option<SealedPayload>,
-    /// The recipient organisation confirmed it erased the categories
-    /// withdrawn from a case it still holds.
-    pub confirms_narrowing: bool,
-    /// For a referral made available (or pushed): its retention deadline.
-    pub retention: Option<StoredRetention>,
-    /// For a `closed` status: the referral's retention deadline brought
-    /// forward to this (a later one is ignored: a deadline never moves back).
-    pub referral_retention_until_ms: Option<i64>,
+    /// The state it was read in: nothing is written if it moved meanwhile.
+    pub from: InboxState,
+    pub step: InboxMove,
     pub at_ms: i64,
+}
+
+impl InboxChange {
+    /// The state the move leads to; `None` if it does not apply to `from`.
+    pub fn to(&self) -> Option<InboxState> {
+        self.from.after(self.step.event())
+    }
+}
+
+/// What moves a received packet on, each with what it brings.
+// Variants differ in size; a move travels boxed (`Write::InboxMove`), once.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxMove {
+    /// Screening, or reading it, refused it: its claims are blanked; a
+    /// refusal goes back to its sender when `reply` is given.
+    Refuse { reasons: Vec<String>, reply: Option<NewReply> },
+    /// A referral passed screening: listed to its recipient, or (`pushed`)
+    /// pushed to its webhook; with its retention deadline, and its claims
+    /// replaced (`reseal`) when a partial withdrawal that came first cut it.
+    Forward { pushed: bool, retention: StoredRetention, reseal: Option<SealedPayload> },
+    /// A status or an erasure confirmation about a referral sent from here,
+    /// applied: its timeline gets `events` (the last that moves it is its
+    /// status), each with `reasons`; a `closed` status brings its retention
+    /// deadline forward to `retention_until_ms` (a later one is ignored).
+    ApplyToReferral { referral_id: String, events: Vec<ReferralEvent>, reasons: Vec<String>, retention_until_ms: Option<i64> },
+    /// A withdrawal from the gateway that sent a case, applied: what it
+    /// withdraws is kept (so that a referral packet arriving later is
+    /// erased or cut down on arrival), the case held here is erased or cut
+    /// (`effect`), and the erasure is confirmed back (`reply`). `categories`:
+    /// those it names (none for a whole withdrawal, or one sealed end to end).
+    ApplyWithdrawal { categories: Vec<String>, reply: NewReply, tombstone: Tombstone, effect: Option<WithdrawalEffect> },
+    /// The recipient took the case (pulled and acknowledged, or the push
+    /// was answered): `forwarded` goes back.
+    Acknowledge { reply: NewReply },
+    /// The push never succeeded before the packet expired (or nothing was
+    /// left to push); a refusal goes back when `reply` is given.
+    GiveUpPush { reasons: Vec<String>, reply: Option<NewReply> },
+    /// The recipient takes its cases by pulling now.
+    RecipientNowPulls { reasons: Vec<String> },
+    /// A notice of an erasure or of a cut was pushed, or given up on.
+    SettleNotice { reasons: Vec<String> },
+    /// A cut made while the case was being pushed is to be pushed as a notice.
+    NarrowingDue,
+    /// The organisation erased its copy of an erased case; confirmed back.
+    ConfirmErasure { reply: NewReply },
+    /// The organisation erased the categories withdrawn from a case it
+    /// still holds; confirmed back.
+    ConfirmNarrowing { reply: NewReply },
+}
+
+/// What a withdrawal does to the case it withdraws, held here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithdrawalEffect {
+    /// Erased whole (its claims blanked; its key was destroyed before). A
+    /// case its webhook recipient (`pushed`) was pushed is pushed a notice,
+    /// tried until `notice_until_ms` at least (a withdrawal may come long
+    /// after the packet's own expiry).
+    Erase { packet_id: String, pushed: bool, notice_until_ms: i64 },
+    /// Cut down by a partial withdrawal.
+    Narrow { narrowing: ReceivedNarrowing, notice_until_ms: i64 },
+}
+
+impl InboxMove {
+    /// The lifecycle event it is.
+    pub fn event(&self) -> InboxEvent {
+        match self {
+            Self::Refuse { .. } => InboxEvent::Refused,
+            Self::Forward { pushed, .. } => InboxEvent::Forwarded { pushed: *pushed },
+            Self::ApplyToReferral { .. } | Self::ApplyWithdrawal { .. } => InboxEvent::Applied,
+            Self::Acknowledge { .. } => InboxEvent::Acknowledged,
+            Self::GiveUpPush { .. } => InboxEvent::PushGivenUp,
+            Self::RecipientNowPulls { .. } => InboxEvent::RecipientNowPulls,
+            Self::SettleNotice { .. } => InboxEvent::NoticeSettled,
+            Self::NarrowingDue => InboxEvent::NarrowingDue,
+            Self::ConfirmErasure { .. } => InboxEvent::ErasureConfirmed,
+            Self::ConfirmNarrowing { .. } => InboxEvent::NarrowingConfirmed,
+        }
+    }
+
+    /// The reason codes recorded with the move (and in its audit entry).
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Self::Refuse { reasons, .. }
+            | Self::ApplyToReferral { reasons, .. }
+            | Self::GiveUpPush { reasons, .. }
+            | Self::RecipientNowPulls { reasons }
+            | Self::SettleNotice { reasons } => reasons,
+            Self::ApplyWithdrawal { categories, .. } => categories,
+            Self::Forward { .. } | Self::Acknowledge { .. } | Self::NarrowingDue | Self::ConfirmErasure { .. } | Self::ConfirmNarrowing { .. } => &[],
+        }
+    }
+
+    /// The packet it sends back to the sending gateway, if any.
+    pub fn reply(&self) -> Option<&NewReply> {
+        match self {
+            Self::Refuse { reply, .. } | Self::GiveUpPush { reply, .. } => reply.as_ref(),
+            Self::ApplyWithdrawal { reply, .. } | Self::Acknowledge { reply } | Self::ConfirmErasure { reply } | Self::ConfirmNarrowing { reply } => Some(reply),
+            _ => None,
+        }
+    }
 }
 
 /// A withdrawal as the receiving gateway keeps it, whether or not it holds
@@ -497,7 +576,7 @@ pub struct InboxItem {
     pub packet_type: String,
     pub recipient_org: String,
     pub claims: SealedPayload,
-    pub state: String,
+    pub state: InboxState,
     pub reasons: Vec<String>,
     pub received_ms: i64,
     /// The packet's expiry: a push is given up after it.
@@ -569,7 +648,7 @@ pub struct SubjectReferral {
     pub decision: String,
     pub consent: String,
     pub policy_version: String,
-    pub status: String,
+    pub status: ReferralStatus,
     pub created_ms: i64,
     /// The referral's outbox entry, if it was allowed.
     pub delivery: Option<DeliveryRecord>,
@@ -597,7 +676,7 @@ pub trait Store: Send + Sync + 'static {
     /// Received packets still to be processed, oldest first.
     async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     /// How much of the referral packet `packet_id` `issuer` withdrew (see
-    /// [`InboxChange::withdraws`]): whole, some categories (all those named by
+    /// [`InboxMove::ApplyWithdrawal`]): whole, some categories (all those named by
     /// its partial withdrawals), or nothing.
     async fn withdrawn_part(&self, packet_id: &str, issuer: &str) -> Result<Option<WithdrawnPart>, StoreError>;
     /// The partial withdrawals sealed end to end that `issuer` sent for its
@@ -613,7 +692,7 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError>;
     /// Packets for `recipient_org` in one of `states`, in the order they
     /// became visible, after the cursor (a `visible_seq`).
-    async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+    async fn inbox_for(&self, recipient_org: &str, states: &[InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
     /// Every policy version, oldest first; the last is the active one.
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
     /// The number of the newest policy version (0 when there is none).

@@ -17,8 +17,11 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
-    Written, ExpiredReferral, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting,
+    Written, ExpiredReferral, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing,
 };
+use super::transitions::{list, moves};
+use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::ParseError;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
 
@@ -30,15 +33,18 @@ const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, seal
 
 /// How a received case is erased (see `erase_received`).
 struct ReceivedErasure<'a> {
-    /// Its recipient takes cases by webhook: a case it was pushed is pushed a notice.
-    pushed: bool,
+    /// Withdrawn whole, or past its retention: which states it erases, and
+    /// whether a case already pushed to a webhook is pushed a notice of it.
+    event: InboxEvent,
     notice_until_ms: i64,
     /// Reasons recorded for the erasure; `None` keeps the ones it has.
     reasons: Option<&'a str>,
 }
 
-/// Received cases the retention sweep erases: the ones still live.
-const LIVE_RECEIVED: &str = "('available', 'acknowledged', 'pushing', 'narrowing_pushing')";
+/// A state column's value in its type; an unknown one is a decoding error.
+fn parsed<S: FromStr<Err = ParseError>>(text: String) -> Result<S, sqlx::Error> {
+    text.parse().map_err(|error: ParseError| sqlx::Error::Decode(Box::new(error)))
+}
 
 /// A retention deadline from its two columns (`None` without a date).
 fn retention_of(until_ms: Option<i64>, days_after_closure: Option<i64>) -> Option<StoredRetention> {
@@ -65,13 +71,13 @@ pub struct PostgresStore {
 impl SqliteStore {
     pub async fn open(url: &str, connecting: &Connecting) -> Result<Self, StoreError> {
         let path = sqlite_path(url).ok_or_else(|| StoreError::Unavailable("not an sqlite URL".to_owned()))?;
-        let options = sqlite_file(path)?.foreign_keys(true);
+        let options = sqlite_file(path)?;
+        migrate_sqlite(&options, &sqlx::migrate!("schemas/db/sqlite")).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(connecting.max_connections)
             .acquire_timeout(connecting.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.foreign_keys(true))
             .await?;
-        sqlx::migrate!("schemas/db/sqlite").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self { pool, claimant: connecting.claimant.clone() })
     }
 
@@ -79,6 +85,21 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Runs `migrator` over a connection of its own with foreign keys off, as
+/// SQLite's procedure for rebuilding a table requires (a migration that
+/// adds a constraint drops and recreates tables others refer to), then
+/// checks every foreign key: a migration that broke one fails the start.
+async fn migrate_sqlite(options: &SqliteConnectOptions, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
+    let mut connection = sqlx::SqliteConnection::connect_with(&options.clone().foreign_keys(false)).await?;
+    migrator.run(&mut connection).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+    let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut connection).await?;
+    connection.close().await?;
+    if !broken.is_empty() {
+        return Err(StoreError::Migration(format!("{} rows break a foreign key after migrating", broken.len())));
+    }
+    Ok(())
 }
 
 /// A SQLite file in WAL mode, created (with its folder) if missing, every
@@ -202,7 +223,7 @@ fn audit_reasons(record: &AuditRecord) -> String {
 // variety of batch sizes. The soak benchmark showed it (`docs/performance.md`).
 // Statements of a fixed text stay cached.
 macro_rules! sql_store {
-    ($store:ident, $row:ty, $begin:literal, $head_query:literal, $claim_query:literal, $push_query:literal) => {
+    ($store:ident, $row:ty, $begin:literal, $head_query:literal, $claim_query:expr, $push_query:expr) => {
         impl $store {
             fn referral_from_row(row: &$row) -> Result<StoredReferral, sqlx::Error> {
                 Ok(StoredReferral {
@@ -219,7 +240,7 @@ macro_rules! sql_store {
                     decision: row.try_get("decision")?,
                     consent: row.try_get("consent")?,
                     response: row.try_get("response")?,
-                    status: row.try_get("status")?,
+                    status: parsed(row.try_get("status")?)?,
                     created_ms: row.try_get("created_ms")?,
                     handover: row.try_get("handover")?,
                 })
@@ -271,7 +292,7 @@ macro_rules! sql_store {
                             .push_bind(r.decision.clone())
                             .push_bind(r.consent.clone())
                             .push_bind(r.response.clone())
-                            .push_bind(r.status.clone())
+                            .push_bind(r.status.as_str())
                             .push_bind(r.created_ms)
                             .push_bind(r.handover)
                             .push_bind(retention.map(|k| k.until_ms))
@@ -286,7 +307,7 @@ macro_rules! sql_store {
                 for chunk in stored.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new("INSERT INTO referral_events (referral_id, status, at_ms) ");
                     query.push_values(chunk, |mut row, new| {
-                        row.push_bind(new.record.id.clone()).push_bind(new.record.status.clone()).push_bind(new.record.created_ms);
+                        row.push_bind(new.record.id.clone()).push_bind(ReferralEvent::from(new.record.status).as_str()).push_bind(new.record.created_ms);
                     });
                     query.build().persistent(false).execute(&mut *connection).await?;
                 }
@@ -363,12 +384,13 @@ macro_rules! sql_store {
                 // One statement: the values on the right are the row's before the update.
                 let row = sqlx::query(
                     "UPDATE outbox SET packet_id = CASE WHEN packet IS NULL THEN $1 ELSE packet_id END, packet = COALESCE(packet, $2) \
-                     WHERE id = $3 AND state = 'pending' AND (packet IS NOT NULL OR key_id = $4) RETURNING packet_id, packet",
+                     WHERE id = $3 AND state = $5 AND (packet IS NOT NULL OR key_id = $4) RETURNING packet_id, packet",
                 )
                 .bind(&packet.packet_id)
                 .bind(&packet.packet)
                 .bind(entry_id)
                 .bind(sealed_from)
+                .bind(OutboxState::Pending.as_str())
                 .fetch_optional(&mut *connection)
                 .await?;
                 let kept: Option<(Option<String>, Option<String>)> = row.map(|row| Ok::<_, sqlx::Error>((row.try_get("packet_id")?, row.try_get("packet")?))).transpose()?;
@@ -389,18 +411,23 @@ macro_rules! sql_store {
                     Settlement::Delivered { receipt } => Some(receipt.clone()),
                     Settlement::Expired => None,
                 };
-                let status = settlement.status();
+                let event = settlement.event();
+                let Some(moving) = moves("state", |state: OutboxState| state.after(event)) else {
+                    return Ok(false);
+                };
+                // A delivery that was under way when consent was withdrawn, or the
+                // retention sweep erased the referral, still leaves its receipt (proof
+                // of what reached the peer); the entry stays withdrawn or erased.
+                let late: Vec<OutboxState> =
+                    OutboxState::ALL.iter().copied().filter(|state| receipt.is_some() && state.keeps_late_receipt()).collect();
+                let late_receipt = if late.is_empty() { String::new() } else { format!(" OR (state IN {} AND receipt IS NULL)", list(&late)) };
                 // Delivered or expired, the body at rest has served: only the
                 // packet (readable by the peer alone) and the receipt stay, as proof.
-                let updated = sqlx::query(
-                    // A delivery that was under way when consent was withdrawn, or the
-                    // retention sweep erased the referral, still leaves its receipt (proof
-                    // of what reached the peer); the entry stays withdrawn or erased.
-                    "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN $1 ELSE state END, receipt = $2, settled_ms = $3, sealed = $5 \
-                     WHERE id = $4 AND (state = 'pending' OR (state IN ('withdrawn', 'erased') AND $1 = 'delivered' AND receipt IS NULL)) \
-                     RETURNING referral_id, packet_type",
-                )
-                .bind(status)
+                let updated = sqlx::query(&format!(
+                    "UPDATE outbox SET state = {}, receipt = $1, settled_ms = $2, sealed = $4 \
+                     WHERE id = $3 AND (state IN {}{late_receipt}) RETURNING referral_id, packet_type",
+                    moving.set, moving.from
+                ))
                 .bind(receipt)
                 .bind(at_ms)
                 .bind(entry_id)
@@ -413,21 +440,10 @@ macro_rules! sql_store {
                 let packet_type: String = row.try_get("packet_type")?;
                 if let Some(referral_id) = row.try_get::<Option<String>, _>("referral_id")? {
                     // A status from the peer may have come first: it stays the
-                    // referral's status; the timeline still records this.
-                    sqlx::query("UPDATE referrals SET status = $1 WHERE id = $2 AND status = 'queued' AND $3 = 'referral'")
-                        .bind(status)
-                        .bind(&referral_id)
-                        .bind(&packet_type)
-                        .execute(&mut *connection)
-                        .await?;
-                    // Another packet about the referral (its withdrawal) is named in the timeline.
-                    let event = if packet_type == "referral" { status.to_owned() } else { format!("{packet_type}_{status}") };
-                    sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms) VALUES ($1, $2, $3)")
-                        .bind(&referral_id)
-                        .bind(event)
-                        .bind(at_ms)
-                        .execute(&mut *connection)
-                        .await?;
+                    // referral's status; the timeline still records this. Another
+                    // packet about the referral (its withdrawal) is named in the timeline.
+                    let step = ReferralEvent::settled(packet_type == "referral", event == OutboxEvent::Delivered);
+                    Self::referral_moves(connection, &referral_id, step, &[], at_ms).await?;
                 }
                 Ok(true)
             }
@@ -445,26 +461,36 @@ macro_rules! sql_store {
                 }
                 // Queued and stopped in the same transaction.
                 let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
-                sqlx::query(
-                    "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN 'withdrawn' ELSE state END, sealed = $1, packet = NULL \
-                     WHERE id = $2 AND packet_type = 'referral'",
-                )
-                .bind(Vec::<u8>::new())
-                .bind(referral_id)
-                .execute(&mut *connection)
-                .await?;
-                Self::referral_moves(connection, referral_id, "withdrawn", &[], at_ms).await?;
+                Self::stop_referral_packet(connection, referral_id, OutboxEvent::Withdrawn).await?;
+                Self::referral_moves(connection, referral_id, ReferralEvent::Withdrawn, &[], at_ms).await?;
                 Ok(Some(notified))
             }
 
-            /// Whether the referral exists and was not withdrawn whole.
+            /// A referral's payload and kept packet blanked (the packet id stays:
+            /// statuses about the referral are still recognised), its delivery
+            /// stopped if still pending.
+            async fn stop_referral_packet(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                event: OutboxEvent,
+            ) -> Result<(), sqlx::Error> {
+                let state = moves("state", |state: OutboxState| state.after(event)).map_or_else(|| "state".to_owned(), |moving| moving.set);
+                sqlx::query(&format!("UPDATE outbox SET state = {state}, sealed = $1, packet = NULL WHERE id = $2 AND packet_type = 'referral'"))
+                    .bind(Vec::<u8>::new())
+                    .bind(referral_id)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            }
+
+            /// Whether the referral exists and what it sent is still shared.
             async fn still_consented(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 referral_id: &str,
             ) -> Result<bool, sqlx::Error> {
-                let status: Option<String> =
-                    sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?.map(|row| row.try_get("status")).transpose()?;
-                Ok(!matches!(status.as_deref(), None | Some("withdrawn" | "erased_at_gateway" | "erasure_confirmed" | "retention_expired")))
+                let row = sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?;
+                let status: Option<ReferralStatus> = row.map(|row| parsed(row.try_get("status")?)).transpose()?;
+                Ok(status.is_some_and(ReferralStatus::still_shared))
             }
 
             /// See [`Write::Narrow`]: whether the peer is to be told, or
@@ -496,7 +522,7 @@ macro_rules! sql_store {
                 }
                 let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
                 // Withdrawn before any packet was made: nothing is to be erased elsewhere.
-                let step = if notified { "consent_narrowed" } else { "consent_narrowed_before_sending" };
+                let step = if notified { ReferralEvent::ConsentNarrowed } else { ReferralEvent::ConsentNarrowedBeforeSending };
                 Self::referral_moves(connection, referral_id, step, &narrowing.categories, at_ms).await?;
                 Ok(Written::Withdrawn { seq: 0, peer_notified: notified })
             }
@@ -529,33 +555,25 @@ macro_rules! sql_store {
                     > 0)
             }
 
-            /// A referral's new status, and its entry in the timeline.
+            /// A referral's entry in the timeline, and its new status if the
+            /// entry moves it (see `ReferralStatus::after`).
             async fn referral_moves(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 referral_id: &str,
-                status: &str,
+                event: ReferralEvent,
                 reasons: &[String],
                 at_ms: i64,
             ) -> Result<(), sqlx::Error> {
-                // After a withdrawal only the erasure's own steps move the status, and only
-                // forward (the two confirmations may arrive in either order); anything else
-                // is recorded in the timeline alone, as are the steps of a partial withdrawal
-                // (the status stays with the part still shared).
-                sqlx::query(
-                    "UPDATE referrals SET status = $1 WHERE id = $2 AND $1 NOT IN ('consent_narrowed', 'consent_narrowed_before_sending', 'narrowed_at_gateway', 'narrowing_confirmed') AND CASE status \
-                       WHEN 'withdrawn' THEN $1 IN ('erased_at_gateway', 'erasure_confirmed') \
-                       WHEN 'erased_at_gateway' THEN $1 = 'erasure_confirmed' \
-                       WHEN 'erasure_confirmed' THEN FALSE \
-                       ELSE TRUE END",
-                )
-                .bind(status)
-                .bind(referral_id)
-                .execute(&mut *connection)
-                .await?;
+                if let Some(moving) = moves("status", |status: ReferralStatus| status.after(event)) {
+                    sqlx::query(&format!("UPDATE referrals SET status = {} WHERE id = $1 AND status IN {}", moving.set, moving.from))
+                        .bind(referral_id)
+                        .execute(&mut *connection)
+                        .await?;
+                }
                 let reasons = (!reasons.is_empty()).then(|| serde_json::to_string(reasons).unwrap_or_else(|_| "[]".to_owned()));
                 sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ($1, $2, $3, $4)")
                     .bind(referral_id)
-                    .bind(status)
+                    .bind(event.as_str())
                     .bind(at_ms)
                     .bind(reasons)
                     .execute(&mut *connection)
@@ -568,68 +586,106 @@ macro_rules! sql_store {
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 change: &InboxChange,
             ) -> Result<bool, sqlx::Error> {
-                let reasons = serde_json::to_string(&change.reasons).unwrap_or_else(|_| "[]".to_owned());
+                let Some(to) = change.to() else {
+                    return Ok(false);
+                };
+                let reasons = serde_json::to_string(change.step.reasons()).unwrap_or_else(|_| "[]".to_owned());
                 // What is refused, or applied to a referral, is not kept to be read later.
                 // Numbered when it first becomes visible: see `visible_seq` in migration 0003.
                 const NUMBERED: &str = ", visible_seq = COALESCE(visible_seq, (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox))";
-                let forget = match change.to_state.as_str() {
-                    "refused" | "applied" | "undeliverable" => ", sealed = $6".to_owned(),
+                let forget = match to {
+                    InboxState::Refused | InboxState::Applied | InboxState::Undeliverable => ", sealed = $6".to_owned(),
                     // The first push is due at once.
-                    "pushing" => format!(", next_push_ms = $3{NUMBERED}"),
-                    "narrowing_pushing" => ", next_push_ms = $3, push_attempts = 0".to_owned(),
-                    "available" => NUMBERED.to_owned(),
+                    InboxState::Pushing => format!(", next_push_ms = $3{NUMBERED}"),
+                    InboxState::NarrowingPushing => ", next_push_ms = $3, push_attempts = 0".to_owned(),
+                    InboxState::Available => NUMBERED.to_owned(),
                     _ => String::new(),
                 };
-                let confirmed = if change.confirms_narrowing { ", narrowing_confirmed_ms = $3" } else { "" };
+                let confirmed = if matches!(change.step, InboxMove::ConfirmNarrowing { .. }) { ", narrowing_confirmed_ms = $3" } else { "" };
                 let statement = format!("UPDATE inbox SET state = $1, reasons = $2, settled_ms = $3{forget}{confirmed} WHERE packet_id = $4 AND state = $5");
                 let mut update = sqlx::query(&statement)
-                .bind(&change.to_state)
-                .bind(reasons)
-                .bind(change.at_ms)
-                .bind(&change.packet_id)
-                .bind(&change.from_state);
+                    .bind(to.as_str())
+                    .bind(reasons)
+                    .bind(change.at_ms)
+                    .bind(&change.packet_id)
+                    .bind(change.from.as_str());
                 if forget.contains("$6") {
                     update = update.bind(Vec::<u8>::new());
                 }
                 if update.execute(&mut *connection).await?.rows_affected() == 0 {
                     return Ok(false);
                 }
-                if ["refused", "undeliverable"].contains(&change.to_state.as_str()) {
+                if matches!(to, InboxState::Refused | InboxState::Undeliverable) {
                     // A case nobody will be handed over: nor are its sealed withdrawals.
                     sqlx::query("UPDATE narrowed_packets SET end_to_end = '' WHERE packet_id = $1 AND end_to_end IS NOT NULL")
                         .bind(&change.packet_id)
                         .execute(&mut *connection)
                         .await?;
                 }
-                if let Some(reseal) = &change.reseal {
-                    sqlx::query("UPDATE inbox SET sealed = $1, key_id = $2 WHERE packet_id = $3")
-                        .bind(&reseal.sealed)
-                        .bind(&reseal.key_id)
-                        .bind(&change.packet_id)
-                        .execute(&mut *connection)
-                        .await?;
-                }
-                if let Some(retention) = &change.retention {
-                    sqlx::query("UPDATE inbox SET retention_until_ms = $1, retention_days_after_closure = $2 WHERE packet_id = $3")
-                        .bind(retention.until_ms)
-                        .bind(retention.days_after_closure)
-                        .bind(&change.packet_id)
-                        .execute(&mut *connection)
-                        .await?;
-                }
-                if let (Some(until_ms), Some((referral_id, _))) = (change.referral_retention_until_ms, &change.referral_status) {
-                    Self::bring_forward(connection, "referrals", "id", referral_id, until_ms).await?;
-                }
-                match &change.withdraws {
-                    Some(Tombstone { packet_id, issuer, categories: None, .. }) => {
-                        sqlx::query("INSERT INTO withdrawn_packets (packet_id, issuer, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                            .bind(packet_id)
-                            .bind(issuer)
-                            .bind(change.at_ms)
+                match &change.step {
+                    InboxMove::Forward { retention, reseal, .. } => {
+                        if let Some(reseal) = reseal {
+                            sqlx::query("UPDATE inbox SET sealed = $1, key_id = $2 WHERE packet_id = $3")
+                                .bind(&reseal.sealed)
+                                .bind(&reseal.key_id)
+                                .bind(&change.packet_id)
+                                .execute(&mut *connection)
+                                .await?;
+                        }
+                        sqlx::query("UPDATE inbox SET retention_until_ms = $1, retention_days_after_closure = $2 WHERE packet_id = $3")
+                            .bind(retention.until_ms)
+                            .bind(retention.days_after_closure)
+                            .bind(&change.packet_id)
                             .execute(&mut *connection)
                             .await?;
                     }
-                    Some(Tombstone { withdrawal_id, packet_id, issuer, categories: Some(categories), end_to_end }) => {
+                    InboxMove::ApplyToReferral { referral_id, events, reasons, retention_until_ms } => {
+                        if let Some(until_ms) = retention_until_ms {
+                            Self::bring_forward(connection, "referrals", "id", referral_id, *until_ms).await?;
+                        }
+                        for event in events {
+                            Self::referral_moves(connection, referral_id, *event, reasons, change.at_ms).await?;
+                        }
+                    }
+                    InboxMove::ApplyWithdrawal { tombstone, effect, .. } => {
+                        Self::keep_tombstone(connection, tombstone, change.at_ms).await?;
+                        match effect {
+                            Some(WithdrawalEffect::Narrow { narrowing, notice_until_ms }) => {
+                                Self::narrow_received(connection, narrowing, change.at_ms, *notice_until_ms).await?;
+                            }
+                            Some(WithdrawalEffect::Erase { packet_id, pushed, notice_until_ms }) => {
+                                let erasure =
+                                    ReceivedErasure { event: InboxEvent::WithdrawnWhole { pushed: *pushed }, notice_until_ms: *notice_until_ms, reasons: None };
+                                Self::erase_received(connection, packet_id, change.at_ms, &erasure).await?;
+                            }
+                            None => {}
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(reply) = change.step.reply() {
+                    Self::queue_reply(connection, reply).await?;
+                }
+                Ok(true)
+            }
+
+            /// Keeps what a withdrawal withdraws, whether or not the referral
+            /// packet is held yet: a packet arriving later is erased or cut down on arrival.
+            async fn keep_tombstone(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                tombstone: &Tombstone,
+                at_ms: i64,
+            ) -> Result<(), sqlx::Error> {
+                match tombstone {
+                    Tombstone { packet_id, issuer, categories: None, .. } => {
+                        sqlx::query("INSERT INTO withdrawn_packets (packet_id, issuer, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                            .bind(packet_id)
+                            .bind(issuer)
+                            .bind(at_ms)
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    Tombstone { withdrawal_id, packet_id, issuer, categories: Some(categories), end_to_end } => {
                         sqlx::query(
                             "INSERT INTO narrowed_packets (withdrawal_id, packet_id, issuer, categories, at_ms, end_to_end) VALUES ($1, $2, $3, $4, $5, $6) \
                              ON CONFLICT DO NOTHING",
@@ -638,48 +694,56 @@ macro_rules! sql_store {
                         .bind(packet_id)
                         .bind(issuer)
                         .bind(serde_json::to_string(categories).unwrap_or_else(|_| "[]".to_owned()))
-                        .bind(change.at_ms)
+                        .bind(at_ms)
                         .bind(end_to_end)
                         .execute(&mut *connection)
                         .await?;
                     }
-                    None => {}
                 }
-                if let Some(narrowing) = &change.narrows {
-                    // Listed again, last, so that a recipient tailing its inbox learns what
-                    // to erase; a case already pushed to a webhook is told of by a push.
-                    sqlx::query(
-                        "UPDATE inbox SET sealed = $1, key_id = $2, narrowed = $3, narrowing_confirmed_ms = NULL, \
-                         state = CASE WHEN $4 AND state = 'acknowledged' AND visible_seq IS NOT NULL THEN 'narrowing_pushing' ELSE state END, \
-                         next_push_ms = CASE WHEN $4 AND state = 'acknowledged' THEN $5 ELSE next_push_ms END, \
-                         push_attempts = CASE WHEN $4 AND state = 'acknowledged' THEN 0 ELSE push_attempts END, \
-                         expires_ms = CASE WHEN $4 AND expires_ms < $7 THEN $7 ELSE expires_ms END, \
-                         visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
-                         WHERE packet_id = $6 AND state IN ('available', 'acknowledged', 'pushing', 'narrowing_pushing')",
-                    )
-                    .bind(&narrowing.claims.sealed)
-                    .bind(&narrowing.claims.key_id)
-                    .bind(serde_json::to_string(&narrowing.categories).unwrap_or_else(|_| "[]".to_owned()))
-                    .bind(narrowing.pushed)
-                    .bind(change.at_ms)
-                    .bind(&narrowing.packet_id)
-                    .bind(change.notice_until_ms)
-                    .execute(&mut *connection)
-                    .await?;
-                }
-                if let Some(erased) = &change.erases {
-                    let erasure = ReceivedErasure { pushed: change.erasure_pushed, notice_until_ms: change.notice_until_ms, reasons: None };
-                    Self::erase_received(connection, erased, change.at_ms, &erasure, "NOT IN ('erased', 'erasure_pushing', 'erasure_confirmed')").await?;
-                }
-                if let Some(reply) = &change.reply {
-                    Self::queue_reply(connection, reply).await?;
-                }
-                if let Some((referral_id, statuses)) = &change.referral_status {
-                    for status in statuses {
-                        Self::referral_moves(connection, referral_id, status, &change.reasons, change.at_ms).await?;
-                    }
-                }
-                Ok(true)
+                Ok(())
+            }
+
+            /// A received case cut down by a partial withdrawal: listed again,
+            /// last, so that a recipient tailing its inbox learns what to erase;
+            /// a case already pushed to a webhook is told of by a push, tried
+            /// until `notice_until_ms` at least.
+            async fn narrow_received(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                narrowing: &ReceivedNarrowing,
+                at_ms: i64,
+                notice_until_ms: i64,
+            ) -> Result<(), sqlx::Error> {
+                let event = InboxEvent::Narrowed { pushed: narrowing.pushed };
+                let Some(moving) = moves("state", |state: InboxState| state.after(event)) else {
+                    return Ok(());
+                };
+                // The states from which a notice is to be pushed.
+                let noticed: Vec<InboxState> =
+                    InboxState::ALL.iter().copied().filter(|state| *state != InboxState::NarrowingPushing && state.after(event) == Some(InboxState::NarrowingPushing)).collect();
+                let (next_push, attempts) = if noticed.is_empty() {
+                    ("next_push_ms".to_owned(), "push_attempts".to_owned())
+                } else {
+                    let noticed = list(&noticed);
+                    (format!("CASE WHEN state IN {noticed} THEN $4 ELSE next_push_ms END"), format!("CASE WHEN state IN {noticed} THEN 0 ELSE push_attempts END"))
+                };
+                sqlx::query(&format!(
+                    "UPDATE inbox SET sealed = $1, key_id = $2, narrowed = $3, narrowing_confirmed_ms = NULL, \
+                     state = {}, next_push_ms = {next_push}, push_attempts = {attempts}, \
+                     expires_ms = CASE WHEN $5 AND expires_ms < $7 THEN $7 ELSE expires_ms END, \
+                     visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
+                     WHERE packet_id = $6 AND state IN {}",
+                    moving.set, moving.from
+                ))
+                .bind(&narrowing.claims.sealed)
+                .bind(&narrowing.claims.key_id)
+                .bind(serde_json::to_string(&narrowing.categories).unwrap_or_else(|_| "[]".to_owned()))
+                .bind(at_ms)
+                .bind(narrowing.pushed)
+                .bind(&narrowing.packet_id)
+                .bind(notice_until_ms)
+                .execute(&mut *connection)
+                .await?;
+                Ok(())
             }
 
             /// Brings a row's retention deadline forward to `until_ms`; a
@@ -716,52 +780,51 @@ macro_rules! sql_store {
                         if marked == 0 {
                             return Ok(false);
                         }
-                        // The packet id stays: statuses about the referral are still recognised.
-                        sqlx::query(
-                            "UPDATE outbox SET state = CASE WHEN state = 'pending' THEN 'erased' ELSE state END, sealed = $1, packet = NULL \
-                             WHERE id = $2 AND packet_type = 'referral'",
-                        )
-                        .bind(Vec::<u8>::new())
-                        .bind(referral_id)
-                        .execute(&mut *connection)
-                        .await?;
-                        Self::referral_moves(connection, referral_id, "retention_expired", &[], at_ms).await?;
+                        Self::stop_referral_packet(connection, referral_id, OutboxEvent::Erased).await?;
+                        Self::referral_moves(connection, referral_id, ReferralEvent::RetentionExpired, &[], at_ms).await?;
                         Ok(true)
                     }
                     RetentionErasure::Received { packet_id, erasure_pushed, push_until_ms } => {
                         // As a withdrawal erases, and only a live case.
-                        let erasure = ReceivedErasure { pushed: *erasure_pushed, notice_until_ms: *push_until_ms, reasons: Some(r#"["retention_passed"]"#) };
-                        Self::erase_received(connection, packet_id, at_ms, &erasure, &format!("IN {LIVE_RECEIVED}")).await
+                        let erasure = ReceivedErasure {
+                            event: InboxEvent::RetentionPassed { pushed: *erasure_pushed },
+                            notice_until_ms: *push_until_ms,
+                            reasons: Some(r#"["retention_passed"]"#),
+                        };
+                        Self::erase_received(connection, packet_id, at_ms, &erasure).await
                     }
                 }
             }
 
-            /// Erases a received case whose state is `states` (an SQL `IN` or
-            /// `NOT IN` list): claims blanked; listed again, last, if its recipient
-            /// could see it, so that a recipient tailing its inbox learns it must
-            /// erase its own copy; a case already pushed to a webhook is told of
-            /// by a push first, tried until `notice_until_ms` at least (the
-            /// packet's own expiry may be long past). Whether it was erased.
+            /// Erases a received case in a state `erasure.event` erases: claims
+            /// blanked; listed again, last, if its recipient could see it, so that
+            /// a recipient tailing its inbox learns it must erase its own copy; a
+            /// case already pushed to a webhook is told of by a push first, tried
+            /// until `notice_until_ms` at least (the packet's own expiry may be
+            /// long past). Whether it was erased.
             async fn erase_received(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 packet_id: &str,
                 at_ms: i64,
                 erasure: &ReceivedErasure<'_>,
-                states: &str,
             ) -> Result<bool, sqlx::Error> {
+                let Some(moving) = moves("state", |state: InboxState| state.after(erasure.event)) else {
+                    return Ok(false);
+                };
+                let pushed = matches!(erasure.event, InboxEvent::WithdrawnWhole { pushed: true } | InboxEvent::RetentionPassed { pushed: true });
                 let erased = sqlx::query(&format!(
-                    "UPDATE inbox SET \
-                     state = CASE WHEN $4 AND state IN ('acknowledged', 'narrowing_pushing') AND visible_seq IS NOT NULL THEN 'erasure_pushing' ELSE 'erased' END, \
-                     reasons = COALESCE($5, reasons), next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
-                     expires_ms = CASE WHEN $4 AND expires_ms < $6 THEN $6 ELSE expires_ms END, \
+                    "UPDATE inbox SET state = {}, \
+                     reasons = COALESCE($4, reasons), next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
+                     expires_ms = CASE WHEN $5 AND expires_ms < $6 THEN $6 ELSE expires_ms END, \
                      visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
-                     WHERE packet_id = $3 AND state {states}"
+                     WHERE packet_id = $3 AND state IN {}",
+                    moving.set, moving.from
                 ))
                 .bind(Vec::<u8>::new())
                 .bind(at_ms)
                 .bind(packet_id)
-                .bind(erasure.pushed)
                 .bind(erasure.reasons)
+                .bind(pushed)
                 .bind(erasure.notice_until_ms)
                 .execute(&mut *connection)
                 .await?
@@ -806,7 +869,7 @@ macro_rules! sql_store {
                     packet_type: row.try_get("packet_type")?,
                     recipient_org: row.try_get("recipient_org")?,
                     claims: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
-                    state: row.try_get("state")?,
+                    state: parsed(row.try_get("state")?)?,
                     reasons: match reasons {
                         Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("inbox reasons are not a JSON array".to_owned()))?,
                         None => Vec::new(),
@@ -866,7 +929,7 @@ macro_rules! sql_store {
                     return Ok(None);
                 };
                 Ok(Some(DeliveryRecord {
-                    state,
+                    state: parsed(state)?,
                     attempts: row.try_get("attempts")?,
                     packet_id: row.try_get("packet_id")?,
                     packet: row.try_get("packet")?,
@@ -1058,7 +1121,7 @@ macro_rules! sql_store {
                     .map(|row| {
                         let reasons: Option<String> = row.try_get("reasons")?;
                         Ok(TimelineEntry {
-                            status: row.try_get("status")?,
+                            status: parsed(row.try_get("status")?)?,
                             at_ms: row.try_get("at_ms")?,
                             reasons: match reasons {
                                 Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
@@ -1086,7 +1149,7 @@ macro_rules! sql_store {
                                (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
                                (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
                                AS retention_days_after_closure";
-                let rows = self.claim($claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
+                let rows = self.claim(&$claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
             }
 
@@ -1094,11 +1157,12 @@ macro_rules! sql_store {
                 let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
                 sqlx::query(&format!(
                     "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget}, claim_node = NULL, claim_instance = NULL \
-                     WHERE id = $3 AND state = 'pending'"
+                     WHERE id = $3 AND state = $4"
                 ))
                 .bind(next_attempt_ms)
                 .bind(error_code)
                 .bind(entry_id)
+                .bind(OutboxState::Pending.as_str())
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -1135,8 +1199,9 @@ macro_rules! sql_store {
             }
 
             async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let rows = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'received' ORDER BY received_ms, packet_id LIMIT $1"))
+                let rows = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = $2 ORDER BY received_ms, packet_id LIMIT $1"))
                     .bind(limit)
+                    .bind(InboxState::Received.as_str())
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(Self::inbox_from_row).collect()
@@ -1184,13 +1249,16 @@ macro_rules! sql_store {
             }
 
             async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let rows = self.claim($push_query, "inbox", "packet_id", INBOX_COLUMNS, now_ms, lease_ms, limit).await?;
+                let rows = self.claim(&$push_query, "inbox", "packet_id", INBOX_COLUMNS, now_ms, lease_ms, limit).await?;
                 rows.iter().map(Self::inbox_from_row).collect()
             }
 
             async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError> {
-                sqlx::query("UPDATE inbox SET next_push_ms = $1, push_error = $2, claim_node = NULL, claim_instance = NULL \
-                     WHERE packet_id = $3 AND state IN ('pushing', 'erasure_pushing', 'narrowing_pushing')")
+                sqlx::query(&format!(
+                    "UPDATE inbox SET next_push_ms = $1, push_error = $2, claim_node = NULL, claim_instance = NULL \
+                     WHERE packet_id = $3 AND state IN {}",
+                    list(&InboxState::PUSHING)
+                ))
                     .bind(next_push_ms)
                     .bind(error_code)
                     .bind(packet_id)
@@ -1199,12 +1267,12 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn inbox_for(&self, recipient_org: &str, states: &[&str], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+            async fn inbox_for(&self, recipient_org: &str, states: &[InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
                 let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
                 query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
                 let mut listed = query.separated(", ");
                 for state in states {
-                    listed.push_bind((*state).to_owned());
+                    listed.push_bind(state.as_str());
                 }
                 // Only what the recipient could see: a case refused before it was ever
                 // visible is not listed, not even once erased.
@@ -1292,7 +1360,7 @@ macro_rules! sql_store {
                             decision: row.try_get("decision")?,
                             consent: row.try_get("consent")?,
                             policy_version: row.try_get("policy_version")?,
-                            status: row.try_get("status")?,
+                            status: parsed(row.try_get("status")?)?,
                             created_ms: row.try_get("created_ms")?,
                             delivery,
                         })
@@ -1311,7 +1379,7 @@ macro_rules! sql_store {
             }
 
             async fn outbox_depth(&self) -> Result<i64, StoreError> {
-                let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = 'pending'").fetch_one(&self.pool).await?;
+                let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = $1").bind(OutboxState::Pending.as_str()).fetch_one(&self.pool).await?;
                 Ok(row.try_get("depth")?)
             }
 
@@ -1338,13 +1406,15 @@ macro_rules! sql_store {
             }
 
             async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
-                let rows = sqlx::query(
-                    // A referral whose consent was withdrawn was erased then: nothing is left for the deadline.
+                // A referral whose consent was withdrawn was erased then: nothing is left for the deadline.
+                let withdrawn: Vec<ReferralStatus> = ReferralStatus::ALL.iter().copied().filter(|s| s.is_withdrawn_whole()).collect();
+                let rows = sqlx::query(&format!(
                     "SELECT r.id, o.key_id FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
                      WHERE r.retention_until_ms <= $1 AND r.erased_ms IS NULL \
-                     AND r.status NOT IN ('withdrawn', 'erased_at_gateway', 'erasure_confirmed') \
+                     AND r.status NOT IN {} \
                      ORDER BY r.retention_until_ms, r.id LIMIT $2",
-                )
+                    list(&withdrawn)
+                ))
                 .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -1357,8 +1427,9 @@ macro_rules! sql_store {
 
             async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
                 let rows = sqlx::query(&format!(
-                    "SELECT {INBOX_COLUMNS} FROM inbox WHERE state IN {LIVE_RECEIVED} AND retention_until_ms <= $1 \
-                     ORDER BY retention_until_ms, packet_id LIMIT $2"
+                    "SELECT {INBOX_COLUMNS} FROM inbox WHERE state IN {} AND retention_until_ms <= $1 \
+                     ORDER BY retention_until_ms, packet_id LIMIT $2",
+                    list(&InboxState::LIVE)
                 ))
                 .bind(now_ms)
                 .bind(limit)
@@ -1389,19 +1460,21 @@ macro_rules! sql_store {
                 // claimant cleared and keeps the time its backoff chose.
                 let deliveries = sqlx::query(
                     "UPDATE outbox SET next_attempt_ms = $1, claim_node = NULL, claim_instance = NULL \
-                     WHERE state = 'pending' AND claim_node = $2 AND claim_instance <> $3 AND next_attempt_ms > $1",
+                     WHERE state = $4 AND claim_node = $2 AND claim_instance <> $3 AND next_attempt_ms > $1",
                 )
                 .bind(now_ms)
                 .bind(&self.claimant.node)
                 .bind(&self.claimant.instance)
+                .bind(OutboxState::Pending.as_str())
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-                let pushes = sqlx::query(
+                let pushes = sqlx::query(&format!(
                     "UPDATE inbox SET next_push_ms = $1, claim_node = NULL, claim_instance = NULL \
-                     WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND claim_node = $2 AND claim_instance <> $3 \
+                     WHERE state IN {} AND claim_node = $2 AND claim_instance <> $3 \
                      AND next_push_ms > $1",
-                )
+                    list(&InboxState::PUSHING)
+                ))
                 .bind(now_ms)
                 .bind(&self.claimant.node)
                 .bind(&self.claimant.instance)
@@ -1423,12 +1496,18 @@ sql_store!(
     "BEGIN IMMEDIATE",
     "SELECT seq, hash FROM audit_head WHERE id = 1",
     // One statement, hence one write transaction: two workers cannot both claim a row.
-    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
-     (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
-     RETURNING id",
-    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1, claim_node = $4, claim_instance = $5 WHERE packet_id IN \
-     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
-     RETURNING packet_id"
+    format!(
+        "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
+         (SELECT id FROM outbox WHERE state = '{}' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3) \
+         RETURNING id",
+        OutboxState::Pending
+    ),
+    format!(
+        "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1, claim_node = $4, claim_instance = $5 WHERE packet_id IN \
+         (SELECT packet_id FROM inbox WHERE state IN {} AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3) \
+         RETURNING packet_id",
+        list(&InboxState::PUSHING)
+    )
 );
 sql_store!(
     PostgresStore,
@@ -1436,10 +1515,16 @@ sql_store!(
     "BEGIN",
     "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
     // Replicas sharing the database skip each other's locked rows instead of waiting.
-    "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
-     (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
-     FOR UPDATE SKIP LOCKED) RETURNING id",
-    "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1, claim_node = $4, claim_instance = $5 WHERE packet_id IN \
-     (SELECT packet_id FROM inbox WHERE state IN ('pushing', 'erasure_pushing', 'narrowing_pushing') AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
-     FOR UPDATE SKIP LOCKED) RETURNING packet_id"
+    format!(
+        "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
+         (SELECT id FROM outbox WHERE state = '{}' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 \
+         FOR UPDATE SKIP LOCKED) RETURNING id",
+        OutboxState::Pending
+    ),
+    format!(
+        "UPDATE inbox SET next_push_ms = $1, push_attempts = push_attempts + 1, claim_node = $4, claim_instance = $5 WHERE packet_id IN \
+         (SELECT packet_id FROM inbox WHERE state IN {} AND next_push_ms <= $2 ORDER BY next_push_ms LIMIT $3 \
+         FOR UPDATE SKIP LOCKED) RETURNING packet_id",
+        list(&InboxState::PUSHING)
+    )
 );

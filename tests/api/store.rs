@@ -6,9 +6,10 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use referral_gateway::audit::{Action, Actor, AuditEvent};
 use referral_gateway::config::DatabaseConfig;
+use referral_gateway::domain::lifecycle::{InboxState, ReferralEvent, ReferralStatus};
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, InboxChange, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedPayload, SentNarrowing, Settlement, Store,
+    verify_audit_chain, AuditFilter, InboxChange, InboxMove, StoredRetention, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedPayload, SentNarrowing, Settlement, Store,
     StoredPacket, StoredReferral, Write, Written,
 };
 
@@ -31,6 +32,7 @@ on_both_backends!(
     a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws,
     a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
     a_restarted_node_takes_back_its_predecessors_claims_and_leaves_other_nodes_leases,
+    state_columns_take_exactly_the_lifecycle_states,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -88,7 +90,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             decision: r#"{"sent":{"identity":{}}}"#.to_owned(),
             consent: "{}".to_owned(),
             response: "{}".to_owned(),
-            status: if allowed { "queued" } else { "denied" }.to_owned(),
+            status: if allowed { ReferralStatus::Queued } else { ReferralStatus::Denied },
             created_ms: at(0).timestamp_millis(),
             handover: false,
         },
@@ -370,8 +372,8 @@ async fn outbox_entries_are_claimed_for_a_lease_keep_their_first_packet_and_sett
     assert_eq!(results, vec![Written::Audited { seq: 3 }, Written::AlreadySettled]);
     let delivery = store.delivery("r1").await.unwrap().unwrap();
     assert_eq!((delivery.state.as_str(), delivery.receipt.as_deref()), ("delivered", Some("receipt-1")));
-    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "delivered");
-    let timeline: Vec<String> = store.timeline("r1").await.unwrap().into_iter().map(|t| t.status).collect();
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "delivered");
+    let timeline: Vec<String> = store.timeline("r1").await.unwrap().into_iter().map(|t| t.status.as_str().to_owned()).collect();
     assert_eq!(timeline, ["queued", "delivered"]);
     assert!(store.claim_deliveries(now + 100 * lease, lease, 10).await.unwrap().is_empty(), "a settled entry is never claimed");
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
@@ -385,20 +387,13 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
     // The peer's refusal is applied before this gateway settles the delivery.
     let change = InboxChange {
         packet_id: "p1".to_owned(),
-        from_state: "received".to_owned(),
-        to_state: "applied".to_owned(),
-        reasons: vec!["policy_no_permit".to_owned()],
-        reply: None,
-        referral_status: Some(("r1".to_owned(), vec!["refused".to_owned()])),
-        erases: None,
-        erasure_pushed: false,
-        notice_until_ms: at(60).timestamp_millis(),
-        withdraws: None,
-        narrows: None,
-        reseal: None,
-        confirms_narrowing: false,
-        retention: None,
-        referral_retention_until_ms: None,
+        from: InboxState::Received,
+        step: InboxMove::ApplyToReferral {
+            referral_id: "r1".to_owned(),
+            events: vec![ReferralEvent::Refused],
+            reasons: vec!["policy_no_permit".to_owned()],
+            retention_until_ms: None,
+        },
         at_ms: at(1).timestamp_millis(),
     };
     let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
@@ -412,8 +407,8 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
         audit: event(2, "ITA", Action::PacketSend).referral("r1"),
     };
     store.write_batch(&[settle]).await.unwrap();
-    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "refused");
-    let timeline: Vec<(String, Vec<String>)> = store.timeline("r1").await.unwrap().into_iter().map(|t| (t.status, t.reasons)).collect();
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "refused");
+    let timeline: Vec<(String, Vec<String>)> = store.timeline("r1").await.unwrap().into_iter().map(|t| (t.status.as_str().to_owned(), t.reasons)).collect();
     assert_eq!(
         timeline,
         [("queued".to_owned(), vec![]), ("refused".to_owned(), vec!["policy_no_permit".to_owned()]), ("delivered".to_owned(), vec![])]
@@ -422,22 +417,11 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
 }
 
 fn make_visible(packet_id: &str, minutes: i64) -> Write {
+    let retention = StoredRetention { until_ms: at(600).timestamp_millis(), days_after_closure: None };
     let change = InboxChange {
         packet_id: packet_id.to_owned(),
-        from_state: "received".to_owned(),
-        to_state: "available".to_owned(),
-        reasons: Vec::new(),
-        reply: None,
-        referral_status: None,
-        erases: None,
-        erasure_pushed: false,
-        notice_until_ms: at(60).timestamp_millis(),
-        withdraws: None,
-        narrows: None,
-        reseal: None,
-        confirms_narrowing: false,
-        retention: None,
-        referral_retention_until_ms: None,
+        from: InboxState::Received,
+        step: InboxMove::Forward { pushed: false, retention, reseal: None },
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }
@@ -449,13 +433,13 @@ async fn the_recipients_cursor_follows_the_order_cases_became_visible(backend: B
     // p1 arrived first but is screened after p2: a cursor taken after p2 must still see p1.
     store.write_batch(&[packet("p1", "digest-1"), packet("p2", "digest-2")]).await.unwrap();
     store.write_batch(&[make_visible("p2", 1)]).await.unwrap();
-    let first = store.inbox_for("nga-iom-lagos", &["available"], None, 10).await.unwrap();
+    let first = store.inbox_for("nga-iom-lagos", &[InboxState::Available], None, 10).await.unwrap();
     assert_eq!(first.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["p2"]);
     let cursor = first[0].visible_seq;
     store.write_batch(&[make_visible("p1", 2)]).await.unwrap();
-    let next = store.inbox_for("nga-iom-lagos", &["available"], cursor, 10).await.unwrap();
+    let next = store.inbox_for("nga-iom-lagos", &[InboxState::Available], cursor, 10).await.unwrap();
     assert_eq!(next.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["p1"]);
-    assert!(store.inbox_for("nga-iom-lagos", &["available"], next[0].visible_seq, 10).await.unwrap().is_empty());
+    assert!(store.inbox_for("nga-iom-lagos", &[InboxState::Available], next[0].visible_seq, 10).await.unwrap().is_empty());
     assert_eq!(store.receipt_for_bytes("digest-1", "ITA").await.unwrap().as_deref(), Some("receipt-for-digest-1"));
     assert_eq!(store.receipt_for_bytes("digest-1", "GMB").await.unwrap(), None, "only from the member that sent it");
 }
@@ -553,13 +537,13 @@ async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: 
     assert_eq!(store.write_batch(&[delivered("r1")]).await.unwrap(), vec![Written::AlreadySettled]);
     let r1 = store.delivery("r1").await.unwrap().unwrap();
     assert_eq!((r1.state.as_str(), r1.receipt.as_deref(), r1.packet.as_deref()), ("withdrawn", Some("receipt-r1"), None));
-    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "withdrawn");
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "withdrawn");
 
     // r2 never had a packet: nothing to tell the peer, and none is made after.
     let results = store.write_batch(&[withdraw("r2", "w-2"), keep("r2", "p-2")]).await.unwrap();
     assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
     assert_eq!(results[1], Written::AlreadySettled);
-    assert_eq!(store.delivery("r2").await.unwrap().unwrap().state, "withdrawn");
+    assert_eq!(store.delivery("r2").await.unwrap().unwrap().state.as_str(), "withdrawn");
     assert!(store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap().iter().all(|d| d.id != "w-2"));
     assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 5, "two submissions, two withdrawals, one receipt");
 }
@@ -599,9 +583,9 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
     assert_eq!((payload.sealed, payload.key_id.as_str()), (vec![7, 7], "k-cut"));
     assert!(matches!(store.write_batch(&[keep("r1", "p-1", "k-cut")]).await.unwrap()[..], [Written::PacketKept(_)]));
     let r1 = store.referral("r1").await.unwrap().unwrap();
-    assert_eq!(r1.status, "queued", "the rest of the referral goes on");
+    assert_eq!(r1.status, ReferralStatus::Queued, "the rest of the referral goes on");
     let timeline = store.timeline("r1").await.unwrap();
-    let narrowed = timeline.iter().find(|t| t.status == "consent_narrowed_before_sending").expect("recorded in the timeline");
+    let narrowed = timeline.iter().find(|t| t.status == ReferralEvent::ConsentNarrowedBeforeSending).expect("recorded in the timeline");
     assert_eq!(narrowed.reasons, vec!["health".to_owned()]);
 
     // A cut made from a payload replaced meanwhile writes nothing, and says so: it is made again.
@@ -613,13 +597,13 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
     let results = store.write_batch(&[narrow("r1", "w-2", "k-cut", "k-cut-2")]).await.unwrap();
     assert!(matches!(results[0], Written::Withdrawn { peer_notified: true, .. }), "{results:?}");
     assert_eq!(store.sealed_payload("r1").await.unwrap().unwrap().key_id, "k-cut-2");
-    assert!(store.timeline("r1").await.unwrap().iter().any(|t| t.status == "consent_narrowed"));
+    assert!(store.timeline("r1").await.unwrap().iter().any(|t| t.status == ReferralEvent::ConsentNarrowed));
     let due = store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap();
     assert!(due.iter().all(|d| d.id != "w-stale"), "nothing queued for a cut not written");
     let notice = due.iter().find(|d| d.id == "w-2").expect("the withdrawal is queued");
     assert_eq!((notice.packet_type.as_str(), notice.in_reply_to.as_deref()), ("withdrawal", Some("p-1")));
     assert!(due.iter().any(|d| d.id == "r1"), "the referral itself is still delivered");
-    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, "queued");
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "queued");
 
     // Withdrawn whole first: a partial withdrawal after it changes nothing.
     let whole = Write::Withdraw {
@@ -630,7 +614,7 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
     };
     let results = store.write_batch(&[whole, narrow("r2", "w-4", "k", "k-cut")]).await.unwrap();
     assert_eq!(results[1], Written::AlreadySettled);
-    assert!(store.timeline("r2").await.unwrap().iter().all(|t| !t.status.starts_with("consent_narrowed")));
+    assert!(store.timeline("r2").await.unwrap().iter().all(|t| !t.status.records_narrowing()));
 }
 
 /// A process killed (`kill -9`) while it held claims leaves them leased; the
@@ -673,4 +657,47 @@ async fn a_restarted_node_takes_back_its_predecessors_claims_and_leaves_other_no
     assert!(other.claim_deliveries(now + 2, lease, 10).await.unwrap().is_empty());
     // A process never takes back its own live claims.
     assert_eq!(replica.release_earlier_claims(now + 3).await.unwrap(), 0, "node-b's own process holds its claim");
+}
+
+/// Runs one statement below the port, on the store's own database (and schema).
+async fn raw(opened: &Opened, statement: &str) -> Result<u64, String> {
+    use std::str::FromStr;
+    match &opened.config.schema {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&opened.config.url).await.unwrap();
+            let result = sqlx::query(statement).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string());
+            pool.close().await;
+            result
+        }
+        Some(schema) => {
+            let options = sqlx::postgres::PgConnectOptions::from_str(&opened.config.url).unwrap().options([("search_path", schema.as_str())]);
+            let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+            let result = sqlx::query(statement).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string());
+            pool.close().await;
+            result
+        }
+    }
+}
+
+/// Every state column takes each value of its lifecycle enum and nothing
+/// else: the `CHECK` constraints of migration 0010 on both backends.
+async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
+    use referral_gateway::domain::lifecycle::OutboxState;
+    let opened = open(backend).await;
+    opened.store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), packet("p1", "digest-a")]).await.unwrap();
+    let columns: [(&str, &str, Vec<&str>); 4] = [
+        ("referrals", "status", ReferralStatus::ALL.iter().map(|s| s.as_str()).collect()),
+        ("referral_events", "status", ReferralEvent::ALL.iter().map(|s| s.as_str()).collect()),
+        ("outbox", "state", OutboxState::ALL.iter().map(|s| s.as_str()).collect()),
+        ("inbox", "state", InboxState::ALL.iter().map(|s| s.as_str()).collect()),
+    ];
+    for (table, column, values) in columns {
+        for value in values {
+            assert_eq!(raw(&opened, &format!("UPDATE {table} SET {column} = '{value}'")).await, Ok(1), "{table}.{column} = {value}");
+        }
+        for unknown in ["sent", "", "Queued", "pending "] {
+            let refused = raw(&opened, &format!("UPDATE {table} SET {column} = '{unknown}'")).await;
+            assert!(refused.as_ref().is_err_and(|e| e.contains(&format!("{table}_{column}_known"))), "{table}.{column} = {unknown:?}: {refused:?}");
+        }
+    }
 }
