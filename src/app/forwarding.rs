@@ -114,7 +114,7 @@ impl Gateway {
             // Never readable again (a data key gone, say): set aside, so that it holds up nothing behind it.
             let change = self.inbox_move(item, refusal(&["claims_unreadable"]), now);
             let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
-            let event = AuditEvent::new(now, actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(["claims_unreadable"]);
+            let event = AuditEvent::new(now, actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(["claims_unreadable"]);
             return Ok(Write::InboxMove { change: Box::new(change), audit: event });
         };
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
@@ -137,7 +137,7 @@ impl Gateway {
                 if whole {
                     self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
                     let change = self.inbox_move(item, refusal(&["consent_withdrawn"]), now);
-                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, "refused").referral(&item.packet_id).reasons(change.step.reasons().to_vec());
+                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
                     return Ok(Write::InboxMove { change: Box::new(change), audit: event });
                 }
                 let recipient = self.directory().recipient(&claims.recipient);

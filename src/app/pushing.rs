@@ -67,7 +67,7 @@ impl Gateway {
             Err(AppError::Erased) => {
                 let reasons = vec!["case_erased".to_owned()];
                 let change = self.inbox_move(&item, InboxMove::GiveUpPush { reasons: reasons.clone(), reply: None }, now);
-                let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
+                let event = AuditEvent::new(now, actor, Action::PacketScreen, InboxState::Undeliverable.as_str()).referral(&item.packet_id).reasons(reasons);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
                 return Ok(());
             }
@@ -77,7 +77,7 @@ impl Gateway {
             let reasons = vec!["recipient_unreachable".to_owned()];
             let reply = self.status_reply(&item, ReferralProgress::Refused, reasons.clone(), now)?;
             let change = self.inbox_move(&item, InboxMove::GiveUpPush { reasons: reasons.clone(), reply: Some(reply) }, now);
-            let event = AuditEvent::new(now, actor, Action::PacketScreen, "undeliverable").referral(&item.packet_id).reasons(reasons);
+            let event = AuditEvent::new(now, actor, Action::PacketScreen, InboxState::Undeliverable.as_str()).referral(&item.packet_id).reasons(reasons);
             self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
             self.wake_delivery();
             return Ok(());

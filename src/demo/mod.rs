@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod sandbox;
 pub mod setup;
 
+use crate::domain::lifecycle::{InboxState, ReferralStatus};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,11 +151,11 @@ impl Demo {
         Ok(self.call("iom-rome", "ITA", reqwest::Method::GET, &format!("/v1/referrals/{id}"), None).await?.1)
     }
 
-    async fn wait_for_status(&self, id: &str, wanted: &str) -> Result<Value, DemoError> {
+    async fn wait_for_status(&self, id: &str, wanted: ReferralStatus) -> Result<Value, DemoError> {
         let until = Instant::now() + STEP_LIMIT;
         loop {
             let referral = self.referral(id).await?;
-            if at(&referral, "/status") == wanted {
+            if at(&referral, "/status") == wanted.as_str() {
                 return Ok(referral);
             }
             if Instant::now() > until {
@@ -205,7 +206,7 @@ impl Demo {
         let sent: Vec<String> = at(&answer, "/decision/sent").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
         let withheld: Vec<String> = at(&answer, "/decision/withheld").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
         println!("   Italy decided: send {} ; withhold {} (consent, purpose baseline, DPO policy).", sent.join(", "), withheld.join(", "));
-        let referral = self.wait_for_status(&id, "delivered").await?;
+        let referral = self.wait_for_status(&id, ReferralStatus::Delivered).await?;
         println!("   Sealed (JWS in JWE), sent over mutual TLS; the Gambian gateway's signed receipt is kept ({} bytes).", at(&referral, "/delivery/receipt").as_str().map_or(0, str::len));
         let items = self.inbox("iom-banjul", "GMB", 1).await?;
         let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
@@ -225,13 +226,13 @@ impl Demo {
         if code != 200 {
             return Err(step_failed(format!("acknowledging: HTTP {code}")));
         }
-        self.wait_for_status(&id, "forwarded").await?;
+        self.wait_for_status(&id, ReferralStatus::Forwarded).await?;
         // Accepting a handover moves case management: the timeline says so.
         for (progress, reason, shown) in [
-            ("accepted", None, "handover"),
-            ("arrived", None, "arrived"),
-            ("services_delivered", None, "services_delivered"),
-            ("closed", Some("reintegration_completed"), "closed"),
+            ("accepted", None, ReferralStatus::Handover),
+            ("arrived", None, ReferralStatus::Arrived),
+            ("services_delivered", None, ReferralStatus::ServicesDelivered),
+            ("closed", Some("reintegration_completed"), ReferralStatus::Closed),
         ] {
             self.report("iom-banjul", "GMB", &packet_id, progress, reason).await?;
             self.wait_for_status(&id, shown).await?;
@@ -266,7 +267,7 @@ impl Demo {
             return Err(step_failed(format!("the tracing request was not accepted: HTTP {status} {answer}")));
         }
         let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
-        self.wait_for_status(&id, "delivered").await?;
+        self.wait_for_status(&id, ReferralStatus::Delivered).await?;
         let items = self.inbox("gin-red-cross", "GIN", 1).await?;
         let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
         let (code, _) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
@@ -274,9 +275,9 @@ impl Demo {
             return Err(step_failed(format!("acknowledging: HTTP {code}")));
         }
         self.report("gin-red-cross", "GIN", &packet_id, "in_progress", None).await?;
-        self.wait_for_status(&id, "in_progress").await?;
+        self.wait_for_status(&id, ReferralStatus::InProgress).await?;
         self.report("gin-red-cross", "GIN", &packet_id, "closed", Some("family_traced")).await?;
-        let referral = self.wait_for_status(&id, "closed").await?;
+        let referral = self.wait_for_status(&id, ReferralStatus::Closed).await?;
         let last = at(&referral, "/timeline").as_array().and_then(|t| t.last()).cloned().unwrap_or(Value::Null);
         println!("   The Red Cross answered: {} with reason {} (codes only: no free text crosses the border).", at(&last, "/status"), at(&last, "/reason_codes"));
         Ok((id, packet_id))
@@ -289,12 +290,12 @@ impl Demo {
             return Err(step_failed(format!("withdrawing: HTTP {code} {answer}")));
         }
         println!("   Italy destroyed the case's own key (its payload is unreadable in every copy of its database) and sent a signed withdrawal.");
-        self.wait_for_status(id, "erased_at_gateway").await?;
+        self.wait_for_status(id, ReferralStatus::ErasedAtGateway).await?;
         println!("   The Guinean gateway destroyed its key for the case and confirmed, signed: erased_at_gateway.");
         let items = self.inbox("gin-red-cross", "GIN", 1).await?;
         let listed = items.iter().find(|i| at(i, "/packet_id").as_str() == Some(packet_id.as_str())).map(|i| at(i, "/state").clone());
         let (read, _) = self.call("gin-red-cross", "GIN", reqwest::Method::GET, &format!("/v1/inbox/{packet_id}"), None).await?;
-        if listed != Some(json!("erased")) || read != 410 {
+        if listed != Some(json!(InboxState::Erased)) || read != 410 {
             return Err(step_failed(format!("the Red Cross sees the case as {listed:?}, reading it gives HTTP {read}")));
         }
         println!("   The Red Cross's inbox lists the case as erased; reading it now answers HTTP 410.");
@@ -302,7 +303,7 @@ impl Demo {
         if code != 200 {
             return Err(step_failed(format!("confirming the erasure: HTTP {code}")));
         }
-        let referral = self.wait_for_status(id, "erasure_confirmed").await?;
+        let referral = self.wait_for_status(id, ReferralStatus::ErasureConfirmed).await?;
         let timeline: Vec<String> = at(&referral, "/timeline").as_array().map(|t| t.iter().filter_map(|e| at(e, "/status").as_str().map(str::to_owned)).collect()).unwrap_or_default();
         println!("   The Red Cross erased its own copy and said so. Italy's timeline: {}; erasure {}.", timeline.join(" -> "), at(&referral, "/erasure/state"));
         Ok(())
