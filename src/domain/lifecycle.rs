@@ -107,8 +107,9 @@ impl ReferralStatus {
         matches!(self.stage(), ReferralStage::Withdrawn)
     }
 
-    /// What it sent is still shared: neither withdrawn whole nor erased.
-    /// (A denied referral shared nothing; nothing can be withdrawn from it.)
+    /// Consent still stands for it: neither withdrawn whole nor erased. (A
+    /// denied referral shared nothing, but a withdrawal still records the
+    /// consent's end in its timeline.)
     pub const fn still_shared(self) -> bool {
         !matches!(self.stage(), ReferralStage::Withdrawn | ReferralStage::Erased)
     }
@@ -123,15 +124,16 @@ impl ReferralStatus {
 
     /// The status after `event`, or `None` when the event leaves it as it is
     /// (it is then only recorded in the timeline):
-    /// - nothing moves a denied referral, nor one erased at the end of its
-    ///   retention or whose erasure its recipient confirmed;
+    /// - only a withdrawal moves a denied referral (it records the consent's
+    ///   end; nothing was sent to erase); nothing moves one erased at the end
+    ///   of its retention or whose erasure its recipient confirmed;
     /// - delivery settles only a queued referral (a status from the peer may
     ///   have come first);
     /// - once consent is withdrawn whole, only the erasure's confirmations
     ///   move it, forward (the gateway's and the organisation's may come in
     ///   either order);
     /// - the receiving side's reports: the receiving gateway's `forwarded`
-    ///   or `refused` only before anything the recipient reported; the
+    ///   or `refused` only over `queued`, `delivered` or `expired`; the
     ///   recipient's own reports, the latest wins (a handover follows its
     ///   acceptance), never after a refusal;
     /// - the steps of a partial withdrawal never become the status: it stays
@@ -140,6 +142,7 @@ impl ReferralStatus {
         use ReferralEvent as E;
         use ReferralStatus as S;
         let next = match (self, event) {
+            (S::Denied, E::Withdrawn) => Some(S::Withdrawn),
             (S::Denied | S::RetentionExpired | S::ErasureConfirmed, _) => None,
             (S::Withdrawn, E::ErasedAtGateway) => Some(S::ErasedAtGateway),
             (S::Withdrawn | S::ErasedAtGateway, E::ErasureConfirmed) => Some(S::ErasureConfirmed),
@@ -384,7 +387,9 @@ impl InboxState {
     }
 
     /// Erased: a case its webhook recipient was pushed is pushed a notice
-    /// of it first.
+    /// of it first. (Both states it is pushed from always have a place in
+    /// the recipients' order, `visible_seq`: a case gets one when it becomes
+    /// `available` or `pushing`, before it can be `acknowledged`.)
     fn erased_from(from: InboxState, pushed: bool) -> InboxState {
         match from {
             Self::Acknowledged | Self::NarrowingPushing if pushed => Self::ErasurePushing,
@@ -486,16 +491,19 @@ mod tests {
 
         #[test]
         fn nothing_leaves_an_end(event in any_event()) {
-            for end in [ReferralStatus::Denied, ReferralStatus::ErasureConfirmed, ReferralStatus::RetentionExpired] {
+            for end in [ReferralStatus::ErasureConfirmed, ReferralStatus::RetentionExpired] {
                 prop_assert_eq!(end.after(event), None);
             }
+            // A denied referral sent nothing: only its consent's end is recorded.
+            let withdrawn = (event == ReferralEvent::Withdrawn).then_some(ReferralStatus::Withdrawn);
+            prop_assert_eq!(ReferralStatus::Denied.after(event), withdrawn);
         }
 
         #[test]
         fn a_withdrawal_wins_over_later_statuses(from in any_status(), events in prop::collection::vec(any_event(), 0..12)) {
             let Some(withdrawn) = from.after(ReferralEvent::Withdrawn) else {
-                // Only what is withdrawn already, ended or denied refuses it.
-                prop_assert!(!from.still_shared() || from == ReferralStatus::Denied);
+                // Only what is withdrawn already, or ended, refuses it.
+                prop_assert!(!from.still_shared());
                 return Ok(());
             };
             let mut status = withdrawn;

@@ -89,12 +89,18 @@ impl SqliteStore {
 
 /// Runs `migrator` over a connection of its own with foreign keys off, as
 /// SQLite's procedure for rebuilding a table requires (a migration that
-/// adds a constraint drops and recreates tables others refer to), then
-/// checks every foreign key: a migration that broke one fails the start.
+/// adds a constraint drops and recreates tables others refer to), then,
+/// if any ran, checks every foreign key: a migration that broke one fails
+/// the start.
 async fn migrate_sqlite(options: &SqliteConnectOptions, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
     let mut connection = sqlx::SqliteConnection::connect_with(&options.clone().foreign_keys(false)).await?;
+    const APPLIED: &str = "SELECT COUNT(*) FROM _sqlx_migrations";
+    // No table yet on a new database: nothing applied.
+    let before: i64 = sqlx::query_scalar(APPLIED).fetch_one(&mut connection).await.unwrap_or(0);
     migrator.run(&mut connection).await.map_err(|e| StoreError::Migration(e.to_string()))?;
-    let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut connection).await?;
+    // Checked only when a migration ran: the check reads every referencing table whole.
+    let ran = sqlx::query_scalar::<_, i64>(APPLIED).fetch_one(&mut connection).await? > before;
+    let broken = if ran { sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut connection).await? } else { Vec::new() };
     connection.close().await?;
     if !broken.is_empty() {
         return Err(StoreError::Migration(format!("{} rows break a foreign key after migrating", broken.len())));

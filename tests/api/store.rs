@@ -33,6 +33,7 @@ on_both_backends!(
     a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
     a_restarted_node_takes_back_its_predecessors_claims_and_leaves_other_nodes_leases,
     state_columns_take_exactly_the_lifecycle_states,
+    a_denied_referral_records_its_withdrawal_once,
 );
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -700,4 +701,25 @@ async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
             assert!(refused.as_ref().is_err_and(|e| e.contains(&format!("{table}_{column}_known"))), "{table}.{column} = {unknown:?}: {refused:?}");
         }
     }
+}
+
+/// A denied referral sent nothing, but a withdrawal of the person's consent
+/// is still recorded, once: its status becomes `withdrawn`, and a second
+/// withdrawal finds it withdrawn already.
+async fn a_denied_referral_records_its_withdrawal_once(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", false))]).await.unwrap();
+    let withdraw = |notice: &str| Write::Withdraw {
+        referral_id: "r1".to_owned(),
+        withdrawal: NewWithdrawal { packet_id: notice.to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral("r1"),
+    };
+    let results = store.write_batch(&[withdraw("w-1"), withdraw("w-2")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
+    assert_eq!(results[1], Written::AlreadySettled);
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, ReferralStatus::Withdrawn);
+    let timeline: Vec<String> = store.timeline("r1").await.unwrap().into_iter().map(|t| t.status.as_str().to_owned()).collect();
+    assert_eq!(timeline, ["denied", "withdrawn"]);
 }
