@@ -1,6 +1,9 @@
 //! referral-gateway: the per-country gateway of a transnational referral federation.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+#[macro_use]
+mod macros;
+
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -21,3 +24,4 @@ pub mod setup;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

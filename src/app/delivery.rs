@@ -21,6 +21,7 @@ use crate::directory::MemberStatus;
 use crate::domain::withdrawal::WithdrawalNotice;
 use crate::domain::{CountryCode, OrgId, Purpose};
 use crate::store::{ClaimedDelivery, Settlement, StoredPacket, Write, Written};
+use crate::wire::FailureCode;
 
 /// How delivery is paced and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,11 @@ impl SendFailure {
             SendFailure::Refused { code } => code,
             SendFailure::Unreachable { code } => code,
         }
+    }
+
+    /// The code, if it is one the federation knows.
+    pub fn known(&self) -> Option<FailureCode> {
+        self.code().parse().ok()
     }
 }
 
@@ -130,8 +136,8 @@ impl Gateway {
         let directory = self.directory();
         let endpoint = match directory.gateway(peer) {
             Some(gateway) if gateway.status == MemberStatus::Active => gateway.endpoint.clone(),
-            Some(_) => return self.retry(&item, "peer-suspended", false).await,
-            None => return self.retry(&item, "peer-not-listed", false).await,
+            Some(_) => return self.retry(&item, FailureCode::PeerSuspended.as_str(), false).await,
+            None => return self.retry(&item, FailureCode::PeerNotListed.as_str(), false).await,
         };
         let packet = match &item.packet {
             Some(kept) => kept.clone(),
@@ -141,30 +147,27 @@ impl Gateway {
                     Written::PacketKept(kept) => kept,
                     _ => return Ok(Attempt::Gone),
                 },
-                Err(missing) => return self.retry(&item, missing, false).await,
+                Err(missing) => return self.retry(&item, missing.as_str(), false).await,
             },
         };
         // The peer would refuse it on arrival (a limit lowered since the case
         // was accepted): said exactly, and tried again only in case the
         // directory raises the limit before the deadline.
         if packet.packet.len() > directory.packet_limit(peer) {
-            return self.retry(&item, "packet-too-large", false).await;
+            return self.retry(&item, FailureCode::PacketTooLarge.as_str(), false).await;
         }
         let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
             Ok(receipt) => receipt,
             Err(failure) => {
-                // A packet sealed to a key the peer no longer holds, or signed
-                // with one of ours the directory no longer lists, is sealed
-                // again next time; any other refusal may pass later (a
-                // directory edition the peer has not read yet, a suspension).
-                let reseal = matches!(failure.code(), "packet-undecryptable" | "packet-unknown-signer");
+                // See `FailureCode::asks_for_a_new_packet`.
+                let reseal = failure.known().is_some_and(FailureCode::asks_for_a_new_packet);
                 return self.retry(&item, failure.code(), reseal).await;
             }
         };
         let digest = packet::digest_of(packet.packet.as_bytes());
         let expected = Expected { packet_id: &packet.packet_id, packet_sha256: &digest, from: peer, to: self.country };
         if let Err(refusal) = receipt::verify(&receipt, directory.as_ref(), self.now(), &expected) {
-            return self.retry(&item, refusal.code(), false).await;
+            return self.retry(&item, FailureCode::from(&refusal).as_str(), false).await;
         }
         self.settle(&item, Settlement::Delivered { receipt }, self.now()).await?;
         self.observe_delivery(&item, self.now());
@@ -176,11 +179,11 @@ impl Gateway {
     /// whenever it publishes one; or the code of the key the directory
     /// lacks now (the peer's, or the organisation's for an entry that must
     /// be sealed end to end).
-    async fn seal_packet(&self, item: &ClaimedDelivery, peer: CountryCode, now: DateTime<Utc>) -> Result<Result<StoredPacket, &'static str>, AppError> {
+    async fn seal_packet(&self, item: &ClaimedDelivery, peer: CountryCode, now: DateTime<Utc>) -> Result<Result<StoredPacket, FailureCode>, AppError> {
         let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
         let directory = self.directory();
         let Some(to) = directory.encryption_key(peer, now) else {
-            return Ok(Err("peer-key-missing"));
+            return Ok(Err(FailureCode::PeerKeyMissing));
         };
         let recipient = OrgId::parse(&item.recipient_org).map_err(|_| corrupt("recipient"))?;
         let signer = directory.current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
@@ -189,7 +192,7 @@ impl Gateway {
         let addressed_to_organisation = matches!(packet_type, PacketType::Referral | PacketType::Withdrawal);
         let organisation_key = if addressed_to_organisation { directory.organisation_key(&recipient, now) } else { None };
         if item.end_to_end && organisation_key.is_none() {
-            return Ok(Err("recipient-key-missing"));
+            return Ok(Err(FailureCode::RecipientKeyMissing));
         }
         let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
         let mut withdrawal = None;

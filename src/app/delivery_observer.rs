@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Gateway;
 use crate::domain::CountryCode;
 use crate::store::ClaimedDelivery;
+use crate::wire::FailureCode;
 
 /// Which peer an observation is about, as the figures may name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub trait DeliveryObserver: Send + Sync + 'static {
     /// An attempt at an entry was made; `retry` when the entry was attempted before.
     fn attempted(&self, _peer: ObservedPeer, _retry: bool) {}
     /// An attempt failed and the entry waits for the next; `cause` is one of
-    /// [`FAILURE_CAUSES`] or `other` (see [`failure_cause`]).
+    /// a `wire::FailureCode` or `other` (see [`failure_cause`]).
     fn failed(&self, _peer: ObservedPeer, _cause: &'static str) {}
     /// The peer's receipt was verified and kept, `after` the entry was queued.
     fn delivered(&self, _peer: ObservedPeer, _after: Duration) {}
@@ -40,7 +41,7 @@ pub trait DeliveryObserver: Send + Sync + 'static {
 
 /// The failure an entry that must be sealed end to end meets while its
 /// organisation publishes no key: observed under [`ObservedPeer::Withheld`].
-const WAITING_FOR_ORGANISATION_KEY: &str = "recipient-key-missing";
+const WAITING_FOR_ORGANISATION_KEY: FailureCode = FailureCode::RecipientKeyMissing;
 
 /// Watches nothing: a gateway without metrics (tools, tests).
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,60 +49,11 @@ pub struct Unobserved;
 
 impl DeliveryObserver for Unobserved {}
 
-/// Every failure code a delivery attempt may record that is worth its own
-/// label: the gateway's own (the directory, keys, the transport, the
-/// receipt's check) and the codes a peer's federation listener answers
-/// with. A peer can answer any code of the right shape, so anything else
-/// is counted as `other`: a hostile peer cannot add labels.
-pub const FAILURE_CAUSES: &[&str] = &[
-    // The directory and the keys, here.
-    "peer-suspended",
-    "peer-not-listed",
-    "peer-key-missing",
-    "recipient-key-missing",
-    // The transport.
-    "peer-tls-setup",
-    "peer-timeout",
-    "peer-unreachable",
-    "peer-transport",
-    "peer-unavailable",
-    // The receipt.
-    "receipt-malformed",
-    "receipt-too-large",
-    "receipt-not-signed",
-    "receipt-unknown-signer",
-    "receipt-bad-signature",
-    "receipt-signer-suspended",
-    "receipt-wrong-issuer",
-    "receipt-mismatch",
-    // The peer's refusals of the packet (`crypto::packet::OpenError`).
-    "packet-too-large",
-    "packet-undecryptable",
-    "packet-unknown-signer",
-    "packet-bad-signature",
-    "packet-issuer-mismatch",
-    "packet-sender-mismatch",
-    "packet-issuer-suspended",
-    "packet-wrong-audience",
-    "packet-expired",
-    "packet-lifetime-too-long",
-    "packet-issued-in-future",
-    "packet-replayed",
-    "packet-malformed-id",
-    // The peer's listener, before the packet is read.
-    "peer-not-member",
-    "unsupported-media-type",
-    "malformed-body",
-    "body-unreadable",
-    "request-timeout",
-    "not-found",
-    "method-not-allowed",
-];
-
-/// The label for a failure code: the code itself if it is one of
-/// [`FAILURE_CAUSES`], `other` otherwise.
+/// The label for a failure code: the code itself if the federation knows
+/// it (`wire::FailureCode`), `other` otherwise: a peer can answer any code
+/// of the right shape, and a hostile one must not add labels.
 pub fn failure_cause(code: &str) -> &'static str {
-    FAILURE_CAUSES.iter().find(|known| **known == code).copied().unwrap_or("other")
+    code.parse::<FailureCode>().map_or("other", FailureCode::as_str)
 }
 
 impl Gateway {
@@ -123,7 +75,7 @@ impl Gateway {
 
     /// An attempt that failed with `code`, the entry to be tried again.
     pub(super) fn observe_failure(&self, item: &ClaimedDelivery, code: &str) {
-        if let Some(peer) = Self::observed_peer(item, code == WAITING_FOR_ORGANISATION_KEY) {
+        if let Some(peer) = Self::observed_peer(item, code == WAITING_FOR_ORGANISATION_KEY.as_str()) {
             self.delivery_observer.attempted(peer, item.attempts > 1);
             self.delivery_observer.failed(peer, failure_cause(code));
         }
@@ -150,7 +102,8 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests {
-    use super::{failure_cause, FAILURE_CAUSES};
+    use super::failure_cause;
+    use crate::wire::FailureCode;
     use crate::crypto::packet::OpenError;
     use crate::crypto::receipt::ReceiptError;
 
@@ -180,9 +133,9 @@ mod tests {
 
     #[test]
     fn every_code_the_checks_know_is_its_own_cause() {
-        let codes = OpenError::every().iter().map(OpenError::code).chain(every_receipt_error().iter().map(ReceiptError::code)).collect::<Vec<_>>();
+        let codes = OpenError::every().iter().map(FailureCode::from).chain(every_receipt_error().iter().map(FailureCode::from)).collect::<Vec<_>>();
         for code in codes {
-            assert_eq!(failure_cause(code), code);
+            assert_eq!(failure_cause(code.as_str()), code.as_str());
         }
     }
 
@@ -191,8 +144,8 @@ mod tests {
         for code in ["packet-made-up", "http-418", "a-name-the-peer-chose", "", "PACKET-REPLAYED", "packet-replayed "] {
             assert_eq!(failure_cause(code), "other", "{code}");
         }
-        let distinct: std::collections::BTreeSet<&str> = FAILURE_CAUSES.iter().copied().collect();
-        assert_eq!(distinct.len(), FAILURE_CAUSES.len(), "a cause listed twice");
-        assert!(!FAILURE_CAUSES.contains(&"other"));
+        let distinct: std::collections::BTreeSet<&str> = FailureCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(distinct.len(), FailureCode::ALL.len(), "a cause listed twice");
+        assert!(!distinct.contains("other"));
     }
 }

@@ -11,6 +11,7 @@ use crate::crypto::packet::{self, Arrival, OpenError, PacketType, Receiver};
 use crate::crypto::receipt::{self, ReceiptClaims};
 use crate::domain::CountryCode;
 use crate::store::{NewInboxEntry, SealedPayload, Write, Written};
+use crate::wire::FailureCode;
 
 /// How far a peer's clock may run ahead of ours.
 pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
@@ -132,7 +133,7 @@ impl Gateway {
 
     /// Audits a refused packet with its code and returns the error to answer.
     async fn refuse(&self, actor: Actor, refusal: OpenError) -> AppError {
-        let event = AuditEvent::new(self.clock.now(), actor, Action::PacketReceive, "refused").reasons([refusal.code()]);
+        let event = AuditEvent::new(self.clock.now(), actor, Action::PacketReceive, "refused").reasons([FailureCode::from(&refusal).as_str()]);
         if let Err(error) = self.writer.write(Write::Audit(event)).await {
             return AppError::Store(error);
         }

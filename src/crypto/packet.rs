@@ -119,8 +119,9 @@ pub enum SealError {
     Jose(String),
 }
 
-/// Why a packet was rejected, in the order the checks run. `code()` is the
-/// stable problem type; the messages name no content of the packet.
+/// Why a packet was rejected, in the order the checks run. Its stable
+/// problem code is `wire::FailureCode::from`; the messages name no content
+/// of the packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     #[error("the packet is larger than {limit} bytes")]
@@ -189,24 +190,6 @@ impl OpenError {
             }
         }
         all
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::TooLarge { .. } => "packet-too-large",
-            Self::Undecryptable => "packet-undecryptable",
-            Self::UnknownSigner => "packet-unknown-signer",
-            Self::BadSignature => "packet-bad-signature",
-            Self::IssuerMismatch => "packet-issuer-mismatch",
-            Self::SenderMismatch => "packet-sender-mismatch",
-            Self::IssuerSuspended => "packet-issuer-suspended",
-            Self::WrongAudience => "packet-wrong-audience",
-            Self::Expired => "packet-expired",
-            Self::LifetimeTooLong => "packet-lifetime-too-long",
-            Self::IssuedInFuture => "packet-issued-in-future",
-            Self::Replayed => "packet-replayed",
-            Self::MalformedId => "packet-malformed-id",
-        }
     }
 }
 

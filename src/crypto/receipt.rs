@@ -41,19 +41,6 @@ pub enum ReceiptError {
     Mismatch,
 }
 
-impl ReceiptError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Sign(_) => "receipt-not-signed",
-            Self::UnknownSigner => "receipt-unknown-signer",
-            Self::BadSignature => "receipt-bad-signature",
-            Self::SignerSuspended => "receipt-signer-suspended",
-            Self::WrongIssuer => "receipt-wrong-issuer",
-            Self::Mismatch => "receipt-mismatch",
-        }
-    }
-}
-
 pub fn sign(claims: &ReceiptClaims, signer: &SigningKey) -> Result<String, ReceiptError> {
     let payload = serde_json::to_vec(claims).map_err(|e| ReceiptError::Sign(e.to_string()))?;
     let mut header = JwsHeader::new();

@@ -9,7 +9,6 @@ pub mod fixtures;
 pub mod sandbox;
 pub mod setup;
 
-use crate::domain::lifecycle::{InboxState, ReferralStatus};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,10 +18,12 @@ use serde_json::{json, Value};
 use crate::app::{Clock, SystemClock};
 use crate::app::delivery::{PeerTransport, SendFailure};
 use crate::crypto::jose_keys::DecryptionKey;
+use crate::domain::lifecycle::{InboxState, ReferralStatus};
 use crate::domain::CountryCode;
 use crate::federation::client::PeerClient;
 use crate::federation::tls::Members;
 use crate::startup::Application;
+use crate::wire::FailureCode;
 use setup::DemoFiles;
 
 /// Longest wait for one step (delivery, screening, a status coming back).
@@ -325,8 +326,8 @@ impl Demo {
         ciphertext.replace_range(0..1, &flipped.to_string());
         let endpoint = format!("https://127.0.0.1:{}", gmb.federation_port());
         match client.send(gmb.country, &endpoint, &parts.join(".")).await {
-            Err(SendFailure::Refused { code }) if code == "packet-undecryptable" => {
-                println!("   Refused by the Gambian gateway: {code} (the AES-GCM tag fails); the refusal is in its audit log.");
+            Err(refused @ SendFailure::Refused { .. }) if refused.known() == Some(FailureCode::PacketUndecryptable) => {
+                println!("   Refused by the Gambian gateway: {} (the AES-GCM tag fails); the refusal is in its audit log.", refused.code());
                 Ok(())
             }
             other => Err(step_failed(format!("the tampered packet was not refused as undecryptable: {other:?}"))),

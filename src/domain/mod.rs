@@ -4,9 +4,6 @@
 //! the DPO sharing policy with the built-in rules, the decision and the
 //! minimisation of the payload.
 
-#[macro_use]
-mod macros;
-
 pub mod baseline;
 pub mod case;
 pub mod consent;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::tls::{self, Members, PeerTlsError};
-use super::wire::{JOSE_MEDIA_TYPE, PACKETS_PATH};
+use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, PACKETS_PATH};
 use crate::app::delivery::{PeerTransport, SendFailure};
 use crate::app::PROBLEM_TYPE_BASE;
 use crate::domain::CountryCode;
@@ -71,7 +71,7 @@ impl PeerClient {
 #[async_trait]
 impl PeerTransport for PeerClient {
     async fn send(&self, peer: CountryCode, endpoint: &str, packet: &str) -> Result<String, SendFailure> {
-        let client = self.client_for(peer).map_err(|_| SendFailure::Unreachable { code: "peer-tls-setup" })?;
+        let client = self.client_for(peer).map_err(|_| SendFailure::Unreachable { code: FailureCode::PeerTlsSetup.as_str() })?;
         let url = format!("{}{PACKETS_PATH}", endpoint.trim_end_matches('/'));
         let response = client
             .post(url)
@@ -84,10 +84,10 @@ impl PeerTransport for PeerClient {
         let status = response.status();
         let body = read_limited(response).await?;
         if status == reqwest::StatusCode::OK {
-            return String::from_utf8(body).map_err(|_| SendFailure::Refused { code: "receipt-malformed".to_owned() });
+            return String::from_utf8(body).map_err(|_| SendFailure::Refused { code: FailureCode::ReceiptMalformed.as_str().to_owned() });
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(SendFailure::Unreachable { code: "peer-unavailable" });
+            return Err(SendFailure::Unreachable { code: FailureCode::PeerUnavailable.as_str() });
         }
         Err(SendFailure::Refused { code: problem_code(&body).unwrap_or_else(|| format!("http-{}", status.as_u16())) })
     }
@@ -97,7 +97,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, SendFa
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| SendFailure::Unreachable { code: transport_code(&error) })? {
         if body.len() + chunk.len() > MAX_RECEIPT_BYTES {
-            return Err(SendFailure::Refused { code: "receipt-too-large".to_owned() });
+            return Err(SendFailure::Refused { code: FailureCode::ReceiptTooLarge.as_str().to_owned() });
         }
         body.extend_from_slice(&chunk);
     }
@@ -115,12 +115,13 @@ fn problem_code(body: &[u8]) -> Option<String> {
 
 fn transport_code(error: &reqwest::Error) -> &'static str {
     if error.is_timeout() {
-        "peer-timeout"
+        FailureCode::PeerTimeout
     } else if error.is_connect() {
-        "peer-unreachable"
+        FailureCode::PeerUnreachable
     } else {
-        "peer-transport"
+        FailureCode::PeerTransport
     }
+    .as_str()
 }
 
 #[cfg(test)]

@@ -10,4 +10,3 @@ pub mod push;
 pub mod rounds;
 pub mod tls;
 pub mod webhook;
-pub mod wire;

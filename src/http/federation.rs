@@ -17,7 +17,7 @@ use super::extract::ConnectionInfo;
 use super::metrics::{track_federation, FederationTracking, Metrics};
 use super::problem::Problem;
 use crate::app::Gateway;
-use crate::federation::wire::{JOSE_MEDIA_TYPE, PACKETS_PATH};
+use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, PACKETS_PATH};
 use crate::federation::tls::Members;
 
 /// The listener's routes, each request logged and counted into `metrics`
@@ -41,13 +41,13 @@ async fn receive_packet(
     // The handshake admitted an active member; a kept-alive connection may
     // outlive its membership, so the directory in force is asked again.
     let peer = connection.spki_pin.as_deref().and_then(|pin| gateway.active_member_by_pin(pin)).ok_or_else(|| {
-        Problem::new(StatusCode::FORBIDDEN, "peer-not-member", "Not a member", "The connection's certificate is not an active member's.")
+        Problem::new(StatusCode::FORBIDDEN, FailureCode::PeerNotMember.as_str(), "Not a member", "The connection's certificate is not an active member's.")
     })?;
     let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if media_type.split(';').next().map(str::trim) != Some(JOSE_MEDIA_TYPE) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            FailureCode::UnsupportedMediaType.as_str(),
             "Unsupported media type",
             "Send the packet as application/jose.",
         ));
@@ -59,7 +59,7 @@ async fn receive_packet(
             if let Some(stopped) = super::body_guard::BodyReadError::find(error.as_ref()) {
                 return Err(Problem::body_read(stopped));
             }
-            return Err(Problem::new(StatusCode::BAD_REQUEST, "body-unreadable", "Body unreadable", "The request body could not be read."));
+            return Err(Problem::new(StatusCode::BAD_REQUEST, FailureCode::BodyUnreadable.as_str(), "Body unreadable", "The request body could not be read."));
         }
     };
     let receipt = gateway.receive_packet(&sealed, peer).await?;

@@ -59,7 +59,7 @@ struct PeerLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     peer: String,
-    /// One of `app::delivery_observer::FAILURE_CAUSES`, or `other`.
+    /// One of `wire::FailureCode`, or `other`.
     cause: &'static str,
 }
 

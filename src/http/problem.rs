@@ -195,7 +195,7 @@ impl From<AppError> for Problem {
                     crate::crypto::packet::OpenError::Replayed => StatusCode::CONFLICT,
                     _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
-                Problem::new(status, cause.code(), "Packet refused", cause.to_string())
+                Problem::new(status, crate::wire::FailureCode::from(&cause).as_str(), "Packet refused", cause.to_string())
             }
             AppError::Erased => Problem::new(StatusCode::GONE, "erased", "Erased", "This case was erased; nothing of it can be read any more."),
             AppError::NotErased => Problem::new(

@@ -11,12 +11,13 @@ use referral_gateway::audit::Action;
 use referral_gateway::config::GatewayConfig;
 use referral_gateway::crypto::federation_keys;
 use referral_gateway::crypto::jose_keys::{EncryptionKey, KeyUse, SigningKey, generate};
-use referral_gateway::crypto::packet::{OpenError, PacketClaims, PacketType, seal};
+use referral_gateway::crypto::packet::{PacketClaims, PacketType, seal};
 use referral_gateway::crypto::receipt::{self, Expected};
 use referral_gateway::directory::{DirectoryDocument, published_key, signed};
 use referral_gateway::domain::{CountryCode, OrgId, Purpose};
 use referral_gateway::startup::Application;
 use referral_gateway::store::AuditFilter;
+use referral_gateway::wire::FailureCode;
 
 use crate::helpers::{Backend, FixedClock, fixture_time, repo_path, write_config};
 use crate::on_both_backends;
@@ -94,7 +95,7 @@ fn claims(packet_id: &str) -> PacketClaims {
 
 fn refusal(result: Result<String, AppError>) -> &'static str {
     match result {
-        Err(AppError::PacketRefused(cause)) => cause.code(),
+        Err(AppError::PacketRefused(cause)) => FailureCode::from(&cause).as_str(),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -122,11 +123,11 @@ async fn a_packet_is_receipted_once_redelivered_alike_and_refused_when_replayed_
     // The same claims sealed again are other bytes under a known id: a replay.
     let resealed = seal(&claims("0196f3a0-0000-7000-8000-00000000a001"), &federated.nga_signing, &federated.ita_encryption).unwrap();
     assert_ne!(resealed, sealed);
-    assert_eq!(refusal(gateway.receive_packet(resealed.as_str().as_bytes(), country("NGA")).await), OpenError::Replayed.code());
+    assert_eq!(refusal(gateway.receive_packet(resealed.as_str().as_bytes(), country("NGA")).await), FailureCode::PacketReplayed.as_str());
 
     // Nigeria's packet arriving over Gambia's connection.
     let other = seal(&claims("0196f3a0-0000-7000-8000-00000000a002"), &federated.nga_signing, &federated.ita_encryption).unwrap();
-    assert_eq!(refusal(gateway.receive_packet(other.as_str().as_bytes(), country("GMB")).await), OpenError::SenderMismatch.code());
+    assert_eq!(refusal(gateway.receive_packet(other.as_str().as_bytes(), country("GMB")).await), FailureCode::PacketSenderMismatch.as_str());
     assert_eq!(gateway.store.inbox_receipt("0196f3a0-0000-7000-8000-00000000a002").await.unwrap(), None);
 
     let filter = AuditFilter { action: Some(Action::PacketReceive.as_str().to_owned()), limit: 10, ..AuditFilter::default() };

@@ -185,7 +185,7 @@ async fn a_path_that_does_not_percent_decode_to_utf8_is_a_problem_on_every_route
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_federation_listener_bounds_header_fields_alike() {
-    use referral_gateway::federation::wire::PACKETS_PATH;
+    use referral_gateway::wire::PACKETS_PATH;
     let federation = crate::peers::Federation::start(Backend::Sqlite, &["ITA", "GMB"]).await;
     // Italy's gateway as a member would connect (its federation identity);
     // the Gambian certificate is pinned by the real client, not checked here.

@@ -1,4 +1,4 @@
-//! Macros of the domain core.
+//! Macros of the whole crate (declared first in `lib.rs`, so every module sees them).
 
 /// Declares a closed, snake_case string vocabulary with `ALL`, `as_str`,
 /// `Display` and `FromStr`, and serde/schemars in step with them.

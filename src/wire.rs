@@ -1,0 +1,138 @@
+//! What both sides of the federation endpoint agree on: the sending
+//! gateway's client (`federation::client`) and delivery (`app::delivery`),
+//! and the receiving gateway's listener (`http::federation`) and inbox
+//! (`app::inbox`), take these from here, so that neither side can change
+//! alone. A module of its own, below `app` and `federation` both:
+//! `federation` implements ports `app` declares, so a vocabulary they share
+//! cannot live in either without a cycle.
+
+use crate::crypto::packet::OpenError;
+use crate::crypto::receipt::ReceiptError;
+
+/// Where packets are posted, below a gateway's endpoint.
+pub const PACKETS_PATH: &str = "/federation/v1/packets";
+/// Media type of a compact JWE or JWS body: a packet, and the receipt that answers it.
+pub const JOSE_MEDIA_TYPE: &str = "application/jose";
+
+vocabulary! {
+    /// Why an attempt to deliver a packet failed: the code the outbox
+    /// records (`last_error`) and the metrics count. The `packet-*` codes
+    /// and those of the listener are what a receiving gateway answers (the
+    /// last part of its problem's `type`), read back by the sender; the
+    /// others the sending gateway finds itself. A peer may answer any code
+    /// of the right form: one not listed here is recorded as it came and
+    /// counted as `other`, so a hostile peer cannot add metric labels.
+    FailureCode, "delivery failure code" {
+        // The directory and the keys, at the sending gateway.
+        PeerSuspended => "peer-suspended",
+        PeerNotListed => "peer-not-listed",
+        PeerKeyMissing => "peer-key-missing",
+        RecipientKeyMissing => "recipient-key-missing",
+        // The transport.
+        PeerTlsSetup => "peer-tls-setup",
+        PeerTimeout => "peer-timeout",
+        PeerUnreachable => "peer-unreachable",
+        PeerTransport => "peer-transport",
+        PeerUnavailable => "peer-unavailable",
+        // The receipt, checked by the sender.
+        ReceiptMalformed => "receipt-malformed",
+        ReceiptTooLarge => "receipt-too-large",
+        ReceiptNotSigned => "receipt-not-signed",
+        ReceiptUnknownSigner => "receipt-unknown-signer",
+        ReceiptBadSignature => "receipt-bad-signature",
+        ReceiptSignerSuspended => "receipt-signer-suspended",
+        ReceiptWrongIssuer => "receipt-wrong-issuer",
+        ReceiptMismatch => "receipt-mismatch",
+        // The receiving gateway's refusals of the packet (`OpenError`).
+        PacketTooLarge => "packet-too-large",
+        PacketUndecryptable => "packet-undecryptable",
+        PacketUnknownSigner => "packet-unknown-signer",
+        PacketBadSignature => "packet-bad-signature",
+        PacketIssuerMismatch => "packet-issuer-mismatch",
+        PacketSenderMismatch => "packet-sender-mismatch",
+        PacketIssuerSuspended => "packet-issuer-suspended",
+        PacketWrongAudience => "packet-wrong-audience",
+        PacketExpired => "packet-expired",
+        PacketLifetimeTooLong => "packet-lifetime-too-long",
+        PacketIssuedInFuture => "packet-issued-in-future",
+        PacketReplayed => "packet-replayed",
+        PacketMalformedId => "packet-malformed-id",
+        // The receiving gateway's listener, before the packet is read.
+        PeerNotMember => "peer-not-member",
+        UnsupportedMediaType => "unsupported-media-type",
+        MalformedBody => "malformed-body",
+        BodyUnreadable => "body-unreadable",
+        RequestTimeout => "request-timeout",
+        NotFound => "not-found",
+        MethodNotAllowed => "method-not-allowed",
+    }
+}
+
+impl FailureCode {
+    /// The peer cannot open the packet as it was sealed, or cannot trust
+    /// its signer: sealed to a key the peer no longer holds, or signed with
+    /// one of ours the directory no longer lists. A packet sealed anew to the
+    /// directory as it is now may pass; any other refusal may pass later as
+    /// the same bytes (a directory edition the peer has not read yet, a
+    /// suspension lifted).
+    pub const fn asks_for_a_new_packet(self) -> bool {
+        matches!(self, Self::PacketUndecryptable | Self::PacketUnknownSigner)
+    }
+}
+
+impl From<&OpenError> for FailureCode {
+    fn from(error: &OpenError) -> Self {
+        match error {
+            OpenError::TooLarge { .. } => Self::PacketTooLarge,
+            OpenError::Undecryptable => Self::PacketUndecryptable,
+            OpenError::UnknownSigner => Self::PacketUnknownSigner,
+            OpenError::BadSignature => Self::PacketBadSignature,
+            OpenError::IssuerMismatch => Self::PacketIssuerMismatch,
+            OpenError::SenderMismatch => Self::PacketSenderMismatch,
+            OpenError::IssuerSuspended => Self::PacketIssuerSuspended,
+            OpenError::WrongAudience => Self::PacketWrongAudience,
+            OpenError::Expired => Self::PacketExpired,
+            OpenError::LifetimeTooLong => Self::PacketLifetimeTooLong,
+            OpenError::IssuedInFuture => Self::PacketIssuedInFuture,
+            OpenError::Replayed => Self::PacketReplayed,
+            OpenError::MalformedId => Self::PacketMalformedId,
+        }
+    }
+}
+
+impl From<&ReceiptError> for FailureCode {
+    fn from(error: &ReceiptError) -> Self {
+        match error {
+            ReceiptError::Sign(_) => Self::ReceiptNotSigned,
+            ReceiptError::UnknownSigner => Self::ReceiptUnknownSigner,
+            ReceiptError::BadSignature => Self::ReceiptBadSignature,
+            ReceiptError::SignerSuspended => Self::ReceiptSignerSuspended,
+            ReceiptError::WrongIssuer => Self::ReceiptWrongIssuer,
+            ReceiptError::Mismatch => Self::ReceiptMismatch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusals_of_a_packet_have_codes_of_their_own() {
+        let codes: std::collections::BTreeSet<FailureCode> = OpenError::every().iter().map(FailureCode::from).collect();
+        assert_eq!(codes.len(), OpenError::every().len(), "two refusals share a code");
+        assert!(codes.iter().all(|code| code.as_str().starts_with("packet-")));
+        let new_packet: Vec<&str> = FailureCode::ALL.iter().filter(|c| c.asks_for_a_new_packet()).map(|c| c.as_str()).collect();
+        assert_eq!(new_packet, ["packet-undecryptable", "packet-unknown-signer"]);
+    }
+
+    #[test]
+    fn codes_read_back_as_written() {
+        for code in FailureCode::ALL {
+            assert_eq!(code.as_str().parse::<FailureCode>(), Ok(*code));
+        }
+        for other in ["packet-made-up", "http-418", "", "PACKET-REPLAYED", "packet-replayed ", "other"] {
+            assert!(other.parse::<FailureCode>().is_err(), "{other}");
+        }
+    }
+}
