@@ -654,7 +654,7 @@ fn keys_public(dir: &Path, from: DateTime<Utc>, valid_days: i64) -> Result<ExitC
     let until = from + chrono::Duration::days(valid_days.clamp(1, 3650));
     let entry = json!({
         "tls_spki_sha256": [keys.tls_spki_pin().map_err(usage)?],
-        "keys": keys.published(from, until).map_err(usage)?,
+        "keys": crate::directory::published_keys(&keys, from, until).map_err(usage)?,
     });
     print(&serde_json::to_string_pretty(&entry)?)?;
     Ok(ExitCode::SUCCESS)

@@ -11,8 +11,10 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::auth::Role;
-use crate::domain::{CountryCode, OrgId};
+// Each module declares its own settings; this file composes them.
+pub use crate::auth::client_cert::{CertificateFingerprint, ClientCertificateConfig};
+pub use crate::auth::oidc::OidcConfig;
+use crate::domain::CountryCode;
 
 mod environment;
 pub mod template;
@@ -462,81 +464,6 @@ pub struct AuthConfig {
     /// Client certificates by a name of the operator's choosing.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientCertificateConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OidcConfig {
-    /// The issuer URL; its `/.well-known/openid-configuration` is discovered at start.
-    pub issuer: String,
-    /// The `aud` value access tokens must carry for this gateway.
-    pub audience: String,
-    /// The claim naming the caller's organisation id.
-    #[serde(default = "default_org_claim")]
-    pub org_claim: String,
-    /// The claim listing the caller's roles (an array, or a space-separated string).
-    #[serde(default = "default_roles_claim")]
-    pub roles_claim: String,
-    /// Tolerated clock difference with the issuer for `exp` and `nbf`.
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
-    /// Unknown key ids trigger a JWKS refresh at most this often.
-    #[serde(default = "default_jwks_refresh")]
-    pub jwks_min_refresh_seconds: u64,
-}
-
-fn default_org_claim() -> String {
-    "org_id".to_owned()
-}
-
-fn default_roles_claim() -> String {
-    "roles".to_owned()
-}
-
-fn default_leeway() -> u64 {
-    30
-}
-
-fn default_jwks_refresh() -> u64 {
-    10
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientCertificateConfig {
-    /// SHA-256 of the certificate (DER), as `sha256:` and 64 hex digits.
-    pub fingerprint: CertificateFingerprint,
-    pub org: OrgId,
-    pub roles: Vec<Role>,
-}
-
-/// A certificate's SHA-256 fingerprint, normalised to lower-case hex.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(try_from = "String")]
-pub struct CertificateFingerprint(String);
-
-impl CertificateFingerprint {
-    pub fn of_der(der: &[u8]) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, der);
-        Self(crate::hex::encode(digest.as_ref()))
-    }
-
-    /// `sha256:` then the hex digest: the form shown to operators.
-    pub fn display(&self) -> String {
-        format!("sha256:{}", self.0)
-    }
-}
-
-impl TryFrom<String> for CertificateFingerprint {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        let hex: String = text.strip_prefix("sha256:").unwrap_or(&text).chars().filter(|c| *c != ':').collect();
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Self(hex.to_ascii_lowercase()))
-        } else {
-            Err("must be `sha256:` followed by 64 hex digits".to_owned())
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

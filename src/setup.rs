@@ -154,7 +154,7 @@ fn write_all(options: &InitOptions, parts: &WriteParts<'_>) -> Result<(), InitEr
         endpoint: parts.endpoint.to_owned(),
         status: MemberStatus::Active,
         tls_spki_sha256: vec![federation.tls_spki_pin().map_err(|e| InitError::Keys(e.to_string()))?],
-        keys: federation.published(options.keys_from, options.keys_until).map_err(|e| InitError::Keys(e.to_string()))?,
+        keys: crate::directory::published_keys(&federation, options.keys_from, options.keys_until).map_err(|e| InitError::Keys(e.to_string()))?,
         max_packet_bytes: None,
     };
     let entry = MemberEntry { gateway, organisations: Some(Vec::new()) };

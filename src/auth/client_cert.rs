@@ -19,8 +19,47 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, PeerMisbehaved, SignatureScheme};
 
 use super::{AuthError, AuthMethod, Principal, Role};
-use crate::config::{CertificateFingerprint, ClientCertificateConfig};
 use crate::domain::OrgId;
+use serde::Deserialize;
+
+/// One `[auth.clients.<name>]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateConfig {
+    /// SHA-256 of the certificate (DER), as `sha256:` and 64 hex digits.
+    pub fingerprint: CertificateFingerprint,
+    pub org: OrgId,
+    pub roles: Vec<Role>,
+}
+
+/// A certificate's SHA-256 fingerprint, normalised to lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CertificateFingerprint(String);
+
+impl CertificateFingerprint {
+    pub fn of_der(der: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        Self(crate::hex::encode(digest.as_ref()))
+    }
+
+    /// `sha256:` then the hex digest: the form shown to operators.
+    pub fn display(&self) -> String {
+        format!("sha256:{}", self.0)
+    }
+}
+
+impl TryFrom<String> for CertificateFingerprint {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let hex: String = text.strip_prefix("sha256:").unwrap_or(&text).chars().filter(|c| *c != ':').collect();
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(hex.to_ascii_lowercase()))
+        } else {
+            Err("must be `sha256:` followed by 64 hex digits".to_owned())
+        }
+    }
+}
 
 /// Registered client certificates.
 #[derive(Debug, Clone, Default)]

@@ -40,10 +40,48 @@ use openidconnect::IssuerUrl;
 use openidconnect::core::CoreProviderMetadata;
 use tokio::sync::{Mutex, RwLock};
 
-use crate::config::OidcConfig;
 use crate::domain::OrgId;
+use serde::Deserialize;
 
 use super::{AuthMethod, Principal, Role};
+
+/// The `[auth.oidc]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its `/.well-known/openid-configuration` is discovered at start.
+    pub issuer: String,
+    /// The `aud` value access tokens must carry for this gateway.
+    pub audience: String,
+    /// The claim naming the caller's organisation id.
+    #[serde(default = "default_org_claim")]
+    pub org_claim: String,
+    /// The claim listing the caller's roles (an array, or a space-separated string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Tolerated clock difference with the issuer for `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Unknown key ids trigger a JWKS refresh at most this often.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_min_refresh_seconds: u64,
+}
+
+pub(crate) fn default_org_claim() -> String {
+    "org_id".to_owned()
+}
+
+pub(crate) fn default_roles_claim() -> String {
+    "roles".to_owned()
+}
+
+pub(crate) fn default_leeway() -> u64 {
+    30
+}
+
+pub(crate) fn default_jwks_refresh() -> u64 {
+    10
+}
 
 /// Larger bearer tokens are refused unread: ours are well under 2 KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;

@@ -9,11 +9,12 @@
 
 use std::net::SocketAddr;
 
+use crate::auth::oidc::{default_jwks_refresh, default_leeway, default_org_claim, default_roles_claim};
 use super::{
     default_acquire_timeout_millis, default_body_limit, default_body_read_timeout, default_connect_timeout_millis, default_database_url,
-    default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_jwks_refresh, default_leeway, default_log_level,
-    default_max_concurrent_bodies, default_max_connections, default_org_claim, default_policy_refresh, default_poll_millis,
-    default_readiness_timeout_millis, default_retry_first, default_retry_max, default_roles_claim, default_send_timeout,
+    default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
+    default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
+    default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
     default_statement_timeout_millis, default_sweep_seconds,
 };
 

@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Utc};
 use josekit::jwk::Jwk;
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
 
 use super::at_rest::{KeyError, write_private};
 use super::jose_keys::{self, DecryptionKey, KeyUse, SigningKey};
-use crate::directory::{PublishedKey, published_key};
 
 pub const FEDERATION_DIR: &str = "federation";
 pub const TLS_KEY_FILE: &str = "tls.key";
@@ -172,13 +170,10 @@ impl FederationKeys {
         format!("{}\n{}", self.tls_certificate_pem.trim_end(), self.tls_key_pem)
     }
 
-    /// Directory entries for the public keys, each valid from `from` to `until`.
-    pub fn published(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<PublishedKey>, FederationKeyError> {
-        self.public
-            .iter()
-            .map(|(use_, jwk)| published_key(jwk, from, until, *use_))
-            .collect::<Result<_, _>>()
-            .map_err(|e| FederationKeyError::Key(e.to_string()))
+    /// The public halves of the federation keys, each with its use: what
+    /// the directory publishes (`directory::published_keys`).
+    pub fn public_keys(&self) -> &[(KeyUse, Jwk)] {
+        &self.public
     }
 }
 
@@ -212,16 +207,6 @@ mod tests {
         assert!(keys.decryption.iter().any(|k| k.kid() == enc));
         let pin = keys.tls_spki_pin().unwrap();
         assert_eq!(STANDARD.decode(pin).unwrap().len(), 32);
-    }
-
-    #[test]
-    fn the_published_entry_holds_only_public_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        init(dir.path(), &["localhost".to_owned()]).unwrap();
-        let now = crate::demo::fixtures::written_at();
-        let published = load(dir.path()).unwrap().published(now, now + chrono::Duration::days(365)).unwrap();
-        assert_eq!(published.len(), 2);
-        assert!(published.iter().all(|key| !key.jwk.contains_key("d")));
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl DemoFiles {
                 .iter_mut()
                 .find(|g| g.country == *country)
                 .ok_or_else(|| SetupError(format!("the example directory lists no gateway for {country}")))?;
-            entry.keys = keys.published(now - Duration::hours(1), now + Duration::days(365)).map_err(fail)?;
+            entry.keys = crate::directory::published_keys(&keys, now - Duration::hours(1), now + Duration::days(365)).map_err(fail)?;
             entry.tls_spki_sha256 = vec![keys.tls_spki_pin().map_err(fail)?];
             if let Some((_, endpoint)) = endpoints.iter().find(|(c, _)| c == country) {
                 entry.endpoint = endpoint.clone();

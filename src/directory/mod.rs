@@ -16,6 +16,7 @@ use josekit::jwk::Jwk;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::federation_keys::FederationKeys;
 use crate::crypto::jose_keys::{self, DecryptionKey, EncryptionKey, KeyUse, SigningKey, VerifyingKey};
 use crate::crypto::packet::{PublishedSigner, SignerDirectory};
 use crate::domain::recipient::{Recipient, Service};
@@ -401,6 +402,12 @@ impl SignerDirectory for Directory {
     }
 }
 
+/// The directory entries for a gateway's federation public keys, each
+/// valid from `from` until `until`.
+pub fn published_keys(keys: &FederationKeys, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<PublishedKey>, jose_keys::JwkError> {
+    keys.public_keys().iter().map(|(use_, jwk)| published_key(jwk, from, until, *use_)).collect()
+}
+
 /// The directory entry for the public half of `jwk`, valid from `from`
 /// until `until`: what `keys public` prints for the coordinator.
 pub fn published_key(jwk: &Jwk, from: DateTime<Utc>, until: DateTime<Utc>, use_: KeyUse) -> Result<PublishedKey, jose_keys::JwkError> {
@@ -409,3 +416,17 @@ pub fn published_key(jwk: &Jwk, from: DateTime<Utc>, until: DateTime<Utc>, use_:
     Ok(PublishedKey { not_before: from, not_after: until, jwk: public.as_ref().clone() })
 }
 
+#[cfg(test)]
+mod published_tests {
+    use crate::crypto::federation_keys::{init, load};
+
+    #[test]
+    fn the_published_entry_holds_only_public_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &["localhost".to_owned()]).unwrap();
+        let now = crate::demo::fixtures::written_at();
+        let published = super::published_keys(&load(dir.path()).unwrap(), now, now + chrono::Duration::days(365)).unwrap();
+        assert_eq!(published.len(), 2);
+        assert!(published.iter().all(|key| !key.jwk.contains_key("d")));
+    }
+}

@@ -13,7 +13,7 @@ use referral_gateway::crypto::federation_keys;
 use referral_gateway::crypto::jose_keys::{EncryptionKey, KeyUse, SigningKey, generate};
 use referral_gateway::crypto::packet::{PacketClaims, PacketType, seal};
 use referral_gateway::crypto::receipt::{self, Expected};
-use referral_gateway::directory::{DirectoryDocument, published_key, signed};
+use referral_gateway::directory::{DirectoryDocument, published_key, published_keys, signed};
 use referral_gateway::domain::{CountryCode, OrgId, Purpose};
 use referral_gateway::startup::Application;
 use referral_gateway::store::AuditFilter;
@@ -51,7 +51,7 @@ async fn federated_ita(backend: Backend) -> Federated {
     document.serial = 2;
     for gateway in &mut document.gateways {
         match gateway.country.as_str() {
-            "ITA" => gateway.keys = ita.published(from, until).unwrap(),
+            "ITA" => gateway.keys = published_keys(&ita, from, until).unwrap(),
             "NGA" => {
                 gateway.keys = vec![
                     published_key(&nga_sig, from, until, KeyUse::Sig).unwrap(),

@@ -241,8 +241,7 @@ impl Federation {
         for peer in &self.peers {
             let keys = federation_keys::load(peer.keys_dir()).unwrap();
             let entry = document.gateways.iter_mut().find(|g| g.country.as_str() == peer.country).unwrap();
-            entry.keys = keys
-                .published(from, until)
+            entry.keys = referral_gateway::directory::published_keys(&keys, from, until)
                 .unwrap()
                 .into_iter()
                 .filter_map(|key| apply_window(key, &peer.windows))
