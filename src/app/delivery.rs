@@ -102,6 +102,7 @@ enum Attempt {
 
 impl Gateway {
     /// Claims the entries due now and attempts each, concurrently.
+    #[tracing::instrument(name = "delivery_round", skip_all)]
     pub async fn deliver_due(self: &Arc<Self>, transport: &Arc<dyn PeerTransport>) -> Result<DeliveryRound, AppError> {
         let now = self.now();
         let claimed = self.store.claim_deliveries(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
@@ -110,7 +111,7 @@ impl Gateway {
         for item in claimed {
             let gateway = Arc::clone(self);
             let transport = Arc::clone(transport);
-            attempts.spawn(async move { gateway.attempt(transport.as_ref(), item).await });
+            attempts.spawn(tracing::Instrument::in_current_span(async move { gateway.attempt(transport.as_ref(), item).await }));
         }
         while let Some(joined) = attempts.join_next().await {
             match joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|attempt| attempt) {
@@ -125,7 +126,20 @@ impl Gateway {
         Ok(round)
     }
 
+    /// One attempt at an entry, in a span of its ids; its outcome logged at debug.
+    #[tracing::instrument(name = "delivery_attempt", skip_all, fields(entry_id = %item.id, referral_id = tracing::field::Empty, packet_type = %item.packet_type))]
     async fn attempt(&self, transport: &dyn PeerTransport, item: ClaimedDelivery) -> Result<Attempt, AppError> {
+        if let Some(referral_id) = &item.referral_id {
+            tracing::Span::current().record("referral_id", tracing::field::display(referral_id.as_str()));
+        }
+        let attempt = self.attempt_once(transport, item).await;
+        if let Ok(outcome) = &attempt {
+            tracing::debug!(?outcome, "delivery attempt ended");
+        }
+        attempt
+    }
+
+    async fn attempt_once(&self, transport: &dyn PeerTransport, item: ClaimedDelivery) -> Result<Attempt, AppError> {
         let now = self.now();
         if now.timestamp_millis() >= item.deadline_ms {
             self.settle(&item, Settlement::Expired, now).await?;

@@ -51,6 +51,7 @@ pub const MAX_INBOX_PAGE: i64 = 100;
 impl Gateway {
     /// Processes received packets still waiting; returns how many moved on.
     /// Their moves are committed together, in the order they arrived.
+    #[tracing::instrument(name = "inbox_round", skip_all)]
     pub async fn process_inbox(&self, limit: i64) -> Result<usize, AppError> {
         let mut moves = Vec::new();
         let items = self.store.unprocessed_inbox(limit).await?;
@@ -108,6 +109,7 @@ impl Gateway {
     }
 
     /// Where a received packet goes next, and the audit of that move.
+    #[tracing::instrument(name = "screen", skip_all, fields(packet_id = %item.packet_id, packet_type = %item.packet_type))]
     async fn next_move(&self, item: &InboxItem, claims: Result<PacketClaims, AppError>) -> Result<Write, AppError> {
         let now = self.now();
         let Ok(claims) = claims else {
@@ -288,6 +290,7 @@ impl Gateway {
         };
         // Named by the state it leads to: `refused`, `available`, `pushing` or `applied`.
         let outcome = change.to().map_or("unchanged", InboxState::as_str);
+        tracing::debug!(outcome, "received packet screened");
         let mut event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, outcome).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
         if let InboxMove::ApplyToReferral { referral_id, .. } = &change.step {
             event = event.referral(referral_id);
@@ -477,6 +480,7 @@ impl Gateway {
     }
 
     /// The caller's organisation's cases in the order they became visible, after `cursor`.
+    #[tracing::instrument(name = "list_inbox", skip_all)]
     pub async fn inbox(&self, principal: &Principal, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let after = match cursor {
@@ -530,6 +534,8 @@ impl Gateway {
     }
 
     /// One case of the caller's organisation, whole: a disclosure, audited.
+    // Packet ids are recorded once found (see `visible_item`): a path may hold anything a caller typed.
+    #[tracing::instrument(name = "read_case", skip_all, fields(packet_id = tracing::field::Empty))]
     pub async fn inbox_case(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let (item, claims) = self.visible_item(principal, packet_id).await?;
@@ -585,6 +591,7 @@ impl Gateway {
     /// The recipient organisation says it erased its own copy of an erased
     /// case, or of the categories withdrawn from a case it still holds:
     /// `erasure_confirmation` goes back to the sender. Idempotent.
+    #[tracing::instrument(name = "confirm_erasure", skip_all, fields(packet_id = tracing::field::Empty))]
     pub async fn confirm_erasure(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let now = self.now();
@@ -595,6 +602,7 @@ impl Gateway {
             self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
             return Err(AppError::NotFound);
         };
+        tracing::Span::current().record("packet_id", tracing::field::display(item.packet_id.as_str()));
         let state = item.state;
         let narrowed = state.is_live() && !item.narrowed.is_empty();
         // A case sealed end to end was cut by the organisation itself, as its
@@ -631,6 +639,7 @@ impl Gateway {
     }
 
     /// The recipient has taken the case: `forwarded` goes back to the sender.
+    #[tracing::instrument(name = "acknowledge", skip_all, fields(packet_id = tracing::field::Empty))]
     pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let (item, _) = self.visible_item(principal, packet_id).await?;
@@ -647,6 +656,7 @@ impl Gateway {
     }
 
     /// The recipient reports progress; sealed back to the sender's gateway.
+    #[tracing::instrument(name = "report_status", skip_all, fields(packet_id = tracing::field::Empty))]
     pub async fn report_status(&self, principal: &Principal, packet_id: &str, body: &Value) -> Result<Value, AppError> {
         self.require(principal, &[Role::Recipient]).await?;
         let status: ReferralProgress = body
@@ -713,7 +723,11 @@ impl Gateway {
             None => None,
         };
         match found {
-            Some(visible) => Ok(visible),
+            Some(visible) => {
+                // Into the caller's span (a use case's): the id is one this gateway holds.
+                tracing::Span::current().record("packet_id", tracing::field::display(visible.0.packet_id.as_str()));
+                Ok(visible)
+            }
             None => {
                 self.audit(AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "not_found")).await?;
                 Err(AppError::NotFound)

@@ -21,6 +21,7 @@ pub const MAX_PACKET_LIFETIME: Duration = Duration::days(30);
 impl Gateway {
     /// Takes a sealed packet that `peer` sent and returns the signed receipt
     /// (the same one again for a redelivery of the same bytes).
+    #[tracing::instrument(name = "receive_packet", skip_all, fields(peer = %peer))]
     pub async fn receive_packet(&self, sealed: &[u8], peer: CountryCode) -> Result<String, AppError> {
         let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
         let directory = self.directory();

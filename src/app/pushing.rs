@@ -33,6 +33,7 @@ pub const CASE_MEDIA_TYPE: &str = "application/jose";
 
 impl Gateway {
     /// Pushes the cases due now; returns how many were claimed.
+    #[tracing::instrument(name = "push_round", skip_all)]
     pub async fn push_due(self: &Arc<Self>, webhooks: &Arc<dyn RecipientPush>) -> Result<usize, AppError> {
         let now = self.now();
         let claimed = self.store.claim_pushes(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
@@ -41,7 +42,7 @@ impl Gateway {
         for item in claimed {
             let gateway = Arc::clone(self);
             let webhooks = Arc::clone(webhooks);
-            pushes.spawn(async move { gateway.push_one(webhooks.as_ref(), item).await });
+            pushes.spawn(tracing::Instrument::in_current_span(async move { gateway.push_one(webhooks.as_ref(), item).await }));
         }
         while let Some(joined) = pushes.join_next().await {
             if let Err(error) = joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|r| r) {
@@ -51,6 +52,7 @@ impl Gateway {
         Ok(count)
     }
 
+    #[tracing::instrument(name = "push", skip_all, fields(packet_id = %item.packet_id, state = %item.state))]
     async fn push_one(&self, webhooks: &dyn RecipientPush, item: InboxItem) -> Result<(), AppError> {
         if item.state != InboxState::Pushing {
             return self.push_erasure(webhooks, item).await;

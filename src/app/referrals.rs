@@ -45,6 +45,7 @@ struct ConsentSummary {
 impl Gateway {
     /// Validates, decides, records and (on allow) queues a referral from the
     /// caller's organisation. `body` is the raw JSON as received.
+    #[tracing::instrument(name = "submit", skip_all, fields(referral_id = tracing::field::Empty))]
     pub async fn submit(&self, principal: &Principal, body: &str) -> Result<Submitted, AppError> {
         self.may_submit(principal).await?;
         let now = self.now();
@@ -73,6 +74,7 @@ impl Gateway {
             now,
         );
         let referral_id = new_id()?;
+        tracing::Span::current().record("referral_id", tracing::field::display(referral_id.as_str()));
         let decision_json = serde_json::to_value(&decision).map_err(|e| AppError::Internal(e.to_string()))?;
         let recipient_json = recipient.as_ref().map(|r| json!({ "org": r.id.as_str(), "country": r.country.as_str() }));
         let reasons = reason_strings(decision.deny_reasons());
@@ -235,6 +237,8 @@ impl Gateway {
     }
 
     /// A referral of the caller's own organisation, with its timeline.
+    // Ids are recorded once found: a path may hold anything a caller typed.
+    #[tracing::instrument(name = "read_referral", skip_all, fields(referral_id = tracing::field::Empty))]
     pub async fn referral(&self, principal: &Principal, id: &str) -> Result<Value, AppError> {
         self.require(principal, &[Role::Submitter]).await?;
         let now = self.now();
@@ -244,6 +248,7 @@ impl Gateway {
             self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "not_found")).await?;
             return Err(AppError::NotFound);
         };
+        tracing::Span::current().record("referral_id", tracing::field::display(referral.id.as_str()));
         let timeline = self.store.timeline(&referral.id).await?;
         let record = self.store.delivery(&referral.id).await?;
         let erasure = self.erasure_view(&timeline, record.as_ref(), now);

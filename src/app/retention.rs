@@ -47,6 +47,7 @@ impl Gateway {
     /// Erases up to `limit` referrals sent from here and up to `limit`
     /// received cases whose retention deadline has passed now; returns how
     /// many of each this call erased (another replica may have taken some).
+    #[tracing::instrument(name = "retention_sweep", skip_all)]
     pub async fn erase_expired(&self, limit: i64) -> Result<ErasedCounts, AppError> {
         let now = self.now();
         let now_ms = now.timestamp_millis();

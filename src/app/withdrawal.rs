@@ -23,6 +23,8 @@ use crate::store::{NewWithdrawal, SealedPayload, SentNarrowing, StoredReferral, 
 impl Gateway {
     /// Withdraws the person's consent for a referral the caller's
     /// organisation sent: whole, or the part `body` names.
+    // The id is recorded once found: a path may hold anything a caller typed.
+    #[tracing::instrument(name = "withdraw_consent", skip_all, fields(referral_id = tracing::field::Empty))]
     pub async fn withdraw_consent(&self, principal: &Principal, referral_id: &str, body: &Value) -> Result<Value, AppError> {
         self.require(principal, &[Role::Submitter]).await?;
         let scope = parse_scope(body)?;
@@ -31,6 +33,7 @@ impl Gateway {
             self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "not_found")).await?;
             return Err(AppError::NotFound);
         };
+        tracing::Span::current().record("referral_id", tracing::field::display(referral.id.as_str()));
         match self.withdraw_from(principal, &referral, &scope).await? {
             Some(answer) => Ok(answer),
             None => {
@@ -44,6 +47,7 @@ impl Gateway {
     /// Withdraws the person's consent, whole or the part `body` names, from
     /// every referral about them that the caller's organisation sent; one
     /// answer per referral it reaches, oldest first.
+    #[tracing::instrument(name = "withdraw_subject_consent", skip_all)]
     pub async fn withdraw_subject_consent(&self, principal: &Principal, subject_ref: &str, body: &Value) -> Result<Value, AppError> {
         self.require(principal, &[Role::Submitter]).await?;
         let scope = parse_scope(body)?;

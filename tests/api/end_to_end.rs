@@ -246,6 +246,9 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
 
     // Nothing of the case in what either gateway logged.
     let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    // What was logged of the work is in spans of ids: the sender's attempts name the referral, the receiver's screening the packet.
+    assert!(logged.contains(&format!("delivery_attempt{{entry_id={asylum_id} packet_type=referral referral_id={asylum_id}}}")), "{logged}");
+    assert!(logged.contains(&format!("screen{{packet_id={asylum_packet} packet_type=referral}}")), "{logged}");
     for value in &secrets {
         assert!(!logged.contains(value.as_str()), "logged a personal value");
     }
