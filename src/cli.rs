@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::directory::membership::Removal;
 use crate::directory::Directory;
 use crate::domain::decide::decide_and_minimise;
-use crate::domain::policy::{schema_text, SharingPolicy};
+use crate::domain::policy::{schema_text, DataProtectionPolicy};
 use crate::domain::submission::ReferralSubmission;
 use crate::domain::{CountryCode, OrgId};
 use crate::app::SystemClock;
@@ -821,7 +821,7 @@ fn policy_explain(
     let submission = ReferralSubmission::parse(&read(referral)?, now)
         .map_err(|e| CliError::Usage(format!("{}: {e}", referral.display())))?;
     let directory = Directory::parse(&read(directory)?).map_err(|e| CliError::Usage(format!("{}: {e}", directory.display())))?;
-    let policy: SharingPolicy = match policy_files::load(policies) {
+    let policy: DataProtectionPolicy = match policy_files::load(policies) {
         Ok(policy) => policy,
         Err(error) => {
             print(&error.to_string())?;

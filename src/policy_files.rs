@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::domain::policy::{is_toml_rule_file, PolicyError, PolicySource, SharingPolicy};
+use crate::domain::policy::{is_toml_rule_file, PolicyError, PolicySource, DataProtectionPolicy};
 
 /// The policy shipped in `config/policies`, built in so that `init` can give
 /// a new gateway its first policy wherever the binary runs (a test keeps the
@@ -46,8 +46,8 @@ pub fn read_sources(dir: &Path) -> Result<Vec<PolicySource>, PolicyFilesError> {
 }
 
 /// Reads and compiles a policy directory; any invalid file refuses the whole set.
-pub fn load(dir: &Path) -> Result<SharingPolicy, PolicyFilesError> {
-    Ok(SharingPolicy::compile(&read_sources(dir)?)?)
+pub fn load(dir: &Path) -> Result<DataProtectionPolicy, PolicyFilesError> {
+    Ok(DataProtectionPolicy::compile(&read_sources(dir)?)?)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::auth::{AuthError, Principal, Role};
 use crate::crypto::at_rest::KeyRing;
 use crate::directory::Directory;
 use crate::directory::signed::{self, SignedDirectoryError};
-use crate::domain::policy::SharingPolicy;
+use crate::domain::policy::DataProtectionPolicy;
 use crate::domain::submission::FieldProblem;
 use crate::domain::decision::ReasonCode;
 use crate::domain::CountryCode;
@@ -75,7 +75,7 @@ impl Clock for SteadyClock {
 #[derive(Debug)]
 pub struct ActivePolicy {
     pub number: i64,
-    pub policy: SharingPolicy,
+    pub policy: DataProtectionPolicy,
 }
 
 /// Everything a use case needs; one per running gateway.

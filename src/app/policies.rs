@@ -11,7 +11,7 @@ use super::{reason_strings, ActivePolicy, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::auth::{Principal, Role};
 use crate::domain::decide::decide;
-use crate::domain::policy::{is_toml_rule_file, PolicySource, SharingPolicy};
+use crate::domain::policy::{is_toml_rule_file, PolicySource, DataProtectionPolicy};
 use crate::domain::submission::{FieldProblem, ReferralSubmission, SubmissionError};
 use crate::domain::OrgId;
 use crate::store::{NewPolicyVersion, PolicyVersionRecord, Store, StoreError, Write, Written};
@@ -74,8 +74,8 @@ fn sources(files: &BTreeMap<String, String>) -> Result<Vec<PolicySource>, AppErr
     Ok(files.iter().map(|(name, text)| PolicySource { name: name.clone(), text: text.clone() }).collect())
 }
 
-fn compile(files: &BTreeMap<String, String>) -> Result<SharingPolicy, AppError> {
-    SharingPolicy::compile(&sources(files)?).map_err(|error| match error {
+fn compile(files: &BTreeMap<String, String>) -> Result<DataProtectionPolicy, AppError> {
+    DataProtectionPolicy::compile(&sources(files)?).map_err(|error| match error {
         crate::domain::policy::PolicyError::Invalid(problems) => AppError::PolicyInvalid(problems),
         crate::domain::policy::PolicyError::Builtin(reason) => AppError::Internal(reason),
     })
@@ -90,7 +90,7 @@ fn files_of(record: &PolicyVersionRecord) -> Result<BTreeMap<String, String>, St
 fn compile_stored(record: &PolicyVersionRecord) -> Result<ActivePolicy, String> {
     let sources: Vec<PolicySource> =
         files_of(record).map_err(|e| e.to_string())?.into_iter().map(|(name, text)| PolicySource { name, text }).collect();
-    let policy = SharingPolicy::compile(&sources).map_err(|e| e.to_string())?;
+    let policy = DataProtectionPolicy::compile(&sources).map_err(|e| e.to_string())?;
     Ok(ActivePolicy { number: record.number, policy })
 }
 
@@ -127,7 +127,7 @@ pub async fn load_active(
         return compile_stored(&latest).map_err(|reason| PolicyStartError::StoredInvalid { number: latest.number, reason });
     }
     let sources = initial().map_err(PolicyStartError::Initial)?;
-    let policy = SharingPolicy::compile(&sources).map_err(|e| PolicyStartError::Initial(e.to_string()))?;
+    let policy = DataProtectionPolicy::compile(&sources).map_err(|e| PolicyStartError::Initial(e.to_string()))?;
     let files: BTreeMap<&str, &str> = sources.iter().map(|s| (s.name.as_str(), s.text.as_str())).collect();
     let record = NewPolicyVersion {
         version: policy.version().to_owned(),

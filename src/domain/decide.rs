@@ -12,7 +12,7 @@ use super::case::{BestInterests, Case, DurableSolution};
 use super::consent::{Consent, Coverage};
 use super::decision::{Decision, ReasonCode, Sent, Withholding};
 use super::minimise::{project, Payload};
-use super::policy::{builtin_rule, CaseFacts, SharingPolicy};
+use super::policy::{builtin_rule, CaseFacts, DataProtectionPolicy};
 use super::recipient::Recipient;
 use super::sealing::end_to_end_requirement;
 use super::{CountryCode, DataCategory, Profile, Purpose};
@@ -89,7 +89,7 @@ pub fn decide(
     sender_country: CountryCode,
     recipient: Option<&Recipient>,
     purpose: Purpose,
-    policy: &SharingPolicy,
+    policy: &DataProtectionPolicy,
     now: DateTime<Utc>,
 ) -> Decision {
     decide_and_minimise(case, consent, sender_country, recipient, purpose, policy, now).0
@@ -103,7 +103,7 @@ pub fn decide_and_minimise(
     sender_country: CountryCode,
     recipient: Option<&Recipient>,
     purpose: Purpose,
-    policy: &SharingPolicy,
+    policy: &DataProtectionPolicy,
     now: DateTime<Utc>,
 ) -> (Decision, Payload) {
     let version = policy.version().to_owned();

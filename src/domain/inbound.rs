@@ -14,7 +14,7 @@ use super::case::Case;
 use super::consent::Coverage;
 use super::decide::{facts_with_consent_giver, non_negotiable};
 use super::decision::ReasonCode;
-use super::policy::SharingPolicy;
+use super::policy::DataProtectionPolicy;
 use super::recipient::Recipient;
 use super::{CountryCode, DataCategory, Purpose};
 
@@ -51,7 +51,7 @@ pub fn screen_routing(recipient: Option<&Recipient>, here: CountryCode) -> Scree
 
 /// Screens `received` for `recipient` (`None`: not in the directory) at the
 /// gateway of `here`, under this gateway's sharing policy.
-pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: CountryCode, policy: &SharingPolicy, now: DateTime<Utc>) -> Screening {
+pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: CountryCode, policy: &DataProtectionPolicy, now: DateTime<Utc>) -> Screening {
     let Some(recipient) = recipient else {
         return Screening::Refuse([ReasonCode::RecipientUnknown].into());
     };

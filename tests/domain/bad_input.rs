@@ -5,7 +5,7 @@
 //! The bad values are distinctive fakes so that an echo cannot go unnoticed.
 
 use chrono::Duration;
-use referral_gateway::domain::policy::{PolicyError, PolicyProblem, PolicySource, SharingPolicy};
+use referral_gateway::domain::policy::{PolicyError, PolicyProblem, PolicySource, DataProtectionPolicy};
 use referral_gateway::domain::submission::{ReferralSubmission, SubmissionError};
 use serde_json::{json, Value};
 
@@ -279,7 +279,7 @@ fn source(name: &str, text: &str) -> PolicySource {
 }
 
 fn policy_problems(sources: &[PolicySource]) -> Vec<PolicyProblem> {
-    match SharingPolicy::compile(sources) {
+    match DataProtectionPolicy::compile(sources) {
         Ok(_) => panic!("an invalid policy set compiled"),
         Err(PolicyError::Invalid(problems)) => problems,
         Err(PolicyError::Builtin(_)) => panic!("the built-in rules were blamed for a DPO's mistake"),
@@ -300,7 +300,7 @@ const GOOD: &str = "// A DPO's permit.\n@id(\"good.permit\")\npermit (principal,
 
 #[test]
 fn a_valid_policy_set_compiles() {
-    let policy = SharingPolicy::compile(&[source("10-good.cedar", GOOD)]).unwrap();
+    let policy = DataProtectionPolicy::compile(&[source("10-good.cedar", GOOD)]).unwrap();
     assert_eq!(policy.dpo_policies().into_iter().collect::<Vec<_>>(), [("good.permit".to_owned(), "permit")]);
 }
 

@@ -19,7 +19,7 @@ fn received(body: &Value, purpose: Purpose) -> Received<'_> {
     Received { sender: italy(), purpose, body, consent_expires_at: None, retention_until: None }
 }
 
-fn screen_at(body: &Value, purpose: Purpose, to: &str, policy: &referral_gateway::domain::policy::SharingPolicy) -> Screening {
+fn screen_at(body: &Value, purpose: Purpose, to: &str, policy: &referral_gateway::domain::policy::DataProtectionPolicy) -> Screening {
     let recipient = directory().recipient(&OrgId::parse(to).unwrap()).unwrap();
     screen(&received(body, purpose), Some(&recipient), recipient.country, policy, now())
 }

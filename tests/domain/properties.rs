@@ -47,7 +47,7 @@ use referral_gateway::domain::consent::{
 use referral_gateway::domain::decide::{decide, decide_and_minimise};
 use referral_gateway::domain::decision::{Decision, ReasonCode};
 use referral_gateway::domain::minimise::{Payload, minimise};
-use referral_gateway::domain::policy::{PolicySource, SharingPolicy};
+use referral_gateway::domain::policy::{PolicySource, DataProtectionPolicy};
 use referral_gateway::domain::recipient::{Recipient, Service};
 use referral_gateway::domain::text::{NoteText, ShortText};
 use referral_gateway::domain::{
@@ -763,7 +763,7 @@ impl Input {
         (sits, acts)
     }
 
-    fn decide(&self, policy: &SharingPolicy) -> (Decision, Payload) {
+    fn decide(&self, policy: &DataProtectionPolicy) -> (Decision, Payload) {
         decide_and_minimise(&self.case, &self.consent, italy(), Some(&self.recipient), self.purpose, policy, now())
     }
 
@@ -1098,10 +1098,10 @@ fn rule(resource_in: bool) -> BoxedStrategy<Rule> {
         .boxed()
 }
 
-fn compile(name: &str, rules: &[Rule]) -> SharingPolicy {
+fn compile(name: &str, rules: &[Rule]) -> DataProtectionPolicy {
     let text: String = rules.iter().map(Rule::cedar).collect::<Vec<_>>().join("\n");
     let source = PolicySource { name: format!("{name}.cedar"), text };
-    match SharingPolicy::compile(std::slice::from_ref(&source)) {
+    match DataProtectionPolicy::compile(std::slice::from_ref(&source)) {
         Ok(policy) => policy,
         Err(error) => panic!("{name} does not compile: {error}\n{}", source.text),
     }
@@ -1109,7 +1109,7 @@ fn compile(name: &str, rules: &[Rule]) -> SharingPolicy {
 
 struct PolicyUnderTest {
     name: String,
-    policy: SharingPolicy,
+    policy: DataProtectionPolicy,
     rules: Vec<Rule>,
 }
 

@@ -12,7 +12,7 @@ use referral_gateway::domain::baseline::Fields;
 use referral_gateway::domain::decide::decide;
 use referral_gateway::domain::decision::{Decision, Outcome, Withholding};
 use referral_gateway::domain::minimise::{minimise, Payload};
-use referral_gateway::domain::policy::{PolicySource, SharingPolicy};
+use referral_gateway::domain::policy::{PolicySource, DataProtectionPolicy};
 use referral_gateway::domain::submission::ReferralSubmission;
 use referral_gateway::domain::{DataCategory, OrgId, Purpose};
 use serde_json::{json, Value};
@@ -47,7 +47,7 @@ fn at(text: &str) -> DateTime<Utc> {
 }
 
 /// Decides at an arbitrary time (the support helper always uses `now()`).
-fn decide_at(submission: &ReferralSubmission, to: &str, policy: &SharingPolicy, when: DateTime<Utc>) -> (Decision, Payload) {
+fn decide_at(submission: &ReferralSubmission, to: &str, policy: &DataProtectionPolicy, when: DateTime<Utc>) -> (Decision, Payload) {
     let recipient = directory().recipient(&OrgId::parse(to).unwrap());
     let decision =
         decide(&submission.case, &submission.consent, italy(), recipient.as_ref(), submission.purpose, policy, when);
@@ -57,7 +57,7 @@ fn decide_at(submission: &ReferralSubmission, to: &str, policy: &SharingPolicy, 
 
 /// Decides for `to` as the directory lists it, but publishing an end-to-end
 /// key or not, whatever the example directory says.
-fn decide_with_key(submission: &ReferralSubmission, to: &str, policy: &SharingPolicy, has_key: bool) -> (Decision, Payload) {
+fn decide_with_key(submission: &ReferralSubmission, to: &str, policy: &DataProtectionPolicy, has_key: bool) -> (Decision, Payload) {
     let recipient = directory().recipient(&OrgId::parse(to).unwrap()).map(|r| r.with_end_to_end_key(has_key));
     let decision =
         decide(&submission.case, &submission.consent, italy(), recipient.as_ref(), submission.purpose, policy, now());
@@ -336,11 +336,11 @@ fn returnee_health_goes_to_the_health_provider_with_conditions() {
 }
 
 /// The shipped policy with `end_to_end.toml` replaced by `rules`.
-fn with_end_to_end_rules(rules: &str) -> SharingPolicy {
+fn with_end_to_end_rules(rules: &str) -> DataProtectionPolicy {
     let mut sources = referral_gateway::policy_files::read_sources(&repo_path("config/policies")).unwrap();
     sources.retain(|s| s.name != "end_to_end.toml");
     sources.push(PolicySource { name: "end_to_end.toml".to_owned(), text: rules.to_owned() });
-    SharingPolicy::compile(&sources).unwrap()
+    DataProtectionPolicy::compile(&sources).unwrap()
 }
 
 /// Health data is special-category: a DPO may require health providers to be

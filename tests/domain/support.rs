@@ -9,7 +9,7 @@ use referral_gateway::directory::Directory;
 use referral_gateway::domain::decide::decide;
 use referral_gateway::domain::decision::Decision;
 use referral_gateway::domain::minimise::{minimise, Payload};
-use referral_gateway::domain::policy::SharingPolicy;
+use referral_gateway::domain::policy::DataProtectionPolicy;
 use referral_gateway::domain::submission::ReferralSubmission;
 use referral_gateway::domain::{CountryCode, OrgId};
 use referral_gateway::policy_files;
@@ -36,14 +36,14 @@ pub fn directory() -> &'static Directory {
 }
 
 /// The DPO policies shipped in `config/policies`.
-pub fn default_policy() -> &'static SharingPolicy {
-    static POLICY: OnceLock<SharingPolicy> = OnceLock::new();
+pub fn default_policy() -> &'static DataProtectionPolicy {
+    static POLICY: OnceLock<DataProtectionPolicy> = OnceLock::new();
     POLICY.get_or_init(|| policy_files::load(&repo_path("config/policies")).unwrap())
 }
 
 /// A reckless DPO policy that permits everything: only the built-in rules stand.
-pub fn permit_all_policy() -> &'static SharingPolicy {
-    static POLICY: OnceLock<SharingPolicy> = OnceLock::new();
+pub fn permit_all_policy() -> &'static DataProtectionPolicy {
+    static POLICY: OnceLock<DataProtectionPolicy> = OnceLock::new();
     POLICY.get_or_init(|| policy_files::load(&repo_path("tests/fixtures/policies/permit-all")).unwrap())
 }
 
@@ -68,7 +68,7 @@ pub fn fixture(name: &str) -> ReferralSubmission {
 }
 
 /// Decides `submission` for `to` (an organisation id from the example directory).
-pub fn decide_for(submission: &ReferralSubmission, to: &str, policy: &SharingPolicy) -> (Decision, Payload) {
+pub fn decide_for(submission: &ReferralSubmission, to: &str, policy: &DataProtectionPolicy) -> (Decision, Payload) {
     let recipient = directory().recipient(&OrgId::parse(to).unwrap());
     let decision = decide(
         &submission.case,

@@ -73,15 +73,18 @@ pub enum PolicyError {
     Builtin(String),
 }
 
-/// A compiled, validated policy set: built-in rules plus the DPO's policies,
-/// and the DPO's retention and end-to-end sealing rules that come with them.
+/// Everything a data-protection officer's policy version decides, compiled
+/// and validated: whom a case may be shared with and what of it (the
+/// built-in Cedar rules plus the DPO's policies), how long it is kept (the
+/// retention rules) and when it must be sealed end to end to its recipient
+/// (the end-to-end rules). One version, one hash, applied as one.
 ///
 /// The set is validated as a whole, then sliced per (purpose, category) by
 /// each policy's action and resource scope, so that evaluating one category
 /// only runs the policies that can apply to it. Slicing never drops a policy
 /// whose scope might match: only `==` and `in [...]` scopes narrow a slice.
 #[derive(Debug, Clone)]
-pub struct SharingPolicy {
+pub struct DataProtectionPolicy {
     policies: PolicySet,
     /// Built-in rules marked `@scope("case")`, by purpose index: run once per decision.
     case_rules: Vec<PolicySet>,
@@ -219,7 +222,7 @@ fn well_formed_policy_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-impl SharingPolicy {
+impl DataProtectionPolicy {
     /// Compiles the built-in rules with the DPO's policy files. Every problem is
     /// reported with file, line and column; none is silently skipped.
     pub fn compile(sources: &[PolicySource]) -> Result<Self, PolicyError> {
@@ -768,9 +771,9 @@ mod tests {
     use crate::domain::recipient::Service;
     use crate::domain::{AsylumStatus, OrgId, ProtectionProfile, RecipientKind};
 
-    fn shipped_policy() -> SharingPolicy {
+    fn shipped_policy() -> DataProtectionPolicy {
         let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
-        SharingPolicy::compile(&[
+        DataProtectionPolicy::compile(&[
             source("10-permits.cedar", include_str!("../../../config/policies/10-permits.cedar")),
             source("20-restrictions.cedar", include_str!("../../../config/policies/20-restrictions.cedar")),
         ])
@@ -778,7 +781,7 @@ mod tests {
     }
 
     /// The reference: every policy in one Cedar call, as Cedar defines it.
-    fn whole_set(policy: &SharingPolicy, facts: &RequestFacts, purpose: Purpose, category: DataCategory, covers: bool, named: bool) -> (bool, BTreeSet<String>, BTreeSet<String>) {
+    fn whole_set(policy: &DataProtectionPolicy, facts: &RequestFacts, purpose: Purpose, category: DataCategory, covers: bool, named: bool) -> (bool, BTreeSet<String>, BTreeSet<String>) {
         let request = policy.request(facts, purpose, category, covers, named).unwrap();
         let response = policy.authorizer.is_authorized(&request, &policy.policies, &facts.entities);
         assert_eq!(response.diagnostics().errors().count(), 0);
@@ -885,7 +888,7 @@ mod tests {
             name: "corridors.cedar".to_owned(),
             text: "@id(\"ok\")\npermit (principal, action, resource) when { principal.country == \"NGA\" };\n\n@id(\"typo\")\nforbid (principal, action, resource)\nwhen { principal.country == \"ERT\" || context.sender_country == \"ita\" };\n".to_owned(),
         };
-        let Err(PolicyError::Invalid(problems)) = SharingPolicy::compile(&[source]) else {
+        let Err(PolicyError::Invalid(problems)) = DataProtectionPolicy::compile(&[source]) else {
             panic!("a misspelt country code must be refused");
         };
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -898,16 +901,16 @@ mod tests {
     fn end_to_end_rules_travel_with_the_set_and_count_in_its_version() {
         let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
         let cedar = source("10-permits.cedar", "@id(\"all\")\npermit (principal, action, resource);\n");
-        let without = SharingPolicy::compile(std::slice::from_ref(&cedar)).unwrap();
+        let without = DataProtectionPolicy::compile(std::slice::from_ref(&cedar)).unwrap();
         assert!(without.end_to_end().rules().is_empty());
         let rules = source(END_TO_END_FILE, "[[require]]\nrecipient_kinds = [\"ngo\"]\n");
-        let with = SharingPolicy::compile(&[cedar.clone(), rules]).unwrap();
+        let with = DataProtectionPolicy::compile(&[cedar.clone(), rules]).unwrap();
         assert_eq!(with.end_to_end().rules().len(), 1);
         assert_ne!(with.version(), without.version());
         assert_eq!(with.dpo_policies().len(), 1, "the TOML file is not read as Cedar");
 
         let bad = source(END_TO_END_FILE, "[[require]]\ncountries = []\n");
-        let Err(PolicyError::Invalid(problems)) = SharingPolicy::compile(&[cedar, bad]) else {
+        let Err(PolicyError::Invalid(problems)) = DataProtectionPolicy::compile(&[cedar, bad]) else {
             panic!("an invalid end_to_end.toml must refuse the set");
         };
         let located: Vec<(&str, usize, usize)> = problems.iter().map(|p| (p.file.as_str(), p.line, p.column)).collect();
