@@ -8,10 +8,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::access::{Authorized, Recipients};
 use super::referrals::{millis_to_rfc3339, retention_deadline, stored_retention};
 use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::decision::ReasonCode;
 use crate::domain::OrgId;
@@ -481,8 +482,7 @@ impl Gateway {
 
     /// The caller's organisation's cases in the order they became visible, after `cursor`.
     #[tracing::instrument(name = "list_inbox", skip_all)]
-    pub async fn inbox(&self, principal: &Principal, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Recipient]).await?;
+    pub async fn inbox(&self, principal: &Authorized<Recipients>, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
         let after = match cursor {
             Some(text) => Some(parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
             None => None,
@@ -536,8 +536,7 @@ impl Gateway {
     /// One case of the caller's organisation, whole: a disclosure, audited.
     // Packet ids are recorded once found (see `visible_item`): a path may hold anything a caller typed.
     #[tracing::instrument(name = "read_case", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn inbox_case(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Recipient]).await?;
+    pub async fn inbox_case(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
         let (item, claims) = self.visible_item(principal, packet_id).await?;
         let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
         self.audit(event).await?;
@@ -592,8 +591,7 @@ impl Gateway {
     /// case, or of the categories withdrawn from a case it still holds:
     /// `erasure_confirmation` goes back to the sender. Idempotent.
     #[tracing::instrument(name = "confirm_erasure", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn confirm_erasure(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Recipient]).await?;
+    pub async fn confirm_erasure(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
         let now = self.now();
         let item = self.store.inbox_item(packet_id).await?.filter(|item| {
             item.recipient_org == principal.org.as_str() && item.packet_type == PacketType::Referral.as_str() && item.visible_seq.is_some()
@@ -640,8 +638,7 @@ impl Gateway {
 
     /// The recipient has taken the case: `forwarded` goes back to the sender.
     #[tracing::instrument(name = "acknowledge", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn acknowledge(&self, principal: &Principal, packet_id: &str) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Recipient]).await?;
+    pub async fn acknowledge(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
         let (item, _) = self.visible_item(principal, packet_id).await?;
         if item.state.shown() == InboxState::Acknowledged {
             return Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }));
@@ -657,8 +654,7 @@ impl Gateway {
 
     /// The recipient reports progress; sealed back to the sender's gateway.
     #[tracing::instrument(name = "report_status", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn report_status(&self, principal: &Principal, packet_id: &str, body: &Value) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Recipient]).await?;
+    pub async fn report_status(&self, principal: &Authorized<Recipients>, packet_id: &str, body: &Value) -> Result<Value, AppError> {
         let status: ReferralProgress = body
             .get("status")
             .cloned()

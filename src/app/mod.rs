@@ -4,6 +4,7 @@
 //! Role checks live here, not in the HTTP layer, so that every entry point
 //! gets them. Errors are [`AppError`]; the HTTP edge renders them.
 
+pub mod access;
 pub mod backoff;
 pub mod delivery;
 pub mod delivery_observer;
@@ -23,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::auth::{AuthError, Principal, Role};
+use crate::auth::AuthError;
 use crate::crypto::at_rest::KeyRing;
 use crate::directory::Directory;
 use crate::directory::signed::{self, SignedDirectoryError};
@@ -314,23 +315,6 @@ impl Gateway {
         let event = AuditEvent::new(self.now(), actor, Action::AccessRefused, outcome).reasons([code]);
         self.writer.write(Write::Audit(event)).await?;
         Ok(())
-    }
-
-    /// Passes when the caller belongs to an organisation this gateway serves
-    /// (listed in the directory in this country) and has one of `roles`;
-    /// audits and refuses otherwise. A token or certificate of another
-    /// country's organisation gets nothing here, whatever roles it claims.
-    pub async fn require(&self, principal: &Principal, roles: &[Role]) -> Result<(), AppError> {
-        let served_here = self.directory().organisation(&principal.org).is_some_and(|o| o.country == self.country);
-        if !served_here {
-            self.audit_refusal(principal.actor(), "forbidden", "org_not_served_here").await?;
-            return Err(AppError::Forbidden { code: "org_not_served_here" });
-        }
-        if roles.iter().any(|role| principal.has(*role)) {
-            return Ok(());
-        }
-        self.audit_refusal(principal.actor(), "forbidden", "missing_role").await?;
-        Err(AppError::Forbidden { code: "missing_role" })
     }
 
     /// Appends one audit event.

@@ -6,10 +6,10 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::{Authorized, Dpos};
 use super::referrals::millis_to_rfc3339;
 use super::{reason_strings, ActivePolicy, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::auth::{Principal, Role};
 use crate::domain::decide::decide;
 use crate::domain::policy::{is_toml_rule_file, PolicySource, DataProtectionPolicy};
 use crate::domain::submission::{FieldProblem, ReferralSubmission, SubmissionError};
@@ -145,8 +145,7 @@ pub async fn load_active(
 }
 
 impl Gateway {
-    pub async fn policies(&self, principal: &Principal) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Dpo]).await?;
+    pub async fn policies(&self, principal: &Authorized<Dpos>) -> Result<Value, AppError> {
         let versions = self.store.policy_versions().await?;
         let active = match versions.last() {
             Some(latest) => {
@@ -163,8 +162,7 @@ impl Gateway {
     }
 
     /// Validates and stores a new policy set, which becomes active at once.
-    pub async fn upload_policy(&self, principal: &Principal, upload: PolicyUpload) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Dpo]).await?;
+    pub async fn upload_policy(&self, principal: &Authorized<Dpos>, upload: PolicyUpload) -> Result<Value, AppError> {
         let now = self.now();
         let policy = match compile(&upload.files) {
             Ok(policy) => policy,
@@ -193,8 +191,7 @@ impl Gateway {
 
     /// Decides a referral without storing or sending anything; only the fact
     /// that a simulation ran is audited.
-    pub async fn simulate(&self, principal: &Principal, simulation: Simulation) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Dpo]).await?;
+    pub async fn simulate(&self, principal: &Authorized<Dpos>, simulation: Simulation) -> Result<Value, AppError> {
         let now = self.now();
         let at = simulation.at.unwrap_or(now);
         let text = simulation.referral.to_string();

@@ -2,10 +2,10 @@
 
 use serde_json::{json, Value};
 
+use super::access::{Authorized, Overseers};
 use super::referrals::millis_to_rfc3339;
 use super::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent, AuditRecord};
-use crate::auth::{Principal, Role};
 use crate::store::AuditFilter;
 
 pub const DEFAULT_PAGE: i64 = 100;
@@ -41,8 +41,7 @@ fn entry(record: &AuditRecord) -> Value {
 }
 
 impl Gateway {
-    pub async fn audit_log(&self, principal: &Principal, query: AuditQuery) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Dpo, Role::Auditor]).await?;
+    pub async fn audit_log(&self, principal: &Authorized<Overseers>, query: AuditQuery) -> Result<Value, AppError> {
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let filter = AuditFilter {
             from_ms: query.from_ms,
@@ -65,8 +64,7 @@ impl Gateway {
 
     /// Which organisations in which countries were given which categories
     /// about a subject, when, under which policy version and consent.
-    pub async fn disclosures(&self, principal: &Principal, subject_ref: &str) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Dpo, Role::Auditor]).await?;
+    pub async fn disclosures(&self, principal: &Authorized<Overseers>, subject_ref: &str) -> Result<Value, AppError> {
         let subject_key = self.subject_key(subject_ref);
         // What went somewhere: the allowed referrals about the subject.
         let rows: Vec<_> = self.store.subject_referrals(&subject_key).await?.into_iter().filter(|r| r.outcome == "allow").collect();

@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::access::{Authorized, Senders};
 use super::{new_id, reason_strings, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::crypto::packet::sealed_size_bound;
 use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
@@ -46,8 +47,7 @@ impl Gateway {
     /// Validates, decides, records and (on allow) queues a referral from the
     /// caller's organisation. `body` is the raw JSON as received.
     #[tracing::instrument(name = "submit", skip_all, fields(referral_id = tracing::field::Empty))]
-    pub async fn submit(&self, principal: &Principal, body: &str) -> Result<Submitted, AppError> {
-        self.may_submit(principal).await?;
+    pub async fn submit(&self, principal: &Authorized<Senders>, body: &str) -> Result<Submitted, AppError> {
         let now = self.now();
         let submission = ReferralSubmission::parse(body, now).map_err(|error| match error {
             SubmissionError::Syntax { line, column } => AppError::MalformedJson { line, column },
@@ -172,12 +172,6 @@ impl Gateway {
         }
     }
 
-    /// Passes a submitter of an organisation this gateway serves; audits and
-    /// refuses anyone else. The HTTP edge calls it before reading the body.
-    pub async fn may_submit(&self, principal: &Principal) -> Result<(), AppError> {
-        self.require(principal, &[Role::Submitter]).await
-    }
-
     fn decision_event(&self, principal: &Principal, id: &str, subject_key: String, decision: &Decision, now: DateTime<Utc>) -> AuditEvent {
         let outcome = if decision.is_allow() { "allow" } else { "deny" };
         let mut reasons = reason_strings(decision.deny_reasons());
@@ -239,8 +233,7 @@ impl Gateway {
     /// A referral of the caller's own organisation, with its timeline.
     // Ids are recorded once found: a path may hold anything a caller typed.
     #[tracing::instrument(name = "read_referral", skip_all, fields(referral_id = tracing::field::Empty))]
-    pub async fn referral(&self, principal: &Principal, id: &str) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Submitter]).await?;
+    pub async fn referral(&self, principal: &Authorized<Senders>, id: &str) -> Result<Value, AppError> {
         let now = self.now();
         let found = self.store.referral(id).await?.filter(|r| r.sender_org == principal.org.as_str());
         let Some(referral) = found else {

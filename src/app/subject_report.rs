@@ -6,10 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::access::{Authorized, Overseers};
 use super::referrals::millis_to_rfc3339;
 use super::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
-use crate::auth::{Principal, Role};
 use crate::domain::status::ReferralProgress;
 use crate::domain::lifecycle::{OutboxState, ReferralEvent};
 use crate::domain::withdrawal::{erasure_progress, ErasedBy};
@@ -148,8 +148,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
 
 impl Gateway {
     /// The subject report (role dpo or auditor); audited with the keyed subject reference.
-    pub async fn subject_report(&self, principal: &Principal, subject_ref: &str) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Dpo, Role::Auditor]).await?;
+    pub async fn subject_report(&self, principal: &Authorized<Overseers>, subject_ref: &str) -> Result<Value, AppError> {
         let subject_key = self.subject_key(subject_ref);
         let records = subject_records(self.store.as_ref(), &subject_key).await?;
         let now = self.now();

@@ -10,10 +10,11 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::{Authorized, Senders};
 use super::delivery::WithdrawalAtRest;
 use super::{new_id, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::domain::submission::FieldProblem;
 use crate::domain::lifecycle::ReferralStatus;
 use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope};
@@ -25,8 +26,7 @@ impl Gateway {
     /// organisation sent: whole, or the part `body` names.
     // The id is recorded once found: a path may hold anything a caller typed.
     #[tracing::instrument(name = "withdraw_consent", skip_all, fields(referral_id = tracing::field::Empty))]
-    pub async fn withdraw_consent(&self, principal: &Principal, referral_id: &str, body: &Value) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Submitter]).await?;
+    pub async fn withdraw_consent(&self, principal: &Authorized<Senders>, referral_id: &str, body: &Value) -> Result<Value, AppError> {
         let scope = parse_scope(body)?;
         let now = self.now();
         let Some(referral) = self.store.referral(referral_id).await?.filter(|r| r.sender_org == principal.org.as_str()) else {
@@ -48,8 +48,7 @@ impl Gateway {
     /// every referral about them that the caller's organisation sent; one
     /// answer per referral it reaches, oldest first.
     #[tracing::instrument(name = "withdraw_subject_consent", skip_all)]
-    pub async fn withdraw_subject_consent(&self, principal: &Principal, subject_ref: &str, body: &Value) -> Result<Value, AppError> {
-        self.require(principal, &[Role::Submitter]).await?;
+    pub async fn withdraw_subject_consent(&self, principal: &Authorized<Senders>, subject_ref: &str, body: &Value) -> Result<Value, AppError> {
         let scope = parse_scope(body)?;
         let subject_key = self.subject_key(subject_ref);
         let mut answers = Vec::new();

@@ -19,14 +19,14 @@ use crate::app::queries::AuditQuery;
 use crate::app::referrals::Submitted;
 use crate::audit::Action;
 use crate::domain::SubjectRef;
-use crate::auth::Role;
+use crate::app::access::{Dpos, Overseers, Recipients, Senders};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
 pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Response> {
     // Who may call is settled before the body is read: an unauthorised
     // caller is refused (and audited) whatever it sends.
-    state.gateway.may_submit(&caller).await?;
+    let caller = state.gateway.authorize::<Senders>(&caller).await?;
     let text = json_text(&headers, body, state.body_limit).await?;
     match state.gateway.submit(&caller, &text).await? {
         Submitted::Queued { referral_id, body, replayed } => {
@@ -49,22 +49,24 @@ pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Call
 }
 
 pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, PathParam(id): PathParam) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Senders>(&caller).await?;
     Ok(Json(state.gateway.referral(&caller, &id).await?))
 }
 
 pub async fn get_policies(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
     Ok(Json(state.gateway.policies(&caller).await?))
 }
 
 pub async fn put_policies(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Response> {
-    state.gateway.require(&caller, &[Role::Dpo]).await?;
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
     let upload: PolicyUpload = json_body(&headers, body, state.body_limit).await?;
     let stored = state.gateway.upload_policy(&caller, upload).await?;
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
 pub async fn simulate(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
-    state.gateway.require(&caller, &[Role::Dpo]).await?;
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
     let simulation: Simulation = json_body(&headers, body, state.body_limit).await?;
     Ok(Json(state.gateway.simulate(&caller, simulation).await?))
 }
@@ -80,6 +82,7 @@ pub async fn get_audit(
     Caller(caller): Caller,
     query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Overseers>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     let mut audit = AuditQuery::default();
     for (key, value) in &params {
@@ -103,6 +106,7 @@ pub async fn get_disclosures(
     Caller(caller): Caller,
     query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Overseers>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     if params.keys().any(|k| k != "subject_ref") {
         return Err(Problem::invalid_query("unknown query parameter"));
@@ -112,7 +116,7 @@ pub async fn get_disclosures(
 }
 
 pub async fn get_subject_report(State(state): State<AppState>, Caller(caller): Caller, PathParam(subject): PathParam) -> Result<Json<Value>> {
-    state.gateway.require(&caller, &[Role::Dpo, Role::Auditor]).await?;
+    let caller = state.gateway.authorize::<Overseers>(&caller).await?;
     let subject_ref = subject_ref(&subject)?;
     Ok(Json(state.gateway.subject_report(&caller, &subject_ref).await?))
 }
@@ -130,6 +134,7 @@ pub async fn get_inbox(
     Caller(caller): Caller,
     query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     let mut limit = crate::app::forwarding::MAX_INBOX_PAGE;
     for (key, value) in &params {
@@ -143,14 +148,17 @@ pub async fn get_inbox(
 }
 
 pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     Ok(Json(state.gateway.inbox_case(&caller, &packet_id).await?))
 }
 
 pub async fn confirm_erasure(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     Ok(Json(state.gateway.confirm_erasure(&caller, &packet_id).await?))
 }
 
 pub async fn acknowledge(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
+    let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     Ok(Json(state.gateway.acknowledge(&caller, &packet_id).await?))
 }
 
@@ -161,7 +169,7 @@ pub async fn report_status(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    state.gateway.require(&caller, &[Role::Recipient]).await?;
+    let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     let report: Value = json_body(&headers, body, state.body_limit).await?;
     let answer = state.gateway.report_status(&caller, &packet_id, &report).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
@@ -174,7 +182,7 @@ pub async fn withdraw_consent(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    state.gateway.require(&caller, &[Role::Submitter]).await?;
+    let caller = state.gateway.authorize::<Senders>(&caller).await?;
     let scope: Value = json_body(&headers, body, state.body_limit).await?;
     Ok(Json(state.gateway.withdraw_consent(&caller, &id, &scope).await?))
 }
@@ -186,7 +194,7 @@ pub async fn withdraw_subject_consent(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    state.gateway.require(&caller, &[Role::Submitter]).await?;
+    let caller = state.gateway.authorize::<Senders>(&caller).await?;
     let subject_ref = subject_ref(&subject)?;
     let scope: Value = json_body(&headers, body, state.body_limit).await?;
     Ok(Json(state.gateway.withdraw_subject_consent(&caller, &subject_ref, &scope).await?))
