@@ -130,11 +130,7 @@ impl CaseKeyStore for Deadlined<dyn CaseKeyStore> {
 }
 
 #[async_trait]
-impl Store for Deadlined<dyn Store> {
-    async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError> {
-        self.bounded("write_batch", self.inner.write_batch(batch)).await
-    }
-
+impl ReferralStore for Deadlined<dyn Store> {
     async fn referral(&self, id: &str) -> Result<Option<StoredReferral>, StoreError> {
         self.bounded("referral", self.inner.referral(id)).await
     }
@@ -151,6 +147,21 @@ impl Store for Deadlined<dyn Store> {
         self.bounded("sealed_payload", self.inner.sealed_payload(referral_id)).await
     }
 
+    async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
+        self.bounded("subject_referrals", self.inner.subject_referrals(subject_key)).await
+    }
+
+    async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError> {
+        self.bounded("referral_retention", self.inner.referral_retention(referral_id)).await
+    }
+
+    async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
+        self.bounded("expired_referrals", self.inner.expired_referrals(now_ms, limit)).await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for Deadlined<dyn Store> {
     async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
         self.bounded("claim_deliveries", self.inner.claim_deliveries(now_ms, lease_ms, limit)).await
     }
@@ -167,6 +178,13 @@ impl Store for Deadlined<dyn Store> {
         self.bounded("sent_packet", self.inner.sent_packet(packet_id)).await
     }
 
+    async fn outbox_depth(&self) -> Result<i64, StoreError> {
+        self.bounded("outbox_depth", self.inner.outbox_depth()).await
+    }
+}
+
+#[async_trait]
+impl InboxStore for Deadlined<dyn Store> {
     async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         self.bounded("unprocessed_inbox", self.inner.unprocessed_inbox(limit)).await
     }
@@ -177,10 +195,6 @@ impl Store for Deadlined<dyn Store> {
 
     async fn sealed_withdrawals(&self, packet_id: &str, issuer: &str) -> Result<Vec<SealedWithdrawal>, StoreError> {
         self.bounded("sealed_withdrawals", self.inner.sealed_withdrawals(packet_id, issuer)).await
-    }
-
-    async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
-        self.bounded("subject_referrals", self.inner.subject_referrals(subject_key)).await
     }
 
     async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {
@@ -199,36 +213,8 @@ impl Store for Deadlined<dyn Store> {
         self.bounded("inbox_for", self.inner.inbox_for(recipient_org, states, after, limit)).await
     }
 
-    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
-        self.bounded("policy_versions", self.inner.policy_versions()).await
-    }
-
-    async fn latest_policy_number(&self) -> Result<i64, StoreError> {
-        self.bounded("latest_policy_number", self.inner.latest_policy_number()).await
-    }
-
-    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        self.bounded("audit", self.inner.audit(filter)).await
-    }
-
-    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
-        self.bounded("audit_head", self.inner.audit_head()).await
-    }
-
-    async fn outbox_depth(&self) -> Result<i64, StoreError> {
-        self.bounded("outbox_depth", self.inner.outbox_depth()).await
-    }
-
     async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError> {
         self.bounded("inbox_receipt", self.inner.inbox_receipt(packet_id)).await
-    }
-
-    async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError> {
-        self.bounded("referral_retention", self.inner.referral_retention(referral_id)).await
-    }
-
-    async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
-        self.bounded("expired_referrals", self.inner.expired_referrals(now_ms, limit)).await
     }
 
     async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
@@ -237,6 +223,35 @@ impl Store for Deadlined<dyn Store> {
 
     async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {
         self.bounded("receipt_for_bytes", self.inner.receipt_for_bytes(packet_sha256, issuer)).await
+    }
+}
+
+#[async_trait]
+impl PolicyStore for Deadlined<dyn Store> {
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+        self.bounded("policy_versions", self.inner.policy_versions()).await
+    }
+
+    async fn latest_policy_number(&self) -> Result<i64, StoreError> {
+        self.bounded("latest_policy_number", self.inner.latest_policy_number()).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for Deadlined<dyn Store> {
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.bounded("audit", self.inner.audit(filter)).await
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        self.bounded("audit_head", self.inner.audit_head()).await
+    }
+}
+
+#[async_trait]
+impl Store for Deadlined<dyn Store> {
+    async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError> {
+        self.bounded("write_batch", self.inner.write_batch(batch)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -654,68 +654,117 @@ pub struct SubjectReferral {
     pub delivery: Option<DeliveryRecord>,
 }
 
+/// The referrals sent from here, as the sending gateway keeps them: records, timelines, payloads, retention.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Writes a batch in one transaction; results in the batch's order.
-    async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError>;
+pub trait ReferralStore: Send + Sync {
     async fn referral(&self, id: &str) -> Result<Option<StoredReferral>, StoreError>;
+
     async fn referral_by_key(&self, sender_org: &str, key: &str) -> Result<Option<StoredReferral>, StoreError>;
+
     async fn timeline(&self, referral_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
+
     async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
+
+    /// Every referral about the subject whose keyed reference is
+    /// `subject_key`, allowed or denied, oldest first; nothing of any other subject.
+    async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError>;
+
+    /// The retention deadline of a referral sent from here, if it has one.
+    async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError>;
+
+    /// Up to `limit` referrals sent from here past their retention deadline
+    /// at `now_ms` and not erased yet (by the sweep, or by a consent
+    /// withdrawal), earliest deadline first.
+    async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError>;
+}
+
+/// Every packet this gateway sends, queued until a peer takes it.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
     /// Claims up to `limit` pending outbox entries due at `now_ms` and moves
     /// them `lease_ms` ahead, so that no other worker takes them meanwhile
     /// and a crashed worker's entries fall due again. On PostgreSQL rows
     /// locked by another replica's claim are skipped.
     async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
     /// Schedules the next attempt of a pending entry after a failed one;
     /// `forget_packet` drops the kept packet, to seal a new one next time.
     async fn retry_later(&self, referral_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError>;
+
     async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+
     /// The outbox entry that sent `packet_id`.
     async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError>;
+
+    async fn outbox_depth(&self) -> Result<i64, StoreError>;
+}
+
+/// Packets received from peer gateways, what became of them, and what their senders withdrew.
+#[async_trait]
+pub trait InboxStore: Send + Sync {
     /// Received packets still to be processed, oldest first.
     async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+
     /// How much of the referral packet `packet_id` `issuer` withdrew (see
     /// [`InboxMove::ApplyWithdrawal`]): whole, some categories (all those named by
     /// its partial withdrawals), or nothing.
     async fn withdrawn_part(&self, packet_id: &str, issuer: &str) -> Result<Option<WithdrawnPart>, StoreError>;
+
     /// The partial withdrawals sealed end to end that `issuer` sent for its
     /// referral packet `packet_id`, oldest first; none once it is erased.
     async fn sealed_withdrawals(&self, packet_id: &str, issuer: &str) -> Result<Vec<SealedWithdrawal>, StoreError>;
-    /// Every referral about the subject whose keyed reference is
-    /// `subject_key`, allowed or denied, oldest first; nothing of any other subject.
-    async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError>;
+
     async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError>;
+
     /// Claims up to `limit` cases due for a push to their recipient's
     /// webhook, moving them `lease_ms` ahead (as [`Store::claim_deliveries`]).
     async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+
     async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError>;
+
     /// Packets for `recipient_org` in one of `states`, in the order they
     /// became visible, after the cursor (a `visible_seq`).
     async fn inbox_for(&self, recipient_org: &str, states: &[InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
-    /// Every policy version, oldest first; the last is the active one.
-    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
-    /// The number of the newest policy version (0 when there is none).
-    async fn latest_policy_number(&self) -> Result<i64, StoreError>;
-    /// Audit entries matching `filter`, in chain order.
-    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
-    /// The chain head as last written: sequence number and hash.
-    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
-    async fn outbox_depth(&self) -> Result<i64, StoreError>;
+
     /// The digest and receipt stored for a received packet id, if any.
     async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError>;
-    /// The retention deadline of a referral sent from here, if it has one.
-    async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError>;
-    /// Up to `limit` referrals sent from here past their retention deadline
-    /// at `now_ms` and not erased yet (by the sweep, or by a consent
-    /// withdrawal), earliest deadline first.
-    async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError>;
+
     /// Up to `limit` live received cases (`available`, `acknowledged`,
     /// `pushing`) past their retention deadline at `now_ms`, earliest first.
     async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+
     /// The receipt given for exactly these bytes (by their digest) from `issuer`, if any.
     async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// The DPO's policy versions.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Every policy version, oldest first; the last is the active one.
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
+
+    /// The number of the newest policy version (0 when there is none).
+    async fn latest_policy_number(&self) -> Result<i64, StoreError>;
+}
+
+/// The hash-chained audit log, read back.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Audit entries matching `filter`, in chain order.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The chain head as last written: sequence number and hash.
+    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
+}
+
+/// The whole store: every aggregate, and the group commit that writes them together.
+#[async_trait]
+pub trait Store: ReferralStore + OutboxStore + InboxStore + PolicyStore + AuditStore + Send + Sync + 'static {
+    /// Writes a batch in one transaction; results in the batch's order.
+    async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
+
     /// Makes the deliveries and pushes still claimed by an earlier process
     /// of this store's node (another instance than its own) due at
     /// `now_ms`: that process is gone, or the node would not have started

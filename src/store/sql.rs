@@ -18,6 +18,7 @@ use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written, ExpiredReferral, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing,
+    AuditStore, InboxStore, OutboxStore, PolicyStore, ReferralStore,
 };
 use super::transitions::{list, moves};
 use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
@@ -995,6 +996,377 @@ macro_rules! sql_store {
         }
 
         #[async_trait]
+        impl ReferralStore for $store {
+            async fn referral(&self, id: &str) -> Result<Option<StoredReferral>, StoreError> {
+                let row = sqlx::query(&format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::referral_from_row).transpose()?)
+            }
+
+            async fn referral_by_key(&self, sender_org: &str, key: &str) -> Result<Option<StoredReferral>, StoreError> {
+                let row = sqlx::query(&format!(
+                    "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE sender_org = $1 AND idempotency_key = $2"
+                ))
+                .bind(sender_org)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(Self::referral_from_row).transpose()?)
+            }
+
+            async fn timeline(&self, referral_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+                let rows = sqlx::query("SELECT status, at_ms, reasons FROM referral_events WHERE referral_id = $1 ORDER BY id")
+                    .bind(referral_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let reasons: Option<String> = row.try_get("reasons")?;
+                        Ok(TimelineEntry {
+                            status: parsed(row.try_get("status")?)?,
+                            at_ms: row.try_get("at_ms")?,
+                            reasons: match reasons {
+                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
+                                None => Vec::new(),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError> {
+                let row = sqlx::query("SELECT sealed, key_id FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row
+                    .map(|row| Ok::<_, sqlx::Error>(SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? }))
+                    .transpose()?)
+            }
+
+            async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT r.id, r.sender_org, r.destination_org, r.destination_country, r.purpose, r.outcome, r.decision, r.consent, \
+                            r.policy_version, r.status, r.created_ms, \
+                            o.state, o.attempts, o.packet_id, o.packet, o.receipt, o.last_error \
+                     FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
+                     WHERE r.subject_key = $1 ORDER BY r.created_ms, r.id",
+                )
+                .bind(subject_key)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        let delivery = Self::delivery_record_from_row(row)?;
+                        Ok(SubjectReferral {
+                            referral_id: row.try_get("id")?,
+                            sender_org: row.try_get("sender_org")?,
+                            destination_org: row.try_get("destination_org")?,
+                            destination_country: row.try_get("destination_country")?,
+                            purpose: row.try_get("purpose")?,
+                            outcome: row.try_get("outcome")?,
+                            decision: row.try_get("decision")?,
+                            consent: row.try_get("consent")?,
+                            policy_version: row.try_get("policy_version")?,
+                            status: parsed(row.try_get("status")?)?,
+                            created_ms: row.try_get("created_ms")?,
+                            delivery,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?)
+            }
+
+            async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError> {
+                let row = sqlx::query("SELECT retention_until_ms, retention_days_after_closure FROM referrals WHERE id = $1")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
+                    None => None,
+                })
+            }
+
+            async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
+                // A referral whose consent was withdrawn was erased then: nothing is left for the deadline.
+                let withdrawn: Vec<ReferralStatus> = ReferralStatus::ALL.iter().copied().filter(|s| s.is_withdrawn_whole()).collect();
+                let rows = sqlx::query(&format!(
+                    "SELECT r.id, o.key_id FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
+                     WHERE r.retention_until_ms <= $1 AND r.erased_ms IS NULL \
+                     AND r.status NOT IN {} \
+                     ORDER BY r.retention_until_ms, r.id LIMIT $2",
+                    list(&withdrawn)
+                ))
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| Ok(ExpiredReferral { referral_id: row.try_get("id")?, key_id: row.try_get("key_id")? }))
+                    .collect::<Result<_, sqlx::Error>>()?)
+            }
+        }
+
+        #[async_trait]
+        impl OutboxStore for $store {
+            async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
+                // A referral's retention deadline lives on its row; it goes into its packet.
+                let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
+                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, end_to_end, in_reply_to, \
+                               (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
+                               (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
+                               AS retention_days_after_closure";
+                let rows = self.claim(&$claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
+                Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn retry_later(&self, entry_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {
+                let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
+                sqlx::query(&format!(
+                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget}, claim_node = NULL, claim_instance = NULL \
+                     WHERE id = $3 AND state = $4"
+                ))
+                .bind(next_attempt_ms)
+                .bind(error_code)
+                .bind(entry_id)
+                .bind(OutboxState::Pending.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+                let row = sqlx::query("SELECT state, attempts, packet_id, packet, receipt, last_error FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Self::delivery_record_from_row(&row)?,
+                    None => None,
+                })
+            }
+
+            async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError> {
+                let row = sqlx::query("SELECT id, referral_id, destination_country, packet_type, in_reply_to, created_ms FROM outbox WHERE packet_id = $1")
+                    .bind(packet_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(SentPacket {
+                        entry_id: row.try_get("id")?,
+                        referral_id: row.try_get("referral_id")?,
+                        destination_country: row.try_get("destination_country")?,
+                        packet_type: row.try_get("packet_type")?,
+                        in_reply_to: row.try_get("in_reply_to")?,
+                        created_ms: row.try_get("created_ms")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            async fn outbox_depth(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = $1").bind(OutboxState::Pending.as_str()).fetch_one(&self.pool).await?;
+                Ok(row.try_get("depth")?)
+            }
+        }
+
+        #[async_trait]
+        impl InboxStore for $store {
+            async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let rows = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = $2 ORDER BY received_ms, packet_id LIMIT $1"))
+                    .bind(limit)
+                    .bind(InboxState::Received.as_str())
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::inbox_from_row).collect()
+            }
+
+            async fn withdrawn_part(&self, packet_id: &str, issuer: &str) -> Result<Option<WithdrawnPart>, StoreError> {
+                // One read for both kinds: it is made for every received referral.
+                let rows = sqlx::query(
+                    "SELECT NULL AS categories FROM withdrawn_packets WHERE packet_id = $1 AND issuer = $2 \
+                     UNION ALL SELECT categories FROM narrowed_packets WHERE packet_id = $1 AND issuer = $2",
+                )
+                .bind(packet_id)
+                .bind(issuer)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut categories = std::collections::BTreeSet::new();
+                for row in &rows {
+                    match row.try_get::<Option<String>, _>("categories")? {
+                        None => return Ok(Some(WithdrawnPart::Whole)),
+                        Some(text) => categories.extend(
+                            serde_json::from_str::<Vec<String>>(&text).map_err(|_| StoreError::Corrupt("narrowed categories are not a JSON array".to_owned()))?,
+                        ),
+                    }
+                }
+                Ok((!categories.is_empty()).then(|| WithdrawnPart::Categories(categories.into_iter().collect())))
+            }
+
+            async fn sealed_withdrawals(&self, packet_id: &str, issuer: &str) -> Result<Vec<SealedWithdrawal>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT withdrawal_id, end_to_end FROM narrowed_packets WHERE packet_id = $1 AND issuer = $2 AND end_to_end <> '' \
+                     ORDER BY at_ms, withdrawal_id",
+                )
+                .bind(packet_id)
+                .bind(issuer)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok(SealedWithdrawal { withdrawal_id: row.try_get("withdrawal_id")?, end_to_end: row.try_get("end_to_end")? }))
+                    .collect()
+            }
+
+            async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {
+                let row = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE packet_id = $1")).bind(packet_id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::inbox_from_row).transpose()
+            }
+
+            async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let rows = self.claim(&$push_query, "inbox", "packet_id", INBOX_COLUMNS, now_ms, lease_ms, limit).await?;
+                rows.iter().map(Self::inbox_from_row).collect()
+            }
+
+            async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError> {
+                sqlx::query(&format!(
+                    "UPDATE inbox SET next_push_ms = $1, push_error = $2, claim_node = NULL, claim_instance = NULL \
+                     WHERE packet_id = $3 AND state IN {}",
+                    list(&InboxState::PUSHING)
+                ))
+                    .bind(next_push_ms)
+                    .bind(error_code)
+                    .bind(packet_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn inbox_for(&self, recipient_org: &str, states: &[InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
+                query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
+                let mut listed = query.separated(", ");
+                for state in states {
+                    listed.push_bind(state.as_str());
+                }
+                // Only what the recipient could see: a case refused before it was ever
+                // visible is not listed, not even once erased.
+                query.push(") AND visible_seq IS NOT NULL");
+                if let Some(after) = after {
+                    query.push(" AND visible_seq > ").push_bind(after);
+                }
+                query.push(" ORDER BY visible_seq LIMIT ").push_bind(limit);
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter().map(Self::inbox_from_row).collect()
+            }
+
+            async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError> {
+                let row = sqlx::query("SELECT packet_sha256, receipt FROM inbox WHERE packet_id = $1")
+                    .bind(packet_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(InboxReceipt { packet_sha256: row.try_get("packet_sha256")?, receipt: row.try_get("receipt")? }),
+                    None => None,
+                })
+            }
+
+            async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {INBOX_COLUMNS} FROM inbox WHERE state IN {} AND retention_until_ms <= $1 \
+                     ORDER BY retention_until_ms, packet_id LIMIT $2",
+                    list(&InboxState::LIVE)
+                ))
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::inbox_from_row).collect()
+            }
+
+            async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query("SELECT receipt FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
+                    .bind(packet_sha256)
+                    .bind(issuer)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(row.try_get("receipt")?),
+                    None => None,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl PolicyStore for $store {
+            async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT number, version, author_org, author_subject, note, created_ms, files FROM policy_versions ORDER BY number",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        Ok(PolicyVersionRecord {
+                            number: row.try_get("number")?,
+                            version: row.try_get("version")?,
+                            author_org: row.try_get("author_org")?,
+                            author_subject: row.try_get("author_subject")?,
+                            note: row.try_get("note")?,
+                            created_ms: row.try_get("created_ms")?,
+                            files: row.try_get("files")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?)
+            }
+
+            async fn latest_policy_number(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COALESCE(MAX(number), 0) AS latest FROM policy_versions").fetch_one(&self.pool).await?;
+                Ok(row.try_get("latest")?)
+            }
+        }
+
+        #[async_trait]
+        impl AuditStore for $store {
+            async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+                let mut query = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
+                if let Some(from) = filter.from_ms {
+                    query.push(" AND at_ms >= ").push_bind(from);
+                }
+                if let Some(to) = filter.to_ms {
+                    query.push(" AND at_ms < ").push_bind(to);
+                }
+                if let Some(action) = &filter.action {
+                    query.push(" AND action = ").push_bind(action.clone());
+                }
+                if let Some(org) = &filter.org {
+                    query.push(" AND actor_org = ").push_bind(org.clone());
+                }
+                if let Some(id) = &filter.referral_id {
+                    query.push(" AND referral_id = ").push_bind(id.clone());
+                }
+                if let Some(key) = &filter.subject_key {
+                    query.push(" AND subject_key = ").push_bind(key.clone());
+                }
+                if let Some(after) = filter.after_seq {
+                    query.push(" AND seq > ").push_bind(after);
+                }
+                query.push(" ORDER BY seq LIMIT ").push_bind(filter.limit);
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter().map(Self::audit_from_row).collect()
+            }
+
+            async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+                let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+                Ok((row.try_get("seq")?, row.try_get("hash")?))
+            }
+        }
+
+        #[async_trait]
         impl Store for $store {
             async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError> {
                 let mut tx = self.pool.begin_with($begin).await?;
@@ -1097,363 +1469,6 @@ macro_rules! sql_store {
                     .await?;
                 tx.commit().await?;
                 Ok(results)
-            }
-
-            async fn referral(&self, id: &str) -> Result<Option<StoredReferral>, StoreError> {
-                let row = sqlx::query(&format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.as_ref().map(Self::referral_from_row).transpose()?)
-            }
-
-            async fn referral_by_key(&self, sender_org: &str, key: &str) -> Result<Option<StoredReferral>, StoreError> {
-                let row = sqlx::query(&format!(
-                    "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE sender_org = $1 AND idempotency_key = $2"
-                ))
-                .bind(sender_org)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.as_ref().map(Self::referral_from_row).transpose()?)
-            }
-
-            async fn timeline(&self, referral_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
-                let rows = sqlx::query("SELECT status, at_ms, reasons FROM referral_events WHERE referral_id = $1 ORDER BY id")
-                    .bind(referral_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        let reasons: Option<String> = row.try_get("reasons")?;
-                        Ok(TimelineEntry {
-                            status: parsed(row.try_get("status")?)?,
-                            at_ms: row.try_get("at_ms")?,
-                            reasons: match reasons {
-                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
-                                None => Vec::new(),
-                            },
-                        })
-                    })
-                    .collect()
-            }
-
-            async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError> {
-                let row = sqlx::query("SELECT sealed, key_id FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
-                    .bind(referral_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row
-                    .map(|row| Ok::<_, sqlx::Error>(SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? }))
-                    .transpose()?)
-            }
-
-            async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
-                // A referral's retention deadline lives on its row; it goes into its packet.
-                let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
-                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, end_to_end, in_reply_to, \
-                               (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
-                               (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
-                               AS retention_days_after_closure";
-                let rows = self.claim(&$claim_query, "outbox", "id", columns, now_ms, lease_ms, limit).await?;
-                Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
-            }
-
-            async fn retry_later(&self, entry_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {
-                let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
-                sqlx::query(&format!(
-                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget}, claim_node = NULL, claim_instance = NULL \
-                     WHERE id = $3 AND state = $4"
-                ))
-                .bind(next_attempt_ms)
-                .bind(error_code)
-                .bind(entry_id)
-                .bind(OutboxState::Pending.as_str())
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-                let row = sqlx::query("SELECT state, attempts, packet_id, packet, receipt, last_error FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
-                    .bind(referral_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(match row {
-                    Some(row) => Self::delivery_record_from_row(&row)?,
-                    None => None,
-                })
-            }
-
-
-            async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError> {
-                let row = sqlx::query("SELECT id, referral_id, destination_country, packet_type, in_reply_to, created_ms FROM outbox WHERE packet_id = $1")
-                    .bind(packet_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(match row {
-                    Some(row) => Some(SentPacket {
-                        entry_id: row.try_get("id")?,
-                        referral_id: row.try_get("referral_id")?,
-                        destination_country: row.try_get("destination_country")?,
-                        packet_type: row.try_get("packet_type")?,
-                        in_reply_to: row.try_get("in_reply_to")?,
-                        created_ms: row.try_get("created_ms")?,
-                    }),
-                    None => None,
-                })
-            }
-
-            async fn unprocessed_inbox(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let rows = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = $2 ORDER BY received_ms, packet_id LIMIT $1"))
-                    .bind(limit)
-                    .bind(InboxState::Received.as_str())
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(Self::inbox_from_row).collect()
-            }
-
-            async fn withdrawn_part(&self, packet_id: &str, issuer: &str) -> Result<Option<WithdrawnPart>, StoreError> {
-                // One read for both kinds: it is made for every received referral.
-                let rows = sqlx::query(
-                    "SELECT NULL AS categories FROM withdrawn_packets WHERE packet_id = $1 AND issuer = $2 \
-                     UNION ALL SELECT categories FROM narrowed_packets WHERE packet_id = $1 AND issuer = $2",
-                )
-                .bind(packet_id)
-                .bind(issuer)
-                .fetch_all(&self.pool)
-                .await?;
-                let mut categories = std::collections::BTreeSet::new();
-                for row in &rows {
-                    match row.try_get::<Option<String>, _>("categories")? {
-                        None => return Ok(Some(WithdrawnPart::Whole)),
-                        Some(text) => categories.extend(
-                            serde_json::from_str::<Vec<String>>(&text).map_err(|_| StoreError::Corrupt("narrowed categories are not a JSON array".to_owned()))?,
-                        ),
-                    }
-                }
-                Ok((!categories.is_empty()).then(|| WithdrawnPart::Categories(categories.into_iter().collect())))
-            }
-
-            async fn sealed_withdrawals(&self, packet_id: &str, issuer: &str) -> Result<Vec<SealedWithdrawal>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT withdrawal_id, end_to_end FROM narrowed_packets WHERE packet_id = $1 AND issuer = $2 AND end_to_end <> '' \
-                     ORDER BY at_ms, withdrawal_id",
-                )
-                .bind(packet_id)
-                .bind(issuer)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|row| Ok(SealedWithdrawal { withdrawal_id: row.try_get("withdrawal_id")?, end_to_end: row.try_get("end_to_end")? }))
-                    .collect()
-            }
-
-            async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {
-                let row = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE packet_id = $1")).bind(packet_id).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::inbox_from_row).transpose()
-            }
-
-            async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let rows = self.claim(&$push_query, "inbox", "packet_id", INBOX_COLUMNS, now_ms, lease_ms, limit).await?;
-                rows.iter().map(Self::inbox_from_row).collect()
-            }
-
-            async fn retry_push(&self, packet_id: &str, next_push_ms: i64, error_code: &str) -> Result<(), StoreError> {
-                sqlx::query(&format!(
-                    "UPDATE inbox SET next_push_ms = $1, push_error = $2, claim_node = NULL, claim_instance = NULL \
-                     WHERE packet_id = $3 AND state IN {}",
-                    list(&InboxState::PUSHING)
-                ))
-                    .bind(next_push_ms)
-                    .bind(error_code)
-                    .bind(packet_id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn inbox_for(&self, recipient_org: &str, states: &[InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
-                query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
-                let mut listed = query.separated(", ");
-                for state in states {
-                    listed.push_bind(state.as_str());
-                }
-                // Only what the recipient could see: a case refused before it was ever
-                // visible is not listed, not even once erased.
-                query.push(") AND visible_seq IS NOT NULL");
-                if let Some(after) = after {
-                    query.push(" AND visible_seq > ").push_bind(after);
-                }
-                query.push(" ORDER BY visible_seq LIMIT ").push_bind(limit);
-                let rows = query.build().fetch_all(&self.pool).await?;
-                rows.iter().map(Self::inbox_from_row).collect()
-            }
-
-            async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT number, version, author_org, author_subject, note, created_ms, files FROM policy_versions ORDER BY number",
-                )
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| {
-                        Ok(PolicyVersionRecord {
-                            number: row.try_get("number")?,
-                            version: row.try_get("version")?,
-                            author_org: row.try_get("author_org")?,
-                            author_subject: row.try_get("author_subject")?,
-                            note: row.try_get("note")?,
-                            created_ms: row.try_get("created_ms")?,
-                            files: row.try_get("files")?,
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?)
-            }
-
-            async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-                let mut query = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
-                if let Some(from) = filter.from_ms {
-                    query.push(" AND at_ms >= ").push_bind(from);
-                }
-                if let Some(to) = filter.to_ms {
-                    query.push(" AND at_ms < ").push_bind(to);
-                }
-                if let Some(action) = &filter.action {
-                    query.push(" AND action = ").push_bind(action.clone());
-                }
-                if let Some(org) = &filter.org {
-                    query.push(" AND actor_org = ").push_bind(org.clone());
-                }
-                if let Some(id) = &filter.referral_id {
-                    query.push(" AND referral_id = ").push_bind(id.clone());
-                }
-                if let Some(key) = &filter.subject_key {
-                    query.push(" AND subject_key = ").push_bind(key.clone());
-                }
-                if let Some(after) = filter.after_seq {
-                    query.push(" AND seq > ").push_bind(after);
-                }
-                query.push(" ORDER BY seq LIMIT ").push_bind(filter.limit);
-                let rows = query.build().fetch_all(&self.pool).await?;
-                rows.iter().map(Self::audit_from_row).collect()
-            }
-
-            async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT r.id, r.sender_org, r.destination_org, r.destination_country, r.purpose, r.outcome, r.decision, r.consent, \
-                            r.policy_version, r.status, r.created_ms, \
-                            o.state, o.attempts, o.packet_id, o.packet, o.receipt, o.last_error \
-                     FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
-                     WHERE r.subject_key = $1 ORDER BY r.created_ms, r.id",
-                )
-                .bind(subject_key)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| {
-                        let delivery = Self::delivery_record_from_row(row)?;
-                        Ok(SubjectReferral {
-                            referral_id: row.try_get("id")?,
-                            sender_org: row.try_get("sender_org")?,
-                            destination_org: row.try_get("destination_org")?,
-                            destination_country: row.try_get("destination_country")?,
-                            purpose: row.try_get("purpose")?,
-                            outcome: row.try_get("outcome")?,
-                            decision: row.try_get("decision")?,
-                            consent: row.try_get("consent")?,
-                            policy_version: row.try_get("policy_version")?,
-                            status: parsed(row.try_get("status")?)?,
-                            created_ms: row.try_get("created_ms")?,
-                            delivery,
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?)
-            }
-
-            async fn latest_policy_number(&self) -> Result<i64, StoreError> {
-                let row = sqlx::query("SELECT COALESCE(MAX(number), 0) AS latest FROM policy_versions").fetch_one(&self.pool).await?;
-                Ok(row.try_get("latest")?)
-            }
-
-            async fn audit_head(&self) -> Result<(i64, String), StoreError> {
-                let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
-                Ok((row.try_get("seq")?, row.try_get("hash")?))
-            }
-
-            async fn outbox_depth(&self) -> Result<i64, StoreError> {
-                let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = $1").bind(OutboxState::Pending.as_str()).fetch_one(&self.pool).await?;
-                Ok(row.try_get("depth")?)
-            }
-
-            async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError> {
-                let row = sqlx::query("SELECT packet_sha256, receipt FROM inbox WHERE packet_id = $1")
-                    .bind(packet_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(match row {
-                    Some(row) => Some(InboxReceipt { packet_sha256: row.try_get("packet_sha256")?, receipt: row.try_get("receipt")? }),
-                    None => None,
-                })
-            }
-
-            async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError> {
-                let row = sqlx::query("SELECT retention_until_ms, retention_days_after_closure FROM referrals WHERE id = $1")
-                    .bind(referral_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(match row {
-                    Some(row) => retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
-                    None => None,
-                })
-            }
-
-            async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
-                // A referral whose consent was withdrawn was erased then: nothing is left for the deadline.
-                let withdrawn: Vec<ReferralStatus> = ReferralStatus::ALL.iter().copied().filter(|s| s.is_withdrawn_whole()).collect();
-                let rows = sqlx::query(&format!(
-                    "SELECT r.id, o.key_id FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
-                     WHERE r.retention_until_ms <= $1 AND r.erased_ms IS NULL \
-                     AND r.status NOT IN {} \
-                     ORDER BY r.retention_until_ms, r.id LIMIT $2",
-                    list(&withdrawn)
-                ))
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| Ok(ExpiredReferral { referral_id: row.try_get("id")?, key_id: row.try_get("key_id")? }))
-                    .collect::<Result<_, sqlx::Error>>()?)
-            }
-
-            async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let rows = sqlx::query(&format!(
-                    "SELECT {INBOX_COLUMNS} FROM inbox WHERE state IN {} AND retention_until_ms <= $1 \
-                     ORDER BY retention_until_ms, packet_id LIMIT $2",
-                    list(&InboxState::LIVE)
-                ))
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(Self::inbox_from_row).collect()
-            }
-
-            async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {
-                let row = sqlx::query("SELECT receipt FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
-                    .bind(packet_sha256)
-                    .bind(issuer)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(match row {
-                    Some(row) => Some(row.try_get("receipt")?),
-                    None => None,
-                })
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
