@@ -1,0 +1,212 @@
+//! The outbox: every packet this gateway sends, its kept packet, its settlement (delivered or expired) and its retries.
+//!
+//! SQL for both backends, expanded for each by `sql_store!` in `mod.rs`
+//! (whose imports the expansion uses).
+
+macro_rules! outbox_sql {
+    ($store:ident, $row:ty) => {
+        impl $store {
+            /// Keeps the packet made for a pending entry (see `Write::KeepPacket`):
+            /// the packet the entry holds now, or `AlreadySettled` when it is not
+            /// pending any more.
+            async fn keep_packet(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                entry_id: &str,
+                packet: &StoredPacket,
+                sealed_from: &str,
+            ) -> Result<Written, sqlx::Error> {
+                // One statement: the values on the right are the row's before the update.
+                let row = sqlx::query(
+                    "UPDATE outbox SET packet_id = CASE WHEN packet IS NULL THEN $1 ELSE packet_id END, packet = COALESCE(packet, $2) \
+                     WHERE id = $3 AND state = $5 AND (packet IS NOT NULL OR key_id = $4) RETURNING packet_id, packet",
+                )
+                .bind(&packet.packet_id)
+                .bind(&packet.packet)
+                .bind(entry_id)
+                .bind(sealed_from)
+                .bind(OutboxState::Pending.as_str())
+                .fetch_optional(&mut *connection)
+                .await?;
+                let kept: Option<(Option<String>, Option<String>)> = row.map(|row| Ok::<_, sqlx::Error>((row.try_get("packet_id")?, row.try_get("packet")?))).transpose()?;
+                Ok(match kept {
+                    Some((Some(packet_id), Some(packet))) => Written::PacketKept(StoredPacket { packet_id, packet }),
+                    // Settled, withdrawn or gone: there is nothing left to send.
+                    _ => Written::AlreadySettled,
+                })
+            }
+
+            async fn settle(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                entry_id: &str,
+                settlement: &Settlement,
+                at_ms: i64,
+            ) -> Result<bool, sqlx::Error> {
+                let receipt = match settlement {
+                    Settlement::Delivered { receipt } => Some(receipt.clone()),
+                    Settlement::Expired => None,
+                };
+                let event = settlement.event();
+                let Some(moving) = moves("state", |state: OutboxState| state.after(event)) else {
+                    return Ok(false);
+                };
+                // A delivery that was under way when consent was withdrawn, or the
+                // retention sweep erased the referral, still leaves its receipt (proof
+                // of what reached the peer); the entry stays withdrawn or erased.
+                let late: Vec<OutboxState> =
+                    OutboxState::ALL.iter().copied().filter(|state| receipt.is_some() && state.keeps_late_receipt()).collect();
+                let late_receipt = if late.is_empty() { String::new() } else { format!(" OR (state IN {} AND receipt IS NULL)", list(&late)) };
+                // Delivered or expired, the body at rest has served: only the
+                // packet (readable by the peer alone) and the receipt stay, as proof.
+                let updated = sqlx::query(&format!(
+                    "UPDATE outbox SET state = {}, receipt = $1, settled_ms = $2, sealed = $4 \
+                     WHERE id = $3 AND (state IN {}{late_receipt}) RETURNING referral_id, packet_type",
+                    moving.set, moving.from
+                ))
+                .bind(receipt)
+                .bind(at_ms)
+                .bind(entry_id)
+                .bind(Vec::<u8>::new())
+                .fetch_optional(&mut *connection)
+                .await?;
+                let Some(row) = updated else {
+                    return Ok(false);
+                };
+                let packet_type: String = row.try_get("packet_type")?;
+                if let Some(referral_id) = row.try_get::<Option<String>, _>("referral_id")? {
+                    // A status from the peer may have come first: it stays the
+                    // referral's status; the timeline still records this. Another
+                    // packet about the referral (its withdrawal) is named in the timeline.
+                    let step = ReferralEvent::settled(packet_type == "referral", event == OutboxEvent::Delivered);
+                    Self::referral_moves(connection, &referral_id, step, &[], at_ms).await?;
+                }
+                Ok(true)
+            }
+
+            async fn queue_reply(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                reply: &NewReply,
+            ) -> Result<(), sqlx::Error> {
+                    sqlx::query(
+                        "INSERT INTO outbox (id, packet_type, destination_country, recipient_org, sealed, key_id, next_attempt_ms, created_ms, deadline_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(&reply.packet_id)
+                    .bind(&reply.packet_type)
+                    .bind(&reply.destination_country)
+                    .bind(&reply.recipient_org)
+                    .bind(&reply.payload.sealed)
+                    .bind(&reply.payload.key_id)
+                    .bind(reply.created_ms)
+                    .bind(reply.created_ms)
+                    .bind(reply.deadline_ms)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            }
+
+            /// The outbox columns of a delivery record; `None` when `state` is null (no entry joined).
+            fn delivery_record_from_row(row: &$row) -> Result<Option<DeliveryRecord>, sqlx::Error> {
+                let Some(state) = row.try_get::<Option<String>, _>("state")? else {
+                    return Ok(None);
+                };
+                Ok(Some(DeliveryRecord {
+                    state: parsed(state)?,
+                    attempts: row.try_get("attempts")?,
+                    packet_id: row.try_get("packet_id")?,
+                    packet: row.try_get("packet")?,
+                    receipt: row.try_get("receipt")?,
+                    last_error: row.try_get("last_error")?,
+                }))
+            }
+
+            fn delivery_from_row(row: &$row) -> Result<ClaimedDelivery, sqlx::Error> {
+                let packet_id: Option<String> = row.try_get("packet_id")?;
+                let packet: Option<String> = row.try_get("packet")?;
+                Ok(ClaimedDelivery {
+                    id: row.try_get("id")?,
+                    referral_id: row.try_get("referral_id")?,
+                    packet_type: row.try_get("packet_type")?,
+                    recipient_org: row.try_get("recipient_org")?,
+                    destination_country: row.try_get("destination_country")?,
+                    purpose: row.try_get("purpose")?,
+                    policy_version: row.try_get("policy_version")?,
+                    payload: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
+                    consent_expires_ms: row.try_get("consent_expires_ms")?,
+                    deadline_ms: row.try_get("deadline_ms")?,
+                    attempts: row.try_get("attempts")?,
+                    handover: row.try_get("handover")?,
+                    end_to_end: row.try_get("end_to_end")?,
+                    packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
+                    created_ms: row.try_get("created_ms")?,
+                    in_reply_to: row.try_get("in_reply_to")?,
+                    retention: retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
+                })
+            }
+        }
+
+        #[async_trait]
+        impl OutboxStore for $store {
+            async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
+                // A referral's retention deadline lives on its row; it goes into its packet.
+                let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
+                               attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, end_to_end, in_reply_to, \
+                               (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
+                               (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
+                               AS retention_days_after_closure";
+                let rows = self.claim(&claim_deliveries_sql(&Self::DIALECT), "outbox", "id", columns, now_ms, lease_ms, limit).await?;
+                Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn retry_later(&self, entry_id: &str, next_attempt_ms: i64, error_code: &str, forget_packet: bool) -> Result<(), StoreError> {
+                let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
+                sqlx::query(&format!(
+                    "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget}, claim_node = NULL, claim_instance = NULL \
+                     WHERE id = $3 AND state = $4"
+                ))
+                .bind(next_attempt_ms)
+                .bind(error_code)
+                .bind(entry_id)
+                .bind(OutboxState::Pending.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delivery(&self, referral_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+                let row = sqlx::query("SELECT state, attempts, packet_id, packet, receipt, last_error FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Self::delivery_record_from_row(&row)?,
+                    None => None,
+                })
+            }
+
+            async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError> {
+                let row = sqlx::query("SELECT id, referral_id, destination_country, packet_type, in_reply_to, created_ms FROM outbox WHERE packet_id = $1")
+                    .bind(packet_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(SentPacket {
+                        entry_id: row.try_get("id")?,
+                        referral_id: row.try_get("referral_id")?,
+                        destination_country: row.try_get("destination_country")?,
+                        packet_type: row.try_get("packet_type")?,
+                        in_reply_to: row.try_get("in_reply_to")?,
+                        created_ms: row.try_get("created_ms")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            async fn outbox_depth(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = $1").bind(OutboxState::Pending.as_str()).fetch_one(&self.pool).await?;
+                Ok(row.try_get("depth")?)
+            }
+        }
+    };
+}
+
+pub(super) use outbox_sql;

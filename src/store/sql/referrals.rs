@@ -1,0 +1,359 @@
+//! The sending gateway's referrals: their rows, timelines and statuses, consent withdrawn whole or in part.
+//!
+//! SQL for both backends, expanded for each by `sql_store!` in `mod.rs`
+//! (whose imports the expansion uses).
+
+macro_rules! referral_sql {
+    ($store:ident, $row:ty) => {
+        impl $store {
+            fn referral_from_row(row: &$row) -> Result<StoredReferral, sqlx::Error> {
+                Ok(StoredReferral {
+                    id: row.try_get("id")?,
+                    sender_org: row.try_get("sender_org")?,
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    request_fingerprint: row.try_get("request_fingerprint")?,
+                    subject_key: row.try_get("subject_key")?,
+                    destination_org: row.try_get("destination_org")?,
+                    destination_country: row.try_get("destination_country")?,
+                    purpose: row.try_get("purpose")?,
+                    outcome: row.try_get("outcome")?,
+                    policy_version: row.try_get("policy_version")?,
+                    decision: row.try_get("decision")?,
+                    consent: row.try_get("consent")?,
+                    response: row.try_get("response")?,
+                    status: parsed(row.try_get("status")?)?,
+                    created_ms: row.try_get("created_ms")?,
+                    handover: row.try_get("handover")?,
+                })
+            }
+
+            /// Inserts referrals whose idempotency key is free, with their first
+            /// timeline event and (on allow) their outbox entry, in one statement
+            /// per table. Returns the ids inserted; the others found their key taken.
+            async fn insert_referrals(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referrals: &[&NewReferral],
+            ) -> Result<HashSet<String>, sqlx::Error> {
+                let mut inserted = HashSet::new();
+                for chunk in referrals.chunks(ROWS_PER_STATEMENT) {
+                    let mut query =
+                        QueryBuilder::new(format!("INSERT INTO referrals ({REFERRAL_COLUMNS}, retention_until_ms, retention_days_after_closure) "));
+                    query.push_values(chunk, |mut row, new| {
+                        let r = &new.record;
+                        let retention = new.outbox.as_ref().and_then(|o| o.retention);
+                        row.push_bind(r.id.clone())
+                            .push_bind(r.sender_org.clone())
+                            .push_bind(r.idempotency_key.clone())
+                            .push_bind(r.request_fingerprint.clone())
+                            .push_bind(r.subject_key.clone())
+                            .push_bind(r.destination_org.clone())
+                            .push_bind(r.destination_country.clone())
+                            .push_bind(r.purpose.clone())
+                            .push_bind(r.outcome.clone())
+                            .push_bind(r.policy_version.clone())
+                            .push_bind(r.decision.clone())
+                            .push_bind(r.consent.clone())
+                            .push_bind(r.response.clone())
+                            .push_bind(r.status.as_str())
+                            .push_bind(r.created_ms)
+                            .push_bind(r.handover)
+                            .push_bind(retention.map(|k| k.until_ms))
+                            .push_bind(retention.and_then(|k| k.days_after_closure));
+                    });
+                    query.push(" ON CONFLICT (sender_org, idempotency_key) DO NOTHING RETURNING id");
+                    for row in query.build().persistent(false).fetch_all(&mut *connection).await? {
+                        inserted.insert(row.try_get::<String, _>("id")?);
+                    }
+                }
+                let stored: Vec<&NewReferral> = referrals.iter().copied().filter(|r| inserted.contains(&r.record.id)).collect();
+                for chunk in stored.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new("INSERT INTO referral_events (referral_id, status, at_ms) ");
+                    query.push_values(chunk, |mut row, new| {
+                        row.push_bind(new.record.id.clone()).push_bind(ReferralEvent::from(new.record.status).as_str()).push_bind(new.record.created_ms);
+                    });
+                    query.build().persistent(false).execute(&mut *connection).await?;
+                }
+                let queued: Vec<(&NewReferral, &NewOutboxEntry, &String)> = stored
+                    .iter()
+                    .filter_map(|new| Some((*new, new.outbox.as_ref()?, new.record.destination_country.as_ref()?)))
+                    .collect();
+                for chunk in queued.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new(
+                        "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
+                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end) ",
+                    );
+                    query.push_values(chunk, |mut row, (new, entry, country)| {
+                        row.push_bind(new.record.id.clone())
+                            .push_bind(new.record.id.clone())
+                            .push_bind("referral")
+                            .push_bind((*country).clone())
+                            .push_bind(new.record.destination_org.clone())
+                            .push_bind(new.record.purpose.clone())
+                            .push_bind(new.record.policy_version.clone())
+                            .push_bind(entry.payload.sealed.clone())
+                            .push_bind(entry.payload.key_id.clone())
+                            .push_bind(new.record.created_ms)
+                            .push_bind(new.record.created_ms)
+                            .push_bind(entry.consent_expires_ms)
+                            .push_bind(entry.deadline_ms)
+                            .push_bind(new.record.handover)
+                            .push_bind(entry.end_to_end);
+                    });
+                    query.build().persistent(false).execute(&mut *connection).await?;
+                }
+                Ok(inserted)
+            }
+
+            /// See [`Write::Withdraw`]: whether the peer is to be told, or
+            /// `None` if the referral is unknown or was withdrawn before.
+            async fn withdraw(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                withdrawal: &NewWithdrawal,
+                at_ms: i64,
+            ) -> Result<Option<bool>, sqlx::Error> {
+                if !Self::still_consented(connection, referral_id).await? {
+                    return Ok(None);
+                }
+                // Queued and stopped in the same transaction.
+                let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
+                Self::stop_referral_packet(connection, referral_id, OutboxEvent::Withdrawn).await?;
+                Self::referral_moves(connection, referral_id, ReferralEvent::Withdrawn, &[], at_ms).await?;
+                Ok(Some(notified))
+            }
+
+            /// A referral's payload and kept packet blanked (the packet id stays:
+            /// statuses about the referral are still recognised), its delivery
+            /// stopped if still pending.
+            async fn stop_referral_packet(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                event: OutboxEvent,
+            ) -> Result<(), sqlx::Error> {
+                let state = moves("state", |state: OutboxState| state.after(event)).map_or_else(|| "state".to_owned(), |moving| moving.set);
+                sqlx::query(&format!("UPDATE outbox SET state = {state}, sealed = $1, packet = NULL WHERE id = $2 AND packet_type = 'referral'"))
+                    .bind(Vec::<u8>::new())
+                    .bind(referral_id)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            }
+
+            /// Whether the referral exists and what it sent is still shared.
+            async fn still_consented(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+            ) -> Result<bool, sqlx::Error> {
+                let row = sqlx::query("SELECT status FROM referrals WHERE id = $1").bind(referral_id).fetch_optional(&mut *connection).await?;
+                let status: Option<ReferralStatus> = row.map(|row| parsed(row.try_get("status")?)).transpose()?;
+                Ok(status.is_some_and(ReferralStatus::still_shared))
+            }
+
+            /// See [`Write::Narrow`]: whether the peer is to be told, or
+            /// `None` when the referral was withdrawn whole before.
+            async fn narrow(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                narrowing: &SentNarrowing,
+                withdrawal: &NewWithdrawal,
+                at_ms: i64,
+            ) -> Result<Written, sqlx::Error> {
+                if !Self::still_consented(connection, referral_id).await? {
+                    return Ok(Written::AlreadySettled);
+                }
+                if let Some((payload, sealed_from)) = &narrowing.payload {
+                    // Only over the payload it was cut from: one cut by another withdrawal
+                    // meanwhile holds what that one left, and is cut again by the caller.
+                    let replaced = sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2 WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
+                        .bind(&payload.sealed)
+                        .bind(&payload.key_id)
+                        .bind(referral_id)
+                        .bind(sealed_from)
+                        .execute(&mut *connection)
+                        .await?
+                        .rows_affected();
+                    if replaced == 0 {
+                        return Ok(Written::PayloadMoved);
+                    }
+                }
+                let notified = Self::queue_withdrawal(connection, referral_id, withdrawal, at_ms).await?;
+                // Withdrawn before any packet was made: nothing is to be erased elsewhere.
+                let step = if notified { ReferralEvent::ConsentNarrowed } else { ReferralEvent::ConsentNarrowedBeforeSending };
+                Self::referral_moves(connection, referral_id, step, &narrowing.categories, at_ms).await?;
+                Ok(Written::Withdrawn { seq: 0, peer_notified: notified })
+            }
+
+            /// Queues `withdrawal` for the peer if a packet was ever made for
+            /// the referral (it may have arrived); whether it was queued. Read
+            /// and queued in one statement: no attempt can make a packet for
+            /// it after this reads that there was none.
+            async fn queue_withdrawal(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                withdrawal: &NewWithdrawal,
+                at_ms: i64,
+            ) -> Result<bool, sqlx::Error> {
+                Ok(sqlx::query(
+                    "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, sealed, key_id, \
+                                         next_attempt_ms, created_ms, deadline_ms, in_reply_to, end_to_end) \
+                     SELECT $1, id, 'withdrawal', destination_country, recipient_org, $2, $3, $4, $4, $5, packet_id, end_to_end \
+                     FROM outbox WHERE id = $6 AND packet_type = 'referral' AND packet_id IS NOT NULL",
+                )
+                .bind(&withdrawal.packet_id)
+                .bind(&withdrawal.payload.sealed)
+                .bind(&withdrawal.payload.key_id)
+                .bind(at_ms)
+                .bind(withdrawal.deadline_ms)
+                .bind(referral_id)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected()
+                    > 0)
+            }
+
+            /// A referral's entry in the timeline, and its new status if the
+            /// entry moves it (see `ReferralStatus::after`).
+            async fn referral_moves(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                event: ReferralEvent,
+                reasons: &[String],
+                at_ms: i64,
+            ) -> Result<(), sqlx::Error> {
+                if let Some(moving) = moves("status", |status: ReferralStatus| status.after(event)) {
+                    sqlx::query(&format!("UPDATE referrals SET status = {} WHERE id = $1 AND status IN {}", moving.set, moving.from))
+                        .bind(referral_id)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                let reasons = (!reasons.is_empty()).then(|| serde_json::to_string(reasons).unwrap_or_else(|_| "[]".to_owned()));
+                sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ($1, $2, $3, $4)")
+                    .bind(referral_id)
+                    .bind(event.as_str())
+                    .bind(at_ms)
+                    .bind(reasons)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl ReferralStore for $store {
+            async fn referral(&self, id: &str) -> Result<Option<StoredReferral>, StoreError> {
+                let row = sqlx::query(&format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::referral_from_row).transpose()?)
+            }
+
+            async fn referral_by_key(&self, sender_org: &str, key: &str) -> Result<Option<StoredReferral>, StoreError> {
+                let row = sqlx::query(&format!(
+                    "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE sender_org = $1 AND idempotency_key = $2"
+                ))
+                .bind(sender_org)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(Self::referral_from_row).transpose()?)
+            }
+
+            async fn timeline(&self, referral_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+                let rows = sqlx::query("SELECT status, at_ms, reasons FROM referral_events WHERE referral_id = $1 ORDER BY id")
+                    .bind(referral_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let reasons: Option<String> = row.try_get("reasons")?;
+                        Ok(TimelineEntry {
+                            status: parsed(row.try_get("status")?)?,
+                            at_ms: row.try_get("at_ms")?,
+                            reasons: match reasons {
+                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
+                                None => Vec::new(),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError> {
+                let row = sqlx::query("SELECT sealed, key_id FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row
+                    .map(|row| Ok::<_, sqlx::Error>(SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? }))
+                    .transpose()?)
+            }
+
+            async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT r.id, r.sender_org, r.destination_org, r.destination_country, r.purpose, r.outcome, r.decision, r.consent, \
+                            r.policy_version, r.status, r.created_ms, \
+                            o.state, o.attempts, o.packet_id, o.packet, o.receipt, o.last_error \
+                     FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
+                     WHERE r.subject_key = $1 ORDER BY r.created_ms, r.id",
+                )
+                .bind(subject_key)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        let delivery = Self::delivery_record_from_row(row)?;
+                        Ok(SubjectReferral {
+                            referral_id: row.try_get("id")?,
+                            sender_org: row.try_get("sender_org")?,
+                            destination_org: row.try_get("destination_org")?,
+                            destination_country: row.try_get("destination_country")?,
+                            purpose: row.try_get("purpose")?,
+                            outcome: row.try_get("outcome")?,
+                            decision: row.try_get("decision")?,
+                            consent: row.try_get("consent")?,
+                            policy_version: row.try_get("policy_version")?,
+                            status: parsed(row.try_get("status")?)?,
+                            created_ms: row.try_get("created_ms")?,
+                            delivery,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?)
+            }
+
+            async fn referral_retention(&self, referral_id: &str) -> Result<Option<StoredRetention>, StoreError> {
+                let row = sqlx::query("SELECT retention_until_ms, retention_days_after_closure FROM referrals WHERE id = $1")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
+                    None => None,
+                })
+            }
+
+            async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
+                // A referral whose consent was withdrawn was erased then: nothing is left for the deadline.
+                let withdrawn: Vec<ReferralStatus> = ReferralStatus::ALL.iter().copied().filter(|s| s.is_withdrawn_whole()).collect();
+                let rows = sqlx::query(&format!(
+                    "SELECT r.id, o.key_id FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
+                     WHERE r.retention_until_ms <= $1 AND r.erased_ms IS NULL \
+                     AND r.status NOT IN {} \
+                     ORDER BY r.retention_until_ms, r.id LIMIT $2",
+                    list(&withdrawn)
+                ))
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| Ok(ExpiredReferral { referral_id: row.try_get("id")?, key_id: row.try_get("key_id")? }))
+                    .collect::<Result<_, sqlx::Error>>()?)
+            }
+        }
+    };
+}
+
+pub(super) use referral_sql;
