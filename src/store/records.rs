@@ -1,0 +1,560 @@
+//! What the store takes and gives, in the gateway's terms: the rows it
+//! keeps (free of personal data in clear), the writes of a group commit and
+//! their results, and the moves of a received packet.
+
+use crate::audit::AuditEvent;
+use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+
+/// The sealed minimised payload waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPayload {
+    pub sealed: Vec<u8>,
+    pub key_id: String,
+}
+
+/// A decided referral, as stored. Free of personal data: the subject
+/// reference and the request are keyed hashes, the decision and consent are
+/// summaries of categories, codes and times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReferral {
+    pub id: String,
+    pub sender_org: String,
+    pub idempotency_key: String,
+    pub request_fingerprint: String,
+    pub subject_key: String,
+    pub destination_org: String,
+    pub destination_country: Option<String>,
+    pub purpose: String,
+    pub outcome: String,
+    pub policy_version: String,
+    pub decision: String,
+    pub consent: String,
+    pub response: String,
+    pub status: ReferralStatus,
+    pub created_ms: i64,
+    /// Case management passes to the recipient when it accepts.
+    pub handover: bool,
+}
+
+/// A referral to store, with its outbox entry on allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReferral {
+    pub record: StoredReferral,
+    pub outbox: Option<NewOutboxEntry>,
+}
+
+/// What the outbox keeps of an allowed referral until it is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxEntry {
+    pub payload: SealedPayload,
+    /// The earliest end of the consent covering what is sent.
+    pub consent_expires_ms: Option<i64>,
+    /// Past this, nothing more is sent and the referral is `expired`.
+    pub deadline_ms: i64,
+    /// How long the referral may be kept, kept on the referral's row.
+    pub retention: Option<StoredRetention>,
+    /// Its packets must be sealed end to end to the recipient organisation
+    /// (and wait for a key of its to be valid).
+    pub end_to_end: bool,
+}
+
+/// A retention deadline as the store keeps it (see `domain::retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRetention {
+    pub until_ms: i64,
+    pub days_after_closure: Option<i64>,
+}
+
+/// A referral sent from here whose retention deadline has passed and that
+/// the sweep has not erased yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredReferral {
+    pub referral_id: String,
+    /// The case key of its payload, if it was allowed (and so has one).
+    pub key_id: Option<String>,
+}
+
+/// What the retention sweep erases, each in one transaction with its audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetentionErasure {
+    /// A referral sent from here: its payload and kept packet blanked, a
+    /// still-pending delivery stopped (`erased`), `retention_expired` in its
+    /// timeline, and marked erased.
+    Sent { referral_id: String },
+    /// A live received case (`available`, `acknowledged`, `pushing`) moved
+    /// to `erased`, claims blanked, listed again to its recipient; a case
+    /// already pushed to a webhook goes to `erasure_pushing` instead, to be
+    /// pushed a notice until `push_until_ms`.
+    Received { packet_id: String, erasure_pushed: bool, push_until_ms: i64 },
+}
+
+/// A packet to send that is not a referral (a status, say): its body at
+/// rest, bound to its packet id, which is also its outbox id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReply {
+    pub packet_id: String,
+    pub packet_type: String,
+    pub destination_country: String,
+    pub recipient_org: String,
+    pub payload: SealedPayload,
+    pub deadline_ms: i64,
+    pub created_ms: i64,
+}
+
+/// An outbox entry claimed for one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    /// The referral id for a referral, the packet id otherwise; the body at
+    /// rest is bound to it.
+    pub id: String,
+    pub referral_id: Option<String>,
+    pub packet_type: String,
+    pub recipient_org: String,
+    pub destination_country: String,
+    pub purpose: Option<String>,
+    pub policy_version: Option<String>,
+    pub payload: SealedPayload,
+    pub consent_expires_ms: Option<i64>,
+    pub deadline_ms: i64,
+    /// Attempts started, this one included.
+    pub attempts: i64,
+    pub handover: bool,
+    /// Sealed end to end to the recipient organisation, or not sent.
+    pub end_to_end: bool,
+    /// The packet made on an earlier attempt, sent again as it is.
+    pub packet: Option<StoredPacket>,
+    pub created_ms: i64,
+    /// For a withdrawal: the id of the referral packet it withdraws.
+    pub in_reply_to: Option<String>,
+    /// For a referral: its retention deadline, carried in its packet.
+    pub retention: Option<StoredRetention>,
+}
+
+/// A sealed packet as first made for an outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPacket {
+    pub packet_id: String,
+    /// Compact JWE, readable only by the peer gateway.
+    pub packet: String,
+}
+
+/// How an outbox entry ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// The peer took the packet; its signed receipt.
+    Delivered { receipt: String },
+    /// The deadline passed first.
+    Expired,
+}
+
+impl Settlement {
+    /// What it does to the outbox entry.
+    pub fn event(&self) -> OutboxEvent {
+        match self {
+            Settlement::Delivered { .. } => OutboxEvent::Delivered,
+            Settlement::Expired => OutboxEvent::Expired,
+        }
+    }
+
+    /// The state it ends a pending entry in.
+    pub fn state(&self) -> OutboxState {
+        match self {
+            Settlement::Delivered { .. } => OutboxState::Delivered,
+            Settlement::Expired => OutboxState::Expired,
+        }
+    }
+}
+
+/// The delivery state of a referral's outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub state: OutboxState,
+    pub attempts: i64,
+    pub packet_id: Option<String>,
+    /// The sealed packet as sent (compact JWE).
+    pub packet: Option<String>,
+    pub receipt: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub status: ReferralEvent,
+    pub at_ms: i64,
+    /// Reason codes the status came with (a refusal's), if any.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPolicyVersion {
+    pub version: String,
+    pub author_org: Option<String>,
+    pub author_subject: String,
+    pub note: Option<String>,
+    pub created_ms: i64,
+    /// JSON object: file name -> Cedar text.
+    pub files: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersionRecord {
+    pub number: i64,
+    pub version: String,
+    pub author_org: Option<String>,
+    pub author_subject: String,
+    pub note: Option<String>,
+    pub created_ms: i64,
+    pub files: String,
+}
+
+/// One unit of a group commit.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A decided referral and its audit event; nothing is written (and
+    /// [`Written::DuplicateKey`] returned) when the sender already used the key.
+    Referral { referral: Box<NewReferral>, audit: AuditEvent },
+    /// A new policy version, which becomes the active one, and its audit event.
+    Policy { policy: NewPolicyVersion, audit: AuditEvent },
+    /// A packet received from a peer gateway and its audit event; nothing is
+    /// written (and [`Written::KnownPacket`] returned) when its id is known.
+    Inbox { entry: Box<NewInboxEntry>, audit: AuditEvent },
+    /// The end of a pending outbox entry (a referral's status and timeline
+    /// follow) and its audit event; nothing is written (and
+    /// [`Written::AlreadySettled`] returned) when it is no longer pending.
+    Settle { entry_id: String, settlement: Settlement, at_ms: i64, audit: AuditEvent },
+    /// A received packet moved on from the state it was read in, with what
+    /// that brings; nothing is written (and [`Written::AlreadySettled`]
+    /// returned) when it is no longer in that state.
+    InboxMove { change: Box<InboxChange>, audit: AuditEvent },
+    /// A packet to send that is not a referral, and its audit event; with
+    /// `brings_forward` (a received packet id and a date), that received
+    /// case's retention deadline comes forward to the date (a later one is
+    /// ignored: a deadline never moves back).
+    Reply { reply: Box<NewReply>, audit: AuditEvent, brings_forward: Option<(String, i64)> },
+    /// The sealed packet of an outbox entry, kept before its first send so
+    /// that every retry sends the same bytes. An entry keeps the first
+    /// packet it was given until a retry forgets it: the packet it holds
+    /// comes back as [`Written::PacketKept`] ([`Written::AlreadySettled`]
+    /// if the entry is gone).
+    ///
+    /// `sealed_from` names the key of the payload the packet was made from:
+    /// a packet made from a payload replaced meanwhile (some categories
+    /// withdrawn) is not kept, and the entry is tried again from the new one.
+    KeepPacket { entry_id: String, packet: StoredPacket, sealed_from: String },
+    /// Consent withdrawn for a referral sent from here: its delivery stops
+    /// (`pending` becomes `withdrawn`), its payload and kept packet are
+    /// blanked, and `withdrawal` is queued for the peer if a packet was ever
+    /// made for it (it may have arrived); the referral's status becomes
+    /// `withdrawn`. [`Written::AlreadySettled`] if it was withdrawn before.
+    Withdraw { referral_id: String, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
+    /// Consent withdrawn for some categories of a referral sent from here:
+    /// the rest stays shared. The payload still held (if it is still under
+    /// the key `narrowing.sealed_from`) is replaced by `narrowing.payload`,
+    /// cut down and under a new key; `withdrawal` (its body naming the
+    /// categories) is queued for the peer if a packet was ever made; the
+    /// timeline records `consent_narrowed` with the categories, and the
+    /// referral's status stays. [`Written::AlreadySettled`] if the referral
+    /// was withdrawn whole or erased before; [`Written::PayloadMoved`] if the
+    /// payload is no longer under `sealed_from`.
+    Narrow { referral_id: String, narrowing: Box<SentNarrowing>, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
+    /// A case past its retention deadline, erased here (its case key is
+    /// destroyed before), and its audit event. [`Written::AlreadySettled`]
+    /// if it was erased, or is no longer live, already.
+    RetentionErase { erasure: RetentionErasure, at_ms: i64, audit: AuditEvent },
+    /// An audit event alone.
+    Audit(AuditEvent),
+}
+
+/// See [`Write::Narrow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentNarrowing {
+    /// The categories this withdrawal takes back.
+    pub categories: Vec<String>,
+    /// The payload without them, replacing the one sealed under `sealed_from`.
+    pub payload: Option<(SealedPayload, String)>,
+}
+
+/// The withdrawal packet to queue if the referral's packet may have reached the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWithdrawal {
+    pub packet_id: String,
+    /// The body at rest holds nothing: the packet's body is made from
+    /// `in_reply_to` when it is sealed.
+    pub payload: SealedPayload,
+    pub deadline_ms: i64,
+}
+
+/// A packet as the inbox keeps it: routing facts in clear, claims sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInboxEntry {
+    pub packet_id: String,
+    pub issuer: String,
+    /// SHA-256 of the sealed packet as received, base64url.
+    pub packet_sha256: String,
+    pub packet_type: String,
+    pub recipient_org: String,
+    pub claims: SealedPayload,
+    /// The signed receipt answered for it, and again for any redelivery.
+    pub receipt: String,
+    pub received_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// A packet this gateway sent, as its outbox entry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentPacket {
+    pub entry_id: String,
+    pub referral_id: Option<String>,
+    pub destination_country: String,
+    pub packet_type: String,
+    /// For a withdrawal: the referral packet it withdraws from.
+    pub in_reply_to: Option<String>,
+    /// When it was queued: for a withdrawal, the moment of the withdrawal
+    /// itself (its timeline entry has the same time).
+    pub created_ms: i64,
+}
+
+/// A received packet's move to its next state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxChange {
+    pub packet_id: String,
+    /// The state it was read in: nothing is written if it moved meanwhile.
+    pub from: InboxState,
+    pub step: InboxMove,
+    pub at_ms: i64,
+}
+
+impl InboxChange {
+    /// The state the move leads to; `None` if it does not apply to `from`.
+    pub fn to(&self) -> Option<InboxState> {
+        self.from.after(self.step.event())
+    }
+}
+
+/// What moves a received packet on, each with what it brings.
+// Variants differ in size; a move travels boxed (`Write::InboxMove`), once.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxMove {
+    /// Screening, or reading it, refused it: its claims are blanked; a
+    /// refusal goes back to its sender when `reply` is given.
+    Refuse { reasons: Vec<String>, reply: Option<NewReply> },
+    /// A referral passed screening: listed to its recipient, or (`pushed`)
+    /// pushed to its webhook; with its retention deadline, and its claims
+    /// replaced (`reseal`) when a partial withdrawal that came first cut it.
+    Forward { pushed: bool, retention: StoredRetention, reseal: Option<SealedPayload> },
+    /// A status or an erasure confirmation about a referral sent from here,
+    /// applied: its timeline gets `events` (the last that moves it is its
+    /// status), each with `reasons`; a `closed` status brings its retention
+    /// deadline forward to `retention_until_ms` (a later one is ignored).
+    ApplyToReferral { referral_id: String, events: Vec<ReferralEvent>, reasons: Vec<String>, retention_until_ms: Option<i64> },
+    /// A withdrawal from the gateway that sent a case, applied: what it
+    /// withdraws is kept (so that a referral packet arriving later is
+    /// erased or cut down on arrival), the case held here is erased or cut
+    /// (`effect`), and the erasure is confirmed back (`reply`). `categories`:
+    /// those it names (none for a whole withdrawal, or one sealed end to end).
+    ApplyWithdrawal { categories: Vec<String>, reply: NewReply, tombstone: Tombstone, effect: Option<WithdrawalEffect> },
+    /// The recipient took the case (pulled and acknowledged, or the push
+    /// was answered): `forwarded` goes back.
+    Acknowledge { reply: NewReply },
+    /// The push never succeeded before the packet expired (or nothing was
+    /// left to push); a refusal goes back when `reply` is given.
+    GiveUpPush { reasons: Vec<String>, reply: Option<NewReply> },
+    /// The recipient takes its cases by pulling now.
+    RecipientNowPulls { reasons: Vec<String> },
+    /// A notice of an erasure or of a cut was pushed, or given up on.
+    SettleNotice { reasons: Vec<String> },
+    /// A cut made while the case was being pushed is to be pushed as a notice.
+    NarrowingDue,
+    /// The organisation erased its copy of an erased case; confirmed back.
+    ConfirmErasure { reply: NewReply },
+    /// The organisation erased the categories withdrawn from a case it
+    /// still holds; confirmed back.
+    ConfirmNarrowing { reply: NewReply },
+}
+
+/// What a withdrawal does to the case it withdraws, held here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithdrawalEffect {
+    /// Erased whole (its claims blanked; its key was destroyed before). A
+    /// case its webhook recipient (`pushed`) was pushed is pushed a notice,
+    /// tried until `notice_until_ms` at least (a withdrawal may come long
+    /// after the packet's own expiry).
+    Erase { packet_id: String, pushed: bool, notice_until_ms: i64 },
+    /// Cut down by a partial withdrawal.
+    Narrow { narrowing: ReceivedNarrowing, notice_until_ms: i64 },
+}
+
+impl InboxMove {
+    /// The lifecycle event it is.
+    pub fn event(&self) -> InboxEvent {
+        match self {
+            Self::Refuse { .. } => InboxEvent::Refused,
+            Self::Forward { pushed, .. } => InboxEvent::Forwarded { pushed: *pushed },
+            Self::ApplyToReferral { .. } | Self::ApplyWithdrawal { .. } => InboxEvent::Applied,
+            Self::Acknowledge { .. } => InboxEvent::Acknowledged,
+            Self::GiveUpPush { .. } => InboxEvent::PushGivenUp,
+            Self::RecipientNowPulls { .. } => InboxEvent::RecipientNowPulls,
+            Self::SettleNotice { .. } => InboxEvent::NoticeSettled,
+            Self::NarrowingDue => InboxEvent::NarrowingDue,
+            Self::ConfirmErasure { .. } => InboxEvent::ErasureConfirmed,
+            Self::ConfirmNarrowing { .. } => InboxEvent::NarrowingConfirmed,
+        }
+    }
+
+    /// The reason codes recorded with the move (and in its audit entry).
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Self::Refuse { reasons, .. }
+            | Self::ApplyToReferral { reasons, .. }
+            | Self::GiveUpPush { reasons, .. }
+            | Self::RecipientNowPulls { reasons }
+            | Self::SettleNotice { reasons } => reasons,
+            Self::ApplyWithdrawal { categories, .. } => categories,
+            Self::Forward { .. } | Self::Acknowledge { .. } | Self::NarrowingDue | Self::ConfirmErasure { .. } | Self::ConfirmNarrowing { .. } => &[],
+        }
+    }
+
+    /// The packet it sends back to the sending gateway, if any.
+    pub fn reply(&self) -> Option<&NewReply> {
+        match self {
+            Self::Refuse { reply, .. } | Self::GiveUpPush { reply, .. } => reply.as_ref(),
+            Self::ApplyWithdrawal { reply, .. } | Self::Acknowledge { reply } | Self::ConfirmErasure { reply } | Self::ConfirmNarrowing { reply } => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+/// A withdrawal as the receiving gateway keeps it, whether or not it holds
+/// the referral packet yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The withdrawal packet's own id.
+    pub withdrawal_id: String,
+    /// The referral packet withdrawn, and the gateway that sent it.
+    pub packet_id: String,
+    pub issuer: String,
+    /// Only these categories; `None`: all of it.
+    pub categories: Option<Vec<String>>,
+    /// For a partial withdrawal sealed end to end (its categories then
+    /// empty: unreadable here): its envelope, sealed to the organisation.
+    pub end_to_end: Option<String>,
+}
+
+/// A partial withdrawal sealed end to end, as its gateway hands it to the
+/// organisation beside the case it withdraws from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedWithdrawal {
+    pub withdrawal_id: String,
+    /// The envelope, sealed to the recipient organisation's own key.
+    pub end_to_end: String,
+}
+
+/// How much of a referral packet its sender withdrew before it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithdrawnPart {
+    Whole,
+    Categories(Vec<String>),
+}
+
+/// A received case cut down by a partial withdrawal: its claims replaced,
+/// listed again so that its recipient learns what to erase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedNarrowing {
+    pub packet_id: String,
+    /// The claims without the withdrawn categories, under a new key (for a
+    /// case sealed end to end: its claims as they were).
+    pub claims: SealedPayload,
+    /// Every category withdrawn from it so far (for a case sealed end to
+    /// end: every withdrawal packet, see [`InboxItem::narrowed`]).
+    pub categories: Vec<String>,
+    /// The recipient takes cases by webhook: a case it was pushed goes to
+    /// `narrowing_pushing` and it is pushed a notice.
+    pub pushed: bool,
+}
+
+/// A received packet as the inbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    pub packet_id: String,
+    pub issuer: String,
+    pub packet_type: String,
+    pub recipient_org: String,
+    pub claims: SealedPayload,
+    pub state: InboxState,
+    pub reasons: Vec<String>,
+    pub received_ms: i64,
+    /// The packet's expiry: a push is given up after it.
+    pub expires_ms: i64,
+    /// Pushes to the recipient's webhook started, this one included.
+    pub push_attempts: i64,
+    /// Its place in the order cases became visible to recipients (once they do).
+    pub visible_seq: Option<i64>,
+    /// Categories its sender withdrew after it became visible, erased here;
+    /// for a case sealed end to end, whose categories this gateway cannot
+    /// read, the ids of those withdrawals (handed to its organisation).
+    pub narrowed: Vec<String>,
+    /// The recipient confirmed it erased them too.
+    pub narrowing_confirmed: bool,
+    /// Its retention deadline, once it was made available.
+    pub retention: Option<StoredRetention>,
+}
+
+/// What the inbox holds for a known packet id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxReceipt {
+    pub packet_sha256: String,
+    pub receipt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    Audited { seq: i64 },
+    PolicyStored { number: i64, seq: i64 },
+    DuplicateKey,
+    /// The inbox already holds a packet with this id; see [`Store::inbox_receipt`].
+    KnownPacket,
+    /// The outbox entry was settled already (by another worker).
+    AlreadySettled,
+    /// The packet the outbox entry holds now (see [`Write::KeepPacket`]).
+    PacketKept(StoredPacket),
+    /// Consent withdrawn; whether a withdrawal packet was queued for the peer.
+    Withdrawn { seq: i64, peer_notified: bool },
+    /// A partial withdrawal found the payload under another key than the one
+    /// it was cut from (cut by another withdrawal meanwhile): nothing written;
+    /// cut again from the payload as it is now.
+    PayloadMoved,
+}
+
+/// Filters of the audit log; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub action: Option<String>,
+    pub org: Option<String>,
+    pub referral_id: Option<String>,
+    pub subject_key: Option<String>,
+    /// Cursor: entries after this sequence number.
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// A referral about one subject, with where its delivery stands: what a
+/// subject report is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectReferral {
+    pub referral_id: String,
+    pub sender_org: String,
+    pub destination_org: String,
+    pub destination_country: Option<String>,
+    pub purpose: String,
+    pub outcome: String,
+    pub decision: String,
+    pub consent: String,
+    pub policy_version: String,
+    pub status: ReferralStatus,
+    pub created_ms: i64,
+    /// The referral's outbox entry, if it was allowed.
+    pub delivery: Option<DeliveryRecord>,
+}
