@@ -526,12 +526,12 @@ fn report_subject(words: &[String], config_path: &Path) -> Result<ExitCode, CliE
     runtime()?.block_on(async {
         let store = crate::store::open(&config.database).await.map_err(usage)?;
         let subject_key = keys.index("subject", subject_ref.as_bytes());
-        let records = crate::app::subject_report::subject_records(store.as_ref(), &subject_key).await.map_err(usage)?;
+        let records = crate::app::dpo::subject_report::subject_records(store.as_ref(), &subject_key).await.map_err(usage)?;
         let now = now();
         let actor = crate::audit::Actor { org: None, subject: "cli:report".to_owned() };
         let event = crate::audit::AuditEvent::new(now, actor, crate::audit::Action::SubjectReport, "ok").subject_key(subject_key);
         store.write_batch(&[crate::store::Write::Audit(event)]).await.map_err(usage)?;
-        let report = crate::app::subject_report::subject_report(&subject_ref, &records, chrono::Duration::hours(i64::try_from(deadline_hours).unwrap_or(72)), now);
+        let report = crate::app::dpo::subject_report::subject_report(&subject_ref, &records, chrono::Duration::hours(i64::try_from(deadline_hours).unwrap_or(72)), now);
         print(&serde_json::to_string_pretty(&report)?)?;
         Ok(ExitCode::SUCCESS)
     })

@@ -1,7 +1,7 @@
 //! What both sides of the federation endpoint agree on: the sending
-//! gateway's client (`federation::client`) and delivery (`app::delivery`),
+//! gateway's client (`federation::client`) and delivery (`app::sending::delivery`),
 //! and the receiving gateway's listener (`http::federation`) and inbox
-//! (`app::inbox`), take these from here, so that neither side can change
+//! (`app::receiving::inbox`), take these from here, so that neither side can change
 //! alone. A module of its own, below `app` and `federation` both:
 //! `federation` implements ports `app` declares, so a vocabulary they share
 //! cannot live in either without a cycle.

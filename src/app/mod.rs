@@ -6,18 +6,12 @@
 
 pub mod access;
 pub mod backoff;
-pub mod delivery;
-pub mod delivery_observer;
-pub mod forwarding;
-pub mod inbox;
-pub mod policies;
-pub mod pushing;
-pub mod queries;
-pub mod referrals;
+pub mod dpo;
+pub mod receiving;
+pub mod recipient;
 pub mod retention;
-pub mod subject_report;
+pub mod sending;
 pub mod vault;
-pub mod withdrawal;
 
 use std::sync::{Arc, RwLock};
 
@@ -90,7 +84,7 @@ pub struct Gateway {
     policy: RwLock<Arc<ActivePolicy>>,
     /// Signing and decryption keys between gateways; none until federation is set up.
     federation: Option<crate::crypto::federation_keys::FederationKeys>,
-    delivery: delivery::DeliverySettings,
+    delivery: sending::delivery::DeliverySettings,
     /// Woken when a referral is queued, so the outbox worker need not wait for its next poll.
     queued: tokio::sync::Notify,
     /// Woken when a packet is taken into the inbox.
@@ -102,7 +96,7 @@ pub struct Gateway {
     /// How long readiness waits for the database (real time: an IO deadline, not the domain clock).
     readiness_timeout: std::time::Duration,
     /// Told how each delivery attempt ends (the metrics).
-    delivery_observer: Arc<dyn delivery_observer::DeliveryObserver>,
+    delivery_observer: Arc<dyn sending::delivery_observer::DeliveryObserver>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -173,13 +167,13 @@ impl Gateway {
             clock,
             policy: RwLock::new(Arc::new(policy)),
             federation: None,
-            delivery: delivery::DeliverySettings::default(),
+            delivery: sending::delivery::DeliverySettings::default(),
             queued: tokio::sync::Notify::new(),
             received: tokio::sync::Notify::new(),
             to_push: tokio::sync::Notify::new(),
             erasures: retention::ErasureCounters::default(),
             readiness_timeout: std::time::Duration::from_secs(1),
-            delivery_observer: Arc::new(delivery_observer::Unobserved),
+            delivery_observer: Arc::new(sending::delivery_observer::Unobserved),
         }
     }
 
@@ -206,7 +200,7 @@ impl Gateway {
     }
 
     /// Sets how referrals are delivered to peer gateways.
-    pub fn with_delivery(mut self, settings: delivery::DeliverySettings) -> Self {
+    pub fn with_delivery(mut self, settings: sending::delivery::DeliverySettings) -> Self {
         self.delivery = settings;
         self
     }
@@ -355,6 +349,13 @@ pub fn new_id() -> Result<String, AppError> {
         .as_millis();
     let millis = u64::try_from(millis).map_err(|_| AppError::Internal("system time out of range".to_owned()))?;
     Ok(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string())
+}
+
+/// A time in unix milliseconds as RFC 3339 with milliseconds, in UTC (empty if out of range).
+pub fn millis_to_rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::domain::OrgId;
-use crate::store::{RetentionErasure, Write, Written};
+use chrono::{DateTime, Utc};
+
+use crate::domain::retention::RetentionDeadline;
+use crate::store::{RetentionErasure, StoredRetention, Write, Written};
 
 /// What one sweep erased.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,3 +121,17 @@ impl Gateway {
         self.erasures.totals()
     }
 }
+
+/// A retention deadline in the store's terms.
+pub(crate) fn stored_retention(deadline: RetentionDeadline) -> StoredRetention {
+    StoredRetention { until_ms: deadline.until.timestamp_millis(), days_after_closure: deadline.days_after_closure.map(i64::from) }
+}
+
+/// A stored retention deadline in the domain's terms; `None` if its date is out of range.
+pub(crate) fn retention_deadline(stored: StoredRetention) -> Option<RetentionDeadline> {
+    Some(RetentionDeadline {
+        until: DateTime::<Utc>::from_timestamp_millis(stored.until_ms)?,
+        days_after_closure: stored.days_after_closure.and_then(|days| u32::try_from(days).ok()),
+    })
+}
+

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::app::{Clock, SystemClock};
-use crate::app::delivery::{PeerTransport, SendFailure};
+use crate::app::sending::delivery::{PeerTransport, SendFailure};
 use crate::crypto::jose_keys::DecryptionKey;
 use crate::domain::lifecycle::{InboxState, ReferralStatus};
 use crate::domain::CountryCode;
@@ -213,7 +213,7 @@ impl Demo {
         let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
         let (_, case) = self.call("iom-banjul", "GMB", reqwest::Method::GET, &format!("/v1/inbox/{packet_id}"), None).await?;
         let gambia = self.gateway("GMB")?.app.gateway();
-        let held = gambia.routing_view(&packet_id).await.map_err(step_failed)?.ok_or_else(|| step_failed("the Gambian gateway holds no such packet"))?;
+        let held = routing_view(gambia, &packet_id).await.map_err(step_failed)?.ok_or_else(|| step_failed("the Gambian gateway holds no such packet"))?;
         println!("   IOM Banjul publishes its own key, so the case was sealed to it inside the gateways' envelope (an asylum-linked case to its origin state must be).");
         println!("   What the Gambian gateway holds for it, opened with all of its own keys: {held}");
         let key = DecryptionKey::from_jwk(&self.files.recipient_key).map_err(step_failed)?;
@@ -392,4 +392,23 @@ async fn sent_packet(store: &dyn crate::store::Store) -> Result<String, DemoErro
     let claimed = store.audit(&crate::store::AuditFilter { action: Some("packet.send".to_owned()), limit: 1, ..Default::default() }).await.map_err(step_failed)?;
     let referral_id = claimed.first().and_then(|r| r.referral_id.clone()).ok_or_else(|| step_failed("Italy has sent nothing"))?;
     store.delivery(&referral_id).await.map_err(step_failed)?.and_then(|d| d.packet).ok_or_else(|| step_failed("no packet kept for the referral"))
+}
+
+/// What this gateway holds of a received packet, as its own operators
+/// could read it with every key it has: its row's routing facts and its
+/// stored claims, an end-to-end envelope shown only by its size. `None`
+/// for an unknown packet. Shown by the demo; not an API route.
+async fn routing_view(gateway: &crate::app::Gateway, packet_id: &str) -> Result<Option<Value>, crate::app::AppError> {
+    let Some(item) = gateway.store.inbox_item(packet_id).await? else {
+        return Ok(None);
+    };
+    let mut claims = serde_json::to_value(gateway.opened_claims(&item).await?).map_err(|e| crate::app::AppError::Internal(e.to_string()))?;
+    if let Some(sealed) = claims.get_mut("end_to_end") {
+        let size = sealed.as_str().map_or(0, str::len);
+        *sealed = json!(format!("<{size} bytes sealed to the organisation>"));
+    }
+    Ok(Some(json!({
+        "row": { "packet_id": item.packet_id, "issuer": item.issuer, "type": item.packet_type, "recipient": item.recipient_org, "state": item.state },
+        "claims": claims,
+    })))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::app::delivery::PeerTransport;
+use crate::app::sending::delivery::PeerTransport;
 use crate::app::Gateway;
 
 pub async fn run(gateway: Arc<Gateway>, transport: Arc<dyn PeerTransport>, poll: Duration, stopped: watch::Receiver<()>) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::app::pushing::RecipientPush;
+use crate::app::receiving::pushing::RecipientPush;
 use crate::app::Gateway;
 
 pub async fn run(gateway: Arc<Gateway>, webhooks: Arc<dyn RecipientPush>, poll: Duration, stopped: watch::Receiver<()>) {

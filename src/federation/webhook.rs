@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::app::delivery::SendFailure;
-use crate::app::pushing::{RecipientPush, CASE_MEDIA_TYPE};
+use crate::app::sending::delivery::SendFailure;
+use crate::app::receiving::pushing::{RecipientPush, CASE_MEDIA_TYPE};
 
 #[derive(Debug)]
 pub struct WebhookClient {

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::extract::ConnectionInfo;
 use super::AppState;
-use crate::app::delivery_observer::{DeliveryObserver, ObservedPeer};
+use crate::app::sending::delivery_observer::{DeliveryObserver, ObservedPeer};
 use crate::app::retention::ErasedCounts;
 use crate::app::Gateway;
 use crate::domain::CountryCode;

@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 use super::extract::{json_body, json_text, Caller, PathParam};
 use super::problem::Problem;
 use super::AppState;
-use crate::app::forwarding::parse_cursor;
-use crate::app::policies::{PolicyUpload, Simulation};
-use crate::app::queries::AuditQuery;
-use crate::app::referrals::Submitted;
+use crate::app::recipient::cases::parse_cursor;
+use crate::app::dpo::policies::{PolicyUpload, Simulation};
+use crate::app::dpo::queries::AuditQuery;
+use crate::app::sending::referrals::Submitted;
 use crate::audit::Action;
 use crate::domain::SubjectRef;
 use crate::app::access::{Dpos, Overseers, Recipients, Senders};
@@ -136,7 +136,7 @@ pub async fn get_inbox(
 ) -> Result<Json<Value>> {
     let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
-    let mut limit = crate::app::forwarding::MAX_INBOX_PAGE;
+    let mut limit = crate::app::recipient::cases::MAX_INBOX_PAGE;
     for (key, value) in &params {
         match key.as_str() {
             "cursor" => {}

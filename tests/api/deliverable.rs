@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use referral_gateway::app::delivery::{PeerTransport, SendFailure};
+use referral_gateway::app::sending::delivery::{PeerTransport, SendFailure};
 use referral_gateway::crypto::packet::largest_body_within;
 use referral_gateway::directory::DEFAULT_MAX_PACKET_BYTES;
 use referral_gateway::domain::CountryCode;

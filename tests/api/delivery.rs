@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use referral_gateway::app::delivery::{DeliveryRound, PeerTransport, SendFailure};
+use referral_gateway::app::sending::delivery::{DeliveryRound, PeerTransport, SendFailure};
 use referral_gateway::crypto::packet::digest_of;
 use referral_gateway::domain::CountryCode;
 use referral_gateway::federation::client::PeerClient;

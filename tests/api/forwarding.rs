@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use referral_gateway::app::delivery::PeerTransport;
+use referral_gateway::app::sending::delivery::PeerTransport;
 use referral_gateway::crypto::packet::{seal, PacketClaims, PacketType};
 use referral_gateway::domain::{CountryCode, OrgId, Purpose};
 use serde_json::{json, Value};

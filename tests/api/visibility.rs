@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use referral_gateway::app::delivery::{DeliveryRound, PeerTransport, SendFailure};
+use referral_gateway::app::sending::delivery::{DeliveryRound, PeerTransport, SendFailure};
 use referral_gateway::domain::CountryCode;
 use serde_json::Value;
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::backoff::Backoff;
-use super::{new_id, AppError, Gateway};
+use crate::app::backoff::Backoff;
+use crate::app::{new_id, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::end_to_end::{self, WithdrawalRouting};
 use crate::crypto::packet::{self, PacketClaims, PacketType};
@@ -259,12 +259,12 @@ impl Gateway {
     }
 
     /// The lease of a claim, in milliseconds.
-    pub(super) fn lease_ms(&self) -> i64 {
+    pub(crate) fn lease_ms(&self) -> i64 {
         i64::try_from(self.delivery.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// When to try again after `attempts` failed ones: backoff with jitter from now.
-    pub(super) fn next_attempt_ms(&self, attempts: i64) -> i64 {
+    pub(crate) fn next_attempt_ms(&self, attempts: i64) -> i64 {
         let failed = u32::try_from(attempts).unwrap_or(u32::MAX).max(1);
         let delay = self.delivery.backoff.delay(failed, random_u32());
         self.now().timestamp_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))

@@ -1,30 +1,27 @@
-//! What happens to a received packet: a referral is screened by this
-//! gateway's own rules and either made available to its recipient or
-//! refused (a `refused` status goes back; the recipient learns nothing); a
-//! status is applied to the referral this gateway sent. Recipients then
-//! list, read and acknowledge their cases and report progress, each report
-//! sealed as a status packet back to the sending gateway.
+//! The receiving gateway's screening of what its peers send: a referral is
+//! screened by this gateway's own rules and either made available to its
+//! recipient (listed, or pushed to its webhook) or refused (a `refused`
+//! status goes back; the recipient learns nothing); a withdrawal erases or
+//! cuts the case it names and is confirmed back. Statuses and erasure
+//! confirmations about referrals this gateway sent are applied to them.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::access::{Authorized, Recipients};
-use super::referrals::{millis_to_rfc3339, retention_deadline, stored_retention};
-use super::{new_id, AppError, Gateway};
+use crate::app::retention::stored_retention;
+use crate::app::receiving::received::closed_deadline;
+use crate::app::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::auth::Principal;
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::decision::ReasonCode;
 use crate::domain::OrgId;
 use crate::domain::inbound::{screen, screen_routing, Received, Screening};
 use crate::domain::retention::RetentionDeadline;
 use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
-use crate::domain::submission::FieldProblem;
-use crate::domain::lifecycle::{InboxEvent, InboxState, ReferralEvent};
+use crate::domain::lifecycle::{InboxState, ReferralEvent};
 use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice};
-use crate::directory::Delivery;
 use crate::store::{
-    InboxChange, InboxItem, InboxMove, NewReply, ReceivedNarrowing, SealedPayload, SealedWithdrawal, StoredRetention, Tombstone, WithdrawalEffect,
+    InboxItem, InboxMove, ReceivedNarrowing, SealedPayload, Tombstone, WithdrawalEffect,
     WithdrawnPart, Write, Written,
 };
 
@@ -45,9 +42,6 @@ fn recorded_reasons(reasons: &std::collections::BTreeSet<ReasonCode>) -> Vec<Str
         .collect();
     recorded.into_iter().map(str::to_owned).collect()
 }
-
-/// Most inbox entries listed per page.
-pub const MAX_INBOX_PAGE: i64 = 100;
 
 impl Gateway {
     /// Processes received packets still waiting; returns how many moved on.
@@ -102,11 +96,6 @@ impl Gateway {
             self.wake_pushing();
         }
         Ok(moved)
-    }
-
-    /// Whether the directory has `org` take its cases by webhook push.
-    pub(super) fn takes_webhook_pushes(&self, org: &OrgId) -> bool {
-        self.directory().organisation(org).is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }))
     }
 
     /// Where a received packet goes next, and the audit of that move.
@@ -299,42 +288,6 @@ impl Gateway {
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
     }
 
-    /// What this gateway holds of a received packet, as its own operators
-    /// could read it with every key it has: its row's routing facts and its
-    /// stored claims, an end-to-end envelope shown only by its size. `None`
-    /// for an unknown packet. For operators and the demo; not an API route.
-    pub async fn routing_view(&self, packet_id: &str) -> Result<Option<Value>, AppError> {
-        let Some(item) = self.store.inbox_item(packet_id).await? else {
-            return Ok(None);
-        };
-        let mut claims = serde_json::to_value(self.opened_claims(&item).await?).map_err(|e| AppError::Internal(e.to_string()))?;
-        if let Some(sealed) = claims.get_mut("end_to_end") {
-            let size = sealed.as_str().map_or(0, str::len);
-            *sealed = json!(format!("<{size} bytes sealed to the organisation>"));
-        }
-        Ok(Some(json!({
-            "row": { "packet_id": item.packet_id, "issuer": item.issuer, "type": item.packet_type, "recipient": item.recipient_org, "state": item.state },
-            "claims": claims,
-        })))
-    }
-
-    /// The claims of each item, opened with one read of the case-key store.
-    async fn opened_claims_all(&self, items: &[InboxItem]) -> Result<Vec<Result<PacketClaims, AppError>>, AppError> {
-        let sealed: Vec<(&[u8], &[u8])> = items.iter().map(|item| (item.claims.sealed.as_slice(), item.packet_id.as_bytes())).collect();
-        Ok(self
-            .vault
-            .open_all(&sealed)
-            .await?
-            .into_iter()
-            .map(|plaintext| serde_json::from_slice(&plaintext?).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned())))
-            .collect())
-    }
-
-    pub(super) async fn opened_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
-        let plaintext = self.vault.open(&item.claims.sealed, item.packet_id.as_bytes()).await?;
-        serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned()))
-    }
-
     /// Erases from `target` what a withdrawal withdraws: all of it (`names`
     /// `None`), or those categories; the key that held them is destroyed
     /// first. What is left to do to the case in the store, if anything.
@@ -428,11 +381,6 @@ impl Gateway {
         Ok(sealed)
     }
 
-    /// `step`, from the state `item` was read in.
-    pub(super) fn inbox_move(&self, item: &InboxItem, step: InboxMove, now: DateTime<Utc>) -> InboxChange {
-        InboxChange { packet_id: item.packet_id.clone(), from: item.state, step, at_ms: now.timestamp_millis() }
-    }
-
     /// How long this gateway keeps a received referral: the deadline the
     /// sender put in its packet, or this gateway's own rules (counted from
     /// receipt, never past the consent) where they are stricter; the
@@ -449,103 +397,6 @@ impl Gateway {
             Some(until) => RetentionDeadline { until, days_after_closure: claims.retention_days_after_closure }.stricter(own),
             None => own,
         }
-    }
-
-    /// A status about a received referral, back to the gateway that sent
-    /// it; its body sealed at rest under its packet id.
-    pub(super) fn status_reply(
-        &self,
-        item: &InboxItem,
-        status: ReferralProgress,
-        reason_codes: Vec<String>,
-        now: DateTime<Utc>,
-    ) -> Result<NewReply, AppError> {
-        let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
-        self.reply(item, PacketType::Status, &report, now)
-    }
-
-    /// A packet of `packet_type` carrying `body` back to the gateway that
-    /// sent `item`; the body sealed at rest under its packet id.
-    fn reply(&self, item: &InboxItem, packet_type: PacketType, body: &impl serde::Serialize, now: DateTime<Utc>) -> Result<NewReply, AppError> {
-        let packet_id = new_id()?;
-        let body = serde_json::to_vec(body).map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(NewReply {
-            packet_id: packet_id.clone(),
-            packet_type: packet_type.as_str().to_owned(),
-            destination_country: item.issuer.clone(),
-            recipient_org: item.recipient_org.clone(),
-            payload: SealedPayload { sealed: self.keys().seal(&body, packet_id.as_bytes())?, key_id: self.keys().data_key_id() },
-            deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
-            created_ms: now.timestamp_millis(),
-        })
-    }
-
-    /// The caller's organisation's cases in the order they became visible, after `cursor`.
-    #[tracing::instrument(name = "list_inbox", skip_all)]
-    pub async fn inbox(&self, principal: &Authorized<Recipients>, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
-        let after = match cursor {
-            Some(text) => Some(parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
-            None => None,
-        };
-        let limit = limit.clamp(1, MAX_INBOX_PAGE);
-        let items = self.store.inbox_for(principal.org.as_str(), &InboxState::LISTED, after, limit).await?;
-        let now = self.now();
-        self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
-        // After the last item, even on a short page: a recipient tails its inbox with it.
-        let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
-        let mut listed = Vec::with_capacity(items.len());
-        for (item, claims) in items.iter().zip(self.opened_claims_all(&items).await?) {
-            if item.state == InboxState::Erased {
-                // The sender withdrew the person's consent: only the fact is left.
-                listed.push(json!({
-                    "packet_id": item.packet_id,
-                    "from_country": item.issuer,
-                    "received_at": millis_to_rfc3339(item.received_ms),
-                    "state": item.state,
-                }));
-                continue;
-            }
-            let claims = match claims {
-                Ok(claims) if !lapsed(&claims, now) => claims,
-                // Erased, or past its end: no longer the recipient's to see.
-                Ok(_) | Err(AppError::Erased) => continue,
-                Err(error) => return Err(error),
-            };
-            let mut entry = json!({
-                "packet_id": item.packet_id,
-                "from_country": item.issuer,
-                "received_at": millis_to_rfc3339(item.received_ms),
-                "state": item.state.shown(),
-            });
-            if let Some(fields) = entry.as_object_mut() {
-                // Sealed to the organisation: its purpose is inside, for it alone.
-                let (name, value) = if claims.is_end_to_end() { ("end_to_end", json!(true)) } else { ("purpose", json!(claims.purpose)) };
-                fields.insert(name.to_owned(), value);
-            }
-            if let (false, Some(fields)) = (item.narrowed.is_empty(), entry.as_object_mut()) {
-                // Listed again because its sender withdrew these: the recipient erases them too
-                // (for a sealed case, what the withdrawals handed over with it name).
-                let name = if claims.is_end_to_end() { "withdrawals" } else { "erased_categories" };
-                fields.insert(name.to_owned(), json!(item.narrowed));
-            }
-            listed.push(entry);
-        }
-        Ok(json!({ "items": listed, "next_cursor": next }))
-    }
-
-    /// One case of the caller's organisation, whole: a disclosure, audited.
-    // Packet ids are recorded once found (see `visible_item`): a path may hold anything a caller typed.
-    #[tracing::instrument(name = "read_case", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn inbox_case(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
-        let (item, claims) = self.visible_item(principal, packet_id).await?;
-        let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
-        self.audit(event).await?;
-        let withdrawals = self.handed_over_withdrawals(&item, &claims).await?;
-        let mut document = super::pushing::case_document(&item, &claims, &withdrawals);
-        if let Some(fields) = document.as_object_mut() {
-            fields.insert("state".to_owned(), json!(item.state.shown()));
-        }
-        Ok(document)
     }
 
     /// The categories withdrawn by `withdrawals`, the withdrawal packets
@@ -576,159 +427,6 @@ impl Gateway {
             }
         }
         Ok(Some(categories.into_iter().collect()))
-    }
-
-    /// The partial withdrawals sealed end to end to hand over with a case
-    /// sealed end to end (none for any other).
-    pub(super) async fn handed_over_withdrawals(&self, item: &InboxItem, claims: &PacketClaims) -> Result<Vec<SealedWithdrawal>, AppError> {
-        if !claims.is_end_to_end() {
-            return Ok(Vec::new());
-        }
-        Ok(self.store.sealed_withdrawals(&item.packet_id, &item.issuer).await?)
-    }
-
-    /// The recipient organisation says it erased its own copy of an erased
-    /// case, or of the categories withdrawn from a case it still holds:
-    /// `erasure_confirmation` goes back to the sender. Idempotent.
-    #[tracing::instrument(name = "confirm_erasure", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn confirm_erasure(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
-        let now = self.now();
-        let item = self.store.inbox_item(packet_id).await?.filter(|item| {
-            item.recipient_org == principal.org.as_str() && item.packet_type == PacketType::Referral.as_str() && item.visible_seq.is_some()
-        });
-        let Some(item) = item else {
-            self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
-            return Err(AppError::NotFound);
-        };
-        tracing::Span::current().record("packet_id", tracing::field::display(item.packet_id.as_str()));
-        let state = item.state;
-        let narrowed = state.is_live() && !item.narrowed.is_empty();
-        // A case sealed end to end was cut by the organisation itself, as its
-        // withdrawals said: they are named, since this gateway cannot name the categories.
-        let sealed = narrowed && self.opened_claims(&item).await.is_ok_and(|claims| claims.is_end_to_end());
-        let answer = if narrowed {
-            let name = if sealed { "withdrawals" } else { "erased_categories" };
-            json!({ "packet_id": packet_id, "state": item.state, name: item.narrowed, "erasure": "confirmed" })
-        } else {
-            json!({ "packet_id": packet_id, "state": InboxState::ErasureConfirmed })
-        };
-        if state == InboxState::ErasureConfirmed || (narrowed && item.narrowing_confirmed) {
-            return Ok(answer);
-        }
-        let confirming = if narrowed { InboxEvent::NarrowingConfirmed } else { InboxEvent::ErasureConfirmed };
-        if state.after(confirming).is_none() {
-            // A case still live and whole: there is nothing to confirm yet.
-            return Err(AppError::NotErased);
-        }
-        let (categories, withdrawals) = match (narrowed, sealed) {
-            (false, _) => (None, None),
-            (true, false) => (Some(item.narrowed.iter().filter_map(|c| c.parse().ok()).collect()), None),
-            (true, true) => (None, Some(item.narrowed.iter().cloned().collect())),
-        };
-        let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation, categories, withdrawals };
-        let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
-        let step = if narrowed { InboxMove::ConfirmNarrowing { reply } } else { InboxMove::ConfirmErasure { reply } };
-        let change = self.inbox_move(&item, step, now);
-        let outcome = if narrowed { "narrowing_confirmed" } else { "erasure_confirmed" };
-        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, outcome).referral(&item.packet_id);
-        self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
-        self.wake_delivery();
-        Ok(answer)
-    }
-
-    /// The recipient has taken the case: `forwarded` goes back to the sender.
-    #[tracing::instrument(name = "acknowledge", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn acknowledge(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
-        let (item, _) = self.visible_item(principal, packet_id).await?;
-        if item.state.shown() == InboxState::Acknowledged {
-            return Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }));
-        }
-        let now = self.now();
-        let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
-        let change = self.inbox_move(&item, InboxMove::Acknowledge { reply }, now);
-        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, InboxState::Acknowledged.as_str()).referral(&item.packet_id);
-        self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
-        self.wake_delivery();
-        Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }))
-    }
-
-    /// The recipient reports progress; sealed back to the sender's gateway.
-    #[tracing::instrument(name = "report_status", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn report_status(&self, principal: &Authorized<Recipients>, packet_id: &str, body: &Value) -> Result<Value, AppError> {
-        let status: ReferralProgress = body
-            .get("status")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .filter(|s| ReferralProgress::REPORTED_BY_RECIPIENTS.contains(s))
-            .ok_or_else(|| invalid("status", "must be one of accepted, declined, in_progress, arrived, services_delivered, closed"))?;
-        let reason_codes = match body.get("reason_code") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(code)) if is_reason_code(code) => vec![code.clone()],
-            Some(_) => return Err(invalid("reason_code", "must be a code: 1 to 64 of a-z, 0-9 and _")),
-        };
-        if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| !["status", "reason_code"].contains(&k.as_str()))) {
-            let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };
-            return Err(AppError::Invalid(vec![FieldProblem { field, problem: "is not a field of a status report".to_owned() }]));
-        }
-        let (item, _) = self.visible_item(principal, packet_id).await?;
-        let now = self.now();
-        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(reason_codes.clone());
-        let reply = self.status_reply(&item, status, reason_codes, now)?;
-        // Closed: the case's deadline here comes forward by its closure rule, as at the sender.
-        let brings_forward = match (status, item.retention) {
-            (ReferralProgress::Closed, Some(kept)) => closed_deadline(kept, now).map(|until_ms| (item.packet_id.clone(), until_ms)),
-            _ => None,
-        };
-        self.writer.write(Write::Reply { reply: Box::new(reply), audit: event, brings_forward }).await?;
-        self.wake_delivery();
-        Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
-    }
-
-    /// A case the caller's organisation may see, with its claims opened;
-    /// anything else (another's, refused, or past its consent or retention)
-    /// is absent.
-    async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<(InboxItem, PacketClaims), AppError> {
-        let now = self.now();
-        let candidate = self
-            .store
-            .inbox_item(packet_id)
-            .await?
-            .filter(|item| {
-                item.recipient_org == principal.org.as_str()
-                    && (InboxState::LISTED.contains(&item.state) || item.state.is_erased())
-                    && item.packet_type == PacketType::Referral.as_str()
-            });
-        if let Some(item) = &candidate
-            && item.state.is_erased()
-        {
-            // 410 only for a case its recipient could see; any other is absent.
-            if item.visible_seq.is_some() {
-                return Err(AppError::Erased);
-            }
-            self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
-            return Err(AppError::NotFound);
-        }
-        let found = match candidate {
-            Some(item) => match self.opened_claims(&item).await {
-                Ok(claims) => Some((item, claims)).filter(|(_, claims)| !lapsed(claims, now)),
-                // Erased: 410, so the recipient knows to erase its own copy.
-                Err(AppError::Erased) => return Err(AppError::Erased),
-                Err(AppError::Store(error)) => return Err(AppError::Store(error)),
-                Err(_) => None,
-            },
-            None => None,
-        };
-        match found {
-            Some(visible) => {
-                // Into the caller's span (a use case's): the id is one this gateway holds.
-                tracing::Span::current().record("packet_id", tracing::field::display(visible.0.packet_id.as_str()));
-                Ok(visible)
-            }
-            None => {
-                self.audit(AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "not_found")).await?;
-                Err(AppError::NotFound)
-            }
-        }
     }
 }
 
@@ -761,24 +459,4 @@ fn remove_categories(body: &mut Value, names: &[String]) {
 /// Whether a referral packet's body holds no category any more.
 fn body_is_empty(body: &Value) -> bool {
     body.as_object().is_none_or(serde_json::Map::is_empty)
-}
-
-/// A kept deadline after a closure at `closed_at`, if that brings it forward.
-fn closed_deadline(kept: StoredRetention, closed_at: DateTime<Utc>) -> Option<i64> {
-    let closed = retention_deadline(kept)?.closed_at(closed_at).until.timestamp_millis();
-    (closed < kept.until_ms).then_some(closed)
-}
-
-/// Past the end of the consent it was sent under, or of its retention: no longer to be read.
-fn lapsed(claims: &PacketClaims, now: DateTime<Utc>) -> bool {
-    claims.consent_expires_at.is_some_and(|end| end <= now) || claims.retention_until.is_some_and(|end| end <= now)
-}
-
-/// A cursor as this API returns one: decimal digits only (no sign).
-pub fn parse_cursor(text: &str) -> Option<i64> {
-    Some(text).filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).and_then(|t| t.parse().ok())
-}
-
-fn invalid(field: &str, problem: &str) -> AppError {
-    AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
 }

@@ -5,7 +5,7 @@
 
 use chrono::Duration;
 
-use super::{AppError, Gateway};
+use crate::app::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::packet::{self, Arrival, OpenError, PacketType, Receiver};
 use crate::crypto::receipt::{self, ReceiptClaims};

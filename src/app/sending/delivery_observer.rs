@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::Gateway;
+use crate::app::Gateway;
 use crate::domain::CountryCode;
 use crate::store::ClaimedDelivery;
 use crate::wire::FailureCode;

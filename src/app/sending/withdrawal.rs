@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::access::{Authorized, Senders};
-use super::delivery::WithdrawalAtRest;
-use super::{new_id, AppError, Gateway};
+use crate::app::access::{Authorized, Senders};
+use crate::app::sending::delivery::WithdrawalAtRest;
+use crate::app::{new_id, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::Principal;
 use crate::domain::submission::FieldProblem;

@@ -6,9 +6,9 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::access::{Authorized, Dpos};
-use super::referrals::millis_to_rfc3339;
-use super::{reason_strings, ActivePolicy, AppError, Gateway};
+use crate::app::access::{Authorized, Dpos};
+use crate::app::millis_to_rfc3339;
+use crate::app::{reason_strings, ActivePolicy, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::domain::decide::decide;
 use crate::domain::policy::{is_toml_rule_file, PolicySource, DataProtectionPolicy};

@@ -2,9 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::access::{Authorized, Overseers};
-use super::referrals::millis_to_rfc3339;
-use super::{AppError, Gateway};
+use crate::app::access::{Authorized, Overseers};
+use crate::app::millis_to_rfc3339;
+use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent, AuditRecord};
 use crate::store::AuditFilter;
 

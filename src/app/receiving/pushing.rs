@@ -10,9 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::delivery::SendFailure;
-use super::referrals::millis_to_rfc3339;
-use super::{AppError, Gateway};
+use crate::app::sending::delivery::SendFailure;
+use crate::app::millis_to_rfc3339;
+use crate::app::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::case_push;
 use crate::crypto::packet::PacketClaims;
@@ -198,7 +198,7 @@ impl Gateway {
 /// What the recipient receives: the same document `GET /v1/inbox/{id}` gives.
 /// `withdrawals`: for a case sealed end to end, its partial withdrawals,
 /// sealed end to end too.
-pub(super) fn case_document(item: &InboxItem, claims: &PacketClaims, withdrawals: &[SealedWithdrawal]) -> Value {
+pub(crate) fn case_document(item: &InboxItem, claims: &PacketClaims, withdrawals: &[SealedWithdrawal]) -> Value {
     if let Some(sealed) = &claims.end_to_end {
         // Sealed to the organisation's own key: this gateway hands over what
         // it could not open, with the routing facts it knows.

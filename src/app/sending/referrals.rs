@@ -4,19 +4,19 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::access::{Authorized, Senders};
-use super::{new_id, reason_strings, AppError, Gateway};
+use crate::app::access::{Authorized, Senders};
+use crate::app::retention::stored_retention;
+use crate::app::{millis_to_rfc3339, new_id, reason_strings, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::Principal;
 use crate::crypto::packet::sealed_size_bound;
 use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::Decision;
-use crate::domain::retention::RetentionDeadline;
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
 use crate::domain::lifecycle::{ReferralEvent, ReferralStatus};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
-use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, StoredRetention, TimelineEntry, Write, Written};
+use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +89,7 @@ impl Gateway {
             (ReferralStatus::Queued, body)
         } else {
             let body = json!({
-                "type": super::problem_type("referral-denied"),
+                "type": crate::app::problem_type("referral-denied"),
                 "title": "The referral may not be sent",
                 "status": 422,
                 "detail": "The decision denied the referral; reason_codes says why. Nothing will be sent.",
@@ -330,21 +330,3 @@ impl Gateway {
     }
 }
 
-/// A retention deadline in the store's terms.
-pub(super) fn stored_retention(deadline: RetentionDeadline) -> StoredRetention {
-    StoredRetention { until_ms: deadline.until.timestamp_millis(), days_after_closure: deadline.days_after_closure.map(i64::from) }
-}
-
-/// A stored retention deadline in the domain's terms; `None` if its date is out of range.
-pub(super) fn retention_deadline(stored: StoredRetention) -> Option<RetentionDeadline> {
-    Some(RetentionDeadline {
-        until: DateTime::<Utc>::from_timestamp_millis(stored.until_ms)?,
-        days_after_closure: stored.days_after_closure.and_then(|days| u32::try_from(days).ok()),
-    })
-}
-
-pub fn millis_to_rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}

@@ -1,0 +1,6 @@
+//! The data-protection officer's and auditor's use cases: the policy
+//! versions, simulations, the audit log, disclosures and subject reports.
+
+pub mod policies;
+pub mod queries;
+pub mod subject_report;

@@ -1,0 +1,85 @@
+//! What the receiving gateway's work shares about a received packet: its
+//! claims opened, its moves, the packets it sends back about it.
+
+use chrono::{DateTime, Utc};
+
+use crate::app::retention::retention_deadline;
+use crate::app::{new_id, AppError, Gateway};
+use crate::crypto::packet::{PacketClaims, PacketType};
+use crate::domain::OrgId;
+use crate::domain::status::{ReferralProgress, StatusReport};
+use crate::directory::Delivery;
+use crate::store::{InboxChange, InboxItem, InboxMove, NewReply, SealedPayload, SealedWithdrawal, StoredRetention};
+
+impl Gateway {
+    /// Whether the directory has `org` take its cases by webhook push.
+    pub(crate) fn takes_webhook_pushes(&self, org: &OrgId) -> bool {
+        self.directory().organisation(org).is_some_and(|o| matches!(o.delivery, Delivery::Webhook { .. }))
+    }
+
+    /// The claims of each item, opened with one read of the case-key store.
+    pub(crate) async fn opened_claims_all(&self, items: &[InboxItem]) -> Result<Vec<Result<PacketClaims, AppError>>, AppError> {
+        let sealed: Vec<(&[u8], &[u8])> = items.iter().map(|item| (item.claims.sealed.as_slice(), item.packet_id.as_bytes())).collect();
+        Ok(self
+            .vault
+            .open_all(&sealed)
+            .await?
+            .into_iter()
+            .map(|plaintext| serde_json::from_slice(&plaintext?).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned())))
+            .collect())
+    }
+
+    pub(crate) async fn opened_claims(&self, item: &InboxItem) -> Result<PacketClaims, AppError> {
+        let plaintext = self.vault.open(&item.claims.sealed, item.packet_id.as_bytes()).await?;
+        serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("inbox entry holds unreadable claims".to_owned()))
+    }
+
+    /// `step`, from the state `item` was read in.
+    pub(crate) fn inbox_move(&self, item: &InboxItem, step: InboxMove, now: DateTime<Utc>) -> InboxChange {
+        InboxChange { packet_id: item.packet_id.clone(), from: item.state, step, at_ms: now.timestamp_millis() }
+    }
+
+    /// A status about a received referral, back to the gateway that sent
+    /// it; its body sealed at rest under its packet id.
+    pub(crate) fn status_reply(
+        &self,
+        item: &InboxItem,
+        status: ReferralProgress,
+        reason_codes: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<NewReply, AppError> {
+        let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
+        self.reply(item, PacketType::Status, &report, now)
+    }
+
+    /// A packet of `packet_type` carrying `body` back to the gateway that
+    /// sent `item`; the body sealed at rest under its packet id.
+    pub(crate) fn reply(&self, item: &InboxItem, packet_type: PacketType, body: &impl serde::Serialize, now: DateTime<Utc>) -> Result<NewReply, AppError> {
+        let packet_id = new_id()?;
+        let body = serde_json::to_vec(body).map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(NewReply {
+            packet_id: packet_id.clone(),
+            packet_type: packet_type.as_str().to_owned(),
+            destination_country: item.issuer.clone(),
+            recipient_org: item.recipient_org.clone(),
+            payload: SealedPayload { sealed: self.keys().seal(&body, packet_id.as_bytes())?, key_id: self.keys().data_key_id() },
+            deadline_ms: self.delivery_deadline(now, None).timestamp_millis(),
+            created_ms: now.timestamp_millis(),
+        })
+    }
+
+    /// The partial withdrawals sealed end to end to hand over with a case
+    /// sealed end to end (none for any other).
+    pub(crate) async fn handed_over_withdrawals(&self, item: &InboxItem, claims: &PacketClaims) -> Result<Vec<SealedWithdrawal>, AppError> {
+        if !claims.is_end_to_end() {
+            return Ok(Vec::new());
+        }
+        Ok(self.store.sealed_withdrawals(&item.packet_id, &item.issuer).await?)
+    }
+}
+
+/// A kept deadline after a closure at `closed_at`, if that brings it forward.
+pub(crate) fn closed_deadline(kept: StoredRetention, closed_at: DateTime<Utc>) -> Option<i64> {
+    let closed = retention_deadline(kept)?.closed_at(closed_at).until.timestamp_millis();
+    (closed < kept.until_ms).then_some(closed)
+}

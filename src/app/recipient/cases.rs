@@ -1,0 +1,251 @@
+//! The recipient organisation's API: it lists its cases in the order they
+//! became visible, reads one (a disclosure, audited), acknowledges it,
+//! reports progress (sealed as a status packet back to the sending
+//! gateway) and confirms it erased what was withdrawn.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::app::access::{Authorized, Recipients};
+use crate::app::millis_to_rfc3339;
+use crate::app::receiving::received::closed_deadline;
+use crate::app::{AppError, Gateway};
+use crate::audit::{Action, AuditEvent};
+use crate::auth::Principal;
+use crate::crypto::packet::{PacketClaims, PacketType};
+use crate::domain::status::{is_reason_code, ReferralProgress};
+use crate::domain::submission::FieldProblem;
+use crate::domain::lifecycle::{InboxEvent, InboxState};
+use crate::domain::withdrawal::{ErasedBy, ErasureNotice};
+use crate::store::{InboxItem, InboxMove, Write};
+
+/// Most inbox entries listed per page.
+pub const MAX_INBOX_PAGE: i64 = 100;
+
+impl Gateway {
+    /// The caller's organisation's cases in the order they became visible, after `cursor`.
+    #[tracing::instrument(name = "list_inbox", skip_all)]
+    pub async fn inbox(&self, principal: &Authorized<Recipients>, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
+        let after = match cursor {
+            Some(text) => Some(parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
+            None => None,
+        };
+        let limit = limit.clamp(1, MAX_INBOX_PAGE);
+        let items = self.store.inbox_for(principal.org.as_str(), &InboxState::LISTED, after, limit).await?;
+        let now = self.now();
+        self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
+        // After the last item, even on a short page: a recipient tails its inbox with it.
+        let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
+        let mut listed = Vec::with_capacity(items.len());
+        for (item, claims) in items.iter().zip(self.opened_claims_all(&items).await?) {
+            if item.state == InboxState::Erased {
+                // The sender withdrew the person's consent: only the fact is left.
+                listed.push(json!({
+                    "packet_id": item.packet_id,
+                    "from_country": item.issuer,
+                    "received_at": millis_to_rfc3339(item.received_ms),
+                    "state": item.state,
+                }));
+                continue;
+            }
+            let claims = match claims {
+                Ok(claims) if !lapsed(&claims, now) => claims,
+                // Erased, or past its end: no longer the recipient's to see.
+                Ok(_) | Err(AppError::Erased) => continue,
+                Err(error) => return Err(error),
+            };
+            let mut entry = json!({
+                "packet_id": item.packet_id,
+                "from_country": item.issuer,
+                "received_at": millis_to_rfc3339(item.received_ms),
+                "state": item.state.shown(),
+            });
+            if let Some(fields) = entry.as_object_mut() {
+                // Sealed to the organisation: its purpose is inside, for it alone.
+                let (name, value) = if claims.is_end_to_end() { ("end_to_end", json!(true)) } else { ("purpose", json!(claims.purpose)) };
+                fields.insert(name.to_owned(), value);
+            }
+            if let (false, Some(fields)) = (item.narrowed.is_empty(), entry.as_object_mut()) {
+                // Listed again because its sender withdrew these: the recipient erases them too
+                // (for a sealed case, what the withdrawals handed over with it name).
+                let name = if claims.is_end_to_end() { "withdrawals" } else { "erased_categories" };
+                fields.insert(name.to_owned(), json!(item.narrowed));
+            }
+            listed.push(entry);
+        }
+        Ok(json!({ "items": listed, "next_cursor": next }))
+    }
+
+    /// One case of the caller's organisation, whole: a disclosure, audited.
+    // Packet ids are recorded once found (see `visible_item`): a path may hold anything a caller typed.
+    #[tracing::instrument(name = "read_case", skip_all, fields(packet_id = tracing::field::Empty))]
+    pub async fn inbox_case(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
+        let (item, claims) = self.visible_item(principal, packet_id).await?;
+        let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
+        self.audit(event).await?;
+        let withdrawals = self.handed_over_withdrawals(&item, &claims).await?;
+        let mut document = crate::app::receiving::pushing::case_document(&item, &claims, &withdrawals);
+        if let Some(fields) = document.as_object_mut() {
+            fields.insert("state".to_owned(), json!(item.state.shown()));
+        }
+        Ok(document)
+    }
+
+    /// The recipient organisation says it erased its own copy of an erased
+    /// case, or of the categories withdrawn from a case it still holds:
+    /// `erasure_confirmation` goes back to the sender. Idempotent.
+    #[tracing::instrument(name = "confirm_erasure", skip_all, fields(packet_id = tracing::field::Empty))]
+    pub async fn confirm_erasure(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
+        let now = self.now();
+        let item = self.store.inbox_item(packet_id).await?.filter(|item| {
+            item.recipient_org == principal.org.as_str() && item.packet_type == PacketType::Referral.as_str() && item.visible_seq.is_some()
+        });
+        let Some(item) = item else {
+            self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
+            return Err(AppError::NotFound);
+        };
+        tracing::Span::current().record("packet_id", tracing::field::display(item.packet_id.as_str()));
+        let state = item.state;
+        let narrowed = state.is_live() && !item.narrowed.is_empty();
+        // A case sealed end to end was cut by the organisation itself, as its
+        // withdrawals said: they are named, since this gateway cannot name the categories.
+        let sealed = narrowed && self.opened_claims(&item).await.is_ok_and(|claims| claims.is_end_to_end());
+        let answer = if narrowed {
+            let name = if sealed { "withdrawals" } else { "erased_categories" };
+            json!({ "packet_id": packet_id, "state": item.state, name: item.narrowed, "erasure": "confirmed" })
+        } else {
+            json!({ "packet_id": packet_id, "state": InboxState::ErasureConfirmed })
+        };
+        if state == InboxState::ErasureConfirmed || (narrowed && item.narrowing_confirmed) {
+            return Ok(answer);
+        }
+        let confirming = if narrowed { InboxEvent::NarrowingConfirmed } else { InboxEvent::ErasureConfirmed };
+        if state.after(confirming).is_none() {
+            // A case still live and whole: there is nothing to confirm yet.
+            return Err(AppError::NotErased);
+        }
+        let (categories, withdrawals) = match (narrowed, sealed) {
+            (false, _) => (None, None),
+            (true, false) => (Some(item.narrowed.iter().filter_map(|c| c.parse().ok()).collect()), None),
+            (true, true) => (None, Some(item.narrowed.iter().cloned().collect())),
+        };
+        let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation, categories, withdrawals };
+        let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
+        let step = if narrowed { InboxMove::ConfirmNarrowing { reply } } else { InboxMove::ConfirmErasure { reply } };
+        let change = self.inbox_move(&item, step, now);
+        let outcome = if narrowed { "narrowing_confirmed" } else { "erasure_confirmed" };
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, outcome).referral(&item.packet_id);
+        self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+        self.wake_delivery();
+        Ok(answer)
+    }
+
+    /// The recipient has taken the case: `forwarded` goes back to the sender.
+    #[tracing::instrument(name = "acknowledge", skip_all, fields(packet_id = tracing::field::Empty))]
+    pub async fn acknowledge(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
+        let (item, _) = self.visible_item(principal, packet_id).await?;
+        if item.state.shown() == InboxState::Acknowledged {
+            return Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }));
+        }
+        let now = self.now();
+        let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
+        let change = self.inbox_move(&item, InboxMove::Acknowledge { reply }, now);
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, InboxState::Acknowledged.as_str()).referral(&item.packet_id);
+        self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
+        self.wake_delivery();
+        Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }))
+    }
+
+    /// The recipient reports progress; sealed back to the sender's gateway.
+    #[tracing::instrument(name = "report_status", skip_all, fields(packet_id = tracing::field::Empty))]
+    pub async fn report_status(&self, principal: &Authorized<Recipients>, packet_id: &str, body: &Value) -> Result<Value, AppError> {
+        let status: ReferralProgress = body
+            .get("status")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .filter(|s| ReferralProgress::REPORTED_BY_RECIPIENTS.contains(s))
+            .ok_or_else(|| invalid("status", "must be one of accepted, declined, in_progress, arrived, services_delivered, closed"))?;
+        let reason_codes = match body.get("reason_code") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(code)) if is_reason_code(code) => vec![code.clone()],
+            Some(_) => return Err(invalid("reason_code", "must be a code: 1 to 64 of a-z, 0-9 and _")),
+        };
+        if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| !["status", "reason_code"].contains(&k.as_str()))) {
+            let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };
+            return Err(AppError::Invalid(vec![FieldProblem { field, problem: "is not a field of a status report".to_owned() }]));
+        }
+        let (item, _) = self.visible_item(principal, packet_id).await?;
+        let now = self.now();
+        let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(reason_codes.clone());
+        let reply = self.status_reply(&item, status, reason_codes, now)?;
+        // Closed: the case's deadline here comes forward by its closure rule, as at the sender.
+        let brings_forward = match (status, item.retention) {
+            (ReferralProgress::Closed, Some(kept)) => closed_deadline(kept, now).map(|until_ms| (item.packet_id.clone(), until_ms)),
+            _ => None,
+        };
+        self.writer.write(Write::Reply { reply: Box::new(reply), audit: event, brings_forward }).await?;
+        self.wake_delivery();
+        Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
+    }
+
+    /// A case the caller's organisation may see, with its claims opened;
+    /// anything else (another's, refused, or past its consent or retention)
+    /// is absent.
+    async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<(InboxItem, PacketClaims), AppError> {
+        let now = self.now();
+        let candidate = self
+            .store
+            .inbox_item(packet_id)
+            .await?
+            .filter(|item| {
+                item.recipient_org == principal.org.as_str()
+                    && (InboxState::LISTED.contains(&item.state) || item.state.is_erased())
+                    && item.packet_type == PacketType::Referral.as_str()
+            });
+        if let Some(item) = &candidate
+            && item.state.is_erased()
+        {
+            // 410 only for a case its recipient could see; any other is absent.
+            if item.visible_seq.is_some() {
+                return Err(AppError::Erased);
+            }
+            self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "not_found")).await?;
+            return Err(AppError::NotFound);
+        }
+        let found = match candidate {
+            Some(item) => match self.opened_claims(&item).await {
+                Ok(claims) => Some((item, claims)).filter(|(_, claims)| !lapsed(claims, now)),
+                // Erased: 410, so the recipient knows to erase its own copy.
+                Err(AppError::Erased) => return Err(AppError::Erased),
+                Err(AppError::Store(error)) => return Err(AppError::Store(error)),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        match found {
+            Some(visible) => {
+                // Into the caller's span (a use case's): the id is one this gateway holds.
+                tracing::Span::current().record("packet_id", tracing::field::display(visible.0.packet_id.as_str()));
+                Ok(visible)
+            }
+            None => {
+                self.audit(AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "not_found")).await?;
+                Err(AppError::NotFound)
+            }
+        }
+    }
+}
+
+/// Past the end of the consent it was sent under, or of its retention: no longer to be read.
+fn lapsed(claims: &PacketClaims, now: DateTime<Utc>) -> bool {
+    claims.consent_expires_at.is_some_and(|end| end <= now) || claims.retention_until.is_some_and(|end| end <= now)
+}
+
+/// A cursor as this API returns one: decimal digits only (no sign).
+pub fn parse_cursor(text: &str) -> Option<i64> {
+    Some(text).filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).and_then(|t| t.parse().ok())
+}
+
+fn invalid(field: &str, problem: &str) -> AppError {
+    AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
+}

@@ -1,0 +1,3 @@
+//! The recipient organisation's use cases, over its inbox at this gateway.
+
+pub mod cases;

@@ -1,0 +1,8 @@
+//! The sending gateway's use cases: a referral submitted, decided and
+//! queued; followed; its consent withdrawn; its packets delivered to the
+//! peer gateway, and what is observed of that delivery.
+
+pub mod delivery;
+pub mod delivery_observer;
+pub mod referrals;
+pub mod withdrawal;
