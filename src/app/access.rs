@@ -22,7 +22,7 @@ pub struct Senders;
 /// Recipient organisations: they read their inbox, acknowledge, report and confirm erasures.
 #[derive(Debug)]
 pub struct Recipients;
-/// Data-protection officers: they manage the sharing policy.
+/// Data-protection officers: they manage the policy versions (sharing, retention, sealing) and simulate decisions.
 #[derive(Debug)]
 pub struct Dpos;
 /// Data-protection officers and auditors: they read the audit log, disclosures and subject reports.

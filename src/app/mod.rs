@@ -66,7 +66,7 @@ impl Clock for SteadyClock {
     }
 }
 
-/// The sharing policy in force and its stored version number.
+/// The DPO's policy version in force (sharing, retention, end-to-end sealing) and its stored number.
 #[derive(Debug)]
 pub struct ActivePolicy {
     pub number: i64,

@@ -1,7 +1,7 @@
 //! The pure domain core: no IO, no async, no clock reads (time is a parameter).
 //!
 //! Everything a packet is decided on lives here: the case model, consent,
-//! the DPO sharing policy with the built-in rules, the decision and the
+//! the DPO's data-protection policy with the built-in rules, the decision and the
 //! minimisation of the payload.
 
 pub mod baseline;

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::app::{problem_type, AppError};
 use crate::domain::policy::PolicyProblem;
 use crate::domain::submission::FieldProblem;
+use crate::wire::FailureCode;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -57,11 +58,11 @@ impl Problem {
     }
 
     pub fn not_found() -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource for this caller.")
+        Problem::new(StatusCode::NOT_FOUND, FailureCode::NotFound.as_str(), "Not found", "There is no such resource for this caller.")
     }
 
     pub fn method_not_allowed() -> Self {
-        Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "This resource does not support the method.")
+        Problem::new(StatusCode::METHOD_NOT_ALLOWED, FailureCode::MethodNotAllowed.as_str(), "Method not allowed", "This resource does not support the method.")
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -71,7 +72,7 @@ impl Problem {
     /// A body that ended before its declared length, or whose chunked
     /// framing is broken: not a size problem, so not `413`.
     pub fn malformed_body() -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed body", "The request body could not be read: its framing is broken or it ended early.")
+        Problem::new(StatusCode::BAD_REQUEST, FailureCode::MalformedBody.as_str(), "Malformed body", "The request body could not be read: its framing is broken or it ended early.")
     }
 
     /// A problem for why a guarded body could not be read (`408` or `503`).
@@ -80,7 +81,7 @@ impl Problem {
         match error {
             BodyReadError::TimedOut(limit) => Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
+                FailureCode::RequestTimeout.as_str(),
                 "Request timeout",
                 format!("The request body must arrive within {} seconds of the request head.", limit.as_secs()),
             ),
@@ -108,7 +109,7 @@ impl Problem {
     pub fn unsupported_media_type() -> Self {
         Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            FailureCode::UnsupportedMediaType.as_str(),
             "Unsupported media type",
             "Send the body as application/json.",
         )

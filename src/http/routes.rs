@@ -1,4 +1,5 @@
-//! The handlers: each reads its input, calls one use case and renders the result.
+//! The handlers: each authorises its caller (before reading anything it
+//! sent), reads its input, calls one use case and renders the result.
 
 use std::collections::BTreeMap;
 

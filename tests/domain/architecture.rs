@@ -30,16 +30,54 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
         }
         let text = std::fs::read_to_string(&file).unwrap();
         let code = without_test_modules(&text);
+        // How many `super::` reach the crate root from this file: 1 from
+        // `src/x.rs` or `src/x/mod.rs`, 2 from `src/x/y.rs`, and so on.
+        let depth = relative.components().count() - usize::from(relative.ends_with("mod.rs"));
         let uses = graph.entry(module.clone()).or_default();
-        for (at, _) in code.match_indices("crate::") {
-            let name: String = code[at + "crate::".len()..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-            // `$crate::` in a macro is the crate itself, named by what follows as well.
-            if !name.is_empty() && name != module {
+        for name in crate_paths(&code, depth) {
+            if name != module {
                 uses.insert(name);
             }
         }
     }
     graph
+}
+
+/// The top-level modules a file's code names from the crate root:
+/// `crate::a::...` (`$crate::` in a macro too), each module of a group
+/// `crate::{a::x, b}`, and `super::` chains long enough (`depth`) to reach
+/// the root.
+fn crate_paths(code: &str, depth: usize) -> BTreeSet<String> {
+    let word = |text: &str| -> String { text.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect() };
+    let mut names = BTreeSet::new();
+    let mut roots: Vec<usize> = code.match_indices("crate::").map(|(at, _)| at + "crate::".len()).collect();
+    let root_by_super = "super::".repeat(depth);
+    roots.extend(code.match_indices(&root_by_super).map(|(at, _)| at + root_by_super.len()));
+    for at in roots {
+        let rest = &code[at..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The group's own members: split at commas outside nested braces.
+            let mut nesting = 0usize;
+            let mut member_start = true;
+            for (offset, c) in group.char_indices() {
+                match c {
+                    '{' => nesting += 1,
+                    '}' if nesting == 0 => break,
+                    '}' => nesting -= 1,
+                    ',' if nesting == 0 => member_start = true,
+                    c if member_start && !c.is_whitespace() => {
+                        member_start = false;
+                        names.insert(word(&group[offset..]));
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            names.insert(word(rest));
+        }
+    }
+    names.retain(|name| !name.is_empty() && name != "super" && name != "self");
+    names
 }
 
 /// `text` without its `#[cfg(test)] mod ... { ... }` blocks (braces
@@ -102,6 +140,13 @@ fn no_two_modules_depend_on_each_other() {
     assert!(graph["app"].contains("store") && graph["federation"].contains("app"), "the scan finds no dependencies: {graph:?}");
     let cycles: Vec<String> = graph.keys().filter_map(|module| cycle_through(&graph, module)).map(|cycle| cycle.join(" -> ")).collect();
     assert!(cycles.is_empty(), "import cycles between modules:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn grouped_and_relative_paths_count() {
+    let found = crate_paths("use crate::{policy_files, schemas::x};\nuse super::super::store::Store;\nlet y = super::local;", 2);
+    assert_eq!(found, BTreeSet::from(["policy_files".to_owned(), "schemas".to_owned(), "store".to_owned()]));
+    assert!(module_graph()["cli"].contains("policy_files"), "cli names policy_files in a group");
 }
 
 #[test]
