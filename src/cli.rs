@@ -291,9 +291,9 @@ enum AuditCommand {
 enum SchemaName {
     Referral,
     Directory,
-    /// The OpenAPI 3.1 document as served at `/v1/openapi.json`: the
-    /// hand-kept `schemas/openapi.yaml` with the referral and directory
-    /// schemas bundled in, self-contained.
+    /// The OpenAPI 3.1 document (YAML) as committed in
+    /// `schemas/openapi.yaml` and served (as JSON) at `/v1/openapi.json`:
+    /// the hand-written paths with every schema generated, self-contained.
     Openapi,
 }
 
@@ -403,15 +403,13 @@ pub fn run() -> ExitCode {
         }
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
-            let schema = match which {
-                SchemaName::Referral => Ok(schemas::referral_schema()),
-                SchemaName::Directory => Ok(schemas::directory_schema()),
-                SchemaName::Openapi => crate::http::openapi_json().map_err(CliError::Usage),
+            let text = match which {
+                SchemaName::Referral => serde_json::to_string_pretty(&schemas::referral_schema()).map_err(CliError::from),
+                SchemaName::Directory => serde_json::to_string_pretty(&schemas::directory_schema()).map_err(CliError::from),
+                // YAML, as committed: the document is read by people too.
+                SchemaName::Openapi => crate::http::openapi_yaml().map_err(CliError::Usage),
             };
-            schema
-                .and_then(|schema| serde_json::to_string_pretty(&schema).map_err(CliError::from))
-                .and_then(|text| print(&text))
-                .map(|()| ExitCode::SUCCESS)
+            text.and_then(|text| print(&text)).map(|()| ExitCode::SUCCESS)
         }
     };
     result.unwrap_or_else(|error| {

@@ -12,6 +12,7 @@ pub mod recipient;
 pub mod retention;
 pub mod sending;
 pub mod vault;
+pub mod views;
 
 use std::sync::{Arc, RwLock};
 

@@ -27,7 +27,7 @@ pub enum CasePushError {
     WrongGateway,
 }
 
-pub fn sign(document: &Value, signer: &SigningKey) -> Result<String, CasePushError> {
+pub fn sign(document: &impl serde::Serialize, signer: &SigningKey) -> Result<String, CasePushError> {
     let payload = serde_json::to_vec(document).map_err(|e| CasePushError::Sign(e.to_string()))?;
     let mut header = JwsHeader::new();
     header.set_token_type(CASE_JWS_TYPE);

@@ -6,14 +6,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::baseline::Fields;
 use super::{DataCategory, Purpose};
 
 /// Why a category is withheld or a packet denied. The text of each code is a
 /// stable public contract (problem types, audit entries, metrics labels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     /// The recipient is not in the federation directory.
@@ -137,10 +138,11 @@ mod tests {
 }
 
 /// One reason for withholding a category, with the policy that gave it, if any.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct Withholding {
     pub reason: ReasonCode,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The policy that withheld it, when one did (a built-in rule or the DPO's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
 }
 
@@ -165,7 +167,7 @@ fn serialize_fields<S: serde::Serializer>(fields: &Fields, serializer: S) -> Res
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Allow,
@@ -253,5 +255,89 @@ impl Decision {
     /// `end_to_end.toml#<n>`. On an allow, the packet must not leave otherwise.
     pub fn end_to_end_required_by(&self) -> Option<&str> {
         self.end_to_end.as_deref()
+    }
+}
+
+/// A decision as it was recorded and is shown: to the sender, to the DPO
+/// and in a simulation. Unlike [`Decision`] it can be read back from the
+/// store, and it can be built from any JSON of that shape, so nothing sends
+/// on its say: what leaves is decided by [`Decision`] alone.
+///
+/// It serialises exactly as the [`Decision`] it comes from (a property test
+/// holds the two together), so an answer rendered from a stored decision is
+/// the answer given when it was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionRecord {
+    pub outcome: Outcome,
+    pub purpose: Purpose,
+    /// The policy set that decided (`sha256:` of its files).
+    pub policy_version: String,
+    /// Why a deny denied; absent on an allow.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub deny_reasons: BTreeSet<ReasonCode>,
+    /// Each category that goes, with its fields and the policies that allowed it.
+    pub sent: BTreeMap<DataCategory, SentRecord>,
+    /// Each category withheld, with every reason.
+    pub withheld: BTreeMap<DataCategory, BTreeSet<Withholding>>,
+    /// The rule that requires sealing end to end to the organisation's own key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_to_end: Option<String>,
+}
+
+/// A category that went, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SentRecord {
+    pub fields: FieldsRecord,
+    pub permitted_by: Vec<String>,
+}
+
+/// The fields of a category that went: all of them, or those named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FieldsRecord {
+    All(AllFields),
+    Only(Vec<String>),
+}
+
+/// `"all"`: every field of the category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AllFields {
+    #[serde(rename = "all")]
+    All,
+}
+
+impl From<&Decision> for DecisionRecord {
+    fn from(decision: &Decision) -> Self {
+        let sent = decision
+            .sent
+            .iter()
+            .map(|(category, sent)| {
+                let fields = match sent.fields {
+                    Fields::All => FieldsRecord::All(AllFields::All),
+                    Fields::Only(names) => FieldsRecord::Only(names.iter().map(|n| (*n).to_owned()).collect()),
+                };
+                (*category, SentRecord { fields, permitted_by: sent.permitted_by.clone() })
+            })
+            .collect();
+        Self {
+            outcome: decision.outcome,
+            purpose: decision.purpose,
+            policy_version: decision.policy_version.clone(),
+            deny_reasons: decision.deny_reasons.clone(),
+            sent,
+            withheld: decision.withheld.clone(),
+            end_to_end: decision.end_to_end.clone(),
+        }
+    }
+}
+
+impl DecisionRecord {
+    pub fn is_allow(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+
+    /// The categories that went.
+    pub fn sent_categories(&self) -> BTreeSet<DataCategory> {
+        self.sent.keys().copied().collect()
     }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A referral's progress at the receiving end. The recipient organisation
 /// reports the first six; the receiving gateway the last two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferralProgress {
     Accepted,

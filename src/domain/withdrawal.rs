@@ -171,7 +171,7 @@ impl ErasureNotice {
 }
 
 /// Where the erasure a withdrawal asked for stands, as the sender sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErasureState {
     /// No packet had been made: nothing left this gateway, nothing to erase elsewhere.

@@ -24,7 +24,7 @@ use crate::app::Gateway;
 use auth::Authenticator;
 use metrics::Metrics;
 
-pub use openapi::{openapi_json, OPENAPI_YAML};
+pub use openapi::{openapi_json, openapi_yaml};
 
 #[derive(Clone)]
 pub struct AppState {

@@ -2,14 +2,32 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::app::sending::referrals::Denied;
 use crate::app::{problem_type, AppError};
 use crate::domain::policy::PolicyProblem;
 use crate::domain::submission::FieldProblem;
 use crate::wire::FailureCode;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// The problem a denied referral is answered with: the problem members
+/// and what the decision said.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReferralDenied {
+    /// `https://referral-gateway.example/problems/referral-denied`
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    /// 422
+    pub status: u16,
+    pub detail: String,
+    #[serde(flatten)]
+    pub denied: Denied,
+}
 
 /// An error response of the API.
 #[derive(Debug)]
@@ -48,9 +66,20 @@ impl Problem {
         self
     }
 
-    /// A body the application built in full (a stored deny).
-    pub fn raw(status: StatusCode, body: Value) -> Self {
-        Self { status, body, retry_after: None }
+    /// `422 referral-denied`: the decision denied the referral (first
+    /// answer or replay alike, rendered from the recorded decision).
+    pub fn referral_denied(denied: Denied) -> Self {
+        let problem = ReferralDenied {
+            problem_type: problem_type("referral-denied"),
+            title: "The referral may not be sent".to_owned(),
+            status: StatusCode::UNPROCESSABLE_ENTITY.as_u16(),
+            detail: "The decision denied the referral; reason_codes says why. Nothing will be sent.".to_owned(),
+            denied,
+        };
+        match serde_json::to_value(problem) {
+            Ok(body) => Self { status: StatusCode::UNPROCESSABLE_ENTITY, body, retry_after: None },
+            Err(_) => internal(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {

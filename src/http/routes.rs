@@ -14,10 +14,13 @@ use serde_json::{json, Value};
 use super::extract::{json_body, json_text, Caller, PathParam};
 use super::problem::Problem;
 use super::AppState;
-use crate::app::recipient::cases::parse_cursor;
-use crate::app::dpo::policies::{PolicyUpload, Simulation};
-use crate::app::dpo::queries::AuditQuery;
-use crate::app::sending::referrals::Submitted;
+use crate::app::dpo::policies::{PolicyList, PolicyUpload, Simulation, SimulationAnswer};
+use crate::app::dpo::queries::{AuditPage, AuditQuery, Disclosures};
+use crate::app::dpo::subject_report::SubjectReport;
+use crate::app::reason_strings;
+use crate::app::recipient::cases::{parse_cursor, Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusReportRequest};
+use crate::app::sending::referrals::{ReferralView, Submitted};
+use crate::app::sending::withdrawal::{SubjectWithdrawalAnswer, WithdrawalAnswer, WithdrawalRequest};
 use crate::audit::Action;
 use crate::domain::SubjectRef;
 use crate::app::access::{Dpos, Overseers, Recipients, Senders};
@@ -30,31 +33,32 @@ pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Call
     let caller = state.gateway.authorize::<Senders>(&caller).await?;
     let text = json_text(&headers, body, state.body_limit).await?;
     match state.gateway.submit(&caller, &text).await? {
-        Submitted::Queued { referral_id, body, replayed } => {
+        Submitted::Queued { answer, replayed } => {
             if !replayed {
                 state.metrics.decision(true, &[]);
             }
-            let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-            if let Ok(location) = HeaderValue::from_str(&format!("/v1/referrals/{referral_id}")) {
+            let location = HeaderValue::from_str(&format!("/v1/referrals/{}", answer.referral_id));
+            let mut response = (StatusCode::ACCEPTED, Json(answer)).into_response();
+            if let Ok(location) = location {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             Ok(response)
         }
-        Submitted::Denied { body, reasons, replayed, .. } => {
+        Submitted::Denied { answer, replayed } => {
             if !replayed {
-                state.metrics.decision(false, &reasons);
+                state.metrics.decision(false, &reason_strings(&answer.reason_codes));
             }
-            Ok(Problem::raw(StatusCode::UNPROCESSABLE_ENTITY, body).into_response())
+            Ok(Problem::referral_denied(answer).into_response())
         }
     }
 }
 
-pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, PathParam(id): PathParam) -> Result<Json<Value>> {
+pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, PathParam(id): PathParam) -> Result<Json<ReferralView>> {
     let caller = state.gateway.authorize::<Senders>(&caller).await?;
     Ok(Json(state.gateway.referral(&caller, &id).await?))
 }
 
-pub async fn get_policies(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Value>> {
+pub async fn get_policies(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<PolicyList>> {
     let caller = state.gateway.authorize::<Dpos>(&caller).await?;
     Ok(Json(state.gateway.policies(&caller).await?))
 }
@@ -66,7 +70,7 @@ pub async fn put_policies(State(state): State<AppState>, Caller(caller): Caller,
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
-pub async fn simulate(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
+pub async fn simulate(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Json<SimulationAnswer>> {
     let caller = state.gateway.authorize::<Dpos>(&caller).await?;
     let simulation: Simulation = json_body(&headers, body, state.body_limit).await?;
     Ok(Json(state.gateway.simulate(&caller, simulation).await?))
@@ -82,7 +86,7 @@ pub async fn get_audit(
     State(state): State<AppState>,
     Caller(caller): Caller,
     query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>> {
+) -> Result<Json<AuditPage>> {
     let caller = state.gateway.authorize::<Overseers>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     let mut audit = AuditQuery::default();
@@ -106,7 +110,7 @@ pub async fn get_disclosures(
     State(state): State<AppState>,
     Caller(caller): Caller,
     query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Disclosures>> {
     let caller = state.gateway.authorize::<Overseers>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     if params.keys().any(|k| k != "subject_ref") {
@@ -116,7 +120,7 @@ pub async fn get_disclosures(
     Ok(Json(state.gateway.disclosures(&caller, &subject_ref).await?))
 }
 
-pub async fn get_subject_report(State(state): State<AppState>, Caller(caller): Caller, PathParam(subject): PathParam) -> Result<Json<Value>> {
+pub async fn get_subject_report(State(state): State<AppState>, Caller(caller): Caller, PathParam(subject): PathParam) -> Result<Json<SubjectReport>> {
     let caller = state.gateway.authorize::<Overseers>(&caller).await?;
     let subject_ref = subject_ref(&subject)?;
     Ok(Json(state.gateway.subject_report(&caller, &subject_ref).await?))
@@ -134,7 +138,7 @@ pub async fn get_inbox(
     State(state): State<AppState>,
     Caller(caller): Caller,
     query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>> {
+) -> Result<Json<InboxPage>> {
     let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     let mut limit = crate::app::recipient::cases::MAX_INBOX_PAGE;
@@ -148,17 +152,17 @@ pub async fn get_inbox(
     Ok(Json(state.gateway.inbox(&caller, params.get("cursor").map(String::as_str), limit).await?))
 }
 
-pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
+pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<InboxCase>> {
     let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     Ok(Json(state.gateway.inbox_case(&caller, &packet_id).await?))
 }
 
-pub async fn confirm_erasure(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
+pub async fn confirm_erasure(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<ErasureConfirmed>> {
     let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     Ok(Json(state.gateway.confirm_erasure(&caller, &packet_id).await?))
 }
 
-pub async fn acknowledge(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Value>> {
+pub async fn acknowledge(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<Acknowledged>> {
     let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     Ok(Json(state.gateway.acknowledge(&caller, &packet_id).await?))
 }
@@ -171,8 +175,8 @@ pub async fn report_status(
     body: Body,
 ) -> Result<Response> {
     let caller = state.gateway.authorize::<Recipients>(&caller).await?;
-    let report: Value = json_body(&headers, body, state.body_limit).await?;
-    let answer = state.gateway.report_status(&caller, &packet_id, &report).await?;
+    let report = StatusReportRequest::parse(&json_body::<Value>(&headers, body, state.body_limit).await?)?;
+    let answer = state.gateway.report_status(&caller, &packet_id, report).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
@@ -182,9 +186,9 @@ pub async fn withdraw_consent(
     PathParam(id): PathParam,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<WithdrawalAnswer>> {
     let caller = state.gateway.authorize::<Senders>(&caller).await?;
-    let scope: Value = json_body(&headers, body, state.body_limit).await?;
+    let scope = WithdrawalRequest::parse(&json_body::<Value>(&headers, body, state.body_limit).await?)?;
     Ok(Json(state.gateway.withdraw_consent(&caller, &id, &scope).await?))
 }
 
@@ -194,10 +198,10 @@ pub async fn withdraw_subject_consent(
     PathParam(subject): PathParam,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<SubjectWithdrawalAnswer>> {
     let caller = state.gateway.authorize::<Senders>(&caller).await?;
     let subject_ref = subject_ref(&subject)?;
-    let scope: Value = json_body(&headers, body, state.body_limit).await?;
+    let scope = WithdrawalRequest::parse(&json_body::<Value>(&headers, body, state.body_limit).await?)?;
     Ok(Json(state.gateway.withdraw_subject_consent(&caller, &subject_ref, &scope).await?))
 }
 

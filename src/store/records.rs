@@ -29,7 +29,8 @@ pub struct StoredReferral {
     pub policy_version: String,
     pub decision: String,
     pub consent: String,
-    pub response: String,
+    /// The DPO policy version that decided (the answer is rendered from it and the decision).
+    pub policy_number: i64,
     pub status: ReferralStatus,
     pub created_ms: i64,
     /// Case management passes to the recipient when it accepts.

@@ -350,9 +350,13 @@ pub fn client_for(who: Who) -> reqwest::Client {
     builder.build().unwrap()
 }
 
-/// Sends a request and reads the whole reply.
+/// Sends a request and reads the whole reply, which must be what the
+/// OpenAPI document says it is (`contract`).
 pub async fn send(request: reqwest::RequestBuilder) -> Reply {
-    let response = request.send().await.unwrap();
+    let (client, request) = request.build_split();
+    let request = request.unwrap();
+    let (method, path) = (request.method().to_string(), request.url().path().to_owned());
+    let response = client.execute(request).await.unwrap();
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -362,6 +366,7 @@ pub async fn send(request: reqwest::RequestBuilder) -> Reply {
         .to_owned();
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    crate::contract::check(&method, &path, status, &content_type, &body, &text);
     Reply { status, content_type, body, text }
 }
 

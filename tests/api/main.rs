@@ -2,6 +2,7 @@
 //! real TLS with client certificates, on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod contract;
 mod helpers;
 
 mod audit_chain;

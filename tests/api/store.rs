@@ -90,7 +90,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             policy_version: "sha256:0".to_owned(),
             decision: r#"{"sent":{"identity":{}}}"#.to_owned(),
             consent: "{}".to_owned(),
-            response: "{}".to_owned(),
+            policy_number: 1,
             status: if allowed { ReferralStatus::Queued } else { ReferralStatus::Denied },
             created_ms: at(0).timestamp_millis(),
             handover: false,

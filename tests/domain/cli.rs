@@ -234,8 +234,10 @@ fn schema_referral_prints_the_committed_schema() {
 fn schema_openapi_prints_the_served_self_contained_document() {
     let output = run(&["schema", "openapi"]);
     assert_eq!(output.status.code(), Some(0));
-    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let printed: serde_json::Value = serde_norway::from_str(&stdout(&output)).unwrap();
     assert!(printed == referral_gateway::http::openapi_json().unwrap(), "`schema openapi` differs from the served document");
+    let committed = std::fs::read_to_string(repo_path("schemas/openapi.yaml")).unwrap();
+    assert!(stdout(&output) == committed, "`schema openapi` differs from schemas/openapi.yaml");
     assert!(printed["components"]["schemas"]["ReferralSubmission"].is_object(), "the referral schema is not bundled");
     assert!(!stdout(&output).contains("referral.schema.json"), "an external reference is left");
 }

@@ -1662,6 +1662,22 @@ proptest! {
         prop_assert!(unknown.deny_reasons().contains(&ReasonCode::RecipientUnknown));
     }
 
+    /// A decision's record serialises as the decision itself, and reads back
+    /// from what was stored: an answer rendered again from the store is the
+    /// answer first given.
+    #[test]
+    fn a_decision_record_is_the_decision_as_stored(input in any_input()) {
+        let unknown = decide(&input.case, &input.consent, italy(), None, input.purpose, default_policy(), now());
+        for decision in policies().iter().map(|p| input.decide(&p.policy).0).chain([unknown]) {
+            let stored = serde_json::to_string(&decision).unwrap();
+            let record = referral_gateway::domain::decision::DecisionRecord::from(&decision);
+            prop_assert_eq!(serde_json::to_string(&record).unwrap(), stored.clone());
+            let read: referral_gateway::domain::decision::DecisionRecord = serde_json::from_str(&stored).unwrap();
+            prop_assert_eq!(&read, &record);
+            prop_assert_eq!(read.sent_categories(), decision.sent_categories());
+        }
+    }
+
     /// The whole decision equals an independent model: consent read from JSON,
     /// the built-in rules, the DPO rules in Rust and the baseline. Catches
     /// over-restriction as well as leaks, and checks the recorded permits.

@@ -1,4 +1,4 @@
-//! The committed JSON and Cedar schemas are the ones the code generates, and
+//! The committed JSON, OpenAPI and Cedar schemas are the ones the code generates, and
 //! every fixture is valid against them.
 
 use referral_gateway::domain::policy::schema_text;
@@ -16,6 +16,18 @@ fn committed_referral_schema_is_the_generated_one() {
     assert!(
         committed("schemas/referral.schema.json") == generated,
         "schemas/referral.schema.json is stale: run `cargo run -- schema referral > schemas/referral.schema.json`"
+    );
+}
+
+/// The contract cannot miss a field the code answers with: every request
+/// and response schema in the committed OpenAPI document is generated from
+/// the types the use cases take and return.
+#[test]
+fn committed_openapi_document_is_the_generated_one() {
+    let generated = referral_gateway::http::openapi_yaml().unwrap();
+    assert!(
+        committed("schemas/openapi.yaml") == generated,
+        "schemas/openapi.yaml is stale: run `cargo run -- schema openapi > schemas/openapi.yaml`"
     );
 }
 

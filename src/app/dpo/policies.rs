@@ -3,14 +3,16 @@
 use std::collections::BTreeMap;
 
 use chrono::DateTime;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::app::access::{Authorized, Dpos};
-use crate::app::millis_to_rfc3339;
+use crate::app::views::{RecipientRef, Timestamp};
 use crate::app::{reason_strings, ActivePolicy, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::domain::decide::decide;
+use crate::domain::decision::DecisionRecord;
 use crate::domain::policy::{is_toml_rule_file, PolicySource, DataProtectionPolicy};
 use crate::domain::submission::{FieldProblem, ReferralSubmission, SubmissionError};
 use crate::domain::OrgId;
@@ -20,12 +22,12 @@ use crate::store::{NewPolicyVersion, PolicyVersionRecord, Store, StoreError, Wri
 const MAX_POLICY_FILES: usize = 64;
 
 /// `PUT /v1/policies`: a whole new policy set.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpload {
-    /// File name (`*.cedar`) -> Cedar text; and optionally `retention.toml`
-    /// -> the retention rules (`domain::retention`) and `end_to_end.toml` ->
-    /// the end-to-end sealing rules (`domain::sealing`).
+    /// File name to text: at least one `*.cedar` file (Cedar policies), and
+    /// optionally `retention.toml` (retention rules, policy-guide.md 5.6) and
+    /// `end_to_end.toml` (end-to-end sealing rules).
     pub files: BTreeMap<String, String>,
     /// Why this version: shown in the history.
     #[serde(default)]
@@ -33,10 +35,12 @@ pub struct PolicyUpload {
 }
 
 /// `POST /v1/policies/simulate`: a referral decided without side effects.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Simulation {
     /// A referral submission, as `POST /v1/referrals` takes it.
+    // Parsed as a submission is (`ReferralSubmission::parse`), with its problems.
+    #[schemars(with = "ReferralSubmission")]
     pub referral: Value,
     /// The recipient to decide for; defaults to the referral's destination.
     #[serde(default)]
@@ -94,14 +98,72 @@ fn compile_stored(record: &PolicyVersionRecord) -> Result<ActivePolicy, String> 
     Ok(ActivePolicy { number: record.number, policy })
 }
 
-fn summary(record: &PolicyVersionRecord) -> Value {
-    json!({
-        "number": record.number,
-        "version": record.version,
-        "author": { "org": record.author_org, "subject": record.author_subject },
-        "created_at": millis_to_rfc3339(record.created_ms),
-        "note": record.note,
-    })
+fn summary(record: &PolicyVersionRecord) -> PolicySummary {
+    PolicySummary {
+        number: record.number,
+        version: record.version.clone(),
+        author: PolicyAuthor { org: record.author_org.clone(), subject: record.author_subject.clone() },
+        created_at: Timestamp(record.created_ms),
+        note: record.note.clone(),
+    }
+}
+
+/// `GET /v1/policies`: the active version with its files, and every
+/// version, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PolicyList {
+    pub active: Option<ActivePolicyView>,
+    pub history: Vec<PolicySummary>,
+}
+
+/// The active policy version, with its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ActivePolicyView {
+    #[serde(flatten)]
+    pub summary: PolicySummary,
+    /// File name to text, as uploaded.
+    pub files: BTreeMap<String, String>,
+}
+
+/// One policy version: who stored it, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PolicySummary {
+    /// Numbered from 1, in the order stored.
+    pub number: i64,
+    /// `sha256:` of the files.
+    pub version: String,
+    pub author: PolicyAuthor,
+    pub created_at: Timestamp,
+    pub note: Option<String>,
+}
+
+/// Who stored a policy version: a DPO of an organisation, or the gateway
+/// itself (`org` null) for the initial policy from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PolicyAuthor {
+    pub org: Option<String>,
+    pub subject: String,
+}
+
+/// `PUT /v1/policies`: the version stored, which is active from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PolicyStored {
+    pub number: i64,
+    pub version: String,
+    /// Always true: an uploaded version takes effect at once.
+    pub active: bool,
+}
+
+/// `POST /v1/policies/simulate`: what the gateway would decide; nothing is
+/// stored or sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SimulationAnswer {
+    /// The recipient decided for, as the directory knows it; `null` if it does not.
+    pub recipient: Option<RecipientRef>,
+    pub decided_at: DateTime<chrono::Utc>,
+    /// Whether the candidate policy files of the request decided, instead of the active version.
+    pub candidate_policy: bool,
+    pub decision: DecisionRecord,
 }
 
 /// Why the gateway cannot start with its stored or configured policy.
@@ -145,24 +207,18 @@ pub async fn load_active(
 }
 
 impl Gateway {
-    pub async fn policies(&self, principal: &Authorized<Dpos>) -> Result<Value, AppError> {
+    pub async fn policies(&self, principal: &Authorized<Dpos>) -> Result<PolicyList, AppError> {
         let versions = self.store.policy_versions().await?;
         let active = match versions.last() {
-            Some(latest) => {
-                let mut active = summary(latest);
-                if let Some(object) = active.as_object_mut() {
-                    object.insert("files".to_owned(), json!(files_of(latest)?));
-                }
-                active
-            }
-            None => Value::Null,
+            Some(latest) => Some(ActivePolicyView { summary: summary(latest), files: files_of(latest)? }),
+            None => None,
         };
         self.audit(AuditEvent::new(self.now(), principal.actor(), Action::PolicyRead, "ok")).await?;
-        Ok(json!({ "active": active, "history": versions.iter().rev().map(summary).collect::<Vec<_>>() }))
+        Ok(PolicyList { active, history: versions.iter().rev().map(summary).collect() })
     }
 
     /// Validates and stores a new policy set, which becomes active at once.
-    pub async fn upload_policy(&self, principal: &Authorized<Dpos>, upload: PolicyUpload) -> Result<Value, AppError> {
+    pub async fn upload_policy(&self, principal: &Authorized<Dpos>, upload: PolicyUpload) -> Result<PolicyStored, AppError> {
         let now = self.now();
         let policy = match compile(&upload.files) {
             Ok(policy) => policy,
@@ -186,12 +242,12 @@ impl Gateway {
         };
         let version = policy.version().to_owned();
         self.activate(ActivePolicy { number, policy });
-        Ok(json!({ "number": number, "version": version, "active": true }))
+        Ok(PolicyStored { number, version, active: true })
     }
 
     /// Decides a referral without storing or sending anything; only the fact
     /// that a simulation ran is audited.
-    pub async fn simulate(&self, principal: &Authorized<Dpos>, simulation: Simulation) -> Result<Value, AppError> {
+    pub async fn simulate(&self, principal: &Authorized<Dpos>, simulation: Simulation) -> Result<SimulationAnswer, AppError> {
         let now = self.now();
         let at = simulation.at.unwrap_or(now);
         let text = simulation.referral.to_string();
@@ -213,12 +269,12 @@ impl Gateway {
             .policy_version(decision.policy_version())
             .reasons(reason_strings(decision.deny_reasons()));
         self.audit(event).await?;
-        Ok(json!({
-            "recipient": recipient.as_ref().map(|r| json!({ "org": r.id.as_str(), "country": r.country.as_str() })),
-            "decided_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "candidate_policy": candidate.is_some(),
-            "decision": decision,
-        }))
+        Ok(SimulationAnswer {
+            recipient: recipient.as_ref().map(|r| RecipientRef { org: r.id.to_string(), country: Some(r.country.to_string()) }),
+            decided_at: at,
+            candidate_policy: candidate.is_some(),
+            decision: DecisionRecord::from(&decision),
+        })
     }
 
     /// Picks up a policy version another replica stored: compares the newest

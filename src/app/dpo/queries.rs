@@ -1,11 +1,14 @@
 //! The DPO's and auditor's questions: the audit log, and who received what.
 
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::app::access::{Authorized, Overseers};
-use crate::app::millis_to_rfc3339;
+use crate::app::views::{ConsentSummary, RecipientRef, Timestamp};
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent, AuditRecord};
+use crate::domain::decision::DecisionRecord;
+use crate::domain::lifecycle::ReferralStatus;
 use crate::store::AuditFilter;
 
 pub const DEFAULT_PAGE: i64 = 100;
@@ -24,24 +27,86 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-fn entry(record: &AuditRecord) -> Value {
-    json!({
-        "seq": record.seq,
-        "at": millis_to_rfc3339(record.at_ms),
-        "actor": { "org": record.actor_org, "subject": record.actor_subject },
-        "action": record.action,
-        "referral_id": record.referral_id,
-        "subject_key": record.subject_key,
-        "policy_version": record.policy_version,
-        "outcome": record.outcome,
-        "reasons": record.reasons,
-        "prev_hash": record.prev_hash,
-        "hash": record.hash,
-    })
+/// `GET /v1/audit`: a page of the log, in chain order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Set when the page is full: pass it as `cursor` for the entries after it.
+    pub next_cursor: Option<String>,
+}
+
+/// One entry of the hash-chained audit log. It holds ids, codes and keyed
+/// references only, never personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct AuditEntry {
+    /// The entry's place in the chain.
+    pub seq: i64,
+    pub at: Timestamp,
+    pub actor: AuditActor,
+    /// What was done (`referral.submit`, `inbox.read`, ...).
+    pub action: String,
+    pub referral_id: Option<String>,
+    /// The keyed hash of the subject reference, never the reference itself.
+    pub subject_key: Option<String>,
+    pub policy_version: Option<String>,
+    pub outcome: String,
+    pub reasons: Vec<String>,
+    /// The hash of the entry before it, which this entry's hash covers.
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Who acted: a caller of an organisation, or the gateway itself (`org` null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct AuditActor {
+    pub org: Option<String>,
+    pub subject: String,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(record: AuditRecord) -> Self {
+        Self {
+            seq: record.seq,
+            at: Timestamp(record.at_ms),
+            actor: AuditActor { org: record.actor_org, subject: record.actor_subject },
+            action: record.action,
+            referral_id: record.referral_id,
+            subject_key: record.subject_key,
+            policy_version: record.policy_version,
+            outcome: record.outcome,
+            reasons: record.reasons,
+            prev_hash: record.prev_hash,
+            hash: record.hash,
+        }
+    }
+}
+
+/// `GET /v1/disclosures`: which organisations in which countries were given
+/// which categories about a subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Disclosures {
+    pub subject_ref: String,
+    pub disclosures: Vec<Disclosure>,
+}
+
+/// What one allowed referral disclosed: to whom, which categories, when,
+/// under which policy version and consent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Disclosure {
+    pub referral_id: String,
+    pub sender_org: String,
+    pub recipient: RecipientRef,
+    pub purpose: String,
+    pub categories: Vec<String>,
+    pub decided_at: Timestamp,
+    pub status: ReferralStatus,
+    pub policy_version: String,
+    /// The consent facts kept with the decision; `null` if unreadable.
+    pub consent: Option<ConsentSummary>,
 }
 
 impl Gateway {
-    pub async fn audit_log(&self, principal: &Authorized<Overseers>, query: AuditQuery) -> Result<Value, AppError> {
+    pub async fn audit_log(&self, principal: &Authorized<Overseers>, query: AuditQuery) -> Result<AuditPage, AppError> {
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let filter = AuditFilter {
             from_ms: query.from_ms,
@@ -56,39 +121,39 @@ impl Gateway {
         let records = self.store.audit(&filter).await?;
         let next_cursor = (records.len() as i64 == limit).then(|| records.last().map(|r| r.seq)).flatten();
         self.audit(AuditEvent::new(self.now(), principal.actor(), Action::AuditRead, "ok")).await?;
-        Ok(json!({
-            "entries": records.iter().map(entry).collect::<Vec<_>>(),
-            "next_cursor": next_cursor.map(|c| c.to_string()),
-        }))
+        Ok(AuditPage { entries: records.into_iter().map(AuditEntry::from).collect(), next_cursor: next_cursor.map(|c| c.to_string()) })
     }
 
     /// Which organisations in which countries were given which categories
     /// about a subject, when, under which policy version and consent.
-    pub async fn disclosures(&self, principal: &Authorized<Overseers>, subject_ref: &str) -> Result<Value, AppError> {
+    pub async fn disclosures(&self, principal: &Authorized<Overseers>, subject_ref: &str) -> Result<Disclosures, AppError> {
         let subject_key = self.subject_key(subject_ref);
         // What went somewhere: the allowed referrals about the subject.
         let rows: Vec<_> = self.store.subject_referrals(&subject_key).await?.into_iter().filter(|r| r.outcome == "allow").collect();
         let event = AuditEvent::new(self.now(), principal.actor(), Action::DisclosuresRead, "ok").subject_key(subject_key);
         self.audit(event).await?;
-        let disclosures: Vec<Value> = rows
-            .iter()
-            .map(|row| {
-                let decision: Value = serde_json::from_str(&row.decision).unwrap_or(Value::Null);
-                let categories: Vec<String> =
-                    decision.get("sent").and_then(Value::as_object).map(|sent| sent.keys().cloned().collect()).unwrap_or_default();
-                json!({
-                    "referral_id": row.referral_id,
-                    "sender_org": row.sender_org,
-                    "recipient": { "org": row.destination_org, "country": row.destination_country },
-                    "purpose": row.purpose,
-                    "categories": categories,
-                    "decided_at": millis_to_rfc3339(row.created_ms),
-                    "status": row.status,
-                    "policy_version": row.policy_version,
-                    "consent": serde_json::from_str::<Value>(&row.consent).unwrap_or(Value::Null),
-                })
+        let disclosures = rows
+            .into_iter()
+            .map(|row| Disclosure {
+                categories: sent_category_names(&row.decision),
+                consent: ConsentSummary::read(&row.consent),
+                recipient: RecipientRef { org: row.destination_org, country: row.destination_country },
+                decided_at: Timestamp(row.created_ms),
+                referral_id: row.referral_id,
+                sender_org: row.sender_org,
+                purpose: row.purpose,
+                status: row.status,
+                policy_version: row.policy_version,
             })
             .collect();
-        Ok(json!({ "subject_ref": subject_ref, "disclosures": disclosures }))
+        Ok(Disclosures { subject_ref: subject_ref.to_owned(), disclosures })
     }
+}
+
+/// The names of the categories a stored decision sent, in its order; none
+/// if the record is unreadable.
+pub(crate) fn sent_category_names(stored_decision: &str) -> Vec<String> {
+    serde_json::from_str::<DecisionRecord>(stored_decision)
+        .map(|decision| decision.sent.keys().map(|c| c.as_str().to_owned()).collect())
+        .unwrap_or_default()
 }

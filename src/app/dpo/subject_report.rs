@@ -3,16 +3,21 @@
 //! signed receipts and confirmations it holds from peers. For the DPO and
 //! the auditor, through the API or at a terminal (`report subject`).
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::app::access::{Authorized, Overseers};
-use crate::app::millis_to_rfc3339;
+use crate::app::views::{ConsentSummary, RecipientRef, Timestamp};
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
+use crate::domain::decision::{DecisionRecord, ReasonCode};
 use crate::domain::status::ReferralProgress;
-use crate::domain::lifecycle::{OutboxState, ReferralEvent};
-use crate::domain::withdrawal::{erasure_progress, ErasedBy};
+use crate::domain::DataCategory;
+use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::withdrawal::{erasure_progress, ErasedBy, ErasureState};
 use crate::store::{Store, SubjectReferral, TimelineEntry};
 
 /// A subject's referrals with their timelines, as the store holds them.
@@ -25,20 +30,155 @@ pub async fn subject_records(store: &dyn Store, subject_key: &str) -> Result<Vec
     Ok(records)
 }
 
-/// The report itself, from the records alone: no IO, no clock read.
-pub fn subject_report(subject_ref: &str, records: &[(SubjectReferral, Vec<TimelineEntry>)], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> Value {
-    json!({
-        "subject_ref": subject_ref,
-        "generated_at": millis_to_rfc3339(now.timestamp_millis()),
-        "referrals": records.iter().map(|(referral, timeline)| referral_report(referral, timeline, erasure_deadline, now)).collect::<Vec<_>>(),
-    })
+/// `GET /v1/subjects/{subject_ref}/report`: who holds what about a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SubjectReport {
+    pub subject_ref: String,
+    pub generated_at: Timestamp,
+    /// Every referral about the subject this gateway sent or refused, oldest first.
+    pub referrals: Vec<ReferralReport>,
 }
 
-fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> Value {
-    let decision: Value = serde_json::from_str(&referral.decision).unwrap_or(Value::Null);
-    let keys = |member: &str| -> Vec<String> { decision.get(member).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default() };
+/// One referral about the subject: what was decided and sent, where it is
+/// held, and what was erased when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReferralReport {
+    pub referral_id: String,
+    pub sender_org: String,
+    pub recipient: RecipientRef,
+    pub purpose: String,
+    pub submitted_at: Timestamp,
+    pub outcome: String,
+    /// Why a denied referral was denied.
+    pub reason_codes: Vec<ReasonCode>,
+    pub policy_version: String,
+    /// The consent facts kept with the decision; `null` if unreadable.
+    pub consent: Option<ConsentSummary>,
+    pub categories: CategoriesReport,
+    pub delivery: Option<DeliveryReport>,
+    pub held: Held,
+    /// Each erasure, where and when; a partial withdrawal's with its categories.
+    pub erased: Vec<ErasureDone>,
+    /// Where the erasure after a whole withdrawal stands; `null` without one.
+    pub erasure: Option<ErasureSummary>,
+    pub status: ReferralStatus,
+    pub timeline: Vec<ReportStep>,
+}
+
+/// The categories, as the decision and later withdrawals left them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct CategoriesReport {
+    pub sent: Vec<String>,
+    pub withheld: Vec<String>,
+    /// Taken back by partial withdrawals.
+    pub withdrawn: BTreeSet<String>,
+}
+
+/// The referral's packet and its receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct DeliveryReport {
+    pub state: OutboxState,
+    pub packet_id: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+    /// The receiving gateway's signed receipt: proof of what it took.
+    pub receipt: Option<String>,
+}
+
+/// What each place holds about the referral, as far as this gateway knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Held {
+    pub this_gateway: HeldHere,
+    pub recipient_gateway: HeldAtGateway,
+    pub recipient_organisation: HeldAtOrganisation,
+}
+
+/// What this gateway holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldHere {
+    /// A denied referral: only its decision.
+    DecisionOnly,
+    Erased,
+    /// The payload, sealed, waiting for delivery.
+    PayloadSealed,
+    /// Delivered: only the peer's receipt.
+    ReceiptOnly,
+    /// Expired undelivered: the payload was blanked when it expired.
+    Nothing,
+}
+
+/// What the recipient's gateway holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldAtGateway {
+    Nothing,
+    Erased,
+    RefusedAtScreening,
+    Held,
+    /// A packet was made and perhaps sent, never receipted: it may have arrived.
+    Unknown,
+}
+
+/// What the recipient organisation holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldAtOrganisation {
+    ErasureConfirmed,
+    Acknowledged,
+    /// Without an acknowledgement or a report, the organisation may still hold the case.
+    Unknown,
+    Nothing,
+}
+
+/// An erasure that happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ErasureDone {
+    #[serde(rename = "where")]
+    pub place: ErasurePlace,
+    pub at: Timestamp,
+    /// For a partial withdrawal: the categories erased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+}
+
+/// Where something was erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasurePlace {
+    ThisGateway,
+    RecipientGateway,
+    RecipientOrganisation,
+}
+
+/// Where the erasure after a whole withdrawal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ErasureSummary {
+    pub state: ErasureState,
+    pub due_by: Option<Timestamp>,
+}
+
+/// One step of the referral's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReportStep {
+    pub status: ReferralEvent,
+    pub at: Timestamp,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// The report itself, from the records alone: no IO, no clock read.
+pub fn subject_report(subject_ref: &str, records: &[(SubjectReferral, Vec<TimelineEntry>)], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> SubjectReport {
+    SubjectReport {
+        subject_ref: subject_ref.to_owned(),
+        generated_at: Timestamp::of(now),
+        referrals: records.iter().map(|(referral, timeline)| referral_report(referral, timeline, erasure_deadline, now)).collect(),
+    }
+}
+
+fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> ReferralReport {
+    let decision: Option<DecisionRecord> = serde_json::from_str(&referral.decision).ok();
     let steps: Vec<ReferralEvent> = timeline.iter().map(|t| t.status).collect();
-    let first = |status: ReferralEvent| timeline.iter().find(|t| t.status == status).map(|t| millis_to_rfc3339(t.at_ms));
+    let first = |status: ReferralEvent| timeline.iter().find(|t| t.status == status).map(|t| Timestamp(t.at_ms));
     let allowed = referral.outcome == "allow";
     let packet_made = referral.delivery.as_ref().is_some_and(|d| d.packet_id.is_some());
     let receipted = referral.delivery.as_ref().is_some_and(|d| d.receipt.is_some());
@@ -48,28 +188,28 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     let retention_expired = steps.contains(&ReferralEvent::RetentionExpired);
 
     let here = if !allowed {
-        "decision_only"
+        HeldHere::DecisionOnly
     } else if withdrawn || retention_expired {
-        "erased"
+        HeldHere::Erased
     } else if referral.delivery.as_ref().is_some_and(|d| d.state == OutboxState::Pending) {
-        "payload_sealed"
+        HeldHere::PayloadSealed
     } else if receipted {
-        "receipt_only"
+        HeldHere::ReceiptOnly
     } else {
         // Expired undelivered: the payload was blanked when it expired.
-        "nothing"
+        HeldHere::Nothing
     };
     let at_gateway = if !packet_made {
-        "nothing"
+        HeldAtGateway::Nothing
     } else if steps.contains(&ErasedBy::Gateway.timeline_status(false)) {
-        "erased"
+        HeldAtGateway::Erased
     } else if steps.contains(&ReferralEvent::Refused) {
-        "refused_at_screening"
+        HeldAtGateway::RefusedAtScreening
     } else if receipted {
-        "held"
+        HeldAtGateway::Held
     } else {
         // Made and perhaps sent, never receipted: it may have arrived.
-        "unknown"
+        HeldAtGateway::Unknown
     };
     let taken = steps.iter().any(|s| {
         *s == ReferralEvent::Forwarded || ReferralProgress::REPORTED_BY_RECIPIENTS.iter().any(|p| ReferralEvent::from(*p) == *s)
@@ -77,78 +217,75 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
     // The sender hears of an acknowledgement or a report, not of a read or a
     // webhook push: without one, the organisation may still hold the case.
     let at_organisation = if steps.contains(&ErasedBy::Organisation.timeline_status(false)) {
-        "erasure_confirmed"
+        HeldAtOrganisation::ErasureConfirmed
     } else if taken {
-        "acknowledged"
-    } else if at_gateway == "held" || at_gateway == "unknown" {
-        "unknown"
+        HeldAtOrganisation::Acknowledged
+    } else if matches!(at_gateway, HeldAtGateway::Held | HeldAtGateway::Unknown) {
+        HeldAtOrganisation::Unknown
     } else {
-        "nothing"
+        HeldAtOrganisation::Nothing
     };
     // A denied referral had nothing to erase: its withdrawal only records the consent's end.
-    let mut erased: Vec<Value> = [
-        (ReferralEvent::Withdrawn, "this_gateway"),
-        (ReferralEvent::RetentionExpired, "this_gateway"),
-        (ReferralEvent::ErasedAtGateway, "recipient_gateway"),
-        (ReferralEvent::ErasureConfirmed, "recipient_organisation"),
+    let mut erased: Vec<ErasureDone> = [
+        (ReferralEvent::Withdrawn, ErasurePlace::ThisGateway),
+        (ReferralEvent::RetentionExpired, ErasurePlace::ThisGateway),
+        (ReferralEvent::ErasedAtGateway, ErasurePlace::RecipientGateway),
+        (ReferralEvent::ErasureConfirmed, ErasurePlace::RecipientOrganisation),
     ]
-        .iter()
-        .filter(|_| allowed)
-        .filter_map(|(status, place)| first(*status).map(|at| json!({ "where": place, "at": at })))
-        .collect();
+    .iter()
+    .filter(|_| allowed)
+    .filter_map(|(status, place)| first(*status).map(|at| ErasureDone { place: *place, at, categories: None }))
+    .collect();
     // Each partial withdrawal's erasures, with the categories they took.
     let partial_places = [
-        (ReferralEvent::ConsentNarrowed, "this_gateway"),
-        (ReferralEvent::ConsentNarrowedBeforeSending, "this_gateway"),
-        (ReferralEvent::NarrowedAtGateway, "recipient_gateway"),
-        (ReferralEvent::NarrowingConfirmed, "recipient_organisation"),
+        (ReferralEvent::ConsentNarrowed, ErasurePlace::ThisGateway),
+        (ReferralEvent::ConsentNarrowedBeforeSending, ErasurePlace::ThisGateway),
+        (ReferralEvent::NarrowedAtGateway, ErasurePlace::RecipientGateway),
+        (ReferralEvent::NarrowingConfirmed, ErasurePlace::RecipientOrganisation),
     ];
     erased.extend(timeline.iter().filter_map(|t| {
         let place = partial_places.iter().find(|(status, _)| *status == t.status)?.1;
-        Some(json!({ "where": place, "at": millis_to_rfc3339(t.at_ms), "categories": t.reasons }))
+        Some(ErasureDone { place, at: Timestamp(t.at_ms), categories: Some(t.reasons.clone()) })
     }));
-    let withdrawn_categories: std::collections::BTreeSet<&str> =
-        timeline.iter().filter(|t| t.status.records_narrowing()).flat_map(|t| t.reasons.iter().map(String::as_str)).collect();
+    let withdrawn_categories: BTreeSet<String> = timeline.iter().filter(|t| t.status.records_narrowing()).flat_map(|t| t.reasons.iter().cloned()).collect();
     let erasure = timeline.iter().find(|t| t.status == ReferralEvent::Withdrawn).and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.at_ms)).map(|at| {
         let progress = erasure_progress(at, false, packet_made, &steps, erasure_deadline, now);
-        json!({ "state": progress.state, "due_by": progress.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())) })
+        ErasureSummary { state: progress.state, due_by: progress.due_by.map(Timestamp::of) }
     });
+    let names = |categories: Vec<DataCategory>| categories.into_iter().map(|c| c.as_str().to_owned()).collect();
 
-    json!({
-        "referral_id": referral.referral_id,
-        "sender_org": referral.sender_org,
-        "recipient": { "org": referral.destination_org, "country": referral.destination_country },
-        "purpose": referral.purpose,
-        "submitted_at": millis_to_rfc3339(referral.created_ms),
-        "outcome": referral.outcome,
-        "reason_codes": decision.get("deny_reasons").cloned().unwrap_or(json!([])),
-        "policy_version": referral.policy_version,
-        "consent": serde_json::from_str::<Value>(&referral.consent).unwrap_or(Value::Null),
-        "categories": { "sent": keys("sent"), "withheld": keys("withheld"), "withdrawn": withdrawn_categories },
-        "delivery": referral.delivery.as_ref().map(|d| json!({
-            "state": d.state,
-            "packet_id": d.packet_id,
-            "delivered_at": first(ReferralEvent::Delivered),
-            // The receiving gateway's signed receipt: proof of what it took.
-            "receipt": d.receipt,
-        })),
-        "held": { "this_gateway": here, "recipient_gateway": at_gateway, "recipient_organisation": at_organisation },
-        "erased": erased,
-        "erasure": erasure,
-        "status": referral.status,
-        "timeline": timeline.iter().map(|t| {
-            if t.reasons.is_empty() {
-                json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })
-            } else {
-                json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms), "reasons": t.reasons })
-            }
-        }).collect::<Vec<_>>(),
-    })
+    ReferralReport {
+        referral_id: referral.referral_id.clone(),
+        sender_org: referral.sender_org.clone(),
+        recipient: RecipientRef { org: referral.destination_org.clone(), country: referral.destination_country.clone() },
+        purpose: referral.purpose.clone(),
+        submitted_at: Timestamp(referral.created_ms),
+        outcome: referral.outcome.clone(),
+        reason_codes: decision.as_ref().map(|d| d.deny_reasons.iter().copied().collect()).unwrap_or_default(),
+        policy_version: referral.policy_version.clone(),
+        consent: ConsentSummary::read(&referral.consent),
+        categories: CategoriesReport {
+            sent: names(decision.as_ref().map(|d| d.sent.keys().copied().collect()).unwrap_or_default()),
+            withheld: names(decision.as_ref().map(|d| d.withheld.keys().copied().collect()).unwrap_or_default()),
+            withdrawn: withdrawn_categories,
+        },
+        delivery: referral.delivery.as_ref().map(|d| DeliveryReport {
+            state: d.state,
+            packet_id: d.packet_id.clone(),
+            delivered_at: first(ReferralEvent::Delivered),
+            receipt: d.receipt.clone(),
+        }),
+        held: Held { this_gateway: here, recipient_gateway: at_gateway, recipient_organisation: at_organisation },
+        erased,
+        erasure,
+        status: referral.status,
+        timeline: timeline.iter().map(|t| ReportStep { status: t.status, at: Timestamp(t.at_ms), reasons: t.reasons.clone() }).collect(),
+    }
 }
 
 impl Gateway {
     /// The subject report (role dpo or auditor); audited with the keyed subject reference.
-    pub async fn subject_report(&self, principal: &Authorized<Overseers>, subject_ref: &str) -> Result<Value, AppError> {
+    pub async fn subject_report(&self, principal: &Authorized<Overseers>, subject_ref: &str) -> Result<SubjectReport, AppError> {
         let subject_key = self.subject_key(subject_ref);
         let records = subject_records(self.store.as_ref(), &subject_key).await?;
         let now = self.now();
@@ -161,7 +298,9 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::millis_to_rfc3339;
     use crate::store::DeliveryRecord;
+    use serde_json::{json, Value};
     use chrono::TimeZone;
 
     fn at(minutes: i64) -> DateTime<Utc> {
@@ -176,7 +315,7 @@ mod tests {
             destination_country: Some("GMB".to_owned()),
             purpose: "return".to_owned(),
             outcome: outcome.to_owned(),
-            decision: r#"{"outcome":"allow","sent":{"identity":{},"contact":{}},"withheld":{"asylum":["purpose_baseline"]}}"#.to_owned(),
+            decision: r#"{"outcome":"allow","purpose":"return","policy_version":"sha256:0","sent":{"identity":{"fields":"all","permitted_by":["p1"]},"contact":{"fields":["phone"],"permitted_by":["p1"]}},"withheld":{"asylum":[{"reason":"not_needed_for_purpose"}]}}"#.to_owned(),
             consent: "{}".to_owned(),
             policy_version: "sha256:0".to_owned(),
             status: crate::domain::lifecycle::ReferralStatus::Queued,
@@ -203,7 +342,7 @@ mod tests {
     }
 
     fn report_of(referral: SubjectReferral, timeline: Vec<TimelineEntry>) -> Value {
-        subject_report("ITA-2026-000303", &[(referral, timeline)], chrono::Duration::hours(72), at(60))
+        serde_json::to_value(subject_report("ITA-2026-000303", &[(referral, timeline)], chrono::Duration::hours(72), at(60))).unwrap()
     }
 
     #[test]

@@ -8,19 +8,18 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::app::sending::delivery::SendFailure;
-use crate::app::millis_to_rfc3339;
+use crate::app::receiving::received::{CaseDocument, SealedWithdrawalDocument};
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::case_push;
-use crate::crypto::packet::PacketClaims;
 use crate::directory::Delivery;
 use crate::domain::status::ReferralProgress;
 use crate::domain::OrgId;
 use crate::domain::lifecycle::InboxState;
-use crate::store::{InboxItem, InboxMove, SealedWithdrawal, Write};
+use crate::store::{InboxItem, InboxMove, Write};
 
 /// The port to recipients' webhooks: posts a signed case, `Ok` on 2xx.
 #[async_trait]
@@ -99,7 +98,7 @@ impl Gateway {
         let keys = self.federation_keys().ok_or(AppError::NotFederated)?;
         let signer = self.directory().current_signing_key(self.country, now, &keys.signing).cloned().ok_or(AppError::NotFederated)?;
         let withdrawals = self.handed_over_withdrawals(&item, &claims).await?;
-        let signed = case_push::sign(&case_document(&item, &claims, &withdrawals), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
+        let signed = case_push::sign(&CaseDocument::new(&item, &claims, &withdrawals), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
                 let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
@@ -151,12 +150,16 @@ impl Gateway {
         // No case in it: only the fact, so the organisation erases its copy or those categories of it.
         // For a case sealed end to end, the withdrawals themselves: only the organisation can read what they name.
         let sealed = if narrowing { self.store.sealed_withdrawals(&item.packet_id, &item.issuer).await? } else { Vec::new() };
-        let notice = if narrowing && !sealed.is_empty() {
-            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "narrowed", "withdrawals": withdrawal_documents(&sealed) })
-        } else if narrowing {
-            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": "narrowed", "erased_categories": item.narrowed })
-        } else {
-            json!({ "packet_id": item.packet_id, "recipient": item.recipient_org, "from_country": item.issuer, "state": InboxState::Erased })
+        let notice = PushedNotice {
+            packet_id: item.packet_id.clone(),
+            recipient: item.recipient_org.clone(),
+            from_country: item.issuer.clone(),
+            state: if narrowing { NoticeState::Narrowed } else { NoticeState::Erased },
+            erased_categories: (narrowing && sealed.is_empty()).then(|| item.narrowed.clone()),
+            withdrawals: sealed
+                .iter()
+                .map(|w| SealedWithdrawalDocument { packet_id: w.withdrawal_id.clone(), end_to_end: w.end_to_end.clone() })
+                .collect(),
         };
         let signed = case_push::sign(&notice, &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
@@ -195,44 +198,26 @@ impl Gateway {
     }
 }
 
-/// What the recipient receives: the same document `GET /v1/inbox/{id}` gives.
-/// `withdrawals`: for a case sealed end to end, its partial withdrawals,
-/// sealed end to end too.
-pub(crate) fn case_document(item: &InboxItem, claims: &PacketClaims, withdrawals: &[SealedWithdrawal]) -> Value {
-    if let Some(sealed) = &claims.end_to_end {
-        // Sealed to the organisation's own key: this gateway hands over what
-        // it could not open, with the routing facts it knows.
-        let mut document = json!({
-            "packet_id": item.packet_id,
-            "recipient": claims.recipient,
-            "from_country": item.issuer,
-            "received_at": millis_to_rfc3339(item.received_ms),
-            "end_to_end": sealed,
-        });
-        if let (false, Some(fields)) = (withdrawals.is_empty(), document.as_object_mut()) {
-            // Withdrawn in part by the person: the organisation opens these and cuts what they name.
-            fields.insert("withdrawals".to_owned(), withdrawal_documents(withdrawals));
-        }
-        return document;
-    }
-    json!({
-        "packet_id": item.packet_id,
-        "recipient": claims.recipient,
-        "from_country": item.issuer,
-        "purpose": claims.purpose,
-        "policy_version": claims.policy_version,
-        "consent_expires_at": claims.consent_expires_at,
-        "retention_until": claims.retention_until,
-        "retention_days_after_closure": claims.retention_days_after_closure,
-        "received_at": millis_to_rfc3339(item.received_ms),
-        "handover": claims.handover,
-        "case": claims.body,
-        // Withdrawn by the person after the case was first seen: erased here, to be erased by the recipient too.
-        "erased_categories": (!item.narrowed.is_empty()).then_some(&item.narrowed),
-    })
+/// What an organisation taking its cases by webhook is pushed when the
+/// sender withdrew consent: no case in it, only the fact, so that it erases
+/// its copy (`erased`) or what was withdrawn from it (`narrowed`: the
+/// categories, or for a case sealed end to end the withdrawals themselves,
+/// since only the organisation can read what they name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct PushedNotice {
+    packet_id: String,
+    recipient: String,
+    from_country: String,
+    state: NoticeState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erased_categories: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    withdrawals: Vec<SealedWithdrawalDocument>,
 }
 
-/// Sealed withdrawals as handed over: each its packet id and envelope.
-fn withdrawal_documents(withdrawals: &[SealedWithdrawal]) -> Value {
-    withdrawals.iter().map(|w| json!({ "packet_id": w.withdrawal_id, "end_to_end": w.end_to_end })).collect()
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum NoticeState {
+    Narrowed,
+    Erased,
 }

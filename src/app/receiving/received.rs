@@ -2,11 +2,15 @@
 //! claims opened, its moves, the packets it sends back about it.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::app::retention::retention_deadline;
+use crate::app::views::Timestamp;
 use crate::app::{new_id, AppError, Gateway};
 use crate::crypto::packet::{PacketClaims, PacketType};
-use crate::domain::OrgId;
+use crate::domain::{OrgId, Purpose};
 use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::directory::Delivery;
 use crate::store::{InboxChange, InboxItem, InboxMove, NewReply, SealedPayload, SealedWithdrawal, StoredRetention};
@@ -82,4 +86,101 @@ impl Gateway {
 pub(crate) fn closed_deadline(kept: StoredRetention, closed_at: DateTime<Utc>) -> Option<i64> {
     let closed = retention_deadline(kept)?.closed_at(closed_at).until.timestamp_millis();
     (closed < kept.until_ms).then_some(closed)
+}
+
+/// A case as its organisation receives it, pushed to its webhook or read at
+/// `GET /v1/inbox/{packet_id}`: readable, or sealed end to end to the
+/// organisation's own key.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CaseDocument {
+    Readable(ReadableCase),
+    Sealed(SealedCase),
+}
+
+/// A case this gateway could read, minimised by the sending gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ReadableCase {
+    pub packet_id: String,
+    /// The organisation the case is for.
+    pub recipient: OrgId,
+    pub from_country: String,
+    pub purpose: Option<Purpose>,
+    pub policy_version: Option<String>,
+    pub consent_expires_at: Option<DateTime<Utc>>,
+    /// When the case must be erased at the latest (the sending DPO's rule and
+    /// the consent's end); this gateway erases it then.
+    pub retention_until: Option<DateTime<Utc>>,
+    /// Once the case is reported closed, it may be kept this many days more at most.
+    pub retention_days_after_closure: Option<u32>,
+    pub received_at: Timestamp,
+    /// Case management passes to this organisation when it reports `accepted`.
+    pub handover: bool,
+    /// The minimised case: category name to its fields (the `case` of a ReferralSubmission).
+    #[schemars(with = "serde_json::Map<String, Value>")]
+    pub case: Value,
+    /// Categories withdrawn by the person since the case became visible:
+    /// erased here, no longer in `case`, to be erased by the organisation too.
+    pub erased_categories: Option<Vec<String>>,
+}
+
+/// A case sealed end to end to the organisation's own key: this gateway
+/// hands over what it could not open, with the routing facts it knows. The
+/// organisation opens it with `referral-gateway recipient open` or
+/// `recipient::open_delivered`, which verify the sending gateway's
+/// signature; purpose, consent end, retention and the case are inside.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct SealedCase {
+    pub packet_id: String,
+    pub recipient: OrgId,
+    pub from_country: String,
+    pub received_at: Timestamp,
+    /// The inner envelope (compact JWE).
+    pub end_to_end: String,
+    /// Its partial withdrawals, each sealed to the organisation too; the
+    /// organisation opens them and cuts what they name from the case.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withdrawals: Vec<SealedWithdrawalDocument>,
+}
+
+/// A partial withdrawal of a case sealed end to end, as handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SealedWithdrawalDocument {
+    pub packet_id: String,
+    /// The withdrawal's inner envelope (compact JWE).
+    pub end_to_end: String,
+}
+
+impl CaseDocument {
+    /// The document for `item`, from its opened `claims`; `withdrawals`: for
+    /// a case sealed end to end, its partial withdrawals, sealed end to end too.
+    pub fn new(item: &InboxItem, claims: &PacketClaims, withdrawals: &[SealedWithdrawal]) -> Self {
+        if let Some(sealed) = &claims.end_to_end {
+            return Self::Sealed(SealedCase {
+                packet_id: item.packet_id.clone(),
+                recipient: claims.recipient.clone(),
+                from_country: item.issuer.clone(),
+                received_at: Timestamp(item.received_ms),
+                end_to_end: sealed.clone(),
+                withdrawals: withdrawals
+                    .iter()
+                    .map(|w| SealedWithdrawalDocument { packet_id: w.withdrawal_id.clone(), end_to_end: w.end_to_end.clone() })
+                    .collect(),
+            });
+        }
+        Self::Readable(ReadableCase {
+            packet_id: item.packet_id.clone(),
+            recipient: claims.recipient.clone(),
+            from_country: item.issuer.clone(),
+            purpose: claims.purpose,
+            policy_version: claims.policy_version.clone(),
+            consent_expires_at: claims.consent_expires_at,
+            retention_until: claims.retention_until,
+            retention_days_after_closure: claims.retention_days_after_closure,
+            received_at: Timestamp(item.received_ms),
+            handover: claims.handover,
+            case: claims.body.clone(),
+            erased_categories: (!item.narrowed.is_empty()).then(|| item.narrowed.clone()),
+        })
+    }
 }

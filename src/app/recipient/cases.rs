@@ -4,10 +4,13 @@
 //! gateway) and confirms it erased what was withdrawn.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::app::access::{Authorized, Recipients};
-use crate::app::millis_to_rfc3339;
+use crate::app::receiving::received::CaseDocument;
+use crate::app::views::Timestamp;
 use crate::app::receiving::received::closed_deadline;
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
@@ -16,6 +19,7 @@ use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::status::{is_reason_code, ReferralProgress};
 use crate::domain::submission::FieldProblem;
 use crate::domain::lifecycle::{InboxEvent, InboxState};
+use crate::domain::Purpose;
 use crate::domain::withdrawal::{ErasedBy, ErasureNotice};
 use crate::store::{InboxItem, InboxMove, Write};
 
@@ -25,7 +29,7 @@ pub const MAX_INBOX_PAGE: i64 = 100;
 impl Gateway {
     /// The caller's organisation's cases in the order they became visible, after `cursor`.
     #[tracing::instrument(name = "list_inbox", skip_all)]
-    pub async fn inbox(&self, principal: &Authorized<Recipients>, cursor: Option<&str>, limit: i64) -> Result<Value, AppError> {
+    pub async fn inbox(&self, principal: &Authorized<Recipients>, cursor: Option<&str>, limit: i64) -> Result<InboxPage, AppError> {
         let after = match cursor {
             Some(text) => Some(parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
             None => None,
@@ -40,12 +44,7 @@ impl Gateway {
         for (item, claims) in items.iter().zip(self.opened_claims_all(&items).await?) {
             if item.state == InboxState::Erased {
                 // The sender withdrew the person's consent: only the fact is left.
-                listed.push(json!({
-                    "packet_id": item.packet_id,
-                    "from_country": item.issuer,
-                    "received_at": millis_to_rfc3339(item.received_ms),
-                    "state": item.state,
-                }));
+                listed.push(InboxEntry::bare(item, item.state));
                 continue;
             }
             let claims = match claims {
@@ -54,48 +53,41 @@ impl Gateway {
                 Ok(_) | Err(AppError::Erased) => continue,
                 Err(error) => return Err(error),
             };
-            let mut entry = json!({
-                "packet_id": item.packet_id,
-                "from_country": item.issuer,
-                "received_at": millis_to_rfc3339(item.received_ms),
-                "state": item.state.shown(),
-            });
-            if let Some(fields) = entry.as_object_mut() {
-                // Sealed to the organisation: its purpose is inside, for it alone.
-                let (name, value) = if claims.is_end_to_end() { ("end_to_end", json!(true)) } else { ("purpose", json!(claims.purpose)) };
-                fields.insert(name.to_owned(), value);
+            let mut entry = InboxEntry::bare(item, item.state.shown());
+            let sealed = claims.is_end_to_end();
+            // Sealed to the organisation: its purpose is inside, for it alone.
+            if sealed {
+                entry.end_to_end = Some(true);
+            } else {
+                entry.purpose = claims.purpose;
             }
-            if let (false, Some(fields)) = (item.narrowed.is_empty(), entry.as_object_mut()) {
+            if !item.narrowed.is_empty() {
                 // Listed again because its sender withdrew these: the recipient erases them too
                 // (for a sealed case, what the withdrawals handed over with it name).
-                let name = if claims.is_end_to_end() { "withdrawals" } else { "erased_categories" };
-                fields.insert(name.to_owned(), json!(item.narrowed));
+                let named = if sealed { &mut entry.withdrawals } else { &mut entry.erased_categories };
+                *named = Some(item.narrowed.clone());
             }
             listed.push(entry);
         }
-        Ok(json!({ "items": listed, "next_cursor": next }))
+        Ok(InboxPage { items: listed, next_cursor: next })
     }
 
     /// One case of the caller's organisation, whole: a disclosure, audited.
     // Packet ids are recorded once found (see `visible_item`): a path may hold anything a caller typed.
     #[tracing::instrument(name = "read_case", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn inbox_case(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
+    pub async fn inbox_case(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<InboxCase, AppError> {
         let (item, claims) = self.visible_item(principal, packet_id).await?;
         let event = AuditEvent::new(self.now(), principal.actor(), Action::InboxRead, "read").referral(&item.packet_id);
         self.audit(event).await?;
         let withdrawals = self.handed_over_withdrawals(&item, &claims).await?;
-        let mut document = crate::app::receiving::pushing::case_document(&item, &claims, &withdrawals);
-        if let Some(fields) = document.as_object_mut() {
-            fields.insert("state".to_owned(), json!(item.state.shown()));
-        }
-        Ok(document)
+        Ok(InboxCase { document: CaseDocument::new(&item, &claims, &withdrawals), state: item.state.shown() })
     }
 
     /// The recipient organisation says it erased its own copy of an erased
     /// case, or of the categories withdrawn from a case it still holds:
     /// `erasure_confirmation` goes back to the sender. Idempotent.
     #[tracing::instrument(name = "confirm_erasure", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn confirm_erasure(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
+    pub async fn confirm_erasure(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<ErasureConfirmed, AppError> {
         let now = self.now();
         let item = self.store.inbox_item(packet_id).await?.filter(|item| {
             item.recipient_org == principal.org.as_str() && item.packet_type == PacketType::Referral.as_str() && item.visible_seq.is_some()
@@ -111,10 +103,16 @@ impl Gateway {
         // withdrawals said: they are named, since this gateway cannot name the categories.
         let sealed = narrowed && self.opened_claims(&item).await.is_ok_and(|claims| claims.is_end_to_end());
         let answer = if narrowed {
-            let name = if sealed { "withdrawals" } else { "erased_categories" };
-            json!({ "packet_id": packet_id, "state": item.state, name: item.narrowed, "erasure": "confirmed" })
+            let named = Some(item.narrowed.clone());
+            ErasureConfirmed {
+                packet_id: item.packet_id.clone(),
+                state: item.state,
+                erased_categories: named.clone().filter(|_| !sealed),
+                withdrawals: named.filter(|_| sealed),
+                erasure: Some(Confirmed::Confirmed),
+            }
         } else {
-            json!({ "packet_id": packet_id, "state": InboxState::ErasureConfirmed })
+            ErasureConfirmed { packet_id: item.packet_id.clone(), state: InboxState::ErasureConfirmed, erased_categories: None, withdrawals: None, erasure: None }
         };
         if state == InboxState::ErasureConfirmed || (narrowed && item.narrowing_confirmed) {
             return Ok(answer);
@@ -142,10 +140,10 @@ impl Gateway {
 
     /// The recipient has taken the case: `forwarded` goes back to the sender.
     #[tracing::instrument(name = "acknowledge", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn acknowledge(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Value, AppError> {
+    pub async fn acknowledge(&self, principal: &Authorized<Recipients>, packet_id: &str) -> Result<Acknowledged, AppError> {
         let (item, _) = self.visible_item(principal, packet_id).await?;
         if item.state.shown() == InboxState::Acknowledged {
-            return Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }));
+            return Ok(Acknowledged { packet_id: item.packet_id, state: InboxState::Acknowledged });
         }
         let now = self.now();
         let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
@@ -153,27 +151,14 @@ impl Gateway {
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, InboxState::Acknowledged.as_str()).referral(&item.packet_id);
         self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
         self.wake_delivery();
-        Ok(json!({ "packet_id": item.packet_id, "state": InboxState::Acknowledged }))
+        Ok(Acknowledged { packet_id: item.packet_id, state: InboxState::Acknowledged })
     }
 
     /// The recipient reports progress; sealed back to the sender's gateway.
     #[tracing::instrument(name = "report_status", skip_all, fields(packet_id = tracing::field::Empty))]
-    pub async fn report_status(&self, principal: &Authorized<Recipients>, packet_id: &str, body: &Value) -> Result<Value, AppError> {
-        let status: ReferralProgress = body
-            .get("status")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .filter(|s| ReferralProgress::REPORTED_BY_RECIPIENTS.contains(s))
-            .ok_or_else(|| invalid("status", "must be one of accepted, declined, in_progress, arrived, services_delivered, closed"))?;
-        let reason_codes = match body.get("reason_code") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(code)) if is_reason_code(code) => vec![code.clone()],
-            Some(_) => return Err(invalid("reason_code", "must be a code: 1 to 64 of a-z, 0-9 and _")),
-        };
-        if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| !["status", "reason_code"].contains(&k.as_str()))) {
-            let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };
-            return Err(AppError::Invalid(vec![FieldProblem { field, problem: "is not a field of a status report".to_owned() }]));
-        }
+    pub async fn report_status(&self, principal: &Authorized<Recipients>, packet_id: &str, report: StatusReportRequest) -> Result<StatusQueued, AppError> {
+        let StatusReportRequest { status, reason_code } = report;
+        let reason_codes: Vec<String> = reason_code.into_iter().collect();
         let (item, _) = self.visible_item(principal, packet_id).await?;
         let now = self.now();
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(reason_codes.clone());
@@ -185,7 +170,7 @@ impl Gateway {
         };
         self.writer.write(Write::Reply { reply: Box::new(reply), audit: event, brings_forward }).await?;
         self.wake_delivery();
-        Ok(json!({ "packet_id": item.packet_id, "status": status.as_str() }))
+        Ok(StatusQueued { packet_id: item.packet_id, status })
     }
 
     /// A case the caller's organisation may see, with its claims opened;
@@ -248,4 +233,155 @@ pub fn parse_cursor(text: &str) -> Option<i64> {
 
 fn invalid(field: &str, problem: &str) -> AppError {
     AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
+}
+
+/// `GET /v1/inbox`: a page of the organisation's cases.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct InboxPage {
+    pub items: Vec<InboxEntry>,
+    /// The cursor after the last item, even on a short page (to tail the
+    /// inbox); `null` when the page is empty.
+    pub next_cursor: Option<String>,
+}
+
+/// A case as the inbox lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct InboxEntry {
+    pub packet_id: String,
+    pub from_country: String,
+    pub received_at: Timestamp,
+    /// `available` or `acknowledged`; `erased` once the sender withdrew the
+    /// consent or the retention deadline passed: the case is listed again,
+    /// last, and the organisation must erase its own copy.
+    pub state: InboxState,
+    /// Absent once erased, and for a case sealed end to end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
+    /// Sealed to the organisation's own key: this gateway cannot read it
+    /// (federation.md §5a); present, and true, only then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_to_end: Option<bool>,
+    /// Categories the sender withdrew after the case became visible: erased
+    /// here, listed again last; the organisation erases them too and confirms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased_categories: Option<Vec<String>>,
+    /// For a case sealed end to end: the packet ids of the partial
+    /// withdrawals handed over with it (this gateway cannot read their
+    /// categories); listed again last; the organisation opens them, erases
+    /// what they name and confirms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawals: Option<Vec<String>>,
+}
+
+impl InboxEntry {
+    fn bare(item: &InboxItem, state: InboxState) -> Self {
+        Self {
+            packet_id: item.packet_id.clone(),
+            from_country: item.issuer.clone(),
+            received_at: Timestamp(item.received_ms),
+            state,
+            purpose: None,
+            end_to_end: None,
+            erased_categories: None,
+            withdrawals: None,
+        }
+    }
+}
+
+/// `GET /v1/inbox/{packet_id}`: one case, as its organisation receives it,
+/// with its state. Every read is audited.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct InboxCase {
+    #[serde(flatten)]
+    pub document: CaseDocument,
+    /// `available` or `acknowledged`.
+    pub state: InboxState,
+}
+
+/// `POST /v1/inbox/{packet_id}/ack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Acknowledged {
+    pub packet_id: String,
+    /// `acknowledged`.
+    pub state: InboxState,
+}
+
+/// `POST /v1/inbox/{packet_id}/status`: progress on a case, as the
+/// organisation reports it.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(rename = "StatusReport", deny_unknown_fields)]
+pub struct StatusReportRequest {
+    /// One of the statuses an organisation reports.
+    #[schemars(with = "ReportedStatus")]
+    pub status: ReferralProgress,
+    /// Why, as a code (`[a-z0-9_]{1,64}`); never free text.
+    #[schemars(regex(pattern = r"^[a-z0-9_]{1,64}$"))]
+    pub reason_code: Option<String>,
+}
+
+/// The statuses a recipient organisation reports (a subset of
+/// [`ReferralProgress`], which the gateways also use between themselves).
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Only its schema is used: it says which statuses the API takes.
+enum ReportedStatus {
+    Accepted,
+    Declined,
+    InProgress,
+    Arrived,
+    ServicesDelivered,
+    Closed,
+}
+
+impl StatusReportRequest {
+    /// Reads a status report; problems name the field, never its value.
+    pub fn parse(body: &Value) -> Result<Self, AppError> {
+            let status: ReferralProgress = body
+                .get("status")
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .filter(|s| ReferralProgress::REPORTED_BY_RECIPIENTS.contains(s))
+                .ok_or_else(|| invalid("status", "must be one of accepted, declined, in_progress, arrived, services_delivered, closed"))?;
+            let reason_codes = match body.get("reason_code") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(code)) if is_reason_code(code) => vec![code.clone()],
+                Some(_) => return Err(invalid("reason_code", "must be a code: 1 to 64 of a-z, 0-9 and _")),
+            };
+            if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| !["status", "reason_code"].contains(&k.as_str()))) {
+                let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };
+                return Err(AppError::Invalid(vec![FieldProblem { field, problem: "is not a field of a status report".to_owned() }]));
+            }
+        Ok(Self { status, reason_code: reason_codes.into_iter().next() })
+    }
+}
+
+/// `POST /v1/inbox/{packet_id}/status`: the report, queued for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct StatusQueued {
+    pub packet_id: String,
+    pub status: ReferralProgress,
+}
+
+/// `POST /v1/inbox/{packet_id}/erasure-confirmed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ErasureConfirmed {
+    pub packet_id: String,
+    /// `erasure_confirmed` for an erased case; the case's state when what
+    /// was withdrawn from a case it still holds is confirmed.
+    pub state: InboxState,
+    /// The categories confirmed erased, from a case this gateway could read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased_categories: Option<Vec<String>>,
+    /// The withdrawals confirmed carried out, for a case sealed end to end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawals: Option<Vec<String>>,
+    /// `confirmed`, when what was confirmed is part of a case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<Confirmed>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Confirmed {
+    Confirmed,
 }

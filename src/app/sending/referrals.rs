@@ -1,46 +1,148 @@
 //! Submitting and following referrals.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::app::access::{Authorized, Senders};
 use crate::app::retention::stored_retention;
-use crate::app::{millis_to_rfc3339, new_id, reason_strings, AppError, Gateway};
+use crate::app::views::{ConsentGivenBy, ConsentSummary, RecipientRef, Timestamp};
+use crate::app::{new_id, reason_strings, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::Principal;
 use crate::crypto::packet::sealed_size_bound;
 use crate::domain::consent::{Consent, ConsentGiver};
 use crate::domain::decide::decide_and_minimise;
-use crate::domain::decision::Decision;
+use crate::domain::decision::{Decision, DecisionRecord, ReasonCode};
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
-use crate::domain::lifecycle::{ReferralEvent, ReferralStatus};
+use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
 use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
+/// `replayed`: the answer to a repeated idempotency key, rendered again
+/// from what the first request recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {
     /// Allowed and queued for delivery (`202`).
-    Queued { referral_id: String, body: Value, replayed: bool },
+    Queued { answer: Queued, replayed: bool },
     /// Denied; the decision is recorded (`422`).
-    Denied { referral_id: String, body: Value, reasons: Vec<String>, replayed: bool },
+    Denied { answer: Denied, replayed: bool },
 }
 
-/// The consent facts kept with a decision: how and when it was given and
-/// until when it covers; never the guardian's name.
-#[derive(Debug, Serialize)]
-struct ConsentSummary {
-    given_by: &'static str,
-    method: crate::domain::consent::ConsentMethod,
-    given_at: DateTime<Utc>,
+/// `202` to `POST /v1/referrals`: allowed and queued for delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Queued {
+    pub referral_id: String,
+    /// `queued`: the status when the referral was accepted (follow it at `GET /v1/referrals/{id}`).
+    pub status: ReferralStatus,
+    pub recipient: Option<RecipientRef>,
+    pub decision: DecisionRecord,
+    /// The number of the DPO policy version that decided.
+    pub policy_number: i64,
+}
+
+/// `422` to `POST /v1/referrals`: the decision denied the referral. The
+/// HTTP edge renders it as a problem (`referral-denied`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Denied {
+    pub referral_id: String,
+    /// Why, in the decision's order.
+    pub reason_codes: Vec<ReasonCode>,
+    pub decision: DecisionRecord,
+    /// The number of the DPO policy version that decided.
+    pub policy_number: i64,
+}
+
+/// `GET /v1/referrals/{id}`: a referral of the caller's organisation, with
+/// its timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ReferralView {
+    pub referral_id: String,
+    pub status: ReferralStatus,
+    pub purpose: String,
+    pub recipient: RecipientRef,
+    pub submitted_at: Timestamp,
+    pub outcome: String,
+    /// Case management passes to the recipient when it accepts (timeline entry `handover`).
+    pub handover: bool,
+    pub policy_version: String,
+    /// The decision as recorded; `null` if the record is unreadable.
+    pub decision: Option<DecisionRecord>,
+    pub timeline: Vec<TimelineStep>,
+    /// The delivery of the referral's packet; `null` for a denied referral.
+    pub delivery: Option<DeliveryView>,
+    /// After a consent withdrawal: where the erasure it asked for stands; `null` before.
+    pub erasure: Option<ErasureView>,
+}
+
+/// One step of a referral's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct TimelineStep {
+    pub status: ShownStatus,
+    pub at: Timestamp,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reason_codes: Vec<String>,
+}
+
+/// A recorded timeline event, or a step shown and not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ShownStatus {
+    Recorded(ReferralEvent),
+    Shown(ShownOnly),
+}
+
+/// Steps shown in a timeline but never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShownOnly {
+    /// The erasure a withdrawal asked for is past its deadline; shown at the
+    /// deadline, ends when the confirmation comes.
+    ErasureOverdue,
+}
+
+/// The delivery of a referral's packet.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct DeliveryView {
+    /// `erased`: the retention sweep stopped it before delivery.
+    pub state: OutboxState,
+    pub attempts: i64,
+    pub packet_id: Option<String>,
+    /// The receiving gateway's signed receipt (compact JWS): proof of delivery.
+    pub receipt: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Where the erasure a consent withdrawal asked for stands. A whole
+/// withdrawal is shown if there is one; otherwise the latest partial one.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ErasureView {
+    pub state: ErasureState,
+    pub due_by: Option<Timestamp>,
+    pub scope: ErasureScope,
+    /// With scope `categories`: the categories that withdrawal took back.
     #[serde(skip_serializing_if = "Option::is_none")]
-    withdrawn_at: Option<DateTime<Utc>>,
-    scopes: usize,
-    refusals: usize,
-    valid_until: Option<DateTime<Utc>>,
-    /// Keyed hash of the whole consent record, to tell consents apart.
-    fingerprint: String,
+    pub categories: Option<Vec<String>>,
+}
+
+/// What a withdrawal took back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureScope {
+    Whole,
+    Categories,
+}
+
+/// The answer to a submission, from its decision.
+fn answer(referral_id: String, recipient: Option<RecipientRef>, decision: DecisionRecord, policy_number: i64, replayed: bool) -> Submitted {
+    if decision.is_allow() {
+        let answer = Queued { referral_id, status: ReferralStatus::Queued, recipient, decision, policy_number };
+        Submitted::Queued { answer, replayed }
+    } else {
+        let reason_codes = decision.deny_reasons.iter().copied().collect();
+        Submitted::Denied { answer: Denied { referral_id, reason_codes, decision, policy_number }, replayed }
+    }
 }
 
 impl Gateway {
@@ -75,31 +177,8 @@ impl Gateway {
         );
         let referral_id = new_id()?;
         tracing::Span::current().record("referral_id", tracing::field::display(referral_id.as_str()));
-        let decision_json = serde_json::to_value(&decision).map_err(|e| AppError::Internal(e.to_string()))?;
-        let recipient_json = recipient.as_ref().map(|r| json!({ "org": r.id.as_str(), "country": r.country.as_str() }));
-        let reasons = reason_strings(decision.deny_reasons());
-        let (status, response) = if decision.is_allow() {
-            let body = json!({
-                "referral_id": referral_id,
-                "status": ReferralStatus::Queued,
-                "recipient": recipient_json,
-                "decision": decision_json,
-                "policy_number": policy.number,
-            });
-            (ReferralStatus::Queued, body)
-        } else {
-            let body = json!({
-                "type": crate::app::problem_type("referral-denied"),
-                "title": "The referral may not be sent",
-                "status": 422,
-                "detail": "The decision denied the referral; reason_codes says why. Nothing will be sent.",
-                "referral_id": referral_id,
-                "reason_codes": reasons,
-                "decision": decision_json,
-                "policy_number": policy.number,
-            });
-            (ReferralStatus::Denied, body)
-        };
+        let record_of_decision = DecisionRecord::from(&decision);
+        let status = if decision.is_allow() { ReferralStatus::Queued } else { ReferralStatus::Denied };
         let outbox = match &recipient {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -145,10 +224,10 @@ impl Gateway {
             purpose: submission.purpose.as_str().to_owned(),
             outcome: if decision.is_allow() { "allow" } else { "deny" }.to_owned(),
             policy_version: decision.policy_version().to_owned(),
-            decision: decision_json.to_string(),
+            decision: serde_json::to_string(&decision).map_err(|e| AppError::Internal(e.to_string()))?,
             consent: self.consent_summary(&submission.consent)?,
-            response: response.to_string(),
-            status: status.to_owned(),
+            policy_number: policy.number,
+            status,
             created_ms: now.timestamp_millis(),
             handover: submission.handover,
         };
@@ -164,11 +243,13 @@ impl Gateway {
                     .ok_or_else(|| AppError::Internal("idempotency key taken but not found".to_owned()))?;
                 self.answer_again(principal, existing, &fingerprint).await
             }
-            _ if decision.is_allow() => {
-                self.wake_delivery();
-                Ok(Submitted::Queued { referral_id, body: response, replayed: false })
+            _ => {
+                if decision.is_allow() {
+                    self.wake_delivery();
+                }
+                let recipient = recipient.map(|r| RecipientRef { org: r.id.to_string(), country: Some(r.country.to_string()) });
+                Ok(answer(referral_id, recipient, record_of_decision, policy.number, false))
             }
-            _ => Ok(Submitted::Denied { referral_id, body: response, reasons, replayed: false }),
         }
     }
 
@@ -196,28 +277,21 @@ impl Gateway {
             self.audit(event).await?;
             return Err(AppError::IdempotencyConflict { referral_id: existing.id });
         }
-        let body: Value = serde_json::from_str(&existing.response)
-            .map_err(|_| AppError::Store(crate::store::StoreError::Corrupt("stored response is not JSON".to_owned())))?;
+        // Rendered again from the recorded decision: the answer first given.
+        let decision: DecisionRecord = serde_json::from_str(&existing.decision)
+            .map_err(|_| AppError::Store(crate::store::StoreError::Corrupt("stored decision is unreadable".to_owned())))?;
         let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "replayed").referral(&existing.id);
         self.audit(event).await?;
-        if existing.outcome == "allow" {
-            Ok(Submitted::Queued { referral_id: existing.id, body, replayed: true })
-        } else {
-            let reasons = body
-                .get("reason_codes")
-                .and_then(Value::as_array)
-                .map(|codes| codes.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default();
-            Ok(Submitted::Denied { referral_id: existing.id, body, reasons, replayed: true })
-        }
+        let recipient = Some(RecipientRef { org: existing.destination_org, country: existing.destination_country }).filter(|_| decision.is_allow());
+        Ok(answer(existing.id, recipient, decision, existing.policy_number, true))
     }
 
     fn consent_summary(&self, consent: &Consent) -> Result<String, AppError> {
         let canonical = serde_json::to_vec(consent).map_err(|e| AppError::Internal(e.to_string()))?;
         let summary = ConsentSummary {
             given_by: match consent.given_by {
-                ConsentGiver::Subject {} => "subject",
-                ConsentGiver::Guardian { .. } => "guardian",
+                ConsentGiver::Subject {} => ConsentGivenBy::Subject,
+                ConsentGiver::Guardian { .. } => ConsentGivenBy::Guardian,
             },
             method: consent.method,
             given_at: consent.given_at,
@@ -233,7 +307,7 @@ impl Gateway {
     /// A referral of the caller's own organisation, with its timeline.
     // Ids are recorded once found: a path may hold anything a caller typed.
     #[tracing::instrument(name = "read_referral", skip_all, fields(referral_id = tracing::field::Empty))]
-    pub async fn referral(&self, principal: &Authorized<Senders>, id: &str) -> Result<Value, AppError> {
+    pub async fn referral(&self, principal: &Authorized<Senders>, id: &str) -> Result<ReferralView, AppError> {
         let now = self.now();
         let found = self.store.referral(id).await?.filter(|r| r.sender_org == principal.org.as_str());
         let Some(referral) = found else {
@@ -245,59 +319,44 @@ impl Gateway {
         let timeline = self.store.timeline(&referral.id).await?;
         let record = self.store.delivery(&referral.id).await?;
         let erasure = self.erasure_view(&timeline, record.as_ref(), now);
-        let delivery = record.map(|d| {
-            json!({
-                "state": d.state,
-                "attempts": d.attempts,
-                "packet_id": d.packet_id,
-                // The peer's signed receipt (compact JWS): proof of delivery.
-                "receipt": d.receipt,
-                "last_error": d.last_error,
-            })
+        let delivery = record.map(|d| DeliveryView {
+            state: d.state,
+            attempts: d.attempts,
+            packet_id: d.packet_id,
+            receipt: d.receipt,
+            last_error: d.last_error,
         });
         self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "ok").referral(&referral.id)).await?;
-        let decision: Value = serde_json::from_str(&referral.decision).unwrap_or(Value::Null);
-        let mut shown: Vec<Value> = timeline
+        let mut shown: Vec<TimelineStep> = timeline
             .iter()
-            .map(|t| {
-                if t.reasons.is_empty() {
-                    json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms) })
-                } else {
-                    json!({ "status": t.status, "at": millis_to_rfc3339(t.at_ms), "reason_codes": t.reasons })
-                }
-            })
+            .map(|t| TimelineStep { status: ShownStatus::Recorded(t.status), at: Timestamp(t.at_ms), reason_codes: t.reasons.clone() })
             .collect();
         if let Some((progress, _)) = &erasure
             && progress.state == ErasureState::Overdue
             && let Some(due_by) = progress.due_by
         {
             // Shown, not stored: it ends when the confirmation comes.
-            shown.push(json!({ "status": "erasure_overdue", "at": millis_to_rfc3339(due_by.timestamp_millis()) }));
+            shown.push(TimelineStep { status: ShownStatus::Shown(ShownOnly::ErasureOverdue), at: Timestamp::of(due_by), reason_codes: Vec::new() });
         }
-        Ok(json!({
-            "referral_id": referral.id,
-            "status": referral.status,
-            "purpose": referral.purpose,
-            "recipient": { "org": referral.destination_org, "country": referral.destination_country },
-            "submitted_at": millis_to_rfc3339(referral.created_ms),
-            "outcome": referral.outcome,
-            "handover": referral.handover,
-            "policy_version": referral.policy_version,
-            "decision": decision,
-            "timeline": shown,
-            "delivery": delivery,
-            "erasure": erasure.map(|(p, categories)| {
-                let mut view = json!({
-                    "state": p.state,
-                    "due_by": p.due_by.map(|t| millis_to_rfc3339(t.timestamp_millis())),
-                    "scope": if categories.is_some() { "categories" } else { "whole" },
-                });
-                if let (Some(categories), Some(fields)) = (categories, view.as_object_mut()) {
-                    fields.insert("categories".to_owned(), json!(categories));
-                }
-                view
+        Ok(ReferralView {
+            decision: serde_json::from_str(&referral.decision).ok(),
+            recipient: RecipientRef { org: referral.destination_org, country: referral.destination_country },
+            submitted_at: Timestamp(referral.created_ms),
+            timeline: shown,
+            delivery,
+            erasure: erasure.map(|(progress, categories)| ErasureView {
+                state: progress.state,
+                due_by: progress.due_by.map(Timestamp::of),
+                scope: if categories.is_some() { ErasureScope::Categories } else { ErasureScope::Whole },
+                categories,
             }),
-        }))
+            referral_id: referral.id,
+            status: referral.status,
+            purpose: referral.purpose,
+            outcome: referral.outcome,
+            handover: referral.handover,
+            policy_version: referral.policy_version,
+        })
     }
 
     /// After a withdrawal: where the erasure it asked for stands. A whole

@@ -7,8 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::app::access::{Authorized, Senders};
 use crate::app::sending::delivery::WithdrawalAtRest;
@@ -26,20 +27,19 @@ impl Gateway {
     /// organisation sent: whole, or the part `body` names.
     // The id is recorded once found: a path may hold anything a caller typed.
     #[tracing::instrument(name = "withdraw_consent", skip_all, fields(referral_id = tracing::field::Empty))]
-    pub async fn withdraw_consent(&self, principal: &Authorized<Senders>, referral_id: &str, body: &Value) -> Result<Value, AppError> {
-        let scope = parse_scope(body)?;
+    pub async fn withdraw_consent(&self, principal: &Authorized<Senders>, referral_id: &str, scope: &WithdrawalScope) -> Result<WithdrawalAnswer, AppError> {
         let now = self.now();
         let Some(referral) = self.store.referral(referral_id).await?.filter(|r| r.sender_org == principal.org.as_str()) else {
             self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "not_found")).await?;
             return Err(AppError::NotFound);
         };
         tracing::Span::current().record("referral_id", tracing::field::display(referral.id.as_str()));
-        match self.withdraw_from(principal, &referral, &scope).await? {
+        match self.withdraw_from(principal, &referral, scope).await? {
             Some(answer) => Ok(answer),
             None => {
                 let event = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "untouched").referral(referral_id);
                 self.audit(event).await?;
-                Ok(json!({ "referral_id": referral_id, "status": referral.status, "withdrawn": "nothing" }))
+                Ok(WithdrawalAnswer { referral_id: referral.id, status: referral.status, withdrawn: Withdrawn::Nothing, categories: None, peer_notified: None })
             }
         }
     }
@@ -48,8 +48,12 @@ impl Gateway {
     /// every referral about them that the caller's organisation sent; one
     /// answer per referral it reaches, oldest first.
     #[tracing::instrument(name = "withdraw_subject_consent", skip_all)]
-    pub async fn withdraw_subject_consent(&self, principal: &Authorized<Senders>, subject_ref: &str, body: &Value) -> Result<Value, AppError> {
-        let scope = parse_scope(body)?;
+    pub async fn withdraw_subject_consent(
+        &self,
+        principal: &Authorized<Senders>,
+        subject_ref: &str,
+        scope: &WithdrawalScope,
+    ) -> Result<SubjectWithdrawalAnswer, AppError> {
         let subject_key = self.subject_key(subject_ref);
         let mut answers = Vec::new();
         for summary in self.store.subject_referrals(&subject_key).await? {
@@ -58,7 +62,7 @@ impl Gateway {
                 continue;
             }
             let Some(referral) = self.store.referral(&summary.referral_id).await? else { continue };
-            if let Some(answer) = self.withdraw_from(principal, &referral, &scope).await? {
+            if let Some(answer) = self.withdraw_from(principal, &referral, scope).await? {
                 answers.push(answer);
             }
         }
@@ -66,11 +70,11 @@ impl Gateway {
             // Nothing this organisation sent about that person in that scope; audited, as a referral not found is.
             self.audit(AuditEvent::new(self.now(), principal.actor(), Action::ConsentWithdraw, "not_found").subject_key(subject_key)).await?;
         }
-        Ok(json!({ "subject_ref": subject_ref, "referrals": answers }))
+        Ok(SubjectWithdrawalAnswer { subject_ref: subject_ref.to_owned(), referrals: answers })
     }
 
     /// Withdraws what `scope` reaches of `referral`; `None` if it reaches nothing.
-    async fn withdraw_from(&self, principal: &Principal, referral: &StoredReferral, scope: &WithdrawalScope) -> Result<Option<Value>, AppError> {
+    async fn withdraw_from(&self, principal: &Principal, referral: &StoredReferral, scope: &WithdrawalScope) -> Result<Option<WithdrawalAnswer>, AppError> {
         let (Ok(purpose), Ok(recipient)) = (referral.purpose.parse::<Purpose>(), OrgId::parse(&referral.destination_org)) else {
             return Err(AppError::Internal("referral record: unreadable purpose or recipient".to_owned()));
         };
@@ -103,7 +107,7 @@ impl Gateway {
         Ok(held)
     }
 
-    async fn withdraw_whole(&self, principal: &Principal, referral_id: &str, subject_key: String) -> Result<Value, AppError> {
+    async fn withdraw_whole(&self, principal: &Principal, referral_id: &str, subject_key: String) -> Result<WithdrawalAnswer, AppError> {
         let now = self.now();
         // Keys first: should anything below fail, the payload is already
         // unreadable, and a retry of this request finishes the rest.
@@ -124,12 +128,12 @@ impl Gateway {
                 if peer_notified {
                     self.wake_delivery();
                 }
-                Ok(json!({ "referral_id": referral_id, "status": ReferralStatus::Withdrawn, "withdrawn": "whole", "peer_notified": peer_notified }))
+                Ok(WithdrawalAnswer::whole(referral_id, Some(peer_notified)))
             }
             // Withdrawn before: the same answer, without repeating what was done.
             _ => {
                 self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(referral_id)).await?;
-                Ok(json!({ "referral_id": referral_id, "status": ReferralStatus::Withdrawn, "withdrawn": "whole" }))
+                Ok(WithdrawalAnswer::whole(referral_id, None))
             }
         }
     }
@@ -137,7 +141,7 @@ impl Gateway {
     /// Withdraws some categories of a referral: the payload still held is cut
     /// down under a new key (the old one destroyed first), and the peer is
     /// asked to erase them if a packet may have reached it.
-    async fn withdraw_categories(&self, principal: &Principal, referral: &StoredReferral, categories: &BTreeSet<DataCategory>) -> Result<Value, AppError> {
+    async fn withdraw_categories(&self, principal: &Principal, referral: &StoredReferral, categories: &BTreeSet<DataCategory>) -> Result<WithdrawalAnswer, AppError> {
         let names: Vec<String> = categories.iter().map(|c| c.as_str().to_owned()).collect();
         // Cut again if another withdrawal replaced the payload meanwhile; a few
         // tries are plenty for requests a person makes by hand.
@@ -165,20 +169,20 @@ impl Gateway {
                         self.wake_delivery();
                     }
                     let status = self.store.referral(&referral.id).await?.map_or(referral.status, |r| r.status);
-                    return Ok(json!({
-                        "referral_id": referral.id,
-                        "status": status,
-                        "withdrawn": "categories",
-                        "categories": names,
-                        "peer_notified": peer_notified,
-                    }));
+                    return Ok(WithdrawalAnswer {
+                        referral_id: referral.id.clone(),
+                        status,
+                        withdrawn: Withdrawn::Categories,
+                        categories: Some(names),
+                        peer_notified: Some(peer_notified),
+                    });
                 }
                 Written::PayloadMoved => continue,
                 // Withdrawn whole (or erased) meanwhile: all of it is gone already.
                 _ => {
                     let event = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(&referral.id);
                     self.audit(event).await?;
-                    return Ok(json!({ "referral_id": referral.id, "status": ReferralStatus::Withdrawn, "withdrawn": "whole" }));
+                    return Ok(WithdrawalAnswer::whole(&referral.id, None));
                 }
             }
         }
@@ -239,21 +243,81 @@ fn sent_categories(referral: &StoredReferral) -> Result<BTreeSet<DataCategory>, 
         .unwrap_or_default())
 }
 
-/// The body of a withdrawal as sent: every filter optional.
-#[derive(Debug, Deserialize)]
+/// The body of `POST .../consent-withdrawal`: `{}` withdraws the whole
+/// consent. Each list narrows it (a list must name at least one value):
+/// only referrals of these purposes, only to these recipients, and within
+/// them only these categories. Taking back every category still held is a
+/// whole withdrawal; categories never sent are ignored.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ScopeBody {
+#[schemars(rename = "WithdrawalScope")]
+pub struct WithdrawalRequest {
+    // Read as text and parsed one by one (`parse`), so that a problem names
+    // the entry without repeating it; described as what they must be.
     #[serde(default)]
+    #[schemars(with = "Vec<Purpose>", length(min = 1), transform = no_default)]
     purposes: Option<Vec<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<OrgId>", length(min = 1), transform = no_default)]
     recipients: Option<Vec<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<DataCategory>", length(min = 1), transform = no_default)]
     categories: Option<Vec<String>>,
 }
 
-/// The scope a withdrawal's body names: `{}` is the whole consent; each of
-/// `purposes`, `recipients` and `categories` narrows it. Problems name the
-/// field, never its value.
+/// A list left out means "all": there is no default value to show.
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
+impl WithdrawalRequest {
+    /// The scope a withdrawal's body names: `{}` is the whole consent; each of
+    /// `purposes`, `recipients` and `categories` narrows it. Problems name the
+    /// field, never its value.
+    pub fn parse(body: &Value) -> Result<WithdrawalScope, AppError> {
+        parse_scope(body)
+    }
+}
+
+/// What a consent withdrawal did to one referral.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct WithdrawalAnswer {
+    pub referral_id: String,
+    /// The referral's status after it: `withdrawn` for a whole withdrawal; unchanged otherwise.
+    pub status: ReferralStatus,
+    pub withdrawn: Withdrawn,
+    /// With `withdrawn: categories`: those taken back by this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// Whether a withdrawal packet was queued (absent when nothing new was withdrawn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_notified: Option<bool>,
+}
+
+impl WithdrawalAnswer {
+    fn whole(referral_id: &str, peer_notified: Option<bool>) -> Self {
+        Self { referral_id: referral_id.to_owned(), status: ReferralStatus::Withdrawn, withdrawn: Withdrawn::Whole, categories: None, peer_notified }
+    }
+}
+
+/// How much of a referral's consent a withdrawal took back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Withdrawn {
+    Whole,
+    Categories,
+    /// The scope does not reach the referral, or took nothing it still held.
+    Nothing,
+}
+
+/// A subject's withdrawal: one answer per referral the scope reaches,
+/// oldest first (none when it reaches none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SubjectWithdrawalAnswer {
+    pub subject_ref: String,
+    pub referrals: Vec<WithdrawalAnswer>,
+}
+
 fn parse_scope(body: &Value) -> Result<WithdrawalScope, AppError> {
     // serde would read a struct from an array, by position: `[]` as `{}`.
     if !body.is_object() {
@@ -268,7 +332,7 @@ fn parse_scope(body: &Value) -> Result<WithdrawalScope, AppError> {
             problem: "must be a list; leave it out to withdraw for all".to_owned(),
         }]));
     }
-    let parsed: ScopeBody = serde_json::from_value(body.clone()).map_err(|_| {
+    let parsed: WithdrawalRequest = serde_json::from_value(body.clone()).map_err(|_| {
         let unknown = body.as_object().and_then(|o| o.keys().find(|k| !["purposes", "recipients", "categories"].contains(&k.as_str())));
         let field = match unknown {
             Some(name) if crate::domain::submission::looks_like_field_name(name) => name.clone(),

@@ -38,7 +38,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
 
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
-     destination_country, purpose, outcome, policy_version, decision, consent, response, status, created_ms, handover";
+     destination_country, purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover";
 
 const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
      visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure";

@@ -20,7 +20,7 @@ macro_rules! referral_sql {
                     policy_version: row.try_get("policy_version")?,
                     decision: row.try_get("decision")?,
                     consent: row.try_get("consent")?,
-                    response: row.try_get("response")?,
+                    policy_number: row.try_get("policy_number")?,
                     status: parsed(row.try_get("status")?)?,
                     created_ms: row.try_get("created_ms")?,
                     handover: row.try_get("handover")?,
@@ -53,7 +53,7 @@ macro_rules! referral_sql {
                             .push_bind(r.policy_version.clone())
                             .push_bind(r.decision.clone())
                             .push_bind(r.consent.clone())
-                            .push_bind(r.response.clone())
+                            .push_bind(r.policy_number)
                             .push_bind(r.status.as_str())
                             .push_bind(r.created_ms)
                             .push_bind(r.handover)
