@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod minimise;
 pub mod policy;
 pub mod recipient;
+pub mod replies;
 pub mod retention;
 pub mod sealing;
 pub mod status;

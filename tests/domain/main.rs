@@ -8,6 +8,7 @@ mod doc_examples;
 mod inbound;
 mod properties;
 mod recipient_cli;
+mod replies;
 mod scenarios;
 mod schemas;
 mod support;

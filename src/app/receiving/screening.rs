@@ -17,16 +17,17 @@ use crate::domain::decision::ReasonCode;
 use crate::domain::OrgId;
 use crate::domain::inbound::{screen, screen_routing, Received, Screening};
 use crate::domain::retention::RetentionDeadline;
-use crate::domain::status::{is_reason_code, ReferralProgress, StatusReport};
+use crate::domain::replies::{
+    erasure_confirmation_verdict, readable_status, referral_replied_to, status_events, status_verdict, withdrawal_verdict, ReplyRefusal,
+    SentPacketFacts,
+};
+use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::domain::lifecycle::{InboxState, ReferralEvent};
-use crate::domain::withdrawal::{ErasedBy, ErasureNotice, WithdrawalNotice};
+use crate::domain::withdrawal::{ErasureNotice, WithdrawalNotice};
 use crate::store::{
-    InboxItem, InboxMove, ReceivedNarrowing, SealedPayload, Tombstone, WithdrawalEffect,
+    InboxItem, InboxMove, ReceivedNarrowing, SealedPayload, SentPacket, Tombstone, WithdrawalEffect,
     WithdrawnPart, Write, Written,
 };
-
-/// Most reason codes a status report may carry.
-const MAX_REASON_CODES: usize = 16;
 
 /// The reasons of a refusal as this gateway records and returns them. The
 /// asylum rules are named only as a rule nobody can switch off: a refusal
@@ -104,9 +105,9 @@ impl Gateway {
         let now = self.now();
         let Ok(claims) = claims else {
             // Never readable again (a data key gone, say): set aside, so that it holds up nothing behind it.
-            let change = self.inbox_move(item, refusal(&["claims_unreadable"]), now);
+            let change = self.inbox_move(item, refusal(ReplyRefusal::ClaimsUnreadable), now);
             let actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
-            let event = AuditEvent::new(now, actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(["claims_unreadable"]);
+            let event = AuditEvent::new(now, actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
             return Ok(Write::InboxMove { change: Box::new(change), audit: event });
         };
         let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
@@ -128,7 +129,7 @@ impl Gateway {
                 };
                 if whole {
                     self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
-                    let change = self.inbox_move(item, refusal(&["consent_withdrawn"]), now);
+                    let change = self.inbox_move(item, refusal(ReplyRefusal::ConsentWithdrawn), now);
                     let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
                     return Ok(Write::InboxMove { change: Box::new(change), audit: event });
                 }
@@ -163,118 +164,90 @@ impl Gateway {
                 }
             }
             PacketType::Status => {
-                // Codes only cross a border: a report carrying anything else is not applied.
-                let report: Option<StatusReport> = serde_json::from_value(claims.body.clone())
-                    .ok()
-                    .filter(|r: &StatusReport| r.reason_codes.len() <= MAX_REASON_CODES && r.reason_codes.iter().all(|c| is_reason_code(c)));
+                // Facts: the report, if readable; the packet it names; that referral's handover and retention.
+                let report: Option<StatusReport> = serde_json::from_value(claims.body.clone()).ok().and_then(readable_status);
                 let sent = match &report {
                     Some(report) => self.store.sent_packet(&report.in_reply_to).await?,
                     None => None,
                 };
-                // Only the gateway the referral went to may report on it.
-                let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
-                match (report, about) {
-                    (Some(report), Some(referral_id)) => {
-                        let mut events = vec![ReferralEvent::from(report.status)];
-                        // The recipient accepted a handover: case management is now theirs.
-                        if report.status == ReferralProgress::Accepted && self.store.referral(&referral_id).await?.is_some_and(|r| r.handover) {
-                            events.push(ReferralEvent::Handover);
-                        }
+                let about = referral_replied_to(sent.as_ref().map(sent_facts), claims.issuer.as_str());
+                match status_verdict(report, about) {
+                    Ok((report, referral_id)) => {
+                        let hands_over = report.status == ReferralProgress::Accepted && self.store.referral(referral_id).await?.is_some_and(|r| r.handover);
                         // Closed: the closure rule the referral was accepted under brings its deadline forward.
                         let retention_until_ms = match report.status {
-                            ReferralProgress::Closed => self.store.referral_retention(&referral_id).await?.and_then(|kept| closed_deadline(kept, now)),
+                            ReferralProgress::Closed => self.store.referral_retention(referral_id).await?.and_then(|kept| closed_deadline(kept, now)),
                             _ => None,
                         };
-                        let applied = InboxMove::ApplyToReferral { referral_id, events, reasons: report.reason_codes, retention_until_ms };
+                        let events = status_events(report.status, hands_over);
+                        let applied = InboxMove::ApplyToReferral { referral_id: referral_id.to_owned(), events, reasons: report.reason_codes, retention_until_ms };
                         self.inbox_move(item, applied, now)
                     }
-                    (None, _) => self.inbox_move(item, refusal(&["status_unreadable"]), now),
-                    (Some(_), None) => self.inbox_move(item, refusal(&["status_about_unknown_referral"]), now),
+                    Err(refused) => self.inbox_move(item, refusal(refused), now),
                 }
             }
             PacketType::Withdrawal => {
-                // A sealed one names no categories here, by design; a readable one names at least one, or none for a whole withdrawal.
-                let notice = withdrawal_notice(&claims).filter(|notice| claims.is_end_to_end() || notice.is_well_formed());
+                // Facts: what it withdraws, as far as this gateway can read it; the case it names, if held.
+                let notice = withdrawal_notice(&claims);
                 let target = match &notice {
                     Some(notice) => self.store.inbox_item(&notice.in_reply_to).await?,
                     None => None,
                 };
-                // Only the gateway that sent a case may withdraw it. (A packet id not
-                // held here may be on its way: its tombstone is kept under this issuer.)
                 let foreign = target.as_ref().is_some_and(|t| t.issuer != claims.issuer.as_str() || t.packet_type != PacketType::Referral.as_str());
-                match notice {
-                    Some(_) if foreign => self.inbox_move(item, refusal(&["withdrawal_not_from_sender"]), now),
-                    Some(notice) => {
-                        let names = notice.categories.as_ref().map(|c| c.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>());
+                match withdrawal_verdict(notice.as_ref(), claims.is_end_to_end(), foreign, &item.packet_id) {
+                    Ok(verdict) => {
+                        let reply = self.reply(item, PacketType::ErasureConfirmation, &verdict.confirmation, now)?;
                         // A partial withdrawal sealed end to end names categories this gateway
                         // cannot read, of a case it cannot read: it hands the withdrawal to the
-                        // organisation with the case, and names it, not them, when confirming.
-                        let opaque = names.as_ref().is_some_and(Vec::is_empty);
-                        // Held or not (the withdrawal may have overtaken its packet),
-                        // nothing withdrawn is readable here now: that is what is confirmed.
-                        let erased = ErasureNotice {
-                            in_reply_to: notice.in_reply_to.clone(),
-                            erased_by: ErasedBy::Gateway,
-                            categories: notice.categories.clone().filter(|_| !opaque),
-                            withdrawals: opaque.then(|| [item.packet_id.clone()].into()),
-                        };
-                        let reply = self.reply(item, PacketType::ErasureConfirmation, &erased, now)?;
+                        // organisation with the case.
                         let (effect, handed_over) = match target {
-                            _ if opaque => self.hand_over_withdrawal(target.as_ref(), &item.packet_id, now).await?,
-                            Some(target) => (self.erase_withdrawn(&target, names.as_deref(), now).await?, false),
+                            _ if verdict.opaque => self.hand_over_withdrawal(target.as_ref(), &item.packet_id, now).await?,
+                            Some(target) => (self.erase_withdrawn(&target, verdict.categories.as_deref(), now).await?, false),
                             None => (None, false),
                         };
                         let tombstone = Tombstone {
                             withdrawal_id: item.packet_id.clone(),
-                            packet_id: notice.in_reply_to,
+                            packet_id: verdict.confirmation.in_reply_to.clone(),
                             issuer: claims.issuer.to_string(),
-                            categories: names.clone(),
+                            categories: verdict.categories.clone(),
                             end_to_end: claims.end_to_end.clone().filter(|_| handed_over),
                         };
-                        let applied = InboxMove::ApplyWithdrawal { categories: names.unwrap_or_default(), reply, tombstone, effect };
+                        let applied = InboxMove::ApplyWithdrawal { categories: verdict.categories.unwrap_or_default(), reply, tombstone, effect };
                         self.inbox_move(item, applied, now)
                     }
-                    None => self.inbox_move(item, refusal(&["withdrawal_unreadable"]), now),
+                    Err(refused) => self.inbox_move(item, refusal(refused), now),
                 }
             }
             PacketType::ErasureConfirmation => {
-                // A partial confirmation names its part one way, and not emptily.
+                // Facts: the notice; the referral it is about; whether its consent was withdrawn; what it confirms.
                 let notice = serde_json::from_value::<ErasureNotice>(claims.body.clone()).ok().filter(ErasureNotice::is_well_formed);
                 let sent = match &notice {
                     Some(notice) => self.store.sent_packet(&notice.in_reply_to).await?,
                     None => None,
                 };
-                // Only the gateway the referral went to may confirm its erasure.
-                let about = sent.filter(|s| s.destination_country == claims.issuer.as_str()).and_then(|s| s.referral_id);
-                // Only a referral whose consent was withdrawn (whole, or the part confirmed) can have been erased on request.
-                let withdrawn = match (&about, &notice) {
+                let about = referral_replied_to(sent.as_ref().map(sent_facts), claims.issuer.as_str());
+                let withdrawn = match (about, &notice) {
                     (Some(referral_id), Some(notice)) if notice.is_partial() => {
                         self.store.timeline(referral_id).await?.iter().any(|entry| entry.status == ReferralEvent::ConsentNarrowed)
                     }
-                    (Some(referral_id), Some(_)) => self
-                        .store
-                        .referral(referral_id)
-                        .await?
-                        .is_some_and(|r| r.status.is_withdrawn_whole()),
+                    (Some(referral_id), Some(_)) => self.store.referral(referral_id).await?.is_some_and(|r| r.status.is_withdrawn_whole()),
                     _ => false,
                 };
                 // The categories confirmed: named, or (for a case sealed end to end) those of the withdrawals named.
-                let confirmed = match (&notice, &about) {
+                let confirmed = match (&notice, about) {
                     (Some(ErasureNotice { withdrawals: Some(ids), in_reply_to, .. }), Some(referral_id)) if withdrawn => {
                         self.categories_withdrawn_by(referral_id, in_reply_to, ids, claims.issuer.as_str()).await?
                     }
                     (Some(notice), _) => Some(notice.categories.iter().flatten().map(|c| c.as_str().to_owned()).collect()),
                     (None, _) => None,
                 };
-                match (notice, about, confirmed) {
-                    (Some(notice), Some(referral_id), Some(categories)) if withdrawn => {
-                        let events = vec![notice.erased_by.timeline_status(notice.is_partial())];
-                        self.inbox_move(item, InboxMove::ApplyToReferral { referral_id, events, reasons: categories, retention_until_ms: None }, now)
+                match erasure_confirmation_verdict(notice.as_ref(), about, withdrawn, confirmed) {
+                    Ok(confirmed) => {
+                        let referral_id = confirmed.referral_id.to_owned();
+                        let applied = InboxMove::ApplyToReferral { referral_id, events: vec![confirmed.event], reasons: confirmed.categories, retention_until_ms: None };
+                        self.inbox_move(item, applied, now)
                     }
-                    (Some(_), Some(_), _) if !withdrawn => self.inbox_move(item, refusal(&["erasure_confirmation_without_withdrawal"]), now),
-                    (Some(_), Some(_), _) => self.inbox_move(item, refusal(&["erasure_confirmation_about_unknown_withdrawal"]), now),
-                    (None, _, _) => self.inbox_move(item, refusal(&["erasure_confirmation_unreadable"]), now),
-                    (Some(_), None, _) => self.inbox_move(item, refusal(&["erasure_confirmation_about_unknown_referral"]), now),
+                    Err(refused) => self.inbox_move(item, refusal(refused), now),
                 }
             }
         };
@@ -442,9 +415,14 @@ fn withdrawal_notice(claims: &PacketClaims) -> Option<WithdrawalNotice> {
     }
 }
 
-/// A refusal for `reasons`, with nothing sent back.
-fn refusal(reasons: &[&str]) -> InboxMove {
-    InboxMove::Refuse { reasons: reasons.iter().map(|r| (*r).to_owned()).collect(), reply: None }
+/// A refusal, with nothing sent back.
+fn refusal(reason: ReplyRefusal) -> InboxMove {
+    InboxMove::Refuse { reasons: vec![reason.as_str().to_owned()], reply: None }
+}
+
+/// What a reply finds of a packet this gateway sent.
+fn sent_facts(sent: &SentPacket) -> SentPacketFacts<'_> {
+    SentPacketFacts { destination_country: &sent.destination_country, referral_id: sent.referral_id.as_deref() }
 }
 
 /// Removes the named categories from a referral packet's body (category name to its data).
