@@ -1,4 +1,9 @@
 //! Command line. `main.rs` only calls [`run`].
+//!
+//! One file of some 850 lines, on purpose: every command is a thin wrapper
+//! over the library (parse the arguments, call one function, print), and
+//! their clap definitions read best side by side, where a flag named one
+//! way in one command and another way in the next shows at once.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! variables on top (`RGW_DATABASE__URL` overrides `[database] url`).
 //!
 //! Everything is checked at start; an error names the key at fault.
+//!
+//! One file of some 800 lines, on purpose: its types are the configuration
+//! file's format, section by section in the order `gateway.example.toml`
+//! has them, with the checks beside the fields they check.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

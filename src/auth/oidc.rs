@@ -1,4 +1,6 @@
 //! OpenID Connect bearer tokens: issuer discovery, JWKS, JWT access token checks.
+//! (Some 650 lines, a quarter of them unit tests: the checks below are one sequence
+//! and are kept in one place so that their order can be read.)
 //!
 //! The gateway accepts JWT access tokens (RFC 9068) of one issuer for one
 //! audience. At start it discovers the issuer (the discovered `issuer` must be

@@ -3,6 +3,10 @@
 //! The gateway is not a case-management system: this is only what a sender may
 //! need to pass across a border. Every field is optional because real cases
 //! are incomplete; what a purpose needs is decided by the purpose baseline.
+//!
+//! Some 650 lines, on purpose: the case model is one JSON document, and its
+//! types read top to bottom as the document nests (the JSON Schema is
+//! generated from them).
 
 use std::collections::BTreeSet;
 

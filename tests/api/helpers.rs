@@ -1,6 +1,8 @@
 //! The test harness: `spawn_app(backend)` starts a gateway with fresh keys,
 //! a fresh database (an SQLite file, or a PostgreSQL schema of its own), TLS,
 //! and one registered client certificate per test identity.
+//! (Some 650 lines: the one harness every black-box test uses; split, its
+//! pieces would all import each other.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Bearer tokens against a real OpenID Provider: panva's certified
 //! `oidc-provider` (`tests/oidc/provider.mjs`), run by Node.js as a child
 //! process, issuing RFC 9068 JWT access tokens by the client-credentials grant.
+//! (Some 650 lines: the child process's harness and the token checks
+//! against it, each needing the other.)
 //!
 //! Needs `node` and `npm` on the PATH; `npm ci` runs once if
 //! `tests/oidc/node_modules` is missing.

@@ -1,6 +1,8 @@
 //! Scenario tests written from the field guidance: one fixture per person,
 //! decided against the shipped directory and DPO policy (and against a
 //! reckless permit-all policy, to show that the built-in rules stand alone).
+//! (Some 850 lines: one short test per person of the field guidance, read
+//! as a list.)
 //!
 //! Assertion messages name categories, reason codes and field names only,
 //! never a value from a case.

@@ -1,0 +1,209 @@
+//! `ReferralStore`: referrals, their timelines and withdrawals, on both backends.
+
+use super::*;
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_taken_idempotency_key_writes_nothing,
+    a_status_that_came_first_is_not_overwritten_by_the_delivery,
+    a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws,
+    a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
+    a_denied_referral_records_its_withdrawal_once,
+);
+
+async fn a_taken_idempotency_key_writes_nothing(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true))]).await.unwrap();
+    let results = store
+        .write_batch(&[
+            submit(referral("r2", "ita-nrm", "key-00001", "s2", true)),
+            // The same key from another organisation is another referral.
+            submit(referral("r3", "ita-iom-rome", "key-00001", "s3", false)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Written::DuplicateKey, Written::Audited { seq: 2 }]);
+    assert!(store.referral("r2").await.unwrap().is_none());
+    assert_eq!(store.referral_by_key("ita-nrm", "key-00001").await.unwrap().unwrap().id, "r1");
+    assert_eq!(store.referral_by_key("ita-iom-rome", "key-00001").await.unwrap().unwrap().id, "r3");
+    assert_eq!(store.outbox_depth().await.unwrap(), 1, "a denied referral has no payload to queue");
+    assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 2);
+}
+
+async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), packet("p1", "digest-a")]).await.unwrap();
+    // The peer's refusal is applied before this gateway settles the delivery.
+    let change = InboxChange {
+        packet_id: "p1".to_owned(),
+        from: InboxState::Received,
+        step: InboxMove::ApplyToReferral {
+            referral_id: "r1".to_owned(),
+            events: vec![ReferralEvent::Refused],
+            reasons: vec!["policy_no_permit".to_owned()],
+            retention_until_ms: None,
+        },
+        at_ms: at(1).timestamp_millis(),
+    };
+    let moved = store.write_batch(&[Write::InboxMove { change: Box::new(change.clone()), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
+    assert!(matches!(moved[..], [Written::Audited { .. }]));
+    let again = store.write_batch(&[Write::InboxMove { change: Box::new(change), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
+    assert_eq!(again, vec![Written::AlreadySettled], "a packet moves on once");
+    let settle = Write::Settle {
+        entry_id: "r1".to_owned(),
+        settlement: Settlement::Delivered { receipt: "receipt-1".to_owned() },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::PacketSend).referral("r1"),
+    };
+    store.write_batch(&[settle]).await.unwrap();
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "refused");
+    let timeline: Vec<(String, Vec<String>)> = store.timeline("r1").await.unwrap().into_iter().map(|t| (t.status.as_str().to_owned(), t.reasons)).collect();
+    assert_eq!(
+        timeline,
+        [("queued".to_owned(), vec![]), ("refused".to_owned(), vec!["policy_no_permit".to_owned()]), ("delivered".to_owned(), vec![])]
+    );
+    assert_eq!(store.inbox_item("p1").await.unwrap().unwrap().claims.sealed, Vec::<u8>::new(), "an applied status is not kept");
+}
+
+async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store
+        .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
+        .await
+        .unwrap();
+    let keep = |entry: &str, id: &str| Write::KeepPacket { entry_id: entry.to_owned(), packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") }, sealed_from: "k".to_owned() };
+    let withdraw = |entry: &str, notice: &str| Write::Withdraw {
+        referral_id: entry.to_owned(),
+        withdrawal: NewWithdrawal {
+            packet_id: notice.to_owned(),
+            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
+            deadline_ms: at(60).timestamp_millis(),
+        },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral(entry),
+    };
+    let delivered = |entry: &str| Write::Settle {
+        entry_id: entry.to_owned(),
+        settlement: Settlement::Delivered { receipt: format!("receipt-{entry}") },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::PacketSend).referral(entry),
+    };
+
+    // r1's packet was made (and may be on its way): the withdrawal names it.
+    store.write_batch(&[keep("r1", "p-1")]).await.unwrap();
+    let results = store.write_batch(&[withdraw("r1", "w-1"), keep("r1", "p-other"), withdraw("r1", "w-again")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: true, .. }), "{results:?}");
+    assert_eq!(results[1..], [Written::AlreadySettled, Written::AlreadySettled], "no packet is kept into a withdrawn entry, and it is withdrawn once");
+    let due = store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap();
+    let notices: Vec<_> = due.iter().filter(|d| d.packet_type == "withdrawal").collect();
+    assert_eq!(notices.len(), 1, "{due:?}");
+    assert_eq!((notices[0].id.as_str(), notices[0].in_reply_to.as_deref(), notices[0].referral_id.as_deref()), ("w-1", Some("p-1"), Some("r1")));
+    assert!(due.iter().all(|d| d.id != "r1"), "a withdrawn referral is not delivered");
+    // A send that was under way still leaves its receipt; the entry stays withdrawn.
+    assert!(matches!(store.write_batch(&[delivered("r1")]).await.unwrap()[..], [Written::Audited { .. }]));
+    assert_eq!(store.write_batch(&[delivered("r1")]).await.unwrap(), vec![Written::AlreadySettled]);
+    let r1 = store.delivery("r1").await.unwrap().unwrap();
+    assert_eq!((r1.state.as_str(), r1.receipt.as_deref(), r1.packet.as_deref()), ("withdrawn", Some("receipt-r1"), None));
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "withdrawn");
+
+    // r2 never had a packet: nothing to tell the peer, and none is made after.
+    let results = store.write_batch(&[withdraw("r2", "w-2"), keep("r2", "p-2")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
+    assert_eq!(results[1], Written::AlreadySettled);
+    assert_eq!(store.delivery("r2").await.unwrap().unwrap().state.as_str(), "withdrawn");
+    assert!(store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap().iter().all(|d| d.id != "w-2"));
+    assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 5, "two submissions, two withdrawals, one receipt");
+}
+
+async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store
+        .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
+        .await
+        .unwrap();
+    let narrow = |entry: &str, notice: &str, from: &str, to: &str| Write::Narrow {
+        referral_id: entry.to_owned(),
+        narrowing: Box::new(SentNarrowing {
+            categories: vec!["health".to_owned()],
+            payload: Some((SealedPayload { sealed: vec![7, 7], key_id: to.to_owned() }, from.to_owned())),
+        }),
+        withdrawal: NewWithdrawal {
+            packet_id: notice.to_owned(),
+            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
+            deadline_ms: at(60).timestamp_millis(),
+        },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral(entry),
+    };
+    let keep = |entry: &str, id: &str, from: &str| Write::KeepPacket {
+        entry_id: entry.to_owned(),
+        packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") },
+        sealed_from: from.to_owned(),
+    };
+
+    // r1 had no packet yet: its payload is replaced, and a packet made from the old one is not kept.
+    let results = store.write_batch(&[narrow("r1", "w-1", "k", "k-cut"), keep("r1", "p-stale", "k")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
+    assert_eq!(results[1], Written::AlreadySettled, "a packet made from the payload before the cut is not kept");
+    let payload = store.sealed_payload("r1").await.unwrap().unwrap();
+    assert_eq!((payload.sealed, payload.key_id.as_str()), (vec![7, 7], "k-cut"));
+    assert!(matches!(store.write_batch(&[keep("r1", "p-1", "k-cut")]).await.unwrap()[..], [Written::PacketKept(_)]));
+    let r1 = store.referral("r1").await.unwrap().unwrap();
+    assert_eq!(r1.status, ReferralStatus::Queued, "the rest of the referral goes on");
+    let timeline = store.timeline("r1").await.unwrap();
+    let narrowed = timeline.iter().find(|t| t.status == ReferralEvent::ConsentNarrowedBeforeSending).expect("recorded in the timeline");
+    assert_eq!(narrowed.reasons, vec!["health".to_owned()]);
+
+    // A cut made from a payload replaced meanwhile writes nothing, and says so: it is made again.
+    let results = store.write_batch(&[narrow("r1", "w-stale", "k-stale", "k-other")]).await.unwrap();
+    assert_eq!(results, vec![Written::PayloadMoved]);
+    assert_eq!(store.sealed_payload("r1").await.unwrap().unwrap().key_id, "k-cut");
+
+    // Now a packet was made: a second cut tells the peer.
+    let results = store.write_batch(&[narrow("r1", "w-2", "k-cut", "k-cut-2")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: true, .. }), "{results:?}");
+    assert_eq!(store.sealed_payload("r1").await.unwrap().unwrap().key_id, "k-cut-2");
+    assert!(store.timeline("r1").await.unwrap().iter().any(|t| t.status == ReferralEvent::ConsentNarrowed));
+    let due = store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap();
+    assert!(due.iter().all(|d| d.id != "w-stale"), "nothing queued for a cut not written");
+    let notice = due.iter().find(|d| d.id == "w-2").expect("the withdrawal is queued");
+    assert_eq!((notice.packet_type.as_str(), notice.in_reply_to.as_deref()), ("withdrawal", Some("p-1")));
+    assert!(due.iter().any(|d| d.id == "r1"), "the referral itself is still delivered");
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "queued");
+
+    // Withdrawn whole first: a partial withdrawal after it changes nothing.
+    let whole = Write::Withdraw {
+        referral_id: "r2".to_owned(),
+        withdrawal: NewWithdrawal { packet_id: "w-3".to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral("r2"),
+    };
+    let results = store.write_batch(&[whole, narrow("r2", "w-4", "k", "k-cut")]).await.unwrap();
+    assert_eq!(results[1], Written::AlreadySettled);
+    assert!(store.timeline("r2").await.unwrap().iter().all(|t| !t.status.records_narrowing()));
+}
+
+/// A denied referral sent nothing, but a withdrawal of the person's consent
+/// is still recorded, once: its status becomes `withdrawn`, and a second
+/// withdrawal finds it withdrawn already.
+async fn a_denied_referral_records_its_withdrawal_once(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", false))]).await.unwrap();
+    let withdraw = |notice: &str| Write::Withdraw {
+        referral_id: "r1".to_owned(),
+        withdrawal: NewWithdrawal { packet_id: notice.to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
+        at_ms: at(1).timestamp_millis(),
+        audit: event(1, "ITA", Action::ConsentWithdraw).referral("r1"),
+    };
+    let results = store.write_batch(&[withdraw("w-1"), withdraw("w-2")]).await.unwrap();
+    assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
+    assert_eq!(results[1], Written::AlreadySettled);
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().status, ReferralStatus::Withdrawn);
+    let timeline: Vec<String> = store.timeline("r1").await.unwrap().into_iter().map(|t| t.status.as_str().to_owned()).collect();
+    assert_eq!(timeline, ["denied", "withdrawn"]);
+}
