@@ -14,6 +14,16 @@ pub const PACKETS_PATH: &str = "/federation/v1/packets";
 /// Media type of a compact JWE or JWS body: a packet, and the receipt that answers it.
 pub const JOSE_MEDIA_TYPE: &str = "application/jose";
 
+/// Base of the RFC 9457 problem `type` URIs, of the national API and the
+/// federation endpoint alike: one stable URI per cause. A sending gateway
+/// reads a peer's refusal code back from it.
+pub const PROBLEM_TYPE_BASE: &str = "https://referral-gateway.example/problems/";
+
+/// The problem `type` URI of a cause.
+pub fn problem_type(code: &str) -> String {
+    format!("{PROBLEM_TYPE_BASE}{code}")
+}
+
 vocabulary! {
     /// Why an attempt to deliver a packet failed: the code the outbox
     /// records (`last_error`) and the metrics count. The `packet-*` codes

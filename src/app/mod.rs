@@ -324,15 +324,6 @@ pub fn reason_strings<'a>(reasons: impl IntoIterator<Item = &'a ReasonCode>) -> 
     reasons.into_iter().map(|r| r.as_str().to_owned()).collect()
 }
 
-/// Base of the RFC 9457 problem `type` URIs: one stable URI per cause.
-pub const PROBLEM_TYPE_BASE: &str = "https://referral-gateway.example/problems/";
-
-/// The problem `type` URI of a cause. The deny body is stored with the
-/// referral (so a replay answers byte for byte the same), hence it lives here.
-pub fn problem_type(code: &str) -> String {
-    format!("{PROBLEM_TYPE_BASE}{code}")
-}
-
 /// A fresh id (UUID v7 form): the machine's time in milliseconds, then 74
 /// bits from the system's secure generator. Ids made later sort later, so
 /// the indexes keyed on them grow at one end: with random ids every insert

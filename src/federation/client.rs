@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::tls::{self, Members, PeerTlsError};
 use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, PACKETS_PATH};
 use crate::app::sending::delivery::{PeerTransport, SendFailure};
-use crate::app::PROBLEM_TYPE_BASE;
+use crate::wire::PROBLEM_TYPE_BASE;
 use crate::domain::CountryCode;
 
 /// Largest receipt read from a peer.

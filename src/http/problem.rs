@@ -7,10 +7,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::app::sending::referrals::Denied;
-use crate::app::{problem_type, AppError};
+use crate::app::AppError;
 use crate::domain::policy::PolicyProblem;
 use crate::domain::submission::FieldProblem;
-use crate::wire::FailureCode;
+use crate::wire::{problem_type, FailureCode};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
