@@ -312,25 +312,18 @@ pub struct Acknowledged {
 #[schemars(rename = "StatusReport", deny_unknown_fields)]
 pub struct StatusReportRequest {
     /// One of the statuses an organisation reports.
-    #[schemars(with = "ReportedStatus")]
+    #[schemars(schema_with = "reported_statuses")]
     pub status: ReferralProgress,
     /// Why, as a code (`[a-z0-9_]{1,64}`); never free text.
     #[schemars(regex(pattern = r"^[a-z0-9_]{1,64}$"))]
     pub reason_code: Option<String>,
 }
 
-/// The statuses a recipient organisation reports (a subset of
-/// [`ReferralProgress`], which the gateways also use between themselves).
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)] // Only its schema is used: it says which statuses the API takes.
-enum ReportedStatus {
-    Accepted,
-    Declined,
-    InProgress,
-    Arrived,
-    ServicesDelivered,
-    Closed,
+/// The statuses a recipient organisation reports: a subset of
+/// [`ReferralProgress`], which the gateways also use between themselves.
+fn reported_statuses(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = ReferralProgress::REPORTED_BY_RECIPIENTS.iter().map(|status| status.as_str()).collect();
+    schemars::json_schema!({ "type": "string", "enum": names })
 }
 
 impl StatusReportRequest {
