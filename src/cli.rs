@@ -22,6 +22,7 @@ use crate::domain::{CountryCode, OrgId};
 use crate::app::SystemClock;
 use crate::config::GatewayConfig;
 use crate::startup::Application;
+use crate::policy_proofs::{self, SolverCommand};
 use crate::{policy_files, schemas};
 use std::sync::Arc;
 
@@ -329,6 +330,28 @@ enum PolicyCommand {
     },
     /// Print the Cedar schema that policies are validated against.
     Schema,
+    /// Prove with an SMT solver (cvc5) that the built-in rules deny everything
+    /// their specification requires whatever a DPO permits, that each built-in
+    /// forbid matches exactly its specification and can apply, and that no
+    /// built-in or DPO policy in `dir` can raise an evaluation error. Exit 1
+    /// with a counterexample in plain words for any property that fails.
+    Prove {
+        dir: PathBuf,
+        /// A cvc5 program that reads SMT-LIB on stdin (Debian's `cvc5`).
+        #[arg(long, env = "CVC5", conflicts_with = "cvc5_python")]
+        cvc5: Option<PathBuf>,
+        /// A Python interpreter with PyPI's cvc5 package (the library, driven
+        /// by the gateway's own SMT-LIB driver).
+        #[arg(long, env = "CVC5_PYTHON")]
+        cvc5_python: Option<PathBuf>,
+        /// Prove these built-in rules instead of the gateway's own (to test
+        /// the prover on a deliberately weakened set).
+        #[arg(long, hide = true)]
+        builtin_rules: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failure to report on stderr with exit code 2.
@@ -358,6 +381,14 @@ pub fn run() -> ExitCode {
     };
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&dir),
+        Command::Policy(PolicyCommand::Prove { dir, cvc5, cvc5_python, builtin_rules, json }) => {
+            let solver = match (cvc5, cvc5_python) {
+                (Some(program), _) => SolverCommand::Cvc5Program(program),
+                (None, Some(python)) => SolverCommand::Cvc5Python(python),
+                (None, None) => SolverCommand::from_environment(),
+            };
+            policy_prove(&dir, &solver, builtin_rules.as_deref(), json)
+        }
         Command::Policy(PolicyCommand::Explain { referral, to, from, directory, policies, at }) => {
             policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(now))
         }
@@ -810,6 +841,29 @@ fn policy_check(dir: &Path) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn policy_prove(dir: &Path, solver: &SolverCommand, builtin_rules: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
+    let policy = match policy_files::load(dir) {
+        Ok(policy) => policy,
+        Err(error) => {
+            print(&error.to_string())?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let builtin = match builtin_rules {
+        Some(path) => read(path)?,
+        None => policy_proofs::SHIPPED_BUILTIN_RULES.to_owned(),
+    };
+    let report = runtime()?
+        .block_on(policy_proofs::prove(&builtin, &policy.dpo_policy_set(), solver))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if json {
+        print(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print(&report.to_string())?;
+    }
+    Ok(if report.all_hold() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn policy_explain(

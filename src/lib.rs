@@ -18,6 +18,7 @@ pub mod federation;
 pub mod hex;
 pub mod http;
 pub mod policy_files;
+pub mod policy_proofs;
 pub mod recipient;
 pub mod schemas;
 pub mod setup;

@@ -31,10 +31,10 @@ fn stderr(output: &Output) -> String {
 }
 
 /// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let path = std::env::temp_dir().join(format!("referral-gateway-cli-{}-{name}", std::process::id()));
         if path.exists() {
             std::fs::remove_dir_all(&path).unwrap();
@@ -43,13 +43,13 @@ impl TempDir {
         Self(path)
     }
 
-    fn write(&self, file: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, file: &str, text: &str) -> PathBuf {
         let path = self.0.join(file);
         std::fs::write(&path, text).unwrap();
         path
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

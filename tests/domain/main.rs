@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod doc_examples;
 mod inbound;
+mod policy_proofs;
 mod properties;
 mod recipient_cli;
 mod replies;

@@ -30,7 +30,8 @@ use super::retention::{RetentionRules, RETENTION_FILE};
 use super::sealing::{EndToEndRules, END_TO_END_FILE};
 use super::{CountryCode, DataCategory, Profile, Purpose};
 
-const BUILTIN_SOURCE: &str = include_str!("builtin.cedar");
+/// The built-in rules' Cedar text, compiled into every policy set.
+pub const BUILTIN_SOURCE: &str = include_str!("builtin.cedar");
 const BUILTIN_FILE: &str = "<built-in rules>";
 const BUILTIN_PREFIX: &str = "builtin.";
 /// The built-in rule that withholds whatever consent does not cover.
@@ -423,6 +424,16 @@ impl DataProtectionPolicy {
                 (p.id().to_string(), effect)
             })
             .collect()
+    }
+
+    /// The DPO's own policies (the built-in rules left out), under their `@id`s.
+    pub fn dpo_policy_set(&self) -> PolicySet {
+        let mut dpo = PolicySet::new();
+        for policy in self.policies.policies().filter(|p| !self.builtin_reasons.contains_key(p.id())) {
+            // Ids are unique in `self.policies`, so adding cannot clash.
+            let _ = dpo.add(policy.clone());
+        }
+        dpo
     }
 
     /// Prepares the recipient entity and case facts once per decision.
@@ -838,6 +849,30 @@ mod tests {
             }
         }
         variants
+    }
+
+    /// A DPO forbid that fails to evaluate (here an overflow, which the
+    /// validator cannot see) might have applied: the category is withheld,
+    /// with the policy named, never shared. `policy prove` refutes
+    /// `never_errors` for the same policy (tests/domain/policy_proofs.rs).
+    #[test]
+    fn a_policy_that_fails_to_evaluate_withholds() {
+        let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
+        let policy = DataProtectionPolicy::compile(&[
+            source("10-permits.cedar", include_str!("../../../config/policies/10-permits.cedar")),
+            source(
+                "30-overflow.cedar",
+                "@id(\"overflow\")\nforbid (principal, action, resource) when { 9223372036854775807 + 1 > 0 };",
+            ),
+        ])
+        .unwrap();
+        let recipient = recipients().remove(0);
+        let case = case_variants().remove(0);
+        let facts = policy.facts(&recipient, CountryCode::parse("ITA").unwrap(), &case).unwrap();
+        let verdict = policy.evaluate(&facts, Purpose::Return, DataCategory::Identity, true, true);
+        assert_eq!(verdict.failed, vec!["overflow".to_owned()]);
+        assert!(!verdict.allowed, "{verdict:?}");
+        assert_eq!(verdict.permitted_by, Vec::<String>::new());
     }
 
     #[test]
