@@ -230,7 +230,9 @@ pub async fn prove(builtin: &str, dpo: &PolicySet, solver: &SolverCommand) -> Re
         outcomes.entry(Property::BuiltinRuleIsSpecified { rule: rule.clone() }).holds = specs.len() == 1;
     }
 
-    let envs: Vec<RequestEnv> = prover.schema.request_envs().collect();
+    // In a fixed order (the schema's is a hash map's), so that a report reads the same on every run.
+    let mut envs: Vec<RequestEnv> = prover.schema.request_envs().collect();
+    envs.sort_by_key(|env| env.action().to_string());
     for env in &envs {
         let purpose = env.action().id().unescaped().to_owned();
 

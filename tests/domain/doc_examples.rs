@@ -31,6 +31,7 @@ fn run_examples(doc: &str) -> usize {
     let (tmp, state) = (dir.path().join("tmp"), dir.path().join("state.sh"));
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
+    let solver = crate::policy_proofs::solver_env();
     for example in &examples.run {
         let script = markdown_examples::bash_script(example, PRELUDE, &state, &tmp);
         let output = Command::new("bash")
@@ -39,6 +40,10 @@ fn run_examples(doc: &str) -> usize {
             .current_dir(repo_path(""))
             .env("RGW", env!("CARGO_BIN_EXE_referral-gateway"))
             .env_remove("RGW_COUNTRY")
+            .env_remove("CVC5")
+            .env_remove("CVC5_PYTHON")
+            // `policy prove` (policy-guide §7) on the solver the proof tests use.
+            .env(&solver.0, &solver.1)
             .output()
             .expect("bash runs the doc's examples");
         let printed = String::from_utf8_lossy(&output.stdout);
@@ -130,7 +135,7 @@ fn run_examples_isolated(doc: &str) -> usize {
 
 #[test]
 fn policy_guide_examples_print_what_the_guide_shows() {
-    assert_eq!(run_examples("docs/policy-guide.md"), 4);
+    assert_eq!(run_examples("docs/policy-guide.md"), 6);
 }
 
 /// Two gateways from nothing to a delivered referral, as the quick start of

@@ -21,7 +21,7 @@ const BUILTIN: &str = include_str!("../../src/domain/policy/builtin.cedar");
 
 /// The solver settings for the command: the environment's, or a virtual
 /// environment with PyPI's cvc5, made on first use.
-fn solver_env() -> &'static (String, PathBuf) {
+pub(crate) fn solver_env() -> &'static (String, PathBuf) {
     static SOLVER: OnceLock<(String, PathBuf)> = OnceLock::new();
     SOLVER.get_or_init(|| {
         for name in ["CVC5", "CVC5_PYTHON"] {
