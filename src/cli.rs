@@ -330,6 +330,17 @@ enum PolicyCommand {
     },
     /// Print the Cedar schema that policies are validated against.
     Schema,
+    /// Run the expected decisions in `dir`/tests/*.toml against the policies
+    /// in `dir`, and report which DPO policies no test exercises. Exit 1 if a
+    /// test fails.
+    Test {
+        dir: PathBuf,
+        #[arg(long, default_value = "config/directory.example.json")]
+        directory: PathBuf,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prove with an SMT solver (cvc5) that the built-in rules deny everything
     /// their specification requires whatever a DPO permits, that each built-in
     /// forbid matches exactly its specification and can apply, and that no
@@ -381,6 +392,7 @@ pub fn run() -> ExitCode {
     };
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&dir),
+        Command::Policy(PolicyCommand::Test { dir, directory, json }) => policy_test(&dir, &directory, json),
         Command::Policy(PolicyCommand::Prove { dir, cvc5, cvc5_python, builtin_rules, json }) => {
             let solver = match (cvc5, cvc5_python) {
                 (Some(program), _) => SolverCommand::Cvc5Program(program),
@@ -841,6 +853,24 @@ fn policy_check(dir: &Path) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn policy_test(dir: &Path, directory: &Path, json: bool) -> Result<ExitCode, CliError> {
+    let policy = match policy_files::load(dir) {
+        Ok(policy) => policy,
+        Err(error) => {
+            print(&error.to_string())?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let directory = Directory::parse(&read(directory)?).map_err(|e| CliError::Usage(format!("{}: {e}", directory.display())))?;
+    let run = crate::policy_tests::run(dir, &policy, &directory).map_err(|e| CliError::Usage(e.to_string()))?;
+    if json {
+        print(&serde_json::to_string_pretty(&run)?)?;
+    } else {
+        print(&run.to_string())?;
+    }
+    Ok(if run.all_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn policy_prove(dir: &Path, solver: &SolverCommand, builtin_rules: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {

@@ -19,6 +19,7 @@ pub mod hex;
 pub mod http;
 pub mod policy_files;
 pub mod policy_proofs;
+pub mod policy_tests;
 pub mod recipient;
 pub mod schemas;
 pub mod setup;

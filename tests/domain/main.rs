@@ -7,6 +7,7 @@ mod cli;
 mod doc_examples;
 mod inbound;
 mod policy_proofs;
+mod policy_tests;
 mod properties;
 mod recipient_cli;
 mod replies;
