@@ -5,7 +5,7 @@
 //! Run: `CVC5_PYTHON=target/cvc5-venv/bin/python cargo bench --bench policy`
 //! (or `CVC5=<a cvc5 program>`; see docs/policy-guide.md §7).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
