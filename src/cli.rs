@@ -341,6 +341,20 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compare a new version of the DPO's policies with the active one, for
+    /// every request (cvc5): equivalent, narrows, widens or mixed, with a
+    /// request that flips per purpose and direction.
+    Compare {
+        active: PathBuf,
+        new: PathBuf,
+        #[arg(long, env = "CVC5", conflicts_with = "cvc5_python")]
+        cvc5: Option<PathBuf>,
+        #[arg(long, env = "CVC5_PYTHON")]
+        cvc5_python: Option<PathBuf>,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prove with an SMT solver (cvc5) that the built-in rules deny everything
     /// their specification requires whatever a DPO permits, that each built-in
     /// forbid matches exactly its specification and can apply, and that no
@@ -394,12 +408,10 @@ pub fn run() -> ExitCode {
         Command::Policy(PolicyCommand::Check { dir }) => policy_check(&dir),
         Command::Policy(PolicyCommand::Test { dir, directory, json }) => policy_test(&dir, &directory, json),
         Command::Policy(PolicyCommand::Prove { dir, cvc5, cvc5_python, builtin_rules, json }) => {
-            let solver = match (cvc5, cvc5_python) {
-                (Some(program), _) => SolverCommand::Cvc5Program(program),
-                (None, Some(python)) => SolverCommand::Cvc5Python(python),
-                (None, None) => SolverCommand::from_environment(),
-            };
-            policy_prove(&dir, &solver, builtin_rules.as_deref(), json)
+            policy_prove(&dir, &solver_command(cvc5, cvc5_python), builtin_rules.as_deref(), json)
+        }
+        Command::Policy(PolicyCommand::Compare { active, new, cvc5, cvc5_python, json }) => {
+            policy_compare(&active, &new, &solver_command(cvc5, cvc5_python), json)
         }
         Command::Policy(PolicyCommand::Explain { referral, to, from, directory, policies, at }) => {
             policy_explain(&referral, to.as_deref(), &from, &directory, &policies, at.unwrap_or_else(now))
@@ -871,6 +883,40 @@ fn policy_test(dir: &Path, directory: &Path, json: bool) -> Result<ExitCode, Cli
         print(&run.to_string())?;
     }
     Ok(if run.all_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The solver named on the command line, or else by the environment.
+fn solver_command(cvc5: Option<PathBuf>, cvc5_python: Option<PathBuf>) -> SolverCommand {
+    match (cvc5, cvc5_python) {
+        (Some(program), _) => SolverCommand::Cvc5Program(program),
+        (None, Some(python)) => SolverCommand::Cvc5Python(python),
+        (None, None) => SolverCommand::from_environment(),
+    }
+}
+
+fn policy_compare(active: &Path, new: &Path, solver: &SolverCommand, json: bool) -> Result<ExitCode, CliError> {
+    let mut sets = Vec::new();
+    for dir in [active, new] {
+        match policy_files::load(dir) {
+            Ok(policy) => sets.push(policy.dpo_policy_set()),
+            Err(error) => {
+                print(&format!("{}: {error}", dir.display()))?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    let (Some(active), Some(new)) = (sets.first(), sets.get(1)) else {
+        return Err(CliError::Usage("two policy directories are needed".into()));
+    };
+    let comparison = runtime()?
+        .block_on(policy_proofs::compare(policy_proofs::SHIPPED_BUILTIN_RULES, active, new, solver))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if json {
+        print(&serde_json::to_string_pretty(&comparison)?)?;
+    } else {
+        print(&comparison.to_string())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn policy_prove(dir: &Path, solver: &SolverCommand, builtin_rules: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {

@@ -184,7 +184,7 @@ struct Prover {
 }
 
 impl Prover {
-    fn analysis_error(property: &Property, env: &RequestEnv, error: impl std::fmt::Display) -> ProofError {
+    fn analysis_error(property: &dyn std::fmt::Display, env: &RequestEnv, error: impl std::fmt::Display) -> ProofError {
         ProofError::Analysis {
             property: property.to_string(),
             purpose: env.action().id().unescaped().to_owned(),
@@ -192,7 +192,7 @@ impl Prover {
         }
     }
 
-    fn compile_set(&self, set: &PolicySet, env: &RequestEnv, property: &Property) -> Result<CompiledPolicySet, ProofError> {
+    fn compile_set(&self, set: &PolicySet, env: &RequestEnv, property: &dyn std::fmt::Display) -> Result<CompiledPolicySet, ProofError> {
         CompiledPolicySet::compile(set, env, &self.schema).map_err(|e| Self::analysis_error(property, env, e))
     }
 
@@ -302,5 +302,99 @@ impl std::fmt::Display for ProofReport {
         }
         let refuted = self.refuted().count();
         write!(f, "{} properties proved, {refuted} refuted", self.outcomes.len() - refuted)
+    }
+}
+
+/// How a new version of the DPO's policies changes what is shared,
+/// proved for every request (issue 19 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeLabel {
+    /// Allows exactly the same requests.
+    Equivalent,
+    /// Allows only requests the active version allows, and fewer.
+    Narrows,
+    /// Allows every request the active version allows, and more.
+    Widens,
+    /// Allows some requests the active version does not, and denies some it allows.
+    Mixed,
+}
+
+impl std::fmt::Display for ChangeLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Equivalent => "equivalent",
+            Self::Narrows => "narrows",
+            Self::Widens => "widens",
+            Self::Mixed => "mixed",
+        })
+    }
+}
+
+/// A new version against the active one: the label, and requests that flip.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub label: ChangeLabel,
+    /// Requests the new version allows and the active one denies (one per purpose at most).
+    pub now_allowed: Vec<Counterexample>,
+    /// Requests the active version allows and the new one denies (one per purpose at most).
+    pub now_denied: Vec<Counterexample>,
+}
+
+/// Compares two DPO policy sets, each with the built-in rules, for every
+/// purpose: the new one `widens` if some request goes that did not, and
+/// `narrows` if some request that went no longer does.
+pub async fn compare(builtin: &str, active: &PolicySet, new: &PolicySet, solver: &SolverCommand) -> Result<Comparison, ProofError> {
+    let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text()).map_err(|e| ProofError::Schema(e.to_string()))?;
+    let builtin = named_policies(builtin).map_err(ProofError::BuiltinRules)?;
+    let mut prover = Prover {
+        compiler: CedarSymCompiler::new(solver.start()?).map_err(|e| ProofError::Analysis {
+            property: "starting the solver".into(),
+            purpose: "any".into(),
+            reason: e.to_string(),
+        })?,
+        schema,
+    };
+    let (active_set, new_set) = (union(&[&builtin, active]), union(&[&builtin, new]));
+    let mut envs: Vec<RequestEnv> = prover.schema.request_envs().collect();
+    envs.sort_by_key(|env| env.action().to_string());
+    let (mut now_allowed, mut now_denied) = (Vec::new(), Vec::new());
+    let property = "the comparison of the two versions";
+    for env in &envs {
+        let before = prover.compile_set(&active_set, env, &property)?;
+        let after = prover.compile_set(&new_set, env, &property)?;
+        let lost = prover.compiler.check_implies_with_counterexample_opt(&before, &after).await;
+        if let Some(found) = lost.map_err(|e| Prover::analysis_error(&property, env, e))? {
+            now_denied.push(Counterexample::from_env(&found));
+        }
+        let gained = prover.compiler.check_implies_with_counterexample_opt(&after, &before).await;
+        if let Some(found) = gained.map_err(|e| Prover::analysis_error(&property, env, e))? {
+            now_allowed.push(Counterexample::from_env(&found));
+        }
+    }
+    let label = match (now_allowed.is_empty(), now_denied.is_empty()) {
+        (true, true) => ChangeLabel::Equivalent,
+        (true, false) => ChangeLabel::Narrows,
+        (false, true) => ChangeLabel::Widens,
+        (false, false) => ChangeLabel::Mixed,
+    };
+    Ok(Comparison { label, now_allowed, now_denied })
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.label)?;
+        for (heading, examples) in [
+            ("now allowed (the active version denies it)", &self.now_allowed),
+            ("now denied (the active version allows it)", &self.now_denied),
+        ] {
+            for example in examples {
+                writeln!(f)?;
+                writeln!(f, "  {heading}:")?;
+                let lines: Vec<String> = example.to_string().lines().map(|l| format!("    {l}")).collect();
+                write!(f, "{}", lines.join("\n"))?;
+            }
+        }
+        Ok(())
     }
 }

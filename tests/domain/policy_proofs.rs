@@ -206,3 +206,76 @@ fn a_dpo_policy_that_can_error_is_refuted() {
     let text = stdout(&output);
     assert!(text.contains("case: asylum-linked: ") && text.contains("child: yes"), "{text}");
 }
+
+fn compare(active: &std::path::Path, new: &std::path::Path) -> Value {
+    let (name, value) = solver_env();
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["policy", "compare"])
+        .arg(active)
+        .arg(new)
+        .arg("--json")
+        .current_dir(repo_path(""))
+        .env_remove("CVC5")
+        .env_remove("CVC5_PYTHON")
+        .env(name, value)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+const NARROWING: &str = "\n@id(\"identity.never_to_immigration\")\nforbid (principal, action, resource == Category::\"identity\")\nwhen { principal.kind == Kind::\"immigration\" };\n";
+const WIDENING: &str = "\n@id(\"reintegration.shelters\")\npermit (principal, action == Action::\"reintegration\", resource)\nwhen { principal.services.contains(Service::\"shelter\") && resource == Category::\"identity\" };\n";
+
+/// A new version is labelled against the active one, for every request,
+/// with requests that flip; a reordered or reworded set is `equivalent`.
+#[test]
+fn a_new_version_is_labelled_against_the_active_one() {
+    let active = repo_path("config/policies");
+    let append = |dir: &TempDir, file: &str, text: &str| {
+        let path = dir.path().join(file);
+        let before = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{before}{text}")).unwrap();
+    };
+
+    // The same permits, split into two files and reworded: nothing changes.
+    let same = crate::policy_tests::shipped_copy("compare-same");
+    let permits = std::fs::read_to_string(same.path().join("10-permits.cedar")).unwrap();
+    let reworded = permits.replace(
+        "when { principal.services.contains(Service::\"family_tracing\") };",
+        "when { [Service::\"family_tracing\"].containsAll([Service::\"family_tracing\"]) && principal.services.containsAny([Service::\"family_tracing\"]) };",
+    );
+    assert_ne!(reworded, permits);
+    std::fs::write(same.path().join("10-permits.cedar"), reworded).unwrap();
+    let report = compare(&active, same.path());
+    assert_eq!(report["label"], "equivalent", "{report}");
+    assert_eq!(report["now_allowed"], serde_json::json!([]));
+    assert_eq!(report["now_denied"], serde_json::json!([]));
+
+    let narrow = crate::policy_tests::shipped_copy("compare-narrow");
+    append(&narrow, "20-restrictions.cedar", NARROWING);
+    let report = compare(&active, narrow.path());
+    assert_eq!(report["label"], "narrows", "{report}");
+    assert_eq!(report["now_allowed"], serde_json::json!([]));
+    for example in report["now_denied"].as_array().unwrap() {
+        assert_eq!(example["recipient"]["kind"], "immigration", "{example}");
+        assert_eq!(example["category"], "identity", "{example}");
+    }
+
+    let wide = crate::policy_tests::shipped_copy("compare-wide");
+    append(&wide, "10-permits.cedar", WIDENING);
+    let report = compare(&active, wide.path());
+    assert_eq!(report["label"], "widens", "{report}");
+    let gained = report["now_allowed"].as_array().unwrap();
+    assert_eq!(gained.len(), 1, "reintegration only: {report}");
+    assert_eq!(gained[0]["purpose"], "reintegration");
+    assert_eq!(gained[0]["category"], "identity");
+    assert!(gained[0]["recipient"]["services"].as_array().unwrap().contains(&Value::from("shelter")));
+
+    let mixed = crate::policy_tests::shipped_copy("compare-mixed");
+    append(&mixed, "10-permits.cedar", WIDENING);
+    append(&mixed, "20-restrictions.cedar", NARROWING);
+    let report = compare(&active, mixed.path());
+    assert_eq!(report["label"], "mixed", "{report}");
+    assert!(!report["now_allowed"].as_array().unwrap().is_empty() && !report["now_denied"].as_array().unwrap().is_empty());
+}

@@ -37,7 +37,7 @@ fn assert_no_personal_data(output: &Output) {
 }
 
 /// A copy of the shipped policy directory, tests and referrals included.
-fn shipped_copy(name: &str) -> TempDir {
+pub(crate) fn shipped_copy(name: &str) -> TempDir {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
