@@ -135,7 +135,7 @@ fn run_examples_isolated(doc: &str) -> usize {
 
 #[test]
 fn policy_guide_examples_print_what_the_guide_shows() {
-    assert_eq!(run_examples("docs/policy-guide.md"), 8);
+    assert_eq!(run_examples("docs/policy-guide.md"), 9);
 }
 
 /// Two gateways from nothing to a delivered referral, as the quick start of
