@@ -15,7 +15,6 @@ use serde_json::json;
 
 use crate::directory::membership::Removal;
 use crate::directory::Directory;
-use crate::domain::decide::decide_and_minimise;
 use crate::domain::policy::{schema_text, DataProtectionPolicy};
 use crate::domain::submission::ReferralSubmission;
 use crate::domain::{CountryCode, OrgId};
@@ -966,15 +965,7 @@ fn policy_explain(
         None => submission.destination.clone(),
     };
     let recipient = directory.recipient_at(&destination, now);
-    let (decision, payload) = decide_and_minimise(
-        &submission.case,
-        &submission.consent,
-        sender,
-        recipient.as_ref(),
-        submission.purpose,
-        &policy,
-        now,
-    );
+    let (decision, payload) = submission.decide_and_minimise(sender, recipient.as_ref(), &policy, now);
     let report = json!({
         "recipient": recipient.as_ref().map(|r| json!({
             "id": r.id,

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::directory::Directory;
-use crate::domain::decide::decide_and_minimise;
 use crate::domain::decision::{Decision, Outcome, ReasonCode};
 use crate::domain::minimise::Payload;
 use crate::domain::policy::DataProtectionPolicy;
@@ -273,15 +272,7 @@ pub fn run(policy_dir: &Path, policy: &DataProtectionPolicy, directory: &Directo
             if recipient.is_none() {
                 return Err(invalid(format!("test \"{}\": {to} is not in the directory at {}", test.name, test.at)));
             }
-            let (decision, payload) = decide_and_minimise(
-                &submission.case,
-                &submission.consent,
-                sender,
-                recipient.as_ref(),
-                submission.purpose,
-                policy,
-                test.at,
-            );
+            let (decision, payload) = submission.decide_and_minimise(sender, recipient.as_ref(), policy, test.at);
             for id in exercised(&decision) {
                 if let Some(tests) = coverage.get_mut(&id) {
                     tests.push(test.name.clone());

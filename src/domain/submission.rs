@@ -16,7 +16,11 @@ use serde_json::Value;
 use super::case::Case;
 use super::duplicate_keys::first_repeated_key;
 use super::consent::Consent;
-use super::{IdempotencyKey, OrgId, Purpose, SubjectRef};
+use super::decision::Decision;
+use super::minimise::Payload;
+use super::policy::DataProtectionPolicy;
+use super::recipient::Recipient;
+use super::{CountryCode, IdempotencyKey, OrgId, Purpose, SubjectRef};
 
 /// How far a national system's clock may run ahead of the gateway's.
 pub const ALLOWED_CLOCK_SKEW: Duration = Duration::minutes(5);
@@ -207,6 +211,18 @@ fn problem(field: impl Into<String>, problem: impl Into<String>) -> FieldProblem
 }
 
 impl ReferralSubmission {
+    /// Decides this submission for `recipient` (none: not in the directory)
+    /// and cuts its case to what may go, as the sending gateway does on submit.
+    pub fn decide_and_minimise(
+        &self,
+        sender_country: CountryCode,
+        recipient: Option<&Recipient>,
+        policy: &DataProtectionPolicy,
+        now: DateTime<Utc>,
+    ) -> (Decision, Payload) {
+        super::decide::decide_and_minimise(&self.case, &self.consent, sender_country, recipient, self.purpose, policy, now)
+    }
+
     /// Parses and checks a submission received at `now`: JSON syntax, then the
     /// published schema (so that whatever the schema refuses is refused here,
     /// whatever serde's own leniency), then the types, then the clock.
