@@ -866,13 +866,20 @@ fn policy_check(dir: &Path) -> Result<ExitCode, CliError> {
     }
 }
 
-fn policy_test(dir: &Path, directory: &Path, json: bool) -> Result<ExitCode, CliError> {
-    let policy = match policy_files::load(dir) {
-        Ok(policy) => policy,
+/// Loads a policy directory, or prints why it cannot (exit status 1 follows).
+fn load_or_print(dir: &Path) -> Result<Option<DataProtectionPolicy>, CliError> {
+    match policy_files::load(dir) {
+        Ok(policy) => Ok(Some(policy)),
         Err(error) => {
             print(&error.to_string())?;
-            return Ok(ExitCode::FAILURE);
+            Ok(None)
         }
+    }
+}
+
+fn policy_test(dir: &Path, directory: &Path, json: bool) -> Result<ExitCode, CliError> {
+    let Some(policy) = load_or_print(dir)? else {
+        return Ok(ExitCode::FAILURE);
     };
     let directory = Directory::parse(&read(directory)?).map_err(|e| CliError::Usage(format!("{}: {e}", directory.display())))?;
     let run = crate::policy_tests::run(dir, &policy, &directory).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -919,12 +926,8 @@ fn policy_compare(active: &Path, new: &Path, solver: &SolverCommand, json: bool)
 }
 
 fn policy_prove(dir: &Path, solver: &SolverCommand, builtin_rules: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
-    let policy = match policy_files::load(dir) {
-        Ok(policy) => policy,
-        Err(error) => {
-            print(&error.to_string())?;
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(policy) = load_or_print(dir)? else {
+        return Ok(ExitCode::FAILURE);
     };
     let builtin = match builtin_rules {
         Some(path) => read(path)?,
@@ -953,12 +956,8 @@ fn policy_explain(
     let submission = ReferralSubmission::parse(&read(referral)?, now)
         .map_err(|e| CliError::Usage(format!("{}: {e}", referral.display())))?;
     let directory = Directory::parse(&read(directory)?).map_err(|e| CliError::Usage(format!("{}: {e}", directory.display())))?;
-    let policy: DataProtectionPolicy = match policy_files::load(policies) {
-        Ok(policy) => policy,
-        Err(error) => {
-            print(&error.to_string())?;
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(policy) = load_or_print(policies)? else {
+        return Ok(ExitCode::FAILURE);
     };
     let destination = match to {
         Some(id) => OrgId::parse(id).map_err(|e| CliError::Usage(format!("--to: {e}")))?,

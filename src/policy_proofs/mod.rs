@@ -184,6 +184,25 @@ struct Prover {
 }
 
 impl Prover {
+    /// Loads the Cedar schema and starts a solver session.
+    fn start(solver: &SolverCommand) -> Result<Self, ProofError> {
+        let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text()).map_err(|e| ProofError::Schema(e.to_string()))?;
+        let compiler = CedarSymCompiler::new(solver.start()?).map_err(|e| ProofError::Analysis {
+            property: "starting the solver".into(),
+            purpose: "any".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { compiler, schema })
+    }
+
+    /// The schema's request environments, one per purpose, in a fixed order
+    /// (the schema's is a hash map's), so that a report reads the same on every run.
+    fn environments(&self) -> Vec<RequestEnv> {
+        let mut envs: Vec<RequestEnv> = self.schema.request_envs().collect();
+        envs.sort_by_key(|env| env.action().to_string());
+        envs
+    }
+
     fn analysis_error(property: &dyn std::fmt::Display, env: &RequestEnv, error: impl std::fmt::Display) -> ProofError {
         ProofError::Analysis {
             property: property.to_string(),
@@ -204,15 +223,10 @@ impl Prover {
 /// Proves the properties of the module comment for `builtin` (the gateway's
 /// built-in rules, or a variant under test) with the DPO's `dpo` policies.
 pub async fn prove(builtin: &str, dpo: &PolicySet, solver: &SolverCommand) -> Result<ProofReport, ProofError> {
-    let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text()).map_err(|e| ProofError::Schema(e.to_string()))?;
     let builtin = named_policies(builtin).map_err(ProofError::BuiltinRules)?;
     let specification = named_policies(SPECIFICATION).map_err(ProofError::Specification)?;
     let permit_everything = named_policies(PERMIT_EVERYTHING).map_err(ProofError::Specification)?;
-    let mut prover = Prover { compiler: CedarSymCompiler::new(solver.start()?).map_err(|e| ProofError::Analysis {
-        property: "starting the solver".into(),
-        purpose: "any".into(),
-        reason: e.to_string(),
-    })?, schema };
+    let mut prover = Prover::start(solver)?;
 
     let builtin_forbids = union(&[&builtin, &permit_everything]);
     let required = union(&[&specification, &permit_everything]);
@@ -230,10 +244,7 @@ pub async fn prove(builtin: &str, dpo: &PolicySet, solver: &SolverCommand) -> Re
         outcomes.entry(Property::BuiltinRuleIsSpecified { rule: rule.clone() }).holds = specs.len() == 1;
     }
 
-    // In a fixed order (the schema's is a hash map's), so that a report reads the same on every run.
-    let mut envs: Vec<RequestEnv> = prover.schema.request_envs().collect();
-    envs.sort_by_key(|env| env.action().to_string());
-    for env in &envs {
+    for env in &prover.environments() {
         let purpose = env.action().id().unescaped().to_owned();
 
         let property = Property::BuiltinRulesCannotBeLoosened;
@@ -345,22 +356,12 @@ pub struct Comparison {
 /// purpose: the new one `widens` if some request goes that did not, and
 /// `narrows` if some request that went no longer does.
 pub async fn compare(builtin: &str, active: &PolicySet, new: &PolicySet, solver: &SolverCommand) -> Result<Comparison, ProofError> {
-    let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text()).map_err(|e| ProofError::Schema(e.to_string()))?;
     let builtin = named_policies(builtin).map_err(ProofError::BuiltinRules)?;
-    let mut prover = Prover {
-        compiler: CedarSymCompiler::new(solver.start()?).map_err(|e| ProofError::Analysis {
-            property: "starting the solver".into(),
-            purpose: "any".into(),
-            reason: e.to_string(),
-        })?,
-        schema,
-    };
+    let mut prover = Prover::start(solver)?;
     let (active_set, new_set) = (union(&[&builtin, active]), union(&[&builtin, new]));
-    let mut envs: Vec<RequestEnv> = prover.schema.request_envs().collect();
-    envs.sort_by_key(|env| env.action().to_string());
     let (mut now_allowed, mut now_denied) = (Vec::new(), Vec::new());
     let property = "the comparison of the two versions";
-    for env in &envs {
+    for env in &prover.environments() {
         let before = prover.compile_set(&active_set, env, &property)?;
         let after = prover.compile_set(&new_set, env, &property)?;
         let lost = prover.compiler.check_implies_with_counterexample_opt(&before, &after).await;
