@@ -454,10 +454,38 @@ pub struct PolicyConfig {
     /// replica stored.
     #[serde(default = "default_policy_refresh")]
     pub refresh_seconds: u64,
+    /// How many distinct DPOs, the author included, sign a policy version
+    /// off before it acts (four eyes: 2). 1 lets an upload act on its
+    /// author's word alone, with a warning at every start.
+    #[serde(default = "default_approvals_required")]
+    pub approvals_required: u8,
+    /// The SMT solver that proves each upload (docs/policy-guide.md §3.1):
+    /// a cvc5 program, or a Python interpreter with PyPI's `cvc5` package.
+    /// Without either, uploads are tested and labelled as not proved.
+    #[serde(default)]
+    pub cvc5: Option<PathBuf>,
+    #[serde(default)]
+    pub cvc5_python: Option<PathBuf>,
 }
 
 fn default_policy_refresh() -> u64 {
     5
+}
+
+fn default_approvals_required() -> u8 {
+    crate::domain::signoff::ApprovalsRequired::FOUR_EYES.get()
+}
+
+impl PolicyConfig {
+    pub fn approvals_required(&self) -> crate::domain::signoff::ApprovalsRequired {
+        crate::domain::signoff::ApprovalsRequired::new(self.approvals_required).unwrap_or(crate::domain::signoff::ApprovalsRequired::FOUR_EYES)
+    }
+
+    /// The solver named by the configuration, if any.
+    pub fn solver(&self) -> Option<crate::policy_proofs::SolverCommand> {
+        use crate::policy_proofs::SolverCommand;
+        self.cvc5.clone().map(SolverCommand::Cvc5Program).or_else(|| self.cvc5_python.clone().map(SolverCommand::Cvc5Python))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -535,6 +563,12 @@ impl GatewayConfig {
         resolve(&mut self.directory.file);
         resolve(&mut self.directory.coordinator_key);
         resolve(&mut self.policy.initial_dir);
+        // A bare program name is looked up on the PATH, not next to the file.
+        for solver in [&mut self.policy.cvc5, &mut self.policy.cvc5_python].into_iter().flatten() {
+            if solver.components().count() > 1 {
+                resolve(solver);
+            }
+        }
         if let Some(ca) = self.federation.as_mut().and_then(|f| f.webhook_ca_file.as_mut()) {
             resolve(ca);
         }
@@ -586,6 +620,12 @@ impl GatewayConfig {
         }
         if !(1..=86_400).contains(&self.policy.refresh_seconds) {
             return invalid("policy.refresh_seconds", "must be between 1 and 86400");
+        }
+        if crate::domain::signoff::ApprovalsRequired::new(self.policy.approvals_required).is_none() {
+            return invalid("policy.approvals_required", "must be between 1 and 5 (the author and the DPOs who approve)");
+        }
+        if self.policy.cvc5.is_some() && self.policy.cvc5_python.is_some() {
+            return invalid("policy.cvc5_python", "name one solver: policy.cvc5 or policy.cvc5_python");
         }
         if !(1..=86_400).contains(&self.retention.sweep_seconds) {
             return invalid("retention.sweep_seconds", "must be between 1 and 86400");

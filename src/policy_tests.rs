@@ -215,50 +215,116 @@ fn exercised(decision: &Decision) -> BTreeSet<String> {
 }
 
 /// A referral path must stay inside the tests folder, so that the folder
-/// travels with the policies as one piece.
-fn referral_path(tests_dir: &Path, file: &str, relative: &str) -> Result<PathBuf, PolicyTestError> {
+/// travels with the policies as one piece (on disk, or in an upload).
+fn inside_tests_folder(file: &str, relative: &str) -> Result<Vec<String>, PolicyTestError> {
     let path = Path::new(relative);
-    if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+    let escapes = path.is_absolute() || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if escapes {
         return Err(PolicyTestError::Invalid {
             file: file.to_owned(),
             problem: format!("referral \"{relative}\" must be a path inside the tests folder"),
         });
     }
-    Ok(tests_dir.join(path))
+    Ok(path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect())
 }
 
-fn read(path: &Path) -> Result<String, PolicyTestError> {
-    std::fs::read_to_string(path).map_err(|source| PolicyTestError::Read { path: path.to_path_buf(), source })
+/// Where the tests and their referrals are read from.
+pub trait TestFiles {
+    /// The test files (`*.toml` directly in the tests folder), by name, in order.
+    fn test_files(&self) -> Result<Vec<String>, PolicyTestError>;
+    /// A file of the tests folder, by its path's parts.
+    fn read(&self, parts: &[String]) -> Result<String, PolicyTestError>;
+}
+
+/// The tests folder of a policy directory on disk.
+pub struct TestsFolder(pub PathBuf);
+
+impl TestsFolder {
+    pub fn of(policy_dir: &Path) -> Self {
+        Self(policy_dir.join(TESTS_FOLDER))
+    }
+}
+
+impl TestFiles for TestsFolder {
+    fn test_files(&self) -> Result<Vec<String>, PolicyTestError> {
+        let tests_dir = &self.0;
+        let mut files: Vec<String> = match std::fs::read_dir(tests_dir) {
+            Ok(entries) => entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| PolicyTestError::Read { path: tests_dir.clone(), source })?
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(PolicyTestError::Read { path: tests_dir.clone(), source }),
+        };
+        files.sort();
+        Ok(files)
+    }
+
+    fn read(&self, parts: &[String]) -> Result<String, PolicyTestError> {
+        let path = parts.iter().fold(self.0.clone(), |path, part| path.join(part));
+        std::fs::read_to_string(&path).map_err(|source| PolicyTestError::Read { path, source })
+    }
+}
+
+/// The tests of an uploaded policy set: its files named `tests/...`.
+pub struct UploadedTests<'a>(pub &'a BTreeMap<String, String>);
+
+impl UploadedTests<'_> {
+    fn key(parts: &[String]) -> String {
+        std::iter::once(TESTS_FOLDER).chain(parts.iter().map(String::as_str)).collect::<Vec<_>>().join("/")
+    }
+}
+
+impl TestFiles for UploadedTests<'_> {
+    fn test_files(&self) -> Result<Vec<String>, PolicyTestError> {
+        let prefix = format!("{TESTS_FOLDER}/");
+        Ok(self
+            .0
+            .keys()
+            .filter_map(|name| name.strip_prefix(&prefix))
+            .filter(|rest| !rest.contains('/') && rest.ends_with(".toml"))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn read(&self, parts: &[String]) -> Result<String, PolicyTestError> {
+        let key = Self::key(parts);
+        self.0.get(&key).cloned().ok_or_else(|| PolicyTestError::Invalid {
+            file: key.clone(),
+            problem: "is not among the uploaded files".to_owned(),
+        })
+    }
 }
 
 /// Runs every test in `<policy_dir>/tests/*.toml` against `policy`.
 pub fn run(policy_dir: &Path, policy: &DataProtectionPolicy, directory: &Directory) -> Result<TestRun, PolicyTestError> {
-    let tests_dir = policy_dir.join(TESTS_FOLDER);
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&tests_dir) {
-        Ok(entries) => entries
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| PolicyTestError::Read { path: tests_dir.clone(), source })?
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-            .collect(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => return Err(PolicyTestError::Read { path: tests_dir, source }),
-    };
-    files.sort();
+    run_from(&TestsFolder::of(policy_dir), policy, directory)
+}
+
+/// Runs every test `files` holds against `policy`.
+pub fn run_from(files: &dyn TestFiles, policy: &DataProtectionPolicy, directory: &Directory) -> Result<TestRun, PolicyTestError> {
     let mut coverage: BTreeMap<String, Vec<String>> = policy.dpo_policies().into_keys().map(|id| (id, Vec::new())).collect();
     let mut results = Vec::new();
     let mut names = BTreeSet::new();
-    for path in files {
-        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for file in files.test_files()? {
         let invalid = |problem: String| PolicyTestError::Invalid { file: file.clone(), problem };
-        let parsed: TestFile = toml::from_str(&read(&path)?).map_err(|e| invalid(e.to_string()))?;
+        let parsed: TestFile = toml::from_str(&files.read(std::slice::from_ref(&file))?).map_err(|e| invalid(e.to_string()))?;
         for test in parsed.tests {
             if !names.insert(test.name.clone()) {
                 return Err(invalid(format!("test \"{}\" is named twice", test.name)));
             }
-            let referral = referral_path(&tests_dir, &file, &test.referral)?;
-            let mut submission = ReferralSubmission::parse(&read(&referral)?, test.at)
+            let referral = inside_tests_folder(&file, &test.referral)?;
+            let mut submission = ReferralSubmission::parse(&files.read(&referral)?, test.at)
                 .map_err(|e| invalid(format!("test \"{}\": {}: {e}", test.name, test.referral)))?;
             if let Some(purpose) = test.purpose {
                 submission.purpose = purpose;

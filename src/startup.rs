@@ -131,8 +131,17 @@ impl Application {
         .await?;
         let case_keys = crate::store::case_keys::open(&config.database).await?;
         let vault = crate::app::vault::Vault::new(keys, case_keys);
+        let approvals_required = config.policy.approvals_required();
+        if approvals_required.is_single_person() {
+            tracing::warn!(
+                "policy.approvals_required = 1: A POLICY VERSION TAKES EFFECT ON ONE DPO'S WORD, WITH NO SECOND PERSON SIGNING IT OFF. \
+                 Use this for a demonstration only; set 2 (the default) or more in production"
+            );
+        }
+        let governance = crate::app::PolicyGovernance { approvals_required, solver: config.policy.solver() };
         let mut gateway = Gateway::new(config.country, directory, vault, store, writer, clock, policy)
-            .with_readiness_timeout(config.database.readiness_timeout());
+            .with_readiness_timeout(config.database.readiness_timeout())
+            .with_policy_governance(governance);
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);

@@ -74,6 +74,40 @@ pub struct ActivePolicy {
     pub policy: DataProtectionPolicy,
 }
 
+/// The approved policy versions in force now or later, compiled, and the
+/// store's mark they were read at (see [`crate::store::PolicyStore::policy_mark`]).
+#[derive(Debug)]
+pub struct PolicySchedule {
+    /// Never empty: the version in force when it was read comes first.
+    pub versions: Vec<(crate::domain::signoff::ApprovedVersion, Arc<ActivePolicy>)>,
+    pub mark: crate::store::PolicyMark,
+}
+
+impl PolicySchedule {
+    /// The version in force at `at`: the one in force when the schedule was
+    /// read, or a later one whose time has come.
+    fn in_force_at(&self, at: DateTime<Utc>) -> Arc<ActivePolicy> {
+        let approved: Vec<_> = self.versions.iter().map(|(v, _)| *v).collect();
+        let number = crate::domain::signoff::in_force_at(&approved, at.timestamp_millis()).map(|v| v.number);
+        let chosen = number.and_then(|n| self.versions.iter().find(|(v, _)| v.number == n)).unwrap_or(&self.versions[0]);
+        Arc::clone(&chosen.1)
+    }
+}
+
+/// How the DPO's policy versions are signed off and checked.
+#[derive(Debug, Clone)]
+pub struct PolicyGovernance {
+    pub approvals_required: crate::domain::signoff::ApprovalsRequired,
+    /// The solver that proves uploads; none: uploads are not proved.
+    pub solver: Option<crate::policy_proofs::SolverCommand>,
+}
+
+impl Default for PolicyGovernance {
+    fn default() -> Self {
+        Self { approvals_required: crate::domain::signoff::ApprovalsRequired::FOUR_EYES, solver: None }
+    }
+}
+
 /// Everything a use case needs; one per running gateway.
 pub struct Gateway {
     pub country: CountryCode,
@@ -82,7 +116,8 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,
-    policy: RwLock<Arc<ActivePolicy>>,
+    policy: RwLock<Arc<PolicySchedule>>,
+    governance: PolicyGovernance,
     /// Signing and decryption keys between gateways; none until federation is set up.
     federation: Option<crate::crypto::federation_keys::FederationKeys>,
     delivery: sending::delivery::DeliverySettings,
@@ -123,6 +158,14 @@ pub enum AppError {
     IdempotencyConflict { referral_id: String },
     #[error("the policy set is invalid")]
     PolicyInvalid(Vec<crate::domain::policy::PolicyProblem>),
+    /// A policy set that compiles but fails its tests or proofs.
+    #[error("the policy set fails its checks")]
+    PolicyRefused(dpo::policy_checks::UploadRefusal),
+    #[error("{0}")]
+    ReviewRefused(crate::domain::signoff::ReviewRefusal),
+    /// Other writers kept changing what this request read: try again.
+    #[error("contended")]
+    Contended,
     #[error("packet refused: {0}")]
     PacketRefused(crate::crypto::packet::OpenError),
     /// The case, sealed for its destination, could exceed the largest
@@ -157,7 +200,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         writer: Writer,
         clock: Arc<dyn Clock>,
-        policy: ActivePolicy,
+        policy: PolicySchedule,
     ) -> Self {
         Self {
             country,
@@ -167,6 +210,7 @@ impl Gateway {
             writer,
             clock,
             policy: RwLock::new(Arc::new(policy)),
+            governance: PolicyGovernance::default(),
             federation: None,
             delivery: sending::delivery::DeliverySettings::default(),
             queued: tokio::sync::Notify::new(),
@@ -278,22 +322,33 @@ impl Gateway {
 
     /// The policy in force now.
     pub fn policy(&self) -> Arc<ActivePolicy> {
+        self.policy_schedule().in_force_at(self.now())
+    }
+
+    fn policy_schedule(&self) -> Arc<PolicySchedule> {
         match self.policy.read() {
             Ok(guard) => Arc::clone(&guard),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    /// Makes `policy` the one in force, unless a newer version already is:
-    /// two uploads, or an upload and a refresh, may finish in either order.
-    fn activate(&self, policy: ActivePolicy) {
+    /// Installs `schedule`, unless one read at a later mark already is: an
+    /// upload, a review and a refresh may finish in any order.
+    fn install_schedule(&self, schedule: PolicySchedule) {
         let mut guard = match self.policy.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if policy.number > guard.number {
-            *guard = Arc::new(policy);
+        let (new, old) = (schedule.mark, guard.mark);
+        if new.latest_number >= old.latest_number && new.reviews >= old.reviews {
+            *guard = Arc::new(schedule);
         }
+    }
+
+    /// Sets how policy versions are signed off and proved.
+    pub fn with_policy_governance(mut self, governance: PolicyGovernance) -> Self {
+        self.governance = governance;
+        self
     }
 
     pub fn now(&self) -> DateTime<Utc> {

@@ -23,6 +23,9 @@ pub enum Action {
     PolicyUpdate,
     #[serde(rename = "policy.simulate")]
     PolicySimulate,
+    /// A DPO approved or rejected a policy version (four eyes).
+    #[serde(rename = "policy.review")]
+    PolicyReview,
     #[serde(rename = "audit.read")]
     AuditRead,
     #[serde(rename = "disclosures.read")]
@@ -63,6 +66,7 @@ impl Action {
         Action::PolicyRead,
         Action::PolicyUpdate,
         Action::PolicySimulate,
+        Action::PolicyReview,
         Action::AuditRead,
         Action::DisclosuresRead,
         Action::AccessRefused,
@@ -83,6 +87,7 @@ impl Action {
             Action::PolicyRead => "policy.read",
             Action::PolicyUpdate => "policy.update",
             Action::PolicySimulate => "policy.simulate",
+            Action::PolicyReview => "policy.review",
             Action::AuditRead => "audit.read",
             Action::DisclosuresRead => "disclosures.read",
             Action::AccessRefused => "access.refused",
@@ -130,11 +135,19 @@ pub struct AuditEvent {
     /// `allow`, `deny`, `ok`, `replayed`, `conflict`, `unauthenticated`, `forbidden`, `not_found`.
     pub outcome: &'static str,
     pub reasons: Vec<String>,
+    /// The other person of a four-eyes step: the author of the policy
+    /// version a DPO approved or rejected.
+    pub counterpart: Option<Actor>,
 }
 
 impl AuditEvent {
     pub fn new(at: DateTime<Utc>, actor: Actor, action: Action, outcome: &'static str) -> Self {
-        Self { at, actor, action, referral_id: None, subject_key: None, policy_version: None, outcome, reasons: Vec::new() }
+        Self { at, actor, action, referral_id: None, subject_key: None, policy_version: None, outcome, reasons: Vec::new(), counterpart: None }
+    }
+
+    pub fn counterpart(mut self, counterpart: Actor) -> Self {
+        self.counterpart = Some(counterpart);
+        self
     }
 
     pub fn referral(mut self, id: &str) -> Self {
@@ -170,6 +183,8 @@ impl AuditEvent {
             policy_version: self.policy_version,
             outcome: self.outcome.to_owned(),
             reasons: self.reasons,
+            counterpart_org: self.counterpart.as_ref().and_then(|c| c.org.clone()),
+            counterpart_subject: self.counterpart.map(|c| c.subject),
             prev_hash,
             hash: String::new(),
         };
@@ -191,6 +206,12 @@ pub struct AuditRecord {
     pub policy_version: Option<String>,
     pub outcome: String,
     pub reasons: Vec<String>,
+    // Absent from the hashed form when empty, so entries written before
+    // these columns existed keep their hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterpart_org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterpart_subject: Option<String>,
     pub prev_hash: String,
     #[serde(skip)]
     pub hash: String,

@@ -20,6 +20,7 @@ pub mod recipient;
 pub mod replies;
 pub mod retention;
 pub mod sealing;
+pub mod signoff;
 pub mod status;
 pub mod submission;
 pub mod text;

@@ -20,7 +20,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value};
 
-use crate::app::dpo::policies::{PolicyList, PolicyStored, PolicyUpload, Simulation, SimulationAnswer};
+use crate::app::dpo::policies::{PolicyList, PolicyReviewed, PolicyStored, PolicyUpload, PolicyVersionView, ReviewRequest, Simulation, SimulationAnswer};
 use crate::app::dpo::queries::{AuditPage, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::recipient::cases::{Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusQueued, StatusReportRequest};
@@ -65,6 +65,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<WithdrawalRequest>(&mut requests);
     add::<StatusReportRequest>(&mut requests);
     add::<PolicyUpload>(&mut requests);
+    add::<ReviewRequest>(&mut requests);
     add::<Simulation>(&mut requests);
     // ... and what it receives, as the gateway writes it (a field skipped
     // when empty may be absent; every other is there).
@@ -76,6 +77,8 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<SubjectWithdrawalAnswer>(&mut answers);
     add::<PolicyList>(&mut answers);
     add::<PolicyStored>(&mut answers);
+    add::<PolicyVersionView>(&mut answers);
+    add::<PolicyReviewed>(&mut answers);
     add::<SimulationAnswer>(&mut answers);
     add::<AuditPage>(&mut answers);
     add::<Disclosures>(&mut answers);

@@ -219,6 +219,21 @@ impl From<AppError> for Problem {
                 "Nothing was stored; the active policy is unchanged. See `problems`.",
             )
             .with("problems", policy_problems(&problems)),
+            AppError::PolicyRefused(refusal) => policy_refused(refusal),
+            AppError::ReviewRefused(refusal) => Problem::new(
+                StatusCode::CONFLICT,
+                "policy-review-refused",
+                "The review is refused",
+                format!("{refusal}. Nothing was recorded."),
+            )
+            .with("code", json!(refusal.code())),
+            AppError::Contended => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Busy",
+                "Others changed what this request depends on while it ran; nothing was recorded. Try again.",
+            )
+            .retry_after(BUSY_RETRY_AFTER_SECONDS),
             AppError::PacketRefused(cause) => {
                 let status = match cause {
                     crate::crypto::packet::OpenError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -266,6 +281,40 @@ impl From<AppError> for Problem {
                 internal()
             }
         }
+    }
+}
+
+/// An upload that compiled but failed its tests or proofs: what failed, in
+/// test names, differences and plain-words counterexamples.
+fn policy_refused(refusal: crate::app::dpo::policy_checks::UploadRefusal) -> Problem {
+    use crate::app::dpo::policy_checks::UploadRefusal;
+    const UNCHANGED: &str = "Nothing was stored; the policy in force is unchanged.";
+    match refusal {
+        UploadRefusal::TestsInvalid(problem) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy-tests-invalid",
+            "The policy tests cannot run",
+            format!("{UNCHANGED} A test file is invalid: {problem}"),
+        ),
+        UploadRefusal::TestsFailed(failed) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy-tests-failed",
+            "The policy tests fail",
+            format!("{UNCHANGED} See `failed`: each names a test and what the decision did differently."),
+        )
+        .with("failed", Value::Array(failed.into_iter().map(|(test, differences)| json!({ "test": test, "differences": differences })).collect())),
+        UploadRefusal::ProofRefuted(refuted) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy-proof-refuted",
+            "A property of the policy set is refuted",
+            format!("{UNCHANGED} See `refuted`: each names the property and a request that breaks it."),
+        )
+        .with(
+            "refuted",
+            Value::Array(
+                refuted.into_iter().map(|(property, counterexamples)| json!({ "property": property, "counterexamples": counterexamples })).collect(),
+            ),
+        ),
     }
 }
 

@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 use super::extract::{json_body, json_text, Caller, PathParam};
 use super::problem::Problem;
 use super::AppState;
-use crate::app::dpo::policies::{PolicyList, PolicyUpload, Simulation, SimulationAnswer};
+use crate::app::dpo::policies::{PolicyList, PolicyReviewed, PolicyUpload, PolicyVersionView, ReviewRequest, Simulation, SimulationAnswer};
+use crate::domain::signoff::Verdict;
+use crate::app::AppError;
+use crate::auth::Principal;
 use crate::app::dpo::queries::{AuditPage, AuditQuery, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::reason_strings;
@@ -67,6 +70,39 @@ pub async fn put_policies(State(state): State<AppState>, Caller(caller): Caller,
     let caller = state.gateway.authorize::<Dpos>(&caller).await?;
     let upload: PolicyUpload = json_body(&headers, body, state.body_limit).await?;
     let stored = state.gateway.upload_policy(&caller, upload).await?;
+    Ok((StatusCode::CREATED, Json(stored)).into_response())
+}
+
+/// A policy version's number from the path; anything else names no version.
+fn version_number(text: &str) -> Result<i64> {
+    text.parse::<i64>().ok().filter(|n| *n > 0 && !text.starts_with('+')).ok_or_else(|| AppError::NotFound.into())
+}
+
+pub async fn get_policy_version(State(state): State<AppState>, Caller(caller): Caller, PathParam(number): PathParam) -> Result<Json<PolicyVersionView>> {
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
+    Ok(Json(state.gateway.policy_version(&caller, version_number(&number)?).await?))
+}
+
+pub async fn approve_policy(State(state): State<AppState>, Caller(caller): Caller, PathParam(number): PathParam, headers: HeaderMap, body: Body) -> Result<Json<PolicyReviewed>> {
+    review_policy(state, caller, number, Verdict::Approve, headers, body).await
+}
+
+pub async fn reject_policy(State(state): State<AppState>, Caller(caller): Caller, PathParam(number): PathParam, headers: HeaderMap, body: Body) -> Result<Json<PolicyReviewed>> {
+    review_policy(state, caller, number, Verdict::Reject, headers, body).await
+}
+
+async fn review_policy(state: AppState, caller: Principal, number: String, verdict: Verdict, headers: HeaderMap, body: Body) -> Result<Json<PolicyReviewed>> {
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
+    let number = version_number(&number)?;
+    let request: ReviewRequest = json_body(&headers, body, state.body_limit).await?;
+    Ok(Json(state.gateway.review_policy(&caller, number, verdict, request).await?))
+}
+
+pub async fn restore_policy(State(state): State<AppState>, Caller(caller): Caller, PathParam(number): PathParam, headers: HeaderMap, body: Body) -> Result<Response> {
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
+    let number = version_number(&number)?;
+    let request: ReviewRequest = json_body(&headers, body, state.body_limit).await?;
+    let stored = state.gateway.restore_policy(&caller, number, request).await?;
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 

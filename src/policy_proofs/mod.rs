@@ -318,7 +318,7 @@ impl std::fmt::Display for ProofReport {
 
 /// How a new version of the DPO's policies changes what is shared,
 /// proved for every request (issue 19 §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeLabel {
     /// Allows exactly the same requests.

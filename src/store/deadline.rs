@@ -232,8 +232,12 @@ impl PolicyStore for Deadlined<dyn Store> {
         self.bounded("policy_versions", self.inner.policy_versions()).await
     }
 
-    async fn latest_policy_number(&self) -> Result<i64, StoreError> {
-        self.bounded("latest_policy_number", self.inner.latest_policy_number()).await
+    async fn policy_sign_offs(&self) -> Result<Vec<PolicySignOffRecord>, StoreError> {
+        self.bounded("policy_sign_offs", self.inner.policy_sign_offs()).await
+    }
+
+    async fn policy_mark(&self) -> Result<PolicyMark, StoreError> {
+        self.bounded("policy_mark", self.inner.policy_mark()).await
     }
 }
 

@@ -188,11 +188,15 @@ pub trait InboxStore: Send + Sync {
 /// The DPO's policy versions.
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
-    /// Every policy version, oldest first; the last is the active one.
+    /// Every policy version, oldest first, in any state.
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
 
-    /// The number of the newest policy version (0 when there is none).
-    async fn latest_policy_number(&self) -> Result<i64, StoreError>;
+    /// Every sign-off, by version number, then in the order given.
+    async fn policy_sign_offs(&self) -> Result<Vec<PolicySignOffRecord>, StoreError>;
+
+    /// Changes whenever a version is stored or signed off: a replica reads
+    /// the versions again only when it did.
+    async fn policy_mark(&self) -> Result<PolicyMark, StoreError>;
 }
 
 /// The hash-chained audit log, read back.

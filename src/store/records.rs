@@ -4,6 +4,7 @@
 
 use crate::audit::AuditEvent;
 use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::signoff::{PolicyVersionState, Verdict};
 
 /// The sealed minimised payload waiting for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +194,16 @@ pub struct NewPolicyVersion {
     pub author_subject: String,
     pub note: Option<String>,
     pub created_ms: i64,
-    /// JSON object: file name -> Cedar text.
+    /// JSON object: file name -> text.
     pub files: String,
+    /// A draft, or approved at once when one approval is enough.
+    pub state: PolicyVersionState,
+    pub effective_from_ms: Option<i64>,
+    /// When it takes effect, if approved.
+    pub effective_ms: Option<i64>,
+    pub restores: Option<i64>,
+    /// What was checked at upload, as JSON.
+    pub checks: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +215,44 @@ pub struct PolicyVersionRecord {
     pub note: Option<String>,
     pub created_ms: i64,
     pub files: String,
+    pub state: PolicyVersionState,
+    pub effective_from_ms: Option<i64>,
+    pub effective_ms: Option<i64>,
+    /// When its sign-off completed or it was rejected.
+    pub decided_ms: Option<i64>,
+    /// How many sign-offs it has.
+    pub reviews: i64,
+    pub restores: Option<i64>,
+    pub checks: Option<String>,
+}
+
+/// The newest policy version's number and the number of sign-offs of all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyMark {
+    pub latest_number: i64,
+    pub reviews: i64,
+}
+
+/// One DPO's verdict on a policy version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySignOffRecord {
+    pub number: i64,
+    pub reviewer_org: String,
+    pub reviewer_subject: String,
+    pub verdict: Verdict,
+    pub at_ms: i64,
+    pub note: Option<String>,
+}
+
+/// A review of a draft and where it leaves the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyReview {
+    pub sign_off: PolicySignOffRecord,
+    /// The number of sign-offs the version had when the review was decided:
+    /// nothing is written if another came in since.
+    pub seen_reviews: i64,
+    pub state: PolicyVersionState,
+    pub effective_ms: Option<i64>,
 }
 
 /// One unit of a group commit.
@@ -214,8 +261,12 @@ pub enum Write {
     /// A decided referral and its audit event; nothing is written (and
     /// [`Written::DuplicateKey`] returned) when the sender already used the key.
     Referral { referral: Box<NewReferral>, audit: AuditEvent },
-    /// A new policy version, which becomes the active one, and its audit event.
+    /// A new policy version (a draft, or approved) and its audit event.
     Policy { policy: NewPolicyVersion, audit: AuditEvent },
+    /// A DPO's verdict on a draft and its audit event; nothing is written
+    /// (and [`Written::ReviewedMeanwhile`] returned) if the draft had another
+    /// sign-off since it was read, or is no longer a draft.
+    PolicyReview { review: Box<PolicyReview>, audit: AuditEvent },
     /// A packet received from a peer gateway and its audit event; nothing is
     /// written (and [`Written::KnownPacket`] returned) when its id is known.
     Inbox { entry: Box<NewInboxEntry>, audit: AuditEvent },
@@ -512,6 +563,8 @@ pub struct InboxReceipt {
 pub enum Written {
     Audited { seq: i64 },
     PolicyStored { number: i64, seq: i64 },
+    /// A policy version had a sign-off since it was read: read it again.
+    ReviewedMeanwhile,
     DuplicateKey,
     /// The inbox already holds a packet with this id; see [`Store::inbox_receipt`].
     KnownPacket,

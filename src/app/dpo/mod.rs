@@ -2,5 +2,6 @@
 //! versions, simulations, the audit log, disclosures and subject reports.
 
 pub mod policies;
+pub mod policy_checks;
 pub mod queries;
 pub mod subject_report;

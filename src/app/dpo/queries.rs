@@ -51,6 +51,9 @@ pub struct AuditEntry {
     pub policy_version: Option<String>,
     pub outcome: String,
     pub reasons: Vec<String>,
+    /// For a DPO's approval or rejection of a policy version: the version's author.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterpart: Option<AuditActor>,
     /// The hash of the entry before it, which this entry's hash covers.
     pub prev_hash: String,
     pub hash: String,
@@ -75,6 +78,7 @@ impl From<AuditRecord> for AuditEntry {
             policy_version: record.policy_version,
             outcome: record.outcome,
             reasons: record.reasons,
+            counterpart: record.counterpart_subject.map(|subject| AuditActor { org: record.counterpart_org, subject }),
             prev_hash: record.prev_hash,
             hash: record.hash,
         }

@@ -20,6 +20,8 @@ macro_rules! audit_sql {
                     outcome: row.try_get("outcome")?,
                     reasons: serde_json::from_str(&reasons)
                         .map_err(|_| StoreError::Corrupt("audit reasons are not a JSON array of strings".to_owned()))?,
+                    counterpart_org: row.try_get("counterpart_org")?,
+                    counterpart_subject: row.try_get("counterpart_subject")?,
                     prev_hash: row.try_get("prev_hash")?,
                     hash: row.try_get("hash")?,
                 })
@@ -42,6 +44,8 @@ macro_rules! audit_sql {
                             .push_bind(record.policy_version.clone())
                             .push_bind(record.outcome.clone())
                             .push_bind(audit_reasons(record))
+                            .push_bind(record.counterpart_org.clone())
+                            .push_bind(record.counterpart_subject.clone())
                             .push_bind(record.prev_hash.clone())
                             .push_bind(record.hash.clone());
                     });
@@ -91,13 +95,15 @@ macro_rules! audit_sql {
         impl PolicyStore for $store {
             async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
                 let rows = sqlx::query(
-                    "SELECT number, version, author_org, author_subject, note, created_ms, files FROM policy_versions ORDER BY number",
+                    "SELECT number, version, author_org, author_subject, note, created_ms, files, state, effective_from_ms, \
+                     effective_ms, decided_ms, reviews, restores, checks FROM policy_versions ORDER BY number",
                 )
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows
-                    .iter()
+                rows.iter()
                     .map(|row| {
+                        let state: String = row.try_get("state")?;
+                        let reviews: i64 = row.try_get::<i64, _>("reviews")?;
                         Ok(PolicyVersionRecord {
                             number: row.try_get("number")?,
                             version: row.try_get("version")?,
@@ -106,14 +112,46 @@ macro_rules! audit_sql {
                             note: row.try_get("note")?,
                             created_ms: row.try_get("created_ms")?,
                             files: row.try_get("files")?,
+                            state: state.parse().map_err(|_| StoreError::Corrupt("policy version state".to_owned()))?,
+                            effective_from_ms: row.try_get("effective_from_ms")?,
+                            effective_ms: row.try_get("effective_ms")?,
+                            decided_ms: row.try_get("decided_ms")?,
+                            reviews,
+                            restores: row.try_get("restores")?,
+                            checks: row.try_get("checks")?,
                         })
                     })
-                    .collect::<Result<_, sqlx::Error>>()?)
+                    .collect()
             }
 
-            async fn latest_policy_number(&self) -> Result<i64, StoreError> {
-                let row = sqlx::query("SELECT COALESCE(MAX(number), 0) AS latest FROM policy_versions").fetch_one(&self.pool).await?;
-                Ok(row.try_get("latest")?)
+            async fn policy_sign_offs(&self) -> Result<Vec<PolicySignOffRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT number, reviewer_org, reviewer_subject, verdict, at_ms, note FROM policy_signoffs ORDER BY number, at_ms",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let verdict: String = row.try_get("verdict")?;
+                        Ok(PolicySignOffRecord {
+                            number: row.try_get("number")?,
+                            reviewer_org: row.try_get("reviewer_org")?,
+                            reviewer_subject: row.try_get("reviewer_subject")?,
+                            verdict: verdict.parse().map_err(|_| StoreError::Corrupt("policy sign-off verdict".to_owned()))?,
+                            at_ms: row.try_get("at_ms")?,
+                            note: row.try_get("note")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn policy_mark(&self) -> Result<PolicyMark, StoreError> {
+                let row = sqlx::query(
+                    "SELECT COALESCE(MAX(number), 0) AS latest, CAST(COALESCE(SUM(reviews), 0) AS BIGINT) AS reviews FROM policy_versions",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(PolicyMark { latest_number: row.try_get("latest")?, reviews: row.try_get("reviews")? })
             }
         }
     };

@@ -27,7 +27,7 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
-    NewReply, NewWithdrawal, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
+    NewReply, NewWithdrawal, PolicyMark, PolicySignOffRecord, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written, ExpiredReferral, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing,
     AuditStore, InboxStore, OutboxStore, PolicyStore, ReferralStore,
 };
@@ -64,7 +64,8 @@ fn retention_of(until_ms: Option<i64>, days_after_closure: Option<i64>) -> Optio
 }
 
 const AUDIT_COLUMNS: &str =
-    "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, prev_hash, hash";
+    "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, \
+     counterpart_org, counterpart_subject, prev_hash, hash";
 
 /// The embedded store: one SQLite file in WAL mode.
 #[derive(Debug, Clone)]
@@ -355,8 +356,9 @@ macro_rules! sql_store {
                         Write::Inbox { .. } => Written::KnownPacket,
                         Write::Policy { policy, audit } => {
                             let number: i64 = sqlx::query(
-                                "INSERT INTO policy_versions (number, version, author_org, author_subject, note, created_ms, files) \
-                                 SELECT COALESCE(MAX(number), 0) + 1, $1, $2, $3, $4, $5, $6 FROM policy_versions \
+                                "INSERT INTO policy_versions (number, version, author_org, author_subject, note, created_ms, files, \
+                                 state, effective_from_ms, effective_ms, decided_ms, restores, checks) \
+                                 SELECT COALESCE(MAX(number), 0) + 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM policy_versions \
                                  RETURNING number",
                             )
                             .bind(&policy.version)
@@ -365,10 +367,50 @@ macro_rules! sql_store {
                             .bind(&policy.note)
                             .bind(policy.created_ms)
                             .bind(&policy.files)
+                            .bind(policy.state.as_str())
+                            .bind(policy.effective_from_ms)
+                            .bind(policy.effective_ms)
+                            .bind(policy.effective_ms.map(|_| policy.created_ms))
+                            .bind(policy.restores)
+                            .bind(&policy.checks)
                             .fetch_one(&mut *tx)
                             .await?
                             .try_get("number")?;
                             Written::PolicyStored { number, seq: chain(&mut head, audit, &mut records) }
+                        }
+                        Write::PolicyReview { review, audit } => {
+                            let sign_off = &review.sign_off;
+                            let decided = review.state != crate::domain::signoff::PolicyVersionState::Draft;
+                            let moved = sqlx::query(
+                                "UPDATE policy_versions SET reviews = reviews + 1, state = $1, effective_ms = $2, decided_ms = $3 \
+                                 WHERE number = $4 AND reviews = $5 AND state = $6",
+                            )
+                            .bind(review.state.as_str())
+                            .bind(review.effective_ms)
+                            .bind(decided.then_some(sign_off.at_ms))
+                            .bind(sign_off.number)
+                            .bind(review.seen_reviews)
+                            .bind(crate::domain::signoff::PolicyVersionState::Draft.as_str())
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            if moved == 1 {
+                                sqlx::query(
+                                    "INSERT INTO policy_signoffs (number, reviewer_org, reviewer_subject, verdict, at_ms, note) \
+                                     VALUES ($1, $2, $3, $4, $5, $6)",
+                                )
+                                .bind(sign_off.number)
+                                .bind(&sign_off.reviewer_org)
+                                .bind(&sign_off.reviewer_subject)
+                                .bind(sign_off.verdict.as_str())
+                                .bind(sign_off.at_ms)
+                                .bind(&sign_off.note)
+                                .execute(&mut *tx)
+                                .await?;
+                                Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                            } else {
+                                Written::ReviewedMeanwhile
+                            }
                         }
                         Write::Reply { reply, audit, brings_forward } => {
                             Self::queue_reply(&mut tx, reply).await?;
