@@ -33,6 +33,8 @@ pub enum Who {
     ItaNrm,
     /// The gateway's DPO.
     Dpo,
+    /// A second DPO of the same organisation: the other pair of eyes.
+    SecondDpo,
     /// An auditor.
     Auditor,
     /// UNHCR Rome, recipient role only.
@@ -48,9 +50,20 @@ pub enum Who {
 }
 
 impl Who {
-    pub const REGISTERED: [Who; 7] = [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::NgaHealth];
-    pub const ALL: [Who; 9] =
-        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::NgaHealth, Who::Stranger, Who::Nobody];
+    pub const REGISTERED: [Who; 8] =
+        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::SecondDpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::NgaHealth];
+    pub const ALL: [Who; 10] = [
+        Who::IomRome,
+        Who::ItaNrm,
+        Who::Dpo,
+        Who::SecondDpo,
+        Who::Auditor,
+        Who::Recipient,
+        Who::Foreign,
+        Who::NgaHealth,
+        Who::Stranger,
+        Who::Nobody,
+    ];
 
     /// The organisation the gateway registers this caller for.
     pub fn org(self) -> Option<&'static str> {
@@ -72,6 +85,7 @@ impl Who {
             Who::IomRome => Some(("iom_rome", "ita-iom-rome", "submitter")),
             Who::ItaNrm => Some(("ita_nrm", "ita-nrm", "submitter")),
             Who::Dpo => Some(("dpo", "ita-nrm", "dpo")),
+            Who::SecondDpo => Some(("second_dpo", "ita-nrm", "dpo")),
             Who::Auditor => Some(("auditor", "ita-nrm", "auditor")),
             Who::Recipient => Some(("unhcr", "ita-unhcr-rome", "recipient")),
             Who::Foreign => Some(("naptip", "nga-naptip", "submitter")),
@@ -420,6 +434,19 @@ impl TestApp {
 
     pub async fn put_json(&self, who: Who, path: &str, body: &Value) -> Reply {
         self.send(self.client(who).put(self.url(path)).json(body)).await
+    }
+
+    /// A policy upload by the DPO that a second DPO approves (four eyes):
+    /// the reply to the upload, after the approval.
+    pub async fn adopt_policy(&self, upload: &Value) -> Reply {
+        let stored = self.put_json(Who::Dpo, "/v1/policies", upload).await;
+        assert_eq!(stored.status, 201, "{}", stored.text);
+        assert_eq!(stored.body["state"], "draft", "{}", stored.text);
+        let number = stored.body["number"].as_i64().unwrap();
+        let approved = self.post_json(Who::SecondDpo, &format!("/v1/policies/{number}/approve"), &serde_json::json!({})).await;
+        assert_eq!(approved.status, 200, "{}", approved.text);
+        assert_eq!(approved.body["state"], "approved", "{}", approved.text);
+        stored
     }
 
     pub async fn post_raw(&self, who: Who, path: &str, content_type: &str, body: Vec<u8>) -> Reply {

@@ -75,12 +75,10 @@ async fn uploading_a_policy_changes_later_decisions(backend: Backend) {
     assert_eq!(unchanged["active"], initial["active"]);
     assert_eq!(unchanged["history"], initial["history"]);
 
-    // A valid set becomes version 2 at once.
+    // A valid set becomes version 2 once a second DPO approves it.
     let upload = json!({ "files": with_no_health(), "note": "no health data abroad" });
-    let stored = app.put_json(Who::Dpo, "/v1/policies", &upload).await;
-    assert_eq!(stored.status, 201, "{}", stored.text);
+    let stored = app.adopt_policy(&upload).await;
     assert_eq!(stored.body["number"], 2);
-    assert_eq!(stored.body["active"], true);
     let v2 = stored.body["version"].as_str().unwrap().to_owned();
     assert!(v2.starts_with("sha256:") && v2 != v1);
 
@@ -94,6 +92,8 @@ async fn uploading_a_policy_changes_later_decisions(backend: Backend) {
     assert_eq!(history[0]["author"]["org"], "ita-nrm");
     assert_eq!(history[0]["author"]["subject"], Who::Dpo.fingerprint().unwrap().as_str());
     assert_eq!(history[0]["note"], "no health data abroad");
+    assert_eq!(history[0]["state"], "approved");
+    assert_eq!(history[0]["sign_offs"][0]["by"]["subject"], Who::SecondDpo.fingerprint().unwrap().as_str());
     assert_eq!(history[1], initial["history"][0]);
 
     // A referral submitted now is decided under version 2: health is withheld by the new forbid.
@@ -125,9 +125,9 @@ async fn uploading_a_policy_changes_later_decisions(backend: Backend) {
     assert_eq!(
         updates,
         [
-            (json!("ok"), json!(v1), json!([])),
+            (json!("approved"), json!(v1), json!([])),
             (json!("invalid"), Value::Null, json!(["policy_invalid"])),
-            (json!("ok"), json!(v2), json!([])),
+            (json!("draft"), json!(v2), json!([])),
         ]
     );
 }
@@ -263,8 +263,7 @@ async fn a_replica_picks_up_a_new_policy_version() {
 
     let mut files = policy_files();
     files.insert("30-no-health.cedar".to_owned(), NO_HEALTH.to_owned());
-    let stored = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": files })).await;
-    assert_eq!(stored.status, 201, "{}", stored.text);
+    let stored = app.adopt_policy(&json!({ "files": files })).await;
 
     // One refresh round finds version 2 in the store.
     replica.gateway().refresh_policy().await.unwrap();
@@ -278,8 +277,7 @@ async fn a_replica_picks_up_a_new_policy_version() {
 
     // The replica's own refresh task, every `policy.refresh_seconds`, finds version 3.
     files.remove("30-no-health.cedar");
-    let third = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": files })).await;
-    assert_eq!(third.status, 201, "{}", third.text);
+    app.adopt_policy(&json!({ "files": files })).await;
     wait_for("the replica's refresh task to load version 3", Duration::from_secs(30), || async {
         replica.gateway().policy().number == 3
     })

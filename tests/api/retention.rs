@@ -41,6 +41,9 @@ async fn federation(backend: Backend) -> Federation {
     let ita = federation.peer("ITA");
     let stored = send(client_for(Who::Dpo).put(ita.url("/v1/policies")).json(&json!({ "files": files, "note": "short retention" }))).await;
     assert_eq!(stored.status, 201, "{}", stored.text);
+    let approve = ita.url(&format!("/v1/policies/{}/approve", stored.body["number"]));
+    let approved = send(client_for(Who::SecondDpo).post(approve).json(&json!({}))).await;
+    assert_eq!(approved.body["state"], "approved", "{}", approved.text);
     federation
 }
 
@@ -256,8 +259,7 @@ async fn the_retention_file_is_stored_with_the_policy_set_and_checked_like_cedar
     // Good rules: a new version, whose hash covers them.
     let mut good = policy_files();
     good.insert("retention.toml".to_owned(), RULES.to_owned());
-    let stored = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": good })).await;
-    assert_eq!(stored.status, 201, "{}", stored.text);
+    let stored = app.adopt_policy(&json!({ "files": good })).await;
     assert_ne!(stored.body["version"], initial["active"]["version"]);
     let active = app.get(Who::Dpo, "/v1/policies").await.body;
     assert_eq!(active["active"]["files"]["retention.toml"], RULES);

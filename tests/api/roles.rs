@@ -92,6 +92,11 @@ fn table(own_referral: &str) -> Vec<Call> {
         (Who::Auditor, Method::PUT, "/v1/policies", json!({})),
         (Who::IomRome, Method::PUT, "/v1/policies", json!({ "files": {} })),
         (Who::Auditor, Method::POST, "/v1/policies/simulate", json!({ "nonsense": 1 })),
+        // An auditor reads the log of sign-offs but never signs off.
+        (Who::Auditor, Method::POST, "/v1/policies/1/approve", json!({})),
+        (Who::Auditor, Method::POST, "/v1/policies/1/reject", json!({ "note": "x" })),
+        (Who::Auditor, Method::POST, "/v1/policies/1/restore", json!({})),
+        (Who::IomRome, Method::GET, "/v1/policies/1", json!({})),
         (Who::Recipient, Method::POST, "/v1/policies/simulate", json!([])),
     ];
     for (who, method, path, body) in garbage {

@@ -9,12 +9,19 @@ on_both_backends!(
 );
 
 /// Every state column takes each value of its lifecycle enum and nothing
-/// else: the `CHECK` constraints of migration 0010 on both backends.
+/// else: the `CHECK` constraints of migrations 0010 and 0012 on both backends.
 async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
     use referral_gateway::domain::lifecycle::OutboxState;
     let opened = open(backend).await;
     opened.store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), packet("p1", "digest-a")]).await.unwrap();
-    let columns: [(&str, &str, Vec<&str>); 4] = [
+    use referral_gateway::domain::signoff::{PolicyVersionState, Verdict};
+    opened.store.write_batch(&[policy_version()]).await.unwrap();
+    raw(&opened, "INSERT INTO policy_signoffs (number, reviewer_org, reviewer_subject, verdict, at_ms) VALUES (1, 'ita-nrm', 'b', 'approve', 0)")
+        .await
+        .unwrap();
+    let columns: [(&str, &str, Vec<&str>); 6] = [
+        ("policy_versions", "state", PolicyVersionState::ALL.iter().map(|s| s.as_str()).collect()),
+        ("policy_signoffs", "verdict", Verdict::ALL.iter().map(|s| s.as_str()).collect()),
         ("referrals", "status", ReferralStatus::ALL.iter().map(|s| s.as_str()).collect()),
         ("referral_events", "status", ReferralEvent::ALL.iter().map(|s| s.as_str()).collect()),
         ("outbox", "state", OutboxState::ALL.iter().map(|s| s.as_str()).collect()),
@@ -76,4 +83,23 @@ async fn referrals_stored_before_migration_0011_keep_their_policy_number(backend
     let stored = store.referral("r-old").await.unwrap().unwrap();
     assert_eq!(stored.policy_number, 7);
     assert_eq!(stored.status, ReferralStatus::Denied);
+}
+
+fn policy_version() -> Write {
+    Write::Policy {
+        policy: NewPolicyVersion {
+            version: "sha256:a".to_owned(),
+            author_org: None,
+            author_subject: "gateway".to_owned(),
+            note: None,
+            created_ms: 0,
+            files: "{}".to_owned(),
+            state: referral_gateway::domain::signoff::PolicyVersionState::Draft,
+            effective_from_ms: None,
+            effective_ms: None,
+            restores: None,
+            checks: None,
+        },
+        audit: AuditEvent::new(at(0), Actor::gateway(), Action::PolicyUpdate, "draft"),
+    }
 }
