@@ -16,6 +16,7 @@ mod logs;
 mod oidc_provider;
 mod operations;
 mod policies;
+mod policy_signoff;
 mod referrals;
 mod roles;
 mod store;

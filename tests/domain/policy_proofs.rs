@@ -7,11 +7,8 @@
 //! Each refutation test changes one thing in the shipped rules and expects the
 //! prover to name it, with a counterexample that shows it.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use referral_gateway::policy_proofs::CVC5_PYPI_RELEASE;
 use serde_json::Value;
 
 use crate::cli::TempDir;
@@ -19,34 +16,9 @@ use crate::support::repo_path;
 
 const BUILTIN: &str = include_str!("../../src/domain/policy/builtin.cedar");
 
-/// The solver settings for the command: the environment's, or a virtual
-/// environment with PyPI's cvc5, made on first use.
-pub(crate) fn solver_env() -> &'static (String, PathBuf) {
-    static SOLVER: OnceLock<(String, PathBuf)> = OnceLock::new();
-    SOLVER.get_or_init(|| {
-        for name in ["CVC5", "CVC5_PYTHON"] {
-            if let Some(value) = std::env::var_os(name).filter(|v| !v.is_empty()) {
-                return (name.to_owned(), value.into());
-            }
-        }
-        let venv = repo_path("target/cvc5-venv");
-        let python = venv.join("bin/python");
-        let has_cvc5 = |python: &PathBuf| {
-            Command::new(python).args(["-c", "import cvc5"]).output().is_ok_and(|o| o.status.success())
-        };
-        if !has_cvc5(&python) {
-            let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 is needed to install cvc5");
-            assert!(made.success(), "python3 -m venv failed (on Debian: apt-get install python3-venv)");
-            let installed = Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", CVC5_PYPI_RELEASE])
-                .status()
-                .unwrap();
-            assert!(installed.success(), "pip install {CVC5_PYPI_RELEASE} failed");
-            assert!(has_cvc5(&python));
-        }
-        ("CVC5_PYTHON".to_owned(), python)
-    })
-}
+#[path = "../common/solver.rs"]
+mod solver;
+pub(crate) use solver::solver_env;
 
 fn prove(args: &[&str]) -> Output {
     let (name, value) = solver_env();
