@@ -17,6 +17,8 @@ mod oidc_provider;
 mod operations;
 mod policies;
 mod policy_signoff;
+#[path = "../common/solver.rs"]
+mod solver;
 mod referrals;
 mod roles;
 mod store;

@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 use crate::helpers::{Captured, policy_files, repo_path, spawn_app, spawn_app_configured, fixture_time, variant, Backend, Reply, TestApp, Who};
 use crate::on_both_backends;
 
-on_both_backends!(a_version_acts_only_once_another_dpo_approves_it, uploads_whose_tests_fail_are_refused);
+on_both_backends!(
+    a_version_acts_only_once_another_dpo_approves_it,
+    uploads_whose_tests_fail_are_refused,
+    uploads_are_proved_and_labelled_with_a_solver,
+);
 
 const NO_HEALTH: &str = "// No health data leaves this gateway, whoever asks.\n@id(\"no_health\")\nforbid (principal, action, resource == Category::\"health\");\n";
 
@@ -230,4 +234,43 @@ async fn one_approval_lets_an_upload_act_at_once() {
     assert_eq!(stored.body["state"], "approved");
     assert_eq!(stored.body["approvals"], json!({ "given": 1, "required": 1 }));
     assert_eq!(health_is_sent(&app, "single-00001").await, (false, json!(2)));
+}
+
+/// A gateway with the solver configured proves each upload and labels it
+/// against the version in force; a refuted property refuses the upload.
+async fn uploads_are_proved_and_labelled_with_a_solver(backend: Backend) {
+    let (kind, path) = crate::solver::solver_env().clone();
+    let app = spawn_app_configured(backend, fixture_time(), "", move |config| match kind.as_str() {
+        "CVC5" => config.policy.cvc5 = Some(path),
+        _ => config.policy.cvc5_python = Some(path),
+    })
+    .await;
+    let mut no_health = policy_files();
+    no_health.insert("30-no-health.cedar".to_owned(), NO_HEALTH.to_owned());
+    let stored = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": no_health })).await;
+    assert_eq!(stored.status, 201, "{}", stored.text);
+    let checks = &stored.body["checks"];
+    assert_eq!(checks["proofs"]["status"], "proved", "{}", stored.text);
+    assert!(checks["proofs"]["properties"].as_u64().unwrap() > 20, "{}", stored.text);
+    assert_eq!(checks["change"]["status"], "labelled");
+    assert_eq!(checks["change"]["against"], 1);
+    assert_eq!(checks["change"]["label"], "narrows");
+    assert_eq!(checks["change"]["now_allowed"], json!([]));
+    let denied = checks["change"]["now_denied"].as_array().unwrap();
+    assert!(!denied.is_empty() && denied.iter().all(|d| d.as_str().unwrap().contains(", category health\n")), "{}", stored.text);
+    // The draft shows the same checks to whoever signs it off.
+    let draft = app.get(Who::SecondDpo, &format!("/v1/policies/{}", stored.body["number"])).await;
+    assert_eq!(&draft.body["checks"], checks);
+
+    // A policy that can fail to evaluate is refused, with the request that shows it.
+    let mut erroring = policy_files();
+    erroring.insert(
+        "30-overflow.cedar".to_owned(),
+        "@id(\"limits.overflow\")\nforbid (principal, action, resource)\nwhen { context.case.child && 9223372036854775807 + 1 > 0 };\n".to_owned(),
+    );
+    let refused = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": erroring })).await;
+    assert_eq!((refused.status, refused.problem()), (422, "policy-proof-refuted"), "{}", refused.text);
+    assert_eq!(refused.body["refuted"][0]["property"], "limits.overflow never raises an evaluation error");
+    assert!(refused.body["refuted"][0]["counterexamples"][0].as_str().unwrap().contains("purpose"), "{}", refused.text);
+    assert_eq!(policies(&app).await["history"].as_array().unwrap().len(), 2, "nothing stored");
 }
