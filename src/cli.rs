@@ -376,6 +376,17 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON body of `PUT /v1/policies` for a policy directory: its
+    /// policy and rule files and its tests.
+    Bundle {
+        dir: PathBuf,
+        /// Why this version (shown in the history).
+        #[arg(long)]
+        note: Option<String>,
+        /// Once approved, take effect no earlier than this (RFC 3339).
+        #[arg(long)]
+        effective_from: Option<DateTime<Utc>>,
+    },
 }
 
 /// A failure to report on stderr with exit code 2.
@@ -460,6 +471,7 @@ pub fn run() -> ExitCode {
         Command::Recipient(RecipientCommand::Open { keys, organisation, directory, coordinator_key, at, packet }) => {
             recipient_open(&keys, &organisation, &directory, &coordinator_key, &packet, at.unwrap_or_else(now))
         }
+        Command::Policy(PolicyCommand::Bundle { dir, note, effective_from }) => policy_bundle(&dir, note, effective_from),
         Command::Policy(PolicyCommand::Schema) => print(&schema_text()).map(|()| ExitCode::SUCCESS),
         Command::Schema { which } => {
             let text = match which {
@@ -840,6 +852,25 @@ fn directory_verify(coordinator: &Path, signed: &Path) -> Result<ExitCode, CliEr
 
 fn read(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|source| CliError::Read { path: path.to_path_buf(), source })
+}
+
+fn policy_bundle(dir: &Path, note: Option<String>, effective_from: Option<DateTime<Utc>>) -> Result<ExitCode, CliError> {
+    let files = match policy_files::read_upload(dir) {
+        Ok(files) => files,
+        Err(error) => {
+            print(&error.to_string())?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut body = serde_json::json!({ "files": files });
+    if let Some(note) = note {
+        body["note"] = serde_json::Value::String(note);
+    }
+    if let Some(at) = effective_from {
+        body["effective_from"] = serde_json::Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    print(&body.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn policy_check(dir: &Path) -> Result<ExitCode, CliError> {

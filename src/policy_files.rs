@@ -45,6 +45,32 @@ pub fn read_sources(dir: &Path) -> Result<Vec<PolicySource>, PolicyFilesError> {
     Ok(sources)
 }
 
+/// A policy directory as `PUT /v1/policies` takes it: its policy and rule
+/// files, and its tests (`tests/*.toml` and every `*.json` below `tests/`),
+/// by name (`tests/referrals/x.json`).
+pub fn read_upload(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, PolicyFilesError> {
+    fn walk(dir: &Path, prefix: &str, top: bool, files: &mut std::collections::BTreeMap<String, String>) -> Result<(), PolicyFilesError> {
+        let read_error = |source| PolicyFilesError::Read { path: dir.to_path_buf(), source };
+        for entry in std::fs::read_dir(dir).map_err(read_error)? {
+            let path = entry.map_err(read_error)?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(|n| format!("{prefix}/{n}")) else { continue };
+            if path.is_dir() {
+                walk(&path, &name, false, files)?;
+            } else if path.extension().is_some_and(|e| e == "json" || (top && e == "toml")) {
+                let text = std::fs::read_to_string(&path).map_err(|source| PolicyFilesError::Read { path: path.clone(), source })?;
+                files.insert(name, text);
+            }
+        }
+        Ok(())
+    }
+    let mut files: std::collections::BTreeMap<String, String> = read_sources(dir)?.into_iter().map(|s| (s.name, s.text)).collect();
+    let tests = dir.join(crate::policy_tests::TESTS_FOLDER);
+    if tests.is_dir() {
+        walk(&tests, crate::policy_tests::TESTS_FOLDER, true, &mut files)?;
+    }
+    Ok(files)
+}
+
 /// Reads and compiles a policy directory; any invalid file refuses the whole set.
 pub fn load(dir: &Path) -> Result<DataProtectionPolicy, PolicyFilesError> {
     Ok(DataProtectionPolicy::compile(&read_sources(dir)?)?)

@@ -60,6 +60,10 @@ pub struct PolicyTest {
     pub at: DateTime<Utc>,
     /// Decide for this purpose instead of the referral's.
     pub purpose: Option<Purpose>,
+    /// Decide as if the recipient published (or not) an end-to-end key,
+    /// whatever the directory says now: a test of the end-to-end rules then
+    /// holds on any gateway's directory.
+    pub recipient_publishes_key: Option<bool>,
     pub outcome: Outcome,
     /// Exactly these deny reasons (a deny only).
     pub deny_reasons: Option<BTreeSet<ReasonCode>>,
@@ -334,10 +338,13 @@ pub fn run_from(files: &dyn TestFiles, policy: &DataProtectionPolicy, directory:
                 Some(id) => OrgId::parse(id).map_err(|e| invalid(format!("test \"{}\": to: {e}", test.name)))?,
                 None => submission.destination.clone(),
             };
-            let recipient = directory.recipient_at(&to, test.at);
-            if recipient.is_none() {
+            let Some(mut recipient) = directory.recipient_at(&to, test.at) else {
                 return Err(invalid(format!("test \"{}\": {to} is not in the directory at {}", test.name, test.at)));
+            };
+            if let Some(has_key) = test.recipient_publishes_key {
+                recipient = recipient.with_end_to_end_key(has_key);
             }
+            let recipient = Some(recipient);
             let (decision, payload) = submission.decide_and_minimise(sender, recipient.as_ref(), policy, test.at);
             for id in exercised(&decision) {
                 if let Some(tests) = coverage.get_mut(&id) {

@@ -19,10 +19,12 @@ use crate::domain::CountryCode;
 const MARKER: &str = ".referral-gateway-demo";
 
 /// A national system's client certificate: name, organisation, gateway country, role.
-pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 7] = [
+/// Italy has two DPOs: a policy version one uploads, the other signs off.
+pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 8] = [
     ("iom-rome", "ita-iom-rome", "ITA", "submitter"),
     ("nrm", "ita-nrm", "ITA", "submitter"),
     ("ita-dpo", "ita-nrm", "ITA", "dpo"),
+    ("ita-dpo-2", "ita-nrm", "ITA", "dpo"),
     ("ita-auditor", "ita-nrm", "ITA", "auditor"),
     ("iom-banjul", "gmb-iom-banjul", "GMB", "recipient"),
     ("gmb-immigration", "gmb-immigration", "GMB", "recipient"),

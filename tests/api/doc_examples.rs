@@ -11,7 +11,7 @@ use std::path::Path;
 #[path = "../common/doc_examples.rs"]
 mod markdown_examples;
 
-use crate::helpers::{client_pem, repo_path, spawn_app, test_ca_pem, Backend, Who};
+use crate::helpers::{client_pem, fixture_time, repo_path, spawn_app, spawn_app_configured, test_ca_pem, Backend, TestApp, Who};
 use crate::on_both_backends;
 
 /// The rows of the doc's certificate table for this gateway: file name, organisation, role.
@@ -35,11 +35,14 @@ fn write_pki(markdown: &str, dir: &Path) {
     std::fs::write(dir.join("ca.pem"), test_ca_pem()).unwrap();
     let rows = demo_certificates(markdown);
     assert!(rows.len() >= 4, "the doc's certificate table: {rows:?}");
+    // Two rows of one organisation and role (the two DPOs) are two callers, in order.
+    let mut used = Vec::new();
     for (file, org, role) in rows {
         let who = Who::REGISTERED
             .into_iter()
-            .find(|who| who.org() == Some(org.as_str()) && who.role() == Some(role.as_str()))
-            .unwrap_or_else(|| panic!("the harness registers no {org} {role} for {file}"));
+            .find(|who| who.org() == Some(org.as_str()) && who.role() == Some(role.as_str()) && !used.contains(who))
+            .unwrap_or_else(|| panic!("the harness registers no (other) {org} {role} for {file}"));
+        used.push(who);
         std::fs::write(dir.join(&file), client_pem(who).unwrap()).unwrap();
     }
 }
@@ -52,32 +55,58 @@ async fn api_md_examples_answer_as_the_doc_shows(backend: Backend) {
         assert_eq!(assigned, ["PKI", "GW"], "docs/api.md:{}: a setup block sets PKI and GW, which the test sets itself", setup.line);
     }
     assert!(examples.run.len() >= 18, "docs/api.md has {} examples", examples.run.len());
-
+    assert!(examples.gateway.is_empty(), "docs/api.md: every example runs against a gateway; mark them `sh example`");
     let app = spawn_app(backend).await;
+    run_against(&app, "docs/api.md", &examples.run, backend).await;
+}
+
+/// The walk-through of `docs/policy-guide.md` §8 (`sh gateway-example`
+/// blocks): a change from draft to approval on a gateway that proves uploads.
+async fn policy_guide_walk_through_answers_as_the_doc_shows(backend: Backend) {
+    let markdown = std::fs::read_to_string(repo_path("docs/policy-guide.md")).unwrap();
+    let examples = markdown_examples::examples("docs/policy-guide.md", &markdown);
+    assert!(examples.gateway.len() >= 5, "docs/policy-guide.md has {} gateway examples", examples.gateway.len());
+    let (kind, path) = crate::solver::solver_env().clone();
+    let app = spawn_app_configured(backend, fixture_time(), "", move |config| match kind.as_str() {
+        "CVC5" => config.policy.cvc5 = Some(path),
+        _ => config.policy.cvc5_python = Some(path),
+    })
+    .await;
+    run_against(&app, "docs/policy-guide.md", &examples.gateway, backend).await;
+}
+
+/// `referral-gateway ARGS` in a doc runs the binary under test.
+const PRELUDE: &str = r#"referral-gateway() { "$RGW" "$@"; }"#;
+
+/// Runs `examples` of `doc` in order against `app`, with the certificates of
+/// api.md's table; fails with every example whose answer differs.
+async fn run_against(app: &TestApp, doc: &str, examples: &[markdown_examples::Example], backend: Backend) {
+    let api_md = std::fs::read_to_string(repo_path("docs/api.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (pki, tmp, state) = (dir.path().join("pki"), dir.path().join("tmp"), dir.path().join("state.sh"));
-    write_pki(&markdown, &pki);
+    write_pki(&api_md, &pki);
     std::fs::create_dir_all(&tmp).unwrap();
     let gateway = app.url("");
 
     let mut failures = Vec::new();
-    for example in &examples.run {
-        let script = markdown_examples::bash_script(example, "", &state, &tmp);
+    for example in examples {
+        let script = markdown_examples::bash_script(example, PRELUDE, &state, &tmp);
         let output = tokio::process::Command::new("bash")
             .arg("-c")
             .arg(&script)
             .current_dir(repo_path(""))
             .env("PKI", &pki)
             .env("GW", &gateway)
+            .env("RGW", env!("CARGO_BIN_EXE_referral-gateway"))
             .output()
             .await
             .expect("bash, curl and jq run the doc's examples");
         let printed = String::from_utf8_lossy(&output.stdout);
         if let Err(why) = markdown_examples::check(example, &printed, &tmp) {
-            failures.push(format!("docs/api.md:{} ({backend:?}): {why}", example.script.line));
+            failures.push(format!("{doc}:{} ({backend:?}): {why}", example.script.line));
         }
     }
-    assert!(failures.is_empty(), "{} of {} examples differ from the doc:\n\n{}", failures.len(), examples.run.len(), failures.join("\n\n"));
+    assert!(failures.is_empty(), "{} of {} examples differ from the doc:\n\n{}", failures.len(), examples.len(), failures.join("\n\n"));
 }
 
-on_both_backends!(api_md_examples_answer_as_the_doc_shows);
+on_both_backends!(api_md_examples_answer_as_the_doc_shows, policy_guide_walk_through_answers_as_the_doc_shows);

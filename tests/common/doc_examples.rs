@@ -11,6 +11,9 @@
 //!   block if that one is marked `output` (```` ```json output ````,
 //!   ```` ```http output ````, ```` ```text output ````); without one, it must
 //!   print nothing.
+//! - ```` ```sh gateway-example ````: likewise, but against a running gateway
+//!   of the API harness (`$GW`, `$PKI` as for `setup`), in a doc that is
+//!   otherwise run offline (`docs/policy-guide.md`).
 //! - ```` ```sh setup ````: sets the variables the examples use (`PKI`,
 //!   `GW`); the test sets them itself.
 //! - ```` ```sh illustrative ````: shown, not run; the doc says why.
@@ -79,6 +82,8 @@ pub struct Example {
 #[derive(Debug, Default)]
 pub struct Examples {
     pub run: Vec<Example>,
+    /// Run against a gateway of the API harness (`sh gateway-example`).
+    pub gateway: Vec<Example>,
     pub setup: Vec<Block>,
     pub illustrative: Vec<Block>,
 }
@@ -91,7 +96,8 @@ pub fn examples(doc: &str, markdown: &str) -> Examples {
     for (index, block) in all.iter().enumerate() {
         let words = block.words();
         let Some(&language) = words.first() else { continue };
-        if words.get(1) == Some(&"output") && all.get(index.wrapping_sub(1)).is_none_or(|b| b.words().get(1) != Some(&"example")) {
+        let runs = |b: &Block| matches!(b.words().get(1), Some(&"example") | Some(&"gateway-example"));
+        if words.get(1) == Some(&"output") && all.get(index.wrapping_sub(1)).is_none_or(|b| !runs(b)) {
             unmarked.push(format!("{doc}:{}: an `output` block that does not follow a `sh example` block", block.line));
         }
         if language != "sh" {
@@ -101,6 +107,10 @@ pub fn examples(doc: &str, markdown: &str) -> Examples {
             Some("example") => {
                 let output = all.get(index + 1).filter(|b| b.words().get(1) == Some(&"output")).cloned();
                 examples.run.push(Example { script: block.clone(), output });
+            }
+            Some("gateway-example") => {
+                let output = all.get(index + 1).filter(|b| b.words().get(1) == Some(&"output")).cloned();
+                examples.gateway.push(Example { script: block.clone(), output });
             }
             Some("setup") => examples.setup.push(block.clone()),
             Some("illustrative") => examples.illustrative.push(block.clone()),
