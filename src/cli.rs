@@ -862,14 +862,15 @@ fn policy_bundle(dir: &Path, note: Option<String>, effective_from: Option<DateTi
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut body = serde_json::json!({ "files": files });
+    let mut body = serde_json::Map::new();
+    body.insert("files".to_owned(), serde_json::json!(files));
     if let Some(note) = note {
-        body["note"] = serde_json::Value::String(note);
+        body.insert("note".to_owned(), serde_json::Value::String(note));
     }
     if let Some(at) = effective_from {
-        body["effective_from"] = serde_json::Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        body.insert("effective_from".to_owned(), serde_json::Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
     }
-    print(&body.to_string())?;
+    print(&serde_json::Value::Object(body).to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

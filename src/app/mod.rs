@@ -78,18 +78,24 @@ pub struct ActivePolicy {
 /// store's mark they were read at (see [`crate::store::PolicyStore::policy_mark`]).
 #[derive(Debug)]
 pub struct PolicySchedule {
-    /// Never empty: the version in force when it was read comes first.
-    pub versions: Vec<(crate::domain::signoff::ApprovedVersion, Arc<ActivePolicy>)>,
+    /// The version in force when it was read.
+    pub in_force: (crate::domain::signoff::ApprovedVersion, Arc<ActivePolicy>),
+    /// The versions approved to take effect later.
+    pub later: Vec<(crate::domain::signoff::ApprovedVersion, Arc<ActivePolicy>)>,
     pub mark: crate::store::PolicyMark,
 }
 
 impl PolicySchedule {
+    pub fn versions(&self) -> impl Iterator<Item = &(crate::domain::signoff::ApprovedVersion, Arc<ActivePolicy>)> {
+        std::iter::once(&self.in_force).chain(&self.later)
+    }
+
     /// The version in force at `at`: the one in force when the schedule was
     /// read, or a later one whose time has come.
     fn in_force_at(&self, at: DateTime<Utc>) -> Arc<ActivePolicy> {
-        let approved: Vec<_> = self.versions.iter().map(|(v, _)| *v).collect();
+        let approved: Vec<_> = self.versions().map(|(v, _)| *v).collect();
         let number = crate::domain::signoff::in_force_at(&approved, at.timestamp_millis()).map(|v| v.number);
-        let chosen = number.and_then(|n| self.versions.iter().find(|(v, _)| v.number == n)).unwrap_or(&self.versions[0]);
+        let chosen = number.and_then(|n| self.versions().find(|(v, _)| v.number == n)).unwrap_or(&self.in_force);
         Arc::clone(&chosen.1)
     }
 }

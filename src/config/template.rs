@@ -13,7 +13,7 @@ use crate::auth::oidc::{default_jwks_refresh, default_leeway, default_org_claim,
 use super::{
     default_acquire_timeout_millis, default_body_limit, default_body_read_timeout, default_connect_timeout_millis, default_database_url,
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
-    default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
+    default_approvals_required, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
     default_statement_timeout_millis, default_sweep_seconds,
 };
@@ -149,12 +149,20 @@ refresh_seconds = {directory_refresh}
 [policy]
 # *.cedar files (and retention.toml, the retention rules, and end_to_end.toml,
 # the end-to-end sealing rules) stored as policy version 1 on the first
-# start. Later versions are uploaded by the DPO (PUT /v1/policies); the newest
-# stored version is active.
+# start. Later versions are uploaded by a DPO (PUT /v1/policies) as drafts,
+# and act once signed off (api.md section 6).
 initial_dir = "{policy_dir}"
 # Seconds between looks for a policy version another replica (sharing the
-# database) stored (1 to 86400).
+# database) stored or signed off (1 to 86400).
 refresh_seconds = {policy_refresh}
+# Distinct DPOs, the author included, who sign a version off before it acts
+# (1 to 5). 1 lets one person change the policy alone: demonstrations only.
+approvals_required = {approvals_required}
+# The SMT solver that proves each upload: a cvc5 program, or a Python with
+# PyPI's cvc5 package (policy-guide.md section 3.1). Without, uploads are
+# tested but not proved.
+# cvc5 = "/usr/bin/cvc5"
+# cvc5_python = "/opt/cvc5-venv/bin/python"
 
 # OpenID Connect bearer tokens (JWT access tokens, RFC 9068). Optional.
 # [auth.oidc]
@@ -236,6 +244,7 @@ format = "text"
         directory_refresh = default_directory_refresh(),
         policy_dir = POLICY_DIR,
         policy_refresh = default_policy_refresh(),
+        approvals_required = default_approvals_required(),
         org_claim = default_org_claim(),
         roles_claim = default_roles_claim(),
         leeway = default_leeway(),

@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn the_migrations_lists_are_the_enums() {
         use crate::domain::lifecycle::ReferralEvent;
+        use crate::domain::signoff::{PolicyVersionState, Verdict};
         let events: Vec<String> = ReferralEvent::ALL.iter().map(|e| e.as_str().to_owned()).collect();
+        let policy_states: Vec<String> = PolicyVersionState::ALL.iter().map(|s| s.as_str().to_owned()).collect();
+        let verdicts: Vec<String> = Verdict::ALL.iter().map(|v| v.as_str().to_owned()).collect();
         for backend in ["sqlite", "postgres"] {
             let lists = migrated_lists(backend);
             let wanted = [
@@ -123,6 +126,8 @@ mod tests {
                 ("referral_events_status", events.clone()),
                 ("outbox_state", names::<OutboxState>()),
                 ("inbox_state", names::<InboxState>()),
+                ("policy_versions_state", policy_states.clone()),
+                ("policy_signoffs_verdict", verdicts.clone()),
             ];
             assert_eq!(lists.len(), wanted.len(), "{backend}: {lists:?}");
             for (column, values) in wanted {

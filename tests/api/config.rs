@@ -169,7 +169,7 @@ fn shown_keys(text: &str) -> std::collections::BTreeSet<String> {
         }
         let Some((key, _)) = line.split_once(" = ") else { continue };
         let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') || table == "auth.clients.*" {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || table == "auth.clients.*" {
             continue;
         }
         shown.insert(if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") });

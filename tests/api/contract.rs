@@ -28,11 +28,17 @@ fn segment(text: &str) -> String {
 fn template_of(path: &str) -> Option<&'static str> {
     let paths = document()["paths"].as_object()?;
     let parts: Vec<&str> = path.split('/').collect();
-    paths.keys().map(String::as_str).find(|template| {
-        let pattern: Vec<&str> = template.split('/').collect();
-        pattern.len() == parts.len()
-            && pattern.iter().zip(&parts).all(|(p, s)| if p.starts_with('{') { !s.is_empty() } else { p == s })
-    })
+    // As OpenAPI matches: a concrete path before a templated one
+    // (`/v1/policies/simulate` before `/v1/policies/{number}`).
+    paths
+        .keys()
+        .map(String::as_str)
+        .filter(|template| {
+            let pattern: Vec<&str> = template.split('/').collect();
+            pattern.len() == parts.len()
+                && pattern.iter().zip(&parts).all(|(p, s)| if p.starts_with('{') { !s.is_empty() } else { p == s })
+        })
+        .min_by_key(|template| template.matches('{').count())
 }
 
 fn validator(pointer: &str) -> Arc<jsonschema::Validator> {

@@ -109,7 +109,7 @@ async fn the_openapi_description_is_what_is_served() {
     let openapi = referral_gateway::http::openapi_json().unwrap();
     for (method, path) in &documented {
         let operation = &openapi["paths"][path][method.to_lowercase()];
-        let url = path.replace("{id}", "00000000-0000-4000-8000-000000000000");
+        let url = path.replace("{id}", "00000000-0000-4000-8000-000000000000").replace("{number}", "1");
         let mut request = app.request(Who::Dpo, method.parse().unwrap(), &url);
         if operation.get("requestBody").is_some() {
             request = request.json(&json!({}));

@@ -23,8 +23,7 @@ const HEALTH_FIXTURE: &str = "returnee_hiv_reintegration";
 
 /// The shipped policies with their tests (`config/policies/tests`), as an upload names them.
 pub fn policy_files_with_tests() -> BTreeMap<String, String> {
-    let files = referral_gateway::policy_files::read_upload(&repo_path("config/policies")).unwrap();
-    files
+    referral_gateway::policy_files::read_upload(&repo_path("config/policies")).unwrap()
 }
 
 async fn policies(app: &TestApp) -> Value {

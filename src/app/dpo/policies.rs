@@ -201,21 +201,17 @@ fn schedule_of(
 ) -> Result<Option<PolicySchedule>, (i64, String)> {
     let approved: Vec<ApprovedVersion> = versions.iter().filter_map(approved).collect();
     let Some(in_force) = signoff::in_force_at(&approved, at_ms) else { return Ok(None) };
-    let mut scheduled = vec![in_force];
-    scheduled.extend(signoff::scheduled_after(&approved, at_ms));
-    let mut compiled = Vec::with_capacity(scheduled.len());
-    for version in scheduled {
-        let known = current.and_then(|c| c.versions.iter().find(|(v, _)| v.number == version.number)).map(|(_, p)| std::sync::Arc::clone(p));
-        let policy = match known {
-            Some(policy) => policy,
-            None => {
-                let Some(record) = versions.iter().find(|r| r.number == version.number) else { continue };
-                std::sync::Arc::new(compile_stored(record).map_err(|reason| (version.number, reason))?)
-            }
+    let compiled = |version: ApprovedVersion| -> Result<(ApprovedVersion, std::sync::Arc<ActivePolicy>), (i64, String)> {
+        let known = current.and_then(|c| c.versions().find(|(v, _)| v.number == version.number)).map(|(_, p)| std::sync::Arc::clone(p));
+        let policy = match (known, versions.iter().find(|r| r.number == version.number)) {
+            (Some(policy), _) => policy,
+            (None, Some(record)) => std::sync::Arc::new(compile_stored(record).map_err(|reason| (version.number, reason))?),
+            (None, None) => return Err((version.number, "not stored".to_owned())),
         };
-        compiled.push((version, policy));
-    }
-    Ok(Some(PolicySchedule { versions: compiled, mark }))
+        Ok((version, policy))
+    };
+    let later = signoff::scheduled_after(&approved, at_ms).into_iter().map(compiled).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(PolicySchedule { in_force: compiled(in_force)?, later, mark }))
 }
 
 fn summary(record: &PolicyVersionRecord, sign_offs: &[PolicySignOffRecord], required: ApprovalsRequired) -> Result<PolicySummary, StoreError> {
@@ -423,7 +419,8 @@ pub async fn load_active(
             let at_ms = now.timestamp_millis();
             let version = ApprovedVersion { number, effective_ms: at_ms, approved_ms: at_ms };
             Ok(PolicySchedule {
-                versions: vec![(version, std::sync::Arc::new(ActivePolicy { number, policy }))],
+                in_force: (version, std::sync::Arc::new(ActivePolicy { number, policy })),
+                later: Vec::new(),
                 mark: crate::store::PolicyMark { latest_number: number, reviews: 0 },
             })
         }
