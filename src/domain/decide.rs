@@ -137,7 +137,7 @@ pub fn decide_and_minimise(
         };
         let mut reasons = BTreeSet::new();
         let verdict = match &request_facts {
-            Ok(request_facts) => policy.evaluate(request_facts, purpose, category, covers, named),
+            Ok(request_facts) => policy.evaluate(request_facts, purpose, category, covers, named, now),
             Err(_) => {
                 reasons.insert(Withholding::because(ReasonCode::PolicyEvaluationError));
                 withheld.insert(category, reasons);
@@ -152,7 +152,10 @@ pub fn decide_and_minimise(
         for policy_id in &verdict.failed {
             reasons.insert(Withholding { reason: ReasonCode::PolicyEvaluationError, policy: Some(policy_id.clone()) });
         }
-        if !verdict.allowed && verdict.forbidden_by.is_empty() && verdict.failed.is_empty() {
+        for policy_id in &verdict.expired {
+            reasons.insert(Withholding { reason: ReasonCode::AgreementExpired, policy: Some(policy_id.clone()) });
+        }
+        if !verdict.allowed && verdict.forbidden_by.is_empty() && verdict.failed.is_empty() && verdict.expired.is_empty() {
             reasons.insert(Withholding::because(ReasonCode::PolicyNoPermit));
         }
         reasons.extend(

@@ -43,6 +43,9 @@ pub enum ReasonCode {
     PolicyForbid,
     /// A policy could not be evaluated; undecidable means deny.
     PolicyEvaluationError,
+    /// The only permits that allowed the category rest on a sharing
+    /// agreement that expired (`@expires`); the policy id is in the explanation.
+    AgreementExpired,
     /// Packets to this recipient must be sealed end to end (the built-in
     /// `builtin.asylum_end_to_end` or a DPO rule of `end_to_end.toml`), and
     /// the recipient publishes no end-to-end key in the directory.
@@ -74,6 +77,7 @@ impl ReasonCode {
         Self::PolicyNoPermit,
         Self::PolicyForbid,
         Self::PolicyEvaluationError,
+        Self::AgreementExpired,
         Self::RecipientKeyRequired,
         Self::RecipientNotServedHere,
         Self::RetentionPassed,
@@ -99,6 +103,7 @@ impl ReasonCode {
             Self::PolicyNoPermit => "policy_no_permit",
             Self::PolicyForbid => "policy_forbid",
             Self::PolicyEvaluationError => "policy_evaluation_error",
+            Self::AgreementExpired => "agreement_expired",
             Self::RecipientKeyRequired => "recipient_key_required",
             Self::RecipientNotServedHere => "recipient_not_served_here",
             Self::RetentionPassed => "retention_passed",

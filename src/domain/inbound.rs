@@ -94,12 +94,15 @@ pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: Coun
     match policy.facts(recipient, received.sender, &facts) {
         Ok(request) => {
             for category in categories {
-                let verdict = policy.evaluate(&request, received.purpose, category, true, true);
+                let verdict = policy.evaluate(&request, received.purpose, category, true, true, now);
                 reasons.extend(verdict.forbidden_by.iter().map(|(_, reason)| *reason));
                 if !verdict.failed.is_empty() {
                     reasons.insert(ReasonCode::PolicyEvaluationError);
                 }
-                if !verdict.allowed && verdict.forbidden_by.is_empty() && verdict.failed.is_empty() {
+                if !verdict.expired.is_empty() {
+                    reasons.insert(ReasonCode::AgreementExpired);
+                }
+                if !verdict.allowed && verdict.forbidden_by.is_empty() && verdict.failed.is_empty() && verdict.expired.is_empty() {
                     reasons.insert(ReasonCode::PolicyNoPermit);
                 }
             }

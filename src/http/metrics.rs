@@ -50,6 +50,12 @@ struct SideLabels {
     side: &'static str,
 }
 
+/// Why a sharing agreement of a permit in force is due (`agreements::Due`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DueLabels {
+    due: &'static str,
+}
+
 /// A peer gateway: its country code, from the directory (a closed set).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
@@ -82,6 +88,7 @@ pub struct Metrics {
     deny_reasons: Family<ReasonLabels, Counter>,
     outbox_depth: Gauge,
     retention_erasures: Family<SideLabels, Counter>,
+    agreements_due: Family<DueLabels, Gauge>,
     delivery: DeliveryMetrics,
 }
 
@@ -101,6 +108,12 @@ impl Metrics {
         let deny_reasons = Family::<ReasonLabels, Counter>::default();
         let outbox_depth = Gauge::default();
         let retention_erasures = Family::<SideLabels, Counter>::default();
+        let agreements_due = Family::<DueLabels, Gauge>::default();
+        registry.register(
+            "policy_agreements_due",
+            "Permits of the policy version in force whose sharing agreement is to be reviewed or expires within 30 days, or expired, by why",
+            agreements_due.clone(),
+        );
         registry.register("http_requests", "HTTP requests by method, route template and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route template", latency.clone());
         registry.register("decisions", "Referral decisions by outcome", decisions.clone());
@@ -142,7 +155,7 @@ impl Metrics {
             "Outbox entries whose deadline passed before they were delivered, by peer",
             delivery.expiries.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures, delivery }
+        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures, agreements_due, delivery }
     }
 
     pub fn decision(&self, allowed: bool, reasons: &[String]) {
@@ -153,10 +166,16 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, with the outbox depth as of now and
-    /// the retention erasures the gateway counted since it started.
-    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts) -> String {
+    /// The OpenMetrics text exposition, with the outbox depth and the
+    /// agreements due as of now, and the retention erasures the gateway
+    /// counted since it started.
+    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts, agreements_due: &[crate::domain::policy::agreements::Due]) -> String {
+        use crate::domain::policy::agreements::Due;
         self.outbox_depth.set(outbox_depth);
+        for (due, label) in [(Due::Review, "review"), (Due::Expires, "expires"), (Due::Expired, "expired")] {
+            let count = agreements_due.iter().filter(|d| **d == due).count();
+            self.agreements_due.get_or_create(&DueLabels { due: label }).set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         let registry = match self.registry.lock() {
             Ok(guard) => guard,

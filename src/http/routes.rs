@@ -263,7 +263,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let depth = state.gateway.store.outbox_depth().await.unwrap_or(-1);
-    let mut response = state.metrics.render(depth, state.gateway.retention_erasures()).into_response();
+    let due: Vec<_> = state.gateway.agreements_due().into_iter().map(|a| a.due).collect();
+    let mut response = state.metrics.render(depth, state.gateway.retention_erasures(), &due).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));

@@ -17,6 +17,7 @@ mod oidc_provider;
 mod operations;
 mod policies;
 mod policy_signoff;
+mod agreements;
 #[path = "../common/solver.rs"]
 mod solver;
 mod referrals;

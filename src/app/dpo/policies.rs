@@ -16,6 +16,7 @@ use crate::app::{reason_strings, ActivePolicy, AppError, Gateway, PolicySchedule
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::domain::decide::decide;
 use crate::domain::decision::DecisionRecord;
+use crate::domain::policy::agreements::AgreementDue;
 use crate::domain::policy::{is_toml_rule_file, PolicySource, DataProtectionPolicy};
 use crate::domain::submission::{FieldProblem, ReferralSubmission, SubmissionError};
 use crate::domain::signoff::{
@@ -252,6 +253,9 @@ pub struct PolicyList {
     /// How many distinct DPOs, the author included, sign a version off.
     pub approvals_required: u8,
     pub active: Option<PolicyVersionView>,
+    /// Permits of the version in force whose sharing agreement expired, or
+    /// expires or is to be reviewed within 30 days (policy-guide.md §5.8).
+    pub agreements_due: Vec<AgreementDue>,
     /// Approved, to take effect later, in the order they will.
     pub scheduled: Vec<PolicySummary>,
     /// Awaiting sign-off, newest first.
@@ -437,7 +441,14 @@ impl Gateway {
         let required = self.governance.approvals_required;
         let versions = versions_with_sign_offs(self.store.as_ref()).await?;
         let in_force = self.policy().number;
-        let mut list = PolicyList { approvals_required: required.get(), active: None, scheduled: Vec::new(), drafts: Vec::new(), history: Vec::new() };
+        let mut list = PolicyList {
+            approvals_required: required.get(),
+            active: None,
+            agreements_due: self.agreements_due(),
+            scheduled: Vec::new(),
+            drafts: Vec::new(),
+            history: Vec::new(),
+        };
         let now_ms = self.now().timestamp_millis();
         let approved: Vec<ApprovedVersion> = versions.iter().map(|(v, _)| v).filter_map(approved).collect();
         let later: Vec<i64> = signoff::scheduled_after(&approved, now_ms).iter().map(|v| v.number).collect();
@@ -509,7 +520,7 @@ impl Gateway {
         };
         let in_force = self.policy();
         let checked =
-            check_upload(&files, &policy, (in_force.number, &in_force.policy), &self.directory(), self.governance.solver.as_ref()).await;
+            check_upload(&files, &policy, (in_force.number, &in_force.policy), &self.directory(), self.governance.solver.as_ref(), now).await;
         let checks = match checked {
             Ok(checks) => checks,
             Err(refusal) => {
@@ -633,6 +644,12 @@ impl Gateway {
             }
         }
         Err(AppError::Contended)
+    }
+
+    /// The permits of the version in force whose agreement is due now,
+    /// the most pressing first.
+    pub fn agreements_due(&self) -> Vec<AgreementDue> {
+        crate::domain::policy::agreements::due_at(self.policy().policy.agreements(), self.now())
     }
 
     /// Reads the stored versions again and installs the schedule they make.

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::Directory;
+use crate::domain::policy::agreements::{self, AgreementDue};
 use crate::domain::policy::{DataProtectionPolicy, BUILTIN_SOURCE};
 use crate::policy_proofs::{self, ChangeLabel, SolverCommand};
 use crate::policy_tests::{self, UploadedTests};
@@ -20,6 +21,10 @@ pub struct UploadChecks {
     pub proofs: ProofsChecked,
     /// Against the version in force at upload.
     pub change: ChangeChecked,
+    /// Its permits whose sharing agreement, at upload, expired, or expires
+    /// or is to be reviewed within 30 days.
+    #[serde(default)]
+    pub agreements_due: Vec<AgreementDue>,
 }
 
 /// The policy tests uploaded with the version (its files under `tests/`):
@@ -81,7 +86,9 @@ pub async fn check_upload(
     in_force: (i64, &DataProtectionPolicy),
     directory: &Directory,
     solver: Option<&SolverCommand>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<UploadChecks, UploadRefusal> {
+    let agreements_due = agreements::due_at(policy.agreements(), now);
     let run = policy_tests::run_from(&UploadedTests(files), policy, directory).map_err(|e| UploadRefusal::TestsInvalid(e.to_string()))?;
     let failed: Vec<(String, Vec<String>)> =
         run.results.iter().filter(|r| !r.passed()).map(|r| (r.name.clone(), r.differences.clone())).collect();
@@ -98,6 +105,7 @@ pub async fn check_upload(
             tests,
             proofs: ProofsChecked::NotProved { reason: NO_SOLVER.to_owned() },
             change: ChangeChecked::NotLabelled { reason: NO_SOLVER.to_owned() },
+            agreements_due,
         });
     };
     let dpo = policy.dpo_policy_set();
@@ -122,5 +130,5 @@ pub async fn check_upload(
         },
         Err(error) => ChangeChecked::NotLabelled { reason: error.to_string() },
     };
-    Ok(UploadChecks { tests, proofs, change })
+    Ok(UploadChecks { tests, proofs, change, agreements_due })
 }

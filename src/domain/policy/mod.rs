@@ -9,6 +9,7 @@
 //! schema (`schema.rs`) and the retention and end-to-end rule files
 //! (`domain::retention`, `domain::sealing`) are modules of their own.
 
+pub mod agreements;
 mod schema;
 
 use std::cell::{OnceCell, RefCell};
@@ -111,6 +112,8 @@ pub struct DataProtectionPolicy {
     authorizer: Authorizer,
     retention: RetentionRules,
     end_to_end: EndToEndRules,
+    /// The agreements the DPO's permits rest on, by permit id.
+    agreements: BTreeMap<String, agreements::Agreement>,
 }
 
 /// What the policy set says about one category.
@@ -123,6 +126,9 @@ pub struct Verdict {
     pub forbidden_by: Vec<(String, ReasonCode)>,
     /// Policies whose evaluation failed: undecidable, so the category is withheld.
     pub failed: Vec<String>,
+    /// Permits that would have allowed it but whose agreement expired: with
+    /// no other permit, the category is withheld.
+    pub expired: Vec<String>,
 }
 
 /// Case facts prepared once per decision, then reused for every category.
@@ -240,6 +246,7 @@ impl DataProtectionPolicy {
         let mut problems = Vec::new();
         // Which file and text each policy came from, to locate validation errors.
         let mut origin: HashMap<PolicyId, (String, &str)> = HashMap::new();
+        let mut agreements: BTreeMap<String, agreements::Agreement> = BTreeMap::new();
 
         let builtin = PolicySet::from_str(BUILTIN_SOURCE).map_err(|e| PolicyError::Builtin(e.to_string()))?;
         if !builtin.policies().any(|p| p.annotation("id") == Some(CONSENT_RULE)) {
@@ -321,6 +328,13 @@ impl DataProtectionPolicy {
                     problems.push(locate(format!("@id \"{id}\" is already used in {other_file}")));
                     continue;
                 }
+                match agreements::read(id.as_ref(), policy.effect() == Effect::Permit, |name| policy.annotation(name).map(str::to_owned)) {
+                    Ok(Some(agreement)) => {
+                        agreements.insert(id.to_string(), agreement);
+                    }
+                    Ok(None) => {}
+                    Err(found) => problems.extend(found.into_iter().map(&locate)),
+                }
                 origin.insert(id.clone(), (source.name.clone(), source.text.as_str()));
                 for code in unassigned_country_codes(policy) {
                     problems.push(locate(format!(
@@ -391,7 +405,13 @@ impl DataProtectionPolicy {
             authorizer: Authorizer::new(),
             retention,
             end_to_end,
+            agreements,
         })
+    }
+
+    /// The agreements the DPO's permits rest on, by permit id.
+    pub fn agreements(&self) -> impl Iterator<Item = &agreements::Agreement> {
+        self.agreements.values()
     }
 
     /// The DPO's retention rules (`retention.toml`), or none: the fallback for every case.
@@ -504,6 +524,11 @@ impl DataProtectionPolicy {
     /// the case-scoped rules once and the rest per category is the same
     /// decision as running all together. The DPO's policies run only when the
     /// consent covers the category: otherwise it is withheld whatever they say.
+    ///
+    /// A permit whose agreement expired before `at` no longer applies: as if
+    /// it were not there, which can only withhold more (a permit never
+    /// outweighs a forbid).
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &self,
         facts: &RequestFacts,
@@ -511,6 +536,7 @@ impl DataProtectionPolicy {
         category: DataCategory,
         consent_covers: bool,
         consent_names_category: bool,
+        at: chrono::DateTime<chrono::Utc>,
     ) -> Verdict {
         // Case-scoped rules read neither category nor consent, so they can share
         // whichever context this call needs anyway.
@@ -543,6 +569,7 @@ impl DataProtectionPolicy {
                 permitted_by: Vec::new(),
                 forbidden_by: vec![(CONSENT_RULE.to_owned(), ReasonCode::ConsentNotGiven)],
                 failed: Vec::new(),
+                expired: Vec::new(),
             }
         };
         let Some(case_verdict) = case_verdict else {
@@ -551,12 +578,17 @@ impl DataProtectionPolicy {
         let failed = sorted(case_verdict.failed.iter().chain(&category_verdict.failed).cloned());
         let forbidden_by = sorted(case_verdict.forbidden_by.iter().chain(&category_verdict.forbidden_by).cloned());
         let allowed = category_verdict.allowed && forbidden_by.is_empty() && failed.is_empty();
-        Verdict {
-            allowed,
-            permitted_by: if allowed { category_verdict.permitted_by } else { Vec::new() },
-            forbidden_by,
-            failed,
+        if !allowed {
+            return Verdict { allowed, permitted_by: Vec::new(), forbidden_by, failed, expired: Vec::new() };
         }
+        let (permitted_by, expired): (Vec<String>, Vec<String>) = category_verdict
+            .permitted_by
+            .into_iter()
+            .partition(|id| self.agreements.get(id).is_none_or(|agreement| agreement.in_force_at(at)));
+        if permitted_by.is_empty() {
+            return Verdict { allowed: false, permitted_by, forbidden_by, failed, expired };
+        }
+        Verdict { allowed, permitted_by, forbidden_by, failed, expired: Vec::new() }
     }
 
     /// One Cedar call over `rules`.
@@ -591,10 +623,12 @@ impl DataProtectionPolicy {
                 permitted_by: sorted(determining.iter().map(|id| id_text(id))),
                 forbidden_by: Vec::new(),
                 failed: sorted(failed),
+                expired: Vec::new(),
             },
             CedarDecision::Deny => Verdict {
                 allowed: false,
                 permitted_by: Vec::new(),
+                expired: Vec::new(),
                 forbidden_by: sorted(
                     determining
                         .iter()
@@ -663,7 +697,7 @@ fn slice_index(purpose: Purpose, category: DataCategory) -> usize {
 
 impl Verdict {
     fn failed(why: &str) -> Self {
-        Self { allowed: false, permitted_by: Vec::new(), forbidden_by: Vec::new(), failed: vec![why.to_owned()] }
+        Self { allowed: false, permitted_by: Vec::new(), forbidden_by: Vec::new(), failed: vec![why.to_owned()], expired: Vec::new() }
     }
 }
 
@@ -687,6 +721,7 @@ pub const fn builtin_rule(reason: ReasonCode) -> Option<&'static str> {
         | ReasonCode::PolicyNoPermit
         | ReasonCode::PolicyForbid
         | ReasonCode::PolicyEvaluationError
+        | ReasonCode::AgreementExpired
         | ReasonCode::RecipientNotServedHere
         | ReasonCode::RetentionPassed
         | ReasonCode::PayloadUnreadable
@@ -869,10 +904,57 @@ mod tests {
         let recipient = recipients().remove(0);
         let case = case_variants().remove(0);
         let facts = policy.facts(&recipient, CountryCode::parse("ITA").unwrap(), &case).unwrap();
-        let verdict = policy.evaluate(&facts, Purpose::Return, DataCategory::Identity, true, true);
+        let verdict = policy.evaluate(&facts, Purpose::Return, DataCategory::Identity, true, true, chrono::DateTime::UNIX_EPOCH);
         assert_eq!(verdict.failed, vec!["overflow".to_owned()]);
         assert!(!verdict.allowed, "{verdict:?}");
         assert_eq!(verdict.permitted_by, Vec::<String>::new());
+    }
+
+    /// A permit stops applying once its agreement expired (through its last
+    /// day, UTC): alone, its category is withheld and the permit named; with
+    /// another permit still in force, the category goes on that one.
+    #[test]
+    fn an_expired_agreement_stops_its_permit() {
+        let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
+        let mou = "@id(\"return.mou\")\n@agreement(\"ITA-GMB return MoU\")\n@legal_basis(\"GDPR art. 49(1)(d)\")\n@review_by(\"2026-12-01\")\n@expires(\"2026-12-31\")\npermit (principal, action == Action::\"return\", resource);\n";
+        let standing = "@id(\"return.identity_standing\")\npermit (principal, action == Action::\"return\", resource == Category::\"identity\");\n";
+        let alone = DataProtectionPolicy::compile(&[source("10-mou.cedar", mou)]).unwrap();
+        let both = DataProtectionPolicy::compile(&[source("10-mou.cedar", mou), source("20-standing.cedar", standing)]).unwrap();
+        let recipient = Recipient::new(OrgId::parse("gmb-iom-banjul").unwrap(), CountryCode::parse("GMB").unwrap(), RecipientKind::Iom, false, BTreeSet::new());
+        let case = case_variants().remove(0);
+        let at = |text: &str| text.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let verdict = |policy: &DataProtectionPolicy, when: &str| {
+            let facts = policy.facts(&recipient, CountryCode::parse("ITA").unwrap(), &case).unwrap();
+            policy.evaluate(&facts, Purpose::Return, DataCategory::Identity, true, true, at(when))
+        };
+        let last_day = verdict(&alone, "2026-12-31T23:59:59Z");
+        assert!(last_day.allowed, "{last_day:?}");
+        assert_eq!(last_day.permitted_by, vec!["return.mou".to_owned()]);
+        let after = verdict(&alone, "2027-01-01T00:00:00Z");
+        assert!(!after.allowed, "{after:?}");
+        assert_eq!(after.expired, vec!["return.mou".to_owned()]);
+        let other = verdict(&both, "2027-01-01T00:00:00Z");
+        assert!(other.allowed, "{other:?}");
+        assert_eq!(other.permitted_by, vec!["return.identity_standing".to_owned()]);
+        assert_eq!(other.expired, Vec::<String>::new());
+        let listed: Vec<&str> = both.agreements().map(|a| a.policy.as_str()).collect();
+        assert_eq!(listed, ["return.mou"]);
+    }
+
+    #[test]
+    fn agreement_annotations_are_checked_where_they_stand() {
+        let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
+        let forbid = "@id(\"no_contact\")\n@expires(\"2027-01-01\")\nforbid (principal, action, resource == Category::\"contact\");\n";
+        let Err(PolicyError::Invalid(problems)) = DataProtectionPolicy::compile(&[source("30-forbid.cedar", forbid)]) else {
+            panic!("a forbid with @expires compiled");
+        };
+        assert_eq!((problems[0].file.as_str(), problems[0].line), ("30-forbid.cedar", 1), "{problems:?}");
+        assert!(problems[0].problem.contains("permits only"), "{problems:?}");
+        let misdated = "@id(\"p\")\n@expires(\"31/12/2026\")\npermit (principal, action, resource);\n";
+        let Err(PolicyError::Invalid(problems)) = DataProtectionPolicy::compile(&[source("10-p.cedar", misdated)]) else {
+            panic!("a misdated permit compiled");
+        };
+        assert!(problems[0].problem.contains("YYYY-MM-DD"), "{problems:?}");
     }
 
     #[test]
@@ -886,7 +968,7 @@ mod tests {
                 for &purpose in Purpose::ALL {
                     for &category in DataCategory::ALL {
                         for (covers, named) in [(false, false), (true, false), (true, true)] {
-                            let sliced = policy.evaluate(&facts, purpose, category, covers, named);
+                            let sliced = policy.evaluate(&facts, purpose, category, covers, named, chrono::DateTime::UNIX_EPOCH);
                             let (allowed, permits, forbids) = whole_set(&policy, &facts, purpose, category, covers, named);
                             let context = format!("{} {purpose} {category} covers={covers} named={named} {case:?}", recipient.id);
                             assert_eq!(sliced.allowed, allowed, "{context}");
@@ -984,10 +1066,10 @@ mod tests {
     fn decisions_are_reproducible() {
         let policy = shipped_policy();
         let facts = policy.facts(&recipients()[0], CountryCode::parse("ITA").unwrap(), &case_variants()[0]).unwrap();
-        let first = policy.evaluate(&facts, Purpose::Reintegration, DataCategory::Identity, true, true);
+        let first = policy.evaluate(&facts, Purpose::Reintegration, DataCategory::Identity, true, true, chrono::DateTime::UNIX_EPOCH);
         for _ in 0..20 {
             let again = policy.facts(&recipients()[0], CountryCode::parse("ITA").unwrap(), &case_variants()[0]).unwrap();
-            assert_eq!(policy.evaluate(&again, Purpose::Reintegration, DataCategory::Identity, true, true), first);
+            assert_eq!(policy.evaluate(&again, Purpose::Reintegration, DataCategory::Identity, true, true, chrono::DateTime::UNIX_EPOCH), first);
         }
     }
 
