@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::baseline::{needed_fields, required_categories, Fields};
 use super::case::{BestInterests, Case, DurableSolution};
@@ -42,13 +43,13 @@ pub fn facts_with_consent_giver(case: &Case, consent_by_guardian: bool, now: Dat
     }
 }
 
-fn consent_reason(coverage: Coverage) -> ReasonCode {
+fn consent_reason(coverage: ConsentFact) -> ReasonCode {
     match coverage {
-        Coverage::Withdrawn => ReasonCode::ConsentWithdrawn,
-        Coverage::Refused => ReasonCode::ConsentRefused,
-        Coverage::Expired => ReasonCode::ConsentExpired,
-        Coverage::NotYetValid => ReasonCode::ConsentNotYetValid,
-        Coverage::NotGiven | Coverage::Granted { .. } => ReasonCode::ConsentNotGiven,
+        ConsentFact::Withdrawn => ReasonCode::ConsentWithdrawn,
+        ConsentFact::Refused => ReasonCode::ConsentRefused,
+        ConsentFact::Expired => ReasonCode::ConsentExpired,
+        ConsentFact::NotYetValid => ReasonCode::ConsentNotYetValid,
+        ConsentFact::NotGiven | ConsentFact::Granted { .. } => ReasonCode::ConsentNotGiven,
     }
 }
 
@@ -56,7 +57,7 @@ fn consent_reason(coverage: Coverage) -> ReasonCode {
 /// engine: the guarantees nobody can switch off must not rest on one
 /// mechanism. Every rule that applies is named, for the explanation.
 pub(super) fn non_negotiable(
-    coverage: Coverage,
+    coverage: ConsentFact,
     category: DataCategory,
     recipient: &Recipient,
     facts: &CaseFacts,
@@ -70,10 +71,10 @@ pub(super) fn non_negotiable(
     if category == DataCategory::Asylum && (sits_in_origin_state || acts_for_origin_state) {
         reasons.push(ReasonCode::AsylumCategoryToOriginState);
     }
-    if category == DataCategory::CaseNotes && !matches!(coverage, Coverage::Granted { named: true, .. }) {
+    if category == DataCategory::CaseNotes && !matches!(coverage, ConsentFact::Granted { named: true }) {
         reasons.push(ReasonCode::CaseNotesNotNamedByConsent);
     }
-    if !matches!(coverage, Coverage::Granted { .. }) {
+    if !matches!(coverage, ConsentFact::Granted { .. }) {
         reasons.push(consent_reason(coverage));
     }
     reasons
@@ -92,7 +93,102 @@ pub fn decide(
     policy: &DataProtectionPolicy,
     now: DateTime<Utc>,
 ) -> Decision {
-    decide_and_minimise(case, consent, sender_country, recipient, purpose, policy, now).0
+    decide_from(&gather(case, consent, sender_country, recipient, purpose, now).0, policy)
+}
+
+/// How the consent stood for one category when a decision was made: the
+/// part of [`Coverage`] a decision reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentFact {
+    Granted { named: bool },
+    Withdrawn,
+    Refused,
+    Expired,
+    NotYetValid,
+    NotGiven,
+}
+
+impl From<Coverage> for ConsentFact {
+    fn from(coverage: Coverage) -> Self {
+        match coverage {
+            Coverage::Granted { named, .. } => Self::Granted { named },
+            Coverage::Withdrawn => Self::Withdrawn,
+            Coverage::Refused => Self::Refused,
+            Coverage::Expired => Self::Expired,
+            Coverage::NotYetValid => Self::NotYetValid,
+            Coverage::NotGiven => Self::NotGiven,
+        }
+    }
+}
+
+/// One category the case holds, as a decision sees it before any policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "need")]
+pub enum CategoryFact {
+    /// The purpose baseline needs none of what the case holds of it.
+    NotNeeded,
+    Needed { consent: ConsentFact },
+}
+
+/// Everything a decision reads that no policy decides, derived from the
+/// submission once (sender): a decision is [`decide_from`] these facts and
+/// a policy version. They hold no value of the case, only what the rules
+/// ask (recipient attributes, case facts, consent per category), and are
+/// what a replay under another policy version needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionFacts {
+    pub purpose: Purpose,
+    pub sender_country: CountryCode,
+    pub at: DateTime<Utc>,
+    /// `None` when the directory did not know the destination.
+    pub recipient: Option<Recipient>,
+    pub case: CaseFacts,
+    /// Each category the case holds.
+    pub categories: BTreeMap<DataCategory, CategoryFact>,
+}
+
+/// The facts of a decision, and the projections of partially needed
+/// categories made to tell whether they are needed (reused for the payload).
+pub fn gather(
+    case: &Case,
+    consent: &Consent,
+    sender_country: CountryCode,
+    recipient: Option<&Recipient>,
+    purpose: Purpose,
+    now: DateTime<Utc>,
+) -> (DecisionFacts, BTreeMap<DataCategory, serde_json::Value>) {
+    let mut categories = BTreeMap::new();
+    let mut early_projections = BTreeMap::new();
+    if let Some(recipient) = recipient {
+        for &category in DataCategory::ALL.iter().filter(|c| case.has(**c)) {
+            // A whole category with data is never empty once projected; a partial
+            // one may be, and must be projected now to tell.
+            let needed = needed_fields(purpose, category);
+            let early_projection = match needed {
+                Some(Fields::Only(_)) => project(case, purpose, category),
+                _ => None,
+            };
+            let fact = if needed.is_some_and(|f| f == Fields::All || early_projection.is_some()) {
+                CategoryFact::Needed { consent: consent.coverage(purpose, category, recipient, now).into() }
+            } else {
+                CategoryFact::NotNeeded
+            };
+            categories.insert(category, fact);
+            if let Some(projection) = early_projection {
+                early_projections.insert(category, projection);
+            }
+        }
+    }
+    let facts = DecisionFacts {
+        purpose,
+        sender_country,
+        at: now,
+        recipient: recipient.cloned(),
+        case: case_facts(case, consent, now),
+        categories,
+    };
+    (facts, early_projections)
 }
 
 /// [`decide`] and [`crate::domain::minimise::minimise`] in one pass, cutting
@@ -106,33 +202,46 @@ pub fn decide_and_minimise(
     policy: &DataProtectionPolicy,
     now: DateTime<Utc>,
 ) -> (Decision, Payload) {
-    let version = policy.version().to_owned();
-    let Some(recipient) = recipient else {
-        let decision = Decision::deny(purpose, version, [ReasonCode::RecipientUnknown].into(), BTreeMap::new(), None);
+    let (facts, mut early_projections) = gather(case, consent, sender_country, recipient, purpose, now);
+    let decision = decide_from(&facts, policy);
+    if !decision.is_allow() {
         return (decision, Payload::default());
+    }
+    let projections = decision
+        .sent()
+        .keys()
+        .filter_map(|category| {
+            let projection = early_projections.remove(category).or_else(|| project(case, purpose, *category));
+            projection.map(|p| (*category, p))
+        })
+        .collect();
+    (decision, Payload::from_categories(projections))
+}
+
+/// The decision `policy` makes on `facts`: consent, the built-in rules and
+/// the DPO policy, category by category, then the purpose's required
+/// categories, then whether the recipient can be reached sealed end to end
+/// where a rule requires it.
+pub fn decide_from(facts: &DecisionFacts, policy: &DataProtectionPolicy) -> Decision {
+    let (purpose, now) = (facts.purpose, facts.at);
+    let version = policy.version().to_owned();
+    let Some(recipient) = facts.recipient.as_ref() else {
+        return Decision::deny(purpose, version, [ReasonCode::RecipientUnknown].into(), BTreeMap::new(), None);
     };
-    let facts = case_facts(case, consent, now);
-    let request_facts = policy.facts(recipient, sender_country, &facts);
-    let end_to_end = end_to_end_requirement(&facts, recipient, policy.end_to_end());
+    let case_facts = &facts.case;
+    let request_facts = policy.facts(recipient, facts.sender_country, case_facts);
+    let end_to_end = end_to_end_requirement(case_facts, recipient, policy.end_to_end());
 
     let mut sent = BTreeMap::new();
-    let mut projections = BTreeMap::new();
     let mut withheld: BTreeMap<DataCategory, BTreeSet<Withholding>> = BTreeMap::new();
-    for &category in DataCategory::ALL.iter().filter(|c| case.has(**c)) {
-        // A whole category with data is never empty once projected; a partial
-        // one may be, and must be projected now to tell.
-        let needed = needed_fields(purpose, category);
-        let early_projection = match needed {
-            Some(Fields::Only(_)) => project(case, purpose, category),
-            _ => None,
-        };
-        let Some(fields) = needed.filter(|f| *f == Fields::All || early_projection.is_some()) else {
+    for (&category, fact) in &facts.categories {
+        let (CategoryFact::Needed { consent }, Some(fields)) = (fact, needed_fields(purpose, category)) else {
             withheld.insert(category, [Withholding::because(ReasonCode::NotNeededForPurpose)].into());
             continue;
         };
-        let coverage = consent.coverage(purpose, category, recipient, now);
+        let coverage = *consent;
         let (covers, named) = match coverage {
-            Coverage::Granted { named, .. } => (true, named),
+            ConsentFact::Granted { named } => (true, named),
             _ => (false, false),
         };
         let mut reasons = BTreeSet::new();
@@ -159,23 +268,14 @@ pub fn decide_and_minimise(
             reasons.insert(Withholding::because(ReasonCode::PolicyNoPermit));
         }
         reasons.extend(
-            non_negotiable(coverage, category, recipient, &facts)
+            non_negotiable(coverage, category, recipient, case_facts)
                 .into_iter()
                 .map(|reason| Withholding { reason, policy: builtin_rule(reason).map(str::to_owned) }),
         );
-        let may_send = verdict.allowed && reasons.is_empty();
-        let projection = if may_send { early_projection.or_else(|| project(case, purpose, category)) } else { None };
-        match projection {
-            Some(projection) => {
-                sent.insert(category, Sent { fields, permitted_by: verdict.permitted_by });
-                projections.insert(category, projection);
-            }
-            None => {
-                if reasons.is_empty() {
-                    reasons.insert(Withholding::because(ReasonCode::NotNeededForPurpose));
-                }
-                withheld.insert(category, reasons);
-            }
+        if verdict.allowed && reasons.is_empty() {
+            sent.insert(category, Sent { fields, permitted_by: verdict.permitted_by });
+        } else {
+            withheld.insert(category, reasons);
         }
     }
 
@@ -205,8 +305,8 @@ pub fn decide_and_minimise(
     }
     let end_to_end = end_to_end.map(|requirement| requirement.rule_id());
     if deny_reasons.is_empty() {
-        (Decision::allow(purpose, version, sent, withheld, end_to_end), Payload::from_categories(projections))
+        Decision::allow(purpose, version, sent, withheld, end_to_end)
     } else {
-        (Decision::deny(purpose, version, deny_reasons, withheld, end_to_end), Payload::default())
+        Decision::deny(purpose, version, deny_reasons, withheld, end_to_end)
     }
 }

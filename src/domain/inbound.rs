@@ -82,7 +82,7 @@ pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: Coun
     let facts = facts_with_consent_giver(&case, true, now);
     let checked = Coverage::Granted { named: true, until: DateTime::<Utc>::MAX_UTC };
     for category in &categories {
-        reasons.extend(non_negotiable(checked, *category, recipient, &facts));
+        reasons.extend(non_negotiable(checked.into(), *category, recipient, &facts));
     }
     // An asylum-linked case that does not say the person's nationalities:
     // no state actor gets it, since any might be of an origin state the

@@ -85,7 +85,7 @@ impl FromStr for Service {
 /// `end_to_end_key` says whether the organisation publishes, in the
 /// directory, an encryption key of its own that is valid now: packets to it
 /// can then be sealed end to end, past the gateway that routes them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Recipient {
     pub id: OrgId,
     pub country: CountryCode,

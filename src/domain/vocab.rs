@@ -69,7 +69,8 @@ vocabulary! {
 }
 
 /// Any profile from the field guidance; the case model keeps the two halves apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Profile {
     Protection(ProtectionProfile),
     Asylum(AsylumStatus),

@@ -149,7 +149,7 @@ pub struct RequestFacts {
 const MAX_CACHED_RECIPIENTS: usize = 10_000;
 
 /// Facts about the case that policies may use; no personal data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CaseFacts {
     pub asylum_linked: bool,
     pub child: bool,
