@@ -70,12 +70,11 @@ fn text(name: &str, value: &str) -> Result<String, String> {
 /// carry them (a forbid always applies), dates are `YYYY-MM-DD`, and a
 /// review falls no later than the expiry. `None` when it has none.
 pub fn read(id: &str, is_permit: bool, annotation: impl Fn(&str) -> Option<String>) -> Result<Option<Agreement>, Vec<String>> {
-    let present: Vec<&str> = ANNOTATIONS.into_iter().filter(|name| annotation(name).is_some()).collect();
-    if present.is_empty() {
+    let Some(first) = ANNOTATIONS.into_iter().find(|name| annotation(name).is_some()) else {
         return Ok(None);
-    }
+    };
     if !is_permit {
-        return Err(vec![format!("@{} applies to permits only: a forbid applies whatever the agreements say", present[0])]);
+        return Err(vec![format!("@{first} applies to permits only: a forbid applies whatever the agreements say")]);
     }
     let mut problems = Vec::new();
     let texts = ["agreement", "legal_basis"].map(|name| annotation(name).map(|v| text(name, &v)).transpose());
@@ -88,10 +87,10 @@ pub fn read(id: &str, is_permit: bool, annotation: impl Fn(&str) -> Option<Strin
         problems.push(p);
         None
     }));
-    if let (Some(review), Some(expiry)) = (review_by, expires) {
-        if review > expiry {
-            problems.push(format!("@review_by (\"{review}\") must not fall after @expires (\"{expiry}\")"));
-        }
+    if let (Some(review), Some(expiry)) = (review_by, expires)
+        && review > expiry
+    {
+        problems.push(format!("@review_by (\"{review}\") must not fall after @expires (\"{expiry}\")"));
     }
     if !problems.is_empty() {
         return Err(problems);
