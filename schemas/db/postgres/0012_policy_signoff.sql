@@ -19,6 +19,12 @@ ALTER TABLE policy_versions ADD COLUMN restores BIGINT;
 -- What was checked at upload (tests, proofs, label), as JSON.
 ALTER TABLE policy_versions ADD COLUMN checks TEXT;
 UPDATE policy_versions SET effective_ms = created_ms, decided_ms = created_ms;
+-- From now on a version is a draft unless stored otherwise, and an approved
+-- one always says when it acts: a binary from before this migration, still
+-- running during an upgrade, cannot store a version that acts unsigned.
+ALTER TABLE policy_versions ALTER COLUMN state SET DEFAULT 'draft';
+ALTER TABLE policy_versions ADD CONSTRAINT policy_versions_approved_has_effect
+    CHECK (state <> 'approved' OR effective_ms IS NOT NULL);
 
 CREATE TABLE policy_signoffs (
     number BIGINT NOT NULL REFERENCES policy_versions (number),

@@ -151,8 +151,14 @@ fn checks_of(record: &PolicyVersionRecord) -> Result<Option<UploadChecks>, Store
 /// stored it; its files passed the upload checks when they were stored.
 fn compile_stored(record: &PolicyVersionRecord) -> Result<ActivePolicy, String> {
     let files = files_of(record).map_err(|e| e.to_string())?;
-    let sources: Vec<PolicySource> =
-        files.into_iter().filter(|(name, _)| is_policy_file(name)).map(|(name, text)| PolicySource { name, text }).collect();
+    // Every file but the tests, whatever its name: a version seeded from the
+    // configured directory, or stored under older name rules, keeps all its
+    // rules (a dropped forbid would share more than was approved).
+    let sources: Vec<PolicySource> = files
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(&format!("{}/", crate::policy_tests::TESTS_FOLDER)))
+        .map(|(name, text)| PolicySource { name, text })
+        .collect();
     let policy = DataProtectionPolicy::compile(&sources).map_err(|e| e.to_string())?;
     Ok(ActivePolicy { number: record.number, policy })
 }
@@ -558,7 +564,7 @@ impl Gateway {
         let Written::PolicyStored { number, .. } = self.writer.write(Write::Policy { policy: record, audit }).await? else {
             return Err(AppError::Internal("the store did not number the policy".to_owned()));
         };
-        self.reload_policies().await?;
+        self.reload_after_commit().await;
         Ok(PolicyStored {
             number,
             version: policy.version().to_owned(),
@@ -605,6 +611,19 @@ impl Gateway {
                 ReviewOutcome::Approved(approval) => Some(approval.effective_ms),
                 _ => None,
             };
+            // A draft stored under an older binary may no longer compile: approved,
+            // it would stop every replica at its next start.
+            if effective_ms.is_some()
+                && let Err(reason) = compile_stored(record)
+            {
+                let event = AuditEvent::new(now, principal.actor(), Action::PolicyReview, "refused")
+                    .policy_version(&record.version)
+                    .counterpart(author_actor)
+                    .reasons(["policy_invalid"]);
+                self.audit(event).await?;
+                let problem = crate::domain::policy::PolicyProblem { file: format!("version {number}"), line: 1, column: 1, problem: reason };
+                return Err(AppError::PolicyInvalid(vec![problem]));
+            }
             let review = PolicyReview {
                 sign_off: PolicySignOffRecord {
                     number,
@@ -629,7 +648,7 @@ impl Gateway {
             match self.writer.write(Write::PolicyReview { review: Box::new(review), audit }).await? {
                 Written::ReviewedMeanwhile => continue,
                 _ => {
-                    self.reload_policies().await?;
+                    self.reload_after_commit().await;
                     return Ok(PolicyReviewed {
                         number,
                         version: record.version.clone(),
@@ -650,6 +669,15 @@ impl Gateway {
     /// the most pressing first.
     pub fn agreements_due(&self) -> Vec<AgreementDue> {
         crate::domain::policy::agreements::due_at(self.policy().policy.agreements(), self.now())
+    }
+
+    /// After a version or a sign-off is committed: the answer says what was
+    /// stored; a failure to install the schedule now is logged, and the
+    /// refresh loop tries again.
+    async fn reload_after_commit(&self) {
+        if let Err(error) = self.reload_policies().await {
+            tracing::error!(%error, "policy versions not reloaded after a change; the refresh loop retries");
+        }
     }
 
     /// Reads the stored versions again and installs the schedule they make.
