@@ -96,7 +96,9 @@ fn policy_version() -> Write {
             files: "{}".to_owned(),
             state: referral_gateway::domain::signoff::PolicyVersionState::Draft,
             effective_from_ms: None,
-            effective_ms: None,
+            // Set, so that the state column may take `approved` (PostgreSQL
+            // requires an approved version to say when it acts).
+            effective_ms: Some(0),
             restores: None,
             checks: None,
         },
