@@ -49,6 +49,7 @@ use referral_gateway::domain::consent::{
 };
 use referral_gateway::domain::decide::{decide, decide_and_minimise, decide_from, gather, DecisionFacts};
 use referral_gateway::domain::decision::{Decision, ReasonCode};
+use referral_gateway::domain::impact::{impact, Changes, Impact};
 use referral_gateway::domain::minimise::{Payload, minimise};
 use referral_gateway::domain::policy::{PolicySource, DataProtectionPolicy};
 use referral_gateway::domain::recipient::{Recipient, Service};
@@ -1933,6 +1934,67 @@ proptest! {
     fn decisions_match_the_model_with_resource_in_scopes(input in any_input()) {
         for p in policies_with_resource_in() {
             assert_matches_model(&input, p)?;
+        }
+    }
+}
+
+// Every pair of policy sets decides each input twice: fewer cases suffice.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..config() })]
+
+    /// The impact replay of a new version (issue 19 §2) counts exactly the
+    /// decisions whose outcome or categories sent differ between two
+    /// versions, in the right direction; its breakdowns add up to the total;
+    /// a version against itself changes nothing; and swapping the versions
+    /// swaps the directions.
+    #[test]
+    fn an_impact_replay_counts_what_two_versions_decide_differently(inputs in prop::collection::vec(any_input(), 1..6)) {
+        let facts: Vec<DecisionFacts> = inputs
+            .iter()
+            .map(|i| gather(&i.case, &i.consent, italy(), Some(&i.recipient), i.purpose, now()).0)
+            .collect();
+        let sent = |d: &Decision| -> BTreeSet<DataCategory> {
+            if d.is_allow() { d.sent().keys().copied().collect() } else { BTreeSet::new() }
+        };
+        for before in policies() {
+            for after in policies() {
+                let tally = impact(&facts, &before.policy, &after.policy);
+                prop_assert_eq!(tally.replayed, facts.len() as u64);
+                let mut expected = Changes::default();
+                for input in &inputs {
+                    let (old, new) = (input.decide(&before.policy).0, input.decide(&after.policy).0);
+                    let (old_sent, new_sent) = (sent(&old), sent(&new));
+                    if old.is_allow() != new.is_allow() || old_sent != new_sent {
+                        expected.decisions += 1;
+                    }
+                    expected.allow_to_deny += u64::from(old.is_allow() && !new.is_allow());
+                    expected.deny_to_allow += u64::from(!old.is_allow() && new.is_allow());
+                    expected.sent_to_withheld += old_sent.difference(&new_sent).count() as u64;
+                    expected.withheld_to_sent += new_sent.difference(&old_sent).count() as u64;
+                }
+                prop_assert_eq!(tally.changed, expected, "{} -> {}", before.name, after.name);
+                let sum = |rows: Vec<&Changes>| rows.into_iter().fold(Changes::default(), |mut total, c| {
+                    total.decisions += c.decisions;
+                    total.allow_to_deny += c.allow_to_deny;
+                    total.deny_to_allow += c.deny_to_allow;
+                    total.sent_to_withheld += c.sent_to_withheld;
+                    total.withheld_to_sent += c.withheld_to_sent;
+                    total
+                });
+                prop_assert_eq!(sum(tally.by_recipient.values().collect()), expected);
+                prop_assert_eq!(sum(tally.by_purpose.values().collect()), expected);
+                let by_category = sum(tally.by_category.values().collect());
+                prop_assert_eq!((by_category.sent_to_withheld, by_category.withheld_to_sent), (expected.sent_to_withheld, expected.withheld_to_sent));
+                prop_assert!(tally.by_category.values().chain(tally.by_purpose.values()).all(|c| !c.is_empty()), "rows without change");
+                if before.name == after.name {
+                    prop_assert_eq!(&tally, &Impact { replayed: facts.len() as u64, ..Impact::default() });
+                }
+                let back = impact(&facts, &after.policy, &before.policy);
+                prop_assert_eq!(
+                    (back.changed.decisions, back.changed.allow_to_deny, back.changed.deny_to_allow, back.changed.sent_to_withheld, back.changed.withheld_to_sent),
+                    (expected.decisions, expected.deny_to_allow, expected.allow_to_deny, expected.withheld_to_sent, expected.sent_to_withheld)
+                );
+            }
         }
     }
 }
