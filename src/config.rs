@@ -459,6 +459,10 @@ pub struct PolicyConfig {
     /// author's word alone, with a warning at every start.
     #[serde(default = "default_approvals_required")]
     pub approvals_required: u8,
+    /// How many days of sending decisions an upload is replayed on (its
+    /// impact), and so how long each decision's facts are kept.
+    #[serde(default = "default_impact_days")]
+    pub impact_days: u32,
     /// The SMT solver that proves each upload (docs/policy-guide.md §3.1):
     /// a cvc5 program, or a Python interpreter with PyPI's `cvc5` package.
     /// Without either, uploads are tested and labelled as not proved.
@@ -471,6 +475,13 @@ pub struct PolicyConfig {
 fn default_policy_refresh() -> u64 {
     5
 }
+
+pub(crate) fn default_impact_days() -> u32 {
+    30
+}
+
+/// The longest replay window: a year of decisions' facts at most.
+const MAX_IMPACT_DAYS: u32 = 366;
 
 fn default_approvals_required() -> u8 {
     crate::domain::signoff::ApprovalsRequired::FOUR_EYES.get()
@@ -623,6 +634,9 @@ impl GatewayConfig {
         }
         if crate::domain::signoff::ApprovalsRequired::new(self.policy.approvals_required).is_none() {
             return invalid("policy.approvals_required", "must be between 1 and 5 (the author and the DPOs who approve)");
+        }
+        if !(1..=MAX_IMPACT_DAYS).contains(&self.policy.impact_days) {
+            return invalid("policy.impact_days", "must be between 1 and 366");
         }
         if self.policy.cvc5.is_some() && self.policy.cvc5_python.is_some() {
             return invalid("policy.cvc5_python", "name one solver: policy.cvc5 or policy.cvc5_python");

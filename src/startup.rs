@@ -138,7 +138,7 @@ impl Application {
                  Use this for a demonstration only; set 2 (the default) or more in production"
             );
         }
-        let governance = crate::app::PolicyGovernance { approvals_required, solver: config.policy.solver() };
+        let governance = crate::app::PolicyGovernance { approvals_required, solver: config.policy.solver(), impact_days: config.policy.impact_days };
         let mut gateway = Gateway::new(config.country, directory, vault, store, writer, clock, policy)
             .with_readiness_timeout(config.database.readiness_timeout())
             .with_policy_governance(governance);
@@ -370,13 +370,17 @@ async fn directory_round(gateway: &Gateway, watch: &mut DirectoryWatch) -> Direc
 
 /// Cases erased per sweep round at most, on each side; a full round runs again at once.
 const RETENTION_BATCH: i64 = 256;
+/// Decisions' facts forgotten per sweep round at most.
+const FACTS_BATCH: i64 = 1000;
 
 /// Erases what passed its retention deadline, every `every`, on every
 /// gateway: a gateway that stopped federating still holds cases to erase.
 async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch::Receiver<()>) {
     let round = || async {
         let erased = gateway.erase_expired(RETENTION_BATCH).await?;
-        Ok(i64::try_from(erased.sent.max(erased.received)).unwrap_or(i64::MAX) >= RETENTION_BATCH)
+        // Past the impact replay window, decisions' facts go too (src/app/dpo/impact.rs).
+        let forgotten = gateway.forget_decision_facts(gateway.impact_since(), FACTS_BATCH).await?;
+        Ok(i64::try_from(erased.sent.max(erased.received)).unwrap_or(i64::MAX) >= RETENTION_BATCH || i64::try_from(forgotten).unwrap_or(i64::MAX) >= FACTS_BATCH)
     };
     crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;
 }

@@ -106,11 +106,24 @@ pub struct PolicyGovernance {
     pub approvals_required: crate::domain::signoff::ApprovalsRequired,
     /// The solver that proves uploads; none: uploads are not proved.
     pub solver: Option<crate::policy_proofs::SolverCommand>,
+    /// Days of sending decisions an upload is replayed on; their facts are kept that long.
+    pub impact_days: u32,
+}
+
+impl PolicyGovernance {
+    /// The start of the replay window at `now`: facts of decisions made earlier are forgotten.
+    pub fn impact_since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - chrono::Duration::days(i64::from(self.impact_days))
+    }
 }
 
 impl Default for PolicyGovernance {
     fn default() -> Self {
-        Self { approvals_required: crate::domain::signoff::ApprovalsRequired::FOUR_EYES, solver: None }
+        Self {
+            approvals_required: crate::domain::signoff::ApprovalsRequired::FOUR_EYES,
+            solver: None,
+            impact_days: crate::config::default_impact_days(),
+        }
     }
 }
 

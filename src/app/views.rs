@@ -28,6 +28,15 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Read back from checks stored as JSON.
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        let at = DateTime::parse_from_rfc3339(&text).map_err(|_| serde::de::Error::custom("not an RFC 3339 time"))?;
+        Ok(Self(at.timestamp_millis()))
+    }
+}
+
 impl JsonSchema for Timestamp {
     fn inline_schema() -> bool {
         true

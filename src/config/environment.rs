@@ -34,6 +34,7 @@ pub const KEY_PATHS: &[&str] = &[
     "policy.initial_dir",
     "policy.refresh_seconds",
     "policy.approvals_required",
+    "policy.impact_days",
     "policy.cvc5",
     "policy.cvc5_python",
     "auth.oidc.issuer",

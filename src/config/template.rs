@@ -13,7 +13,7 @@ use crate::auth::oidc::{default_jwks_refresh, default_leeway, default_org_claim,
 use super::{
     default_acquire_timeout_millis, default_body_limit, default_body_read_timeout, default_connect_timeout_millis, default_database_url,
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
-    default_approvals_required, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
+    default_approvals_required, default_impact_days, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
     default_statement_timeout_millis, default_sweep_seconds,
 };
@@ -158,6 +158,10 @@ refresh_seconds = {policy_refresh}
 # Distinct DPOs, the author included, who sign a version off before it acts
 # (1 to 5). 1 lets one person change the policy alone: demonstrations only.
 approvals_required = {approvals_required}
+# Days of sending decisions each upload is replayed on, to show what it
+# would change (1 to 366). The facts of each decision are kept that long,
+# sealed under the case's key, then forgotten.
+impact_days = {impact_days}
 # The SMT solver that proves each upload: a cvc5 program, or a Python with
 # PyPI's cvc5 package (policy-guide.md section 3.1). Without, uploads are
 # tested but not proved.
@@ -245,6 +249,7 @@ format = "text"
         policy_dir = POLICY_DIR,
         policy_refresh = default_policy_refresh(),
         approvals_required = default_approvals_required(),
+        impact_days = default_impact_days(),
         org_claim = default_org_claim(),
         roles_claim = default_roles_claim(),
         leeway = default_leeway(),

@@ -202,10 +202,25 @@ pub fn decide_and_minimise(
     policy: &DataProtectionPolicy,
     now: DateTime<Utc>,
 ) -> (Decision, Payload) {
+    let (_, decision, payload) = decide_and_minimise_keeping_facts(case, consent, sender_country, recipient, purpose, policy, now);
+    (decision, payload)
+}
+
+/// [`decide_and_minimise`], and the facts it decided on: what a sending
+/// gateway keeps so that a later policy version can be replayed on it.
+pub fn decide_and_minimise_keeping_facts(
+    case: &Case,
+    consent: &Consent,
+    sender_country: CountryCode,
+    recipient: Option<&Recipient>,
+    purpose: Purpose,
+    policy: &DataProtectionPolicy,
+    now: DateTime<Utc>,
+) -> (DecisionFacts, Decision, Payload) {
     let (facts, mut early_projections) = gather(case, consent, sender_country, recipient, purpose, now);
     let decision = decide_from(&facts, policy);
     if !decision.is_allow() {
-        return (decision, Payload::default());
+        return (facts, decision, Payload::default());
     }
     let projections = decision
         .sent()
@@ -215,7 +230,7 @@ pub fn decide_and_minimise(
             projection.map(|p| (*category, p))
         })
         .collect();
-    (decision, Payload::from_categories(projections))
+    (facts, decision, Payload::from_categories(projections))
 }
 
 /// The decision `policy` makes on `facts`: consent, the built-in rules and

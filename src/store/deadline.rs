@@ -158,6 +158,18 @@ impl ReferralStore for Deadlined<dyn Store> {
     async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
         self.bounded("expired_referrals", self.inner.expired_referrals(now_ms, limit)).await
     }
+
+    async fn decision_facts_since(&self, since_ms: i64, after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
+        self.bounded("decision_facts_since", self.inner.decision_facts_since(since_ms, after, limit)).await
+    }
+
+    async fn decision_facts_before(&self, before_ms: i64, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
+        self.bounded("decision_facts_before", self.inner.decision_facts_before(before_ms, limit)).await
+    }
+
+    async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError> {
+        self.bounded("forget_decision_facts", self.inner.forget_decision_facts(referral_ids)).await
+    }
 }
 
 #[async_trait]

@@ -124,6 +124,18 @@ pub trait ReferralStore: Send + Sync {
     /// at `now_ms` and not erased yet (by the sweep, or by a consent
     /// withdrawal), earliest deadline first.
     async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError>;
+
+    /// Up to `limit` decisions' facts made at `since_ms` or later, in the
+    /// order they were made, after `after` (the last one of the page before:
+    /// time and referral id).
+    async fn decision_facts_since(&self, since_ms: i64, after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError>;
+
+    /// Up to `limit` decisions' facts made before `before_ms`, oldest first:
+    /// past the replay window, to forget.
+    async fn decision_facts_before(&self, before_ms: i64, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError>;
+
+    /// Deletes the facts of these referrals; answers how many were held.
+    async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError>;
 }
 
 /// Every packet this gateway sends, queued until a peer takes it.

@@ -43,6 +43,25 @@ pub struct StoredReferral {
 pub struct NewReferral {
     pub record: StoredReferral,
     pub outbox: Option<NewOutboxEntry>,
+    /// The decision's facts, sealed, kept for impact replays (see [`DecisionFactsAtRest`]).
+    pub facts: Option<SealedFacts>,
+}
+
+/// A decision's facts (`domain::decide::DecisionFacts`) sealed under a case
+/// key: the payload's, or (a denied referral) one of their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedFacts {
+    pub sealed: SealedPayload,
+    /// The key seals nothing else, and goes when the facts do.
+    pub key_for_facts_only: bool,
+}
+
+/// A decision's facts as kept for impact replays, with the time it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionFactsAtRest {
+    pub referral_id: String,
+    pub decided_ms: i64,
+    pub facts: SealedFacts,
 }
 
 /// What the outbox keeps of an allowed referral until it is delivered.

@@ -506,7 +506,7 @@ impl TestApp {
 
     /// Every text and binary value stored in the gateway's tables, concatenated.
     pub async fn database_dump(&self) -> Vec<u8> {
-        let tables = ["referrals", "referral_events", "outbox", "policy_versions", "audit_log", "audit_head"];
+        let tables = ["referrals", "referral_events", "outbox", "decision_facts", "policy_versions", "audit_log", "audit_head"];
         let mut dump = Vec::new();
         for table in tables {
             match self.backend {

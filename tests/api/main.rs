@@ -16,6 +16,7 @@ mod logs;
 mod oidc_provider;
 mod operations;
 mod policies;
+mod policy_impact;
 mod policy_signoff;
 mod agreements;
 #[path = "../common/solver.rs"]

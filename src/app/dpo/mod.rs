@@ -2,6 +2,7 @@
 //! versions, simulations, the audit log, disclosures and subject reports.
 
 pub mod policies;
+pub mod impact;
 pub mod policy_checks;
 pub mod queries;
 pub mod subject_report;

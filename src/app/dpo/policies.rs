@@ -3,6 +3,7 @@
 //! and simulation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::DateTime;
 use schemars::JsonSchema;
@@ -527,7 +528,7 @@ impl Gateway {
         let in_force = self.policy();
         let checked =
             check_upload(&files, &policy, (in_force.number, &in_force.policy), &self.directory(), self.governance.solver.as_ref(), now).await;
-        let checks = match checked {
+        let mut checks = match checked {
             Ok(checks) => checks,
             Err(refusal) => {
                 let reason = match &refusal {
@@ -539,6 +540,8 @@ impl Gateway {
                 return Err(AppError::PolicyRefused(refusal));
             }
         };
+        let policy = Arc::new(policy);
+        checks.impact = self.measure_impact(in_force, Arc::clone(&policy), self.governance.impact_since(now)).await?;
         let required = self.governance.approvals_required;
         let at_ms = now.timestamp_millis();
         let outcome = signoff::on_upload(required, effective_from.map(|t| t.timestamp_millis()), at_ms);

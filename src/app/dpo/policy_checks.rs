@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::impact::ImpactChecked;
 use crate::directory::Directory;
 use crate::domain::policy::agreements::{self, AgreementDue};
 use crate::domain::policy::{DataProtectionPolicy, BUILTIN_SOURCE};
@@ -25,6 +26,9 @@ pub struct UploadChecks {
     /// or is to be reviewed within 30 days.
     #[serde(default)]
     pub agreements_due: Vec<AgreementDue>,
+    /// What it would have changed in the recent sending decisions, against the version in force at upload.
+    #[serde(default)]
+    pub impact: ImpactChecked,
 }
 
 /// The policy tests uploaded with the version (its files under `tests/`):
@@ -106,6 +110,7 @@ pub async fn check_upload(
             proofs: ProofsChecked::NotProved { reason: NO_SOLVER.to_owned() },
             change: ChangeChecked::NotLabelled { reason: NO_SOLVER.to_owned() },
             agreements_due,
+            impact: ImpactChecked::default(),
         });
     };
     let dpo = policy.dpo_policy_set();
@@ -130,5 +135,5 @@ pub async fn check_upload(
         },
         Err(error) => ChangeChecked::NotLabelled { reason: error.to_string() },
     };
-    Ok(UploadChecks { tests, proofs, change, agreements_due })
+    Ok(UploadChecks { tests, proofs, change, agreements_due, impact: ImpactChecked::default() })
 }

@@ -12,12 +12,12 @@ use crate::audit::{Action, AuditEvent};
 use crate::auth::Principal;
 use crate::crypto::packet::sealed_size_bound;
 use crate::domain::consent::{Consent, ConsentGiver};
-use crate::domain::decide::decide_and_minimise;
+use crate::domain::decide::decide_and_minimise_keeping_facts;
 use crate::domain::decision::{Decision, DecisionRecord, ReasonCode};
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
 use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
-use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, StoredReferral, TimelineEntry, Write, Written};
+use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, SealedFacts, StoredReferral, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 /// `replayed`: the answer to a repeated idempotency key, rendered again
@@ -166,7 +166,7 @@ impl Gateway {
         let policy = self.policy();
         let directory = self.directory();
         let recipient = directory.recipient_at(&submission.destination, now);
-        let (decision, payload) = decide_and_minimise(
+        let (facts, decision, payload) = decide_and_minimise_keeping_facts(
             &submission.case,
             &submission.consent,
             self.country,
@@ -179,7 +179,7 @@ impl Gateway {
         tracing::Span::current().record("referral_id", tracing::field::display(referral_id.as_str()));
         let record_of_decision = DecisionRecord::from(&decision);
         let status = if decision.is_allow() { ReferralStatus::Queued } else { ReferralStatus::Denied };
-        let outbox = match &recipient {
+        let (outbox, case_key) = match &recipient {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
                 // Required, or uniform: once an organisation publishes a key, all its packets go sealed to it.
@@ -202,17 +202,30 @@ impl Gateway {
                 let retention = policy.policy.retention().period_for(submission.purpose, Some(recipient.kind)).deadline(now, consent_expires);
                 // The case's own key: destroying it erases the payload in every copy of the database.
                 let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
-                Some(NewOutboxEntry {
+                let entry = NewOutboxEntry {
                     payload: self.vault.seal(&case_key, &plaintext, referral_id.as_bytes())?,
                     consent_expires_ms: consent_expires.map(|t| t.timestamp_millis()),
                     // A packet delivered after its retention passed would only be erased on arrival.
                     deadline_ms: self.delivery_deadline(now, consent_expires).min(retention.until).timestamp_millis(),
                     retention: Some(stored_retention(retention)),
                     end_to_end,
-                })
+                };
+                (Some(entry), Some(case_key))
             }
-            _ => None,
+            _ => (None, None),
         };
+        // The facts decided on, kept for replays of later policy versions: under the
+        // payload's key, so that whatever erases the case erases them; a denied
+        // referral's under a key of their own, destroyed once the replay window passes.
+        let facts = match &case_key {
+            Some(key) => SealedFacts { sealed: self.seal_facts(key, &facts, &referral_id)?, key_for_facts_only: false },
+            None => {
+                let key = self.vault.new_case_key(now.timestamp_millis()).await?;
+                SealedFacts { sealed: self.seal_facts(&key, &facts, &referral_id)?, key_for_facts_only: true }
+            }
+        };
+        // Keys nothing stored will ever use if the idempotency key turns out taken.
+        let unused_keys = [outbox.as_ref().map(|o| o.payload.key_id.clone()), Some(facts.sealed.key_id.clone())];
         let record = StoredReferral {
             id: referral_id.clone(),
             sender_org: principal.org.to_string(),
@@ -231,10 +244,11 @@ impl Gateway {
             created_ms: now.timestamp_millis(),
             handover: submission.handover,
         };
-        let referral = NewReferral { record, outbox };
+        let referral = NewReferral { record, outbox, facts: Some(facts) };
         let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
+                self.vault.destroy(&unused_keys.into_iter().flatten().collect::<Vec<_>>()).await?;
                 // The key was used before (a retry, or a race): answer as the first time, or 409.
                 let existing = self
                     .store

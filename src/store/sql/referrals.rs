@@ -27,8 +27,19 @@ macro_rules! referral_sql {
                 })
             }
 
+            fn facts_from_row(row: &$row) -> Result<DecisionFactsAtRest, sqlx::Error> {
+                Ok(DecisionFactsAtRest {
+                    referral_id: row.try_get("referral_id")?,
+                    decided_ms: row.try_get("decided_ms")?,
+                    facts: SealedFacts {
+                        sealed: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
+                        key_for_facts_only: row.try_get("key_for_facts_only")?,
+                    },
+                })
+            }
+
             /// Inserts referrals whose idempotency key is free, with their first
-            /// timeline event and (on allow) their outbox entry, in one statement
+            /// timeline event, their decision's facts and (on allow) their outbox entry, in one statement
             /// per table. Returns the ids inserted; the others found their key taken.
             async fn insert_referrals(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
@@ -77,6 +88,18 @@ macro_rules! referral_sql {
                     .iter()
                     .filter_map(|new| Some((*new, new.outbox.as_ref()?, new.record.destination_country.as_ref()?)))
                     .collect();
+                let with_facts: Vec<(&NewReferral, &SealedFacts)> = stored.iter().filter_map(|new| Some((*new, new.facts.as_ref()?))).collect();
+                for chunk in with_facts.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new("INSERT INTO decision_facts (referral_id, decided_ms, sealed, key_id, key_for_facts_only) ");
+                    query.push_values(chunk, |mut row, (new, facts)| {
+                        row.push_bind(new.record.id.clone())
+                            .push_bind(new.record.created_ms)
+                            .push_bind(facts.sealed.sealed.clone())
+                            .push_bind(facts.sealed.key_id.clone())
+                            .push_bind(facts.key_for_facts_only);
+                    });
+                    query.build().persistent(false).execute(&mut *connection).await?;
+                }
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
                         "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
@@ -331,6 +354,48 @@ macro_rules! referral_sql {
                     Some(row) => retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
                     None => None,
                 })
+            }
+
+            async fn decision_facts_since(&self, since_ms: i64, after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
+                let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+                let rows = sqlx::query(
+                    "SELECT referral_id, decided_ms, sealed, key_id, key_for_facts_only FROM decision_facts \
+                     WHERE decided_ms >= $1 AND (decided_ms > $2 OR (decided_ms = $2 AND referral_id > $3)) \
+                     ORDER BY decided_ms, referral_id LIMIT $4",
+                )
+                .bind(since_ms)
+                .bind(after_ms)
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(Self::facts_from_row).collect::<Result<_, sqlx::Error>>()?)
+            }
+
+            async fn decision_facts_before(&self, before_ms: i64, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT referral_id, decided_ms, sealed, key_id, key_for_facts_only FROM decision_facts \
+                     WHERE decided_ms < $1 ORDER BY decided_ms, referral_id LIMIT $2",
+                )
+                .bind(before_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(Self::facts_from_row).collect::<Result<_, sqlx::Error>>()?)
+            }
+
+            async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError> {
+                let mut forgotten = 0;
+                for chunk in referral_ids.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new("DELETE FROM decision_facts WHERE referral_id IN (");
+                    let mut ids = query.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(id.clone());
+                    }
+                    query.push(")");
+                    forgotten += query.build().persistent(false).execute(&self.pool).await?.rows_affected();
+                }
+                Ok(forgotten)
             }
 
             async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {

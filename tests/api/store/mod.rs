@@ -11,7 +11,7 @@ use referral_gateway::config::DatabaseConfig;
 use referral_gateway::domain::lifecycle::{InboxState, ReferralEvent, ReferralStatus};
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, InboxChange, InboxMove, StoredRetention, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedPayload, SentNarrowing, Settlement, Store,
+    verify_audit_chain, AuditFilter, InboxChange, InboxMove, StoredRetention, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedFacts, SealedPayload, SentNarrowing, Settlement, Store,
     StoredPacket, StoredReferral, Write, Written,
 };
 
@@ -90,6 +90,11 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             deadline_ms: at(60).timestamp_millis(),
             retention: None,
             end_to_end: false,
+        }),
+        // An allowed referral's facts are sealed under its payload's key; a denied one's under a key of their own.
+        facts: Some(SealedFacts {
+            sealed: SealedPayload { sealed: format!("facts of {id}").into_bytes(), key_id: if allowed { "k".to_owned() } else { format!("f-{id}") } },
+            key_for_facts_only: !allowed,
         }),
     }
 }

@@ -9,7 +9,44 @@ on_both_backends!(
     a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws,
     a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
     a_denied_referral_records_its_withdrawal_once,
+    decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten,
 );
+
+async fn decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    let later = |mut new: NewReferral, minutes: i64| {
+        new.record.created_ms = at(minutes).timestamp_millis();
+        new
+    };
+    store
+        .write_batch(&[
+            submit(referral("r1", "ita-nrm", "key-00001", "s1", true)),
+            submit(later(referral("r3", "ita-nrm", "key-00003", "s1", false), 10)),
+            submit(later(referral("r2", "ita-nrm", "key-00002", "s2", false), 10)),
+            // A retry: its referral is not stored, nor are its facts.
+            submit(later(referral("r4", "ita-nrm", "key-00001", "s1", false), 20)),
+        ])
+        .await
+        .unwrap();
+    let ids = |facts: &[referral_gateway::store::DecisionFactsAtRest]| facts.iter().map(|f| f.referral_id.clone()).collect::<Vec<_>>();
+    let first = store.decision_facts_since(at(0).timestamp_millis(), None, 2).await.unwrap();
+    assert_eq!(ids(&first), ["r1", "r2"], "in the order made, then by id");
+    assert_eq!(first[0].decided_ms, at(0).timestamp_millis());
+    assert_eq!(first[0].facts.sealed, SealedPayload { sealed: b"facts of r1".to_vec(), key_id: "k".to_owned() });
+    assert!(!first[0].facts.key_for_facts_only, "an allowed referral's facts share the payload's key");
+    assert!(first[1].facts.key_for_facts_only);
+    assert_eq!(first[1].facts.sealed.key_id, "f-r2");
+    let after = Some((first[1].decided_ms, first[1].referral_id.clone()));
+    assert_eq!(ids(&store.decision_facts_since(at(0).timestamp_millis(), after, 2).await.unwrap()), ["r3"]);
+    assert_eq!(ids(&store.decision_facts_since(at(5).timestamp_millis(), None, 10).await.unwrap()), ["r2", "r3"]);
+    assert_eq!(ids(&store.decision_facts_before(at(10).timestamp_millis(), 10).await.unwrap()), ["r1"]);
+    assert_eq!(ids(&store.decision_facts_before(at(11).timestamp_millis(), 2).await.unwrap()), ["r1", "r2"]);
+
+    assert_eq!(store.forget_decision_facts(&["r1".to_owned(), "r9".to_owned()]).await.unwrap(), 1);
+    assert_eq!(ids(&store.decision_facts_since(at(0).timestamp_millis(), None, 10).await.unwrap()), ["r2", "r3"]);
+    assert!(store.referral("r1").await.unwrap().is_some(), "the referral stays; only its facts go");
+}
 
 async fn a_taken_idempotency_key_writes_nothing(backend: Backend) {
     let opened = open(backend).await;

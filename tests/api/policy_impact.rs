@@ -1,0 +1,105 @@
+//! The impact of an uploaded policy version on real traffic (issue 19 §2):
+//! the recent sending decisions, replayed from their sealed facts under the
+//! version in force and the new one, counted without personal data; an
+//! erased case leaves nothing to replay; past the window the facts go.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{policy_files, spawn_app, variant, Backend, TestApp, Who};
+use crate::on_both_backends;
+
+on_both_backends!(an_upload_shows_what_it_would_change_in_recent_decisions,);
+
+const NO_HEALTH: &str = "@id(\"no_health\")\nforbid (principal, action, resource == Category::\"health\");\n";
+const NO_IDENTITY_FOR_REINTEGRATION: &str =
+    "@id(\"no_identity_for_reintegration\")\nforbid (principal, action == Action::\"reintegration\", resource == Category::\"identity\");\n";
+
+fn changes(decisions: u64, allow_to_deny: u64, deny_to_allow: u64, sent_to_withheld: u64, withheld_to_sent: u64) -> Value {
+    json!({
+        "decisions": decisions,
+        "allow_to_deny": allow_to_deny,
+        "deny_to_allow": deny_to_allow,
+        "sent_to_withheld": sent_to_withheld,
+        "withheld_to_sent": withheld_to_sent,
+    })
+}
+
+/// Uploads the shipped policies plus `extra` as a draft; answers its recorded impact.
+async fn impact_of(app: &TestApp, who: Who, extra: Option<(&str, &str)>) -> (i64, Value) {
+    let mut files = policy_files();
+    if let Some((name, text)) = extra {
+        files.insert(name.to_owned(), text.to_owned());
+    }
+    let reply = app.put_json(who, "/v1/policies", &json!({ "files": files })).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let number = reply.body["number"].as_i64().unwrap();
+    // The same checks are kept with the version.
+    let stored = app.get(Who::Dpo, &format!("/v1/policies/{number}")).await;
+    assert_eq!(stored.body["checks"]["impact"], reply.body["checks"]["impact"]);
+    (number, reply.body["checks"]["impact"].clone())
+}
+
+async fn an_upload_shows_what_it_would_change_in_recent_decisions(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let gateway = app.app.gateway();
+    // Two returnees' health data to a health provider in Nigeria, and one referral the firewall denies.
+    let mut sent_categories = 0;
+    let mut allowed = Vec::new();
+    for key in ["impact-00001", "impact-00002"] {
+        let reply = app.submit(Who::IomRome, &variant("returnee_hiv_reintegration", key, None)).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        assert!(reply.body["decision"]["sent"].get("health").is_some(), "{}", reply.text);
+        sent_categories = reply.body["decision"]["sent"].as_object().unwrap().len() as u64;
+        allowed.push(reply.body["referral_id"].as_str().unwrap().to_owned());
+    }
+    let denied = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "impact-00003", Some("gmb-immigration"))).await;
+    assert_eq!(denied.status, 422, "{}", denied.text);
+    // The second returnee withdraws consent: the case key goes, and its facts with it.
+    let withdrawn = app.post_json(Who::IomRome, &format!("/v1/referrals/{}/consent-withdrawal", allowed[1]), &json!({})).await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+
+    // The facts are kept sealed, each under a case key.
+    let kept = gateway.store.decision_facts_since(0, None, 10).await.unwrap();
+    assert_eq!(kept.len(), 3);
+    for facts in &kept {
+        let text = String::from_utf8_lossy(&facts.facts.sealed.sealed);
+        assert!(!text.contains("asylum_linked") && !text.contains("reintegration"), "facts stored in clear");
+    }
+
+    // No health data abroad: the remaining returnee's health would be withheld; the referral still goes.
+    let (no_health, impact) = impact_of(&app, Who::Dpo, Some(("30-no-health.cedar", NO_HEALTH))).await;
+    let health_withheld = changes(1, 0, 0, 1, 0);
+    assert_eq!(impact["status"], "measured", "{impact}");
+    assert_eq!(impact["against"], 1);
+    assert_eq!((impact["replayed"].clone(), impact["erased"].clone(), impact["unreadable"].clone()), (json!(2), json!(1), json!(0)), "{impact}");
+    assert_eq!(impact["changed"], health_withheld);
+    assert_eq!(impact["by_recipient"], json!({ "nga-health-lagos": health_withheld }));
+    assert_eq!(impact["by_purpose"], json!({ "reintegration": health_withheld }));
+    assert_eq!(impact["by_category"], json!({ "health": health_withheld }));
+    assert_eq!(impact["since"], json!("2026-10-24T12:00:00.000Z"), "{impact}");
+
+    // Identity withheld from every reintegration: the referral itself would be denied, nothing of it sent.
+    let (_, impact) = impact_of(&app, Who::Dpo, Some(("30-no-identity.cedar", NO_IDENTITY_FOR_REINTEGRATION))).await;
+    assert_eq!(impact["changed"], changes(1, 1, 0, sent_categories, 0), "{impact}");
+    assert_eq!(impact["by_category"]["identity"], changes(1, 0, 0, 1, 0));
+    assert_eq!(impact["by_category"].as_object().unwrap().len() as u64, sent_categories);
+
+    // Approved, no-health is in force; putting health back is measured against it.
+    let approved = app.post_json(Who::SecondDpo, &format!("/v1/policies/{no_health}/approve"), &json!({})).await;
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    let (_, impact) = impact_of(&app, Who::SecondDpo, None).await;
+    assert_eq!(impact["against"], no_health);
+    assert_eq!(impact["changed"], changes(1, 0, 0, 0, 1), "{impact}");
+    assert_eq!(impact["by_category"], json!({ "health": changes(1, 0, 0, 0, 1) }));
+
+    // Past the window the facts are forgotten: the denied referral's own key goes first.
+    let own_key = kept.iter().find(|f| f.facts.key_for_facts_only).unwrap().facts.sealed.key_id.clone();
+    assert!(gateway.vault().case_key(&own_key).await.unwrap().is_some());
+    assert_eq!(gateway.forget_decision_facts(gateway.impact_since(), 100).await.unwrap(), 0, "within the window");
+    app.clock.advance(chrono::Duration::days(30) + chrono::Duration::seconds(1));
+    assert_eq!(gateway.forget_decision_facts(gateway.impact_since(), 100).await.unwrap(), 3);
+    assert!(gateway.vault().case_key(&own_key).await.unwrap().is_none(), "the key of the denied referral's facts is destroyed");
+    assert_eq!(app.count("decision_facts").await, 0);
+    let (_, impact) = impact_of(&app, Who::Dpo, None).await;
+    assert_eq!((impact["replayed"].clone(), impact["erased"].clone(), impact["changed"]["decisions"].clone()), (json!(0), json!(0), json!(0)));
+}
