@@ -14,86 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use referral_gateway::app::Clock;
-use referral_gateway::config::GatewayConfig;
-use referral_gateway::startup::Application;
+#[path = "support/gateway.rs"]
+mod support;
 
-const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-struct FixedClock(DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Gateway {
-    app: Application,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-fn repo(relative: &str) -> String {
-    format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
-}
-
-async fn start(backend: Backend) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    referral_gateway::crypto::at_rest::init(&dir.path().join("keys"))?;
-    let pki = referral_gateway::dev_pki::create(&dir.path().join("pki"), &["bench-client"])?;
-    // IOM Banjul publishes its own key: the AVR case is asylum-linked and
-    // goes to the person's origin state, which needs end-to-end sealing.
-    let mut document: referral_gateway::directory::DirectoryDocument =
-        serde_json::from_str(&std::fs::read_to_string(repo("config/directory.example.json"))?)?;
-    let key = referral_gateway::crypto::jose_keys::generate(referral_gateway::crypto::jose_keys::KeyUse::Enc)?;
-    // Key windows, consent and the gateway's clock: one instant, the fixtures' own.
-    let now = referral_gateway::demo::fixtures::written_at();
-    let entry = referral_gateway::directory::published_key(&key, now - chrono::Duration::days(1), now + chrono::Duration::days(365), referral_gateway::crypto::jose_keys::KeyUse::Enc)?;
-    let banjul = document.organisations.iter_mut().find(|o| o.id.as_str() == "gmb-iom-banjul").ok_or("no IOM Banjul in the example directory")?;
-    banjul.keys = vec![entry];
-    let signed = referral_gateway::dev_pki::sign_directory(&dir.path().join("federation"), &serde_json::to_string(&document)?)?;
-    let client_files = pki.clients.first().ok_or("no client certificate")?;
-    let database = match backend {
-        Backend::Sqlite => format!("url = \"sqlite://{}\"", dir.path().join("gateway.db").display()),
-        Backend::Postgres => {
-            let schema = format!("rgwbench_{}", std::process::id());
-            let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await?;
-            format!("url = \"{POSTGRES_URL}\"\nschema = \"{schema}\"\nmax_connections = 8")
-        }
-    };
-    let config = format!(
-        "country = \"ITA\"\n[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
-         [database]\n{database}\n[keys]\ndir = \"keys\"\n[directory]\nfile = \"{}\"\ncoordinator_key = \"{}\"\n[policy]\ninitial_dir = \"{}\"\n\
-         [auth.clients.bench]\nfingerprint = \"{}\"\norg = \"ita-iom-rome\"\nroles = [\"submitter\"]\n[log]\nlevel = \"warn\"\n",
-        pki.server_certificate.display(),
-        pki.server_key.display(),
-        signed.directory.display(),
-        signed.coordinator_key.display(),
-        repo("config/policies"),
-        client_files.fingerprint.display(),
-    );
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, config)?;
-    let config = GatewayConfig::load(&path)?;
-    let app = Application::build(&config, Arc::new(FixedClock(now))).await?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca)?)?)
-        .identity(reqwest::Identity::from_pem(&std::fs::read(&client_files.pem)?)?)
-        .pool_max_idle_per_host(128)
-        .build()?;
-    Ok(Gateway { app, client, _dir: dir })
-}
+use support::{repo, start, Backend, Gateway};
 
 /// The AVR fixture with placeholders for a unique key and subject per request.
 fn template() -> Result<String, Box<dyn std::error::Error>> {
@@ -111,8 +35,7 @@ async fn submit_one(gateway: &Gateway, url: &str, template: &str) -> Result<Dura
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let body = template.replace("__KEY__", &format!("bench-{}-{n:010}", std::process::id())).replace("__SUBJECT__", &format!("BENCH-{n:08}"));
     let started = Instant::now();
-    let response = gateway
-        .client
+    let response = gateway.clients[0]
         .post(url)
         .header("content-type", "application/json")
         .body(body)
@@ -191,7 +114,7 @@ fn summary(mut latencies: Vec<Duration>) -> String {
 }
 
 async fn run(backend: Backend, full: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let gateway = Arc::new(start(backend).await?);
+    let gateway = Arc::new(start(backend, &[("ita-iom-rome", "submitter")]).await?);
     let template = Arc::new(template()?);
     if !full {
         let (rate, latencies) = closed_loop(Arc::clone(&gateway), Arc::clone(&template), 2, Duration::from_millis(300)).await;
