@@ -13,6 +13,8 @@
 //! the proofs are benchmarked apart (`--bench policy`). Under `cargo test`
 //! it replays 60 decisions once per backend, so that it cannot rot.
 
+#![allow(clippy::indexing_slicing)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

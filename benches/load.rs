@@ -10,6 +10,8 @@
 //! machine's cores. Under `cargo test` it runs a few requests per backend
 //! only, so that it cannot rot.
 
+#![allow(clippy::indexing_slicing)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
