@@ -141,15 +141,5 @@ async fn run(backend: Backend, full: bool) -> Result<(), Box<dyn std::error::Err
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let full = args.iter().any(|a| a == "--bench");
-    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let name = format!("{backend:?}").to_lowercase();
-        if only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) {
-            runtime.block_on(run(backend, full))?;
-        }
-    }
-    Ok(())
+    support::on_each_backend(run)
 }

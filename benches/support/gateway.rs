@@ -106,3 +106,23 @@ fn client_tables(pki: &referral_gateway::dev_pki::DevPki, clients: &[(&str, &str
     Ok(tables)
 }
 
+
+/// Runs `run` on each backend the command line names (all if none), in
+/// full under `cargo bench` (`--bench`), as a short smoke run under `cargo test`.
+pub fn on_each_backend<F, Fut>(run: F) -> Result<(), Box<dyn std::error::Error>>
+where
+    F: Fn(Backend, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let name = format!("{backend:?}").to_lowercase();
+        if only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) {
+            runtime.block_on(run(backend, full))?;
+        }
+    }
+    Ok(())
+}
