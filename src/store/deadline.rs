@@ -167,6 +167,10 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("decision_facts_before", self.inner.decision_facts_before(before_ms, limit)).await
     }
 
+    async fn decision_facts_of(&self, referral_id: &str) -> Result<Option<DecisionFactsAtRest>, StoreError> {
+        self.bounded("decision_facts_of", self.inner.decision_facts_of(referral_id)).await
+    }
+
     async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError> {
         self.bounded("forget_decision_facts", self.inner.forget_decision_facts(referral_ids)).await
     }

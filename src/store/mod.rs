@@ -134,6 +134,9 @@ pub trait ReferralStore: Send + Sync {
     /// past the replay window, to forget.
     async fn decision_facts_before(&self, before_ms: i64, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError>;
 
+    /// The facts kept of one referral's decision, if any.
+    async fn decision_facts_of(&self, referral_id: &str) -> Result<Option<DecisionFactsAtRest>, StoreError>;
+
     /// Deletes the facts of these referrals; answers how many were held.
     async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError>;
 }

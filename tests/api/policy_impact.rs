@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 use crate::helpers::{policy_files, spawn_app, variant, Backend, TestApp, Who};
 use crate::on_both_backends;
 
-on_both_backends!(an_upload_shows_what_it_would_change_in_recent_decisions,);
+on_both_backends!(
+    an_upload_shows_what_it_would_change_in_recent_decisions,
+    a_whole_withdrawal_erases_the_facts_of_denied_referrals_too,
+);
 
 const NO_HEALTH: &str = "@id(\"no_health\")\nforbid (principal, action, resource == Category::\"health\");\n";
 const NO_IDENTITY_FOR_REINTEGRATION: &str =
@@ -54,8 +57,10 @@ async fn an_upload_shows_what_it_would_change_in_recent_decisions(backend: Backe
     }
     let denied = app.submit(Who::IomRome, &variant("rejected_asylum_avr", "impact-00003", Some("gmb-immigration"))).await;
     assert_eq!(denied.status, 422, "{}", denied.text);
-    // The second returnee withdraws consent: the case key goes, and its facts with it.
-    let withdrawn = app.post_json(Who::IomRome, &format!("/v1/referrals/{}/consent-withdrawal", allowed[1]), &json!({})).await;
+    // The second returnee withdraws consent for health data: the payload is cut down under a new key,
+    // the old key goes, and the facts sealed under it with it.
+    let withdrawn =
+        app.post_json(Who::IomRome, &format!("/v1/referrals/{}/consent-withdrawal", allowed[1]), &json!({ "categories": ["health"] })).await;
     assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
 
     // The facts are kept sealed, each under a case key.
@@ -102,4 +107,41 @@ async fn an_upload_shows_what_it_would_change_in_recent_decisions(backend: Backe
     assert_eq!(app.count("decision_facts").await, 0);
     let (_, impact) = impact_of(&app, Who::Dpo, None).await;
     assert_eq!((impact["replayed"].clone(), impact["erased"].clone(), impact["changed"]["decisions"].clone()), (json!(0), json!(0), json!(0)));
+}
+
+async fn a_whole_withdrawal_erases_the_facts_of_denied_referrals_too(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let gateway = app.app.gateway();
+    // A rejected asylum seeker's referrals to immigration services, all denied (twice the Gambian one, once the Ethiopian one).
+    let mut denied = Vec::new();
+    for (key, to) in [("facts-00001", "gmb-immigration"), ("facts-00002", "eth-immigration"), ("facts-00003", "gmb-immigration")] {
+        let reply = app.submit(Who::IomRome, &variant("rejected_asylum_avr", key, Some(to))).await;
+        assert_eq!(reply.status, 422, "{}", reply.text);
+        denied.push(reply.body["referral_id"].as_str().unwrap().to_owned());
+    }
+    let key_of = |facts: &referral_gateway::store::DecisionFactsAtRest| facts.facts.sealed.key_id.clone();
+    let mut keys = Vec::new();
+    for id in &denied {
+        keys.push(key_of(&gateway.store.decision_facts_of(id).await.unwrap().unwrap()));
+    }
+
+    // One referral withdrawn: its facts and their key go.
+    let withdrawn = app.post_json(Who::IomRome, &format!("/v1/referrals/{}/consent-withdrawal", denied[0]), &json!({})).await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+    assert!(gateway.store.decision_facts_of(&denied[0]).await.unwrap().is_none());
+    assert!(gateway.vault().case_key(&keys[0]).await.unwrap().is_none());
+    assert!(gateway.vault().case_key(&keys[1]).await.unwrap().is_some(), "another referral's facts stay");
+
+    // The person's consent withdrawn for what went to the Gambian service only: that referral's facts go, not the other's.
+    let path = "/v1/subjects/ITA-2026-000303/consent-withdrawal";
+    let scoped = app.post_json(Who::IomRome, path, &json!({ "recipients": ["gmb-immigration"] })).await;
+    assert_eq!(scoped.status, 200, "{}", scoped.text);
+    assert!(gateway.store.decision_facts_of(&denied[2]).await.unwrap().is_none());
+    assert!(gateway.vault().case_key(&keys[2]).await.unwrap().is_none());
+    assert!(gateway.store.decision_facts_of(&denied[1]).await.unwrap().is_some());
+    // Whole: the rest goes.
+    let whole = app.post_json(Who::IomRome, path, &json!({})).await;
+    assert_eq!(whole.status, 200, "{}", whole.text);
+    assert_eq!(app.count("decision_facts").await, 0);
+    assert!(gateway.vault().case_key(&keys[1]).await.unwrap().is_none());
 }

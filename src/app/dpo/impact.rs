@@ -41,9 +41,9 @@ pub enum ImpactChecked {
         against: i64,
         /// The decisions replayed are those made since this time (`[policy] impact_days` before the upload).
         since: Timestamp,
-        /// Decisions whose case was erased since (withdrawn, past its
-        /// retention, or cut down by a partial withdrawal): nothing of them
-        /// is left to replay.
+        /// Decisions whose case was erased since (past its retention, or
+        /// cut down by a partial withdrawal): nothing of them is left to
+        /// replay. (A whole withdrawal erases the facts with the case.)
         erased: u64,
         /// Decisions whose facts did not open or parse (damaged records; the operator's log names them).
         unreadable: u64,
@@ -129,6 +129,20 @@ impl Gateway {
         self.vault.destroy(&own_keys).await?;
         let ids: Vec<String> = stale.into_iter().map(|f| f.referral_id).collect();
         Ok(self.store.forget_decision_facts(&ids).await?)
+    }
+
+    /// Erases what is kept of a referral's decision, for a whole consent
+    /// withdrawal: a key of the facts' own first, then the row. (Under the
+    /// payload's key, the facts went with the payload.)
+    pub(crate) async fn erase_decision_facts(&self, referral_id: &str) -> Result<(), AppError> {
+        let Some(kept) = self.store.decision_facts_of(referral_id).await? else {
+            return Ok(());
+        };
+        if kept.facts.key_for_facts_only {
+            self.vault.destroy(std::slice::from_ref(&kept.facts.sealed.key_id)).await?;
+        }
+        self.store.forget_decision_facts(&[kept.referral_id]).await?;
+        Ok(())
     }
 
     /// `facts` sealed for the referral `referral_id` under `key`.

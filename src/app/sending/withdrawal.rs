@@ -57,8 +57,18 @@ impl Gateway {
         let subject_key = self.subject_key(subject_ref);
         let mut answers = Vec::new();
         for summary in self.store.subject_referrals(&subject_key).await? {
-            // A denied referral sent nothing and holds no payload: nothing to withdraw.
-            if summary.sender_org != principal.org.as_str() || summary.outcome != "allow" {
+            if summary.sender_org != principal.org.as_str() {
+                continue;
+            }
+            // A denied referral sent nothing and holds no payload: nothing to withdraw,
+            // but the facts its decision read are the person's, and go when the scope reaches it whole.
+            if summary.outcome != "allow" {
+                let (Ok(purpose), Ok(recipient)) = (summary.purpose.parse::<Purpose>(), OrgId::parse(&summary.destination_org)) else {
+                    continue;
+                };
+                if reach(scope, SentReferral { purpose, recipient: &recipient, held: &BTreeSet::new() }) == Reach::Whole {
+                    self.erase_decision_facts(&summary.referral_id).await?;
+                }
                 continue;
             }
             let Some(referral) = self.store.referral(&summary.referral_id).await? else { continue };
@@ -114,6 +124,8 @@ impl Gateway {
         if let Some(payload) = self.store.sealed_payload(referral_id).await? {
             self.vault.destroy(&[payload.key_id]).await?;
         }
+        // The facts its decision read go too (a denied referral's are under a key of their own).
+        self.erase_decision_facts(referral_id).await?;
         let withdrawal = self.new_withdrawal(&WithdrawalAtRest::default(), now)?;
         let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "withdrawn").referral(referral_id).subject_key(subject_key);
         let write = Write::Withdraw { referral_id: referral_id.to_owned(), withdrawal, at_ms: now.timestamp_millis(), audit };

@@ -384,6 +384,14 @@ macro_rules! referral_sql {
                 Ok(rows.iter().map(Self::facts_from_row).collect::<Result<_, sqlx::Error>>()?)
             }
 
+            async fn decision_facts_of(&self, referral_id: &str) -> Result<Option<DecisionFactsAtRest>, StoreError> {
+                let row = sqlx::query("SELECT referral_id, decided_ms, sealed, key_id, key_for_facts_only FROM decision_facts WHERE referral_id = $1")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::facts_from_row).transpose()?)
+            }
+
             async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError> {
                 let mut forgotten = 0;
                 for chunk in referral_ids.chunks(ROWS_PER_STATEMENT) {
