@@ -599,14 +599,16 @@ impl Gateway {
             let author_actor = Actor { org: author.org.clone(), subject: author.subject.clone() };
             let given: Vec<SignOff> = sign_offs.iter().map(sign_off_of).collect();
             let version = VersionUnderReview { state: record.state, author: &author, effective_from_ms: record.effective_from_ms, sign_offs: &given };
+            let refused = |reason: &'static str| {
+                AuditEvent::new(now, principal.actor(), Action::PolicyReview, "refused")
+                    .policy_version(&record.version)
+                    .counterpart(author_actor.clone())
+                    .reasons([reason])
+            };
             let outcome = match signoff::review(&version, &reviewer, verdict, required, now.timestamp_millis()) {
                 Ok(outcome) => outcome,
                 Err(refusal) => {
-                    let event = AuditEvent::new(now, principal.actor(), Action::PolicyReview, "refused")
-                        .policy_version(&record.version)
-                        .counterpart(author_actor)
-                        .reasons([refusal.code()]);
-                    self.audit(event).await?;
+                    self.audit(refused(refusal.code())).await?;
                     return Err(AppError::ReviewRefused(refusal));
                 }
             };
@@ -619,11 +621,7 @@ impl Gateway {
             if effective_ms.is_some()
                 && let Err(reason) = compile_stored(record)
             {
-                let event = AuditEvent::new(now, principal.actor(), Action::PolicyReview, "refused")
-                    .policy_version(&record.version)
-                    .counterpart(author_actor)
-                    .reasons(["policy_invalid"]);
-                self.audit(event).await?;
+                self.audit(refused("policy_invalid")).await?;
                 let problem = crate::domain::policy::PolicyProblem { file: format!("version {number}"), line: 1, column: 1, problem: reason };
                 return Err(AppError::PolicyInvalid(vec![problem]));
             }
