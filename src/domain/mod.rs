@@ -22,6 +22,7 @@ pub mod replies;
 pub mod retention;
 pub mod sealing;
 pub mod signoff;
+pub mod statistics;
 pub mod status;
 pub mod submission;
 pub mod text;
