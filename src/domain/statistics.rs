@@ -215,10 +215,14 @@ impl DisclosureControl {
         if count < self.threshold {
             return Cell::Suppressed;
         }
-        // To the nearest multiple, halves up; never down to 0 (the cell is not empty).
+        // To the nearest multiple, halves up; but never below the first multiple
+        // at or above the threshold: a value under it could only come from
+        // counts right at the threshold, and would tell the exact count
+        // (base 11, threshold 16: 16 alone would round to 11).
         let base = self.rounding_base;
         let rounded = (count + base / 2) / base * base;
-        Cell::Released { value: rounded.max(base) }
+        let floor = self.threshold.div_ceil(base) * base;
+        Cell::Released { value: rounded.max(floor) }
     }
 }
 
@@ -276,6 +280,10 @@ mod tests {
         let control = DisclosureControl::default();
         let released: Vec<Option<u64>> = [0, 1, 9, 10, 12, 13, 17, 18, 100].iter().map(|c| control.release(*c).value()).collect();
         assert_eq!(released, [Some(0), None, None, Some(10), Some(10), Some(15), Some(15), Some(20), Some(100)]);
+        // Found by the property below: the threshold's own count must not round under it, alone.
+        let odd = DisclosureControl::new(11, 16).unwrap();
+        assert_eq!(odd.release(16), odd.release(17));
+        assert_eq!(odd.release(16).value(), Some(22));
     }
 
     fn controls() -> impl Strategy<Value = DisclosureControl> {
@@ -299,9 +307,10 @@ mod tests {
                 Cell::Released { value } => {
                     prop_assert!(count == 0 || count >= control.threshold());
                     prop_assert_eq!(value % control.rounding_base(), 0);
-                    // Within half the base; or a count under one base released as one base, never as none.
+                    // Within half the base; or, near the threshold, the first multiple at or above it.
                     let base = control.rounding_base();
-                    prop_assert!(value.abs_diff(count) <= base / 2 || (value == base && count < base), "rounded too far");
+                    let floor = control.threshold().div_ceil(base) * base;
+                    prop_assert!(value.abs_diff(count) <= base / 2 || (value == floor && count < floor), "rounded too far");
                     prop_assert_eq!(value == 0, count == 0);
                 }
             }
