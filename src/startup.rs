@@ -377,9 +377,16 @@ const FACTS_BATCH: i64 = 1000;
 /// gateway: a gateway that stopped federating still holds cases to erase.
 async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch::Receiver<()>) {
     let round = || async {
+        // Past the impact replay window, decisions' facts go too (src/app/dpo/impact.rs):
+        // apart, so that neither job's failure holds the other up.
+        let forgotten = match gateway.forget_decision_facts(gateway.impact_since(), FACTS_BATCH).await {
+            Ok(forgotten) => forgotten,
+            Err(error) => {
+                tracing::error!(%error, "forgetting decision facts past the impact window failed; the next round tries again");
+                0
+            }
+        };
         let erased = gateway.erase_expired(RETENTION_BATCH).await?;
-        // Past the impact replay window, decisions' facts go too (src/app/dpo/impact.rs).
-        let forgotten = gateway.forget_decision_facts(gateway.impact_since(), FACTS_BATCH).await?;
         Ok(i64::try_from(erased.sent.max(erased.received)).unwrap_or(i64::MAX) >= RETENTION_BATCH || i64::try_from(forgotten).unwrap_or(i64::MAX) >= FACTS_BATCH)
     };
     crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;

@@ -59,7 +59,9 @@ pub struct Impact {
     /// By recipient organisation (the directory id).
     pub by_recipient: BTreeMap<String, Changes>,
     pub by_purpose: BTreeMap<Purpose, Changes>,
-    /// By category: `decisions` counts the decisions in which that category flipped.
+    /// By category: `decisions` counts the decisions in which that category
+    /// flipped; `allow_to_deny` and `deny_to_allow` are always 0 (an outcome
+    /// is a decision's, not a category's).
     pub by_category: BTreeMap<DataCategory, Changes>,
 }
 

@@ -159,8 +159,8 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("expired_referrals", self.inner.expired_referrals(now_ms, limit)).await
     }
 
-    async fn decision_facts_since(&self, since_ms: i64, after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
-        self.bounded("decision_facts_since", self.inner.decision_facts_since(since_ms, after, limit)).await
+    async fn decision_facts_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
+        self.bounded("decision_facts_between", self.inner.decision_facts_between(window, after, limit)).await
     }
 
     async fn decision_facts_before(&self, before_ms: i64, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {

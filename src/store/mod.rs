@@ -125,10 +125,10 @@ pub trait ReferralStore: Send + Sync {
     /// withdrawal), earliest deadline first.
     async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError>;
 
-    /// Up to `limit` decisions' facts made at `since_ms` or later, in the
-    /// order they were made, after `after` (the last one of the page before:
-    /// time and referral id).
-    async fn decision_facts_since(&self, since_ms: i64, after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError>;
+    /// Up to `limit` decisions' facts made from `window.0` to `window.1`
+    /// (both included), in the order they were made, after `after` (the last one
+    /// of the page before: time and referral id).
+    async fn decision_facts_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError>;
 
     /// Up to `limit` decisions' facts made before `before_ms`, oldest first:
     /// past the replay window, to forget.

@@ -64,7 +64,7 @@ async fn an_upload_shows_what_it_would_change_in_recent_decisions(backend: Backe
     assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
 
     // The facts are kept sealed, each under a case key.
-    let kept = gateway.store.decision_facts_since(0, None, 10).await.unwrap();
+    let kept = gateway.store.decision_facts_between((0, i64::MAX), None, 10).await.unwrap();
     assert_eq!(kept.len(), 3);
     for facts in &kept {
         let text = String::from_utf8_lossy(&facts.facts.sealed.sealed);
@@ -139,9 +139,24 @@ async fn a_whole_withdrawal_erases_the_facts_of_denied_referrals_too(backend: Ba
     assert!(gateway.store.decision_facts_of(&denied[2]).await.unwrap().is_none());
     assert!(gateway.vault().case_key(&keys[2]).await.unwrap().is_none());
     assert!(gateway.store.decision_facts_of(&denied[1]).await.unwrap().is_some());
+    assert_eq!(scoped.body["referrals"], json!([]), "nothing was sent, so no referral is withdrawn");
     // Whole: the rest goes.
     let whole = app.post_json(Who::IomRome, path, &json!({})).await;
     assert_eq!(whole.status, 200, "{}", whole.text);
+    // Each erasure of a denied referral's facts through the subject is audited; none is taken for "not found".
+    let audit = app.get(Who::Auditor, "/v1/audit?action=consent.withdraw").await;
+    let entries: Vec<(String, String)> = audit.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["outcome"].as_str().unwrap().to_owned(), e["referral_id"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(
+        entries,
+        [("withdrawn".to_owned(), denied[0].clone()), ("facts_erased".to_owned(), denied[2].clone()), ("facts_erased".to_owned(), denied[1].clone())],
+        "{}",
+        audit.text
+    );
     assert_eq!(app.count("decision_facts").await, 0);
     assert!(gateway.vault().case_key(&keys[1]).await.unwrap().is_none());
 }

@@ -61,20 +61,24 @@ impl Default for ImpactChecked {
 }
 
 impl Gateway {
-    /// Replays the sending decisions made since `since` under `in_force`
-    /// and `candidate`. Decisions of erased cases are counted, not replayed.
+    /// Replays the sending decisions made from `since` to `until` (the
+    /// upload's time: not those made while it replays) under `in_force`
+    /// and `candidate`. Decisions of erased cases are
+    /// counted, not replayed.
     pub(crate) async fn measure_impact(
         &self,
         in_force: Arc<ActivePolicy>,
         candidate: Arc<DataProtectionPolicy>,
         since: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<ImpactChecked, AppError> {
         let against = in_force.number;
         let mut impact = Impact::default();
         let (mut erased, mut unreadable) = (0, 0);
         let mut after = None;
         loop {
-            let page = self.store.decision_facts_since(since.timestamp_millis(), after.clone(), FACTS_PER_PAGE).await?;
+            let window = (since.timestamp_millis(), until.timestamp_millis());
+            let page = self.store.decision_facts_between(window, after.clone(), FACTS_PER_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.decided_ms, last.referral_id.clone()));
             let contexts: Vec<Vec<u8>> = page.iter().map(|f| facts_context(&f.referral_id)).collect();
@@ -134,15 +138,16 @@ impl Gateway {
     /// Erases what is kept of a referral's decision, for a whole consent
     /// withdrawal: a key of the facts' own first, then the row. (Under the
     /// payload's key, the facts went with the payload.)
-    pub(crate) async fn erase_decision_facts(&self, referral_id: &str) -> Result<(), AppError> {
+    /// Answers whether anything was kept.
+    pub(crate) async fn erase_decision_facts(&self, referral_id: &str) -> Result<bool, AppError> {
         let Some(kept) = self.store.decision_facts_of(referral_id).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if kept.facts.key_for_facts_only {
             self.vault.destroy(std::slice::from_ref(&kept.facts.sealed.key_id)).await?;
         }
         self.store.forget_decision_facts(&[kept.referral_id]).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// `facts` sealed for the referral `referral_id` under `key`.

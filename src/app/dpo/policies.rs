@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::impact::ImpactChecked;
 use crate::app::access::{Authorized, Dpos};
 use crate::app::views::{RecipientRef, Timestamp};
 use crate::app::dpo::policy_checks::{check_upload, UploadChecks, UploadRefusal};
@@ -541,7 +542,15 @@ impl Gateway {
             }
         };
         let policy = Arc::new(policy);
-        checks.impact = self.measure_impact(in_force, Arc::clone(&policy), self.governance.impact_since(now)).await?;
+        // The replay informs the reviewers and refuses nothing: should it fail (the store or the
+        // case-key store unavailable), the draft is stored all the same, saying so.
+        checks.impact = match self.measure_impact(in_force, Arc::clone(&policy), self.governance.impact_since(now), now).await {
+            Ok(impact) => impact,
+            Err(error) => {
+                tracing::error!(%error, "the impact replay of an uploaded policy version failed; the draft records it as not measured");
+                ImpactChecked::NotMeasured { reason: "the replay of recent decisions failed; the operator's log says why".to_owned() }
+            }
+        };
         let required = self.governance.approvals_required;
         let at_ms = now.timestamp_millis();
         let outcome = signoff::on_upload(required, effective_from.map(|t| t.timestamp_millis()), at_ms);

@@ -248,7 +248,10 @@ impl Gateway {
         let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
-                self.vault.destroy(&unused_keys.into_iter().flatten().collect::<Vec<_>>()).await?;
+                // Tidying only: a retry is still answered if the case-key store is out of reach.
+                if let Err(error) = self.vault.destroy(&unused_keys.into_iter().flatten().collect::<Vec<_>>()).await {
+                    tracing::warn!(%error, "case keys made for a retried submission were not destroyed; they seal nothing");
+                }
                 // The key was used before (a retry, or a race): answer as the first time, or 409.
                 let existing = self
                     .store

@@ -55,7 +55,7 @@ impl Gateway {
         scope: &WithdrawalScope,
     ) -> Result<SubjectWithdrawalAnswer, AppError> {
         let subject_key = self.subject_key(subject_ref);
-        let mut answers = Vec::new();
+        let (mut answers, mut facts_erased) = (Vec::new(), false);
         for summary in self.store.subject_referrals(&subject_key).await? {
             if summary.sender_org != principal.org.as_str() {
                 continue;
@@ -66,8 +66,14 @@ impl Gateway {
                 let (Ok(purpose), Ok(recipient)) = (summary.purpose.parse::<Purpose>(), OrgId::parse(&summary.destination_org)) else {
                     continue;
                 };
-                if reach(scope, SentReferral { purpose, recipient: &recipient, held: &BTreeSet::new() }) == Reach::Whole {
-                    self.erase_decision_facts(&summary.referral_id).await?;
+                if reach(scope, SentReferral { purpose, recipient: &recipient, held: &BTreeSet::new() }) == Reach::Whole
+                    && self.erase_decision_facts(&summary.referral_id).await?
+                {
+                    let event = AuditEvent::new(self.now(), principal.actor(), Action::ConsentWithdraw, "facts_erased")
+                        .referral(&summary.referral_id)
+                        .subject_key(subject_key.clone());
+                    self.audit(event).await?;
+                    facts_erased = true;
                 }
                 continue;
             }
@@ -76,7 +82,7 @@ impl Gateway {
                 answers.push(answer);
             }
         }
-        if answers.is_empty() {
+        if answers.is_empty() && !facts_erased {
             // Nothing this organisation sent about that person in that scope; audited, as a referral not found is.
             self.audit(AuditEvent::new(self.now(), principal.actor(), Action::ConsentWithdraw, "not_found").subject_key(subject_key)).await?;
         }
@@ -125,7 +131,7 @@ impl Gateway {
             self.vault.destroy(&[payload.key_id]).await?;
         }
         // The facts its decision read go too (a denied referral's are under a key of their own).
-        self.erase_decision_facts(referral_id).await?;
+        let _ = self.erase_decision_facts(referral_id).await?;
         let withdrawal = self.new_withdrawal(&WithdrawalAtRest::default(), now)?;
         let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "withdrawn").referral(referral_id).subject_key(subject_key);
         let write = Write::Withdraw { referral_id: referral_id.to_owned(), withdrawal, at_ms: now.timestamp_millis(), audit };

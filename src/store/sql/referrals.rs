@@ -356,17 +356,18 @@ macro_rules! referral_sql {
                 })
             }
 
-            async fn decision_facts_since(&self, since_ms: i64, after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
+            async fn decision_facts_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
                 let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
                 let rows = sqlx::query(
                     "SELECT referral_id, decided_ms, sealed, key_id, key_for_facts_only FROM decision_facts \
-                     WHERE decided_ms >= $1 AND (decided_ms > $2 OR (decided_ms = $2 AND referral_id > $3)) \
+                     WHERE decided_ms >= $1 AND decided_ms <= $5 AND (decided_ms > $2 OR (decided_ms = $2 AND referral_id > $3)) \
                      ORDER BY decided_ms, referral_id LIMIT $4",
                 )
-                .bind(since_ms)
+                .bind(window.0)
                 .bind(after_ms)
                 .bind(after_id)
                 .bind(limit)
+                .bind(window.1)
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.iter().map(Self::facts_from_row).collect::<Result<_, sqlx::Error>>()?)

@@ -29,8 +29,12 @@ async fn decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten
         ])
         .await
         .unwrap();
+    let window = |from: i64| (at(from).timestamp_millis(), at(60).timestamp_millis());
+    let through = |minutes: i64| (at(0).timestamp_millis(), at(minutes).timestamp_millis());
+    assert_eq!(store.decision_facts_between(through(9), None, 10).await.unwrap().len(), 1, "nothing made after the window");
+    assert_eq!(store.decision_facts_between(through(10), None, 10).await.unwrap().len(), 3, "its end included");
     let ids = |facts: &[referral_gateway::store::DecisionFactsAtRest]| facts.iter().map(|f| f.referral_id.clone()).collect::<Vec<_>>();
-    let first = store.decision_facts_since(at(0).timestamp_millis(), None, 2).await.unwrap();
+    let first = store.decision_facts_between(window(0), None, 2).await.unwrap();
     assert_eq!(ids(&first), ["r1", "r2"], "in the order made, then by id");
     assert_eq!(first[0].decided_ms, at(0).timestamp_millis());
     assert_eq!(first[0].facts.sealed, SealedPayload { sealed: b"facts of r1".to_vec(), key_id: "k".to_owned() });
@@ -38,13 +42,13 @@ async fn decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten
     assert!(first[1].facts.key_for_facts_only);
     assert_eq!(first[1].facts.sealed.key_id, "f-r2");
     let after = Some((first[1].decided_ms, first[1].referral_id.clone()));
-    assert_eq!(ids(&store.decision_facts_since(at(0).timestamp_millis(), after, 2).await.unwrap()), ["r3"]);
-    assert_eq!(ids(&store.decision_facts_since(at(5).timestamp_millis(), None, 10).await.unwrap()), ["r2", "r3"]);
+    assert_eq!(ids(&store.decision_facts_between(window(0), after, 2).await.unwrap()), ["r3"]);
+    assert_eq!(ids(&store.decision_facts_between(window(5), None, 10).await.unwrap()), ["r2", "r3"]);
     assert_eq!(ids(&store.decision_facts_before(at(10).timestamp_millis(), 10).await.unwrap()), ["r1"]);
     assert_eq!(ids(&store.decision_facts_before(at(11).timestamp_millis(), 2).await.unwrap()), ["r1", "r2"]);
 
     assert_eq!(store.forget_decision_facts(&["r1".to_owned(), "r9".to_owned()]).await.unwrap(), 1);
-    assert_eq!(ids(&store.decision_facts_since(at(0).timestamp_millis(), None, 10).await.unwrap()), ["r2", "r3"]);
+    assert_eq!(ids(&store.decision_facts_between(window(0), None, 10).await.unwrap()), ["r2", "r3"]);
     assert!(store.referral("r1").await.unwrap().is_some(), "the referral stays; only its facts go");
 }
 
