@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ParseError;
 
+pub mod tables;
+
 /// A calendar month or quarter, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Period {
