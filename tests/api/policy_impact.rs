@@ -11,6 +11,7 @@ use crate::on_both_backends;
 on_both_backends!(
     an_upload_shows_what_it_would_change_in_recent_decisions,
     a_whole_withdrawal_erases_the_facts_of_denied_referrals_too,
+    a_retried_submission_leaves_the_first_ones_keys_alone,
 );
 
 const NO_HEALTH: &str = "@id(\"no_health\")\nforbid (principal, action, resource == Category::\"health\");\n";
@@ -159,4 +160,26 @@ async fn a_whole_withdrawal_erases_the_facts_of_denied_referrals_too(backend: Ba
     );
     assert_eq!(app.count("decision_facts").await, 0);
     assert!(gateway.vault().case_key(&keys[1]).await.unwrap().is_none());
+}
+
+async fn a_retried_submission_leaves_the_first_ones_keys_alone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let gateway = app.app.gateway();
+    for (key, to) in [("retry-00001", None), ("retry-00002", Some("gmb-immigration"))] {
+        let referral = variant("rejected_asylum_avr", key, to);
+        let first = app.submit(Who::IomRome, &referral).await;
+        // The retry decides again and makes fresh keys before its write finds the idempotency key taken;
+        // those keys go, the first submission's stay.
+        let again = app.submit(Who::IomRome, &referral).await;
+        assert_eq!((again.status, &again.body), (first.status, &first.body), "{}", again.text);
+        let id = first.body["referral_id"].as_str().unwrap();
+        let kept = gateway.store.decision_facts_of(id).await.unwrap().unwrap();
+        assert!(gateway.vault().case_key(&kept.facts.sealed.key_id).await.unwrap().is_some(), "{key}: the facts' key was destroyed");
+        if first.status == 202 {
+            let payload = gateway.store.sealed_payload(id).await.unwrap().unwrap();
+            assert_eq!(payload.key_id, kept.facts.sealed.key_id, "an allowed referral's facts share its payload's key");
+            assert!(gateway.vault().open(&payload.sealed, id.as_bytes()).await.is_ok(), "the payload no longer opens");
+        }
+    }
+    assert_eq!(app.count("decision_facts").await, 2);
 }
