@@ -20,7 +20,7 @@ use crate::app::{ActivePolicy, AppError, Gateway};
 use crate::domain::decide::DecisionFacts;
 use crate::domain::impact::Impact;
 use crate::domain::policy::DataProtectionPolicy;
-use crate::store::SealedPayload;
+use crate::store::{DecisionFactsAtRest, SealedPayload};
 
 /// Facts read, opened and replayed at a time: bounds the memory a replay
 /// holds whatever the traffic.
@@ -76,8 +76,8 @@ impl Gateway {
         let mut impact = Impact::default();
         let (mut erased, mut unreadable) = (0, 0);
         let mut after = None;
+        let window = (since.timestamp_millis(), until.timestamp_millis());
         loop {
-            let window = (since.timestamp_millis(), until.timestamp_millis());
             let page = self.store.decision_facts_between(window, after.clone(), FACTS_PER_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.decided_ms, last.referral_id.clone()));
@@ -125,14 +125,7 @@ impl Gateway {
     /// Answers how many were forgotten.
     pub async fn forget_decision_facts(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, AppError> {
         let stale = self.store.decision_facts_before(before.timestamp_millis(), limit).await?;
-        if stale.is_empty() {
-            return Ok(0);
-        }
-        let own_keys: Vec<String> =
-            stale.iter().filter(|f| f.facts.key_for_facts_only).map(|f| f.facts.sealed.key_id.clone()).collect();
-        self.vault.destroy(&own_keys).await?;
-        let ids: Vec<String> = stale.into_iter().map(|f| f.referral_id).collect();
-        Ok(self.store.forget_decision_facts(&ids).await?)
+        self.forget_kept(stale).await
     }
 
     /// Erases what is kept of a referral's decision, for a whole consent
@@ -143,11 +136,19 @@ impl Gateway {
         let Some(kept) = self.store.decision_facts_of(referral_id).await? else {
             return Ok(false);
         };
-        if kept.facts.key_for_facts_only {
-            self.vault.destroy(std::slice::from_ref(&kept.facts.sealed.key_id)).await?;
-        }
-        self.store.forget_decision_facts(&[kept.referral_id]).await?;
+        self.forget_kept(vec![kept]).await?;
         Ok(true)
+    }
+
+    /// Forgets `kept`: the keys that seal nothing else first, then the rows.
+    async fn forget_kept(&self, kept: Vec<DecisionFactsAtRest>) -> Result<u64, AppError> {
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        let own_keys: Vec<String> = kept.iter().filter(|f| f.facts.key_for_facts_only).map(|f| f.facts.sealed.key_id.clone()).collect();
+        self.vault.destroy(&own_keys).await?;
+        let ids: Vec<String> = kept.into_iter().map(|f| f.referral_id).collect();
+        Ok(self.store.forget_decision_facts(&ids).await?)
     }
 
     /// `facts` sealed for the referral `referral_id` under `key`.

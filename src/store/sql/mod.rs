@@ -37,6 +37,8 @@ use crate::domain::ParseError;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
 
+/// The columns of `decision_facts`, in the order `facts_from_row` and the insert use.
+const FACTS_COLUMNS: &str = "referral_id, decided_ms, sealed, key_id, key_for_facts_only";
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
      destination_country, purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover";
 

@@ -90,7 +90,7 @@ macro_rules! referral_sql {
                     .collect();
                 let with_facts: Vec<(&NewReferral, &SealedFacts)> = stored.iter().filter_map(|new| Some((*new, new.facts.as_ref()?))).collect();
                 for chunk in with_facts.chunks(ROWS_PER_STATEMENT) {
-                    let mut query = QueryBuilder::new("INSERT INTO decision_facts (referral_id, decided_ms, sealed, key_id, key_for_facts_only) ");
+                    let mut query = QueryBuilder::new(format!("INSERT INTO decision_facts ({FACTS_COLUMNS}) "));
                     query.push_values(chunk, |mut row, (new, facts)| {
                         row.push_bind(new.record.id.clone())
                             .push_bind(new.record.created_ms)
@@ -358,11 +358,11 @@ macro_rules! referral_sql {
 
             async fn decision_facts_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
                 let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
-                let rows = sqlx::query(
-                    "SELECT referral_id, decided_ms, sealed, key_id, key_for_facts_only FROM decision_facts \
+                let rows = sqlx::query(&format!(
+                    "SELECT {FACTS_COLUMNS} FROM decision_facts \
                      WHERE decided_ms >= $1 AND decided_ms <= $5 AND (decided_ms > $2 OR (decided_ms = $2 AND referral_id > $3)) \
-                     ORDER BY decided_ms, referral_id LIMIT $4",
-                )
+                     ORDER BY decided_ms, referral_id LIMIT $4"
+                ))
                 .bind(window.0)
                 .bind(after_ms)
                 .bind(after_id)
@@ -374,10 +374,9 @@ macro_rules! referral_sql {
             }
 
             async fn decision_facts_before(&self, before_ms: i64, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT referral_id, decided_ms, sealed, key_id, key_for_facts_only FROM decision_facts \
-                     WHERE decided_ms < $1 ORDER BY decided_ms, referral_id LIMIT $2",
-                )
+                let rows = sqlx::query(&format!(
+                    "SELECT {FACTS_COLUMNS} FROM decision_facts WHERE decided_ms < $1 ORDER BY decided_ms, referral_id LIMIT $2"
+                ))
                 .bind(before_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -386,7 +385,7 @@ macro_rules! referral_sql {
             }
 
             async fn decision_facts_of(&self, referral_id: &str) -> Result<Option<DecisionFactsAtRest>, StoreError> {
-                let row = sqlx::query("SELECT referral_id, decided_ms, sealed, key_id, key_for_facts_only FROM decision_facts WHERE referral_id = $1")
+                let row = sqlx::query(&format!("SELECT {FACTS_COLUMNS} FROM decision_facts WHERE referral_id = $1"))
                     .bind(referral_id)
                     .fetch_optional(&self.pool)
                     .await?;
