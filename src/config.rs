@@ -55,8 +55,43 @@ pub struct GatewayConfig {
     /// The retention sweep, which runs on every gateway, federated or not.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// How statistics are released (`GET /v1/statistics`).
+    #[serde(default)]
+    pub statistics: StatisticsConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatisticsConfig {
+    /// Every released count is rounded to a multiple of this (at least 5).
+    #[serde(default = "default_rounding_base")]
+    pub rounding_base: u64,
+    /// A count under this is not released (at least 5).
+    #[serde(default = "default_threshold")]
+    pub threshold: u64,
+}
+
+impl Default for StatisticsConfig {
+    fn default() -> Self {
+        Self { rounding_base: default_rounding_base(), threshold: default_threshold() }
+    }
+}
+
+impl StatisticsConfig {
+    /// The disclosure control these settings make; `validate` refuses any other.
+    pub fn control(&self) -> crate::domain::statistics::DisclosureControl {
+        crate::domain::statistics::DisclosureControl::new(self.rounding_base, self.threshold).unwrap_or_default()
+    }
+}
+
+pub(crate) fn default_rounding_base() -> u64 {
+    crate::domain::statistics::DisclosureControl::default().rounding_base()
+}
+
+pub(crate) fn default_threshold() -> u64 {
+    crate::domain::statistics::DisclosureControl::default().threshold()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -640,6 +675,13 @@ impl GatewayConfig {
         }
         if self.policy.cvc5.is_some() && self.policy.cvc5_python.is_some() {
             return invalid("policy.cvc5_python", "name one solver: policy.cvc5 or policy.cvc5_python");
+        }
+        if let Err(weak) = crate::domain::statistics::DisclosureControl::new(self.statistics.rounding_base, self.statistics.threshold) {
+            let key = match weak {
+                crate::domain::statistics::ControlTooWeak::RoundingBase => "statistics.rounding_base",
+                crate::domain::statistics::ControlTooWeak::Threshold => "statistics.threshold",
+            };
+            return invalid(key, &weak.to_string());
         }
         if !(1..=86_400).contains(&self.retention.sweep_seconds) {
             return invalid("retention.sweep_seconds", "must be between 1 and 86400");

@@ -29,6 +29,10 @@ pub struct Dpos;
 #[derive(Debug)]
 pub struct Overseers;
 
+/// Who reads the released statistics: the coordinating body, DPOs and auditors.
+#[derive(Debug)]
+pub struct StatisticsReaders;
+
 impl Audience for Senders {
     const ROLES: &'static [Role] = &[Role::Submitter];
 }
@@ -40,6 +44,9 @@ impl Audience for Dpos {
 }
 impl Audience for Overseers {
     const ROLES: &'static [Role] = &[Role::Dpo, Role::Auditor];
+}
+impl Audience for StatisticsReaders {
+    const ROLES: &'static [Role] = &[Role::Dpo, Role::Auditor, Role::Statistics];
 }
 
 /// A caller checked to belong to the audience `A`: served by this gateway

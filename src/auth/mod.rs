@@ -22,6 +22,8 @@ pub enum Role {
     Dpo,
     /// Reads the audit log and disclosures.
     Auditor,
+    /// The coordinating body: reads the released statistics, nothing about anyone.
+    Statistics,
 }
 
 impl Role {
@@ -31,6 +33,7 @@ impl Role {
             "recipient" => Some(Role::Recipient),
             "dpo" => Some(Role::Dpo),
             "auditor" => Some(Role::Auditor),
+            "statistics" => Some(Role::Statistics),
             _ => None,
         }
     }

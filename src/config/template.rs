@@ -13,7 +13,7 @@ use crate::auth::oidc::{default_jwks_refresh, default_leeway, default_org_claim,
 use super::{
     default_acquire_timeout_millis, default_body_limit, default_body_read_timeout, default_connect_timeout_millis, default_database_url,
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
-    default_approvals_required, default_impact_days, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
+    default_approvals_required, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
     default_statement_timeout_millis, default_sweep_seconds,
 };
@@ -223,6 +223,13 @@ erasure_deadline_hours = {erasure_deadline}
 # Seconds between two sweeps (1 to 86400).
 sweep_seconds = {sweep_seconds}
 
+# Statistics for the coordinating body (GET /v1/statistics): every count
+# rounded to a multiple of rounding_base, and a count under threshold not
+# released at all (neither below 5).
+[statistics]
+rounding_base = {rounding_base}
+threshold = {threshold}
+
 [log]
 # A tracing filter, e.g. "info" or "referral_gateway=debug,info".
 level = "{log_level}"
@@ -250,6 +257,8 @@ format = "text"
         policy_refresh = default_policy_refresh(),
         approvals_required = default_approvals_required(),
         impact_days = default_impact_days(),
+        rounding_base = default_rounding_base(),
+        threshold = default_threshold(),
         org_claim = default_org_claim(),
         roles_claim = default_roles_claim(),
         leeway = default_leeway(),

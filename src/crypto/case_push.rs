@@ -5,11 +5,11 @@
 //! makes it provable afterwards.
 
 use chrono::{DateTime, Utc};
-use josekit::jws::{JwsHeader, JwsVerifier};
 use serde_json::Value;
 
-use super::jose_keys::{unverified_kid, SigningKey, SIGNING_ALG};
+use super::jose_keys::SigningKey;
 use super::packet::SignerDirectory;
+use super::signed_json::{self, SignedJsonError};
 use crate::domain::CountryCode;
 
 /// `typ` of a pushed case: it can pass for no packet, receipt or directory.
@@ -28,25 +28,19 @@ pub enum CasePushError {
 }
 
 pub fn sign(document: &impl serde::Serialize, signer: &SigningKey) -> Result<String, CasePushError> {
-    let payload = serde_json::to_vec(document).map_err(|e| CasePushError::Sign(e.to_string()))?;
-    let mut header = JwsHeader::new();
-    header.set_token_type(CASE_JWS_TYPE);
-    header.set_key_id(signer.kid());
-    josekit::jws::serialize_compact(&payload, &header, signer.signer()).map_err(|e| CasePushError::Sign(e.to_string()))
+    signed_json::sign(document, signer, CASE_JWS_TYPE).map_err(|e| CasePushError::Sign(e.to_string()))
 }
 
 /// What a recipient does with a push: checks that `gateway` (its own
 /// country's) signed it with a key the directory lists, and reads it.
 pub fn verify(jws: &str, directory: &dyn SignerDirectory, now: DateTime<Utc>, gateway: CountryCode) -> Result<Value, CasePushError> {
-    let kid = unverified_kid(jws.as_bytes()).ok_or(CasePushError::UnknownSigner)?;
-    let signer = directory.signer(&kid, now).ok_or(CasePushError::UnknownSigner)?;
+    let (signer, document) = signed_json::open(jws, directory, now, CASE_JWS_TYPE).map_err(|e| match e {
+        SignedJsonError::Sign(reason) => CasePushError::Sign(reason),
+        SignedJsonError::UnknownSigner => CasePushError::UnknownSigner,
+        SignedJsonError::BadSignature => CasePushError::BadSignature,
+    })?;
     if signer.country != gateway || !signer.active {
         return Err(CasePushError::WrongGateway);
     }
-    let (payload, _) = josekit::jws::deserialize_compact_with_selector(jws, |header| {
-        Ok((header.algorithm() == Some(SIGNING_ALG) && header.token_type() == Some(CASE_JWS_TYPE) && header.key_id() == Some(kid.as_str()))
-            .then_some(signer.key.verifier() as &dyn JwsVerifier))
-    })
-    .map_err(|_| CasePushError::BadSignature)?;
-    serde_json::from_slice(&payload).map_err(|_| CasePushError::BadSignature)
+    Ok(document)
 }

@@ -7,6 +7,7 @@ pub mod end_to_end;
 pub mod jose_keys;
 pub mod packet;
 pub mod receipt;
+pub mod signed_json;
 #[cfg(test)]
 mod test_keys;
 pub mod federation_keys;

@@ -163,6 +163,14 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("decision_facts_between", self.inner.decision_facts_between(window, after, limit)).await
     }
 
+    async fn referrals_accepted_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<AcceptedReferral>, StoreError> {
+        self.bounded("referrals_accepted_between", self.inner.referrals_accepted_between(window, after, limit)).await
+    }
+
+    async fn steps_of_referrals_active_between(&self, window: (i64, i64), after: Option<(String, i64)>, limit: i64) -> Result<Vec<PeriodStep>, StoreError> {
+        self.bounded("steps_of_referrals_active_between", self.inner.steps_of_referrals_active_between(window, after, limit)).await
+    }
+
     async fn decision_facts_before(&self, before_ms: i64, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
         self.bounded("decision_facts_before", self.inner.decision_facts_before(before_ms, limit)).await
     }
@@ -235,6 +243,10 @@ impl InboxStore for Deadlined<dyn Store> {
 
     async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         self.bounded("expired_received", self.inner.expired_received(now_ms, limit)).await
+    }
+
+    async fn refused_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<RefusedPacket>, StoreError> {
+        self.bounded("refused_between", self.inner.refused_between(window, after, limit)).await
     }
 
     async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {

@@ -139,6 +139,17 @@ pub trait ReferralStore: Send + Sync {
 
     /// Deletes the facts of these referrals; answers how many were held.
     async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError>;
+
+    /// Up to `limit` referrals accepted from `window.0` (included) to
+    /// `window.1` (excluded), in the order they were accepted, after `after`
+    /// (the last of the page before: time and id).
+    async fn referrals_accepted_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<AcceptedReferral>, StoreError>;
+
+    /// Up to `limit` timeline steps, made before `window.1`, of the referrals
+    /// with a step from `window.0` to `window.1` (excluded): each referral's
+    /// steps up to the window's end, by referral then step, after `after`
+    /// (the last of the page before: referral id and step).
+    async fn steps_of_referrals_active_between(&self, window: (i64, i64), after: Option<(String, i64)>, limit: i64) -> Result<Vec<PeriodStep>, StoreError>;
 }
 
 /// Every packet this gateway sends, queued until a peer takes it.
@@ -198,6 +209,11 @@ pub trait InboxStore: Send + Sync {
 
     /// The receipt given for exactly these bytes (by their digest) from `issuer`, if any.
     async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError>;
+
+    /// Up to `limit` received packets refused at screening from `window.0`
+    /// (included) to `window.1` (excluded), in the order they were refused,
+    /// after `after` (the last of the page before: time and packet id).
+    async fn refused_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<RefusedPacket>, StoreError>;
 }
 
 /// The DPO's policy versions.

@@ -64,6 +64,40 @@ pub struct DecisionFactsAtRest {
     pub facts: SealedFacts,
 }
 
+/// A referral as the statistics of the period it was accepted in read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedReferral {
+    pub id: String,
+    pub created_ms: i64,
+    pub destination_country: Option<String>,
+    /// The decision as stored (a `DecisionRecord`).
+    pub decision: String,
+}
+
+/// One timeline step of a referral with a step in a period, as the
+/// statistics of that period read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodStep {
+    pub referral_id: String,
+    /// The step's own number: steps of one referral are in this order.
+    pub step: i64,
+    /// When the referral was accepted.
+    pub accepted_ms: i64,
+    /// Whether a packet was made for the referral.
+    pub packet_made: bool,
+    pub status: ReferralEvent,
+    pub at_ms: i64,
+    pub reasons: Vec<String>,
+}
+
+/// A received packet refused at screening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedPacket {
+    pub packet_id: String,
+    pub refused_ms: i64,
+    pub reasons: Vec<String>,
+}
+
 /// What the outbox keeps of an allowed referral until it is delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOutboxEntry {

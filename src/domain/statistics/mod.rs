@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ParseError;
 
+pub mod merge;
 pub mod tables;
 
 /// A calendar month or quarter, in UTC.
@@ -236,13 +237,30 @@ pub enum Cell {
     Released { value: u64 },
     /// Fewer than the threshold, and more than none: not released.
     Suppressed,
+    /// Only in a merge of several gateways' tables: the sum of the cells
+    /// released, to which some gateways' suppressed cells (each fewer than
+    /// its threshold) would add.
+    PartlySuppressed { at_least: u64 },
 }
 
 impl Cell {
+    /// The count, when it is told whole.
     pub fn value(self) -> Option<u64> {
         match self {
             Self::Released { value } => Some(value),
-            Self::Suppressed => None,
+            Self::Suppressed | Self::PartlySuppressed { .. } => None,
+        }
+    }
+
+    /// The cells of several gateways together: told whole only when each is.
+    pub fn sum(self, other: Cell) -> Cell {
+        let known = |cell: Cell| match cell {
+            Self::Released { value } | Self::PartlySuppressed { at_least: value } => value,
+            Self::Suppressed => 0,
+        };
+        match (self, other) {
+            (Self::Released { value: a }, Self::Released { value: b }) => Self::Released { value: a.saturating_add(b) },
+            _ => Self::PartlySuppressed { at_least: known(self).saturating_add(known(other)) },
         }
     }
 }
@@ -315,6 +333,7 @@ mod tests {
                     prop_assert!(value.abs_diff(count) <= base / 2 || (value == floor && count < floor), "rounded too far");
                     prop_assert_eq!(value == 0, count == 0);
                 }
+                Cell::PartlySuppressed { .. } => prop_assert!(false, "one gateway never releases a lower bound"),
             }
         }
 

@@ -402,6 +402,36 @@ macro_rules! inbox_sql {
                 rows.iter().map(Self::inbox_from_row).collect()
             }
 
+            async fn refused_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<RefusedPacket>, StoreError> {
+                let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+                let rows = sqlx::query(
+                    "SELECT packet_id, settled_ms, reasons FROM inbox \
+                     WHERE state = 'refused' AND settled_ms >= $1 AND settled_ms < $2 \
+                     AND (settled_ms > $3 OR (settled_ms = $3 AND packet_id > $4)) \
+                     ORDER BY settled_ms, packet_id LIMIT $5",
+                )
+                .bind(window.0)
+                .bind(window.1)
+                .bind(after_ms)
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let reasons: Option<String> = row.try_get("reasons")?;
+                        Ok(RefusedPacket {
+                            packet_id: row.try_get("packet_id")?,
+                            refused_ms: row.try_get("settled_ms")?,
+                            reasons: match reasons {
+                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("refusal reasons are not a JSON array".to_owned()))?,
+                                None => Vec::new(),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
             async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {
                 let row = sqlx::query("SELECT receipt FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
                     .bind(packet_sha256)

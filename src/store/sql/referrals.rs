@@ -392,6 +392,69 @@ macro_rules! referral_sql {
                 Ok(row.as_ref().map(Self::facts_from_row).transpose()?)
             }
 
+            async fn referrals_accepted_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<AcceptedReferral>, StoreError> {
+                let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+                let rows = sqlx::query(
+                    "SELECT id, created_ms, destination_country, decision FROM referrals \
+                     WHERE created_ms >= $1 AND created_ms < $2 AND (created_ms > $3 OR (created_ms = $3 AND id > $4)) \
+                     ORDER BY created_ms, id LIMIT $5",
+                )
+                .bind(window.0)
+                .bind(window.1)
+                .bind(after_ms)
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AcceptedReferral {
+                            id: row.try_get("id")?,
+                            created_ms: row.try_get("created_ms")?,
+                            destination_country: row.try_get("destination_country")?,
+                            decision: row.try_get("decision")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn steps_of_referrals_active_between(&self, window: (i64, i64), after: Option<(String, i64)>, limit: i64) -> Result<Vec<PeriodStep>, StoreError> {
+                let (after_id, after_step) = after.unwrap_or((String::new(), i64::MIN));
+                let rows = sqlx::query(
+                    "SELECT e.referral_id, e.id, e.status, e.at_ms, e.reasons, r.created_ms, \
+                     EXISTS (SELECT 1 FROM outbox o WHERE o.referral_id = e.referral_id AND o.packet_type = 'referral' AND o.packet_id IS NOT NULL) AS packet_made \
+                     FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
+                     WHERE e.at_ms < $2 \
+                     AND e.referral_id IN (SELECT referral_id FROM referral_events WHERE at_ms >= $1 AND at_ms < $2) \
+                     AND (e.referral_id > $3 OR (e.referral_id = $3 AND e.id > $4)) \
+                     ORDER BY e.referral_id, e.id LIMIT $5",
+                )
+                .bind(window.0)
+                .bind(window.1)
+                .bind(after_id)
+                .bind(after_step)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let reasons: Option<String> = row.try_get("reasons")?;
+                        Ok(PeriodStep {
+                            referral_id: row.try_get("referral_id")?,
+                            step: row.try_get("id")?,
+                            accepted_ms: row.try_get("created_ms")?,
+                            packet_made: row.try_get("packet_made")?,
+                            status: parsed(row.try_get("status")?)?,
+                            at_ms: row.try_get("at_ms")?,
+                            reasons: match reasons {
+                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
+                                None => Vec::new(),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
             async fn forget_decision_facts(&self, referral_ids: &[String]) -> Result<u64, StoreError> {
                 let mut forgotten = 0;
                 for chunk in referral_ids.chunks(ROWS_PER_STATEMENT) {
