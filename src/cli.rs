@@ -172,6 +172,33 @@ enum ReportCommand {
         #[arg(long, env = "RGW_CONFIG_FILE")]
         config: PathBuf,
     },
+    /// Non-personal statistics (JSON, as `GET /v1/statistics`): this
+    /// gateway's predefined tables of a closed month or quarter, signed by
+    /// it (`--period` with `--config`); or, for the coordinating body,
+    /// several gateways' signed answers, each verified against the
+    /// directory, added up (`--merge`, with `--directory` and
+    /// `--coordinator-key`, or `--config` to take both from). Exit 2 if
+    /// any answer does not verify.
+    Statistics {
+        /// `2026-11` (a month) or `2026-Q4` (a quarter), ended.
+        #[arg(long, required_unless_present = "merge", conflicts_with = "merge")]
+        period: Option<String>,
+        /// Answers to merge: files with a whole answer or its `signed` JWS.
+        #[arg(long, num_args = 1..)]
+        merge: Vec<PathBuf>,
+        #[arg(long, env = "RGW_CONFIG_FILE")]
+        config: Option<PathBuf>,
+        /// The signed federation directory the answers are verified against.
+        #[arg(long, requires = "coordinator_key")]
+        directory: Option<PathBuf>,
+        /// The coordinator's public key (JWK) the directory is verified against.
+        #[arg(long = "coordinator-key", requires = "directory")]
+        coordinator_key: Option<PathBuf>,
+        /// Release as of this time (RFC 3339) instead of now; never later
+        /// than now. For tests, and to issue a closed period again.
+        #[arg(long, requires = "period")]
+        at: Option<DateTime<Utc>>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -468,6 +495,10 @@ pub fn run() -> ExitCode {
             print(&crate::config::template::render(&crate::config::template::Template::example())).map(|()| ExitCode::SUCCESS)
         }
         Command::Report(ReportCommand::Subject { subject_ref, config }) => report_subject(&subject_ref, &config),
+        Command::Report(ReportCommand::Statistics { period: Some(period), config, at, .. }) => report_statistics(&period, config.as_deref(), at),
+        Command::Report(ReportCommand::Statistics { merge, config, directory, coordinator_key, .. }) => {
+            merge_statistics(&merge, config.as_deref(), directory.zip(coordinator_key))
+        }
         Command::Recipient(RecipientCommand::Open { keys, organisation, directory, coordinator_key, at, packet }) => {
             recipient_open(&keys, &organisation, &directory, &coordinator_key, &packet, at.unwrap_or_else(now))
         }
@@ -604,6 +635,64 @@ fn report_subject(words: &[String], config_path: &Path) -> Result<ExitCode, CliE
         print(&serde_json::to_string_pretty(&report)?)?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn report_statistics(period: &str, config_path: Option<&Path>, at: Option<DateTime<Utc>>) -> Result<ExitCode, CliError> {
+    let config_path = config_path.ok_or_else(|| usage("--period needs --config (or RGW_CONFIG_FILE)"))?;
+    let period = crate::domain::statistics::Period::parse(period).map_err(|_| usage("--period must be a month (2026-11) or a quarter (2026-Q4)"))?;
+    let now = now();
+    let at = match at {
+        Some(at) if at > now => return Err(usage("--at may not be later than now")),
+        Some(at) => at,
+        None => now,
+    };
+    let config = load_config(config_path)?;
+    if let Some(path) = crate::config::sqlite_path(&config.database.url)
+        && !Path::new(path).is_file()
+    {
+        return Err(CliError::Usage(format!("database.url: no database file at {path}")));
+    }
+    let coordinator = crate::directory::signed::read_coordinator_key(&config.directory.coordinator_key).map_err(usage)?;
+    let (_, directory) = crate::directory::signed::read_signed(&config.directory.file, &coordinator).map_err(usage)?;
+    let keys = crate::crypto::federation_keys::load(&config.keys.dir).map_err(usage)?;
+    let signer = directory.current_signing_key(config.country, at, &keys.signing);
+    let deadline_hours = config.federation.as_ref().map_or(72, |f| f.erasure_deadline_hours);
+    runtime()?.block_on(async {
+        let store = crate::store::open(&config.database).await.map_err(usage)?;
+        let release = crate::app::statistics::Release {
+            gateway: config.country,
+            control: config.statistics.control(),
+            erasure_deadline: chrono::Duration::hours(i64::try_from(deadline_hours).unwrap_or(72)),
+            signer,
+            now: at,
+        };
+        let answer = crate::app::statistics::release(store.as_ref(), period, release).await.map_err(usage)?;
+        let actor = crate::audit::Actor { org: None, subject: "cli:report".to_owned() };
+        let event = crate::audit::AuditEvent::new(now, actor, crate::audit::Action::StatisticsRead, "ok").reasons(vec![period.to_string()]);
+        store.write_batch(&[crate::store::Write::Audit(event)]).await.map_err(usage)?;
+        print(&serde_json::to_string_pretty(&answer)?)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn merge_statistics(files: &[PathBuf], config_path: Option<&Path>, directory: Option<(PathBuf, PathBuf)>) -> Result<ExitCode, CliError> {
+    let (directory_path, coordinator_path) = match (directory, config_path) {
+        (Some(pair), _) => pair,
+        (None, Some(config_path)) => {
+            let config = load_config(config_path)?;
+            (config.directory.file, config.directory.coordinator_key)
+        }
+        (None, None) => return Err(usage("--merge needs --directory and --coordinator-key, or --config")),
+    };
+    let coordinator = crate::directory::signed::read_coordinator_key(&coordinator_path).map_err(usage)?;
+    let (_, directory) = crate::directory::signed::read_signed(&directory_path, &coordinator).map_err(usage)?;
+    let answers = files
+        .iter()
+        .map(|file| std::fs::read_to_string(file).map_err(|e| usage(format!("{}: {e}", file.display()))))
+        .collect::<Result<Vec<String>, CliError>>()?;
+    let merged = crate::app::statistics::merge_signed(&answers, &directory).map_err(usage)?;
+    print(&serde_json::to_string_pretty(&merged)?)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The time a command acts at when not told: the machine's, read through

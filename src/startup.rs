@@ -141,7 +141,8 @@ impl Application {
         let governance = crate::app::PolicyGovernance { approvals_required, solver: config.policy.solver(), impact_days: config.policy.impact_days };
         let mut gateway = Gateway::new(config.country, directory, vault, store, writer, clock, policy)
             .with_readiness_timeout(config.database.readiness_timeout())
-            .with_policy_governance(governance);
+            .with_policy_governance(governance)
+            .with_statistics(config.statistics.control());
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);

@@ -11,6 +11,7 @@ pub mod receiving;
 pub mod recipient;
 pub mod retention;
 pub mod sending;
+pub mod statistics;
 pub mod vault;
 pub mod views;
 
@@ -152,6 +153,8 @@ pub struct Gateway {
     readiness_timeout: std::time::Duration,
     /// Told how each delivery attempt ends (the metrics).
     delivery_observer: Arc<dyn sending::delivery_observer::DeliveryObserver>,
+    /// How statistics are released.
+    statistics: crate::domain::statistics::DisclosureControl,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -193,6 +196,9 @@ pub enum AppError {
     Undeliverable { bound: usize, limit: usize },
     #[error("this gateway has no federation keys")]
     NotFederated,
+    /// Statistics are released only for a period that has ended.
+    #[error("the period has not ended")]
+    PeriodOpen(crate::domain::statistics::Period),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     /// The case's key was destroyed: what was sealed under it is gone.
@@ -238,7 +244,14 @@ impl Gateway {
             erasures: retention::ErasureCounters::default(),
             readiness_timeout: std::time::Duration::from_secs(1),
             delivery_observer: Arc::new(sending::delivery_observer::Unobserved),
+            statistics: crate::domain::statistics::DisclosureControl::default(),
         }
+    }
+
+    /// Sets how statistics are released (`[statistics]`).
+    pub fn with_statistics(mut self, control: crate::domain::statistics::DisclosureControl) -> Self {
+        self.statistics = control;
+        self
     }
 
     /// Sets how long readiness waits for the database.

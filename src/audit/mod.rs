@@ -57,6 +57,9 @@ pub enum Action {
     /// sent from here, or a case received here).
     #[serde(rename = "retention.erase")]
     RetentionErase,
+    /// Statistics of a period were released (through the API or the command line).
+    #[serde(rename = "statistics.read")]
+    StatisticsRead,
 }
 
 impl Action {
@@ -78,6 +81,7 @@ impl Action {
         Action::ConsentWithdraw,
         Action::SubjectReport,
         Action::RetentionErase,
+        Action::StatisticsRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +103,7 @@ impl Action {
             Action::ConsentWithdraw => "consent.withdraw",
             Action::SubjectReport => "subject.report",
             Action::RetentionErase => "retention.erase",
+            Action::StatisticsRead => "statistics.read",
         }
     }
 

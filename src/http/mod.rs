@@ -60,6 +60,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         route(Method::GET, "/v1/audit", routes::get_audit),
         route(Method::GET, "/v1/disclosures", routes::get_disclosures),
         route(Method::GET, "/v1/subjects/{subject_ref}/report", routes::get_subject_report),
+        route(Method::GET, "/v1/statistics", routes::get_statistics),
         route(Method::POST, "/v1/subjects/{subject_ref}/consent-withdrawal", routes::withdraw_subject_consent),
         route(Method::GET, "/v1/inbox", routes::get_inbox),
         route(Method::GET, "/v1/inbox/{packet_id}", routes::get_inbox_case),

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::app::dpo::policies::{PolicyList, PolicyReviewed, PolicyStored, PolicyUpload, PolicyVersionView, ReviewRequest, Simulation, SimulationAnswer};
 use crate::app::dpo::queries::{AuditPage, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
+use crate::app::statistics::StatisticsAnswer;
 use crate::app::recipient::cases::{Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusQueued, StatusReportRequest};
 use crate::app::sending::referrals::{Queued, ReferralView};
 use crate::app::sending::withdrawal::{SubjectWithdrawalAnswer, WithdrawalAnswer, WithdrawalRequest};
@@ -83,6 +84,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<AuditPage>(&mut answers);
     add::<Disclosures>(&mut answers);
     add::<SubjectReport>(&mut answers);
+    add::<StatisticsAnswer>(&mut answers);
     add::<InboxPage>(&mut answers);
     add::<InboxCase>(&mut answers);
     add::<Acknowledged>(&mut answers);

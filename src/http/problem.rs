@@ -260,8 +260,15 @@ impl From<AppError> for Problem {
             .with("packet_bound_bytes", json!(bound))
             .with("destination_limit_bytes", json!(limit)),
             AppError::NotFederated => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-federated", "Not federated", "This gateway takes no packets.")
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-federated", "Not federated", "This gateway has no signing key in the federation directory: it takes no packets and signs nothing.")
             }
+            AppError::PeriodOpen(period) => Problem::new(
+                StatusCode::CONFLICT,
+                "statistics-period-open",
+                "Period not closed",
+                format!("Statistics of {period} are released once it has ended, so that no two answers about one period differ. Ask for a month or quarter that has ended."),
+            )
+            .with("period", json!(period.to_string())),
             AppError::Store(crate::store::StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %cause, "database unavailable");
                 Problem::new(

@@ -26,7 +26,9 @@ use crate::app::sending::referrals::{ReferralView, Submitted};
 use crate::app::sending::withdrawal::{SubjectWithdrawalAnswer, WithdrawalAnswer, WithdrawalRequest};
 use crate::audit::Action;
 use crate::domain::SubjectRef;
-use crate::app::access::{Dpos, Overseers, Recipients, Senders};
+use crate::app::access::{Dpos, Overseers, Recipients, Senders, StatisticsReaders};
+use crate::app::statistics::StatisticsAnswer;
+use crate::domain::statistics::Period;
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
@@ -160,6 +162,23 @@ pub async fn get_subject_report(State(state): State<AppState>, Caller(caller): C
     let caller = state.gateway.authorize::<Overseers>(&caller).await?;
     let subject_ref = subject_ref(&subject)?;
     Ok(Json(state.gateway.subject_report(&caller, &subject_ref).await?))
+}
+
+/// The released statistics of one closed period: `period` is the one
+/// parameter, and it is required (no ad-hoc filters).
+pub async fn get_statistics(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: std::result::Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<StatisticsAnswer>> {
+    let caller = state.gateway.authorize::<StatisticsReaders>(&caller).await?;
+    let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
+    if params.keys().any(|k| k != "period") {
+        return Err(Problem::invalid_query("unknown query parameter: the tables are predefined; only period may be given"));
+    }
+    let period = params.get("period").ok_or_else(|| Problem::invalid_query("period is required: a month (2026-11) or a quarter (2026-Q4)"))?;
+    let period = Period::parse(period).map_err(|_| Problem::invalid_query("period must be a month (2026-11) or a quarter (2026-Q4)"))?;
+    Ok(Json(state.gateway.statistics(&caller, period).await?))
 }
 
 /// A subject reference as the sender gives it; anything else (a name typed

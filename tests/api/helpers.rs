@@ -37,6 +37,8 @@ pub enum Who {
     SecondDpo,
     /// An auditor.
     Auditor,
+    /// The coordinating body: statistics only.
+    Coordinator,
     /// UNHCR Rome, recipient role only.
     Recipient,
     /// A Nigerian organisation with a submitter role: not served by this gateway.
@@ -50,14 +52,15 @@ pub enum Who {
 }
 
 impl Who {
-    pub const REGISTERED: [Who; 8] =
-        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::SecondDpo, Who::Auditor, Who::Recipient, Who::Foreign, Who::NgaHealth];
-    pub const ALL: [Who; 10] = [
+    pub const REGISTERED: [Who; 9] =
+        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::SecondDpo, Who::Auditor, Who::Coordinator, Who::Recipient, Who::Foreign, Who::NgaHealth];
+    pub const ALL: [Who; 11] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
         Who::SecondDpo,
         Who::Auditor,
+        Who::Coordinator,
         Who::Recipient,
         Who::Foreign,
         Who::NgaHealth,
@@ -87,6 +90,7 @@ impl Who {
             Who::Dpo => Some(("dpo", "ita-nrm", "dpo")),
             Who::SecondDpo => Some(("second_dpo", "ita-nrm", "dpo")),
             Who::Auditor => Some(("auditor", "ita-nrm", "auditor")),
+            Who::Coordinator => Some(("coordinator", "ita-nrm", "statistics")),
             Who::Recipient => Some(("unhcr", "ita-unhcr-rome", "recipient")),
             Who::Foreign => Some(("naptip", "nga-naptip", "submitter")),
             Who::NgaHealth => Some(("nga_health", "nga-health-lagos", "recipient")),

@@ -21,6 +21,7 @@ mod policy_signoff;
 mod agreements;
 #[path = "../common/solver.rs"]
 mod solver;
+mod statistics;
 mod referrals;
 mod roles;
 mod store;

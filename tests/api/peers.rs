@@ -56,6 +56,8 @@ impl Clock for RunningClock {
 pub struct Peer {
     pub country: &'static str,
     pub config: GatewayConfig,
+    /// The configuration file, for the command line (the webhook authority aside).
+    pub config_path: std::path::PathBuf,
     pub app: Option<Application>,
     pub backend: Backend,
     pub schema: Option<String>,
@@ -162,6 +164,7 @@ impl Federation {
             federation.peers.push(Peer {
                 country,
                 config,
+                config_path: path,
                 app: None,
                 backend,
                 schema,

@@ -152,10 +152,17 @@ mod tests {
                     prop_assert_eq!(value % 5, 0);
                 }
                 Cell::PartlySuppressed { at_least } => {
+                    let zero = Cell::Released { value: 0 };
+                    prop_assert!(cells.iter().filter(|c| **c != zero).count() > 1, "more than one gateway had some");
                     prop_assert!(cells.contains(&Cell::Suppressed));
                     prop_assert_eq!(at_least, cells.iter().filter_map(|c| c.value()).sum::<u64>());
                 }
-                Cell::Suppressed => prop_assert!(false, "a merge never suppresses"),
+                Cell::Suppressed => {
+                    // Exactly one gateway had any, fewer than its threshold: told as that gateway told it.
+                    prop_assert_eq!(cells.iter().filter(|c| **c == Cell::Suppressed).count(), 1);
+                    let zero = Cell::Released { value: 0 };
+                    prop_assert!(cells.iter().all(|c| *c == Cell::Suppressed || *c == zero), "the others had none");
+                }
             }
         }
     }

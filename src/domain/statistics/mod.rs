@@ -252,13 +252,16 @@ impl Cell {
         }
     }
 
-    /// The cells of several gateways together: told whole only when each is.
+    /// The cells of several gateways together: told whole only when each is
+    /// (a true zero leaves the other as it was).
     pub fn sum(self, other: Cell) -> Cell {
         let known = |cell: Cell| match cell {
             Self::Released { value } | Self::PartlySuppressed { at_least: value } => value,
             Self::Suppressed => 0,
         };
         match (self, other) {
+            // A true zero adds nothing, and takes nothing away from what is told of the other.
+            (Self::Released { value: 0 }, cell) | (cell, Self::Released { value: 0 }) => cell,
             (Self::Released { value: a }, Self::Released { value: b }) => Self::Released { value: a.saturating_add(b) },
             _ => Self::PartlySuppressed { at_least: known(self).saturating_add(known(other)) },
         }
