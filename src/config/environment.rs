@@ -52,6 +52,8 @@ pub const KEY_PATHS: &[&str] = &[
     "federation.erasure_deadline_hours",
     "federation.webhook_ca_file",
     "retention.sweep_seconds",
+    "statistics.rounding_base",
+    "statistics.threshold",
     "log.level",
     "log.format",
 ];

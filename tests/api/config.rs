@@ -45,6 +45,8 @@ fn errors_name_the_key() {
         ("sweep_seconds = 60", "sweep_seconds = 0", "retention.sweep_seconds"),
         ("sweep_seconds = 60", "sweep_seconds = 86401", "retention.sweep_seconds"),
         ("refresh_seconds = 5", "refresh_seconds = 0", "policy.refresh_seconds"),
+        ("rounding_base = 5", "rounding_base = 4", "statistics.rounding_base"),
+        ("threshold = 10", "threshold = 3", "statistics.threshold"),
         ("refresh_seconds = 5", "refresh_seconds = 86401", "policy.refresh_seconds"),
         (
             "url = \"sqlite://var/gateway.db\"",
