@@ -361,6 +361,7 @@ impl Demo {
              Follow it (referral_id from the answer):\n  {} {}/v1/referrals/<referral_id>\n\
              Italy's audit log (as the auditor):\n  {} '{}/v1/audit?limit=5'\n\
              Who received what about a person (as Italy's DPO):\n  {} '{}/v1/disclosures?subject_ref=ITA-2026-000303'\n\
+             Italy's statistics of the last closed month (as the coordinating body):\n  {} '{}/v1/statistics?period={}'\n\
              IOM Banjul's inbox in the Gambia:\n  {} {}/v1/inbox\n\
              The Guinean Red Cross's inbox:\n  {} {}/v1/inbox",
             self.files.root.display(),
@@ -373,6 +374,9 @@ impl Demo {
             url("ITA"),
             curl("ita-dpo"),
             url("ITA"),
+            curl("ita-statistics"),
+            url("ITA"),
+            crate::domain::statistics::Period::last_closed(false, self.clock.now()),
             curl("iom-banjul"),
             url("GMB"),
             curl("gin-red-cross"),

@@ -18,7 +18,7 @@ use crate::startup::Application;
 /// The organisation the sandbox client speaks for: one the Italian gateway serves.
 pub const ORGANISATION: &str = "ita-nrm";
 /// Every role of the national API.
-pub const ROLES: [&str; 4] = ["submitter", "dpo", "auditor", "recipient"];
+pub const ROLES: [&str; 5] = ["submitter", "dpo", "auditor", "statistics", "recipient"];
 
 fn fail(error: impl std::fmt::Display) -> DemoError {
     DemoError::Setup(SetupError(error.to_string()))

@@ -20,12 +20,13 @@ const MARKER: &str = ".referral-gateway-demo";
 
 /// A national system's client certificate: name, organisation, gateway country, role.
 /// Italy has two DPOs: a policy version one uploads, the other signs off.
-pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 8] = [
+pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 9] = [
     ("iom-rome", "ita-iom-rome", "ITA", "submitter"),
     ("nrm", "ita-nrm", "ITA", "submitter"),
     ("ita-dpo", "ita-nrm", "ITA", "dpo"),
     ("ita-dpo-2", "ita-nrm", "ITA", "dpo"),
     ("ita-auditor", "ita-nrm", "ITA", "auditor"),
+    ("ita-statistics", "ita-nrm", "ITA", "statistics"),
     ("iom-banjul", "gmb-iom-banjul", "GMB", "recipient"),
     ("gmb-immigration", "gmb-immigration", "GMB", "recipient"),
     ("gin-red-cross", "gin-red-cross", "GIN", "recipient"),

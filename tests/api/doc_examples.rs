@@ -11,7 +11,7 @@ use std::path::Path;
 #[path = "../common/doc_examples.rs"]
 mod markdown_examples;
 
-use crate::helpers::{client_pem, fixture_time, repo_path, spawn_app, spawn_app_configured, test_ca_pem, Backend, TestApp, Who};
+use crate::helpers::{client_pem, fixture_time, repo_path, spawn_app, spawn_app_configured, test_ca_pem, variant, Backend, Who};
 use crate::on_both_backends;
 
 /// The rows of the doc's certificate table for this gateway: file name, organisation, role.
@@ -52,12 +52,65 @@ async fn api_md_examples_answer_as_the_doc_shows(backend: Backend) {
     let examples = markdown_examples::examples("docs/api.md", &markdown);
     for setup in &examples.setup {
         let assigned = markdown_examples::assigned_variables(&setup.text);
-        assert_eq!(assigned, ["PKI", "GW"], "docs/api.md:{}: a setup block sets PKI and GW, which the test sets itself", setup.line);
+        assert!(
+            assigned.iter().all(|name| SET_BY_THE_TEST.contains(&name.as_str())),
+            "docs/api.md:{}: a setup block sets only {SET_BY_THE_TEST:?}, which the test sets itself",
+            setup.line
+        );
     }
     assert!(examples.run.len() >= 18, "docs/api.md has {} examples", examples.run.len());
-    assert!(examples.gateway.is_empty(), "docs/api.md: every example runs against a gateway; mark them `sh example`");
     let app = spawn_app(backend).await;
-    run_against(&app, "docs/api.md", &examples.run, backend).await;
+    run_against(&app.url(""), &[], "docs/api.md", &examples.run, backend).await;
+}
+
+/// What the setup blocks of api.md set, and the test sets instead.
+const SET_BY_THE_TEST: [&str; 5] = ["PKI", "GW", "DIRECTORY", "COORDINATOR_KEY", "PEER_ANSWER"];
+
+/// The statistics of `docs/api.md` §11 (`sh gateway-example` blocks),
+/// against Italy's gateway of a federation with Nigeria's: twelve referrals
+/// delivered to Nigeria and three denied in November, read on 1 December.
+/// `$PEER_ANSWER` is Nigeria's signed answer for November, as its
+/// `report statistics` prints it.
+async fn api_md_statistics_answer_as_the_doc_shows(backend: Backend) {
+    let markdown = std::fs::read_to_string(repo_path("docs/api.md")).unwrap();
+    let examples = markdown_examples::examples("docs/api.md", &markdown);
+    assert!(examples.gateway.len() >= 3, "docs/api.md has {} statistics examples", examples.gateway.len());
+    let federation = crate::peers::Federation::start(backend, &["ITA", "NGA"]).await;
+    let ita = federation.peer("ITA");
+    let mut delivered = Vec::new();
+    for n in 0..12 {
+        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("doc-statistics-{n}"), None)).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        delivered.push(reply.body["referral_id"].as_str().unwrap().to_owned());
+    }
+    for n in 0..3 {
+        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("doc-statistics-denied-{n}"), Some("gmb-immigration"))).await;
+        assert_eq!(reply.status, 422, "{}", reply.text);
+    }
+    for id in &delivered {
+        crate::peers::wait_for(&format!("{id} delivered"), std::time::Duration::from_secs(40), || async {
+            crate::peers::status_of(ita, Who::IomRome, id).await == "delivered"
+        })
+        .await;
+    }
+    let december = fixture_time().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::Duration::days(8);
+    federation.clock.advance(december + chrono::Duration::hours(12) - federation.clock_now());
+    let dir = tempfile::tempdir().unwrap();
+    let peer_answer = dir.path().join("nga.json");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .args(["report", "statistics", "--period", "2026-11", "--at", &federation.clock_now().to_rfc3339(), "--config"])
+        .arg(&federation.peer("NGA").config_path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::write(&peer_answer, &output.stdout).unwrap();
+    let directory = &ita.config.directory;
+    let env = [
+        ("DIRECTORY", directory.file.clone()),
+        ("COORDINATOR_KEY", directory.coordinator_key.clone()),
+        ("PEER_ANSWER", peer_answer),
+    ];
+    run_against(&ita.url(""), &env, "docs/api.md", &examples.gateway, backend).await;
 }
 
 /// The walk-through of `docs/policy-guide.md` §8 (`sh gateway-example`
@@ -72,21 +125,21 @@ async fn policy_guide_walk_through_answers_as_the_doc_shows(backend: Backend) {
         _ => config.policy.cvc5_python = Some(path),
     })
     .await;
-    run_against(&app, "docs/policy-guide.md", &examples.gateway, backend).await;
+    run_against(&app.url(""), &[], "docs/policy-guide.md", &examples.gateway, backend).await;
 }
 
 /// `referral-gateway ARGS` in a doc runs the binary under test.
 const PRELUDE: &str = r#"referral-gateway() { "$RGW" "$@"; }"#;
 
-/// Runs `examples` of `doc` in order against `app`, with the certificates of
-/// api.md's table; fails with every example whose answer differs.
-async fn run_against(app: &TestApp, doc: &str, examples: &[markdown_examples::Example], backend: Backend) {
+/// Runs `examples` of `doc` in order against the gateway at `gateway`, with
+/// the certificates of api.md's table and the variables `env`; fails with
+/// every example whose answer differs.
+async fn run_against(gateway: &str, env: &[(&str, std::path::PathBuf)], doc: &str, examples: &[markdown_examples::Example], backend: Backend) {
     let api_md = std::fs::read_to_string(repo_path("docs/api.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (pki, tmp, state) = (dir.path().join("pki"), dir.path().join("tmp"), dir.path().join("state.sh"));
     write_pki(&api_md, &pki);
     std::fs::create_dir_all(&tmp).unwrap();
-    let gateway = app.url("");
 
     let mut failures = Vec::new();
     for example in examples {
@@ -98,6 +151,7 @@ async fn run_against(app: &TestApp, doc: &str, examples: &[markdown_examples::Ex
             .env("PKI", &pki)
             .env("GW", &gateway)
             .env("RGW", env!("CARGO_BIN_EXE_referral-gateway"))
+            .envs(env.iter().map(|(name, value)| (*name, value.as_os_str())))
             .output()
             .await
             .expect("bash, curl and jq run the doc's examples");
@@ -109,4 +163,4 @@ async fn run_against(app: &TestApp, doc: &str, examples: &[markdown_examples::Ex
     assert!(failures.is_empty(), "{} of {} examples differ from the doc:\n\n{}", failures.len(), examples.len(), failures.join("\n\n"));
 }
 
-on_both_backends!(api_md_examples_answer_as_the_doc_shows, policy_guide_walk_through_answers_as_the_doc_shows);
+on_both_backends!(api_md_examples_answer_as_the_doc_shows, api_md_statistics_answer_as_the_doc_shows, policy_guide_walk_through_answers_as_the_doc_shows);
