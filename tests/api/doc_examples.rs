@@ -149,7 +149,7 @@ async fn run_against(gateway: &str, env: &[(&str, std::path::PathBuf)], doc: &st
             .arg(&script)
             .current_dir(repo_path(""))
             .env("PKI", &pki)
-            .env("GW", &gateway)
+            .env("GW", gateway)
             .env("RGW", env!("CARGO_BIN_EXE_referral-gateway"))
             .envs(env.iter().map(|(name, value)| (*name, value.as_os_str())))
             .output()
