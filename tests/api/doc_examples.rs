@@ -11,7 +11,7 @@ use std::path::Path;
 #[path = "../common/doc_examples.rs"]
 mod markdown_examples;
 
-use crate::helpers::{client_pem, fixture_time, repo_path, spawn_app, spawn_app_configured, test_ca_pem, variant, Backend, Who};
+use crate::helpers::{client_pem, fixture_time, repo_path, spawn_app, spawn_app_configured, test_ca_pem, Backend, Who};
 use crate::on_both_backends;
 
 /// The rows of the doc's certificate table for this gateway: file name, organisation, role.
@@ -76,23 +76,8 @@ async fn api_md_statistics_answer_as_the_doc_shows(backend: Backend) {
     let examples = markdown_examples::examples("docs/api.md", &markdown);
     assert!(examples.gateway.len() >= 3, "docs/api.md has {} statistics examples", examples.gateway.len());
     let federation = crate::peers::Federation::start(backend, &["ITA", "NGA"]).await;
+    crate::statistics::november_referrals(&federation, "doc-statistics").await;
     let ita = federation.peer("ITA");
-    let mut delivered = Vec::new();
-    for n in 0..12 {
-        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("doc-statistics-{n}"), None)).await;
-        assert_eq!(reply.status, 202, "{}", reply.text);
-        delivered.push(reply.body["referral_id"].as_str().unwrap().to_owned());
-    }
-    for n in 0..3 {
-        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("doc-statistics-denied-{n}"), Some("gmb-immigration"))).await;
-        assert_eq!(reply.status, 422, "{}", reply.text);
-    }
-    for id in &delivered {
-        crate::peers::wait_for(&format!("{id} delivered"), std::time::Duration::from_secs(40), || async {
-            crate::peers::status_of(ita, Who::IomRome, id).await == "delivered"
-        })
-        .await;
-    }
     let december = fixture_time().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::Duration::days(8);
     federation.clock.advance(december + chrono::Duration::hours(12) - federation.clock_now());
     let dir = tempfile::tempdir().unwrap();

@@ -33,26 +33,35 @@ fn referrals(tables: &Value) -> Vec<(String, Value, bool, String, Value)> {
         .collect()
 }
 
-async fn a_closed_month_is_released_rounded_signed_and_merged(backend: Backend) {
-    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+/// Italy's November, at the fixtures' date: twelve referrals for a clinic in
+/// Lagos, delivered (their ids), and three for the Gambia's immigration
+/// department, denied. Idempotency keys start with `key`.
+pub async fn november_referrals(federation: &Federation, key: &str) -> Vec<String> {
     let ita = federation.peer("ITA");
-    // Twelve referrals delivered to Nigeria, three denied, twelve asylum-linked returns to IOM Banjul.
     let mut delivered = Vec::new();
     for n in 0..12 {
-        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("statistics-{n}"), None)).await;
+        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("{key}-{n}"), None)).await;
         assert_eq!(reply.status, 202, "{}", reply.text);
         delivered.push(reply.body["referral_id"].as_str().unwrap().to_owned());
     }
     for n in 0..3 {
-        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("statistics-denied-{n}"), Some("gmb-immigration"))).await;
+        let reply = ita.submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("{key}-denied-{n}"), Some("gmb-immigration"))).await;
         assert_eq!(reply.status, 422, "{}", reply.text);
-    }
-    for n in 0..12 {
-        let reply = ita.submit(Who::IomRome, &variant("rejected_asylum_avr", &format!("statistics-avr-{n}"), None)).await;
-        assert!(reply.status == 202 || reply.status == 422, "{}", reply.text);
     }
     for id in &delivered {
         wait_for(&format!("{id} delivered"), LIMIT, || async { status_of(ita, Who::IomRome, id).await == "delivered" }).await;
+    }
+    delivered
+}
+
+async fn a_closed_month_is_released_rounded_signed_and_merged(backend: Backend) {
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let delivered = november_referrals(&federation, "statistics").await;
+    let ita = federation.peer("ITA");
+    // And twelve asylum-linked returns to IOM Banjul.
+    for n in 0..12 {
+        let reply = ita.submit(Who::IomRome, &variant("rejected_asylum_avr", &format!("statistics-avr-{n}"), None)).await;
+        assert!(reply.status == 202 || reply.status == 422, "{}", reply.text);
     }
 
     // November is open until it ends.

@@ -271,10 +271,7 @@ macro_rules! inbox_sql {
                     recipient_org: row.try_get("recipient_org")?,
                     claims: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
                     state: parsed(row.try_get("state")?)?,
-                    reasons: match reasons {
-                        Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("inbox reasons are not a JSON array".to_owned()))?,
-                        None => Vec::new(),
-                    },
+                    reasons: string_list(reasons, "inbox reasons")?,
                     received_ms: row.try_get("received_ms")?,
                     expires_ms: row.try_get("expires_ms")?,
                     push_attempts: row.try_get("push_attempts")?,
@@ -423,10 +420,7 @@ macro_rules! inbox_sql {
                         Ok(RefusedPacket {
                             packet_id: row.try_get("packet_id")?,
                             refused_ms: row.try_get("settled_ms")?,
-                            reasons: match reasons {
-                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("refusal reasons are not a JSON array".to_owned()))?,
-                                None => Vec::new(),
-                            },
+                            reasons: string_list(reasons, "refusal reasons")?,
                         })
                     })
                     .collect()

@@ -60,6 +60,15 @@ fn parsed<S: FromStr<Err = ParseError>>(text: String) -> Result<S, sqlx::Error> 
     text.parse().map_err(|error: ParseError| sqlx::Error::Decode(Box::new(error)))
 }
 
+/// A column holding a JSON array of strings (reason codes, category names);
+/// empty when NULL. `what` names it in the error.
+fn string_list(text: Option<String>, what: &str) -> Result<Vec<String>, StoreError> {
+    match text {
+        Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(format!("{what} are not a JSON array of strings"))),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// A retention deadline from its two columns (`None` without a date).
 fn retention_of(until_ms: Option<i64>, days_after_closure: Option<i64>) -> Option<StoredRetention> {
     until_ms.map(|until_ms| StoredRetention { until_ms, days_after_closure })

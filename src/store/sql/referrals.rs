@@ -293,10 +293,7 @@ macro_rules! referral_sql {
                         Ok(TimelineEntry {
                             status: parsed(row.try_get("status")?)?,
                             at_ms: row.try_get("at_ms")?,
-                            reasons: match reasons {
-                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
-                                None => Vec::new(),
-                            },
+                            reasons: string_list(reasons, "timeline reasons")?,
                         })
                     })
                     .collect()
@@ -446,10 +443,7 @@ macro_rules! referral_sql {
                             packet_made: row.try_get("packet_made")?,
                             status: parsed(row.try_get("status")?)?,
                             at_ms: row.try_get("at_ms")?,
-                            reasons: match reasons {
-                                Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("timeline reasons are not a JSON array".to_owned()))?,
-                                None => Vec::new(),
-                            },
+                            reasons: string_list(reasons, "timeline reasons")?,
                         })
                     })
                     .collect()
