@@ -117,13 +117,19 @@ impl From<StatisticsError> for AppError {
 
 /// Everything `period`'s tables are made from, read a page at a time.
 pub async fn period_records(store: &dyn Store, period: Period) -> Result<Records, StoreError> {
+    period_records_in_pages(store, period, PAGE).await
+}
+
+/// As [`period_records`], `page` rows at a time: the same records whatever
+/// the page size (a test reads them one row at a time).
+pub async fn period_records_in_pages(store: &dyn Store, period: Period, page_size: i64) -> Result<Records, StoreError> {
     let window = (period.start().timestamp_millis(), period.end().timestamp_millis());
     let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
     let mut records = Records::default();
 
     let mut after = None;
     loop {
-        let page = store.referrals_accepted_between(window, after.take(), PAGE).await?;
+        let page = store.referrals_accepted_between(window, after.take(), page_size).await?;
         let Some(last) = page.last() else { break };
         after = Some((last.created_ms, last.id.clone()));
         for referral in &page {
@@ -135,7 +141,7 @@ pub async fn period_records(store: &dyn Store, period: Period) -> Result<Records
             let country = referral.destination_country.as_deref().and_then(|c| CountryCode::parse(c).ok());
             records.decided.push(DecidedReferral::from_record(at(referral.created_ms), &decision, country));
         }
-        if page.len() < PAGE as usize {
+        if page.len() < usize::try_from(page_size).unwrap_or(usize::MAX) {
             break;
         }
     }
@@ -143,7 +149,7 @@ pub async fn period_records(store: &dyn Store, period: Period) -> Result<Records
     let mut after: Option<(String, i64)> = None;
     let mut building: Option<String> = None;
     loop {
-        let page = store.steps_of_referrals_active_between(window, after.take(), PAGE).await?;
+        let page = store.steps_of_referrals_active_between(window, after.take(), page_size).await?;
         let Some(last) = page.last() else { break };
         after = Some((last.referral_id.clone(), last.step));
         for step in &page {
@@ -157,18 +163,18 @@ pub async fn period_records(store: &dyn Store, period: Period) -> Result<Records
                 }
             }
         }
-        if page.len() < PAGE as usize {
+        if page.len() < usize::try_from(page_size).unwrap_or(usize::MAX) {
             break;
         }
     }
 
     let mut after = None;
     loop {
-        let page = store.refused_between(window, after.take(), PAGE).await?;
+        let page = store.refused_between(window, after.take(), page_size).await?;
         let Some(last) = page.last() else { break };
         after = Some((last.refused_ms, last.packet_id.clone()));
         records.refusals.extend(page.iter().map(|r| Refusal { at: at(r.refused_ms), reasons: r.reasons.clone() }));
-        if page.len() < PAGE as usize {
+        if page.len() < usize::try_from(page_size).unwrap_or(usize::MAX) {
             break;
         }
     }

@@ -7,6 +7,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use referral_gateway::app::statistics::{period_records, period_records_in_pages};
+use referral_gateway::domain::statistics::Period;
 use serde_json::{json, Value};
 
 use crate::helpers::{personal_values, send, client_for, variant, Backend, Who};
@@ -72,6 +74,15 @@ async fn a_closed_month_is_released_rounded_signed_and_merged(backend: Backend) 
 
     let reply = ita.get(Who::Coordinator, "/v1/statistics?period=2026-11").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
+    // The store's pages, however small, hold every record once.
+    let november = Period::parse("2026-11").unwrap();
+    let store = ita.app().gateway().store.clone();
+    let records = period_records(store.as_ref(), november).await.unwrap();
+    assert_eq!((records.decided.len(), records.timelines.len()), (27, 27), "every referral of November, each with its timeline");
+    assert_eq!(records.timelines.iter().map(|t| t.steps.len()).sum::<usize>(), 27 + 12, "queued or denied, and 12 delivered");
+    for page in [1, 2, 5] {
+        assert_eq!(period_records_in_pages(store.as_ref(), november, page).await.unwrap(), records, "pages of {page}");
+    }
     let statistics = &reply.body["statistics"];
     assert_eq!(statistics["gateway"], "ITA");
     assert_eq!(statistics["method"], json!({ "name": "rgw-statistics/1", "rounding_base": 5, "threshold": 10, "time_step_minutes": 15, "erasure_deadline_hours": 72 }));
