@@ -90,7 +90,7 @@ pub struct MergedStatistics {
 /// Why statistics could not be released or merged. Never about anyone.
 #[derive(Debug, thiserror::Error)]
 pub enum StatisticsError {
-    #[error("the period {0} has not ended: statistics are released only for closed periods")]
+    #[error("the period {0} is not released yet: statistics are released an hour after a period ends")]
     PeriodOpen(Period),
     #[error("this gateway has no signing key the directory publishes: statistics cannot be signed")]
     NotSigned,
@@ -192,7 +192,7 @@ pub struct Release<'a> {
 
 /// `period`'s statistics, released and signed; refused for a period not yet closed.
 pub async fn release(store: &dyn Store, period: Period, release: Release<'_>) -> Result<StatisticsAnswer, StatisticsError> {
-    if !period.is_closed_at(release.now) {
+    if !period.is_released_at(release.now) {
         return Err(StatisticsError::PeriodOpen(period));
     }
     let signer = release.signer.ok_or(StatisticsError::NotSigned)?;
@@ -242,6 +242,18 @@ pub fn merge_signed(answers: &[String], directory: &dyn SignerDirectory) -> Resu
         let statistics: GatewayStatistics = serde_json::from_value(document).map_err(|_| unverified("not signed statistics"))?;
         if signer.country != statistics.gateway {
             return Err(unverified("signed by another gateway than the one it names"));
+        }
+        // What a gateway of this method could have released, and only then.
+        if statistics.method.name != METHOD_NAME {
+            return Err(unverified("made by another method than rgw-statistics/1"));
+        }
+        let control = DisclosureControl::new(statistics.method.rounding_base, statistics.method.threshold)
+            .map_err(|_| unverified("its rounding base or threshold is below the floor of 5"))?;
+        if !statistics.tables.could_come_from(control) {
+            return Err(unverified("a count is not one its method releases"));
+        }
+        if issued_at < statistics.tables.period.released_from() {
+            return Err(unverified("issued before its period was released"));
         }
         if !signer.active {
             return Err(unverified("its gateway is not an active member"));

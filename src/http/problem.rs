@@ -266,7 +266,7 @@ impl From<AppError> for Problem {
                 StatusCode::CONFLICT,
                 "statistics-period-open",
                 "Period not closed",
-                format!("Statistics of {period} are released once it has ended, so that no two answers about one period differ. Ask for a month or quarter that has ended."),
+                format!("Statistics of {period} are released an hour after it ends, once all of its events are recorded. Ask for a month or quarter that has ended."),
             )
             .with("period", json!(period.to_string())),
             AppError::Store(crate::store::StoreError::Unavailable(cause)) => {

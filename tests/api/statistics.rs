@@ -154,7 +154,31 @@ async fn a_closed_month_is_released_rounded_signed_and_merged(backend: Backend) 
     let payload = String::from_utf8(base64_decode(&parts[1])).unwrap().replace("\"value\":10", "\"value\":15");
     parts[1] = base64_encode(payload.as_bytes());
     let tampered = write("tampered.jws", &parts.join("."));
-    for files in [vec![&tampered, &nigeria_file], vec![&italy_file, &italy_file]] {
+    // Signed with Nigeria's own key, but not what a gateway releases: each refused.
+    let keys = referral_gateway::crypto::federation_keys::load(federation.peer("NGA").keys_dir()).unwrap();
+    let nigeria_key = &keys.signing[0];
+    let sign_as_nigeria = |name: &str, change: &dyn Fn(&mut Value), typ: &str| {
+        let mut statistics = nigeria["statistics"].clone();
+        change(&mut statistics);
+        write(name, &referral_gateway::crypto::signed_json::sign(&statistics, nigeria_key, typ).unwrap())
+    };
+    const TYP: &str = referral_gateway::app::statistics::STATISTICS_JWS_TYPE;
+    let resigned = sign_as_nigeria("resigned.jws", &|_| {}, TYP);
+    let as_italy = sign_as_nigeria("as-italy.jws", &|s| s["gateway"] = json!("ITA"), TYP);
+    let raw_count = sign_as_nigeria("raw.jws", &|s| s["tables"]["withdrawals"]["whole"] = json!({ "flag": "released", "value": 3 }), TYP);
+    let too_early = sign_as_nigeria("early.jws", &|s| s["issued_at"] = json!("2026-12-01T00:30:00Z"), TYP);
+    let weak = sign_as_nigeria("weak.jws", &|s| s["method"]["threshold"] = json!(3), TYP);
+    let other_type = sign_as_nigeria("case.jws", &|_| {}, referral_gateway::crypto::case_push::CASE_JWS_TYPE);
+    assert!(merge(&[&italy_file, &resigned]).status.success(), "the control: Nigeria's answer signed again merges");
+    for files in [
+        vec![&tampered, &nigeria_file],
+        vec![&italy_file, &italy_file],
+        vec![&italy_file, &as_italy],
+        vec![&italy_file, &raw_count],
+        vec![&italy_file, &too_early],
+        vec![&italy_file, &weak],
+        vec![&italy_file, &other_type],
+    ] {
         let refused = merge(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
         assert_eq!(refused.status.code(), Some(2), "{files:?}");
         assert!(refused.stdout.is_empty());

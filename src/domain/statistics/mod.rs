@@ -32,6 +32,9 @@ pub enum Period {
     Quarter { year: i32, quarter: u32 },
 }
 
+/// How long after a period ends it is released.
+pub const SETTLING: chrono::Duration = chrono::Duration::hours(1);
+
 /// Years a period may name: a gateway keeps nothing older or newer.
 const YEARS: std::ops::RangeInclusive<i32> = 2000..=9999;
 
@@ -84,9 +87,22 @@ impl Period {
         first_instant(year, month)
     }
 
-    /// Whether the period has ended at `now`: only then is it released.
+    /// Whether the period has ended at `now`.
     pub fn is_closed_at(self, now: DateTime<Utc>) -> bool {
         self.end() <= now
+    }
+
+    /// When the period is released: [`SETTLING`] after it ends, so that
+    /// every event of its last moments has been committed (stamped by one
+    /// node's clock, committed a moment later, or by a node whose clock is a
+    /// little behind) before anything is counted.
+    pub fn released_from(self) -> DateTime<Utc> {
+        self.end() + SETTLING
+    }
+
+    /// Whether the period may be released at `now`.
+    pub fn is_released_at(self, now: DateTime<Utc>) -> bool {
+        self.released_from() <= now
     }
 
     /// Whether `at` falls within the period.
@@ -289,6 +305,8 @@ mod tests {
         assert!(november.is_closed_at(now));
         assert!(!q4.is_closed_at(now), "a quarter is released only once it has ended");
         assert!(q4.is_closed_at(q4.end()));
+        assert!(!q4.is_released_at(q4.end()) && !q4.is_released_at(q4.end() + chrono::Duration::minutes(59)));
+        assert!(q4.is_released_at(q4.end() + chrono::Duration::hours(1)));
         assert_eq!(Period::last_closed(true, now), Period::Quarter { year: 2026, quarter: 3 });
         assert_eq!(Period::last_closed(false, now), november);
         assert_eq!(Period::last_closed(false, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()).to_string(), "2026-12");

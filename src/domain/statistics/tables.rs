@@ -111,6 +111,10 @@ pub enum ErasureTimeliness {
     Overdue,
 }
 
+/// How a receiving gateway records a refusal by an asylum rule (the firewall,
+/// or the asylum category to an origin state), whichever it was.
+pub const NON_NEGOTIABLE_RULE: &str = "non_negotiable_rule";
+
 /// Granularity of every released time: a percentile is one case's time, told only this coarsely.
 pub const TIME_STEP_MINUTES: u64 = 15;
 
@@ -177,8 +181,37 @@ pub struct Tables {
     /// From acceptance to the recipient's first answer, for first answers in the period.
     pub acknowledgement: Times,
     pub withdrawals: WithdrawalsTable,
-    /// Packets received from peers and refused at screening in the period, by reason.
+    /// Packets received from peers and refused at screening in the period, by
+    /// reason; refusals by an asylum rule are never counted.
     pub screening_refusals: BTreeMap<String, Cell>,
+}
+
+impl Tables {
+    /// Every count of the tables.
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut cells: Vec<Cell> = self.referrals.iter().map(|c| c.count).collect();
+        cells.extend(self.withheld.iter().map(|c| c.count));
+        cells.extend([self.delivery.count, self.acknowledgement.count, self.withdrawals.whole, self.withdrawals.partial]);
+        cells.extend(self.withdrawals.erasures.values().copied());
+        cells.extend(self.screening_refusals.values().copied());
+        cells
+    }
+
+    /// Whether every count is one `control` could have released: a true
+    /// zero, suppressed, or a multiple of its base at or above its
+    /// threshold; and times only with their released count.
+    pub fn could_come_from(&self, control: DisclosureControl) -> bool {
+        let cell_ok = |cell: Cell| match cell {
+            Cell::Released { value } => value == 0 || (value >= control.threshold() && value % control.rounding_base() == 0),
+            Cell::Suppressed => true,
+            Cell::PartlySuppressed { .. } => false,
+        };
+        let times_ok = |times: &Times| {
+            let told = times.count.value().is_some_and(|n| n > 0);
+            [times.p50_minutes, times.p90_minutes].iter().all(|m| m.is_some() == told && m.is_none_or(|m| m % TIME_STEP_MINUTES == 0))
+        };
+        self.cells().into_iter().all(cell_ok) && times_ok(&self.delivery) && times_ok(&self.acknowledgement)
+    }
 }
 
 /// The period's tables, every count released through `control`; an
@@ -227,7 +260,10 @@ pub fn tables(period: Period, control: DisclosureControl, erasure_deadline: chro
 
     let mut refused: BTreeMap<String, u64> = BTreeMap::new();
     for refusal in records.refusals.iter().filter(|r| period.contains(r.at)) {
-        let reasons: BTreeSet<&String> = refusal.reasons.iter().filter(|r| is_reason_code(r)).collect();
+        // A refusal by an asylum rule is never counted: the gateway that
+        // refused is in the person's origin state, so its count would be one
+        // of asylum-linked people by origin state.
+        let reasons: BTreeSet<&String> = refusal.reasons.iter().filter(|r| is_reason_code(r) && r.as_str() != NON_NEGOTIABLE_RULE).collect();
         for reason in reasons {
             *refused.entry(reason.clone()).or_default() += 1;
         }
@@ -338,15 +374,17 @@ mod tests {
         let mut decided = vec![referral(Purpose::Return, "GMB", Outcome::Allow); 23];
         decided.extend(vec![referral(Purpose::Return, "GMB", Outcome::Deny); 3]);
         let delivered = timeline(vec![step(ReferralEvent::Queued, at(2, 9)), step(ReferralEvent::Delivered, at(2, 10))]);
-        let refusal = Refusal { at: at(3, 0), reasons: vec!["non_negotiable_rule".into()] };
-        let records = Records { decided, timelines: vec![delivered; 23], refusals: vec![refusal] };
+        let refusal = Refusal { at: at(3, 0), reasons: vec!["recipient_not_served_here".into()] };
+        let asylum = Refusal { at: at(3, 0), reasons: vec!["non_negotiable_rule".into()] };
+        let records = Records { decided, timelines: vec![delivered; 23], refusals: [vec![refusal], vec![asylum; 20]].concat() };
         let released = tables(november(), DisclosureControl::default(), DEADLINE, &records);
         let cells: Vec<(Outcome, Cell)> = released.referrals.iter().map(|c| (c.outcome, c.count)).collect();
         assert_eq!(cells, [(Outcome::Allow, Cell::Released { value: 25 }), (Outcome::Deny, Cell::Suppressed)]);
         assert_eq!(released.withheld[0].count, Cell::Released { value: 25 }, "26 referrals withheld health");
         assert_eq!(released.delivery, Times { count: Cell::Released { value: 25 }, p50_minutes: Some(60), p90_minutes: Some(60) });
         assert_eq!(released.acknowledgement, Times { count: Cell::Released { value: 0 }, p50_minutes: None, p90_minutes: None });
-        assert_eq!(released.screening_refusals["non_negotiable_rule"], Cell::Suppressed);
+        assert_eq!(released.screening_refusals["recipient_not_served_here"], Cell::Suppressed);
+        assert!(!released.screening_refusals.contains_key("non_negotiable_rule"), "a receiving gateway's asylum refusals are by origin state");
         // Three deliveries: neither their number nor their times are released.
         let few = Records { timelines: records.timelines[..3].to_vec(), ..Records::default() };
         assert_eq!(tables(november(), DisclosureControl::default(), DEADLINE, &few).delivery, Times { count: Cell::Suppressed, p50_minutes: None, p90_minutes: None });
@@ -520,6 +558,7 @@ mod tests {
                     prop_assert!(value == 0 || value >= control.threshold(), "{cell}: {value} released");
                     prop_assert_eq!(value % control.rounding_base(), 0, "{}", cell);
                 }
+                prop_assert!(released.could_come_from(control));
                 for times in [&released.delivery, &released.acknowledgement] {
                     prop_assert_eq!(times.p50_minutes.is_some(), times.count.value().is_some_and(|n| n > 0));
                     prop_assert!(times.p50_minutes.is_none_or(|m| m % TIME_STEP_MINUTES == 0));
@@ -529,7 +568,9 @@ mod tests {
 
         /// The tables of two overlapping periods (a quarter and one of its
         /// months) never differ, cell for cell, by a single case: any
-        /// difference is zero or a whole rounding base.
+        /// difference is zero or a whole rounding base. (It follows from the
+        /// rounding; what it does not cover, combining several cells to
+        /// narrow a suppressed one, is in threat-model.md §4.15.)
         #[test]
         fn overlapping_periods_never_differ_by_one_case(records in records()) {
             let control = DisclosureControl::default();

@@ -404,7 +404,7 @@ macro_rules! inbox_sql {
                 let rows = sqlx::query(
                     "SELECT packet_id, settled_ms, reasons FROM inbox \
                      WHERE state = 'refused' AND settled_ms >= $1 AND settled_ms < $2 \
-                     AND (settled_ms > $3 OR (settled_ms = $3 AND packet_id > $4)) \
+                     AND (settled_ms, packet_id) > ($3, $4) \
                      ORDER BY settled_ms, packet_id LIMIT $5",
                 )
                 .bind(window.0)

@@ -393,7 +393,7 @@ macro_rules! referral_sql {
                 let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
                 let rows = sqlx::query(
                     "SELECT id, created_ms, destination_country, decision FROM referrals \
-                     WHERE created_ms >= $1 AND created_ms < $2 AND (created_ms > $3 OR (created_ms = $3 AND id > $4)) \
+                     WHERE created_ms >= $1 AND created_ms < $2 AND (created_ms, id) > ($3, $4) \
                      ORDER BY created_ms, id LIMIT $5",
                 )
                 .bind(window.0)
@@ -423,7 +423,7 @@ macro_rules! referral_sql {
                      FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
                      WHERE e.at_ms < $2 \
                      AND e.referral_id IN (SELECT referral_id FROM referral_events WHERE at_ms >= $1 AND at_ms < $2) \
-                     AND (e.referral_id > $3 OR (e.referral_id = $3 AND e.id > $4)) \
+                     AND (e.referral_id, e.id) > ($3, $4) \
                      ORDER BY e.referral_id, e.id LIMIT $5",
                 )
                 .bind(window.0)
