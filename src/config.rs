@@ -58,8 +58,70 @@ pub struct GatewayConfig {
     /// How statistics are released (`GET /v1/statistics`).
     #[serde(default)]
     pub statistics: StatisticsConfig,
+    /// The console for DPOs and auditors in the browser (`/console/`).
+    /// Without this table there is none.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The `[console]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Where browsers reach this gateway (`https://host[:port]`, no path):
+    /// the identity provider sends them back there. By default `https://`
+    /// and the address the gateway listens on, which suits a test or a demo only.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Unused this many minutes, a session ends (5 to 240).
+    #[serde(default = "default_console_idle_minutes")]
+    pub idle_minutes: u64,
+    /// However busy, a session ends this many hours after sign-in (1 to 24).
+    #[serde(default = "default_console_session_hours")]
+    pub session_hours: u64,
+    /// Sign-in with the `[auth.oidc]` identity provider, as this client.
+    /// Without it, only a browser's client certificate signs in.
+    #[serde(default)]
+    pub oidc: Option<ConsoleOidcConfig>,
+}
+
+/// The `[console.oidc]` settings: the console as a confidential client of
+/// the `[auth.oidc]` provider (authorization code flow with PKCE).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleOidcConfig {
+    pub client_id: String,
+    /// Better set through `RGW_CONSOLE__OIDC__CLIENT_SECRET` than in the file.
+    pub client_secret: String,
+    /// Scopes asked for besides `openid`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for ConsoleOidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleOidcConfig").field("client_id", &self.client_id).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
+}
+
+fn default_console_idle_minutes() -> u64 {
+    30
+}
+
+fn default_console_session_hours() -> u64 {
+    8
+}
+
+impl ConsoleConfig {
+    /// `https://host[:port]` of [`ConsoleConfig::public_url`], or of `listening`.
+    pub fn public_origin(&self, listening: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("https://{listening}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -682,6 +744,35 @@ impl GatewayConfig {
                 crate::domain::statistics::ControlTooWeak::Threshold => "statistics.threshold",
             };
             return invalid(key, &weak.to_string());
+        }
+        if let Some(console) = &self.console {
+            if self.server.tls.is_none() {
+                return invalid("console", "needs [server.tls]: its session cookies are Secure, sent over HTTPS only");
+            }
+            if !(5..=240).contains(&console.idle_minutes) {
+                return invalid("console.idle_minutes", "must be between 5 and 240");
+            }
+            if !(1..=24).contains(&console.session_hours) {
+                return invalid("console.session_hours", "must be between 1 and 24");
+            }
+            if let Some(url) = &console.public_url {
+                let origin = url.trim_end_matches('/');
+                let host = origin.strip_prefix("https://").unwrap_or_default();
+                if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+                    return invalid("console.public_url", "must be https://host or https://host:port, without a path");
+                }
+            }
+            if let Some(oidc) = &console.oidc {
+                if self.auth.oidc.is_none() {
+                    return invalid("console.oidc", "needs [auth.oidc]: the console signs in with that identity provider");
+                }
+                if oidc.client_id.trim().is_empty() {
+                    return invalid("console.oidc.client_id", "must not be empty");
+                }
+                if oidc.client_secret.is_empty() {
+                    return invalid("console.oidc.client_secret", "must not be empty");
+                }
+            }
         }
         if !(1..=86_400).contains(&self.retention.sweep_seconds) {
             return invalid("retention.sweep_seconds", "must be between 1 and 86400");

@@ -18,6 +18,7 @@ use crate::app::sending::delivery_observer::DeliveryObserver;
 use crate::app::{Clock, Gateway};
 use crate::auth::client_cert::ClientCertificates;
 use crate::auth::oidc::{OidcSetupError, OidcVerifier};
+use crate::http::console::Console;
 use crate::config::{FederationConfig, GatewayConfig};
 use crate::app::receiving::pushing::RecipientPush;
 use crate::federation::client::PeerClient;
@@ -44,6 +45,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("policy: {0}")]
     Policy(#[from] PolicyStartError),
+    #[error("console: {0}")]
+    Console(String),
     #[error("auth.oidc: {0}")]
     Oidc(#[from] OidcSetupError),
     #[error("{0}")]
@@ -153,17 +156,20 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let gateway = Arc::new(gateway.with_delivery_observer(Arc::clone(&metrics) as Arc<dyn DeliveryObserver>));
 
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
+        let local_addr = listener.local_addr().map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
+        // The console's sign-in redirect names the address browsers reach, known once bound.
+        let console = Console::from_config(config, local_addr).map_err(StartError::Console)?.map(Arc::new);
         let state = AppState {
             gateway: Arc::clone(&gateway),
             auth: Arc::new(Authenticator { clients: ClientCertificates::new(config.auth.clients.values()), oidc }),
             metrics: Arc::clone(&metrics),
             openapi: Arc::new(openapi),
             body_limit: config.server.body_limit_bytes,
+            console,
         };
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
-        let local_addr = listener.local_addr().map_err(|e| StartError::Bind { addr: config.server.listen, reason: e.to_string() })?;
         let (shutdown, stopped) = watch::channel(());
         let mut tasks = Vec::new();
         let (federation_addr, federation_server) = match &config.federation {

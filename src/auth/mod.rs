@@ -27,6 +27,16 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Submitter => "submitter",
+            Role::Recipient => "recipient",
+            Role::Dpo => "dpo",
+            Role::Auditor => "auditor",
+            Role::Statistics => "statistics",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "submitter" => Some(Role::Submitter),

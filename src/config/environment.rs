@@ -54,6 +54,12 @@ pub const KEY_PATHS: &[&str] = &[
     "retention.sweep_seconds",
     "statistics.rounding_base",
     "statistics.threshold",
+    "console.public_url",
+    "console.idle_minutes",
+    "console.session_hours",
+    "console.oidc.client_id",
+    "console.oidc.client_secret",
+    "console.oidc.scopes",
     "log.level",
     "log.format",
 ];

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod body_guard;
+pub mod console;
 pub mod extract;
 pub mod federation;
 pub mod head_limits;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub openapi: Arc<Value>,
     pub body_limit: usize,
+    /// The console for DPOs and auditors, when configured.
+    pub console: Option<Arc<console::Console>>,
 }
 
 /// Every (method, path) the API serves. The router is built from this list
@@ -93,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, method_router.fallback(routes::method_not_allowed));
     }
     router
+        .merge(console::routes())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn(head_limits::enforce))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -52,6 +52,15 @@ impl Problem {
         Self { status, body, retry_after: None }
     }
 
+    /// The problem's title, for a page that shows it to a person.
+    pub fn title(&self) -> &str {
+        self.body.get("title").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub fn detail(&self) -> &str {
+        self.body.get("detail").and_then(Value::as_str).unwrap_or_default()
+    }
+
     /// Says when to try again (`Retry-After`, in seconds).
     pub fn retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);

@@ -361,13 +361,18 @@ pub async fn spawn_app_configured(backend: Backend, now: DateTime<Utc>, extra: &
 /// certificate (none for [`Who::Nobody`]): for a gateway of this harness,
 /// in process or a child process.
 pub fn client_for(who: Who) -> reqwest::Client {
+    client_builder_for(who).build().unwrap()
+}
+
+/// As [`client_for`], with the builder left open (to refuse redirects, say).
+pub fn client_builder_for(who: Who) -> reqwest::ClientBuilder {
     let pki = pki();
     let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
     let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).tls_built_in_root_certs(false);
     if let Some((pem, _)) = pki.clients.get(&who) {
         builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
     }
-    builder.build().unwrap()
+    builder
 }
 
 /// Sends a request and reads the whole reply, which must be what the

@@ -9,6 +9,8 @@ mod audit_chain;
 mod audit_queries;
 mod bad_input;
 mod bearer;
+mod browser;
+mod console;
 mod client_certificates;
 mod config;
 mod doc_examples;

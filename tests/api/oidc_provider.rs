@@ -202,6 +202,12 @@ impl OidcProvider {
         self.command("KEYS", Some(jwks_file.to_str().expect("a UTF-8 path"))).await;
     }
 
+    /// Lets the console client (`ita-console`) send browsers back to
+    /// `callback`: a gateway's `/console/callback`, known once it listens.
+    pub async fn allow_console_redirect(&self, callback: &str) {
+        self.command("REDIRECT", Some(callback)).await;
+    }
+
     pub fn issuer(&self) -> &str {
         &self.issuer
     }

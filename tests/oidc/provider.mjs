@@ -21,6 +21,14 @@
 //   KEYS N FILE                    the issuer restarts at the same URL, on the same
 //                                  listener, signing with the keys in FILE (as
 //                                  OIDC_JWKS_FILE); answered SYNCED N once in force
+//   REDIRECT N URI                 the console client (`ita-console`) may send
+//                                  browsers back to URI, a gateway's
+//                                  /console/callback known only once it listens;
+//                                  the issuer restarts as for KEYS, with its keys
+//
+// People sign in to the console through the provider's development login
+// form (any password), as one of ACCOUNTS; any other login is a person with
+// no organisation or role, whom the gateway must refuse.
 //
 // Standard output, one line each, for the test harness to read:
 //   ISSUER http://127.0.0.1:PORT   first, once listening
@@ -55,6 +63,18 @@ const CLIENTS = {
   'no-known-role-client': { org_id: 'ita-nrm', roles: ['janitor'] },
 };
 
+// The console's people: the organisation and roles their access tokens
+// carry. Their `sub` is the login: opaque, never a name.
+const ACCOUNTS = {
+  'dpo-1': { org_id: 'ita-nrm', roles: ['dpo'] },
+  'dpo-2': { org_id: 'ita-nrm', roles: ['dpo'] },
+  'auditor-1': { org_id: 'ita-nrm', roles: ['auditor'] },
+  'submitter-1': { org_id: 'ita-nrm', roles: ['submitter'] },
+};
+
+// The gateway's console, a confidential client of the authorization code flow.
+const CONSOLE_CLIENT = 'ita-console';
+
 const secretOf = (clientId) => `${clientId}-secret`;
 
 // The test's clock: oidc-provider reads the time through Date.now (iat, exp).
@@ -86,22 +106,48 @@ function signingKeys(file = process.env.OIDC_JWKS_FILE) {
   };
 }
 
-function configuration(jwksFile) {
+function configuration(keys, consoleRedirect) {
   const alg = process.env.OIDC_ACCESS_TOKEN_ALG || 'RS256';
   return {
-    clients: Object.keys(CLIENTS).map((clientId) => ({
-      client_id: clientId,
-      client_secret: secretOf(clientId),
-      grant_types: ['client_credentials'],
-      response_types: [],
-      redirect_uris: [],
-      token_endpoint_auth_method: 'client_secret_basic',
-    })),
-    jwks: signingKeys(jwksFile),
-    // Only signed cookies are ever set, and none in these tests; a key silences the warning.
-    cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+    clients: [
+      ...Object.keys(CLIENTS).map((clientId) => ({
+        client_id: clientId,
+        client_secret: secretOf(clientId),
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'client_secret_basic',
+      })),
+      {
+        client_id: CONSOLE_CLIENT,
+        client_secret: secretOf(CONSOLE_CLIENT),
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: [consoleRedirect],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+    ],
+    jwks: keys,
+    cookies: { keys: [COOKIE_KEY] },
+    findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
+    // The console is the organisation's own application: no consent screen.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      if (ctx.oidc.client.clientId !== CONSOLE_CLIENT) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: CONSOLE_CLIENT, accountId: ctx.oidc.session.accountId });
+      grant.addOIDCScope('openid');
+      for (const resource of Object.keys(ctx.oidc.resourceServers ?? {})) {
+        grant.addResourceScope(resource, 'referrals');
+      }
+      await grant.save();
+      return grant;
+    },
+    // The gateway must send PKCE, confidential client or not.
+    pkce: { required: () => true },
     features: {
-      devInteractions: { enabled: false },
+      // The development login form: any login, any password.
+      devInteractions: { enabled: true },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -123,6 +169,7 @@ function configuration(jwksFile) {
       },
     },
     extraTokenClaims: async (_ctx, token) => {
+      if (token.accountId) return ACCOUNTS[token.accountId];
       const mapping = CLIENTS[token.clientId];
       if (!mapping) return undefined;
       const { ttl: _ttl, ...claims } = mapping;
@@ -134,9 +181,24 @@ function configuration(jwksFile) {
   };
 }
 
+// One cookie key for the process, kept across restarts.
+const COOKIE_KEY = crypto.randomBytes(32).toString('base64url');
+
 // A provider for `issuer`; its JWKS fetches are reported on standard output.
-function provider(issuer, jwksFile) {
-  const created = new Provider(issuer, configuration(jwksFile));
+function provider(issuer, keys, consoleRedirect) {
+  const created = new Provider(issuer, configuration(keys, consoleRedirect));
+  // The provider ran on in the test's time: its own cookies would carry
+  // expiry dates of that time, which the browser (on the machine's time)
+  // could take as past. They go as session cookies; deletions stay.
+  created.use(async (ctx, next) => {
+    await next();
+    const cookies = ctx.response.get('set-cookie');
+    if (Array.isArray(cookies) && cookies.length > 0) {
+      ctx.set('set-cookie', cookies.map((cookie) => (
+        cookie.includes('expires=Thu, 01 Jan 1970') ? cookie : cookie.replace(/; expires=[^;]*/gi, '')
+      )));
+    }
+  });
   created.use(async (ctx, next) => {
     await next();
     if (ctx.path === '/jwks' && ctx.status === 200) {
@@ -152,11 +214,14 @@ const port = Number(process.argv[2] ?? process.env.OIDC_PORT ?? 0);
 const server = createServer();
 let handle = null;
 let issuer = null;
+let keys = signingKeys();
+// Until a gateway names its own (REDIRECT), one no browser reaches.
+let consoleRedirect = 'https://127.0.0.1/console/callback';
 server.on('request', (req, res) => handle(req, res));
 server.listen(port, '127.0.0.1', () => {
   // The issuer names the actual port, known only once listening (port 0).
   issuer = `http://127.0.0.1:${server.address().port}`;
-  handle = provider(issuer);
+  handle = provider(issuer, keys, consoleRedirect);
   console.log(`ISSUER ${issuer}`);
 });
 
@@ -168,7 +233,11 @@ function commands() {
   lines.on('line', (line) => {
     const [command, n, ...rest] = line.split(' ');
     if (command === 'KEYS') {
-      handle = provider(issuer, rest.join(' '));
+      keys = signingKeys(rest.join(' '));
+      handle = provider(issuer, keys, consoleRedirect);
+    } else if (command === 'REDIRECT') {
+      consoleRedirect = rest.join(' ');
+      handle = provider(issuer, keys, consoleRedirect);
     } else if (command !== 'SYNC') {
       console.error(`unknown command ${command}`);
       return;

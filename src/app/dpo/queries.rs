@@ -128,6 +128,11 @@ impl Gateway {
         Ok(AuditPage { entries: records.into_iter().map(AuditEntry::from).collect(), next_cursor: next_cursor.map(|c| c.to_string()) })
     }
 
+    /// The whole audit chain recomputed, as `referral-gateway audit verify` does.
+    pub async fn audit_chain(&self, _principal: &Authorized<Overseers>) -> Result<Result<crate::store::VerifiedChain, crate::store::BrokenChain>, AppError> {
+        Ok(crate::store::verify_audit_chain(self.store.as_ref()).await?)
+    }
+
     /// Which organisations in which countries were given which categories
     /// about a subject, when, under which policy version and consent.
     pub async fn disclosures(&self, principal: &Authorized<Overseers>, subject_ref: &str) -> Result<Disclosures, AppError> {

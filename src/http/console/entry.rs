@@ -1,0 +1,199 @@
+//! Signing in to the console and out of it (DPOs and auditors).
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::{DateTime, Utc};
+use maud::html;
+use serde::Deserialize;
+
+use super::layout::{error_page, page};
+use super::sessions::{cookie, SESSION_COOKIE, SIGN_IN_COOKIE, SIGN_IN_WITHIN};
+use super::sign_in::SignInError;
+use super::{check_form, console_of, Console, PageError, PageResult, SignedIn};
+use crate::app::access::Overseers;
+use crate::audit::Actor;
+use crate::auth::Principal;
+use crate::http::extract::ConnectionInfo;
+use crate::http::AppState;
+
+fn session_cookie(value: &str) -> String {
+    format!("{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+fn expired(name: &str) -> String {
+    format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+fn with_cookies(mut response: Response, cookies: &[String]) -> Response {
+    for value in cookies {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+pub async fn sign_in_page(State(state): State<AppState>, signed_in: Option<SignedIn>) -> PageResult {
+    let console = console_of(&state)?;
+    if signed_in.is_some() {
+        return Ok(Redirect::to("/console/").into_response());
+    }
+    let markup = page(
+        "Sign in",
+        None,
+        html! {
+            p { "This console is for the data-protection officers and auditors of the organisations this gateway serves." }
+            ul {
+                @if console.provider.is_some() {
+                    li { a href="/console/sign-in/provider" { "Sign in with your organisation's account" } }
+                }
+                li {
+                    a href="/console/sign-in/certificate" { "Sign in with the client certificate in your browser" }
+                    " (one registered with this gateway for a DPO or an auditor)"
+                }
+            }
+        },
+    );
+    Ok(markup.into_response())
+}
+
+/// Sends the browser to the identity provider, with a fresh state, nonce
+/// and PKCE challenge; the state is also bound to this browser by a cookie.
+pub async fn start_provider_sign_in(State(state): State<AppState>) -> PageResult {
+    let console = console_of(&state)?;
+    let provider = console.provider.as_ref().ok_or(PageError::NoConsole)?;
+    let started = match provider.start().await {
+        Ok(started) => started,
+        Err(error) => return Ok(refused(&state, error).await),
+    };
+    console.sessions.begin_sign_in(started.state.clone(), started.secrets, state.gateway.now());
+    let bound = format!("{SIGN_IN_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}", started.state, SIGN_IN_WITHIN.num_seconds());
+    Ok(with_cookies(Redirect::to(&started.authorize_url).into_response(), &[bound]))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// Where the identity provider sends the browser back.
+pub async fn provider_callback(State(state): State<AppState>, headers: HeaderMap, query: Result<Query<Callback>, axum::extract::rejection::QueryRejection>) -> PageResult {
+    let console = console_of(&state)?;
+    let provider = console.provider.as_ref().ok_or(PageError::NoConsole)?;
+    let access = state.auth.oidc.as_ref().ok_or(PageError::NoConsole)?;
+    let Ok(Query(Callback { code: Some(code), state: Some(returned) })) = query else {
+        // The provider answered with an error (the person cancelled, say), or nothing usable.
+        return Ok(refused(&state, SignInError::ProviderRefused).await);
+    };
+    // The state must be the one this browser was given, and one still pending.
+    let same_browser = cookie(&headers, SIGN_IN_COOKIE).is_some_and(|bound| super::sessions::same_secret(bound, &returned));
+    let now = state.gateway.now();
+    let pending = if same_browser { console.sessions.finish_sign_in(&returned, now) } else { None };
+    let Some(secrets) = pending else {
+        return Ok(refused(&state, SignInError::UnknownSignIn).await);
+    };
+    let signed_in = match provider.finish(secrets, code, now, access).await {
+        Ok(signed_in) => signed_in,
+        Err(error) => return Ok(refused(&state, error).await),
+    };
+    // Back from another site: the browser would not send a SameSite=Strict
+    // cookie on a redirect from here, so a page of ours moves on to the
+    // console, which it then does from this site.
+    let opened = open_session(&state, console, signed_in.principal, signed_in.credential_ends, now).await?;
+    let markup = page(
+        "Signed in",
+        None,
+        html! {
+            p.notice.good { "You are signed in." }
+            p { a href="/console/" { "Continue to the console" } }
+        },
+    );
+    let mut response = markup.into_response();
+    response.headers_mut().insert(header::REFRESH, HeaderValue::from_static("0; url=/console/"));
+    Ok(with_cookies(response, &[session_cookie(&opened), expired(SIGN_IN_COOKIE)]))
+}
+
+/// Signs in whoever presented a registered client certificate with a role of the console.
+pub async fn certificate_sign_in(State(state): State<AppState>, connection: Result<axum::Extension<ConnectionInfo>, axum::extract::rejection::ExtensionRejection>) -> PageResult {
+    let console = console_of(&state)?;
+    let certificate = connection.ok().and_then(|axum::Extension(info)| info.certificate);
+    let principal = certificate.as_ref().and_then(|fingerprint| state.auth.clients.authenticate(fingerprint).ok());
+    let Some(principal) = principal else {
+        return Ok(refused(&state, SignInError::NoCertificate).await);
+    };
+    let now = state.gateway.now();
+    let opened = open_session(&state, console, principal, None, now).await?;
+    Ok(with_cookies(Redirect::to("/console/").into_response(), &[session_cookie(&opened)]))
+}
+
+/// A session for `principal`, if it may use the console: a DPO or an
+/// auditor of an organisation this gateway serves (a refusal is audited).
+async fn open_session(
+    state: &AppState,
+    console: &Console,
+    principal: Principal,
+    credential_ends: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<String, PageError> {
+    match state.gateway.authorize::<Overseers>(&principal).await {
+        Ok(_) => {}
+        Err(crate::app::AppError::Forbidden { code }) => {
+            let detail = if code == "missing_role" {
+                "This console is for data-protection officers and auditors: your account has neither role here."
+            } else {
+                "Your organisation is not one this gateway serves."
+            };
+            return Err(PageError::App(crate::http::problem::Problem::new(StatusCode::FORBIDDEN, code, "Not for this account", detail)));
+        }
+        Err(other) => return Err(other.into()),
+    }
+    console
+        .sessions
+        .open(principal, now, credential_ends)
+        .ok_or_else(|| PageError::App(crate::app::AppError::Internal("no random session token".to_owned()).into()))
+}
+
+/// A failed sign-in: audited with its code, answered with a page that says
+/// what to do and nothing of what the provider sent.
+async fn refused(state: &AppState, error: SignInError) -> Response {
+    tracing::info!(code = error.code(), "console sign-in refused");
+    let actor = Actor { org: None, subject: "console".to_owned() };
+    if let Err(audit_error) = state.gateway.audit_refusal(actor, "unauthenticated", error.code()).await {
+        return PageError::from(audit_error).into_response();
+    }
+    let (status, detail) = match error {
+        SignInError::ProviderUnavailable => {
+            (StatusCode::SERVICE_UNAVAILABLE, "The identity provider cannot be reached just now. Try again in a few minutes.")
+        }
+        SignInError::NoCertificate => (
+            StatusCode::UNAUTHORIZED,
+            "Your browser presented no client certificate registered with this gateway. Sign in with your organisation's account, or ask the gateway's operator to register your certificate.",
+        ),
+        _ => (StatusCode::UNAUTHORIZED, "The sign-in did not complete. Start again from the sign-in page."),
+    };
+    let mut response = error_page(status, "Sign-in failed", detail);
+    if let Ok(value) = HeaderValue::from_str(&expired(SIGN_IN_COOKIE)) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    csrf: String,
+}
+
+pub async fn sign_out(State(state): State<AppState>, SignedIn(session): SignedIn, headers: HeaderMap, form: Result<Form<CsrfOnly>, axum::extract::rejection::FormRejection>) -> PageResult {
+    let console = console_of(&state)?;
+    let Ok(Form(form)) = form else {
+        return Err(PageError::Forged);
+    };
+    check_form(&headers, console, &session, &form.csrf)?;
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        console.sessions.close(token);
+    }
+    Ok(with_cookies(Redirect::to("/console/sign-in").into_response(), &[expired(SESSION_COOKIE)]))
+}

@@ -1,0 +1,270 @@
+//! The console for DPOs and auditors (issue 20 §1): its sessions, CSRF and
+//! headers over plain HTTPS requests, then a real browser signing in with
+//! the OpenID provider.
+
+use reqwest::header::{HeaderMap, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+
+use crate::browser::Browser;
+use crate::helpers::{client_builder_for, fixture_time, personal_values, spawn_app_with, variant, Backend, TestApp, Who};
+use crate::oidc_provider::{OidcProvider, AUDIENCE};
+
+const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A console page fetched as a browser would, without following redirects.
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    html: String,
+}
+
+impl Page {
+    fn location(&self) -> Option<&str> {
+        self.headers.get(LOCATION).and_then(|v| v.to_str().ok())
+    }
+
+    /// The session cookie this answer sets, whole (attributes and all).
+    fn session_cookie(&self) -> Option<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("__Host-rgw-console="))
+            .map(str::to_owned)
+    }
+
+    /// The CSRF token of the page's forms.
+    fn csrf(&self) -> String {
+        let at = self.html.find(r#"name="csrf" value=""#).expect("a form with a CSRF token") + r#"name="csrf" value=""#.len();
+        self.html[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+struct Visitor {
+    client: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Visitor {
+    fn new(app: &TestApp, who: Who) -> Self {
+        let client = client_builder_for(who).redirect(Policy::none()).build().unwrap();
+        Self { client, base: app.app.base_url(), cookie: None }
+    }
+
+    async fn read(&self, request: reqwest::RequestBuilder) -> Page {
+        let request = match &self.cookie {
+            Some(cookie) => request.header(COOKIE, cookie),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let html = response.text().await.unwrap();
+        Page { status, headers, html }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.read(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+        let mut request = self.client.post(format!("{}{path}", self.base)).form(form);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.read(request).await
+    }
+
+    /// Signs in with the client certificate; keeps the session cookie.
+    async fn sign_in_with_certificate(&mut self) -> Page {
+        let page = self.get("/console/sign-in/certificate").await;
+        if let Some(cookie) = page.session_cookie() {
+            self.cookie = Some(cookie.split(';').next().unwrap().to_owned());
+        }
+        page
+    }
+}
+
+async fn console_gateway(backend: Backend) -> TestApp {
+    spawn_app_with(backend, fixture_time(), "[console]\n").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_are_strict_cookies_and_every_form_needs_its_token() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = console_gateway(backend).await;
+        // A case in the log, whose personal data no page may show.
+        assert_eq!(app.submit(Who::IomRome, &variant("trafficking_victim_reintegration", "console-0001", None)).await.status, 202);
+
+        // Nobody signed in: every page leads to the sign-in page, itself under the policy.
+        let mut dpo = Visitor::new(&app, Who::Dpo);
+        for path in ["/console/", "/console/audit", "/console/audit/chain"] {
+            let page = dpo.get(path).await;
+            assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, Some("/console/sign-in")), "{path}");
+        }
+        let sign_in = dpo.get("/console/sign-in").await;
+        assert_eq!(sign_in.status, StatusCode::OK);
+        assert_eq!(sign_in.headers.get(CONTENT_SECURITY_POLICY).unwrap(), CSP);
+        assert_eq!(sign_in.headers.get("cache-control").unwrap(), "no-store");
+        assert_eq!(sign_in.headers.get("referrer-policy").unwrap(), "same-origin");
+        assert!(!sign_in.html.contains("<script"), "no script on any page");
+        assert!(!sign_in.html.contains("style="), "no inline style: the policy would block it");
+        assert!(!sign_in.html.contains("organisation's account"), "no provider sign-in without [console.oidc]");
+
+        // The DPO's browser certificate signs in: a Strict, Secure, HttpOnly __Host- cookie.
+        let signed_in = dpo.sign_in_with_certificate().await;
+        assert_eq!((signed_in.status, signed_in.location()), (StatusCode::SEE_OTHER, Some("/console/")));
+        let cookie = signed_in.session_cookie().expect("a session cookie");
+        assert!(cookie.ends_with("; Path=/; Secure; HttpOnly; SameSite=Strict"), "{cookie}");
+
+        let audit = dpo.get("/console/audit").await;
+        assert_eq!(audit.status, StatusCode::OK, "{}", audit.html);
+        assert_eq!(audit.headers.get(CONTENT_SECURITY_POLICY).unwrap(), CSP);
+        assert!(audit.html.contains("referral.submit"), "the submission is in the log");
+        for value in personal_values() {
+            assert!(!audit.html.contains(&value), "the audit page shows a personal value");
+        }
+        let filtered = dpo.get("/console/audit?action=referral.submit").await;
+        assert!(filtered.html.contains("<code>referral.submit</code>") && !filtered.html.contains("<code>audit.read</code>"));
+        let wrong = dpo.get("/console/audit?action=referral.delete").await;
+        assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+        assert!(wrong.html.contains("action is not one of the listed actions"));
+        let chain = dpo.get("/console/audit/chain").await;
+        assert_eq!(chain.status, StatusCode::OK);
+        assert!(chain.html.contains("The chain holds"), "{}", chain.html);
+
+        // A form without the session's token, or started by another site, changes nothing.
+        let csrf = audit.csrf();
+        let forged = [
+            dpo.post("/console/sign-out", &[], &[]).await,
+            dpo.post("/console/sign-out", &[("csrf", "not-the-token")], &[]).await,
+            dpo.post("/console/sign-out", &[("csrf", &csrf)], &[("sec-fetch-site", "cross-site")]).await,
+            dpo.post("/console/sign-out", &[("csrf", &csrf)], &[("origin", "https://attacker.example")]).await,
+        ];
+        for page in &forged {
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.html);
+            assert!(page.html.contains("Nothing was changed"));
+        }
+        assert_eq!(dpo.get("/console/audit").await.status, StatusCode::OK, "still signed in");
+        // From the console itself, it signs out, and the cookie is good for nothing after.
+        let origin = app.app.base_url();
+        let out = dpo.post("/console/sign-out", &[("csrf", &csrf)], &[("sec-fetch-site", "same-origin"), ("origin", &origin)]).await;
+        assert_eq!((out.status, out.location()), (StatusCode::SEE_OTHER, Some("/console/sign-in")));
+        assert!(out.session_cookie().unwrap().contains("Max-Age=0"));
+        assert_eq!(dpo.get("/console/audit").await.location(), Some("/console/sign-in"));
+
+        // The API never takes the console's cookie for a credential.
+        let mut cookie_only = Visitor::new(&app, Who::Nobody);
+        cookie_only.cookie = dpo.cookie.clone();
+        let mut auditor = Visitor::new(&app, Who::Auditor);
+        auditor.sign_in_with_certificate().await;
+        cookie_only.cookie = auditor.cookie.clone();
+        assert_eq!(cookie_only.get("/v1/audit").await.status, StatusCode::UNAUTHORIZED);
+        let overview = auditor.get("/console/").await;
+        assert!(overview.html.contains("You are signed in as an auditor"), "{}", overview.html);
+
+        // Neither a submitter nor a browser without a registered certificate gets a session.
+        let submitter = Visitor::new(&app, Who::ItaNrm).sign_in_with_certificate().await;
+        assert_eq!(submitter.status, StatusCode::FORBIDDEN);
+        assert!(submitter.html.contains("neither role"), "{}", submitter.html);
+        assert!(submitter.session_cookie().is_none());
+        let stranger = Visitor::new(&app, Who::Stranger).sign_in_with_certificate().await;
+        assert_eq!(stranger.status, StatusCode::UNAUTHORIZED);
+        assert!(stranger.session_cookie().is_none());
+        let refusals = app.get_query(Who::Auditor, "/v1/audit", &[("action", "access.refused")]).await;
+        let codes: Vec<&str> = refusals.body["entries"].as_array().unwrap().iter().filter_map(|e| e["reasons"][0].as_str()).collect();
+        assert!(codes.ends_with(&["missing_credentials", "missing_role", "console_no_certificate"]), "{codes:?}");
+
+        // A page the console does not have is a page too, under the same policy.
+        let missing = auditor.get("/console/nothing-here").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert_eq!(missing.headers.get(CONTENT_SECURITY_POLICY).unwrap(), CSP);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
+    let provider = OidcProvider::start().await;
+    let extra = format!(
+        "[auth.oidc]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\n\n[console]\n\n[console.oidc]\nclient_id = \"ita-console\"\nclient_secret = \"ita-console-secret\"\nscopes = [\"referrals\"]\n",
+        provider.issuer()
+    );
+    let app = spawn_app_with(Backend::Sqlite, fixture_time(), &extra).await;
+    // The console's own address (the listen address): the provider sends browsers back there.
+    let console = app.app.base_url();
+    provider.allow_console_redirect(&format!("{console}/console/callback")).await;
+    let browser = Browser::start().await;
+
+    // A DPO opens the console, is sent to sign in, and signs in at the provider.
+    sign_in(&browser, &app, &provider, "dpo-1").await;
+    assert!(browser.text().await.contains("Signed in as dpo-1 of ita-nrm (dpo)"), "{}", browser.text().await);
+    assert_eq!(browser.title().await, "Overview · referral-gateway console");
+    let cookies = browser.client.get_all_cookies().await.unwrap();
+    let session = cookies.iter().find(|c| c.name() == "__Host-rgw-console").expect("the session cookie");
+    assert_eq!((session.http_only(), session.secure()), (Some(true), Some(true)));
+    assert_eq!(session.same_site().map(|s| s.to_string()).as_deref(), Some("Strict"));
+    browser.screenshot("overview").await;
+
+    // The audit log, filtered, then the chain verified on the page.
+    browser.click_link("Audit log").await;
+    browser.wait_for_path("/console/audit").await;
+    let action = browser.client.find(fantoccini::Locator::Css("select#action")).await.unwrap();
+    action.select_by_value("access.refused").await.unwrap();
+    browser.click("form.filters button[type=submit]").await;
+    browser.wait_for_path_starting("/console/audit?action=access.refused").await;
+    browser.screenshot("audit").await;
+    browser.click_link("Verify the whole chain").await;
+    browser.wait_for_path("/console/audit/chain").await;
+    assert!(browser.text().await.contains("The chain holds"), "{}", browser.text().await);
+
+    // Signing out ends the session; the second DPO and the auditor sign in in turn.
+    browser.click("header form button[type=submit]").await;
+    browser.wait_for_path("/console/sign-in").await;
+    browser.goto(&format!("{console}/console/audit")).await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+    sign_in(&browser, &app, &provider, "dpo-2").await;
+    assert!(browser.text().await.contains("Signed in as dpo-2 of ita-nrm (dpo)"));
+    browser.click("header form button[type=submit]").await;
+    browser.wait_for_path("/console/sign-in").await;
+    sign_in(&browser, &app, &provider, "auditor-1").await;
+    let text = browser.text().await;
+    assert!(text.contains("Signed in as auditor-1 of ita-nrm (auditor)") && text.contains("change nothing"), "{text}");
+    browser.click("header form button[type=submit]").await;
+    browser.wait_for_path("/console/sign-in").await;
+
+    // A submitter of the same organisation is refused, and the refusal audited.
+    start_sign_in(&browser, &app, &provider, "submitter-1").await;
+    browser.wait_for_path_starting("/console/callback?").await;
+    let text = browser.text().await;
+    assert!(text.contains("Not for this account") && text.contains("neither role"), "{text}");
+    assert!(browser.client.get_all_cookies().await.unwrap().iter().all(|c| c.name() != "__Host-rgw-console"), "no session");
+    let refusals = app.get_query(Who::Auditor, "/v1/audit", &[("action", "access.refused")]).await;
+    let last = refusals.body["entries"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!((last["actor"]["subject"].as_str(), last["reasons"][0].as_str()), (Some("submitter-1"), Some("missing_role")));
+    // Each DPO's and the auditor's reads are theirs in the log.
+    let reads = app.get_query(Who::Auditor, "/v1/audit", &[("action", "audit.read")]).await;
+    let readers: Vec<&str> = reads.body["entries"].as_array().unwrap().iter().filter_map(|e| e["actor"]["subject"].as_str()).collect();
+    assert!(readers.contains(&"dpo-1"), "{readers:?}");
+    browser.close().await;
+    provider.stop().await;
+}
+
+/// From the console's sign-in page through the provider's login form, as `login`.
+async fn start_sign_in(browser: &Browser, app: &TestApp, provider: &OidcProvider, login: &str) {
+    // The provider remembers who signed in last: forget it, as another person's browser would.
+    browser.goto(&format!("{}/.well-known/openid-configuration", provider.issuer())).await;
+    browser.client.delete_all_cookies().await.unwrap();
+    browser.goto(&format!("{}/console/", app.app.base_url())).await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+    browser.click_link("Sign in with your organisation's account").await;
+    browser.fill("input[name=login]", login).await;
+    browser.fill("input[name=password]", "any password").await;
+    browser.click("button[type=submit]").await;
+}
+
+async fn sign_in(browser: &Browser, app: &TestApp, provider: &OidcProvider, login: &str) {
+    start_sign_in(browser, app, provider, login).await;
+    browser.wait_for_path("/console/").await;
+}
