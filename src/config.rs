@@ -106,11 +106,11 @@ impl std::fmt::Debug for ConsoleOidcConfig {
     }
 }
 
-fn default_console_idle_minutes() -> u64 {
+pub(crate) fn default_console_idle_minutes() -> u64 {
     30
 }
 
-fn default_console_session_hours() -> u64 {
+pub(crate) fn default_console_session_hours() -> u64 {
     8
 }
 

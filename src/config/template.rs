@@ -13,7 +13,7 @@ use crate::auth::oidc::{default_jwks_refresh, default_leeway, default_org_claim,
 use super::{
     default_acquire_timeout_millis, default_body_limit, default_body_read_timeout, default_connect_timeout_millis, default_database_url,
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
-    default_approvals_required, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
+    default_approvals_required, default_console_idle_minutes, default_console_session_hours, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
     default_statement_timeout_millis, default_sweep_seconds,
 };
@@ -230,6 +230,31 @@ sweep_seconds = {sweep_seconds}
 rounding_base = {rounding_base}
 threshold = {threshold}
 
+# The console for DPOs and auditors in the browser, at /console/ on the
+# listener above (it needs [server.tls]). Optional: without this table there
+# is none. A person signs in with a client certificate registered above for
+# a dpo or auditor, imported into the browser, or with [console.oidc].
+# [console]
+# Where browsers reach this gateway, https://host[:port] without a path: the
+# identity provider sends them back to its /console/callback. By default
+# https:// and the listen address, which suits a test or a demo only.
+# public_url = "https://gateway.example.org"
+# Unused this many minutes, a session ends (5 to 240).
+# idle_minutes = {console_idle}
+# However busy, a session ends this many hours after sign-in (1 to 24), or
+# when the access token that signed the person in expires, if earlier.
+# session_hours = {console_hours}
+# Sign-in with the [auth.oidc] provider (authorization code flow with PKCE),
+# as this confidential client. It asks for an access token for the audience
+# above (RFC 8707 `resource`), whose org and roles claims decide, as for the
+# API.
+# [console.oidc]
+# client_id = "referral-gateway-console"
+# Better set as RGW_CONSOLE__OIDC__CLIENT_SECRET than written here.
+# client_secret = "..."
+# Scopes asked for besides openid.
+# scopes = []
+
 [log]
 # A tracing filter, e.g. "info" or "referral_gateway=debug,info".
 level = "{log_level}"
@@ -272,6 +297,8 @@ format = "text"
         send_timeout = default_send_timeout(),
         erasure_deadline = default_erasure_deadline(),
         sweep_seconds = default_sweep_seconds(),
+        console_idle = default_console_idle_minutes(),
+        console_hours = default_console_session_hours(),
         log_level = default_log_level(),
     )
 }

@@ -228,6 +228,46 @@ fn identity_provider_settings_are_bounded() {
 }
 
 #[test]
+fn console_settings_are_bounded() {
+    let oidc = "[auth.oidc]\nissuer = \"https://idp.example\"\naudience = \"urn:gateway\"\n\n";
+    let console = |lines: &str| format!("{lines}\n\n[auth.clients.iom_rome]");
+    let cases = [
+        ("[console]\nidle_minutes = 4".to_owned(), "console.idle_minutes"),
+        ("[console]\nidle_minutes = 241".to_owned(), "console.idle_minutes"),
+        ("[console]\nsession_hours = 0".to_owned(), "console.session_hours"),
+        ("[console]\nsession_hours = 25".to_owned(), "console.session_hours"),
+        ("[console]\npublic_url = \"http://gateway.example\"".to_owned(), "console.public_url"),
+        ("[console]\npublic_url = \"https://gateway.example/console\"".to_owned(), "console.public_url"),
+        ("[console.oidc]\nclient_id = \"c\"\nclient_secret = \"s\"".to_owned(), "`console.oidc`: needs [auth.oidc]"),
+        (format!("{oidc}[console.oidc]\nclient_id = \" \"\nclient_secret = \"s\""), "console.oidc.client_id"),
+        (format!("{oidc}[console.oidc]\nclient_id = \"c\"\nclient_secret = \"\""), "console.oidc.client_secret"),
+    ];
+    for (lines, key) in cases {
+        let error = load_with("[auth.clients.iom_rome]", &console(&lines));
+        assert!(error.contains(key), "{lines}: {error}");
+    }
+    // Its cookies are Secure: no console without the gateway's own TLS.
+    let text = std::fs::read_to_string(repo_path("config/gateway.example.toml")).unwrap();
+    assert!(text.contains("\n[server.tls]\n"), "the example serves TLS");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let mut cut = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            skipping = line == "[server.tls]";
+        }
+        if !skipping {
+            cut.push_str(line);
+            cut.push('\n');
+        }
+    }
+    std::fs::write(&path, cut.replacen("[auth.clients.iom_rome]", "[console]\n\n[auth.clients.iom_rome]", 1)).unwrap();
+    let error = GatewayConfig::load(&path).unwrap_err().to_string();
+    assert!(error.contains("console") && error.contains("server.tls"), "{error}");
+}
+
+#[test]
 fn verifying_an_empty_audit_log_is_an_error() {
     // A schema no gateway ever used: verify must not call it intact.
     let schema = format!("rgwtest_{}_empty", std::process::id());
