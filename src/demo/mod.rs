@@ -362,6 +362,10 @@ impl Demo {
              Italy's audit log (as the auditor):\n  {} '{}/v1/audit?limit=5'\n\
              Who received what about a person (as Italy's DPO):\n  {} '{}/v1/disclosures?subject_ref=ITA-2026-000303'\n\
              Italy's statistics of the last closed month (as the coordinating body):\n  {} '{}/v1/statistics?period={}'\n\
+             Italy's console for DPOs and auditors, in a browser: {}/console/\n  \
+             sign in with the DPO's client certificate: make a PKCS#12 file of it\n  \
+             openssl pkcs12 -export -in {} -out {} -passout pass:demo\n  \
+             import that into the browser (password: demo), trust {} as an authority, and choose \"Sign in with the client certificate\"\n\
              IOM Banjul's inbox in the Gambia:\n  {} {}/v1/inbox\n\
              The Guinean Red Cross's inbox:\n  {} {}/v1/inbox",
             self.files.root.display(),
@@ -377,6 +381,10 @@ impl Demo {
             curl("ita-statistics"),
             url("ITA"),
             crate::domain::statistics::Period::last_closed(false, self.clock.now()),
+            url("ITA"),
+            self.files.client_pem("ita-dpo").map(|p| p.display().to_string()).unwrap_or_default(),
+            self.files.root.join("ita-dpo.p12").display(),
+            self.files.pki.ca.display(),
             curl("iom-banjul"),
             url("GMB"),
             curl("gin-red-cross"),

@@ -133,6 +133,10 @@ pub fn create(root: &Path, options: &Options<'_>, now: DateTime<Utc>) -> Result<
                 ));
             }
         }
+        if country == "ITA" {
+            // Italy's DPOs and auditor sign in to the console with their certificates.
+            text.push_str("[console]\n\n");
+        }
         let path = dir.join("gateway.toml");
         std::fs::write(&path, text).map_err(fail)?;
         let config = GatewayConfig::load(&path).map_err(fail)?;

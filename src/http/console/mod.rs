@@ -188,8 +188,11 @@ fn check_form(parts_headers: &HeaderMap, console: &Console, session: &Session, c
     if site.is_some_and(|site| site != "same-origin") {
         return Err(PageError::Forged);
     }
+    // The browser names the page's origin: the console's public address, or
+    // the one this request was sent to (a demo's `localhost`, say).
     let origin = parts_headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if origin.is_some_and(|origin| origin != console.public_origin) {
+    let requested = parts_headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(|host| format!("https://{host}"));
+    if origin.is_some_and(|origin| origin != console.public_origin && Some(origin) != requested.as_deref()) {
         return Err(PageError::Forged);
     }
     if !csrf_matches(session, csrf) {
