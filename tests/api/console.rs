@@ -7,7 +7,8 @@ use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 
 use crate::browser::Browser;
-use crate::helpers::{client_builder_for, fixture_time, personal_values, spawn_app_with, variant, Backend, TestApp, Who};
+use crate::helpers::{client_builder_for, fixture_time, personal_values, policy_files, spawn_app_with, variant, Backend, TestApp, Who};
+use crate::policy_signoff::NO_HEALTH;
 use crate::oidc_provider::{OidcProvider, AUDIENCE};
 
 const CSP: &str =
@@ -182,6 +183,82 @@ async fn console_sessions_are_strict_cookies_and_every_form_needs_its_token() {
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
         assert_eq!(missing.headers.get(CONTENT_SECURITY_POLICY).unwrap(), CSP);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_is_written_reviewed_and_approved_on_the_policy_pages() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = console_gateway(backend).await;
+        let (mut author, mut second, mut auditor) = (Visitor::new(&app, Who::Dpo), Visitor::new(&app, Who::SecondDpo), Visitor::new(&app, Who::Auditor));
+        for visitor in [&mut author, &mut second, &mut auditor] {
+            assert_eq!(visitor.sign_in_with_certificate().await.status, StatusCode::SEE_OTHER);
+        }
+
+        // The author writes a draft from the version in force: its files, in text boxes.
+        let new = author.get("/console/policies/new").await;
+        assert_eq!(new.status, StatusCode::OK, "{}", new.html);
+        for (name, _) in policy_files() {
+            assert!(new.html.contains(&format!(r#"name="file:{name}""#)), "{name}");
+        }
+        let csrf = new.csrf();
+        let origin = app.app.base_url();
+        let same_site = [("sec-fetch-site", "same-origin"), ("origin", origin.as_str())];
+        let mut fields: Vec<(String, String)> = policy_files().into_iter().map(|(name, text)| (format!("file:{name}"), text.replace('\n', "\r\n"))).collect();
+        fields.push(("file:30-no-health.cedar".to_owned(), NO_HEALTH.to_owned()));
+
+        // A draft that does not compile is shown again, as typed, with the problem.
+        let mut broken = fields.clone();
+        broken.push(("file:40-broken.cedar".to_owned(), "permit (principal, action, resource) when { nonsense".to_owned()));
+        broken.push(("note".to_owned(), "a note kept".to_owned()));
+        broken.push(("csrf".to_owned(), csrf.clone()));
+        let refused = author.post("/console/policies", &pairs(&broken), &same_site).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.html);
+        assert!(refused.html.contains("do not compile") && refused.html.contains("40-broken.cedar:1:"), "{}", refused.html);
+        assert!(refused.html.contains("when { nonsense") && refused.html.contains("a note kept"), "what was typed is kept");
+
+        fields.push(("note".to_owned(), "no health data abroad".to_owned()));
+        fields.push(("csrf".to_owned(), csrf.clone()));
+        let stored = author.post("/console/policies", &pairs(&fields), &same_site).await;
+        assert_eq!((stored.status, stored.location()), (StatusCode::SEE_OTHER, Some("/console/policies/2")), "{}", stored.html);
+        let draft = app.get(Who::Dpo, "/v1/policies/2").await;
+        assert_eq!((draft.body["state"].as_str(), draft.body["note"].as_str()), (Some("draft"), Some("no health data abroad")));
+        assert_eq!(draft.body["files"]["10-permits.cedar"].as_str(), policy_files().get("10-permits.cedar").map(String::as_str), "CR LF back to LF");
+
+        // The version's page: its checks, and the new file side by side with the version in force.
+        let page = author.get("/console/policies/2").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.html.contains("Changes against version 1 (in force)") && page.html.contains("30-no-health.cedar</code> (new file)"), "{}", page.html);
+        assert!(page.html.contains(r#"<td class="added"><code>forbid (principal, action, resource == Category::&quot;health&quot;);</code></td>"#), "{}", page.html);
+        assert!(page.html.contains("tests passed") && page.html.contains("Not proved: no SMT solver"), "{}", page.html);
+
+        // Its author cannot approve it: the refusal is shown, the draft stays.
+        let review = |verdict: &str, csrf: &str| vec![("csrf".to_owned(), csrf.to_owned()), ("verdict".to_owned(), verdict.to_owned()), ("note".to_owned(), "looked at it".to_owned())];
+        let own = author.post("/console/policies/2/review", &pairs(&review("approve", &csrf)), &same_site).await;
+        assert_eq!(own.status, StatusCode::CONFLICT, "{}", own.html);
+        // An auditor sees no policy page and approves nothing, with a token of his own.
+        assert_eq!(auditor.get("/console/policies").await.status, StatusCode::FORBIDDEN);
+        assert!(!auditor.get("/console/").await.html.contains(r#"href="/console/policies""#));
+        let auditor_csrf = auditor.get("/console/audit").await.csrf();
+        let by_auditor = auditor.post("/console/policies/2/review", &pairs(&review("approve", &auditor_csrf)), &same_site).await;
+        assert_eq!(by_auditor.status, StatusCode::FORBIDDEN, "{}", by_auditor.html);
+        // Nor does the second DPO with the author's token.
+        assert_eq!(second.post("/console/policies/2/review", &pairs(&review("approve", &csrf)), &same_site).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(app.get(Who::Dpo, "/v1/policies/2").await.body["state"], "draft");
+
+        // The second DPO approves: it takes effect.
+        let second_csrf = second.get("/console/policies/2").await.csrf();
+        let approved = second.post("/console/policies/2/review", &pairs(&review("approve", &second_csrf)), &same_site).await;
+        assert_eq!((approved.status, approved.location()), (StatusCode::SEE_OTHER, Some("/console/policies/2?reviewed=approve")), "{}", approved.html);
+        let shown = second.get("/console/policies/2?reviewed=approve").await;
+        assert!(shown.html.contains("Your approval is recorded") && shown.html.contains("looked at it"), "{}", shown.html);
+        let listed = second.get("/console/policies").await;
+        assert!(listed.html.contains(r#"<a href="/console/policies/2">Version 2</a>"#), "{}", listed.html);
+        assert_eq!(app.get(Who::Dpo, "/v1/policies/2").await.body["state"], "approved");
+    }
+}
+
+fn pairs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
+    fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ on_both_backends!(
     uploads_are_proved_and_labelled_with_a_solver,
 );
 
-const NO_HEALTH: &str = "// No health data leaves this gateway, whoever asks.\n@id(\"no_health\")\nforbid (principal, action, resource == Category::\"health\");\n";
+pub const NO_HEALTH: &str = "// No health data leaves this gateway, whoever asks.\n@id(\"no_health\")\nforbid (principal, action, resource == Category::\"health\");\n";
 
 /// Health data sent under the shipped policy: the returnee to a health provider in Nigeria.
 const HEALTH_FIXTURE: &str = "returnee_hiv_reintegration";

@@ -21,6 +21,7 @@ pub async fn stylesheet() -> Response {
 /// The pages in the navigation, with who sees them.
 const NAVIGATION: &[(&str, &str, &[Role])] = &[
     ("/console/", "Overview", &[Role::Dpo, Role::Auditor]),
+    ("/console/policies", "Policies", &[Role::Dpo]),
     ("/console/audit", "Audit log", &[Role::Dpo, Role::Auditor]),
 ];
 

@@ -20,6 +20,7 @@
 mod entry;
 mod layout;
 mod pages;
+mod policies;
 pub mod sessions;
 pub mod sign_in;
 
@@ -81,6 +82,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-out", post(entry::sign_out))
         .route("/console/audit", get(pages::audit))
         .route("/console/audit/chain", get(pages::audit_chain))
+        .route("/console/policies", get(policies::list).post(policies::upload))
+        .route("/console/policies/new", get(policies::new_draft))
+        .route("/console/policies/{number}", get(policies::version))
+        .route("/console/policies/{number}/review", post(policies::review))
         .route("/console/{*rest}", get(pages::not_found).post(pages::not_found))
         .layer(axum::middleware::from_fn(security_headers))
 }

@@ -33,6 +33,9 @@ pub async fn home(State(state): State<AppState>, SignedIn(session): SignedIn) ->
         html! {
             p { "What this gateway did, and under which rules, for the organisations it serves in " (state.gateway.country.as_str()) "." }
             ul {
+                @if dpo {
+                    li { a href="/console/policies" { "Policies" } ": the version in force, drafts with their proofs, tests and impact, and your sign-off." }
+                }
                 li { a href="/console/audit" { "The audit log" } ": every read, decision, delivery and refusal, in a chain you can verify." }
             }
             @if !dpo {

@@ -1,0 +1,477 @@
+//! The DPO's policy pages: the version in force, drafts, history; one
+//! version with its checks (tests and coverage, proofs, the label against
+//! the version in force, the impact on recent decisions) and a side-by-side
+//! diff; approval or rejection by another DPO (four eyes).
+//!
+//! Auditors do not reach these pages, as they do not reach `/v1/policies`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect};
+use axum::Form;
+use std::collections::BTreeMap;
+
+use maud::{html, Markup};
+use serde::Deserialize;
+use similar::{DiffTag, TextDiff};
+
+use super::layout::{form_post, page};
+use super::{check_form, console_of, PageError, PageResult, SignedIn};
+use crate::app::access::Dpos;
+use crate::app::dpo::impact::ImpactChecked;
+use crate::app::dpo::policies::{PolicySummary, PolicyUpload, PolicyVersionView, ReviewRequest};
+use crate::app::dpo::policy_checks::{ChangeChecked, ProofsChecked, UploadChecks, UploadRefusal};
+use crate::app::millis_to_rfc3339;
+use crate::app::AppError;
+use crate::domain::impact::Changes;
+use crate::domain::signoff::{PolicyVersionState, Verdict};
+use crate::http::AppState;
+
+/// Lines of context kept around each change in the diff.
+const DIFF_CONTEXT: usize = 3;
+
+fn when(millis: i64) -> String {
+    millis_to_rfc3339(millis)
+}
+
+fn author(summary: &PolicySummary) -> String {
+    match &summary.author.org {
+        Some(org) => format!("{} of {org}", summary.author.subject),
+        None => "the gateway (its initial configuration)".to_owned(),
+    }
+}
+
+pub async fn list(State(state): State<AppState>, SignedIn(session): SignedIn) -> PageResult {
+    let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
+    let list = state.gateway.policies(&caller).await?;
+    let markup = page(
+        "Policies",
+        Some(&session),
+        html! {
+            p { "A version takes effect once " (list.approvals_required) " DPOs, its author included, have approved it." }
+            h2 { "In force" }
+            @match &list.active {
+                Some(active) => {
+                    p {
+                        a href=(format!("/console/policies/{}", active.summary.number)) { "Version " (active.summary.number) }
+                        ", by " (author(&active.summary))
+                        @if let Some(at) = active.summary.effective_at { ", in force since " (when(at.0)) }
+                        "."
+                    }
+                }
+                None => { p { "No version is in force." } }
+            }
+            @if !list.agreements_due.is_empty() {
+                h2 { "Sharing agreements that need you" }
+                ul {
+                    @for due in &list.agreements_due {
+                        li { "Permit " code { (due.agreement.policy) } ": " (format!("{:?}", due.due).to_lowercase())
+                            @if let Some(expires) = due.agreement.expires { ", expires " (expires) }
+                            @if let Some(review) = due.agreement.review_by { ", review by " (review) } }
+                    }
+                }
+            }
+            p { a href="/console/policies/new" { "Write a new draft from the version in force" } }
+            h2 { "Drafts awaiting sign-off" }
+            @if list.drafts.is_empty() { p { "None." } } @else { (versions_table("Drafts", &list.drafts)) }
+            @if !list.scheduled.is_empty() {
+                h2 { "Approved, to take effect later" }
+                (versions_table("Scheduled versions", &list.scheduled))
+            }
+            h2 { "History" }
+            (versions_table("Every version, newest first", &list.history))
+        },
+    );
+    Ok(markup.into_response())
+}
+
+fn versions_table(caption: &str, versions: &[PolicySummary]) -> Markup {
+    html! {
+        table {
+            caption { (caption) }
+            thead { tr {
+                th scope="col" { "Version" } th scope="col" { "State" } th scope="col" { "Author" }
+                th scope="col" { "Uploaded (UTC)" } th scope="col" { "Approvals" } th scope="col" { "Change" } th scope="col" { "Note" }
+            } }
+            tbody {
+                @for version in versions {
+                    tr {
+                        td { a href=(format!("/console/policies/{}", version.number)) { (version.number) } }
+                        td { (version.state) }
+                        td { (author(version)) }
+                        td { (when(version.created_at.0)) }
+                        td { @if let Some(a) = version.approvals { (a.given) " of " (a.required) } }
+                        td { @if let Some(checks) = &version.checks { (change_label(&checks.change)) } }
+                        td { (version.note.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn change_label(change: &ChangeChecked) -> String {
+    match change {
+        ChangeChecked::Labelled { against, label, .. } => format!("{label} (against version {against})"),
+        ChangeChecked::NotLabelled { .. } => "not labelled".to_owned(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Shown {
+    /// Set after a review: what was done, for the notice.
+    reviewed: Option<String>,
+}
+
+/// A version's number from the path; anything else names no version.
+fn number_of(text: &str) -> Result<i64, PageError> {
+    text.parse::<i64>().ok().filter(|n| *n > 0 && !text.starts_with('+')).ok_or_else(|| AppError::NotFound.into())
+}
+
+pub async fn version(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    Path(number): Path<String>,
+    shown: Result<Query<Shown>, axum::extract::rejection::QueryRejection>,
+) -> PageResult {
+    let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
+    let number = number_of(&number)?;
+    let view = state.gateway.policy_version(&caller, number).await?;
+    let list = state.gateway.policies(&caller).await?;
+    let reviewed = shown.ok().and_then(|Query(shown)| shown.reviewed);
+    let summary = &view.summary;
+    let markup = page(
+        "Policy version",
+        Some(&session),
+        html! {
+            @match reviewed.as_deref() {
+                Some("approve") => { p.notice.good role="status" { "Your approval is recorded." } }
+                Some("reject") => { p.notice.good role="status" { "Your rejection is recorded." } }
+                _ => {}
+            }
+            dl {
+                dt { "Number" } dd { (summary.number) }
+                dt { "State" } dd { (summary.state) }
+                dt { "Version (hash of its policy files)" } dd.hash { (summary.version) }
+                dt { "Author" } dd { (author(summary)) }
+                dt { "Uploaded (UTC)" } dd { (when(summary.created_at.0)) }
+                @if let Some(note) = &summary.note { dt { "Note" } dd { (note) } }
+                @if let Some(from) = summary.effective_from { dt { "To take effect no earlier than" } dd { (when(from.0)) } }
+                @if let Some(at) = summary.effective_at { dt { "Takes or took effect" } dd { (when(at.0)) } }
+                @if let Some(restores) = summary.restores { dt { "Restores" } dd { "version " (restores) } }
+                @if let Some(approvals) = summary.approvals { dt { "Approvals" } dd { (approvals.given) " of " (approvals.required) ", the author's included" } }
+            }
+            @if !summary.sign_offs.is_empty() {
+                h2 { "Sign-offs" }
+                ul {
+                    @for sign_off in &summary.sign_offs {
+                        li {
+                            (sign_off.by.subject) " " (if sign_off.verdict == Verdict::Approve { "approved" } else { "rejected" })
+                            " at " (when(sign_off.at.0))
+                            @if let Some(note) = &sign_off.note { ": " q { (note) } }
+                        }
+                    }
+                }
+            }
+            @if summary.state == PolicyVersionState::Draft {
+                h2 { "Your review" }
+                p { "A DPO other than the author approves or rejects. Say why: the note is kept with your verdict." }
+                (form_post(&format!("/console/policies/{number}/review"), &session, html! {
+                    label for="note" { "Note" }
+                    textarea id="note" name="note" rows="3" cols="60" maxlength="500" {}
+                    p {
+                        button type="submit" name="verdict" value="approve" { "Approve" }
+                        " "
+                        button type="submit" name="verdict" value="reject" { "Reject" }
+                    }
+                }))
+            }
+            @match &summary.checks {
+                Some(checks) => { (checks_section(checks)) }
+                None => { h2 { "Checks" } p { "This version was stored before uploads were checked, or is the initial one." } }
+            }
+            (diff_section(&view, list.active.as_ref()))
+        },
+    );
+    Ok(markup.into_response())
+}
+
+fn counts(changes: &Changes) -> Markup {
+    html! {
+        td.number { (changes.decisions) } td.number { (changes.allow_to_deny) } td.number { (changes.deny_to_allow) }
+        td.number { (changes.sent_to_withheld) } td.number { (changes.withheld_to_sent) }
+    }
+}
+
+fn impact_table(caption: &str, rows: Vec<(String, &Changes)>) -> Markup {
+    html! {
+        @if !rows.is_empty() {
+            table {
+                caption { (caption) }
+                thead { tr {
+                    th scope="col" { "" } th.number scope="col" { "Decisions changed" } th.number scope="col" { "Allowed → denied" }
+                    th.number scope="col" { "Denied → allowed" } th.number scope="col" { "Categories no longer sent" } th.number scope="col" { "Categories now sent" }
+                } }
+                tbody { @for (name, changes) in &rows { tr { th scope="row" { (name) } (counts(changes)) } } }
+            }
+        }
+    }
+}
+
+fn checks_section(checks: &UploadChecks) -> Markup {
+    html! {
+        h2 { "Tests" }
+        p { (checks.tests.passed) " of " (checks.tests.run) " tests passed." }
+        @if checks.tests.not_exercised.is_empty() {
+            p { "Every policy of this version is exercised by a test." }
+        } @else {
+            p { "Policies no test exercises:" }
+            ul { @for id in &checks.tests.not_exercised { li { code { (id) } } } }
+        }
+        h2 { "Proofs" }
+        @match &checks.proofs {
+            ProofsChecked::Proved { properties } => {
+                p.outcome-good { "All " (properties) " properties of the built-in rules hold under this version, for every request." }
+            }
+            ProofsChecked::NotProved { reason } => { p.outcome-bad { "Not proved: " (reason) } }
+        }
+        h2 { "Change against the version in force" }
+        @match &checks.change {
+            ChangeChecked::Labelled { against, label, now_allowed, now_denied } => {
+                p { "Against version " (against) ", this version " strong { (label) } " what is shared." }
+                @if !now_allowed.is_empty() {
+                    p { "Requests it allows that version " (against) " denies, for example:" }
+                    ul { @for case in now_allowed { li { (case) } } }
+                }
+                @if !now_denied.is_empty() {
+                    p { "Requests version " (against) " allows that it denies, for example:" }
+                    ul { @for case in now_denied { li { (case) } } }
+                }
+            }
+            ChangeChecked::NotLabelled { reason } => { p { "Not labelled: " (reason) } }
+        }
+        h2 { "Impact on recent decisions" }
+        @match &checks.impact {
+            ImpactChecked::Measured { against, since, erased, unreadable, impact } => {
+                p {
+                    (impact.replayed) " sending decisions made since " (when(since.0)) " were decided again under version " (against)
+                    " and this one; " (impact.changed.decisions) " would have come out differently."
+                    @if *erased > 0 { " " (erased) " more could not be replayed: their cases were erased." }
+                    @if *unreadable > 0 { " " (unreadable) " could not be read." }
+                }
+                (impact_table("By recipient", impact.by_recipient.iter().map(|(k, v)| (k.clone(), v)).collect()))
+                (impact_table("By purpose", impact.by_purpose.iter().map(|(k, v)| (k.to_string(), v)).collect()))
+                (impact_table("By category", impact.by_category.iter().map(|(k, v)| (k.to_string(), v)).collect()))
+            }
+            ImpactChecked::NotMeasured { reason } => { p { "Not measured: " (reason) } }
+        }
+    }
+}
+
+/// Each file side by side with the version in force's, changes with some context.
+fn diff_section(view: &PolicyVersionView, active: Option<&PolicyVersionView>) -> Markup {
+    let Some(active) = active.filter(|a| a.summary.number != view.summary.number) else {
+        return html! {
+            h2 { "Files" }
+            @for (name, text) in &view.files {
+                details { summary { code { (name) } } pre { code { (text) } } }
+            }
+        };
+    };
+    let mut names: Vec<&String> = view.files.keys().chain(active.files.keys()).collect();
+    names.sort();
+    names.dedup();
+    let empty = String::new();
+    html! {
+        h2 { "Changes against version " (active.summary.number) " (in force)" }
+        @for name in names {
+            @let (old, new) = (active.files.get(name).unwrap_or(&empty), view.files.get(name).unwrap_or(&empty));
+            @if old != new {
+                (file_diff(name, old, new, active.summary.number, view.summary.number))
+            }
+        }
+        details {
+            summary { "This version's files, whole" }
+            @for (name, text) in &view.files { h3 { code { (name) } } pre { code { (text) } } }
+        }
+    }
+}
+
+/// One row of a side-by-side diff: the old line (number, text), the new one, and what changed.
+struct Row<'a> {
+    old: Option<(usize, &'a str)>,
+    new: Option<(usize, &'a str)>,
+    tag: DiffTag,
+}
+
+fn file_diff(name: &str, old: &str, new: &str, old_number: i64, new_number: i64) -> Markup {
+    let diff = TextDiff::from_lines(old, new);
+    let (old_lines, new_lines) = (diff.old_slices(), diff.new_slices());
+    let mut groups: Vec<Vec<Row<'_>>> = Vec::new();
+    for group in diff.grouped_ops(DIFF_CONTEXT) {
+        let mut rows = Vec::new();
+        for op in group {
+            let (tag, old_range, new_range) = op.as_tag_tuple();
+            let olds: Vec<(usize, &str)> = old_range.filter_map(|i| old_lines.get(i).map(|l| (i + 1, l.trim_end_matches('\n')))).collect();
+            let news: Vec<(usize, &str)> = new_range.filter_map(|i| new_lines.get(i).map(|l| (i + 1, l.trim_end_matches('\n')))).collect();
+            for k in 0..olds.len().max(news.len()) {
+                rows.push(Row { old: olds.get(k).copied(), new: news.get(k).copied(), tag });
+            }
+        }
+        groups.push(rows);
+    }
+    let class = |tag: DiffTag, side_present: bool| match (tag, side_present) {
+        (DiffTag::Equal, _) => "same",
+        (_, false) => "absent",
+        (DiffTag::Delete, true) => "removed",
+        (DiffTag::Insert, true) => "added",
+        (DiffTag::Replace, true) => "changed",
+    };
+    html! {
+        table.diff {
+            caption { code { (name) } @if old.is_empty() { " (new file)" } @else if new.is_empty() { " (removed)" } }
+            thead { tr {
+                th.number scope="col" { "Line" } th scope="col" { "Version " (old_number) }
+                th.number scope="col" { "Line" } th scope="col" { "Version " (new_number) }
+            } }
+            @for (i, rows) in groups.iter().enumerate() {
+                tbody {
+                    @if i > 0 { tr { td colspan="4" class="muted" { "…" } } }
+                    @for row in rows {
+                        tr {
+                            td.number { @if let Some((n, _)) = row.old { (n) } }
+                            td class=(class(row.tag, row.old.is_some())) { @if let Some((_, text)) = row.old { code { (text) } } }
+                            td.number { @if let Some((n, _)) = row.new { (n) } }
+                            td class=(class(row.tag, row.new.is_some())) { @if let Some((_, text)) = row.new { code { (text) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReviewForm {
+    csrf: String,
+    verdict: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Approve or reject: the use case refuses the author's own vote, a second
+/// vote, a version no longer a draft, as the API does.
+pub async fn review(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<ReviewForm>, axum::extract::rejection::FormRejection>,
+) -> PageResult {
+    let console = console_of(&state)?;
+    let Ok(Form(form)) = form else {
+        return Err(PageError::Forged);
+    };
+    check_form(&headers, console, &session, &form.csrf)?;
+    let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
+    let number = number_of(&number)?;
+    let verdict = match form.verdict.as_str() {
+        "approve" => Verdict::Approve,
+        "reject" => Verdict::Reject,
+        _ => return Err(PageError::App(crate::http::problem::Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "No verdict", "Choose Approve or Reject."))),
+    };
+    let note = Some(form.note.trim().to_owned()).filter(|n| !n.is_empty());
+    state.gateway.review_policy(&caller, number, verdict, ReviewRequest { note }).await?;
+    Ok(Redirect::to(&format!("/console/policies/{number}?reviewed={}", form.verdict)).into_response())
+}
+
+/// The form fields of a draft's files: `file:` and the file's name.
+const FILE_FIELD: &str = "file:";
+
+/// A new draft, written from the version in force: each file in a text box.
+pub async fn new_draft(State(state): State<AppState>, SignedIn(session): SignedIn) -> PageResult {
+    let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
+    let list = state.gateway.policies(&caller).await?;
+    let files = list.active.map(|active| active.files).unwrap_or_default();
+    Ok(draft_page(&session, &files, "", None).into_response())
+}
+
+fn draft_page(session: &super::sessions::Session, files: &BTreeMap<String, String>, note: &str, refusal: Option<Markup>) -> Markup {
+    page(
+        "New draft",
+        Some(session),
+        html! {
+            p { "The files of the version in force, to change. On upload the gateway compiles them, runs their tests, proves the built-in rules still hold, labels the change and replays recent decisions; a draft then waits for the other DPOs' approval." }
+            @if let Some(refusal) = refusal {
+                div.notice.bad role="alert" { (refusal) }
+            }
+            (form_post("/console/policies", session, html! {
+                @for (i, (name, text)) in files.iter().enumerate() {
+                    @let id = format!("file-{i}");
+                    label for=(id) { code { (name) } }
+                    textarea id=(id) name=(format!("{FILE_FIELD}{name}")) rows=(text.lines().count().clamp(4, 30)) cols="100" spellcheck="false" { (text) }
+                }
+                label for="note" { "Why this version (shown in the history)" }
+                textarea id="note" name="note" rows="2" cols="60" maxlength="500" { (note) }
+                p { button type="submit" { "Upload as a draft" } }
+            }))
+        },
+    )
+}
+
+/// Uploads a draft from the form. A refused upload shows the form again,
+/// with what the DPO wrote and why it was refused: nothing typed is lost.
+pub async fn upload(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> PageResult {
+    let console = console_of(&state)?;
+    let Ok(Form(fields)) = form else {
+        return Err(PageError::Forged);
+    };
+    let csrf = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
+    check_form(&headers, console, &session, csrf)?;
+    let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
+    // Browsers send a text box's line ends as CR LF.
+    let files: BTreeMap<String, String> = fields
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(FILE_FIELD).map(|name| (name.to_owned(), v.replace("\r\n", "\n"))))
+        .collect();
+    let note = fields.iter().find(|(k, _)| k == "note").map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+    let upload = PolicyUpload { files: files.clone(), note: Some(note.clone()).filter(|n| !n.is_empty()), effective_from: None };
+    match state.gateway.upload_policy(&caller, upload).await {
+        Ok(stored) => Ok(Redirect::to(&format!("/console/policies/{}", stored.number)).into_response()),
+        Err(refused @ (AppError::PolicyInvalid(_) | AppError::PolicyRefused(_) | AppError::Invalid(_))) => {
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, draft_page(&session, &files, &note, Some(refusal(&refused)))).into_response())
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Why an upload was refused, in the DPO's words.
+fn refusal(error: &AppError) -> Markup {
+    html! {
+        @match error {
+            AppError::PolicyInvalid(problems) => {
+                p { "The files do not compile:" }
+                ul { @for p in problems { li { code { (p.file) ":" (p.line) ":" (p.column) } " " (p.problem) } } }
+            }
+            AppError::PolicyRefused(UploadRefusal::TestsInvalid(why)) => { p { "The tests cannot be run: " (why) } }
+            AppError::PolicyRefused(UploadRefusal::TestsFailed(failed)) => {
+                p { "Tests failed; nothing was stored:" }
+                ul { @for (name, differences) in failed { li { code { (name) } ": " (differences.join("; ")) } } }
+            }
+            AppError::PolicyRefused(UploadRefusal::ProofRefuted(refuted)) => {
+                p { "A built-in rule would no longer hold; nothing was stored. For example:" }
+                ul { @for (property, examples) in refuted { li { strong { (property) } ul { @for e in examples { li { (e) } } } } } }
+            }
+            AppError::Invalid(problems) => {
+                p { "The upload is not valid:" }
+                ul { @for p in problems { li { code { (p.field) } " " (p.problem) } } }
+            }
+            other => { p { (other.to_string()) } }
+        }
+    }
+}
