@@ -233,6 +233,11 @@ impl OidcVerifier {
 
     /// Checks `token` at the time `now` (`exp`, `nbf`, and the JWKS refresh throttle).
     pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Principal, TokenError> {
+        self.verify_until(token, now).await.map(|(principal, _)| principal)
+    }
+
+    /// As [`OidcVerifier::verify`], with the token's expiry (`exp`): until when it speaks for its holder.
+    pub async fn verify_until(&self, token: &str, now: DateTime<Utc>) -> Result<(Principal, DateTime<Utc>), TokenError> {
         let result = self.verify_inner(token, now).await;
         if let Err(error) = &result {
             tracing::debug!(code = error.code(), "bearer token refused");
@@ -240,7 +245,7 @@ impl OidcVerifier {
         result
     }
 
-    async fn verify_inner(&self, token: &str, now: DateTime<Utc>) -> Result<Principal, TokenError> {
+    async fn verify_inner(&self, token: &str, now: DateTime<Utc>) -> Result<(Principal, DateTime<Utc>), TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
@@ -257,7 +262,14 @@ impl OidcVerifier {
         let kid = header.key_id().ok_or(TokenError::UnknownKey)?;
         let verifier = self.verifier_for(kid, alg, now).await?;
         let (payload, _) = jwt::decode_with_verifier(token, verifier.as_ref()).map_err(signature_error)?;
-        self.principal(&payload, now)
+        let principal = self.principal(&payload, now)?;
+        // Checked present and in the future by `principal`.
+        let expires = payload
+            .claim("exp")
+            .and_then(Value::as_i64)
+            .and_then(|exp| DateTime::from_timestamp(exp, 0))
+            .ok_or(TokenError::MissingClaims)?;
+        Ok((principal, expires))
     }
 
     /// The verifier for `kid` and `alg`, refreshing the JWKS once if `kid` is unknown.

@@ -36,6 +36,17 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let certificate = parts.extensions.get::<ConnectionInfo>().and_then(|c| c.certificate.clone());
+        // A browser that holds a DPO's client certificate (for the console)
+        // presents it on every connection, even for a request another site
+        // made it send: the API answers no request a browser says another
+        // site started. Clients of the API send no `Sec-Fetch-Site`.
+        let site = parts.headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        if site.is_some_and(|site| site == "cross-site" || site == "same-site") {
+            tracing::info!("request refused: started by another site");
+            let subject = certificate.map_or_else(|| "anonymous".to_owned(), |c| c.display());
+            state.gateway.audit_refusal(Actor { org: None, subject }, "forbidden", "cross_site_request").await?;
+            return Err(AppError::Forbidden { code: "cross_site_request" }.into());
+        }
         let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
         match state.auth.authenticate(authorization.as_deref(), certificate.as_ref(), state.gateway.now()).await {
             Ok(principal) => Ok(Caller(principal)),

@@ -202,6 +202,7 @@ impl From<AppError> for Problem {
             AppError::Forbidden { code } => {
                 let detail = match code {
                     "org_not_served_here" => "The caller's organisation is not one this gateway serves.",
+                    "cross_site_request" => "A browser sent this request for another site's page: the API answers none.",
                     _ => "The caller's roles do not allow this.",
                 };
                 Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail).with("code", json!(code))

@@ -239,8 +239,9 @@ fn console_settings_are_bounded() {
         ("[console]\npublic_url = \"http://gateway.example\"".to_owned(), "console.public_url"),
         ("[console]\npublic_url = \"https://gateway.example/console\"".to_owned(), "console.public_url"),
         ("[console.oidc]\nclient_id = \"c\"\nclient_secret = \"s\"".to_owned(), "`console.oidc`: needs [auth.oidc]"),
-        (format!("{oidc}[console.oidc]\nclient_id = \" \"\nclient_secret = \"s\""), "console.oidc.client_id"),
-        (format!("{oidc}[console.oidc]\nclient_id = \"c\"\nclient_secret = \"\""), "console.oidc.client_secret"),
+        (format!("{oidc}[console]\npublic_url = \"https://gw.example\"\n\n[console.oidc]\nclient_id = \" \"\nclient_secret = \"s\""), "console.oidc.client_id"),
+        (format!("{oidc}[console.oidc]\nclient_id = \"c\"\nclient_secret = \"s\""), "`console.public_url`: must be set with [console.oidc]"),
+        (format!("{oidc}[console]\npublic_url = \"https://gw.example\"\n\n[console.oidc]\nclient_id = \"c\"\nclient_secret = \"\""), "console.oidc.client_secret"),
     ];
     for (lines, key) in cases {
         let error = load_with("[auth.clients.iom_rome]", &console(&lines));

@@ -11,8 +11,7 @@ use crate::helpers::{client_builder_for, fixture_time, personal_values, policy_f
 use crate::policy_signoff::NO_HEALTH;
 use crate::oidc_provider::{OidcProvider, AUDIENCE};
 
-const CSP: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A console page fetched as a browser would, without following redirects.
 struct Page {
@@ -63,6 +62,11 @@ impl Visitor {
         let response = request.send().await.unwrap();
         let (status, headers) = (response.status(), response.headers().clone());
         let html = response.text().await.unwrap();
+        if headers.get("content-type").is_some_and(|t| t.to_str().unwrap().starts_with("text/html")) {
+            // Every page, whatever it is: no script, no inline style (the policy would block it).
+            assert_eq!(headers.get(CONTENT_SECURITY_POLICY).map(|v| v.to_str().unwrap()), Some(CSP));
+            assert!(!html.contains("<script") && !html.contains("style="), "{html}");
+        }
         Page { status, headers, html }
     }
 
@@ -78,9 +82,9 @@ impl Visitor {
         self.read(request).await
     }
 
-    /// Signs in with the client certificate; keeps the session cookie.
+    /// Signs in with the client certificate, from the sign-in page's form; keeps the session cookie.
     async fn sign_in_with_certificate(&mut self) -> Page {
-        let page = self.get("/console/sign-in/certificate").await;
+        let page = self.post("/console/sign-in/certificate", &[], &[("sec-fetch-site", "same-origin")]).await;
         if let Some(cookie) = page.session_cookie() {
             self.cookie = Some(cookie.split(';').next().unwrap().to_owned());
         }
@@ -107,13 +111,14 @@ async fn console_sessions_are_strict_cookies_and_every_form_needs_its_token() {
         }
         let sign_in = dpo.get("/console/sign-in").await;
         assert_eq!(sign_in.status, StatusCode::OK);
-        assert_eq!(sign_in.headers.get(CONTENT_SECURITY_POLICY).unwrap(), CSP);
         assert_eq!(sign_in.headers.get("cache-control").unwrap(), "no-store");
         assert_eq!(sign_in.headers.get("referrer-policy").unwrap(), "same-origin");
-        assert!(!sign_in.html.contains("<script"), "no script on any page");
-        assert!(!sign_in.html.contains("style="), "no inline style: the policy would block it");
+        assert_eq!(sign_in.headers.get("strict-transport-security").unwrap(), "max-age=31536000");
         assert!(!sign_in.html.contains("organisation's account"), "no provider sign-in without [console.oidc]");
 
+        // Not from another site's page (the browser's certificate would go with it).
+        let elsewhere = dpo.post("/console/sign-in/certificate", &[], &[("sec-fetch-site", "cross-site")]).await;
+        assert_eq!((elsewhere.status, elsewhere.session_cookie()), (StatusCode::FORBIDDEN, None));
         // The DPO's browser certificate signs in: a Strict, Secure, HttpOnly __Host- cookie.
         let signed_in = dpo.sign_in_with_certificate().await;
         assert_eq!((signed_in.status, signed_in.location()), (StatusCode::SEE_OTHER, Some("/console/")));
@@ -156,13 +161,21 @@ async fn console_sessions_are_strict_cookies_and_every_form_needs_its_token() {
         assert!(out.session_cookie().unwrap().contains("Max-Age=0"));
         assert_eq!(dpo.get("/console/audit").await.location(), Some("/console/sign-in"));
 
-        // The API never takes the console's cookie for a credential.
-        let mut cookie_only = Visitor::new(&app, Who::Nobody);
-        cookie_only.cookie = dpo.cookie.clone();
+        // The API never takes the console's cookie for a credential...
         let mut auditor = Visitor::new(&app, Who::Auditor);
         auditor.sign_in_with_certificate().await;
+        let mut cookie_only = Visitor::new(&app, Who::Nobody);
         cookie_only.cookie = auditor.cookie.clone();
         assert_eq!(cookie_only.get("/v1/audit").await.status, StatusCode::UNAUTHORIZED);
+        // ...nor answers what another site's page made a browser with the certificate send.
+        for site in ["cross-site", "same-site"] {
+            let request = auditor.client.get(format!("{}/v1/disclosures?subject_ref=ITA-2026-000417", auditor.base)).header("sec-fetch-site", site);
+            let refused = auditor.read(request).await;
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.html);
+            assert!(refused.html.contains("cross_site_request"), "{}", refused.html);
+        }
+        let from_the_api_client = auditor.read(auditor.client.get(format!("{}/v1/audit", auditor.base))).await;
+        assert_eq!(from_the_api_client.status, StatusCode::OK, "a client that sends no Sec-Fetch-Site is served");
         let overview = auditor.get("/console/").await;
         assert!(overview.html.contains("You are signed in as an auditor"), "{}", overview.html);
 
@@ -176,7 +189,15 @@ async fn console_sessions_are_strict_cookies_and_every_form_needs_its_token() {
         assert!(stranger.session_cookie().is_none());
         let refusals = app.get_query(Who::Auditor, "/v1/audit", &[("action", "access.refused")]).await;
         let codes: Vec<&str> = refusals.body["entries"].as_array().unwrap().iter().filter_map(|e| e["reasons"][0].as_str()).collect();
-        assert!(codes.ends_with(&["missing_credentials", "missing_role", "console_no_certificate"]), "{codes:?}");
+        assert!(
+            codes.ends_with(&["missing_credentials", "cross_site_request", "cross_site_request", "missing_role", "console_no_certificate"]),
+            "{codes:?}"
+        );
+        assert!(!refusals.text.contains("ITA-2026-000417"), "the refused request's subject reference is not kept");
+
+        // A callback this browser did not start is refused, audited, and leaves its own sign-in alone.
+        let forged = auditor.get("/console/callback?code=stolen&state=unknown").await;
+        assert_eq!(forged.status, StatusCode::NOT_FOUND, "no provider sign-in without [console.oidc]");
 
         // A page the console does not have is a page too, under the same policy.
         let missing = auditor.get("/console/nothing-here").await;
@@ -296,20 +317,53 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     browser.wait_for_path("/console/audit/chain").await;
     assert!(browser.text().await.contains("The chain holds"), "{}", browser.text().await);
 
-    // Signing out ends the session; the second DPO and the auditor sign in in turn.
+    // The first DPO writes a draft: a comment added to the restrictions.
+    browser.click_link("Policies").await;
+    browser.wait_for_path("/console/policies").await;
+    browser.click_link("Write a new draft from the version in force").await;
+    browser.wait_for_path("/console/policies/new").await;
+    let restrictions = browser.client.find(fantoccini::Locator::Css(r#"textarea[name="file:20-restrictions.cedar"]"#)).await.unwrap();
+    restrictions.send_keys("\n// Reviewed in the console.\n").await.unwrap();
+    browser.fill("textarea#note", "a comment, reviewed in the browser").await;
+    browser.click("main form button[type=submit]").await;
+    browser.wait_for_path("/console/policies/2").await;
+    let text = browser.text().await;
+    assert!(text.contains("draft") && text.contains("Reviewed in the console.") && text.contains("1 of 2"), "{text}");
+    browser.screenshot("policy-draft").await;
+
+    // Signing out ends the session; the second DPO approves the draft.
     browser.click("header form button[type=submit]").await;
     browser.wait_for_path("/console/sign-in").await;
     browser.goto(&format!("{console}/console/audit")).await;
     assert_eq!(browser.path().await, "/console/sign-in");
     sign_in(&browser, &app, &provider, "dpo-2").await;
     assert!(browser.text().await.contains("Signed in as dpo-2 of ita-nrm (dpo)"));
+    browser.goto(&format!("{console}/console/policies/2")).await;
+    browser.fill("textarea#note", "a comment only: nothing shared changes").await;
+    browser.click(r#"button[value="approve"]"#).await;
+    browser.wait_for_path("/console/policies/2?reviewed=approve").await;
+    let text = browser.text().await;
+    assert!(text.contains("Your approval is recorded") && text.contains("dpo-2 approved"), "{text}");
+    assert_eq!(app.get(Who::Dpo, "/v1/policies/2").await.body["state"], "approved");
+    browser.screenshot("policy-approved").await;
     browser.click("header form button[type=submit]").await;
     browser.wait_for_path("/console/sign-in").await;
+
+    // The auditor reads, and reaches no policy page.
     sign_in(&browser, &app, &provider, "auditor-1").await;
     let text = browser.text().await;
     assert!(text.contains("Signed in as auditor-1 of ita-nrm (auditor)") && text.contains("change nothing"), "{text}");
+    assert!(browser.client.find(fantoccini::Locator::LinkText("Policies")).await.is_err());
+    browser.goto(&format!("{console}/console/policies/2")).await;
+    assert!(browser.text().await.contains("Forbidden"), "{}", browser.text().await);
+    browser.goto(&format!("{console}/console/")).await;
     browser.click("header form button[type=submit]").await;
     browser.wait_for_path("/console/sign-in").await;
+
+    // Someone the provider knows with no organisation or role here gets no session.
+    start_sign_in(&browser, &app, &provider, "visitor-9").await;
+    browser.wait_for_path_starting("/console/callback?").await;
+    assert!(browser.text().await.contains("Sign-in failed"), "{}", browser.text().await);
 
     // A submitter of the same organisation is refused, and the refusal audited.
     start_sign_in(&browser, &app, &provider, "submitter-1").await;
@@ -317,9 +371,26 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     let text = browser.text().await;
     assert!(text.contains("Not for this account") && text.contains("neither role"), "{text}");
     assert!(browser.client.get_all_cookies().await.unwrap().iter().all(|c| c.name() != "__Host-rgw-console"), "no session");
+    // The provider's answer is good once: the same callback again signs no one in.
+    let callback = browser.client.current_url().await.unwrap();
+    browser.goto(callback.as_str()).await;
+    assert!(browser.text().await.contains("Sign-in failed"), "{}", browser.text().await);
+    // A callback this browser never started (another site's link, say) signs no one in
+    // and leaves the browser's own sign-in under way alone.
+    let forged = client_builder_for(Who::Nobody).redirect(Policy::none()).build().unwrap();
+    let answer = forged
+        .get(format!("{console}/console/callback?code=stolen&state=made-up"))
+        .header(COOKIE, "__Host-rgw-console-sign-in=another-state")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert!(answer.headers().get(SET_COOKIE).is_none(), "no cookie set or expired");
     let refusals = app.get_query(Who::Auditor, "/v1/audit", &[("action", "access.refused")]).await;
-    let last = refusals.body["entries"].as_array().unwrap().last().cloned().unwrap();
-    assert_eq!((last["actor"]["subject"].as_str(), last["reasons"][0].as_str()), (Some("submitter-1"), Some("missing_role")));
+    let codes: Vec<&str> = refusals.body["entries"].as_array().unwrap().iter().filter_map(|e| e["reasons"][0].as_str()).collect();
+    assert!(codes.ends_with(&["token_missing_claims", "missing_role", "console_unknown_sign_in", "console_unknown_sign_in"]), "{codes:?}");
+    let role_refusal = &refusals.body["entries"].as_array().unwrap()[codes.len() - 3];
+    assert_eq!(role_refusal["actor"]["subject"].as_str(), Some("submitter-1"));
     // Each DPO's and the auditor's reads are theirs in the log.
     let reads = app.get_query(Who::Auditor, "/v1/audit", &[("action", "audit.read")]).await;
     let readers: Vec<&str> = reads.body["entries"].as_array().unwrap().iter().filter_map(|e| e["actor"]["subject"].as_str()).collect();

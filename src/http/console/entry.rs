@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::layout::{error_page, page};
 use super::sessions::{cookie, SESSION_COOKIE, SIGN_IN_COOKIE, SIGN_IN_WITHIN};
 use super::sign_in::SignInError;
-use super::{check_form, console_of, Console, PageError, PageResult, SignedIn};
+use super::{check_form, check_same_origin, console_of, Console, PageError, PageResult, SignedIn};
 use crate::app::access::Overseers;
 use crate::audit::Actor;
 use crate::auth::Principal;
@@ -50,8 +50,10 @@ pub async fn sign_in_page(State(state): State<AppState>, signed_in: Option<Signe
                     li { a href="/console/sign-in/provider" { "Sign in with your organisation's account" } }
                 }
                 li {
-                    a href="/console/sign-in/certificate" { "Sign in with the client certificate in your browser" }
-                    " (one registered with this gateway for a DPO or an auditor)"
+                    form method="post" action="/console/sign-in/certificate" {
+                        button type="submit" { "Sign in with the client certificate in your browser" }
+                        " (one registered with this gateway for a DPO or an auditor)"
+                    }
                 }
             }
         },
@@ -64,11 +66,19 @@ pub async fn sign_in_page(State(state): State<AppState>, signed_in: Option<Signe
 pub async fn start_provider_sign_in(State(state): State<AppState>) -> PageResult {
     let console = console_of(&state)?;
     let provider = console.provider.as_ref().ok_or(PageError::NoConsole)?;
+    let now = state.gateway.now();
+    // Checked before the provider is asked anything: a flood of starts from
+    // elsewhere makes the gateway fetch nothing more.
+    if !console.sessions.has_room_for_sign_in(now) {
+        return Ok(busy());
+    }
     let started = match provider.start().await {
         Ok(started) => started,
-        Err(error) => return Ok(refused(&state, error).await),
+        Err(error) => return Ok(refused(&state, error, true).await),
     };
-    console.sessions.begin_sign_in(started.state.clone(), started.secrets, state.gateway.now());
+    if !console.sessions.begin_sign_in(started.state.clone(), started.secrets, now) {
+        return Ok(busy());
+    }
     let bound = format!("{SIGN_IN_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}", started.state, SIGN_IN_WITHIN.num_seconds());
     Ok(with_cookies(Redirect::to(&started.authorize_url).into_response(), &[bound]))
 }
@@ -86,23 +96,28 @@ pub async fn provider_callback(State(state): State<AppState>, headers: HeaderMap
     let access = state.auth.oidc.as_ref().ok_or(PageError::NoConsole)?;
     let Ok(Query(Callback { code: Some(code), state: Some(returned) })) = query else {
         // The provider answered with an error (the person cancelled, say), or nothing usable.
-        return Ok(refused(&state, SignInError::ProviderRefused).await);
+        return Ok(refused(&state, SignInError::ProviderRefused, true).await);
     };
     // The state must be the one this browser was given, and one still pending.
     let same_browser = cookie(&headers, SIGN_IN_COOKIE).is_some_and(|bound| super::sessions::same_secret(bound, &returned));
     let now = state.gateway.now();
     let pending = if same_browser { console.sessions.finish_sign_in(&returned, now) } else { None };
     let Some(secrets) = pending else {
-        return Ok(refused(&state, SignInError::UnknownSignIn).await);
+        // Not this browser's sign-in (another site sent it here, say): its
+        // own sign-in under way, if any, is left alone.
+        return Ok(refused(&state, SignInError::UnknownSignIn, false).await);
     };
     let signed_in = match provider.finish(secrets, code, now, access).await {
         Ok(signed_in) => signed_in,
-        Err(error) => return Ok(refused(&state, error).await),
+        Err(error) => return Ok(refused(&state, error, true).await),
     };
     // Back from another site: the browser would not send a SameSite=Strict
     // cookie on a redirect from here, so a page of ours moves on to the
     // console, which it then does from this site.
-    let opened = open_session(&state, console, signed_in.principal, signed_in.credential_ends, now).await?;
+    let opened = match open_session(&state, console, signed_in.principal, Some(signed_in.credential_ends), now).await {
+        Ok(opened) => opened,
+        Err(error) => return Ok(with_cookies(error.into_response(), &[expired(SIGN_IN_COOKIE)])),
+    };
     let markup = page(
         "Signed in",
         None,
@@ -116,13 +131,19 @@ pub async fn provider_callback(State(state): State<AppState>, headers: HeaderMap
     Ok(with_cookies(response, &[session_cookie(&opened), expired(SIGN_IN_COOKIE)]))
 }
 
-/// Signs in whoever presented a registered client certificate with a role of the console.
-pub async fn certificate_sign_in(State(state): State<AppState>, connection: Result<axum::Extension<ConnectionInfo>, axum::extract::rejection::ExtensionRejection>) -> PageResult {
+/// Signs in whoever presented a registered client certificate with a role
+/// of the console: a form of the sign-in page, never another site's.
+pub async fn certificate_sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    connection: Result<axum::Extension<ConnectionInfo>, axum::extract::rejection::ExtensionRejection>,
+) -> PageResult {
     let console = console_of(&state)?;
+    check_same_origin(&headers, console)?;
     let certificate = connection.ok().and_then(|axum::Extension(info)| info.certificate);
     let principal = certificate.as_ref().and_then(|fingerprint| state.auth.clients.authenticate(fingerprint).ok());
     let Some(principal) = principal else {
-        return Ok(refused(&state, SignInError::NoCertificate).await);
+        return Ok(refused(&state, SignInError::NoCertificate, false).await);
     };
     let now = state.gateway.now();
     let opened = open_session(&state, console, principal, None, now).await?;
@@ -150,15 +171,18 @@ async fn open_session(
         }
         Err(other) => return Err(other.into()),
     }
-    console
-        .sessions
-        .open(principal, now, credential_ends)
-        .ok_or_else(|| PageError::App(crate::app::AppError::Internal("no random session token".to_owned()).into()))
+    console.sessions.open(principal, now, credential_ends).ok_or(PageError::Busy)
+}
+
+/// Too many sign-ins or sessions at once.
+fn busy() -> Response {
+    error_page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in not possible now", "Too many sign-ins are under way. Try again in a few minutes.")
 }
 
 /// A failed sign-in: audited with its code, answered with a page that says
-/// what to do and nothing of what the provider sent.
-async fn refused(state: &AppState, error: SignInError) -> Response {
+/// what to do and nothing of what the provider sent. `ends_sign_in`: the
+/// browser's sign-in under way is over (its cookie is expired).
+async fn refused(state: &AppState, error: SignInError, ends_sign_in: bool) -> Response {
     tracing::info!(code = error.code(), "console sign-in refused");
     let actor = Actor { org: None, subject: "console".to_owned() };
     if let Err(audit_error) = state.gateway.audit_refusal(actor, "unauthenticated", error.code()).await {
@@ -174,11 +198,12 @@ async fn refused(state: &AppState, error: SignInError) -> Response {
         ),
         _ => (StatusCode::UNAUTHORIZED, "The sign-in did not complete. Start again from the sign-in page."),
     };
-    let mut response = error_page(status, "Sign-in failed", detail);
-    if let Ok(value) = HeaderValue::from_str(&expired(SIGN_IN_COOKIE)) {
-        response.headers_mut().append(header::SET_COOKIE, value);
+    let response = error_page(status, "Sign-in failed", detail);
+    if ends_sign_in {
+        with_cookies(response, &[expired(SIGN_IN_COOKIE)])
+    } else {
+        response
     }
-    response
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,8 +12,8 @@
 //! - the session cookie is `__Host-`, `Secure`, `HttpOnly`, `SameSite=Strict`;
 //! - every form carries the session's CSRF token, and a request another
 //!   site started (`Sec-Fetch-Site`, `Origin`) changes nothing;
-//! - the Content-Security-Policy allows no script and no inline style, no
-//!   framing, and forms only to the console itself;
+//! - the Content-Security-Policy allows no script at all and no inline
+//!   style, no framing, and forms only to the console itself;
 //! - pages are `no-store`, and no personal data goes into a URL or a title:
 //!   what would be personal (a subject reference) is sent in a form body.
 
@@ -77,7 +77,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/assets/console.css", get(layout::stylesheet))
         .route("/console/sign-in", get(entry::sign_in_page))
         .route("/console/sign-in/provider", get(entry::start_provider_sign_in))
-        .route("/console/sign-in/certificate", get(entry::certificate_sign_in))
+        .route("/console/sign-in/certificate", post(entry::certificate_sign_in))
         .route(sign_in::CALLBACK_PATH, get(entry::provider_callback))
         .route("/console/sign-out", post(entry::sign_out))
         .route("/console/audit", get(pages::audit))
@@ -100,8 +100,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
+    // The console is served over TLS only (its configuration requires it).
+    set(headers, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
     // Nothing a page shows stays in the browser's cache or history files.
     set(headers, header::CACHE_CONTROL, "no-store");
     // The identity provider, or a link followed, learns no console URL.
@@ -123,6 +125,8 @@ pub enum PageError {
     Forged,
     /// The console is not configured.
     NoConsole,
+    /// As many sessions as the gateway keeps are open.
+    Busy,
     /// What the use case refused, as the API would have.
     App(Problem),
 }
@@ -149,6 +153,11 @@ impl IntoResponse for PageError {
                 "This form did not come from a page of this console, or your session changed since it was shown. Nothing was changed. Go back, reload the page and try again.",
             ),
             PageError::NoConsole => layout::error_page(StatusCode::NOT_FOUND, "Not found", "This gateway has no console."),
+            PageError::Busy => layout::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in not possible now",
+                "As many people are signed in as this gateway allows. Try again in a few minutes.",
+            ),
             PageError::App(problem) => layout::error_page(problem.status(), problem.title(), problem.detail()),
         }
     }
@@ -189,6 +198,16 @@ impl axum::extract::OptionalFromRequestParts<AppState> for SignedIn {
 /// Refuses what another site may have started: a form is taken only from a
 /// page of the console itself, and only with the session's CSRF token.
 fn check_form(parts_headers: &HeaderMap, console: &Console, session: &Session, csrf: &str) -> Result<(), PageError> {
+    check_same_origin(parts_headers, console)?;
+    if !csrf_matches(session, csrf) {
+        return Err(PageError::Forged);
+    }
+    Ok(())
+}
+
+/// Refuses a request the browser says another site started (`Sec-Fetch-Site`,
+/// `Origin`); what sends neither (a command-line client) is let through.
+fn check_same_origin(parts_headers: &HeaderMap, console: &Console) -> Result<(), PageError> {
     let site = parts_headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if site.is_some_and(|site| site != "same-origin") {
         return Err(PageError::Forged);
@@ -198,9 +217,6 @@ fn check_form(parts_headers: &HeaderMap, console: &Console, session: &Session, c
     let origin = parts_headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let requested = parts_headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(|host| format!("https://{host}"));
     if origin.is_some_and(|origin| origin != console.public_origin && Some(origin) != requested.as_deref()) {
-        return Err(PageError::Forged);
-    }
-    if !csrf_matches(session, csrf) {
         return Err(PageError::Forged);
     }
     Ok(())

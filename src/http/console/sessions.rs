@@ -27,9 +27,12 @@ pub const SESSION_COOKIE: &str = "__Host-rgw-console";
 /// identity provider's redirect, a navigation from another site.
 pub const SIGN_IN_COOKIE: &str = "__Host-rgw-console-sign-in";
 
-/// At most this many sessions at once; the oldest goes first.
+/// At most this many sessions at once: then no one else signs in until
+/// some end (no one's session is cut short for another's).
 const MAX_SESSIONS: usize = 10_000;
-/// At most this many sign-ins under way; the oldest goes first.
+/// At most this many sessions per person: a sign-in beyond ends that person's oldest.
+const MAX_SESSIONS_PER_PERSON: usize = 5;
+/// At most this many sign-ins under way: then no new one starts until some end.
 const MAX_PENDING_SIGN_INS: usize = 1_000;
 /// A sign-in must come back from the identity provider within this.
 pub const SIGN_IN_WITHIN: Duration = Duration::minutes(10);
@@ -44,7 +47,7 @@ pub struct SessionLimits {
 }
 
 /// A signed-in DPO or auditor.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Session {
     pub principal: Principal,
     /// Every form of this session carries it back.
@@ -53,6 +56,13 @@ pub struct Session {
     /// The earlier of sign-in plus the longest session and the end of what
     /// signed the person in (the access token's expiry).
     ends: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the CSRF token.
+        f.debug_struct("Session").field("principal", &self.principal).field("ends", &self.ends).finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -114,11 +124,15 @@ impl<T> Sessions<T> {
         let session = Session { principal, csrf_token, last_seen: now, ends };
         let mut sessions = self.by_token_hash.lock().ok()?;
         sessions.retain(|_, s| s.is_live(now, self.limits));
-        if sessions.len() >= MAX_SESSIONS {
-            let oldest = sessions.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone());
+        let same_person = |s: &Session| s.principal.org == session.principal.org && s.principal.subject == session.principal.subject;
+        if sessions.values().filter(|s| same_person(s)).count() >= MAX_SESSIONS_PER_PERSON {
+            let oldest = sessions.iter().filter(|(_, s)| same_person(s)).min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
                 sessions.remove(&oldest);
             }
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            return None;
         }
         sessions.insert(token_hash(&token), session);
         Some(token)
@@ -145,18 +159,27 @@ impl<T> Sessions<T> {
         }
     }
 
-    /// Keeps a sign-in under way; `state` comes back with the identity provider's redirect.
-    pub fn begin_sign_in(&self, state: String, secrets: T, now: DateTime<Utc>) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.retain(|_, p| now < p.started + SIGN_IN_WITHIN);
-            if pending.len() >= MAX_PENDING_SIGN_INS {
-                let oldest = pending.iter().min_by_key(|(_, p)| p.started).map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    pending.remove(&oldest);
-                }
-            }
-            pending.insert(state, PendingSignIn { started: now, secrets });
+    /// Keeps a sign-in under way; `state` comes back with the identity
+    /// provider's redirect. `false` when too many are under way: the sign-ins
+    /// already started are never pushed out by new ones.
+    pub fn begin_sign_in(&self, state: String, secrets: T, now: DateTime<Utc>) -> bool {
+        let Ok(mut pending) = self.pending.lock() else {
+            return false;
+        };
+        pending.retain(|_, p| now < p.started + SIGN_IN_WITHIN);
+        if pending.len() >= MAX_PENDING_SIGN_INS {
+            return false;
         }
+        pending.insert(state, PendingSignIn { started: now, secrets });
+        true
+    }
+
+    /// Whether another sign-in may start now.
+    pub fn has_room_for_sign_in(&self, now: DateTime<Utc>) -> bool {
+        self.pending.lock().is_ok_and(|mut pending| {
+            pending.retain(|_, p| now < p.started + SIGN_IN_WITHIN);
+            pending.len() < MAX_PENDING_SIGN_INS
+        })
     }
 
     /// The sign-in `state` names, taken (a `state` is good once), if it is recent enough.
@@ -250,6 +273,29 @@ mod tests {
         sessions.close(&one);
         assert!(sessions.touch(&one, at(2)).is_none());
         assert!(sessions.touch(&two, at(2)).is_some());
+    }
+
+    #[test]
+    fn one_person_cannot_crowd_others_out() {
+        let sessions = sessions();
+        let other = sessions.open(Principal { subject: "dpo-2".to_owned(), ..dpo() }, at(0), None).unwrap();
+        let first = sessions.open(dpo(), at(0), None).unwrap();
+        for minute in 1..=MAX_SESSIONS_PER_PERSON as i64 {
+            assert!(sessions.open(dpo(), at(minute), None).is_some());
+        }
+        assert!(sessions.touch(&first, at(10)).is_none(), "a sign-in beyond the cap ends that person's oldest session");
+        assert!(sessions.touch(&other, at(10)).is_some(), "and no one else's");
+    }
+
+    #[test]
+    fn sign_ins_under_way_are_never_pushed_out() {
+        let sessions = sessions();
+        for n in 0..MAX_PENDING_SIGN_INS {
+            assert!(sessions.begin_sign_in(format!("state-{n}"), 0, at(0)));
+        }
+        assert!(!sessions.begin_sign_in("one-too-many".to_owned(), 0, at(1)));
+        assert_eq!(sessions.finish_sign_in("state-0", at(2)), Some(0));
+        assert!(sessions.begin_sign_in("after-one-ended".to_owned(), 0, at(11)), "the old ones lapsed");
     }
 
     #[test]

@@ -87,7 +87,6 @@ impl std::fmt::Debug for ProviderSignIn {
 }
 
 /// What a sign-in under way keeps until the provider sends the browser back.
-#[derive(Debug)]
 pub struct SignInSecrets {
     client: DiscoveredClient,
     pkce_verifier: PkceCodeVerifier,
@@ -95,7 +94,6 @@ pub struct SignInSecrets {
 }
 
 /// A sign-in to send the browser to.
-#[derive(Debug)]
 pub struct Started {
     pub authorize_url: String,
     /// The `state` parameter: it comes back with the browser.
@@ -103,12 +101,18 @@ pub struct Started {
     pub secrets: SignInSecrets,
 }
 
+impl std::fmt::Debug for SignInSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignInSecrets(..)")
+    }
+}
+
 /// A person the provider vouched for.
 #[derive(Debug)]
 pub struct SignedIn {
     pub principal: Principal,
-    /// When the access token that signed the person in expires.
-    pub credential_ends: Option<DateTime<Utc>>,
+    /// When the access token that signed the person in expires (its verified `exp`).
+    pub credential_ends: DateTime<Utc>,
 }
 
 impl ProviderSignIn {
@@ -170,11 +174,10 @@ impl ProviderSignIn {
         let id_token = token.id_token().ok_or(SignInError::BadIdToken)?;
         let id_verifier = client.id_token_verifier().set_time_fn(move || now);
         let claims = id_token.claims(&id_verifier, &nonce).map_err(|_| SignInError::BadIdToken)?;
-        let principal = access.verify(token.access_token().secret(), now).await.map_err(SignInError::AccessToken)?;
+        let (principal, expires) = access.verify_until(token.access_token().secret(), now).await.map_err(SignInError::AccessToken)?;
         if principal.subject != claims.subject().as_str() {
             return Err(SignInError::SubjectMismatch);
         }
-        let credential_ends = token.expires_in().and_then(|lasts| chrono::Duration::from_std(lasts).ok()).map(|lasts| now + lasts);
-        Ok(SignedIn { principal, credential_ends })
+        Ok(SignedIn { principal, credential_ends: expires })
     }
 }
