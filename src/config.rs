@@ -763,11 +763,11 @@ impl GatewayConfig {
                 }
             }
             if let Some(oidc) = &console.oidc {
-                if console.public_url.is_none() && self.server.listen.ip().is_unspecified() {
-                    return invalid("console.public_url", "must be set with [console.oidc] when server.listen is 0.0.0.0 or [::]: the identity provider sends browsers back there");
-                }
                 if self.auth.oidc.is_none() {
                     return invalid("console.oidc", "needs [auth.oidc]: the console signs in with that identity provider");
+                }
+                if console.public_url.is_none() && self.server.listen.ip().is_unspecified() {
+                    return invalid("console.public_url", "must be set with [console.oidc] when server.listen is 0.0.0.0 or [::]: the identity provider sends browsers back there");
                 }
                 if oidc.client_id.trim().is_empty() {
                     return invalid("console.oidc.client_id", "must not be empty");

@@ -142,6 +142,16 @@ impl Browser {
         path
     }
 
+    /// Saves a screenshot of the first element `css` finds, as `name`.png beside the others.
+    pub async fn element_screenshot(&self, css: &str, name: &str) -> PathBuf {
+        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+        std::fs::create_dir_all(&dir).expect("the screenshots' folder");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, element.screenshot().await.expect("a screenshot")).expect("write the screenshot");
+        path
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
     }

@@ -308,11 +308,11 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     // The audit log, filtered, then the chain verified on the page.
     browser.click_link("Audit log").await;
     browser.wait_for_path("/console/audit").await;
+    browser.screenshot("audit").await;
     let action = browser.client.find(fantoccini::Locator::Css("select#action")).await.unwrap();
     action.select_by_value("access.refused").await.unwrap();
     browser.click("form.filters button[type=submit]").await;
     browser.wait_for_path_starting("/console/audit?action=access.refused").await;
-    browser.screenshot("audit").await;
     browser.click_link("Verify the whole chain").await;
     browser.wait_for_path("/console/audit/chain").await;
     assert!(browser.text().await.contains("The chain holds"), "{}", browser.text().await);
@@ -330,6 +330,7 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     let text = browser.text().await;
     assert!(text.contains("draft") && text.contains("Reviewed in the console.") && text.contains("1 of 2"), "{text}");
     browser.screenshot("policy-draft").await;
+    browser.element_screenshot("table.diff", "policy-diff").await;
 
     // Signing out ends the session; the second DPO approves the draft.
     browser.click("header form button[type=submit]").await;
