@@ -7,7 +7,7 @@ use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 
 use crate::browser::Browser;
-use crate::helpers::{client_builder_for, fixture_time, personal_values, policy_files, spawn_app_with, variant, Backend, TestApp, Who};
+use crate::helpers::{client_builder_for, fixture, fixture_time, personal_values, personal_values_of, policy_files, spawn_app_with, variant, Backend, TestApp, Who};
 use crate::policy_signoff::NO_HEALTH;
 use crate::oidc_provider::{OidcProvider, AUDIENCE};
 
@@ -275,6 +275,59 @@ async fn a_draft_is_written_reviewed_and_approved_on_the_policy_pages() {
         let listed = second.get("/console/policies").await;
         assert!(listed.html.contains(r#"<a href="/console/policies/2">Version 2</a>"#), "{}", listed.html);
         assert_eq!(app.get(Who::Dpo, "/v1/policies/2").await.body["state"], "approved");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulations_and_people_show_categories_and_rules_never_a_withheld_value() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = console_gateway(backend).await;
+        let (mut dpo, mut auditor) = (Visitor::new(&app, Who::Dpo), Visitor::new(&app, Who::Auditor));
+        dpo.sign_in_with_certificate().await;
+        auditor.sign_in_with_certificate().await;
+        let origin = app.app.base_url();
+        let same_site = [("sec-fetch-site", "same-origin"), ("origin", origin.as_str())];
+
+        // A returnee's health data never goes to an employment service.
+        let form = dpo.get("/console/simulate").await;
+        assert!(form.html.contains(r#"<option value="nga-employment-service">"#), "the directory's organisations to choose from");
+        let referral = fixture("returnee_hiv_reintegration");
+        let text = serde_json::to_string_pretty(&referral).unwrap();
+        let csrf = form.csrf();
+        let decided = dpo.post("/console/simulate", &[("csrf", &csrf), ("referral", &text), ("to", "nga-employment-service")], &same_site).await;
+        assert_eq!(decided.status, StatusCode::OK, "{}", decided.html);
+        assert!(decided.html.contains("<strong>allow</strong>") && decided.html.contains("nga-employment-service in NGA"), "{}", decided.html);
+        let withheld = decided.html.split("<caption>Withheld").nth(1).expect("the withheld table");
+        assert!(withheld.contains(r#"<th scope="row">health</th>"#), "{withheld}");
+        for value in personal_values_of([referral.clone()]) {
+            assert!(!decided.html.contains(&value), "the decided page shows {value:?}");
+        }
+        // What is not a referral comes back as typed, with what is wrong.
+        let broken = dpo.post("/console/simulate", &[("csrf", &csrf), ("referral", "{\"purpose\": "), ("to", "")], &same_site).await;
+        assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(broken.html.contains("This is not JSON") && broken.html.contains("{&quot;purpose&quot;: "), "{}", broken.html);
+        assert_eq!(auditor.get("/console/simulate").await.status, StatusCode::FORBIDDEN, "simulation is the DPO's");
+
+        // The people page: a subject reference typed in, answered in the page, never in its address or title.
+        let submitted = app.submit(Who::IomRome, &variant("returnee_hiv_reintegration", "console-people-1", None)).await;
+        assert_eq!(submitted.status, 202, "{}", submitted.text);
+        let referral_id = submitted.body["referral_id"].as_str().unwrap().to_owned();
+        let subject_ref = referral["subject_ref"].as_str().unwrap().to_owned();
+        for visitor in [&dpo, &auditor] {
+            let form = visitor.get("/console/people").await;
+            let found = visitor.post("/console/people", &[("csrf", &form.csrf()), ("subject_ref", &subject_ref)], &same_site).await;
+            assert_eq!(found.status, StatusCode::OK, "{}", found.html);
+            assert!(found.html.contains(&referral_id) && found.html.contains("Who received what"), "{}", found.html);
+            assert!(found.html.contains("<title>People · referral-gateway console</title>"));
+            for value in personal_values_of([referral.clone()]).into_iter().filter(|v| *v != subject_ref) {
+                assert!(!found.html.contains(&value), "the people page shows {value:?}");
+            }
+        }
+        let csrf = dpo.get("/console/people").await.csrf();
+        let malformed = dpo.post("/console/people", &[("csrf", &csrf), ("subject_ref", "short")], &same_site).await;
+        assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+        let looks = app.get_query(Who::Auditor, "/v1/audit", &[("action", "subject.report")]).await;
+        assert_eq!(looks.body["entries"].as_array().unwrap().len(), 2, "each look is audited");
     }
 }
 

@@ -22,6 +22,8 @@ pub async fn stylesheet() -> Response {
 const NAVIGATION: &[(&str, &str, &[Role])] = &[
     ("/console/", "Overview", &[Role::Dpo, Role::Auditor]),
     ("/console/policies", "Policies", &[Role::Dpo]),
+    ("/console/simulate", "Simulate", &[Role::Dpo]),
+    ("/console/people", "People", &[Role::Dpo, Role::Auditor]),
     ("/console/audit", "Audit log", &[Role::Dpo, Role::Auditor]),
 ];
 

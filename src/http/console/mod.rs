@@ -20,7 +20,9 @@
 mod entry;
 mod layout;
 mod pages;
+mod people;
 mod policies;
+mod simulate;
 pub mod sessions;
 pub mod sign_in;
 
@@ -82,6 +84,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-out", post(entry::sign_out))
         .route("/console/audit", get(pages::audit))
         .route("/console/audit/chain", get(pages::audit_chain))
+        .route("/console/simulate", get(simulate::form).post(simulate::decide))
+        .route("/console/people", get(people::form).post(people::look_up))
         .route("/console/policies", get(policies::list).post(policies::upload))
         .route("/console/policies/new", get(policies::new_draft))
         .route("/console/policies/{number}", get(policies::version))
