@@ -8,7 +8,10 @@ use reqwest::StatusCode;
 
 use crate::browser::Browser;
 use crate::helpers::{client_builder_for, fixture, fixture_time, personal_values, personal_values_of, policy_files, spawn_app_with, variant, Backend, TestApp, Who};
+use crate::peers::Federation;
 use crate::policy_signoff::NO_HEALTH;
+use crate::statistics::november_referrals;
+use referral_gateway::config::ConsoleConfig;
 use crate::oidc_provider::{OidcProvider, AUDIENCE};
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -50,8 +53,13 @@ struct Visitor {
 
 impl Visitor {
     fn new(app: &TestApp, who: Who) -> Self {
+        Self::at(&app.app.base_url(), who)
+    }
+
+    /// A visitor of the gateway at `base` (`https://127.0.0.1:PORT`).
+    fn at(base: &str, who: Who) -> Self {
         let client = client_builder_for(who).redirect(Policy::none()).build().unwrap();
-        Self { client, base: app.app.base_url(), cookie: None }
+        Self { client, base: base.to_owned(), cookie: None }
     }
 
     async fn read(&self, request: reqwest::RequestBuilder) -> Page {
@@ -331,6 +339,38 @@ async fn simulations_and_people_show_categories_and_rules_never_a_withheld_value
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistics_page_shows_the_released_tables_with_bars() {
+    // Italy's gateway, federated (statistics are signed), with its console on.
+    let mut federation = Federation::start(Backend::Sqlite, &["ITA", "NGA"]).await;
+    federation.stop_peer("ITA").await;
+    federation.peer_mut("ITA").config.console = Some(ConsoleConfig { public_url: None, idle_minutes: 30, session_hours: 8, oidc: None });
+    federation.start_peer("ITA", true).await;
+    november_referrals(&federation, "console-statistics").await;
+    let base = federation.peer("ITA").app().base_url();
+    let mut auditor = Visitor::at(&base, Who::Auditor);
+    auditor.sign_in_with_certificate().await;
+
+    // November is open at first; once closed, its tables are shown.
+    let open = auditor.get("/console/statistics?period=2026-11").await;
+    assert_eq!(open.status, StatusCode::CONFLICT, "{}", open.html);
+    federation.clock.advance(chrono::Duration::days(8));
+    assert_eq!(auditor.get("/console/statistics").await.location(), Some("/console/sign-in"), "the session ended with the days passed");
+    auditor.sign_in_with_certificate().await;
+    let page = auditor.get("/console/statistics").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains(r#"<option value="2026-11" selected>2026-11</option>"#), "the last closed month by default");
+    let rows = page.html.split("<caption>Referrals by purpose").nth(1).unwrap().split("</table>").next().unwrap();
+    assert!(rows.contains(r#"<th scope="row">reintegration → NGA: allow</th><td class="number">10</td>"#), "12 rounded to 10: {rows}");
+    assert!(rows.contains(r#"<th scope="row">reintegration → GMB: deny</th><td class="number">suppressed</td><td></td>"#), "3 suppressed, with no bar: {rows}");
+    assert!(rows.contains(r##"<rect x="0" y="1" height="12" width="240" fill="#0b3d62">"##), "the largest count's bar is the longest: {rows}");
+    for value in personal_values() {
+        assert!(!page.html.contains(&value), "a personal value is on the statistics page");
+    }
+    let wrong = auditor.get("/console/statistics?period=2026-13").await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+}
+
 fn pairs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
     fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
@@ -369,6 +409,39 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     browser.click_link("Verify the whole chain").await;
     browser.wait_for_path("/console/audit/chain").await;
     assert!(browser.text().await.contains("The chain holds"), "{}", browser.text().await);
+
+    // A simulation: a returnee's referral decided for an employment service, health withheld.
+    browser.click_link("Simulate").await;
+    browser.wait_for_path("/console/simulate").await;
+    let referral = fixture("returnee_hiv_reintegration");
+    browser.fill("textarea#referral", &serde_json::to_string(&referral).unwrap()).await;
+    let to = browser.client.find(fantoccini::Locator::Css("select#to")).await.unwrap();
+    to.select_by_value("nga-employment-service").await.unwrap();
+    browser.click("main form button[type=submit]").await;
+    browser.wait_for_path("/console/simulate").await;
+    let text = browser.text().await;
+    assert!(text.contains("The decision") && text.contains("health"), "{text}");
+    let source = browser.client.source().await.unwrap();
+    for value in personal_values_of([referral.clone()]) {
+        assert!(!source.contains(&value), "the simulation page shows {value:?}");
+    }
+    browser.screenshot("simulate").await;
+
+    // The people page: the reference typed in; the address and the title stay the page's own.
+    let submitted = app.submit(Who::IomRome, &referral).await;
+    assert_eq!(submitted.status, 202, "{}", submitted.text);
+    browser.click_link("People").await;
+    browser.wait_for_path("/console/people").await;
+    browser.fill("input#subject_ref", referral["subject_ref"].as_str().unwrap()).await;
+    browser.click("main form button[type=submit]").await;
+    let referral_id = submitted.body["referral_id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !browser.text().await.contains(referral_id) {
+        assert!(std::time::Instant::now() < deadline, "the report never showed: {}", browser.text().await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((browser.path().await.as_str(), browser.title().await.as_str()), ("/console/people", "People · referral-gateway console"));
+    browser.screenshot("people").await;
 
     // The first DPO writes a draft: a comment added to the restrictions.
     browser.click_link("Policies").await;

@@ -23,6 +23,7 @@ mod pages;
 mod people;
 mod policies;
 mod simulate;
+mod statistics;
 pub mod sessions;
 pub mod sign_in;
 
@@ -86,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/audit/chain", get(pages::audit_chain))
         .route("/console/simulate", get(simulate::form).post(simulate::decide))
         .route("/console/people", get(people::form).post(people::look_up))
+        .route("/console/statistics", get(statistics::tables))
         .route("/console/policies", get(policies::list).post(policies::upload))
         .route("/console/policies/new", get(policies::new_draft))
         .route("/console/policies/{number}", get(policies::version))
