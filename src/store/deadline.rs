@@ -205,6 +205,14 @@ impl OutboxStore for Deadlined<dyn Store> {
     async fn outbox_depth(&self) -> Result<i64, StoreError> {
         self.bounded("outbox_depth", self.inner.outbox_depth()).await
     }
+
+    async fn delivery_tallies(&self) -> Result<Vec<DeliveryTally>, StoreError> {
+        self.bounded("delivery_tallies", self.inner.delivery_tallies()).await
+    }
+
+    async fn erasures_awaited(&self, deadline_ms: i64, now_ms: i64) -> Result<Vec<ErasuresAwaited>, StoreError> {
+        self.bounded("erasures_awaited", self.inner.erasures_awaited(deadline_ms, now_ms)).await
+    }
 }
 
 #[async_trait]

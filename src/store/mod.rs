@@ -171,6 +171,15 @@ pub trait OutboxStore: Send + Sync {
     async fn sent_packet(&self, packet_id: &str) -> Result<Option<SentPacket>, StoreError>;
 
     async fn outbox_depth(&self) -> Result<i64, StoreError>;
+
+    /// Every outbox entry counted by partner country, packet type, state
+    /// and whether an attempt already failed (the DPO's deliveries page).
+    async fn delivery_tallies(&self) -> Result<Vec<DeliveryTally>, StoreError>;
+
+    /// By partner country: referrals withdrawn whole after their packet was
+    /// made whose erasure the partner's gateway has not confirmed, and how
+    /// many of them were withdrawn at least `deadline_ms` before `now_ms`.
+    async fn erasures_awaited(&self, deadline_ms: i64, now_ms: i64) -> Result<Vec<ErasuresAwaited>, StoreError>;
 }
 
 /// Packets received from peer gateways, what became of them, and what their senders withdrew.

@@ -405,6 +405,28 @@ pub struct NewInboxEntry {
     pub expires_ms: i64,
 }
 
+/// How many packets of one kind to one partner gateway stand in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTally {
+    pub destination_country: String,
+    /// `referral`, or a status, withdrawal or reply packet.
+    pub packet_type: String,
+    pub state: OutboxState,
+    /// Whether an attempt to deliver them already failed.
+    pub retried: bool,
+    pub count: i64,
+}
+
+/// Referrals to one partner gateway whose consent was withdrawn whole after
+/// their packet was made, and whose erasure that gateway has not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasuresAwaited {
+    pub destination_country: String,
+    pub awaited: i64,
+    /// Of those, withdrawn longer than the erasure deadline ago.
+    pub overdue: i64,
+}
+
 /// A packet this gateway sent, as its outbox entry knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentPacket {

@@ -5,9 +5,10 @@
 use reqwest::header::{HeaderMap, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
+use serde_json::json;
 
 use crate::browser::Browser;
-use crate::helpers::{client_builder_for, fixture, fixture_time, personal_values, personal_values_of, policy_files, spawn_app_with, variant, Backend, TestApp, Who};
+use crate::helpers::{client_builder_for, client_for, send, fixture, fixture_time, personal_values, personal_values_of, policy_files, spawn_app_with, variant, Backend, TestApp, Who};
 use crate::peers::Federation;
 use crate::policy_signoff::NO_HEALTH;
 use crate::statistics::november_referrals;
@@ -339,14 +340,59 @@ async fn simulations_and_people_show_categories_and_rules_never_a_withheld_value
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_statistics_page_shows_the_released_tables_with_bars() {
-    // Italy's gateway, federated (statistics are signed), with its console on.
-    let mut federation = Federation::start(Backend::Sqlite, &["ITA", "NGA"]).await;
+/// Italy's gateway of a federation with Nigeria's, its console on, November's referrals delivered.
+async fn federation_with_a_console(backend: Backend) -> (Federation, Vec<String>) {
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
     federation.stop_peer("ITA").await;
     federation.peer_mut("ITA").config.console = Some(ConsoleConfig { public_url: None, idle_minutes: 30, session_hours: 8, oidc: None });
     federation.start_peer("ITA", true).await;
-    november_referrals(&federation, "console-statistics").await;
+    let delivered = november_referrals(&federation, "console").await;
+    (federation, delivered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_page_counts_per_partner_and_shows_erasures_awaited() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (mut federation, delivered) = federation_with_a_console(backend).await;
+        let base = federation.peer("ITA").app().base_url();
+        let mut dpo = Visitor::at(&base, Who::Dpo);
+        dpo.sign_in_with_certificate().await;
+        let row = |html: &str, caption: &str| html.split(caption).nth(1).unwrap().split("</table>").next().unwrap().to_owned();
+
+        let page = dpo.get("/console/deliveries").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        let packets = row(&page.html, "<caption>Packets by partner gateway");
+        assert!(
+            packets.contains(r#"<th scope="row" rowspan="2">NGA</th><td>referrals</td><td class="number">0</td><td class="number">0</td><td class="number">12</td>"#),
+            "12 referrals delivered to Nigeria: {packets}"
+        );
+
+        // Nigeria's gateway is down when a consent is withdrawn: the erasure is awaited, then overdue.
+        federation.stop_peer("NGA").await;
+        let ita = federation.peer("ITA");
+        let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{}/consent-withdrawal", delivered[0]))).json(&json!({}))).await;
+        assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+        let erasures = row(&dpo.get("/console/deliveries").await.html, "<caption>Erasures awaited");
+        assert!(erasures.contains(r#"<th scope="row">NGA</th><td class="number">1</td><td class="number">0</td>"#), "{erasures}");
+        federation.clock.advance(chrono::Duration::hours(73));
+        dpo.sign_in_with_certificate().await;
+        let page = dpo.get("/console/deliveries").await;
+        let erasures = row(&page.html, "<caption>Erasures awaited");
+        assert!(erasures.contains(r#"<td class="number">1</td><td class="number outcome-bad">1</td>"#), "72 hours passed: {erasures}");
+        let packets = row(&page.html, "<caption>Packets by partner gateway");
+        assert!(packets.contains(r#"<td>statuses, withdrawals, replies</td><td class="number">"#), "{packets}");
+        for value in personal_values() {
+            assert!(!page.html.contains(&value));
+        }
+        for id in &delivered {
+            assert!(!page.html.contains(id.as_str()), "counts only");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistics_page_shows_the_released_tables_with_bars() {
+    let (federation, _) = federation_with_a_console(Backend::Sqlite).await;
     let base = federation.peer("ITA").app().base_url();
     let mut auditor = Visitor::at(&base, Who::Auditor);
     auditor.sign_in_with_certificate().await;

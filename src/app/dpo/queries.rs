@@ -1,4 +1,6 @@
-//! The DPO's and auditor's questions: the audit log, and who received what.
+//! The DPO's and auditor's questions: the audit log, who received what, and where deliveries stand.
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -8,7 +10,7 @@ use crate::app::views::{ConsentSummary, RecipientRef, Timestamp};
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent, AuditRecord};
 use crate::domain::decision::DecisionRecord;
-use crate::domain::lifecycle::ReferralStatus;
+use crate::domain::lifecycle::{OutboxState, ReferralStatus};
 use crate::store::AuditFilter;
 
 pub const DEFAULT_PAGE: i64 = 100;
@@ -109,7 +111,94 @@ pub struct Disclosure {
     pub consent: Option<ConsentSummary>,
 }
 
+/// The deliveries page: what stands in the outbox, and the erasures
+/// awaited, per partner gateway. Counts only: nothing about anyone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deliveries {
+    /// How long a partner gateway has to confirm an erasure.
+    pub erasure_deadline_hours: i64,
+    /// By partner country, in its code's order.
+    pub partners: Vec<PartnerDeliveries>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartnerDeliveries {
+    pub country: String,
+    pub referrals: PacketStates,
+    /// Statuses, withdrawals and replies.
+    pub other_packets: PacketStates,
+    /// Referrals withdrawn after their packet was made whose erasure the
+    /// partner's gateway has not confirmed...
+    pub erasures_awaited: i64,
+    /// ...and of those, the ones past the deadline.
+    pub erasures_overdue: i64,
+}
+
+/// Packets by where their delivery stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PacketStates {
+    /// Waiting for their first attempt.
+    pub queued: i64,
+    /// Waiting after at least one failed attempt.
+    pub retrying: i64,
+    pub delivered: i64,
+    /// Their delivery window passed undelivered: they failed.
+    pub expired: i64,
+    /// Stopped by a withdrawal before delivery.
+    pub withdrawn: i64,
+    /// Stopped by an erasure (retention) before delivery.
+    pub erased: i64,
+}
+
+impl PacketStates {
+    fn add(&mut self, tally: &crate::store::DeliveryTally) {
+        let slot = match (tally.state, tally.retried) {
+            (OutboxState::Pending, false) => &mut self.queued,
+            (OutboxState::Pending, true) => &mut self.retrying,
+            (OutboxState::Delivered, _) => &mut self.delivered,
+            (OutboxState::Expired, _) => &mut self.expired,
+            (OutboxState::Withdrawn, _) => &mut self.withdrawn,
+            (OutboxState::Erased, _) => &mut self.erased,
+        };
+        *slot += tally.count;
+    }
+}
+
+/// The page's rows from the store's tallies (pure: no IO).
+pub fn deliveries(tallies: &[crate::store::DeliveryTally], awaited: &[crate::store::ErasuresAwaited], erasure_deadline_hours: i64) -> Deliveries {
+    let mut partners: BTreeMap<String, PartnerDeliveries> = BTreeMap::new();
+    let empty = |country: &str| PartnerDeliveries {
+        country: country.to_owned(),
+        referrals: PacketStates::default(),
+        other_packets: PacketStates::default(),
+        erasures_awaited: 0,
+        erasures_overdue: 0,
+    };
+    for tally in tallies {
+        let partner = partners.entry(tally.destination_country.clone()).or_insert_with(|| empty(&tally.destination_country));
+        if tally.packet_type == "referral" {
+            partner.referrals.add(tally);
+        } else {
+            partner.other_packets.add(tally);
+        }
+    }
+    for erasures in awaited {
+        let partner = partners.entry(erasures.destination_country.clone()).or_insert_with(|| empty(&erasures.destination_country));
+        partner.erasures_awaited += erasures.awaited;
+        partner.erasures_overdue += erasures.overdue;
+    }
+    Deliveries { erasure_deadline_hours, partners: partners.into_values().collect() }
+}
+
 impl Gateway {
+    /// What stands in the outbox and which erasures are awaited, per partner gateway.
+    pub async fn deliveries(&self, _principal: &Authorized<Overseers>) -> Result<Deliveries, AppError> {
+        let deadline = chrono::Duration::from_std(self.delivery.erasure_deadline).unwrap_or(chrono::Duration::MAX);
+        let tallies = self.store.delivery_tallies().await?;
+        let awaited = self.store.erasures_awaited(deadline.num_milliseconds(), self.now().timestamp_millis()).await?;
+        Ok(deliveries(&tallies, &awaited, deadline.num_hours()))
+    }
+
     pub async fn audit_log(&self, principal: &Authorized<Overseers>, query: AuditQuery) -> Result<AuditPage, AppError> {
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let filter = AuditFilter {
@@ -165,4 +254,35 @@ pub(crate) fn sent_category_names(stored_decision: &str) -> Vec<String> {
     serde_json::from_str::<DecisionRecord>(stored_decision)
         .map(|decision| decision.sent.keys().map(|c| c.as_str().to_owned()).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeliveryTally, ErasuresAwaited};
+
+    fn tally(country: &str, packet_type: &str, state: OutboxState, retried: bool, count: i64) -> DeliveryTally {
+        DeliveryTally { destination_country: country.to_owned(), packet_type: packet_type.to_owned(), state, retried, count }
+    }
+
+    #[test]
+    fn tallies_land_in_their_partner_and_column() {
+        let tallies = [
+            tally("NGA", "referral", OutboxState::Pending, false, 2),
+            tally("NGA", "referral", OutboxState::Pending, true, 3),
+            tally("NGA", "referral", OutboxState::Delivered, true, 5),
+            tally("NGA", "referral", OutboxState::Delivered, false, 7),
+            tally("NGA", "withdrawal", OutboxState::Expired, true, 1),
+            tally("GMB", "referral", OutboxState::Withdrawn, false, 4),
+        ];
+        let awaited = [ErasuresAwaited { destination_country: "GIN".to_owned(), awaited: 2, overdue: 1 }];
+        let page = deliveries(&tallies, &awaited, 72);
+        let countries: Vec<&str> = page.partners.iter().map(|p| p.country.as_str()).collect();
+        assert_eq!(countries, ["GIN", "GMB", "NGA"], "every partner with anything, in code order");
+        let nga = &page.partners[2];
+        assert_eq!(nga.referrals, PacketStates { queued: 2, retrying: 3, delivered: 12, ..PacketStates::default() });
+        assert_eq!(nga.other_packets, PacketStates { expired: 1, ..PacketStates::default() });
+        assert_eq!((page.partners[0].erasures_awaited, page.partners[0].erasures_overdue), (2, 1));
+        assert_eq!(page.partners[1].referrals.withdrawn, 4);
+    }
 }

@@ -25,6 +25,7 @@ const NAVIGATION: &[(&str, &str, &[Role])] = &[
     ("/console/simulate", "Simulate", &[Role::Dpo]),
     ("/console/people", "People", &[Role::Dpo, Role::Auditor]),
     ("/console/audit", "Audit log", &[Role::Dpo, Role::Auditor]),
+    ("/console/deliveries", "Deliveries", &[Role::Dpo, Role::Auditor]),
     ("/console/statistics", "Statistics", &[Role::Dpo, Role::Auditor]),
 ];
 

@@ -17,6 +17,7 @@
 //! - pages are `no-store`, and no personal data goes into a URL or a title:
 //!   what would be personal (a subject reference) is sent in a form body.
 
+mod deliveries;
 mod entry;
 mod layout;
 mod pages;
@@ -88,6 +89,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/simulate", get(simulate::form).post(simulate::decide))
         .route("/console/people", get(people::form).post(people::look_up))
         .route("/console/statistics", get(statistics::tables))
+        .route("/console/deliveries", get(deliveries::overview))
         .route("/console/policies", get(policies::list).post(policies::upload))
         .route("/console/policies/new", get(policies::new_draft))
         .route("/console/policies/{number}", get(policies::version))

@@ -205,6 +205,48 @@ macro_rules! outbox_sql {
                 let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = $1").bind(OutboxState::Pending.as_str()).fetch_one(&self.pool).await?;
                 Ok(row.try_get("depth")?)
             }
+
+            async fn delivery_tallies(&self) -> Result<Vec<DeliveryTally>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT destination_country, packet_type, state, CAST(CASE WHEN attempts > 0 THEN 1 ELSE 0 END AS BIGINT) AS retried, COUNT(*) AS n \
+                     FROM outbox GROUP BY destination_country, packet_type, state, CASE WHEN attempts > 0 THEN 1 ELSE 0 END \
+                     ORDER BY destination_country, packet_type, state",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let state: String = row.try_get("state")?;
+                        Ok(DeliveryTally {
+                            destination_country: row.try_get("destination_country")?,
+                            packet_type: row.try_get("packet_type")?,
+                            state: state.parse().map_err(|e: ParseError| StoreError::Corrupt(e.to_string()))?,
+                            retried: row.try_get::<i64, _>("retried")? == 1,
+                            count: row.try_get("n")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn erasures_awaited(&self, deadline_ms: i64, now_ms: i64) -> Result<Vec<ErasuresAwaited>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT o.destination_country AS country, COUNT(*) AS awaited, \
+                            CAST(SUM(CASE WHEN w.withdrawn_ms <= $1 THEN 1 ELSE 0 END) AS BIGINT) AS overdue \
+                     FROM (SELECT referral_id, MIN(at_ms) AS withdrawn_ms FROM referral_events WHERE status = $2 GROUP BY referral_id) w \
+                     JOIN outbox o ON o.referral_id = w.referral_id AND o.packet_type = 'referral' AND o.packet_id IS NOT NULL \
+                     WHERE NOT EXISTS (SELECT 1 FROM referral_events e WHERE e.referral_id = w.referral_id AND e.status IN ($3, $4)) \
+                     GROUP BY o.destination_country ORDER BY o.destination_country",
+                )
+                .bind(now_ms.saturating_sub(deadline_ms))
+                .bind(ReferralEvent::Withdrawn.as_str())
+                .bind(ReferralEvent::ErasedAtGateway.as_str())
+                .bind(ReferralEvent::ErasureConfirmed.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok(ErasuresAwaited { destination_country: row.try_get("country")?, awaited: row.try_get("awaited")?, overdue: row.try_get("overdue")? }))
+                    .collect()
+            }
         }
     };
 }
