@@ -120,6 +120,15 @@ impl Browser {
         self.wait_for_path_where(path, |shown| shown == path).await;
     }
 
+    /// Waits until the page shows `needle` (after a form posted back to the same address, say).
+    pub async fn wait_for_text(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.text().await.contains(needle) {
+            assert!(std::time::Instant::now() < deadline, "the page never showed {needle:?}; it shows {}:\n{}", self.path().await, self.text().await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the page's path and query start with `prefix`.
     pub async fn wait_for_path_starting(&self, prefix: &str) {
         self.wait_for_path_where(prefix, |shown| shown.starts_with(prefix)).await;

@@ -166,6 +166,13 @@ impl IntoResponse for PageError {
                 "Sign-in not possible now",
                 "As many people are signed in as this gateway allows. Try again in a few minutes.",
             ),
+            // A server-side failure is said in the console's words: the API's
+            // detail speaks to programs (retries, idempotency keys).
+            PageError::App(problem) if problem.status().is_server_error() => layout::error_page(
+                problem.status(),
+                "Not possible just now",
+                "The gateway could not complete this just now. Nothing was changed; try again in a few minutes, and tell the gateway's operator if it goes on.",
+            ),
             PageError::App(problem) => layout::error_page(problem.status(), problem.title(), problem.detail()),
         }
     }

@@ -36,7 +36,13 @@ pub async fn home(State(state): State<AppState>, SignedIn(session): SignedIn) ->
                 @if dpo {
                     li { a href="/console/policies" { "Policies" } ": the version in force, drafts with their proofs, tests and impact, and your sign-off." }
                 }
+                @if dpo {
+                    li { a href="/console/simulate" { "Simulate" } ": what a referral would send to a recipient, and what it would withhold, rule by rule." }
+                }
+                li { a href="/console/people" { "People" } ": everything about one person, by the subject reference." }
+                li { a href="/console/deliveries" { "Deliveries" } ": what waits, failed or awaits an erasure, per partner gateway." }
                 li { a href="/console/audit" { "The audit log" } ": every read, decision, delivery and refusal, in a chain you can verify." }
+                li { a href="/console/statistics" { "Statistics" } ": what this gateway releases to the coordinating body." }
             }
             @if !dpo {
                 p.muted { "You are signed in as an auditor: you can read everything here and change nothing." }

@@ -24,6 +24,8 @@ use crate::app::dpo::policy_checks::{ChangeChecked, ProofsChecked, UploadChecks,
 use crate::app::millis_to_rfc3339;
 use crate::app::AppError;
 use crate::domain::impact::Changes;
+use crate::domain::policy::agreements::Due;
+use crate::policy_proofs::ChangeLabel;
 use crate::domain::signoff::{PolicyVersionState, Verdict};
 use crate::http::AppState;
 
@@ -65,7 +67,7 @@ pub async fn list(State(state): State<AppState>, SignedIn(session): SignedIn) ->
                 h2 { "Sharing agreements that need you" }
                 ul {
                     @for due in &list.agreements_due {
-                        li { "Permit " code { (due.agreement.policy) } ": " (format!("{:?}", due.due).to_lowercase())
+                        li { "Permit " code { (due.agreement.policy) } ": " (match due.due { Due::Expired => "its agreement expired", Due::Expires => "its agreement expires soon", Due::Review => "its agreement is due for review" })
                             @if let Some(expires) = due.agreement.expires { ", expires " (expires) }
                             @if let Some(review) = due.agreement.review_by { ", review by " (review) } }
                     }
@@ -110,6 +112,30 @@ fn versions_table(caption: &str, versions: &[PolicySummary]) -> Markup {
     }
 }
 
+/// The version a draft's checks compared it with.
+fn checked_against(checks: &UploadChecks) -> Option<i64> {
+    match &checks.change {
+        ChangeChecked::Labelled { against, .. } => Some(*against),
+        ChangeChecked::NotLabelled { .. } => match &checks.impact {
+            ImpactChecked::Measured { against, .. } => Some(*against),
+            ImpactChecked::NotMeasured { .. } => None,
+        },
+    }
+}
+
+fn is_author(session: &super::sessions::Session, summary: &PolicySummary) -> bool {
+    summary.author.subject == session.principal.subject && summary.author.org.as_deref() == Some(session.principal.org.as_str())
+}
+
+fn label_in_words(label: ChangeLabel) -> &'static str {
+    match label {
+        ChangeLabel::Equivalent => "it allows exactly the same requests.",
+        ChangeLabel::Narrows => "it allows fewer requests, and none that the other denies.",
+        ChangeLabel::Widens => "it allows every request the other allows, and more.",
+        ChangeLabel::Mixed => "it allows some requests the other denies, and denies some the other allows.",
+    }
+}
+
 fn change_label(change: &ChangeChecked) -> String {
     match change {
         ChangeChecked::Labelled { against, label, .. } => format!("{label} (against version {against})"),
@@ -137,7 +163,9 @@ pub async fn version(
     let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
     let number = number_of(&number)?;
     let view = state.gateway.policy_version(&caller, number).await?;
-    let list = state.gateway.policies(&caller).await?;
+    // The version in force, read (and audited) as one version is, for the diff.
+    let in_force = state.gateway.policy().number;
+    let active = if in_force == number { None } else { Some(state.gateway.policy_version(&caller, in_force).await?) };
     let reviewed = shown.ok().and_then(|Query(shown)| shown.reviewed);
     let summary = &view.summary;
     let markup = page(
@@ -173,24 +201,34 @@ pub async fn version(
                     }
                 }
             }
-            @if summary.state == PolicyVersionState::Draft {
-                h2 { "Your review" }
-                p { "A DPO other than the author approves or rejects. Say why: the note is kept with your verdict." }
-                (form_post(&format!("/console/policies/{number}/review"), &session, html! {
-                    label for="note" { "Note" }
-                    textarea id="note" name="note" rows="3" cols="60" maxlength="500" {}
-                    p {
-                        button type="submit" name="verdict" value="approve" { "Approve" }
-                        " "
-                        button type="submit" name="verdict" value="reject" { "Reject" }
-                    }
-                }))
+            @if let Some(against) = summary.checks.as_ref().and_then(checked_against).filter(|against| *against != in_force && summary.state == PolicyVersionState::Draft) {
+                p.notice.bad role="alert" {
+                    "Its checks compared it with version " (against) ", which was in force at upload; version " (in_force)
+                    " is in force now. The label and the impact below are of the earlier comparison; the changes shown are against version " (in_force) "."
+                }
             }
             @match &summary.checks {
                 Some(checks) => { (checks_section(checks)) }
                 None => { h2 { "Checks" } p { "This version was stored before uploads were checked, or is the initial one." } }
             }
-            (diff_section(&view, list.active.as_ref()))
+            (diff_section(&view, active.as_ref()))
+            @if summary.state == PolicyVersionState::Draft {
+                h2 { "Review" }
+                @if is_author(&session, summary) {
+                    p { "You wrote this version: another DPO approves or rejects it." }
+                } @else {
+                    p { "Approve or reject it, and say why: the note is kept with your verdict." }
+                    (form_post(&format!("/console/policies/{number}/review"), &session, html! {
+                        label for="note" { "Note" }
+                        textarea id="note" name="note" rows="3" cols="60" maxlength="500" {}
+                        p {
+                            button type="submit" name="verdict" value="approve" { "Approve" }
+                            " "
+                            button type="submit" name="verdict" value="reject" { "Reject" }
+                        }
+                    }))
+                }
+            }
         },
     );
     Ok(markup.into_response())
@@ -209,7 +247,7 @@ fn impact_table(caption: &str, rows: Vec<(String, &Changes)>) -> Markup {
             table {
                 caption { (caption) }
                 thead { tr {
-                    th scope="col" { "" } th.number scope="col" { "Decisions changed" } th.number scope="col" { "Allowed → denied" }
+                    th scope="col" { "Of" } th.number scope="col" { "Decisions changed" } th.number scope="col" { "Allowed → denied" }
                     th.number scope="col" { "Denied → allowed" } th.number scope="col" { "Categories no longer sent" } th.number scope="col" { "Categories now sent" }
                 } }
                 tbody { @for (name, changes) in &rows { tr { th scope="row" { (name) } (counts(changes)) } } }
@@ -238,7 +276,7 @@ fn checks_section(checks: &UploadChecks) -> Markup {
         h2 { "Change against the version in force" }
         @match &checks.change {
             ChangeChecked::Labelled { against, label, now_allowed, now_denied } => {
-                p { "Against version " (against) ", this version " strong { (label) } " what is shared." }
+                p { "Against version " (against) ": " strong { (label_in_words(*label)) } }
                 @if !now_allowed.is_empty() {
                     p { "Requests it allows that version " (against) " denies, for example:" }
                     ul { @for case in now_allowed { li { (case) } } }
@@ -270,7 +308,7 @@ fn checks_section(checks: &UploadChecks) -> Markup {
 
 /// Each file side by side with the version in force's, changes with some context.
 fn diff_section(view: &PolicyVersionView, active: Option<&PolicyVersionView>) -> Markup {
-    let Some(active) = active.filter(|a| a.summary.number != view.summary.number) else {
+    let Some(active) = active else {
         return html! {
             h2 { "Files" }
             @for (name, text) in &view.files {
@@ -281,11 +319,11 @@ fn diff_section(view: &PolicyVersionView, active: Option<&PolicyVersionView>) ->
     let mut names: Vec<&String> = view.files.keys().chain(active.files.keys()).collect();
     names.sort();
     names.dedup();
-    let empty = String::new();
     html! {
         h2 { "Changes against version " (active.summary.number) " (in force)" }
+        p.muted { "Each changed line is marked: + added, − removed, ~ changed." }
         @for name in names {
-            @let (old, new) = (active.files.get(name).unwrap_or(&empty), view.files.get(name).unwrap_or(&empty));
+            @let (old, new) = (active.files.get(name), view.files.get(name));
             @if old != new {
                 (file_diff(name, old, new, active.summary.number, view.summary.number))
             }
@@ -304,35 +342,56 @@ struct Row<'a> {
     tag: DiffTag,
 }
 
-fn file_diff(name: &str, old: &str, new: &str, old_number: i64, new_number: i64) -> Markup {
-    let diff = TextDiff::from_lines(old, new);
+/// A line as shown: without its line end (a difference there is said in words).
+fn shown_line(line: &str) -> &str {
+    line.trim_end_matches('\n').trim_end_matches('\r')
+}
+
+fn file_diff(name: &str, old: Option<&String>, new: Option<&String>, old_number: i64, new_number: i64) -> Markup {
+    let (old_text, new_text) = (old.map_or("", String::as_str), new.map_or("", String::as_str));
+    let diff = TextDiff::from_lines(old_text, new_text);
     let (old_lines, new_lines) = (diff.old_slices(), diff.new_slices());
     let mut groups: Vec<Vec<Row<'_>>> = Vec::new();
     for group in diff.grouped_ops(DIFF_CONTEXT) {
         let mut rows = Vec::new();
         for op in group {
             let (tag, old_range, new_range) = op.as_tag_tuple();
-            let olds: Vec<(usize, &str)> = old_range.filter_map(|i| old_lines.get(i).map(|l| (i + 1, l.trim_end_matches('\n')))).collect();
-            let news: Vec<(usize, &str)> = new_range.filter_map(|i| new_lines.get(i).map(|l| (i + 1, l.trim_end_matches('\n')))).collect();
+            let olds: Vec<(usize, &str)> = old_range.filter_map(|i| old_lines.get(i).map(|l| (i + 1, *l))).collect();
+            let news: Vec<(usize, &str)> = new_range.filter_map(|i| new_lines.get(i).map(|l| (i + 1, *l))).collect();
             for k in 0..olds.len().max(news.len()) {
                 rows.push(Row { old: olds.get(k).copied(), new: news.get(k).copied(), tag });
             }
         }
         groups.push(rows);
     }
-    let class = |tag: DiffTag, side_present: bool| match (tag, side_present) {
-        (DiffTag::Equal, _) => "same",
-        (_, false) => "absent",
-        (DiffTag::Delete, true) => "removed",
-        (DiffTag::Insert, true) => "added",
-        (DiffTag::Replace, true) => "changed",
+    // What a cell's change is, in a class (colour) and a mark (words), never colour alone.
+    let change = |tag: DiffTag, present: bool| match (tag, present) {
+        (DiffTag::Equal, _) => ("same", " "),
+        (_, false) => ("absent", " "),
+        (DiffTag::Delete, true) => ("removed", "−"),
+        (DiffTag::Insert, true) => ("added", "+"),
+        (DiffTag::Replace, true) => ("changed", "~"),
+    };
+    let cell = |row: &Row<'_>, side: Option<(usize, &str)>, other: Option<(usize, &str)>| {
+        let (class, mark) = change(row.tag, side.is_some());
+        let ending_differs = matches!((side, other), (Some((_, a)), Some((_, b))) if a != b && shown_line(a) == shown_line(b));
+        html! {
+            td class=(class) {
+                @if let Some((_, text)) = side {
+                    span.mark aria-hidden="true" { (mark) " " }
+                    @if mark != " " { span.visually-hidden { (class) ": " } }
+                    code { (shown_line(text)) }
+                    @if ending_differs { " " em { "(only its line end differs)" } }
+                }
+            }
+        }
     };
     html! {
         table.diff {
-            caption { code { (name) } @if old.is_empty() { " (new file)" } @else if new.is_empty() { " (removed)" } }
+            caption { code { (name) } @if old.is_none() { " (new file)" } @else if new.is_none() { " (removed)" } }
             thead { tr {
-                th.number scope="col" { "Line" } th scope="col" { "Version " (old_number) }
-                th.number scope="col" { "Line" } th scope="col" { "Version " (new_number) }
+                th.number scope="col" { "Line in " (old_number) } th scope="col" { "Version " (old_number) }
+                th.number scope="col" { "Line in " (new_number) } th scope="col" { "Version " (new_number) }
             } }
             @for (i, rows) in groups.iter().enumerate() {
                 tbody {
@@ -340,12 +399,15 @@ fn file_diff(name: &str, old: &str, new: &str, old_number: i64, new_number: i64)
                     @for row in rows {
                         tr {
                             td.number { @if let Some((n, _)) = row.old { (n) } }
-                            td class=(class(row.tag, row.old.is_some())) { @if let Some((_, text)) = row.old { code { (text) } } }
+                            (cell(row, row.old, row.new))
                             td.number { @if let Some((n, _)) = row.new { (n) } }
-                            td class=(class(row.tag, row.new.is_some())) { @if let Some((_, text)) = row.new { code { (text) } } }
+                            (cell(row, row.new, row.old))
                         }
                     }
                 }
+            }
+            @if groups.is_empty() {
+                tbody { tr { td colspan="4" { "An empty file." } } }
             }
         }
     }
@@ -380,7 +442,7 @@ pub async fn review(
         "reject" => Verdict::Reject,
         _ => return Err(PageError::App(crate::http::problem::Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "No verdict", "Choose Approve or Reject."))),
     };
-    let note = Some(form.note.trim().to_owned()).filter(|n| !n.is_empty());
+    let note = Some(form.note.replace("\r\n", "\n").trim().to_owned()).filter(|n| !n.is_empty());
     state.gateway.review_policy(&caller, number, verdict, ReviewRequest { note }).await?;
     Ok(Redirect::to(&format!("/console/policies/{number}?reviewed={}", form.verdict)).into_response())
 }
@@ -401,6 +463,7 @@ fn draft_page(session: &super::sessions::Session, files: &BTreeMap<String, Strin
         "New draft",
         Some(session),
         html! {
+            p.muted { "Your session ends after a while unused, and typing here is not use: write a long change elsewhere and paste it in." }
             p { "The files of the version in force, to change. On upload the gateway compiles them, runs their tests, proves the built-in rules still hold, labels the change and replays recent decisions; a draft then waits for the other DPOs' approval." }
             @if let Some(refusal) = refusal {
                 div.notice.bad role="alert" { (refusal) }
@@ -409,7 +472,10 @@ fn draft_page(session: &super::sessions::Session, files: &BTreeMap<String, Strin
                 @for (i, (name, text)) in files.iter().enumerate() {
                     @let id = format!("file-{i}");
                     label for=(id) { code { (name) } }
-                    textarea id=(id) name=(format!("{FILE_FIELD}{name}")) rows=(text.lines().count().clamp(4, 30)) cols="100" spellcheck="false" { (text) }
+                    textarea id=(id) name=(format!("{FILE_FIELD}{name}")) rows=(text.lines().count().clamp(4, 30)) cols="100" spellcheck="false" {
+                        // The parser drops one newline right after <textarea>: this one, never the file's own.
+                        "\n" (text)
+                    }
                 }
                 label for="note" { "Why this version (shown in the history)" }
                 textarea id="note" name="note" rows="2" cols="60" maxlength="500" { (note) }
@@ -439,14 +505,19 @@ pub async fn upload(
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(FILE_FIELD).map(|name| (name.to_owned(), v.replace("\r\n", "\n"))))
         .collect();
-    let note = fields.iter().find(|(k, _)| k == "note").map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+    let note = fields.iter().find(|(k, _)| k == "note").map(|(_, v)| v.replace("\r\n", "\n").trim().to_owned()).unwrap_or_default();
     let upload = PolicyUpload { files: files.clone(), note: Some(note.clone()).filter(|n| !n.is_empty()), effective_from: None };
     match state.gateway.upload_policy(&caller, upload).await {
         Ok(stored) => Ok(Redirect::to(&format!("/console/policies/{}", stored.number)).into_response()),
+        // Whatever went wrong, the form comes back with what was typed.
         Err(refused @ (AppError::PolicyInvalid(_) | AppError::PolicyRefused(_) | AppError::Invalid(_))) => {
             Ok((StatusCode::UNPROCESSABLE_ENTITY, draft_page(&session, &files, &note, Some(refusal(&refused)))).into_response())
         }
-        Err(other) => Err(other.into()),
+        Err(other) => {
+            let status = crate::http::problem::Problem::from(other).status();
+            let said = html! { p { "The gateway could not store the draft just now; nothing was stored. Your text is below: upload it again in a few minutes." } };
+            Ok((status, draft_page(&session, &files, &note, Some(said))).into_response())
+        }
     }
 }
 
@@ -471,7 +542,7 @@ fn refusal(error: &AppError) -> Markup {
                 p { "The upload is not valid:" }
                 ul { @for p in problems { li { code { (p.field) } " " (p.problem) } } }
             }
-            other => { p { (other.to_string()) } }
+            _ => { p { "The upload was refused." } }
         }
     }
 }

@@ -22,10 +22,10 @@ use crate::http::AppState;
 
 pub async fn form(State(state): State<AppState>, SignedIn(session): SignedIn) -> PageResult {
     state.gateway.authorize::<Dpos>(&session.principal).await?;
-    Ok(simulation_page(&state, &session, "", None, None).into_response())
+    Ok(simulation_page(&state, &session, "", "", None, None).into_response())
 }
 
-fn simulation_page(state: &AppState, session: &Session, typed: &str, problem: Option<Markup>, answer: Option<&SimulationAnswer>) -> Markup {
+fn simulation_page(state: &AppState, session: &Session, typed: &str, chosen: &str, problem: Option<Markup>, answer: Option<&SimulationAnswer>) -> Markup {
     let directory = state.gateway.directory();
     let mut organisations: Vec<_> = directory.organisations().collect();
     organisations.sort_by(|a, b| (a.country.as_str(), a.id.as_str()).cmp(&(b.country.as_str(), b.id.as_str())));
@@ -48,7 +48,7 @@ fn simulation_page(state: &AppState, session: &Session, typed: &str, problem: Op
                 select id="to" name="to" {
                     option value="" { "The referral's own destination" }
                     @for organisation in &organisations {
-                        option value=(organisation.id.as_str()) {
+                        option value=(organisation.id.as_str()) selected[organisation.id.as_str() == chosen] {
                             (organisation.name) " (" (organisation.id.as_str()) ", " (organisation.country.as_str()) ", " (organisation.kind.as_str()) ")"
                         }
                     }
@@ -125,7 +125,8 @@ pub async fn decide(
     };
     check_form(&headers, console, &session, &form.csrf)?;
     let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
-    let unprocessable = |problem: Markup| (StatusCode::UNPROCESSABLE_ENTITY, simulation_page(&state, &session, &form.referral, Some(problem), None)).into_response();
+    let shown_again = |status: StatusCode, problem: Markup| (status, simulation_page(&state, &session, &form.referral, form.to.trim(), Some(problem), None)).into_response();
+    let unprocessable = |problem: Markup| shown_again(StatusCode::UNPROCESSABLE_ENTITY, problem);
     let referral: serde_json::Value = match serde_json::from_str(&form.referral) {
         Ok(referral) => referral,
         Err(error) => return Ok(unprocessable(html! { "This is not JSON: line " (error.line()) ", column " (error.column()) "." })),
@@ -139,12 +140,16 @@ pub async fn decide(
     };
     match state.gateway.simulate(&caller, Simulation { referral, to, at: None, files: None }).await {
         // The pasted referral is not shown again: the page would show what the decision withheld.
-        Ok(answer) => Ok(simulation_page(&state, &session, "", None, Some(&answer)).into_response()),
+        Ok(answer) => Ok(simulation_page(&state, &session, "", form.to.trim(), None, Some(&answer)).into_response()),
         Err(AppError::Invalid(problems)) => Ok(unprocessable(html! {
             p { "The referral is not one the gateway would accept:" }
             ul { @for p in &problems { li { code { (p.field) } " " (p.problem) } } }
         })),
         Err(AppError::MalformedJson { line, column }) => Ok(unprocessable(html! { "This is not JSON: line " (line) ", column " (column) "." })),
-        Err(other) => Err(other.into()),
+        // Whatever else went wrong, the form comes back as it was.
+        Err(other) => {
+            let status = crate::http::problem::Problem::from(other).status();
+            Ok(shown_again(status, html! { "The gateway could not decide this just now. Try again in a few minutes." }))
+        }
     }
 }

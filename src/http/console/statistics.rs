@@ -42,21 +42,32 @@ pub async fn tables(
 ) -> PageResult {
     let caller = state.gateway.authorize::<StatisticsReaders>(&session.principal).await?;
     let now = state.gateway.now();
+    // The latest periods released: one that ended less than an hour ago is not yet.
+    let latest = |quarterly: bool| {
+        let closed = Period::last_closed(quarterly, now);
+        if closed.is_released_at(now) { closed } else { closed.previous() }
+    };
     let mut offered = Vec::new();
-    let mut month = Period::last_closed(false, now);
+    let mut month = latest(false);
     for _ in 0..MONTHS_OFFERED {
         offered.push(month);
         month = month.previous();
     }
-    let mut quarter = Period::last_closed(true, now);
+    let mut quarter = latest(true);
     for _ in 0..QUARTERS_OFFERED {
         offered.push(quarter);
         quarter = quarter.previous();
     }
     let asked = chosen.ok().and_then(|Query(chosen)| chosen.period).filter(|p| !p.is_empty());
     let period = match asked.as_deref().map(Period::parse) {
-        None => Period::last_closed(false, now),
-        Some(Ok(period)) => period,
+        None => latest(false),
+        Some(Ok(period)) => {
+            // An older (or not yet released) period asked by its address is listed too, as chosen.
+            if !offered.contains(&period) {
+                offered.insert(0, period);
+            }
+            period
+        }
         Some(Err(_)) => {
             let markup = statistics_page(&session, &offered, None, Some("A period is a month (2026-11) or a quarter (2026-Q4)."), None);
             return Ok((StatusCode::BAD_REQUEST, markup).into_response());
@@ -159,7 +170,7 @@ fn tables_of(answer: &StatisticsAnswer) -> Markup {
         (bars("Categories withheld, by reason", "Category: reason", &withheld))
         table {
             caption { "Times" }
-            thead { tr { th scope="col" { "" } th.number scope="col" { "Count" } th.number scope="col" { "Median (minutes)" } th.number scope="col" { "90th percentile (minutes)" } } }
+            thead { tr { th scope="col" { "Time" } th.number scope="col" { "Count" } th.number scope="col" { "Median (minutes)" } th.number scope="col" { "90th percentile (minutes)" } } }
             tbody {
                 @for (name, t) in &times {
                     tr {
