@@ -87,9 +87,22 @@ impl Browser {
         }
     }
 
-    /// The visible text of the page.
+    /// The visible text of the page. A page that moves on while it is read
+    /// (a form posted, a refresh) is read again, the new one.
     pub async fn text(&self) -> String {
-        self.client.find(Locator::Css("body")).await.expect("a body").text().await.expect("its text")
+        let mut last_error = None;
+        for _ in 0..50 {
+            let read = match self.client.find(Locator::Css("body")).await {
+                Ok(body) => body.text().await,
+                Err(error) => Err(error),
+            };
+            match read {
+                Ok(text) => return text,
+                Err(error) => last_error = Some(error),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the page's text could not be read: {last_error:?}");
     }
 
     pub async fn title(&self) -> String {

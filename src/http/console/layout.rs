@@ -49,7 +49,8 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             ul {
                                 @for (href, label, roles) in NAVIGATION {
                                     @if roles.iter().any(|role| session.principal.has(*role)) {
-                                        li { a href=(href) { (label) } }
+                                        // The page's own entry says so to assistive technology.
+                                        li { a href=(href) aria-current=[title.starts_with(label).then_some("page")] { (label) } }
                                     }
                                 }
                             }
