@@ -12,8 +12,9 @@ use crate::helpers::{client_builder_for, client_for, send, fixture, fixture_time
 use crate::peers::Federation;
 use crate::policy_signoff::NO_HEALTH;
 use crate::statistics::november_referrals;
-use referral_gateway::config::ConsoleConfig;
-use crate::oidc_provider::{OidcProvider, AUDIENCE};
+use referral_gateway::app::Clock;
+use referral_gateway::config::{ConsoleConfig, ConsoleOidcConfig, OidcConfig};
+use crate::oidc_provider::{OidcProvider, ProviderOptions, AUDIENCE};
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -465,7 +466,7 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     let browser = Browser::start().await;
 
     // A DPO opens the console, is sent to sign in, and signs in at the provider.
-    sign_in(&browser, &app, &provider, "dpo-1").await;
+    sign_in(&browser, &console, &provider, "dpo-1").await;
     assert!(browser.text().await.contains("Signed in as dpo-1 of ita-nrm (dpo)"), "{}", browser.text().await);
     assert_eq!(browser.title().await, "Overview · referral-gateway console");
     let cookies = browser.client.get_all_cookies().await.unwrap();
@@ -534,7 +535,7 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     browser.wait_for_path("/console/sign-in").await;
     browser.goto(&format!("{console}/console/audit")).await;
     assert_eq!(browser.path().await, "/console/sign-in");
-    sign_in(&browser, &app, &provider, "dpo-2").await;
+    sign_in(&browser, &console, &provider, "dpo-2").await;
     assert!(browser.text().await.contains("Signed in as dpo-2 of ita-nrm (dpo)"));
     browser.goto(&format!("{console}/console/policies/2")).await;
     browser.fill("textarea#note", "a comment only: nothing shared changes").await;
@@ -548,7 +549,7 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     browser.wait_for_path("/console/sign-in").await;
 
     // The auditor reads, and reaches no policy page.
-    sign_in(&browser, &app, &provider, "auditor-1").await;
+    sign_in(&browser, &console, &provider, "auditor-1").await;
     let text = browser.text().await;
     assert!(text.contains("Signed in as auditor-1 of ita-nrm (auditor)") && text.contains("change nothing"), "{text}");
     assert!(browser.client.find(fantoccini::Locator::LinkText("Policies")).await.is_err());
@@ -559,12 +560,12 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     browser.wait_for_path("/console/sign-in").await;
 
     // Someone the provider knows with no organisation or role here gets no session.
-    start_sign_in(&browser, &app, &provider, "visitor-9").await;
+    start_sign_in(&browser, &console, &provider, "visitor-9").await;
     browser.wait_for_path_starting("/console/callback?").await;
     assert!(browser.text().await.contains("Sign-in failed"), "{}", browser.text().await);
 
     // A submitter of the same organisation is refused, and the refusal audited.
-    start_sign_in(&browser, &app, &provider, "submitter-1").await;
+    start_sign_in(&browser, &console, &provider, "submitter-1").await;
     browser.wait_for_path_starting("/console/callback?").await;
     let text = browser.text().await;
     assert!(text.contains("Not for this account") && text.contains("neither role"), "{text}");
@@ -597,12 +598,57 @@ async fn dpos_and_an_auditor_sign_in_with_the_provider_in_a_real_browser() {
     provider.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_and_statistics_in_a_real_browser() {
+    let (mut federation, delivered) = federation_with_a_console(Backend::Sqlite).await;
+    // A withdrawal Nigeria's gateway, down, cannot confirm; then November closes.
+    federation.stop_peer("NGA").await;
+    let ita = federation.peer("ITA");
+    let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{}/consent-withdrawal", delivered[0]))).json(&json!({}))).await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+    federation.clock.advance(chrono::Duration::days(8));
+
+    // Italy's console signs in with the provider, whose clock starts at the federation's.
+    let provider = OidcProvider::start_with(ProviderOptions { clock_start: Some(federation.clock.now()), ..ProviderOptions::default() }).await;
+    federation.stop_peer("ITA").await;
+    {
+        let config = &mut federation.peer_mut("ITA").config;
+        config.auth.oidc = Some(OidcConfig {
+            issuer: provider.issuer().to_owned(),
+            audience: AUDIENCE.to_owned(),
+            org_claim: "org_id".to_owned(),
+            roles_claim: "roles".to_owned(),
+            leeway_seconds: 30,
+            jwks_min_refresh_seconds: 10,
+        });
+        let oidc = ConsoleOidcConfig { client_id: "ita-console".to_owned(), client_secret: "ita-console-secret".to_owned(), scopes: vec!["referrals".to_owned()] };
+        config.console = Some(ConsoleConfig { public_url: None, idle_minutes: 30, session_hours: 8, oidc: Some(oidc) });
+    }
+    federation.start_peer("ITA", true).await;
+    let base = federation.peer("ITA").app().base_url();
+    provider.allow_console_redirect(&format!("{base}/console/callback")).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &base, &provider, "auditor-1").await;
+
+    browser.click_link("Deliveries").await;
+    browser.wait_for_path("/console/deliveries").await;
+    let text = browser.text().await;
+    assert!(text.contains("Erasures awaited") && text.contains("NGA"), "{text}");
+    browser.screenshot("deliveries").await;
+    browser.click_link("Statistics").await;
+    browser.wait_for_path("/console/statistics").await;
+    assert!(browser.text().await.contains("Referrals by purpose"), "{}", browser.text().await);
+    browser.screenshot("statistics").await;
+    browser.close().await;
+    provider.stop().await;
+}
+
 /// From the console's sign-in page through the provider's login form, as `login`.
-async fn start_sign_in(browser: &Browser, app: &TestApp, provider: &OidcProvider, login: &str) {
+async fn start_sign_in(browser: &Browser, console: &str, provider: &OidcProvider, login: &str) {
     // The provider remembers who signed in last: forget it, as another person's browser would.
     browser.goto(&format!("{}/.well-known/openid-configuration", provider.issuer())).await;
     browser.client.delete_all_cookies().await.unwrap();
-    browser.goto(&format!("{}/console/", app.app.base_url())).await;
+    browser.goto(&format!("{console}/console/")).await;
     assert_eq!(browser.path().await, "/console/sign-in");
     browser.click_link("Sign in with your organisation's account").await;
     browser.fill("input[name=login]", login).await;
@@ -610,7 +656,7 @@ async fn start_sign_in(browser: &Browser, app: &TestApp, provider: &OidcProvider
     browser.click("button[type=submit]").await;
 }
 
-async fn sign_in(browser: &Browser, app: &TestApp, provider: &OidcProvider, login: &str) {
-    start_sign_in(browser, app, provider, login).await;
+async fn sign_in(browser: &Browser, console: &str, provider: &OidcProvider, login: &str) {
+    start_sign_in(browser, console, provider, login).await;
     browser.wait_for_path("/console/").await;
 }
