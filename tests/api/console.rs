@@ -84,6 +84,22 @@ impl Visitor {
         self.read(self.client.get(format!("{}{path}", self.base))).await
     }
 
+    /// A multipart form: text fields, and files as (field, file name, content).
+    async fn post_multipart(&self, path: &str, fields: &[(&str, &str)], files: &[(&str, &str, &str)], headers: &[(&str, &str)]) -> Page {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        for (name, file_name, content) in files {
+            form = form.part(name.to_string(), reqwest::multipart::Part::text(content.to_string()).file_name(file_name.to_string()));
+        }
+        let mut request = self.client.post(format!("{}{path}", self.base)).multipart(form);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.read(request).await
+    }
+
     async fn post(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
         let mut request = self.client.post(format!("{}{path}", self.base)).form(form);
         for (name, value) in headers {
@@ -321,7 +337,7 @@ async fn simulations_and_people_show_categories_and_rules_never_a_withheld_value
         let referral = fixture("returnee_hiv_reintegration");
         let text = serde_json::to_string_pretty(&referral).unwrap();
         let csrf = form.csrf();
-        let decided = dpo.post("/console/simulate", &[("csrf", &csrf), ("referral", &text), ("to", "nga-employment-service")], &same_site).await;
+        let decided = dpo.post_multipart("/console/simulate", &[("csrf", &csrf), ("referral", &text), ("to", "nga-employment-service")], &[], &same_site).await;
         assert_eq!(decided.status, StatusCode::OK, "{}", decided.html);
         assert!(decided.html.contains("<strong>allow</strong>") && decided.html.contains("nga-employment-service in NGA"), "{}", decided.html);
         let withheld = decided.html.split("<caption>Withheld").nth(1).expect("the withheld table");
@@ -329,8 +345,14 @@ async fn simulations_and_people_show_categories_and_rules_never_a_withheld_value
         for value in personal_values_of([referral.clone()]).into_iter().chain(withheld_health(&referral)) {
             assert!(!decided.html.contains(&value), "the decided page shows {value:?}");
         }
+        // A referral file does as well as pasted text, and takes its place.
+        let from_file = dpo
+            .post_multipart("/console/simulate", &[("csrf", &csrf), ("referral", "not this"), ("to", "nga-employment-service")], &[("referral_file", "referral.json", &text)], &same_site)
+            .await;
+        assert_eq!(from_file.status, StatusCode::OK, "{}", from_file.html);
+        assert!(from_file.html.contains("<strong>allow</strong>") && from_file.html.contains(r#"<option value="nga-employment-service" selected>"#));
         // What is not a referral comes back as typed, with what is wrong.
-        let broken = dpo.post("/console/simulate", &[("csrf", &csrf), ("referral", "{\"purpose\": "), ("to", "")], &same_site).await;
+        let broken = dpo.post_multipart("/console/simulate", &[("csrf", &csrf), ("referral", "{\"purpose\": "), ("to", "")], &[], &same_site).await;
         assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(broken.html.contains("This is not JSON") && broken.html.contains("{&quot;purpose&quot;: "), "{}", broken.html);
         assert_eq!(auditor.get("/console/simulate").await.status, StatusCode::FORBIDDEN, "simulation is the DPO's");

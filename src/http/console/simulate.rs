@@ -6,11 +6,10 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::Form;
+use axum::extract::Multipart;
 use maud::{html, Markup};
-use serde::Deserialize;
 
-use super::layout::{form_post, page};
+use super::layout::page;
 use super::sessions::Session;
 use super::{check_form, console_of, PageError, PageResult, SignedIn};
 use crate::app::access::Dpos;
@@ -37,13 +36,17 @@ fn simulation_page(state: &AppState, session: &Session, typed: &str, chosen: &st
                 (decision(answer))
                 h2 { "Another referral" }
             }
-            p { "Paste a referral as a national system would submit it. The gateway decides it under the policy in force, for the recipient you choose, and shows what would be sent and withheld. Nothing is stored or sent." }
+            p { "Paste a referral as a national system would submit it, or choose its file. The gateway decides it under the policy in force, for the recipient you choose, and shows what would be sent and withheld. Nothing is stored or sent." }
             @if let Some(problem) = problem {
                 div.notice.bad role="alert" { (problem) }
             }
-            (form_post("/console/simulate", session, html! {
-                label for="referral" { "Referral (JSON)" }
-                textarea id="referral" name="referral" rows="16" cols="100" spellcheck="false" required { (typed) }
+            // multipart/form-data: a referral may come as a file.
+            form method="post" action="/console/simulate" enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(session.csrf_token);
+                label for="referral" { "Referral (JSON), pasted" }
+                textarea id="referral" name="referral" rows="16" cols="100" spellcheck="false" { "\n" (typed) }
+                label for="referral_file" { "or a referral file (JSON)" }
+                input id="referral_file" name="referral_file" type="file" accept="application/json,.json";
                 label for="to" { "Recipient" }
                 select id="to" name="to" {
                     option value="" { "The referral's own destination" }
@@ -54,7 +57,7 @@ fn simulation_page(state: &AppState, session: &Session, typed: &str, chosen: &st
                     }
                 }
                 p { button type="submit" { "Decide" } }
-            }))
+            }
         },
     )
 }
@@ -105,23 +108,65 @@ fn decision(answer: &SimulationAnswer) -> Markup {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SimulationForm {
+/// The simulation form, read from its multipart body.
+#[derive(Debug, Default)]
+struct SimulationForm {
     csrf: String,
     referral: String,
-    #[serde(default)]
     to: String,
+}
+
+/// Why the form could not be read.
+enum Unreadable {
+    /// Not a multipart form of this page (another site's, say).
+    Malformed,
+    /// A field larger than a submission may be.
+    TooLarge,
+}
+
+/// Reads the form's fields, each at most `limit` bytes; a file, when one
+/// was chosen, takes the place of the pasted text.
+async fn read_form(mut multipart: Multipart, limit: usize) -> Result<SimulationForm, Unreadable> {
+    let mut form = SimulationForm::default();
+    let mut file = None;
+    while let Some(field) = multipart.next_field().await.map_err(|_| Unreadable::Malformed)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = field.bytes().await.map_err(|_| Unreadable::TooLarge)?;
+        if bytes.len() > limit {
+            return Err(Unreadable::TooLarge);
+        }
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| Unreadable::Malformed)?;
+        match name.as_str() {
+            "csrf" => form.csrf = text,
+            "referral" => form.referral = text,
+            "referral_file" if !text.trim().is_empty() => file = Some(text),
+            "to" => form.to = text,
+            _ => {}
+        }
+    }
+    if let Some(file) = file {
+        form.referral = file;
+    }
+    Ok(form)
 }
 
 pub async fn decide(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
     headers: HeaderMap,
-    form: Result<Form<SimulationForm>, axum::extract::rejection::FormRejection>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> PageResult {
     let console = console_of(&state)?;
-    let Ok(Form(form)) = form else {
+    let Ok(multipart) = multipart else {
         return Err(PageError::Forged);
+    };
+    let form = match read_form(multipart, state.body_limit).await {
+        Ok(form) => form,
+        Err(Unreadable::Malformed) => return Err(PageError::Forged),
+        Err(Unreadable::TooLarge) => {
+            let said = html! { "The referral is larger than this gateway takes (" (state.body_limit) " bytes)." };
+            return Ok((StatusCode::PAYLOAD_TOO_LARGE, simulation_page(&state, &session, "", "", Some(said), None)).into_response());
+        }
     };
     check_form(&headers, console, &session, &form.csrf)?;
     let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
