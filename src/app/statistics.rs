@@ -98,6 +98,9 @@ pub enum StatisticsError {
     Store(#[from] StoreError),
     #[error("the statistics cannot be signed: {0}")]
     Sign(String),
+    /// The answer kept for a period does not read back (a damaged row).
+    #[error("the answer kept for {period} does not read back: {reason}")]
+    KeptUnreadable { period: Period, reason: String },
     #[error("answer {index}: {reason}")]
     Unverified { index: usize, reason: String },
     #[error("{0}")]
@@ -195,6 +198,11 @@ pub async fn release(store: &dyn Store, period: Period, release: Release<'_>) ->
     if !period.is_released_at(release.now) {
         return Err(StatisticsError::PeriodOpen(period));
     }
+    // A period is answered once: its first signed answer is kept and given
+    // to every later request, so that no two answers of it can be subtracted.
+    if let Some(kept) = store.released_statistics(&period.to_string()).await? {
+        return serde_json::from_str(&kept).map_err(|e| StatisticsError::KeptUnreadable { period, reason: e.to_string() });
+    }
     let signer = release.signer.ok_or(StatisticsError::NotSigned)?;
     let records = period_records(store, period).await?;
     let statistics = GatewayStatistics {
@@ -210,7 +218,10 @@ pub async fn release(store: &dyn Store, period: Period, release: Release<'_>) ->
         tables: tables(period, release.control, release.erasure_deadline, &records),
     };
     let signed = signed_json::sign(&statistics, signer, STATISTICS_JWS_TYPE).map_err(|e| StatisticsError::Sign(e.to_string()))?;
-    Ok(StatisticsAnswer { statistics, signed })
+    let answer = StatisticsAnswer { statistics, signed };
+    let text = serde_json::to_string(&answer).map_err(|e| StatisticsError::Sign(e.to_string()))?;
+    let kept = store.keep_released_statistics(&period.to_string(), &text, release.now.timestamp_millis()).await?;
+    serde_json::from_str(&kept).map_err(|e| StatisticsError::KeptUnreadable { period, reason: e.to_string() })
 }
 
 /// The statistics in `answers` (each a compact JWS, or a whole answer

@@ -167,6 +167,14 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("referrals_accepted_between", self.inner.referrals_accepted_between(window, after, limit)).await
     }
 
+    async fn released_statistics(&self, period: &str) -> Result<Option<String>, StoreError> {
+        self.bounded("released_statistics", self.inner.released_statistics(period)).await
+    }
+
+    async fn keep_released_statistics(&self, period: &str, answer: &str, released_ms: i64) -> Result<String, StoreError> {
+        self.bounded("keep_released_statistics", self.inner.keep_released_statistics(period, answer, released_ms)).await
+    }
+
     async fn steps_of_referrals_active_between(&self, window: (i64, i64), after: Option<(String, i64)>, limit: i64) -> Result<Vec<PeriodStep>, StoreError> {
         self.bounded("steps_of_referrals_active_between", self.inner.steps_of_referrals_active_between(window, after, limit)).await
     }

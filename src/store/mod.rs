@@ -145,6 +145,14 @@ pub trait ReferralStore: Send + Sync {
     /// (the last of the page before: time and id).
     async fn referrals_accepted_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<AcceptedReferral>, StoreError>;
 
+    /// The answer released first for `period` (a month or quarter, as `2026-11`), if any.
+    async fn released_statistics(&self, period: &str) -> Result<Option<String>, StoreError>;
+
+    /// Keeps `answer` as `period`'s release unless one is kept already, and
+    /// returns the one kept: of two replicas releasing at once, both answer
+    /// with the first stored.
+    async fn keep_released_statistics(&self, period: &str, answer: &str, released_ms: i64) -> Result<String, StoreError>;
+
     /// Up to `limit` timeline steps, made before `window.1`, of the referrals
     /// with a step from `window.0` to `window.1` (excluded): each referral's
     /// steps up to the window's end, by referral then step, after `after`

@@ -74,6 +74,11 @@ async fn a_closed_month_is_released_rounded_signed_and_merged(backend: Backend) 
 
     let reply = ita.get(Who::Coordinator, "/v1/statistics?period=2026-11").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
+    // A period is answered once: an hour on (and whatever changed since), the same signed answer.
+    federation.clock.advance(chrono::Duration::hours(1));
+    let ita = federation.peer("ITA");
+    let again = ita.get(Who::Dpo, "/v1/statistics?period=2026-11").await;
+    assert_eq!(again.body, reply.body, "the first answer, kept");
     // The store's pages, however small, hold every record once.
     let november = Period::parse("2026-11").unwrap();
     let store = ita.app().gateway().store.clone();
@@ -112,7 +117,7 @@ async fn a_closed_month_is_released_rounded_signed_and_merged(backend: Backend) 
     for who in [Who::Dpo, Who::Auditor] {
         assert_eq!(ita.get(who, "/v1/statistics?period=2026-11").await.status, 200);
     }
-    assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'statistics.read' AND outcome = 'ok' AND reasons LIKE '%2026-11%'").await, 3);
+    assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'statistics.read' AND outcome = 'ok' AND reasons LIKE '%2026-11%'").await, 4, "the coordinator's two reads, the DPO's and the auditor's");
 
     // The same tables at a terminal, as of the same time; and Nigeria's, from its own terminal.
     let at = federation.clock_now().to_rfc3339();

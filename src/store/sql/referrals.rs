@@ -415,6 +415,23 @@ macro_rules! referral_sql {
                     .collect()
             }
 
+            async fn released_statistics(&self, period: &str) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query("SELECT answer FROM statistics_releases WHERE period = $1").bind(period).fetch_optional(&self.pool).await?;
+                Ok(row.map(|row| row.try_get("answer")).transpose()?)
+            }
+
+            async fn keep_released_statistics(&self, period: &str, answer: &str, released_ms: i64) -> Result<String, StoreError> {
+                // The first kept wins: a second replica's insert does nothing, and both read the first back.
+                sqlx::query("INSERT INTO statistics_releases (period, answer, released_ms) VALUES ($1, $2, $3) ON CONFLICT (period) DO NOTHING")
+                    .bind(period)
+                    .bind(answer)
+                    .bind(released_ms)
+                    .execute(&self.pool)
+                    .await?;
+                let row = sqlx::query("SELECT answer FROM statistics_releases WHERE period = $1").bind(period).fetch_one(&self.pool).await?;
+                Ok(row.try_get("answer")?)
+            }
+
             async fn steps_of_referrals_active_between(&self, window: (i64, i64), after: Option<(String, i64)>, limit: i64) -> Result<Vec<PeriodStep>, StoreError> {
                 let (after_id, after_step) = after.unwrap_or((String::new(), i64::MIN));
                 let rows = sqlx::query(

@@ -10,7 +10,23 @@ on_both_backends!(
     a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
     a_denied_referral_records_its_withdrawal_once,
     decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten,
+    a_periods_first_released_statistics_are_kept,
 );
+
+async fn a_periods_first_released_statistics_are_kept(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    assert_eq!(store.released_statistics("2026-11").await.unwrap(), None);
+    let first = store.keep_released_statistics("2026-11", "{\"first\":1}", at(0).timestamp_millis()).await.unwrap();
+    assert_eq!(first, "{\"first\":1}");
+    // A later (or another replica's) release of the same period keeps and answers the first.
+    let second = store.keep_released_statistics("2026-11", "{\"second\":2}", at(60).timestamp_millis()).await.unwrap();
+    assert_eq!(second, "{\"first\":1}");
+    assert_eq!(store.released_statistics("2026-11").await.unwrap().as_deref(), Some("{\"first\":1}"));
+    // Each period has its own.
+    assert_eq!(store.keep_released_statistics("2026-Q4", "{\"quarter\":4}", at(60).timestamp_millis()).await.unwrap(), "{\"quarter\":4}");
+    assert_eq!(store.released_statistics("2026-10").await.unwrap(), None);
+}
 
 async fn decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten(backend: Backend) {
     let opened = open(backend).await;
