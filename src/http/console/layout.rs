@@ -75,6 +75,11 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
+/// A closed value as the API writes it (`snake_case`), for a page to show.
+pub fn code_of<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// A form that posts to `action` with the session's CSRF token.
 pub fn form_post(action: &str, session: &Session, fields: Markup) -> Markup {
     html! {

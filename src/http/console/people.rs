@@ -8,9 +8,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Form;
 use maud::{html, Markup};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::layout::{form_post, page};
+use super::layout::{code_of as code, form_post, page};
 use super::sessions::Session;
 use super::{check_form, console_of, PageError, PageResult, SignedIn};
 use crate::app::access::Overseers;
@@ -19,11 +19,6 @@ use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::millis_to_rfc3339;
 use crate::domain::SubjectRef;
 use crate::http::AppState;
-
-/// A closed value as the API writes it (`snake_case`).
-fn code<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
 
 pub async fn form(State(state): State<AppState>, SignedIn(session): SignedIn) -> PageResult {
     state.gateway.authorize::<Overseers>(&session.principal).await?;

@@ -9,9 +9,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use maud::{html, Markup};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::layout::page;
+use super::layout::{code_of as code, page};
 use super::{PageResult, SignedIn};
 use crate::app::access::StatisticsReaders;
 use crate::app::millis_to_rfc3339;
@@ -25,10 +25,6 @@ const MONTHS_OFFERED: usize = 12;
 const QUARTERS_OFFERED: usize = 4;
 /// The longest bar, in SVG user units.
 const BAR_WIDTH: u64 = 240;
-
-fn code<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
 
 #[derive(Debug, Deserialize)]
 pub struct Chosen {
