@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod lifecycle;
 pub mod minimise;
 pub mod policy;
+pub mod priority;
 pub mod recipient;
 pub mod replies;
 pub mod retention;
