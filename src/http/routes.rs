@@ -76,7 +76,7 @@ pub async fn put_policies(State(state): State<AppState>, Caller(caller): Caller,
 }
 
 /// A policy version's number from the path; anything else names no version.
-fn version_number(text: &str) -> Result<i64> {
+pub(crate) fn version_number(text: &str) -> Result<i64> {
     text.parse::<i64>().ok().filter(|n| *n > 0 && !text.starts_with('+')).ok_or_else(|| AppError::NotFound.into())
 }
 

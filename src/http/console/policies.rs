@@ -27,6 +27,7 @@ use crate::domain::impact::Changes;
 use crate::domain::policy::agreements::Due;
 use crate::policy_proofs::ChangeLabel;
 use crate::domain::signoff::{PolicyVersionState, Verdict};
+use crate::http::routes::version_number;
 use crate::http::AppState;
 
 /// Lines of context kept around each change in the diff.
@@ -149,11 +150,6 @@ pub struct Shown {
     reviewed: Option<String>,
 }
 
-/// A version's number from the path; anything else names no version.
-fn number_of(text: &str) -> Result<i64, PageError> {
-    text.parse::<i64>().ok().filter(|n| *n > 0 && !text.starts_with('+')).ok_or_else(|| AppError::NotFound.into())
-}
-
 pub async fn version(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
@@ -161,7 +157,7 @@ pub async fn version(
     shown: Result<Query<Shown>, axum::extract::rejection::QueryRejection>,
 ) -> PageResult {
     let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
-    let number = number_of(&number)?;
+    let number = version_number(&number)?;
     let view = state.gateway.policy_version(&caller, number).await?;
     // The version in force, read (and audited) as one version is, for the diff.
     let in_force = state.gateway.policy().number;
@@ -436,7 +432,7 @@ pub async fn review(
     };
     check_form(&headers, console, &session, &form.csrf)?;
     let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
-    let number = number_of(&number)?;
+    let number = version_number(&number)?;
     let verdict = match form.verdict.as_str() {
         "approve" => Verdict::Approve,
         "reject" => Verdict::Reject,
