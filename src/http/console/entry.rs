@@ -3,7 +3,6 @@
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use chrono::{DateTime, Utc};
 use maud::html;
 use serde::Deserialize;
@@ -11,7 +10,7 @@ use serde::Deserialize;
 use super::layout::{error_page, page};
 use super::sessions::{cookie, SESSION_COOKIE, SIGN_IN_COOKIE, SIGN_IN_WITHIN};
 use super::sign_in::SignInError;
-use super::{check_form, check_same_origin, console_of, Console, PageError, PageResult, SignedIn};
+use super::{check_same_origin, console_of, CarriesCsrf, CheckedForm, Console, PageError, PageResult, SignedIn};
 use crate::app::access::Overseers;
 use crate::audit::Actor;
 use crate::auth::Principal;
@@ -211,12 +210,14 @@ pub struct CsrfOnly {
     csrf: String,
 }
 
-pub async fn sign_out(State(state): State<AppState>, SignedIn(session): SignedIn, headers: HeaderMap, form: Result<Form<CsrfOnly>, axum::extract::rejection::FormRejection>) -> PageResult {
+impl CarriesCsrf for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, CheckedForm(_, _): CheckedForm<CsrfOnly>) -> PageResult {
     let console = console_of(&state)?;
-    let Ok(Form(form)) = form else {
-        return Err(PageError::Forged);
-    };
-    check_form(&headers, console, &session, &form.csrf)?;
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         console.sessions.close(token);
     }

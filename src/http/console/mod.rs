@@ -210,6 +210,37 @@ impl axum::extract::OptionalFromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// What a form of the console carries back: the session's CSRF token.
+pub trait CarriesCsrf {
+    fn csrf(&self) -> &str;
+}
+
+/// A form posted by the signed-in person from a page of the console itself,
+/// with the session's CSRF token ([`check_form`]): the only way a handler
+/// gets a form's fields, so that none can forget the check.
+pub struct CheckedForm<T>(pub Session, pub T);
+
+impl<T: CarriesCsrf + serde::de::DeserializeOwned + Send> axum::extract::FromRequest<AppState> for CheckedForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let SignedIn(session) = <SignedIn as FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await?;
+        let console = console_of(state)?;
+        let headers = parts.headers.clone();
+        let axum::Form(form) = axum::Form::<T>::from_request(Request::from_parts(parts, body), state).await.map_err(|_| PageError::Forged)?;
+        check_form(&headers, console, &session, form.csrf())?;
+        Ok(Self(session, form))
+    }
+}
+
+/// A form whose fields are named by the page (a draft's files): the token among them.
+impl CarriesCsrf for Vec<(String, String)> {
+    fn csrf(&self) -> &str {
+        self.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default()
+    }
+}
+
 /// Refuses what another site may have started: a form is taken only from a
 /// page of the console itself, and only with the session's CSRF token.
 fn check_form(parts_headers: &HeaderMap, console: &Console, session: &Session, csrf: &str) -> Result<(), PageError> {

@@ -4,15 +4,14 @@
 //! only in the page's body.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{code_of as code, form_post, page};
 use super::sessions::Session;
-use super::{check_form, console_of, PageError, PageResult, SignedIn};
+use super::{CarriesCsrf, CheckedForm, PageResult, SignedIn};
 use crate::app::access::Overseers;
 use crate::app::dpo::queries::Disclosures;
 use crate::app::dpo::subject_report::SubjectReport;
@@ -106,17 +105,13 @@ pub struct LookUp {
     subject_ref: String,
 }
 
-pub async fn look_up(
-    State(state): State<AppState>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    form: Result<Form<LookUp>, axum::extract::rejection::FormRejection>,
-) -> PageResult {
-    let console = console_of(&state)?;
-    let Ok(Form(form)) = form else {
-        return Err(PageError::Forged);
-    };
-    check_form(&headers, console, &session, &form.csrf)?;
+impl CarriesCsrf for LookUp {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn look_up(State(state): State<AppState>, CheckedForm(session, form): CheckedForm<LookUp>) -> PageResult {
     let caller = state.gateway.authorize::<Overseers>(&session.principal).await?;
     let Ok(subject_ref) = SubjectRef::parse(form.subject_ref.trim()) else {
         let problem = "A subject reference is 8 to 64 letters, digits, '-', '_', '.' or ':', with at least one digit.";

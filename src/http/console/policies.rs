@@ -6,9 +6,8 @@
 //! Auditors do not reach these pages, as they do not reach `/v1/policies`.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use axum::Form;
 use std::collections::BTreeMap;
 
 use maud::{html, Markup};
@@ -16,7 +15,7 @@ use serde::Deserialize;
 use similar::{DiffTag, TextDiff};
 
 use super::layout::{form_post, page};
-use super::{check_form, console_of, PageError, PageResult, SignedIn};
+use super::{CarriesCsrf, CheckedForm, PageError, PageResult, SignedIn};
 use crate::app::access::Dpos;
 use crate::app::dpo::impact::ImpactChecked;
 use crate::app::dpo::policies::{PolicySummary, PolicyUpload, PolicyVersionView, ReviewRequest};
@@ -417,20 +416,15 @@ pub struct ReviewForm {
     note: String,
 }
 
+impl CarriesCsrf for ReviewForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// Approve or reject: the use case refuses the author's own vote, a second
 /// vote, a version no longer a draft, as the API does.
-pub async fn review(
-    State(state): State<AppState>,
-    SignedIn(session): SignedIn,
-    Path(number): Path<String>,
-    headers: HeaderMap,
-    form: Result<Form<ReviewForm>, axum::extract::rejection::FormRejection>,
-) -> PageResult {
-    let console = console_of(&state)?;
-    let Ok(Form(form)) = form else {
-        return Err(PageError::Forged);
-    };
-    check_form(&headers, console, &session, &form.csrf)?;
+pub async fn review(State(state): State<AppState>, Path(number): Path<String>, CheckedForm(session, form): CheckedForm<ReviewForm>) -> PageResult {
     let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
     let number = version_number(&number)?;
     let verdict = match form.verdict.as_str() {
@@ -483,18 +477,7 @@ fn draft_page(session: &super::sessions::Session, files: &BTreeMap<String, Strin
 
 /// Uploads a draft from the form. A refused upload shows the form again,
 /// with what the DPO wrote and why it was refused: nothing typed is lost.
-pub async fn upload(
-    State(state): State<AppState>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
-) -> PageResult {
-    let console = console_of(&state)?;
-    let Ok(Form(fields)) = form else {
-        return Err(PageError::Forged);
-    };
-    let csrf = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
-    check_form(&headers, console, &session, csrf)?;
+pub async fn upload(State(state): State<AppState>, CheckedForm(session, fields): CheckedForm<Vec<(String, String)>>) -> PageResult {
     let caller = state.gateway.authorize::<Dpos>(&session.principal).await?;
     // Browsers send a text box's line ends as CR LF.
     let files: BTreeMap<String, String> = fields
