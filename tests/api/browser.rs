@@ -130,27 +130,28 @@ impl Browser {
 
     /// Waits until the page's path is `path` (a page may move on by itself).
     pub async fn wait_for_path(&self, path: &str) {
-        self.wait_for_path_where(path, |shown| shown == path).await;
+        self.wait_until(&format!("reach {path}"), || async { self.path().await == path }).await;
     }
 
     /// Waits until the page shows `needle` (after a form posted back to the same address, say).
     pub async fn wait_for_text(&self, needle: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !self.text().await.contains(needle) {
-            assert!(std::time::Instant::now() < deadline, "the page never showed {needle:?}; it shows {}:\n{}", self.path().await, self.text().await);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_until(&format!("show {needle:?}"), || async { self.text().await.contains(needle) }).await;
     }
 
     /// Waits until the page's path and query start with `prefix`.
     pub async fn wait_for_path_starting(&self, prefix: &str) {
-        self.wait_for_path_where(prefix, |shown| shown.starts_with(prefix)).await;
+        self.wait_until(&format!("reach {prefix}..."), || async { self.path().await.starts_with(prefix) }).await;
     }
 
-    async fn wait_for_path_where(&self, path: &str, arrived: impl Fn(&str) -> bool) {
+    /// Polls `done` up to 30 s; on timeout, says what the browser shows instead.
+    async fn wait_until<F, Fut>(&self, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !arrived(&self.path().await) {
-            assert!(std::time::Instant::now() < deadline, "the browser never reached {path}; it shows {}:\n{}", self.path().await, self.text().await);
+        while !done().await {
+            assert!(std::time::Instant::now() < deadline, "the browser did not {what}; it shows {}:\n{}", self.path().await, self.text().await);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
