@@ -170,7 +170,8 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
     let mut acknowledged = 0u64;
     let mut sealed = 0u64;
     while acknowledged < count && started.elapsed() < limit {
-        let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100")]);
+        // Tailing: the arrival order (the default order is a worklist that reorders as cases move).
+        let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor.as_str())]);
         }
@@ -264,6 +265,7 @@ fn crypto_ceilings(length: Duration) -> Result<Ceilings, BoxError> {
         issued_at: now,
         expires_at: now + chrono::Duration::days(7),
         handover: false,
+        priority: Default::default(),
         body: referral.get("case").cloned().unwrap_or(Value::Null),
         end_to_end: None,
         in_reply_to: None,

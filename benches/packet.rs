@@ -61,6 +61,7 @@ fn bench_packet(c: &mut Criterion) {
         issued_at: now,
         expires_at: now + Duration::days(7),
         handover: false,
+        priority: Default::default(),
         body: payload.to_json(),
         end_to_end: None,
         in_reply_to: None,

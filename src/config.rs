@@ -18,6 +18,7 @@ use serde::Deserialize;
 // Each module declares its own settings; this file composes them.
 pub use crate::auth::client_cert::{CertificateFingerprint, ClientCertificateConfig};
 pub use crate::auth::oidc::OidcConfig;
+use crate::domain::priority::{Deadlines, DeadlinesByPriority, DeadlinesInvalid};
 use crate::domain::CountryCode;
 
 mod environment;
@@ -58,6 +59,9 @@ pub struct GatewayConfig {
     /// How statistics are released (`GET /v1/statistics`).
     #[serde(default)]
     pub statistics: StatisticsConfig,
+    /// Deadlines per priority, for following referrals (`overdue`).
+    #[serde(default)]
+    pub deadlines: DeadlinesConfig,
     /// The console for DPOs and auditors in the browser (`/console/`).
     /// Without this table there is none.
     #[serde(default)]
@@ -121,6 +125,102 @@ impl ConsoleConfig {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("https://{listening}"),
         }
+    }
+}
+
+/// The `[deadlines]` settings: for each priority, hours from a referral's
+/// acceptance to its delivery, its recipient's acknowledgement and its
+/// recipient's first answer.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlinesConfig {
+    #[serde(default = "default_emergency_deadlines")]
+    pub emergency: PriorityDeadlines,
+    #[serde(default = "default_urgent_deadlines")]
+    pub urgent: PriorityDeadlines,
+    #[serde(default = "default_normal_deadlines")]
+    pub normal: PriorityDeadlines,
+}
+
+/// One priority's deadlines, in whole hours (1 to [`MAX_DEADLINE_HOURS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityDeadlines {
+    pub delivery_hours: u32,
+    pub acknowledgement_hours: u32,
+    pub first_status_hours: u32,
+}
+
+/// A year: a deadline further out follows nothing.
+pub const MAX_DEADLINE_HOURS: u32 = 8784;
+
+impl PriorityDeadlines {
+    fn of(deadlines: Deadlines) -> Self {
+        let hours = |d: chrono::Duration| u32::try_from(d.num_hours()).unwrap_or(u32::MAX);
+        Self {
+            delivery_hours: hours(deadlines.delivery),
+            acknowledgement_hours: hours(deadlines.acknowledgement),
+            first_status_hours: hours(deadlines.first_status),
+        }
+    }
+
+    fn deadlines(self) -> Result<Deadlines, DeadlinesInvalid> {
+        let hours = |h: u32| chrono::Duration::hours(i64::from(h));
+        Deadlines::new(hours(self.delivery_hours), hours(self.acknowledgement_hours), hours(self.first_status_hours))
+    }
+}
+
+pub(crate) fn default_emergency_deadlines() -> PriorityDeadlines {
+    PriorityDeadlines::of(DeadlinesByPriority::default().emergency)
+}
+
+pub(crate) fn default_urgent_deadlines() -> PriorityDeadlines {
+    PriorityDeadlines::of(DeadlinesByPriority::default().urgent)
+}
+
+pub(crate) fn default_normal_deadlines() -> PriorityDeadlines {
+    PriorityDeadlines::of(DeadlinesByPriority::default().normal)
+}
+
+impl Default for DeadlinesConfig {
+    fn default() -> Self {
+        Self { emergency: default_emergency_deadlines(), urgent: default_urgent_deadlines(), normal: default_normal_deadlines() }
+    }
+}
+
+impl DeadlinesConfig {
+    /// Each priority's settings, with the key they sit under.
+    fn each(&self) -> [(&'static str, PriorityDeadlines); 3] {
+        [("deadlines.emergency", self.emergency), ("deadlines.urgent", self.urgent), ("deadlines.normal", self.normal)]
+    }
+
+    /// The deadlines these settings make; `validate` refuses any that make none.
+    pub fn deadlines(&self) -> DeadlinesByPriority {
+        let defaults = DeadlinesByPriority::default();
+        DeadlinesByPriority {
+            emergency: self.emergency.deadlines().unwrap_or(defaults.emergency),
+            urgent: self.urgent.deadlines().unwrap_or(defaults.urgent),
+            normal: self.normal.deadlines().unwrap_or(defaults.normal),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| Err(ConfigError::Invalid { key: key.to_owned(), problem: problem.to_owned() });
+        for (key, settings) in self.each() {
+            for (name, hours) in [
+                ("delivery_hours", settings.delivery_hours),
+                ("acknowledgement_hours", settings.acknowledgement_hours),
+                ("first_status_hours", settings.first_status_hours),
+            ] {
+                if !(1..=MAX_DEADLINE_HOURS).contains(&hours) {
+                    return invalid(&format!("{key}.{name}"), &format!("must be between 1 and {MAX_DEADLINE_HOURS}"));
+                }
+            }
+            if let Err(error) = settings.deadlines() {
+                return invalid(key, &error.to_string());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -745,6 +845,7 @@ impl GatewayConfig {
             };
             return invalid(key, &weak.to_string());
         }
+        self.deadlines.validate()?;
         if let Some(console) = &self.console {
             if self.server.tls.is_none() {
                 return invalid("console", "needs [server.tls]: its session cookies are Secure, sent over HTTPS only");

@@ -145,7 +145,8 @@ impl Application {
         let mut gateway = Gateway::new(config.country, directory, vault, store, writer, clock, policy)
             .with_readiness_timeout(config.database.readiness_timeout())
             .with_policy_governance(governance)
-            .with_statistics(config.statistics.control());
+            .with_statistics(config.statistics.control())
+            .with_deadlines(config.deadlines.deadlines());
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);
@@ -187,6 +188,7 @@ impl Application {
         let server = tokio::spawn(serve(listener, tls, router, stopped.clone()));
         tasks.push(tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone())));
         tasks.push(tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone())));
+        tasks.push(tokio::spawn(watch_deadlines(Arc::clone(&gateway), stopped.clone())));
         let directory_watch =
             Arc::new(tokio::sync::Mutex::new(DirectoryWatch { path: config.directory.file.clone(), coordinator, last_text: directory_text }));
         let every = Duration::from_secs(config.directory.refresh_seconds);
@@ -397,6 +399,20 @@ async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch:
         Ok(i64::try_from(erased.sent.max(erased.received)).unwrap_or(i64::MAX) >= RETENTION_BATCH || i64::try_from(forgotten).unwrap_or(i64::MAX) >= FACTS_BATCH)
     };
     crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;
+}
+
+/// How often overdue emergencies are looked for: a deadline is at least an
+/// hour, so a warning comes within a minute of it.
+const DEADLINE_WATCH: Duration = Duration::from_secs(60);
+
+/// Logs each emergency referral that misses a deadline, once per deadline.
+async fn watch_deadlines(gateway: Arc<Gateway>, stopped: watch::Receiver<()>) {
+    use crate::app::sending::deadlines::WARNINGS_PER_ROUND;
+    let round = || async {
+        let warned = gateway.warn_overdue_emergencies(WARNINGS_PER_ROUND).await?;
+        Ok(i64::try_from(warned).unwrap_or(i64::MAX) >= WARNINGS_PER_ROUND)
+    };
+    crate::federation::rounds::run("deadlines", round, std::future::pending::<()>, DEADLINE_WATCH, stopped).await;
 }
 
 /// Looks for a policy version another replica stored, every `every`

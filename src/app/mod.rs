@@ -155,6 +155,8 @@ pub struct Gateway {
     delivery_observer: Arc<dyn sending::delivery_observer::DeliveryObserver>,
     /// How statistics are released.
     statistics: crate::domain::statistics::DisclosureControl,
+    /// Deadlines per priority (`[deadlines]`).
+    deadlines: crate::domain::priority::DeadlinesByPriority,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -245,7 +247,14 @@ impl Gateway {
             readiness_timeout: std::time::Duration::from_secs(1),
             delivery_observer: Arc::new(sending::delivery_observer::Unobserved),
             statistics: crate::domain::statistics::DisclosureControl::default(),
+            deadlines: crate::domain::priority::DeadlinesByPriority::default(),
         }
+    }
+
+    /// Sets the deadlines per priority (`[deadlines]`).
+    pub fn with_deadlines(mut self, deadlines: crate::domain::priority::DeadlinesByPriority) -> Self {
+        self.deadlines = deadlines;
+        self
     }
 
     /// Sets how statistics are released (`[statistics]`).

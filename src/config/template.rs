@@ -15,7 +15,7 @@ use super::{
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
     default_approvals_required, default_console_idle_minutes, default_console_session_hours, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
-    default_statement_timeout_millis, default_sweep_seconds,
+    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines,
 };
 
 /// Files a configuration of [`render`] names, relative to its own directory.
@@ -65,6 +65,7 @@ roles = [\"submitter\"]"
 # org = \"<the organisation's id in the directory>\"
 # roles = [\"submitter\"]"
     };
+    let (emergency, urgent, normal) = (default_emergency_deadlines(), default_urgent_deadlines(), default_normal_deadlines());
     format!(
         r#"# referral-gateway configuration: every key, with its default where it has
 # one. A key left out takes the default shown; a commented-out key has none.
@@ -230,6 +231,27 @@ sweep_seconds = {sweep_seconds}
 rounding_base = {rounding_base}
 threshold = {threshold}
 
+# Deadlines per priority (emergency, urgent or normal, as a submission says),
+# in whole hours from a referral's acceptance: to its delivery to the
+# recipient's gateway, to the recipient's acknowledgement, and to its first
+# answer (accepted or declined). A referral past the one it awaits is
+# overdue (GET /v1/referrals/{{id}}, rgw_referrals_overdue); an overdue
+# emergency is logged at warn level. Each from 1 to 8784, in that order.
+[deadlines.emergency]
+delivery_hours = {emergency_delivery}
+acknowledgement_hours = {emergency_acknowledgement}
+first_status_hours = {emergency_first_status}
+
+[deadlines.urgent]
+delivery_hours = {urgent_delivery}
+acknowledgement_hours = {urgent_acknowledgement}
+first_status_hours = {urgent_first_status}
+
+[deadlines.normal]
+delivery_hours = {normal_delivery}
+acknowledgement_hours = {normal_acknowledgement}
+first_status_hours = {normal_first_status}
+
 # The console for DPOs and auditors in the browser, at /console/ on the
 # listener above (it needs [server.tls]). Optional: without this table there
 # is none. A person signs in with a client certificate registered above for
@@ -284,6 +306,15 @@ format = "text"
         impact_days = default_impact_days(),
         rounding_base = default_rounding_base(),
         threshold = default_threshold(),
+        emergency_delivery = emergency.delivery_hours,
+        emergency_acknowledgement = emergency.acknowledgement_hours,
+        emergency_first_status = emergency.first_status_hours,
+        urgent_delivery = urgent.delivery_hours,
+        urgent_acknowledgement = urgent.acknowledgement_hours,
+        urgent_first_status = urgent.first_status_hours,
+        normal_delivery = normal.delivery_hours,
+        normal_acknowledgement = normal.acknowledgement_hours,
+        normal_first_status = normal.first_status_hours,
         org_claim = default_org_claim(),
         roles_claim = default_roles_claim(),
         leeway = default_leeway(),

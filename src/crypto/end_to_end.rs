@@ -5,7 +5,7 @@
 //! packet without being able to read it, or to tell it apart from any other
 //! packet to the same organisation:
 //! - everything about the case (purpose, policy version, consent end,
-//!   retention deadline, handover, body) moves into the inner envelope;
+//!   retention deadline, handover, priority, body) moves into the inner envelope;
 //!   the outer claims keep only what routing needs ([`ROUTING_FIELDS`]);
 //! - the inner envelope's signed bytes are padded to a fixed bucket size
 //!   ([`BUCKETS`]), so that its length does not tell which categories it holds;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::jose_keys::{CONTENT_ENC, DecryptionKey, EncryptionKey, SIGNING_ALG, SigningKey, unverified_kid};
 use super::packet::{decrypter_for, has_full_iv_and_tag, PacketClaims, PacketType, SealError, SignerDirectory};
+use crate::domain::priority::Priority;
 use crate::domain::{CountryCode, OrgId, Purpose};
 
 /// `typ` of the inner JWE.
@@ -74,6 +75,10 @@ pub struct InnerClaims {
     pub retention_days_after_closure: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handover: bool,
+    /// Here only, never in the outer claims: an `emergency` on an
+    /// asylum-linked case would tell the routing gateway something.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
     pub body: serde_json::Value,
     /// Spaces bringing the signed bytes to a bucket size; meaningless.
     #[serde(default)]
@@ -128,6 +133,7 @@ pub fn seal_for_organisation(
         retention_until: claims.retention_until,
         retention_days_after_closure: claims.retention_days_after_closure,
         handover: claims.handover,
+        priority: claims.priority,
         body: claims.body.clone(),
         pad: String::new(),
     };
@@ -165,6 +171,7 @@ pub fn seal_for_organisation(
         issued_at,
         expires_at: whole_seconds(claims.expires_at),
         handover: false,
+        priority: Priority::Normal,
         body: serde_json::Value::Null,
         end_to_end: Some(sealed),
         in_reply_to,

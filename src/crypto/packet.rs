@@ -18,6 +18,7 @@ use josekit::jws::{JwsHeader, JwsVerifier};
 use serde::{Deserialize, Serialize};
 
 use super::jose_keys::{CONTENT_ENC, DecryptionKey, EncryptionKey, KEY_AGREEMENT_ALG, SIGNING_ALG, SigningKey, VerifyingKey, unverified_kid};
+use crate::domain::priority::Priority;
 use crate::domain::{CountryCode, OrgId, Purpose};
 
 /// `typ` of the outer JWE.
@@ -86,6 +87,10 @@ pub struct PacketClaims {
     /// A referral whose case management passes to the recipient once it accepts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handover: bool,
+    /// A referral's priority; absent means `normal` (as from a gateway of a
+    /// version before priorities, which refuses packets that carry it).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
     /// Null in an end-to-end sealed packet, whose body is in `end_to_end`.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub body: serde_json::Value,

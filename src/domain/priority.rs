@@ -7,12 +7,14 @@
 //! - acknowledgement by the recipient;
 //! - the recipient's first status, `accepted` or `declined`.
 //!
-//! A referral past a deadline it has not met is overdue, naming the first
-//! deadline missed and since when. Pure: the caller gives the time.
-//!
-//! Not wired yet: submissions, packets, answers and listings take it next.
+//! A referral past the deadline it awaits is overdue, naming that deadline
+//! and since when. What it awaits follows from where it stands: its status
+//! at the sending gateway, its inbox entry at the receiving one. Pure: the
+//! caller gives the time.
 
 use chrono::{DateTime, Duration, Utc};
+
+use super::lifecycle::ReferralStatus;
 
 vocabulary! {
     /// How soon a referral needs an answer, as on the inter-agency referral form.
@@ -20,6 +22,14 @@ vocabulary! {
         Emergency => "emergency",
         Urgent => "urgent",
         Normal => "normal",
+    }
+}
+
+impl Priority {
+    /// The default: said by leaving the field out, so that a submission or
+    /// packet without it keeps the form (and fingerprint) it had before priorities.
+    pub fn is_normal(&self) -> bool {
+        *self == Self::Normal
     }
 }
 
@@ -68,7 +78,7 @@ impl Deadlines {
         Ok(Self { delivery, acknowledgement, first_status })
     }
 
-    fn of(self, kind: DeadlineKind) -> Duration {
+    pub const fn of(self, kind: DeadlineKind) -> Duration {
         match kind {
             DeadlineKind::Delivery => self.delivery,
             DeadlineKind::Acknowledgement => self.acknowledgement,
@@ -99,7 +109,7 @@ impl Default for DeadlinesByPriority {
 }
 
 impl DeadlinesByPriority {
-    pub fn of(&self, priority: Priority) -> Deadlines {
+    pub const fn of(&self, priority: Priority) -> Deadlines {
         match priority {
             Priority::Emergency => self.emergency,
             Priority::Urgent => self.urgent,
@@ -108,27 +118,50 @@ impl DeadlinesByPriority {
     }
 }
 
-/// What has happened to a referral that its deadlines are about, as
-/// recorded at the time it is judged (nothing later).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Progress {
-    pub delivered: Option<DateTime<Utc>>,
-    pub acknowledged: Option<DateTime<Utc>>,
-    /// Its first `accepted` or `declined`.
-    pub first_status: Option<DateTime<Utc>>,
-    /// Denied, withdrawn, expired, erased or closed: nothing is awaited any more.
-    pub ended: bool,
+impl DeadlinesByPriority {
+    /// When the deadline `kind` of a referral of `priority` accepted at `from` falls.
+    pub fn due(&self, priority: Priority, from: DateTime<Utc>, kind: DeadlineKind) -> DateTime<Utc> {
+        from.checked_add_signed(self.of(priority).of(kind)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
 }
 
-impl Progress {
-    /// When the step `kind` is about happened, if it did. A later step
-    /// implies the earlier: a recipient that answered has received.
-    fn met(&self, kind: DeadlineKind) -> bool {
-        match kind {
-            DeadlineKind::Delivery => self.delivered.is_some() || self.acknowledged.is_some() || self.first_status.is_some(),
-            DeadlineKind::Acknowledgement => self.acknowledged.is_some() || self.first_status.is_some(),
-            DeadlineKind::FirstStatus => self.first_status.is_some(),
-        }
+/// The deadline a referral sent from here awaits now, from its status:
+/// delivery while queued, the recipient's acknowledgement once delivered
+/// (`forwarded` says it took the case), its first answer once forwarded.
+/// Any report of the recipient answers (`in_progress` and later imply an
+/// acceptance); denied, refused, expired, withdrawn or erased referrals
+/// await nothing. The deadlines come in order, so the one awaited is the
+/// only one that can be missed: the earlier ones were met, if late.
+pub const fn awaited_by_sender(status: ReferralStatus) -> Option<DeadlineKind> {
+    match status {
+        ReferralStatus::Queued => Some(DeadlineKind::Delivery),
+        ReferralStatus::Delivered => Some(DeadlineKind::Acknowledgement),
+        ReferralStatus::Forwarded => Some(DeadlineKind::FirstStatus),
+        ReferralStatus::Denied
+        | ReferralStatus::Expired
+        | ReferralStatus::Refused
+        | ReferralStatus::Accepted
+        | ReferralStatus::Declined
+        | ReferralStatus::InProgress
+        | ReferralStatus::Arrived
+        | ReferralStatus::ServicesDelivered
+        | ReferralStatus::Closed
+        | ReferralStatus::Handover
+        | ReferralStatus::Withdrawn
+        | ReferralStatus::ErasedAtGateway
+        | ReferralStatus::ErasureConfirmed
+        | ReferralStatus::RetentionExpired => None,
+    }
+}
+
+/// The deadline a case received here awaits from its recipient
+/// organisation: its acknowledgement, then its first answer; nothing once
+/// it answered (or the case is gone).
+pub const fn awaited_from_recipient(acknowledged: bool, answered: bool) -> Option<DeadlineKind> {
+    match (acknowledged, answered) {
+        (_, true) => None,
+        (false, false) => Some(DeadlineKind::Acknowledgement),
+        (true, false) => Some(DeadlineKind::FirstStatus),
     }
 }
 
@@ -139,17 +172,12 @@ pub struct Overdue {
     pub since: DateTime<Utc>,
 }
 
-/// Whether a referral accepted at `accepted_at` is overdue at `now`: the
-/// first of its deadlines, in order, that has passed unmet.
-pub fn overdue(priority: Priority, accepted_at: DateTime<Utc>, progress: &Progress, deadlines: &DeadlinesByPriority, now: DateTime<Utc>) -> Option<Overdue> {
-    if progress.ended {
-        return None;
-    }
-    let deadlines = deadlines.of(priority);
-    DeadlineKind::ALL.iter().find_map(|kind| {
-        let due = accepted_at.checked_add_signed(deadlines.of(*kind))?;
-        (!progress.met(*kind) && now >= due).then_some(Overdue { deadline: *kind, since: due })
-    })
+/// Whether a referral of `priority`, accepted at `accepted_at` and
+/// awaiting `awaited`, is overdue at `now`: the deadline it awaits has passed.
+pub fn overdue(priority: Priority, accepted_at: DateTime<Utc>, awaited: Option<DeadlineKind>, deadlines: &DeadlinesByPriority, now: DateTime<Utc>) -> Option<Overdue> {
+    let kind = awaited?;
+    let due = deadlines.due(priority, accepted_at, kind);
+    (now >= due).then_some(Overdue { deadline: kind, since: due })
 }
 
 #[cfg(test)]
@@ -191,56 +219,82 @@ mod tests {
     }
 
     #[test]
-    fn an_emergency_names_the_first_deadline_it_missed() {
+    fn an_emergency_names_the_deadline_it_awaits() {
         let defaults = DeadlinesByPriority::default();
-        let check = |progress: &Progress, at| overdue(Priority::Emergency, accepted(), progress, &defaults, at);
-        let nothing = Progress::default();
-        assert_eq!(check(&nothing, hours(0) + Duration::minutes(59)), None);
-        assert_eq!(check(&nothing, hours(1)), Some(Overdue { deadline: DeadlineKind::Delivery, since: hours(1) }));
-        assert_eq!(check(&nothing, hours(30)), Some(Overdue { deadline: DeadlineKind::Delivery, since: hours(1) }), "the first missed, still");
-        let delivered = Progress { delivered: Some(hours(2)), ..Progress::default() };
-        assert_eq!(check(&delivered, hours(3)), None, "delivered late, but delivered");
-        assert_eq!(check(&delivered, hours(4)), Some(Overdue { deadline: DeadlineKind::Acknowledgement, since: hours(4) }));
-        let acknowledged = Progress { acknowledged: Some(hours(3)), ..delivered };
-        assert_eq!(check(&acknowledged, hours(24)), Some(Overdue { deadline: DeadlineKind::FirstStatus, since: hours(24) }));
-        let answered = Progress { first_status: Some(hours(23)), ..acknowledged };
-        assert_eq!(check(&answered, hours(1000)), None);
-        assert_eq!(check(&Progress { ended: true, ..Progress::default() }, hours(1000)), None, "a withdrawn referral awaits nothing");
+        let check = |status: ReferralStatus, at| overdue(Priority::Emergency, accepted(), awaited_by_sender(status), &defaults, at);
+        assert_eq!(check(ReferralStatus::Queued, hours(0) + Duration::minutes(59)), None);
+        assert_eq!(check(ReferralStatus::Queued, hours(1)), Some(Overdue { deadline: DeadlineKind::Delivery, since: hours(1) }));
+        assert_eq!(check(ReferralStatus::Queued, hours(30)), Some(Overdue { deadline: DeadlineKind::Delivery, since: hours(1) }), "still");
+        assert_eq!(check(ReferralStatus::Delivered, hours(3)), None, "delivered late, but delivered");
+        assert_eq!(check(ReferralStatus::Delivered, hours(4)), Some(Overdue { deadline: DeadlineKind::Acknowledgement, since: hours(4) }));
+        assert_eq!(check(ReferralStatus::Forwarded, hours(24)), Some(Overdue { deadline: DeadlineKind::FirstStatus, since: hours(24) }));
+        for answered in [ReferralStatus::Accepted, ReferralStatus::Declined, ReferralStatus::InProgress, ReferralStatus::Closed] {
+            assert_eq!(check(answered, hours(1000)), None, "{answered}");
+        }
+        for ended in [ReferralStatus::Denied, ReferralStatus::Expired, ReferralStatus::Refused, ReferralStatus::Withdrawn, ReferralStatus::RetentionExpired] {
+            assert_eq!(check(ended, hours(1000)), None, "{ended} awaits nothing");
+        }
         // The same referral, normal: nothing is due for a day.
-        assert_eq!(overdue(Priority::Normal, accepted(), &nothing, &defaults, hours(23)), None);
+        assert_eq!(overdue(Priority::Normal, accepted(), Some(DeadlineKind::Delivery), &defaults, hours(23)), None);
+    }
+
+    #[test]
+    fn a_recipient_owes_its_acknowledgement_then_its_answer() {
+        assert_eq!(awaited_from_recipient(false, false), Some(DeadlineKind::Acknowledgement));
+        assert_eq!(awaited_from_recipient(true, false), Some(DeadlineKind::FirstStatus));
+        assert_eq!(awaited_from_recipient(true, true), None);
+        assert_eq!(awaited_from_recipient(false, true), None, "an answer without an acknowledgement still answers");
     }
 
     proptest! {
         /// Never overdue before the deadline it names; once overdue, still
-        /// overdue later, on the same deadline, until something happens.
+        /// overdue later, on the same deadline, while the status stands.
         #[test]
         fn overdue_starts_at_its_deadline_and_lasts(
             priority in prop::sample::select(Priority::ALL),
-            delivered in prop::option::of(0i64..400),
-            acknowledged in prop::option::of(0i64..400),
-            answered in prop::option::of(0i64..400),
+            status in prop::sample::select(ReferralStatus::ALL),
             at in 0i64..500,
             later in 0i64..500,
         ) {
             let defaults = DeadlinesByPriority::default();
-            let progress = Progress { delivered: delivered.map(hours), acknowledged: acknowledged.map(hours), first_status: answered.map(hours), ended: false };
-            if let Some(found) = overdue(priority, accepted(), &progress, &defaults, hours(at)) {
+            let awaited = awaited_by_sender(status);
+            if let Some(found) = overdue(priority, accepted(), awaited, &defaults, hours(at)) {
                 prop_assert!(found.since <= hours(at));
                 prop_assert_eq!(found.since, accepted() + defaults.of(priority).of(found.deadline));
-                prop_assert_eq!(overdue(priority, accepted(), &progress, &defaults, hours(at + later)), Some(found));
+                prop_assert_eq!(overdue(priority, accepted(), awaited, &defaults, hours(at + later)), Some(found));
+            } else if let Some(kind) = awaited {
+                prop_assert!(hours(at) < defaults.due(priority, accepted(), kind));
             }
-            // A first status answers every deadline.
-            let answered_now = Progress { first_status: Some(hours(at)), ..progress };
-            prop_assert_eq!(overdue(priority, accepted(), &answered_now, &defaults, hours(at + later)), None);
+        }
+
+        /// Whatever happens to a referral, it never goes back to awaiting a
+        /// deadline it had met: what a later status awaits comes no earlier.
+        #[test]
+        fn a_referral_never_awaits_a_deadline_it_met(events in prop::collection::vec(prop::sample::select(crate::domain::lifecycle::ReferralEvent::ALL), 0..12)) {
+            let mut status = ReferralStatus::Queued;
+            let mut met: Option<DeadlineKind> = None;
+            for event in events {
+                if let Some(next) = status.after(event) {
+                    if let (Some(before), Some(now)) = (awaited_by_sender(status), awaited_by_sender(next)) {
+                        prop_assert!(now >= before, "{} -> {}", status, next);
+                    }
+                    if let (Some(earlier), Some(now)) = (met, awaited_by_sender(next)) {
+                        prop_assert!(now > earlier, "{} awaits {} again", next, now);
+                    }
+                    if awaited_by_sender(next) != awaited_by_sender(status) {
+                        met = awaited_by_sender(status).max(met);
+                    }
+                    status = next;
+                }
+            }
         }
 
         /// A more pressing priority is overdue no later than a less pressing one.
         #[test]
-        fn an_emergency_is_never_overdue_after_a_normal_referral(at in 0i64..800) {
+        fn an_emergency_is_never_overdue_after_a_normal_referral(at in 0i64..800, status in prop::sample::select(ReferralStatus::ALL)) {
             let defaults = DeadlinesByPriority::default();
-            let nothing = Progress::default();
-            let normal = overdue(Priority::Normal, accepted(), &nothing, &defaults, hours(at));
-            let emergency = overdue(Priority::Emergency, accepted(), &nothing, &defaults, hours(at));
+            let normal = overdue(Priority::Normal, accepted(), awaited_by_sender(status), &defaults, hours(at));
+            let emergency = overdue(Priority::Emergency, accepted(), awaited_by_sender(status), &defaults, hours(at));
             prop_assert!(normal.is_none() || emergency.is_some());
         }
     }

@@ -19,6 +19,7 @@ use super::consent::Consent;
 use super::decision::Decision;
 use super::minimise::Payload;
 use super::policy::DataProtectionPolicy;
+use super::priority::Priority;
 use super::recipient::Recipient;
 use super::{CountryCode, IdempotencyKey, OrgId, Purpose, SubjectRef};
 
@@ -46,6 +47,12 @@ pub struct ReferralSubmission {
     /// accepts: the sender's timeline then marks the `handover`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handover: bool,
+    /// How soon the recipient must answer, as on the inter-agency referral
+    /// form: `emergency` (within 24 hours), `urgent` (72 hours) or `normal`
+    /// (two weeks, the default). Deadlines for delivery, acknowledgement and
+    /// the first answer follow from it (`overdue` in the referral).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
 }
 
 /// Why a submission was refused: where, and which rule.

@@ -19,6 +19,7 @@ use super::extract::ConnectionInfo;
 use super::AppState;
 use crate::app::sending::delivery_observer::{DeliveryObserver, ObservedPeer};
 use crate::app::retention::ErasedCounts;
+use crate::app::sending::deadlines::OverdueCount;
 use crate::app::Gateway;
 use crate::domain::CountryCode;
 use crate::federation::tls::Members;
@@ -56,6 +57,13 @@ struct DueLabels {
     due: &'static str,
 }
 
+/// Overdue referrals: a priority and a deadline (closed lists).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverdueLabels {
+    priority: &'static str,
+    deadline: &'static str,
+}
+
 /// A peer gateway: its country code, from the directory (a closed set).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
@@ -89,6 +97,7 @@ pub struct Metrics {
     outbox_depth: Gauge,
     retention_erasures: Family<SideLabels, Counter>,
     agreements_due: Family<DueLabels, Gauge>,
+    overdue: Family<OverdueLabels, Gauge>,
     delivery: DeliveryMetrics,
 }
 
@@ -109,6 +118,12 @@ impl Metrics {
         let outbox_depth = Gauge::default();
         let retention_erasures = Family::<SideLabels, Counter>::default();
         let agreements_due = Family::<DueLabels, Gauge>::default();
+        let overdue = Family::<OverdueLabels, Gauge>::default();
+        registry.register(
+            "referrals_overdue",
+            "Referrals sent from here past the deadline they await ([deadlines]), by priority and deadline (delivery, acknowledgement, first_status)",
+            overdue.clone(),
+        );
         registry.register(
             "policy_agreements_due",
             "Permits of the policy version in force whose sharing agreement is to be reviewed or expires within 30 days, or expired, by why",
@@ -155,7 +170,7 @@ impl Metrics {
             "Outbox entries whose deadline passed before they were delivered, by peer",
             delivery.expiries.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures, agreements_due, delivery }
+        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures, agreements_due, overdue, delivery }
     }
 
     pub fn decision(&self, allowed: bool, reasons: &[String]) {
@@ -166,12 +181,16 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, with the outbox depth and the
-    /// agreements due as of now, and the retention erasures the gateway
-    /// counted since it started.
-    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts, agreements_due: &[crate::domain::policy::agreements::Due]) -> String {
+    /// The OpenMetrics text exposition, with the outbox depth, the
+    /// agreements due and the overdue referrals as of now, and the
+    /// retention erasures the gateway counted since it started.
+    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts, agreements_due: &[crate::domain::policy::agreements::Due], overdue: &[OverdueCount]) -> String {
         use crate::domain::policy::agreements::Due;
         self.outbox_depth.set(outbox_depth);
+        for late in overdue {
+            let labels = OverdueLabels { priority: late.priority.as_str(), deadline: late.deadline.as_str() };
+            self.overdue.get_or_create(&labels).set(late.count);
+        }
         for (due, label) in [(Due::Review, "review"), (Due::Expires, "expires"), (Due::Expired, "expired")] {
             let count = agreements_due.iter().filter(|d| **d == due).count();
             self.agreements_due.get_or_create(&DueLabels { due: label }).set(i64::try_from(count).unwrap_or(i64::MAX));

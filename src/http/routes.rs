@@ -197,14 +197,16 @@ pub async fn get_inbox(
     let caller = state.gateway.authorize::<Recipients>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     let mut limit = crate::app::recipient::cases::MAX_INBOX_PAGE;
+    let mut order = None;
     for (key, value) in &params {
         match key.as_str() {
             "cursor" => {}
             "limit" => limit = value.parse().map_err(|_| Problem::invalid_query("limit must be an integer"))?,
+            "order" => order = Some(value.parse().map_err(|_| Problem::invalid_query("order must be due or arrival"))?),
             _ => return Err(Problem::invalid_query("unknown query parameter")),
         }
     }
-    Ok(Json(state.gateway.inbox(&caller, params.get("cursor").map(String::as_str), limit).await?))
+    Ok(Json(state.gateway.inbox(&caller, order, params.get("cursor").map(String::as_str), limit).await?))
 }
 
 pub async fn get_inbox_case(State(state): State<AppState>, Caller(caller): Caller, PathParam(packet_id): PathParam) -> Result<Json<InboxCase>> {
@@ -283,7 +285,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let depth = state.gateway.store.outbox_depth().await.unwrap_or(-1);
     let due: Vec<_> = state.gateway.agreements_due().into_iter().map(|a| a.due).collect();
-    let mut response = state.metrics.render(depth, state.gateway.retention_erasures(), &due).into_response();
+    // Unknown if the store cannot say: the gauges keep their last values.
+    let overdue = state.gateway.overdue_counts().await.unwrap_or_default();
+    let mut response = state.metrics.render(depth, state.gateway.retention_erasures(), &due, &overdue).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));

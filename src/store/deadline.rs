@@ -159,6 +159,18 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("expired_referrals", self.inner.expired_referrals(now_ms, limit)).await
     }
 
+    async fn count_awaiting(&self, cutoffs: &[AwaitingCutoff]) -> Result<Vec<i64>, StoreError> {
+        self.bounded("count_awaiting", self.inner.count_awaiting(cutoffs)).await
+    }
+
+    async fn overdue_unlogged(&self, cutoffs: &[AwaitingCutoff], limit: i64) -> Result<Vec<OverdueReferral>, StoreError> {
+        self.bounded("overdue_unlogged", self.inner.overdue_unlogged(cutoffs, limit)).await
+    }
+
+    async fn mark_overdue_logged(&self, referral_id: &str, deadline: DeadlineKind) -> Result<bool, StoreError> {
+        self.bounded("mark_overdue_logged", self.inner.mark_overdue_logged(referral_id, deadline)).await
+    }
+
     async fn decision_facts_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<DecisionFactsAtRest>, StoreError> {
         self.bounded("decision_facts_between", self.inner.decision_facts_between(window, after, limit)).await
     }
@@ -251,6 +263,10 @@ impl InboxStore for Deadlined<dyn Store> {
 
     async fn inbox_for(&self, recipient_org: &str, states: &[crate::domain::lifecycle::InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         self.bounded("inbox_for", self.inner.inbox_for(recipient_org, states, after, limit)).await
+    }
+
+    async fn inbox_queue(&self, recipient_org: &str, states: &[crate::domain::lifecycle::InboxState], after: Option<QueuePlace>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+        self.bounded("inbox_queue", self.inner.inbox_queue(recipient_org, states, after, limit)).await
     }
 
     async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError> {

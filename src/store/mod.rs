@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use crate::audit::{AuditRecord, ChainBreak, ChainVerifier};
 use crate::config::{sqlite_path, DatabaseConfig};
 use crate::domain::lifecycle::InboxState;
+use crate::domain::priority::DeadlineKind;
 
 pub use records::*;
 pub use sql::{PostgresStore, SqliteStore};
@@ -145,6 +146,17 @@ pub trait ReferralStore: Send + Sync {
     /// (the last of the page before: time and id).
     async fn referrals_accepted_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<AcceptedReferral>, StoreError>;
 
+    /// For each cutoff, how many referrals it takes in.
+    async fn count_awaiting(&self, cutoffs: &[AwaitingCutoff]) -> Result<Vec<i64>, StoreError>;
+
+    /// Up to `limit` referrals that some cutoff takes in and that were not
+    /// marked as logged for that cutoff's deadline, oldest first.
+    async fn overdue_unlogged(&self, cutoffs: &[AwaitingCutoff], limit: i64) -> Result<Vec<OverdueReferral>, StoreError>;
+
+    /// Marks a referral as logged overdue for `deadline`; false if it was
+    /// marked so already (by another replica, say), when it is not to be logged again.
+    async fn mark_overdue_logged(&self, referral_id: &str, deadline: DeadlineKind) -> Result<bool, StoreError>;
+
     /// The answer released first for `period` (a month or quarter, as `2026-11`), if any.
     async fn released_statistics(&self, period: &str) -> Result<Option<String>, StoreError>;
 
@@ -216,6 +228,10 @@ pub trait InboxStore: Send + Sync {
     /// Packets for `recipient_org` in one of `states`, in the order they
     /// became visible, after the cursor (a `visible_seq`).
     async fn inbox_for(&self, recipient_org: &str, states: &[InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
+
+    /// Up to `limit` of an organisation's visible cases in `states`, in the
+    /// order its inbox puts them (see [`QueuePlace`]), after `after`.
+    async fn inbox_queue(&self, recipient_org: &str, states: &[InboxState], after: Option<QueuePlace>, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
 
     /// The digest and receipt stored for a received packet id, if any.
     async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError>;

@@ -4,6 +4,7 @@
 
 use crate::audit::AuditEvent;
 use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::signoff::{PolicyVersionState, Verdict};
 
 /// The sealed minimised payload waiting for delivery.
@@ -36,6 +37,27 @@ pub struct StoredReferral {
     pub created_ms: i64,
     /// Case management passes to the recipient when it accepts.
     pub handover: bool,
+    pub priority: Priority,
+}
+
+/// Referrals sent from here that stand in `status`, of `priority`,
+/// accepted at or before `accepted_by_ms`: those past the deadline
+/// `deadline` that status awaits, when the caller computed the time so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwaitingCutoff {
+    pub status: ReferralStatus,
+    pub priority: Priority,
+    pub deadline: DeadlineKind,
+    pub accepted_by_ms: i64,
+}
+
+/// A referral past a deadline, not yet logged for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueReferral {
+    pub referral_id: String,
+    pub status: ReferralStatus,
+    pub priority: Priority,
+    pub created_ms: i64,
 }
 
 /// A referral to store, with its outbox entry on allow.
@@ -174,6 +196,8 @@ pub struct ClaimedDelivery {
     /// Attempts started, this one included.
     pub attempts: i64,
     pub handover: bool,
+    /// A referral's priority (`normal` for any other packet).
+    pub priority: Priority,
     /// Sealed end to end to the recipient organisation, or not sent.
     pub end_to_end: bool,
     /// The packet made on an earlier attempt, sent again as it is.
@@ -335,7 +359,11 @@ pub enum Write {
     /// `brings_forward` (a received packet id and a date), that received
     /// case's retention deadline comes forward to the date (a later one is
     /// ignored: a deadline never moves back).
-    Reply { reply: Box<NewReply>, audit: AuditEvent, brings_forward: Option<(String, i64)> },
+    ///
+    /// `answers`: the received case (packet id) the reply is its
+    /// recipient's first answer to, if it is one: nothing is awaited of the
+    /// recipient any more, and the case leaves the head of its inbox.
+    Reply { reply: Box<NewReply>, audit: AuditEvent, brings_forward: Option<(String, i64)>, answers: Option<String> },
     /// The sealed packet of an outbox entry, kept before its first send so
     /// that every retry sends the same bytes. An entry keeps the first
     /// packet it was given until a retry forgets it: the packet it holds
@@ -469,7 +497,8 @@ pub enum InboxMove {
     /// A referral passed screening: listed to its recipient, or (`pushed`)
     /// pushed to its webhook; with its retention deadline, and its claims
     /// replaced (`reseal`) when a partial withdrawal that came first cut it.
-    Forward { pushed: bool, retention: StoredRetention, reseal: Option<SealedPayload> },
+    /// `queue`: where it stands in its recipient's inbox.
+    Forward { pushed: bool, retention: StoredRetention, reseal: Option<SealedPayload>, queue: InboxQueue },
     /// A status or an erasure confirmation about a referral sent from here,
     /// applied: its timeline gets `events` (the last that moves it is its
     /// status), each with `reasons`; a `closed` status brings its retention
@@ -498,6 +527,29 @@ pub enum InboxMove {
     /// The organisation erased the categories withdrawn from a case it
     /// still holds; confirmed back.
     ConfirmNarrowing { reply: NewReply },
+}
+
+/// What a received case's recipient owes and by when, which orders its
+/// inbox: emergencies first, then by the deadline it awaits (its
+/// acknowledgement, then its first answer), then cases awaiting nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxQueue {
+    /// `None` for a case sealed end to end: its priority is for the
+    /// organisation alone, and it is queued by the normal deadlines.
+    pub priority: Option<Priority>,
+    pub acknowledge_by_ms: i64,
+    pub answer_by_ms: i64,
+}
+
+/// A received case's place in its recipient's inbox, as `GET /v1/inbox` orders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueuePlace {
+    /// 0: an emergency awaiting its recipient; 1: any other case awaiting
+    /// it; 2: a case awaiting nothing of it (answered, or erased).
+    pub rank: i64,
+    /// The deadline awaited (0 for rank 2).
+    pub due_ms: i64,
+    pub visible_seq: i64,
 }
 
 /// What a withdrawal does to the case it withdraws, held here.
@@ -625,6 +677,11 @@ pub struct InboxItem {
     pub narrowing_confirmed: bool,
     /// Its retention deadline, once it was made available.
     pub retention: Option<StoredRetention>,
+    /// A referral's priority, once screened; `None` for a case sealed end
+    /// to end (and for any other packet).
+    pub priority: Option<Priority>,
+    /// Its place in its recipient's inbox, once visible.
+    pub queue: Option<QueuePlace>,
 }
 
 /// What the inbox holds for a known packet id.

@@ -119,6 +119,8 @@ mod tests {
         let events: Vec<String> = ReferralEvent::ALL.iter().map(|e| e.as_str().to_owned()).collect();
         let policy_states: Vec<String> = PolicyVersionState::ALL.iter().map(|s| s.as_str().to_owned()).collect();
         let verdicts: Vec<String> = Verdict::ALL.iter().map(|v| v.as_str().to_owned()).collect();
+        let priorities: Vec<String> = crate::domain::priority::Priority::ALL.iter().map(|p| p.as_str().to_owned()).collect();
+        let deadlines: Vec<String> = crate::domain::priority::DeadlineKind::ALL.iter().map(|d| d.as_str().to_owned()).collect();
         for backend in ["sqlite", "postgres"] {
             let lists = migrated_lists(backend);
             let wanted = [
@@ -128,6 +130,9 @@ mod tests {
                 ("inbox_state", names::<InboxState>()),
                 ("policy_versions_state", policy_states.clone()),
                 ("policy_signoffs_verdict", verdicts.clone()),
+                ("referrals_priority", priorities.clone()),
+                ("referrals_overdue_warned", deadlines.clone()),
+                ("inbox_priority", priorities.clone()),
             ];
             assert_eq!(lists.len(), wanted.len(), "{backend}: {lists:?}");
             for (column, values) in wanted {

@@ -228,6 +228,48 @@ fn identity_provider_settings_are_bounded() {
 }
 
 #[test]
+fn deadlines_are_whole_hours_in_order() {
+    let cases = [
+        ("[deadlines.emergency]\ndelivery_hours = 1", "[deadlines.emergency]\ndelivery_hours = 0", "deadlines.emergency.delivery_hours"),
+        ("[deadlines.normal]\ndelivery_hours = 24", "[deadlines.normal]\ndelivery_hours = 8785", "deadlines.normal.delivery_hours"),
+        ("first_status_hours = 72", "first_status_hours = 8785", "deadlines.urgent.first_status_hours"),
+        // Acknowledged before delivered, or answered before acknowledged: out of order.
+        ("[deadlines.urgent]\ndelivery_hours = 4", "[deadlines.urgent]\ndelivery_hours = 25", "deadlines.urgent"),
+        ("first_status_hours = 24\n", "first_status_hours = 3\n", "deadlines.emergency"),
+        ("[deadlines.normal]\ndelivery_hours = 24", "[deadlines.normal]\ndelivery_hours = 24\nreminder_hours = 2", "reminder_hours"),
+    ];
+    for (replace, by, key) in cases {
+        let error = load_with(replace, by);
+        assert!(error.contains(key), "{by:?}: {error}");
+    }
+    // The example's values are the defaults, and a file without the table takes them.
+    let example = GatewayConfig::load(&repo_path("config/gateway.example.toml")).unwrap();
+    assert_eq!(example.deadlines.deadlines(), referral_gateway::domain::priority::DeadlinesByPriority::default());
+    let text = std::fs::read_to_string(repo_path("config/gateway.example.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let mut in_deadlines = false;
+    let mut without = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_deadlines = line.starts_with("[deadlines.");
+        }
+        if !in_deadlines {
+            without.push_str(line);
+            without.push('\n');
+        }
+    }
+    assert!(!without.contains("[deadlines") && without.contains("[statistics]"), "{without}");
+    std::fs::write(&path, &without).unwrap();
+    let defaults = GatewayConfig::load(&path).unwrap();
+    assert_eq!(defaults.deadlines.deadlines(), referral_gateway::domain::priority::DeadlinesByPriority::default());
+    // Changed, they change what is awaited.
+    std::fs::write(&path, text.replacen("[deadlines.emergency]\ndelivery_hours = 1\nacknowledgement_hours = 4", "[deadlines.emergency]\ndelivery_hours = 2\nacknowledgement_hours = 6", 1)).unwrap();
+    let changed = GatewayConfig::load(&path).unwrap().deadlines.deadlines();
+    assert_eq!((changed.emergency.delivery.num_hours(), changed.emergency.acknowledgement.num_hours()), (2, 6));
+}
+
+#[test]
 fn console_settings_are_bounded() {
     let oidc = "[auth.oidc]\nissuer = \"https://idp.example\"\naudience = \"urn:gateway\"\n\n";
     let console = |lines: &str| format!("{lines}\n\n[auth.clients.iom_rome]");

@@ -114,9 +114,12 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
     assert!(refused.body["reason_codes"].as_array().unwrap().contains(&json!("recipient_key_required")), "{}", refused.text);
     assert_eq!(federation.peer("ITA").count("SELECT COUNT(*) FROM outbox").await, 0);
 
-    // With one, an asylum-linked case and an ordinary one both go, sealed to it.
+    // With one, an asylum-linked case and an ordinary one both go, sealed to
+    // it; the asylum-linked one an emergency, a flag that would itself tell.
     let recipient_key = publish_recipient_key(&mut federation).await;
-    let (asylum_id, asylum_packet) = delivered(&federation, &returnee("e2e-0002", true)).await;
+    let mut emergency = returnee("e2e-0002", true);
+    emergency["priority"] = json!("emergency");
+    let (asylum_id, asylum_packet) = delivered(&federation, &emergency).await;
     let (ordinary_id, ordinary_packet) = delivered(&federation, &returnee("e2e-0003", false)).await;
     let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
     for id in [&asylum_id, &ordinary_id] {
@@ -139,7 +142,7 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
             assert!(ROUTING_FIELDS.contains(&name.as_str()), "the routing gateway reads {name}");
         }
         let text = readable.to_string();
-        for word in telling_words().iter().map(|w| w.to_string()).chain(secrets.iter().cloned()) {
+        for word in telling_words().iter().chain(&["emergency", "priority"]).map(|w| w.to_string()).chain(secrets.iter().cloned()) {
             assert!(!text.contains(&word), "the routing gateway reads a telling value");
         }
     }
@@ -152,7 +155,7 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
     let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
     for item in listed["items"].as_array().unwrap() {
         assert_eq!(item["end_to_end"], true, "{listed}");
-        assert!(item.get("purpose").is_none(), "{listed}");
+        assert!(item.get("purpose").is_none() && item.get("priority").is_none() && item.get("respond_by").is_none(), "{listed}");
     }
     let organisation = OrgId::parse(RECIPIENT).unwrap();
     for (packet_id, asylum_linked) in [(&asylum_packet, true), (&ordinary_packet, false)] {
@@ -172,6 +175,8 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
         assert!(inner.retention_until.is_some() && inner.consent_expires_at.is_some());
         // The asylum category never goes to the origin state, sealed or not.
         assert!(inner.body.get("asylum").is_none(), "asylum-linked: {asylum_linked}");
+        // Its priority is for the organisation alone.
+        assert_eq!(inner.priority.as_str(), if asylum_linked { "emergency" } else { "normal" });
     }
 
     // The recipient takes both; the same codes flow back for each.
@@ -186,7 +191,10 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
     // What the routing gateway holds: its rows, its audit, its replies are
     // the same for both cases, and tell nothing of either.
     let inbox_row = |packet_id: String| async move {
-        nga.text(&format!("SELECT state || '|' || COALESCE(reasons, '') || '|' || packet_type || '|' || recipient_org FROM inbox WHERE packet_id = '{packet_id}'"))
+        nga.text(&format!(
+            "SELECT state || '|' || COALESCE(reasons, '') || '|' || packet_type || '|' || recipient_org || '|' || COALESCE(priority, '') || '|' || queue_rank \
+             FROM inbox WHERE packet_id = '{packet_id}'"
+        ))
             .await
             .unwrap()
     };
@@ -204,7 +212,11 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
 
     let mut held = Vec::new();
     for (table, columns) in [
-        ("inbox", "packet_id || '|' || issuer || '|' || packet_type || '|' || recipient_org || '|' || state || '|' || COALESCE(reasons, '') || '|' || COALESCE(narrowed, '')"),
+        (
+            "inbox",
+            "packet_id || '|' || issuer || '|' || packet_type || '|' || recipient_org || '|' || state || '|' || COALESCE(reasons, '') || '|' || COALESCE(narrowed, '') \
+             || '|' || COALESCE(priority, '')",
+        ),
         ("audit_log", "action || '|' || outcome || '|' || COALESCE(reasons, '') || '|' || COALESCE(policy_version, '') || '|' || actor_subject"),
         ("outbox", "packet_type || '|' || recipient_org || '|' || COALESCE(purpose, '') || '|' || COALESCE(policy_version, '')"),
         ("withdrawn_packets", "packet_id"),
@@ -214,7 +226,7 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
     }
     let held = held.join("\n");
     assert!(held.contains(&asylum_packet) && held.contains("acknowledged"), "the dump must see the case's rows");
-    for word in telling_words().iter().map(|w| w.to_string()).chain(secrets.iter().cloned()) {
+    for word in telling_words().iter().chain(&["emergency"]).map(|w| w.to_string()).chain(secrets.iter().cloned()) {
         assert!(!held.contains(&word), "the routing gateway's database tells: {word}");
     }
 
@@ -252,6 +264,7 @@ async fn an_asylum_linked_case_crosses_a_state_run_gateway_that_cannot_read_it_o
     for value in &secrets {
         assert!(!logged.contains(value.as_str()), "logged a personal value");
     }
+    assert!(!logged.contains("emergency"), "logged the priority of a sealed case");
 }
 
 crate::on_both_backends!(

@@ -283,6 +283,7 @@ fn packet_claims(
         issued_at: now,
         expires_at: now + chrono::Duration::days(1),
         handover: false,
+        priority: Default::default(),
         body,
         end_to_end: None,
         in_reply_to: None,

@@ -86,6 +86,7 @@ fn claims(packet_id: &str) -> PacketClaims {
         issued_at: fixture_time(),
         expires_at: fixture_time() + Duration::days(7),
         handover: false,
+        priority: Default::default(),
         body: serde_json::json!({ "status": "arrived" }),
         end_to_end: None,
         in_reply_to: None,

@@ -24,6 +24,7 @@ mod agreements;
 #[path = "../common/solver.rs"]
 mod solver;
 mod statistics;
+mod priority;
 mod referrals;
 mod roles;
 mod store;

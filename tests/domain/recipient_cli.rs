@@ -101,6 +101,7 @@ fn referral() -> PacketClaims {
         issued_at: now,
         expires_at: now + Duration::days(7),
         handover: false,
+        priority: Default::default(),
         body: body(),
         end_to_end: None,
         in_reply_to: None,

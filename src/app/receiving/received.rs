@@ -10,6 +10,7 @@ use crate::app::retention::retention_deadline;
 use crate::app::views::Timestamp;
 use crate::app::{new_id, AppError, Gateway};
 use crate::crypto::packet::{PacketClaims, PacketType};
+use crate::domain::priority::Priority;
 use crate::domain::{OrgId, Purpose};
 use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::directory::Delivery;
@@ -116,6 +117,10 @@ pub struct ReadableCase {
     pub received_at: Timestamp,
     /// Case management passes to this organisation when it reports `accepted`.
     pub handover: bool,
+    /// How soon the sender needs an answer: `emergency` (24 hours),
+    /// `urgent` (72 hours) or `normal` (two weeks), as the sender's
+    /// gateway's `[deadlines]` count them.
+    pub priority: Priority,
     /// The minimised case: category name to its fields (the `case` of a ReferralSubmission).
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub case: Value,
@@ -179,6 +184,7 @@ impl CaseDocument {
             retention_days_after_closure: claims.retention_days_after_closure,
             received_at: Timestamp(item.received_ms),
             handover: claims.handover,
+            priority: claims.priority,
             case: claims.body.clone(),
             erased_categories: (!item.narrowed.is_empty()).then(|| item.narrowed.clone()),
         })

@@ -14,6 +14,7 @@ use crate::app::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::decision::ReasonCode;
+use crate::domain::priority::DeadlineKind;
 use crate::domain::OrgId;
 use crate::domain::inbound::{screen, screen_routing, Received, Screening};
 use crate::domain::retention::RetentionDeadline;
@@ -25,7 +26,7 @@ use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::domain::lifecycle::{InboxState, ReferralEvent};
 use crate::domain::withdrawal::{ErasureNotice, WithdrawalNotice};
 use crate::store::{
-    InboxItem, InboxMove, ReceivedNarrowing, SealedPayload, SentPacket, Tombstone, WithdrawalEffect,
+    InboxItem, InboxMove, InboxQueue, ReceivedNarrowing, SealedPayload, SentPacket, Tombstone, WithdrawalEffect,
     WithdrawnPart, Write, Written,
 };
 
@@ -154,7 +155,8 @@ impl Gateway {
                         let pushed = self.takes_webhook_pushes(&claims.recipient);
                         let reseal = if cut { Some(self.recut(item, &claims, now).await?) } else { None };
                         let retention = stored_retention(self.received_retention(&claims, recipient.as_ref(), item));
-                        self.inbox_move(item, InboxMove::Forward { pushed, retention, reseal }, now)
+                        let queue = self.inbox_queue_of(&claims);
+                        self.inbox_move(item, InboxMove::Forward { pushed, retention, reseal, queue }, now)
                     }
                     Screening::Refuse(reasons) => {
                         let reasons = recorded_reasons(&reasons);
@@ -352,6 +354,17 @@ impl Gateway {
         let sealed = self.vault.seal(&case_key, &plaintext, item.packet_id.as_bytes())?;
         self.vault.destroy(std::slice::from_ref(&item.claims.key_id)).await?;
         Ok(sealed)
+    }
+
+    /// What the recipient of a referral passed here owes, by when: from the
+    /// packet's `issued_at` (its first sealing, at its acceptance or soon
+    /// after) by this gateway's `[deadlines]`. A case sealed end to end is
+    /// queued by the normal deadlines: its priority is not this gateway's to read.
+    fn inbox_queue_of(&self, claims: &PacketClaims) -> InboxQueue {
+        let priority = (!claims.is_end_to_end()).then_some(claims.priority);
+        let counted_as = priority.unwrap_or_default();
+        let due = |kind| self.deadlines.due(counted_as, claims.issued_at, kind).timestamp_millis();
+        InboxQueue { priority, acknowledge_by_ms: due(DeadlineKind::Acknowledgement), answer_by_ms: due(DeadlineKind::FirstStatus) }
     }
 
     /// How long this gateway keeps a received referral: the deadline the

@@ -19,27 +19,44 @@ use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::status::{is_reason_code, ReferralProgress};
 use crate::domain::submission::FieldProblem;
 use crate::domain::lifecycle::{InboxEvent, InboxState};
+use crate::domain::priority::Priority;
 use crate::domain::Purpose;
 use crate::domain::withdrawal::{ErasedBy, ErasureNotice};
-use crate::store::{InboxItem, InboxMove, Write};
+use crate::store::{InboxItem, InboxMove, QueuePlace, Write};
 
 /// Most inbox entries listed per page.
 pub const MAX_INBOX_PAGE: i64 = 100;
 
 impl Gateway {
-    /// The caller's organisation's cases in the order they became visible, after `cursor`.
+    /// The caller's organisation's cases after `cursor`, in `order` (a
+    /// cursor says which order it continues; `order` must then agree).
     #[tracing::instrument(name = "list_inbox", skip_all)]
-    pub async fn inbox(&self, principal: &Authorized<Recipients>, cursor: Option<&str>, limit: i64) -> Result<InboxPage, AppError> {
+    pub async fn inbox(&self, principal: &Authorized<Recipients>, order: Option<InboxOrder>, cursor: Option<&str>, limit: i64) -> Result<InboxPage, AppError> {
         let after = match cursor {
-            Some(text) => Some(parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
+            Some(text) => Some(InboxCursor::parse(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
             None => None,
         };
+        let order = match (order, after) {
+            (Some(order), Some(after)) if after.order() != order => return Err(invalid("order", "is not the order the cursor continues")),
+            (Some(order), _) => order,
+            (None, Some(after)) => after.order(),
+            (None, None) => InboxOrder::Due,
+        };
         let limit = limit.clamp(1, MAX_INBOX_PAGE);
-        let items = self.store.inbox_for(principal.org.as_str(), &InboxState::LISTED, after, limit).await?;
+        let org = principal.org.as_str();
+        let items = match (order, after) {
+            (InboxOrder::Arrival, Some(InboxCursor::Arrival(seq))) => self.store.inbox_for(org, &InboxState::LISTED, Some(seq), limit).await?,
+            (InboxOrder::Due, Some(InboxCursor::Due(place))) => self.store.inbox_queue(org, &InboxState::LISTED, Some(place), limit).await?,
+            (InboxOrder::Arrival, _) => self.store.inbox_for(org, &InboxState::LISTED, None, limit).await?,
+            (InboxOrder::Due, _) => self.store.inbox_queue(org, &InboxState::LISTED, None, limit).await?,
+        };
         let now = self.now();
         self.audit(AuditEvent::new(now, principal.actor(), Action::InboxRead, "listed")).await?;
         // After the last item, even on a short page: a recipient tails its inbox with it.
-        let next = items.last().and_then(|last| last.visible_seq).map(|seq| seq.to_string());
+        let next = items.last().and_then(|last| match order {
+            InboxOrder::Arrival => last.visible_seq.map(|seq| InboxCursor::Arrival(seq).to_string()),
+            InboxOrder::Due => last.queue.map(|place| InboxCursor::Due(place).to_string()),
+        });
         let mut listed = Vec::with_capacity(items.len());
         for (item, claims) in items.iter().zip(self.opened_claims_all(&items).await?) {
             if item.state == InboxState::Erased {
@@ -60,6 +77,8 @@ impl Gateway {
                 entry.end_to_end = Some(true);
             } else {
                 entry.purpose = claims.purpose;
+                entry.priority = Some(claims.priority);
+                entry.respond_by = item.queue.filter(|place| place.rank < 2).map(|place| Timestamp(place.due_ms));
             }
             if !item.narrowed.is_empty() {
                 // Listed again because its sender withdrew these: the recipient erases them too
@@ -168,7 +187,9 @@ impl Gateway {
             (ReferralProgress::Closed, Some(kept)) => closed_deadline(kept, now).map(|until_ms| (item.packet_id.clone(), until_ms)),
             _ => None,
         };
-        self.writer.write(Write::Reply { reply: Box::new(reply), audit: event, brings_forward }).await?;
+        // Every status a recipient reports answers the case (`in_progress` and later imply its acceptance).
+        let answers = Some(item.packet_id.clone());
+        self.writer.write(Write::Reply { reply: Box::new(reply), audit: event, brings_forward, answers }).await?;
         self.wake_delivery();
         Ok(StatusQueued { packet_id: item.packet_id, status })
     }
@@ -231,6 +252,67 @@ pub fn parse_cursor(text: &str) -> Option<i64> {
     Some(text).filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).and_then(|t| t.parse().ok())
 }
 
+/// How `GET /v1/inbox` orders a recipient's cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxOrder {
+    /// Emergencies awaiting the recipient first, then every case awaiting
+    /// it by the deadline it awaits (its acknowledgement, then its first
+    /// answer), then cases awaiting nothing (answered, or erased), in the
+    /// order they became visible or were listed again. The default: a
+    /// worklist, whose order changes as cases move.
+    Due,
+    /// The order cases became visible, a case listed again (erased, or cut)
+    /// last: a recipient tails its inbox with this one.
+    Arrival,
+}
+
+impl std::str::FromStr for InboxOrder {
+    type Err = ();
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text {
+            "due" => Ok(Self::Due),
+            "arrival" => Ok(Self::Arrival),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Where a page of the inbox ended, in its order: the arrival order's
+/// sequence number (decimal digits, as before there were two orders), or
+/// the due order's place (`q` and three numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InboxCursor {
+    Arrival(i64),
+    Due(QueuePlace),
+}
+
+impl InboxCursor {
+    fn order(self) -> InboxOrder {
+        match self {
+            Self::Arrival(_) => InboxOrder::Arrival,
+            Self::Due(_) => InboxOrder::Due,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        if let Some(place) = text.strip_prefix('q') {
+            let mut numbers = place.split('.').map(parse_cursor);
+            let (rank, due_ms, visible_seq) = (numbers.next()??, numbers.next()??, numbers.next()??);
+            return numbers.next().is_none().then_some(Self::Due(QueuePlace { rank, due_ms, visible_seq }));
+        }
+        parse_cursor(text).map(Self::Arrival)
+    }
+}
+
+impl std::fmt::Display for InboxCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Arrival(seq) => write!(f, "{seq}"),
+            Self::Due(place) => write!(f, "q{}.{}.{}", place.rank, place.due_ms, place.visible_seq),
+        }
+    }
+}
+
 fn invalid(field: &str, problem: &str) -> AppError {
     AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
 }
@@ -257,6 +339,17 @@ pub struct InboxEntry {
     /// Absent once erased, and for a case sealed end to end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purpose: Option<Purpose>,
+    /// `emergency`, `urgent` or `normal`. Absent once erased, and for a
+    /// case sealed end to end: its priority is inside, for the organisation
+    /// alone (an `emergency` flag is itself something the routing gateway
+    /// must not learn), and the organisation's own tool orders such cases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// What this gateway awaits of the organisation by then: its
+    /// acknowledgement, then (once acknowledged) its first status. Absent
+    /// once it answered, and where `priority` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub respond_by: Option<Timestamp>,
     /// Sealed to the organisation's own key: this gateway cannot read it
     /// (federation.md §5a); present, and true, only then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,6 +374,8 @@ impl InboxEntry {
             received_at: Timestamp(item.received_ms),
             state,
             purpose: None,
+            priority: None,
+            respond_by: None,
             end_to_end: None,
             erased_categories: None,
             withdrawals: None,

@@ -237,6 +237,7 @@ impl Gateway {
             issued_at: now,
             expires_at: DateTime::from_timestamp_millis(item.deadline_ms).ok_or_else(|| corrupt("deadline"))?,
             handover: item.handover,
+            priority: item.priority,
             body,
             end_to_end: None,
             in_reply_to: None,

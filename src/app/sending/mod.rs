@@ -1,7 +1,9 @@
 //! The sending gateway's use cases: a referral submitted, decided and
-//! queued; followed; its consent withdrawn; its packets delivered to the
-//! peer gateway, and what is observed of that delivery.
+//! queued; followed, and watched against its deadlines; its consent
+//! withdrawn; its packets delivered to the peer gateway, and what is
+//! observed of that delivery.
 
+pub mod deadlines;
 pub mod delivery;
 pub mod delivery_observer;
 pub mod referrals;

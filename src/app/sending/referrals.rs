@@ -16,6 +16,7 @@ use crate::domain::decide::decide_and_minimise_keeping_facts;
 use crate::domain::decision::{Decision, DecisionRecord, ReasonCode};
 use crate::domain::submission::{ReferralSubmission, SubmissionError};
 use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::priority::{awaited_by_sender, overdue, DeadlineKind, Priority};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
 use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, SealedFacts, StoredReferral, TimelineEntry, Write, Written};
 
@@ -66,6 +67,12 @@ pub struct ReferralView {
     pub outcome: String,
     /// Case management passes to the recipient when it accepts (timeline entry `handover`).
     pub handover: bool,
+    /// As submitted (`normal` if the submission named none).
+    pub priority: Priority,
+    /// The deadline of its priority the referral awaits and has missed
+    /// (`[deadlines]`), and since when; `null` while it is on time or
+    /// awaits nothing more (answered, denied, refused, expired, withdrawn).
+    pub overdue: Option<OverdueView>,
     pub policy_version: String,
     /// The decision as recorded; `null` if the record is unreadable.
     pub decision: Option<DecisionRecord>,
@@ -74,6 +81,16 @@ pub struct ReferralView {
     pub delivery: Option<DeliveryView>,
     /// After a consent withdrawal: where the erasure it asked for stands; `null` before.
     pub erasure: Option<ErasureView>,
+}
+
+/// A deadline missed.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct OverdueView {
+    /// `delivery` (to the recipient's gateway), `acknowledgement` (by the
+    /// recipient: `forwarded`) or `first_status` (`accepted` or `declined`).
+    pub deadline: DeadlineKind,
+    /// When the deadline passed.
+    pub since: Timestamp,
 }
 
 /// One step of a referral's timeline.
@@ -243,6 +260,7 @@ impl Gateway {
             status,
             created_ms: now.timestamp_millis(),
             handover: submission.handover,
+            priority: submission.priority,
         };
         let referral = NewReferral { record, outbox, facts: Some(facts) };
         let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
@@ -355,7 +373,10 @@ impl Gateway {
             // Shown, not stored: it ends when the confirmation comes.
             shown.push(TimelineStep { status: ShownStatus::Shown(ShownOnly::ErasureOverdue), at: Timestamp::of(due_by), reason_codes: Vec::new() });
         }
+        let overdue = self.overdue_of(&referral, now).map(|late| OverdueView { deadline: late.deadline, since: Timestamp::of(late.since) });
         Ok(ReferralView {
+            priority: referral.priority,
+            overdue,
             decision: serde_json::from_str(&referral.decision).ok(),
             recipient: RecipientRef { org: referral.destination_org, country: referral.destination_country },
             submitted_at: Timestamp(referral.created_ms),
@@ -374,6 +395,12 @@ impl Gateway {
             handover: referral.handover,
             policy_version: referral.policy_version,
         })
+    }
+
+    /// The deadline a referral sent from here awaits and missed, if it did.
+    pub(crate) fn overdue_of(&self, referral: &StoredReferral, now: DateTime<Utc>) -> Option<crate::domain::priority::Overdue> {
+        let accepted = DateTime::<Utc>::from_timestamp_millis(referral.created_ms)?;
+        overdue(referral.priority, accepted, awaited_by_sender(referral.status), &self.deadlines, now)
     }
 
     /// After a withdrawal: where the erasure it asked for stands. A whole

@@ -52,6 +52,7 @@ fn referral(federation: &Federation, body: Value) -> PacketClaims {
         issued_at: now(),
         expires_at: now() + Duration::days(7) + Duration::milliseconds(3),
         handover: true,
+        priority: Priority::Emergency,
         body,
         end_to_end: None,
         in_reply_to: None,
@@ -113,6 +114,7 @@ fn the_organisation_opens_what_the_sending_gateway_sealed_for_it() {
     assert_eq!(inner.retention_until, sent.retention_until);
     assert_eq!(inner.retention_days_after_closure, Some(30));
     assert!(inner.handover);
+    assert_eq!(inner.priority, Priority::Emergency);
     assert!(inner.pad.bytes().all(|b| b == b' '));
 }
 
@@ -127,6 +129,7 @@ fn the_routing_gateway_reads_routing_facts_only() {
     assert_eq!(names, ["audience", "end_to_end", "expires_at", "issued_at", "issuer", "packet_id", "recipient", "type"]);
     assert_eq!(outer.recipient, red_cross());
     assert!(outer.purpose.is_none() && outer.retention_until.is_none() && outer.consent_expires_at.is_none() && !outer.handover);
+    assert_eq!(outer.priority, Priority::Normal, "an emergency is for the organisation alone to see");
     // Times to the second: the outer claims of two packets have one length.
     assert_eq!(outer.issued_at.timestamp_subsec_nanos(), 0);
     assert_eq!(outer.expires_at.timestamp_subsec_nanos(), 0);
@@ -242,11 +245,18 @@ proptest! {
     /// nothing else: in the claims, in either envelope's header, and no
     /// value of the case anywhere in what it can read.
     #[test]
-    fn outer_headers_hold_routing_fields_only(body in case_body(), purpose in purpose(), handover: bool, closure in prop::option::of(0u32..3650)) {
+    fn outer_headers_hold_routing_fields_only(
+        body in case_body(),
+        purpose in purpose(),
+        handover: bool,
+        closure in prop::option::of(0u32..3650),
+        priority in prop::sample::select(Priority::ALL),
+    ) {
         let federation = federation();
         let mut sent = referral(&federation, body.clone());
         sent.purpose = Some(purpose);
         sent.handover = handover;
+        sent.priority = priority;
         sent.retention_days_after_closure = closure;
         let packet = sealed(&federation, &sent, None);
         let outer = routed(&federation, &packet);
@@ -267,6 +277,7 @@ proptest! {
         let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), std::slice::from_ref(&federation.red_cross.0), &federation.trust, &red_cross()).unwrap();
         prop_assert_eq!(inner.body, body);
         prop_assert_eq!(inner.purpose, Some(purpose));
+        prop_assert_eq!(inner.priority, priority);
     }
 
     /// The size of a packet is a function of its bucket alone.

@@ -24,6 +24,7 @@ fn claims(from: &Member, to: &Member) -> PacketClaims {
         issued_at: now(),
         expires_at: now() + Duration::days(7),
         handover: false,
+        priority: Default::default(),
         body: serde_json::json!({ "identity": { "given_name": "Blessing" } }),
         end_to_end: None,
         in_reply_to: None,

@@ -79,7 +79,16 @@ macro_rules! inbox_sql {
                         .await?;
                 }
                 match &change.step {
-                    InboxMove::Forward { retention, reseal, .. } => {
+                    InboxMove::Forward { retention, reseal, queue, .. } => {
+                        let rank = if queue.priority == Some(Priority::Emergency) { 0 } else { 1 };
+                        sqlx::query("UPDATE inbox SET priority = $1, answer_by_ms = $2, due_ms = $3, queue_rank = $4 WHERE packet_id = $5")
+                            .bind(queue.priority.map(Priority::as_str))
+                            .bind(queue.answer_by_ms)
+                            .bind(queue.acknowledge_by_ms)
+                            .bind(rank)
+                            .bind(&change.packet_id)
+                            .execute(&mut *connection)
+                            .await?;
                         if let Some(reseal) = reseal {
                             sqlx::query("UPDATE inbox SET sealed = $1, key_id = $2 WHERE packet_id = $3")
                                 .bind(&reseal.sealed)
@@ -91,6 +100,13 @@ macro_rules! inbox_sql {
                         sqlx::query("UPDATE inbox SET retention_until_ms = $1, retention_days_after_closure = $2 WHERE packet_id = $3")
                             .bind(retention.until_ms)
                             .bind(retention.days_after_closure)
+                            .bind(&change.packet_id)
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    InboxMove::Acknowledge { .. } => {
+                        // Its first answer is awaited next, unless it came already.
+                        sqlx::query("UPDATE inbox SET due_ms = answer_by_ms WHERE packet_id = $1 AND queue_rank < 2 AND answer_by_ms IS NOT NULL")
                             .bind(&change.packet_id)
                             .execute(&mut *connection)
                             .await?;
@@ -123,6 +139,15 @@ macro_rules! inbox_sql {
                     Self::queue_reply(connection, reply).await?;
                 }
                 Ok(true)
+            }
+
+            /// A received case its recipient answered: nothing more is awaited of it.
+            async fn queue_answered(connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection, packet_id: &str) -> Result<(), sqlx::Error> {
+                sqlx::query("UPDATE inbox SET queue_rank = 2, due_ms = 0 WHERE packet_id = $1 AND queue_rank IS NOT NULL")
+                    .bind(packet_id)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
             }
 
             /// Keeps what a withdrawal withdraws, whether or not the referral
@@ -238,6 +263,7 @@ macro_rules! inbox_sql {
                 let erased = sqlx::query(&format!(
                     "UPDATE inbox SET state = {}, \
                      reasons = COALESCE($4, reasons), next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
+                     queue_rank = CASE WHEN queue_rank IS NULL THEN NULL ELSE 2 END, due_ms = CASE WHEN queue_rank IS NULL THEN NULL ELSE 0 END, \
                      expires_ms = CASE WHEN $5 AND expires_ms < $6 THEN $6 ELSE expires_ms END, \
                      visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
                      WHERE packet_id = $3 AND state IN {}",
@@ -282,6 +308,11 @@ macro_rules! inbox_sql {
                     },
                     narrowing_confirmed: row.try_get::<Option<i64>, _>("narrowing_confirmed_ms")?.is_some(),
                     retention: retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
+                    priority: row.try_get::<Option<String>, _>("priority")?.map(parsed).transpose()?,
+                    queue: match (row.try_get::<Option<i64>, _>("queue_rank")?, row.try_get::<Option<i64>, _>("due_ms")?, row.try_get::<Option<i64>, _>("visible_seq")?) {
+                        (Some(rank), Some(due_ms), Some(visible_seq)) => Some(QueuePlace { rank, due_ms, visible_seq }),
+                        _ => None,
+                    },
                 })
             }
         }
@@ -371,6 +402,30 @@ macro_rules! inbox_sql {
                     query.push(" AND visible_seq > ").push_bind(after);
                 }
                 query.push(" ORDER BY visible_seq LIMIT ").push_bind(limit);
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter().map(Self::inbox_from_row).collect()
+            }
+
+            async fn inbox_queue(&self, recipient_org: &str, states: &[InboxState], after: Option<QueuePlace>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
+                query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
+                let mut listed = query.separated(", ");
+                for state in states {
+                    listed.push_bind(state.as_str());
+                }
+                query.push(") AND visible_seq IS NOT NULL AND queue_rank IS NOT NULL");
+                if let Some(after) = after {
+                    // Row values: an index range on (recipient_org, queue_rank, due_ms, visible_seq).
+                    query
+                        .push(" AND (queue_rank, due_ms, visible_seq) > (")
+                        .push_bind(after.rank)
+                        .push(", ")
+                        .push_bind(after.due_ms)
+                        .push(", ")
+                        .push_bind(after.visible_seq)
+                        .push(")");
+                }
+                query.push(" ORDER BY queue_rank, due_ms, visible_seq LIMIT ").push_bind(limit);
                 let rows = query.build().fetch_all(&self.pool).await?;
                 rows.iter().map(Self::inbox_from_row).collect()
             }

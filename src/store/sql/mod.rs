@@ -29,10 +29,11 @@ use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyMark, PolicySignOffRecord, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written, ExpiredReferral, DecisionFactsAtRest, AcceptedReferral, PeriodStep, RefusedPacket, SealedFacts, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing,
-    AuditStore, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited,
+    AuditStore, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace,
 };
 use super::transitions::{list, moves};
 use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::ParseError;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::sqlite_path;
@@ -40,10 +41,10 @@ use crate::config::sqlite_path;
 /// The columns of `decision_facts`, in the order `facts_from_row` and the insert use.
 const FACTS_COLUMNS: &str = "referral_id, decided_ms, sealed, key_id, key_for_facts_only";
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
-     destination_country, purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover";
+     destination_country, purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover, priority";
 
 const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
-     visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure";
+     visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure, priority, queue_rank, due_ms";
 
 /// How a received case is erased (see `erase_received`).
 struct ReceivedErasure<'a> {
@@ -423,8 +424,11 @@ macro_rules! sql_store {
                                 Written::ReviewedMeanwhile
                             }
                         }
-                        Write::Reply { reply, audit, brings_forward } => {
+                        Write::Reply { reply, audit, brings_forward, answers } => {
                             Self::queue_reply(&mut tx, reply).await?;
+                            if let Some(packet_id) = answers {
+                                Self::queue_answered(&mut tx, packet_id).await?;
+                            }
                             if let Some((packet_id, until_ms)) = brings_forward {
                                 Self::bring_forward(&mut tx, "inbox", "packet_id", packet_id, *until_ms).await?;
                             }

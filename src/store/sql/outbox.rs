@@ -135,6 +135,7 @@ macro_rules! outbox_sql {
                     deadline_ms: row.try_get("deadline_ms")?,
                     attempts: row.try_get("attempts")?,
                     handover: row.try_get("handover")?,
+                    priority: row.try_get::<Option<String>, _>("priority")?.map(parsed).transpose()?.unwrap_or_default(),
                     end_to_end: row.try_get("end_to_end")?,
                     packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
                     created_ms: row.try_get("created_ms")?,
@@ -152,7 +153,8 @@ macro_rules! outbox_sql {
                                attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, end_to_end, in_reply_to, \
                                (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
                                (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
-                               AS retention_days_after_closure";
+                               AS retention_days_after_closure, \
+                               (SELECT r.priority FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS priority";
                 let rows = self.claim(&claim_deliveries_sql(&Self::DIALECT), "outbox", "id", columns, now_ms, lease_ms, limit).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)
             }

@@ -24,6 +24,7 @@ macro_rules! referral_sql {
                     status: parsed(row.try_get("status")?)?,
                     created_ms: row.try_get("created_ms")?,
                     handover: row.try_get("handover")?,
+                    priority: parsed(row.try_get("priority")?)?,
                 })
             }
 
@@ -68,6 +69,7 @@ macro_rules! referral_sql {
                             .push_bind(r.status.as_str())
                             .push_bind(r.created_ms)
                             .push_bind(r.handover)
+                            .push_bind(r.priority.as_str())
                             .push_bind(retention.map(|k| k.until_ms))
                             .push_bind(retention.and_then(|k| k.days_after_closure));
                     });
@@ -261,8 +263,86 @@ macro_rules! referral_sql {
             }
         }
 
+        impl $store {
+            /// `(status = .. AND priority = .. AND created_ms <= ..)` for a cutoff, and
+            /// (`unlogged`) not logged for its deadline yet.
+            fn push_cutoff<'q>(query: &mut QueryBuilder<'q, <$row as Row>::Database>, cutoff: &AwaitingCutoff, unlogged: bool) {
+                query
+                    .push("(status = ")
+                    .push_bind(cutoff.status.as_str())
+                    .push(" AND priority = ")
+                    .push_bind(cutoff.priority.as_str())
+                    .push(" AND created_ms <= ")
+                    .push_bind(cutoff.accepted_by_ms);
+                if unlogged {
+                    query.push(" AND (overdue_warned IS NULL OR overdue_warned <> ").push_bind(cutoff.deadline.as_str()).push(")");
+                }
+                query.push(")");
+            }
+        }
+
         #[async_trait]
         impl ReferralStore for $store {
+            async fn count_awaiting(&self, cutoffs: &[AwaitingCutoff]) -> Result<Vec<i64>, StoreError> {
+                if cutoffs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One count per cutoff, each an index range (migration 0016), in one round trip.
+                let mut query = QueryBuilder::new("");
+                for (at, cutoff) in cutoffs.iter().enumerate() {
+                    if at > 0 {
+                        query.push(" UNION ALL ");
+                    }
+                    query.push("SELECT ").push_bind(i64::try_from(at).unwrap_or(i64::MAX)).push(" AS at, COUNT(*) AS n FROM referrals WHERE ");
+                    Self::push_cutoff(&mut query, cutoff, false);
+                }
+                let rows = query.build().fetch_all(&self.pool).await?;
+                let mut counts = vec![0; cutoffs.len()];
+                for row in rows {
+                    let at: i64 = row.try_get("at")?;
+                    if let Some(count) = usize::try_from(at).ok().and_then(|at| counts.get_mut(at)) {
+                        *count = row.try_get("n")?;
+                    }
+                }
+                Ok(counts)
+            }
+
+            async fn overdue_unlogged(&self, cutoffs: &[AwaitingCutoff], limit: i64) -> Result<Vec<OverdueReferral>, StoreError> {
+                if cutoffs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = QueryBuilder::new("SELECT id, status, priority, created_ms FROM referrals WHERE ");
+                for (at, cutoff) in cutoffs.iter().enumerate() {
+                    if at > 0 {
+                        query.push(" OR ");
+                    }
+                    Self::push_cutoff(&mut query, cutoff, true);
+                }
+                query.push(" ORDER BY created_ms, id LIMIT ").push_bind(limit);
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(OverdueReferral {
+                            referral_id: row.try_get("id")?,
+                            status: parsed(row.try_get("status")?)?,
+                            priority: parsed(row.try_get("priority")?)?,
+                            created_ms: row.try_get("created_ms")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+
+            async fn mark_overdue_logged(&self, referral_id: &str, deadline: DeadlineKind) -> Result<bool, StoreError> {
+                let marked = sqlx::query("UPDATE referrals SET overdue_warned = $1 WHERE id = $2 AND (overdue_warned IS NULL OR overdue_warned <> $1)")
+                    .bind(deadline.as_str())
+                    .bind(referral_id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(marked > 0)
+            }
+
             async fn referral(&self, id: &str) -> Result<Option<StoredReferral>, StoreError> {
                 let row = sqlx::query(&format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"))
                     .bind(id)

@@ -6,7 +6,94 @@ use crate::on_both_backends;
 on_both_backends!(
     a_known_packet_id_is_stored_once_and_keeps_its_first_receipt,
     the_recipients_cursor_follows_the_order_cases_became_visible,
+    the_recipients_queue_puts_emergencies_first_then_deadlines_then_what_awaits_nothing,
 );
+
+async fn the_recipients_queue_puts_emergencies_first_then_deadlines_then_what_awaits_nothing(backend: Backend) {
+    use referral_gateway::domain::priority::Priority;
+    use referral_gateway::store::{NewReply, QueuePlace};
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    let queue = |priority: Option<Priority>, acknowledge_by: i64, answer_by: i64| InboxQueue {
+        priority,
+        acknowledge_by_ms: at(acknowledge_by).timestamp_millis(),
+        answer_by_ms: at(answer_by).timestamp_millis(),
+    };
+    let ids = |items: &[referral_gateway::store::InboxItem]| items.iter().map(|i| i.packet_id.clone()).collect::<Vec<_>>();
+    let listed = [InboxState::Available, InboxState::Acknowledged, InboxState::Erased];
+    store.write_batch(&[packet("normal", "d-1"), packet("urgent", "d-2"), packet("emergency", "d-3"), packet("sealed", "d-4")]).await.unwrap();
+    store
+        .write_batch(&[
+            make_visible_as("normal", 1, queue(Some(Priority::Normal), 3000, 20000)),
+            make_visible_as("urgent", 2, queue(Some(Priority::Urgent), 1000, 4000)),
+            make_visible_as("emergency", 3, queue(Some(Priority::Emergency), 240, 1440)),
+            // Sealed end to end: its priority unknown here, queued by the normal deadlines.
+            make_visible_as("sealed", 4, queue(None, 2000, 20000)),
+        ])
+        .await
+        .unwrap();
+    let all = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
+    assert_eq!(ids(&all), ["emergency", "urgent", "sealed", "normal"]);
+    assert_eq!(all[0].priority, Some(Priority::Emergency));
+    assert_eq!(all[2].priority, None);
+    assert_eq!(all[0].queue.map(|q| (q.rank, q.due_ms)), Some((0, at(240).timestamp_millis())), "its acknowledgement is awaited");
+    // Pages of one walk the same order.
+    let mut walked = Vec::new();
+    let mut after: Option<QueuePlace> = None;
+    loop {
+        let page = store.inbox_queue("nga-iom-lagos", &listed, after, 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.queue;
+        walked.extend(ids(&page));
+    }
+    assert_eq!(walked, ids(&all));
+    // Acknowledged, the emergency awaits its first answer, still first.
+    let acknowledge = |id: &str, minutes: i64| {
+        let reply = NewReply {
+            packet_id: format!("ack-{id}"),
+            packet_type: "status".to_owned(),
+            destination_country: "ITA".to_owned(),
+            recipient_org: "ita-nrm".to_owned(),
+            payload: SealedPayload { sealed: vec![1], key_id: "k".to_owned() },
+            deadline_ms: at(minutes + 600).timestamp_millis(),
+            created_ms: at(minutes).timestamp_millis(),
+        };
+        let change = InboxChange { packet_id: id.to_owned(), from: InboxState::Available, step: InboxMove::Acknowledge { reply }, at_ms: at(minutes).timestamp_millis() };
+        Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::InboxUpdate) }
+    };
+    store.write_batch(&[acknowledge("emergency", 10)]).await.unwrap();
+    let now_first = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
+    assert_eq!(ids(&now_first), ["emergency", "urgent", "sealed", "normal"]);
+    assert_eq!(now_first[0].queue.map(|q| (q.rank, q.due_ms)), Some((0, at(1440).timestamp_millis())), "then its first answer");
+    // Answered, it awaits nothing more of its recipient: last.
+    let answer = |id: &str| Write::Reply {
+        reply: Box::new(NewReply {
+            packet_id: format!("status-{id}"),
+            packet_type: "status".to_owned(),
+            destination_country: "ITA".to_owned(),
+            recipient_org: "ita-nrm".to_owned(),
+            payload: SealedPayload { sealed: vec![2], key_id: "k".to_owned() },
+            deadline_ms: at(620).timestamp_millis(),
+            created_ms: at(20).timestamp_millis(),
+        }),
+        audit: event(20, "NGA", Action::InboxUpdate),
+        brings_forward: None,
+        answers: Some(id.to_owned()),
+    };
+    store.write_batch(&[answer("emergency")]).await.unwrap();
+    assert_eq!(ids(&store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap()), ["urgent", "sealed", "normal", "emergency"]);
+    // Acknowledged, the urgent case's first answer is due after the others' acknowledgements.
+    store.write_batch(&[acknowledge("urgent", 21)]).await.unwrap();
+    assert_eq!(ids(&store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap()), ["sealed", "normal", "urgent", "emergency"]);
+    // Answered without an acknowledgement, then acknowledged: it awaits nothing still.
+    store.write_batch(&[answer("normal")]).await.unwrap();
+    store.write_batch(&[acknowledge("normal", 22)]).await.unwrap();
+    let after_answer = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
+    assert_eq!(ids(&after_answer), ["sealed", "urgent", "normal", "emergency"], "the answered in the order they became visible");
+    assert_eq!(after_answer[2].queue.map(|q| q.rank), Some(2));
+    // The arrival order is unchanged by any of it.
+    assert_eq!(ids(&store.inbox_for("nga-iom-lagos", &listed, None, 10).await.unwrap()), ["normal", "urgent", "emergency", "sealed"]);
+}
 
 async fn a_known_packet_id_is_stored_once_and_keeps_its_first_receipt(backend: Backend) {
     let opened = open(backend).await;

@@ -9,9 +9,10 @@ use chrono::{Duration, TimeZone, Utc};
 use referral_gateway::audit::{Action, Actor, AuditEvent};
 use referral_gateway::config::DatabaseConfig;
 use referral_gateway::domain::lifecycle::{InboxState, ReferralEvent, ReferralStatus};
+use referral_gateway::domain::priority::Priority;
 use referral_gateway::store::writer::Writer;
 use referral_gateway::store::{
-    verify_audit_chain, AuditFilter, InboxChange, InboxMove, StoredRetention, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedFacts, SealedPayload, SentNarrowing, Settlement, Store,
+    verify_audit_chain, AuditFilter, InboxChange, InboxMove, InboxQueue, StoredRetention, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewPolicyVersion, NewReferral, NewWithdrawal, SealedFacts, SealedPayload, SentNarrowing, Settlement, Store,
     StoredPacket, StoredReferral, Write, Written,
 };
 
@@ -83,6 +84,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             status: if allowed { ReferralStatus::Queued } else { ReferralStatus::Denied },
             created_ms: at(0).timestamp_millis(),
             handover: false,
+            priority: Priority::default(),
         },
         outbox: allowed.then(|| NewOutboxEntry {
             payload: SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() },
@@ -122,11 +124,16 @@ fn packet(id: &str, digest: &str) -> Write {
 }
 
 fn make_visible(packet_id: &str, minutes: i64) -> Write {
+    let queue = InboxQueue { priority: Some(Priority::Normal), acknowledge_by_ms: at(minutes + 72 * 60).timestamp_millis(), answer_by_ms: at(minutes + 14 * 24 * 60).timestamp_millis() };
+    make_visible_as(packet_id, minutes, queue)
+}
+
+fn make_visible_as(packet_id: &str, minutes: i64, queue: InboxQueue) -> Write {
     let retention = StoredRetention { until_ms: at(600).timestamp_millis(), days_after_closure: None };
     let change = InboxChange {
         packet_id: packet_id.to_owned(),
         from: InboxState::Received,
-        step: InboxMove::Forward { pushed: false, retention, reseal: None },
+        step: InboxMove::Forward { pushed: false, retention, reseal: None, queue },
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }

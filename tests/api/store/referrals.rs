@@ -11,7 +11,57 @@ on_both_backends!(
     a_denied_referral_records_its_withdrawal_once,
     decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten,
     a_periods_first_released_statistics_are_kept,
+    overdue_referrals_are_counted_by_status_priority_and_age_and_logged_once_per_deadline,
 );
+
+async fn overdue_referrals_are_counted_by_status_priority_and_age_and_logged_once_per_deadline(backend: Backend) {
+    use referral_gateway::domain::priority::DeadlineKind;
+    use referral_gateway::store::AwaitingCutoff;
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    let made = |id: &str, key: &str, priority: Priority, minutes: i64, allowed: bool| {
+        let mut new = referral(id, "ita-nrm", key, "s1", allowed);
+        new.record.priority = priority;
+        new.record.created_ms = at(minutes).timestamp_millis();
+        submit(new)
+    };
+    store
+        .write_batch(&[
+            made("r1", "key-00001", Priority::Emergency, 0, true),
+            made("r2", "key-00002", Priority::Normal, 0, true),
+            made("r3", "key-00003", Priority::Emergency, 30, true),
+            made("r4", "key-00004", Priority::Emergency, 0, false),
+            made("r5", "key-00005", Priority::Urgent, 0, true),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.referral("r1").await.unwrap().unwrap().priority, Priority::Emergency, "stored as submitted");
+    let cutoff = |status, priority, deadline, minutes| AwaitingCutoff { status, priority, deadline, accepted_by_ms: at(minutes).timestamp_millis() };
+    let queued = |priority, minutes| cutoff(ReferralStatus::Queued, priority, DeadlineKind::Delivery, minutes);
+    // Accepted by minute 10: r1 (not r3, too recent; not r4, denied), and r2 of its own priority.
+    let counts = store.count_awaiting(&[queued(Priority::Emergency, 10), queued(Priority::Normal, 10), queued(Priority::Urgent, -1)]).await.unwrap();
+    assert_eq!(counts, [1, 1, 0]);
+    assert_eq!(store.count_awaiting(&[]).await.unwrap(), Vec::<i64>::new());
+    let ids = |found: Vec<referral_gateway::store::OverdueReferral>| found.into_iter().map(|r| r.referral_id).collect::<Vec<_>>();
+    let emergencies = [queued(Priority::Emergency, 40), cutoff(ReferralStatus::Delivered, Priority::Emergency, DeadlineKind::Acknowledgement, 40)];
+    assert_eq!(ids(store.overdue_unlogged(&emergencies, 10).await.unwrap()), ["r1", "r3"], "oldest first");
+    assert_eq!(ids(store.overdue_unlogged(&emergencies, 1).await.unwrap()), ["r1"], "at most the limit");
+    assert!(store.mark_overdue_logged("r1", DeadlineKind::Delivery).await.unwrap());
+    assert!(!store.mark_overdue_logged("r1", DeadlineKind::Delivery).await.unwrap(), "marked once: a second replica does not log it");
+    assert_eq!(ids(store.overdue_unlogged(&emergencies, 10).await.unwrap()), ["r3"], "logged once");
+    // Delivered late: now it awaits its acknowledgement, a deadline it was not logged for.
+    let delivered = Write::Settle {
+        entry_id: "r1".to_owned(),
+        settlement: Settlement::Delivered { receipt: "receipt-1".to_owned() },
+        at_ms: at(35).timestamp_millis(),
+        audit: event(35, "ITA", Action::PacketSend).referral("r1"),
+    };
+    store.write_batch(&[delivered]).await.unwrap();
+    assert_eq!(ids(store.overdue_unlogged(&emergencies, 10).await.unwrap()), ["r1", "r3"]);
+    assert!(store.mark_overdue_logged("r1", DeadlineKind::Acknowledgement).await.unwrap());
+    assert_eq!(ids(store.overdue_unlogged(&emergencies, 10).await.unwrap()), ["r3"]);
+    assert_eq!(store.count_awaiting(&emergencies).await.unwrap(), [1, 1], "counted whether logged or not");
+}
 
 async fn a_periods_first_released_statistics_are_kept(backend: Backend) {
     let opened = open(backend).await;

@@ -1,0 +1,29 @@
+-- Priority and deadlines (issue 21 §1). A referral's priority, as the
+-- inter-agency referral form marks it (delivery reads it from here into
+-- the packet). The value lists are `Priority` and `DeadlineKind`
+-- (src/domain/priority.rs); a test compares them.
+
+ALTER TABLE referrals ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'
+    CONSTRAINT referrals_priority_known CHECK (priority IN ('emergency', 'urgent', 'normal'));
+-- The deadline an overdue emergency was last logged for (once each).
+ALTER TABLE referrals ADD COLUMN overdue_warned TEXT
+    CONSTRAINT referrals_overdue_warned_known CHECK (overdue_warned IN ('delivery', 'acknowledgement', 'first_status'));
+-- Referrals awaiting a deadline are counted by status, priority and age (metrics, warnings).
+CREATE INDEX referrals_awaiting ON referrals (status, priority, created_ms);
+
+-- The recipient's inbox, emergencies first, then by the deadline awaited of
+-- the recipient (acknowledgement, then first answer), then what awaits
+-- nothing of it. `priority` is NULL for a case sealed end to end: for the
+-- organisation alone. `answer_by_ms` is the first-answer deadline, which
+-- `due_ms` takes on acknowledgement.
+ALTER TABLE inbox ADD COLUMN priority TEXT
+    CONSTRAINT inbox_priority_known CHECK (priority IN ('emergency', 'urgent', 'normal'));
+ALTER TABLE inbox ADD COLUMN answer_by_ms BIGINT;
+ALTER TABLE inbox ADD COLUMN queue_rank BIGINT;
+ALTER TABLE inbox ADD COLUMN due_ms BIGINT;
+-- Cases made visible before this migration have no deadlines: they await
+-- their recipient in the order they arrived, after any emergency.
+UPDATE inbox SET queue_rank = CASE WHEN state IN ('available', 'pushing', 'acknowledged', 'narrowing_pushing') THEN 1 ELSE 2 END,
+    due_ms = CASE WHEN state IN ('available', 'pushing', 'acknowledged', 'narrowing_pushing') THEN received_ms ELSE 0 END
+    WHERE visible_seq IS NOT NULL;
+CREATE INDEX inbox_queue ON inbox (recipient_org, queue_rank, due_ms, visible_seq);
