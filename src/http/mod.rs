@@ -51,6 +51,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     }
     vec![
         route(Method::POST, "/v1/referrals", routes::submit_referral),
+        route(Method::GET, "/v1/referrals", routes::get_referrals),
         route(Method::GET, "/v1/referrals/{id}", routes::get_referral),
         route(Method::POST, "/v1/referrals/{id}/consent-withdrawal", routes::withdraw_consent),
         route(Method::GET, "/v1/policies", routes::get_policies),

@@ -22,7 +22,9 @@ use crate::app::dpo::queries::{AuditPage, AuditQuery, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::reason_strings;
 use crate::app::recipient::cases::{parse_cursor, Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusReportRequest};
+use crate::app::sending::listing::{ReferralPage, ReferralQuery};
 use crate::app::sending::referrals::{ReferralView, Submitted};
+use crate::domain::lifecycle::ReferralStatus;
 use crate::app::sending::withdrawal::{SubjectWithdrawalAnswer, WithdrawalAnswer, WithdrawalRequest};
 use crate::audit::Action;
 use crate::domain::SubjectRef;
@@ -61,6 +63,47 @@ pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Call
 pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, PathParam(id): PathParam) -> Result<Json<ReferralView>> {
     let caller = state.gateway.authorize::<Senders>(&caller).await?;
     Ok(Json(state.gateway.referral(&caller, &id).await?))
+}
+
+/// `GET /v1/referrals`: the caller's organisation's referrals, filtered.
+pub async fn get_referrals(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: std::result::Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReferralPage>> {
+    let caller = state.gateway.authorize::<Senders>(&caller).await?;
+    let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut listing = ReferralQuery::default();
+    for (key, value) in &params {
+        if !seen.insert(key.as_str()) {
+            return Err(Problem::invalid_query("a query parameter is given more than once"));
+        }
+        match key.as_str() {
+            "status" => {
+                listing.statuses = value
+                    .split(',')
+                    .map(|status| status.parse::<ReferralStatus>())
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| Problem::invalid_query("status must be referral statuses, separated by commas"))?;
+            }
+            "purpose" => listing.purpose = Some(value.parse().map_err(|_| Problem::invalid_query("purpose is not a known purpose"))?),
+            "priority" => listing.priority = Some(value.parse().map_err(|_| Problem::invalid_query("priority must be emergency, urgent or normal"))?),
+            "overdue" => {
+                listing.overdue = Some(match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(Problem::invalid_query("overdue must be true or false")),
+                });
+            }
+            "from" => listing.from_ms = Some(time_ms(value, "from")?),
+            "to" => listing.to_ms = Some(time_ms(value, "to")?),
+            "cursor" => listing.cursor = Some(value.clone()),
+            "limit" => listing.limit = Some(value.parse().map_err(|_| Problem::invalid_query("limit must be an integer"))?),
+            _ => return Err(Problem::invalid_query("unknown query parameter")),
+        }
+    }
+    Ok(Json(state.gateway.referrals(&caller, listing).await?))
 }
 
 pub async fn get_policies(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<PolicyList>> {

@@ -159,6 +159,10 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("expired_referrals", self.inner.expired_referrals(now_ms, limit)).await
     }
 
+    async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<(i64, String)>, limit: i64) -> Result<Vec<StoredReferral>, StoreError> {
+        self.bounded("referrals_of", self.inner.referrals_of(sender_org, filter, after, limit)).await
+    }
+
     async fn count_awaiting(&self, cutoffs: &[AwaitingCutoff]) -> Result<Vec<i64>, StoreError> {
         self.bounded("count_awaiting", self.inner.count_awaiting(cutoffs)).await
     }

@@ -51,6 +51,23 @@ pub struct AwaitingCutoff {
     pub accepted_by_ms: i64,
 }
 
+/// Which of an organisation's referrals to list; every filter optional,
+/// combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferralFilter {
+    /// Any of these statuses (none: any).
+    pub statuses: Vec<ReferralStatus>,
+    pub purpose: Option<String>,
+    pub priority: Option<Priority>,
+    /// Overdue (some cutoff takes it in) or not (none does); the cutoffs
+    /// are those of every priority and awaiting status at the time asked.
+    pub overdue: Option<(bool, Vec<AwaitingCutoff>)>,
+    /// Accepted at or after this.
+    pub from_ms: Option<i64>,
+    /// Accepted before this.
+    pub to_ms: Option<i64>,
+}
+
 /// A referral past a deadline, not yet logged for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverdueReferral {

@@ -13,7 +13,97 @@ on_both_backends!(
     a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves,
     a_subjects_withdrawal_reaches_every_referral_the_organisation_sent_about_them,
     a_partial_withdrawal_before_delivery_cuts_the_payload_under_a_new_key,
+    an_organisation_lists_its_referrals_filtered_and_in_pages,
 );
+
+async fn an_organisation_lists_its_referrals_filtered_and_in_pages(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let submit = |key: &str, to: Option<&str>, priority: Option<&str>| {
+        let mut referral = variant("rejected_asylum_avr", key, to);
+        if let Some(priority) = priority {
+            referral["priority"] = json!(priority);
+        }
+        referral
+    };
+    let id = |reply: &crate::helpers::Reply| reply.body["referral_id"].as_str().unwrap().to_owned();
+    let ordinary = id(&app.submit(Who::IomRome, &submit("list-0001", None, None)).await);
+    let emergency = id(&app.submit(Who::IomRome, &submit("list-0002", None, Some("emergency"))).await);
+    let denied = id(&app.submit(Who::IomRome, &submit("list-0003", Some("gmb-immigration"), Some("urgent"))).await);
+    let others = app.submit(Who::ItaNrm, &submit("list-0004", None, Some("emergency"))).await;
+    assert_eq!(others.status, 202, "{}", others.text);
+    // Two hours on (no peer here: nothing is delivered), the emergency is overdue; one more comes in.
+    app.clock.advance(chrono::Duration::hours(2));
+    let later = id(&app.submit(Who::IomRome, &submit("list-0005", None, None)).await);
+
+    let app = &app;
+    let listed = |query: &str| {
+        let path = format!("/v1/referrals{query}");
+        async move {
+            let reply = app.get(Who::IomRome, &path).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+            reply.body
+        }
+    };
+    let ids = |page: &Value| page["items"].as_array().unwrap().iter().map(|i| i["referral_id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+    let all = listed("").await;
+    let first_three = sorted(vec![ordinary.clone(), emergency.clone(), denied.clone()]);
+    assert_eq!(ids(&all).len(), 4, "its own four, not the other organisation's: {all}");
+    assert_eq!(sorted(ids(&all)[..3].to_vec()), first_three, "in the order accepted (the first three at one time, by id)");
+    assert_eq!(ids(&all)[3], later);
+    let shown = all["items"].as_array().unwrap().iter().find(|i| i["referral_id"] == emergency.as_str()).unwrap();
+    assert_eq!((shown["priority"].as_str(), shown["status"].as_str(), shown["overdue"]["deadline"].as_str()), (Some("emergency"), Some("queued"), Some("delivery")), "{shown}");
+    assert!(shown.get("timeline").is_none() && shown.get("decision").is_none(), "a summary: {shown}");
+    for value in personal_values() {
+        assert!(!all.to_string().contains(&value), "a personal value in the listing");
+    }
+
+    assert_eq!(ids(&listed("?status=denied").await), [denied.as_str()]);
+    assert_eq!(ids(&listed("?status=queued,denied").await).len(), 4);
+    assert_eq!(ids(&listed("?priority=emergency").await), [emergency.as_str()]);
+    assert_eq!(ids(&listed("?overdue=true").await), [emergency.as_str()]);
+    assert_eq!(sorted(ids(&listed("?overdue=false").await)), sorted(vec![ordinary.clone(), denied.clone(), later.clone()]));
+    assert_eq!(ids(&listed("?overdue=true&priority=normal").await), Vec::<String>::new());
+    assert_eq!(ids(&listed("?purpose=reintegration").await), Vec::<String>::new());
+    assert_eq!(ids(&listed("?purpose=return&status=queued&overdue=false").await).len(), 2);
+    use referral_gateway::app::Clock;
+    let cut = (app.clock.now() - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(ids(&listed(&format!("?from={cut}")).await), [later.as_str()]);
+    assert_eq!(ids(&listed(&format!("?to={cut}")).await).len(), 3);
+
+    // Pages of one walk the same list; one accepted meanwhile comes at the end, once.
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = listed(&match &cursor {
+            Some(cursor) => format!("?limit=1&cursor={cursor}"),
+            None => "?limit=1".to_owned(),
+        })
+        .await;
+        if walked.len() == 1 {
+            app.clock.advance(chrono::Duration::minutes(1));
+            let meanwhile = app.submit(Who::IomRome, &submit("list-0006", None, None)).await;
+            assert_eq!(meanwhile.status, 202, "{}", meanwhile.text);
+        }
+        let Some(next) = page["next_cursor"].as_str() else { break };
+        cursor = Some(next.to_owned());
+        walked.extend(ids(&page));
+    }
+    assert_eq!(walked.len(), 5, "{walked:?}");
+    assert_eq!(walked[..4], ids(&all)[..]);
+
+    // Refusals.
+    for bad in ["?status=lost", "?status=queued,", "?priority=high", "?overdue=yes", "?limit=ten", "?from=yesterday", "?cursor=12", "?cursor=1.x", "?colour=red", "?status=queued&status=denied"] {
+        let reply = app.get(Who::IomRome, &format!("/v1/referrals{bad}")).await;
+        assert_eq!((reply.status, reply.problem()), (400, "invalid-request"), "{bad}: {}", reply.text);
+    }
+    assert_eq!(app.get(Who::Recipient, "/v1/referrals").await.status, 403);
+    assert_eq!(app.get(Who::Nobody, "/v1/referrals").await.status, 401);
+    assert!(app.sql_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'referral.read' AND outcome = 'listed'").await >= 10);
+}
 
 async fn an_allowed_referral_is_queued_and_followed(backend: Backend) {
     let app = spawn_app(backend).await;

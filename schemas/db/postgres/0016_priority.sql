@@ -10,6 +10,8 @@ ALTER TABLE referrals ADD COLUMN overdue_warned TEXT
     CONSTRAINT referrals_overdue_warned_known CHECK (overdue_warned IN ('delivery', 'acknowledgement', 'first_status'));
 -- Referrals awaiting a deadline are counted by status, priority and age (metrics, warnings).
 CREATE INDEX referrals_awaiting ON referrals (status, priority, created_ms);
+-- An organisation lists its referrals in the order they were accepted (GET /v1/referrals).
+CREATE INDEX referrals_by_sender ON referrals (sender_org, created_ms, id);
 
 -- The recipient's inbox, emergencies first, then by the deadline awaited of
 -- the recipient (acknowledgement, then first answer), then what awaits

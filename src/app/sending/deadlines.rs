@@ -27,7 +27,7 @@ pub const WARNINGS_PER_ROUND: i64 = 256;
 impl Gateway {
     /// For each priority of `priorities` and each status that awaits a
     /// deadline: the referrals in that status past it at `now`.
-    fn overdue_cutoffs(&self, priorities: &[Priority], now: DateTime<Utc>) -> Vec<AwaitingCutoff> {
+    pub(crate) fn overdue_cutoffs(&self, priorities: &[Priority], now: DateTime<Utc>) -> Vec<AwaitingCutoff> {
         let mut cutoffs = Vec::new();
         for priority in priorities {
             for status in ReferralStatus::ALL {

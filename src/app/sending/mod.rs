@@ -6,5 +6,6 @@
 pub mod deadlines;
 pub mod delivery;
 pub mod delivery_observer;
+pub mod listing;
 pub mod referrals;
 pub mod withdrawal;

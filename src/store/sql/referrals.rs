@@ -283,6 +283,50 @@ macro_rules! referral_sql {
 
         #[async_trait]
         impl ReferralStore for $store {
+            async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<(i64, String)>, limit: i64) -> Result<Vec<StoredReferral>, StoreError> {
+                let mut query = QueryBuilder::new(format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE sender_org = "));
+                query.push_bind(sender_org.to_owned());
+                if !filter.statuses.is_empty() {
+                    query.push(" AND status IN (");
+                    let mut listed = query.separated(", ");
+                    for status in &filter.statuses {
+                        listed.push_bind(status.as_str());
+                    }
+                    query.push(")");
+                }
+                if let Some(purpose) = &filter.purpose {
+                    query.push(" AND purpose = ").push_bind(purpose.clone());
+                }
+                if let Some(priority) = filter.priority {
+                    query.push(" AND priority = ").push_bind(priority.as_str());
+                }
+                if let Some((overdue, cutoffs)) = &filter.overdue {
+                    query.push(if *overdue { " AND (" } else { " AND NOT (" });
+                    if cutoffs.is_empty() {
+                        query.push("1 = 0");
+                    }
+                    for (at, cutoff) in cutoffs.iter().enumerate() {
+                        if at > 0 {
+                            query.push(" OR ");
+                        }
+                        Self::push_cutoff(&mut query, cutoff, false);
+                    }
+                    query.push(")");
+                }
+                if let Some(from_ms) = filter.from_ms {
+                    query.push(" AND created_ms >= ").push_bind(from_ms);
+                }
+                if let Some(to_ms) = filter.to_ms {
+                    query.push(" AND created_ms < ").push_bind(to_ms);
+                }
+                if let Some((created_ms, id)) = after {
+                    query.push(" AND (created_ms, id) > (").push_bind(created_ms).push(", ").push_bind(id).push(")");
+                }
+                query.push(" ORDER BY created_ms, id LIMIT ").push_bind(limit);
+                let rows = query.build().fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::referral_from_row).collect::<Result<_, _>>()?)
+            }
+
             async fn count_awaiting(&self, cutoffs: &[AwaitingCutoff]) -> Result<Vec<i64>, StoreError> {
                 if cutoffs.is_empty() {
                     return Ok(Vec::new());

@@ -1,0 +1,132 @@
+//! The sending organisation follows many referrals at once (issue 21 §2):
+//! `GET /v1/referrals` lists its own, filtered by status, purpose,
+//! priority, whether overdue and when accepted, a page at a time.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::app::access::{Authorized, Senders};
+use crate::app::sending::referrals::OverdueView;
+use crate::app::views::{RecipientRef, Timestamp};
+use crate::app::{AppError, Gateway};
+use crate::audit::{Action, AuditEvent};
+use crate::domain::lifecycle::ReferralStatus;
+use crate::domain::priority::Priority;
+use crate::domain::submission::FieldProblem;
+use crate::domain::Purpose;
+use crate::store::{ReferralFilter, StoredReferral};
+
+/// Most referrals listed per page.
+pub const MAX_REFERRAL_PAGE: i64 = 100;
+
+/// What to list: every filter optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferralQuery {
+    /// Any of these (none: any status).
+    pub statuses: Vec<ReferralStatus>,
+    pub purpose: Option<Purpose>,
+    pub priority: Option<Priority>,
+    /// Only those overdue now, or only those not.
+    pub overdue: Option<bool>,
+    /// Accepted at or after this.
+    pub from_ms: Option<i64>,
+    /// Accepted before this.
+    pub to_ms: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// `GET /v1/referrals`: a page of the organisation's referrals.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ReferralPage {
+    pub items: Vec<ReferralSummary>,
+    /// The cursor after the last item, even on a short page; `null` when
+    /// the page is empty (keep the cursor you had).
+    pub next_cursor: Option<String>,
+}
+
+/// A referral as the listing shows it: where it stands, without its
+/// timeline or decision (`GET /v1/referrals/{id}` has them).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ReferralSummary {
+    pub referral_id: String,
+    pub status: ReferralStatus,
+    pub purpose: String,
+    pub priority: Priority,
+    pub recipient: RecipientRef,
+    pub submitted_at: Timestamp,
+    /// `allow` or `deny`.
+    pub outcome: String,
+    pub handover: bool,
+    /// As in `GET /v1/referrals/{id}`.
+    pub overdue: Option<OverdueView>,
+}
+
+impl Gateway {
+    /// The caller's organisation's referrals that `query` takes in, in the
+    /// order they were accepted.
+    #[tracing::instrument(name = "list_referrals", skip_all)]
+    pub async fn referrals(&self, principal: &Authorized<Senders>, query: ReferralQuery) -> Result<ReferralPage, AppError> {
+        let now = self.now();
+        let after = match &query.cursor {
+            Some(text) => Some(parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
+            None => None,
+        };
+        let limit = query.limit.unwrap_or(MAX_REFERRAL_PAGE).clamp(1, MAX_REFERRAL_PAGE);
+        let filter = ReferralFilter {
+            statuses: query.statuses,
+            purpose: query.purpose.map(|p| p.as_str().to_owned()),
+            priority: query.priority,
+            overdue: query.overdue.map(|overdue| (overdue, self.overdue_cutoffs(Priority::ALL, now))),
+            from_ms: query.from_ms,
+            to_ms: query.to_ms,
+        };
+        let found = self.store.referrals_of(principal.org.as_str(), &filter, after, limit).await?;
+        self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "listed")).await?;
+        let next_cursor = found.last().map(|last| format!("{}.{}", last.created_ms, last.id));
+        let items = found.iter().map(|referral| self.summary(referral, now)).collect();
+        Ok(ReferralPage { items, next_cursor })
+    }
+
+    fn summary(&self, referral: &StoredReferral, now: DateTime<Utc>) -> ReferralSummary {
+        ReferralSummary {
+            referral_id: referral.id.clone(),
+            status: referral.status,
+            purpose: referral.purpose.clone(),
+            priority: referral.priority,
+            recipient: RecipientRef { org: referral.destination_org.clone(), country: referral.destination_country.clone() },
+            submitted_at: Timestamp(referral.created_ms),
+            outcome: referral.outcome.clone(),
+            handover: referral.handover,
+            overdue: self.overdue_of(referral, now).map(|late| OverdueView { deadline: late.deadline, since: Timestamp::of(late.since) }),
+        }
+    }
+}
+
+/// `<acceptance time in ms>.<referral id>`, as `next_cursor` gives it.
+fn parse_cursor(text: &str) -> Option<(i64, String)> {
+    let (ms, id) = text.split_once('.')?;
+    let ms = crate::app::recipient::cases::parse_cursor(ms)?;
+    uuid::Uuid::parse_str(id).ok().filter(|parsed| parsed.hyphenated().to_string() == id)?;
+    Some((ms, id.to_owned()))
+}
+
+fn invalid(field: &str, problem: &str) -> AppError {
+    AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_only_as_this_api_writes_it() {
+        let id = "0196f3a0-0000-7000-8000-000000000001";
+        assert_eq!(parse_cursor(&format!("1763900000000.{id}")), Some((1763900000000, id.to_owned())));
+        for bad in ["", "1763900000000", ".0196f3a0-0000-7000-8000-000000000001", "-1.0196f3a0-0000-7000-8000-000000000001", "+1.0196f3a0-0000-7000-8000-000000000001",
+            "1.0196F3A0-0000-7000-8000-000000000001", "1.0196f3a0000070008000000000000001", "1.x' OR 1=1 --", "1.0196f3a0-0000-7000-8000-000000000001.2"] {
+            assert_eq!(parse_cursor(bad), None, "{bad}");
+        }
+    }
+}
