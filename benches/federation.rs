@@ -170,7 +170,7 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
     let mut acknowledged = 0u64;
     let mut sealed = 0u64;
     while acknowledged < count && started.elapsed() < limit {
-        // Tailing: the arrival order (the default order is a worklist that reorders as cases move).
+        // Tailing: the arrival order (the default; `due` is a worklist that reorders as cases move).
         let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor.as_str())]);

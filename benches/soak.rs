@@ -281,7 +281,7 @@ async fn load(client: reqwest::Client, base: String, template: Arc<String>, plan
 async fn acknowledge(client: reqwest::Client, base: String, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Result<(), BoxError> {
     let mut cursor: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
-        // Tailing: the arrival order (the default order is a worklist that reorders as cases move).
+        // Tailing: the arrival order (the default; `due` is a worklist that reorders as cases move).
         let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor.as_str())]);

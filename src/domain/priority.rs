@@ -8,9 +8,9 @@
 //! - the recipient's first status, `accepted` or `declined`.
 //!
 //! A referral past the deadline it awaits is overdue, naming that deadline
-//! and since when. What it awaits follows from where it stands: its status
-//! at the sending gateway, its inbox entry at the receiving one. Pure: the
-//! caller gives the time.
+//! and since when. What it awaits follows from its status at the sending
+//! gateway (the receiving gateway's inbox keeps the same order of deadlines
+//! in its queue columns, `store::InboxQueue`). Pure: the caller gives the time.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -154,17 +154,6 @@ pub const fn awaited_by_sender(status: ReferralStatus) -> Option<DeadlineKind> {
     }
 }
 
-/// The deadline a case received here awaits from its recipient
-/// organisation: its acknowledgement, then its first answer; nothing once
-/// it answered (or the case is gone).
-pub const fn awaited_from_recipient(acknowledged: bool, answered: bool) -> Option<DeadlineKind> {
-    match (acknowledged, answered) {
-        (_, true) => None,
-        (false, false) => Some(DeadlineKind::Acknowledgement),
-        (true, false) => Some(DeadlineKind::FirstStatus),
-    }
-}
-
 /// A deadline missed: which, and since when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overdue {
@@ -236,14 +225,6 @@ mod tests {
         }
         // The same referral, normal: nothing is due for a day.
         assert_eq!(overdue(Priority::Normal, accepted(), Some(DeadlineKind::Delivery), &defaults, hours(23)), None);
-    }
-
-    #[test]
-    fn a_recipient_owes_its_acknowledgement_then_its_answer() {
-        assert_eq!(awaited_from_recipient(false, false), Some(DeadlineKind::Acknowledgement));
-        assert_eq!(awaited_from_recipient(true, false), Some(DeadlineKind::FirstStatus));
-        assert_eq!(awaited_from_recipient(true, true), None);
-        assert_eq!(awaited_from_recipient(false, true), None, "an answer without an acknowledgement still answers");
     }
 
     proptest! {

@@ -184,12 +184,19 @@ impl Metrics {
     /// The OpenMetrics text exposition, with the outbox depth, the
     /// agreements due and the overdue referrals as of now, and the
     /// retention erasures the gateway counted since it started.
-    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts, agreements_due: &[crate::domain::policy::agreements::Due], overdue: &[OverdueCount]) -> String {
+    /// `overdue`: `None` when the store could not count them, each series then `-1`, as the outbox depth.
+    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts, agreements_due: &[crate::domain::policy::agreements::Due], overdue: Option<&[OverdueCount]>) -> String {
         use crate::domain::policy::agreements::Due;
+        use crate::domain::priority::{DeadlineKind, Priority};
         self.outbox_depth.set(outbox_depth);
-        for late in overdue {
-            let labels = OverdueLabels { priority: late.priority.as_str(), deadline: late.deadline.as_str() };
-            self.overdue.get_or_create(&labels).set(late.count);
+        for priority in Priority::ALL {
+            for deadline in DeadlineKind::ALL {
+                let count = match overdue {
+                    Some(counts) => counts.iter().filter(|c| c.priority == *priority && c.deadline == *deadline).map(|c| c.count).sum(),
+                    None => -1,
+                };
+                self.overdue.get_or_create(&OverdueLabels { priority: priority.as_str(), deadline: deadline.as_str() }).set(count);
+            }
         }
         for (due, label) in [(Due::Review, "review"), (Due::Expires, "expires"), (Due::Expired, "expired")] {
             let count = agreements_due.iter().filter(|d| **d == due).count();

@@ -328,9 +328,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let depth = state.gateway.store.outbox_depth().await.unwrap_or(-1);
     let due: Vec<_> = state.gateway.agreements_due().into_iter().map(|a| a.due).collect();
-    // Unknown if the store cannot say: the gauges keep their last values.
-    let overdue = state.gateway.overdue_counts().await.unwrap_or_default();
-    let mut response = state.metrics.render(depth, state.gateway.retention_erasures(), &due, &overdue).into_response();
+    let overdue = state.gateway.overdue_counts().await.ok();
+    let mut response = state.metrics.render(depth, state.gateway.retention_erasures(), &due, overdue.as_deref()).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));

@@ -106,20 +106,22 @@ async fn an_emergency_is_followed_against_its_deadlines_and_heads_the_recipients
         nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == 2)
     })
     .await;
-    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let listed = nga.get(Who::NgaHealth, "/v1/inbox?order=due").await.body;
     let priorities: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|i| i["priority"].as_str().unwrap()).collect();
     assert_eq!(priorities, ["emergency", "normal"], "{listed}");
     let emergency_packet = listed["items"][0]["packet_id"].as_str().unwrap().to_owned();
     let respond_by = |item: &Value| chrono::DateTime::parse_from_rfc3339(item["respond_by"].as_str().unwrap()).unwrap().timestamp_millis();
     let (first, second) = (respond_by(&listed["items"][0]), respond_by(&listed["items"][1]));
     assert!(second - first > chrono::Duration::hours(60).num_milliseconds(), "4 hours to acknowledge an emergency, 72 a normal case: {listed}");
-    let by_arrival = nga.get(Who::NgaHealth, "/v1/inbox?order=arrival").await.body;
+    // The default stays the order cases became visible, which recipients tail.
+    let by_arrival = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
     assert_eq!(by_arrival["items"].as_array().unwrap().len(), 2, "{by_arrival}");
     assert!(by_arrival["next_cursor"].as_str().unwrap().bytes().all(|b| b.is_ascii_digit()), "{by_arrival}");
+    assert_eq!(nga.get(Who::NgaHealth, "/v1/inbox?order=arrival").await.body, by_arrival);
     let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{emergency_packet}")).await;
     assert_eq!(case.body["priority"], "emergency", "{}", case.text);
     // Paged one at a time, the same order; a cursor keeps its order.
-    let page = nga.get(Who::NgaHealth, "/v1/inbox?limit=1").await.body;
+    let page = nga.get(Who::NgaHealth, "/v1/inbox?order=due&limit=1").await.body;
     assert_eq!(page["items"][0]["packet_id"], emergency_packet.as_str());
     let cursor = page["next_cursor"].as_str().unwrap();
     assert!(cursor.starts_with('q'), "{page}");
@@ -150,12 +152,12 @@ async fn an_emergency_is_followed_against_its_deadlines_and_heads_the_recipients
     wait_for("forwarded at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &emergency).await == "forwarded" }).await;
     let shown = ita.get(Who::IomRome, &format!("/v1/referrals/{emergency}")).await.body;
     assert_eq!(shown["overdue"], Value::Null, "its first answer is due 24 hours after acceptance: {shown}");
-    let still_first = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let still_first = nga.get(Who::NgaHealth, "/v1/inbox?order=due").await.body;
     assert_eq!(still_first["items"][0]["packet_id"], emergency_packet.as_str(), "{still_first}");
     let accepted_now = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{emergency_packet}/status"))).json(&json!({ "status": "accepted" }))).await;
     assert_eq!(accepted_now.status, 202, "{}", accepted_now.text);
     wait_for("accepted at the sender", LIMIT, || async { status_of(ita, Who::IomRome, &emergency).await == "accepted" }).await;
-    let answered = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    let answered = nga.get(Who::NgaHealth, "/v1/inbox?order=due").await.body;
     assert_eq!(answered["items"][1]["packet_id"], emergency_packet.as_str(), "answered, it goes last: {answered}");
     assert!(answered["items"][1].get("respond_by").is_none(), "{answered}");
     federation.clock.advance(chrono::Duration::days(30));

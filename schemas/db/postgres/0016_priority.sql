@@ -16,16 +16,20 @@ CREATE INDEX referrals_by_sender ON referrals (sender_org, created_ms, id);
 -- The recipient's inbox, emergencies first, then by the deadline awaited of
 -- the recipient (acknowledgement, then first answer), then what awaits
 -- nothing of it. `priority` is NULL for a case sealed end to end: for the
--- organisation alone. `answer_by_ms` is the first-answer deadline, which
--- `due_ms` takes on acknowledgement.
+-- organisation alone, and NULL once the case is erased. `answer_by_ms` is
+-- the first-answer deadline, which `due_ms` takes on acknowledgement.
 ALTER TABLE inbox ADD COLUMN priority TEXT
     CONSTRAINT inbox_priority_known CHECK (priority IN ('emergency', 'urgent', 'normal'));
 ALTER TABLE inbox ADD COLUMN answer_by_ms BIGINT;
 ALTER TABLE inbox ADD COLUMN queue_rank BIGINT;
 ALTER TABLE inbox ADD COLUMN due_ms BIGINT;
--- Cases made visible before this migration have no deadlines: they await
--- their recipient in the order they arrived, after any emergency.
-UPDATE inbox SET queue_rank = CASE WHEN state IN ('available', 'pushing', 'acknowledged', 'narrowing_pushing') THEN 1 ELSE 2 END,
-    due_ms = CASE WHEN state IN ('available', 'pushing', 'acknowledged', 'narrowing_pushing') THEN received_ms ELSE 0 END
+-- Cases made visible before this migration have no deadlines: those not
+-- acknowledged yet await their recipient, in the order they arrived (before
+-- any new case but an emergency); the others are taken as awaiting nothing
+-- (whether they were answered is not recorded here). Stop every replica
+-- before this migration: one still running the earlier version would make
+-- cases visible without a place in the queue (operations.md §3.3).
+UPDATE inbox SET queue_rank = CASE WHEN state IN ('available', 'pushing') THEN 1 ELSE 2 END,
+    due_ms = CASE WHEN state IN ('available', 'pushing') THEN received_ms ELSE 0 END
     WHERE visible_seq IS NOT NULL;
 CREATE INDEX inbox_queue ON inbox (recipient_org, queue_rank, due_ms, visible_seq);

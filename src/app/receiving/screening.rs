@@ -155,7 +155,7 @@ impl Gateway {
                         let pushed = self.takes_webhook_pushes(&claims.recipient);
                         let reseal = if cut { Some(self.recut(item, &claims, now).await?) } else { None };
                         let retention = stored_retention(self.received_retention(&claims, recipient.as_ref(), item));
-                        let queue = self.inbox_queue_of(&claims);
+                        let queue = self.inbox_queue_of(&claims, item);
                         self.inbox_move(item, InboxMove::Forward { pushed, retention, reseal, queue }, now)
                     }
                     Screening::Refuse(reasons) => {
@@ -356,14 +356,17 @@ impl Gateway {
         Ok(sealed)
     }
 
-    /// What the recipient of a referral passed here owes, by when: from the
-    /// packet's `issued_at` (its first sealing, at its acceptance or soon
-    /// after) by this gateway's `[deadlines]`. A case sealed end to end is
-    /// queued by the normal deadlines: its priority is not this gateway's to read.
-    fn inbox_queue_of(&self, claims: &PacketClaims) -> InboxQueue {
+    /// What the recipient of a referral passed here owes, by when: from its
+    /// receipt here, by this gateway's `[deadlines]` (the recipient cannot
+    /// answer before the case arrives; and the sending peer's `issued_at`
+    /// is its word, which would let it move its cases up every worklist).
+    /// A case sealed end to end is queued by the normal deadlines: its
+    /// priority is not this gateway's to read.
+    fn inbox_queue_of(&self, claims: &PacketClaims, item: &InboxItem) -> InboxQueue {
         let priority = (!claims.is_end_to_end()).then_some(claims.priority);
         let counted_as = priority.unwrap_or_default();
-        let due = |kind| self.deadlines.due(counted_as, claims.issued_at, kind).timestamp_millis();
+        let received = DateTime::<Utc>::from_timestamp_millis(item.received_ms).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let due = |kind| self.deadlines.due(counted_as, received, kind).timestamp_millis();
         InboxQueue { priority, acknowledge_by_ms: due(DeadlineKind::Acknowledgement), answer_by_ms: due(DeadlineKind::FirstStatus) }
     }
 

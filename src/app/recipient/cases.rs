@@ -40,7 +40,9 @@ impl Gateway {
             (Some(order), Some(after)) if after.order() != order => return Err(invalid("order", "is not the order the cursor continues")),
             (Some(order), _) => order,
             (None, Some(after)) => after.order(),
-            (None, None) => InboxOrder::Due,
+            // Recipients tail their inbox with the cursor: a listing that
+            // names no order keeps the one they tail by.
+            (None, None) => InboxOrder::Arrival,
         };
         let limit = limit.clamp(1, MAX_INBOX_PAGE);
         let org = principal.org.as_str();
@@ -78,7 +80,8 @@ impl Gateway {
             } else {
                 entry.purpose = claims.purpose;
                 entry.priority = Some(claims.priority);
-                entry.respond_by = item.queue.filter(|place| place.rank < 2).map(|place| Timestamp(place.due_ms));
+                // Cases made visible before deadlines existed have none to show.
+                entry.respond_by = item.queue.filter(|place| place.rank < 2 && item.priority.is_some()).map(|place| Timestamp(place.due_ms));
             }
             if !item.narrowed.is_empty() {
                 // Listed again because its sender withdrew these: the recipient erases them too
@@ -258,11 +261,12 @@ pub enum InboxOrder {
     /// Emergencies awaiting the recipient first, then every case awaiting
     /// it by the deadline it awaits (its acknowledgement, then its first
     /// answer), then cases awaiting nothing (answered, or erased), in the
-    /// order they became visible or were listed again. The default: a
-    /// worklist, whose order changes as cases move.
+    /// order they became visible or were listed again: a worklist, whose
+    /// order changes as cases move, to be read from the top again.
     Due,
     /// The order cases became visible, a case listed again (erased, or cut)
-    /// last: a recipient tails its inbox with this one.
+    /// last: a recipient tails its inbox with this one. The default, as it
+    /// was before there were two orders.
     Arrival,
 }
 

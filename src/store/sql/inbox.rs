@@ -105,8 +105,12 @@ macro_rules! inbox_sql {
                             .await?;
                     }
                     InboxMove::Acknowledge { .. } => {
-                        // Its first answer is awaited next, unless it came already.
-                        sqlx::query("UPDATE inbox SET due_ms = answer_by_ms WHERE packet_id = $1 AND queue_rank < 2 AND answer_by_ms IS NOT NULL")
+                        // Its first answer is awaited next, unless it came already (a case
+                        // made visible before deadlines existed has none: it awaits nothing).
+                        sqlx::query(
+                            "UPDATE inbox SET due_ms = COALESCE(answer_by_ms, 0), queue_rank = CASE WHEN answer_by_ms IS NULL THEN 2 ELSE queue_rank END \
+                             WHERE packet_id = $1 AND queue_rank < 2",
+                        )
                             .bind(&change.packet_id)
                             .execute(&mut *connection)
                             .await?;
@@ -264,6 +268,7 @@ macro_rules! inbox_sql {
                     "UPDATE inbox SET state = {}, \
                      reasons = COALESCE($4, reasons), next_push_ms = $2, push_attempts = 0, sealed = $1, settled_ms = $2, \
                      queue_rank = CASE WHEN queue_rank IS NULL THEN NULL ELSE 2 END, due_ms = CASE WHEN queue_rank IS NULL THEN NULL ELSE 0 END, \
+                     priority = NULL, answer_by_ms = NULL, \
                      expires_ms = CASE WHEN $5 AND expires_ms < $6 THEN $6 ELSE expires_ms END, \
                      visible_seq = CASE WHEN visible_seq IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox) END \
                      WHERE packet_id = $3 AND state IN {}",

@@ -91,8 +91,17 @@ async fn the_recipients_queue_puts_emergencies_first_then_deadlines_then_what_aw
     let after_answer = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
     assert_eq!(ids(&after_answer), ["sealed", "urgent", "normal", "emergency"], "the answered in the order they became visible");
     assert_eq!(after_answer[2].queue.map(|q| q.rank), Some(2));
-    // The arrival order is unchanged by any of it.
-    assert_eq!(ids(&store.inbox_for("nga-iom-lagos", &listed, None, 10).await.unwrap()), ["normal", "urgent", "emergency", "sealed"]);
+    // Erased, a case keeps no priority: nothing of it is left in clear.
+    let erase = Write::RetentionErase {
+        erasure: referral_gateway::store::RetentionErasure::Received { packet_id: "urgent".to_owned(), erasure_pushed: false, push_until_ms: at(700).timestamp_millis() },
+        at_ms: at(30).timestamp_millis(),
+        audit: event(30, "NGA", Action::RetentionErase),
+    };
+    store.write_batch(&[erase]).await.unwrap();
+    let erased = store.inbox_item("urgent").await.unwrap().unwrap();
+    assert_eq!((erased.state, erased.priority, erased.queue.map(|q| q.rank)), (InboxState::Erased, None, Some(2)));
+    // The arrival order is unchanged by the rest; the erased case is listed again, last.
+    assert_eq!(ids(&store.inbox_for("nga-iom-lagos", &listed, None, 10).await.unwrap()), ["normal", "emergency", "sealed", "urgent"]);
 }
 
 async fn a_known_packet_id_is_stored_once_and_keeps_its_first_receipt(backend: Backend) {
