@@ -206,7 +206,7 @@ async fn unknown_routes_and_methods_are_problems(backend: Backend) {
         (Method::POST, "/v1/referral", 404, "not-found"),
         (Method::GET, "/v1/referrals/a/b", 404, "not-found"),
         (Method::DELETE, "/v1/referrals", 405, "method-not-allowed"),
-        (Method::GET, "/v1/referrals", 405, "method-not-allowed"),
+        (Method::PUT, "/v1/referrals", 405, "method-not-allowed"),
         (Method::DELETE, "/v1/referrals/some-id", 405, "method-not-allowed"),
         (Method::PATCH, "/v1/policies", 405, "method-not-allowed"),
         (Method::GET, "/v1/policies/simulate", 405, "method-not-allowed"),

@@ -145,6 +145,20 @@ macro_rules! inbox_sql {
                 Ok(true)
             }
 
+            /// The start of a query for an organisation's cases in `states`
+            /// that it could see: a case refused before it was ever visible is
+            /// not listed, not even once erased.
+            fn listed_to(recipient_org: &str, states: &[InboxState]) -> QueryBuilder<'static, <$row as Row>::Database> {
+                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
+                query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
+                let mut listed = query.separated(", ");
+                for state in states {
+                    listed.push_bind(state.as_str());
+                }
+                query.push(") AND visible_seq IS NOT NULL");
+                query
+            }
+
             /// A received case its recipient answered: nothing more is awaited of it.
             async fn queue_answered(connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection, packet_id: &str) -> Result<(), sqlx::Error> {
                 sqlx::query("UPDATE inbox SET queue_rank = 2, due_ms = 0 WHERE packet_id = $1 AND queue_rank IS NOT NULL")
@@ -394,15 +408,7 @@ macro_rules! inbox_sql {
             }
 
             async fn inbox_for(&self, recipient_org: &str, states: &[InboxState], after: Option<i64>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
-                query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
-                let mut listed = query.separated(", ");
-                for state in states {
-                    listed.push_bind(state.as_str());
-                }
-                // Only what the recipient could see: a case refused before it was ever
-                // visible is not listed, not even once erased.
-                query.push(") AND visible_seq IS NOT NULL");
+                let mut query = Self::listed_to(recipient_org, states);
                 if let Some(after) = after {
                     query.push(" AND visible_seq > ").push_bind(after);
                 }
@@ -412,13 +418,8 @@ macro_rules! inbox_sql {
             }
 
             async fn inbox_queue(&self, recipient_org: &str, states: &[InboxState], after: Option<QueuePlace>, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let mut query = QueryBuilder::new(format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE recipient_org = "));
-                query.push_bind(recipient_org.to_owned()).push(" AND state IN (");
-                let mut listed = query.separated(", ");
-                for state in states {
-                    listed.push_bind(state.as_str());
-                }
-                query.push(") AND visible_seq IS NOT NULL AND queue_rank IS NOT NULL");
+                let mut query = Self::listed_to(recipient_org, states);
+                query.push(" AND queue_rank IS NOT NULL");
                 if let Some(after) = after {
                     // Row values: an index range on (recipient_org, queue_rank, due_ms, visible_seq).
                     query
