@@ -6,6 +6,7 @@ use crate::on_both_backends;
 on_both_backends!(
     state_columns_take_exactly_the_lifecycle_states,
     referrals_stored_before_migration_0011_keep_their_policy_number,
+    cases_visible_before_migration_0016_are_queued_without_deadlines,
 );
 
 /// Every state column takes each value of its lifecycle enum and nothing
@@ -19,7 +20,11 @@ async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
     raw(&opened, "INSERT INTO policy_signoffs (number, reviewer_org, reviewer_subject, verdict, at_ms) VALUES (1, 'ita-nrm', 'b', 'approve', 0)")
         .await
         .unwrap();
-    let columns: [(&str, &str, Vec<&str>); 6] = [
+    use referral_gateway::domain::priority::{DeadlineKind, Priority};
+    let columns: [(&str, &str, Vec<&str>); 9] = [
+        ("referrals", "priority", Priority::ALL.iter().map(|s| s.as_str()).collect()),
+        ("referrals", "overdue_warned", DeadlineKind::ALL.iter().map(|s| s.as_str()).collect()),
+        ("inbox", "priority", Priority::ALL.iter().map(|s| s.as_str()).collect()),
         ("policy_versions", "state", PolicyVersionState::ALL.iter().map(|s| s.as_str()).collect()),
         ("policy_signoffs", "verdict", Verdict::ALL.iter().map(|s| s.as_str()).collect()),
         ("referrals", "status", ReferralStatus::ALL.iter().map(|s| s.as_str()).collect()),
@@ -41,7 +46,10 @@ async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
 /// Migration 0011 over referrals stored before it: the answer each was
 /// given is rendered from its decision from then on, with the policy
 /// number its stored answer held.
-async fn referrals_stored_before_migration_0011_keep_their_policy_number(backend: Backend) {
+/// A database as the gateway left it before migration `version`, with
+/// `rows` inserted then; opened as a store, the migrations from `version`
+/// on run over them.
+async fn database_before(backend: Backend, version: i64, rows: &[&str]) -> (DatabaseConfig, tempfile::TempDir) {
     use sqlx::migrate::Migrator;
     let dir = tempfile::tempdir().unwrap();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -49,21 +57,18 @@ async fn referrals_stored_before_migration_0011_keep_their_policy_number(backend
         Backend::Sqlite => "schemas/db/sqlite",
         Backend::Postgres => "schemas/db/postgres",
     };
-    // The database as the gateway left it before 0011.
     let mut before = Migrator::new(crate::helpers::repo_path(folder)).await.unwrap();
-    before.migrations = before.migrations.iter().filter(|m| m.version < 11).cloned().collect::<Vec<_>>().into();
-    assert_eq!(before.migrations.last().map(|m| m.version), Some(10));
-    let insert = "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, purpose, outcome, \
-                  policy_version, decision, consent, response, status, created_ms) VALUES \
-                  ('r-old', 'ita-nrm', 'key-old-1', 'fp', 's1', 'gmb-iom-banjul', 'return', 'deny', 'sha256:0', '{}', '{}', \
-                  '{\"type\": \"https://referral-gateway.example/problems/referral-denied\", \"policy_number\": 7}', 'denied', 0)";
+    before.migrations = before.migrations.iter().filter(|m| m.version < version).cloned().collect::<Vec<_>>().into();
+    assert_eq!(before.migrations.last().map(|m| m.version), Some(version - 1));
     let config = match backend {
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.path().join("store.db").display());
             let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
             let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
             before.run(&pool).await.unwrap();
-            sqlx::query(insert).execute(&pool).await.unwrap();
+            for row in rows {
+                sqlx::query(row).execute(&pool).await.unwrap();
+            }
             pool.close().await;
             DatabaseConfig { url, schema: None, max_connections: 4, case_keys_url: None, ..DatabaseConfig::default() }
         }
@@ -74,15 +79,75 @@ async fn referrals_stored_before_migration_0011_keep_their_policy_number(backend
             admin.close().await;
             let pool = crate::helpers::pg_pool_in(&schema).await;
             before.run(&pool).await.unwrap();
-            sqlx::query(insert).execute(&pool).await.unwrap();
+            for row in rows {
+                sqlx::query(row).execute(&pool).await.unwrap();
+            }
             pool.close().await;
             DatabaseConfig { url: POSTGRES_URL.to_owned(), schema: Some(schema), max_connections: 4, case_keys_url: None, ..DatabaseConfig::default() }
         }
     };
+    (config, dir)
+}
+
+async fn referrals_stored_before_migration_0011_keep_their_policy_number(backend: Backend) {
+    let insert = "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, purpose, outcome, \
+                  policy_version, decision, consent, response, status, created_ms) VALUES \
+                  ('r-old', 'ita-nrm', 'key-old-1', 'fp', 's1', 'gmb-iom-banjul', 'return', 'deny', 'sha256:0', '{}', '{}', \
+                  '{\"type\": \"https://referral-gateway.example/problems/referral-denied\", \"policy_number\": 7}', 'denied', 0)";
+    let (config, _dir) = database_before(backend, 11, &[insert]).await;
     let store = referral_gateway::store::open(&config).await.unwrap();
     let stored = store.referral("r-old").await.unwrap().unwrap();
     assert_eq!(stored.policy_number, 7);
     assert_eq!(stored.status, ReferralStatus::Denied);
+}
+
+/// Migration 0016 (priorities): referrals stored before it are normal;
+/// cases made visible before it are queued without deadlines, those not
+/// acknowledged yet awaiting their recipient in the order they arrived,
+/// the others awaiting nothing; a case never visible has no place.
+async fn cases_visible_before_migration_0016_are_queued_without_deadlines(backend: Backend) {
+    use referral_gateway::domain::priority::Priority;
+    let referral = "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, purpose, outcome, \
+                    policy_version, decision, consent, policy_number, status, created_ms) VALUES \
+                    ('r-old', 'ita-nrm', 'key-old-1', 'fp', 's1', 'gmb-iom-banjul', 'return', 'allow', 'sha256:0', '{}', '{}', 1, 'delivered', 0)";
+    let case = |id: &str, state: &str, received_ms: i64, seq: Option<i64>| {
+        format!(
+            "INSERT INTO inbox (packet_id, issuer, packet_sha256, packet_type, recipient_org, sealed, key_id, receipt, received_ms, expires_ms, state, visible_seq) \
+             VALUES ('{id}', 'ITA', 'digest-{id}', 'referral', 'nga-iom-lagos', '', 'k', 'receipt', {received_ms}, 999999999, '{state}', {})",
+            seq.map_or("NULL".to_owned(), |s| s.to_string())
+        )
+    };
+    let rows = [
+        case("acknowledged", "acknowledged", 100, Some(1)),
+        case("later", "available", 300, Some(2)),
+        case("earlier", "available", 200, Some(3)),
+        case("erased", "erased", 50, Some(4)),
+        case("unseen", "received", 10, None),
+    ];
+    let mut statements = vec![referral];
+    statements.extend(rows.iter().map(String::as_str));
+    let (config, _dir) = database_before(backend, 16, &statements).await;
+    let store = referral_gateway::store::open(&config).await.unwrap();
+    assert_eq!(store.referral("r-old").await.unwrap().unwrap().priority, Priority::Normal);
+    let listed = [InboxState::Available, InboxState::Acknowledged, InboxState::Erased, InboxState::Received];
+    let queue = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
+    let order: Vec<(&str, Option<i64>)> = queue.iter().map(|i| (i.packet_id.as_str(), i.queue.map(|q| q.rank))).collect();
+    assert_eq!(order, [("earlier", Some(1)), ("later", Some(1)), ("acknowledged", Some(2)), ("erased", Some(2))]);
+    assert!(queue.iter().all(|i| i.priority.is_none()), "no priority known for them");
+    // An old case acknowledged now awaits nothing: it had no first-answer deadline.
+    let reply = referral_gateway::store::NewReply {
+        packet_id: "ack-earlier".to_owned(),
+        packet_type: "status".to_owned(),
+        destination_country: "ITA".to_owned(),
+        recipient_org: "ita-nrm".to_owned(),
+        payload: SealedPayload { sealed: vec![1], key_id: "k".to_owned() },
+        deadline_ms: 1_000_000,
+        created_ms: 400,
+    };
+    let change = InboxChange { packet_id: "earlier".to_owned(), from: InboxState::Available, step: InboxMove::Acknowledge { reply }, at_ms: 400 };
+    store.write_batch(&[Write::InboxMove { change: Box::new(change), audit: event(1, "NGA", Action::InboxUpdate) }]).await.unwrap();
+    let after = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
+    assert_eq!(after.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["later", "acknowledged", "earlier", "erased"]);
 }
 
 fn policy_version() -> Write {
