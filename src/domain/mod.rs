@@ -11,6 +11,7 @@ pub mod country;
 pub mod decide;
 pub mod decision;
 pub mod duplicate_keys;
+pub mod emergency_override;
 pub mod impact;
 pub mod ids;
 pub mod inbound;

@@ -49,6 +49,7 @@ use referral_gateway::domain::consent::{
 };
 use referral_gateway::domain::decide::{decide, decide_and_minimise, decide_from, gather, DecisionFacts};
 use referral_gateway::domain::decision::{Decision, ReasonCode};
+use referral_gateway::domain::emergency_override::{decide_under_override, JustificationCode, OverrideReason, OverrideRefusal, OverrideRequest};
 use referral_gateway::domain::impact::{impact, Changes, Impact};
 use referral_gateway::domain::minimise::{Payload, minimise};
 use referral_gateway::domain::policy::{PolicySource, DataProtectionPolicy};
@@ -1994,6 +1995,70 @@ proptest! {
                     (back.changed.decisions, back.changed.allow_to_deny, back.changed.deny_to_allow, back.changed.sent_to_withheld, back.changed.withheld_to_sent),
                     (expected.decisions, expected.deny_to_allow, expected.allow_to_deny, expected.withheld_to_sent, expected.sent_to_withheld)
                 );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Emergency override (issue 21 §4)
+// ---------------------------------------------------------------------------
+
+fn override_request() -> BoxedStrategy<OverrideRequest> {
+    (prop::sample::select(OverrideReason::ALL), "[a-z_]{1,20}")
+        .prop_map(|(reason, code)| OverrideRequest { reason, justification_code: JustificationCode::parse(&code).unwrap() })
+        .boxed()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// An approved override replaces missing consent for what the purpose
+    /// needs, and nothing else: never for a state actor of an origin state
+    /// (so never past the asylum firewall), never an explicit refusal or
+    /// withdrawal, never `case_notes` without a scope naming it, never the
+    /// `asylum` category without consent; and where it replaced consent, no
+    /// consent reason withholds the category any more.
+    #[test]
+    fn an_override_replaces_missing_consent_and_nothing_else(input in any_input(), request in override_request()) {
+        let (facts, _) = gather(&input.case, &input.consent, italy(), Some(&input.recipient), input.purpose, now());
+        let (sits, acts) = input.origin_contact();
+        let state_actor_of_origin = input.state_actor() && (sits || acts);
+        for p in policies() {
+            match decide_under_override(&facts, &p.policy, &request) {
+                Err(OverrideRefusal::StateActorOfOriginState) => prop_assert!(state_actor_of_origin, "{}", p.name),
+                Err(OverrideRefusal::NotAChild) => prop_assert!(request.reason == OverrideReason::ChildAtImminentRisk && !facts.case.child),
+                Err(OverrideRefusal::RecipientUnknown) => prop_assert!(false, "the recipient is known"),
+                Ok((decision, overridden)) => {
+                    prop_assert!(!state_actor_of_origin, "{}", p.name);
+                    for category in decision.sent().keys() {
+                        let coverage = input.coverage(*category);
+                        prop_assert!(!matches!(coverage, Coverage::Refused | Coverage::Withdrawn), "{}: {} sent over a no", p.name, category);
+                        if *category == DataCategory::CaseNotes {
+                            prop_assert!(matches!(coverage, Coverage::Granted { named: true, .. }), "{}: case notes", p.name);
+                        }
+                        if *category == DataCategory::Asylum {
+                            prop_assert!(matches!(coverage, Coverage::Granted { .. }), "{}: asylum without consent", p.name);
+                            prop_assert!(!sits, "{}: the asylum category in an origin state", p.name);
+                        }
+                        if !matches!(coverage, Coverage::Granted { .. }) {
+                            prop_assert!(overridden.contains(category), "{}: {} sent without consent or override", p.name, category);
+                        }
+                    }
+                    for category in &overridden {
+                        let missing = matches!(input.coverage(*category), Coverage::NotGiven | Coverage::Expired | Coverage::NotYetValid);
+                        prop_assert!(missing, "{}: {} overridden over consent given or refused", p.name, category);
+                        let consent_reasons = [
+                            ReasonCode::ConsentNotGiven,
+                            ReasonCode::ConsentExpired,
+                            ReasonCode::ConsentNotYetValid,
+                            ReasonCode::ChildGuardianConsentMissing,
+                        ];
+                        if let Some(withheld) = decision.withheld().get(category) {
+                            prop_assert!(withheld.iter().all(|w| !consent_reasons.contains(&w.reason)), "{}: {} {:?}", p.name, category, withheld);
+                        }
+                    }
+                }
             }
         }
     }
