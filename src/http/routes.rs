@@ -81,11 +81,13 @@ pub async fn get_referrals(
         }
         match key.as_str() {
             "status" => {
-                listing.statuses = value
+                // A set: each status once, however often named (at most the 17 there are).
+                let statuses: std::collections::BTreeSet<ReferralStatus> = value
                     .split(',')
                     .map(|status| status.parse::<ReferralStatus>())
                     .collect::<std::result::Result<_, _>>()
                     .map_err(|_| Problem::invalid_query("status must be referral statuses, separated by commas"))?;
+                listing.statuses = statuses.into_iter().collect();
             }
             "purpose" => listing.purpose = Some(value.parse().map_err(|_| Problem::invalid_query("purpose is not a known purpose"))?),
             "priority" => listing.priority = Some(value.parse().map_err(|_| Problem::invalid_query("priority must be emergency, urgent or normal"))?),

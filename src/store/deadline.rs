@@ -159,7 +159,7 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("expired_referrals", self.inner.expired_referrals(now_ms, limit)).await
     }
 
-    async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<(i64, String)>, limit: i64) -> Result<Vec<StoredReferral>, StoreError> {
+    async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<i64>, limit: i64) -> Result<Vec<ListedReferral>, StoreError> {
         self.bounded("referrals_of", self.inner.referrals_of(sender_org, filter, after, limit)).await
     }
 

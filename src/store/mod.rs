@@ -147,10 +147,11 @@ pub trait ReferralStore: Send + Sync {
     async fn referrals_accepted_between(&self, window: (i64, i64), after: Option<(i64, String)>, limit: i64) -> Result<Vec<AcceptedReferral>, StoreError>;
 
     /// Up to `limit` referrals of `sender_org` that `filter` takes in, in
-    /// the order they were accepted (time, then id), after `after` (the
-    /// last of the page before). A referral accepted later never comes
+    /// the order they were recorded, after `after` (the `listed_seq` of the
+    /// last of the page before). Numbers are given as referrals are stored,
+    /// under the lock every write takes: one recorded later never comes
     /// before one listed already, so a walk neither skips nor repeats one.
-    async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<(i64, String)>, limit: i64) -> Result<Vec<StoredReferral>, StoreError>;
+    async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<i64>, limit: i64) -> Result<Vec<ListedReferral>, StoreError>;
 
     /// For each cutoff, how many referrals it takes in.
     async fn count_awaiting(&self, cutoffs: &[AwaitingCutoff]) -> Result<Vec<i64>, StoreError>;

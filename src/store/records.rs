@@ -68,6 +68,14 @@ pub struct ReferralFilter {
     pub to_ms: Option<i64>,
 }
 
+/// A referral as an organisation's listing gives it, with its place in the
+/// order referrals were recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedReferral {
+    pub listed_seq: i64,
+    pub referral: StoredReferral,
+}
+
 /// A referral past a deadline, not yet logged for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverdueReferral {

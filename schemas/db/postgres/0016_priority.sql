@@ -10,8 +10,17 @@ ALTER TABLE referrals ADD COLUMN overdue_warned TEXT
     CONSTRAINT referrals_overdue_warned_known CHECK (overdue_warned IN ('delivery', 'acknowledgement', 'first_status'));
 -- Referrals awaiting a deadline are counted by status, priority and age (metrics, warnings).
 CREATE INDEX referrals_awaiting ON referrals (status, priority, created_ms);
--- An organisation lists its referrals in the order they were accepted (GET /v1/referrals).
-CREATE INDEX referrals_by_sender ON referrals (sender_org, created_ms, id);
+-- An organisation lists its referrals in the order they were recorded
+-- (GET /v1/referrals): `listed_seq`, numbered as each is stored, under the
+-- lock every write takes (the audit chain's head), so that a page never
+-- ends before a referral recorded later with an earlier number. Those
+-- stored before are numbered in the order they were accepted.
+ALTER TABLE referrals ADD COLUMN listed_seq BIGINT;
+UPDATE referrals SET listed_seq = numbered.n
+    FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY created_ms, id) AS n FROM referrals) AS numbered
+    WHERE numbered.id = referrals.id;
+CREATE UNIQUE INDEX referrals_by_listed_seq ON referrals (listed_seq);
+CREATE INDEX referrals_by_sender ON referrals (sender_org, listed_seq);
 
 -- The recipient's inbox, emergencies first, then by the deadline awaited of
 -- the recipient (acknowledgement, then first answer), then what awaits

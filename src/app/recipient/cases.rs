@@ -351,7 +351,8 @@ pub struct InboxEntry {
     pub priority: Option<Priority>,
     /// What this gateway awaits of the organisation by then: its
     /// acknowledgement, then (once acknowledged) its first status. Absent
-    /// once it answered, and where `priority` is.
+    /// once it answered, where `priority` is, and for a case made visible
+    /// before deadlines existed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub respond_by: Option<Timestamp>,
     /// Sealed to the organisation's own key: this gateway cannot read it

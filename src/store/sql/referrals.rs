@@ -47,10 +47,17 @@ macro_rules! referral_sql {
                 referrals: &[&NewReferral],
             ) -> Result<HashSet<String>, sqlx::Error> {
                 let mut inserted = HashSet::new();
+                // Numbered in the order stored: every write holds the audit chain's head
+                // (locked on PostgreSQL, the one writer on SQLite), so no later number
+                // commits first. A referral whose key is taken leaves a gap.
+                let top: i64 = sqlx::query("SELECT COALESCE(MAX(listed_seq), 0) AS top FROM referrals").fetch_one(&mut *connection).await?.try_get("top")?;
+                let mut next_seq = top;
                 for chunk in referrals.chunks(ROWS_PER_STATEMENT) {
-                    let mut query =
-                        QueryBuilder::new(format!("INSERT INTO referrals ({REFERRAL_COLUMNS}, retention_until_ms, retention_days_after_closure) "));
+                    let mut query = QueryBuilder::new(format!(
+                        "INSERT INTO referrals ({REFERRAL_COLUMNS}, retention_until_ms, retention_days_after_closure, listed_seq) "
+                    ));
                     query.push_values(chunk, |mut row, new| {
+                        next_seq += 1;
                         let r = &new.record;
                         let retention = new.outbox.as_ref().and_then(|o| o.retention);
                         row.push_bind(r.id.clone())
@@ -71,7 +78,8 @@ macro_rules! referral_sql {
                             .push_bind(r.handover)
                             .push_bind(r.priority.as_str())
                             .push_bind(retention.map(|k| k.until_ms))
-                            .push_bind(retention.and_then(|k| k.days_after_closure));
+                            .push_bind(retention.and_then(|k| k.days_after_closure))
+                            .push_bind(next_seq);
                     });
                     query.push(" ON CONFLICT (sender_org, idempotency_key) DO NOTHING RETURNING id");
                     for row in query.build().persistent(false).fetch_all(&mut *connection).await? {
@@ -283,8 +291,8 @@ macro_rules! referral_sql {
 
         #[async_trait]
         impl ReferralStore for $store {
-            async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<(i64, String)>, limit: i64) -> Result<Vec<StoredReferral>, StoreError> {
-                let mut query = QueryBuilder::new(format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE sender_org = "));
+            async fn referrals_of(&self, sender_org: &str, filter: &ReferralFilter, after: Option<i64>, limit: i64) -> Result<Vec<ListedReferral>, StoreError> {
+                let mut query = QueryBuilder::new(format!("SELECT {REFERRAL_COLUMNS}, listed_seq FROM referrals WHERE sender_org = "));
                 query.push_bind(sender_org.to_owned());
                 if !filter.statuses.is_empty() {
                     query.push(" AND status IN (");
@@ -319,12 +327,15 @@ macro_rules! referral_sql {
                 if let Some(to_ms) = filter.to_ms {
                     query.push(" AND created_ms < ").push_bind(to_ms);
                 }
-                if let Some((created_ms, id)) = after {
-                    query.push(" AND (created_ms, id) > (").push_bind(created_ms).push(", ").push_bind(id).push(")");
+                if let Some(after) = after {
+                    query.push(" AND listed_seq > ").push_bind(after);
                 }
-                query.push(" ORDER BY created_ms, id LIMIT ").push_bind(limit);
+                query.push(" ORDER BY listed_seq LIMIT ").push_bind(limit);
                 let rows = query.build().fetch_all(&self.pool).await?;
-                Ok(rows.iter().map(Self::referral_from_row).collect::<Result<_, _>>()?)
+                rows.iter()
+                    .map(|row| Ok(ListedReferral { listed_seq: row.try_get("listed_seq")?, referral: Self::referral_from_row(row)? }))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
             }
 
             async fn count_awaiting(&self, cutoffs: &[AwaitingCutoff]) -> Result<Vec<i64>, StoreError> {

@@ -12,7 +12,36 @@ on_both_backends!(
     decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten,
     a_periods_first_released_statistics_are_kept,
     overdue_referrals_are_counted_by_status_priority_and_age_and_logged_once_per_deadline,
+    an_organisations_listing_follows_the_order_referrals_were_recorded,
 );
+
+/// A referral recorded after a page was read comes after it, even with an
+/// earlier acceptance time (a submission held up on its way to the store,
+/// another replica's clock): a walk by cursor never skips it.
+async fn an_organisations_listing_follows_the_order_referrals_were_recorded(backend: Backend) {
+    use referral_gateway::store::ReferralFilter;
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    let made = |id: &str, key: &str, minutes: i64| {
+        let mut new = referral(id, "ita-nrm", key, "s1", true);
+        new.record.created_ms = at(minutes).timestamp_millis();
+        submit(new)
+    };
+    let everything = ReferralFilter::default();
+    let ids = |listed: &[referral_gateway::store::ListedReferral]| listed.iter().map(|l| l.referral.id.clone()).collect::<Vec<_>>();
+    store.write_batch(&[made("r1", "key-00001", 10), made("r2", "key-00002", 20)]).await.unwrap();
+    let first = store.referrals_of("ita-nrm", &everything, None, 10).await.unwrap();
+    assert_eq!(ids(&first), ["r1", "r2"]);
+    let cursor = first.last().map(|l| l.listed_seq);
+    // Accepted before both, recorded after: after the cursor.
+    store.write_batch(&[made("r0", "key-00000", 5), made("r1-again", "key-00001", 30)]).await.unwrap();
+    assert_eq!(ids(&store.referrals_of("ita-nrm", &everything, cursor, 10).await.unwrap()), ["r0"], "a retry of a taken key adds nothing");
+    assert_eq!(ids(&store.referrals_of("ita-nrm", &everything, None, 10).await.unwrap()), ["r1", "r2", "r0"]);
+    // The time filters still read acceptance times.
+    let early = ReferralFilter { to_ms: Some(at(15).timestamp_millis()), ..ReferralFilter::default() };
+    assert_eq!(ids(&store.referrals_of("ita-nrm", &early, None, 10).await.unwrap()), ["r1", "r0"]);
+    assert!(store.referrals_of("another-org", &everything, None, 10).await.unwrap().is_empty());
+}
 
 async fn overdue_referrals_are_counted_by_status_priority_and_age_and_logged_once_per_deadline(backend: Backend) {
     use referral_gateway::domain::priority::DeadlineKind;

@@ -104,10 +104,10 @@ async fn referrals_stored_before_migration_0011_keep_their_policy_number(backend
 /// Migration 0016 (priorities): referrals stored before it are normal;
 /// cases made visible before it are queued without deadlines, those not
 /// acknowledged yet awaiting their recipient in the order they arrived,
-/// the others awaiting nothing; a case never visible has no place.
+/// the others awaiting nothing; a case never visible is not listed.
 async fn cases_visible_before_migration_0016_are_queued_without_deadlines(backend: Backend) {
     use referral_gateway::domain::priority::Priority;
-    let referral = "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, purpose, outcome, \
+    let old_referral = "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, purpose, outcome, \
                     policy_version, decision, consent, policy_number, status, created_ms) VALUES \
                     ('r-old', 'ita-nrm', 'key-old-1', 'fp', 's1', 'gmb-iom-banjul', 'return', 'allow', 'sha256:0', '{}', '{}', 1, 'delivered', 0)";
     let case = |id: &str, state: &str, received_ms: i64, seq: Option<i64>| {
@@ -124,11 +124,15 @@ async fn cases_visible_before_migration_0016_are_queued_without_deadlines(backen
         case("erased", "erased", 50, Some(4)),
         case("unseen", "received", 10, None),
     ];
-    let mut statements = vec![referral];
+    let mut statements = vec![old_referral];
     statements.extend(rows.iter().map(String::as_str));
     let (config, _dir) = database_before(backend, 16, &statements).await;
     let store = referral_gateway::store::open(&config).await.unwrap();
     assert_eq!(store.referral("r-old").await.unwrap().unwrap().priority, Priority::Normal);
+    // Numbered for the listing in the order accepted; the next one stored comes after.
+    store.write_batch(&[submit(referral("r-new", "ita-nrm", "key-new-1", "s1", false))]).await.unwrap();
+    let listed = store.referrals_of("ita-nrm", &referral_gateway::store::ReferralFilter::default(), None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|l| (l.referral.id.as_str(), l.listed_seq)).collect::<Vec<_>>(), [("r-old", 1), ("r-new", 2)]);
     let listed = [InboxState::Available, InboxState::Acknowledged, InboxState::Erased, InboxState::Received];
     let queue = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
     let order: Vec<(&str, Option<i64>)> = queue.iter().map(|i| (i.packet_id.as_str(), i.queue.map(|q| q.rank))).collect();
