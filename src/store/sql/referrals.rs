@@ -47,6 +47,9 @@ macro_rules! referral_sql {
                 referrals: &[&NewReferral],
             ) -> Result<HashSet<String>, sqlx::Error> {
                 let mut inserted = HashSet::new();
+                if referrals.is_empty() {
+                    return Ok(inserted);
+                }
                 // Numbered in the order stored: every write holds the audit chain's head
                 // (locked on PostgreSQL, the one writer on SQLite), so no later number
                 // commits first. A referral whose key is taken leaves a gap.
