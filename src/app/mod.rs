@@ -213,6 +213,13 @@ pub enum AppError {
     Internal(String),
 }
 
+impl AppError {
+    /// One field's problem, said without its value.
+    pub fn invalid_field(field: &str, problem: &str) -> Self {
+        Self::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
+    }
+}
+
 impl From<crate::crypto::at_rest::KeyError> for AppError {
     fn from(error: crate::crypto::at_rest::KeyError) -> Self {
         AppError::Internal(error.to_string())

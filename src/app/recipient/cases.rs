@@ -33,11 +33,11 @@ impl Gateway {
     #[tracing::instrument(name = "list_inbox", skip_all)]
     pub async fn inbox(&self, principal: &Authorized<Recipients>, order: Option<InboxOrder>, cursor: Option<&str>, limit: i64) -> Result<InboxPage, AppError> {
         let after = match cursor {
-            Some(text) => Some(InboxCursor::parse(text).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))?),
+            Some(text) => Some(InboxCursor::parse(text).ok_or_else(|| AppError::invalid_field("cursor", "is not a cursor this API returned"))?),
             None => None,
         };
         let order = match (order, after) {
-            (Some(order), Some(after)) if after.order() != order => return Err(invalid("order", "is not the order the cursor continues")),
+            (Some(order), Some(after)) if after.order() != order => return Err(AppError::invalid_field("order", "is not the order the cursor continues")),
             (Some(order), _) => order,
             (None, Some(after)) => after.order(),
             // Recipients tail their inbox with the cursor: a listing that
@@ -317,9 +317,6 @@ impl std::fmt::Display for InboxCursor {
     }
 }
 
-fn invalid(field: &str, problem: &str) -> AppError {
-    AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
-}
 
 /// `GET /v1/inbox`: a page of the organisation's cases.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -434,11 +431,11 @@ impl StatusReportRequest {
                 .cloned()
                 .and_then(|v| serde_json::from_value(v).ok())
                 .filter(|s| ReferralProgress::REPORTED_BY_RECIPIENTS.contains(s))
-                .ok_or_else(|| invalid("status", "must be one of accepted, declined, in_progress, arrived, services_delivered, closed"))?;
+                .ok_or_else(|| AppError::invalid_field("status", "must be one of accepted, declined, in_progress, arrived, services_delivered, closed"))?;
             let reason_codes = match body.get("reason_code") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::String(code)) if is_reason_code(code) => vec![code.clone()],
-                Some(_) => return Err(invalid("reason_code", "must be a code: 1 to 64 of a-z, 0-9 and _")),
+                Some(_) => return Err(AppError::invalid_field("reason_code", "must be a code: 1 to 64 of a-z, 0-9 and _")),
             };
             if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| !["status", "reason_code"].contains(&k.as_str()))) {
                 let field = if crate::domain::submission::looks_like_field_name(unknown) { unknown.clone() } else { "(field)".to_owned() };

@@ -14,7 +14,6 @@ use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::domain::lifecycle::ReferralStatus;
 use crate::domain::priority::Priority;
-use crate::domain::submission::FieldProblem;
 use crate::domain::Purpose;
 use crate::store::{ReferralFilter, StoredReferral};
 
@@ -71,7 +70,7 @@ impl Gateway {
     pub async fn referrals(&self, principal: &Authorized<Senders>, query: ReferralQuery) -> Result<ReferralPage, AppError> {
         let now = self.now();
         let after = match &query.cursor {
-            Some(text) => Some(crate::app::recipient::cases::parse_cursor(text).ok_or_else(|| invalid("cursor", "is not a cursor of this listing"))?),
+            Some(text) => Some(crate::app::recipient::cases::parse_cursor(text).ok_or_else(|| AppError::invalid_field("cursor", "is not a cursor of this listing"))?),
             None => None,
         };
         let limit = query.limit.unwrap_or(MAX_REFERRAL_PAGE).clamp(1, MAX_REFERRAL_PAGE);
@@ -100,11 +99,7 @@ impl Gateway {
             submitted_at: Timestamp(referral.created_ms),
             outcome: referral.outcome.clone(),
             handover: referral.handover,
-            overdue: self.overdue_of(referral, now).map(|late| OverdueView { deadline: late.deadline, since: Timestamp::of(late.since) }),
+            overdue: self.overdue_of(referral, now),
         }
     }
-}
-
-fn invalid(field: &str, problem: &str) -> AppError {
-    AppError::Invalid(vec![FieldProblem { field: field.to_owned(), problem: problem.to_owned() }])
 }

@@ -373,7 +373,7 @@ impl Gateway {
             // Shown, not stored: it ends when the confirmation comes.
             shown.push(TimelineStep { status: ShownStatus::Shown(ShownOnly::ErasureOverdue), at: Timestamp::of(due_by), reason_codes: Vec::new() });
         }
-        let overdue = self.overdue_of(&referral, now).map(|late| OverdueView { deadline: late.deadline, since: Timestamp::of(late.since) });
+        let overdue = self.overdue_of(&referral, now);
         Ok(ReferralView {
             priority: referral.priority,
             overdue,
@@ -398,9 +398,10 @@ impl Gateway {
     }
 
     /// The deadline a referral sent from here awaits and missed, if it did.
-    pub(crate) fn overdue_of(&self, referral: &StoredReferral, now: DateTime<Utc>) -> Option<crate::domain::priority::Overdue> {
+    pub(crate) fn overdue_of(&self, referral: &StoredReferral, now: DateTime<Utc>) -> Option<OverdueView> {
         let accepted = DateTime::<Utc>::from_timestamp_millis(referral.created_ms)?;
-        overdue(referral.priority, accepted, awaited_by_sender(referral.status), &self.deadlines, now)
+        let late = overdue(referral.priority, accepted, awaited_by_sender(referral.status), &self.deadlines, now)?;
+        Some(OverdueView { deadline: late.deadline, since: Timestamp::of(late.since) })
     }
 
     /// After a withdrawal: where the erasure it asked for stands. A whole

@@ -290,6 +290,21 @@ macro_rules! referral_sql {
                 }
                 query.push(")");
             }
+
+            /// `(cutoff OR cutoff ...)`: a referral any of them takes in (none: `(1 = 0)`).
+            fn push_any_cutoff<'q>(query: &mut QueryBuilder<'q, <$row as Row>::Database>, cutoffs: &[AwaitingCutoff], unlogged: bool) {
+                query.push("(");
+                if cutoffs.is_empty() {
+                    query.push("1 = 0");
+                }
+                for (at, cutoff) in cutoffs.iter().enumerate() {
+                    if at > 0 {
+                        query.push(" OR ");
+                    }
+                    Self::push_cutoff(query, cutoff, unlogged);
+                }
+                query.push(")");
+            }
         }
 
         #[async_trait]
@@ -312,17 +327,8 @@ macro_rules! referral_sql {
                     query.push(" AND priority = ").push_bind(priority.as_str());
                 }
                 if let Some((overdue, cutoffs)) = &filter.overdue {
-                    query.push(if *overdue { " AND (" } else { " AND NOT (" });
-                    if cutoffs.is_empty() {
-                        query.push("1 = 0");
-                    }
-                    for (at, cutoff) in cutoffs.iter().enumerate() {
-                        if at > 0 {
-                            query.push(" OR ");
-                        }
-                        Self::push_cutoff(&mut query, cutoff, false);
-                    }
-                    query.push(")");
+                    query.push(if *overdue { " AND " } else { " AND NOT " });
+                    Self::push_any_cutoff(&mut query, cutoffs, false);
                 }
                 if let Some(from_ms) = filter.from_ms {
                     query.push(" AND created_ms >= ").push_bind(from_ms);
@@ -370,12 +376,7 @@ macro_rules! referral_sql {
                     return Ok(Vec::new());
                 }
                 let mut query = QueryBuilder::new("SELECT id, status, priority, created_ms FROM referrals WHERE ");
-                for (at, cutoff) in cutoffs.iter().enumerate() {
-                    if at > 0 {
-                        query.push(" OR ");
-                    }
-                    Self::push_cutoff(&mut query, cutoff, true);
-                }
+                Self::push_any_cutoff(&mut query, cutoffs, true);
                 query.push(" ORDER BY created_ms, id LIMIT ").push_bind(limit);
                 let rows = query.build().fetch_all(&self.pool).await?;
                 rows.iter()
