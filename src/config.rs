@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     /// Deadlines per priority, for following referrals (`overdue`).
     #[serde(default)]
     pub deadlines: DeadlinesConfig,
+    /// Status callbacks: organisations of this country told of every entry
+    /// added to their referrals' timelines, by a name of the operator's choosing.
+    #[serde(default)]
+    pub callbacks: BTreeMap<String, CallbackConfig>,
     /// The console for DPOs and auditors in the browser (`/console/`).
     /// Without this table there is none.
     #[serde(default)]
@@ -69,6 +73,31 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub log: LogConfig,
 }
+
+/// A `[callbacks.<name>]` table: where an organisation is told of its
+/// referrals' timeline entries, and the key the events are signed with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackConfig {
+    /// The organisation's id in the directory; one callback each.
+    pub org: String,
+    /// Its `https://` URL, which each event is POSTed to.
+    pub url: String,
+    /// A file holding the key events are signed with (HS256), at least 32
+    /// bytes, shared with the organisation; read at start.
+    pub secret_file: PathBuf,
+    /// How long an event is retried (with backoff) before it is given up
+    /// (`failed`), in hours: 1 to 720.
+    #[serde(default = "default_callback_retry_hours")]
+    pub retry_hours: u64,
+}
+
+pub(crate) fn default_callback_retry_hours() -> u64 {
+    72
+}
+
+/// Longest a callback event is retried: 30 days, as a packet.
+pub const MAX_CALLBACK_RETRY_HOURS: u64 = 720;
 
 /// The `[console]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -780,6 +809,9 @@ impl GatewayConfig {
         if let Some(ca) = self.federation.as_mut().and_then(|f| f.webhook_ca_file.as_mut()) {
             resolve(ca);
         }
+        for callback in self.callbacks.values_mut() {
+            resolve(&mut callback.secret_file);
+        }
         if let Some(tls) = &mut self.server.tls {
             resolve(&mut tls.certificate);
             resolve(&mut tls.private_key);
@@ -976,6 +1008,23 @@ impl GatewayConfig {
         }
         if self.auth.clients.is_empty() && self.auth.oidc.is_none() {
             return invalid("auth", "configure auth.oidc, auth.clients, or both: otherwise nobody can call the gateway");
+        }
+        let mut registered = BTreeMap::new();
+        for (name, callback) in &self.callbacks {
+            let key = |field: &str| format!("callbacks.{name}.{field}");
+            if crate::domain::OrgId::parse(&callback.org).is_err() {
+                return invalid(&key("org"), "is not an organisation id");
+            }
+            if let Some(other) = registered.insert(callback.org.as_str(), name) {
+                return invalid(&key("org"), &format!("already has a callback: callbacks.{other}"));
+            }
+            match reqwest::Url::parse(&callback.url) {
+                Ok(url) if url.scheme() == "https" && url.host().is_some() && url.username().is_empty() && url.password().is_none() => {}
+                _ => return invalid(&key("url"), "must be an https:// URL with a host and no user name or password"),
+            }
+            if !(1..=MAX_CALLBACK_RETRY_HOURS).contains(&callback.retry_hours) {
+                return invalid(&key("retry_hours"), &format!("must be between 1 and {MAX_CALLBACK_RETRY_HOURS}"));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "is not a valid tracing filter");

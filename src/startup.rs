@@ -22,6 +22,7 @@ use crate::http::console::Console;
 use crate::config::{FederationConfig, GatewayConfig};
 use crate::app::receiving::pushing::RecipientPush;
 use crate::federation::client::PeerClient;
+use crate::federation::callbacks::CallbackClient;
 use crate::federation::webhook::WebhookClient;
 use crate::federation::outbox;
 use crate::federation::tls::{server_config, Members};
@@ -67,6 +68,8 @@ pub enum StartError {
     UndeliverableBodyLimit { body_limit: usize, packet_limit: usize, deliverable: usize },
     #[error("federation.listen {addr}: {reason}")]
     FederationBind { addr: SocketAddr, reason: String },
+    #[error("callbacks.{name}: {reason}")]
+    Callbacks { name: String, reason: String },
 }
 
 /// A started gateway.
@@ -146,7 +149,8 @@ impl Application {
             .with_readiness_timeout(config.database.readiness_timeout())
             .with_policy_governance(governance)
             .with_statistics(config.statistics.control())
-            .with_deadlines(config.deadlines.deadlines());
+            .with_deadlines(config.deadlines.deadlines())
+            .with_callbacks(callback_targets(config)?);
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);
@@ -156,6 +160,11 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::new());
         let gateway = Arc::new(gateway.with_delivery_observer(Arc::clone(&metrics) as Arc<dyn DeliveryObserver>));
+        match gateway.register_callbacks().await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::warn!(events = dropped, "status callback events dropped: their organisations no longer have a callback"),
+            Err(error) => return Err(StartError::Callbacks { name: "*".to_owned(), reason: error.to_string() }),
+        }
 
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -189,6 +198,13 @@ impl Application {
         tasks.push(tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone())));
         tasks.push(tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone())));
         tasks.push(tokio::spawn(watch_deadlines(Arc::clone(&gateway), stopped.clone())));
+        if gateway.has_callbacks() {
+            let authorities = config.federation.as_ref().and_then(|f| f.webhook_ca_file.as_deref());
+            let timeout = Duration::from_secs(config.federation.as_ref().map_or(DEFAULT_CALLBACK_TIMEOUT_SECONDS, |f| f.send_timeout_seconds));
+            let sender = CallbackClient::new(authorities, timeout).map_err(|e| StartError::Callbacks { name: "*".to_owned(), reason: e.to_string() })?;
+            let poll = Duration::from_millis(config.federation.as_ref().map_or(DEFAULT_CALLBACK_POLL_MILLIS, |f| f.poll_millis));
+            tasks.push(tokio::spawn(crate::federation::callbacks::run(Arc::clone(&gateway), Arc::new(sender), poll, stopped.clone())));
+        }
         let directory_watch =
             Arc::new(tokio::sync::Mutex::new(DirectoryWatch { path: config.directory.file.clone(), coordinator, last_text: directory_text }));
         let every = Duration::from_secs(config.directory.refresh_seconds);
@@ -399,6 +415,27 @@ async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch:
         Ok(i64::try_from(erased.sent.max(erased.received)).unwrap_or(i64::MAX) >= RETENTION_BATCH || i64::try_from(forgotten).unwrap_or(i64::MAX) >= FACTS_BATCH)
     };
     crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;
+}
+
+/// Without `[federation]`, how long one callback may take, and how often the
+/// callback worker looks for events (its settings are the federation's).
+const DEFAULT_CALLBACK_TIMEOUT_SECONDS: u64 = 10;
+const DEFAULT_CALLBACK_POLL_MILLIS: u64 = 1000;
+
+/// The `[callbacks]` tables, their keys read from their files.
+fn callback_targets(config: &GatewayConfig) -> Result<crate::app::sending::callbacks::CallbackTargets, StartError> {
+    use crate::app::sending::callbacks::CallbackTarget;
+    let mut targets = crate::app::sending::callbacks::CallbackTargets::new();
+    for (name, callback) in &config.callbacks {
+        let failed = |reason: String| StartError::Callbacks { name: name.clone(), reason };
+        let org = crate::domain::OrgId::parse(&callback.org).map_err(|e| failed(e.to_string()))?;
+        let path = &callback.secret_file;
+        let bytes = std::fs::read(path).map_err(|e| failed(format!("secret_file {}: {e}", path.display())))?;
+        let key = crate::crypto::callback_event::CallbackKey::new(&bytes).map_err(|e| failed(format!("secret_file {}: {e}", path.display())))?;
+        let retry = Duration::from_secs(callback.retry_hours.saturating_mul(3600));
+        targets.insert(org, CallbackTarget { url: callback.url.clone(), key, retry });
+    }
+    Ok(targets)
 }
 
 /// How often overdue emergencies are looked for: a deadline is at least an

@@ -157,6 +157,8 @@ pub struct Gateway {
     statistics: crate::domain::statistics::DisclosureControl,
     /// Deadlines per priority (`[deadlines]`).
     deadlines: crate::domain::priority::DeadlinesByPriority,
+    /// Organisations told of their referrals' timelines (`[callbacks]`).
+    callbacks: sending::callbacks::CallbackTargets,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -255,7 +257,15 @@ impl Gateway {
             delivery_observer: Arc::new(sending::delivery_observer::Unobserved),
             statistics: crate::domain::statistics::DisclosureControl::default(),
             deadlines: crate::domain::priority::DeadlinesByPriority::default(),
+            callbacks: sending::callbacks::CallbackTargets::new(),
         }
+    }
+
+    /// Sets the organisations with status callbacks (`[callbacks]`); the
+    /// store learns of them at [`Gateway::register_callbacks`].
+    pub fn with_callbacks(mut self, callbacks: sending::callbacks::CallbackTargets) -> Self {
+        self.callbacks = callbacks;
+        self
     }
 
     /// Sets the deadlines per priority (`[deadlines]`).

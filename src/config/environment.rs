@@ -73,8 +73,9 @@ pub const KEY_PATHS: &[&str] = &[
     "log.format",
 ];
 
-/// Tables whose keys are names chosen by the operator (one client each).
-const NAMED_TABLES: &[&str] = &["auth.clients"];
+/// Tables whose keys are names chosen by the operator (one client, one
+/// callback each), with a key of theirs for the warnings.
+const NAMED_TABLES: &[(&str, &str)] = &[("auth.clients", "auth.clients.<name>.roles"), ("callbacks", "callbacks.<name>.url")];
 
 /// Variables with the prefix that name something else than a key: the CLI
 /// reads them (see `cli.rs`).
@@ -117,7 +118,7 @@ pub fn classify(name: &str) -> Variable {
         return Variable::NotAKey;
     }
     // A key of a client, `auth.clients.<name>.<key>`: the name is the operator's.
-    let in_named_table = NAMED_TABLES.iter().any(|table| {
+    let in_named_table = NAMED_TABLES.iter().any(|(table, _)| {
         path.strip_prefix(&format!("{table}.")).is_some_and(|rest| rest.split('.').filter(|part| !part.is_empty()).count() >= 2)
     });
     if KEY_PATHS.contains(&path.as_str()) || in_named_table {
@@ -127,8 +128,10 @@ pub fn classify(name: &str) -> Variable {
     if let Some(key) = KEY_PATHS.iter().find(|key| key.starts_with(&table_prefix)) {
         return Variable::Table(key);
     }
-    if NAMED_TABLES.iter().any(|table| *table == path || table.starts_with(&table_prefix) || path.starts_with(&format!("{table}."))) {
-        return Variable::Table("auth.clients.<name>.roles");
+    if let Some((_, key)) =
+        NAMED_TABLES.iter().find(|(table, _)| *table == path || table.starts_with(&table_prefix) || path.starts_with(&format!("{table}.")))
+    {
+        return Variable::Table(key);
     }
     match KEY_PATHS.iter().map(|key| (strsim::levenshtein(key, &path), *key)).min() {
         Some((edits, key)) if edits <= NEAR_MISS_EDITS => Variable::NearMiss(key),
@@ -175,5 +178,7 @@ mod tests {
         assert_eq!(classify("AUTH"), Variable::Table("auth.oidc.issuer"));
         assert_eq!(classify("AUTH__CLIENTS"), Variable::Table("auth.clients.<name>.roles"));
         assert_eq!(classify("AUTH__CLIENTS__IOM_ROME"), Variable::Table("auth.clients.<name>.roles"));
+        assert_eq!(classify("CALLBACKS__NATIONAL_SYSTEM__URL"), Variable::Key);
+        assert_eq!(classify("CALLBACKS__NATIONAL_SYSTEM"), Variable::Table("callbacks.<name>.url"));
     }
 }

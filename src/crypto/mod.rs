@@ -1,6 +1,7 @@
 //! Cryptography, all from `ring` (and, for JOSE, `josekit`): nothing hand-rolled.
 
 pub mod at_rest;
+pub mod callback_event;
 pub mod case_keys;
 pub mod case_push;
 pub mod end_to_end;

@@ -275,6 +275,16 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// Where a status callback event stands (the sending gateway's): waiting
+    /// for the organisation's 2xx (and retried with backoff), or given up at
+    /// its deadline. A delivered event is not kept.
+    CallbackState, "callback state" {
+        Pending => "pending",
+        Failed => "failed",
+    }
+}
+
 /// What moves a received packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboxEvent {

@@ -3,6 +3,7 @@
 //! endpoint agree on (`wire`). (Packets are taken in by the HTTP
 //! edge, `http::federation`.)
 
+pub mod callbacks;
 pub mod client;
 pub mod inbox;
 pub mod outbox;

@@ -19,10 +19,23 @@ use super::extract::ConnectionInfo;
 use super::AppState;
 use crate::app::sending::delivery_observer::{DeliveryObserver, ObservedPeer};
 use crate::app::retention::ErasedCounts;
+use crate::app::sending::callbacks::CallbackBacklog;
 use crate::app::sending::deadlines::OverdueCount;
 use crate::app::Gateway;
 use crate::domain::CountryCode;
 use crate::federation::tls::Members;
+
+/// What the gauges show, read at each scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct GaugesNow<'a> {
+    /// `-1` when the store could not count it, as every count read from it.
+    pub outbox_depth: i64,
+    pub erased: ErasedCounts,
+    pub agreements_due: &'a [crate::domain::policy::agreements::Due],
+    /// `None` when the store could not count them: each series then `-1`.
+    pub overdue: Option<&'a [OverdueCount]>,
+    pub callbacks: &'a [CallbackBacklog],
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -64,6 +77,12 @@ struct OverdueLabels {
     deadline: &'static str,
 }
 
+/// An organisation with a status callback (from the configuration: a closed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrganisationLabels {
+    organisation: String,
+}
+
 /// A peer gateway: its country code, from the directory (a closed set).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
@@ -98,6 +117,8 @@ pub struct Metrics {
     retention_erasures: Family<SideLabels, Counter>,
     agreements_due: Family<DueLabels, Gauge>,
     overdue: Family<OverdueLabels, Gauge>,
+    callbacks_pending: Family<OrganisationLabels, Gauge>,
+    callbacks_failed: Family<OrganisationLabels, Gauge>,
     delivery: DeliveryMetrics,
 }
 
@@ -119,6 +140,18 @@ impl Metrics {
         let retention_erasures = Family::<SideLabels, Counter>::default();
         let agreements_due = Family::<DueLabels, Gauge>::default();
         let overdue = Family::<OverdueLabels, Gauge>::default();
+        let callbacks_pending = Family::<OrganisationLabels, Gauge>::default();
+        let callbacks_failed = Family::<OrganisationLabels, Gauge>::default();
+        registry.register(
+            "callbacks_pending",
+            "Status callback events waiting for the organisation's 2xx (retried with backoff), by organisation; -1 if the store could not count them",
+            callbacks_pending.clone(),
+        );
+        registry.register(
+            "callbacks_failed",
+            "Status callback events given up at their deadline ([callbacks.<name>] retry_hours), by organisation; -1 if the store could not count them",
+            callbacks_failed.clone(),
+        );
         registry.register(
             "referrals_overdue",
             "Referrals sent from here past the deadline they await ([deadlines]), by priority and deadline (delivery, acknowledgement, first_status)",
@@ -170,7 +203,7 @@ impl Metrics {
             "Outbox entries whose deadline passed before they were delivered, by peer",
             delivery.expiries.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures, agreements_due, overdue, delivery }
+        Self { registry: Mutex::new(registry), requests, latency, decisions, deny_reasons, outbox_depth, retention_erasures, agreements_due, overdue, callbacks_pending, callbacks_failed, delivery }
     }
 
     pub fn decision(&self, allowed: bool, reasons: &[String]) {
@@ -181,14 +214,18 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, with the outbox depth, the
-    /// agreements due and the overdue referrals as of now, and the
+    /// The OpenMetrics text exposition, with the gauges as of now, and the
     /// retention erasures the gateway counted since it started.
-    /// `overdue`: `None` when the store could not count them, each series then `-1`, as the outbox depth.
-    pub fn render(&self, outbox_depth: i64, erased: ErasedCounts, agreements_due: &[crate::domain::policy::agreements::Due], overdue: Option<&[OverdueCount]>) -> String {
+    pub fn render(&self, now: &GaugesNow<'_>) -> String {
         use crate::domain::policy::agreements::Due;
         use crate::domain::priority::{DeadlineKind, Priority};
+        let GaugesNow { outbox_depth, erased, agreements_due, overdue, callbacks } = *now;
         self.outbox_depth.set(outbox_depth);
+        for backlog in callbacks {
+            let labels = OrganisationLabels { organisation: backlog.org.clone() };
+            self.callbacks_pending.get_or_create(&labels).set(backlog.pending);
+            self.callbacks_failed.get_or_create(&labels).set(backlog.failed);
+        }
         for priority in Priority::ALL {
             for deadline in DeadlineKind::ALL {
                 let count = match overdue {

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::extract::{json_body, json_text, Caller, PathParam};
 use super::problem::Problem;
+use super::metrics::GaugesNow;
 use super::AppState;
 use crate::app::dpo::policies::{PolicyList, PolicyReviewed, PolicyUpload, PolicyVersionView, ReviewRequest, Simulation, SimulationAnswer};
 use crate::domain::signoff::Verdict;
@@ -331,7 +332,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let depth = state.gateway.store.outbox_depth().await.unwrap_or(-1);
     let due: Vec<_> = state.gateway.agreements_due().into_iter().map(|a| a.due).collect();
     let overdue = state.gateway.overdue_counts().await.ok();
-    let mut response = state.metrics.render(depth, state.gateway.retention_erasures(), &due, overdue.as_deref()).into_response();
+    let callbacks = state.gateway.callback_backlog().await;
+    let now = GaugesNow {
+        outbox_depth: depth,
+        erased: state.gateway.retention_erasures(),
+        agreements_due: &due,
+        overdue: overdue.as_deref(),
+        callbacks: &callbacks,
+    };
+    let mut response = state.metrics.render(&now).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));

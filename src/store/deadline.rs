@@ -209,6 +209,37 @@ impl ReferralStore for Deadlined<dyn Store> {
 }
 
 #[async_trait]
+impl CallbackStore for Deadlined<dyn Store> {
+    async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError> {
+        self.bounded("register_callbacks", self.inner.register_callbacks(subscriptions)).await
+    }
+
+    async fn claim_callbacks(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError> {
+        self.bounded("claim_callbacks", self.inner.claim_callbacks(now_ms, lease_ms, limit)).await
+    }
+
+    async fn callback_delivered(&self, id: &str) -> Result<(), StoreError> {
+        self.bounded("callback_delivered", self.inner.callback_delivered(id)).await
+    }
+
+    async fn retry_callback(&self, id: &str, next_ms: i64, error_code: &str) -> Result<(), StoreError> {
+        self.bounded("retry_callback", self.inner.retry_callback(id, next_ms, error_code)).await
+    }
+
+    async fn give_up_callback(&self, id: &str, error_code: &str) -> Result<(), StoreError> {
+        self.bounded("give_up_callback", self.inner.give_up_callback(id, error_code)).await
+    }
+
+    async fn undelivered_callbacks(&self, referral_id: &str) -> Result<UndeliveredCallbacks, StoreError> {
+        self.bounded("undelivered_callbacks", self.inner.undelivered_callbacks(referral_id)).await
+    }
+
+    async fn callback_counts(&self) -> Result<Vec<CallbackCount>, StoreError> {
+        self.bounded("callback_counts", self.inner.callback_counts()).await
+    }
+}
+
+#[async_trait]
 impl OutboxStore for Deadlined<dyn Store> {
     async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
         self.bounded("claim_deliveries", self.inner.claim_deliveries(now_ms, lease_ms, limit)).await

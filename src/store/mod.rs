@@ -280,15 +280,44 @@ pub trait AuditStore: Send + Sync {
     async fn audit_head(&self) -> Result<(i64, String), StoreError>;
 }
 
+/// Status callbacks (the sending gateway's): the events queued for the
+/// organisations registered, as the store records each timeline entry.
+#[async_trait]
+pub trait CallbackStore: Send + Sync {
+    /// Registers exactly these organisations; the events still queued for
+    /// any other are dropped. Answers how many were.
+    async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` pending events due at `now_ms` for `lease_ms`,
+    /// each the earliest pending one of its referral (a referral's events go
+    /// in timeline order, one at a time).
+    async fn claim_callbacks(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError>;
+
+    /// The organisation took the event: it is not kept.
+    async fn callback_delivered(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The attempt failed: the event is due again at `next_ms`.
+    async fn retry_callback(&self, id: &str, next_ms: i64, error_code: &str) -> Result<(), StoreError>;
+
+    /// The attempt failed at or after the event's deadline: it is given up
+    /// (`failed`), and the referral's next event may go.
+    async fn give_up_callback(&self, id: &str, error_code: &str) -> Result<(), StoreError>;
+
+    async fn undelivered_callbacks(&self, referral_id: &str) -> Result<UndeliveredCallbacks, StoreError>;
+
+    /// The events not delivered, per organisation and state (only counts above zero).
+    async fn callback_counts(&self) -> Result<Vec<CallbackCount>, StoreError>;
+}
+
 /// The whole store: every aggregate, and the group commit that writes them together.
 #[async_trait]
-pub trait Store: ReferralStore + OutboxStore + InboxStore + PolicyStore + AuditStore + Send + Sync + 'static {
+pub trait Store: ReferralStore + OutboxStore + InboxStore + PolicyStore + AuditStore + CallbackStore + Send + Sync + 'static {
     /// Writes a batch in one transaction; results in the batch's order.
     async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Makes the deliveries and pushes still claimed by an earlier process
+    /// Makes the deliveries, pushes and callbacks still claimed by an earlier process
     /// of this store's node (another instance than its own) due at
     /// `now_ms`: that process is gone, or the node would not have started
     /// another. Claims of other nodes keep their lease. Answers how many.

@@ -3,7 +3,7 @@
 //! their results, and the moves of a received packet.
 
 use crate::audit::AuditEvent;
-use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::lifecycle::{CallbackState, InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::signoff::{PolicyVersionState, Verdict};
 
@@ -74,6 +74,49 @@ pub struct ReferralFilter {
 pub struct ListedReferral {
     pub listed_seq: i64,
     pub referral: StoredReferral,
+}
+
+/// An organisation registered for status callbacks, and how long each of
+/// its events is retried before it is given up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackSubscription {
+    pub org: String,
+    pub retry_ms: i64,
+}
+
+/// A status callback event claimed for an attempt: a referral's timeline
+/// entry, for its organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCallback {
+    /// `<referral id>.<position>`: the same at every attempt.
+    pub id: String,
+    pub referral_id: String,
+    pub org: String,
+    /// The entry's place in the referral's timeline, from 1.
+    pub position: i64,
+    pub event: ReferralEvent,
+    pub at_ms: i64,
+    pub reasons: Vec<String>,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+    pub deadline_ms: i64,
+}
+
+/// A referral's callback events not delivered: waiting, and given up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UndeliveredCallbacks {
+    pub pending: i64,
+    pub failed: i64,
+    /// Why the latest failed attempt failed (a code), if one did.
+    pub last_error: Option<String>,
+}
+
+/// How many callback events of an organisation are in a state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackCount {
+    pub org: String,
+    pub state: CallbackState,
+    pub count: i64,
 }
 
 /// A referral past a deadline, not yet logged for it.

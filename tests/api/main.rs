@@ -25,6 +25,7 @@ mod agreements;
 mod solver;
 mod statistics;
 mod priority;
+mod callbacks;
 mod referrals;
 mod roles;
 mod store;

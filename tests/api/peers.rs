@@ -304,6 +304,9 @@ pub async fn status_of(peer: &Peer, who: Who, referral_id: &str) -> String {
 pub struct Webhook {
     pub port: u16,
     pub received: Arc<Mutex<Vec<String>>>,
+    /// The status it answers every POST with once started (`204` unless a
+    /// test sets another), after keeping the body.
+    pub answer: Arc<std::sync::atomic::AtomicU16>,
     /// Bound to `port` and kept, not listening yet: the port stays ours,
     /// and a connection to it is refused until [`Webhook::start`].
     socket: Option<tokio::net::TcpSocket>,
@@ -317,14 +320,20 @@ impl Webhook {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let port = socket.local_addr().unwrap().port();
-        Webhook { port, received: Arc::new(Mutex::new(Vec::new())), socket: Some(socket), stop: None }
+        let answer = Arc::new(std::sync::atomic::AtomicU16::new(204));
+        Webhook { port, received: Arc::new(Mutex::new(Vec::new())), answer, socket: Some(socket), stop: None }
     }
 
     pub fn url(&self) -> String {
         format!("https://localhost:{}/cases", self.port)
     }
 
-    /// Starts answering `204` to every POST, on its port: the socket bound at
+    /// Where a sending system takes status callback events.
+    pub fn events_url(&self) -> String {
+        format!("https://localhost:{}/events", self.port)
+    }
+
+    /// Starts answering [`Webhook::answer`] to every POST, on its port: the socket bound at
     /// [`Webhook::reserve`] begins to listen.
     pub async fn start(&mut self) {
         use rustls::pki_types::pem::PemObject;
@@ -339,17 +348,15 @@ impl Webhook {
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = self.socket.take().expect("a webhook starts once").listen(1024).unwrap();
-        let received = Arc::clone(&self.received);
-        let router = axum::Router::new().route(
-            "/cases",
-            axum::routing::post(move |body: String| {
-                let received = Arc::clone(&received);
-                async move {
-                    received.lock().unwrap().push(body);
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
-        );
+        let (received, answer) = (Arc::clone(&self.received), Arc::clone(&self.answer));
+        let keep = axum::routing::post(move |body: String| {
+            let (received, answer) = (Arc::clone(&received), Arc::clone(&answer));
+            async move {
+                received.lock().unwrap().push(body);
+                axum::http::StatusCode::from_u16(answer.load(std::sync::atomic::Ordering::SeqCst)).unwrap()
+            }
+        });
+        let router = axum::Router::new().route("/cases", keep.clone()).route("/events", keep);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
         tokio::spawn(async move {

@@ -1,8 +1,10 @@
 //! The sending gateway's use cases: a referral submitted, decided and
-//! queued; followed, and watched against its deadlines; its consent
+//! queued; followed, and watched against its deadlines, its timeline
+//! pushed to the sending system (status callbacks); its consent
 //! withdrawn; its packets delivered to the peer gateway, and what is
 //! observed of that delivery.
 
+pub mod callbacks;
 pub mod deadlines;
 pub mod delivery;
 pub mod delivery_observer;

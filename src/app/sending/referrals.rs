@@ -18,7 +18,8 @@ use crate::domain::submission::{ReferralSubmission, SubmissionError};
 use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::priority::{awaited_by_sender, overdue, DeadlineKind, Priority};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
-use crate::store::{DeliveryRecord, NewOutboxEntry, NewReferral, SealedFacts, StoredReferral, TimelineEntry, Write, Written};
+use crate::app::sending::callbacks::CallbacksView;
+use crate::store::{UndeliveredCallbacks, DeliveryRecord, NewOutboxEntry, NewReferral, SealedFacts, StoredReferral, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 /// `replayed`: the answer to a repeated idempotency key, rendered again
@@ -81,6 +82,9 @@ pub struct ReferralView {
     pub delivery: Option<DeliveryView>,
     /// After a consent withdrawal: where the erasure it asked for stands; `null` before.
     pub erasure: Option<ErasureView>,
+    /// The status callback events of this referral not delivered yet to the
+    /// organisation's callback URL; `null` if it has no callback registered.
+    pub callbacks: Option<CallbacksView>,
 }
 
 /// A deadline missed.
@@ -374,7 +378,10 @@ impl Gateway {
             shown.push(TimelineStep { status: ShownStatus::Shown(ShownOnly::ErasureOverdue), at: Timestamp::of(due_by), reason_codes: Vec::new() });
         }
         let overdue = self.overdue_of(&referral, now);
+        let undelivered = self.store.undelivered_callbacks(&referral.id).await?;
+        let callbacks = (self.has_callback(&referral.sender_org) || undelivered != UndeliveredCallbacks::default()).then(|| undelivered.into());
         Ok(ReferralView {
+            callbacks,
             priority: referral.priority,
             overdue,
             decision: serde_json::from_str(&referral.decision).ok(),

@@ -11,6 +11,7 @@
 //! several aggregates share.
 
 mod audit;
+mod callbacks;
 mod inbox;
 mod outbox;
 mod referrals;
@@ -29,10 +30,10 @@ use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyMark, PolicySignOffRecord, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written, ExpiredReferral, DecisionFactsAtRest, AcceptedReferral, PeriodStep, RefusedPacket, SealedFacts, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing,
-    AuditStore, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
+    AuditStore, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
 };
 use super::transitions::{list, moves};
-use crate::domain::lifecycle::{InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::lifecycle::{CallbackState, InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::ParseError;
 use crate::audit::{AuditEvent, AuditRecord};
@@ -45,6 +46,11 @@ const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerp
 
 const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
      visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure, priority, queue_rank, due_ms";
+
+/// The columns of `callbacks` a claim reads.
+const CALLBACK_COLUMNS: &str = "id, referral_id, org, position, event, at_ms, reasons, attempts, deadline_ms";
+/// The columns of `callbacks` a queued event is inserted with.
+const CALLBACK_INSERTED: &str = "id, referral_id, org, position, event, at_ms, reasons, state, next_ms, deadline_ms";
 
 /// How a received case is erased (see `erase_received`).
 struct ReceivedErasure<'a> {
@@ -259,6 +265,7 @@ macro_rules! sql_store {
         outbox::outbox_sql!($store, $row);
         inbox::inbox_sql!($store, $row);
         audit::audit_sql!($store, $row);
+        callbacks::callback_sql!($store, $row);
 
         impl $store {
             /// See [`RetentionErasure`]; false when there was nothing left to erase.
@@ -511,7 +518,18 @@ macro_rules! sql_store {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-                Ok(deliveries + pushes)
+                let callbacks = sqlx::query(
+                    "UPDATE callbacks SET next_ms = $1, claim_node = NULL, claim_instance = NULL \
+                     WHERE state = $4 AND claim_node = $2 AND claim_instance <> $3 AND next_ms > $1",
+                )
+                .bind(now_ms)
+                .bind(&self.claimant.node)
+                .bind(&self.claimant.instance)
+                .bind(CallbackState::Pending.as_str())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(deliveries + pushes + callbacks)
             }
         }
     };
@@ -568,6 +586,22 @@ fn claim_pushes_sql(dialect: &Dialect) -> String {
          RETURNING packet_id",
         list(&InboxState::PUSHING),
         dialect.claim_lock
+    )
+}
+
+/// Claims pending callback events due now, each the earliest pending one of
+/// its referral: a referral's later events wait until it is delivered or
+/// given up, so they reach the organisation in timeline order.
+fn claim_callbacks_sql(dialect: &Dialect) -> String {
+    format!(
+        "UPDATE callbacks SET next_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
+         (SELECT c.id FROM callbacks c WHERE c.state = '{pending}' AND c.next_ms <= $2 \
+         AND NOT EXISTS (SELECT 1 FROM callbacks earlier WHERE earlier.referral_id = c.referral_id AND earlier.state = '{pending}' \
+         AND earlier.position < c.position) \
+         ORDER BY c.next_ms LIMIT $3{}) \
+         RETURNING id",
+        dialect.claim_lock,
+        pending = CallbackState::Pending.as_str(),
     )
 }
 

@@ -96,6 +96,8 @@ macro_rules! referral_sql {
                         row.push_bind(new.record.id.clone()).push_bind(ReferralEvent::from(new.record.status).as_str()).push_bind(new.record.created_ms);
                     });
                     query.build().persistent(false).execute(&mut *connection).await?;
+                    let ids: Vec<&str> = chunk.iter().map(|new| new.record.id.as_str()).collect();
+                    Self::queue_first_callbacks(&mut *connection, &ids).await?;
                 }
                 let queued: Vec<(&NewReferral, &NewOutboxEntry, &String)> = stored
                     .iter()
@@ -267,10 +269,10 @@ macro_rules! referral_sql {
                     .bind(referral_id)
                     .bind(event.as_str())
                     .bind(at_ms)
-                    .bind(reasons)
+                    .bind(reasons.as_deref())
                     .execute(&mut *connection)
                     .await?;
-                Ok(())
+                Self::queue_callback(connection, referral_id, event, reasons.as_deref(), at_ms).await
             }
         }
 

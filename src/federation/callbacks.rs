@@ -1,0 +1,66 @@
+//! Status callbacks to the sending systems of this country: the HTTPS client
+//! that posts signed events to organisations' URLs (the public certificate
+//! authorities and any `federation.webhook_ca_file` adds; no client
+//! certificate: the signature says who sent it), and the worker that sends
+//! the events due at each poll interval.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::app::sending::callbacks::{CallbackPush, EVENT_MEDIA_TYPE};
+use crate::app::sending::delivery::SendFailure;
+use crate::app::Gateway;
+use crate::federation::webhook::WebhookSetupError;
+
+#[derive(Debug)]
+pub struct CallbackClient {
+    http: reqwest::Client,
+}
+
+impl CallbackClient {
+    pub fn new(extra_authorities: Option<&Path>, timeout: Duration) -> Result<Self, WebhookSetupError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .https_only(true)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = extra_authorities {
+            let failed = |reason: String| WebhookSetupError::Authorities { path: path.display().to_string(), reason };
+            let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        Ok(Self { http: builder.build().map_err(|e| WebhookSetupError::Client(e.to_string()))? })
+    }
+}
+
+#[async_trait]
+impl CallbackPush for CallbackClient {
+    async fn post(&self, url: &str, signed_event: &str) -> Result<(), SendFailure> {
+        let response = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, EVENT_MEDIA_TYPE)
+            .body(signed_event.to_owned())
+            .send()
+            .await
+            .map_err(|error| SendFailure::Unreachable { code: if error.is_timeout() { "callback-timeout" } else { "callback-unreachable" } })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(SendFailure::Refused { code: format!("callback-http-{}", response.status().as_u16()) })
+        }
+    }
+}
+
+/// The callback worker: the events due, at each poll interval.
+pub async fn run(gateway: Arc<Gateway>, sender: Arc<dyn CallbackPush>, poll: Duration, stopped: watch::Receiver<()>) {
+    let round = || async { Ok(gateway.push_callbacks_due(&sender).await? as i64 >= gateway.delivery_batch()) };
+    super::rounds::run("callbacks", round, std::future::pending::<()>, poll, stopped).await;
+}
