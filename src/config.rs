@@ -331,8 +331,8 @@ pub struct FederationConfig {
     /// sender shows it as overdue.
     #[serde(default = "default_erasure_deadline")]
     pub erasure_deadline_hours: u64,
-    /// PEM file of certificate authorities trusted for recipients' webhooks,
-    /// besides the usual public ones (a national PKI, say).
+    /// PEM file of certificate authorities trusted for recipients' webhooks
+    /// and status callbacks, besides the usual public ones (a national PKI, say).
     #[serde(default)]
     pub webhook_ca_file: Option<PathBuf>,
 }

@@ -15,7 +15,7 @@ use super::{
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
     default_approvals_required, default_console_idle_minutes, default_console_session_hours, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
-    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines,
+    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines, default_callback_retry_hours,
 };
 
 /// Files a configuration of [`render`] names, relative to its own directory.
@@ -212,8 +212,9 @@ poll_millis = {poll_millis}
 send_timeout_seconds = {send_timeout}
 # Hours a peer has to confirm an erasure before it shows as overdue (1 to 720).
 erasure_deadline_hours = {erasure_deadline}
-# PEM file of certificate authorities trusted for recipients' webhooks,
-# besides the usual public ones (a national PKI, say).
+# PEM file of certificate authorities trusted for recipients' webhooks and
+# status callbacks ([callbacks]), besides the usual public ones (a national
+# PKI, say).
 # webhook_ca_file = "national-ca.pem"
 
 # The retention sweep, on every gateway (federated or not): erases each case
@@ -251,6 +252,25 @@ first_status_hours = {urgent_first_status}
 delivery_hours = {normal_delivery}
 acknowledgement_hours = {normal_acknowledgement}
 first_status_hours = {normal_first_status}
+
+# Status callbacks: an organisation of this country told of every entry
+# added to its referrals' timelines, each as an event signed with its key
+# (JWS, HS256) and POSTed to its URL, a referral's events in timeline order
+# (docs/api.md §5.4). Optional: one table per organisation, under a name of
+# your choosing. The events of an organisation whose table is removed are
+# dropped at the next start.
+# [callbacks.national_system]
+# The organisation's id in the directory.
+# org = "ita-nrm"
+# Where events are POSTed (https://; certificate authorities as for
+# recipients' webhooks: the public ones and federation.webhook_ca_file).
+# url = "https://referrals.example.org/rgw-events"
+# A file holding the key events are signed with, shared with the
+# organisation: at least 32 bytes (openssl rand -base64 48 makes one).
+# secret_file = "callbacks/national_system.key"
+# How long an event is retried, with backoff, before it is given up
+# (failed) and the referral's next one goes: 1 to 720 hours.
+# retry_hours = {callback_retry}
 
 # The console for DPOs and auditors in the browser, at /console/ on the
 # listener above (it needs [server.tls]). Optional: without this table there
@@ -328,6 +348,7 @@ format = "text"
         send_timeout = default_send_timeout(),
         erasure_deadline = default_erasure_deadline(),
         sweep_seconds = default_sweep_seconds(),
+        callback_retry = default_callback_retry_hours(),
         console_idle = default_console_idle_minutes(),
         console_hours = default_console_session_hours(),
         log_level = default_log_level(),

@@ -21,6 +21,24 @@ const SECRET: &[u8] = b"iom-rome-callback-key-0123456789abcdef";
 
 crate::on_both_backends!(status_callbacks_reach_the_sending_system_in_order_through_an_outage);
 
+/// A key file too short for HS256 stops the start, naming the callback and
+/// the file, never the key.
+#[tokio::test]
+async fn a_callback_key_too_short_stops_the_start_without_showing_it() {
+    let mut federation = Federation::prepare(Backend::Sqlite, &["ITA"]);
+    let keys = tempfile::tempdir().unwrap();
+    let secret_file = keys.path().join("short.key");
+    std::fs::write(&secret_file, "short-secret-value\n").unwrap();
+    let callback = CallbackConfig { org: "ita-iom-rome".to_owned(), url: "https://localhost:1/events".to_owned(), secret_file, retry_hours: 1 };
+    let peer = federation.peer_mut("ITA");
+    peer.config.callbacks.insert("iom_rome".to_owned(), callback);
+    federation.publish().await;
+    let clock: std::sync::Arc<dyn referral_gateway::app::Clock> = federation.clock.clone();
+    let error = referral_gateway::startup::Application::build(&federation.peer("ITA").config, clock).await.err().unwrap().to_string();
+    assert!(error.contains("callbacks.iom_rome") && error.contains("short.key") && error.contains("18"), "{error}");
+    assert!(!error.contains("short-secret-value"), "{error}");
+}
+
 async fn metric(peer: &Peer, name: &str) -> f64 {
     let reply = send(client_for(Who::Nobody).get(peer.url("/metrics"))).await;
     let sample = format!("{name}{{organisation=\"ita-iom-rome\"}} ");

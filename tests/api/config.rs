@@ -158,20 +158,24 @@ fn a_near_miss_of_a_key_stops_the_gateway_naming_the_key_meant() {
 }
 
 /// The key paths a configuration file shows, set or commented out; one
-/// operator-named client (`auth.clients.<name>`) stands for all of them and is
-/// left out.
+/// operator-named client (`auth.clients.<name>`) or callback
+/// (`callbacks.<name>`) stands for all of them and is left out.
 fn shown_keys(text: &str) -> std::collections::BTreeSet<String> {
     let mut shown = std::collections::BTreeSet::new();
     let mut table = String::new();
     for line in text.lines() {
         let line = line.trim_start_matches('#').trim();
         if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = if header.starts_with("auth.clients.") { "auth.clients.*".to_owned() } else { header.to_owned() };
+            table = match header {
+                _ if header.starts_with("auth.clients.") => "auth.clients.*".to_owned(),
+                _ if header.starts_with("callbacks.") => "callbacks.*".to_owned(),
+                _ => header.to_owned(),
+            };
             continue;
         }
         let Some((key, _)) = line.split_once(" = ") else { continue };
         let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || table == "auth.clients.*" {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || table.ends_with(".*") {
             continue;
         }
         shown.insert(if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") });
@@ -267,6 +271,38 @@ fn deadlines_are_whole_hours_in_order() {
     std::fs::write(&path, text.replacen("[deadlines.emergency]\ndelivery_hours = 1\nacknowledgement_hours = 4", "[deadlines.emergency]\ndelivery_hours = 2\nacknowledgement_hours = 6", 1)).unwrap();
     let changed = GatewayConfig::load(&path).unwrap().deadlines.deadlines();
     assert_eq!((changed.emergency.delivery.num_hours(), changed.emergency.acknowledgement.num_hours()), (2, 6));
+}
+
+/// A callback names an organisation once, an https:// URL without
+/// credentials, and a bounded retry; its key file must hold 32 bytes, and
+/// the error that says so never shows them.
+#[test]
+fn callbacks_are_checked() {
+    let table = |org: &str, url: &str, retry: u64| {
+        format!("[callbacks.national_system]\norg = \"{org}\"\nurl = \"{url}\"\nsecret_file = \"system.key\"\nretry_hours = {retry}\n\n[console]")
+    };
+    let cases = [
+        (table("ITA NRM", "https://nrm.example.org/events", 72), "callbacks.national_system.org"),
+        (table("ita-nrm", "http://nrm.example.org/events", 72), "callbacks.national_system.url"),
+        (table("ita-nrm", "https://user:pass@nrm.example.org/events", 72), "callbacks.national_system.url"),
+        (table("ita-nrm", "https://nrm.example.org/events", 0), "callbacks.national_system.retry_hours"),
+        (table("ita-nrm", "https://nrm.example.org/events", 721), "callbacks.national_system.retry_hours"),
+        (
+            format!("{}\n[callbacks.second]\norg = \"ita-nrm\"\nurl = \"https://b.example.org\"\nsecret_file = \"b.key\"\n\n[console]", table("ita-nrm", "https://a.example.org", 1).trim_end_matches("[console]")),
+            "callbacks.second.org",
+        ),
+    ];
+    for (by, key) in cases {
+        let error = load_with("# [console]", &by.replacen("[console]", "# [console]", 1));
+        assert!(error.contains(key), "{by:?}: {error}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_path("config/gateway.example.toml")).unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text.replacen("# [console]", &table("ita-nrm", "https://nrm.example.org/events", 72).replacen("[console]", "# [console]", 1), 1)).unwrap();
+    let config = GatewayConfig::load(&path).unwrap();
+    let callback = &config.callbacks["national_system"];
+    assert_eq!((callback.org.as_str(), callback.retry_hours, callback.secret_file.clone()), ("ita-nrm", 72, dir.path().join("system.key")));
 }
 
 #[test]

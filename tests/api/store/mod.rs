@@ -20,6 +20,7 @@ use crate::helpers::{Backend, POSTGRES_URL};
 
 mod audit;
 mod batches;
+mod callbacks;
 mod inbox;
 mod outbox;
 mod policies;

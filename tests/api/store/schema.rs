@@ -10,10 +10,12 @@ on_both_backends!(
 );
 
 /// Every state column takes each value of its lifecycle enum and nothing
-/// else: the `CHECK` constraints of migrations 0010 and 0012 on both backends.
+/// else: the `CHECK` constraints of migrations 0010, 0012, 0016 and 0017 on both backends.
 async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
     use referral_gateway::domain::lifecycle::OutboxState;
     let opened = open(backend).await;
+    let registered = referral_gateway::store::CallbackSubscription { org: "ita-nrm".to_owned(), retry_ms: 1 };
+    opened.store.register_callbacks(&[registered]).await.unwrap();
     opened.store.write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), packet("p1", "digest-a")]).await.unwrap();
     use referral_gateway::domain::signoff::{PolicyVersionState, Verdict};
     opened.store.write_batch(&[policy_version()]).await.unwrap();
@@ -21,7 +23,9 @@ async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
         .await
         .unwrap();
     use referral_gateway::domain::priority::{DeadlineKind, Priority};
-    let columns: [(&str, &str, Vec<&str>); 9] = [
+    use referral_gateway::domain::lifecycle::CallbackState;
+    let columns: [(&str, &str, Vec<&str>); 10] = [
+        ("callbacks", "state", CallbackState::ALL.iter().map(|s| s.as_str()).collect()),
         ("referrals", "priority", Priority::ALL.iter().map(|s| s.as_str()).collect()),
         ("referrals", "overdue_warned", DeadlineKind::ALL.iter().map(|s| s.as_str()).collect()),
         ("inbox", "priority", Priority::ALL.iter().map(|s| s.as_str()).collect()),
