@@ -25,6 +25,7 @@ use crate::app::dpo::queries::{AuditPage, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::statistics::StatisticsAnswer;
 use crate::app::recipient::cases::{Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusQueued, StatusReportRequest};
+use crate::app::sending::callbacks::StatusEvent;
 use crate::app::sending::listing::ReferralPage;
 use crate::app::sending::referrals::{Queued, ReferralView};
 use crate::app::sending::withdrawal::{SubjectWithdrawalAnswer, WithdrawalAnswer, WithdrawalRequest};
@@ -75,6 +76,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<Queued>(&mut answers);
     add::<ReferralDenied>(&mut answers);
     add::<ReferralView>(&mut answers);
+    add::<StatusEvent>(&mut answers);
     add::<ReferralPage>(&mut answers);
     add::<WithdrawalAnswer>(&mut answers);
     add::<SubjectWithdrawalAnswer>(&mut answers);
