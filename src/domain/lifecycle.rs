@@ -17,6 +17,7 @@ vocabulary! {
     ReferralStatus, "referral status" {
         Queued => "queued",
         Denied => "denied",
+        AwaitingOverride => "awaiting_override",
         Delivered => "delivered",
         Expired => "expired",
         Forwarded => "forwarded",
@@ -42,6 +43,10 @@ vocabulary! {
     ReferralEvent, "referral timeline entry" {
         Queued => "queued",
         Denied => "denied",
+        AwaitingOverride => "awaiting_override",
+        OverrideApproved => "override_approved",
+        OverrideRejected => "override_rejected",
+        OverrideExpired => "override_expired",
         Delivered => "delivered",
         Expired => "expired",
         Forwarded => "forwarded",
@@ -85,7 +90,7 @@ pub enum ReferralStage {
 impl ReferralStatus {
     pub const fn stage(self) -> ReferralStage {
         match self {
-            Self::Queued | Self::Denied => ReferralStage::Decided,
+            Self::Queued | Self::Denied | Self::AwaitingOverride => ReferralStage::Decided,
             Self::Delivered | Self::Expired => ReferralStage::Sent,
             Self::Forwarded
             | Self::Refused
@@ -137,7 +142,10 @@ impl ReferralStatus {
     ///   recipient's own reports, the latest wins (a handover follows its
     ///   acceptance), never after a refusal;
     /// - the steps of a partial withdrawal never become the status: it stays
-    ///   with the part still shared.
+    ///   with the part still shared;
+    /// - a referral awaiting the approval of an emergency override is queued
+    ///   when a DPO approves it, denied when one rejects it or the window
+    ///   passes; only a withdrawal or its retention's end moves it otherwise.
     pub fn after(self, event: ReferralEvent) -> Option<ReferralStatus> {
         use ReferralEvent as E;
         use ReferralStatus as S;
@@ -150,6 +158,7 @@ impl ReferralStatus {
             // Still shared from here on.
             (_, E::Withdrawn) => Some(S::Withdrawn),
             (_, E::RetentionExpired) => Some(S::RetentionExpired),
+            (S::AwaitingOverride, event) => event.settles_override(),
             (S::Queued, E::Delivered) => Some(S::Delivered),
             (S::Queued, E::Expired) => Some(S::Expired),
             (S::Queued | S::Delivered | S::Expired, E::Forwarded) => Some(S::Forwarded),
@@ -168,6 +177,17 @@ impl ReferralEvent {
     /// The status this entry names, if it is one.
     pub fn status(self) -> Option<ReferralStatus> {
         ReferralStatus::ALL.iter().copied().find(|status| status.as_str() == self.as_str())
+    }
+
+    /// The status an entry that settles an emergency override moves a
+    /// referral awaiting it to: queued once approved, denied once rejected
+    /// or lapsed.
+    pub const fn settles_override(self) -> Option<ReferralStatus> {
+        match self {
+            Self::OverrideApproved => Some(ReferralStatus::Queued),
+            Self::OverrideRejected | Self::OverrideExpired => Some(ReferralStatus::Denied),
+            _ => None,
+        }
     }
 
     /// An entry recording a partial withdrawal: told to the peer, or made
@@ -417,7 +437,7 @@ mod tests {
     fn rank(status: ReferralStatus) -> u8 {
         use ReferralStatus as S;
         match status {
-            S::Queued | S::Denied => 0,
+            S::AwaitingOverride | S::Queued | S::Denied => 0,
             S::Delivered | S::Expired => 1,
             S::Forwarded | S::Refused => 2,
             S::Accepted | S::Declined | S::InProgress | S::Arrived | S::ServicesDelivered | S::Closed | S::Handover => 3,
@@ -445,7 +465,17 @@ mod tests {
         let steps: Vec<&str> = ReferralEvent::ALL.iter().filter(|e| e.status().is_none()).map(|e| e.as_str()).collect();
         assert_eq!(
             steps,
-            ["consent_narrowed", "consent_narrowed_before_sending", "narrowed_at_gateway", "narrowing_confirmed", "withdrawal_delivered", "withdrawal_expired"]
+            [
+                "override_approved",
+                "override_rejected",
+                "override_expired",
+                "consent_narrowed",
+                "consent_narrowed_before_sending",
+                "narrowed_at_gateway",
+                "narrowing_confirmed",
+                "withdrawal_delivered",
+                "withdrawal_expired"
+            ]
         );
         for progress in ReferralProgress::REPORTED_BY_RECIPIENTS.into_iter().chain([ReferralProgress::Refused, ReferralProgress::Forwarded]) {
             assert_eq!(ReferralEvent::from(progress).as_str(), progress.as_str());
@@ -473,6 +503,25 @@ mod tests {
     }
 
     #[test]
+    fn an_emergency_override_is_approved_rejected_or_lapses() {
+        use ReferralEvent as E;
+        use ReferralStatus as S;
+        assert_eq!(S::AwaitingOverride.after(E::OverrideApproved), Some(S::Queued));
+        assert_eq!(S::AwaitingOverride.after(E::OverrideRejected), Some(S::Denied));
+        assert_eq!(S::AwaitingOverride.after(E::OverrideExpired), Some(S::Denied));
+        assert_eq!(S::AwaitingOverride.after(E::Withdrawn), Some(S::Withdrawn));
+        // Nothing was sent: nothing from the other side can move it.
+        for event in [E::Delivered, E::Forwarded, E::Refused, E::Accepted, E::Closed, E::ErasedAtGateway] {
+            assert_eq!(S::AwaitingOverride.after(event), None, "{event}");
+        }
+        // Settled once: a late approval moves nothing.
+        for settled in [S::Queued, S::Denied, S::Withdrawn] {
+            assert_eq!(settled.after(E::OverrideApproved), None, "{settled}");
+            assert_eq!(settled.after(E::OverrideExpired), None, "{settled}");
+        }
+    }
+
+    #[test]
     fn what_came_first_stays() {
         use ReferralEvent as E;
         use ReferralStatus as S;
@@ -494,8 +543,9 @@ mod tests {
                 prop_assert!(to != from);
                 prop_assert!(rank(to) >= rank(from), "{from} -> {to} on {event}");
                 prop_assert!(to.stage() >= from.stage());
-                // A move is always to the status the event names.
-                prop_assert_eq!(Some(to), event.status());
+                // A move is always to the status the event names, or the
+                // one an override's approval, rejection or lapse settles on.
+                prop_assert_eq!(Some(to), event.status().or(event.settles_override()));
             }
         }
 
@@ -525,7 +575,7 @@ mod tests {
 
         #[test]
         fn steps_of_a_partial_withdrawal_never_become_the_status(from in any_status()) {
-            for event in ReferralEvent::ALL.iter().filter(|e| e.status().is_none()) {
+            for event in ReferralEvent::ALL.iter().filter(|e| e.status().is_none() && e.settles_override().is_none()) {
                 prop_assert_eq!(from.after(*event), None);
             }
         }

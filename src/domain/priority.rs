@@ -128,13 +128,15 @@ impl DeadlinesByPriority {
 /// The deadline a referral sent from here awaits now, from its status:
 /// delivery while queued, the recipient's acknowledgement once delivered
 /// (`forwarded` says it took the case), its first answer once forwarded.
+/// Awaiting the approval of an emergency override counts against the
+/// delivery deadline: the clock runs from acceptance, whoever holds it up.
 /// Any report of the recipient answers (`in_progress` and later imply an
 /// acceptance); denied, refused, expired, withdrawn or erased referrals
 /// await nothing. The deadlines come in order, so the one awaited is the
 /// only one that can be missed: the earlier ones were met, if late.
 pub const fn awaited_by_sender(status: ReferralStatus) -> Option<DeadlineKind> {
     match status {
-        ReferralStatus::Queued => Some(DeadlineKind::Delivery),
+        ReferralStatus::Queued | ReferralStatus::AwaitingOverride => Some(DeadlineKind::Delivery),
         ReferralStatus::Delivered => Some(DeadlineKind::Acknowledgement),
         ReferralStatus::Forwarded => Some(DeadlineKind::FirstStatus),
         ReferralStatus::Denied

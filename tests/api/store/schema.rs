@@ -7,6 +7,7 @@ on_both_backends!(
     state_columns_take_exactly_the_lifecycle_states,
     referrals_stored_before_migration_0011_keep_their_policy_number,
     cases_visible_before_migration_0016_are_queued_without_deadlines,
+    referrals_and_timelines_stored_before_migration_0018_are_kept_whole,
 );
 
 /// Every state column takes each value of its lifecycle enum and nothing
@@ -156,6 +157,45 @@ async fn cases_visible_before_migration_0016_are_queued_without_deadlines(backen
     store.write_batch(&[Write::InboxMove { change: Box::new(change), audit: event(1, "NGA", Action::InboxUpdate) }]).await.unwrap();
     let after = store.inbox_queue("nga-iom-lagos", &listed, None, 10).await.unwrap();
     assert_eq!(after.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["later", "acknowledged", "earlier", "erased"]);
+}
+
+/// Migration 0018 (statuses of an emergency override) rebuilds `referrals`
+/// and `referral_events` on SQLite: every column is kept, the timeline's
+/// order too, and a new entry still comes after the old ones.
+async fn referrals_and_timelines_stored_before_migration_0018_are_kept_whole(backend: Backend) {
+    use referral_gateway::domain::priority::Priority;
+    let rows = [
+        "INSERT INTO referrals (id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, destination_country, \
+         purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover, retention_until_ms, \
+         retention_days_after_closure, priority, overdue_warned, listed_seq) VALUES \
+         ('r-old', 'ita-nrm', 'key-old-1', 'fp', 's1', 'gmb-iom-banjul', 'GMB', 'return', 'allow', 'sha256:0', '{}', '{}', 3, 'delivered', \
+         1000, TRUE, 99000, 30, 'urgent', 'delivery', 5)",
+        "INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ('r-old', 'queued', 1000, NULL)",
+        "INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ('r-old', 'refused', 2000, '[\"policy_no_permit\"]')",
+    ];
+    let (config, _dir) = database_before(backend, 18, &rows).await;
+    let store = referral_gateway::store::open(&config).await.unwrap();
+    let stored = store.referral("r-old").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.priority, stored.handover, stored.policy_number, stored.created_ms, stored.destination_country.as_deref()),
+        (ReferralStatus::Delivered, Priority::Urgent, true, 3, 1000, Some("GMB"))
+    );
+    let retention = store.referral_retention("r-old").await.unwrap().unwrap();
+    assert_eq!((retention.until_ms, retention.days_after_closure), (99000, Some(30)));
+    let listed = store.referrals_of("ita-nrm", &referral_gateway::store::ReferralFilter::default(), None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|l| l.listed_seq).collect::<Vec<_>>(), [5]);
+    // An entry recorded now: after the two kept, in that order.
+    let erasure = referral_gateway::store::RetentionErasure::Sent { referral_id: "r-old".to_owned() };
+    store.write_batch(&[Write::RetentionErase { erasure, at_ms: 500, audit: event(3, "ITA", Action::ReferralRead) }]).await.unwrap();
+    let timeline: Vec<(ReferralEvent, i64, Vec<String>)> = store.timeline("r-old").await.unwrap().into_iter().map(|t| (t.status, t.at_ms, t.reasons)).collect();
+    assert_eq!(
+        timeline,
+        [
+            (ReferralEvent::Queued, 1000, vec![]),
+            (ReferralEvent::Refused, 2000, vec!["policy_no_permit".to_owned()]),
+            (ReferralEvent::RetentionExpired, 500, vec![])
+        ]
+    );
 }
 
 fn policy_version() -> Write {
