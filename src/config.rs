@@ -62,6 +62,9 @@ pub struct GatewayConfig {
     /// Deadlines per priority, for following referrals (`overdue`).
     #[serde(default)]
     pub deadlines: DeadlinesConfig,
+    /// Emergency overrides (sharing without consent when a life is at risk).
+    #[serde(default)]
+    pub overrides: OverridesConfig,
     /// Status callbacks: organisations of this country told of every entry
     /// added to their referrals' timelines, by a name of the operator's choosing.
     #[serde(default)]
@@ -72,6 +75,32 @@ pub struct GatewayConfig {
     pub console: Option<ConsoleConfig>,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The `[overrides]` settings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverridesConfig {
+    /// How long an emergency override waits for a DPO's approval before the
+    /// referral is denied, in minutes (5 to 1440).
+    #[serde(default = "default_override_window_minutes")]
+    pub approval_window_minutes: u64,
+}
+
+pub(crate) fn default_override_window_minutes() -> u64 {
+    60
+}
+
+impl Default for OverridesConfig {
+    fn default() -> Self {
+        Self { approval_window_minutes: default_override_window_minutes() }
+    }
+}
+
+impl OverridesConfig {
+    pub fn approval_window(&self) -> chrono::Duration {
+        chrono::Duration::minutes(i64::try_from(self.approval_window_minutes).unwrap_or(i64::MAX))
+    }
 }
 
 /// A `[callbacks.<name>]` table: where an organisation is told of its
@@ -1008,6 +1037,9 @@ impl GatewayConfig {
         }
         if self.auth.clients.is_empty() && self.auth.oidc.is_none() {
             return invalid("auth", "configure auth.oidc, auth.clients, or both: otherwise nobody can call the gateway");
+        }
+        if !(5..=1440).contains(&self.overrides.approval_window_minutes) {
+            return invalid("overrides.approval_window_minutes", "must be between 5 and 1440");
         }
         let mut registered = BTreeMap::new();
         for (name, callback) in &self.callbacks {

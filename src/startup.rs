@@ -150,7 +150,8 @@ impl Application {
             .with_policy_governance(governance)
             .with_statistics(config.statistics.control())
             .with_deadlines(config.deadlines.deadlines())
-            .with_callbacks(callback_targets(config)?);
+            .with_callbacks(callback_targets(config)?)
+            .with_override_window(config.overrides.approval_window());
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);
@@ -438,16 +439,20 @@ fn callback_targets(config: &GatewayConfig) -> Result<crate::app::sending::callb
     Ok(targets)
 }
 
-/// How often overdue emergencies are looked for: a deadline is at least an
-/// hour, so a warning comes within a minute of it.
+/// How often overdue emergencies and lapsed overrides are looked for: a
+/// deadline is at least an hour, so a warning comes within a minute of it;
+/// an override lapsed is refused approval at once, denied within a minute.
 const DEADLINE_WATCH: Duration = Duration::from_secs(60);
 
-/// Logs each emergency referral that misses a deadline, once per deadline.
+/// Logs each emergency referral that misses a deadline, once per deadline;
+/// denies each referral whose emergency override was not approved in time.
 async fn watch_deadlines(gateway: Arc<Gateway>, stopped: watch::Receiver<()>) {
     use crate::app::sending::deadlines::WARNINGS_PER_ROUND;
+    use crate::app::dpo::overrides::LAPSED_PER_ROUND;
     let round = || async {
         let warned = gateway.warn_overdue_emergencies(WARNINGS_PER_ROUND).await?;
-        Ok(i64::try_from(warned).unwrap_or(i64::MAX) >= WARNINGS_PER_ROUND)
+        let lapsed = gateway.lapse_overrides(LAPSED_PER_ROUND).await?;
+        Ok(i64::try_from(warned).unwrap_or(i64::MAX) >= WARNINGS_PER_ROUND || i64::try_from(lapsed).unwrap_or(i64::MAX) >= LAPSED_PER_ROUND)
     };
     crate::federation::rounds::run("deadlines", round, std::future::pending::<()>, DEADLINE_WATCH, stopped).await;
 }

@@ -159,6 +159,8 @@ pub struct Gateway {
     deadlines: crate::domain::priority::DeadlinesByPriority,
     /// Organisations told of their referrals' timelines (`[callbacks]`).
     callbacks: sending::callbacks::CallbackTargets,
+    /// How long an emergency override may wait for a DPO's approval (`[overrides]`).
+    override_window: chrono::Duration,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -189,6 +191,8 @@ pub enum AppError {
     PolicyRefused(dpo::policy_checks::UploadRefusal),
     #[error("{0}")]
     ReviewRefused(crate::domain::signoff::ReviewRefusal),
+    #[error("{0}")]
+    OverrideDecisionRefused(crate::domain::emergency_override::OverrideDecisionRefusal),
     /// Other writers kept changing what this request read: try again.
     #[error("contended")]
     Contended,
@@ -258,6 +262,7 @@ impl Gateway {
             statistics: crate::domain::statistics::DisclosureControl::default(),
             deadlines: crate::domain::priority::DeadlinesByPriority::default(),
             callbacks: sending::callbacks::CallbackTargets::new(),
+            override_window: chrono::Duration::hours(1),
         }
     }
 
@@ -266,6 +271,16 @@ impl Gateway {
     pub fn with_callbacks(mut self, callbacks: sending::callbacks::CallbackTargets) -> Self {
         self.callbacks = callbacks;
         self
+    }
+
+    /// Sets how long an emergency override may wait for a DPO's approval (`[overrides]`).
+    pub fn with_override_window(mut self, window: chrono::Duration) -> Self {
+        self.override_window = window;
+        self
+    }
+
+    pub(crate) fn override_window(&self) -> chrono::Duration {
+        self.override_window
     }
 
     /// Sets the deadlines per priority (`[deadlines]`).

@@ -60,6 +60,10 @@ pub enum Action {
     /// Statistics of a period were released (through the API or the command line).
     #[serde(rename = "statistics.read")]
     StatisticsRead,
+    /// A DPO listed the emergency overrides awaiting approval, approved or
+    /// rejected one (or was refused), or the gateway let one lapse.
+    #[serde(rename = "override.decide")]
+    OverrideDecide,
 }
 
 impl Action {
@@ -82,6 +86,7 @@ impl Action {
         Action::SubjectReport,
         Action::RetentionErase,
         Action::StatisticsRead,
+        Action::OverrideDecide,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +109,7 @@ impl Action {
             Action::SubjectReport => "subject.report",
             Action::RetentionErase => "retention.erase",
             Action::StatisticsRead => "statistics.read",
+            Action::OverrideDecide => "override.decide",
         }
     }
 

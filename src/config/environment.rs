@@ -63,6 +63,7 @@ pub const KEY_PATHS: &[&str] = &[
     "deadlines.normal.delivery_hours",
     "deadlines.normal.acknowledgement_hours",
     "deadlines.normal.first_status_hours",
+    "overrides.approval_window_minutes",
     "console.public_url",
     "console.idle_minutes",
     "console.session_hours",

@@ -15,7 +15,7 @@ use super::{
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
     default_approvals_required, default_console_idle_minutes, default_console_session_hours, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
-    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines, default_callback_retry_hours,
+    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines, default_callback_retry_hours, default_override_window_minutes,
 };
 
 /// Files a configuration of [`render`] names, relative to its own directory.
@@ -253,12 +253,18 @@ delivery_hours = {normal_delivery}
 acknowledgement_hours = {normal_acknowledgement}
 first_status_hours = {normal_first_status}
 
+# Emergency overrides: a submitter may ask to share without the person's
+# consent when a life is at risk (docs/api.md §4.4). It takes effect only
+# once a DPO other than the submitter approves it within this many minutes
+# (5 to 1440); past them the referral is denied and its payload erased.
+[overrides]
+approval_window_minutes = {override_window}
+
 # Status callbacks: an organisation of this country told of every entry
 # added to its referrals' timelines, each as an event signed with its key
 # (JWS, HS256) and POSTed to its URL, a referral's events in timeline order
 # (docs/api.md §5.4). Optional: one table per organisation, under a name of
-# your choosing. The events of an organisation whose table is removed are
-# dropped at the next start.
+# your choosing. Give every replica the same tables.
 # [callbacks.national_system]
 # The organisation's id in the directory.
 # org = "ita-nrm"
@@ -349,6 +355,7 @@ format = "text"
         erasure_deadline = default_erasure_deadline(),
         sweep_seconds = default_sweep_seconds(),
         callback_retry = default_callback_retry_hours(),
+        override_window = default_override_window_minutes(),
         console_idle = default_console_idle_minutes(),
         console_hours = default_console_session_hours(),
         log_level = default_log_level(),

@@ -12,14 +12,23 @@
 //! origin states; and never touches the built-in rules or the DPO's policy,
 //! which decide as for any referral.
 //!
-//! Not wired yet: submissions and the DPO's approval take it next.
-
 use std::collections::BTreeSet;
+use std::fmt;
 
-use super::decide::{decide_from, CategoryFact, ConsentFact, DecisionFacts};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use chrono::{DateTime, Utc};
+
+use super::case::Case;
+use super::consent::Consent;
+use super::decide::{decide_from, gather, CategoryFact, ConsentFact, DecisionFacts};
+use super::minimise::{project, Payload};
+use super::recipient::Recipient;
+use super::{CountryCode, Purpose};
 use super::decision::Decision;
 use super::policy::DataProtectionPolicy;
-use super::DataCategory;
+use super::{DataCategory, ParseError};
 
 vocabulary! {
     /// Why consent cannot wait, as the field guidance names it.
@@ -29,31 +38,47 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// Where an override stands: waiting for a DPO's approval within the
+    /// window; approved (the referral is queued); rejected, or not approved
+    /// in time (`expired`: the referral is denied, its payload erased); or
+    /// `stopped` by a withdrawal or the retention's end before any DPO decided.
+    OverrideState, "override state" {
+        AwaitingApproval => "awaiting_approval",
+        Approved => "approved",
+        Rejected => "rejected",
+        Expired => "expired",
+        Stopped => "stopped",
+    }
+}
+
 /// What a submitter asks for: a reason and a justification code (never
 /// free text: it crosses into the audit log and the subject report).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
+    /// Why consent cannot wait: `life_threatening`, or `child_at_imminent_risk` (the person must be a child).
     pub reason: OverrideReason,
+    /// The organisation's own code for the circumstances (e.g. `medical_evacuation`): 1 to 64 of a-z, 0-9 and _; never free text.
     pub justification_code: JustificationCode,
 }
 
 /// A code of the form of a reason code: 1 to 64 of `a-z`, `0-9`, `_`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct JustificationCode(String);
 
 impl JustificationCode {
-    pub fn parse(text: &str) -> Result<Self, super::ParseError> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         if super::status::is_reason_code(text) {
             Ok(Self(text.to_owned()))
         } else {
-            Err(super::ParseError::new("justification code", "must be 1 to 64 of a-z, 0-9 and _"))
+            Err(ParseError::new("justification code", "must be 1 to 64 of a-z, 0-9 and _"))
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
+super::ids::string_newtype!(JustificationCode, r"^[a-z0-9_]{1,64}$", "A justification code: 1 to 64 of a-z, 0-9 and _");
 
 /// Why an override cannot apply at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +94,61 @@ pub enum OverrideRefusal {
     /// The directory does not know the recipient.
     #[error("the recipient is not in the directory")]
     RecipientUnknown,
+}
+
+impl OverrideRefusal {
+    /// Stable code (audit reasons).
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::StateActorOfOriginState => "state_actor_of_origin_state",
+            Self::NotAChild => "not_a_child",
+            Self::RecipientUnknown => "recipient_unknown",
+        }
+    }
+}
+
+/// Why a DPO's approval or rejection of an override is not taken. The codes
+/// are stable (audit reasons, problem members).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideDecisionRefusal {
+    #[error("the override no longer awaits approval: it is {0}")]
+    Settled(OverrideState),
+    #[error("whoever asked for an override cannot approve or reject it; another DPO must")]
+    OwnRequest,
+    #[error("the override's approval window has passed; the referral is denied")]
+    WindowPassed,
+}
+
+impl OverrideDecisionRefusal {
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::Settled(_) => "settled",
+            Self::OwnRequest => "own_request",
+            Self::WindowPassed => "window_passed",
+        }
+    }
+}
+
+/// Whether `decider` (organisation, subject) may approve or reject an
+/// override in `state` that `requester` asked for, at `now_ms`: four eyes,
+/// within the window.
+pub fn may_decide(
+    state: OverrideState,
+    requester: (&str, &str),
+    decider: (&str, &str),
+    approve_by_ms: i64,
+    now_ms: i64,
+) -> Result<(), OverrideDecisionRefusal> {
+    if state != OverrideState::AwaitingApproval {
+        return Err(OverrideDecisionRefusal::Settled(state));
+    }
+    if requester == decider {
+        return Err(OverrideDecisionRefusal::OwnRequest);
+    }
+    if now_ms >= approve_by_ms {
+        return Err(OverrideDecisionRefusal::WindowPassed);
+    }
+    Ok(())
 }
 
 /// Categories an override never releases, whatever the emergency.
@@ -122,6 +202,37 @@ pub fn decide_under_override(
     Ok((decide_from(&under, policy), overridden))
 }
 
+/// What a referral under an override comes to: the decision, the payload
+/// it lets go (cut to what the decision sends: as the person's consent
+/// limits a category it covers, and to the purpose's need for one the
+/// override stood in for), and the categories the override stood in for.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_and_minimise_under_override(
+    case: &Case,
+    consent: &Consent,
+    sender_country: CountryCode,
+    recipient: Option<&Recipient>,
+    purpose: Purpose,
+    policy: &DataProtectionPolicy,
+    now: DateTime<Utc>,
+    request: &OverrideRequest,
+) -> Result<(Decision, Payload, BTreeSet<DataCategory>), OverrideRefusal> {
+    let (facts, mut early_projections) = gather(case, consent, sender_country, recipient, purpose, now);
+    let (decision, overridden) = decide_under_override(&facts, policy, request)?;
+    if !decision.is_allow() {
+        return Ok((decision, Payload::default(), overridden));
+    }
+    let projections = decision
+        .sent()
+        .keys()
+        .filter_map(|category| {
+            let projection = early_projections.remove(category).or_else(|| project(case, purpose, *category));
+            projection.map(|p| (*category, p))
+        })
+        .collect();
+    Ok((decision, Payload::from_categories(projections), overridden))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +245,19 @@ mod tests {
         }
         assert_eq!("child_at_imminent_risk".parse::<OverrideReason>(), Ok(OverrideReason::ChildAtImminentRisk));
         assert!("convenience".parse::<OverrideReason>().is_err());
+    }
+
+    #[test]
+    fn another_person_decides_within_the_window() {
+        let (asker, other) = (("ita-iom-rome", "caseworker-7"), ("ita-dpo", "dpo-2"));
+        assert_eq!(may_decide(OverrideState::AwaitingApproval, asker, other, 1000, 999), Ok(()));
+        assert_eq!(may_decide(OverrideState::AwaitingApproval, asker, asker, 1000, 999), Err(OverrideDecisionRefusal::OwnRequest));
+        // The same subject name in another organisation is another person.
+        assert_eq!(may_decide(OverrideState::AwaitingApproval, asker, ("ita-dpo", "caseworker-7"), 1000, 999), Ok(()));
+        assert_eq!(may_decide(OverrideState::AwaitingApproval, asker, other, 1000, 1000), Err(OverrideDecisionRefusal::WindowPassed));
+        for settled in [OverrideState::Approved, OverrideState::Rejected, OverrideState::Expired, OverrideState::Stopped] {
+            assert_eq!(may_decide(settled, asker, other, 1000, 0), Err(OverrideDecisionRefusal::Settled(settled)));
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ macro_rules! string_newtype {
         }
     };
 }
+pub(crate) use string_newtype;
 
 /// An organisation's id in the federation directory, e.g. `nga-iom-lagos`:
 /// 3 to 64 characters of lower-case letters, digits, `-`, `_` and `.`,

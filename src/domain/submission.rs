@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::case::Case;
 use super::duplicate_keys::first_repeated_key;
+use super::emergency_override::OverrideRequest;
 use super::consent::Consent;
 use super::decision::Decision;
 use super::minimise::Payload;
@@ -53,6 +54,14 @@ pub struct ReferralSubmission {
     /// the first answer follow from it (`overdue` in the referral).
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// Share without the person's consent because a life is at risk, as the
+    /// field guidance allows: it stands in for missing consent only, takes
+    /// effect once a DPO other than the submitter approves it within the
+    /// window, and never reaches `case_notes`, `asylum` or a state actor of
+    /// an origin state. Asked for only when consent is missing; a referral
+    /// allowed without it goes as usual.
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub emergency_override: Option<OverrideRequest>,
 }
 
 /// Why a submission was refused: where, and which rule.

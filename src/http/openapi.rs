@@ -21,6 +21,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value};
 
 use crate::app::dpo::policies::{PolicyList, PolicyReviewed, PolicyStored, PolicyUpload, PolicyVersionView, ReviewRequest, Simulation, SimulationAnswer};
+use crate::app::dpo::overrides::{OverrideDecided, OverrideList};
 use crate::app::dpo::queries::{AuditPage, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::statistics::StatisticsAnswer;
@@ -77,6 +78,8 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<ReferralDenied>(&mut answers);
     add::<ReferralView>(&mut answers);
     add::<StatusEvent>(&mut answers);
+    add::<OverrideList>(&mut answers);
+    add::<OverrideDecided>(&mut answers);
     add::<ReferralPage>(&mut answers);
     add::<WithdrawalAnswer>(&mut answers);
     add::<SubjectWithdrawalAnswer>(&mut answers);

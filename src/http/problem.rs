@@ -237,6 +237,13 @@ impl From<AppError> for Problem {
                 format!("{refusal}. Nothing was recorded."),
             )
             .with("code", json!(refusal.code())),
+            AppError::OverrideDecisionRefused(refusal) => Problem::new(
+                StatusCode::CONFLICT,
+                "override-decision-refused",
+                "The decision on the override is refused",
+                format!("{refusal}. Nothing was recorded."),
+            )
+            .with("code", json!(refusal.code())),
             AppError::Contended => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",

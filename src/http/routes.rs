@@ -19,6 +19,7 @@ use crate::app::dpo::policies::{PolicyList, PolicyReviewed, PolicyUpload, Policy
 use crate::domain::signoff::Verdict;
 use crate::app::AppError;
 use crate::auth::Principal;
+use crate::app::dpo::overrides::{OverrideDecided, OverrideList};
 use crate::app::dpo::queries::{AuditPage, AuditQuery, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::reason_strings;
@@ -112,6 +113,22 @@ pub async fn get_referrals(
 pub async fn get_policies(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<PolicyList>> {
     let caller = state.gateway.authorize::<Dpos>(&caller).await?;
     Ok(Json(state.gateway.policies(&caller).await?))
+}
+
+/// `GET /v1/overrides`: the emergency overrides awaiting a DPO's approval.
+pub async fn get_overrides(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<OverrideList>> {
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
+    Ok(Json(state.gateway.awaiting_overrides(&caller).await?))
+}
+
+pub async fn approve_override(State(state): State<AppState>, Caller(caller): Caller, PathParam(referral_id): PathParam) -> Result<Json<OverrideDecided>> {
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
+    Ok(Json(state.gateway.decide_override(&caller, &referral_id, Verdict::Approve).await?))
+}
+
+pub async fn reject_override(State(state): State<AppState>, Caller(caller): Caller, PathParam(referral_id): PathParam) -> Result<Json<OverrideDecided>> {
+    let caller = state.gateway.authorize::<Dpos>(&caller).await?;
+    Ok(Json(state.gateway.decide_override(&caller, &referral_id, Verdict::Reject).await?))
 }
 
 pub async fn put_policies(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, body: Body) -> Result<Response> {

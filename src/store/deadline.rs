@@ -209,13 +209,28 @@ impl ReferralStore for Deadlined<dyn Store> {
 }
 
 #[async_trait]
+impl OverrideStore for Deadlined<dyn Store> {
+    async fn emergency_override(&self, referral_id: &str) -> Result<Option<StoredOverride>, StoreError> {
+        self.bounded("emergency_override", self.inner.emergency_override(referral_id)).await
+    }
+
+    async fn awaiting_overrides(&self, limit: i64) -> Result<Vec<StoredOverride>, StoreError> {
+        self.bounded("awaiting_overrides", self.inner.awaiting_overrides(limit)).await
+    }
+
+    async fn lapsed_overrides(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        self.bounded("lapsed_overrides", self.inner.lapsed_overrides(now_ms, limit)).await
+    }
+}
+
+#[async_trait]
 impl CallbackStore for Deadlined<dyn Store> {
     async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError> {
         self.bounded("register_callbacks", self.inner.register_callbacks(subscriptions)).await
     }
 
-    async fn claim_callbacks(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError> {
-        self.bounded("claim_callbacks", self.inner.claim_callbacks(now_ms, lease_ms, limit)).await
+    async fn claim_callbacks(&self, orgs: &[crate::domain::OrgId], now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError> {
+        self.bounded("claim_callbacks", self.inner.claim_callbacks(orgs, now_ms, lease_ms, limit)).await
     }
 
     async fn callback_delivered(&self, id: &str) -> Result<(), StoreError> {

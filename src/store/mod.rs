@@ -280,18 +280,33 @@ pub trait AuditStore: Send + Sync {
     async fn audit_head(&self) -> Result<(i64, String), StoreError>;
 }
 
+/// Emergency overrides (the sending gateway's): what was asked, for the
+/// DPOs who decide and for the referral's view.
+#[async_trait]
+pub trait OverrideStore: Send + Sync {
+    async fn emergency_override(&self, referral_id: &str) -> Result<Option<StoredOverride>, StoreError>;
+
+    /// Up to `limit` overrides a DPO may still decide (their referral awaits
+    /// them), the window closing first first.
+    async fn awaiting_overrides(&self, limit: i64) -> Result<Vec<StoredOverride>, StoreError>;
+
+    /// Up to `limit` referral ids whose override awaits approval past its window at `now_ms`.
+    async fn lapsed_overrides(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError>;
+}
+
 /// Status callbacks (the sending gateway's): the events queued for the
 /// organisations registered, as the store records each timeline entry.
 #[async_trait]
 pub trait CallbackStore: Send + Sync {
-    /// Registers exactly these organisations; the events still queued for
-    /// any other are dropped. Answers how many were.
+    /// Registers these organisations (or updates their retry), so that their
+    /// events are queued from now on; others stay registered (another
+    /// replica may serve them). Answers how many events were dropped (none yet).
     async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError>;
 
-    /// Claims up to `limit` pending events due at `now_ms` for `lease_ms`,
+    /// Claims up to `limit` pending events of `orgs` due at `now_ms` for `lease_ms`,
     /// each the earliest pending one of its referral (a referral's events go
     /// in timeline order, one at a time).
-    async fn claim_callbacks(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError>;
+    async fn claim_callbacks(&self, orgs: &[crate::domain::OrgId], now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError>;
 
     /// The organisation took the event: it is not kept.
     async fn callback_delivered(&self, id: &str) -> Result<(), StoreError>;
@@ -311,7 +326,7 @@ pub trait CallbackStore: Send + Sync {
 
 /// The whole store: every aggregate, and the group commit that writes them together.
 #[async_trait]
-pub trait Store: ReferralStore + OutboxStore + InboxStore + PolicyStore + AuditStore + CallbackStore + Send + Sync + 'static {
+pub trait Store: ReferralStore + OutboxStore + InboxStore + PolicyStore + AuditStore + CallbackStore + OverrideStore + Send + Sync + 'static {
     /// Writes a batch in one transaction; results in the batch's order.
     async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError>;
 

@@ -4,6 +4,7 @@
 
 use crate::audit::AuditEvent;
 use crate::domain::lifecycle::{CallbackState, InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::emergency_override::{OverrideReason, OverrideState};
 use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::signoff::{PolicyVersionState, Verdict};
 
@@ -133,6 +134,9 @@ pub struct OverdueReferral {
 pub struct NewReferral {
     pub record: StoredReferral,
     pub outbox: Option<NewOutboxEntry>,
+    /// Allowed only under an emergency override awaiting approval: the
+    /// outbox entry is stored held (see [`NewOutboxEntry::held`]).
+    pub emergency_override: Option<NewOverride>,
     /// The decision's facts, sealed, kept for impact replays (see [`DecisionFactsAtRest`]).
     pub facts: Option<SealedFacts>,
 }
@@ -201,6 +205,43 @@ pub struct NewOutboxEntry {
     /// Its packets must be sealed end to end to the recipient organisation
     /// (and wait for a key of its to be valid).
     pub end_to_end: bool,
+    /// Not to be delivered before a DPO approves the emergency override it
+    /// goes under ([`Write::SettleOverride`]).
+    pub held: bool,
+}
+
+/// An emergency override asked for with a submission: codes, times, who.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOverride {
+    pub reason: OverrideReason,
+    pub justification_code: String,
+    /// The categories it stands in for consent for.
+    pub overridden: Vec<String>,
+    pub requested_org: String,
+    pub requested_by: String,
+    pub requested_ms: i64,
+    pub approve_by_ms: i64,
+}
+
+/// An emergency override as stored, with the referral's routing facts a
+/// DPO decides on (never personal data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOverride {
+    pub referral_id: String,
+    pub reason: OverrideReason,
+    pub justification_code: String,
+    pub overridden: Vec<String>,
+    pub requested_org: String,
+    pub requested_by: String,
+    pub requested_ms: i64,
+    pub approve_by_ms: i64,
+    pub state: OverrideState,
+    pub decided_by: Option<String>,
+    pub decided_ms: Option<i64>,
+    pub purpose: String,
+    pub destination_org: String,
+    pub destination_country: Option<String>,
+    pub priority: Priority,
 }
 
 /// A retention deadline as the store keeps it (see `domain::retention`).
@@ -448,6 +489,14 @@ pub enum Write {
     /// made for it (it may have arrived); the referral's status becomes
     /// `withdrawn`. [`Written::AlreadySettled`] if it was withdrawn before.
     Withdraw { referral_id: String, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
+    /// A DPO approved (`Approved`) or rejected an emergency override, or its
+    /// window passed (`Expired`), while the referral still awaited it.
+    /// Approved: the held outbox entry is due at once, the timeline records
+    /// `override_approved`, the referral is queued. Otherwise the entry's
+    /// payload is erased (`erased`), the timeline records
+    /// `override_rejected` or `override_expired`, the referral is denied.
+    /// [`Written::AlreadySettled`] if it was settled, withdrawn or erased before.
+    SettleOverride { referral_id: String, outcome: OverrideState, decided_by: String, at_ms: i64, audit: AuditEvent },
     /// Consent withdrawn for some categories of a referral sent from here:
     /// the rest stays shared. The payload still held (if it is still under
     /// the key `narrowing.sealed_from`) is replaced by `narrowing.payload`,

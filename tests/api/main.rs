@@ -26,6 +26,7 @@ mod solver;
 mod statistics;
 mod priority;
 mod callbacks;
+mod overrides;
 mod referrals;
 mod roles;
 mod store;

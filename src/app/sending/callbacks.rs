@@ -95,8 +95,7 @@ pub struct CallbackBacklog {
 
 impl Gateway {
     /// Records which organisations have callbacks, for the store to queue
-    /// their events from now on; events still queued for an organisation no
-    /// longer registered are dropped (answers how many).
+    /// their events from now on (answers how many queued events were dropped: none).
     pub async fn register_callbacks(&self) -> Result<u64, AppError> {
         let subscriptions: Vec<CallbackSubscription> = self
             .callbacks
@@ -137,7 +136,8 @@ impl Gateway {
     #[tracing::instrument(name = "callback_round", skip_all)]
     pub async fn push_callbacks_due(self: &Arc<Self>, sender: &Arc<dyn CallbackPush>) -> Result<usize, AppError> {
         let now = self.now();
-        let claimed = self.store.claim_callbacks(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
+        let orgs: Vec<OrgId> = self.callbacks.keys().cloned().collect();
+        let claimed = self.store.claim_callbacks(&orgs, now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
         let count = claimed.len();
         let mut sends = tokio::task::JoinSet::new();
         for due in claimed {

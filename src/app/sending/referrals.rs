@@ -19,7 +19,8 @@ use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::priority::{awaited_by_sender, overdue, DeadlineKind, Priority};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
 use crate::app::sending::callbacks::CallbacksView;
-use crate::store::{UndeliveredCallbacks, DeliveryRecord, NewOutboxEntry, NewReferral, SealedFacts, StoredReferral, TimelineEntry, Write, Written};
+use crate::domain::emergency_override::{decide_and_minimise_under_override, OverrideReason, OverrideState};
+use crate::store::{NewOverride, StoredOverride, UndeliveredCallbacks, DeliveryRecord, NewOutboxEntry, NewReferral, SealedFacts, StoredReferral, TimelineEntry, Write, Written};
 
 /// What a submission came to; the HTTP layer picks the status from it.
 /// `replayed`: the answer to a repeated idempotency key, rendered again
@@ -32,16 +33,62 @@ pub enum Submitted {
     Denied { answer: Denied, replayed: bool },
 }
 
-/// `202` to `POST /v1/referrals`: allowed and queued for delivery.
+/// `202` to `POST /v1/referrals`: allowed and queued for delivery, or
+/// allowed under an emergency override that waits for a DPO's approval.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Queued {
     pub referral_id: String,
-    /// `queued`: the status when the referral was accepted (follow it at `GET /v1/referrals/{id}`).
+    /// `queued`: the status when the referral was accepted (follow it at
+    /// `GET /v1/referrals/{id}`); `awaiting_override` when it is allowed only
+    /// under the emergency override asked for, which a DPO must approve first.
     pub status: ReferralStatus,
     pub recipient: Option<RecipientRef>,
+    /// What goes once sent: under the override, if one is awaited.
     pub decision: DecisionRecord,
     /// The number of the DPO policy version that decided.
     pub policy_number: i64,
+    /// The emergency override the referral waits for; absent otherwise.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub emergency_override: Option<OverrideAnswer>,
+}
+
+/// An emergency override asked for with a referral, and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct OverrideAnswer {
+    pub state: OverrideState,
+    pub reason: OverrideReason,
+    pub justification_code: String,
+    /// The categories it stands in for the person's consent for.
+    pub overridden_categories: Vec<String>,
+    /// A DPO other than the submitter must approve it before this, or the
+    /// referral is denied (`override_expired`) and its payload erased.
+    pub approve_by: Timestamp,
+    /// When a DPO approved or rejected it, or the window passed.
+    pub decided_at: Option<Timestamp>,
+}
+
+impl OverrideAnswer {
+    fn awaiting(asked: &NewOverride) -> Self {
+        Self {
+            state: OverrideState::AwaitingApproval,
+            reason: asked.reason,
+            justification_code: asked.justification_code.clone(),
+            overridden_categories: asked.overridden.clone(),
+            approve_by: Timestamp(asked.approve_by_ms),
+            decided_at: None,
+        }
+    }
+
+    pub(crate) fn of(stored: &StoredOverride) -> Self {
+        Self {
+            state: stored.state,
+            reason: stored.reason,
+            justification_code: stored.justification_code.clone(),
+            overridden_categories: stored.overridden.clone(),
+            approve_by: Timestamp(stored.approve_by_ms),
+            decided_at: stored.decided_ms.map(Timestamp),
+        }
+    }
 }
 
 /// `422` to `POST /v1/referrals`: the decision denied the referral. The
@@ -85,6 +132,10 @@ pub struct ReferralView {
     /// The status callback events of this referral not delivered yet to the
     /// organisation's callback URL; `null` if it has no callback registered.
     pub callbacks: Option<CallbacksView>,
+    /// The emergency override it was submitted under, and where it stands;
+    /// absent for a referral without one.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub emergency_override: Option<OverrideAnswer>,
 }
 
 /// A deadline missed.
@@ -155,10 +206,18 @@ pub enum ErasureScope {
     Categories,
 }
 
-/// The answer to a submission, from its decision.
-fn answer(referral_id: String, recipient: Option<RecipientRef>, decision: DecisionRecord, policy_number: i64, replayed: bool) -> Submitted {
+/// The answer to a submission, from its decision (and the override it awaits, if any).
+fn answer(
+    referral_id: String,
+    recipient: Option<RecipientRef>,
+    decision: DecisionRecord,
+    policy_number: i64,
+    awaiting: Option<OverrideAnswer>,
+    replayed: bool,
+) -> Submitted {
     if decision.is_allow() {
-        let answer = Queued { referral_id, status: ReferralStatus::Queued, recipient, decision, policy_number };
+        let status = if awaiting.is_some() { ReferralStatus::AwaitingOverride } else { ReferralStatus::Queued };
+        let answer = Queued { referral_id, status, recipient, decision, policy_number, emergency_override: awaiting };
         Submitted::Queued { answer, replayed }
     } else {
         let reason_codes = decision.deny_reasons.iter().copied().collect();
@@ -196,10 +255,46 @@ impl Gateway {
             &policy.policy,
             now,
         );
+        // Denied, with an emergency override asked for: decided again with
+        // the override standing in for the missing consent. Allowed so, it
+        // waits for a DPO's approval; otherwise the first decision stands.
+        let (decision, payload, asked_override, override_not_applied) = match &submission.emergency_override {
+            Some(request) if !decision.is_allow() => match decide_and_minimise_under_override(
+                &submission.case,
+                &submission.consent,
+                self.country,
+                recipient.as_ref(),
+                submission.purpose,
+                &policy.policy,
+                now,
+                request,
+            ) {
+                Ok((under, cut, overridden)) if under.is_allow() => {
+                    let asked = NewOverride {
+                        reason: request.reason,
+                        justification_code: request.justification_code.as_str().to_owned(),
+                        // Those it lets go: the rest stay withheld by the policy or the rules.
+                        overridden: overridden.iter().filter(|c| under.sent().contains_key(*c)).map(|c| c.as_str().to_owned()).collect(),
+                        requested_org: principal.org.to_string(),
+                        requested_by: principal.subject.clone(),
+                        requested_ms: now.timestamp_millis(),
+                        approve_by_ms: (now + self.override_window()).timestamp_millis(),
+                    };
+                    (under, cut, Some(asked), None)
+                }
+                Ok(_) => (decision, payload, None, Some("still_denied")),
+                Err(refusal) => (decision, payload, None, Some(refusal.code())),
+            },
+            _ => (decision, payload, None, None),
+        };
         let referral_id = new_id()?;
         tracing::Span::current().record("referral_id", tracing::field::display(referral_id.as_str()));
         let record_of_decision = DecisionRecord::from(&decision);
-        let status = if decision.is_allow() { ReferralStatus::Queued } else { ReferralStatus::Denied };
+        let status = match (&asked_override, decision.is_allow()) {
+            (Some(_), _) => ReferralStatus::AwaitingOverride,
+            (None, true) => ReferralStatus::Queued,
+            (None, false) => ReferralStatus::Denied,
+        };
         let (outbox, case_key) = match &recipient {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -230,6 +325,7 @@ impl Gateway {
                     deadline_ms: self.delivery_deadline(now, consent_expires).min(retention.until).timestamp_millis(),
                     retention: Some(stored_retention(retention)),
                     end_to_end,
+                    held: asked_override.is_some(),
                 };
                 (Some(entry), Some(case_key))
             }
@@ -266,8 +362,17 @@ impl Gateway {
             handover: submission.handover,
             priority: submission.priority,
         };
-        let referral = NewReferral { record, outbox, facts: Some(facts) };
-        let audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
+        let mut audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
+        if let Some(asked) = &asked_override {
+            // What would go, and under what: the chain alone answers who asked to share what without consent.
+            audit.outcome = "override_requested";
+            audit.reasons.extend([format!("override:{}", asked.reason), format!("justification:{}", asked.justification_code)]);
+            audit.reasons.extend(asked.overridden.iter().map(|c| format!("overridden:{c}")));
+        } else if let Some(code) = override_not_applied {
+            audit.reasons.push(format!("override_not_applied:{code}"));
+        }
+        let awaiting = asked_override.as_ref().map(OverrideAnswer::awaiting);
+        let referral = NewReferral { record, outbox, facts: Some(facts), emergency_override: asked_override };
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
                 // Tidying only: a retry is still answered if the case-key store is out of reach.
@@ -287,7 +392,7 @@ impl Gateway {
                     self.wake_delivery();
                 }
                 let recipient = recipient.map(|r| RecipientRef { org: r.id.to_string(), country: Some(r.country.to_string()) });
-                Ok(answer(referral_id, recipient, record_of_decision, policy.number, false))
+                Ok(answer(referral_id, recipient, record_of_decision, policy.number, awaiting, false))
             }
         }
     }
@@ -322,7 +427,13 @@ impl Gateway {
         let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "replayed").referral(&existing.id);
         self.audit(event).await?;
         let recipient = Some(RecipientRef { org: existing.destination_org, country: existing.destination_country }).filter(|_| decision.is_allow());
-        Ok(answer(existing.id, recipient, decision, existing.policy_number, true))
+        // Asked with an override: the first answer said it awaited approval.
+        let awaiting = self.store.emergency_override(&existing.id).await?.map(|stored| OverrideAnswer {
+            state: OverrideState::AwaitingApproval,
+            decided_at: None,
+            ..OverrideAnswer::of(&stored)
+        });
+        Ok(answer(existing.id, recipient, decision, existing.policy_number, awaiting, true))
     }
 
     fn consent_summary(&self, consent: &Consent) -> Result<String, AppError> {
@@ -380,8 +491,10 @@ impl Gateway {
         let overdue = self.overdue_of(&referral, now);
         let undelivered = self.store.undelivered_callbacks(&referral.id).await?;
         let callbacks = (self.has_callback(&referral.sender_org) || undelivered != UndeliveredCallbacks::default()).then(|| undelivered.into());
+        let emergency_override = self.store.emergency_override(&referral.id).await?.as_ref().map(OverrideAnswer::of);
         Ok(ReferralView {
             callbacks,
+            emergency_override,
             priority: referral.priority,
             overdue,
             decision: serde_json::from_str(&referral.decision).ok(),

@@ -80,25 +80,23 @@ macro_rules! callback_sql {
         #[async_trait]
         impl CallbackStore for $store {
             async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("DELETE FROM callback_subscriptions").execute(&mut *tx).await?;
+                // Upserts only: a replica started with an older or smaller
+                // configuration must not drop what the others queue.
                 for subscription in subscriptions {
-                    sqlx::query("INSERT INTO callback_subscriptions (org, retry_ms) VALUES ($1, $2)")
+                    sqlx::query("INSERT INTO callback_subscriptions (org, retry_ms) VALUES ($1, $2) ON CONFLICT (org) DO UPDATE SET retry_ms = $2")
                         .bind(&subscription.org)
                         .bind(subscription.retry_ms)
-                        .execute(&mut *tx)
+                        .execute(&self.pool)
                         .await?;
                 }
-                let dropped = sqlx::query("DELETE FROM callbacks WHERE org NOT IN (SELECT org FROM callback_subscriptions)")
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok(dropped)
+                Ok(0)
             }
 
-            async fn claim_callbacks(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError> {
-                let rows = self.claim(&claim_callbacks_sql(&Self::DIALECT), "callbacks", "id", CALLBACK_COLUMNS, now_ms, lease_ms, limit).await?;
+            async fn claim_callbacks(&self, orgs: &[crate::domain::OrgId], now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError> {
+                if orgs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows = self.claim(&claim_callbacks_sql(&Self::DIALECT, orgs), "callbacks", "id", CALLBACK_COLUMNS, now_ms, lease_ms, limit).await?;
                 let mut due = rows.iter().map(Self::due_callback_from_row).collect::<Result<Vec<_>, _>>()?;
                 due.sort_by_key(|c| c.position);
                 Ok(due)

@@ -14,6 +14,7 @@ mod audit;
 mod callbacks;
 mod inbox;
 mod outbox;
+mod overrides;
 mod referrals;
 
 use std::collections::HashSet;
@@ -30,10 +31,11 @@ use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyMark, PolicySignOffRecord, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written, ExpiredReferral, DecisionFactsAtRest, AcceptedReferral, PeriodStep, RefusedPacket, SealedFacts, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing,
-    AuditStore, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
+    AuditStore, OverrideStore, NewOverride, StoredOverride, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
 };
 use super::transitions::{list, moves};
 use crate::domain::lifecycle::{CallbackState, InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
+use crate::domain::emergency_override::OverrideState;
 use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::ParseError;
 use crate::audit::{AuditEvent, AuditRecord};
@@ -46,6 +48,11 @@ const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerp
 
 const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
      visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure, priority, queue_rank, due_ms";
+
+/// An override with its referral's routing facts.
+const OVERRIDE_COLUMNS: &str = "o.referral_id, o.reason, o.justification_code, o.overridden, o.requested_org, o.requested_by, o.requested_ms, \
+     o.approve_by_ms, o.state, o.decided_by, o.decided_ms, r.purpose, r.destination_org, r.destination_country, r.priority";
+const OVERRIDE_FROM: &str = "emergency_overrides o JOIN referrals r ON r.id = o.referral_id";
 
 /// The columns of `callbacks` a claim reads.
 const CALLBACK_COLUMNS: &str = "id, referral_id, org, position, event, at_ms, reasons, attempts, deadline_ms";
@@ -266,6 +273,7 @@ macro_rules! sql_store {
         inbox::inbox_sql!($store, $row);
         audit::audit_sql!($store, $row);
         callbacks::callback_sql!($store, $row);
+        overrides::override_sql!($store, $row);
 
         impl $store {
             /// See [`RetentionErasure`]; false when there was nothing left to erase.
@@ -462,6 +470,13 @@ macro_rules! sql_store {
                                 other => other,
                             }
                         }
+                        Write::SettleOverride { referral_id, outcome, decided_by, at_ms, audit } => {
+                            if Self::settle_override(&mut tx, referral_id, *outcome, decided_by, *at_ms).await? {
+                                Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                            } else {
+                                Written::AlreadySettled
+                            }
+                        }
                         Write::Withdraw { referral_id, withdrawal, at_ms, audit } => match Self::withdraw(&mut tx, referral_id, withdrawal, *at_ms).await? {
                             Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
                             None => Written::AlreadySettled,
@@ -571,7 +586,7 @@ impl PostgresStore {
 fn claim_deliveries_sql(dialect: &Dialect) -> String {
     format!(
         "UPDATE outbox SET next_attempt_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
-         (SELECT id FROM outbox WHERE state = '{}' AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3{}) \
+         (SELECT id FROM outbox WHERE state = '{}' AND next_attempt_ms <= $2 AND NOT held ORDER BY next_attempt_ms LIMIT $3{}) \
          RETURNING id",
         OutboxState::Pending,
         dialect.claim_lock
@@ -592,10 +607,13 @@ fn claim_pushes_sql(dialect: &Dialect) -> String {
 /// Claims pending callback events due now, each the earliest pending one of
 /// its referral: a referral's later events wait until it is delivered or
 /// given up, so they reach the organisation in timeline order.
-fn claim_callbacks_sql(dialect: &Dialect) -> String {
+/// Only the events of `orgs`, the organisations this replica has a
+/// callback for (ids are `[a-z0-9._-]`, written into the statement as literals).
+fn claim_callbacks_sql(dialect: &Dialect, orgs: &[crate::domain::OrgId]) -> String {
+    let orgs = orgs.iter().map(|org| format!("'{}'", org.as_str().replace('\'', ""))).collect::<Vec<_>>().join(", ");
     format!(
         "UPDATE callbacks SET next_ms = $1, attempts = attempts + 1, claim_node = $4, claim_instance = $5 WHERE id IN \
-         (SELECT c.id FROM callbacks c WHERE c.state = '{pending}' AND c.next_ms <= $2 \
+         (SELECT c.id FROM callbacks c WHERE c.state = '{pending}' AND c.next_ms <= $2 AND c.org IN ({orgs}) \
          AND NOT EXISTS (SELECT 1 FROM callbacks earlier WHERE earlier.referral_id = c.referral_id AND earlier.state = '{pending}' \
          AND earlier.position < c.position) \
          ORDER BY c.next_ms LIMIT $3{}) \

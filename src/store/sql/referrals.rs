@@ -118,7 +118,7 @@ macro_rules! referral_sql {
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
                         "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
-                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end) ",
+                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end, held) ",
                     );
                     query.push_values(chunk, |mut row, (new, entry, country)| {
                         row.push_bind(new.record.id.clone())
@@ -135,9 +135,15 @@ macro_rules! referral_sql {
                             .push_bind(entry.consent_expires_ms)
                             .push_bind(entry.deadline_ms)
                             .push_bind(new.record.handover)
-                            .push_bind(entry.end_to_end);
+                            .push_bind(entry.end_to_end)
+                            .push_bind(entry.held);
                     });
                     query.build().persistent(false).execute(&mut *connection).await?;
+                }
+                for new in &stored {
+                    if let Some(asked) = &new.emergency_override {
+                        Self::insert_override(&mut *connection, &new.record.id, asked).await?;
+                    }
                 }
                 Ok(inserted)
             }
@@ -172,6 +178,13 @@ macro_rules! referral_sql {
                 sqlx::query(&format!("UPDATE outbox SET state = {state}, sealed = $1, packet = NULL WHERE id = $2 AND packet_type = 'referral'"))
                     .bind(Vec::<u8>::new())
                     .bind(referral_id)
+                    .execute(&mut *connection)
+                    .await?;
+                // An emergency override still awaiting a DPO has nothing left to approve.
+                sqlx::query("UPDATE emergency_overrides SET state = $1 WHERE referral_id = $2 AND state = $3")
+                    .bind(OverrideState::Stopped.as_str())
+                    .bind(referral_id)
+                    .bind(OverrideState::AwaitingApproval.as_str())
                     .execute(&mut *connection)
                     .await?;
                 Ok(())

@@ -1,10 +1,11 @@
 //! Status callback events in the store, on both backends: queued with each
 //! timeline entry for the organisations registered only, claimed one per
-//! referral in timeline order, leased, retried, given up, and dropped with
-//! their organisation's registration.
+//! referral in timeline order, leased, retried, given up, and left alone by
+//! a replica that does not serve their organisation.
 
 use referral_gateway::store::{CallbackCount, CallbackSubscription, DueCallback, UndeliveredCallbacks};
 use referral_gateway::domain::lifecycle::CallbackState;
+use referral_gateway::domain::OrgId;
 
 use super::*;
 use crate::on_both_backends;
@@ -12,6 +13,11 @@ use crate::on_both_backends;
 on_both_backends!(callback_events_are_queued_for_registered_organisations_and_claimed_in_timeline_order);
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// The organisations a replica with ita-nrm's callback claims for.
+fn nrm() -> Vec<OrgId> {
+    vec![OrgId::parse("ita-nrm").unwrap()]
+}
 const LEASE_MS: i64 = 600_000;
 
 fn ids(claimed: &[DueCallback]) -> Vec<&str> {
@@ -55,7 +61,7 @@ async fn callback_events_are_queued_for_registered_organisations_and_claimed_in_
 
     // The first entry of each referral of the registered organisation; nothing of the other's.
     let now = at(5).timestamp_millis();
-    let claimed = store.claim_callbacks(now, LEASE_MS, 10).await.unwrap();
+    let claimed = store.claim_callbacks(&nrm(), now, LEASE_MS, 10).await.unwrap();
     let mut claimed_ids = ids(&claimed);
     claimed_ids.sort();
     assert_eq!(claimed_ids, ["r1.1", "r2.1"]);
@@ -75,27 +81,27 @@ async fn callback_events_are_queued_for_registered_organisations_and_claimed_in_
         }
     );
     assert_eq!(claimed.iter().find(|c| c.id == "r2.1").unwrap().event, ReferralEvent::Denied);
-    assert!(store.claim_callbacks(now, LEASE_MS, 10).await.unwrap().is_empty(), "leased, and r1's next entry waits behind its first");
+    assert!(store.claim_callbacks(&nrm(), now, LEASE_MS, 10).await.unwrap().is_empty(), "leased, and r1's next entry waits behind its first");
 
     // Taken: the referral's next entry, with its reasons.
     store.callback_delivered("r1.1").await.unwrap();
-    let next = store.claim_callbacks(now, LEASE_MS, 10).await.unwrap();
+    let next = store.claim_callbacks(&nrm(), now, LEASE_MS, 10).await.unwrap();
     assert_eq!(ids(&next), ["r1.2"]);
     assert_eq!((next[0].event, next[0].position, next[0].reasons.clone()), (ReferralEvent::Refused, 2, vec!["policy_no_permit".to_owned()]));
 
     // Refused: due again later, and r1's third entry still waits.
     store.retry_callback("r1.2", at(7).timestamp_millis(), "callback-http-503").await.unwrap();
-    assert!(store.claim_callbacks(at(6).timestamp_millis(), LEASE_MS, 10).await.unwrap().is_empty());
+    assert!(store.claim_callbacks(&nrm(), at(6).timestamp_millis(), LEASE_MS, 10).await.unwrap().is_empty());
     assert_eq!(
         store.undelivered_callbacks("r1").await.unwrap(),
         UndeliveredCallbacks { pending: 2, failed: 0, last_error: Some("callback-http-503".to_owned()) }
     );
-    let retried = store.claim_callbacks(at(7).timestamp_millis(), LEASE_MS, 10).await.unwrap();
+    let retried = store.claim_callbacks(&nrm(), at(7).timestamp_millis(), LEASE_MS, 10).await.unwrap();
     assert_eq!((ids(&retried), retried[0].attempts), (vec!["r1.2"], 2));
 
     // Given up: the third goes.
     store.give_up_callback("r1.2", "callback-unreachable").await.unwrap();
-    let third = store.claim_callbacks(at(7).timestamp_millis(), LEASE_MS, 10).await.unwrap();
+    let third = store.claim_callbacks(&nrm(), at(7).timestamp_millis(), LEASE_MS, 10).await.unwrap();
     assert_eq!((ids(&third), third[0].event), (vec!["r1.3"], ReferralEvent::Delivered));
     assert_eq!(
         store.undelivered_callbacks("r1").await.unwrap(),
@@ -110,11 +116,13 @@ async fn callback_events_are_queued_for_registered_organisations_and_claimed_in_
         ]
     );
 
-    // Unregistered: its events go, and no more are queued.
-    assert_eq!(store.register_callbacks(&[CallbackSubscription { org: "ita-iom-rome".to_owned(), retry_ms: HOUR_MS }]).await.unwrap(), 3);
-    assert!(store.callback_counts().await.unwrap().is_empty());
-    store.write_batch(&[submit(referral("r4", "ita-nrm", "key-00004", "s4", true))]).await.unwrap();
+    // A replica with only another organisation's callback registers it
+    // without dropping what is queued for ita-nrm, and claims none of it.
+    assert_eq!(store.register_callbacks(&[CallbackSubscription { org: "ita-iom-rome".to_owned(), retry_ms: HOUR_MS }]).await.unwrap(), 0);
+    assert_eq!(store.callback_counts().await.unwrap().len(), 2, "ita-nrm's events stay");
     store.write_batch(&[submit(referral("r5", "ita-iom-rome", "key-00005", "s5", true))]).await.unwrap();
-    let claimed = store.claim_callbacks(at(8).timestamp_millis(), LEASE_MS, 10).await.unwrap();
-    assert_eq!(ids(&claimed), ["r5.1"], "the newly registered organisation's referral, from its registration on");
+    let rome = vec![OrgId::parse("ita-iom-rome").unwrap()];
+    let claimed = store.claim_callbacks(&rome, at(20).timestamp_millis(), LEASE_MS, 10).await.unwrap();
+    assert_eq!(ids(&claimed), ["r5.1"], "the newly registered organisation's referral, from its registration on, and nothing of ita-nrm's");
+    assert!(store.claim_callbacks(&[], at(20).timestamp_millis(), LEASE_MS, 10).await.unwrap().is_empty());
 }

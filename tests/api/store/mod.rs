@@ -93,7 +93,9 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             deadline_ms: at(60).timestamp_millis(),
             retention: None,
             end_to_end: false,
+            held: false,
         }),
+        emergency_override: None,
         // An allowed referral's facts are sealed under its payload's key; a denied one's under a key of their own.
         facts: Some(SealedFacts {
             sealed: SealedPayload { sealed: format!("facts of {id}").into_bytes(), key_id: if allowed { "k".to_owned() } else { format!("f-{id}") } },

@@ -11,7 +11,7 @@ on_both_backends!(
 );
 
 /// Every state column takes each value of its lifecycle enum and nothing
-/// else: the `CHECK` constraints of migrations 0010, 0012, 0016 and 0017 on both backends.
+/// else: the `CHECK` constraints of migrations 0010, 0012 and 0016 to 0019 on both backends.
 async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
     use referral_gateway::domain::lifecycle::OutboxState;
     let opened = open(backend).await;
@@ -24,8 +24,18 @@ async fn state_columns_take_exactly_the_lifecycle_states(backend: Backend) {
         .await
         .unwrap();
     use referral_gateway::domain::priority::{DeadlineKind, Priority};
+    raw(
+        &opened,
+        "INSERT INTO emergency_overrides (referral_id, reason, justification_code, overridden, requested_org, requested_by, requested_ms, \
+         approve_by_ms, state) VALUES ('r1', 'life_threatening', 'code', '[]', 'ita-nrm', 'a', 0, 1, 'awaiting_approval')",
+    )
+    .await
+    .unwrap();
+    use referral_gateway::domain::emergency_override::{OverrideReason, OverrideState};
     use referral_gateway::domain::lifecycle::CallbackState;
-    let columns: [(&str, &str, Vec<&str>); 10] = [
+    let columns: [(&str, &str, Vec<&str>); 12] = [
+        ("emergency_overrides", "state", OverrideState::ALL.iter().map(|s| s.as_str()).collect()),
+        ("emergency_overrides", "reason", OverrideReason::ALL.iter().map(|s| s.as_str()).collect()),
         ("callbacks", "state", CallbackState::ALL.iter().map(|s| s.as_str()).collect()),
         ("referrals", "priority", Priority::ALL.iter().map(|s| s.as_str()).collect()),
         ("referrals", "overdue_warned", DeadlineKind::ALL.iter().map(|s| s.as_str()).collect()),
