@@ -33,7 +33,7 @@ async fn decide(peer: &Peer, who: Who, referral_id: &str, verdict: &str) -> crat
 }
 
 async fn an_emergency_override_waits_for_another_person_and_lapses_without_one(backend: Backend) {
-    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
     let ita = federation.peer("ITA");
 
     // Without an override: denied for the consent.
