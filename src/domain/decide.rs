@@ -219,8 +219,16 @@ pub fn decide_and_minimise_keeping_facts(
 ) -> (DecisionFacts, Decision, Payload) {
     let (facts, mut early_projections) = gather(case, consent, sender_country, recipient, purpose, now);
     let decision = decide_from(&facts, policy);
+    let payload = payload_of(case, purpose, &decision, &mut early_projections);
+    (facts, decision, payload)
+}
+
+/// What an allowed `decision` lets go of `case`: each category it sends, as
+/// projected while the facts were gathered (cut to what consent covers) or
+/// else to the purpose's need; nothing for a denial.
+pub fn payload_of(case: &Case, purpose: Purpose, decision: &Decision, early_projections: &mut BTreeMap<DataCategory, serde_json::Value>) -> Payload {
     if !decision.is_allow() {
-        return (facts, decision, Payload::default());
+        return Payload::default();
     }
     let projections = decision
         .sent()
@@ -230,7 +238,7 @@ pub fn decide_and_minimise_keeping_facts(
             projection.map(|p| (*category, p))
         })
         .collect();
-    (facts, decision, Payload::from_categories(projections))
+    Payload::from_categories(projections)
 }
 
 /// The decision `policy` makes on `facts`: consent, the built-in rules and

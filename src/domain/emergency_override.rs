@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 
 use super::case::Case;
 use super::consent::Consent;
-use super::decide::{decide_from, gather, CategoryFact, ConsentFact, DecisionFacts};
-use super::minimise::{project, Payload};
+use super::decide::{decide_from, gather, payload_of, CategoryFact, ConsentFact, DecisionFacts};
+use super::minimise::Payload;
 use super::recipient::Recipient;
 use super::{CountryCode, Purpose};
 use super::decision::Decision;
@@ -219,18 +219,8 @@ pub fn decide_and_minimise_under_override(
 ) -> Result<(Decision, Payload, BTreeSet<DataCategory>), OverrideRefusal> {
     let (facts, mut early_projections) = gather(case, consent, sender_country, recipient, purpose, now);
     let (decision, overridden) = decide_under_override(&facts, policy, request)?;
-    if !decision.is_allow() {
-        return Ok((decision, Payload::default(), overridden));
-    }
-    let projections = decision
-        .sent()
-        .keys()
-        .filter_map(|category| {
-            let projection = early_projections.remove(category).or_else(|| project(case, purpose, *category));
-            projection.map(|p| (*category, p))
-        })
-        .collect();
-    Ok((decision, Payload::from_categories(projections), overridden))
+    let payload = payload_of(case, purpose, &decision, &mut early_projections);
+    Ok((decision, payload, overridden))
 }
 
 #[cfg(test)]

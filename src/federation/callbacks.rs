@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::app::sending::callbacks::{CallbackPush, EVENT_MEDIA_TYPE};
 use crate::app::sending::delivery::SendFailure;
 use crate::app::Gateway;
-use crate::federation::webhook::WebhookSetupError;
+use crate::federation::webhook::{https_client, WebhookSetupError};
 
 #[derive(Debug)]
 pub struct CallbackClient {
@@ -23,20 +23,7 @@ pub struct CallbackClient {
 
 impl CallbackClient {
     pub fn new(extra_authorities: Option<&Path>, timeout: Duration) -> Result<Self, WebhookSetupError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(true)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = extra_authorities {
-            let failed = |reason: String| WebhookSetupError::Authorities { path: path.display().to_string(), reason };
-            let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
-            for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))? {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        Ok(Self { http: builder.build().map_err(|e| WebhookSetupError::Client(e.to_string()))? })
+        Ok(Self { http: https_client(None, extra_authorities, timeout)? })
     }
 }
 

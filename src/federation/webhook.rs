@@ -25,22 +25,31 @@ pub enum WebhookSetupError {
 
 impl WebhookClient {
     pub fn new(identity_pem: &str, extra_authorities: Option<&Path>, timeout: Duration) -> Result<Self, WebhookSetupError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(true)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .identity(reqwest::Identity::from_pem(identity_pem.as_bytes()).map_err(|e| WebhookSetupError::Client(e.to_string()))?);
-        if let Some(path) = extra_authorities {
-            let failed = |reason: String| WebhookSetupError::Authorities { path: path.display().to_string(), reason };
-            let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
-            for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))? {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        Ok(Self { http: builder.build().map_err(|e| WebhookSetupError::Client(e.to_string()))? })
+        let identity = reqwest::Identity::from_pem(identity_pem.as_bytes()).map_err(|e| WebhookSetupError::Client(e.to_string()))?;
+        Ok(Self { http: https_client(Some(identity), extra_authorities, timeout)? })
     }
+}
+
+/// An HTTPS-only client that follows no redirect, trusting the public
+/// authorities and those of `extra_authorities`, presenting `identity` if given.
+pub fn https_client(identity: Option<reqwest::Identity>, extra_authorities: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, WebhookSetupError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .https_only(true)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    if let Some(path) = extra_authorities {
+        let failed = |reason: String| WebhookSetupError::Authorities { path: path.display().to_string(), reason };
+        let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().map_err(|e| WebhookSetupError::Client(e.to_string()))
 }
 
 #[async_trait]
