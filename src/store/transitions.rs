@@ -108,6 +108,10 @@ mod tests {
         lists
     }
 
+    fn strings<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+        values.map(str::to_owned).collect()
+    }
+
     fn names<S: State>() -> Vec<String> {
         S::ALL.iter().map(|s| s.name().to_owned()).collect()
     }
@@ -133,6 +137,9 @@ mod tests {
                 ("referrals_priority", priorities.clone()),
                 ("referrals_overdue_warned", deadlines.clone()),
                 ("inbox_priority", priorities.clone()),
+                ("callbacks_state", strings(crate::domain::lifecycle::CallbackState::ALL.iter().map(|s| s.as_str()))),
+                ("emergency_overrides_reason", strings(crate::domain::emergency_override::OverrideReason::ALL.iter().map(|s| s.as_str()))),
+                ("emergency_overrides_state", strings(crate::domain::emergency_override::OverrideState::ALL.iter().map(|s| s.as_str()))),
             ];
             assert_eq!(lists.len(), wanted.len(), "{backend}: {lists:?}");
             for (column, values) in wanted {
