@@ -161,11 +161,7 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::new());
         let gateway = Arc::new(gateway.with_delivery_observer(Arc::clone(&metrics) as Arc<dyn DeliveryObserver>));
-        match gateway.register_callbacks().await {
-            Ok(0) => {}
-            Ok(dropped) => tracing::warn!(events = dropped, "status callback events dropped: their organisations no longer have a callback"),
-            Err(error) => return Err(StartError::Callbacks { name: "*".to_owned(), reason: error.to_string() }),
-        }
+        gateway.register_callbacks().await.map_err(|error| StartError::Callbacks { name: "*".to_owned(), reason: error.to_string() })?;
 
         let listener = TcpListener::bind(config.server.listen)
             .await

@@ -232,6 +232,25 @@ impl From<crate::crypto::at_rest::KeyError> for AppError {
     }
 }
 
+/// Runs `attempt` on each claimed item at once and waits for them all. An
+/// attempt that fails inside the gateway is logged as a `what` attempt and
+/// the others go on: the item stays claimed until its lease runs out, and
+/// falls due again.
+pub(crate) async fn attempt_each<T, F>(items: Vec<T>, what: &'static str, attempt: impl Fn(T) -> F)
+where
+    F: std::future::Future<Output = Result<(), AppError>> + Send + 'static,
+{
+    let mut attempts = tokio::task::JoinSet::new();
+    for item in items {
+        attempts.spawn(tracing::Instrument::in_current_span(attempt(item)));
+    }
+    while let Some(joined) = attempts.join_next().await {
+        if let Err(error) = joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|r| r) {
+            tracing::error!(%error, "{what} attempt failed inside the gateway");
+        }
+    }
+}
+
 impl Gateway {
     pub fn new(
         country: CountryCode,

@@ -225,7 +225,7 @@ impl OverrideStore for Deadlined<dyn Store> {
 
 #[async_trait]
 impl CallbackStore for Deadlined<dyn Store> {
-    async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError> {
+    async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<(), StoreError> {
         self.bounded("register_callbacks", self.inner.register_callbacks(subscriptions)).await
     }
 

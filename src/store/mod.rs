@@ -300,8 +300,8 @@ pub trait OverrideStore: Send + Sync {
 pub trait CallbackStore: Send + Sync {
     /// Registers these organisations (or updates their retry), so that their
     /// events are queued from now on; others stay registered (another
-    /// replica may serve them). Answers how many events were dropped (none yet).
-    async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError>;
+    /// replica may serve them), and nothing queued is dropped.
+    async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<(), StoreError>;
 
     /// Claims up to `limit` pending events of `orgs` due at `now_ms` for `lease_ms`,
     /// each the earliest pending one of its referral (a referral's events go

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::app::sending::delivery::SendFailure;
 use crate::app::receiving::received::{CaseDocument, SealedWithdrawalDocument};
-use crate::app::{AppError, Gateway};
+use crate::app::{attempt_each, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::case_push;
 use crate::directory::Delivery;
@@ -37,17 +37,11 @@ impl Gateway {
         let now = self.now();
         let claimed = self.store.claim_pushes(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
         let count = claimed.len();
-        let mut pushes = tokio::task::JoinSet::new();
-        for item in claimed {
-            let gateway = Arc::clone(self);
-            let webhooks = Arc::clone(webhooks);
-            pushes.spawn(tracing::Instrument::in_current_span(async move { gateway.push_one(webhooks.as_ref(), item).await }));
-        }
-        while let Some(joined) = pushes.join_next().await {
-            if let Err(error) = joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|r| r) {
-                tracing::error!(%error, "push attempt failed inside the gateway");
-            }
-        }
+        attempt_each(claimed, "push", |item| {
+            let (gateway, webhooks) = (Arc::clone(self), Arc::clone(webhooks));
+            async move { gateway.push_one(webhooks.as_ref(), item).await }
+        })
+        .await;
         Ok(count)
     }
 

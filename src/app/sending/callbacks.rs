@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::app::sending::delivery::SendFailure;
 use crate::app::views::Timestamp;
-use crate::app::{AppError, Gateway};
+use crate::app::{attempt_each, AppError, Gateway};
 use crate::crypto::callback_event::{self, CallbackKey};
 use crate::domain::lifecycle::{CallbackState, ReferralEvent};
 use crate::domain::{CountryCode, OrgId};
@@ -95,8 +95,8 @@ pub struct CallbackBacklog {
 
 impl Gateway {
     /// Records which organisations have callbacks, for the store to queue
-    /// their events from now on (answers how many queued events were dropped: none).
-    pub async fn register_callbacks(&self) -> Result<u64, AppError> {
+    /// their events from now on.
+    pub async fn register_callbacks(&self) -> Result<(), AppError> {
         let subscriptions: Vec<CallbackSubscription> = self
             .callbacks
             .iter()
@@ -139,17 +139,11 @@ impl Gateway {
         let orgs: Vec<OrgId> = self.callbacks.keys().cloned().collect();
         let claimed = self.store.claim_callbacks(&orgs, now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
         let count = claimed.len();
-        let mut sends = tokio::task::JoinSet::new();
-        for due in claimed {
-            let gateway = Arc::clone(self);
-            let sender = Arc::clone(sender);
-            sends.spawn(tracing::Instrument::in_current_span(async move { gateway.push_callback(sender.as_ref(), due).await }));
-        }
-        while let Some(joined) = sends.join_next().await {
-            if let Err(error) = joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|r| r) {
-                tracing::error!(%error, "callback attempt failed inside the gateway");
-            }
-        }
+        attempt_each(claimed, "callback", |due| {
+            let (gateway, sender) = (Arc::clone(self), Arc::clone(sender));
+            async move { gateway.push_callback(sender.as_ref(), due).await }
+        })
+        .await;
         Ok(count)
     }
 
@@ -170,7 +164,8 @@ impl Gateway {
                 let signed = callback_event::sign(&event, &target.key).map_err(|e| AppError::Internal(e.to_string()))?;
                 sender.post(&target.url, &signed).await
             }
-            // Registered by the configuration of another replica, not this one's: that one may send it.
+            // Claims take only this replica's organisations, so this should not
+            // happen; were it to, the event fails as any attempt does.
             None => Err(SendFailure::Unreachable { code: "callback-not-registered-here" }),
         };
         match outcome {

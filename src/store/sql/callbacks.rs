@@ -79,7 +79,7 @@ macro_rules! callback_sql {
 
         #[async_trait]
         impl CallbackStore for $store {
-            async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<u64, StoreError> {
+            async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<(), StoreError> {
                 // Upserts only: a replica started with an older or smaller
                 // configuration must not drop what the others queue.
                 for subscription in subscriptions {
@@ -89,7 +89,7 @@ macro_rules! callback_sql {
                         .execute(&self.pool)
                         .await?;
                 }
-                Ok(0)
+                Ok(())
             }
 
             async fn claim_callbacks(&self, orgs: &[crate::domain::OrgId], now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<DueCallback>, StoreError> {
