@@ -332,7 +332,7 @@ enum SchemaName {
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// Validate every *.cedar file in a directory against the schema, and its
-    /// retention.toml and end_to_end.toml if there; exit 1 and print each
+    /// retention.toml, end_to_end.toml and overrides.toml if there; exit 1 and print each
     /// problem (file:line:column) if any is invalid.
     Check { dir: PathBuf },
     /// Decide a referral offline and print the decision and minimised payload as JSON.

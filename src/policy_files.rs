@@ -1,5 +1,5 @@
 //! Reads a DPO's policy directory: every `*.cedar` file in it, not recursing,
-//! and `retention.toml` and `end_to_end.toml` if they are there.
+//! and `retention.toml`, `end_to_end.toml` and `overrides.toml` if they are there.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("10-permits.cedar", include_str!("../config/policies/10-permits.cedar")),
     ("20-restrictions.cedar", include_str!("../config/policies/20-restrictions.cedar")),
     ("end_to_end.toml", include_str!("../config/policies/end_to_end.toml")),
+    ("overrides.toml", include_str!("../config/policies/overrides.toml")),
     ("retention.toml", include_str!("../config/policies/retention.toml")),
 ];
 

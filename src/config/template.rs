@@ -148,8 +148,9 @@ coordinator_key = "{coordinator_key}"
 refresh_seconds = {directory_refresh}
 
 [policy]
-# *.cedar files (and retention.toml, the retention rules, and end_to_end.toml,
-# the end-to-end sealing rules) stored as policy version 1 on the first
+# *.cedar files (and retention.toml, the retention rules, end_to_end.toml,
+# the end-to-end sealing rules, and overrides.toml, the standing rules for
+# emergency overrides) stored as policy version 1 on the first
 # start. Later versions are uploaded by a DPO (PUT /v1/policies) as drafts,
 # and act once signed off (api.md section 6).
 initial_dir = "{policy_dir}"

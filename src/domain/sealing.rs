@@ -152,8 +152,9 @@ impl EndToEndRules {
 }
 
 /// One optional list of a rule, each value read by `read`: `Ok(None)` when
-/// the list is absent, `Err(())` when a problem was recorded.
-fn list<T: Ord>(
+/// the list is absent, `Err(())` when a problem was recorded (also used by
+/// `override_rules`).
+pub(super) fn list<T: Ord>(
     raw: &Option<Spanned<Vec<Spanned<String>>>>,
     key: &str,
     problems: &mut Vec<PolicyProblem>,

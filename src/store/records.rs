@@ -221,6 +221,10 @@ pub struct NewOverride {
     pub requested_by: String,
     pub requested_ms: i64,
     pub approve_by_ms: i64,
+    /// The DPO's standing rule (`overrides.toml#<n>`) under which it takes
+    /// effect at once: approved in the same write that stores it, its
+    /// packet released.
+    pub standing_rule: Option<String>,
 }
 
 /// An emergency override as stored, with the referral's routing facts a
@@ -238,6 +242,8 @@ pub struct StoredOverride {
     pub state: OverrideState,
     pub decided_by: Option<String>,
     pub decided_ms: Option<i64>,
+    /// The standing rule that approved it, if no DPO did.
+    pub standing_rule: Option<String>,
     pub purpose: String,
     pub destination_org: String,
     pub destination_country: Option<String>,

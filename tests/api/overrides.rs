@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client_for, send, variant, Backend, Who};
+use crate::helpers::{client_for, policy_files, send, variant, Backend, Who};
 use crate::peers::{status_of, wait_for, Federation, Peer};
 
 const LIMIT: Duration = Duration::from_secs(40);
 
 crate::on_both_backends!(an_emergency_override_waits_for_another_person_and_lapses_without_one);
+crate::on_both_backends!(a_standing_rule_lets_only_an_emergency_override_go_at_once);
 
 /// IOM Rome's referral to the health provider in Lagos, its consent lapsed
 /// at the start of November: the categories it needs have no consent now.
@@ -101,4 +102,89 @@ async fn an_emergency_override_waits_for_another_person_and_lapses_without_one(b
     let nga = federation.peer("NGA");
     assert!(ita.app().gateway().store.claim_deliveries(later + 3_600_000, 1, 10).await.unwrap().is_empty(), "the lapsed one never goes");
     wait_for("the approved case listed", LIMIT, || async { nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|i| i.len() == 1) }).await;
+}
+
+/// The DPO's standing rule: emergency overrides for life-threatening
+/// reintegration cases to health providers go at once.
+const STANDING_RULE: &str = "[[standing]]\nreasons = [\"life_threatening\"]\npurposes = [\"reintegration\"]\nrecipient_kinds = [\"health_provider\"]\n";
+
+async fn a_standing_rule_lets_only_an_emergency_override_go_at_once(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let ita = federation.peer("ITA");
+    let emergency = |key: &str| {
+        let mut referral = lapsed_consent(key, true);
+        referral["priority"] = json!("emergency");
+        referral
+    };
+
+    // Shipped without a rule: an emergency waits for a DPO too.
+    let waits = ita.submit(Who::IomRome, &emergency("standing-test-0001")).await;
+    assert_eq!((waits.status, waits.body["status"].as_str()), (202, Some("awaiting_override")), "{}", waits.text);
+
+    // The DPO adds the rule; a second DPO signs it off.
+    let mut files = policy_files();
+    files.insert("overrides.toml".to_owned(), STANDING_RULE.to_owned());
+    let stored = send(client_for(Who::Dpo).put(ita.url("/v1/policies")).json(&json!({ "files": files }))).await;
+    assert_eq!(stored.status, 201, "{}", stored.text);
+    let number = stored.body["number"].as_i64().unwrap();
+    let approved = send(client_for(Who::SecondDpo).post(ita.url(&format!("/v1/policies/{number}/approve"))).json(&json!({}))).await;
+    assert_eq!(approved.status, 200, "{}", approved.text);
+
+    // An emergency it covers: approved at once, queued, delivered.
+    let at_once = ita.submit(Who::IomRome, &emergency("standing-test-0002")).await;
+    assert_eq!(at_once.status, 202, "{}", at_once.text);
+    assert_eq!(at_once.body["status"], "queued", "{}", at_once.text);
+    let answer = &at_once.body["override"];
+    assert_eq!((answer["state"].as_str(), answer["standing_rule"].as_str()), (Some("approved"), Some("overrides.toml#1")), "{}", at_once.text);
+    assert!(answer["decided_at"].is_string(), "{}", at_once.text);
+    let id = at_once.body["referral_id"].as_str().unwrap().to_owned();
+    let replayed = ita.submit(Who::IomRome, &emergency("standing-test-0002")).await;
+    assert_eq!((replayed.body["status"].as_str(), &replayed.body["override"]), (Some("queued"), answer), "{}", replayed.text);
+    wait_for("delivered", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
+    let shown = ita.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    let timeline: Vec<&str> = shown["timeline"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(timeline[..3], ["awaiting_override", "override_approved", "delivered"], "{shown}");
+    assert_eq!(shown["override"]["standing_rule"], "overrides.toml#1", "{shown}");
+    let nga = federation.peer("NGA");
+    wait_for("listed in Lagos", LIMIT, || async { nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|i| i.len() == 1) }).await;
+
+    // Not an emergency, or another reason: it still waits for a DPO.
+    let urgent = {
+        let mut referral = emergency("standing-test-0003");
+        referral["priority"] = json!("urgent");
+        ita.submit(Who::IomRome, &referral).await
+    };
+    assert_eq!((urgent.body["status"].as_str(), urgent.body["override"]["state"].as_str()), (Some("awaiting_override"), Some("awaiting_approval")), "{}", urgent.text);
+    assert!(urgent.body["override"].get("standing_rule").is_none(), "{}", urgent.text);
+    let other_reason = {
+        let mut referral = emergency("standing-test-0004");
+        referral["override"]["reason"] = json!("child_at_imminent_risk");
+        ita.submit(Who::IomRome, &referral).await
+    };
+    // The person is an adult: that reason cannot apply at all.
+    assert_eq!(other_reason.status, 422, "{}", other_reason.text);
+    let listed = ita.get(Who::Dpo, "/v1/overrides").await.body;
+    let waiting: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|i| i["referral_id"].as_str().unwrap()).collect();
+    let first_waiting = waits.body["referral_id"].as_str().unwrap();
+    let urgent_id = urgent.body["referral_id"].as_str().unwrap();
+    assert_eq!(waiting.len(), 2, "{listed}");
+    assert!(waiting.contains(&first_waiting) && waiting.contains(&urgent_id), "{listed}");
+
+    // The subject report tells who got what without consent, and under what.
+    let subject_ref = emergency("any")["subject_ref"].as_str().unwrap().to_owned();
+    let report = ita.get(Who::Dpo, &format!("/v1/subjects/{subject_ref}/report")).await;
+    assert_eq!(report.status, 200, "{}", report.text);
+    let reported: Vec<&Value> = report.body["referrals"].as_array().unwrap().iter().collect();
+    assert_eq!(reported.len(), 4, "the adult's child_at_imminent_risk refusal is a denied referral too: {}", report.text);
+    let of = |referral_id: &str| reported.iter().find(|r| r["referral_id"] == referral_id).map(|r| r["override"].clone()).unwrap();
+    let at_once_reported = of(&id);
+    assert_eq!((at_once_reported["state"].as_str(), at_once_reported["standing_rule"].as_str()), (Some("approved"), Some("overrides.toml#1")), "{}", report.text);
+    assert_eq!(at_once_reported["overridden_categories"], json!(["identity", "contact", "health"]), "{}", report.text);
+    assert_eq!(of(urgent_id)["state"], "awaiting_approval", "{}", report.text);
+    let refused_id = other_reason.body["referral_id"].as_str().unwrap();
+    assert!(of(refused_id).is_null(), "an override never applied is no override: {}", report.text);
+
+    // The audit names the rule that stood in for a second person.
+    let recorded = ita.text(&format!("SELECT reasons FROM audit_log WHERE referral_id = '{id}' AND action = 'referral.submit'")).await.unwrap();
+    assert!(recorded.contains("standing_rule:overrides.toml#1"), "{recorded}");
 }

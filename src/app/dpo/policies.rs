@@ -37,8 +37,9 @@ const MAX_POLICY_FILES: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpload {
     /// File name to text: at least one `*.cedar` file (Cedar policies), and
-    /// optionally `retention.toml` (retention rules, policy-guide.md 5.6) and
-    /// `end_to_end.toml` (end-to-end sealing rules).
+    /// optionally `retention.toml` (retention rules, policy-guide.md 5.6),
+    /// `end_to_end.toml` (end-to-end sealing rules, 5.7) and `overrides.toml`
+    /// (standing rules for emergency overrides, 5.9).
     pub files: BTreeMap<String, String>,
     /// Why this version: shown in the history.
     #[serde(default)]
@@ -87,7 +88,7 @@ fn sources(files: &BTreeMap<String, String>) -> Result<Vec<PolicySource>, AppErr
     if files.keys().any(|name| !is_policy_file(name) && !is_test_file(name)) {
         problems.push(FieldProblem {
             field: "files".to_owned(),
-            problem: "file names must be letters, digits, '-', '_' or '.', ending in .cedar (or be retention.toml or end_to_end.toml); \
+            problem: "file names must be letters, digits, '-', '_' or '.', ending in .cedar (or be retention.toml, end_to_end.toml or overrides.toml); \
                       tests go under tests/, as *.toml files and the referral *.json files they name"
                 .to_owned(),
         });

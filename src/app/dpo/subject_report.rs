@@ -18,14 +18,25 @@ use crate::domain::status::ReferralProgress;
 use crate::domain::DataCategory;
 use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::withdrawal::{erasure_progress, ErasedBy, ErasureState};
-use crate::store::{Store, SubjectReferral, TimelineEntry};
+use crate::app::sending::referrals::OverrideAnswer;
+use crate::store::{Store, StoredOverride, SubjectReferral, TimelineEntry};
 
-/// A subject's referrals with their timelines, as the store holds them.
-pub async fn subject_records(store: &dyn Store, subject_key: &str) -> Result<Vec<(SubjectReferral, Vec<TimelineEntry>)>, AppError> {
+/// One referral about the subject, as the store holds it.
+#[derive(Debug, Clone)]
+pub struct SubjectRecord {
+    pub referral: SubjectReferral,
+    pub timeline: Vec<TimelineEntry>,
+    /// The emergency override it was submitted under, if any.
+    pub emergency_override: Option<StoredOverride>,
+}
+
+/// A subject's referrals with their timelines and overrides, as the store holds them.
+pub async fn subject_records(store: &dyn Store, subject_key: &str) -> Result<Vec<SubjectRecord>, AppError> {
     let mut records = Vec::new();
     for referral in store.subject_referrals(subject_key).await? {
         let timeline = store.timeline(&referral.referral_id).await?;
-        records.push((referral, timeline));
+        let emergency_override = store.emergency_override(&referral.referral_id).await?;
+        records.push(SubjectRecord { referral, timeline, emergency_override });
     }
     Ok(records)
 }
@@ -63,6 +74,11 @@ pub struct ReferralReport {
     pub erasure: Option<ErasureSummary>,
     pub status: ReferralStatus,
     pub timeline: Vec<ReportStep>,
+    /// Sent (or asked to be sent) without the person's consent, under an
+    /// emergency override: why, for which categories, and who approved it
+    /// (a DPO, or the standing rule named); absent for every other referral.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub emergency_override: Option<OverrideAnswer>,
 }
 
 /// The categories, as the decision and later withdrawals left them.
@@ -167,15 +183,16 @@ pub struct ReportStep {
 }
 
 /// The report itself, from the records alone: no IO, no clock read.
-pub fn subject_report(subject_ref: &str, records: &[(SubjectReferral, Vec<TimelineEntry>)], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> SubjectReport {
+pub fn subject_report(subject_ref: &str, records: &[SubjectRecord], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> SubjectReport {
     SubjectReport {
         subject_ref: subject_ref.to_owned(),
         generated_at: Timestamp::of(now),
-        referrals: records.iter().map(|(referral, timeline)| referral_report(referral, timeline, erasure_deadline, now)).collect(),
+        referrals: records.iter().map(|record| referral_report(record, erasure_deadline, now)).collect(),
     }
 }
 
-fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> ReferralReport {
+fn referral_report(record: &SubjectRecord, erasure_deadline: chrono::Duration, now: DateTime<Utc>) -> ReferralReport {
+    let (referral, timeline) = (&record.referral, record.timeline.as_slice());
     let decision: Option<DecisionRecord> = serde_json::from_str(&referral.decision).ok();
     let steps: Vec<ReferralEvent> = timeline.iter().map(|t| t.status).collect();
     let first = |status: ReferralEvent| timeline.iter().find(|t| t.status == status).map(|t| Timestamp(t.at_ms));
@@ -280,6 +297,7 @@ fn referral_report(referral: &SubjectReferral, timeline: &[TimelineEntry], erasu
         erasure,
         status: referral.status,
         timeline: timeline.iter().map(|t| ReportStep { status: t.status, at: Timestamp(t.at_ms), reasons: t.reasons.clone() }).collect(),
+        emergency_override: record.emergency_override.as_ref().map(OverrideAnswer::of),
     }
 }
 
@@ -342,7 +360,8 @@ mod tests {
     }
 
     fn report_of(referral: SubjectReferral, timeline: Vec<TimelineEntry>) -> Value {
-        serde_json::to_value(subject_report("ITA-2026-000303", &[(referral, timeline)], chrono::Duration::hours(72), at(60))).unwrap()
+        let record = SubjectRecord { referral, timeline, emergency_override: None };
+        serde_json::to_value(subject_report("ITA-2026-000303", &[record], chrono::Duration::hours(72), at(60))).unwrap()
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct Queued {
 }
 
 /// An emergency override asked for with a referral, and where it stands.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct OverrideAnswer {
     pub state: OverrideState,
     pub reason: OverrideReason,
@@ -63,19 +63,31 @@ pub struct OverrideAnswer {
     /// A DPO other than the submitter must approve it before this, or the
     /// referral is denied (`override_expired`) and its payload erased.
     pub approve_by: Timestamp,
-    /// When a DPO approved or rejected it, or the window passed.
+    /// When a DPO approved or rejected it, a standing rule approved it, or the window passed.
     pub decided_at: Option<Timestamp>,
+    /// The DPO's signed-off standing rule under which it took effect at
+    /// once (`overrides.toml#<n>`, emergency priority only); absent when a
+    /// DPO decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standing_rule: Option<String>,
 }
 
 impl OverrideAnswer {
-    fn awaiting(asked: &NewOverride) -> Self {
+    /// Where it stood when the submission was answered: approved at once
+    /// under a standing rule, or awaiting a DPO's approval.
+    fn as_first_answered(asked: &NewOverride) -> Self {
+        let (state, decided_at) = match asked.standing_rule {
+            Some(_) => (OverrideState::Approved, Some(Timestamp(asked.requested_ms))),
+            None => (OverrideState::AwaitingApproval, None),
+        };
         Self {
-            state: OverrideState::AwaitingApproval,
+            state,
             reason: asked.reason,
             justification_code: asked.justification_code.clone(),
             overridden_categories: asked.overridden.clone(),
             approve_by: Timestamp(asked.approve_by_ms),
-            decided_at: None,
+            decided_at,
+            standing_rule: asked.standing_rule.clone(),
         }
     }
 
@@ -87,6 +99,7 @@ impl OverrideAnswer {
             overridden_categories: stored.overridden.clone(),
             approve_by: Timestamp(stored.approve_by_ms),
             decided_at: stored.decided_ms.map(Timestamp),
+            standing_rule: stored.standing_rule.clone(),
         }
     }
 }
@@ -216,7 +229,8 @@ fn answer(
     replayed: bool,
 ) -> Submitted {
     if decision.is_allow() {
-        let status = if awaiting.is_some() { ReferralStatus::AwaitingOverride } else { ReferralStatus::Queued };
+        let awaits_approval = awaiting.as_ref().is_some_and(|o| o.state == OverrideState::AwaitingApproval);
+        let status = if awaits_approval { ReferralStatus::AwaitingOverride } else { ReferralStatus::Queued };
         let answer = Queued { referral_id, status, recipient, decision, policy_number, emergency_override: awaiting };
         Submitted::Queued { answer, replayed }
     } else {
@@ -270,6 +284,10 @@ impl Gateway {
                 request,
             ) {
                 Ok((under, cut, overridden)) if under.is_allow() => {
+                    // An emergency the DPO's signed-off standing rules cover goes at once.
+                    let standing_rule = recipient.as_ref().and_then(|recipient| {
+                        policy.policy.standing_overrides().standing_rule(submission.priority, request.reason, submission.purpose, recipient)
+                    });
                     let asked = NewOverride {
                         reason: request.reason,
                         justification_code: request.justification_code.as_str().to_owned(),
@@ -279,6 +297,7 @@ impl Gateway {
                         requested_by: principal.subject.clone(),
                         requested_ms: now.timestamp_millis(),
                         approve_by_ms: (now + self.override_window()).timestamp_millis(),
+                        standing_rule: standing_rule.map(|rule| rule.to_string()),
                     };
                     (under, cut, Some(asked), None)
                 }
@@ -368,10 +387,12 @@ impl Gateway {
             audit.outcome = "override_requested";
             audit.reasons.extend([format!("override:{}", asked.reason), format!("justification:{}", asked.justification_code)]);
             audit.reasons.extend(asked.overridden.iter().map(|c| format!("overridden:{c}")));
+            // Approved at once: the rule, signed off with the policy version the event names, is the second pair of eyes.
+            audit.reasons.extend(asked.standing_rule.iter().map(|rule| format!("standing_rule:{rule}")));
         } else if let Some(code) = override_not_applied {
             audit.reasons.push(format!("override_not_applied:{code}"));
         }
-        let awaiting = asked_override.as_ref().map(OverrideAnswer::awaiting);
+        let awaiting = asked_override.as_ref().map(OverrideAnswer::as_first_answered);
         let referral = NewReferral { record, outbox, facts: Some(facts), emergency_override: asked_override };
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
@@ -427,11 +448,11 @@ impl Gateway {
         let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "replayed").referral(&existing.id);
         self.audit(event).await?;
         let recipient = Some(RecipientRef { org: existing.destination_org, country: existing.destination_country }).filter(|_| decision.is_allow());
-        // Asked with an override: the first answer said it awaited approval.
-        let awaiting = self.store.emergency_override(&existing.id).await?.map(|stored| OverrideAnswer {
-            state: OverrideState::AwaitingApproval,
-            decided_at: None,
-            ..OverrideAnswer::of(&stored)
+        // Asked with an override: the first answer said it awaited approval,
+        // or that a standing rule approved it at once.
+        let awaiting = self.store.emergency_override(&existing.id).await?.map(|stored| match &stored.standing_rule {
+            Some(_) => OverrideAnswer { state: OverrideState::Approved, decided_at: Some(Timestamp(stored.requested_ms)), ..OverrideAnswer::of(&stored) },
+            None => OverrideAnswer { state: OverrideState::AwaitingApproval, decided_at: None, ..OverrideAnswer::of(&stored) },
         });
         Ok(answer(existing.id, recipient, decision, existing.policy_number, awaiting, true))
     }

@@ -29,6 +29,7 @@ use super::decision::ReasonCode;
 use super::recipient::Recipient;
 use super::retention::{RetentionRules, RETENTION_FILE};
 use super::sealing::{EndToEndRules, END_TO_END_FILE};
+use super::override_rules::{StandingRules, OVERRIDES_FILE};
 use super::{CountryCode, DataCategory, Profile, Purpose};
 
 /// The built-in rules' Cedar text, compiled into every policy set.
@@ -40,7 +41,7 @@ const CONSENT_RULE: &str = "builtin.consent_required";
 
 /// The files of a policy set that hold TOML rules rather than Cedar: the
 /// DPO's retention rules and end-to-end sealing rules.
-pub const TOML_RULE_FILES: [&str; 2] = [RETENTION_FILE, END_TO_END_FILE];
+pub const TOML_RULE_FILES: [&str; 3] = [RETENTION_FILE, END_TO_END_FILE, OVERRIDES_FILE];
 
 /// Whether `name` is one of [`TOML_RULE_FILES`] (and so not a Cedar file).
 pub fn is_toml_rule_file(name: &str) -> bool {
@@ -112,6 +113,7 @@ pub struct DataProtectionPolicy {
     authorizer: Authorizer,
     retention: RetentionRules,
     end_to_end: EndToEndRules,
+    standing_overrides: StandingRules,
     /// The agreements the DPO's permits rest on, by permit id.
     agreements: BTreeMap<String, agreements::Agreement>,
 }
@@ -281,6 +283,13 @@ impl DataProtectionPolicy {
                 Err(found) => problems.extend(found),
             }
         }
+        let mut standing_overrides = StandingRules::default();
+        for source in sorted.iter().filter(|s| s.name == OVERRIDES_FILE) {
+            match StandingRules::parse(&source.name, &source.text) {
+                Ok(rules) => standing_overrides = rules,
+                Err(found) => problems.extend(found),
+            }
+        }
         for source in sorted.iter().filter(|s| !is_toml_rule_file(&s.name)) {
             let parsed = match PolicySet::from_str(&source.text) {
                 Ok(parsed) => parsed,
@@ -405,6 +414,7 @@ impl DataProtectionPolicy {
             authorizer: Authorizer::new(),
             retention,
             end_to_end,
+            standing_overrides,
             agreements,
         })
     }
@@ -424,6 +434,12 @@ impl DataProtectionPolicy {
     /// ([`crate::domain::sealing::end_to_end_requirement`]).
     pub fn end_to_end(&self) -> &EndToEndRules {
         &self.end_to_end
+    }
+
+    /// The DPO's standing rules for emergency overrides (`overrides.toml`),
+    /// or none: every override then waits for a DPO's approval.
+    pub fn standing_overrides(&self) -> &StandingRules {
+        &self.standing_overrides
     }
 
     /// A content hash of the built-in rules and every DPO file, names included.

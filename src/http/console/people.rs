@@ -85,6 +85,14 @@ fn report_of(report: &SubjectReport, disclosures: &Disclosures) -> Markup {
                     dt { "Held here" } dd { (code(&r.held.this_gateway)) }
                     dt { "Held at the recipient's gateway" } dd { (code(&r.held.recipient_gateway)) }
                     dt { "Held by the recipient" } dd { (code(&r.held.recipient_organisation)) }
+                    @if let Some(o) = &r.emergency_override {
+                        dt { "Emergency override" }
+                        dd {
+                            (code(&o.state)) ": " (code(&o.reason)) " (" (o.justification_code) ")"
+                            @if !o.overridden_categories.is_empty() { "; without consent: " (o.overridden_categories.join(", ")) }
+                            @if let Some(rule) = &o.standing_rule { "; approved at once under " code { (rule) } }
+                        }
+                    }
                     @if let Some(erasure) = &r.erasure { dt { "Erasure" } dd { (code(&erasure.state)) @if let Some(due) = erasure.due_by { ", due by " (millis_to_rfc3339(due.0)) } } }
                 }
                 @if !r.timeline.is_empty() {

@@ -51,7 +51,7 @@ const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, seal
 
 /// An override with its referral's routing facts.
 const OVERRIDE_COLUMNS: &str = "o.referral_id, o.reason, o.justification_code, o.overridden, o.requested_org, o.requested_by, o.requested_ms, \
-     o.approve_by_ms, o.state, o.decided_by, o.decided_ms, r.purpose, r.destination_org, r.destination_country, r.priority";
+     o.approve_by_ms, o.state, o.decided_by, o.decided_ms, o.standing_rule, r.purpose, r.destination_org, r.destination_country, r.priority";
 const OVERRIDE_FROM: &str = "emergency_overrides o JOIN referrals r ON r.id = o.referral_id";
 
 /// The columns of `callbacks` a claim reads.

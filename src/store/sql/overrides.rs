@@ -15,7 +15,7 @@ macro_rules! override_sql {
             ) -> Result<(), sqlx::Error> {
                 sqlx::query(
                     "INSERT INTO emergency_overrides (referral_id, reason, justification_code, overridden, requested_org, requested_by, \
-                     requested_ms, approve_by_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     requested_ms, approve_by_ms, state, standing_rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(referral_id)
                 .bind(asked.reason.as_str())
@@ -26,8 +26,14 @@ macro_rules! override_sql {
                 .bind(asked.requested_ms)
                 .bind(asked.approve_by_ms)
                 .bind(OverrideState::AwaitingApproval.as_str())
+                .bind(&asked.standing_rule)
                 .execute(&mut *connection)
                 .await?;
+                // Under a standing rule, approved in the same transaction:
+                // the timeline reads `awaiting_override, override_approved`.
+                if let Some(rule) = &asked.standing_rule {
+                    Self::settle_override(connection, referral_id, OverrideState::Approved, rule, asked.requested_ms).await?;
+                }
                 Ok(())
             }
 
@@ -90,6 +96,7 @@ macro_rules! override_sql {
                     state: parsed(row.try_get("state")?)?,
                     decided_by: row.try_get("decided_by")?,
                     decided_ms: row.try_get("decided_ms")?,
+                    standing_rule: row.try_get("standing_rule")?,
                     purpose: row.try_get("purpose")?,
                     destination_org: row.try_get("destination_org")?,
                     destination_country: row.try_get("destination_country")?,
