@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::case::GuardianRole;
+use super::onward::OnwardGrant;
 use super::recipient::Recipient;
 use super::text::ShortText;
 use super::{CountryCode, DataCategory, LanguageCode, OrgId, ParseError, Purpose, RecipientKind};
@@ -157,6 +158,25 @@ pub struct Scope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     valid_from: Option<DateTime<Utc>>,
     valid_until: DateTime<Utc>,
+    /// Whether the recipient may pass what this scope covers on to other
+    /// organisations (onward referral), and to which; absent: it may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    onward: Option<OnwardConsent>,
+}
+
+/// The person's consent to an onward referral: the recipient may pass what
+/// the scope covers, for the scope's purposes and until its end, to these
+/// kinds of organisation; in its own country only unless `leave_country`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnwardConsent {
+    /// Kinds of organisation it may be passed on to (`health_provider`, `ngo`, ...).
+    #[schemars(length(min = 1))]
+    #[serde(deserialize_with = "super::unique::non_empty_set")]
+    pub recipient_kinds: BTreeSet<RecipientKind>,
+    /// May it be passed on to an organisation outside the recipient's country? Default: no.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leave_country: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -173,12 +193,14 @@ struct ScopeFields {
     /// Defaults to the time consent was given.
     valid_from: Option<DateTime<Utc>>,
     valid_until: DateTime<Utc>,
+    /// May the recipient pass it on, and to which kinds of organisation? Absent: no.
+    onward: Option<OnwardConsent>,
 }
 
 impl TryFrom<ScopeFields> for Scope {
     type Error = ParseError;
     fn try_from(f: ScopeFields) -> Result<Self, Self::Error> {
-        Scope::new(f.purposes, f.categories, f.recipients, f.valid_from, f.valid_until)
+        Ok(Scope::new(f.purposes, f.categories, f.recipients, f.valid_from, f.valid_until)?.with_onward(f.onward))
     }
 }
 
@@ -202,11 +224,21 @@ impl Scope {
         if valid_from.is_some_and(|from| from >= valid_until) {
             return Err(ParseError::new("consent scope", "valid_until must be later than valid_from"));
         }
-        Ok(Self { purposes, categories, recipients, valid_from, valid_until })
+        Ok(Self { purposes, categories, recipients, valid_from, valid_until, onward: None })
+    }
+
+    /// The scope, letting the recipient pass it on as `onward` says.
+    pub fn with_onward(self, onward: Option<OnwardConsent>) -> Self {
+        Self { onward, ..self }
     }
 
     pub fn valid_until(&self) -> DateTime<Utc> {
         self.valid_until
+    }
+
+    /// Whether, and to which kinds, the recipient may pass it on.
+    pub fn onward(&self) -> Option<&OnwardConsent> {
+        self.onward.as_ref()
     }
 
     fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
@@ -230,7 +262,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
+    pub fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
         (self.purposes.is_empty() || self.purposes.contains(&purpose))
             && (self.categories.is_empty() || self.categories.contains(&category))
             && (self.recipients.is_empty() || self.recipients.iter().any(|r| r.refuses(recipient)))
@@ -291,6 +323,37 @@ impl Consent {
             None if not_yet_valid => Coverage::NotYetValid,
             None => Coverage::NotGiven,
         }
+    }
+
+    /// What the recipient may pass on of `sent` (the categories a referral
+    /// to it for `purpose` carries), one grant per scope in force that
+    /// covers the referral and lets it go onward: the categories of `sent`
+    /// the scope covers and no refusal holds back, the scope's purposes and
+    /// end, and the kinds it names. Nothing once withdrawn.
+    pub fn onward_grants(&self, purpose: Purpose, recipient: &Recipient, sent: &BTreeSet<DataCategory>, now: DateTime<Utc>) -> Vec<OnwardGrant> {
+        if self.withdrawn_at.is_some() {
+            return Vec::new();
+        }
+        self.scopes
+            .iter()
+            .filter(|scope| scope.valid_from.unwrap_or(self.given_at) <= now && now < scope.valid_until)
+            .filter(|scope| scope.purposes.contains(&purpose) && scope.recipients.iter().any(|r| r.grants_to(recipient)))
+            .filter_map(|scope| {
+                let onward = scope.onward.as_ref()?;
+                let categories: BTreeSet<DataCategory> = sent
+                    .iter()
+                    .copied()
+                    .filter(|c| scope.categories.covers(*c) && !self.refusals.iter().any(|r| r.applies_to(purpose, *c, recipient)))
+                    .collect();
+                (!categories.is_empty()).then(|| OnwardGrant {
+                    categories,
+                    purposes: scope.purposes.clone(),
+                    recipient_kinds: onward.recipient_kinds.clone(),
+                    until: scope.valid_until,
+                    leave_country: onward.leave_country,
+                })
+            })
+            .collect()
     }
 
     /// Until when the consent covers every one of `categories` for this
@@ -464,8 +527,56 @@ mod tests {
             r#"{"purposes": ["return"], "categories": ["identity", "biometrics"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z"}"#,
             r#"{"purposes": ["return"], "categories": "everything", "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z"}"#,
             r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z", "extra": 1}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z", "onward": {"recipient_kinds": []}}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z", "onward": {"recipient_kinds": ["ngo", "ngo"]}}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z", "onward": {"recipient_kinds": ["ngo"], "to": "anyone"}}"#,
+            r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z", "onward": {}}"#,
         ] {
             assert!(serde_json::from_str::<Scope>(bad).is_err(), "{bad}");
         }
+        let onward = r#"{"purposes": ["return"], "categories": ["identity"], "recipients": [{"kind": "iom"}], "valid_until": "2027-01-01T00:00:00Z", "onward": {"recipient_kinds": ["ngo"]}}"#;
+        let scope: Scope = serde_json::from_str(onward).unwrap();
+        assert_eq!(scope.onward(), Some(&OnwardConsent { recipient_kinds: [RecipientKind::Ngo].into(), leave_country: false }));
+        // Said as given: leave_country false is left out, as the default.
+        assert_eq!(serde_json::to_value(&scope).unwrap()["onward"], serde_json::json!({ "recipient_kinds": ["ngo"] }));
+    }
+
+    #[test]
+    fn onward_grants_follow_the_scopes_that_let_the_case_go_on() {
+        let iom = recipient("nga-iom-lagos", RecipientKind::Iom, "NGA");
+        let health_onward = OnwardConsent { recipient_kinds: [RecipientKind::HealthProvider].into(), leave_country: false };
+        let shelter_onward = OnwardConsent { recipient_kinds: [RecipientKind::Ngo].into(), leave_country: true };
+        let mut given = consent(
+            vec![
+                scope(listed(&[DataCategory::Identity, DataCategory::Health]), vec![by_org("nga-iom-lagos")], None, 20).with_onward(Some(health_onward.clone())),
+                scope(ALL, vec![by_org("nga-iom-lagos")], None, 25).with_onward(Some(shelter_onward)),
+                // Covers the referral but says nothing of onward: no grant.
+                scope(ALL, vec![by_org("nga-iom-lagos")], None, 28),
+                // Onward, but for another recipient.
+                scope(ALL, vec![by_org("gmb-iom-banjul")], None, 28).with_onward(Some(health_onward)),
+            ],
+            vec![Refusal { categories: [DataCategory::Contact].into(), ..Refusal::default() }],
+        );
+        let sent: BTreeSet<DataCategory> = [DataCategory::Identity, DataCategory::Contact, DataCategory::Health].into();
+        let grants = given.onward_grants(Purpose::Return, &iom, &sent, at(10));
+        type Summary = (Vec<DataCategory>, Vec<RecipientKind>, DateTime<Utc>, bool);
+        let summary: Vec<Summary> = grants
+            .iter()
+            .map(|g| (g.categories.iter().copied().collect(), g.recipient_kinds.iter().copied().collect(), g.until, g.leave_country))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (vec![DataCategory::Identity, DataCategory::Health], vec![RecipientKind::HealthProvider], at(20), false),
+                // `all` covers health too; the refusal holds contact back.
+                (vec![DataCategory::Identity, DataCategory::Health], vec![RecipientKind::Ngo], at(25), true),
+            ]
+        );
+        assert!(grants.iter().all(|g| g.purposes == [Purpose::Return].into()));
+        // Another purpose, an ended scope, a withdrawal: nothing.
+        assert!(given.onward_grants(Purpose::Reintegration, &iom, &sent, at(10)).is_empty());
+        assert_eq!(given.onward_grants(Purpose::Return, &iom, &sent, at(22)).len(), 1);
+        given.withdrawn_at = Some(at(5));
+        assert!(given.onward_grants(Purpose::Return, &iom, &sent, at(10)).is_empty());
     }
 }

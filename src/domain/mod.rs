@@ -17,6 +17,7 @@ pub mod ids;
 pub mod inbound;
 pub mod lifecycle;
 pub mod minimise;
+pub mod onward;
 pub mod override_rules;
 pub mod policy;
 pub mod priority;

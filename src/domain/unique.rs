@@ -24,6 +24,16 @@ where
     }
 }
 
+/// A [`set`] of at least one member.
+pub fn non_empty_set<'de, D, T>(deserializer: D) -> Result<BTreeSet<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Ord,
+{
+    let set = set(deserializer)?;
+    if set.is_empty() { Err(D::Error::custom("must name at least one")) } else { Ok(set) }
+}
+
 /// A list of at most `MAX` entries: every array of a referral is bounded
 /// (the schema says `maxItems`), far beyond what a real case holds, so that
 /// no request can queue thousands of entries.
