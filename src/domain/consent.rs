@@ -329,8 +329,9 @@ impl Consent {
     /// to it for `purpose` carries), one grant per scope in force that
     /// covers the referral and lets it go onward: the categories of `sent`
     /// the scope covers and no refusal holds back, the scope's purposes and
-    /// end, and the kinds it names. Nothing once withdrawn.
-    pub fn onward_grants(&self, purpose: Purpose, recipient: &Recipient, sent: &BTreeSet<DataCategory>, now: DateTime<Utc>) -> Vec<OnwardGrant> {
+    /// end, and the kinds it names; with the categories the scope names.
+    /// Nothing once withdrawn.
+    pub fn onward_grants(&self, purpose: Purpose, recipient: &Recipient, sent: &BTreeSet<DataCategory>, now: DateTime<Utc>) -> Vec<(OnwardGrant, BTreeSet<DataCategory>)> {
         if self.withdrawn_at.is_some() {
             return Vec::new();
         }
@@ -345,13 +346,15 @@ impl Consent {
                     .copied()
                     .filter(|c| scope.categories.covers(*c) && !self.refusals.iter().any(|r| r.applies_to(purpose, *c, recipient)))
                     .collect();
-                (!categories.is_empty()).then(|| OnwardGrant {
+                let named = categories.iter().copied().filter(|c| scope.categories.names(*c)).collect();
+                let grant = OnwardGrant {
                     categories,
                     purposes: scope.purposes.clone(),
                     recipient_kinds: onward.recipient_kinds.clone(),
                     until: scope.valid_until,
                     leave_country: onward.leave_country,
-                })
+                };
+                (!grant.categories.is_empty()).then_some((grant, named))
             })
             .collect()
     }
@@ -562,8 +565,10 @@ mod tests {
         type Summary = (Vec<DataCategory>, Vec<RecipientKind>, DateTime<Utc>, bool);
         let summary: Vec<Summary> = grants
             .iter()
-            .map(|g| (g.categories.iter().copied().collect(), g.recipient_kinds.iter().copied().collect(), g.until, g.leave_country))
+            .map(|(g, _)| (g.categories.iter().copied().collect(), g.recipient_kinds.iter().copied().collect(), g.until, g.leave_country))
             .collect();
+        let named: Vec<&BTreeSet<DataCategory>> = grants.iter().map(|(_, named)| named).collect();
+        assert_eq!(named, [&[DataCategory::Identity, DataCategory::Health].into(), &BTreeSet::new()], "what each scope lists by name");
         assert_eq!(
             summary,
             [
@@ -572,7 +577,7 @@ mod tests {
                 (vec![DataCategory::Identity, DataCategory::Health], vec![RecipientKind::Ngo], at(25), true),
             ]
         );
-        assert!(grants.iter().all(|g| g.purposes == [Purpose::Return].into()));
+        assert!(grants.iter().all(|(g, _)| g.purposes == [Purpose::Return].into()));
         // Another purpose, an ended scope, a withdrawal: nothing.
         assert!(given.onward_grants(Purpose::Reintegration, &iom, &sent, at(10)).is_empty());
         assert_eq!(given.onward_grants(Purpose::Return, &iom, &sent, at(22)).len(), 1);

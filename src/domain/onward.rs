@@ -9,7 +9,9 @@
 //! What may go onward is never more than what was sent, and only what the
 //! person's consent lets go onward: a scope with `onward` (the kinds of
 //! organisation, and whether it may leave the country), for that scope's
-//! purposes and until its end, less what a refusal names. One rule nobody
+//! purposes and until its end, less what a refusal names, and only what
+//! the sending DPO's policy permits (Cedar action `refer_onward`, asked per
+//! kind, purpose and category by the caller). One rule nobody
 //! can switch off holds whatever the limits say: an asylum-linked case is
 //! never passed on to a state actor that sits in, or acts for, one of the
 //! person's origin states.
@@ -21,7 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::consent::{Consent, Refusal};
-use super::policy::CaseFacts;
+use super::policy::{CaseFacts, OnwardQuestion};
 use super::recipient::Recipient;
 use super::{CountryCode, DataCategory, Purpose, RecipientKind};
 
@@ -67,11 +69,52 @@ impl OnwardLimits {
 }
 
 /// The limits for a referral for `purpose` to `recipient` that sends the
-/// categories `sent`: from the consent's onward scopes, and the built-in
-/// rule from the case's facts. A category sent under an emergency override
-/// and not under consent is never passed on: no scope covers it.
-pub fn onward_limits(consent: &Consent, case: &CaseFacts, purpose: Purpose, recipient: &Recipient, sent: &BTreeSet<DataCategory>, now: DateTime<Utc>) -> OnwardLimits {
-    let grants = consent.onward_grants(purpose, recipient, sent, now);
+/// categories `sent`: from the consent's onward scopes, each cut to what
+/// `permits` (the DPO's policy, action `refer_onward`) lets go to each kind
+/// of organisation for each purpose, and the built-in rule from the case's
+/// facts. A category sent under an emergency override and not under
+/// consent is never passed on: no scope covers it.
+pub fn onward_limits(
+    consent: &Consent,
+    case: &CaseFacts,
+    purpose: Purpose,
+    recipient: &Recipient,
+    sent: &BTreeSet<DataCategory>,
+    now: DateTime<Utc>,
+    permits: impl Fn(OnwardQuestion) -> bool,
+) -> OnwardLimits {
+    let mut grants: Vec<OnwardGrant> = Vec::new();
+    for (scope_grant, named) in consent.onward_grants(purpose, recipient, sent, now) {
+        for &onward_purpose in &scope_grant.purposes {
+            for &onward_kind in &scope_grant.recipient_kinds {
+                let categories: BTreeSet<DataCategory> = scope_grant
+                    .categories
+                    .iter()
+                    .copied()
+                    .filter(|&category| permits(OnwardQuestion { onward_kind, onward_purpose, category, named: named.contains(&category) }))
+                    .collect();
+                if categories.is_empty() {
+                    continue;
+                }
+                // One grant for every kind the same categories may go to.
+                let same = grants.iter_mut().find(|g| {
+                    g.categories == categories && g.purposes == [onward_purpose].into() && g.until == scope_grant.until && g.leave_country == scope_grant.leave_country
+                });
+                match same {
+                    Some(grant) => {
+                        grant.recipient_kinds.insert(onward_kind);
+                    }
+                    None => grants.push(OnwardGrant {
+                        categories,
+                        purposes: [onward_purpose].into(),
+                        recipient_kinds: [onward_kind].into(),
+                        until: scope_grant.until,
+                        leave_country: scope_grant.leave_country,
+                    }),
+                }
+            }
+        }
+    }
     if grants.is_empty() {
         // Nothing to limit: the refusals and the origin states would only tell about the person.
         return OnwardLimits::default();

@@ -7,8 +7,8 @@
 //! only when the solver proves it; a counterexample is rendered in the
 //! gateway's own terms, never as SMT.
 //!
-//! The properties, each checked for every purpose (the schema's request
-//! environments):
+//! The properties, each checked for every action (each purpose, and onward
+//! referral: the schema's request environments):
 //! 1. the built-in forbids with a permit of everything deny at least what
 //!    `specification.cedar` says must be denied; since a permit can only add
 //!    allowed requests, no DPO policy set can loosen them;
@@ -195,7 +195,8 @@ impl Prover {
         Ok(Self { compiler, schema })
     }
 
-    /// The schema's request environments, one per purpose, in a fixed order
+    /// The schema's request environments, one per action (each purpose, and
+    /// `refer_onward`), in a fixed order
     /// (the schema's is a hash map's), so that a report reads the same on every run.
     fn environments(&self) -> Vec<RequestEnv> {
         let mut envs: Vec<RequestEnv> = self.schema.request_envs().collect();
@@ -346,9 +347,9 @@ impl std::fmt::Display for ChangeLabel {
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub label: ChangeLabel,
-    /// Requests the new version allows and the active one denies (one per purpose at most).
+    /// Requests the new version allows and the active one denies (one per action at most).
     pub now_allowed: Vec<Counterexample>,
-    /// Requests the active version allows and the new one denies (one per purpose at most).
+    /// Requests the active version allows and the new one denies (one per action at most).
     pub now_denied: Vec<Counterexample>,
 }
 

@@ -53,7 +53,7 @@ use referral_gateway::domain::decision::{Decision, ReasonCode};
 use referral_gateway::domain::emergency_override::{decide_under_override, JustificationCode, OverrideReason, OverrideRefusal, OverrideRequest};
 use referral_gateway::domain::impact::{impact, Changes, Impact};
 use referral_gateway::domain::minimise::{Payload, minimise};
-use referral_gateway::domain::policy::{PolicySource, DataProtectionPolicy};
+use referral_gateway::domain::policy::{DataProtectionPolicy, OnwardQuestion, PolicySource};
 use referral_gateway::domain::recipient::{Recipient, Service};
 use referral_gateway::domain::text::{NoteText, ShortText};
 use referral_gateway::domain::{
@@ -2135,7 +2135,9 @@ impl OnwardInput {
         let (decision, _) = self.input.decide(policy);
         let sent = decision.sent_categories();
         let facts = case_facts(&self.input.case, &self.input.consent, now());
-        let limits = onward_limits(&self.input.consent, &facts, self.input.purpose, &self.input.recipient, &sent, now());
+        let request = policy.facts(&self.input.recipient, italy(), &facts).unwrap();
+        let permits = |question| policy.permits_onward(&request, &self.input.recipient, question, now());
+        let limits = onward_limits(&self.input.consent, &facts, self.input.purpose, &self.input.recipient, &sent, now(), permits);
         let here = self.input.recipient.country;
         let result = onward_categories(&limits, self.purpose, &self.onward, here, &self.held, minutes_from_now(self.later));
         (result, sent, limits.allow_nothing())
@@ -2179,8 +2181,13 @@ proptest! {
                     scope.onward().is_some_and(|o| o.recipient_kinds.contains(&input.onward.kind) && (stays || o.leave_country)) && at < scope.valid_until()
                 });
                 prop_assert!(consented, "{}: no onward scope for {:?}", p.name, input.onward.kind);
+                let facts = case_facts(&input.input.case, &input.input.consent, now());
+                let request = p.policy.facts(&input.input.recipient, italy(), &facts).unwrap();
                 for category in &categories {
                     prop_assert!(input.input.consent.refusals.iter().all(|r| !r.applies_to(input.purpose, *category, &input.onward)), "{}: {} over a refusal", p.name, category);
+                    // The DPO's refer_onward, asked as if the scope named the category (the most it could allow).
+                    let question = OnwardQuestion { onward_kind: input.onward.kind, onward_purpose: input.purpose, category: *category, named: true };
+                    prop_assert!(p.policy.permits_onward(&request, &input.input.recipient, question, now()), "{}: {} onward without a permit", p.name, category);
                 }
             }
         }

@@ -30,7 +30,7 @@ use super::recipient::Recipient;
 use super::retention::{RetentionRules, RETENTION_FILE};
 use super::sealing::{EndToEndRules, END_TO_END_FILE};
 use super::override_rules::{StandingRules, OVERRIDES_FILE};
-use super::{CountryCode, DataCategory, Profile, Purpose};
+use super::{CountryCode, DataCategory, OrgId, Profile, Purpose, RecipientKind};
 
 /// The built-in rules' Cedar text, compiled into every policy set.
 pub const BUILTIN_SOURCE: &str = include_str!("builtin.cedar");
@@ -698,6 +698,65 @@ fn context(facts: &RequestFacts, covers: bool, names_category: bool) -> Result<C
     .map_err(|e| PolicyError::Builtin(e.to_string()))
 }
 
+/// The Cedar action of onward referral (`refer_onward`, issue 21 §3).
+pub const ONWARD_ACTION: &str = "refer_onward";
+
+/// What an onward-referral question is about: the referral's recipient
+/// passing one category on to an organisation of `onward_kind` in its own
+/// country, for `onward_purpose`, under an onward scope of the consent
+/// (`named`: the scope lists the category by name).
+#[derive(Debug, Clone, Copy)]
+pub struct OnwardQuestion {
+    pub onward_kind: RecipientKind,
+    pub onward_purpose: Purpose,
+    pub category: DataCategory,
+    pub named: bool,
+}
+
+impl DataProtectionPolicy {
+    /// Whether the built-in rules and the DPO's policies let `referred_by`
+    /// pass a category on as `question` asks (action `refer_onward`). The
+    /// principal is the onward organisation as far as it is known: its kind,
+    /// the recipient's country, a state actor when the kind is a government
+    /// one, no services. Any failure to build or evaluate the request, a
+    /// forbid, or only permits whose agreement has expired: no.
+    pub fn permits_onward(&self, facts: &RequestFacts, referred_by: &Recipient, question: OnwardQuestion, at: chrono::DateTime<chrono::Utc>) -> bool {
+        self.onward_verdict(facts, referred_by, question, at).unwrap_or(false)
+    }
+
+    fn onward_verdict(&self, facts: &RequestFacts, referred_by: &Recipient, question: OnwardQuestion, at: chrono::DateTime<chrono::Utc>) -> Result<bool, PolicyError> {
+        let id = OrgId::parse(&format!("onward.{}", question.onward_kind.as_str())).map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        let onward = Recipient::new(id, referred_by.country, question.onward_kind, false, BTreeSet::new());
+        let (principal, entities) = self.recipient_entity(&onward)?;
+        let consent = RestrictedExpression::new_record([
+            ("covers".to_owned(), RestrictedExpression::new_bool(true)),
+            ("names_category".to_owned(), RestrictedExpression::new_bool(question.named)),
+        ])
+        .map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        let context = Context::from_pairs([
+            ("sender_country".to_owned(), RestrictedExpression::new_string(facts.sender_country.clone())),
+            ("case".to_owned(), facts.case.clone()),
+            ("consent".to_owned(), consent),
+            ("onward_purpose".to_owned(), entity_value("Purpose", question.onward_purpose.as_str())?),
+            ("referred_by".to_owned(), entity_value("Kind", referred_by.kind.as_str())?),
+        ])
+        .map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        let resource = self.category_uids.get(category_index(question.category)).cloned().ok_or_else(|| PolicyError::Builtin("category".into()))?;
+        let request = Request::new(principal, entity_uid("Action", ONWARD_ACTION)?, resource, context, None).map_err(|e| PolicyError::Builtin(e.to_string()))?;
+        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        if response.decision() != CedarDecision::Allow || response.diagnostics().errors().next().is_some() {
+            return Ok(false);
+        }
+        // Only a permit that names the action counts: one written with
+        // `action` left open, for referrals, must not pass cases on unseen.
+        // And a permit whose agreement has expired no longer applies.
+        Ok(response.diagnostics().reason().any(|id| {
+            self.policies.policy(id).is_some_and(names_onward_action)
+                && self.agreements.get(&id_text(id)).is_none_or(|agreement| agreement.in_force_at(at))
+        }))
+    }
+}
+
 // Positions in `Purpose::ALL` and `DataCategory::ALL`, the order the tables are built in.
 fn purpose_index(purpose: Purpose) -> usize {
     Purpose::ALL.iter().position(|p| *p == purpose).unwrap_or(usize::MAX)
@@ -787,6 +846,16 @@ fn reads_resource(policy: &Policy) -> bool {
 }
 
 /// Whether `policy`'s scope can match a request for `purpose` and `category`.
+/// Whether `policy`'s scope names `Action::"refer_onward"` (not `action` left open).
+fn names_onward_action(policy: &Policy) -> bool {
+    let onward = |uid: &EntityUid| uid.type_name().to_string() == "Action" && uid.id().unescaped() == ONWARD_ACTION;
+    match policy.action_constraint() {
+        ActionConstraint::Any => false,
+        ActionConstraint::Eq(uid) => onward(&uid),
+        ActionConstraint::In(uids) => uids.iter().any(onward),
+    }
+}
+
 fn may_apply(policy: &Policy, purpose: Purpose, category: DataCategory) -> bool {
     let is = |uid: &EntityUid, type_name: &str, id: &str| {
         uid.type_name().to_string() == type_name && uid.id().unescaped() == id
@@ -900,6 +969,54 @@ mod tests {
             }
         }
         variants
+    }
+
+    /// Onward referral (`refer_onward`): only a permit naming the action
+    /// counts; the DPO's forbids and the built-in rules apply to it, with
+    /// the onward organisation as principal; an expired agreement ends it.
+    #[test]
+    fn onward_referral_needs_a_permit_naming_it_and_meets_every_forbid() {
+        let source = |name: &str, text: &str| PolicySource { name: name.to_owned(), text: text.to_owned() };
+        let restrictions = source("20-restrictions.cedar", include_str!("../../../config/policies/20-restrictions.cedar"));
+        let open_permit = source("10-open.cedar", "@id(\"everything\")\npermit (principal, action, resource);\n");
+        let onward_permit = source(
+            "30-onward.cedar",
+            "@id(\"onward.reintegration\")\n@expires(\"2027-01-31\")\npermit (principal, action == Action::\"refer_onward\", resource)\n\
+             when { context.onward_purpose == Purpose::\"reintegration\" && context.referred_by == Kind::\"iom\" };\n",
+        );
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T00:00:00Z").unwrap().to_utc();
+        let iom = Recipient::new(OrgId::parse("nga-iom-lagos").unwrap(), CountryCode::parse("NGA").unwrap(), RecipientKind::Iom, false, BTreeSet::new());
+        let plain = CaseFacts {
+            asylum_linked: false,
+            child: false,
+            profiles: Vec::new(),
+            origin_states: vec![CountryCode::parse("NGA").unwrap()],
+            consent_by_guardian: false,
+            best_interests_determined: false,
+            best_interests_recommend_return: false,
+        };
+        let asks = |policy: &DataProtectionPolicy, case: &CaseFacts, kind, purpose, category, at| {
+            let facts = policy.facts(&iom, CountryCode::parse("ITA").unwrap(), case).unwrap();
+            policy.permits_onward(&facts, &iom, OnwardQuestion { onward_kind: kind, onward_purpose: purpose, category, named: false }, at)
+        };
+        // An action left open does not pass cases on.
+        let open_only = DataProtectionPolicy::compile(&[open_permit.clone(), restrictions.clone()]).unwrap();
+        assert!(!asks(&open_only, &plain, RecipientKind::HealthProvider, Purpose::Reintegration, DataCategory::Health, at));
+        let policy = DataProtectionPolicy::compile(&[open_permit, restrictions, onward_permit]).unwrap();
+        assert!(asks(&policy, &plain, RecipientKind::HealthProvider, Purpose::Reintegration, DataCategory::Health, at));
+        assert!(!asks(&policy, &plain, RecipientKind::HealthProvider, Purpose::Return, DataCategory::Health, at), "another purpose");
+        // The DPO's forbid: health never to a state actor (a government kind is one).
+        assert!(!asks(&policy, &plain, RecipientKind::SocialWelfare, Purpose::Reintegration, DataCategory::Health, at));
+        assert!(asks(&policy, &plain, RecipientKind::SocialWelfare, Purpose::Reintegration, DataCategory::Identity, at));
+        // The built-in asylum firewall: no state actor of the origin state, whatever the category.
+        let linked = CaseFacts { asylum_linked: true, ..plain.clone() };
+        assert!(!asks(&policy, &linked, RecipientKind::SocialWelfare, Purpose::Reintegration, DataCategory::Identity, at));
+        assert!(asks(&policy, &linked, RecipientKind::Ngo, Purpose::Reintegration, DataCategory::Identity, at));
+        // (c): case notes only when the onward scope names them.
+        assert!(!asks(&policy, &plain, RecipientKind::Ngo, Purpose::Reintegration, DataCategory::CaseNotes, at));
+        // The agreement behind the permit ended.
+        let later = chrono::DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z").unwrap().to_utc();
+        assert!(!asks(&policy, &plain, RecipientKind::Ngo, Purpose::Reintegration, DataCategory::Identity, later));
     }
 
     /// A DPO forbid that fails to evaluate (here an overflow, which the

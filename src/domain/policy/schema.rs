@@ -15,6 +15,7 @@ pub fn schema_text() -> String {
     let services = quoted(Service::ALL.iter().map(|s| s.as_str()));
     let profiles = quoted(Profile::all().map(Profile::as_str));
     let actions = quoted(Purpose::ALL.iter().map(|p| p.as_str()));
+    let purposes = actions.clone();
     format!(
         r#"// Cedar schema for referral-gateway sharing policies.
 // Generated from the gateway's vocabularies: `referral-gateway policy schema`.
@@ -33,6 +34,9 @@ entity Service enum [{services}];
 
 // A case type; asylum_seeker, refugee and rejected_asylum_seeker make a case asylum-linked.
 entity Profile enum [{profiles}];
+
+// The purpose of a referral, as onward referral names it.
+entity Purpose enum [{purposes}];
 
 // A recipient organisation from the federation directory.
 entity Organisation = {{
@@ -76,6 +80,26 @@ action {actions} appliesTo {{
     sender_country: String,
     case: CaseFacts,
     consent: ConsentFacts,
+  }},
+}};
+
+// Onward referral: may the referral's recipient pass this category on, in
+// its own country, to an organisation like the principal? The sending
+// gateway asks for each kind of organisation the person's consent lets the
+// case go on to; the principal has that kind, sits in and acts for the
+// recipient's country, is a state actor when the kind is a government one,
+// and offers no known service. `consent` is the onward scope's.
+action "refer_onward" appliesTo {{
+  principal: [Organisation],
+  resource: [Category],
+  context: {{
+    sender_country: String,
+    case: CaseFacts,
+    consent: ConsentFacts,
+    // What the onward referral is for.
+    onward_purpose: Purpose,
+    // The kind of the organisation that passes it on: the referral's recipient.
+    referred_by: Kind,
   }},
 }};
 "#
