@@ -81,6 +81,7 @@ pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     let tracing = demo.family_tracing().await?;
     demo.tampered_packet().await?;
     demo.consent_withdrawn(&tracing).await?;
+    demo.emergency_override().await?;
     demo.audit_chains().await?;
     demo.say(&format!("All steps behaved as the federation promises ({:.1} s).", demo.started.elapsed().as_secs_f64()));
     if keep_running {
@@ -334,8 +335,58 @@ impl Demo {
         }
     }
 
+    /// An emergency referral whose consent has lapsed, sent under an
+    /// emergency override once a DPO other than the submitter approves it.
+    async fn emergency_override(&self) -> Result<(), DemoError> {
+        self.say(
+            "6. An emergency without consent. A returnee needs an urgent medical escort home; his consent lapsed yesterday and he \
+             cannot be reached. IOM Rome marks the referral emergency and asks for an override: life_threatening.",
+        );
+        let mut referral = fixtures::referral_as_of("rejected_asylum_avr", self.clock.now()).map_err(step_failed)?;
+        let yesterday = (self.clock.now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for scope in referral.pointer_mut("/consent/scopes").and_then(Value::as_array_mut).into_iter().flatten() {
+            scope["valid_until"] = json!(yesterday);
+        }
+        let fields = referral.as_object_mut().ok_or_else(|| step_failed("the fixture is not a JSON object"))?;
+        fields.insert("destination".to_owned(), json!("gmb-iom-banjul"));
+        fields.insert("idempotency_key".to_owned(), json!("demo-emergency-01"));
+        fields.insert("priority".to_owned(), json!("emergency"));
+        fields.insert("override".to_owned(), json!({ "reason": "life_threatening", "justification_code": "medical_escort" }));
+        let (status, answer) = self.call("iom-rome", "ITA", reqwest::Method::POST, "/v1/referrals", Some(&referral)).await?;
+        if status != 202 || at(&answer, "/status") != "awaiting_override" {
+            return Err(step_failed(format!("the emergency referral was not held for approval: HTTP {status} {answer}")));
+        }
+        let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
+        let overridden: Vec<String> = at(&answer, "/override/overridden_categories").as_array().map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        println!(
+            "   Without consent it would be denied; under the override it may go, but only what a return needs ({}), never the asylum history \
+             and never to an official of the Gambia. Held: {}, a DPO must approve by {}.",
+            overridden.join(", "),
+            at(&answer, "/status"),
+            at(&answer, "/override/approve_by")
+        );
+        let (code, listed) = self.call("ita-dpo", "ITA", reqwest::Method::GET, "/v1/overrides", None).await?;
+        if code != 200 || !at(&listed, "/items").as_array().is_some_and(|items| items.iter().any(|i| at(i, "/referral_id") == &json!(id))) {
+            return Err(step_failed(format!("Italy's DPO does not see the override: HTTP {code}")));
+        }
+        let (code, decided) = self.call("ita-dpo", "ITA", reqwest::Method::POST, &format!("/v1/overrides/{id}/approve"), None).await?;
+        if code != 200 || at(&decided, "/status") != "queued" {
+            return Err(step_failed(format!("approving the override: HTTP {code} {decided}")));
+        }
+        println!("   Italy's DPO (not the submitter) reviewed the codes, never the case, and approved: {}.", at(&decided, "/override/state"));
+        let referral = self.wait_for_status(&id, ReferralStatus::Delivered).await?;
+        let timeline: Vec<String> = at(&referral, "/timeline").as_array().map(|t| t.iter().filter_map(|e| at(e, "/status").as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        println!(
+            "   Timeline: {}. Priority {}: delivery within an hour, acknowledgement within four, an answer within a day; past one, \
+             the referral shows overdue, the metrics count it and the gateway logs a warning. The subject report shows the override.",
+            timeline.join(" -> "),
+            at(&referral, "/priority")
+        );
+        Ok(())
+    }
+
     async fn audit_chains(&self) -> Result<(), DemoError> {
-        self.say("6. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
+        self.say("7. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
         for gateway in &self.gateways {
             match crate::store::verify_audit_chain(gateway.app.gateway().store.as_ref()).await.map_err(step_failed)? {
                 Ok(chain) => println!("   {}: {} entries, intact (head {}).", gateway.country, chain.entries, chain.head.get(..16).unwrap_or_default()),

@@ -259,6 +259,9 @@ fn the_demo_runs_the_three_country_federation_and_exits_0() {
         "The Red Cross's inbox lists the case as erased; reading it now answers HTTP 410",
         "-> closed -> withdrawn -> ",
         "erasure_confirmed; erasure \"confirmed\"",
+        "Italy's DPO (not the submitter) reviewed the codes, never the case, and approved: \"approved\"",
+        "Timeline: awaiting_override -> override_approved -> delivered",
+        "Priority \"emergency\"",
         "All steps behaved as the federation promises",
     ] {
         assert!(out.contains(line), "the narration lacks: {line}");
