@@ -236,6 +236,10 @@ impl Scope {
         self.valid_until
     }
 
+    pub fn purposes(&self) -> &BTreeSet<Purpose> {
+        &self.purposes
+    }
+
     /// Whether, and to which kinds, the recipient may pass it on.
     pub fn onward(&self) -> Option<&OnwardConsent> {
         self.onward.as_ref()
@@ -262,6 +266,16 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// Whether a selector of it names a country other than `country`.
+    pub fn names_a_country_other_than(&self, country: CountryCode) -> bool {
+        self.recipients.iter().any(|r| r.country.is_some_and(|c| c != country))
+    }
+
+    /// The organisations its selectors name.
+    pub fn named_organisations(&self) -> impl Iterator<Item = &OrgId> {
+        self.recipients.iter().filter_map(|r| r.organisation.as_ref())
+    }
+
     pub fn applies_to(&self, purpose: Purpose, category: DataCategory, recipient: &Recipient) -> bool {
         (self.purposes.is_empty() || self.purposes.contains(&purpose))
             && (self.categories.is_empty() || self.categories.contains(&category))
@@ -352,7 +366,6 @@ impl Consent {
                     purposes: scope.purposes.clone(),
                     recipient_kinds: onward.recipient_kinds.clone(),
                     until: scope.valid_until,
-                    leave_country: onward.leave_country,
                 };
                 (!grant.categories.is_empty()).then_some((grant, named))
             })
@@ -562,19 +575,19 @@ mod tests {
         );
         let sent: BTreeSet<DataCategory> = [DataCategory::Identity, DataCategory::Contact, DataCategory::Health].into();
         let grants = given.onward_grants(Purpose::Return, &iom, &sent, at(10));
-        type Summary = (Vec<DataCategory>, Vec<RecipientKind>, DateTime<Utc>, bool);
+        type Summary = (Vec<DataCategory>, Vec<RecipientKind>, DateTime<Utc>);
         let summary: Vec<Summary> = grants
             .iter()
-            .map(|(g, _)| (g.categories.iter().copied().collect(), g.recipient_kinds.iter().copied().collect(), g.until, g.leave_country))
+            .map(|(g, _)| (g.categories.iter().copied().collect(), g.recipient_kinds.iter().copied().collect(), g.until))
             .collect();
         let named: Vec<&BTreeSet<DataCategory>> = grants.iter().map(|(_, named)| named).collect();
         assert_eq!(named, [&[DataCategory::Identity, DataCategory::Health].into(), &BTreeSet::new()], "what each scope lists by name");
         assert_eq!(
             summary,
             [
-                (vec![DataCategory::Identity, DataCategory::Health], vec![RecipientKind::HealthProvider], at(20), false),
+                (vec![DataCategory::Identity, DataCategory::Health], vec![RecipientKind::HealthProvider], at(20)),
                 // `all` covers health too; the refusal holds contact back.
-                (vec![DataCategory::Identity, DataCategory::Health], vec![RecipientKind::Ngo], at(25), true),
+                (vec![DataCategory::Identity, DataCategory::Health], vec![RecipientKind::Ngo], at(25)),
             ]
         );
         assert!(grants.iter().all(|(g, _)| g.purposes == [Purpose::Return].into()));

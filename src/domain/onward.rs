@@ -11,10 +11,39 @@
 //! organisation, and whether it may leave the country), for that scope's
 //! purposes and until its end, less what a refusal names, and only what
 //! the sending DPO's policy permits (Cedar action `refer_onward`, asked per
-//! kind, purpose and category by the caller). One rule nobody
-//! can switch off holds whatever the limits say: an asylum-linked case is
-//! never passed on to a state actor that sits in, or acts for, one of the
-//! person's origin states.
+//! kind, purpose and category by the caller).
+//!
+//! A case passed on never leaves the recipient's country, whatever the
+//! consent's `leave_country` says: the DPO's policy is asked about an
+//! organisation there, and the receiving gateway can check only those.
+//! An organisation there acting for another state (a consulate) is abroad
+//! for this purpose.
+//!
+//! One rule nobody can switch off holds whatever the consent and the policy
+//! say: an asylum-linked case never reaches, onward, a state actor that sits
+//! in or acts for one of the person's origin states. It is applied here, at
+//! the sending gateway, so that the limits need not name the origin states
+//! (nor tell that the case is asylum-linked) to whoever reads them:
+//! - no origin state's body outside the recipient's country is reachable
+//!   (the case stays in the country; consulates are abroad);
+//! - when the recipient sits in an origin state, the government kinds are
+//!   dropped from the limits: no origin state's body there is reachable by
+//!   kind;
+//! - an organisation the directory marks as a state actor although its kind
+//!   is not a government one (a state-run NGO) never receives a case
+//!   onward: the person consented to a kind, not to a state body of it.
+//!
+//! The other built-in rules hold here too, in Rust besides the Cedar rules
+//! `refer_onward` meets: `case_notes` only when the onward scope names them;
+//! `asylum` never when the recipient sits in an origin state; a child's
+//! case never onward for `return` (its best-interests rules are the return
+//! referral's, not an onward one's); and nothing of a referral sent under an
+//! emergency override (it went without the person's, or a guardian's, say).
+//!
+//! The person's refusals are applied here too, as far as they can be before
+//! the onward organisation is known (by kind, in the recipient's country:
+//! everything it could be); a refusal naming an organisation travels as its
+//! id.
 
 use std::collections::BTreeSet;
 
@@ -22,10 +51,10 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::consent::{Consent, Refusal};
+use super::consent::Consent;
 use super::policy::{CaseFacts, OnwardQuestion};
 use super::recipient::Recipient;
-use super::{CountryCode, DataCategory, Purpose, RecipientKind};
+use super::{CountryCode, DataCategory, OrgId, Purpose, RecipientKind};
 
 /// One scope's consent to onward referral, cut to what was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -37,11 +66,9 @@ pub struct OnwardGrant {
     pub purposes: BTreeSet<Purpose>,
     /// Kinds of organisation it may go to.
     pub recipient_kinds: BTreeSet<RecipientKind>,
-    /// No onward referral at or after this.
+    /// No onward referral at or after this: the scope's end, or that of the
+    /// sharing agreement the DPO's permit rests on, whichever comes first.
     pub until: DateTime<Utc>,
-    /// It may go to an organisation outside the recipient's country.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub leave_country: bool,
 }
 
 /// What the recipient may pass on, and to whom: empty `grants` means nothing.
@@ -50,15 +77,9 @@ pub struct OnwardGrant {
 pub struct OnwardLimits {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<OnwardGrant>,
-    /// The person's refusals, checked against each onward recipient (a
-    /// refusal of an organisation, a kind or a country holds onward too).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub refusals: Vec<Refusal>,
-    /// Built in: state actors that sit in or act for these states never
-    /// receive it onward (the person's origin states, when the case is
-    /// asylum-linked; empty otherwise).
+    /// Organisations the person refused by name: never onward to them.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub never_to_state_actors_of: BTreeSet<CountryCode>,
+    pub refused_organisations: BTreeSet<OrgId>,
 }
 
 impl OnwardLimits {
@@ -68,61 +89,96 @@ impl OnwardLimits {
     }
 }
 
+/// An onward organisation as far as it is known before it is chosen: its
+/// kind, sitting in and acting for `country`, a state actor when the kind is
+/// a government one, no services. Its id names no real organisation.
+pub fn onward_organisation(kind: RecipientKind, country: CountryCode) -> Option<Recipient> {
+    let id = OrgId::parse(&format!("onward.{}", kind.as_str())).ok()?;
+    Some(Recipient::new(id, country, kind, false, BTreeSet::new()))
+}
+
+/// How a referral was allowed: under the person's consent, or only under
+/// an emergency override (nothing of it is ever passed on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentUnder {
+    Consent,
+    EmergencyOverride,
+}
+
 /// The limits for a referral for `purpose` to `recipient` that sends the
 /// categories `sent`: from the consent's onward scopes, each cut to what
-/// `permits` (the DPO's policy, action `refer_onward`) lets go to each kind
-/// of organisation for each purpose, and the built-in rule from the case's
-/// facts. A category sent under an emergency override and not under
-/// consent is never passed on: no scope covers it.
+/// the person's refusals leave and to what `permits` (the DPO's policy,
+/// action `refer_onward`: `Some(until)` when a permit allows it, until its
+/// agreement ends) lets go to each kind of organisation for each purpose,
+/// with the built-in rules applied (see the module).
+#[allow(clippy::too_many_arguments)]
 pub fn onward_limits(
     consent: &Consent,
     case: &CaseFacts,
     purpose: Purpose,
     recipient: &Recipient,
     sent: &BTreeSet<DataCategory>,
+    sent_under: SentUnder,
     now: DateTime<Utc>,
-    permits: impl Fn(OnwardQuestion) -> bool,
+    permits: impl Fn(OnwardQuestion) -> Option<DateTime<Utc>>,
 ) -> OnwardLimits {
+    if sent_under == SentUnder::EmergencyOverride {
+        return OnwardLimits::default();
+    }
+    let here = recipient.country;
+    let in_origin_state = case.origin_states.contains(&recipient.country) || case.origin_states.contains(&recipient.state());
     let mut grants: Vec<OnwardGrant> = Vec::new();
     for (scope_grant, named) in consent.onward_grants(purpose, recipient, sent, now) {
         for &onward_purpose in &scope_grant.purposes {
+            if case.child && onward_purpose == Purpose::Return {
+                continue;
+            }
             for &onward_kind in &scope_grant.recipient_kinds {
-                let categories: BTreeSet<DataCategory> = scope_grant
-                    .categories
-                    .iter()
-                    .copied()
-                    .filter(|&category| permits(OnwardQuestion { onward_kind, onward_purpose, category, named: named.contains(&category) }))
-                    .collect();
-                if categories.is_empty() {
+                if case.asylum_linked && in_origin_state && onward_kind.is_state_actor() {
                     continue;
                 }
-                // One grant for every kind the same categories may go to.
-                let same = grants.iter_mut().find(|g| {
-                    g.categories == categories && g.purposes == [onward_purpose].into() && g.until == scope_grant.until && g.leave_country == scope_grant.leave_country
-                });
-                match same {
-                    Some(grant) => {
-                        grant.recipient_kinds.insert(onward_kind);
+                let Some(like) = onward_organisation(onward_kind, here) else { continue };
+                // Each category that may go, until when.
+                let allowed = scope_grant.categories.iter().copied().filter_map(|category| {
+                    let named = named.contains(&category);
+                    let held_back = (category == DataCategory::CaseNotes && !named)
+                        || (category == DataCategory::Asylum && in_origin_state)
+                        || consent.refusals.iter().any(|r| r.applies_to(onward_purpose, category, &like));
+                    if held_back {
+                        return None;
                     }
-                    None => grants.push(OnwardGrant {
-                        categories,
-                        purposes: [onward_purpose].into(),
-                        recipient_kinds: [onward_kind].into(),
-                        until: scope_grant.until,
-                        leave_country: scope_grant.leave_country,
-                    }),
+                    let permitted_until = permits(OnwardQuestion { onward_kind, onward_purpose, category, named })?;
+                    Some((category, permitted_until.min(scope_grant.until)))
+                });
+                for (category, until) in allowed {
+                    add(&mut grants, onward_purpose, onward_kind, category, until);
                 }
             }
         }
     }
     if grants.is_empty() {
-        // Nothing to limit: the refusals and the origin states would only tell about the person.
+        // Nothing to limit: the refusals would only tell about the person.
         return OnwardLimits::default();
     }
-    OnwardLimits {
-        grants,
-        refusals: consent.refusals.clone(),
-        never_to_state_actors_of: if case.asylum_linked { case.origin_states.iter().copied().collect() } else { BTreeSet::new() },
+    // Grants that differ only in their kinds are one grant.
+    let mut merged: Vec<OnwardGrant> = Vec::new();
+    for grant in grants {
+        match merged.iter_mut().find(|g| g.categories == grant.categories && g.purposes == grant.purposes && g.until == grant.until) {
+            Some(same) => same.recipient_kinds.extend(grant.recipient_kinds),
+            None => merged.push(grant),
+        }
+    }
+    OnwardLimits { grants: merged, refused_organisations: consent.refusals.iter().flat_map(|r| r.named_organisations()).cloned().collect() }
+}
+
+/// Adds `category` to the grant for (`purpose`, `kind`, `until`), or starts one.
+fn add(grants: &mut Vec<OnwardGrant>, purpose: Purpose, kind: RecipientKind, category: DataCategory, until: DateTime<Utc>) {
+    let same = grants.iter_mut().find(|g| g.purposes == [purpose].into() && g.recipient_kinds == [kind].into() && g.until == until);
+    match same {
+        Some(grant) => {
+            grant.categories.insert(category);
+        }
+        None => grants.push(OnwardGrant { categories: [category].into(), purposes: [purpose].into(), recipient_kinds: [kind].into(), until }),
     }
 }
 
@@ -130,16 +186,19 @@ pub fn onward_limits(
 /// members, audit reasons, the sender's timeline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OnwardRefusal {
-    /// Built in: an asylum-linked case, and a state actor of an origin state.
-    #[error("the case may never be passed on to this organisation")]
-    StateActorOfOriginState,
-    /// Only outside the country would the consent allow it, and it does not let the case leave.
-    #[error("the consent does not let the case leave the country")]
+    /// A state body of a kind that is not a government one (a state-run NGO).
+    #[error("the organisation is a state body; the person consented to a kind of organisation, not to it")]
+    StateBodyOfAnotherKind,
+    /// The person refused this organisation by name.
+    #[error("the person refused this organisation")]
+    RefusedByPerson,
+    /// The organisation is abroad, or acts for another state: a case passed on stays in the country.
+    #[error("a case is passed on only within the recipient's country")]
     LeavesCountry,
     /// The consent's onward scopes have ended.
     #[error("the consent to pass the case on has ended")]
     Expired,
-    /// No onward scope covers this purpose and kind of organisation, or a refusal holds back every category.
+    /// No onward scope covers this purpose and kind of organisation.
     #[error("the consent does not let the case be passed on to this organisation for this purpose")]
     NotConsented,
 }
@@ -147,7 +206,8 @@ pub enum OnwardRefusal {
 impl OnwardRefusal {
     pub const fn code(self) -> &'static str {
         match self {
-            Self::StateActorOfOriginState => "state_actor_of_origin_state",
+            Self::StateBodyOfAnotherKind => "state_body_of_another_kind",
+            Self::RefusedByPerson => "refused_by_person",
             Self::LeavesCountry => "leaves_country",
             Self::Expired => "onward_consent_expired",
             Self::NotConsented => "onward_not_consented",
@@ -166,33 +226,31 @@ pub fn onward_categories(
     held: &BTreeSet<DataCategory>,
     now: DateTime<Utc>,
 ) -> Result<BTreeSet<DataCategory>, OnwardRefusal> {
-    let origins = &limits.never_to_state_actors_of;
-    if onward.is_state_actor() && (origins.contains(&onward.country) || origins.contains(&onward.state())) {
-        return Err(OnwardRefusal::StateActorOfOriginState);
+    if onward.is_state_actor() && !onward.kind.is_state_actor() {
+        return Err(OnwardRefusal::StateBodyOfAnotherKind);
     }
-    // A consulate here acting for another state is abroad for this purpose.
-    let stays = onward.country == here && onward.state() == here;
+    if limits.refused_organisations.contains(&onward.id) {
+        return Err(OnwardRefusal::RefusedByPerson);
+    }
     let for_this = |grant: &&OnwardGrant| grant.purposes.contains(&purpose) && grant.recipient_kinds.contains(&onward.kind);
     let in_time = |grant: &&OnwardGrant| now < grant.until;
-    let where_allowed = |grant: &&OnwardGrant| stays || grant.leave_country;
-    let allowed: BTreeSet<DataCategory> = limits
-        .grants
+    let matching: Vec<&OnwardGrant> = limits.grants.iter().filter(for_this).collect();
+    // A consulate here acting for another state is abroad for this purpose.
+    if onward.country != here || onward.state() != here {
+        return Err(if matching.is_empty() { OnwardRefusal::NotConsented } else { OnwardRefusal::LeavesCountry });
+    }
+    let allowed: BTreeSet<DataCategory> = matching
         .iter()
-        .filter(for_this)
+        .copied()
         .filter(in_time)
-        .filter(where_allowed)
         .flat_map(|grant| grant.categories.iter().copied())
         .filter(|category| held.contains(category))
-        .filter(|category| !limits.refusals.iter().any(|refusal| refusal.applies_to(purpose, *category, onward)))
         .collect();
     if !allowed.is_empty() {
         return Ok(allowed);
     }
-    // Nothing: say what stood in the way, nearest first.
-    let matching: Vec<&OnwardGrant> = limits.grants.iter().filter(for_this).collect();
-    if matching.iter().any(|g| in_time(g) && !where_allowed(g)) {
-        Err(OnwardRefusal::LeavesCountry)
-    } else if !matching.is_empty() && matching.iter().all(|g| !in_time(g)) {
+    // Nothing: say what stood in the way.
+    if !matching.is_empty() && matching.iter().all(|g| !in_time(g)) {
         Err(OnwardRefusal::Expired)
     } else {
         Err(OnwardRefusal::NotConsented)
@@ -202,7 +260,7 @@ pub fn onward_categories(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::OrgId;
+    use crate::domain::consent::{CategorySelection, ConsentGiver, ConsentMethod, OnwardConsent, RecipientSelector, Refusal, Scope};
     use chrono::TimeZone;
 
     fn at(day: u32) -> DateTime<Utc> {
@@ -217,25 +275,21 @@ mod tests {
         Recipient::new(OrgId::parse(id).unwrap(), country(sits_in), kind, false, BTreeSet::new())
     }
 
-    fn grant(categories: &[DataCategory], kinds: &[RecipientKind], leave_country: bool) -> OnwardGrant {
+    fn grant(categories: &[DataCategory], kinds: &[RecipientKind]) -> OnwardGrant {
         OnwardGrant {
             categories: categories.iter().copied().collect(),
             purposes: [Purpose::Reintegration].into(),
             recipient_kinds: kinds.iter().copied().collect(),
             until: at(20),
-            leave_country,
         }
     }
 
-    use DataCategory::{Contact, Health, Identity};
+    use DataCategory::{Asylum, CaseNotes, Contact, Health, Identity};
     use RecipientKind::{HealthProvider, Ngo, SocialWelfare};
 
     #[test]
-    fn only_what_a_grant_covers_and_the_recipient_still_holds() {
-        let limits = OnwardLimits {
-            grants: vec![grant(&[Identity, Health], &[HealthProvider], false), grant(&[Identity, Contact], &[Ngo], false)],
-            ..OnwardLimits::default()
-        };
+    fn only_what_a_grant_covers_and_the_recipient_still_holds_in_its_country() {
+        let limits = OnwardLimits { grants: vec![grant(&[Identity, Health], &[HealthProvider]), grant(&[Identity, Contact], &[Ngo])], ..OnwardLimits::default() };
         let clinic = org("nga-clinic-ikeja", HealthProvider, "NGA");
         let held: BTreeSet<DataCategory> = [Identity, Contact, Health].into();
         let categories = |limits: &OnwardLimits, to: &Recipient, purpose, held: &BTreeSet<DataCategory>, day| onward_categories(limits, purpose, to, country("NGA"), held, at(day));
@@ -247,29 +301,134 @@ mod tests {
         assert_eq!(categories(&limits, &org("nga-welfare", SocialWelfare, "NGA"), Purpose::Reintegration, &held, 10), Err(OnwardRefusal::NotConsented));
         assert_eq!(categories(&limits, &clinic, Purpose::Return, &held, 10), Err(OnwardRefusal::NotConsented));
         assert_eq!(categories(&limits, &clinic, Purpose::Reintegration, &held, 20), Err(OnwardRefusal::Expired));
-        // Abroad, or to a foreign consulate here, only when a grant lets it leave.
+        // Abroad, or to a foreign consulate here: never.
         assert_eq!(categories(&limits, &org("gha-clinic", HealthProvider, "GHA"), Purpose::Reintegration, &held, 10), Err(OnwardRefusal::LeavesCountry));
-        let leaving = OnwardLimits { grants: vec![grant(&[Identity], &[HealthProvider], true)], ..OnwardLimits::default() };
-        assert_eq!(categories(&leaving, &org("gha-clinic", HealthProvider, "GHA"), Purpose::Reintegration, &held, 10), Ok([Identity].into()));
+        let consulate = org("gha-clinic-lagos", HealthProvider, "NGA").representing(country("GHA"));
+        assert_eq!(categories(&limits, &consulate, Purpose::Reintegration, &held, 10), Err(OnwardRefusal::LeavesCountry));
         assert_eq!(categories(&OnwardLimits::default(), &clinic, Purpose::Reintegration, &held, 10), Err(OnwardRefusal::NotConsented));
     }
 
-    #[test]
-    fn the_persons_refusals_and_the_built_in_rule_hold_onward() {
-        let clinic = org("nga-clinic-ikeja", HealthProvider, "NGA");
-        let held: BTreeSet<DataCategory> = [Identity, Health].into();
-        let mut limits = OnwardLimits { grants: vec![grant(&[Identity, Health], &[HealthProvider, SocialWelfare], false)], ..OnwardLimits::default() };
-        limits.refusals = vec![Refusal { categories: [Health].into(), ..Refusal::default() }];
-        assert_eq!(onward_categories(&limits, Purpose::Reintegration, &clinic, country("NGA"), &held, at(10)), Ok([Identity].into()));
-        limits.refusals = vec![Refusal::default()];
-        assert_eq!(onward_categories(&limits, Purpose::Reintegration, &clinic, country("NGA"), &held, at(10)), Err(OnwardRefusal::NotConsented));
+    fn consent_for(iom: &Recipient, categories: &[DataCategory], purposes: &[Purpose]) -> Consent {
+        let scope = Scope::new(
+            purposes.iter().copied().collect(),
+            CategorySelection::Listed(categories.iter().copied().collect()),
+            vec![RecipientSelector::new(Some(iom.id.clone()), None, None).unwrap()],
+            None,
+            at(20),
+        )
+        .unwrap()
+        .with_onward(Some(OnwardConsent { recipient_kinds: [HealthProvider, Ngo, SocialWelfare].into(), leave_country: true }));
+        Consent {
+            given_by: ConsentGiver::Subject {},
+            method: ConsentMethod::Written,
+            given_at: at(1),
+            informed_in_language: None,
+            scopes: vec![scope],
+            refusals: Vec::new(),
+            withdrawn_at: None,
+        }
+    }
 
-        limits.refusals.clear();
-        limits.never_to_state_actors_of = [country("NGA")].into();
+    fn case(asylum_linked: bool, child: bool) -> CaseFacts {
+        CaseFacts {
+            asylum_linked,
+            child,
+            profiles: Vec::new(),
+            origin_states: vec![country("NGA")],
+            consent_by_guardian: child,
+            best_interests_determined: false,
+            best_interests_recommend_return: false,
+        }
+    }
+
+    fn kinds(limits: &OnwardLimits) -> BTreeSet<RecipientKind> {
+        limits.grants.iter().flat_map(|g| g.recipient_kinds.iter().copied()).collect()
+    }
+
+    fn categories(limits: &OnwardLimits) -> BTreeSet<DataCategory> {
+        limits.grants.iter().flat_map(|g| g.categories.iter().copied()).collect()
+    }
+
+    const FOREVER: Option<DateTime<Utc>> = Some(DateTime::<Utc>::MAX_UTC);
+
+    #[test]
+    fn the_persons_refusals_and_the_built_in_rules_are_applied_before_the_case_leaves() {
+        let iom = org("nga-iom-lagos", RecipientKind::Iom, "NGA");
+        let mut consent = consent_for(&iom, &[Identity, Contact, Health], &[Purpose::Reintegration]);
+        let sent: BTreeSet<DataCategory> = [Identity, Contact, Health].into();
+        let limits = |consent: &Consent, linked| onward_limits(consent, &case(linked, false), Purpose::Reintegration, &iom, &sent, SentUnder::Consent, at(10), |_| FOREVER);
+        let held = sent.clone();
         let welfare = org("nga-welfare", SocialWelfare, "NGA");
-        assert!(welfare.is_state_actor());
-        assert_eq!(onward_categories(&limits, Purpose::Reintegration, &welfare, country("NGA"), &held, at(10)), Err(OnwardRefusal::StateActorOfOriginState));
-        // Non-state organisations there are not touched by it.
-        assert_eq!(onward_categories(&limits, Purpose::Reintegration, &clinic, country("NGA"), &held, at(10)), Ok(held.clone()));
+
+        let plain = limits(&consent, false);
+        assert_eq!(kinds(&plain), [HealthProvider, Ngo, SocialWelfare].into());
+        assert_eq!(plain.grants.len(), 1, "one grant for the kinds the same categories go to: {plain:?}");
+        assert_eq!(onward_categories(&plain, Purpose::Reintegration, &welfare, country("NGA"), &held, at(10)), Ok(sent.clone()));
+        // The consent's leave_country is not followed: the case stays in the country.
+        assert_eq!(onward_categories(&plain, Purpose::Reintegration, &org("gha-ngo", Ngo, "GHA"), country("NGA"), &held, at(10)), Err(OnwardRefusal::LeavesCountry));
+
+        // Asylum-linked, the recipient in the origin state: no government kind.
+        let linked = limits(&consent, true);
+        assert_eq!(kinds(&linked), [HealthProvider, Ngo].into());
+        assert_eq!(onward_categories(&linked, Purpose::Reintegration, &welfare, country("NGA"), &held, at(10)), Err(OnwardRefusal::NotConsented));
+        // Nothing in the limits tells the origin state or that the case is asylum-linked but what they leave out.
+        let text = serde_json::to_string(&linked).unwrap();
+        assert!(!text.contains("NGA") && !text.contains("asylum"), "{text}");
+
+        // A state-run NGO is not an NGO to the person.
+        let state_run = Recipient::new(OrgId::parse("nga-state-shelter").unwrap(), country("NGA"), Ngo, true, BTreeSet::new());
+        assert_eq!(onward_categories(&plain, Purpose::Reintegration, &state_run, country("NGA"), &held, at(10)), Err(OnwardRefusal::StateBodyOfAnotherKind));
+
+        // Refusals: of health for everyone, of a kind, of an organisation by name.
+        consent.refusals = vec![
+            Refusal { categories: [Health].into(), ..Refusal::default() },
+            Refusal { recipients: vec![RecipientSelector::new(None, Some(SocialWelfare), None).unwrap()], ..Refusal::default() },
+            Refusal { purposes: [Purpose::Return].into(), recipients: vec![RecipientSelector::new(Some(OrgId::parse("nga-clinic-ikeja").unwrap()), None, None).unwrap()], ..Refusal::default() },
+        ];
+        let refused = limits(&consent, false);
+        assert_eq!(kinds(&refused), [HealthProvider, Ngo].into());
+        assert!(!categories(&refused).contains(&Health));
+        assert_eq!(refused.refused_organisations, [OrgId::parse("nga-clinic-ikeja").unwrap()].into());
+        let ikeja = org("nga-clinic-ikeja", HealthProvider, "NGA");
+        assert_eq!(onward_categories(&refused, Purpose::Reintegration, &ikeja, country("NGA"), &held, at(10)), Err(OnwardRefusal::RefusedByPerson));
+        // Withdrawn, or sent under an emergency override: nothing, and nothing of the person in the limits.
+        let overridden = onward_limits(&consent, &case(false, false), Purpose::Reintegration, &iom, &sent, SentUnder::EmergencyOverride, at(10), |_| FOREVER);
+        assert_eq!(overridden, OnwardLimits::default());
+        consent.withdrawn_at = Some(at(5));
+        assert_eq!(limits(&consent, false), OnwardLimits::default());
+    }
+
+    #[test]
+    fn case_notes_asylum_a_childs_return_and_the_permits_end_are_kept_to() {
+        // A UNHCR office in a third country gets the asylum history; the recipient in the origin state never passes it on.
+        let unhcr = org("gha-unhcr-accra", RecipientKind::Unhcr, "GHA");
+        let all = [Identity, Asylum, CaseNotes];
+        let consent = consent_for(&unhcr, &all, &[Purpose::Reintegration, Purpose::Return]);
+        let sent: BTreeSet<DataCategory> = all.into();
+        let permits_until_15 = |_: OnwardQuestion| Some(at(15));
+        let limits = onward_limits(&consent, &case(true, true), Purpose::Reintegration, &unhcr, &sent, SentUnder::Consent, at(10), permits_until_15);
+        // A child: never onward for return. Case notes: the scope names them. The permit's agreement ends first.
+        assert!(limits.grants.iter().all(|g| g.purposes == [Purpose::Reintegration].into() && g.until == at(15)), "{limits:?}");
+        assert_eq!(categories(&limits), all.into());
+        let in_origin = org("nga-unhcr-lagos", RecipientKind::Unhcr, "NGA");
+        let consent = consent_for(&in_origin, &all, &[Purpose::Reintegration]);
+        let limits = onward_limits(&consent, &case(true, false), Purpose::Reintegration, &in_origin, &sent, SentUnder::Consent, at(10), |_| FOREVER);
+        assert_eq!(categories(&limits), [Identity, CaseNotes].into(), "never the asylum history from the origin state");
+        // Case notes under `all`: not named, never onward.
+        let mut consent = consent_for(&unhcr, &all, &[Purpose::Reintegration]);
+        consent.scopes = vec![Scope::new(
+            [Purpose::Reintegration].into(),
+            CategorySelection::All(crate::domain::consent::AllCategories::All),
+            vec![RecipientSelector::new(Some(unhcr.id.clone()), None, None).unwrap()],
+            None,
+            at(20),
+        )
+        .unwrap()
+        .with_onward(Some(OnwardConsent { recipient_kinds: [Ngo].into(), leave_country: false }))];
+        let limits = onward_limits(&consent, &case(false, false), Purpose::Reintegration, &unhcr, &[Identity, CaseNotes].into(), SentUnder::Consent, at(10), |_| FOREVER);
+        assert_eq!(categories(&limits), [Identity].into());
+        // No permit: nothing.
+        let limits = onward_limits(&consent, &case(false, false), Purpose::Reintegration, &unhcr, &[Identity].into(), SentUnder::Consent, at(10), |_| None);
+        assert!(limits.allow_nothing());
     }
 }

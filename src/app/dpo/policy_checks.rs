@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::impact::ImpactChecked;
 use crate::directory::Directory;
+use crate::domain::override_rules::OVERRIDES_FILE;
+use crate::domain::retention::RETENTION_FILE;
+use crate::domain::sealing::END_TO_END_FILE;
 use crate::domain::policy::agreements::{self, AgreementDue};
 use crate::domain::policy::{DataProtectionPolicy, BUILTIN_SOURCE};
 use crate::policy_proofs::{self, ChangeLabel, SolverCommand};
@@ -29,6 +32,13 @@ pub struct UploadChecks {
     /// What it would have changed in the recent sending decisions, against the version in force at upload.
     #[serde(default)]
     pub impact: ImpactChecked,
+    /// Its rule files whose rules differ from the version in force at
+    /// upload (`retention.toml`, `end_to_end.toml`, `overrides.toml`): the
+    /// label reads the Cedar policies only, so a change there (a standing
+    /// rule that lets overrides go without a second person, for one) is
+    /// named here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_files_changed: Vec<String>,
 }
 
 /// The policy tests uploaded with the version (its files under `tests/`):
@@ -61,7 +71,7 @@ pub enum ChangeChecked {
         /// The number of the version it was compared with.
         against: i64,
         label: ChangeLabel,
-        /// Requests it allows that the version in force denies, in plain words (one per purpose at most).
+        /// Requests it allows that the version in force denies, in plain words (one per action at most: each purpose, and refer_onward).
         now_allowed: Vec<String>,
         /// Requests the version in force allows that it denies.
         now_denied: Vec<String>,
@@ -93,6 +103,7 @@ pub async fn check_upload(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<UploadChecks, UploadRefusal> {
     let agreements_due = agreements::due_at(policy.agreements(), now);
+    let rule_files_changed = rule_files_changed(policy, in_force.1);
     let run = policy_tests::run_from(&UploadedTests(files), policy, directory).map_err(|e| UploadRefusal::TestsInvalid(e.to_string()))?;
     let failed: Vec<(String, Vec<String>)> =
         run.results.iter().filter(|r| !r.passed()).map(|r| (r.name.clone(), r.differences.clone())).collect();
@@ -111,6 +122,7 @@ pub async fn check_upload(
             change: ChangeChecked::NotLabelled { reason: NO_SOLVER.to_owned() },
             agreements_due,
             impact: ImpactChecked::default(),
+            rule_files_changed,
         });
     };
     let dpo = policy.dpo_policy_set();
@@ -135,5 +147,18 @@ pub async fn check_upload(
         },
         Err(error) => ChangeChecked::NotLabelled { reason: error.to_string() },
     };
-    Ok(UploadChecks { tests, proofs, change, agreements_due, impact: ImpactChecked::default() })
+    Ok(UploadChecks { tests, proofs, change, agreements_due, impact: ImpactChecked::default(), rule_files_changed })
+}
+
+/// The rule files whose rules differ between `new` and `active`.
+fn rule_files_changed(new: &DataProtectionPolicy, active: &DataProtectionPolicy) -> Vec<String> {
+    [
+        (RETENTION_FILE, new.retention() != active.retention()),
+        (END_TO_END_FILE, new.end_to_end() != active.end_to_end()),
+        (OVERRIDES_FILE, new.standing_overrides() != active.standing_overrides()),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(file, _)| file.to_owned())
+    .collect()
 }

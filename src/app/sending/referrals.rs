@@ -61,8 +61,10 @@ pub struct OverrideAnswer {
     /// The categories it stands in for the person's consent for.
     pub overridden_categories: Vec<String>,
     /// A DPO other than the submitter must approve it before this, or the
-    /// referral is denied (`override_expired`) and its payload erased.
-    pub approve_by: Timestamp,
+    /// referral is denied (`override_expired`) and its payload erased;
+    /// absent when a standing rule approved it at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_by: Option<Timestamp>,
     /// When a DPO approved or rejected it, a standing rule approved it, or the window passed.
     pub decided_at: Option<Timestamp>,
     /// The DPO's signed-off standing rule under which it took effect at
@@ -85,7 +87,7 @@ impl OverrideAnswer {
             reason: asked.reason,
             justification_code: asked.justification_code.clone(),
             overridden_categories: asked.overridden.clone(),
-            approve_by: Timestamp(asked.approve_by_ms),
+            approve_by: Some(Timestamp(asked.approve_by_ms)).filter(|_| asked.standing_rule.is_none()),
             decided_at,
             standing_rule: asked.standing_rule.clone(),
         }
@@ -97,7 +99,7 @@ impl OverrideAnswer {
             reason: stored.reason,
             justification_code: stored.justification_code.clone(),
             overridden_categories: stored.overridden.clone(),
-            approve_by: Timestamp(stored.approve_by_ms),
+            approve_by: Some(Timestamp(stored.approve_by_ms)).filter(|_| stored.standing_rule.is_none()),
             decided_at: stored.decided_ms.map(Timestamp),
             standing_rule: stored.standing_rule.clone(),
         }

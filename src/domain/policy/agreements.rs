@@ -100,6 +100,11 @@ pub fn read(id: &str, is_permit: bool, annotation: impl Fn(&str) -> Option<Strin
 
 impl Agreement {
     /// Whether the permit still applies at `at`: through its expiry day.
+    /// The instant it ends: the end of its last day, UTC; `None` without `@expires`.
+    pub fn ends(&self) -> Option<DateTime<Utc>> {
+        self.expires.and_then(|last_day| last_day.succ_opt()).and_then(|day| day.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
+    }
+
     pub fn in_force_at(&self, at: DateTime<Utc>) -> bool {
         self.expires.is_none_or(|last_day| at.date_naive() <= last_day)
     }

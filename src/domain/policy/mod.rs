@@ -30,7 +30,8 @@ use super::recipient::Recipient;
 use super::retention::{RetentionRules, RETENTION_FILE};
 use super::sealing::{EndToEndRules, END_TO_END_FILE};
 use super::override_rules::{StandingRules, OVERRIDES_FILE};
-use super::{CountryCode, DataCategory, OrgId, Profile, Purpose, RecipientKind};
+use super::onward::onward_organisation;
+use super::{CountryCode, DataCategory, Profile, Purpose, RecipientKind};
 
 /// The built-in rules' Cedar text, compiled into every policy set.
 pub const BUILTIN_SOURCE: &str = include_str!("builtin.cedar");
@@ -714,19 +715,27 @@ pub struct OnwardQuestion {
 }
 
 impl DataProtectionPolicy {
-    /// Whether the built-in rules and the DPO's policies let `referred_by`
-    /// pass a category on as `question` asks (action `refer_onward`). The
-    /// principal is the onward organisation as far as it is known: its kind,
-    /// the recipient's country, a state actor when the kind is a government
-    /// one, no services. Any failure to build or evaluate the request, a
-    /// forbid, or only permits whose agreement has expired: no.
-    pub fn permits_onward(&self, facts: &RequestFacts, referred_by: &Recipient, question: OnwardQuestion, at: chrono::DateTime<chrono::Utc>) -> bool {
-        self.onward_verdict(facts, referred_by, question, at).unwrap_or(false)
+    /// Until when the built-in rules and the DPO's policies let
+    /// `referred_by` pass a category on as `question` asks (action
+    /// `refer_onward`): the end of the last sharing agreement among the
+    /// permits that allow it (`DateTime::MAX_UTC` when one has none), or
+    /// `None` for no. The principal is the onward organisation as far as it
+    /// is known: its kind, the recipient's country, a state actor when the
+    /// kind is a government one, no services. Any failure to build or
+    /// evaluate the request, a forbid, or only permits whose agreement has
+    /// expired at `at`: no.
+    pub fn permits_onward(&self, facts: &RequestFacts, referred_by: &Recipient, question: OnwardQuestion, at: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.onward_verdict(facts, referred_by, question, at).ok().flatten()
     }
 
-    fn onward_verdict(&self, facts: &RequestFacts, referred_by: &Recipient, question: OnwardQuestion, at: chrono::DateTime<chrono::Utc>) -> Result<bool, PolicyError> {
-        let id = OrgId::parse(&format!("onward.{}", question.onward_kind.as_str())).map_err(|e| PolicyError::Builtin(e.to_string()))?;
-        let onward = Recipient::new(id, referred_by.country, question.onward_kind, false, BTreeSet::new());
+    fn onward_verdict(
+        &self,
+        facts: &RequestFacts,
+        referred_by: &Recipient,
+        question: OnwardQuestion,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, PolicyError> {
+        let onward = onward_organisation(question.onward_kind, referred_by.country).ok_or_else(|| PolicyError::Builtin("onward organisation".into()))?;
         let (principal, entities) = self.recipient_entity(&onward)?;
         let consent = RestrictedExpression::new_record([
             ("covers".to_owned(), RestrictedExpression::new_bool(true)),
@@ -745,15 +754,21 @@ impl DataProtectionPolicy {
         let request = Request::new(principal, entity_uid("Action", ONWARD_ACTION)?, resource, context, None).map_err(|e| PolicyError::Builtin(e.to_string()))?;
         let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
         if response.decision() != CedarDecision::Allow || response.diagnostics().errors().next().is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         // Only a permit that names the action counts: one written with
         // `action` left open, for referrals, must not pass cases on unseen.
         // And a permit whose agreement has expired no longer applies.
-        Ok(response.diagnostics().reason().any(|id| {
-            self.policies.policy(id).is_some_and(names_onward_action)
-                && self.agreements.get(&id_text(id)).is_none_or(|agreement| agreement.in_force_at(at))
-        }))
+        Ok(response
+            .diagnostics()
+            .reason()
+            .filter(|id| self.policies.policy(id).is_some_and(names_onward_action))
+            .filter_map(|id| match self.agreements.get(&id_text(id)) {
+                None => Some(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+                Some(agreement) if agreement.in_force_at(at) => Some(agreement.ends().unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)),
+                Some(_) => None,
+            })
+            .max())
     }
 }
 
@@ -845,7 +860,6 @@ fn reads_resource(policy: &Policy) -> bool {
     policy.to_json().map_or(true, |json| json.get("conditions").is_none_or(mentions))
 }
 
-/// Whether `policy`'s scope can match a request for `purpose` and `category`.
 /// Whether `policy`'s scope names `Action::"refer_onward"` (not `action` left open).
 fn names_onward_action(policy: &Policy) -> bool {
     let onward = |uid: &EntityUid| uid.type_name().to_string() == "Action" && uid.id().unescaped() == ONWARD_ACTION;
@@ -856,6 +870,7 @@ fn names_onward_action(policy: &Policy) -> bool {
     }
 }
 
+/// Whether `policy`'s scope can match a request for `purpose` and `category`.
 fn may_apply(policy: &Policy, purpose: Purpose, category: DataCategory) -> bool {
     let is = |uid: &EntityUid, type_name: &str, id: &str| {
         uid.type_name().to_string() == type_name && uid.id().unescaped() == id
@@ -997,7 +1012,7 @@ mod tests {
         };
         let asks = |policy: &DataProtectionPolicy, case: &CaseFacts, kind, purpose, category, at| {
             let facts = policy.facts(&iom, CountryCode::parse("ITA").unwrap(), case).unwrap();
-            policy.permits_onward(&facts, &iom, OnwardQuestion { onward_kind: kind, onward_purpose: purpose, category, named: false }, at)
+            policy.permits_onward(&facts, &iom, OnwardQuestion { onward_kind: kind, onward_purpose: purpose, category, named: false }, at).is_some()
         };
         // An action left open does not pass cases on.
         let open_only = DataProtectionPolicy::compile(&[open_permit.clone(), restrictions.clone()]).unwrap();
@@ -1014,7 +1029,11 @@ mod tests {
         assert!(asks(&policy, &linked, RecipientKind::Ngo, Purpose::Reintegration, DataCategory::Identity, at));
         // (c): case notes only when the onward scope names them.
         assert!(!asks(&policy, &plain, RecipientKind::Ngo, Purpose::Reintegration, DataCategory::CaseNotes, at));
-        // The agreement behind the permit ended.
+        // Until the agreement behind the permit ends (the end of its last day, UTC); then no more.
+        let facts = policy.facts(&iom, CountryCode::parse("ITA").unwrap(), &plain).unwrap();
+        let question = OnwardQuestion { onward_kind: RecipientKind::Ngo, onward_purpose: Purpose::Reintegration, category: DataCategory::Identity, named: false };
+        let end = chrono::DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z").unwrap().to_utc();
+        assert_eq!(policy.permits_onward(&facts, &iom, question, at), Some(end));
         let later = chrono::DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z").unwrap().to_utc();
         assert!(!asks(&policy, &plain, RecipientKind::Ngo, Purpose::Reintegration, DataCategory::Identity, later));
     }

@@ -283,6 +283,13 @@ fn checks_section(checks: &UploadChecks) -> Markup {
             }
             ChangeChecked::NotLabelled { reason } => { p { "Not labelled: " (reason) } }
         }
+        @if !checks.rule_files_changed.is_empty() {
+            p.notice role="note" {
+                "The label reads the Cedar policies only. These rule files change too; read their difference below: "
+                @for (i, file) in checks.rule_files_changed.iter().enumerate() { @if i > 0 { ", " } code { (file) } }
+                "."
+            }
+        }
         h2 { "Impact on recent decisions" }
         @match &checks.impact {
             ImpactChecked::Measured { against, since, erased, unreadable, impact } => {

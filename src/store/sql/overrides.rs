@@ -32,7 +32,10 @@ macro_rules! override_sql {
                 // Under a standing rule, approved in the same transaction:
                 // the timeline reads `awaiting_override, override_approved`.
                 if let Some(rule) = &asked.standing_rule {
-                    Self::settle_override(connection, referral_id, OverrideState::Approved, rule, asked.requested_ms).await?;
+                    // Just stored as awaiting: if it did not settle, fail the whole write rather than keep an override whose answer says approved.
+                    if !Self::settle_override(connection, referral_id, OverrideState::Approved, rule, asked.requested_ms).await? {
+                        return Err(sqlx::Error::Decode("an override under a standing rule did not settle".into()));
+                    }
                 }
                 Ok(())
             }
