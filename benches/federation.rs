@@ -270,6 +270,7 @@ fn crypto_ceilings(length: Duration) -> Result<Ceilings, BoxError> {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        onward: None,
     };
     let receiver = Receiver {
         country: gmb,

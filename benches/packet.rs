@@ -66,6 +66,7 @@ fn bench_packet(c: &mut Criterion) {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        onward: None,
     };
 
     let signing = generate(KeyUse::Sig).unwrap();

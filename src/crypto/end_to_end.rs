@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::jose_keys::{CONTENT_ENC, DecryptionKey, EncryptionKey, SIGNING_ALG, SigningKey, unverified_kid};
 use super::packet::{decrypter_for, has_full_iv_and_tag, PacketClaims, PacketType, SealError, SignerDirectory};
+use crate::domain::onward::OnwardLimits;
 use crate::domain::priority::Priority;
 use crate::domain::{CountryCode, OrgId, Purpose};
 
@@ -79,6 +80,9 @@ pub struct InnerClaims {
     /// asylum-linked case would tell the routing gateway something.
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// Here only, like the priority: what the organisation may pass on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onward: Option<OnwardLimits>,
     pub body: serde_json::Value,
     /// Spaces bringing the signed bytes to a bucket size; meaningless.
     #[serde(default)]
@@ -134,6 +138,7 @@ pub fn seal_for_organisation(
         retention_days_after_closure: claims.retention_days_after_closure,
         handover: claims.handover,
         priority: claims.priority,
+        onward: claims.onward.clone(),
         body: claims.body.clone(),
         pad: String::new(),
     };
@@ -172,6 +177,7 @@ pub fn seal_for_organisation(
         expires_at: whole_seconds(claims.expires_at),
         handover: false,
         priority: Priority::Normal,
+        onward: None,
         body: serde_json::Value::Null,
         end_to_end: Some(sealed),
         in_reply_to,

@@ -18,6 +18,7 @@ use josekit::jws::{JwsHeader, JwsVerifier};
 use serde::{Deserialize, Serialize};
 
 use super::jose_keys::{CONTENT_ENC, DecryptionKey, EncryptionKey, KEY_AGREEMENT_ALG, SIGNING_ALG, SigningKey, VerifyingKey, unverified_kid};
+use crate::domain::onward::OnwardLimits;
 use crate::domain::priority::Priority;
 use crate::domain::{CountryCode, OrgId, Purpose};
 
@@ -91,6 +92,11 @@ pub struct PacketClaims {
     /// version before priorities, which refuses packets that carry it).
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// What the recipient may pass on, and to whom (issue 21 §3); absent:
+    /// nothing. A gateway of a version before onward referral refuses
+    /// packets that carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onward: Option<OnwardLimits>,
     /// Null in an end-to-end sealed packet, whose body is in `end_to_end`.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub body: serde_json::Value,

@@ -87,6 +87,18 @@ impl OnwardLimits {
     pub fn allow_nothing(&self) -> bool {
         self.grants.is_empty()
     }
+
+    /// The limits cut to the categories still `held` (after a withdrawal,
+    /// or what the receiving gateway withheld); `None` when nothing is left.
+    pub fn within(&self, held: &BTreeSet<DataCategory>) -> Option<Self> {
+        let grants: Vec<OnwardGrant> = self
+            .grants
+            .iter()
+            .map(|grant| OnwardGrant { categories: grant.categories.intersection(held).copied().collect(), ..grant.clone() })
+            .filter(|grant| !grant.categories.is_empty())
+            .collect();
+        (!grants.is_empty()).then(|| Self { grants, refused_organisations: self.refused_organisations.clone() })
+    }
 }
 
 /// An onward organisation as far as it is known before it is chosen: its

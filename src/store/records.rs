@@ -196,6 +196,9 @@ pub struct RefusedPacket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOutboxEntry {
     pub payload: SealedPayload,
+    /// What the recipient may pass on (`domain::onward::OnwardLimits` as
+    /// JSON), sealed under the payload's case key; `None`: nothing.
+    pub onward: Option<SealedPayload>,
     /// The earliest end of the consent covering what is sent.
     pub consent_expires_ms: Option<i64>,
     /// Past this, nothing more is sent and the referral is `expired`.
@@ -306,6 +309,8 @@ pub struct ClaimedDelivery {
     pub purpose: Option<String>,
     pub policy_version: Option<String>,
     pub payload: SealedPayload,
+    /// A referral's onward limits, sealed under its case key, if any.
+    pub onward: Option<Vec<u8>>,
     pub consent_expires_ms: Option<i64>,
     pub deadline_ms: i64,
     /// Attempts started, this one included.

@@ -288,6 +288,7 @@ fn packet_claims(
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        onward: None,
     }
 }
 

@@ -91,6 +91,7 @@ fn claims(packet_id: &str) -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        onward: None,
     }
 }
 

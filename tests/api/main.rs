@@ -27,6 +27,7 @@ mod statistics;
 mod priority;
 mod callbacks;
 mod overrides;
+mod onward;
 mod referrals;
 mod roles;
 mod store;

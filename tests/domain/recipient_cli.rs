@@ -106,6 +106,7 @@ fn referral() -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        onward: None,
     }
 }
 

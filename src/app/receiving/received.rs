@@ -1,6 +1,8 @@
 //! What the receiving gateway's work shares about a received packet: its
 //! claims opened, its moves, the packets it sends back about it.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -11,7 +13,8 @@ use crate::app::views::Timestamp;
 use crate::app::{new_id, AppError, Gateway};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::priority::Priority;
-use crate::domain::{OrgId, Purpose};
+use crate::domain::onward::OnwardLimits;
+use crate::domain::{DataCategory, OrgId, Purpose};
 use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::directory::Delivery;
 use crate::store::{InboxChange, InboxItem, InboxMove, NewReply, SealedPayload, SealedWithdrawal, StoredRetention};
@@ -124,6 +127,12 @@ pub struct ReadableCase {
     /// The minimised case: category name to its fields (the `case` of a ReferralSubmission).
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub case: Value,
+    /// What the organisation may pass on, to whom and until when, as the
+    /// sending gateway decided it (the person's consent, its DPO's policy,
+    /// the built-in rules), cut to the categories of `case`; absent:
+    /// nothing may be passed on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onward: Option<OnwardLimits>,
     /// Categories withdrawn by the person since the case became visible:
     /// erased here, no longer in `case`, to be erased by the organisation too.
     pub erased_categories: Option<Vec<String>>,
@@ -156,6 +165,11 @@ pub struct SealedWithdrawalDocument {
     pub end_to_end: String,
 }
 
+/// The categories a case body holds.
+fn categories_of(body: &Value) -> BTreeSet<DataCategory> {
+    body.as_object().map(|fields| fields.keys().filter_map(|name| name.parse().ok()).collect()).unwrap_or_default()
+}
+
 impl CaseDocument {
     /// The document for `item`, from its opened `claims`; `withdrawals`: for
     /// a case sealed end to end, its partial withdrawals, sealed end to end too.
@@ -186,6 +200,7 @@ impl CaseDocument {
             handover: claims.handover,
             priority: claims.priority,
             case: claims.body.clone(),
+            onward: claims.onward.as_ref().and_then(|limits| limits.within(&categories_of(&claims.body))),
             erased_categories: (!item.narrowed.is_empty()).then(|| item.narrowed.clone()),
         })
     }

@@ -18,6 +18,7 @@ use crate::crypto::end_to_end::{self, WithdrawalRouting};
 use crate::crypto::packet::{self, PacketClaims, PacketType};
 use crate::crypto::receipt::{self, Expected};
 use crate::directory::MemberStatus;
+use crate::domain::onward::OnwardLimits;
 use crate::domain::withdrawal::WithdrawalNotice;
 use crate::domain::{CountryCode, OrgId, Purpose};
 use crate::store::{ClaimedDelivery, Settlement, StoredPacket, Write, Written};
@@ -219,6 +220,14 @@ impl Gateway {
         } else {
             serde_json::from_slice(&plaintext).map_err(|_| corrupt("payload"))?
         };
+        // What the recipient may pass on: sealed with the payload, under its case key.
+        let onward = match &item.onward {
+            Some(sealed) if packet_type == PacketType::Referral => {
+                let opened = self.vault.open(sealed, onward_context(&item.id).as_bytes()).await?;
+                Some(serde_json::from_slice::<OnwardLimits>(&opened).map_err(|_| corrupt("onward limits"))?)
+            }
+            _ => None,
+        };
         let claims = PacketClaims {
             // A referral's packet gets its own id; any other entry is known by its packet id from the start.
             packet_id: if packet_type == PacketType::Referral { new_id()? } else { item.id.clone() },
@@ -242,6 +251,7 @@ impl Gateway {
             end_to_end: None,
             in_reply_to: None,
             erase: false,
+            onward,
         };
         let outer = match organisation_key {
             Some(organisation) => end_to_end::seal_for_organisation(&claims, signer, organisation, withdrawal).map_err(|e| AppError::Internal(e.to_string()))?,
@@ -290,6 +300,12 @@ impl Gateway {
         let by_window = accepted.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
         consent_expires.map_or(by_window, |end| end.min(by_window))
     }
+}
+
+/// The context a referral's onward limits are sealed under at rest: apart
+/// from its payload's, so that neither opens as the other.
+pub(crate) fn onward_context(referral_id: &str) -> String {
+    format!("{referral_id}.onward")
 }
 
 /// A withdrawal entry's body at rest: `{}` for a whole withdrawal, or the

@@ -19,6 +19,8 @@ use crate::domain::lifecycle::{OutboxState, ReferralEvent, ReferralStatus};
 use crate::domain::priority::{awaited_by_sender, overdue, DeadlineKind, Priority};
 use crate::domain::withdrawal::{erasure_progress, ErasureProgress, ErasureState};
 use crate::app::sending::callbacks::CallbacksView;
+use crate::app::sending::delivery::onward_context;
+use crate::domain::onward::{onward_limits, SentUnder};
 use crate::domain::emergency_override::{decide_and_minimise_under_override, OverrideReason, OverrideState};
 use crate::store::{NewOverride, StoredOverride, UndeliveredCallbacks, DeliveryRecord, NewOutboxEntry, NewReferral, SealedFacts, StoredReferral, TimelineEntry, Write, Written};
 
@@ -32,6 +34,10 @@ pub enum Submitted {
     /// Denied; the decision is recorded (`422`).
     Denied { answer: Denied, replayed: bool },
 }
+
+/// Bytes the onward limits add to a packet's claims besides their JSON: the
+/// member's name, its quotes and separators (`,"onward":`).
+const ONWARD_KEY_LEN: usize = 12;
 
 /// `202` to `POST /v1/referrals`: allowed and queued for delivery, or
 /// allowed under an emergency override that waits for a DPO's approval.
@@ -319,13 +325,24 @@ impl Gateway {
         let (outbox, case_key) = match &recipient {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
+                // What the recipient may pass on: the consent's onward scopes, the DPO's refer_onward, the built-in rules.
+                let onward = if submission.consent.scopes().iter().any(|scope| scope.onward().is_some()) {
+                    let sent_under = if asked_override.is_some() { SentUnder::EmergencyOverride } else { SentUnder::Consent };
+                    let request_facts = policy.policy.facts(recipient, self.country, &facts.case).map_err(|e| AppError::Internal(e.to_string()))?;
+                    let limits = onward_limits(&submission.consent, &facts.case, submission.purpose, recipient, &decision.sent_categories(), sent_under, now, |question| {
+                        policy.policy.permits_onward(&request_facts, recipient, question, now)
+                    });
+                    if limits.allow_nothing() { None } else { Some(serde_json::to_vec(&limits).map_err(|e| AppError::Internal(e.to_string()))?) }
+                } else {
+                    None
+                };
                 // Required, or uniform: once an organisation publishes a key, all its packets go sealed to it.
                 let end_to_end = decision.end_to_end_required_by().is_some() || recipient.has_end_to_end_key();
                 // Accept only what can be delivered: a packet over the destination's limit would be refused on every attempt.
                 // Bounded as sealed end to end whatever the organisation publishes now: it may publish a key before the
                 // delivery, and its packets are then all sealed so (falling back to a readable packet for a large
                 // case would tell its gateway that the case did not require sealing).
-                let bound = sealed_size_bound(plaintext.len(), true);
+                let bound = sealed_size_bound(plaintext.len() + onward.as_ref().map_or(0, |o| o.len() + ONWARD_KEY_LEN), true);
                 let limit = directory.packet_limit(recipient.country);
                 if bound > limit {
                     // A retry of a referral accepted before the limit changed is answered as the first time.
@@ -341,6 +358,7 @@ impl Gateway {
                 let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
                 let entry = NewOutboxEntry {
                     payload: self.vault.seal(&case_key, &plaintext, referral_id.as_bytes())?,
+                    onward: onward.map(|limits| self.vault.seal(&case_key, &limits, onward_context(&referral_id).as_bytes())).transpose()?,
                     consent_expires_ms: consent_expires.map(|t| t.timestamp_millis()),
                     // A packet delivered after its retention passed would only be erased on arrival.
                     deadline_ms: self.delivery_deadline(now, consent_expires).min(retention.until).timestamp_millis(),

@@ -1,4 +1,6 @@
 use base64::Engine;
+use crate::domain::onward::{OnwardGrant, OnwardLimits};
+use crate::domain::{DataCategory, RecipientKind};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{Duration, TimeZone};
 use proptest::prelude::*;
@@ -57,6 +59,15 @@ fn referral(federation: &Federation, body: Value) -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        onward: Some(OnwardLimits {
+            grants: vec![OnwardGrant {
+                categories: [DataCategory::Identity].into(),
+                purposes: [Purpose::FamilyTracing].into(),
+                recipient_kinds: [RecipientKind::ChildProtection].into(),
+                until: now() + Duration::days(90),
+            }],
+            refused_organisations: Default::default(),
+        }),
     }
 }
 
@@ -115,6 +126,7 @@ fn the_organisation_opens_what_the_sending_gateway_sealed_for_it() {
     assert_eq!(inner.retention_days_after_closure, Some(30));
     assert!(inner.handover);
     assert_eq!(inner.priority, Priority::Emergency);
+    assert!(inner.onward.is_some() && inner.onward == sent.onward, "what it may pass on, for the organisation alone to see");
     assert!(inner.pad.bytes().all(|b| b == b' '));
 }
 

@@ -29,6 +29,7 @@ fn claims(from: &Member, to: &Member) -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        onward: None,
     }
 }
 

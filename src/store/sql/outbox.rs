@@ -58,7 +58,7 @@ macro_rules! outbox_sql {
                 // Delivered or expired, the body at rest has served: only the
                 // packet (readable by the peer alone) and the receipt stay, as proof.
                 let updated = sqlx::query(&format!(
-                    "UPDATE outbox SET state = {}, receipt = $1, settled_ms = $2, sealed = $4 \
+                    "UPDATE outbox SET state = {}, receipt = $1, settled_ms = $2, sealed = $4, onward = NULL \
                      WHERE id = $3 AND (state IN {}{late_receipt}) RETURNING referral_id, packet_type",
                     moving.set, moving.from
                 ))
@@ -131,6 +131,7 @@ macro_rules! outbox_sql {
                     purpose: row.try_get("purpose")?,
                     policy_version: row.try_get("policy_version")?,
                     payload: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
+                    onward: row.try_get("onward")?,
                     consent_expires_ms: row.try_get("consent_expires_ms")?,
                     deadline_ms: row.try_get("deadline_ms")?,
                     attempts: row.try_get("attempts")?,
@@ -149,7 +150,7 @@ macro_rules! outbox_sql {
         impl OutboxStore for $store {
             async fn claim_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
                 // A referral's retention deadline lives on its row; it goes into its packet.
-                let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, \
+                let columns = "id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, sealed, key_id, onward, \
                                attempts, packet_id, packet, consent_expires_ms, deadline_ms, created_ms, handover, end_to_end, in_reply_to, \
                                (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
                                (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \

@@ -118,7 +118,7 @@ macro_rules! referral_sql {
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
                         "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
-                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end, held) ",
+                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end, held, onward) ",
                     );
                     query.push_values(chunk, |mut row, (new, entry, country)| {
                         row.push_bind(new.record.id.clone())
@@ -136,7 +136,8 @@ macro_rules! referral_sql {
                             .push_bind(entry.deadline_ms)
                             .push_bind(new.record.handover)
                             .push_bind(entry.end_to_end)
-                            .push_bind(entry.held);
+                            .push_bind(entry.held)
+                            .push_bind(entry.onward.as_ref().map(|o| o.sealed.clone()));
                     });
                     query.build().persistent(false).execute(&mut *connection).await?;
                 }
@@ -175,7 +176,7 @@ macro_rules! referral_sql {
                 event: OutboxEvent,
             ) -> Result<(), sqlx::Error> {
                 let state = moves("state", |state: OutboxState| state.after(event)).map_or_else(|| "state".to_owned(), |moving| moving.set);
-                sqlx::query(&format!("UPDATE outbox SET state = {state}, sealed = $1, packet = NULL WHERE id = $2 AND packet_type = 'referral'"))
+                sqlx::query(&format!("UPDATE outbox SET state = {state}, sealed = $1, onward = NULL, packet = NULL WHERE id = $2 AND packet_type = 'referral'"))
                     .bind(Vec::<u8>::new())
                     .bind(referral_id)
                     .execute(&mut *connection)
@@ -215,7 +216,9 @@ macro_rules! referral_sql {
                 if let Some((payload, sealed_from)) = &narrowing.payload {
                     // Only over the payload it was cut from: one cut by another withdrawal
                     // meanwhile holds what that one left, and is cut again by the caller.
-                    let replaced = sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2 WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
+                    // The onward limits were sealed under the key the cut destroys: after a
+                    // partial withdrawal before sending, nothing may be passed on.
+                    let replaced = sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2, onward = NULL WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
                         .bind(&payload.sealed)
                         .bind(&payload.key_id)
                         .bind(referral_id)

@@ -89,6 +89,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
         },
         outbox: allowed.then(|| NewOutboxEntry {
             payload: SealedPayload { sealed: vec![1, 2, 3], key_id: "k".to_owned() },
+            onward: None,
             consent_expires_ms: Some(at(60).timestamp_millis()),
             deadline_ms: at(60).timestamp_millis(),
             retention: None,

@@ -13,7 +13,58 @@ on_both_backends!(
     a_periods_first_released_statistics_are_kept,
     overdue_referrals_are_counted_by_status_priority_and_age_and_logged_once_per_deadline,
     an_organisations_listing_follows_the_order_referrals_were_recorded,
+    onward_limits_go_with_the_payload,
 );
+
+/// A referral's onward limits are kept sealed beside its payload, claimed
+/// with it, and blanked with it: on delivery, on a withdrawal, and on a cut
+/// (which seals the payload under a new key; the limits, sealed under the
+/// old one, are dropped: nothing may be passed on after it).
+async fn onward_limits_go_with_the_payload(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    let with_limits = |id: &str, key: &str| {
+        let mut new = referral(id, "ita-nrm", key, "s1", true);
+        if let Some(outbox) = new.outbox.as_mut() {
+            outbox.onward = Some(SealedPayload { sealed: vec![5, 5], key_id: "k".to_owned() });
+        }
+        submit(new)
+    };
+    store.write_batch(&[with_limits("r1", "key-00001"), with_limits("r2", "key-00002"), with_limits("r3", "key-00003")]).await.unwrap();
+    let due = store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap();
+    assert_eq!(due.iter().filter(|d| d.onward.as_deref() == Some(&[5u8, 5][..])).count(), 3, "{due:?}");
+    let blanked = |id: &str| format!("UPDATE outbox SET onward = onward WHERE id = '{id}' AND onward IS NULL");
+
+    let delivered = Write::Settle {
+        entry_id: "r1".to_owned(),
+        settlement: Settlement::Delivered { receipt: "receipt-r1".to_owned() },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::PacketSend).referral("r1"),
+    };
+    let withdrawn = Write::Withdraw {
+        referral_id: "r2".to_owned(),
+        withdrawal: NewWithdrawal { packet_id: "w-2".to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::ConsentWithdraw).referral("r2"),
+    };
+    let cut = Write::Narrow {
+        referral_id: "r3".to_owned(),
+        narrowing: Box::new(SentNarrowing {
+            categories: vec!["health".to_owned()],
+            payload: Some((SealedPayload { sealed: vec![7, 7], key_id: "k-cut".to_owned() }, "k".to_owned())),
+        }),
+        withdrawal: NewWithdrawal { packet_id: "w-3".to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::ConsentWithdraw).referral("r3"),
+    };
+    store.write_batch(&[delivered, withdrawn, cut]).await.unwrap();
+    for id in ["r1", "r2", "r3"] {
+        assert_eq!(raw(&opened, &blanked(id)).await, Ok(1), "{id}'s onward limits are blanked");
+    }
+    let due = store.claim_deliveries(at(3).timestamp_millis() + 120_000, 60_000, 10).await.unwrap();
+    let r3 = due.iter().find(|d| d.id == "r3").expect("the cut referral still goes");
+    assert_eq!(r3.onward, None);
+}
 
 /// A referral recorded after a page was read comes after it, even with an
 /// earlier acceptance time (a submission held up on its way to the store,
