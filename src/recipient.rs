@@ -229,6 +229,8 @@ fn open_document(
             body.remove(category.as_str());
         }
     }
+    // What may be passed on is what is still held.
+    content.onward = content.onward.as_ref().and_then(|limits| limits.within(&crate::domain::onward::categories_in(&content.body)));
     let routing = RoutingFacts { packet_id: packet_id.to_owned(), from_country, received_at, state, pushed_by };
     Ok(Opened { delivered_as, routing: Some(routing), content, withdrawn })
 }

@@ -101,6 +101,11 @@ impl OnwardLimits {
     }
 }
 
+/// The categories a case body (category name to fields) holds.
+pub fn categories_in(body: &serde_json::Value) -> BTreeSet<DataCategory> {
+    body.as_object().map(|fields| fields.keys().filter_map(|name| name.parse().ok()).collect()).unwrap_or_default()
+}
+
 /// An onward organisation as far as it is known before it is chosen: its
 /// kind, sitting in and acting for `country`, a state actor when the kind is
 /// a government one, no services. Its id names no real organisation.
@@ -318,6 +323,20 @@ mod tests {
         let consulate = org("gha-clinic-lagos", HealthProvider, "NGA").representing(country("GHA"));
         assert_eq!(categories(&limits, &consulate, Purpose::Reintegration, &held, 10), Err(OnwardRefusal::LeavesCountry));
         assert_eq!(categories(&OnwardLimits::default(), &clinic, Purpose::Reintegration, &held, 10), Err(OnwardRefusal::NotConsented));
+    }
+
+    #[test]
+    fn limits_are_cut_to_what_is_still_held() {
+        let limits = OnwardLimits {
+            grants: vec![grant(&[Identity, Health], &[HealthProvider]), grant(&[Contact], &[Ngo])],
+            refused_organisations: [OrgId::parse("nga-clinic-ikeja").unwrap()].into(),
+        };
+        let cut = limits.within(&[Identity, Contact].into()).unwrap();
+        assert_eq!(cut.grants, vec![grant(&[Identity], &[HealthProvider]), grant(&[Contact], &[Ngo])]);
+        assert_eq!(cut.refused_organisations, limits.refused_organisations);
+        assert_eq!(limits.within(&[Identity].into()).unwrap().grants, vec![grant(&[Identity], &[HealthProvider])], "a grant left empty goes");
+        assert_eq!(limits.within(&[Asylum].into()), None);
+        assert_eq!(categories_in(&serde_json::json!({ "identity": {}, "health": {}, "not_a_category": 1 })), [Identity, Health].into());
     }
 
     fn consent_for(iom: &Recipient, categories: &[DataCategory], purposes: &[Purpose]) -> Consent {

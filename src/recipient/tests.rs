@@ -207,6 +207,32 @@ fn handed_over(withdrawal: &PacketClaims) -> Value {
     json!([{ "packet_id": withdrawal.packet_id, "end_to_end": withdrawal.end_to_end }])
 }
 
+/// The organisation's tool cuts what it may pass on to what it still holds,
+/// as the gateway does for a case it can read.
+#[test]
+fn onward_limits_are_cut_with_the_case() {
+    use crate::domain::onward::{OnwardGrant, OnwardLimits};
+    use crate::domain::RecipientKind;
+    let federation = federation();
+    let to = EncryptionKey::from_jwk(&public_of(&federation.organisation).unwrap()).unwrap();
+    let limits = OnwardLimits {
+        grants: vec![OnwardGrant {
+            categories: [DataCategory::Identity].into(),
+            purposes: [Purpose::FamilyTracing].into(),
+            recipient_kinds: [RecipientKind::ChildProtection].into(),
+            until: now() + Duration::days(30),
+        }],
+        refused_organisations: Default::default(),
+    };
+    let outer = seal_for_organisation(&PacketClaims { onward: Some(limits.clone()), ..referral() }, &federation.italy, &to, None).unwrap();
+    let opened = federation.open(&document(&outer).to_string()).unwrap();
+    assert_eq!(opened.content.onward, Some(limits));
+    let mut withdrawn = document(&outer);
+    withdrawn["withdrawals"] = handed_over(&federation.withdrawal(PACKET_ID, &["identity"]));
+    let opened = federation.open(&withdrawn.to_string()).unwrap();
+    assert_eq!(opened.content.onward, None, "nothing left to pass on");
+}
+
 #[test]
 fn the_withdrawals_handed_over_with_a_case_are_cut_from_it() {
     let federation = federation();

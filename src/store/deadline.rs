@@ -147,6 +147,10 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("sealed_payload", self.inner.sealed_payload(referral_id)).await
     }
 
+    async fn sealed_onward(&self, referral_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.bounded("sealed_onward", self.inner.sealed_onward(referral_id)).await
+    }
+
     async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
         self.bounded("subject_referrals", self.inner.subject_referrals(subject_key)).await
     }

@@ -114,6 +114,9 @@ pub trait ReferralStore: Send + Sync {
 
     async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
 
+    /// A referral's onward limits, sealed under its payload's case key, if it has any still.
+    async fn sealed_onward(&self, referral_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Every referral about the subject whose keyed reference is
     /// `subject_key`, allowed or denied, oldest first; nothing of any other subject.
     async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError>;

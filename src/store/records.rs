@@ -533,6 +533,9 @@ pub struct SentNarrowing {
     pub categories: Vec<String>,
     /// The payload without them, replacing the one sealed under `sealed_from`.
     pub payload: Option<(SealedPayload, String)>,
+    /// The onward limits cut the same way, sealed under the new payload's
+    /// key; `None` when nothing may be passed on any more.
+    pub onward: Option<Vec<u8>>,
 }
 
 /// The withdrawal packet to queue if the referral's packet may have reached the peer.

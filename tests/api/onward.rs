@@ -28,18 +28,29 @@ fn with_onward_consent(key: &str) -> Value {
     referral
 }
 
+/// The packet ids in the Lagos provider's inbox.
+async fn listed(nga: &Peer) -> Vec<String> {
+    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    listed["items"].as_array().unwrap().iter().map(|item| item["packet_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The one case of the inbox that is not among `before`, as the provider reads it.
+async fn new_case(nga: &Peer, before: &[String]) -> Value {
+    let packet_id = listed(nga).await.into_iter().find(|id| !before.contains(id)).expect("a new case in the inbox");
+    let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
+    assert_eq!(case.status, 200, "{}", case.text);
+    case.body
+}
+
 /// The case as the Lagos provider reads it from its inbox, once delivered.
 async fn as_received(federation: &Federation, referral: &Value) -> Value {
     let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    let before = listed(nga).await;
     let answer = ita.submit(Who::IomRome, referral).await;
     assert_eq!(answer.status, 202, "{}", answer.text);
     let id = answer.body["referral_id"].as_str().unwrap().to_owned();
     wait_for("delivered", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
-    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
-    let packet_id = listed["items"].as_array().unwrap().last().unwrap()["packet_id"].as_str().unwrap().to_owned();
-    let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
-    assert_eq!(case.status, 200, "{}", case.text);
-    case.body
+    new_case(nga, &before).await
 }
 
 async fn adopt_onward_permit(ita: &Peer) {
@@ -53,7 +64,7 @@ async fn adopt_onward_permit(ita: &Peer) {
 }
 
 async fn onward_limits_travel_with_the_case_to_the_organisation(backend: Backend) {
-    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
     let ita = federation.peer("ITA");
 
     // The shipped policy permits no onward referral: the case comes without limits.
@@ -81,4 +92,20 @@ async fn onward_limits_travel_with_the_case_to_the_organisation(backend: Backend
     // Without onward consent, nothing may be passed on, whatever the policy.
     let without = as_received(&federation, &variant("returnee_hiv_reintegration", "onward-test-0003", None)).await;
     assert!(without.get("onward").is_none(), "{without}");
+
+    // Health withdrawn before the case could leave: the limits are cut with it.
+    let before = listed(federation.peer("NGA")).await;
+    federation.stop_peer("NGA").await;
+    let ita = federation.peer("ITA");
+    let answer = ita.submit(Who::IomRome, &with_onward_consent("onward-test-0004")).await;
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    let id = answer.body["referral_id"].as_str().unwrap().to_owned();
+    let narrowed = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{id}/consent-withdrawal"))).json(&json!({ "categories": ["health"] }))).await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text);
+    federation.start_peer("NGA", true).await;
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    wait_for("delivered", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
+    let cut = new_case(nga, &before).await;
+    assert!(cut["case"].get("health").is_none(), "{cut}");
+    assert_eq!(cut["onward"]["grants"][0]["categories"], json!(["identity", "contact"]), "{cut}");
 }

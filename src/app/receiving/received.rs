@@ -1,8 +1,6 @@
 //! What the receiving gateway's work shares about a received packet: its
 //! claims opened, its moves, the packets it sends back about it.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -13,8 +11,8 @@ use crate::app::views::Timestamp;
 use crate::app::{new_id, AppError, Gateway};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::priority::Priority;
-use crate::domain::onward::OnwardLimits;
-use crate::domain::{DataCategory, OrgId, Purpose};
+use crate::domain::onward::{categories_in, OnwardLimits};
+use crate::domain::{OrgId, Purpose};
 use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::directory::Delivery;
 use crate::store::{InboxChange, InboxItem, InboxMove, NewReply, SealedPayload, SealedWithdrawal, StoredRetention};
@@ -165,11 +163,6 @@ pub struct SealedWithdrawalDocument {
     pub end_to_end: String,
 }
 
-/// The categories a case body holds.
-fn categories_of(body: &Value) -> BTreeSet<DataCategory> {
-    body.as_object().map(|fields| fields.keys().filter_map(|name| name.parse().ok()).collect()).unwrap_or_default()
-}
-
 impl CaseDocument {
     /// The document for `item`, from its opened `claims`; `withdrawals`: for
     /// a case sealed end to end, its partial withdrawals, sealed end to end too.
@@ -200,7 +193,7 @@ impl CaseDocument {
             handover: claims.handover,
             priority: claims.priority,
             case: claims.body.clone(),
-            onward: claims.onward.as_ref().and_then(|limits| limits.within(&categories_of(&claims.body))),
+            onward: claims.onward.as_ref().and_then(|limits| limits.within(&categories_in(&claims.body))),
             erased_categories: (!item.narrowed.is_empty()).then(|| item.narrowed.clone()),
         })
     }

@@ -326,15 +326,20 @@ impl Gateway {
             Some(recipient) if decision.is_allow() => {
                 let plaintext = serde_json::to_vec(&payload.to_json()).map_err(|e| AppError::Internal(e.to_string()))?;
                 // What the recipient may pass on: the consent's onward scopes, the DPO's refer_onward, the built-in rules.
-                let onward = if submission.consent.scopes().iter().any(|scope| scope.onward().is_some()) {
-                    let sent_under = if asked_override.is_some() { SentUnder::EmergencyOverride } else { SentUnder::Consent };
-                    let request_facts = policy.policy.facts(recipient, self.country, &facts.case).map_err(|e| AppError::Internal(e.to_string()))?;
-                    let limits = onward_limits(&submission.consent, &facts.case, submission.purpose, recipient, &decision.sent_categories(), sent_under, now, |question| {
-                        policy.policy.permits_onward(&request_facts, recipient, question, now)
-                    });
-                    if limits.allow_nothing() { None } else { Some(serde_json::to_vec(&limits).map_err(|e| AppError::Internal(e.to_string()))?) }
-                } else {
-                    None
+                let sent_under = if asked_override.is_some() { SentUnder::EmergencyOverride } else { SentUnder::Consent };
+                let consents_onward = submission.consent.scopes().iter().any(|scope| scope.onward().is_some());
+                // Facts that cannot be put to the policy let nothing be passed on.
+                let request_facts = if consents_onward && sent_under == SentUnder::Consent { policy.policy.facts(recipient, self.country, &facts.case).ok() } else { None };
+                let onward = match &request_facts {
+                    Some(request_facts) => {
+                        let mut limits = onward_limits(&submission.consent, &facts.case, submission.purpose, recipient, &decision.sent_categories(), sent_under, now, |question| {
+                            policy.policy.permits_onward(request_facts, recipient, question, now)
+                        });
+                        // Only refusals of organisations the case could reach onward (here) travel.
+                        limits.refused_organisations.retain(|id| directory.recipient(id).is_some_and(|org| org.country == recipient.country));
+                        if limits.allow_nothing() { None } else { Some(serde_json::to_vec(&limits).map_err(|e| AppError::Internal(e.to_string()))?) }
+                    }
+                    None => None,
                 };
                 // Required, or uniform: once an organisation publishes a key, all its packets go sealed to it.
                 let end_to_end = decision.end_to_end_required_by().is_some() || recipient.has_end_to_end_key();

@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::app::sending::delivery::onward_context;
+use crate::domain::onward::{categories_in, OnwardLimits};
 use crate::app::access::{Authorized, Senders};
 use crate::app::sending::delivery::WithdrawalAtRest;
 use crate::app::{new_id, AppError, Gateway};
@@ -165,14 +167,17 @@ impl Gateway {
         // tries are plenty for requests a person makes by hand.
         for _ in 0..3 {
             let now = self.now();
-            let cut = self.cut_payload(referral, categories, now).await?;
+            let (cut, onward) = match self.cut_payload(referral, categories, now).await? {
+                Some((sealed, from, onward)) => (Some((sealed, from)), onward),
+                None => (None, None),
+            };
             let new_key = cut.as_ref().map(|(sealed, _)| sealed.key_id.clone());
             let withdrawal = self.new_withdrawal(&WithdrawalAtRest { categories: Some(categories.clone()) }, now)?;
             let audit = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "narrowed")
                 .referral(&referral.id)
                 .subject_key(referral.subject_key.clone())
                 .reasons(names.clone());
-            let narrowing = Box::new(SentNarrowing { categories: names.clone(), payload: cut });
+            let narrowing = Box::new(SentNarrowing { categories: names.clone(), payload: cut, onward });
             let write = Write::Narrow { referral_id: referral.id.clone(), narrowing, withdrawal, at_ms: now.timestamp_millis(), audit };
             let written = self.writer.write(write).await?;
             if !matches!(written, Written::Withdrawn { .. })
@@ -209,14 +214,15 @@ impl Gateway {
 
     /// The payload still held, cut down and sealed under a new case key,
     /// with the key it was sealed under (destroyed here, first, if it is a
-    /// case key); `None` when nothing is held (delivered or expired: the
-    /// payload at rest is blank, and the key that sealed it goes too).
+    /// case key) and its onward limits cut the same way under the new key;
+    /// `None` when nothing is held (delivered or expired: the payload at
+    /// rest is blank, and the key that sealed it goes too).
     async fn cut_payload(
         &self,
         referral: &StoredReferral,
         categories: &BTreeSet<DataCategory>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<(SealedPayload, String)>, AppError> {
+    ) -> Result<Option<(SealedPayload, String, Option<Vec<u8>>)>, AppError> {
         let Some(held) = self.store.sealed_payload(&referral.id).await? else {
             return Ok(None);
         };
@@ -231,13 +237,28 @@ impl Gateway {
         for category in categories {
             body.remove(category.as_str());
         }
+        let remaining = categories_in(&Value::Object(body.clone()));
         let cut = serde_json::to_vec(&body).map_err(|e| AppError::Internal(e.to_string()))?;
+        // Read before the key goes: what may still be passed on is what is still held.
+        let onward = match self.store.sealed_onward(&referral.id).await? {
+            Some(sealed) => {
+                let opened = self.vault.open(&sealed, onward_context(&referral.id).as_bytes()).await?;
+                let limits: OnwardLimits = serde_json::from_slice(&opened).map_err(|_| AppError::Internal("onward limits are unreadable".to_owned()))?;
+                limits.within(&remaining)
+            }
+            None => None,
+        };
         let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
         let sealed = self.vault.seal(&case_key, &cut, referral.id.as_bytes())?;
+        let onward = onward
+            .map(|limits| serde_json::to_vec(&limits).map_err(|e| AppError::Internal(e.to_string())))
+            .transpose()?
+            .map(|limits| self.vault.seal(&case_key, &limits, onward_context(&referral.id).as_bytes()).map(|sealed| sealed.sealed))
+            .transpose()?;
         // Keys first: the withdrawn categories are unreadable from here on, in every copy.
         // (A payload from before case keys, under data.key, is re-sealed all the same.)
         self.vault.destroy(std::slice::from_ref(&held.key_id)).await?;
-        Ok(Some((sealed, held.key_id)))
+        Ok(Some((sealed, held.key_id, onward)))
     }
 
     fn new_withdrawal(&self, at_rest: &WithdrawalAtRest, now: chrono::DateTime<chrono::Utc>) -> Result<NewWithdrawal, AppError> {

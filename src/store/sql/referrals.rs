@@ -216,13 +216,13 @@ macro_rules! referral_sql {
                 if let Some((payload, sealed_from)) = &narrowing.payload {
                     // Only over the payload it was cut from: one cut by another withdrawal
                     // meanwhile holds what that one left, and is cut again by the caller.
-                    // The onward limits were sealed under the key the cut destroys: after a
-                    // partial withdrawal before sending, nothing may be passed on.
-                    let replaced = sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2, onward = NULL WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
+                    // The onward limits go with the payload: cut the same way, under its new key.
+                    let replaced = sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2, onward = $5 WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
                         .bind(&payload.sealed)
                         .bind(&payload.key_id)
                         .bind(referral_id)
                         .bind(sealed_from)
+                        .bind(&narrowing.onward)
                         .execute(&mut *connection)
                         .await?
                         .rows_affected();
@@ -464,6 +464,14 @@ macro_rules! referral_sql {
                 Ok(row
                     .map(|row| Ok::<_, sqlx::Error>(SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? }))
                     .transpose()?)
+            }
+
+            async fn sealed_onward(&self, referral_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                let row = sqlx::query("SELECT onward FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|row| row.try_get::<Option<Vec<u8>>, _>("onward")).transpose()?.flatten())
             }
 
             async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {

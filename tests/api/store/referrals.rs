@@ -17,9 +17,8 @@ on_both_backends!(
 );
 
 /// A referral's onward limits are kept sealed beside its payload, claimed
-/// with it, and blanked with it: on delivery, on a withdrawal, and on a cut
-/// (which seals the payload under a new key; the limits, sealed under the
-/// old one, are dropped: nothing may be passed on after it).
+/// with it, blanked with it on delivery and on a withdrawal, and replaced
+/// with it on a cut (both sealed again under the new key).
 async fn onward_limits_go_with_the_payload(backend: Backend) {
     let opened = open(backend).await;
     let store = opened.store.as_ref();
@@ -52,18 +51,21 @@ async fn onward_limits_go_with_the_payload(backend: Backend) {
         narrowing: Box::new(SentNarrowing {
             categories: vec!["health".to_owned()],
             payload: Some((SealedPayload { sealed: vec![7, 7], key_id: "k-cut".to_owned() }, "k".to_owned())),
+            onward: Some(vec![8, 8]),
         }),
         withdrawal: NewWithdrawal { packet_id: "w-3".to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
         at_ms: at(2).timestamp_millis(),
         audit: event(2, "ITA", Action::ConsentWithdraw).referral("r3"),
     };
     store.write_batch(&[delivered, withdrawn, cut]).await.unwrap();
-    for id in ["r1", "r2", "r3"] {
+    for id in ["r1", "r2"] {
         assert_eq!(raw(&opened, &blanked(id)).await, Ok(1), "{id}'s onward limits are blanked");
     }
     let due = store.claim_deliveries(at(3).timestamp_millis() + 120_000, 60_000, 10).await.unwrap();
     let r3 = due.iter().find(|d| d.id == "r3").expect("the cut referral still goes");
-    assert_eq!(r3.onward, None);
+    assert_eq!(r3.onward.as_deref(), Some(&[8u8, 8][..]), "cut with the payload");
+    assert_eq!(store.sealed_onward("r3").await.unwrap(), Some(vec![8, 8]));
+    assert_eq!(store.sealed_onward("r1").await.unwrap(), None);
 }
 
 /// A referral recorded after a page was read comes after it, even with an
@@ -317,6 +319,7 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
         narrowing: Box::new(SentNarrowing {
             categories: vec!["health".to_owned()],
             payload: Some((SealedPayload { sealed: vec![7, 7], key_id: to.to_owned() }, from.to_owned())),
+            onward: None,
         }),
         withdrawal: NewWithdrawal {
             packet_id: notice.to_owned(),
