@@ -235,18 +235,11 @@ pub struct NewOverride {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOverride {
     pub referral_id: String,
-    pub reason: OverrideReason,
-    pub justification_code: String,
-    pub overridden: Vec<String>,
-    pub requested_org: String,
-    pub requested_by: String,
-    pub requested_ms: i64,
-    pub approve_by_ms: i64,
+    /// What was asked, as the submission recorded it.
+    pub asked: NewOverride,
     pub state: OverrideState,
     pub decided_by: Option<String>,
     pub decided_ms: Option<i64>,
-    /// The standing rule that approved it, if no DPO did.
-    pub standing_rule: Option<String>,
     pub purpose: String,
     pub destination_org: String,
     pub destination_country: Option<String>,

@@ -59,8 +59,8 @@ impl AwaitingOverride {
     fn of(stored: &StoredOverride) -> Self {
         Self {
             referral_id: stored.referral_id.clone(),
-            requested_by_org: stored.requested_org.clone(),
-            requested_at: Timestamp(stored.requested_ms),
+            requested_by_org: stored.asked.requested_org.clone(),
+            requested_at: Timestamp(stored.asked.requested_ms),
             purpose: stored.purpose.clone(),
             recipient: RecipientRef { org: stored.destination_org.clone(), country: stored.destination_country.clone() },
             priority: stored.priority,
@@ -83,9 +83,10 @@ impl Gateway {
             self.audit(AuditEvent::new(now, principal.actor(), Action::OverrideDecide, "not_found")).await?;
             return Err(AppError::NotFound);
         };
-        let requester = Actor { org: Some(stored.requested_org.clone()), subject: stored.requested_by.clone() };
+        let asked = &stored.asked;
+        let requester = Actor { org: Some(asked.requested_org.clone()), subject: asked.requested_by.clone() };
         let decider = (principal.org.as_str(), principal.subject.as_str());
-        let allowed = may_decide(stored.state, (&stored.requested_org, &stored.requested_by), decider, stored.approve_by_ms, now.timestamp_millis());
+        let allowed = may_decide(stored.state, (&asked.requested_org, &asked.requested_by), decider, asked.approve_by_ms, now.timestamp_millis());
         if let Err(refusal) = allowed {
             let event = AuditEvent::new(now, principal.actor(), Action::OverrideDecide, "refused")
                 .referral(referral_id)
@@ -101,7 +102,7 @@ impl Gateway {
         let event = AuditEvent::new(now, principal.actor(), Action::OverrideDecide, outcome.as_str())
             .referral(referral_id)
             .counterpart(requester)
-            .reasons([format!("override:{}", stored.reason), format!("justification:{}", stored.justification_code)]);
+            .reasons([format!("override:{}", asked.reason), format!("justification:{}", asked.justification_code)]);
         match self.settle_override(referral_id, outcome, principal.subject.clone(), event).await? {
             Written::AlreadySettled => {
                 // Withdrawn, erased or decided by another DPO between the read and the write.

@@ -99,16 +99,9 @@ impl OverrideAnswer {
         }
     }
 
+    /// Where it stands now.
     pub(crate) fn of(stored: &StoredOverride) -> Self {
-        Self {
-            state: stored.state,
-            reason: stored.reason,
-            justification_code: stored.justification_code.clone(),
-            overridden_categories: stored.overridden.clone(),
-            approve_by: Some(Timestamp(stored.approve_by_ms)).filter(|_| stored.standing_rule.is_none()),
-            decided_at: stored.decided_ms.map(Timestamp),
-            standing_rule: stored.standing_rule.clone(),
-        }
+        Self { state: stored.state, decided_at: stored.decided_ms.map(Timestamp), ..Self::as_first_answered(&stored.asked) }
     }
 }
 
@@ -473,12 +466,8 @@ impl Gateway {
         let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "replayed").referral(&existing.id);
         self.audit(event).await?;
         let recipient = Some(RecipientRef { org: existing.destination_org, country: existing.destination_country }).filter(|_| decision.is_allow());
-        // Asked with an override: the first answer said it awaited approval,
-        // or that a standing rule approved it at once.
-        let awaiting = self.store.emergency_override(&existing.id).await?.map(|stored| match &stored.standing_rule {
-            Some(_) => OverrideAnswer { state: OverrideState::Approved, decided_at: Some(Timestamp(stored.requested_ms)), ..OverrideAnswer::of(&stored) },
-            None => OverrideAnswer { state: OverrideState::AwaitingApproval, decided_at: None, ..OverrideAnswer::of(&stored) },
-        });
+        // Asked with an override: answered as the first time, whatever happened since.
+        let awaiting = self.store.emergency_override(&existing.id).await?.map(|stored| OverrideAnswer::as_first_answered(&stored.asked));
         Ok(answer(existing.id, recipient, decision, existing.policy_number, awaiting, true))
     }
 
