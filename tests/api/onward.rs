@@ -34,8 +34,10 @@ async fn listed(nga: &Peer) -> Vec<String> {
     listed["items"].as_array().unwrap().iter().map(|item| item["packet_id"].as_str().unwrap().to_owned()).collect()
 }
 
-/// The one case of the inbox that is not among `before`, as the provider reads it.
+/// The one case of the inbox that is not among `before`, as the provider
+/// reads it once screened (a delivery is receipted before it is listed).
 async fn new_case(nga: &Peer, before: &[String]) -> Value {
+    wait_for("a new case in the inbox", LIMIT, || async { listed(nga).await.iter().any(|id| !before.contains(id)) }).await;
     let packet_id = listed(nga).await.into_iter().find(|id| !before.contains(id)).expect("a new case in the inbox");
     let case = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
     assert_eq!(case.status, 200, "{}", case.text);
