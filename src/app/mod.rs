@@ -215,6 +215,9 @@ pub enum AppError {
     /// An erasure was confirmed for a case that was not erased.
     #[error("the case was not erased")]
     NotErased,
+    /// An onward referral the limits, the rules or this gateway's policy do not allow.
+    #[error("{0}")]
+    OnwardRefused(crate::domain::onward::OnwardRefusal),
     #[error("internal: {0}")]
     Internal(String),
 }

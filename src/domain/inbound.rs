@@ -14,7 +14,7 @@ use super::case::Case;
 use super::consent::Coverage;
 use super::decide::{facts_with_consent_giver, non_negotiable};
 use super::decision::ReasonCode;
-use super::policy::DataProtectionPolicy;
+use super::policy::{CaseFacts, DataProtectionPolicy};
 use super::recipient::Recipient;
 use super::{CountryCode, DataCategory, Purpose};
 
@@ -80,17 +80,7 @@ pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: Coun
     // The consent was checked by the sending gateway, the only one to see
     // it; here it counts as given, by a guardian where that is required.
     let facts = facts_with_consent_giver(&case, true, now);
-    let checked = Coverage::Granted { named: true, until: DateTime::<Utc>::MAX_UTC };
-    for category in &categories {
-        reasons.extend(non_negotiable(checked.into(), *category, recipient, &facts));
-    }
-    // An asylum-linked case that does not say the person's nationalities:
-    // no state actor gets it, since any might be of an origin state the
-    // sender saw and this gateway cannot.
-    let nationalities_readable = case.identity.as_ref().is_some_and(|identity| !identity.nationalities.is_empty());
-    if facts.asylum_linked && !nationalities_readable && recipient.is_state_actor() {
-        reasons.insert(ReasonCode::AsylumFirewall);
-    }
+    reasons.extend(built_in_refusals(&case, &facts, recipient, &categories));
     match policy.facts(recipient, received.sender, &facts) {
         Ok(request) => {
             for category in categories {
@@ -112,4 +102,21 @@ pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: Coun
         }
     }
     if reasons.is_empty() { Screening::Forward } else { Screening::Refuse(reasons) }
+}
+
+/// The rules nobody can switch off, checked by a gateway that received a
+/// case (`facts` from [`facts_with_consent_giver`], the consent counting as
+/// given: the sender checked it) for handing `categories` of it to
+/// `recipient`: every rule that applies, named.
+pub(super) fn built_in_refusals(case: &Case, facts: &CaseFacts, recipient: &Recipient, categories: &[DataCategory]) -> BTreeSet<ReasonCode> {
+    let checked = Coverage::Granted { named: true, until: DateTime::<Utc>::MAX_UTC };
+    let mut reasons: BTreeSet<ReasonCode> = categories.iter().flat_map(|category| non_negotiable(checked.into(), *category, recipient, facts)).collect();
+    // An asylum-linked case that does not say the person's nationalities:
+    // no state actor gets it, since any might be of an origin state the
+    // sender saw and this gateway cannot.
+    let nationalities_readable = case.identity.as_ref().is_some_and(|identity| !identity.nationalities.is_empty());
+    if facts.asylum_linked && !nationalities_readable && recipient.is_state_actor() {
+        reasons.insert(ReasonCode::AsylumFirewall);
+    }
+    reasons
 }

@@ -39,7 +39,7 @@ vocabulary! {
 vocabulary! {
     /// An entry of a referral's timeline: every status it took, and the steps
     /// that never become its status (a partial withdrawal and its erasure,
-    /// the delivery of a withdrawal packet).
+    /// the delivery of a withdrawal packet, an onward movement of the case).
     ReferralEvent, "referral timeline entry" {
         Queued => "queued",
         Denied => "denied",
@@ -68,6 +68,7 @@ vocabulary! {
         NarrowingConfirmed => "narrowing_confirmed",
         WithdrawalDelivered => "withdrawal_delivered",
         WithdrawalExpired => "withdrawal_expired",
+        Onward => "onward",
     }
 }
 
@@ -226,6 +227,7 @@ impl From<ReferralProgress> for ReferralEvent {
             ReferralProgress::Closed => Self::Closed,
             ReferralProgress::Refused => Self::Refused,
             ReferralProgress::Forwarded => Self::Forwarded,
+            ReferralProgress::Onward => Self::Onward,
         }
     }
 }

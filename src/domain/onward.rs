@@ -51,8 +51,13 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::case::Case;
 use super::consent::Consent;
-use super::policy::{CaseFacts, OnwardQuestion};
+use super::decide::facts_with_consent_giver;
+use super::inbound::built_in_refusals;
+use super::minimise::project;
+use super::policy::{CaseFacts, DataProtectionPolicy, OnwardQuestion};
+use super::status::ReferralProgress;
 use super::recipient::Recipient;
 use super::{CountryCode, DataCategory, OrgId, Purpose, RecipientKind};
 
@@ -215,9 +220,29 @@ pub enum OnwardRefusal {
     /// The consent's onward scopes have ended.
     #[error("the consent to pass the case on has ended")]
     Expired,
-    /// No onward scope covers this purpose and kind of organisation.
+    /// No onward scope covers this purpose and kind of organisation (or a
+    /// category asked for).
     #[error("the consent does not let the case be passed on to this organisation for this purpose")]
     NotConsented,
+    /// Not an organisation of the federation's directory.
+    #[error("the organisation is not in the directory")]
+    UnknownOrganisation,
+    /// The organisation that holds the case asked to pass it to itself.
+    #[error("the case is already with this organisation")]
+    SameOrganisation,
+    /// Sealed end to end to the organisation: this gateway cannot read it,
+    /// nor its limits, and so cannot pass it on.
+    #[error("the case is sealed end to end; this gateway cannot pass it on")]
+    SealedEndToEnd,
+    /// One of the rules nobody can switch off, checked again here against the organisation itself.
+    #[error("a rule nobody can switch off forbids it")]
+    NonNegotiableRule,
+    /// The receiving gateway's DPO's policy does not permit it (action `refer_onward`).
+    #[error("this gateway's sharing policy does not permit it")]
+    NotPermittedHere,
+    /// What may go is nothing the onward purpose needs.
+    #[error("nothing the case may pass on is needed for this purpose")]
+    NothingNeeded,
 }
 
 impl OnwardRefusal {
@@ -228,7 +253,164 @@ impl OnwardRefusal {
             Self::LeavesCountry => "leaves_country",
             Self::Expired => "onward_consent_expired",
             Self::NotConsented => "onward_not_consented",
+            Self::UnknownOrganisation => "recipient_unknown",
+            Self::SameOrganisation => "same_organisation",
+            Self::SealedEndToEnd => "sealed_end_to_end",
+            Self::NonNegotiableRule => "non_negotiable_rule",
+            Self::NotPermittedHere => "onward_policy_no_permit",
+            Self::NothingNeeded => "nothing_needed",
         }
+    }
+
+    pub const ALL: [OnwardRefusal; 11] = [
+        Self::StateBodyOfAnotherKind,
+        Self::RefusedByPerson,
+        Self::LeavesCountry,
+        Self::Expired,
+        Self::NotConsented,
+        Self::UnknownOrganisation,
+        Self::SameOrganisation,
+        Self::SealedEndToEnd,
+        Self::NonNegotiableRule,
+        Self::NotPermittedHere,
+        Self::NothingNeeded,
+    ];
+}
+
+/// An onward referral the organisation holding a case asks its gateway for.
+#[derive(Debug, Clone, Copy)]
+pub struct OnwardAsk<'a> {
+    /// The limits the sending gateway put on the case (`None`: none came).
+    pub limits: Option<&'a OnwardLimits>,
+    pub purpose: Purpose,
+    /// The organisation it is to go to; `None`: not in the directory.
+    pub onward: Option<&'a Recipient>,
+    /// The organisation that holds the case and asks.
+    pub referred_by: &'a Recipient,
+    /// The gateway's country: the case stays in it.
+    pub here: CountryCode,
+    /// The sending gateway's country.
+    pub sender: CountryCode,
+    /// The case as held (category name to fields): cut by withdrawals since.
+    pub body: &'a serde_json::Value,
+    /// Only these categories, if the organisation names them.
+    pub requested: Option<&'a BTreeSet<DataCategory>>,
+}
+
+/// What an onward referral passes on: the categories, and the case cut to
+/// them and to what the onward purpose needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnwardCopy {
+    pub categories: BTreeSet<DataCategory>,
+    pub body: serde_json::Value,
+}
+
+/// The receiving gateway's decision on an onward referral: within the
+/// limits that came with the case ([`onward_categories`]: never more than
+/// is held, in the country, as the consent and the sender's DPO allow), for
+/// what the organisation asks, under the rules nobody can switch off
+/// checked again against the onward organisation itself, and under this
+/// gateway's DPO's policy (action `refer_onward`, its principal the onward
+/// organisation, per category); then minimised to what the onward purpose
+/// needs. Any refusal refuses the whole of it.
+pub fn decide_onward(ask: &OnwardAsk<'_>, policy: &DataProtectionPolicy, now: DateTime<Utc>) -> Result<OnwardCopy, OnwardRefusal> {
+    let onward = ask.onward.ok_or(OnwardRefusal::UnknownOrganisation)?;
+    if onward.id == ask.referred_by.id {
+        return Err(OnwardRefusal::SameOrganisation);
+    }
+    let limits = ask.limits.ok_or(OnwardRefusal::NotConsented)?;
+    let held = categories_in(ask.body);
+    let mut categories = onward_categories(limits, ask.purpose, onward, ask.here, &held, now)?;
+    if let Some(requested) = ask.requested {
+        if !requested.is_subset(&categories) {
+            return Err(OnwardRefusal::NotConsented);
+        }
+        categories = requested.clone();
+    }
+    let case: Case = serde_json::from_value(ask.body.clone()).map_err(|_| OnwardRefusal::NothingNeeded)?;
+    // The consent counts as given (the sender checked it), by a guardian where one is needed.
+    let facts = facts_with_consent_giver(&case, true, now);
+    let listed: Vec<DataCategory> = categories.iter().copied().collect();
+    if !built_in_refusals(&case, &facts, onward, &listed).is_empty() {
+        return Err(OnwardRefusal::NonNegotiableRule);
+    }
+    let request = policy.facts(onward, ask.sender, &facts).map_err(|_| OnwardRefusal::NotPermittedHere)?;
+    for &category in &categories {
+        let question = OnwardQuestion { onward_kind: onward.kind, onward_purpose: ask.purpose, category, named: true };
+        if policy.permits_onward_to(&request, ask.referred_by, onward, question, now).is_none() {
+            return Err(OnwardRefusal::NotPermittedHere);
+        }
+    }
+    let kept: serde_json::Map<String, serde_json::Value> = categories
+        .iter()
+        .filter_map(|&category| project(&case, ask.purpose, category).map(|value| (category.as_str().to_owned(), value)))
+        .collect();
+    if kept.is_empty() {
+        return Err(OnwardRefusal::NothingNeeded);
+    }
+    let categories = kept.keys().filter_map(|name| name.parse().ok()).collect();
+    Ok(OnwardCopy { categories, body: serde_json::Value::Object(kept) })
+}
+
+vocabulary! {
+    /// A step of an onward referral, as the original sender's timeline
+    /// records it (an entry `onward`, among its reason codes).
+    OnwardStep, "onward step" {
+        Referred => "referred",
+        Refused => "refused",
+        Acknowledged => "acknowledged",
+        Undeliverable => "undeliverable",
+        Accepted => "accepted",
+        Declined => "declined",
+        InProgress => "in_progress",
+        Arrived => "arrived",
+        ServicesDelivered => "services_delivered",
+        Closed => "closed",
+        ErasureConfirmed => "erasure_confirmed",
+        NarrowingConfirmed => "narrowing_confirmed",
+    }
+}
+
+impl OnwardStep {
+    /// The step an organisation's report on an onward copy is.
+    pub const fn reported(progress: ReferralProgress) -> Self {
+        match progress {
+            ReferralProgress::Accepted => Self::Accepted,
+            ReferralProgress::Declined => Self::Declined,
+            ReferralProgress::InProgress => Self::InProgress,
+            ReferralProgress::Arrived => Self::Arrived,
+            ReferralProgress::ServicesDelivered => Self::ServicesDelivered,
+            ReferralProgress::Closed => Self::Closed,
+            ReferralProgress::Forwarded => Self::Acknowledged,
+            // A push given up on (the gateway's own refusal never reaches a copy).
+            ReferralProgress::Refused | ReferralProgress::Onward => Self::Undeliverable,
+        }
+    }
+}
+
+/// An onward movement of a case, as it goes back to the original sender:
+/// codes only, never the onward organisation (its kind stands for it),
+/// never the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnwardMovement {
+    /// The copy's number among those of the case at the receiving gateway
+    /// (`None`: nothing was passed on).
+    pub copy: Option<u32>,
+    pub kind: RecipientKind,
+    pub step: OnwardStep,
+    /// Why: a refusal's code, or the organisation's reason code.
+    pub reason: Option<String>,
+}
+
+impl OnwardMovement {
+    /// The reason codes of the `onward` status: `onward_<n>` (the copy, when
+    /// there is one), the kind, the step, and the reason if any.
+    pub fn reason_codes(&self) -> Vec<String> {
+        let copy = self.copy.map(|n| format!("onward_{n}"));
+        copy.into_iter()
+            .chain([self.kind.as_str().to_owned(), self.step.as_str().to_owned()])
+            .chain(self.reason.clone().filter(|code| super::status::is_reason_code(code)))
+            .collect()
     }
 }
 

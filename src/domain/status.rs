@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A referral's progress at the receiving end. The recipient organisation
-/// reports the first six; the receiving gateway the last two.
+/// reports the first six; the receiving gateway the last three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferralProgress {
@@ -17,6 +17,9 @@ pub enum ReferralProgress {
     Refused,
     /// The recipient has taken the case (pull acknowledged, or webhook answered).
     Forwarded,
+    /// A movement of the case passed on by its recipient within its
+    /// country (issue 21 §3): what, as reason codes (`OnwardMovement`).
+    Onward,
 }
 
 impl ReferralProgress {
@@ -33,6 +36,7 @@ impl ReferralProgress {
             Self::Closed => "closed",
             Self::Refused => "refused",
             Self::Forwarded => "forwarded",
+            Self::Onward => "onward",
         }
     }
 }
@@ -61,7 +65,7 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for progress in ReferralProgress::REPORTED_BY_RECIPIENTS.into_iter().chain([ReferralProgress::Refused, ReferralProgress::Forwarded]) {
+        for progress in ReferralProgress::REPORTED_BY_RECIPIENTS.into_iter().chain([ReferralProgress::Refused, ReferralProgress::Forwarded, ReferralProgress::Onward]) {
             assert_eq!(serde_json::to_value(progress).unwrap(), serde_json::json!(progress.as_str()));
         }
     }

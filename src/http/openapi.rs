@@ -25,6 +25,7 @@ use crate::app::dpo::overrides::{OverrideDecided, OverrideList};
 use crate::app::dpo::queries::{AuditPage, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::statistics::StatisticsAnswer;
+use crate::app::recipient::onward::{OnwardReferralRequest, OnwardReferred};
 use crate::app::recipient::cases::{Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusQueued, StatusReportRequest};
 use crate::app::sending::callbacks::StatusEvent;
 use crate::app::sending::listing::ReferralPage;
@@ -68,6 +69,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     let mut requests = SchemaGenerator::new(settings().for_deserialize());
     add::<WithdrawalRequest>(&mut requests);
     add::<StatusReportRequest>(&mut requests);
+    add::<OnwardReferralRequest>(&mut requests);
     add::<PolicyUpload>(&mut requests);
     add::<ReviewRequest>(&mut requests);
     add::<Simulation>(&mut requests);
@@ -97,6 +99,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<Acknowledged>(&mut answers);
     add::<StatusQueued>(&mut answers);
     add::<ErasureConfirmed>(&mut answers);
+    add::<OnwardReferred>(&mut answers);
     let mut schemas = requests.take_definitions(true);
     for (name, schema) in answers.take_definitions(true) {
         add_component(&mut schemas, &name, schema, "requests and answers")?;

@@ -260,6 +260,13 @@ impl From<AppError> for Problem {
                 Problem::new(status, crate::wire::FailureCode::from(&cause).as_str(), "Packet refused", cause.to_string())
             }
             AppError::Erased => Problem::new(StatusCode::GONE, "erased", "Erased", "This case was erased; nothing of it can be read any more."),
+            AppError::OnwardRefused(refusal) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "onward-refused",
+                "The case may not be passed on",
+                format!("{refusal}. Nothing was passed on."),
+            )
+            .with("reason_code", json!(refusal.code())),
             AppError::NotErased => Problem::new(
                 StatusCode::CONFLICT,
                 "not-erased",

@@ -23,6 +23,7 @@ use crate::app::dpo::overrides::{OverrideDecided, OverrideList};
 use crate::app::dpo::queries::{AuditPage, AuditQuery, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::reason_strings;
+use crate::app::recipient::onward::OnwardReferralRequest;
 use crate::app::recipient::cases::{parse_cursor, Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusReportRequest};
 use crate::app::sending::listing::{ReferralPage, ReferralQuery};
 use crate::app::sending::referrals::{ReferralView, Submitted};
@@ -298,6 +299,20 @@ pub async fn report_status(
     let report = StatusReportRequest::parse(&json_body::<Value>(&headers, body, state.body_limit).await?)?;
     let answer = state.gateway.report_status(&caller, &packet_id, report).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+pub async fn refer_onward(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    PathParam(packet_id): PathParam,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let caller = state.gateway.authorize::<Recipients>(&caller).await?;
+    let request = OnwardReferralRequest::parse(&json_body::<Value>(&headers, body, state.body_limit).await?)?;
+    let answer = state.gateway.refer_onward(&caller, &packet_id, request).await?;
+    let status = if answer.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(answer)).into_response())
 }
 
 pub async fn withdraw_consent(

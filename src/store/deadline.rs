@@ -307,6 +307,10 @@ impl InboxStore for Deadlined<dyn Store> {
         self.bounded("inbox_item", self.inner.inbox_item(packet_id)).await
     }
 
+    async fn onward_copies(&self, packet_id: &str) -> Result<Vec<InboxItem>, StoreError> {
+        self.bounded("onward_copies", self.inner.onward_copies(packet_id)).await
+    }
+
     async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         self.bounded("claim_pushes", self.inner.claim_pushes(now_ms, lease_ms, limit)).await
     }

@@ -229,6 +229,10 @@ pub trait InboxStore: Send + Sync {
 
     async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError>;
 
+    /// The copies its recipient passed on of the case `packet_id` held
+    /// here, in the order they were made.
+    async fn onward_copies(&self, packet_id: &str) -> Result<Vec<InboxItem>, StoreError>;
+
     /// Claims up to `limit` cases due for a push to their recipient's
     /// webhook, moving them `lease_ms` ahead (as [`Store::claim_deliveries`]).
     async fn claim_pushes(&self, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError>;

@@ -7,6 +7,7 @@ use crate::domain::lifecycle::{CallbackState, InboxEvent, InboxState, OutboxEven
 use crate::domain::emergency_override::{OverrideReason, OverrideState};
 use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::signoff::{PolicyVersionState, Verdict};
+use crate::domain::RecipientKind;
 
 /// The sealed minimised payload waiting for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -515,6 +516,11 @@ pub enum Write {
     /// destroyed before), and its audit event. [`Written::AlreadySettled`]
     /// if it was erased, or is no longer live, already.
     RetentionErase { erasure: RetentionErasure, at_ms: i64, audit: AuditEvent },
+    /// A case passed on by its recipient: the copy stored and made
+    /// available to the onward organisation, and the original sender told,
+    /// in one transaction. [`Written::DuplicateKey`] (nothing written) when
+    /// the case has a copy of that number already: numbered again.
+    ReferOnward { copy: Box<NewOnwardCopy>, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
 }
@@ -633,7 +639,9 @@ pub enum InboxMove {
     /// erased or cut down on arrival), the case held here is erased or cut
     /// (`effect`), and the erasure is confirmed back (`reply`). `categories`:
     /// those it names (none for a whole withdrawal, or one sealed end to end).
-    ApplyWithdrawal { categories: Vec<String>, reply: NewReply, tombstone: Tombstone, effect: Option<WithdrawalEffect> },
+    /// The copies passed on from the case here are erased or cut the same
+    /// way (`effects`: the case's first, then each copy's).
+    ApplyWithdrawal { categories: Vec<String>, reply: NewReply, tombstone: Tombstone, effects: Vec<WithdrawalEffect> },
     /// The recipient took the case (pulled and acknowledged, or the push
     /// was answered): `forwarded` goes back.
     Acknowledge { reply: NewReply },
@@ -806,6 +814,35 @@ pub struct InboxItem {
     pub priority: Option<Priority>,
     /// Its place in its recipient's inbox, once visible.
     pub queue: Option<QueuePlace>,
+    /// A case passed on here by its recipient: what it was passed on from.
+    pub onward: Option<OnwardCopyOf>,
+}
+
+/// What a case passed on at this gateway (a copy in the inbox) was passed
+/// on from, and what its original sender is told instead of the onward
+/// organisation: the copy's number and that organisation's kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnwardCopyOf {
+    /// The packet id of the case it was passed on from.
+    pub parent: String,
+    /// 1, 2, ... among the copies of that case.
+    pub number: u32,
+    pub kind: RecipientKind,
+    /// The organisation that passed it on (the case's recipient).
+    pub referred_by: String,
+}
+
+/// A copy of a received case passed on by its recipient (see
+/// [`Write::ReferOnward`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOnwardCopy {
+    /// The copy as an inbox entry (its packet id new; no packet, no receipt).
+    pub entry: NewInboxEntry,
+    pub of: OnwardCopyOf,
+    /// Its move from `received` to its recipient (listed, or pushed).
+    pub forward: InboxChange,
+    /// The `onward` status back to the original sender.
+    pub reply: NewReply,
 }
 
 /// What the inbox holds for a known packet id.

@@ -45,6 +45,11 @@ pub enum Who {
     Foreign,
     /// The health provider in Lagos, recipient role: served by Nigeria's gateway.
     NgaHealth,
+    /// The women's shelter NGO in Benin City, recipient role: served by Nigeria's gateway.
+    NgaShelter,
+    /// Two DPOs at Nigeria's gateway (of NAPTIP, which it serves): the four eyes there.
+    NgaDpo,
+    NgaSecondDpo,
     /// A certificate the gateway does not know.
     Stranger,
     /// No certificate at all.
@@ -52,9 +57,7 @@ pub enum Who {
 }
 
 impl Who {
-    pub const REGISTERED: [Who; 9] =
-        [Who::IomRome, Who::ItaNrm, Who::Dpo, Who::SecondDpo, Who::Auditor, Who::Coordinator, Who::Recipient, Who::Foreign, Who::NgaHealth];
-    pub const ALL: [Who; 11] = [
+    pub const REGISTERED: [Who; 12] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
@@ -64,6 +67,23 @@ impl Who {
         Who::Recipient,
         Who::Foreign,
         Who::NgaHealth,
+        Who::NgaShelter,
+        Who::NgaDpo,
+        Who::NgaSecondDpo,
+    ];
+    pub const ALL: [Who; 14] = [
+        Who::IomRome,
+        Who::ItaNrm,
+        Who::Dpo,
+        Who::SecondDpo,
+        Who::Auditor,
+        Who::Coordinator,
+        Who::Recipient,
+        Who::Foreign,
+        Who::NgaHealth,
+        Who::NgaShelter,
+        Who::NgaDpo,
+        Who::NgaSecondDpo,
         Who::Stranger,
         Who::Nobody,
     ];
@@ -94,6 +114,9 @@ impl Who {
             Who::Recipient => Some(("unhcr", "ita-unhcr-rome", "recipient")),
             Who::Foreign => Some(("naptip", "nga-naptip", "submitter")),
             Who::NgaHealth => Some(("nga_health", "nga-health-lagos", "recipient")),
+            Who::NgaShelter => Some(("nga_shelter", "nga-ngo-shelter", "recipient")),
+            Who::NgaDpo => Some(("nga_dpo", "nga-naptip", "dpo")),
+            Who::NgaSecondDpo => Some(("nga_second_dpo", "nga-naptip", "dpo")),
             Who::Stranger | Who::Nobody => None,
         }
     }

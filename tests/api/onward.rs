@@ -13,7 +13,7 @@ use crate::peers::{status_of, wait_for, Federation, Peer};
 
 const LIMIT: Duration = Duration::from_secs(40);
 
-crate::on_both_backends!(onward_limits_travel_with_the_case_to_the_organisation);
+crate::on_both_backends!(onward_limits_travel_with_the_case_to_the_organisation, a_case_passed_on_is_followed_and_withdrawn_along_the_chain);
 
 /// The DPO's permit: reintegration cases may go on to organisations that are not state actors.
 const ONWARD_PERMIT: &str = "@id(\"onward.reintegration_non_state\")\npermit (principal, action == Action::\"refer_onward\", resource)\n\
@@ -55,13 +55,13 @@ async fn as_received(federation: &Federation, referral: &Value) -> Value {
     new_case(nga, &before).await
 }
 
-async fn adopt_onward_permit(ita: &Peer) {
+async fn adopt_onward_permit(peer: &Peer, (dpo, second_dpo): (Who, Who)) {
     let mut files = policy_files();
     files.insert("30-onward.cedar".to_owned(), ONWARD_PERMIT.to_owned());
-    let stored = send(client_for(Who::Dpo).put(ita.url("/v1/policies")).json(&json!({ "files": files }))).await;
+    let stored = send(client_for(dpo).put(peer.url("/v1/policies")).json(&json!({ "files": files }))).await;
     assert_eq!(stored.status, 201, "{}", stored.text);
     let number = stored.body["number"].as_i64().unwrap();
-    let approved = send(client_for(Who::SecondDpo).post(ita.url(&format!("/v1/policies/{number}/approve"))).json(&json!({}))).await;
+    let approved = send(client_for(second_dpo).post(peer.url(&format!("/v1/policies/{number}/approve"))).json(&json!({}))).await;
     assert_eq!(approved.status, 200, "{}", approved.text);
 }
 
@@ -73,7 +73,7 @@ async fn onward_limits_travel_with_the_case_to_the_organisation(backend: Backend
     let before = as_received(&federation, &with_onward_consent("onward-test-0001")).await;
     assert!(before["case"].is_object() && before.get("onward").is_none(), "{before}");
 
-    adopt_onward_permit(ita).await;
+    adopt_onward_permit(ita, (Who::Dpo, Who::SecondDpo)).await;
     let case = as_received(&federation, &with_onward_consent("onward-test-0002")).await;
     let onward = &case["onward"];
     let grants = onward["grants"].as_array().unwrap_or_else(|| panic!("no onward limits: {case}"));
@@ -110,4 +110,140 @@ async fn onward_limits_travel_with_the_case_to_the_organisation(backend: Backend
     let cut = new_case(nga, &before).await;
     assert!(cut["case"].get("health").is_none(), "{cut}");
     assert_eq!(cut["onward"]["grants"][0]["categories"], json!(["identity", "contact"]), "{cut}");
+}
+
+/// The reason codes of the `onward` entries of a referral's timeline, in order.
+async fn onward_entries(ita: &Peer, referral_id: &str) -> Vec<Vec<String>> {
+    let view = ita.get(Who::IomRome, &format!("/v1/referrals/{referral_id}")).await.body;
+    view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|step| step["status"] == "onward")
+        .map(|step| step["reason_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect())
+        .collect()
+}
+
+/// Waits until the referral's timeline has an `onward` entry with `codes`.
+async fn wait_for_onward(ita: &Peer, referral_id: &str, codes: &[&str]) {
+    let what = format!("onward entry {codes:?}");
+    wait_for(&what, LIMIT, || async { onward_entries(ita, referral_id).await.iter().any(|entry| entry == codes) }).await;
+}
+
+async fn refer_onward(nga: &Peer, packet_id: &str, body: Value) -> crate::helpers::Reply {
+    send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{packet_id}/refer-onward"))).json(&body)).await
+}
+
+/// The case of `packet_id` as the shelter reads it.
+async fn shelter_reads(nga: &Peer, packet_id: &str) -> crate::helpers::Reply {
+    nga.get(Who::NgaShelter, &format!("/v1/inbox/{packet_id}")).await
+}
+
+async fn a_case_passed_on_is_followed_and_withdrawn_along_the_chain(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+    adopt_onward_permit(ita, (Who::Dpo, Who::SecondDpo)).await;
+
+    // Before this gateway's DPO permits it, nothing is passed on here, whatever the limits say.
+    let before = listed(nga).await;
+    let answer = ita.submit(Who::IomRome, &with_onward_consent("onward-chain-0001")).await;
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    let referral_id = answer.body["referral_id"].as_str().unwrap().to_owned();
+    let case = new_case(nga, &before).await;
+    let packet_id = case["packet_id"].as_str().unwrap().to_owned();
+    let to_shelter = json!({ "recipient": "nga-ngo-shelter", "purpose": "reintegration", "categories": ["identity", "contact"] });
+    let refused = refer_onward(nga, &packet_id, to_shelter.clone()).await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.body["type"].as_str().unwrap().ends_with("/onward-refused"), "{}", refused.text);
+    assert_eq!(refused.body["reason_code"], "onward_policy_no_permit");
+    // Nigeria's DPOs adopt the same permit for their own gateway.
+    adopt_onward_permit(nga, (Who::NgaDpo, Who::NgaSecondDpo)).await;
+
+    // Outside the limits: refused, and the sender is told the kind and why, never the organisation.
+    let cases = [
+        (json!({ "recipient": "nga-immigration", "purpose": "reintegration" }), "onward_not_consented"),
+        (json!({ "recipient": "nga-ngo-shelter", "purpose": "return" }), "onward_not_consented"),
+        (json!({ "recipient": "nga-ngo-shelter", "purpose": "reintegration", "categories": ["asylum"] }), "onward_not_consented"),
+        (json!({ "recipient": "nga-health-lagos", "purpose": "reintegration" }), "same_organisation"),
+        (json!({ "recipient": "nga-nobody", "purpose": "reintegration" }), "recipient_unknown"),
+    ];
+    for (body, code) in &cases {
+        let refused = refer_onward(nga, &packet_id, body.clone()).await;
+        assert_eq!(refused.status, 422, "{body}: {}", refused.text);
+        assert_eq!(refused.body["reason_code"], *code, "{body}");
+    }
+    let bad = refer_onward(nga, &packet_id, json!({ "recipient": "nga-ngo-shelter", "purpose": "reintegration", "name": "x" })).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    // Another organisation's case is not there to pass on.
+    let foreign = send(client_for(Who::NgaShelter).post(nga.url(&format!("/v1/inbox/{packet_id}/refer-onward"))).json(&to_shelter)).await;
+    assert_eq!(foreign.status, 404, "{}", foreign.text);
+
+    // Within them: a copy for the shelter, cut to what was asked and what reintegration needs.
+    let passed = refer_onward(nga, &packet_id, to_shelter.clone()).await;
+    assert_eq!(passed.status, 201, "{}", passed.text);
+    assert_eq!(passed.body["categories"], json!(["identity", "contact"]), "{}", passed.text);
+    assert_eq!(passed.body["onward_copy"], 1);
+    assert_eq!(passed.body["referred_from"], packet_id.as_str());
+    let copy_id = passed.body["packet_id"].as_str().unwrap().to_owned();
+    // A retry gets the same copy back.
+    let again = refer_onward(nga, &packet_id, to_shelter.clone()).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["packet_id"], copy_id.as_str());
+
+    let listed_to_shelter = nga.get(Who::NgaShelter, "/v1/inbox").await.body;
+    let entries = listed_to_shelter["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed_to_shelter}");
+    assert_eq!(entries[0]["packet_id"], copy_id.as_str());
+    assert_eq!(entries[0]["purpose"], "reintegration");
+    let copy = shelter_reads(nga, &copy_id).await;
+    assert_eq!(copy.status, 200, "{}", copy.text);
+    let held: std::collections::BTreeSet<&String> = copy.body["case"].as_object().unwrap().keys().collect();
+    assert_eq!(held, [&"contact".to_owned(), &"identity".to_owned()].into(), "{}", copy.text);
+    assert_eq!(copy.body["referred_onward_by"], "nga-health-lagos");
+    assert!(copy.body.get("onward").is_none(), "a copy is never passed on again: {}", copy.text);
+    for (field, value) in case["case"]["identity"].as_object().unwrap() {
+        if let Some(kept) = copy.body["case"]["identity"].get(field) {
+            assert_eq!(kept, value, "the copy holds the case's own data, never more");
+        }
+    }
+    // Nor may the shelter pass it on, nor read the case it came from.
+    let onward_again = send(client_for(Who::NgaShelter).post(nga.url(&format!("/v1/inbox/{copy_id}/refer-onward"))).json(&json!({ "recipient": "nga-health-lagos", "purpose": "reintegration" }))).await;
+    assert_eq!(onward_again.status, 422, "{}", onward_again.text);
+    assert_eq!(onward_again.body["reason_code"], "onward_not_consented");
+    assert_eq!(shelter_reads(nga, &packet_id).await.status, 404);
+
+    // The sender follows it, as codes: the copy's number, the organisation's kind, the step.
+    wait_for_onward(ita, &referral_id, &["immigration", "refused", "onward_not_consented"]).await;
+    wait_for_onward(ita, &referral_id, &["onward_1", "ngo", "referred"]).await;
+    let acknowledged = send(client_for(Who::NgaShelter).post(nga.url(&format!("/v1/inbox/{copy_id}/ack")))).await;
+    assert_eq!(acknowledged.status, 200, "{}", acknowledged.text);
+    let accepted = send(client_for(Who::NgaShelter).post(nga.url(&format!("/v1/inbox/{copy_id}/status"))).json(&json!({ "status": "accepted" }))).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text);
+    wait_for_onward(ita, &referral_id, &["onward_1", "ngo", "acknowledged"]).await;
+    wait_for_onward(ita, &referral_id, &["onward_1", "ngo", "accepted"]).await;
+    // The referral's own status is its recipient's, not the copy's.
+    assert_eq!(status_of(ita, Who::IomRome, &referral_id).await, "delivered");
+    let timeline = ita.get(Who::IomRome, &format!("/v1/referrals/{referral_id}")).await.text;
+    assert!(!timeline.contains("nga-ngo-shelter") && !timeline.contains(&copy_id), "{timeline}");
+
+    // A partial withdrawal reaches the copy: cut there too, and confirmed back.
+    let narrowed = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{referral_id}/consent-withdrawal"))).json(&json!({ "categories": ["contact"] }))).await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text);
+    wait_for("the copy cut", LIMIT, || async { shelter_reads(nga, &copy_id).await.body["case"].get("contact").is_none() }).await;
+    assert_eq!(shelter_reads(nga, &copy_id).await.body["erased_categories"], json!(["contact"]));
+    let confirmed = send(client_for(Who::NgaShelter).post(nga.url(&format!("/v1/inbox/{copy_id}/erasure-confirmed")))).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    wait_for_onward(ita, &referral_id, &["onward_1", "ngo", "narrowing_confirmed"]).await;
+
+    // The whole withdrawal erases the copy; the shelter's confirmation comes back along the chain.
+    let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{referral_id}/consent-withdrawal"))).json(&json!({}))).await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+    wait_for("the copy erased", LIMIT, || async { shelter_reads(nga, &copy_id).await.status == 410 }).await;
+    let erased = nga.get(Who::NgaShelter, "/v1/inbox").await.body;
+    assert_eq!(erased["items"][0]["state"], "erased", "{erased}");
+    let confirmed = send(client_for(Who::NgaShelter).post(nga.url(&format!("/v1/inbox/{copy_id}/erasure-confirmed")))).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    wait_for_onward(ita, &referral_id, &["onward_1", "ngo", "erasure_confirmed"]).await;
+    // Nothing is passed on of a case withdrawn.
+    assert_eq!(refer_onward(nga, &packet_id, to_shelter).await.status, 410);
 }

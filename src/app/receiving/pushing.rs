@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::app::sending::delivery::SendFailure;
-use crate::app::receiving::received::{CaseDocument, SealedWithdrawalDocument};
+use crate::app::receiving::received::{Answer, CaseDocument, SealedWithdrawalDocument};
 use crate::app::{attempt_each, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::case_push;
@@ -70,7 +70,7 @@ impl Gateway {
         };
         if now.timestamp_millis() >= item.expires_ms {
             let reasons = vec!["recipient_unreachable".to_owned()];
-            let reply = self.status_reply(&item, ReferralProgress::Refused, reasons.clone(), now)?;
+            let reply = self.answer_back(&item, Answer::Status(ReferralProgress::Refused, reasons.clone()), now).await?;
             let change = self.inbox_move(&item, InboxMove::GiveUpPush { reasons: reasons.clone(), reply: Some(reply) }, now);
             let event = AuditEvent::new(now, actor, Action::PacketScreen, InboxState::Undeliverable.as_str()).referral(&item.packet_id).reasons(reasons);
             self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -95,7 +95,7 @@ impl Gateway {
         let signed = case_push::sign(&CaseDocument::new(&item, &claims, &withdrawals), &signer).map_err(|e| AppError::Internal(e.to_string()))?;
         match webhooks.push(&url, &signed).await {
             Ok(()) => {
-                let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
+                let reply = self.answer_back(&item, Answer::Status(ReferralProgress::Forwarded, Vec::new()), now).await?;
                 let change = self.inbox_move(&item, InboxMove::Acknowledge { reply }, now);
                 let event = AuditEvent::new(now, actor, Action::InboxUpdate, "pushed").referral(&item.packet_id);
                 self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;

@@ -11,7 +11,8 @@ use crate::app::views::Timestamp;
 use crate::app::{new_id, AppError, Gateway};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::priority::Priority;
-use crate::domain::onward::{categories_in, OnwardLimits};
+use crate::domain::onward::{categories_in, OnwardLimits, OnwardMovement, OnwardStep};
+use crate::domain::withdrawal::ErasureNotice;
 use crate::domain::{OrgId, Purpose};
 use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::directory::Delivery;
@@ -58,6 +59,27 @@ impl Gateway {
         self.reply(item, PacketType::Status, &report, now)
     }
 
+    /// What goes back to the sender about `item`: the status or erasure
+    /// confirmation itself, or, for a copy passed on here, an `onward`
+    /// status about the case it was passed on from, naming the copy by its
+    /// number and the onward organisation by its kind only.
+    pub(crate) async fn answer_back(&self, item: &InboxItem, answer: Answer, now: DateTime<Utc>) -> Result<NewReply, AppError> {
+        let Some(copy) = &item.onward else {
+            return match answer {
+                Answer::Status(status, reasons) => self.status_reply(item, status, reasons, now),
+                Answer::Erasure(notice) => self.reply(item, PacketType::ErasureConfirmation, &notice, now),
+            };
+        };
+        let parent = self.store.inbox_item(&copy.parent).await?.ok_or_else(|| AppError::Internal("an onward copy without its case".to_owned()))?;
+        let (step, reason) = match answer {
+            Answer::Status(status, reasons) => (OnwardStep::reported(status), reasons.into_iter().next()),
+            Answer::Erasure(notice) if notice.is_partial() => (OnwardStep::NarrowingConfirmed, None),
+            Answer::Erasure(_) => (OnwardStep::ErasureConfirmed, None),
+        };
+        let movement = OnwardMovement { copy: Some(copy.number), kind: copy.kind, step, reason };
+        self.status_reply(&parent, ReferralProgress::Onward, movement.reason_codes(), now)
+    }
+
     /// A packet of `packet_type` carrying `body` back to the gateway that
     /// sent `item`; the body sealed at rest under its packet id.
     pub(crate) fn reply(&self, item: &InboxItem, packet_type: PacketType, body: &impl serde::Serialize, now: DateTime<Utc>) -> Result<NewReply, AppError> {
@@ -82,6 +104,14 @@ impl Gateway {
         }
         Ok(self.store.sealed_withdrawals(&item.packet_id, &item.issuer).await?)
     }
+}
+
+/// What a case's recipient did that its sender is told of.
+pub(crate) enum Answer {
+    /// A status, with its reason codes.
+    Status(ReferralProgress, Vec<String>),
+    /// It erased its copy, or what was withdrawn from it.
+    Erasure(ErasureNotice),
 }
 
 /// A kept deadline after a closure at `closed_at`, if that brings it forward.
@@ -131,6 +161,11 @@ pub struct ReadableCase {
     /// nothing may be passed on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onward: Option<OnwardLimits>,
+    /// For a case passed on here by the organisation that received it from
+    /// `from_country`: that organisation. Such a case may not be passed on
+    /// again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referred_onward_by: Option<OrgId>,
     /// Categories withdrawn by the person since the case became visible:
     /// erased here, no longer in `case`, to be erased by the organisation too.
     pub erased_categories: Option<Vec<String>>,
@@ -194,6 +229,7 @@ impl CaseDocument {
             priority: claims.priority,
             case: claims.body.clone(),
             onward: claims.onward.as_ref().and_then(|limits| limits.within(&categories_in(&claims.body))),
+            referred_onward_by: item.onward.as_ref().and_then(|copy| OrgId::parse(&copy.referred_by).ok()),
             erased_categories: (!item.narrowed.is_empty()).then(|| item.narrowed.clone()),
         })
     }

@@ -202,10 +202,21 @@ impl Gateway {
                         // A partial withdrawal sealed end to end names categories this gateway
                         // cannot read, of a case it cannot read: it hands the withdrawal to the
                         // organisation with the case.
-                        let (effect, handed_over) = match target {
-                            _ if verdict.opaque => self.hand_over_withdrawal(target.as_ref(), &item.packet_id, now).await?,
-                            Some(target) => (self.erase_withdrawn(&target, verdict.categories.as_deref(), now).await?, false),
-                            None => (None, false),
+                        let (effects, handed_over) = match target {
+                            _ if verdict.opaque => {
+                                let (effect, handed_over) = self.hand_over_withdrawal(target.as_ref(), &item.packet_id, now).await?;
+                                (effect.into_iter().collect(), handed_over)
+                            }
+                            Some(target) => {
+                                // The copies passed on from it go the same way (a case sealed end to end has none).
+                                let names = verdict.categories.as_deref();
+                                let mut effects: Vec<WithdrawalEffect> = self.erase_withdrawn(&target, names, now, false).await?.into_iter().collect();
+                                for copy in self.store.onward_copies(&target.packet_id).await? {
+                                    effects.extend(self.erase_withdrawn(&copy, names, now, true).await?);
+                                }
+                                (effects, false)
+                            }
+                            None => (Vec::new(), false),
                         };
                         let tombstone = Tombstone {
                             withdrawal_id: item.packet_id.clone(),
@@ -214,7 +225,7 @@ impl Gateway {
                             categories: verdict.categories.clone(),
                             end_to_end: claims.end_to_end.clone().filter(|_| handed_over),
                         };
-                        let applied = InboxMove::ApplyWithdrawal { categories: verdict.categories.unwrap_or_default(), reply, tombstone, effect };
+                        let applied = InboxMove::ApplyWithdrawal { categories: verdict.categories.unwrap_or_default(), reply, tombstone, effects };
                         self.inbox_move(item, applied, now)
                     }
                     Err(refused) => self.inbox_move(item, refusal(refused), now),
@@ -266,7 +277,9 @@ impl Gateway {
     /// Erases from `target` what a withdrawal withdraws: all of it (`names`
     /// `None`), or those categories; the key that held them is destroyed
     /// first. What is left to do to the case in the store, if anything.
-    async fn erase_withdrawn(&self, target: &InboxItem, names: Option<&[String]>, now: DateTime<Utc>) -> Result<Option<WithdrawalEffect>, AppError> {
+    /// `copy`: a copy passed on here, which may hold none of the categories
+    /// named (it is then left as it is, not listed again).
+    async fn erase_withdrawn(&self, target: &InboxItem, names: Option<&[String]>, now: DateTime<Utc>, copy: bool) -> Result<Option<WithdrawalEffect>, AppError> {
         let pushed = OrgId::parse(&target.recipient_org).ok().is_some_and(|org| self.takes_webhook_pushes(&org));
         let notice_until_ms = self.delivery_deadline(now, None).timestamp_millis();
         if let Some(names) = names {
@@ -285,6 +298,10 @@ impl Gateway {
                 Err(AppError::Erased) => return Ok(None),
                 Err(error) => return Err(error),
             };
+            let held = claims.body.as_object().is_some_and(|body| names.iter().any(|name| body.contains_key(name)));
+            if copy && !held {
+                return Ok(None);
+            }
             remove_categories(&mut claims.body, names);
             if !body_is_empty(&claims.body) {
                 let mut categories: std::collections::BTreeSet<String> = target.narrowed.iter().cloned().collect();

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::app::access::{Authorized, Recipients};
 use crate::app::receiving::received::CaseDocument;
 use crate::app::views::Timestamp;
-use crate::app::receiving::received::closed_deadline;
+use crate::app::receiving::received::{closed_deadline, Answer};
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::auth::Principal;
@@ -150,7 +150,7 @@ impl Gateway {
             (true, true) => (None, Some(item.narrowed.iter().cloned().collect())),
         };
         let erased = ErasureNotice { in_reply_to: item.packet_id.clone(), erased_by: ErasedBy::Organisation, categories, withdrawals };
-        let reply = self.reply(&item, PacketType::ErasureConfirmation, &erased, now)?;
+        let reply = self.answer_back(&item, Answer::Erasure(erased), now).await?;
         let step = if narrowed { InboxMove::ConfirmNarrowing { reply } } else { InboxMove::ConfirmErasure { reply } };
         let change = self.inbox_move(&item, step, now);
         let outcome = if narrowed { "narrowing_confirmed" } else { "erasure_confirmed" };
@@ -168,7 +168,7 @@ impl Gateway {
             return Ok(Acknowledged { packet_id: item.packet_id, state: InboxState::Acknowledged });
         }
         let now = self.now();
-        let reply = self.status_reply(&item, ReferralProgress::Forwarded, Vec::new(), now)?;
+        let reply = self.answer_back(&item, Answer::Status(ReferralProgress::Forwarded, Vec::new()), now).await?;
         let change = self.inbox_move(&item, InboxMove::Acknowledge { reply }, now);
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, InboxState::Acknowledged.as_str()).referral(&item.packet_id);
         self.writer.write(Write::InboxMove { change: Box::new(change), audit: event }).await?;
@@ -184,7 +184,7 @@ impl Gateway {
         let (item, _) = self.visible_item(principal, packet_id).await?;
         let now = self.now();
         let event = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, status.as_str()).referral(&item.packet_id).reasons(reason_codes.clone());
-        let reply = self.status_reply(&item, status, reason_codes, now)?;
+        let reply = self.answer_back(&item, Answer::Status(status, reason_codes), now).await?;
         // Closed: the case's deadline here comes forward by its closure rule, as at the sender.
         let brings_forward = match (status, item.retention) {
             (ReferralProgress::Closed, Some(kept)) => closed_deadline(kept, now).map(|until_ms| (item.packet_id.clone(), until_ms)),
@@ -200,7 +200,7 @@ impl Gateway {
     /// A case the caller's organisation may see, with its claims opened;
     /// anything else (another's, refused, or past its consent or retention)
     /// is absent.
-    async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<(InboxItem, PacketClaims), AppError> {
+    pub(super) async fn visible_item(&self, principal: &Principal, packet_id: &str) -> Result<(InboxItem, PacketClaims), AppError> {
         let now = self.now();
         let candidate = self
             .store

@@ -725,18 +725,36 @@ impl DataProtectionPolicy {
     /// evaluate the request, a forbid, or only permits whose agreement has
     /// expired at `at`: no.
     pub fn permits_onward(&self, facts: &RequestFacts, referred_by: &Recipient, question: OnwardQuestion, at: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.onward_verdict(facts, referred_by, question, at).ok().flatten()
+        let onward = onward_organisation(question.onward_kind, referred_by.country)?;
+        self.onward_verdict(facts, referred_by, &onward, question, at).ok().flatten()
+    }
+
+    /// The same question asked by the receiving gateway, about the onward
+    /// organisation itself (`question.onward_kind` is its kind): its own
+    /// id, country, state and services are the principal.
+    pub fn permits_onward_to(
+        &self,
+        facts: &RequestFacts,
+        referred_by: &Recipient,
+        onward: &Recipient,
+        question: OnwardQuestion,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        if question.onward_kind != onward.kind {
+            return None;
+        }
+        self.onward_verdict(facts, referred_by, onward, question, at).ok().flatten()
     }
 
     fn onward_verdict(
         &self,
         facts: &RequestFacts,
         referred_by: &Recipient,
+        onward: &Recipient,
         question: OnwardQuestion,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, PolicyError> {
-        let onward = onward_organisation(question.onward_kind, referred_by.country).ok_or_else(|| PolicyError::Builtin("onward organisation".into()))?;
-        let (principal, entities) = self.recipient_entity(&onward)?;
+        let (principal, entities) = self.recipient_entity(onward)?;
         let consent = RestrictedExpression::new_record([
             ("covers".to_owned(), RestrictedExpression::new_bool(true)),
             ("names_category".to_owned(), RestrictedExpression::new_bool(question.named)),

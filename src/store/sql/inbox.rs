@@ -37,6 +37,45 @@ macro_rules! inbox_sql {
                 Ok(inserted)
             }
 
+            /// See [`Write::ReferOnward`]: false (nothing written) when the
+            /// case has a copy of that number already.
+            async fn insert_onward_copy(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                copy: &NewOnwardCopy,
+            ) -> Result<bool, sqlx::Error> {
+                let entry = &copy.entry;
+                let inserted = sqlx::query(
+                    "INSERT INTO inbox (packet_id, issuer, packet_sha256, packet_type, recipient_org, sealed, key_id, receipt, received_ms, expires_ms, \
+                     onward_of, onward_number, onward_kind, onward_referred_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&entry.packet_id)
+                .bind(&entry.issuer)
+                .bind(&entry.packet_sha256)
+                .bind(&entry.packet_type)
+                .bind(&entry.recipient_org)
+                .bind(&entry.claims.sealed)
+                .bind(&entry.claims.key_id)
+                .bind(&entry.receipt)
+                .bind(entry.received_ms)
+                .bind(entry.expires_ms)
+                .bind(&copy.of.parent)
+                .bind(i64::from(copy.of.number))
+                .bind(copy.of.kind.as_str())
+                .bind(&copy.of.referred_by)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Ok(false);
+                }
+                if !Self::inbox_moves(connection, &copy.forward).await? {
+                    return Err(sqlx::Error::Protocol("an onward copy just stored did not move to its recipient".to_owned()));
+                }
+                Self::queue_reply(connection, &copy.reply).await?;
+                Ok(true)
+            }
+
             /// Moves a received packet on; false when it was not in the expected state.
             async fn inbox_moves(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
@@ -123,18 +162,19 @@ macro_rules! inbox_sql {
                             Self::referral_moves(connection, referral_id, *event, reasons, change.at_ms).await?;
                         }
                     }
-                    InboxMove::ApplyWithdrawal { tombstone, effect, .. } => {
+                    InboxMove::ApplyWithdrawal { tombstone, effects, .. } => {
                         Self::keep_tombstone(connection, tombstone, change.at_ms).await?;
-                        match effect {
-                            Some(WithdrawalEffect::Narrow { narrowing, notice_until_ms }) => {
-                                Self::narrow_received(connection, narrowing, change.at_ms, *notice_until_ms).await?;
+                        for effect in effects {
+                            match effect {
+                                WithdrawalEffect::Narrow { narrowing, notice_until_ms } => {
+                                    Self::narrow_received(connection, narrowing, change.at_ms, *notice_until_ms).await?;
+                                }
+                                WithdrawalEffect::Erase { packet_id, pushed, notice_until_ms } => {
+                                    let erasure =
+                                        ReceivedErasure { event: InboxEvent::WithdrawnWhole { pushed: *pushed }, notice_until_ms: *notice_until_ms, reasons: None };
+                                    Self::erase_received(connection, packet_id, change.at_ms, &erasure).await?;
+                                }
                             }
-                            Some(WithdrawalEffect::Erase { packet_id, pushed, notice_until_ms }) => {
-                                let erasure =
-                                    ReceivedErasure { event: InboxEvent::WithdrawnWhole { pushed: *pushed }, notice_until_ms: *notice_until_ms, reasons: None };
-                                Self::erase_received(connection, packet_id, change.at_ms, &erasure).await?;
-                            }
-                            None => {}
                         }
                     }
                     _ => {}
@@ -332,6 +372,16 @@ macro_rules! inbox_sql {
                         (Some(rank), Some(due_ms), Some(visible_seq)) => Some(QueuePlace { rank, due_ms, visible_seq }),
                         _ => None,
                     },
+                    onward: match row.try_get::<Option<String>, _>("onward_of")? {
+                        Some(parent) => Some(OnwardCopyOf {
+                            parent,
+                            number: u32::try_from(row.try_get::<Option<i64>, _>("onward_number")?.unwrap_or(0))
+                                .map_err(|_| StoreError::Corrupt("inbox onward number out of range".to_owned()))?,
+                            kind: parsed(row.try_get::<Option<String>, _>("onward_kind")?.unwrap_or_default())?,
+                            referred_by: row.try_get::<Option<String>, _>("onward_referred_by")?.unwrap_or_default(),
+                        }),
+                        None => None,
+                    },
                 })
             }
         }
@@ -381,6 +431,14 @@ macro_rules! inbox_sql {
                 rows.iter()
                     .map(|row| Ok(SealedWithdrawal { withdrawal_id: row.try_get("withdrawal_id")?, end_to_end: row.try_get("end_to_end")? }))
                     .collect()
+            }
+
+            async fn onward_copies(&self, packet_id: &str) -> Result<Vec<InboxItem>, StoreError> {
+                let rows = sqlx::query(&format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE onward_of = $1 ORDER BY onward_number"))
+                    .bind(packet_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::inbox_from_row).collect()
             }
 
             async fn inbox_item(&self, packet_id: &str) -> Result<Option<InboxItem>, StoreError> {

@@ -30,7 +30,7 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyMark, PolicySignOffRecord, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
-    Written, ExpiredReferral, DecisionFactsAtRest, AcceptedReferral, PeriodStep, RefusedPacket, SealedFacts, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing,
+    Written, ExpiredReferral, DecisionFactsAtRest, AcceptedReferral, PeriodStep, RefusedPacket, SealedFacts, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing, NewOnwardCopy, OnwardCopyOf,
     AuditStore, OverrideStore, NewOverride, StoredOverride, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
 };
 use super::transitions::{list, moves};
@@ -47,7 +47,8 @@ const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerp
      destination_country, purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover, priority";
 
 const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
-     visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure, priority, queue_rank, due_ms";
+     visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure, priority, queue_rank, due_ms, \
+     onward_of, onward_number, onward_kind, onward_referred_by";
 
 /// An override with its referral's routing facts.
 const OVERRIDE_COLUMNS: &str = "o.referral_id, o.reason, o.justification_code, o.overridden, o.requested_org, o.requested_by, o.requested_ms, \
@@ -486,6 +487,13 @@ macro_rules! sql_store {
                                 Written::Audited { seq: chain(&mut head, audit, &mut records) }
                             } else {
                                 Written::AlreadySettled
+                            }
+                        }
+                        Write::ReferOnward { copy, audit } => {
+                            if Self::insert_onward_copy(&mut tx, copy).await? {
+                                Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                            } else {
+                                Written::DuplicateKey
                             }
                         }
                         Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },

@@ -7,7 +7,70 @@ on_both_backends!(
     a_known_packet_id_is_stored_once_and_keeps_its_first_receipt,
     the_recipients_cursor_follows_the_order_cases_became_visible,
     the_recipients_queue_puts_emergencies_first_then_deadlines_then_what_awaits_nothing,
+    a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_numbered_once,
 );
+
+/// A copy passed on (`Write::ReferOnward`): stored, made visible to the
+/// onward organisation and the sender's `onward` status queued in one
+/// write; listed with its case; a second copy of the same number writes nothing.
+async fn a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_numbered_once(backend: Backend) {
+    use referral_gateway::domain::RecipientKind;
+    use referral_gateway::store::{NewOnwardCopy, NewReply, OnwardCopyOf, StoredRetention};
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store.write_batch(&[packet("case", "d-1")]).await.unwrap();
+    let queue = InboxQueue { priority: None, acknowledge_by_ms: at(100).timestamp_millis(), answer_by_ms: at(200).timestamp_millis() };
+    store.write_batch(&[make_visible_as("case", 1, queue)]).await.unwrap();
+    let copy = |id: &str, number: u32| {
+        let of = OnwardCopyOf { parent: "case".to_owned(), number, kind: RecipientKind::Ngo, referred_by: "nga-iom-lagos".to_owned() };
+        let entry = referral_gateway::store::NewInboxEntry {
+            packet_id: id.to_owned(),
+            issuer: "ITA".to_owned(),
+            packet_sha256: String::new(),
+            packet_type: "referral".to_owned(),
+            recipient_org: "nga-ngo-shelter".to_owned(),
+            claims: SealedPayload { sealed: vec![7], key_id: format!("k-{id}") },
+            receipt: String::new(),
+            received_ms: at(10).timestamp_millis(),
+            expires_ms: at(600).timestamp_millis(),
+        };
+        let retention = StoredRetention { until_ms: at(9000).timestamp_millis(), days_after_closure: None };
+        let step = InboxMove::Forward { pushed: false, retention, reseal: None, queue };
+        let forward = InboxChange { packet_id: id.to_owned(), from: InboxState::Received, step, at_ms: at(10).timestamp_millis() };
+        let reply = NewReply {
+            packet_id: format!("onward-{id}"),
+            packet_type: "status".to_owned(),
+            destination_country: "ITA".to_owned(),
+            recipient_org: "nga-iom-lagos".to_owned(),
+            payload: SealedPayload { sealed: vec![1], key_id: "k".to_owned() },
+            deadline_ms: at(600).timestamp_millis(),
+            created_ms: at(10).timestamp_millis(),
+        };
+        Write::ReferOnward { copy: Box::new(NewOnwardCopy { entry, of, forward, reply }), audit: event(10, "NGA", Action::InboxUpdate) }
+    };
+    let written = store.write_batch(&[copy("copy-1", 1)]).await.unwrap();
+    assert!(matches!(written[0], Written::Audited { .. }), "{written:?}");
+    let copies = store.onward_copies("case").await.unwrap();
+    assert_eq!(copies.len(), 1);
+    let listed = &copies[0];
+    assert_eq!((listed.packet_id.as_str(), listed.state, listed.recipient_org.as_str()), ("copy-1", InboxState::Available, "nga-ngo-shelter"));
+    assert!(listed.visible_seq.is_some() && listed.retention.is_some() && listed.queue.is_some(), "{listed:?}");
+    assert_eq!(listed.onward.as_ref().map(|o| (o.parent.as_str(), o.number, o.kind)), Some(("case", 1, RecipientKind::Ngo)));
+    let shelter = store.inbox_for("nga-ngo-shelter", &[InboxState::Available], None, 10).await.unwrap();
+    assert_eq!(shelter.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["copy-1"]);
+    let queued = |id: &str| format!("UPDATE outbox SET next_attempt_ms = next_attempt_ms WHERE id = 'onward-{id}'");
+    assert_eq!(raw(&opened, &queued("copy-1")).await, Ok(1), "the sender's status is queued with it");
+    // The same number again: nothing written, not even its status.
+    let again = store.write_batch(&[copy("copy-2", 1)]).await.unwrap();
+    assert_eq!(again[0], Written::DuplicateKey);
+    assert!(store.inbox_item("copy-2").await.unwrap().is_none());
+    assert_eq!(raw(&opened, &queued("copy-2")).await, Ok(0));
+    store.write_batch(&[copy("copy-2", 2)]).await.unwrap();
+    let numbers: Vec<u32> = store.onward_copies("case").await.unwrap().iter().filter_map(|c| c.onward.as_ref().map(|o| o.number)).collect();
+    assert_eq!(numbers, [1, 2]);
+    assert!(store.onward_copies("copy-1").await.unwrap().is_empty());
+    assert!(store.inbox_item("case").await.unwrap().unwrap().onward.is_none());
+}
 
 async fn the_recipients_queue_puts_emergencies_first_then_deadlines_then_what_awaits_nothing(backend: Backend) {
     use referral_gateway::domain::priority::Priority;
