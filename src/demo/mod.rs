@@ -43,6 +43,12 @@ fn step_failed(what: impl std::fmt::Display) -> DemoError {
     DemoError::Step(what.to_string())
 }
 
+/// The DPOs' permit of the demo: reintegration cases may be passed on to
+/// organisations that are not state actors.
+const ONWARD_PERMIT: &str = "@id(\"onward.reintegration_non_state\")\n\
+    permit (principal, action == Action::\"refer_onward\", resource)\n\
+    when { context.onward_purpose == Purpose::\"reintegration\" && !principal.state_actor };\n";
+
 struct Gateway {
     country: CountryCode,
     app: Application,
@@ -82,6 +88,7 @@ pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     demo.tampered_packet().await?;
     demo.consent_withdrawn(&tracing).await?;
     demo.emergency_override().await?;
+    demo.onward_referral().await?;
     demo.audit_chains().await?;
     demo.say(&format!("All steps behaved as the federation promises ({:.1} s).", demo.started.elapsed().as_secs_f64()));
     if keep_running {
@@ -385,8 +392,142 @@ impl Demo {
         Ok(())
     }
 
+    /// Both DPOs of `country`'s gateway adopt the shipped policy plus a
+    /// `refer_onward` permit: one uploads, the other signs off.
+    async fn adopt_onward_permit(&self, country: &str, (author, reviewer): (&str, &str)) -> Result<(), DemoError> {
+        let shipped = crate::policy_files::read_sources(std::path::Path::new("config/policies")).map_err(step_failed)?;
+        let mut files: std::collections::BTreeMap<String, String> = shipped.into_iter().map(|source| (source.name, source.text)).collect();
+        files.insert("30-onward.cedar".to_owned(), ONWARD_PERMIT.to_owned());
+        let (code, stored) = self.call(author, country, reqwest::Method::PUT, "/v1/policies", Some(&json!({ "files": files }))).await?;
+        let number = at(&stored, "/number").as_i64().unwrap_or_default();
+        if code != 201 {
+            return Err(step_failed(format!("{country}: storing the onward permit: HTTP {code} {stored}")));
+        }
+        let (code, approved) = self.call(reviewer, country, reqwest::Method::POST, &format!("/v1/policies/{number}/approve"), Some(&json!({}))).await?;
+        if code != 200 {
+            return Err(step_failed(format!("{country}: approving the onward permit: HTTP {code} {approved}")));
+        }
+        Ok(())
+    }
+
+    /// A reintegration referral to a health centre in the Gambia, which
+    /// passes part of it on to an NGO there, tries to pass it to a
+    /// government department (outside what Italy's DPO permits), and loses
+    /// its copy, and the NGO its own, when the person withdraws consent.
+    async fn onward_referral(&self) -> Result<(), DemoError> {
+        self.say(
+            "7. Onward referral in the country of return. A Gambian returnee living with HIV goes home; the health centre in Banjul \
+             continues his treatment and, as he agreed, may pass his case on to NGOs and social welfare for his reintegration. Both \
+             countries' DPOs adopt a refer_onward permit (to organisations that are not state actors), each signed off by a second DPO.",
+        );
+        self.adopt_onward_permit("ITA", ("ita-dpo", "ita-dpo-2")).await?;
+        self.adopt_onward_permit("GMB", ("gmb-dpo", "gmb-dpo-2")).await?;
+        // The returnee of the fixture, going home to the Gambia instead.
+        let mut referral = fixtures::referral_as_of("returnee_hiv_reintegration", self.clock.now()).map_err(step_failed)?;
+        for pointer in ["/case/identity/place_of_birth/country", "/case/identity/former_habitual_residence/country", "/case/return_logistics/destination/country"] {
+            if let Some(country) = referral.pointer_mut(pointer) {
+                *country = json!("GMB");
+            }
+        }
+        if let Some(identity) = referral.pointer_mut("/case/identity") {
+            identity["nationalities"] = json!(["GMB"]);
+        }
+        if let Some(scope) = referral.pointer_mut("/consent/scopes/0") {
+            scope["recipients"] = json!([{ "kind": "health_provider", "country": "GMB" }]);
+            scope["onward"] = json!({ "recipient_kinds": ["ngo", "social_welfare"] });
+        }
+        let fields = referral.as_object_mut().ok_or_else(|| step_failed("the fixture is not a JSON object"))?;
+        fields.insert("destination".to_owned(), json!("gmb-health-banjul"));
+        fields.insert("idempotency_key".to_owned(), json!("demo-onward-0001"));
+        let (status, answer) = self.call("iom-rome", "ITA", reqwest::Method::POST, "/v1/referrals", Some(&referral)).await?;
+        if status != 202 {
+            return Err(step_failed(format!("the reintegration referral was not accepted: HTTP {status} {answer}")));
+        }
+        let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
+        self.wait_for_status(&id, ReferralStatus::Delivered).await?;
+        let items = self.inbox("gmb-health-banjul", "GMB", 1).await?;
+        let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
+        let (_, case) = self.call("gmb-health-banjul", "GMB", reqwest::Method::GET, &format!("/v1/inbox/{packet_id}"), None).await?;
+        let kinds: Vec<String> = at(&case, "/onward/grants").as_array().into_iter().flatten().flat_map(|g| at(g, "/recipient_kinds").as_array().cloned().unwrap_or_default()).filter_map(|k| k.as_str().map(str::to_owned)).collect();
+        println!(
+            "   The case came with onward limits decided in Italy: to {} only (social welfare is a state body: Italy's DPO permits none).",
+            kinds.join(", ")
+        );
+        let refer = |to: &str, categories: Value| json!({ "recipient": to, "purpose": "reintegration", "categories": categories });
+        let path = format!("/v1/inbox/{packet_id}/refer-onward");
+        let (code, refused) = self.call("gmb-health-banjul", "GMB", reqwest::Method::POST, &path, Some(&refer("gmb-social-welfare", json!(["identity"])))).await?;
+        if code != 422 {
+            return Err(step_failed(format!("passing the case to social welfare: HTTP {code} {refused}")));
+        }
+        println!("   The centre asks to pass it to the Department of Social Welfare: refused by the Gambian gateway, {}.", at(&refused, "/reason_code"));
+        let (code, passed) = self.call("gmb-health-banjul", "GMB", reqwest::Method::POST, &path, Some(&refer("gmb-returnee-ngo", json!(["identity", "contact"])))).await?;
+        if code != 201 {
+            return Err(step_failed(format!("passing the case to the NGO: HTTP {code} {passed}")));
+        }
+        let copy_id = at(&passed, "/packet_id").as_str().unwrap_or_default().to_owned();
+        let categories: Vec<String> = at(&passed, "/categories").as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect();
+        println!(
+            "   To the reintegration NGO in Banjul: passed on, {} only (never his health), cut to what reintegration needs; a case of its own in the NGO's inbox.",
+            categories.join(", ")
+        );
+        self.inbox("gmb-returnee-ngo", "GMB", 1).await?;
+        let (code, _) = self.call("gmb-returnee-ngo", "GMB", reqwest::Method::POST, &format!("/v1/inbox/{copy_id}/status"), Some(&json!({ "status": "accepted" }))).await?;
+        if code != 202 {
+            return Err(step_failed(format!("the NGO's answer: HTTP {code}")));
+        }
+        let onward = self.wait_for_onward(&id, &["onward_1", "ngo", "accepted"]).await?;
+        println!("   Italy follows it as codes, never the NGO's name: {}.", onward.join(" ; "));
+        let (code, answer) = self.call("iom-rome", "ITA", reqwest::Method::POST, &format!("/v1/referrals/{id}/consent-withdrawal"), Some(&json!({}))).await?;
+        if code != 200 {
+            return Err(step_failed(format!("withdrawing: HTTP {code} {answer}")));
+        }
+        let until = Instant::now() + STEP_LIMIT;
+        loop {
+            let (read, _) = self.call("gmb-returnee-ngo", "GMB", reqwest::Method::GET, &format!("/v1/inbox/{copy_id}"), None).await?;
+            if read == 410 {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(step_failed(format!("the NGO's copy still answers HTTP {read}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (code, _) = self.call("gmb-returnee-ngo", "GMB", reqwest::Method::POST, &format!("/v1/inbox/{copy_id}/erasure-confirmed"), None).await?;
+        if code != 200 {
+            return Err(step_failed(format!("the NGO's confirmation: HTTP {code}")));
+        }
+        self.wait_for_onward(&id, &["onward_1", "ngo", "erasure_confirmed"]).await?;
+        println!(
+            "   The returnee withdraws his consent: the Gambian gateway erases the centre's case and the NGO's copy together; \
+             the NGO confirms, and Italy's timeline shows it: onward_1 ngo erasure_confirmed."
+        );
+        Ok(())
+    }
+
+    /// The `onward` entries of a referral's timeline once one has `codes`.
+    async fn wait_for_onward(&self, id: &str, codes: &[&str]) -> Result<Vec<String>, DemoError> {
+        let until = Instant::now() + STEP_LIMIT;
+        loop {
+            let referral = self.referral(id).await?;
+            let entries: Vec<Vec<String>> = at(&referral, "/timeline")
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| at(e, "/status") == "onward")
+                .map(|e| at(e, "/reason_codes").as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+                .collect();
+            if entries.iter().any(|entry| entry == codes) {
+                return Ok(entries.iter().map(|e| e.join(" ")).collect());
+            }
+            if Instant::now() > until {
+                return Err(step_failed(format!("Italy's timeline has no onward entry {codes:?}: {entries:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn audit_chains(&self) -> Result<(), DemoError> {
-        self.say("7. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
+        self.say("8. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
         for gateway in &self.gateways {
             match crate::store::verify_audit_chain(gateway.app.gateway().store.as_ref()).await.map_err(step_failed)? {
                 Ok(chain) => println!("   {}: {} entries, intact (head {}).", gateway.country, chain.entries, chain.head.get(..16).unwrap_or_default()),

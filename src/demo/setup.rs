@@ -19,8 +19,9 @@ use crate::domain::CountryCode;
 const MARKER: &str = ".referral-gateway-demo";
 
 /// A national system's client certificate: name, organisation, gateway country, role.
-/// Italy has two DPOs: a policy version one uploads, the other signs off.
-pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 9] = [
+/// Italy and the Gambia have two DPOs each: a policy version one uploads,
+/// the other signs off.
+pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 13] = [
     ("iom-rome", "ita-iom-rome", "ITA", "submitter"),
     ("nrm", "ita-nrm", "ITA", "submitter"),
     ("ita-dpo", "ita-nrm", "ITA", "dpo"),
@@ -29,6 +30,10 @@ pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 9] = [
     ("ita-statistics", "ita-nrm", "ITA", "statistics"),
     ("iom-banjul", "gmb-iom-banjul", "GMB", "recipient"),
     ("gmb-immigration", "gmb-immigration", "GMB", "recipient"),
+    ("gmb-returnee-ngo", "gmb-returnee-ngo", "GMB", "recipient"),
+    ("gmb-health-banjul", "gmb-health-banjul", "GMB", "recipient"),
+    ("gmb-dpo", "gmb-social-welfare", "GMB", "dpo"),
+    ("gmb-dpo-2", "gmb-social-welfare", "GMB", "dpo"),
     ("gin-red-cross", "gin-red-cross", "GIN", "recipient"),
 ];
 

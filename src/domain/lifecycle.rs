@@ -476,7 +476,8 @@ mod tests {
                 "narrowed_at_gateway",
                 "narrowing_confirmed",
                 "withdrawal_delivered",
-                "withdrawal_expired"
+                "withdrawal_expired",
+                "onward"
             ]
         );
         for progress in ReferralProgress::REPORTED_BY_RECIPIENTS.into_iter().chain([ReferralProgress::Refused, ReferralProgress::Forwarded]) {
