@@ -243,6 +243,9 @@ pub enum OnwardRefusal {
     /// What may go is nothing the onward purpose needs.
     #[error("nothing the case may pass on is needed for this purpose")]
     NothingNeeded,
+    /// The case as held cannot be read as a case.
+    #[error("the case cannot be read")]
+    CaseUnreadable,
 }
 
 impl OnwardRefusal {
@@ -259,10 +262,11 @@ impl OnwardRefusal {
             Self::NonNegotiableRule => "non_negotiable_rule",
             Self::NotPermittedHere => "onward_policy_no_permit",
             Self::NothingNeeded => "nothing_needed",
+            Self::CaseUnreadable => "case_unreadable",
         }
     }
 
-    pub const ALL: [OnwardRefusal; 11] = [
+    pub const ALL: [OnwardRefusal; 12] = [
         Self::StateBodyOfAnotherKind,
         Self::RefusedByPerson,
         Self::LeavesCountry,
@@ -274,6 +278,7 @@ impl OnwardRefusal {
         Self::NonNegotiableRule,
         Self::NotPermittedHere,
         Self::NothingNeeded,
+        Self::CaseUnreadable,
     ];
 }
 
@@ -303,6 +308,9 @@ pub struct OnwardAsk<'a> {
 pub struct OnwardCopy {
     pub categories: BTreeSet<DataCategory>,
     pub body: serde_json::Value,
+    /// The end of what let them go on (the grants' `until`, the earliest
+    /// over the categories): the copy is not kept past it.
+    pub until: DateTime<Utc>,
 }
 
 /// The receiving gateway's decision on an onward referral: within the
@@ -327,7 +335,7 @@ pub fn decide_onward(ask: &OnwardAsk<'_>, policy: &DataProtectionPolicy, now: Da
         }
         categories = requested.clone();
     }
-    let case: Case = serde_json::from_value(ask.body.clone()).map_err(|_| OnwardRefusal::NothingNeeded)?;
+    let case: Case = serde_json::from_value(ask.body.clone()).map_err(|_| OnwardRefusal::CaseUnreadable)?;
     // The consent counts as given (the sender checked it), by a guardian where one is needed.
     let facts = facts_with_consent_giver(&case, true, now);
     let listed: Vec<DataCategory> = categories.iter().copied().collect();
@@ -348,8 +356,21 @@ pub fn decide_onward(ask: &OnwardAsk<'_>, policy: &DataProtectionPolicy, now: Da
     if kept.is_empty() {
         return Err(OnwardRefusal::NothingNeeded);
     }
-    let categories = kept.keys().filter_map(|name| name.parse().ok()).collect();
-    Ok(OnwardCopy { categories, body: serde_json::Value::Object(kept) })
+    let categories: BTreeSet<DataCategory> = kept.keys().filter_map(|name| name.parse().ok()).collect();
+    // Each category may go until the last in-time grant for it ends; the copy as a whole until the first of those.
+    let until = categories
+        .iter()
+        .filter_map(|category| {
+            limits
+                .grants
+                .iter()
+                .filter(|g| g.purposes.contains(&ask.purpose) && g.recipient_kinds.contains(&onward.kind) && now < g.until && g.categories.contains(category))
+                .map(|g| g.until)
+                .max()
+        })
+        .min()
+        .ok_or(OnwardRefusal::NotConsented)?;
+    Ok(OnwardCopy { categories, body: serde_json::Value::Object(kept), until })
 }
 
 vocabulary! {

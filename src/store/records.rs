@@ -518,9 +518,17 @@ pub enum Write {
     RetentionErase { erasure: RetentionErasure, at_ms: i64, audit: AuditEvent },
     /// A case passed on by its recipient: the copy stored and made
     /// available to the onward organisation, and the original sender told,
-    /// in one transaction. [`Written::DuplicateKey`] (nothing written) when
-    /// the case has a copy of that number already: numbered again.
+    /// in one transaction. Nothing is written when the case is no longer
+    /// live under the key it was read with ([`Written::AlreadySettled`]),
+    /// when its organisation holds a live copy already
+    /// ([`Written::KnownPacket`]), or when the case has a copy of that
+    /// number already ([`Written::DuplicateKey`]: numbered again).
     ReferOnward { copy: Box<NewOnwardCopy>, audit: AuditEvent },
+    /// A refused onward referral told to the original sender (`reply`),
+    /// once per case and `told` (the onward kind and the refusal's code):
+    /// [`Written::AlreadySettled`] (nothing sent, the audit still written)
+    /// when it was told before.
+    OnwardRefused { packet_id: String, told: String, reply: Box<NewReply>, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),
 }
@@ -640,8 +648,10 @@ pub enum InboxMove {
     /// (`effect`), and the erasure is confirmed back (`reply`). `categories`:
     /// those it names (none for a whole withdrawal, or one sealed end to end).
     /// The copies passed on from the case here are erased or cut the same
-    /// way (`effects`: the case's first, then each copy's).
-    ApplyWithdrawal { categories: Vec<String>, reply: NewReply, tombstone: Tombstone, effects: Vec<WithdrawalEffect> },
+    /// way (`effects`: the case's first, then each copy's); `copies`: the
+    /// copies those effects were worked out for. A copy made meanwhile,
+    /// not among them, is erased whole in the same write.
+    ApplyWithdrawal { categories: Vec<String>, reply: NewReply, tombstone: Tombstone, effects: Vec<WithdrawalEffect>, copies: Vec<String> },
     /// The recipient took the case (pulled and acknowledged, or the push
     /// was answered): `forwarded` goes back.
     Acknowledge { reply: NewReply },
@@ -839,6 +849,9 @@ pub struct NewOnwardCopy {
     /// The copy as an inbox entry (its packet id new; no packet, no receipt).
     pub entry: NewInboxEntry,
     pub of: OnwardCopyOf,
+    /// The key the case was read under: the copy is made only if the case
+    /// is still live under it (no withdrawal cut or erased it meanwhile).
+    pub parent_key_id: String,
     /// Its move from `received` to its recipient (listed, or pushed).
     pub forward: InboxChange,
     /// The `onward` status back to the original sender.

@@ -201,9 +201,9 @@ async fn a_case_passed_on_is_followed_and_withdrawn_along_the_chain(backend: Bac
     assert_eq!(held, [&"contact".to_owned(), &"identity".to_owned()].into(), "{}", copy.text);
     assert_eq!(copy.body["referred_onward_by"], "nga-health-lagos");
     assert!(copy.body.get("onward").is_none(), "a copy is never passed on again: {}", copy.text);
-    for (field, value) in case["case"]["identity"].as_object().unwrap() {
-        if let Some(kept) = copy.body["case"]["identity"].get(field) {
-            assert_eq!(kept, value, "the copy holds the case's own data, never more");
+    for category in ["identity", "contact"] {
+        for (field, value) in copy.body["case"][category].as_object().unwrap() {
+            assert_eq!(case["case"][category].get(field), Some(value), "the copy holds the case's own data, never more: {category}.{field}");
         }
     }
     // Nor may the shelter pass it on, nor read the case it came from.
@@ -211,6 +211,8 @@ async fn a_case_passed_on_is_followed_and_withdrawn_along_the_chain(backend: Bac
     assert_eq!(onward_again.status, 422, "{}", onward_again.text);
     assert_eq!(onward_again.body["reason_code"], "onward_not_consented");
     assert_eq!(shelter_reads(nga, &packet_id).await.status, 404);
+    // Nothing about a copy goes to the sender but as a movement of the case: never the shelter's id, nor the copy's.
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE recipient_org = 'nga-ngo-shelter'").await, 0);
 
     // The sender follows it, as codes: the copy's number, the organisation's kind, the step.
     wait_for_onward(ita, &referral_id, &["immigration", "refused", "onward_not_consented"]).await;
@@ -226,11 +228,15 @@ async fn a_case_passed_on_is_followed_and_withdrawn_along_the_chain(backend: Bac
     let timeline = ita.get(Who::IomRome, &format!("/v1/referrals/{referral_id}")).await.text;
     assert!(!timeline.contains("nga-ngo-shelter") && !timeline.contains(&copy_id), "{timeline}");
 
-    // A partial withdrawal reaches the copy: cut there too, and confirmed back.
-    let narrowed = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{referral_id}/consent-withdrawal"))).json(&json!({ "categories": ["contact"] }))).await;
+    // A partial withdrawal reaches the copy: cut there too (told only of what it held), and confirmed back.
+    let narrowed = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{referral_id}/consent-withdrawal"))).json(&json!({ "categories": ["contact", "health"] }))).await;
     assert_eq!(narrowed.status, 200, "{}", narrowed.text);
-    wait_for("the copy cut", LIMIT, || async { shelter_reads(nga, &copy_id).await.body["case"].get("contact").is_none() }).await;
-    assert_eq!(shelter_reads(nga, &copy_id).await.body["erased_categories"], json!(["contact"]));
+    // (While the cut is written its old key is gone already: the copy answers 410 for that moment.)
+    wait_for("the copy cut", LIMIT, || async { shelter_reads(nga, &copy_id).await.body["erased_categories"] == json!(["contact"]) }).await;
+    let cut = shelter_reads(nga, &copy_id).await.body;
+    assert!(cut["case"].get("contact").is_none() && cut["case"].get("identity").is_some(), "{cut}");
+    let listed_again = nga.get(Who::NgaShelter, "/v1/inbox").await.text;
+    assert!(!listed_again.contains("health"), "the shelter never held the health category: {listed_again}");
     let confirmed = send(client_for(Who::NgaShelter).post(nga.url(&format!("/v1/inbox/{copy_id}/erasure-confirmed")))).await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.text);
     wait_for_onward(ita, &referral_id, &["onward_1", "ngo", "narrowing_confirmed"]).await;
@@ -246,4 +252,8 @@ async fn a_case_passed_on_is_followed_and_withdrawn_along_the_chain(backend: Bac
     wait_for_onward(ita, &referral_id, &["onward_1", "ngo", "erasure_confirmed"]).await;
     // Nothing is passed on of a case withdrawn.
     assert_eq!(refer_onward(nga, &packet_id, to_shelter).await.status, 410);
+    // A refusal is told once per kind and code, however often it is asked.
+    let entries = onward_entries(ita, &referral_id).await;
+    assert_eq!(entries.iter().filter(|e| *e == &["ngo", "refused", "onward_not_consented"]).count(), 1, "{entries:?}");
+    assert!(entries.iter().all(|e| !e.contains(&"same_organisation".to_owned()) && !e.contains(&"recipient_unknown".to_owned())), "{entries:?}");
 }

@@ -102,6 +102,20 @@ fn every_refusal_has_its_reason() {
     };
     let copy = ask(Some(&[DataCategory::Identity, DataCategory::Health].into()), permit_all_policy(), Purpose::Reintegration).unwrap();
     assert_eq!(copy.categories, [DataCategory::Identity, DataCategory::Health].into());
+    assert_eq!(copy.until, limits.grants[0].until, "kept no longer than what let it go on");
+    // Two grants for health: it may go until the later one ends; the copy as a whole until identity's grant ends.
+    let mut two = limits.clone();
+    two.grants[0].until = now() + Duration::days(10);
+    two.grants.push(OnwardGrant { categories: [DataCategory::Health].into(), until: now() + Duration::days(20), ..limits.grants[0].clone() });
+    let ask_two = OnwardAsk { limits: Some(&two), purpose: Purpose::Reintegration, onward: Some(&clinic), referred_by: &shelter, here: shelter.country, sender: italy(), body: &body, requested: Some(&[DataCategory::Identity, DataCategory::Health].into()) };
+    assert_eq!(decide_onward(&ask_two, permit_all_policy(), now()).unwrap().until, now() + Duration::days(10));
+    let health_only: BTreeSet<DataCategory> = [DataCategory::Health].into();
+    let ask_health = OnwardAsk { requested: Some(&health_only), ..ask_two };
+    assert_eq!(decide_onward(&ask_health, permit_all_policy(), now()).unwrap().until, now() + Duration::days(20));
+    // A body that is not a case: refused as such.
+    let broken = serde_json::json!({ "identity": "not a category's fields" });
+    let ask_broken = OnwardAsk { body: &broken, requested: None, ..ask_two };
+    assert_eq!(decide_onward(&ask_broken, permit_all_policy(), now()), Err(OnwardRefusal::CaseUnreadable));
     // Only what may go may be asked for; and the shipped policy permits no onward referral.
     assert_eq!(ask(Some(&[DataCategory::Asylum].into()), permit_all_policy(), Purpose::Reintegration), Err(OnwardRefusal::NotConsented));
     assert_eq!(ask(None, default_policy(), Purpose::Reintegration), Err(OnwardRefusal::NotPermittedHere));

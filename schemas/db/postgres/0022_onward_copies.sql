@@ -16,6 +16,9 @@ ALTER TABLE inbox ADD COLUMN onward_of TEXT;
 ALTER TABLE inbox ADD COLUMN onward_number BIGINT;
 ALTER TABLE inbox ADD COLUMN onward_kind TEXT;
 ALTER TABLE inbox ADD COLUMN onward_referred_by TEXT;
+-- The refusals of onward referrals of a case already told to its sender
+-- (`<kind>:<code>;` each): each is told once, however often it is asked.
+ALTER TABLE inbox ADD COLUMN onward_refusals TEXT;
 CREATE UNIQUE INDEX inbox_onward_copies ON inbox (onward_of, onward_number);
 
 ALTER TABLE referral_events DROP CONSTRAINT referral_events_status_known;

@@ -202,17 +202,20 @@ impl Gateway {
                         // A partial withdrawal sealed end to end names categories this gateway
                         // cannot read, of a case it cannot read: it hands the withdrawal to the
                         // organisation with the case.
+                        let mut copies = Vec::new();
                         let (effects, handed_over) = match target {
                             _ if verdict.opaque => {
                                 let (effect, handed_over) = self.hand_over_withdrawal(target.as_ref(), &item.packet_id, now).await?;
                                 (effect.into_iter().collect(), handed_over)
                             }
                             Some(target) => {
-                                // The copies passed on from it go the same way (a case sealed end to end has none).
+                                // The copies passed on from it go the same way (a case sealed end to end has none);
+                                // one made after this reads them is erased whole by the write.
                                 let names = verdict.categories.as_deref();
                                 let mut effects: Vec<WithdrawalEffect> = self.erase_withdrawn(&target, names, now, false).await?.into_iter().collect();
                                 for copy in self.store.onward_copies(&target.packet_id).await? {
                                     effects.extend(self.erase_withdrawn(&copy, names, now, true).await?);
+                                    copies.push(copy.packet_id);
                                 }
                                 (effects, false)
                             }
@@ -225,7 +228,7 @@ impl Gateway {
                             categories: verdict.categories.clone(),
                             end_to_end: claims.end_to_end.clone().filter(|_| handed_over),
                         };
-                        let applied = InboxMove::ApplyWithdrawal { categories: verdict.categories.unwrap_or_default(), reply, tombstone, effects };
+                        let applied = InboxMove::ApplyWithdrawal { categories: verdict.categories.unwrap_or_default(), reply, tombstone, effects, copies };
                         self.inbox_move(item, applied, now)
                     }
                     Err(refused) => self.inbox_move(item, refusal(refused), now),
@@ -298,8 +301,10 @@ impl Gateway {
                 Err(AppError::Erased) => return Ok(None),
                 Err(error) => return Err(error),
             };
-            let held = claims.body.as_object().is_some_and(|body| names.iter().any(|name| body.contains_key(name)));
-            if copy && !held {
+            // A copy is told only of what it holds: the rest of the case is not its to know of.
+            let held: Vec<String> = names.iter().filter(|name| claims.body.as_object().is_some_and(|body| body.contains_key(*name))).cloned().collect();
+            let names: &[String] = if copy { &held } else { names };
+            if names.is_empty() && copy {
                 return Ok(None);
             }
             remove_categories(&mut claims.body, names);

@@ -27,7 +27,7 @@ use crate::domain::priority::DeadlineKind;
 use crate::domain::status::ReferralProgress;
 use crate::domain::submission::{looks_like_field_name, FieldProblem};
 use crate::domain::{DataCategory, OrgId, Purpose};
-use crate::store::{InboxChange, InboxItem, InboxMove, InboxQueue, NewInboxEntry, NewOnwardCopy, OnwardCopyOf, Write, Written};
+use crate::store::{InboxChange, InboxItem, InboxMove, InboxQueue, NewInboxEntry, NewOnwardCopy, OnwardCopyOf, StoredRetention, Write, Written};
 
 /// Times a copy is numbered again when another took its number meanwhile.
 const NUMBERING_ATTEMPTS: usize = 3;
@@ -41,38 +41,44 @@ impl Gateway {
         let (item, claims) = self.visible_item(principal, packet_id).await?;
         let now = self.now();
         let onward = self.directory().recipient(&request.recipient);
-        let referred_by = self.directory().recipient(&claims.recipient).ok_or(AppError::OnwardRefused(OnwardRefusal::UnknownOrganisation))?;
-        for copy in self.store.onward_copies(&item.packet_id).await? {
-            if copy.recipient_org == request.recipient.as_str() && copy.state.is_live() {
-                return self.made_before(principal, &item, &copy, now).await;
-            }
+        if let Some(copy) = self.copy_held_by(&item, &request.recipient).await? {
+            return self.made_before(principal, &item, &copy, now).await;
         }
-        let decided = if claims.is_end_to_end() {
-            Err(OnwardRefusal::SealedEndToEnd)
-        } else {
-            let ask = OnwardAsk {
-                limits: claims.onward.as_ref(),
-                purpose: request.purpose,
-                onward: onward.as_ref(),
-                referred_by: &referred_by,
-                here: self.country,
-                sender: claims.issuer,
-                body: &claims.body,
-                requested: request.categories.as_ref(),
-            };
-            decide_onward(&ask, &self.policy().policy, now)
+        let referred_by = self.directory().recipient(&claims.recipient);
+        let decided = match &referred_by {
+            // The organisation holding the case left the directory: nothing to decide for.
+            None => Err(OnwardRefusal::UnknownOrganisation),
+            Some(_) if claims.is_end_to_end() => Err(OnwardRefusal::SealedEndToEnd),
+            // A copy came without limits: it is never passed on again.
+            Some(_) if item.onward.is_some() => Err(OnwardRefusal::NotConsented),
+            Some(referred_by) => {
+                let ask = OnwardAsk {
+                    limits: claims.onward.as_ref(),
+                    purpose: request.purpose,
+                    onward: onward.as_ref(),
+                    referred_by,
+                    here: self.country,
+                    sender: claims.issuer,
+                    body: &claims.body,
+                    requested: request.categories.as_ref(),
+                };
+                decide_onward(&ask, &self.policy().policy, now)
+            }
         };
         let copy = match decided {
             Ok(copy) => copy,
             Err(refusal) => return Err(self.refuse_onward(principal, &item, onward.as_ref().map(|o| o.kind), refusal, now).await?),
         };
         let onward = onward.ok_or_else(|| AppError::Internal("an onward organisation decided on but unknown".to_owned()))?;
-        let retention = item.retention.ok_or_else(|| AppError::Internal("a visible case without retention".to_owned()))?;
+        let held_until = item.retention.ok_or_else(|| AppError::Internal("a visible case without retention".to_owned()))?;
+        // Kept no longer than the case is here, nor past what let it go on.
+        let retention = StoredRetention { until_ms: held_until.until_ms.min(copy.until.timestamp_millis()), ..held_until };
         let copy_id = new_id()?;
         let mut copy_claims = PacketClaims {
             packet_id: copy_id.clone(),
             recipient: onward.id.clone(),
             purpose: Some(request.purpose),
+            consent_expires_at: Some(claims.consent_expires_at.map_or(copy.until, |end| end.min(copy.until))),
             retention_until: DateTime::<Utc>::from_timestamp_millis(retention.until_ms).or(claims.retention_until),
             handover: false,
             onward: None,
@@ -114,10 +120,19 @@ impl Gateway {
             let audit = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "referred_onward")
                 .referral(&copy_id)
                 .reasons([format!("onward_of:{}", item.packet_id), format!("to:{}", onward.id), format!("onward_{number}")].into_iter().chain(categories.iter().map(|c| c.as_str().to_owned())));
-            let write = Write::ReferOnward { copy: Box::new(NewOnwardCopy { entry, of, forward, reply }), audit };
-            if self.writer.write(write).await? == Written::DuplicateKey {
+            let parent_key_id = item.claims.key_id.clone();
+            let write = Write::ReferOnward { copy: Box::new(NewOnwardCopy { entry, of, parent_key_id, forward, reply }), audit };
+            match self.writer.write(write).await? {
                 // Another copy of the case took the number meanwhile.
-                continue;
+                Written::DuplicateKey => continue,
+                // The organisation got a copy meanwhile: that one is its answer.
+                Written::KnownPacket => {
+                    let copy = self.copy_held_by(&item, &onward.id).await?.ok_or(AppError::Contended)?;
+                    return self.made_before(principal, &item, &copy, now).await;
+                }
+                // A withdrawal cut or erased the case meanwhile: decided on what it was, so nothing goes.
+                Written::AlreadySettled => return Err(AppError::Contended),
+                _ => {}
             }
             self.wake_delivery();
             if pushed {
@@ -136,6 +151,11 @@ impl Gateway {
             });
         }
         Err(AppError::Contended)
+    }
+
+    /// The live copy of `item` that `org` holds, if any.
+    async fn copy_held_by(&self, item: &InboxItem, org: &OrgId) -> Result<Option<InboxItem>, AppError> {
+        Ok(self.store.onward_copies(&item.packet_id).await?.into_iter().find(|copy| copy.recipient_org == org.as_str() && copy.state.is_live()))
     }
 
     /// The answer for a copy made before for the same organisation.
@@ -157,8 +177,10 @@ impl Gateway {
     }
 
     /// A refused onward referral: audited, and told to the original sender
-    /// (as the onward organisation's kind and the refusal's code) when the
-    /// organisation is known and not the case's own recipient.
+    /// (as the onward organisation's kind and the refusal's code, once per
+    /// kind and code) when the organisation is known and not the case's own
+    /// recipient, and the case is not a copy (whose sender knows nothing of
+    /// it: its movements go back only as those of the case it came from).
     async fn refuse_onward(
         &self,
         principal: &Authorized<Recipients>,
@@ -168,11 +190,12 @@ impl Gateway {
         now: DateTime<Utc>,
     ) -> Result<AppError, AppError> {
         let audit = AuditEvent::new(now, principal.actor(), Action::InboxUpdate, "onward_refused").referral(&item.packet_id).reasons([refusal.code()]);
-        match kind.filter(|_| refusal != OnwardRefusal::SameOrganisation) {
+        match kind.filter(|_| refusal != OnwardRefusal::SameOrganisation && item.onward.is_none()) {
             Some(kind) => {
                 let movement = OnwardMovement { copy: None, kind, step: OnwardStep::Refused, reason: Some(refusal.code().to_owned()) };
                 let reply = self.status_reply(item, ReferralProgress::Onward, movement.reason_codes(), now)?;
-                self.writer.write(Write::Reply { reply: Box::new(reply), audit, brings_forward: None, answers: None }).await?;
+                let told = format!("{}:{}", kind.as_str(), refusal.code());
+                self.writer.write(Write::OnwardRefused { packet_id: item.packet_id.clone(), told, reply: Box::new(reply), audit }).await?;
                 self.wake_delivery();
             }
             None => self.audit(audit).await?,

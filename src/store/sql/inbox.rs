@@ -37,12 +37,34 @@ macro_rules! inbox_sql {
                 Ok(inserted)
             }
 
-            /// See [`Write::ReferOnward`]: false (nothing written) when the
-            /// case has a copy of that number already.
+            /// See [`Write::ReferOnward`]: `Audited` (its `seq` unused) when
+            /// the copy is stored, or why nothing was. The checks run in the
+            /// write's transaction, which every other write waits for.
             async fn insert_onward_copy(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 copy: &NewOnwardCopy,
-            ) -> Result<bool, sqlx::Error> {
+            ) -> Result<Written, sqlx::Error> {
+                let live: Vec<&str> = InboxState::LIVE.iter().map(|s| s.as_str()).collect();
+                let live = format!("('{}')", live.join("', '"));
+                let parent = sqlx::query(&format!("SELECT key_id FROM inbox WHERE packet_id = $1 AND state IN {live}"))
+                    .bind(&copy.of.parent)
+                    .fetch_optional(&mut *connection)
+                    .await?;
+                let unchanged = match parent {
+                    Some(row) => row.try_get::<String, _>("key_id")? == copy.parent_key_id,
+                    None => false,
+                };
+                if !unchanged {
+                    return Ok(Written::AlreadySettled);
+                }
+                let held = sqlx::query(&format!("SELECT packet_id FROM inbox WHERE onward_of = $1 AND recipient_org = $2 AND state IN {live}"))
+                    .bind(&copy.of.parent)
+                    .bind(&copy.entry.recipient_org)
+                    .fetch_optional(&mut *connection)
+                    .await?;
+                if held.is_some() {
+                    return Ok(Written::KnownPacket);
+                }
                 let entry = &copy.entry;
                 let inserted = sqlx::query(
                     "INSERT INTO inbox (packet_id, issuer, packet_sha256, packet_type, recipient_org, sealed, key_id, receipt, received_ms, expires_ms, \
@@ -67,13 +89,58 @@ macro_rules! inbox_sql {
                 .await?
                 .rows_affected();
                 if inserted == 0 {
-                    return Ok(false);
+                    return Ok(Written::DuplicateKey);
                 }
                 if !Self::inbox_moves(connection, &copy.forward).await? {
                     return Err(sqlx::Error::Protocol("an onward copy just stored did not move to its recipient".to_owned()));
                 }
                 Self::queue_reply(connection, &copy.reply).await?;
-                Ok(true)
+                Ok(Written::Audited { seq: 0 })
+            }
+
+            /// See [`Write::OnwardRefused`]: whether `told` is new for the case
+            /// (and is now recorded). Codes are of `a-z`, `0-9`, `_` and `:`;
+            /// `_` is escaped, as LIKE takes it for any character.
+            async fn tell_onward_refusal(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                packet_id: &str,
+                told: &str,
+            ) -> Result<bool, sqlx::Error> {
+                let entry = format!("{told};");
+                let pattern = format!("%{}%", entry.replace('_', "\\_"));
+                let updated = sqlx::query(
+                    "UPDATE inbox SET onward_refusals = COALESCE(onward_refusals, '') || $2 \
+                     WHERE packet_id = $1 AND COALESCE(onward_refusals, '') NOT LIKE $3 ESCAPE '\\'",
+                )
+                .bind(packet_id)
+                .bind(&entry)
+                .bind(pattern)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected();
+                Ok(updated > 0)
+            }
+
+            /// The copies of `parent` made after a withdrawal of it worked out
+            /// its effects (not among `seen`): erased whole, as the case or
+            /// part of it is withdrawn and they may hold what is.
+            async fn erase_unseen_copies(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                parent: &str,
+                seen: &[String],
+                at_ms: i64,
+                notice_until_ms: i64,
+            ) -> Result<(), sqlx::Error> {
+                let rows = sqlx::query("SELECT packet_id FROM inbox WHERE onward_of = $1").bind(parent).fetch_all(&mut *connection).await?;
+                for row in rows {
+                    let copy: String = row.try_get("packet_id")?;
+                    if seen.contains(&copy) {
+                        continue;
+                    }
+                    let erasure = ReceivedErasure { event: InboxEvent::WithdrawnWhole { pushed: false }, notice_until_ms, reasons: None };
+                    Self::erase_received(connection, &copy, at_ms, &erasure).await?;
+                }
+                Ok(())
             }
 
             /// Moves a received packet on; false when it was not in the expected state.
@@ -162,8 +229,9 @@ macro_rules! inbox_sql {
                             Self::referral_moves(connection, referral_id, *event, reasons, change.at_ms).await?;
                         }
                     }
-                    InboxMove::ApplyWithdrawal { tombstone, effects, .. } => {
+                    InboxMove::ApplyWithdrawal { tombstone, effects, copies, reply, .. } => {
                         Self::keep_tombstone(connection, tombstone, change.at_ms).await?;
+                        Self::erase_unseen_copies(connection, &tombstone.packet_id, copies, change.at_ms, reply.deadline_ms).await?;
                         for effect in effects {
                             match effect {
                                 WithdrawalEffect::Narrow { narrowing, notice_until_ms } => {

@@ -489,12 +489,15 @@ macro_rules! sql_store {
                                 Written::AlreadySettled
                             }
                         }
-                        Write::ReferOnward { copy, audit } => {
-                            if Self::insert_onward_copy(&mut tx, copy).await? {
-                                Written::Audited { seq: chain(&mut head, audit, &mut records) }
-                            } else {
-                                Written::DuplicateKey
+                        Write::ReferOnward { copy, audit } => match Self::insert_onward_copy(&mut tx, copy).await? {
+                            Written::Audited { .. } => Written::Audited { seq: chain(&mut head, audit, &mut records) },
+                            refused => refused,
+                        },
+                        Write::OnwardRefused { packet_id, told, reply, audit } => {
+                            if Self::tell_onward_refusal(&mut tx, packet_id, told).await? {
+                                Self::queue_reply(&mut tx, reply).await?;
                             }
+                            Written::Audited { seq: chain(&mut head, audit, &mut records) }
                         }
                         Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },
                     };

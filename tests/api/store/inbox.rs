@@ -46,7 +46,15 @@ async fn a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_n
             deadline_ms: at(600).timestamp_millis(),
             created_ms: at(10).timestamp_millis(),
         };
-        Write::ReferOnward { copy: Box::new(NewOnwardCopy { entry, of, forward, reply }), audit: event(10, "NGA", Action::InboxUpdate) }
+        let parent_key_id = "k".to_owned();
+        Write::ReferOnward { copy: Box::new(NewOnwardCopy { entry, of, parent_key_id, forward, reply }), audit: event(10, "NGA", Action::InboxUpdate) }
+    };
+    let for_org = |write: Write, org: &str| match write {
+        Write::ReferOnward { mut copy, audit } => {
+            copy.entry.recipient_org = org.to_owned();
+            Write::ReferOnward { copy, audit }
+        }
+        other => other,
     };
     let written = store.write_batch(&[copy("copy-1", 1)]).await.unwrap();
     assert!(matches!(written[0], Written::Audited { .. }), "{written:?}");
@@ -60,16 +68,43 @@ async fn a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_n
     assert_eq!(shelter.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["copy-1"]);
     let queued = |id: &str| format!("UPDATE outbox SET next_attempt_ms = next_attempt_ms WHERE id = 'onward-{id}'");
     assert_eq!(raw(&opened, &queued("copy-1")).await, Ok(1), "the sender's status is queued with it");
-    // The same number again: nothing written, not even its status.
-    let again = store.write_batch(&[copy("copy-2", 1)]).await.unwrap();
+    // The same organisation again: it holds one. The same number again: nothing written, not even its status.
+    assert_eq!(store.write_batch(&[copy("copy-2", 2)]).await.unwrap()[0], Written::KnownPacket);
+    let again = store.write_batch(&[for_org(copy("copy-2", 1), "nga-health-lagos")]).await.unwrap();
     assert_eq!(again[0], Written::DuplicateKey);
     assert!(store.inbox_item("copy-2").await.unwrap().is_none());
     assert_eq!(raw(&opened, &queued("copy-2")).await, Ok(0));
-    store.write_batch(&[copy("copy-2", 2)]).await.unwrap();
+    store.write_batch(&[for_org(copy("copy-2", 2), "nga-health-lagos")]).await.unwrap();
     let numbers: Vec<u32> = store.onward_copies("case").await.unwrap().iter().filter_map(|c| c.onward.as_ref().map(|o| o.number)).collect();
     assert_eq!(numbers, [1, 2]);
     assert!(store.onward_copies("copy-1").await.unwrap().is_empty());
     assert!(store.inbox_item("case").await.unwrap().unwrap().onward.is_none());
+
+    // The case read under another key than it holds now (a withdrawal cut it meanwhile): nothing written.
+    raw(&opened, "UPDATE inbox SET key_id = 'k-cut' WHERE packet_id = 'case'").await.unwrap();
+    assert_eq!(store.write_batch(&[for_org(copy("copy-3", 3), "nga-red-cross")]).await.unwrap()[0], Written::AlreadySettled);
+    assert!(store.inbox_item("copy-3").await.unwrap().is_none());
+    raw(&opened, "UPDATE inbox SET key_id = 'k' WHERE packet_id = 'case'").await.unwrap();
+
+    // A withdrawal that worked out its effects before copy-2 was made (it saw copy-1 only): copy-2 is erased whole with it.
+    use referral_gateway::store::{NewReply as Reply, Tombstone};
+    store.write_batch(&[packet("withdrawal", "d-2")]).await.unwrap();
+    let reply = Reply {
+        packet_id: "confirmation".to_owned(),
+        packet_type: "erasure_confirmation".to_owned(),
+        destination_country: "ITA".to_owned(),
+        recipient_org: "nga-iom-lagos".to_owned(),
+        payload: SealedPayload { sealed: vec![1], key_id: "k".to_owned() },
+        deadline_ms: at(600).timestamp_millis(),
+        created_ms: at(20).timestamp_millis(),
+    };
+    let tombstone = Tombstone { withdrawal_id: "withdrawal".to_owned(), packet_id: "case".to_owned(), issuer: "ITA".to_owned(), categories: Some(vec!["health".to_owned()]), end_to_end: None };
+    let step = InboxMove::ApplyWithdrawal { categories: vec!["health".to_owned()], reply, tombstone, effects: Vec::new(), copies: vec!["copy-1".to_owned()] };
+    let change = InboxChange { packet_id: "withdrawal".to_owned(), from: InboxState::Received, step, at_ms: at(20).timestamp_millis() };
+    store.write_batch(&[Write::InboxMove { change: Box::new(change), audit: event(20, "NGA", Action::PacketScreen) }]).await.unwrap();
+    let states: Vec<(String, InboxState)> = store.onward_copies("case").await.unwrap().into_iter().map(|c| (c.packet_id, c.state)).collect();
+    assert_eq!(states, [("copy-1".to_owned(), InboxState::Available), ("copy-2".to_owned(), InboxState::Erased)]);
+    assert_eq!(store.inbox_item("copy-2").await.unwrap().unwrap().claims.sealed, Vec::<u8>::new(), "nothing of it left readable");
 }
 
 async fn the_recipients_queue_puts_emergencies_first_then_deadlines_then_what_awaits_nothing(backend: Backend) {
