@@ -49,6 +49,28 @@ const ONWARD_PERMIT: &str = "@id(\"onward.reintegration_non_state\")\n\
     permit (principal, action == Action::\"refer_onward\", resource)\n\
     when { context.onward_purpose == Purpose::\"reintegration\" && !principal.state_actor };\n";
 
+/// The demo's clock: the machine's, moved ahead when the demo shows what
+/// happens once a deadline has passed (it cannot wait hours).
+#[derive(Debug, Default)]
+struct DemoClock {
+    ahead: std::sync::Mutex<chrono::Duration>,
+}
+
+impl DemoClock {
+    fn move_ahead(&self, by: chrono::Duration) {
+        if let Ok(mut ahead) = self.ahead.lock() {
+            *ahead += by;
+        }
+    }
+}
+
+impl Clock for DemoClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let ahead = self.ahead.lock().map(|ahead| *ahead).unwrap_or_default();
+        SystemClock.now() + ahead
+    }
+}
+
 struct Gateway {
     country: CountryCode,
     app: Application,
@@ -61,13 +83,16 @@ struct Demo {
     /// The gateways' clock and the demo's: key windows, consents and the
     /// fixtures' dates all derive from it.
     clock: Arc<dyn Clock>,
+    /// The same clock, to move it ahead (step 6: a deadline passes).
+    ahead: Arc<DemoClock>,
 }
 
 /// Runs the demo in `dir`; with `keep_running`, leaves the federation up
 /// afterwards until Ctrl-C.
 pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     let started = Instant::now();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ahead = Arc::new(DemoClock::default());
+    let clock: Arc<dyn Clock> = Arc::clone(&ahead) as Arc<dyn Clock>;
     let files = setup::create(dir, &setup::Options::default(), clock.now())?;
     let mut gateways = Vec::new();
     for (country, config) in &files.configs {
@@ -76,7 +101,7 @@ pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
             .map_err(|e| DemoError::Start { country: country.to_string(), reason: e.to_string() })?;
         gateways.push(Gateway { country: *country, app });
     }
-    let demo = Demo { files, gateways, started, clock };
+    let demo = Demo { files, gateways, started, clock, ahead };
     demo.list_endpoints()?;
     demo.say(&format!(
         "Three gateways are up, each with its own database and keys, trusting one signed directory:\n{}",
@@ -384,10 +409,29 @@ impl Demo {
         let referral = self.wait_for_status(&id, ReferralStatus::Delivered).await?;
         let timeline: Vec<String> = at(&referral, "/timeline").as_array().map(|t| t.iter().filter_map(|e| at(e, "/status").as_str().map(str::to_owned)).collect()).unwrap_or_default();
         println!(
-            "   Timeline: {}. Priority {}: delivery within an hour, acknowledgement within four, an answer within a day; past one, \
-             the referral shows overdue, the metrics count it and the gateway logs a warning. The subject report shows the override.",
+            "   Timeline: {}. Priority {}: delivery within an hour, acknowledgement within four, an answer within a day. The subject \
+             report shows the override.",
             timeline.join(" -> "),
             at(&referral, "/priority")
+        );
+        // Nobody at IOM Banjul acknowledges it: the federation's clock is moved five hours on.
+        self.ahead.move_ahead(chrono::Duration::hours(5));
+        let referral = self.referral(&id).await?;
+        if at(&referral, "/overdue/deadline") != "acknowledgement" {
+            return Err(step_failed(format!("the emergency is not shown overdue: {}", at(&referral, "/overdue"))));
+        }
+        let (code, listed) = self.call("iom-rome", "ITA", reqwest::Method::GET, "/v1/referrals?overdue=true&priority=emergency", None).await?;
+        let listed = at(&listed, "/items").as_array().map_or(0, Vec::len);
+        if code != 200 || listed == 0 {
+            return Err(step_failed(format!("listing the overdue emergencies: HTTP {code}, {listed} listed")));
+        }
+        // The watch runs on its own every minute; here at once, so that the warning is in this run's log.
+        self.gateway("ITA")?.app.gateway().warn_overdue_emergencies(crate::app::sending::deadlines::WARNINGS_PER_ROUND).await.map_err(step_failed)?;
+        println!(
+            "   Five hours on, IOM Banjul has not acknowledged it: the referral shows overdue {} since {}, IOM Rome's listing of overdue \
+             emergencies holds it, the metrics count it, and Italy's gateway logs a warning naming only its id.",
+            at(&referral, "/overdue/deadline"),
+            at(&referral, "/overdue/since")
         );
         Ok(())
     }

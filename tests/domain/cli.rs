@@ -262,6 +262,7 @@ fn the_demo_runs_the_three_country_federation_and_exits_0() {
         "Italy's DPO (not the submitter) reviewed the codes, never the case, and approved: \"approved\"",
         "Timeline: awaiting_override -> override_approved -> delivered",
         "Priority \"emergency\"",
+        "Five hours on, IOM Banjul has not acknowledged it: the referral shows overdue \"acknowledgement\"",
         "The case came with onward limits decided in Italy: to ngo only",
         "The centre asks to pass it to the Department of Social Welfare: refused by the Gambian gateway, \"onward_not_consented\"",
         "To the reintegration NGO in Banjul: passed on, identity, contact only",
