@@ -309,7 +309,8 @@ pub struct OnwardCopy {
     pub categories: BTreeSet<DataCategory>,
     pub body: serde_json::Value,
     /// The end of what let them go on (the grants' `until`, the earliest
-    /// over the categories): the copy is not kept past it.
+    /// over the categories, and the end of this gateway's sharing agreement
+    /// behind its permit, if earlier): the copy is not kept past it.
     pub until: DateTime<Utc>,
 }
 
@@ -343,11 +344,12 @@ pub fn decide_onward(ask: &OnwardAsk<'_>, policy: &DataProtectionPolicy, now: Da
         return Err(OnwardRefusal::NonNegotiableRule);
     }
     let request = policy.facts(onward, ask.sender, &facts).map_err(|_| OnwardRefusal::NotPermittedHere)?;
+    // Until when this gateway's permits let all of it go: the earliest of their agreements' ends.
+    let mut permitted_until = DateTime::<Utc>::MAX_UTC;
     for &category in &categories {
         let question = OnwardQuestion { onward_kind: onward.kind, onward_purpose: ask.purpose, category, named: true };
-        if policy.permits_onward_to(&request, ask.referred_by, onward, question, now).is_none() {
-            return Err(OnwardRefusal::NotPermittedHere);
-        }
+        let until = policy.permits_onward_to(&request, ask.referred_by, onward, question, now).ok_or(OnwardRefusal::NotPermittedHere)?;
+        permitted_until = permitted_until.min(until);
     }
     let kept: serde_json::Map<String, serde_json::Value> = categories
         .iter()
@@ -369,7 +371,8 @@ pub fn decide_onward(ask: &OnwardAsk<'_>, policy: &DataProtectionPolicy, now: Da
                 .max()
         })
         .min()
-        .ok_or(OnwardRefusal::NotConsented)?;
+        .ok_or(OnwardRefusal::NotConsented)?
+        .min(permitted_until);
     Ok(OnwardCopy { categories, body: serde_json::Value::Object(kept), until })
 }
 

@@ -526,8 +526,8 @@ pub enum Write {
     ReferOnward { copy: Box<NewOnwardCopy>, audit: AuditEvent },
     /// A refused onward referral told to the original sender (`reply`),
     /// once per case and `told` (the onward kind and the refusal's code):
-    /// [`Written::AlreadySettled`] (nothing sent, the audit still written)
-    /// when it was told before.
+    /// when it was told before, nothing is sent; the audit event is written
+    /// either way.
     OnwardRefused { packet_id: String, told: String, reply: Box<NewReply>, audit: AuditEvent },
     /// An audit event alone.
     Audit(AuditEvent),

@@ -112,6 +112,17 @@ fn every_refusal_has_its_reason() {
     let health_only: BTreeSet<DataCategory> = [DataCategory::Health].into();
     let ask_health = OnwardAsk { requested: Some(&health_only), ..ask_two };
     assert_eq!(decide_onward(&ask_health, permit_all_policy(), now()).unwrap().until, now() + Duration::days(20));
+    // This gateway's permit rests on an agreement that ends sooner: the copy ends with it.
+    let sources = [referral_gateway::domain::policy::PolicySource {
+        name: "agreement.cedar".to_owned(),
+        text: "@id(\"test.permit_everything\")\npermit (principal, action, resource);\n\
+               @id(\"onward.until_december\")\n@expires(\"2026-11-30\")\npermit (principal, action == Action::\"refer_onward\", resource);\n"
+            .to_owned(),
+    }];
+    let with_agreement = referral_gateway::domain::policy::DataProtectionPolicy::compile(&sources).unwrap();
+    let until = decide_onward(&ask_health, &with_agreement, now()).unwrap().until;
+    assert!(until < now() + Duration::days(20) && until > now(), "{until}");
+    assert_eq!(until.date_naive(), chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(), "{until}");
     // A body that is not a case: refused as such.
     let broken = serde_json::json!({ "identity": "not a category's fields" });
     let ask_broken = OnwardAsk { body: &broken, requested: None, ..ask_two };

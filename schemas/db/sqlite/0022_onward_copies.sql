@@ -18,8 +18,14 @@ ALTER TABLE inbox ADD COLUMN onward_number BIGINT;
 ALTER TABLE inbox ADD COLUMN onward_kind TEXT;
 ALTER TABLE inbox ADD COLUMN onward_referred_by TEXT;
 -- The refusals of onward referrals of a case already told to its sender
--- (`<kind>:<code>;` each): each is told once, however often it is asked.
-ALTER TABLE inbox ADD COLUMN onward_refusals TEXT;
+-- (`told`: the onward kind and the code, `<kind>:<code>`): each is told
+-- once, however often it is asked.
+CREATE TABLE onward_refusals (
+    packet_id TEXT NOT NULL,
+    told TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (packet_id, told)
+);
 CREATE UNIQUE INDEX inbox_onward_copies ON inbox (onward_of, onward_number);
 
 CREATE TABLE referral_events_new (

@@ -85,6 +85,17 @@ impl Gateway {
             .map(|item| item.claims.key_id.clone())
             .collect();
         self.vault.destroy(&refused_keys).await?;
+        // The copies each withdrawal worked out its effects for: one made meanwhile is erased whole by its write.
+        let withdrawn_copies: Vec<(String, Vec<String>)> = moves
+            .iter()
+            .filter_map(|write| match write {
+                Write::InboxMove { change, .. } => match &change.step {
+                    InboxMove::ApplyWithdrawal { tombstone, copies, .. } => Some((tombstone.packet_id.clone(), copies.clone())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
         let mut moved = 0;
         for written in self.writer.write_all(moves).await {
             match written {
@@ -93,11 +104,32 @@ impl Gateway {
                 Err(error) => tracing::error!(%error, "recording a received packet's next state failed; it stays received"),
             }
         }
+        self.destroy_keys_of_unseen_copies(&withdrawn_copies).await?;
         if moved > 0 {
             self.wake_delivery();
             self.wake_pushing();
         }
         Ok(moved)
+    }
+
+    /// The keys of copies a withdrawal's write erased whole because they
+    /// were made after it read the copies of its case (`seen`): destroyed
+    /// now, so that no earlier copy of the database can open them either.
+    async fn destroy_keys_of_unseen_copies(&self, withdrawn: &[(String, Vec<String>)]) -> Result<(), AppError> {
+        for (case, seen) in withdrawn {
+            let unseen: Vec<String> = self
+                .store
+                .onward_copies(case)
+                .await?
+                .into_iter()
+                .filter(|copy| !seen.contains(&copy.packet_id) && copy.state.is_erased())
+                .map(|copy| copy.claims.key_id)
+                .collect();
+            if !unseen.is_empty() {
+                self.vault.destroy(&unseen).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Where a received packet goes next, and the audit of that move.

@@ -67,7 +67,11 @@ impl Gateway {
         };
         let copy = match decided {
             Ok(copy) => copy,
-            Err(refusal) => return Err(self.refuse_onward(principal, &item, onward.as_ref().map(|o| o.kind), refusal, now).await?),
+            // Told to the sender only about an onward organisation asked for by one the directory still lists.
+            Err(refusal) => {
+                let kind = onward.as_ref().map(|o| o.kind).filter(|_| referred_by.is_some());
+                return Err(self.refuse_onward(principal, &item, kind, refusal, now).await?);
+            }
         };
         let onward = onward.ok_or_else(|| AppError::Internal("an onward organisation decided on but unknown".to_owned()))?;
         let held_until = item.retention.ok_or_else(|| AppError::Internal("a visible case without retention".to_owned()))?;
@@ -168,7 +172,7 @@ impl Gateway {
             packet_id: copy.packet_id.clone(),
             referred_from: item.packet_id.clone(),
             recipient: claims.recipient,
-            purpose: claims.purpose.unwrap_or(Purpose::Reintegration),
+            purpose: claims.purpose.ok_or_else(|| AppError::Internal("an onward copy without its purpose".to_owned()))?,
             categories: claims.body.as_object().map(|body| body.keys().cloned().collect()).unwrap_or_default(),
             onward_copy: of.number,
             state: copy.state.shown(),

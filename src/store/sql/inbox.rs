@@ -99,26 +99,21 @@ macro_rules! inbox_sql {
             }
 
             /// See [`Write::OnwardRefused`]: whether `told` is new for the case
-            /// (and is now recorded). Codes are of `a-z`, `0-9`, `_` and `:`;
-            /// `_` is escaped, as LIKE takes it for any character.
+            /// (and is now recorded).
             async fn tell_onward_refusal(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 packet_id: &str,
                 told: &str,
+                at_ms: i64,
             ) -> Result<bool, sqlx::Error> {
-                let entry = format!("{told};");
-                let pattern = format!("%{}%", entry.replace('_', "\\_"));
-                let updated = sqlx::query(
-                    "UPDATE inbox SET onward_refusals = COALESCE(onward_refusals, '') || $2 \
-                     WHERE packet_id = $1 AND COALESCE(onward_refusals, '') NOT LIKE $3 ESCAPE '\\'",
-                )
-                .bind(packet_id)
-                .bind(&entry)
-                .bind(pattern)
-                .execute(&mut *connection)
-                .await?
-                .rows_affected();
-                Ok(updated > 0)
+                let inserted = sqlx::query("INSERT INTO onward_refusals (packet_id, told, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(packet_id)
+                    .bind(told)
+                    .bind(at_ms)
+                    .execute(&mut *connection)
+                    .await?
+                    .rows_affected();
+                Ok(inserted > 0)
             }
 
             /// The copies of `parent` made after a withdrawal of it worked out
@@ -137,7 +132,8 @@ macro_rules! inbox_sql {
                     if seen.contains(&copy) {
                         continue;
                     }
-                    let erasure = ReceivedErasure { event: InboxEvent::WithdrawnWhole { pushed: false }, notice_until_ms, reasons: None };
+                    // Pushed a notice if its organisation was pushed the copy (one that pulls is then listed it, as the pusher finds).
+                    let erasure = ReceivedErasure { event: InboxEvent::WithdrawnWhole { pushed: true }, notice_until_ms, reasons: None };
                     Self::erase_received(connection, &copy, at_ms, &erasure).await?;
                 }
                 Ok(())

@@ -494,7 +494,7 @@ macro_rules! sql_store {
                             refused => refused,
                         },
                         Write::OnwardRefused { packet_id, told, reply, audit } => {
-                            if Self::tell_onward_refusal(&mut tx, packet_id, told).await? {
+                            if Self::tell_onward_refusal(&mut tx, packet_id, told, reply.created_ms).await? {
                                 Self::queue_reply(&mut tx, reply).await?;
                             }
                             Written::Audited { seq: chain(&mut head, audit, &mut records) }

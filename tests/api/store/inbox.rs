@@ -86,8 +86,20 @@ async fn a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_n
     assert!(store.inbox_item("copy-3").await.unwrap().is_none());
     raw(&opened, "UPDATE inbox SET key_id = 'k' WHERE packet_id = 'case'").await.unwrap();
 
-    // A withdrawal that worked out its effects before copy-2 was made (it saw copy-1 only): copy-2 is erased whole with it.
+    // A withdrawal that worked out its effects before copy-2 was made (it saw copy-1 only): copy-2 is erased whole
+    // with it; taken by its organisation already, a notice of the erasure is pushed to it if it takes pushes.
     use referral_gateway::store::{NewReply as Reply, Tombstone};
+    let taken = Reply {
+        packet_id: "ack-copy-2".to_owned(),
+        packet_type: "status".to_owned(),
+        destination_country: "ITA".to_owned(),
+        recipient_org: "nga-iom-lagos".to_owned(),
+        payload: SealedPayload { sealed: vec![1], key_id: "k".to_owned() },
+        deadline_ms: at(600).timestamp_millis(),
+        created_ms: at(15).timestamp_millis(),
+    };
+    let acknowledge = InboxChange { packet_id: "copy-2".to_owned(), from: InboxState::Available, step: InboxMove::Acknowledge { reply: taken }, at_ms: at(15).timestamp_millis() };
+    store.write_batch(&[Write::InboxMove { change: Box::new(acknowledge), audit: event(15, "NGA", Action::InboxUpdate) }]).await.unwrap();
     store.write_batch(&[packet("withdrawal", "d-2")]).await.unwrap();
     let reply = Reply {
         packet_id: "confirmation".to_owned(),
@@ -103,7 +115,7 @@ async fn a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_n
     let change = InboxChange { packet_id: "withdrawal".to_owned(), from: InboxState::Received, step, at_ms: at(20).timestamp_millis() };
     store.write_batch(&[Write::InboxMove { change: Box::new(change), audit: event(20, "NGA", Action::PacketScreen) }]).await.unwrap();
     let states: Vec<(String, InboxState)> = store.onward_copies("case").await.unwrap().into_iter().map(|c| (c.packet_id, c.state)).collect();
-    assert_eq!(states, [("copy-1".to_owned(), InboxState::Available), ("copy-2".to_owned(), InboxState::Erased)]);
+    assert_eq!(states, [("copy-1".to_owned(), InboxState::Available), ("copy-2".to_owned(), InboxState::ErasurePushing)]);
     assert_eq!(store.inbox_item("copy-2").await.unwrap().unwrap().claims.sealed, Vec::<u8>::new(), "nothing of it left readable");
 }
 
