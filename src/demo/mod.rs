@@ -43,6 +43,20 @@ fn step_failed(what: impl std::fmt::Display) -> DemoError {
     DemoError::Step(what.to_string())
 }
 
+/// Asks `look` every 100 ms until it finds what it looks for (`Ok(found)`),
+/// for up to [`STEP_LIMIT`]; then the step fails with what it last saw
+/// (`Err(seen)`).
+async fn poll<T>(mut look: impl AsyncFnMut() -> Result<Result<T, String>, DemoError>) -> Result<T, DemoError> {
+    let until = Instant::now() + STEP_LIMIT;
+    loop {
+        match look().await? {
+            Ok(found) => return Ok(found),
+            Err(seen) if Instant::now() > until => return Err(step_failed(seen)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// The DPOs' permit of the demo: reintegration cases may be passed on to
 /// organisations that are not state actors.
 const ONWARD_PERMIT: &str = "@id(\"onward.reintegration_non_state\")\n\
@@ -186,33 +200,25 @@ impl Demo {
     }
 
     async fn wait_for_status(&self, id: &str, wanted: ReferralStatus) -> Result<Value, DemoError> {
-        let until = Instant::now() + STEP_LIMIT;
-        loop {
+        poll(async || {
             let referral = self.referral(id).await?;
-            if at(&referral, "/status") == wanted.as_str() {
-                return Ok(referral);
-            }
-            if Instant::now() > until {
-                return Err(step_failed(format!("referral {id} did not reach `{wanted}` (it is `{}`)", at(&referral, "/status"))));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(if at(&referral, "/status") == wanted.as_str() {
+                Ok(referral)
+            } else {
+                Err(format!("referral {id} did not reach `{wanted}` (it is `{}`)", at(&referral, "/status")))
+            })
+        })
+        .await
     }
 
     /// The recipient's inbox, once it holds `count` cases.
     async fn inbox(&self, system: &str, country: &str, count: usize) -> Result<Vec<Value>, DemoError> {
-        let until = Instant::now() + STEP_LIMIT;
-        loop {
+        poll(async || {
             let (status, page) = self.call(system, country, reqwest::Method::GET, "/v1/inbox", None).await?;
             let items = at(&page, "/items").as_array().cloned().unwrap_or_default();
-            if status == 200 && items.len() >= count {
-                return Ok(items);
-            }
-            if Instant::now() > until {
-                return Err(step_failed(format!("{system}'s inbox holds {} cases, not {count}", items.len())));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(if status == 200 && items.len() >= count { Ok(items) } else { Err(format!("{system}'s inbox holds {} cases, not {count}", items.len())) })
+        })
+        .await
     }
 
     async fn report(&self, system: &str, country: &str, packet_id: &str, status: &str, reason: Option<&str>) -> Result<(), DemoError> {
@@ -525,17 +531,11 @@ impl Demo {
         if code != 200 {
             return Err(step_failed(format!("withdrawing: HTTP {code} {answer}")));
         }
-        let until = Instant::now() + STEP_LIMIT;
-        loop {
+        poll(async || {
             let (read, _) = self.call("gmb-returnee-ngo", "GMB", reqwest::Method::GET, &format!("/v1/inbox/{copy_id}"), None).await?;
-            if read == 410 {
-                break;
-            }
-            if Instant::now() > until {
-                return Err(step_failed(format!("the NGO's copy still answers HTTP {read}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(if read == 410 { Ok(()) } else { Err(format!("the NGO's copy still answers HTTP {read}")) })
+        })
+        .await?;
         let (code, _) = self.call("gmb-returnee-ngo", "GMB", reqwest::Method::POST, &format!("/v1/inbox/{copy_id}/erasure-confirmed"), None).await?;
         if code != 200 {
             return Err(step_failed(format!("the NGO's confirmation: HTTP {code}")));
@@ -550,8 +550,7 @@ impl Demo {
 
     /// The `onward` entries of a referral's timeline once one has `codes`.
     async fn wait_for_onward(&self, id: &str, codes: &[&str]) -> Result<Vec<String>, DemoError> {
-        let until = Instant::now() + STEP_LIMIT;
-        loop {
+        poll(async || {
             let referral = self.referral(id).await?;
             let entries: Vec<Vec<String>> = at(&referral, "/timeline")
                 .as_array()
@@ -560,14 +559,13 @@ impl Demo {
                 .filter(|e| at(e, "/status") == "onward")
                 .map(|e| at(e, "/reason_codes").as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect())
                 .collect();
-            if entries.iter().any(|entry| entry == codes) {
-                return Ok(entries.iter().map(|e| e.join(" ")).collect());
-            }
-            if Instant::now() > until {
-                return Err(step_failed(format!("Italy's timeline has no onward entry {codes:?}: {entries:?}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(if entries.iter().any(|entry| entry == codes) {
+                Ok(entries.iter().map(|e| e.join(" ")).collect())
+            } else {
+                Err(format!("Italy's timeline has no onward entry {codes:?}: {entries:?}"))
+            })
+        })
+        .await
     }
 
     async fn audit_chains(&self) -> Result<(), DemoError> {

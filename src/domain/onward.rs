@@ -93,6 +93,11 @@ impl OnwardLimits {
         self.grants.is_empty()
     }
 
+    /// The grants for passing the case on for `purpose` to an organisation of `kind`.
+    fn grants_for(&self, purpose: Purpose, kind: RecipientKind) -> impl Iterator<Item = &OnwardGrant> {
+        self.grants.iter().filter(move |grant| grant.purposes.contains(&purpose) && grant.recipient_kinds.contains(&kind))
+    }
+
     /// The limits cut to the categories still `held` (after a withdrawal,
     /// or what the receiving gateway withheld); `None` when nothing is left.
     pub fn within(&self, held: &BTreeSet<DataCategory>) -> Option<Self> {
@@ -363,12 +368,7 @@ pub fn decide_onward(ask: &OnwardAsk<'_>, policy: &DataProtectionPolicy, now: Da
     let until = categories
         .iter()
         .filter_map(|category| {
-            limits
-                .grants
-                .iter()
-                .filter(|g| g.purposes.contains(&ask.purpose) && g.recipient_kinds.contains(&onward.kind) && now < g.until && g.categories.contains(category))
-                .map(|g| g.until)
-                .max()
+            limits.grants_for(ask.purpose, onward.kind).filter(|g| now < g.until && g.categories.contains(category)).map(|g| g.until).max()
         })
         .min()
         .ok_or(OnwardRefusal::NotConsented)?
@@ -455,9 +455,8 @@ pub fn onward_categories(
     if limits.refused_organisations.contains(&onward.id) {
         return Err(OnwardRefusal::RefusedByPerson);
     }
-    let for_this = |grant: &&OnwardGrant| grant.purposes.contains(&purpose) && grant.recipient_kinds.contains(&onward.kind);
     let in_time = |grant: &&OnwardGrant| now < grant.until;
-    let matching: Vec<&OnwardGrant> = limits.grants.iter().filter(for_this).collect();
+    let matching: Vec<&OnwardGrant> = limits.grants_for(purpose, onward.kind).collect();
     // A consulate here acting for another state is abroad for this purpose.
     if onward.country != here || onward.state() != here {
         return Err(if matching.is_empty() { OnwardRefusal::NotConsented } else { OnwardRefusal::LeavesCountry });

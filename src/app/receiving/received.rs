@@ -10,13 +10,13 @@ use crate::app::retention::retention_deadline;
 use crate::app::views::Timestamp;
 use crate::app::{new_id, AppError, Gateway};
 use crate::crypto::packet::{PacketClaims, PacketType};
-use crate::domain::priority::Priority;
+use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::onward::{categories_in, OnwardLimits, OnwardMovement, OnwardStep};
 use crate::domain::withdrawal::ErasureNotice;
 use crate::domain::{OrgId, Purpose};
 use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::directory::Delivery;
-use crate::store::{InboxChange, InboxItem, InboxMove, NewReply, SealedPayload, SealedWithdrawal, StoredRetention};
+use crate::store::{InboxChange, InboxItem, InboxMove, InboxQueue, NewReply, SealedPayload, SealedWithdrawal, StoredRetention};
 
 impl Gateway {
     /// Whether the directory has `org` take its cases by webhook push.
@@ -57,6 +57,14 @@ impl Gateway {
     ) -> Result<NewReply, AppError> {
         let report = StatusReport { in_reply_to: item.packet_id.clone(), status, reason_codes };
         self.reply(item, PacketType::Status, &report, now)
+    }
+
+    /// A case's place in its recipient's inbox, made visible at `from`:
+    /// what is awaited of the recipient by when, by this gateway's
+    /// `[deadlines]` for `priority` (`None`, unknown here: counted as normal).
+    pub(crate) fn inbox_queue(&self, priority: Option<Priority>, from: DateTime<Utc>) -> InboxQueue {
+        let due = |kind| self.deadlines.due(priority.unwrap_or_default(), from, kind).timestamp_millis();
+        InboxQueue { priority, acknowledge_by_ms: due(DeadlineKind::Acknowledgement), answer_by_ms: due(DeadlineKind::FirstStatus) }
     }
 
     /// What goes back to the sender about `item`: the status or erasure

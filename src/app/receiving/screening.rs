@@ -14,7 +14,6 @@ use crate::app::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::decision::ReasonCode;
-use crate::domain::priority::DeadlineKind;
 use crate::domain::OrgId;
 use crate::domain::inbound::{screen, screen_routing, Received, Screening};
 use crate::domain::retention::RetentionDeadline;
@@ -334,11 +333,16 @@ impl Gateway {
                 Err(error) => return Err(error),
             };
             // A copy is told only of what it holds: the rest of the case is not its to know of.
-            let held: Vec<String> = names.iter().filter(|name| claims.body.as_object().is_some_and(|body| body.contains_key(*name))).cloned().collect();
-            let names: &[String] = if copy { &held } else { names };
-            if names.is_empty() && copy {
-                return Ok(None);
-            }
+            let held: Vec<String>;
+            let names: &[String] = if copy {
+                held = names.iter().filter(|name| claims.body.as_object().is_some_and(|body| body.contains_key(*name))).cloned().collect();
+                if held.is_empty() {
+                    return Ok(None);
+                }
+                &held
+            } else {
+                names
+            };
             remove_categories(&mut claims.body, names);
             if !body_is_empty(&claims.body) {
                 let mut categories: std::collections::BTreeSet<String> = target.narrowed.iter().cloned().collect();
@@ -418,10 +422,8 @@ impl Gateway {
     /// priority is not this gateway's to read.
     fn inbox_queue_of(&self, claims: &PacketClaims, item: &InboxItem) -> InboxQueue {
         let priority = (!claims.is_end_to_end()).then_some(claims.priority);
-        let counted_as = priority.unwrap_or_default();
         let received = DateTime::<Utc>::from_timestamp_millis(item.received_ms).unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let due = |kind| self.deadlines.due(counted_as, received, kind).timestamp_millis();
-        InboxQueue { priority, acknowledge_by_ms: due(DeadlineKind::Acknowledgement), answer_by_ms: due(DeadlineKind::FirstStatus) }
+        self.inbox_queue(priority, received)
     }
 
     /// How long this gateway keeps a received referral: the deadline the

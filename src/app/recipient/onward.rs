@@ -23,11 +23,10 @@ use crate::audit::{Action, AuditEvent};
 use crate::crypto::packet::{PacketClaims, PacketType};
 use crate::domain::lifecycle::InboxState;
 use crate::domain::onward::{decide_onward, OnwardAsk, OnwardMovement, OnwardRefusal, OnwardStep};
-use crate::domain::priority::DeadlineKind;
 use crate::domain::status::ReferralProgress;
 use crate::domain::submission::{looks_like_field_name, FieldProblem};
 use crate::domain::{DataCategory, OrgId, Purpose};
-use crate::store::{InboxChange, InboxItem, InboxMove, InboxQueue, NewInboxEntry, NewOnwardCopy, OnwardCopyOf, StoredRetention, Write, Written};
+use crate::store::{InboxChange, InboxItem, InboxMove, NewInboxEntry, NewOnwardCopy, OnwardCopyOf, StoredRetention, Write, Written};
 
 /// Times a copy is numbered again when another took its number meanwhile.
 const NUMBERING_ATTEMPTS: usize = 3;
@@ -78,8 +77,9 @@ impl Gateway {
         // Kept no longer than the case is here, nor past what let it go on.
         let retention = StoredRetention { until_ms: held_until.until_ms.min(copy.until.timestamp_millis()), ..held_until };
         let copy_id = new_id()?;
-        let mut copy_claims = PacketClaims {
+        let copy_claims = PacketClaims {
             packet_id: copy_id.clone(),
+            audience: self.country,
             recipient: onward.id.clone(),
             purpose: Some(request.purpose),
             consent_expires_at: Some(claims.consent_expires_at.map_or(copy.until, |end| end.min(copy.until))),
@@ -89,13 +89,10 @@ impl Gateway {
             body: copy.body,
             ..claims
         };
-        copy_claims.audience = self.country;
         let plaintext = serde_json::to_vec(&copy_claims).map_err(|e| AppError::Internal(e.to_string()))?;
         let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
         let sealed = self.vault.seal(&case_key, &plaintext, copy_id.as_bytes())?;
-        let priority = copy_claims.priority;
-        let due = |kind| self.deadlines.due(priority, now, kind).timestamp_millis();
-        let queue = InboxQueue { priority: Some(priority), acknowledge_by_ms: due(DeadlineKind::Acknowledgement), answer_by_ms: due(DeadlineKind::FirstStatus) };
+        let queue = self.inbox_queue(Some(copy_claims.priority), now);
         let pushed = self.takes_webhook_pushes(&onward.id);
         let categories: Vec<DataCategory> = copy.categories.iter().copied().collect();
         for _ in 0..NUMBERING_ATTEMPTS {

@@ -37,15 +37,14 @@ macro_rules! inbox_sql {
                 Ok(inserted)
             }
 
-            /// See [`Write::ReferOnward`]: `Audited` (its `seq` unused) when
-            /// the copy is stored, or why nothing was. The checks run in the
-            /// write's transaction, which every other write waits for.
+            /// See [`Write::ReferOnward`]: `None` when the copy is stored, or
+            /// why nothing was. The checks run in the write's transaction,
+            /// which every other write waits for.
             async fn insert_onward_copy(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 copy: &NewOnwardCopy,
-            ) -> Result<Written, sqlx::Error> {
-                let live: Vec<&str> = InboxState::LIVE.iter().map(|s| s.as_str()).collect();
-                let live = format!("('{}')", live.join("', '"));
+            ) -> Result<Option<Written>, sqlx::Error> {
+                let live = list(&InboxState::LIVE);
                 let parent = sqlx::query(&format!("SELECT key_id FROM inbox WHERE packet_id = $1 AND state IN {live}"))
                     .bind(&copy.of.parent)
                     .fetch_optional(&mut *connection)
@@ -55,7 +54,7 @@ macro_rules! inbox_sql {
                     None => false,
                 };
                 if !unchanged {
-                    return Ok(Written::AlreadySettled);
+                    return Ok(Some(Written::AlreadySettled));
                 }
                 let held = sqlx::query(&format!("SELECT packet_id FROM inbox WHERE onward_of = $1 AND recipient_org = $2 AND state IN {live}"))
                     .bind(&copy.of.parent)
@@ -63,7 +62,7 @@ macro_rules! inbox_sql {
                     .fetch_optional(&mut *connection)
                     .await?;
                 if held.is_some() {
-                    return Ok(Written::KnownPacket);
+                    return Ok(Some(Written::KnownPacket));
                 }
                 let entry = &copy.entry;
                 let inserted = sqlx::query(
@@ -89,13 +88,13 @@ macro_rules! inbox_sql {
                 .await?
                 .rows_affected();
                 if inserted == 0 {
-                    return Ok(Written::DuplicateKey);
+                    return Ok(Some(Written::DuplicateKey));
                 }
                 if !Self::inbox_moves(connection, &copy.forward).await? {
                     return Err(sqlx::Error::Protocol("an onward copy just stored did not move to its recipient".to_owned()));
                 }
                 Self::queue_reply(connection, &copy.reply).await?;
-                Ok(Written::Audited { seq: 0 })
+                Ok(None)
             }
 
             /// See [`Write::OnwardRefused`]: whether `told` is new for the case

@@ -490,8 +490,8 @@ macro_rules! sql_store {
                             }
                         }
                         Write::ReferOnward { copy, audit } => match Self::insert_onward_copy(&mut tx, copy).await? {
-                            Written::Audited { .. } => Written::Audited { seq: chain(&mut head, audit, &mut records) },
-                            refused => refused,
+                            None => Written::Audited { seq: chain(&mut head, audit, &mut records) },
+                            Some(refused) => refused,
                         },
                         Write::OnwardRefused { packet_id, told, reply, audit } => {
                             if Self::tell_onward_refusal(&mut tx, packet_id, told, reply.created_ms).await? {
