@@ -270,6 +270,8 @@ fn crypto_ceilings(length: Duration) -> Result<Ceilings, BoxError> {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        requested_by: None,
+        answers: None,
         onward: None,
     };
     let receiver = Receiver {

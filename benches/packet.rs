@@ -66,6 +66,8 @@ fn bench_packet(c: &mut Criterion) {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        requested_by: None,
+        answers: None,
         onward: None,
     };
 

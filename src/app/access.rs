@@ -19,6 +19,11 @@ pub trait Audience {
 /// Sending organisations: they submit referrals, follow them and withdraw consent.
 #[derive(Debug)]
 pub struct Senders;
+/// Organisations that follow and withdraw what they sent: senders, and
+/// recipient organisations for the reply cases they sent back (each sees
+/// only its own organisation's).
+#[derive(Debug)]
+pub struct SendersAndRepliers;
 /// Recipient organisations: they read their inbox, acknowledge, report and confirm erasures.
 #[derive(Debug)]
 pub struct Recipients;
@@ -35,6 +40,9 @@ pub struct StatisticsReaders;
 
 impl Audience for Senders {
     const ROLES: &'static [Role] = &[Role::Submitter];
+}
+impl Audience for SendersAndRepliers {
+    const ROLES: &'static [Role] = &[Role::Submitter, Role::Recipient];
 }
 impl Audience for Recipients {
     const ROLES: &'static [Role] = &[Role::Recipient];

@@ -218,6 +218,9 @@ pub enum AppError {
     /// An onward referral the limits, the rules or this gateway's policy do not allow.
     #[error("{0}")]
     OnwardRefused(crate::domain::onward::OnwardRefusal),
+    /// A reply to a case that no reply can answer.
+    #[error("{0}")]
+    ReplyNotPossible(crate::domain::reply_cases::ReplyNotPossible),
     #[error("internal: {0}")]
     Internal(String),
 }

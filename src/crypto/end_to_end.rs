@@ -182,6 +182,8 @@ pub fn seal_for_organisation(
         end_to_end: Some(sealed),
         in_reply_to,
         erase,
+        requested_by: None,
+        answers: claims.answers.clone(),
     })
 }
 

@@ -112,6 +112,17 @@ pub struct PacketClaims {
     /// gateway erases what it holds of the case.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub erase: bool,
+    /// A request that may be answered by a reply case (family tracing, a
+    /// family-assessment request) readable by the receiving gateway: the
+    /// organisation that asked, which the reply goes back to (issue 22 §1).
+    /// A gateway of a version before replies refuses packets that carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<OrgId>,
+    /// A reply case: the packet id of the request it answers, which the
+    /// requesting gateway sent (kept outside an end-to-end envelope: it
+    /// routes the reply to the organisation that asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<String>,
 }
 
 impl PacketClaims {

@@ -69,12 +69,55 @@ const FAMILY_TRACING: &[(DataCategory, Fields)] = &[
     (C::CaseNotes, All),
 ];
 
+// A family-assessment request goes to a body in the family's country that
+// will visit the family: it must know which child and which family, and
+// where the best-interests procedure stands. Never where the child is
+// (contact, the guardian, placement): the family is told that only by the
+// child's side, if the determination allows.
+const FAMILY_ASSESSMENT_REQUEST: &[(DataCategory, Fields)] = &[
+    (C::Identity, Only(&["given_names", "family_name", "other_names", "sex", "date_of_birth", "date_of_birth_estimated", "place_of_birth", "nationalities", "languages", "former_habitual_residence"])),
+    (C::Family, All),
+    (C::Documents, Only(&["type", "issuing_country"])),
+    // Why the child is alone, not the exploitation details.
+    (C::Protection, Only(&["profiles", "risk_level"])),
+    (C::ChildSafeguards, Only(&["best_interests_assessment"])),
+    (C::CaseNotes, All),
+];
+
+// A tracing reply: who was found, how to reach them (if they agree), and
+// what they wish. Contact details are here because reaching the traced
+// person is the point; the built-in rule withholds a child's whereabouts
+// unless the guardian and the best-interests determination allow it.
+const TRACING_REPLY: &[(DataCategory, Fields)] = &[
+    (C::Identity, Only(&["given_names", "family_name", "other_names", "sex", "date_of_birth", "date_of_birth_estimated", "place_of_birth", "nationalities", "languages"])),
+    (C::Contact, All),
+    (C::Family, All),
+    // With the determination, which the receiving gateway must see to let
+    // a child's contact details through (rule (d)).
+    (C::ChildSafeguards, Only(&["guardian", "best_interests_determination"])),
+    (C::TracingWishes, All),
+    (C::CaseNotes, All),
+];
+
+// A family assessment: the family assessed, the assessment, and how to
+// reach the family for the reunification the assessment may recommend.
+const FAMILY_ASSESSMENT: &[(DataCategory, Fields)] = &[
+    (C::Identity, Only(&["given_names", "family_name", "other_names", "sex", "date_of_birth", "date_of_birth_estimated", "languages"])),
+    (C::Contact, All),
+    (C::Family, All),
+    (C::FamilyAssessment, All),
+    (C::CaseNotes, All),
+];
+
 /// The baseline of `purpose`: every category it may need, with the fields.
 pub const fn baseline(purpose: Purpose) -> &'static [(DataCategory, Fields)] {
     match purpose {
         Purpose::Return => RETURN,
         Purpose::Reintegration => REINTEGRATION,
         Purpose::FamilyTracing => FAMILY_TRACING,
+        Purpose::FamilyAssessmentRequest => FAMILY_ASSESSMENT_REQUEST,
+        Purpose::TracingReply => TRACING_REPLY,
+        Purpose::FamilyAssessment => FAMILY_ASSESSMENT,
     }
 }
 
@@ -89,7 +132,9 @@ pub fn needed_fields(purpose: Purpose, category: DataCategory) -> Option<Fields>
 pub const fn required_categories(purpose: Purpose) -> &'static [DataCategory] {
     match purpose {
         Purpose::Return | Purpose::Reintegration => &[C::Identity],
-        Purpose::FamilyTracing => &[C::Identity, C::Family],
+        Purpose::FamilyTracing | Purpose::FamilyAssessmentRequest => &[C::Identity, C::Family],
+        Purpose::TracingReply => &[C::Identity],
+        Purpose::FamilyAssessment => &[C::FamilyAssessment],
     }
 }
 
@@ -115,6 +160,8 @@ mod tests {
             C::ChildSafeguards => "ChildSafeguards",
             C::ReturnLogistics => "ReturnLogistics",
             C::ReintegrationNeeds => "ReintegrationNeeds",
+            C::TracingWishes => "TracingWishes",
+            C::FamilyAssessment => "FamilyAssessment",
             C::CaseNotes => "",
         };
         for purpose in Purpose::ALL {

@@ -44,6 +44,14 @@ pub struct Case {
     pub return_logistics: Option<ReturnLogistics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reintegration_needs: Option<ReintegrationNeeds>,
+    /// What a traced person wishes: contact with the family that searches,
+    /// their whereabouts told, reunification. Sent back in a tracing reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing_wishes: Option<TracingWishes>,
+    /// An assessment of a child's family, for the best-interests
+    /// determination before a return or a reunification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_assessment: Option<FamilyAssessment>,
     /// Free-text notes. They leave only if a consent scope names `case_notes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 50>")]
     #[schemars(length(max = 50))]
@@ -404,6 +412,93 @@ pub struct ReintegrationNeeds {
     pub preferred_location: Option<Place>,
 }
 
+/// A traced person's answer to one question, as recorded by the tracing
+/// officer who found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Wish {
+    Yes,
+    No,
+    Undecided,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingWishes {
+    /// Whether they want to be put in touch with the family that searches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_with_family: Option<Wish>,
+    /// Whether their whereabouts may be told to that family. A traced
+    /// person may agree to contact through the tracing service and still
+    /// refuse to be located.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whereabouts_shared: Option<Wish>,
+    /// Whether they want to be reunited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reunification: Option<Wish>,
+}
+
+/// Someone living in the assessed household, without a name: the
+/// assessment is about capacity and risk, the family category names people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HouseholdMember {
+    pub relationship: Relationship,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1900, max = 2200))]
+    pub year_of_birth: Option<u16>,
+    /// Whether this member would care for the child day to day.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caregiver: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CapacityToCare {
+    Adequate,
+    AdequateWithSupport,
+    Inadequate,
+    NotAssessed,
+}
+
+/// Risks to a child an assessment of the family found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FamilyRisk {
+    ViolenceInHousehold,
+    Neglect,
+    TraffickingOrExploitation,
+    ForcedMarriage,
+    ChildLabour,
+    CaregiverHealth,
+    EconomicHardship,
+    UnsafeHousing,
+    Stigma,
+}
+
+/// What the assessing body recommends for the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AssessmentRecommendation {
+    ReunificationRecommended,
+    ReunificationWithSupport,
+    ReunificationNotRecommended,
+    FurtherAssessmentNeeded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyAssessment {
+    pub assessed_on: NaiveDate,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::unique::list_of_at_most::<_, _, 30>")]
+    #[schemars(length(max = 30))]
+    pub household: Vec<HouseholdMember>,
+    pub capacity_to_care: CapacityToCare,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", deserialize_with = "super::unique::set")]
+    pub risks: BTreeSet<FamilyRisk>,
+    pub recommendation: AssessmentRecommendation,
+}
+
 /// Shows which categories hold data, never the data: dates of birth and
 /// document numbers must not reach a log line or a panic message.
 impl std::fmt::Debug for Case {
@@ -479,6 +574,8 @@ impl Case {
             DataCategory::ChildSafeguards => filled(&self.child_safeguards),
             DataCategory::ReturnLogistics => filled(&self.return_logistics),
             DataCategory::ReintegrationNeeds => filled(&self.reintegration_needs),
+            DataCategory::TracingWishes => filled(&self.tracing_wishes),
+            DataCategory::FamilyAssessment => self.family_assessment.is_some(),
             DataCategory::CaseNotes => !self.case_notes.is_empty(),
         }
     }
@@ -516,6 +613,9 @@ impl Case {
                     dates.push((format!("case.child_safeguards.{name}.completed_on"), completed_on));
                 }
             }
+        }
+        if let Some(assessment) = &self.family_assessment {
+            dates.push(("case.family_assessment.assessed_on".to_owned(), assessment.assessed_on));
         }
         dates
     }

@@ -40,6 +40,13 @@ pub fn facts_with_consent_giver(case: &Case, consent_by_guardian: bool, now: Dat
             determination,
             Some(BestInterests::Completed { recommendation: Some(DurableSolution::ReturnToCountryOfOrigin), .. })
         ),
+        best_interests_favour_family: matches!(
+            determination,
+            Some(BestInterests::Completed {
+                recommendation: Some(DurableSolution::ReturnToCountryOfOrigin | DurableSolution::FamilyReunificationElsewhere),
+                ..
+            })
+        ),
     }
 }
 
@@ -58,6 +65,7 @@ fn consent_reason(coverage: ConsentFact) -> ReasonCode {
 /// mechanism. Every rule that applies is named, for the explanation.
 pub(super) fn non_negotiable(
     coverage: ConsentFact,
+    purpose: Purpose,
     category: DataCategory,
     recipient: &Recipient,
     facts: &CaseFacts,
@@ -74,11 +82,28 @@ pub(super) fn non_negotiable(
     if category == DataCategory::CaseNotes && !matches!(coverage, ConsentFact::Granted { named: true }) {
         reasons.push(ReasonCode::CaseNotesNotNamedByConsent);
     }
+    if reveals_child_whereabouts(purpose, category, facts) {
+        reasons.push(ReasonCode::ChildWhereaboutsToFamily);
+    }
     if !matches!(coverage, ConsentFact::Granted { .. }) {
         reasons.push(consent_reason(coverage));
     }
     reasons
 }
+
+/// Rule (d): whether `category` of a child's case, in a reply to the
+/// family's side, would tell where the child is without the guardian's
+/// consent and a determination that the child rejoin the family.
+pub(super) fn reveals_child_whereabouts(purpose: Purpose, category: DataCategory, facts: &CaseFacts) -> bool {
+    purpose.is_reply()
+        && facts.child
+        && WHEREABOUTS.contains(&category)
+        && !(facts.consent_by_guardian && facts.best_interests_favour_family)
+}
+
+/// The categories that tell where a child is: contact details, and the
+/// guardian (an institution or a carer names the placement).
+pub const WHEREABOUTS: [DataCategory; 2] = [DataCategory::Contact, DataCategory::ChildSafeguards];
 
 /// Decides what of `case` may go to `recipient` for `purpose`.
 ///
@@ -291,7 +316,7 @@ pub fn decide_from(facts: &DecisionFacts, policy: &DataProtectionPolicy) -> Deci
             reasons.insert(Withholding::because(ReasonCode::PolicyNoPermit));
         }
         reasons.extend(
-            non_negotiable(coverage, category, recipient, case_facts)
+            non_negotiable(coverage, purpose, category, recipient, case_facts)
                 .into_iter()
                 .map(|reason| Withholding { reason, policy: builtin_rule(reason).map(str::to_owned) }),
         );
@@ -300,6 +325,14 @@ pub fn decide_from(facts: &DecisionFacts, policy: &DataProtectionPolicy) -> Deci
         } else {
             withheld.insert(category, reasons);
         }
+    }
+
+    // Rule (d) as the receiving gateway will check it: a child's contact
+    // details go back only with the determination that lets them go.
+    if purpose.is_reply() && case_facts.child && sent.contains_key(&DataCategory::Contact) && !sent.contains_key(&DataCategory::ChildSafeguards) {
+        sent.remove(&DataCategory::Contact);
+        let reason = ReasonCode::ChildWhereaboutsToFamily;
+        withheld.entry(DataCategory::Contact).or_default().insert(Withholding { reason, policy: builtin_rule(reason).map(str::to_owned) });
     }
 
     let mut deny_reasons = BTreeSet::new();

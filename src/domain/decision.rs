@@ -37,6 +37,12 @@ pub enum ReasonCode {
     ChildGuardianConsentMissing,
     ChildBestInterestsMissing,
     ChildBestInterestsAgainstReturn,
+    /// A reply (tracing reply, family assessment) about a child never tells
+    /// the family's side where the child is (contact, guardian) unless the
+    /// guardian consented and a completed best-interests determination
+    /// recommends the child rejoin the family, sent along so the receiving
+    /// gateway can see it.
+    ChildWhereaboutsToFamily,
     /// No DPO permit covers this category (default deny).
     PolicyNoPermit,
     /// A DPO forbid applies; the policy id is in the explanation.
@@ -74,6 +80,7 @@ impl ReasonCode {
         Self::ChildGuardianConsentMissing,
         Self::ChildBestInterestsMissing,
         Self::ChildBestInterestsAgainstReturn,
+        Self::ChildWhereaboutsToFamily,
         Self::PolicyNoPermit,
         Self::PolicyForbid,
         Self::PolicyEvaluationError,
@@ -100,6 +107,7 @@ impl ReasonCode {
             Self::ChildGuardianConsentMissing => "child_guardian_consent_missing",
             Self::ChildBestInterestsMissing => "child_best_interests_missing",
             Self::ChildBestInterestsAgainstReturn => "child_best_interests_against_return",
+            Self::ChildWhereaboutsToFamily => "child_whereabouts_to_family",
             Self::PolicyNoPermit => "policy_no_permit",
             Self::PolicyForbid => "policy_forbid",
             Self::PolicyEvaluationError => "policy_evaluation_error",

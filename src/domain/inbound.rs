@@ -80,7 +80,7 @@ pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: Coun
     // The consent was checked by the sending gateway, the only one to see
     // it; here it counts as given, by a guardian where that is required.
     let facts = facts_with_consent_giver(&case, true, now);
-    reasons.extend(built_in_refusals(&case, &facts, recipient, &categories));
+    reasons.extend(built_in_refusals(&case, &facts, recipient, received.purpose, &categories));
     match policy.facts(recipient, received.sender, &facts) {
         Ok(request) => {
             for category in categories {
@@ -108,9 +108,15 @@ pub fn screen(received: &Received<'_>, recipient: Option<&Recipient>, here: Coun
 /// case (`facts` from [`facts_with_consent_giver`], the consent counting as
 /// given: the sender checked it) for handing `categories` of it to
 /// `recipient`: every rule that applies, named.
-pub(super) fn built_in_refusals(case: &Case, facts: &CaseFacts, recipient: &Recipient, categories: &[DataCategory]) -> BTreeSet<ReasonCode> {
+pub(super) fn built_in_refusals(case: &Case, facts: &CaseFacts, recipient: &Recipient, purpose: Purpose, categories: &[DataCategory]) -> BTreeSet<ReasonCode> {
     let checked = Coverage::Granted { named: true, until: DateTime::<Utc>::MAX_UTC };
-    let mut reasons: BTreeSet<ReasonCode> = categories.iter().flat_map(|category| non_negotiable(checked.into(), *category, recipient, facts)).collect();
+    let mut reasons: BTreeSet<ReasonCode> =
+        categories.iter().flat_map(|category| non_negotiable(checked.into(), purpose, *category, recipient, facts)).collect();
+    // Rule (d) as far as this gateway can read it: a child's contact
+    // details in a reply come with the determination that lets them go.
+    if purpose.is_reply() && facts.child && categories.contains(&DataCategory::Contact) && !categories.contains(&DataCategory::ChildSafeguards) {
+        reasons.insert(ReasonCode::ChildWhereaboutsToFamily);
+    }
     // An asylum-linked case that does not say the person's nationalities:
     // no state actor gets it, since any might be of an origin state the
     // sender saw and this gateway cannot.

@@ -39,7 +39,8 @@ vocabulary! {
 vocabulary! {
     /// An entry of a referral's timeline: every status it took, and the steps
     /// that never become its status (a partial withdrawal and its erasure,
-    /// the delivery of a withdrawal packet, an onward movement of the case).
+    /// the delivery of a withdrawal packet, an onward movement of the case, a
+    /// reply case received in answer to it).
     ReferralEvent, "referral timeline entry" {
         Queued => "queued",
         Denied => "denied",
@@ -69,6 +70,7 @@ vocabulary! {
         WithdrawalDelivered => "withdrawal_delivered",
         WithdrawalExpired => "withdrawal_expired",
         Onward => "onward",
+        ReplyReceived => "reply_received",
     }
 }
 
@@ -477,7 +479,8 @@ mod tests {
                 "narrowing_confirmed",
                 "withdrawal_delivered",
                 "withdrawal_expired",
-                "onward"
+                "onward",
+                "reply_received"
             ]
         );
         for progress in ReferralProgress::REPORTED_BY_RECIPIENTS.into_iter().chain([ReferralProgress::Refused, ReferralProgress::Forwarded]) {

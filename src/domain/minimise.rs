@@ -51,6 +51,8 @@ fn category_value(case: &Case, category: DataCategory) -> Option<Value> {
         DataCategory::ChildSafeguards => serde_json::to_value(case.child_safeguards.as_ref()?),
         DataCategory::ReturnLogistics => serde_json::to_value(case.return_logistics.as_ref()?),
         DataCategory::ReintegrationNeeds => serde_json::to_value(case.reintegration_needs.as_ref()?),
+        DataCategory::TracingWishes => serde_json::to_value(case.tracing_wishes.as_ref()?),
+        DataCategory::FamilyAssessment => serde_json::to_value(case.family_assessment.as_ref()?),
         DataCategory::CaseNotes => serde_json::to_value(&case.case_notes),
     };
     // Serialising plain data structs cannot fail; treat a failure as "nothing to send".

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod priority;
 pub mod recipient;
 pub mod replies;
+pub mod reply_cases;
 pub mod retention;
 pub mod sealing;
 pub mod signoff;

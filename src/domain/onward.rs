@@ -345,7 +345,7 @@ pub fn decide_onward(ask: &OnwardAsk<'_>, policy: &DataProtectionPolicy, now: Da
     // The consent counts as given (the sender checked it), by a guardian where one is needed.
     let facts = facts_with_consent_giver(&case, true, now);
     let listed: Vec<DataCategory> = categories.iter().copied().collect();
-    if !built_in_refusals(&case, &facts, onward, &listed).is_empty() {
+    if !built_in_refusals(&case, &facts, onward, ask.purpose, &listed).is_empty() {
         return Err(OnwardRefusal::NonNegotiableRule);
     }
     let request = policy.facts(onward, ask.sender, &facts).map_err(|_| OnwardRefusal::NotPermittedHere)?;
@@ -573,7 +573,7 @@ mod tests {
             origin_states: vec![country("NGA")],
             consent_by_guardian: child,
             best_interests_determined: false,
-            best_interests_recommend_return: false,
+            best_interests_recommend_return: false, best_interests_favour_family: false,
         }
     }
 

@@ -33,6 +33,11 @@ vocabulary! {
         ErasureConfirmationAboutUnknownReferral => "erasure_confirmation_about_unknown_referral",
         ErasureConfirmationWithoutWithdrawal => "erasure_confirmation_without_withdrawal",
         ErasureConfirmationAboutUnknownWithdrawal => "erasure_confirmation_about_unknown_withdrawal",
+        ReplyWithoutRequest => "reply_without_request",
+        ReplyToUnknownRequest => "reply_to_unknown_request",
+        ReplyPurposeMismatch => "reply_purpose_mismatch",
+        ReplyToOtherOrganisation => "reply_to_other_organisation",
+        RequestWithdrawn => "request_withdrawn",
     }
 }
 

@@ -208,7 +208,7 @@ mod tests {
             origin_states: origin.iter().map(|c| country(c)).collect(),
             consent_by_guardian: false,
             best_interests_determined: false,
-            best_interests_recommend_return: false,
+            best_interests_recommend_return: false, best_interests_favour_family: false,
         }
     }
 

@@ -241,61 +241,152 @@ impl ReferralSubmission {
 
     /// Parses and checks a submission received at `now`: JSON syntax, then the
     /// published schema (so that whatever the schema refuses is refused here,
-    /// whatever serde's own leniency), then the types, then the clock.
+    /// whatever serde's own leniency), then the types, then the clock. (A
+    /// reply purpose parses, for simulations and policy tests; the API
+    /// takes a reply only as the answer to a request, [`ReplySubmission`].)
     pub fn parse(json: &str, now: DateTime<Utc>) -> Result<Self, SubmissionError> {
-        let value: Value = serde_json::from_str(json)
-            .map_err(|e| SubmissionError::Syntax { line: e.line(), column: e.column() })?;
-        if let Some(field) = first_repeated_key(json) {
-            return Err(SubmissionError::Invalid(vec![problem(field, "is given more than once")]));
-        }
-        let mut problems = Vec::new();
-        for error in validator()?.iter_errors(&value) {
-            schema_problems(&error, &mut problems);
-            if problems.len() >= MAX_PROBLEMS {
-                break;
-            }
-        }
-        if !problems.is_empty() {
-            problems.dedup();
-            problems.truncate(MAX_PROBLEMS);
-            return Err(SubmissionError::Invalid(problems));
-        }
-        let submission: Self = serde_path_to_error::deserialize(value).map_err(|error| {
-            let path = error.path().to_string();
-            let field = if path == "." { "(body)".to_owned() } else { path };
-            SubmissionError::Invalid(vec![problem(field, sanitised(&error.inner().to_string()))])
-        })?;
-        let problems = submission.clock_problems(now);
+        let submission: Self = parse_checked(json, validator()?)?;
+        let problems = clock_problems(&submission.case, &submission.consent, now);
         if problems.is_empty() { Ok(submission) } else { Err(SubmissionError::Invalid(problems)) }
     }
 
     /// Checks that need the time of receipt: nothing recorded as past may lie in the future.
     pub fn clock_problems(&self, now: DateTime<Utc>) -> Vec<FieldProblem> {
-        let today = now.date_naive();
-        let latest = now + ALLOWED_CLOCK_SKEW;
-        let mut problems = Vec::new();
-        for (field, date) in self.case.past_dates() {
-            if date > today {
-                problems.push(problem(field, "must not be in the future"));
-            } else if field.ends_with("date_of_birth") && EARLIEST_BIRTH.is_some_and(|earliest| date < earliest) {
-                problems.push(problem(field, "must not be before 1900-01-01"));
-            }
+        clock_problems(&self.case, &self.consent, now)
+    }
+}
+
+/// JSON syntax, repeated keys, the schema `validator` checks, then the types.
+fn parse_checked<T: serde::de::DeserializeOwned>(json: &str, validator: &jsonschema::Validator) -> Result<T, SubmissionError> {
+    let value: Value = serde_json::from_str(json).map_err(|e| SubmissionError::Syntax { line: e.line(), column: e.column() })?;
+    if let Some(field) = first_repeated_key(json) {
+        return Err(SubmissionError::Invalid(vec![problem(field, "is given more than once")]));
+    }
+    let mut problems = Vec::new();
+    for error in validator.iter_errors(&value) {
+        schema_problems(&error, &mut problems);
+        if problems.len() >= MAX_PROBLEMS {
+            break;
         }
-        if self.consent.given_at > latest {
-            problems.push(problem("consent.given_at", "must not be in the future"));
+    }
+    if !problems.is_empty() {
+        problems.dedup();
+        problems.truncate(MAX_PROBLEMS);
+        return Err(SubmissionError::Invalid(problems));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." { "(body)".to_owned() } else { path };
+        SubmissionError::Invalid(vec![problem(field, sanitised(&error.inner().to_string()))])
+    })
+}
+
+/// Checks of a case and its consent that need the time of receipt: nothing
+/// recorded as past may lie in the future.
+fn clock_problems(case: &Case, consent: &Consent, now: DateTime<Utc>) -> Vec<FieldProblem> {
+    let today = now.date_naive();
+    let latest = now + ALLOWED_CLOCK_SKEW;
+    let mut problems = Vec::new();
+    for (field, date) in case.past_dates() {
+        if date > today {
+            problems.push(problem(field, "must not be in the future"));
+        } else if field.ends_with("date_of_birth") && EARLIEST_BIRTH.is_some_and(|earliest| date < earliest) {
+            problems.push(problem(field, "must not be before 1900-01-01"));
         }
-        if self.consent.withdrawn_at.is_some_and(|at| at > latest) {
-            problems.push(problem("consent.withdrawn_at", "must not be in the future"));
+    }
+    if consent.given_at > latest {
+        problems.push(problem("consent.given_at", "must not be in the future"));
+    }
+    if consent.withdrawn_at.is_some_and(|at| at > latest) {
+        problems.push(problem("consent.withdrawn_at", "must not be in the future"));
+    }
+    if consent.withdrawn_at.is_some_and(|at| at < consent.given_at) {
+        problems.push(problem("consent.withdrawn_at", "must not be before consent.given_at"));
+    }
+    for (index, scope) in consent.scopes().iter().enumerate() {
+        if scope.valid_until() <= consent.given_at {
+            problems.push(problem(format!("consent.scopes[{index}].valid_until"), "must be later than consent.given_at"));
         }
-        if self.consent.withdrawn_at.is_some_and(|at| at < self.consent.given_at) {
-            problems.push(problem("consent.withdrawn_at", "must not be before consent.given_at"));
+    }
+    problems
+}
+
+vocabulary! {
+    /// What a reply case is: the answer to a tracing request (the traced
+    /// person found) or to a family-assessment request (the assessment).
+    ReplyPurpose, "reply purpose" {
+        TracingReply => "tracing_reply",
+        FamilyAssessment => "family_assessment",
+    }
+}
+
+impl ReplyPurpose {
+    pub const fn purpose(self) -> Purpose {
+        match self {
+            Self::TracingReply => Purpose::TracingReply,
+            Self::FamilyAssessment => Purpose::FamilyAssessment,
         }
-        for (index, scope) in self.consent.scopes().iter().enumerate() {
-            if scope.valid_until() <= self.consent.given_at {
-                problems.push(problem(format!("consent.scopes[{index}].valid_until"), "must be later than consent.given_at"));
-            }
+    }
+}
+
+/// A reply case, as the recipient organisation of a tracing or
+/// family-assessment request submits it (`POST /v1/inbox/{packet_id}/replies`):
+/// a case about the person it is about (the traced relative, the family
+/// assessed), under that person's own consent. It goes back to the
+/// organisation that asked, decided here like any referral.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Reply case")]
+pub struct ReplySubmission {
+    /// Resubmitting with the same key and body returns the first answer.
+    pub idempotency_key: IdempotencyKey,
+    /// `tracing_reply` answers a `family_tracing` request,
+    /// `family_assessment` a `family_assessment_request`.
+    pub purpose: ReplyPurpose,
+    /// The replying organisation's pseudonymous reference for the person
+    /// the reply is about; never a name.
+    pub subject_ref: SubjectRef,
+    pub case: Case,
+    /// The consent of the person the reply is about, for the organisation
+    /// that asked: a traced relative may refuse to be located.
+    pub consent: Consent,
+    /// As for a referral; `normal` if absent.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+}
+
+/// JSON Schema (2020-12) of a reply case, generated from the types.
+pub fn reply_json_schema() -> Value {
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    generator.into_root_schema_for::<ReplySubmission>().to_value()
+}
+
+impl ReplySubmission {
+    /// Parses and checks a reply received at `now`, as [`ReferralSubmission::parse`].
+    pub fn parse(json: &str, now: DateTime<Utc>) -> Result<Self, SubmissionError> {
+        static VALIDATOR: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
+        let validator = VALIDATOR
+            .get_or_init(|| jsonschema::draft202012::new(&reply_json_schema()).ok())
+            .as_ref()
+            .ok_or(SubmissionError::SchemaUnavailable)?;
+        let reply: Self = parse_checked(json, validator)?;
+        let problems = clock_problems(&reply.case, &reply.consent, now);
+        if problems.is_empty() { Ok(reply) } else { Err(SubmissionError::Invalid(problems)) }
+    }
+
+    /// The referral this reply is sent as: to the organisation that asked.
+    pub fn into_referral(self, requested_by: OrgId) -> ReferralSubmission {
+        ReferralSubmission {
+            idempotency_key: self.idempotency_key,
+            purpose: self.purpose.purpose(),
+            destination: requested_by,
+            subject_ref: self.subject_ref,
+            case: self.case,
+            consent: self.consent,
+            handover: false,
+            priority: self.priority,
+            emergency_override: None,
         }
-        problems
     }
 }
 

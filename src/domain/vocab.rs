@@ -9,11 +9,41 @@ use std::str::FromStr;
 use super::ParseError;
 
 vocabulary! {
-    /// What a packet is for. Every packet has exactly one purpose.
+    /// What a packet is for. Every packet has exactly one purpose. The last
+    /// two are answers: a recipient sends them back only as a reply to a
+    /// request of the purpose they answer ([`Purpose::answers`]).
     Purpose, "purpose" {
         Return => "return",
         Reintegration => "reintegration",
         FamilyTracing => "family_tracing",
+        FamilyAssessmentRequest => "family_assessment_request",
+        TracingReply => "tracing_reply",
+        FamilyAssessment => "family_assessment",
+    }
+}
+
+impl Purpose {
+    /// The request purpose a reply purpose answers; `None` for a purpose
+    /// that is not a reply. A tracing request is answered by a tracing reply
+    /// (the traced relative found), a family-assessment request by the
+    /// assessment of the child's family.
+    pub const fn answers(self) -> Option<Purpose> {
+        match self {
+            Self::TracingReply => Some(Self::FamilyTracing),
+            Self::FamilyAssessment => Some(Self::FamilyAssessmentRequest),
+            Self::Return | Self::Reintegration | Self::FamilyTracing | Self::FamilyAssessmentRequest => None,
+        }
+    }
+
+    /// Whether packets of this purpose are sent only as replies.
+    pub const fn is_reply(self) -> bool {
+        self.answers().is_some()
+    }
+
+    /// Whether a request of this purpose may be answered by a reply case,
+    /// so that its packet names the organisation that asked.
+    pub const fn expects_reply(self) -> bool {
+        matches!(self, Self::FamilyTracing | Self::FamilyAssessmentRequest)
     }
 }
 
@@ -30,6 +60,8 @@ vocabulary! {
         ChildSafeguards => "child_safeguards",
         ReturnLogistics => "return_logistics",
         ReintegrationNeeds => "reintegration_needs",
+        TracingWishes => "tracing_wishes",
+        FamilyAssessment => "family_assessment",
         CaseNotes => "case_notes",
     }
 }
@@ -37,7 +69,9 @@ vocabulary! {
 impl DataCategory {
     /// Special categories need the strongest justification to be shared.
     pub const fn is_special(self) -> bool {
-        matches!(self, Self::Health | Self::Protection | Self::Asylum | Self::CaseNotes)
+        // A family assessment records risks in a household (violence,
+        // exploitation, a caregiver's health): as sensitive as protection.
+        matches!(self, Self::Health | Self::Protection | Self::Asylum | Self::FamilyAssessment | Self::CaseNotes)
     }
 }
 
@@ -174,9 +208,21 @@ mod tests {
     }
 
     #[test]
-    fn special_categories_are_exactly_the_four_of_the_design() {
+    fn every_reply_purpose_answers_a_request_that_expects_one() {
+        for purpose in Purpose::ALL {
+            if let Some(request) = purpose.answers() {
+                assert!(request.expects_reply() && !request.is_reply(), "{purpose}");
+            }
+        }
+        let answered: Vec<_> = Purpose::ALL.iter().filter_map(|p| p.answers()).collect();
+        let expecting: Vec<_> = Purpose::ALL.iter().copied().filter(|p| p.expects_reply()).collect();
+        assert_eq!(answered, expecting);
+    }
+
+    #[test]
+    fn special_categories_are_the_four_of_the_design_and_the_family_assessment() {
         let special: Vec<_> = DataCategory::ALL.iter().filter(|c| c.is_special()).map(|c| c.as_str()).collect();
-        assert_eq!(special, ["health", "protection", "asylum", "case_notes"]);
+        assert_eq!(special, ["health", "protection", "asylum", "family_assessment", "case_notes"]);
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         route(Method::POST, "/v1/inbox/{packet_id}/ack", routes::acknowledge),
         route(Method::POST, "/v1/inbox/{packet_id}/status", routes::report_status),
         route(Method::POST, "/v1/inbox/{packet_id}/refer-onward", routes::refer_onward),
+        route(Method::POST, "/v1/inbox/{packet_id}/replies", routes::reply_to_case),
         route(Method::POST, "/v1/inbox/{packet_id}/erasure-confirmed", routes::confirm_erasure),
         route(Method::GET, "/v1/openapi.json", routes::openapi),
         route(Method::GET, "/healthz", routes::healthz),

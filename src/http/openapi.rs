@@ -26,6 +26,7 @@ use crate::app::dpo::queries::{AuditPage, Disclosures};
 use crate::app::dpo::subject_report::SubjectReport;
 use crate::app::statistics::StatisticsAnswer;
 use crate::app::recipient::onward::{OnwardReferralRequest, OnwardReferred};
+use crate::domain::submission::ReplySubmission;
 use crate::app::recipient::cases::{Acknowledged, ErasureConfirmed, InboxCase, InboxPage, StatusQueued, StatusReportRequest};
 use crate::app::sending::callbacks::StatusEvent;
 use crate::app::sending::listing::ReferralPage;
@@ -70,6 +71,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<WithdrawalRequest>(&mut requests);
     add::<StatusReportRequest>(&mut requests);
     add::<OnwardReferralRequest>(&mut requests);
+    add::<ReplySubmission>(&mut requests);
     add::<PolicyUpload>(&mut requests);
     add::<ReviewRequest>(&mut requests);
     add::<Simulation>(&mut requests);

@@ -267,6 +267,13 @@ impl From<AppError> for Problem {
                 format!("{refusal}. Nothing was passed on."),
             )
             .with("reason_code", json!(refusal.code())),
+            AppError::ReplyNotPossible(refusal) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reply-not-possible",
+                "The case cannot be answered with a reply",
+                format!("{}. Nothing was sent.", reply_not_possible(refusal)),
+            )
+            .with("reason_code", json!(refusal.as_str())),
             AppError::NotErased => Problem::new(
                 StatusCode::CONFLICT,
                 "not-erased",
@@ -356,5 +363,17 @@ fn internal() -> Problem {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         Problem::from(self).into_response()
+    }
+}
+
+/// What a `reply-not-possible` problem says, by its code.
+fn reply_not_possible(refusal: crate::domain::reply_cases::ReplyNotPossible) -> &'static str {
+    use crate::domain::reply_cases::ReplyNotPossible as R;
+    match refusal {
+        R::NotARequest => "Only a family_tracing or family_assessment_request case is answered with a reply",
+        R::PurposeMismatch => "tracing_reply answers family_tracing, family_assessment answers family_assessment_request",
+        R::SealedEndToEnd => "The case is sealed end to end to your organisation: this gateway cannot tell who asked",
+        R::OnwardCopy => "The case was passed on to your organisation: only the organisation it was sent to answers it",
+        R::RequesterUnknown => "The case does not name the organisation that asked, or that organisation left the directory",
     }
 }

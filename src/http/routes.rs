@@ -31,7 +31,7 @@ use crate::domain::lifecycle::ReferralStatus;
 use crate::app::sending::withdrawal::{SubjectWithdrawalAnswer, WithdrawalAnswer, WithdrawalRequest};
 use crate::audit::Action;
 use crate::domain::SubjectRef;
-use crate::app::access::{Dpos, Overseers, Recipients, Senders, StatisticsReaders};
+use crate::app::access::{Dpos, Overseers, Recipients, Senders, SendersAndRepliers, StatisticsReaders};
 use crate::app::statistics::StatisticsAnswer;
 use crate::domain::statistics::Period;
 
@@ -42,7 +42,28 @@ pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Call
     // caller is refused (and audited) whatever it sends.
     let caller = state.gateway.authorize::<Senders>(&caller).await?;
     let text = json_text(&headers, body, state.body_limit).await?;
-    match state.gateway.submit(&caller, &text).await? {
+    let submitted = state.gateway.submit(&caller, &text).await?;
+    Ok(submitted_response(&state, submitted))
+}
+
+/// `POST /v1/inbox/{packet_id}/replies`: a reply case answering a request
+/// of the caller's inbox, answered as a submission is.
+pub async fn reply_to_case(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    PathParam(packet_id): PathParam,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let caller = state.gateway.authorize::<Recipients>(&caller).await?;
+    let text = json_text(&headers, body, state.body_limit).await?;
+    let submitted = state.gateway.reply_to_case(&caller, &packet_id, &text).await?;
+    Ok(submitted_response(&state, submitted))
+}
+
+/// `202` with the referral's address, or the denial as a problem.
+fn submitted_response(state: &AppState, submitted: Submitted) -> Response {
+    match submitted {
         Submitted::Queued { answer, replayed } => {
             if !replayed {
                 state.metrics.decision(true, &[]);
@@ -52,19 +73,19 @@ pub async fn submit_referral(State(state): State<AppState>, Caller(caller): Call
             if let Ok(location) = location {
                 response.headers_mut().insert(header::LOCATION, location);
             }
-            Ok(response)
+            response
         }
         Submitted::Denied { answer, replayed } => {
             if !replayed {
                 state.metrics.decision(false, &reason_strings(&answer.reason_codes));
             }
-            Ok(Problem::referral_denied(answer).into_response())
+            Problem::referral_denied(answer).into_response()
         }
     }
 }
 
 pub async fn get_referral(State(state): State<AppState>, Caller(caller): Caller, PathParam(id): PathParam) -> Result<Json<ReferralView>> {
-    let caller = state.gateway.authorize::<Senders>(&caller).await?;
+    let caller = state.gateway.authorize::<SendersAndRepliers>(&caller).await?;
     Ok(Json(state.gateway.referral(&caller, &id).await?))
 }
 
@@ -74,7 +95,7 @@ pub async fn get_referrals(
     Caller(caller): Caller,
     query: std::result::Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ReferralPage>> {
-    let caller = state.gateway.authorize::<Senders>(&caller).await?;
+    let caller = state.gateway.authorize::<SendersAndRepliers>(&caller).await?;
     let Query(params) = query.map_err(|_| Problem::invalid_query("the query string is malformed"))?;
     let mut seen = std::collections::BTreeSet::new();
     let mut listing = ReferralQuery::default();
@@ -322,7 +343,7 @@ pub async fn withdraw_consent(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<WithdrawalAnswer>> {
-    let caller = state.gateway.authorize::<Senders>(&caller).await?;
+    let caller = state.gateway.authorize::<SendersAndRepliers>(&caller).await?;
     let scope = WithdrawalRequest::parse(&json_body::<Value>(&headers, body, state.body_limit).await?)?;
     Ok(Json(state.gateway.withdraw_consent(&caller, &id, &scope).await?))
 }
@@ -334,7 +355,7 @@ pub async fn withdraw_subject_consent(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SubjectWithdrawalAnswer>> {
-    let caller = state.gateway.authorize::<Senders>(&caller).await?;
+    let caller = state.gateway.authorize::<SendersAndRepliers>(&caller).await?;
     let subject_ref = subject_ref(&subject)?;
     let scope = WithdrawalRequest::parse(&json_body::<Value>(&headers, body, state.body_limit).await?)?;
     Ok(Json(state.gateway.withdraw_subject_consent(&caller, &subject_ref, &scope).await?))

@@ -35,6 +35,7 @@ pub struct CaseShown {
     pub consent_by_guardian: bool,
     pub best_interests_determined: bool,
     pub best_interests_recommend_return: bool,
+    pub best_interests_favour_family: bool,
 }
 
 /// A request on which a property fails.
@@ -126,6 +127,7 @@ impl Counterexample {
                 consent_by_guardian: flag(case_field("consent_by_guardian").as_ref()),
                 best_interests_determined: flag(case_field("best_interests_determined").as_ref()),
                 best_interests_recommend_return: flag(case_field("best_interests_recommend_return").as_ref()),
+                best_interests_favour_family: flag(case_field("best_interests_favour_family").as_ref()),
             },
             consent_covers: flag(record_field(consent.as_ref(), "covers").as_ref()),
             consent_names_category: flag(record_field(consent.as_ref(), "names_category").as_ref()),
@@ -182,10 +184,11 @@ impl std::fmt::Display for Counterexample {
         )?;
         writeln!(
             f,
-            "  consent given with a guardian: {}; best interests determined: {}, recommending return: {}",
+            "  consent given with a guardian: {}; best interests determined: {}, recommending return: {}, favouring the family: {}",
             yes_no(c.consent_by_guardian),
             yes_no(c.best_interests_determined),
-            yes_no(c.best_interests_recommend_return)
+            yes_no(c.best_interests_recommend_return),
+            yes_no(c.best_interests_favour_family)
         )?;
         write!(
             f,

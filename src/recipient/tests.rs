@@ -87,6 +87,8 @@ fn referral() -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        requested_by: None,
+        answers: None,
         onward: None,
     }
 }

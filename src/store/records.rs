@@ -40,6 +40,9 @@ pub struct StoredReferral {
     /// Case management passes to the recipient when it accepts.
     pub handover: bool,
     pub priority: Priority,
+    /// A reply case: the id of the request's packet, received here, that it
+    /// answers (its packet carries it as `answers`); `None` otherwise.
+    pub answers: Option<String>,
 }
 
 /// Referrals sent from here that stand in `status`, of `priority`,
@@ -317,8 +320,12 @@ pub struct ClaimedDelivery {
     /// The packet made on an earlier attempt, sent again as it is.
     pub packet: Option<StoredPacket>,
     pub created_ms: i64,
-    /// For a withdrawal: the id of the referral packet it withdraws.
+    /// For a withdrawal: the id of the referral packet it withdraws; for a
+    /// reply case: the id of the request packet it answers.
     pub in_reply_to: Option<String>,
+    /// For a referral: the organisation that submitted it (a request that
+    /// expects a reply names it as `requested_by`).
+    pub sender_org: Option<String>,
     /// For a referral: its retention deadline, carried in its packet.
     pub retention: Option<StoredRetention>,
 }
@@ -635,8 +642,10 @@ pub enum InboxMove {
     /// A referral passed screening: listed to its recipient, or (`pushed`)
     /// pushed to its webhook; with its retention deadline, and its claims
     /// replaced (`reseal`) when a partial withdrawal that came first cut it.
-    /// `queue`: where it stands in its recipient's inbox.
-    Forward { pushed: bool, retention: StoredRetention, reseal: Option<SealedPayload>, queue: InboxQueue },
+    /// `queue`: where it stands in its recipient's inbox. A reply case
+    /// names the referral sent from here it answers (`answers`): linked
+    /// to it, and its timeline gets `reply_received` with `reply_reasons`.
+    Forward { pushed: bool, retention: StoredRetention, reseal: Option<SealedPayload>, queue: InboxQueue, answers: Option<AnsweredReferral> },
     /// A status or an erasure confirmation about a referral sent from here,
     /// applied: its timeline gets `events` (the last that moves it is its
     /// status), each with `reasons`; a `closed` status brings its retention
@@ -669,6 +678,16 @@ pub enum InboxMove {
     /// The organisation erased the categories withdrawn from a case it
     /// still holds; confirmed back.
     ConfirmNarrowing { reply: NewReply },
+}
+
+/// The referral sent from here that a received reply case answers, and
+/// what its timeline entry `reply_received` says: the reply's packet id
+/// (where its organisation finds it in the inbox), then its purpose when
+/// this gateway can read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnsweredReferral {
+    pub referral_id: String,
+    pub reasons: Vec<String>,
 }
 
 /// What a received case's recipient owes and by when, which orders its
@@ -826,6 +845,8 @@ pub struct InboxItem {
     pub queue: Option<QueuePlace>,
     /// A case passed on here by its recipient: what it was passed on from.
     pub onward: Option<OnwardCopyOf>,
+    /// A reply case received here: the referral sent from here it answers.
+    pub answers: Option<String>,
 }
 
 /// What a case passed on at this gateway (a copy in the inbox) was passed

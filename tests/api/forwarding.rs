@@ -288,6 +288,8 @@ fn packet_claims(
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        requested_by: None,
+        answers: None,
         onward: None,
     }
 }

@@ -50,6 +50,12 @@ pub enum Who {
     /// Two DPOs at Nigeria's gateway (of NAPTIP, which it serves): the four eyes there.
     NgaDpo,
     NgaSecondDpo,
+    /// Rome's municipal child protection service: submitter, and (a second
+    /// certificate) recipient of the replies to what it asked.
+    ItaChildProtection,
+    ItaChildProtectionInbox,
+    /// The Nigerian Red Cross tracing service, recipient role: served by Nigeria's gateway.
+    NgaRedCross,
     /// A certificate the gateway does not know.
     Stranger,
     /// No certificate at all.
@@ -57,7 +63,7 @@ pub enum Who {
 }
 
 impl Who {
-    pub const REGISTERED: [Who; 12] = [
+    pub const REGISTERED: [Who; 15] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
@@ -70,8 +76,11 @@ impl Who {
         Who::NgaShelter,
         Who::NgaDpo,
         Who::NgaSecondDpo,
+        Who::ItaChildProtection,
+        Who::ItaChildProtectionInbox,
+        Who::NgaRedCross,
     ];
-    pub const ALL: [Who; 14] = [
+    pub const ALL: [Who; 17] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
@@ -84,6 +93,9 @@ impl Who {
         Who::NgaShelter,
         Who::NgaDpo,
         Who::NgaSecondDpo,
+        Who::ItaChildProtection,
+        Who::ItaChildProtectionInbox,
+        Who::NgaRedCross,
         Who::Stranger,
         Who::Nobody,
     ];
@@ -117,6 +129,9 @@ impl Who {
             Who::NgaShelter => Some(("nga_shelter", "nga-ngo-shelter", "recipient")),
             Who::NgaDpo => Some(("nga_dpo", "nga-naptip", "dpo")),
             Who::NgaSecondDpo => Some(("nga_second_dpo", "nga-naptip", "dpo")),
+            Who::ItaChildProtection => Some(("ita_child_protection", "ita-child-protection", "submitter")),
+            Who::ItaChildProtectionInbox => Some(("ita_child_protection_inbox", "ita-child-protection", "recipient")),
+            Who::NgaRedCross => Some(("nga_red_cross", "nga-red-cross", "recipient")),
             Who::Stranger | Who::Nobody => None,
         }
     }

@@ -91,6 +91,8 @@ fn claims(packet_id: &str) -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        requested_by: None,
+        answers: None,
         onward: None,
     }
 }

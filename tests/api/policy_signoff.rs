@@ -50,12 +50,12 @@ async fn a_version_acts_only_once_another_dpo_approves_it(backend: Backend) {
     let app = spawn_app(backend).await;
     assert_eq!(policies(&app).await["approvals_required"], 2);
 
-    // The shipped policies with their tests: all 17 pass; no solver is configured, so nothing is proved.
+    // The shipped policies with their tests: all 21 pass; no solver is configured, so nothing is proved.
     let tested = app.put_json(Who::Dpo, "/v1/policies", &json!({ "files": policy_files_with_tests(), "note": "the same, with tests" })).await;
     assert_eq!(tested.status, 201, "{}", tested.text);
     assert_eq!(tested.body["state"], "draft");
     assert_eq!(tested.body["approvals"], json!({ "given": 1, "required": 2 }));
-    assert_eq!(tested.body["checks"]["tests"], json!({ "run": 17, "passed": 17, "not_exercised": [] }));
+    assert_eq!(tested.body["checks"]["tests"], json!({ "run": 21, "passed": 21, "not_exercised": [] }));
     assert_eq!(tested.body["checks"]["proofs"]["status"], "not_proved");
     assert!(tested.body["checks"]["proofs"]["reason"].as_str().unwrap().contains("no SMT solver"), "{}", tested.text);
 

@@ -101,7 +101,9 @@ async fn an_organisation_lists_its_referrals_filtered_and_in_pages(backend: Back
         let reply = app.get(Who::IomRome, &format!("/v1/referrals{bad}")).await;
         assert_eq!((reply.status, reply.problem()), (400, "invalid-request"), "{bad}: {}", reply.text);
     }
-    assert_eq!(app.get(Who::Recipient, "/v1/referrals").await.status, 403);
+    // A recipient organisation lists the reply cases it sent: none here.
+    let replies = app.get(Who::Recipient, "/v1/referrals").await;
+    assert_eq!((replies.status, replies.body["items"].clone()), (200, serde_json::json!([])), "{}", replies.text);
     assert_eq!(app.get(Who::Nobody, "/v1/referrals").await.status, 401);
     assert!(app.sql_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'referral.read' AND outcome = 'listed'").await >= 10);
 }

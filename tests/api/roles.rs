@@ -66,7 +66,8 @@ fn table(own_referral: &str) -> Vec<Call> {
         (Who::ItaNrm, None, [Ok(202), NotFound, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), NotFound]),
         (Who::Dpo, None, [MISSING, MISSING, Ok(200), Ok(201), Ok(200), Ok(200), Ok(200), Ok(200), MISSING, MISSING]),
         (Who::Auditor, None, [MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), Ok(200), Ok(200), MISSING, MISSING]),
-        (Who::Recipient, None, [MISSING; 10]),
+        // A recipient follows and withdraws only the reply cases it sent: it has none.
+        (Who::Recipient, None, [MISSING, NotFound, MISSING, MISSING, MISSING, MISSING, MISSING, MISSING, Ok(200), NotFound]),
         // A Nigerian organisation gets nothing from Italy's gateway, whatever its roles.
         (Who::Foreign, None, [F("org_not_served_here"); 10]),
         (Who::Stranger, None, [U("unknown_certificate"); 10]),

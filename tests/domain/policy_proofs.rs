@@ -99,7 +99,7 @@ fn the_weakened_fixture_is_refuted_with_a_consulate_of_the_origin_state() {
     let json = prove(&["config/policies", "--builtin-rules", "tests/fixtures/policy-proofs/weakened-builtin.cedar", "--json"]);
     let report: Value = serde_json::from_slice(&json.stdout).unwrap();
     let found = counterexamples(&report, "builtin_rules_cannot_be_loosened", None);
-    assert_eq!(found.len(), 4, "one per action: each purpose, and refer_onward");
+    assert_eq!(found.len(), 7, "one per action: each of the six purposes, and refer_onward");
     for example in found {
         let recipient = &example["recipient"];
         assert_eq!(recipient["state_actor"], true);

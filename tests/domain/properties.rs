@@ -42,7 +42,8 @@ use referral_gateway::domain::case::{
     ApplicationStatus, ArrivalAssistance, Asylum, AsylumApplication, BestInterests, Case, ChildSafeguards, Contact,
     Document, DocumentType, DurableSolution, EscortNeed, ExploitationType, Family, FamilyMember, FitnessToTravel,
     Guardian, GuardianRole, Health, Identity, Place, Protection, ReintegrationNeed, ReintegrationNeeds, Relationship,
-    ReturnLogistics, RiskLevel, Sex, TransportMode,
+    ReturnLogistics, RiskLevel, Sex, TransportMode, TracingWishes, Wish, FamilyAssessment, HouseholdMember, CapacityToCare,
+    FamilyRisk, AssessmentRecommendation,
 };
 use referral_gateway::domain::consent::{
     AllCategories, CategorySelection, Consent, ConsentGiver, ConsentMethod, Coverage, OnwardConsent, RecipientSelector, Refusal, Scope,
@@ -50,6 +51,7 @@ use referral_gateway::domain::consent::{
 use referral_gateway::domain::decide::{case_facts, decide, decide_and_minimise, decide_from, gather, DecisionFacts};
 use referral_gateway::domain::onward::{onward_categories, onward_limits, OnwardRefusal, SentUnder};
 use referral_gateway::domain::decision::{Decision, ReasonCode};
+use referral_gateway::domain::inbound::{screen, Received, Screening};
 use referral_gateway::domain::emergency_override::{decide_under_override, JustificationCode, OverrideReason, OverrideRefusal, OverrideRequest};
 use referral_gateway::domain::impact::{impact, Changes, Impact};
 use referral_gateway::domain::minimise::{Payload, minimise};
@@ -436,6 +438,38 @@ fn reintegration_needs() -> BoxedStrategy<ReintegrationNeeds> {
         .boxed()
 }
 
+fn wish() -> BoxedStrategy<Option<Wish>> {
+    prop::option::of(prop::sample::select(vec![Wish::Yes, Wish::No, Wish::Undecided])).boxed()
+}
+
+fn tracing_wishes() -> BoxedStrategy<TracingWishes> {
+    (wish(), wish(), wish())
+        .prop_map(|(contact_with_family, whereabouts_shared, reunification)| TracingWishes { contact_with_family, whereabouts_shared, reunification })
+        .boxed()
+}
+
+fn family_assessment() -> BoxedStrategy<FamilyAssessment> {
+    let member = (prop::sample::select(RELATIONSHIPS), prop::option::of(1950u16..2020), any::<bool>())
+        .prop_map(|(relationship, year_of_birth, caregiver)| HouseholdMember { relationship, year_of_birth, caregiver });
+    let capacity = prop::sample::select(vec![CapacityToCare::Adequate, CapacityToCare::AdequateWithSupport, CapacityToCare::Inadequate, CapacityToCare::NotAssessed]);
+    let risks = set_of(&[FamilyRisk::ViolenceInHousehold, FamilyRisk::Neglect, FamilyRisk::TraffickingOrExploitation, FamilyRisk::EconomicHardship], 2);
+    let recommendation = prop::sample::select(vec![
+        AssessmentRecommendation::ReunificationRecommended,
+        AssessmentRecommendation::ReunificationWithSupport,
+        AssessmentRecommendation::ReunificationNotRecommended,
+        AssessmentRecommendation::FurtherAssessmentNeeded,
+    ]);
+    (past_date(1), prop::collection::vec(member, 0..3), capacity, risks, recommendation)
+        .prop_map(|(assessed_on, household, capacity_to_care, risks, recommendation)| FamilyAssessment {
+            assessed_on,
+            household,
+            capacity_to_care,
+            risks,
+            recommendation,
+        })
+        .boxed()
+}
+
 fn case() -> BoxedStrategy<Case> {
     (
         prop::option::weighted(0.92, identity()),
@@ -448,7 +482,7 @@ fn case() -> BoxedStrategy<Case> {
         prop::option::weighted(0.5, child_safeguards()),
         prop::option::weighted(0.5, return_logistics()),
         prop::option::weighted(0.5, reintegration_needs()),
-        prop::collection::vec(note(), 0..3),
+        (prop::collection::vec(note(), 0..3), prop::option::weighted(0.4, tracing_wishes()), prop::option::weighted(0.4, family_assessment())),
     )
         .prop_map(
             |(
@@ -462,7 +496,7 @@ fn case() -> BoxedStrategy<Case> {
                 child_safeguards,
                 return_logistics,
                 reintegration_needs,
-                case_notes,
+                (case_notes, tracing_wishes, family_assessment),
             )| Case {
                 identity,
                 contact,
@@ -474,6 +508,8 @@ fn case() -> BoxedStrategy<Case> {
                 child_safeguards,
                 return_logistics,
                 reintegration_needs,
+                tracing_wishes,
+                family_assessment,
                 case_notes,
             },
         )
@@ -1009,6 +1045,38 @@ fn default_rules() -> Vec<Rule> {
             vec![C::Service(Service::FamilyTracing)],
             vec![],
         ),
+        Rule::new(
+            "family_assessment_request.child_protection",
+            true,
+            A::Eq(Purpose::FamilyAssessmentRequest),
+            R::Any,
+            vec![C::Service(Service::ChildProtection)],
+            vec![],
+        ),
+        Rule::new(
+            "family_assessment_request.tracing_services",
+            true,
+            A::Eq(Purpose::FamilyAssessmentRequest),
+            R::Any,
+            vec![C::Service(Service::FamilyTracing)],
+            vec![],
+        ),
+        Rule::new(
+            "replies.tracing_services",
+            true,
+            A::In(vec![Purpose::TracingReply, Purpose::FamilyAssessment]),
+            R::Any,
+            vec![C::Service(Service::FamilyTracing)],
+            vec![],
+        ),
+        Rule::new(
+            "replies.child_protection",
+            true,
+            A::In(vec![Purpose::TracingReply, Purpose::FamilyAssessment]),
+            R::Any,
+            vec![C::Service(Service::ChildProtection)],
+            vec![],
+        ),
         Rule::new("health.never_to_state_actors", false, A::Any, R::Eq(D::Health), vec![C::StateActor], vec![]),
         Rule::new("case_notes.never_to_state_actors", false, A::Any, R::Eq(D::CaseNotes), vec![C::StateActor], vec![]),
         Rule::new(
@@ -1211,6 +1279,8 @@ struct Facts {
     by_guardian: bool,
     determined: bool,
     recommends_return: bool,
+    /// The determination recommends the child rejoin the family (return, or reunification elsewhere).
+    favours_family: bool,
     profiles: BTreeSet<&'static str>,
     origin: BTreeSet<CountryCode>,
 }
@@ -1250,6 +1320,13 @@ fn model_facts(input: &Input) -> Facts {
         recommends_return: matches!(
             determination,
             Some(BestInterests::Completed { recommendation: Some(DurableSolution::ReturnToCountryOfOrigin), .. })
+        ),
+        favours_family: matches!(
+            determination,
+            Some(BestInterests::Completed {
+                recommendation: Some(DurableSolution::ReturnToCountryOfOrigin | DurableSolution::FamilyReunificationElsewhere),
+                ..
+            })
         ),
         profiles,
         origin,
@@ -1368,6 +1445,12 @@ fn model_decision(input: &Input, rules: &[Rule]) -> Expected {
             category == DataCategory::Asylum && (sits || acts),
             facts.child && !facts.by_guardian,
             facts.child && input.purpose == Purpose::Return && !facts.recommends_return,
+            // (d) An answer to the family's side says where a child is only with
+            // the guardian's consent and a determination for the family.
+            matches!(input.purpose, Purpose::TracingReply | Purpose::FamilyAssessment)
+                && facts.child
+                && matches!(category, DataCategory::Contact | DataCategory::ChildSafeguards)
+                && !(facts.by_guardian && facts.favours_family),
         ];
         let built_in_ok = !withheld_by_built_in_rule.contains(&true);
         let at = At { input, facts: &facts, category, named };
@@ -1375,6 +1458,14 @@ fn model_decision(input: &Input, rules: &[Rule]) -> Expected {
         if built_in_ok && allowed {
             sendable.insert(category, (projection, permits));
         }
+    }
+    // ...and the child's contact details go only with the determination
+    // that lets them, so that the receiving gateway can check it too.
+    if matches!(input.purpose, Purpose::TracingReply | Purpose::FamilyAssessment)
+        && facts.child
+        && !sendable.contains_key(&DataCategory::ChildSafeguards)
+    {
+        sendable.remove(&DataCategory::Contact);
     }
     let end_to_end = input.end_to_end_by_builtin().then_some("builtin.asylum_end_to_end");
     let reachable = end_to_end.is_none() || input.recipient.has_end_to_end_key();
@@ -2245,4 +2336,119 @@ fn onward_inputs_reach_both_outcomes() {
         }
     }
     assert!(passed >= 25 && firewalled >= 25, "passed on {passed}, kept from an origin state's official by the built-in rule {firewalled} of 1000");
+}
+
+// ---------------------------------------------------------------------------
+// Replies and family assessments: the firewall both ways (issue 22 §1)
+// ---------------------------------------------------------------------------
+
+const REPLY_PURPOSES: [Purpose; 2] = [Purpose::TracingReply, Purpose::FamilyAssessment];
+
+/// Inputs where a reply about a child goes back to the family's side: a
+/// reply purpose, a child (a child profile), contact details and child
+/// safeguards in the case, and a consent scope in force covering every
+/// category for the recipient (by a guardian or not, with any
+/// determination), so that only the rules stand between the child's
+/// whereabouts and the family.
+fn child_reply_input() -> BoxedStrategy<Input> {
+    (input(), prop::sample::select(REPLY_PURPOSES.to_vec()), contact(), child_safeguards(), any::<bool>())
+        .prop_map(|(mut input, purpose, contact, safeguards, separated)| {
+            input.purpose = purpose;
+            let profile = if separated { ProtectionProfile::SeparatedChild } else { ProtectionProfile::UnaccompaniedChild };
+            input.case.protection.get_or_insert_with(Protection::default).profiles.insert(profile);
+            input.case.contact = Some(contact);
+            input.case.child_safeguards = Some(safeguards);
+            input.case.identity.get_or_insert_with(Identity::default).given_names.get_or_insert_with(|| ShortText::parse("QjGivenChild").unwrap());
+            let selector = RecipientSelector::new(Some(input.recipient.id.clone()), None, None).unwrap();
+            let scope = Scope::new([purpose].into(), CategorySelection::All(AllCategories::All), vec![selector], None, minutes_from_now(DAY)).unwrap();
+            input.consent.scopes.push(scope);
+            input.consent.withdrawn_at = None;
+            input.consent.refusals.clear();
+            input
+        })
+        .boxed()
+}
+
+/// Inputs of a family-assessment request about an asylum-linked child to
+/// an organisation sitting in, or acting for, one of the child's origin states.
+fn assessment_request_to_origin_input() -> BoxedStrategy<Input> {
+    (origin_input(RecipientKind::ALL, true), any::<bool>())
+        .prop_map(|(mut input, separated)| {
+            input.purpose = Purpose::FamilyAssessmentRequest;
+            let profile = if separated { ProtectionProfile::SeparatedChild } else { ProtectionProfile::UnaccompaniedChild };
+            input.case.protection.get_or_insert_with(Protection::default).profiles.insert(profile);
+            input
+        })
+        .boxed()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A family-assessment request about an asylum-linked child never
+    /// reaches an authority of an origin state (social services of the
+    /// country the child fled included), under any policy: only non-state
+    /// bodies may assess such a family.
+    #[test]
+    fn a_family_assessment_request_for_an_asylum_linked_child_never_reaches_an_origin_state_authority(
+        input in assessment_request_to_origin_input()
+    ) {
+        let (sits, acts) = input.origin_contact();
+        prop_assume!(input.case_is_child() && model_facts(&input).asylum_linked && input.state_actor() && (sits || acts));
+        for p in policies() {
+            let (decision, payload) = input.decide(&p.policy);
+            prop_assert!(!decision.is_allow() && decision.sent().is_empty() && payload.is_empty(), "{}: {:?}", p.name, decision.sent_categories());
+            prop_assert!(decision.deny_reasons().contains(&ReasonCode::AsylumFirewall) || decision.deny_reasons().contains(&ReasonCode::RequiredCategoryMissing), "{}", p.name);
+        }
+    }
+
+    /// A reply about a child never tells the family's side where the child
+    /// is (contact details, the guardian) unless the guardian consented and
+    /// a completed determination recommends the child rejoin the family;
+    /// when the contact details go, the determination goes with them, and
+    /// the requesting gateway's own screening lets the reply through.
+    #[test]
+    fn a_reply_never_tells_the_family_where_a_child_is_unless_guardian_and_determination_allow(
+        input in child_reply_input()
+    ) {
+        let facts = model_facts(&input);
+        prop_assume!(facts.child);
+        let allowed = facts.by_guardian && facts.favours_family;
+        for p in policies() {
+            let (decision, payload) = input.decide(&p.policy);
+            for category in [DataCategory::Contact, DataCategory::ChildSafeguards] {
+                prop_assert!(allowed || !decision.sent().contains_key(&category), "{}: {} sent", p.name, category);
+                if !allowed && input.case.has(category) && !decision.sent().contains_key(&category) {
+                    let reasons = decision.withheld().get(&category).map(|w| w.iter().map(|w| w.reason).collect::<Vec<_>>()).unwrap_or_default();
+                    prop_assert!(reasons.contains(&ReasonCode::ChildWhereaboutsToFamily) || reasons.contains(&ReasonCode::NotNeededForPurpose), "{}: {} {:?}", p.name, category, reasons);
+                }
+            }
+            if payload.get(DataCategory::Contact).is_some() {
+                prop_assert!(payload.get(DataCategory::ChildSafeguards).is_some(), "{}: contact without the determination", p.name);
+                let body = payload.to_json();
+                let received = Received { sender: italy(), purpose: input.purpose, body: &body, consent_expires_at: None, retention_until: None };
+                let screened = screen(&received, Some(&input.recipient), input.recipient.country, &p.policy, now());
+                if let Screening::Refuse(reasons) = screened {
+                    prop_assert!(!reasons.contains(&ReasonCode::ChildWhereaboutsToFamily), "{}: refused at the requesting gateway", p.name);
+                }
+            }
+        }
+    }
+}
+
+/// The reply property reaches both outcomes often: a reply that tells
+/// where the child is, and one that may not.
+#[test]
+fn child_replies_reach_both_outcomes() {
+    let mut runner = TestRunner::deterministic();
+    let (mut told, mut withheld) = (0, 0);
+    for _ in 0..400 {
+        let input = child_reply_input().new_tree(&mut runner).unwrap().current();
+        let (decision, _) = input.decide(permit_all_policy());
+        match decision.sent().contains_key(&DataCategory::Contact) {
+            true => told += 1,
+            false => withheld += 1,
+        }
+    }
+    assert!(told >= 10 && withheld >= 10, "told {told}, withheld {withheld}");
 }

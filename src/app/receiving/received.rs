@@ -134,7 +134,7 @@ pub(crate) fn closed_deadline(kept: StoredRetention, closed_at: DateTime<Utc>) -
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum CaseDocument {
-    Readable(ReadableCase),
+    Readable(Box<ReadableCase>),
     Sealed(SealedCase),
 }
 
@@ -174,6 +174,14 @@ pub struct ReadableCase {
     /// again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub referred_onward_by: Option<OrgId>,
+    /// For a tracing or family-assessment request: the organisation that
+    /// asked, which a reply case answering it goes back to
+    /// (`POST /v1/inbox/{packet_id}/replies`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<OrgId>,
+    /// For a reply case: the referral of this organisation it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers_referral: Option<String>,
     /// Categories withdrawn by the person since the case became visible:
     /// erased here, no longer in `case`, to be erased by the organisation too.
     pub erased_categories: Option<Vec<String>>,
@@ -192,6 +200,9 @@ pub struct SealedCase {
     pub received_at: Timestamp,
     /// The inner envelope (compact JWE).
     pub end_to_end: String,
+    /// For a reply case: the referral of this organisation it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers_referral: Option<String>,
     /// Its partial withdrawals, each sealed to the organisation too; the
     /// organisation opens them and cuts what they name from the case.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -217,13 +228,14 @@ impl CaseDocument {
                 from_country: item.issuer.clone(),
                 received_at: Timestamp(item.received_ms),
                 end_to_end: sealed.clone(),
+                answers_referral: item.answers.clone(),
                 withdrawals: withdrawals
                     .iter()
                     .map(|w| SealedWithdrawalDocument { packet_id: w.withdrawal_id.clone(), end_to_end: w.end_to_end.clone() })
                     .collect(),
             });
         }
-        Self::Readable(ReadableCase {
+        Self::Readable(Box::new(ReadableCase {
             packet_id: item.packet_id.clone(),
             recipient: claims.recipient.clone(),
             from_country: item.issuer.clone(),
@@ -238,7 +250,9 @@ impl CaseDocument {
             case: claims.body.clone(),
             onward: claims.onward.as_ref().and_then(|limits| limits.within(&categories_in(&claims.body))),
             referred_onward_by: item.onward.as_ref().and_then(|copy| OrgId::parse(&copy.referred_by).ok()),
+            requested_by: claims.requested_by.clone(),
+            answers_referral: item.answers.clone(),
             erased_categories: (!item.narrowed.is_empty()).then(|| item.narrowed.clone()),
-        })
+        }))
     }
 }

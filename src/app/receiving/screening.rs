@@ -21,11 +21,12 @@ use crate::domain::replies::{
     erasure_confirmation_verdict, readable_status, referral_replied_to, status_events, status_verdict, withdrawal_verdict, ReplyRefusal,
     SentPacketFacts,
 };
+use crate::domain::reply_cases::{answered_request, ReceivedReferral, SentRequest};
 use crate::domain::status::{ReferralProgress, StatusReport};
 use crate::domain::lifecycle::{InboxState, ReferralEvent};
 use crate::domain::withdrawal::{ErasureNotice, WithdrawalNotice};
 use crate::store::{
-    InboxItem, InboxMove, InboxQueue, ReceivedNarrowing, SealedPayload, SentPacket, Tombstone, WithdrawalEffect,
+    AnsweredReferral, InboxItem, InboxMove, InboxQueue, ReceivedNarrowing, SealedPayload, SentPacket, Tombstone, WithdrawalEffect,
     WithdrawnPart, Write, Written,
 };
 
@@ -165,6 +166,17 @@ impl Gateway {
                     let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
                     return Ok(Write::InboxMove { change: Box::new(change), audit: event });
                 }
+                // A reply case: only as the answer to a request this gateway sent, to the organisation that asked.
+                let answered = match self.answered_request(&claims).await? {
+                    Ok(answered) => answered,
+                    Err(refused) => {
+                        let reasons = vec![refused.as_str().to_owned()];
+                        let reply = self.status_reply(item, ReferralProgress::Refused, reasons.clone(), now)?;
+                        let change = self.inbox_move(item, InboxMove::Refuse { reasons, reply: Some(reply) }, now);
+                        let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
+                        return Ok(Write::InboxMove { change: Box::new(change), audit: event });
+                    }
+                };
                 let recipient = self.directory().recipient(&claims.recipient);
                 let screening = match claims.purpose {
                     // The sending gateway's decision is final: nothing here can read the case.
@@ -187,7 +199,11 @@ impl Gateway {
                         let reseal = if cut { Some(self.recut(item, &claims, now).await?) } else { None };
                         let retention = stored_retention(self.received_retention(&claims, recipient.as_ref(), item));
                         let queue = self.inbox_queue_of(&claims, item);
-                        self.inbox_move(item, InboxMove::Forward { pushed, retention, reseal, queue }, now)
+                        let answers = answered.map(|referral_id| AnsweredReferral {
+                            referral_id,
+                            reasons: [item.packet_id.clone()].into_iter().chain(claims.purpose.map(|p| p.as_str().to_owned())).collect(),
+                        });
+                        self.inbox_move(item, InboxMove::Forward { pushed, retention, reseal, queue, answers }, now)
                     }
                     Screening::Refuse(reasons) => {
                         let reasons = recorded_reasons(&reasons);
@@ -306,6 +322,33 @@ impl Gateway {
             event = event.referral(referral_id);
         }
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
+    }
+
+    /// The referral sent from here that a received referral answers
+    /// (`None`: it is not a reply), or why it may not: see
+    /// [`answered_request`].
+    async fn answered_request(&self, claims: &PacketClaims) -> Result<Result<Option<String>, ReplyRefusal>, AppError> {
+        let sent = match claims.answers.as_deref() {
+            Some(request) => match self.store.sent_packet(request).await? {
+                Some(packet) if packet.packet_type == PacketType::Referral.as_str() => match &packet.referral_id {
+                    Some(referral_id) => self.store.referral(referral_id).await?.map(|referral| (packet, referral)),
+                    None => None,
+                },
+                _ => None,
+            },
+            None => None,
+        };
+        let request = sent.as_ref().and_then(|(packet, referral)| {
+            Some(SentRequest {
+                referral_id: &referral.id,
+                destination_country: &packet.destination_country,
+                purpose: referral.purpose.parse().ok()?,
+                sender_org: &referral.sender_org,
+                still_shared: referral.status.still_shared(),
+            })
+        });
+        let received = ReceivedReferral { issuer: claims.issuer.as_str(), purpose: claims.purpose, recipient: &claims.recipient, answers: claims.answers.as_deref() };
+        Ok(answered_request(&received, request).map(|answered| answered.map(str::to_owned)))
     }
 
     /// Erases from `target` what a withdrawal withdraws: all of it (`names`

@@ -366,6 +366,9 @@ pub struct InboxEntry {
     /// what they name and confirms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub withdrawals: Option<Vec<String>>,
+    /// A reply case: the referral of this organisation it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers_referral: Option<String>,
 }
 
 impl InboxEntry {
@@ -381,6 +384,7 @@ impl InboxEntry {
             end_to_end: None,
             erased_categories: None,
             withdrawals: None,
+            answers_referral: item.answers.clone(),
         }
     }
 }

@@ -87,6 +87,9 @@ impl Gateway {
             handover: false,
             onward: None,
             body: copy.body,
+            // A copy is never answered as the request itself, nor a reply's link.
+            requested_by: None,
+            answers: None,
             ..claims
         };
         let plaintext = serde_json::to_vec(&copy_claims).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -114,7 +117,7 @@ impl Gateway {
             let forward = InboxChange {
                 packet_id: copy_id.clone(),
                 from: InboxState::Received,
-                step: InboxMove::Forward { pushed, retention, reseal: None, queue },
+                step: InboxMove::Forward { pushed, retention, reseal: None, queue, answers: None },
                 at_ms: now.timestamp_millis(),
             };
             // Who received what of which case: the copy, the case, the organisation, the categories.

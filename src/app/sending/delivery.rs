@@ -234,6 +234,7 @@ impl Gateway {
             },
             _ => None,
         };
+        let purpose = item.purpose.as_deref().map(str::parse::<Purpose>).transpose().map_err(|_| corrupt("purpose"))?;
         let claims = PacketClaims {
             // A referral's packet gets its own id; any other entry is known by its packet id from the start.
             packet_id: if packet_type == PacketType::Referral { new_id()? } else { item.id.clone() },
@@ -241,7 +242,7 @@ impl Gateway {
             issuer: self.country,
             audience: peer,
             recipient,
-            purpose: item.purpose.as_deref().map(str::parse::<Purpose>).transpose().map_err(|_| corrupt("purpose"))?,
+            purpose,
             policy_version: item.policy_version.clone(),
             // Opaque to the peer, recomputable here: ties a status that comes
             // back to the decision without revealing the referral id.
@@ -258,6 +259,14 @@ impl Gateway {
             in_reply_to: None,
             erase: false,
             onward,
+            // Who to answer: only for a request the receiving gateway can read (it decides the reply).
+            requested_by: match (packet_type, purpose) {
+                (PacketType::Referral, Some(purpose)) if purpose.expects_reply() && organisation_key.is_none() => {
+                    Some(OrgId::parse(item.sender_org.as_deref().ok_or_else(|| corrupt("sender"))?).map_err(|_| corrupt("sender"))?)
+                }
+                _ => None,
+            },
+            answers: item.in_reply_to.clone().filter(|_| packet_type == PacketType::Referral),
         };
         let outer = match organisation_key {
             Some(organisation) => end_to_end::seal_for_organisation(&claims, signer, organisation, withdrawal).map_err(|e| AppError::Internal(e.to_string()))?,

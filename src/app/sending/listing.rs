@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::app::access::{Authorized, Senders};
+use crate::app::access::{Authorized, SendersAndRepliers};
 use crate::app::sending::referrals::OverdueView;
 use crate::app::views::{RecipientRef, Timestamp};
 use crate::app::{AppError, Gateway};
@@ -67,7 +67,7 @@ impl Gateway {
     /// The caller's organisation's referrals that `query` takes in, in the
     /// order they were recorded.
     #[tracing::instrument(name = "list_referrals", skip_all)]
-    pub async fn referrals(&self, principal: &Authorized<Senders>, query: ReferralQuery) -> Result<ReferralPage, AppError> {
+    pub async fn referrals(&self, principal: &Authorized<SendersAndRepliers>, query: ReferralQuery) -> Result<ReferralPage, AppError> {
         let now = self.now();
         let after = match &query.cursor {
             Some(text) => Some(crate::app::recipient::cases::parse_cursor(text).ok_or_else(|| AppError::invalid_field("cursor", "is not a cursor of this listing"))?),

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::app::access::{Authorized, Senders};
+use crate::app::access::{Authorized, Senders, SendersAndRepliers};
 use crate::app::retention::stored_retention;
 use crate::app::views::{ConsentGivenBy, ConsentSummary, RecipientRef, Timestamp};
 use crate::app::{new_id, reason_strings, AppError, Gateway};
@@ -131,6 +131,10 @@ pub struct ReferralView {
     pub handover: bool,
     /// As submitted (`normal` if the submission named none).
     pub priority: Priority,
+    /// A reply case (`tracing_reply`, `family_assessment`): the packet id
+    /// of the request in the organisation's inbox that it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers: Option<String>,
     /// The deadline of its priority the referral awaits and has missed
     /// (`[deadlines]`), and since when; `null` while it is on time or
     /// awaits nothing more (answered, denied, refused, expired, withdrawn).
@@ -220,6 +224,15 @@ pub enum ErasureScope {
     Categories,
 }
 
+/// A submission's parse error as the HTTP edge reports it.
+pub(crate) fn submission_problem(error: SubmissionError) -> AppError {
+    match error {
+        SubmissionError::Syntax { line, column } => AppError::MalformedJson { line, column },
+        SubmissionError::Invalid(problems) => AppError::Invalid(problems),
+        SubmissionError::SchemaUnavailable => AppError::Internal("referral schema unavailable".to_owned()),
+    }
+}
+
 /// The answer to a submission, from its decision (and the override it awaits, if any).
 fn answer(
     referral_id: String,
@@ -246,12 +259,23 @@ impl Gateway {
     #[tracing::instrument(name = "submit", skip_all, fields(referral_id = tracing::field::Empty))]
     pub async fn submit(&self, principal: &Authorized<Senders>, body: &str) -> Result<Submitted, AppError> {
         let now = self.now();
-        let submission = ReferralSubmission::parse(body, now).map_err(|error| match error {
-            SubmissionError::Syntax { line, column } => AppError::MalformedJson { line, column },
-            SubmissionError::Invalid(problems) => AppError::Invalid(problems),
-            SubmissionError::SchemaUnavailable => AppError::Internal("referral schema unavailable".to_owned()),
-        })?;
-        let canonical = serde_json::to_vec(&submission).map_err(|e| AppError::Internal(e.to_string()))?;
+        let submission = ReferralSubmission::parse(body, now).map_err(submission_problem)?;
+        // A reply goes only as the answer to a request, to the organisation that asked.
+        if submission.purpose.is_reply() {
+            return Err(AppError::invalid_field("purpose", "is sent only as a reply to the request it answers: POST /v1/inbox/{packet_id}/replies"));
+        }
+        self.accept(principal, submission, None, now).await
+    }
+
+    /// Decides, records and (on allow) queues `submission` from the
+    /// caller's organisation: a referral, or a reply case answering the
+    /// request packet `answers` held here (its packet then names it).
+    pub(crate) async fn accept(&self, principal: &Principal, submission: ReferralSubmission, answers: Option<&str>, now: DateTime<Utc>) -> Result<Submitted, AppError> {
+        let mut canonical = serde_json::to_vec(&submission).map_err(|e| AppError::Internal(e.to_string()))?;
+        // The same reply to another request is another request.
+        if let Some(request) = answers {
+            canonical.extend(format!("\0answers:{request}").as_bytes());
+        }
         let fingerprint = self.keys().index("request", &canonical);
         let subject_key = self.subject_key(submission.subject_ref.as_str());
 
@@ -398,8 +422,11 @@ impl Gateway {
             created_ms: now.timestamp_millis(),
             handover: submission.handover,
             priority: submission.priority,
+            answers: answers.map(str::to_owned),
         };
         let mut audit = self.decision_event(principal, &referral_id, subject_key, &decision, now);
+        // Which request a reply answers: the chain links the two cases.
+        audit.reasons.extend(answers.map(|request| format!("answers:{request}")));
         if let Some(asked) = &asked_override {
             // What would go, and under what: the chain alone answers who asked to share what without consent.
             audit.outcome = "override_requested";
@@ -492,7 +519,7 @@ impl Gateway {
     /// A referral of the caller's own organisation, with its timeline.
     // Ids are recorded once found: a path may hold anything a caller typed.
     #[tracing::instrument(name = "read_referral", skip_all, fields(referral_id = tracing::field::Empty))]
-    pub async fn referral(&self, principal: &Authorized<Senders>, id: &str) -> Result<ReferralView, AppError> {
+    pub async fn referral(&self, principal: &Authorized<SendersAndRepliers>, id: &str) -> Result<ReferralView, AppError> {
         let now = self.now();
         let found = self.store.referral(id).await?.filter(|r| r.sender_org == principal.org.as_str());
         let Some(referral) = found else {
@@ -547,6 +574,7 @@ impl Gateway {
             status: referral.status,
             purpose: referral.purpose,
             outcome: referral.outcome,
+            answers: referral.answers.clone(),
             handover: referral.handover,
             policy_version: referral.policy_version,
         })

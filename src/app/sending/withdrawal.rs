@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::app::sending::delivery::onward_context;
 use crate::domain::onward::{categories_in, OnwardLimits};
-use crate::app::access::{Authorized, Senders};
+use crate::app::access::{Authorized, SendersAndRepliers};
 use crate::app::sending::delivery::WithdrawalAtRest;
 use crate::app::{new_id, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
@@ -29,7 +29,7 @@ impl Gateway {
     /// organisation sent: whole, or the part `body` names.
     // The id is recorded once found: a path may hold anything a caller typed.
     #[tracing::instrument(name = "withdraw_consent", skip_all, fields(referral_id = tracing::field::Empty))]
-    pub async fn withdraw_consent(&self, principal: &Authorized<Senders>, referral_id: &str, scope: &WithdrawalScope) -> Result<WithdrawalAnswer, AppError> {
+    pub async fn withdraw_consent(&self, principal: &Authorized<SendersAndRepliers>, referral_id: &str, scope: &WithdrawalScope) -> Result<WithdrawalAnswer, AppError> {
         let now = self.now();
         let Some(referral) = self.store.referral(referral_id).await?.filter(|r| r.sender_org == principal.org.as_str()) else {
             self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "not_found")).await?;
@@ -52,7 +52,7 @@ impl Gateway {
     #[tracing::instrument(name = "withdraw_subject_consent", skip_all)]
     pub async fn withdraw_subject_consent(
         &self,
-        principal: &Authorized<Senders>,
+        principal: &Authorized<SendersAndRepliers>,
         subject_ref: &str,
         scope: &WithdrawalScope,
     ) -> Result<SubjectWithdrawalAnswer, AppError> {

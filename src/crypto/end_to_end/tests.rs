@@ -59,6 +59,8 @@ fn referral(federation: &Federation, body: Value) -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        requested_by: None,
+        answers: None,
         onward: Some(OnwardLimits {
             grants: vec![OnwardGrant {
                 categories: [DataCategory::Identity].into(),

@@ -29,6 +29,8 @@ fn claims(from: &Member, to: &Member) -> PacketClaims {
         end_to_end: None,
         in_reply_to: None,
         erase: false,
+        requested_by: None,
+        answers: None,
         onward: None,
     }
 }

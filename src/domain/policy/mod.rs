@@ -143,7 +143,7 @@ pub struct RequestFacts {
     /// One context per consent-facts combination actually used; there are three.
     contexts: [OnceCell<Option<Context>>; 3],
     /// The case-scoped rules' verdict, per purpose.
-    case_verdicts: [OnceCell<Verdict>; 3],
+    case_verdicts: [OnceCell<Verdict>; Purpose::ALL.len()],
     /// Verdicts of resource-blind slice groups, by (group, context slot).
     group_verdicts: RefCell<Vec<((usize, usize), Verdict)>>,
 }
@@ -161,6 +161,12 @@ pub struct CaseFacts {
     pub consent_by_guardian: bool,
     pub best_interests_determined: bool,
     pub best_interests_recommend_return: bool,
+    /// The completed determination recommends that the child rejoin their
+    /// family (return to it, or reunification elsewhere): with the
+    /// guardian's consent, what lets a reply tell the family where the
+    /// child is. Absent from facts recorded before replies: false.
+    #[serde(default)]
+    pub best_interests_favour_family: bool,
 }
 
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
@@ -490,6 +496,7 @@ impl DataProtectionPolicy {
                 "best_interests_recommend_return".to_owned(),
                 RestrictedExpression::new_bool(case.best_interests_recommend_return),
             ),
+            ("best_interests_favour_family".to_owned(), RestrictedExpression::new_bool(case.best_interests_favour_family)),
         ])
         .map_err(|e| PolicyError::Builtin(e.to_string()))?;
         Ok(RequestFacts {
@@ -823,6 +830,7 @@ pub const fn builtin_rule(reason: ReasonCode) -> Option<&'static str> {
         ReasonCode::ChildGuardianConsentMissing => Some("builtin.child_guardian_consent"),
         ReasonCode::ChildBestInterestsMissing => Some("builtin.child_return_best_interests"),
         ReasonCode::ChildBestInterestsAgainstReturn => Some("builtin.child_return_against_best_interests"),
+        ReasonCode::ChildWhereaboutsToFamily => Some("builtin.child_whereabouts_to_family"),
         ReasonCode::RecipientUnknown
         | ReasonCode::NotNeededForPurpose
         | ReasonCode::RequiredCategoryMissing
@@ -995,7 +1003,7 @@ mod tests {
                             origin_states: origin.iter().map(|c| CountryCode::parse(c).unwrap()).collect(),
                             consent_by_guardian: !child || determined,
                             best_interests_determined: determined,
-                            best_interests_recommend_return: recommends,
+                            best_interests_recommend_return: recommends, best_interests_favour_family: recommends,
                         });
                     }
                 }
@@ -1026,7 +1034,7 @@ mod tests {
             origin_states: vec![CountryCode::parse("NGA").unwrap()],
             consent_by_guardian: false,
             best_interests_determined: false,
-            best_interests_recommend_return: false,
+            best_interests_recommend_return: false, best_interests_favour_family: false,
         };
         let asks = |policy: &DataProtectionPolicy, case: &CaseFacts, kind, purpose, category, at| {
             let facts = policy.facts(&iom, CountryCode::parse("ITA").unwrap(), case).unwrap();

@@ -61,6 +61,8 @@ type CaseFacts = {{
   // A best-interests determination has been completed.
   best_interests_determined: Bool,
   best_interests_recommend_return: Bool,
+  // It recommends the child rejoin the family (return or reunification elsewhere).
+  best_interests_favour_family: Bool,
 }};
 
 // What the person's consent says about this category and recipient.

@@ -180,7 +180,15 @@ macro_rules! inbox_sql {
                         .await?;
                 }
                 match &change.step {
-                    InboxMove::Forward { retention, reseal, queue, .. } => {
+                    InboxMove::Forward { retention, reseal, queue, answers, .. } => {
+                        if let Some(answered) = answers {
+                            sqlx::query("UPDATE inbox SET answers_referral = $1 WHERE packet_id = $2")
+                                .bind(&answered.referral_id)
+                                .bind(&change.packet_id)
+                                .execute(&mut *connection)
+                                .await?;
+                            Self::referral_moves(connection, &answered.referral_id, ReferralEvent::ReplyReceived, &answered.reasons, change.at_ms).await?;
+                        }
                         let rank = if queue.priority == Some(Priority::Emergency) { 0 } else { 1 };
                         sqlx::query("UPDATE inbox SET priority = $1, answer_by_ms = $2, due_ms = $3, queue_rank = $4 WHERE packet_id = $5")
                             .bind(queue.priority.map(Priority::as_str))
@@ -445,6 +453,7 @@ macro_rules! inbox_sql {
                         }),
                         None => None,
                     },
+                    answers: row.try_get("answers_referral")?,
                 })
             }
         }

@@ -44,11 +44,11 @@ use crate::config::sqlite_path;
 /// The columns of `decision_facts`, in the order `facts_from_row` and the insert use.
 const FACTS_COLUMNS: &str = "referral_id, decided_ms, sealed, key_id, key_for_facts_only";
 const REFERRAL_COLUMNS: &str = "id, sender_org, idempotency_key, request_fingerprint, subject_key, destination_org, \
-     destination_country, purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover, priority";
+     destination_country, purpose, outcome, policy_version, decision, consent, policy_number, status, created_ms, handover, priority, answers_packet";
 
 const INBOX_COLUMNS: &str = "packet_id, issuer, packet_type, recipient_org, sealed, key_id, state, reasons, received_ms, expires_ms, push_attempts, \
      visible_seq, narrowed, narrowing_confirmed_ms, retention_until_ms, retention_days_after_closure, priority, queue_rank, due_ms, \
-     onward_of, onward_number, onward_kind, onward_referred_by";
+     onward_of, onward_number, onward_kind, onward_referred_by, answers_referral";
 
 /// An override with its referral's routing facts.
 const OVERRIDE_COLUMNS: &str = "o.referral_id, o.reason, o.justification_code, o.overridden, o.requested_org, o.requested_by, o.requested_ms, \

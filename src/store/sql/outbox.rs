@@ -141,6 +141,7 @@ macro_rules! outbox_sql {
                     packet: packet_id.zip(packet).map(|(packet_id, packet)| StoredPacket { packet_id, packet }),
                     created_ms: row.try_get("created_ms")?,
                     in_reply_to: row.try_get("in_reply_to")?,
+                    sender_org: row.try_get("sender_org")?,
                     retention: retention_of(row.try_get("retention_until_ms")?, row.try_get("retention_days_after_closure")?),
                 })
             }
@@ -155,6 +156,7 @@ macro_rules! outbox_sql {
                                (SELECT r.retention_until_ms FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS retention_until_ms, \
                                (SELECT r.retention_days_after_closure FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') \
                                AS retention_days_after_closure, \
+                               (SELECT r.sender_org FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS sender_org, \
                                (SELECT r.priority FROM referrals r WHERE r.id = outbox.referral_id AND outbox.packet_type = 'referral') AS priority";
                 let rows = self.claim(&claim_deliveries_sql(&Self::DIALECT), "outbox", "id", columns, now_ms, lease_ms, limit).await?;
                 Ok(rows.iter().map(Self::delivery_from_row).collect::<Result<_, _>>()?)

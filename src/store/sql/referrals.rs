@@ -25,6 +25,7 @@ macro_rules! referral_sql {
                     created_ms: row.try_get("created_ms")?,
                     handover: row.try_get("handover")?,
                     priority: parsed(row.try_get("priority")?)?,
+                    answers: row.try_get("answers_packet")?,
                 })
             }
 
@@ -80,6 +81,7 @@ macro_rules! referral_sql {
                             .push_bind(r.created_ms)
                             .push_bind(r.handover)
                             .push_bind(r.priority.as_str())
+                            .push_bind(r.answers.clone())
                             .push_bind(retention.map(|k| k.until_ms))
                             .push_bind(retention.and_then(|k| k.days_after_closure))
                             .push_bind(next_seq);
@@ -118,7 +120,7 @@ macro_rules! referral_sql {
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
                         "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \
-                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end, held, onward) ",
+                         sealed, key_id, next_attempt_ms, created_ms, consent_expires_ms, deadline_ms, handover, end_to_end, held, onward, in_reply_to) ",
                     );
                     query.push_values(chunk, |mut row, (new, entry, country)| {
                         row.push_bind(new.record.id.clone())
@@ -137,7 +139,9 @@ macro_rules! referral_sql {
                             .push_bind(new.record.handover)
                             .push_bind(entry.end_to_end)
                             .push_bind(entry.held)
-                            .push_bind(entry.onward.as_ref().map(|o| o.sealed.clone()));
+                            .push_bind(entry.onward.as_ref().map(|o| o.sealed.clone()))
+                            // A reply's packet names the request it answers.
+                            .push_bind(new.record.answers.clone());
                     });
                     query.build().persistent(false).execute(&mut *connection).await?;
                 }

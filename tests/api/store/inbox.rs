@@ -35,7 +35,7 @@ async fn a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_n
             expires_ms: at(600).timestamp_millis(),
         };
         let retention = StoredRetention { until_ms: at(9000).timestamp_millis(), days_after_closure: None };
-        let step = InboxMove::Forward { pushed: false, retention, reseal: None, queue };
+        let step = InboxMove::Forward { pushed: false, retention, reseal: None, queue, answers: None };
         let forward = InboxChange { packet_id: id.to_owned(), from: InboxState::Received, step, at_ms: at(10).timestamp_millis() };
         let reply = NewReply {
             packet_id: format!("onward-{id}"),

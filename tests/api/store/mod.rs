@@ -69,6 +69,7 @@ fn event(minutes: i64, org: &str, action: Action) -> AuditEvent {
 fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool) -> NewReferral {
     NewReferral {
         record: StoredReferral {
+            answers: None,
             id: id.to_owned(),
             sender_org: sender.to_owned(),
             idempotency_key: key.to_owned(),
@@ -137,7 +138,7 @@ fn make_visible_as(packet_id: &str, minutes: i64, queue: InboxQueue) -> Write {
     let change = InboxChange {
         packet_id: packet_id.to_owned(),
         from: InboxState::Received,
-        step: InboxMove::Forward { pushed: false, retention, reseal: None, queue },
+        step: InboxMove::Forward { pushed: false, retention, reseal: None, queue, answers: None },
         at_ms: at(minutes).timestamp_millis(),
     };
     Write::InboxMove { change: Box::new(change), audit: event(minutes, "NGA", Action::PacketScreen) }

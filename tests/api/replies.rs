@@ -1,0 +1,225 @@
+//! Replies that carry data, over a real two-gateway federation (issue 22
+//! §1): Rome's child protection service asks the Nigerian Red Cross to
+//! trace a separated child's family; the Red Cross answers with a tracing
+//! reply about the mother it found, decided at Nigeria's gateway under the
+//! mother's own consent, sealed back to the service that asked, linked to
+//! the request (its timeline, its inbox), acknowledged, and withdrawn when
+//! the mother withdraws her consent. A reply about a child never says where
+//! the child is without the guardian and the best-interests determination.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{client_for, send, Backend, Reply, Who};
+use crate::peers::{status_of, wait_for, Federation, Peer};
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+crate::on_both_backends!(a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn);
+
+/// The tracing request: a separated Nigerian boy in Rome, his mother last seen in Enugu.
+fn tracing_request(key: &str) -> Value {
+    json!({
+        "idempotency_key": key,
+        "purpose": "family_tracing",
+        "destination": "nga-red-cross",
+        "subject_ref": "ITA-CP-2026-0310",
+        "case": {
+            "identity": { "given_names": "Chidi", "family_name": "Okafor", "sex": "male", "date_of_birth": "2012-03-04", "nationalities": ["NGA"] },
+            "contact": { "address": "Comunità alloggio per minori, Roma" },
+            "family": { "members": [{ "relationship": "mother", "given_names": "Grace", "family_name": "Okafor", "last_known_location": { "country": "NGA", "locality": "Enugu" } }] },
+            "protection": { "profiles": ["separated_child"] },
+            "child_safeguards": { "guardian": { "role": "appointed_guardian", "organisation": "Tutore volontario, Roma" } }
+        },
+        "consent": {
+            "given_by": { "type": "guardian", "role": "appointed_guardian", "organisation": "Tutore volontario, Roma" },
+            "method": "written",
+            "given_at": "2026-11-10T10:00:00Z",
+            "scopes": [{
+                "purposes": ["family_tracing"],
+                "categories": ["identity", "family", "child_safeguards"],
+                "recipients": [{ "kind": "red_cross_red_crescent", "country": "NGA" }],
+                "valid_until": "2027-11-10T00:00:00Z"
+            }]
+        }
+    })
+}
+
+/// The Red Cross's tracing reply about the mother, under her own consent to tell the service that asked.
+fn reply_about_the_mother(key: &str, purpose: &str) -> Value {
+    json!({
+        "idempotency_key": key,
+        "purpose": purpose,
+        "subject_ref": "NGA-RC-2026-0042",
+        "case": {
+            "identity": { "given_names": "Grace", "family_name": "Okafor", "sex": "female", "nationalities": ["NGA"] },
+            "contact": { "phone": "+234 803 555 0142", "current_location": { "country": "NGA", "locality": "Enugu" } },
+            "health": { "conditions": ["diabetes"] },
+            "tracing_wishes": { "contact_with_family": "yes", "whereabouts_shared": "yes", "reunification": "yes" }
+        },
+        "consent": {
+            "given_by": { "type": "subject" },
+            "method": "verbal",
+            "given_at": "2026-11-20T09:00:00Z",
+            "scopes": [{
+                "purposes": ["tracing_reply"],
+                "categories": ["identity", "contact", "tracing_wishes"],
+                "recipients": [{ "organisation": "ita-child-protection" }],
+                "valid_until": "2027-11-20T00:00:00Z"
+            }]
+        }
+    })
+}
+
+/// A reply about the boy's sister, fifteen, found with an aunt: her guardian consents; no
+/// best-interests determination says she should rejoin the family that searches.
+fn reply_about_a_child(key: &str) -> Value {
+    json!({
+        "idempotency_key": key,
+        "purpose": "tracing_reply",
+        "subject_ref": "NGA-RC-2026-0043",
+        "case": {
+            "identity": { "given_names": "Ada", "family_name": "Okafor", "sex": "female", "date_of_birth": "2011-06-01" },
+            "contact": { "address": "QjAuntsHouseEnugu" },
+            "child_safeguards": { "guardian": { "role": "parent", "given_names": "Ngozi" } },
+            "tracing_wishes": { "contact_with_family": "yes" }
+        },
+        "consent": {
+            "given_by": { "type": "guardian", "role": "parent" },
+            "method": "written",
+            "given_at": "2026-11-20T09:00:00Z",
+            "scopes": [{
+                "purposes": ["tracing_reply"],
+                "categories": ["identity", "contact", "child_safeguards", "tracing_wishes"],
+                "recipients": [{ "organisation": "ita-child-protection" }],
+                "valid_until": "2027-11-20T00:00:00Z"
+            }]
+        }
+    })
+}
+
+async fn reply(nga: &Peer, who: Who, packet_id: &str, body: &Value) -> Reply {
+    send(client_for(who).post(nga.url(&format!("/v1/inbox/{packet_id}/replies"))).json(body)).await
+}
+
+/// The packet ids in a recipient's inbox.
+async fn listed(peer: &Peer, who: Who) -> Vec<Value> {
+    peer.get(who, "/v1/inbox").await.body["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The timeline entries of `status` of a referral, as reason codes.
+async fn entries(peer: &Peer, who: Who, referral_id: &str, status: &str) -> Vec<Vec<String>> {
+    let view = peer.get(who, &format!("/v1/referrals/{referral_id}")).await.body;
+    view["timeline"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .filter(|step| step["status"] == status)
+                .map(|step| step["reason_codes"].as_array().map(|c| c.iter().map(|c| c.as_str().unwrap().to_owned()).collect()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn(backend: Backend) {
+    let federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+
+    // Rome asks; the Red Cross in Nigeria gets the request, naming who asked.
+    let asked = ita.submit(Who::ItaChildProtection, &tracing_request("tracing-0001")).await;
+    assert_eq!(asked.status, 202, "{}", asked.text);
+    let request_id = asked.body["referral_id"].as_str().unwrap().to_owned();
+    wait_for("the request in the Red Cross's inbox", LIMIT, || async { !listed(nga, Who::NgaRedCross).await.is_empty() }).await;
+    let packet_id = listed(nga, Who::NgaRedCross).await[0]["packet_id"].as_str().unwrap().to_owned();
+    let request = nga.get(Who::NgaRedCross, &format!("/v1/inbox/{packet_id}")).await;
+    assert_eq!(request.status, 200, "{}", request.text);
+    assert_eq!(request.body["purpose"], "family_tracing");
+    assert_eq!(request.body["requested_by"], "ita-child-protection");
+    // The child's whereabouts are not in a tracing request.
+    assert!(request.body["case"].get("contact").is_none(), "{}", request.text);
+
+    // A reply must answer the kind of request it is for, and only the case's own organisation answers it.
+    let mismatched = reply(nga, Who::NgaRedCross, &packet_id, &reply_about_the_mother("reply-0000", "family_assessment")).await;
+    assert_eq!(mismatched.status, 422, "{}", mismatched.text);
+    assert!(mismatched.body["type"].as_str().unwrap().ends_with("/reply-not-possible"), "{}", mismatched.text);
+    assert_eq!(mismatched.body["reason_code"], "reply_purpose_mismatch");
+    let stranger = reply(nga, Who::NgaShelter, &packet_id, &reply_about_the_mother("reply-0000", "tracing_reply")).await;
+    assert_eq!(stranger.status, 404, "{}", stranger.text);
+    // A mother who did not consent to be located is not: the reply is denied, nothing goes.
+    let mut unconsented = reply_about_the_mother("reply-0009", "tracing_reply");
+    unconsented["consent"]["scopes"][0]["recipients"] = json!([{ "organisation": "ita-iom-rome" }]);
+    let denied = reply(nga, Who::NgaRedCross, &packet_id, &unconsented).await;
+    assert_eq!(denied.status, 422, "{}", denied.text);
+    assert!(denied.body["type"].as_str().unwrap().ends_with("/referral-denied"), "{}", denied.text);
+
+    // The reply about the mother: decided at Nigeria's gateway, cut to the tracing reply's baseline.
+    let answered = reply(nga, Who::NgaRedCross, &packet_id, &reply_about_the_mother("reply-0001", "tracing_reply")).await;
+    assert_eq!(answered.status, 202, "{}", answered.text);
+    let reply_id = answered.body["referral_id"].as_str().unwrap().to_owned();
+    let sent: std::collections::BTreeSet<&str> = answered.body["decision"]["sent"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(sent, ["contact", "identity", "tracing_wishes"].into(), "{}", answered.text);
+    // A retry is answered as the first time.
+    let again = reply(nga, Who::NgaRedCross, &packet_id, &reply_about_the_mother("reply-0001", "tracing_reply")).await;
+    assert_eq!(again.status, 202, "{}", again.text);
+    assert_eq!(again.body["referral_id"], reply_id.as_str());
+    // The Red Cross follows its reply as any sender does.
+    let own = nga.get(Who::NgaRedCross, &format!("/v1/referrals/{reply_id}")).await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert_eq!(own.body["answers"], packet_id.as_str());
+    assert_eq!(own.body["recipient"]["org"], "ita-child-protection");
+
+    // In Rome: linked to the request, in the timeline and the inbox of the service that asked.
+    wait_for("reply_received", LIMIT, || async { !entries(ita, Who::ItaChildProtection, &request_id, "reply_received").await.is_empty() }).await;
+    let received = entries(ita, Who::ItaChildProtection, &request_id, "reply_received").await;
+    let reply_packet = received[0][0].clone();
+    assert_eq!(received[0][1], "tracing_reply", "{received:?}");
+    let inbox = listed(ita, Who::ItaChildProtectionInbox).await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0]["packet_id"], reply_packet.as_str());
+    assert_eq!(inbox[0]["answers_referral"], request_id.as_str());
+    assert_eq!(inbox[0]["purpose"], "tracing_reply");
+    let case = ita.get(Who::ItaChildProtectionInbox, &format!("/v1/inbox/{reply_packet}")).await;
+    assert_eq!(case.status, 200, "{}", case.text);
+    assert_eq!(case.body["case"]["contact"]["phone"], "+234 803 555 0142");
+    assert_eq!(case.body["case"]["tracing_wishes"]["reunification"], "yes");
+    assert!(case.body["case"].get("health").is_none(), "not in a tracing reply: {}", case.text);
+    assert_eq!(case.body["answers_referral"], request_id.as_str());
+    // Nobody else in Rome sees it.
+    assert!(listed(ita, Who::Recipient).await.is_empty());
+
+    // Rome takes it; Nigeria's Red Cross sees it taken.
+    let acknowledged = send(client_for(Who::ItaChildProtectionInbox).post(ita.url(&format!("/v1/inbox/{reply_packet}/ack")))).await;
+    assert_eq!(acknowledged.status, 200, "{}", acknowledged.text);
+    wait_for("forwarded", LIMIT, || async { status_of(nga, Who::NgaRedCross, &reply_id).await == "forwarded" }).await;
+
+    // About a child: her guardian consents, no determination allows it: where she is stays in Nigeria.
+    let child = reply(nga, Who::NgaRedCross, &packet_id, &reply_about_a_child("reply-0002")).await;
+    assert_eq!(child.status, 202, "{}", child.text);
+    let withheld = child.body["decision"]["withheld"].to_string();
+    assert!(withheld.contains("child_whereabouts_to_family"), "{}", child.text);
+    let sent: std::collections::BTreeSet<&str> = child.body["decision"]["sent"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(sent, ["identity", "tracing_wishes"].into(), "{}", child.text);
+    wait_for("the second reply", LIMIT, || async { listed(ita, Who::ItaChildProtectionInbox).await.len() == 2 }).await;
+    let second = listed(ita, Who::ItaChildProtectionInbox).await.into_iter().find(|item| item["packet_id"] != reply_packet.as_str()).unwrap();
+    let text = ita.get(Who::ItaChildProtectionInbox, &format!("/v1/inbox/{}", second["packet_id"].as_str().unwrap())).await.text;
+    assert!(!text.contains("QjAuntsHouseEnugu") && !text.contains("Ngozi"), "{text}");
+
+    // The mother withdraws her consent: the reply is erased in Rome, confirmed back.
+    let withdrawn = send(client_for(Who::NgaRedCross).post(nga.url(&format!("/v1/referrals/{reply_id}/consent-withdrawal"))).json(&json!({}))).await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
+    wait_for("the reply erased in Rome", LIMIT, || async {
+        ita.get(Who::ItaChildProtectionInbox, &format!("/v1/inbox/{reply_packet}")).await.status == 410
+    })
+    .await;
+    let confirmed = send(client_for(Who::ItaChildProtectionInbox).post(ita.url(&format!("/v1/inbox/{reply_packet}/erasure-confirmed")))).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    wait_for("erasure_confirmed", LIMIT, || async { status_of(nga, Who::NgaRedCross, &reply_id).await == "erasure_confirmed" }).await;
+    // The request itself stands: a reply's withdrawal is the mother's, not the child's.
+    assert_eq!(status_of(ita, Who::ItaChildProtection, &request_id).await, "delivered");
+    // Nothing of the mother in the replying gateway's audit but codes and ids.
+    let audit = send(client_for(Who::NgaDpo).get(nga.url("/v1/audit")).query(&[("limit", "1000")])).await.text;
+    assert!(audit.contains(&format!("answers:{packet_id}")), "the reply is linked to its request in the audit");
+    assert!(!audit.contains("Grace") && !audit.contains("803 555"), "{audit}");
+}
