@@ -112,11 +112,8 @@ pub(super) fn built_in_refusals(case: &Case, facts: &CaseFacts, recipient: &Reci
     let checked = Coverage::Granted { named: true, until: DateTime::<Utc>::MAX_UTC };
     let mut reasons: BTreeSet<ReasonCode> =
         categories.iter().flat_map(|category| non_negotiable(checked.into(), purpose, *category, recipient, facts)).collect();
-    // Rule (d) as far as this gateway can read it: a child's contact
-    // details in a reply come with the determination that lets them go.
-    if purpose.is_reply() && facts.child && categories.contains(&DataCategory::Contact) && !categories.contains(&DataCategory::ChildSafeguards) {
-        reasons.insert(ReasonCode::ChildWhereaboutsToFamily);
-    }
+    // Rule (d) reads the determination from the case as received: a child's
+    // contact details that came without it are refused here.
     // An asylum-linked case that does not say the person's nationalities:
     // no state actor gets it, since any might be of an origin state the
     // sender saw and this gateway cannot.

@@ -144,3 +144,28 @@ fn a_packet_sealed_end_to_end_is_routed_on_its_recipient_alone() {
     assert_eq!(refused(screen_routing(Some(&red_cross), country("NGA"))), [ReasonCode::RecipientNotServedHere]);
     assert_eq!(refused(screen_routing(None, country("GIN"))), [ReasonCode::RecipientUnknown]);
 }
+
+/// Rule (d) at the requesting gateway: a reply about a child that carries
+/// the child's contact details passes only with the determination that lets
+/// them go (recommending the child rejoin the family), whatever a broken or
+/// malicious replying gateway sent; a reply without them passes.
+#[test]
+fn a_reply_about_a_child_with_contact_details_needs_the_determination_that_allows_them() {
+    let child = json!({ "identity": { "given_names": "Ada", "date_of_birth": "2012-06-01" }, "contact": { "phone": "+234 803 555 0143" } });
+    let determination = |recommendation: &str| {
+        let mut body = child.clone();
+        body["child_safeguards"] = json!({ "best_interests_determination": { "status": "completed", "completed_on": "2026-10-01", "recommendation": recommendation } });
+        body
+    };
+    for purpose in [Purpose::TracingReply, Purpose::FamilyAssessment] {
+        let to = "ita-child-protection";
+        assert!(refused(screen_at(&child, purpose, to, permit_all_policy())).contains(&ReasonCode::ChildWhereaboutsToFamily), "{purpose}");
+        assert!(refused(screen_at(&determination("local_integration"), purpose, to, permit_all_policy())).contains(&ReasonCode::ChildWhereaboutsToFamily), "{purpose}");
+        assert_eq!(screen_at(&determination("family_reunification_elsewhere"), purpose, to, permit_all_policy()), Screening::Forward, "{purpose}");
+        let mut without_contact = child.clone();
+        without_contact.as_object_mut().unwrap().remove("contact");
+        assert_eq!(screen_at(&without_contact, purpose, to, permit_all_policy()), Screening::Forward, "{purpose}");
+    }
+    // Not a reply: a referral about a child with contact details is not this rule's.
+    assert_eq!(screen_at(&child, Purpose::Reintegration, "ita-child-protection", permit_all_policy()), Screening::Forward);
+}
