@@ -1,4 +1,5 @@
-//! Cryptography, all from `ring` (and, for JOSE, `josekit`): nothing hand-rolled.
+//! Cryptography, all from `ring` (and, for JOSE, `josekit`; for matching,
+//! `voprf`): nothing hand-rolled.
 
 pub mod at_rest;
 pub mod callback_event;
@@ -6,6 +7,7 @@ pub mod case_keys;
 pub mod case_push;
 pub mod end_to_end;
 pub mod jose_keys;
+pub mod match_function;
 pub mod packet;
 pub mod receipt;
 pub mod signed_json;
