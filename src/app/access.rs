@@ -44,6 +44,20 @@ impl Audience for Senders {
 impl Audience for SendersAndRepliers {
     const ROLES: &'static [Role] = &[Role::Submitter, Role::Recipient];
 }
+
+impl Authorized<SendersAndRepliers> {
+    /// Whether the caller follows and withdraws a referral its organisation
+    /// sent (`replying`: a reply case): a sender, all of them; a caller
+    /// holding only the recipient role, the reply cases alone.
+    pub fn follows(&self, sender_org: &str, replying: bool) -> bool {
+        sender_org == self.principal.org.as_str() && (replying || self.principal.has(Role::Submitter))
+    }
+
+    /// Whether the caller follows only reply cases (it holds no submitter role).
+    pub fn replies_only(&self) -> bool {
+        !self.principal.has(Role::Submitter)
+    }
+}
 impl Audience for Recipients {
     const ROLES: &'static [Role] = &[Role::Recipient];
 }

@@ -81,7 +81,7 @@ const FAMILY_ASSESSMENT_REQUEST: &[(DataCategory, Fields)] = &[
     // Why the child is alone, not the exploitation details.
     (C::Protection, Only(&["profiles", "risk_level"])),
     (C::ChildSafeguards, Only(&["best_interests_assessment"])),
-    (C::CaseNotes, All),
+    // No case notes: free text about a child may say where the child is.
 ];
 
 // A tracing reply: who was found, how to reach them (if they agree), and

@@ -101,9 +101,11 @@ pub(super) fn reveals_child_whereabouts(purpose: Purpose, category: DataCategory
         && !(facts.consent_by_guardian && facts.best_interests_favour_family)
 }
 
-/// The categories that tell where a child is: contact details, and the
-/// guardian (an institution or a carer names the placement).
-pub const WHEREABOUTS: [DataCategory; 2] = [DataCategory::Contact, DataCategory::ChildSafeguards];
+/// The categories that tell where a child is: contact details; the
+/// guardian (an institution or a carer names the placement); the family (a
+/// relative the child lives with, and their address or phone); free-text
+/// notes (which may say anything, a school or a town included).
+pub const WHEREABOUTS: [DataCategory; 4] = [DataCategory::Contact, DataCategory::ChildSafeguards, DataCategory::Family, DataCategory::CaseNotes];
 
 /// Decides what of `case` may go to `recipient` for `purpose`.
 ///
@@ -327,12 +329,15 @@ pub fn decide_from(facts: &DecisionFacts, policy: &DataProtectionPolicy) -> Deci
         }
     }
 
-    // Rule (d) as the receiving gateway will check it: a child's contact
-    // details go back only with the determination that lets them go.
-    if purpose.is_reply() && case_facts.child && sent.contains_key(&DataCategory::Contact) && !sent.contains_key(&DataCategory::ChildSafeguards) {
-        sent.remove(&DataCategory::Contact);
-        let reason = ReasonCode::ChildWhereaboutsToFamily;
-        withheld.entry(DataCategory::Contact).or_default().insert(Withholding { reason, policy: builtin_rule(reason).map(str::to_owned) });
+    // Rule (d) as the receiving gateway will check it: what tells where a
+    // child is goes back only with the determination that lets it go.
+    if purpose.is_reply() && case_facts.child && !sent.contains_key(&DataCategory::ChildSafeguards) {
+        for category in WHEREABOUTS {
+            if sent.remove(&category).is_some() {
+                let reason = ReasonCode::ChildWhereaboutsToFamily;
+                withheld.entry(category).or_default().insert(Withholding { reason, policy: builtin_rule(reason).map(str::to_owned) });
+            }
+        }
     }
 
     let mut deny_reasons = BTreeSet::new();

@@ -30,7 +30,8 @@ vocabulary! {
     /// who asked); the case is a copy passed on here (its sender is the
     /// organisation that passed it on); or the request does not say who
     /// asked (a gateway of a version before replies sent it), or that
-    /// organisation left the directory.
+    /// organisation left the directory or is not behind the gateway that
+    /// sent the request.
     ReplyNotPossible, "reply refusal" {
         NotARequest => "not_a_request",
         PurposeMismatch => "reply_purpose_mismatch",

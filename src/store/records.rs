@@ -71,6 +71,8 @@ pub struct ReferralFilter {
     pub from_ms: Option<i64>,
     /// Accepted before this.
     pub to_ms: Option<i64>,
+    /// Only reply cases (for a caller that follows those alone).
+    pub replies_only: bool,
 }
 
 /// A referral as an organisation's listing gives it, with its place in the

@@ -147,7 +147,7 @@ async fn a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn(backend: Backen
     assert_eq!(mismatched.body["reason_code"], "reply_purpose_mismatch");
     let stranger = reply(nga, Who::NgaShelter, &packet_id, &reply_about_the_mother("reply-0000", "tracing_reply")).await;
     assert_eq!(stranger.status, 404, "{}", stranger.text);
-    // A mother who did not consent to be located is not: the reply is denied, nothing goes.
+    // A mother who consented to tell another organisation is not located for this one: denied, nothing goes.
     let mut unconsented = reply_about_the_mother("reply-0009", "tracing_reply");
     unconsented["consent"]["scopes"][0]["recipients"] = json!([{ "organisation": "ita-iom-rome" }]);
     let denied = reply(nga, Who::NgaRedCross, &packet_id, &unconsented).await;
@@ -205,6 +205,29 @@ async fn a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn(backend: Backen
     let second = listed(ita, Who::ItaChildProtectionInbox).await.into_iter().find(|item| item["packet_id"] != reply_packet.as_str()).unwrap();
     let text = ita.get(Who::ItaChildProtectionInbox, &format!("/v1/inbox/{}", second["packet_id"].as_str().unwrap())).await.text;
     assert!(!text.contains("QjAuntsHouseEnugu") && !text.contains("Ngozi"), "{text}");
+
+    // The service's inbox certificate (recipient role alone) follows the replies it sent, never the service's referrals.
+    let inbox_reads_request = ita.get(Who::ItaChildProtectionInbox, &format!("/v1/referrals/{request_id}")).await;
+    assert_eq!(inbox_reads_request.status, 404, "{}", inbox_reads_request.text);
+    let inbox_lists = ita.get(Who::ItaChildProtectionInbox, "/v1/referrals").await;
+    assert_eq!((inbox_lists.status, inbox_lists.body["items"].clone()), (200, json!([])), "{}", inbox_lists.text);
+    let inbox_withdraws = send(client_for(Who::ItaChildProtectionInbox).post(ita.url(&format!("/v1/referrals/{request_id}/consent-withdrawal"))).json(&json!({}))).await;
+    assert_eq!(inbox_withdraws.status, 404, "{}", inbox_withdraws.text);
+    let subject_wide = send(client_for(Who::ItaChildProtectionInbox).post(ita.url("/v1/subjects/ITA-CP-2026-0310/consent-withdrawal")).json(&json!({}))).await;
+    assert_eq!((subject_wide.status, subject_wide.body["referrals"].clone()), (200, json!([])), "{}", subject_wide.text);
+    assert_eq!(status_of(ita, Who::ItaChildProtection, &request_id).await, "delivered");
+    // The Red Cross lists its reply among what it sent.
+    let replies_sent = nga.get(Who::NgaRedCross, "/v1/referrals").await;
+    // The denied one, the mother's and the sister's.
+    assert_eq!(replies_sent.body["items"].as_array().map(Vec::len), Some(3), "{}", replies_sent.text);
+
+    // The same idempotency key for another request is another reply: refused, not answered as the first.
+    let second = ita.submit(Who::ItaChildProtection, &tracing_request("tracing-0002")).await;
+    assert_eq!(second.status, 202, "{}", second.text);
+    wait_for("the second request", LIMIT, || async { listed(nga, Who::NgaRedCross).await.len() == 2 }).await;
+    let other_packet = listed(nga, Who::NgaRedCross).await.into_iter().find(|i| i["packet_id"] != packet_id.as_str()).unwrap()["packet_id"].as_str().unwrap().to_owned();
+    let reused = reply(nga, Who::NgaRedCross, &other_packet, &reply_about_the_mother("reply-0001", "tracing_reply")).await;
+    assert_eq!(reused.status, 409, "{}", reused.text);
 
     // The mother withdraws her consent: the reply is erased in Rome, confirmed back.
     let withdrawn = send(client_for(Who::NgaRedCross).post(nga.url(&format!("/v1/referrals/{reply_id}/consent-withdrawal"))).json(&json!({}))).await;

@@ -145,10 +145,11 @@ fn a_packet_sealed_end_to_end_is_routed_on_its_recipient_alone() {
     assert_eq!(refused(screen_routing(None, country("GIN"))), [ReasonCode::RecipientUnknown]);
 }
 
-/// Rule (d) at the requesting gateway: a reply about a child that carries
-/// the child's contact details passes only with the determination that lets
-/// them go (recommending the child rejoin the family), whatever a broken or
-/// malicious replying gateway sent; a reply without them passes.
+/// Rule (d) at the requesting gateway, as far as the reply as received
+/// shows a child (a date of birth; a replying gateway that hides it can
+/// only be caught at its own end): a reply carrying the child's contact
+/// details passes only with the determination that lets them go
+/// (recommending the child rejoin the family); a reply without them passes.
 #[test]
 fn a_reply_about_a_child_with_contact_details_needs_the_determination_that_allows_them() {
     let child = json!({ "identity": { "given_names": "Ada", "date_of_birth": "2012-06-01" }, "contact": { "phone": "+234 803 555 0143" } });

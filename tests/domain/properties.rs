@@ -1449,7 +1449,7 @@ fn model_decision(input: &Input, rules: &[Rule]) -> Expected {
             // the guardian's consent and a determination for the family.
             matches!(input.purpose, Purpose::TracingReply | Purpose::FamilyAssessment)
                 && facts.child
-                && matches!(category, DataCategory::Contact | DataCategory::ChildSafeguards)
+                && matches!(category, DataCategory::Contact | DataCategory::ChildSafeguards | DataCategory::Family | DataCategory::CaseNotes)
                 && !(facts.by_guardian && facts.favours_family),
         ];
         let built_in_ok = !withheld_by_built_in_rule.contains(&true);
@@ -1459,13 +1459,15 @@ fn model_decision(input: &Input, rules: &[Rule]) -> Expected {
             sendable.insert(category, (projection, permits));
         }
     }
-    // ...and the child's contact details go only with the determination
-    // that lets them, so that the receiving gateway can check it too.
+    // ...and what says where the child is goes only with the determination
+    // that lets it, so that the receiving gateway can check it too.
     if matches!(input.purpose, Purpose::TracingReply | Purpose::FamilyAssessment)
         && facts.child
         && !sendable.contains_key(&DataCategory::ChildSafeguards)
     {
-        sendable.remove(&DataCategory::Contact);
+        for category in [DataCategory::Contact, DataCategory::Family, DataCategory::CaseNotes] {
+            sendable.remove(&category);
+        }
     }
     let end_to_end = input.end_to_end_by_builtin().then_some("builtin.asylum_end_to_end");
     let reachable = end_to_end.is_none() || input.recipient.has_end_to_end_key();
@@ -2403,7 +2405,7 @@ proptest! {
     }
 
     /// A reply about a child never tells the family's side where the child
-    /// is (contact details, the guardian) unless the guardian consented and
+    /// is (contact details, the guardian, the family, notes) unless the guardian consented and
     /// a completed determination recommends the child rejoin the family;
     /// when the contact details go, the determination goes with them, and
     /// the requesting gateway's own screening lets the reply through.
@@ -2416,15 +2418,15 @@ proptest! {
         let allowed = facts.by_guardian && facts.favours_family;
         for p in policies() {
             let (decision, payload) = input.decide(&p.policy);
-            for category in [DataCategory::Contact, DataCategory::ChildSafeguards] {
+            for category in [DataCategory::Contact, DataCategory::ChildSafeguards, DataCategory::Family, DataCategory::CaseNotes] {
                 prop_assert!(allowed || !decision.sent().contains_key(&category), "{}: {} sent", p.name, category);
                 if !allowed && input.case.has(category) && !decision.sent().contains_key(&category) {
                     let reasons = decision.withheld().get(&category).map(|w| w.iter().map(|w| w.reason).collect::<Vec<_>>()).unwrap_or_default();
                     prop_assert!(reasons.contains(&ReasonCode::ChildWhereaboutsToFamily) || reasons.contains(&ReasonCode::NotNeededForPurpose), "{}: {} {:?}", p.name, category, reasons);
                 }
             }
-            if payload.get(DataCategory::Contact).is_some() {
-                prop_assert!(payload.get(DataCategory::ChildSafeguards).is_some(), "{}: contact without the determination", p.name);
+            if [DataCategory::Contact, DataCategory::Family, DataCategory::CaseNotes].iter().any(|c| payload.get(*c).is_some()) {
+                prop_assert!(payload.get(DataCategory::ChildSafeguards).is_some(), "{}: whereabouts without the determination", p.name);
                 let body = payload.to_json();
                 let received = Received { sender: italy(), purpose: input.purpose, body: &body, consent_expires_at: None, retention_until: None };
                 let screened = screen(&received, Some(&input.recipient), input.recipient.country, &p.policy, now());

@@ -27,7 +27,8 @@ impl Gateway {
         tracing::Span::current().record("packet_id", tracing::field::display(item.packet_id.as_str()));
         let reply = ReplySubmission::parse(body, now).map_err(submission_problem)?;
         let directory = self.directory();
-        let requested_by = claims.requested_by.as_ref().filter(|org| directory.recipient(org).is_some());
+        // Only an organisation the directory lists behind the gateway that sent the request.
+        let requested_by = claims.requested_by.as_ref().filter(|org| directory.recipient(org).is_some_and(|r| r.country == claims.issuer));
         let request = HeldRequest {
             purpose: claims.purpose,
             sealed_end_to_end: claims.is_end_to_end(),

@@ -81,6 +81,7 @@ impl Gateway {
             overdue: query.overdue.map(|overdue| (overdue, self.overdue_cutoffs(Priority::ALL, now))),
             from_ms: query.from_ms,
             to_ms: query.to_ms,
+            replies_only: principal.replies_only(),
         };
         let found = self.store.referrals_of(principal.org.as_str(), &filter, after, limit).await?;
         self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "listed")).await?;

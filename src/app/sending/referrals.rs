@@ -521,7 +521,7 @@ impl Gateway {
     #[tracing::instrument(name = "read_referral", skip_all, fields(referral_id = tracing::field::Empty))]
     pub async fn referral(&self, principal: &Authorized<SendersAndRepliers>, id: &str) -> Result<ReferralView, AppError> {
         let now = self.now();
-        let found = self.store.referral(id).await?.filter(|r| r.sender_org == principal.org.as_str());
+        let found = self.store.referral(id).await?.filter(|r| principal.follows(&r.sender_org, r.answers.is_some()));
         let Some(referral) = found else {
             // Someone else's referral is as absent as one that does not exist.
             self.audit(AuditEvent::new(now, principal.actor(), Action::ReferralRead, "not_found")).await?;

@@ -31,7 +31,7 @@ impl Gateway {
     #[tracing::instrument(name = "withdraw_consent", skip_all, fields(referral_id = tracing::field::Empty))]
     pub async fn withdraw_consent(&self, principal: &Authorized<SendersAndRepliers>, referral_id: &str, scope: &WithdrawalScope) -> Result<WithdrawalAnswer, AppError> {
         let now = self.now();
-        let Some(referral) = self.store.referral(referral_id).await?.filter(|r| r.sender_org == principal.org.as_str()) else {
+        let Some(referral) = self.store.referral(referral_id).await?.filter(|r| principal.follows(&r.sender_org, r.answers.is_some())) else {
             self.audit(AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "not_found")).await?;
             return Err(AppError::NotFound);
         };
@@ -60,6 +60,10 @@ impl Gateway {
         let (mut answers, mut facts_erased) = (Vec::new(), false);
         for summary in self.store.subject_referrals(&subject_key).await? {
             if summary.sender_org != principal.org.as_str() {
+                continue;
+            }
+            // A caller with the recipient role alone withdraws only the reply cases it sent.
+            if principal.replies_only() && !self.store.referral(&summary.referral_id).await?.is_some_and(|r| r.answers.is_some()) {
                 continue;
             }
             // A denied referral sent nothing and holds no payload: nothing to withdraw,

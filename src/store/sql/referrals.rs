@@ -358,6 +358,9 @@ macro_rules! referral_sql {
                 if let Some(to_ms) = filter.to_ms {
                     query.push(" AND created_ms < ").push_bind(to_ms);
                 }
+                if filter.replies_only {
+                    query.push(" AND answers_packet IS NOT NULL");
+                }
                 if let Some(after) = after {
                     query.push(" AND listed_seq > ").push_bind(after);
                 }
