@@ -83,6 +83,11 @@ pub struct InnerClaims {
     /// Here only, like the priority: what the organisation may pass on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onward: Option<OnwardLimits>,
+    /// Here only, for a request a reply case answers: the organisation that
+    /// asked, which the organisation names when it replies (its gateway
+    /// cannot read it; the requesting gateway checks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<OrgId>,
     pub body: serde_json::Value,
     /// Spaces bringing the signed bytes to a bucket size; meaningless.
     #[serde(default)]
@@ -139,6 +144,7 @@ pub fn seal_for_organisation(
         handover: claims.handover,
         priority: claims.priority,
         onward: claims.onward.clone(),
+        requested_by: claims.requested_by.clone(),
         body: claims.body.clone(),
         pad: String::new(),
     };

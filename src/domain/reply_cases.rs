@@ -31,13 +31,16 @@ vocabulary! {
     /// organisation that passed it on); or the request does not say who
     /// asked (a gateway of a version before replies sent it), or that
     /// organisation left the directory or is not behind the gateway that
-    /// sent the request.
+    /// sent the request; for a request sealed end to end, the reply does
+    /// not name the organisation that asked (`sealed_end_to_end`); or it
+    /// names another than the request does (`not_the_requester`).
     ReplyNotPossible, "reply refusal" {
         NotARequest => "not_a_request",
         PurposeMismatch => "reply_purpose_mismatch",
         SealedEndToEnd => "sealed_end_to_end",
         OnwardCopy => "onward_copy",
         RequesterUnknown => "requester_unknown",
+        NotTheRequester => "not_the_requester",
     }
 }
 
@@ -49,23 +52,31 @@ pub struct HeldRequest<'a> {
     pub sealed_end_to_end: bool,
     pub onward_copy: bool,
     /// The organisation that asked, as its packet names it and if the
-    /// directory still lists it.
+    /// directory still lists it behind the gateway that sent it.
     pub requested_by: Option<&'a OrgId>,
 }
 
 /// The organisation a reply of purpose `reply` to `request` goes to.
-pub fn reply_target<'a>(request: &HeldRequest<'a>, reply: Purpose) -> Result<&'a OrgId, ReplyNotPossible> {
+/// `named`: the organisation the reply names (needed for a request sealed
+/// end to end, whose purpose and requester this gateway cannot read: the
+/// requesting gateway then checks both), if listed behind the gateway that
+/// sent the request.
+pub fn reply_target<'a>(request: &HeldRequest<'a>, reply: Purpose, named: Option<&'a OrgId>) -> Result<&'a OrgId, ReplyNotPossible> {
     if request.onward_copy {
         return Err(ReplyNotPossible::OnwardCopy);
     }
     if request.sealed_end_to_end {
-        return Err(ReplyNotPossible::SealedEndToEnd);
+        return named.ok_or(ReplyNotPossible::SealedEndToEnd);
     }
     let purpose = request.purpose.filter(|p| p.expects_reply()).ok_or(ReplyNotPossible::NotARequest)?;
     if reply.answers() != Some(purpose) {
         return Err(ReplyNotPossible::PurposeMismatch);
     }
-    request.requested_by.ok_or(ReplyNotPossible::RequesterUnknown)
+    let requested_by = request.requested_by.ok_or(ReplyNotPossible::RequesterUnknown)?;
+    match named {
+        Some(named) if named != requested_by => Err(ReplyNotPossible::NotTheRequester),
+        _ => Ok(requested_by),
+    }
 }
 
 /// A referral this gateway sent, as a reply to it finds it.
@@ -135,15 +146,21 @@ mod tests {
     fn a_reply_goes_to_who_asked_only_for_a_readable_request_of_the_purpose_it_answers() {
         let asked = org("ita-nrm");
         let request = HeldRequest { purpose: Some(Purpose::FamilyTracing), sealed_end_to_end: false, onward_copy: false, requested_by: Some(&asked) };
-        assert_eq!(reply_target(&request, Purpose::TracingReply), Ok(&asked));
-        assert_eq!(reply_target(&request, Purpose::FamilyAssessment), Err(ReplyNotPossible::PurposeMismatch));
+        let other = org("ita-iom-rome");
+        assert_eq!(reply_target(&request, Purpose::TracingReply, None), Ok(&asked));
+        assert_eq!(reply_target(&request, Purpose::TracingReply, Some(&asked)), Ok(&asked));
+        assert_eq!(reply_target(&request, Purpose::TracingReply, Some(&other)), Err(ReplyNotPossible::NotTheRequester));
+        assert_eq!(reply_target(&request, Purpose::FamilyAssessment, None), Err(ReplyNotPossible::PurposeMismatch));
         let assessment = HeldRequest { purpose: Some(Purpose::FamilyAssessmentRequest), ..request };
-        assert_eq!(reply_target(&assessment, Purpose::FamilyAssessment), Ok(&asked));
-        assert_eq!(reply_target(&HeldRequest { purpose: Some(Purpose::Return), ..request }, Purpose::TracingReply), Err(ReplyNotPossible::NotARequest));
-        assert_eq!(reply_target(&HeldRequest { purpose: Some(Purpose::TracingReply), ..request }, Purpose::TracingReply), Err(ReplyNotPossible::NotARequest));
-        assert_eq!(reply_target(&HeldRequest { sealed_end_to_end: true, purpose: None, ..request }, Purpose::TracingReply), Err(ReplyNotPossible::SealedEndToEnd));
-        assert_eq!(reply_target(&HeldRequest { onward_copy: true, ..request }, Purpose::TracingReply), Err(ReplyNotPossible::OnwardCopy));
-        assert_eq!(reply_target(&HeldRequest { requested_by: None, ..request }, Purpose::TracingReply), Err(ReplyNotPossible::RequesterUnknown));
+        assert_eq!(reply_target(&assessment, Purpose::FamilyAssessment, None), Ok(&asked));
+        assert_eq!(reply_target(&HeldRequest { purpose: Some(Purpose::Return), ..request }, Purpose::TracingReply, None), Err(ReplyNotPossible::NotARequest));
+        assert_eq!(reply_target(&HeldRequest { purpose: Some(Purpose::TracingReply), ..request }, Purpose::TracingReply, None), Err(ReplyNotPossible::NotARequest));
+        // Sealed end to end: only the organisation the reply names (the requesting gateway checks it).
+        let sealed = HeldRequest { sealed_end_to_end: true, purpose: None, requested_by: None, ..request };
+        assert_eq!(reply_target(&sealed, Purpose::TracingReply, None), Err(ReplyNotPossible::SealedEndToEnd));
+        assert_eq!(reply_target(&sealed, Purpose::TracingReply, Some(&asked)), Ok(&asked));
+        assert_eq!(reply_target(&HeldRequest { onward_copy: true, ..request }, Purpose::TracingReply, Some(&asked)), Err(ReplyNotPossible::OnwardCopy));
+        assert_eq!(reply_target(&HeldRequest { requested_by: None, ..request }, Purpose::TracingReply, None), Err(ReplyNotPossible::RequesterUnknown));
     }
 
     #[test]

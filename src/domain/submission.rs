@@ -353,6 +353,13 @@ pub struct ReplySubmission {
     /// As for a referral; `normal` if absent.
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// For a request sealed end to end to the replying organisation (its
+    /// gateway cannot read it): the organisation that asked, as the
+    /// request's envelope names it (`requested_by`). The requesting gateway
+    /// refuses a reply to any other. For a readable request, absent or the
+    /// same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<OrgId>,
 }
 
 /// JSON Schema (2020-12) of a reply case, generated from the types.

@@ -372,8 +372,9 @@ fn reply_not_possible(refusal: crate::domain::reply_cases::ReplyNotPossible) -> 
     match refusal {
         R::NotARequest => "Only a family_tracing or family_assessment_request case is answered with a reply",
         R::PurposeMismatch => "tracing_reply answers family_tracing, family_assessment answers family_assessment_request",
-        R::SealedEndToEnd => "The case is sealed end to end to your organisation: this gateway cannot tell who asked",
+        R::SealedEndToEnd => "The case is sealed end to end to your organisation: name the organisation that asked (the envelope's requested_by) in `to`",
         R::OnwardCopy => "The case was passed on to your organisation: only the organisation it was sent to answers it",
         R::RequesterUnknown => "The case does not name the organisation that asked, or that organisation left the directory",
+        R::NotTheRequester => "The organisation named in `to` is not the one that asked, or is not listed behind the gateway the case came from",
     }
 }

@@ -9,14 +9,18 @@
 
 use std::time::Duration;
 
+use referral_gateway::crypto::jose_keys::{self, DecryptionKey, KeyUse};
+use referral_gateway::directory::published_key;
+use referral_gateway::domain::OrgId;
+use referral_gateway::recipient;
 use serde_json::{json, Value};
 
-use crate::helpers::{client_for, send, Backend, Reply, Who};
-use crate::peers::{status_of, wait_for, Federation, Peer};
+use crate::helpers::{client_for, policy_files, send, Backend, Reply, Who};
+use crate::peers::{default_window, status_of, wait_for, Federation, Peer};
 
 const LIMIT: Duration = Duration::from_secs(40);
 
-crate::on_both_backends!(a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn);
+crate::on_both_backends!(a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn, a_sealed_assessment_request_is_answered_by_naming_who_asked);
 
 /// The tracing request: a separated Nigerian boy in Rome, his mother last seen in Enugu.
 fn tracing_request(key: &str) -> Value {
@@ -245,4 +249,103 @@ async fn a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn(backend: Backen
     let audit = send(client_for(Who::NgaDpo).get(nga.url("/v1/audit")).query(&[("limit", "1000")])).await.text;
     assert!(audit.contains(&format!("answers:{packet_id}")), "the reply is linked to its request in the audit");
     assert!(!audit.contains("Grace") && !audit.contains("803 555"), "{audit}");
+}
+
+/// A family-assessment request about an asylum-seeking Nigerian boy, to the
+/// Nigerian Red Cross: sealed end to end to it (the built-in rule for an
+/// asylum-linked case going to an origin state), so Nigeria's gateway cannot
+/// read who asked; the Red Cross's own tool can.
+fn assessment_request(key: &str) -> Value {
+    let mut request = tracing_request(key);
+    request["purpose"] = json!("family_assessment_request");
+    request["case"]["asylum"] = json!({ "status": ["asylum_seeker"] });
+    request["consent"]["scopes"][0]["purposes"] = json!(["family_assessment_request"]);
+    request
+}
+
+/// The Red Cross's assessment of the boy's mother and her household, under her consent.
+fn assessment_of_the_mother(key: &str, to: Option<&str>) -> Value {
+    let mut reply = json!({
+        "idempotency_key": key,
+        "purpose": "family_assessment",
+        "subject_ref": "NGA-RC-2026-0044",
+        "case": {
+            "identity": { "given_names": "Grace", "family_name": "Okafor", "sex": "female" },
+            "family_assessment": {
+                "assessed_on": "2026-11-21",
+                "household": [{ "relationship": "mother", "year_of_birth": 1985, "caregiver": true }, { "relationship": "grandparent", "year_of_birth": 1950 }],
+                "capacity_to_care": "adequate_with_support",
+                "risks": ["economic_hardship"],
+                "recommendation": "reunification_with_support"
+            }
+        },
+        "consent": {
+            "given_by": { "type": "subject" },
+            "method": "written",
+            "given_at": "2026-11-21T09:00:00Z",
+            "scopes": [{
+                "purposes": ["family_assessment"],
+                "categories": ["identity", "family_assessment"],
+                "recipients": [{ "organisation": "ita-child-protection" }, { "organisation": "ita-iom-rome" }],
+                "valid_until": "2027-11-21T00:00:00Z"
+            }]
+        }
+    });
+    if let Some(to) = to {
+        reply["to"] = json!(to);
+    }
+    reply
+}
+
+async fn a_sealed_assessment_request_is_answered_by_naming_who_asked(backend: Backend) {
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let jwk = jose_keys::generate(KeyUse::Enc).unwrap();
+    let (from, until) = default_window();
+    federation.organisation_keys.insert("nga-red-cross".to_owned(), vec![published_key(&jwk, from, until, KeyUse::Enc).unwrap()]);
+    federation.publish().await;
+    let red_cross_key = DecryptionKey::from_jwk(&jwk).unwrap();
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
+
+    let asked = ita.submit(Who::ItaChildProtection, &assessment_request("assessment-0001")).await;
+    assert_eq!(asked.status, 202, "{}", asked.text);
+    assert_eq!(asked.body["decision"]["end_to_end"], "builtin.asylum_end_to_end", "{}", asked.text);
+    let request_id = asked.body["referral_id"].as_str().unwrap().to_owned();
+    wait_for("the request in the Red Cross's inbox", LIMIT, || async { !listed(nga, Who::NgaRedCross).await.is_empty() }).await;
+    let packet_id = listed(nga, Who::NgaRedCross).await[0]["packet_id"].as_str().unwrap().to_owned();
+    let document = nga.get(Who::NgaRedCross, &format!("/v1/inbox/{packet_id}")).await.body;
+    // Nigeria's gateway cannot tell who asked, nor what: its document holds the envelope only.
+    assert!(document.get("requested_by").is_none() && document.get("purpose").is_none(), "{document}");
+    let directory = nga.app().gateway().directory();
+    let opened = recipient::open_delivered(&document.to_string(), std::slice::from_ref(&red_cross_key), directory.as_ref(), &OrgId::parse("nga-red-cross").unwrap(), federation.clock_now()).unwrap();
+    assert_eq!(opened.content.requested_by, Some(OrgId::parse("ita-child-protection").unwrap()));
+
+    // The reply names who asked, or this gateway cannot send it; naming another is refused at Rome's gateway.
+    let unnamed = reply(nga, Who::NgaRedCross, &packet_id, &assessment_of_the_mother("assessment-reply-0001", None)).await;
+    assert_eq!((unnamed.status, unnamed.body["reason_code"].clone()), (422, json!("sealed_end_to_end")), "{}", unnamed.text);
+    let elsewhere = reply(nga, Who::NgaRedCross, &packet_id, &assessment_of_the_mother("assessment-reply-0002", Some("nga-naptip"))).await;
+    // (Nigeria's DPOs permit assessments to any organisation: only Rome's gateway stands in the way.)
+    let mut files = policy_files();
+    files.insert("30-assessments.cedar".to_owned(), "@id(\"assessments.anyone\")\npermit (principal, action == Action::\"family_assessment\", resource);\n".to_owned());
+    let stored = send(client_for(Who::NgaDpo).put(nga.url("/v1/policies")).json(&json!({ "files": files }))).await;
+    assert_eq!(stored.status, 201, "{}", stored.text);
+    let approve = format!("/v1/policies/{}/approve", stored.body["number"]);
+    assert_eq!(send(client_for(Who::NgaSecondDpo).post(nga.url(&approve)).json(&json!({}))).await.status, 200);
+    assert_eq!((elsewhere.status, elsewhere.body["reason_code"].clone()), (422, json!("not_the_requester")), "{}", elsewhere.text);
+    let misdirected = reply(nga, Who::NgaRedCross, &packet_id, &assessment_of_the_mother("assessment-reply-0003", Some("ita-iom-rome"))).await;
+    assert_eq!(misdirected.status, 202, "{}", misdirected.text);
+    let misdirected_id = misdirected.body["referral_id"].as_str().unwrap().to_owned();
+    wait_for("refused at Rome", LIMIT, || async { status_of(nga, Who::NgaRedCross, &misdirected_id).await == "refused" }).await;
+    let refusal = entries(nga, Who::NgaRedCross, &misdirected_id, "refused").await;
+    assert_eq!(refusal, [vec!["reply_to_other_organisation".to_owned()]], "{refusal:?}");
+    assert!(listed(ita, Who::Recipient).await.is_empty() && ita.get(Who::IomRome, "/v1/inbox").await.status == 403);
+
+    // Named right, the assessment comes back to the service that asked, linked to its request.
+    let answered = reply(nga, Who::NgaRedCross, &packet_id, &assessment_of_the_mother("assessment-reply-0004", Some("ita-child-protection"))).await;
+    assert_eq!(answered.status, 202, "{}", answered.text);
+    wait_for("reply_received", LIMIT, || async { !entries(ita, Who::ItaChildProtection, &request_id, "reply_received").await.is_empty() }).await;
+    let inbox = listed(ita, Who::ItaChildProtectionInbox).await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let case = ita.get(Who::ItaChildProtectionInbox, &format!("/v1/inbox/{}", inbox[0]["packet_id"].as_str().unwrap())).await;
+    assert_eq!(case.body["case"]["family_assessment"]["recommendation"], "reunification_with_support", "{}", case.text);
+    assert_eq!(case.body["answers_referral"], request_id.as_str());
 }

@@ -13,7 +13,7 @@ use crate::app::access::{Authorized, Recipients};
 use crate::app::sending::referrals::{submission_problem, Submitted};
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
-use crate::domain::reply_cases::{reply_target, HeldRequest};
+use crate::domain::reply_cases::{reply_target, HeldRequest, ReplyNotPossible};
 use crate::domain::submission::ReplySubmission;
 
 impl Gateway {
@@ -28,21 +28,29 @@ impl Gateway {
         let reply = ReplySubmission::parse(body, now).map_err(submission_problem)?;
         let directory = self.directory();
         // Only an organisation the directory lists behind the gateway that sent the request.
-        let requested_by = claims.requested_by.as_ref().filter(|org| directory.recipient(org).is_some_and(|r| r.country == claims.issuer));
+        let listed_there = |org: &&crate::domain::OrgId| directory.recipient(org).is_some_and(|r| r.country == claims.issuer);
+        let requested_by = claims.requested_by.as_ref().filter(listed_there);
+        let named = reply.to.as_ref().filter(listed_there);
+        if reply.to.is_some() && named.is_none() {
+            return Err(self.reply_not_possible(principal, &item.packet_id, ReplyNotPossible::NotTheRequester, now).await?);
+        }
         let request = HeldRequest {
             purpose: claims.purpose,
             sealed_end_to_end: claims.is_end_to_end(),
             onward_copy: item.onward.is_some(),
             requested_by,
         };
-        let destination = match reply_target(&request, reply.purpose.purpose()) {
+        let destination = match reply_target(&request, reply.purpose.purpose(), named) {
             Ok(org) => org.clone(),
-            Err(refusal) => {
-                let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "reply_not_possible").referral(&item.packet_id).reasons([refusal.as_str()]);
-                self.audit(event).await?;
-                return Err(AppError::ReplyNotPossible(refusal));
-            }
+            Err(refusal) => return Err(self.reply_not_possible(principal, &item.packet_id, refusal, now).await?),
         };
         self.accept(principal, reply.into_referral(destination), Some(&item.packet_id), now).await
+    }
+
+    /// A reply refused before any decision: audited, nothing recorded.
+    async fn reply_not_possible(&self, principal: &Authorized<Recipients>, packet_id: &str, refusal: ReplyNotPossible, now: chrono::DateTime<chrono::Utc>) -> Result<AppError, AppError> {
+        let event = AuditEvent::new(now, principal.actor(), Action::ReferralSubmit, "reply_not_possible").referral(packet_id).reasons([refusal.as_str()]);
+        self.audit(event).await?;
+        Ok(AppError::ReplyNotPossible(refusal))
     }
 }

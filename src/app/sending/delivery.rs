@@ -259,9 +259,9 @@ impl Gateway {
             in_reply_to: None,
             erase: false,
             onward,
-            // Who to answer: only for a request the receiving gateway can read (it decides the reply).
+            // Who to answer, for a request a reply answers (inside the envelope of one sealed end to end).
             requested_by: match (packet_type, purpose) {
-                (PacketType::Referral, Some(purpose)) if purpose.expects_reply() && organisation_key.is_none() => {
+                (PacketType::Referral, Some(purpose)) if purpose.expects_reply() => {
                     Some(OrgId::parse(item.sender_org.as_deref().ok_or_else(|| corrupt("sender"))?).map_err(|_| corrupt("sender"))?)
                 }
                 _ => None,
