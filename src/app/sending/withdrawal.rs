@@ -63,7 +63,7 @@ impl Gateway {
                 continue;
             }
             // A caller with the recipient role alone withdraws only the reply cases it sent.
-            if principal.replies_only() && !self.store.referral(&summary.referral_id).await?.is_some_and(|r| r.answers.is_some()) {
+            if principal.replies_only() && self.store.referral(&summary.referral_id).await?.is_none_or(|r| r.answers.is_none()) {
                 continue;
             }
             // A denied referral sent nothing and holds no payload: nothing to withdraw,
