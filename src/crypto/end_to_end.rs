@@ -38,7 +38,7 @@ pub const INNER_JWS_TYPE: &str = "rgw-e2e+jws";
 /// `in_reply_to` and `erase` are a withdrawal's: which held case it
 /// concerns, and whether the routing gateway is to erase what it holds of it.
 pub const ROUTING_FIELDS: &[&str] =
-    &["packet_id", "type", "issuer", "audience", "recipient", "issued_at", "expires_at", "end_to_end", "in_reply_to", "erase"];
+    &["packet_id", "type", "issuer", "audience", "recipient", "issued_at", "expires_at", "end_to_end", "in_reply_to", "erase", "answers"];
 
 /// Sizes, in bytes, of the inner envelope's signed content. A referral is
 /// padded up to the smallest bucket that holds it; beyond the last, up to a

@@ -683,9 +683,9 @@ pub enum InboxMove {
 }
 
 /// The referral sent from here that a received reply case answers, and
-/// what its timeline entry `reply_received` says: the reply's packet id
-/// (where its organisation finds it in the inbox), then its purpose when
-/// this gateway can read it.
+/// what its timeline entry `reply_received` says: the reply's purpose when
+/// this gateway can read it (codes only: the organisation finds the reply
+/// in its inbox by `answers_referral`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnsweredReferral {
     pub referral_id: String,

@@ -177,11 +177,10 @@ async fn a_tracing_reply_goes_back_to_who_asked_and_is_withdrawn(backend: Backen
     // In Rome: linked to the request, in the timeline and the inbox of the service that asked.
     wait_for("reply_received", LIMIT, || async { !entries(ita, Who::ItaChildProtection, &request_id, "reply_received").await.is_empty() }).await;
     let received = entries(ita, Who::ItaChildProtection, &request_id, "reply_received").await;
-    let reply_packet = received[0][0].clone();
-    assert_eq!(received[0][1], "tracing_reply", "{received:?}");
+    assert_eq!(received, [vec!["tracing_reply".to_owned()]], "{received:?}");
     let inbox = listed(ita, Who::ItaChildProtectionInbox).await;
     assert_eq!(inbox.len(), 1, "{inbox:?}");
-    assert_eq!(inbox[0]["packet_id"], reply_packet.as_str());
+    let reply_packet = inbox[0]["packet_id"].as_str().unwrap().to_owned();
     assert_eq!(inbox[0]["answers_referral"], request_id.as_str());
     assert_eq!(inbox[0]["purpose"], "tracing_reply");
     let case = ita.get(Who::ItaChildProtectionInbox, &format!("/v1/inbox/{reply_packet}")).await;

@@ -199,9 +199,10 @@ impl Gateway {
                         let reseal = if cut { Some(self.recut(item, &claims, now).await?) } else { None };
                         let retention = stored_retention(self.received_retention(&claims, recipient.as_ref(), item));
                         let queue = self.inbox_queue_of(&claims, item);
+                        // Codes only: the reply's purpose (if readable); its organisation finds it in the inbox by `answers_referral`.
                         let answers = answered.map(|referral_id| AnsweredReferral {
                             referral_id,
-                            reasons: [item.packet_id.clone()].into_iter().chain(claims.purpose.map(|p| p.as_str().to_owned())).collect(),
+                            reasons: claims.purpose.map(|p| p.as_str().to_owned()).into_iter().collect(),
                         });
                         self.inbox_move(item, InboxMove::Forward { pushed, retention, reseal, queue, answers }, now)
                     }

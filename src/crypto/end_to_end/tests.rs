@@ -265,6 +265,7 @@ proptest! {
         handover: bool,
         closure in prop::option::of(0u32..3650),
         priority in prop::sample::select(Priority::ALL),
+        replying in any::<bool>(),
     ) {
         let federation = federation();
         let mut sent = referral(&federation, body.clone());
@@ -272,6 +273,12 @@ proptest! {
         sent.handover = handover;
         sent.priority = priority;
         sent.retention_days_after_closure = closure;
+        // A request names who asked (inside only); a reply, the request it answers (outside: it routes).
+        if replying {
+            sent.answers = Some("request-packet".to_owned());
+        } else {
+            sent.requested_by = Some(crate::domain::OrgId::parse("ita-child-protection").unwrap());
+        }
         let packet = sealed(&federation, &sent, None);
         let outer = routed(&federation, &packet);
         let readable = serde_json::to_value(&outer).unwrap();
@@ -284,13 +291,15 @@ proptest! {
         for value in values.iter().chain(body.as_object().unwrap().keys()) {
             prop_assert!(!text.contains(value.as_str()));
         }
-        prop_assert!(!text.contains(purpose.as_str()) && !text.contains("ita-2026-11"));
+        prop_assert!(!text.contains(purpose.as_str()) && !text.contains("ita-2026-11") && !text.contains("ita-child-protection"));
+        prop_assert_eq!(outer.answers.is_some(), replying);
         prop_assert_eq!(header_members(packet.as_str()), ["alg", "enc", "epk", "kid", "typ"]);
         prop_assert_eq!(header_members(outer.end_to_end.as_deref().unwrap()), ["alg", "enc", "epk", "kid", "typ"]);
         // And the organisation gets it all back.
         let inner = open_as_organisation(outer.end_to_end.as_deref().unwrap(), std::slice::from_ref(&federation.red_cross.0), &federation.trust, &red_cross()).unwrap();
         prop_assert_eq!(inner.body, body);
         prop_assert_eq!(inner.purpose, Some(purpose));
+        prop_assert_eq!(inner.requested_by.is_some(), !replying);
         prop_assert_eq!(inner.priority, priority);
     }
 
