@@ -7,7 +7,7 @@
 //! built-in rules, rule (d) on a child's whereabouts included) and sent
 //! back to the organisation that asked, its packet naming the request.
 //! The organisation follows and withdraws it as any sender does
-//! (`GET /v1/referrals/{id}`, `POST /v1/referrals/{id}/withdrawal`).
+//! (`GET /v1/referrals/{id}`, `POST /v1/referrals/{id}/consent-withdrawal`).
 
 use crate::app::access::{Authorized, Recipients};
 use crate::app::sending::referrals::{submission_problem, Submitted};
