@@ -107,6 +107,14 @@ async fn onward_limits_travel_with_the_case_to_the_organisation(backend: Backend
     federation.start_peer("NGA", true).await;
     let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
     wait_for("delivered", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
+    // The packet made before the withdrawal (Nigeria was down) may arrive and be listed before the
+    // withdrawal cuts it: what counts is that the case is cut, limits included, once both are in.
+    wait_for("the case cut", LIMIT, || async {
+        let Some(packet_id) = listed(nga).await.into_iter().find(|id| !before.contains(id)) else { return false };
+        let read = nga.get(Who::NgaHealth, &format!("/v1/inbox/{packet_id}")).await;
+        read.status == 200 && read.body["case"].get("health").is_none()
+    })
+    .await;
     let cut = new_case(nga, &before).await;
     assert!(cut["case"].get("health").is_none(), "{cut}");
     assert_eq!(cut["onward"]["grants"][0]["categories"], json!(["identity", "contact"]), "{cut}");
