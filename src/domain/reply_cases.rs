@@ -110,10 +110,10 @@ pub struct ReceivedReferral<'a> {
 /// consent stands. `sent`: the referral whose packet `answers` names.
 pub fn answered_request<'a>(received: &ReceivedReferral<'_>, sent: Option<SentRequest<'a>>) -> Result<Option<&'a str>, ReplyRefusal> {
     let is_reply = received.purpose.is_some_and(Purpose::is_reply);
-    let Some(_) = received.answers else {
+    if received.answers.is_none() {
         // A reply purpose never travels without the request it answers.
         return if is_reply { Err(ReplyRefusal::ReplyWithoutRequest) } else { Ok(None) };
-    };
+    }
     // A readable packet that answers something must be a reply.
     if received.purpose.is_some() && !is_reply {
         return Err(ReplyRefusal::ReplyPurposeMismatch);

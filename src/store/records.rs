@@ -940,4 +940,6 @@ pub struct SubjectReferral {
     pub created_ms: i64,
     /// The referral's outbox entry, if it was allowed.
     pub delivery: Option<DeliveryRecord>,
+    /// A reply case: the request packet it answers (as [`StoredReferral::answers`]).
+    pub answers: Option<String>,
 }

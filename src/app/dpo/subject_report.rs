@@ -327,6 +327,7 @@ mod tests {
 
     fn referral(outcome: &str, delivery: Option<(&str, bool, bool)>) -> SubjectReferral {
         SubjectReferral {
+            answers: None,
             referral_id: "r1".to_owned(),
             sender_org: "ita-iom-rome".to_owned(),
             destination_org: "gmb-iom-banjul".to_owned(),

@@ -59,11 +59,8 @@ impl Gateway {
         let subject_key = self.subject_key(subject_ref);
         let (mut answers, mut facts_erased) = (Vec::new(), false);
         for summary in self.store.subject_referrals(&subject_key).await? {
-            if summary.sender_org != principal.org.as_str() {
-                continue;
-            }
-            // A caller with the recipient role alone withdraws only the reply cases it sent.
-            if principal.replies_only() && self.store.referral(&summary.referral_id).await?.is_none_or(|r| r.answers.is_none()) {
+            // Its organisation's; for a caller with the recipient role alone, the reply cases it sent.
+            if !principal.follows(&summary.sender_org, summary.answers.is_some()) {
                 continue;
             }
             // A denied referral sent nothing and holds no payload: nothing to withdraw,

@@ -484,7 +484,7 @@ macro_rules! referral_sql {
             async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT r.id, r.sender_org, r.destination_org, r.destination_country, r.purpose, r.outcome, r.decision, r.consent, \
-                            r.policy_version, r.status, r.created_ms, \
+                            r.policy_version, r.status, r.created_ms, r.answers_packet, \
                             o.state, o.attempts, o.packet_id, o.packet, o.receipt, o.last_error \
                      FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
                      WHERE r.subject_key = $1 ORDER BY r.created_ms, r.id",
@@ -507,6 +507,7 @@ macro_rules! referral_sql {
                             consent: row.try_get("consent")?,
                             policy_version: row.try_get("policy_version")?,
                             status: parsed(row.try_get("status")?)?,
+                            answers: row.try_get("answers_packet")?,
                             created_ms: row.try_get("created_ms")?,
                             delivery,
                         })
