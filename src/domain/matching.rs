@@ -8,11 +8,12 @@
 //! letters only), each also coded by its sound (Double Metaphone), the
 //! whole name, the year of birth and the sex. A key is one of those
 //! "families" (a part, a part's sound, the whole name) with a year and a
-//! sex. The responding gateway indexes each person once, under the year
+//! sex. The responding gateway indexes each person under the year and sex
 //! recorded; the asking gateway asks under the year before, the year and
-//! the year after (a birth year is often estimated), and under every sex
-//! when it does not know it. Agreement is counted per family, so the three
-//! years never count three times: a match needs `threshold` families.
+//! the year after (a birth year is often estimated). Whatever one side does
+//! not know (year or sex) never keeps two people apart, and what both know
+//! always does (see [`query_keys`]). Agreement is counted per family, so
+//! the variants never count twice: a match needs `threshold` families.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,7 +27,7 @@ const VERSION: &str = "rgw-match-v1";
 const MIN_PART: usize = 2;
 /// At most this many name parts of one person are keyed (beyond, names are
 /// noise, and a long list would let one query try many names).
-pub const MAX_PARTS: usize = 8;
+pub const MAX_PARTS: usize = 6;
 
 /// A person as matching sees them: names as written (any script), and
 /// what narrows them down. Nothing else of a case is used.
@@ -74,6 +75,13 @@ impl MatchKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key that stands for no name: padding, made of random bytes the
+    /// caller draws (the domain draws none). Never equal to a real key,
+    /// whose bytes start with the version tag.
+    pub fn filler(random: [u8; 32]) -> Self {
+        Self(random.to_vec())
+    }
 }
 
 /// Shows nothing of the name the key holds.
@@ -120,41 +128,27 @@ pub fn families(person: &PersonToMatch) -> BTreeSet<KeyFamily> {
     families
 }
 
-fn sex_tag(sex: Option<Sex>) -> &'static str {
-    match sex {
-        Some(Sex::Female) => "f",
-        Some(Sex::Male) => "m",
-        Some(Sex::Other) | Some(Sex::Unknown) | None => "u",
-    }
-}
-
-fn year_tag(year: Option<i32>) -> String {
-    year.map_or_else(|| "?".to_owned(), |y| y.to_string())
-}
+/// The tag of a year or sex no one recorded.
+const UNKNOWN: &str = "?";
+/// The tag a recorded year or sex is also indexed under, for a query that
+/// does not know it. Distinct from [`UNKNOWN`]: a query that knows the
+/// year must not meet everyone through it.
+const ANY: &str = "*";
 
 fn key(family: &KeyFamily, year: &str, sex: &str) -> MatchKey {
     MatchKey(format!("{VERSION}\0{}\0{}\0{year}\0{sex}", family.kind.tag(), family.token).into_bytes())
 }
 
-/// The keys a responding gateway indexes for a person: one per family,
-/// under the year and sex recorded.
-pub fn index_keys(person: &PersonToMatch) -> BTreeSet<MatchKey> {
-    let (year, sex) = (year_tag(person.birth_year), sex_tag(person.sex));
-    families(person).iter().map(|family| key(family, &year, sex)).collect()
+fn known_sex(sex: Option<Sex>) -> Option<&'static str> {
+    match sex {
+        Some(Sex::Female) => Some("f"),
+        Some(Sex::Male) => Some("m"),
+        Some(Sex::Other | Sex::Unknown) | None => None,
+    }
 }
 
-/// The keys an asking gateway asks about for a person it seeks, by family:
-/// each under the year before, the year and the year after (or unknown),
-/// and under every sex when the sex is not known.
-pub fn query_keys(person: &PersonToMatch) -> BTreeMap<KeyFamily, Vec<MatchKey>> {
-    let years: Vec<String> = match person.birth_year {
-        Some(year) => (year - 1..=year + 1).map(|y| y.to_string()).collect(),
-        None => vec![year_tag(None)],
-    };
-    let sexes: Vec<&str> = match person.sex {
-        Some(Sex::Female | Sex::Male) => vec![sex_tag(person.sex)],
-        _ => vec!["f", "m", "u"],
-    };
+/// The keys of every family of `person`, under each year and sex tag.
+fn keys_under(person: &PersonToMatch, years: &[String], sexes: &[&str]) -> BTreeMap<KeyFamily, Vec<MatchKey>> {
     families(person)
         .into_iter()
         .map(|family| {
@@ -162,6 +156,40 @@ pub fn query_keys(person: &PersonToMatch) -> BTreeMap<KeyFamily, Vec<MatchKey>> 
             (family, keys)
         })
         .collect()
+}
+
+/// The keys a responding gateway indexes for a person: each family under
+/// the year recorded and [`ANY`] (or [`UNKNOWN`] when none is), and
+/// likewise the sex.
+pub fn index_keys(person: &PersonToMatch) -> BTreeSet<MatchKey> {
+    let years = match person.birth_year {
+        Some(year) => vec![year.to_string(), ANY.to_owned()],
+        None => vec![UNKNOWN.to_owned()],
+    };
+    let sexes = match known_sex(person.sex) {
+        Some(sex) => vec![sex, ANY],
+        None => vec![UNKNOWN],
+    };
+    keys_under(person, &years, &sexes).into_values().flatten().collect()
+}
+
+/// The keys an asking gateway asks about for a person it seeks, by family.
+/// A known year is asked as the year before, the year and the year after
+/// (a birth year is often estimated), and as [`UNKNOWN`] (the other side
+/// may not know it); an unknown one as [`UNKNOWN`] and [`ANY`]. The sex
+/// likewise, without the neighbours. So two known years meet only within
+/// a year of each other, two known sexes only when equal, and whatever one
+/// side does not know never keeps the two apart.
+pub fn query_keys(person: &PersonToMatch) -> BTreeMap<KeyFamily, Vec<MatchKey>> {
+    let years: Vec<String> = match person.birth_year {
+        Some(year) => (year - 1..=year + 1).map(|y| y.to_string()).chain([UNKNOWN.to_owned()]).collect(),
+        None => vec![UNKNOWN.to_owned(), ANY.to_owned()],
+    };
+    let sexes = match known_sex(person.sex) {
+        Some(sex) => vec![sex, UNKNOWN],
+        None => vec![UNKNOWN, ANY],
+    };
+    keys_under(person, &years, &sexes)
 }
 
 /// How many families of a query agree with a candidate: a family agrees
@@ -203,6 +231,18 @@ mod tests {
         // Two years off, or the other sex: nothing.
         assert_eq!(agree(&person(&["Grace", "Okafor"], Some(1987), Some(Sex::Female)), &held), 0);
         assert_eq!(agree(&person(&["Grace", "Okafor"], Some(1985), Some(Sex::Male)), &held), 0);
+    }
+
+    #[test]
+    fn what_one_side_does_not_know_never_keeps_two_people_apart() {
+        let known = person(&["Fatoumata", "Camara"], Some(1983), Some(Sex::Female));
+        let nothing_known = person(&["Fatoumata", "Camara"], None, None);
+        assert_eq!(agree(&nothing_known, &known), 5, "a relative's year and sex left blank");
+        assert_eq!(agree(&known, &nothing_known), 5, "the other side's record left them blank");
+        assert_eq!(agree(&nothing_known, &nothing_known), 5);
+        assert_eq!(agree(&person(&["Fatoumata", "Camara"], None, Some(Sex::Male)), &known), 0, "both know the sex, and it differs");
+        assert_eq!(agree(&person(&["Fatoumata", "Camara"], Some(1990), None), &known), 0, "both know the year, seven years apart");
+        assert_eq!(agree(&person(&["Fatoumata", "Camara"], Some(1990), None), &nothing_known), 5);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod impact;
 pub mod ids;
 pub mod inbound;
 pub mod lifecycle;
+pub mod match_index;
 pub mod matching;
 pub mod minimise;
 pub mod onward;

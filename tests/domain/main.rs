@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod doc_examples;
 mod inbound;
+mod matching;
 mod onward;
 mod policy_proofs;
 mod policy_tests;
