@@ -7,6 +7,7 @@
 pub mod access;
 pub mod backoff;
 pub mod dpo;
+pub mod matching;
 pub mod receiving;
 pub mod recipient;
 pub mod retention;
@@ -161,6 +162,9 @@ pub struct Gateway {
     callbacks: sending::callbacks::CallbackTargets,
     /// How long an emergency override may wait for a DPO's approval (`[overrides]`).
     override_window: chrono::Duration,
+    /// This gateway's match function (issue 22 §2), keyed from its keys;
+    /// `None` only if the derived key is unusable.
+    match_function: Option<Arc<crate::crypto::match_function::MatchFunctionKey>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -267,6 +271,8 @@ impl Gateway {
         clock: Arc<dyn Clock>,
         policy: PolicySchedule,
     ) -> Self {
+        let match_function =
+            crate::crypto::match_function::MatchFunctionKey::from_seed(&vault.keys.derived_secret(matching::index::MATCH_FUNCTION_PURPOSE)).ok().map(Arc::new);
         Self {
             country,
             directory: RwLock::new(Arc::new(directory)),
@@ -288,6 +294,7 @@ impl Gateway {
             deadlines: crate::domain::priority::DeadlinesByPriority::default(),
             callbacks: sending::callbacks::CallbackTargets::new(),
             override_window: chrono::Duration::hours(1),
+            match_function,
         }
     }
 

@@ -162,6 +162,23 @@ impl KeyRing {
         open_framed(&self.data, SEALED_V1, &self.data_key_id, sealed, context)
     }
 
+    /// A secret of 32 bytes for `purpose` (e.g. the seed of the match
+    /// function), derived from the index key: stable as long as the key
+    /// is, and independent of every [`KeyRing::index`] output (another
+    /// prefix).
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.index);
+        context.update(b"derived-secret\0");
+        context.update(purpose.as_bytes());
+        let tag = context.sign();
+        let mut secret = [0u8; 32];
+        // HMAC-SHA256 gives exactly 32 bytes.
+        for (byte, value) in secret.iter_mut().zip(tag.as_ref()) {
+            *byte = *value;
+        }
+        secret
+    }
+
     /// A keyed hash of `value` in a named domain, as hex: equal inputs give
     /// equal outputs, and nobody without the index key can test a guess.
     pub fn index(&self, domain: &str, value: &[u8]) -> String {

@@ -128,7 +128,7 @@ mod tests {
     use crate::domain::matching::{index_keys, query_keys, PersonToMatch};
 
     fn keys_of(names: &[&str]) -> Vec<MatchKey> {
-        let person = PersonToMatch { names: names.iter().map(|n| (*n).to_owned()).collect(), birth_year: Some(1985), sex: Some(Sex::Female) };
+        let person = PersonToMatch { names: names.iter().map(|n| (*n).to_owned()).collect(), other_names: vec![], birth_year: Some(1985), sex: Some(Sex::Female) };
         index_keys(&person).into_iter().collect()
     }
 
@@ -159,8 +159,8 @@ mod tests {
     fn a_seed_gives_the_same_key_and_a_query_agrees_through_the_function() {
         let (a, b) = (MatchFunctionKey::from_seed(&[3; 32]).unwrap(), MatchFunctionKey::from_seed(&[3; 32]).unwrap());
         assert_eq!(a.public_key(), b.public_key());
-        let held = PersonToMatch { names: vec!["Grace Okafor".into()], birth_year: Some(1985), sex: Some(Sex::Female) };
-        let sought = PersonToMatch { names: vec!["Okafor".into(), "Grace".into()], birth_year: Some(1986), sex: None };
+        let held = PersonToMatch { names: vec!["Grace Okafor".into()], other_names: vec![], birth_year: Some(1985), sex: Some(Sex::Female) };
+        let sought = PersonToMatch { names: vec!["Okafor".into(), "Grace".into()], other_names: vec![], birth_year: Some(1986), sex: None };
         let index: std::collections::BTreeSet<MatchOutput> = index_keys(&held).iter().map(|k| a.evaluate(k).unwrap()).collect();
         let query = query_keys(&sought);
         let flat: Vec<MatchKey> = query.values().flatten().cloned().collect();

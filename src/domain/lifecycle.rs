@@ -40,7 +40,7 @@ vocabulary! {
     /// An entry of a referral's timeline: every status it took, and the steps
     /// that never become its status (a partial withdrawal and its erasure,
     /// the delivery of a withdrawal packet, an onward movement of the case, a
-    /// reply case received in answer to it).
+    /// reply case received in answer to it, a search found to meet another).
     ReferralEvent, "referral timeline entry" {
         Queued => "queued",
         Denied => "denied",
@@ -71,6 +71,7 @@ vocabulary! {
         WithdrawalExpired => "withdrawal_expired",
         Onward => "onward",
         ReplyReceived => "reply_received",
+        MatchFound => "match_found",
     }
 }
 
@@ -174,6 +175,13 @@ impl ReferralStatus {
         };
         next.filter(|to| *to != self)
     }
+}
+
+impl ReferralStatus {
+    /// The statuses of a family-tracing request still searching: allowed
+    /// and not given up, refused, closed, withdrawn or erased. Only these
+    /// are matched against another gateway's searches.
+    pub const SEARCHING: [ReferralStatus; 6] = [Self::Queued, Self::Delivered, Self::Forwarded, Self::Accepted, Self::InProgress, Self::Handover];
 }
 
 impl ReferralEvent {
@@ -480,7 +488,8 @@ mod tests {
                 "withdrawal_delivered",
                 "withdrawal_expired",
                 "onward",
-                "reply_received"
+                "reply_received",
+                "match_found"
             ]
         );
         for progress in ReferralProgress::REPORTED_BY_RECIPIENTS.into_iter().chain([ReferralProgress::Refused, ReferralProgress::Forwarded]) {

@@ -228,6 +228,25 @@ impl OverrideStore for Deadlined<dyn Store> {
 }
 
 #[async_trait]
+impl MatchStore for Deadlined<dyn Store> {
+    async fn match_candidates(&self) -> Result<Vec<MatchCandidate>, StoreError> {
+        self.bounded("match_candidates", self.inner.match_candidates()).await
+    }
+
+    async fn count_match_query(&self, gateway: &str, since_ms: i64, at_ms: i64, limit: i64) -> Result<bool, StoreError> {
+        self.bounded("count_match_query", self.inner.count_match_query(gateway, since_ms, at_ms, limit)).await
+    }
+
+    async fn keep_match_handles(&self, handles: &[MatchHandle], now_ms: i64) -> Result<(), StoreError> {
+        self.bounded("keep_match_handles", self.inner.keep_match_handles(handles, now_ms)).await
+    }
+
+    async fn match_handle(&self, handle: &str, gateway: &str, now_ms: i64) -> Result<Option<MatchHandle>, StoreError> {
+        self.bounded("match_handle", self.inner.match_handle(handle, gateway, now_ms)).await
+    }
+}
+
+#[async_trait]
 impl CallbackStore for Deadlined<dyn Store> {
     async fn register_callbacks(&self, subscriptions: &[CallbackSubscription]) -> Result<(), StoreError> {
         self.bounded("register_callbacks", self.inner.register_callbacks(subscriptions)).await

@@ -331,9 +331,29 @@ pub trait CallbackStore: Send + Sync {
     async fn callback_counts(&self) -> Result<Vec<CallbackCount>, StoreError>;
 }
 
+/// Matching without disclosure (the responding gateway's, issue 22 §2):
+/// the searches a query may meet, the handles an answer gave, and when each
+/// member gateway asked.
+#[async_trait]
+pub trait MatchStore: Send + Sync {
+    /// Every family-tracing request sent from here still searching and not
+    /// erased, with its sealed entry, in id order.
+    async fn match_candidates(&self) -> Result<Vec<MatchCandidate>, StoreError>;
+
+    /// Counts a query of `gateway` at `at_ms` unless it already asked
+    /// `limit` times since `since_ms`: false (nothing recorded) then.
+    async fn count_match_query(&self, gateway: &str, since_ms: i64, at_ms: i64, limit: i64) -> Result<bool, StoreError>;
+
+    /// Keeps the handles an answer gave; forgets those expired by `now_ms`.
+    async fn keep_match_handles(&self, handles: &[MatchHandle], now_ms: i64) -> Result<(), StoreError>;
+
+    /// The handle `handle` given to `gateway`, if still kept at `now_ms`.
+    async fn match_handle(&self, handle: &str, gateway: &str, now_ms: i64) -> Result<Option<MatchHandle>, StoreError>;
+}
+
 /// The whole store: every aggregate, and the group commit that writes them together.
 #[async_trait]
-pub trait Store: ReferralStore + OutboxStore + InboxStore + PolicyStore + AuditStore + CallbackStore + OverrideStore + Send + Sync + 'static {
+pub trait Store: ReferralStore + OutboxStore + InboxStore + PolicyStore + AuditStore + CallbackStore + OverrideStore + MatchStore + Send + Sync + 'static {
     /// Writes a batch in one transaction; results in the batch's order.
     async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Written>, StoreError>;
 

@@ -145,6 +145,9 @@ pub struct NewReferral {
     pub emergency_override: Option<NewOverride>,
     /// The decision's facts, sealed, kept for impact replays (see [`DecisionFactsAtRest`]).
     pub facts: Option<SealedFacts>,
+    /// A family-tracing request's match entry (see [`MatchCandidate`]),
+    /// sealed under the case's key.
+    pub match_entry: Option<SealedPayload>,
 }
 
 /// A decision's facts (`domain::decide::DecisionFacts`) sealed under a case
@@ -539,6 +542,10 @@ pub enum Write {
     /// either way.
     OnwardRefused { packet_id: String, told: String, reply: Box<NewReply>, audit: AuditEvent },
     /// An audit event alone.
+    /// A search sent from here was found to meet another gateway's: the
+    /// referral's timeline records `match_found` with `reasons` (codes
+    /// only), and the event is audited.
+    MatchFound { referral_id: String, reasons: Vec<String>, at_ms: i64, audit: AuditEvent },
     Audit(AuditEvent),
 }
 
@@ -942,4 +949,27 @@ pub struct SubjectReferral {
     pub delivery: Option<DeliveryRecord>,
     /// A reply case: the request packet it answers (as [`StoredReferral::answers`]).
     pub answers: Option<String>,
+}
+
+
+/// A family-tracing request sent from here that a match query may meet
+/// (issue 22 §2): still searching, not erased. Its entry (the outputs of
+/// its match keys, the case facts and the consent) is sealed under the
+/// case's key; the sender organisation is who a match is told to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchCandidate {
+    pub referral_id: String,
+    pub sender_org: String,
+    pub entry: SealedPayload,
+}
+
+/// A handle a match answer gave for an entry the asker could see: which
+/// request it stands for, for whom, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchHandle {
+    pub handle: String,
+    pub referral_id: String,
+    pub asking_gateway: String,
+    pub asking_org: String,
+    pub expires_ms: i64,
 }

@@ -395,12 +395,20 @@ impl Gateway {
         // The facts decided on, kept for replays of later policy versions: under the
         // payload's key, so that whatever erases the case erases them; a denied
         // referral's under a key of their own, destroyed once the replay window passes.
+        let decided_facts = facts;
         let facts = match &case_key {
-            Some(key) => SealedFacts { sealed: self.seal_facts(key, &facts, &referral_id)?, key_for_facts_only: false },
+            Some(key) => SealedFacts { sealed: self.seal_facts(key, &decided_facts, &referral_id)?, key_for_facts_only: false },
             None => {
                 let key = self.vault.new_case_key(now.timestamp_millis()).await?;
-                SealedFacts { sealed: self.seal_facts(&key, &facts, &referral_id)?, key_for_facts_only: true }
+                SealedFacts { sealed: self.seal_facts(&key, &decided_facts, &referral_id)?, key_for_facts_only: true }
             }
+        };
+        // A search is kept for matching (issue 22 §2) under the case's key, like the case.
+        let match_entry = match &case_key {
+            Some(key) if submission.purpose == crate::domain::Purpose::FamilyTracing => {
+                self.match_entry(key, &submission.case, &submission.consent, &decided_facts, &referral_id)?
+            }
+            _ => None,
         };
         // Keys nothing stored will ever use if the idempotency key turns out taken.
         let unused_keys = [outbox.as_ref().map(|o| o.payload.key_id.clone()), Some(facts.sealed.key_id.clone())];
@@ -438,7 +446,7 @@ impl Gateway {
             audit.reasons.push(format!("override_not_applied:{code}"));
         }
         let awaiting = asked_override.as_ref().map(OverrideAnswer::as_first_answered);
-        let referral = NewReferral { record, outbox, facts: Some(facts), emergency_override: asked_override };
+        let referral = NewReferral { record, outbox, facts: Some(facts), match_entry, emergency_override: asked_override };
         match self.writer.write(Write::Referral { referral: Box::new(referral), audit }).await? {
             Written::DuplicateKey => {
                 // Tidying only: a retry is still answered if the case-key store is out of reach.

@@ -13,6 +13,7 @@
 mod audit;
 mod callbacks;
 mod inbox;
+mod matching;
 mod outbox;
 mod overrides;
 mod referrals;
@@ -31,7 +32,7 @@ use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyMark, PolicySignOffRecord, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written, ExpiredReferral, DecisionFactsAtRest, AcceptedReferral, PeriodStep, RefusedPacket, SealedFacts, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing, NewOnwardCopy, OnwardCopyOf,
-    AuditStore, OverrideStore, NewOverride, StoredOverride, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
+    AuditStore, OverrideStore, MatchStore, MatchCandidate, MatchHandle, NewOverride, StoredOverride, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
 };
 use super::transitions::{list, moves};
 use crate::domain::lifecycle::{CallbackState, InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};
@@ -275,6 +276,7 @@ macro_rules! sql_store {
         audit::audit_sql!($store, $row);
         callbacks::callback_sql!($store, $row);
         overrides::override_sql!($store, $row);
+        matching::matching_sql!($store, $row);
 
         impl $store {
             /// See [`RetentionErasure`]; false when there was nothing left to erase.
@@ -466,6 +468,9 @@ macro_rules! sql_store {
                         }
                         Write::KeepPacket { entry_id, packet, sealed_from } => Self::keep_packet(&mut tx, entry_id, packet, sealed_from).await?,
                         Write::Narrow { referral_id, narrowing, withdrawal, at_ms, audit } => {
+                            // A search whose consent narrowed is matched no more: the entry goes
+                            // (whichever categories went; matching reads identity and family).
+                            Self::forget_match_entry(&mut tx, referral_id).await?;
                             match Self::narrow(&mut tx, referral_id, narrowing, withdrawal, *at_ms).await? {
                                 Written::Withdrawn { peer_notified, .. } => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
                                 other => other,
@@ -478,10 +483,13 @@ macro_rules! sql_store {
                                 Written::AlreadySettled
                             }
                         }
-                        Write::Withdraw { referral_id, withdrawal, at_ms, audit } => match Self::withdraw(&mut tx, referral_id, withdrawal, *at_ms).await? {
-                            Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
-                            None => Written::AlreadySettled,
-                        },
+                        Write::Withdraw { referral_id, withdrawal, at_ms, audit } => {
+                            Self::forget_match_entry(&mut tx, referral_id).await?;
+                            match Self::withdraw(&mut tx, referral_id, withdrawal, *at_ms).await? {
+                                Some(peer_notified) => Written::Withdrawn { seq: chain(&mut head, audit, &mut records), peer_notified },
+                                None => Written::AlreadySettled,
+                            }
+                        }
                         Write::RetentionErase { erasure, at_ms, audit } => {
                             if Self::erase_retained(&mut tx, erasure, *at_ms).await? {
                                 Written::Audited { seq: chain(&mut head, audit, &mut records) }
@@ -497,6 +505,10 @@ macro_rules! sql_store {
                             if Self::tell_onward_refusal(&mut tx, packet_id, told, reply.created_ms).await? {
                                 Self::queue_reply(&mut tx, reply).await?;
                             }
+                            Written::Audited { seq: chain(&mut head, audit, &mut records) }
+                        }
+                        Write::MatchFound { referral_id, reasons, at_ms, audit } => {
+                            Self::referral_moves(&mut tx, referral_id, ReferralEvent::MatchFound, reasons, *at_ms).await?;
                             Written::Audited { seq: chain(&mut head, audit, &mut records) }
                         }
                         Write::Audit(event) => Written::Audited { seq: chain(&mut head, event, &mut records) },

@@ -117,6 +117,7 @@ macro_rules! referral_sql {
                     });
                     query.build().persistent(false).execute(&mut *connection).await?;
                 }
+                Self::insert_match_entries(&mut *connection, &stored).await?;
                 for chunk in queued.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
                         "INSERT INTO outbox (id, referral_id, packet_type, destination_country, recipient_org, purpose, policy_version, \

@@ -22,6 +22,7 @@ mod audit;
 mod batches;
 mod callbacks;
 mod inbox;
+mod matching;
 mod outbox;
 mod policies;
 mod referrals;
@@ -103,6 +104,7 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
             sealed: SealedPayload { sealed: format!("facts of {id}").into_bytes(), key_id: if allowed { "k".to_owned() } else { format!("f-{id}") } },
             key_for_facts_only: !allowed,
         }),
+        match_entry: None,
     }
 }
 

@@ -1,0 +1,119 @@
+//! Matching without disclosure (the responding gateway's, issue 22 §2):
+//! the searches sent from here a query may meet, the handles an answer
+//! gave, and the queries counted for each member gateway's rate limit.
+//!
+//! SQL for both backends, expanded for each by `sql_store!` in `mod.rs`
+//! (whose imports the expansion uses).
+
+macro_rules! matching_sql {
+    ($store:ident, $row:ty) => {
+        impl $store {
+            /// Stores the match entries of referrals just inserted.
+            async fn insert_match_entries(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                stored: &[&NewReferral],
+            ) -> Result<(), sqlx::Error> {
+                let with_entries: Vec<(&NewReferral, &SealedPayload)> = stored.iter().filter_map(|new| Some((*new, new.match_entry.as_ref()?))).collect();
+                for chunk in with_entries.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new("INSERT INTO match_entries (referral_id, sealed, key_id, created_ms) ");
+                    query.push_values(chunk, |mut row, (new, entry)| {
+                        row.push_bind(new.record.id.clone()).push_bind(entry.sealed.clone()).push_bind(entry.key_id.clone()).push_bind(new.record.created_ms);
+                    });
+                    query.build().persistent(false).execute(&mut *connection).await?;
+                }
+                Ok(())
+            }
+
+            /// A search no longer matched (its consent withdrawn or narrowed).
+            async fn forget_match_entry(connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection, referral_id: &str) -> Result<(), sqlx::Error> {
+                sqlx::query("DELETE FROM match_entries WHERE referral_id = $1").bind(referral_id).execute(&mut *connection).await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl MatchStore for $store {
+            async fn match_candidates(&self) -> Result<Vec<MatchCandidate>, StoreError> {
+                let rows = sqlx::query(&format!(
+                    "SELECT m.referral_id, r.sender_org, m.sealed, m.key_id FROM match_entries m JOIN referrals r ON r.id = m.referral_id \
+                     WHERE r.erased_ms IS NULL AND r.status IN {} ORDER BY m.referral_id",
+                    list(&ReferralStatus::SEARCHING)
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(MatchCandidate {
+                            referral_id: row.try_get("referral_id")?,
+                            sender_org: row.try_get("sender_org")?,
+                            entry: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn count_match_query(&self, gateway: &str, since_ms: i64, at_ms: i64, limit: i64) -> Result<bool, StoreError> {
+                // On SQLite the write lock is taken at once, so two queries count in
+                // turn; on PostgreSQL two replicas answering the same gateway at the
+                // same instant may each count the other's query late, letting at
+                // most one query per replica past the limit.
+                let mut tx = self.pool.begin_with(Self::DIALECT.begin).await?;
+                let asked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM match_queries WHERE asking_gateway = $1 AND at_ms > $2")
+                    .bind(gateway)
+                    .bind(since_ms)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if asked >= limit {
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO match_queries (asking_gateway, at_ms) VALUES ($1, $2)").bind(gateway).bind(at_ms).execute(&mut *tx).await?;
+                // What no window counts any more.
+                sqlx::query("DELETE FROM match_queries WHERE asking_gateway = $1 AND at_ms <= $2").bind(gateway).bind(since_ms).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn keep_match_handles(&self, handles: &[MatchHandle], now_ms: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin_with(Self::DIALECT.begin).await?;
+                sqlx::query("DELETE FROM match_handles WHERE expires_ms <= $1").bind(now_ms).execute(&mut *tx).await?;
+                for chunk in handles.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new("INSERT INTO match_handles (handle, referral_id, asking_gateway, asking_org, expires_ms) ");
+                    query.push_values(chunk, |mut row, handle| {
+                        row.push_bind(handle.handle.clone())
+                            .push_bind(handle.referral_id.clone())
+                            .push_bind(handle.asking_gateway.clone())
+                            .push_bind(handle.asking_org.clone())
+                            .push_bind(handle.expires_ms);
+                    });
+                    query.build().persistent(false).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn match_handle(&self, handle: &str, gateway: &str, now_ms: i64) -> Result<Option<MatchHandle>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT handle, referral_id, asking_gateway, asking_org, expires_ms FROM match_handles \
+                     WHERE handle = $1 AND asking_gateway = $2 AND expires_ms > $3",
+                )
+                .bind(handle)
+                .bind(gateway)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok(MatchHandle {
+                        handle: row.try_get("handle")?,
+                        referral_id: row.try_get("referral_id")?,
+                        asking_gateway: row.try_get("asking_gateway")?,
+                        asking_org: row.try_get("asking_org")?,
+                        expires_ms: row.try_get("expires_ms")?,
+                    })
+                })
+                .transpose()
+            }
+        }
+    };
+}
+
+pub(super) use matching_sql;
