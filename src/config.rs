@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     /// Emergency overrides (sharing without consent when a life is at risk).
     #[serde(default)]
     pub overrides: OverridesConfig,
+    /// Matching tracing requests with other gateways' without disclosure.
+    #[serde(default)]
+    pub matching: MatchingConfig,
     /// Status callbacks: organisations of this country told of every entry
     /// added to their referrals' timelines, by a name of the operator's choosing.
     #[serde(default)]
@@ -100,6 +103,43 @@ impl Default for OverridesConfig {
 impl OverridesConfig {
     pub fn approval_window(&self) -> chrono::Duration {
         chrono::Duration::minutes(i64::try_from(self.approval_window_minutes).unwrap_or(i64::MAX))
+    }
+}
+
+/// The `[matching]` settings (tracing requests matched across gateways).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    /// How many families of keys (a name part, its sound, the whole name)
+    /// must agree for a match: 2 to 13. Lower finds more, and more wrongly.
+    #[serde(default = "default_match_threshold")]
+    pub threshold: usize,
+    /// How many match queries each member gateway may ask of this one in
+    /// any 24 hours: 1 to 10000. What a gateway could learn by guessing
+    /// names is bounded by this.
+    #[serde(default = "default_match_queries_per_day")]
+    pub queries_per_day: i64,
+    /// How long the handle an answer gives for a search stays good for
+    /// telling this gateway of a match, in hours: 1 to 720.
+    #[serde(default = "default_match_handle_hours")]
+    pub handle_hours: i64,
+}
+
+pub(crate) fn default_match_threshold() -> usize {
+    3
+}
+
+pub(crate) fn default_match_queries_per_day() -> i64 {
+    200
+}
+
+pub(crate) fn default_match_handle_hours() -> i64 {
+    72
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        Self { threshold: default_match_threshold(), queries_per_day: default_match_queries_per_day(), handle_hours: default_match_handle_hours() }
     }
 }
 
@@ -1037,6 +1077,15 @@ impl GatewayConfig {
         }
         if self.auth.clients.is_empty() && self.auth.oidc.is_none() {
             return invalid("auth", "configure auth.oidc, auth.clients, or both: otherwise nobody can call the gateway");
+        }
+        if !(2..=13).contains(&self.matching.threshold) {
+            return invalid("matching.threshold", "must be between 2 and 13");
+        }
+        if !(1..=10_000).contains(&self.matching.queries_per_day) {
+            return invalid("matching.queries_per_day", "must be between 1 and 10000");
+        }
+        if !(1..=720).contains(&self.matching.handle_hours) {
+            return invalid("matching.handle_hours", "must be between 1 and 720");
         }
         if !(5..=1440).contains(&self.overrides.approval_window_minutes) {
             return invalid("overrides.approval_window_minutes", "must be between 5 and 1440");

@@ -151,7 +151,8 @@ impl Application {
             .with_statistics(config.statistics.control())
             .with_deadlines(config.deadlines.deadlines())
             .with_callbacks(callback_targets(config)?)
-            .with_override_window(config.overrides.approval_window());
+            .with_override_window(config.overrides.approval_window())
+            .with_matching(config.matching);
         // Federation keys are needed only once the peer side is configured.
         if config.federation.is_some() || config.keys.dir.join(crate::crypto::federation_keys::FEDERATION_DIR).is_dir() {
             gateway = gateway.with_federation_keys(crate::crypto::federation_keys::load(&config.keys.dir)?);
@@ -315,8 +316,9 @@ async fn start_federation(
         .layer(axum::middleware::from_fn(move |request, next| body_guard.clone().guard(request, next)));
     let server = tokio::spawn(serve(listener, Some(acceptor), router, stopped.clone()));
     let timeout = Duration::from_secs(federation.send_timeout_seconds);
-    let client = PeerClient::new(members, chain, key, timeout);
-    let transport: Arc<dyn PeerTransport> = Arc::new(client);
+    let client = Arc::new(PeerClient::new(members, chain, key, timeout));
+    gateway.set_match_transport(Arc::clone(&client) as Arc<dyn crate::app::matching::MatchTransport>);
+    let transport: Arc<dyn PeerTransport> = client;
     let webhooks = WebhookClient::new(&keys.tls_identity_pem(), federation.webhook_ca_file.as_deref(), timeout)
         .map_err(|e| StartError::Federation(e.to_string()))?;
     let webhooks: Arc<dyn RecipientPush> = Arc::new(webhooks);

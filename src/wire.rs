@@ -11,6 +11,14 @@ use crate::crypto::receipt::ReceiptError;
 
 /// Where packets are posted, below a gateway's endpoint.
 pub const PACKETS_PATH: &str = "/federation/v1/packets";
+/// Where a match query is posted (JSON; answered at once), below a gateway's endpoint.
+pub const MATCH_QUERY_PATH: &str = "/federation/v1/match";
+/// Where a match found is told (JSON), below a gateway's endpoint.
+pub const MATCH_FOUND_PATH: &str = "/federation/v1/match/found";
+/// Largest match query or notice a gateway reads.
+pub const MAX_MATCH_REQUEST_BYTES: usize = 256 * 1024;
+/// Largest match answer a gateway reads: about 9 KB per search held.
+pub const MAX_MATCH_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// Media type of a compact JWE or JWS body: a packet, and the receipt that answers it.
 pub const JOSE_MEDIA_TYPE: &str = "application/jose";
 

@@ -165,6 +165,10 @@ pub struct Gateway {
     /// This gateway's match function (issue 22 §2), keyed from its keys;
     /// `None` only if the derived key is unusable.
     match_function: Option<Arc<crate::crypto::match_function::MatchFunctionKey>>,
+    /// `[matching]`.
+    matching: matching::MatchSettings,
+    /// The port matching asks peers through, once the federation is up.
+    match_transport: std::sync::OnceLock<Arc<dyn matching::MatchTransport>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -225,6 +229,9 @@ pub enum AppError {
     /// A reply to a case that no reply can answer.
     #[error("{0}")]
     ReplyNotPossible(crate::domain::reply_cases::ReplyNotPossible),
+    /// A match query refused, or a search that cannot be matched.
+    #[error("{0}")]
+    MatchRefused(matching::MatchRefusal),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -295,7 +302,20 @@ impl Gateway {
             callbacks: sending::callbacks::CallbackTargets::new(),
             override_window: chrono::Duration::hours(1),
             match_function,
+            matching: matching::MatchSettings::default(),
+            match_transport: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets `[matching]`.
+    pub fn with_matching(mut self, config: crate::config::MatchingConfig) -> Self {
+        self.matching = config.into();
+        self
+    }
+
+    /// Gives matching its way to the peers (once the federation client exists).
+    pub fn set_match_transport(&self, transport: Arc<dyn matching::MatchTransport>) {
+        let _ = self.match_transport.set(transport);
     }
 
     /// Sets the organisations with status callbacks (`[callbacks]`); the

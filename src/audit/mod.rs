@@ -64,6 +64,14 @@ pub enum Action {
     /// rejected one (or was refused), or the gateway let one lapse.
     #[serde(rename = "override.decide")]
     OverrideDecide,
+    /// A match query: asked of a peer for a search sent from here, or
+    /// answered for a peer (or refused). Counts and codes only.
+    #[serde(rename = "match.query")]
+    MatchQuery,
+    /// A match found: by this gateway for a search sent from here, or told
+    /// by a peer about one.
+    #[serde(rename = "match.found")]
+    MatchFound,
 }
 
 impl Action {
@@ -87,6 +95,8 @@ impl Action {
         Action::RetentionErase,
         Action::StatisticsRead,
         Action::OverrideDecide,
+        Action::MatchQuery,
+        Action::MatchFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +120,8 @@ impl Action {
             Action::RetentionErase => "retention.erase",
             Action::StatisticsRead => "statistics.read",
             Action::OverrideDecide => "override.decide",
+            Action::MatchQuery => "match.query",
+            Action::MatchFound => "match.found",
         }
     }
 

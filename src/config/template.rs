@@ -15,7 +15,7 @@ use super::{
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
     default_approvals_required, default_console_idle_minutes, default_console_session_hours, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
-    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines, default_callback_retry_hours, default_override_window_minutes,
+    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines, default_callback_retry_hours, default_override_window_minutes, default_match_threshold, default_match_queries_per_day, default_match_handle_hours,
 };
 
 /// Files a configuration of [`render`] names, relative to its own directory.
@@ -261,6 +261,19 @@ first_status_hours = {normal_first_status}
 [overrides]
 approval_window_minutes = {override_window}
 
+# Matching tracing requests across gateways without showing names (docs/
+# federation.md §12b): a search sent from here may be found by another
+# gateway's, and asks others (POST /v1/referrals/{{id}}/matches).
+[matching]
+# Families of keys (a name part, its sound, the whole name) that must agree
+# for a match (2 to 13): lower finds more, and more wrongly.
+threshold = {match_threshold}
+# Match queries each member gateway may ask of this one in any 24 hours
+# (1 to 10000): what a gateway could learn by guessing names is bounded by it.
+queries_per_day = {match_queries_per_day}
+# Hours the handle an answer gives stays good for being told of a match (1 to 720).
+handle_hours = {match_handle_hours}
+
 # Status callbacks: an organisation of this country told of every entry
 # added to its referrals' timelines, each as an event signed with its key
 # (JWS, HS256) and POSTed to its URL, a referral's events in timeline order
@@ -357,6 +370,9 @@ format = "text"
         sweep_seconds = default_sweep_seconds(),
         callback_retry = default_callback_retry_hours(),
         override_window = default_override_window_minutes(),
+        match_threshold = default_match_threshold(),
+        match_queries_per_day = default_match_queries_per_day(),
+        match_handle_hours = default_match_handle_hours(),
         console_idle = default_console_idle_minutes(),
         console_hours = default_console_session_hours(),
         log_level = default_log_level(),

@@ -33,6 +33,22 @@ pub enum MatchFunctionError {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MatchOutput(pub Vec<u8>);
 
+/// Bytes of an output as an answer entry shows it.
+pub const SALTED_LEN: usize = 16;
+
+/// An output as one answer entry shows it: SHA-256 of the entry's handle
+/// and the output, cut to [`SALTED_LEN`] bytes. The asker, holding the
+/// output for a key it asked, finds it in that entry only: equal outputs
+/// in two entries (two searches sharing a family name) look unrelated.
+pub fn salted(handle: &[u8], output: &MatchOutput) -> Vec<u8> {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"rgw-match-entry-v1\0");
+    context.update(handle);
+    context.update(&[0]);
+    context.update(&output.0);
+    context.finish().as_ref().iter().copied().take(SALTED_LEN).collect()
+}
+
 /// The responding gateway's key of the function.
 pub struct MatchFunctionKey(VoprfServer<Suite>);
 

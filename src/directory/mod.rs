@@ -342,6 +342,11 @@ impl Directory {
         self.gateways.get(&country)
     }
 
+    /// The member gateways active now, by country.
+    pub fn active_gateways(&self) -> Vec<CountryCode> {
+        self.gateways.values().filter(|gateway| gateway.status == MemberStatus::Active).map(|gateway| gateway.country).collect()
+    }
+
     /// The largest sealed packet `country`'s gateway takes: what its entry
     /// publishes, or the federation's default.
     pub fn packet_limit(&self, country: CountryCode) -> usize {

@@ -40,7 +40,7 @@ pub const QUERY_SLOTS: usize = (1 + SOUGHT_PEOPLE) * 8 * FAMILIES;
 /// Who of a case is matched: the person the case is about, and the
 /// relatives they look for (their family as recorded, named ones only,
 /// closest first; not the next of kin, a contact rather than someone sought).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeopleToMatch {
     pub subject: PersonToMatch,
     pub sought: Vec<PersonToMatch>,

@@ -32,7 +32,7 @@ pub const MAX_PARTS: usize = 6;
 /// A person as matching sees them: names as written (any script), other
 /// names they are known by, and what narrows them down. Nothing else of a
 /// case is used.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PersonToMatch {
     /// Given and family names: their parts, and the whole name they make.
     pub names: Vec<String>,

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::tls::{self, Members, PeerTlsError};
-use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, PACKETS_PATH};
+use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, MATCH_FOUND_PATH, MATCH_QUERY_PATH, MAX_MATCH_ANSWER_BYTES, PACKETS_PATH};
+use crate::app::matching::{MatchAnswer, MatchFoundNotice, MatchQuery, MatchTransport};
 use crate::app::sending::delivery::{PeerTransport, SendFailure};
 use crate::wire::PROBLEM_TYPE_BASE;
 use crate::domain::CountryCode;
@@ -93,10 +94,53 @@ impl PeerTransport for PeerClient {
     }
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, SendFailure> {
+impl PeerClient {
+    /// Posts `body` as JSON to `path` below the peer's endpoint; the answer's
+    /// body (at most `limit` bytes) on a 2xx, the failure otherwise.
+    async fn post_json(&self, peer: CountryCode, endpoint: &str, path: &str, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, SendFailure> {
+        let client = self.client_for(peer).map_err(|_| SendFailure::Unreachable { code: FailureCode::PeerTlsSetup.as_str() })?;
+        let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+        let response = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| SendFailure::Unreachable { code: transport_code(&error) })?;
+        let status = response.status();
+        let body = read_up_to(response, limit).await?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        if status.is_server_error() {
+            return Err(SendFailure::Unreachable { code: FailureCode::PeerUnavailable.as_str() });
+        }
+        Err(SendFailure::Refused { code: problem_code(&body).unwrap_or_else(|| format!("http-{}", status.as_u16())) })
+    }
+}
+
+#[async_trait]
+impl MatchTransport for PeerClient {
+    async fn ask(&self, peer: CountryCode, endpoint: &str, query: &MatchQuery) -> Result<MatchAnswer, SendFailure> {
+        let body = serde_json::to_vec(query).map_err(|_| SendFailure::Refused { code: "match-query-unencodable".to_owned() })?;
+        let answer = self.post_json(peer, endpoint, MATCH_QUERY_PATH, body, MAX_MATCH_ANSWER_BYTES).await?;
+        serde_json::from_slice(&answer).map_err(|_| SendFailure::Refused { code: "match-answer-malformed".to_owned() })
+    }
+
+    async fn tell_found(&self, peer: CountryCode, endpoint: &str, notice: &MatchFoundNotice) -> Result<(), SendFailure> {
+        let body = serde_json::to_vec(notice).map_err(|_| SendFailure::Refused { code: "match-notice-unencodable".to_owned() })?;
+        self.post_json(peer, endpoint, MATCH_FOUND_PATH, body, MAX_RECEIPT_BYTES).await.map(|_| ())
+    }
+}
+
+async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, SendFailure> {
+    read_up_to(response, MAX_RECEIPT_BYTES).await
+}
+
+async fn read_up_to(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, SendFailure> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| SendFailure::Unreachable { code: transport_code(&error) })? {
-        if body.len() + chunk.len() > MAX_RECEIPT_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(SendFailure::Refused { code: FailureCode::ReceiptTooLarge.as_str().to_owned() });
         }
         body.extend_from_slice(&chunk);

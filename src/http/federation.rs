@@ -17,7 +17,7 @@ use super::extract::ConnectionInfo;
 use super::metrics::{track_federation, FederationTracking, Metrics};
 use super::problem::Problem;
 use crate::app::Gateway;
-use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, PACKETS_PATH};
+use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, MATCH_FOUND_PATH, MATCH_QUERY_PATH, MAX_MATCH_REQUEST_BYTES, PACKETS_PATH};
 use crate::federation::tls::Members;
 
 /// The listener's routes, each request logged and counted into `metrics`
@@ -26,10 +26,43 @@ pub fn router(gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Router {
     let tracking = FederationTracking { metrics, gateway: Arc::clone(&gateway) };
     Router::new()
         .route(PACKETS_PATH, post(receive_packet).fallback(|| async { Problem::method_not_allowed() }))
+        .route(MATCH_QUERY_PATH, post(answer_match_query).fallback(|| async { Problem::method_not_allowed() }))
+        .route(MATCH_FOUND_PATH, post(match_found).fallback(|| async { Problem::method_not_allowed() }))
         .fallback(|| async { Problem::not_found() })
         .layer(axum::middleware::from_fn(super::head_limits::enforce))
         .layer(axum::middleware::from_fn_with_state(tracking, track_federation))
         .with_state(gateway)
+}
+
+/// The member gateway on the other end of the connection, asked of the
+/// directory in force (a kept-alive connection may outlive a membership).
+fn peer_of(gateway: &Gateway, connection: &ConnectionInfo) -> Result<crate::domain::CountryCode, Problem> {
+    connection.spki_pin.as_deref().and_then(|pin| gateway.active_member_by_pin(pin)).ok_or_else(|| {
+        Problem::new(StatusCode::FORBIDDEN, FailureCode::PeerNotMember.as_str(), "Not a member", "The connection's certificate is not an active member's.")
+    })
+}
+
+/// A JSON body of at most [`MAX_MATCH_REQUEST_BYTES`], or the problem to answer.
+async fn match_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Problem> {
+    let malformed = || Problem::from(crate::app::AppError::MatchRefused(crate::app::matching::MatchRefusal::Malformed));
+    let bytes = axum::body::to_bytes(body, MAX_MATCH_REQUEST_BYTES).await.map_err(|_| malformed())?;
+    serde_json::from_slice(&bytes).map_err(|_| malformed())
+}
+
+/// A peer's match query, answered at once (`app::matching::answering`).
+async fn answer_match_query(State(gateway): State<Arc<Gateway>>, Extension(connection): Extension<ConnectionInfo>, body: Body) -> Result<Response, Problem> {
+    let peer = peer_of(&gateway, &connection)?;
+    let query = match_body(body).await?;
+    let answer = gateway.answer_match_query(peer, query).await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+/// A peer tells of a match found: `202` whatever the handle.
+async fn match_found(State(gateway): State<Arc<Gateway>>, Extension(connection): Extension<ConnectionInfo>, body: Body) -> Result<Response, Problem> {
+    let peer = peer_of(&gateway, &connection)?;
+    let notice = match_body(body).await?;
+    gateway.match_found(peer, notice).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn receive_packet(

@@ -54,6 +54,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         route(Method::GET, "/v1/referrals", routes::get_referrals),
         route(Method::GET, "/v1/referrals/{id}", routes::get_referral),
         route(Method::POST, "/v1/referrals/{id}/consent-withdrawal", routes::withdraw_consent),
+        route(Method::POST, "/v1/referrals/{id}/matches", routes::find_matches),
         route(Method::GET, "/v1/policies", routes::get_policies),
         route(Method::PUT, "/v1/policies", routes::put_policies),
         route(Method::POST, "/v1/policies/simulate", routes::simulate),

@@ -72,6 +72,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<StatusReportRequest>(&mut requests);
     add::<OnwardReferralRequest>(&mut requests);
     add::<ReplySubmission>(&mut requests);
+    add::<crate::app::matching::asking::MatchRequest>(&mut requests);
     add::<PolicyUpload>(&mut requests);
     add::<ReviewRequest>(&mut requests);
     add::<Simulation>(&mut requests);
@@ -102,6 +103,7 @@ fn api_schemas() -> Result<Map<String, Value>, String> {
     add::<StatusQueued>(&mut answers);
     add::<ErasureConfirmed>(&mut answers);
     add::<OnwardReferred>(&mut answers);
+    add::<crate::app::matching::asking::MatchReport>(&mut answers);
     let mut schemas = requests.take_definitions(true);
     for (name, schema) in answers.take_definitions(true) {
         add_component(&mut schemas, &name, schema, "requests and answers")?;

@@ -274,6 +274,19 @@ impl From<AppError> for Problem {
                 format!("{}. Nothing was sent.", reply_not_possible(refusal)),
             )
             .with("reason_code", json!(refusal.as_str())),
+            AppError::MatchRefused(refusal) => {
+                use crate::app::matching::MatchRefusal as R;
+                let (status, title) = match refusal {
+                    R::Malformed => (StatusCode::BAD_REQUEST, "Malformed match query"),
+                    R::AskerNotServed => (StatusCode::FORBIDDEN, "Asking organisation not served by the asking gateway"),
+                    R::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Match queries limited"),
+                    R::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Matching unavailable"),
+                    R::NotASearch => (StatusCode::UNPROCESSABLE_ENTITY, "Not a search that can be matched"),
+                    R::NotAMember => (StatusCode::UNPROCESSABLE_ENTITY, "Not another active member gateway"),
+                };
+                let problem = Problem::new(status, refusal.code(), title, format!("{refusal}. Nothing was matched."));
+                if refusal == R::RateLimited { problem.retry_after(3600) } else { problem }
+            }
             AppError::NotErased => Problem::new(
                 StatusCode::CONFLICT,
                 "not-erased",

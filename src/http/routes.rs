@@ -348,6 +348,19 @@ pub async fn withdraw_consent(
     Ok(Json(state.gateway.withdraw_consent(&caller, &id, &scope).await?))
 }
 
+/// Asks other gateways whether a search there meets this family-tracing request (issue 22 §2).
+pub async fn find_matches(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    PathParam(id): PathParam,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<crate::app::matching::asking::MatchReport>> {
+    let caller = state.gateway.authorize::<crate::app::access::Senders>(&caller).await?;
+    let request: crate::app::matching::asking::MatchRequest = json_body(&headers, body, state.body_limit).await?;
+    Ok(Json(state.gateway.find_matches(&caller, &id, request.gateways).await?))
+}
+
 pub async fn withdraw_subject_consent(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -347,6 +347,9 @@ pub trait MatchStore: Send + Sync {
     /// Keeps the handles an answer gave; forgets those expired by `now_ms`.
     async fn keep_match_handles(&self, handles: &[MatchHandle], now_ms: i64) -> Result<(), StoreError>;
 
+    /// The people a search's own queries are made of, sealed, if it keeps a match entry.
+    async fn match_people(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
+
     /// The handle `handle` given to `gateway`, if still kept at `now_ms`.
     async fn match_handle(&self, handle: &str, gateway: &str, now_ms: i64) -> Result<Option<MatchHandle>, StoreError>;
 }

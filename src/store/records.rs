@@ -147,7 +147,7 @@ pub struct NewReferral {
     pub facts: Option<SealedFacts>,
     /// A family-tracing request's match entry (see [`MatchCandidate`]),
     /// sealed under the case's key.
-    pub match_entry: Option<SealedPayload>,
+    pub match_entry: Option<SealedMatchEntry>,
 }
 
 /// A decision's facts (`domain::decide::DecisionFacts`) sealed under a case
@@ -961,6 +961,15 @@ pub struct MatchCandidate {
     pub referral_id: String,
     pub sender_org: String,
     pub entry: SealedPayload,
+}
+
+/// What a search keeps for matching, both sealed under its case's key
+/// (`entry.key_id`): the entry a query meets, and apart from it the people
+/// its own queries are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedMatchEntry {
+    pub entry: SealedPayload,
+    pub people: Vec<u8>,
 }
 
 /// A handle a match answer gave for an entry the asker could see: which

@@ -56,6 +56,9 @@ pub enum Who {
     ItaChildProtectionInbox,
     /// The Nigerian Red Cross tracing service, recipient role: served by Nigeria's gateway.
     NgaRedCross,
+    /// The Nigerian Red Cross's tracing desk, submitter: it registers the
+    /// searches of families in Nigeria (a second certificate of the same organisation).
+    NgaRedCrossDesk,
     /// A certificate the gateway does not know.
     Stranger,
     /// No certificate at all.
@@ -63,7 +66,7 @@ pub enum Who {
 }
 
 impl Who {
-    pub const REGISTERED: [Who; 15] = [
+    pub const REGISTERED: [Who; 16] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
@@ -79,8 +82,9 @@ impl Who {
         Who::ItaChildProtection,
         Who::ItaChildProtectionInbox,
         Who::NgaRedCross,
+        Who::NgaRedCrossDesk,
     ];
-    pub const ALL: [Who; 17] = [
+    pub const ALL: [Who; 18] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
@@ -96,6 +100,7 @@ impl Who {
         Who::ItaChildProtection,
         Who::ItaChildProtectionInbox,
         Who::NgaRedCross,
+        Who::NgaRedCrossDesk,
         Who::Stranger,
         Who::Nobody,
     ];
@@ -132,6 +137,7 @@ impl Who {
             Who::ItaChildProtection => Some(("ita_child_protection", "ita-child-protection", "submitter")),
             Who::ItaChildProtectionInbox => Some(("ita_child_protection_inbox", "ita-child-protection", "recipient")),
             Who::NgaRedCross => Some(("nga_red_cross", "nga-red-cross", "recipient")),
+            Who::NgaRedCrossDesk => Some(("nga_red_cross_desk", "nga-red-cross", "submitter")),
             Who::Stranger | Who::Nobody => None,
         }
     }

@@ -28,6 +28,7 @@ mod priority;
 mod callbacks;
 mod overrides;
 mod onward;
+mod matching;
 mod replies;
 mod referrals;
 mod roles;

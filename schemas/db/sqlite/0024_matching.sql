@@ -5,8 +5,11 @@
 --
 -- `match_entries`: one row per family-tracing referral sent from here
 -- whose subject has a name: the outputs of its match keys and the case
--- facts the built-in rules read, sealed under the case's key (whatever
--- erases the case erases them).
+-- facts the built-in rules read (`sealed`), and apart from them the names,
+-- birth years and sexes its own queries are made of (`people`), both
+-- sealed under the case's key (whatever erases the case erases them). The
+-- payload sent is blanked once delivered; `people` is what stays of the
+-- search for as long as it is matched.
 -- `match_handles`: the handles an answer gave for entries the asker was
 -- allowed to see, so that the asker's later "found" names a case here
 -- without either side showing the other anything more; kept until expiry.
@@ -18,6 +21,7 @@
 CREATE TABLE match_entries (
     referral_id TEXT PRIMARY KEY REFERENCES referrals (id),
     sealed BLOB NOT NULL,
+    people BLOB NOT NULL,
     key_id TEXT NOT NULL,
     created_ms BIGINT NOT NULL
 );

@@ -2,8 +2,10 @@
 //! family-tracing request sent from here, the outputs of its match keys
 //! under this gateway's match function, made once when it is sent and
 //! sealed under the case's key with what the decision on matching reads
-//! later (the case facts, the categories it holds, the consent). Names are
-//! never kept apart from the case: only the function's outputs.
+//! later (the case facts, the categories it holds, the consent). Apart
+//! from it, under the same key, the names, birth years and sexes the
+//! search's own queries are made of: the payload is blanked once
+//! delivered, and a search asks for as long as it is open.
 
 use std::collections::BTreeSet;
 
@@ -19,7 +21,7 @@ use crate::domain::match_index::{categories_matched, index_keys_of, people_of};
 use crate::domain::matching::MatchKey;
 use crate::domain::policy::CaseFacts;
 use crate::domain::DataCategory;
-use crate::store::SealedPayload;
+use crate::store::SealedMatchEntry;
 
 /// What a search keeps for matching, sealed under its case key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +41,11 @@ pub(crate) struct MatchEntryAtRest {
 /// The context an entry is sealed in: its referral, and what it is.
 pub(crate) fn entry_context(referral_id: &str) -> Vec<u8> {
     format!("{referral_id}\0match-entry").into_bytes()
+}
+
+/// The context a search's people are sealed in.
+pub(crate) fn people_context(referral_id: &str) -> Vec<u8> {
+    format!("{referral_id}\0match-people").into_bytes()
 }
 
 /// The seed of this gateway's match function, derived from its keys.
@@ -62,7 +69,7 @@ impl Gateway {
         consent: &Consent,
         facts: &DecisionFacts,
         referral_id: &str,
-    ) -> Result<Option<SealedPayload>, AppError> {
+    ) -> Result<Option<SealedMatchEntry>, AppError> {
         let (Some(function), Some(people)) = (self.match_function.as_deref(), people_of(case)) else {
             return Ok(None);
         };
@@ -75,6 +82,10 @@ impl Gateway {
             sought: keys.sought.iter().map(|relative| outputs(function, relative)).collect::<Result<_, _>>()?,
         };
         let plaintext = serde_json::to_vec(&entry).map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Some(self.vault.seal(key, &plaintext, &entry_context(referral_id))?))
+        let people = serde_json::to_vec(&people).map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Some(SealedMatchEntry {
+            entry: self.vault.seal(key, &plaintext, &entry_context(referral_id))?,
+            people: self.vault.seal(key, &people, &people_context(referral_id))?.sealed,
+        }))
     }
 }

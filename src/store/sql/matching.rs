@@ -13,11 +13,15 @@ macro_rules! matching_sql {
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 stored: &[&NewReferral],
             ) -> Result<(), sqlx::Error> {
-                let with_entries: Vec<(&NewReferral, &SealedPayload)> = stored.iter().filter_map(|new| Some((*new, new.match_entry.as_ref()?))).collect();
+                let with_entries: Vec<(&NewReferral, &SealedMatchEntry)> = stored.iter().filter_map(|new| Some((*new, new.match_entry.as_ref()?))).collect();
                 for chunk in with_entries.chunks(ROWS_PER_STATEMENT) {
-                    let mut query = QueryBuilder::new("INSERT INTO match_entries (referral_id, sealed, key_id, created_ms) ");
+                    let mut query = QueryBuilder::new("INSERT INTO match_entries (referral_id, sealed, people, key_id, created_ms) ");
                     query.push_values(chunk, |mut row, (new, entry)| {
-                        row.push_bind(new.record.id.clone()).push_bind(entry.sealed.clone()).push_bind(entry.key_id.clone()).push_bind(new.record.created_ms);
+                        row.push_bind(new.record.id.clone())
+                            .push_bind(entry.entry.sealed.clone())
+                            .push_bind(entry.people.clone())
+                            .push_bind(entry.entry.key_id.clone())
+                            .push_bind(new.record.created_ms);
                     });
                     query.build().persistent(false).execute(&mut *connection).await?;
                 }
@@ -89,6 +93,11 @@ macro_rules! matching_sql {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn match_people(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError> {
+                let row = sqlx::query("SELECT people, key_id FROM match_entries WHERE referral_id = $1").bind(referral_id).fetch_optional(&self.pool).await?;
+                row.map(|row| Ok(SealedPayload { sealed: row.try_get("people")?, key_id: row.try_get("key_id")? })).transpose()
             }
 
             async fn match_handle(&self, handle: &str, gateway: &str, now_ms: i64) -> Result<Option<MatchHandle>, StoreError> {

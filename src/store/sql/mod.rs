@@ -32,7 +32,7 @@ use super::{
     AuditFilter, ClaimedDelivery, DeliveryRecord, InboxChange, InboxItem, InboxReceipt, NewInboxEntry, NewOutboxEntry, NewReferral,
     NewReply, NewWithdrawal, PolicyMark, PolicySignOffRecord, PolicyVersionRecord, SentNarrowing, Tombstone, WithdrawnPart, SealedPayload, SentPacket, Settlement, Store, StoreError, StoredPacket, StoredReferral, SubjectReferral, TimelineEntry, Write,
     Written, ExpiredReferral, DecisionFactsAtRest, AcceptedReferral, PeriodStep, RefusedPacket, SealedFacts, RetentionErasure, StoredRetention, SealedWithdrawal, Claimant, Connecting, InboxMove, WithdrawalEffect, ReceivedNarrowing, NewOnwardCopy, OnwardCopyOf,
-    AuditStore, OverrideStore, MatchStore, MatchCandidate, MatchHandle, NewOverride, StoredOverride, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
+    AuditStore, OverrideStore, MatchStore, MatchCandidate, MatchHandle, SealedMatchEntry, NewOverride, StoredOverride, CallbackStore, CallbackSubscription, CallbackCount, DueCallback, UndeliveredCallbacks, InboxStore, OutboxStore, PolicyStore, ReferralStore, DeliveryTally, ErasuresAwaited, AwaitingCutoff, OverdueReferral, QueuePlace, ReferralFilter, ListedReferral,
 };
 use super::transitions::{list, moves};
 use crate::domain::lifecycle::{CallbackState, InboxEvent, InboxState, OutboxEvent, OutboxState, ReferralEvent, ReferralStatus};

@@ -3,7 +3,7 @@
 //! withdrawn or narrowed), the rate limit per asking gateway, the handles
 //! an answer gave, and `match_found` on the timeline.
 
-use referral_gateway::store::MatchHandle;
+use referral_gateway::store::{MatchHandle, SealedMatchEntry};
 
 use super::*;
 use crate::on_both_backends;
@@ -16,7 +16,10 @@ on_both_backends!(a_handle_names_its_search_to_the_gateway_it_was_given_to_until
 fn search(id: &str, key: &str) -> NewReferral {
     let mut new = referral(id, "ita-child-protection", key, &format!("s-{id}"), true);
     new.record.purpose = "family_tracing".to_owned();
-    new.match_entry = Some(SealedPayload { sealed: format!("entry of {id}").into_bytes(), key_id: "k".to_owned() });
+    new.match_entry = Some(SealedMatchEntry {
+        entry: SealedPayload { sealed: format!("entry of {id}").into_bytes(), key_id: "k".to_owned() },
+        people: format!("people of {id}").into_bytes(),
+    });
     new
 }
 
@@ -42,6 +45,8 @@ async fn searches_still_open_are_the_only_candidates(backend: Backend) {
     assert_eq!(ids(&candidates), ["t1", "t2", "t3", "t4"]);
     assert_eq!(candidates[0].sender_org, "ita-child-protection");
     assert_eq!(candidates[0].entry, SealedPayload { sealed: b"entry of t1".to_vec(), key_id: "k".to_owned() });
+    assert_eq!(store.match_people("t1").await.unwrap(), Some(SealedPayload { sealed: b"people of t1".to_vec(), key_id: "k".to_owned() }));
+    assert_eq!(store.match_people("r5").await.unwrap(), None);
 
     // Withdrawn (t2), narrowed (t3), closed by the recipient (t4): searching no more.
     let withdrawal = |id: &str| NewWithdrawal { packet_id: format!("w-{id}"), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() };

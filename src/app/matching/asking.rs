@@ -1,0 +1,223 @@
+//! The asking gateway's side of matching (issue 22 §2), for the
+//! organisation whose family-tracing request searches: it asks other
+//! member gateways whether any search open there meets its own, without
+//! showing them a name, and on a match gives each side's tracing officer a
+//! handle to the other's case (never data: that follows as a reply case,
+//! under consent).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::{MatchAnswer, MatchFoundNotice, MatchQuery, MatchRefusal};
+use crate::app::access::{Authorized, Senders};
+use crate::app::{AppError, Gateway};
+use crate::audit::{Action, AuditEvent};
+use crate::crypto::match_function::{salted, Asking, Evaluated, MatchOutput};
+use crate::domain::lifecycle::ReferralStatus;
+use crate::domain::match_index::{plan_query, score, PeopleToMatch, Agreement, QueryPlan, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
+use crate::domain::matching::MatchKey;
+use crate::domain::{CountryCode, Purpose};
+use crate::store::{StoredReferral, Write};
+
+/// A search's request to be matched: the member gateways to ask, or (left
+/// out) every other active member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRequest {
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 50))]
+    pub gateways: Option<Vec<CountryCode>>,
+}
+
+/// What asking the peers found for one search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct MatchReport {
+    pub referral_id: String,
+    /// One result per gateway asked, in country order.
+    pub asked: Vec<PeerMatches>,
+}
+
+/// One gateway's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PeerMatches {
+    pub gateway: CountryCode,
+    /// `answered`, or the code of why there is no answer (the peer's
+    /// problem code, or a transport failure's).
+    pub outcome: String,
+    /// The searches there that meet this one (empty when none does, or
+    /// none may be shown: the two are the same).
+    pub matches: Vec<FoundMatch>,
+}
+
+/// A search at a peer gateway that meets this one: a handle its tracing
+/// officer also gets (on the peer's timeline of that search), and how many
+/// families of keys agreed each way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct FoundMatch {
+    pub handle: String,
+    /// Agreement of the best relative this search seeks with that search's subject.
+    pub sought_found: usize,
+    /// Agreement of this search's subject with the best relative that search seeks.
+    pub subject_sought: usize,
+}
+
+fn filler() -> Result<MatchKey, AppError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| AppError::Internal("random generator failed".to_owned()))?;
+    Ok(MatchKey::filler(bytes))
+}
+
+/// The blinded query for `plan`: its keys, then padding to [`QUERY_SLOTS`].
+fn blind(plan: &QueryPlan) -> Result<(Asking, Vec<Vec<u8>>), AppError> {
+    let mut keys = plan.keys.clone();
+    while keys.len() < QUERY_SLOTS {
+        keys.push(filler()?);
+    }
+    Asking::blind(keys).map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// Why an answer could not be read: the code the report shows.
+const ANSWER_MALFORMED: &str = "match-answer-malformed";
+const PROOF_REJECTED: &str = "match-proof-rejected";
+
+/// The outputs of the plan's keys, once the proof checks out.
+fn outputs_of(asking: Asking, plan: &QueryPlan, answer: &MatchAnswer) -> Result<Vec<MatchOutput>, &'static str> {
+    let decode = |hex: &String| crate::hex::decode(hex).ok_or(ANSWER_MALFORMED);
+    let evaluated = Evaluated { elements: answer.evaluated.iter().map(decode).collect::<Result<_, _>>()?, proof: decode(&answer.proof)? };
+    let public_key = decode(&answer.public_key)?;
+    let outputs = asking.finish(&evaluated, &public_key).map_err(|error| match error {
+        crate::crypto::match_function::MatchFunctionError::ProofRejected => PROOF_REJECTED,
+        _ => ANSWER_MALFORMED,
+    })?;
+    Ok(outputs.into_iter().take(plan.keys.len()).map(|(_, output)| output).collect())
+}
+
+/// The entries of `answer` that meet the search planned, at `threshold`.
+fn matches_in(plan: &QueryPlan, outputs: &[MatchOutput], answer: &MatchAnswer, threshold: usize) -> Result<Vec<FoundMatch>, &'static str> {
+    let mut found = Vec::new();
+    for entry in &answer.entries {
+        let handle = crate::hex::decode(&entry.handle).ok_or(ANSWER_MALFORMED)?;
+        if entry.subject.len() != PERSON_SLOTS || entry.sought.len() != SOUGHT_PEOPLE || entry.sought.iter().any(|block| block.len() != PERSON_SLOTS) {
+            return Err(ANSWER_MALFORMED);
+        }
+        let set = |block: &[String]| block.iter().map(|hex| crate::hex::decode(hex).ok_or(ANSWER_MALFORMED)).collect::<Result<BTreeSet<Vec<u8>>, _>>();
+        let subject = set(&entry.subject)?;
+        let sought = entry.sought.iter().map(|block| set(block)).collect::<Result<Vec<_>, _>>()?;
+        let mine: Vec<Vec<u8>> = outputs.iter().map(|output| salted(&handle, output)).collect();
+        let agreement: Agreement = score(plan, &mine, &subject, &sought);
+        if agreement.is_match(threshold) {
+            found.push(FoundMatch { handle: entry.handle.clone(), sought_found: agreement.sought_found, subject_sought: agreement.subject_sought });
+        }
+    }
+    Ok(found)
+}
+
+impl Gateway {
+    /// Asks `gateways` (every other active member when none is named)
+    /// whether a search open there meets the family-tracing request
+    /// `referral_id` of the caller's organisation; records each match on
+    /// the request's timeline (`match_found`, with the peer and the handle)
+    /// and tells the peer, which tells the organisation behind its search.
+    pub async fn find_matches(&self, principal: &Authorized<Senders>, referral_id: &str, gateways: Option<Vec<CountryCode>>) -> Result<MatchReport, AppError> {
+        let now = self.now();
+        let Some(referral) = self.store.referral(referral_id).await?.filter(|r| r.sender_org == principal.org.as_str()) else {
+            self.audit(AuditEvent::new(now, principal.actor(), Action::MatchQuery, "not_found")).await?;
+            return Err(AppError::NotFound);
+        };
+        let (plan, peers) = match self.search_of(&referral, gateways).await {
+            Ok(found) => found,
+            Err(AppError::MatchRefused(refusal)) => {
+                let event = AuditEvent::new(now, principal.actor(), Action::MatchQuery, "refused").referral(referral_id).reasons([refusal.code()]);
+                self.audit(event).await?;
+                return Err(AppError::MatchRefused(refusal));
+            }
+            Err(other) => return Err(other),
+        };
+        let transport = self.match_transport.get().cloned().ok_or(AppError::NotFederated)?;
+        let directory = self.directory();
+        let mut asked = Vec::new();
+        for peer in peers {
+            let endpoint = directory.gateway(peer).map(|g| g.endpoint.clone()).unwrap_or_default();
+            let (asking, blinded) = blind(&plan)?;
+            let query = MatchQuery { asking_org: principal.org.clone(), blinded: blinded.iter().map(|b| crate::hex::encode(b)).collect() };
+            let read = match transport.ask(peer, &endpoint, &query).await {
+                Err(failure) => Err(failure.code().to_owned()),
+                Ok(answer) => outputs_of(asking, &plan, &answer)
+                    .and_then(|outputs| matches_in(&plan, &outputs, &answer, self.matching.threshold))
+                    .map_err(str::to_owned),
+            };
+            let (outcome, matches) = match read {
+                Ok(matches) => ("answered".to_owned(), matches),
+                Err(code) => (code, Vec::new()),
+            };
+            let event = AuditEvent::new(now, principal.actor(), Action::MatchQuery, "asked")
+                .referral(referral_id)
+                .reasons([format!("gateway:{peer}"), format!("outcome:{outcome}"), format!("matches:{}", matches.len())]);
+            self.audit(event).await?;
+            for found in &matches {
+                self.record_match(principal, &referral, peer, &endpoint, found, now).await?;
+            }
+            asked.push(PeerMatches { gateway: peer, outcome, matches });
+        }
+        Ok(MatchReport { referral_id: referral.id, asked })
+    }
+
+    /// The search `referral` makes and the gateways to ask.
+    async fn search_of(&self, referral: &StoredReferral, gateways: Option<Vec<CountryCode>>) -> Result<(QueryPlan, Vec<CountryCode>), AppError> {
+        let not_a_search = || AppError::MatchRefused(MatchRefusal::NotASearch);
+        if referral.purpose != Purpose::FamilyTracing.as_str() || !ReferralStatus::SEARCHING.contains(&referral.status) {
+            return Err(not_a_search());
+        }
+        let sealed = self.store.match_people(&referral.id).await?.ok_or_else(not_a_search)?;
+        let plaintext = match self.vault.open(&sealed.sealed, &super::index::people_context(&referral.id)).await {
+            Ok(plaintext) => plaintext,
+            Err(AppError::Erased) => return Err(not_a_search()),
+            Err(other) => return Err(other),
+        };
+        let people: PeopleToMatch = serde_json::from_slice(&plaintext).map_err(|e| AppError::Internal(e.to_string()))?;
+        let members = self.directory().active_gateways();
+        let peers = match gateways {
+            None => members.into_iter().filter(|country| *country != self.country).collect(),
+            Some(named) => {
+                if named.iter().any(|country| *country == self.country || !members.contains(country)) {
+                    return Err(AppError::MatchRefused(MatchRefusal::NotAMember));
+                }
+                let mut named = named;
+                named.sort();
+                named.dedup();
+                named
+            }
+        };
+        Ok((plan_query(&people), peers))
+    }
+
+    /// A match found: on the request's timeline, and told to the peer.
+    async fn record_match(
+        &self,
+        principal: &Authorized<Senders>,
+        referral: &StoredReferral,
+        peer: CountryCode,
+        endpoint: &str,
+        found: &FoundMatch,
+        now: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        let reasons = vec![format!("matched_at:{peer}"), format!("handle:{}", found.handle)];
+        let audit = AuditEvent::new(now, principal.actor(), Action::MatchFound, "found").referral(&referral.id).reasons(reasons.clone());
+        self.writer.write(Write::MatchFound { referral_id: referral.id.clone(), reasons, at_ms: now.timestamp_millis(), audit }).await?;
+        let notice = MatchFoundNotice { handle: found.handle.clone(), asking_org: principal.org.clone(), asking_referral: referral.id.clone() };
+        let told = match self.match_transport.get() {
+            Some(transport) => transport.tell_found(peer, endpoint, &notice).await,
+            None => Ok(()),
+        };
+        if let Err(failure) = told {
+            // The match stands here; the peer's officer learns of it only
+            // when this search is matched again (it is not retried).
+            tracing::warn!(%peer, code = failure.code(), "the peer was not told of a match");
+        }
+        Ok(())
+    }
+}
