@@ -316,9 +316,10 @@ async fn start_federation(
         .layer(axum::middleware::from_fn(move |request, next| body_guard.clone().guard(request, next)));
     let server = tokio::spawn(serve(listener, Some(acceptor), router, stopped.clone()));
     let timeout = Duration::from_secs(federation.send_timeout_seconds);
-    let client = Arc::new(PeerClient::new(members, chain, key, timeout));
-    gateway.set_match_transport(Arc::clone(&client) as Arc<dyn crate::app::matching::MatchTransport>);
-    let transport: Arc<dyn PeerTransport> = client;
+    // Matching's client is held by the gateway: it reaches the directory through a weak reference.
+    let weak_members: Arc<dyn Members> = Arc::new(crate::federation::tls::MembersOf(Arc::downgrade(gateway)));
+    gateway.set_match_transport(Arc::new(PeerClient::new(weak_members, chain.clone(), key.clone_key(), timeout)));
+    let transport: Arc<dyn PeerTransport> = Arc::new(PeerClient::new(members, chain, key, timeout));
     let webhooks = WebhookClient::new(&keys.tls_identity_pem(), federation.webhook_ca_file.as_deref(), timeout)
         .map_err(|e| StartError::Federation(e.to_string()))?;
     let webhooks: Arc<dyn RecipientPush> = Arc::new(webhooks);

@@ -36,6 +36,19 @@ impl Members for Gateway {
     }
 }
 
+/// The gateway's directory, through a weak reference: for a client the
+/// gateway itself holds (matching's), which must not keep it alive (a
+/// cycle would keep its store and connections open after it stops). Once
+/// the gateway is gone, no member is known.
+#[derive(Debug)]
+pub struct MembersOf(pub std::sync::Weak<Gateway>);
+
+impl Members for MembersOf {
+    fn active_member_by_pin(&self, pin: &str) -> Option<CountryCode> {
+        self.0.upgrade()?.active_member_by_pin(pin)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PeerTlsError {
     #[error("TLS configuration: {0}")]

@@ -205,4 +205,11 @@ async fn a_gateway_answers_each_peer_its_limit_of_queries_a_day(backend: Backend
     federation.clock.advance(chrono::Duration::hours(24));
     let report = find_matches(nga, Who::NgaRedCrossDesk, &mother, &ask_italy).await;
     assert_eq!(report.body["asked"][0]["outcome"], "answered", "{}", report.text);
+
+    // The client matching asks through is held by the gateway: it must not keep the gateway (and its
+    // database connections) alive once stopped.
+    let gateway = std::sync::Arc::downgrade(federation.peer("NGA").app().gateway());
+    federation.stop_peer("NGA").await;
+    // Tasks the store ran may finish a moment after the stop.
+    crate::helpers::wait_for("the stopped gateway dropped", Duration::from_secs(10), || async { gateway.upgrade().is_none() }).await;
 }
