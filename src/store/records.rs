@@ -972,12 +972,12 @@ pub struct SealedMatchEntry {
     pub people: Vec<u8>,
 }
 
-/// A handle a match answer gave for an entry the asker could see: which
-/// request it stands for, for whom, until when.
+/// A handle a match answer gave: which request it stands for (none for an
+/// entry the asker could not see, or padding), for whom, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchHandle {
     pub handle: String,
-    pub referral_id: String,
+    pub referral_id: Option<String>,
     pub asking_gateway: String,
     pub asking_org: String,
     pub expires_ms: i64,

@@ -134,6 +134,9 @@ async fn a_boys_search_and_his_mothers_meet_and_nothing_else_shows(backend: Back
     let report = find_matches(nga, Who::NgaRedCrossDesk, &mother, &ask_italy).await;
     assert_eq!(report.status, 200, "{}", report.text);
     assert_eq!(report.body["asked"], json!([{ "gateway": "ITA", "outcome": "answered", "matches": [] }]), "{}", report.text);
+    // Italy kept a handle for every entry it gave, none standing for a search: as much written as if one were shown.
+    assert_eq!(ita.count("SELECT COUNT(*) FROM match_handles").await, 8);
+    assert_eq!(ita.count("SELECT COUNT(*) FROM match_handles WHERE referral_id IS NOT NULL").await, 0);
     let not_allowed = answer_about_the_mother(&federation).await;
 
     // The guardian withdraws; Italy holds another family's search only, which it may show: nothing either.
@@ -156,6 +159,7 @@ async fn a_boys_search_and_his_mothers_meet_and_nothing_else_shows(backend: Back
     assert_eq!(found[0]["sought_found"], 5, "Chidi Okafor: two parts, two sounds, the whole name");
     assert_eq!(found[0]["subject_sought"], 5, "Grace Okafor, born a year the boy's search does not know");
     let handle = found[0]["handle"].as_str().unwrap();
+    assert_eq!(ita.count(&format!("SELECT COUNT(*) FROM match_handles WHERE handle = '{handle}' AND referral_id IS NOT NULL")).await, 1);
     // Each officer gets a handle to the other's case on the search's timeline: codes only.
     assert_eq!(matches_found(nga, Who::NgaRedCrossDesk, &mother).await, [json!(["matched_at:ITA", format!("handle:{handle}")])]);
     assert_eq!(

@@ -10,9 +10,11 @@
 -- sealed under the case's key (whatever erases the case erases them). The
 -- payload sent is blanked once delivered; `people` is what stays of the
 -- search for as long as it is matched.
--- `match_handles`: the handles an answer gave for entries the asker was
--- allowed to see, so that the asker's later "found" names a case here
--- without either side showing the other anything more; kept until expiry.
+-- `match_handles`: every handle an answer gave, so that the asker's later
+-- "found" names a case here without either side showing the other
+-- anything more; `referral_id` is NULL for an entry the asker could not
+-- see (or padding): one row per entry either way, so that what is written
+-- does not depend on what is shown. Kept until expiry.
 -- `match_queries`: when each member gateway asked, for its rate limit.
 -- A match found records `match_found` on the referral's timeline, which
 -- joins the value list of ReferralEvent (src/domain/lifecycle.rs); a test
@@ -28,7 +30,7 @@ CREATE TABLE match_entries (
 
 CREATE TABLE match_handles (
     handle TEXT PRIMARY KEY,
-    referral_id TEXT NOT NULL REFERENCES referrals (id),
+    referral_id TEXT REFERENCES referrals (id),
     asking_gateway TEXT NOT NULL,
     asking_org TEXT NOT NULL,
     expires_ms BIGINT NOT NULL

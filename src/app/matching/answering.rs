@@ -46,10 +46,9 @@ fn random<const N: usize>() -> Result<[u8; N], AppError> {
 fn block(handle: &[u8], outputs: &[String]) -> Result<Vec<String>, AppError> {
     (0..PERSON_SLOTS)
         .map(|slot| {
-            let output = match outputs.get(slot).and_then(|hex| crate::hex::decode(hex)) {
-                Some(bytes) => bytes,
-                None => random::<FILLER_BYTES>()?.to_vec(),
-            };
+            // A stand-in is drawn for every slot, used or not: the same work either way.
+            let filler = random::<FILLER_BYTES>()?.to_vec();
+            let output = outputs.get(slot).and_then(|hex| crate::hex::decode(hex)).unwrap_or(filler);
             Ok(crate::hex::encode(&salted(handle, &MatchOutput(output))))
         })
         .collect()
@@ -119,7 +118,16 @@ impl Gateway {
         let policy = self.policy();
         let expires_ms = (now + self.matching.handle_lifetime).timestamp_millis();
         let mut entries = Vec::with_capacity(padded_entries(candidates.len()));
-        let mut handles = Vec::new();
+        // Every entry's handle is kept, the search it stands for only if shown:
+        // as many rows written whatever is shown.
+        let mut handles = Vec::with_capacity(padded_entries(candidates.len()));
+        let keep = |handle: &[u8], referral_id: Option<String>| MatchHandle {
+            handle: crate::hex::encode(handle),
+            referral_id,
+            asking_gateway: peer.as_str().to_owned(),
+            asking_org: query.asking_org.as_str().to_owned(),
+            expires_ms,
+        };
         for (candidate, opened) in candidates.iter().zip(opened) {
             let handle = random::<HANDLE_BYTES>()?;
             // An entry erased meanwhile, or unreadable, is shown as not allowed.
@@ -128,18 +136,12 @@ impl Gateway {
                 match_decision(&entry.facts, &entry.categories, &entry.consent, self.country, &asker, &policy.policy, now).is_allow()
             });
             entries.push(answer_entry(&handle, shown.as_ref())?);
-            if shown.is_some() {
-                handles.push(MatchHandle {
-                    handle: crate::hex::encode(&handle),
-                    referral_id: candidate.referral_id.clone(),
-                    asking_gateway: peer.as_str().to_owned(),
-                    asking_org: query.asking_org.as_str().to_owned(),
-                    expires_ms,
-                });
-            }
+            handles.push(keep(&handle, shown.is_some().then(|| candidate.referral_id.clone())));
         }
         while entries.len() < padded_entries(candidates.len()) {
-            entries.push(answer_entry(&random::<HANDLE_BYTES>()?, None)?);
+            let handle = random::<HANDLE_BYTES>()?;
+            entries.push(answer_entry(&handle, None)?);
+            handles.push(keep(&handle, None));
         }
         // Random handles: sorted by them, the entries are in random order.
         entries.sort_by(|a, b| a.handle.cmp(&b.handle));
@@ -158,15 +160,16 @@ impl Gateway {
     pub async fn match_found(&self, peer: CountryCode, notice: MatchFoundNotice) -> Result<(), AppError> {
         let now = self.now();
         let kept = self.store.match_handle(&notice.handle, peer.as_str(), now.timestamp_millis()).await?;
-        let Some(kept) = kept.filter(|kept| kept.asking_org == notice.asking_org.as_str()) else {
+        // A handle of an entry not shown (or padding) stands for no search: as unknown as a forged one.
+        let Some(referral_id) = kept.filter(|kept| kept.asking_org == notice.asking_org.as_str()).and_then(|kept| kept.referral_id) else {
             return self.audit(AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "unknown_handle")).await;
         };
         let mut reasons = vec![format!("matched_by:{peer}"), format!("asking_org:{}", notice.asking_org)];
         if looks_like_id(&notice.asking_referral) {
             reasons.push(format!("asking_referral:{}", notice.asking_referral));
         }
-        let audit = AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "recorded").referral(&kept.referral_id).reasons(reasons.clone());
-        self.writer.write(Write::MatchFound { referral_id: kept.referral_id, reasons, at_ms: now.timestamp_millis(), audit }).await?;
+        let audit = AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "recorded").referral(&referral_id).reasons(reasons.clone());
+        self.writer.write(Write::MatchFound { referral_id, reasons, at_ms: now.timestamp_millis(), audit }).await?;
         Ok(())
     }
 }

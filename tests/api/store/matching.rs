@@ -92,7 +92,7 @@ async fn a_handle_names_its_search_to_the_gateway_it_was_given_to_until_it_expir
     store.write_batch(&[submit(search("t1", "key-00001"))]).await.unwrap();
     let handle = MatchHandle {
         handle: "h-1".to_owned(),
-        referral_id: "t1".to_owned(),
+        referral_id: Some("t1".to_owned()),
         asking_gateway: "GIN".to_owned(),
         asking_org: "gin-red-cross".to_owned(),
         expires_ms: at(60).timestamp_millis(),
@@ -102,9 +102,11 @@ async fn a_handle_names_its_search_to_the_gateway_it_was_given_to_until_it_expir
     assert_eq!(store.match_handle("h-1", "NGA", at(59).timestamp_millis()).await.unwrap(), None, "given to another gateway");
     assert_eq!(store.match_handle("h-2", "GIN", at(59).timestamp_millis()).await.unwrap(), None);
     assert_eq!(store.match_handle("h-1", "GIN", at(60).timestamp_millis()).await.unwrap(), None, "expired");
-    // Expired handles are forgotten when new ones are kept.
-    let later = MatchHandle { handle: "h-3".to_owned(), expires_ms: at(200).timestamp_millis(), ..handle };
-    store.keep_match_handles(&[later], at(61).timestamp_millis()).await.unwrap();
+    // Expired handles are forgotten when new ones are kept; a handle of an entry not shown names no search.
+    let later = MatchHandle { handle: "h-3".to_owned(), expires_ms: at(200).timestamp_millis(), ..handle.clone() };
+    let withheld = MatchHandle { handle: "h-4".to_owned(), referral_id: None, expires_ms: at(200).timestamp_millis(), ..handle };
+    store.keep_match_handles(&[later, withheld.clone()], at(61).timestamp_millis()).await.unwrap();
+    assert_eq!(store.match_handle("h-4", "GIN", at(62).timestamp_millis()).await.unwrap(), Some(withheld));
     assert_eq!(raw(&opened, "DELETE FROM match_handles WHERE handle = 'h-1'").await.unwrap(), 0);
 
     // A match found is on the referral's timeline, codes only.
