@@ -122,7 +122,8 @@ impl Asking {
     }
 
     /// The outputs for the keys blinded, in their order, once the proof
-    /// verifies against `public_key` (the responding gateway's, from the directory).
+    /// verifies against `public_key` (the one the responding gateway sent
+    /// with its answer: the directory does not publish it yet).
     pub fn finish(self, evaluated: &Evaluated, public_key: &[u8]) -> Result<Vec<(MatchKey, MatchOutput)>, MatchFunctionError> {
         if evaluated.elements.len() != self.states.len() {
             return Err(MatchFunctionError::Malformed);

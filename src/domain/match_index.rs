@@ -205,6 +205,14 @@ pub fn categories_matched(facts: &DecisionFacts) -> BTreeSet<DataCategory> {
         .collect()
 }
 
+/// Whether an entry may be shown to `asker` at all, before its decision:
+/// never, for an asylum-linked case, when the asker sits in or acts for one
+/// of the person's origin states. The match would be computed by that
+/// state's gateway, whatever the consent, the policy or end-to-end keys say.
+pub fn outside_origin_states(facts: &CaseFacts, asker: &Recipient) -> bool {
+    !(facts.asylum_linked && (facts.origin_states.contains(&asker.country) || facts.origin_states.contains(&asker.state())))
+}
+
 /// Whether a case held here may be in the index an asking organisation
 /// sees: the decision a family-tracing referral of its identity and family
 /// to that organisation would get now, under the person's consent, this

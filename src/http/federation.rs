@@ -45,7 +45,16 @@ fn peer_of(gateway: &Gateway, connection: &ConnectionInfo) -> Result<crate::doma
 /// A JSON body of at most [`MAX_MATCH_REQUEST_BYTES`], or the problem to answer.
 async fn match_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Problem> {
     let malformed = || Problem::from(crate::app::AppError::MatchRefused(crate::app::matching::MatchRefusal::Malformed));
-    let bytes = axum::body::to_bytes(body, MAX_MATCH_REQUEST_BYTES).await.map_err(|_| malformed())?;
+    let bytes = axum::body::to_bytes(body, MAX_MATCH_REQUEST_BYTES).await.map_err(|error| {
+        let error = error.into_inner();
+        if let Some(stopped) = super::body_guard::BodyReadError::find(error.as_ref()) {
+            return Problem::body_read(stopped);
+        }
+        if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "match-query-too-large", "Match query too large", format!("A match query or notice takes at most {MAX_MATCH_REQUEST_BYTES} bytes."));
+        }
+        Problem::new(StatusCode::BAD_REQUEST, FailureCode::BodyUnreadable.as_str(), "Body unreadable", "The request body could not be read.")
+    })?;
     serde_json::from_slice(&bytes).map_err(|_| malformed())
 }
 

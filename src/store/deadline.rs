@@ -241,6 +241,10 @@ impl MatchStore for Deadlined<dyn Store> {
         self.bounded("keep_match_handles", self.inner.keep_match_handles(handles, now_ms)).await
     }
 
+    async fn match_candidate(&self, referral_id: &str) -> Result<Option<MatchCandidate>, StoreError> {
+        self.bounded("match_candidate", self.inner.match_candidate(referral_id)).await
+    }
+
     async fn match_people(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError> {
         self.bounded("match_people", self.inner.match_people(referral_id)).await
     }

@@ -347,6 +347,9 @@ pub trait MatchStore: Send + Sync {
     /// Keeps the handles an answer gave; forgets those expired by `now_ms`.
     async fn keep_match_handles(&self, handles: &[MatchHandle], now_ms: i64) -> Result<(), StoreError>;
 
+    /// One search's entry, if it is still a candidate (as [`MatchStore::match_candidates`]).
+    async fn match_candidate(&self, referral_id: &str) -> Result<Option<MatchCandidate>, StoreError>;
+
     /// The people a search's own queries are made of, sealed, if it keeps a match entry.
     async fn match_people(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
 

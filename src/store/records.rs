@@ -544,8 +544,9 @@ pub enum Write {
     /// An audit event alone.
     /// A search sent from here was found to meet another gateway's: the
     /// referral's timeline records `match_found` with `reasons` (codes
-    /// only), and the event is audited.
-    MatchFound { referral_id: String, reasons: Vec<String>, at_ms: i64, audit: AuditEvent },
+    /// only), and the event is audited. `handle`: the handle a peer named,
+    /// which stands for the search no more (one match per handle).
+    MatchFound { referral_id: String, reasons: Vec<String>, at_ms: i64, audit: AuditEvent, handle: Option<String> },
     Audit(AuditEvent),
 }
 

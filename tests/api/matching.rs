@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use referral_gateway::app::matching::{MatchAnswer, MatchQuery, MatchTransport};
+use referral_gateway::app::matching::{MatchAnswer, MatchFoundNotice, MatchQuery, MatchTransport};
 use referral_gateway::crypto::match_function::Asking;
 use referral_gateway::domain::match_index::{people_of, plan_query, QUERY_SLOTS};
 use referral_gateway::domain::matching::MatchKey;
@@ -159,7 +159,8 @@ async fn a_boys_search_and_his_mothers_meet_and_nothing_else_shows(backend: Back
     assert_eq!(found[0]["sought_found"], 5, "Chidi Okafor: two parts, two sounds, the whole name");
     assert_eq!(found[0]["subject_sought"], 5, "Grace Okafor, born a year the boy's search does not know");
     let handle = found[0]["handle"].as_str().unwrap();
-    assert_eq!(ita.count(&format!("SELECT COUNT(*) FROM match_handles WHERE handle = '{handle}' AND referral_id IS NOT NULL")).await, 1);
+    // Nigeria told Italy at once, which used the handle up.
+    assert_eq!(ita.count(&format!("SELECT COUNT(*) FROM match_handles WHERE handle = '{handle}' AND referral_id IS NULL")).await, 1);
     // Each officer gets a handle to the other's case on the search's timeline: codes only.
     assert_eq!(matches_found(nga, Who::NgaRedCrossDesk, &mother).await, [json!(["matched_at:ITA", format!("handle:{handle}")])]);
     assert_eq!(
@@ -170,12 +171,46 @@ async fn a_boys_search_and_his_mothers_meet_and_nothing_else_shows(backend: Back
     assert!(matches_found(ita, Who::ItaChildProtection, &hidden).await.is_empty());
     assert!(!report.text.contains("Okafor") && !report.text.contains("Chidi"), "{}", report.text);
 
+    // What Nigeria tells Italy is checked: a handle records one match, once; a handle of an entry not
+    // shown, or a notice without the evidence only the agreeing keys give, records nothing.
+    let client = federation.peer_client("NGA", Duration::from_secs(30));
+    let italy = CountryCode::parse("ITA").unwrap();
+    let endpoint = ita.app().gateway().directory().gateway(italy).unwrap().endpoint.clone();
+    let notice = |handle: &str, evidence: Vec<String>| MatchFoundNotice {
+        handle: handle.to_owned(),
+        asking_org: OrgId::parse("nga-red-cross").unwrap(),
+        asking_referral: mother.clone(),
+        evidence,
+    };
+    client.tell_found(italy, &endpoint, &notice(handle, vec![])).await.unwrap();
+    for entry in &not_allowed.entries {
+        client.tell_found(italy, &endpoint, &notice(&entry.handle, entry.subject.clone())).await.unwrap();
+    }
+    let fresh = answer_about_the_mother(&federation).await;
+    for entry in &fresh.entries {
+        client.tell_found(italy, &endpoint, &notice(&entry.handle, entry.subject.iter().chain(entry.sought.iter().flatten()).cloned().collect())).await.unwrap();
+    }
+    assert_eq!(matches_found(ita, Who::ItaChildProtection, &boy).await.len(), 1, "still the one match");
+    assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'match.found' AND outcome = 'recorded'").await, 1);
+
+    // An asylum-linked search never asks a gateway of the state the person fled.
+    let fled = boys_search("match-0006", "gin-red-cross", json!([{ "organisation": "gin-red-cross" }]));
+    let mut fled = fled;
+    fled["case"]["asylum"] = json!({ "status": ["asylum_seeker"], "feared_return": ["NGA"] });
+    let fled = submitted(ita, Who::ItaChildProtection, &fled).await;
+    let report = find_matches(ita, Who::ItaChildProtection, &fled, &json!({ "gateways": ["NGA"] })).await;
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert_eq!(report.body["asked"], json!([{ "gateway": "NGA", "outcome": "not-asked-origin-state", "matches": [] }]), "{}", report.text);
+    assert_eq!(nga.count("SELECT COUNT(*) FROM match_queries").await, 0, "Nigeria was never asked anything");
+
     // Only a search can be matched, only by its own organisation, and only against other members.
     let not_mine = find_matches(nga, Who::Foreign, &mother, &ask_italy).await;
     assert_eq!(not_mine.status, 404, "{}", not_mine.text);
     let itself = find_matches(nga, Who::NgaRedCrossDesk, &mother, &json!({ "gateways": ["NGA"] })).await;
     assert_eq!(itself.status, 422, "{}", itself.text);
     assert!(itself.body["type"].as_str().unwrap().ends_with("/match-gateway-unknown"), "{}", itself.text);
+    let nobody = find_matches(nga, Who::NgaRedCrossDesk, &mother, &json!({ "gateways": [] })).await;
+    assert_eq!(nobody.status, 422, "{}", nobody.text);
     let return_case = json!({
         "idempotency_key": "match-0005", "purpose": "return", "destination": "ita-iom-rome", "subject_ref": "REF-match-0005",
         "case": { "identity": { "given_names": "Ada", "family_name": "Eze" } },

@@ -78,3 +78,18 @@ fn an_asylum_linked_case_is_never_indexed_for_an_official_of_the_state_fled() {
     let not_fled = girl(everyone, |_| {});
     assert!(decided(&not_fled, "gin-child-protection", permit_all_policy()).is_allow());
 }
+
+#[test]
+fn an_asylum_linked_case_is_never_shown_to_anyone_in_the_state_fled_not_even_a_national_society() {
+    use referral_gateway::domain::decide::case_facts;
+    use referral_gateway::domain::match_index::outside_origin_states;
+    let everyone = json!([{"country": "GIN"}]);
+    let fled = girl(everyone.clone(), |case| case["asylum"] = json!({"status": ["asylum_seeker"], "feared_return": ["GIN"]}));
+    let facts = case_facts(&fled.case, &fled.consent, now());
+    let asker = |org: &str| directory().recipient(&OrgId::parse(org).unwrap()).unwrap();
+    assert!(!outside_origin_states(&facts, &asker("gin-red-cross")), "a non-state body, but its gateway is the state's");
+    assert!(!outside_origin_states(&facts, &asker("gin-child-protection")));
+    assert!(outside_origin_states(&facts, &asker("nga-red-cross")));
+    let not_fled = girl(everyone, |_| {});
+    assert!(outside_origin_states(&case_facts(&not_fled.case, &not_fled.consent, now()), &asker("gin-red-cross")));
+}

@@ -18,7 +18,7 @@ use super::{AnswerEntry, MatchAnswer, MatchFoundNotice, MatchQuery, MatchRefusal
 use crate::app::{AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::match_function::{salted, MatchOutput};
-use crate::domain::match_index::{match_decision, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
+use crate::domain::match_index::{match_decision, outside_origin_states, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
 use crate::domain::CountryCode;
 use crate::store::{MatchCandidate, MatchHandle, Write};
 
@@ -133,7 +133,8 @@ impl Gateway {
             // An entry erased meanwhile, or unreadable, is shown as not allowed.
             let entry: Option<MatchEntryAtRest> = opened.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
             let shown = entry.filter(|entry| {
-                match_decision(&entry.facts, &entry.categories, &entry.consent, self.country, &asker, &policy.policy, now).is_allow()
+                let decided = match_decision(&entry.facts, &entry.categories, &entry.consent, self.country, &asker, &policy.policy, now);
+                outside_origin_states(&entry.facts, &asker) && decided.is_allow()
             });
             entries.push(answer_entry(&handle, shown.as_ref())?);
             handles.push(keep(&handle, shown.is_some().then(|| candidate.referral_id.clone())));
@@ -155,21 +156,40 @@ impl Gateway {
     }
 
     /// Records what `peer` tells of a match: on the search behind the
-    /// handle, if this gateway gave it to that peer for that organisation
-    /// and it has not expired. Whatever the handle, the peer learns nothing.
+    /// handle, if this gateway gave it to that peer for that organisation,
+    /// it has not expired nor been used, the search is still searching, and
+    /// the notice's evidence holds at least `threshold` of the search's own
+    /// outputs (which only an evaluation of agreeing keys gives). Whatever
+    /// the handle, the peer learns nothing: the answer is the same.
     pub async fn match_found(&self, peer: CountryCode, notice: MatchFoundNotice) -> Result<(), AppError> {
         let now = self.now();
         let kept = self.store.match_handle(&notice.handle, peer.as_str(), now.timestamp_millis()).await?;
-        // A handle of an entry not shown (or padding) stands for no search: as unknown as a forged one.
-        let Some(referral_id) = kept.filter(|kept| kept.asking_org == notice.asking_org.as_str()).and_then(|kept| kept.referral_id) else {
+        // A handle of an entry not shown (or padding, or used) stands for no search: as unknown as a forged one.
+        let referral_id = kept.filter(|kept| kept.asking_org == notice.asking_org.as_str()).and_then(|kept| kept.referral_id);
+        let candidate = match &referral_id {
+            Some(id) => self.store.match_candidate(id).await?,
+            None => None,
+        };
+        let Some(candidate) = candidate else {
             return self.audit(AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "unknown_handle")).await;
         };
+        let opened = self.vault.open(&candidate.entry.sealed, &entry_context(&candidate.referral_id)).await;
+        let entry: Option<MatchEntryAtRest> = opened.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let proven = entry.is_some_and(|entry| {
+            let held: std::collections::BTreeSet<&String> = entry.subject.iter().chain(entry.sought.iter().flatten()).collect();
+            notice.evidence.len() <= QUERY_SLOTS && notice.evidence.iter().collect::<std::collections::BTreeSet<_>>().iter().filter(|output| held.contains(**output)).count() >= self.matching.threshold
+        });
+        if !proven {
+            let event = AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "unproven").referral(&candidate.referral_id);
+            return self.audit(event).await;
+        }
         let mut reasons = vec![format!("matched_by:{peer}"), format!("asking_org:{}", notice.asking_org)];
         if looks_like_id(&notice.asking_referral) {
             reasons.push(format!("asking_referral:{}", notice.asking_referral));
         }
-        let audit = AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "recorded").referral(&referral_id).reasons(reasons.clone());
-        self.writer.write(Write::MatchFound { referral_id, reasons, at_ms: now.timestamp_millis(), audit }).await?;
+        let audit = AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "recorded").referral(&candidate.referral_id).reasons(reasons.clone());
+        let write = Write::MatchFound { referral_id: candidate.referral_id, reasons, at_ms: now.timestamp_millis(), audit, handle: Some(notice.handle) };
+        self.writer.write(write).await?;
         Ok(())
     }
 }

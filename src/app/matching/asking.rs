@@ -17,7 +17,8 @@ use crate::app::{AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::crypto::match_function::{salted, Asking, Evaluated, MatchOutput};
 use crate::domain::lifecycle::ReferralStatus;
-use crate::domain::match_index::{plan_query, score, PeopleToMatch, Agreement, QueryPlan, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
+use super::index::MatchEntryAtRest;
+use crate::domain::match_index::{match_decision, plan_query, score, PeopleToMatch, Agreement, QueryPlan, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
 use crate::domain::matching::MatchKey;
 use crate::domain::{CountryCode, Purpose};
 use crate::store::{StoredReferral, Write};
@@ -52,9 +53,10 @@ pub struct PeerMatches {
     pub matches: Vec<FoundMatch>,
 }
 
-/// A search at a peer gateway that meets this one: a handle its tracing
-/// officer also gets (on the peer's timeline of that search), and how many
-/// families of keys agreed each way.
+/// A search at a peer gateway that meets this one: the handle the peer
+/// gave it (recorded on this search's timeline; the peer's timeline of its
+/// search names this gateway, the asking organisation and this referral),
+/// and how many families of keys agreed each way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct FoundMatch {
     pub handle: String,
@@ -80,6 +82,9 @@ fn blind(plan: &QueryPlan) -> Result<(Asking, Vec<Vec<u8>>), AppError> {
     Asking::blind(keys).map_err(|e| AppError::Internal(e.to_string()))
 }
 
+/// A gateway of the person's origin state, never asked about an asylum-linked search.
+const NOT_ASKED_ORIGIN_STATE: &str = "not-asked-origin-state";
+
 /// Why an answer could not be read: the code the report shows.
 const ANSWER_MALFORMED: &str = "match-answer-malformed";
 const PROOF_REJECTED: &str = "match-proof-rejected";
@@ -96,8 +101,9 @@ fn outputs_of(asking: Asking, plan: &QueryPlan, answer: &MatchAnswer) -> Result<
     Ok(outputs.into_iter().take(plan.keys.len()).map(|(_, output)| output).collect())
 }
 
-/// The entries of `answer` that meet the search planned, at `threshold`.
-fn matches_in(plan: &QueryPlan, outputs: &[MatchOutput], answer: &MatchAnswer, threshold: usize) -> Result<Vec<FoundMatch>, &'static str> {
+/// The entries of `answer` that meet the search planned, at `threshold`,
+/// each with the outputs of the keys that agreed (the evidence a notice carries).
+fn matches_in(plan: &QueryPlan, outputs: &[MatchOutput], answer: &MatchAnswer, threshold: usize) -> Result<Vec<(FoundMatch, Vec<MatchOutput>)>, &'static str> {
     let mut found = Vec::new();
     for entry in &answer.entries {
         let handle = crate::hex::decode(&entry.handle).ok_or(ANSWER_MALFORMED)?;
@@ -110,7 +116,14 @@ fn matches_in(plan: &QueryPlan, outputs: &[MatchOutput], answer: &MatchAnswer, t
         let mine: Vec<Vec<u8>> = outputs.iter().map(|output| salted(&handle, output)).collect();
         let agreement: Agreement = score(plan, &mine, &subject, &sought);
         if agreement.is_match(threshold) {
-            found.push(FoundMatch { handle: entry.handle.clone(), sought_found: agreement.sought_found, subject_sought: agreement.subject_sought });
+            let agreeing: BTreeSet<&MatchOutput> = outputs
+                .iter()
+                .zip(&mine)
+                .filter(|(_, salted)| subject.contains(*salted) || sought.iter().any(|block| block.contains(*salted)))
+                .map(|(output, _)| output)
+                .collect();
+            let found_match = FoundMatch { handle: entry.handle.clone(), sought_found: agreement.sought_found, subject_sought: agreement.subject_sought };
+            found.push((found_match, agreeing.into_iter().cloned().collect()));
         }
     }
     Ok(found)
@@ -128,7 +141,7 @@ impl Gateway {
             self.audit(AuditEvent::new(now, principal.actor(), Action::MatchQuery, "not_found")).await?;
             return Err(AppError::NotFound);
         };
-        let (plan, peers) = match self.search_of(&referral, gateways).await {
+        let (plan, peers, withheld) = match self.search_of(&referral, gateways).await {
             Ok(found) => found,
             Err(AppError::MatchRefused(refusal)) => {
                 let event = AuditEvent::new(now, principal.actor(), Action::MatchQuery, "refused").referral(referral_id).reasons([refusal.code()]);
@@ -139,7 +152,10 @@ impl Gateway {
         };
         let transport = self.match_transport.get().cloned().ok_or(AppError::NotFederated)?;
         let directory = self.directory();
-        let mut asked = Vec::new();
+        let mut asked: Vec<PeerMatches> = withheld
+            .into_iter()
+            .map(|peer| PeerMatches { gateway: peer, outcome: NOT_ASKED_ORIGIN_STATE.to_owned(), matches: Vec::new() })
+            .collect();
         for peer in peers {
             let endpoint = directory.gateway(peer).map(|g| g.endpoint.clone()).unwrap_or_default();
             let (asking, blinded) = blind(&plan)?;
@@ -154,36 +170,55 @@ impl Gateway {
                 Ok(matches) => ("answered".to_owned(), matches),
                 Err(code) => (code, Vec::new()),
             };
+            let (matches, evidence): (Vec<FoundMatch>, Vec<Vec<MatchOutput>>) = matches.into_iter().unzip();
             let event = AuditEvent::new(now, principal.actor(), Action::MatchQuery, "asked")
                 .referral(referral_id)
                 .reasons([format!("gateway:{peer}"), format!("outcome:{outcome}"), format!("matches:{}", matches.len())]);
             self.audit(event).await?;
-            for found in &matches {
-                self.record_match(principal, &referral, peer, &endpoint, found, now).await?;
+            for (found, evidence) in matches.iter().zip(evidence) {
+                self.record_match(principal, &referral, (peer, &endpoint), found, evidence, now).await?;
             }
             asked.push(PeerMatches { gateway: peer, outcome, matches });
         }
+        asked.sort_by_key(|result| result.gateway);
         Ok(MatchReport { referral_id: referral.id, asked })
     }
 
-    /// The search `referral` makes and the gateways to ask.
-    async fn search_of(&self, referral: &StoredReferral, gateways: Option<Vec<CountryCode>>) -> Result<(QueryPlan, Vec<CountryCode>), AppError> {
+    /// The search `referral` makes, the gateways to ask, and those not to
+    /// ask: for an asylum-linked case, the person's origin states (a match
+    /// there would tell them of the search and of who holds the case).
+    async fn search_of(&self, referral: &StoredReferral, gateways: Option<Vec<CountryCode>>) -> Result<(QueryPlan, Vec<CountryCode>, Vec<CountryCode>), AppError> {
         let not_a_search = || AppError::MatchRefused(MatchRefusal::NotASearch);
         if referral.purpose != Purpose::FamilyTracing.as_str() || !ReferralStatus::SEARCHING.contains(&referral.status) {
             return Err(not_a_search());
         }
-        let sealed = self.store.match_people(&referral.id).await?.ok_or_else(not_a_search)?;
-        let plaintext = match self.vault.open(&sealed.sealed, &super::index::people_context(&referral.id)).await {
-            Ok(plaintext) => plaintext,
-            Err(AppError::Erased) => return Err(not_a_search()),
-            Err(other) => return Err(other),
+        let own = self.store.match_candidate(&referral.id).await?.ok_or_else(not_a_search)?;
+        let people = self.store.match_people(&referral.id).await?.ok_or_else(not_a_search)?;
+        let opened = self
+            .vault
+            .open_all(&[(&own.entry.sealed, &super::index::entry_context(&referral.id)), (&people.sealed, &super::index::people_context(&referral.id))])
+            .await?;
+        let [entry, people] = <[Result<Vec<u8>, AppError>; 2]>::try_from(opened).map_err(|_| AppError::Internal("two values opened".to_owned()))?;
+        let (entry, people) = match (entry, people) {
+            (Ok(entry), Ok(people)) => (entry, people),
+            (Err(AppError::Erased), _) | (_, Err(AppError::Erased)) => return Err(not_a_search()),
+            (Err(other), _) | (_, Err(other)) => return Err(other),
         };
-        let people: PeopleToMatch = serde_json::from_slice(&plaintext).map_err(|e| AppError::Internal(e.to_string()))?;
-        let members = self.directory().active_gateways();
+        let entry: MatchEntryAtRest = serde_json::from_slice(&entry).map_err(|e| AppError::Internal(e.to_string()))?;
+        let people: PeopleToMatch = serde_json::from_slice(&people).map_err(|e| AppError::Internal(e.to_string()))?;
+        // The search may still be made: its consent and this gateway's policy
+        // still let it go where it was sent (neither lapsed nor withdrawn).
+        let directory = self.directory();
+        let destination = crate::domain::OrgId::parse(&referral.destination_org).ok().and_then(|org| directory.recipient(&org)).ok_or_else(not_a_search)?;
+        let policy = self.policy();
+        if !match_decision(&entry.facts, &entry.categories, &entry.consent, self.country, &destination, &policy.policy, self.now()).is_allow() {
+            return Err(not_a_search());
+        }
+        let members = directory.active_gateways();
         let peers = match gateways {
             None => members.into_iter().filter(|country| *country != self.country).collect(),
             Some(named) => {
-                if named.iter().any(|country| *country == self.country || !members.contains(country)) {
+                if named.is_empty() || named.iter().any(|country| *country == self.country || !members.contains(country)) {
                     return Err(AppError::MatchRefused(MatchRefusal::NotAMember));
                 }
                 let mut named = named;
@@ -192,7 +227,9 @@ impl Gateway {
                 named
             }
         };
-        Ok((plan_query(&people), peers))
+        let (withheld, asked): (Vec<CountryCode>, Vec<CountryCode>) =
+            peers.into_iter().partition(|peer| entry.facts.asylum_linked && entry.facts.origin_states.contains(peer));
+        Ok((plan_query(&people), asked, withheld))
     }
 
     /// A match found: on the request's timeline, and told to the peer.
@@ -200,15 +237,20 @@ impl Gateway {
         &self,
         principal: &Authorized<Senders>,
         referral: &StoredReferral,
-        peer: CountryCode,
-        endpoint: &str,
+        (peer, endpoint): (CountryCode, &str),
         found: &FoundMatch,
+        evidence: Vec<MatchOutput>,
         now: DateTime<Utc>,
     ) -> Result<(), AppError> {
         let reasons = vec![format!("matched_at:{peer}"), format!("handle:{}", found.handle)];
         let audit = AuditEvent::new(now, principal.actor(), Action::MatchFound, "found").referral(&referral.id).reasons(reasons.clone());
-        self.writer.write(Write::MatchFound { referral_id: referral.id.clone(), reasons, at_ms: now.timestamp_millis(), audit }).await?;
-        let notice = MatchFoundNotice { handle: found.handle.clone(), asking_org: principal.org.clone(), asking_referral: referral.id.clone() };
+        self.writer.write(Write::MatchFound { referral_id: referral.id.clone(), reasons, at_ms: now.timestamp_millis(), audit, handle: None }).await?;
+        let notice = MatchFoundNotice {
+            handle: found.handle.clone(),
+            asking_org: principal.org.clone(),
+            asking_referral: referral.id.clone(),
+            evidence: evidence.iter().map(|MatchOutput(output)| crate::hex::encode(output)).collect(),
+        };
         let told = match self.match_transport.get() {
             Some(transport) => transport.tell_found(peer, endpoint, &notice).await,
             None => Ok(()),

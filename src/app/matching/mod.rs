@@ -64,6 +64,11 @@ pub struct MatchFoundNotice {
     /// The asking organisation's referral id, for the officers to name the
     /// case to each other.
     pub asking_referral: String,
+    /// The outputs (hex, unsalted) of the asker's keys that agreed with the
+    /// entry: only the asker's own evaluated query gives them, so they show
+    /// that the match was found, not made up from the answer. At most
+    /// [`crate::domain::match_index::QUERY_SLOTS`].
+    pub evidence: Vec<String>,
 }
 
 /// The port to peer gateways for matching: a query answered at once, and

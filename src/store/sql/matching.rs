@@ -5,9 +5,27 @@
 //! SQL for both backends, expanded for each by `sql_store!` in `mod.rs`
 //! (whose imports the expansion uses).
 
+/// The searches a query may meet: family-tracing requests with an entry,
+/// still searching, not erased.
+pub(super) fn candidates_sql() -> String {
+    format!(
+        "SELECT m.referral_id, r.sender_org, m.sealed, m.key_id FROM match_entries m JOIN referrals r ON r.id = m.referral_id \
+         WHERE r.erased_ms IS NULL AND r.status IN {}",
+        super::list(&crate::domain::lifecycle::ReferralStatus::SEARCHING)
+    )
+}
+
 macro_rules! matching_sql {
     ($store:ident, $row:ty) => {
         impl $store {
+            fn candidate_from_row(row: &$row) -> Result<MatchCandidate, StoreError> {
+                Ok(MatchCandidate {
+                    referral_id: row.try_get("referral_id")?,
+                    sender_org: row.try_get("sender_org")?,
+                    entry: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
+                })
+            }
+
             /// Stores the match entries of referrals just inserted.
             async fn insert_match_entries(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
@@ -28,9 +46,11 @@ macro_rules! matching_sql {
                 Ok(())
             }
 
-            /// A search no longer matched (its consent withdrawn or narrowed).
+            /// A search no longer matched (its consent withdrawn or narrowed):
+            /// its entry goes, and the handles given for it stand for nothing.
             async fn forget_match_entry(connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection, referral_id: &str) -> Result<(), sqlx::Error> {
                 sqlx::query("DELETE FROM match_entries WHERE referral_id = $1").bind(referral_id).execute(&mut *connection).await?;
+                sqlx::query("UPDATE match_handles SET referral_id = NULL WHERE referral_id = $1").bind(referral_id).execute(&mut *connection).await?;
                 Ok(())
             }
         }
@@ -38,30 +58,22 @@ macro_rules! matching_sql {
         #[async_trait]
         impl MatchStore for $store {
             async fn match_candidates(&self) -> Result<Vec<MatchCandidate>, StoreError> {
-                let rows = sqlx::query(&format!(
-                    "SELECT m.referral_id, r.sender_org, m.sealed, m.key_id FROM match_entries m JOIN referrals r ON r.id = m.referral_id \
-                     WHERE r.erased_ms IS NULL AND r.status IN {} ORDER BY m.referral_id",
-                    list(&ReferralStatus::SEARCHING)
-                ))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(MatchCandidate {
-                            referral_id: row.try_get("referral_id")?,
-                            sender_org: row.try_get("sender_org")?,
-                            entry: SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? },
-                        })
-                    })
-                    .collect()
+                let rows = sqlx::query(&format!("{} ORDER BY m.referral_id", matching::candidates_sql())).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::candidate_from_row).collect()
+            }
+
+            async fn match_candidate(&self, referral_id: &str) -> Result<Option<MatchCandidate>, StoreError> {
+                let row = sqlx::query(&format!("{} AND m.referral_id = $1", matching::candidates_sql())).bind(referral_id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::candidate_from_row).transpose()
             }
 
             async fn count_match_query(&self, gateway: &str, since_ms: i64, at_ms: i64, limit: i64) -> Result<bool, StoreError> {
-                // On SQLite the write lock is taken at once, so two queries count in
-                // turn; on PostgreSQL two replicas answering the same gateway at the
-                // same instant may each count the other's query late, letting at
-                // most one query per replica past the limit.
+                // Queries of one gateway count in turn (the dialect's lock), on
+                // every replica sharing the database.
                 let mut tx = self.pool.begin_with(Self::DIALECT.begin).await?;
+                if !Self::DIALECT.count_lock.is_empty() {
+                    sqlx::query(Self::DIALECT.count_lock).bind(gateway).execute(&mut *tx).await?;
+                }
                 let asked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM match_queries WHERE asking_gateway = $1 AND at_ms > $2")
                     .bind(gateway)
                     .bind(since_ms)

@@ -507,7 +507,11 @@ macro_rules! sql_store {
                             }
                             Written::Audited { seq: chain(&mut head, audit, &mut records) }
                         }
-                        Write::MatchFound { referral_id, reasons, at_ms, audit } => {
+                        Write::MatchFound { referral_id, reasons, at_ms, audit, handle } => {
+                            if let Some(handle) = handle {
+                                // A handle records one match, once.
+                                sqlx::query("UPDATE match_handles SET referral_id = NULL WHERE handle = $1").bind(handle).execute(&mut *tx).await?;
+                            }
                             Self::referral_moves(&mut tx, referral_id, ReferralEvent::MatchFound, reasons, *at_ms).await?;
                             Written::Audited { seq: chain(&mut head, audit, &mut records) }
                         }
@@ -579,6 +583,9 @@ macro_rules! sql_store {
 pub(super) struct Dialect {
     begin: &'static str,
     head_query: &'static str,
+    /// Taken first in a transaction that counts and then adds (a match
+    /// query's rate limit): serialises those of one key (`$1`).
+    count_lock: &'static str,
     /// Appended to a claim's row selection.
     claim_lock: &'static str,
 }
@@ -590,6 +597,8 @@ impl SqliteStore {
         // wrote meanwhile, and the outbox worker writes beside the batch writer.
         begin: "BEGIN IMMEDIATE",
         head_query: "SELECT seq, hash FROM audit_head WHERE id = 1",
+        // BEGIN IMMEDIATE already holds the database's one write lock.
+        count_lock: "",
         // A claim is one statement, hence one write transaction: two workers cannot both claim a row.
         claim_lock: "",
     };
@@ -600,6 +609,8 @@ impl PostgresStore {
         begin: "BEGIN",
         // Replicas sharing one database append to the chain in turn.
         head_query: "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        // Read committed lets two transactions count alike: one at a time per key, across replicas.
+        count_lock: "SELECT pg_advisory_xact_lock(hashtext($1))",
         // Replicas sharing the database skip each other's locked rows instead of waiting.
         claim_lock: " FOR UPDATE SKIP LOCKED",
     };

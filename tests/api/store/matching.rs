@@ -114,11 +114,14 @@ async fn a_handle_names_its_search_to_the_gateway_it_was_given_to_until_it_expir
         referral_id: "t1".to_owned(),
         reasons: vec!["matched_by:GIN".to_owned()],
         at_ms: at(62).timestamp_millis(),
-        audit: event(62, "GIN", Action::PacketReceive).referral("t1"),
+        audit: event(62, "GIN", Action::MatchFound).referral("t1"),
+        handle: Some("h-3".to_owned()),
     };
     assert!(matches!(store.write_batch(&[found]).await.unwrap()[..], [Written::Audited { .. }]));
     let timeline = store.timeline("t1").await.unwrap();
     let last = timeline.last().unwrap();
     assert_eq!((last.status, last.reasons.clone()), (ReferralEvent::MatchFound, vec!["matched_by:GIN".to_owned()]));
     assert_eq!(store.referral("t1").await.unwrap().unwrap().status, ReferralStatus::Queued, "a match changes no status");
+    // The handle named stands for the search no more: one match per handle.
+    assert_eq!(store.match_handle("h-3", "GIN", at(63).timestamp_millis()).await.unwrap().unwrap().referral_id, None);
 }
