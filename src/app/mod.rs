@@ -504,6 +504,14 @@ pub fn reason_strings<'a>(reasons: impl IntoIterator<Item = &'a ReasonCode>) -> 
     reasons.into_iter().map(|r| r.as_str().to_owned()).collect()
 }
 
+/// `N` bytes from the system's secure generator.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], AppError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| AppError::Internal("random generator failed".to_owned()))?;
+    Ok(bytes)
+}
+
 /// A fresh id (UUID v7 form): the machine's time in milliseconds, then 74
 /// bits from the system's secure generator. Ids made later sort later, so
 /// the indexes keyed on them grow at one end: with random ids every insert
@@ -512,9 +520,7 @@ pub fn reason_strings<'a>(reasons: impl IntoIterator<Item = &'a ReasonCode>) -> 
 /// because it orders storage and decides nothing. An id reveals when it was
 /// made; referral ids go only to the submitting organisation, which knows.
 pub fn new_id() -> Result<String, AppError> {
-    use ring::rand::SecureRandom;
-    let mut random = [0u8; 10];
-    ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| AppError::Internal("random generator failed".to_owned()))?;
+    let random = random_bytes::<10>()?;
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| AppError::Internal("system time before 1970".to_owned()))?

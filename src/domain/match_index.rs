@@ -210,7 +210,14 @@ pub fn categories_matched(facts: &DecisionFacts) -> BTreeSet<DataCategory> {
 /// of the person's origin states. The match would be computed by that
 /// state's gateway, whatever the consent, the policy or end-to-end keys say.
 pub fn outside_origin_states(facts: &CaseFacts, asker: &Recipient) -> bool {
-    !(facts.asylum_linked && (facts.origin_states.contains(&asker.country) || facts.origin_states.contains(&asker.state())))
+    !(fled_from(facts, asker.country) || fled_from(facts, asker.state()))
+}
+
+/// Whether the case is asylum-linked and `country` one of the person's
+/// origin states: whose gateway never computes a match about it (the
+/// asking gateway asks no such gateway, the answering one shows no entry to it).
+pub fn fled_from(facts: &CaseFacts, country: CountryCode) -> bool {
+    facts.asylum_linked && facts.origin_states.contains(&country)
 }
 
 /// Whether a case held here may be in the index an asking organisation

@@ -83,7 +83,7 @@ impl PeerTransport for PeerClient {
             .await
             .map_err(|error| SendFailure::Unreachable { code: transport_code(&error) })?;
         let status = response.status();
-        let body = read_limited(response).await?;
+        let body = read_up_to(response, MAX_RECEIPT_BYTES).await?;
         if status == reqwest::StatusCode::OK {
             return String::from_utf8(body).map_err(|_| SendFailure::Refused { code: FailureCode::ReceiptMalformed.as_str().to_owned() });
         }
@@ -131,10 +131,6 @@ impl MatchTransport for PeerClient {
         let body = serde_json::to_vec(notice).map_err(|_| SendFailure::Refused { code: "match-notice-unencodable".to_owned() })?;
         self.post_json(peer, endpoint, MATCH_FOUND_PATH, body, MAX_RECEIPT_BYTES).await.map(|_| ())
     }
-}
-
-async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, SendFailure> {
-    read_up_to(response, MAX_RECEIPT_BYTES).await
 }
 
 async fn read_up_to(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, SendFailure> {

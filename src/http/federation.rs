@@ -34,8 +34,9 @@ pub fn router(gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Router {
         .with_state(gateway)
 }
 
-/// The member gateway on the other end of the connection, asked of the
-/// directory in force (a kept-alive connection may outlive a membership).
+/// The member gateway on the other end of the connection. The handshake
+/// admitted an active member, but a kept-alive connection may outlive its
+/// membership, so the directory in force is asked again.
 fn peer_of(gateway: &Gateway, connection: &ConnectionInfo) -> Result<crate::domain::CountryCode, Problem> {
     connection.spki_pin.as_deref().and_then(|pin| gateway.active_member_by_pin(pin)).ok_or_else(|| {
         Problem::new(StatusCode::FORBIDDEN, FailureCode::PeerNotMember.as_str(), "Not a member", "The connection's certificate is not an active member's.")
@@ -80,11 +81,7 @@ async fn receive_packet(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    // The handshake admitted an active member; a kept-alive connection may
-    // outlive its membership, so the directory in force is asked again.
-    let peer = connection.spki_pin.as_deref().and_then(|pin| gateway.active_member_by_pin(pin)).ok_or_else(|| {
-        Problem::new(StatusCode::FORBIDDEN, FailureCode::PeerNotMember.as_str(), "Not a member", "The connection's certificate is not an active member's.")
-    })?;
+    let peer = peer_of(&gateway, &connection)?;
     let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if media_type.split(';').next().map(str::trim) != Some(JOSE_MEDIA_TYPE) {
         return Err(Problem::new(

@@ -11,11 +11,10 @@
 //! rounded up to a power of two (at least [`MIN_ENTRIES`]).
 
 use chrono::{DateTime, Utc};
-use ring::rand::{SecureRandom, SystemRandom};
 
 use super::index::{entry_context, MatchEntryAtRest};
 use super::{AnswerEntry, MatchAnswer, MatchFoundNotice, MatchQuery, MatchRefusal};
-use crate::app::{AppError, Gateway};
+use crate::app::{random_bytes, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::match_function::{salted, MatchOutput};
 use crate::domain::match_index::{match_decision, outside_origin_states, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
@@ -35,19 +34,13 @@ pub fn padded_entries(searches: usize) -> usize {
     searches.max(MIN_ENTRIES).next_power_of_two()
 }
 
-fn random<const N: usize>() -> Result<[u8; N], AppError> {
-    let mut bytes = [0u8; N];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| AppError::Internal("random generator failed".to_owned()))?;
-    Ok(bytes)
-}
-
 /// One block of `PERSON_SLOTS` salted outputs: `outputs` (hex, as kept)
 /// first, random stand-ins after; every slot salted alike.
 fn block(handle: &[u8], outputs: &[String]) -> Result<Vec<String>, AppError> {
     (0..PERSON_SLOTS)
         .map(|slot| {
             // A stand-in is drawn for every slot, used or not: the same work either way.
-            let filler = random::<FILLER_BYTES>()?.to_vec();
+            let filler = random_bytes::<FILLER_BYTES>()?.to_vec();
             let output = outputs.get(slot).and_then(|hex| crate::hex::decode(hex)).unwrap_or(filler);
             Ok(crate::hex::encode(&salted(handle, &MatchOutput(output))))
         })
@@ -129,9 +122,9 @@ impl Gateway {
             expires_ms,
         };
         for (candidate, opened) in candidates.iter().zip(opened) {
-            let handle = random::<HANDLE_BYTES>()?;
+            let handle = random_bytes::<HANDLE_BYTES>()?;
             // An entry erased meanwhile, or unreadable, is shown as not allowed.
-            let entry: Option<MatchEntryAtRest> = opened.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            let entry = MatchEntryAtRest::read(opened);
             let shown = entry.filter(|entry| {
                 let decided = match_decision(&entry.facts, &entry.categories, &entry.consent, self.country, &asker, &policy.policy, now);
                 outside_origin_states(&entry.facts, &asker) && decided.is_allow()
@@ -140,7 +133,7 @@ impl Gateway {
             handles.push(keep(&handle, shown.is_some().then(|| candidate.referral_id.clone())));
         }
         while entries.len() < padded_entries(candidates.len()) {
-            let handle = random::<HANDLE_BYTES>()?;
+            let handle = random_bytes::<HANDLE_BYTES>()?;
             entries.push(answer_entry(&handle, None)?);
             handles.push(keep(&handle, None));
         }
@@ -173,8 +166,7 @@ impl Gateway {
         let Some(candidate) = candidate else {
             return self.audit(AuditEvent::new(now, peer_actor(peer), Action::MatchFound, "unknown_handle")).await;
         };
-        let opened = self.vault.open(&candidate.entry.sealed, &entry_context(&candidate.referral_id)).await;
-        let entry: Option<MatchEntryAtRest> = opened.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let entry = MatchEntryAtRest::read(self.vault.open(&candidate.entry.sealed, &entry_context(&candidate.referral_id)).await);
         let proven = entry.is_some_and(|entry| {
             let held: std::collections::BTreeSet<&String> = entry.subject.iter().chain(entry.sought.iter().flatten()).collect();
             notice.evidence.len() <= QUERY_SLOTS && notice.evidence.iter().collect::<std::collections::BTreeSet<_>>().iter().filter(|output| held.contains(**output)).count() >= self.matching.threshold

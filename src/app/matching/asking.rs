@@ -13,12 +13,12 @@ use serde::Serialize;
 
 use super::{MatchAnswer, MatchFoundNotice, MatchQuery, MatchRefusal};
 use crate::app::access::{Authorized, Senders};
-use crate::app::{AppError, Gateway};
+use crate::app::{random_bytes, AppError, Gateway};
 use crate::audit::{Action, AuditEvent};
 use crate::crypto::match_function::{salted, Asking, Evaluated, MatchOutput};
 use crate::domain::lifecycle::ReferralStatus;
 use super::index::MatchEntryAtRest;
-use crate::domain::match_index::{match_decision, plan_query, score, PeopleToMatch, Agreement, QueryPlan, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
+use crate::domain::match_index::{fled_from, match_decision, plan_query, score, PeopleToMatch, Agreement, QueryPlan, PERSON_SLOTS, QUERY_SLOTS, SOUGHT_PEOPLE};
 use crate::domain::matching::MatchKey;
 use crate::domain::{CountryCode, Purpose};
 use crate::store::{StoredReferral, Write};
@@ -66,18 +66,11 @@ pub struct FoundMatch {
     pub subject_sought: usize,
 }
 
-fn filler() -> Result<MatchKey, AppError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| AppError::Internal("random generator failed".to_owned()))?;
-    Ok(MatchKey::filler(bytes))
-}
-
 /// The blinded query for `plan`: its keys, then padding to [`QUERY_SLOTS`].
 fn blind(plan: &QueryPlan) -> Result<(Asking, Vec<Vec<u8>>), AppError> {
     let mut keys = plan.keys.clone();
     while keys.len() < QUERY_SLOTS {
-        keys.push(filler()?);
+        keys.push(MatchKey::filler(random_bytes()?));
     }
     Asking::blind(keys).map_err(|e| AppError::Internal(e.to_string()))
 }
@@ -176,7 +169,7 @@ impl Gateway {
                 .reasons([format!("gateway:{peer}"), format!("outcome:{outcome}"), format!("matches:{}", matches.len())]);
             self.audit(event).await?;
             for (found, evidence) in matches.iter().zip(evidence) {
-                self.record_match(principal, &referral, (peer, &endpoint), found, evidence, now).await?;
+                self.record_match(principal, &referral, (transport.as_ref(), peer, &endpoint), found, evidence, now).await?;
             }
             asked.push(PeerMatches { gateway: peer, outcome, matches });
         }
@@ -228,7 +221,7 @@ impl Gateway {
             }
         };
         let (withheld, asked): (Vec<CountryCode>, Vec<CountryCode>) =
-            peers.into_iter().partition(|peer| entry.facts.asylum_linked && entry.facts.origin_states.contains(peer));
+            peers.into_iter().partition(|peer| fled_from(&entry.facts, *peer));
         Ok((plan_query(&people), asked, withheld))
     }
 
@@ -237,7 +230,7 @@ impl Gateway {
         &self,
         principal: &Authorized<Senders>,
         referral: &StoredReferral,
-        (peer, endpoint): (CountryCode, &str),
+        (transport, peer, endpoint): (&dyn super::MatchTransport, CountryCode, &str),
         found: &FoundMatch,
         evidence: Vec<MatchOutput>,
         now: DateTime<Utc>,
@@ -251,11 +244,7 @@ impl Gateway {
             asking_referral: referral.id.clone(),
             evidence: evidence.iter().map(|MatchOutput(output)| crate::hex::encode(output)).collect(),
         };
-        let told = match self.match_transport.get() {
-            Some(transport) => transport.tell_found(peer, endpoint, &notice).await,
-            None => Ok(()),
-        };
-        if let Err(failure) = told {
+        if let Err(failure) = transport.tell_found(peer, endpoint, &notice).await {
             // The match stands here; the peer's officer learns of it only
             // when this search is matched again (it is not retried).
             tracing::warn!(%peer, code = failure.code(), "the peer was not told of a match");

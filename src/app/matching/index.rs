@@ -38,6 +38,14 @@ pub(crate) struct MatchEntryAtRest {
     pub sought: Vec<Vec<String>>,
 }
 
+impl MatchEntryAtRest {
+    /// The entry in what the vault opened; `None` if it could not be opened
+    /// (erased meanwhile) or read.
+    pub(crate) fn read(opened: Result<Vec<u8>, AppError>) -> Option<Self> {
+        opened.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    }
+}
+
 /// The context an entry is sealed in: its referral, and what it is.
 pub(crate) fn entry_context(referral_id: &str) -> Vec<u8> {
     format!("{referral_id}\0match-entry").into_bytes()
