@@ -197,8 +197,9 @@ impl Gateway {
             (Err(AppError::Erased), _) | (_, Err(AppError::Erased)) => return Err(not_a_search()),
             (Err(other), _) | (_, Err(other)) => return Err(other),
         };
-        let entry: MatchEntryAtRest = serde_json::from_slice(&entry).map_err(|e| AppError::Internal(e.to_string()))?;
-        let people: PeopleToMatch = serde_json::from_slice(&people).map_err(|e| AppError::Internal(e.to_string()))?;
+        // Fixed messages: a parser's error may quote what it read (a name).
+        let entry: MatchEntryAtRest = serde_json::from_slice(&entry).map_err(|_| AppError::Internal("a match entry is unreadable".to_owned()))?;
+        let people: PeopleToMatch = serde_json::from_slice(&people).map_err(|_| AppError::Internal("a search's people are unreadable".to_owned()))?;
         // The search may still be made: its consent and this gateway's policy
         // still let it go where it was sent (neither lapsed nor withdrawn).
         let directory = self.directory();
