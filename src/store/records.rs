@@ -498,7 +498,8 @@ pub enum Write {
     ///
     /// `sealed_from` names the key of the payload the packet was made from:
     /// a packet made from a payload replaced meanwhile (some categories
-    /// withdrawn) is not kept, and the entry is tried again from the new one.
+    /// withdrawn) is not kept, and the entry, freed by the cut, is tried
+    /// again from the new one at once.
     KeepPacket { entry_id: String, packet: StoredPacket, sealed_from: String },
     /// Consent withdrawn for a referral sent from here: its delivery stops
     /// (`pending` becomes `withdrawn`), its payload and kept packet are
@@ -517,8 +518,10 @@ pub enum Write {
     /// Consent withdrawn for some categories of a referral sent from here:
     /// the rest stays shared. The payload still held (if it is still under
     /// the key `narrowing.sealed_from`) is replaced by `narrowing.payload`,
-    /// cut down and under a new key; `withdrawal` (its body naming the
-    /// categories) is queued for the peer if a packet was ever made; the
+    /// cut down and under a new key; with no packet made yet, the entry is
+    /// freed of any attempt's claim and due at once (that attempt's packet,
+    /// of the old payload, is not kept: see `KeepPacket`); `withdrawal` (its
+    /// body naming the categories) is queued for the peer if a packet was ever made; the
     /// timeline records `consent_narrowed` with the categories, and the
     /// referral's status stays. [`Written::AlreadySettled`] if the referral
     /// was withdrawn whole or erased before; [`Written::PayloadMoved`] if the

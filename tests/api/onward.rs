@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::{client_for, policy_files, send, variant, Backend, Who};
-use crate::peers::{status_of, wait_for, Federation, Peer};
+use crate::peers::{status_of, wait_for, wait_for_status, Federation, Peer};
 
 const LIMIT: Duration = Duration::from_secs(40);
 
@@ -51,7 +51,7 @@ async fn as_received(federation: &Federation, referral: &Value) -> Value {
     let answer = ita.submit(Who::IomRome, referral).await;
     assert_eq!(answer.status, 202, "{}", answer.text);
     let id = answer.body["referral_id"].as_str().unwrap().to_owned();
-    wait_for("delivered", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
+    wait_for_status(ita, Who::IomRome, &id, "delivered", LIMIT).await;
     new_case(nga, &before).await
 }
 
@@ -106,7 +106,7 @@ async fn onward_limits_travel_with_the_case_to_the_organisation(backend: Backend
     assert_eq!(narrowed.status, 200, "{}", narrowed.text);
     federation.start_peer("NGA", true).await;
     let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
-    wait_for("delivered", LIMIT, || async { status_of(ita, Who::IomRome, &id).await == "delivered" }).await;
+    wait_for_status(ita, Who::IomRome, &id, "delivered", LIMIT).await;
     // The packet made before the withdrawal (Nigeria was down) may arrive and be listed before the
     // withdrawal cuts it: what counts is that the case is cut, limits included, once both are in.
     wait_for("the case cut", LIMIT, || async {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use referral_gateway::app::Clock;
@@ -293,6 +293,22 @@ fn apply_window(mut key: PublishedKey, windows: &BTreeMap<String, (DateTime<Utc>
 }
 
 /// The referral's status as its sender sees it.
+/// Waits until a referral shows `wanted`, up to `limit`; on timeout, panics
+/// with the whole referral as last shown (status, timeline, delivery), to
+/// tell a delivery that never came from one that went on past `wanted`.
+pub async fn wait_for_status(peer: &Peer, who: Who, referral_id: &str, wanted: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = peer.get(who, &format!("/v1/referrals/{referral_id}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if reply.body["status"] == wanted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {wanted}; the referral: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn status_of(peer: &Peer, who: Who, referral_id: &str) -> String {
     let reply = peer.get(who, &format!("/v1/referrals/{referral_id}")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);

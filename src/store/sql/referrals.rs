@@ -222,12 +222,23 @@ macro_rules! referral_sql {
                     // Only over the payload it was cut from: one cut by another withdrawal
                     // meanwhile holds what that one left, and is cut again by the caller.
                     // The onward limits go with the payload: cut the same way, under its new key.
-                    let replaced = sqlx::query("UPDATE outbox SET sealed = $1, key_id = $2, onward = $5 WHERE id = $3 AND packet_type = 'referral' AND key_id = $4")
+                    // No packet made yet: an attempt under way seals the old payload, which is
+                    // not kept (`keep_packet`), so the entry is freed and due now, to be sealed
+                    // from the new one at once instead of when that attempt's lease runs out.
+                    // A packet made is sent by whoever holds it; the withdrawal follows it.
+                    let replaced = sqlx::query(
+                        "UPDATE outbox SET sealed = $1, key_id = $2, onward = $5, \
+                         next_attempt_ms = CASE WHEN packet IS NULL THEN $6 ELSE next_attempt_ms END, \
+                         claim_node = CASE WHEN packet IS NULL THEN NULL ELSE claim_node END, \
+                         claim_instance = CASE WHEN packet IS NULL THEN NULL ELSE claim_instance END \
+                         WHERE id = $3 AND packet_type = 'referral' AND key_id = $4",
+                    )
                         .bind(&payload.sealed)
                         .bind(&payload.key_id)
                         .bind(referral_id)
                         .bind(sealed_from)
                         .bind(&narrowing.onward)
+                        .bind(at_ms)
                         .execute(&mut *connection)
                         .await?
                         .rows_affected();

@@ -8,6 +8,7 @@ on_both_backends!(
     a_status_that_came_first_is_not_overwritten_by_the_delivery,
     a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws,
     a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_referral_going,
+    a_cut_before_any_packet_frees_the_entry_an_attempt_holds,
     a_denied_referral_records_its_withdrawal_once,
     decision_facts_are_kept_with_their_referral_read_in_pages_and_forgotten,
     a_periods_first_released_statistics_are_kept,
@@ -375,6 +376,54 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
     let results = store.write_batch(&[whole, narrow("r2", "w-4", "k", "k-cut")]).await.unwrap();
     assert_eq!(results[1], Written::AlreadySettled);
     assert!(store.timeline("r2").await.unwrap().iter().all(|t| !t.status.records_narrowing()));
+}
+
+/// An attempt under way holds its entry for a lease, sealing the payload
+/// it claimed. A cut before any packet is kept frees the entry: the packet
+/// of the old payload is not kept, and the entry is claimed again at once
+/// with the new one, not once the lease runs out. Once a packet is kept,
+/// the attempt holding it goes on (the withdrawal follows the packet).
+async fn a_cut_before_any_packet_frees_the_entry_an_attempt_holds(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    store
+        .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
+        .await
+        .unwrap();
+    let lease_ms = 600_000; // ten minutes: longer than the test runs on its clock (`at` counts minutes)
+    let claimed = store.claim_deliveries(at(1).timestamp_millis(), lease_ms, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
+    let keep = |entry: &str, id: &str, from: &str| Write::KeepPacket {
+        entry_id: entry.to_owned(),
+        packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") },
+        sealed_from: from.to_owned(),
+    };
+    // r2's attempt kept its packet before the cut; r1's had not.
+    assert!(matches!(store.write_batch(&[keep("r2", "p-2", "k")]).await.unwrap()[..], [Written::PacketKept(_)]));
+    let narrow = |entry: &str, notice: &str| Write::Narrow {
+        referral_id: entry.to_owned(),
+        narrowing: Box::new(SentNarrowing {
+            categories: vec!["health".to_owned()],
+            payload: Some((SealedPayload { sealed: vec![7, 7], key_id: "k-cut".to_owned() }, "k".to_owned())),
+            onward: None,
+        }),
+        withdrawal: NewWithdrawal {
+            packet_id: notice.to_owned(),
+            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
+            deadline_ms: at(60).timestamp_millis(),
+        },
+        at_ms: at(2).timestamp_millis(),
+        audit: event(2, "ITA", Action::ConsentWithdraw).referral(entry),
+    };
+    store.write_batch(&[narrow("r1", "w-1"), narrow("r2", "w-2")]).await.unwrap();
+    assert_eq!(store.write_batch(&[keep("r1", "p-stale", "k")]).await.unwrap(), vec![Written::AlreadySettled]);
+
+    // Within r1's lease: r1 is claimed again with the cut payload; r2 stays with the attempt holding it.
+    let again = store.claim_deliveries(at(3).timestamp_millis(), lease_ms, 10).await.unwrap();
+    let r1 = again.iter().find(|d| d.id == "r1").expect("the cut entry is due at once");
+    assert_eq!((r1.payload.key_id.as_str(), r1.packet.as_ref()), ("k-cut", None));
+    assert!(again.iter().all(|d| d.id != "r2"), "the entry whose packet was kept is still held: {again:?}");
+    assert!(again.iter().any(|d| d.id == "w-2"), "the withdrawal of what r2's packet holds is queued");
 }
 
 /// A denied referral sent nothing, but a withdrawal of the person's consent
