@@ -292,7 +292,6 @@ fn apply_window(mut key: PublishedKey, windows: &BTreeMap<String, (DateTime<Utc>
     }
 }
 
-/// The referral's status as its sender sees it.
 /// Waits until a referral shows `wanted`, up to `limit`; on timeout, panics
 /// with the whole referral as last shown (status, timeline, delivery), to
 /// tell a delivery that never came from one that went on past `wanted`.
@@ -309,6 +308,7 @@ pub async fn wait_for_status(peer: &Peer, who: Who, referral_id: &str, wanted: &
     }
 }
 
+/// The referral's status as its sender sees it.
 pub async fn status_of(peer: &Peer, who: Who, referral_id: &str) -> String {
     let reply = peer.get(who, &format!("/v1/referrals/{referral_id}")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);

@@ -181,6 +181,7 @@ impl Gateway {
             let narrowing = Box::new(SentNarrowing { categories: names.clone(), payload: cut, onward });
             let write = Write::Narrow { referral_id: referral.id.clone(), narrowing, withdrawal, at_ms: now.timestamp_millis(), audit };
             let written = self.writer.write(write).await?;
+            let recut = new_key.is_some();
             if !matches!(written, Written::Withdrawn { .. })
                 && let Some(new_key) = new_key
             {
@@ -189,7 +190,8 @@ impl Gateway {
             }
             match written {
                 Written::Withdrawn { peer_notified, .. } => {
-                    if peer_notified {
+                    // A withdrawal to send, or an entry the cut freed to be sealed again (see `Write::Narrow`).
+                    if peer_notified || recut {
                         self.wake_delivery();
                     }
                     let status = self.store.referral(&referral.id).await?.map_or(referral.status, |r| r.status);

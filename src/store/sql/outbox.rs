@@ -8,7 +8,10 @@ macro_rules! outbox_sql {
         impl $store {
             /// Keeps the packet made for a pending entry (see `Write::KeepPacket`):
             /// the packet the entry holds now, or `AlreadySettled` when it is not
-            /// pending any more.
+            /// pending any more, or its payload is no longer the one the packet
+            /// was made from. The latter also fences an attempt a cut overtook:
+            /// the cut freed the entry to another attempt (`Write::Narrow`), and
+            /// the overtaken one stops here instead of sending what that one keeps.
             async fn keep_packet(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 entry_id: &str,
@@ -18,7 +21,7 @@ macro_rules! outbox_sql {
                 // One statement: the values on the right are the row's before the update.
                 let row = sqlx::query(
                     "UPDATE outbox SET packet_id = CASE WHEN packet IS NULL THEN $1 ELSE packet_id END, packet = COALESCE(packet, $2) \
-                     WHERE id = $3 AND state = $5 AND (packet IS NOT NULL OR key_id = $4) RETURNING packet_id, packet",
+                     WHERE id = $3 AND state = $5 AND key_id = $4 RETURNING packet_id, packet",
                 )
                 .bind(&packet.packet_id)
                 .bind(&packet.packet)

@@ -424,6 +424,11 @@ async fn a_cut_before_any_packet_frees_the_entry_an_attempt_holds(backend: Backe
     assert_eq!((r1.payload.key_id.as_str(), r1.packet.as_ref()), ("k-cut", None));
     assert!(again.iter().all(|d| d.id != "r2"), "the entry whose packet was kept is still held: {again:?}");
     assert!(again.iter().any(|d| d.id == "w-2"), "the withdrawal of what r2's packet holds is queued");
+    // The attempt that took r1 over keeps its packet; the one overtaken is not handed it (it would send it too).
+    assert!(matches!(&store.write_batch(&[keep("r1", "p-new", "k-cut")]).await.unwrap()[..], [Written::PacketKept(p)] if p.packet_id == "p-new"));
+    assert_eq!(store.write_batch(&[keep("r1", "p-stale", "k")]).await.unwrap(), vec![Written::AlreadySettled]);
+    // Two attempts on one payload: the second is handed the packet the first kept, and sends the same bytes.
+    assert!(matches!(&store.write_batch(&[keep("r1", "p-twin", "k-cut")]).await.unwrap()[..], [Written::PacketKept(p)] if p.packet_id == "p-new"));
 }
 
 /// A denied referral sent nothing, but a withdrawal of the person's consent
