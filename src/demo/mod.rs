@@ -5,6 +5,7 @@
 //! corridors step by step and checks each outcome; it exits non-zero at the
 //! first that is not what the federation promises.
 
+mod family;
 pub mod fixtures;
 pub mod sandbox;
 pub mod setup;
@@ -28,6 +29,13 @@ use setup::DemoFiles;
 
 /// Longest wait for one step (delivery, screening, a status coming back).
 const STEP_LIMIT: Duration = Duration::from_secs(15);
+
+/// The Italian Red Cross's tracing service: it asks for the girl's mother
+/// (steps 3 to 7), and reads the answers in its inbox with another certificate.
+const ITALIAN_RED_CROSS: &str = "ita-red-cross";
+const ITALIAN_RED_CROSS_INBOX: &str = "ita-red-cross-inbox";
+/// The Guinean Red Cross's desk, which registers the searches of families in Guinea.
+const GUINEAN_RED_CROSS_DESK: &str = "gin-red-cross-desk";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -97,7 +105,7 @@ struct Demo {
     /// The gateways' clock and the demo's: key windows, consents and the
     /// fixtures' dates all derive from it.
     clock: Arc<dyn Clock>,
-    /// The same clock, to move it ahead (step 6: a deadline passes).
+    /// The same clock, to move it ahead (step 8: a deadline passes).
     ahead: Arc<DemoClock>,
 }
 
@@ -124,6 +132,8 @@ pub async fn run(dir: &Path, keep_running: bool) -> Result<(), DemoError> {
     demo.assisted_voluntary_return().await?;
     demo.asylum_firewall().await?;
     let tracing = demo.family_tracing().await?;
+    demo.searches_meet(&tracing).await?;
+    demo.family_assessment().await?;
     demo.tampered_packet().await?;
     demo.consent_withdrawn(&tracing).await?;
     demo.emergency_override().await?;
@@ -183,7 +193,13 @@ impl Demo {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// Submits a fixture as IOM Rome.
     async fn submit(&self, fixture: &str, destination: &str, key: &str, handover: bool) -> Result<(u16, Value), DemoError> {
+        self.submit_by("iom-rome", fixture, destination, key, handover).await
+    }
+
+    /// Submits a fixture as one of Italy's national systems.
+    async fn submit_by(&self, system: &str, fixture: &str, destination: &str, key: &str, handover: bool) -> Result<(u16, Value), DemoError> {
         // The fixture's consent and dates, moved to today: the demo works on any date.
         let mut referral = fixtures::referral_as_of(fixture, self.clock.now()).map_err(step_failed)?;
         let fields = referral.as_object_mut().ok_or_else(|| step_failed(format!("{fixture} is not a JSON object")))?;
@@ -192,16 +208,27 @@ impl Demo {
         if handover {
             fields.insert("handover".to_owned(), json!(true));
         }
-        self.call("iom-rome", "ITA", reqwest::Method::POST, "/v1/referrals", Some(&referral)).await
+        self.call(system, "ITA", reqwest::Method::POST, "/v1/referrals", Some(&referral)).await
     }
 
+    /// A referral of IOM Rome's, as Italy's API shows it.
     async fn referral(&self, id: &str) -> Result<Value, DemoError> {
-        Ok(self.call("iom-rome", "ITA", reqwest::Method::GET, &format!("/v1/referrals/{id}"), None).await?.1)
+        self.referral_of("iom-rome", "ITA", id).await
+    }
+
+    /// A referral as `system` follows it at its country's gateway.
+    async fn referral_of(&self, system: &str, country: &str, id: &str) -> Result<Value, DemoError> {
+        Ok(self.call(system, country, reqwest::Method::GET, &format!("/v1/referrals/{id}"), None).await?.1)
     }
 
     async fn wait_for_status(&self, id: &str, wanted: ReferralStatus) -> Result<Value, DemoError> {
+        self.wait_for_status_of("iom-rome", id, wanted).await
+    }
+
+    /// Waits until a referral `system` sent from Italy shows `wanted`.
+    async fn wait_for_status_of(&self, system: &str, id: &str, wanted: ReferralStatus) -> Result<Value, DemoError> {
         poll(async || {
-            let referral = self.referral(id).await?;
+            let referral = self.referral_of(system, "ITA", id).await?;
             Ok(if at(&referral, "/status") == wanted.as_str() {
                 Ok(referral)
             } else {
@@ -299,15 +326,15 @@ impl Demo {
         Ok(())
     }
 
-    /// Returns the tracing referral's id and its packet id at the Guinean gateway.
+    /// Returns the tracing request's id and its packet id at the Guinean gateway.
     async fn family_tracing(&self) -> Result<(String, String), DemoError> {
-        self.say("3. Family tracing, Italy -> Guinea. An unaccompanied girl's tracing request goes to the Guinean Red Cross.");
-        let (status, answer) = self.submit("unaccompanied_girl_tracing", "gin-red-cross", "demo-tracing-001", false).await?;
+        self.say("3. Family tracing, Italy -> Guinea. The Italian Red Cross asks the Guinean Red Cross to trace an unaccompanied girl's mother.");
+        let (status, answer) = self.submit_by(ITALIAN_RED_CROSS, "unaccompanied_girl_tracing", "gin-red-cross", "demo-tracing-001", false).await?;
         if status != 202 {
             return Err(step_failed(format!("the tracing request was not accepted: HTTP {status} {answer}")));
         }
         let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
-        self.wait_for_status(&id, ReferralStatus::Delivered).await?;
+        self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::Delivered).await?;
         let items = self.inbox("gin-red-cross", "GIN", 1).await?;
         let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
         let (code, _) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
@@ -315,22 +342,156 @@ impl Demo {
             return Err(step_failed(format!("acknowledging: HTTP {code}")));
         }
         self.report("gin-red-cross", "GIN", &packet_id, "in_progress", None).await?;
-        self.wait_for_status(&id, ReferralStatus::InProgress).await?;
-        self.report("gin-red-cross", "GIN", &packet_id, "closed", Some("family_traced")).await?;
-        let referral = self.wait_for_status(&id, ReferralStatus::Closed).await?;
-        let last = at(&referral, "/timeline").as_array().and_then(|t| t.last()).cloned().unwrap_or(Value::Null);
-        println!("   The Red Cross answered: {} with reason {} (codes only: no free text crosses the border).", at(&last, "/status"), at(&last, "/reason_codes"));
+        self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::InProgress).await?;
+        println!("   The Guinean Red Cross took the request and is searching: Italy shows it in_progress.");
         Ok((id, packet_id))
     }
 
+    /// The mother's own search in Guinea meets the girl's in Italy, neither
+    /// gateway showing the other a name; the Guinean Red Cross then answers
+    /// the girl's request with the mother's case, under her consent, and
+    /// closes it.
+    async fn searches_meet(&self, (id, packet_id): &(String, String)) -> Result<(), DemoError> {
+        self.say(
+            "4. Two searches meet. In Conakry a mother asks the Guinean Red Cross to find her daughter, who left for Italy; \
+             her search goes to the Italian Red Cross. Guinea's gateway asks Italy's whether a search there meets hers.",
+        );
+        let (status, answer) = self.call(GUINEAN_RED_CROSS_DESK, "GIN", reqwest::Method::POST, "/v1/referrals", Some(&family::mothers_search(self.clock.now()))).await?;
+        if status != 202 {
+            return Err(step_failed(format!("the mother's search was not accepted: HTTP {status} {answer}")));
+        }
+        let mothers = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
+        let ask = json!({ "gateways": ["ITA"] });
+        let (code, report) = self.call(GUINEAN_RED_CROSS_DESK, "GIN", reqwest::Method::POST, &format!("/v1/referrals/{mothers}/matches"), Some(&ask)).await?;
+        let found = at(&report, "/asked/0/matches").as_array().cloned().unwrap_or_default();
+        let [found] = found.as_slice() else {
+            return Err(step_failed(format!("asking Italy: HTTP {code} {report}")));
+        };
+        if code != 200 || at(&report, "/asked/0/outcome") != "answered" {
+            return Err(step_failed(format!("asking Italy: HTTP {code} {report}")));
+        }
+        let handle = at(found, "/handle").as_str().unwrap_or_default().to_owned();
+        println!(
+            "   Guinea's query held its search's match keys (name parts, their sounds, the whole names, with year and sex tags) blinded. \
+             Italy answered with an entry for every open search it holds, each under a fresh handle: its keys through Italy's match function, \
+             salted with the handle, for the searches it may show the Guinean Red Cross; random bytes of the same size for the others; \
+             padded to a power of two. Guinea's own evaluation found one: the daughter sought agrees with its subject in {} families of keys, \
+             and the mother with the relative it seeks in {}. Neither the query nor the answer carried a name.",
+            at(found, "/sought_found"),
+            at(found, "/subject_sought"),
+        );
+        let italy = self.wait_for_entry(ITALIAN_RED_CROSS, "ITA", id, "match_found").await?;
+        let guinea = self.wait_for_entry(GUINEAN_RED_CROSS_DESK, "GIN", &mothers, "match_found").await?;
+        if !guinea.contains(&handle) || !italy.contains("matched_by:GIN") {
+            return Err(step_failed(format!("the match is not on both timelines: Guinea {guinea}; Italy {italy}")));
+        }
+        println!(
+            "   Each tracing officer gets a handle to the other's case, as codes, to verify the two are one family. \
+             Guinea's search: match_found {guinea}; Italy's: match_found {italy}."
+        );
+
+        println!("   The Guinean Red Cross answers Italy's request with a tracing reply: the mother's case, under her consent to be put in touch with the Italian Red Cross.");
+        let reply = family::mothers_reply(self.clock.now());
+        let (code, answer) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/replies"), Some(&reply)).await?;
+        if code != 202 {
+            return Err(step_failed(format!("the reply was not accepted: HTTP {code} {answer}")));
+        }
+        self.wait_for_entry(ITALIAN_RED_CROSS, "ITA", id, "reply_received").await?;
+        let items = self.inbox(ITALIAN_RED_CROSS_INBOX, "ITA", 1).await?;
+        let Some(reply_packet) = items.iter().find(|i| at(i, "/answers_referral").as_str() == Some(id.as_str())).and_then(|i| at(i, "/packet_id").as_str()) else {
+            return Err(step_failed("the reply is not in the Italian Red Cross's inbox"));
+        };
+        let (code, case) = self.call(ITALIAN_RED_CROSS_INBOX, "ITA", reqwest::Method::GET, &format!("/v1/inbox/{reply_packet}"), None).await?;
+        let categories: Vec<String> = at(&case, "/case").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        if code != 200 || categories.is_empty() {
+            return Err(step_failed(format!("reading the reply: HTTP {code}")));
+        }
+        println!(
+            "   It is in the Italian Red Cross's inbox as the answer to its request (answers_referral), purpose {}: categories {}.",
+            at(&case, "/purpose"),
+            categories.join(", ")
+        );
+        self.report("gin-red-cross", "GIN", packet_id, "closed", Some("family_traced")).await?;
+        let referral = self.wait_for_status_of(ITALIAN_RED_CROSS, id, ReferralStatus::Closed).await?;
+        let last = at(&referral, "/timeline").as_array().and_then(|t| t.last()).cloned().unwrap_or(Value::Null);
+        println!("   The Red Cross closed the request: {} with reason {} (codes only: no free text crosses the border).", at(&last, "/status"), at(&last, "/reason_codes"));
+        Ok(())
+    }
+
+    /// Before the best-interests determination: the Italian Red Cross asks,
+    /// for the girl's guardian, that the Guinean Red Cross assess the
+    /// mother's household; the assessment comes back under her consent.
+    async fn family_assessment(&self) -> Result<(), DemoError> {
+        self.say(
+            "5. The family assessed. Before the best-interests determination, the Italian Red Cross asks, for the girl's guardian, \
+             that the Guinean Red Cross assess the mother's household.",
+        );
+        let request = family::assessment_request(self.clock.now()).map_err(step_failed)?;
+        let (status, answer) = self.call(ITALIAN_RED_CROSS, "ITA", reqwest::Method::POST, "/v1/referrals", Some(&request)).await?;
+        if status != 202 {
+            return Err(step_failed(format!("the assessment request was not accepted: HTTP {status} {answer}")));
+        }
+        let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
+        let sent: Vec<String> = at(&answer, "/decision/sent").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::Delivered).await?;
+        let items = self.inbox("gin-red-cross", "GIN", 2).await?;
+        let Some(packet_id) = items.iter().find(|i| at(i, "/purpose") == "family_assessment_request").and_then(|i| at(i, "/packet_id").as_str()) else {
+            return Err(step_failed("the assessment request is not in the Guinean Red Cross's inbox"));
+        };
+        println!("   Delivered to the Guinean Red Cross, cut to what an assessment needs: {}.", sent.join(", "));
+        let (code, _) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
+        if code != 200 {
+            return Err(step_failed(format!("acknowledging: HTTP {code}")));
+        }
+        let assessment = family::mothers_assessment(self.clock.now());
+        let (code, answer) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/replies"), Some(&assessment)).await?;
+        if code != 202 {
+            return Err(step_failed(format!("the assessment was not accepted: HTTP {code} {answer}")));
+        }
+        self.wait_for_entry(ITALIAN_RED_CROSS, "ITA", &id, "reply_received").await?;
+        let items = self.inbox(ITALIAN_RED_CROSS_INBOX, "ITA", 2).await?;
+        let Some(reply_packet) = items.iter().find(|i| at(i, "/answers_referral").as_str() == Some(id.as_str())).and_then(|i| at(i, "/packet_id").as_str()) else {
+            return Err(step_failed("the assessment is not in the Italian Red Cross's inbox"));
+        };
+        let (code, case) = self.call(ITALIAN_RED_CROSS_INBOX, "ITA", reqwest::Method::GET, &format!("/v1/inbox/{reply_packet}"), None).await?;
+        let assessed = at(&case, "/case/family_assessment");
+        if code != 200 || assessed.is_null() {
+            return Err(step_failed(format!("reading the assessment: HTTP {code}")));
+        }
+        println!(
+            "   The assessment came back, under the mother's consent, to the Italian Red Cross's inbox (answers_referral): capacity to care {}, \
+             risks {}, recommendation {}; the household by relationship and year of birth, without names.",
+            at(assessed, "/capacity_to_care"),
+            at(assessed, "/risks"),
+            at(assessed, "/recommendation"),
+        );
+        self.report("gin-red-cross", "GIN", packet_id, "closed", Some("assessment_completed")).await?;
+        self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::Closed).await?;
+        Ok(())
+    }
+
+    /// Waits until the timeline of a referral `system` sent from `country`
+    /// has an entry of `status`; its reason codes, joined.
+    async fn wait_for_entry(&self, system: &str, country: &str, id: &str, status: &str) -> Result<String, DemoError> {
+        poll(async || {
+            let referral = self.referral_of(system, country, id).await?;
+            let entry = at(&referral, "/timeline").as_array().into_iter().flatten().find(|e| at(e, "/status") == status);
+            Ok(match entry {
+                Some(entry) => Ok(at(entry, "/reason_codes").as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect::<Vec<_>>().join(" ")),
+                None => Err(format!("referral {id} has no {status} entry")),
+            })
+        })
+        .await
+    }
+
     async fn consent_withdrawn(&self, (id, packet_id): &(String, String)) -> Result<(), DemoError> {
-        self.say("5. Consent withdrawn. The girl's guardian withdraws consent for the tracing request; Italy erases its copy and asks Guinea to erase theirs.");
-        let (code, answer) = self.call("iom-rome", "ITA", reqwest::Method::POST, &format!("/v1/referrals/{id}/consent-withdrawal"), Some(&json!({}))).await?;
+        self.say("7. Consent withdrawn. The girl's guardian withdraws consent for the tracing request; Italy erases its copy and asks Guinea to erase theirs.");
+        let (code, answer) = self.call(ITALIAN_RED_CROSS, "ITA", reqwest::Method::POST, &format!("/v1/referrals/{id}/consent-withdrawal"), Some(&json!({}))).await?;
         if code != 200 || at(&answer, "/peer_notified") != &json!(true) {
             return Err(step_failed(format!("withdrawing: HTTP {code} {answer}")));
         }
         println!("   Italy destroyed the case's own key (its payload is unreadable in every copy of its database) and sent a signed withdrawal.");
-        self.wait_for_status(id, ReferralStatus::ErasedAtGateway).await?;
+        self.wait_for_status_of(ITALIAN_RED_CROSS, id, ReferralStatus::ErasedAtGateway).await?;
         println!("   The Guinean gateway destroyed its key for the case and confirmed, signed: erased_at_gateway.");
         let items = self.inbox("gin-red-cross", "GIN", 1).await?;
         let listed = items.iter().find(|i| at(i, "/packet_id").as_str() == Some(packet_id.as_str())).map(|i| at(i, "/state").clone());
@@ -343,14 +504,14 @@ impl Demo {
         if code != 200 {
             return Err(step_failed(format!("confirming the erasure: HTTP {code}")));
         }
-        let referral = self.wait_for_status(id, ReferralStatus::ErasureConfirmed).await?;
+        let referral = self.wait_for_status_of(ITALIAN_RED_CROSS, id, ReferralStatus::ErasureConfirmed).await?;
         let timeline: Vec<String> = at(&referral, "/timeline").as_array().map(|t| t.iter().filter_map(|e| at(e, "/status").as_str().map(str::to_owned)).collect()).unwrap_or_default();
         println!("   The Red Cross erased its own copy and said so. Italy's timeline: {}; erasure {}.", timeline.join(" -> "), at(&referral, "/erasure/state"));
         Ok(())
     }
 
     async fn tampered_packet(&self) -> Result<(), DemoError> {
-        self.say("4. A tampered packet. One character of a packet Italy sent is changed and the packet posted to the Gambian gateway again.");
+        self.say("6. A tampered packet. One character of a packet Italy sent is changed and the packet posted to the Gambian gateway again.");
         let ita = self.gateway("ITA")?;
         let gmb = self.gateway("GMB")?;
         let gateway = ita.app.gateway();
@@ -377,7 +538,7 @@ impl Demo {
     /// emergency override once a DPO other than the submitter approves it.
     async fn emergency_override(&self) -> Result<(), DemoError> {
         self.say(
-            "6. An emergency without consent. A returnee needs an urgent medical escort home; his consent lapsed yesterday and he \
+            "8. An emergency without consent. A returnee needs an urgent medical escort home; his consent lapsed yesterday and he \
              cannot be reached. IOM Rome marks the referral emergency and asks for an override: life_threatening.",
         );
         let mut referral = fixtures::referral_as_of("rejected_asylum_avr", self.clock.now()).map_err(step_failed)?;
@@ -466,7 +627,7 @@ impl Demo {
     /// its copy, and the NGO its own, when the person withdraws consent.
     async fn onward_referral(&self) -> Result<(), DemoError> {
         self.say(
-            "7. Onward referral in the country of return. A Gambian returnee living with HIV goes home; the health centre in Banjul \
+            "9. Onward referral in the country of return. A Gambian returnee living with HIV goes home; the health centre in Banjul \
              continues his treatment and, as he agreed, may pass his case on to NGOs and social welfare for his reintegration. Both \
              countries' DPOs adopt a refer_onward permit (to organisations that are not state actors), each signed off by a second DPO.",
         );
@@ -569,7 +730,7 @@ impl Demo {
     }
 
     async fn audit_chains(&self) -> Result<(), DemoError> {
-        self.say("8. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
+        self.say("10. The audit chains. Every gateway's hash chain is recomputed from its first entry.");
         for gateway in &self.gateways {
             match crate::store::verify_audit_chain(gateway.app.gateway().store.as_ref()).await.map_err(step_failed)? {
                 Ok(chain) => println!("   {}: {} entries, intact (head {}).", gateway.country, chain.entries, chain.head.get(..16).unwrap_or_default()),
@@ -601,7 +762,8 @@ impl Demo {
              openssl pkcs12 -export -in {} -out {} -passout pass:demo\n  \
              import that into the browser (password: demo), trust {} as an authority, and choose \"Sign in with the client certificate\"\n\
              IOM Banjul's inbox in the Gambia:\n  {} {}/v1/inbox\n\
-             The Guinean Red Cross's inbox:\n  {} {}/v1/inbox",
+             The Guinean Red Cross's inbox:\n  {} {}/v1/inbox\n\
+             The Italian Red Cross's inbox (the mother's search, her reply and the assessment, steps 4 and 5):\n  {} {}/v1/inbox",
             self.files.root.display(),
             curl("iom-rome"),
             referral_file.display(),
@@ -623,6 +785,8 @@ impl Demo {
             url("GMB"),
             curl("gin-red-cross"),
             url("GIN"),
+            curl(ITALIAN_RED_CROSS_INBOX),
+            url("ITA"),
         );
         Ok(())
     }

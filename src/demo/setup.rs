@@ -20,10 +20,13 @@ const MARKER: &str = ".referral-gateway-demo";
 
 /// A national system's client certificate: name, organisation, gateway country, role.
 /// Italy and the Gambia have two DPOs each: a policy version one uploads,
-/// the other signs off.
-pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 13] = [
+/// the other signs off. Each Red Cross tracing service has a certificate to
+/// ask (a search it registers) and another to answer (its inbox).
+pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 16] = [
     ("iom-rome", "ita-iom-rome", "ITA", "submitter"),
     ("nrm", "ita-nrm", "ITA", "submitter"),
+    ("ita-red-cross", "ita-red-cross", "ITA", "submitter"),
+    ("ita-red-cross-inbox", "ita-red-cross", "ITA", "recipient"),
     ("ita-dpo", "ita-nrm", "ITA", "dpo"),
     ("ita-dpo-2", "ita-nrm", "ITA", "dpo"),
     ("ita-auditor", "ita-nrm", "ITA", "auditor"),
@@ -35,6 +38,7 @@ pub const NATIONAL_SYSTEMS: [(&str, &str, &str, &str); 13] = [
     ("gmb-dpo", "gmb-social-welfare", "GMB", "dpo"),
     ("gmb-dpo-2", "gmb-social-welfare", "GMB", "dpo"),
     ("gin-red-cross", "gin-red-cross", "GIN", "recipient"),
+    ("gin-red-cross-desk", "gin-red-cross", "GIN", "submitter"),
 ];
 
 pub const COUNTRIES: [&str; 3] = ["ITA", "GMB", "GIN"];

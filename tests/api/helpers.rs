@@ -59,6 +59,10 @@ pub enum Who {
     /// The Nigerian Red Cross's tracing desk, submitter: it registers the
     /// searches of families in Nigeria (a second certificate of the same organisation).
     NgaRedCrossDesk,
+    /// The Italian Red Cross's tracing service: submitter, and (a second
+    /// certificate) recipient, as the demo registers it (`docs/api.md`).
+    ItaRedCross,
+    ItaRedCrossInbox,
     /// A certificate the gateway does not know.
     Stranger,
     /// No certificate at all.
@@ -66,7 +70,7 @@ pub enum Who {
 }
 
 impl Who {
-    pub const REGISTERED: [Who; 16] = [
+    pub const REGISTERED: [Who; 18] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
@@ -83,8 +87,10 @@ impl Who {
         Who::ItaChildProtectionInbox,
         Who::NgaRedCross,
         Who::NgaRedCrossDesk,
+        Who::ItaRedCross,
+        Who::ItaRedCrossInbox,
     ];
-    pub const ALL: [Who; 18] = [
+    pub const ALL: [Who; 20] = [
         Who::IomRome,
         Who::ItaNrm,
         Who::Dpo,
@@ -101,6 +107,8 @@ impl Who {
         Who::ItaChildProtectionInbox,
         Who::NgaRedCross,
         Who::NgaRedCrossDesk,
+        Who::ItaRedCross,
+        Who::ItaRedCrossInbox,
         Who::Stranger,
         Who::Nobody,
     ];
@@ -138,6 +146,8 @@ impl Who {
             Who::ItaChildProtectionInbox => Some(("ita_child_protection_inbox", "ita-child-protection", "recipient")),
             Who::NgaRedCross => Some(("nga_red_cross", "nga-red-cross", "recipient")),
             Who::NgaRedCrossDesk => Some(("nga_red_cross_desk", "nga-red-cross", "submitter")),
+            Who::ItaRedCross => Some(("ita_red_cross", "ita-red-cross", "submitter")),
+            Who::ItaRedCrossInbox => Some(("ita_red_cross_inbox", "ita-red-cross", "recipient")),
             Who::Stranger | Who::Nobody => None,
         }
     }
