@@ -315,26 +315,7 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
         .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
         .await
         .unwrap();
-    let narrow = |entry: &str, notice: &str, from: &str, to: &str| Write::Narrow {
-        referral_id: entry.to_owned(),
-        narrowing: Box::new(SentNarrowing {
-            categories: vec!["health".to_owned()],
-            payload: Some((SealedPayload { sealed: vec![7, 7], key_id: to.to_owned() }, from.to_owned())),
-            onward: None,
-        }),
-        withdrawal: NewWithdrawal {
-            packet_id: notice.to_owned(),
-            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
-            deadline_ms: at(60).timestamp_millis(),
-        },
-        at_ms: at(1).timestamp_millis(),
-        audit: event(1, "ITA", Action::ConsentWithdraw).referral(entry),
-    };
-    let keep = |entry: &str, id: &str, from: &str| Write::KeepPacket {
-        entry_id: entry.to_owned(),
-        packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") },
-        sealed_from: from.to_owned(),
-    };
+    let narrow = |entry: &str, notice: &str, from: &str, to: &str| health_withdrawn(entry, notice, (from, to), 1);
 
     // r1 had no packet yet: its payload is replaced, and a packet made from the old one is not kept.
     let results = store.write_batch(&[narrow("r1", "w-1", "k", "k-cut"), keep("r1", "p-stale", "k")]).await.unwrap();
@@ -378,6 +359,32 @@ async fn a_partial_withdrawal_cuts_the_payload_it_was_cut_from_and_keeps_the_ref
     assert!(store.timeline("r2").await.unwrap().iter().all(|t| !t.status.records_narrowing()));
 }
 
+/// Health withdrawn from referral `entry` at minute `minute`: its payload
+/// cut from under key `keys.0` to key `keys.1`, `notice` the withdrawal
+/// queued if a packet was made.
+fn health_withdrawn(entry: &str, notice: &str, (from, to): (&str, &str), minute: i64) -> Write {
+    Write::Narrow {
+        referral_id: entry.to_owned(),
+        narrowing: Box::new(SentNarrowing {
+            categories: vec!["health".to_owned()],
+            payload: Some((SealedPayload { sealed: vec![7, 7], key_id: to.to_owned() }, from.to_owned())),
+            onward: None,
+        }),
+        withdrawal: NewWithdrawal {
+            packet_id: notice.to_owned(),
+            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
+            deadline_ms: at(60).timestamp_millis(),
+        },
+        at_ms: at(minute).timestamp_millis(),
+        audit: event(minute, "ITA", Action::ConsentWithdraw).referral(entry),
+    }
+}
+
+/// The packet `id`, made from the payload under key `from`, kept for entry `entry`.
+fn keep(entry: &str, id: &str, from: &str) -> Write {
+    Write::KeepPacket { entry_id: entry.to_owned(), packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") }, sealed_from: from.to_owned() }
+}
+
 /// An attempt under way holds its entry for a lease, sealing the payload
 /// it claimed. A cut before any packet is kept frees the entry: the packet
 /// of the old payload is not kept, and the entry is claimed again at once
@@ -393,28 +400,9 @@ async fn a_cut_before_any_packet_frees_the_entry_an_attempt_holds(backend: Backe
     let lease_ms = 600_000; // ten minutes: longer than the test runs on its clock (`at` counts minutes)
     let claimed = store.claim_deliveries(at(1).timestamp_millis(), lease_ms, 10).await.unwrap();
     assert_eq!(claimed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
-    let keep = |entry: &str, id: &str, from: &str| Write::KeepPacket {
-        entry_id: entry.to_owned(),
-        packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") },
-        sealed_from: from.to_owned(),
-    };
     // r2's attempt kept its packet before the cut; r1's had not.
     assert!(matches!(store.write_batch(&[keep("r2", "p-2", "k")]).await.unwrap()[..], [Written::PacketKept(_)]));
-    let narrow = |entry: &str, notice: &str| Write::Narrow {
-        referral_id: entry.to_owned(),
-        narrowing: Box::new(SentNarrowing {
-            categories: vec!["health".to_owned()],
-            payload: Some((SealedPayload { sealed: vec![7, 7], key_id: "k-cut".to_owned() }, "k".to_owned())),
-            onward: None,
-        }),
-        withdrawal: NewWithdrawal {
-            packet_id: notice.to_owned(),
-            payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() },
-            deadline_ms: at(60).timestamp_millis(),
-        },
-        at_ms: at(2).timestamp_millis(),
-        audit: event(2, "ITA", Action::ConsentWithdraw).referral(entry),
-    };
+    let narrow = |entry: &str, notice: &str| health_withdrawn(entry, notice, ("k", "k-cut"), 2);
     store.write_batch(&[narrow("r1", "w-1"), narrow("r2", "w-2")]).await.unwrap();
     assert_eq!(store.write_batch(&[keep("r1", "p-stale", "k")]).await.unwrap(), vec![Written::AlreadySettled]);
 
