@@ -493,13 +493,16 @@ pub enum Write {
     /// The sealed packet of an outbox entry, kept before its first send so
     /// that every retry sends the same bytes. An entry keeps the first
     /// packet it was given until a retry forgets it: the packet it holds
-    /// comes back as [`Written::PacketKept`] ([`Written::AlreadySettled`]
-    /// if the entry is gone).
+    /// comes back as [`Written::PacketKept`], and
+    /// [`Written::AlreadySettled`] if the entry is not pending any more or
+    /// its payload is no longer under `sealed_from`.
     ///
     /// `sealed_from` names the key of the payload the packet was made from:
     /// a packet made from a payload replaced meanwhile (some categories
-    /// withdrawn) is not kept, and the entry, freed by the cut, is tried
-    /// again from the new one at once.
+    /// withdrawn) is neither kept nor handed the packet another attempt
+    /// kept. A cut that found no packet kept freed the entry, which is
+    /// tried again from the new payload at once; a cut after a packet was
+    /// kept leaves that packet to the attempt holding it.
     KeepPacket { entry_id: String, packet: StoredPacket, sealed_from: String },
     /// Consent withdrawn for a referral sent from here: its delivery stops
     /// (`pending` becomes `withdrawn`), its payload and kept packet are
@@ -518,14 +521,15 @@ pub enum Write {
     /// Consent withdrawn for some categories of a referral sent from here:
     /// the rest stays shared. The payload still held (if it is still under
     /// the key `narrowing.sealed_from`) is replaced by `narrowing.payload`,
-    /// cut down and under a new key; with no packet made yet, the entry is
+    /// cut down and under a new key, while the entry is pending; with no packet made yet, the entry is
     /// freed of any attempt's claim and due at once (that attempt's packet,
     /// of the old payload, is not kept: see `KeepPacket`); `withdrawal` (its
     /// body naming the categories) is queued for the peer if a packet was ever made; the
     /// timeline records `consent_narrowed` with the categories, and the
     /// referral's status stays. [`Written::AlreadySettled`] if the referral
     /// was withdrawn whole or erased before; [`Written::PayloadMoved`] if the
-    /// payload is no longer under `sealed_from`.
+    /// payload is no longer under `sealed_from`, or the entry was settled
+    /// (its payload blanked) since it was read.
     Narrow { referral_id: String, narrowing: Box<SentNarrowing>, withdrawal: NewWithdrawal, at_ms: i64, audit: AuditEvent },
     /// A case past its retention deadline, erased here (its case key is
     /// destroyed before), and its audit event. [`Written::AlreadySettled`]

@@ -160,7 +160,7 @@ impl Gateway {
                 // Concurrent attempts' packets are kept in one commit.
                 Ok(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made, sealed_from: item.payload.key_id.clone() }).await? {
                     Written::PacketKept(kept) => kept,
-                    // Settled, withdrawn, or cut meanwhile (the cut freed the entry, due at once).
+                    // Settled, withdrawn, or cut meanwhile: another attempt sends what the entry holds now.
                     _ => return Ok(Attempt::Gone),
                 },
                 Err(missing) => return self.retry(&item, missing.as_str(), false).await,

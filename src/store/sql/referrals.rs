@@ -226,12 +226,14 @@ macro_rules! referral_sql {
                     // not kept (`keep_packet`), so the entry is freed and due now, to be sealed
                     // from the new one at once instead of when that attempt's lease runs out.
                     // A packet made is sent by whoever holds it; the withdrawal follows it.
+                    // Only while pending: an entry settled meanwhile (delivered, its payload
+                    // blanked) keeps nothing, and the caller cuts again from the blank.
                     let replaced = sqlx::query(
                         "UPDATE outbox SET sealed = $1, key_id = $2, onward = $5, \
                          next_attempt_ms = CASE WHEN packet IS NULL THEN $6 ELSE next_attempt_ms END, \
                          claim_node = CASE WHEN packet IS NULL THEN NULL ELSE claim_node END, \
                          claim_instance = CASE WHEN packet IS NULL THEN NULL ELSE claim_instance END \
-                         WHERE id = $3 AND packet_type = 'referral' AND key_id = $4",
+                         WHERE id = $3 AND packet_type = 'referral' AND key_id = $4 AND state = $7",
                     )
                         .bind(&payload.sealed)
                         .bind(&payload.key_id)
@@ -239,6 +241,7 @@ macro_rules! referral_sql {
                         .bind(sealed_from)
                         .bind(&narrowing.onward)
                         .bind(at_ms)
+                        .bind(OutboxState::Pending.as_str())
                         .execute(&mut *connection)
                         .await?
                         .rows_affected();

@@ -417,6 +417,19 @@ async fn a_cut_before_any_packet_frees_the_entry_an_attempt_holds(backend: Backe
     assert_eq!(store.write_batch(&[keep("r1", "p-stale", "k")]).await.unwrap(), vec![Written::AlreadySettled]);
     // Two attempts on one payload: the second is handed the packet the first kept, and sends the same bytes.
     assert!(matches!(&store.write_batch(&[keep("r1", "p-twin", "k-cut")]).await.unwrap()[..], [Written::PacketKept(p)] if p.packet_id == "p-new"));
+
+    // Delivered between a cut's read and its write: nothing is written back onto the blanked entry; it is cut again from the blank.
+    store.write_batch(&[submit(referral("r3", "ita-nrm", "key-00003", "s3", true))]).await.unwrap();
+    let delivered = Write::Settle {
+        entry_id: "r3".to_owned(),
+        settlement: Settlement::Delivered { receipt: "receipt-r3".to_owned() },
+        at_ms: at(3).timestamp_millis(),
+        audit: event(3, "ITA", Action::PacketSend).referral("r3"),
+    };
+    store.write_batch(&[delivered]).await.unwrap();
+    assert_eq!(store.write_batch(&[health_withdrawn("r3", "w-3", ("k", "k-cut"), 4)]).await.unwrap(), vec![Written::PayloadMoved]);
+    let held = store.sealed_payload("r3").await.unwrap().unwrap();
+    assert!(held.sealed.is_empty() && held.key_id == "k", "the delivered entry holds nothing: {held:?}");
 }
 
 /// A denied referral sent nothing, but a withdrawal of the person's consent
