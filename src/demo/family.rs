@@ -143,6 +143,10 @@ pub fn mothers_assessment(now: DateTime<Utc>) -> Value {
     if let Some(consent) = reply.get_mut("consent").and_then(Value::as_object_mut) {
         consent.insert("given_at".to_owned(), json!(given_now(now)));
     }
+    // Assessed once asked: today.
+    if let Some(assessment) = reply.pointer_mut("/case/family_assessment").and_then(Value::as_object_mut) {
+        assessment.insert("assessed_on".to_owned(), json!(now.date_naive().format("%Y-%m-%d").to_string()));
+    }
     reply
 }
 

@@ -454,16 +454,15 @@ impl Demo {
             return Err(step_failed("the assessment is not in the Italian Red Cross's inbox"));
         };
         let (code, case) = self.call(ITALIAN_RED_CROSS_INBOX, "ITA", reqwest::Method::GET, &format!("/v1/inbox/{reply_packet}"), None).await?;
-        let assessed = at(&case, "/case/family_assessment");
-        if code != 200 || assessed.is_null() {
+        let categories: Vec<String> = at(&case, "/case").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        if code != 200 || at(&case, "/case/family_assessment").is_null() {
             return Err(step_failed(format!("reading the assessment: HTTP {code}")));
         }
         println!(
-            "   The assessment came back, under the mother's consent, to the Italian Red Cross's inbox (answers_referral): capacity to care {}, \
-             risks {}, recommendation {}; the household by relationship and year of birth, without names.",
-            at(assessed, "/capacity_to_care"),
-            at(assessed, "/risks"),
-            at(assessed, "/recommendation"),
+            "   The assessment came back, under the mother's consent, to the Italian Red Cross's inbox (answers_referral), purpose {}: \
+             categories {} (household by relationship and year of birth, capacity to care, risks, recommendation; no names).",
+            at(&case, "/purpose"),
+            categories.join(", ")
         );
         self.report("gin-red-cross", "GIN", packet_id, "closed", Some("assessment_completed")).await?;
         self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::Closed).await?;

@@ -260,7 +260,7 @@ fn the_demo_runs_the_three_country_federation_and_exits_0() {
         "It is in the Italian Red Cross's inbox as the answer to its request (answers_referral), purpose \"tracing_reply\": categories identity, contact, tracing_wishes",
         "The Red Cross closed the request: \"closed\" with reason [\"family_traced\"]",
         "-> in_progress -> match_found -> reply_received -> closed -> withdrawn -> ",
-        "The assessment came back, under the mother's consent, to the Italian Red Cross's inbox (answers_referral): capacity to care \"adequate_with_support\", risks [\"economic_hardship\"], recommendation \"further_assessment_needed\"",
+        "The assessment came back, under the mother's consent, to the Italian Red Cross's inbox (answers_referral), purpose \"family_assessment\": categories identity, family_assessment",
         "Refused by the Gambian gateway: packet-undecryptable",
         "The Guinean gateway destroyed its key for the case and confirmed, signed: erased_at_gateway",
         "The Red Cross's inbox lists the case as erased; reading it now answers HTTP 410",
