@@ -69,11 +69,7 @@ pub fn mothers_reply(now: DateTime<Utc>) -> Value {
             }]
         }
     });
-    fixtures::move_dates(&mut reply, fixtures::days_since_written(now));
-    // Her consent is taken when she is found, after the request she answers.
-    if let Some(consent) = reply.get_mut("consent").and_then(Value::as_object_mut) {
-        consent.insert("given_at".to_owned(), json!(given_now(now)));
-    }
+    answered_now(&mut reply, now);
     reply
 }
 
@@ -138,16 +134,22 @@ pub fn mothers_assessment(now: DateTime<Utc>) -> Value {
             }]
         }
     });
-    fixtures::move_dates(&mut reply, fixtures::days_since_written(now));
-    // Her consent is taken when she is found, after the request she answers.
-    if let Some(consent) = reply.get_mut("consent").and_then(Value::as_object_mut) {
-        consent.insert("given_at".to_owned(), json!(given_now(now)));
-    }
+    answered_now(&mut reply, now);
     // Assessed once asked: today.
     if let Some(assessment) = reply.pointer_mut("/case/family_assessment").and_then(Value::as_object_mut) {
         assessment.insert("assessed_on".to_owned(), json!(now.date_naive().format("%Y-%m-%d").to_string()));
     }
     reply
+}
+
+/// A reply written as of [`fixtures::written_at`], moved to `now`'s day,
+/// and the consent in it given `now`: the person is asked once found,
+/// after the request the reply answers.
+fn answered_now(reply: &mut Value, now: DateTime<Utc>) {
+    fixtures::move_dates(reply, fixtures::days_since_written(now));
+    if let Some(consent) = reply.get_mut("consent").and_then(Value::as_object_mut) {
+        consent.insert("given_at".to_owned(), json!(given_now(now)));
+    }
 }
 
 /// `now` as a consent's `given_at`.

@@ -248,6 +248,15 @@ impl Demo {
         .await
     }
 
+    /// `system` acknowledges the case `packet_id` in its inbox at `country`'s gateway.
+    async fn acknowledge(&self, system: &str, country: &str, packet_id: &str) -> Result<(), DemoError> {
+        let (code, _) = self.call(system, country, reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
+        if code != 200 {
+            return Err(step_failed(format!("acknowledging: HTTP {code}")));
+        }
+        Ok(())
+    }
+
     async fn report(&self, system: &str, country: &str, packet_id: &str, status: &str, reason: Option<&str>) -> Result<(), DemoError> {
         let body = match reason {
             Some(reason) => json!({ "status": status, "reason_code": reason }),
@@ -270,8 +279,8 @@ impl Demo {
             return Err(step_failed(format!("the return referral was not accepted: HTTP {status} {answer}")));
         }
         let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
-        let sent: Vec<String> = at(&answer, "/decision/sent").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        let withheld: Vec<String> = at(&answer, "/decision/withheld").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let sent = keys(at(&answer, "/decision/sent"));
+        let withheld = keys(at(&answer, "/decision/withheld"));
         println!("   Italy decided: send {} ; withhold {} (consent, purpose baseline, DPO policy).", sent.join(", "), withheld.join(", "));
         let referral = self.wait_for_status(&id, ReferralStatus::Delivered).await?;
         println!("   Sealed (JWS in JWE), sent over mutual TLS; the Gambian gateway's signed receipt is kept ({} bytes).", at(&referral, "/delivery/receipt").as_str().map_or(0, str::len));
@@ -287,12 +296,9 @@ impl Demo {
         // As a national system does: the library checks the gateway's signature and that the envelope is this packet's.
         let opened = crate::recipient::open_delivered(&case.to_string(), std::slice::from_ref(&key), gambia.directory().as_ref(), &organisation, self.clock.now())
             .map_err(step_failed)?;
-        let categories: Vec<String> = opened.content.body.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let categories = keys(&opened.content.body);
         println!("   IOM Banjul pulled it and opened it with its key (the sending gateway's signature checked): categories {}.", categories.join(", "));
-        let (code, _) = self.call("iom-banjul", "GMB", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
-        if code != 200 {
-            return Err(step_failed(format!("acknowledging: HTTP {code}")));
-        }
+        self.acknowledge("iom-banjul", "GMB", &packet_id).await?;
         self.wait_for_status(&id, ReferralStatus::Forwarded).await?;
         // Accepting a handover moves case management: the timeline says so.
         for (progress, reason, shown) in [
@@ -337,10 +343,7 @@ impl Demo {
         self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::Delivered).await?;
         let items = self.inbox("gin-red-cross", "GIN", 1).await?;
         let packet_id = items.first().and_then(|i| at(i, "/packet_id").as_str()).unwrap_or_default().to_owned();
-        let (code, _) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
-        if code != 200 {
-            return Err(step_failed(format!("acknowledging: HTTP {code}")));
-        }
+        self.acknowledge("gin-red-cross", "GIN", &packet_id).await?;
         self.report("gin-red-cross", "GIN", &packet_id, "in_progress", None).await?;
         self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::InProgress).await?;
         println!("   The Guinean Red Cross took the request and is searching: Italy shows it in_progress.");
@@ -391,21 +394,8 @@ impl Demo {
         );
 
         println!("   The Guinean Red Cross answers Italy's request with a tracing reply: the mother's case, under her consent to be put in touch with the Italian Red Cross.");
-        let reply = family::mothers_reply(self.clock.now());
-        let (code, answer) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/replies"), Some(&reply)).await?;
-        if code != 202 {
-            return Err(step_failed(format!("the reply was not accepted: HTTP {code} {answer}")));
-        }
-        self.wait_for_entry(ITALIAN_RED_CROSS, "ITA", id, "reply_received").await?;
-        let items = self.inbox(ITALIAN_RED_CROSS_INBOX, "ITA", 1).await?;
-        let Some(reply_packet) = items.iter().find(|i| at(i, "/answers_referral").as_str() == Some(id.as_str())).and_then(|i| at(i, "/packet_id").as_str()) else {
-            return Err(step_failed("the reply is not in the Italian Red Cross's inbox"));
-        };
-        let (code, case) = self.call(ITALIAN_RED_CROSS_INBOX, "ITA", reqwest::Method::GET, &format!("/v1/inbox/{reply_packet}"), None).await?;
-        let categories: Vec<String> = at(&case, "/case").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        if code != 200 || categories.is_empty() {
-            return Err(step_failed(format!("reading the reply: HTTP {code}")));
-        }
+        let case = self.answered_in_italy(packet_id, id, &family::mothers_reply(self.clock.now()), 1).await?;
+        let categories = keys(at(&case, "/case"));
         println!(
             "   It is in the Italian Red Cross's inbox as the answer to its request (answers_referral), purpose {}: categories {}.",
             at(&case, "/purpose"),
@@ -432,32 +422,19 @@ impl Demo {
             return Err(step_failed(format!("the assessment request was not accepted: HTTP {status} {answer}")));
         }
         let id = at(&answer, "/referral_id").as_str().unwrap_or_default().to_owned();
-        let sent: Vec<String> = at(&answer, "/decision/sent").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let sent = keys(at(&answer, "/decision/sent"));
         self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::Delivered).await?;
         let items = self.inbox("gin-red-cross", "GIN", 2).await?;
         let Some(packet_id) = items.iter().find(|i| at(i, "/purpose") == "family_assessment_request").and_then(|i| at(i, "/packet_id").as_str()) else {
             return Err(step_failed("the assessment request is not in the Guinean Red Cross's inbox"));
         };
         println!("   Delivered to the Guinean Red Cross, cut to what an assessment needs: {}.", sent.join(", "));
-        let (code, _) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/ack"), None).await?;
-        if code != 200 {
-            return Err(step_failed(format!("acknowledging: HTTP {code}")));
+        self.acknowledge("gin-red-cross", "GIN", packet_id).await?;
+        let case = self.answered_in_italy(packet_id, &id, &family::mothers_assessment(self.clock.now()), 2).await?;
+        if at(&case, "/case/family_assessment").is_null() {
+            return Err(step_failed("the assessment came back without one"));
         }
-        let assessment = family::mothers_assessment(self.clock.now());
-        let (code, answer) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/replies"), Some(&assessment)).await?;
-        if code != 202 {
-            return Err(step_failed(format!("the assessment was not accepted: HTTP {code} {answer}")));
-        }
-        self.wait_for_entry(ITALIAN_RED_CROSS, "ITA", &id, "reply_received").await?;
-        let items = self.inbox(ITALIAN_RED_CROSS_INBOX, "ITA", 2).await?;
-        let Some(reply_packet) = items.iter().find(|i| at(i, "/answers_referral").as_str() == Some(id.as_str())).and_then(|i| at(i, "/packet_id").as_str()) else {
-            return Err(step_failed("the assessment is not in the Italian Red Cross's inbox"));
-        };
-        let (code, case) = self.call(ITALIAN_RED_CROSS_INBOX, "ITA", reqwest::Method::GET, &format!("/v1/inbox/{reply_packet}"), None).await?;
-        let categories: Vec<String> = at(&case, "/case").as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        if code != 200 || at(&case, "/case/family_assessment").is_null() {
-            return Err(step_failed(format!("reading the assessment: HTTP {code}")));
-        }
+        let categories = keys(at(&case, "/case"));
         println!(
             "   The assessment came back, under the mother's consent, to the Italian Red Cross's inbox (answers_referral), purpose {}: \
              categories {} (household by relationship and year of birth, capacity to care, risks, recommendation; no names).",
@@ -467,6 +444,27 @@ impl Demo {
         self.report("gin-red-cross", "GIN", packet_id, "closed", Some("assessment_completed")).await?;
         self.wait_for_status_of(ITALIAN_RED_CROSS, &id, ReferralStatus::Closed).await?;
         Ok(())
+    }
+
+    /// The Guinean Red Cross answers the request `packet_id` in its inbox
+    /// (Italy's referral `id`) with `reply`; the reply as the Italian Red
+    /// Cross reads it, once its timeline shows it and its inbox (by then
+    /// holding `inbox_count` cases) lists it as the answer to `id`.
+    async fn answered_in_italy(&self, packet_id: &str, id: &str, reply: &Value, inbox_count: usize) -> Result<Value, DemoError> {
+        let (code, answer) = self.call("gin-red-cross", "GIN", reqwest::Method::POST, &format!("/v1/inbox/{packet_id}/replies"), Some(reply)).await?;
+        if code != 202 {
+            return Err(step_failed(format!("the reply was not accepted: HTTP {code} {answer}")));
+        }
+        self.wait_for_entry(ITALIAN_RED_CROSS, "ITA", id, "reply_received").await?;
+        let items = self.inbox(ITALIAN_RED_CROSS_INBOX, "ITA", inbox_count).await?;
+        let Some(reply_packet) = items.iter().find(|i| at(i, "/answers_referral").as_str() == Some(id)).and_then(|i| at(i, "/packet_id").as_str()) else {
+            return Err(step_failed("the reply is not in the Italian Red Cross's inbox"));
+        };
+        let (code, case) = self.call(ITALIAN_RED_CROSS_INBOX, "ITA", reqwest::Method::GET, &format!("/v1/inbox/{reply_packet}"), None).await?;
+        if code != 200 || keys(at(&case, "/case")).is_empty() {
+            return Err(step_failed(format!("reading the reply: HTTP {code}")));
+        }
+        Ok(case)
     }
 
     /// Waits until the timeline of a referral `system` sent from `country`
@@ -789,6 +787,11 @@ impl Demo {
         );
         Ok(())
     }
+}
+
+/// The member names of a JSON object (a case's categories, a decision's); none for anything else.
+fn keys(value: &Value) -> Vec<String> {
+    value.as_object().map(|members| members.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// The value at a JSON pointer, `null` when absent.
