@@ -521,12 +521,13 @@ pub enum Write {
     /// Consent withdrawn for some categories of a referral sent from here:
     /// the rest stays shared. The payload still held (if it is still under
     /// the key `narrowing.sealed_from`) is replaced by `narrowing.payload`,
-    /// cut down and under a new key, while the entry is pending; with no packet made yet, the entry is
-    /// freed of any attempt's claim and due at once (that attempt's packet,
-    /// of the old payload, is not kept: see `KeepPacket`); `withdrawal` (its
-    /// body naming the categories) is queued for the peer if a packet was ever made; the
-    /// timeline records `consent_narrowed` with the categories, and the
-    /// referral's status stays. [`Written::AlreadySettled`] if the referral
+    /// cut down and under a new key, while the entry is pending; with no
+    /// packet made yet, the entry is freed of any attempt's claim and due
+    /// at once (that attempt's packet, of the old payload, is not kept:
+    /// see `KeepPacket`); `withdrawal` (its body naming the categories) is
+    /// queued for the peer if a packet was ever made; the timeline records
+    /// `consent_narrowed` with the categories, and the referral's status
+    /// stays. [`Written::AlreadySettled`] if the referral
     /// was withdrawn whole or erased before; [`Written::PayloadMoved`] if the
     /// payload is no longer under `sealed_from`, or the entry was settled
     /// (its payload blanked) since it was read.
