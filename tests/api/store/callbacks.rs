@@ -50,13 +50,7 @@ async fn callback_events_are_queued_for_registered_organisations_and_claimed_in_
         at_ms: at(1).timestamp_millis(),
     };
     store.write_batch(&[Write::InboxMove { change: Box::new(refused), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
-    let delivered = Write::Settle {
-        entry_id: "r1".to_owned(),
-        settlement: Settlement::Delivered { receipt: "receipt-1".to_owned() },
-        at_ms: at(2).timestamp_millis(),
-        audit: event(2, "ITA", Action::PacketSend).referral("r1"),
-    };
-    store.write_batch(&[delivered]).await.unwrap();
+    store.write_batch(&[delivered("r1", 2)]).await.unwrap();
     assert_eq!(store.timeline("r1").await.unwrap().len(), 3);
 
     // The first entry of each referral of the registered organisation; nothing of the other's.

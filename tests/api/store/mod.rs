@@ -108,6 +108,16 @@ fn referral(id: &str, sender: &str, key: &str, subject_key: &str, allowed: bool)
     }
 }
 
+/// Outbox entry `entry` delivered (its receipt `receipt-<entry>`) at minute `minutes`.
+fn delivered(entry: &str, minutes: i64) -> Write {
+    Write::Settle {
+        entry_id: entry.to_owned(),
+        settlement: Settlement::Delivered { receipt: format!("receipt-{entry}") },
+        at_ms: at(minutes).timestamp_millis(),
+        audit: event(minutes, "ITA", Action::PacketSend).referral(entry),
+    }
+}
+
 fn submit(referral: NewReferral) -> Write {
     let audit = event(0, &referral.record.sender_org.clone(), Action::ReferralSubmit).referral(&referral.record.id);
     Write::Referral { referral: Box::new(referral), audit }

@@ -35,12 +35,6 @@ async fn onward_limits_go_with_the_payload(backend: Backend) {
     assert_eq!(due.iter().filter(|d| d.onward.as_deref() == Some(&[5u8, 5][..])).count(), 3, "{due:?}");
     let blanked = |id: &str| format!("UPDATE outbox SET onward = onward WHERE id = '{id}' AND onward IS NULL");
 
-    let delivered = Write::Settle {
-        entry_id: "r1".to_owned(),
-        settlement: Settlement::Delivered { receipt: "receipt-r1".to_owned() },
-        at_ms: at(2).timestamp_millis(),
-        audit: event(2, "ITA", Action::PacketSend).referral("r1"),
-    };
     let withdrawn = Write::Withdraw {
         referral_id: "r2".to_owned(),
         withdrawal: NewWithdrawal { packet_id: "w-2".to_owned(), payload: SealedPayload { sealed: vec![9], key_id: "k".to_owned() }, deadline_ms: at(60).timestamp_millis() },
@@ -58,7 +52,7 @@ async fn onward_limits_go_with_the_payload(backend: Backend) {
         at_ms: at(2).timestamp_millis(),
         audit: event(2, "ITA", Action::ConsentWithdraw).referral("r3"),
     };
-    store.write_batch(&[delivered, withdrawn, cut]).await.unwrap();
+    store.write_batch(&[delivered("r1", 2), withdrawn, cut]).await.unwrap();
     for id in ["r1", "r2"] {
         assert_eq!(raw(&opened, &blanked(id)).await, Ok(1), "{id}'s onward limits are blanked");
     }
@@ -133,13 +127,7 @@ async fn overdue_referrals_are_counted_by_status_priority_and_age_and_logged_onc
     assert!(!store.mark_overdue_logged("r1", DeadlineKind::Delivery).await.unwrap(), "marked once: a second replica does not log it");
     assert_eq!(ids(store.overdue_unlogged(&emergencies, 10).await.unwrap()), ["r3"], "logged once");
     // Delivered late: now it awaits its acknowledgement, a deadline it was not logged for.
-    let delivered = Write::Settle {
-        entry_id: "r1".to_owned(),
-        settlement: Settlement::Delivered { receipt: "receipt-1".to_owned() },
-        at_ms: at(35).timestamp_millis(),
-        audit: event(35, "ITA", Action::PacketSend).referral("r1"),
-    };
-    store.write_batch(&[delivered]).await.unwrap();
+    store.write_batch(&[delivered("r1", 35)]).await.unwrap();
     assert_eq!(ids(store.overdue_unlogged(&emergencies, 10).await.unwrap()), ["r1", "r3"]);
     assert!(store.mark_overdue_logged("r1", DeadlineKind::Acknowledgement).await.unwrap());
     assert_eq!(ids(store.overdue_unlogged(&emergencies, 10).await.unwrap()), ["r3"]);
@@ -241,13 +229,7 @@ async fn a_status_that_came_first_is_not_overwritten_by_the_delivery(backend: Ba
     assert!(matches!(moved[..], [Written::Audited { .. }]));
     let again = store.write_batch(&[Write::InboxMove { change: Box::new(change), audit: event(1, "NGA", Action::PacketScreen) }]).await.unwrap();
     assert_eq!(again, vec![Written::AlreadySettled], "a packet moves on once");
-    let settle = Write::Settle {
-        entry_id: "r1".to_owned(),
-        settlement: Settlement::Delivered { receipt: "receipt-1".to_owned() },
-        at_ms: at(2).timestamp_millis(),
-        audit: event(2, "ITA", Action::PacketSend).referral("r1"),
-    };
-    store.write_batch(&[settle]).await.unwrap();
+    store.write_batch(&[delivered("r1", 2)]).await.unwrap();
     assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "refused");
     let timeline: Vec<(String, Vec<String>)> = store.timeline("r1").await.unwrap().into_iter().map(|t| (t.status.as_str().to_owned(), t.reasons)).collect();
     assert_eq!(
@@ -264,7 +246,6 @@ async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: 
         .write_batch(&[submit(referral("r1", "ita-nrm", "key-00001", "s1", true)), submit(referral("r2", "ita-nrm", "key-00002", "s2", true))])
         .await
         .unwrap();
-    let keep = |entry: &str, id: &str| Write::KeepPacket { entry_id: entry.to_owned(), packet: StoredPacket { packet_id: id.to_owned(), packet: format!("sealed-{id}") }, sealed_from: "k".to_owned() };
     let withdraw = |entry: &str, notice: &str| Write::Withdraw {
         referral_id: entry.to_owned(),
         withdrawal: NewWithdrawal {
@@ -275,16 +256,10 @@ async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: 
         at_ms: at(1).timestamp_millis(),
         audit: event(1, "ITA", Action::ConsentWithdraw).referral(entry),
     };
-    let delivered = |entry: &str| Write::Settle {
-        entry_id: entry.to_owned(),
-        settlement: Settlement::Delivered { receipt: format!("receipt-{entry}") },
-        at_ms: at(2).timestamp_millis(),
-        audit: event(2, "ITA", Action::PacketSend).referral(entry),
-    };
 
     // r1's packet was made (and may be on its way): the withdrawal names it.
-    store.write_batch(&[keep("r1", "p-1")]).await.unwrap();
-    let results = store.write_batch(&[withdraw("r1", "w-1"), keep("r1", "p-other"), withdraw("r1", "w-again")]).await.unwrap();
+    store.write_batch(&[keep("r1", "p-1", "k")]).await.unwrap();
+    let results = store.write_batch(&[withdraw("r1", "w-1"), keep("r1", "p-other", "k"), withdraw("r1", "w-again")]).await.unwrap();
     assert!(matches!(results[0], Written::Withdrawn { peer_notified: true, .. }), "{results:?}");
     assert_eq!(results[1..], [Written::AlreadySettled, Written::AlreadySettled], "no packet is kept into a withdrawn entry, and it is withdrawn once");
     let due = store.claim_deliveries(at(1).timestamp_millis(), 60_000, 10).await.unwrap();
@@ -293,14 +268,14 @@ async fn a_withdrawal_stops_delivery_and_names_the_packet_it_withdraws(backend: 
     assert_eq!((notices[0].id.as_str(), notices[0].in_reply_to.as_deref(), notices[0].referral_id.as_deref()), ("w-1", Some("p-1"), Some("r1")));
     assert!(due.iter().all(|d| d.id != "r1"), "a withdrawn referral is not delivered");
     // A send that was under way still leaves its receipt; the entry stays withdrawn.
-    assert!(matches!(store.write_batch(&[delivered("r1")]).await.unwrap()[..], [Written::Audited { .. }]));
-    assert_eq!(store.write_batch(&[delivered("r1")]).await.unwrap(), vec![Written::AlreadySettled]);
+    assert!(matches!(store.write_batch(&[delivered("r1", 2)]).await.unwrap()[..], [Written::Audited { .. }]));
+    assert_eq!(store.write_batch(&[delivered("r1", 2)]).await.unwrap(), vec![Written::AlreadySettled]);
     let r1 = store.delivery("r1").await.unwrap().unwrap();
     assert_eq!((r1.state.as_str(), r1.receipt.as_deref(), r1.packet.as_deref()), ("withdrawn", Some("receipt-r1"), None));
     assert_eq!(store.referral("r1").await.unwrap().unwrap().status.as_str(), "withdrawn");
 
     // r2 never had a packet: nothing to tell the peer, and none is made after.
-    let results = store.write_batch(&[withdraw("r2", "w-2"), keep("r2", "p-2")]).await.unwrap();
+    let results = store.write_batch(&[withdraw("r2", "w-2"), keep("r2", "p-2", "k")]).await.unwrap();
     assert!(matches!(results[0], Written::Withdrawn { peer_notified: false, .. }), "{results:?}");
     assert_eq!(results[1], Written::AlreadySettled);
     assert_eq!(store.delivery("r2").await.unwrap().unwrap().state.as_str(), "withdrawn");
@@ -420,13 +395,7 @@ async fn a_cut_before_any_packet_frees_the_entry_an_attempt_holds(backend: Backe
 
     // Delivered between a cut's read and its write: nothing is written back onto the blanked entry; it is cut again from the blank.
     store.write_batch(&[submit(referral("r3", "ita-nrm", "key-00003", "s3", true))]).await.unwrap();
-    let delivered = Write::Settle {
-        entry_id: "r3".to_owned(),
-        settlement: Settlement::Delivered { receipt: "receipt-r3".to_owned() },
-        at_ms: at(3).timestamp_millis(),
-        audit: event(3, "ITA", Action::PacketSend).referral("r3"),
-    };
-    store.write_batch(&[delivered]).await.unwrap();
+    store.write_batch(&[delivered("r3", 3)]).await.unwrap();
     assert_eq!(store.write_batch(&[health_withdrawn("r3", "w-3", ("k", "k-cut"), 4)]).await.unwrap(), vec![Written::PayloadMoved]);
     let held = store.sealed_payload("r3").await.unwrap().unwrap();
     assert!(held.sealed.is_empty() && held.key_id == "k", "the delivered entry holds nothing: {held:?}");
