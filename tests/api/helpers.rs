@@ -200,9 +200,27 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    wait_showing(what, limit, || {
+        let holds = check();
+        async move { if holds.await { Ok(()) } else { Err(String::new()) } }
+    })
+    .await;
+}
+
+/// As [`wait_for`], with `check` saying what it saw when it does not hold
+/// yet: the last of it goes into the panic on timeout.
+pub async fn wait_showing<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(seen) if seen.is_empty() => assert!(Instant::now() < deadline, "timed out waiting for {what}"),
+            Err(seen) => assert!(Instant::now() < deadline, "timed out waiting for {what}; last seen: {seen}"),
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -296,16 +296,12 @@ fn apply_window(mut key: PublishedKey, windows: &BTreeMap<String, (DateTime<Utc>
 /// with the whole referral as last shown (status, timeline, delivery), to
 /// tell a delivery that never came from one that went on past `wanted`.
 pub async fn wait_for_status(peer: &Peer, who: Who, referral_id: &str, wanted: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
+    crate::helpers::wait_showing(wanted, limit, || async {
         let reply = peer.get(who, &format!("/v1/referrals/{referral_id}")).await;
         assert_eq!(reply.status, 200, "{}", reply.text);
-        if reply.body["status"] == wanted {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {wanted}; the referral: {}", reply.text);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if reply.body["status"] == wanted { Ok(()) } else { Err(format!("the referral: {}", reply.text)) }
+    })
+    .await;
 }
 
 /// The referral's status as its sender sees it.
