@@ -12,6 +12,7 @@ macro_rules! callback_sql {
             /// Queues the timeline entry just recorded for `referral_id` (its
             /// latest) if its organisation is registered; nothing otherwise.
             /// Its position is the number of entries the referral has now.
+            /// (SQLite; PostgreSQL queues it in the entry's own statement, `referral_moves`.)
             async fn queue_callback(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 referral_id: &str,
@@ -19,20 +20,14 @@ macro_rules! callback_sql {
                 reasons: Option<&str>,
                 at_ms: i64,
             ) -> Result<(), sqlx::Error> {
-                sqlx::query(&format!(
-                    "INSERT INTO callbacks ({CALLBACK_INSERTED}) \
-                     SELECT id || '.' || CAST(position AS TEXT), id, org, position, $2, $3, $4, $5, $3, $3 + retry_ms FROM \
-                     (SELECT r.id AS id, r.sender_org AS org, s.retry_ms AS retry_ms, \
-                     (SELECT COUNT(*) FROM referral_events e WHERE e.referral_id = r.id) AS position \
-                     FROM referrals r JOIN callback_subscriptions s ON s.org = r.sender_org WHERE r.id = $1) queued"
-                ))
-                .bind(referral_id)
-                .bind(event.as_str())
-                .bind(at_ms)
-                .bind(reasons)
-                .bind(CallbackState::Pending.as_str())
-                .execute(&mut *connection)
-                .await?;
+                sqlx::query(&queue_callback_sql(""))
+                    .bind(referral_id)
+                    .bind(event.as_str())
+                    .bind(at_ms)
+                    .bind(reasons)
+                    .bind(CallbackState::Pending.as_str())
+                    .execute(&mut *connection)
+                    .await?;
                 Ok(())
             }
 

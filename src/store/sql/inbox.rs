@@ -147,29 +147,69 @@ macro_rules! inbox_sql {
                     return Ok(false);
                 };
                 let reasons = serde_json::to_string(change.step.reasons()).unwrap_or_else(|_| "[]".to_owned());
-                // What is refused, or applied to a referral, is not kept to be read later.
+                // One statement per move, whatever it sets: on PostgreSQL each
+                // statement of the group commit is a round trip the writer waits for.
+                let mut update = QueryBuilder::new("UPDATE inbox SET state = ");
+                update.push_bind(to.as_str()).push(", reasons = ").push_bind(reasons).push(", settled_ms = ").push_bind(change.at_ms);
                 // Numbered when it first becomes visible: see `visible_seq` in migration 0003.
                 const NUMBERED: &str = ", visible_seq = COALESCE(visible_seq, (SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox))";
-                let forget = match to {
-                    InboxState::Refused | InboxState::Applied | InboxState::Undeliverable => ", sealed = $6".to_owned(),
+                match to {
+                    // What is refused, or applied to a referral, is not kept to be read later.
+                    InboxState::Refused | InboxState::Applied | InboxState::Undeliverable => {
+                        update.push(", sealed = ").push_bind(Vec::<u8>::new());
+                    }
                     // The first push is due at once.
-                    InboxState::Pushing => format!(", next_push_ms = $3{NUMBERED}"),
-                    InboxState::NarrowingPushing => ", next_push_ms = $3, push_attempts = 0".to_owned(),
-                    InboxState::Available => NUMBERED.to_owned(),
-                    _ => String::new(),
-                };
-                let confirmed = if matches!(change.step, InboxMove::ConfirmNarrowing { .. }) { ", narrowing_confirmed_ms = $3" } else { "" };
-                let statement = format!("UPDATE inbox SET state = $1, reasons = $2, settled_ms = $3{forget}{confirmed} WHERE packet_id = $4 AND state = $5");
-                let mut update = sqlx::query(&statement)
-                    .bind(to.as_str())
-                    .bind(reasons)
-                    .bind(change.at_ms)
-                    .bind(&change.packet_id)
-                    .bind(change.from.as_str());
-                if forget.contains("$6") {
-                    update = update.bind(Vec::<u8>::new());
+                    InboxState::Pushing => {
+                        update.push(", next_push_ms = ").push_bind(change.at_ms).push(NUMBERED);
+                    }
+                    InboxState::NarrowingPushing => {
+                        update.push(", next_push_ms = ").push_bind(change.at_ms).push(", push_attempts = 0");
+                    }
+                    InboxState::Available => {
+                        update.push(NUMBERED);
+                    }
+                    _ => {}
                 }
-                if update.execute(&mut *connection).await?.rows_affected() == 0 {
+                match &change.step {
+                    InboxMove::ConfirmNarrowing { .. } => {
+                        update.push(", narrowing_confirmed_ms = ").push_bind(change.at_ms);
+                    }
+                    InboxMove::Forward { retention, reseal, queue, answers, .. } => {
+                        if let Some(answered) = answers {
+                            update.push(", answers_referral = ").push_bind(answered.referral_id.clone());
+                        }
+                        let rank = if queue.priority == Some(Priority::Emergency) { 0 } else { 1 };
+                        update
+                            .push(", priority = ")
+                            .push_bind(queue.priority.map(Priority::as_str))
+                            .push(", answer_by_ms = ")
+                            .push_bind(queue.answer_by_ms)
+                            .push(", due_ms = ")
+                            .push_bind(queue.acknowledge_by_ms)
+                            .push(", queue_rank = ")
+                            .push_bind(rank);
+                        // A forwarded case is listed or pushed, never blanked: `sealed` is set here only.
+                        if let Some(reseal) = reseal {
+                            update.push(", sealed = ").push_bind(reseal.sealed.clone()).push(", key_id = ").push_bind(reseal.key_id.clone());
+                        }
+                        update
+                            .push(", retention_until_ms = ")
+                            .push_bind(retention.until_ms)
+                            .push(", retention_days_after_closure = ")
+                            .push_bind(retention.days_after_closure);
+                    }
+                    // Its first answer is awaited next, unless it came already (a case
+                    // made visible before deadlines existed has none: it awaits nothing).
+                    InboxMove::Acknowledge { .. } => {
+                        update.push(
+                            ", due_ms = CASE WHEN queue_rank < 2 THEN COALESCE(answer_by_ms, 0) ELSE due_ms END, \
+                             queue_rank = CASE WHEN queue_rank < 2 AND answer_by_ms IS NULL THEN 2 ELSE queue_rank END",
+                        );
+                    }
+                    _ => {}
+                }
+                update.push(" WHERE packet_id = ").push_bind(change.packet_id.clone()).push(" AND state = ").push_bind(change.from.as_str());
+                if update.build().execute(&mut *connection).await?.rows_affected() == 0 {
                     return Ok(false);
                 }
                 if matches!(to, InboxState::Refused | InboxState::Undeliverable) {
@@ -180,49 +220,8 @@ macro_rules! inbox_sql {
                         .await?;
                 }
                 match &change.step {
-                    InboxMove::Forward { retention, reseal, queue, answers, .. } => {
-                        if let Some(answered) = answers {
-                            sqlx::query("UPDATE inbox SET answers_referral = $1 WHERE packet_id = $2")
-                                .bind(&answered.referral_id)
-                                .bind(&change.packet_id)
-                                .execute(&mut *connection)
-                                .await?;
-                            Self::referral_moves(connection, &answered.referral_id, ReferralEvent::ReplyReceived, &answered.reasons, change.at_ms).await?;
-                        }
-                        let rank = if queue.priority == Some(Priority::Emergency) { 0 } else { 1 };
-                        sqlx::query("UPDATE inbox SET priority = $1, answer_by_ms = $2, due_ms = $3, queue_rank = $4 WHERE packet_id = $5")
-                            .bind(queue.priority.map(Priority::as_str))
-                            .bind(queue.answer_by_ms)
-                            .bind(queue.acknowledge_by_ms)
-                            .bind(rank)
-                            .bind(&change.packet_id)
-                            .execute(&mut *connection)
-                            .await?;
-                        if let Some(reseal) = reseal {
-                            sqlx::query("UPDATE inbox SET sealed = $1, key_id = $2 WHERE packet_id = $3")
-                                .bind(&reseal.sealed)
-                                .bind(&reseal.key_id)
-                                .bind(&change.packet_id)
-                                .execute(&mut *connection)
-                                .await?;
-                        }
-                        sqlx::query("UPDATE inbox SET retention_until_ms = $1, retention_days_after_closure = $2 WHERE packet_id = $3")
-                            .bind(retention.until_ms)
-                            .bind(retention.days_after_closure)
-                            .bind(&change.packet_id)
-                            .execute(&mut *connection)
-                            .await?;
-                    }
-                    InboxMove::Acknowledge { .. } => {
-                        // Its first answer is awaited next, unless it came already (a case
-                        // made visible before deadlines existed has none: it awaits nothing).
-                        sqlx::query(
-                            "UPDATE inbox SET due_ms = COALESCE(answer_by_ms, 0), queue_rank = CASE WHEN answer_by_ms IS NULL THEN 2 ELSE queue_rank END \
-                             WHERE packet_id = $1 AND queue_rank < 2",
-                        )
-                            .bind(&change.packet_id)
-                            .execute(&mut *connection)
-                            .await?;
+                    InboxMove::Forward { answers: Some(answered), .. } => {
+                        Self::referral_moves(connection, &answered.referral_id, ReferralEvent::ReplyReceived, &answered.reasons, change.at_ms).await?;
                     }
                     InboxMove::ApplyToReferral { referral_id, events, reasons, retention_until_ms } => {
                         if let Some(until_ms) = retention_until_ms {

@@ -293,13 +293,35 @@ macro_rules! referral_sql {
                 reasons: &[String],
                 at_ms: i64,
             ) -> Result<(), sqlx::Error> {
-                if let Some(moving) = moves("status", |status: ReferralStatus| status.after(event)) {
+                let moving = moves("status", |status: ReferralStatus| status.after(event));
+                let reasons = (!reasons.is_empty()).then(|| serde_json::to_string(reasons).unwrap_or_else(|_| "[]".to_owned()));
+                if Self::DIALECT.writing_ctes {
+                    let status = moving
+                        .map(|moving| format!("moved AS (UPDATE referrals SET status = {} WHERE id = $1 AND status IN {}), ", moving.set, moving.from))
+                        .unwrap_or_default();
+                    // Every part runs once, whatever the main statement reads of it.
+                    // All parts see one snapshot: the position counts the entries
+                    // committed before, which is exact because writers take turns
+                    // (each batch first locks the audit chain's head row).
+                    sqlx::query(&format!(
+                        "WITH {status}entry AS (INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ($1, $2, $3, $4)) {}",
+                        queue_callback_sql(" + 1")
+                    ))
+                    .bind(referral_id)
+                    .bind(event.as_str())
+                    .bind(at_ms)
+                    .bind(reasons.as_deref())
+                    .bind(CallbackState::Pending.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+                    return Ok(());
+                }
+                if let Some(moving) = moving {
                     sqlx::query(&format!("UPDATE referrals SET status = {} WHERE id = $1 AND status IN {}", moving.set, moving.from))
                         .bind(referral_id)
                         .execute(&mut *connection)
                         .await?;
                 }
-                let reasons = (!reasons.is_empty()).then(|| serde_json::to_string(reasons).unwrap_or_else(|_| "[]".to_owned()));
                 sqlx::query("INSERT INTO referral_events (referral_id, status, at_ms, reasons) VALUES ($1, $2, $3, $4)")
                     .bind(referral_id)
                     .bind(event.as_str())
