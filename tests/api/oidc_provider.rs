@@ -122,7 +122,7 @@ impl OidcProvider {
         let mut child = command.spawn().expect("cannot run node: Node.js is needed for the OpenID Connect tests");
         let stdin = child.stdin.take().expect("piped stdin");
         let stderr_text = Arc::new(Mutex::new(String::new()));
-        tokio::spawn(forward_stderr(child.stderr.take().expect("piped stderr"), Arc::clone(&stderr_text)));
+        let forwarding = tokio::spawn(forward_stderr(child.stderr.take().expect("piped stderr"), Arc::clone(&stderr_text)));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
 
         let issuer = tokio::time::timeout(START_TIMEOUT, async {
@@ -133,12 +133,19 @@ impl OidcProvider {
             }
             None
         })
-        .await
-        .ok()
-        .flatten();
-        let Some(issuer) = issuer else {
+        .await;
+        let Ok(Some(issuer)) = issuer else {
+            // Said apart, to find the cause of a failure seen once in CI:
+            // silent for the whole timeout, or its output closed early.
+            let how = if issuer.is_err() { format!("no ISSUER line within {START_TIMEOUT:?}") } else { "its output closed without an ISSUER line".to_owned() };
+            let status = match child.try_wait() {
+                Ok(Some(status)) => format!("it exited: {status}"),
+                _ => "it was still running".to_owned(),
+            };
             let _ = child.kill().await;
-            panic!("the OpenID Provider did not start; its stderr:\n{}", stderr_text.lock().unwrap());
+            // Its stderr to the end: what it said before it went is then all there.
+            let _ = tokio::time::timeout(Duration::from_secs(5), forwarding).await;
+            panic!("the OpenID Provider did not start ({how}; {status}); its stderr:\n{}", stderr_text.lock().unwrap());
         };
 
         let jwks_served = Arc::new(AtomicUsize::new(0));
