@@ -13,9 +13,11 @@
 //!
 //!   cargo bench --bench federation                     # both backends, one round
 //!   cargo bench --bench federation -- sqlite rounds=3  # one backend, three rounds
+//!   cargo bench --bench federation -- latency          # open loop at 100/s for 60 s: p50, p99
 //!
 //! Under `cargo test` it sends a few referrals per backend and workload only.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,6 +160,8 @@ struct Acknowledged {
     cases: u64,
     /// Of them, listed as sealed end to end.
     sealed: u64,
+    /// When each case's acknowledgement was answered, by packet id.
+    at: HashMap<String, Instant>,
 }
 
 /// The recipient: tails its inbox and acknowledges every case, until
@@ -169,6 +173,7 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
     let mut cursor: Option<String> = None;
     let mut acknowledged = 0u64;
     let mut sealed = 0u64;
+    let mut at = HashMap::new();
     while acknowledged < count && started.elapsed() < limit {
         // Tailing: the arrival order (the default; `due` is a worklist that reorders as cases move).
         let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
@@ -194,22 +199,24 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
         for chunk in items.chunks(items.len().div_ceil(ACKNOWLEDGERS)) {
             let (client, base, chunk) = (client.clone(), base.clone(), chunk.to_vec());
             acks.spawn(async move {
-                let mut done = 0u64;
+                let mut done = Vec::new();
                 for packet_id in chunk {
                     if let Ok(response) = client.post(format!("{base}/v1/inbox/{packet_id}/ack")).send().await
                         && response.status().is_success()
                     {
-                        done += 1;
+                        done.push((packet_id, Instant::now()));
                     }
                 }
                 done
             });
         }
         while let Some(done) = acks.join_next().await {
-            acknowledged += done?;
+            let done = done?;
+            acknowledged += done.len() as u64;
+            at.extend(done);
         }
     }
-    Ok(Acknowledged { cases: acknowledged, sealed })
+    Ok(Acknowledged { cases: acknowledged, sealed, at })
 }
 
 struct Signers(Vec<PublishedSigner>);
@@ -367,6 +374,91 @@ async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration
     Ok(rate)
 }
 
+/// Open loop (issue 23 §2): `rate` referrals per second submitted at
+/// Italy's gateway for `length`, each at its own time whatever became of
+/// the earlier ones, gateway-to-gateway sealing; the time from each one's
+/// scheduled submission to its acknowledgement by IOM Banjul at the
+/// Gambian gateway, in submission order. Timed from the schedule, so a
+/// gateway that falls behind shows it in full instead of slowing the load.
+async fn latencies(backend: Backend, rate: u32, length: Duration) -> Result<Vec<Duration>, BoxError> {
+    let federation = start(backend, Sealing::GatewayOnly).await?;
+    let count = (f64::from(rate) * length.as_secs_f64()).round() as u64;
+    let url = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
+    let template = referral_template()?;
+    let client = client(&federation.files, "iom-rome")?;
+    let recipient = acknowledge_all(&federation, count, length + Duration::from_secs(120));
+    let submitter = async {
+        let started = tokio::time::Instant::now();
+        let mut submissions = tokio::task::JoinSet::new();
+        for n in 0..count {
+            let scheduled = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
+            tokio::time::sleep_until(scheduled).await;
+            let (client, url) = (client.clone(), url.clone());
+            let body = template.replace("__KEY__", &format!("bench-latency-{}-{n:010}", std::process::id()));
+            submissions.spawn(async move {
+                let response = client.post(&url).header("content-type", "application/json").body(body).send().await?;
+                if response.status().as_u16() != 202 {
+                    return Err(format!("submit: HTTP {}", response.status()).into());
+                }
+                let answer: Value = response.json().await?;
+                let id = answer.get("referral_id").and_then(Value::as_str).ok_or("no referral id")?.to_owned();
+                Ok::<_, BoxError>((n, id, scheduled.into_std()))
+            });
+        }
+        let mut sent = Vec::new();
+        while let Some(submitted) = submissions.join_next().await {
+            sent.push(submitted??);
+        }
+        sent.sort_by_key(|(n, _, _)| *n);
+        Ok::<_, BoxError>(sent)
+    };
+    let (acknowledged, sent) = tokio::join!(recipient, submitter);
+    let (acknowledged, sent) = (acknowledged?, sent?);
+    // Which packet carried each referral: the sending gateway's own record.
+    let base = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
+    let mut latencies = Vec::with_capacity(sent.len());
+    for (_, id, scheduled) in &sent {
+        let referral: Value = client.get(format!("{base}/{id}")).send().await?.json().await?;
+        let packet_id = referral.pointer("/delivery/packet_id").and_then(Value::as_str).ok_or("a referral without its packet id")?;
+        let at = acknowledged.at.get(packet_id).ok_or("a referral never acknowledged")?;
+        latencies.push(at.saturating_duration_since(*scheduled));
+    }
+    federation.ita.shut_down().await;
+    federation.gmb.shut_down().await;
+    if backend == Backend::Postgres
+        && let Err(error) = drop_schemas(&federation.prefix).await
+    {
+        eprintln!("left schemas {}_*: {error}", federation.prefix);
+    }
+    Ok(latencies)
+}
+
+/// The `q` quantile (0 to 1) of sorted durations, nearest rank.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+/// The latency run on one backend: a steady 100/s for 60 s (under `cargo
+/// test`, 10 referrals at 100/s).
+async fn latency(backend: Backend, full: bool) -> Result<(), BoxError> {
+    let (rate, length) = if full { (100, Duration::from_secs(60)) } else { (100, Duration::from_millis(100)) };
+    let mut measured = latencies(backend, rate, length).await?;
+    measured.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{backend:?}: open loop at {rate}/s for {} s ({} referrals, gateway to gateway), submission to acknowledgement at the receiving gateway: \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
+        length.as_secs_f64(),
+        measured.len(),
+        ms(quantile(&measured, 0.5)),
+        ms(quantile(&measured, 0.99)),
+        ms(measured.last().copied().unwrap_or_default()),
+        if full { "" } else { " (smoke run; debug build)" },
+    );
+    Ok(())
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
@@ -421,12 +513,19 @@ fn main() -> Result<(), BoxError> {
         Some(n) => n.parse::<usize>()?.max(1),
         None => 1,
     };
-    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--") && !a.starts_with("rounds=")).collect();
+    // `latency`: the open-loop run instead of the throughput rounds (both under `cargo test`).
+    let latency_only = args.iter().any(|a| a == "latency");
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--") && !a.starts_with("rounds=") && *a != "latency").collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let name = format!("{backend:?}").to_lowercase();
         if only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) {
-            runtime.block_on(compare(backend, full, rounds))?;
+            if !latency_only {
+                runtime.block_on(compare(backend, full, rounds))?;
+            }
+            if latency_only || !full {
+                runtime.block_on(latency(backend, full))?;
+            }
         }
     }
     Ok(())
