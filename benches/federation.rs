@@ -174,6 +174,8 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
     let mut acknowledged = 0u64;
     let mut sealed = 0u64;
     let mut at = HashMap::new();
+    // Acknowledgements that failed: tried again next round (acknowledging is idempotent).
+    let mut retry: Vec<String> = Vec::new();
     while acknowledged < count && started.elapsed() < limit {
         // Tailing: the arrival order (the default; `due` is a worklist that reorders as cases move).
         let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
@@ -187,7 +189,8 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
             .map(|items| items.iter().filter(|i| i.get("state") == Some(&Value::from("available"))).collect())
             .unwrap_or_default();
         sealed += available.iter().filter(|i| i.get("end_to_end") == Some(&Value::Bool(true))).count() as u64;
-        let items: Vec<String> = available.iter().filter_map(|i| i.get("packet_id")?.as_str().map(str::to_owned)).collect();
+        let mut items = std::mem::take(&mut retry);
+        items.extend(available.iter().filter_map(|i| i.get("packet_id")?.as_str().map(str::to_owned)));
         if let Some(next) = page.get("next_cursor").and_then(Value::as_str) {
             cursor = Some(next.to_owned());
         }
@@ -199,21 +202,31 @@ async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -
         for chunk in items.chunks(items.len().div_ceil(ACKNOWLEDGERS)) {
             let (client, base, chunk) = (client.clone(), base.clone(), chunk.to_vec());
             acks.spawn(async move {
-                let mut done = Vec::new();
+                let (mut done, mut failed) = (Vec::new(), Vec::new());
                 for packet_id in chunk {
-                    if let Ok(response) = client.post(format!("{base}/v1/inbox/{packet_id}/ack")).send().await
-                        && response.status().is_success()
-                    {
-                        done.push((packet_id, Instant::now()));
+                    match client.post(format!("{base}/v1/inbox/{packet_id}/ack")).send().await {
+                        Ok(response) if response.status().is_success() => done.push((packet_id, Instant::now())),
+                        Ok(response) => {
+                            eprintln!("acknowledge: HTTP {}", response.status());
+                            failed.push(packet_id);
+                        }
+                        Err(error) => {
+                            eprintln!("acknowledge: {error}");
+                            failed.push(packet_id);
+                        }
                     }
                 }
-                done
+                (done, failed)
             });
         }
-        while let Some(done) = acks.join_next().await {
-            let done = done?;
+        while let Some(joined) = acks.join_next().await {
+            let (done, failed) = joined?;
             acknowledged += done.len() as u64;
             at.extend(done);
+            retry.extend(failed);
+        }
+        if !retry.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     Ok(Acknowledged { cases: acknowledged, sealed, at })
@@ -336,13 +349,34 @@ async fn audited(app: &Application, action: &str, outcome: &str) -> Result<u64, 
     Ok(app.gateway().store.audit(&filter).await?.iter().filter(|r| r.outcome == outcome).count() as u64)
 }
 
-/// One run of `referrals` end to end on a fresh federation; returns referrals per second.
+/// Stops both gateways and drops a PostgreSQL run's schemas.
+async fn tear_down(federation: Federation, backend: Backend) {
+    federation.ita.shut_down().await;
+    federation.gmb.shut_down().await;
+    // shut_down waits for the gateways' workers too: nothing holds the schemas now.
+    if backend == Backend::Postgres
+        && let Err(error) = drop_schemas(&federation.prefix).await
+    {
+        eprintln!("left schemas {}_*: {error}", federation.prefix);
+    }
+}
+
+/// One run of `referrals` end to end on a fresh federation; returns referrals per
+/// second. The federation is torn down whatever the outcome.
 async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
     let federation = start(backend, sealing).await?;
+    let outcome = measure_throughput(&federation, backend, sealing, referrals, limit).await;
+    tear_down(federation, backend).await;
+    outcome
+}
+
+/// The throughput run on a federation started for it: submissions and
+/// acknowledgements together, then every referral checked to have arrived exactly once.
+async fn measure_throughput(federation: &Federation, backend: Backend, sealing: Sealing, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
     SEQUENCE.store(0, Ordering::Relaxed);
     let started = Instant::now();
-    let recipient = acknowledge_all(&federation, referrals, limit);
-    let (acknowledged, accepted) = tokio::join!(recipient, submit_all(&federation, referrals));
+    let recipient = acknowledge_all(federation, referrals, limit);
+    let (acknowledged, accepted) = tokio::join!(recipient, submit_all(federation, referrals));
     let (acknowledged, accepted) = (acknowledged?, accepted?);
     let elapsed = started.elapsed().as_secs_f64();
     let rate = acknowledged.cases as f64 / elapsed;
@@ -363,14 +397,6 @@ async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration
     if acknowledged.sealed != expected_sealed {
         return Err(format!("{backend:?}, {sealing:?}: {} of {referrals} cases listed as sealed end to end", acknowledged.sealed).into());
     }
-    federation.ita.shut_down().await;
-    federation.gmb.shut_down().await;
-    // shut_down waits for the gateways' workers too: nothing holds the schemas now.
-    if backend == Backend::Postgres
-        && let Err(error) = drop_schemas(&federation.prefix).await
-    {
-        eprintln!("left schemas {}_*: {error}", federation.prefix);
-    }
     Ok(rate)
 }
 
@@ -382,19 +408,31 @@ async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration
 /// gateway that falls behind shows it in full instead of slowing the load.
 async fn latencies(backend: Backend, rate: u32, length: Duration) -> Result<Vec<Duration>, BoxError> {
     let federation = start(backend, Sealing::GatewayOnly).await?;
+    let outcome = measure_latencies(&federation, rate, length).await;
+    tear_down(federation, backend).await;
+    outcome
+}
+
+/// The latency run on a federation started for it (see [`latencies`]).
+async fn measure_latencies(federation: &Federation, rate: u32, length: Duration) -> Result<Vec<Duration>, BoxError> {
     let count = (f64::from(rate) * length.as_secs_f64()).round() as u64;
     let url = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
     let template = referral_template()?;
     let client = client(&federation.files, "iom-rome")?;
-    let recipient = acknowledge_all(&federation, count, length + Duration::from_secs(120));
+    let recipient = acknowledge_all(federation, count, length + Duration::from_secs(120));
     let submitter = async {
         let started = tokio::time::Instant::now();
         let mut submissions = tokio::task::JoinSet::new();
+        let mut sent = Vec::new();
         for n in 0..count {
             let scheduled = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
             tokio::time::sleep_until(scheduled).await;
             let (client, url) = (client.clone(), url.clone());
             let body = template.replace("__KEY__", &format!("bench-latency-{}-{n:010}", std::process::id()));
+            // A failed submission ends the run now, not once the recipient gives up.
+            while let Some(submitted) = submissions.try_join_next() {
+                sent.push(submitted??);
+            }
             submissions.spawn(async move {
                 let response = client.post(&url).header("content-type", "application/json").body(body).send().await?;
                 if response.status().as_u16() != 202 {
@@ -405,30 +443,24 @@ async fn latencies(backend: Backend, rate: u32, length: Duration) -> Result<Vec<
                 Ok::<_, BoxError>((n, id, scheduled.into_std()))
             });
         }
-        let mut sent = Vec::new();
         while let Some(submitted) = submissions.join_next().await {
             sent.push(submitted??);
         }
         sent.sort_by_key(|(n, _, _)| *n);
         Ok::<_, BoxError>(sent)
     };
-    let (acknowledged, sent) = tokio::join!(recipient, submitter);
-    let (acknowledged, sent) = (acknowledged?, sent?);
+    let (acknowledged, sent) = tokio::try_join!(recipient, submitter)?;
     // Which packet carried each referral: the sending gateway's own record.
     let base = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
     let mut latencies = Vec::with_capacity(sent.len());
     for (_, id, scheduled) in &sent {
-        let referral: Value = client.get(format!("{base}/{id}")).send().await?.json().await?;
-        let packet_id = referral.pointer("/delivery/packet_id").and_then(Value::as_str).ok_or("a referral without its packet id")?;
-        let at = acknowledged.at.get(packet_id).ok_or("a referral never acknowledged")?;
+        let referral: Value = client.get(format!("{base}/{id}")).send().await?.error_for_status()?.json().await?;
+        let packet_id = referral.pointer("/delivery/packet_id").and_then(Value::as_str).ok_or_else(|| format!("referral {id} has no packet id"))?;
+        let at = acknowledged
+            .at
+            .get(packet_id)
+            .ok_or_else(|| format!("referral {id} (packet {packet_id}) never acknowledged; {} of {count} were", acknowledged.cases))?;
         latencies.push(at.saturating_duration_since(*scheduled));
-    }
-    federation.ita.shut_down().await;
-    federation.gmb.shut_down().await;
-    if backend == Backend::Postgres
-        && let Err(error) = drop_schemas(&federation.prefix).await
-    {
-        eprintln!("left schemas {}_*: {error}", federation.prefix);
     }
     Ok(latencies)
 }
