@@ -135,12 +135,14 @@ impl OidcProvider {
         })
         .await;
         let Ok(Some(issuer)) = issuer else {
-            // Said apart, to find the cause of a failure seen once in CI:
-            // silent for the whole timeout, or its output closed early.
+            // Said apart, to find the cause of a failure seen once in CI: no
+            // ISSUER line for the whole timeout, or its output closed early.
             let how = if issuer.is_err() { format!("no ISSUER line within {START_TIMEOUT:?}") } else { "its output closed without an ISSUER line".to_owned() };
-            let status = match child.try_wait() {
-                Ok(Some(status)) => format!("it exited: {status}"),
-                _ => "it was still running".to_owned(),
+            // A process whose output just closed may not be reaped yet: given a moment to end.
+            let status = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+                Ok(Ok(status)) => format!("it exited: {status}"),
+                Ok(Err(error)) => format!("its status is unknown: {error}"),
+                Err(_) => "it was still running".to_owned(),
             };
             let _ = child.kill().await;
             // Its stderr to the end: what it said before it went is then all there.
