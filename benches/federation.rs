@@ -66,11 +66,11 @@ struct Federation {
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
-/// Drops a run's PostgreSQL schemas.
+/// Drops a run's PostgreSQL schemas, the case keys' beside each gateway's.
 async fn drop_schemas(prefix: &str) -> Result<(), BoxError> {
     let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
-    for country in ["ita", "gmb"] {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{prefix}_{country}\" CASCADE")).execute(&pool).await?;
+    for schema in ["ita", "gmb", "ita_case_keys", "gmb_case_keys"] {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{prefix}_{schema}\" CASCADE")).execute(&pool).await?;
     }
     Ok(())
 }

@@ -30,6 +30,9 @@ mod overrides;
 mod onward;
 mod matching;
 mod replies;
+mod replicas;
+#[path = "../common/replicas.rs"]
+mod replica_processes;
 mod referrals;
 mod roles;
 mod store;
