@@ -5,11 +5,12 @@
 //!
 //! "Exactly once": Italy holds one referral per idempotency key (a
 //! submission sent again to the other replica after a failure is the same
-//! referral), one packet per referral, each with the Gambia's receipt; the
-//! Gambia holds exactly those packets, each once, each screened and
-//! available to IOM Banjul; both audit chains, appended to by every
-//! replica, verify.
+//! referral), one packet per referral, each with the Gambia's receipt and
+//! recorded as delivered once; the Gambia holds exactly those packets, each
+//! accepted once and screened once, available to IOM Banjul; both audit
+//! chains, appended to by every replica, verify.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,7 +21,9 @@ const REFERRALS: u64 = 3_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_a_side_deliver_each_referral_once_though_one_of_each_is_killed() {
-    let mut federation = ReplicaFederation::start(Path::new(env!("CARGO_BIN_EXE_referral-gateway")), 2).await.unwrap();
+    // The suite's schema prefix: its sweep drops what a failed run leaves.
+    let prefix = format!("rgwtest_{}_replicas", std::process::id());
+    let mut federation = ReplicaFederation::start(Path::new(env!("CARGO_BIN_EXE_referral-gateway")), 2, &prefix).await.unwrap();
     let outage = Outage { kill_after: REFERRALS / 3, restart_after: REFERRALS * 2 / 3 };
     let delivered = match deliver(&mut federation, REFERRALS, 8, Some(outage), Duration::from_secs(300)).await {
         Ok(delivered) => delivered,
@@ -33,54 +36,77 @@ async fn two_replicas_a_side_deliver_each_referral_once_though_one_of_each_is_ki
             panic!("{error}\n{}", tails.join("\n"));
         }
     };
+    let at_the_kill = delivered.at_the_kill.clone().unwrap();
     eprintln!(
-        "{REFERRALS} referrals through 2+2 replicas, one of each side killed and restarted: {:.1} s, {} submissions sent again",
-        delivered.elapsed.as_secs_f64(),
-        delivered.resubmitted
+        "{REFERRALS} referrals through 2+2 replicas, one of each side killed and restarted: delivered in {:.1} s, screened in {:.1} s; \
+         {} submissions sent again; at the kill {} held {} claims, and the Gambian replica killed had taken {} connections",
+        delivered.delivered_after.as_secs_f64(),
+        delivered.screened_after.as_secs_f64(),
+        delivered.resubmitted,
+        at_the_kill.ita_node,
+        at_the_kill.ita_claims,
+        at_the_kill.gmb_connections,
     );
-    let (ita, gmb) = (&federation.ita, &federation.gmb);
 
-    // The outage happened: each killed replica started twice on its node.
-    for side in [ita, gmb] {
+    // The outage hit work in progress, and the replicas came back.
+    assert!(at_the_kill.gmb_connections > 0, "the Gambian replica killed had received nothing");
+    for side in [&mut federation.ita, &mut federation.gmb] {
+        for replica in &mut side.replicas {
+            let exited = replica.exit_status();
+            assert!(exited.is_none() && replica.is_running(), "{} is not running: {exited:?}\n{}", replica.node, replica.log_tail(20));
+        }
         let restarted = side.replicas.last().unwrap();
         assert_eq!(restarted.logged("gateway listening"), 2, "{} was not started again", restarted.node);
-        assert!(side.replicas.iter().all(|r| r.is_running()));
     }
+    // Claims the killed Italian replica held are taken back by its successor on the node.
+    if at_the_kill.ita_claims > 0 {
+        let restarted = federation.ita.replicas.last().unwrap();
+        assert_eq!(restarted.logged("claims of this node's earlier process taken back"), 1, "{}", restarted.log_tail(20));
+    }
+    let (ita, gmb) = (&federation.ita, &federation.gmb);
 
-    // Italy: one referral per submission, each sent as one packet with a receipt.
-    assert_eq!(delivered.referral_ids.len() as u64, REFERRALS, "an idempotency key answered with two referral ids");
-    assert_eq!(federation.count(ita, "SELECT count(*) FROM referrals").await.unwrap() as u64, REFERRALS);
-    let sent = federation
-        .texts(ita, "SELECT packet_id FROM outbox WHERE packet_type = 'referral' AND state = 'delivered' AND receipt IS NOT NULL ORDER BY packet_id")
+    // Italy: one referral per submission, each sent as one packet with a receipt, recorded as delivered once.
+    assert_eq!(delivered.referral_ids.len() as u64, REFERRALS, "a submission went unanswered");
+    let answered: BTreeSet<String> = delivered.referral_ids.values().cloned().collect();
+    assert_eq!(answered.len() as u64, REFERRALS, "two idempotency keys were answered with one referral");
+    let stored: BTreeSet<String> = ita.texts("SELECT id FROM referrals").await.unwrap().into_iter().collect();
+    assert_eq!(stored, answered, "the referrals stored are not those answered (a key made two)");
+    let sent = ita
+        .texts("SELECT packet_id FROM outbox WHERE packet_type = 'referral' AND state = 'delivered' AND receipt IS NOT NULL ORDER BY packet_id")
         .await
         .unwrap();
     assert_eq!(sent.len() as u64, REFERRALS);
-    assert_eq!(federation.count(ita, "SELECT count(*) FROM outbox WHERE packet_type = 'referral'").await.unwrap() as u64, REFERRALS);
-    let delivered_once = "SELECT count(*) FROM referral_events WHERE status = 'delivered'";
-    assert_eq!(federation.count(ita, delivered_once).await.unwrap() as u64, REFERRALS, "a referral recorded as delivered twice (or not at all)");
-    let distinct = "SELECT count(DISTINCT referral_id) FROM referral_events WHERE status = 'delivered'";
-    assert_eq!(federation.count(ita, distinct).await.unwrap() as u64, REFERRALS);
-    let stored_ids = federation.texts(ita, "SELECT id FROM referrals ORDER BY id").await.unwrap();
-    assert_eq!(stored_ids.into_iter().collect::<std::collections::BTreeSet<_>>(), delivered.referral_ids, "the answers name the stored referrals");
+    assert_eq!(ita.count("SELECT count(*) FROM outbox WHERE packet_type = 'referral'").await.unwrap() as u64, REFERRALS);
+    let delivered_events = ita.count("SELECT count(*) FROM referral_events WHERE status = 'delivered'").await.unwrap();
+    assert_eq!(delivered_events as u64, REFERRALS, "a referral recorded as delivered twice (or not at all)");
+    let distinct = ita.count("SELECT count(DISTINCT referral_id) FROM referral_events WHERE status = 'delivered'").await.unwrap();
+    assert_eq!(distinct as u64, REFERRALS);
 
-    // The Gambia: exactly those packets, each once, each screened for IOM Banjul.
-    let received = federation.texts(gmb, "SELECT packet_id FROM inbox WHERE packet_type = 'referral' ORDER BY packet_id").await.unwrap();
+    // The Gambia: exactly those packets, each accepted once and screened once,
+    // whichever replica took or screened it (a packet sent again after a kill
+    // is audited as a duplicate).
+    let received = gmb.texts("SELECT packet_id FROM inbox WHERE packet_type = 'referral' ORDER BY packet_id").await.unwrap();
     assert_eq!(received, sent, "the Gambia holds another set of packets than Italy sent");
-    crate::helpers::wait_for("every received referral screened", Duration::from_secs(120), || async {
-        federation.count(gmb, "SELECT count(*) FROM inbox WHERE packet_type = 'referral' AND state = 'available'").await.unwrap() as u64 == REFERRALS
-    })
-    .await;
-    // Received and screened once each, whichever replica took the packet or
-    // screened it (a packet sent again after a kill is audited as a duplicate).
-    for (action, outcome) in [("packet.receive", "accepted"), ("packet.screen", "available")] {
-        let entries = format!("SELECT count(*) FROM audit_log WHERE action = '{action}' AND outcome = '{outcome}'");
-        assert_eq!(federation.count(gmb, &entries).await.unwrap() as u64, REFERRALS, "{action} {outcome}");
-    }
-    let screened = "SELECT count(DISTINCT referral_id) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'available'";
-    assert_eq!(federation.count(gmb, screened).await.unwrap() as u64, REFERRALS);
+    let accepted = gmb.count("SELECT count(*) FROM audit_log WHERE action = 'packet.receive' AND outcome = 'accepted'").await.unwrap();
+    assert_eq!(accepted as u64, REFERRALS, "packets accepted as new");
+    // A screening's audit entry names the packet.
+    let screened = gmb
+        .texts("SELECT referral_id FROM audit_log WHERE action = 'packet.screen' AND outcome = 'available' ORDER BY referral_id")
+        .await
+        .unwrap();
+    assert_eq!(screened, sent, "a packet screened twice, or not at all");
 
     // Both chains, which every replica appended to (the killed ones mid-run), verify.
-    assert!(federation.audit_verifies(ita).unwrap(), "Italy's audit chain does not verify");
-    assert!(federation.audit_verifies(gmb).unwrap(), "the Gambia's audit chain does not verify");
+    for side in [ita, gmb] {
+        let verified = federation.audit_verify(side).unwrap();
+        assert_eq!(
+            verified.status.code(),
+            Some(0),
+            "{}: {}{}",
+            side.schema,
+            String::from_utf8_lossy(&verified.stdout),
+            String::from_utf8_lossy(&verified.stderr)
+        );
+    }
     federation.tear_down().await.unwrap();
 }

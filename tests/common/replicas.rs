@@ -14,12 +14,19 @@
 //! dated by the binary itself (`keys public` says when "now" is), and the
 //! fixtures' dates are moved to that day, so that the run holds on any date
 //! (and under `faketime`, which the children inherit).
+//!
+//! The children are killed when their [`Replica`] is dropped, a panic
+//! included; a test process killed outright leaves them running (a parent's
+//! death signal would need `unsafe`, which the crate forbids).
 
-use std::collections::BTreeSet;
+// The test and the bench use different parts.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +67,9 @@ impl Replica {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RGW_DATABASE__NODE", &self.node)
+            // Four replicas, each with a pool for the store and one for the
+            // case keys, beside the rest of the suite on one PostgreSQL.
+            .env("RGW_DATABASE__MAX_CONNECTIONS", "4")
             .env("RGW_LOG__LEVEL", "info")
             .env("RGW_LOG__FORMAT", "json")
             .env_remove("RUST_LOG")
@@ -76,23 +86,25 @@ impl Replica {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
-                    if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    let address = serde_json::from_str::<Value>(&line).ok().and_then(|event| {
                         let fields = &event["fields"];
-                        let address = match fields["message"].as_str() {
+                        match fields["message"].as_str() {
                             Some("gateway listening") => fields["local_addr"].as_str().map(|a| (false, a.to_owned())),
                             Some("federation listener up") => fields["addr"].as_str().map(|a| (true, a.to_owned())),
                             _ => None,
-                        };
-                        if let Some(address) = address {
-                            let _ = sender.send(address);
                         }
-                    }
+                    });
                     if let Ok(mut lines) = lines.lock() {
                         lines.push(line);
+                    }
+                    if let Some(address) = address {
+                        let _ = sender.send(address);
                     }
                 }
             });
         }
+        // Only the readers hold a sender now: a child that exits closes the channel.
+        drop(sender);
         self.child = Some(child);
         self.api = None;
         self.federation = None;
@@ -108,9 +120,15 @@ impl Replica {
                         self.api = Some(address);
                     }
                 }
-                Err(_) => {
+                Err(error) => {
+                    let exited = self.exit_status();
                     self.kill();
-                    return Err(format!("replica {} did not start within {START_LIMIT:?}:\n{}", self.node, self.log_tail(40)).into());
+                    let why = match exited {
+                        Some(status) => format!("exited ({status})"),
+                        None if matches!(error, std::sync::mpsc::RecvTimeoutError::Timeout) => format!("did not start within {START_LIMIT:?}"),
+                        None => "closed its output".to_owned(),
+                    };
+                    return Err(format!("replica {} {why}:\n{}", self.node, self.log_tail(40)).into());
                 }
             }
         }
@@ -127,8 +145,22 @@ impl Replica {
         self.federation = None;
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// How the process ended, if it did (`None` while it runs or was never started).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())
+    }
+
+    /// Started, and still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exit_status().is_none()
     }
 
     /// How many of its log lines (all its processes) carry `message`.
@@ -160,6 +192,8 @@ impl Drop for Replica {
 pub struct Balancer {
     pub addr: SocketAddr,
     backends: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Connections passed to each backend so far.
+    connections: Arc<Mutex<BTreeMap<SocketAddr, u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -168,16 +202,29 @@ impl Balancer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let backends: Arc<Mutex<Vec<SocketAddr>>> = Arc::new(Mutex::new(Vec::new()));
+        let connections: Arc<Mutex<BTreeMap<SocketAddr, u64>>> = Arc::new(Mutex::new(BTreeMap::new()));
         let turn = Arc::new(AtomicUsize::new(0));
-        let shared = Arc::clone(&backends);
+        let (shared, counted) = (Arc::clone(&backends), Arc::clone(&connections));
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            loop {
+                let mut inbound = match listener.accept().await {
+                    Ok((inbound, _)) => inbound,
+                    // Out of descriptors, a connection reset before it was taken: the next one may do.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
                 let candidates = shared.lock().map(|b| b.clone()).unwrap_or_default();
                 let first = turn.fetch_add(1, Ordering::Relaxed);
+                let counted = Arc::clone(&counted);
                 tokio::spawn(async move {
                     for i in 0..candidates.len() {
                         let Some(backend) = candidates.get((first + i) % candidates.len()) else { continue };
                         if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                            if let Ok(mut counted) = counted.lock() {
+                                *counted.entry(*backend).or_default() += 1;
+                            }
                             let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                             return;
                         }
@@ -186,7 +233,12 @@ impl Balancer {
                 });
             }
         });
-        Ok(Self { addr, backends, task })
+        Ok(Self { addr, backends, connections, task })
+    }
+
+    /// Connections passed to `backend` so far.
+    pub fn connections_to(&self, backend: SocketAddr) -> u64 {
+        self.connections.lock().ok().and_then(|c| c.get(&backend).copied()).unwrap_or(0)
     }
 
     /// The replicas now running behind it.
@@ -208,6 +260,8 @@ pub struct Side {
     pub replicas: Vec<Replica>,
     pub balancer: Balancer,
     pub schema: String,
+    /// One connection to the side's schema, for reading what it stored.
+    pool: sqlx::PgPool,
 }
 
 impl Side {
@@ -228,7 +282,17 @@ impl Side {
 
     /// The national API's base URLs of the running replicas, by index.
     pub fn api_urls(&self) -> Vec<Option<String>> {
-        self.replicas.iter().map(|r| r.api.map(|a| format!("https://localhost:{}", a.port()))).collect()
+        self.replicas.iter().map(|r| r.api.map(|a| format!("https://127.0.0.1:{}", a.port()))).collect()
+    }
+
+    /// A count from the side's schema.
+    pub async fn count(&self, sql: &str) -> Result<i64, BoxError> {
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+
+    /// The texts of one column from the side's schema.
+    pub async fn texts(&self, sql: &str) -> Result<Vec<String>, BoxError> {
+        Ok(sqlx::query_scalar(sql).fetch_all(&self.pool).await?)
     }
 }
 
@@ -246,6 +310,22 @@ pub struct ReplicaFederation {
 }
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// One connection whose search path is `schema`.
+async fn pool_on(schema: &str) -> Result<sqlx::PgPool, BoxError> {
+    let set_path = format!("SET search_path TO \"{schema}\"");
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(move |connection, _| {
+            let set_path = set_path.clone();
+            Box::pin(async move {
+                sqlx::Executor::execute(connection, set_path.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect(POSTGRES_URL)
+        .await?)
+}
 
 /// What the binary takes "now" to be: the start of the window `keys
 /// public` gives keys when not told one.
@@ -275,9 +355,13 @@ impl ReplicaFederation {
     /// `per_side` replicas of each gateway, started one after the other
     /// (the first alone on the empty schema, as §3.4 asks), behind their
     /// balancers, with a directory that lists the balancers.
-    pub async fn start(binary: &Path, per_side: usize) -> Result<Self, BoxError> {
+    ///
+    /// `prefix` names the run's schemas (`<prefix>_<n>_ita`, ...): the test
+    /// suite's own prefix, so that its sweep of stale schemas finds those a
+    /// failed run left.
+    pub async fn start(binary: &Path, per_side: usize, prefix: &str) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
-        let prefix = format!("rgw_replicas_{}_{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
+        let prefix = format!("{prefix}_{}", RUNS.fetch_add(1, Ordering::Relaxed));
         let schemas = [format!("{prefix}_ita"), format!("{prefix}_gmb")];
         drop_schemas(&[schemas[0].as_str(), schemas[1].as_str()]).await?;
         let options = Options { countries: &["ITA", "GMB"], postgres: Some((POSTGRES_URL, prefix.as_str())), sealed_recipient: false };
@@ -311,8 +395,8 @@ impl ReplicaFederation {
                 })
                 .collect()
         };
-        let mut ita = Side { replicas: replicas("ITA", &ita_config), balancer: ita_balancer, schema: schemas[0].clone() };
-        let mut gmb = Side { replicas: replicas("GMB", &gmb_config), balancer: gmb_balancer, schema: schemas[1].clone() };
+        let mut ita = Side { replicas: replicas("ITA", &ita_config), balancer: ita_balancer, schema: schemas[0].clone(), pool: pool_on(&schemas[0]).await? };
+        let mut gmb = Side { replicas: replicas("GMB", &gmb_config), balancer: gmb_balancer, schema: schemas[1].clone(), pool: pool_on(&schemas[1]).await? };
         for side in [&mut ita, &mut gmb] {
             for replica in &mut side.replicas {
                 replica.start()?;
@@ -329,33 +413,11 @@ impl ReplicaFederation {
         Ok(Self { ita, gmb, files, template: referral.to_string(), binary: binary.to_path_buf(), _dir: dir })
     }
 
-    /// A count from one side's schema.
-    pub async fn count(&self, side: &Side, sql: &str) -> Result<i64, BoxError> {
-        let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
-        let mut connection = pool.acquire().await?;
-        sqlx::query(&format!("SET search_path TO \"{}\"", side.schema)).execute(&mut *connection).await?;
-        let count: i64 = sqlx::query_scalar(sql).fetch_one(&mut *connection).await?;
-        drop(connection);
-        pool.close().await;
-        Ok(count)
-    }
-
-    /// The texts of one column from one side's schema.
-    pub async fn texts(&self, side: &Side, sql: &str) -> Result<Vec<String>, BoxError> {
-        let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
-        let mut connection = pool.acquire().await?;
-        sqlx::query(&format!("SET search_path TO \"{}\"", side.schema)).execute(&mut *connection).await?;
-        let texts: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut *connection).await?;
-        drop(connection);
-        pool.close().await;
-        Ok(texts)
-    }
-
-    /// `audit verify` on one side's chain, which every replica appended to.
-    pub fn audit_verifies(&self, side: &Side) -> Result<bool, BoxError> {
+    /// `audit verify` on one side's chain, which every replica appended to
+    /// (exit 0: it verifies; 1: broken; 2: it could not be read).
+    pub fn audit_verify(&self, side: &Side) -> Result<Output, BoxError> {
         let config = side.replicas.first().ok_or("no replica")?.config.clone();
-        let output = Command::new(&self.binary).args(["audit", "verify", "--config"]).arg(config).env_remove("RUST_LOG").output()?;
-        Ok(output.status.success())
+        Ok(Command::new(&self.binary).args(["audit", "verify", "--config"]).arg(config).env_remove("RUST_LOG").output()?)
     }
 
     /// Ends the processes and drops both schemas.
@@ -364,6 +426,7 @@ impl ReplicaFederation {
             for replica in &mut side.replicas {
                 replica.kill();
             }
+            side.pool.close().await;
         }
         drop_schemas(&[self.ita.schema.as_str(), self.gmb.schema.as_str()]).await
     }
@@ -378,36 +441,90 @@ pub struct Outage {
     pub restart_after: u64,
 }
 
+/// What the killed replicas had in hand when they were killed.
+#[derive(Debug, Clone)]
+pub struct AtTheKill {
+    /// The killed Italian replica's node.
+    pub ita_node: String,
+    /// Connections from Italy the Gambian balancer had passed to the killed Gambian replica.
+    pub gmb_connections: u64,
+    /// Outbox entries the killed Italian replica had claimed and not settled.
+    pub ita_claims: i64,
+}
+
 /// What a run did.
 #[derive(Debug)]
 pub struct Delivered {
-    /// Referral ids as the Italian replicas answered them, one per idempotency key.
-    pub referral_ids: BTreeSet<String>,
-    /// Submissions sent again to the other replica after a failure.
+    /// Referral ids as the Italian replicas answered them, by idempotency key.
+    pub referral_ids: BTreeMap<String, String>,
+    /// Submissions sent again to another replica after a failure.
     pub resubmitted: u64,
-    /// From the first submission until every referral was delivered.
-    pub elapsed: Duration,
+    /// From the first submission until Italy held every receipt.
+    pub delivered_after: Duration,
+    /// From the first submission until the Gambia had screened every
+    /// referral (each available to IOM Banjul).
+    pub screened_after: Duration,
+    pub at_the_kill: Option<AtTheKill>,
 }
+
+/// How long one submission may go on failing on every replica.
+const SUBMISSION_LIMIT: Duration = Duration::from_secs(60);
+
+/// Referral packets delivered at Italy.
+const DELIVERED: &str = "SELECT count(*) FROM outbox WHERE packet_type = 'referral' AND state = 'delivered'";
+/// Referral packets that ended at Italy without being delivered (expired, say).
+const ENDED_UNDELIVERED: &str = "SELECT count(*) FROM outbox WHERE packet_type = 'referral' AND state NOT IN ('pending', 'delivered')";
+/// Referrals screened at the Gambia and available to IOM Banjul.
+const SCREENED: &str = "SELECT count(*) FROM inbox WHERE packet_type = 'referral' AND state = 'available' AND recipient_org = 'gmb-iom-banjul'";
 
 /// Submits `count` referrals with `submitters` concurrent clients, each to
 /// the Italian replicas in turn (a failed one goes to the next, with the
 /// same idempotency key), applies `outage` on the way, and waits until
 /// Italy has every referral delivered (its outbox entry holds the
-/// Gambia's receipt), at most `limit`.
+/// Gambia's receipt) and the Gambia has screened every one; all within `limit`.
 pub async fn deliver(federation: &mut ReplicaFederation, count: u64, submitters: usize, outage: Option<Outage>, limit: Duration) -> Result<Delivered, BoxError> {
     match tokio::time::timeout(limit, deliver_within(federation, count, submitters, outage)).await {
         Ok(delivered) => delivered,
         Err(_) => {
-            let delivered = federation.count(&federation.ita, DELIVERED).await?;
-            let stored = federation.count(&federation.ita, "SELECT count(*) FROM referrals").await?;
-            Err(format!("after {limit:?}: {stored} of {count} referrals accepted, {delivered} delivered").into())
+            let stored = federation.ita.count("SELECT count(*) FROM referrals").await?;
+            let delivered = federation.ita.count(DELIVERED).await?;
+            let screened = federation.gmb.count(SCREENED).await?;
+            Err(format!("after {limit:?}: {stored} of {count} referrals accepted, {delivered} delivered, {screened} screened").into())
         }
     }
 }
 
-const DELIVERED: &str = "SELECT count(*) FROM outbox WHERE packet_type = 'referral' AND state = 'delivered'";
+type Submitted = Result<Vec<(String, String)>, BoxError>;
+
+/// Waits until `n` referrals are accepted, taking in the ids of submitters
+/// that finished meanwhile; a submitter's failure ends the wait at once.
+async fn wait_until_accepted(
+    accepted: &mut tokio::sync::watch::Receiver<u64>,
+    n: u64,
+    tasks: &mut tokio::task::JoinSet<Submitted>,
+    ids: &mut BTreeMap<String, String>,
+) -> Result<(), BoxError> {
+    loop {
+        let all_ended = tokio::select! {
+            waited = accepted.wait_for(|accepted| *accepted >= n) => return waited.map(|_| ()).map_err(|_| format!("the submitters ended before {n} referrals were accepted").into()),
+            joined = tasks.join_next() => match joined {
+                Some(joined) => {
+                    ids.extend(joined??);
+                    false
+                }
+                None => true,
+            },
+        };
+        if all_ended {
+            return if *accepted.borrow() >= n { Ok(()) } else { Err(format!("the submitters ended before {n} referrals were accepted").into()) };
+        }
+    }
+}
 
 async fn deliver_within(federation: &mut ReplicaFederation, count: u64, submitters: usize, outage: Option<Outage>) -> Result<Delivered, BoxError> {
+    if outage.is_some() && (federation.ita.replicas.len() < 2 || federation.gmb.replicas.len() < 2) {
+        return Err("an outage needs two replicas a side: one is killed".into());
+    }
     let started = Instant::now();
     let client = federation.files.client_builder("iom-rome")?.pool_max_idle_per_host(16).timeout(Duration::from_secs(30)).build()?;
     let urls = Arc::new(Mutex::new(federation.ita.api_urls()));
@@ -417,7 +534,7 @@ async fn deliver_within(federation: &mut ReplicaFederation, count: u64, submitte
     let (accepted_tx, mut accepted_rx) = tokio::sync::watch::channel(0u64);
     let accepted_tx = Arc::new(accepted_tx);
     let run = std::process::id();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks: tokio::task::JoinSet<Submitted> = tokio::task::JoinSet::new();
     for _ in 0..submitters {
         let (client, urls, template, next, resubmitted, accepted_tx) =
             (client.clone(), Arc::clone(&urls), Arc::clone(&template), Arc::clone(&next), Arc::clone(&resubmitted), Arc::clone(&accepted_tx));
@@ -426,20 +543,19 @@ async fn deliver_within(federation: &mut ReplicaFederation, count: u64, submitte
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= count {
-                    return Ok::<_, BoxError>(ids);
+                    return Ok(ids);
                 }
-                let body = template.replace("__KEY__", &format!("replicas-{run}-{n:08}"));
-                let mut failures = Vec::new();
-                let mut attempt = 0usize;
+                let key = format!("replicas-{run}-{n:08}");
+                let body = template.replace("__KEY__", &key);
+                let deadline = Instant::now() + SUBMISSION_LIMIT;
+                let mut failures: Vec<String> = Vec::new();
+                let mut turn = n as usize;
                 let id = loop {
-                    let candidates = urls.lock().map(|u| u.clone()).unwrap_or_default();
-                    let replicas = candidates.len().max(1);
-                    let url = candidates.get((n as usize + attempt) % replicas).cloned().flatten();
-                    attempt += 1;
-                    if attempt > 1 {
-                        resubmitted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let Some(url) = url {
+                    let running: Vec<String> = urls.lock().map(|u| u.iter().flatten().cloned().collect()).unwrap_or_default();
+                    if let Some(url) = running.get(turn % running.len().max(1)) {
+                        if !failures.is_empty() {
+                            resubmitted.fetch_add(1, Ordering::Relaxed);
+                        }
                         match client.post(format!("{url}/v1/referrals")).header("content-type", "application/json").body(body.clone()).send().await {
                             Ok(response) if response.status().is_success() => {
                                 let answer: Value = response.json().await?;
@@ -450,40 +566,63 @@ async fn deliver_within(federation: &mut ReplicaFederation, count: u64, submitte
                             Err(error) => failures.push(error.to_string()),
                         }
                     }
-                    if attempt >= 200 {
-                        return Err(format!("submission {n} failed {attempt} times: {failures:?}").into());
+                    turn += 1;
+                    if Instant::now() > deadline {
+                        return Err(format!("submission {n} failed for {SUBMISSION_LIMIT:?}: {failures:?}").into());
                     }
-                    if attempt % replicas == 0 {
-                        // Every replica refused or is down: give the restart a moment.
+                    if turn % running.len().max(1) == n as usize % running.len().max(1) {
+                        // Every running replica failed it once: give a restart a moment.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 };
-                ids.push(id);
+                ids.push((key, id));
                 accepted_tx.send_modify(|accepted| *accepted += 1);
             }
         });
     }
+    // Only the submitters hold the sender now: the channel closes when they end.
+    drop(accepted_tx);
+    let mut referral_ids = BTreeMap::new();
+    let mut at_the_kill = None;
     if let Some(outage) = outage {
-        accepted_rx.wait_for(|accepted| *accepted >= outage.kill_after).await?;
-        let last = federation.ita.replicas.len().saturating_sub(1);
+        wait_until_accepted(&mut accepted_rx, outage.kill_after, &mut tasks, &mut referral_ids).await?;
+        let last = federation.ita.replicas.len() - 1;
+        let gmb_backend = federation.gmb.replicas.get(last).and_then(|r| r.federation);
         federation.ita.kill(last);
         federation.gmb.kill(last);
         if let Ok(mut urls) = urls.lock() {
             *urls = federation.ita.api_urls();
         }
-        accepted_rx.wait_for(|accepted| *accepted >= outage.restart_after).await?;
+        let ita_node = federation.ita.replicas.get(last).map(|r| r.node.clone()).unwrap_or_default();
+        let claims = format!("SELECT count(*) FROM outbox WHERE claim_node = '{ita_node}' AND state = 'pending'");
+        at_the_kill = Some(AtTheKill {
+            gmb_connections: gmb_backend.map_or(0, |backend| federation.gmb.balancer.connections_to(backend)),
+            ita_claims: federation.ita.count(&claims).await?,
+            ita_node,
+        });
+        wait_until_accepted(&mut accepted_rx, outage.restart_after, &mut tasks, &mut referral_ids).await?;
         federation.gmb.restart(last)?;
         federation.ita.restart(last)?;
         if let Ok(mut urls) = urls.lock() {
             *urls = federation.ita.api_urls();
         }
     }
-    let mut referral_ids = BTreeSet::new();
     while let Some(joined) = tasks.join_next().await {
         referral_ids.extend(joined??);
     }
-    while (federation.count(&federation.ita, DELIVERED).await? as u64) < count {
+    loop {
+        let ended = federation.ita.count(ENDED_UNDELIVERED).await?;
+        if ended > 0 {
+            return Err(format!("{ended} referral packets ended undelivered").into());
+        }
+        if federation.ita.count(DELIVERED).await? as u64 >= count {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Delivered { referral_ids, resubmitted: resubmitted.load(Ordering::Relaxed), elapsed: started.elapsed() })
+    let delivered_after = started.elapsed();
+    while (federation.gmb.count(SCREENED).await? as u64) < count {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Delivered { referral_ids, resubmitted: resubmitted.load(Ordering::Relaxed), delivered_after, screened_after: started.elapsed(), at_the_kill })
 }
