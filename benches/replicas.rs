@@ -1,12 +1,14 @@
 //! Replicas on one PostgreSQL (issue 23 §4): the release binary as separate
 //! processes, Italy's replicas sending to the Gambia's through TCP
 //! balancers (`tests/common/replicas.rs`). Reports referrals per second
-//! from the first submission until Italy holds every receipt, and until the
-//! Gambia has screened every referral, with one and with two replicas per
-//! side, alternated `rounds` times in one run (the order swapped each
-//! round), then once with two per side while one replica of each is killed
-//! and restarted. Every run checks one referral per key and the same set of
-//! packets on both sides (`tests/api/replicas.rs` checks more).
+//! from the first submission until Italy holds every receipt, with one and
+//! with two replicas per side; and, with IOM Banjul acknowledging every
+//! case (a `forwarded` status travels back, as in the federation bench),
+//! until every case is acknowledged. The four workloads are alternated
+//! `rounds` times in one run (the order reversed each round), then one more
+//! run has two per side while one replica of each is killed and restarted.
+//! Every run checks one referral per key and the same set of packets on
+//! both sides (`tests/api/replicas.rs` checks more).
 //!
 //! On one machine the replicas share its cores with PostgreSQL, the bench's
 //! clients and the balancers: the ratio of two to one measures contention
@@ -24,20 +26,23 @@ mod replicas;
 use std::path::Path;
 use std::time::Duration;
 
-use replicas::{deliver, BoxError, Delivered, Outage, ReplicaFederation, Side};
+use replicas::{deliver, BoxError, Delivered, Outage, ReplicaFederation, Side, Workload};
 
 const REFERRALS: u64 = 3_000;
 const SUBMITTERS: usize = 16;
 
-/// Tables, their indexes and TOAST, of the gateway's schema and its case keys' (not vacuumed).
+/// Tables, their indexes and TOAST, of the gateway's schema and its case keys'.
 const SCHEMA_BYTES: &str = "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c \
                             JOIN pg_namespace n ON n.oid = c.relnamespace \
                             WHERE n.nspname IN (current_schema(), current_schema() || '_case_keys') AND c.relkind = 'r'";
 
-async fn run(per_side: usize, outage: Option<Outage>) -> Result<(f64, f64), BoxError> {
+/// Referrals per second until the end the workload times: every case
+/// acknowledged with a recipient, every receipt at Italy without.
+async fn run(per_side: usize, outage: Option<Outage>, acknowledge: bool) -> Result<f64, BoxError> {
     let prefix = format!("rgwbench_replicas_{}", std::process::id());
     let mut federation = ReplicaFederation::start(Path::new(env!("CARGO_BIN_EXE_referral-gateway")), per_side, &prefix).await?;
-    let outcome = deliver(&mut federation, REFERRALS, SUBMITTERS, outage, Duration::from_secs(900)).await;
+    let workload = Workload { referrals: REFERRALS, submitters: SUBMITTERS, outage, acknowledge };
+    let outcome = deliver(&mut federation, workload, Duration::from_secs(900)).await;
     let checked = match &outcome {
         Ok(delivered) => check(&federation, delivered).await,
         Err(_) => Ok(String::new()),
@@ -58,19 +63,22 @@ async fn run(per_side: usize, outage: Option<Outage>) -> Result<(f64, f64), BoxE
     federation.tear_down().await?;
     let delivered = outcome?;
     let sizes = checked?;
-    let delivered_rate = REFERRALS as f64 / delivered.delivered_after.as_secs_f64();
-    let screened_rate = REFERRALS as f64 / delivered.screened_after.as_secs_f64();
+    let rate = |elapsed: Duration| REFERRALS as f64 / elapsed.as_secs_f64();
+    let acknowledged = delivered.acknowledged_after.map_or(String::new(), |after| format!(", acknowledged in {:.1} s = {:.0}/s", after.as_secs_f64(), rate(after)));
     println!(
-        "{per_side} replica(s) per side{}: {REFERRALS} referrals delivered in {:.1} s = {delivered_rate:.0}/s, screened in {:.1} s = {screened_rate:.0}/s; \
+        "{per_side} replica(s) per side{}{}: {REFERRALS} referrals delivered in {:.1} s = {:.0}/s, screened in {:.1} s = {:.0}/s{acknowledged}; \
          {} submissions sent again; {sizes}; peak RSS: {}; connections to the Gambian replicas now running: {}",
+        if acknowledge { ", IOM Banjul acknowledging" } else { "" },
         if outage.is_some() { ", one of each killed and restarted" } else { "" },
         delivered.delivered_after.as_secs_f64(),
+        rate(delivered.delivered_after),
         delivered.screened_after.as_secs_f64(),
+        rate(delivered.screened_after),
         delivered.resubmitted,
         peaks.join(", "),
         spread.join(", "),
     );
-    Ok((delivered_rate, screened_rate))
+    Ok(rate(delivered.acknowledged_after.unwrap_or(delivered.delivered_after)))
 }
 
 /// One referral per key, the same packets on both sides; then each side's database size.
@@ -89,11 +97,30 @@ async fn check(federation: &ReplicaFederation, delivered: &Delivered) -> Result<
         )
         .into());
     }
-    Ok(format!("database per referral: sender {:.1} KiB, receiver {:.1} KiB", per_referral(&federation.ita).await?, per_referral(&federation.gmb).await?))
+    let (ita, gmb) = (per_referral(&federation.ita).await?, per_referral(&federation.gmb).await?);
+    Ok(format!(
+        "database per referral (as left, then live after VACUUM FULL): sender {:.1} then {:.1} KiB, receiver {:.1} then {:.1} KiB",
+        ita.0, ita.1, gmb.0, gmb.1
+    ))
 }
 
-async fn per_referral(side: &Side) -> Result<f64, BoxError> {
-    Ok(side.count(SCHEMA_BYTES).await? as f64 / REFERRALS as f64 / 1024.0)
+/// The side's size per referral as the run left it, and once `VACUUM FULL`
+/// has given back the space of rows updated or deleted (a payload blanked
+/// after delivery, say).
+async fn per_referral(side: &Side) -> Result<(f64, f64), BoxError> {
+    let as_left = side.count(SCHEMA_BYTES).await?;
+    let tables = side
+        .texts(
+            "SELECT format('VACUUM FULL %I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname IN (current_schema(), current_schema() || '_case_keys') AND c.relkind = 'r'",
+        )
+        .await?;
+    for vacuum in tables {
+        side.execute(&vacuum).await?;
+    }
+    let live = side.count(SCHEMA_BYTES).await?;
+    let kib = |bytes: i64| bytes as f64 / REFERRALS as f64 / 1024.0;
+    Ok((kib(as_left), kib(live)))
 }
 
 fn main() -> Result<(), BoxError> {
@@ -104,24 +131,26 @@ fn main() -> Result<(), BoxError> {
     };
     println!("{} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (mut one, mut two) = (Vec::new(), Vec::new());
+    let workloads: [(usize, bool); 4] = [(1, false), (2, false), (1, true), (2, true)];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
     for round in 0..rounds {
-        let order: [usize; 2] = if round % 2 == 0 { [1, 2] } else { [2, 1] };
-        for per_side in order {
-            let rates = runtime.block_on(run(per_side, None))?;
-            if per_side == 1 { one.push(rates) } else { two.push(rates) }
+        // Forward in even rounds, backward in odd ones: each pair swaps order every round.
+        for k in 0..workloads.len() {
+            let index = if round % 2 == 0 { k } else { workloads.len() - 1 - k };
+            let (per_side, acknowledge) = workloads[index];
+            rates[index].push(runtime.block_on(run(per_side, None, acknowledge))?);
         }
     }
     let outage = Outage { kill_after: REFERRALS / 3, restart_after: REFERRALS * 2 / 3 };
-    runtime.block_on(run(2, Some(outage)))?;
-    let median = |values: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
-        let mut picked: Vec<f64> = values.iter().map(pick).collect();
-        picked.sort_by(f64::total_cmp);
-        picked[picked.len() / 2]
-    };
-    for (what, pick) in [("delivered", (|r: &(f64, f64)| r.0) as fn(&(f64, f64)) -> f64), ("screened", |r: &(f64, f64)| r.1)] {
-        let (one, two) = (median(&one, pick), median(&two, pick));
-        println!("median of {rounds}, {what}: one replica per side {one:.0}/s, two {two:.0}/s, two/one {:.2}", two / one);
+    runtime.block_on(run(2, Some(outage), false))?;
+    let mut medians = Vec::new();
+    for ((per_side, acknowledge), mut runs) in workloads.into_iter().zip(rates) {
+        runs.sort_by(f64::total_cmp);
+        let median = runs[runs.len() / 2];
+        medians.push(median);
+        let what = if acknowledge { "until acknowledged" } else { "until delivered" };
+        println!("median of {rounds}, {per_side} replica(s) per side, {what}: {median:.0}/s");
     }
+    println!("two per side against one: {:.2} until delivered, {:.2} until acknowledged", medians[1] / medians[0], medians[3] / medians[2]);
     Ok(())
 }

@@ -14,10 +14,43 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::replica_processes::{deliver, Outage, ReplicaFederation};
+use crate::replica_processes::{deliver, Outage, ReplicaFederation, Workload};
 
 /// As many as the bench sends.
 const REFERRALS: u64 = 3_000;
+
+/// The log tails of every replica, for a failure's message.
+fn log_tails(federation: &ReplicaFederation) -> String {
+    let tails: Vec<String> = [&federation.ita, &federation.gmb]
+        .iter()
+        .flat_map(|side| side.replicas.iter())
+        .map(|replica| format!("--- {}:\n{}", replica.node, replica.log_tail(20)))
+        .collect();
+    tails.join("\n")
+}
+
+/// One replica a side, IOM Banjul acknowledging each case at the Gambia's:
+/// each acknowledgement reaches Italy as a `forwarded` status, once (and
+/// the bench's acknowledging workload keeps working).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_reach_the_sending_replica_once_each() {
+    const CASES: u64 = 20;
+    let prefix = format!("rgwtest_{}_replicas", std::process::id());
+    let mut federation = ReplicaFederation::start(Path::new(env!("CARGO_BIN_EXE_referral-gateway")), 1, &prefix).await.unwrap();
+    let workload = Workload { referrals: CASES, submitters: 4, outage: None, acknowledge: true };
+    let delivered = match deliver(&mut federation, workload, Duration::from_secs(120)).await {
+        Ok(delivered) => delivered,
+        Err(error) => panic!("{error}\n{}", log_tails(&federation)),
+    };
+    assert!(delivered.acknowledged_after.is_some());
+    let gmb = &federation.gmb;
+    assert_eq!(gmb.count("SELECT count(*) FROM inbox WHERE packet_type = 'referral' AND state = 'acknowledged'").await.unwrap() as u64, CASES);
+    let ita = &federation.ita;
+    let forwarded = "SELECT count(DISTINCT referral_id) FROM referral_events WHERE status = 'forwarded'";
+    crate::helpers::wait_for("every acknowledgement at Italy", Duration::from_secs(60), || async { ita.count(forwarded).await.unwrap() as u64 == CASES }).await;
+    assert_eq!(ita.count("SELECT count(*) FROM referral_events WHERE status = 'forwarded'").await.unwrap() as u64, CASES, "a status recorded twice");
+    federation.tear_down().await.unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_a_side_deliver_each_referral_once_though_one_of_each_is_killed() {
@@ -25,16 +58,10 @@ async fn two_replicas_a_side_deliver_each_referral_once_though_one_of_each_is_ki
     let prefix = format!("rgwtest_{}_replicas", std::process::id());
     let mut federation = ReplicaFederation::start(Path::new(env!("CARGO_BIN_EXE_referral-gateway")), 2, &prefix).await.unwrap();
     let outage = Outage { kill_after: REFERRALS / 3, restart_after: REFERRALS * 2 / 3 };
-    let delivered = match deliver(&mut federation, REFERRALS, 8, Some(outage), Duration::from_secs(300)).await {
+    let workload = Workload { referrals: REFERRALS, submitters: 8, outage: Some(outage), acknowledge: false };
+    let delivered = match deliver(&mut federation, workload, Duration::from_secs(300)).await {
         Ok(delivered) => delivered,
-        Err(error) => {
-            let tails: Vec<String> = [&federation.ita, &federation.gmb]
-                .iter()
-                .flat_map(|side| side.replicas.iter())
-                .map(|replica| format!("--- {}:\n{}", replica.node, replica.log_tail(20)))
-                .collect();
-            panic!("{error}\n{}", tails.join("\n"));
-        }
+        Err(error) => panic!("{error}\n{}", log_tails(&federation)),
     };
     let at_the_kill = delivered.at_the_kill.clone().unwrap();
     eprintln!(

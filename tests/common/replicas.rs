@@ -290,6 +290,13 @@ impl Side {
         Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
     }
 
+    /// A statement on the side's schema (a `VACUUM`, say).
+    pub async fn execute(&self, sql: &str) -> Result<(), BoxError> {
+        // The simple protocol: no prepared statement (which `VACUUM` does not take).
+        sqlx::raw_sql(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The texts of one column from the side's schema.
     pub async fn texts(&self, sql: &str) -> Result<Vec<String>, BoxError> {
         Ok(sqlx::query_scalar(sql).fetch_all(&self.pool).await?)
@@ -462,9 +469,25 @@ pub struct Delivered {
     /// From the first submission until Italy held every receipt.
     pub delivered_after: Duration,
     /// From the first submission until the Gambia had screened every
-    /// referral (each available to IOM Banjul).
+    /// referral (each available to IOM Banjul, or acknowledged by it),
+    /// seen by polling every 100 ms.
     pub screened_after: Duration,
+    /// With a recipient: from the first submission until IOM Banjul had
+    /// acknowledged every case (which sends a `forwarded` status back).
+    pub acknowledged_after: Option<Duration>,
     pub at_the_kill: Option<AtTheKill>,
+}
+
+/// What a run sends, and who answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub referrals: u64,
+    /// Clients submitting at once.
+    pub submitters: usize,
+    pub outage: Option<Outage>,
+    /// IOM Banjul tails its inbox at the Gambia's first replica and
+    /// acknowledges each case, as in the federation bench.
+    pub acknowledge: bool,
 }
 
 /// How long one submission may go on failing on every replica.
@@ -475,21 +498,26 @@ const DELIVERED: &str = "SELECT count(*) FROM outbox WHERE packet_type = 'referr
 /// Referral packets that ended at Italy without being delivered (expired, say).
 const ENDED_UNDELIVERED: &str = "SELECT count(*) FROM outbox WHERE packet_type = 'referral' AND state NOT IN ('pending', 'delivered')";
 /// Referrals screened at the Gambia and available to IOM Banjul.
-const SCREENED: &str = "SELECT count(*) FROM inbox WHERE packet_type = 'referral' AND state = 'available' AND recipient_org = 'gmb-iom-banjul'";
+const SCREENED: &str =
+    "SELECT count(*) FROM inbox WHERE packet_type = 'referral' AND state IN ('available', 'acknowledged') AND recipient_org = 'gmb-iom-banjul'";
 
-/// Submits `count` referrals with `submitters` concurrent clients, each to
+/// Submits the workload's referrals with its concurrent clients, each to
 /// the Italian replicas in turn (a failed one goes to the next, with the
-/// same idempotency key), applies `outage` on the way, and waits until
+/// same idempotency key), applies its outage on the way, and waits until
 /// Italy has every referral delivered (its outbox entry holds the
-/// Gambia's receipt) and the Gambia has screened every one; all within `limit`.
-pub async fn deliver(federation: &mut ReplicaFederation, count: u64, submitters: usize, outage: Option<Outage>, limit: Duration) -> Result<Delivered, BoxError> {
-    match tokio::time::timeout(limit, deliver_within(federation, count, submitters, outage)).await {
+/// Gambia's receipt), the Gambia has screened every one (available to IOM
+/// Banjul, or acknowledged by it) and, with a recipient, IOM Banjul has
+/// acknowledged every one; all within `limit`.
+pub async fn deliver(federation: &mut ReplicaFederation, workload: Workload, limit: Duration) -> Result<Delivered, BoxError> {
+    let count = workload.referrals;
+    match tokio::time::timeout(limit, deliver_within(federation, workload)).await {
         Ok(delivered) => delivered,
         Err(_) => {
             let stored = federation.ita.count("SELECT count(*) FROM referrals").await?;
             let delivered = federation.ita.count(DELIVERED).await?;
             let screened = federation.gmb.count(SCREENED).await?;
-            Err(format!("after {limit:?}: {stored} of {count} referrals accepted, {delivered} delivered, {screened} screened").into())
+            let acknowledged = federation.gmb.count("SELECT count(*) FROM inbox WHERE packet_type = 'referral' AND state = 'acknowledged'").await?;
+            Err(format!("after {limit:?}: {stored} of {count} referrals accepted, {delivered} delivered, {screened} screened, {acknowledged} acknowledged").into())
         }
     }
 }
@@ -521,7 +549,78 @@ async fn wait_until_accepted(
     }
 }
 
-async fn deliver_within(federation: &mut ReplicaFederation, count: u64, submitters: usize, outage: Option<Outage>) -> Result<Delivered, BoxError> {
+/// IOM Banjul: tails its inbox at `base` and acknowledges every case
+/// (16 at once), until `count` are acknowledged; returns when the last
+/// acknowledgement was answered. An acknowledgement refused for good
+/// (a 4xx) ends the run; one that failed otherwise is tried again with the
+/// next page, a moment later.
+async fn acknowledge_all(client: reqwest::Client, base: String, count: u64) -> Result<Instant, BoxError> {
+    const AT_ONCE: usize = 16;
+    let mut last = Instant::now();
+    let mut cursor: Option<String> = None;
+    let mut acknowledged = 0u64;
+    // Acknowledgements that failed: tried again with the next page (acknowledging is idempotent).
+    let mut retry: Vec<String> = Vec::new();
+    while acknowledged < count {
+        let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor.as_str())]);
+        }
+        let page: Value = request.send().await?.error_for_status()?.json().await?;
+        let mut items = std::mem::take(&mut retry);
+        if let Some(listed) = page["items"].as_array() {
+            items.extend(listed.iter().filter(|i| i["state"] == "available").filter_map(|i| i["packet_id"].as_str().map(str::to_owned)));
+        }
+        if let Some(next) = page["next_cursor"].as_str() {
+            cursor = Some(next.to_owned());
+        }
+        if items.is_empty() {
+            // Nothing new yet: the next page is asked for in a moment.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let mut acks = tokio::task::JoinSet::new();
+        for chunk in items.chunks(items.len().div_ceil(AT_ONCE)) {
+            let (client, base, chunk) = (client.clone(), base.clone(), chunk.to_vec());
+            acks.spawn(async move {
+                let (mut done, mut failed) = (0u64, Vec::new());
+                for packet_id in chunk {
+                    match client.post(format!("{base}/v1/inbox/{packet_id}/ack")).send().await {
+                        Ok(response) if response.status().is_success() => done += 1,
+                        Ok(response) if response.status().is_client_error() => {
+                            return Err::<_, BoxError>(format!("acknowledging {packet_id}: HTTP {}", response.status()).into());
+                        }
+                        Ok(response) => {
+                            eprintln!("acknowledge: HTTP {}", response.status());
+                            failed.push(packet_id);
+                        }
+                        Err(error) => {
+                            eprintln!("acknowledge: {error}");
+                            failed.push(packet_id);
+                        }
+                    }
+                }
+                Ok((done, failed, Instant::now()))
+            });
+        }
+        while let Some(joined) = acks.join_next().await {
+            let (done, failed, at) = joined??;
+            acknowledged += done;
+            if done > 0 {
+                last = last.max(at);
+            }
+            retry.extend(failed);
+        }
+        if !retry.is_empty() {
+            // A failed acknowledgement is tried again in a moment, not at once.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(last)
+}
+
+async fn deliver_within(federation: &mut ReplicaFederation, workload: Workload) -> Result<Delivered, BoxError> {
+    let Workload { referrals: count, submitters, outage, acknowledge } = workload;
     if outage.is_some() && (federation.ita.replicas.len() < 2 || federation.gmb.replicas.len() < 2) {
         return Err("an outage needs two replicas a side: one is killed".into());
     }
@@ -582,6 +681,13 @@ async fn deliver_within(federation: &mut ReplicaFederation, count: u64, submitte
     }
     // Only the submitters hold the sender now: the channel closes when they end.
     drop(accepted_tx);
+    // Dropped with the run if it fails: the recipient stops with it.
+    let mut recipient = tokio::task::JoinSet::new();
+    if acknowledge {
+        let base = federation.gmb.api_urls().first().cloned().flatten().ok_or("the Gambia's first replica is not running")?;
+        let client = federation.files.client_builder("iom-banjul")?.pool_max_idle_per_host(16).timeout(Duration::from_secs(30)).build()?;
+        recipient.spawn(acknowledge_all(client, base, count));
+    }
     let mut referral_ids = BTreeMap::new();
     let mut at_the_kill = None;
     if let Some(outage) = outage {
@@ -624,5 +730,10 @@ async fn deliver_within(federation: &mut ReplicaFederation, count: u64, submitte
     while (federation.gmb.count(SCREENED).await? as u64) < count {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Delivered { referral_ids, resubmitted: resubmitted.load(Ordering::Relaxed), delivered_after, screened_after: started.elapsed(), at_the_kill })
+    let screened_after = started.elapsed();
+    let acknowledged_after = match recipient.join_next().await {
+        Some(joined) => Some(joined??.saturating_duration_since(started)),
+        None => None,
+    };
+    Ok(Delivered { referral_ids, resubmitted: resubmitted.load(Ordering::Relaxed), delivered_after, screened_after, acknowledged_after, at_the_kill })
 }
