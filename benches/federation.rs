@@ -17,7 +17,6 @@
 //!
 //! Under `cargo test` it sends a few referrals per backend and workload only.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +31,10 @@ use referral_gateway::demo::setup::{self, DemoFiles, Options};
 use referral_gateway::domain::{CountryCode, OrgId, Purpose};
 use referral_gateway::startup::Application;
 use serde_json::Value;
+
+#[path = "../tests/common/recipient.rs"]
+mod recipient;
+use recipient::Acknowledged;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -155,81 +158,11 @@ async fn submit_all(federation: &Federation, count: u64) -> Result<u64, BoxError
     Ok(accepted)
 }
 
-/// What the recipient saw.
-struct Acknowledged {
-    cases: u64,
-    /// Of them, listed as sealed end to end.
-    sealed: u64,
-    /// When each case's acknowledgement was answered, by packet id.
-    at: HashMap<String, Instant>,
-}
-
 /// The recipient: tails its inbox and acknowledges every case, until
 /// `count` are acknowledged or `limit` passes.
 async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -> Result<Acknowledged, BoxError> {
     let base = format!("https://localhost:{}", federation.gmb.local_addr().port());
-    let client = client(&federation.files, "iom-banjul")?;
-    let started = Instant::now();
-    let mut cursor: Option<String> = None;
-    let mut acknowledged = 0u64;
-    let mut sealed = 0u64;
-    let mut at = HashMap::new();
-    // Acknowledgements that failed: tried again next round (acknowledging is idempotent).
-    let mut retry: Vec<String> = Vec::new();
-    while acknowledged < count && started.elapsed() < limit {
-        // Tailing: the arrival order (the default; `due` is a worklist that reorders as cases move).
-        let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
-        if let Some(cursor) = &cursor {
-            request = request.query(&[("cursor", cursor.as_str())]);
-        }
-        let page: Value = request.send().await?.json().await?;
-        let available: Vec<&Value> = page
-            .get("items")
-            .and_then(Value::as_array)
-            .map(|items| items.iter().filter(|i| i.get("state") == Some(&Value::from("available"))).collect())
-            .unwrap_or_default();
-        sealed += available.iter().filter(|i| i.get("end_to_end") == Some(&Value::Bool(true))).count() as u64;
-        let mut items = std::mem::take(&mut retry);
-        items.extend(available.iter().filter_map(|i| i.get("packet_id")?.as_str().map(str::to_owned)));
-        if let Some(next) = page.get("next_cursor").and_then(Value::as_str) {
-            cursor = Some(next.to_owned());
-        }
-        if items.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        let mut acks = tokio::task::JoinSet::new();
-        for chunk in items.chunks(items.len().div_ceil(ACKNOWLEDGERS)) {
-            let (client, base, chunk) = (client.clone(), base.clone(), chunk.to_vec());
-            acks.spawn(async move {
-                let (mut done, mut failed) = (Vec::new(), Vec::new());
-                for packet_id in chunk {
-                    match client.post(format!("{base}/v1/inbox/{packet_id}/ack")).send().await {
-                        Ok(response) if response.status().is_success() => done.push((packet_id, Instant::now())),
-                        Ok(response) => {
-                            eprintln!("acknowledge: HTTP {}", response.status());
-                            failed.push(packet_id);
-                        }
-                        Err(error) => {
-                            eprintln!("acknowledge: {error}");
-                            failed.push(packet_id);
-                        }
-                    }
-                }
-                (done, failed)
-            });
-        }
-        while let Some(joined) = acks.join_next().await {
-            let (done, failed) = joined?;
-            acknowledged += done.len() as u64;
-            at.extend(done);
-            retry.extend(failed);
-        }
-        if !retry.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    Ok(Acknowledged { cases: acknowledged, sealed, at })
+    recipient::acknowledge_all(&client(&federation.files, "iom-banjul")?, &base, count, ACKNOWLEDGERS, limit).await
 }
 
 struct Signers(Vec<PublishedSigner>);

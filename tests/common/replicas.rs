@@ -32,6 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use referral_gateway::demo::fixtures::{days_since_written, move_dates, written_at};
+
+#[path = "recipient.rs"]
+mod recipient;
 use referral_gateway::demo::setup::{self, DemoFiles, Options};
 use referral_gateway::domain::CountryCode;
 use serde_json::Value;
@@ -549,74 +552,13 @@ async fn wait_until_accepted(
     }
 }
 
-/// IOM Banjul: tails its inbox at `base` and acknowledges every case
-/// (16 at once), until `count` are acknowledged; returns when the last
-/// acknowledgement was answered. An acknowledgement refused for good
-/// (a 4xx) ends the run; one that failed otherwise is tried again with the
-/// next page, a moment later.
+/// IOM Banjul: tails its inbox at `base` and acknowledges every case (16
+/// at once) until `count` are acknowledged; returns when the last
+/// acknowledgement was answered.
 async fn acknowledge_all(client: reqwest::Client, base: String, count: u64) -> Result<Instant, BoxError> {
-    const AT_ONCE: usize = 16;
-    let mut last = Instant::now();
-    let mut cursor: Option<String> = None;
-    let mut acknowledged = 0u64;
-    // Acknowledgements that failed: tried again with the next page (acknowledging is idempotent).
-    let mut retry: Vec<String> = Vec::new();
-    while acknowledged < count {
-        let mut request = client.get(format!("{base}/v1/inbox")).query(&[("limit", "100"), ("order", "arrival")]);
-        if let Some(cursor) = &cursor {
-            request = request.query(&[("cursor", cursor.as_str())]);
-        }
-        let page: Value = request.send().await?.error_for_status()?.json().await?;
-        let mut items = std::mem::take(&mut retry);
-        if let Some(listed) = page["items"].as_array() {
-            items.extend(listed.iter().filter(|i| i["state"] == "available").filter_map(|i| i["packet_id"].as_str().map(str::to_owned)));
-        }
-        if let Some(next) = page["next_cursor"].as_str() {
-            cursor = Some(next.to_owned());
-        }
-        if items.is_empty() {
-            // Nothing new yet: the next page is asked for in a moment.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        let mut acks = tokio::task::JoinSet::new();
-        for chunk in items.chunks(items.len().div_ceil(AT_ONCE)) {
-            let (client, base, chunk) = (client.clone(), base.clone(), chunk.to_vec());
-            acks.spawn(async move {
-                let (mut done, mut failed) = (0u64, Vec::new());
-                for packet_id in chunk {
-                    match client.post(format!("{base}/v1/inbox/{packet_id}/ack")).send().await {
-                        Ok(response) if response.status().is_success() => done += 1,
-                        Ok(response) if response.status().is_client_error() => {
-                            return Err::<_, BoxError>(format!("acknowledging {packet_id}: HTTP {}", response.status()).into());
-                        }
-                        Ok(response) => {
-                            eprintln!("acknowledge: HTTP {}", response.status());
-                            failed.push(packet_id);
-                        }
-                        Err(error) => {
-                            eprintln!("acknowledge: {error}");
-                            failed.push(packet_id);
-                        }
-                    }
-                }
-                Ok((done, failed, Instant::now()))
-            });
-        }
-        while let Some(joined) = acks.join_next().await {
-            let (done, failed, at) = joined??;
-            acknowledged += done;
-            if done > 0 {
-                last = last.max(at);
-            }
-            retry.extend(failed);
-        }
-        if !retry.is_empty() {
-            // A failed acknowledgement is tried again in a moment, not at once.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    Ok(last)
+    // The run's own limit ends it otherwise.
+    let acknowledged = recipient::acknowledge_all(&client, &base, count, 16, Duration::MAX).await?;
+    acknowledged.at.values().max().copied().ok_or_else(|| "nothing acknowledged".into())
 }
 
 async fn deliver_within(federation: &mut ReplicaFederation, workload: Workload) -> Result<Delivered, BoxError> {
