@@ -24,9 +24,9 @@ pub struct Acknowledged {
 }
 
 /// Tails the inbox at `base` and acknowledges every case until `count` are
-/// acknowledged or `limit` passes. An acknowledgement refused for good (a
-/// 4xx) ends it with an error; one that failed otherwise is logged and tried
-/// again with the next page, a moment later (acknowledging is idempotent).
+/// acknowledged or `limit` passes. A list or an acknowledgement refused
+/// for good (a 4xx) ends it with an error; one that failed otherwise is
+/// logged and tried again a moment later (acknowledging is idempotent).
 pub async fn acknowledge_all(client: &reqwest::Client, base: &str, count: u64, at_once: usize, limit: Duration) -> Result<Acknowledged, BoxError> {
     let started = Instant::now();
     let mut cursor: Option<String> = None;
@@ -38,7 +38,14 @@ pub async fn acknowledge_all(client: &reqwest::Client, base: &str, count: u64, a
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor.as_str())]);
         }
-        let page: Value = request.send().await?.error_for_status()?.json().await?;
+        let response = request.send().await?;
+        if response.status().is_server_error() {
+            // Busy (a pool's acquire timeout under load, say): the page is asked for again in a moment.
+            eprintln!("inbox list: HTTP {}", response.status());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let page: Value = response.error_for_status()?.json().await?;
         let available: Vec<&Value> = page["items"].as_array().map(|items| items.iter().filter(|i| i["state"] == "available").collect()).unwrap_or_default();
         acknowledged.sealed += available.iter().filter(|i| i["end_to_end"] == Value::Bool(true)).count() as u64;
         let mut items = std::mem::take(&mut retry);
