@@ -31,10 +31,9 @@ use replicas::{deliver, BoxError, Delivered, Outage, ReplicaFederation, Side, Wo
 const REFERRALS: u64 = 3_000;
 const SUBMITTERS: usize = 16;
 
-/// Tables, their indexes and TOAST, of the gateway's schema and its case keys'.
-const SCHEMA_BYTES: &str = "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c \
-                            JOIN pg_namespace n ON n.oid = c.relnamespace \
-                            WHERE n.nspname IN (current_schema(), current_schema() || '_case_keys') AND c.relkind = 'r'";
+/// The tables of the gateway's schema and of its case keys'.
+const SCHEMA_TABLES: &str = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                             WHERE n.nspname IN (current_schema(), current_schema() || '_case_keys') AND c.relkind = 'r'";
 
 /// Referrals per second until the end the workload times: every case
 /// acknowledged with a recipient, every receipt at Italy without.
@@ -108,17 +107,13 @@ async fn check(federation: &ReplicaFederation, delivered: &Delivered) -> Result<
 /// has given back the space of rows updated or deleted (a payload blanked
 /// after delivery, say).
 async fn per_referral(side: &Side) -> Result<(f64, f64), BoxError> {
-    let as_left = side.count(SCHEMA_BYTES).await?;
-    let tables = side
-        .texts(
-            "SELECT format('VACUUM FULL %I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname IN (current_schema(), current_schema() || '_case_keys') AND c.relkind = 'r'",
-        )
-        .await?;
-    for vacuum in tables {
+    // Tables with their indexes and TOAST.
+    let bytes = format!("SELECT sum(pg_total_relation_size(c.oid))::bigint {SCHEMA_TABLES}");
+    let as_left = side.count(&bytes).await?;
+    for vacuum in side.texts(&format!("SELECT format('VACUUM FULL %I.%I', n.nspname, c.relname) {SCHEMA_TABLES}")).await? {
         side.execute(&vacuum).await?;
     }
-    let live = side.count(SCHEMA_BYTES).await?;
+    let live = side.count(&bytes).await?;
     let kib = |bytes: i64| bytes as f64 / REFERRALS as f64 / 1024.0;
     Ok((kib(as_left), kib(live)))
 }

@@ -321,20 +321,11 @@ pub struct ReplicaFederation {
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
-/// One connection whose search path is `schema`.
+/// One connection whose search path is `schema`, named in its startup
+/// options as the gateway's own connections do.
 async fn pool_on(schema: &str) -> Result<sqlx::PgPool, BoxError> {
-    let set_path = format!("SET search_path TO \"{schema}\"");
-    Ok(sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .after_connect(move |connection, _| {
-            let set_path = set_path.clone();
-            Box::pin(async move {
-                sqlx::Executor::execute(connection, set_path.as_str()).await?;
-                Ok(())
-            })
-        })
-        .connect(POSTGRES_URL)
-        .await?)
+    let options = POSTGRES_URL.parse::<sqlx::postgres::PgConnectOptions>()?.options([("search_path", schema)]);
+    Ok(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await?)
 }
 
 /// What the binary takes "now" to be: the start of the window `keys
@@ -421,6 +412,11 @@ impl ReplicaFederation {
         // An asylum-linked case to the Gambia goes only sealed end to end; this run sends it plain.
         fields.get_mut("case").and_then(Value::as_object_mut).ok_or("the fixture has no case")?.remove("asylum");
         Ok(Self { ita, gmb, files, template: referral.to_string(), binary: binary.to_path_buf(), _dir: dir })
+    }
+
+    /// An HTTPS client of the national system `name` (`iom-rome`, `iom-banjul`).
+    fn client(&self, name: &str) -> Result<reqwest::Client, BoxError> {
+        Ok(self.files.client_builder(name)?.pool_max_idle_per_host(16).timeout(Duration::from_secs(30)).build()?)
     }
 
     /// `audit verify` on one side's chain, which every replica appended to
@@ -568,7 +564,7 @@ async fn deliver_within(federation: &mut ReplicaFederation, workload: Workload) 
         return Err("an outage needs two replicas a side: one is killed".into());
     }
     let started = Instant::now();
-    let client = federation.files.client_builder("iom-rome")?.pool_max_idle_per_host(16).timeout(Duration::from_secs(30)).build()?;
+    let client = federation.client("iom-rome")?;
     let urls = Arc::new(Mutex::new(federation.ita.api_urls()));
     let template = Arc::new(federation.template.clone());
     let next = Arc::new(AtomicU64::new(0));
@@ -628,8 +624,7 @@ async fn deliver_within(federation: &mut ReplicaFederation, workload: Workload) 
     let mut recipient = tokio::task::JoinSet::new();
     if acknowledge {
         let base = federation.gmb.api_urls().first().cloned().flatten().ok_or("the Gambia's first replica is not running")?;
-        let client = federation.files.client_builder("iom-banjul")?.pool_max_idle_per_host(16).timeout(Duration::from_secs(30)).build()?;
-        recipient.spawn(acknowledge_all(client, base, count));
+        recipient.spawn(acknowledge_all(federation.client("iom-banjul")?, base, count));
     }
     let mut referral_ids = BTreeMap::new();
     let mut at_the_kill = None;
