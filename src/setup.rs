@@ -156,6 +156,8 @@ fn write_all(options: &InitOptions, parts: &WriteParts<'_>) -> Result<(), InitEr
         tls_spki_sha256: vec![federation.tls_spki_pin().map_err(|e| InitError::Keys(e.to_string()))?],
         keys: crate::directory::published_keys(&federation, options.keys_from, options.keys_until).map_err(|e| InitError::Keys(e.to_string()))?,
         max_packet_bytes: None,
+        // Listed by the coordinator once every member reads the field (`federation.md` §5b).
+        protocol_versions: Vec::new(),
     };
     let entry = MemberEntry { gateway, organisations: Some(Vec::new()) };
     let entry_text = serde_json::to_string_pretty(&entry).map_err(|e| InitError::Keys(e.to_string()))? + "\n";

@@ -34,6 +34,10 @@ pub enum PacketType {
     Status,
     Withdrawal,
     ErasureConfirmation,
+    /// Statuses about several referrals, to one peer in one packet:
+    /// protocol version 2, sent only to a peer whose directory entry lists
+    /// it (`federation.md` §5b).
+    Statuses,
 }
 
 impl PacketType {
@@ -44,12 +48,13 @@ impl PacketType {
             Self::Status => "status",
             Self::Withdrawal => "withdrawal",
             Self::ErasureConfirmation => "erasure_confirmation",
+            Self::Statuses => "statuses",
         }
     }
 
     /// The type a wire name names.
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Referral, Self::Status, Self::Withdrawal, Self::ErasureConfirmation].into_iter().find(|t| t.as_str() == name)
+        [Self::Referral, Self::Status, Self::Withdrawal, Self::ErasureConfirmation, Self::Statuses].into_iter().find(|t| t.as_str() == name)
     }
 }
 

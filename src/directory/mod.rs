@@ -55,6 +55,62 @@ pub struct GatewayEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 65536, max = 16777216))]
     pub max_packet_bytes: Option<u32>,
+    /// The versions of the packet protocol the gateway takes
+    /// (`federation.md` §5b); absent: version 1 only. A gateway sends a
+    /// peer only what the peer's entry lists: version 2 adds the coalesced
+    /// status packet (`statuses`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocol_versions: Vec<ProtocolVersion>,
+}
+
+/// A version of the packet protocol between gateways (`federation.md` §5b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct ProtocolVersion(u32);
+
+impl JsonSchema for ProtocolVersion {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProtocolVersion".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "minimum": 1,
+            "description": "A version of the packet protocol between gateways (federation.md §5b)."
+        })
+    }
+}
+
+impl ProtocolVersion {
+    /// Every gateway takes it: one packet per referral, status, withdrawal
+    /// or confirmation, one receipt per packet.
+    pub const FIRST: Self = Self(1);
+    /// Statuses about several referrals to one peer in one packet (`statuses`).
+    pub const COALESCED_STATUSES: Self = Self(2);
+    /// What this release takes.
+    pub const SPOKEN: [Self; 2] = [Self::FIRST, Self::COALESCED_STATUSES];
+
+    pub fn number(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for ProtocolVersion {
+    type Error = &'static str;
+    fn try_from(number: u32) -> Result<Self, Self::Error> {
+        if number == 0 {
+            Err("a protocol version is at least 1")
+        } else {
+            Ok(Self(number))
+        }
+    }
+}
+
+impl From<ProtocolVersion> for u32 {
+    fn from(version: ProtocolVersion) -> u32 {
+        version.0
+    }
 }
 
 /// Largest sealed packet a gateway takes unless its directory entry says otherwise.
@@ -345,6 +401,15 @@ impl Directory {
     /// The member gateways active now, by country.
     pub fn active_gateways(&self) -> Vec<CountryCode> {
         self.gateways.values().filter(|gateway| gateway.status == MemberStatus::Active).map(|gateway| gateway.country).collect()
+    }
+
+    /// Whether `country`'s gateway takes packets of `version`: what its
+    /// entry lists, or version 1 alone when it lists none.
+    pub fn speaks(&self, country: CountryCode, version: ProtocolVersion) -> bool {
+        self.gateways.get(&country).is_some_and(|gateway| match gateway.protocol_versions.as_slice() {
+            [] => version == ProtocolVersion::FIRST,
+            listed => listed.contains(&version),
+        })
     }
 
     /// The largest sealed packet `country`'s gateway takes: what its entry

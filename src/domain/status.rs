@@ -54,6 +54,21 @@ pub struct StatusReport {
     pub reason_codes: Vec<String>,
 }
 
+/// The body of a coalesced status packet (`statuses`, protocol version 2):
+/// statuses about referrals one gateway sent to the issuer, each applied
+/// on its own as if it had come in a status packet of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBatch {
+    pub statuses: Vec<StatusReport>,
+}
+
+impl StatusBatch {
+    /// The most statuses one packet carries: a sending gateway coalesces
+    /// no more, and a receiving one reads no more.
+    pub const MAX: usize = 256;
+}
+
 /// Whether `code` has the form of a reason code: 1 to 64 of `a-z`, `0-9`, `_`.
 pub fn is_reason_code(code: &str) -> bool {
     (1..=64).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

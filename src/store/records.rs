@@ -481,6 +481,9 @@ pub enum Write {
     /// that brings; nothing is written (and [`Written::AlreadySettled`]
     /// returned) when it is no longer in that state.
     InboxMove { change: Box<InboxChange>, audit: AuditEvent },
+    /// As [`Write::InboxMove`], for a move that did several things, each
+    /// with its own audit event (the statuses of a coalesced packet).
+    InboxMoveAudited { change: Box<InboxChange>, audits: Vec<AuditEvent> },
     /// A packet to send that is not a referral, and its audit event; with
     /// `brings_forward` (a received packet id and a date), that received
     /// case's retention deadline comes forward to the date (a later one is
@@ -504,6 +507,15 @@ pub enum Write {
     /// tried again from the new payload at once; a cut after a packet was
     /// kept leaves that packet to the attempt holding it.
     KeepPacket { entry_id: String, packet: StoredPacket, sealed_from: String },
+    /// Statuses claimed by this worker for one peer (`members`), carried
+    /// from now on by one new entry (`carrier`, of type `statuses`),
+    /// inserted as claimed by this worker until `lease_until_ms`: each
+    /// member names its carrier, is no longer due on its own, and is
+    /// settled with it ([`Write::Settle`]). All or nothing: if a member is
+    /// no longer a pending status without a packet, claimed by this
+    /// worker, nothing is carried, the members are due at once, and
+    /// [`Written::AlreadySettled`] comes back.
+    Coalesce { carrier: Box<NewReply>, members: Vec<String>, lease_until_ms: i64 },
     /// Consent withdrawn for a referral sent from here: its delivery stops
     /// (`pending` becomes `withdrawn`), its payload and kept packet are
     /// blanked, and `withdrawal` is queued for the peer if a packet was ever
@@ -669,6 +681,11 @@ pub enum InboxMove {
     /// status), each with `reasons`; a `closed` status brings its retention
     /// deadline forward to `retention_until_ms` (a later one is ignored).
     ApplyToReferral { referral_id: String, events: Vec<ReferralEvent>, reasons: Vec<String>, retention_until_ms: Option<i64> },
+    /// A coalesced status packet (`statuses`), applied: each status
+    /// applied as [`InboxMove::ApplyToReferral`] would, in its order;
+    /// `reasons`: the refusal codes of those not applied (each audited
+    /// on its own).
+    ApplyStatuses { applied: Vec<AppliedStatus>, reasons: Vec<String> },
     /// A withdrawal from the gateway that sent a case, applied: what it
     /// withdraws is kept (so that a referral packet arriving later is
     /// erased or cut down on arrival), the case held here is erased or cut
@@ -696,6 +713,16 @@ pub enum InboxMove {
     /// The organisation erased the categories withdrawn from a case it
     /// still holds; confirmed back.
     ConfirmNarrowing { reply: NewReply },
+}
+
+/// One status of a coalesced status packet, applied to a referral sent
+/// from here, as [`InboxMove::ApplyToReferral`] applies a status packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedStatus {
+    pub referral_id: String,
+    pub events: Vec<ReferralEvent>,
+    pub reasons: Vec<String>,
+    pub retention_until_ms: Option<i64>,
 }
 
 /// The referral sent from here that a received reply case answers, and
@@ -749,7 +776,7 @@ impl InboxMove {
         match self {
             Self::Refuse { .. } => InboxEvent::Refused,
             Self::Forward { pushed, .. } => InboxEvent::Forwarded { pushed: *pushed },
-            Self::ApplyToReferral { .. } | Self::ApplyWithdrawal { .. } => InboxEvent::Applied,
+            Self::ApplyToReferral { .. } | Self::ApplyStatuses { .. } | Self::ApplyWithdrawal { .. } => InboxEvent::Applied,
             Self::Acknowledge { .. } => InboxEvent::Acknowledged,
             Self::GiveUpPush { .. } => InboxEvent::PushGivenUp,
             Self::RecipientNowPulls { .. } => InboxEvent::RecipientNowPulls,
@@ -765,6 +792,7 @@ impl InboxMove {
         match self {
             Self::Refuse { reasons, .. }
             | Self::ApplyToReferral { reasons, .. }
+            | Self::ApplyStatuses { reasons, .. }
             | Self::GiveUpPush { reasons, .. }
             | Self::RecipientNowPulls { reasons }
             | Self::SettleNotice { reasons } => reasons,
@@ -917,6 +945,8 @@ pub enum Written {
     AlreadySettled,
     /// The packet the outbox entry holds now (see [`Write::KeepPacket`]).
     PacketKept(StoredPacket),
+    /// The statuses are carried by the new entry (see [`Write::Coalesce`]).
+    Coalesced,
     /// Consent withdrawn; whether a withdrawal packet was queued for the peer.
     Withdrawn { seq: i64, peer_notified: bool },
     /// A partial withdrawal found the payload under another key than the one

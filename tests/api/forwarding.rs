@@ -233,7 +233,7 @@ async fn a_webhook_recipient_down_then_up_gets_the_signed_case_once(backend: Bac
 
 /// A packet as a broken or malicious gateway `from` could make it for `to`:
 /// signed with `from`'s key, sealed to `to`'s, whatever it carries.
-fn forged_packet(
+pub(crate) fn forged_packet(
     federation: &Federation,
     (from, to): (&str, &str),
     packet_id: &str,
@@ -295,7 +295,7 @@ fn packet_claims(
 }
 
 /// Posts `packet` to `to`'s federation listener as `from`'s gateway; it must be receipted.
-async fn post_as(federation: &Federation, (from, to): (&str, &str), packet: &str) {
+pub(crate) async fn post_as(federation: &Federation, (from, to): (&str, &str), packet: &str) {
     let client = federation.peer_client(from, Duration::from_secs(5));
     let endpoint = format!("https://127.0.0.1:{}", federation.peer(to).app().federation_addr().unwrap().port());
     client.send(CountryCode::parse(to).unwrap(), &endpoint, packet).await.unwrap();

@@ -42,6 +42,7 @@ mod deliverable;
 mod end_to_end;
 mod faults;
 mod forwarding;
+mod coalescing;
 mod inbox;
 mod peers;
 mod retention;

@@ -69,6 +69,9 @@ pub struct Peer {
     pub status: MemberStatus,
     /// The packet limit its directory entry publishes (none: the federation's default).
     pub max_packet_bytes: Option<u32>,
+    /// The protocol versions its entry lists (none: the example directory's).
+    /// An empty list makes it a gateway of the release before version 2.
+    pub protocol_versions: Option<Vec<referral_gateway::directory::ProtocolVersion>>,
     _dir: tempfile::TempDir,
 }
 
@@ -172,6 +175,7 @@ impl Federation {
                 windows: BTreeMap::new(),
                 status: MemberStatus::Active,
                 max_packet_bytes: None,
+                protocol_versions: None,
                 _dir: dir,
             });
         }
@@ -252,6 +256,9 @@ impl Federation {
             entry.tls_spki_sha256 = vec![keys.tls_spki_pin().unwrap()];
             entry.status = peer.status;
             entry.max_packet_bytes = peer.max_packet_bytes;
+            if let Some(versions) = &peer.protocol_versions {
+                entry.protocol_versions = versions.clone();
+            }
             if let Some(endpoint) = peer.endpoint {
                 entry.endpoint = format!("https://127.0.0.1:{}", endpoint.port());
             }

@@ -22,11 +22,11 @@ use crate::domain::replies::{
     SentPacketFacts,
 };
 use crate::domain::reply_cases::{answered_request, ReceivedReferral, SentRequest};
-use crate::domain::status::{ReferralProgress, StatusReport};
+use crate::domain::status::{ReferralProgress, StatusBatch, StatusReport};
 use crate::domain::lifecycle::{InboxState, ReferralEvent};
 use crate::domain::withdrawal::{ErasureNotice, WithdrawalNotice};
 use crate::store::{
-    AnsweredReferral, InboxItem, InboxMove, InboxQueue, ReceivedNarrowing, SealedPayload, SentPacket, Tombstone, WithdrawalEffect,
+    AnsweredReferral, AppliedStatus, InboxItem, InboxMove, InboxQueue, ReceivedNarrowing, SealedPayload, SentPacket, Tombstone, WithdrawalEffect,
     WithdrawnPart, Write, Written,
 };
 
@@ -214,27 +214,51 @@ impl Gateway {
                 }
             }
             PacketType::Status => {
-                // Facts: the report, if readable; the packet it names; that referral's handover and retention.
                 let report: Option<StatusReport> = serde_json::from_value(claims.body.clone()).ok().and_then(readable_status);
-                let sent = match &report {
-                    Some(report) => self.store.sent_packet(&report.in_reply_to).await?,
-                    None => None,
-                };
-                let about = referral_replied_to(sent.as_ref().map(sent_facts), claims.issuer.as_str());
-                match status_verdict(report, about) {
-                    Ok((report, referral_id)) => {
-                        let hands_over = report.status == ReferralProgress::Accepted && self.store.referral(referral_id).await?.is_some_and(|r| r.handover);
-                        // Closed: the closure rule the referral was accepted under brings its deadline forward.
-                        let retention_until_ms = match report.status {
-                            ReferralProgress::Closed => self.store.referral_retention(referral_id).await?.and_then(|kept| closed_deadline(kept, now)),
-                            _ => None,
-                        };
-                        let events = status_events(report.status, hands_over);
-                        let applied = InboxMove::ApplyToReferral { referral_id: referral_id.to_owned(), events, reasons: report.reason_codes, retention_until_ms };
-                        self.inbox_move(item, applied, now)
+                match self.status_applied(report, &claims, now).await? {
+                    Ok(AppliedStatus { referral_id, events, reasons, retention_until_ms }) => {
+                        self.inbox_move(item, InboxMove::ApplyToReferral { referral_id, events, reasons, retention_until_ms }, now)
                     }
                     Err(refused) => self.inbox_move(item, refusal(refused), now),
                 }
+            }
+            PacketType::Statuses => {
+                // Each status as if it had come alone, audited on its own; the packet is
+                // applied if any one of them is, and refused with their codes if none is.
+                let batch = serde_json::from_value::<StatusBatch>(claims.body.clone()).ok().filter(|b| (1..=StatusBatch::MAX).contains(&b.statuses.len()));
+                let Some(batch) = batch else {
+                    let change = self.inbox_move(item, refusal(ReplyRefusal::StatusUnreadable), now);
+                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
+                    return Ok(Write::InboxMove { change: Box::new(change), audit: event });
+                };
+                let mut applied = Vec::new();
+                let mut refused = std::collections::BTreeSet::new();
+                let mut audits = Vec::new();
+                for report in batch.statuses {
+                    match self.status_applied(readable_status(report), &claims, now).await? {
+                        Ok(status) => {
+                            let event = AuditEvent::new(now, gateway_actor.clone(), Action::PacketScreen, InboxState::Applied.as_str());
+                            audits.push(event.referral(&status.referral_id).reasons(status.reasons.clone()));
+                            applied.push(status);
+                        }
+                        Err(reason) => {
+                            let event = AuditEvent::new(now, gateway_actor.clone(), Action::PacketScreen, InboxState::Refused.as_str());
+                            audits.push(event.referral(&item.packet_id).reasons([reason.as_str().to_owned()]));
+                            refused.insert(reason.as_str().to_owned());
+                        }
+                    }
+                }
+                let reasons = refused.into_iter().collect();
+                let step = if applied.is_empty() { InboxMove::Refuse { reasons, reply: None } } else { InboxMove::ApplyStatuses { applied, reasons } };
+                let change = self.inbox_move(item, step, now);
+                tracing::debug!(statuses = audits.len(), "coalesced statuses screened");
+                return Ok(if matches!(change.step, InboxMove::Refuse { .. }) {
+                    // Refused whole: its key goes as any refused packet's (see `process_inbox`).
+                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
+                    Write::InboxMove { change: Box::new(change), audit: event }
+                } else {
+                    Write::InboxMoveAudited { change: Box::new(change), audits }
+                });
             }
             PacketType::Withdrawal => {
                 // Facts: what it withdraws, as far as this gateway can read it; the case it names, if held.
@@ -323,6 +347,30 @@ impl Gateway {
             event = event.referral(referral_id);
         }
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
+    }
+
+    /// What a status report from the peer that sent `claims` comes to: the
+    /// referral sent from here it is about, with the timeline events it
+    /// adds and a deadline brought forward; or why it is not applied.
+    async fn status_applied(&self, report: Option<StatusReport>, claims: &PacketClaims, now: DateTime<Utc>) -> Result<Result<AppliedStatus, ReplyRefusal>, AppError> {
+        // Facts: the report, if readable; the packet it names; that referral's handover and retention.
+        let sent = match &report {
+            Some(report) => self.store.sent_packet(&report.in_reply_to).await?,
+            None => None,
+        };
+        let about = referral_replied_to(sent.as_ref().map(sent_facts), claims.issuer.as_str());
+        let (report, referral_id) = match status_verdict(report, about) {
+            Ok(verdict) => verdict,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let hands_over = report.status == ReferralProgress::Accepted && self.store.referral(referral_id).await?.is_some_and(|r| r.handover);
+        // Closed: the closure rule the referral was accepted under brings its deadline forward.
+        let retention_until_ms = match report.status {
+            ReferralProgress::Closed => self.store.referral_retention(referral_id).await?.and_then(|kept| closed_deadline(kept, now)),
+            _ => None,
+        };
+        let events = status_events(report.status, hands_over);
+        Ok(Ok(AppliedStatus { referral_id: referral_id.to_owned(), events, reasons: report.reason_codes, retention_until_ms }))
     }
 
     /// The referral sent from here that a received referral answers

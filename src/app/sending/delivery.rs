@@ -108,6 +108,7 @@ impl Gateway {
         let now = self.now();
         let claimed = self.store.claim_deliveries(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
         let mut round = DeliveryRound { claimed: claimed.len(), ..DeliveryRound::default() };
+        let claimed = self.coalesce_statuses(claimed, now).await?;
         let mut attempts = tokio::task::JoinSet::new();
         for item in claimed {
             let gateway = Arc::clone(self);

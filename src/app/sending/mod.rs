@@ -5,6 +5,7 @@
 //! observed of that delivery.
 
 pub mod callbacks;
+pub mod coalescing;
 pub mod deadlines;
 pub mod delivery;
 pub mod delivery_observer;

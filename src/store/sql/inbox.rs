@@ -231,6 +231,16 @@ macro_rules! inbox_sql {
                             Self::referral_moves(connection, referral_id, *event, reasons, change.at_ms).await?;
                         }
                     }
+                    InboxMove::ApplyStatuses { applied, .. } => {
+                        for status in applied {
+                            if let Some(until_ms) = status.retention_until_ms {
+                                Self::bring_forward(connection, "referrals", "id", &status.referral_id, until_ms).await?;
+                            }
+                            for event in &status.events {
+                                Self::referral_moves(connection, &status.referral_id, *event, &status.reasons, change.at_ms).await?;
+                            }
+                        }
+                    }
                     InboxMove::ApplyWithdrawal { tombstone, effects, copies, reply, .. } => {
                         Self::keep_tombstone(connection, tombstone, change.at_ms).await?;
                         Self::erase_unseen_copies(connection, &tombstone.packet_id, copies, change.at_ms, reply.deadline_ms).await?;

@@ -40,6 +40,7 @@ use crate::domain::emergency_override::OverrideState;
 use crate::domain::priority::{DeadlineKind, Priority};
 use crate::domain::ParseError;
 use crate::audit::{AuditEvent, AuditRecord};
+use crate::crypto::packet::PacketType;
 use crate::config::sqlite_path;
 
 /// The columns of `decision_facts`, in the order `facts_from_row` and the insert use.
@@ -474,6 +475,17 @@ macro_rules! sql_store {
                                 Written::AlreadySettled
                             }
                         }
+                        Write::InboxMoveAudited { change, audits } => {
+                            if Self::inbox_moves(&mut tx, change).await? {
+                                let mut seq = head.0;
+                                for audit in audits {
+                                    seq = chain(&mut head, audit, &mut records);
+                                }
+                                Written::Audited { seq }
+                            } else {
+                                Written::AlreadySettled
+                            }
+                        }
                         Write::Settle { entry_id, settlement, at_ms, audit } => {
                             if Self::settle(&mut tx, entry_id, settlement, *at_ms).await? {
                                 Written::Audited { seq: chain(&mut head, audit, &mut records) }
@@ -482,6 +494,9 @@ macro_rules! sql_store {
                             }
                         }
                         Write::KeepPacket { entry_id, packet, sealed_from } => Self::keep_packet(&mut tx, entry_id, packet, sealed_from).await?,
+                        Write::Coalesce { carrier, members, lease_until_ms } => {
+                            Self::coalesce(&mut tx, carrier, members, *lease_until_ms, &self.claimant).await?
+                        }
                         Write::Narrow { referral_id, narrowing, withdrawal, at_ms, audit } => {
                             // A search whose consent narrowed is matched no more: the entry goes
                             // (whichever categories went; matching reads identity and family).

@@ -38,6 +38,63 @@ macro_rules! outbox_sql {
                 })
             }
 
+            /// Carries `members` by a new entry (see `Write::Coalesce`).
+            async fn coalesce(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                carrier: &NewReply,
+                members: &[String],
+                lease_until_ms: i64,
+                claimant: &Claimant,
+            ) -> Result<Written, sqlx::Error> {
+                let mut carry = QueryBuilder::new("UPDATE outbox SET carried_by = ");
+                carry
+                    .push_bind(carrier.packet_id.clone())
+                    .push(", next_attempt_ms = ")
+                    .push_bind(i64::MAX)
+                    .push(", claim_node = NULL, claim_instance = NULL WHERE state = ")
+                    .push_bind(OutboxState::Pending.as_str())
+                    .push(" AND packet_type = ")
+                    .push_bind(PacketType::Status.as_str())
+                    .push(" AND packet IS NULL AND carried_by IS NULL AND claim_node = ")
+                    .push_bind(claimant.node.clone())
+                    .push(" AND claim_instance = ")
+                    .push_bind(claimant.instance.clone())
+                    .push(" AND id IN (");
+                let mut ids = carry.separated(", ");
+                for member in members {
+                    ids.push_bind(member.clone());
+                }
+                carry.push(")");
+                let carried = carry.build().persistent(false).execute(&mut *connection).await?.rows_affected();
+                if usize::try_from(carried).ok() != Some(members.len()) {
+                    // Undone in the same transaction: each status goes on its own, at once.
+                    sqlx::query("UPDATE outbox SET carried_by = NULL, next_attempt_ms = $1 WHERE carried_by = $2")
+                        .bind(carrier.created_ms)
+                        .bind(&carrier.packet_id)
+                        .execute(&mut *connection)
+                        .await?;
+                    return Ok(Written::AlreadySettled);
+                }
+                sqlx::query(
+                    "INSERT INTO outbox (id, packet_type, destination_country, recipient_org, sealed, key_id, next_attempt_ms, created_ms, deadline_ms, \
+                     attempts, claim_node, claim_instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11)",
+                )
+                .bind(&carrier.packet_id)
+                .bind(&carrier.packet_type)
+                .bind(&carrier.destination_country)
+                .bind(&carrier.recipient_org)
+                .bind(&carrier.payload.sealed)
+                .bind(&carrier.payload.key_id)
+                .bind(lease_until_ms)
+                .bind(carrier.created_ms)
+                .bind(carrier.deadline_ms)
+                .bind(&claimant.node)
+                .bind(&claimant.instance)
+                .execute(&mut *connection)
+                .await?;
+                Ok(Written::Coalesced)
+            }
+
             async fn settle(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 entry_id: &str,
@@ -75,6 +132,22 @@ macro_rules! outbox_sql {
                     return Ok(false);
                 };
                 let packet_type: String = row.try_get("packet_type")?;
+                if packet_type == PacketType::Statuses.as_str() {
+                    // The statuses it carries end with it, with its receipt as their proof.
+                    sqlx::query(&format!(
+                        "UPDATE outbox SET state = {}, receipt = $1, settled_ms = $2, sealed = $4 WHERE carried_by = $3 AND state IN {}",
+                        moving.set, moving.from
+                    ))
+                    .bind(match settlement {
+                        Settlement::Delivered { receipt } => Some(receipt.clone()),
+                        Settlement::Expired => None,
+                    })
+                    .bind(at_ms)
+                    .bind(entry_id)
+                    .bind(Vec::<u8>::new())
+                    .execute(&mut *connection)
+                    .await?;
+                }
                 if let Some(referral_id) = row.try_get::<Option<String>, _>("referral_id")? {
                     // A status from the peer may have come first: it stays the
                     // referral's status; the timeline still records this. Another

@@ -1,0 +1,145 @@
+//! The outbox worker's statuses to one peer, coalesced (protocol version
+//! 2, `federation.md` §5b): the statuses a receiving gateway claimed in one
+//! round for one sending gateway go in one packet, under one signature,
+//! one request and one receipt, instead of one of each per status. Only
+//! to a peer whose directory entry lists version 2; the others get one
+//! status packet per status, as before.
+
+use chrono::{DateTime, Utc};
+
+use crate::app::{new_id, AppError, Gateway};
+use crate::crypto::packet::PacketType;
+use crate::directory::ProtocolVersion;
+use crate::domain::status::{StatusBatch, StatusReport};
+use crate::domain::CountryCode;
+use crate::store::{ClaimedDelivery, NewReply, SealedPayload, Write, Written};
+
+/// How far apart the deadlines of statuses carried together may lie. A
+/// carrier expires at the earliest of them: no status goes out of the
+/// window it was queued with by more than this.
+const DEADLINE_SPREAD_MS: i64 = 3_600_000;
+
+impl Gateway {
+    /// The claimed entries to attempt: statuses to a peer that takes
+    /// version 2, never sent before, carried two or more at a time by a
+    /// new `statuses` entry each; the rest as claimed. Statuses that could
+    /// not be carried (one left the outbox meanwhile) are left due at once
+    /// for the next round.
+    pub(super) async fn coalesce_statuses(&self, claimed: Vec<ClaimedDelivery>, now: DateTime<Utc>) -> Result<Vec<ClaimedDelivery>, AppError> {
+        let directory = self.directory();
+        let mut attempts = Vec::with_capacity(claimed.len());
+        // By peer and by the organisation the statuses are about, which a packet names.
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<ClaimedDelivery>> = std::collections::BTreeMap::new();
+        for item in claimed {
+            let takes_statuses = CountryCode::parse(&item.destination_country).is_ok_and(|peer| directory.speaks(peer, ProtocolVersion::COALESCED_STATUSES));
+            if takes_statuses && item.packet_type == PacketType::Status.as_str() && item.packet.is_none() && now.timestamp_millis() < item.deadline_ms {
+                groups.entry((item.destination_country.clone(), item.recipient_org.clone())).or_default().push(item);
+            } else {
+                attempts.push(item);
+            }
+        }
+        for mut group in groups.into_values() {
+            group.sort_by_key(|item| item.deadline_ms);
+            for members in carried_together(group) {
+                if members.len() < 2 {
+                    attempts.extend(members);
+                } else {
+                    match self.carry(&members, now).await? {
+                        Carried::By(carrier) => attempts.push(*carrier),
+                        Carried::NotAll => {}
+                        // Each tried on its own, and failing there as it would have before.
+                        Carried::Unreadable => attempts.extend(members),
+                    }
+                }
+            }
+        }
+        Ok(attempts)
+    }
+
+    /// One new entry carrying `members`' statuses, claimed by this worker.
+    async fn carry(&self, members: &[ClaimedDelivery], now: DateTime<Utc>) -> Result<Carried, AppError> {
+        let Some(first) = members.first() else {
+            return Ok(Carried::NotAll);
+        };
+        let sealed: Vec<(&[u8], &[u8])> = members.iter().map(|m| (m.payload.sealed.as_slice(), m.id.as_bytes())).collect();
+        let mut statuses = Vec::with_capacity(members.len());
+        for opened in self.vault.open_all(&sealed).await? {
+            match opened.ok().and_then(|plaintext| serde_json::from_slice::<StatusReport>(&plaintext).ok()) {
+                Some(report) => statuses.push(report),
+                None => {
+                    tracing::warn!("a queued status does not read; its group goes one status at a time");
+                    return Ok(Carried::Unreadable);
+                }
+            }
+        }
+        let body = serde_json::to_vec(&StatusBatch { statuses }).map_err(|e| AppError::Internal(e.to_string()))?;
+        let id = new_id()?;
+        let payload = SealedPayload { sealed: self.keys().seal(&body, id.as_bytes())?, key_id: self.keys().data_key_id() };
+        let deadline_ms = members.iter().map(|m| m.deadline_ms).min().unwrap_or(first.deadline_ms);
+        let carrier = NewReply {
+            packet_id: id.clone(),
+            packet_type: PacketType::Statuses.as_str().to_owned(),
+            destination_country: first.destination_country.clone(),
+            recipient_org: first.recipient_org.clone(),
+            payload: payload.clone(),
+            deadline_ms,
+            created_ms: now.timestamp_millis(),
+        };
+        let members_ids = members.iter().map(|m| m.id.clone()).collect();
+        let lease_until_ms = now.timestamp_millis().saturating_add(self.lease_ms());
+        match self.writer.write(Write::Coalesce { carrier: Box::new(carrier), members: members_ids, lease_until_ms }).await? {
+            Written::Coalesced => {}
+            _ => return Ok(Carried::NotAll),
+        }
+        tracing::debug!(carried = members.len(), "statuses coalesced into one packet");
+        Ok(Carried::By(Box::new(ClaimedDelivery {
+            id,
+            referral_id: None,
+            packet_type: PacketType::Statuses.as_str().to_owned(),
+            recipient_org: first.recipient_org.clone(),
+            destination_country: first.destination_country.clone(),
+            purpose: None,
+            policy_version: None,
+            payload,
+            onward: None,
+            consent_expires_ms: None,
+            deadline_ms,
+            attempts: 1,
+            handover: false,
+            priority: Default::default(),
+            end_to_end: false,
+            packet: None,
+            created_ms: now.timestamp_millis(),
+            in_reply_to: None,
+            sender_org: None,
+            retention: None,
+        })))
+    }
+}
+
+/// What became of statuses to be carried together.
+enum Carried {
+    /// By this new entry, claimed by this worker.
+    By(Box<ClaimedDelivery>),
+    /// Not at all: one was no longer a pending status claimed here. All
+    /// are due at once, for the next round.
+    NotAll,
+    /// Not at all: one did not read.
+    Unreadable,
+}
+
+/// Statuses to one peer about one organisation's cases, soonest deadline
+/// first, cut into the groups one packet carries: at most
+/// [`StatusBatch::MAX`], deadlines at most [`DEADLINE_SPREAD_MS`] apart.
+fn carried_together(sorted: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
+    let mut groups: Vec<Vec<ClaimedDelivery>> = Vec::new();
+    for item in sorted {
+        match groups.last_mut() {
+            Some(group) if group.len() < StatusBatch::MAX && group.first().is_some_and(|first| item.deadline_ms - first.deadline_ms <= DEADLINE_SPREAD_MS) => {
+                group.push(item)
+            }
+            _ => groups.push(vec![item]),
+        }
+    }
+    groups
+}
