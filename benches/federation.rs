@@ -6,10 +6,13 @@
 //! one core. End to end is reported as a fraction of that ceiling, and every
 //! referral is checked to arrive exactly once.
 //!
-//! Each backend runs two workloads on the same case, alternately: IOM
+//! Each backend runs three workloads on the same case, in turn: IOM
 //! Banjul with no key of its own (sealed between gateways only) and with
-//! one published (every packet to it also sealed end to end, padded). The
-//! difference is what end-to-end sealing costs.
+//! one published (every packet to it also sealed end to end, padded), the
+//! difference being what end-to-end sealing costs; and the first again
+//! with a directory that lists no protocol version, so that every status
+//! goes alone in a packet of its own as before version 2 (`federation.md`
+//! §5b), the difference being what coalescing statuses gains.
 //!
 //!   cargo bench --bench federation                     # both backends, one round
 //!   cargo bench --bench federation -- sqlite rounds=3  # one backend, three rounds
@@ -57,6 +60,19 @@ enum Sealing {
     EndToEnd,
 }
 
+/// Which protocol versions the directory lists for both gateways.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Protocol {
+    /// This release's: statuses coalesced per peer and round.
+    Current,
+    /// None: version 1 only, one packet per status.
+    FirstVersionOnly,
+}
+
+/// One of the workloads compared.
+type Workload = (Sealing, Protocol);
+const WORKLOADS: [Workload; 3] = [(Sealing::GatewayOnly, Protocol::Current), (Sealing::EndToEnd, Protocol::Current), (Sealing::GatewayOnly, Protocol::FirstVersionOnly)];
+
 struct Federation {
     files: DemoFiles,
     ita: Application,
@@ -82,7 +98,7 @@ fn client(files: &DemoFiles, name: &str) -> Result<reqwest::Client, BoxError> {
     Ok(files.client_builder(name)?.pool_max_idle_per_host(64).build()?)
 }
 
-async fn start(backend: Backend, sealing: Sealing) -> Result<Federation, BoxError> {
+async fn start(backend: Backend, (sealing, protocol): Workload) -> Result<Federation, BoxError> {
     let dir = tempfile::tempdir()?;
     let prefix = format!("rgwbench_fed_{}_{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
     if backend == Backend::Postgres {
@@ -92,6 +108,7 @@ async fn start(backend: Backend, sealing: Sealing) -> Result<Federation, BoxErro
         countries: &["ITA", "GMB"],
         postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())),
         sealed_recipient: sealing == Sealing::EndToEnd,
+        first_version_only: protocol == Protocol::FirstVersionOnly,
     };
     // The fixtures' date, running: retries need time to pass; the calendar must not matter.
     let clock = Arc::new(SteadyClock::starting_at(fixtures::written_at()));
@@ -296,16 +313,17 @@ async fn tear_down(federation: Federation, backend: Backend) {
 
 /// One run of `referrals` end to end on a fresh federation; returns referrals per
 /// second. The federation is torn down whatever the outcome.
-async fn run(backend: Backend, sealing: Sealing, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
-    let federation = start(backend, sealing).await?;
-    let outcome = measure_throughput(&federation, backend, sealing, referrals, limit).await;
+async fn run(backend: Backend, workload: Workload, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
+    let federation = start(backend, workload).await?;
+    let outcome = measure_throughput(&federation, backend, workload, referrals, limit).await;
     tear_down(federation, backend).await;
     outcome
 }
 
 /// The throughput run on a federation started for it: submissions and
 /// acknowledgements together, then every referral checked to have arrived exactly once.
-async fn measure_throughput(federation: &Federation, backend: Backend, sealing: Sealing, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
+async fn measure_throughput(federation: &Federation, backend: Backend, workload: Workload, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
+    let sealing = workload.0;
     SEQUENCE.store(0, Ordering::Relaxed);
     let started = Instant::now();
     let recipient = acknowledge_all(federation, referrals, limit);
@@ -330,6 +348,23 @@ async fn measure_throughput(federation: &Federation, backend: Backend, sealing: 
     if acknowledged.sealed != expected_sealed {
         return Err(format!("{backend:?}, {sealing:?}: {} of {referrals} cases listed as sealed end to end", acknowledged.sealed).into());
     }
+    // Untimed: every acknowledgement applied at Italy exactly once, and how the statuses travelled.
+    let deadline = Instant::now() + limit;
+    loop {
+        let applied = audited(&federation.ita, "packet.screen", "applied").await?;
+        if applied == referrals {
+            break;
+        }
+        if applied > referrals || Instant::now() > deadline {
+            return Err(format!("{backend:?}, {workload:?}: {applied} statuses applied at Italy for {referrals} acknowledgements").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Italy receives nothing but these statuses; the Gambia's `statuses` entries are the coalesced packets.
+    let packets_back = audited(&federation.ita, "packet.receive", "accepted").await?;
+    let tallies = federation.gmb.gateway().store.delivery_tallies().await?;
+    let coalesced: i64 = tallies.iter().filter(|t| t.packet_type == "statuses").map(|t| t.count).sum();
+    eprintln!("  {backend:?}, {workload:?}: {rate:.0}/s; the {referrals} statuses went back in {packets_back} packets, {coalesced} of them coalesced");
     Ok(rate)
 }
 
@@ -340,7 +375,7 @@ async fn measure_throughput(federation: &Federation, backend: Backend, sealing: 
 /// Gambian gateway, in submission order. Timed from the schedule, so a
 /// gateway that falls behind shows it in full instead of slowing the load.
 async fn latencies(backend: Backend, rate: u32, length: Duration) -> Result<Vec<Duration>, BoxError> {
-    let federation = start(backend, Sealing::GatewayOnly).await?;
+    let federation = start(backend, (Sealing::GatewayOnly, Protocol::Current)).await?;
     let outcome = measure_latencies(&federation, rate, length).await;
     tear_down(federation, backend).await;
     outcome
@@ -435,24 +470,30 @@ fn rates(values: &[f64]) -> String {
     values.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
 }
 
-/// `rounds` rounds of both workloads on one backend, alternating which goes first.
+/// `rounds` rounds of the three workloads on one backend, each round
+/// starting one further along, so that none always goes first.
 async fn compare(backend: Backend, full: bool, rounds: usize) -> Result<(), BoxError> {
     let (referrals, limit) = if full { (3000, Duration::from_secs(600)) } else { (10, Duration::from_secs(60)) };
-    let (mut gateway_only, mut end_to_end) = (Vec::new(), Vec::new());
+    let mut measured: [Vec<f64>; 3] = Default::default();
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [Sealing::GatewayOnly, Sealing::EndToEnd] } else { [Sealing::EndToEnd, Sealing::GatewayOnly] };
-        for sealing in order {
-            let rate = run(backend, sealing, referrals, limit).await?;
-            match sealing {
-                Sealing::GatewayOnly => gateway_only.push(rate),
-                Sealing::EndToEnd => end_to_end.push(rate),
+        for step in 0..WORKLOADS.len() {
+            let index = (round + step) % WORKLOADS.len();
+            if let (Some(workload), Some(runs)) = (WORKLOADS.get(index), measured.get_mut(index)) {
+                runs.push(run(backend, *workload, referrals, limit).await?);
             }
         }
     }
-    let runs = format!("gateway to gateway only {}/s; also end to end to IOM Banjul {}/s", rates(&gateway_only), rates(&end_to_end));
-    let (plain, sealed) = (median(&mut gateway_only), median(&mut end_to_end));
+    let [mut plain_runs, mut sealed_runs, mut first_runs] = measured;
+    let runs = format!(
+        "gateway to gateway only {}/s; also end to end to IOM Banjul {}/s; gateway to gateway, version 1 only (no coalesced statuses) {}/s",
+        rates(&plain_runs),
+        rates(&sealed_runs),
+        rates(&first_runs)
+    );
+    let (plain, sealed, first) = (median(&mut plain_runs), median(&mut sealed_runs), median(&mut first_runs));
     // Extra time per referral, from the medians.
     let extra = 100.0 * (plain / sealed - 1.0);
+    let gain = 100.0 * (plain / first - 1.0);
     if !full {
         println!("{backend:?}: smoke run, {referrals} referrals end to end per workload ({runs}; debug build)");
         return Ok(());
@@ -460,13 +501,16 @@ async fn compare(backend: Backend, full: bool, rounds: usize) -> Result<(), BoxE
     let ceiling = crypto_ceilings(Duration::from_secs(5))?;
     println!(
         "{backend:?}: {referrals} referrals end to end per run (submitted at ITA, receipted, screened and acknowledged at GMB), lost 0, duplicated 0. \
-         Runs: {runs}. Medians {plain:.0}/s and {sealed:.0}/s: end-to-end sealing costs {extra:.0} % extra time per referral. \
+         Runs: {runs}. Medians {plain:.0}/s, {sealed:.0}/s and {first:.0}/s: end-to-end sealing costs {extra:.0} % extra time per referral; \
+         coalescing statuses gains {gain:.0} % in rate. \
          Crypto-only ceiling (seal + open, one core) {:.0}/s; gateway-only end to end = {:.0} % of it; \
-         all the JOSE of one referral (2 packets sealed, opened, receipted, verified; one core) {:.0}/s; gateway-only end to end = {:.0} % of that",
+         all the JOSE of one referral (2 packets sealed, opened, receipted, verified; one core) {:.0}/s; gateway-only end to end = {:.0} % of that \
+         (version 1 only: {:.0} %)",
         ceiling.packet,
         100.0 * plain / ceiling.packet,
         ceiling.referral,
         100.0 * plain / ceiling.referral,
+        100.0 * first / ceiling.referral,
     );
     Ok(())
 }

@@ -52,11 +52,15 @@ pub struct Options<'a> {
     /// Whether IOM Banjul publishes its own key, so that cases to it are
     /// sealed end to end (the demo's does; the federation bench compares).
     pub sealed_recipient: bool,
+    /// Whether the directory lists no protocol version for any gateway:
+    /// version 1 only, as gateways of the release before version 2 run
+    /// the federation (the federation bench compares).
+    pub first_version_only: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { countries: &COUNTRIES, postgres: None, sealed_recipient: true }
+        Self { countries: &COUNTRIES, postgres: None, sealed_recipient: true, first_version_only: false }
     }
 }
 
@@ -79,6 +83,8 @@ pub struct DemoFiles {
     pub recipient_key: Jwk,
     /// Whether the directory publishes `recipient_key`'s public half.
     pub sealed_recipient: bool,
+    /// Whether the directory lists no protocol version (version 1 only).
+    pub first_version_only: bool,
 }
 
 /// The organisation whose own key the demo publishes.
@@ -152,7 +158,7 @@ pub fn create(root: &Path, options: &Options<'_>, now: DateTime<Utc>) -> Result<
         configs.push((CountryCode::parse(country).map_err(fail)?, config));
     }
     let recipient_key = jose_keys::generate(KeyUse::Enc).map_err(fail)?;
-    let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key, sealed_recipient: options.sealed_recipient };
+    let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key, sealed_recipient: options.sealed_recipient, first_version_only: options.first_version_only };
     files.publish(1, &[], now)?;
     Ok(files)
 }
@@ -176,6 +182,9 @@ impl DemoFiles {
             entry.tls_spki_sha256 = vec![keys.tls_spki_pin().map_err(fail)?];
             if let Some((_, endpoint)) = endpoints.iter().find(|(c, _)| c == country) {
                 entry.endpoint = endpoint.clone();
+            }
+            if self.first_version_only {
+                entry.protocol_versions.clear();
             }
         }
         // The Guinean Red Cross takes cases by pull, like everyone here: the

@@ -143,3 +143,59 @@ fn carried_together(sorted: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
     }
     groups
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_due_by(id: usize, deadline_ms: i64) -> ClaimedDelivery {
+        ClaimedDelivery {
+            id: format!("s{id}"),
+            referral_id: None,
+            packet_type: PacketType::Status.as_str().to_owned(),
+            recipient_org: "gmb-iom-banjul".to_owned(),
+            destination_country: "ITA".to_owned(),
+            purpose: None,
+            policy_version: None,
+            payload: SealedPayload { sealed: Vec::new(), key_id: String::new() },
+            onward: None,
+            consent_expires_ms: None,
+            deadline_ms,
+            attempts: 1,
+            handover: false,
+            priority: Default::default(),
+            end_to_end: false,
+            packet: None,
+            created_ms: 0,
+            in_reply_to: None,
+            sender_org: None,
+            retention: None,
+        }
+    }
+
+    fn ids(groups: &[Vec<ClaimedDelivery>]) -> Vec<Vec<&str>> {
+        groups.iter().map(|group| group.iter().map(|item| item.id.as_str()).collect()).collect()
+    }
+
+    #[test]
+    fn deadlines_within_the_spread_go_together_and_a_later_one_starts_a_new_packet() {
+        let hour = DEADLINE_SPREAD_MS;
+        let sorted = vec![status_due_by(1, 0), status_due_by(2, hour / 2), status_due_by(3, hour), status_due_by(4, hour + 1), status_due_by(5, 2 * hour + 2)];
+        assert_eq!(ids(&carried_together(sorted)), [vec!["s1", "s2", "s3"], vec!["s4"], vec!["s5"]]);
+    }
+
+    #[test]
+    fn no_packet_carries_more_than_the_most_a_receiver_reads() {
+        let sorted: Vec<ClaimedDelivery> = (0..StatusBatch::MAX * 2 + 1).map(|n| status_due_by(n, 0)).collect();
+        let sizes: Vec<usize> = carried_together(sorted).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [StatusBatch::MAX, StatusBatch::MAX, 1]);
+    }
+
+    #[test]
+    fn nothing_is_left_out_or_carried_twice() {
+        assert!(carried_together(Vec::new()).is_empty());
+        let sorted: Vec<ClaimedDelivery> = (0..40).map(|n| status_due_by(n, i64::try_from(n).unwrap() * DEADLINE_SPREAD_MS / 7)).collect();
+        let carried: Vec<String> = carried_together(sorted).into_iter().flatten().map(|item| item.id).collect();
+        assert_eq!(carried, (0..40).map(|n| format!("s{n}")).collect::<Vec<_>>());
+    }
+}
