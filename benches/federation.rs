@@ -362,8 +362,9 @@ async fn measure_throughput(federation: &Federation, backend: Backend, workload:
     }
     // Italy receives nothing but these statuses; the Gambia's `statuses` entries are the coalesced packets.
     let packets_back = audited(&federation.ita, "packet.receive", "accepted").await?;
-    let tallies = federation.gmb.gateway().store.delivery_tallies().await?;
-    let coalesced: i64 = tallies.iter().filter(|t| t.packet_type == "statuses").map(|t| t.count).sum();
+    let filter = referral_gateway::store::AuditFilter { action: Some("packet.send".to_owned()), limit: 1_000_000, ..Default::default() };
+    let sent_back = federation.gmb.gateway().store.audit(&filter).await?;
+    let coalesced = sent_back.iter().filter(|r| r.reasons.iter().any(|reason| reason == "type:statuses")).count();
     eprintln!("  {backend:?}, {workload:?}: {rate:.0}/s; the {referrals} statuses went back in {packets_back} packets, {coalesced} of them coalesced");
     Ok(rate)
 }

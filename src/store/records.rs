@@ -516,6 +516,11 @@ pub enum Write {
     /// worker, nothing is carried, the members are due at once, and
     /// [`Written::AlreadySettled`] comes back.
     Coalesce { carrier: Box<NewReply>, members: Vec<String>, lease_until_ms: i64 },
+    /// A pending carrier the peer cannot have taken (never sent, or
+    /// refused), to a peer that no longer takes coalesced statuses: it
+    /// goes, and the statuses it carried are due at `now_ms`, each on its
+    /// own. [`Written::AlreadySettled`] if it is no longer pending.
+    Dissolve { carrier_id: String, now_ms: i64 },
     /// Consent withdrawn for a referral sent from here: its delivery stops
     /// (`pending` becomes `withdrawn`), its payload and kept packet are
     /// blanked, and `withdrawal` is queued for the peer if a packet was ever
@@ -947,6 +952,8 @@ pub enum Written {
     PacketKept(StoredPacket),
     /// The statuses are carried by the new entry (see [`Write::Coalesce`]).
     Coalesced,
+    /// The carrier is gone and what it carried is due (see [`Write::Dissolve`]).
+    Dissolved,
     /// Consent withdrawn; whether a withdrawal packet was queued for the peer.
     Withdrawn { seq: i64, peer_notified: bool },
     /// A partial withdrawal found the payload under another key than the one

@@ -7,9 +7,13 @@
 //! coalesced packet is applied status by status, each checked as a status
 //! of its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use referral_gateway::app::sending::delivery::{DeliveryRound, PeerTransport, SendFailure};
 use referral_gateway::crypto::packet::PacketType;
+use referral_gateway::domain::CountryCode;
 use serde_json::json;
 
 use crate::forwarding::{forged_packet, post_as};
@@ -21,6 +25,7 @@ on_both_backends!(
     statuses_queued_while_the_outbox_was_stopped_travel_in_one_packet,
     a_peer_of_the_release_before_gets_one_status_packet_each,
     a_coalesced_packet_applies_each_status_that_holds_and_refuses_the_rest,
+    a_coalesced_packet_refused_by_a_peer_that_no_longer_lists_version_2_goes_as_single_statuses,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -122,11 +127,12 @@ async fn a_coalesced_packet_applies_each_status_that_holds_and_refuses_the_rest(
     let packet_id = ita.text(&format!("SELECT packet_id FROM outbox WHERE referral_id = '{id}'")).await.unwrap();
 
     // From Nigeria, where the referral went: two statuses about it, one about
-    // no referral of Italy's, one with free text.
+    // no referral of Italy's, one with free text, one with a status no gateway knows.
     let statuses = json!({ "statuses": [
         { "in_reply_to": packet_id, "status": "accepted" },
         { "in_reply_to": "no-such-packet", "status": "closed" },
         { "in_reply_to": packet_id, "status": "declined", "reason_codes": ["Mr Okafor left"] },
+        { "in_reply_to": packet_id, "status": "teleported" },
         { "in_reply_to": packet_id, "status": "in_progress", "reason_codes": ["services_started"] },
     ]});
     let mixed = forged_packet(&federation, ("NGA", "ITA"), "coalesced-mixed-1", PacketType::Statuses, "nga-health-lagos", None, statuses);
@@ -154,5 +160,67 @@ async fn a_coalesced_packet_applies_each_status_that_holds_and_refuses_the_rest(
     assert_eq!(timeline, ["queued", "delivered", "accepted", "in_progress"]);
     assert_eq!(referral.body["status"], "in_progress");
     assert_eq!(ita.count(&format!("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'applied' AND referral_id = '{id}'")).await, 2);
-    assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'refused' AND referral_id = 'coalesced-mixed-1'").await, 2);
+    assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'refused' AND referral_id = 'coalesced-mixed-1'").await, 3);
+    // Refused whole, still one entry per status it carried.
+    assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'refused' AND referral_id = 'coalesced-elsewhere-1'").await, 2);
+}
+
+/// A transport whose every send fails as told.
+struct Failing(SendFailure);
+
+#[async_trait]
+impl PeerTransport for Failing {
+    async fn send(&self, _peer: CountryCode, _endpoint: &str, _packet: &str) -> Result<String, SendFailure> {
+        Err(self.0.clone())
+    }
+}
+
+/// Coalesced while Italy's entry listed version 2, sent, not taken; then
+/// Italy's entry lists version 1 only (a gateway rolled back to the release
+/// before, say), which refuses what it cannot read: the carrier goes, and
+/// its statuses go one packet each, each applied once.
+async fn a_coalesced_packet_refused_by_a_peer_that_no_longer_lists_version_2_goes_as_single_statuses(backend: Backend) {
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let mut ids = Vec::new();
+    for n in 0..CASES {
+        let reply = federation.peer("ITA").submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("dissolved-{n}"), None)).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        ids.push(reply.body["referral_id"].as_str().unwrap().to_owned());
+    }
+    let nga = federation.peer("NGA");
+    wait_for("every case listed to its recipient", LIMIT, || async {
+        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == CASES)
+    })
+    .await;
+    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
+    // Nigeria without its workers: its deliveries are run by hand below.
+    federation.stop_peer("NGA").await;
+    federation.start_peer("NGA", false).await;
+    let nga = federation.peer("NGA");
+    for item in listed["items"].as_array().unwrap() {
+        let ack = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{}/ack", item["packet_id"].as_str().unwrap())))).await;
+        assert_eq!(ack.status, 200, "{}", ack.text);
+    }
+    let gateway = Arc::clone(nga.app().gateway());
+    let unreachable: Arc<dyn PeerTransport> = Arc::new(Failing(SendFailure::Unreachable { code: "peer-unreachable" }));
+    assert_eq!(gateway.deliver_due(&unreachable).await.unwrap(), DeliveryRound { claimed: CASES, retrying: 1, ..DeliveryRound::default() });
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'statuses' AND packet IS NOT NULL").await, 1);
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE carried_by IS NOT NULL AND attempts = 0").await, CASES as i64);
+
+    federation.peer_mut("ITA").protocol_versions = Some(Vec::new());
+    federation.publish().await;
+    federation.clock.advance(chrono::Duration::minutes(1));
+    let refused: Arc<dyn PeerTransport> = Arc::new(Failing(SendFailure::Refused { code: "packet-bad-signature".to_owned() }));
+    assert_eq!(gateway.deliver_due(&refused).await.unwrap(), DeliveryRound { claimed: 1, retrying: 1, ..DeliveryRound::default() });
+    assert_eq!(federation.peer("NGA").count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'statuses' OR carried_by IS NOT NULL").await, 0);
+
+    let real: Arc<dyn PeerTransport> = Arc::new(federation.peer_client("NGA", Duration::from_secs(5)));
+    assert_eq!(gateway.deliver_due(&real).await.unwrap(), DeliveryRound { claimed: CASES, delivered: CASES, ..DeliveryRound::default() });
+    let ita = federation.peer("ITA");
+    for id in &ids {
+        wait_for("forwarded at the sender", LIMIT, || async { status_of(ita, Who::IomRome, id).await == "forwarded" }).await;
+        assert_eq!(entries(&federation, id, "forwarded").await, 1, "{id}");
+    }
+    assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'status' AND state = 'applied'").await, CASES as i64);
+    assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'statuses'").await, 0);
 }

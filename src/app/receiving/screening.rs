@@ -30,6 +30,14 @@ use crate::store::{
     WithdrawnPart, Write, Written,
 };
 
+/// A coalesced status packet's body as read: its statuses each read on
+/// their own (see [`StatusBatch`]).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceivedStatuses {
+    statuses: Vec<Value>,
+}
+
 /// The reasons of a refusal as this gateway records and returns them. The
 /// asylum rules are named only as a rule nobody can switch off: a refusal
 /// naming the asylum firewall, kept at a gateway of the person's country of
@@ -79,7 +87,9 @@ impl Gateway {
         let refused_keys: Vec<String> = moves
             .iter()
             .filter_map(|write| match write {
-                Write::InboxMove { change, .. } if matches!(change.step, InboxMove::Refuse { .. }) => items.iter().find(|i| i.packet_id == change.packet_id),
+                Write::InboxMove { change, .. } | Write::InboxMoveAudited { change, .. } if matches!(change.step, InboxMove::Refuse { .. }) => {
+                    items.iter().find(|i| i.packet_id == change.packet_id)
+                }
                 _ => None,
             })
             .map(|item| item.claims.key_id.clone())
@@ -225,7 +235,8 @@ impl Gateway {
             PacketType::Statuses => {
                 // Each status as if it had come alone, audited on its own; the packet is
                 // applied if any one of them is, and refused with their codes if none is.
-                let batch = serde_json::from_value::<StatusBatch>(claims.body.clone()).ok().filter(|b| (1..=StatusBatch::MAX).contains(&b.statuses.len()));
+                // Read status by status: one that does not parse is refused alone.
+                let batch = serde_json::from_value::<ReceivedStatuses>(claims.body.clone()).ok().filter(|b| (1..=StatusBatch::MAX).contains(&b.statuses.len()));
                 let Some(batch) = batch else {
                     let change = self.inbox_move(item, refusal(ReplyRefusal::StatusUnreadable), now);
                     let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
@@ -235,7 +246,8 @@ impl Gateway {
                 let mut refused = std::collections::BTreeSet::new();
                 let mut audits = Vec::new();
                 for report in batch.statuses {
-                    match self.status_applied(readable_status(report), &claims, now).await? {
+                    let report = serde_json::from_value::<StatusReport>(report).ok().and_then(readable_status);
+                    match self.status_applied(report, &claims, now).await? {
                         Ok(status) => {
                             let event = AuditEvent::new(now, gateway_actor.clone(), Action::PacketScreen, InboxState::Applied.as_str());
                             audits.push(event.referral(&status.referral_id).reasons(status.reasons.clone()));
@@ -252,13 +264,7 @@ impl Gateway {
                 let step = if applied.is_empty() { InboxMove::Refuse { reasons, reply: None } } else { InboxMove::ApplyStatuses { applied, reasons } };
                 let change = self.inbox_move(item, step, now);
                 tracing::debug!(statuses = audits.len(), "coalesced statuses screened");
-                return Ok(if matches!(change.step, InboxMove::Refuse { .. }) {
-                    // Refused whole: its key goes as any refused packet's (see `process_inbox`).
-                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
-                    Write::InboxMove { change: Box::new(change), audit: event }
-                } else {
-                    Write::InboxMoveAudited { change: Box::new(change), audits }
-                });
+                return Ok(Write::InboxMoveAudited { change: Box::new(change), audits });
             }
             PacketType::Withdrawal => {
                 // Facts: what it withdraws, as far as this gateway can read it; the case it names, if held.

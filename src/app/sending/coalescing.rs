@@ -44,11 +44,15 @@ impl Gateway {
                 if members.len() < 2 {
                     attempts.extend(members);
                 } else {
-                    match self.carry(&members, now).await? {
-                        Carried::By(carrier) => attempts.push(*carrier),
-                        Carried::NotAll => {}
-                        // Each tried on its own, and failing there as it would have before.
-                        Carried::Unreadable => attempts.extend(members),
+                    match self.carry(&members, now).await {
+                        Ok(Carried::By(carrier)) => attempts.push(*carrier),
+                        Ok(Carried::NotAll) => {}
+                        // Each tried on its own, as before version 2: the round goes on.
+                        Ok(Carried::NotTogether) => attempts.extend(members),
+                        Err(error) => {
+                            tracing::warn!(%error, "coalescing statuses failed; each goes on its own");
+                            attempts.extend(members);
+                        }
                     }
                 }
             }
@@ -68,11 +72,17 @@ impl Gateway {
                 Some(report) => statuses.push(report),
                 None => {
                     tracing::warn!("a queued status does not read; its group goes one status at a time");
-                    return Ok(Carried::Unreadable);
+                    return Ok(Carried::NotTogether);
                 }
             }
         }
         let body = serde_json::to_vec(&StatusBatch { statuses }).map_err(|e| AppError::Internal(e.to_string()))?;
+        // Signed, then encrypted, each in base64url: well under a quarter of the
+        // peer's limit as a body stays under the limit as a packet.
+        let peer_limit = CountryCode::parse(&first.destination_country).map_or(0, |peer| self.directory().packet_limit(peer));
+        if body.len() > peer_limit / 4 {
+            return Ok(Carried::NotTogether);
+        }
         let id = new_id()?;
         let payload = SealedPayload { sealed: self.keys().seal(&body, id.as_bytes())?, key_id: self.keys().data_key_id() };
         let deadline_ms = members.iter().map(|m| m.deadline_ms).min().unwrap_or(first.deadline_ms);
@@ -83,7 +93,8 @@ impl Gateway {
             recipient_org: first.recipient_org.clone(),
             payload: payload.clone(),
             deadline_ms,
-            created_ms: now.timestamp_millis(),
+            // Its delivery is timed from when the first status it carries was queued.
+            created_ms: members.iter().map(|m| m.created_ms).min().unwrap_or(first.created_ms),
         };
         let members_ids = members.iter().map(|m| m.id.clone()).collect();
         let lease_until_ms = now.timestamp_millis().saturating_add(self.lease_ms());
@@ -109,7 +120,7 @@ impl Gateway {
             priority: Default::default(),
             end_to_end: false,
             packet: None,
-            created_ms: now.timestamp_millis(),
+            created_ms: members.iter().map(|m| m.created_ms).min().unwrap_or(first.created_ms),
             in_reply_to: None,
             sender_org: None,
             retention: None,
@@ -124,8 +135,9 @@ enum Carried {
     /// Not at all: one was no longer a pending status claimed here. All
     /// are due at once, for the next round.
     NotAll,
-    /// Not at all: one did not read.
-    Unreadable,
+    /// Not at all: one did not read, or together they would not fit in
+    /// a packet the peer takes. Each goes on its own.
+    NotTogether,
 }
 
 /// Statuses to one peer about one organisation's cases, soonest deadline

@@ -17,7 +17,7 @@ use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::end_to_end::{self, WithdrawalRouting};
 use crate::crypto::packet::{self, PacketClaims, PacketType};
 use crate::crypto::receipt::{self, Expected};
-use crate::directory::MemberStatus;
+use crate::directory::{MemberStatus, ProtocolVersion};
 use crate::domain::onward::OnwardLimits;
 use crate::domain::withdrawal::WithdrawalNotice;
 use crate::domain::{CountryCode, OrgId, Purpose};
@@ -155,6 +155,11 @@ impl Gateway {
             Some(_) => return self.retry(&item, FailureCode::PeerSuspended.as_str(), false).await,
             None => return self.retry(&item, FailureCode::PeerNotListed.as_str(), false).await,
         };
+        // Coalesced for a peer whose entry lists version 2 no more: never sent, its statuses go one by one.
+        let carrier_unreadable_by_peer = item.packet_type == PacketType::Statuses.as_str() && !directory.speaks(peer, ProtocolVersion::COALESCED_STATUSES);
+        if carrier_unreadable_by_peer && item.packet.is_none() {
+            return self.dissolve(&item).await;
+        }
         let packet = match &item.packet {
             Some(kept) => kept.clone(),
             None => match self.seal_packet(&item, peer, now).await? {
@@ -175,6 +180,12 @@ impl Gateway {
         }
         let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
             Ok(receipt) => receipt,
+            // Refused: the peer did not take it (bytes it took get their receipt again), so
+            // the statuses it carries may go one by one without being applied twice.
+            Err(SendFailure::Refused { code }) if carrier_unreadable_by_peer && code != FailureCode::PacketReplayed.as_str() => {
+                tracing::info!(code = %code, "a coalesced packet refused by a peer that no longer lists version 2");
+                return self.dissolve(&item).await;
+            }
             Err(failure) => {
                 // See `FailureCode::asks_for_a_new_packet`.
                 let reseal = failure.known().is_some_and(FailureCode::asks_for_a_new_packet);
@@ -276,6 +287,18 @@ impl Gateway {
         };
         let sealed = packet::seal(&outer, signer, to).map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(Ok(StoredPacket { packet_id: outer.packet_id, packet: sealed.as_str().to_owned() }))
+    }
+
+    /// A carrier removed, the statuses it carried due at once, each alone (see `Write::Dissolve`).
+    async fn dissolve(&self, item: &ClaimedDelivery) -> Result<Attempt, AppError> {
+        match self.writer.write(Write::Dissolve { carrier_id: item.id.clone(), now_ms: self.now().timestamp_millis() }).await? {
+            Written::Dissolved => {
+                tracing::info!("coalesced statuses to a peer that no longer takes them go one by one");
+                self.wake_delivery();
+                Ok(Attempt::Retrying)
+            }
+            _ => Ok(Attempt::Gone),
+        }
     }
 
     async fn retry(&self, item: &ClaimedDelivery, code: &str, forget_packet: bool) -> Result<Attempt, AppError> {

@@ -497,6 +497,7 @@ macro_rules! sql_store {
                         Write::Coalesce { carrier, members, lease_until_ms } => {
                             Self::coalesce(&mut tx, carrier, members, *lease_until_ms, &self.claimant).await?
                         }
+                        Write::Dissolve { carrier_id, now_ms } => Self::dissolve(&mut tx, carrier_id, *now_ms).await?,
                         Write::Narrow { referral_id, narrowing, withdrawal, at_ms, audit } => {
                             // A search whose consent narrowed is matched no more: the entry goes
                             // (whichever categories went; matching reads identity and family).

@@ -12,6 +12,9 @@ macro_rules! outbox_sql {
             /// was made from. The latter also fences an attempt a cut overtook:
             /// the cut freed the entry to another attempt (`Write::Narrow`), and
             /// the overtaken one stops here instead of sending what that one keeps.
+            /// A status carried meanwhile by a `statuses` entry (an attempt
+            /// that outlived its lease, overtaken by a round that coalesced
+            /// it) is not sent alone: it goes with its carrier only.
             async fn keep_packet(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
                 entry_id: &str,
@@ -21,7 +24,7 @@ macro_rules! outbox_sql {
                 // One statement: the values on the right are the row's before the update.
                 let row = sqlx::query(
                     "UPDATE outbox SET packet_id = CASE WHEN packet IS NULL THEN $1 ELSE packet_id END, packet = COALESCE(packet, $2) \
-                     WHERE id = $3 AND state = $5 AND key_id = $4 RETURNING packet_id, packet",
+                     WHERE id = $3 AND state = $5 AND key_id = $4 AND carried_by IS NULL RETURNING packet_id, packet",
                 )
                 .bind(&packet.packet_id)
                 .bind(&packet.packet)
@@ -51,7 +54,8 @@ macro_rules! outbox_sql {
                     .push_bind(carrier.packet_id.clone())
                     .push(", next_attempt_ms = ")
                     .push_bind(i64::MAX)
-                    .push(", claim_node = NULL, claim_instance = NULL WHERE state = ")
+                    // The claim that found it counts as no attempt: it waits for its carrier's.
+                    .push(", attempts = attempts - 1, claim_node = NULL, claim_instance = NULL WHERE state = ")
                     .push_bind(OutboxState::Pending.as_str())
                     .push(" AND packet_type = ")
                     .push_bind(PacketType::Status.as_str())
@@ -68,7 +72,7 @@ macro_rules! outbox_sql {
                 let carried = carry.build().persistent(false).execute(&mut *connection).await?.rows_affected();
                 if usize::try_from(carried).ok() != Some(members.len()) {
                     // Undone in the same transaction: each status goes on its own, at once.
-                    sqlx::query("UPDATE outbox SET carried_by = NULL, next_attempt_ms = $1 WHERE carried_by = $2")
+                    sqlx::query("UPDATE outbox SET carried_by = NULL, next_attempt_ms = $1, attempts = attempts + 1 WHERE carried_by = $2")
                         .bind(carrier.created_ms)
                         .bind(&carrier.packet_id)
                         .execute(&mut *connection)
@@ -93,6 +97,31 @@ macro_rules! outbox_sql {
                 .execute(&mut *connection)
                 .await?;
                 Ok(Written::Coalesced)
+            }
+
+            /// Removes a pending carrier and frees what it carried (see `Write::Dissolve`).
+            async fn dissolve(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                carrier_id: &str,
+                now_ms: i64,
+            ) -> Result<Written, sqlx::Error> {
+                let removed = sqlx::query("DELETE FROM outbox WHERE id = $1 AND packet_type = $2 AND state = $3")
+                    .bind(carrier_id)
+                    .bind(PacketType::Statuses.as_str())
+                    .bind(OutboxState::Pending.as_str())
+                    .execute(&mut *connection)
+                    .await?
+                    .rows_affected();
+                if removed == 0 {
+                    return Ok(Written::AlreadySettled);
+                }
+                sqlx::query("UPDATE outbox SET carried_by = NULL, next_attempt_ms = $1 WHERE carried_by = $2 AND state = $3")
+                    .bind(now_ms)
+                    .bind(carrier_id)
+                    .bind(OutboxState::Pending.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(Written::Dissolved)
             }
 
             async fn settle(
@@ -242,7 +271,7 @@ macro_rules! outbox_sql {
                 let forget = if forget_packet { ", packet_id = NULL, packet = NULL" } else { "" };
                 sqlx::query(&format!(
                     "UPDATE outbox SET next_attempt_ms = $1, last_error = $2{forget}, claim_node = NULL, claim_instance = NULL \
-                     WHERE id = $3 AND state = $4"
+                     WHERE id = $3 AND state = $4 AND carried_by IS NULL"
                 ))
                 .bind(next_attempt_ms)
                 .bind(error_code)
@@ -283,16 +312,22 @@ macro_rules! outbox_sql {
             }
 
             async fn outbox_depth(&self) -> Result<i64, StoreError> {
-                let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = $1").bind(OutboxState::Pending.as_str()).fetch_one(&self.pool).await?;
+                // What waits, a carried status included; its carrier is not one more.
+                let row = sqlx::query("SELECT COUNT(*) AS depth FROM outbox WHERE state = $1 AND packet_type <> $2")
+                    .bind(OutboxState::Pending.as_str())
+                    .bind(PacketType::Statuses.as_str())
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok(row.try_get("depth")?)
             }
 
             async fn delivery_tallies(&self) -> Result<Vec<DeliveryTally>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT destination_country, packet_type, state, CAST(CASE WHEN attempts > 0 THEN 1 ELSE 0 END AS BIGINT) AS retried, COUNT(*) AS n \
-                     FROM outbox GROUP BY destination_country, packet_type, state, CASE WHEN attempts > 0 THEN 1 ELSE 0 END \
+                     FROM outbox WHERE packet_type <> $1 GROUP BY destination_country, packet_type, state, CASE WHEN attempts > 0 THEN 1 ELSE 0 END \
                      ORDER BY destination_country, packet_type, state",
                 )
+                .bind(PacketType::Statuses.as_str())
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter()
