@@ -96,6 +96,14 @@ impl FailureCode {
     pub const fn asks_for_a_new_packet(self) -> bool {
         matches!(self, Self::PacketUndecryptable | Self::PacketUnknownSigner)
     }
+
+    /// Whether a peer's `code` says it refused a packet on opening it
+    /// (`federation.md` §5), so that it cannot have taken those bytes: a
+    /// gateway answers bytes it took with their receipt, whenever they
+    /// come. `packet-replayed` is not one: the peer holds the id.
+    pub fn refused_on_opening(code: &str) -> bool {
+        OpenError::every().iter().map(Self::from).any(|known| known != Self::PacketReplayed && known.as_str() == code)
+    }
 }
 
 impl From<&OpenError> for FailureCode {
@@ -142,6 +150,11 @@ mod tests {
         assert!(codes.iter().all(|code| code.as_str().starts_with("packet-")));
         let new_packet: Vec<&str> = FailureCode::ALL.iter().filter(|c| c.asks_for_a_new_packet()).map(|c| c.as_str()).collect();
         assert_eq!(new_packet, ["packet-undecryptable", "packet-unknown-signer"]);
+        assert!(FailureCode::refused_on_opening("packet-bad-signature"));
+        assert!(FailureCode::refused_on_opening("packet-too-large"));
+        for taken_or_unknown in ["packet-replayed", "receipt-malformed", "receipt-too-large", "peer-unavailable", "http-404", "packet-made-up"] {
+            assert!(!FailureCode::refused_on_opening(taken_or_unknown), "{taken_or_unknown}");
+        }
     }
 
     #[test]

@@ -180,9 +180,10 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// Every refusal, once each: for tests that must cover them all. The
-    /// match makes adding a refusal without listing it here a compile error.
-    #[cfg(test)]
+    /// Every refusal, once each: for tests that must cover them all, and
+    /// to tell a refusal on opening from other answers
+    /// (`FailureCode::refused_on_opening`). The match makes adding a
+    /// refusal without listing it here a compile error.
     pub(crate) fn every() -> Vec<OpenError> {
         let all = vec![
             Self::TooLarge { limit: 1 },

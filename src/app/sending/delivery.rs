@@ -180,9 +180,10 @@ impl Gateway {
         }
         let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
             Ok(receipt) => receipt,
-            // Refused: the peer did not take it (bytes it took get their receipt again), so
-            // the statuses it carries may go one by one without being applied twice.
-            Err(SendFailure::Refused { code }) if carrier_unreadable_by_peer && code != FailureCode::PacketReplayed.as_str() => {
+            // Refused on opening: the peer did not take it (bytes it took get their receipt
+            // again), so the statuses it carries may go one by one without being applied
+            // twice. Not on a `receipt-*` code: a `200` whose body is no receipt.
+            Err(SendFailure::Refused { code }) if carrier_unreadable_by_peer && FailureCode::refused_on_opening(&code) => {
                 tracing::info!(code = %code, "a coalesced packet refused by a peer that no longer lists version 2");
                 return self.dissolve(&item).await;
             }
