@@ -335,6 +335,35 @@ pub struct ClaimedDelivery {
     pub retention: Option<StoredRetention>,
 }
 
+impl ClaimedDelivery {
+    /// A packet queued as a reply (not a referral), as its first claim
+    /// reads it: nothing of a referral's, no packet made yet.
+    pub fn of_reply(reply: &NewReply) -> Self {
+        Self {
+            id: reply.packet_id.clone(),
+            referral_id: None,
+            packet_type: reply.packet_type.clone(),
+            recipient_org: reply.recipient_org.clone(),
+            destination_country: reply.destination_country.clone(),
+            purpose: None,
+            policy_version: None,
+            payload: reply.payload.clone(),
+            onward: None,
+            consent_expires_ms: None,
+            deadline_ms: reply.deadline_ms,
+            attempts: 1,
+            handover: false,
+            priority: Priority::default(),
+            end_to_end: false,
+            packet: None,
+            created_ms: reply.created_ms,
+            in_reply_to: None,
+            sender_org: None,
+            retention: None,
+        }
+    }
+}
+
 /// A sealed packet as first made for an outbox entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPacket {

@@ -26,17 +26,18 @@ on_both_backends!(
     a_peer_of_the_release_before_gets_one_status_packet_each,
     a_coalesced_packet_applies_each_status_that_holds_and_refuses_the_rest,
     a_coalesced_packet_refused_by_a_peer_that_no_longer_lists_version_2_goes_as_single_statuses,
+    a_coalesced_packet_never_sent_to_a_peer_that_no_longer_lists_version_2_goes_as_single_statuses,
 );
 
 const LIMIT: Duration = Duration::from_secs(40);
 const CASES: usize = 5;
 
 /// `CASES` referrals from Italy to Nigeria's health organisation, each
-/// listed in its inbox; then the organisation acknowledges each while
-/// Nigeria's gateway runs without its federation side (its outbox worker
-/// stopped), and that side comes back: one outbox round finds every
-/// status. Returns the referral ids at Italy.
-async fn acknowledged_while_the_outbox_was_stopped(federation: &mut Federation, prefix: &str) -> Vec<String> {
+/// listed in its inbox; then Nigeria's gateway restarted without its
+/// federation side (its workers stopped) and every case acknowledged
+/// there, so that each status waits in its outbox. Returns the referral
+/// ids at Italy.
+async fn acknowledged_without_workers(federation: &mut Federation, prefix: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for n in 0..CASES {
         let reply = federation.peer("ITA").submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("{prefix}-{n}"), None)).await;
@@ -59,6 +60,14 @@ async fn acknowledged_while_the_outbox_was_stopped(federation: &mut Federation, 
         assert_eq!(ack.status, 200, "{}", ack.text);
     }
     assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'status' AND state = 'pending' AND attempts = 0").await, CASES as i64);
+    ids
+}
+
+/// As [`acknowledged_without_workers`], then Nigeria's federation side
+/// comes back: one outbox round finds every status, and every status is
+/// applied at Italy. Returns the referral ids at Italy.
+async fn acknowledged_while_the_outbox_was_stopped(federation: &mut Federation, prefix: &str) -> Vec<String> {
+    let ids = acknowledged_without_workers(federation, prefix).await;
 
     federation.stop_peer("NGA").await;
     federation.start_peer("NGA", true).await;
@@ -181,26 +190,9 @@ impl PeerTransport for Failing {
 /// its statuses go one packet each, each applied once.
 async fn a_coalesced_packet_refused_by_a_peer_that_no_longer_lists_version_2_goes_as_single_statuses(backend: Backend) {
     let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
-    let mut ids = Vec::new();
-    for n in 0..CASES {
-        let reply = federation.peer("ITA").submit(Who::IomRome, &variant("returnee_hiv_reintegration", &format!("dissolved-{n}"), None)).await;
-        assert_eq!(reply.status, 202, "{}", reply.text);
-        ids.push(reply.body["referral_id"].as_str().unwrap().to_owned());
-    }
+    // Nigeria's deliveries are run by hand below.
+    let ids = acknowledged_without_workers(&mut federation, "dissolved").await;
     let nga = federation.peer("NGA");
-    wait_for("every case listed to its recipient", LIMIT, || async {
-        nga.get(Who::NgaHealth, "/v1/inbox").await.body["items"].as_array().is_some_and(|items| items.len() == CASES)
-    })
-    .await;
-    let listed = nga.get(Who::NgaHealth, "/v1/inbox").await.body;
-    // Nigeria without its workers: its deliveries are run by hand below.
-    federation.stop_peer("NGA").await;
-    federation.start_peer("NGA", false).await;
-    let nga = federation.peer("NGA");
-    for item in listed["items"].as_array().unwrap() {
-        let ack = send(client_for(Who::NgaHealth).post(nga.url(&format!("/v1/inbox/{}/ack", item["packet_id"].as_str().unwrap())))).await;
-        assert_eq!(ack.status, 200, "{}", ack.text);
-    }
     let gateway = Arc::clone(nga.app().gateway());
     let unreachable: Arc<dyn PeerTransport> = Arc::new(Failing(SendFailure::Unreachable { code: "peer-unreachable" }));
     assert_eq!(gateway.deliver_due(&unreachable).await.unwrap(), DeliveryRound { claimed: CASES, retrying: 1, ..DeliveryRound::default() });
@@ -222,5 +214,39 @@ async fn a_coalesced_packet_refused_by_a_peer_that_no_longer_lists_version_2_goe
         assert_eq!(entries(&federation, id, "forwarded").await, 1, "{id}");
     }
     assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'status' AND state = 'applied'").await, CASES as i64);
+    assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'statuses'").await, 0);
+}
+
+/// Coalesced while Italy's entry listed version 2, but never sealed (the
+/// directory listed no encryption key of Italy's at the time); then Italy's
+/// entry lists its key again and version 1 only: the carrier goes before
+/// anything is sent, and its statuses go one packet each.
+async fn a_coalesced_packet_never_sent_to_a_peer_that_no_longer_lists_version_2_goes_as_single_statuses(backend: Backend) {
+    let mut federation = Federation::start(backend, &["ITA", "NGA"]).await;
+    let ids = acknowledged_without_workers(&mut federation, "never-sent").await;
+    let ita_encryption_kid = referral_gateway::crypto::federation_keys::load(federation.peer("ITA").keys_dir()).unwrap().decryption[0].kid().to_owned();
+    let now = federation.clock_now();
+    federation.peer_mut("ITA").windows.insert(ita_encryption_kid.clone(), (now, now)); // left out of the directory
+    federation.publish().await;
+    let nga = federation.peer("NGA");
+    let gateway = Arc::clone(nga.app().gateway());
+    let real: Arc<dyn PeerTransport> = Arc::new(federation.peer_client("NGA", Duration::from_secs(5)));
+    assert_eq!(gateway.deliver_due(&real).await.unwrap(), DeliveryRound { claimed: CASES, retrying: 1, ..DeliveryRound::default() });
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'statuses' AND packet IS NULL AND last_error = 'peer-key-missing'").await, 1);
+    assert_eq!(nga.count("SELECT COUNT(*) FROM outbox WHERE carried_by IS NOT NULL").await, CASES as i64);
+
+    let ita = federation.peer_mut("ITA");
+    ita.windows.remove(&ita_encryption_kid);
+    ita.protocol_versions = Some(Vec::new());
+    federation.publish().await;
+    federation.clock.advance(chrono::Duration::minutes(1));
+    assert_eq!(gateway.deliver_due(&real).await.unwrap(), DeliveryRound { claimed: 1, retrying: 1, ..DeliveryRound::default() });
+    assert_eq!(federation.peer("NGA").count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'statuses' OR carried_by IS NOT NULL").await, 0);
+    assert_eq!(gateway.deliver_due(&real).await.unwrap(), DeliveryRound { claimed: CASES, delivered: CASES, ..DeliveryRound::default() });
+    let ita = federation.peer("ITA");
+    for id in &ids {
+        wait_for("forwarded at the sender", LIMIT, || async { status_of(ita, Who::IomRome, id).await == "forwarded" }).await;
+        assert_eq!(entries(&federation, id, "forwarded").await, 1, "{id}");
+    }
     assert_eq!(ita.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'statuses'").await, 0);
 }

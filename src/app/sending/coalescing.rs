@@ -91,11 +91,12 @@ impl Gateway {
             packet_type: PacketType::Statuses.as_str().to_owned(),
             destination_country: first.destination_country.clone(),
             recipient_org: first.recipient_org.clone(),
-            payload: payload.clone(),
+            payload,
             deadline_ms,
             // Its delivery is timed from when the first status it carries was queued.
             created_ms: members.iter().map(|m| m.created_ms).min().unwrap_or(first.created_ms),
         };
+        let claimed = ClaimedDelivery::of_reply(&carrier);
         let members_ids = members.iter().map(|m| m.id.clone()).collect();
         let lease_until_ms = now.timestamp_millis().saturating_add(self.lease_ms());
         match self.writer.write(Write::Coalesce { carrier: Box::new(carrier), members: members_ids, lease_until_ms }).await? {
@@ -103,28 +104,7 @@ impl Gateway {
             _ => return Ok(Carried::NotAll),
         }
         tracing::debug!(carried = members.len(), "statuses coalesced into one packet");
-        Ok(Carried::By(Box::new(ClaimedDelivery {
-            id,
-            referral_id: None,
-            packet_type: PacketType::Statuses.as_str().to_owned(),
-            recipient_org: first.recipient_org.clone(),
-            destination_country: first.destination_country.clone(),
-            purpose: None,
-            policy_version: None,
-            payload,
-            onward: None,
-            consent_expires_ms: None,
-            deadline_ms,
-            attempts: 1,
-            handover: false,
-            priority: Default::default(),
-            end_to_end: false,
-            packet: None,
-            created_ms: members.iter().map(|m| m.created_ms).min().unwrap_or(first.created_ms),
-            in_reply_to: None,
-            sender_org: None,
-            retention: None,
-        })))
+        Ok(Carried::By(Box::new(claimed)))
     }
 }
 
@@ -161,28 +141,15 @@ mod tests {
     use super::*;
 
     fn status_due_by(id: usize, deadline_ms: i64) -> ClaimedDelivery {
-        ClaimedDelivery {
-            id: format!("s{id}"),
-            referral_id: None,
+        ClaimedDelivery::of_reply(&NewReply {
+            packet_id: format!("s{id}"),
             packet_type: PacketType::Status.as_str().to_owned(),
-            recipient_org: "gmb-iom-banjul".to_owned(),
             destination_country: "ITA".to_owned(),
-            purpose: None,
-            policy_version: None,
+            recipient_org: "gmb-iom-banjul".to_owned(),
             payload: SealedPayload { sealed: Vec::new(), key_id: String::new() },
-            onward: None,
-            consent_expires_ms: None,
             deadline_ms,
-            attempts: 1,
-            handover: false,
-            priority: Default::default(),
-            end_to_end: false,
-            packet: None,
             created_ms: 0,
-            in_reply_to: None,
-            sender_org: None,
-            retention: None,
-        }
+        })
     }
 
     fn ids(groups: &[Vec<ClaimedDelivery>]) -> Vec<Vec<&str>> {
