@@ -88,12 +88,6 @@ impl ProtocolVersion {
     pub const FIRST: Self = Self(1);
     /// Statuses about several referrals to one peer in one packet (`statuses`).
     pub const COALESCED_STATUSES: Self = Self(2);
-    /// What this release takes.
-    pub const SPOKEN: [Self; 2] = [Self::FIRST, Self::COALESCED_STATUSES];
-
-    pub fn number(self) -> u32 {
-        self.0
-    }
 }
 
 impl TryFrom<u32> for ProtocolVersion {

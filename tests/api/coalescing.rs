@@ -10,16 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use referral_gateway::app::sending::delivery::{DeliveryRound, PeerTransport, SendFailure};
 use referral_gateway::crypto::packet::PacketType;
-use referral_gateway::domain::CountryCode;
 use serde_json::json;
 
 use crate::forwarding::{forged_packet, post_as};
 use crate::helpers::{client_for, send, variant, Backend, Who};
 use crate::on_both_backends;
 use crate::peers::{status_of, wait_for, Federation};
+use crate::visibility::Failing;
 
 on_both_backends!(
     statuses_queued_while_the_outbox_was_stopped_travel_in_one_packet,
@@ -172,16 +171,6 @@ async fn a_coalesced_packet_applies_each_status_that_holds_and_refuses_the_rest(
     assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'refused' AND referral_id = 'coalesced-mixed-1'").await, 3);
     // Refused whole, still one entry per status it carried.
     assert_eq!(ita.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.screen' AND outcome = 'refused' AND referral_id = 'coalesced-elsewhere-1'").await, 2);
-}
-
-/// A transport whose every send fails as told.
-struct Failing(SendFailure);
-
-#[async_trait]
-impl PeerTransport for Failing {
-    async fn send(&self, _peer: CountryCode, _endpoint: &str, _packet: &str) -> Result<String, SendFailure> {
-        Err(self.0.clone())
-    }
 }
 
 /// Coalesced while Italy's entry listed version 2, sent, not taken; then

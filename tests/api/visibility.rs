@@ -43,7 +43,7 @@ async fn submit_to_nigeria(federation: &Federation, key: &str) -> String {
 }
 
 /// A transport whose every send fails as told.
-struct Failing(SendFailure);
+pub(crate) struct Failing(pub(crate) SendFailure);
 
 #[async_trait]
 impl PeerTransport for Failing {

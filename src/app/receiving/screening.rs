@@ -237,34 +237,11 @@ impl Gateway {
                 // applied if any one of them is, and refused with their codes if none is.
                 // Read status by status: one that does not parse is refused alone.
                 let batch = serde_json::from_value::<ReceivedStatuses>(claims.body.clone()).ok().filter(|b| (1..=StatusBatch::MAX).contains(&b.statuses.len()));
-                let Some(batch) = batch else {
-                    let change = self.inbox_move(item, refusal(ReplyRefusal::StatusUnreadable), now);
-                    let event = AuditEvent::new(now, gateway_actor, Action::PacketScreen, InboxState::Refused.as_str()).referral(&item.packet_id).reasons(change.step.reasons().to_vec());
-                    return Ok(Write::InboxMove { change: Box::new(change), audit: event });
-                };
-                let mut applied = Vec::new();
-                let mut refused = std::collections::BTreeSet::new();
-                let mut audits = Vec::new();
-                for report in batch.statuses {
-                    let report = serde_json::from_value::<StatusReport>(report).ok().and_then(readable_status);
-                    match self.status_applied(report, &claims, now).await? {
-                        Ok(status) => {
-                            let event = AuditEvent::new(now, gateway_actor.clone(), Action::PacketScreen, InboxState::Applied.as_str());
-                            audits.push(event.referral(&status.referral_id).reasons(status.reasons.clone()));
-                            applied.push(status);
-                        }
-                        Err(reason) => {
-                            let event = AuditEvent::new(now, gateway_actor.clone(), Action::PacketScreen, InboxState::Refused.as_str());
-                            audits.push(event.referral(&item.packet_id).reasons([reason.as_str().to_owned()]));
-                            refused.insert(reason.as_str().to_owned());
-                        }
-                    }
+                match batch {
+                    // Audited as any refusal, below.
+                    None => self.inbox_move(item, refusal(ReplyRefusal::StatusUnreadable), now),
+                    Some(batch) => return self.statuses_applied(item, &claims, batch, now).await,
                 }
-                let reasons = refused.into_iter().collect();
-                let step = if applied.is_empty() { InboxMove::Refuse { reasons, reply: None } } else { InboxMove::ApplyStatuses { applied, reasons } };
-                let change = self.inbox_move(item, step, now);
-                tracing::debug!(statuses = audits.len(), "coalesced statuses screened");
-                return Ok(Write::InboxMoveAudited { change: Box::new(change), audits });
             }
             PacketType::Withdrawal => {
                 // Facts: what it withdraws, as far as this gateway can read it; the case it names, if held.
@@ -353,6 +330,35 @@ impl Gateway {
             event = event.referral(referral_id);
         }
         Ok(Write::InboxMove { change: Box::new(change), audit: event })
+    }
+
+    /// The move of a coalesced status packet that reads as 1 to 256
+    /// statuses, with one audit entry per status.
+    async fn statuses_applied(&self, item: &InboxItem, claims: &PacketClaims, batch: ReceivedStatuses, now: DateTime<Utc>) -> Result<Write, AppError> {
+        let gateway_actor = Actor { org: None, subject: format!("gateway:{}", self.country) };
+        let mut applied = Vec::new();
+        let mut refused = std::collections::BTreeSet::new();
+        let mut audits = Vec::new();
+        for report in batch.statuses {
+            let report = serde_json::from_value::<StatusReport>(report).ok().and_then(readable_status);
+            match self.status_applied(report, claims, now).await? {
+                Ok(status) => {
+                    let event = AuditEvent::new(now, gateway_actor.clone(), Action::PacketScreen, InboxState::Applied.as_str());
+                    audits.push(event.referral(&status.referral_id).reasons(status.reasons.clone()));
+                    applied.push(status);
+                }
+                Err(reason) => {
+                    let event = AuditEvent::new(now, gateway_actor.clone(), Action::PacketScreen, InboxState::Refused.as_str());
+                    audits.push(event.referral(&item.packet_id).reasons([reason.as_str().to_owned()]));
+                    refused.insert(reason.as_str().to_owned());
+                }
+            }
+        }
+        let reasons = refused.into_iter().collect();
+        let step = if applied.is_empty() { InboxMove::Refuse { reasons, reply: None } } else { InboxMove::ApplyStatuses { applied, reasons } };
+        let change = self.inbox_move(item, step, now);
+        tracing::debug!(statuses = audits.len(), "coalesced statuses screened");
+        Ok(Write::InboxMoveAudited { change: Box::new(change), audits })
     }
 
     /// What a status report from the peer that sent `claims` comes to: the

@@ -87,7 +87,7 @@ impl Gateway {
         let payload = SealedPayload { sealed: self.keys().seal(&body, id.as_bytes())?, key_id: self.keys().data_key_id() };
         let deadline_ms = members.iter().map(|m| m.deadline_ms).min().unwrap_or(first.deadline_ms);
         let carrier = NewReply {
-            packet_id: id.clone(),
+            packet_id: id,
             packet_type: PacketType::Statuses.as_str().to_owned(),
             destination_country: first.destination_country.clone(),
             recipient_org: first.recipient_org.clone(),

@@ -224,21 +224,12 @@ macro_rules! inbox_sql {
                         Self::referral_moves(connection, &answered.referral_id, ReferralEvent::ReplyReceived, &answered.reasons, change.at_ms).await?;
                     }
                     InboxMove::ApplyToReferral { referral_id, events, reasons, retention_until_ms } => {
-                        if let Some(until_ms) = retention_until_ms {
-                            Self::bring_forward(connection, "referrals", "id", referral_id, *until_ms).await?;
-                        }
-                        for event in events {
-                            Self::referral_moves(connection, referral_id, *event, reasons, change.at_ms).await?;
-                        }
+                        Self::apply_to_referral(connection, referral_id, events, reasons, *retention_until_ms, change.at_ms).await?;
                     }
                     InboxMove::ApplyStatuses { applied, .. } => {
                         for status in applied {
-                            if let Some(until_ms) = status.retention_until_ms {
-                                Self::bring_forward(connection, "referrals", "id", &status.referral_id, until_ms).await?;
-                            }
-                            for event in &status.events {
-                                Self::referral_moves(connection, &status.referral_id, *event, &status.reasons, change.at_ms).await?;
-                            }
+                            Self::apply_to_referral(connection, &status.referral_id, &status.events, &status.reasons, status.retention_until_ms, change.at_ms)
+                                .await?;
                         }
                     }
                     InboxMove::ApplyWithdrawal { tombstone, effects, copies, reply, .. } => {
@@ -263,6 +254,25 @@ macro_rules! inbox_sql {
                     Self::queue_reply(connection, reply).await?;
                 }
                 Ok(true)
+            }
+
+            /// A status or an erasure confirmation applied to a referral sent
+            /// from here (see `InboxMove::ApplyToReferral`).
+            async fn apply_to_referral(
+                connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
+                referral_id: &str,
+                events: &[ReferralEvent],
+                reasons: &[String],
+                retention_until_ms: Option<i64>,
+                at_ms: i64,
+            ) -> Result<(), sqlx::Error> {
+                if let Some(until_ms) = retention_until_ms {
+                    Self::bring_forward(connection, "referrals", "id", referral_id, until_ms).await?;
+                }
+                for event in events {
+                    Self::referral_moves(connection, referral_id, *event, reasons, at_ms).await?;
+                }
+                Ok(())
             }
 
             /// The start of a query for an organisation's cases in `states`

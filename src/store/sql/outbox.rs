@@ -151,7 +151,7 @@ macro_rules! outbox_sql {
                      WHERE id = $3 AND (state IN {}{late_receipt}) RETURNING referral_id, packet_type",
                     moving.set, moving.from
                 ))
-                .bind(receipt)
+                .bind(receipt.clone())
                 .bind(at_ms)
                 .bind(entry_id)
                 .bind(Vec::<u8>::new())
@@ -167,10 +167,7 @@ macro_rules! outbox_sql {
                         "UPDATE outbox SET state = {}, receipt = $1, settled_ms = $2, sealed = $4 WHERE carried_by = $3 AND state IN {}",
                         moving.set, moving.from
                     ))
-                    .bind(match settlement {
-                        Settlement::Delivered { receipt } => Some(receipt.clone()),
-                        Settlement::Expired => None,
-                    })
+                    .bind(receipt)
                     .bind(at_ms)
                     .bind(entry_id)
                     .bind(Vec::<u8>::new())
