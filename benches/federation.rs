@@ -6,13 +6,16 @@
 //! one core. End to end is reported as a fraction of that ceiling, and every
 //! referral is checked to arrive exactly once.
 //!
-//! Each backend runs three workloads on the same case, in turn: IOM
+//! Each backend runs four workloads on the same case, in turn: IOM
 //! Banjul with no key of its own (sealed between gateways only) and with
 //! one published (every packet to it also sealed end to end, padded), the
-//! difference being what end-to-end sealing costs; and the first again
-//! with a directory that lists no protocol version, so that every status
-//! goes alone in a packet of its own as before version 2 (`federation.md`
-//! §5b), the difference being what coalescing statuses gains.
+//! difference being what end-to-end sealing costs; the first again with a
+//! directory that lists no protocol version, so that every status goes
+//! alone in a packet of its own as before version 2 (`federation.md` §5b);
+//! and the first with versions 1 and 2 listed, statuses coalesced but each
+//! packet posted alone with a receipt of its own as before version 3
+//! (§5c). The last two against each other: what coalescing statuses
+//! gains; the first against the last: what batches gain.
 //!
 //!   cargo bench --bench federation                     # both backends, one round
 //!   cargo bench --bench federation -- sqlite rounds=3  # one backend, three rounds
@@ -31,6 +34,7 @@ use referral_gateway::crypto::jose_keys::{generate, public_of, DecryptionKey, En
 use referral_gateway::crypto::packet::{open, seal, PacketClaims, PacketType, PublishedSigner, Receiver, SignerDirectory};
 use referral_gateway::crypto::receipt::{self, Expected, ReceiptClaims};
 use referral_gateway::demo::setup::{self, DemoFiles, Options};
+use referral_gateway::directory::ProtocolVersion;
 use referral_gateway::domain::{CountryCode, OrgId, Purpose};
 use referral_gateway::startup::Application;
 use serde_json::Value;
@@ -63,15 +67,22 @@ enum Sealing {
 /// Which protocol versions the directory lists for both gateways.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Protocol {
-    /// This release's: statuses coalesced per peer and round.
+    /// This release's: statuses coalesced per peer and round, packets posted in batches.
     Current,
+    /// Versions 1 and 2: statuses coalesced, each packet posted alone with a receipt of its own.
+    WithoutBatches,
     /// None: version 1 only, one packet per status.
     FirstVersionOnly,
 }
 
 /// One of the workloads compared.
 type Workload = (Sealing, Protocol);
-const WORKLOADS: [Workload; 3] = [(Sealing::GatewayOnly, Protocol::Current), (Sealing::EndToEnd, Protocol::Current), (Sealing::GatewayOnly, Protocol::FirstVersionOnly)];
+const WORKLOADS: [Workload; 4] = [
+    (Sealing::GatewayOnly, Protocol::Current),
+    (Sealing::EndToEnd, Protocol::Current),
+    (Sealing::GatewayOnly, Protocol::FirstVersionOnly),
+    (Sealing::GatewayOnly, Protocol::WithoutBatches),
+];
 
 struct Federation {
     files: DemoFiles,
@@ -108,7 +119,11 @@ async fn start(backend: Backend, (sealing, protocol): Workload) -> Result<Federa
         countries: &["ITA", "GMB"],
         postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())),
         sealed_recipient: sealing == Sealing::EndToEnd,
-        first_version_only: protocol == Protocol::FirstVersionOnly,
+        protocol_versions: match protocol {
+            Protocol::Current => None,
+            Protocol::WithoutBatches => Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES]),
+            Protocol::FirstVersionOnly => Some(Vec::new()),
+        },
     };
     // The fixtures' date, running: retries need time to pass; the calendar must not matter.
     let clock = Arc::new(SteadyClock::starting_at(fixtures::written_at()));
@@ -475,7 +490,7 @@ fn rates(values: &[f64]) -> String {
 /// starting one further along, so that none always goes first.
 async fn compare(backend: Backend, full: bool, rounds: usize) -> Result<(), BoxError> {
     let (referrals, limit) = if full { (3000, Duration::from_secs(600)) } else { (10, Duration::from_secs(60)) };
-    let mut measured: [Vec<f64>; 3] = Default::default();
+    let mut measured: [Vec<f64>; 4] = Default::default();
     for round in 0..rounds {
         for step in 0..WORKLOADS.len() {
             let index = (round + step) % WORKLOADS.len();
@@ -484,17 +499,20 @@ async fn compare(backend: Backend, full: bool, rounds: usize) -> Result<(), BoxE
             }
         }
     }
-    let [mut plain_runs, mut sealed_runs, mut first_runs] = measured;
+    let [mut plain_runs, mut sealed_runs, mut first_runs, mut unbatched_runs] = measured;
     let runs = format!(
-        "gateway to gateway only {}/s; also end to end to IOM Banjul {}/s; gateway to gateway, version 1 only (no coalesced statuses) {}/s",
+        "gateway to gateway only {}/s; also end to end to IOM Banjul {}/s; gateway to gateway, version 1 only (no coalesced statuses) {}/s; \
+         gateway to gateway, versions 1 and 2 (no batches) {}/s",
         rates(&plain_runs),
         rates(&sealed_runs),
-        rates(&first_runs)
+        rates(&first_runs),
+        rates(&unbatched_runs)
     );
-    let (plain, sealed, first) = (median(&mut plain_runs), median(&mut sealed_runs), median(&mut first_runs));
+    let (plain, sealed, first, unbatched) = (median(&mut plain_runs), median(&mut sealed_runs), median(&mut first_runs), median(&mut unbatched_runs));
     // Extra time per referral, from the medians.
     let extra = 100.0 * (plain / sealed - 1.0);
-    let gain = 100.0 * (plain / first - 1.0);
+    let gain = 100.0 * (unbatched / first - 1.0);
+    let batch_gain = 100.0 * (plain / unbatched - 1.0);
     if !full {
         println!("{backend:?}: smoke run, {referrals} referrals end to end per workload ({runs}; debug build)");
         return Ok(());
@@ -502,15 +520,16 @@ async fn compare(backend: Backend, full: bool, rounds: usize) -> Result<(), BoxE
     let ceiling = crypto_ceilings(Duration::from_secs(5))?;
     println!(
         "{backend:?}: {referrals} referrals end to end per run (submitted at ITA, receipted, screened and acknowledged at GMB), lost 0, duplicated 0. \
-         Runs: {runs}. Medians {plain:.0}/s, {sealed:.0}/s and {first:.0}/s: end-to-end sealing costs {extra:.0} % extra time per referral; \
-         coalescing statuses gains {gain:.0} % in rate. \
+         Runs: {runs}. Medians {plain:.0}/s, {sealed:.0}/s, {first:.0}/s and {unbatched:.0}/s: end-to-end sealing costs {extra:.0} % extra time per referral; \
+         coalescing statuses gains {gain:.0} % in rate (versions 1 and 2 against 1), batches {batch_gain:.0} % more (all three against 1 and 2). \
          Crypto-only ceiling (seal + open, one core) {:.0}/s; gateway-only end to end = {:.0} % of it; \
          all the JOSE of one referral (2 packets sealed, opened, receipted, verified; one core) {:.0}/s; gateway-only end to end = {:.0} % of that \
-         (version 1 only: {:.0} %)",
+         (versions 1 and 2: {:.0} %; version 1 only: {:.0} %)",
         ceiling.packet,
         100.0 * plain / ceiling.packet,
         ceiling.referral,
         100.0 * plain / ceiling.referral,
+        100.0 * unbatched / ceiling.referral,
         100.0 * first / ceiling.referral,
     );
     Ok(())

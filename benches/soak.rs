@@ -383,7 +383,7 @@ async fn run(backend: Backend, plan: Plan) -> Result<(), BoxError> {
         countries: &["ITA", "GMB"],
         postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())),
         sealed_recipient: true,
-        first_version_only: false,
+        protocol_versions: None,
     };
     // Edition 1 has no endpoints yet; edition 2 (below) has them and the children's time.
     let files = setup::create(&dir.path().join("federation"), &options, written_at())?;

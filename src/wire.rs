@@ -11,6 +11,17 @@ use crate::crypto::receipt::ReceiptError;
 
 /// Where packets are posted, below a gateway's endpoint.
 pub const PACKETS_PATH: &str = "/federation/v1/packets";
+/// Where a batch of packets is posted (JSON, protocol version 3,
+/// `federation.md` §5c), below a gateway's endpoint.
+pub const PACKET_BATCHES_PATH: &str = "/federation/v1/packet-batches";
+/// Most packets in one batch.
+pub const MAX_BATCH_PACKETS: usize = 64;
+/// What a batch's body may hold beyond its packets' bytes, which together
+/// stay within the receiving gateway's packet limit: the JSON around them.
+pub const BATCH_ENVELOPE_BYTES: usize = 4 * 1024;
+/// Largest answer to a batch a gateway reads: a receipt listing every
+/// packet, and a refusal for each.
+pub const MAX_BATCH_ANSWER_BYTES: usize = 64 * 1024;
 /// Where a match query is posted (JSON; answered at once), below a gateway's endpoint.
 pub const MATCH_QUERY_PATH: &str = "/federation/v1/match";
 /// Where a match found is told (JSON), below a gateway's endpoint.
@@ -30,6 +41,35 @@ pub const PROBLEM_TYPE_BASE: &str = "https://referral-gateway.example/problems/"
 /// The problem `type` URI of a cause.
 pub fn problem_type(code: &str) -> String {
     format!("{PROBLEM_TYPE_BASE}{code}")
+}
+
+/// A batch of sealed packets from one gateway to another, each as it would
+/// be posted alone (compact JWE).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacketBatch {
+    pub packets: Vec<String>,
+}
+
+/// The receiving gateway's answer to a batch: one signed batch receipt for
+/// every packet it took (absent if it took none), and the refusal of each
+/// other packet, by its place in the batch.
+/// Members a later version may add are ignored, so that an answer stays readable.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<BatchRefusal>,
+}
+
+/// One packet of a batch refused, and why: the code a packet posted alone
+/// would have been refused with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchRefusal {
+    /// Its place in the batch, from 0.
+    pub index: usize,
+    pub code: String,
 }
 
 vocabulary! {
@@ -79,6 +119,8 @@ vocabulary! {
         PeerNotMember => "peer-not-member",
         UnsupportedMediaType => "unsupported-media-type",
         MalformedBody => "malformed-body",
+        BatchMalformed => "batch-malformed",
+        BatchTooLarge => "batch-too-large",
         BodyUnreadable => "body-unreadable",
         RequestTimeout => "request-timeout",
         NotFound => "not-found",
@@ -103,6 +145,12 @@ impl FailureCode {
     /// come. `packet-replayed` is not one: the peer holds the id.
     pub fn refused_on_opening(code: &str) -> bool {
         OpenError::every().iter().map(Self::from).any(|known| known != Self::PacketReplayed && known.as_str() == code)
+    }
+
+    /// `code` if it is one a receiving gateway refuses a packet with (§5:
+    /// the refusals of `OpenError`), as a batch's answer names them.
+    pub fn packet_refusal(code: &str) -> Option<Self> {
+        OpenError::every().iter().map(Self::from).find(|known| known.as_str() == code)
     }
 }
 
@@ -154,6 +202,11 @@ mod tests {
         assert!(FailureCode::refused_on_opening("packet-too-large"));
         for taken_or_unknown in ["packet-replayed", "receipt-malformed", "receipt-too-large", "peer-unavailable", "http-404", "packet-made-up"] {
             assert!(!FailureCode::refused_on_opening(taken_or_unknown), "{taken_or_unknown}");
+        }
+        assert_eq!(FailureCode::packet_refusal("packet-replayed"), Some(FailureCode::PacketReplayed));
+        assert_eq!(FailureCode::packet_refusal("packet-undecryptable"), Some(FailureCode::PacketUndecryptable));
+        for other in ["receipt-malformed", "peer-unavailable", "batch-malformed", "packet-made-up", "Mr Okafor", ""] {
+            assert_eq!(FailureCode::packet_refusal(other), None, "{other}");
         }
     }
 

@@ -28,7 +28,7 @@ fn fail(error: impl std::fmt::Display) -> DemoError {
 /// gateway, prints one JSON line saying where it is and which files to
 /// call it with, and serves until Ctrl-C or SIGTERM.
 pub async fn run(dir: &Path) -> Result<(), DemoError> {
-    let options = setup::Options { countries: &["ITA"], postgres: None, sealed_recipient: false, first_version_only: false };
+    let options = setup::Options { countries: &["ITA"], postgres: None, sealed_recipient: false, protocol_versions: None };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let files = setup::create(dir, &options, clock.now())?;
     let client = dev_pki::create(&files.root.join("sandbox-client"), &["sandbox"]).map_err(fail)?;

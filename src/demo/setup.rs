@@ -12,7 +12,7 @@ use josekit::jwk::Jwk;
 use crate::crypto::jose_keys::{self, KeyUse, SigningKey};
 use crate::crypto::{at_rest, federation_keys};
 use crate::dev_pki::{self, DevPki};
-use crate::directory::{Delivery, Directory, DirectoryDocument};
+use crate::directory::{Delivery, Directory, DirectoryDocument, ProtocolVersion};
 use crate::domain::CountryCode;
 
 /// Marks a directory as the demo's own, so that a new run may clear it.
@@ -52,15 +52,16 @@ pub struct Options<'a> {
     /// Whether IOM Banjul publishes its own key, so that cases to it are
     /// sealed end to end (the demo's does; the federation bench compares).
     pub sealed_recipient: bool,
-    /// Whether the directory lists no protocol version for any gateway:
-    /// version 1 only, as gateways of the release before version 2 run
-    /// the federation (the federation bench compares).
-    pub first_version_only: bool,
+    /// The protocol versions every gateway's entry lists, if not the
+    /// example directory's (the federation bench compares); none listed:
+    /// version 1 only, as gateways of the release before version 2 run the
+    /// federation.
+    pub protocol_versions: Option<Vec<ProtocolVersion>>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { countries: &COUNTRIES, postgres: None, sealed_recipient: true, first_version_only: false }
+        Self { countries: &COUNTRIES, postgres: None, sealed_recipient: true, protocol_versions: None }
     }
 }
 
@@ -83,8 +84,8 @@ pub struct DemoFiles {
     pub recipient_key: Jwk,
     /// Whether the directory publishes `recipient_key`'s public half.
     pub sealed_recipient: bool,
-    /// Whether the directory lists no protocol version (version 1 only).
-    pub first_version_only: bool,
+    /// The protocol versions every gateway's entry lists, if not the example directory's.
+    pub protocol_versions: Option<Vec<ProtocolVersion>>,
 }
 
 /// The organisation whose own key the demo publishes.
@@ -158,7 +159,7 @@ pub fn create(root: &Path, options: &Options<'_>, now: DateTime<Utc>) -> Result<
         configs.push((CountryCode::parse(country).map_err(fail)?, config));
     }
     let recipient_key = jose_keys::generate(KeyUse::Enc).map_err(fail)?;
-    let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key, sealed_recipient: options.sealed_recipient, first_version_only: options.first_version_only };
+    let files = DemoFiles { root, pki, configs, coordinator, directory_file, recipient_key, sealed_recipient: options.sealed_recipient, protocol_versions: options.protocol_versions.clone() };
     files.publish(1, &[], now)?;
     Ok(files)
 }
@@ -183,8 +184,8 @@ impl DemoFiles {
             if let Some((_, endpoint)) = endpoints.iter().find(|(c, _)| c == country) {
                 entry.endpoint = endpoint.clone();
             }
-            if self.first_version_only {
-                entry.protocol_versions.clear();
+            if let Some(versions) = &self.protocol_versions {
+                entry.protocol_versions = versions.clone();
             }
         }
         // The Guinean Red Cross takes cases by pull, like everyone here: the

@@ -58,7 +58,8 @@ pub struct GatewayEntry {
     /// The versions of the packet protocol the gateway takes
     /// (`federation.md` §5b); absent: version 1 only. A gateway sends a
     /// peer only what the peer's entry lists: version 2 adds the coalesced
-    /// status packet (`statuses`).
+    /// status packet (`statuses`), version 3 batches of packets with one
+    /// receipt (§5c).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocol_versions: Vec<ProtocolVersion>,
 }
@@ -88,6 +89,9 @@ impl ProtocolVersion {
     pub const FIRST: Self = Self(1);
     /// Statuses about several referrals to one peer in one packet (`statuses`).
     pub const COALESCED_STATUSES: Self = Self(2);
+    /// Several packets to one peer in one request, with one signed batch
+    /// receipt for them all (`federation.md` §5c).
+    pub const BATCHES: Self = Self(3);
 }
 
 impl TryFrom<u32> for ProtocolVersion {

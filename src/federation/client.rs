@@ -1,4 +1,4 @@
-//! The peer client: posts sealed packets to member gateways over mutual
+//! The peer client: posts sealed packets, alone or in batches, to member gateways over mutual
 //! TLS 1.3, the server pinned through the directory in force at each
 //! handshake, our federation certificate presented as the client's.
 
@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::tls::{self, Members, PeerTlsError};
-use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, MATCH_FOUND_PATH, MATCH_QUERY_PATH, MAX_MATCH_ANSWER_BYTES, PACKETS_PATH};
+use crate::wire::{
+    BatchAnswer, FailureCode, PacketBatch, JOSE_MEDIA_TYPE, MATCH_FOUND_PATH, MATCH_QUERY_PATH, MAX_BATCH_ANSWER_BYTES, MAX_MATCH_ANSWER_BYTES, PACKETS_PATH,
+    PACKET_BATCHES_PATH,
+};
 use crate::app::matching::{MatchAnswer, MatchFoundNotice, MatchQuery, MatchTransport};
 use crate::app::sending::delivery::{PeerTransport, SendFailure};
 use crate::wire::PROBLEM_TYPE_BASE;
@@ -72,20 +75,39 @@ impl PeerClient {
 #[async_trait]
 impl PeerTransport for PeerClient {
     async fn send(&self, peer: CountryCode, endpoint: &str, packet: &str) -> Result<String, SendFailure> {
+        let body = self.post_to_peer(peer, endpoint, PACKETS_PATH, JOSE_MEDIA_TYPE, packet.to_owned().into_bytes(), MAX_RECEIPT_BYTES).await?;
+        String::from_utf8(body).map_err(|_| SendFailure::Refused { code: FailureCode::ReceiptMalformed.as_str().to_owned() })
+    }
+
+    async fn send_batch(&self, peer: CountryCode, endpoint: &str, packets: &[&str]) -> Result<BatchAnswer, SendFailure> {
+        let malformed = || SendFailure::Refused { code: FailureCode::ReceiptMalformed.as_str().to_owned() };
+        let batch = PacketBatch { packets: packets.iter().map(|packet| (*packet).to_owned()).collect() };
+        let body = serde_json::to_vec(&batch).map_err(|_| malformed())?;
+        let answer = self.post_to_peer(peer, endpoint, PACKET_BATCHES_PATH, "application/json", body, MAX_BATCH_ANSWER_BYTES).await?;
+        serde_json::from_slice(&answer).map_err(|_| malformed())
+    }
+}
+
+impl PeerClient {
+    /// Posts a packet, or a batch, to `path` below the peer's endpoint; a
+    /// `200`'s body (at most `limit` bytes), or the failure as a code only
+    /// (`federation.md` §8): `5xx` and `429` as `peer-unavailable`, any
+    /// other status as the code of our problem it carries or `http-<status>`.
+    async fn post_to_peer(&self, peer: CountryCode, endpoint: &str, path: &str, media_type: &'static str, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, SendFailure> {
         let client = self.client_for(peer).map_err(|_| SendFailure::Unreachable { code: FailureCode::PeerTlsSetup.as_str() })?;
-        let url = format!("{}{PACKETS_PATH}", endpoint.trim_end_matches('/'));
+        let url = format!("{}{path}", endpoint.trim_end_matches('/'));
         let response = client
             .post(url)
-            .header(reqwest::header::CONTENT_TYPE, JOSE_MEDIA_TYPE)
-            .header(reqwest::header::ACCEPT, JOSE_MEDIA_TYPE)
-            .body(packet.to_owned())
+            .header(reqwest::header::CONTENT_TYPE, media_type)
+            .header(reqwest::header::ACCEPT, media_type)
+            .body(body)
             .send()
             .await
             .map_err(|error| SendFailure::Unreachable { code: transport_code(&error) })?;
         let status = response.status();
-        let body = read_up_to(response, MAX_RECEIPT_BYTES).await?;
+        let body = read_up_to(response, limit).await?;
         if status == reqwest::StatusCode::OK {
-            return String::from_utf8(body).map_err(|_| SendFailure::Refused { code: FailureCode::ReceiptMalformed.as_str().to_owned() });
+            return Ok(body);
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(SendFailure::Unreachable { code: FailureCode::PeerUnavailable.as_str() });

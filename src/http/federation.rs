@@ -17,7 +17,10 @@ use super::extract::ConnectionInfo;
 use super::metrics::{track_federation, FederationTracking, Metrics};
 use super::problem::Problem;
 use crate::app::Gateway;
-use crate::wire::{FailureCode, JOSE_MEDIA_TYPE, MATCH_FOUND_PATH, MATCH_QUERY_PATH, MAX_MATCH_REQUEST_BYTES, PACKETS_PATH};
+use crate::wire::{
+    FailureCode, PacketBatch, BATCH_ENVELOPE_BYTES, JOSE_MEDIA_TYPE, MATCH_FOUND_PATH, MATCH_QUERY_PATH, MAX_BATCH_PACKETS, MAX_MATCH_REQUEST_BYTES,
+    PACKETS_PATH, PACKET_BATCHES_PATH,
+};
 use crate::federation::tls::Members;
 
 /// The listener's routes, each request logged and counted into `metrics`
@@ -26,6 +29,7 @@ pub fn router(gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Router {
     let tracking = FederationTracking { metrics, gateway: Arc::clone(&gateway) };
     Router::new()
         .route(PACKETS_PATH, post(receive_packet).fallback(|| async { Problem::method_not_allowed() }))
+        .route(PACKET_BATCHES_PATH, post(receive_batch).fallback(|| async { Problem::method_not_allowed() }))
         .route(MATCH_QUERY_PATH, post(answer_match_query).fallback(|| async { Problem::method_not_allowed() }))
         .route(MATCH_FOUND_PATH, post(match_found).fallback(|| async { Problem::method_not_allowed() }))
         .fallback(|| async { Problem::not_found() })
@@ -105,6 +109,69 @@ async fn receive_packet(
     let mut response = (StatusCode::OK, receipt).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JOSE_MEDIA_TYPE));
     Ok(response)
+}
+
+/// A batch of packets (protocol version 3, `federation.md` §5c): each
+/// packet taken or refused on its own, one signed receipt for those taken.
+/// Only a batch that cannot be read as one is refused whole.
+async fn receive_batch(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(connection): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let peer = peer_of(&gateway, &connection)?;
+    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if media_type.split(';').next().map(str::trim) != Some("application/json") {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            FailureCode::UnsupportedMediaType.as_str(),
+            "Unsupported media type",
+            "Send the batch as application/json.",
+        ));
+    }
+    let limit = gateway.packet_limit().saturating_add(BATCH_ENVELOPE_BYTES);
+    let body = match read_packet(body, limit).await {
+        Ok(body) => body,
+        Err(PacketRead::TooLarge) => return Err(batch_too_large(&gateway, peer).await),
+        Err(PacketRead::Failed(error)) => {
+            if let Some(stopped) = super::body_guard::BodyReadError::find(error.as_ref()) {
+                return Err(Problem::body_read(stopped));
+            }
+            return Err(Problem::new(StatusCode::BAD_REQUEST, FailureCode::BodyUnreadable.as_str(), "Body unreadable", "The request body could not be read."));
+        }
+    };
+    let batch = match serde_json::from_slice::<PacketBatch>(&body) {
+        Ok(batch) if (1..=MAX_BATCH_PACKETS).contains(&batch.packets.len()) => batch,
+        _ => {
+            gateway.refuse_batch(peer, FailureCode::BatchMalformed).await?;
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                FailureCode::BatchMalformed.as_str(),
+                "Batch malformed",
+                format!("A batch is a JSON object whose only member, packets, lists 1 to {MAX_BATCH_PACKETS} sealed packets as strings."),
+            ));
+        }
+    };
+    // The packets' bytes together, not the JSON around them, are what the published limit bounds.
+    if batch.packets.iter().map(String::len).fold(0usize, usize::saturating_add) > gateway.packet_limit() {
+        return Err(batch_too_large(&gateway, peer).await);
+    }
+    let answer = gateway.receive_batch(batch.packets.into_iter().map(String::into_bytes).collect(), peer).await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+/// Audits and answers a batch whose packets together exceed the packet limit.
+async fn batch_too_large(gateway: &Gateway, peer: crate::domain::CountryCode) -> Problem {
+    if let Err(error) = gateway.refuse_batch(peer, FailureCode::BatchTooLarge).await {
+        return error.into();
+    }
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        FailureCode::BatchTooLarge.as_str(),
+        "Batch too large",
+        format!("The packets of a batch take at most {} bytes together, as a packet alone.", gateway.packet_limit()),
+    )
 }
 
 /// How much of an oversized packet is read and dropped before the refusal

@@ -366,7 +366,7 @@ impl InboxStore for Deadlined<dyn Store> {
         self.bounded("refused_between", self.inner.refused_between(window, after, limit)).await
     }
 
-    async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {
+    async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<InboxReceipt>, StoreError> {
         self.bounded("receipt_for_bytes", self.inner.receipt_for_bytes(packet_sha256, issuer)).await
     }
 }

@@ -254,8 +254,8 @@ pub trait InboxStore: Send + Sync {
     /// `pushing`) past their retention deadline at `now_ms`, earliest first.
     async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError>;
 
-    /// The receipt given for exactly these bytes (by their digest) from `issuer`, if any.
-    async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError>;
+    /// The packet taken as exactly these bytes (by their digest) from `issuer`, if any.
+    async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<InboxReceipt>, StoreError>;
 
     /// Up to `limit` received packets refused at screening from `window.0`
     /// (included) to `window.1` (excluded), in the order they were refused,

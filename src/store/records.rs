@@ -636,8 +636,11 @@ pub struct NewInboxEntry {
     pub packet_type: String,
     pub recipient_org: String,
     pub claims: SealedPayload,
-    /// The signed receipt answered for it, and again for any redelivery.
-    pub receipt: String,
+    /// The signed receipt answered for it alone, and again for any
+    /// redelivery; none for a packet taken in a batch (the batch's receipt
+    /// lists it, and a redelivery gets a receipt of its own) or a copy made
+    /// here. Stored as an empty text.
+    pub receipt: Option<String>,
     pub received_ms: i64,
     pub expires_ms: i64,
 }
@@ -962,8 +965,10 @@ pub struct NewOnwardCopy {
 /// What the inbox holds for a known packet id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxReceipt {
+    pub packet_id: String,
     pub packet_sha256: String,
-    pub receipt: String,
+    /// See [`NewInboxEntry::receipt`].
+    pub receipt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,6 +42,7 @@ mod deliverable;
 mod end_to_end;
 mod faults;
 mod forwarding;
+mod batching;
 mod coalescing;
 mod inbox;
 mod peers;

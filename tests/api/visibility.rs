@@ -50,6 +50,10 @@ impl PeerTransport for Failing {
     async fn send(&self, _peer: CountryCode, _endpoint: &str, _packet: &str) -> Result<String, SendFailure> {
         Err(self.0.clone())
     }
+
+    async fn send_batch(&self, _peer: CountryCode, _endpoint: &str, _packets: &[&str]) -> Result<referral_gateway::wire::BatchAnswer, SendFailure> {
+        Err(self.0.clone())
+    }
 }
 
 /// A case that must be sealed end to end (asylum-linked, going to the

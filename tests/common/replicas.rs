@@ -365,7 +365,7 @@ impl ReplicaFederation {
         let prefix = format!("{prefix}_{}", RUNS.fetch_add(1, Ordering::Relaxed));
         let schemas = [format!("{prefix}_ita"), format!("{prefix}_gmb")];
         drop_schemas(&[schemas[0].as_str(), schemas[1].as_str()]).await?;
-        let options = Options { countries: &["ITA", "GMB"], postgres: Some((POSTGRES_URL, prefix.as_str())), sealed_recipient: false, first_version_only: false };
+        let options = Options { countries: &["ITA", "GMB"], postgres: Some((POSTGRES_URL, prefix.as_str())), sealed_recipient: false, protocol_versions: None };
         // Edition 1 is dated by the fixtures; edition 2, below, by the binary.
         let files = setup::create(&dir.path().join("federation"), &options, written_at())?;
         let config_of = |country: &str| -> Result<(PathBuf, PathBuf), BoxError> {

@@ -110,7 +110,7 @@ impl Gateway {
                 packet_type: PacketType::Referral.as_str().to_owned(),
                 recipient_org: onward.id.to_string(),
                 claims: sealed.clone(),
-                receipt: String::new(),
+                receipt: None,
                 received_ms: now.timestamp_millis(),
                 expires_ms: self.delivery_deadline(now, None).timestamp_millis(),
             };

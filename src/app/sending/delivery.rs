@@ -16,13 +16,13 @@ use crate::app::{new_id, AppError, Gateway};
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::crypto::end_to_end::{self, WithdrawalRouting};
 use crate::crypto::packet::{self, PacketClaims, PacketType};
-use crate::crypto::receipt::{self, Expected};
+use crate::crypto::receipt::{self, Expected, ReceiptError};
 use crate::directory::{MemberStatus, ProtocolVersion};
 use crate::domain::onward::OnwardLimits;
 use crate::domain::withdrawal::WithdrawalNotice;
 use crate::domain::{CountryCode, OrgId, Purpose};
 use crate::store::{ClaimedDelivery, Settlement, StoredPacket, Write, Written};
-use crate::wire::FailureCode;
+use crate::wire::{BatchAnswer, FailureCode, MAX_BATCH_PACKETS};
 
 /// How delivery is paced and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,10 @@ impl SendFailure {
 #[async_trait]
 pub trait PeerTransport: Send + Sync + 'static {
     async fn send(&self, peer: CountryCode, endpoint: &str, packet: &str) -> Result<String, SendFailure>;
+
+    /// Posts several sealed packets in one batch (protocol version 3,
+    /// `federation.md` §5c); the peer's answer as it came, unverified.
+    async fn send_batch(&self, peer: CountryCode, endpoint: &str, packets: &[&str]) -> Result<BatchAnswer, SendFailure>;
 }
 
 /// What one round of delivery did.
@@ -101,64 +105,200 @@ enum Attempt {
     Gone,
 }
 
+/// An entry whose packet is sealed and may go: to whom, and what to do if
+/// the peer refuses it.
+struct Ready {
+    item: ClaimedDelivery,
+    peer: CountryCode,
+    endpoint: String,
+    packet: StoredPacket,
+    /// A coalesced packet to a peer that no longer lists version 2.
+    carrier_unreadable_by_peer: bool,
+    /// The entry's `delivery_attempt` span, for what follows the send.
+    span: tracing::Span,
+}
+
+/// Before the send: the entry ended (expired, gone, to be retried) or ready.
+enum Prepared {
+    Ended(Attempt),
+    Ready(Box<Ready>),
+}
+
+/// What the peer said of one packet.
+enum Answer {
+    /// A receipt, verified, that confirms this packet.
+    Confirmed(String),
+    /// An answer that should have been a receipt for it and is not.
+    NotConfirmed(ReceiptError),
+    Failed(SendFailure),
+}
+
 impl Gateway {
-    /// Claims the entries due now and attempts each, concurrently.
+    /// Claims the entries due now and attempts each: each sealed
+    /// concurrently; then those to a peer that takes batches (protocol
+    /// version 3) posted together, a batch per peer as the peer's packet
+    /// limit allows, each other alone; all concurrently.
     #[tracing::instrument(name = "delivery_round", skip_all)]
     pub async fn deliver_due(self: &Arc<Self>, transport: &Arc<dyn PeerTransport>) -> Result<DeliveryRound, AppError> {
         let now = self.now();
         let claimed = self.store.claim_deliveries(now.timestamp_millis(), self.lease_ms(), self.delivery.batch).await?;
         let mut round = DeliveryRound { claimed: claimed.len(), ..DeliveryRound::default() };
         let claimed = self.coalesce_statuses(claimed, now).await?;
-        let mut attempts = tokio::task::JoinSet::new();
-        for item in claimed {
+        let mut count = |attempt: Result<Attempt, AppError>| match attempt {
+            Ok(Attempt::Delivered) => round.delivered += 1,
+            Ok(Attempt::Expired) => round.expired += 1,
+            Ok(Attempt::Retrying) => round.retrying += 1,
+            Ok(Attempt::Gone) => {}
+            // The lease runs out and the entry falls due again; the other attempts go on.
+            Err(error) => tracing::error!(%error, "delivery attempt failed inside the gateway"),
+        };
+        let mut preparing = tokio::task::JoinSet::new();
+        for (place, item) in claimed.into_iter().enumerate() {
+            let gateway = Arc::clone(self);
+            let span = attempt_span(&item);
+            preparing.spawn(tracing::Instrument::instrument(async move { (place, gateway.prepare(item).await) }, span));
+        }
+        let mut ready = Vec::new();
+        while let Some(joined) = preparing.join_next().await {
+            match joined.map_err(|e| AppError::Internal(e.to_string())) {
+                Ok((place, Ok(Prepared::Ready(entry)))) => ready.push((place, *entry)),
+                Ok((_, Ok(Prepared::Ended(attempt)))) => count(Ok(attempt)),
+                Ok((_, Err(error))) | Err(error) => count(Err(error)),
+            }
+        }
+        // Batched in the order claimed (soonest due first), not the order sealing ended.
+        ready.sort_unstable_by_key(|(place, _)| *place);
+        let ready: Vec<Ready> = ready.into_iter().map(|(_, entry)| entry).collect();
+        let mut sending = tokio::task::JoinSet::new();
+        for group in self.posts(ready) {
             let gateway = Arc::clone(self);
             let transport = Arc::clone(transport);
-            attempts.spawn(tracing::Instrument::in_current_span(async move { gateway.attempt(transport.as_ref(), item).await }));
+            sending.spawn(tracing::Instrument::in_current_span(async move { gateway.post(&transport, group).await }));
         }
-        while let Some(joined) = attempts.join_next().await {
-            match joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|attempt| attempt) {
-                Ok(Attempt::Delivered) => round.delivered += 1,
-                Ok(Attempt::Expired) => round.expired += 1,
-                Ok(Attempt::Retrying) => round.retrying += 1,
-                Ok(Attempt::Gone) => {}
-                // The lease runs out and the entry falls due again; the other attempts go on.
-                Err(error) => tracing::error!(%error, "delivery attempt failed inside the gateway"),
+        while let Some(joined) = sending.join_next().await {
+            match joined {
+                Ok(attempts) => attempts.into_iter().for_each(&mut count),
+                Err(error) => count(Err(AppError::Internal(error.to_string()))),
             }
         }
         Ok(round)
     }
 
-    /// One attempt at an entry, in a span of its ids; its outcome logged at debug.
-    #[tracing::instrument(name = "delivery_attempt", skip_all, fields(entry_id = %item.id, referral_id = tracing::field::Empty, packet_type = %item.packet_type))]
-    async fn attempt(&self, transport: &dyn PeerTransport, item: ClaimedDelivery) -> Result<Attempt, AppError> {
+    /// The posts of a round (see [`posts`]).
+    fn posts(&self, ready: Vec<Ready>) -> Vec<Vec<Ready>> {
+        let directory = self.directory();
+        posts(ready, |entry| (entry.peer, entry.packet.packet.len()), |peer| {
+            directory.speaks(peer, ProtocolVersion::BATCHES).then(|| directory.packet_limit(peer))
+        })
+    }
+
+    /// One post: a packet alone, or a batch to one peer; then each entry's
+    /// attempt concluded by what the peer said of its packet.
+    async fn post(self: &Arc<Self>, transport: &Arc<dyn PeerTransport>, group: Vec<Ready>) -> Vec<Result<Attempt, AppError>> {
+        let answers: Vec<Answer> = if group.len() == 1
+            && let Some(only) = group.first()
+        {
+            vec![tracing::Instrument::instrument(self.post_alone(transport.as_ref(), only), only.span.clone()).await]
+        } else {
+            self.post_batch(transport.as_ref(), &group).await
+        };
+        // Settled concurrently, so that the writer commits a batch's settlements together.
+        let mut concluding = tokio::task::JoinSet::new();
+        for (entry, answer) in group.into_iter().zip(answers) {
+            let gateway = Arc::clone(self);
+            let span = entry.span.clone();
+            concluding.spawn(tracing::Instrument::instrument(async move { gateway.conclude(entry, answer).await }, span));
+        }
+        let mut attempts = Vec::new();
+        while let Some(joined) = concluding.join_next().await {
+            attempts.push(joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|attempt| attempt));
+        }
+        attempts
+    }
+
+    async fn post_alone(&self, transport: &dyn PeerTransport, entry: &Ready) -> Answer {
+        let receipt = match transport.send(entry.peer, &entry.endpoint, &entry.packet.packet).await {
+            Ok(receipt) => receipt,
+            Err(failure) => return Answer::Failed(failure),
+        };
+        let digest = packet::digest_of(entry.packet.packet.as_bytes());
+        let expected = Expected { packet_id: &entry.packet.packet_id, packet_sha256: &digest, from: entry.peer, to: self.country };
+        match receipt::verify(&receipt, self.directory().as_ref(), self.now(), &expected) {
+            Ok(_) => Answer::Confirmed(receipt),
+            Err(refusal) => Answer::NotConfirmed(refusal),
+        }
+    }
+
+    /// A batch to one peer (`federation.md` §5c): its one receipt verified
+    /// once, then asked for each packet.
+    #[tracing::instrument(name = "delivery_batch", skip_all, fields(peer = tracing::field::Empty, packets = group.len()))]
+    async fn post_batch(&self, transport: &dyn PeerTransport, group: &[Ready]) -> Vec<Answer> {
+        let Some(first) = group.first() else { return Vec::new() };
+        tracing::Span::current().record("peer", tracing::field::display(first.peer));
+        let packets: Vec<&str> = group.iter().map(|entry| entry.packet.packet.as_str()).collect();
+        let answer = match transport.send_batch(first.peer, &first.endpoint, &packets).await {
+            Ok(answer) => answer,
+            Err(failure) => return group.iter().map(|_| Answer::Failed(failure.clone())).collect(),
+        };
+        // Verified once; asked for each packet.
+        let receipt = answer.receipt.as_ref().map(|signed| (signed, receipt::verify_batch(signed, self.directory().as_ref(), self.now(), first.peer, self.country)));
+        group
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                let digest = packet::digest_of(entry.packet.packet.as_bytes());
+                // The signed receipt first: a packet it lists was taken, whatever else the answer says.
+                if let Some((signed, Ok(claims))) = &receipt
+                    && claims.confirms(&digest)
+                {
+                    return Answer::Confirmed((*signed).clone());
+                }
+                // A refusal is unsigned: only a code a packet can be refused with is kept, nothing
+                // else the peer wrote (§8); the first for a place named twice.
+                if let Some(refusal) = answer.refused.iter().find(|refusal| refusal.index == index) {
+                    let code = FailureCode::packet_refusal(&refusal.code).unwrap_or(FailureCode::ReceiptMalformed);
+                    return Answer::Failed(SendFailure::Refused { code: code.as_str().to_owned() });
+                }
+                match &receipt {
+                    Some((_, Ok(_))) => Answer::NotConfirmed(ReceiptError::Mismatch),
+                    Some((_, Err(refusal))) => Answer::NotConfirmed(refusal.clone()),
+                    // Neither taken nor refused, and no receipt to read.
+                    None => Answer::Failed(SendFailure::Refused { code: FailureCode::ReceiptMalformed.as_str().to_owned() }),
+                }
+            })
+            .collect()
+    }
+
+    /// An entry before the send: expired at its deadline, kept back while
+    /// its peer is suspended or unlisted, or its packet sealed (once, kept
+    /// for every retry) and ready to go.
+    async fn prepare(&self, item: ClaimedDelivery) -> Result<Prepared, AppError> {
         if let Some(referral_id) = &item.referral_id {
             tracing::Span::current().record("referral_id", tracing::field::display(referral_id.as_str()));
         }
-        let attempt = self.attempt_once(transport, item).await;
-        if let Ok(outcome) = &attempt {
-            tracing::debug!(?outcome, "delivery attempt ended");
-        }
-        attempt
-    }
-
-    async fn attempt_once(&self, transport: &dyn PeerTransport, item: ClaimedDelivery) -> Result<Attempt, AppError> {
+        let ended = |attempt: Result<Attempt, AppError>| {
+            if let Ok(outcome) = &attempt {
+                tracing::debug!(?outcome, "delivery attempt ended");
+            }
+            attempt.map(Prepared::Ended)
+        };
         let now = self.now();
         if now.timestamp_millis() >= item.deadline_ms {
             self.settle(&item, Settlement::Expired, now).await?;
             self.observe_expiry(&item);
-            return Ok(Attempt::Expired);
+            return ended(Ok(Attempt::Expired));
         }
         let peer = CountryCode::parse(&item.destination_country).map_err(|_| corrupt("destination country"))?;
         let directory = self.directory();
         let endpoint = match directory.gateway(peer) {
             Some(gateway) if gateway.status == MemberStatus::Active => gateway.endpoint.clone(),
-            Some(_) => return self.retry(&item, FailureCode::PeerSuspended.as_str(), false).await,
-            None => return self.retry(&item, FailureCode::PeerNotListed.as_str(), false).await,
+            Some(_) => return ended(self.retry(&item, FailureCode::PeerSuspended.as_str(), false).await),
+            None => return ended(self.retry(&item, FailureCode::PeerNotListed.as_str(), false).await),
         };
         // Coalesced for a peer whose entry lists version 2 no more: never sent, its statuses go one by one.
         let carrier_unreadable_by_peer = item.packet_type == PacketType::Statuses.as_str() && !directory.speaks(peer, ProtocolVersion::COALESCED_STATUSES);
         if carrier_unreadable_by_peer && item.packet.is_none() {
-            return self.dissolve(&item).await;
+            return ended(self.dissolve(&item).await);
         }
         let packet = match &item.packet {
             Some(kept) => kept.clone(),
@@ -167,40 +307,48 @@ impl Gateway {
                 Ok(made) => match self.writer.write(Write::KeepPacket { entry_id: item.id.clone(), packet: made, sealed_from: item.payload.key_id.clone() }).await? {
                     Written::PacketKept(kept) => kept,
                     // Settled, withdrawn, or cut meanwhile: another attempt sends what the entry holds now.
-                    _ => return Ok(Attempt::Gone),
+                    _ => return ended(Ok(Attempt::Gone)),
                 },
-                Err(missing) => return self.retry(&item, missing.as_str(), false).await,
+                Err(missing) => return ended(self.retry(&item, missing.as_str(), false).await),
             },
         };
         // The peer would refuse it on arrival (a limit lowered since the case
         // was accepted): said exactly, and tried again only in case the
         // directory raises the limit before the deadline.
         if packet.packet.len() > directory.packet_limit(peer) {
-            return self.retry(&item, FailureCode::PacketTooLarge.as_str(), false).await;
+            return ended(self.retry(&item, FailureCode::PacketTooLarge.as_str(), false).await);
         }
-        let receipt = match transport.send(peer, &endpoint, &packet.packet).await {
-            Ok(receipt) => receipt,
+        let span = tracing::Span::current();
+        Ok(Prepared::Ready(Box::new(Ready { item, peer, endpoint, packet, carrier_unreadable_by_peer, span })))
+    }
+
+    /// An entry after the send: settled with its receipt, or retried.
+    async fn conclude(&self, entry: Ready, answer: Answer) -> Result<Attempt, AppError> {
+        let item = &entry.item;
+        let attempt = match answer {
+            Answer::Confirmed(receipt) => {
+                self.settle(item, Settlement::Delivered { receipt }, self.now()).await?;
+                self.observe_delivery(item, self.now());
+                Ok(Attempt::Delivered)
+            }
             // Refused on opening: the peer did not take it (bytes it took get their receipt
             // again), so the statuses it carries may go one by one without being applied
             // twice. Not on a `receipt-*` code: a `200` whose body is no receipt.
-            Err(SendFailure::Refused { code }) if carrier_unreadable_by_peer && FailureCode::refused_on_opening(&code) => {
+            Answer::Failed(SendFailure::Refused { code }) if entry.carrier_unreadable_by_peer && FailureCode::refused_on_opening(&code) => {
                 tracing::info!(code = %code, "a coalesced packet refused by a peer that no longer lists version 2");
-                return self.dissolve(&item).await;
+                self.dissolve(item).await
             }
-            Err(failure) => {
+            Answer::Failed(failure) => {
                 // See `FailureCode::asks_for_a_new_packet`.
                 let reseal = failure.known().is_some_and(FailureCode::asks_for_a_new_packet);
-                return self.retry(&item, failure.code(), reseal).await;
+                self.retry(item, failure.code(), reseal).await
             }
+            Answer::NotConfirmed(refusal) => self.retry(item, FailureCode::from(&refusal).as_str(), false).await,
         };
-        let digest = packet::digest_of(packet.packet.as_bytes());
-        let expected = Expected { packet_id: &packet.packet_id, packet_sha256: &digest, from: peer, to: self.country };
-        if let Err(refusal) = receipt::verify(&receipt, directory.as_ref(), self.now(), &expected) {
-            return self.retry(&item, FailureCode::from(&refusal).as_str(), false).await;
+        if let Ok(outcome) = &attempt {
+            tracing::debug!(?outcome, "delivery attempt ended");
         }
-        self.settle(&item, Settlement::Delivered { receipt }, self.now()).await?;
-        self.observe_delivery(&item, self.now());
-        Ok(Attempt::Delivered)
+        attempt
     }
 
     /// The packet for an entry, signed with our current key and encrypted
@@ -366,6 +514,83 @@ fn random_u32() -> u32 {
     u32::from_le_bytes(random)
 }
 
+/// The posts of a round: the packets to each peer that takes batches
+/// (`batch_limit` gives its packet limit), in batches of at most
+/// [`MAX_BATCH_PACKETS`] whose bytes together stay within that limit, in
+/// the order they come; every other packet alone. `peer_and_size` says
+/// where a packet goes and its length.
+fn posts<T>(
+    packets: Vec<T>,
+    peer_and_size: impl Fn(&T) -> (CountryCode, usize),
+    batch_limit: impl Fn(CountryCode) -> Option<usize>,
+) -> Vec<Vec<T>> {
+    let mut posts: Vec<Vec<T>> = Vec::new();
+    // Per peer: the batch being filled (its place in `posts`) and its bytes.
+    let mut filling: std::collections::HashMap<CountryCode, (usize, usize)> = std::collections::HashMap::new();
+    for packet in packets {
+        let (peer, size) = peer_and_size(&packet);
+        let Some(limit) = batch_limit(peer) else {
+            posts.push(vec![packet]);
+            continue;
+        };
+        if let Some((place, bytes)) = filling.get_mut(&peer)
+            && bytes.saturating_add(size) <= limit
+            && let Some(batch) = posts.get_mut(*place)
+            && batch.len() < MAX_BATCH_PACKETS
+        {
+            *bytes += size;
+            batch.push(packet);
+            continue;
+        }
+        filling.insert(peer, (posts.len(), size));
+        posts.push(vec![packet]);
+    }
+    posts
+}
+
+/// The span of one entry's attempt, with its ids.
+fn attempt_span(item: &ClaimedDelivery) -> tracing::Span {
+    tracing::info_span!("delivery_attempt", entry_id = %item.id, referral_id = tracing::field::Empty, packet_type = %item.packet_type)
+}
+
 fn corrupt(what: &str) -> AppError {
     AppError::Store(crate::store::StoreError::Corrupt(format!("outbox entry: unreadable {what}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn country(code: &str) -> CountryCode {
+        CountryCode::parse(code).unwrap()
+    }
+
+    /// Each packet as (peer, size, number); the posts as lists of numbers.
+    fn grouped(packets: &[(&str, usize)], batching: &[(&str, usize)]) -> Vec<Vec<usize>> {
+        let packets: Vec<(CountryCode, usize, usize)> = packets.iter().enumerate().map(|(n, (peer, size))| (country(peer), *size, n)).collect();
+        let limits: std::collections::HashMap<CountryCode, usize> = batching.iter().map(|(peer, limit)| (country(peer), *limit)).collect();
+        posts(packets, |(peer, size, _)| (*peer, *size), |peer| limits.get(&peer).copied())
+            .into_iter()
+            .map(|post| post.into_iter().map(|(_, _, n)| n).collect())
+            .collect()
+    }
+
+    #[test]
+    fn packets_to_a_peer_that_takes_batches_go_together_and_others_alone() {
+        let packets = [("NGA", 10), ("GMB", 10), ("NGA", 10), ("GMB", 10), ("NGA", 10)];
+        assert_eq!(grouped(&packets, &[("NGA", 1000)]), vec![vec![0, 2, 4], vec![1], vec![3]]);
+        assert_eq!(grouped(&packets, &[]), vec![vec![0], vec![1], vec![2], vec![3], vec![4]]);
+        assert_eq!(grouped(&packets, &[("NGA", 1000), ("GMB", 1000)]), vec![vec![0, 2, 4], vec![1, 3]]);
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_the_peers_packet_limit_and_the_most_packets() {
+        // 40 + 40 fit in 100; a third starts the next batch, which the fourth joins.
+        assert_eq!(grouped(&[("NGA", 40), ("NGA", 40), ("NGA", 40), ("NGA", 60), ("NGA", 1)], &[("NGA", 100)]), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        // Exactly the limit fits.
+        assert_eq!(grouped(&[("NGA", 50), ("NGA", 50)], &[("NGA", 100)]), vec![vec![0, 1]]);
+        let many: Vec<(&str, usize)> = (0..MAX_BATCH_PACKETS * 2 + 1).map(|_| ("NGA", 1)).collect();
+        let sizes: Vec<usize> = grouped(&many, &[("NGA", usize::MAX)]).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH_PACKETS, MAX_BATCH_PACKETS, 1]);
+    }
 }

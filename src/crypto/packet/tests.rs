@@ -2,7 +2,7 @@ use chrono::TimeZone;
 
 use super::*;
 use crate::crypto::test_keys::{member, Member, Trust};
-use crate::crypto::receipt::{self, Expected, ReceiptClaims, ReceiptError};
+use crate::crypto::receipt::{self, BatchReceiptClaims, Expected, ReceiptClaims, ReceiptError};
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
@@ -307,6 +307,45 @@ fn a_receipt_confirms_exactly_the_packet_sent_by_the_gateway_it_was_sent_to() {
     // A packet's inner JWS, signed by NGA, does not pass as a receipt.
     let packet_jws = sign_inner(&serde_json::to_value(&issued).unwrap(), &pair.nga.signing, PACKET_JWS_TYPE);
     assert_eq!(receipt::verify(&packet_jws, &pair.trust, now(), &expected), Err(ReceiptError::BadSignature));
+}
+
+#[test]
+fn a_batch_receipt_confirms_the_packets_it_lists_and_nothing_passes_for_another_kind_of_receipt() {
+    let pair = pair();
+    let (ita, nga) = (pair.ita.country, pair.nga.country);
+    let first = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    let second = seal(&claims(&pair.ita, &pair.nga), &pair.ita.signing, &pair.nga.encryption).unwrap();
+    let issued = BatchReceiptClaims { packets_sha256: vec![first.digest()], received_at: now(), issuer: nga, audience: ita };
+    let signed = receipt::sign_batch(&issued, &pair.nga.signing).unwrap();
+    let verified = receipt::verify_batch(&signed, &pair.trust, now(), nga, ita).unwrap();
+    assert_eq!(verified, issued);
+    assert!(verified.confirms(&first.digest()));
+    assert!(!verified.confirms(&second.digest()), "a packet of the same batch that was refused");
+
+    assert_eq!(receipt::verify_batch(&signed, &pair.trust, now(), CountryCode::parse("GMB").unwrap(), ita), Err(ReceiptError::WrongIssuer));
+    assert_eq!(receipt::verify_batch(&signed, &pair.trust, now(), nga, nga), Err(ReceiptError::WrongIssuer));
+    let forged = receipt::sign_batch(&issued, &pair.ita.signing).unwrap();
+    assert_eq!(receipt::verify_batch(&forged, &pair.trust, now(), nga, ita), Err(ReceiptError::WrongIssuer));
+    let stranger = member("NGA");
+    assert_eq!(receipt::verify_batch(&receipt::sign_batch(&issued, &stranger.signing).unwrap(), &pair.trust, now(), nga, ita), Err(ReceiptError::UnknownSigner));
+    let suspended = Trust::default().with(&pair.ita, true).with(&pair.nga, false);
+    assert_eq!(receipt::verify_batch(&signed, &suspended, now(), nga, ita), Err(ReceiptError::SignerSuspended));
+    let mut tampered = signed.clone();
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    assert_eq!(receipt::verify_batch(&tampered, &pair.trust, now(), nga, ita), Err(ReceiptError::BadSignature));
+
+    // A receipt of one packet never passes as a batch receipt, nor the reverse, whatever the claims say.
+    let alone = ReceiptClaims { packet_id: "0196f3a0-0000-7000-8000-000000000001".to_owned(), packet_sha256: first.digest(), received_at: now(), issuer: nga, audience: ita };
+    let single = receipt::sign(&alone, &pair.nga.signing).unwrap();
+    assert_eq!(receipt::verify_batch(&single, &pair.trust, now(), nga, ita), Err(ReceiptError::BadSignature));
+    // By its type alone: batch claims signed as a receipt of one packet.
+    let single_typed = sign_inner(&serde_json::to_value(&issued).unwrap(), &pair.nga.signing, receipt::RECEIPT_JWS_TYPE);
+    assert_eq!(receipt::verify_batch(&single_typed, &pair.trust, now(), nga, ita), Err(ReceiptError::BadSignature));
+    let batch_typed = sign_inner(&serde_json::to_value(&alone).unwrap(), &pair.nga.signing, receipt::BATCH_RECEIPT_JWS_TYPE);
+    let digest = first.digest();
+    let expected = Expected { packet_id: &alone.packet_id, packet_sha256: &digest, from: nga, to: ita };
+    assert_eq!(receipt::verify(&batch_typed, &pair.trust, now(), &expected), Err(ReceiptError::BadSignature));
+    assert_eq!(receipt::verify(&signed, &pair.trust, now(), &expected), Err(ReceiptError::BadSignature));
 }
 
 #[test]

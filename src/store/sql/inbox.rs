@@ -25,7 +25,7 @@ macro_rules! inbox_sql {
                             .push_bind(entry.recipient_org.clone())
                             .push_bind(entry.claims.sealed.clone())
                             .push_bind(entry.claims.key_id.clone())
-                            .push_bind(entry.receipt.clone())
+                            .push_bind(entry.receipt.clone().unwrap_or_default())
                             .push_bind(entry.received_ms)
                             .push_bind(entry.expires_ms);
                     });
@@ -77,7 +77,7 @@ macro_rules! inbox_sql {
                 .bind(&entry.recipient_org)
                 .bind(&entry.claims.sealed)
                 .bind(&entry.claims.key_id)
-                .bind(&entry.receipt)
+                .bind(entry.receipt.as_deref().unwrap_or_default())
                 .bind(entry.received_ms)
                 .bind(entry.expires_ms)
                 .bind(&copy.of.parent)
@@ -586,12 +586,16 @@ macro_rules! inbox_sql {
             }
 
             async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError> {
-                let row = sqlx::query("SELECT packet_sha256, receipt FROM inbox WHERE packet_id = $1")
+                let row = sqlx::query("SELECT packet_id, packet_sha256, receipt FROM inbox WHERE packet_id = $1")
                     .bind(packet_id)
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(match row {
-                    Some(row) => Some(InboxReceipt { packet_sha256: row.try_get("packet_sha256")?, receipt: row.try_get("receipt")? }),
+                    Some(row) => Some(InboxReceipt {
+                        packet_id: row.try_get("packet_id")?,
+                        packet_sha256: row.try_get("packet_sha256")?,
+                        receipt: Some(row.try_get::<String, _>("receipt")?).filter(|receipt| !receipt.is_empty()),
+                    }),
                     None => None,
                 })
             }
@@ -636,14 +640,18 @@ macro_rules! inbox_sql {
                     .collect()
             }
 
-            async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<String>, StoreError> {
-                let row = sqlx::query("SELECT receipt FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
+            async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<InboxReceipt>, StoreError> {
+                let row = sqlx::query("SELECT packet_id, packet_sha256, receipt FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
                     .bind(packet_sha256)
                     .bind(issuer)
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(match row {
-                    Some(row) => Some(row.try_get("receipt")?),
+                    Some(row) => Some(InboxReceipt {
+                        packet_id: row.try_get("packet_id")?,
+                        packet_sha256: row.try_get("packet_sha256")?,
+                        receipt: Some(row.try_get::<String, _>("receipt")?).filter(|receipt| !receipt.is_empty()),
+                    }),
                     None => None,
                 })
             }

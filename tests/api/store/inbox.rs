@@ -30,7 +30,7 @@ async fn a_copy_passed_on_is_listed_to_its_organisation_linked_to_its_case_and_n
             packet_type: "referral".to_owned(),
             recipient_org: "nga-ngo-shelter".to_owned(),
             claims: SealedPayload { sealed: vec![7], key_id: format!("k-{id}") },
-            receipt: String::new(),
+            receipt: None,
             received_ms: at(10).timestamp_millis(),
             expires_ms: at(600).timestamp_millis(),
         };
@@ -225,7 +225,7 @@ async fn a_known_packet_id_is_stored_once_and_keeps_its_first_receipt(backend: B
     assert_eq!(later, vec![Written::KnownPacket]);
     assert_eq!(
         store.inbox_receipt("p1").await.unwrap(),
-        Some(InboxReceipt { packet_sha256: "digest-a".to_owned(), receipt: "receipt-for-digest-a".to_owned() })
+        Some(InboxReceipt { packet_id: "p1".to_owned(), packet_sha256: "digest-a".to_owned(), receipt: Some("receipt-for-digest-a".to_owned()) })
     );
     assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 2, "a known packet adds no audit entry of its own");
 }
@@ -243,6 +243,14 @@ async fn the_recipients_cursor_follows_the_order_cases_became_visible(backend: B
     let next = store.inbox_for("nga-iom-lagos", &[InboxState::Available], cursor, 10).await.unwrap();
     assert_eq!(next.iter().map(|i| i.packet_id.as_str()).collect::<Vec<_>>(), ["p1"]);
     assert!(store.inbox_for("nga-iom-lagos", &[InboxState::Available], next[0].visible_seq, 10).await.unwrap().is_empty());
-    assert_eq!(store.receipt_for_bytes("digest-1", "ITA").await.unwrap().as_deref(), Some("receipt-for-digest-1"));
+    let known = store.receipt_for_bytes("digest-1", "ITA").await.unwrap().unwrap();
+    assert_eq!((known.packet_id.as_str(), known.receipt.as_deref()), ("p1", Some("receipt-for-digest-1")));
     assert_eq!(store.receipt_for_bytes("digest-1", "GMB").await.unwrap(), None, "only from the member that sent it");
+    // Taken in a batch: no receipt of its own.
+    let Write::Inbox { mut entry, audit } = packet("p3", "digest-3") else { unreachable!() };
+    entry.receipt = None;
+    store.write_batch(&[Write::Inbox { entry, audit }]).await.unwrap();
+    let known = store.receipt_for_bytes("digest-3", "ITA").await.unwrap().unwrap();
+    assert_eq!((known.packet_id.as_str(), known.receipt), ("p3", None));
+    assert_eq!(store.inbox_receipt("p3").await.unwrap().unwrap().receipt, None);
 }

@@ -132,7 +132,7 @@ fn packet(id: &str, digest: &str) -> Write {
             packet_type: "referral".to_owned(),
             recipient_org: "nga-iom-lagos".to_owned(),
             claims: SealedPayload { sealed: vec![9, 9, 9], key_id: "k".to_owned() },
-            receipt: format!("receipt-for-{digest}"),
+            receipt: Some(format!("receipt-for-{digest}")),
             received_ms: at(0).timestamp_millis(),
             expires_ms: at(60 * 24 * 7).timestamp_millis(),
         }),
