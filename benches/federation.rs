@@ -380,8 +380,28 @@ async fn measure_throughput(federation: &Federation, backend: Backend, workload:
     let filter = referral_gateway::store::AuditFilter { action: Some("packet.send".to_owned()), limit: 1_000_000, ..Default::default() };
     let sent_back = federation.gmb.gateway().store.audit(&filter).await?;
     let coalesced = sent_back.iter().filter(|r| r.reasons.iter().any(|reason| reason == "type:statuses")).count();
-    eprintln!("  {backend:?}, {workload:?}: {rate:.0}/s; the {referrals} statuses went back in {packets_back} packets, {coalesced} of them coalesced");
+    let (batches, alone) = posts_to_gambia(federation).await?;
+    eprintln!(
+        "  {backend:?}, {workload:?}: {rate:.0}/s; the {referrals} referral packets went in {batches} batches and {alone} posts of one; \
+         the {referrals} statuses went back in {packets_back} packets, {coalesced} of them coalesced"
+    );
     Ok(rate)
+}
+
+/// The requests the Gambian gateway answered `200` on its batches route
+/// and on its packets route, from its metrics: it receives nothing but
+/// the referral packets.
+async fn posts_to_gambia(federation: &Federation) -> Result<(u64, u64), BoxError> {
+    let url = format!("https://localhost:{}/metrics", federation.gmb.local_addr().port());
+    let metrics = client(&federation.files, "iom-banjul")?.get(url).send().await?.error_for_status()?.text().await?;
+    let answered = |route: &str| {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("rgw_http_requests_total{") && line.contains(&format!("route=\"{route}\"")) && line.contains("status=\"200\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    Ok((answered("/federation/v1/packet-batches"), answered("/federation/v1/packets")))
 }
 
 /// Open loop (issue 23 §2): `rate` referrals per second submitted at

@@ -59,8 +59,15 @@ pub struct PacketBatch {
 pub struct BatchAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// A refusal that is not an index and a code is dropped, so that it
+    /// cannot void the signed receipt beside it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "readable_refusals")]
     pub refused: Vec<BatchRefusal>,
+}
+
+fn readable_refusals<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<BatchRefusal>, D::Error> {
+    let refusals: Vec<serde_json::Value> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(refusals.into_iter().filter_map(|refusal| serde_json::from_value(refusal).ok()).collect())
 }
 
 /// One packet of a batch refused, and why: the code a packet posted alone
@@ -208,6 +215,17 @@ mod tests {
         for other in ["receipt-malformed", "peer-unavailable", "batch-malformed", "packet-made-up", "Mr Okafor", ""] {
             assert_eq!(FailureCode::packet_refusal(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_batch_answer_keeps_its_receipt_whatever_its_refusals_hold() {
+        let answer: BatchAnswer = serde_json::from_str(
+            r#"{"receipt": "r", "refused": [{"index": 1, "code": "packet-replayed"}, {"index": -1, "code": "packet-expired"}, {"index": 2, "code": 7}, "free text"], "later": true}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.receipt.as_deref(), Some("r"));
+        assert_eq!(answer.refused, [BatchRefusal { index: 1, code: "packet-replayed".to_owned() }]);
+        assert!(serde_json::from_str::<BatchAnswer>(r#"{"receipt": 5}"#).is_err());
     }
 
     #[test]

@@ -969,6 +969,8 @@ pub struct InboxReceipt {
     pub packet_sha256: String,
     /// See [`NewInboxEntry::receipt`].
     pub receipt: Option<String>,
+    /// When it was taken.
+    pub received_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

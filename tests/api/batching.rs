@@ -32,6 +32,7 @@ on_both_backends!(
     a_peer_of_the_release_before_gets_each_packet_alone_with_its_own_receipt,
     a_packet_the_batch_receipt_does_not_list_is_sent_again_as_the_same_bytes,
     what_a_batch_answer_says_beyond_its_receipt_is_kept_as_codes_only,
+    a_batch_receipt_that_lists_more_than_was_sent_confirms_nothing,
     a_batch_takes_each_packet_that_holds_and_is_refused_whole_only_when_unreadable,
 );
 
@@ -121,44 +122,63 @@ async fn a_peer_of_the_release_before_gets_each_packet_alone_with_its_own_receip
     assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'referral' AND receipt <> ''").await, CASES as i64);
 }
 
-/// A transport that posts only the first packet of each batch and answers
-/// what the peer said of it: as a peer whose batch receipt leaves out
-/// packets it was sent.
-struct FirstOnly(PeerClient);
+/// The packet Italy's outbox keeps for each referral.
+async fn packets_at_italy(federation: &Federation, ids: &[String]) -> Vec<String> {
+    let mut packets = Vec::new();
+    for id in ids {
+        packets.push(federation.peer("ITA").text(&format!("SELECT packet FROM outbox WHERE referral_id = '{id}'")).await.unwrap());
+    }
+    packets
+}
+
+/// A transport that posts every packet of a batch, then answers what the
+/// peer says of the first of them posted again in a batch of its own: as a
+/// peer whose batch receipt leaves out packets it took. Counts its batches.
+struct FirstListed {
+    real: PeerClient,
+    batches: std::sync::atomic::AtomicUsize,
+}
 
 #[async_trait]
-impl PeerTransport for FirstOnly {
+impl PeerTransport for FirstListed {
     async fn send(&self, peer: CountryCode, endpoint: &str, packet: &str) -> Result<String, SendFailure> {
-        self.0.send(peer, endpoint, packet).await
+        self.real.send(peer, endpoint, packet).await
     }
 
     async fn send_batch(&self, peer: CountryCode, endpoint: &str, packets: &[&str]) -> Result<BatchAnswer, SendFailure> {
-        self.0.send_batch(peer, endpoint, &packets[..1]).await
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.real.send_batch(peer, endpoint, packets).await?;
+        self.real.send_batch(peer, endpoint, &packets[..1]).await
     }
 }
 
 async fn a_packet_the_batch_receipt_does_not_list_is_sent_again_as_the_same_bytes(backend: Backend) {
     let federation = Federation::start_with(backend, &["ITA", "NGA"], &["NGA"]).await;
     let ids = queued_at_italy(&federation, "unlisted").await;
-    let first_only: Arc<dyn PeerTransport> = Arc::new(FirstOnly(federation.peer_client("ITA", Duration::from_secs(5))));
-    let round = round_at_italy(&federation, first_only).await;
+    let first_listed = Arc::new(FirstListed { real: federation.peer_client("ITA", Duration::from_secs(5)), batches: Default::default() });
+    let round = round_at_italy(&federation, first_listed.clone()).await;
     assert_eq!((round.delivered, round.retrying), (1, CASES - 1));
-    let ita = federation.peer("ITA");
+    assert_eq!(first_listed.batches.load(std::sync::atomic::Ordering::SeqCst), 1, "one batch");
+    let (ita, nga) = (federation.peer("ITA"), federation.peer("NGA"));
     assert_eq!(
-        ita.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'referral' AND state = 'pending' AND last_error = 'receipt-mismatch' AND packet IS NOT NULL").await,
+        ita.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'referral' AND state = 'pending' AND last_error = 'receipt-mismatch'").await,
         (CASES - 1) as i64,
-        "kept to go again as the same bytes"
     );
+    let first_sent = packets_at_italy(&federation, &ids).await;
+    let duplicates = "SELECT COUNT(*) FROM audit_log WHERE action = 'packet.receive' AND outcome = 'duplicate'";
+    assert_eq!(nga.count(duplicates).await, 1, "the first packet, posted again");
 
     federation.clock.advance(chrono::Duration::minutes(5));
     let real: Arc<dyn PeerTransport> = Arc::new(federation.peer_client("ITA", Duration::from_secs(5)));
     let round = round_at_italy(&federation, real).await;
     assert_eq!((round.claimed, round.delivered), (CASES - 1, CASES - 1));
+    assert_eq!(packets_at_italy(&federation, &ids).await, first_sent, "the same bytes");
     assert_eq!(ita.count("SELECT COUNT(*) FROM outbox WHERE packet_type = 'referral' AND state = 'delivered'").await, CASES as i64);
     assert_eq!(ita.count("SELECT COUNT(DISTINCT receipt) FROM outbox WHERE packet_type = 'referral'").await, 2);
-    let nga = federation.peer("NGA");
+    // Each taken once, at the first post; the second round's packets listed as redeliveries.
     assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'referral'").await, CASES as i64);
     assert_eq!(nga.count("SELECT COUNT(*) FROM audit_log WHERE action = 'packet.receive' AND outcome = 'accepted'").await, CASES as i64);
+    assert_eq!(nga.count(duplicates).await, CASES as i64);
     for id in &ids {
         assert_eq!(status_of(ita, Who::IomRome, id).await, "delivered");
     }
@@ -233,6 +253,49 @@ async fn what_a_batch_answer_says_beyond_its_receipt_is_kept_as_codes_only(backe
     assert_eq!(round_at_italy(&federation, real).await.delivered, CASES - 1);
     let nga = federation.peer("NGA");
     assert_eq!(nga.count("SELECT COUNT(*) FROM inbox WHERE packet_type = 'referral'").await, CASES as i64, "each taken once");
+}
+
+/// Posts each batch, then answers a batch receipt the peer's own key signs
+/// that lists one digest more than was sent: a text the sender would keep.
+struct Padded {
+    real: PeerClient,
+    signer: referral_gateway::crypto::jose_keys::SigningKey,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+#[async_trait]
+impl PeerTransport for Padded {
+    async fn send(&self, peer: CountryCode, endpoint: &str, packet: &str) -> Result<String, SendFailure> {
+        self.real.send(peer, endpoint, packet).await
+    }
+
+    async fn send_batch(&self, peer: CountryCode, endpoint: &str, packets: &[&str]) -> Result<BatchAnswer, SendFailure> {
+        let mut answer = self.real.send_batch(peer, endpoint, packets).await?;
+        let mut listed: Vec<String> = packets.iter().map(|packet| digest_of(packet.as_bytes())).collect();
+        listed.push("Mr Okafor, born 1990".to_owned());
+        let claims = receipt::BatchReceiptClaims { packets_sha256: listed, received_at: self.now, issuer: peer, audience: country("ITA") };
+        answer.receipt = Some(receipt::sign_batch(&claims, &self.signer).unwrap());
+        Ok(answer)
+    }
+}
+
+async fn a_batch_receipt_that_lists_more_than_was_sent_confirms_nothing(backend: Backend) {
+    let federation = Federation::start_with(backend, &["ITA", "NGA"], &["NGA"]).await;
+    let ids = queued_at_italy(&federation, "padded").await;
+    let nga = federation.peer("NGA").app().gateway();
+    let signer = nga.directory().current_signing_key(country("NGA"), federation.clock_now(), &nga.federation_keys().unwrap().signing).unwrap().clone();
+    let padded: Arc<dyn PeerTransport> = Arc::new(Padded { real: federation.peer_client("ITA", Duration::from_secs(5)), signer, now: federation.clock_now() });
+    let round = round_at_italy(&federation, padded).await;
+    assert_eq!((round.delivered, round.retrying), (0, CASES));
+    let ita = federation.peer("ITA");
+    assert_eq!(ita.count("SELECT COUNT(*) FROM outbox WHERE last_error = 'receipt-mismatch' AND receipt IS NULL").await, CASES as i64);
+
+    federation.clock.advance(chrono::Duration::minutes(5));
+    let real: Arc<dyn PeerTransport> = Arc::new(federation.peer_client("ITA", Duration::from_secs(5)));
+    assert_eq!(round_at_italy(&federation, real).await.delivered, CASES);
+    for id in &ids {
+        assert_eq!(status_of(ita, Who::IomRome, id).await, "delivered");
+    }
 }
 
 async fn a_batch_takes_each_packet_that_holds_and_is_refused_whole_only_when_unreadable(backend: Backend) {

@@ -18,6 +18,8 @@ use crate::domain::CountryCode;
 use crate::store::{InboxReceipt, NewInboxEntry, SealedPayload, Write, Written};
 use crate::wire::{BatchAnswer, BatchRefusal, FailureCode};
 
+/// Most packets of one batch opened at once.
+const BATCH_OPENINGS: usize = 8;
 /// How far a peer's clock may run ahead of ours.
 pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
 /// Longest packet lifetime accepted; ids are kept at least this long.
@@ -83,20 +85,36 @@ impl Gateway {
         // Nothing is taken that could not be receipted: as alone, where the receipt is signed before the packet is kept.
         let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
         let signer = reception.directory.current_signing_key(self.country, reception.now, &keys.signing).ok_or(AppError::NotFederated)?;
+        // A member's one request opens at most this many packets at once.
+        let opening = Arc::new(tokio::sync::Semaphore::new(BATCH_OPENINGS));
         let mut takings = tokio::task::JoinSet::new();
         for (index, sealed) in packets.into_iter().enumerate() {
             let gateway = Arc::clone(self);
             let reception = Arc::clone(&reception);
-            takings.spawn(tracing::Instrument::in_current_span(async move { (index, gateway.take(&reception, &sealed, Receipting::InBatch).await) }));
+            let opening = Arc::clone(&opening);
+            takings.spawn(tracing::Instrument::in_current_span(async move {
+                let _turn = opening.acquire_owned().await.map_err(|e| AppError::Internal(e.to_string()))?;
+                gateway.take(&reception, &sealed, Receipting::InBatch).await.map(|taking| (index, taking))
+            }));
         }
         let mut taken = Vec::new();
         let mut refused = Vec::new();
+        // Every packet is waited for: one that failed inside is in neither list and is sent again.
+        let mut failure = None;
         while let Some(joined) = takings.join_next().await {
-            let (index, taking) = joined.map_err(|e| AppError::Internal(e.to_string()))?;
-            match taking? {
-                Ok(packet) => taken.push((index, packet.digest)),
-                Err(refusal) => refused.push(BatchRefusal { index, code: FailureCode::from(&refusal).as_str().to_owned() }),
+            match joined.map_err(|e| AppError::Internal(e.to_string())).and_then(|taking| taking) {
+                Ok((index, Ok(packet))) => taken.push((index, packet.digest)),
+                Ok((index, Err(refusal))) => refused.push(BatchRefusal { index, code: FailureCode::from(&refusal).as_str().to_owned() }),
+                Err(error) => {
+                    tracing::error!(%error, "a packet of a batch could not be taken; the sender sends it again");
+                    failure.get_or_insert(error);
+                }
             }
+        }
+        if taken.is_empty() && refused.is_empty()
+            && let Some(error) = failure
+        {
+            return Err(error);
         }
         taken.sort_unstable();
         refused.sort_unstable_by_key(|refusal| refusal.index);
@@ -142,7 +160,7 @@ impl Gateway {
         // A known id (a replay, or the same bytes on two connections at
         // once) is told apart when the insert finds it, below.
         let receipt = match receipting {
-            Receipting::Alone => Some(self.receipt_alone(&claims.packet_id, &digest, claims.issuer, reception.now)?),
+            Receipting::Alone => Some(self.receipt_alone(&claims.packet_id, &digest, claims.issuer, reception.now, reception.now)?),
             Receipting::InBatch => None,
         };
         let plaintext = serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -184,24 +202,29 @@ impl Gateway {
     }
 
     /// A packet's receipt of its own.
-    fn receipt_alone(&self, packet_id: &str, digest: &str, sender: CountryCode, now: DateTime<Utc>) -> Result<String, AppError> {
+    /// Signed with the key valid `now`; `received_at`: when the packet was taken.
+    fn receipt_alone(&self, packet_id: &str, digest: &str, sender: CountryCode, received_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<String, AppError> {
         let keys = self.federation.as_ref().ok_or(AppError::NotFederated)?;
         let signer = self.directory().current_signing_key(self.country, now, &keys.signing).ok_or(AppError::NotFederated)?;
-        let claims = ReceiptClaims { packet_id: packet_id.to_owned(), packet_sha256: digest.to_owned(), received_at: now, issuer: self.country, audience: sender };
+        let claims = ReceiptClaims { packet_id: packet_id.to_owned(), packet_sha256: digest.to_owned(), received_at, issuer: self.country, audience: sender };
         receipt::sign(&claims, signer).map_err(|e| AppError::Internal(e.to_string()))
     }
 
     /// Audits a redelivery of bytes taken before (`duplicate`), so that a
     /// sender's retries can be told from replays and from first arrivals.
     /// Posted alone, it is answered its first receipt again; one first taken
-    /// in a batch, which has none of its own, a receipt signed now.
+    /// in a batch, which has none of its own, a receipt signed now, dated
+    /// when it was taken.
     async fn redelivered(&self, known: InboxReceipt, reception: &Reception, receipting: Receipting) -> Result<Taken, AppError> {
         let event = AuditEvent::new(self.clock.now(), reception.actor.clone(), Action::PacketReceive, "duplicate");
         self.writer.write(Write::Audit(event)).await?;
         let receipt = match (receipting, known.receipt) {
             (Receipting::InBatch, _) => None,
             (Receipting::Alone, Some(first)) => Some(first),
-            (Receipting::Alone, None) => Some(self.receipt_alone(&known.packet_id, &known.packet_sha256, reception.peer, reception.now)?),
+            (Receipting::Alone, None) => {
+                let taken_at = DateTime::from_timestamp_millis(known.received_ms).unwrap_or(reception.now);
+                Some(self.receipt_alone(&known.packet_id, &known.packet_sha256, reception.peer, taken_at, reception.now)?)
+            }
         };
         Ok(Taken { digest: known.packet_sha256, receipt })
     }

@@ -240,16 +240,25 @@ impl Gateway {
             Ok(answer) => answer,
             Err(failure) => return group.iter().map(|_| Answer::Failed(failure.clone())).collect(),
         };
-        // Verified once; asked for each packet.
-        let receipt = answer.receipt.as_ref().map(|signed| (signed, receipt::verify_batch(signed, self.directory().as_ref(), self.now(), first.peer, self.country)));
-        group
+        let digests: Vec<String> = group.iter().map(|entry| packet::digest_of(entry.packet.packet.as_bytes())).collect();
+        // Verified once; asked for each packet. Kept with each packet it
+        // confirms, so it may hold nothing but what was sent: the batch's
+        // digests, each at most once.
+        let receipt = answer.receipt.as_ref().map(|signed| {
+            let verified = receipt::verify_batch(signed, self.directory().as_ref(), self.now(), first.peer, self.country).and_then(|claims| {
+                let listed: std::collections::HashSet<&String> = claims.packets_sha256.iter().collect();
+                let only_ours = listed.len() == claims.packets_sha256.len() && listed.iter().all(|digest| digests.contains(digest));
+                if only_ours { Ok(claims) } else { Err(ReceiptError::Mismatch) }
+            });
+            (signed, verified)
+        });
+        digests
             .iter()
             .enumerate()
-            .map(|(index, entry)| {
-                let digest = packet::digest_of(entry.packet.packet.as_bytes());
+            .map(|(index, digest)| {
                 // The signed receipt first: a packet it lists was taken, whatever else the answer says.
                 if let Some((signed, Ok(claims))) = &receipt
-                    && claims.confirms(&digest)
+                    && claims.confirms(digest)
                 {
                     return Answer::Confirmed((*signed).clone());
                 }

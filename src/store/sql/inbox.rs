@@ -586,7 +586,7 @@ macro_rules! inbox_sql {
             }
 
             async fn inbox_receipt(&self, packet_id: &str) -> Result<Option<InboxReceipt>, StoreError> {
-                let row = sqlx::query("SELECT packet_id, packet_sha256, receipt FROM inbox WHERE packet_id = $1")
+                let row = sqlx::query("SELECT packet_id, packet_sha256, receipt, received_ms FROM inbox WHERE packet_id = $1")
                     .bind(packet_id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -595,6 +595,7 @@ macro_rules! inbox_sql {
                         packet_id: row.try_get("packet_id")?,
                         packet_sha256: row.try_get("packet_sha256")?,
                         receipt: Some(row.try_get::<String, _>("receipt")?).filter(|receipt| !receipt.is_empty()),
+                        received_ms: row.try_get("received_ms")?,
                     }),
                     None => None,
                 })
@@ -641,7 +642,7 @@ macro_rules! inbox_sql {
             }
 
             async fn receipt_for_bytes(&self, packet_sha256: &str, issuer: &str) -> Result<Option<InboxReceipt>, StoreError> {
-                let row = sqlx::query("SELECT packet_id, packet_sha256, receipt FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
+                let row = sqlx::query("SELECT packet_id, packet_sha256, receipt, received_ms FROM inbox WHERE packet_sha256 = $1 AND issuer = $2")
                     .bind(packet_sha256)
                     .bind(issuer)
                     .fetch_optional(&self.pool)
@@ -651,6 +652,7 @@ macro_rules! inbox_sql {
                         packet_id: row.try_get("packet_id")?,
                         packet_sha256: row.try_get("packet_sha256")?,
                         receipt: Some(row.try_get::<String, _>("receipt")?).filter(|receipt| !receipt.is_empty()),
+                        received_ms: row.try_get("received_ms")?,
                     }),
                     None => None,
                 })

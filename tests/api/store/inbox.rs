@@ -225,7 +225,12 @@ async fn a_known_packet_id_is_stored_once_and_keeps_its_first_receipt(backend: B
     assert_eq!(later, vec![Written::KnownPacket]);
     assert_eq!(
         store.inbox_receipt("p1").await.unwrap(),
-        Some(InboxReceipt { packet_id: "p1".to_owned(), packet_sha256: "digest-a".to_owned(), receipt: Some("receipt-for-digest-a".to_owned()) })
+        Some(InboxReceipt {
+            packet_id: "p1".to_owned(),
+            packet_sha256: "digest-a".to_owned(),
+            receipt: Some("receipt-for-digest-a".to_owned()),
+            received_ms: at(0).timestamp_millis()
+        })
     );
     assert_eq!(verify_audit_chain(store).await.unwrap().unwrap().entries, 2, "a known packet adds no audit entry of its own");
 }
