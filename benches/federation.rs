@@ -120,7 +120,7 @@ async fn start(backend: Backend, (sealing, protocol): Workload) -> Result<Federa
         postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())),
         sealed_recipient: sealing == Sealing::EndToEnd,
         protocol_versions: match protocol {
-            Protocol::Current => None,
+            Protocol::Current => Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES, ProtocolVersion::BATCHES]),
             Protocol::WithoutBatches => Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES]),
             Protocol::FirstVersionOnly => Some(Vec::new()),
         },
@@ -349,7 +349,14 @@ async fn measure_throughput(federation: &Federation, backend: Backend, workload:
 
     // No packet lost, none twice: every accepted referral delivered with a
     // receipt, and taken into the recipient gateway's inbox exactly once.
-    let delivered = audited(&federation.ita, "packet.send", "delivered").await?;
+    // Untimed: a batch's settlements may still be committing at Italy while
+    // Gambia's recipient acknowledges what the batch carried.
+    let deadline = Instant::now() + limit;
+    let mut delivered = audited(&federation.ita, "packet.send", "delivered").await?;
+    while delivered < referrals && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered = audited(&federation.ita, "packet.send", "delivered").await?;
+    }
     let received = audited(&federation.gmb, "packet.receive", "accepted").await?;
     if accepted != referrals || delivered != referrals || received != referrals || acknowledged.cases != referrals {
         return Err(format!(

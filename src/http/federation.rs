@@ -86,29 +86,33 @@ async fn receive_packet(
     body: Body,
 ) -> Result<Response, Problem> {
     let peer = peer_of(&gateway, &connection)?;
-    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if media_type.split(';').next().map(str::trim) != Some(JOSE_MEDIA_TYPE) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            FailureCode::UnsupportedMediaType.as_str(),
-            "Unsupported media type",
-            "Send the packet as application/jose.",
-        ));
-    }
+    require_media_type(&headers, JOSE_MEDIA_TYPE, "packet")?;
     let sealed = match read_packet(body, gateway.packet_limit()).await {
         Ok(sealed) => sealed,
         Err(PacketRead::TooLarge) => return Err(gateway.refuse_oversized_packet(peer).await.into()),
-        Err(PacketRead::Failed(error)) => {
-            if let Some(stopped) = super::body_guard::BodyReadError::find(error.as_ref()) {
-                return Err(Problem::body_read(stopped));
-            }
-            return Err(Problem::new(StatusCode::BAD_REQUEST, FailureCode::BodyUnreadable.as_str(), "Body unreadable", "The request body could not be read."));
-        }
+        Err(PacketRead::Failed(error)) => return Err(unreadable(error.as_ref())),
     };
     let receipt = gateway.receive_packet(&sealed, peer).await?;
     let mut response = (StatusCode::OK, receipt).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JOSE_MEDIA_TYPE));
     Ok(response)
+}
+
+/// The problem for a body not declared as `expected` (parameters after `;` ignored).
+fn require_media_type(headers: &HeaderMap, expected: &str, what: &str) -> Result<(), Problem> {
+    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if media_type.split(';').next().map(str::trim) == Some(expected) {
+        return Ok(());
+    }
+    Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, FailureCode::UnsupportedMediaType.as_str(), "Unsupported media type", format!("Send the {what} as {expected}.")))
+}
+
+/// The problem for a body that could not be read.
+fn unreadable(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Problem {
+    if let Some(stopped) = super::body_guard::BodyReadError::find(error) {
+        return Problem::body_read(stopped);
+    }
+    Problem::new(StatusCode::BAD_REQUEST, FailureCode::BodyUnreadable.as_str(), "Body unreadable", "The request body could not be read.")
 }
 
 /// A batch of packets (protocol version 3, `federation.md` §5c): each
@@ -121,25 +125,12 @@ async fn receive_batch(
     body: Body,
 ) -> Result<Response, Problem> {
     let peer = peer_of(&gateway, &connection)?;
-    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if media_type.split(';').next().map(str::trim) != Some("application/json") {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            FailureCode::UnsupportedMediaType.as_str(),
-            "Unsupported media type",
-            "Send the batch as application/json.",
-        ));
-    }
+    require_media_type(&headers, "application/json", "batch")?;
     let limit = gateway.packet_limit().saturating_add(BATCH_ENVELOPE_BYTES);
     let body = match read_packet(body, limit).await {
         Ok(body) => body,
         Err(PacketRead::TooLarge) => return Err(batch_too_large(&gateway, peer).await),
-        Err(PacketRead::Failed(error)) => {
-            if let Some(stopped) = super::body_guard::BodyReadError::find(error.as_ref()) {
-                return Err(Problem::body_read(stopped));
-            }
-            return Err(Problem::new(StatusCode::BAD_REQUEST, FailureCode::BodyUnreadable.as_str(), "Body unreadable", "The request body could not be read."));
-        }
+        Err(PacketRead::Failed(error)) => return Err(unreadable(error.as_ref())),
     };
     let batch = match serde_json::from_slice::<PacketBatch>(&body) {
         Ok(batch) if (1..=MAX_BATCH_PACKETS).contains(&batch.packets.len()) => batch,

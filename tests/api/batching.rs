@@ -43,6 +43,16 @@ fn country(code: &str) -> CountryCode {
     CountryCode::parse(code).unwrap()
 }
 
+/// Italy without its federation side, Nigeria with it, listed with
+/// versions 1 to 3 (the example directory lists 1 and 2: `performance.md`,
+/// "Lever: batches of packets").
+async fn batching_to_nigeria(backend: Backend) -> Federation {
+    let mut federation = Federation::prepare(backend, &["ITA", "NGA"]);
+    federation.peer_mut("NGA").protocol_versions = Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES, ProtocolVersion::BATCHES]);
+    federation.launch(&["NGA"]).await;
+    federation
+}
+
 /// `CASES` referrals from Italy to Nigeria's health organisation, accepted
 /// at an Italian gateway without its federation side: each waits in the
 /// outbox for a round run by hand. Returns their ids.
@@ -75,7 +85,7 @@ async fn kept_at_italy(federation: &Federation, ids: &[String]) -> Vec<(String, 
 }
 
 async fn referrals_due_in_one_round_go_in_one_batch_with_one_receipt(backend: Backend) {
-    let federation = Federation::start_with(backend, &["ITA", "NGA"], &["NGA"]).await;
+    let federation = batching_to_nigeria(backend).await;
     let ids = queued_at_italy(&federation, "batched").await;
     let real: Arc<dyn PeerTransport> = Arc::new(federation.peer_client("ITA", Duration::from_secs(5)));
     let round = round_at_italy(&federation, real).await;
@@ -153,7 +163,7 @@ impl PeerTransport for FirstListed {
 }
 
 async fn a_packet_the_batch_receipt_does_not_list_is_sent_again_as_the_same_bytes(backend: Backend) {
-    let federation = Federation::start_with(backend, &["ITA", "NGA"], &["NGA"]).await;
+    let federation = batching_to_nigeria(backend).await;
     let ids = queued_at_italy(&federation, "unlisted").await;
     let first_listed = Arc::new(FirstListed { real: federation.peer_client("ITA", Duration::from_secs(5)), batches: Default::default() });
     let round = round_at_italy(&federation, first_listed.clone()).await;
@@ -215,7 +225,7 @@ impl PeerTransport for Tampered {
 }
 
 async fn what_a_batch_answer_says_beyond_its_receipt_is_kept_as_codes_only(backend: Backend) {
-    let federation = Federation::start_with(backend, &["ITA", "NGA"], &["NGA"]).await;
+    let federation = batching_to_nigeria(backend).await;
     let ids = queued_at_italy(&federation, "tampered").await;
     // A first round to a peer that does not answer: every packet sealed and kept.
     let down: Arc<dyn PeerTransport> = Arc::new(Failing(SendFailure::Unreachable { code: "peer-unreachable" }));
@@ -280,7 +290,7 @@ impl PeerTransport for Padded {
 }
 
 async fn a_batch_receipt_that_lists_more_than_was_sent_confirms_nothing(backend: Backend) {
-    let federation = Federation::start_with(backend, &["ITA", "NGA"], &["NGA"]).await;
+    let federation = batching_to_nigeria(backend).await;
     let ids = queued_at_italy(&federation, "padded").await;
     let nga = federation.peer("NGA").app().gateway();
     let signer = nga.directory().current_signing_key(country("NGA"), federation.clock_now(), &nga.federation_keys().unwrap().signing).unwrap().clone();
