@@ -134,10 +134,11 @@ enum Answer {
 }
 
 impl Gateway {
-    /// Claims the entries due now and attempts each: each sealed
-    /// concurrently; then those to a peer that takes batches (protocol
-    /// version 3) posted together, a batch per peer as the peer's packet
-    /// limit allows, each other alone; all concurrently.
+    /// Claims the entries due now and attempts each, concurrently: a packet
+    /// to a peer that takes no batches is posted alone as soon as it is
+    /// sealed; those to a peer that takes batches (protocol version 3),
+    /// once all the round's are sealed, together, a batch per peer as the
+    /// peer's packet limit allows.
     #[tracing::instrument(name = "delivery_round", skip_all)]
     pub async fn deliver_due(self: &Arc<Self>, transport: &Arc<dyn PeerTransport>) -> Result<DeliveryRound, AppError> {
         let now = self.now();
@@ -155,8 +156,22 @@ impl Gateway {
         let mut preparing = tokio::task::JoinSet::new();
         for (place, item) in claimed.into_iter().enumerate() {
             let gateway = Arc::clone(self);
+            let transport = Arc::clone(transport);
             let span = attempt_span(&item);
-            preparing.spawn(tracing::Instrument::instrument(async move { (place, gateway.prepare(item).await) }, span));
+            preparing.spawn(tracing::Instrument::instrument(
+                async move {
+                    // A packet to a peer that takes no batches goes as soon as it is sealed, as it did before version 3.
+                    let attempt = match gateway.prepare(item).await {
+                        Ok(Prepared::Ready(entry)) if !gateway.directory().speaks(entry.peer, ProtocolVersion::BATCHES) => {
+                            let answer = gateway.post_alone(transport.as_ref(), &entry).await;
+                            gateway.conclude(*entry, answer).await.map(Prepared::Ended)
+                        }
+                        prepared => prepared,
+                    };
+                    (place, attempt)
+                },
+                span,
+            ));
         }
         let mut ready = Vec::new();
         while let Some(joined) = preparing.join_next().await {
