@@ -139,8 +139,9 @@ impl Gateway {
         let peer = reception.peer;
         // The same bytes again from the same member: its first receipt, even
         // if a key it was sealed or signed with has retired since.
+        let digest = packet::digest_of(sealed);
         if sealed.len() <= reception.max_bytes
-            && let Some(known) = self.store.receipt_for_bytes(&packet::digest_of(sealed), peer.as_str()).await?
+            && let Some(known) = self.store.receipt_for_bytes(&digest, peer.as_str()).await?
         {
             return self.redelivered(known, reception, receipting).await.map(Ok);
         }
@@ -156,7 +157,6 @@ impl Gateway {
             Ok(claims) => claims,
             Err(refusal) => return self.refused(&reception.actor, refusal).await.map(Err),
         };
-        let digest = packet::digest_of(sealed);
         // A known id (a replay, or the same bytes on two connections at
         // once) is told apart when the insert finds it, below.
         let receipt = match receipting {
