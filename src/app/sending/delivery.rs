@@ -395,7 +395,16 @@ impl Gateway {
         if item.end_to_end && organisation_key.is_none() {
             return Ok(Err(FailureCode::RecipientKeyMissing));
         }
-        let plaintext = self.vault.open(&item.payload.sealed, item.id.as_bytes()).await?;
+        // A referral's onward limits are sealed under its payload's case key: both are opened with
+        // one read of the key, so that a partial withdrawal destroying that key meanwhile (to cut both)
+        // cannot leave this packet with the payload it cuts and without the limits.
+        let onward_context = onward_context(&item.id);
+        let onward_sealed = item.onward.as_deref().filter(|_| packet_type == PacketType::Referral);
+        let mut sealed = vec![(item.payload.sealed.as_slice(), item.id.as_bytes())];
+        sealed.extend(onward_sealed.map(|onward| (onward, onward_context.as_bytes())));
+        let mut opened = self.vault.open_all(&sealed).await?.into_iter();
+        let plaintext = opened.next().unwrap_or_else(|| Err(AppError::Internal("no payload opened".to_owned())))?;
+        let onward_opened = opened.next();
         let mut withdrawal = None;
         let body = if packet_type == PacketType::Withdrawal {
             // At rest: the categories of a partial withdrawal, or nothing.
@@ -410,15 +419,13 @@ impl Gateway {
         // Limits that cannot be read (sealed under a key since destroyed, as
         // by a replica of a version before they were cut with the payload)
         // let nothing be passed on: the case still goes.
-        let onward = match &item.onward {
-            Some(sealed) if packet_type == PacketType::Referral => match self.vault.open(sealed, onward_context(&item.id).as_bytes()).await {
-                Ok(opened) => serde_json::from_slice::<OnwardLimits>(&opened).ok(),
-                Err(error) => {
-                    tracing::warn!(%error, "a referral's onward limits are unreadable; it goes without them");
-                    None
-                }
-            },
-            _ => None,
+        let onward = match onward_opened {
+            Some(Ok(opened)) => serde_json::from_slice::<OnwardLimits>(&opened).ok(),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "a referral's onward limits are unreadable; it goes without them");
+                None
+            }
+            None => None,
         };
         let purpose = item.purpose.as_deref().map(str::parse::<Purpose>).transpose().map_err(|_| corrupt("purpose"))?;
         let claims = PacketClaims {
