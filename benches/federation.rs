@@ -24,39 +24,20 @@
 //!
 //! Under `cargo test` it sends a few referrals per backend and workload only.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use referral_gateway::app::{Clock, SteadyClock};
 use referral_gateway::demo::fixtures;
 use referral_gateway::crypto::jose_keys::{generate, public_of, DecryptionKey, EncryptionKey, KeyUse, SigningKey, VerifyingKey};
 use referral_gateway::crypto::packet::{open, seal, PacketClaims, PacketType, PublishedSigner, Receiver, SignerDirectory};
 use referral_gateway::crypto::receipt::{self, Expected, ReceiptClaims};
-use referral_gateway::demo::setup::{self, DemoFiles, Options};
 use referral_gateway::directory::ProtocolVersion;
 use referral_gateway::domain::{CountryCode, OrgId, Purpose};
-use referral_gateway::startup::Application;
 use serde_json::Value;
 
-#[path = "../tests/common/recipient.rs"]
-mod recipient;
-use recipient::Acknowledged;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-/// Referrals in flight at once on the submitting side.
-const SUBMITTERS: usize = 32;
-/// Acknowledgements in flight at once on the receiving side.
-const ACKNOWLEDGERS: usize = 16;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+#[path = "support/federation.rs"]
+mod federation;
+use federation::{acknowledge_all, audited, client, referral_body, referral_template, start, submit_all, Backend, BoxError, Federation};
 
 /// Whether the recipient organisation publishes its own key.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,117 +67,14 @@ const WORKLOADS: [Workload; 4] = [
     (Sealing::GatewayOnly, Protocol::WithoutBatches),
 ];
 
-struct Federation {
-    files: DemoFiles,
-    ita: Application,
-    gmb: Application,
-    /// The PostgreSQL schemas' prefix (one per run: an earlier run's workers
-    /// may still be stopping in theirs).
-    prefix: String,
-    _dir: tempfile::TempDir,
-}
-
-static RUNS: AtomicU64 = AtomicU64::new(0);
-
-/// Drops a run's PostgreSQL schemas, the case keys' beside each gateway's.
-async fn drop_schemas(prefix: &str) -> Result<(), BoxError> {
-    let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
-    for schema in ["ita", "gmb", "ita_case_keys", "gmb_case_keys"] {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{prefix}_{schema}\" CASCADE")).execute(&pool).await?;
-    }
-    Ok(())
-}
-
-fn client(files: &DemoFiles, name: &str) -> Result<reqwest::Client, BoxError> {
-    Ok(files.client_builder(name)?.pool_max_idle_per_host(64).build()?)
-}
-
-async fn start(backend: Backend, (sealing, protocol): Workload) -> Result<Federation, BoxError> {
-    let dir = tempfile::tempdir()?;
-    let prefix = format!("rgwbench_fed_{}_{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
-    if backend == Backend::Postgres {
-        drop_schemas(&prefix).await?;
-    }
-    let options = Options {
-        countries: &["ITA", "GMB"],
-        postgres: (backend == Backend::Postgres).then_some((POSTGRES_URL, prefix.as_str())),
-        sealed_recipient: sealing == Sealing::EndToEnd,
-        protocol_versions: match protocol {
-            Protocol::Current => Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES, ProtocolVersion::BATCHES]),
-            Protocol::WithoutBatches => Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES]),
-            Protocol::FirstVersionOnly => Some(Vec::new()),
-        },
+/// A fresh federation for `workload`.
+async fn start_for(backend: Backend, (sealing, protocol): Workload) -> Result<Federation, BoxError> {
+    let versions = match protocol {
+        Protocol::Current => Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES, ProtocolVersion::BATCHES]),
+        Protocol::WithoutBatches => Some(vec![ProtocolVersion::FIRST, ProtocolVersion::COALESCED_STATUSES]),
+        Protocol::FirstVersionOnly => Some(Vec::new()),
     };
-    // The fixtures' date, running: retries need time to pass; the calendar must not matter.
-    let clock = Arc::new(SteadyClock::starting_at(fixtures::written_at()));
-    let files = setup::create(&dir.path().join("federation"), &options, clock.now())?;
-    let mut apps = Vec::new();
-    for (_, config) in &files.configs {
-        apps.push(Application::build(config, clock.clone()).await?);
-    }
-    let endpoints: Vec<(CountryCode, String)> = files
-        .configs
-        .iter()
-        .zip(&apps)
-        .map(|((country, _), app)| (*country, format!("https://127.0.0.1:{}", app.federation_addr().map(|a| a.port()).unwrap_or_default())))
-        .collect();
-    let directory = files.publish(2, &endpoints, clock.now())?;
-    for app in &apps {
-        app.gateway().replace_directory(directory.clone())?;
-    }
-    let gmb = apps.pop().ok_or("no Gambian gateway")?;
-    let ita = apps.pop().ok_or("no Italian gateway")?;
-    Ok(Federation { files, ita, gmb, prefix, _dir: dir })
-}
-
-/// The AVR fixture without its asylum record: an asylum-linked case to the
-/// Gambia may only go sealed end to end, and both workloads send one case.
-fn referral_template() -> Result<String, BoxError> {
-    let mut referral: Value = serde_json::from_str(&std::fs::read_to_string("tests/fixtures/referrals/rejected_asylum_avr.json")?)?;
-    let fields = referral.as_object_mut().ok_or("the fixture is not an object")?;
-    fields.insert("idempotency_key".to_owned(), serde_json::json!("__KEY__"));
-    fields.get_mut("case").and_then(Value::as_object_mut).ok_or("the fixture has no case")?.remove("asylum");
-    Ok(referral.to_string())
-}
-
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// Submits `count` referrals with `SUBMITTERS` clients; returns how many were accepted.
-async fn submit_all(federation: &Federation, count: u64) -> Result<u64, BoxError> {
-    let url = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
-    let template = Arc::new(referral_template()?);
-    let client = client(&federation.files, "iom-rome")?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..SUBMITTERS {
-        let (client, url, template) = (client.clone(), url.clone(), Arc::clone(&template));
-        tasks.spawn(async move {
-            let mut accepted = 0u64;
-            loop {
-                let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-                if n >= count {
-                    return accepted;
-                }
-                let body = template.replace("__KEY__", &format!("bench-fed-{}-{n:010}", std::process::id()));
-                match client.post(&url).header("content-type", "application/json").body(body).send().await {
-                    Ok(response) if response.status().as_u16() == 202 => accepted += 1,
-                    Ok(response) => eprintln!("submit: HTTP {}", response.status()),
-                    Err(error) => eprintln!("submit: {error}"),
-                }
-            }
-        });
-    }
-    let mut accepted = 0;
-    while let Some(done) = tasks.join_next().await {
-        accepted += done?;
-    }
-    Ok(accepted)
-}
-
-/// The recipient: tails its inbox and acknowledges every case, until
-/// `count` are acknowledged or `limit` passes.
-async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration) -> Result<Acknowledged, BoxError> {
-    let base = format!("https://localhost:{}", federation.gmb.local_addr().port());
-    recipient::acknowledge_all(&client(&federation.files, "iom-banjul")?, &base, count, ACKNOWLEDGERS, limit).await
+    start(backend, sealing == Sealing::EndToEnd, versions).await
 }
 
 struct Signers(Vec<PublishedSigner>);
@@ -310,30 +188,12 @@ fn crypto_ceilings(length: Duration) -> Result<Ceilings, BoxError> {
     Ok(Ceilings { packet, referral: done as f64 / started.elapsed().as_secs_f64() })
 }
 
-/// Audit entries of `action` with `outcome` in a gateway's log.
-async fn audited(app: &Application, action: &str, outcome: &str) -> Result<u64, BoxError> {
-    let filter = referral_gateway::store::AuditFilter { action: Some(action.to_owned()), limit: 1_000_000, ..Default::default() };
-    Ok(app.gateway().store.audit(&filter).await?.iter().filter(|r| r.outcome == outcome).count() as u64)
-}
-
-/// Stops both gateways and drops a PostgreSQL run's schemas.
-async fn tear_down(federation: Federation, backend: Backend) {
-    federation.ita.shut_down().await;
-    federation.gmb.shut_down().await;
-    // shut_down waits for the gateways' workers too: nothing holds the schemas now.
-    if backend == Backend::Postgres
-        && let Err(error) = drop_schemas(&federation.prefix).await
-    {
-        eprintln!("left schemas {}_*: {error}", federation.prefix);
-    }
-}
-
 /// One run of `referrals` end to end on a fresh federation; returns referrals per
 /// second. The federation is torn down whatever the outcome.
 async fn run(backend: Backend, workload: Workload, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
-    let federation = start(backend, workload).await?;
+    let federation = start_for(backend, workload).await?;
     let outcome = measure_throughput(&federation, backend, workload, referrals, limit).await;
-    tear_down(federation, backend).await;
+    federation.tear_down().await;
     outcome
 }
 
@@ -341,11 +201,11 @@ async fn run(backend: Backend, workload: Workload, referrals: u64, limit: Durati
 /// acknowledgements together, then every referral checked to have arrived exactly once.
 async fn measure_throughput(federation: &Federation, backend: Backend, workload: Workload, referrals: u64, limit: Duration) -> Result<f64, BoxError> {
     let sealing = workload.0;
-    SEQUENCE.store(0, Ordering::Relaxed);
     let started = Instant::now();
-    let recipient = acknowledge_all(federation, referrals, limit);
+    let recipient = acknowledge_all(federation, referrals, limit, None);
     // Either side's failure ends the run at once.
-    let (acknowledged, accepted) = tokio::try_join!(recipient, submit_all(federation, referrals))?;
+    let (acknowledged, accepted) = tokio::try_join!(recipient, submit_all(federation, referrals, "bench-fed"))?;
+    let accepted = accepted.len() as u64;
     let elapsed = started.elapsed().as_secs_f64();
     let rate = acknowledged.cases as f64 / elapsed;
 
@@ -421,9 +281,9 @@ async fn posts_to_gambia(federation: &Federation) -> Result<(u64, u64), BoxError
 /// gateway that falls behind shows it in full instead of slowing the load.
 /// With the example directory's protocol versions (1 and 2).
 async fn latencies(backend: Backend, rate: u32, length: Duration) -> Result<Vec<Duration>, BoxError> {
-    let federation = start(backend, (Sealing::GatewayOnly, Protocol::WithoutBatches)).await?;
+    let federation = start_for(backend, (Sealing::GatewayOnly, Protocol::WithoutBatches)).await?;
     let outcome = measure_latencies(&federation, rate, length).await;
-    tear_down(federation, backend).await;
+    federation.tear_down().await;
     outcome
 }
 
@@ -433,7 +293,7 @@ async fn measure_latencies(federation: &Federation, rate: u32, length: Duration)
     let url = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
     let template = referral_template()?;
     let client = client(&federation.files, "iom-rome")?;
-    let recipient = acknowledge_all(federation, count, length + Duration::from_secs(120));
+    let recipient = acknowledge_all(federation, count, length + Duration::from_secs(120), None);
     let submitter = async {
         let started = tokio::time::Instant::now();
         let mut submissions = tokio::task::JoinSet::new();
@@ -442,7 +302,7 @@ async fn measure_latencies(federation: &Federation, rate: u32, length: Duration)
             let scheduled = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
             tokio::time::sleep_until(scheduled).await;
             let (client, url) = (client.clone(), url.clone());
-            let body = template.replace("__KEY__", &format!("bench-latency-{}-{n:010}", std::process::id()));
+            let body = referral_body(&template, "bench-latency", n);
             // A failed submission ends the run now, not once the recipient gives up.
             while let Some(submitted) = submissions.try_join_next() {
                 sent.push(submitted??);

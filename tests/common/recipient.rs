@@ -23,13 +23,19 @@ pub struct Acknowledged {
     pub at: HashMap<String, Instant>,
 }
 
-/// Tails the inbox at `base` and acknowledges every case until `count` are
+/// Tails the inbox at `base` from `cursor` (the start if `None`) and acknowledges every case until `count` are
 /// acknowledged or `limit` passes. A list or an acknowledgement refused
 /// for good (a 4xx) ends it with an error; one that failed otherwise is
 /// logged and tried again a moment later (acknowledging is idempotent).
-pub async fn acknowledge_all(client: &reqwest::Client, base: &str, count: u64, at_once: usize, limit: Duration) -> Result<Acknowledged, BoxError> {
+pub async fn acknowledge_all(
+    client: &reqwest::Client,
+    base: &str,
+    count: u64,
+    at_once: usize,
+    limit: Duration,
+    mut cursor: Option<String>,
+) -> Result<Acknowledged, BoxError> {
     let started = Instant::now();
-    let mut cursor: Option<String> = None;
     let mut acknowledged = Acknowledged::default();
     let mut retry: Vec<String> = Vec::new();
     while acknowledged.cases < count && started.elapsed() < limit {

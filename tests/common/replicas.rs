@@ -553,7 +553,7 @@ async fn wait_until_accepted(
 /// acknowledgement was answered.
 async fn acknowledge_all(client: reqwest::Client, base: String, count: u64) -> Result<Instant, BoxError> {
     // The run's own limit ends it otherwise.
-    let acknowledged = recipient::acknowledge_all(&client, &base, count, 16, Duration::MAX).await?;
+    let acknowledged = recipient::acknowledge_all(&client, &base, count, 16, Duration::MAX, None).await?;
     // Nothing to acknowledge (`count` 0): done at once.
     Ok(acknowledged.at.values().max().copied().unwrap_or_else(Instant::now))
 }

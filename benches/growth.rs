@@ -1,0 +1,853 @@
+//! Flat as data grows (issue 23 §3): the same federation as the
+//! `federation` bench (IOM Rome submits at Italy's gateway, IOM Banjul
+//! acknowledges at the Gambia's) measured with 1,000, 100,000 or 1,000,000
+//! referrals already stored.
+//!
+//! The stored referrals are made by a bulk loader, not the API:
+//!
+//! 1. **A history through the gateways.** `TEMPLATE` referrals (each
+//!    person a subject of their own) are submitted, delivered and
+//!    acknowledged; of them, one in five is then accepted by IOM Banjul,
+//!    one in ten narrowed (the person withdraws the health category) and
+//!    one in ten withdrawn whole, and every status, withdrawal and
+//!    confirmation is left to travel and settle.
+//! 2. **Copied in the database.** With both gateways stopped, the rows of
+//!    that history are copied, round after round, until Italy's gateway
+//!    holds the size: referrals, their timelines and decision facts, the
+//!    settled outbox entries and the withdrawal records at both gateways,
+//!    the Gambian gateway's inbox, and the audit log of each (re-chained,
+//!    each entry hashed as the gateway would, and the whole chain walked
+//!    once loaded). A copy gets new ids (the UUID's second group is the
+//!    round, its version 8), a subject and a digest of its own, and times
+//!    moved later, the rounds spread evenly over `SPAN_DAYS`, so that a
+//!    log's times rise with its chain as they do in service. A case still
+//!    held in the inbox is sealed under a case key of its own with its
+//!    packet id as associated data: each copy of one is opened and sealed
+//!    again under a new key (one more row in the case-key store).
+//! 3. **Started again** on a clock just past the last copy, and measured:
+//!    the end-to-end rate (submissions and acknowledgements together, the
+//!    recipient tailing from its last case) and the submission rate alone;
+//!    one request at a time (p50, p99): `GET /v1/referrals/{id}` of any
+//!    referral, the audit query by referral, by subject, by its rarest
+//!    action and for one day, the inbox list in `due` order and in arrival
+//!    order from a cursor half-way, and a case read from the inbox; the
+//!    databases' size; the process's resident memory (both gateways).
+//!
+//! Decision facts are copied as they are: sealed with the history's
+//! referral id as associated data, a copy's cannot be opened (a policy
+//! impact replay reaching back to them would fail); nothing measured here
+//! opens them. The sending gateway's case keys are not copied: a delivered
+//! referral's payload is gone from its outbox entry.
+//!
+//! Every copied table is counted before and after; the copies' reads must
+//! all answer `200` (a copy sealed wrongly would fail its inbox with 500).
+//!
+//! With `sweep`, each size over `SWEPT` is then started once more, on a
+//! clock where `SWEPT` referrals are past their retention: how long
+//! Italy's sweep takes to erase them, and the end-to-end rate meanwhile
+//! (submitted with a consent running a year longer, or they would be
+//! refused), against the rate measured before.
+//!
+//!   cargo bench --bench growth                                  # both backends, 1,000 and 100,000
+//!   cargo bench --bench growth -- sqlite sizes=1000,1000000     # one backend, the sizes named
+//!   cargo bench --bench growth -- sizes=200000 sweep            # the sweep of 100,000
+//!
+//! Under `cargo test`, a short run per backend: 40 referrals grown to 120,
+//! 30 of them then swept.
+
+use std::time::{Duration, Instant};
+
+use referral_gateway::audit::AuditRecord;
+use referral_gateway::demo::fixtures;
+use referral_gateway::store::AuditFilter;
+use serde_json::{json, Value};
+
+#[path = "support/federation.rs"]
+mod federation;
+use federation::{acknowledge_all, client, referral_template, start, submit_all, submit_all_of, Backend, BoxError, Federation};
+
+/// Referrals of the history made through the gateways (full runs).
+const TEMPLATE: u64 = 500;
+/// The copies' times are spread over this many days after the history.
+const SPAN_DAYS: i64 = 120;
+/// Requests per latency figure (full runs).
+const SAMPLES: usize = 1000;
+/// Referrals the sweep run finds past their retention (full runs).
+const SWEPT: i64 = 100_000;
+
+/// What one size measured.
+struct Figures {
+    size: u64,
+    load: Duration,
+    end_to_end: f64,
+    submissions: f64,
+    get_referral: Latency,
+    audit_by_referral: Latency,
+    audit_by_subject: Latency,
+    audit_by_action: Latency,
+    audit_by_day: Latency,
+    inbox_due: Latency,
+    inbox_tail: Latency,
+    inbox_case: Latency,
+    bytes: (u64, u64),
+    rss_kib: u64,
+    sweep: Option<Sweep>,
+}
+
+/// The retention sweep run: the gateways started again where `due`
+/// referrals sent from Italy are past their retention (and, at the
+/// Gambia, the cases received with them), end to end going on meanwhile.
+struct Sweep {
+    due: i64,
+    /// Until no referral past its retention is left unerased at Italy.
+    duration: Duration,
+    /// End to end while the sweep ran, as the acknowledgements came.
+    end_to_end: f64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p50 {:.1} ms, p99 {:.1} ms", self.p50.as_secs_f64() * 1000.0, self.p99.as_secs_f64() * 1000.0)
+    }
+}
+
+/// One gateway's database, opened beside the gateway (or while it is stopped).
+enum Database {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool, String),
+}
+
+impl Database {
+    async fn open(config: &referral_gateway::config::GatewayConfig) -> Result<Self, BoxError> {
+        let database = &config.database;
+        Ok(match &database.schema {
+            None => Database::Sqlite(sqlx::SqlitePool::connect(&database.url).await?),
+            Some(schema) => {
+                let schema = schema.clone();
+                let search_path = schema.clone();
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .after_connect(move |connection, _| {
+                        let search_path = search_path.clone();
+                        Box::pin(async move {
+                            sqlx::query(&format!("SET search_path TO \"{search_path}\"")).execute(connection).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&database.url)
+                    .await?;
+                Database::Postgres(pool, schema)
+            }
+        })
+    }
+
+    async fn execute(&self, sql: &str) -> Result<u64, BoxError> {
+        Ok(match self {
+            Database::Sqlite(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+            Database::Postgres(pool, _) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+        })
+    }
+
+    async fn number(&self, sql: &str) -> Result<i64, BoxError> {
+        Ok(match self {
+            Database::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?,
+            Database::Postgres(pool, _) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?,
+        })
+    }
+
+    async fn texts(&self, sql: &str) -> Result<Vec<String>, BoxError> {
+        Ok(match self {
+            Database::Sqlite(pool) => sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?,
+            Database::Postgres(pool, _) => sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?,
+        })
+    }
+
+    /// Each inbox entry named: its claims sealed as given, under the key given.
+    async fn set_sealed(&self, rows: &[(Vec<u8>, String, String)]) -> Result<(), BoxError> {
+        const UPDATE: &str = "UPDATE inbox SET sealed = $1, key_id = $2 WHERE packet_id = $3";
+        match self {
+            Database::Sqlite(pool) => {
+                let mut transaction = pool.begin().await?;
+                for (sealed, key_id, packet_id) in rows {
+                    sqlx::query(UPDATE).bind(sealed).bind(key_id).bind(packet_id).execute(&mut *transaction).await?;
+                }
+                transaction.commit().await?;
+            }
+            Database::Postgres(pool, _) => {
+                let mut transaction = pool.begin().await?;
+                for (sealed, key_id, packet_id) in rows {
+                    sqlx::query(UPDATE).bind(sealed).bind(key_id).bind(packet_id).execute(&mut *transaction).await?;
+                }
+                transaction.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A table's columns, in order.
+    async fn columns(&self, table: &str) -> Result<Vec<String>, BoxError> {
+        match self {
+            Database::Sqlite(_) => self.texts(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid")).await,
+            Database::Postgres(_, schema) => {
+                self.texts(&format!(
+                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = '{table}' ORDER BY ordinal_position"
+                ))
+                .await
+            }
+        }
+    }
+
+    /// `n` as four hexadecimal digits.
+    fn hex4(&self, n: &str) -> String {
+        match self {
+            Database::Sqlite(_) => format!("printf('%04x', {n})"),
+            Database::Postgres(..) => format!("lpad(to_hex({n}), 4, '0')"),
+        }
+    }
+
+    /// The rounds `first..=last` as a table `rounds(n)` to join.
+    fn rounds(&self, first: i64, last: i64) -> String {
+        match self {
+            Database::Sqlite(_) => format!("(WITH RECURSIVE r(n) AS (SELECT {first} UNION ALL SELECT n + 1 FROM r WHERE n < {last}) SELECT n FROM r) AS rounds"),
+            Database::Postgres(..) => format!("generate_series({first}, {last}) AS rounds(n)"),
+        }
+    }
+
+    /// Bytes the gateway's tables take, with their indexes (and, for
+    /// SQLite, the file's free pages): the gateway's database and its case keys'.
+    async fn size(&self, config: &referral_gateway::config::GatewayConfig) -> Result<u64, BoxError> {
+        match self {
+            Database::Sqlite(_) => {
+                let path = config.database.url.trim_start_matches("sqlite://").to_owned();
+                let keys = path.replace("gateway.db", "gateway.case-keys.db");
+                let mut bytes = 0;
+                for file in [path.clone(), format!("{path}-wal"), keys.clone(), format!("{keys}-wal")] {
+                    bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                }
+                Ok(bytes)
+            }
+            Database::Postgres(_, schema) => Ok(self
+                .number(&format!(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace \
+                     WHERE s.nspname IN ('{schema}', '{schema}_case_keys') AND c.relkind = 'r'"
+                ))
+                .await? as u64),
+        }
+    }
+}
+
+/// A copy's id: a UUID's second group replaced by the round and its
+/// version made 8 (the gateway's own ids are version 7, so that no copy
+/// is ever an original); any other text suffixed with the round.
+fn copied_id(sql: &Database, column: &str) -> String {
+    format!(
+        "CASE WHEN {column} IS NULL THEN NULL WHEN length({column}) = 36 AND substr({column}, 9, 1) = '-' \
+         THEN substr({column}, 1, 9) || {} || '-8' || substr({column}, 16) ELSE {column} || '#' || rounds.n END",
+        sql.hex4("rounds.n")
+    )
+}
+
+/// The same mapping in Rust, for the audit log.
+fn copied_id_of(id: &str, round: i64) -> String {
+    if id.len() == 36 && id.get(8..9) == Some("-") {
+        format!("{}{round:04x}-8{}", id.get(..9).unwrap_or_default(), id.get(15..).unwrap_or_default())
+    } else {
+        format!("{id}#{round}")
+    }
+}
+
+/// A copy's subject: the keyed hash with its last four digits the round's.
+fn copied_subject_of(key: &str, round: i64) -> String {
+    format!("{}{round:04x}", key.get(..key.len().saturating_sub(4)).unwrap_or_default())
+}
+
+/// What a column of a copied row holds.
+fn copied_value(sql: &Database, table: &str, column: &str, shift_ms: &str, strides: &Strides) -> Option<String> {
+    Some(match column {
+        // Numbered by the database.
+        "id" if table == "referral_events" => return None,
+        "id" | "referral_id" | "packet_id" | "in_reply_to" | "carried_by" | "answers_packet" | "answers_referral" | "onward_of" | "withdrawal_id" => {
+            copied_id(sql, column)
+        }
+        "visible_seq" => format!("visible_seq + rounds.n * {}", strides.visible),
+        "packet_sha256" => format!("substr(packet_sha256, 1, length(packet_sha256) - 4) || {}", sql.hex4("rounds.n")),
+        "subject_key" => format!("CASE WHEN subject_key IS NULL THEN NULL ELSE substr(subject_key, 1, length(subject_key) - 4) || {} END", sql.hex4("rounds.n")),
+        "idempotency_key" => format!("idempotency_key || '#' || rounds.n"),
+        "listed_seq" => format!("listed_seq + rounds.n * {}", strides.listed),
+        "claim_node" | "claim_instance" => "NULL".to_owned(),
+        // Moved later, but not a time that stands for "never" (past the year 2255).
+        time if time.ends_with("_ms") => format!("CASE WHEN {time} > 9000000000000 THEN {time} ELSE {time} + {shift_ms} END"),
+        other => other.to_owned(),
+    })
+}
+
+/// How far a round moves the numbers that must stay unique.
+struct Strides {
+    listed: i64,
+    visible: i64,
+}
+
+/// The tables copied: each with the column whose id tells the history's
+/// rows from copies, and which of the history's rows are copied.
+const COPIED: [(&str, &str, &str); 7] = [
+    ("referrals", "id", "1 = 1"),
+    ("referral_events", "referral_id", "1 = 1"),
+    ("decision_facts", "referral_id", "1 = 1"),
+    // Settled only: nothing copied is to be sent.
+    ("outbox", "id", "state <> 'pending'"),
+    ("withdrawn_packets", "packet_id", "1 = 1"),
+    ("narrowed_packets", "packet_id", "1 = 1"),
+    // Sealed again by `reseal_inbox` once copied.
+    ("inbox", "packet_id", "1 = 1"),
+];
+
+/// Copies the history's rows in `sql` `rounds` times, round `n` moved `n * round_ms` later.
+async fn copy_rows(sql: &Database, rounds: i64, round_ms: i64) -> Result<(), BoxError> {
+    // Rounds per statement: a transaction of tens of thousands of rows.
+    const CHUNK: i64 = 50;
+    let strides = Strides {
+        listed: sql.number("SELECT COALESCE(MAX(listed_seq), 0) + 1 FROM referrals").await?,
+        visible: sql.number("SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox").await?,
+    };
+    let shift = format!("rounds.n * {round_ms}");
+    for (table, key, rows) in COPIED {
+        let columns = sql.columns(table).await?;
+        let (names, values): (Vec<String>, Vec<String>) =
+            columns.iter().filter_map(|column| copied_value(sql, table, column, &shift, &strides).map(|value| (column.clone(), value))).unzip();
+        let order = if table == "referral_events" { " ORDER BY rounds.n, id" } else { "" };
+        // From the history's own rows, never from copies made by an earlier chunk.
+        let history = format!("{key} NOT LIKE '%#%' AND substr({key}, 15, 1) <> '8'");
+        let before = sql.number(&format!("SELECT COUNT(*) FROM {table}")).await?;
+        let copied = sql.number(&format!("SELECT COUNT(*) FROM {table} WHERE {rows} AND {history}")).await?;
+        let mut first = 1;
+        while first <= rounds {
+            let last = (first + CHUNK - 1).min(rounds);
+            sql.execute(&format!(
+                "INSERT INTO {table} ({}) SELECT {} FROM {table}, {} WHERE {rows} AND {history}{order}",
+                names.join(", "),
+                values.join(", "),
+                sql.rounds(first, last),
+            ))
+            .await?;
+            first = last + 1;
+        }
+        let after = sql.number(&format!("SELECT COUNT(*) FROM {table}")).await?;
+        if after != before + rounds * copied {
+            return Err(format!("{table}: {before} rows, {copied} of them copied {rounds} times, but {after} rows now").into());
+        }
+    }
+    Ok(())
+}
+
+/// A case received is sealed under a case key of its own, with its packet
+/// id as associated data: each copy of one still held is opened from the
+/// history's case and sealed again under a new key, its claims naming the
+/// copy's packet id. How many were sealed again.
+async fn reseal_inbox(sql: &Database, config: &referral_gateway::config::GatewayConfig, rounds: i64) -> Result<u64, BoxError> {
+    use referral_gateway::crypto::case_keys::{new_case_key, unwrap_case_key};
+    let kek = referral_gateway::crypto::at_rest::KeyRing::load(&config.keys.dir)?;
+    let case_keys = referral_gateway::store::case_keys::open(&config.database).await?;
+    let query = "SELECT packet_id, sealed, key_id FROM inbox WHERE length(sealed) > 0 AND substr(packet_id, 15, 1) <> '8' AND packet_id NOT LIKE '%#%'";
+    let held: Vec<(String, Vec<u8>, String)> = match sql {
+        Database::Sqlite(pool) => sqlx::query_as(query).fetch_all(pool).await?,
+        Database::Postgres(pool, _) => sqlx::query_as(query).fetch_all(pool).await?,
+    };
+    let ids: Vec<String> = held.iter().map(|(_, _, key_id)| key_id.clone()).collect();
+    let wrapped = case_keys.get(&ids).await?;
+    let mut cases = Vec::with_capacity(held.len());
+    for (packet_id, sealed, key_id) in &held {
+        let wrapped = wrapped.iter().find(|w| &w.id == key_id).ok_or("a held case without its key")?;
+        let claims: Value = serde_json::from_slice(&unwrap_case_key(&kek, wrapped)?.open(sealed, packet_id.as_bytes())?)?;
+        cases.push((packet_id, claims));
+    }
+    let at_ms = fixtures::written_at().timestamp_millis();
+    let (mut keys, mut rows) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for (packet_id, claims) in &cases {
+            let copy = copied_id_of(packet_id, round);
+            let mut claims = claims.clone();
+            claims["packet_id"] = json!(copy);
+            let (key, wrapped) = new_case_key(&kek)?;
+            rows.push((key.seal(&serde_json::to_vec(&claims)?, copy.as_bytes())?, key.id().to_owned(), copy));
+            keys.push(wrapped);
+            if rows.len() == 1000 {
+                case_keys.put(&keys, at_ms).await?;
+                sql.set_sealed(&rows).await?;
+                keys.clear();
+                rows.clear();
+            }
+        }
+    }
+    case_keys.put(&keys, at_ms).await?;
+    sql.set_sealed(&rows).await?;
+    Ok(cases.len() as u64 * rounds as u64)
+}
+
+/// SQL text of a literal: `NULL`, or quoted.
+fn literal(value: Option<&str>) -> String {
+    match value {
+        None => "NULL".to_owned(),
+        Some(text) => format!("'{}'", text.replace('\'', "''")),
+    }
+}
+
+/// Appends `rounds` copies of the history's audit entries to the chain,
+/// each linked and hashed as the gateway appends.
+async fn copy_audit(sql: &Database, history: &[AuditRecord], rounds: i64, round_ms: i64) -> Result<(), BoxError> {
+    let (mut seq, mut hash) = match sql {
+        Database::Sqlite(pool) => sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?,
+        Database::Postgres(pool, _) => sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?,
+    };
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        for original in history {
+            let mut record = AuditRecord {
+                seq: seq + 1,
+                at_ms: original.at_ms + round * round_ms,
+                referral_id: original.referral_id.as_deref().map(|id| copied_id_of(id, round)),
+                subject_key: original.subject_key.as_deref().map(|key| copied_subject_of(key, round)),
+                prev_hash: hash.clone(),
+                hash: String::new(),
+                ..original.clone()
+            };
+            record.hash = record.computed_hash();
+            seq = record.seq;
+            hash = record.hash.clone();
+            rows.push(format!(
+                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                record.seq,
+                record.at_ms,
+                literal(record.actor_org.as_deref()),
+                literal(Some(&record.actor_subject)),
+                literal(Some(&record.action)),
+                literal(record.referral_id.as_deref()),
+                literal(record.subject_key.as_deref()),
+                literal(record.policy_version.as_deref()),
+                literal(Some(&record.outcome)),
+                literal(Some(&serde_json::to_string(&record.reasons)?)),
+                literal(Some(&record.prev_hash)),
+                literal(Some(&record.hash)),
+                literal(record.counterpart_org.as_deref()),
+                literal(record.counterpart_subject.as_deref()),
+            ));
+            if rows.len() == 2000 {
+                insert_audit(sql, &mut rows).await?;
+            }
+        }
+    }
+    insert_audit(sql, &mut rows).await?;
+    sql.execute(&format!("UPDATE audit_head SET seq = {seq}, hash = '{hash}' WHERE id = 1")).await?;
+    Ok(())
+}
+
+async fn insert_audit(sql: &Database, rows: &mut Vec<String>) -> Result<(), BoxError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sql.execute(&format!(
+        "INSERT INTO audit_log (seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, prev_hash, hash, \
+         counterpart_org, counterpart_subject) VALUES {}",
+        rows.join(", ")
+    ))
+    .await?;
+    rows.clear();
+    Ok(())
+}
+
+/// The history through the gateways: `count` referrals submitted and
+/// acknowledged, some then accepted, narrowed or withdrawn, all settled;
+/// the audit entries it left at each gateway.
+async fn make_history(federation: &Federation, databases: &[Database; 2], count: u64) -> Result<History, BoxError> {
+    let limit = Duration::from_secs(600);
+    // Entries before the history (the gateways' start) are not copied.
+    let first = [databases[0].number("SELECT seq FROM audit_head").await?, databases[1].number("SELECT seq FROM audit_head").await?];
+    let recipient = acknowledge_all(federation, count, limit, None);
+    let (acknowledged, ids) = tokio::try_join!(recipient, submit_all(federation, count, "growth-history"))?;
+    if ids.len() as u64 != count || acknowledged.cases != count {
+        return Err(format!("history: {count} submitted, {} accepted, {} acknowledged", ids.len(), acknowledged.cases).into());
+    }
+    let rome = client(&federation.files, "iom-rome")?;
+    let banjul = client(&federation.files, "iom-banjul")?;
+    let (ita, gmb) = (federation.ita.local_addr().port(), federation.gmb.local_addr().port());
+    let mut packets: Vec<&String> = acknowledged.at.keys().collect();
+    packets.sort();
+    for (n, packet_id) in packets.iter().enumerate() {
+        if n % 5 == 0 {
+            let url = format!("https://localhost:{gmb}/v1/inbox/{packet_id}/status");
+            rome_or_banjul(&banjul, &url, json!({ "status": "accepted" }), 202).await?;
+        }
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let url = format!("https://localhost:{ita}/v1/referrals/{id}/consent-withdrawal");
+        match n % 10 {
+            3 => rome_or_banjul(&rome, &url, json!({ "categories": ["health"] }), 200).await?,
+            7 => rome_or_banjul(&rome, &url, json!({}), 200).await?,
+            _ => {}
+        }
+    }
+    // Settled: nothing left to send at either gateway.
+    let deadline = Instant::now() + limit;
+    for sql in databases {
+        while sql.number("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").await? > 0 {
+            if Instant::now() > deadline {
+                return Err("history: deliveries still pending".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok([audit_after(&federation.ita, first[0]).await?, audit_after(&federation.gmb, first[1]).await?])
+}
+
+async fn rome_or_banjul(client: &reqwest::Client, url: &str, body: Value, expected: u16) -> Result<(), BoxError> {
+    let response = client.post(url).json(&body).send().await?;
+    if response.status().as_u16() != expected {
+        return Err(format!("{url}: HTTP {}", response.status()).into());
+    }
+    Ok(())
+}
+
+/// The `q` quantile (0 to 1) of sorted durations, nearest rank.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+/// `GET` each of `urls` in turn with `client`, each answered `200`.
+async fn latency(client: &reqwest::Client, urls: &[String]) -> Result<Latency, BoxError> {
+    let mut times = Vec::with_capacity(urls.len());
+    for url in urls {
+        let started = Instant::now();
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        response.bytes().await?;
+        times.push(started.elapsed());
+        if status.as_u16() != 200 {
+            return Err(format!("{url}: HTTP {status}").into());
+        }
+    }
+    times.sort();
+    Ok(Latency { p50: quantile(&times, 0.5), p99: quantile(&times, 0.99) })
+}
+
+/// The Gambian recipient's arrival cursor after its last case.
+async fn tail_cursor(federation: &Federation) -> Result<Option<String>, BoxError> {
+    let banjul = client(&federation.files, "iom-banjul")?;
+    let base = format!("https://localhost:{}/v1/inbox", federation.gmb.local_addr().port());
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = banjul.get(&base).query(&[("order", "arrival"), ("limit", "100")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor.as_str())]);
+        }
+        let page: Value = request.send().await?.error_for_status()?.json().await?;
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(next) if page["items"].as_array().is_some_and(|items| !items.is_empty()) => cursor = Some(next.to_owned()),
+            _ => return Ok(cursor),
+        }
+    }
+}
+
+/// Resident memory of this process (both gateways), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find_map(|line| line.strip_prefix("VmRSS:").map(|rest| rest.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))))
+        .unwrap_or(0)
+}
+
+/// One size on one backend: the history, the copies, then the measurements.
+async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result<Figures, BoxError> {
+    let history_size = if full { TEMPLATE } else { 40 }.min(size);
+    let federation = start(backend, false, None).await?;
+    let databases = [Database::open(&federation.files.configs[0].1).await?, Database::open(&federation.files.configs[1].1).await?];
+    let history = make_history(&federation, &databases, history_size).await;
+    let stopped = federation.stop().await;
+    let loaded = match history {
+        Ok(history) => load(&databases, &stopped.files().configs, &history, size, history_size).await,
+        Err(error) => Err(error),
+    };
+    let load = match loaded {
+        Ok(load) => load,
+        Err(error) => {
+            stopped.tear_down().await;
+            return Err(error);
+        }
+    };
+    let stored = databases[0].number("SELECT COUNT(*) FROM referrals").await;
+    let federation = stopped.launch_at(fixtures::written_at() + chrono::Duration::days(SPAN_DAYS + 1)).await?;
+    // The copied logs are chains as the gateways write them: `audit verify` would pass.
+    let verified = async {
+        for app in [&federation.ita, &federation.gmb] {
+            verify_chain(app).await?;
+        }
+        Ok::<_, BoxError>(())
+    }
+    .await;
+    if let Err(error) = verified {
+        federation.tear_down().await;
+        return Err(error);
+    }
+    let (samples, count) = if full { (SAMPLES, 3000) } else { (20, 20) };
+    let measured = measure(&federation, &databases, history_size, samples, count).await;
+    let (federation, sweep) = if sweeping && measured.is_ok() && (!full || size as i64 > SWEPT) {
+        let stopped = federation.stop().await;
+        let swept = if full { SWEPT } else { 30 };
+        // The clock just past the retention of the `swept`th referral to expire (one withdrawn whole was erased then).
+        let erasable = format!("retention_until_ms IS NOT NULL AND erased_ms IS NULL AND status NOT IN ({})", withdrawn_whole());
+        let at = databases[0].number(&format!("SELECT retention_until_ms FROM referrals WHERE {erasable} ORDER BY retention_until_ms LIMIT 1 OFFSET {}", swept - 1)).await;
+        let at = match at {
+            Ok(at) => at + 1,
+            Err(error) => {
+                stopped.tear_down().await;
+                return Err(format!("fewer than {swept} referrals to sweep: {error}").into());
+            }
+        };
+        let left = format!("SELECT COUNT(*) FROM referrals WHERE {erasable} AND retention_until_ms < {at}");
+        let due = databases[0].number(&left).await?;
+        // Timed from the start: the sweep begins with the gateway.
+        let started = Instant::now();
+        let federation = stopped.launch_at(chrono::DateTime::from_timestamp_millis(at).ok_or("no such time")?).await?;
+        let sweep = measure_sweep(&federation, &databases[0], &left, due, started, if full { 20_000 } else { 20 }).await;
+        (federation, Some(sweep))
+    } else {
+        (federation, None)
+    };
+    let sizes = async { Ok::<_, BoxError>((databases[0].size(&federation.files.configs[0].1).await?, databases[1].size(&federation.files.configs[1].1).await?)) }.await;
+    let rss = rss_kib();
+    federation.tear_down().await;
+    let (end_to_end, submissions, [get_referral, audit_by_referral, audit_by_subject, audit_by_action, audit_by_day, inbox_due, inbox_tail, inbox_case]) =
+        measured?;
+    Ok(Figures {
+        size: stored? as u64,
+        load,
+        end_to_end,
+        submissions,
+        get_referral,
+        audit_by_referral,
+        audit_by_subject,
+        audit_by_action,
+        audit_by_day,
+        inbox_due,
+        inbox_tail,
+        inbox_case,
+        bytes: sizes?,
+        rss_kib: rss,
+        sweep: sweep.transpose()?,
+    })
+}
+
+/// The history's audit entries at each gateway (after the gateways' start).
+type History = [Vec<AuditRecord>; 2];
+
+/// The copies of the history, with both gateways stopped, until Italy's
+/// gateway holds `size` referrals; how long it took.
+async fn load(
+    databases: &[Database; 2],
+    configs: &[(referral_gateway::domain::CountryCode, referral_gateway::config::GatewayConfig)],
+    history: &History,
+    size: u64,
+    history_size: u64,
+) -> Result<Duration, BoxError> {
+    let rounds = (size / history_size).saturating_sub(1) as i64;
+    let round_ms = SPAN_DAYS * 86_400_000 / rounds.max(1);
+    let loading = Instant::now();
+    for ((sql, entries), (_, config)) in databases.iter().zip(history).zip(configs) {
+        copy_rows(sql, rounds, round_ms).await?;
+        reseal_inbox(sql, config, rounds).await?;
+        copy_audit(sql, entries, rounds, round_ms).await?;
+        if let Database::Postgres(pool, _) = sql {
+            sqlx::query("ANALYZE").execute(pool).await?;
+        }
+    }
+    Ok(loading.elapsed())
+}
+
+/// Walks a gateway's whole audit chain, a page at a time, as `audit verify` does.
+async fn verify_chain(app: &referral_gateway::startup::Application) -> Result<(), BoxError> {
+    let mut verifier = referral_gateway::audit::ChainVerifier::default();
+    let mut after = 0;
+    loop {
+        let page = app.gateway().store.audit(&AuditFilter { after_seq: Some(after), limit: 100_000, ..Default::default() }).await?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = last.seq;
+        for record in &page {
+            verifier.check(record)?;
+        }
+    }
+}
+
+/// A gateway's audit entries after `seq`, in chain order.
+async fn audit_after(app: &referral_gateway::startup::Application, seq: i64) -> Result<Vec<AuditRecord>, BoxError> {
+    let filter = AuditFilter { after_seq: Some(seq), limit: 10_000_000, ..Default::default() };
+    Ok(app.gateway().store.audit(&filter).await?)
+}
+
+type Measured = (f64, f64, [Latency; 8]);
+
+/// The measurements on a grown federation: the reads, then the rates.
+async fn measure(federation: &Federation, databases: &[Database; 2], history_size: u64, samples: usize, count: u64) -> Result<Measured, BoxError> {
+    let (ita, gmb) = (federation.ita.local_addr().port(), federation.gmb.local_addr().port());
+    let rome = client(&federation.files, "iom-rome")?;
+    let dpo = client(&federation.files, "ita-dpo")?;
+    let banjul = client(&federation.files, "iom-banjul")?;
+    let ids = databases[0].texts(&format!("SELECT id FROM referrals ORDER BY random() LIMIT {samples}")).await?;
+    let referrals: Vec<String> = ids.iter().map(|id| format!("https://localhost:{ita}/v1/referrals/{id}")).collect();
+    let audit = |query: String| format!("https://localhost:{ita}/v1/audit?limit=50&{query}");
+    let by_referral: Vec<String> = ids.iter().map(|id| audit(format!("referral_id={id}"))).collect();
+    let by_subject: Vec<String> = (0..samples as u64).map(|n| audit(format!("subject_ref={}", federation::subject_ref("growth-history", n % history_size)))).collect();
+    // The rarest action among the copied entries, and one day in the middle of the copies' span.
+    let rare = databases[0].texts("SELECT action FROM audit_log GROUP BY action ORDER BY COUNT(*), action LIMIT 1").await?;
+    let by_action: Vec<String> = (0..samples).map(|_| audit(format!("action={}", rare.first().map(String::as_str).unwrap_or("referral.submit")))).collect();
+    let middle = fixtures::written_at() + chrono::Duration::days(SPAN_DAYS / 2);
+    let day = |d: i64| (middle + chrono::Duration::days(d)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let by_day: Vec<String> = (0..samples).map(|_| audit(format!("from={}&to={}", day(0), day(1)))).collect();
+    let due: Vec<String> = (0..samples).map(|_| format!("https://localhost:{gmb}/v1/inbox?order=due&limit=50")).collect();
+    // Arrival order from a cursor in the middle of the inbox.
+    let seqs = databases[1].number("SELECT COALESCE(MAX(visible_seq), 0) FROM inbox").await?;
+    let tail: Vec<String> = (0..samples).map(|_| format!("https://localhost:{gmb}/v1/inbox?order=arrival&limit=50&cursor={}", seqs / 2)).collect();
+    // Cases IOM Banjul still holds, copies among them (each must open: a copy sealed wrongly answers 500).
+    let held = databases[1]
+        .texts(&format!(
+            "SELECT packet_id FROM inbox WHERE length(sealed) > 0 AND recipient_org = 'gmb-iom-banjul' AND state IN ('available', 'acknowledged', 'answered') \
+             ORDER BY random() LIMIT {samples}"
+        ))
+        .await?;
+    let cases: Vec<String> = held.iter().map(|id| format!("https://localhost:{gmb}/v1/inbox/{id}")).collect();
+    // The reads first, on gateways with nothing else to do.
+    let reads = [
+        latency(&rome, &referrals).await?,
+        latency(&dpo, &by_referral).await?,
+        latency(&dpo, &by_subject).await?,
+        latency(&dpo, &by_action).await?,
+        latency(&dpo, &by_day).await?,
+        latency(&banjul, &due).await?,
+        latency(&banjul, &tail).await?,
+        latency(&banjul, &cases).await?,
+    ];
+    // End to end: the recipient tails from its last case.
+    let cursor = tail_cursor(federation).await?;
+    let started = Instant::now();
+    let recipient = acknowledge_all(federation, count, Duration::from_secs(600), cursor);
+    let (acknowledged, accepted) = tokio::try_join!(recipient, submit_all(federation, count, "growth-e2e"))?;
+    let end_to_end = acknowledged.cases as f64 / started.elapsed().as_secs_f64();
+    if acknowledged.cases != count || accepted.len() as u64 != count {
+        return Err(format!("end to end: {count} submitted, {} accepted, {} acknowledged", accepted.len(), acknowledged.cases).into());
+    }
+    // Submissions alone (their deliveries go on behind).
+    let started = Instant::now();
+    let accepted = submit_all(federation, count, "growth-submit").await?;
+    let submissions = accepted.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((end_to_end, submissions, reads))
+}
+
+/// The sweep run on gateways started at `started` where `due` referrals
+/// are past their retention (`left` counts those not erased yet): `count` referrals end to end (their consent running a year
+/// longer than the history's, or they would be refused) while the sweep
+/// erases; the rate counts the acknowledgements answered before it ended.
+async fn measure_sweep(federation: &Federation, italy: &Database, left: &str, due: i64, started: Instant, count: u64) -> Result<Sweep, BoxError> {
+    let template = referral_template()?.replace("2027-05-02T", "2028-05-02T");
+    let cursor = tail_cursor(federation).await?;
+    let recipient = acknowledge_all(federation, count, Duration::from_secs(1200), cursor);
+    let watcher = async {
+        loop {
+            let unerased = italy.number(left).await?;
+            if unerased == 0 {
+                return Ok::<_, BoxError>(started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(if cfg!(debug_assertions) { 30 } else { 1200 }) {
+                return Err(format!("sweep: {unerased} of {due} referrals past their retention still there after 20 minutes").into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (acknowledged, accepted, duration) = tokio::try_join!(recipient, submit_all_of(federation, &template, count, "growth-sweep"), watcher)?;
+    if acknowledged.cases != count || accepted.len() as u64 != count {
+        return Err(format!("sweep: {count} submitted, {} accepted, {} acknowledged", accepted.len(), acknowledged.cases).into());
+    }
+    let ended = started + duration;
+    let during = acknowledged.at.values().filter(|at| **at <= ended).count();
+    let last = acknowledged.at.values().max().copied().unwrap_or(ended).min(ended);
+    Ok(Sweep { due, duration, end_to_end: during as f64 / last.saturating_duration_since(started).as_secs_f64().max(1e-3) })
+}
+
+/// The referral statuses of a withdrawal of the whole consent, as an SQL
+/// list: such a referral was erased then, and the sweep passes it over.
+fn withdrawn_whole() -> String {
+    use referral_gateway::domain::lifecycle::ReferralStatus;
+    ReferralStatus::ALL.iter().filter(|status| status.is_withdrawn_whole()).map(|status| format!("'{}'", status.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let sizes: Vec<u64> = match args.iter().find_map(|a| a.strip_prefix("sizes=")) {
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None if full => vec![1_000, 100_000],
+        None => vec![120],
+    };
+    // `sweep`: after the measurements at each size over `SWEPT`, the retention sweep run (always in the smoke run).
+    let sweeping = args.iter().any(|a| a == "sweep") || !full;
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--") && !a.starts_with("sizes=") && *a != "sweep").collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let name = format!("{backend:?}").to_lowercase();
+        if !(only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))) {
+            continue;
+        }
+        let mut first: Option<(f64, f64)> = None;
+        for &size in &sizes {
+            let figures = runtime.block_on(grow(backend, size, full, sweeping))?;
+            let (e2e, submitted) = *first.get_or_insert((figures.end_to_end, figures.submissions));
+            println!(
+                "{backend:?}, {} referrals stored (loaded in {:.1} s{}): end to end {:.0}/s ({:.0} % of the first size's), submissions {:.0}/s ({:.0} %); \
+                 GET /v1/referrals/{{id}} {}; audit by referral {}; by subject {}; by a rare action {}; one day {}; inbox due {}; inbox from a cursor {}; a case from the inbox {}; \
+                 database {:.1} MB at Italy ({:.0} bytes a referral), {:.1} MB at the Gambia; resident memory {:.0} MB (both gateways)",
+                figures.size,
+                figures.load.as_secs_f64(),
+                if full { "" } else { "; smoke run, debug build" },
+                figures.end_to_end,
+                100.0 * figures.end_to_end / e2e,
+                figures.submissions,
+                100.0 * figures.submissions / submitted,
+                figures.get_referral,
+                figures.audit_by_referral,
+                figures.audit_by_subject,
+                figures.audit_by_action,
+                figures.audit_by_day,
+                figures.inbox_due,
+                figures.inbox_tail,
+                figures.inbox_case,
+                figures.bytes.0 as f64 / 1e6,
+                figures.bytes.0 as f64 / figures.size.max(1) as f64,
+                figures.bytes.1 as f64 / 1e6,
+                figures.rss_kib as f64 / 1024.0,
+            );
+            if let Some(sweep) = figures.sweep.as_ref().filter(|sweep| sweep.end_to_end == 0.0) {
+                println!(
+                    "{backend:?}, {} referrals stored: started again with {} of them past their retention; Italy's sweep erased them in {:.1} s, \
+                     before any case submitted meanwhile was acknowledged",
+                    figures.size,
+                    sweep.due,
+                    sweep.duration.as_secs_f64(),
+                );
+            } else if let Some(sweep) = &figures.sweep {
+                println!(
+                    "{backend:?}, {} referrals stored: started again with {} of them past their retention; Italy's sweep erased them in {:.1} s; \
+                     end to end meanwhile {:.0}/s, {:.0} % of the rate before",
+                    figures.size,
+                    sweep.due,
+                    sweep.duration.as_secs_f64(),
+                    sweep.end_to_end,
+                    100.0 * sweep.end_to_end / figures.end_to_end,
+                );
+            }
+        }
+    }
+    Ok(())
+}
