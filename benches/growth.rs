@@ -33,11 +33,13 @@
 //!    order from a cursor half-way, and a case read from the inbox; the
 //!    databases' size; the process's resident memory (both gateways).
 //!
-//! Decision facts are copied as they are: sealed with the history's
-//! referral id as associated data, a copy's cannot be opened (a policy
-//! impact replay reaching back to them would fail); nothing measured here
-//! opens them. The sending gateway's case keys are not copied: a delivered
-//! referral's payload is gone from its outbox entry.
+//! At Italy, each referral's case key is copied under an id of the copy's
+//! own (the sweep destroys it), but as the history's wrapped bytes: a
+//! copy's decision facts, copied as they are, cannot be opened (a policy
+//! impact replay reaching back to them would fail; the gateways are
+//! started again keeping decision facts longer than the copies' span, so
+//! that they do not forget four months of them at once). Nothing measured
+//! here opens them.
 //!
 //! Every copied table is counted before and after; the copies' reads must
 //! all answer `200` (a copy sealed wrongly would fail its inbox with 500).
@@ -64,6 +66,12 @@ use serde_json::{json, Value};
 
 #[path = "support/federation.rs"]
 mod federation;
+
+/// The binary's allocator (`src/main.rs`), so that the resident memory
+/// measured is what the gateways would hold in the binary.
+#[cfg(all(feature = "jemalloc", target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use federation::{acknowledge_all, client, referral_template, start, submit_all, submit_all_of, Backend, BoxError, Federation};
 
 /// Referrals of the history made through the gateways (full runs).
@@ -79,6 +87,7 @@ const SWEPT: i64 = 100_000;
 struct Figures {
     size: u64,
     load: Duration,
+    index_build: Duration,
     end_to_end: f64,
     submissions: f64,
     get_referral: Latency,
@@ -117,7 +126,10 @@ impl std::fmt::Display for Latency {
     }
 }
 
-/// One gateway's database, opened beside the gateway (or while it is stopped).
+/// One gateway's database, opened beside the gateway (or while it is
+/// stopped). Statements are not kept prepared: the loader's are large and
+/// would sit in the process the gateways' memory is measured in.
+#[derive(Clone)]
 enum Database {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool, String),
@@ -149,22 +161,22 @@ impl Database {
 
     async fn execute(&self, sql: &str) -> Result<u64, BoxError> {
         Ok(match self {
-            Database::Sqlite(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
-            Database::Postgres(pool, _) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+            Database::Sqlite(pool) => sqlx::query(sql).persistent(false).execute(pool).await?.rows_affected(),
+            Database::Postgres(pool, _) => sqlx::query(sql).persistent(false).execute(pool).await?.rows_affected(),
         })
     }
 
     async fn number(&self, sql: &str) -> Result<i64, BoxError> {
         Ok(match self {
-            Database::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?,
-            Database::Postgres(pool, _) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?,
+            Database::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql).persistent(false).fetch_one(pool).await?,
+            Database::Postgres(pool, _) => sqlx::query_scalar::<_, i64>(sql).persistent(false).fetch_one(pool).await?,
         })
     }
 
     async fn texts(&self, sql: &str) -> Result<Vec<String>, BoxError> {
         Ok(match self {
-            Database::Sqlite(pool) => sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?,
-            Database::Postgres(pool, _) => sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?,
+            Database::Sqlite(pool) => sqlx::query_scalar::<_, String>(sql).persistent(false).fetch_all(pool).await?,
+            Database::Postgres(pool, _) => sqlx::query_scalar::<_, String>(sql).persistent(false).fetch_all(pool).await?,
         })
     }
 
@@ -220,10 +232,13 @@ impl Database {
     }
 
     /// Bytes the gateway's tables take, with their indexes (and, for
-    /// SQLite, the file's free pages): the gateway's database and its case keys'.
+    /// SQLite, the file's free pages): the gateway's database and its case
+    /// keys'. Measured with the gateways stopped.
     async fn size(&self, config: &referral_gateway::config::GatewayConfig) -> Result<u64, BoxError> {
         match self {
-            Database::Sqlite(_) => {
+            Database::Sqlite(pool) => {
+                // The pages written since the last checkpoint into the file, once.
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
                 let path = config.database.url.trim_start_matches("sqlite://").to_owned();
                 let keys = path.replace("gateway.db", "gateway.case-keys.db");
                 let mut bytes = 0;
@@ -253,6 +268,12 @@ fn copied_id(sql: &Database, column: &str) -> String {
     )
 }
 
+/// A copy's case key id (32 hexadecimal digits, as the vault destroys
+/// only such ids): the last eight digits are the round and `c0de`.
+fn copied_key(sql: &Database) -> String {
+    format!("CASE WHEN length(key_id) = 32 THEN substr(key_id, 1, 24) || {} || 'c0de' ELSE key_id END", sql.hex4("rounds.n"))
+}
+
 /// The same mapping in Rust, for the audit log.
 fn copied_id_of(id: &str, round: i64) -> String {
     if id.len() == 36 && id.get(8..9) == Some("-") {
@@ -275,14 +296,17 @@ fn copied_value(sql: &Database, table: &str, column: &str, shift_ms: &str, strid
         "id" | "referral_id" | "packet_id" | "in_reply_to" | "carried_by" | "answers_packet" | "answers_referral" | "onward_of" | "withdrawal_id" => {
             copied_id(sql, column)
         }
-        "visible_seq" => format!("visible_seq + rounds.n * {}", strides.visible),
+        "visible_seq" => format!("visible_seq + CAST(rounds.n AS BIGINT) * {}", strides.visible),
         "packet_sha256" => format!("substr(packet_sha256, 1, length(packet_sha256) - 4) || {}", sql.hex4("rounds.n")),
         "subject_key" => format!("CASE WHEN subject_key IS NULL THEN NULL ELSE substr(subject_key, 1, length(subject_key) - 4) || {} END", sql.hex4("rounds.n")),
         "idempotency_key" => format!("idempotency_key || '#' || rounds.n"),
-        "listed_seq" => format!("listed_seq + rounds.n * {}", strides.listed),
+        "listed_seq" => format!("listed_seq + CAST(rounds.n AS BIGINT) * {}", strides.listed),
         "claim_node" | "claim_instance" => "NULL".to_owned(),
-        // Moved later, but not a time that stands for "never" (past the year 2255).
-        time if time.ends_with("_ms") => format!("CASE WHEN {time} > 9000000000000 THEN {time} ELSE {time} + {shift_ms} END"),
+        // A referral's case key is its own: the copy's is copied too (`copy_case_keys`).
+        "key_id" if table == "decision_facts" || table == "outbox" => copied_key(sql),
+        // Moved later, but not a time that stands for "never" (past the year 2255) or for none.
+        // (`due_ms` 0 stands for "nothing awaited".)
+        time if time.ends_with("_ms") => format!("CASE WHEN {time} > 9000000000000 OR {time} = 0 THEN {time} ELSE {time} + {shift_ms} END"),
         other => other.to_owned(),
     })
 }
@@ -315,7 +339,8 @@ async fn copy_rows(sql: &Database, rounds: i64, round_ms: i64) -> Result<(), Box
         listed: sql.number("SELECT COALESCE(MAX(listed_seq), 0) + 1 FROM referrals").await?,
         visible: sql.number("SELECT COALESCE(MAX(visible_seq), 0) + 1 FROM inbox").await?,
     };
-    let shift = format!("rounds.n * {round_ms}");
+    // 64-bit: PostgreSQL's generate_series counts in 32 bits.
+    let shift = format!("CAST(rounds.n AS BIGINT) * {round_ms}");
     for (table, key, rows) in COPIED {
         let columns = sql.columns(table).await?;
         let (names, values): (Vec<String>, Vec<String>) =
@@ -343,6 +368,41 @@ async fn copy_rows(sql: &Database, rounds: i64, round_ms: i64) -> Result<(), Box
         }
     }
     Ok(())
+}
+
+/// Italy's case keys, one per referral in service (it seals the payload
+/// until delivery and the decision facts until retention; the sweep
+/// destroys it): each history referral's key copied under the copy's key
+/// id, into the case-key store (a file of its own on SQLite, a schema of
+/// its own on PostgreSQL). The wrapped bytes are the history's: a copy's
+/// key is destroyed, never opened.
+async fn copy_case_keys(sql: &Database, config: &referral_gateway::config::GatewayConfig, rounds: i64) -> Result<u64, BoxError> {
+    let ids = sql
+        .texts("SELECT DISTINCT key_id FROM outbox WHERE packet_type = 'referral' AND length(key_id) = 32 AND substr(id, 15, 1) <> '8' AND id NOT LIKE '%#%'")
+        .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let case_keys = referral_gateway::store::case_keys::open(&config.database).await?;
+    let keys = case_keys.get(&ids).await?;
+    let at_ms = fixtures::written_at().timestamp_millis();
+    let mut copies = Vec::new();
+    let mut written = 0;
+    for round in 1..=rounds {
+        for key in &keys {
+            let id = format!("{}{round:04x}c0de", key.id.get(..24).unwrap_or_default());
+            copies.push(referral_gateway::crypto::case_keys::WrappedCaseKey { id, wrapped: key.wrapped.clone() });
+            if copies.len() == 2000 {
+                case_keys.put(&copies, at_ms).await?;
+                written += copies.len() as u64;
+                copies.clear();
+            }
+        }
+    }
+    if !copies.is_empty() {
+        case_keys.put(&copies, at_ms).await?;
+    }
+    Ok(written + copies.len() as u64)
 }
 
 /// A case received is sealed under a case key of its own, with its packet
@@ -491,15 +551,20 @@ async fn make_history(federation: &Federation, databases: &[Database; 2], count:
             _ => {}
         }
     }
-    // Settled: nothing left to send at either gateway.
+    // Settled: nothing left to send, nor received and not yet screened, at either gateway, twice in a row.
     let deadline = Instant::now() + limit;
-    for sql in databases {
-        while sql.number("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").await? > 0 {
-            if Instant::now() > deadline {
-                return Err("history: deliveries still pending".into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut quiet = 0;
+    while quiet < 2 {
+        let mut busy = 0;
+        for sql in databases {
+            busy += sql.number("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").await?;
+            busy += sql.number("SELECT COUNT(*) FROM inbox WHERE state = 'received'").await?;
         }
+        quiet = if busy == 0 { quiet + 1 } else { 0 };
+        if Instant::now() > deadline {
+            return Err(format!("history: {busy} packets still to send or screen").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok([audit_after(&federation.ita, first[0]).await?, audit_after(&federation.gmb, first[1]).await?])
 }
@@ -568,18 +633,31 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
     let databases = [Database::open(&federation.files.configs[0].1).await?, Database::open(&federation.files.configs[1].1).await?];
     let history = make_history(&federation, &databases, history_size).await;
     let stopped = federation.stop().await;
+    let mut rare = String::new();
     let loaded = match history {
-        Ok(history) => load(&databases, &stopped.files().configs, &history, size, history_size).await,
+        Ok(history) => {
+            rare = rarest_action(&history[0]);
+            load(&databases, &stopped.files().configs, &history, size, history_size).await
+        }
         Err(error) => Err(error),
     };
-    let load = match loaded {
+    let (load, index_build) = match loaded {
         Ok(load) => load,
         Err(error) => {
             stopped.tear_down().await;
             return Err(error);
         }
     };
+    // Decision facts are kept for impact replays as long as `impact_days`: a gateway
+    // forgets them day by day, not the copies' four months at once as it starts again.
+    let mut stopped = stopped;
+    for (_, config) in &mut stopped.files_mut().configs {
+        config.policy.impact_days = u32::try_from(SPAN_DAYS).unwrap_or(u32::MAX) + 30;
+    }
     let stored = databases[0].number("SELECT COUNT(*) FROM referrals").await;
+    // What the size takes, before the measurements add their referrals.
+    let configs = &stopped.files().configs;
+    let sizes = async { Ok::<_, BoxError>((databases[0].size(&configs[0].1).await?, databases[1].size(&configs[1].1).await?)) }.await;
     let federation = stopped.launch_at(fixtures::written_at() + chrono::Duration::days(SPAN_DAYS + 1)).await?;
     // The copied logs are chains as the gateways write them: `audit verify` would pass.
     let verified = async {
@@ -594,7 +672,7 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
         return Err(error);
     }
     let (samples, count) = if full { (SAMPLES, 3000) } else { (20, 20) };
-    let measured = measure(&federation, &databases, history_size, samples, count).await;
+    let measured = measure(&federation, &databases, history_size, &rare, samples, count).await;
     let (federation, sweep) = if sweeping && measured.is_ok() && (!full || size as i64 > SWEPT) {
         let stopped = federation.stop().await;
         let swept = if full { SWEPT } else { 30 };
@@ -618,14 +696,13 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
     } else {
         (federation, None)
     };
-    let sizes = async { Ok::<_, BoxError>((databases[0].size(&federation.files.configs[0].1).await?, databases[1].size(&federation.files.configs[1].1).await?)) }.await;
-    let rss = rss_kib();
     federation.tear_down().await;
-    let (end_to_end, submissions, [get_referral, audit_by_referral, audit_by_subject, audit_by_action, audit_by_day, inbox_due, inbox_tail, inbox_case]) =
+    let (end_to_end, submissions, [get_referral, audit_by_referral, audit_by_subject, audit_by_action, audit_by_day, inbox_due, inbox_tail, inbox_case], rss) =
         measured?;
     Ok(Figures {
         size: stored? as u64,
         load,
+        index_build,
         end_to_end,
         submissions,
         get_referral,
@@ -646,26 +723,38 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
 type History = [Vec<AuditRecord>; 2];
 
 /// The copies of the history, with both gateways stopped, until Italy's
-/// gateway holds `size` referrals; how long it took.
+/// gateway holds `size` referrals; how long it took, and how long the
+/// Gambian gateway's newest index (migration 0027) then takes to build.
 async fn load(
     databases: &[Database; 2],
     configs: &[(referral_gateway::domain::CountryCode, referral_gateway::config::GatewayConfig)],
     history: &History,
     size: u64,
     history_size: u64,
-) -> Result<Duration, BoxError> {
+) -> Result<(Duration, Duration), BoxError> {
     let rounds = (size / history_size).saturating_sub(1) as i64;
     let round_ms = SPAN_DAYS * 86_400_000 / rounds.max(1);
     let loading = Instant::now();
     for ((sql, entries), (_, config)) in databases.iter().zip(history).zip(configs) {
+        copy_case_keys(sql, config, rounds).await?;
         copy_rows(sql, rounds, round_ms).await?;
         reseal_inbox(sql, config, rounds).await?;
         copy_audit(sql, entries, rounds, round_ms).await?;
         if let Database::Postgres(pool, _) = sql {
-            sqlx::query("ANALYZE").execute(pool).await?;
+            // As autovacuum would in time: the inbox's re-sealing left a dead row per copy.
+            for table in COPIED.iter().map(|(table, _, _)| *table).chain(["audit_log"]) {
+                sqlx::query(&format!("VACUUM (ANALYZE) {table}")).execute(pool).await?;
+            }
         }
     }
-    Ok(loading.elapsed())
+    let loaded = loading.elapsed();
+    // What migration 0027 costs a gateway of this size: its index built once more, beside it.
+    let gambia = &databases[1];
+    let building = Instant::now();
+    gambia.execute("CREATE INDEX inbox_by_recipient_seq_timed ON inbox (recipient_org, visible_seq)").await?;
+    let built = building.elapsed();
+    gambia.execute("DROP INDEX inbox_by_recipient_seq_timed").await?;
+    Ok((loaded, built))
 }
 
 /// Walks a gateway's whole audit chain, a page at a time, as `audit verify` does.
@@ -688,10 +777,11 @@ async fn audit_after(app: &referral_gateway::startup::Application, seq: i64) -> 
     Ok(app.gateway().store.audit(&filter).await?)
 }
 
-type Measured = (f64, f64, [Latency; 8]);
+/// The end-to-end and submission rates, the reads, and the resident memory as end to end ended.
+type Measured = (f64, f64, [Latency; 8], u64);
 
 /// The measurements on a grown federation: the reads, then the rates.
-async fn measure(federation: &Federation, databases: &[Database; 2], history_size: u64, samples: usize, count: u64) -> Result<Measured, BoxError> {
+async fn measure(federation: &Federation, databases: &[Database; 2], history_size: u64, rare: &str, samples: usize, count: u64) -> Result<Measured, BoxError> {
     let (ita, gmb) = (federation.ita.local_addr().port(), federation.gmb.local_addr().port());
     let rome = client(&federation.files, "iom-rome")?;
     let dpo = client(&federation.files, "ita-dpo")?;
@@ -701,20 +791,24 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
     let audit = |query: String| format!("https://localhost:{ita}/v1/audit?limit=50&{query}");
     let by_referral: Vec<String> = ids.iter().map(|id| audit(format!("referral_id={id}"))).collect();
     let by_subject: Vec<String> = (0..samples as u64).map(|n| audit(format!("subject_ref={}", federation::subject_ref("growth-history", n % history_size)))).collect();
-    // The rarest action among the copied entries, and one day in the middle of the copies' span.
-    let rare = databases[0].texts("SELECT action FROM audit_log GROUP BY action ORDER BY COUNT(*), action LIMIT 1").await?;
-    let by_action: Vec<String> = (0..samples).map(|_| audit(format!("action={}", rare.first().map(String::as_str).unwrap_or("referral.submit")))).collect();
-    let middle = fixtures::written_at() + chrono::Duration::days(SPAN_DAYS / 2);
-    let day = |d: i64| (middle + chrono::Duration::days(d)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let by_day: Vec<String> = (0..samples).map(|_| audit(format!("from={}&to={}", day(0), day(1)))).collect();
+    // The rarest action of the copied history; a day of the copies' span, each sample its own.
+    let by_action: Vec<String> = (0..samples).map(|_| audit(format!("action={rare}"))).collect();
+    let mut draw = Draw(0x9E37_79B9_7F4A_7C15);
+    let day = |d: u64| (fixtures::written_at() + chrono::Duration::days(d as i64)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let by_day: Vec<String> = (0..samples)
+        .map(|_| {
+            let d = 1 + draw.below(SPAN_DAYS as u64);
+            audit(format!("from={}&to={}", day(d), day(d + 1)))
+        })
+        .collect();
     let due: Vec<String> = (0..samples).map(|_| format!("https://localhost:{gmb}/v1/inbox?order=due&limit=50")).collect();
-    // Arrival order from a cursor in the middle of the inbox.
+    // Arrival order from a cursor anywhere in the inbox.
     let seqs = databases[1].number("SELECT COALESCE(MAX(visible_seq), 0) FROM inbox").await?;
-    let tail: Vec<String> = (0..samples).map(|_| format!("https://localhost:{gmb}/v1/inbox?order=arrival&limit=50&cursor={}", seqs / 2)).collect();
+    let tail: Vec<String> = (0..samples).map(|_| format!("https://localhost:{gmb}/v1/inbox?order=arrival&limit=50&cursor={}", draw.below(seqs.max(1) as u64))).collect();
     // Cases IOM Banjul still holds, copies among them (each must open: a copy sealed wrongly answers 500).
     let held = databases[1]
         .texts(&format!(
-            "SELECT packet_id FROM inbox WHERE length(sealed) > 0 AND recipient_org = 'gmb-iom-banjul' AND state IN ('available', 'acknowledged', 'answered') \
+            "SELECT packet_id FROM inbox WHERE length(sealed) > 0 AND recipient_org = 'gmb-iom-banjul' AND state IN ('available', 'acknowledged') \
              ORDER BY random() LIMIT {samples}"
         ))
         .await?;
@@ -736,6 +830,7 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
     let recipient = acknowledge_all(federation, count, Duration::from_secs(600), cursor);
     let (acknowledged, accepted) = tokio::try_join!(recipient, submit_all(federation, count, "growth-e2e"))?;
     let end_to_end = acknowledged.cases as f64 / started.elapsed().as_secs_f64();
+    let rss = rss_kib();
     if acknowledged.cases != count || accepted.len() as u64 != count {
         return Err(format!("end to end: {count} submitted, {} accepted, {} acknowledged", accepted.len(), acknowledged.cases).into());
     }
@@ -743,7 +838,7 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
     let started = Instant::now();
     let accepted = submit_all(federation, count, "growth-submit").await?;
     let submissions = accepted.len() as f64 / started.elapsed().as_secs_f64();
-    Ok((end_to_end, submissions, reads))
+    Ok((end_to_end, submissions, reads, rss))
 }
 
 /// The sweep run on gateways started at `started` where `due` referrals
@@ -751,29 +846,59 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
 /// longer than the history's, or they would be refused) while the sweep
 /// erases; the rate counts the acknowledgements answered before it ended.
 async fn measure_sweep(federation: &Federation, italy: &Database, left: &str, due: i64, started: Instant, count: u64) -> Result<Sweep, BoxError> {
+    // Watched from now, whatever the end-to-end run is doing.
+    let watcher = {
+        let (italy, left) = (italy.clone(), left.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let unerased = italy.number(&left).await?;
+                if unerased == 0 {
+                    return Ok::<_, BoxError>(started.elapsed());
+                }
+                let limit = Duration::from_secs(if cfg!(debug_assertions) { 30 } else { 1200 });
+                if started.elapsed() > limit {
+                    return Err(format!("sweep: {unerased} of {due} referrals past their retention still there after {} s", limit.as_secs()).into());
+                }
+                // Seldom: the count reads the index the sweep is working through.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     let template = referral_template()?.replace("2027-05-02T", "2028-05-02T");
     let cursor = tail_cursor(federation).await?;
+    let submitting = Instant::now();
     let recipient = acknowledge_all(federation, count, Duration::from_secs(1200), cursor);
-    let watcher = async {
-        loop {
-            let unerased = italy.number(left).await?;
-            if unerased == 0 {
-                return Ok::<_, BoxError>(started.elapsed());
-            }
-            if started.elapsed() > Duration::from_secs(if cfg!(debug_assertions) { 30 } else { 1200 }) {
-                return Err(format!("sweep: {unerased} of {due} referrals past their retention still there after 20 minutes").into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let (acknowledged, accepted, duration) = tokio::try_join!(recipient, submit_all_of(federation, &template, count, "growth-sweep"), watcher)?;
+    let (acknowledged, accepted) = tokio::try_join!(recipient, submit_all_of(federation, &template, count, "growth-sweep"))?;
     if acknowledged.cases != count || accepted.len() as u64 != count {
         return Err(format!("sweep: {count} submitted, {} accepted, {} acknowledged", accepted.len(), acknowledged.cases).into());
     }
+    let duration = watcher.await??;
+    // The rate over the part of the run the sweep overlapped: from the first submission to the sweep's end (or the last acknowledgement).
     let ended = started + duration;
     let during = acknowledged.at.values().filter(|at| **at <= ended).count();
     let last = acknowledged.at.values().max().copied().unwrap_or(ended).min(ended);
-    Ok(Sweep { due, duration, end_to_end: during as f64 / last.saturating_duration_since(started).as_secs_f64().max(1e-3) })
+    let window = last.saturating_duration_since(submitting).as_secs_f64();
+    Ok(Sweep { due, duration, end_to_end: if during == 0 || window <= 0.0 { 0.0 } else { during as f64 / window } })
+}
+
+/// The action of the fewest entries in a history (the first by name of those).
+fn rarest_action(history: &[AuditRecord]) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for record in history {
+        *counts.entry(record.action.as_str()).or_default() += 1;
+    }
+    counts.iter().min_by_key(|(_, count)| **count).map(|(action, _)| (*action).to_owned()).unwrap_or_default()
+}
+
+/// Numbers drawn the same way in every run.
+struct Draw(u64);
+
+impl Draw {
+    /// One below `bound` (at least 1).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound.max(1)
+    }
 }
 
 /// The referral statuses of a withdrawal of the whole consent, as an SQL
@@ -805,11 +930,12 @@ fn main() -> Result<(), BoxError> {
             let figures = runtime.block_on(grow(backend, size, full, sweeping))?;
             let (e2e, submitted) = *first.get_or_insert((figures.end_to_end, figures.submissions));
             println!(
-                "{backend:?}, {} referrals stored (loaded in {:.1} s{}): end to end {:.0}/s ({:.0} % of the first size's), submissions {:.0}/s ({:.0} %); \
+                "{backend:?}, {} referrals stored (loaded in {:.1} s, migration 0027's index built in {:.2} s{}): end to end {:.0}/s ({:.0} % of the first size's), submissions {:.0}/s ({:.0} %); \
                  GET /v1/referrals/{{id}} {}; audit by referral {}; by subject {}; by a rare action {}; one day {}; inbox due {}; inbox from a cursor {}; a case from the inbox {}; \
-                 database {:.1} MB at Italy ({:.0} bytes a referral), {:.1} MB at the Gambia; resident memory {:.0} MB (both gateways)",
+                 database {:.1} MB at Italy ({:.0} bytes a referral), {:.1} MB at the Gambia; resident memory as end to end ended {:.0} MB (the bench's process: both gateways and their clients)",
                 figures.size,
                 figures.load.as_secs_f64(),
+                figures.index_build.as_secs_f64(),
                 if full { "" } else { "; smoke run, debug build" },
                 figures.end_to_end,
                 100.0 * figures.end_to_end / e2e,

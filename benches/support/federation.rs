@@ -122,6 +122,11 @@ impl Stopped {
         &self.files
     }
 
+    /// The files, to change the gateways' configuration before they start again.
+    pub fn files_mut(&mut self) -> &mut DemoFiles {
+        &mut self.files
+    }
+
     /// Both gateways started again on their databases, their clock running from `at`.
     pub async fn launch_at(self, at: DateTime<Utc>) -> Result<Federation, BoxError> {
         // The gateways remember the directory they had: this one has new endpoints, and a serial after it.
