@@ -57,6 +57,10 @@
 //! Under `cargo test`, a short run per backend: 40 referrals grown to 120,
 //! 30 of them then swept.
 
+// The two gateways' configurations and databases are pairs indexed 0 (Italy)
+// and 1 (the Gambia); JSON's `value["key"]` gives `Null` for what is missing.
+#![allow(clippy::indexing_slicing)]
+
 use std::time::{Duration, Instant};
 
 use referral_gateway::audit::AuditRecord;
@@ -299,7 +303,7 @@ fn copied_value(sql: &Database, table: &str, column: &str, shift_ms: &str, strid
         "visible_seq" => format!("visible_seq + CAST(rounds.n AS BIGINT) * {}", strides.visible),
         "packet_sha256" => format!("substr(packet_sha256, 1, length(packet_sha256) - 4) || {}", sql.hex4("rounds.n")),
         "subject_key" => format!("CASE WHEN subject_key IS NULL THEN NULL ELSE substr(subject_key, 1, length(subject_key) - 4) || {} END", sql.hex4("rounds.n")),
-        "idempotency_key" => format!("idempotency_key || '#' || rounds.n"),
+        "idempotency_key" => "idempotency_key || '#' || rounds.n".to_owned(),
         "listed_seq" => format!("listed_seq + CAST(rounds.n AS BIGINT) * {}", strides.listed),
         "claim_node" | "claim_instance" => "NULL".to_owned(),
         // A referral's case key is its own: the copy's is copied too (`copy_case_keys`).

@@ -147,8 +147,8 @@ impl ReferralStore for Deadlined<dyn Store> {
         self.bounded("sealed_payload", self.inner.sealed_payload(referral_id)).await
     }
 
-    async fn sealed_onward(&self, referral_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.bounded("sealed_onward", self.inner.sealed_onward(referral_id)).await
+    async fn sealed_payload_and_onward(&self, referral_id: &str) -> Result<Option<(SealedPayload, Option<Vec<u8>>)>, StoreError> {
+        self.bounded("sealed_payload_and_onward", self.inner.sealed_payload_and_onward(referral_id)).await
     }
 
     async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {

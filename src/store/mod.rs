@@ -114,8 +114,10 @@ pub trait ReferralStore: Send + Sync {
 
     async fn sealed_payload(&self, referral_id: &str) -> Result<Option<SealedPayload>, StoreError>;
 
-    /// A referral's onward limits, sealed under its payload's case key, if it has any still.
-    async fn sealed_onward(&self, referral_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A referral's payload and its onward limits (sealed under the
+    /// payload's case key, if it has any still), read together: a cut
+    /// replaces both at once.
+    async fn sealed_payload_and_onward(&self, referral_id: &str) -> Result<Option<(SealedPayload, Option<Vec<u8>>)>, StoreError>;
 
     /// Every referral about the subject whose keyed reference is
     /// `subject_key`, allowed or denied, oldest first; nothing of any other subject.

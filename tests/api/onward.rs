@@ -251,7 +251,7 @@ async fn a_case_passed_on_is_followed_and_withdrawn_along_the_chain(backend: Bac
     let withdrawn = send(client_for(Who::IomRome).post(ita.url(&format!("/v1/referrals/{referral_id}/consent-withdrawal"))).json(&json!({}))).await;
     assert_eq!(withdrawn.status, 200, "{}", withdrawn.text);
     wait_for("the copy erased", LIMIT, || async { shelter_reads(nga, &copy_id).await.status == 410 }).await;
-    // Its key goes before its state is written: for that moment it is neither listed nor readable.
+    // Its key goes before its state is written: for that moment it is unreadable but not yet listed as erased.
     wait_for("the copy listed as erased", LIMIT, || async { nga.get(Who::NgaShelter, "/v1/inbox").await.body["items"][0]["state"] == "erased" }).await;
     let erased = nga.get(Who::NgaShelter, "/v1/inbox").await.body;
     assert_eq!(erased["items"].as_array().map(Vec::len), Some(1), "{erased}");

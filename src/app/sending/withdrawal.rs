@@ -24,6 +24,16 @@ use crate::domain::withdrawal::{reach, Reach, SentReferral, WithdrawalScope};
 use crate::domain::{DataCategory, OrgId, Purpose};
 use crate::store::{NewWithdrawal, SealedPayload, SentNarrowing, StoredReferral, Write, Written};
 
+/// What [`Gateway::cut_payload`] did to the payload a referral's outbox entry holds.
+enum Cut {
+    /// Cut and sealed under a new key; the key it was sealed under (destroyed); its onward limits cut alike.
+    Done { payload: SealedPayload, sealed_from: String, onward: Option<Vec<u8>> },
+    /// Nothing is held (delivered or expired: the payload at rest is blank, and the key that sealed it went too).
+    NothingHeld,
+    /// Its key was destroyed between the read and the opening, by another withdrawal: to be read again.
+    Moved,
+}
+
 impl Gateway {
     /// Withdraws the person's consent for a referral the caller's
     /// organisation sent: whole, or the part `body` names.
@@ -169,8 +179,9 @@ impl Gateway {
         for _ in 0..3 {
             let now = self.now();
             let (cut, onward) = match self.cut_payload(referral, categories, now).await? {
-                Some((sealed, from, onward)) => (Some((sealed, from)), onward),
-                None => (None, None),
+                Cut::Done { payload, sealed_from, onward } => (Some((payload, sealed_from)), onward),
+                Cut::NothingHeld => (None, None),
+                Cut::Moved => continue,
             };
             let new_key = cut.as_ref().map(|(sealed, _)| sealed.key_id.clone());
             let withdrawal = self.new_withdrawal(&WithdrawalAtRest { categories: Some(categories.clone()) }, now)?;
@@ -212,29 +223,37 @@ impl Gateway {
                 }
             }
         }
-        Err(AppError::Internal("a partial withdrawal kept finding the payload replaced".to_owned()))
+        // Other withdrawals of it kept cutting the payload (or withdrew it whole) while this one ran.
+        Err(AppError::Contended)
     }
 
     /// The payload still held, cut down and sealed under a new case key,
     /// with the key it was sealed under (destroyed here, first, if it is a
-    /// case key) and its onward limits cut the same way under the new key;
-    /// `None` when nothing is held (delivered or expired: the payload at
-    /// rest is blank, and the key that sealed it goes too).
-    async fn cut_payload(
-        &self,
-        referral: &StoredReferral,
-        categories: &BTreeSet<DataCategory>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<(SealedPayload, String, Option<Vec<u8>>)>, AppError> {
-        let Some(held) = self.store.sealed_payload(&referral.id).await? else {
-            return Ok(None);
+    /// case key) and its onward limits cut the same way under the new key.
+    /// Payload and limits are read together and opened with one read of
+    /// their key: another withdrawal destroying that key meanwhile leaves
+    /// both unreadable ([`Cut::Moved`]: read again), never the payload cut
+    /// without its limits.
+    async fn cut_payload(&self, referral: &StoredReferral, categories: &BTreeSet<DataCategory>, now: chrono::DateTime<chrono::Utc>) -> Result<Cut, AppError> {
+        let Some((held, sealed_onward)) = self.store.sealed_payload_and_onward(&referral.id).await? else {
+            return Ok(Cut::NothingHeld);
         };
         if held.sealed.is_empty() {
             // Copies taken before delivery still hold the payload under it.
             self.vault.destroy(&[held.key_id]).await?;
-            return Ok(None);
+            return Ok(Cut::NothingHeld);
         }
-        let plaintext = self.vault.open(&held.sealed, referral.id.as_bytes()).await?;
+        let context = onward_context(&referral.id);
+        let mut sealed = vec![(held.sealed.as_slice(), referral.id.as_bytes())];
+        sealed.extend(sealed_onward.as_deref().map(|onward| (onward, context.as_bytes())));
+        let mut opened = self.vault.open_all(&sealed).await?.into_iter();
+        let plaintext = match opened.next() {
+            Some(Ok(plaintext)) => plaintext,
+            // Cut (or withdrawn whole) by another request since it was read.
+            Some(Err(AppError::Erased)) => return Ok(Cut::Moved),
+            Some(Err(error)) => return Err(error),
+            None => return Err(AppError::Internal("no payload opened".to_owned())),
+        };
         let mut body: serde_json::Map<String, Value> =
             serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("referral payload is not an object".to_owned()))?;
         for category in categories {
@@ -242,13 +261,19 @@ impl Gateway {
         }
         let remaining = categories_in(&Value::Object(body.clone()));
         let cut = serde_json::to_vec(&body).map_err(|e| AppError::Internal(e.to_string()))?;
-        // Read before the key goes: what may still be passed on is what is still held.
-        let onward = match self.store.sealed_onward(&referral.id).await? {
-            Some(sealed) => {
-                let opened = self.vault.open(&sealed, onward_context(&referral.id).as_bytes()).await?;
+        // What may still be passed on is what is still held. Limits that cannot be read though the
+        // payload could (sealed under a key since destroyed, as by a replica of a version before they
+        // were cut with the payload) let nothing be passed on, as at delivery.
+        let onward = match opened.next() {
+            Some(Ok(opened)) => {
                 let limits: OnwardLimits = serde_json::from_slice(&opened).map_err(|_| AppError::Internal("onward limits are unreadable".to_owned()))?;
                 limits.within(&remaining)
             }
+            Some(Err(AppError::Erased)) => {
+                tracing::warn!("a referral's onward limits are unreadable; they are not kept with its cut");
+                None
+            }
+            Some(Err(error)) => return Err(error),
             None => None,
         };
         let case_key = self.vault.new_case_key(now.timestamp_millis()).await?;
@@ -256,12 +281,12 @@ impl Gateway {
         let onward = onward
             .map(|limits| serde_json::to_vec(&limits).map_err(|e| AppError::Internal(e.to_string())))
             .transpose()?
-            .map(|limits| self.vault.seal(&case_key, &limits, onward_context(&referral.id).as_bytes()).map(|sealed| sealed.sealed))
+            .map(|limits| self.vault.seal(&case_key, &limits, context.as_bytes()).map(|sealed| sealed.sealed))
             .transpose()?;
         // Keys first: the withdrawn categories are unreadable from here on, in every copy.
         // (A payload from before case keys, under data.key, is re-sealed all the same.)
         self.vault.destroy(std::slice::from_ref(&held.key_id)).await?;
-        Ok(Some((sealed, held.key_id, onward)))
+        Ok(Cut::Done { payload: sealed, sealed_from: held.key_id, onward })
     }
 
     fn new_withdrawal(&self, at_rest: &WithdrawalAtRest, now: chrono::DateTime<chrono::Utc>) -> Result<NewWithdrawal, AppError> {

@@ -510,12 +510,17 @@ macro_rules! referral_sql {
                     .transpose()?)
             }
 
-            async fn sealed_onward(&self, referral_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                let row = sqlx::query("SELECT onward FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
+            async fn sealed_payload_and_onward(&self, referral_id: &str) -> Result<Option<(SealedPayload, Option<Vec<u8>>)>, StoreError> {
+                let row = sqlx::query("SELECT sealed, key_id, onward FROM outbox WHERE referral_id = $1 AND packet_type = 'referral'")
                     .bind(referral_id)
                     .fetch_optional(&self.pool)
                     .await?;
-                Ok(row.map(|row| row.try_get::<Option<Vec<u8>>, _>("onward")).transpose()?.flatten())
+                Ok(row
+                    .map(|row| {
+                        let payload = SealedPayload { sealed: row.try_get("sealed")?, key_id: row.try_get("key_id")? };
+                        Ok::<_, sqlx::Error>((payload, row.try_get::<Option<Vec<u8>>, _>("onward")?))
+                    })
+                    .transpose()?)
             }
 
             async fn subject_referrals(&self, subject_key: &str) -> Result<Vec<SubjectReferral>, StoreError> {

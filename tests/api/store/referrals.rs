@@ -59,8 +59,9 @@ async fn onward_limits_go_with_the_payload(backend: Backend) {
     let due = store.claim_deliveries(at(3).timestamp_millis() + 120_000, 60_000, 10).await.unwrap();
     let r3 = due.iter().find(|d| d.id == "r3").expect("the cut referral still goes");
     assert_eq!(r3.onward.as_deref(), Some(&[8u8, 8][..]), "cut with the payload");
-    assert_eq!(store.sealed_onward("r3").await.unwrap(), Some(vec![8, 8]));
-    assert_eq!(store.sealed_onward("r1").await.unwrap(), None);
+    let (payload, onward) = store.sealed_payload_and_onward("r3").await.unwrap().expect("r3's entry");
+    assert_eq!((payload.key_id.as_str(), onward), ("k-cut", Some(vec![8, 8])), "read together");
+    assert_eq!(store.sealed_payload_and_onward("r1").await.unwrap().map(|(_, onward)| onward), Some(None));
 }
 
 /// A referral recorded after a page was read comes after it, even with an
