@@ -24,14 +24,16 @@
 //!    held in the inbox is sealed under a case key of its own with its
 //!    packet id as associated data: each copy of one is opened and sealed
 //!    again under a new key (one more row in the case-key store).
-//! 3. **Started again** on a clock just past the last copy, and measured:
-//!    the end-to-end rate (submissions and acknowledgements together, the
-//!    recipient tailing from its last case) and the submission rate alone;
-//!    one request at a time (p50, p99): `GET /v1/referrals/{id}` of any
-//!    referral, the audit query by referral, by subject, by its rarest
-//!    action and for one day, the inbox list in `due` order and in arrival
-//!    order from a cursor half-way, and a case read from the inbox; the
-//!    databases' size; the process's resident memory (both gateways).
+//! 3. **Measured**: the databases' size, still stopped; then, started
+//!    again on a clock just past the last copy, one request at a time
+//!    (p50, p99): `GET /v1/referrals/{id}` of any referral, the audit
+//!    query by referral, by subject, by the history's rarest action and
+//!    for a day drawn in the span, the inbox list in `due` order and in
+//!    arrival order from a cursor drawn anywhere, and a case read from the
+//!    inbox; then the end-to-end rate (submissions and acknowledgements
+//!    together, the recipient tailing from its last case), the process's
+//!    resident memory as it ends (both gateways and their clients), and
+//!    the submission rate alone.
 //!
 //! At Italy, each referral's case key is copied under an id of the copy's
 //! own (the sweep destroys it), but as the history's wrapped bytes: a
@@ -244,7 +246,7 @@ impl Database {
                 // The pages written since the last checkpoint into the file, once.
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
                 let path = config.database.url.trim_start_matches("sqlite://").to_owned();
-                let keys = path.replace("gateway.db", "gateway.case-keys.db");
+                let keys = referral_gateway::store::case_keys::beside(&path);
                 let mut bytes = 0;
                 for file in [path.clone(), format!("{path}-wal"), keys.clone(), format!("{keys}-wal")] {
                     bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);

@@ -13,6 +13,7 @@ on_both_backends!(
     a_withdrawal_before_delivery_erases_the_payload_and_nothing_leaves,
     a_subjects_withdrawal_reaches_every_referral_the_organisation_sent_about_them,
     a_partial_withdrawal_before_delivery_cuts_the_payload_under_a_new_key,
+    a_partial_withdrawal_of_a_payload_whose_key_is_gone_answers_erased,
     an_organisation_lists_its_referrals_filtered_and_in_pages,
 );
 
@@ -405,3 +406,27 @@ async fn a_partial_withdrawal_before_delivery_cuts_the_payload_under_a_new_key(b
     assert_eq!(outcomes.iter().filter(|o| **o == "narrowed").count(), 1, "{}", audit.text);
     assert_eq!(outcomes.iter().filter(|o| **o == "untouched").count(), 2, "{}", audit.text);
 }
+
+/// A payload whose key is gone for good (as when a withdrawal destroyed it
+/// and then failed to write): a partial withdrawal reads it twice, finds
+/// the same key gone, and answers `410 erased` at once, not `503 busy`
+/// for ever; nothing is recorded.
+async fn a_partial_withdrawal_of_a_payload_whose_key_is_gone_answers_erased(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.submit(Who::IomRome, &variant("returnee_hiv_reintegration", "narrow-key-gone-1", None)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let id = reply.body["referral_id"].as_str().unwrap().to_owned();
+    let held = app.app.gateway().store.sealed_payload(&id).await.unwrap().unwrap();
+    app.app.gateway().vault().destroy(std::slice::from_ref(&held.key_id)).await.unwrap();
+    let path = format!("/v1/referrals/{id}/consent-withdrawal");
+    let answer = app.post_json(Who::IomRome, &path, &json!({ "categories": ["health"] })).await;
+    assert_eq!(answer.status, 410, "{}", answer.text);
+    assert!(answer.body["type"].as_str().unwrap().ends_with("/erased"), "{}", answer.text);
+    let followed = app.get(Who::IomRome, &format!("/v1/referrals/{id}")).await.body;
+    let steps: Vec<&str> = followed["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["queued"], "nothing recorded");
+    // The whole consent can still be withdrawn.
+    let whole = app.post_json(Who::IomRome, &path, &json!({})).await;
+    assert_eq!(whole.status, 200, "{}", whole.text);
+}
+

@@ -30,8 +30,9 @@ enum Cut {
     Done { payload: SealedPayload, sealed_from: String, onward: Option<Vec<u8>> },
     /// Nothing is held (delivered or expired: the payload at rest is blank, and the key that sealed it went too).
     NothingHeld,
-    /// Its key was destroyed between the read and the opening, by another withdrawal: to be read again.
-    Moved,
+    /// Its key (`key_id`) was gone when it was opened: destroyed since the
+    /// read by another withdrawal (to be read again), or for good.
+    Moved { key_id: String },
 }
 
 impl Gateway {
@@ -176,12 +177,26 @@ impl Gateway {
         let names: Vec<String> = categories.iter().map(|c| c.as_str().to_owned()).collect();
         // Cut again if another withdrawal replaced the payload meanwhile; a few
         // tries are plenty for requests a person makes by hand.
+        let mut unreadable: Option<String> = None;
         for _ in 0..3 {
             let now = self.now();
             let (cut, onward) = match self.cut_payload(referral, categories, now).await? {
                 Cut::Done { payload, sealed_from, onward } => (Some((payload, sealed_from)), onward),
                 Cut::NothingHeld => (None, None),
-                Cut::Moved => continue,
+                Cut::Moved { key_id } => {
+                    // Withdrawn whole meanwhile: all of it is gone already.
+                    if self.store.referral(&referral.id).await?.is_some_and(|r| !r.status.still_shared()) {
+                        let event = AuditEvent::new(now, principal.actor(), Action::ConsentWithdraw, "already_withdrawn").referral(&referral.id);
+                        self.audit(event).await?;
+                        return Ok(WithdrawalAnswer::whole(&referral.id, None));
+                    }
+                    // The same key gone twice is no race: the payload it sealed is erased for good.
+                    if unreadable.as_deref() == Some(key_id.as_str()) {
+                        return Err(AppError::Erased);
+                    }
+                    unreadable = Some(key_id);
+                    continue;
+                }
             };
             let new_key = cut.as_ref().map(|(sealed, _)| sealed.key_id.clone());
             let withdrawal = self.new_withdrawal(&WithdrawalAtRest { categories: Some(categories.clone()) }, now)?;
@@ -232,8 +247,8 @@ impl Gateway {
     /// case key) and its onward limits cut the same way under the new key.
     /// Payload and limits are read together and opened with one read of
     /// their key: another withdrawal destroying that key meanwhile leaves
-    /// both unreadable ([`Cut::Moved`]: read again), never the payload cut
-    /// without its limits.
+    /// both unreadable ([`Cut::Moved`]), never the payload cut without its
+    /// limits.
     async fn cut_payload(&self, referral: &StoredReferral, categories: &BTreeSet<DataCategory>, now: chrono::DateTime<chrono::Utc>) -> Result<Cut, AppError> {
         let Some((held, sealed_onward)) = self.store.sealed_payload_and_onward(&referral.id).await? else {
             return Ok(Cut::NothingHeld);
@@ -250,7 +265,7 @@ impl Gateway {
         let plaintext = match opened.next() {
             Some(Ok(plaintext)) => plaintext,
             // Cut (or withdrawn whole) by another request since it was read.
-            Some(Err(AppError::Erased)) => return Ok(Cut::Moved),
+            Some(Err(AppError::Erased)) => return Ok(Cut::Moved { key_id: held.key_id }),
             Some(Err(error)) => return Err(error),
             None => return Err(AppError::Internal("no payload opened".to_owned())),
         };
