@@ -395,16 +395,9 @@ impl Gateway {
         if item.end_to_end && organisation_key.is_none() {
             return Ok(Err(FailureCode::RecipientKeyMissing));
         }
-        // A referral's onward limits are sealed under its payload's case key: both are opened with
-        // one read of the key, so that a partial withdrawal destroying that key meanwhile (to cut both)
-        // cannot leave this packet with the payload it cuts and without the limits.
-        let onward_context = onward_context(&item.id);
         let onward_sealed = item.onward.as_deref().filter(|_| packet_type == PacketType::Referral);
-        let mut sealed = vec![(item.payload.sealed.as_slice(), item.id.as_bytes())];
-        sealed.extend(onward_sealed.map(|onward| (onward, onward_context.as_bytes())));
-        let mut opened = self.vault.open_all(&sealed).await?.into_iter();
-        let plaintext = opened.next().unwrap_or_else(|| Err(AppError::Internal("no payload opened".to_owned())))?;
-        let onward_opened = opened.next();
+        let (plaintext, onward_opened) = self.open_with_onward(&item.id, &item.payload.sealed, onward_sealed).await?;
+        let plaintext = plaintext?;
         let mut withdrawal = None;
         let body = if packet_type == PacketType::Withdrawal {
             // At rest: the categories of a partial withdrawal, or nothing.
@@ -519,6 +512,26 @@ impl Gateway {
         let window = chrono::Duration::from_std(self.delivery.window).unwrap_or(chrono::Duration::MAX);
         let by_window = accepted.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
         consent_expires.map_or(by_window, |end| end.min(by_window))
+    }
+}
+
+impl Gateway {
+    /// A referral's payload and its onward limits (if any), opened with one
+    /// read of their case key: a partial withdrawal destroying that key
+    /// meanwhile (to cut both) cannot leave the payload it cuts readable
+    /// and the limits not. Each answered on its own.
+    pub(crate) async fn open_with_onward(
+        &self,
+        referral_id: &str,
+        payload: &[u8],
+        onward: Option<&[u8]>,
+    ) -> Result<(Result<Vec<u8>, AppError>, Option<Result<Vec<u8>, AppError>>), AppError> {
+        let context = onward_context(referral_id);
+        let mut sealed = vec![(payload, referral_id.as_bytes())];
+        sealed.extend(onward.map(|onward| (onward, context.as_bytes())));
+        let mut opened = self.vault.open_all(&sealed).await?.into_iter();
+        let payload = opened.next().unwrap_or_else(|| Err(AppError::Internal("no payload opened".to_owned())));
+        Ok((payload, opened.next()))
     }
 }
 

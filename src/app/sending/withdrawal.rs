@@ -258,16 +258,12 @@ impl Gateway {
             self.vault.destroy(&[held.key_id]).await?;
             return Ok(Cut::NothingHeld);
         }
-        let context = onward_context(&referral.id);
-        let mut sealed = vec![(held.sealed.as_slice(), referral.id.as_bytes())];
-        sealed.extend(sealed_onward.as_deref().map(|onward| (onward, context.as_bytes())));
-        let mut opened = self.vault.open_all(&sealed).await?.into_iter();
-        let plaintext = match opened.next() {
-            Some(Ok(plaintext)) => plaintext,
+        let (plaintext, onward_opened) = self.open_with_onward(&referral.id, &held.sealed, sealed_onward.as_deref()).await?;
+        let plaintext = match plaintext {
+            Ok(plaintext) => plaintext,
             // Cut (or withdrawn whole) by another request since it was read.
-            Some(Err(AppError::Erased)) => return Ok(Cut::Moved { key_id: held.key_id }),
-            Some(Err(error)) => return Err(error),
-            None => return Err(AppError::Internal("no payload opened".to_owned())),
+            Err(AppError::Erased) => return Ok(Cut::Moved { key_id: held.key_id }),
+            Err(error) => return Err(error),
         };
         let mut body: serde_json::Map<String, Value> =
             serde_json::from_slice(&plaintext).map_err(|_| AppError::Internal("referral payload is not an object".to_owned()))?;
@@ -279,7 +275,7 @@ impl Gateway {
         // What may still be passed on is what is still held. Limits that cannot be read though the
         // payload could (sealed under a key since destroyed, as by a replica of a version before they
         // were cut with the payload) let nothing be passed on, as at delivery.
-        let onward = match opened.next() {
+        let onward = match onward_opened {
             Some(Ok(opened)) => {
                 let limits: OnwardLimits = serde_json::from_slice(&opened).map_err(|_| AppError::Internal("onward limits are unreadable".to_owned()))?;
                 limits.within(&remaining)
@@ -296,7 +292,7 @@ impl Gateway {
         let onward = onward
             .map(|limits| serde_json::to_vec(&limits).map_err(|e| AppError::Internal(e.to_string())))
             .transpose()?
-            .map(|limits| self.vault.seal(&case_key, &limits, context.as_bytes()).map(|sealed| sealed.sealed))
+            .map(|limits| self.vault.seal(&case_key, &limits, onward_context(&referral.id).as_bytes()).map(|sealed| sealed.sealed))
             .transpose()?;
         // Keys first: the withdrawn categories are unreadable from here on, in every copy.
         // (A payload from before case keys, under data.key, is re-sealed all the same.)
