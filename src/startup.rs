@@ -194,7 +194,8 @@ impl Application {
         let router = router(state).layer(axum::middleware::from_fn(move |request, next| body_guard.clone().guard(request, next)));
         let server = tokio::spawn(serve(listener, tls, router, stopped.clone()));
         tasks.push(tokio::spawn(refresh_policy(Arc::clone(&gateway), Duration::from_secs(config.policy.refresh_seconds), stopped.clone())));
-        tasks.push(tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), stopped.clone())));
+        let sweep_pace = crate::federation::rounds::Pace::Percent(config.retention.backlog_share_percent);
+        tasks.push(tokio::spawn(sweep_retention(Arc::clone(&gateway), Duration::from_secs(config.retention.sweep_seconds), sweep_pace, stopped.clone())));
         tasks.push(tokio::spawn(watch_deadlines(Arc::clone(&gateway), stopped.clone())));
         if gateway.has_callbacks() {
             let authorities = config.federation.as_ref().and_then(|f| f.webhook_ca_file.as_deref());
@@ -400,7 +401,8 @@ const FACTS_BATCH: i64 = 1000;
 
 /// Erases what passed its retention deadline, every `every`, on every
 /// gateway: a gateway that stopped federating still holds cases to erase.
-async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch::Receiver<()>) {
+/// A backlog is erased round after round at `pace`.
+async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, pace: crate::federation::rounds::Pace, stopped: watch::Receiver<()>) {
     let round = || async {
         // Past the impact replay window, decisions' facts go too (src/app/dpo/impact.rs):
         // apart, so that neither job's failure holds the other up.
@@ -414,7 +416,7 @@ async fn sweep_retention(gateway: Arc<Gateway>, every: Duration, stopped: watch:
         let erased = gateway.erase_expired(RETENTION_BATCH).await?;
         Ok(i64::try_from(erased.sent.max(erased.received)).unwrap_or(i64::MAX) >= RETENTION_BATCH || i64::try_from(forgotten).unwrap_or(i64::MAX) >= FACTS_BATCH)
     };
-    crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, stopped).await;
+    crate::federation::rounds::run("retention", round, std::future::pending::<()>, every, pace, stopped).await;
 }
 
 /// Without `[federation]`, how long one callback may take, and how often the
@@ -453,7 +455,7 @@ async fn watch_deadlines(gateway: Arc<Gateway>, stopped: watch::Receiver<()>) {
         let lapsed = gateway.lapse_overrides(LAPSED_PER_ROUND).await?;
         Ok(i64::try_from(warned).unwrap_or(i64::MAX) >= WARNINGS_PER_ROUND || i64::try_from(lapsed).unwrap_or(i64::MAX) >= LAPSED_PER_ROUND)
     };
-    crate::federation::rounds::run("deadlines", round, std::future::pending::<()>, DEADLINE_WATCH, stopped).await;
+    crate::federation::rounds::run("deadlines", round, std::future::pending::<()>, DEADLINE_WATCH, crate::federation::rounds::Pace::FlatOut, stopped).await;
 }
 
 /// Looks for a policy version another replica stored, every `every`

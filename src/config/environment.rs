@@ -52,6 +52,7 @@ pub const KEY_PATHS: &[&str] = &[
     "federation.erasure_deadline_hours",
     "federation.webhook_ca_file",
     "retention.sweep_seconds",
+    "retention.backlog_share_percent",
     "statistics.rounding_base",
     "statistics.threshold",
     "deadlines.emergency.delivery_hours",

@@ -15,7 +15,7 @@ use super::{
     default_delivery_hours, default_directory_refresh, default_erasure_deadline, default_log_level,
     default_approvals_required, default_console_idle_minutes, default_console_session_hours, default_impact_days, default_rounding_base, default_threshold, default_max_concurrent_bodies, default_max_connections, default_policy_refresh, default_poll_millis,
     default_readiness_timeout_millis, default_retry_first, default_retry_max, default_send_timeout,
-    default_statement_timeout_millis, default_sweep_seconds, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines, default_callback_retry_hours, default_override_window_minutes, default_match_threshold, default_match_queries_per_day, default_match_handle_hours,
+    default_statement_timeout_millis, default_sweep_seconds, default_backlog_share_percent, default_emergency_deadlines, default_urgent_deadlines, default_normal_deadlines, default_callback_retry_hours, default_override_window_minutes, default_match_threshold, default_match_queries_per_day, default_match_handle_hours,
 };
 
 /// Files a configuration of [`render`] names, relative to its own directory.
@@ -225,6 +225,11 @@ erasure_deadline_hours = {erasure_deadline}
 [retention]
 # Seconds between two sweeps (1 to 86400).
 sweep_seconds = {sweep_seconds}
+# While more is due than one round erases (after a restart past many
+# deadlines), the percentage of the time the sweep works, resting between
+# rounds so that the traffic keeps the database (1 to 100; 100 erases a
+# backlog flat out).
+backlog_share_percent = {backlog_share}
 
 # Statistics for the coordinating body (GET /v1/statistics): every count
 # rounded to a multiple of rounding_base, and a count under threshold not
@@ -368,6 +373,7 @@ format = "text"
         send_timeout = default_send_timeout(),
         erasure_deadline = default_erasure_deadline(),
         sweep_seconds = default_sweep_seconds(),
+        backlog_share = default_backlog_share_percent(),
         callback_retry = default_callback_retry_hours(),
         override_window = default_override_window_minutes(),
         match_threshold = default_match_threshold(),

@@ -49,5 +49,5 @@ impl CallbackPush for CallbackClient {
 /// The callback worker: the events due, at each poll interval.
 pub async fn run(gateway: Arc<Gateway>, sender: Arc<dyn CallbackPush>, poll: Duration, stopped: watch::Receiver<()>) {
     let round = || async { Ok(gateway.push_callbacks_due(&sender).await? as i64 >= gateway.delivery_batch()) };
-    super::rounds::run("callbacks", round, std::future::pending::<()>, poll, stopped).await;
+    super::rounds::run("callbacks", round, std::future::pending::<()>, poll, super::rounds::Pace::FlatOut, stopped).await;
 }

@@ -14,5 +14,5 @@ const BATCH: i64 = 64;
 
 pub async fn run(gateway: Arc<Gateway>, poll: Duration, stopped: watch::Receiver<()>) {
     let round = || async { Ok(gateway.process_inbox(BATCH).await? as i64 >= BATCH) };
-    super::rounds::run("inbox", round, || gateway.processing_wanted(), poll, stopped).await;
+    super::rounds::run("inbox", round, || gateway.processing_wanted(), poll, super::rounds::Pace::FlatOut, stopped).await;
 }

@@ -17,5 +17,5 @@ pub async fn run(gateway: Arc<Gateway>, transport: Arc<dyn PeerTransport>, poll:
         }
         Ok(round.claimed as i64 >= gateway.delivery_batch())
     };
-    super::rounds::run("outbox", round, || gateway.delivery_wanted(), poll, stopped).await;
+    super::rounds::run("outbox", round, || gateway.delivery_wanted(), poll, super::rounds::Pace::FlatOut, stopped).await;
 }

@@ -11,5 +11,5 @@ use crate::app::Gateway;
 
 pub async fn run(gateway: Arc<Gateway>, webhooks: Arc<dyn RecipientPush>, poll: Duration, stopped: watch::Receiver<()>) {
     let round = || async { Ok(gateway.push_due(&webhooks).await? as i64 >= gateway.delivery_batch()) };
-    super::rounds::run("push", round, || gateway.pushing_wanted(), poll, stopped).await;
+    super::rounds::run("push", round, || gateway.pushing_wanted(), poll, super::rounds::Pace::FlatOut, stopped).await;
 }

@@ -14,7 +14,7 @@ fn the_example_configuration_is_valid() {
     assert_eq!(config.auth.clients.len(), 1);
     let federation = config.federation.unwrap();
     assert_eq!((federation.listen.port(), federation.delivery_window_hours, federation.retry_max_seconds), (9443, 168, 600));
-    assert_eq!(config.retention.sweep_seconds, 60);
+    assert_eq!((config.retention.sweep_seconds, config.retention.backlog_share_percent), (60, 10));
     assert_eq!(config.policy.refresh_seconds, 5);
 }
 
@@ -44,6 +44,8 @@ fn errors_name_the_key() {
         ("level = \"info\"", "level = \"info\"\nverbosity = 3", "verbosity"),
         ("sweep_seconds = 60", "sweep_seconds = 0", "retention.sweep_seconds"),
         ("sweep_seconds = 60", "sweep_seconds = 86401", "retention.sweep_seconds"),
+        ("backlog_share_percent = 10", "backlog_share_percent = 0", "retention.backlog_share_percent"),
+        ("backlog_share_percent = 10", "backlog_share_percent = 101", "retention.backlog_share_percent"),
         ("refresh_seconds = 5", "refresh_seconds = 0", "policy.refresh_seconds"),
         ("rounding_base = 5", "rounding_base = 4", "statistics.rounding_base"),
         ("threshold = 10", "threshold = 3", "statistics.threshold"),
