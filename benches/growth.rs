@@ -50,11 +50,16 @@
 //! clock where `SWEPT` referrals are past their retention: how long
 //! Italy's sweep takes to erase them, and the end-to-end rate meanwhile
 //! (submitted with a consent running a year longer, or they would be
-//! refused), against the rate measured before.
+//! refused), against the rate measured before. `share=N` sets the
+//! sweep's `backlog_share_percent` (default: the gateway's); `control`
+//! makes the same restart and run on a clock where nothing is past its
+//! retention (the rate of that run without a sweep).
 //!
 //!   cargo bench --bench growth                                  # both backends, 1,000 and 100,000
 //!   cargo bench --bench growth -- sqlite sizes=1000,1000000     # one backend, the sizes named
 //!   cargo bench --bench growth -- sizes=200000 sweep            # the sweep of 100,000
+//!   cargo bench --bench growth -- sizes=110000 sweep share=100  # the same, flat out
+//!   cargo bench --bench growth -- sizes=110000 control          # the same run, nothing to sweep
 //!
 //! Under `cargo test`, a short run per backend: 40 referrals grown to 120,
 //! 30 of them then swept.
@@ -94,6 +99,8 @@ struct Figures {
     size: u64,
     load: Duration,
     index_build: Duration,
+    /// Migration 0028's audit hours counted at Italy.
+    hours_build: Duration,
     end_to_end: f64,
     submissions: f64,
     get_referral: Latency,
@@ -114,6 +121,8 @@ struct Figures {
 /// Gambia, the cases received with them), end to end going on meanwhile.
 struct Sweep {
     due: i64,
+    /// The sweep's `backlog_share_percent`.
+    share: u8,
     /// Until no referral past its retention is left unerased at Italy.
     duration: Duration,
     /// End to end while the sweep ran, as the acknowledgements came.
@@ -557,7 +566,13 @@ async fn make_history(federation: &Federation, databases: &[Database; 2], count:
             _ => {}
         }
     }
-    // Settled: nothing left to send, nor received and not yet screened, at either gateway, twice in a row.
+    settle(databases, limit).await.map_err(|error| format!("history: {error}"))?;
+    Ok([audit_after(&federation.ita, first[0]).await?, audit_after(&federation.gmb, first[1]).await?])
+}
+
+/// Until nothing is left to send, nor received and not yet screened, at
+/// either gateway, twice in a row.
+async fn settle(databases: &[Database; 2], limit: Duration) -> Result<(), BoxError> {
     let deadline = Instant::now() + limit;
     let mut quiet = 0;
     while quiet < 2 {
@@ -568,11 +583,11 @@ async fn make_history(federation: &Federation, databases: &[Database; 2], count:
         }
         quiet = if busy == 0 { quiet + 1 } else { 0 };
         if Instant::now() > deadline {
-            return Err(format!("history: {busy} packets still to send or screen").into());
+            return Err(format!("{busy} packets still to send or screen").into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok([audit_after(&federation.ita, first[0]).await?, audit_after(&federation.gmb, first[1]).await?])
+    Ok(())
 }
 
 async fn rome_or_banjul(client: &reqwest::Client, url: &str, body: Value, expected: u16) -> Result<(), BoxError> {
@@ -633,7 +648,7 @@ fn rss_kib() -> u64 {
 }
 
 /// One size on one backend: the history, the copies, then the measurements.
-async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result<Figures, BoxError> {
+async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (bool, bool), share: Option<u8>) -> Result<Figures, BoxError> {
     let history_size = if full { TEMPLATE } else { 40 }.min(size);
     let federation = start(backend, false, None).await?;
     let databases = [Database::open(&federation.files.configs[0].1).await?, Database::open(&federation.files.configs[1].1).await?];
@@ -647,7 +662,7 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
         }
         Err(error) => Err(error),
     };
-    let (load, index_build) = match loaded {
+    let (load, index_build, hours_build) = match loaded {
         Ok(load) => load,
         Err(error) => {
             stopped.tear_down().await;
@@ -680,12 +695,20 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
     let (samples, count) = if full { (SAMPLES, 3000) } else { (20, 20) };
     let measured = measure(&federation, &databases, history_size, &rare, samples, count).await;
     let (federation, sweep) = if sweeping && measured.is_ok() && (!full || size as i64 > SWEPT) {
-        let stopped = federation.stop().await;
+        let mut stopped = federation.stop().await;
+        if let Some(share) = share {
+            for (_, config) in &mut stopped.files_mut().configs {
+                config.retention.backlog_share_percent = share;
+            }
+        }
+        let share = stopped.files().configs[0].1.retention.backlog_share_percent;
         let swept = if full { SWEPT } else { 30 };
         // The clock just past the retention of the `swept`th referral to expire (one withdrawn whole was erased then).
         let erasable = format!("retention_until_ms IS NOT NULL AND erased_ms IS NULL AND status NOT IN ({})", withdrawn_whole());
         let at = databases[0].number(&format!("SELECT retention_until_ms FROM referrals WHERE {erasable} ORDER BY retention_until_ms LIMIT 1 OFFSET {}", swept - 1)).await;
         let at = match at {
+            // The control: the same restart and run with nothing past its retention, on the measurements' clock.
+            Ok(_) if control => (fixtures::written_at() + chrono::Duration::days(SPAN_DAYS + 1)).timestamp_millis(),
             Ok(at) => at + 1,
             Err(error) => {
                 stopped.tear_down().await;
@@ -697,7 +720,7 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
         // Timed from the start: the sweep begins with the gateway.
         let started = Instant::now();
         let federation = stopped.launch_at(chrono::DateTime::from_timestamp_millis(at).ok_or("no such time")?).await?;
-        let sweep = measure_sweep(&federation, &databases[0], &left, due, started, if full { 20_000 } else { 20 }).await;
+        let sweep = measure_sweep(&federation, &databases, (&left, due, share), started, if full { 20_000 } else { 20 }).await;
         (federation, Some(sweep))
     } else {
         (federation, None)
@@ -709,6 +732,7 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
         size: stored? as u64,
         load,
         index_build,
+        hours_build,
         end_to_end,
         submissions,
         get_referral,
@@ -729,15 +753,16 @@ async fn grow(backend: Backend, size: u64, full: bool, sweeping: bool) -> Result
 type History = [Vec<AuditRecord>; 2];
 
 /// The copies of the history, with both gateways stopped, until Italy's
-/// gateway holds `size` referrals; how long it took, and how long the
-/// Gambian gateway's newest index (migration 0027) then takes to build.
+/// gateway holds `size` referrals; how long it took, how long the
+/// Gambian gateway's inbox index of migration 0027 then takes to build,
+/// and Italy's audit hours of migration 0028 to count.
 async fn load(
     databases: &[Database; 2],
     configs: &[(referral_gateway::domain::CountryCode, referral_gateway::config::GatewayConfig)],
     history: &History,
     size: u64,
     history_size: u64,
-) -> Result<(Duration, Duration), BoxError> {
+) -> Result<(Duration, Duration, Duration), BoxError> {
     let rounds = (size / history_size).saturating_sub(1) as i64;
     let round_ms = SPAN_DAYS * 86_400_000 / rounds.max(1);
     let loading = Instant::now();
@@ -748,7 +773,7 @@ async fn load(
         copy_audit(sql, entries, rounds, round_ms).await?;
         if let Database::Postgres(pool, _) = sql {
             // As autovacuum would in time: the inbox's re-sealing left a dead row per copy.
-            for table in COPIED.iter().map(|(table, _, _)| *table).chain(["audit_log"]) {
+            for table in COPIED.iter().map(|(table, _, _)| *table).chain(["audit_log", "audit_hours"]) {
                 sqlx::query(&format!("VACUUM (ANALYZE) {table}")).execute(pool).await?;
             }
         }
@@ -760,7 +785,32 @@ async fn load(
     gambia.execute("CREATE INDEX inbox_by_recipient_seq_timed ON inbox (recipient_org, visible_seq)").await?;
     let built = building.elapsed();
     gambia.execute("DROP INDEX inbox_by_recipient_seq_timed").await?;
-    Ok((loaded, built))
+    // What migration 0028 costs: Italy's audit hours counted once more, beside
+    // those its trigger kept as the copies were appended, which must be the same.
+    let italy = &databases[0];
+    let counting = Instant::now();
+    italy
+        .execute(
+            "CREATE TABLE audit_hours_timed AS SELECT at_ms / 3600000 AS hour, MIN(seq) AS first_seq, MAX(seq) AS last_seq \
+             FROM audit_log GROUP BY at_ms / 3600000",
+        )
+        .await?;
+    let counted = counting.elapsed();
+    let compared = async {
+        let kept = italy.number("SELECT COUNT(*) FROM audit_hours").await?;
+        let recounted = italy.number("SELECT COUNT(*) FROM audit_hours_timed").await?;
+        let same = italy
+            .number("SELECT COUNT(*) FROM audit_hours h JOIN audit_hours_timed t ON t.hour = h.hour AND t.first_seq = h.first_seq AND t.last_seq = h.last_seq")
+            .await?;
+        if kept != recounted || same != kept {
+            return Err(format!("audit hours: {kept} kept by the trigger, {recounted} counted again, {same} the same").into());
+        }
+        Ok::<_, BoxError>(())
+    }
+    .await;
+    italy.execute("DROP TABLE audit_hours_timed").await?;
+    compared?;
+    Ok((loaded, built, counted))
 }
 
 /// Walks a gateway's whole audit chain, a page at a time, as `audit verify` does.
@@ -848,13 +898,15 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
 }
 
 /// The sweep run on gateways started at `started` where `due` referrals
-/// are past their retention (`left` counts those not erased yet): `count` referrals end to end (their consent running a year
+/// are past their retention (`left` counts those not erased yet), the
+/// sweep working `share` % of the time: `count` referrals end to end (their consent running a year
 /// longer than the history's, or they would be refused) while the sweep
-/// erases; the rate counts the acknowledgements answered before it ended.
-async fn measure_sweep(federation: &Federation, italy: &Database, left: &str, due: i64, started: Instant, count: u64) -> Result<Sweep, BoxError> {
+/// erases; the rate counts the acknowledgements answered before it ended
+/// (all of them if nothing was due).
+async fn measure_sweep(federation: &Federation, databases: &[Database; 2], (left, due, share): (&str, i64, u8), started: Instant, count: u64) -> Result<Sweep, BoxError> {
     // Watched from now, whatever the end-to-end run is doing.
     let watcher = {
-        let (italy, left) = (italy.clone(), left.to_owned());
+        let (italy, left) = (databases[0].clone(), left.to_owned());
         tokio::spawn(async move {
             loop {
                 let unerased = italy.number(&left).await?;
@@ -871,6 +923,8 @@ async fn measure_sweep(federation: &Federation, italy: &Database, left: &str, du
         })
     };
     let template = referral_template()?.replace("2027-05-02T", "2028-05-02T");
+    // The measurements' last referrals delivered (or expired), so that the recipient's tail holds this run's only.
+    settle(databases, Duration::from_secs(120)).await.map_err(|error| format!("sweep: {error}"))?;
     let cursor = tail_cursor(federation).await?;
     let submitting = Instant::now();
     let recipient = acknowledge_all(federation, count, Duration::from_secs(1200), cursor);
@@ -879,12 +933,13 @@ async fn measure_sweep(federation: &Federation, italy: &Database, left: &str, du
         return Err(format!("sweep: {count} submitted, {} accepted, {} acknowledged", accepted.len(), acknowledged.cases).into());
     }
     let duration = watcher.await??;
-    // The rate over the part of the run the sweep overlapped: from the first submission to the sweep's end (or the last acknowledgement).
-    let ended = started + duration;
+    // The rate over the part of the run the sweep overlapped: from the first submission to the sweep's end (or the last acknowledgement);
+    // with nothing to sweep (the control), over the whole run.
+    let ended = if due == 0 { Instant::now() } else { started + duration };
     let during = acknowledged.at.values().filter(|at| **at <= ended).count();
     let last = acknowledged.at.values().max().copied().unwrap_or(ended).min(ended);
     let window = last.saturating_duration_since(submitting).as_secs_f64();
-    Ok(Sweep { due, duration, end_to_end: if during == 0 || window <= 0.0 { 0.0 } else { during as f64 / window } })
+    Ok(Sweep { due, share, duration, end_to_end: if during == 0 || window <= 0.0 { 0.0 } else { during as f64 / window } })
 }
 
 /// The action of the fewest entries in a history (the first by name of those).
@@ -924,7 +979,14 @@ fn main() -> Result<(), BoxError> {
     };
     // `sweep`: after the measurements at each size over `SWEPT`, the retention sweep run (always in the smoke run).
     let sweeping = args.iter().any(|a| a == "sweep") || !full;
-    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--") && !a.starts_with("sizes=") && *a != "sweep").collect();
+    let share: Option<u8> = args.iter().find_map(|a| a.strip_prefix("share=")).map(str::parse).transpose()?;
+    // `control`: the sweep run's restart and end-to-end run, on a clock where nothing is past its retention.
+    let control = args.iter().any(|a| a == "control");
+    let sweeping = sweeping || control;
+    let only: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && !a.starts_with("sizes=") && !a.starts_with("share=") && *a != "sweep" && *a != "control")
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let name = format!("{backend:?}").to_lowercase();
@@ -933,15 +995,16 @@ fn main() -> Result<(), BoxError> {
         }
         let mut first: Option<(f64, f64)> = None;
         for &size in &sizes {
-            let figures = runtime.block_on(grow(backend, size, full, sweeping))?;
+            let figures = runtime.block_on(grow(backend, size, full, (sweeping, control), share))?;
             let (e2e, submitted) = *first.get_or_insert((figures.end_to_end, figures.submissions));
             println!(
-                "{backend:?}, {} referrals stored (loaded in {:.1} s, migration 0027's index built in {:.2} s{}): end to end {:.0}/s ({:.0} % of the first size's), submissions {:.0}/s ({:.0} %); \
+                "{backend:?}, {} referrals stored (loaded in {:.1} s, migration 0027's index built in {:.2} s, 0028's audit hours counted in {:.2} s{}): end to end {:.0}/s ({:.0} % of the first size's), submissions {:.0}/s ({:.0} %); \
                  GET /v1/referrals/{{id}} {}; audit by referral {}; by subject {}; by a rare action {}; one day {}; inbox due {}; inbox from a cursor {}; a case from the inbox {}; \
                  database {:.1} MB at Italy ({:.0} bytes a referral), {:.1} MB at the Gambia; resident memory as end to end ended {:.0} MB (the bench's process: both gateways and their clients)",
                 figures.size,
                 figures.load.as_secs_f64(),
                 figures.index_build.as_secs_f64(),
+                figures.hours_build.as_secs_f64(),
                 if full { "" } else { "; smoke run, debug build" },
                 figures.end_to_end,
                 100.0 * figures.end_to_end / e2e,
@@ -962,18 +1025,20 @@ fn main() -> Result<(), BoxError> {
             );
             if let Some(sweep) = figures.sweep.as_ref().filter(|sweep| sweep.end_to_end == 0.0) {
                 println!(
-                    "{backend:?}, {} referrals stored: started again with {} of them past their retention; Italy's sweep erased them in {:.1} s, \
+                    "{backend:?}, {} referrals stored: started again with {} of them past their retention; Italy's sweep (working {} % of the time) erased them in {:.1} s, \
                      before any case submitted meanwhile was acknowledged",
                     figures.size,
                     sweep.due,
+                    sweep.share,
                     sweep.duration.as_secs_f64(),
                 );
             } else if let Some(sweep) = &figures.sweep {
                 println!(
-                    "{backend:?}, {} referrals stored: started again with {} of them past their retention; Italy's sweep erased them in {:.1} s; \
+                    "{backend:?}, {} referrals stored: started again with {} of them past their retention; Italy's sweep (working {} % of the time) erased them in {:.1} s; \
                      end to end meanwhile {:.0}/s, {:.0} % of the rate before",
                     figures.size,
                     sweep.due,
+                    sweep.share,
                     sweep.duration.as_secs_f64(),
                     sweep.end_to_end,
                     100.0 * sweep.end_to_end / figures.end_to_end,

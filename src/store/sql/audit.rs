@@ -80,6 +80,20 @@ macro_rules! audit_sql {
                 if let Some(after) = filter.after_seq {
                     query.push(" AND seq > ").push_bind(after);
                 }
+                // A window's entries lie between the first `seq` of its first hour and the
+                // last of its last (migration 0028): the chain is walked there only.
+                if filter.from_ms.is_some() || filter.to_ms.is_some() {
+                    for (bound, of_hours) in [(">=", "MIN(first_seq)"), ("<=", "MAX(last_seq)")] {
+                        query.push(format!(" AND seq {bound} (SELECT {of_hours} FROM audit_hours WHERE 1 = 1"));
+                        if let Some(from) = filter.from_ms {
+                            query.push(" AND hour >= ").push_bind(audit_hour(from));
+                        }
+                        if let Some(to) = filter.to_ms {
+                            query.push(" AND hour <= ").push_bind(audit_hour(to));
+                        }
+                        query.push(")");
+                    }
+                }
                 query.push(" ORDER BY seq LIMIT ").push_bind(filter.limit);
                 let rows = query.build().fetch_all(&self.pool).await?;
                 rows.iter().map(Self::audit_from_row).collect()

@@ -602,11 +602,7 @@ macro_rules! inbox_sql {
             }
 
             async fn expired_received(&self, now_ms: i64, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-                let rows = sqlx::query(&format!(
-                    "SELECT {INBOX_COLUMNS} FROM inbox WHERE state IN {} AND retention_until_ms <= $1 \
-                     ORDER BY retention_until_ms, packet_id LIMIT $2",
-                    list(&InboxState::LIVE)
-                ))
+                let rows = sqlx::query(&expired_received_sql(&Self::DIALECT))
                 .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)

@@ -110,6 +110,42 @@ const AUDIT_COLUMNS: &str =
     "seq, at_ms, actor_org, actor_subject, action, referral_id, subject_key, policy_version, outcome, reasons, \
      counterpart_org, counterpart_subject, prev_hash, hash";
 
+/// The retention sweep's read of the referrals sent from here past their
+/// deadline (`$1`) and still to erase, in deadline order (`$2` of them at
+/// most). A referral whose consent was withdrawn whole was erased then:
+/// nothing is left for the deadline. The `WHERE` implies migration 0029's
+/// partial index word for word; on SQLite, which names it, a statement
+/// that no longer did would fail to prepare (tests/api/store/schema.rs
+/// checks both backends take it).
+fn expired_referrals_sql(dialect: &Dialect) -> String {
+    let withdrawn: Vec<ReferralStatus> = ReferralStatus::ALL.iter().copied().filter(|s| s.is_withdrawn_whole()).collect();
+    format!(
+        "SELECT r.id, o.key_id FROM referrals r{} LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
+         WHERE r.retention_until_ms <= $1 AND r.erased_ms IS NULL AND r.status NOT IN {} \
+         ORDER BY r.retention_until_ms, r.id LIMIT $2",
+        if dialect.names_sweep_indexes { " INDEXED BY referrals_to_sweep" } else { "" },
+        list(&withdrawn)
+    )
+}
+
+/// The retention sweep's read of the live cases received here past their
+/// deadline (`$1`), in deadline order (`$2` of them at most); as
+/// [`expired_referrals_sql`], on migration 0029's partial index.
+fn expired_received_sql(dialect: &Dialect) -> String {
+    format!(
+        "SELECT {INBOX_COLUMNS} FROM inbox{} WHERE state IN {} AND retention_until_ms <= $1 \
+         ORDER BY retention_until_ms, packet_id LIMIT $2",
+        if dialect.names_sweep_indexes { " INDEXED BY inbox_to_sweep" } else { "" },
+        list(&InboxState::LIVE)
+    )
+}
+
+/// The hour of `audit_hours` an entry timed `at_ms` counts in: as migration
+/// 0028's trigger computes it (SQL's integer division truncates, as Rust's).
+fn audit_hour(at_ms: i64) -> i64 {
+    at_ms / 3_600_000
+}
+
 /// The embedded store: one SQLite file in WAL mode.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -623,9 +659,19 @@ pub(super) struct Dialect {
     /// data-modifying CTEs): a timeline entry, its status and its callback
     /// are then one statement, one round trip of the group commit instead of three.
     writing_ctes: bool,
+    /// Whether the retention sweep names its partial indexes (SQLite's
+    /// `INDEXED BY`): SQLite, which keeps no statistics here, would take
+    /// `inbox_by_state` for the `IN` list and read every live case each round.
+    names_sweep_indexes: bool,
 }
 
 impl SqliteStore {
+    /// The retention sweep's two reads, as this store runs them: for the
+    /// test of their plans.
+    pub fn sweep_statements() -> [String; 2] {
+        [expired_referrals_sql(&Self::DIALECT), expired_received_sql(&Self::DIALECT)]
+    }
+
     const DIALECT: Dialect = Dialect {
         // Takes the write lock at once: a deferred transaction that read first
         // fails outright (not after the busy timeout) when another connection
@@ -638,10 +684,16 @@ impl SqliteStore {
         claim_lock: "",
         // SQLite has none; its statements are calls within the process anyway.
         writing_ctes: false,
+        names_sweep_indexes: true,
     };
 }
 
 impl PostgresStore {
+    /// As [`SqliteStore::sweep_statements`].
+    pub fn sweep_statements() -> [String; 2] {
+        [expired_referrals_sql(&Self::DIALECT), expired_received_sql(&Self::DIALECT)]
+    }
+
     const DIALECT: Dialect = Dialect {
         begin: "BEGIN",
         // Replicas sharing one database append to the chain in turn.
@@ -651,6 +703,8 @@ impl PostgresStore {
         // Replicas sharing the database skip each other's locked rows instead of waiting.
         claim_lock: " FOR UPDATE SKIP LOCKED",
         writing_ctes: true,
+        // Its statistics show the partial indexes the smaller.
+        names_sweep_indexes: false,
     };
 }
 

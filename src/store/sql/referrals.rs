@@ -696,15 +696,7 @@ macro_rules! referral_sql {
             }
 
             async fn expired_referrals(&self, now_ms: i64, limit: i64) -> Result<Vec<ExpiredReferral>, StoreError> {
-                // A referral whose consent was withdrawn was erased then: nothing is left for the deadline.
-                let withdrawn: Vec<ReferralStatus> = ReferralStatus::ALL.iter().copied().filter(|s| s.is_withdrawn_whole()).collect();
-                let rows = sqlx::query(&format!(
-                    "SELECT r.id, o.key_id FROM referrals r LEFT JOIN outbox o ON o.id = r.id AND o.packet_type = 'referral' \
-                     WHERE r.retention_until_ms <= $1 AND r.erased_ms IS NULL \
-                     AND r.status NOT IN {} \
-                     ORDER BY r.retention_until_ms, r.id LIMIT $2",
-                    list(&withdrawn)
-                ))
+                let rows = sqlx::query(&expired_referrals_sql(&Self::DIALECT))
                 .bind(now_ms)
                 .bind(limit)
                 .fetch_all(&self.pool)

@@ -6,6 +6,7 @@ use crate::on_both_backends;
 on_both_backends!(
     a_batch_is_numbered_in_order_and_chained,
     audit_filters_combine,
+    a_time_window_finds_its_entries_whatever_order_the_clock_wrote_them,
     concurrent_writers_keep_one_chain,
 );
 
@@ -60,6 +61,61 @@ async fn audit_filters_combine(backend: Backend) {
     assert_eq!(seqs(AuditFilter { after_seq: Some(2), ..Default::default() }).await, vec![3, 4]);
     let page = store.audit(&AuditFilter { limit: 2, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 2);
+}
+
+/// The window query walks the chain between its hours' first and last
+/// entries (migration 0028): times that go back along the chain, by
+/// minutes or hours, must not hide an entry from any window.
+async fn a_time_window_finds_its_entries_whatever_order_the_clock_wrote_them(backend: Backend) {
+    let opened = open(backend).await;
+    let store = opened.store.as_ref();
+    // Minutes after noon, in chain order: on across hours, a clock set back
+    // two hours, a write a minute behind its predecessor, on again, an entry
+    // before all others last.
+    let minutes = [0, 30, 61, 125, 5, 6, 130, 129, 190, 245, 244, 62, 300, 301, 299, -50];
+    // Single and multi-row statements both keep the hours.
+    for (index, batch) in [&minutes[..1], &minutes[1..5], &minutes[5..6], &minutes[6..]].into_iter().enumerate() {
+        let writes: Vec<Write> = batch.iter().map(|m| Write::Audit(event(*m, "a-org", Action::AuditRead))).collect();
+        assert_eq!(store.write_batch(&writes).await.unwrap().len(), batch.len(), "batch {index}");
+    }
+    let ms = |minute: i64| at(minute).timestamp_millis();
+    let expected = |from: Option<i64>, to: Option<i64>| -> Vec<i64> {
+        (1_i64..)
+            .zip(minutes)
+            .filter(|(_, m)| from.is_none_or(|from| ms(*m) >= ms(from)) && to.is_none_or(|to| ms(*m) < ms(to)))
+            .map(|(seq, _)| seq)
+            .collect()
+    };
+    let found = |from: Option<i64>, to: Option<i64>, limit: i64| async move {
+        let mut seqs: Vec<i64> = Vec::new();
+        let mut after_seq: Option<i64> = None;
+        loop {
+            let filter = AuditFilter { from_ms: from.map(ms), to_ms: to.map(ms), after_seq, limit, ..Default::default() };
+            let page: Vec<i64> = store.audit(&filter).await.unwrap().iter().map(|r| r.seq).collect();
+            seqs.extend(&page);
+            match page.last() {
+                Some(last) if page.len() as i64 == limit => after_seq = Some(*last),
+                _ => return seqs,
+            }
+        }
+    };
+    let edges: Vec<i64> = (-120..=360).step_by(15).chain([-50, 6, 62, 129, 244, 299, 301]).collect();
+    let mut windows = 0;
+    for from in edges.iter().map(|e| Some(*e)).chain([None]) {
+        for to in edges.iter().map(|e| Some(*e)).chain([None]) {
+            if from.zip(to).is_some_and(|(from, to)| from >= to) {
+                continue;
+            }
+            let expected = expected(from, to);
+            assert_eq!(found(from, to, 100).await, expected, "window {from:?}..{to:?}");
+            if windows % 7 == 0 {
+                assert_eq!(found(from, to, 2).await, expected, "window {from:?}..{to:?} by pages of 2");
+            }
+            windows += 1;
+        }
+    }
+    assert!(windows > 500, "{windows}");
+    assert_eq!(expected(Some(0), Some(60)), vec![1, 2, 5, 6]);
 }
 
 async fn concurrent_writers_keep_one_chain(backend: Backend) {

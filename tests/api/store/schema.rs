@@ -8,6 +8,8 @@ on_both_backends!(
     referrals_stored_before_migration_0011_keep_their_policy_number,
     cases_visible_before_migration_0016_are_queued_without_deadlines,
     referrals_and_timelines_stored_before_migration_0018_are_kept_whole,
+    audit_entries_kept_before_migration_0028_are_found_by_time_window,
+    the_retention_sweep_reads_only_what_it_takes,
 );
 
 /// Every state column takes each value of its lifecycle enum and nothing
@@ -206,6 +208,77 @@ async fn referrals_and_timelines_stored_before_migration_0018_are_kept_whole(bac
             (ReferralEvent::RetentionExpired, 500, vec![])
         ]
     );
+}
+
+/// Migration 0028 counts the hours of the entries already kept, whatever
+/// their order along the chain: a time window finds each of them.
+async fn audit_entries_kept_before_migration_0028_are_found_by_time_window(backend: Backend) {
+    const HOUR: i64 = 3_600_000;
+    // In chain order: on across hours, one two and a half hours back, on, one back again.
+    let times = [2 * HOUR, 2 * HOUR + 10, 3 * HOUR + 5, HOUR / 2, 4 * HOUR, 3 * HOUR + 1];
+    let rows: Vec<String> = (1..)
+        .zip(times)
+        .map(|(seq, at_ms)| {
+            format!(
+                "INSERT INTO audit_log (seq, at_ms, actor_subject, action, outcome, reasons, prev_hash, hash) \
+                 VALUES ({seq}, {at_ms}, 'client', 'audit.read', 'ok', '[]', 'p', 'h')"
+            )
+        })
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let (config, _dir) = database_before(backend, 28, &rows).await;
+    let store = referral_gateway::store::open(&config).await.unwrap();
+    let window = |from_ms: i64, to_ms: i64| {
+        let store = &store;
+        async move {
+            let filter = AuditFilter { from_ms: Some(from_ms), to_ms: Some(to_ms), limit: 100, ..Default::default() };
+            store.audit(&filter).await.unwrap().iter().map(|r| r.seq).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(window(0, HOUR).await, [4]);
+    assert_eq!(window(3 * HOUR, 4 * HOUR).await, [3, 6]);
+    assert_eq!(window(2 * HOUR, 3 * HOUR + 2).await, [1, 2, 6]);
+    assert_eq!(window(HOUR / 2, 4 * HOUR + 1).await, [1, 2, 3, 4, 5, 6]);
+}
+
+/// Migration 0029: the sweep's reads take the partial indexes that hold
+/// only what it erases. Their conditions must be implied by the reads'
+/// own; a lifecycle state added to either list without a migration would
+/// make PostgreSQL pass them over and SQLite (which names them) refuse the
+/// statement, and this fail.
+async fn the_retention_sweep_reads_only_what_it_takes(backend: Backend) {
+    let opened = open(backend).await;
+    let [referrals, received] = match backend {
+        Backend::Sqlite => referral_gateway::store::SqliteStore::sweep_statements(),
+        Backend::Postgres => referral_gateway::store::PostgresStore::sweep_statements(),
+    };
+    let referrals = plan_of(&opened, &referrals).await;
+    assert!(referrals.contains("referrals_to_sweep"), "{referrals}");
+    let received = plan_of(&opened, &received).await;
+    assert!(received.contains("inbox_to_sweep"), "{received}");
+}
+
+/// The plan of `statement` with `$1` (a time) and `$2` (a limit) bound, a
+/// line a step.
+async fn plan_of(opened: &Opened, statement: &str) -> String {
+    use sqlx::{Connection, Row};
+    use std::str::FromStr;
+    match &opened.config.schema {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&opened.config.url).await.unwrap();
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {statement}")).bind(0_i64).bind(256_i64).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows.iter().map(|row| row.get::<String, _>("detail")).collect::<Vec<_>>().join("\n")
+        }
+        Some(schema) => {
+            let options = sqlx::postgres::PgConnectOptions::from_str(&opened.config.url).unwrap().options([("search_path", schema.as_str())]);
+            let mut connection = sqlx::PgConnection::connect_with(&options).await.unwrap();
+            // The tables are empty: the planner would rather read them whole.
+            sqlx::query("SET enable_seqscan = off").execute(&mut connection).await.unwrap();
+            let rows = sqlx::query(&format!("EXPLAIN {statement}")).bind(0_i64).bind(256_i64).fetch_all(&mut connection).await.unwrap();
+            rows.iter().map(|row| row.get::<String, _>(0)).collect::<Vec<_>>().join("\n")
+        }
+    }
 }
 
 fn policy_version() -> Write {
