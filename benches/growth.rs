@@ -122,7 +122,7 @@ struct Figures {
 struct Sweep {
     due: i64,
     /// The sweep's `backlog_share_percent`.
-    share: u8,
+    share: u32,
     /// Until no referral past its retention is left unerased at Italy.
     duration: Duration,
     /// End to end while the sweep ran, as the acknowledgements came.
@@ -648,7 +648,7 @@ fn rss_kib() -> u64 {
 }
 
 /// One size on one backend: the history, the copies, then the measurements.
-async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (bool, bool), share: Option<u8>) -> Result<Figures, BoxError> {
+async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (bool, bool), share: Option<u32>) -> Result<Figures, BoxError> {
     let history_size = if full { TEMPLATE } else { 40 }.min(size);
     let federation = start(backend, false, None).await?;
     let databases = [Database::open(&federation.files.configs[0].1).await?, Database::open(&federation.files.configs[1].1).await?];
@@ -695,6 +695,11 @@ async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (boo
     let (samples, count) = if full { (SAMPLES, 3000) } else { (20, 20) };
     let measured = measure(&federation, &databases, history_size, &rare, samples, count).await;
     let (federation, sweep) = if sweeping && measured.is_ok() && (!full || size as i64 > SWEPT) {
+        // The measurements' last referrals delivered, so that the recipient's tail holds the sweep run's only.
+        if let Err(error) = settle(&databases, Duration::from_secs(120)).await {
+            federation.tear_down().await;
+            return Err(format!("before the sweep run: {error}").into());
+        }
         let mut stopped = federation.stop().await;
         if let Some(share) = share {
             for (_, config) in &mut stopped.files_mut().configs {
@@ -720,7 +725,7 @@ async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (boo
         // Timed from the start: the sweep begins with the gateway.
         let started = Instant::now();
         let federation = stopped.launch_at(chrono::DateTime::from_timestamp_millis(at).ok_or("no such time")?).await?;
-        let sweep = measure_sweep(&federation, &databases, (&left, due, share), started, if full { 20_000 } else { 20 }).await;
+        let sweep = measure_sweep(&federation, &databases[0], (&left, due, share), started, if full { 20_000 } else { 20 }).await;
         (federation, Some(sweep))
     } else {
         (federation, None)
@@ -903,10 +908,10 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
 /// longer than the history's, or they would be refused) while the sweep
 /// erases; the rate counts the acknowledgements answered before it ended
 /// (all of them if nothing was due).
-async fn measure_sweep(federation: &Federation, databases: &[Database; 2], (left, due, share): (&str, i64, u8), started: Instant, count: u64) -> Result<Sweep, BoxError> {
+async fn measure_sweep(federation: &Federation, italy: &Database, (left, due, share): (&str, i64, u32), started: Instant, count: u64) -> Result<Sweep, BoxError> {
     // Watched from now, whatever the end-to-end run is doing.
     let watcher = {
-        let (italy, left) = (databases[0].clone(), left.to_owned());
+        let (italy, left) = (italy.clone(), left.to_owned());
         tokio::spawn(async move {
             loop {
                 let unerased = italy.number(&left).await?;
@@ -923,8 +928,6 @@ async fn measure_sweep(federation: &Federation, databases: &[Database; 2], (left
         })
     };
     let template = referral_template()?.replace("2027-05-02T", "2028-05-02T");
-    // The measurements' last referrals delivered (or expired), so that the recipient's tail holds this run's only.
-    settle(databases, Duration::from_secs(120)).await.map_err(|error| format!("sweep: {error}"))?;
     let cursor = tail_cursor(federation).await?;
     let submitting = Instant::now();
     let recipient = acknowledge_all(federation, count, Duration::from_secs(1200), cursor);
@@ -979,7 +982,10 @@ fn main() -> Result<(), BoxError> {
     };
     // `sweep`: after the measurements at each size over `SWEPT`, the retention sweep run (always in the smoke run).
     let sweeping = args.iter().any(|a| a == "sweep") || !full;
-    let share: Option<u8> = args.iter().find_map(|a| a.strip_prefix("share=")).map(str::parse).transpose()?;
+    let share: Option<u32> = args.iter().find_map(|a| a.strip_prefix("share=")).map(str::parse).transpose()?;
+    if share.is_some_and(|share| !(1..=100).contains(&share)) {
+        return Err("share= takes a percentage, 1 to 100".into());
+    }
     // `control`: the sweep run's restart and end-to-end run, on a clock where nothing is past its retention.
     let control = args.iter().any(|a| a == "control");
     let sweeping = sweeping || control;
@@ -1023,7 +1029,14 @@ fn main() -> Result<(), BoxError> {
                 figures.bytes.1 as f64 / 1e6,
                 figures.rss_kib as f64 / 1024.0,
             );
-            if let Some(sweep) = figures.sweep.as_ref().filter(|sweep| sweep.end_to_end == 0.0) {
+            if let Some(sweep) = figures.sweep.as_ref().filter(|sweep| sweep.due == 0) {
+                println!(
+                    "{backend:?}, {} referrals stored: started again with none past their retention (the control); end to end {:.0}/s, {:.0} % of the rate before",
+                    figures.size,
+                    sweep.end_to_end,
+                    100.0 * sweep.end_to_end / figures.end_to_end,
+                );
+            } else if let Some(sweep) = figures.sweep.as_ref().filter(|sweep| sweep.end_to_end == 0.0) {
                 println!(
                     "{backend:?}, {} referrals stored: started again with {} of them past their retention; Italy's sweep (working {} % of the time) erased them in {:.1} s, \
                      before any case submitted meanwhile was acknowledged",

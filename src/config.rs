@@ -366,7 +366,7 @@ pub struct RetentionConfig {
     /// round of t it rests t × (100 − share) / share, so that erasing a
     /// backlog does not starve the traffic. 100 erases it flat out.
     #[serde(default = "default_backlog_share_percent")]
-    pub backlog_share_percent: u8,
+    pub backlog_share_percent: u32,
 }
 
 impl Default for RetentionConfig {
@@ -379,7 +379,7 @@ fn default_sweep_seconds() -> u64 {
     60
 }
 
-fn default_backlog_share_percent() -> u8 {
+fn default_backlog_share_percent() -> u32 {
     // End to end fell by 27 % at 10, by 31 to 36 % at 25, by 70 % flat out
     // while both gateways of one machine erased 100,000 (performance.md).
     10

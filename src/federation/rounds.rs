@@ -20,7 +20,7 @@ pub enum Pace {
     /// the time (1 to 100): housekeeping with a backlog (the retention
     /// sweep after a restart past many deadlines) must not starve the
     /// traffic of the writer and the cores it shares with it.
-    Percent(u8),
+    Percent(u32),
 }
 
 impl Pace {
@@ -30,8 +30,8 @@ impl Pace {
         match self {
             Pace::FlatOut | Pace::Percent(100..) => Duration::ZERO,
             Pace::Percent(share) => {
-                let share = u32::from(share.max(1));
-                (took * (100 - share) / share).min(poll)
+                let share = share.max(1);
+                (took.saturating_mul(100 - share) / share).min(poll)
             }
         }
     }

@@ -14,6 +14,11 @@
 -- of its last, and the query walks the chain there only. A trigger keeps
 -- it, once per statement, so that no way of appending can miss it; the
 -- log stays append-only, so nothing ever narrows it.
+--
+-- Appends wait from here to the commit (reads go on): an entry appended by
+-- a replica of the earlier version between the count and the trigger's
+-- creation would be counted nowhere, and hidden from every window.
+LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE audit_hours (
     hour BIGINT PRIMARY KEY,
     first_seq BIGINT NOT NULL,
@@ -21,7 +26,8 @@ CREATE TABLE audit_hours (
 );
 INSERT INTO audit_hours (hour, first_seq, last_seq)
     SELECT at_ms / 3600000, MIN(seq), MAX(seq) FROM audit_log GROUP BY at_ms / 3600000;
-CREATE FUNCTION audit_log_hours() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION audit_log_hours() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO audit_hours (hour, first_seq, last_seq)
         SELECT at_ms / 3600000, MIN(seq), MAX(seq) FROM appended GROUP BY at_ms / 3600000

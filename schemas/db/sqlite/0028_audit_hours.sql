@@ -15,7 +15,7 @@
 -- it, so that no way of appending can miss it; the log stays append-only,
 -- so nothing ever narrows it.
 CREATE TABLE audit_hours (
-    hour BIGINT PRIMARY KEY,
+    hour INTEGER PRIMARY KEY,
     first_seq BIGINT NOT NULL,
     last_seq BIGINT NOT NULL
 );

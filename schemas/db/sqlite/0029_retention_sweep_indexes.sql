@@ -13,9 +13,12 @@
 -- (the lists as `src/store/transitions.rs` writes them), so that SQLite
 -- sees the query implies them; tests/api/store/schema.rs checks that both
 -- backends use them.
-DROP INDEX referrals_by_retention;
+--
+-- Built first, the old ones dropped last: on PostgreSQL a drop locks its
+-- table against reads too, until the commit, which then follows at once.
 CREATE INDEX referrals_to_sweep ON referrals (retention_until_ms, id)
     WHERE erased_ms IS NULL AND status NOT IN ('withdrawn', 'erased_at_gateway', 'erasure_confirmed');
-DROP INDEX inbox_by_retention;
 CREATE INDEX inbox_to_sweep ON inbox (retention_until_ms, packet_id)
     WHERE state IN ('available', 'acknowledged', 'pushing', 'narrowing_pushing');
+DROP INDEX referrals_by_retention;
+DROP INDEX inbox_by_retention;

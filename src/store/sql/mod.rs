@@ -668,6 +668,7 @@ pub(super) struct Dialect {
 impl SqliteStore {
     /// The retention sweep's two reads, as this store runs them: for the
     /// test of their plans.
+    #[doc(hidden)]
     pub fn sweep_statements() -> [String; 2] {
         [expired_referrals_sql(&Self::DIALECT), expired_received_sql(&Self::DIALECT)]
     }
@@ -690,6 +691,7 @@ impl SqliteStore {
 
 impl PostgresStore {
     /// As [`SqliteStore::sweep_statements`].
+    #[doc(hidden)]
     pub fn sweep_statements() -> [String; 2] {
         [expired_referrals_sql(&Self::DIALECT), expired_received_sql(&Self::DIALECT)]
     }
