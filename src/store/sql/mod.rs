@@ -331,6 +331,13 @@ macro_rules! sql_store {
         matching::matching_sql!($store, $row);
 
         impl $store {
+            /// The retention sweep's two reads, as this store runs them: for the
+            /// test of their plans.
+            #[doc(hidden)]
+            pub fn sweep_statements() -> [String; 2] {
+                [expired_referrals_sql(&Self::DIALECT), expired_received_sql(&Self::DIALECT)]
+            }
+
             /// See [`RetentionErasure`]; false when there was nothing left to erase.
             async fn erase_retained(
                 connection: &mut <<$row as Row>::Database as sqlx::Database>::Connection,
@@ -666,13 +673,6 @@ pub(super) struct Dialect {
 }
 
 impl SqliteStore {
-    /// The retention sweep's two reads, as this store runs them: for the
-    /// test of their plans.
-    #[doc(hidden)]
-    pub fn sweep_statements() -> [String; 2] {
-        [expired_referrals_sql(&Self::DIALECT), expired_received_sql(&Self::DIALECT)]
-    }
-
     const DIALECT: Dialect = Dialect {
         // Takes the write lock at once: a deferred transaction that read first
         // fails outright (not after the busy timeout) when another connection
@@ -690,12 +690,6 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
-    /// As [`SqliteStore::sweep_statements`].
-    #[doc(hidden)]
-    pub fn sweep_statements() -> [String; 2] {
-        [expired_referrals_sql(&Self::DIALECT), expired_received_sql(&Self::DIALECT)]
-    }
-
     const DIALECT: Dialect = Dialect {
         begin: "BEGIN",
         // Replicas sharing one database append to the chain in turn.
