@@ -55,14 +55,23 @@
 //! makes the same restart and run on a clock where nothing is past its
 //! retention (the rate of that run without a sweep).
 //!
+//! With `apart`, each size is then run end to end once more (20,000
+//! referrals) with each gateway in a process of its own: this binary
+//! again, holding one gateway on its databases and a clock of its own
+//! running on from the measurements' (`gateway-alone`); the rate, and each
+//! process's resident memory meanwhile (the most `VmRSS` seen, its
+//! anonymous part, and `VmHWM`). `keep` leaves a PostgreSQL run's schemas
+//! in place, to look at their plans afterwards (drop them by hand).
+//!
 //!   cargo bench --bench growth                                  # both backends, 1,000 and 100,000
 //!   cargo bench --bench growth -- sqlite sizes=1000,1000000     # one backend, the sizes named
 //!   cargo bench --bench growth -- sizes=200000 sweep            # the sweep of 100,000
 //!   cargo bench --bench growth -- sizes=110000 sweep share=100  # the same, flat out
 //!   cargo bench --bench growth -- sizes=110000 control          # the same run, nothing to sweep
+//!   cargo bench --bench growth -- postgres sizes=1000000 apart keep
 //!
 //! Under `cargo test`, a short run per backend: 40 referrals grown to 120,
-//! 30 of them then swept.
+//! 20 end to end with the gateways apart, 30 then swept.
 
 // The two gateways' configurations and databases are pairs indexed 0 (Italy)
 // and 1 (the Gambia); JSON's `value["key"]` gives `Null` for what is missing.
@@ -83,7 +92,8 @@ mod federation;
 #[cfg(all(feature = "jemalloc", target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use federation::{acknowledge_all, client, referral_template, start, submit_all, submit_all_of, Backend, BoxError, Federation};
+use federation::{acknowledge_all, acknowledge_all_at, client, referral_template, start, submit_all, submit_all_of, submit_all_to, Backend, BoxError, Federation, Stopped};
+use referral_gateway::demo::setup::DemoFiles;
 
 /// Referrals of the history made through the gateways (full runs).
 const TEMPLATE: u64 = 500;
@@ -113,7 +123,26 @@ struct Figures {
     inbox_case: Latency,
     bytes: (u64, u64),
     rss_kib: u64,
+    apart: Option<Apart>,
     sweep: Option<Sweep>,
+}
+
+/// End to end with each gateway in a process of its own (`apart`): the
+/// rate, and each gateway's resident memory meanwhile (Italy, the Gambia).
+struct Apart {
+    count: u64,
+    end_to_end: f64,
+    memory: [Memory; 2],
+}
+
+/// A gateway process's resident memory while end to end ran, KiB.
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    /// The most `VmRSS` seen (read every 100 ms), and its anonymous part (`RssAnon`: the heap) then.
+    largest: u64,
+    anonymous: u64,
+    /// `VmHWM` as the run ended: the peak since the process started, its start-up included.
+    peak: u64,
 }
 
 /// The retention sweep run: the gateways started again where `due`
@@ -623,8 +652,13 @@ async fn latency(client: &reqwest::Client, urls: &[String]) -> Result<Latency, B
 
 /// The Gambian recipient's arrival cursor after its last case.
 async fn tail_cursor(federation: &Federation) -> Result<Option<String>, BoxError> {
-    let banjul = client(&federation.files, "iom-banjul")?;
-    let base = format!("https://localhost:{}/v1/inbox", federation.gmb.local_addr().port());
+    tail_cursor_at(&federation.files, federation.gmb.local_addr().port()).await
+}
+
+/// [`tail_cursor`] at the Gambian gateway listening on `port`, wherever it runs.
+async fn tail_cursor_at(files: &DemoFiles, port: u16) -> Result<Option<String>, BoxError> {
+    let banjul = client(files, "iom-banjul")?;
+    let base = format!("https://localhost:{port}/v1/inbox");
     let mut cursor: Option<String> = None;
     loop {
         let mut request = banjul.get(&base).query(&[("order", "arrival"), ("limit", "100")]);
@@ -648,7 +682,8 @@ fn rss_kib() -> u64 {
 }
 
 /// One size on one backend: the history, the copies, then the measurements.
-async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (bool, bool), share: Option<u32>) -> Result<Figures, BoxError> {
+async fn grow(backend: Backend, size: u64, full: bool, runs: Runs) -> Result<Figures, BoxError> {
+    let Runs { sweeping, control, share, .. } = runs;
     let history_size = if full { TEMPLATE } else { 40 }.min(size);
     let federation = start(backend, false, None).await?;
     let databases = [Database::open(&federation.files.configs[0].1).await?, Database::open(&federation.files.configs[1].1).await?];
@@ -679,7 +714,9 @@ async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (boo
     // What the size takes, before the measurements add their referrals.
     let configs = &stopped.files().configs;
     let sizes = async { Ok::<_, BoxError>((databases[0].size(&configs[0].1).await?, databases[1].size(&configs[1].1).await?)) }.await;
-    let federation = stopped.launch_at(fixtures::written_at() + chrono::Duration::days(SPAN_DAYS + 1)).await?;
+    let measured_from = fixtures::written_at() + chrono::Duration::days(SPAN_DAYS + 1);
+    let launched = Instant::now();
+    let federation = stopped.launch_at(measured_from).await?;
     // The copied logs are chains as the gateways write them: `audit verify` would pass.
     let verified = async {
         for app in [&federation.ita, &federation.gmb] {
@@ -694,13 +731,24 @@ async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (boo
     }
     let (samples, count) = if full { (SAMPLES, 3000) } else { (20, 20) };
     let measured = measure(&federation, &databases, history_size, &rare, samples, count).await;
-    let (federation, sweep) = if sweeping && measured.is_ok() && (!full || size as i64 > SWEPT) {
-        // The measurements' last referrals delivered, so that the recipient's tail holds the sweep run's only.
+    let sweeping = sweeping && (!full || size as i64 > SWEPT);
+    if (sweeping || runs.apart) && measured.is_ok() {
+        // The measurements' last referrals delivered, so that the recipient's tail holds the next run's only.
         if let Err(error) = settle(&databases, Duration::from_secs(120)).await {
             federation.tear_down().await;
-            return Err(format!("before the sweep run: {error}").into());
+            return Err(format!("after the measurements: {error}").into());
         }
-        let mut stopped = federation.stop().await;
+    }
+    let mut stopped = federation.stop().await;
+    let apart = if runs.apart && measured.is_ok() {
+        // The measurements' clock, run on: the children's start where the gateways stopped.
+        let at = measured_from + chrono::Duration::milliseconds(i64::try_from(launched.elapsed().as_millis()).unwrap_or(i64::MAX));
+        let impact_days = stopped.files().configs[0].1.policy.impact_days;
+        Some(measure_apart(&mut stopped, &databases, at, impact_days, if full { 20_000 } else { 20 }).await)
+    } else {
+        None
+    };
+    let sweep = if sweeping && measured.is_ok() && apart.as_ref().is_none_or(Result::is_ok) {
         if let Some(share) = share {
             for (_, config) in &mut stopped.files_mut().configs {
                 config.retention.backlog_share_percent = share;
@@ -726,11 +774,16 @@ async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (boo
         let started = Instant::now();
         let federation = stopped.launch_at(chrono::DateTime::from_timestamp_millis(at).ok_or("no such time")?).await?;
         let sweep = measure_sweep(&federation, &databases[0], (&left, due, share), started, if full { 20_000 } else { 20 }).await;
-        (federation, Some(sweep))
+        stopped = federation.stop().await;
+        Some(sweep)
     } else {
-        (federation, None)
+        None
     };
-    federation.tear_down().await;
+    if runs.keep && backend == Backend::Postgres {
+        println!("kept the run's PostgreSQL schemas: {}_*", stopped.keep());
+    } else {
+        stopped.tear_down().await;
+    }
     let (end_to_end, submissions, [get_referral, audit_by_referral, audit_by_subject, audit_by_action, audit_by_day, inbox_due, inbox_tail, inbox_case], rss) =
         measured?;
     Ok(Figures {
@@ -750,8 +803,213 @@ async fn grow(backend: Backend, size: u64, full: bool, (sweeping, control): (boo
         inbox_case,
         bytes: sizes?,
         rss_kib: rss,
+        apart: apart.transpose()?,
         sweep: sweep.transpose()?,
     })
+}
+
+/// What runs after the measurements, and what is kept (the bench's arguments).
+#[derive(Clone, Copy, Default)]
+struct Runs {
+    /// `sweep`: the retention sweep run.
+    sweeping: bool,
+    /// `control`: the sweep run's restart and end to end with nothing past its retention.
+    control: bool,
+    /// `share=N`: the sweep's `backlog_share_percent`.
+    share: Option<u32>,
+    /// `apart`: end to end with each gateway in a process of its own.
+    apart: bool,
+    /// `keep`: a PostgreSQL run's schemas left in place.
+    keep: bool,
+}
+
+/// The first argument that makes this binary a child holding one gateway (see [`serve_alone`]).
+const ALONE: &str = "gateway-alone";
+
+/// This binary again, holding one gateway on its databases ([`serve_alone`]):
+/// killed if the bench fails before stopping it.
+struct Alone {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    api: u16,
+    federation: u16,
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Alone {
+    /// Starts the gateway of `config` on a clock running from `at`, and waits until it listens.
+    fn spawn(config: &std::path::Path, at: chrono::DateTime<chrono::Utc>, impact_days: u32) -> Result<Self, BoxError> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg(ALONE)
+            .arg(config)
+            .arg(at.timestamp_millis().to_string())
+            .arg(impact_days.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("the child has no stdout")?;
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut alone = Self { child, stdin, lines, api: 0, federation: 0 };
+        let listening = alone.expect("listening ", Duration::from_secs(600))?;
+        let ports: Vec<u16> = listening.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+        let [api, federation] = ports[..] else { return Err(format!("the child said {listening:?}").into()) };
+        (alone.api, alone.federation) = (api, federation);
+        Ok(alone)
+    }
+
+    /// The rest of the child's next line, which must start with `prefix`.
+    fn expect(&self, prefix: &str, limit: Duration) -> Result<String, BoxError> {
+        let line = self.lines.recv_timeout(limit).map_err(|_| format!("the child said nothing starting {prefix:?} within {limit:?}"))?;
+        line.strip_prefix(prefix).map(str::to_owned).ok_or_else(|| format!("the child said {line:?}, not {prefix:?}").into())
+    }
+
+    /// Has the child read the directory file again; the serial it put in force.
+    fn refresh(&mut self) -> Result<u64, BoxError> {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().ok_or("the child's stdin is closed")?;
+        writeln!(stdin, "refresh")?;
+        stdin.flush()?;
+        Ok(self.expect("in force ", Duration::from_secs(60))?.parse()?)
+    }
+
+    /// `VmRSS`, `RssAnon` and `VmHWM` of the child, KiB.
+    fn memory(&self) -> Result<(u64, u64, u64), BoxError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> Result<u64, BoxError> {
+            let line = status.lines().find(|line| line.starts_with(name)).ok_or_else(|| format!("no {name} line"))?;
+            Ok(line.split_whitespace().nth(1).ok_or("an empty line")?.parse()?)
+        };
+        Ok((field("VmRSS:")?, field("RssAnon:")?, field("VmHWM:")?))
+    }
+
+    /// Closes the child's stdin (it shuts its gateway down) and waits for it to exit, successfully.
+    fn stop(mut self) -> Result<(), BoxError> {
+        drop(self.stdin.take());
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            if let Some(status) = self.child.try_wait()? {
+                return if status.success() { Ok(()) } else { Err(format!("the child exited with {status}").into()) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("the child did not stop within 120 s of its stdin closing".into())
+    }
+}
+
+/// The child's side: `<config> <start ms> <impact_days>`. Builds the
+/// gateway of the configuration file on a clock running from the start
+/// (the binary's own clock would be the calendar's), says `listening
+/// <api port> <federation port>`, then for each `refresh` line on stdin
+/// reads its directory file again and says `in force <serial>`; shuts
+/// the gateway down when stdin closes.
+fn serve_alone(args: &[String]) -> Result<(), BoxError> {
+    use std::io::BufRead;
+    let [config, at, impact_days] = args else { return Err(format!("{ALONE} takes <config> <start ms> <impact_days>").into()) };
+    let mut config = referral_gateway::config::GatewayConfig::load(std::path::Path::new(config))?;
+    config.policy.impact_days = impact_days.parse()?;
+    let at = chrono::DateTime::from_timestamp_millis(at.parse()?).ok_or("no such time")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let clock = std::sync::Arc::new(referral_gateway::app::SteadyClock::starting_at(at));
+        let app = referral_gateway::startup::Application::build(&config, clock).await?;
+        println!("listening {} {}", app.local_addr().port(), app.federation_addr().map(|addr| addr.port()).unwrap_or_default());
+        let (sender, mut commands) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(command) = commands.recv().await {
+            if command.trim() == "refresh" {
+                match app.refresh_directory().await {
+                    referral_gateway::startup::DirectoryRefresh::InForce(serial) => println!("in force {serial}"),
+                    other => println!("refresh: {other:?}"),
+                }
+            }
+        }
+        app.shut_down().await;
+        Ok::<_, BoxError>(())
+    })
+}
+
+/// End to end, `count` referrals, with each gateway in a process of its
+/// own on the stopped federation's files, their clock running from `at`:
+/// the rate, and each process's resident memory meanwhile. The children
+/// stop once everything has settled.
+async fn measure_apart(stopped: &mut Stopped, databases: &[Database; 2], at: chrono::DateTime<chrono::Utc>, impact_days: u32, count: u64) -> Result<Apart, BoxError> {
+    let root = stopped.files().root.clone();
+    let mut gateways = Vec::new();
+    for (country, _) in &stopped.files().configs {
+        let config = root.join(country.as_str().to_ascii_lowercase()).join("gateway.toml");
+        gateways.push((*country, Alone::spawn(&config, at, impact_days)?));
+    }
+    let endpoints: Vec<_> = gateways.iter().map(|(country, alone)| (*country, format!("https://127.0.0.1:{}", alone.federation))).collect();
+    let serial = stopped.publish_next(&endpoints, at)?;
+    for (country, alone) in &mut gateways {
+        let in_force = alone.refresh()?;
+        if in_force != serial {
+            return Err(format!("{country}: directory edition {in_force} in force, not {serial}").into());
+        }
+    }
+    let [(_, italy), (_, gambia)] = &gateways[..] else { return Err("not two gateways".into()) };
+    let files = stopped.files();
+    let cursor = tail_cursor_at(files, gambia.api).await?;
+    let template = referral_template()?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sample = async {
+        let mut memory = [Memory::default(); 2];
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            for (seen, alone) in memory.iter_mut().zip([italy, gambia]) {
+                let (rss, anonymous, _) = alone.memory()?;
+                if rss > seen.largest {
+                    (seen.largest, seen.anonymous) = (rss, anonymous);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (seen, alone) in memory.iter_mut().zip([italy, gambia]) {
+            seen.peak = alone.memory()?.2;
+        }
+        Ok::<_, BoxError>(memory)
+    };
+    let run = async {
+        let started = Instant::now();
+        let recipient = acknowledge_all_at(files, gambia.api, count, Duration::from_secs(1200), cursor);
+        let ran = tokio::try_join!(recipient, submit_all_to(files, italy.api, &template, count, "growth-apart"));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (acknowledged, accepted) = ran?;
+        if acknowledged.cases != count || accepted.len() as u64 != count {
+            return Err(format!("apart: {count} submitted, {} accepted, {} acknowledged", accepted.len(), acknowledged.cases).into());
+        }
+        Ok::<_, BoxError>(acknowledged.cases as f64 / started.elapsed().as_secs_f64())
+    };
+    let (memory, end_to_end) = tokio::join!(sample, run);
+    let (memory, end_to_end) = (memory?, end_to_end?);
+    settle(databases, Duration::from_secs(120)).await.map_err(|error| format!("after the run apart: {error}"))?;
+    for (_, alone) in gateways {
+        alone.stop()?;
+    }
+    Ok(Apart { count, end_to_end, memory })
 }
 
 /// The history's audit entries at each gateway (after the gateways' start).
@@ -974,6 +1232,9 @@ fn withdrawn_whole() -> String {
 
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|first| first == ALONE) {
+        return serve_alone(&args[1..]);
+    }
     let full = args.iter().any(|a| a == "--bench");
     let sizes: Vec<u64> = match args.iter().find_map(|a| a.strip_prefix("sizes=")) {
         Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
@@ -989,9 +1250,13 @@ fn main() -> Result<(), BoxError> {
     // `control`: the sweep run's restart and end-to-end run, on a clock where nothing is past its retention.
     let control = args.iter().any(|a| a == "control");
     let sweeping = sweeping || control;
+    // `apart`: end to end again with each gateway in a process of its own (always in the smoke run); `keep`: PostgreSQL's schemas left.
+    let apart = args.iter().any(|a| a == "apart") || !full;
+    let keep = args.iter().any(|a| a == "keep");
+    let runs = Runs { sweeping, control, share, apart, keep };
     let only: Vec<&String> = args
         .iter()
-        .filter(|a| !a.starts_with("--") && !a.starts_with("sizes=") && !a.starts_with("share=") && *a != "sweep" && *a != "control")
+        .filter(|a| !a.starts_with("--") && !a.starts_with("sizes=") && !a.starts_with("share=") && !["sweep", "control", "apart", "keep"].contains(&a.as_str()))
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     for backend in [Backend::Sqlite, Backend::Postgres] {
@@ -1001,7 +1266,7 @@ fn main() -> Result<(), BoxError> {
         }
         let mut first: Option<(f64, f64)> = None;
         for &size in &sizes {
-            let figures = runtime.block_on(grow(backend, size, full, (sweeping, control), share))?;
+            let figures = runtime.block_on(grow(backend, size, full, runs))?;
             let (e2e, submitted) = *first.get_or_insert((figures.end_to_end, figures.submissions));
             println!(
                 "{backend:?}, {} referrals stored (loaded in {:.1} s, migration 0027's index built in {:.2} s, 0028's audit hours counted in {:.2} s{}): end to end {:.0}/s ({:.0} % of the first size's), submissions {:.0}/s ({:.0} %); \
@@ -1029,6 +1294,23 @@ fn main() -> Result<(), BoxError> {
                 figures.bytes.1 as f64 / 1e6,
                 figures.rss_kib as f64 / 1024.0,
             );
+            if let Some(apart) = &figures.apart {
+                let [italy, gambia] = apart.memory;
+                let mb = |kib: u64| kib as f64 / 1024.0;
+                println!(
+                    "{backend:?}, {} referrals stored: each gateway in a process of its own, {} referrals end to end at {:.0}/s; resident memory meanwhile at most \
+                     {:.0} MB at Italy ({:.0} MB of it anonymous; peak since its start {:.0} MB), {:.0} MB at the Gambia ({:.0} MB; {:.0} MB)",
+                    figures.size,
+                    apart.count,
+                    apart.end_to_end,
+                    mb(italy.largest),
+                    mb(italy.anonymous),
+                    mb(italy.peak),
+                    mb(gambia.largest),
+                    mb(gambia.anonymous),
+                    mb(gambia.peak),
+                );
+            }
             if let Some(sweep) = figures.sweep.as_ref().filter(|sweep| sweep.due == 0) {
                 println!(
                     "{backend:?}, {} referrals stored: started again with none past their retention (the control); end to end {:.0}/s, {:.0} % of the rate before",

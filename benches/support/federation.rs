@@ -127,6 +127,21 @@ impl Stopped {
         &mut self.files
     }
 
+    /// Signs the next directory edition, with `endpoints`, for gateways
+    /// started elsewhere on these files (a later [`Self::launch_at`] signs
+    /// the one after it); its serial.
+    pub fn publish_next(&mut self, endpoints: &[(CountryCode, String)], now: DateTime<Utc>) -> Result<u64, BoxError> {
+        self.serial += 1;
+        self.files.publish(self.serial, endpoints, now)?;
+        Ok(self.serial)
+    }
+
+    /// Leaves a PostgreSQL run's schemas in place (to look at them
+    /// afterwards; its files are deleted): their prefix.
+    pub fn keep(self) -> String {
+        self.prefix
+    }
+
     /// Both gateways started again on their databases, their clock running from `at`.
     pub async fn launch_at(self, at: DateTime<Utc>) -> Result<Federation, BoxError> {
         // The gateways remember the directory they had: this one has new endpoints, and a serial after it.
@@ -197,9 +212,14 @@ pub async fn submit_all(federation: &Federation, count: u64, keys: &str) -> Resu
 
 /// [`submit_all`] of another template (see [`referral_template`]).
 pub async fn submit_all_of(federation: &Federation, template: &str, count: u64, keys: &str) -> Result<Vec<String>, BoxError> {
-    let url = format!("https://localhost:{}/v1/referrals", federation.ita.local_addr().port());
+    submit_all_to(&federation.files, federation.ita.local_addr().port(), template, count, keys).await
+}
+
+/// [`submit_all_of`] to Italy's gateway listening on `port`, wherever it runs.
+pub async fn submit_all_to(files: &DemoFiles, port: u16, template: &str, count: u64, keys: &str) -> Result<Vec<String>, BoxError> {
+    let url = format!("https://localhost:{port}/v1/referrals");
     let template = Arc::new(template.to_owned());
-    let client = client(&federation.files, "iom-rome")?;
+    let client = client(files, "iom-rome")?;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..SUBMITTERS {
@@ -234,8 +254,13 @@ pub async fn submit_all_of(federation: &Federation, template: &str, count: u64, 
 /// The recipient: tails its inbox from `cursor` (the start if `None`) and
 /// acknowledges every case, until `count` are acknowledged or `limit` passes.
 pub async fn acknowledge_all(federation: &Federation, count: u64, limit: Duration, cursor: Option<String>) -> Result<Acknowledged, BoxError> {
-    let base = format!("https://localhost:{}", federation.gmb.local_addr().port());
-    recipient::acknowledge_all(&client(&federation.files, "iom-banjul")?, &base, count, ACKNOWLEDGERS, limit, cursor).await
+    acknowledge_all_at(&federation.files, federation.gmb.local_addr().port(), count, limit, cursor).await
+}
+
+/// [`acknowledge_all`] at the Gambian gateway listening on `port`, wherever it runs.
+pub async fn acknowledge_all_at(files: &DemoFiles, port: u16, count: u64, limit: Duration, cursor: Option<String>) -> Result<Acknowledged, BoxError> {
+    let base = format!("https://localhost:{port}");
+    recipient::acknowledge_all(&client(files, "iom-banjul")?, &base, count, ACKNOWLEDGERS, limit, cursor).await
 }
 
 /// Audit entries of `action` with `outcome` in a gateway's log.
