@@ -55,13 +55,15 @@
 //! makes the same restart and run on a clock where nothing is past its
 //! retention (the rate of that run without a sweep).
 //!
-//! With `apart`, each size is then run end to end once more (20,000
-//! referrals) with each gateway in a process of its own: this binary
-//! again, holding one gateway on its databases and a clock of its own
-//! running on from the measurements' (`gateway-alone`); the rate, and each
-//! process's resident memory meanwhile (the most `VmRSS` seen, its
-//! anonymous part, and `VmHWM`). `keep` leaves a PostgreSQL run's schemas
-//! in place, to look at their plans afterwards (drop them by hand).
+//! With `apart` (not with `sweep` or `control`), each size is then run end
+//! to end once more (20,000 referrals) with each gateway in a process of
+//! its own: this binary again, holding one gateway on its databases and a
+//! clock of its own running on from the measurements' (`gateway-alone`);
+//! the rate, and each process's resident memory meanwhile (the most
+//! `VmRSS` seen, its anonymous part, and `VmHWM`). SQLite's page cache is
+//! in the gateway's process; PostgreSQL's memory is the server's, not
+//! counted. `keep` leaves a PostgreSQL run's schemas in place, to look at
+//! their plans afterwards (drop them by hand).
 //!
 //!   cargo bench --bench growth                                  # both backends, 1,000 and 100,000
 //!   cargo bench --bench growth -- sqlite sizes=1000,1000000     # one backend, the sizes named
@@ -93,7 +95,6 @@ mod federation;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use federation::{acknowledge_all, acknowledge_all_at, client, referral_template, start, submit_all, submit_all_of, submit_all_to, Backend, BoxError, Federation, Stopped};
-use referral_gateway::demo::setup::DemoFiles;
 
 /// Referrals of the history made through the gateways (full runs).
 const TEMPLATE: u64 = 500;
@@ -652,13 +653,8 @@ async fn latency(client: &reqwest::Client, urls: &[String]) -> Result<Latency, B
 
 /// The Gambian recipient's arrival cursor after its last case.
 async fn tail_cursor(federation: &Federation) -> Result<Option<String>, BoxError> {
-    tail_cursor_at(&federation.files, federation.gmb.local_addr().port()).await
-}
-
-/// [`tail_cursor`] at the Gambian gateway listening on `port`, wherever it runs.
-async fn tail_cursor_at(files: &DemoFiles, port: u16) -> Result<Option<String>, BoxError> {
-    let banjul = client(files, "iom-banjul")?;
-    let base = format!("https://localhost:{port}/v1/inbox");
+    let banjul = client(&federation.files, "iom-banjul")?;
+    let base = format!("https://localhost:{}/v1/inbox", federation.gmb.local_addr().port());
     let mut cursor: Option<String> = None;
     loop {
         let mut request = banjul.get(&base).query(&[("order", "arrival"), ("limit", "100")]);
@@ -742,9 +738,8 @@ async fn grow(backend: Backend, size: u64, full: bool, runs: Runs) -> Result<Fig
     let mut stopped = federation.stop().await;
     let apart = if runs.apart && measured.is_ok() {
         // The measurements' clock, run on: the children's start where the gateways stopped.
-        let at = measured_from + chrono::Duration::milliseconds(i64::try_from(launched.elapsed().as_millis()).unwrap_or(i64::MAX));
         let impact_days = stopped.files().configs[0].1.policy.impact_days;
-        Some(measure_apart(&mut stopped, &databases, at, impact_days, if full { 20_000 } else { 20 }).await)
+        Some(measure_apart(&mut stopped, &databases, (measured_from, launched), impact_days, if full { 20_000 } else { 20 }).await)
     } else {
         None
     };
@@ -846,7 +841,7 @@ impl Drop for Alone {
 }
 
 impl Alone {
-    /// Starts the gateway of `config` on a clock running from `at`, and waits until it listens.
+    /// Starts the gateway of `config` on a clock running from `at` (see [`Self::listening`]).
     fn spawn(config: &std::path::Path, at: chrono::DateTime<chrono::Utc>, impact_days: u32) -> Result<Self, BoxError> {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -867,17 +862,28 @@ impl Alone {
                 }
             }
         });
-        let mut alone = Self { child, stdin, lines, api: 0, federation: 0 };
-        let listening = alone.expect("listening ", Duration::from_secs(600))?;
+        Ok(Self { child, stdin, lines, api: 0, federation: 0 })
+    }
+
+    /// Waits until the child listens: its ports.
+    fn listening(&mut self) -> Result<(), BoxError> {
+        let listening = self.expect("listening ", Duration::from_secs(600))?;
         let ports: Vec<u16> = listening.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
         let [api, federation] = ports[..] else { return Err(format!("the child said {listening:?}").into()) };
-        (alone.api, alone.federation) = (api, federation);
-        Ok(alone)
+        (self.api, self.federation) = (api, federation);
+        Ok(())
     }
 
     /// The rest of the child's next line, which must start with `prefix`.
-    fn expect(&self, prefix: &str, limit: Duration) -> Result<String, BoxError> {
-        let line = self.lines.recv_timeout(limit).map_err(|_| format!("the child said nothing starting {prefix:?} within {limit:?}"))?;
+    fn expect(&mut self, prefix: &str, limit: Duration) -> Result<String, BoxError> {
+        let line = match self.lines.recv_timeout(limit) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err(format!("the child said nothing starting {prefix:?} within {limit:?}").into()),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait()?;
+                return Err(format!("the child closed its output ({status}) before saying {prefix:?}").into());
+            }
+        };
         line.strip_prefix(prefix).map(str::to_owned).ok_or_else(|| format!("the child said {line:?}, not {prefix:?}").into())
     }
 
@@ -941,9 +947,10 @@ fn serve_alone(args: &[String]) -> Result<(), BoxError> {
         });
         while let Some(command) = commands.recv().await {
             if command.trim() == "refresh" {
+                // The gateway's own refresh task (every `refresh_seconds`) may have read the new file first.
                 match app.refresh_directory().await {
-                    referral_gateway::startup::DirectoryRefresh::InForce(serial) => println!("in force {serial}"),
-                    other => println!("refresh: {other:?}"),
+                    referral_gateway::startup::DirectoryRefresh::Refused(reason) => println!("refused {reason}"),
+                    _ => println!("in force {}", app.gateway().directory().serial()),
                 }
             }
         }
@@ -953,18 +960,23 @@ fn serve_alone(args: &[String]) -> Result<(), BoxError> {
 }
 
 /// End to end, `count` referrals, with each gateway in a process of its
-/// own on the stopped federation's files, their clock running from `at`:
-/// the rate, and each process's resident memory meanwhile. The children
-/// stop once everything has settled.
-async fn measure_apart(stopped: &mut Stopped, databases: &[Database; 2], at: chrono::DateTime<chrono::Utc>, impact_days: u32, count: u64) -> Result<Apart, BoxError> {
+/// own on the stopped federation's files, their clocks running on from
+/// `clock` (a time, and the instant it was): the rate, and each process's
+/// resident memory meanwhile. The children stop once everything has settled.
+async fn measure_apart(stopped: &mut Stopped, databases: &[Database; 2], clock: (chrono::DateTime<chrono::Utc>, Instant), impact_days: u32, count: u64) -> Result<Apart, BoxError> {
+    let now = || clock.0 + chrono::Duration::milliseconds(i64::try_from(clock.1.elapsed().as_millis()).unwrap_or(i64::MAX));
     let root = stopped.files().root.clone();
     let mut gateways = Vec::new();
+    // Both started before either is waited for: their clocks agree to the spawn's time.
     for (country, _) in &stopped.files().configs {
         let config = root.join(country.as_str().to_ascii_lowercase()).join("gateway.toml");
-        gateways.push((*country, Alone::spawn(&config, at, impact_days)?));
+        gateways.push((*country, Alone::spawn(&config, now(), impact_days)?));
+    }
+    for (_, alone) in &mut gateways {
+        alone.listening()?;
     }
     let endpoints: Vec<_> = gateways.iter().map(|(country, alone)| (*country, format!("https://127.0.0.1:{}", alone.federation))).collect();
-    let serial = stopped.publish_next(&endpoints, at)?;
+    let serial = stopped.publish_next(&endpoints, now())?;
     for (country, alone) in &mut gateways {
         let in_force = alone.refresh()?;
         if in_force != serial {
@@ -973,7 +985,9 @@ async fn measure_apart(stopped: &mut Stopped, databases: &[Database; 2], at: chr
     }
     let [(_, italy), (_, gambia)] = &gateways[..] else { return Err("not two gateways".into()) };
     let files = stopped.files();
-    let cursor = tail_cursor_at(files, gambia.api).await?;
+    // The recipient tails from the last case stored (read in the database: walking the
+    // inbox through the child would count that walk in its memory).
+    let cursor = Some(databases[1].number("SELECT COALESCE(MAX(visible_seq), 0) FROM inbox").await?.to_string());
     let template = referral_template()?;
     let done = std::sync::atomic::AtomicBool::new(false);
     let sample = async {
@@ -994,7 +1008,8 @@ async fn measure_apart(stopped: &mut Stopped, databases: &[Database; 2], at: chr
     };
     let run = async {
         let started = Instant::now();
-        let recipient = acknowledge_all_at(files, gambia.api, count, Duration::from_secs(1200), cursor);
+        let limit = Duration::from_secs(if count < 1000 { 120 } else { 1200 });
+        let recipient = acknowledge_all_at(files, gambia.api, count, limit, cursor);
         let ran = tokio::try_join!(recipient, submit_all_to(files, italy.api, &template, count, "growth-apart"));
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let (acknowledged, accepted) = ran?;
@@ -1253,6 +1268,10 @@ fn main() -> Result<(), BoxError> {
     // `apart`: end to end again with each gateway in a process of its own (always in the smoke run); `keep`: PostgreSQL's schemas left.
     let apart = args.iter().any(|a| a == "apart") || !full;
     let keep = args.iter().any(|a| a == "keep");
+    if full && apart && sweeping {
+        // The run apart adds 20,000 cases and moves the clock on: the sweep run would no longer compare with the rate measured before it.
+        return Err("apart is a run of its own: not with sweep or control".into());
+    }
     let runs = Runs { sweeping, control, share, apart, keep };
     let only: Vec<&String> = args
         .iter()
