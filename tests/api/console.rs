@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::browser::Browser;
 use crate::helpers::{client_builder_for, client_for, send, fixture, fixture_time, personal_values, personal_values_of, policy_files, spawn_app_with, variant, Backend, TestApp, Who};
-use crate::peers::Federation;
+use crate::peers::{status_of, wait_for, Federation};
 use crate::policy_signoff::NO_HEALTH;
 use crate::statistics::november_referrals;
 use referral_gateway::app::Clock;
@@ -427,6 +427,13 @@ async fn the_deliveries_page_counts_per_partner_and_shows_erasures_awaited() {
         for id in &delivered {
             assert!(!page.html.contains(id.as_str()), "counts only");
         }
+
+        // Nigeria's gateway back: the withdrawal reaches it, its erasure is reported, nothing is awaited any more.
+        federation.start_peer("NGA", true).await;
+        let ita = federation.peer("ITA");
+        wait_for("the erasure reported to Italy", std::time::Duration::from_secs(40), || async { status_of(ita, Who::IomRome, &delivered[0]).await != "withdrawn" }).await;
+        let erasures = row(&dpo.get("/console/deliveries").await.html, "<caption>Erasures awaited");
+        assert!(erasures.contains(r#"<th scope="row">NGA</th><td class="number">0</td><td class="number">0</td>"#), "{erasures}");
     }
 }
 

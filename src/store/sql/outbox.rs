@@ -342,18 +342,21 @@ macro_rules! outbox_sql {
             }
 
             async fn erasures_awaited(&self, deadline_ms: i64, now_ms: i64) -> Result<Vec<ErasuresAwaited>, StoreError> {
+                // A referral withdrawn whole stays `withdrawn` until its erasure is
+                // reported (the lifecycle allows nothing else after it): the
+                // awaited ones are read from `referrals_awaiting`, not found
+                // among every withdrawal ever made.
                 let rows = sqlx::query(
                     "SELECT o.destination_country AS country, COUNT(*) AS awaited, \
                             CAST(SUM(CASE WHEN w.withdrawn_ms <= $1 THEN 1 ELSE 0 END) AS BIGINT) AS overdue \
-                     FROM (SELECT referral_id, MIN(at_ms) AS withdrawn_ms FROM referral_events WHERE status = $2 GROUP BY referral_id) w \
-                     JOIN outbox o ON o.referral_id = w.referral_id AND o.packet_type = 'referral' AND o.packet_id IS NOT NULL \
-                     WHERE NOT EXISTS (SELECT 1 FROM referral_events e WHERE e.referral_id = w.referral_id AND e.status IN ($3, $4)) \
+                     FROM (SELECT r.id, (SELECT MIN(e.at_ms) FROM referral_events e WHERE e.referral_id = r.id AND e.status = $2) AS withdrawn_ms \
+                           FROM referrals r WHERE r.status = $3) w \
+                     JOIN outbox o ON o.referral_id = w.id AND o.packet_type = 'referral' AND o.packet_id IS NOT NULL \
                      GROUP BY o.destination_country ORDER BY o.destination_country",
                 )
                 .bind(now_ms.saturating_sub(deadline_ms))
                 .bind(ReferralEvent::Withdrawn.as_str())
-                .bind(ReferralEvent::ErasedAtGateway.as_str())
-                .bind(ReferralEvent::ErasureConfirmed.as_str())
+                .bind(ReferralStatus::Withdrawn.as_str())
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter()
