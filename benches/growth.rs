@@ -1169,9 +1169,10 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
         return Err(format!("end to end: {count} submitted, {} accepted, {} acknowledged", accepted.len(), acknowledged.cases).into());
     }
     // Submissions alone (their deliveries go on behind), three times: the median, a round
-    // being a few seconds of work.
+    // being a few seconds of work. Each round starts with the last one's deliveries done.
     let mut rates = Vec::new();
     for round in 0..3 {
+        settle(databases, Duration::from_secs(120)).await?;
         let started = Instant::now();
         let accepted = submit_all(federation, count, &format!("growth-submit-{round}")).await?;
         rates.push(accepted.len() as f64 / started.elapsed().as_secs_f64());

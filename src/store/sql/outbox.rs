@@ -343,12 +343,14 @@ macro_rules! outbox_sql {
 
             async fn erasures_awaited(&self, deadline_ms: i64, now_ms: i64) -> Result<Vec<ErasuresAwaited>, StoreError> {
                 // A referral withdrawn whole stays `withdrawn` until its erasure is
-                // reported (the lifecycle allows nothing else after it): the
-                // awaited ones are read from `referrals_awaiting`, not found
-                // among every withdrawal ever made.
+                // reported: the lifecycle moves it on by nothing else, and a withdrawal
+                // is only recorded while the referral is still consented to. So the
+                // awaited ones are found through the index `referrals_awaiting` on
+                // the status, not among every withdrawal ever made. A withdrawal
+                // time missing (it cannot be) would show as overdue, not hide.
                 let rows = sqlx::query(
                     "SELECT o.destination_country AS country, COUNT(*) AS awaited, \
-                            CAST(SUM(CASE WHEN w.withdrawn_ms <= $1 THEN 1 ELSE 0 END) AS BIGINT) AS overdue \
+                            CAST(SUM(CASE WHEN COALESCE(w.withdrawn_ms, 0) <= $1 THEN 1 ELSE 0 END) AS BIGINT) AS overdue \
                      FROM (SELECT r.id, (SELECT MIN(e.at_ms) FROM referral_events e WHERE e.referral_id = r.id AND e.status = $2) AS withdrawn_ms \
                            FROM referrals r WHERE r.status = $3) w \
                      JOIN outbox o ON o.referral_id = w.id AND o.packet_type = 'referral' AND o.packet_id IS NOT NULL \
