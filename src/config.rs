@@ -382,7 +382,7 @@ fn default_sweep_seconds() -> u64 {
 fn default_backlog_share_percent() -> u32 {
     // On SQLite end to end fell by 27 % at 10, by 31 to 36 % at 25, by 70 %
     // flat out while both gateways of one machine erased 100,000; on
-    // PostgreSQL by 36 % at 10 (performance.md, "Pacing the retention sweep").
+    // PostgreSQL by 26 to 36 % at 10 (performance.md, "Pacing the retention sweep").
     10
 }
 
