@@ -671,10 +671,18 @@ async fn tail_cursor(federation: &Federation) -> Result<Option<String>, BoxError
 
 /// Resident memory of this process (both gateways), in KiB.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| status.lines().find_map(|line| line.strip_prefix("VmRSS:").map(|rest| rest.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))))
-        .unwrap_or(0)
+    status_kib("self", ["VmRSS:"]).map_or(0, |[rss]| rss)
+}
+
+/// Fields of `/proc/<process>/status` (`self`, or a process id) counted in KiB, by name.
+fn status_kib<const N: usize>(process: &str, names: [&str; N]) -> Result<[u64; N], BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status"))?;
+    let mut values = [0; N];
+    for (value, name) in values.iter_mut().zip(names) {
+        let line = status.lines().find(|line| line.starts_with(name)).ok_or_else(|| format!("no {name} line"))?;
+        *value = line.split_whitespace().nth(1).ok_or("an empty line")?.parse()?;
+    }
+    Ok(values)
 }
 
 /// One size on one backend: the history, the copies, then the measurements.
@@ -756,7 +764,7 @@ async fn grow(backend: Backend, size: u64, full: bool, runs: Runs) -> Result<Fig
         let at = databases[0].number(&format!("SELECT retention_until_ms FROM referrals WHERE {erasable} ORDER BY retention_until_ms LIMIT 1 OFFSET {}", swept - 1)).await;
         let at = match at {
             // The control: the same restart and run with nothing past its retention, on the measurements' clock.
-            Ok(_) if control => (fixtures::written_at() + chrono::Duration::days(SPAN_DAYS + 1)).timestamp_millis(),
+            Ok(_) if control => measured_from.timestamp_millis(),
             Ok(at) => at + 1,
             Err(error) => {
                 stopped.tear_down().await;
@@ -897,13 +905,8 @@ impl Alone {
     }
 
     /// `VmRSS`, `RssAnon` and `VmHWM` of the child, KiB.
-    fn memory(&self) -> Result<(u64, u64, u64), BoxError> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> Result<u64, BoxError> {
-            let line = status.lines().find(|line| line.starts_with(name)).ok_or_else(|| format!("no {name} line"))?;
-            Ok(line.split_whitespace().nth(1).ok_or("an empty line")?.parse()?)
-        };
-        Ok((field("VmRSS:")?, field("RssAnon:")?, field("VmHWM:")?))
+    fn memory(&self) -> Result<[u64; 3], BoxError> {
+        status_kib(&self.child.id().to_string(), ["VmRSS:", "RssAnon:", "VmHWM:"])
     }
 
     /// Closes the child's stdin (it shuts its gateway down) and waits for it to exit, successfully.
@@ -994,7 +997,7 @@ async fn measure_apart(stopped: &mut Stopped, databases: &[Database; 2], clock: 
         let mut memory = [Memory::default(); 2];
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
             for (seen, alone) in memory.iter_mut().zip([italy, gambia]) {
-                let (rss, anonymous, _) = alone.memory()?;
+                let [rss, anonymous, _] = alone.memory()?;
                 if rss > seen.largest {
                     (seen.largest, seen.anonymous) = (rss, anonymous);
                 }
@@ -1002,7 +1005,7 @@ async fn measure_apart(stopped: &mut Stopped, databases: &[Database; 2], clock: 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for (seen, alone) in memory.iter_mut().zip([italy, gambia]) {
-            seen.peak = alone.memory()?.2;
+            seen.peak = alone.memory()?[2];
         }
         Ok::<_, BoxError>(memory)
     };
