@@ -912,14 +912,17 @@ impl Alone {
     /// Closes the child's stdin (it shuts its gateway down) and waits for it to exit, successfully.
     fn stop(mut self) -> Result<(), BoxError> {
         drop(self.stdin.take());
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(120) {
-            if let Some(status) = self.child.try_wait()? {
-                return if status.success() { Ok(()) } else { Err(format!("the child exited with {status}").into()) };
+        // Its output closes as it exits.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err("the child did not stop within 120 s of its stdin closing".into()),
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        Err("the child did not stop within 120 s of its stdin closing".into())
+        let status = self.child.wait()?;
+        if status.success() { Ok(()) } else { Err(format!("the child exited with {status}").into()) }
     }
 }
 
