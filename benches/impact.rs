@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 #[path = "support/gateway.rs"]
 mod support;
 
-use support::{repo, start, Backend, Gateway};
+use support::{repo, shut_down, start, Backend, Gateway};
 
 const ROUNDS: usize = 5;
 const TARGET: Duration = Duration::from_secs(10);
@@ -129,6 +129,7 @@ async fn run(backend: Backend, full: bool) -> Result<(), Box<dyn std::error::Err
     times.sort();
     let median = times[rounds / 2];
     println!("{backend:?}: upload with impact replay over {count} decisions, median of {rounds} {:.3} s (target under 10 s)", median.as_secs_f64());
+    shut_down(gateway).await;
     if full && median >= TARGET {
         return Err(format!("{backend:?}: over the 10 s target").into());
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 #[path = "support/gateway.rs"]
 mod support;
 
-use support::{repo, start, Backend, Gateway};
+use support::{repo, shut_down, start, Backend, Gateway};
 
 /// The AVR fixture with placeholders for a unique key and subject per request.
 fn template() -> Result<String, Box<dyn std::error::Error>> {
@@ -125,6 +125,7 @@ async fn run(backend: Backend, full: bool) -> Result<(), Box<dyn std::error::Err
             return Err(format!("{backend:?}: {} accepted, {failures} failed", latencies.len()).into());
         }
         println!("{backend:?}: smoke run, {} accepted ({rate:.0}/s, debug build)", latencies.len());
+        shut_down(gateway).await;
         return Ok(());
     }
     // Warm-up: connections, caches, the first policy slices.
@@ -137,6 +138,7 @@ async fn run(backend: Backend, full: bool) -> Result<(), Box<dyn std::error::Err
     println!("{backend:?} open loop, 200/s for 15 s: {} accepted; {}", latencies.len(), summary(latencies));
     let stored = gateway.app.gateway().store.outbox_depth().await?;
     println!("{backend:?}: {stored} referrals in the outbox at the end");
+    shut_down(gateway).await;
     Ok(())
 }
 

@@ -27,7 +27,7 @@ use referral_gateway::crypto::match_function::Asking;
 use referral_gateway::domain::match_index::QUERY_SLOTS;
 use referral_gateway::domain::matching::MatchKey;
 use referral_gateway::domain::{CountryCode, OrgId};
-use support::{start, Backend};
+use support::{shut_down, start, Backend};
 
 const NAMES: [&str; 8] = ["Chidi", "Emeka", "Obinna", "Ifeanyi", "Tunde", "Kelechi", "Uche", "Nnamdi"];
 const FAMILIES: [&str; 8] = ["Okafor", "Nwosu", "Eze", "Okeke", "Adeyemi", "Obi", "Ibe", "Chukwu"];
@@ -102,7 +102,7 @@ async fn run(backend: Backend, full: bool) -> Result<(), Box<dyn std::error::Err
         first_all.entries.len(),
         all.as_secs_f64() / none.as_secs_f64()
     );
-    gateway.app.shut_down().await;
+    shut_down(gateway).await;
     Ok(())
 }
 

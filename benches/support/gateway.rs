@@ -37,6 +37,33 @@ pub fn repo(relative: &str) -> String {
     format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The PostgreSQL schema of this process's gateway (the case keys' beside
+/// it, `<schema>_case_keys`).
+fn schema() -> String {
+    format!("rgwbench_{}", std::process::id())
+}
+
+/// Drops the gateway's schema and its case keys', together, before a run
+/// (one left by an earlier process of the same id) and after it (nothing
+/// left behind). Waits at most 10 s for a lock: a gateway not shut down may
+/// still be writing in them.
+async fn drop_schemas(schema: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(POSTGRES_URL).await?;
+    let mut connection = pool.acquire().await?;
+    sqlx::query("SET lock_timeout = '10s'").execute(&mut *connection).await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\", \"{schema}_case_keys\" CASCADE")).execute(&mut *connection).await?;
+    drop(connection);
+    pool.close().await;
+    Ok(())
+}
+
+/// Stops the gateway's server and workers, once nothing else holds it.
+pub async fn shut_down(gateway: impl Into<Arc<Gateway>>) {
+    if let Ok(gateway) = Arc::try_unwrap(gateway.into()) {
+        gateway.app.shut_down().await;
+    }
+}
+
 /// A gateway on `backend` with one client per `(organisation, role)`.
 pub async fn start(backend: Backend, clients: &[(&str, &str)]) -> Result<Gateway, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
@@ -57,9 +84,8 @@ pub async fn start(backend: Backend, clients: &[(&str, &str)]) -> Result<Gateway
     let database = match backend {
         Backend::Sqlite => format!("url = \"sqlite://{}\"", dir.path().join("gateway.db").display()),
         Backend::Postgres => {
-            let schema = format!("rgwbench_{}", std::process::id());
-            let pool = sqlx::PgPool::connect(POSTGRES_URL).await?;
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await?;
+            let schema = schema();
+            drop_schemas(&schema).await?;
             format!("url = \"{POSTGRES_URL}\"\nschema = \"{schema}\"\nmax_connections = 8")
         }
     };
@@ -121,7 +147,15 @@ where
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let name = format!("{backend:?}").to_lowercase();
         if only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) {
-            runtime.block_on(run(backend, full))?;
+            let outcome = runtime.block_on(run(backend, full));
+            if backend == Backend::Postgres {
+                // Whether the run passed or not; a schema that cannot be
+                // dropped is said, and the run's own outcome reported.
+                if let Err(error) = runtime.block_on(drop_schemas(&schema())) {
+                    eprintln!("left the PostgreSQL schemas {0} and {0}_case_keys: {error}", schema());
+                }
+            }
+            outcome?;
         }
     }
     Ok(())
