@@ -774,6 +774,7 @@ async fn grow(backend: Backend, size: u64, full: bool, runs: Runs) -> Result<Fig
         let left = format!("SELECT COUNT(*) FROM referrals WHERE {erasable} AND retention_until_ms < {at}");
         let due = databases[0].number(&left).await?;
         // Timed from the start: the sweep begins with the gateway.
+        stage(&format!("the sweep of {due}, end to end meanwhile"));
         let started = Instant::now();
         let federation = stopped.launch_at(chrono::DateTime::from_timestamp_millis(at).ok_or("no such time")?).await?;
         let sweep = measure_sweep(&federation, &databases[0], (&left, due, share), started, if full { 20_000 } else { 20 }).await;
@@ -1117,6 +1118,13 @@ async fn audit_after(app: &referral_gateway::startup::Application, seq: i64) -> 
     Ok(app.gateway().store.audit(&filter).await?)
 }
 
+/// Says on standard error which stage of the measurements begins (or a
+/// round of one ends), for whoever watches a long run: a profiler started
+/// and stopped on the stage it is after.
+fn stage(what: &str) {
+    eprintln!("  growth stage: {what}");
+}
+
 /// The end-to-end and submission rates, the reads, and the resident memory as end to end ended.
 type Measured = (f64, f64, [Latency; 8], u64);
 
@@ -1166,6 +1174,7 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
     ];
     // End to end: the recipient tails from its last case.
     let cursor = tail_cursor(federation).await?;
+    stage(&format!("end to end, {count} referrals"));
     let started = Instant::now();
     let recipient = acknowledge_all(federation, count, Duration::from_secs(600), cursor);
     let (acknowledged, accepted) = tokio::try_join!(recipient, submit_all(federation, count, "growth-e2e"))?;
@@ -1179,9 +1188,11 @@ async fn measure(federation: &Federation, databases: &[Database; 2], history_siz
     let mut rates = Vec::new();
     for round in 0..3 {
         settle(databases, Duration::from_secs(120)).await?;
+        stage(&format!("submissions alone, round {} of 3", round + 1));
         let started = Instant::now();
         let accepted = submit_all(federation, count, &format!("growth-submit-{round}")).await?;
         rates.push(accepted.len() as f64 / started.elapsed().as_secs_f64());
+        stage(&format!("submissions alone, round {} of 3 done", round + 1));
     }
     rates.sort_by(f64::total_cmp);
     Ok((end_to_end, rates[1], reads, rss))
@@ -1294,6 +1305,13 @@ fn main() -> Result<(), BoxError> {
         let name = format!("{backend:?}").to_lowercase();
         if !(only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))) {
             continue;
+        }
+        if backend == Backend::Postgres {
+            // Dead row versions weigh on PostgreSQL's figures (the sweep's most): say whether the server vacuums on its own.
+            let server = runtime.block_on(sqlx::PgPool::connect(federation::POSTGRES_URL))?;
+            let autovacuum: String = runtime.block_on(sqlx::query_scalar("SHOW autovacuum").fetch_one(&server))?;
+            runtime.block_on(server.close());
+            println!("{backend:?}: the server runs with autovacuum {autovacuum}");
         }
         let mut first: Option<(f64, f64)> = None;
         for &size in &sizes {
