@@ -163,7 +163,14 @@ pub struct PostgresStore {
 impl SqliteStore {
     pub async fn open(url: &str, connecting: &Connecting) -> Result<Self, StoreError> {
         let path = sqlite_path(url).ok_or_else(|| StoreError::Unavailable("not an sqlite URL".to_owned()))?;
-        let options = sqlite_file(path)?;
+        // Checkpoints every 10,000 WAL pages (about 40 MiB), not SQLite's
+        // 1,000: a commit writes every page it touched, whole, and a page
+        // that many commits touch between two checkpoints is written back
+        // once. At 1,000, checkpoints were half of the pages written per
+        // referral (`performance.md`, "Flat as data grows"). Older versions
+        // of pages stay in the WAL longer, as they stay in the file's free
+        // pages (`data-protection.md` says what they hold, and until when).
+        let options = sqlite_file(path)?.pragma("wal_autocheckpoint", "10000");
         migrate_sqlite(&options, &sqlx::migrate!("schemas/db/sqlite")).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(connecting.max_connections)
