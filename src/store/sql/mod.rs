@@ -172,7 +172,8 @@ impl SqliteStore {
         // steady 200/s went from 7 to 14 ms ("Lever: fewer checkpoints on
         // SQLite"; issue 3 had rejected this at 45 ms). Older versions
         // of pages stay in the WAL longer, as they stay in the file's free
-        // pages (`data-protection.md` says what they hold, and until when).
+        // pages; what they hold of a case is sealed under its case key, so
+        // destroying the key erases them too (`data-protection.md`).
         let options = sqlite_file(path)?.pragma("wal_autocheckpoint", "10000");
         migrate_sqlite(&options, &sqlx::migrate!("schemas/db/sqlite")).await?;
         let pool = SqlitePoolOptions::new()
