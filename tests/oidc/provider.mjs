@@ -92,14 +92,20 @@ function signingKeys(file = process.env.OIDC_JWKS_FILE) {
     return JSON.parse(readFileSync(file, 'utf8'));
   }
   // One key per algorithm family, so OIDC_ACCESS_TOKEN_ALG can pick any of them.
+  // Encoded as JWK by the generation itself: exporting the KeyObject it returns
+  // instead deadlocks Node.js 20 now and then (a garbage collection during the
+  // export destroys the finished generation job, which takes the lock the
+  // export holds: in gdb, a provider that never printed ISSUER; the harness's
+  // "did not start" seen in CI looks the same).
+  const asJwk = { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } };
   const generated = [
-    crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }),
-    crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }),
-    crypto.generateKeyPairSync('ed25519'),
+    crypto.generateKeyPairSync('rsa', { modulusLength: 2048, ...asJwk }),
+    crypto.generateKeyPairSync('ec', { namedCurve: 'P-256', ...asJwk }),
+    crypto.generateKeyPairSync('ed25519', asJwk),
   ];
   return {
     keys: generated.map(({ privateKey }) => ({
-      ...privateKey.export({ format: 'jwk' }),
+      ...privateKey,
       kid: crypto.randomUUID(),
       use: 'sig',
     })),
