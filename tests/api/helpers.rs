@@ -416,6 +416,7 @@ pub async fn spawn_app_with(backend: Backend, now: DateTime<Utc>, extra: &str) -
 
 /// As [`spawn_app_with`], with the loaded configuration changed by `change` before the start.
 pub async fn spawn_app_configured(backend: Backend, now: DateTime<Utc>, extra: &str, change: impl FnOnce(&mut GatewayConfig)) -> TestApp {
+    repeat_panic_messages_last();
     if backend == Backend::Postgres {
         drop_stale_schemas().await;
     }
@@ -684,6 +685,22 @@ pub fn variant(name: &str, key: &str, destination: Option<&str>) -> Value {
     referral
 }
 
+/// Says a test's panic message once more after its backtrace. CI keeps only
+/// the end of a failed run's output, and where it sets `RUST_BACKTRACE` the
+/// message, printed first, is cut off with the top of the backtrace.
+pub fn repeat_panic_messages_last() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let print_as_usual = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |panic| {
+            print_as_usual(panic);
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|set| set != "0") {
+                eprintln!("the panic above, again after its backtrace: {panic}");
+            }
+        }));
+    });
+}
+
 /// Runs an async test body once per backend.
 #[macro_export]
 macro_rules! on_both_backends {
@@ -692,10 +709,12 @@ macro_rules! on_both_backends {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
+                    $crate::helpers::repeat_panic_messages_last();
                     super::$name($crate::helpers::Backend::Sqlite).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
+                    $crate::helpers::repeat_panic_messages_last();
                     super::$name($crate::helpers::Backend::Postgres).await;
                 }
             }

@@ -103,6 +103,7 @@ impl OidcProvider {
     }
 
     pub async fn start_with(options: ProviderOptions) -> Self {
+        crate::helpers::repeat_panic_messages_last();
         ensure_node_modules();
         let mut command = Command::new("node");
         command

@@ -144,6 +144,7 @@ impl Federation {
     /// The gateways' files, keys and configuration, none started: a test may
     /// change a configuration before [`Federation::launch`].
     pub fn prepare(backend: Backend, countries: &[&'static str]) -> Self {
+        crate::helpers::repeat_panic_messages_last();
         let coordinator_jwk = jose_keys::generate(KeyUse::Sig).unwrap();
         let mut federation = Federation {
             peers: Vec::new(),
