@@ -685,9 +685,9 @@ pub fn variant(name: &str, key: &str, destination: Option<&str>) -> Value {
     referral
 }
 
-/// Says a test's panic message once more after its backtrace. CI keeps only
-/// the end of a failed run's output, and where it sets `RUST_BACKTRACE` the
-/// message, printed first, is cut off with the top of the backtrace.
+/// Says a test's panic message once more after its backtrace. CI keeps the
+/// head and the tail of a failed run's output; with `RUST_BACKTRACE` set, the
+/// message, printed before the backtrace, fell in the part cut out.
 pub fn repeat_panic_messages_last() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
@@ -695,7 +695,8 @@ pub fn repeat_panic_messages_last() {
         std::panic::set_hook(Box::new(move |panic| {
             print_as_usual(panic);
             if std::env::var_os("RUST_BACKTRACE").is_some_and(|set| set != "0") {
-                eprintln!("the panic above, again after its backtrace: {panic}");
+                let thread = std::thread::current();
+                eprintln!("the panic above (thread {}), again after its backtrace: {panic}", thread.name().unwrap_or("unnamed"));
             }
         }));
     });

@@ -136,8 +136,9 @@ impl OidcProvider {
         })
         .await;
         let Ok(Some(issuer)) = issuer else {
-            // Said apart, to find the cause of a failure seen once in CI: no
-            // ISSUER line for the whole timeout, or its output closed early.
+            // Said apart: no ISSUER line for the whole timeout (as when Node.js
+            // deadlocked generating the keys, now avoided in provider.mjs), or
+            // its output closed early.
             let how = if issuer.is_err() { format!("no ISSUER line within {START_TIMEOUT:?}") } else { "its output closed without an ISSUER line".to_owned() };
             // A process whose output just closed may not be reaped yet: given a moment to end.
             let status = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
